@@ -1,0 +1,99 @@
+/* store: the LMDB environment of a service.
+ *
+ * One environment per service directory, named databases inside it. Writes
+ * go through vr_store_write(), which runs a callback inside one write
+ * transaction, commits it (durably: the commit is on disk when it returns),
+ * and, when LMDB reports the map full, aborts, grows the map and runs the
+ * callback again. Callbacks must therefore be repeatable: they may run more
+ * than once and must keep their side effects inside the transaction.
+ *
+ * Reads use short read transactions (vr_store_read_begin/_end). A read
+ * transaction holds a shared lock that a map resize waits for, so never hold
+ * one across a blocking call.
+ *
+ * Thread-safety: any thread may read or write. LMDB serialises writers.
+ * Errors: VR_E* codes of err.h; LMDB codes are mapped (MDB_NOTFOUND ->
+ * VR_ENOTFOUND, MDB_KEYEXIST -> VR_EEXIST, MDB_MAP_FULL -> VR_EMAPFULL after
+ * growth failed, MDB_CORRUPTED/MDB_INVALID -> VR_ECORRUPT, anything else
+ * -> VR_ESTORE); vr_store_last_error() gives the LMDB text of the last
+ * failure on this thread. */
+#ifndef VR_STORE_H
+#define VR_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct vr_store vr_store;
+typedef struct vr_txn vr_txn;
+typedef struct vr_cursor vr_cursor;
+typedef unsigned int vr_dbi;
+
+typedef struct vr_store_opts {
+	size_t initial_map_bytes; /* 0 = 64 MiB */
+	size_t max_map_bytes;     /* growth stops here; 0 = 1 TiB */
+	unsigned max_dbs;         /* 0 = 16 */
+	unsigned max_readers;     /* 0 = 256 */
+	int no_sync;              /* tests only: skip fsync (loses durability) */
+} vr_store_opts;
+
+/* Opens (creating if needed) the environment in directory dir, which is
+ * created if missing. Fails with -errno (e.g. -EACCES) when dir is not
+ * writable. opts may be NULL. */
+int vr_store_open(vr_store **out, const char *dir, const vr_store_opts *opts);
+void vr_store_close(vr_store *st);
+
+/* Opens or creates a named database. Call during start-up, before threads
+ * use the store. flags: VR_DB_INTEGERKEY for native unsigned 64-bit keys
+ * (sequence numbers) so they iterate in numeric order. */
+enum { VR_DB_INTEGERKEY = 1 };
+int vr_store_dbi(vr_store *st, const char *name, unsigned flags, vr_dbi *out);
+
+/* The map size now, and how many times it grew since open (for tests). */
+size_t vr_store_map_bytes(vr_store *st);
+unsigned vr_store_grow_count(vr_store *st);
+
+/* Runs fn(txn, arg) in a write transaction and commits. If fn returns
+ * non-zero the transaction is aborted and that value returned. On map-full
+ * (from fn's puts or the commit) the map is doubled (up to max_map_bytes)
+ * and fn runs again from scratch. */
+typedef int (*vr_store_write_fn)(vr_txn *txn, void *arg);
+int vr_store_write(vr_store *st, vr_store_write_fn fn, void *arg);
+
+/* Read transactions. */
+int vr_store_read_begin(vr_store *st, vr_txn **out);
+void vr_store_read_end(vr_txn *txn);
+
+/* Gets a value. On success *val/*len point into the map and stay valid
+ * until the transaction ends. VR_ENOTFOUND when absent. */
+int vr_get(vr_txn *txn, vr_dbi db, const void *key, size_t klen,
+	   const void **val, size_t *len);
+/* Puts a value (replacing). */
+int vr_put(vr_txn *txn, vr_dbi db, const void *key, size_t klen,
+	   const void *val, size_t len);
+/* Reserves len bytes for key and returns a pointer to fill before the
+ * transaction ends (avoids a copy for large values). */
+int vr_put_reserve(vr_txn *txn, vr_dbi db, const void *key, size_t klen,
+		   size_t len, void **val);
+/* Deletes a key; VR_ENOTFOUND when absent. */
+int vr_del(vr_txn *txn, vr_dbi db, const void *key, size_t klen);
+/* Number of entries in db as seen by txn. */
+int vr_count(vr_txn *txn, vr_dbi db, uint64_t *out);
+/* The last key of an integer-key db (the highest sequence), or
+ * VR_ENOTFOUND when empty. */
+int vr_last_u64(vr_txn *txn, vr_dbi db, uint64_t *key);
+
+/* Cursors, for iteration in key order. vr_cursor_seek positions at the
+ * first key >= key (key NULL: the first key). vr_cursor_next advances.
+ * Both return VR_ENOTFOUND past the end. Pointers are valid until the
+ * next cursor move or the transaction ends. */
+int vr_cursor_open(vr_txn *txn, vr_dbi db, vr_cursor **out);
+int vr_cursor_seek(vr_cursor *c, const void *key, size_t klen,
+		   const void **k, size_t *kl, const void **v, size_t *vl);
+int vr_cursor_next(vr_cursor *c, const void **k, size_t *kl,
+		   const void **v, size_t *vl);
+void vr_cursor_close(vr_cursor *c);
+
+/* The LMDB message of this thread's last store failure ("" if none). */
+const char *vr_store_last_error(void);
+
+#endif

@@ -1,0 +1,88 @@
+/* A small test harness in the manner of libuv's: tests are named functions,
+ * ASSERT_* macros print both values and the source line, and a test binary
+ * runs every test or only those named on its command line.
+ *
+ *   TEST(put_get) { ASSERT_EQ_INT(1, 1); }
+ *   static const struct vr_test tests[] = { T(put_get), {0} };
+ *   int main(int argc, char **argv) { return vr_test_main(tests, argc, argv); }
+ *
+ * A test returns normally to pass; an assertion failure returns from the
+ * test function with a message, and the binary exits non-zero. SKIP()
+ * marks a test skipped (exit code 77 when every selected test skipped, so
+ * ctest's SKIP_RETURN_CODE can report it). */
+#ifndef VR_TEST_HARNESS_H
+#define VR_TEST_HARNESS_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct vr_test {
+	const char *name;
+	void (*fn)(void);
+};
+
+static int vr_test__failed;
+static int vr_test__skipped;
+
+#define TEST(name) static void test_##name(void)
+#define T(name) { #name, test_##name }
+
+#define FAIL_(...) do { \
+	fprintf(stderr, "  %s:%d: ", __FILE__, __LINE__); \
+	fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); \
+	vr_test__failed = 1; return; } while (0)
+
+#define ASSERT(cond) do { if (!(cond)) FAIL_("assertion failed: %s", #cond); } while (0)
+#define ASSERT_MSG(cond, ...) do { if (!(cond)) FAIL_(__VA_ARGS__); } while (0)
+#define ASSERT_EQ_INT(a, b) do { long long a_ = (long long)(a), b_ = (long long)(b); \
+	if (a_ != b_) FAIL_("%s == %s: %lld != %lld", #a, #b, a_, b_); } while (0)
+#define ASSERT_NE_INT(a, b) do { long long a_ = (long long)(a), b_ = (long long)(b); \
+	if (a_ == b_) FAIL_("%s != %s: both %lld", #a, #b, a_); } while (0)
+#define ASSERT_OK(rc) do { long long r_ = (long long)(rc); \
+	if (r_ != 0) FAIL_("%s returned %lld", #rc, r_); } while (0)
+#define ASSERT_STR_EQ(a, b) do { const char *a_ = (a), *b_ = (b); \
+	if (!a_ || !b_ || strcmp(a_, b_)) FAIL_("%s == %s: \"%s\" != \"%s\"", #a, #b, \
+		a_ ? a_ : "(null)", b_ ? b_ : "(null)"); } while (0)
+#define ASSERT_CONTAINS(hay, needle) do { const char *h_ = (hay), *n_ = (needle); \
+	if (!h_ || !strstr(h_, n_)) FAIL_("%s contains \"%s\": got \"%s\"", #hay, n_, h_ ? h_ : "(null)"); } while (0)
+/* |a - b| <= tol * max(1, |b|) */
+#define ASSERT_NEAR(a, b, tol) do { double a_ = (double)(a), b_ = (double)(b); \
+	double s_ = fabs(b_) > 1 ? fabs(b_) : 1; \
+	if (!(fabs(a_ - b_) <= (tol) * s_)) FAIL_("%s ~= %s: %.9g vs %.9g (tol %g)", #a, #b, a_, b_, (double)(tol)); } while (0)
+#define SKIP(...) do { fprintf(stderr, "  skipped: "); fprintf(stderr, __VA_ARGS__); \
+	fputc('\n', stderr); vr_test__skipped = 1; return; } while (0)
+
+static inline int vr_test_main(const struct vr_test *tests, int argc, char **argv)
+{
+	int failed = 0, ran = 0, skipped = 0;
+	for (const struct vr_test *t = tests; t->name; t++) {
+		int selected = argc < 2;
+		for (int i = 1; i < argc; i++)
+			if (!strcmp(argv[i], t->name))
+				selected = 1;
+		if (!selected)
+			continue;
+		struct timespec a, b;
+		clock_gettime(CLOCK_MONOTONIC, &a);
+		vr_test__failed = vr_test__skipped = 0;
+		t->fn();
+		clock_gettime(CLOCK_MONOTONIC, &b);
+		double ms = (b.tv_sec - a.tv_sec) * 1e3 + (b.tv_nsec - a.tv_nsec) / 1e6;
+		ran++;
+		if (vr_test__failed)
+			failed++;
+		if (vr_test__skipped)
+			skipped++;
+		fprintf(stderr, "%s %s (%.1f ms)\n",
+			vr_test__failed ? "FAIL" : vr_test__skipped ? "skip" : "ok  ", t->name, ms);
+	}
+	fprintf(stderr, "%d passed, %d failed, %d skipped\n", ran - failed - skipped, failed, skipped);
+	if (failed)
+		return 1;
+	return ran && skipped == ran ? 77 : 0;
+}
+
+#endif

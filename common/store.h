@@ -14,9 +14,15 @@
  * Thread-safety: any thread may read or write. LMDB serialises writers.
  * Errors: VR_E* codes of err.h; LMDB codes are mapped (MDB_NOTFOUND ->
  * VR_ENOTFOUND, MDB_KEYEXIST -> VR_EEXIST, MDB_MAP_FULL -> VR_EMAPFULL after
- * growth failed, MDB_CORRUPTED/MDB_INVALID -> VR_ECORRUPT, anything else
- * -> VR_ESTORE); vr_store_last_error() gives the LMDB text of the last
- * failure on this thread. */
+ * growth failed, MDB_CORRUPTED/MDB_INVALID/MDB_PAGE_NOTFOUND/
+ * MDB_VERSION_MISMATCH -> VR_ECORRUPT, system failures LMDB passes through
+ * (ENOSPC, EIO, EACCES, ...) -> -errno, anything else -> VR_ESTORE);
+ * vr_store_last_error() gives the LMDB text of the last failure on this
+ * thread.
+ *
+ * A read transaction may end on another thread than the one that began it.
+ * A thread holding a read transaction must not call vr_store_write (a map
+ * resize would wait for that read transaction forever). */
 #ifndef VR_STORE_H
 #define VR_STORE_H
 
@@ -37,14 +43,18 @@ typedef struct vr_store_opts {
 } vr_store_opts;
 
 /* Opens (creating if needed) the environment in directory dir, which is
- * created if missing. Fails with -errno (e.g. -EACCES) when dir is not
- * writable. opts may be NULL. */
+ * created if missing (mkdir -p). Fails with -errno (e.g. -EACCES, -ENOTDIR)
+ * when dir cannot be created or is not writable; vr_store_last_error()
+ * then names the path. Reader slots left by a killed process are freed.
+ * opts may be NULL. */
 int vr_store_open(vr_store **out, const char *dir, const vr_store_opts *opts);
 void vr_store_close(vr_store *st);
 
 /* Opens or creates a named database. Call during start-up, before threads
  * use the store. flags: VR_DB_INTEGERKEY for native unsigned 64-bit keys
- * (sequence numbers) so they iterate in numeric order. */
+ * (sequence numbers) so they iterate in numeric order; every key of such a
+ * db is a uint64_t passed as (&key, 8). Pass the same flags every time a db
+ * is opened (LMDB does not check them). */
 enum { VR_DB_INTEGERKEY = 1 };
 int vr_store_dbi(vr_store *st, const char *name, unsigned flags, vr_dbi *out);
 
@@ -55,15 +65,19 @@ unsigned vr_store_grow_count(vr_store *st);
 /* Runs fn(txn, arg) in a write transaction and commits. If fn returns
  * non-zero the transaction is aborted and that value returned. On map-full
  * (from fn's puts or the commit) the map is doubled (up to max_map_bytes)
- * and fn runs again from scratch. */
+ * and fn runs again from scratch, even if fn swallowed the put's
+ * VR_EMAPFULL. Returns 0 once the commit is durable, VR_EMAPFULL when the
+ * map is at max_map_bytes, or another mapped error. */
 typedef int (*vr_store_write_fn)(vr_txn *txn, void *arg);
 int vr_store_write(vr_store *st, vr_store_write_fn fn, void *arg);
 
-/* Read transactions. */
+/* Read transactions: a consistent snapshot until vr_store_read_end. Begin
+ * returns VR_ENOMEM, or VR_ESTORE when every reader slot is taken
+ * (max_readers). vr_store_read_end(NULL) is a no-op. */
 int vr_store_read_begin(vr_store *st, vr_txn **out);
 void vr_store_read_end(vr_txn *txn);
 
-/* Gets a value. On success *val/*len point into the map and stay valid
+/* Gets a value. On success *val and *len point into the map and stay valid
  * until the transaction ends. VR_ENOTFOUND when absent. */
 int vr_get(vr_txn *txn, vr_dbi db, const void *key, size_t klen,
 	   const void **val, size_t *len);
@@ -84,8 +98,10 @@ int vr_last_u64(vr_txn *txn, vr_dbi db, uint64_t *key);
 
 /* Cursors, for iteration in key order. vr_cursor_seek positions at the
  * first key >= key (key NULL: the first key). vr_cursor_next advances.
- * Both return VR_ENOTFOUND past the end. Pointers are valid until the
- * next cursor move or the transaction ends. */
+ * Both return VR_ENOTFOUND past the end; any of k, kl, v, vl may be NULL.
+ * Pointers are valid until the next cursor move or the transaction ends.
+ * Close a cursor before its transaction ends (before the write callback
+ * returns, before vr_store_read_end). */
 int vr_cursor_open(vr_txn *txn, vr_dbi db, vr_cursor **out);
 int vr_cursor_seek(vr_cursor *c, const void *key, size_t klen,
 		   const void **k, size_t *kl, const void **v, size_t *vl);

@@ -1,0 +1,88 @@
+/* daemon: what featured and rankd share around their services: the common
+ * flags, the data directory, a server with Health, the ready line on
+ * stdout, and a graceful end on SIGTERM or SIGINT.
+ *
+ *   vr_daemon d = { 0 };
+ *   const vr_flag flags[] = { VR_DAEMON_FLAGS(&d, "127.0.0.1:50051"), { 0 } };
+ *   int code = vr_daemon_init(&d, "featured", summary, flags, argc, argv);
+ *   if (code >= 0) return code;               // --help or bad flags
+ *   if (!(code = vr_daemon_open(&d)))         // store, server, Health
+ *     code = <register the service on d.server>;
+ *   if (!code && !(code = vr_daemon_serve(&d, NULL))) // bind, "featured listening on ..."
+ *     vr_daemon_wait(&d);                     // until SIGTERM/SIGINT
+ *   vr_daemon_stop(&d);                       // drains calls, frees the server
+ *   <free the service's state: channels before vr_daemon_close>
+ *   vr_daemon_close(&d);                      // stops gRPC, closes the store
+ *   return code;
+ *
+ * Errors are reported as one log line naming the cause; the functions
+ * return the process exit code to use (1). */
+#ifndef VR_DAEMON_H
+#define VR_DAEMON_H
+
+#include "flags.h"
+#include "health.h"
+#include "rpc.h"
+#include "store.h"
+
+#include <signal.h>
+#include <stdint.h>
+
+typedef struct vr_daemon {
+	const char *name;
+	/* flags */
+	const char *listen, *data, *tls_cert, *tls_key, *admin_token, *log_level;
+	int threads, max_streams, grace_ms;
+	uint64_t max_message;
+	/* state */
+	sigset_t signals;
+	int rpc_up;
+	vr_store *store;
+	vr_server *server;
+	vr_health *health;
+} vr_daemon;
+
+#define VR_DAEMON_FLAGS(d, listen_default) \
+	{ "listen", "VISREC_LISTEN", VR_FLAG_STRING, &(d)->listen, listen_default, \
+	  "HOST:PORT to serve on; port 0 picks a free one", 0 }, \
+	{ "data", "VISREC_DATA", VR_FLAG_STRING, &(d)->data, NULL, \
+	  "directory of the LMDB environment (created if missing)", 1 }, \
+	{ "threads", "VISREC_THREADS", VR_FLAG_INT, &(d)->threads, "0", \
+	  "server threads, each runs unary calls inline; 0 = one per CPU, at least 2", 0 }, \
+	{ "max-streams", "VISREC_MAX_STREAMS", VR_FLAG_INT, &(d)->max_streams, "64", \
+	  "streaming calls served at once", 0 }, \
+	{ "max-message-bytes", "VISREC_MAX_MESSAGE_BYTES", VR_FLAG_UINT64, &(d)->max_message, \
+	  "16777216", "largest message received or sent", 0 }, \
+	{ "tls-cert", "VISREC_TLS_CERT", VR_FLAG_STRING, &(d)->tls_cert, NULL, \
+	  "PEM certificate chain; with --tls-key serves TLS", 0 }, \
+	{ "tls-key", "VISREC_TLS_KEY", VR_FLAG_STRING, &(d)->tls_key, NULL, \
+	  "PEM private key", 0 }, \
+	{ "admin-token", "VISREC_ADMIN_TOKEN", VR_FLAG_STRING, &(d)->admin_token, NULL, \
+	  "bearer token admin calls need (writes, training); unset: open", 0 }, \
+	{ "shutdown-grace-ms", "VISREC_SHUTDOWN_GRACE_MS", VR_FLAG_INT, &(d)->grace_ms, "2000", \
+	  "on SIGTERM, how long calls in flight may finish before they are cancelled", 0 }, \
+	{ "log-level", "VISREC_LOG_LEVEL", VR_FLAG_STRING, &(d)->log_level, NULL, \
+	  "debug, info, warn or error (debug logs every call)", 0 }
+
+/* Parses the flags of table into d (which starts zeroed: flags without a
+ * default stay NULL), sets up logging and blocks SIGTERM and SIGINT (call
+ * it first in main, before any thread starts). Returns
+ * -1 to go on, or the exit code: 0 after --help, 2 for bad flags. */
+int vr_daemon_init(vr_daemon *d, const char *name, const char *summary,
+		   const vr_flag *table, int argc, char **argv);
+/* Opens the store in --data, starts gRPC and creates the server with
+ * Health registered. Returns 0 or 1. */
+int vr_daemon_open(vr_daemon *d);
+/* Binds and serves, sets Health SERVING for "" and each name in services
+ * (NULL-terminated, may be NULL), and prints "<name> listening on
+ * HOST:PORT" to stdout. Returns 0 or 1. */
+int vr_daemon_serve(vr_daemon *d, const char *const *services);
+/* Waits for SIGTERM or SIGINT. */
+void vr_daemon_wait(vr_daemon *d);
+/* Health NOT_SERVING, drains the server within the grace and frees it.
+ * Idempotent. */
+void vr_daemon_stop(vr_daemon *d);
+/* vr_daemon_stop, then stops gRPC and closes the store. */
+void vr_daemon_close(vr_daemon *d);
+
+#endif

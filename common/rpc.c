@@ -1,0 +1,167 @@
+/* rpc: the parts the server and the client share: process start and stop,
+ * gRPC's log routed into ours, status codes, and moving protobuf-c messages
+ * in and out of core's byte buffers. */
+#include "rpc_int.h"
+
+#include "err.h"
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/slice.h>
+#include <grpc/support/log.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* gRPC writes multi-line messages of its own format to stderr; ours are
+ * one line each, so its lines come through our logger, newlines folded. */
+static void log_from_grpc(gpr_log_func_args *a)
+{
+	enum vr_log_level level = a->severity == GPR_LOG_SEVERITY_ERROR ? VR_LOG_WARN : VR_LOG_DEBUG;
+	if (!vr_log_enabled(level))
+		return;
+	char line[1024];
+	snprintf(line, sizeof line, "%s", a->message ? a->message : "");
+	for (char *p = line; *p; p++)
+		if (*p == '\n' || *p == '\r')
+			*p = ' ';
+	const char *file = a->file ? strrchr(a->file, '/') : NULL;
+	vr_log(level, "grpc %s:%d: %s", file ? file + 1 : (a->file ? a->file : "?"), a->line, line);
+}
+
+int vr_rpc_init(void)
+{
+	gpr_set_log_function(log_from_grpc);
+	grpc_init();
+	return 0;
+}
+
+void vr_rpc_shutdown(void)
+{
+	grpc_shutdown_blocking();
+}
+
+int vr_status_from_rc(int rc)
+{
+	if (rc >= 0 && rc <= GRPC_STATUS_UNAUTHENTICATED)
+		return rc;
+	switch (rc) {
+	case VR_EINVAL: return GRPC_STATUS_INVALID_ARGUMENT;
+	case VR_ENOTFOUND: return GRPC_STATUS_NOT_FOUND;
+	case VR_EEXIST: return GRPC_STATUS_ALREADY_EXISTS;
+	case VR_EFULL:
+	case VR_ETOOBIG: return GRPC_STATUS_RESOURCE_EXHAUSTED;
+	case VR_ECANCELLED: return GRPC_STATUS_CANCELLED;
+	case VR_ETIMEDOUT: return GRPC_STATUS_DEADLINE_EXCEEDED;
+	case VR_ESHUTDOWN:
+	case VR_ERPC: return GRPC_STATUS_UNAVAILABLE;
+	case VR_EUNSUPPORTED: return GRPC_STATUS_UNIMPLEMENTED;
+	case VR_ESTATE: return GRPC_STATUS_FAILED_PRECONDITION;
+	}
+	return GRPC_STATUS_INTERNAL;
+}
+
+const char *vr_status_name(int code)
+{
+	static const char *const names[] = {
+		"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+		"NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+		"FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
+		"INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+	};
+	if (code >= 0 && code < (int)(sizeof names / sizeof names[0]))
+		return names[code];
+	return "UNKNOWN_CODE";
+}
+
+int vr__pack(const ProtobufCMessage *m, size_t max, grpc_byte_buffer **out)
+{
+	size_t n = protobuf_c_message_get_packed_size(m);
+	if (n > max)
+		return VR_ETOOBIG;
+	grpc_slice s = grpc_slice_malloc(n);
+	protobuf_c_message_pack(m, GRPC_SLICE_START_PTR(s));
+	*out = grpc_raw_byte_buffer_create(&s, 1);
+	grpc_slice_unref(s);
+	return *out ? 0 : VR_ENOMEM;
+}
+
+int vr__unpack(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *d,
+	       ProtobufCMessage **out)
+{
+	/* A message that arrived in one slice unpacks in place; others are
+	 * joined (and decompressed) by the reader first. */
+	if (bb->type == GRPC_BB_RAW && bb->data.raw.compression == GRPC_COMPRESS_NONE &&
+	    bb->data.raw.slice_buffer.count == 1) {
+		grpc_slice s = bb->data.raw.slice_buffer.slices[0];
+		*out = protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+		return *out ? 0 : VR_EINVAL;
+	}
+	grpc_byte_buffer_reader r;
+	if (!grpc_byte_buffer_reader_init(&r, bb))
+		return VR_EINVAL;
+	grpc_slice s = grpc_byte_buffer_reader_readall(&r);
+	grpc_byte_buffer_reader_destroy(&r);
+	*out = protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+	grpc_slice_unref(s);
+	return *out ? 0 : VR_EINVAL;
+}
+
+gpr_timespec vr__deadline(int64_t ms)
+{
+	if (ms <= 0)
+		return gpr_inf_future(GPR_CLOCK_MONOTONIC);
+	return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(ms, GPR_TIMESPAN));
+}
+
+int vr__read_file(const char *path, char **out)
+{
+	int rc = 0;
+	char *buf = NULL;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	struct stat sb;
+	if (fstat(fd, &sb) < 0) {
+		rc = -errno;
+		goto leave;
+	}
+	size_t n = (size_t)sb.st_size, got = 0;
+	buf = malloc(n + 1);
+	if (!buf) {
+		rc = VR_ENOMEM;
+		goto leave;
+	}
+	while (got < n) {
+		ssize_t r = read(fd, buf + got, n - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			rc = r < 0 ? -errno : VR_EIO;
+			goto leave;
+		}
+		got += (size_t)r;
+	}
+	buf[n] = 0;
+	*out = buf;
+	buf = NULL;
+leave:
+	free(buf);
+	close(fd);
+	return rc;
+}
+
+void vr__message_args(grpc_arg storage[2], size_t max)
+{
+	int lim = max > (size_t)0x7fffffff ? 0x7fffffff : (int)max;
+	storage[0].type = GRPC_ARG_INTEGER;
+	storage[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+	storage[0].value.integer = lim;
+	storage[1].type = GRPC_ARG_INTEGER;
+	storage[1].key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
+	storage[1].value.integer = lim;
+}

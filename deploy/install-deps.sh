@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs, by package name, what building and testing visrec needs on
+# Debian 12, and only what is missing (dpkg is asked first, so a second run
+# costs a second). Used by run.sh and test.sh; safe to run by hand.
+#   deploy/install-deps.sh          build + run dependencies
+#   deploy/install-deps.sh --test   also what the test suite needs
+set -euo pipefail
+
+pkgs=(cmake make gcc pkg-config
+      libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
+      liblmdb-dev libturbojpeg0-dev libopenblas-dev libcjson-dev
+      nodejs npm)
+if [ "${1:-}" = "--test" ]; then
+	# openssl makes the TLS test certificate; chromium renders the report.
+	pkgs+=(openssl chromium)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+	# npm may come from elsewhere (e.g. a newer npm over Debian's node).
+	if [ "$p" = npm ] && command -v npm >/dev/null 2>&1; then continue; fi
+	if [ "$p" = nodejs ] && command -v node >/dev/null 2>&1; then continue; fi
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "install-deps: installing ${missing[*]}"
+	SUDO=
+	[ "$(id -u)" -eq 0 ] || SUDO=sudo
+	$SUDO apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

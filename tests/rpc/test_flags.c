@@ -1,0 +1,171 @@
+/* Tests of common/flags: types, precedence (default < environment <
+ * command line), bool forms, errors, required flags and --help. */
+#include "err.h"
+#include "flags.h"
+#include "harness.h"
+
+#include <stdint.h>
+
+struct cfg {
+	const char *listen;
+	int threads, verbose;
+	uint64_t bytes;
+	double rate;
+};
+
+static void table(struct cfg *c, vr_flag out[6], int require_listen)
+{
+	const vr_flag t[6] = {
+		{ "listen", "VRTEST_LISTEN", VR_FLAG_STRING, &c->listen, NULL, "address", require_listen },
+		{ "threads", "VRTEST_THREADS", VR_FLAG_INT, &c->threads, "2", "threads", 0 },
+		{ "bytes", "VRTEST_BYTES", VR_FLAG_UINT64, &c->bytes, "1024", "bytes", 0 },
+		{ "rate", NULL, VR_FLAG_DOUBLE, &c->rate, "0.5", "rate", 0 },
+		{ "verbose", "VRTEST_VERBOSE", VR_FLAG_BOOL, &c->verbose, "false", "verbose", 0 },
+		{ 0 },
+	};
+	memcpy(out, t, sizeof t);
+}
+
+static int parse(struct cfg *c, int require, char *err, int argc, char **argv)
+{
+	vr_flag t[6];
+	memset(c, 0, sizeof *c);
+	table(c, t, require);
+	return vr_flags_parse(t, argc, argv, err, 256);
+}
+
+static void clear_env(void)
+{
+	unsetenv("VRTEST_LISTEN");
+	unsetenv("VRTEST_THREADS");
+	unsetenv("VRTEST_BYTES");
+	unsetenv("VRTEST_VERBOSE");
+}
+
+TEST(defaults)
+{
+	clear_env();
+	struct cfg c;
+	char err[256];
+	char *argv[] = { "prog" };
+	ASSERT_OK(parse(&c, 0, err, 1, argv));
+	ASSERT(c.listen == NULL);
+	ASSERT_EQ_INT(c.threads, 2);
+	ASSERT_EQ_INT(c.bytes, 1024);
+	ASSERT_NEAR(c.rate, 0.5, 1e-12);
+	ASSERT_EQ_INT(c.verbose, 0);
+}
+
+TEST(every_type_and_form)
+{
+	clear_env();
+	struct cfg c;
+	char err[256];
+	char *argv[] = { "prog", "--listen", "127.0.0.1:9", "--threads=-3", "--bytes",
+			 "18446744073709551615", "--rate=1e-3", "--verbose" };
+	ASSERT_OK(parse(&c, 0, err, 8, argv));
+	ASSERT_STR_EQ(c.listen, "127.0.0.1:9");
+	ASSERT_EQ_INT(c.threads, -3);
+	ASSERT(c.bytes == UINT64_MAX);
+	ASSERT_NEAR(c.rate, 1e-3, 1e-12);
+	ASSERT_EQ_INT(c.verbose, 1);
+	char *argv2[] = { "prog", "--verbose", "--no-verbose" };
+	ASSERT_OK(parse(&c, 0, err, 3, argv2));
+	ASSERT_EQ_INT(c.verbose, 0);
+	char *argv3[] = { "prog", "--verbose=yes" };
+	ASSERT_OK(parse(&c, 0, err, 2, argv3));
+	ASSERT_EQ_INT(c.verbose, 1);
+}
+
+TEST(environment_then_command_line)
+{
+	clear_env();
+	setenv("VRTEST_THREADS", "7", 1);
+	setenv("VRTEST_LISTEN", "env:1", 1);
+	setenv("VRTEST_VERBOSE", "on", 1);
+	struct cfg c;
+	char err[256];
+	char *argv[] = { "prog", "--threads", "9" };
+	int rc = parse(&c, 0, err, 3, argv);
+	clear_env();
+	ASSERT_OK(rc);
+	ASSERT_EQ_INT(c.threads, 9);    /* flag beats environment */
+	ASSERT_STR_EQ(c.listen, "env:1"); /* environment beats default */
+	ASSERT_EQ_INT(c.verbose, 1);
+}
+
+TEST(errors_name_the_flag)
+{
+	clear_env();
+	struct cfg c;
+	char err[256];
+	char *a1[] = { "prog", "--threads", "many" };
+	ASSERT_EQ_INT(parse(&c, 0, err, 3, a1), VR_EINVAL);
+	ASSERT_CONTAINS(err, "--threads");
+	ASSERT_CONTAINS(err, "many");
+	char *a2[] = { "prog", "--nope" };
+	ASSERT_EQ_INT(parse(&c, 0, err, 2, a2), VR_EINVAL);
+	ASSERT_CONTAINS(err, "unknown flag --nope");
+	char *a3[] = { "prog", "--listen" };
+	ASSERT_EQ_INT(parse(&c, 0, err, 2, a3), VR_EINVAL);
+	ASSERT_CONTAINS(err, "needs a value");
+	char *a4[] = { "prog", "stray" };
+	ASSERT_EQ_INT(parse(&c, 0, err, 2, a4), VR_EINVAL);
+	ASSERT_CONTAINS(err, "stray");
+	char *a5[] = { "prog", "--bytes=-1" };
+	ASSERT_EQ_INT(parse(&c, 0, err, 2, a5), VR_EINVAL);
+	char *a6[] = { "prog", "--threads=99999999999" };
+	ASSERT_EQ_INT(parse(&c, 0, err, 2, a6), VR_EINVAL);
+	char *a7[] = { "prog", "--no-threads" };
+	ASSERT_EQ_INT(parse(&c, 0, err, 2, a7), VR_EINVAL);
+	setenv("VRTEST_BYTES", "lots", 1);
+	char *a8[] = { "prog" };
+	int rc = parse(&c, 0, err, 1, a8);
+	clear_env();
+	ASSERT_EQ_INT(rc, VR_EINVAL);
+	ASSERT_CONTAINS(err, "VRTEST_BYTES");
+}
+
+TEST(required)
+{
+	clear_env();
+	struct cfg c;
+	char err[256];
+	char *a1[] = { "prog" };
+	ASSERT_EQ_INT(parse(&c, 1, err, 1, a1), VR_EINVAL);
+	ASSERT_STR_EQ(err, "--listen is required (or set VRTEST_LISTEN)");
+	setenv("VRTEST_LISTEN", "x:1", 1);
+	int rc = parse(&c, 1, err, 1, a1);
+	clear_env();
+	ASSERT_OK(rc);
+}
+
+TEST(help)
+{
+	clear_env();
+	struct cfg c;
+	char err[256];
+	char *a1[] = { "prog", "--threads", "x", "--help" };
+	ASSERT_EQ_INT(parse(&c, 1, err, 4, a1), VR_FLAGS_HELP);
+	vr_flag t[6];
+	table(&c, t, 1);
+	char buf[2048] = { 0 };
+	FILE *f = fmemopen(buf, sizeof buf - 1, "w");
+	vr_flags_usage(f, "prog", "does things", t);
+	fclose(f);
+	ASSERT_CONTAINS(buf, "usage: prog");
+	ASSERT_CONTAINS(buf, "--threads int");
+	ASSERT_CONTAINS(buf, "[env VRTEST_THREADS]");
+	ASSERT_CONTAINS(buf, "[default 2]");
+	ASSERT_CONTAINS(buf, "(required)");
+}
+
+static const struct vr_test tests[] = {
+	T(defaults), T(every_type_and_form), T(environment_then_command_line),
+	T(errors_name_the_flag), T(required), T(help), { 0 },
+};
+
+int main(int argc, char **argv)
+{
+	return vr_test_main(tests, argc, argv);
+}

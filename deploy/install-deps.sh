@@ -8,11 +8,12 @@ set -euo pipefail
 
 pkgs=(cmake make gcc pkg-config
       libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
-      liblmdb-dev libturbojpeg0-dev libopenblas-dev libcjson-dev
+      liblmdb-dev libturbojpeg0-dev libopenblas-dev libcjson-dev zlib1g-dev
       nodejs npm)
 if [ "${1:-}" = "--test" ]; then
-	# openssl makes the TLS test certificate; chromium renders the report.
-	pkgs+=(openssl chromium)
+	# openssl makes the TLS test certificate; chromium renders the report;
+	# Fashion-MNIST is the real-image option of the data generator.
+	pkgs+=(openssl chromium dataset-fashion-mnist)
 fi
 
 missing=()

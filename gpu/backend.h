@@ -1,0 +1,224 @@
+/* The contract between the network code (net.c, optim.c) and a compute
+ * backend (cpu.c; gpu/cuda/ later). Nets never touch tensor memory: every
+ * buffer is allocated, filled, read and computed on through this table, so
+ * a pointer handed to an op may be a device pointer.
+ *
+ * Conventions every op follows:
+ * - Tensors are float32, NCHW, contiguous. Weights use PyTorch's layouts:
+ *   conv [k][c/groups][kh][kw], fully connected [out][in].
+ * - n is the images in this call, 1 <= n <= the shape's n (the batch the
+ *   plan was made for); a backend may re-set its descriptors when n changes.
+ * - Gradients of parameters (dw, db, dgamma, dbeta) always ACCUMULATE into
+ *   their buffers (the net zeroes them in nn_net_zero_grad).
+ * - Gradients of inputs (dx) overwrite when acc == 0 and add when acc != 0:
+ *   a tensor read by two layers (a residual branch) gets both gradients.
+ * - Activation backward ops take the OUTPUT y, so they may run in place
+ *   (x == y forward, dx == dy backward).
+ * - ws is the net's one workspace, at least the largest ws_bytes any plan
+ *   asked for; ops may use it freely during a call.
+ * - Every op returns 0 or a negative VR_E* code (VR_EDEVICE for a device
+ *   failure); ops never exit.
+ * - Ops on one backend are called from one thread at a time. */
+#ifndef NN_BACKEND_H
+#define NN_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nn.h"
+
+#ifdef __CUDACC__
+#define NN_HD __host__ __device__
+#else
+#define NN_HD
+#endif
+
+/* Which op a plan is for (plan_create's kind). */
+enum nn_op_kind { NN_OP_CONV = 1, NN_OP_POOL, NN_OP_LRN, NN_OP_FC };
+
+struct nn_conv_shape {
+	int n;                     /* images the plan is made for (max batch) */
+	int c, h, w;               /* input channels, height, width */
+	int k, kh, kw;             /* output channels, kernel height, width */
+	int stride_h, stride_w, pad_h, pad_w;
+	int groups;                /* divides c and k; groups == c == k: depthwise */
+	int oh, ow;                /* (h + 2 pad_h - kh) / stride_h + 1, same for w */
+};
+
+enum nn_pool_mode {
+	NN_POOL_MAX = 1,
+	NN_POOL_AVG,               /* padding counted in the divisor (kh * kw), as PyTorch's default */
+	NN_POOL_ADAPTIVE_AVG,      /* PyTorch's AdaptiveAvgPool2d: window i is
+	                              [floor(i h / oh), ceil((i + 1) h / oh)); k, stride, pad unused */
+};
+
+struct nn_pool_shape {
+	int mode;                  /* enum nn_pool_mode */
+	int n, c, h, w;
+	int kh, kw, stride_h, stride_w, pad_h, pad_w;
+	int oh, ow;                /* floor mode: (h + 2 pad_h - kh) / stride_h + 1 */
+};
+
+/* Local response normalisation across channels, PyTorch's LocalResponseNorm:
+ * y_c = x_c / (k + alpha / size * sum_{c' = c - size/2}^{c + (size-1)/2} x_c'^2)^beta */
+struct nn_lrn_shape {
+	int n, c, h, w;
+	int size;
+	float alpha, beta, k;
+};
+
+struct nn_fc_shape {
+	int n, in, out;            /* y[n][out] = x[n][in] W[out][in]^T + b[out] */
+};
+
+/* Validate a shape's fields and fill its derived output size (conv.c,
+ * pool.c, lrn.c). Return 0 or VR_EINVAL. */
+int nn_conv_shape_check(struct nn_conv_shape *s);
+int nn_pool_shape_check(struct nn_pool_shape *s);
+int nn_lrn_shape_check(const struct nn_lrn_shape *s);
+
+enum nn_act_mode { NN_ACT_RELU = 1, NN_ACT_RELU6 };
+
+/* torch.optim.SGD with dampening 0, no Nesterov:
+ *   g' = g + weight_decay w;  m = momentum m + g';  w -= lr m
+ * (m starts at zero, which equals PyTorch's first-step m = g'). */
+struct nn_sgd_params {
+	float lr, momentum, weight_decay;
+};
+
+/* torch.optim.Adam (decoupled == 0: weight decay is L2 added to the
+ * gradient, g' = g + wd w) or torch.optim.AdamW (decoupled == 1:
+ * w -= lr wd w before the update). With t the 1-based step:
+ *   m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2
+ *   w -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps) */
+struct nn_adam_params {
+	float lr, beta1, beta2, eps, weight_decay;
+	int decoupled;
+	long step;                 /* t, >= 1 */
+};
+
+struct nn_backend;
+
+struct nn_backend_ops {
+	/* Memory. alloc returns memory aligned for any op (64 bytes at least). */
+	int (*alloc)(struct nn_backend *b, size_t bytes, void **out);
+	void (*free)(struct nn_backend *b, void *p);
+	int (*upload)(struct nn_backend *b, void *dst, const void *host_src, size_t bytes);
+	int (*download)(struct nn_backend *b, void *host_dst, const void *src, size_t bytes);
+	int (*copy)(struct nn_backend *b, void *dst, const void *src, size_t bytes);
+	int (*fill)(struct nn_backend *b, float *p, float value, size_t count);
+	/* Waits until every op issued so far has finished. */
+	int (*sync)(struct nn_backend *b);
+
+	/* Per-layer setup, once per shape: shape points at the struct for kind.
+	 * *plan may be left NULL; *ws_bytes is the workspace the layer's ops need. */
+	int (*plan_create)(struct nn_backend *b, int kind, const void *shape, void **plan, size_t *ws_bytes);
+	void (*plan_free)(struct nn_backend *b, void *plan);
+
+	/* Convolution (cross-correlation, as PyTorch). bias may be NULL. */
+	int (*conv_fwd)(struct nn_backend *b, void *plan, const struct nn_conv_shape *s, int n,
+		const float *x, const float *w, const float *bias, float *y, void *ws);
+	int (*conv_bwd_data)(struct nn_backend *b, void *plan, const struct nn_conv_shape *s, int n,
+		const float *dy, const float *w, float *dx, int acc, void *ws);
+	int (*conv_bwd_filter)(struct nn_backend *b, void *plan, const struct nn_conv_shape *s, int n,
+		const float *x, const float *dy, float *dw, void *ws);
+	int (*conv_bwd_bias)(struct nn_backend *b, void *plan, const struct nn_conv_shape *s, int n,
+		const float *dy, float *db);
+
+	/* Pooling. Max-pool backward sends each output's gradient to the first
+	 * maximum of its window (recomputed from x; y may be used instead). */
+	int (*pool_fwd)(struct nn_backend *b, void *plan, const struct nn_pool_shape *s, int n,
+		const float *x, float *y);
+	int (*pool_bwd)(struct nn_backend *b, void *plan, const struct nn_pool_shape *s, int n,
+		const float *x, const float *y, const float *dy, float *dx, int acc);
+
+	/* ReLU (y = max(x, 0)) and ReLU6 (y = min(max(x, 0), 6)); backward
+	 * passes dy where 0 < y (< 6 for ReLU6). */
+	int (*act_fwd)(struct nn_backend *b, int mode, size_t count, const float *x, float *y);
+	int (*act_bwd)(struct nn_backend *b, int mode, size_t count, const float *y,
+		const float *dy, float *dx, int acc);
+
+	/* Fully connected. bias and db may be NULL. */
+	int (*fc_fwd)(struct nn_backend *b, void *plan, const struct nn_fc_shape *s, int n,
+		const float *x, const float *w, const float *bias, float *y);
+	int (*fc_bwd_data)(struct nn_backend *b, void *plan, const struct nn_fc_shape *s, int n,
+		const float *dy, const float *w, float *dx, int acc);
+	int (*fc_bwd_weights)(struct nn_backend *b, void *plan, const struct nn_fc_shape *s, int n,
+		const float *x, const float *dy, float *dw, float *db);
+
+	/* Inverted dropout: element i is kept iff nn_dropout_keep(seed, i, p)
+	 * (below), and kept elements are scaled by 1 / (1 - p). The mask is a
+	 * pure function of (seed, i), so backward recomputes it and every
+	 * backend draws the same mask. */
+	int (*dropout_fwd)(struct nn_backend *b, size_t count, float p, uint64_t seed,
+		const float *x, float *y);
+	int (*dropout_bwd)(struct nn_backend *b, size_t count, float p, uint64_t seed,
+		const float *dy, float *dx, int acc);
+
+	/* LRN (x != y); backward may use x and y. */
+	int (*lrn_fwd)(struct nn_backend *b, void *plan, const struct nn_lrn_shape *s, int n,
+		const float *x, float *y, void *ws);
+	int (*lrn_bwd)(struct nn_backend *b, void *plan, const struct nn_lrn_shape *s, int n,
+		const float *x, const float *y, const float *dy, float *dx, int acc, void *ws);
+
+	/* Batch norm with running statistics (inference, or training with
+	 * frozen statistics as PyTorch's eval mode):
+	 *   y = (x - mean) / sqrt(var + eps) * gamma + beta,  x is [n][c][hw]. */
+	int (*bn_fwd)(struct nn_backend *b, int n, int c, int hw, float eps, const float *x,
+		const float *gamma, const float *beta, const float *mean, const float *var, float *y);
+	int (*bn_bwd)(struct nn_backend *b, int n, int c, int hw, float eps, const float *x,
+		const float *gamma, const float *mean, const float *var, const float *dy,
+		float *dx, int acc, float *dgamma, float *dbeta);
+
+	/* y = a + c (residual add); and dst = src (acc == 0) or dst += src. */
+	int (*add)(struct nn_backend *b, size_t count, const float *a, const float *c, float *y);
+	int (*accumulate)(struct nn_backend *b, size_t count, const float *src, float *dst, int acc);
+
+	/* Optimiser steps over count parameters in one loop (the arena). */
+	int (*sgd_step)(struct nn_backend *b, size_t count, float *w, const float *g, float *m,
+		const struct nn_sgd_params *p);
+	int (*adam_step)(struct nn_backend *b, size_t count, float *w, const float *g, float *m,
+		float *v, const struct nn_adam_params *p);
+
+	/* Releases priv; the backend struct itself is freed by nn_backend_close. */
+	void (*close)(struct nn_backend *b);
+};
+
+struct nn_backend {
+	const struct nn_backend_ops *ops;
+	char name[16];             /* "cpu", "cuda" */
+	char device[192];          /* what runs the ops, for logs and Info */
+	void *priv;                /* the backend's own state (handles, streams) */
+};
+
+/* Opens the CPU backend (cpu.c). */
+int nn__cpu_open(struct nn_backend **out);
+
+#ifdef NN_HAVE_CUDA
+/* Opens the CUDA backend (gpu/cuda/). Returns VR_EDEVICE, with the reason in
+ * why, when no device answers. */
+int nn__cuda_open(struct nn_backend **out, char *why, size_t why_len);
+#endif
+
+/* The dropout mask and the weight-init stream: splitmix64's i-th output
+ * for the seed, so element i's draw needs no state. */
+static inline NN_HD uint64_t nn_splitmix64(uint64_t seed, uint64_t i)
+{
+	uint64_t z = seed + (i + 1) * 0x9e3779b97f4a7c15ull;
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+/* A uniform draw in [0, 1) with 24 bits, exact in float. */
+static inline NN_HD float nn_uniform01(uint64_t seed, uint64_t i)
+{
+	return (float)(nn_splitmix64(seed, i) >> 40) * (1.0f / 16777216.0f);
+}
+
+static inline NN_HD int nn_dropout_keep(uint64_t seed, uint64_t i, float p)
+{
+	return nn_uniform01(seed, i) >= p;
+}
+
+#endif

@@ -1,0 +1,1053 @@
+/* Nets: the layer graph, its memory, and the forward and backward passes,
+ * all through the backend's ops (backend.h), so the same code drives the
+ * CPU and CUDA backends.
+ *
+ * Memory is planned once, in nn_net_create, for max_batch images:
+ * - one parameter arena (trainable tensors first, then buffers such as
+ *   batch-norm statistics), one gradient arena beside it;
+ * - activations: an in-place layer (a ReLU after a layer whose backward
+ *   does not read its own output) shares its input's storage; in a
+ *   training net every other activation has its own buffer, because
+ *   backward reads them all; in an inference-only net buffers are reused
+ *   once a tensor's last reader has run;
+ * - activation gradients live only from the first layer that writes them
+ *   to the layer that reads them, so backward reuses a few buffers (two,
+ *   for a chain);
+ * - one workspace, the largest any layer's plan asked for.
+ * Nothing is allocated per call afterwards, except the input gradient on
+ * the first backward that asks for it. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "net_priv.h"
+
+#define ALIGN_FLOATS 16        /* parameter offsets: 64-byte aligned */
+
+void nn__errmsg(nn_net *net, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(net->errmsg, sizeof(net->errmsg), fmt, ap);
+	va_end(ap);
+}
+
+/* Records the first builder failure and returns the sticky code. */
+static int build_fail(nn_net *net, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int build_fail(nn_net *net, int rc, const char *fmt, ...)
+{
+	if (net->build_rc)
+		return net->build_rc;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(net->errmsg, sizeof(net->errmsg), fmt, ap);
+	va_end(ap);
+	net->build_rc = rc;
+	return rc;
+}
+
+/* Grows *arr (of *cap elements of size sz) to hold one more than used. */
+static int grow(void **arr, int *cap, int used, size_t sz)
+{
+	if (used < *cap)
+		return 0;
+	int ncap = *cap ? *cap * 2 : 16;
+	void *p = realloc(*arr, (size_t)ncap * sz);
+	if (!p)
+		return VR_ENOMEM;
+	*arr = p;
+	*cap = ncap;
+	return 0;
+}
+
+static int new_tensor(nn_net *net, int c, int h, int w, int producer)
+{
+	if (grow((void **)&net->tensors, &net->cap_tensors, net->ntensors, sizeof(*net->tensors)))
+		return build_fail(net, VR_ENOMEM, "out of memory building the net");
+	int id = net->ntensors++;
+	struct nn__tensor *t = &net->tensors[id];
+	memset(t, 0, sizeof(*t));
+	t->c = c;
+	t->h = h;
+	t->w = w;
+	t->size = (size_t)c * h * w;
+	t->producer = producer;
+	t->group = id;
+	return id;
+}
+
+static int new_param(nn_net *net, const char *layer, const char *suffix, int ndim,
+	const int *shape, int trainable, int init, int fan_in)
+{
+	if (grow((void **)&net->params, &net->cap_params, net->nparams, sizeof(*net->params)))
+		return build_fail(net, VR_ENOMEM, "out of memory building the net");
+	int id = net->nparams++;
+	struct nn__param *p = &net->params[id];
+	memset(p, 0, sizeof(*p));
+	snprintf(p->name, sizeof(p->name), "%s.%s", layer, suffix);
+	p->ndim = ndim;
+	p->numel = 1;
+	for (int i = 0; i < ndim; i++) {
+		p->shape[i] = shape[i];
+		p->numel *= (size_t)shape[i];
+	}
+	p->trainable = trainable;
+	p->init = init;
+	p->fan_in = fan_in;
+	return id;
+}
+
+/* Appends a layer reading tensor in; NULL (with build_rc set) on failure. */
+static struct nn__layer *new_layer(nn_net *net, const char *name, int kind, int in)
+{
+	if (net->build_rc)
+		return NULL;
+	if (in < 0 || in >= net->ntensors) {
+		build_fail(net, VR_EINVAL, "%s: no such input tensor %d", name, in);
+		return NULL;
+	}
+	if (strlen(name) >= sizeof(net->layers->name)) {
+		build_fail(net, VR_EINVAL, "layer name too long: %s", name);
+		return NULL;
+	}
+	if (grow((void **)&net->layers, &net->cap_layers, net->nlayers, sizeof(*net->layers))) {
+		build_fail(net, VR_ENOMEM, "out of memory building the net");
+		return NULL;
+	}
+	struct nn__layer *l = &net->layers[net->nlayers++];
+	memset(l, 0, sizeof(*l));
+	snprintf(l->name, sizeof(l->name), "%s", name);
+	l->kind = kind;
+	l->in[0] = in;
+	l->nin = 1;
+	l->w = l->b = l->mean = l->var = -1;
+	net->tensors[in].consumers++;
+	return l;
+}
+
+/* Gives layer l (the last added) its output tensor; in place shares the
+ * input's storage. Returns the tensor or the sticky code. */
+static int set_output(nn_net *net, int c, int h, int w, int inplace)
+{
+	int li = net->nlayers - 1;
+	int t = new_tensor(net, c, h, w, li);
+	if (t < 0)
+		return t;
+	struct nn__layer *l = &net->layers[li];
+	l->out = t;
+	l->inplace = inplace;
+	if (inplace)
+		net->tensors[t].group = net->tensors[l->in[0]].group;
+	return t;
+}
+
+static const struct nn__tensor *tin(const nn_net *net, int in)
+{
+	return &net->tensors[in];
+}
+
+int nn__conv(nn_net *net, const char *name, int in, int k, int kernel, int stride, int pad,
+	int groups, int bias)
+{
+	struct nn__layer *l = new_layer(net, name, NN__CONV, in);
+	if (!l)
+		return net->build_rc;
+	const struct nn__tensor *x = tin(net, in);
+	struct nn_conv_shape *s = &l->u.conv;
+	*s = (struct nn_conv_shape){ .n = net->max_batch, .c = x->c, .h = x->h, .w = x->w,
+		.k = k, .kh = kernel, .kw = kernel, .stride_h = stride, .stride_w = stride,
+		.pad_h = pad, .pad_w = pad, .groups = groups };
+	if (nn_conv_shape_check(s))
+		return build_fail(net, VR_EINVAL, "%s: a %dx%d convolution (stride %d, pad %d, "
+			"%d groups) does not fit its %dx%dx%d input", name, kernel, kernel, stride, pad,
+			groups, x->c, x->h, x->w);
+	int fan_in = x->c / groups * kernel * kernel;
+	int wshape[4] = { k, x->c / groups, kernel, kernel };
+	l->w = new_param(net, name, "weight", 4, wshape, 1, NN__INIT_UNIFORM, fan_in);
+	if (bias)
+		l->b = new_param(net, name, "bias", 1, &k, 1, NN__INIT_UNIFORM, fan_in);
+	return set_output(net, k, s->oh, s->ow, 0);
+}
+
+/* Whether layer li's backward reads only its input and the gradient, so a
+ * following layer may overwrite its output. */
+static int output_is_free(const nn_net *net, int li)
+{
+	if (li < 0)
+		return 0;
+	int kind = net->layers[li].kind;
+	return kind == NN__CONV || kind == NN__FC || kind == NN__BN || kind == NN__ADD;
+}
+
+static int act(nn_net *net, const char *name, int in, int mode)
+{
+	struct nn__layer *l = new_layer(net, name, NN__ACT, in);
+	if (!l)
+		return net->build_rc;
+	l->u.act = mode;
+	const struct nn__tensor *x = tin(net, in);
+	return set_output(net, x->c, x->h, x->w, output_is_free(net, x->producer));
+}
+
+int nn__relu(nn_net *net, const char *name, int in)
+{
+	return act(net, name, in, NN_ACT_RELU);
+}
+
+int nn__relu6(nn_net *net, const char *name, int in)
+{
+	return act(net, name, in, NN_ACT_RELU6);
+}
+
+static int pool(nn_net *net, const char *name, int in, struct nn_pool_shape *proto)
+{
+	struct nn__layer *l = new_layer(net, name, NN__POOL, in);
+	if (!l)
+		return net->build_rc;
+	const struct nn__tensor *x = tin(net, in);
+	struct nn_pool_shape *s = &l->u.pool;
+	*s = *proto;
+	s->n = net->max_batch;
+	s->c = x->c;
+	s->h = x->h;
+	s->w = x->w;
+	if (nn_pool_shape_check(s))
+		return build_fail(net, VR_EINVAL, "%s: a %dx%d pool (stride %d, pad %d) does not "
+			"fit its %dx%dx%d input", name, s->kh, s->kw, s->stride_h, s->pad_h, x->c,
+			x->h, x->w);
+	return set_output(net, x->c, s->oh, s->ow, 0);
+}
+
+int nn__maxpool(nn_net *net, const char *name, int in, int kernel, int stride, int pad)
+{
+	struct nn_pool_shape s = { .mode = NN_POOL_MAX, .kh = kernel, .kw = kernel,
+		.stride_h = stride, .stride_w = stride, .pad_h = pad, .pad_w = pad };
+	return pool(net, name, in, &s);
+}
+
+int nn__avgpool(nn_net *net, const char *name, int in, int kernel, int stride, int pad)
+{
+	struct nn_pool_shape s = { .mode = NN_POOL_AVG, .kh = kernel, .kw = kernel,
+		.stride_h = stride, .stride_w = stride, .pad_h = pad, .pad_w = pad };
+	return pool(net, name, in, &s);
+}
+
+int nn__adaptive_avgpool(nn_net *net, const char *name, int in, int oh, int ow)
+{
+	if (!net->build_rc && in > 0 && in < net->ntensors && tin(net, in)->h == oh &&
+	    tin(net, in)->w == ow) {
+		/* AlexNet's avgpool at 224: nothing to compute. */
+		struct nn__layer *l = new_layer(net, name, NN__IDENTITY, in);
+		if (!l)
+			return net->build_rc;
+		const struct nn__tensor *x = tin(net, in);
+		return set_output(net, x->c, x->h, x->w, 1);
+	}
+	struct nn_pool_shape s = { .mode = NN_POOL_ADAPTIVE_AVG, .oh = oh, .ow = ow };
+	return pool(net, name, in, &s);
+}
+
+int nn__lrn(nn_net *net, const char *name, int in, int size, float alpha, float beta, float k)
+{
+	struct nn__layer *l = new_layer(net, name, NN__LRN, in);
+	if (!l)
+		return net->build_rc;
+	const struct nn__tensor *x = tin(net, in);
+	l->u.lrn = (struct nn_lrn_shape){ .n = net->max_batch, .c = x->c, .h = x->h, .w = x->w,
+		.size = size, .alpha = alpha, .beta = beta, .k = k };
+	if (nn_lrn_shape_check(&l->u.lrn))
+		return build_fail(net, VR_EINVAL, "%s: bad local response norm parameters", name);
+	return set_output(net, x->c, x->h, x->w, 0);
+}
+
+int nn__linear(nn_net *net, const char *name, int in, int out)
+{
+	struct nn__layer *l = new_layer(net, name, NN__FC, in);
+	if (!l)
+		return net->build_rc;
+	const struct nn__tensor *x = tin(net, in);
+	if (out < 1 || x->size > (1u << 30))
+		return build_fail(net, VR_EINVAL, "%s: bad linear layer %zu -> %d", name, x->size, out);
+	l->u.fc = (struct nn_fc_shape){ .n = net->max_batch, .in = (int)x->size, .out = out };
+	int wshape[2] = { out, (int)x->size };
+	l->w = new_param(net, name, "weight", 2, wshape, 1, NN__INIT_UNIFORM, (int)x->size);
+	l->b = new_param(net, name, "bias", 1, &out, 1, NN__INIT_UNIFORM, (int)x->size);
+	return set_output(net, out, 1, 1, 0);
+}
+
+int nn__dropout(nn_net *net, const char *name, int in, float p)
+{
+	struct nn__layer *l = new_layer(net, name, NN__DROPOUT, in);
+	if (!l)
+		return net->build_rc;
+	if (!(p >= 0.0f && p < 1.0f))
+		return build_fail(net, VR_EINVAL, "%s: dropout probability %g not in [0, 1)", name,
+			(double)p);
+	l->u.p = p;
+	const struct nn__tensor *x = tin(net, in);
+	return set_output(net, x->c, x->h, x->w, 0);
+}
+
+int nn__batchnorm(nn_net *net, const char *name, int in, float eps)
+{
+	struct nn__layer *l = new_layer(net, name, NN__BN, in);
+	if (!l)
+		return net->build_rc;
+	const struct nn__tensor *x = tin(net, in);
+	int c = x->c;
+	l->u.eps = eps;
+	l->w = new_param(net, name, "weight", 1, &c, 1, NN__INIT_ONE, 0);
+	l->b = new_param(net, name, "bias", 1, &c, 1, NN__INIT_ZERO, 0);
+	l->mean = new_param(net, name, "running_mean", 1, &c, 0, NN__INIT_ZERO, 0);
+	l->var = new_param(net, name, "running_var", 1, &c, 0, NN__INIT_ONE, 0);
+	return set_output(net, x->c, x->h, x->w, 0);
+}
+
+int nn__add(nn_net *net, const char *name, int a, int c)
+{
+	struct nn__layer *l = new_layer(net, name, NN__ADD, a);
+	if (!l)
+		return net->build_rc;
+	if (c < 0 || c >= net->ntensors)
+		return build_fail(net, VR_EINVAL, "%s: no such input tensor %d", name, c);
+	const struct nn__tensor *x = tin(net, a), *y = tin(net, c);
+	if (x->c != y->c || x->h != y->h || x->w != y->w)
+		return build_fail(net, VR_ESHAPE, "%s: adding %dx%dx%d to %dx%dx%d", name, x->c, x->h,
+			x->w, y->c, y->h, y->w);
+	l->in[1] = c;
+	l->nin = 2;
+	net->tensors[c].consumers++;
+	return set_output(net, x->c, x->h, x->w, 0);
+}
+
+void nn__alias(nn_net *net, const char *alias, const char *layer)
+{
+	if (net->naliases == (int)(sizeof(net->aliases) / sizeof(net->aliases[0]))) {
+		build_fail(net, VR_EINVAL, "too many aliases");
+		return;
+	}
+	struct nn__alias *a = &net->aliases[net->naliases++];
+	snprintf(a->name, sizeof(a->name), "%s", alias);
+	snprintf(a->layer, sizeof(a->layer), "%s", layer);
+}
+
+int nn__layer_find(const nn_net *net, const char *name)
+{
+	if (!name || !strcmp(name, "output"))
+		return net->nlayers - 1;
+	for (int i = 0; i < net->naliases; i++)
+		if (!strcmp(net->aliases[i].name, name)) {
+			name = net->aliases[i].layer;
+			break;
+		}
+	for (int i = 0; i < net->nlayers; i++)
+		if (!strcmp(net->layers[i].name, name))
+			return i;
+	return -1;
+}
+
+/* ---- Memory planning ---------------------------------------------------- */
+
+static int net_alloc(nn_net *net, size_t bytes, void **out)
+{
+	void **bufs = realloc(net->bufs, sizeof(void *) * (net->nbufs + 1));
+	if (!bufs)
+		return VR_ENOMEM;
+	net->bufs = bufs;
+	int rc = net->b->ops->alloc(net->b, bytes, out);
+	if (rc)
+		return rc;
+	net->bufs[net->nbufs++] = *out;
+	return 0;
+}
+
+/* Places groups with lifetimes [birth, death] (bytes 0: not needed) into
+ * as few buffers as a greedy pass finds: a group takes a buffer whose last
+ * occupant died before it was born, the smallest that fits, else the
+ * largest (grown). Writes each group's buffer into ptr. */
+static int place(nn_net *net, int n, const long *birth, const long *death, const size_t *bytes,
+	float **ptr)
+{
+	int *order = malloc(sizeof(int) * (n ? n : 1));
+	int *slot_of = malloc(sizeof(int) * (n ? n : 1));
+	size_t *slot_bytes = malloc(sizeof(size_t) * (n ? n : 1));
+	long *slot_free = malloc(sizeof(long) * (n ? n : 1));
+	void **slot_ptr = NULL;
+	int nslots = 0, rc = VR_ENOMEM;
+	if (!order || !slot_of || !slot_bytes || !slot_free)
+		goto leave;
+	int m = 0;
+	for (int g = 0; g < n; g++)
+		if (bytes[g])
+			order[m++] = g;
+	for (int i = 1; i < m; i++)      /* insertion sort by birth: nets are small */
+		for (int j = i; j > 0 && birth[order[j - 1]] > birth[order[j]]; j--) {
+			int t = order[j];
+			order[j] = order[j - 1];
+			order[j - 1] = t;
+		}
+	for (int i = 0; i < m; i++) {
+		int g = order[i], best = -1;
+		for (int s = 0; s < nslots; s++) {
+			if (slot_free[s] >= birth[g])
+				continue;
+			if (best < 0) {
+				best = s;
+				continue;
+			}
+			int fits = slot_bytes[s] >= bytes[g], best_fits = slot_bytes[best] >= bytes[g];
+			if ((fits && (!best_fits || slot_bytes[s] < slot_bytes[best])) ||
+			    (!fits && !best_fits && slot_bytes[s] > slot_bytes[best]))
+				best = s;
+		}
+		if (best < 0) {
+			best = nslots++;
+			slot_bytes[best] = 0;
+		}
+		if (slot_bytes[best] < bytes[g])
+			slot_bytes[best] = bytes[g];
+		slot_free[best] = death[g];
+		slot_of[g] = best;
+	}
+	slot_ptr = calloc(nslots ? nslots : 1, sizeof(void *));
+	if (!slot_ptr)
+		goto leave;
+	for (int s = 0; s < nslots; s++)
+		if ((rc = net_alloc(net, slot_bytes[s], &slot_ptr[s])))
+			goto leave;
+	for (int g = 0; g < n; g++)
+		ptr[g] = bytes[g] ? slot_ptr[slot_of[g]] : NULL;
+	rc = 0;
+leave:
+	free(order);
+	free(slot_of);
+	free(slot_bytes);
+	free(slot_free);
+	free(slot_ptr);
+	return rc;
+}
+
+static long lmin(long a, long b)
+{
+	return a < b ? a : b;
+}
+
+static long lmax(long a, long b)
+{
+	return a > b ? a : b;
+}
+
+/* Activation storage, per group (indexed by the group's root tensor). */
+static int plan_activations(nn_net *net)
+{
+	const int nt = net->ntensors, L = net->nlayers;
+	long *birth = calloc(nt, sizeof(long)), *death = calloc(nt, sizeof(long));
+	size_t *bytes = calloc(nt, sizeof(size_t));
+	float **ptr = calloc(nt, sizeof(float *));
+	int rc = VR_ENOMEM;
+	if (!birth || !death || !bytes || !ptr)
+		goto leave;
+	for (int g = 0; g < nt; g++) {
+		birth[g] = L + 1;
+		death[g] = -2;
+	}
+	/* Data: live from the producer to the last reader; in a training net,
+	 * all the time. */
+	for (int t = 0; t < nt; t++) {
+		const struct nn__tensor *x = &net->tensors[t];
+		int g = x->group;
+		size_t b = sizeof(float) * x->size * net->max_batch;
+		bytes[g] = b > bytes[g] ? b : bytes[g];
+		birth[g] = lmin(birth[g], x->producer);
+		death[g] = lmax(death[g], x->producer);
+	}
+	for (int l = 0; l < L; l++)
+		for (int i = 0; i < net->layers[l].nin; i++) {
+			int g = net->tensors[net->layers[l].in[i]].group;
+			death[g] = lmax(death[g], l);
+		}
+	if (!net->inference_only)
+		for (int g = 0; g < nt; g++) {
+			birth[g] = -1;
+			death[g] = L;
+		}
+	if ((rc = place(net, nt, birth, death, bytes, ptr)))
+		goto leave;
+	for (int t = 0; t < nt; t++)
+		net->tensors[t].data = ptr[net->tensors[t].group];
+	if (net->inference_only)
+		goto leave;
+
+	/* Gradients, in backward steps s = L - 1 - l: written first by the
+	 * last reader of the tensor, read last by its producer. The input's
+	 * gradient is made on request (net->dinput). */
+	for (int g = 0; g < nt; g++) {
+		birth[g] = L + 1;
+		death[g] = -2;
+		bytes[g] = 0;
+	}
+	for (int l = 0; l <= net->out_layer; l++)
+		for (int i = 0; i < net->layers[l].nin; i++) {
+			int g = net->tensors[net->layers[l].in[i]].group;
+			birth[g] = lmin(birth[g], L - 1 - l);
+			death[g] = lmax(death[g], L - 1 - l);
+		}
+	int gout = net->tensors[net->layers[net->out_layer].out].group;
+	birth[gout] = lmin(birth[gout], L - 2 - net->out_layer);
+	for (int t = 0; t < nt; t++) {
+		const struct nn__tensor *x = &net->tensors[t];
+		int g = x->group;
+		if (birth[g] > L || g == net->tensors[0].group)
+			continue;
+		if (x->producer >= 0 && x->producer <= net->out_layer)
+			death[g] = lmax(death[g], L - 1 - x->producer);
+		size_t b = sizeof(float) * x->size * net->max_batch;
+		bytes[g] = b > bytes[g] ? b : bytes[g];
+	}
+	if ((rc = place(net, nt, birth, death, bytes, ptr)))
+		goto leave;
+	for (int t = 0; t < nt; t++)
+		net->tensors[t].grad = ptr[net->tensors[t].group];
+leave:
+	free(birth);
+	free(death);
+	free(bytes);
+	free(ptr);
+	return rc;
+}
+
+static int finalize(nn_net *net)
+{
+	struct nn_backend *b = net->b;
+	int rc;
+	for (int l = 0; l < net->nlayers; l++) {
+		const struct nn__layer *ly = &net->layers[l];
+		if (ly->inplace && net->tensors[ly->in[0]].consumers != 1) {
+			nn__errmsg(net, "%s: runs in place but its input has other readers", ly->name);
+			return VR_EINVAL;
+		}
+	}
+	/* The arena: trainable tensors, then buffers. */
+	size_t off = 0;
+	for (int pass = 1; pass >= 0; pass--) {
+		for (int i = 0; i < net->nparams; i++) {
+			struct nn__param *p = &net->params[i];
+			if (p->trainable != pass)
+				continue;
+			p->offset = off;
+			off += (p->numel + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS;
+		}
+		if (pass == 1)
+			net->trainable_count = off;
+	}
+	net->arena_count = off;
+	if (!(net->written = calloc(net->ntensors, 1)))
+		return VR_ENOMEM;
+	if ((rc = net_alloc(net, sizeof(float) * (off ? off : 1), (void **)&net->arena)) ||
+	    (rc = b->ops->fill(b, net->arena, 0.0f, off)))
+		goto fail;
+	if (!net->inference_only) {
+		size_t tc = net->trainable_count;
+		if ((rc = net_alloc(net, sizeof(float) * (tc ? tc : 1), (void **)&net->grads)) ||
+		    (rc = b->ops->fill(b, net->grads, 0.0f, tc)))
+			goto fail;
+	}
+	/* Plans, and the workspace the largest asks for. */
+	for (int l = 0; l < net->nlayers; l++) {
+		struct nn__layer *ly = &net->layers[l];
+		int kind = ly->kind == NN__CONV ? NN_OP_CONV : ly->kind == NN__POOL ? NN_OP_POOL :
+			ly->kind == NN__LRN ? NN_OP_LRN : ly->kind == NN__FC ? NN_OP_FC : 0;
+		size_t ws = 0;
+		if (!kind)
+			continue;
+		if ((rc = b->ops->plan_create(b, kind, &ly->u, &ly->plan, &ws))) {
+			nn__errmsg(net, "%s: the %s backend could not plan this layer", ly->name,
+				b->name);
+			return rc;
+		}
+		if (ws > net->ws_bytes)
+			net->ws_bytes = ws;
+	}
+	/* Never NULL: kernels may form (unused) pointers into it. */
+	if ((rc = net_alloc(net, net->ws_bytes ? net->ws_bytes : 64, &net->ws)))
+		goto fail;
+	if ((rc = plan_activations(net)))
+		goto fail;
+	return 0;
+fail:
+	nn__errmsg(net, "allocating the net's memory on the %s backend: %s", b->name,
+		rc == VR_ENOMEM ? "out of memory" : "backend error");
+	return rc;
+}
+
+/* ---- Creation and queries ------------------------------------------------ */
+
+void nn_net_destroy(nn_net *net)
+{
+	if (!net)
+		return;
+	for (int l = 0; l < net->nlayers; l++)
+		if (net->layers[l].plan)
+			net->b->ops->plan_free(net->b, net->layers[l].plan);
+	for (int i = 0; i < net->nbufs; i++)
+		net->b->ops->free(net->b, net->bufs[i]);
+	free(net->bufs);
+	free(net->written);
+	free(net->layers);
+	free(net->tensors);
+	free(net->params);
+	free(net);
+}
+
+int nn_net_create(nn_backend *b, const char *arch, const struct nn_net_opts *opts, nn_net **out,
+	char *errbuf, size_t errlen)
+{
+	const struct nn__arch *a = nn__arch_find(arch);
+	if (!a) {
+		*out = NULL;
+		if (errbuf)
+			snprintf(errbuf, errlen, "unknown architecture \"%s\"", arch ? arch : "(null)");
+		return VR_ENOTFOUND;
+	}
+	return nn__net_create_with(b, a, opts, out, errbuf, errlen);
+}
+
+int nn__net_create_with(nn_backend *b, const struct nn__arch *a, const struct nn_net_opts *opts,
+	nn_net **out, char *errbuf, size_t errlen)
+{
+	static const struct nn_net_opts defaults;
+	nn_net *net = NULL;
+	int rc;
+	*out = NULL;
+	if (!opts)
+		opts = &defaults;
+	net = calloc(1, sizeof(*net));
+	if (!net)
+		return VR_ENOMEM;
+	net->b = b;
+	snprintf(net->arch, sizeof(net->arch), "%s", a->info.name);
+	net->num_outputs = opts->num_outputs > 0 ? opts->num_outputs : a->info.num_outputs;
+	net->input_size = opts->input_size > 0 ? opts->input_size : a->info.input_size;
+	net->max_batch = opts->max_batch > 0 ? opts->max_batch : 32;
+	net->inference_only = opts->inference_only;
+	memcpy(net->mean, a->info.mean, sizeof(net->mean));
+	memcpy(net->std, a->info.std, sizeof(net->std));
+	rc = VR_EINVAL;
+	if (opts->num_outputs < 0 || opts->input_size < 0 || opts->max_batch < 0 ||
+	    net->max_batch > 65536 || net->num_outputs > (1 << 24)) {
+		nn__errmsg(net, "bad options: num_outputs %d, input_size %d, max_batch %d",
+			opts->num_outputs, opts->input_size, opts->max_batch);
+		goto fail;
+	}
+	if (net->input_size < a->info.min_input_size || net->input_size > 4096) {
+		nn__errmsg(net, "%s needs an input size from %d to 4096, not %d", a->info.name,
+			a->info.min_input_size, net->input_size);
+		goto fail;
+	}
+	if ((rc = new_tensor(net, 3, net->input_size, net->input_size, -1)) < 0)
+		goto fail;
+	if ((rc = a->build(net)) < 0 || (rc = net->build_rc))
+		goto fail;
+	net->out_layer = nn__layer_find(net, opts->output_layer);
+	if (net->out_layer < 0) {
+		rc = VR_ENOTFOUND;
+		nn__errmsg(net, "%s has no layer \"%s\"", a->info.name, opts->output_layer);
+		goto fail;
+	}
+	if ((rc = finalize(net)))
+		goto fail;
+	*out = net;
+	return 0;
+fail:
+	if (errbuf)
+		snprintf(errbuf, errlen, "%s", net->errmsg[0] ? net->errmsg : "out of memory");
+	nn_net_destroy(net);
+	return rc < 0 ? rc : VR_EINVAL;
+}
+
+const char *nn_net_errmsg(const nn_net *net)
+{
+	return net->errmsg;
+}
+
+const char *nn_net_arch(const nn_net *net)
+{
+	return net->arch;
+}
+
+int nn_net_num_outputs(const nn_net *net)
+{
+	return net->num_outputs;
+}
+
+int nn_net_input_size(const nn_net *net)
+{
+	return net->input_size;
+}
+
+int nn_net_max_batch(const nn_net *net)
+{
+	return net->max_batch;
+}
+
+static const struct nn__tensor *out_tensor(const nn_net *net)
+{
+	return &net->tensors[net->layers[net->out_layer].out];
+}
+
+void nn_net_output_dims(const nn_net *net, int *c, int *h, int *w)
+{
+	const struct nn__tensor *t = out_tensor(net);
+	*c = t->c;
+	*h = t->h;
+	*w = t->w;
+}
+
+size_t nn_net_output_size(const nn_net *net)
+{
+	return out_tensor(net)->size;
+}
+
+int nn_net_layer_size(const nn_net *net, const char *layer, size_t *size)
+{
+	int l = nn__layer_find(net, layer);
+	if (l < 0)
+		return VR_ENOTFOUND;
+	*size = net->tensors[net->layers[l].out].size;
+	return 0;
+}
+
+void nn_net_norm(const nn_net *net, float mean[3], float std[3])
+{
+	memcpy(mean, net->mean, sizeof(net->mean));
+	memcpy(std, net->std, sizeof(net->std));
+}
+
+void nn_net_set_norm(nn_net *net, const float mean[3], const float std[3])
+{
+	memcpy(net->mean, mean, sizeof(net->mean));
+	memcpy(net->std, std, sizeof(net->std));
+}
+
+size_t nn_net_param_count(const nn_net *net)
+{
+	return net->arena_count;
+}
+
+size_t nn_net_trainable_count(const nn_net *net)
+{
+	return net->trainable_count;
+}
+
+int nn_net_tensor_count(const nn_net *net)
+{
+	return net->nparams;
+}
+
+int nn_net_tensor_at(const nn_net *net, int i, struct nn_tensor_info *out)
+{
+	if (i < 0 || i >= net->nparams)
+		return VR_EINVAL;
+	const struct nn__param *p = &net->params[i];
+	out->name = p->name;
+	out->ndim = p->ndim;
+	memset(out->shape, 0, sizeof(out->shape));
+	memcpy(out->shape, p->shape, sizeof(int) * p->ndim);
+	out->numel = p->numel;
+	out->offset = p->offset;
+	out->trainable = p->trainable;
+	return 0;
+}
+
+int nn_net_tensor_find(const nn_net *net, const char *name, struct nn_tensor_info *out)
+{
+	for (int i = 0; i < net->nparams; i++)
+		if (!strcmp(net->params[i].name, name))
+			return nn_net_tensor_at(net, i, out);
+	return VR_ENOTFOUND;
+}
+
+int nn_net_params_get(nn_net *net, float *host)
+{
+	return net->b->ops->download(net->b, host, net->arena, sizeof(float) * net->arena_count);
+}
+
+int nn_net_params_set(nn_net *net, const float *host)
+{
+	return net->b->ops->upload(net->b, net->arena, host, sizeof(float) * net->arena_count);
+}
+
+int nn_net_grads_get(nn_net *net, float *host)
+{
+	if (net->inference_only)
+		return VR_ESTATE;
+	return net->b->ops->download(net->b, host, net->grads, sizeof(float) * net->trainable_count);
+}
+
+int nn_net_init(nn_net *net, uint64_t seed)
+{
+	float *host = malloc(sizeof(float) * (net->arena_count ? net->arena_count : 1));
+	int rc;
+	if (!host)
+		return VR_ENOMEM;
+	memset(host, 0, sizeof(float) * net->arena_count);
+	for (int i = 0; i < net->nparams; i++) {
+		const struct nn__param *p = &net->params[i];
+		float *d = host + p->offset;
+		uint64_t s = nn_splitmix64(seed, (uint64_t)i);
+		float bound = p->fan_in > 0 ? 1.0f / sqrtf((float)p->fan_in) : 0.0f;
+		for (size_t j = 0; j < p->numel; j++)
+			d[j] = p->init == NN__INIT_UNIFORM ? (2.0f * nn_uniform01(s, j) - 1.0f) * bound :
+				p->init == NN__INIT_ONE ? 1.0f : 0.0f;
+	}
+	rc = nn_net_params_set(net, host);
+	free(host);
+	if (rc) {
+		nn__errmsg(net, "uploading the initial parameters failed");
+		return rc;
+	}
+	net->seed = seed;
+	net->steps = 0;
+	net->can_backward = 0;
+	return 0;
+}
+
+void nn_net_set_rng(nn_net *net, uint64_t seed, uint64_t step)
+{
+	net->seed = seed;
+	net->steps = step;
+}
+
+/* ---- Passes --------------------------------------------------------------- */
+
+static float *param(const nn_net *net, int p)
+{
+	return p >= 0 ? net->arena + net->params[p].offset : NULL;
+}
+
+static float *pgrad(const nn_net *net, int p)
+{
+	return p >= 0 && net->params[p].trainable ? net->grads + net->params[p].offset : NULL;
+}
+
+static int layer_fwd(nn_net *net, int li, int n, int train)
+{
+	struct nn_backend *b = net->b;
+	const struct nn_backend_ops *o = b->ops;
+	struct nn__layer *l = &net->layers[li];
+	const struct nn__tensor *xt = &net->tensors[l->in[0]], *yt = &net->tensors[l->out];
+	const float *x = xt->data;
+	float *y = yt->data;
+	size_t count = (size_t)n * yt->size;
+	switch (l->kind) {
+	case NN__CONV:
+		return o->conv_fwd(b, l->plan, &l->u.conv, n, x, param(net, l->w), param(net, l->b),
+			y, net->ws);
+	case NN__POOL:
+		return o->pool_fwd(b, l->plan, &l->u.pool, n, x, y);
+	case NN__ACT:
+		return o->act_fwd(b, l->u.act, count, x, y);
+	case NN__LRN:
+		return o->lrn_fwd(b, l->plan, &l->u.lrn, n, x, y, net->ws);
+	case NN__FC:
+		return o->fc_fwd(b, l->plan, &l->u.fc, n, x, param(net, l->w), param(net, l->b), y);
+	case NN__DROPOUT:
+		l->seed = 0;
+		if (!train || l->u.p == 0.0f)
+			return o->copy(b, y, x, sizeof(float) * count);
+		l->seed = nn_splitmix64(nn_splitmix64(net->seed, net->steps), (uint64_t)li) | 1;
+		return o->dropout_fwd(b, count, l->u.p, l->seed, x, y);
+	case NN__BN:
+		return o->bn_fwd(b, n, xt->c, xt->h * xt->w, l->u.eps, x, param(net, l->w),
+			param(net, l->b), param(net, l->mean), param(net, l->var), y);
+	case NN__ADD:
+		return o->add(b, count, x, net->tensors[l->in[1]].data, y);
+	case NN__IDENTITY:
+		return 0;
+	}
+	return VR_EINVAL;
+}
+
+static int run_forward(nn_net *net, const float *input, int n, int last, int train)
+{
+	int rc;
+	if (n < 1 || n > net->max_batch || !input) {
+		nn__errmsg(net, "batch of %d images; this net takes 1 to %d", n, net->max_batch);
+		return VR_EINVAL;
+	}
+	net->can_backward = 0;
+	rc = net->b->ops->upload(net->b, net->tensors[0].data, input,
+		sizeof(float) * n * net->tensors[0].size);
+	if (rc) {
+		nn__errmsg(net, "uploading the input failed");
+		return rc;
+	}
+	if (train)
+		net->steps++;
+	for (int l = 0; l <= last; l++)
+		if ((rc = layer_fwd(net, l, n, train))) {
+			nn__errmsg(net, "%s: forward failed on the %s backend", net->layers[l].name,
+				net->b->name);
+			return rc;
+		}
+	net->last_n = n;
+	return 0;
+}
+
+static int download_output(nn_net *net, int layer, int n, float *out)
+{
+	const struct nn__tensor *t = &net->tensors[net->layers[layer].out];
+	int rc = net->b->ops->download(net->b, out, t->data, sizeof(float) * n * t->size);
+	if (rc)
+		nn__errmsg(net, "downloading %s's output failed", net->layers[layer].name);
+	return rc;
+}
+
+int nn_net_forward(nn_net *net, const float *input, int n, int train, float *out)
+{
+	int rc = run_forward(net, input, n, net->out_layer, train);
+	if (!rc && (rc = download_output(net, net->out_layer, n, out)) == 0)
+		net->can_backward = !net->inference_only;
+	return rc;
+}
+
+int nn_net_features(nn_net *net, const char *layer, const float *input, int n, float *out)
+{
+	int l = nn__layer_find(net, layer);
+	int rc;
+	if (l < 0) {
+		nn__errmsg(net, "%s has no layer \"%s\"", net->arch, layer ? layer : "(null)");
+		return VR_ENOTFOUND;
+	}
+	if ((rc = run_forward(net, input, n, l, 0)))
+		return rc;
+	return download_output(net, l, n, out);
+}
+
+/* One layer's backward: parameter gradients, then input gradients for the
+ * inputs that need one (acc when another reader already wrote it). */
+static int layer_bwd(nn_net *net, int li, int n, int want_dinput, char *written)
+{
+	struct nn_backend *b = net->b;
+	const struct nn_backend_ops *o = b->ops;
+	struct nn__layer *l = &net->layers[li];
+	const struct nn__tensor *xt = &net->tensors[l->in[0]], *yt = &net->tensors[l->out];
+	const float *x = xt->data, *y = yt->data, *dy = yt->grad;
+	int want = l->in[0] != 0 || want_dinput;
+	float *dx = want ? xt->grad : NULL;
+	int acc = written[l->in[0]];
+	size_t count = (size_t)n * yt->size;
+	int rc = 0;
+	switch (l->kind) {
+	case NN__CONV:
+		if ((rc = o->conv_bwd_filter(b, l->plan, &l->u.conv, n, x, dy, pgrad(net, l->w),
+			     net->ws)))
+			return rc;
+		if (l->b >= 0 && (rc = o->conv_bwd_bias(b, l->plan, &l->u.conv, n, dy,
+					  pgrad(net, l->b))))
+			return rc;
+		if (dx)
+			rc = o->conv_bwd_data(b, l->plan, &l->u.conv, n, dy, param(net, l->w), dx, acc,
+				net->ws);
+		break;
+	case NN__POOL:
+		if (dx)
+			rc = o->pool_bwd(b, l->plan, &l->u.pool, n, x, y, dy, dx, acc);
+		break;
+	case NN__ACT:
+		if (dx)
+			rc = o->act_bwd(b, l->u.act, count, y, dy, dx, acc);
+		break;
+	case NN__LRN:
+		if (dx)
+			rc = o->lrn_bwd(b, l->plan, &l->u.lrn, n, x, y, dy, dx, acc, net->ws);
+		break;
+	case NN__FC:
+		if ((rc = o->fc_bwd_weights(b, l->plan, &l->u.fc, n, x, dy, pgrad(net, l->w),
+			     pgrad(net, l->b))))
+			return rc;
+		if (dx)
+			rc = o->fc_bwd_data(b, l->plan, &l->u.fc, n, dy, param(net, l->w), dx, acc);
+		break;
+	case NN__DROPOUT:
+		if (dx)
+			rc = l->seed ? o->dropout_bwd(b, count, l->u.p, l->seed, dy, dx, acc) :
+				o->accumulate(b, count, dy, dx, acc);
+		break;
+	case NN__BN:
+		rc = o->bn_bwd(b, n, xt->c, xt->h * xt->w, l->u.eps, x, param(net, l->w),
+			param(net, l->mean), param(net, l->var), dy, dx, acc, pgrad(net, l->w),
+			pgrad(net, l->b));
+		break;
+	case NN__ADD:
+		/* Both inputs get dy; x + x gets it twice. */
+		for (int i = 0; i < 2 && !rc; i++) {
+			int t = l->in[i];
+			if (t == 0 && !want_dinput)
+				continue;
+			rc = o->accumulate(b, count, dy, net->tensors[t].grad, written[t]);
+			written[t] = 1;
+		}
+		return rc;
+	case NN__IDENTITY:
+		break;                 /* in place: the gradient is already there */
+	}
+	if (dx)
+		written[l->in[0]] = 1;
+	return rc;
+}
+
+int nn_net_backward(nn_net *net, const float *dout, float *dinput)
+{
+	struct nn_backend *b = net->b;
+	char *written = net->written;
+	int rc, n = net->last_n;
+	if (net->inference_only || !net->can_backward) {
+		nn__errmsg(net, net->inference_only ? "backward on an inference-only net" :
+			"backward needs a forward (nn_net_forward) first");
+		return VR_ESTATE;
+	}
+	if (dinput && !net->dinput) {
+		size_t bytes = sizeof(float) * net->tensors[0].size * net->max_batch;
+		if ((rc = net_alloc(net, bytes, (void **)&net->dinput))) {
+			nn__errmsg(net, "allocating the input gradient failed");
+			return rc;
+		}
+		net->tensors[0].grad = net->dinput;
+	}
+	memset(written, 0, net->ntensors);
+	const struct nn__tensor *ot = out_tensor(net);
+	if ((rc = b->ops->upload(b, ot->grad, dout, sizeof(float) * n * ot->size))) {
+		nn__errmsg(net, "uploading the output gradient failed");
+		return rc;
+	}
+	written[net->layers[net->out_layer].out] = 1;
+	for (int l = net->out_layer; l >= 0; l--) {
+		if (!written[net->layers[l].out])
+			continue;
+		if ((rc = layer_bwd(net, l, n, dinput != NULL, written))) {
+			nn__errmsg(net, "%s: backward failed on the %s backend", net->layers[l].name,
+				b->name);
+			return rc;
+		}
+	}
+	if (dinput) {
+		size_t bytes = sizeof(float) * n * net->tensors[0].size;
+		if (written[0])
+			rc = b->ops->download(b, dinput, net->dinput, bytes);
+		else
+			memset(dinput, 0, bytes);
+	}
+	return rc;
+}
+
+int nn_net_zero_grad(nn_net *net)
+{
+	if (net->inference_only)
+		return VR_ESTATE;
+	return net->b->ops->fill(net->b, net->grads, 0.0f, net->trainable_count);
+}

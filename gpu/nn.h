@@ -1,0 +1,220 @@
+/* gpu/: the neural-network library. Its public contract: a backend chosen at
+ * run time, nets (AlexNet, CNN-F, a small CPU net) with forward and backward
+ * passes over one parameter arena, optimisers, and safetensors weights.
+ *
+ * Typical use (featured's executor):
+ *   nn_backend *b;  nn_backend_open("auto", &b);      // CUDA if a device answers
+ *   struct nn_net_opts o = { .max_batch = 64, .output_layer = "fc7" };
+ *   nn_net *net;  nn_net_create(b, "alexnet", &o, &net, NULL, 0);
+ *   nn_net_load(net, "alexnet.safetensors", NULL);    // or nn_net_init(net, seed)
+ *   nn_net_forward(net, images, n, 0, vectors);       // host NCHW in, host out
+ * and for training (DVBPR):
+ *   nn_optim_create(net, &(struct nn_optim_opts){ .kind = NN_OPTIM_ADAM,
+ *       .lr = 1e-3f, .weight_decay = 1e-4f }, &opt);
+ *   nn_net_zero_grad(net); nn_net_forward(net, x, n, 1, y);
+ *   ...loss on the host, dL/dy into dy...
+ *   nn_net_backward(net, dy, NULL); nn_optim_step(opt);
+ *
+ * Every function returning int returns 0 or a negative VR_E* code
+ * (common/err.h). Functions taking a net also leave a sentence naming the
+ * cause in nn_net_errmsg(net) when they fail. A backend, and every net and
+ * optimiser on it, must be used by one thread at a time. */
+#ifndef NN_H
+#define NN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct nn_backend nn_backend;
+typedef struct nn_net nn_net;
+typedef struct nn_optim nn_optim;
+
+/* ---- Backends ---------------------------------------------------------- */
+
+/* Opens a backend: "cpu", "cuda" or "auto" (CUDA when compiled in and a
+ * device answers, else the CPU). Errors: VR_EINVAL (unknown name),
+ * VR_EUNSUPPORTED ("cuda" not compiled in), VR_EDEVICE ("cuda" and no device
+ * answers), VR_ENOMEM. */
+int nn_backend_open(const char *name, nn_backend **out);
+void nn_backend_close(nn_backend *b);
+/* "cpu" or "cuda": the backend that was picked. */
+const char *nn_backend_name(const nn_backend *b);
+/* One line on what runs the ops and, for "auto", why it was picked,
+ * e.g. "OpenBLAS 0.3.21 Haswell, 2 threads (cuda: not compiled in)". */
+const char *nn_backend_device(const nn_backend *b);
+
+/* ---- Architectures ----------------------------------------------------- */
+
+struct nn_arch_info {
+	const char *name;          /* "alexnet", "cnnf", "small" */
+	const char *summary;       /* one line */
+	int num_outputs;           /* default K */
+	int input_size;            /* default S: input is 3 x S x S */
+	int min_input_size;        /* smallest S the layers accept */
+	float mean[3], std[3];     /* input normalisation: (rgb / 255 - mean) / std */
+};
+
+/* Fills *out for arch. Errors: VR_ENOTFOUND. */
+int nn_arch_info(const char *arch, struct nn_arch_info *out);
+/* The architecture names, NULL-terminated. */
+const char *const *nn_arch_names(void);
+
+/* ---- Nets -------------------------------------------------------------- */
+
+struct nn_net_opts {
+	int num_outputs;           /* K; 0: the architecture's default */
+	int input_size;            /* S; 0: the architecture's default */
+	int max_batch;             /* most images per call; 0: 32 */
+	/* The layer nn_net_forward returns and nn_net_backward starts from:
+	 * NULL or "output" (the last layer), a layer name in the state_dict
+	 * style ("classifier.4") or an alias ("fc6", "fc7": after their ReLU,
+	 * as Caffe's in-place blobs; "pool5", "avgpool"). */
+	const char *output_layer;
+	/* Nonzero: no gradients or backward; activation memory is reused
+	 * between layers (serving). */
+	int inference_only;
+};
+
+/* Builds arch on b with memory for opts->max_batch images: parameters
+ * (not initialised: call nn_net_init or nn_net_load), activations,
+ * gradients and the workspace, all allocated here and never per call.
+ * opts may be NULL. errbuf (may be NULL) receives the cause on failure.
+ * Errors: VR_ENOTFOUND (arch or output layer), VR_EINVAL (input size too
+ * small, bad option), VR_ENOMEM, backend errors; *out is then NULL. */
+int nn_net_create(nn_backend *b, const char *arch, const struct nn_net_opts *opts, nn_net **out,
+	char *errbuf, size_t errlen);
+void nn_net_destroy(nn_net *net);
+/* The last failure's cause on this net, "" if none. */
+const char *nn_net_errmsg(const nn_net *net);
+
+const char *nn_net_arch(const nn_net *net);
+int nn_net_num_outputs(const nn_net *net);
+int nn_net_input_size(const nn_net *net);
+int nn_net_max_batch(const nn_net *net);
+/* Per-image dims of the output layer (c, h, w; fc outputs are c x 1 x 1),
+ * and their product. */
+void nn_net_output_dims(const nn_net *net, int *c, int *h, int *w);
+size_t nn_net_output_size(const nn_net *net);
+/* Per-image size of a layer's output. Errors: VR_ENOTFOUND. */
+int nn_net_layer_size(const nn_net *net, const char *layer, size_t *size);
+/* The input normalisation the net declares (arch default, or the weights
+ * file's metadata after nn_net_load). */
+void nn_net_norm(const nn_net *net, float mean[3], float std[3]);
+void nn_net_set_norm(nn_net *net, const float mean[3], const float std[3]);
+
+/* PyTorch's default initialisation: conv and linear weights and biases
+ * uniform in +-1/sqrt(fan_in), batch-norm gamma 1, beta 0, mean 0, var 1.
+ * Also seeds dropout. Deterministic for a seed. */
+int nn_net_init(nn_net *net, uint64_t seed);
+
+/* Positions the dropout stream: the next training forward draws the masks
+ * of step + 1 under seed (nn_net_init(net, seed) means step 0). Lets a
+ * resumed run continue its stream, or a check replay one forward's masks. */
+void nn_net_set_rng(nn_net *net, uint64_t seed, uint64_t step);
+
+/* Runs n images (1 <= n <= max_batch; host memory, n x 3 x S x S floats,
+ * already normalised) through the net up to the output layer and writes
+ * n x nn_net_output_size floats to out (host). train != 0 applies dropout
+ * (a fresh mask per call, from the seed) and keeps what backward needs.
+ * Errors: VR_EINVAL (n out of range), backend errors. */
+int nn_net_forward(nn_net *net, const float *input, int n, int train, float *out);
+
+/* Evaluation-mode forward up to layer (a name or alias as output_layer)
+ * and writes its n x nn_net_layer_size floats to out. Invalidates a pending
+ * backward. Errors: VR_ENOTFOUND, VR_EINVAL, backend errors. */
+int nn_net_features(nn_net *net, const char *layer, const float *input, int n, float *out);
+
+/* Backpropagates dout (host, n x output size, for the n of the last
+ * nn_net_forward) and ADDS the parameter gradients into the gradient
+ * arena. If dinput is non-NULL, also writes dL/dinput there (host,
+ * n x 3 x S x S); otherwise the first layer's input gradient is skipped.
+ * Errors: VR_ESTATE (no forward to go back through, or an inference-only
+ * net), backend errors. */
+int nn_net_backward(nn_net *net, const float *dout, float *dinput);
+int nn_net_zero_grad(nn_net *net);
+
+/* ---- Parameters -------------------------------------------------------- */
+
+/* The arena: trainable parameters first (what optimisers step), then
+ * buffers (batch-norm running statistics). Counts are floats. */
+size_t nn_net_param_count(const nn_net *net);
+size_t nn_net_trainable_count(const nn_net *net);
+
+struct nn_tensor_info {
+	const char *name;          /* state_dict name, e.g. "features.0.weight" */
+	int ndim;
+	int shape[4];
+	size_t numel;
+	size_t offset;             /* floats from the arena's start */
+	int trainable;
+};
+int nn_net_tensor_count(const nn_net *net);
+/* Errors: VR_EINVAL (i out of range). */
+int nn_net_tensor_at(const nn_net *net, int i, struct nn_tensor_info *out);
+/* Errors: VR_ENOTFOUND. */
+int nn_net_tensor_find(const nn_net *net, const char *name, struct nn_tensor_info *out);
+
+/* Copy the whole arena (nn_net_param_count floats) or its gradients
+ * (nn_net_trainable_count floats) to or from host memory. */
+int nn_net_params_get(nn_net *net, float *host);
+int nn_net_params_set(nn_net *net, const float *host);
+int nn_net_grads_get(nn_net *net, float *host);
+
+/* ---- Weights files (safetensors) --------------------------------------- */
+
+/* Writes every tensor of the net as F32 with metadata format=visrec-nn,
+ * arch, num_outputs, input_size, mean, std, plus meta (key, value pairs
+ * ending with NULL; may be NULL). If opt is non-NULL its state is saved too
+ * (tensors "optim.m", "optim.v", metadata optim and optim_step), so a run
+ * can resume. The file is written beside path and renamed over it.
+ * Errors: -errno, VR_EIO, VR_ENOMEM. */
+int nn_net_save(nn_net *net, const char *path, const nn_optim *opt, const char *const *meta);
+
+/* Loads every tensor of the net by name from a safetensors file (F32, F16
+ * or BF16). Tensors in the file that the net lacks are ignored (e.g.
+ * num_batches_tracked). If the file has metadata, its arch must match and
+ * its mean/std become the net's normalisation. If opt is non-NULL, the
+ * optimiser state must be in the file and is restored. On error the net's
+ * parameters may be partly loaded. Errors: -errno (cannot open),
+ * VR_ECORRUPT (malformed file), VR_ENOTFOUND (a tensor missing), VR_ESHAPE
+ * (a tensor's shape differs: both shapes in the message), VR_EINVAL (arch
+ * or optimiser mismatch). */
+int nn_net_load(nn_net *net, const char *path, nn_optim *opt);
+
+/* Creates a net from a file nn_net_save wrote: arch, K and S from its
+ * metadata (opts' num_outputs and input_size are ignored; opts may be NULL),
+ * then loads it. errbuf (may be NULL) receives the cause on failure.
+ * Errors: as nn_net_create and nn_net_load; VR_EINVAL without metadata. */
+int nn_net_open_file(nn_backend *b, const char *path, const struct nn_net_opts *opts,
+	nn_net **out, char *errbuf, size_t errlen);
+
+/* ---- Optimisers -------------------------------------------------------- */
+
+enum nn_optim_kind {
+	NN_OPTIM_SGD = 1,          /* torch.optim.SGD, momentum, L2 weight decay */
+	NN_OPTIM_ADAM,             /* torch.optim.Adam: weight decay is L2 in the gradient */
+	NN_OPTIM_ADAMW,            /* torch.optim.AdamW: decoupled weight decay */
+};
+
+struct nn_optim_opts {
+	int kind;                  /* enum nn_optim_kind */
+	float lr;
+	float momentum;            /* SGD */
+	float beta1, beta2, eps;   /* Adam; 0: PyTorch's 0.9, 0.999, 1e-8 */
+	float weight_decay;
+};
+
+/* An optimiser over net's trainable arena, with its state (zeroed) on the
+ * net's backend. Formulas: backend.h (struct nn_sgd_params, nn_adam_params).
+ * Weight decay applies to every trainable tensor, biases included, as
+ * torch.optim does when given model.parameters().
+ * Errors: VR_EINVAL (kind, lr), VR_ESTATE (inference-only net), VR_ENOMEM. */
+int nn_optim_create(nn_net *net, const struct nn_optim_opts *opts, nn_optim **out);
+void nn_optim_destroy(nn_optim *opt);
+/* One step with the gradients in the net's arena (it does not zero them). */
+int nn_optim_step(nn_optim *opt);
+void nn_optim_set_lr(nn_optim *opt, float lr);
+/* Steps taken (restored by nn_net_load). */
+long nn_optim_steps(const nn_optim *opt);
+
+#endif

@@ -1,0 +1,89 @@
+#!/usr/bin/python3
+"""PyTorch beside bench_nn: the same AlexNet (torchvision's layout, built
+by hand in torch.nn because Debian has no torchvision) and CNN-F, the same
+batch, inference images/s (eval, no_grad) and training-step images/s
+(zero_grad, forward, backward of a random output gradient, Adam step), the
+median of -i timed runs after one warm-up, on 2 threads.
+
+  /usr/bin/python3 bench_torch_alexnet.py [-a alexnet,cnnf] [-b 32] [-i 5] [-S 224]
+
+For the fair figure run it with jemalloc as docs/measuring.md says:
+  LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 \\
+  MALLOC_CONF=oversize_threshold:0,dirty_decay_ms:-1,muzzy_decay_ms:-1 ..."""
+import argparse
+import statistics
+import time
+
+import torch
+from torch import nn
+
+
+def alexnet(k):
+    return nn.Sequential(
+        nn.Conv2d(3, 64, 11, 4, 2), nn.ReLU(True), nn.MaxPool2d(3, 2),
+        nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(True), nn.MaxPool2d(3, 2),
+        nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(True),
+        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(True),
+        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(True), nn.MaxPool2d(3, 2),
+        nn.AdaptiveAvgPool2d((6, 6)), nn.Flatten(),
+        nn.Dropout(), nn.Linear(9216, 4096), nn.ReLU(True),
+        nn.Dropout(), nn.Linear(4096, 4096), nn.ReLU(True), nn.Linear(4096, k))
+
+
+def cnnf(k, size):
+    feat = nn.Sequential(
+        nn.Conv2d(3, 64, 11, 4), nn.ReLU(True), nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0),
+        nn.MaxPool2d(3, 2),
+        nn.Conv2d(64, 256, 5, padding=2), nn.ReLU(True), nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0),
+        nn.MaxPool2d(3, 2),
+        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(True),
+        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(True),
+        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(True), nn.MaxPool2d(3, 2), nn.Flatten())
+    n = feat(torch.zeros(1, 3, size, size)).shape[1]
+    return nn.Sequential(feat, nn.Linear(n, 4096), nn.ReLU(True), nn.Dropout(),
+                         nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(), nn.Linear(4096, k))
+
+
+def timed(fn, iters):
+    fn()
+    t = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        t.append(time.perf_counter() - t0)
+    return statistics.median(t)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("-a", default="alexnet,cnnf")
+    p.add_argument("-b", type=int, default=32)
+    p.add_argument("-i", type=int, default=5)
+    p.add_argument("-S", type=int, default=224)
+    a = p.parse_args()
+    torch.set_num_threads(2)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    for arch in a.a.split(","):
+        m = alexnet(100) if arch == "alexnet" else cnnf(50, a.S)
+        x = torch.randn(a.b, 3, a.S, a.S)
+        m.eval()
+
+        def infer():
+            with torch.no_grad():
+                m(x)
+        inf = timed(infer, a.i)
+        m.train()
+        opt = torch.optim.Adam(m.parameters(), lr=1e-4, weight_decay=1e-4)
+        dy = torch.randn(a.b, 100 if arch == "alexnet" else 50) * 1e-3
+
+        def step():
+            opt.zero_grad()
+            m(x).backward(dy)
+            opt.step()
+        tr = timed(step, a.i)
+        print(f"{arch:8s} {a.S:4d}  batch {a.b:4d}  inference {a.b / inf:7.1f} img/s  "
+              f"train step {a.b / tr:7.1f} img/s   (torch)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1052 @@
+/* interactions: id maps, deduplicated (user, item, time) pairs, CSR
+ * snapshots, the last-item split, CSV import and LMDB persistence.
+ *
+ * Both id maps are open-addressing hash tables of uint32 indices over an
+ * arena of NUL-terminated ids (index k's id starts at off[k]); the pair set
+ * is a second table keyed by (u << 32 | i). Lookups never allocate. A batch
+ * is written to LMDB first (one transaction, repeatable as vr_store_write
+ * requires: it only puts) and applied to memory afterwards, with every
+ * array reserved beforehand so that applying cannot fail: memory mirrors
+ * what is committed. */
+#include "interactions.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "err.h"
+
+#define EMPTY32 UINT32_MAX
+#define EMPTY64 UINT64_MAX
+#define CSV_BATCH 65536
+
+struct idmap {
+	char *chars;         /* every id, NUL-terminated, in index order */
+	uint64_t chars_len, chars_cap;
+	uint64_t *off;       /* n + 1 offsets into chars */
+	uint64_t *hash;      /* n hashes, to skip most memcmp calls */
+	uint32_t n;          /* ids */
+	uint64_t hash_cap, off_cap;
+	uint32_t *table;     /* index or EMPTY32; mask + 1 slots */
+	uint32_t mask;
+	uint32_t persisted;  /* ids [0, persisted) are in LMDB */
+	vr_dbi db;
+};
+
+struct rk_interactions {
+	vr_store *st;
+	struct idmap users, items;
+	uint32_t *pu, *pi;   /* pairs in insertion order */
+	int64_t *pts;
+	uint64_t n, cap;
+	uint64_t *keys;      /* pair table: u << 32 | i, or EMPTY64 */
+	uint32_t *slots;     /* pair table: index into pu/pi/pts */
+	uint64_t mask;
+	vr_dbi db_pairs;
+	uint32_t *ru, *ri;   /* batch scratch: resolved indices */
+	size_t scratch_cap;
+};
+
+static uint64_t hash_bytes(const char *p, size_t len)
+{
+	uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a, then a final mix */
+	for (size_t k = 0; k < len; k++) {
+		h ^= (unsigned char)p[k];
+		h *= 0x100000001b3ull;
+	}
+	h ^= h >> 29;
+	h *= 0xbf58476d1ce4e5b9ull;
+	return h ^ (h >> 32);
+}
+
+static uint64_t hash_pair(uint64_t key)
+{
+	key ^= key >> 31;
+	key *= 0x9e3779b97f4a7c15ull;
+	return key ^ (key >> 29);
+}
+
+static int grow(void **p, size_t elem, uint64_t need, uint64_t *cap)
+{
+	if (need <= *cap)
+		return 0;
+	uint64_t c = *cap ? *cap : 64;
+	while (c < need)
+		c *= 2;
+	void *q = realloc(*p, (size_t)(c * elem));
+	if (!q)
+		return VR_ENOMEM;
+	*p = q;
+	*cap = c;
+	return 0;
+}
+
+/* ---- id maps ---- */
+
+static uint32_t idmap_find(const struct idmap *m, const char *id, size_t len, uint64_t h)
+{
+	if (!m->table)
+		return EMPTY32;
+	for (uint64_t s = h & m->mask;; s = (s + 1) & m->mask) {
+		uint32_t k = m->table[s];
+		if (k == EMPTY32)
+			return EMPTY32;
+		if (m->hash[k] == h && m->off[k + 1] - m->off[k] - 1 == len &&
+		    !memcmp(m->chars + m->off[k], id, len))
+			return k;
+	}
+}
+
+static int idmap_rehash(struct idmap *m, uint64_t slots)
+{
+	uint32_t *t = malloc(slots * sizeof(*t));
+	if (!t)
+		return VR_ENOMEM;
+	memset(t, 0xff, slots * sizeof(*t));
+	for (uint32_t k = 0; k < m->n; k++) {
+		uint64_t s = m->hash[k] & (slots - 1);
+		while (t[s] != EMPTY32)
+			s = (s + 1) & (slots - 1);
+		t[s] = k;
+	}
+	free(m->table);
+	m->table = t;
+	m->mask = (uint32_t)(slots - 1);
+	return 0;
+}
+
+/* Makes room for extra more ids of up to chars bytes in all, so that
+ * idmap_add cannot fail. */
+static int idmap_reserve(struct idmap *m, uint64_t extra, uint64_t chars)
+{
+	uint64_t need = (uint64_t)m->n + extra;
+	if (need > RK_INDEX_MAX)
+		return VR_ETOOBIG;
+	int rc = grow((void **)&m->hash, sizeof(*m->hash), need, &m->hash_cap);
+	if (!rc)
+		rc = grow((void **)&m->off, sizeof(*m->off), need + 1, &m->off_cap);
+	if (!rc)
+		rc = grow((void **)&m->chars, 1, m->chars_len + chars, &m->chars_cap);
+	if (rc)
+		return rc;
+	uint64_t slots = m->table ? (uint64_t)m->mask + 1 : 0;
+	if (need * 2 > slots) {
+		uint64_t s = 256;
+		while (s < need * 2)
+			s *= 2;
+		return idmap_rehash(m, s);
+	}
+	return 0;
+}
+
+static uint32_t idmap_add(struct idmap *m, const char *id, size_t len, uint64_t h)
+{
+	uint32_t k = m->n++;
+	if (k == 0)
+		m->off[0] = 0;
+	memcpy(m->chars + m->chars_len, id, len);
+	m->chars[m->chars_len + len] = '\0';
+	m->chars_len += len + 1;
+	m->off[k + 1] = m->chars_len;
+	m->hash[k] = h;
+	uint64_t s = h & m->mask;
+	while (m->table[s] != EMPTY32)
+		s = (s + 1) & m->mask;
+	m->table[s] = k;
+	return k;
+}
+
+/* Finds or adds; the caller reserved room. */
+static uint32_t idmap_intern(struct idmap *m, const char *id, size_t len)
+{
+	uint64_t h = hash_bytes(id, len);
+	uint32_t k = idmap_find(m, id, len, h);
+	return k != EMPTY32 ? k : idmap_add(m, id, len, h);
+}
+
+static const char *idmap_id(const struct idmap *m, uint32_t k, size_t *len)
+{
+	if (k >= m->n)
+		return NULL;
+	if (len)
+		*len = (size_t)(m->off[k + 1] - m->off[k] - 1);
+	return m->chars + m->off[k];
+}
+
+static void idmap_free(struct idmap *m)
+{
+	free(m->chars);
+	free(m->off);
+	free(m->hash);
+	free(m->table);
+}
+
+/* ---- pairs ---- */
+
+static uint64_t pair_find(const rk_interactions *ix, uint64_t key)
+{
+	if (!ix->keys)
+		return EMPTY64;
+	for (uint64_t s = hash_pair(key) & ix->mask;; s = (s + 1) & ix->mask) {
+		if (ix->keys[s] == key)
+			return ix->slots[s];
+		if (ix->keys[s] == EMPTY64)
+			return EMPTY64;
+	}
+}
+
+static int pairs_reserve(rk_interactions *ix, uint64_t extra)
+{
+	uint64_t need = ix->n + extra;
+	if (need > RK_PAIRS_MAX)
+		return VR_ETOOBIG;
+	uint64_t cap = ix->cap;
+	int rc = grow((void **)&ix->pu, sizeof(*ix->pu), need, &cap);
+	if (rc)
+		return rc;
+	cap = ix->cap;
+	rc = grow((void **)&ix->pi, sizeof(*ix->pi), need, &cap);
+	if (rc)
+		return rc;
+	cap = ix->cap;
+	rc = grow((void **)&ix->pts, sizeof(*ix->pts), need, &cap);
+	if (rc)
+		return rc;
+	ix->cap = cap;
+	uint64_t slots = ix->keys ? ix->mask + 1 : 0;
+	if (need * 2 <= slots)
+		return 0;
+	uint64_t ns = 1024;
+	while (ns < need * 2)
+		ns *= 2;
+	uint64_t *keys = malloc(ns * sizeof(*keys));
+	uint32_t *sl = malloc(ns * sizeof(*sl));
+	if (!keys || !sl) {
+		free(keys);
+		free(sl);
+		return VR_ENOMEM;
+	}
+	memset(keys, 0xff, ns * sizeof(*keys));
+	for (uint64_t k = 0; k < ix->n; k++) {
+		uint64_t key = (uint64_t)ix->pu[k] << 32 | ix->pi[k];
+		uint64_t s = hash_pair(key) & (ns - 1);
+		while (keys[s] != EMPTY64)
+			s = (s + 1) & (ns - 1);
+		keys[s] = key;
+		sl[s] = (uint32_t)k;
+	}
+	free(ix->keys);
+	free(ix->slots);
+	ix->keys = keys;
+	ix->slots = sl;
+	ix->mask = ns - 1;
+	return 0;
+}
+
+/* Adds or updates a pair; room was reserved. Returns 1 if new. */
+static int pair_put(rk_interactions *ix, uint32_t u, uint32_t i, int64_t ts)
+{
+	uint64_t key = (uint64_t)u << 32 | i;
+	uint64_t s = hash_pair(key) & ix->mask;
+	for (; ix->keys[s] != EMPTY64; s = (s + 1) & ix->mask) {
+		if (ix->keys[s] == key) {
+			uint32_t k = ix->slots[s];
+			if (ts > ix->pts[k])
+				ix->pts[k] = ts;
+			return 0;
+		}
+	}
+	ix->keys[s] = key;
+	ix->slots[s] = (uint32_t)ix->n;
+	ix->pu[ix->n] = u;
+	ix->pi[ix->n] = i;
+	ix->pts[ix->n] = ts;
+	ix->n++;
+	return 1;
+}
+
+static void pair_key(uint8_t key[8], uint32_t u, uint32_t i)
+{
+	for (int b = 0; b < 4; b++) {
+		key[b] = (uint8_t)(u >> (24 - 8 * b));
+		key[4 + b] = (uint8_t)(i >> (24 - 8 * b));
+	}
+}
+
+/* ---- persistence ---- */
+
+struct write_ctx {
+	rk_interactions *ix;
+	const rk_interaction_in *rows;
+	size_t n;
+};
+
+static int put_pending(vr_txn *txn, const struct idmap *m)
+{
+	for (uint32_t k = m->persisted; k < m->n; k++) {
+		size_t len;
+		const char *id = idmap_id(m, k, &len);
+		int rc = vr_put(txn, m->db, id, len, &k, sizeof(k));
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static int write_batch(vr_txn *txn, void *arg)
+{
+	struct write_ctx *w = arg;
+	rk_interactions *ix = w->ix;
+	int rc = put_pending(txn, &ix->users);
+	if (!rc)
+		rc = put_pending(txn, &ix->items);
+	for (size_t r = 0; !rc && r < w->n; r++) {
+		uint8_t key[8];
+		pair_key(key, ix->ru[r], ix->ri[r]);
+		int64_t ts = w->rows[r].ts;
+		const void *v;
+		size_t vl;
+		int g = vr_get(txn, ix->db_pairs, key, sizeof(key), &v, &vl);
+		if (g == 0 && vl == sizeof(int64_t)) {
+			int64_t old;
+			memcpy(&old, v, sizeof(old));
+			if (old >= ts)
+				continue;
+		} else if (g != 0 && g != VR_ENOTFOUND) {
+			rc = g;
+			break;
+		}
+		rc = vr_put(txn, ix->db_pairs, key, sizeof(key), &ts, sizeof(ts));
+	}
+	return rc;
+}
+
+static void mark_persisted(rk_interactions *ix)
+{
+	ix->users.persisted = ix->users.n;
+	ix->items.persisted = ix->items.n;
+}
+
+int rk_interactions_flush(rk_interactions *ix)
+{
+	if (!ix->st || (ix->users.persisted == ix->users.n && ix->items.persisted == ix->items.n))
+		return 0;
+	struct write_ctx w = {ix, NULL, 0};
+	int rc = vr_store_write(ix->st, write_batch, &w);
+	if (!rc)
+		mark_persisted(ix);
+	return rc;
+}
+
+/* Loads one id map: every index 0..count-1 exactly once. */
+static int load_ids(vr_txn *txn, struct idmap *m)
+{
+	uint64_t count;
+	vr_cursor *c = NULL;
+	struct { const char *p; size_t len; } *byidx = NULL;
+	int rc = vr_count(txn, m->db, &count);
+	if (rc)
+		goto leave;
+	if (count > RK_INDEX_MAX) {
+		rc = VR_ECORRUPT;
+		goto leave;
+	}
+	byidx = calloc(count ? count : 1, sizeof(*byidx));
+	if (!byidx) {
+		rc = VR_ENOMEM;
+		goto leave;
+	}
+	uint64_t chars = 0;
+	rc = vr_cursor_open(txn, m->db, &c);
+	if (rc)
+		goto leave;
+	const void *k, *v;
+	size_t kl, vl;
+	for (rc = vr_cursor_seek(c, NULL, 0, &k, &kl, &v, &vl); rc == 0;
+	     rc = vr_cursor_next(c, &k, &kl, &v, &vl)) {
+		uint32_t idx;
+		if (vl != sizeof(idx) || kl == 0 || kl > RK_ID_MAX) {
+			rc = VR_ECORRUPT;
+			goto leave;
+		}
+		memcpy(&idx, v, sizeof(idx));
+		if (idx >= count || byidx[idx].p) {
+			rc = VR_ECORRUPT;
+			goto leave;
+		}
+		byidx[idx].p = k;
+		byidx[idx].len = kl;
+		chars += kl + 1;
+	}
+	if (rc != VR_ENOTFOUND)
+		goto leave;
+	rc = idmap_reserve(m, count, chars);
+	for (uint64_t x = 0; !rc && x < count; x++) {
+		uint64_t h = hash_bytes(byidx[x].p, byidx[x].len);
+		if (idmap_find(m, byidx[x].p, byidx[x].len, h) != EMPTY32)
+			rc = VR_ECORRUPT;
+		else
+			idmap_add(m, byidx[x].p, byidx[x].len, h);
+	}
+	m->persisted = m->n;
+leave:
+	vr_cursor_close(c);
+	free(byidx);
+	return rc;
+}
+
+static int load_pairs(vr_txn *txn, rk_interactions *ix)
+{
+	uint64_t count;
+	vr_cursor *c = NULL;
+	int rc = vr_count(txn, ix->db_pairs, &count);
+	if (!rc)
+		rc = pairs_reserve(ix, count);
+	if (!rc)
+		rc = vr_cursor_open(txn, ix->db_pairs, &c);
+	if (rc)
+		goto leave;
+	const void *k, *v;
+	size_t kl, vl;
+	for (rc = vr_cursor_seek(c, NULL, 0, &k, &kl, &v, &vl); rc == 0;
+	     rc = vr_cursor_next(c, &k, &kl, &v, &vl)) {
+		const uint8_t *b = k;
+		if (kl != 8 || vl != sizeof(int64_t)) {
+			rc = VR_ECORRUPT;
+			goto leave;
+		}
+		uint32_t u = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+		uint32_t i = (uint32_t)b[4] << 24 | (uint32_t)b[5] << 16 | (uint32_t)b[6] << 8 | b[7];
+		int64_t ts;
+		memcpy(&ts, v, sizeof(ts));
+		if (u >= ix->users.n || i >= ix->items.n || ix->n >= count) {
+			rc = VR_ECORRUPT;
+			goto leave;
+		}
+		pair_put(ix, u, i, ts);
+	}
+	if (rc == VR_ENOTFOUND)
+		rc = 0;
+leave:
+	vr_cursor_close(c);
+	return rc;
+}
+
+int rk_interactions_open(rk_interactions **out, vr_store *st)
+{
+	vr_txn *txn = NULL;
+	int rc = 0;
+	rk_interactions *ix = calloc(1, sizeof(*ix));
+	if (!ix)
+		return VR_ENOMEM;
+	ix->st = st;
+	if (!st)
+		goto leave;
+	rc = vr_store_dbi(st, "users", 0, &ix->users.db);
+	if (!rc)
+		rc = vr_store_dbi(st, "items", 0, &ix->items.db);
+	if (!rc)
+		rc = vr_store_dbi(st, "interactions", 0, &ix->db_pairs);
+	if (!rc)
+		rc = vr_store_read_begin(st, &txn);
+	if (!rc)
+		rc = load_ids(txn, &ix->users);
+	if (!rc)
+		rc = load_ids(txn, &ix->items);
+	if (!rc)
+		rc = load_pairs(txn, ix);
+	vr_store_read_end(txn);
+leave:
+	if (rc) {
+		rk_interactions_close(ix);
+		ix = NULL;
+	}
+	*out = ix;
+	return rc;
+}
+
+void rk_interactions_close(rk_interactions *ix)
+{
+	if (!ix)
+		return;
+	idmap_free(&ix->users);
+	idmap_free(&ix->items);
+	free(ix->pu);
+	free(ix->pi);
+	free(ix->pts);
+	free(ix->keys);
+	free(ix->slots);
+	free(ix->ru);
+	free(ix->ri);
+	free(ix);
+}
+
+/* ---- queries ---- */
+
+uint32_t rk_interactions_users(const rk_interactions *ix) { return ix->users.n; }
+uint32_t rk_interactions_items(const rk_interactions *ix) { return ix->items.n; }
+uint64_t rk_interactions_count(const rk_interactions *ix) { return ix->n; }
+
+static int find(const struct idmap *m, const char *id, size_t len, uint32_t *out)
+{
+	uint32_t k = idmap_find(m, id, len, hash_bytes(id, len));
+	if (k == EMPTY32)
+		return VR_ENOTFOUND;
+	*out = k;
+	return 0;
+}
+
+int rk_users_find(const rk_interactions *ix, const char *id, size_t len, uint32_t *out)
+{
+	return find(&ix->users, id, len, out);
+}
+
+int rk_items_find(const rk_interactions *ix, const char *id, size_t len, uint32_t *out)
+{
+	return find(&ix->items, id, len, out);
+}
+
+const char *rk_user_id(const rk_interactions *ix, uint32_t u, size_t *len)
+{
+	return idmap_id(&ix->users, u, len);
+}
+
+const char *rk_item_id(const rk_interactions *ix, uint32_t i, size_t *len)
+{
+	return idmap_id(&ix->items, i, len);
+}
+
+int rk_items_intern(rk_interactions *ix, const char *id, size_t len, uint32_t *out)
+{
+	if (len == 0 || len > RK_ID_MAX)
+		return VR_EINVAL;
+	int rc = idmap_reserve(&ix->items, 1, len + 1);
+	if (rc)
+		return rc;
+	*out = idmap_intern(&ix->items, id, len);
+	return 0;
+}
+
+int rk_interactions_has(const rk_interactions *ix, uint32_t u, uint32_t i, int64_t *ts)
+{
+	uint64_t k = pair_find(ix, (uint64_t)u << 32 | i);
+	if (k == EMPTY64)
+		return 0;
+	if (ts)
+		*ts = ix->pts[k];
+	return 1;
+}
+
+/* ---- adding ---- */
+
+int rk_interactions_add_batch(rk_interactions *ix, const rk_interaction_in *rows, size_t n,
+			      rk_add_stats *stats)
+{
+	rk_add_stats local;
+	if (!stats)
+		stats = &local;
+	memset(stats, 0, sizeof(*stats));
+	uint64_t uchars = 0, ichars = 0;
+	for (size_t r = 0; r < n; r++) {
+		if (rows[r].user_len == 0 || rows[r].user_len > RK_ID_MAX ||
+		    rows[r].item_len == 0 || rows[r].item_len > RK_ID_MAX) {
+			stats->bad_row = r;
+			return VR_EINVAL;
+		}
+		uchars += rows[r].user_len + 1;
+		ichars += rows[r].item_len + 1;
+	}
+	uint64_t cap = ix->scratch_cap;
+	int rc = grow((void **)&ix->ru, sizeof(*ix->ru), n, &cap);
+	if (rc)
+		return rc;
+	cap = ix->scratch_cap;
+	rc = grow((void **)&ix->ri, sizeof(*ix->ri), n, &cap);
+	if (rc)
+		return rc;
+	ix->scratch_cap = (size_t)cap;
+	rc = idmap_reserve(&ix->users, n, uchars);
+	if (!rc)
+		rc = idmap_reserve(&ix->items, n, ichars);
+	if (!rc)
+		rc = pairs_reserve(ix, n);
+	if (rc)
+		return rc;
+	for (size_t r = 0; r < n; r++) {
+		ix->ru[r] = idmap_intern(&ix->users, rows[r].user, rows[r].user_len);
+		ix->ri[r] = idmap_intern(&ix->items, rows[r].item, rows[r].item_len);
+	}
+	if (ix->st) {
+		struct write_ctx w = {ix, rows, n};
+		rc = vr_store_write(ix->st, write_batch, &w);
+		if (rc)
+			return rc;
+		mark_persisted(ix);
+	}
+	for (size_t r = 0; r < n; r++) {
+		if (pair_put(ix, ix->ru[r], ix->ri[r], rows[r].ts))
+			stats->added++;
+		else
+			stats->updated++;
+	}
+	return 0;
+}
+
+/* ---- CSV ---- */
+
+struct field {
+	const char *p;
+	size_t len;      /* raw length inside the quotes, if any */
+	size_t out_len;  /* length once "" became " */
+	int escaped;     /* contains "" */
+};
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	if (!errlen)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+/* Splits one line (no newline) into at most 3 fields; returns the field
+ * count, or -1 for a quote error. */
+static int split_fields(const char *p, const char *end, struct field f[3])
+{
+	int nf = 0;
+	for (;;) {
+		while (p < end && (*p == ' ' || *p == '\t'))
+			p++;
+		struct field x = {p, 0, 0, 0};
+		if (p < end && *p == '"') {
+			const char *q = ++p;
+			size_t out = 0;
+			for (;;) {
+				if (q >= end)
+					return -1;
+				if (*q == '"') {
+					if (q + 1 < end && q[1] == '"') {
+						x.escaped = 1;
+						q += 2;
+						out++;
+						continue;
+					}
+					break;
+				}
+				q++;
+				out++;
+			}
+			x.p = p;
+			x.len = (size_t)(q - p);
+			x.out_len = out;
+			p = q + 1;
+			while (p < end && (*p == ' ' || *p == '\t'))
+				p++;
+			if (p < end && *p != ',')
+				return -1;
+		} else {
+			const char *q = p;
+			while (q < end && *q != ',')
+				q++;
+			const char *e = q;
+			while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
+				e--;
+			x.len = x.out_len = (size_t)(e - p);
+			p = q;
+		}
+		if (nf < 3)
+			f[nf] = x;
+		nf++;
+		if (p >= end)
+			return nf;
+		p++; /* the comma */
+	}
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date. */
+static int64_t days_from_civil(int64_t y, int64_t m, int64_t d)
+{
+	y -= m <= 2;
+	int64_t era = (y >= 0 ? y : y - 399) / 400;
+	int64_t yoe = y - era * 400;
+	int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + doe - 719468;
+}
+
+static int digits(const char **p, const char *end, int n, int64_t *out)
+{
+	int64_t v = 0;
+	for (int k = 0; k < n; k++) {
+		if (*p >= end || **p < '0' || **p > '9')
+			return -1;
+		v = v * 10 + (**p - '0');
+		(*p)++;
+	}
+	*out = v;
+	return 0;
+}
+
+static int parse_iso(const char *p, const char *end, int64_t *out)
+{
+	int64_t y, mo, d, h = 0, mi = 0, s = 0;
+	if (digits(&p, end, 4, &y) || p >= end || *p++ != '-' || digits(&p, end, 2, &mo) ||
+	    p >= end || *p++ != '-' || digits(&p, end, 2, &d))
+		return -1;
+	static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+	if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || (mo == 2 && d == 29 && !leap))
+		return -1;
+	if (p < end && (*p == 'T' || *p == ' ')) {
+		p++;
+		if (digits(&p, end, 2, &h) || p >= end || *p++ != ':' || digits(&p, end, 2, &mi))
+			return -1;
+		if (p < end && *p == ':') {
+			p++;
+			if (digits(&p, end, 2, &s))
+				return -1;
+			if (p < end && *p == '.') {
+				p++;
+				if (p >= end || *p < '0' || *p > '9')
+					return -1;
+				while (p < end && *p >= '0' && *p <= '9')
+					p++;
+			}
+		}
+		if (h > 23 || mi > 59 || s > 60)
+			return -1;
+	}
+	if (p < end && *p == 'Z')
+		p++;
+	if (p != end)
+		return -1;
+	*out = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s;
+	return 0;
+}
+
+static int parse_ts(const char *p, size_t len, int64_t *out)
+{
+	const char *end = p + len, *q = p;
+	if (len >= 10 && p[4] == '-')
+		return parse_iso(p, end, out);
+	int neg = 0;
+	if (q < end && (*q == '-' || *q == '+'))
+		neg = *q++ == '-';
+	if (q >= end || *q < '0' || *q > '9')
+		return -1;
+	uint64_t v = 0;
+	for (; q < end && *q >= '0' && *q <= '9'; q++) {
+		if (v > (UINT64_C(1) << 63) / 10)
+			return -1;
+		v = v * 10 + (uint64_t)(*q - '0');
+	}
+	if (v > (uint64_t)INT64_MAX + (uint64_t)neg)
+		return -1;
+	if (q < end && *q == '.') {
+		q++;
+		while (q < end && *q >= '0' && *q <= '9')
+			q++;
+	}
+	if (q != end)
+		return -1;
+	*out = neg ? (int64_t)(0 - v) : (int64_t)v;
+	return 0;
+}
+
+static size_t unescape(const struct field *f, char *dst)
+{
+	size_t o = 0;
+	for (size_t k = 0; k < f->len; k++) {
+		dst[o++] = f->p[k];
+		if (f->p[k] == '"')
+			k++;
+	}
+	return o;
+}
+
+/* Walks the text. With rows == NULL it only checks (and sums the bytes of
+ * escaped ids into *esc_bytes); otherwise it fills rows in batches and adds
+ * them. */
+static int csv_walk(rk_interactions *ix, const char *buf, size_t len,
+		    rk_interaction_in *rows, char *esc, uint64_t *esc_bytes,
+		    rk_add_stats *stats, char *err, size_t errlen)
+{
+	const char *p = buf, *end = buf + len;
+	uint64_t line = 0, nrows = 0;
+	size_t nb = 0, esc_used = 0;
+	int first = 1, rc = 0;
+	if (len >= 3 && !memcmp(p, "\xef\xbb\xbf", 3))
+		p += 3;
+	while (p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		const char *le = nl ? nl : end;
+		line++;
+		if ((size_t)(le - p) > RK_CSV_LINE_MAX) {
+			set_err(err, errlen, "line %llu: longer than %d bytes",
+				(unsigned long long)line, RK_CSV_LINE_MAX);
+			return VR_ETOOBIG;
+		}
+		const char *e = le > p && le[-1] == '\r' ? le - 1 : le;
+		const char *s = p;
+		p = nl ? nl + 1 : end;
+		const char *t = s;
+		while (t < e && (*t == ' ' || *t == '\t'))
+			t++;
+		if (t == e)
+			continue;
+		struct field f[3];
+		int nf = split_fields(s, e, f);
+		if (nf < 0) {
+			set_err(err, errlen, "line %llu: unterminated or misplaced quote",
+				(unsigned long long)line);
+			return VR_EINVAL;
+		}
+		if (nf != 3) {
+			set_err(err, errlen, "line %llu: expected 3 fields (user,item,timestamp), found %d",
+				(unsigned long long)line, nf);
+			return VR_EINVAL;
+		}
+		int64_t ts;
+		int bad_ts = parse_ts(f[2].p, f[2].len, &ts);
+		if (first) {
+			first = 0;
+			if (bad_ts)
+				continue; /* a header */
+		}
+		if (bad_ts) {
+			set_err(err, errlen, "line %llu: timestamp \"%.*s\" is not integer seconds or ISO 8601",
+				(unsigned long long)line, (int)(f[2].len > 64 ? 64 : f[2].len), f[2].p);
+			return VR_EINVAL;
+		}
+		for (int k = 0; k < 2; k++) {
+			const char *what = k ? "item" : "user";
+			if (f[k].out_len == 0) {
+				set_err(err, errlen, "line %llu: empty %s id", (unsigned long long)line, what);
+				return VR_EINVAL;
+			}
+			if (f[k].out_len > RK_ID_MAX) {
+				set_err(err, errlen, "line %llu: %s id longer than %d bytes",
+					(unsigned long long)line, what, RK_ID_MAX);
+				return VR_ETOOBIG;
+			}
+		}
+		if (++nrows > RK_PAIRS_MAX) {
+			set_err(err, errlen, "line %llu: more than %u rows", (unsigned long long)line,
+				RK_PAIRS_MAX);
+			return VR_ETOOBIG;
+		}
+		if (!rows) {
+			for (int k = 0; k < 2; k++)
+				if (f[k].escaped)
+					*esc_bytes += f[k].out_len;
+			continue;
+		}
+		rk_interaction_in *r = &rows[nb++];
+		const char *ids[2];
+		for (int k = 0; k < 2; k++) {
+			ids[k] = f[k].p;
+			if (f[k].escaped) {
+				ids[k] = esc + esc_used;
+				esc_used += unescape(&f[k], esc + esc_used);
+			}
+		}
+		*r = (rk_interaction_in){ids[0], f[0].out_len, ids[1], f[1].out_len, ts};
+		if (nb == CSV_BATCH) {
+			rk_add_stats bs;
+			rc = rk_interactions_add_batch(ix, rows, nb, &bs);
+			if (rc)
+				goto fail;
+			stats->added += bs.added;
+			stats->updated += bs.updated;
+			nb = 0;
+			esc_used = 0;
+		}
+	}
+	if (rows && nb) {
+		rk_add_stats bs;
+		rc = rk_interactions_add_batch(ix, rows, nb, &bs);
+		if (rc)
+			goto fail;
+		stats->added += bs.added;
+		stats->updated += bs.updated;
+	}
+	return 0;
+fail:
+	set_err(err, errlen, "before line %llu: adding a batch failed: %s",
+		(unsigned long long)line, vr_strerror(rc));
+	return rc;
+}
+
+int rk_interactions_import_csv_buf(rk_interactions *ix, const char *buf, size_t len,
+				   rk_add_stats *stats, char *err, size_t errlen)
+{
+	rk_add_stats local;
+	if (!stats)
+		stats = &local;
+	memset(stats, 0, sizeof(*stats));
+	set_err(err, errlen, "%s", "");
+	uint64_t esc_bytes = 0;
+	int rc = csv_walk(ix, buf, len, NULL, NULL, &esc_bytes, stats, err, errlen);
+	if (rc)
+		return rc;
+	rk_interaction_in *rows = malloc(CSV_BATCH * sizeof(*rows));
+	char *esc = malloc(esc_bytes ? (size_t)esc_bytes : 1);
+	if (!rows || !esc) {
+		rc = VR_ENOMEM;
+		goto leave;
+	}
+	rc = csv_walk(ix, buf, len, rows, esc, NULL, stats, err, errlen);
+leave:
+	free(rows);
+	free(esc);
+	return rc;
+}
+
+int rk_interactions_import_csv(rk_interactions *ix, const char *path,
+			       rk_add_stats *stats, char *err, size_t errlen)
+{
+	int rc = 0;
+	void *map = MAP_FAILED;
+	struct stat sb;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &sb) < 0) {
+		rc = -errno;
+		set_err(err, errlen, "%s: %s", path, strerror(errno));
+		goto leave;
+	}
+	if (sb.st_size > 0) {
+		map = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+		if (map == MAP_FAILED) {
+			rc = -errno;
+			set_err(err, errlen, "%s: %s", path, strerror(errno));
+			goto leave;
+		}
+	}
+	rc = rk_interactions_import_csv_buf(ix, map == MAP_FAILED ? "" : map, (size_t)sb.st_size,
+					    stats, err, errlen);
+leave:
+	if (map != MAP_FAILED)
+		munmap(map, (size_t)sb.st_size);
+	if (fd >= 0)
+		close(fd);
+	return rc;
+}
+
+/* ---- CSR ---- */
+
+struct item_ts {
+	uint32_t item;
+	int64_t ts;
+};
+
+static int cmp_item(const void *a, const void *b)
+{
+	uint32_t x = ((const struct item_ts *)a)->item, y = ((const struct item_ts *)b)->item;
+	return (x > y) - (x < y);
+}
+
+static int csr_alloc(rk_csr *c, uint32_t n_users, uint32_t n_items, uint64_t nnz)
+{
+	memset(c, 0, sizeof(*c));
+	c->n_users = n_users;
+	c->n_items = n_items;
+	c->nnz = nnz;
+	c->off = calloc((size_t)n_users + 1, sizeof(*c->off));
+	c->item = malloc((nnz ? nnz : 1) * sizeof(*c->item));
+	c->ts = malloc((nnz ? nnz : 1) * sizeof(*c->ts));
+	if (!c->off || !c->item || !c->ts) {
+		rk_csr_free(c);
+		return VR_ENOMEM;
+	}
+	return 0;
+}
+
+int rk_interactions_csr(const rk_interactions *ix, rk_csr *out)
+{
+	struct item_ts *tmp = NULL;
+	uint64_t *fill = NULL;
+	int rc = csr_alloc(out, ix->users.n, ix->items.n, ix->n);
+	if (rc)
+		return rc;
+	tmp = malloc((ix->n ? ix->n : 1) * sizeof(*tmp));
+	fill = malloc(((size_t)ix->users.n + 1) * sizeof(*fill));
+	if (!tmp || !fill) {
+		rc = VR_ENOMEM;
+		rk_csr_free(out);
+		goto leave;
+	}
+	for (uint64_t k = 0; k < ix->n; k++)
+		out->off[ix->pu[k] + 1]++;
+	for (uint32_t u = 0; u < ix->users.n; u++)
+		out->off[u + 1] += out->off[u];
+	memcpy(fill, out->off, ((size_t)ix->users.n + 1) * sizeof(*fill));
+	for (uint64_t k = 0; k < ix->n; k++)
+		tmp[fill[ix->pu[k]]++] = (struct item_ts){ix->pi[k], ix->pts[k]};
+	for (uint32_t u = 0; u < ix->users.n; u++)
+		qsort(tmp + out->off[u], (size_t)(out->off[u + 1] - out->off[u]), sizeof(*tmp), cmp_item);
+	for (uint64_t k = 0; k < ix->n; k++) {
+		out->item[k] = tmp[k].item;
+		out->ts[k] = tmp[k].ts;
+	}
+leave:
+	free(tmp);
+	free(fill);
+	return rc;
+}
+
+int rk_split_last(const rk_csr *all, rk_csr *train, uint32_t *test_item)
+{
+	uint64_t held = 0;
+	for (uint32_t u = 0; u < all->n_users; u++)
+		held += all->off[u + 1] - all->off[u] >= 2;
+	int rc = csr_alloc(train, all->n_users, all->n_items, all->nnz - held);
+	if (rc)
+		return rc;
+	uint64_t o = 0;
+	for (uint32_t u = 0; u < all->n_users; u++) {
+		uint64_t a = all->off[u], b = all->off[u + 1], last = b;
+		test_item[u] = RK_NONE;
+		if (b - a >= 2) {
+			last = a;
+			for (uint64_t k = a + 1; k < b; k++)
+				if (all->ts[k] >= all->ts[last])
+					last = k;
+			test_item[u] = all->item[last];
+		}
+		train->off[u] = o;
+		for (uint64_t k = a; k < b; k++) {
+			if (k == last)
+				continue;
+			train->item[o] = all->item[k];
+			train->ts[o] = all->ts[k];
+			o++;
+		}
+	}
+	train->off[all->n_users] = o;
+	return 0;
+}
+
+void rk_csr_item_counts(const rk_csr *c, uint32_t *counts)
+{
+	memset(counts, 0, (size_t)c->n_items * sizeof(*counts));
+	for (uint64_t k = 0; k < c->nnz; k++)
+		counts[c->item[k]]++;
+}
+
+void rk_csr_free(rk_csr *c)
+{
+	free(c->off);
+	free(c->item);
+	free(c->ts);
+	memset(c, 0, sizeof(*c));
+}

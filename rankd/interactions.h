@@ -1,0 +1,161 @@
+/* interactions: who interacted with which item, and when.
+ *
+ * String user and item ids are mapped to dense uint32 indices (0, 1, ...,
+ * in order of first appearance; the maps are persisted, so an index never
+ * changes). Each (user, item) pair is stored once with the latest timestamp
+ * seen. The store can be snapshotted into a CSR (rk_csr: per-user sorted
+ * item lists) for the sampler, the split into train/test and serving.
+ *
+ * Persistence (when opened with a store): LMDB databases
+ *   "users"         user id bytes -> uint32 index (native endian)
+ *   "items"         item id bytes -> uint32 index
+ *   "interactions"  8-byte key: big-endian user index, big-endian item
+ *                   index (so a cursor walks user by user) -> int64 seconds
+ * loaded by rk_interactions_open. Every rk_interactions_add_batch commits
+ * one transaction before it returns.
+ *
+ * Thread-safety: an rk_interactions is not locked. Reads (find, has, ids,
+ * counts, rk_interactions_csr) may run concurrently with each other; any
+ * call that adds (intern, add_batch, import, flush) needs the caller's
+ * exclusive lock. An rk_csr is immutable and may be shared freely. */
+#ifndef RK_INTERACTIONS_H
+#define RK_INTERACTIONS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store.h"
+
+#define RK_ID_MAX 256           /* bytes in a user or item id */
+#define RK_NONE UINT32_MAX      /* "no item" / "no user" */
+#define RK_CSV_LINE_MAX 4096    /* bytes in one CSV line */
+#define RK_INDEX_MAX 0x7fffffffu /* users, items: indices stay below this */
+#define RK_PAIRS_MAX 0xfffffff0u /* distinct (user, item) pairs held */
+
+typedef struct rk_interactions rk_interactions;
+
+/* One interaction to add. Ids are byte strings (not NUL-terminated here),
+ * 1..RK_ID_MAX bytes; timestamps are seconds (any int64). */
+typedef struct rk_interaction_in {
+	const char *user;
+	size_t user_len;
+	const char *item;
+	size_t item_len;
+	int64_t ts;
+} rk_interaction_in;
+
+typedef struct rk_add_stats {
+	uint64_t added;   /* pairs not seen before */
+	uint64_t updated; /* pairs seen before (their timestamp is the max) */
+	uint64_t bad_row; /* on VR_EINVAL from add_batch: the offending row */
+} rk_add_stats;
+
+/* Per-user item lists, sorted by item index within each user: user u's
+ * items are item[off[u] .. off[u+1]) with timestamps ts[...] beside them.
+ * Built by rk_interactions_csr or rk_split_last; freed by rk_csr_free. */
+typedef struct rk_csr {
+	uint32_t n_users;
+	uint32_t n_items;
+	uint64_t nnz;
+	uint64_t *off;  /* n_users + 1 */
+	uint32_t *item; /* nnz */
+	int64_t *ts;    /* nnz */
+} rk_csr;
+
+/* Opens the interactions of a service. st may be NULL for an in-memory set
+ * (tests, benchmarks); otherwise the three databases above are opened or
+ * created (call at start-up, see vr_store_dbi) and loaded. Returns 0,
+ * VR_ENOMEM, VR_ECORRUPT when the stored maps are not dense or an
+ * interaction names an unknown index, or a store error. */
+int rk_interactions_open(rk_interactions **out, vr_store *st);
+/* Frees the memory (the store stays open). NULL is a no-op. */
+void rk_interactions_close(rk_interactions *ix);
+
+uint32_t rk_interactions_users(const rk_interactions *ix);
+uint32_t rk_interactions_items(const rk_interactions *ix);
+uint64_t rk_interactions_count(const rk_interactions *ix);
+
+/* Looks an id up: 0 and *out = its index, or VR_ENOTFOUND. */
+int rk_users_find(const rk_interactions *ix, const char *id, size_t len, uint32_t *out);
+int rk_items_find(const rk_interactions *ix, const char *id, size_t len, uint32_t *out);
+/* The id of an index, NUL-terminated (len may be NULL); NULL when out of
+ * range. Valid until the next call that adds. */
+const char *rk_user_id(const rk_interactions *ix, uint32_t u, size_t *len);
+const char *rk_item_id(const rk_interactions *ix, uint32_t i, size_t *len);
+
+/* Returns the index of an item id, adding it (with no interactions) when
+ * new: items known only through featured (cold items with a vector). A new
+ * id lives in memory until the next add_batch or rk_interactions_flush
+ * persists it. Returns 0, VR_EINVAL (empty or longer than RK_ID_MAX),
+ * VR_ETOOBIG (RK_INDEX_MAX items), VR_ENOMEM. */
+int rk_items_intern(rk_interactions *ix, const char *id, size_t len, uint32_t *out);
+/* Persists ids interned since the last commit in one transaction (no-op
+ * without a store or with nothing pending). Returns 0 or a store error. */
+int rk_interactions_flush(rk_interactions *ix);
+
+/* 1 if user u interacted with item i (and *ts, when not NULL, is the
+ * latest timestamp), else 0. */
+int rk_interactions_has(const rk_interactions *ix, uint32_t u, uint32_t i, int64_t *ts);
+
+/* Adds n interactions: new ids are mapped, a pair already present keeps the
+ * later of its timestamps, and with a store everything (ids included) is
+ * committed in one transaction before the call returns; on any failure
+ * nothing of the batch is visible (ids may have been interned). *stats may
+ * be NULL. Returns 0, VR_EINVAL (a row's id is empty or over RK_ID_MAX:
+ * stats->bad_row names it, nothing is added), VR_ETOOBIG (index or pair
+ * limits), VR_ENOMEM, or a store error. */
+int rk_interactions_add_batch(rk_interactions *ix, const rk_interaction_in *rows, size_t n,
+			      rk_add_stats *stats);
+
+/* Imports "user,item,timestamp" CSV text. The first line is a header when
+ * its third field is not a timestamp. Fields may be quoted ("a ""b"""),
+ * lines end in LF or CRLF, blank lines are skipped. A timestamp is integer
+ * seconds (a fraction is truncated) or ISO 8601 UTC: YYYY-MM-DD, optionally
+ * followed by T or a space, HH:MM[:SS[.fff]] and Z. The whole text is
+ * checked before anything is added; then rows go in batches of 65,536
+ * (one transaction each). Returns 0, VR_EINVAL with "line N: ..." in err
+ * (size errlen, may be 0) for a malformed row, VR_ETOOBIG (a line over
+ * RK_CSV_LINE_MAX, an id over RK_ID_MAX bytes, or a limit above), or the
+ * errors of add_batch. */
+int rk_interactions_import_csv_buf(rk_interactions *ix, const char *buf, size_t len,
+				   rk_add_stats *stats, char *err, size_t errlen);
+/* The same, from a file; -errno (with the path in err) when it cannot be
+ * read. */
+int rk_interactions_import_csv(rk_interactions *ix, const char *path,
+			       rk_add_stats *stats, char *err, size_t errlen);
+
+/* Snapshots every interaction into *out (n_users, n_items = the current
+ * counts). Returns 0 or VR_ENOMEM. */
+int rk_interactions_csr(const rk_interactions *ix, rk_csr *out);
+
+/* Splits all into train + one test item per user: the user's last
+ * interaction in time (ties: the highest item index, i.e. the item first
+ * seen last). Users with fewer than 2 interactions keep all of them in
+ * train and get test_item[u] = RK_NONE. test_item has all->n_users
+ * entries. Apply twice for a validation item (split train again).
+ * Returns 0 or VR_ENOMEM. */
+int rk_split_last(const rk_csr *all, rk_csr *train, uint32_t *test_item);
+
+/* counts[i] = number of users with item i in c (n_items entries). */
+void rk_csr_item_counts(const rk_csr *c, uint32_t *counts);
+
+void rk_csr_free(rk_csr *c);
+
+/* 1 if item i is in user u's list (binary search), else 0. */
+static inline int rk_csr_has(const rk_csr *c, uint32_t u, uint32_t i)
+{
+	const uint32_t *lo = c->item + c->off[u];
+	size_t n = (size_t)(c->off[u + 1] - c->off[u]);
+	while (n > 0) {
+		size_t half = n / 2;
+		if (lo[half] < i) {
+			lo += half + 1;
+			n -= half + 1;
+		} else {
+			n = half;
+		}
+	}
+	return lo < c->item + c->off[u + 1] && *lo == i;
+}
+
+#endif

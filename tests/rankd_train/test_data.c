@@ -1,0 +1,413 @@
+/* Unit tests of rankd's interactions (id maps, dedup, split, CSV, LMDB
+ * persistence) and sampler (reproducibility, rejection, popularity). */
+#include "harness.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "err.h"
+#include "interactions.h"
+#include "sampler.h"
+#include "store.h"
+
+static char tmpdir[256];
+
+static const char *fresh_dir(void)
+{
+	snprintf(tmpdir, sizeof tmpdir, "/tmp/rk_train_test.XXXXXX");
+	return mkdtemp(tmpdir);
+}
+
+static void remove_dir(const char *dir)
+{
+	char cmd[512];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "  could not remove %s\n", dir);
+}
+
+static rk_interaction_in row(const char *u, const char *i, int64_t ts)
+{
+	return (rk_interaction_in){u, strlen(u), i, strlen(i), ts};
+}
+
+static uint32_t user_of(const rk_interactions *ix, const char *id)
+{
+	uint32_t u = RK_NONE;
+	rk_users_find(ix, id, strlen(id), &u);
+	return u;
+}
+
+static uint32_t item_of(const rk_interactions *ix, const char *id)
+{
+	uint32_t i = RK_NONE;
+	rk_items_find(ix, id, strlen(id), &i);
+	return i;
+}
+
+TEST(duplicates_keep_latest)
+{
+	rk_interactions *ix;
+	ASSERT_OK(rk_interactions_open(&ix, NULL));
+	rk_interaction_in rows[] = {row("ann", "x", 5), row("ann", "x", 3), row("bob", "x", 1),
+				    row("ann", "y", 2), row("ann", "x", 9), row("ann", "x", 7)};
+	rk_add_stats st;
+	ASSERT_OK(rk_interactions_add_batch(ix, rows, 6, &st));
+	ASSERT_EQ_INT(st.added, 3);
+	ASSERT_EQ_INT(st.updated, 3);
+	ASSERT_EQ_INT(rk_interactions_count(ix), 3);
+	ASSERT_EQ_INT(rk_interactions_users(ix), 2);
+	ASSERT_EQ_INT(rk_interactions_items(ix), 2);
+	int64_t ts = 0;
+	ASSERT(rk_interactions_has(ix, user_of(ix, "ann"), item_of(ix, "x"), &ts));
+	ASSERT_EQ_INT(ts, 9);
+	rk_interaction_in older = row("ann", "x", 4);
+	ASSERT_OK(rk_interactions_add_batch(ix, &older, 1, &st));
+	ASSERT_EQ_INT(st.updated, 1);
+	ASSERT(rk_interactions_has(ix, user_of(ix, "ann"), item_of(ix, "x"), &ts));
+	ASSERT_EQ_INT(ts, 9);
+	ASSERT(!rk_interactions_has(ix, user_of(ix, "bob"), item_of(ix, "y"), NULL));
+	size_t len;
+	ASSERT_STR_EQ(rk_user_id(ix, user_of(ix, "bob"), &len), "bob");
+	ASSERT_EQ_INT(len, 3);
+	ASSERT(rk_item_id(ix, 99, NULL) == NULL);
+	rk_interaction_in bad[] = {row("a", "b", 1), row("", "b", 1)};
+	ASSERT_EQ_INT(rk_interactions_add_batch(ix, bad, 2, &st), VR_EINVAL);
+	ASSERT_EQ_INT(st.bad_row, 1);
+	ASSERT_EQ_INT(rk_interactions_count(ix), 3);
+	rk_interactions_close(ix);
+}
+
+TEST(many_ids_survive_rehash)
+{
+	rk_interactions *ix;
+	ASSERT_OK(rk_interactions_open(&ix, NULL));
+	char u[32], i[32];
+	for (int r = 0; r < 20000; r++) {
+		snprintf(u, sizeof u, "user-%d", r % 997);
+		snprintf(i, sizeof i, "item-%d", r);
+		rk_interaction_in x = row(u, i, r);
+		ASSERT_OK(rk_interactions_add_batch(ix, &x, 1, NULL));
+	}
+	ASSERT_EQ_INT(rk_interactions_users(ix), 997);
+	ASSERT_EQ_INT(rk_interactions_items(ix), 20000);
+	for (int r = 0; r < 20000; r += 7) {
+		snprintf(u, sizeof u, "user-%d", r % 997);
+		snprintf(i, sizeof i, "item-%d", r);
+		int64_t ts;
+		ASSERT(rk_interactions_has(ix, user_of(ix, u), item_of(ix, i), &ts));
+		ASSERT_EQ_INT(ts, r);
+		ASSERT_STR_EQ(rk_item_id(ix, item_of(ix, i), NULL), i);
+	}
+	rk_interactions_close(ix);
+}
+
+TEST(split_marks_last_in_time)
+{
+	rk_interactions *ix;
+	ASSERT_OK(rk_interactions_open(&ix, NULL));
+	/* ann: c is last in time although added first; bob: tie at 7 between
+	 * q (first seen earlier) and r (first seen later) -> r; cy: one item. */
+	rk_interaction_in rows[] = {row("ann", "c", 30), row("bob", "q", 7), row("bob", "r", 7),
+				    row("ann", "a", 10), row("ann", "b", 20), row("bob", "p", 1),
+				    row("cy", "a", 5)};
+	ASSERT_OK(rk_interactions_add_batch(ix, rows, 7, NULL));
+	rk_csr all, train;
+	ASSERT_OK(rk_interactions_csr(ix, &all));
+	ASSERT_EQ_INT(all.nnz, 7);
+	for (uint32_t u = 0; u < all.n_users; u++)
+		for (uint64_t k = all.off[u] + 1; k < all.off[u + 1]; k++)
+			ASSERT(all.item[k - 1] < all.item[k]);
+	uint32_t test[3];
+	ASSERT_OK(rk_split_last(&all, &train, test));
+	ASSERT_EQ_INT(test[user_of(ix, "ann")], item_of(ix, "c"));
+	ASSERT_EQ_INT(test[user_of(ix, "bob")], item_of(ix, "r"));
+	ASSERT_EQ_INT(test[user_of(ix, "cy")], RK_NONE);
+	ASSERT_EQ_INT(train.nnz, 5);
+	ASSERT(!rk_csr_has(&train, user_of(ix, "ann"), item_of(ix, "c")));
+	ASSERT(rk_csr_has(&train, user_of(ix, "ann"), item_of(ix, "a")));
+	ASSERT(rk_csr_has(&train, user_of(ix, "cy"), item_of(ix, "a")));
+	ASSERT(!rk_csr_has(&train, user_of(ix, "bob"), item_of(ix, "r")));
+	uint32_t counts[6];
+	ASSERT_EQ_INT(train.n_items, 6);
+	rk_csr_item_counts(&train, counts);
+	ASSERT_EQ_INT(counts[item_of(ix, "a")], 2);
+	ASSERT_EQ_INT(counts[item_of(ix, "c")], 0);
+	rk_csr_free(&all);
+	rk_csr_free(&train);
+	rk_interactions_close(ix);
+}
+
+static int import(rk_interactions *ix, const char *text, char *err)
+{
+	return rk_interactions_import_csv_buf(ix, text, strlen(text), NULL, err, 200);
+}
+
+TEST(csv_import_and_errors)
+{
+	rk_interactions *ix;
+	char err[200];
+	ASSERT_OK(rk_interactions_open(&ix, NULL));
+	const char *good = "\xef\xbb\xbfuser,item,timestamp\r\n"
+			   "u1,i1,100\r\n"
+			   "\n"
+			   " u2 , \"i,2\" ,2021-04-13T13:30:00Z\n"
+			   "\"u \"\"3\"\"\",i1,1970-01-02\n"
+			   "u1,i1,50.9\n";
+	rk_add_stats st;
+	ASSERT_OK(rk_interactions_import_csv_buf(ix, good, strlen(good), &st, err, sizeof err));
+	ASSERT_EQ_INT(st.added, 3);
+	ASSERT_EQ_INT(st.updated, 1);
+	int64_t ts;
+	ASSERT(rk_interactions_has(ix, user_of(ix, "u2"), item_of(ix, "i,2"), &ts));
+	ASSERT_EQ_INT(ts, 1618320600);
+	ASSERT(rk_interactions_has(ix, user_of(ix, "u \"3\""), item_of(ix, "i1"), &ts));
+	ASSERT_EQ_INT(ts, 86400);
+	ASSERT(rk_interactions_has(ix, user_of(ix, "u1"), item_of(ix, "i1"), &ts));
+	ASSERT_EQ_INT(ts, 100);
+
+	ASSERT_EQ_INT(import(ix, "a,b,1\nc,d\n", err), VR_EINVAL);
+	ASSERT_CONTAINS(err, "line 2:");
+	ASSERT_CONTAINS(err, "3 fields");
+	ASSERT_EQ_INT(import(ix, "a,b,1\n\nc,d,tomorrow\n", err), VR_EINVAL);
+	ASSERT_CONTAINS(err, "line 3:");
+	ASSERT_CONTAINS(err, "tomorrow");
+	ASSERT_EQ_INT(import(ix, "user,item,ts\n,b,1\n", err), VR_EINVAL);
+	ASSERT_CONTAINS(err, "line 2: empty user id");
+	ASSERT_EQ_INT(import(ix, "a,\"b,1\n", err), VR_EINVAL);
+	ASSERT_CONTAINS(err, "line 1:");
+	ASSERT_EQ_INT(import(ix, "a,b,1\na,b,2021-02-29\n", err), VR_EINVAL);
+	ASSERT_CONTAINS(err, "line 2:");
+	ASSERT_EQ_INT(import(ix, "a,b,1,2\n", err), VR_EINVAL);
+	ASSERT_CONTAINS(err, "found 4");
+	char longid[400];
+	memset(longid, 'x', sizeof longid);
+	longid[sizeof longid - 1] = '\0';
+	char text[600];
+	snprintf(text, sizeof text, "a,b,1\n%s,b,1\n", longid);
+	ASSERT_EQ_INT(import(ix, text, err), VR_ETOOBIG);
+	ASSERT_CONTAINS(err, "line 2: user id longer");
+	/* Nothing of a failing text was added. */
+	ASSERT_EQ_INT(rk_interactions_count(ix), 3);
+	ASSERT_EQ_INT(rk_users_find(ix, "a", 1, &(uint32_t){0}), VR_ENOTFOUND);
+	ASSERT_EQ_INT(rk_interactions_import_csv(ix, "/nonexistent/x.csv", NULL, err, sizeof err),
+		      -ENOENT);
+	ASSERT_CONTAINS(err, "/nonexistent/x.csv");
+	rk_interactions_close(ix);
+}
+
+TEST(persistence_round_trip)
+{
+	const char *dir = fresh_dir();
+	ASSERT(dir);
+	vr_store_opts opts = {.no_sync = 1};
+	vr_store *st;
+	rk_interactions *ix;
+	ASSERT_OK(vr_store_open(&st, dir, &opts));
+	ASSERT_OK(rk_interactions_open(&ix, st));
+	char csv[] = "user,item,timestamp\nu1,a,10\nu2,b,20\nu1,b,30\nu1,a,5\n";
+	ASSERT_OK(rk_interactions_import_csv_buf(ix, csv, strlen(csv), NULL, NULL, 0));
+	uint32_t cold;
+	ASSERT_OK(rk_items_intern(ix, "cold", 4, &cold));
+	ASSERT_OK(rk_interactions_flush(ix));
+	rk_interaction_in more[] = {row("u3", "a", 40), row("u2", "b", 50)};
+	rk_add_stats s;
+	ASSERT_OK(rk_interactions_add_batch(ix, more, 2, &s));
+	ASSERT_EQ_INT(s.added, 1);
+	ASSERT_EQ_INT(s.updated, 1);
+	rk_csr before;
+	ASSERT_OK(rk_interactions_csr(ix, &before));
+	rk_interactions_close(ix);
+	vr_store_close(st);
+
+	ASSERT_OK(vr_store_open(&st, dir, &opts));
+	ASSERT_OK(rk_interactions_open(&ix, st));
+	ASSERT_EQ_INT(rk_interactions_users(ix), 3);
+	ASSERT_EQ_INT(rk_interactions_items(ix), 3);
+	ASSERT_EQ_INT(rk_interactions_count(ix), 4);
+	ASSERT_EQ_INT(item_of(ix, "cold"), cold);
+	int64_t ts;
+	ASSERT(rk_interactions_has(ix, user_of(ix, "u2"), item_of(ix, "b"), &ts));
+	ASSERT_EQ_INT(ts, 50);
+	ASSERT(rk_interactions_has(ix, user_of(ix, "u1"), item_of(ix, "a"), &ts));
+	ASSERT_EQ_INT(ts, 10);
+	rk_csr after;
+	ASSERT_OK(rk_interactions_csr(ix, &after));
+	ASSERT_EQ_INT(after.nnz, before.nnz);
+	ASSERT(!memcmp(after.off, before.off, (before.n_users + 1) * sizeof(uint64_t)));
+	ASSERT(!memcmp(after.item, before.item, before.nnz * sizeof(uint32_t)));
+	ASSERT(!memcmp(after.ts, before.ts, before.nnz * sizeof(int64_t)));
+	for (uint32_t u = 0; u < 3; u++)
+		ASSERT_EQ_INT(user_of(ix, rk_user_id(ix, u, NULL)), u);
+	rk_csr_free(&before);
+	rk_csr_free(&after);
+	rk_interactions_close(ix);
+	vr_store_close(st);
+	remove_dir(dir);
+}
+
+/* A random training CSR: n_users users with 1..max_deg items among the
+ * first warm items; items [warm, n_items) have no interaction. */
+static void random_csr(rk_csr *c, uint32_t n_users, uint32_t n_items, uint32_t warm,
+		       uint32_t max_deg, uint64_t seed)
+{
+	rk_rng rng;
+	rk_rng_seed(&rng, seed, 0);
+	c->n_users = n_users;
+	c->n_items = n_items;
+	c->off = calloc(n_users + 1, sizeof(uint64_t));
+	c->item = malloc((size_t)n_users * max_deg * sizeof(uint32_t));
+	c->ts = calloc((size_t)n_users * max_deg, sizeof(int64_t));
+	uint8_t *mark = calloc(n_items, 1);
+	uint64_t o = 0;
+	for (uint32_t u = 0; u < n_users; u++) {
+		uint32_t deg = 1 + rk_rng_below(&rng, max_deg);
+		memset(mark, 0, n_items);
+		for (uint32_t d = 0; d < deg; d++)
+			mark[rk_rng_below(&rng, warm)] = 1;
+		for (uint32_t i = 0; i < n_items; i++)
+			if (mark[i])
+				c->item[o++] = i;
+		c->off[u + 1] = o;
+	}
+	c->nnz = o;
+	free(mark);
+}
+
+TEST(sampler_reproducible_and_rejects_positives)
+{
+	rk_csr c;
+	random_csr(&c, 200, 300, 280, 40, 7);
+	rk_sampler *s;
+	ASSERT_OK(rk_sampler_create(&s, &c, NULL));
+	ASSERT(rk_sampler_pool(s) <= 280 && rk_sampler_pool(s) > 250);
+	enum { N = 50000 };
+	uint32_t *t = malloc(6 * N * sizeof(uint32_t));
+	rk_rng a, b;
+	rk_rng_seed(&a, 42, 3);
+	rk_rng_seed(&b, 42, 3);
+	rk_sampler_fill(s, &a, N, t, t + N, t + 2 * N);
+	rk_sampler_fill(s, &b, N, t + 3 * N, t + 4 * N, t + 5 * N);
+	ASSERT(!memcmp(t, t + 3 * N, 3 * N * sizeof(uint32_t)));
+	rk_rng_seed(&b, 42, 4);
+	rk_sampler_fill(s, &b, N, t + 3 * N, t + 4 * N, t + 5 * N);
+	ASSERT(memcmp(t, t + 3 * N, 3 * N * sizeof(uint32_t)));
+	for (size_t x = 0; x < N; x++) {
+		ASSERT(rk_csr_has(&c, t[x], t[N + x]));
+		ASSERT(!rk_csr_has(&c, t[x], t[2 * N + x]));
+		ASSERT(rk_sampler_in_pool(s, t[2 * N + x]));
+		ASSERT(t[2 * N + x] < 280);
+	}
+	free(t);
+	rk_sampler_free(s);
+	rk_csr_free(&c);
+}
+
+/* Chi-square of observed draws against expected probabilities; passes a
+ * loose bound (mean + 6 standard deviations of the statistic). */
+static int chi_square_ok(const double *obs, const double *expp, uint32_t n, double total,
+			 double *chi, double *bound)
+{
+	double x = 0;
+	uint32_t dof = 0;
+	for (uint32_t k = 0; k < n; k++) {
+		if (expp[k] <= 0) {
+			if (obs[k] > 0)
+				return 0;
+			continue;
+		}
+		double e = expp[k] * total;
+		x += (obs[k] - e) * (obs[k] - e) / e;
+		dof++;
+	}
+	*chi = x;
+	*bound = (dof - 1) + 6 * sqrt(2.0 * (dof - 1));
+	return x < *bound;
+}
+
+TEST(sampler_popularity_follows_counts)
+{
+	rk_csr c;
+	random_csr(&c, 400, 120, 100, 30, 11);
+	uint32_t counts[120];
+	rk_csr_item_counts(&c, counts);
+	rk_sampler_opts o;
+	rk_sampler_opts_default(&o);
+	for (int pop = 0; pop < 2; pop++) {
+		o.negatives = pop ? RK_NEG_POPULARITY : RK_NEG_UNIFORM;
+		rk_sampler *s;
+		ASSERT_OK(rk_sampler_create(&s, &c, &o));
+		uint32_t u = 0; /* negatives of user 0: pool minus its positives */
+		double obs[120] = {0}, expp[120] = {0}, sum = 0;
+		for (uint32_t i = 0; i < 120; i++) {
+			if (counts[i] == 0 || rk_csr_has(&c, u, i))
+				continue;
+			expp[i] = pop ? counts[i] : 1;
+			sum += expp[i];
+		}
+		for (uint32_t i = 0; i < 120; i++)
+			expp[i] /= sum;
+		rk_rng rng;
+		rk_rng_seed(&rng, 5, pop);
+		enum { N = 200000 };
+		for (int x = 0; x < N; x++)
+			obs[rk_sampler_negative(s, &rng, u)]++;
+		double chi = 0, bound = 0;
+		ASSERT_MSG(chi_square_ok(obs, expp, 120, N, &chi, &bound),
+			   "%s: chi-square %.1f over bound %.1f", pop ? "popularity" : "uniform", chi,
+			   bound);
+		rk_sampler_free(s);
+	}
+	o.negatives = RK_NEG_POPULARITY;
+	o.all_items = 1;
+	rk_sampler *s;
+	ASSERT_EQ_INT(rk_sampler_create(&s, &c, &o), VR_EINVAL);
+	rk_csr_free(&c);
+}
+
+TEST(sampler_user_owning_almost_all)
+{
+	/* User 0 owns 99 of the 100 pool items: rejection gives up and the
+	 * fallback must return the one free item. */
+	rk_csr c = {0};
+	c.n_users = 2;
+	c.n_items = 100;
+	c.off = calloc(3, sizeof(uint64_t));
+	c.item = malloc(200 * sizeof(uint32_t));
+	c.ts = calloc(200, sizeof(int64_t));
+	uint64_t o = 0;
+	for (uint32_t i = 0; i < 100; i++)
+		if (i != 37)
+			c.item[o++] = i;
+	c.off[1] = o;
+	c.item[o++] = 37;
+	c.off[2] = o;
+	c.nnz = o;
+	rk_sampler *s;
+	ASSERT_OK(rk_sampler_create(&s, &c, NULL));
+	rk_rng rng;
+	rk_rng_seed(&rng, 1, 0);
+	for (int x = 0; x < 100; x++)
+		ASSERT_EQ_INT(rk_sampler_negative(s, &rng, 0), 37);
+	rk_sampler_free(s);
+	rk_csr_free(&c);
+}
+
+static const struct vr_test tests[] = {
+	T(duplicates_keep_latest),
+	T(many_ids_survive_rehash),
+	T(split_marks_last_in_time),
+	T(csv_import_and_errors),
+	T(persistence_round_trip),
+	T(sampler_reproducible_and_rejects_positives),
+	T(sampler_popularity_follows_counts),
+	T(sampler_user_owning_almost_all),
+	{0},
+};
+
+int main(int argc, char **argv)
+{
+	return vr_test_main(tests, argc, argv);
+}

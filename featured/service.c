@@ -1,34 +1,156 @@
-/* featured's method table: which handler serves each visrec.v1.Featured
- * method, and the handlers written so far. A NULL handler answers
- * UNIMPLEMENTED "visrec.v1.Featured/X is not implemented yet". */
+/* featured's service: opening the store and the executor (with the model
+ * policy of start-up), and the visrec.v1.Featured method table. The
+ * handlers are in handlers.c; TrainVisual's is in train_visual.c. */
 #include "service.h"
 
+#include "err.h"
+#include "log.h"
+#include "train_visual.h"
 #include "visrec/v1/featured.pb-c.h"
 
-static int info(vr_call *call, void *ctx)
+#include <stdio.h>
+#include <string.h>
+
+/* --new-model: the net is built and recorded on the executor thread. */
+struct new_model {
+	const fd_config *cfg;
+	nn_net *net;
+	fd_model_info info;
+	char err[256];
+};
+
+static int build_task(fd_executor *ex, void *arg)
 {
-	(void)ctx;
-	Visrec__V1__FeaturedInfoResponse resp = VISREC__V1__FEATURED_INFO_RESPONSE__INIT;
-	resp.server_version = (char *)VISREC_VERSION;
-	resp.backend = (char *)"cpu";
-	int rc = vr_call_send(call, &resp.base);
-	return rc ? rc : GRPC_STATUS_OK;
+	struct new_model *nm = arg;
+	int batch = nm->cfg->batch > 0 ? nm->cfg->batch : 16;
+	int rc = fd_model_build(fd_executor_backend(ex), &nm->cfg->model, batch, &nm->net, nm->err,
+				sizeof nm->err);
+	if (!rc && (rc = fd_model_add(fd_executor_fstore(ex), nm->cfg->data_dir, nm->net,
+				      nm->cfg->model.layer, 0, &nm->info, nm->err, sizeof nm->err))) {
+		nn_net_destroy(nm->net);
+		nm->net = NULL;
+	}
+	return rc;
 }
 
-#define M(name, req, resp, kind_, admin_, fn) \
+static int destroy_task(fd_executor *ex, void *arg)
+{
+	(void)ex;
+	nn_net_destroy(arg);
+	return 0;
+}
+
+static int add_new_model(fd_service *svc, const fd_config *cfg, char *err, size_t errlen)
+{
+	struct new_model nm = { .cfg = cfg };
+	uint64_t n = 0;
+	int rc = fd_executor_call(svc->ex, build_task, &nm);
+	if (rc) {
+		snprintf(err, errlen, "--new-model: %s", nm.err);
+		return rc;
+	}
+	VR_INFO("--new-model: added model version %u (%s, layer %s, %u dims); re-embedding every item",
+		nm.info.version, nm.info.arch, nm.info.layer, nm.info.dims);
+	rc = fd_executor_reembed(svc->ex, nm.net, &nm.info, 1, &n, nm.err, sizeof nm.err);
+	if (rc) {
+		fd_executor_call(svc->ex, destroy_task, nm.net);
+		snprintf(err, errlen, "--new-model: re-embedding into version %u: %s", nm.info.version,
+			 nm.err);
+		return rc;
+	}
+	VR_INFO("--new-model: %llu items re-embedded into version %u",
+		(unsigned long long)n, nm.info.version);
+	return 0;
+}
+
+int fd_service_open(fd_service *svc, vr_store *store, const fd_config *cfg, char *err,
+		    size_t errlen)
+{
+	fd_model_info active;
+	char what[512];
+	svc->max_image_bytes = cfg->max_image_bytes;
+	svc->max_image_pixels = cfg->max_image_pixels;
+	fd_train_visual_configure(cfg->data_dir);
+	int rc = fd_fstore_open(&svc->fs, store);
+	if (rc) {
+		snprintf(err, errlen, "cannot open featured's databases: %s", vr_strerror(rc));
+		return rc;
+	}
+	int had_model = fd_fstore_model_get(svc->fs, 0, &active) == 0;
+	fd_executor_opts o = {
+		.backend = cfg->backend,
+		.data_dir = cfg->data_dir,
+		.spec = cfg->model,
+		.batch = cfg->batch,
+		.batch_wait_ms = cfg->batch_wait_ms,
+		.decode_threads = cfg->decode_threads,
+		.queue = cfg->queue,
+		.limits = { .max_bytes = (size_t)cfg->max_image_bytes,
+			    .max_pixels = cfg->max_image_pixels },
+	};
+	if ((rc = fd_executor_create(&svc->ex, svc->fs, &o, err, errlen)))
+		return rc;
+	if (!had_model || !fd_model_spec_differs(&cfg->model, &active, what, sizeof what))
+		return 0;
+	if (cfg->new_model)
+		return add_new_model(svc, cfg, err, errlen);
+	VR_WARN("ignoring %s: the data directory's active model is version %u; "
+		"pass --new-model to add a version from these flags and switch to it",
+		what, active.version);
+	return 0;
+}
+
+void fd_service_log_ready(fd_service *svc)
+{
+	fd_model_info m;
+	uint64_t items = 0, seq = 0;
+	fd_executor_model(svc->ex, &m);
+	fd_fstore_stats(svc->fs, &items, &seq);
+	VR_INFO("model version %u: %s, layer %s (%s, %u dims), input %u px; %llu items, last change %llu; "
+		"backend %s: %s", m.version, m.arch, m.layer, m.purpose, m.dims, m.input_size,
+		(unsigned long long)items, (unsigned long long)seq, fd_executor_backend_name(svc->ex),
+		fd_executor_device(svc->ex));
+}
+
+void fd_service_log_stats(fd_service *svc)
+{
+	fd_exec_stats s;
+	if (!svc->ex)
+		return;
+	fd_executor_stats(svc->ex, &s);
+	VR_INFO("executor: %llu images in %llu batches (%llu refused, %llu skipped, %llu refused "
+		"for a full queue); decode %.3f s, normalise %.3f s, network %.3f s, store %.3f s",
+		(unsigned long long)s.images, (unsigned long long)s.batches,
+		(unsigned long long)s.refused, (unsigned long long)s.skipped, (unsigned long long)s.full,
+		s.decode_s, s.normalize_s, s.network_s, s.store_s);
+}
+
+void fd_service_close(fd_service *svc)
+{
+	fd_executor_destroy(svc->ex);
+	svc->ex = NULL;
+	fd_fstore_close(svc->fs);
+	svc->fs = NULL;
+}
+
+#define M(name, req, resp, kind_, admin_, fn, own) \
 	{ .path = "/visrec.v1.Featured/" name, .request = &visrec__v1__##req##__descriptor, \
 	  .response = &visrec__v1__##resp##__descriptor, .kind = kind_, .admin = admin_, \
-	  .handler = fn, .ctx = svc }
+	  .handler = fn, .ctx = svc, .own_thread = own }
 
 int fd_service_register(fd_service *svc, vr_server *srv)
 {
+	/* Embed waits for its batch's commit: own_thread keeps the server's
+	 * workers free meanwhile. */
 	const vr_method table[] = {
-		M("PutItems", put_items_request, put_items_response, VR_CLIENT_STREAM, 1, NULL),
-		M("Embed", embed_request, embed_response, VR_UNARY, 1, NULL),
-		M("GetVectors", get_vectors_request, get_vectors_response, VR_SERVER_STREAM, 0, NULL),
-		M("Watch", watch_request, item_change, VR_SERVER_STREAM, 0, NULL),
-		M("TrainVisual", train_visual_request, train_visual_response, VR_BIDI, 1, NULL),
-		M("Info", featured_info_request, featured_info_response, VR_UNARY, 0, info),
+		M("PutItems", put_items_request, put_items_response, VR_CLIENT_STREAM, 1, fd_put_items, 0),
+		M("Embed", embed_request, embed_response, VR_UNARY, 1, fd_embed, 1),
+		M("GetVectors", get_vectors_request, get_vectors_response, VR_SERVER_STREAM, 0,
+		  fd_get_vectors, 0),
+		M("Watch", watch_request, item_change, VR_SERVER_STREAM, 0, fd_watch, 0),
+		M("TrainVisual", train_visual_request, train_visual_response, VR_BIDI, 1, fd_train_visual,
+		  0),
+		M("Info", featured_info_request, featured_info_response, VR_UNARY, 0, fd_info, 0),
 	};
 	return vr_server_add_service(srv, table, sizeof table / sizeof table[0]);
 }

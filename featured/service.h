@@ -1,18 +1,63 @@
-/* featured's gRPC service: the visrec.v1.Featured method table and the
- * state its handlers share. Later work swaps handlers into the table in
- * service.c and adds fields here; main.c only creates and registers it. */
+/* featured's gRPC service: its configuration, the state its handlers
+ * share, and the visrec.v1.Featured method table. main.c fills an
+ * fd_config from flags, opens the service, registers it, and closes it
+ * after the server stopped. */
 #ifndef FD_SERVICE_H
 #define FD_SERVICE_H
 
+#include "executor.h"
+#include "fstore.h"
 #include "rpc.h"
 #include "store.h"
 
+#include <stdint.h>
+
+typedef struct fd_config {
+	const char *data_dir;
+	const char *backend;          /* "auto", "cpu", "cuda" */
+	fd_model_spec model;          /* version 1 on a fresh data directory */
+	int new_model;                /* add a version from model, re-embed, switch */
+	int batch, batch_wait_ms, decode_threads, queue;
+	uint64_t max_image_bytes, max_image_pixels;
+} fd_config;
+
 typedef struct fd_service {
-	vr_store *store; /* the daemon's LMDB environment (not owned) */
+	fd_fstore *fs;                /* over the daemon's LMDB environment */
+	fd_executor *ex;
+	uint64_t max_image_bytes, max_image_pixels;
 } fd_service;
+
+/* Opens featured's databases in store and starts the executor with the
+ * active model (creating version 1 on a fresh data directory). With
+ * cfg->new_model and a model already there, adds a version from
+ * cfg->model, re-embeds every item with it and switches to it before
+ * returning. Flags naming another model than the active one without
+ * new_model are ignored with a warning. Logs nothing at info level, so a
+ * daemon that then fails to bind prints only that one line; say what was
+ * opened with fd_service_log_ready. Returns 0, or an error with the cause
+ * in err. */
+int fd_service_open(fd_service *svc, vr_store *store, const fd_config *cfg, char *err,
+		    size_t errlen);
+/* One info line: the backend, the active model, the item count, the
+ * pipeline's shape. */
+void fd_service_log_ready(fd_service *svc);
+/* One info line of the executor's counters: images, batches, refusals,
+ * and the seconds spent decoding, normalising, in the network and in the
+ * store (what the benchmark reads). */
+void fd_service_log_stats(fd_service *svc);
+/* Stops the executor and frees the state. Call after the server was shut
+ * down. */
+void fd_service_close(fd_service *svc);
 
 /* Adds every visrec.v1.Featured method to srv, each handler getting svc.
  * Returns 0 or the error of vr_server_add_service. */
 int fd_service_register(fd_service *svc, vr_server *srv);
+
+/* The handlers (handlers.c); ctx is the fd_service. */
+int fd_put_items(vr_call *call, void *ctx);
+int fd_embed(vr_call *call, void *ctx);
+int fd_get_vectors(vr_call *call, void *ctx);
+int fd_watch(vr_call *call, void *ctx);
+int fd_info(vr_call *call, void *ctx);
 
 #endif

@@ -23,17 +23,30 @@ static int open_cuda(struct nn_backend **out, char *why, size_t why_len)
 
 int nn_backend_open(const char *name, nn_backend **out)
 {
+	return nn_backend_open_err(name, out, NULL, 0);
+}
+
+int nn_backend_open_err(const char *name, nn_backend **out, char *errbuf, size_t errlen)
+{
 	char why[128] = "";
 	int rc;
 	*out = NULL;
-	if (!name)
+	if (errbuf && errlen)
+		errbuf[0] = '\0';
+	if (!name || (strcmp(name, "cpu") && strcmp(name, "cuda") && strcmp(name, "auto"))) {
+		if (errbuf)
+			snprintf(errbuf, errlen, "unknown backend \"%s\" (cpu, cuda or auto)",
+				name ? name : "(null)");
 		return VR_EINVAL;
+	}
 	if (!strcmp(name, "cpu"))
 		return nn__cpu_open(out);
-	if (!strcmp(name, "cuda"))
-		return open_cuda(out, why, sizeof(why));
-	if (strcmp(name, "auto"))
-		return VR_EINVAL;
+	if (!strcmp(name, "cuda")) {
+		rc = open_cuda(out, why, sizeof(why));
+		if (rc && errbuf)
+			snprintf(errbuf, errlen, "cuda: %s", why);
+		return rc;
+	}
 	rc = open_cuda(out, why, sizeof(why));
 	if (rc == 0)
 		return 0;

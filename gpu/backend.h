@@ -71,11 +71,22 @@ struct nn_fc_shape {
 	int n, in, out;            /* y[n][out] = x[n][in] W[out][in]^T + b[out] */
 };
 
+/* Zero padding by different amounts on each side (TensorFlow's "same"
+ * padding at stride 2 puts the odd pixel at the bottom and right, which a
+ * convolution's symmetric pad cannot express; Keras's ZeroPadding2D):
+ * y[c][top + i][left + j] = x[c][i][j], zero elsewhere. */
+struct nn_pad_shape {
+	int n, c, h, w;
+	int top, bottom, left, right;
+	int oh, ow;                /* h + top + bottom, w + left + right */
+};
+
 /* Validate a shape's fields and fill its derived output size (conv.c,
  * pool.c, lrn.c). Return 0 or VR_EINVAL. */
 int nn_conv_shape_check(struct nn_conv_shape *s);
 int nn_pool_shape_check(struct nn_pool_shape *s);
 int nn_lrn_shape_check(const struct nn_lrn_shape *s);
+int nn_pad_shape_check(struct nn_pad_shape *s);   /* pad.c */
 
 enum nn_act_mode { NN_ACT_RELU = 1, NN_ACT_RELU6 };
 
@@ -174,11 +185,24 @@ struct nn_backend_ops {
 	int (*add)(struct nn_backend *b, size_t count, const float *a, const float *c, float *y);
 	int (*accumulate)(struct nn_backend *b, size_t count, const float *src, float *dst, int acc);
 
+	/* Zero padding (x != y); backward is the crop dx = dy[top..][left..]. */
+	int (*pad_fwd)(struct nn_backend *b, const struct nn_pad_shape *s, int n, const float *x,
+		float *y);
+	int (*pad_bwd)(struct nn_backend *b, const struct nn_pad_shape *s, int n, const float *dy,
+		float *dx, int acc);
+
 	/* Optimiser steps over count parameters in one loop (the arena). */
 	int (*sgd_step)(struct nn_backend *b, size_t count, float *w, const float *g, float *m,
 		const struct nn_sgd_params *p);
 	int (*adam_step)(struct nn_backend *b, size_t count, float *w, const float *g, float *m,
 		float *v, const struct nn_adam_params *p);
+
+	/* The uint8 input path: writes n images into x (n x 3 x size x size
+	 * floats of this backend's memory), x[i][c][p] = img[i][3 p + c] *
+	 * mul[c] + add[c], where img[i] is size x size x 3 bytes (HWC RGB) of
+	 * host memory. The caller may reuse img once the op returns. */
+	int (*input_u8)(struct nn_backend *b, int n, int size, const uint8_t *const *img,
+		const float mul[3], const float add[3], float *x);
 
 	/* Releases priv; the backend struct itself is freed by nn_backend_close. */
 	void (*close)(struct nn_backend *b);

@@ -214,6 +214,20 @@ static int cpu_accumulate(struct nn_backend *b, size_t count, const float *src, 
 	return 0;
 }
 
+static int cpu_pad_fwd(struct nn_backend *b, const struct nn_pad_shape *s, int n, const float *x,
+	float *y)
+{
+	nn_cpu_pad_fwd(s, n, x, y);
+	return 0;
+}
+
+static int cpu_pad_bwd(struct nn_backend *b, const struct nn_pad_shape *s, int n,
+	const float *dy, float *dx, int acc)
+{
+	nn_cpu_pad_bwd(s, n, dy, dx, acc);
+	return 0;
+}
+
 static int cpu_sgd_step(struct nn_backend *b, size_t count, float *w, const float *g, float *m,
 	const struct nn_sgd_params *p)
 {
@@ -225,6 +239,20 @@ static int cpu_adam_step(struct nn_backend *b, size_t count, float *w, const flo
 	float *v, const struct nn_adam_params *p)
 {
 	nn_cpu_adam_step(count, w, g, m, v, p);
+	return 0;
+}
+
+static int cpu_input_u8(struct nn_backend *b, int n, int size, const uint8_t *const *img,
+	const float mul[3], const float add[3], float *x)
+{
+	const size_t plane = (size_t)size * size;
+	for (int i = 0; i < n; i++)
+		for (int c = 0; c < 3; c++) {
+			const uint8_t *in = img[i] + c;
+			float *o = x + ((size_t)i * 3 + c) * plane;
+			for (size_t p = 0; p < plane; p++)
+				o[p] = in[3 * p] * mul[c] + add[c];
+		}
 	return 0;
 }
 
@@ -261,8 +289,11 @@ static const struct nn_backend_ops cpu_ops = {
 	.bn_bwd = cpu_bn_bwd,
 	.add = cpu_add,
 	.accumulate = cpu_accumulate,
+	.pad_fwd = cpu_pad_fwd,
+	.pad_bwd = cpu_pad_bwd,
 	.sgd_step = cpu_sgd_step,
 	.adam_step = cpu_adam_step,
+	.input_u8 = cpu_input_u8,
 	.close = cpu_close,
 };
 

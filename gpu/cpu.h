@@ -1,6 +1,6 @@
 /* The CPU kernels: flat functions over host float pointers with explicit
  * shapes, one module per layer kind (conv.c, pool.c, act.c, fc.c,
- * dropout.c, lrn.c, bn.c, optim.c; the GEMM in gemm.c). They are the CPU backend's ops
+ * dropout.c, lrn.c, bn.c, pad.c, optim.c; the GEMM in gemm.c). They are the CPU backend's ops
  * (cpu.c wraps them) and the reference every other backend is checked
  * against. Semantics (layouts, accumulation, formulas) are those of the
  * matching op in backend.h. None allocates; none fails once its shape
@@ -63,6 +63,10 @@ void nn_cpu_bn_bwd(int n, int c, int hw, float eps, const float *x, const float 
  * without one starts from zeros. per_k: floats of w per output channel. */
 void nn_bn_fold(int k, size_t per_k, float eps, float *w, float *bias, const float *gamma,
 	const float *beta, const float *mean, const float *var);
+
+/* Zero padding (x != y) and its backward, the crop of dy (pad.c). */
+void nn_cpu_pad_fwd(const struct nn_pad_shape *s, int n, const float *x, float *y);
+void nn_cpu_pad_bwd(const struct nn_pad_shape *s, int n, const float *dy, float *dx, int acc);
 
 void nn_cpu_sgd_step(size_t count, float *w, const float *g, float *m,
 	const struct nn_sgd_params *p);

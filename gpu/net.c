@@ -180,7 +180,8 @@ static int output_is_free(const nn_net *net, int li)
 	if (li < 0)
 		return 0;
 	int kind = net->layers[li].kind;
-	return kind == NN__CONV || kind == NN__FC || kind == NN__BN || kind == NN__ADD;
+	return kind == NN__CONV || kind == NN__FC || kind == NN__BN || kind == NN__ADD ||
+		kind == NN__PAD;
 }
 
 static int act(nn_net *net, const char *name, int in, int mode)
@@ -322,6 +323,23 @@ int nn__add(nn_net *net, const char *name, int a, int c)
 	l->nin = 2;
 	net->tensors[c].consumers++;
 	return set_output(net, x->c, x->h, x->w, 0);
+}
+
+int nn__pad(nn_net *net, const char *name, int in, int top, int bottom, int left, int right)
+{
+	struct nn__layer *l = new_layer(net, name, NN__PAD, in);
+	if (!l)
+		return net->build_rc;
+	if (!net->b->ops->pad_fwd || !net->b->ops->pad_bwd)
+		return build_fail(net, VR_EUNSUPPORTED, "%s: the %s backend has no zero padding",
+			name, net->b->name);
+	const struct nn__tensor *x = tin(net, in);
+	l->u.pad = (struct nn_pad_shape){ .n = net->max_batch, .c = x->c, .h = x->h, .w = x->w,
+		.top = top, .bottom = bottom, .left = left, .right = right };
+	if (nn_pad_shape_check(&l->u.pad))
+		return build_fail(net, VR_EINVAL, "%s: bad padding %d, %d, %d, %d", name, top, bottom,
+			left, right);
+	return set_output(net, x->c, l->u.pad.oh, l->u.pad.ow, 0);
 }
 
 void nn__alias(nn_net *net, const char *alias, const char *layer)
@@ -868,22 +886,44 @@ static int layer_fwd(nn_net *net, int li, int n, int train)
 		return o->add(b, count, x, net->tensors[l->in[1]].data, y);
 	case NN__IDENTITY:
 		return 0;
+	case NN__PAD:
+		return o->pad_fwd(b, &l->u.pad, n, x, y);
 	}
 	return VR_EINVAL;
 }
 
-static int run_forward(nn_net *net, const float *input, int n, int last, int train)
+/* Normalises n images of bytes into the input tensor on the backend,
+ * with the net's mean and std: (byte / 255 - mean) / std. */
+static int load_u8(nn_net *net, const uint8_t *const *images, int n)
+{
+	float mul[3], add[3];
+	for (int i = 0; i < n; i++)
+		if (!images[i])
+			return VR_EINVAL;
+	for (int c = 0; c < 3; c++) {
+		mul[c] = 1.0f / (255.0f * net->std[c]);
+		add[c] = -net->mean[c] / net->std[c];
+	}
+	return net->b->ops->input_u8(net->b, n, net->input_size, images, mul, add,
+		net->tensors[0].data);
+}
+
+/* Loads the input, from host floats (input) or host bytes (images), and
+ * runs layers 0 to last. */
+static int run_forward(nn_net *net, const float *input, const uint8_t *const *images, int n,
+	int last, int train)
 {
 	int rc;
-	if (n < 1 || n > net->max_batch || !input) {
+	if (n < 1 || n > net->max_batch || (!input && !images)) {
 		nn__errmsg(net, "batch of %d images; this net takes 1 to %d", n, net->max_batch);
 		return VR_EINVAL;
 	}
 	net->can_backward = 0;
-	rc = net->b->ops->upload(net->b, net->tensors[0].data, input,
-		sizeof(float) * n * net->tensors[0].size);
+	rc = input ? net->b->ops->upload(net->b, net->tensors[0].data, input,
+			sizeof(float) * n * net->tensors[0].size) :
+		load_u8(net, images, n);
 	if (rc) {
-		nn__errmsg(net, "uploading the input failed");
+		nn__errmsg(net, "loading the input failed");
 		return rc;
 	}
 	if (train)
@@ -907,12 +947,23 @@ static int download_output(nn_net *net, int layer, int n, float *out)
 	return rc;
 }
 
-int nn_net_forward(nn_net *net, const float *input, int n, int train, float *out)
+static int forward(nn_net *net, const float *input, const uint8_t *const *images, int n,
+	int train, float *out)
 {
-	int rc = run_forward(net, input, n, net->out_layer, train);
+	int rc = run_forward(net, input, images, n, net->out_layer, train);
 	if (!rc && (rc = download_output(net, net->out_layer, n, out)) == 0)
 		net->can_backward = !net->inference_only;
 	return rc;
+}
+
+int nn_net_forward(nn_net *net, const float *input, int n, int train, float *out)
+{
+	return forward(net, input, NULL, n, train, out);
+}
+
+int nn_net_forward_u8(nn_net *net, const uint8_t *const *images, int n, int train, float *out)
+{
+	return forward(net, NULL, images, n, train, out);
 }
 
 int nn_net_features(nn_net *net, const char *layer, const float *input, int n, float *out)
@@ -923,7 +974,7 @@ int nn_net_features(nn_net *net, const char *layer, const float *input, int n, f
 		nn__errmsg(net, "%s has no layer \"%s\"", net->arch, layer ? layer : "(null)");
 		return VR_ENOTFOUND;
 	}
-	if ((rc = run_forward(net, input, n, l, 0)))
+	if ((rc = run_forward(net, input, NULL, n, l, 0)))
 		return rc;
 	return download_output(net, l, n, out);
 }
@@ -995,6 +1046,10 @@ static int layer_bwd(nn_net *net, int li, int n, int want_dinput, char *written)
 		return rc;
 	case NN__IDENTITY:
 		break;                 /* in place: the gradient is already there */
+	case NN__PAD:
+		if (dx)
+			rc = o->pad_bwd(b, &l->u.pad, n, dy, dx, acc);
+		break;
 	}
 	if (dx)
 		written[l->in[0]] = 1;

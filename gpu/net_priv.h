@@ -22,6 +22,7 @@ enum nn__layer_kind {
 	NN__BN,
 	NN__ADD,
 	NN__IDENTITY,              /* an adaptive pool whose output equals its input */
+	NN__PAD,                   /* zero padding, different on each side */
 };
 
 enum nn__init { NN__INIT_UNIFORM = 1, NN__INIT_ONE, NN__INIT_ZERO };
@@ -55,6 +56,7 @@ struct nn__layer {
 		struct nn_pool_shape pool;
 		struct nn_lrn_shape lrn;
 		struct nn_fc_shape fc;
+		struct nn_pad_shape pad;
 		int act;               /* enum nn_act_mode */
 		float p;               /* dropout */
 		float eps;             /* batch norm */
@@ -125,6 +127,9 @@ int nn__linear(nn_net *net, const char *name, int in, int out);
 int nn__dropout(nn_net *net, const char *name, int in, float p);
 int nn__batchnorm(nn_net *net, const char *name, int in, float eps);
 int nn__add(nn_net *net, const char *name, int a, int c);
+/* Zero padding: top, bottom, left, right pixels. Fails (VR_EUNSUPPORTED)
+ * on a backend without the pad ops. */
+int nn__pad(nn_net *net, const char *name, int in, int top, int bottom, int left, int right);
 /* A short name for a layer's output ("fc7" -> "classifier.5"). */
 void nn__alias(nn_net *net, const char *alias, const char *layer);
 

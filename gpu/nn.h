@@ -34,8 +34,13 @@ typedef struct nn_optim nn_optim;
 /* Opens a backend: "cpu", "cuda" or "auto" (CUDA when compiled in and a
  * device answers, else the CPU). Errors: VR_EINVAL (unknown name),
  * VR_EUNSUPPORTED ("cuda" not compiled in), VR_EDEVICE ("cuda" and no device
- * answers), VR_ENOMEM. */
+ * answers), VR_ENOMEM. The CUDA backend runs exact FP32 unless the
+ * environment says NN_CUDA_TF32=1 when it opens (TF32 tensor cores in
+ * convolutions and GEMMs); gpu/cuda/cuda.c lists its other settings. */
 int nn_backend_open(const char *name, nn_backend **out);
+/* As nn_backend_open, and on failure writes the cause to errbuf (may be
+ * NULL), e.g. "cuda: no CUDA device found: ...". */
+int nn_backend_open_err(const char *name, nn_backend **out, char *errbuf, size_t errlen);
 void nn_backend_close(nn_backend *b);
 /* "cpu" or "cuda": the backend that was picked. */
 const char *nn_backend_name(const nn_backend *b);
@@ -118,6 +123,14 @@ void nn_net_set_rng(nn_net *net, uint64_t seed, uint64_t step);
  * (a fresh mask per call, from the seed) and keeps what backward needs.
  * Errors: VR_EINVAL (n out of range), backend errors. */
 int nn_net_forward(nn_net *net, const float *input, int n, int train, float *out);
+
+/* As nn_net_forward, from decoded images: images[i] points to S x S x 3
+ * bytes (HWC RGB, host memory), normalised with the net's mean and std
+ * (nn_net_norm) on the backend, so a GPU receives a quarter of the bytes
+ * and the host does no float work. The caller may reuse the images once
+ * it returns. Errors: VR_EINVAL (n out of range, a NULL image), backend
+ * errors. */
+int nn_net_forward_u8(nn_net *net, const uint8_t *const *images, int n, int train, float *out);
 
 /* Evaluation-mode forward up to layer (a name or alias as output_layer)
  * and writes its n x nn_net_layer_size floats to out. Invalidates a pending

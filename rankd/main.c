@@ -1,5 +1,6 @@
 /* rankd: the ranking service daemon. Parses flags, opens the data
- * directory, connects to featured, serves visrec.v1.Rank and Health until
+ * directory, loads the last model snapshot (before Health says SERVING),
+ * serves visrec.v1.Rank and Health, follows featured's change feed, until
  * SIGTERM/SIGINT. */
 #include "daemon.h"
 #include "err.h"
@@ -7,14 +8,16 @@
 #include "service.h"
 
 static const char summary[] =
-	"rankd: stores interactions, trains BPR/VBPR/DVBPR and ranks items\n"
-	"(visrec.v1.Rank and grpc.health.v1.Health over gRPC).";
+	"rankd: stores interactions, trains BPR/VBPR and ranks items\n"
+	"(visrec.v1.Rank and grpc.health.v1.Health over gRPC). At start it serves the last\n"
+	"trained model from its --data directory, also while featured is down.";
 
 int main(int argc, char **argv)
 {
 	vr_daemon d = { 0 };
 	rk_service svc = { 0 };
 	const char *featured_ca = NULL, *featured_token = NULL;
+	char err[512];
 	const vr_flag flags[] = {
 		VR_DAEMON_FLAGS(&d, "127.0.0.1:50052"),
 		{ "featured", "VISREC_FEATURED", VR_FLAG_STRING, &svc.featured_addr, "127.0.0.1:50051",
@@ -23,6 +26,15 @@ int main(int argc, char **argv)
 		  "PEM roots to verify featured's TLS certificate; unset: plaintext", 0 },
 		{ "featured-token", "VISREC_FEATURED_TOKEN", VR_FLAG_STRING, &featured_token, NULL,
 		  "admin token for featured's admin calls", 0 },
+		{ "follow-featured", "VISREC_FOLLOW_FEATURED", VR_FLAG_BOOL, &svc.follow, "true",
+		  "follow featured's change feed so new items are rankable without retraining", 0 },
+		{ "max-k", "VISREC_MAX_K", VR_FLAG_INT, &svc.max_k, "1000",
+		  "largest k a Recommend may ask for", 0 },
+		{ "max-batch", "VISREC_MAX_BATCH", VR_FLAG_INT, &svc.max_batch, "256",
+		  "most requests in one RecommendBatch", 0 },
+		{ "topk-approx", "VISREC_TOPK_APPROX", VR_FLAG_INT, &svc.topk_approx, "0",
+		  "0: exact top-k scans; c >= 1: an fp16 first pass keeps k x c candidates, "
+		  "re-ranked exactly", 0 },
 		{ 0 },
 	};
 	static const char *const services[] = { "visrec.v1.Rank", NULL };
@@ -30,6 +42,10 @@ int main(int argc, char **argv)
 	int code = vr_daemon_init(&d, "rankd", summary, flags, argc, argv);
 	if (code >= 0)
 		return code;
+	if (svc.max_k < 1 || svc.max_batch < 1 || svc.topk_approx < 0) {
+		VR_ERROR("--max-k and --max-batch must be >= 1, --topk-approx >= 0");
+		return 2;
+	}
 	code = vr_daemon_open(&d);
 	if (!code) {
 		vr_channel_opts copts = { .tls_root_file = featured_ca, .token = featured_token,
@@ -43,13 +59,23 @@ int main(int argc, char **argv)
 	}
 	if (!code) {
 		svc.store = d.store;
-		code = rk_service_register(&svc, d.server) ? 1 : 0;
+		if (rk_service_open(&svc, err, sizeof err)) {
+			VR_ERROR("%s", err);
+			code = 1;
+		}
 	}
 	if (!code)
-		code = vr_daemon_serve(&d, services);
+		code = rk_service_register(&svc, d.server) ? 1 : 0;
 	if (!code)
+		code = vr_daemon_serve(&d, services);
+	if (!code && rk_service_start(&svc))
+		code = 1;
+	if (!code) {
+		rk_service_log_ready(&svc);
 		vr_daemon_wait(&d);
+	}
 	vr_daemon_stop(&d);
+	rk_service_close(&svc);
 	vr_channel_destroy(svc.featured);
 	vr_daemon_close(&d);
 	return code;

@@ -1,36 +1,370 @@
-/* rankd's method table: which handler serves each visrec.v1.Rank method,
- * and the handlers written so far. A NULL handler answers UNIMPLEMENTED
- * "visrec.v1.Rank/X is not implemented yet". */
+/* rankd's service: the method table, start-up (interactions and the last
+ * snapshot, loaded before the daemon reports SERVING), the swap to a newly
+ * trained model, and the change-feed follower's callback that makes items
+ * new in featured rankable at once.
+ *
+ * Cold start: for each ADDED / REPLACED / REEMBEDDED change the follower
+ * interns the item id, folds the change's vector into the item's row with
+ * the served model (VBPR: [β_i + β'·f_i, γ_i, E f_i], with β_i = γ_i = 0 for
+ * an item the model never saw) and appends or replaces it in the served
+ * index; the next Recommend ranks it. The row is written to LMDB with the
+ * feed position in one transaction, so a restart serves it without
+ * featured. A vector from another featured model version than the one the
+ * model was trained on cannot be folded in: the item is skipped with a
+ * warning until the next Train. */
 #include "service.h"
 
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "err.h"
+#include "log.h"
 #include "visrec/v1/rankd.pb-c.h"
 
-static int info(vr_call *call, void *ctx)
+/* ---- latency ------------------------------------------------------------ */
+
+#define LAT_SUB 16 /* buckets per power of two */
+
+void rk_latency_add(rk_latency *l, uint64_t ns)
 {
-	rk_service *svc = ctx;
-	Visrec__V1__RankInfoResponse resp = VISREC__V1__RANK_INFO_RESPONSE__INIT;
-	resp.server_version = (char *)VISREC_VERSION;
-	resp.featured = (char *)svc->featured_addr;
-	resp.featured_connected = svc->featured && vr_channel_connected(svc->featured, 1);
-	int rc = vr_call_send(call, &resp.base);
-	return rc ? rc : GRPC_STATUS_OK;
+	uint64_t v = ns / 100 + 1; /* 100 ns units, >= 1 */
+	int e = 63 - __builtin_clzll(v);
+	uint64_t sub = e >= 4 ? (v >> (e - 4)) & (LAT_SUB - 1) : (v << (4 - e)) & (LAT_SUB - 1);
+	size_t b = (size_t)e * LAT_SUB + sub;
+	if (b >= RK_LAT_BUCKETS)
+		b = RK_LAT_BUCKETS - 1;
+	atomic_fetch_add_explicit(&l->count[b], 1, memory_order_relaxed);
 }
 
-#define M(name, req, resp, kind_, admin_, fn) \
+double rk_latency_quantile(const rk_latency *l, double q, uint64_t *n)
+{
+	uint64_t total = 0, seen = 0;
+	for (size_t b = 0; b < RK_LAT_BUCKETS; b++)
+		total += atomic_load_explicit(&l->count[b], memory_order_relaxed);
+	if (n)
+		*n = total;
+	if (!total)
+		return 0;
+	uint64_t rank = (uint64_t)ceil(q * (double)total);
+	if (rank < 1)
+		rank = 1;
+	for (size_t b = 0; b < RK_LAT_BUCKETS; b++) {
+		seen += atomic_load_explicit(&l->count[b], memory_order_relaxed);
+		if (seen >= rank) {
+			/* The bucket's middle: 2^e × (1 + (sub + 0.5) / 16), in 100 ns. */
+			double e = (double)(b / LAT_SUB), sub = (double)(b % LAT_SUB);
+			return ldexp(1.0 + (sub + 0.5) / LAT_SUB, (int)e) * 0.1;
+		}
+	}
+	return 0;
+}
+
+/* ---- start-up and end --------------------------------------------------- */
+
+static int load_active(rk_service *svc, char *err, size_t errlen)
+{
+	rk_snap_meta meta;
+	rk_model *model = NULL;
+	struct rk_index *index = NULL;
+	rk_served *s = NULL;
+	rk_csr all = { 0 };
+	int rc = rk_snap_active(&svc->snap, &meta);
+	if (rc == VR_ENOTFOUND)
+		return 0;
+	if (rc) {
+		snprintf(err, errlen, "cannot read the active model snapshot: %s", vr_strerror(rc));
+		return rc;
+	}
+	if ((rc = rk_snap_load(&svc->snap, &meta, &model, &index))) {
+		snprintf(err, errlen, "cannot load model snapshot v%" PRIu64 ": %s", meta.version,
+			 vr_strerror(rc));
+		return rc;
+	}
+	if ((rc = rk_interactions_csr(svc->ix, &all))) {
+		rk_model_free(model);
+		rk_index_destroy(index);
+		snprintf(err, errlen, "cannot index the interactions: %s", vr_strerror(rc));
+		return rc;
+	}
+	rk_served_info info = { .version = meta.version, .feature_dims = meta.feature_dims,
+				.feature_version = meta.feature_version, .use_all = (int)meta.use_all,
+				.created_unix = meta.created_unix };
+	if ((rc = rk_served_create(&s, model, index, &all, &info)) ||
+	    (rc = rk_served_pad(s, rk_interactions_items(svc->ix)))) {
+		rk_served_unref(s);
+		snprintf(err, errlen, "cannot rebuild model v%" PRIu64 " for serving: %s", meta.version,
+			 vr_strerror(rc));
+		return rc;
+	}
+	rk_served_unref(rk_serving_swap(&svc->serving, s));
+	return 0;
+}
+
+int rk_service_open(rk_service *svc, char *err, size_t errlen)
+{
+	pthread_rwlockattr_t attr;
+	if (!svc->max_k)
+		svc->max_k = RK_MAX_K_DEFAULT;
+	if (!svc->max_batch)
+		svc->max_batch = RK_MAX_BATCH_DEFAULT;
+	/* Writers first: a stream of Recommends must not starve AddInteractions. */
+	pthread_rwlockattr_init(&attr);
+	pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&svc->ix_lock, &attr);
+	pthread_rwlockattr_destroy(&attr);
+	pthread_mutex_init(&svc->swap_mu, NULL);
+	pthread_mutex_init(&svc->train_mu, NULL);
+	rk_serving_init(&svc->serving);
+	svc->opened = 1;
+	int rc = rk_interactions_open(&svc->ix, svc->store);
+	if (rc) {
+		snprintf(err, errlen, "cannot load the interactions: %s%s%s", vr_strerror(rc),
+			 vr_store_last_error()[0] ? ": " : "", vr_store_last_error());
+		return rc;
+	}
+	if ((rc = rk_snap_open(&svc->snap, svc->store))) {
+		snprintf(err, errlen, "cannot open the model databases: %s", vr_strerror(rc));
+		return rc;
+	}
+	return load_active(svc, err, errlen);
+}
+
+/* Records the feed position of a change that stored nothing: lazily, at
+ * most every SEQ_EVERY changes or SEQ_MS, since replaying such changes
+ * after a crash changes nothing. Caller holds swap_mu. */
+#define SEQ_EVERY 256
+#define SEQ_MS 1000
+static int note_seq(rk_service *svc, uint64_t seq)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	int64_t ms = (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+	if (seq < svc->seq_saved + SEQ_EVERY && ms - svc->seq_saved_ms < SEQ_MS)
+		return 0;
+	int rc = rk_snap_put_seq(&svc->snap, seq);
+	if (!rc) {
+		svc->seq_saved = seq;
+		svc->seq_saved_ms = ms;
+	}
+	return rc;
+}
+
+/* The follower's callback (see the file comment). */
+static int follow_apply(void *ctx, const Visrec__V1__ItemChange *c)
+{
+	rk_service *svc = ctx;
+	rk_served *s = NULL;
+	float *row = NULL;
+	int rc = 0;
+	pthread_mutex_lock(&svc->swap_mu);
+	if (rk_follower_rewinding(svc->follower)) {
+		rc = VR_ECANCELLED;
+		goto leave;
+	}
+	s = rk_serving_get(&svc->serving);
+	int item_change = c->item_id && c->item_id[0] &&
+			  (c->kind == VISREC__V1__ITEM_CHANGE__KIND__ADDED ||
+			   c->kind == VISREC__V1__ITEM_CHANGE__KIND__REPLACED ||
+			   c->kind == VISREC__V1__ITEM_CHANGE__KIND__REEMBEDDED);
+	if (c->kind == VISREC__V1__ITEM_CHANGE__KIND__MODEL_SWITCHED && s &&
+	    rk_served_needs_vectors(s) && c->model_version != s->info.feature_version)
+		VR_WARN("featured switched to model version %u; the served model v%" PRIu64
+			" was trained on version %u vectors, so new items wait for the next Train",
+			c->model_version, s->info.version, s->info.feature_version);
+	/* With no model served there is nothing to rank the item with; the
+	 * next Train's GetVectors brings every item in. */
+	if (!item_change || !s) {
+		rc = note_seq(svc, c->seq);
+		goto leave;
+	}
+	/* The exclusive lock (and a commit, which readers wait for) only for
+	 * an id rankd has not seen. */
+	uint32_t i;
+	size_t len = strlen(c->item_id);
+	pthread_rwlock_rdlock(&svc->ix_lock);
+	rc = rk_items_find(svc->ix, c->item_id, len, &i);
+	pthread_rwlock_unlock(&svc->ix_lock);
+	if (rc == VR_ENOTFOUND) {
+		pthread_rwlock_wrlock(&svc->ix_lock);
+		rc = rk_items_intern(svc->ix, c->item_id, len, &i);
+		if (!rc)
+			rc = rk_interactions_flush(svc->ix);
+		pthread_rwlock_unlock(&svc->ix_lock);
+	}
+	if (rc == VR_EINVAL) {
+		VR_WARN("featured change %" PRIu64 ": item id \"%.40s\" is not valid here; skipped",
+			c->seq, c->item_id);
+		rc = note_seq(svc, c->seq);
+		goto leave;
+	}
+	if (rc)
+		goto leave;
+	uint32_t dim = rk_model_dim(s->model), f = rk_model_feature_dims(s->model);
+	struct rk_index_view view;
+	rk_index_acquire(s->index, &view);
+	uint32_t have = view.n;
+	rk_index_release(&view);
+	if (!f) {
+		/* No visual terms: a new item gets the zero row a cold item has,
+		 * implied for stored snapshots; a known one keeps its row. */
+		if (i >= have && (rc = rk_served_pad(s, i + 1)))
+			goto leave;
+		rc = note_seq(svc, c->seq);
+		goto leave;
+	}
+	const Visrec__V1__Vector *v = c->vector;
+	if (!v || v->model_version != s->info.feature_version || v->n_values != f) {
+		VR_WARN("featured change %" PRIu64 ": item %s has %s; the served model v%" PRIu64
+			" needs a vector of %u floats from featured model version %u: it waits for the next Train",
+			c->seq, c->item_id, v ? "a vector from another model version or of another size" : "no vector",
+			s->info.version, f, s->info.feature_version);
+		rc = note_seq(svc, c->seq);
+		goto leave;
+	}
+	if (!(row = malloc((size_t)dim * sizeof(float)))) {
+		rc = VR_ENOMEM;
+		goto leave;
+	}
+	if ((rc = rk_served_item_row(s, i, v->values, row)) || (rc = rk_served_set_row(s, i, row)))
+		goto leave;
+	if (!(rc = rk_snap_put_row(&svc->snap, s->info.version, i, row, dim, c->seq)))
+		svc->seq_saved = c->seq;
+	VR_DEBUG("featured change %" PRIu64 ": item %s (index %u) is rankable%s", c->seq, c->item_id,
+		 i, rk_served_cold(s, i) ? " (cold)" : "");
+leave:
+	pthread_mutex_unlock(&svc->swap_mu);
+	rk_served_unref(s);
+	free(row);
+	if (rc && rc != VR_ECANCELLED)
+		VR_WARN("featured change %" PRIu64 " (item %s) could not be applied: %s; retrying",
+			c->seq, c->item_id ? c->item_id : "", vr_strerror(rc));
+	return rc;
+}
+
+int rk_service_start(rk_service *svc)
+{
+	uint64_t seq = 0;
+	if (!svc->follow || !svc->featured)
+		return 0;
+	int rc = rk_snap_seq(&svc->snap, &seq);
+	svc->seq_saved = seq;
+	if (!rc)
+		rc = rk_follower_start(&svc->follower, svc->featured, seq, follow_apply, svc);
+	if (rc)
+		VR_ERROR("cannot follow featured's change feed: %s", vr_strerror(rc));
+	return rc;
+}
+
+void rk_service_log_ready(rk_service *svc)
+{
+	rk_served *s = rk_serving_get(&svc->serving);
+	pthread_rwlock_rdlock(&svc->ix_lock);
+	uint32_t users = rk_interactions_users(svc->ix), items = rk_interactions_items(svc->ix);
+	uint64_t pairs = rk_interactions_count(svc->ix);
+	pthread_rwlock_unlock(&svc->ix_lock);
+	if (s)
+		VR_INFO("serving %s model v%" PRIu64 " (D %u); %u users, %u items, %" PRIu64
+			" interactions; featured %s%s",
+			s->model->d.kind == RK_MODEL_VBPR ? "VBPR" : s->model->d.kind == RK_MODEL_BPR ? "BPR" : "DVBPR",
+			s->info.version, rk_model_dim(s->model), users, items, pairs,
+			svc->featured_addr ? svc->featured_addr : "-",
+			svc->follower ? " (following its change feed)" : "");
+	else
+		VR_INFO("no model trained yet (call Train); %u users, %u items, %" PRIu64
+			" interactions; featured %s", users, items, pairs,
+			svc->featured_addr ? svc->featured_addr : "-");
+	rk_served_unref(s);
+}
+
+void rk_service_close(rk_service *svc)
+{
+	if (!svc->opened)
+		return;
+	if (svc->follower) {
+		uint64_t seq = rk_follower_seq(svc->follower);
+		rk_follower_stop(svc->follower);
+		svc->follower = NULL;
+		if (seq > svc->seq_saved && rk_snap_put_seq(&svc->snap, seq))
+			VR_WARN("featured's feed position %" PRIu64 " could not be saved; changes after seq %"
+				PRIu64 " will be applied again", seq, svc->seq_saved);
+	}
+	uint64_t n;
+	double p50 = rk_latency_quantile(&svc->recommend_ns, 0.5, &n);
+	if (n)
+		VR_INFO("Recommend: %" PRIu64 " calls, handler time p50 %.1f us, p99 %.1f us, p99.9 %.1f us",
+			n, p50, rk_latency_quantile(&svc->recommend_ns, 0.99, NULL),
+			rk_latency_quantile(&svc->recommend_ns, 0.999, NULL));
+	rk_serving_destroy(&svc->serving);
+	rk_interactions_close(svc->ix);
+	svc->ix = NULL;
+	pthread_rwlock_destroy(&svc->ix_lock);
+	pthread_mutex_destroy(&svc->swap_mu);
+	pthread_mutex_destroy(&svc->train_mu);
+	svc->opened = 0;
+}
+
+/* ---- the swap ------------------------------------------------------------- */
+
+int rk_service_publish(rk_service *svc, rk_served *next, uint64_t base_seq)
+{
+	uint64_t seq = 0;
+	int rc = 0;
+	pthread_mutex_lock(&svc->swap_mu);
+	pthread_rwlock_rdlock(&svc->ix_lock);
+	uint32_t items = rk_interactions_items(svc->ix);
+	pthread_rwlock_unlock(&svc->ix_lock);
+	if ((rc = rk_served_pad(next, items)))
+		goto leave;
+	if (svc->follower)
+		seq = rk_follower_seq(svc->follower);
+	else if ((rc = rk_snap_seq(&svc->snap, &seq)))
+		goto leave;
+	uint64_t from = base_seq < seq ? base_seq : seq;
+	if ((rc = rk_snap_activate(&svc->snap, next->info.version, from)))
+		goto leave;
+	svc->seq_saved = from;
+	rk_served *old = rk_serving_swap(&svc->serving, next);
+	next = NULL;
+	if (svc->follower && from < seq)
+		rk_follower_rewind(svc->follower, from);
+	pthread_mutex_unlock(&svc->swap_mu);
+	uint64_t old_version = old ? old->info.version : 0;
+	rk_served_unref(old);
+	if (old_version && (rc = rk_snap_drop(&svc->snap, old_version)))
+		VR_WARN("the replaced model snapshot v%" PRIu64 " could not be deleted: %s",
+			old_version, vr_strerror(rc));
+	return 0;
+leave:
+	pthread_mutex_unlock(&svc->swap_mu);
+	rk_served_unref(next);
+	return rc;
+}
+
+/* ---- the method table ----------------------------------------------------- */
+
+#define M(name, req, resp, kind_, admin_, fn, own) \
 	{ .path = "/visrec.v1.Rank/" name, .request = &visrec__v1__##req##__descriptor, \
 	  .response = &visrec__v1__##resp##__descriptor, .kind = kind_, .admin = admin_, \
-	  .handler = fn, .ctx = svc }
+	  .handler = fn, .ctx = svc, .own_thread = own }
 
 int rk_service_register(rk_service *svc, vr_server *srv)
 {
+	/* Recommend, Score and Info run inline on the server's workers (well
+	 * under a millisecond); the calls that can take long get a thread. */
 	const vr_method table[] = {
-		M("AddInteractions", add_interactions_request, add_interactions_response, VR_UNARY, 1, NULL),
-		M("Train", train_request, train_progress, VR_SERVER_STREAM, 1, NULL),
-		M("Recommend", recommend_request, recommend_response, VR_UNARY, 0, NULL),
-		M("RecommendBatch", recommend_batch_request, recommend_batch_response, VR_UNARY, 0, NULL),
-		M("Score", score_request, score_response, VR_UNARY, 0, NULL),
-		M("Evaluate", evaluate_request, evaluate_response, VR_UNARY, 0, NULL),
-		M("Info", rank_info_request, rank_info_response, VR_UNARY, 0, info),
+		M("AddInteractions", add_interactions_request, add_interactions_response, VR_UNARY, 1,
+		  rk_handle_add_interactions, 1),
+		M("Train", train_request, train_progress, VR_SERVER_STREAM, 1, rk_handle_train, 0),
+		M("Recommend", recommend_request, recommend_response, VR_UNARY, 0, rk_handle_recommend, 0),
+		M("RecommendBatch", recommend_batch_request, recommend_batch_response, VR_UNARY, 0,
+		  rk_handle_recommend_batch, 1),
+		M("Score", score_request, score_response, VR_UNARY, 0, rk_handle_score, 0),
+		M("Evaluate", evaluate_request, evaluate_response, VR_UNARY, 0, rk_handle_evaluate, 1),
+		M("Info", rank_info_request, rank_info_response, VR_UNARY, 0, rk_handle_info, 0),
 	};
 	return vr_server_add_service(srv, table, sizeof table / sizeof table[0]);
 }

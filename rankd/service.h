@@ -1,20 +1,113 @@
-/* rankd's gRPC service: the visrec.v1.Rank method table and the state its
- * handlers share. Later work swaps handlers into the table in service.c
- * and adds fields here; main.c only creates and registers it. */
+/* rankd's gRPC service: the visrec.v1.Rank method table, the state its
+ * handlers share, and its life cycle (open at start-up, close at the end).
+ *
+ * State and who may touch it:
+ *   ix        interactions and id maps (interactions.h). Readers (lookups,
+ *             ids, CSR snapshots) hold ix_lock shared; AddInteractions and
+ *             the change-feed follower (new item ids) hold it exclusive.
+ *   serving   the served model (serving.h): taken by reference per call,
+ *             swapped whole by training.
+ *   swap_mu   serialises writes to the served item matrix: the follower's
+ *             new rows and the swap to a new model.
+ *   job       the training run (training.c), under train_mu.
+ * Handlers live in handlers.c (serving, admin) and training.c (Train). */
 #ifndef RK_SERVICE_H
 #define RK_SERVICE_H
 
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "featured_client.h"
+#include "interactions.h"
 #include "rpc.h"
+#include "serving.h"
+#include "snapshot.h"
 #include "store.h"
 
+/* Latency histogram: 16 buckets per power of two of 100 ns units (about 4%
+ * wide), lock-free. */
+#define RK_LAT_BUCKETS 512
+typedef struct rk_latency {
+	_Atomic uint64_t count[RK_LAT_BUCKETS];
+} rk_latency;
+
+void rk_latency_add(rk_latency *l, uint64_t ns);
+/* The q-quantile (0..1) in microseconds, and the number of samples. */
+double rk_latency_quantile(const rk_latency *l, double q, uint64_t *n);
+
+#define RK_MAX_K_DEFAULT 1000
+#define RK_MAX_BATCH_DEFAULT 256
+#define RK_MAX_ADD 100000        /* interactions per AddInteractions */
+#define RK_MAX_CANDIDATES 100000 /* candidates per Recommend */
+#define RK_MAX_SCORE 10000       /* items per Score */
+
+struct rk_train_job;
+
 typedef struct rk_service {
+	/* Set by the owner before rk_service_open. */
 	vr_store *store;          /* the daemon's LMDB environment (not owned) */
 	vr_channel *featured;     /* channel to featured (not owned) */
 	const char *featured_addr;
+	int max_k;                /* Recommend's k limit; 0 = RK_MAX_K_DEFAULT */
+	int max_batch;            /* RecommendBatch's request limit; 0 = default */
+	int topk_approx;          /* 0: exact scans; c >= 1: fp16 first pass (topk.h) */
+	int follow;               /* follow featured's change feed */
+	/* State (rk_service_open). */
+	rk_interactions *ix;
+	pthread_rwlock_t ix_lock;
+	rk_snap snap;
+	rk_serving serving;
+	pthread_mutex_t swap_mu;
+	rk_follower *follower;
+	uint64_t seq_saved;       /* featured_seq as stored (under swap_mu) */
+	int64_t seq_saved_ms;
+	pthread_mutex_t train_mu;
+	struct rk_train_job *job;
+	rk_latency recommend_ns;  /* Recommend handler time, request to reply */
+	int opened;
 } rk_service;
+
+/* Opens the interactions, loads the active model snapshot (if any) and
+ * builds its serving index, so the daemon serves it from its first call.
+ * err (errlen bytes) names the cause of a failure. Returns 0 or an error
+ * code. */
+int rk_service_open(rk_service *svc, char *err, size_t errlen);
+/* Starts following featured's change feed (when svc->follow). Returns 0 or
+ * the error of rk_follower_start. */
+int rk_service_start(rk_service *svc);
+/* One info line: the served model, counts, featured's feed position. */
+void rk_service_log_ready(rk_service *svc);
+/* Stops the follower and frees the state; call after the server stopped.
+ * Logs Recommend's latency percentiles. Safe on a service that failed to
+ * open. */
+void rk_service_close(rk_service *svc);
 
 /* Adds every visrec.v1.Rank method to srv, each handler getting svc.
  * Returns 0 or the error of vr_server_add_service. */
 int rk_service_register(rk_service *svc, vr_server *srv);
+
+/* Serves next from now on (training.c, when a run is done): fills the item
+ * matrix up to the items known now, activates its snapshot in LMDB (with
+ * featured's feed position rewound to base_seq when that is lower: the
+ * vectors next was built from were read at base_seq; UINT64_MAX for a model
+ * without vectors), swaps it in, lets the follower replay the changes
+ * since base_seq onto it, and drops the previous snapshot. Takes the
+ * caller's reference to next, also on failure. Returns 0 or a store
+ * error (the previous model stays served). */
+int rk_service_publish(rk_service *svc, rk_served *next, uint64_t base_seq);
+
+/* 1 while a training run holds the service; its model kind and epoch
+ * (done/total) when not NULL. */
+int rk_service_training(rk_service *svc, int *kind, uint32_t *epoch, uint32_t *epochs);
+
+/* Handlers; ctx is the rk_service. */
+int rk_handle_add_interactions(vr_call *call, void *ctx);
+int rk_handle_train(vr_call *call, void *ctx);
+int rk_handle_recommend(vr_call *call, void *ctx);
+int rk_handle_recommend_batch(vr_call *call, void *ctx);
+int rk_handle_score(vr_call *call, void *ctx);
+int rk_handle_evaluate(vr_call *call, void *ctx);
+int rk_handle_info(vr_call *call, void *ctx);
 
 #endif

@@ -93,6 +93,10 @@ async function main() {
 			assert.match(info.server_version, /\d+\.\d+/);
 			assert.equal(info.featured, fd.addr);
 		});
+		await check('rankd rejects k <= 0 with INVALID_ARGUMENT', async () => {
+			await assert.rejects(unary(rcl, 'Recommend', { user_id: 'u1', k: 0 }),
+				(e) => e.code === grpc.status.INVALID_ARGUMENT && e.details.length > 0);
+		});
 		rcl.close();
 	} finally {
 		for (const d of daemons.reverse()) {

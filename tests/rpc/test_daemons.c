@@ -1,7 +1,7 @@
 /* Integration tests of the featured and rankd daemons as real processes:
  * started with posix_spawn (never fork after grpc_init) on 127.0.0.1:0,
  * their printed address parsed, then called with our C client: Health,
- * Info, every other method UNIMPLEMENTED, the admin token, SIGTERM with a
+ * Info, every other method registered, the admin token, SIGTERM with a
  * stream open, and the one-line failures (bad data dir, port taken). */
 #include "err.h"
 #include "grpc/health/v1/health.pb-c.h"
@@ -196,23 +196,28 @@ static void call_empty(vr_channel *ch, const ProtobufCServiceDescriptor *svc, un
 	free(req);
 }
 
-/* Every method but Info answers UNIMPLEMENTED "<svc>/<method> is not
- * implemented yet": registered, not unknown. Returns the count of those
- * that do. */
-static unsigned check_unimplemented(vr_channel *ch, const ProtobufCServiceDescriptor *svc)
+/* Every method of the service is registered: an empty request gets an
+ * answer from the service itself (OK, a validation error, or "not
+ * implemented yet" for work still to land), never core's "not implemented
+ * by this server" for an unknown method, and Info answers OK. Returns the
+ * count of methods that pass. */
+static unsigned check_registered(vr_channel *ch, const ProtobufCServiceDescriptor *svc)
 {
 	unsigned ok = 0;
 	for (unsigned i = 0; i < svc->n_methods; i++) {
 		vr_status st;
 		call_empty(ch, svc, i, &st);
-		char want[128];
-		snprintf(want, sizeof want, "%s/%s is not implemented yet", svc->name, svc->methods[i].name);
+		int pass;
 		if (!strcmp(svc->methods[i].name, "Info"))
-			ok += st.code == GRPC_STATUS_OK;
-		else if (st.code == GRPC_STATUS_UNIMPLEMENTED && !strcmp(st.message, want))
+			pass = st.code == GRPC_STATUS_OK;
+		else
+			pass = !strstr(st.message, "not implemented by this server") &&
+			       st.code != GRPC_STATUS_UNKNOWN && st.code != GRPC_STATUS_INTERNAL;
+		if (pass)
 			ok++;
 		else
-			fprintf(stderr, "  %s: %s \"%s\"\n", want, vr_status_name(st.code), st.message);
+			fprintf(stderr, "  %s/%s: %s \"%s\"\n", svc->name, svc->methods[i].name,
+				vr_status_name(st.code), st.message);
 	}
 	return ok;
 }
@@ -231,7 +236,7 @@ TEST(featured_serves_health_and_info)
 	ProtobufCMessage *m = NULL;
 	int rc3 = vr_client_unary(ch, "/visrec.v1.Featured/Info", &req.base,
 				  &visrec__v1__featured_info_response__descriptor, &m, 5000, NULL, &st);
-	unsigned ok = check_unimplemented(ch, &visrec__v1__featured__descriptor);
+	unsigned ok = check_registered(ch, &visrec__v1__featured__descriptor);
 	vr_channel_destroy(ch);
 	kill(d.pid, SIGTERM);
 	int64_t t0 = now_ms();
@@ -286,7 +291,7 @@ TEST(rankd_serves_and_reaches_featured)
 		if (!connected)
 			usleep(50000);
 	}
-	unsigned ok = check_unimplemented(ch, &visrec__v1__rank__descriptor);
+	unsigned ok = check_registered(ch, &visrec__v1__rank__descriptor);
 	vr_channel_destroy(ch);
 	kill(r.pid, SIGINT);
 	kill(f.pid, SIGTERM);
@@ -369,7 +374,7 @@ TEST(admin_token)
 	int status = wait_exit(&d, 5000);
 	reap(&d);
 	ASSERT_EQ_INT(s1.code, GRPC_STATUS_UNAUTHENTICATED);
-	ASSERT_EQ_INT(s2.code, GRPC_STATUS_UNIMPLEMENTED);
+	ASSERT_NE_INT(s2.code, GRPC_STATUS_UNAUTHENTICATED);
 	ASSERT_EQ_INT(s3.code, GRPC_STATUS_OK);
 	ASSERT_EQ_INT(status, 0);
 }

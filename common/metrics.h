@@ -1,0 +1,124 @@
+/* Evaluation of a ranking model (DESIGN.md 8): per user, from a full score
+ * vector over the catalogue, the rank of the user's one test item (the last
+ * interaction in time) and from it AUC, RR, Recall@k, Precision@k and
+ * nDCG@k; means over all users and over the users whose test item is cold
+ * (no training interactions). Model-agnostic: it sees scores only.
+ *
+ * Protocols
+ * - VR_EVAL_STANDARD: all of a user's training items are excluded from the
+ *   ranking; AUC is the fraction of the remaining items (the negatives: not
+ *   excluded, not the test item) scored below the test item.
+ * - VR_EVAL_TUTORIAL: as the IUI 2021 VisRec tutorial's evaluation: only the
+ *   user's last VR_TUTORIAL_EXCLUDE training items (by time) are excluded;
+ *   rank is the test item's 0-based position among the items not excluded
+ *   (the tutorial ranks all N items, then subtracts the excluded items
+ *   ranked above it), and AUC = (N - 1 - rank) / (N - 1) with N the whole
+ *   catalogue, excluded items included.
+ * The test item itself is never excluded, even when an exclusion list
+ * names it. Rank-based metrics are the same formulas in both protocols:
+ * RR = 1 / (rank + 1); Recall@k = [rank < k]; Precision@k = Recall@k / k;
+ * nDCG@k = [rank < k] / log2(rank + 2) (one relevant item, ideal DCG 1).
+ *
+ * Ties: items whose score equals the test item's are ordered at random,
+ * and every metric is its expected value over that order. With g items
+ * above the test item and t tied with it, rank is uniform on g .. g + t:
+ * AUC counts each tie as half (standard: (m - g - t/2) / m over m
+ * negatives; tutorial: rank g + t/2 in the formula), RR, Recall and nDCG
+ * average over the t + 1 positions. Without ties these are the plain
+ * definitions; a constant scorer gets AUC 0.5. */
+#ifndef VR_METRICS_H
+#define VR_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define VR_METRICS_MAX_KS 8
+#define VR_TUTORIAL_EXCLUDE 10
+
+enum vr_eval_protocol { VR_EVAL_STANDARD = 0, VR_EVAL_TUTORIAL = 1 };
+
+struct vr_metrics_cfg {
+	enum vr_eval_protocol protocol;
+	int n_ks;                    /* 1 .. VR_METRICS_MAX_KS */
+	int ks[VR_METRICS_MAX_KS];   /* cut-offs, each > 0 */
+	uint32_t block_users;        /* vr_evaluate: users scored per callback; 0 = 256 */
+};
+
+/* One user's metrics; recall/precision/ndcg[i] are at cfg.ks[i]. */
+struct vr_user_metrics {
+	double rank;                 /* expected 0-based rank among non-excluded items */
+	double auc, rr;
+	double recall[VR_METRICS_MAX_KS];
+	double precision[VR_METRICS_MAX_KS];
+	double ndcg[VR_METRICS_MAX_KS];
+};
+
+/* Means over a set of users (n_users of them; all zero when none). */
+struct vr_metrics_mean {
+	uint32_t n_users;
+	double auc, rr;
+	double recall[VR_METRICS_MAX_KS];
+	double precision[VR_METRICS_MAX_KS];
+	double ndcg[VR_METRICS_MAX_KS];
+};
+
+/* The table Evaluate reports: every user, and users with a cold test item. */
+struct vr_metrics_table {
+	enum vr_eval_protocol protocol;
+	int n_ks;
+	int ks[VR_METRICS_MAX_KS];
+	struct vr_metrics_mean all, cold;
+};
+
+/* Standard protocol, ks = {20, 100}, default block. */
+void vr_metrics_cfg_init(struct vr_metrics_cfg *cfg);
+
+/* "standard" / "tutorial" → protocol; 0 or VR_EINVAL. */
+int vr_metrics_parse_protocol(const char *s, enum vr_eval_protocol *out);
+const char *vr_metrics_protocol_name(enum vr_eval_protocol p);
+
+/* Metrics of one user from scores[0..n_items), the ascending exclusion
+ * list (repeats allowed) and the test item. Another item's NaN score
+ * counts as below the test item. Returns 0, or VR_EINVAL for a bad cfg,
+ * test_item >= n_items, an exclusion >= n_items or out of order, or a NaN
+ * score of the test item. */
+int vr_metrics_user(const struct vr_metrics_cfg *cfg, const float *scores, uint32_t n_items,
+		    const uint32_t *exclude, size_t n_exclude, uint32_t test_item, struct vr_user_metrics *out);
+
+/* The exclusion list the protocol prescribes for a user whose training
+ * items, oldest first, are train[0..n_train): all of them (standard) or the
+ * last VR_TUTORIAL_EXCLUDE (tutorial), without test_item, sorted ascending,
+ * repeats removed, into out (room for n_train), count into *n_out. */
+void vr_metrics_exclusion(const struct vr_metrics_cfg *cfg, const uint32_t *train, size_t n_train,
+			  uint32_t test_item, uint32_t *out, size_t *n_out);
+
+/* Accumulating a table: init, add each user, finish (sums to means). */
+void vr_metrics_table_init(struct vr_metrics_table *t, const struct vr_metrics_cfg *cfg);
+void vr_metrics_table_add(struct vr_metrics_table *t, const struct vr_user_metrics *m, int cold);
+void vr_metrics_table_finish(struct vr_metrics_table *t);
+
+/* One evaluated user: id passed to the scorer, held-out item, training
+ * items oldest first. */
+struct vr_eval_user {
+	uint32_t user;
+	uint32_t test_item;
+	const uint32_t *train;
+	size_t n_train;
+};
+
+/* Fills scores (n_users rows of n_items floats, row-major) for users[0..n)
+ * of the model; returns 0 or a negative code, which stops the evaluation.
+ * Meant to be one GEMM of the users' rows by the item matrix. */
+typedef int (*vr_score_block_fn)(void *ctx, const uint32_t *users, uint32_t n_users, float *scores);
+
+/* Runs the protocol over users[0..n_users) with n_items items: scores
+ * blocks of cfg->block_users users at once through score(), measures each
+ * user and fills out (finished). item_cold[i] != 0 marks cold items; NULL
+ * derives them: an item no user's training list holds. Allocates its
+ * buffers once per call. Returns 0, VR_EINVAL (as vr_metrics_user),
+ * VR_ENOMEM or the scorer's error. */
+int vr_evaluate(const struct vr_metrics_cfg *cfg, const struct vr_eval_user *users, size_t n_users,
+		uint32_t n_items, const uint8_t *item_cold, vr_score_block_fn score, void *ctx,
+		struct vr_metrics_table *out);
+
+#endif

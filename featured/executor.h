@@ -1,0 +1,152 @@
+/* executor: featured's image pipeline — decode pool, bounded queue, and the
+ * one thread that owns the network and commits each micro-batch.
+ *
+ * A request is an fd_job (one item's JPEG). fd_executor_submit admits it to
+ * a bounded queue; a decode thread turns it into an S×S RGB image; the
+ * executor thread takes up to `batch` decoded images (or what is there
+ * after `batch_wait_ms`), runs the active model's net on them, stores the
+ * batch's images, vectors and changes in ONE LMDB transaction and only then
+ * completes each job, so every ack follows its commit. Work that needs the
+ * network (DVBPR training, re-embedding) runs on the same thread through
+ * fd_executor_call.
+ *
+ * Thread-safety: every function may be called from any thread except where
+ * it says "executor thread only" (the functions a task uses). */
+#ifndef FD_EXECUTOR_H
+#define FD_EXECUTOR_H
+
+#include "decode.h"
+#include "fstore.h"
+#include "models.h"
+#include "nn.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Where a submitter sleeps until its jobs are done; one can serve many
+ * jobs (a PutItems stream). fd_waiter_init / _destroy. */
+typedef struct fd_waiter {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+} fd_waiter;
+
+void fd_waiter_init(fd_waiter *w);
+void fd_waiter_destroy(fd_waiter *w);
+
+/* One image to embed and store. The submitter owns it and the bytes it
+ * points to until done is set; it fills the "in" fields and zeroes the
+ * rest (fd_job_init). */
+typedef struct fd_job {
+	/* in */
+	const char *item_id;   /* checked with fd_check_item_id */
+	const uint8_t *image;  /* JPEG */
+	size_t image_len;
+	int64_t deadline_ms;   /* CLOCK_MONOTONIC ms (fd_now_ms); 0: none */
+	float *vector;         /* NULL, or room for vector_cap floats: gets the vector */
+	size_t vector_cap;
+	fd_waiter *waiter;
+	atomic_int cancelled;  /* set by the submitter any time: skip it if not embedded yet */
+	/* out, valid once done */
+	int rc;                /* 0, VR_EINVAL/VR_ETOOBIG (bad image: why says what),
+				* VR_ECANCELLED, VR_ETIMEDOUT (skipped before compute),
+				* VR_ESHUTDOWN, VR_ESTATE (vector_cap too small: the
+				* model changed), or a network or store error */
+	char why[256];         /* the reason when rc != 0 */
+	uint64_t seq;          /* its change */
+	uint32_t version, dims;
+	int kind;              /* FD_ADDED or FD_REPLACED */
+	int done;              /* under waiter->mu */
+} fd_job;
+
+/* Clears job and sets its inputs. */
+void fd_job_init(fd_job *job, const char *item_id, const void *image, size_t image_len,
+		 int64_t deadline_ms, fd_waiter *waiter);
+/* Waits up to timeout_ms for job to be done. Returns 1 if done, else 0. */
+int fd_job_wait(fd_job *job, int timeout_ms);
+/* Monotonic milliseconds (deadlines). */
+int64_t fd_now_ms(void);
+
+typedef struct fd_executor_opts {
+	const char *backend;      /* "auto", "cpu", "cuda"; NULL: "auto" */
+	const char *data_dir;     /* where models/ lives */
+	fd_model_spec spec;       /* the model to create on a fresh data directory */
+	int batch;                /* images per network call; 0: 16 */
+	int batch_wait_ms;        /* how long a partial batch waits for more; < 0: 0 */
+	int decode_threads;       /* 0: 1 on two or fewer CPUs, else 2 */
+	int queue;                /* images admitted and not yet taken by the network;
+				   * 0: 4 × batch; batch is lowered to fit */
+	fd_decode_limits limits;
+} fd_executor_opts;
+
+/* Counters since start (fd_executor_stats); times in seconds. */
+typedef struct fd_exec_stats {
+	uint64_t images;          /* embedded and stored */
+	uint64_t batches;
+	uint64_t refused;         /* bad images */
+	uint64_t skipped;         /* cancelled or past their deadline */
+	uint64_t full;            /* submissions refused for a full queue */
+	double decode_s;          /* summed over decode threads */
+	double normalize_s, network_s, store_s;
+} fd_exec_stats;
+
+typedef struct fd_executor fd_executor;
+
+/* Starts the decode threads and the executor thread, which opens the
+ * backend and the active model (fd_models_setup: creating version 1 on a
+ * fresh data directory). Returns when the model is ready. err gets the
+ * cause on failure. Errors: those of nn_backend_open and fd_models_setup,
+ * -errno (threads), VR_ENOMEM, VR_EINVAL (options out of range). */
+int fd_executor_create(fd_executor **out, fd_fstore *fs, const fd_executor_opts *opts,
+		       char *err, size_t errlen);
+/* Stops admission, completes anything still queued with VR_ESHUTDOWN,
+ * joins every thread and frees the network and backend. Call after the
+ * server stopped (no submitter left). NULL is allowed. */
+void fd_executor_destroy(fd_executor *ex);
+
+/* Admits job. wait_ms 0: refuse at once when the queue is full (unary
+ * calls); > 0: wait up to that long for room (streams, which may fill
+ * only three quarters of the queue, or one batch if more, so unary calls
+ * keep some room).
+ * Returns 0 (the job will be done exactly once), VR_EFULL, VR_ESHUTDOWN. */
+int fd_executor_submit(fd_executor *ex, fd_job *job, int wait_ms);
+/* The queue's capacity in images. */
+int fd_executor_queue_cap(const fd_executor *ex);
+
+/* The active model (a copy; it changes only at a switch). */
+void fd_executor_model(fd_executor *ex, fd_model_info *out);
+/* The backend's name ("cpu", "cuda") and device line; fixed at start. */
+const char *fd_executor_backend_name(const fd_executor *ex);
+const char *fd_executor_device(const fd_executor *ex);
+void fd_executor_stats(fd_executor *ex, fd_exec_stats *out);
+
+/* Runs fn(ex, arg) on the executor thread between batches and returns its
+ * rc once it has returned. Never from the executor thread itself. Errors:
+ * fn's, VR_ESHUTDOWN when the executor is stopping. */
+typedef int (*fd_task_fn)(fd_executor *ex, void *arg);
+int fd_executor_call(fd_executor *ex, fd_task_fn fn, void *arg);
+
+/* Executor thread only (inside a task): the backend every net must live
+ * on, and the active model's net. */
+nn_backend *fd_executor_backend(fd_executor *ex);
+nn_net *fd_executor_net(fd_executor *ex);
+fd_fstore *fd_executor_fstore(fd_executor *ex);
+
+/* Re-embeds every stored item with net (made on fd_executor_backend in a
+ * task, for model version model->version, a row fd_model_add wrote) and
+ * stores the vectors under that version. The caller's thread reads and
+ * decodes the images in chunks of the batch size; the executor thread runs
+ * the net and writes each chunk between ingest batches, so ingestion goes
+ * on meanwhile. If switch_active, it then, on the executor thread, embeds
+ * whatever was added or replaced meanwhile, switches the active version in
+ * one transaction (fd_fstore_switch: MODEL_SWITCHED change) and from then
+ * on ingests with net, which the executor then owns (the old net is
+ * freed): the caller must not touch net after a successful switch. Never
+ * from the executor thread. *embedded (may be NULL) counts the vectors
+ * written. Errors: those of the store, the net (VR_EDEVICE ...), VR_ENOMEM,
+ * VR_ESHUTDOWN; err gets the cause. */
+int fd_executor_reembed(fd_executor *ex, nn_net *net, const fd_model_info *model,
+			int switch_active, uint64_t *embedded, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,187 @@
+/* fstore: featured's data in its LMDB environment (common/store.h).
+ *
+ * Databases and their records (integers little-endian, as the host):
+ *   images   item id -> the original JPEG bytes
+ *   items    item id -> {num u64, seq u64, version u32, 0 u32, added unix s i64}
+ *            num: the item's ordinal, given once at its first ingest and
+ *            kept when the item is replaced; seq: its latest change;
+ *            version: the model version of its newest vector
+ *   vectors  {version u32 big-endian, num u64 big-endian} ->
+ *            {version u32, dims u32, dtype u32 (1 = f32), id length u32,
+ *             dims floats, the item id}
+ *            Keyed by version first, so one version's vectors are one
+ *            contiguous range in order of first ingest: GetVectors(all) and
+ *            re-embedding are sequential scans, and a new version's vectors
+ *            can be written beside the active ones.
+ *   changes  seq (integer key) -> {kind u32, version u32, the item id}
+ *   models   version (integer key) -> a JSON object (fd_model_info)
+ *   meta     "active_version" -> u32, "next_num" -> u64
+ *
+ * Every write is one transaction through vr_store_write, so a caller that
+ * acks after a write returns acks only what is on disk. Writes come from
+ * featured's executor thread; reads from any thread, in short read
+ * transactions that callers end before any blocking call.
+ *
+ * Errors: those of store.h (VR_ENOTFOUND, VR_EMAPFULL, VR_ECORRUPT for a
+ * record that does not parse, -errno, VR_ESTORE), VR_ENOMEM, and those
+ * named per function. */
+#ifndef FD_FSTORE_H
+#define FD_FSTORE_H
+
+#include "store.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Longest item id in bytes (ids are also non-empty printable UTF-8). */
+#define FD_MAX_ID 256
+
+/* Change kinds: the values of visrec.v1.ItemChange.Kind. */
+enum fd_change_kind {
+	FD_ADDED = 1,          /* a new item id */
+	FD_REPLACED = 2,       /* an existing id got a new image */
+	FD_REEMBEDDED = 3,     /* same image, a new vector of the active version */
+	FD_MODEL_SWITCHED = 4, /* the active version changed; no item */
+};
+
+/* One model version's row. */
+typedef struct fd_model_info {
+	uint32_t version;
+	char arch[32];         /* "alexnet", "cnnf", "small" */
+	char layer[64];        /* whose activations the vectors are: "output", "fc7" ... */
+	uint32_t dims;         /* floats per vector */
+	uint32_t input_size;   /* S: images are S x S */
+	uint32_t num_outputs;  /* K of the net's last layer */
+	char weights[128];     /* safetensors file, relative to the data directory */
+	int64_t created_unix;
+	char purpose[16];      /* "embedding" (the net's output: DVBPR) or "features" (VBPR) */
+	float mean[3], std[3]; /* input normalisation */
+} fd_model_info;
+
+/* One stored vector, pointing into the map (valid until the transaction
+ * ends). values may be unaligned: copy it with memcpy. */
+typedef struct fd_vec {
+	const char *item_id;   /* not NUL-terminated */
+	size_t id_len;
+	uint64_t num;
+	uint32_t version, dims;
+	const void *values;    /* dims little-endian floats */
+} fd_vec;
+
+/* One item (pointers into the map, valid until the transaction ends). */
+typedef struct fd_item {
+	const char *item_id;   /* not NUL-terminated */
+	size_t id_len;
+	uint64_t num, seq;
+	uint32_t version;
+	int64_t added_unix;
+	const void *image;     /* the JPEG */
+	size_t image_len;
+} fd_item;
+
+/* One change-feed entry (item_id points into the map). */
+typedef struct fd_change {
+	uint64_t seq;
+	int kind;              /* enum fd_change_kind */
+	uint32_t version;
+	const char *item_id;   /* not NUL-terminated; empty for FD_MODEL_SWITCHED */
+	size_t id_len;
+} fd_change;
+
+/* An item to store with its vector (fd_fstore_put_items). */
+typedef struct fd_put {
+	const char *item_id;   /* NUL-terminated, 1..FD_MAX_ID bytes */
+	const void *image;
+	size_t image_len;
+	const float *vector;   /* dims floats */
+	uint64_t seq;          /* out: the change that recorded it */
+	int kind;              /* out: FD_ADDED or FD_REPLACED */
+} fd_put;
+
+/* A new vector for a stored item (fd_fstore_put_vectors). */
+typedef struct fd_revec {
+	const char *item_id;   /* NUL-terminated */
+	uint64_t seq;          /* the item's seq when its image was read */
+	const float *vector;
+	int stored;            /* out: 0 when the item was replaced or is gone since */
+} fd_revec;
+
+typedef struct fd_fstore fd_fstore;
+
+/* Opens (creating) featured's databases in st, which stays the caller's.
+ * Errors: the store's, VR_ENOMEM. */
+int fd_fstore_open(fd_fstore **out, vr_store *st);
+void fd_fstore_close(fd_fstore *fs);
+vr_store *fd_fstore_store(fd_fstore *fs);
+
+/* ---- writes ------------------------------------------------------------- */
+
+/* Stores n items in one transaction: image, the vector of version (dims
+ * floats), an items row and a change each (FD_ADDED for a new id,
+ * FD_REPLACED for a known one, whose vectors of other versions are
+ * deleted since they describe the old image). An id twice in puts is
+ * added, then replaced. Fills each put's seq and kind, then wakes
+ * fd_fstore_wait. */
+int fd_fstore_put_items(fd_fstore *fs, uint32_t version, uint32_t dims, fd_put *puts, size_t n);
+
+/* Stores n vectors of version for items that still have the seq the
+ * caller read (re-embedding); an item replaced or gone since is left
+ * alone (stored = 0). If version is the active one, each stored vector
+ * also gets an FD_REEMBEDDED change (and the item that seq). One
+ * transaction. Errors: VR_ENOTFOUND (no such model version). */
+int fd_fstore_put_vectors(fd_fstore *fs, uint32_t version, uint32_t dims, fd_revec *v, size_t n);
+
+/* Makes version the active one, in one transaction: checks every item has
+ * a vector of it, sets each item's version, the active version, and
+ * appends an FD_MODEL_SWITCHED change (*seq, may be NULL). Errors:
+ * VR_ENOTFOUND (no such version), VR_ESTATE when *missing (may be NULL)
+ * items lack its vector (nothing changed). */
+int fd_fstore_switch(fd_fstore *fs, uint32_t version, uint64_t *seq, uint64_t *missing);
+
+/* Adds a model row. info->version 0 takes the next free number (written
+ * back). activate: also make it the active version, allowed only while no
+ * item is stored (the first model). Errors: VR_EEXIST (version taken),
+ * VR_ESTATE (activate with items stored), VR_EINVAL (empty arch). */
+int fd_fstore_model_add(fd_fstore *fs, fd_model_info *info, int activate);
+
+/* ---- reads -------------------------------------------------------------- */
+
+/* The active model version; VR_ENOTFOUND before the first model. */
+int fd_fstore_active(fd_fstore *fs, uint32_t *version);
+/* A model's row; version 0 = the active one. VR_ENOTFOUND. */
+int fd_fstore_model_get(fd_fstore *fs, uint32_t version, fd_model_info *out);
+/* Up to cap rows in version order into out; *n how many exist. */
+int fd_fstore_model_list(fd_fstore *fs, fd_model_info *out, size_t cap, size_t *n);
+/* The next model version number (last + 1, or 1). */
+int fd_fstore_model_next(fd_fstore *fs, uint32_t *version);
+/* Stored items and the last committed change. */
+int fd_fstore_stats(fd_fstore *fs, uint64_t *items, uint64_t *last_seq);
+/* The last committed seq as this process knows it (no transaction). */
+uint64_t fd_fstore_last_seq(fd_fstore *fs);
+/* Waits up to timeout_ms for a commit past after_seq. Returns 1 when the
+ * last seq is past after_seq, else 0. */
+int fd_fstore_wait(fd_fstore *fs, uint64_t after_seq, int timeout_ms);
+
+/* Within a read transaction of the store (vr_store_read_begin):
+ * fd_fstore_vec_get: the vector of item_id (NUL-terminated) in version.
+ * fd_fstore_vec_next: the first vector of version whose num >= from_num.
+ * fd_fstore_vec_num: the vector of version and item num.
+ * fd_fstore_item_get: an item and its image (out->item_id is item_id).
+ * fd_fstore_item_next: the first item whose id sorts after after_id (NULL
+ *   or "": the first item), with its image.
+ * fd_fstore_change_next: the first change with seq > after_seq.
+ * All return 0, VR_ENOTFOUND (none / past the end), VR_ECORRUPT. */
+int fd_fstore_vec_get(fd_fstore *fs, vr_txn *txn, uint32_t version, const char *item_id,
+		      fd_vec *out);
+int fd_fstore_vec_next(fd_fstore *fs, vr_txn *txn, uint32_t version, uint64_t from_num,
+		       fd_vec *out);
+int fd_fstore_vec_num(fd_fstore *fs, vr_txn *txn, uint32_t version, uint64_t num, fd_vec *out);
+int fd_fstore_item_get(fd_fstore *fs, vr_txn *txn, const char *item_id, fd_item *out);
+int fd_fstore_item_next(fd_fstore *fs, vr_txn *txn, const char *after_id, fd_item *out);
+int fd_fstore_change_next(fd_fstore *fs, vr_txn *txn, uint64_t after_seq, fd_change *out);
+
+/* Checks an item id: 1..FD_MAX_ID bytes of UTF-8 without control
+ * characters. Returns 0 or VR_EINVAL with the reason in why. */
+int fd_check_item_id(const char *id, char *why, size_t why_cap);
+
+#endif

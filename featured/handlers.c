@@ -1,0 +1,637 @@
+/* featured's handlers of visrec.v1.Featured: they check requests, hand
+ * images to the executor and wait for their commits, and read vectors and
+ * changes from the store in short read transactions that end before any
+ * send. */
+#include "service.h"
+
+#include "err.h"
+#include "log.h"
+#include "visrec/v1/featured.pb-c.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* How often a waiting handler looks at its call's cancellation. */
+#define POLL_MS 100
+/* GetVectors chunks stay under this (and under the message limit): a
+ * bigger chunk buys nothing on the wire and costs memory per call. */
+#define CHUNK_BYTES ((size_t)4 << 20)
+/* Changes read per transaction by Watch. */
+#define WATCH_BATCH 16
+
+static int64_t job_deadline(vr_call *call)
+{
+	int64_t left = vr_call_deadline_ms(call);
+	if (left == INT64_MAX)
+		return 0;
+	return fd_now_ms() + (left > 0 ? left : 0);
+}
+
+/* The status of a finished job: bad images are the caller's to fix. */
+static int job_status(const fd_job *job)
+{
+	if (job->rc == VR_EINVAL || job->rc == VR_ETOOBIG)
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	return vr_status_from_rc(job->rc);
+}
+
+/* Checks an item's id and image; 0 or INVALID_ARGUMENT with the reason
+ * in why. */
+static int check_item(const fd_service *svc, const char *id, size_t image_len, char *why,
+		      size_t cap)
+{
+	char idwhy[128];
+	if (fd_check_item_id(id, idwhy, sizeof idwhy)) {
+		snprintf(why, cap, "%s", idwhy);
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	}
+	if (!image_len) {
+		snprintf(why, cap, "item %s: no image bytes", id);
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	}
+	if (image_len > svc->max_image_bytes) {
+		snprintf(why, cap, "item %s: image of %zu bytes is over the limit of %llu bytes", id,
+			 image_len, (unsigned long long)svc->max_image_bytes);
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	}
+	return GRPC_STATUS_OK;
+}
+
+/* ---- PutItems ---------------------------------------------------------- */
+
+struct pending {
+	Visrec__V1__PutItemsRequest *req; /* holds the JPEG until the job is done */
+	fd_job job;
+	size_t index;                     /* its ItemStatus */
+};
+
+struct put_state {
+	fd_service *svc;
+	vr_call *call;
+	fd_waiter waiter;
+	struct pending *ring;             /* jobs in flight, oldest at head */
+	size_t cap, head, n;
+	Visrec__V1__ItemStatus *st;       /* one per request message */
+	size_t nst, cap_st;
+	uint32_t accepted, rejected;
+};
+
+static int add_status(struct put_state *ps, const char *item_id, size_t *index)
+{
+	if (ps->nst == ps->cap_st) {
+		size_t cap = ps->cap_st ? 2 * ps->cap_st : 64;
+		Visrec__V1__ItemStatus *st = realloc(ps->st, cap * sizeof *st);
+		if (!st)
+			return VR_ENOMEM;
+		ps->st = st;
+		ps->cap_st = cap;
+	}
+	Visrec__V1__ItemStatus *s = &ps->st[ps->nst];
+	visrec__v1__item_status__init(s);
+	s->message = (char *)"";
+	if (!(s->item_id = strdup(item_id)))
+		return VR_ENOMEM;
+	*index = ps->nst++;
+	return 0;
+}
+
+static void set_status(struct put_state *ps, size_t index, int code, const char *message,
+		       uint64_t seq)
+{
+	Visrec__V1__ItemStatus *s = &ps->st[index];
+	s->code = code;
+	s->seq = seq;
+	if (code) {
+		char *m = strdup(message);
+		if (m)
+			s->message = m;
+		ps->rejected++;
+	} else {
+		ps->accepted++;
+	}
+}
+
+/* Waits for the oldest job in flight and records it. */
+static void finish_front(struct put_state *ps)
+{
+	struct pending *p = &ps->ring[ps->head];
+	while (!fd_job_wait(&p->job, POLL_MS))
+		if (vr_call_cancelled(ps->call))
+			for (size_t i = 0; i < ps->n; i++)
+				atomic_store(&ps->ring[(ps->head + i) % ps->cap].job.cancelled, 1);
+	char msg[400];
+	if (p->job.rc)
+		snprintf(msg, sizeof msg, "item %s: %s", p->job.item_id, p->job.why);
+	set_status(ps, p->index, p->job.rc ? job_status(&p->job) : GRPC_STATUS_OK, msg, p->job.seq);
+	protobuf_c_message_free_unpacked(&p->req->base, NULL);
+	p->req = NULL;
+	ps->head = (ps->head + 1) % ps->cap;
+	ps->n--;
+}
+
+/* Records every job at the front that is done already. */
+static void reap(struct put_state *ps)
+{
+	while (ps->n) {
+		struct pending *p = &ps->ring[ps->head];
+		pthread_mutex_lock(&ps->waiter.mu);
+		int done = p->job.done;
+		pthread_mutex_unlock(&ps->waiter.mu);
+		if (!done)
+			break;
+		finish_front(ps);
+	}
+}
+
+/* Takes one request message: checks it and hands it to the executor, or
+ * records why not. Takes ownership of req. */
+static int put_one(struct put_state *ps, Visrec__V1__PutItemsRequest *req)
+{
+	char why[400];
+	size_t index;
+	int rc = add_status(ps, req->item_id, &index);
+	if (rc) {
+		protobuf_c_message_free_unpacked(&req->base, NULL);
+		return rc;
+	}
+	int code = check_item(ps->svc, req->item_id, req->image.len, why, sizeof why);
+	if (code) {
+		char msg[440];
+		if (fd_check_item_id(req->item_id, msg, sizeof msg)) /* no id to name it by */
+			snprintf(msg, sizeof msg, "message %zu of the stream: %s", index + 1, why);
+		else
+			snprintf(msg, sizeof msg, "%s", why);
+		set_status(ps, index, code, msg, 0);
+		protobuf_c_message_free_unpacked(&req->base, NULL);
+		return 0;
+	}
+	if (ps->n == ps->cap)
+		finish_front(ps);
+	struct pending *p = &ps->ring[(ps->head + ps->n) % ps->cap];
+	p->req = req;
+	p->index = index;
+	fd_job_init(&p->job, req->item_id, req->image.data, req->image.len, job_deadline(ps->call),
+		    &ps->waiter);
+	while ((rc = fd_executor_submit(ps->svc->ex, &p->job, POLL_MS)) == VR_EFULL &&
+	       !vr_call_stopping(ps->call))
+		reap(ps);
+	if (rc) {
+		set_status(ps, index, GRPC_STATUS_UNAVAILABLE, "featured is shutting down", 0);
+		protobuf_c_message_free_unpacked(&req->base, NULL);
+		p->req = NULL;
+		return 0;
+	}
+	ps->n++;
+	return 0;
+}
+
+int fd_put_items(vr_call *call, void *ctx)
+{
+	struct put_state ps = { .svc = ctx, .call = call };
+	Visrec__V1__ItemStatus **items = NULL;
+	int rc = 0;
+	fd_waiter_init(&ps.waiter);
+	ps.cap = (size_t)fd_executor_queue_cap(ps.svc->ex);
+	if (!(ps.ring = calloc(ps.cap, sizeof *ps.ring))) {
+		rc = VR_ENOMEM;
+		goto leave;
+	}
+	for (;;) {
+		ProtobufCMessage *m = NULL;
+		reap(&ps);
+		if ((rc = vr_call_read(call, &m)))
+			break;
+		if ((rc = put_one(&ps, (Visrec__V1__PutItemsRequest *)m)))
+			break;
+	}
+	if (rc && rc != VR_EEOF)
+		for (size_t i = 0; i < ps.n; i++)
+			atomic_store(&ps.ring[(ps.head + i) % ps.cap].job.cancelled, 1);
+	while (ps.n)
+		finish_front(&ps);
+	if (rc != VR_EEOF)
+		goto leave;
+	if (ps.nst && !(items = malloc(ps.nst * sizeof *items))) {
+		rc = VR_ENOMEM;
+		goto leave;
+	}
+	for (size_t i = 0; i < ps.nst; i++)
+		items[i] = &ps.st[i];
+	Visrec__V1__PutItemsResponse resp = VISREC__V1__PUT_ITEMS_RESPONSE__INIT;
+	resp.accepted = ps.accepted;
+	resp.rejected = ps.rejected;
+	resp.n_items = ps.nst;
+	resp.items = items;
+	rc = vr_call_send(call, &resp.base);
+	if (rc == VR_ETOOBIG)
+		rc = vr_call_error(call, GRPC_STATUS_RESOURCE_EXHAUSTED,
+				   "the reply for %zu items (%u stored) is over the message limit; "
+				   "send fewer items per PutItems call", ps.nst, ps.accepted);
+	else if (!rc)
+		rc = GRPC_STATUS_OK;
+leave:
+	for (size_t i = 0; i < ps.nst; i++) {
+		free(ps.st[i].item_id);
+		if (ps.st[i].message[0])
+			free(ps.st[i].message);
+	}
+	free(ps.st);
+	free(items);
+	free(ps.ring);
+	fd_waiter_destroy(&ps.waiter);
+	return rc;
+}
+
+/* ---- Embed ----------------------------------------------------------------- */
+
+int fd_embed(vr_call *call, void *ctx)
+{
+	fd_service *svc = ctx;
+	const Visrec__V1__EmbedRequest *req = (const void *)vr_call_request(call);
+	char why[400];
+	fd_model_info model;
+	fd_waiter waiter;
+	fd_job job;
+	int code = check_item(svc, req->item_id, req->image.len, why, sizeof why);
+	if (code)
+		return vr_call_error(call, code, "%s", why);
+	fd_executor_model(svc->ex, &model);
+	float *vec = malloc(sizeof(float) * (model.dims ? model.dims : 1));
+	if (!vec)
+		return VR_ENOMEM;
+	fd_waiter_init(&waiter);
+	fd_job_init(&job, req->item_id, req->image.data, req->image.len, job_deadline(call), &waiter);
+	job.vector = vec;
+	job.vector_cap = model.dims;
+	int rc = fd_executor_submit(svc->ex, &job, 0);
+	if (rc == VR_EFULL) {
+		code = vr_call_error(call, GRPC_STATUS_RESOURCE_EXHAUSTED,
+				     "featured is at capacity (queue of %d images full); retry with backoff",
+				     fd_executor_queue_cap(svc->ex));
+		goto leave;
+	}
+	if (rc) {
+		code = vr_call_error(call, GRPC_STATUS_UNAVAILABLE, "featured is shutting down");
+		goto leave;
+	}
+	while (!fd_job_wait(&job, POLL_MS))
+		if (vr_call_cancelled(call))
+			atomic_store(&job.cancelled, 1);
+	if (job.rc) {
+		code = vr_call_error(call, job_status(&job), "item %s: %s", req->item_id, job.why);
+		goto leave;
+	}
+	if (job.dims > job.vector_cap) {
+		code = vr_call_error(call, GRPC_STATUS_ABORTED,
+				     "item %s is stored, but the active model changed meanwhile; "
+				     "read its vector with GetVectors", req->item_id);
+		goto leave;
+	}
+	Visrec__V1__Vector v = VISREC__V1__VECTOR__INIT;
+	Visrec__V1__EmbedResponse resp = VISREC__V1__EMBED_RESPONSE__INIT;
+	v.item_id = req->item_id;
+	v.model_version = job.version;
+	v.n_values = job.dims;
+	v.values = vec;
+	resp.vector = &v;
+	resp.seq = job.seq;
+	rc = vr_call_send(call, &resp.base);
+	code = rc ? rc : GRPC_STATUS_OK;
+leave:
+	fd_waiter_destroy(&waiter);
+	free(vec);
+	return code;
+}
+
+/* ---- GetVectors ------------------------------------------------------------ */
+
+static size_t varint_len(uint64_t v)
+{
+	size_t n = 1;
+	while (v >= 0x80) {
+		v >>= 7;
+		n++;
+	}
+	return n;
+}
+
+/* Bytes a length-delimited field of len bytes takes (tag < 16). */
+static size_t field_len(size_t len)
+{
+	return 1 + varint_len(len) + len;
+}
+
+/* Bytes one Vector takes inside a GetVectorsResponse. */
+static size_t vector_bytes(size_t id_len, uint32_t version, uint32_t dims)
+{
+	size_t inner = (id_len ? field_len(id_len) : 0) + (version ? 1 + varint_len(version) : 0) +
+		       (dims ? field_len((size_t)dims * 4) : 0);
+	return field_len(inner);
+}
+
+struct chunk {
+	Visrec__V1__Vector *vecs;
+	Visrec__V1__Vector **ptrs;
+	float *values;
+	char *ids;           /* cap ids of FD_MAX_ID + 1 bytes */
+	char **missing;      /* the request's ids (not copies) */
+	size_t cap, n, nmissing, used, budget;
+};
+
+static int chunk_alloc(struct chunk *c, size_t cap, uint32_t dims, size_t nmissing)
+{
+	c->cap = cap;
+	c->vecs = calloc(cap ? cap : 1, sizeof *c->vecs);
+	c->ptrs = calloc(cap ? cap : 1, sizeof *c->ptrs);
+	c->values = malloc(sizeof(float) * (cap ? cap : 1) * (dims ? dims : 1));
+	c->ids = malloc((cap ? cap : 1) * (FD_MAX_ID + 1));
+	c->missing = calloc(nmissing ? nmissing : 1, sizeof *c->missing);
+	return c->vecs && c->ptrs && c->values && c->ids && c->missing ? 0 : VR_ENOMEM;
+}
+
+static void chunk_free(struct chunk *c)
+{
+	free(c->vecs);
+	free(c->ptrs);
+	free(c->values);
+	free(c->ids);
+	free(c->missing);
+}
+
+/* Copies v into the chunk if it fits; returns 1 if it did. */
+static int chunk_add(struct chunk *c, const fd_vec *v)
+{
+	size_t bytes = vector_bytes(v->id_len, v->version, v->dims);
+	if (c->n == c->cap || c->used + bytes > c->budget)
+		return 0;
+	Visrec__V1__Vector *out = &c->vecs[c->n];
+	visrec__v1__vector__init(out);
+	out->item_id = c->ids + c->n * (FD_MAX_ID + 1);
+	memcpy(out->item_id, v->item_id, v->id_len);
+	out->item_id[v->id_len] = 0;
+	out->model_version = v->version;
+	out->n_values = v->dims;
+	out->values = c->values + c->n * (size_t)v->dims;
+	memcpy(out->values, v->values, sizeof(float) * v->dims);
+	c->ptrs[c->n++] = out;
+	c->used += bytes;
+	return 1;
+}
+
+static int chunk_send(vr_call *call, struct chunk *c, const fd_model_info *m, size_t first_missing)
+{
+	Visrec__V1__GetVectorsResponse resp = VISREC__V1__GET_VECTORS_RESPONSE__INIT;
+	resp.model_version = m->version;
+	resp.dims = m->dims;
+	resp.n_vectors = c->n;
+	resp.vectors = c->ptrs;
+	resp.n_missing = c->nmissing - first_missing;
+	resp.missing = c->missing + first_missing;
+	int rc = vr_call_send(call, &resp.base);
+	c->n = 0;
+	c->used = 0;
+	return rc;
+}
+
+static int send_all(vr_call *call, fd_fstore *fs, struct chunk *c, const fd_model_info *m)
+{
+	uint64_t from = 0;
+	int rc, done = 0;
+	while (!done) {
+		vr_txn *txn;
+		fd_vec v;
+		if ((rc = vr_store_read_begin(fd_fstore_store(fs), &txn)))
+			return rc;
+		while (!(rc = fd_fstore_vec_next(fs, txn, m->version, from, &v)) && chunk_add(c, &v))
+			from = v.num + 1;
+		vr_store_read_end(txn);
+		if (rc && rc != VR_ENOTFOUND)
+			return rc;
+		done = rc == VR_ENOTFOUND;
+		if ((rc = chunk_send(call, c, m, 0)))
+			return rc;
+	}
+	return 0;
+}
+
+static int send_ids(vr_call *call, fd_fstore *fs, struct chunk *c, const fd_model_info *m,
+		    char **ids, size_t n_ids)
+{
+	size_t i = 0;
+	int rc;
+	do {
+		vr_txn *txn;
+		fd_vec v;
+		size_t first_missing = c->nmissing;
+		if ((rc = vr_store_read_begin(fd_fstore_store(fs), &txn)))
+			return rc;
+		for (; i < n_ids; i++) {
+			rc = fd_fstore_vec_get(fs, txn, m->version, ids[i], &v);
+			if (rc == VR_ENOTFOUND) {
+				size_t bytes = field_len(strlen(ids[i]));
+				if (c->used + bytes > c->budget)
+					break;
+				c->missing[c->nmissing++] = ids[i];
+				c->used += bytes;
+			} else if (rc || !chunk_add(c, &v)) {
+				break;
+			}
+		}
+		vr_store_read_end(txn);
+		if (rc && rc != VR_ENOTFOUND)
+			return rc;
+		if ((rc = chunk_send(call, c, m, first_missing)))
+			return rc;
+	} while (i < n_ids);
+	return 0;
+}
+
+int fd_get_vectors(vr_call *call, void *ctx)
+{
+	fd_service *svc = ctx;
+	const Visrec__V1__GetVectorsRequest *req = (const void *)vr_call_request(call);
+	fd_model_info m;
+	struct chunk c = { 0 };
+	uint64_t items = 0, last;
+	int rc = fd_fstore_model_get(svc->fs, req->model_version, &m);
+	if (rc == VR_ENOTFOUND)
+		return vr_call_error(call, GRPC_STATUS_NOT_FOUND, "model version %u does not exist",
+				     req->model_version);
+	if (rc || (rc = fd_fstore_stats(svc->fs, &items, &last)))
+		return rc;
+	size_t limit = vr_call_max_message(call);
+	c.budget = (limit < CHUNK_BYTES ? limit : CHUNK_BYTES) - 16;
+	size_t biggest = vector_bytes(FD_MAX_ID, m.version, m.dims);
+	if (biggest > c.budget)
+		return vr_call_error(call, GRPC_STATUS_RESOURCE_EXHAUSTED,
+				     "a vector of %u dims takes up to %zu bytes, over the message limit of %zu; "
+				     "raise --max-message-bytes", m.dims, biggest, limit);
+	size_t cap = c.budget / vector_bytes(1, m.version, m.dims);
+	size_t want = req->all ? items : req->n_item_ids;
+	if (cap > want)
+		cap = want;
+	if (req->max_per_message && cap > req->max_per_message)
+		cap = req->max_per_message;
+	if (!cap)
+		cap = 1; /* items may arrive meanwhile */
+	if ((rc = chunk_alloc(&c, cap, m.dims, req->all ? 0 : req->n_item_ids)))
+		goto leave;
+	if (req->all)
+		rc = send_all(call, svc->fs, &c, &m);
+	else
+		rc = send_ids(call, svc->fs, &c, &m, req->item_ids, req->n_item_ids);
+	if (!rc)
+		rc = GRPC_STATUS_OK;
+leave:
+	chunk_free(&c);
+	return rc;
+}
+
+/* ---- Watch ------------------------------------------------------------------- */
+
+struct watch_entry {
+	Visrec__V1__ItemChange change;
+	Visrec__V1__Vector vector;
+	char id[FD_MAX_ID + 1];
+	size_t values_at;    /* offset in the values buffer */
+};
+
+int fd_watch(vr_call *call, void *ctx)
+{
+	fd_service *svc = ctx;
+	const Visrec__V1__WatchRequest *req = (const void *)vr_call_request(call);
+	struct watch_entry e[WATCH_BATCH];
+	float *values = NULL;
+	size_t values_cap = 0;
+	uint64_t after = req->after_seq;
+	int rc = 0;
+	for (;;) {
+		if (vr_call_stopping(call)) {
+			rc = vr_call_cancelled(call) ? VR_ECANCELLED :
+				vr_call_error(call, GRPC_STATUS_UNAVAILABLE,
+					      "featured is shutting down; resume with after_seq %llu",
+					      (unsigned long long)after);
+			break;
+		}
+		vr_txn *txn;
+		fd_change ch;
+		fd_vec v;
+		int n = 0;
+		size_t used = 0;
+		if ((rc = vr_store_read_begin(fd_fstore_store(svc->fs), &txn)))
+			break;
+		uint64_t from = after;
+		while (n < WATCH_BATCH && !(rc = fd_fstore_change_next(svc->fs, txn, from, &ch))) {
+			struct watch_entry *w = &e[n++];
+			from = ch.seq;
+			visrec__v1__item_change__init(&w->change);
+			w->change.seq = ch.seq;
+			w->change.kind = (Visrec__V1__ItemChange__Kind)ch.kind;
+			w->change.model_version = ch.version;
+			w->change.item_id = w->id;
+			size_t len = ch.id_len > FD_MAX_ID ? FD_MAX_ID : ch.id_len;
+			memcpy(w->id, ch.item_id, len);
+			w->id[len] = 0;
+			w->values_at = SIZE_MAX;
+			if (!req->include_vectors || !len)
+				continue;
+			rc = fd_fstore_vec_get(svc->fs, txn, ch.version, w->id, &v);
+			if (rc == VR_ENOTFOUND)
+				continue;
+			if (rc)
+				break;
+			if (used + v.dims > values_cap) {
+				size_t cap = 2 * (used + v.dims);
+				float *grown = realloc(values, sizeof(float) * cap);
+				if (!grown) {
+					rc = VR_ENOMEM;
+					break;
+				}
+				values = grown;
+				values_cap = cap;
+			}
+			memcpy(values + used, v.values, sizeof(float) * v.dims);
+			visrec__v1__vector__init(&w->vector);
+			w->vector.item_id = w->id;
+			w->vector.model_version = v.version;
+			w->vector.n_values = v.dims;
+			w->values_at = used;
+			used += v.dims;
+		}
+		vr_store_read_end(txn);
+		if (rc && rc != VR_ENOTFOUND)
+			break;
+		rc = 0;
+		for (int i = 0; i < n && !rc; i++) {
+			if (e[i].values_at != SIZE_MAX) {
+				e[i].vector.values = values + e[i].values_at;
+				e[i].change.vector = &e[i].vector;
+			}
+			if (!(rc = vr_call_send(call, &e[i].change.base)))
+				after = e[i].change.seq;
+		}
+		if (rc)
+			break;
+		if (!n)
+			fd_fstore_wait(svc->fs, after, POLL_MS * 3);
+	}
+	free(values);
+	return rc;
+}
+
+/* ---- Info ---------------------------------------------------------------------- */
+
+#define MAX_MODELS 256
+
+static void model_to_proto(const fd_model_info *m, Visrec__V1__ModelVersionInfo *out)
+{
+	visrec__v1__model_version_info__init(out);
+	out->version = m->version;
+	out->arch = (char *)m->arch;
+	out->output_layer = (char *)m->layer;
+	out->dims = m->dims;
+	out->input_size = m->input_size;
+	out->weights_file = (char *)m->weights;
+	out->created_unix = m->created_unix;
+	out->purpose = (char *)m->purpose;
+}
+
+int fd_info(vr_call *call, void *ctx)
+{
+	fd_service *svc = ctx;
+	Visrec__V1__FeaturedInfoResponse resp = VISREC__V1__FEATURED_INFO_RESPONSE__INIT;
+	Visrec__V1__ModelVersionInfo active_pb, *models_pb = NULL, **ptrs = NULL;
+	fd_model_info active, *models = NULL;
+	size_t n = 0;
+	int rc = VR_ENOMEM;
+	fd_executor_model(svc->ex, &active);
+	if (!(models = calloc(MAX_MODELS, sizeof *models)) ||
+	    !(models_pb = calloc(MAX_MODELS, sizeof *models_pb)) ||
+	    !(ptrs = calloc(MAX_MODELS, sizeof *ptrs)))
+		goto leave;
+	if ((rc = fd_fstore_model_list(svc->fs, models, MAX_MODELS, &n)) ||
+	    (rc = fd_fstore_stats(svc->fs, &resp.items, &resp.last_seq)))
+		goto leave;
+	if (n > MAX_MODELS)
+		n = MAX_MODELS;
+	for (size_t i = 0; i < n; i++) {
+		model_to_proto(&models[i], &models_pb[i]);
+		ptrs[i] = &models_pb[i];
+	}
+	model_to_proto(&active, &active_pb);
+	resp.server_version = (char *)VISREC_VERSION;
+	resp.backend = (char *)fd_executor_backend_name(svc->ex);
+	resp.device = (char *)fd_executor_device(svc->ex);
+	resp.active_model = &active_pb;
+	resp.n_models = n;
+	resp.models = ptrs;
+	resp.max_image_bytes = svc->max_image_bytes;
+	resp.max_image_pixels = svc->max_image_pixels;
+	rc = vr_call_send(call, &resp.base);
+leave:
+	free(models);
+	free(models_pb);
+	free(ptrs);
+	return rc ? rc : GRPC_STATUS_OK;
+}

@@ -1,0 +1,588 @@
+/* train_visual: the TrainVisual handler (protocol in train_visual.h).
+ *
+ * DESIGN
+ * Threads. The stream runs on a handler thread of its own (a bidi call).
+ * It reads a message, does the cheap part (checks, mapping item ids to
+ * cached images, packing the reply) and hands the network part to the
+ * executor thread with fd_executor_call, which owns the backend: building
+ * the net and its optimiser, a step's forward, backward and Adam step,
+ * checkpoint saves, and freeing them. The image cache is built at Start
+ * by DECODE_THREADS short-lived threads (a decoder each) over the JPEGs of
+ * one read transaction of the images database, joined before the reply.
+ * Ownership. The session (struct tv) belongs to the handler thread; its
+ * net and optimiser are touched only inside executor tasks. At Finish with
+ * reembed the net passes to the executor (fd_executor_reembed) and the
+ * session forgets it.
+ * End. The stream ends at Finish, when rankd half-closes or cancels, or on
+ * the first error; the session's net is then freed on the executor thread,
+ * and the process-wide busy flag is released. */
+#include "train_visual.h"
+
+#include "decode.h"
+#include "err.h"
+#include "executor.h"
+#include "log.h"
+#include "models.h"
+#include "service.h"
+#include "visrec/v1/featured.pb-c.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define CHECKPOINT_EVERY 200
+#define MAX_SESSION 64
+#define DECODE_THREADS 2   /* decoders building a session's image cache */
+
+static char g_data_dir[4096] = ".";
+static atomic_int g_busy;
+
+void fd_train_visual_configure(const char *data_dir)
+{
+	snprintf(g_data_dir, sizeof g_data_dir, "%s", data_dir ? data_dir : ".");
+}
+
+struct tv {
+	fd_service *svc;
+	char session[MAX_SESSION + 1];
+	char arch[32];
+	int dims, size, every;
+	float lr, wd;
+	uint64_t seed, step;
+	int resume;
+	char ckpt[4400];
+	/* executor thread only */
+	nn_net *net;
+	nn_optim *opt;
+	/* the image cache: n items, ids sorted (LMDB key order), pixels */
+	size_t n_items;
+	char **ids;
+	char *id_blob;
+	uint8_t *pix;
+	/* per-step buffers, allocated once at Start */
+	const uint8_t **img;   /* 2 × max triples */
+	float *phi, *dphi;     /* 2 × max triples × K */
+	float *out;            /* a reply: loss, g (max triples each), dtheta */
+	/* the current step (set by the handler before the task) */
+	size_t n;
+	const float *theta, *margin;
+	float *loss, *g, *dtheta;
+	double net_s;
+	char err[512];
+};
+
+static double now_s(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+/* ---- the image cache --------------------------------------------------- */
+
+static int cmp_id(const void *key, const void *elem)
+{
+	return strcmp(key, *(char *const *)elem);
+}
+
+static const uint8_t *cached(const struct tv *s, const char *id)
+{
+	char **hit = bsearch(id, s->ids, s->n_items, sizeof *s->ids, cmp_id);
+	if (!hit)
+		return NULL;
+	return s->pix + (size_t)(hit - s->ids) * s->size * s->size * 3;
+}
+
+/* One decode thread's share of the cache: items k ≡ first (mod step). */
+struct slice {
+	struct tv *s;
+	const void **jpeg;
+	const size_t *len;
+	size_t first, step;
+	pthread_t tid;
+	int rc;
+	char why[320];
+};
+
+static void *decode_slice(void *arg)
+{
+	struct slice *c = arg;
+	struct tv *s = c->s;
+	size_t px = (size_t)s->size * s->size * 3;
+	fd_decoder *dec = NULL;
+	if ((c->rc = fd_decoder_create(&dec, NULL)))
+		return NULL;
+	for (size_t k = c->first; k < s->n_items && !c->rc; k += c->step) {
+		char why[256] = "";
+		c->rc = fd_decode(dec, c->jpeg[k], c->len[k], s->size, 0, s->pix + k * px, NULL, why,
+				  sizeof why);
+		if (c->rc)
+			snprintf(c->why, sizeof c->why, "item \"%.64s\": %s", s->ids[k], why);
+	}
+	fd_decoder_destroy(dec);
+	return NULL;
+}
+
+/* Decodes every stored item into the cache: one pass over the items db
+ * for the ids and JPEGs (pointers into the map, valid while the read
+ * transaction lasts), then DECODE_THREADS threads, each with its own
+ * decoder, decode an interleaved share. */
+static int cache_build(struct tv *s)
+{
+	fd_fstore *fs = s->svc->fs;
+	vr_store *st = fd_fstore_store(fs);
+	vr_txn *txn = NULL;
+	fd_item it;
+	const void **jpeg = NULL;
+	size_t *len = NULL, n = 0, cap = 0, id_bytes = 0, used = 0,
+	       px = (size_t)s->size * s->size * 3;
+	struct slice sl[DECODE_THREADS];
+	int rc = vr_store_read_begin(st, &txn), nt = 0;
+	char *after = NULL;
+	while (!rc && !(rc = fd_fstore_item_next(fs, txn, after, &it))) {
+		if (n == cap) {
+			cap = cap ? 2 * cap : 1024;
+			const void **j2 = realloc(jpeg, cap * sizeof *jpeg);
+			size_t *l2 = j2 ? realloc(len, cap * sizeof *len) : NULL;
+			char **i2 = l2 ? realloc(s->ids, cap * sizeof *s->ids) : NULL;
+			jpeg = j2 ? j2 : jpeg;
+			len = l2 ? l2 : len;
+			s->ids = i2 ? i2 : s->ids;
+			if (!i2) {
+				rc = VR_ENOMEM;
+				break;
+			}
+		}
+		if (used + it.id_len + 1 > id_bytes) {
+			/* Ids live in one blob; keep offsets until it stops moving. */
+			size_t nb = 2 * (id_bytes + it.id_len + 1) + 4096;
+			char *b = realloc(s->id_blob, nb);
+			if (!b) {
+				rc = VR_ENOMEM;
+				break;
+			}
+			s->id_blob = b;
+			id_bytes = nb;
+		}
+		memcpy(s->id_blob + used, it.item_id, it.id_len);
+		s->id_blob[used + it.id_len] = 0;
+		s->ids[n] = (char *)(uintptr_t)used;
+		after = s->id_blob + used;
+		used += it.id_len + 1;
+		jpeg[n] = it.image;
+		len[n] = it.image_len;
+		n++;
+	}
+	if (rc != VR_ENOTFOUND)
+		goto fail;
+	for (size_t k = 0; k < n; k++)
+		s->ids[k] = s->id_blob + (uintptr_t)s->ids[k];
+	if (!n) {
+		rc = VR_ESTATE;
+		snprintf(s->err, sizeof s->err, "featured holds no item images; put items before training");
+		goto fail;
+	}
+	if (!(s->pix = malloc(n * px))) {
+		rc = VR_ENOMEM;
+		snprintf(s->err, sizeof s->err, "cannot allocate the image cache (%zu items × %zu bytes)",
+			 n, px);
+		goto fail;
+	}
+	s->n_items = n;
+	rc = 0;
+	for (; nt < DECODE_THREADS; nt++) {
+		sl[nt] = (struct slice){ .s = s, .jpeg = jpeg, .len = len, .first = (size_t)nt,
+					 .step = DECODE_THREADS };
+		if (pthread_create(&sl[nt].tid, NULL, decode_slice, &sl[nt])) {
+			rc = -EAGAIN;
+			break;
+		}
+	}
+	for (int t = 0; t < nt; t++) {
+		pthread_join(sl[t].tid, NULL);
+		if (!rc && sl[t].rc) {
+			rc = sl[t].rc;
+			snprintf(s->err, sizeof s->err, "%s", sl[t].why);
+		}
+	}
+	if (!rc)
+		VR_INFO("TrainVisual %s: %zu item images cached at %d px (%.1f MB)", s->session, n,
+			s->size, (double)(n * px) / 1e6);
+fail:
+	if (txn)
+		vr_store_read_end(txn);
+	free(jpeg);
+	free(len);
+	if (rc)
+		s->n_items = 0;
+	if (rc && !s->err[0])
+		snprintf(s->err, sizeof s->err, "cannot build the image cache: %s", vr_strerror(rc));
+	return rc;
+}
+
+/* ---- executor tasks ---------------------------------------------------- */
+
+static int save_ckpt(struct tv *s)
+{
+	char step[32], seed[32];
+	snprintf(step, sizeof step, "%llu", (unsigned long long)s->step);
+	snprintf(seed, sizeof seed, "%llu", (unsigned long long)s->seed);
+	const char *meta[] = { "session_id", s->session, "step", step, "seed", seed, NULL };
+	int rc = nn_net_save(s->net, s->ckpt, s->opt, meta);
+	if (rc)
+		snprintf(s->err, sizeof s->err, "cannot write the checkpoint %.300s: %s", s->ckpt,
+			 vr_strerror(rc));
+	return rc;
+}
+
+static int start_task(fd_executor *ex, void *arg)
+{
+	struct tv *s = arg;
+	struct nn_net_opts o = { .num_outputs = s->dims, .input_size = s->size,
+				 .max_batch = 2 * FD_TV_MAX_TRIPLES };
+	struct nn_optim_opts a = { .kind = NN_OPTIM_ADAM, .lr = s->lr, .weight_decay = s->wd };
+	int rc = nn_net_create(fd_executor_backend(ex), s->arch, &o, &s->net, s->err, sizeof s->err);
+	if (rc)
+		return rc;
+	if ((rc = nn_optim_create(s->net, &a, &s->opt))) {
+		snprintf(s->err, sizeof s->err, "cannot create Adam: %s", nn_net_errmsg(s->net));
+		return rc;
+	}
+	if (s->resume) {
+		if ((rc = nn_net_load(s->net, s->ckpt, s->opt))) {
+			snprintf(s->err, sizeof s->err, "cannot resume session %s from %.300s: %s%s%s",
+				 s->session, s->ckpt, vr_strerror(rc), nn_net_errmsg(s->net)[0] ? ": " : "",
+				 nn_net_errmsg(s->net));
+			return rc == -ENOENT ? VR_ESTATE : rc;
+		}
+		s->step = (uint64_t)nn_optim_steps(s->opt);
+		nn_net_set_rng(s->net, s->seed, s->step);
+		return 0;
+	}
+	if ((rc = nn_net_init(s->net, s->seed)))
+		snprintf(s->err, sizeof s->err, "cannot initialise the net: %s", nn_net_errmsg(s->net));
+	return rc;
+}
+
+static int free_task(fd_executor *ex, void *arg)
+{
+	struct tv *s = arg;
+	(void)ex;
+	nn_optim_destroy(s->opt);
+	nn_net_destroy(s->net);
+	s->opt = NULL;
+	s->net = NULL;
+	return 0;
+}
+
+/* −ln σ(x) without overflow. */
+static double softplus_neg(double x)
+{
+	return x > 0 ? log1p(exp(-x)) : -x + log1p(exp(x));
+}
+
+static int step_task(fd_executor *ex, void *arg)
+{
+	struct tv *s = arg;
+	size_t n = s->n, K = (size_t)s->dims;
+	double t0 = now_s();
+	(void)ex;
+	int rc = nn_net_zero_grad(s->net);
+	if (!rc)
+		rc = nn_net_forward_u8(s->net, s->img, (int)(2 * n), 1, s->phi);
+	if (rc)
+		goto fail;
+	for (size_t t = 0; t < n; t++) {
+		const float *th = s->theta + t * K, *pi = s->phi + t * K, *pj = s->phi + (n + t) * K;
+		float *di = s->dphi + t * K, *dj = s->dphi + (n + t) * K, *dt = s->dtheta + t * K;
+		double x = s->margin[t];
+		for (size_t k = 0; k < K; k++)
+			x += (double)th[k] * ((double)pi[k] - pj[k]);
+		float g = (float)(1.0 / (1.0 + exp(x)));
+		s->loss[t] = (float)softplus_neg(x);
+		s->g[t] = g;
+		for (size_t k = 0; k < K; k++) {
+			di[k] = -g * th[k];
+			dj[k] = g * th[k];
+			dt[k] = -g * (pi[k] - pj[k]);
+		}
+	}
+	if ((rc = nn_net_backward(s->net, s->dphi, NULL)) || (rc = nn_optim_step(s->opt)))
+		goto fail;
+	s->step++;
+	s->net_s = now_s() - t0;
+	if (s->every && s->step % (uint64_t)s->every == 0)
+		return save_ckpt(s);
+	return 0;
+fail:
+	snprintf(s->err, sizeof s->err, "network step failed: %s: %s", vr_strerror(rc),
+		 nn_net_errmsg(s->net));
+	return rc;
+}
+
+static int embed_task(fd_executor *ex, void *arg)
+{
+	struct tv *s = arg;
+	double t0 = now_s();
+	(void)ex;
+	int rc = nn_net_forward_u8(s->net, s->img, (int)s->n, 0, s->dtheta);
+	if (rc)
+		snprintf(s->err, sizeof s->err, "embedding failed: %s: %s", vr_strerror(rc),
+			 nn_net_errmsg(s->net));
+	s->net_s = now_s() - t0;
+	return rc;
+}
+
+struct finish {
+	struct tv *s;
+	fd_model_info info;
+};
+
+/* Saves the last checkpoint, drops Adam and records the net as a new
+ * (inactive) model version. */
+static int finish_task(fd_executor *ex, void *arg)
+{
+	struct finish *f = arg;
+	struct tv *s = f->s;
+	int rc = save_ckpt(s);
+	if (rc)
+		return rc;
+	nn_optim_destroy(s->opt);
+	s->opt = NULL;
+	return fd_model_add(fd_executor_fstore(ex), g_data_dir, s->net, NULL, 0, &f->info, s->err,
+			    sizeof s->err);
+}
+
+/* ---- the stream -------------------------------------------------------- */
+
+static int session_ok(const char *id)
+{
+	size_t len = strlen(id);
+	if (!len || len > MAX_SESSION)
+		return 0;
+	for (size_t k = 0; k < len; k++) {
+		char c = id[k];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '-' || c == '_' || c == '.'))
+			return 0;
+	}
+	return id[0] != '.';
+}
+
+static int on_start(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualStart *m)
+{
+	struct nn_arch_info ai;
+	const char *arch = m->arch && m->arch[0] ? m->arch : "small";
+	if (nn_arch_info(arch, &ai))
+		return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT, "arch \"%.32s\" is not known",
+				     arch);
+	if (!m->session_id || !session_ok(m->session_id))
+		return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT,
+				     "session_id must be 1..%d characters of [A-Za-z0-9._-], not starting with '.'",
+				     MAX_SESSION);
+	if (!isfinite(m->learning_rate) || m->learning_rate <= 0 || !isfinite(m->weight_decay) ||
+	    m->weight_decay < 0 || m->dims > 4096 || m->input_size > 1024)
+		return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT,
+				     "learning_rate must be > 0, weight_decay >= 0, dims <= 4096, input_size <= 1024");
+	snprintf(s->arch, sizeof s->arch, "%s", arch);
+	snprintf(s->session, sizeof s->session, "%s", m->session_id);
+	s->dims = m->dims ? (int)m->dims : ai.num_outputs;
+	s->size = m->input_size ? (int)m->input_size : ai.input_size;
+	s->lr = m->learning_rate;
+	s->wd = m->weight_decay;
+	s->seed = m->seed;
+	s->resume = m->resume;
+	s->every = m->checkpoint_every ? (int)m->checkpoint_every : CHECKPOINT_EVERY;
+	char dir[4200];
+	snprintf(dir, sizeof dir, "%s/train", g_data_dir);
+	if (mkdir(dir, 0755) && errno != EEXIST)
+		return vr_call_error(call, GRPC_STATUS_INTERNAL, "cannot create %s: %s", dir,
+				     strerror(errno));
+	snprintf(s->ckpt, sizeof s->ckpt, "%s/%s.safetensors", dir, s->session);
+	int rc = fd_executor_call(s->svc->ex, start_task, s);
+	if (rc)
+		return vr_call_error(call, vr_status_from_rc(rc), "TrainVisual start: %s", s->err);
+	size_t mx = 2 * FD_TV_MAX_TRIPLES, K = (size_t)s->dims;
+	s->img = malloc(mx * sizeof *s->img);
+	s->phi = malloc(mx * K * sizeof(float));
+	s->dphi = malloc(mx * K * sizeof(float));
+	s->out = malloc((2 * FD_TV_MAX_TRIPLES + FD_TV_MAX_TRIPLES * K) * sizeof(float));
+	if (!s->img || !s->phi || !s->dphi || !s->out)
+		return VR_ENOMEM;
+	if ((rc = cache_build(s)))
+		return vr_call_error(call, vr_status_from_rc(rc), "TrainVisual start: %s", s->err);
+	fd_model_info active;
+	fd_executor_model(s->svc->ex, &active);
+	Visrec__V1__TrainVisualStarted st = VISREC__V1__TRAIN_VISUAL_STARTED__INIT;
+	Visrec__V1__TrainVisualResponse r = VISREC__V1__TRAIN_VISUAL_RESPONSE__INIT;
+	st.session_id = s->session;
+	st.step = s->step;
+	st.base_model_version = active.version;
+	st.dims = (uint32_t)s->dims;
+	r.msg_case = VISREC__V1__TRAIN_VISUAL_RESPONSE__MSG_STARTED;
+	r.started = &st;
+	VR_INFO("TrainVisual %s: %s %s K=%d S=%d, Adam lr %g wd %g, at step %llu", s->session,
+		s->resume ? "resumed" : "started", s->arch, s->dims, s->size, (double)s->lr,
+		(double)s->wd, (unsigned long long)s->step);
+	return vr_call_send(call, &r.base);
+}
+
+/* Maps ids to cached images into s->img[off..off+n). */
+static int map_items(vr_call *call, struct tv *s, char **ids, size_t n, size_t off)
+{
+	for (size_t t = 0; t < n; t++) {
+		if (!(s->img[off + t] = cached(s, ids[t])))
+			return vr_call_error(call, GRPC_STATUS_NOT_FOUND,
+					     "item \"%.64s\" has no image in this training session's cache "
+					     "(items put after TrainVisual started are not in it)", ids[t]);
+	}
+	return 0;
+}
+
+static int on_step(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualStep *m)
+{
+	size_t n = m->n_pos_items, K = (size_t)s->dims;
+	int embed = m->step == 0;
+	if (!m->session_id || strcmp(m->session_id, s->session))
+		return vr_call_error(call, GRPC_STATUS_FAILED_PRECONDITION,
+				     "step for session \"%.64s\" on the stream of session \"%s\"",
+				     m->session_id ? m->session_id : "", s->session);
+	if (!embed && m->step != s->step + 1)
+		return vr_call_error(call, GRPC_STATUS_FAILED_PRECONDITION,
+				     "step %llu out of order: session %s is at step %llu (a peer restarted? "
+				     "start again with resume)", (unsigned long long)m->step, s->session,
+				     (unsigned long long)s->step);
+	if (!n || n > FD_TV_MAX_TRIPLES)
+		return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT,
+				     "a step carries 1..%d items, not %zu", FD_TV_MAX_TRIPLES, n);
+	if (embed ? (m->n_neg_items || m->n_theta || m->n_margin)
+		  : (m->n_neg_items != n || m->n_margin != n || m->n_theta != n * K))
+		return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT,
+				     embed ? "step 0 (embed) takes pos_items only"
+					   : "a step needs n neg_items, n margins and n × %zu theta values", K);
+	int rc = map_items(call, s, m->pos_items, n, 0);
+	if (!rc && !embed)
+		rc = map_items(call, s, m->neg_items, n, n);
+	if (rc)
+		return rc;
+	size_t nl = embed ? 0 : n;
+	s->n = n;
+	s->theta = m->theta;
+	s->margin = m->margin;
+	s->loss = s->out;
+	s->g = s->out + nl;
+	s->dtheta = s->out + 2 * nl;
+	if ((rc = fd_executor_call(s->svc->ex, embed ? embed_task : step_task, s)))
+		return vr_call_error(call, vr_status_from_rc(rc), "TrainVisual step %llu: %s",
+				     (unsigned long long)m->step, s->err);
+	Visrec__V1__TrainVisualStepResult sr = VISREC__V1__TRAIN_VISUAL_STEP_RESULT__INIT;
+	Visrec__V1__TrainVisualResponse r = VISREC__V1__TRAIN_VISUAL_RESPONSE__INIT;
+	sr.step = m->step;
+	sr.n_loss = sr.n_g = nl;
+	sr.loss = s->loss;
+	sr.g = s->g;
+	sr.n_dtheta = n * K;
+	sr.dtheta = s->dtheta;
+	sr.network_seconds = s->net_s;
+	r.msg_case = VISREC__V1__TRAIN_VISUAL_RESPONSE__MSG_STEP;
+	r.step = &sr;
+	return vr_call_send(call, &r.base);
+}
+
+static int on_finish(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualFinish *m, int *done)
+{
+	struct finish f = { .s = s };
+	uint64_t embedded = 0;
+	if (!m->session_id || strcmp(m->session_id, s->session))
+		return vr_call_error(call, GRPC_STATUS_FAILED_PRECONDITION,
+				     "finish for session \"%.64s\" on the stream of session \"%s\"",
+				     m->session_id ? m->session_id : "", s->session);
+	*done = 1;
+	Visrec__V1__TrainVisualFinished fin = VISREC__V1__TRAIN_VISUAL_FINISHED__INIT;
+	Visrec__V1__TrainVisualResponse r = VISREC__V1__TRAIN_VISUAL_RESPONSE__INIT;
+	if (m->reembed) {
+		int rc = fd_executor_call(s->svc->ex, finish_task, &f);
+		if (rc)
+			return vr_call_error(call, vr_status_from_rc(rc), "TrainVisual finish: %s", s->err);
+		rc = fd_executor_reembed(s->svc->ex, s->net, &f.info, 1, &embedded, s->err,
+					 sizeof s->err);
+		if (rc)
+			return vr_call_error(call, vr_status_from_rc(rc),
+					     "TrainVisual finish: re-embedding into version %u: %s",
+					     f.info.version, s->err);
+		s->net = NULL; /* the executor's now */
+		fin.model_version = f.info.version;
+		VR_INFO("TrainVisual %s: finished at step %llu; %llu items re-embedded into version %u, "
+			"now active", s->session, (unsigned long long)s->step,
+			(unsigned long long)embedded, f.info.version);
+	}
+	fin.items_embedded = embedded;
+	r.msg_case = VISREC__V1__TRAIN_VISUAL_RESPONSE__MSG_FINISHED;
+	r.finished = &fin;
+	return vr_call_send(call, &r.base);
+}
+
+int fd_train_visual(vr_call *call, void *ctx)
+{
+	struct tv *s = NULL;
+	int rc = 0, started = 0, done = 0, expected = 0;
+	if (!atomic_compare_exchange_strong(&g_busy, &expected, 1))
+		return vr_call_error(call, GRPC_STATUS_FAILED_PRECONDITION,
+				     "another TrainVisual session is running on this featured");
+	if (!(s = calloc(1, sizeof *s))) {
+		rc = VR_ENOMEM;
+		goto leave;
+	}
+	s->svc = ctx;
+	while (!done && !rc) {
+		Visrec__V1__TrainVisualRequest *m = NULL;
+		if ((rc = vr_call_read(call, (ProtobufCMessage **)&m))) {
+			if (rc == VR_EEOF)
+				rc = 0;
+			break;
+		}
+		switch (m->msg_case) {
+		case VISREC__V1__TRAIN_VISUAL_REQUEST__MSG_START:
+			rc = started ? vr_call_error(call, GRPC_STATUS_FAILED_PRECONDITION,
+						     "the session has started already")
+				     : on_start(call, s, m->start);
+			started = 1;
+			break;
+		case VISREC__V1__TRAIN_VISUAL_REQUEST__MSG_STEP:
+			rc = !started ? vr_call_error(call, GRPC_STATUS_FAILED_PRECONDITION,
+						      "send TrainVisualStart before steps")
+				      : on_step(call, s, m->step);
+			break;
+		case VISREC__V1__TRAIN_VISUAL_REQUEST__MSG_FINISH:
+			rc = !started ? vr_call_error(call, GRPC_STATUS_FAILED_PRECONDITION,
+						      "send TrainVisualStart before finish")
+				      : on_finish(call, s, m->finish, &done);
+			break;
+		default:
+			rc = vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT,
+					   "a TrainVisualRequest needs start, step or finish");
+		}
+		protobuf_c_message_free_unpacked(&m->base, NULL);
+	}
+leave:
+	if (s) {
+		if (s->net || s->opt)
+			fd_executor_call(s->svc->ex, free_task, s);
+		free(s->ids);
+		free(s->id_blob);
+		free(s->pix);
+		free(s->img);
+		free(s->phi);
+		free(s->dphi);
+		free(s->out);
+		free(s);
+	}
+	atomic_store(&g_busy, 0);
+	return rc;
+}

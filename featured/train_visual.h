@@ -1,0 +1,59 @@
+/* train_visual: featured's half of DVBPR's split training, the
+ * visrec.v1.Featured/TrainVisual bidi stream (DESIGN.md section 2).
+ *
+ * rankd owns θ_u, γ and β and samples the triples; featured owns the CNN φ.
+ * One stream is one session:
+ *   Start   featured builds the net (arch, K, S; seeded init, or the
+ *           session's checkpoint when resume is set), Adam over it, and
+ *           decodes every stored item's image ONCE into an in-memory cache
+ *           of S×S×3 bytes per item (N·S²·3 bytes: 9,633 items take 118 MB
+ *           at 64 px, 1.45 GB at 224 px), so no step decodes JPEG. Items
+ *           put after Start are not in the cache (NOT_FOUND if a step names
+ *           one). Replies Started with the step it stands at.
+ *   Step s  (s = the last step + 1; anything else is FAILED_PRECONDITION, so
+ *           a restarted peer is detected) with n triples (i, j, θ_u, m):
+ *           one training-mode forward of the 2n images [i..., j...] gives
+ *           φ_i, φ_j; x = m + θ_u·(φ_i − φ_j); loss = −ln σ(x); g = σ(−x);
+ *           the batch loss is the SUM over triples (as rankd's minibatch
+ *           trainer and the tutorial's reduction="sum"), so
+ *           dL/dφ_i = −g θ_u, dL/dφ_j = +g θ_u per triple, unscaled; one
+ *           backward, one Adam step (L2 weight decay in the gradient, as
+ *           torch.optim.Adam). Replies loss, g and dL/dθ_u = −g (φ_i − φ_j).
+ *   Step 0  (an extension: a step numbered 0 with pos_items only and no
+ *           theta, margin or neg_items) embeds pos_items with the current
+ *           net in evaluation mode and replies dtheta = φ (n × K), training
+ *           nothing: rankd's per-epoch validation. A proto message of its
+ *           own would be cleaner; see the issue note.
+ *   Finish  reembed: the trained net becomes a new model version (purpose
+ *           "embedding", K dims), every item is re-embedded with it and the
+ *           active version switches in one transaction (MODEL_SWITCHED);
+ *           replies Finished with the version. Without reembed the session
+ *           just ends.
+ * Checkpoints: every checkpoint_every steps (default 200) and at Finish the
+ * net with its Adam state is saved to DATA/train/<session>.safetensors
+ * (written aside and renamed); a Start with resume and the same session
+ * reopens it and answers the step it holds (Adam's step count).
+ *
+ * One session at a time per process: a second TrainVisual while one runs
+ * gets FAILED_PRECONDITION. The network work runs on the executor thread
+ * (fd_executor_call), between ingest batches. */
+#ifndef FD_TRAIN_VISUAL_H
+#define FD_TRAIN_VISUAL_H
+
+#include "rpc.h"
+
+/* Most triples per step (the net holds 2× as many images). */
+#define FD_TV_MAX_TRIPLES 128
+
+/* Where checkpoints and new model versions go; call once before serving
+ * (fd_service_open does). */
+void fd_train_visual_configure(const char *data_dir);
+
+/* The TrainVisual handler; ctx is the fd_service. Errors go to the call's
+ * status: INVALID_ARGUMENT (bad start or step), FAILED_PRECONDITION (no
+ * Start first, session or step mismatch, another session running, resume
+ * without a checkpoint), NOT_FOUND (an item not in the cache), and the
+ * network's or store's errors. */
+int fd_train_visual(vr_call *call, void *ctx);
+
+#endif

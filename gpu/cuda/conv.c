@@ -1,0 +1,393 @@
+/* Convolution on the GPU through cuDNN's legacy API (PyTorch's Conv2d:
+ * cross-correlation, NCHW, weights [k][c/groups][kh][kw], groups through
+ * cudnnSetConvolutionGroupCount).
+ *
+ * A plan holds, per layer shape, the tensor, filter and convolution
+ * descriptors and the three algorithms (forward, backward data, backward
+ * filter), chosen once for the shape's batch: by timing every algorithm
+ * (cudnnFind*, the default) or by cuDNN's heuristic (cudnnGet*_v7), the
+ * fastest that fits the workspace cap, runs in the backend's math mode
+ * and is allowed by its algorithm policy (cuda.c). Each direction has its
+ * own convolution descriptor, because cuDNN wants the math type its
+ * chosen algorithm was found with set on the descriptor it runs with.
+ *
+ * The plan's workspace size is fixed at creation (the net allocates one
+ * workspace for all layers). A call with fewer images re-sets the tensor
+ * descriptors and keeps the full batch's algorithms if they still fit,
+ * else asks the heuristic for ones that do; the last such choice is kept,
+ * so a run of equal batches pays for it once. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cuda.h"
+#include "err.h"
+
+#define MAX_ALGOS 16
+
+enum { FWD, DATA, FILTER, DIRS };
+
+static const char *const dir_names[DIRS] = { "fwd", "data", "filter" };
+
+static const char *const fwd_names[] = { "IMPLICIT_GEMM", "IMPLICIT_PRECOMP_GEMM", "GEMM",
+	"DIRECT", "FFT", "FFT_TILING", "WINOGRAD", "WINOGRAD_NONFUSED" };
+static const char *const data_names[] = { "ALGO_0", "ALGO_1", "FFT", "FFT_TILING", "WINOGRAD",
+	"WINOGRAD_NONFUSED" };
+static const char *const filter_names[] = { "ALGO_0", "ALGO_1", "FFT", "ALGO_3", "WINOGRAD",
+	"WINOGRAD_NONFUSED", "FFT_TILING" };
+
+/* One direction's algorithm: its number in that direction's enum. */
+struct choice {
+	int algo;
+	cudnnMathType_t math;
+	size_t ws;
+};
+
+struct conv_plan {
+	int kind;                  /* NN_OP_CONV, first: cuda.c's plan_free dispatches on it */
+	struct nn_conv_shape s;    /* s.n: the batch the plan is made for */
+	cudnnTensorDescriptor_t x, y, bias;
+	cudnnFilterDescriptor_t w;
+	cudnnConvolutionDescriptor_t conv[DIRS];
+	size_t ws_bytes;           /* workspace every choice must fit in */
+	int n;                     /* images x and y describe now */
+	struct choice full[DIRS];  /* for s.n */
+	struct choice cur[DIRS];   /* for n */
+};
+
+/* A candidate from a Find or Get_v7 result, whatever its direction. */
+struct cand {
+	int algo;
+	cudnnStatus_t status;
+	cudnnMathType_t math;
+};
+
+static const char *algo_name(int dir, int algo)
+{
+	static const char *const *names[DIRS] = { fwd_names, data_names, filter_names };
+	static const int counts[DIRS] = { CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+		CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT };
+	return algo >= 0 && algo < counts[dir] ? names[dir][algo] : "?";
+}
+
+/* The exact-FP32 policy's algorithms: sums of products in FP32, no
+ * transform (FFT, Winograd) that rounds in another basis. */
+static int is_gemm_like(int dir, int algo)
+{
+	switch (dir) {
+	case FWD:
+		return algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM ||
+			algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM ||
+			algo == CUDNN_CONVOLUTION_FWD_ALGO_GEMM ||
+			algo == CUDNN_CONVOLUTION_FWD_ALGO_DIRECT;
+	case DATA:
+		return algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_0 ||
+			algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_1;
+	default:
+		return algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0 ||
+			algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1 ||
+			algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3;
+	}
+}
+
+/* The math type the descriptors ask for before a search. */
+static cudnnMathType_t base_math(const struct nn_cuda *c)
+{
+	return c->tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
+}
+
+/* The workspace algo needs in direction dir at the descriptors' batch. */
+static cudnnStatus_t ws_size(struct nn_cuda *c, struct conv_plan *p, int dir, int algo,
+	size_t *bytes)
+{
+	switch (dir) {
+	case FWD:
+		return cudnnGetConvolutionForwardWorkspaceSize(c->dnn, p->x, p->w, p->conv[FWD], p->y,
+			(cudnnConvolutionFwdAlgo_t)algo, bytes);
+	case DATA:
+		return cudnnGetConvolutionBackwardDataWorkspaceSize(c->dnn, p->w, p->y, p->conv[DATA],
+			p->x, (cudnnConvolutionBwdDataAlgo_t)algo, bytes);
+	default:
+		return cudnnGetConvolutionBackwardFilterWorkspaceSize(c->dnn, p->x, p->y,
+			p->conv[FILTER], p->w, (cudnnConvolutionBwdFilterAlgo_t)algo, bytes);
+	}
+}
+
+/* Ranks direction dir's algorithms for the current descriptors, best
+ * first, into cand[*got]. */
+static int rank(struct nn_cuda *c, struct conv_plan *p, int dir, int find, struct cand *cand,
+	int *got)
+{
+	union {
+		cudnnConvolutionFwdAlgoPerf_t fwd[MAX_ALGOS];
+		cudnnConvolutionBwdDataAlgoPerf_t data[MAX_ALGOS];
+		cudnnConvolutionBwdFilterAlgoPerf_t filter[MAX_ALGOS];
+	} r;
+	int max = 0;
+	*got = 0;
+	CHECK(NN_DNN(cudnnSetConvolutionMathType(p->conv[dir], base_math(c))));
+	switch (dir) {
+	case FWD:
+		CHECK(NN_DNN(cudnnGetConvolutionForwardAlgorithmMaxCount(c->dnn, &max)));
+		max = max < MAX_ALGOS ? max : MAX_ALGOS;
+		CHECK(find ? NN_DNN(cudnnFindConvolutionForwardAlgorithm(c->dnn, p->x, p->w,
+				     p->conv[FWD], p->y, max, got, r.fwd)) :
+			NN_DNN(cudnnGetConvolutionForwardAlgorithm_v7(c->dnn, p->x, p->w, p->conv[FWD],
+				p->y, max, got, r.fwd)));
+		for (int i = 0; i < *got; i++)
+			cand[i] = (struct cand){ r.fwd[i].algo, r.fwd[i].status, r.fwd[i].mathType };
+		break;
+	case DATA:
+		CHECK(NN_DNN(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(c->dnn, &max)));
+		max = max < MAX_ALGOS ? max : MAX_ALGOS;
+		CHECK(find ? NN_DNN(cudnnFindConvolutionBackwardDataAlgorithm(c->dnn, p->w, p->y,
+				     p->conv[DATA], p->x, max, got, r.data)) :
+			NN_DNN(cudnnGetConvolutionBackwardDataAlgorithm_v7(c->dnn, p->w, p->y,
+				p->conv[DATA], p->x, max, got, r.data)));
+		for (int i = 0; i < *got; i++)
+			cand[i] = (struct cand){ r.data[i].algo, r.data[i].status, r.data[i].mathType };
+		break;
+	default:
+		CHECK(NN_DNN(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(c->dnn, &max)));
+		max = max < MAX_ALGOS ? max : MAX_ALGOS;
+		CHECK(find ? NN_DNN(cudnnFindConvolutionBackwardFilterAlgorithm(c->dnn, p->x, p->y,
+				     p->conv[FILTER], p->w, max, got, r.filter)) :
+			NN_DNN(cudnnGetConvolutionBackwardFilterAlgorithm_v7(c->dnn, p->x, p->y,
+				p->conv[FILTER], p->w, max, got, r.filter)));
+		for (int i = 0; i < *got; i++)
+			cand[i] = (struct cand){ r.filter[i].algo, r.filter[i].status,
+				r.filter[i].mathType };
+		break;
+	}
+	return 0;
+}
+
+/* Whether a candidate's math type is one this backend's mode may run. In
+ * FP32 mode cuDNN reports its FMA-only kernels as CUDNN_FMA_MATH; default
+ * math would let cuDNN pick TF32 tensor cores on this hardware. */
+static int math_ok(const struct nn_cuda *c, cudnnMathType_t m, int pass)
+{
+	if (c->tf32)
+		return 1;
+	return pass == 0 ? m == CUDNN_FMA_MATH : m == CUDNN_DEFAULT_MATH;
+}
+
+/* The math type a chosen algorithm runs with: what the search reported,
+ * except that FP32 mode never leaves the FMA restriction. */
+static cudnnMathType_t run_math(const struct nn_cuda *c, cudnnMathType_t found)
+{
+	return c->tf32 ? found : CUDNN_FMA_MATH;
+}
+
+/* Picks direction dir's best usable algorithm within budget bytes of
+ * workspace. A second pass in FP32 mode takes algorithms reported with
+ * default math (run with FMA math), should cuDNN label none as FMA. */
+static int choose(struct nn_cuda *c, struct conv_plan *p, int dir, int find, size_t budget,
+	struct choice *out)
+{
+	struct cand cand[MAX_ALGOS];
+	int got;
+	CHECK(rank(c, p, dir, find, cand, &got));
+	for (int pass = 0; pass < (c->tf32 ? 1 : 2); pass++)
+		for (int i = 0; i < got; i++) {
+			size_t need = 0;
+			if (cand[i].status != CUDNN_STATUS_SUCCESS || !math_ok(c, cand[i].math, pass) ||
+			    (c->algos == NN__ALGOS_GEMM && !is_gemm_like(dir, cand[i].algo)))
+				continue;
+			CHECK(NN_DNN(cudnnSetConvolutionMathType(p->conv[dir],
+				run_math(c, cand[i].math))));
+			if (ws_size(c, p, dir, cand[i].algo, &need) != CUDNN_STATUS_SUCCESS ||
+			    need > budget)
+				continue;
+			*out = (struct choice){ cand[i].algo, run_math(c, cand[i].math), need };
+			return 0;
+		}
+	fprintf(stderr, "nn/cuda: conv %dx%dx%d -> %d (%dx%d/%d, %d groups), batch %d: no %s "
+		"algorithm fits %zu bytes of workspace in %s mode\n", p->s.c, p->s.h, p->s.w, p->s.k,
+		p->s.kh, p->s.kw, p->s.stride_h, p->s.groups, p->n, dir_names[dir], budget,
+		c->tf32 ? "TF32" : "FP32");
+	return VR_EDEVICE;
+}
+
+/* Sets each direction's descriptor to its choice's math type. */
+static int apply(struct conv_plan *p, const struct choice *ch)
+{
+	for (int d = 0; d < DIRS; d++)
+		CHECK(NN_DNN(cudnnSetConvolutionMathType(p->conv[d], ch[d].math)));
+	return 0;
+}
+
+static int set_tensors(struct conv_plan *p, int n)
+{
+	const struct nn_conv_shape *s = &p->s;
+	CHECK(NN_DNN(cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, s->c,
+		s->h, s->w)));
+	CHECK(NN_DNN(cudnnSetTensor4dDescriptor(p->y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, s->k,
+		s->oh, s->ow)));
+	p->n = n;
+	return 0;
+}
+
+/* Makes the descriptors and algorithms fit a call of n images. */
+static int choose_for_batch(struct nn_cuda *c, struct conv_plan *p, int n)
+{
+	CHECK(set_tensors(p, n));
+	for (int d = 0; d < DIRS; d++) {
+		size_t need = 0;
+		p->cur[d] = p->full[d];
+		if (n == p->s.n)
+			continue;
+		CHECK(NN_DNN(cudnnSetConvolutionMathType(p->conv[d], p->full[d].math)));
+		if (ws_size(c, p, d, p->full[d].algo, &need) == CUDNN_STATUS_SUCCESS &&
+		    need <= p->ws_bytes) {
+			p->cur[d].ws = need;
+			continue;
+		}
+		CHECK(choose(c, p, d, 0, p->ws_bytes, &p->cur[d]));
+	}
+	return apply(p, p->cur);
+}
+
+/* As choose_for_batch, once per change of batch; a failure leaves the
+ * plan to try again on the next call. */
+static int set_batch(struct nn_cuda *c, struct conv_plan *p, int n)
+{
+	int rc;
+	if (n == p->n)
+		return 0;
+	if (n < 1 || n > p->s.n)
+		return VR_EINVAL;
+	if ((rc = choose_for_batch(c, p, n)))
+		p->n = 0;
+	return rc;
+}
+
+void nn__cuda_conv_plan_free(void *plan)
+{
+	struct conv_plan *p = plan;
+	if (!p)
+		return;
+	for (int d = 0; d < DIRS; d++)
+		if (p->conv[d])
+			NN_DNN(cudnnDestroyConvolutionDescriptor(p->conv[d]));
+	if (p->w)
+		NN_DNN(cudnnDestroyFilterDescriptor(p->w));
+	if (p->x)
+		NN_DNN(cudnnDestroyTensorDescriptor(p->x));
+	if (p->y)
+		NN_DNN(cudnnDestroyTensorDescriptor(p->y));
+	if (p->bias)
+		NN_DNN(cudnnDestroyTensorDescriptor(p->bias));
+	free(p);
+}
+
+int nn__cuda_conv_plan(struct nn_backend *b, const struct nn_conv_shape *s, void **plan,
+	size_t *ws_bytes)
+{
+	struct nn_cuda *c = nn__cuda(b);
+	struct conv_plan *p = calloc(1, sizeof(*p));
+	int on, oc, oh, ow, rc;
+	if (!p)
+		return VR_ENOMEM;
+	p->kind = NN_OP_CONV;
+	p->s = *s;
+	if ((rc = NN_DNN(cudnnCreateTensorDescriptor(&p->x))) ||
+	    (rc = NN_DNN(cudnnCreateTensorDescriptor(&p->y))) ||
+	    (rc = NN_DNN(cudnnCreateTensorDescriptor(&p->bias))) ||
+	    (rc = NN_DNN(cudnnCreateFilterDescriptor(&p->w))))
+		goto fail;
+	for (int d = 0; d < DIRS; d++)
+		if ((rc = NN_DNN(cudnnCreateConvolutionDescriptor(&p->conv[d]))) ||
+		    (rc = NN_DNN(cudnnSetConvolution2dDescriptor(p->conv[d], s->pad_h, s->pad_w,
+			     s->stride_h, s->stride_w, 1, 1, CUDNN_CROSS_CORRELATION,
+			     CUDNN_DATA_FLOAT))) ||
+		    (rc = NN_DNN(cudnnSetConvolutionGroupCount(p->conv[d], s->groups))))
+			goto fail;
+	if ((rc = NN_DNN(cudnnSetFilter4dDescriptor(p->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, s->k,
+		     s->c / s->groups, s->kh, s->kw))) ||
+	    (rc = NN_DNN(cudnnSetTensor4dDescriptor(p->bias, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1,
+		     s->k, 1, 1))) ||
+	    (rc = set_tensors(p, s->n)) ||
+	    (rc = NN_DNN(cudnnGetConvolution2dForwardOutputDim(p->conv[FWD], p->x, p->w, &on, &oc,
+		     &oh, &ow))))
+		goto fail;
+	if (on != s->n || oc != s->k || oh != s->oh || ow != s->ow) {
+		fprintf(stderr, "nn/cuda: cuDNN makes the convolution's output %dx%dx%dx%d, the net "
+			"%dx%dx%dx%d\n", on, oc, oh, ow, s->n, s->k, s->oh, s->ow);
+		rc = VR_EDEVICE;
+		goto fail;
+	}
+	for (int d = 0; d < DIRS; d++) {
+		if ((rc = choose(c, p, d, c->search == NN__SEARCH_FIND, c->ws_cap, &p->full[d])))
+			goto fail;
+		if (p->full[d].ws > p->ws_bytes)
+			p->ws_bytes = p->full[d].ws;
+		p->cur[d] = p->full[d];
+	}
+	if ((rc = apply(p, p->cur)))
+		goto fail;
+	*plan = p;
+	*ws_bytes = p->ws_bytes;
+	return 0;
+fail:
+	nn__cuda_conv_plan_free(p);
+	return rc;
+}
+
+void nn__cuda_conv_algos(const void *plan, char *buf, size_t len)
+{
+	const struct conv_plan *p = plan;
+	size_t ws = 0;
+	for (int d = 0; d < DIRS; d++)
+		ws = p->cur[d].ws > ws ? p->cur[d].ws : ws;
+	snprintf(buf, len, "fwd %s, data %s, filter %s, %.1f MiB", algo_name(FWD, p->cur[FWD].algo),
+		algo_name(DATA, p->cur[DATA].algo), algo_name(FILTER, p->cur[FILTER].algo),
+		ws / 1048576.0);
+}
+
+int nn__cuda_conv_fwd(struct nn_backend *b, void *plan, const struct nn_conv_shape *s, int n,
+	const float *x, const float *w, const float *bias, float *y, void *ws)
+{
+	struct nn_cuda *c = nn__cuda(b);
+	struct conv_plan *p = plan;
+	const float one = 1.0f, zero = 0.0f;
+	CHECK(set_batch(c, p, n));
+	CHECK(NN_DNN(cudnnConvolutionForward(c->dnn, &one, p->x, x, p->w, w, p->conv[FWD],
+		(cudnnConvolutionFwdAlgo_t)p->cur[FWD].algo, ws, p->ws_bytes, &zero, p->y, y)));
+	if (bias)
+		CHECK(NN_DNN(cudnnAddTensor(c->dnn, &one, p->bias, bias, &one, p->y, y)));
+	return 0;
+}
+
+int nn__cuda_conv_bwd_data(struct nn_backend *b, void *plan, const struct nn_conv_shape *s,
+	int n, const float *dy, const float *w, float *dx, int acc, void *ws)
+{
+	struct nn_cuda *c = nn__cuda(b);
+	struct conv_plan *p = plan;
+	const float one = 1.0f, zero = 0.0f;
+	CHECK(set_batch(c, p, n));
+	return NN_DNN(cudnnConvolutionBackwardData(c->dnn, &one, p->w, w, p->y, dy, p->conv[DATA],
+		(cudnnConvolutionBwdDataAlgo_t)p->cur[DATA].algo, ws, p->ws_bytes,
+		acc ? &one : &zero, p->x, dx));
+}
+
+int nn__cuda_conv_bwd_filter(struct nn_backend *b, void *plan, const struct nn_conv_shape *s,
+	int n, const float *x, const float *dy, float *dw, void *ws)
+{
+	struct nn_cuda *c = nn__cuda(b);
+	struct conv_plan *p = plan;
+	const float one = 1.0f;
+	CHECK(set_batch(c, p, n));
+	return NN_DNN(cudnnConvolutionBackwardFilter(c->dnn, &one, p->x, x, p->y, dy,
+		p->conv[FILTER], (cudnnConvolutionBwdFilterAlgo_t)p->cur[FILTER].algo, ws, p->ws_bytes,
+		&one, p->w, dw));
+}
+
+int nn__cuda_conv_bwd_bias(struct nn_backend *b, void *plan, const struct nn_conv_shape *s,
+	int n, const float *dy, float *db)
+{
+	struct nn_cuda *c = nn__cuda(b);
+	struct conv_plan *p = plan;
+	const float one = 1.0f;
+	CHECK(set_batch(c, p, n));
+	return NN_DNN(cudnnConvolutionBackwardBias(c->dnn, &one, p->y, dy, &one, p->bias, db));
+}

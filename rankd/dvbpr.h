@@ -1,0 +1,81 @@
+/* dvbpr: rankd's half of DVBPR's split training (DESIGN.md section 2), the
+ * client of featured's TrainVisual stream (featured/train_visual.h has the
+ * protocol and the loss).
+ *
+ * A session is one open TrainVisual call. rk_dvbpr_step takes n triples
+ * (user, positive, negative indices into the model), computes θ_u and the
+ * non-visual margin β_i − β_j + γ_u·(γ_i − γ_j) per triple
+ * (rk_model_dvbpr_margins), sends them with the item ids, waits for
+ * featured's loss, g and dL/dθ_u, and applies them to the model by SGD
+ * (rk_model_dvbpr_update: summed over the triples, the L2 term λ on the
+ * rows touched). One round trip per step. Step numbers run 1, 2, ... and
+ * are checked on both ends, so a restarted featured is detected (its
+ * status, FAILED_PRECONDITION or UNAVAILABLE, comes back in st).
+ *
+ * Not thread-safe: one thread drives a session. */
+#ifndef RK_DVBPR_H
+#define RK_DVBPR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model.h"
+#include "rpc.h"
+
+typedef struct rk_dvbpr_opts {
+	const char *arch;           /* "alexnet", "cnnf", "small" */
+	uint32_t input_size;        /* 0: the arch's default */
+	float cnn_lr, cnn_wd;       /* featured's Adam */
+	uint64_t seed;              /* the net's init and dropout */
+	const char *session_id;     /* [A-Za-z0-9._-]{1,64} */
+	int resume;                 /* continue session_id from featured's checkpoint */
+	uint32_t checkpoint_every;  /* steps; 0: featured's default */
+	/* item index -> id (n_items entries, NUL-terminated), as the model's
+	 * item indices; must outlive the session */
+	const char *const *item_ids;
+	uint32_t n_items;
+	uint32_t max_batch;         /* most triples per step (<= 128) */
+} rk_dvbpr_opts;
+
+/* Time spent per part, summed over steps (seconds). */
+typedef struct rk_dvbpr_stats {
+	uint64_t steps;
+	double rankd_s;             /* margins, packing, update */
+	double network_s;           /* featured's network (its network_seconds) */
+	double round_trip_s;        /* send to reply, less featured's network */
+} rk_dvbpr_stats;
+
+typedef struct rk_dvbpr rk_dvbpr;
+
+/* Opens the stream on ch and starts the session for model (whose K' is
+ * the net's K). *step gets the step featured stands at (0 new; a
+ * checkpoint's on resume). Returns 0, VR_ENOMEM, VR_EINVAL (options), or
+ * VR_ERPC with st filled (featured's refusal, or unreachable). */
+int rk_dvbpr_open(rk_dvbpr **out, vr_channel *ch, const rk_model *model, const rk_dvbpr_opts *o,
+		  uint64_t *step, vr_status *st);
+
+/* One step over n <= max_batch triples; *loss (may be NULL) gets the sum
+ * of -ln σ(x_uij). Returns 0, VR_EINVAL (n), VR_ECORRUPT (featured's reply
+ * does not fit: st says how), or VR_ERPC with st filled. After an error
+ * the session is unusable: close it. */
+int rk_dvbpr_step(rk_dvbpr *d, rk_model *model, const uint32_t *u, const uint32_t *i,
+		  const uint32_t *j, size_t n, float lr, float lambda, double *loss, vr_status *st);
+
+/* φ of n items (indices) with the current net, evaluation mode, into phi
+ * (n × K'), in chunks of max_batch; trains nothing. Errors as step. */
+int rk_dvbpr_embed(rk_dvbpr *d, const uint32_t *items, size_t n, float *phi, vr_status *st);
+
+/* Ends the session: with reembed featured stores the net as a new model
+ * version, re-embeds every item and makes it active; *version gets it.
+ * Errors as step. */
+int rk_dvbpr_finish(rk_dvbpr *d, int reembed, uint32_t *version, uint64_t *embedded,
+		    vr_status *st);
+
+/* The step the session is at, and its time split. */
+uint64_t rk_dvbpr_step_no(const rk_dvbpr *d);
+void rk_dvbpr_stats_get(const rk_dvbpr *d, rk_dvbpr_stats *out);
+
+/* Cancels the call if still open and frees the session. NULL is allowed. */
+void rk_dvbpr_close(rk_dvbpr *d);
+
+#endif

@@ -1,0 +1,310 @@
+/* featured_client: GetVectors, Info and the Watch follower (see the header).
+ *
+ * DESIGN (the follower)
+ * Threads: one, the follower's, which owns the Watch call and calls the
+ * callback. Other threads only read seq/streaming, request a rewind, or
+ * stop; they share the state below under f->mu, and reach the open call
+ * only to cancel it (vr_ccall_cancel may come from any thread).
+ * Work: open Watch(after_seq = seq, include_vectors), hand each change to
+ * the callback, advance seq when it accepts; when the stream breaks, wait
+ * the back-off (woken early by stop or rewind) and reopen.
+ * End: rk_follower_stop sets stop, cancels the open call, wakes the wait
+ * and joins; the thread never blocks anywhere else. */
+#include "featured_client.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "err.h"
+#include "log.h"
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define INFO_MS 10000          /* deadline of featured Info */
+#define GET_ALL_MS 600000      /* deadline of GetVectors(all): a stalled featured ends it */
+
+int rk_fc_get_all(vr_channel *ch, rk_fc_vector_fn fn, void *ctx, uint32_t *dims,
+		  uint32_t *model_version, vr_status *st)
+{
+	Visrec__V1__GetVectorsRequest req = VISREC__V1__GET_VECTORS_REQUEST__INIT;
+	vr_ccall *cc = NULL;
+	ProtobufCMessage *m = NULL;
+	*dims = 0;
+	*model_version = 0;
+	req.all = 1;
+	int rc = vr_ccall_start(&cc, ch, "/visrec.v1.Featured/GetVectors",
+				&visrec__v1__get_vectors_response__descriptor, GET_ALL_MS, NULL);
+	if (rc)
+		return rc;
+	if ((rc = vr_ccall_send(cc, &req.base)) || (rc = vr_ccall_close_send(cc)))
+		goto finish;
+	while (!(rc = vr_ccall_recv(cc, &m))) {
+		const Visrec__V1__GetVectorsResponse *r = (const void *)m;
+		if ((*dims && r->dims != *dims) || (*model_version && r->model_version != *model_version)) {
+			rc = VR_ECORRUPT;
+			goto finish;
+		}
+		*dims = r->dims;
+		*model_version = r->model_version;
+		for (size_t k = 0; k < r->n_vectors && !rc; k++) {
+			const Visrec__V1__Vector *v = r->vectors[k];
+			if (v->n_values != r->dims) {
+				rc = VR_ECORRUPT;
+				break;
+			}
+			rc = fn(ctx, v->item_id, v->values, r->dims, r->model_version);
+		}
+		protobuf_c_message_free_unpacked(m, NULL);
+		m = NULL;
+		if (rc)
+			goto finish;
+	}
+	if (rc == VR_EEOF)
+		rc = 0;
+finish:
+	if (m)
+		protobuf_c_message_free_unpacked(m, NULL);
+	if (rc)
+		vr_ccall_cancel(cc);
+	vr_status s;
+	int frc = vr_ccall_finish(cc, &s);
+	if (rc == VR_ECORRUPT) {
+		if (st) {
+			st->code = GRPC_STATUS_INTERNAL;
+			snprintf(st->message, sizeof st->message,
+				 "featured sent vectors whose sizes or versions disagree");
+		}
+	} else if (!rc || rc == VR_ERPC) {
+		if (st)
+			*st = s;
+		if (frc)
+			rc = VR_ERPC;
+	}
+	return rc;
+}
+
+int rk_fc_last_seq(vr_channel *ch, uint64_t *seq, vr_status *st)
+{
+	Visrec__V1__FeaturedInfoRequest req = VISREC__V1__FEATURED_INFO_REQUEST__INIT;
+	ProtobufCMessage *m = NULL;
+	int rc = vr_client_unary(ch, "/visrec.v1.Featured/Info", &req.base,
+				 &visrec__v1__featured_info_response__descriptor, &m, INFO_MS, NULL, st);
+	if (rc)
+		return rc;
+	*seq = ((Visrec__V1__FeaturedInfoResponse *)m)->last_seq;
+	protobuf_c_message_free_unpacked(m, NULL);
+	return 0;
+}
+
+/* ---- the follower ------------------------------------------------------- */
+
+struct rk_follower {
+	vr_channel *ch;
+	rk_follow_fn fn;
+	void *ctx;
+	pthread_t tid;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	/* under mu */
+	uint64_t seq;
+	uint64_t rewind_to;  /* valid when rewind */
+	int rewind, stop, streaming;
+	int failing;         /* the last Watch broke: say so once it answers again */
+	vr_ccall *cc;        /* the open Watch, for cancelling */
+};
+
+static void wait_ms(rk_follower *f, int ms)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_REALTIME, &t);
+	t.tv_sec += ms / 1000;
+	t.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (t.tv_nsec >= 1000000000) {
+		t.tv_sec++;
+		t.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&f->mu);
+	while (!f->stop && !f->rewind) {
+		if (pthread_cond_timedwait(&f->cv, &f->mu, &t) == ETIMEDOUT)
+			break;
+	}
+	pthread_mutex_unlock(&f->mu);
+}
+
+/* One Watch: opens it after the current seq and applies changes until the
+ * stream ends; *answered = 1 once featured sent a change. Returns 0 when it
+ * ended for a stop or a rewind, else the reason it broke (st holds
+ * featured's status for VR_ERPC). */
+static int follow_once(rk_follower *f, vr_status *st, int *answered)
+{
+	Visrec__V1__WatchRequest req = VISREC__V1__WATCH_REQUEST__INIT;
+	vr_ccall *cc = NULL;
+	ProtobufCMessage *m = NULL;
+	st->code = GRPC_STATUS_OK;
+	st->message[0] = 0;
+	*answered = 0;
+	pthread_mutex_lock(&f->mu);
+	if (f->rewind && f->rewind_to < f->seq)
+		f->seq = f->rewind_to;
+	f->rewind = 0;
+	req.after_seq = f->seq;
+	req.include_vectors = 1;
+	int stop = f->stop;
+	pthread_mutex_unlock(&f->mu);
+	if (stop)
+		return 0;
+	int rc = vr_ccall_start(&cc, f->ch, "/visrec.v1.Featured/Watch",
+				&visrec__v1__item_change__descriptor, 0, NULL);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&f->mu);
+	f->cc = cc;
+	if (f->stop || f->rewind)
+		vr_ccall_cancel(cc);
+	pthread_mutex_unlock(&f->mu);
+	if (!(rc = vr_ccall_send(cc, &req.base)) && !(rc = vr_ccall_close_send(cc))) {
+		while (!(rc = vr_ccall_recv(cc, &m))) {
+			const Visrec__V1__ItemChange *c = (const void *)m;
+			pthread_mutex_lock(&f->mu);
+			f->streaming = 1;
+			int resumed = f->failing;
+			f->failing = 0;
+			pthread_mutex_unlock(&f->mu);
+			*answered = 1;
+			if (resumed)
+				VR_INFO("featured change feed resumed after seq %llu", (unsigned long long)req.after_seq);
+			rc = f->fn(f->ctx, c);
+			if (!rc) {
+				pthread_mutex_lock(&f->mu);
+				if (c->seq > f->seq)
+					f->seq = c->seq;
+				pthread_mutex_unlock(&f->mu);
+			}
+			protobuf_c_message_free_unpacked(m, NULL);
+			if (rc)
+				break;
+		}
+	}
+	if (rc)
+		vr_ccall_cancel(cc);
+	pthread_mutex_lock(&f->mu);
+	f->cc = NULL;
+	f->streaming = 0;
+	int quiet = f->stop || f->rewind || rc == VR_ECANCELLED;
+	pthread_mutex_unlock(&f->mu);
+	vr_ccall_finish(cc, st);
+	return quiet ? 0 : rc == VR_EEOF ? VR_ERPC : rc;
+}
+
+static void *follow_main(void *arg)
+{
+	rk_follower *f = arg;
+	int backoff = BACKOFF_MIN_MS;
+	for (;;) {
+		vr_status st;
+		int answered;
+		int rc = follow_once(f, &st, &answered);
+		pthread_mutex_lock(&f->mu);
+		int stop = f->stop, rewind = f->rewind, failing = f->failing;
+		uint64_t seq = f->seq;
+		if (rc && !rewind)
+			f->failing = 1;
+		pthread_mutex_unlock(&f->mu);
+		if (stop)
+			break;
+		if (answered)
+			backoff = BACKOFF_MIN_MS;
+		if (!rc || rewind)
+			continue;
+		if (!failing)
+			VR_WARN("featured change feed interrupted after seq %llu (%s%s%s); "
+				"reconnecting with back-off up to %d ms",
+				(unsigned long long)seq, rc == VR_ERPC ? vr_status_name(st.code) : vr_strerror(rc),
+				st.message[0] ? ": " : "", st.message, BACKOFF_MAX_MS);
+		wait_ms(f, backoff);
+		backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+	}
+	return NULL;
+}
+
+int rk_follower_start(rk_follower **out, vr_channel *ch, uint64_t after_seq, rk_follow_fn fn,
+		      void *ctx)
+{
+	rk_follower *f = calloc(1, sizeof *f);
+	*out = NULL;
+	if (!f)
+		return VR_ENOMEM;
+	f->ch = ch;
+	f->fn = fn;
+	f->ctx = ctx;
+	f->seq = after_seq;
+	pthread_mutex_init(&f->mu, NULL);
+	pthread_cond_init(&f->cv, NULL);
+	int e = pthread_create(&f->tid, NULL, follow_main, f);
+	if (e) {
+		pthread_cond_destroy(&f->cv);
+		pthread_mutex_destroy(&f->mu);
+		free(f);
+		return -e;
+	}
+	*out = f;
+	return 0;
+}
+
+void rk_follower_rewind(rk_follower *f, uint64_t seq)
+{
+	pthread_mutex_lock(&f->mu);
+	if (seq < f->seq) {
+		if (!f->rewind || seq < f->rewind_to)
+			f->rewind_to = seq;
+		f->rewind = 1;
+		if (f->cc)
+			vr_ccall_cancel(f->cc);
+		pthread_cond_broadcast(&f->cv);
+	}
+	pthread_mutex_unlock(&f->mu);
+}
+
+int rk_follower_rewinding(rk_follower *f)
+{
+	pthread_mutex_lock(&f->mu);
+	int r = f->rewind;
+	pthread_mutex_unlock(&f->mu);
+	return r;
+}
+
+uint64_t rk_follower_seq(rk_follower *f)
+{
+	pthread_mutex_lock(&f->mu);
+	uint64_t s = f->seq;
+	pthread_mutex_unlock(&f->mu);
+	return s;
+}
+
+int rk_follower_streaming(rk_follower *f)
+{
+	pthread_mutex_lock(&f->mu);
+	int s = f->streaming;
+	pthread_mutex_unlock(&f->mu);
+	return s;
+}
+
+void rk_follower_stop(rk_follower *f)
+{
+	if (!f)
+		return;
+	pthread_mutex_lock(&f->mu);
+	f->stop = 1;
+	if (f->cc)
+		vr_ccall_cancel(f->cc);
+	pthread_cond_broadcast(&f->cv);
+	pthread_mutex_unlock(&f->mu);
+	pthread_join(f->tid, NULL);
+	pthread_cond_destroy(&f->cv);
+	pthread_mutex_destroy(&f->mu);
+	free(f);
+}

@@ -1,0 +1,815 @@
+/* rankd's handlers of visrec.v1.Rank but Train (training.c): they check a
+ * request, take the served model by reference and the interactions' read
+ * lock, and rank through topk.h.
+ *
+ * Recommend, Score and Info run inline on a server worker and allocate
+ * nothing once warm: each worker keeps a scratch (top-k workspace, user
+ * row, id lists, hits, response items) that grows to the largest request it
+ * has seen and is freed when the thread ends.
+ *
+ * Unknown users: a user the served model does not know (never seen, or
+ * seen only after the last Train) gets the popularity ranking (training
+ * counts, ties by β_i) with RecommendResponse.fallback saying so; the
+ * context_items of the request are excluded like seen items. */
+#include "service.h"
+
+#include <cblas.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "err.h"
+#include "log.h"
+#include "metrics.h"
+#include "sampler.h"
+#include "visrec/v1/rankd.pb-c.h"
+
+#define ERR_LEN 512
+
+static const char FALLBACK_UNKNOWN[] = "popularity: unknown user";
+static const char FALLBACK_LATE[] =
+	"popularity: the user's interactions arrived after the last Train; call Train to rank for them";
+
+/* ---- per-thread scratch ---------------------------------------------------- */
+
+struct scratch {
+	struct rk_topk_ws *ws;
+	float *user;
+	uint32_t *cand, *excl, *sort;
+	struct rk_hit *hits;
+	float *scores;
+	Visrec__V1__ScoredItem *items;
+	Visrec__V1__ScoredItem **ptrs;
+	size_t user_cap, cand_cap, excl_cap, sort_cap, hits_cap, scores_cap, items_cap, ptrs_cap;
+};
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *p)
+{
+	struct scratch *sc = p;
+	if (!sc)
+		return;
+	rk_topk_ws_destroy(sc->ws);
+	free(sc->user);
+	free(sc->cand);
+	free(sc->excl);
+	free(sc->sort);
+	free(sc->hits);
+	free(sc->scores);
+	free(sc->items);
+	free(sc->ptrs);
+	free(sc);
+}
+
+static void scratch_key_init(void)
+{
+	pthread_key_create(&scratch_key, scratch_free);
+}
+
+static struct scratch *scratch_get(void)
+{
+	pthread_once(&scratch_once, scratch_key_init);
+	struct scratch *sc = pthread_getspecific(scratch_key);
+	if (sc)
+		return sc;
+	if (!(sc = calloc(1, sizeof *sc)))
+		return NULL;
+	if (rk_topk_ws_create(&sc->ws) || pthread_setspecific(scratch_key, sc)) {
+		scratch_free(sc);
+		return NULL;
+	}
+	return sc;
+}
+
+/* Grows *p to hold need elements of elem bytes. 0 or VR_ENOMEM. */
+static int reserve(void *p, size_t *cap, size_t need, size_t elem)
+{
+	void **pp = p;
+	if (need <= *cap)
+		return 0;
+	size_t c = *cap * 2 > need ? *cap * 2 : need;
+	void *q = realloc(*pp, c * elem);
+	if (!q)
+		return VR_ENOMEM;
+	*pp = q;
+	*cap = c;
+	return 0;
+}
+
+/* Both ScoredItem arrays for n items. */
+static int reserve_items(struct scratch *sc, size_t n)
+{
+	if (reserve(&sc->items, &sc->items_cap, n, sizeof *sc->items) ||
+	    reserve(&sc->ptrs, &sc->ptrs_cap, n, sizeof *sc->ptrs))
+		return VR_ENOMEM;
+	return 0;
+}
+
+static int64_t now_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+static int error_text(char *err, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int error_text(char *err, int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, ERR_LEN, fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+static const char *no_model(void)
+{
+	return "no model has been trained yet; call Train";
+}
+
+/* ---- ranking one request ------------------------------------------------- */
+
+/* Checks the fields that need no model. GRPC_STATUS_OK or the code, with
+ * the message in err. */
+static int check_recommend(const rk_service *svc, const Visrec__V1__RecommendRequest *r,
+			   char *err)
+{
+	if (!r->user_id || !r->user_id[0])
+		return error_text(err, GRPC_STATUS_INVALID_ARGUMENT, "user_id is empty");
+	if (strlen(r->user_id) > RK_ID_MAX)
+		return error_text(err, GRPC_STATUS_INVALID_ARGUMENT,
+				  "user_id is %zu bytes, over the limit of %d", strlen(r->user_id), RK_ID_MAX);
+	if (r->k < 1 || r->k > svc->max_k)
+		return error_text(err, GRPC_STATUS_INVALID_ARGUMENT,
+				  "k must be between 1 and %d (got %d)", svc->max_k, r->k);
+	if (r->n_candidates > RK_MAX_CANDIDATES)
+		return error_text(err, GRPC_STATUS_INVALID_ARGUMENT,
+				  "%zu candidates; at most %d per call", r->n_candidates, RK_MAX_CANDIDATES);
+	return GRPC_STATUS_OK;
+}
+
+/* Maps candidate ids to indices with a row in view. Caller holds ix_lock. */
+static int map_candidates(rk_service *svc, const struct rk_index_view *view, char **ids, size_t n,
+			  uint32_t *out, char *err)
+{
+	for (size_t c = 0; c < n; c++) {
+		uint32_t i;
+		if (rk_items_find(svc->ix, ids[c], strlen(ids[c]), &i))
+			return error_text(err, GRPC_STATUS_INVALID_ARGUMENT,
+					  "candidates[%zu]: unknown item \"%.256s\"", c, ids[c]);
+		if (i >= view->n)
+			return error_text(err, GRPC_STATUS_INVALID_ARGUMENT,
+					  "candidates[%zu]: item \"%.256s\" is not in the served catalogue yet; "
+					  "retry in a moment", c, ids[c]);
+		out[c] = i;
+	}
+	return GRPC_STATUS_OK;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* The model's user index of id, or RK_NONE; *late = 1 when rankd knows the
+ * user but the model does not (interactions added after training). */
+static uint32_t model_user(rk_service *svc, const rk_served *s, const char *id, int *late)
+{
+	uint32_t u;
+	*late = 0;
+	if (rk_users_find(svc->ix, id, strlen(id), &u))
+		return RK_NONE;
+	if (u >= s->model->d.n_users || u >= s->seen.n_users) {
+		*late = 1;
+		return RK_NONE;
+	}
+	return u;
+}
+
+/* Fills resp with items sc->items[off ..] from hits. */
+static void fill_items(rk_service *svc, const rk_served *s, struct scratch *sc, size_t off,
+		       const struct rk_hit *hits, size_t n, Visrec__V1__ScoredItem ***out,
+		       size_t *n_out)
+{
+	for (size_t j = 0; j < n; j++) {
+		Visrec__V1__ScoredItem *it = &sc->items[off + j];
+		visrec__v1__scored_item__init(it);
+		it->item_id = (char *)rk_item_id(svc->ix, hits[j].item, NULL);
+		it->score = hits[j].score;
+		it->cold = rk_served_cold(s, hits[j].item);
+		sc->ptrs[off + j] = it;
+	}
+	*out = sc->ptrs + off;
+	*n_out = n;
+}
+
+/* Ranks one request into resp, its items at sc->items[off ..] (the caller
+ * reserved room for min(k, view->n) of them). Caller holds ix_lock shared. */
+static int recommend_one(rk_service *svc, const rk_served *s, const struct rk_index_view *view,
+			 const Visrec__V1__RecommendRequest *r, struct scratch *sc, size_t off,
+			 Visrec__V1__RecommendResponse *resp, char *err)
+{
+	const uint32_t *excl = NULL;
+	size_t n_excl = 0, n_hits = 0;
+	uint32_t *cand = NULL;
+	int late, rc;
+	uint32_t u = model_user(svc, s, r->user_id, &late);
+	if (r->n_candidates) {
+		if (reserve(&sc->cand, &sc->cand_cap, r->n_candidates, sizeof *sc->cand) ||
+		    reserve(&sc->sort, &sc->sort_cap, r->n_candidates, sizeof *sc->sort))
+			return error_text(err, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		cand = sc->cand;
+		if ((rc = map_candidates(svc, view, r->candidates, r->n_candidates, cand, err)))
+			return rc;
+	}
+	size_t eligible = cand ? r->n_candidates : view->n;
+	size_t cap = (size_t)r->k < eligible ? (size_t)r->k : eligible;
+	if (reserve(&sc->hits, &sc->hits_cap, cap ? cap : 1, sizeof *sc->hits))
+		return error_text(err, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+	if (u != RK_NONE) {
+		if (!r->include_seen) {
+			excl = s->seen.item + s->seen.off[u];
+			n_excl = (size_t)(s->seen.off[u + 1] - s->seen.off[u]);
+		}
+		uint32_t dim = rk_model_dim(s->model);
+		if (reserve(&sc->user, &sc->user_cap, dim, sizeof *sc->user))
+			return error_text(err, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		rk_model_user_row(s->model, u, sc->user);
+		struct rk_topk_req q = { .user = sc->user, .k = r->k, .exclude = excl, .n_exclude = n_excl,
+					 .cand = cand, .n_cand = cand ? r->n_candidates : 0,
+					 .approx = svc->topk_approx };
+		rc = eligible ? rk_topk(view, &q, sc->ws, sc->hits, cap, &n_hits) : 0;
+	} else {
+		if (!r->include_seen && r->n_context_items) {
+			if (reserve(&sc->excl, &sc->excl_cap, r->n_context_items, sizeof *sc->excl))
+				return error_text(err, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+			for (size_t c = 0; c < r->n_context_items; c++) {
+				uint32_t i;
+				if (!rk_items_find(svc->ix, r->context_items[c], strlen(r->context_items[c]), &i))
+					sc->excl[n_excl++] = i;
+			}
+			qsort(sc->excl, n_excl, sizeof *sc->excl, cmp_u32);
+			excl = sc->excl;
+		}
+		rc = rk_served_popular(s, view, excl, n_excl, cand, cand ? r->n_candidates : 0, sc->sort,
+				       r->k, sc->hits, &n_hits);
+		resp->fallback = (char *)(late ? FALLBACK_LATE : FALLBACK_UNKNOWN);
+	}
+	if (rc)
+		return error_text(err, vr_status_from_rc(rc), "ranking failed: %s", vr_strerror(rc));
+	fill_items(svc, s, sc, off, sc->hits, n_hits, &resp->items, &resp->n_items);
+	resp->model = (Visrec__V1__ModelKind)s->model->d.kind;
+	resp->model_version = s->info.version;
+	return GRPC_STATUS_OK;
+}
+
+int rk_handle_recommend(vr_call *call, void *ctx)
+{
+	rk_service *svc = ctx;
+	int64_t t0 = now_ns();
+	const Visrec__V1__RecommendRequest *r = (const void *)vr_call_request(call);
+	char err[ERR_LEN];
+	int code = check_recommend(svc, r, err);
+	if (code)
+		return vr_call_error(call, code, "%s", err);
+	struct scratch *sc = scratch_get();
+	if (!sc)
+		return VR_ENOMEM;
+	rk_served *s = rk_serving_get(&svc->serving);
+	if (!s)
+		return vr_call_error(call, GRPC_STATUS_FAILED_PRECONDITION, "%s", no_model());
+	struct rk_index_view view;
+	rk_index_acquire(s->index, &view);
+	Visrec__V1__RecommendResponse resp = VISREC__V1__RECOMMEND_RESPONSE__INIT;
+	size_t room = (size_t)r->k < view.n ? (size_t)r->k : view.n;
+	if (reserve_items(sc, room ? room : 1)) {
+		code = vr_call_error(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		goto leave;
+	}
+	pthread_rwlock_rdlock(&svc->ix_lock);
+	code = recommend_one(svc, s, &view, r, sc, 0, &resp, err);
+	if (!code) {
+		int rc = vr_call_send(call, &resp.base);
+		code = rc ? rc : GRPC_STATUS_OK;
+	} else {
+		code = vr_call_error(call, code, "%s", err);
+	}
+	pthread_rwlock_unlock(&svc->ix_lock);
+leave:
+	rk_index_release(&view);
+	rk_served_unref(s);
+	if (code == GRPC_STATUS_OK)
+		rk_latency_add(&svc->recommend_ns, (uint64_t)(now_ns() - t0));
+	return code;
+}
+
+/* ---- RecommendBatch ------------------------------------------------------ */
+
+/* The requests of known users without candidates go through one batched
+ * top-k (a GEMM over the item matrix) with the largest k among them; each
+ * keeps its own k. The others are ranked one by one. */
+int rk_handle_recommend_batch(vr_call *call, void *ctx)
+{
+	rk_service *svc = ctx;
+	const Visrec__V1__RecommendBatchRequest *b = (const void *)vr_call_request(call);
+	char err[ERR_LEN];
+	int code = GRPC_STATUS_OK;
+	size_t n = b->n_requests;
+	if (n > (size_t)svc->max_batch)
+		return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT,
+				     "%zu requests in one batch; at most %d: split it", n, svc->max_batch);
+	for (size_t q = 0; q < n; q++)
+		if ((code = check_recommend(svc, b->requests[q], err)))
+			return vr_call_error(call, code, "requests[%zu]: %s", q, err);
+	struct scratch *sc = scratch_get();
+	if (!sc)
+		return VR_ENOMEM;
+	rk_served *s = rk_serving_get(&svc->serving);
+	if (!s)
+		return vr_call_error(call, GRPC_STATUS_FAILED_PRECONDITION, "%s", no_model());
+	struct rk_index_view view;
+	rk_index_acquire(s->index, &view);
+	uint32_t dim = rk_model_dim(s->model);
+	Visrec__V1__RecommendResponse *resps = calloc(n ? n : 1, sizeof *resps);
+	Visrec__V1__RecommendResponse **rp = calloc(n ? n : 1, sizeof *rp);
+	size_t *offs = calloc(n ? n : 1, sizeof *offs);
+	uint32_t *batch = calloc(n ? n : 1, sizeof *batch);       /* request of each batched user */
+	float *users = NULL;
+	const uint32_t **excl = calloc(n ? n : 1, sizeof *excl);
+	size_t *n_excl = calloc(n ? n : 1, sizeof *n_excl), *n_out = calloc(n ? n : 1, sizeof *n_out);
+	struct rk_hit *out = NULL;
+	size_t total = 0, nb = 0;
+	int kmax = 0;
+	if (!resps || !rp || !offs || !batch || !excl || !n_excl || !n_out) {
+		code = vr_call_error(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		goto leave;
+	}
+	for (size_t q = 0; q < n; q++) {
+		size_t k = (size_t)b->requests[q]->k;
+		offs[q] = total;
+		total += k < view.n ? k : view.n;
+	}
+	if (reserve_items(sc, total ? total : 1) ||
+	    !(users = malloc(((size_t)n ? n : 1) * dim * sizeof *users))) {
+		code = vr_call_error(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		goto leave;
+	}
+	pthread_rwlock_rdlock(&svc->ix_lock);
+	for (size_t q = 0; q < n && !code; q++) {
+		const Visrec__V1__RecommendRequest *r = b->requests[q];
+		visrec__v1__recommend_response__init(&resps[q]);
+		rp[q] = &resps[q];
+		int late;
+		uint32_t u = model_user(svc, s, r->user_id, &late);
+		if (u == RK_NONE || r->n_candidates) {
+			if ((code = recommend_one(svc, s, &view, r, sc, offs[q], &resps[q], err)))
+				code = vr_call_error(call, code, "requests[%zu]: %s", q, err);
+			continue;
+		}
+		rk_model_user_row(s->model, u, users + nb * dim);
+		if (!r->include_seen) {
+			excl[nb] = s->seen.item + s->seen.off[u];
+			n_excl[nb] = (size_t)(s->seen.off[u + 1] - s->seen.off[u]);
+		}
+		if (r->k > kmax)
+			kmax = r->k;
+		batch[nb++] = (uint32_t)q;
+	}
+	if (!code && nb && view.n) {
+		size_t kk = (size_t)kmax < view.n ? (size_t)kmax : view.n;
+		struct rk_topk_batch_req br = { .users = users, .n_users = (uint32_t)nb, .k = kmax,
+						.exclude = excl, .n_exclude = n_excl };
+		int rc = (out = malloc(nb * kk * sizeof *out)) ? 0 : VR_ENOMEM;
+		if (!rc)
+			rc = rk_topk_batch(&view, &br, sc->ws, out, n_out);
+		if (rc)
+			code = vr_call_error(call, vr_status_from_rc(rc), "ranking failed: %s", vr_strerror(rc));
+		for (size_t x = 0; x < nb && !code; x++) {
+			size_t q = batch[x], k = (size_t)b->requests[q]->k;
+			size_t got = n_out[x] < k ? n_out[x] : k;
+			fill_items(svc, s, sc, offs[q], out + x * kk, got, &resps[q].items, &resps[q].n_items);
+			resps[q].model = (Visrec__V1__ModelKind)s->model->d.kind;
+			resps[q].model_version = s->info.version;
+		}
+	} else if (!code) {
+		for (size_t x = 0; x < nb; x++) {
+			resps[batch[x]].model = (Visrec__V1__ModelKind)s->model->d.kind;
+			resps[batch[x]].model_version = s->info.version;
+		}
+	}
+	if (!code) {
+		Visrec__V1__RecommendBatchResponse resp = VISREC__V1__RECOMMEND_BATCH_RESPONSE__INIT;
+		resp.n_responses = n;
+		resp.responses = rp;
+		int rc = vr_call_send(call, &resp.base);
+		code = rc ? rc : GRPC_STATUS_OK;
+	}
+	pthread_rwlock_unlock(&svc->ix_lock);
+leave:
+	rk_index_release(&view);
+	rk_served_unref(s);
+	free(resps);
+	free(rp);
+	free(offs);
+	free(batch);
+	free(users);
+	free(excl);
+	free(n_excl);
+	free(n_out);
+	free(out);
+	return code;
+}
+
+/* ---- Score ----------------------------------------------------------------- */
+
+int rk_handle_score(vr_call *call, void *ctx)
+{
+	rk_service *svc = ctx;
+	const Visrec__V1__ScoreRequest *r = (const void *)vr_call_request(call);
+	char err[ERR_LEN];
+	int code = GRPC_STATUS_OK;
+	if (!r->user_id || !r->user_id[0])
+		return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT, "user_id is empty");
+	if (!r->n_item_ids)
+		return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT, "item_ids is empty: name the items to score");
+	if (r->n_item_ids > RK_MAX_SCORE)
+		return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT,
+				     "%zu item_ids; at most %d per call", r->n_item_ids, RK_MAX_SCORE);
+	struct scratch *sc = scratch_get();
+	if (!sc)
+		return VR_ENOMEM;
+	rk_served *s = rk_serving_get(&svc->serving);
+	if (!s)
+		return vr_call_error(call, GRPC_STATUS_FAILED_PRECONDITION, "%s", no_model());
+	struct rk_index_view view;
+	rk_index_acquire(s->index, &view);
+	uint32_t dim = rk_model_dim(s->model);
+	size_t n = r->n_item_ids;
+	if (reserve(&sc->cand, &sc->cand_cap, n, sizeof *sc->cand) ||
+	    reserve(&sc->scores, &sc->scores_cap, n, sizeof *sc->scores) ||
+	    reserve(&sc->user, &sc->user_cap, dim, sizeof *sc->user) || reserve_items(sc, n)) {
+		code = vr_call_error(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		goto unref;
+	}
+	pthread_rwlock_rdlock(&svc->ix_lock);
+	int late;
+	uint32_t u = model_user(svc, s, r->user_id, &late);
+	if (u == RK_NONE) {
+		code = vr_call_error(call, GRPC_STATUS_NOT_FOUND,
+				     late ? "user \"%.256s\" has no interactions in the served model (they arrived "
+					    "after the last Train); call Train to score for them"
+					  : "unknown user \"%.256s\"", r->user_id);
+		goto unlock;
+	}
+	size_t unknown = 0, used = 0;
+	err[0] = 0;
+	for (size_t j = 0; j < n; j++) {
+		uint32_t i;
+		if (!rk_items_find(svc->ix, r->item_ids[j], strlen(r->item_ids[j]), &i) && i < view.n) {
+			sc->cand[j] = i;
+			continue;
+		}
+		if (unknown++ < 5) {
+			int w = snprintf(err + used, ERR_LEN - used, "%s\"%.64s\"", unknown > 1 ? ", " : "",
+					 r->item_ids[j]);
+			used += w > 0 && (size_t)w < ERR_LEN - used ? (size_t)w : 0;
+		}
+	}
+	if (unknown) {
+		code = vr_call_error(call, GRPC_STATUS_NOT_FOUND, "%zu unknown item%s: %s%s", unknown,
+				     unknown > 1 ? "s" : "", err, unknown > 5 ? ", ..." : "");
+		goto unlock;
+	}
+	rk_model_user_row(s->model, u, sc->user);
+	int rc = rk_score(&view, sc->user, sc->cand, n, sc->ws, sc->scores);
+	if (rc) {
+		code = vr_call_error(call, vr_status_from_rc(rc), "scoring failed: %s", vr_strerror(rc));
+		goto unlock;
+	}
+	for (size_t j = 0; j < n; j++) {
+		Visrec__V1__ScoredItem *it = &sc->items[j];
+		visrec__v1__scored_item__init(it);
+		it->item_id = r->item_ids[j];
+		it->score = sc->scores[j];
+		it->cold = rk_served_cold(s, sc->cand[j]);
+		sc->ptrs[j] = it;
+	}
+	Visrec__V1__ScoreResponse resp = VISREC__V1__SCORE_RESPONSE__INIT;
+	resp.items = sc->ptrs;
+	resp.n_items = n;
+	resp.model = (Visrec__V1__ModelKind)s->model->d.kind;
+	resp.model_version = s->info.version;
+	rc = vr_call_send(call, &resp.base);
+	code = rc ? rc : GRPC_STATUS_OK;
+unlock:
+	pthread_rwlock_unlock(&svc->ix_lock);
+unref:
+	rk_index_release(&view);
+	rk_served_unref(s);
+	return code;
+}
+
+/* ---- Evaluate ---------------------------------------------------------------- */
+
+struct eval_ctx {
+	vr_call *call;
+	const rk_served *s;
+	const struct rk_index_view *view;
+	float *users;   /* block_users × stride */
+	uint32_t stride;
+};
+
+/* Scores a block of users against every item: one GEMM per index chunk. */
+static int eval_scores(void *arg, const uint32_t *users, uint32_t n_users, float *scores)
+{
+	struct eval_ctx *e = arg;
+	const struct rk_index_view *v = e->view;
+	if (vr_call_stopping(e->call))
+		return VR_ECANCELLED;
+	memset(e->users, 0, (size_t)n_users * e->stride * sizeof(float));
+	for (uint32_t x = 0; x < n_users; x++)
+		rk_model_user_row(e->s->model, users[x], e->users + (size_t)x * e->stride);
+	uint32_t per = 1u << v->chunk_shift;
+	for (uint32_t first = 0, c = 0; first < v->n; first += per, c++) {
+		uint32_t rows = v->n - first < per ? v->n - first : per;
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n_users, (int)rows,
+			    (int)v->stride, 1.0f, e->users, (int)e->stride, v->chunk_f32[c],
+			    (int)v->stride, 0.0f, scores + first, (int)v->n);
+	}
+	return 0;
+}
+
+struct by_time {
+	uint32_t item;
+	int64_t ts;
+};
+
+static int cmp_time(const void *a, const void *b)
+{
+	const struct by_time *x = a, *y = b;
+	if (x->ts != y->ts)
+		return x->ts < y->ts ? -1 : 1;
+	return x->item < y->item ? -1 : x->item > y->item;
+}
+
+static void table_result(const struct vr_metrics_table *t, const struct vr_metrics_mean *m,
+			 const char *subset, Visrec__V1__EvalResult *r, Visrec__V1__MetricsAtK *at,
+			 Visrec__V1__MetricsAtK **atp)
+{
+	visrec__v1__eval_result__init(r);
+	r->subset = (char *)subset;
+	r->users = m->n_users;
+	r->auc = m->auc;
+	r->rr = m->rr;
+	for (int k = 0; k < t->n_ks; k++) {
+		visrec__v1__metrics_at_k__init(&at[k]);
+		at[k].k = (uint32_t)t->ks[k];
+		at[k].recall = m->recall[k];
+		at[k].precision = m->precision[k];
+		at[k].ndcg = m->ndcg[k];
+		atp[k] = &at[k];
+	}
+	r->n_at_k = (size_t)t->n_ks;
+	r->at_k = atp;
+}
+
+/* Runs on a thread of its own (own_thread): minutes on a big catalogue. */
+int rk_handle_evaluate(vr_call *call, void *ctx)
+{
+	rk_service *svc = ctx;
+	const Visrec__V1__EvaluateRequest *r = (const void *)vr_call_request(call);
+	struct vr_metrics_cfg cfg;
+	vr_metrics_cfg_init(&cfg);
+	if (r->protocol && r->protocol[0] && vr_metrics_parse_protocol(r->protocol, &cfg.protocol))
+		return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT,
+				     "protocol \"%.64s\" is not known: use \"standard\" or \"tutorial\"", r->protocol);
+	if (r->n_ks > VR_METRICS_MAX_KS)
+		return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT, "%zu ks; at most %d",
+				     r->n_ks, VR_METRICS_MAX_KS);
+	if (r->n_ks) {
+		cfg.n_ks = (int)r->n_ks;
+		for (size_t k = 0; k < r->n_ks; k++) {
+			if (!r->ks[k])
+				return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT, "ks[%zu] is 0; each k must be >= 1", k);
+			cfg.ks[k] = r->ks[k] > INT32_MAX ? INT32_MAX : (int)r->ks[k];
+		}
+	}
+	rk_served *s = rk_serving_get(&svc->serving);
+	if (!s)
+		return vr_call_error(call, GRPC_STATUS_FAILED_PRECONDITION, "%s", no_model());
+	struct rk_index_view view;
+	rk_index_acquire(s->index, &view);
+	struct vr_eval_user *users = NULL;
+	struct by_time *tmp = NULL;
+	uint32_t *order = NULL, *train = NULL;
+	uint8_t *cold = NULL;
+	struct eval_ctx e = { .call = call, .s = s, .view = &view, .stride = view.stride };
+	int code;
+	if (!s->test_item) {
+		code = vr_call_error(call, GRPC_STATUS_FAILED_PRECONDITION,
+				     "the served model v%" PRIu64 " was trained on every interaction "
+				     "(use_all_interactions), so no test item is held out; train without it to evaluate",
+				     s->info.version);
+		goto leave;
+	}
+	const rk_csr *tr = &s->train;
+	uint32_t nu = 0;
+	order = malloc(((size_t)s->seen.n_users + 1) * sizeof *order);
+	users = malloc(((size_t)s->seen.n_users + 1) * sizeof *users);
+	train = malloc((tr->nnz + 1) * sizeof *train);
+	cold = malloc((size_t)view.n + 1);
+	uint32_t block = cfg.block_users ? cfg.block_users : 256;
+	e.users = malloc((size_t)block * view.stride * sizeof(float));
+	if (!order || !users || !train || !cold || !e.users) {
+		code = vr_call_error(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		goto leave;
+	}
+	for (uint32_t u = 0; u < s->seen.n_users && u < s->model->d.n_users; u++)
+		if (s->test_item[u] != RK_NONE && s->test_item[u] < view.n)
+			order[nu++] = u;
+	if (r->max_users && r->max_users < nu) {
+		/* A seeded partial shuffle picks max_users users, kept in order. */
+		rk_rng rng;
+		rk_rng_seed(&rng, r->seed, 0);
+		for (uint32_t x = 0; x < r->max_users; x++) {
+			uint32_t y = x + rk_rng_below(&rng, nu - x), t = order[x];
+			order[x] = order[y];
+			order[y] = t;
+		}
+		nu = r->max_users;
+		qsort(order, nu, sizeof *order, cmp_u32);
+	}
+	uint64_t longest = 0;
+	for (uint32_t u = 0; u < tr->n_users; u++)
+		if (tr->off[u + 1] - tr->off[u] > longest)
+			longest = tr->off[u + 1] - tr->off[u];
+	if (!(tmp = malloc((longest + 1) * sizeof *tmp))) {
+		code = vr_call_error(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		goto leave;
+	}
+	uint64_t at = 0;
+	for (uint32_t x = 0; x < nu; x++) {
+		uint32_t u = order[x];
+		uint64_t a = u < tr->n_users ? tr->off[u] : 0, b = u < tr->n_users ? tr->off[u + 1] : 0;
+		for (uint64_t p = a; p < b; p++)
+			tmp[p - a] = (struct by_time){ tr->item[p], tr->ts[p] };
+		qsort(tmp, (size_t)(b - a), sizeof *tmp, cmp_time);
+		for (uint64_t p = a; p < b; p++)
+			train[at + p - a] = tmp[p - a].item;
+		users[x] = (struct vr_eval_user){ u, s->test_item[u], train + at, (size_t)(b - a) };
+		at += b - a;
+	}
+	for (uint32_t i = 0; i < view.n; i++)
+		cold[i] = (uint8_t)rk_served_cold(s, i);
+	struct vr_metrics_table t;
+	int rc = vr_evaluate(&cfg, users, nu, view.n, cold, eval_scores, &e, &t);
+	if (rc == VR_ECANCELLED) {
+		code = vr_call_cancelled(call) ? rc :
+			vr_call_error(call, GRPC_STATUS_UNAVAILABLE, "rankd is shutting down; evaluation stopped");
+		goto leave;
+	}
+	if (rc) {
+		code = vr_call_error(call, vr_status_from_rc(rc), "evaluation failed: %s", vr_strerror(rc));
+		goto leave;
+	}
+	Visrec__V1__EvalResult res[2], *resp_res[2] = { &res[0], &res[1] };
+	Visrec__V1__MetricsAtK atk[2][VR_METRICS_MAX_KS], *atp[2][VR_METRICS_MAX_KS];
+	table_result(&t, &t.all, "all", &res[0], atk[0], atp[0]);
+	table_result(&t, &t.cold, "cold", &res[1], atk[1], atp[1]);
+	Visrec__V1__EvaluateResponse resp = VISREC__V1__EVALUATE_RESPONSE__INIT;
+	resp.model = (Visrec__V1__ModelKind)s->model->d.kind;
+	resp.model_version = s->info.version;
+	resp.protocol = (char *)vr_metrics_protocol_name(cfg.protocol);
+	resp.n_results = 2;
+	resp.results = resp_res;
+	rc = vr_call_send(call, &resp.base);
+	code = rc ? rc : GRPC_STATUS_OK;
+	VR_INFO("Evaluate %s over %u users of model v%" PRIu64 ": AUC %.4f, cold AUC %.4f (%u users)",
+		resp.protocol, t.all.n_users, s->info.version, t.all.auc, t.cold.auc, t.cold.n_users);
+leave:
+	rk_index_release(&view);
+	rk_served_unref(s);
+	free(order);
+	free(users);
+	free(train);
+	free(cold);
+	free(tmp);
+	free(e.users);
+	return code;
+}
+
+/* ---- AddInteractions --------------------------------------------------------- */
+
+int rk_handle_add_interactions(vr_call *call, void *ctx)
+{
+	rk_service *svc = ctx;
+	const Visrec__V1__AddInteractionsRequest *r = (const void *)vr_call_request(call);
+	size_t n = r->n_interactions;
+	if (n > RK_MAX_ADD)
+		return vr_call_error(call, GRPC_STATUS_RESOURCE_EXHAUSTED,
+				     "%zu interactions in one call; at most %d: split the batch", n, RK_MAX_ADD);
+	for (size_t x = 0; x < n; x++) {
+		const Visrec__V1__Interaction *in = r->interactions[x];
+		const char *what = NULL;
+		size_t len = 0;
+		if (!in->user_id || !in->user_id[0])
+			what = "user_id is empty";
+		else if (!in->item_id || !in->item_id[0])
+			what = "item_id is empty";
+		else if ((len = strlen(in->user_id)) > RK_ID_MAX)
+			what = "user_id";
+		else if ((len = strlen(in->item_id)) > RK_ID_MAX)
+			what = "item_id";
+		if (what && len)
+			return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT,
+					     "interactions[%zu]: %s is %zu bytes, over the limit of %d", x, what,
+					     len, RK_ID_MAX);
+		if (what)
+			return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT, "interactions[%zu]: %s", x, what);
+	}
+	rk_interaction_in *rows = malloc((n ? n : 1) * sizeof *rows);
+	if (!rows)
+		return vr_call_error(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for %zu rows", n);
+	for (size_t x = 0; x < n; x++) {
+		const Visrec__V1__Interaction *in = r->interactions[x];
+		rows[x] = (rk_interaction_in){ in->user_id, strlen(in->user_id), in->item_id,
+					       strlen(in->item_id), in->timestamp };
+	}
+	rk_add_stats st = { 0 };
+	Visrec__V1__AddInteractionsResponse resp = VISREC__V1__ADD_INTERACTIONS_RESPONSE__INIT;
+	pthread_rwlock_wrlock(&svc->ix_lock);
+	int rc = n ? rk_interactions_add_batch(svc->ix, rows, n, &st) : 0;
+	resp.users = rk_interactions_users(svc->ix);
+	resp.items = rk_interactions_items(svc->ix);
+	resp.interactions = rk_interactions_count(svc->ix);
+	pthread_rwlock_unlock(&svc->ix_lock);
+	free(rows);
+	if (rc == VR_EINVAL)
+		return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT, "interactions[%" PRIu64 "] is not valid",
+				     st.bad_row);
+	if (rc == VR_ETOOBIG)
+		return vr_call_error(call, GRPC_STATUS_RESOURCE_EXHAUSTED,
+				     "rankd holds as many users, items or interactions as it can");
+	if (rc)
+		return vr_call_error(call, GRPC_STATUS_INTERNAL, "the interactions could not be stored: %s%s%s",
+				     vr_strerror(rc), vr_store_last_error()[0] ? ": " : "", vr_store_last_error());
+	resp.added = (uint32_t)st.added;
+	resp.updated = (uint32_t)st.updated;
+	/* New items join the served catalogue at once, cold: the row a model
+	 * gives an item it never saw (β_i = γ_i = 0, no vector yet). */
+	rk_served *s = rk_serving_get(&svc->serving);
+	if (s) {
+		pthread_mutex_lock(&svc->swap_mu);
+		rc = rk_served_pad(s, (uint32_t)resp.items);
+		pthread_mutex_unlock(&svc->swap_mu);
+		rk_served_unref(s);
+		if (rc)
+			VR_WARN("new items could not join the served catalogue: %s", vr_strerror(rc));
+	}
+	rc = vr_call_send(call, &resp.base);
+	return rc ? rc : GRPC_STATUS_OK;
+}
+
+/* ---- Info ---------------------------------------------------------------------- */
+
+int rk_handle_info(vr_call *call, void *ctx)
+{
+	rk_service *svc = ctx;
+	Visrec__V1__RankInfoResponse resp = VISREC__V1__RANK_INFO_RESPONSE__INIT;
+	rk_served *s = rk_serving_get(&svc->serving);
+	pthread_rwlock_rdlock(&svc->ix_lock);
+	resp.users = rk_interactions_users(svc->ix);
+	resp.items = rk_interactions_items(svc->ix);
+	resp.interactions = rk_interactions_count(svc->ix);
+	pthread_rwlock_unlock(&svc->ix_lock);
+	resp.server_version = (char *)VISREC_VERSION;
+	resp.featured = (char *)(svc->featured_addr ? svc->featured_addr : "");
+	resp.featured_connected = svc->featured && vr_channel_connected(svc->featured, 1);
+	resp.training = rk_service_training(svc, NULL, NULL, NULL);
+	if (svc->follower)
+		resp.featured_seq = rk_follower_seq(svc->follower);
+	else
+		rk_snap_seq(&svc->snap, &resp.featured_seq);
+	resp.max_k = svc->max_k;
+	if (s) {
+		struct rk_index_view view;
+		rk_index_acquire(s->index, &view);
+		if (view.n > resp.items)
+			resp.items = view.n;
+		rk_index_release(&view);
+		resp.model = (Visrec__V1__ModelKind)s->model->d.kind;
+		resp.model_version = s->info.version;
+		resp.feature_dims = s->info.feature_dims;
+	}
+	rk_served_unref(s);
+	int rc = vr_call_send(call, &resp.base);
+	return rc ? rc : GRPC_STATUS_OK;
+}

@@ -1,0 +1,459 @@
+/* snapshot: rankd's served models in LMDB (the layout is in snapshot.h). */
+#include "snapshot.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "err.h"
+
+#define ROWS_MAGIC "RKROWS01"
+#define ROWS_HEADER 32
+#define META_MAGIC 0x524b4d31u /* "RKM1" */
+#define ZERO_ROWS 256          /* zero rows appended per call when padding */
+#define COPY_ROWS 1024         /* rows copied per call from a misaligned value */
+#define LOAD_BYTES (32u << 20) /* rows appended per call straight from the map */
+
+struct rows_header {
+	char magic[8];
+	uint32_t dim;
+	uint32_t n;
+	uint64_t version;
+	uint64_t reserved;
+};
+
+struct meta_rec {
+	uint32_t magic;
+	uint32_t size;
+	rk_snap_meta meta;
+};
+
+static void version_key(char *buf, size_t cap, uint64_t version)
+{
+	snprintf(buf, cap, "v%llu", (unsigned long long)version);
+}
+
+static void meta_key(char *buf, size_t cap, uint64_t version)
+{
+	snprintf(buf, cap, "meta/v%llu", (unsigned long long)version);
+}
+
+static void row_key(uint8_t key[8], uint64_t version, uint32_t item)
+{
+	uint32_t v = (uint32_t)version;
+	for (int b = 0; b < 4; b++) {
+		key[b] = (uint8_t)(v >> (24 - 8 * b));
+		key[4 + b] = (uint8_t)(item >> (24 - 8 * b));
+	}
+}
+
+static uint32_t be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+int rk_snap_open(rk_snap *s, vr_store *st)
+{
+	memset(s, 0, sizeof *s);
+	s->st = st;
+	int rc = vr_store_dbi(st, "models", 0, &s->models);
+	if (!rc)
+		rc = vr_store_dbi(st, "rows", 0, &s->rows);
+	if (!rc)
+		rc = vr_store_dbi(st, "cold_rows", 0, &s->cold_rows);
+	if (!rc)
+		rc = vr_store_dbi(st, "serving", 0, &s->serving);
+	return rc;
+}
+
+static int get_u64(rk_snap *s, const char *key, uint64_t *out)
+{
+	vr_txn *txn;
+	const void *val;
+	size_t len;
+	int rc = vr_store_read_begin(s->st, &txn);
+	if (rc)
+		return rc;
+	rc = vr_get(txn, s->serving, key, strlen(key), &val, &len);
+	if (!rc && len != sizeof *out)
+		rc = VR_ECORRUPT;
+	if (!rc)
+		memcpy(out, val, sizeof *out);
+	vr_store_read_end(txn);
+	return rc;
+}
+
+int rk_snap_next_version(rk_snap *s, uint64_t *out)
+{
+	uint64_t last = 0;
+	int rc = get_u64(s, "last_version", &last);
+	if (rc && rc != VR_ENOTFOUND)
+		return rc;
+	*out = last + 1;
+	return 0;
+}
+
+struct save_rows_ctx {
+	rk_snap *s;
+	const float *rows;
+	const rk_snap_meta *meta;
+};
+
+static int save_rows_fn(vr_txn *txn, void *arg)
+{
+	struct save_rows_ctx *c = arg;
+	const rk_snap_meta *m = c->meta;
+	char key[32];
+	void *dst;
+	size_t bytes = (size_t)m->n_rows * m->dim * sizeof(float);
+	version_key(key, sizeof key, m->version);
+	int rc = vr_put_reserve(txn, c->s->rows, key, strlen(key), ROWS_HEADER + bytes, &dst);
+	if (rc)
+		return rc;
+	struct rows_header h = { .dim = m->dim, .n = m->n_rows, .version = m->version };
+	memcpy(h.magic, ROWS_MAGIC, sizeof h.magic);
+	memcpy(dst, &h, sizeof h);
+	if (bytes)
+		memcpy((char *)dst + ROWS_HEADER, c->rows, bytes);
+	struct meta_rec rec = { .magic = META_MAGIC, .size = sizeof rec, .meta = *m };
+	meta_key(key, sizeof key, m->version);
+	return vr_put(txn, c->s->serving, key, strlen(key), &rec, sizeof rec);
+}
+
+int rk_snap_save(rk_snap *s, const rk_model *m, const float *rows, const rk_snap_meta *meta)
+{
+	_Static_assert(sizeof(struct rows_header) == ROWS_HEADER, "rows header is 32 bytes");
+	if (meta->kind != (uint32_t)m->d.kind || meta->n_rows != m->d.n_items ||
+	    meta->dim != rk_model_dim(m))
+		return VR_EINVAL;
+	char key[32];
+	version_key(key, sizeof key, meta->version);
+	int rc = rk_model_save(m, s->st, s->models, key);
+	if (rc)
+		return rc;
+	struct save_rows_ctx c = { s, rows, meta };
+	return vr_store_write(s->st, save_rows_fn, &c);
+}
+
+struct activate_ctx {
+	rk_snap *s;
+	uint64_t version, seq;
+};
+
+static int activate_fn(vr_txn *txn, void *arg)
+{
+	struct activate_ctx *c = arg;
+	char key[32];
+	const void *val;
+	size_t len;
+	uint64_t last = 0;
+	meta_key(key, sizeof key, c->version);
+	int rc = vr_get(txn, c->s->serving, key, strlen(key), &val, &len);
+	if (rc)
+		return rc;
+	rc = vr_get(txn, c->s->serving, "last_version", 12, &val, &len);
+	if (!rc && len == sizeof last)
+		memcpy(&last, val, sizeof last);
+	else if (rc && rc != VR_ENOTFOUND)
+		return rc;
+	if (c->version > last)
+		last = c->version;
+	if ((rc = vr_put(txn, c->s->serving, "active", 6, &c->version, sizeof c->version)))
+		return rc;
+	if ((rc = vr_put(txn, c->s->serving, "last_version", 12, &last, sizeof last)))
+		return rc;
+	return vr_put(txn, c->s->serving, "featured_seq", 12, &c->seq, sizeof c->seq);
+}
+
+int rk_snap_activate(rk_snap *s, uint64_t version, uint64_t featured_seq)
+{
+	struct activate_ctx c = { s, version, featured_seq };
+	return vr_store_write(s->st, activate_fn, &c);
+}
+
+int rk_snap_active(rk_snap *s, rk_snap_meta *meta)
+{
+	uint64_t version;
+	int rc = get_u64(s, "active", &version);
+	if (rc)
+		return rc;
+	vr_txn *txn;
+	const void *val;
+	size_t len;
+	char key[32];
+	struct meta_rec rec;
+	meta_key(key, sizeof key, version);
+	if ((rc = vr_store_read_begin(s->st, &txn)))
+		return rc;
+	rc = vr_get(txn, s->serving, key, strlen(key), &val, &len);
+	if (!rc && len != sizeof rec)
+		rc = VR_ECORRUPT;
+	if (!rc) {
+		memcpy(&rec, val, sizeof rec);
+		if (rec.magic != META_MAGIC || rec.meta.version != version)
+			rc = VR_ECORRUPT;
+		else
+			*meta = rec.meta;
+	}
+	vr_store_read_end(txn);
+	return rc == VR_ENOTFOUND ? VR_ECORRUPT : rc;
+}
+
+/* Appends zero rows to index until it holds n items. */
+static int pad_zero(struct rk_index *index, uint32_t dim, uint32_t have, uint32_t n)
+{
+	if (have >= n)
+		return 0;
+	float *zero = calloc((size_t)ZERO_ROWS * dim, sizeof(float));
+	if (!zero)
+		return VR_ENOMEM;
+	int rc = 0;
+	while (have < n && !rc) {
+		uint32_t take = n - have < ZERO_ROWS ? n - have : ZERO_ROWS;
+		rc = rk_index_append(index, zero, take, NULL);
+		have += take;
+	}
+	free(zero);
+	return rc;
+}
+
+/* Unmaps the whole pages of [p, p + len), a part of the LMDB map that has
+ * been read: the map is read-only, so this only drops the pages from this
+ * process (a later read faults them in again from the page cache). Loading
+ * a big snapshot would otherwise keep every byte of it resident twice, in
+ * the map and in the index or model built from it. */
+static void drop_pages(const void *p, size_t len)
+{
+	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+	uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1), b = ((uintptr_t)p + len) & ~(page - 1);
+	if (b > a)
+		madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+/* Appends n rows that may sit at any address in the map (LMDB aligns small
+ * values to 2 bytes only). */
+static int append_stored(struct rk_index *index, const void *src, uint32_t n, uint32_t dim)
+{
+	if (((uintptr_t)src & (sizeof(float) - 1)) == 0) {
+		uint32_t per = LOAD_BYTES / (dim * (uint32_t)sizeof(float));
+		int rc = 0;
+		for (uint32_t done = 0; done < n && !rc;) {
+			uint32_t take = n - done < per ? n - done : per;
+			const float *rows = (const float *)src + (size_t)done * dim;
+			rc = rk_index_append(index, rows, take, NULL);
+			drop_pages(rows, (size_t)take * dim * sizeof(float));
+			done += take;
+		}
+		return rc;
+	}
+	float *buf = malloc((size_t)COPY_ROWS * dim * sizeof(float));
+	if (!buf)
+		return VR_ENOMEM;
+	int rc = 0;
+	for (uint32_t done = 0; done < n && !rc;) {
+		uint32_t take = n - done < COPY_ROWS ? n - done : COPY_ROWS;
+		memcpy(buf, (const char *)src + (size_t)done * dim * sizeof(float),
+		       (size_t)take * dim * sizeof(float));
+		rc = rk_index_append(index, buf, take, NULL);
+		done += take;
+	}
+	free(buf);
+	return rc;
+}
+
+/* Applies the cold rows of version to index, in item order. */
+static int apply_cold(rk_snap *s, vr_txn *txn, uint64_t version, struct rk_index *index,
+		      uint32_t dim, uint32_t have, float *row)
+{
+	vr_cursor *cur;
+	uint8_t start[8];
+	const void *k, *v;
+	size_t kl, vl;
+	row_key(start, version, 0);
+	int rc = vr_cursor_open(txn, s->cold_rows, &cur);
+	if (rc)
+		return rc;
+	rc = vr_cursor_seek(cur, start, sizeof start, &k, &kl, &v, &vl);
+	while (!rc && kl == 8 && !memcmp(k, start, 4)) {
+		uint32_t item = be32((const uint8_t *)k + 4);
+		if (vl != (size_t)dim * sizeof(float)) {
+			rc = VR_ECORRUPT;
+			break;
+		}
+		memcpy(row, v, vl);
+		if (item < have) {
+			rc = rk_index_replace(index, item, row);
+		} else {
+			rc = pad_zero(index, dim, have, item);
+			if (!rc)
+				rc = rk_index_append(index, row, 1, NULL);
+			have = item + 1;
+		}
+		if (!rc)
+			rc = vr_cursor_next(cur, &k, &kl, &v, &vl);
+	}
+	vr_cursor_close(cur);
+	return rc == VR_ENOTFOUND ? 0 : rc;
+}
+
+int rk_snap_load(rk_snap *s, const rk_snap_meta *meta, rk_model **model,
+		 struct rk_index **index)
+{
+	rk_model *m = NULL;
+	struct rk_index *ix = NULL;
+	vr_txn *txn = NULL;
+	float *row = NULL;
+	char key[32];
+	const void *val;
+	size_t len;
+	*model = NULL;
+	*index = NULL;
+	version_key(key, sizeof key, meta->version);
+	int rc = rk_model_load(&m, s->st, s->models, key);
+	if (rc)
+		goto fail;
+	if (!vr_store_read_begin(s->st, &txn)) {
+		if (!vr_get(txn, s->models, key, strlen(key), &val, &len))
+			drop_pages(val, len);
+		vr_store_read_end(txn);
+		txn = NULL;
+	}
+	if ((uint32_t)m->d.kind != meta->kind || m->d.n_items != meta->n_rows ||
+	    rk_model_dim(m) != meta->dim) {
+		rc = VR_ECORRUPT;
+		goto fail;
+	}
+	if ((rc = rk_index_create(meta->dim, NULL, &ix)))
+		goto fail;
+	if (!(row = malloc((size_t)meta->dim * sizeof(float)))) {
+		rc = VR_ENOMEM;
+		goto fail;
+	}
+	if ((rc = vr_store_read_begin(s->st, &txn)))
+		goto fail;
+	if ((rc = vr_get(txn, s->rows, key, strlen(key), &val, &len)))
+		goto fail;
+	struct rows_header h;
+	if (len < ROWS_HEADER) {
+		rc = VR_ECORRUPT;
+		goto fail;
+	}
+	memcpy(&h, val, sizeof h);
+	if (memcmp(h.magic, ROWS_MAGIC, sizeof h.magic) || h.dim != meta->dim ||
+	    h.n != meta->n_rows || len != ROWS_HEADER + (size_t)h.n * h.dim * sizeof(float)) {
+		rc = VR_ECORRUPT;
+		goto fail;
+	}
+	if (h.n && (rc = append_stored(ix, (const char *)val + ROWS_HEADER, h.n, h.dim)))
+		goto fail;
+	if ((rc = apply_cold(s, txn, meta->version, ix, meta->dim, h.n, row)))
+		goto fail;
+	vr_store_read_end(txn);
+	free(row);
+	*model = m;
+	*index = ix;
+	return 0;
+fail:
+	vr_store_read_end(txn);
+	free(row);
+	rk_index_destroy(ix);
+	rk_model_free(m);
+	return rc;
+}
+
+struct put_row_ctx {
+	rk_snap *s;
+	uint8_t key[8];
+	const float *row;
+	uint32_t dim;
+	uint64_t seq;
+};
+
+static int put_row_fn(vr_txn *txn, void *arg)
+{
+	struct put_row_ctx *c = arg;
+	int rc = 0;
+	if (c->row)
+		rc = vr_put(txn, c->s->cold_rows, c->key, sizeof c->key, c->row,
+			    (size_t)c->dim * sizeof(float));
+	if (!rc)
+		rc = vr_put(txn, c->s->serving, "featured_seq", 12, &c->seq, sizeof c->seq);
+	return rc;
+}
+
+int rk_snap_put_row(rk_snap *s, uint64_t version, uint32_t item, const float *row,
+		    uint32_t dim, uint64_t featured_seq)
+{
+	struct put_row_ctx c = { .s = s, .row = row, .dim = dim, .seq = featured_seq };
+	row_key(c.key, version, item);
+	return vr_store_write(s->st, put_row_fn, &c);
+}
+
+int rk_snap_put_seq(rk_snap *s, uint64_t featured_seq)
+{
+	struct put_row_ctx c = { .s = s, .seq = featured_seq };
+	return vr_store_write(s->st, put_row_fn, &c);
+}
+
+int rk_snap_seq(rk_snap *s, uint64_t *featured_seq)
+{
+	*featured_seq = 0;
+	int rc = get_u64(s, "featured_seq", featured_seq);
+	return rc == VR_ENOTFOUND ? 0 : rc;
+}
+
+struct drop_ctx {
+	rk_snap *s;
+	uint64_t version;
+};
+
+static int drop_fn(vr_txn *txn, void *arg)
+{
+	struct drop_ctx *c = arg;
+	char key[32];
+	const void *val;
+	size_t len;
+	int rc = vr_get(txn, c->s->serving, "active", 6, &val, &len);
+	if (!rc && len == sizeof c->version && !memcmp(val, &c->version, sizeof c->version))
+		return VR_ESTATE;
+	if (rc && rc != VR_ENOTFOUND)
+		return rc;
+	version_key(key, sizeof key, c->version);
+	if ((rc = vr_del(txn, c->s->models, key, strlen(key))) && rc != VR_ENOTFOUND)
+		return rc;
+	if ((rc = vr_del(txn, c->s->rows, key, strlen(key))) && rc != VR_ENOTFOUND)
+		return rc;
+	meta_key(key, sizeof key, c->version);
+	if ((rc = vr_del(txn, c->s->serving, key, strlen(key))) && rc != VR_ENOTFOUND)
+		return rc;
+	/* Cold rows: collect the keys first, a cursor must not outlive a delete. */
+	uint8_t start[8];
+	row_key(start, c->version, 0);
+	for (;;) {
+		vr_cursor *cur;
+		const void *k;
+		size_t kl;
+		uint8_t hit[8];
+		if ((rc = vr_cursor_open(txn, c->s->cold_rows, &cur)))
+			return rc;
+		rc = vr_cursor_seek(cur, start, sizeof start, &k, &kl, NULL, NULL);
+		int found = !rc && kl == 8 && !memcmp(k, start, 4);
+		if (found)
+			memcpy(hit, k, 8);
+		vr_cursor_close(cur);
+		if (rc && rc != VR_ENOTFOUND)
+			return rc;
+		if (!found)
+			return 0;
+		if ((rc = vr_del(txn, c->s->cold_rows, hit, 8)))
+			return rc;
+	}
+}
+
+int rk_snap_drop(rk_snap *s, uint64_t version)
+{
+	struct drop_ctx c = { s, version };
+	return vr_store_write(s->st, drop_fn, &c);
+}

@@ -1,0 +1,561 @@
+/* Top-k over the serving item matrix (topk.h): dot-product kernels per
+ * instruction set, a bounded heap, the single-user scans (exact, fp16 +
+ * exact re-rank, candidate lists) and the many-user GEMM path.
+ *
+ * Selection keeps the best k seen so far in a min-heap whose root is the
+ * worst kept hit; a new score costs one compare against the root unless it
+ * beats it. Exclusion lists are merged lazily: only items that would enter
+ * the heap are looked up, and they arrive in ascending id order (scans go
+ * up the matrix, candidate lists are sorted first), so one cursor walks
+ * each list once. */
+#include "topk.h"
+
+#include "err.h"
+
+#include <cblas.h>
+#include <immintrin.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BLK 128           /* rows scored per kernel call */
+#define BATCH_USERS 1024  /* users per GEMM */
+#define BATCH_ROWS 2048   /* items per GEMM (at most a chunk) */
+
+typedef void (*dot32_fn)(const float *u, uint32_t len, const float *const *rows, uint32_t n, float *out);
+typedef void (*dot16_fn)(const float *u, uint32_t len, const uint16_t *const *rows, uint32_t n, float *out);
+typedef uint32_t (*above_fn)(const float *s, uint32_t r, uint32_t n, float t);
+
+/* Kernels. Each computes out[r] = u · rows[r] over len floats (a multiple of
+ * 16, zero padded), one row after the other. Interleaving rows (to load the
+ * user vector once for several) measured twice as slow over a 1 M-row
+ * matrix here: it breaks the single sequential stream the hardware
+ * prefetcher follows, and the scan is bound by memory, not by loads from
+ * L1. Two accumulator chains per row, and independent rows overlapping in
+ * the out-of-order window, hide the FMA latency. */
+
+#define T512 __attribute__((target("avx512f,fma")))
+#define T256 __attribute__((target("avx2,fma,f16c")))
+
+T512 static inline __m512 ld16_512(const uint16_t *h)
+{
+	return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)h));
+}
+
+#define DOT512(TYPE, LOAD, NAME) \
+T512 static void NAME(const float *u, uint32_t len, const TYPE *const *rows, uint32_t n, float *out) \
+{ \
+	for (uint32_t r = 0; r < n; r++) { \
+		const TYPE *p = rows[r]; \
+		__m512 a = _mm512_setzero_ps(), b = a; \
+		uint32_t j = 0; \
+		for (; j + 32 <= len; j += 32) { \
+			a = _mm512_fmadd_ps(LOAD(p + j), _mm512_loadu_ps(u + j), a); \
+			b = _mm512_fmadd_ps(LOAD(p + j + 16), _mm512_loadu_ps(u + j + 16), b); \
+		} \
+		if (j < len) \
+			a = _mm512_fmadd_ps(LOAD(p + j), _mm512_loadu_ps(u + j), a); \
+		out[r] = _mm512_reduce_add_ps(_mm512_add_ps(a, b)); \
+	} \
+}
+
+DOT512(float, _mm512_loadu_ps, dot32_avx512)
+DOT512(uint16_t, ld16_512, dot16_avx512)
+
+T256 static inline __m256 ld16_256(const uint16_t *h)
+{
+	return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+}
+
+T256 static inline float hsum256(__m256 a, __m256 b)
+{
+	__m256 s = _mm256_add_ps(a, b);
+	__m128 x = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+	x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+	x = _mm_add_ss(x, _mm_movehdup_ps(x));
+	return _mm_cvtss_f32(x);
+}
+
+#define DOT256(TYPE, LOAD, NAME) \
+T256 static void NAME(const float *u, uint32_t len, const TYPE *const *rows, uint32_t n, float *out) \
+{ \
+	for (uint32_t r = 0; r < n; r++) { \
+		const TYPE *p = rows[r]; \
+		__m256 a = _mm256_setzero_ps(), b = a; \
+		for (uint32_t j = 0; j < len; j += 16) { \
+			a = _mm256_fmadd_ps(LOAD(p + j), _mm256_loadu_ps(u + j), a); \
+			b = _mm256_fmadd_ps(LOAD(p + j + 8), _mm256_loadu_ps(u + j + 8), b); \
+		} \
+		out[r] = hsum256(a, b); \
+	} \
+}
+
+DOT256(float, _mm256_loadu_ps, dot32_avx2)
+DOT256(uint16_t, ld16_256, dot16_avx2)
+
+/* Threshold scans for selection: the first r' >= r with s[r'] > t, or n. */
+T512 static uint32_t above_avx512(const float *s, uint32_t r, uint32_t n, float t)
+{
+	__m512 tv = _mm512_set1_ps(t);
+	for (; r + 16 <= n; r += 16) {
+		__mmask16 m = _mm512_cmp_ps_mask(_mm512_loadu_ps(s + r), tv, _CMP_GT_OQ);
+		if (m)
+			return r + (uint32_t)__builtin_ctz(m);
+	}
+	for (; r < n; r++)
+		if (s[r] > t)
+			return r;
+	return n;
+}
+
+T256 static uint32_t above_avx2(const float *s, uint32_t r, uint32_t n, float t)
+{
+	__m256 tv = _mm256_set1_ps(t);
+	for (; r + 8 <= n; r += 8) {
+		int m = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(s + r), tv, _CMP_GT_OQ));
+		if (m)
+			return r + (uint32_t)__builtin_ctz((unsigned)m);
+	}
+	for (; r < n; r++)
+		if (s[r] > t)
+			return r;
+	return n;
+}
+
+static uint32_t above_generic(const float *s, uint32_t r, uint32_t n, float t)
+{
+	for (; r < n; r++)
+		if (s[r] > t)
+			return r;
+	return n;
+}
+
+/* Portable kernels: eight partial sums, fixed order. */
+static void dot32_generic(const float *u, uint32_t len, const float *const *rows, uint32_t n, float *out)
+{
+	for (uint32_t r = 0; r < n; r++) {
+		float acc[8] = {0};
+		for (uint32_t j = 0; j < len; j += 8)
+			for (int t = 0; t < 8; t++)
+				acc[t] += rows[r][j + t] * u[j + t];
+		out[r] = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+	}
+}
+
+static void dot16_generic(const float *u, uint32_t len, const uint16_t *const *rows, uint32_t n, float *out)
+{
+	for (uint32_t r = 0; r < n; r++) {
+		float acc[8] = {0};
+		for (uint32_t j = 0; j < len; j += 8)
+			for (int t = 0; t < 8; t++)
+				acc[t] += rk_half_to_float(rows[r][j + t]) * u[j + t];
+		out[r] = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+	}
+}
+
+static const struct {
+	dot32_fn dot32;
+	dot16_fn dot16;
+	above_fn above;
+} kernels[] = {
+	[RK_ISA_GENERIC] = { dot32_generic, dot16_generic, above_generic },
+	[RK_ISA_AVX2] = { dot32_avx2, dot16_avx2, above_avx2 },
+	[RK_ISA_AVX512] = { dot32_avx512, dot16_avx512, above_avx512 },
+};
+
+static atomic_int isa_cur = -1;
+
+static int isa_supported(enum rk_isa isa)
+{
+	switch (isa) {
+	case RK_ISA_GENERIC:
+		return 1;
+	case RK_ISA_AVX2:
+		return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+		       __builtin_cpu_supports("f16c");
+	case RK_ISA_AVX512:
+		return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+	}
+	return 0;
+}
+
+enum rk_isa rk_isa_active(void)
+{
+	int isa = atomic_load_explicit(&isa_cur, memory_order_relaxed);
+	if (isa >= 0)
+		return (enum rk_isa)isa;
+	isa = isa_supported(RK_ISA_AVX512) ? RK_ISA_AVX512 : isa_supported(RK_ISA_AVX2) ? RK_ISA_AVX2 : RK_ISA_GENERIC;
+	atomic_store_explicit(&isa_cur, isa, memory_order_relaxed);
+	return (enum rk_isa)isa;
+}
+
+int rk_isa_set(enum rk_isa isa)
+{
+	if ((int)isa < RK_ISA_GENERIC || isa > RK_ISA_AVX512)
+		return VR_EINVAL;
+	if (!isa_supported(isa))
+		return VR_EUNSUPPORTED;
+	atomic_store_explicit(&isa_cur, (int)isa, memory_order_relaxed);
+	return 0;
+}
+
+const char *rk_isa_name(enum rk_isa isa)
+{
+	switch (isa) {
+	case RK_ISA_GENERIC: return "generic";
+	case RK_ISA_AVX2: return "avx2";
+	case RK_ISA_AVX512: return "avx512";
+	}
+	return "unknown";
+}
+
+/* Scratch. */
+
+struct heap {
+	struct rk_hit *h;
+	size_t n, cap;
+};
+
+struct excl {
+	const uint32_t *p, *end;
+};
+
+struct rk_topk_ws {
+	float *user;           /* padded user rows */
+	size_t user_cap;
+	uint32_t *ids;         /* sorted candidates, or re-rank ids */
+	size_t ids_cap;
+	struct rk_hit *pool;   /* approximate-pass heap */
+	size_t pool_cap;
+	float *scores;         /* GEMM output block */
+	size_t scores_cap;
+	struct heap *heaps;    /* per batch user */
+	size_t heaps_cap;
+	struct excl *excls;
+	size_t excls_cap;
+};
+
+/* Makes *p hold at least need elements of elem bytes, 64-byte aligned. The
+ * old contents are dropped: these are scratch buffers. */
+static int grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+	if (need <= *cap)
+		return 0;
+	if (need < *cap * 2)
+		need = *cap * 2;
+	free(*p);
+	*cap = 0;
+	*p = aligned_alloc(64, (need * elem + 63) & ~(size_t)63);
+	if (!*p)
+		return VR_ENOMEM;
+	*cap = need;
+	return 0;
+}
+
+int rk_topk_ws_create(struct rk_topk_ws **out)
+{
+	*out = calloc(1, sizeof **out);
+	return *out ? 0 : VR_ENOMEM;
+}
+
+void rk_topk_ws_destroy(struct rk_topk_ws *ws)
+{
+	if (!ws)
+		return;
+	free(ws->user);
+	free(ws->ids);
+	free(ws->pool);
+	free(ws->scores);
+	free(ws->heaps);
+	free(ws->excls);
+	free(ws);
+}
+
+/* Selection. */
+
+static inline int worse(struct rk_hit a, struct rk_hit b)
+{
+	return a.score < b.score || (a.score == b.score && a.item > b.item);
+}
+
+static void sift_down(struct rk_hit *h, size_t n, size_t i)
+{
+	struct rk_hit x = h[i];
+	for (;;) {
+		size_t c = 2 * i + 1;
+		if (c >= n)
+			break;
+		if (c + 1 < n && worse(h[c + 1], h[c]))
+			c++;
+		if (!worse(h[c], x))
+			break;
+		h[i] = h[c];
+		i = c;
+	}
+	h[i] = x;
+}
+
+static void heap_push(struct heap *hp, uint32_t item, float s)
+{
+	struct rk_hit x = { item, s != s ? -INFINITY : s };
+	size_t i = hp->n++;
+	while (i) {
+		size_t p = (i - 1) / 2;
+		if (!worse(x, hp->h[p]))
+			break;
+		hp->h[i] = hp->h[p];
+		i = p;
+	}
+	hp->h[i] = x;
+}
+
+/* Best first. */
+static void heap_sort(struct heap *hp)
+{
+	for (size_t e = hp->n; e > 1; e--) {
+		struct rk_hit t = hp->h[0];
+		hp->h[0] = hp->h[e - 1];
+		hp->h[e - 1] = t;
+		sift_down(hp->h, e - 1, 0);
+	}
+}
+
+static inline int excluded(struct excl *e, uint32_t id)
+{
+	while (e->p < e->end && *e->p < id)
+		e->p++;
+	return e->p < e->end && *e->p == id;
+}
+
+/* Offers n scores, of items ids[r] (or base + r when ids is NULL), to hp.
+ * Ids rise across calls for the same heap (scans go up the matrix, id lists
+ * are sorted first), so a score equal to the root's never enters: its id
+ * is the higher. Once the heap is full, only scores above the root are
+ * looked at, found by a vector compare. */
+static void select_scores(struct heap *hp, const float *s, uint32_t n, uint32_t base, const uint32_t *ids,
+			  struct excl *ex, above_fn above)
+{
+	uint32_t r = 0;
+	for (; r < n && hp->n < hp->cap; r++) {
+		uint32_t id = ids ? ids[r] : base + r;
+		if (!excluded(ex, id))
+			heap_push(hp, id, s[r]);
+	}
+	if (hp->n < hp->cap)
+		return;
+	for (; (r = above(s, r, n, hp->h[0].score)) < n; r++) {
+		uint32_t id = ids ? ids[r] : base + r;
+		if (excluded(ex, id))
+			continue;
+		hp->h[0] = (struct rk_hit){ id, s[r] };
+		sift_down(hp->h, hp->n, 0);
+	}
+}
+
+/* Scans. */
+
+static int sorted(const uint32_t *a, size_t n)
+{
+	for (size_t i = 1; i < n; i++)
+		if (a[i] < a[i - 1])
+			return 0;
+	return 1;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return (x > y) - (x < y);
+}
+
+/* Copies user (dim floats) into dst (stride floats, zero padded); 0 or
+ * VR_EINVAL when a value is not finite. */
+static int pad_user(float *dst, const float *user, uint32_t dim, uint32_t stride)
+{
+	for (uint32_t j = 0; j < dim; j++) {
+		if (!isfinite(user[j]))
+			return VR_EINVAL;
+		dst[j] = user[j];
+	}
+	memset(dst + dim, 0, (stride - dim) * sizeof(float));
+	return 0;
+}
+
+/* One pass over the whole view (ids NULL) or over ascending ids[0..n_ids),
+ * scoring with dot32 or, when half is set, dot16, into hp. */
+static void scan(const struct rk_index_view *v, const float *u, int half, const uint32_t *ids, size_t n_ids,
+		 struct heap *hp, struct excl *ex)
+{
+	const float *p32[BLK];
+	const uint16_t *p16[BLK];
+	float s[BLK];
+	enum rk_isa isa = rk_isa_active();
+	uint32_t mask = (1u << v->chunk_shift) - 1u;
+	size_t total = ids ? n_ids : v->n;
+
+	for (size_t at = 0; at < total; at += BLK) {
+		uint32_t nb = (uint32_t)(total - at < BLK ? total - at : BLK);
+		for (uint32_t r = 0; r < nb; r++) {
+			uint32_t id = ids ? ids[at + r] : (uint32_t)(at + r);
+			size_t off = (size_t)(id & mask) * v->stride;
+			if (half)
+				p16[r] = v->chunk_f16[id >> v->chunk_shift] + off;
+			else
+				p32[r] = v->chunk_f32[id >> v->chunk_shift] + off;
+		}
+		if (half)
+			kernels[isa].dot16(u, v->stride, p16, nb, s);
+		else
+			kernels[isa].dot32(u, v->stride, p32, nb, s);
+		select_scores(hp, s, nb, (uint32_t)at, ids ? ids + at : NULL, ex, kernels[isa].above);
+	}
+}
+
+int rk_topk(const struct rk_index_view *v, const struct rk_topk_req *req, struct rk_topk_ws *ws,
+	    struct rk_hit *out, size_t out_cap, size_t *n_out)
+{
+	int rc = 0;
+	const uint32_t *ids = NULL;
+	size_t n_ids = 0, bound = req->cand && req->n_cand < v->n ? req->n_cand : v->n;
+	struct heap hp = { out, 0, 0 };
+	struct excl ex = { req->exclude, req->exclude ? req->exclude + req->n_exclude : NULL };
+
+	*n_out = 0;
+	if (req->k <= 0 || req->approx < 0 || (req->n_exclude && !req->exclude) ||
+	    !sorted(req->exclude, req->n_exclude) || out_cap < ((size_t)req->k < bound ? (size_t)req->k : bound)) {
+		rc = VR_EINVAL;
+		goto leave;
+	}
+	if ((rc = grow((void **)&ws->user, &ws->user_cap, v->stride, sizeof(float))))
+		goto leave;
+	if ((rc = pad_user(ws->user, req->user, v->dim, v->stride)))
+		goto leave;
+	if (req->cand) {
+		if ((rc = grow((void **)&ws->ids, &ws->ids_cap, req->n_cand ? req->n_cand : 1, sizeof(uint32_t))))
+			goto leave;
+		for (size_t i = 0; i < req->n_cand; i++) {
+			if (req->cand[i] >= v->n) {
+				rc = VR_EINVAL;
+				goto leave;
+			}
+			ws->ids[i] = req->cand[i];
+		}
+		qsort(ws->ids, req->n_cand, sizeof(uint32_t), cmp_u32);
+		for (size_t i = 0; i < req->n_cand; i++)
+			if (n_ids == 0 || ws->ids[i] != ws->ids[n_ids - 1])
+				ws->ids[n_ids++] = ws->ids[i];
+		ids = ws->ids;
+		bound = n_ids;
+	}
+	hp.cap = (size_t)req->k < bound ? (size_t)req->k : bound;
+	if (hp.cap == 0)
+		goto leave;
+
+	if (req->approx == 0 || (size_t)req->approx * hp.cap >= bound) {
+		scan(v, ws->user, 0, ids, n_ids, &hp, &ex);
+	} else {
+		struct heap pool = { NULL, 0, (size_t)req->approx * hp.cap };
+		if ((rc = grow((void **)&ws->pool, &ws->pool_cap, pool.cap, sizeof(struct rk_hit))))
+			goto leave;
+		pool.h = ws->pool;
+		scan(v, ws->user, 1, ids, n_ids, &pool, &ex);
+		/* Re-rank: exact scores of the pool, in ascending ids as
+		 * select_scores wants them. */
+		if ((rc = grow((void **)&ws->ids, &ws->ids_cap, pool.n, sizeof(uint32_t))))
+			goto leave;
+		for (size_t i = 0; i < pool.n; i++)
+			ws->ids[i] = pool.h[i].item;
+		qsort(ws->ids, pool.n, sizeof(uint32_t), cmp_u32);
+		struct excl none = { NULL, NULL };
+		scan(v, ws->user, 0, ws->ids, pool.n, &hp, &none);
+	}
+	heap_sort(&hp);
+	*n_out = hp.n;
+leave:
+	return rc;
+}
+
+int rk_topk_batch(const struct rk_index_view *v, const struct rk_topk_batch_req *req, struct rk_topk_ws *ws,
+		  struct rk_hit *out, size_t *n_out)
+{
+	int rc = 0;
+	size_t kk = req->k > 0 && (size_t)req->k < v->n ? (size_t)req->k : v->n;
+	uint32_t rows_per = 1u << v->chunk_shift;
+	above_fn above = kernels[rk_isa_active()].above;
+
+	if (req->k <= 0 || (!req->exclude) != (!req->n_exclude)) {
+		rc = VR_EINVAL;
+		goto leave;
+	}
+	for (uint32_t u = 0; u < req->n_users; u++) {
+		n_out[u] = 0;
+		if (req->exclude && ((req->n_exclude[u] && !req->exclude[u]) ||
+				     !sorted(req->exclude[u], req->n_exclude[u]))) {
+			rc = VR_EINVAL;
+			goto leave;
+		}
+	}
+	if (kk == 0 || req->n_users == 0)
+		goto leave;
+	uint32_t mb = req->n_users < BATCH_USERS ? req->n_users : BATCH_USERS;
+	if ((rc = grow((void **)&ws->user, &ws->user_cap, (size_t)mb * v->stride, sizeof(float))) ||
+	    (rc = grow((void **)&ws->scores, &ws->scores_cap, (size_t)mb * BATCH_ROWS, sizeof(float))) ||
+	    (rc = grow((void **)&ws->heaps, &ws->heaps_cap, mb, sizeof(struct heap))) ||
+	    (rc = grow((void **)&ws->excls, &ws->excls_cap, mb, sizeof(struct excl))))
+		goto leave;
+
+	for (uint32_t g0 = 0; g0 < req->n_users; g0 += mb) {
+		uint32_t mu = req->n_users - g0 < mb ? req->n_users - g0 : mb;
+		for (uint32_t u = 0; u < mu; u++) {
+			uint32_t gu = g0 + u;
+			if ((rc = pad_user(ws->user + (size_t)u * v->stride, req->users + (size_t)gu * v->dim,
+					   v->dim, v->stride)))
+				goto leave;
+			ws->heaps[u] = (struct heap){ out + (size_t)gu * kk, 0, kk };
+			ws->excls[u].p = req->exclude ? req->exclude[gu] : NULL;
+			ws->excls[u].end = req->exclude && req->exclude[gu] ? req->exclude[gu] + req->n_exclude[gu] : NULL;
+		}
+		for (uint32_t at = 0, nb; at < v->n; at += nb) {
+			/* A block ends at BATCH_ROWS, the end of the view or the end of
+			 * its chunk, whichever comes first. */
+			nb = v->n - at < BATCH_ROWS ? v->n - at : BATCH_ROWS;
+			if (nb > rows_per - (at & (rows_per - 1)))
+				nb = rows_per - (at & (rows_per - 1));
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)mu, (int)nb, (int)v->stride, 1.0f,
+				    ws->user, (int)v->stride, rk_index_row(v, at), (int)v->stride, 0.0f, ws->scores,
+				    (int)nb);
+			for (uint32_t u = 0; u < mu; u++)
+				select_scores(&ws->heaps[u], ws->scores + (size_t)u * nb, nb, at, NULL, &ws->excls[u], above);
+		}
+		for (uint32_t u = 0; u < mu; u++) {
+			heap_sort(&ws->heaps[u]);
+			n_out[g0 + u] = ws->heaps[u].n;
+		}
+	}
+leave:
+	return rc;
+}
+
+int rk_score(const struct rk_index_view *v, const float *user, const uint32_t *items, size_t n,
+	     struct rk_topk_ws *ws, float *scores)
+{
+	int rc = 0;
+	const float *ptr[BLK];
+	enum rk_isa isa = rk_isa_active();
+
+	for (size_t i = 0; i < n; i++)
+		if (items[i] >= v->n)
+			return VR_EINVAL;
+	if ((rc = grow((void **)&ws->user, &ws->user_cap, v->stride, sizeof(float))))
+		return rc;
+	if ((rc = pad_user(ws->user, user, v->dim, v->stride)))
+		return rc;
+	for (size_t at = 0; at < n; at += BLK) {
+		uint32_t nb = (uint32_t)(n - at < BLK ? n - at : BLK);
+		for (uint32_t r = 0; r < nb; r++)
+			ptr[r] = rk_index_row(v, items[at + r]);
+		kernels[isa].dot32(ws->user, v->stride, ptr, nb, scores + at);
+	}
+	return 0;
+}

@@ -1,0 +1,98 @@
+/* Top-k selection over the serving item matrix (index.h): the best k items
+ * for a user row by inner product, for one user (a blocked scan with a
+ * bounded heap, exact fp32 or an approximate fp16 first pass followed by an
+ * exact re-rank) or for many users at once (GEMM over blocks of items, then
+ * per-user selection).
+ *
+ * Order: descending score; equal scores by ascending item id. A NaN score
+ * (only from overflow: rows and users are finite) counts as -infinity.
+ *
+ * The scan kernels use AVX-512 or AVX2+FMA+F16C where the CPU has them
+ * (checked at run time) and portable C otherwise, so one binary runs on any
+ * x86-64. Scores from one kernel are the same bits whether an item is
+ * scored in a scan, as a candidate or by rk_score; the GEMM path (BLAS)
+ * and other kernels may differ from them in the last bits. */
+#ifndef RK_TOPK_H
+#define RK_TOPK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "index.h"
+
+struct rk_hit {
+	uint32_t item;
+	float score;
+};
+
+/* Default oversampling of the approximate pass: it keeps k × this many
+ * candidates by fp16 score for the exact re-rank. */
+#define RK_TOPK_APPROX_DEFAULT 4
+
+struct rk_topk_req {
+	const float *user;        /* dim floats */
+	int k;                    /* > 0; larger than the catalogue returns all */
+	/* Items never returned (the user's seen items): ascending (repeats
+	 * allowed); ids >= view->n are ignored. NULL when n_exclude is 0. */
+	const uint32_t *exclude;
+	size_t n_exclude;
+	/* Restrict ranking to these items: any order, repeats collapsed, every
+	 * id < view->n. NULL: the whole catalogue. */
+	const uint32_t *cand;
+	size_t n_cand;
+	/* 0: exact fp32 scan. c >= 1: fp16 scan keeping k × c candidates, then
+	 * exact fp32 scores for those; returned scores are always exact. */
+	int approx;
+};
+
+/* Per-thread scratch of rk_topk / rk_topk_batch: buffers grow to the
+ * largest request seen and are reused, so a serving thread allocates once
+ * (a padded user row, the candidate list, k × approx hits; rk_topk_batch
+ * adds up to 1024 padded users and a 1024 × 2048 score block, 9.2 MiB). */
+struct rk_topk_ws;
+
+/* Returns 0 or VR_ENOMEM. */
+int rk_topk_ws_create(struct rk_topk_ws **out);
+void rk_topk_ws_destroy(struct rk_topk_ws *ws);
+
+/* The top min(k, eligible) items of view for req->user into out (best
+ * first), their count into *n_out. out_cap must be at least min(k, n),
+ * n = min(req->n_cand, view->n) with a candidate list, view->n without.
+ * ws belongs to the calling thread.
+ * Returns 0; VR_EINVAL for k <= 0, approx < 0, a non-finite user value, an
+ * exclusion list out of order, a candidate id >= view->n, or out_cap too
+ * small; VR_ENOMEM when ws cannot grow. */
+int rk_topk(const struct rk_index_view *view, const struct rk_topk_req *req, struct rk_topk_ws *ws,
+	    struct rk_hit *out, size_t out_cap, size_t *n_out);
+
+struct rk_topk_batch_req {
+	const float *users;       /* n_users × dim floats, row-major */
+	uint32_t n_users;
+	int k;
+	/* Per user, as rk_topk_req.exclude; both NULL for no exclusions. */
+	const uint32_t *const *exclude;
+	const size_t *n_exclude;
+};
+
+/* Exact top-k for many users: user u's hits go to out + u × kk (kk =
+ * min(k, view->n)), their count to n_out[u]. Scores come from BLAS sgemm
+ * (OpenBLAS, on its own threads) over blocks of up to 1024 users × 2048
+ * items, each block then selected per user. Returns 0, VR_EINVAL (as
+ * rk_topk) or VR_ENOMEM. */
+int rk_topk_batch(const struct rk_index_view *view, const struct rk_topk_batch_req *req,
+		  struct rk_topk_ws *ws, struct rk_hit *out, size_t *n_out);
+
+/* Exact scores of items[0..n) for user into scores, the same bits as
+ * rk_topk's exact path. Returns 0 or VR_EINVAL (an id >= view->n). */
+int rk_score(const struct rk_index_view *view, const float *user, const uint32_t *items, size_t n,
+	     struct rk_topk_ws *ws, float *scores);
+
+/* Kernel choice. rk_isa_active() names the one in use; rk_isa_set() picks
+ * one for the process (tests compare every kernel the CPU can run), and
+ * returns VR_EUNSUPPORTED when the CPU lacks it. */
+enum rk_isa { RK_ISA_GENERIC = 0, RK_ISA_AVX2 = 1, RK_ISA_AVX512 = 2 };
+enum rk_isa rk_isa_active(void);
+int rk_isa_set(enum rk_isa isa);
+const char *rk_isa_name(enum rk_isa isa);
+
+#endif

@@ -1,0 +1,345 @@
+/* bench_rank_rpc: Recommend top-k through a real rankd over loopback.
+ *
+ * It writes a synthetic VBPR snapshot straight into a fresh data directory
+ * through the libraries rankd itself uses (interactions.h, model.h,
+ * snapshot.h): U users with 20 interactions each, N items, a VBPR model at
+ * the tutorial's dims (K = 200, K' = 100, F = 2048) with random parameters,
+ * and its serving item matrix [β_i + β'·f_i, γ_i, E f_i] with random values
+ * standing in for the visual terms (so 1 M items need no 8 GB of features).
+ * Then, per concurrency level, it starts rankd on that directory, runs
+ * blocking Recommend calls from that many client threads for a while, and
+ * stops rankd, which logs its handler-time percentiles: the server-side
+ * figures. Prints per level: QPS, client p50/p99, server p50/p99, errors,
+ * and rankd's start-up time and peak RSS. A benchmark, not a test.
+ *
+ *   bench_rank_rpc [--items 10000] [--users 1000] [--seconds 3]
+ *                  [--levels 1,8,64] [--channels 8] [--server-threads 2]
+ *                  [--k 20] [--approx 0] [--dir DIR] */
+#include "err.h"
+#include "flags.h"
+#include "interactions.h"
+#include "model.h"
+#include "procs.h"
+#include "rpc.h"
+#include "sampler.h"
+#include "snapshot.h"
+#include "store.h"
+#include "visrec/v1/rankd.pb-c.h"
+
+#include <ftw.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+static double now_s(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+/* ---- the synthetic snapshot -------------------------------------------------- */
+
+static float gauss(rk_rng *r)
+{
+	float a = rk_rng_float(r) + 1e-7f, b = rk_rng_float(r);
+	return sqrtf(-2.0f * logf(a)) * cosf(6.2831853f * b);
+}
+
+static int write_snapshot(const char *dir, uint32_t n_items, uint32_t n_users)
+{
+	vr_store *st = NULL;
+	rk_interactions *ix = NULL;
+	rk_model *m = NULL;
+	float *rows = NULL;
+	rk_interaction_in *in = NULL;
+	char (*uids)[16] = NULL, (*iids)[16] = NULL;
+	rk_snap snap;
+	rk_rng rng;
+	rk_rng_seed(&rng, 1, 0);
+	int rc = vr_store_open(&st, dir, NULL);
+	if (!rc)
+		rc = rk_interactions_open(&ix, st);
+	if (!rc)
+		rc = rk_snap_open(&snap, st);
+	if (rc)
+		goto leave;
+	/* Every item id first, in index order, then 20 interactions per user. */
+	char id[16];
+	for (uint32_t i = 0; i < n_items && !rc; i++) {
+		uint32_t got;
+		snprintf(id, sizeof id, "i%07u", i);
+		rc = rk_items_intern(ix, id, strlen(id), &got);
+	}
+	if (!rc)
+		rc = rk_interactions_flush(ix);
+	size_t n_in = (size_t)n_users * 20;
+	in = malloc(n_in * sizeof *in);
+	uids = malloc((size_t)n_users * sizeof *uids);
+	iids = malloc(n_in * sizeof *iids);
+	if (!in || !uids || !iids)
+		rc = VR_ENOMEM;
+	for (size_t x = 0; x < n_in && !rc; x++) {
+		uint32_t u = (uint32_t)(x / 20);
+		snprintf(uids[u], sizeof uids[u], "u%06u", u);
+		snprintf(iids[x], sizeof iids[x], "i%07u", rk_rng_below(&rng, n_items));
+		in[x] = (rk_interaction_in){ uids[u], strlen(uids[u]), iids[x], strlen(iids[x]),
+					     (int64_t)(x % 20) };
+	}
+	if (!rc)
+		rc = rk_interactions_add_batch(ix, in, n_in, NULL);
+	if (rc)
+		goto leave;
+	rk_model_dims d = { RK_MODEL_VBPR, rk_interactions_users(ix), n_items, 200, 100, 2048 };
+	if ((rc = rk_model_create(&m, &d)))
+		goto leave;
+	rk_model_init(m, 7);
+	uint32_t dim = rk_model_dim(m);
+	if (!(rows = malloc((size_t)n_items * dim * sizeof *rows))) {
+		rc = VR_ENOMEM;
+		goto leave;
+	}
+	for (uint32_t i = 0; i < n_items; i++) {
+		float *row = rows + (size_t)i * dim;
+		m->beta_i[i] = 0.1f * gauss(&rng);
+		row[0] = m->beta_i[i] + 0.1f * gauss(&rng);
+		memcpy(row + 1, m->gamma_i + (size_t)i * d.k, d.k * sizeof(float));
+		for (uint32_t c = 0; c < d.k2; c++)
+			row[1 + d.k + c] = 0.1f * gauss(&rng);
+	}
+	rk_snap_meta meta = { .version = 1, .kind = RK_MODEL_VBPR, .n_rows = n_items, .dim = dim,
+			      .feature_dims = d.f, .feature_version = 1, .created_unix = time(NULL),
+			      .trained_pairs = n_in };
+	if (!(rc = rk_snap_save(&snap, m, rows, &meta)))
+		rc = rk_snap_activate(&snap, 1, 0);
+leave:
+	free(rows);
+	free(in);
+	free(uids);
+	free(iids);
+	rk_model_free(m);
+	rk_interactions_close(ix);
+	vr_store_close(st);
+	return rc;
+}
+
+/* ---- clients ---------------------------------------------------------------------- */
+
+struct client {
+	pthread_t tid;
+	vr_channel *ch;
+	uint32_t n_users;
+	int k;
+	uint64_t seed;
+	uint32_t *lat_us;
+	size_t cap, n;
+	long errors;
+};
+
+static atomic_int phase; /* 0 warm-up, 1 measure, 2 stop */
+
+static void *client_main(void *arg)
+{
+	struct client *c = arg;
+	rk_rng rng;
+	rk_rng_seed(&rng, c->seed, 1);
+	char user[16];
+	Visrec__V1__RecommendRequest req = VISREC__V1__RECOMMEND_REQUEST__INIT;
+	req.user_id = user;
+	req.k = c->k;
+	for (;;) {
+		int ph = atomic_load(&phase);
+		if (ph == 2)
+			break;
+		snprintf(user, sizeof user, "u%06u", rk_rng_below(&rng, c->n_users));
+		ProtobufCMessage *m = NULL;
+		vr_status st;
+		double a = now_s();
+		int rc = vr_client_unary(c->ch, "/visrec.v1.Rank/Recommend", &req.base,
+					 &visrec__v1__recommend_response__descriptor, &m, 10000, NULL, &st);
+		double b = now_s();
+		if (!rc && ((Visrec__V1__RecommendResponse *)m)->n_items != (size_t)c->k)
+			rc = -1;
+		if (m)
+			protobuf_c_message_free_unpacked(m, NULL);
+		if (ph != 1)
+			continue;
+		if (rc)
+			c->errors++;
+		else if (c->n < c->cap)
+			c->lat_us[c->n++] = (uint32_t)((b - a) * 1e6);
+	}
+	return NULL;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* "Recommend: N calls, handler time p50 X us, p99 Y us" from rankd's log. */
+static int server_times(const char *path, double *p50, double *p99)
+{
+	FILE *f = fopen(path, "r");
+	char line[512];
+	int found = 0;
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof line, f)) {
+		const char *s = strstr(line, "handler time p50 ");
+		if (s && sscanf(s, "handler time p50 %lf us, p99 %lf us", p50, p99) == 2)
+			found = 1;
+	}
+	fclose(f);
+	return found;
+}
+
+static long peak_rss_kb(pid_t pid)
+{
+	char path[64], line[256];
+	long kb = -1;
+	snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof line, f))
+		if (!strncmp(line, "VmHWM:", 6))
+			kb = atol(line + 6);
+	fclose(f);
+	return kb;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+int main(int argc, char **argv)
+{
+	int items = 10000, users = 1000, channels = 8, server_threads = 2, k = 20, approx = 0;
+	double seconds = 3;
+	const char *levels = "1,8,64", *dir = NULL;
+	const vr_flag flags[] = {
+		{ "items", NULL, VR_FLAG_INT, &items, "10000", "catalogue size", 0 },
+		{ "users", NULL, VR_FLAG_INT, &users, "1000", "users (20 interactions each)", 0 },
+		{ "seconds", NULL, VR_FLAG_DOUBLE, &seconds, "3", "measured seconds per level", 0 },
+		{ "levels", NULL, VR_FLAG_STRING, &levels, "1,8,64", "concurrent clients per level", 0 },
+		{ "channels", NULL, VR_FLAG_INT, &channels, "8", "client channels (connections), shared round-robin", 0 },
+		{ "server-threads", NULL, VR_FLAG_INT, &server_threads, "2", "rankd --threads", 0 },
+		{ "k", NULL, VR_FLAG_INT, &k, "20", "top-k", 0 },
+		{ "approx", NULL, VR_FLAG_INT, &approx, "0", "rankd --topk-approx", 0 },
+		{ "dir", NULL, VR_FLAG_STRING, &dir, NULL, "work directory (default: a new one under /tmp)", 0 },
+		{ 0 },
+	};
+	char err[256];
+	int rc = vr_flags_parse(flags, argc, argv, err, sizeof err);
+	if (rc == VR_FLAGS_HELP) {
+		vr_flags_usage(stdout, "bench_rank_rpc", "Recommend through a real rankd on loopback.", flags);
+		return 0;
+	}
+	if (rc || items < 1 || users < 1 || channels < 1 || k < 1) {
+		fprintf(stderr, "bench_rank_rpc: %s\n", rc ? err : "--items, --users, --channels, --k must be >= 1");
+		return 2;
+	}
+	char work[256], data[300], log[300];
+	snprintf(work, sizeof work, "%s", dir ? dir : "/tmp/bench_rank_rpc.XXXXXX");
+	if (!dir && !mkdtemp(work))
+		return 1;
+	snprintf(data, sizeof data, "%s/rankd-data", work);
+	double t0 = now_s();
+	if ((rc = write_snapshot(data, (uint32_t)items, (uint32_t)users))) {
+		fprintf(stderr, "bench_rank_rpc: cannot write the snapshot: %s\n", vr_strerror(rc));
+		return 1;
+	}
+	printf("snapshot: %d items, %d users, VBPR K=200 K'=100 F=2048 (D=301), written in %.1f s\n",
+	       items, users, now_s() - t0);
+	vr_rpc_init();
+	printf("%6s %9s %9s %10s %10s %10s %10s %7s %9s %9s\n", "conc", "calls", "QPS", "cli_p50_us",
+	       "cli_p99_us", "srv_p50_us", "srv_p99_us", "errors", "start_s", "rss_MB");
+	char threads_arg[16], approx_arg[16];
+	snprintf(threads_arg, sizeof threads_arg, "%d", server_threads);
+	snprintf(approx_arg, sizeof approx_arg, "%d", approx);
+	int status = 0;
+	for (const char *p = levels; *p;) {
+		int conc = atoi(p);
+		while (*p && *p != ',')
+			p++;
+		if (*p == ',')
+			p++;
+		if (conc < 1)
+			continue;
+		snprintf(log, sizeof log, "%s/rankd-%d.stderr", work, conc);
+		remove(log);
+		char *rargv[] = { RANKD_BIN, "--listen", "127.0.0.1:0", "--data", data, "--threads",
+				  threads_arg, "--follow-featured=false", "--featured", "127.0.0.1:9",
+				  "--topk-approx", approx_arg, NULL };
+		struct proc r;
+		double s0 = now_s();
+		if (proc_spawn(&r, log, rargv) || proc_wait_ready(&r, "rankd", 600000)) {
+			fprintf(stderr, "bench_rank_rpc: rankd did not start (see %s)\n", log);
+			proc_stop(&r, 5000);
+			status = 1;
+			break;
+		}
+		double start_s = now_s() - s0;
+		int nch = channels < conc ? channels : conc;
+		vr_channel **chs = calloc((size_t)nch, sizeof *chs);
+		struct client *cl = calloc((size_t)conc, sizeof *cl);
+		for (int c = 0; c < nch; c++)
+			vr_channel_create(&chs[c], r.addr, NULL);
+		atomic_store(&phase, 0);
+		for (int c = 0; c < conc; c++) {
+			cl[c] = (struct client){ .ch = chs[c % nch], .n_users = (uint32_t)users, .k = k,
+						 .seed = (uint64_t)c + 1, .cap = (size_t)(seconds * 200000 / conc + 1000) };
+			cl[c].lat_us = malloc(cl[c].cap * sizeof *cl[c].lat_us);
+			memset(cl[c].lat_us, 0, cl[c].cap * sizeof *cl[c].lat_us);
+			pthread_create(&cl[c].tid, NULL, client_main, &cl[c]);
+		}
+		usleep(500000);
+		atomic_store(&phase, 1);
+		double m0 = now_s();
+		usleep((useconds_t)(seconds * 1e6));
+		atomic_store(&phase, 2);
+		double took = now_s() - m0;
+		size_t total = 0;
+		long errors = 0;
+		for (int c = 0; c < conc; c++) {
+			pthread_join(cl[c].tid, NULL);
+			total += cl[c].n;
+			errors += cl[c].errors;
+		}
+		uint32_t *all = malloc((total + 1) * sizeof *all);
+		size_t at = 0;
+		for (int c = 0; c < conc; c++) {
+			memcpy(all + at, cl[c].lat_us, cl[c].n * sizeof *all);
+			at += cl[c].n;
+			free(cl[c].lat_us);
+		}
+		qsort(all, total, sizeof *all, cmp_u32);
+		long rss = peak_rss_kb(r.pid);
+		for (int c = 0; c < nch; c++)
+			vr_channel_destroy(chs[c]);
+		int st = proc_stop(&r, 30000);
+		double sp50 = -1, sp99 = -1;
+		server_times(log, &sp50, &sp99);
+		printf("%6d %9zu %9.0f %10u %10u %10.1f %10.1f %7ld %9.2f %9.1f\n", conc, total,
+		       total / took, total ? all[total / 2] : 0, total ? all[total * 99 / 100] : 0, sp50,
+		       sp99, errors, start_s, rss / 1024.0);
+		fflush(stdout);
+		if (st != 0)
+			fprintf(stderr, "bench_rank_rpc: rankd exited with status %d (see %s)\n", st, log);
+		free(all);
+		free(cl);
+		free(chs);
+	}
+	vr_rpc_shutdown();
+	if (!dir)
+		nftw(work, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+	return status;
+}

@@ -1,0 +1,296 @@
+/* Benchmark of rankd's serving math in process: top-k over an item matrix
+ * of VBPR's shape (D = 1 + 200 + 100), for one catalogue size per run.
+ *
+ *   bench_serve N_ITEMS [--queries Q] [--batch B] [--dump DIR]
+ *
+ * Reports the memory-bandwidth floor of one exact scan (the fp32 matrix's
+ * bytes at the read speed measured here in the same run, and at the
+ * documented 18 GB/s), single-query p50/p99 for the exact fp32 scan and the
+ * fp16 pass + exact re-rank (with its recall@20 against exact), batched
+ * users/s through GEMM, build time and peak RSS; the last line is the same
+ * as JSON for run.sh. --dump writes, for the PyTorch peer (torch_peer.py),
+ * DIR/items-N.f32 (the matrix, N × D float32 row-major), DIR/users-N.f32
+ * (max(Q, B) user rows) and DIR/top20-N.u32 (the exact top-20 of the first
+ * Q users), once: a file of the right size is kept. */
+#include "index.h"
+#include "topk.h"
+
+#include <immintrin.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define D 301
+#define K 20
+#define CLUSTERS 256
+#define GEN_ROWS 4096
+
+static uint64_t rng_state = 12345;
+
+static inline uint64_t rng(void)
+{
+	uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+/* Two uniforms in [-1, 1) from one draw. */
+static inline void rng2(float *a, float *b)
+{
+	uint64_t x = rng();
+	*a = (float)(uint32_t)x * (2.0f / 4294967296.0f) - 1.0f;
+	*b = (float)(uint32_t)(x >> 32) * (2.0f / 4294967296.0f) - 1.0f;
+}
+
+static double now(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+static double pct(double *v, size_t n, double p)
+{
+	qsort(v, n, sizeof *v, cmp_double);
+	size_t i = (size_t)(p * (double)(n - 1) + 0.5);
+	return v[i];
+}
+
+/* Rows shaped like VBPR's folded item rows: a bias column, 200 latent and
+ * 100 visual factors at different scales, items in taste clusters. */
+static void gen_rows(const float *centres, float *rows, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		const float *c = centres + (size_t)(rng() % CLUSTERS) * D;
+		float *r = rows + (size_t)i * D;
+		float a, b;
+		rng2(&a, &b);
+		r[0] = 2.0f * a;
+		for (int j = 1; j < D; j += 2) {
+			rng2(&a, &b);
+			r[j] = (j <= 200 ? 0.1f : 0.5f) * (c[j] + 0.8f * a);
+			if (j + 1 < D)
+				r[j + 1] = (j + 1 <= 200 ? 0.1f : 0.5f) * (c[j + 1] + 0.8f * b);
+		}
+	}
+}
+
+/* Opens DIR/WHAT-N.EXT for writing, or returns NULL with *skip set when a
+ * file of the expected size is already there (the data are deterministic). */
+static FILE *dump_open(const char *dir, const char *what, uint32_t n, const char *ext, uint64_t bytes, int *skip)
+{
+	char path[4096];
+	struct stat st;
+	snprintf(path, sizeof path, "%s/%s-%u.%s", dir, what, n, ext);
+	*skip = stat(path, &st) == 0 && (uint64_t)st.st_size == bytes;
+	if (*skip)
+		return NULL;
+	FILE *f = fopen(path, "wb");
+	if (!f)
+		fprintf(stderr, "cannot write %s\n", path);
+	return f;
+}
+
+/* Read speed of one core over the fp32 rows: the floor of any exact scan. */
+__attribute__((target("avx2")))
+static double read_pass(const struct rk_index_view *v, float *sink)
+{
+	__m256 acc = _mm256_setzero_ps();
+	uint32_t rows_per = 1u << v->chunk_shift;
+	double t0 = now();
+	for (uint32_t at = 0; at < v->n; at += rows_per) {
+		uint32_t nr = v->n - at < rows_per ? v->n - at : rows_per;
+		const float *p = rk_index_row(v, at);
+		size_t len = (size_t)nr * v->stride;
+		__m256 a1 = _mm256_setzero_ps(), a2 = a1, a3 = a1;
+		for (size_t j = 0; j + 32 <= len; j += 32) {
+			acc = _mm256_add_ps(acc, _mm256_load_ps(p + j));
+			a1 = _mm256_add_ps(a1, _mm256_load_ps(p + j + 8));
+			a2 = _mm256_add_ps(a2, _mm256_load_ps(p + j + 16));
+			a3 = _mm256_add_ps(a3, _mm256_load_ps(p + j + 24));
+		}
+		acc = _mm256_add_ps(_mm256_add_ps(acc, a1), _mm256_add_ps(a2, a3));
+	}
+	double t = now() - t0;
+	float tmp[8];
+	_mm256_storeu_ps(tmp, acc);
+	*sink += tmp[0];
+	return t;
+}
+
+int main(int argc, char **argv)
+{
+	uint32_t n = 0, queries = 0, batch = 0;
+	const char *dump = NULL;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--queries") && i + 1 < argc)
+			queries = (uint32_t)atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--batch") && i + 1 < argc)
+			batch = (uint32_t)atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--dump") && i + 1 < argc)
+			dump = argv[++i];
+		else
+			n = (uint32_t)strtoul(argv[i], NULL, 10);
+	}
+	if (n == 0) {
+		fprintf(stderr, "usage: bench_serve N_ITEMS [--queries Q] [--batch B] [--dump DIR]\n");
+		return 2;
+	}
+	if (!queries)
+		queries = n <= 100000 ? 2000 : 20;
+	if (!batch)
+		batch = n <= 100000 ? 4096 : 256;
+
+	struct rk_index *ix;
+	struct rk_topk_ws *ws;
+	if (rk_index_create(D, NULL, &ix) || rk_topk_ws_create(&ws))
+		return 1;
+	float *centres = malloc((size_t)CLUSTERS * D * sizeof(float));
+	float *buf = malloc((size_t)GEN_ROWS * D * sizeof(float));
+	for (size_t j = 0; j < (size_t)CLUSTERS * D; j += 2) /* CLUSTERS × D is even */
+		rng2(&centres[j], &centres[j + 1]);
+
+	/* Build: generate in small blocks, append, dump. */
+	int skip = 1;
+	FILE *df = dump ? dump_open(dump, "items", n, "f32", (uint64_t)n * D * sizeof(float), &skip) : NULL;
+	double gen = 0, t0 = now();
+	for (uint32_t at = 0; at < n; at += GEN_ROWS) {
+		uint32_t nr = n - at < GEN_ROWS ? n - at : GEN_ROWS;
+		double g0 = now();
+		gen_rows(centres, buf, nr);
+		gen += now() - g0;
+		if (rk_index_append(ix, buf, nr, NULL))
+			return 1;
+		if (df)
+			fwrite(buf, sizeof(float), (size_t)nr * D, df);
+	}
+	double build = now() - t0 - gen;
+	if (df)
+		fclose(df);
+
+	uint32_t n_users = queries > batch ? queries : batch;
+	float *users = malloc((size_t)n_users * D * sizeof(float));
+	for (uint32_t u = 0; u < n_users; u++) {
+		float *r = users + (size_t)u * D;
+		r[0] = 1;
+		for (int j = 1; j < D; j += 2) {
+			float a, b;
+			rng2(&a, &b);
+			r[j] = a;
+			if (j + 1 < D)
+				r[j + 1] = b;
+		}
+	}
+	df = dump ? dump_open(dump, "users", n, "f32", (uint64_t)n_users * D * sizeof(float), &skip) : NULL;
+	if (df) {
+		fwrite(users, sizeof(float), (size_t)n_users * D, df);
+		fclose(df);
+	}
+
+	struct rk_index_view v;
+	rk_index_acquire(ix, &v);
+	float sink = 0;
+	double bytes = (double)v.n * v.stride * sizeof(float);
+	double rd = read_pass(&v, &sink);
+	for (int r = 0; r < 2; r++) {
+		double x = read_pass(&v, &sink);
+		rd = x < rd ? x : rd;
+	}
+	rk_index_release(&v);
+
+	/* Single queries, each with its own acquire/release as a handler does. */
+	struct rk_hit *exact = malloc((size_t)queries * K * sizeof *exact), hits[K];
+	double *lat = malloc(queries * sizeof(double));
+	double p50[2], p99[2];
+	size_t found = 0, n_hits;
+	for (int approx = 0; approx < 2; approx++) {
+		for (uint32_t q = 0; q < queries + 2; q++) {
+			uint32_t u = q < 2 ? q : q - 2; /* two warm-up queries */
+			struct rk_topk_req req = { users + (size_t)u * D, K, NULL, 0, NULL, 0,
+						   approx ? RK_TOPK_APPROX_DEFAULT : 0 };
+			double a = now();
+			rk_index_acquire(ix, &v);
+			int rc = rk_topk(&v, &req, ws, approx ? hits : exact + (size_t)u * K, K, &n_hits);
+			rk_index_release(&v);
+			double b = now();
+			if (rc || n_hits != K)
+				return 1;
+			if (q < 2)
+				continue;
+			lat[u] = (b - a) * 1e3;
+			if (approx)
+				for (int i = 0; i < K; i++)
+					for (int j = 0; j < K; j++)
+						found += hits[i].item == exact[(size_t)u * K + j].item;
+		}
+		p50[approx] = pct(lat, queries, 0.5);
+		p99[approx] = pct(lat, queries, 0.99);
+	}
+	double recall = (double)found / ((double)queries * K);
+	df = dump ? dump_open(dump, "top20", n, "u32", (uint64_t)queries * K * sizeof(uint32_t), &skip) : NULL;
+	if (df) {
+		for (size_t i = 0; i < (size_t)queries * K; i++)
+			fwrite(&exact[i].item, sizeof(uint32_t), 1, df);
+		fclose(df);
+	}
+
+	/* Batched: all users in one call (GEMM per block of items). */
+	struct rk_hit *bout = malloc((size_t)batch * K * sizeof *bout);
+	size_t *bn = malloc(batch * sizeof(size_t));
+	struct rk_topk_batch_req br = { users, batch, K, NULL, NULL };
+	rk_index_acquire(ix, &v);
+	double bts[3];
+	rk_topk_batch(&v, &br, ws, bout, bn); /* warm-up: BLAS buffers, ws */
+	for (int r = 0; r < 3; r++) {
+		double b0 = now();
+		if (rk_topk_batch(&v, &br, ws, bout, bn))
+			return 1;
+		bts[r] = now() - b0;
+	}
+	double bt = pct(bts, 3, 0.5);
+	rk_index_release(&v);
+
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	double floor_meas = rd * 1e3, floor_doc = bytes / 18e9 * 1e3;
+	printf("items %u, D %d (stride %u), kernels %s, fp32 matrix %.1f MB + fp16 copy %.1f MB\n", n, D,
+	       (D + 15) & ~15, rk_isa_name(rk_isa_active()), bytes / 1e6, bytes / 2e6);
+	printf("build (append, incl. first touch) %.3f s for %u rows; data generation %.3f s (not counted)\n", build,
+	       n, gen);
+	printf("memory floor of one exact scan: %.2f ms at the measured %.1f GB/s (%.2f ms at 18 GB/s)\n", floor_meas,
+	       bytes / rd / 1e9, floor_doc);
+	printf("top-%d single query, exact fp32: p50 %.3f ms  p99 %.3f ms  (%.2fx the measured floor)\n", K, p50[0],
+	       p99[0], p50[0] / floor_meas);
+	printf("top-%d single query, fp16 + exact re-rank (c=%d): p50 %.3f ms  p99 %.3f ms  recall@20 %.4f\n", K,
+	       RK_TOPK_APPROX_DEFAULT, p50[1], p99[1], recall);
+	printf("batched exact (GEMM), %u users: %.3f s (median of 3), %.0f users/s\n", batch, bt, batch / bt);
+	printf("peak RSS %.1f MB\n", (double)ru.ru_maxrss / 1024);
+	printf("{\"impl\":\"visrec\",\"items\":%u,\"floor_ms\":%.3f,\"floor18_ms\":%.3f,\"exact_p50_ms\":%.4f,"
+	       "\"exact_p99_ms\":%.4f,\"approx_p50_ms\":%.4f,\"approx_p99_ms\":%.4f,\"recall20\":%.4f,"
+	       "\"batch_users\":%u,\"batch_users_per_s\":%.1f,\"build_s\":%.3f,\"rss_mb\":%.1f}\n",
+	       n, floor_meas, floor_doc, p50[0], p99[0], p50[1], p99[1], recall, batch, batch / bt, build,
+	       (double)ru.ru_maxrss / 1024);
+	if (sink == 12345.678f)
+		printf("\n");
+	free(bout);
+	free(bn);
+	free(lat);
+	free(exact);
+	free(users);
+	free(buf);
+	free(centres);
+	rk_topk_ws_destroy(ws);
+	rk_index_destroy(ix);
+	return 0;
+}

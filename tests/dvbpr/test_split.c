@@ -1,0 +1,373 @@
+/* DVBPR's split protocol through featured's real TrainVisual handler on
+ * loopback, driven by rankd's client (rankd/dvbpr.h), against a reference
+ * loop in this process that does the same steps on one net and one rankd
+ * model: same init, same triples, same images. */
+#include "dvbpr.h"
+#include "dvbpr_test.h"
+#include "decode.h"
+#include "err.h"
+#include "log.h"
+#include "model.h"
+#include "nn.h"
+#include "sampler.h"
+#include "visrec/v1/featured.pb-c.h"
+
+#include <math.h>
+#include <unistd.h>
+
+#define N_ITEMS 10
+#define N_USERS 3
+#define SIZE 32
+#define K2 8
+#define NB 6
+#define STEPS 4
+#define SEED 11
+#define LR 0.05f
+#define LAMBDA 0.01f
+
+static char tmpdir[64];
+
+struct set {
+	char *ids[N_ITEMS];
+	uint8_t *jpeg[N_ITEMS];
+	size_t len[N_ITEMS];
+};
+
+static int set_make(struct set *s)
+{
+	for (int k = 0; k < N_ITEMS; k++) {
+		s->ids[k] = malloc(16);
+		snprintf(s->ids[k], 16, "it%02d", k);
+		if (!(s->jpeg[k] = dvt_jpeg((unsigned)k, &s->len[k])))
+			return -1;
+	}
+	return 0;
+}
+
+static void set_free(struct set *s)
+{
+	for (int k = 0; k < N_ITEMS; k++) {
+		free(s->ids[k]);
+		fd_jpeg_free(s->jpeg[k]);
+	}
+}
+
+/* The reference: one net and one rankd model, the protocol's math inline. */
+struct ref {
+	nn_backend *b;
+	nn_net *net;
+	nn_optim *opt;
+	uint8_t *pix;    /* N_ITEMS × SIZE² × 3 */
+};
+
+static int ref_open(struct ref *r, const struct set *s)
+{
+	struct nn_net_opts o = { .num_outputs = K2, .input_size = SIZE, .max_batch = 2 * NB };
+	struct nn_optim_opts a = { .kind = NN_OPTIM_ADAM, .lr = 1e-3f, .weight_decay = 1e-4f };
+	fd_decoder *dec = NULL;
+	memset(r, 0, sizeof *r);
+	int rc = nn_backend_open("cpu", &r->b);
+	if (!rc)
+		rc = nn_net_create(r->b, "small", &o, &r->net, NULL, 0);
+	if (!rc)
+		rc = nn_net_init(r->net, SEED);
+	if (!rc)
+		rc = nn_optim_create(r->net, &a, &r->opt);
+	if (!rc)
+		rc = fd_decoder_create(&dec, NULL);
+	r->pix = malloc((size_t)N_ITEMS * SIZE * SIZE * 3);
+	for (int k = 0; !rc && k < N_ITEMS; k++)
+		rc = fd_decode(dec, s->jpeg[k], s->len[k], SIZE, 0, r->pix + (size_t)k * SIZE * SIZE * 3,
+			       NULL, NULL, 0);
+	fd_decoder_destroy(dec);
+	return rc;
+}
+
+static void ref_close(struct ref *r)
+{
+	nn_optim_destroy(r->opt);
+	nn_net_destroy(r->net);
+	nn_backend_close(r->b);
+	free(r->pix);
+}
+
+/* One step: returns the summed loss (NAN on failure). */
+static double ref_step(struct ref *r, rk_model *m, const uint32_t *u, const uint32_t *i,
+		       const uint32_t *j)
+{
+	const uint8_t *img[2 * NB];
+	float theta[NB * K2], margin[NB], phi[2 * NB * K2], dphi[2 * NB * K2], g[NB], dth[NB * K2];
+	double total = 0;
+	for (int t = 0; t < NB; t++) {
+		img[t] = r->pix + (size_t)i[t] * SIZE * SIZE * 3;
+		img[NB + t] = r->pix + (size_t)j[t] * SIZE * SIZE * 3;
+	}
+	rk_model_dvbpr_margins(m, u, i, j, NB, theta, margin);
+	if (nn_net_zero_grad(r->net) || nn_net_forward_u8(r->net, img, 2 * NB, 1, phi))
+		return NAN;
+	for (int t = 0; t < NB; t++) {
+		double x = margin[t];
+		for (int k = 0; k < K2; k++)
+			x += (double)theta[t * K2 + k] * (phi[t * K2 + k] - phi[(NB + t) * K2 + k]);
+		total += log1p(exp(-x));
+		g[t] = (float)(1 / (1 + exp(x)));
+		for (int k = 0; k < K2; k++) {
+			dphi[t * K2 + k] = -g[t] * theta[t * K2 + k];
+			dphi[(NB + t) * K2 + k] = g[t] * theta[t * K2 + k];
+			dth[t * K2 + k] = -g[t] * (phi[t * K2 + k] - phi[(NB + t) * K2 + k]);
+		}
+	}
+	if (nn_net_backward(r->net, dphi, NULL) || nn_optim_step(r->opt))
+		return NAN;
+	rk_model_dvbpr_update(m, u, i, j, NB, g, dth, LR, LAMBDA);
+	return total;
+}
+
+static double max_rel_diff(const float *a, const float *b, size_t n)
+{
+	double worst = 0;
+	for (size_t k = 0; k < n; k++) {
+		double d = fabs((double)a[k] - b[k]) / (1e-3 + fabs((double)b[k]));
+		if (d > worst)
+			worst = d;
+	}
+	return worst;
+}
+
+TEST(split_equals_one_process)
+{
+	struct set s;
+	struct fd_proc fp;
+	struct ref r;
+	rk_model *m = NULL, *mref = NULL;
+	rk_dvbpr *d = NULL;
+	vr_status st = { 0 };
+	char dir[128], path[256];
+	snprintf(dir, sizeof dir, "%s/eq", tmpdir);
+	ASSERT_OK(set_make(&s));
+	ASSERT_OK(dvt_featured_start(&fp, dir, SIZE));
+	ASSERT_OK(dvt_put(&fp, s.ids, s.jpeg, s.len, N_ITEMS));
+	ASSERT_OK(ref_open(&r, &s));
+	rk_model_dims md = { .kind = RK_MODEL_DVBPR, .n_users = N_USERS, .n_items = N_ITEMS, .k = 4,
+			     .k2 = K2 };
+	ASSERT_OK(rk_model_create(&m, &md));
+	rk_model_init(m, 5);
+	ASSERT_OK(rk_model_clone(m, &mref));
+	vr_channel *ch = dvt_channel(fp.addr);
+	rk_dvbpr_opts o = { .arch = "small", .input_size = SIZE, .cnn_lr = 1e-3f, .cnn_wd = 1e-4f,
+			    .seed = SEED, .session_id = "eqv", .checkpoint_every = 1000,
+			    .item_ids = (const char *const *)s.ids, .n_items = N_ITEMS, .max_batch = NB };
+	uint64_t step0 = 99;
+	ASSERT_MSG(rk_dvbpr_open(&d, ch, m, &o, &step0, &st) == 0, "open: %s", st.message);
+	ASSERT_EQ_INT(step0, 0);
+	rk_rng rng;
+	rk_rng_seed(&rng, 3, 0);
+	for (int step = 0; step < STEPS; step++) {
+		uint32_t u[NB], i[NB], j[NB];
+		for (int t = 0; t < NB; t++) {
+			u[t] = rk_rng_below(&rng, N_USERS);
+			i[t] = rk_rng_below(&rng, N_ITEMS);
+			j[t] = (i[t] + 1 + rk_rng_below(&rng, N_ITEMS - 1)) % N_ITEMS;
+		}
+		double loss = 0;
+		ASSERT_MSG(rk_dvbpr_step(d, m, u, i, j, NB, LR, LAMBDA, &loss, &st) == 0, "step: %s",
+			   st.message);
+		double want = ref_step(&r, mref, u, i, j);
+		ASSERT_NEAR(loss, want, 1e-4 * (1 + fabs(want)));
+	}
+	ASSERT_EQ_INT(rk_dvbpr_step_no(d), STEPS);
+	/* rankd's half is the same. */
+	ASSERT_MSG(max_rel_diff(m->params, mref->params, m->n_params) < 1e-4, "rankd params differ by %g",
+		   max_rel_diff(m->params, mref->params, m->n_params));
+	/* The embed-only step gives the reference's evaluation-mode φ. */
+	uint32_t all[N_ITEMS];
+	float phi[N_ITEMS * K2], want[N_ITEMS * K2];
+	const uint8_t *img[N_ITEMS];
+	for (int k = 0; k < N_ITEMS; k++) {
+		all[k] = (uint32_t)k;
+		img[k] = r.pix + (size_t)k * SIZE * SIZE * 3;
+	}
+	ASSERT_OK(rk_dvbpr_embed(d, all, N_ITEMS, phi, &st));
+	ASSERT_OK(nn_net_forward_u8(r.net, img, N_ITEMS, 0, want));
+	ASSERT_MSG(max_rel_diff(phi, want, N_ITEMS * K2) < 1e-3, "phi differs by %g",
+		   max_rel_diff(phi, want, N_ITEMS * K2));
+	/* Finish: featured's new model version holds the reference's weights. */
+	uint32_t version = 0;
+	uint64_t embedded = 0;
+	ASSERT_MSG(rk_dvbpr_finish(d, 1, &version, &embedded, &st) == 0, "finish: %s", st.message);
+	ASSERT_EQ_INT(version, 2);
+	ASSERT_EQ_INT(embedded, N_ITEMS);
+	fd_model_info active;
+	fd_executor_model(fp.svc.ex, &active);
+	ASSERT_EQ_INT(active.version, 2);
+	ASSERT_STR_EQ(active.purpose, "embedding");
+	ASSERT_EQ_INT(active.dims, K2);
+	snprintf(path, sizeof path, "%s/%s", dir, active.weights);
+	nn_net *got = NULL;
+	ASSERT_OK(nn_net_open_file(r.b, path, NULL, &got, NULL, 0));
+	size_t np = nn_net_param_count(r.net);
+	ASSERT_EQ_INT(nn_net_param_count(got), np);
+	float *a = malloc(np * sizeof *a), *b = malloc(np * sizeof *b);
+	ASSERT_OK(nn_net_params_get(got, a));
+	ASSERT_OK(nn_net_params_get(r.net, b));
+	double diff = max_rel_diff(a, b, np);
+	fprintf(stderr, "  %zu CNN parameters after %d steps: max relative difference %.3g\n", np,
+		STEPS, diff);
+	ASSERT_MSG(diff < 1e-4, "CNN params differ by %g", diff);
+	free(a);
+	free(b);
+	nn_net_destroy(got);
+	rk_dvbpr_close(d);
+	vr_channel_destroy(ch);
+	rk_model_free(m);
+	rk_model_free(mref);
+	ref_close(&r);
+	dvt_featured_stop(&fp);
+	set_free(&s);
+}
+
+/* A restarted peer is detected: a second session while one is open, a
+ * resume with no checkpoint, a session id featured never saw. */
+TEST(restarted_peer_detected)
+{
+	struct set s;
+	struct fd_proc fp;
+	rk_model *m = NULL;
+	rk_dvbpr *d = NULL, *d2 = NULL;
+	vr_status st = { 0 };
+	char dir[128];
+	snprintf(dir, sizeof dir, "%s/peer", tmpdir);
+	ASSERT_OK(set_make(&s));
+	ASSERT_OK(dvt_featured_start(&fp, dir, SIZE));
+	ASSERT_OK(dvt_put(&fp, s.ids, s.jpeg, s.len, N_ITEMS));
+	rk_model_dims md = { .kind = RK_MODEL_DVBPR, .n_users = N_USERS, .n_items = N_ITEMS, .k = 4,
+			     .k2 = K2 };
+	ASSERT_OK(rk_model_create(&m, &md));
+	rk_model_init(m, 5);
+	vr_channel *ch = dvt_channel(fp.addr);
+	rk_dvbpr_opts o = { .arch = "small", .input_size = SIZE, .cnn_lr = 1e-3f, .seed = SEED,
+			    .session_id = "peer", .checkpoint_every = 1,
+			    .item_ids = (const char *const *)s.ids, .n_items = N_ITEMS, .max_batch = NB };
+	ASSERT_OK(rk_dvbpr_open(&d, ch, m, &o, NULL, &st));
+	ASSERT_EQ_INT(rk_dvbpr_open(&d2, ch, m, &o, NULL, &st), VR_ERPC);
+	ASSERT_EQ_INT(st.code, GRPC_STATUS_FAILED_PRECONDITION);
+	ASSERT_CONTAINS(st.message, "another TrainVisual session");
+	uint32_t u[2] = { 0, 1 }, i[2] = { 0, 1 }, j[2] = { 2, 3 };
+	ASSERT_OK(rk_dvbpr_step(d, m, u, i, j, 2, LR, LAMBDA, NULL, &st));
+	ASSERT_OK(rk_dvbpr_step(d, m, u, i, j, 2, LR, LAMBDA, NULL, &st));
+	rk_dvbpr_close(d); /* rankd goes away after step 2 (checkpointed) */
+	d = NULL;
+	/* An unknown session cannot resume (once featured has seen the
+	 * cancel and ended the first session). */
+	o.session_id = "never";
+	o.resume = 1;
+	for (int tries = 0; tries < 100; tries++) {
+		ASSERT_EQ_INT(rk_dvbpr_open(&d, ch, m, &o, NULL, &st), VR_ERPC);
+		if (!strstr(st.message, "another TrainVisual session"))
+			break;
+		usleep(50000);
+	}
+	ASSERT_EQ_INT(st.code, GRPC_STATUS_FAILED_PRECONDITION);
+	ASSERT_CONTAINS(st.message, "cannot resume session never");
+	/* The real one resumes at its step; a step from the past is refused. */
+	o.session_id = "peer";
+	uint64_t at = 0;
+	ASSERT_MSG(rk_dvbpr_open(&d, ch, m, &o, &at, &st) == 0, "resume: %s", st.message);
+	ASSERT_EQ_INT(at, 2);
+	ASSERT_OK(rk_dvbpr_step(d, m, u, i, j, 2, LR, LAMBDA, NULL, &st));
+	ASSERT_EQ_INT(rk_dvbpr_step_no(d), 3);
+	rk_dvbpr_close(d);
+	vr_channel_destroy(ch);
+	rk_model_free(m);
+	dvt_featured_stop(&fp);
+	set_free(&s);
+}
+
+/* featured checks every step against its session: the step number
+ * (a peer that restarted and lost count), the session id and item ids. */
+static int raw_step(vr_channel *ch, uint64_t step, const char *session, char *pos, vr_status *st)
+{
+	vr_ccall *cc = NULL;
+	ProtobufCMessage *m = NULL;
+	Visrec__V1__TrainVisualStart s = VISREC__V1__TRAIN_VISUAL_START__INIT;
+	Visrec__V1__TrainVisualStep p = VISREC__V1__TRAIN_VISUAL_STEP__INIT;
+	Visrec__V1__TrainVisualRequest req = VISREC__V1__TRAIN_VISUAL_REQUEST__INIT;
+	char *neg[1] = { "it01" }, *posv[1] = { pos };
+	float theta[K2] = { 0.5f }, margin[1] = { 0 };
+	s.arch = "small";
+	s.dims = K2;
+	s.input_size = SIZE;
+	s.learning_rate = 1e-3f;
+	s.session_id = "raw";
+	req.msg_case = VISREC__V1__TRAIN_VISUAL_REQUEST__MSG_START;
+	req.start = &s;
+	int rc = vr_ccall_start(&cc, ch, "/visrec.v1.Featured/TrainVisual",
+				&visrec__v1__train_visual_response__descriptor, 0, NULL);
+	if (!rc)
+		rc = vr_ccall_send(cc, &req.base);
+	if (!rc && !(rc = vr_ccall_recv(cc, &m)))
+		protobuf_c_message_free_unpacked(m, NULL);
+	p.session_id = (char *)session;
+	p.step = step;
+	p.n_pos_items = p.n_neg_items = p.n_margin = 1;
+	p.pos_items = posv;
+	p.neg_items = neg;
+	p.margin = margin;
+	p.n_theta = K2;
+	p.theta = theta;
+	req.msg_case = VISREC__V1__TRAIN_VISUAL_REQUEST__MSG_STEP;
+	req.step = &p;
+	if (!rc)
+		rc = vr_ccall_send(cc, &req.base);
+	m = NULL;
+	if (!rc && !(rc = vr_ccall_recv(cc, &m)))
+		protobuf_c_message_free_unpacked(m, NULL);
+	if (!rc) /* end the session: featured's handler returns before the status */
+		rc = vr_ccall_close_send(cc);
+	if (cc && vr_ccall_finish(cc, st) && !rc)
+		rc = VR_ERPC;
+	return rc;
+}
+
+TEST(step_checks)
+{
+	struct set s;
+	struct fd_proc fp;
+	vr_status st = { 0 };
+	char dir[128];
+	snprintf(dir, sizeof dir, "%s/checks", tmpdir);
+	ASSERT_OK(set_make(&s));
+	ASSERT_OK(dvt_featured_start(&fp, dir, SIZE));
+	ASSERT_OK(dvt_put(&fp, s.ids, s.jpeg, s.len, N_ITEMS));
+	vr_channel *ch = dvt_channel(fp.addr);
+	ASSERT_OK(raw_step(ch, 1, "raw", "it00", &st)); /* the right one works */
+	ASSERT_NE_INT(raw_step(ch, 2, "raw", "it00", &st), 0);
+	ASSERT_EQ_INT(st.code, GRPC_STATUS_FAILED_PRECONDITION);
+	ASSERT_CONTAINS(st.message, "step 2 out of order: session raw is at step 0");
+	ASSERT_NE_INT(raw_step(ch, 1, "other", "it00", &st), 0);
+	ASSERT_EQ_INT(st.code, GRPC_STATUS_FAILED_PRECONDITION);
+	ASSERT_CONTAINS(st.message, "session \"other\"");
+	ASSERT_NE_INT(raw_step(ch, 1, "raw", "nope", &st), 0);
+	ASSERT_EQ_INT(st.code, GRPC_STATUS_NOT_FOUND);
+	ASSERT_CONTAINS(st.message, "\"nope\"");
+	vr_channel_destroy(ch);
+	dvt_featured_stop(&fp);
+	set_free(&s);
+}
+
+static const struct vr_test tests[] = {
+	T(split_equals_one_process), T(restarted_peer_detected), T(step_checks), { 0 },
+};
+
+int main(int argc, char **argv)
+{
+	snprintf(tmpdir, sizeof tmpdir, "/tmp/vr-dvbpr-XXXXXX");
+	if (!mkdtemp(tmpdir))
+		return 1;
+	vr_log_set_level(VR_LOG_WARN);
+	vr_rpc_init();
+	int rc = vr_test_main(tests, argc, argv);
+	vr_rpc_shutdown();
+	dvt_rmtree(tmpdir);
+	return rc;
+}

@@ -1,0 +1,273 @@
+/* Unit tests of featured/fstore on a real LMDB environment in a temporary
+ * directory: items with their images, vectors and changes; replacement;
+ * ordering; model rows; re-embedded vectors and the switch of versions. */
+#include "err.h"
+#include "fstore.h"
+#include "harness.h"
+#include "store.h"
+
+#include <ftw.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static char dir[64];
+static vr_store *st;
+static fd_fstore *fs;
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static int open_fresh(void)
+{
+	snprintf(dir, sizeof dir, "/tmp/fd_fstore_test.XXXXXX");
+	if (!mkdtemp(dir))
+		return -1;
+	vr_store_opts o = { .no_sync = 1 };
+	int rc = vr_store_open(&st, dir, &o);
+	return rc ? rc : fd_fstore_open(&fs, st);
+}
+
+static void close_all(void)
+{
+	fd_fstore_close(fs);
+	vr_store_close(st);
+	fs = NULL;
+	st = NULL;
+	nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+static fd_model_info model(const char *arch, uint32_t dims)
+{
+	fd_model_info m = { 0 };
+	snprintf(m.arch, sizeof m.arch, "%s", arch);
+	snprintf(m.layer, sizeof m.layer, "output");
+	snprintf(m.purpose, sizeof m.purpose, "embedding");
+	m.dims = dims;
+	m.input_size = 32;
+	m.num_outputs = dims;
+	m.created_unix = 1700000000;
+	for (int c = 0; c < 3; c++) {
+		m.mean[c] = 0.5f;
+		m.std[c] = 0.25f;
+	}
+	return m;
+}
+
+/* Puts n items "id<base+i>" with vectors {i+k, ...} of version v. */
+static int put_n(int base, int n, uint32_t version, uint32_t dims, float k, fd_put *puts)
+{
+	static char ids[64][16];
+	static float vecs[64][8];
+	static const char image[] = "\xff\xd8 not really a jpeg";
+	for (int i = 0; i < n; i++) {
+		snprintf(ids[i], sizeof ids[i], "id%03d", base + i);
+		for (uint32_t d = 0; d < dims; d++)
+			vecs[i][d] = (float)(base + i) + k + (float)d / 10;
+		puts[i] = (fd_put){ .item_id = ids[i], .image = image, .image_len = sizeof image,
+				    .vector = vecs[i] };
+	}
+	return fd_fstore_put_items(fs, version, dims, puts, (size_t)n);
+}
+
+TEST(models_and_activation)
+{
+	ASSERT_OK(open_fresh());
+	uint32_t v = 0;
+	ASSERT_EQ_INT(fd_fstore_active(fs, &v), VR_ENOTFOUND);
+	fd_model_info m = model("small", 4), got;
+	ASSERT_OK(fd_fstore_model_add(fs, &m, 1));
+	ASSERT_EQ_INT(m.version, 1);
+	ASSERT_OK(fd_fstore_active(fs, &v));
+	ASSERT_EQ_INT(v, 1);
+	ASSERT_OK(fd_fstore_model_get(fs, 0, &got));
+	ASSERT_STR_EQ(got.arch, "small");
+	ASSERT_EQ_INT(got.dims, 4);
+	ASSERT_NEAR(got.std[2], 0.25, 1e-7);
+	ASSERT_EQ_INT(got.created_unix, 1700000000);
+	ASSERT_EQ_INT(fd_fstore_model_add(fs, &m, 0), VR_EEXIST);
+	fd_put puts[4];
+	ASSERT_OK(put_n(0, 2, 1, 4, 0, puts));
+	fd_model_info m2 = model("alexnet", 8);
+	ASSERT_EQ_INT(fd_fstore_model_add(fs, &m2, 1), VR_ESTATE);
+	m2.version = 0;
+	ASSERT_OK(fd_fstore_model_add(fs, &m2, 0));
+	ASSERT_EQ_INT(m2.version, 2);
+	fd_model_info list[4];
+	size_t n = 0;
+	ASSERT_OK(fd_fstore_model_list(fs, list, 4, &n));
+	ASSERT_EQ_INT(n, 2);
+	ASSERT_STR_EQ(list[1].arch, "alexnet");
+	ASSERT_EQ_INT(fd_fstore_model_get(fs, 3, &got), VR_ENOTFOUND);
+	close_all();
+}
+
+TEST(put_replace_and_order)
+{
+	ASSERT_OK(open_fresh());
+	fd_model_info m = model("small", 3);
+	ASSERT_OK(fd_fstore_model_add(fs, &m, 1));
+	fd_put puts[8];
+	/* Added in the order 5..9 then 0..4: vectors come back in that order. */
+	ASSERT_OK(put_n(5, 5, 1, 3, 0, puts));
+	ASSERT_EQ_INT(puts[0].kind, FD_ADDED);
+	ASSERT_EQ_INT(puts[4].seq, 5);
+	ASSERT_OK(put_n(0, 5, 1, 3, 0, puts));
+	ASSERT_OK(put_n(7, 1, 1, 3, 100, puts)); /* replaces id007 */
+	ASSERT_EQ_INT(puts[0].kind, FD_REPLACED);
+	ASSERT_EQ_INT(puts[0].seq, 11);
+	uint64_t items = 0, last = 0;
+	ASSERT_OK(fd_fstore_stats(fs, &items, &last));
+	ASSERT_EQ_INT(items, 10);
+	ASSERT_EQ_INT(last, 11);
+	ASSERT_EQ_INT(fd_fstore_last_seq(fs), 11);
+
+	vr_txn *txn;
+	fd_vec v;
+	ASSERT_OK(vr_store_read_begin(st, &txn));
+	uint64_t from = 0;
+	char order[10][8];
+	int n = 0;
+	while (n < 10 && !fd_fstore_vec_next(fs, txn, 1, from, &v)) {
+		snprintf(order[n++], sizeof order[0], "%.*s", (int)v.id_len, v.item_id);
+		from = v.num + 1;
+	}
+	int rc_get = fd_fstore_vec_get(fs, txn, 1, "id007", &v);
+	float first = 0;
+	if (!rc_get)
+		memcpy(&first, v.values, sizeof first);
+	int rc_missing = fd_fstore_vec_get(fs, txn, 1, "nope", &v);
+	int rc_v2 = fd_fstore_vec_get(fs, txn, 2, "id007", &v);
+	fd_change ch;
+	int rc_ch = fd_fstore_change_next(fs, txn, 10, &ch);
+	int rc_end = fd_fstore_change_next(fs, txn, 11, &(fd_change){ 0 });
+	fd_item it;
+	int rc_item = fd_fstore_item_next(fs, txn, "id003", &it);
+	vr_store_read_end(txn);
+	ASSERT_EQ_INT(n, 10);
+	ASSERT_STR_EQ(order[0], "id005");
+	ASSERT_STR_EQ(order[4], "id009");
+	ASSERT_STR_EQ(order[5], "id000");
+	ASSERT_OK(rc_get);
+	ASSERT_NEAR(first, 107, 1e-6);
+	ASSERT_EQ_INT(rc_missing, VR_ENOTFOUND);
+	ASSERT_EQ_INT(rc_v2, VR_ENOTFOUND);
+	ASSERT_OK(rc_ch);
+	ASSERT_EQ_INT(ch.seq, 11);
+	ASSERT_EQ_INT(ch.kind, FD_REPLACED);
+	ASSERT_EQ_INT(ch.id_len, 5);
+	ASSERT_EQ_INT(rc_end, VR_ENOTFOUND);
+	ASSERT_OK(rc_item);
+	ASSERT_EQ_INT(it.id_len, 5);
+	ASSERT(!memcmp(it.item_id, "id004", 5));
+	ASSERT(it.image_len > 2 && !memcmp(it.image, "\xff\xd8", 2));
+	close_all();
+}
+
+TEST(reembed_and_switch)
+{
+	ASSERT_OK(open_fresh());
+	fd_model_info m1 = model("small", 2), m2 = model("small", 5);
+	ASSERT_OK(fd_fstore_model_add(fs, &m1, 1));
+	ASSERT_OK(fd_fstore_model_add(fs, &m2, 0));
+	fd_put puts[4];
+	ASSERT_OK(put_n(0, 3, 1, 2, 0, puts));
+	uint64_t seq0 = puts[0].seq, missing = 0, seq = 0;
+	float vec[5] = { 1, 2, 3, 4, 5 };
+	/* id000 with its current seq is stored; id001 with a stale seq is not. */
+	fd_revec rv[3] = { { "id000", seq0, vec, 0 }, { "id001", seq0, vec, 0 }, { "zzz", 1, vec, 0 } };
+	ASSERT_OK(fd_fstore_put_vectors(fs, 2, 5, rv, 3));
+	ASSERT_EQ_INT(rv[0].stored, 1);
+	ASSERT_EQ_INT(rv[1].stored, 0);
+	ASSERT_EQ_INT(rv[2].stored, 0);
+	ASSERT_EQ_INT(fd_fstore_switch(fs, 2, &seq, &missing), VR_ESTATE);
+	ASSERT_EQ_INT(missing, 2);
+	ASSERT_EQ_INT(fd_fstore_put_vectors(fs, 9, 5, rv, 1), VR_ENOTFOUND);
+	fd_revec rest[2] = { { "id001", puts[1].seq, vec, 0 }, { "id002", puts[2].seq, vec, 0 } };
+	ASSERT_OK(fd_fstore_put_vectors(fs, 2, 5, rest, 2));
+	ASSERT_OK(fd_fstore_switch(fs, 2, &seq, &missing));
+	ASSERT_EQ_INT(seq, 4);
+	uint32_t active = 0;
+	ASSERT_OK(fd_fstore_active(fs, &active));
+	ASSERT_EQ_INT(active, 2);
+	/* Re-embedding the active version records REEMBEDDED changes. */
+	fd_revec again[1] = { { "id000", seq0, vec, 0 } };
+	ASSERT_OK(fd_fstore_put_vectors(fs, 2, 5, again, 1));
+	ASSERT_EQ_INT(again[0].stored, 1);
+	vr_txn *txn;
+	fd_change ch, ch2;
+	fd_item it;
+	ASSERT_OK(vr_store_read_begin(st, &txn));
+	int rc1 = fd_fstore_change_next(fs, txn, 3, &ch);
+	int rc2 = fd_fstore_change_next(fs, txn, 4, &ch2);
+	int rc3 = fd_fstore_item_get(fs, txn, "id000", &it);
+	vr_store_read_end(txn);
+	ASSERT_OK(rc1);
+	ASSERT_EQ_INT(ch.kind, FD_MODEL_SWITCHED);
+	ASSERT_EQ_INT(ch.version, 2);
+	ASSERT_EQ_INT(ch.id_len, 0);
+	ASSERT_OK(rc2);
+	ASSERT_EQ_INT(ch2.kind, FD_REEMBEDDED);
+	ASSERT_OK(rc3);
+	ASSERT_EQ_INT(it.version, 2);
+	ASSERT_EQ_INT(it.seq, 5);
+	/* A replaced item loses its vectors of other versions. */
+	ASSERT_OK(put_n(1, 1, 2, 5, 0, puts));
+	ASSERT_OK(vr_store_read_begin(st, &txn));
+	fd_vec v;
+	int rc_old = fd_fstore_vec_get(fs, txn, 1, "id001", &v);
+	int rc_new = fd_fstore_vec_get(fs, txn, 2, "id001", &v);
+	vr_store_read_end(txn);
+	ASSERT_EQ_INT(rc_old, VR_ENOTFOUND);
+	ASSERT_OK(rc_new);
+	close_all();
+}
+
+TEST(wait_wakes_on_commit)
+{
+	ASSERT_OK(open_fresh());
+	fd_model_info m = model("small", 2);
+	ASSERT_OK(fd_fstore_model_add(fs, &m, 1));
+	ASSERT_EQ_INT(fd_fstore_wait(fs, 0, 20), 0);
+	fd_put puts[1];
+	ASSERT_OK(put_n(0, 1, 1, 2, 0, puts));
+	ASSERT_EQ_INT(fd_fstore_wait(fs, 0, 20), 1);
+	close_all();
+}
+
+TEST(item_ids)
+{
+	char why[128];
+	ASSERT_OK(fd_check_item_id("sku-42/blue", why, sizeof why));
+	ASSERT_EQ_INT(fd_check_item_id("", why, sizeof why), VR_EINVAL);
+	ASSERT_CONTAINS(why, "empty");
+	ASSERT_EQ_INT(fd_check_item_id("a\tb", why, sizeof why), VR_EINVAL);
+	ASSERT_CONTAINS(why, "control");
+	ASSERT_OK(fd_check_item_id("caf\xc3\xa9-\xe2\x82\xac-\xf0\x9f\x91\x97", why, sizeof why));
+	ASSERT_EQ_INT(fd_check_item_id("caf\xc3", why, sizeof why), VR_EINVAL);
+	ASSERT_CONTAINS(why, "UTF-8 at byte 3");
+	ASSERT_EQ_INT(fd_check_item_id("\xc0\x80", why, sizeof why), VR_EINVAL);
+	ASSERT_EQ_INT(fd_check_item_id("a\xff", why, sizeof why), VR_EINVAL);
+	char longid[FD_MAX_ID + 2];
+	memset(longid, 'x', sizeof longid - 1);
+	longid[sizeof longid - 1] = 0;
+	ASSERT_EQ_INT(fd_check_item_id(longid, why, sizeof why), VR_EINVAL);
+	longid[FD_MAX_ID] = 0;
+	ASSERT_OK(fd_check_item_id(longid, why, sizeof why));
+}
+
+static const struct vr_test tests[] = {
+	T(models_and_activation), T(put_replace_and_order), T(reembed_and_switch),
+	T(wait_wakes_on_commit), T(item_ids), { 0 },
+};
+
+int main(int argc, char **argv)
+{
+	return vr_test_main(tests, argc, argv);
+}

@@ -1,0 +1,737 @@
+/* Unit tests of rankd's serving math: the item matrix (index.h) and top-k
+ * (topk.h), against a naive full sort on seeded random data, for every
+ * kernel this CPU can run. */
+#include "index.h"
+#include "topk.h"
+
+#include "err.h"
+#include "harness.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include <immintrin.h>
+
+static uint64_t rng_state;
+
+static uint64_t rng(void)
+{
+	uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static uint32_t rng_below(uint32_t n)
+{
+	return (uint32_t)(rng() % n);
+}
+
+/* Uniform in [-1, 1). */
+static float rng_f(void)
+{
+	return (float)((double)(rng() >> 11) / (double)(1ull << 52) - 1.0);
+}
+
+/* Roughly normal (sum of four uniforms). */
+static float rng_n(void)
+{
+	return (rng_f() + rng_f() + rng_f() + rng_f()) * 0.866f;
+}
+
+static int cmp_hit(const void *a, const void *b)
+{
+	const struct rk_hit *x = a, *y = b;
+	if (x->score != y->score)
+		return x->score > y->score ? -1 : 1;
+	return (x->item > y->item) - (x->item < y->item);
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return (x > y) - (x < y);
+}
+
+static int in_sorted(const uint32_t *a, size_t n, uint32_t x)
+{
+	return n && bsearch(&x, a, n, sizeof x, cmp_u32) != NULL;
+}
+
+static struct rk_index *make_index(uint32_t n, uint32_t dim, uint32_t rows_per_chunk, uint32_t n_distinct,
+				   float **rows_out)
+{
+	struct rk_index_opts o = { rows_per_chunk };
+	struct rk_index *ix = NULL;
+	float *rows = malloc((size_t)(n ? n : 1) * dim * sizeof(float));
+	float *pool = malloc((size_t)(n_distinct ? n_distinct : 1) * dim * sizeof(float));
+	for (size_t j = 0; j < (size_t)n_distinct * dim; j++)
+		pool[j] = rng_n();
+	for (uint32_t i = 0; i < n; i++)
+		for (uint32_t j = 0; j < dim; j++)
+			rows[(size_t)i * dim + j] = n_distinct ? pool[(size_t)rng_below(n_distinct) * dim + j] : rng_n();
+	free(pool);
+	if (rk_index_create(dim, &o, &ix) || rk_index_append(ix, rows, n, NULL)) {
+		rk_index_destroy(ix);
+		ix = NULL;
+	}
+	if (rows_out)
+		*rows_out = rows;
+	else
+		free(rows);
+	return ix;
+}
+
+/* The reference: rk_score on every eligible item, sorted. Returns the
+ * number of eligible items (all of them, not only k). */
+static size_t reference(const struct rk_index_view *v, const float *user, const uint32_t *excl, size_t n_excl,
+			const uint32_t *cand, size_t n_cand, struct rk_topk_ws *ws, struct rk_hit *ref)
+{
+	size_t n = 0;
+	uint32_t *items = malloc((v->n + n_cand + 1) * sizeof(uint32_t));
+	float *s = malloc((v->n + n_cand + 1) * sizeof(float));
+	if (cand) {
+		memcpy(items, cand, n_cand * sizeof(uint32_t));
+		qsort(items, n_cand, sizeof(uint32_t), cmp_u32);
+		for (size_t i = 0; i < n_cand; i++)
+			if ((n == 0 || items[i] != items[n - 1]))
+				items[n++] = items[i];
+	} else {
+		for (uint32_t i = 0; i < v->n; i++)
+			items[n++] = i;
+	}
+	size_t m = 0;
+	for (size_t i = 0; i < n; i++)
+		if (!in_sorted(excl, n_excl, items[i]))
+			items[m++] = items[i];
+	rk_score(v, user, items, m, ws, s);
+	for (size_t i = 0; i < m; i++)
+		ref[i] = (struct rk_hit){ items[i], s[i] };
+	qsort(ref, m, sizeof *ref, cmp_hit);
+	free(items);
+	free(s);
+	return m;
+}
+
+static double dot_ref(const float *a, const float *b, uint32_t d)
+{
+	double s = 0;
+	for (uint32_t j = 0; j < d; j++)
+		s += (double)a[j] * b[j];
+	return s;
+}
+
+/* Random sorted exclusions with repeats and some ids past n. */
+static size_t random_excl(uint32_t n, uint32_t *excl)
+{
+	size_t m = rng_below(n / 2 + 3);
+	for (size_t i = 0; i < m; i++)
+		excl[i] = rng_below(n + 4);
+	qsort(excl, m, sizeof *excl, cmp_u32);
+	return m;
+}
+
+/* Many random cases against the reference. Exact (approx 0): the same
+ * hits and scores. Approximate: hits are eligible, in order, with exact
+ * scores, and recall against the reference is reported and bounded. */
+static void random_cases(enum rk_isa isa, int approx)
+{
+	static const uint32_t ns[] = { 1, 2, 7, 64, 65, 200, 1000, 2500 };
+	static const uint32_t dims[] = { 1, 3, 16, 17, 33, 301 };
+	struct rk_topk_ws *ws = NULL;
+	size_t found = 0, wanted = 0;
+	if (rk_isa_set(isa) == VR_EUNSUPPORTED)
+		SKIP("this CPU has no %s", rk_isa_name(isa));
+	ASSERT_OK(rk_topk_ws_create(&ws));
+	rng_state = 42 + (uint64_t)isa * 7 + (uint64_t)approx;
+	for (int c = 0; c < 150; c++) {
+		uint32_t n = ns[rng_below(8)], dim = dims[rng_below(6)];
+		uint32_t distinct = rng_below(3) == 0 ? 1 + rng_below(5) : 0; /* ties */
+		uint32_t chunk = 1u << rng_below(8);
+		float *rows;
+		struct rk_index *ix = make_index(n, dim, chunk, distinct, &rows);
+		ASSERT(ix);
+		struct rk_index_view v;
+		rk_index_acquire(ix, &v);
+		float *user = malloc(dim * sizeof(float));
+		for (uint32_t j = 0; j < dim; j++)
+			user[j] = rng_n();
+		uint32_t *excl = malloc((n + 8) * sizeof(uint32_t));
+		size_t n_excl = rng_below(2) ? random_excl(n, excl) : 0;
+		uint32_t *cand = NULL;
+		size_t n_cand = 0;
+		if (rng_below(3) == 0) {
+			n_cand = rng_below(2 * n + 1);
+			cand = malloc((n_cand + 1) * sizeof(uint32_t));
+			for (size_t i = 0; i < n_cand; i++)
+				cand[i] = rng_below(n);
+		}
+		int k = (int)(rng_below(2) ? 1 + rng_below(25) : n + rng_below(3));
+		struct rk_hit *ref = malloc((n + 1) * sizeof *ref);
+		struct rk_hit *out = malloc((n + 1) * sizeof *out);
+		float *exact = malloc(n * sizeof(float)); /* NaN: not eligible */
+		size_t n_ref = reference(&v, user, excl, n_excl, cand, n_cand, ws, ref), n_out = 0;
+		for (uint32_t i = 0; i < n; i++)
+			exact[i] = NAN;
+		for (size_t i = 0; i < n_ref; i++)
+			exact[ref[i].item] = ref[i].score;
+		struct rk_topk_req req = { user, k, excl, n_excl, cand, n_cand, approx };
+		int rc = rk_topk(&v, &req, ws, out, n + 1, &n_out);
+		size_t want = (size_t)k < n_ref ? (size_t)k : n_ref;
+		int bad = rc != 0 || n_out != want;
+		for (size_t i = 0; !bad && i < want; i++) {
+			if (approx)
+				bad = !(out[i].score == exact[out[i].item]) || (i && cmp_hit(&out[i - 1], &out[i]) >= 0);
+			else
+				bad = out[i].item != ref[i].item || out[i].score != ref[i].score;
+			for (size_t j = 0; j < want; j++)
+				found += out[i].item == ref[j].item;
+		}
+		wanted += want;
+		for (size_t i = 0; !bad && i < n_ref; i++) {
+			double d = dot_ref(user, rows + (size_t)ref[i].item * dim, dim);
+			bad = fabs(d - ref[i].score) > 1e-4 * (1 + fabs(d)) + 1e-5 * dim;
+		}
+		if (bad)
+			fprintf(stderr, "  case %d: isa %s approx %d n %u dim %u chunk %u distinct %u k %d excl %zu "
+				"cand %zu: rc %d, %zu hits, want %zu\n", c, rk_isa_name(isa), approx, n, dim, chunk,
+				distinct, k, n_excl, n_cand, rc, n_out, want);
+		free(exact);
+		free(user);
+		free(excl);
+		free(cand);
+		free(ref);
+		free(out);
+		free(rows);
+		rk_index_release(&v);
+		rk_index_destroy(ix);
+		ASSERT(!bad);
+	}
+	rk_topk_ws_destroy(ws);
+	if (approx) {
+		double recall = wanted ? (double)found / (double)wanted : 1;
+		fprintf(stderr, "  approx %d: recall %.4f over %zu hits\n", approx, recall, wanted);
+		ASSERT(recall >= 0.97);
+	}
+}
+
+/* Restores the best kernel after a test that forced one. */
+static void isa_best(void)
+{
+	if (rk_isa_set(RK_ISA_AVX512) && rk_isa_set(RK_ISA_AVX2))
+		rk_isa_set(RK_ISA_GENERIC);
+}
+
+TEST(topk_matches_sort_generic) { random_cases(RK_ISA_GENERIC, 0); isa_best(); }
+TEST(topk_matches_sort_avx2) { random_cases(RK_ISA_AVX2, 0); isa_best(); }
+TEST(topk_matches_sort_avx512) { random_cases(RK_ISA_AVX512, 0); isa_best(); }
+TEST(topk_approx_generic) { random_cases(RK_ISA_GENERIC, 2); isa_best(); }
+TEST(topk_approx_avx2) { random_cases(RK_ISA_AVX2, 2); isa_best(); }
+TEST(topk_approx_avx512) { random_cases(RK_ISA_AVX512, 2); isa_best(); }
+
+TEST(topk_ties_by_lower_id)
+{
+	/* Every row identical: all scores tie, so the top-k is the k lowest
+	 * non-excluded ids. */
+	enum { N = 300, D = 19 };
+	struct rk_index *ix;
+	float row[D], user[D];
+	struct rk_hit out[N];
+	size_t n_out;
+	struct rk_topk_ws *ws;
+	for (int j = 0; j < D; j++) {
+		row[j] = 0.25f * (float)(j % 5);
+		user[j] = 1.0f - 0.1f * (float)j;
+	}
+	ASSERT_OK(rk_index_create(D, &(struct rk_index_opts){ 32 }, &ix));
+	for (int i = 0; i < N; i++)
+		ASSERT_OK(rk_index_append(ix, row, 1, NULL));
+	ASSERT_OK(rk_topk_ws_create(&ws));
+	struct rk_index_view v;
+	rk_index_acquire(ix, &v);
+	uint32_t excl[] = { 0, 2, 2, 5 };
+	for (int approx = 0; approx < 3; approx++) {
+		struct rk_topk_req req = { user, 4, excl, 4, NULL, 0, approx };
+		ASSERT_OK(rk_topk(&v, &req, ws, out, N, &n_out));
+		ASSERT_EQ_INT(n_out, 4);
+		ASSERT_EQ_INT(out[0].item, 1);
+		ASSERT_EQ_INT(out[1].item, 3);
+		ASSERT_EQ_INT(out[2].item, 4);
+		ASSERT_EQ_INT(out[3].item, 6);
+	}
+	/* A candidate list in reverse order with repeats gives the same order. */
+	uint32_t cand[] = { 299, 250, 250, 7, 3, 299 };
+	struct rk_topk_req req = { user, 10, excl, 4, cand, 6, 0 };
+	ASSERT_OK(rk_topk(&v, &req, ws, out, N, &n_out));
+	ASSERT_EQ_INT(n_out, 4);
+	ASSERT_EQ_INT(out[0].item, 3);
+	ASSERT_EQ_INT(out[1].item, 7);
+	ASSERT_EQ_INT(out[2].item, 250);
+	ASSERT_EQ_INT(out[3].item, 299);
+	rk_index_release(&v);
+	rk_topk_ws_destroy(ws);
+	rk_index_destroy(ix);
+}
+
+TEST(topk_k_over_catalogue_returns_all)
+{
+	struct rk_topk_ws *ws;
+	struct rk_hit out[64];
+	size_t n_out;
+	rng_state = 3;
+	struct rk_index *ix = make_index(40, 8, 0, 0, NULL);
+	ASSERT(ix);
+	ASSERT_OK(rk_topk_ws_create(&ws));
+	struct rk_index_view v;
+	rk_index_acquire(ix, &v);
+	float user[8] = { 1, -1, 0.5f, 2, 0, 0, 1, 1 };
+	uint32_t excl[] = { 1, 10, 39, 40, 1000 };
+	struct rk_topk_req req = { user, 1000000, excl, 5, NULL, 0, 0 };
+	ASSERT_OK(rk_topk(&v, &req, ws, out, 40, &n_out));
+	ASSERT_EQ_INT(n_out, 37);
+	for (size_t i = 0; i < n_out; i++) {
+		ASSERT(!in_sorted(excl, 5, out[i].item));
+		if (i)
+			ASSERT(cmp_hit(&out[i - 1], &out[i]) < 0);
+	}
+	rk_index_release(&v);
+	rk_topk_ws_destroy(ws);
+	rk_index_destroy(ix);
+}
+
+TEST(topk_invalid_arguments)
+{
+	struct rk_topk_ws *ws;
+	struct rk_hit out[16];
+	size_t n_out = 99;
+	rng_state = 4;
+	struct rk_index *ix = make_index(10, 4, 0, 0, NULL);
+	ASSERT(ix);
+	ASSERT_OK(rk_topk_ws_create(&ws));
+	struct rk_index_view v;
+	rk_index_acquire(ix, &v);
+	float user[4] = { 1, 2, 3, 4 };
+	uint32_t bad_cand[] = { 3, 10 }, unsorted[] = { 5, 2 };
+	struct rk_topk_req req = { user, 0, NULL, 0, NULL, 0, 0 };
+	ASSERT_EQ_INT(rk_topk(&v, &req, ws, out, 16, &n_out), VR_EINVAL);
+	ASSERT_EQ_INT(n_out, 0);
+	req.k = -3;
+	ASSERT_EQ_INT(rk_topk(&v, &req, ws, out, 16, &n_out), VR_EINVAL);
+	req.k = 3;
+	req.cand = bad_cand;
+	req.n_cand = 2;
+	ASSERT_EQ_INT(rk_topk(&v, &req, ws, out, 16, &n_out), VR_EINVAL);
+	req.cand = NULL;
+	req.n_cand = 0;
+	req.exclude = unsorted;
+	req.n_exclude = 2;
+	ASSERT_EQ_INT(rk_topk(&v, &req, ws, out, 16, &n_out), VR_EINVAL);
+	req.exclude = NULL;
+	req.n_exclude = 0;
+	ASSERT_EQ_INT(rk_topk(&v, &req, ws, out, 2, &n_out), VR_EINVAL); /* out too small */
+	req.approx = -1;
+	ASSERT_EQ_INT(rk_topk(&v, &req, ws, out, 16, &n_out), VR_EINVAL);
+	req.approx = 0;
+	user[2] = NAN;
+	ASSERT_EQ_INT(rk_topk(&v, &req, ws, out, 16, &n_out), VR_EINVAL);
+	user[2] = 3;
+	ASSERT_OK(rk_topk(&v, &req, ws, out, 3, &n_out));
+	ASSERT_EQ_INT(n_out, 3);
+	uint32_t one = 10;
+	float s;
+	ASSERT_EQ_INT(rk_score(&v, user, &one, 1, ws, &s), VR_EINVAL);
+	struct rk_topk_batch_req b = { user, 1, 0, NULL, NULL };
+	size_t nb;
+	ASSERT_EQ_INT(rk_topk_batch(&v, &b, ws, out, &nb), VR_EINVAL);
+	rk_index_release(&v);
+	rk_topk_ws_destroy(ws);
+	rk_index_destroy(ix);
+}
+
+TEST(topk_empty_index)
+{
+	struct rk_index *ix;
+	struct rk_topk_ws *ws;
+	struct rk_hit out[1];
+	size_t n_out = 7;
+	float user[3] = { 1, 1, 1 };
+	ASSERT_OK(rk_index_create(3, NULL, &ix));
+	ASSERT_OK(rk_topk_ws_create(&ws));
+	struct rk_index_view v;
+	rk_index_acquire(ix, &v);
+	struct rk_topk_req req = { user, 5, NULL, 0, NULL, 0, 2 };
+	ASSERT_OK(rk_topk(&v, &req, ws, out, 0, &n_out));
+	ASSERT_EQ_INT(n_out, 0);
+	rk_index_release(&v);
+	rk_topk_ws_destroy(ws);
+	rk_index_destroy(ix);
+}
+
+/* Batched scores come from BLAS, so they are checked against double
+ * precision within a tolerance: every hit is correct to it, the list is in
+ * order, and nothing left out beats the last hit by more than it. */
+TEST(topk_batch_valid)
+{
+	enum { N = 3000, D = 301, U = 300, K = 20 };
+	float *rows;
+	struct rk_topk_ws *ws;
+	rng_state = 5;
+	struct rk_index *ix = make_index(N, D, 512, 0, &rows);
+	ASSERT(ix);
+	ASSERT_OK(rk_topk_ws_create(&ws));
+	struct rk_index_view v;
+	rk_index_acquire(ix, &v);
+	float *users = malloc((size_t)U * D * sizeof(float));
+	for (size_t j = 0; j < (size_t)U * D; j++)
+		users[j] = rng_n();
+	uint32_t *ex = malloc((size_t)U * 50 * sizeof(uint32_t));
+	const uint32_t *exp[U];
+	size_t n_ex[U];
+	for (int u = 0; u < U; u++) {
+		n_ex[u] = random_excl(100, ex + u * 50) % 50;
+		exp[u] = ex + u * 50;
+	}
+	struct rk_hit *out = malloc((size_t)U * K * sizeof *out);
+	size_t n_out[U];
+	struct rk_topk_batch_req b = { users, U, K, exp, n_ex };
+	ASSERT_OK(rk_topk_batch(&v, &b, ws, out, n_out));
+	double *ref = malloc(N * sizeof(double));
+	int bad = 0;
+	for (int u = 0; u < U && !bad; u++) {
+		const float *us = users + (size_t)u * D;
+		const struct rk_hit *h = out + (size_t)u * K;
+		bad |= n_out[u] != K;
+		for (int i = 0; i < N; i++)
+			ref[i] = dot_ref(us, rows + (size_t)i * D, D);
+		for (int i = 0; i < K; i++) {
+			bad |= fabs(h[i].score - ref[h[i].item]) > 1e-3;
+			bad |= in_sorted(exp[u], n_ex[u], h[i].item);
+			if (i)
+				bad |= cmp_hit(&h[i - 1], &h[i]) >= 0;
+		}
+		for (int i = 0; i < N; i++) {
+			int hit = 0;
+			for (int j = 0; j < K; j++)
+				hit |= h[j].item == (uint32_t)i;
+			if (!hit && !in_sorted(exp[u], n_ex[u], i))
+				bad |= ref[i] > h[K - 1].score + 1e-3;
+		}
+		if (bad)
+			fprintf(stderr, "  user %d differs\n", u);
+	}
+	free(ref);
+	free(out);
+	free(ex);
+	free(users);
+	free(rows);
+	rk_index_release(&v);
+	rk_topk_ws_destroy(ws);
+	rk_index_destroy(ix);
+	ASSERT(!bad);
+}
+
+/* recall@20 of the fp16 pass + exact re-rank against exact, on data shaped
+ * like VBPR's item rows (D = 301: a bias column, 200 latent, 100 visual
+ * factors at different scales, items in taste clusters). */
+TEST(topk_approx_recall)
+{
+	enum { N = 20000, D = 301, USERS = 40, K = 20, CLUSTERS = 50 };
+	struct rk_index *ix;
+	struct rk_topk_ws *ws;
+	rng_state = 6;
+	float *centres = malloc((size_t)CLUSTERS * D * sizeof(float));
+	float *rows = malloc((size_t)N * D * sizeof(float));
+	for (size_t j = 0; j < (size_t)CLUSTERS * D; j++)
+		centres[j] = rng_n();
+	for (int i = 0; i < N; i++) {
+		const float *c = centres + (size_t)rng_below(CLUSTERS) * D;
+		float *r = rows + (size_t)i * D;
+		r[0] = 2.0f * rng_n();
+		for (int j = 1; j < D; j++)
+			r[j] = (j <= 200 ? 0.1f : 0.5f) * (c[j] + 0.5f * rng_n());
+	}
+	ASSERT_OK(rk_index_create(D, NULL, &ix));
+	ASSERT_OK(rk_index_append(ix, rows, N, NULL));
+	ASSERT_OK(rk_topk_ws_create(&ws));
+	struct rk_index_view v;
+	rk_index_acquire(ix, &v);
+	struct rk_hit ex[K], ap[K];
+	size_t n1, n2, found = 0;
+	float user[D];
+	for (int u = 0; u < USERS; u++) {
+		user[0] = 1;
+		for (int j = 1; j < D; j++)
+			user[j] = rng_n();
+		struct rk_topk_req req = { user, K, NULL, 0, NULL, 0, 0 };
+		ASSERT_OK(rk_topk(&v, &req, ws, ex, K, &n1));
+		req.approx = RK_TOPK_APPROX_DEFAULT;
+		ASSERT_OK(rk_topk(&v, &req, ws, ap, K, &n2));
+		ASSERT_EQ_INT(n1, K);
+		ASSERT_EQ_INT(n2, K);
+		for (int a = 0; a < K; a++)
+			for (int b = 0; b < K; b++)
+				found += ex[a].item == ap[b].item;
+	}
+	double recall = (double)found / (USERS * K);
+	fprintf(stderr, "  approx (fp16, c = %d) recall@20 = %.4f over %d users\n", RK_TOPK_APPROX_DEFAULT,
+		recall, USERS);
+	ASSERT(recall >= 0.99);
+	rk_index_release(&v);
+	rk_topk_ws_destroy(ws);
+	rk_index_destroy(ix);
+	free(rows);
+	free(centres);
+}
+
+/* Index. */
+
+TEST(index_rows_round_trip)
+{
+	enum { D = 21, N = 100 };
+	float rows[N * D];
+	struct rk_index *ix;
+	uint32_t first = 99;
+	rng_state = 7;
+	for (int j = 0; j < N * D; j++)
+		rows[j] = rng_n() * 1000;
+	rows[5] = 1e6f; /* clamps in the fp16 copy */
+	ASSERT_OK(rk_index_create(D, &(struct rk_index_opts){ 8 }, &ix));
+	ASSERT_OK(rk_index_append(ix, rows, 30, &first));
+	ASSERT_EQ_INT(first, 0);
+	ASSERT_OK(rk_index_append(ix, rows + 30 * D, N - 30, &first));
+	ASSERT_EQ_INT(first, 30);
+	struct rk_index_view v;
+	rk_index_acquire(ix, &v);
+	ASSERT_EQ_INT(v.n, N);
+	ASSERT_EQ_INT(v.stride, 32);
+	for (uint32_t i = 0; i < N; i++) {
+		const float *r = rk_index_row(&v, i);
+		const uint16_t *h = rk_index_row_f16(&v, i);
+		ASSERT_EQ_INT((uintptr_t)r % 64, 0);
+		ASSERT_EQ_INT((uintptr_t)h % 32, 0);
+		for (uint32_t j = 0; j < v.stride; j++) {
+			float want = j < D ? rows[i * D + j] : 0;
+			ASSERT(r[j] == want);
+			float c = want > 65504 ? 65504 : want < -65504 ? -65504 : want;
+			ASSERT_EQ_INT(h[j], rk_half_from_float(c));
+		}
+	}
+	ASSERT(rk_index_row(&v, N) == NULL);
+	rk_index_release(&v);
+	rk_index_destroy(ix);
+}
+
+TEST(index_invalid_arguments)
+{
+	struct rk_index *ix = (void *)1;
+	ASSERT_EQ_INT(rk_index_create(0, NULL, &ix), VR_EINVAL);
+	ASSERT(ix == NULL);
+	ASSERT_EQ_INT(rk_index_create(RK_INDEX_MAX_DIM + 1, NULL, &ix), VR_EINVAL);
+	ASSERT_EQ_INT(rk_index_create(4, &(struct rk_index_opts){ 3 }, &ix), VR_EINVAL);
+	ASSERT_OK(rk_index_create(4, NULL, &ix));
+	float rows[8] = { 1, 2, 3, 4, 5, INFINITY, 7, 8 };
+	ASSERT_EQ_INT(rk_index_append(ix, rows, 2, NULL), VR_EINVAL);
+	struct rk_index_view v;
+	rk_index_acquire(ix, &v);
+	ASSERT_EQ_INT(v.n, 0); /* all or nothing */
+	rk_index_release(&v);
+	ASSERT_OK(rk_index_append(ix, rows, 1, NULL));
+	ASSERT_EQ_INT(rk_index_replace(ix, 1, rows), VR_ENOTFOUND);
+	ASSERT_EQ_INT(rk_index_replace(ix, 0, rows + 4), VR_EINVAL);
+	rk_index_destroy(ix);
+}
+
+TEST(index_replace_is_copy_on_write)
+{
+	enum { D = 5 };
+	float a[3 * D], b[D] = { 9, 9, 9, 9, 9 };
+	struct rk_index *ix;
+	for (int j = 0; j < 3 * D; j++)
+		a[j] = (float)j;
+	ASSERT_OK(rk_index_create(D, &(struct rk_index_opts){ 2 }, &ix));
+	ASSERT_OK(rk_index_append(ix, a, 3, NULL));
+	struct rk_index_view old, cur;
+	rk_index_acquire(ix, &old);
+	ASSERT_OK(rk_index_replace(ix, 1, b));
+	ASSERT_OK(rk_index_append(ix, b, 1, NULL));
+	rk_index_acquire(ix, &cur);
+	rk_index_destroy(ix); /* views outlive the index */
+	ASSERT_EQ_INT(old.n, 3);
+	ASSERT_EQ_INT(cur.n, 4);
+	ASSERT(rk_index_row(&old, 1)[0] == 5);
+	ASSERT(rk_index_row(&cur, 1)[0] == 9);
+	ASSERT(rk_index_row(&cur, 0)[4] == 4);
+	ASSERT(rk_index_row(&cur, 2)[0] == 10);
+	ASSERT(rk_index_row(&cur, 3)[2] == 9);
+	ASSERT_EQ_INT(rk_index_row_f16(&cur, 1)[0], rk_half_from_float(9));
+	rk_index_release(&old);
+	rk_index_release(&cur);
+}
+
+/* A writer appends and replaces rows while readers scan views: a row is
+ * written as dim copies of one value, so a torn row (or a torn fp16 copy)
+ * shows up as two different values in one row. */
+enum { CONC_D = 24, CONC_READERS = 3 };
+static atomic_int conc_stop;
+
+static void conc_row(float *r, uint32_t id, uint32_t version)
+{
+	for (int j = 0; j < CONC_D; j++)
+		r[j] = (float)(id % 1000) + (float)version * 1000.0f;
+}
+
+struct conc_reader {
+	struct rk_index *ix;
+	long views, rows_checked, bad;
+};
+
+static void *conc_read(void *arg)
+{
+	struct conc_reader *cr = arg;
+	struct rk_topk_ws *ws;
+	float user[CONC_D];
+	struct rk_hit hits[10];
+	uint32_t last_n = 0;
+	if (rk_topk_ws_create(&ws))
+		return NULL;
+	for (int j = 0; j < CONC_D; j++)
+		user[j] = 1.0f;
+	while (!atomic_load(&conc_stop)) {
+		struct rk_index_view v;
+		size_t n_hits;
+		rk_index_acquire(cr->ix, &v);
+		cr->bad += v.n < last_n;
+		last_n = v.n;
+		for (uint32_t i = 0; i < v.n; i++) {
+			const float *r = rk_index_row(&v, i);
+			const uint16_t *h = rk_index_row_f16(&v, i);
+			float x = r[0];
+			int id_ok = (uint32_t)fmodf(x, 1000.0f) == i % 1000;
+			int torn = !id_ok;
+			for (int j = 1; j < CONC_D; j++)
+				torn |= r[j] != x;
+			for (int j = 0; j < CONC_D; j++)
+				torn |= h[j] != h[0];
+			torn |= h[0] != rk_half_from_float(x);
+			for (uint32_t j = CONC_D; j < v.stride; j++)
+				torn |= r[j] != 0;
+			cr->bad += torn;
+		}
+		cr->rows_checked += v.n;
+		struct rk_topk_req req = { user, 10, NULL, 0, NULL, 0, (int)(cr->views % 2) };
+		if (rk_topk(&v, &req, ws, hits, 10, &n_hits) || n_hits != (v.n < 10 ? v.n : 10))
+			cr->bad++;
+		rk_index_release(&v);
+		cr->views++;
+	}
+	rk_topk_ws_destroy(ws);
+	return NULL;
+}
+
+TEST(index_readers_during_writes)
+{
+	struct rk_index *ix;
+	pthread_t th[CONC_READERS];
+	struct conc_reader cr[CONC_READERS];
+	float row[CONC_D];
+	uint32_t n = 0, version = 1;
+	struct timespec t0, t;
+	ASSERT_OK(rk_index_create(CONC_D, &(struct rk_index_opts){ 16 }, &ix));
+	atomic_store(&conc_stop, 0);
+	for (int i = 0; i < CONC_READERS; i++) {
+		cr[i] = (struct conc_reader){ ix, 0, 0, 0 };
+		pthread_create(&th[i], NULL, conc_read, &cr[i]);
+	}
+	rng_state = 8;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do {
+		if (n < 3000 && rng_below(4)) {
+			conc_row(row, n, 0);
+			ASSERT_OK(rk_index_append(ix, row, 1, NULL));
+			n++;
+		} else if (n) {
+			uint32_t id = rng_below(n);
+			conc_row(row, id, version++ % 8);
+			ASSERT_OK(rk_index_replace(ix, id, row));
+		}
+		clock_gettime(CLOCK_MONOTONIC, &t);
+	} while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < 200);
+	atomic_store(&conc_stop, 1);
+	long views = 0, checked = 0, bad = 0;
+	for (int i = 0; i < CONC_READERS; i++) {
+		pthread_join(th[i], NULL);
+		views += cr[i].views;
+		checked += cr[i].rows_checked;
+		bad += cr[i].bad;
+	}
+	fprintf(stderr, "  %u rows, %u replacements; readers: %ld views, %ld rows checked\n", n, version - 1, views,
+		checked);
+	rk_index_destroy(ix);
+	ASSERT_EQ_INT(bad, 0);
+	ASSERT(views > CONC_READERS);
+}
+
+/* fp16 conversion: every half round-trips; floats round to nearest even
+ * exactly as the F16C instruction does. */
+__attribute__((target("avx,f16c")))
+static uint16_t f16c_convert(float f)
+{
+	return (uint16_t)_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(f), _MM_FROUND_TO_NEAREST_INT), 0);
+}
+
+TEST(half_conversion)
+{
+	for (uint32_t h = 0; h < 65536; h++) {
+		float f = rk_half_to_float((uint16_t)h);
+		if (f != f)
+			continue;
+		ASSERT_EQ_INT(rk_half_from_float(f), h);
+	}
+	ASSERT(rk_half_to_float(0x3c00) == 1.0f);
+	ASSERT(rk_half_to_float(0x0001) == ldexpf(1, -24));
+	ASSERT(rk_half_to_float(0x7bff) == 65504.0f);
+	ASSERT_EQ_INT(rk_half_from_float(65520.0f), 0x7c00);
+	ASSERT_EQ_INT(rk_half_from_float(ldexpf(1, -25)), 0);
+	ASSERT_EQ_INT(rk_half_from_float(nextafterf(ldexpf(1, -25), 1)), 1);
+	if (!__builtin_cpu_supports("f16c"))
+		return;
+	rng_state = 9;
+	for (int i = 0; i < 2000000; i++) {
+		uint32_t x = (uint32_t)rng();
+		float f;
+		if (i & 1) /* bias towards the half range */
+			x = (x & 0x807fffffu) | ((uint32_t)(100 + rng_below(45)) << 23);
+		memcpy(&f, &x, sizeof f);
+		if (f != f)
+			continue;
+		uint16_t a = rk_half_from_float(f), b = f16c_convert(f);
+		ASSERT_MSG(a == b, "%a: %04x vs f16c %04x", (double)f, a, b);
+	}
+}
+
+static const struct vr_test tests[] = {
+	T(topk_matches_sort_generic),
+	T(topk_matches_sort_avx2),
+	T(topk_matches_sort_avx512),
+	T(topk_approx_generic),
+	T(topk_approx_avx2),
+	T(topk_approx_avx512),
+	T(topk_ties_by_lower_id),
+	T(topk_k_over_catalogue_returns_all),
+	T(topk_invalid_arguments),
+	T(topk_empty_index),
+	T(topk_batch_valid),
+	T(topk_approx_recall),
+	T(index_rows_round_trip),
+	T(index_invalid_arguments),
+	T(index_replace_is_copy_on_write),
+	T(index_readers_during_writes),
+	T(half_conversion),
+	{ 0 },
+};
+
+int main(int argc, char **argv)
+{
+	return vr_test_main(tests, argc, argv);
+}

@@ -1,0 +1,1008 @@
+/* Integration tests of rankd's service: real rankd (and featured) processes
+ * on 127.0.0.1, called with our C client. A small synthetic data set is
+ * made in the test: users in 5 taste clusters, each interacting mostly with
+ * its cluster's items, so a trained model must beat chance.
+ *
+ * Covered: AddInteractions validation; Recommend before any Train; Train
+ * BPR streaming progress to done; Recommend never returns a seen item, k
+ * over the catalogue returns the catalogue, unknown users get the
+ * popularity fallback with its reason, bad k / user / candidates are
+ * INVALID_ARGUMENT; Score, RecommendBatch, Evaluate, Info; the same top-k
+ * after a restart; Recommend's latency while a Train runs; a second Train
+ * refused; cancelling a Train; and with a real featured: VBPR trained on its
+ * vectors, a new image rankable (cold) without retraining, the change feed
+ * followed again after featured restarts, and the snapshot (new items
+ * included) served after a restart of rankd while featured is down. */
+#include "decode.h"
+#include "err.h"
+#include "harness.h"
+#include "procs.h"
+#include "rpc.h"
+#include "visrec/v1/featured.pb-c.h"
+#include "visrec/v1/rankd.pb-c.h"
+
+#include <ftw.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#define USERS 100
+#define ITEMS 300
+#define CLUSTERS 5
+#define PER_USER 12
+
+static char tmpdir[64];
+
+/* ---- data ----------------------------------------------------------------- */
+
+struct data {
+	int n;                          /* interactions */
+	int user[USERS * PER_USER], item[USERS * PER_USER];
+	int64_t ts[USERS * PER_USER];
+	unsigned char seen[USERS][ITEMS];
+	int catalogue;                  /* distinct items */
+};
+
+static uint64_t rnd(uint64_t *s)
+{
+	*s = *s * 6364136223846793005ull + 1442695040888963407ull;
+	return *s >> 33;
+}
+
+/* User u takes 2 items at random, then 10 of the items of cluster u % 5
+ * (so the held-out last items follow the user's taste). */
+static void make_data(struct data *d, uint64_t seed)
+{
+	memset(d, 0, sizeof *d);
+	uint64_t s = seed;
+	int used[ITEMS] = { 0 };
+	for (int u = 0; u < USERS; u++) {
+		for (int j = 0; j < PER_USER;) {
+			int i = j >= 2 ? (int)(rnd(&s) % (ITEMS / CLUSTERS)) * CLUSTERS + u % CLUSTERS
+				       : (int)(rnd(&s) % ITEMS);
+			if (d->seen[u][i])
+				continue;
+			d->seen[u][i] = 1;
+			d->user[d->n] = u;
+			d->item[d->n] = i;
+			d->ts[d->n] = 1000 + j * 10 + u;
+			d->n++;
+			j++;
+			used[i] = 1;
+		}
+	}
+	for (int i = 0; i < ITEMS; i++)
+		d->catalogue += used[i];
+}
+
+static void uid(char *buf, int u)
+{
+	snprintf(buf, 16, "u%03d", u);
+}
+
+static void iid(char *buf, int i)
+{
+	snprintf(buf, 16, "i%03d", i);
+}
+
+static int item_index(const char *id)
+{
+	return id[0] == 'i' ? atoi(id + 1) : -1;
+}
+
+/* ---- calls ------------------------------------------------------------------- */
+
+static int unary(vr_channel *ch, const char *method, const ProtobufCMessage *req,
+		 const ProtobufCMessageDescriptor *d, void *resp, vr_status *st)
+{
+	char path[96];
+	snprintf(path, sizeof path, "/visrec.v1.Rank/%s", method);
+	ProtobufCMessage **out = resp;
+	return vr_client_unary(ch, path, req, d, out, 30000, NULL, st);
+}
+
+static void release(void *m)
+{
+	if (m)
+		protobuf_c_message_free_unpacked(m, NULL);
+}
+
+static int add_data(vr_channel *ch, const struct data *d, vr_status *st)
+{
+	static Visrec__V1__Interaction rows[USERS * PER_USER];
+	static Visrec__V1__Interaction *ptrs[USERS * PER_USER];
+	static char ids[USERS * PER_USER][2][16];
+	for (int x = 0; x < d->n; x++) {
+		visrec__v1__interaction__init(&rows[x]);
+		uid(ids[x][0], d->user[x]);
+		iid(ids[x][1], d->item[x]);
+		rows[x].user_id = ids[x][0];
+		rows[x].item_id = ids[x][1];
+		rows[x].timestamp = d->ts[x];
+		ptrs[x] = &rows[x];
+	}
+	Visrec__V1__AddInteractionsRequest req = VISREC__V1__ADD_INTERACTIONS_REQUEST__INIT;
+	req.n_interactions = (size_t)d->n;
+	req.interactions = ptrs;
+	Visrec__V1__AddInteractionsResponse *resp = NULL;
+	int rc = unary(ch, "AddInteractions", &req.base, &visrec__v1__add_interactions_response__descriptor,
+		       &resp, st);
+	if (!rc && (resp->added != (uint32_t)d->n || resp->users != USERS))
+		rc = -1;
+	release(resp);
+	return rc;
+}
+
+static int recommend(vr_channel *ch, const char *user, int k, int include_seen, char **cand,
+		     size_t n_cand, Visrec__V1__RecommendResponse **out, vr_status *st)
+{
+	Visrec__V1__RecommendRequest req = VISREC__V1__RECOMMEND_REQUEST__INIT;
+	req.user_id = (char *)user;
+	req.k = k;
+	req.include_seen = include_seen;
+	req.candidates = cand;
+	req.n_candidates = n_cand;
+	*out = NULL;
+	return unary(ch, "Recommend", &req.base, &visrec__v1__recommend_response__descriptor, out, st);
+}
+
+static Visrec__V1__RankInfoResponse *info(vr_channel *ch)
+{
+	Visrec__V1__RankInfoRequest req = VISREC__V1__RANK_INFO_REQUEST__INIT;
+	Visrec__V1__RankInfoResponse *resp = NULL;
+	vr_status st;
+	if (unary(ch, "Info", &req.base, &visrec__v1__rank_info_response__descriptor, &resp, &st))
+		return NULL;
+	return resp;
+}
+
+struct train_out {
+	int messages, done, monotone, code;
+	uint32_t last_epoch;
+	uint64_t version;
+	char first_state[32], last_state[32], message[256];
+	double last_auc;
+	/* for a run watched from another thread */
+	vr_ccall *cc;
+	atomic_int epochs_seen, finished;
+	int64_t finished_ms;
+};
+
+static void train_req_bpr(Visrec__V1__TrainRequest *r, uint32_t epochs, uint32_t triples)
+{
+	visrec__v1__train_request__init(r);
+	r->model = VISREC__V1__MODEL_KIND__BPR;
+	r->epochs = epochs;
+	r->dims = 16;
+	r->triples_per_epoch = triples;
+	r->seed = 7;
+	r->threads = 1;
+	r->patience = epochs;
+}
+
+/* Runs a Train call to its end, recording the progress stream in out. */
+static void train_run(vr_channel *ch, const Visrec__V1__TrainRequest *req, struct train_out *out)
+{
+	vr_ccall *cc = NULL;
+	vr_status st = { .code = -1 };
+	out->monotone = 1;
+	if (vr_ccall_start(&cc, ch, "/visrec.v1.Rank/Train", &visrec__v1__train_progress__descriptor,
+			   120000, NULL)) {
+		out->code = -1;
+		return;
+	}
+	out->cc = cc;
+	vr_ccall_send(cc, &req->base);
+	vr_ccall_close_send(cc);
+	ProtobufCMessage *m;
+	while (vr_ccall_recv(cc, &m) == 0) {
+		Visrec__V1__TrainProgress *p = (void *)m;
+		if (!out->messages++)
+			snprintf(out->first_state, sizeof out->first_state, "%s", p->state);
+		snprintf(out->last_state, sizeof out->last_state, "%s", p->state);
+		if (!p->done && p->epoch && p->epoch != out->last_epoch + 1)
+			out->monotone = 0;
+		if (!p->done && p->epoch) {
+			out->last_epoch = p->epoch;
+			atomic_store(&out->epochs_seen, (int)p->epoch);
+		}
+		out->last_auc = p->val_auc;
+		if (p->done) {
+			out->done = 1;
+			out->version = p->model_version;
+		}
+		release(m);
+	}
+	vr_ccall_finish(cc, &st);
+	out->code = st.code;
+	snprintf(out->message, sizeof out->message, "%s", st.message);
+	out->finished_ms = procs_now_ms();
+	atomic_store(&out->finished, 1);
+}
+
+struct bg_train {
+	vr_channel *ch;
+	Visrec__V1__TrainRequest req;
+	struct train_out out;
+};
+
+static void *train_thread(void *arg)
+{
+	struct bg_train *b = arg;
+	train_run(b->ch, &b->req, &b->out);
+	return NULL;
+}
+
+/* ---- daemons ------------------------------------------------------------------- */
+
+static int start_rankd(struct proc *p, const char *tag, const char *featured)
+{
+	char data[128], err[128];
+	snprintf(data, sizeof data, "%s/%s-data", tmpdir, tag);
+	snprintf(err, sizeof err, "%s/%s.stderr", tmpdir, tag);
+	char *argv[] = { RANKD_BIN, "--listen", "127.0.0.1:0", "--data", data, "--threads", "2",
+			 "--featured", (char *)(featured ? featured : "127.0.0.1:9"),
+			 featured ? "--follow-featured=true" : "--follow-featured=false", NULL };
+	if (proc_spawn(p, err, argv))
+		return -1;
+	return proc_wait_ready(p, "rankd", 20000);
+}
+
+/* featured on listen (NULL: a free port); tag names its data directory. */
+static int start_featured(struct proc *p, const char *tag, const char *listen)
+{
+	char data[128], err[128], addr[64];
+	snprintf(data, sizeof data, "%s/%s-data", tmpdir, tag);
+	snprintf(err, sizeof err, "%s/%s.stderr", tmpdir, tag);
+	snprintf(addr, sizeof addr, "%s", listen ? listen : "127.0.0.1:0");
+	char *argv[] = { FEATURED_BIN, "--listen", addr, "--data", data, "--threads", "2", NULL };
+	if (proc_spawn(p, err, argv))
+		return -1;
+	return proc_wait_ready(p, "featured", 20000);
+}
+
+/* A rankd with the data set stored and a BPR model trained on it. */
+static int trained_rankd(struct proc *p, const char *tag, struct data *d, vr_channel **ch,
+			 struct train_out *out)
+{
+	make_data(d, 42);
+	if (start_rankd(p, tag, NULL))
+		return -1;
+	if (vr_channel_create(ch, p->addr, NULL))
+		return -1;
+	vr_status st;
+	if (add_data(*ch, d, &st))
+		return -1;
+	Visrec__V1__TrainRequest req;
+	train_req_bpr(&req, 8, 20000);
+	train_run(*ch, &req, out);
+	return out->code == GRPC_STATUS_OK && out->done ? 0 : -1;
+}
+
+/* ---- tests --------------------------------------------------------------------- */
+
+TEST(refusals_before_training)
+{
+	struct proc r;
+	ASSERT_OK(start_rankd(&r, "r1", NULL));
+	vr_channel *ch = NULL;
+	vr_channel_create(&ch, r.addr, NULL);
+	vr_status st1, st2, st3, st4, st5, st6, st7, st8;
+	Visrec__V1__RecommendResponse *rec = NULL;
+	recommend(ch, "u001", 10, 0, NULL, 0, &rec, &st1);
+
+	Visrec__V1__Interaction a = VISREC__V1__INTERACTION__INIT, b = VISREC__V1__INTERACTION__INIT;
+	Visrec__V1__Interaction *rows[2] = { &a, &b };
+	a.user_id = "u1";
+	a.item_id = "i1";
+	b.user_id = "u1";
+	b.item_id = "";
+	Visrec__V1__AddInteractionsRequest add = VISREC__V1__ADD_INTERACTIONS_REQUEST__INIT;
+	add.n_interactions = 2;
+	add.interactions = rows;
+	void *resp = NULL;
+	unary(ch, "AddInteractions", &add.base, &visrec__v1__add_interactions_response__descriptor, &resp, &st2);
+	release(resp);
+	char long_id[300];
+	memset(long_id, 'x', 257);
+	long_id[257] = 0;
+	b.item_id = long_id;
+	resp = NULL;
+	unary(ch, "AddInteractions", &add.base, &visrec__v1__add_interactions_response__descriptor, &resp, &st3);
+	release(resp);
+	/* Over the row limit: the same row 100,001 times. */
+	size_t many = 100001;
+	Visrec__V1__Interaction **lots = malloc(many * sizeof *lots);
+	for (size_t x = 0; x < many; x++)
+		lots[x] = &a;
+	add.n_interactions = many;
+	add.interactions = lots;
+	resp = NULL;
+	unary(ch, "AddInteractions", &add.base, &visrec__v1__add_interactions_response__descriptor, &resp, &st4);
+	release(resp);
+	free(lots);
+
+	struct train_out t1 = { 0 }, t2 = { 0 }, t3 = { 0 };
+	Visrec__V1__TrainRequest tr;
+	train_req_bpr(&tr, 2, 1000);
+	tr.model = VISREC__V1__MODEL_KIND__MODEL_KIND_UNSPECIFIED;
+	train_run(ch, &tr, &t1);
+	tr.model = VISREC__V1__MODEL_KIND__DVBPR;
+	train_run(ch, &tr, &t2);
+	tr.model = VISREC__V1__MODEL_KIND__BPR;
+	train_run(ch, &tr, &t3); /* nothing stored yet: the bad batches added nothing */
+	tr.model = VISREC__V1__MODEL_KIND__VBPR;
+	struct train_out t4 = { 0 };
+	train_run(ch, &tr, &t4); /* featured is not there */
+
+	Visrec__V1__EvaluateRequest ev = VISREC__V1__EVALUATE_REQUEST__INIT;
+	resp = NULL;
+	unary(ch, "Evaluate", &ev.base, &visrec__v1__evaluate_response__descriptor, &resp, &st5);
+	release(resp);
+	Visrec__V1__ScoreRequest sc = VISREC__V1__SCORE_REQUEST__INIT;
+	char *one[] = { "i1" };
+	sc.user_id = "u1";
+	sc.item_ids = one;
+	sc.n_item_ids = 1;
+	resp = NULL;
+	unary(ch, "Score", &sc.base, &visrec__v1__score_response__descriptor, &resp, &st6);
+	release(resp);
+	Visrec__V1__RankInfoResponse *in = info(ch);
+	recommend(ch, "", 10, 0, NULL, 0, &rec, &st7);
+	recommend(ch, "u1", 0, 0, NULL, 0, &rec, &st8);
+
+	vr_channel_destroy(ch);
+	int status = proc_stop(&r, 10000);
+	ASSERT_EQ_INT(st1.code, GRPC_STATUS_FAILED_PRECONDITION);
+	ASSERT_CONTAINS(st1.message, "call Train");
+	ASSERT_EQ_INT(st2.code, GRPC_STATUS_INVALID_ARGUMENT);
+	ASSERT_STR_EQ(st2.message, "interactions[1]: item_id is empty");
+	ASSERT_EQ_INT(st3.code, GRPC_STATUS_INVALID_ARGUMENT);
+	ASSERT_CONTAINS(st3.message, "interactions[1]: item_id is 257 bytes");
+	ASSERT_EQ_INT(st4.code, GRPC_STATUS_RESOURCE_EXHAUSTED);
+	ASSERT_CONTAINS(st4.message, "at most 100000");
+	ASSERT_EQ_INT(t1.code, GRPC_STATUS_INVALID_ARGUMENT);
+	ASSERT_CONTAINS(t1.message, "BPR or VBPR");
+	ASSERT_EQ_INT(t2.code, GRPC_STATUS_FAILED_PRECONDITION);
+	ASSERT_CONTAINS(t2.message, "AddInteractions");
+	ASSERT_EQ_INT(t3.code, GRPC_STATUS_FAILED_PRECONDITION);
+	ASSERT_CONTAINS(t3.message, "AddInteractions");
+	ASSERT_EQ_INT(t4.code, GRPC_STATUS_UNAVAILABLE);
+	ASSERT_CONTAINS(t4.message, "cannot fetch item vectors from featured at 127.0.0.1:9");
+	ASSERT_EQ_INT(st5.code, GRPC_STATUS_FAILED_PRECONDITION);
+	ASSERT_EQ_INT(st6.code, GRPC_STATUS_FAILED_PRECONDITION);
+	ASSERT_EQ_INT(st7.code, GRPC_STATUS_INVALID_ARGUMENT);
+	ASSERT_EQ_INT(st8.code, GRPC_STATUS_INVALID_ARGUMENT);
+	ASSERT(in != NULL);
+	ASSERT_EQ_INT(in->interactions, 0);
+	ASSERT_EQ_INT(in->model_version, 0);
+	ASSERT_EQ_INT(in->max_k, 1000);
+	release(in);
+	ASSERT_EQ_INT(status, 0);
+}
+
+TEST(train_bpr_and_recommend)
+{
+	struct proc r;
+	struct data *d = malloc(sizeof *d);
+	vr_channel *ch = NULL;
+	struct train_out t = { 0 };
+	int ok = trained_rankd(&r, "r2", d, &ch, &t);
+	if (ok) {
+		proc_stop(&r, 5000);
+		FAIL_("rankd did not train: %s \"%s\"", vr_status_name(t.code), t.message);
+	}
+	int seen_returned = 0, wrong_count = 0, bad_calls = 0, cold_warm = 0;
+	char user[16];
+	/* Every user: no seen item; k over the catalogue gives the unseen catalogue. */
+	for (int u = 0; u < USERS; u++) {
+		uid(user, u);
+		Visrec__V1__RecommendResponse *rec = NULL;
+		vr_status st;
+		if (recommend(ch, user, 1000, 0, NULL, 0, &rec, &st)) {
+			bad_calls++;
+			continue;
+		}
+		int nseen = 0;
+		for (int i = 0; i < ITEMS; i++)
+			nseen += d->seen[u][i];
+		if ((int)rec->n_items != d->catalogue - nseen)
+			wrong_count++;
+		for (size_t j = 0; j < rec->n_items; j++) {
+			int i = item_index(rec->items[j]->item_id);
+			if (i >= 0 && d->seen[u][i])
+				seen_returned++;
+			if (j && rec->items[j]->score > rec->items[j - 1]->score)
+				wrong_count++;
+		}
+		release(rec);
+	}
+	/* include_seen: the whole catalogue; cold flags only on items with no training pair. */
+	Visrec__V1__RecommendResponse *all = NULL, *unk = NULL, *top = NULL, *cand = NULL;
+	vr_status s_all, s_unk, s_k0, s_kbig, s_cand_bad, s_cand, s_top;
+	recommend(ch, "u003", 1000, 1, NULL, 0, &all, &s_all);
+	for (size_t j = 0; all && j < all->n_items; j++)
+		cold_warm += all->items[j]->cold;
+	recommend(ch, "nobody-knows-me", 5, 0, NULL, 0, &unk, &s_unk);
+	Visrec__V1__RecommendResponse *tmp = NULL;
+	recommend(ch, "u003", 0, 0, NULL, 0, &tmp, &s_k0);
+	recommend(ch, "u003", 1001, 0, NULL, 0, &tmp, &s_kbig);
+	char *bad_cand[] = { "i000", "no-such-item" };
+	recommend(ch, "u003", 5, 0, bad_cand, 2, &tmp, &s_cand_bad);
+	recommend(ch, "u003", 10, 0, NULL, 0, &top, &s_top);
+	/* Candidates: the top items, reversed, plus a seen one: same order back, seen dropped. */
+	char *cands[4];
+	int seen_item = -1;
+	for (int i = 0; i < ITEMS && seen_item < 0; i++)
+		if (d->seen[3][i])
+			seen_item = i;
+	char seen_id[16];
+	iid(seen_id, seen_item);
+	for (int x = 0; x < 3 && top; x++)
+		cands[2 - x] = top->items[x]->item_id;
+	cands[3] = seen_id;
+	recommend(ch, "u003", 10, 0, cands, 4, &cand, &s_cand);
+
+	/* Score agrees with Recommend; unknown items are NOT_FOUND by name. */
+	Visrec__V1__ScoreRequest sreq = VISREC__V1__SCORE_REQUEST__INIT;
+	sreq.user_id = "u003";
+	sreq.item_ids = cands;
+	sreq.n_item_ids = 3;
+	Visrec__V1__ScoreResponse *score = NULL, *sbad = NULL;
+	vr_status s_score, s_sbad;
+	unary(ch, "Score", &sreq.base, &visrec__v1__score_response__descriptor, &score, &s_score);
+	char *unknown_items[] = { "i001", "ghost-1", "ghost-2" };
+	sreq.item_ids = unknown_items;
+	unary(ch, "Score", &sreq.base, &visrec__v1__score_response__descriptor, &sbad, &s_sbad);
+
+	/* RecommendBatch: the same lists as one by one. */
+	Visrec__V1__RecommendRequest br[3], *brp[3];
+	const char *busers[3] = { "u010", "u011", "stranger" };
+	for (int x = 0; x < 3; x++) {
+		visrec__v1__recommend_request__init(&br[x]);
+		br[x].user_id = (char *)busers[x];
+		br[x].k = 10 + x;
+		brp[x] = &br[x];
+	}
+	Visrec__V1__RecommendBatchRequest breq = VISREC__V1__RECOMMEND_BATCH_REQUEST__INIT;
+	breq.requests = brp;
+	breq.n_requests = 3;
+	Visrec__V1__RecommendBatchResponse *batch = NULL;
+	vr_status s_batch;
+	unary(ch, "RecommendBatch", &breq.base, &visrec__v1__recommend_batch_response__descriptor, &batch,
+	      &s_batch);
+	int batch_mismatch = 0;
+	for (int x = 0; batch && x < 3; x++) {
+		Visrec__V1__RecommendResponse *one = NULL;
+		vr_status s1;
+		recommend(ch, busers[x], 10 + x, 0, NULL, 0, &one, &s1);
+		Visrec__V1__RecommendResponse *b = batch->responses[x];
+		if (!one || b->n_items != one->n_items || strcmp(b->fallback, one->fallback))
+			batch_mismatch++;
+		for (size_t j = 0; one && j < one->n_items && j < b->n_items; j++)
+			if (fabsf(b->items[j]->score - one->items[j]->score) > 1e-4f ||
+			    (strcmp(b->items[j]->item_id, one->items[j]->item_id) &&
+			     (j + 1 >= one->n_items || fabsf(one->items[j]->score - one->items[j + 1]->score) > 1e-4f)))
+				batch_mismatch++;
+		release(one);
+	}
+
+	/* Evaluate: both protocols, both subsets. */
+	Visrec__V1__EvaluateRequest ev = VISREC__V1__EVALUATE_REQUEST__INIT;
+	Visrec__V1__EvaluateResponse *std = NULL, *tut = NULL;
+	vr_status s_std, s_tut;
+	unary(ch, "Evaluate", &ev.base, &visrec__v1__evaluate_response__descriptor, &std, &s_std);
+	ev.protocol = "tutorial";
+	ev.max_users = 50;
+	ev.seed = 3;
+	unary(ch, "Evaluate", &ev.base, &visrec__v1__evaluate_response__descriptor, &tut, &s_tut);
+	Visrec__V1__RankInfoResponse *in = info(ch);
+
+	/* An item first seen after the Train is in the catalogue at once, cold. */
+	Visrec__V1__Interaction late = VISREC__V1__INTERACTION__INIT, *late_p = &late;
+	late.user_id = "u000";
+	late.item_id = "brand-new";
+	late.timestamp = 5000;
+	Visrec__V1__AddInteractionsRequest add = VISREC__V1__ADD_INTERACTIONS_REQUEST__INIT;
+	add.n_interactions = 1;
+	add.interactions = &late_p;
+	void *added = NULL;
+	vr_status s_late_add, s_late;
+	unary(ch, "AddInteractions", &add.base, &visrec__v1__add_interactions_response__descriptor, &added,
+	      &s_late_add);
+	release(added);
+	char *late_cand[] = { "brand-new" };
+	Visrec__V1__RecommendResponse *late_rec = NULL;
+	recommend(ch, "u001", 3, 0, late_cand, 1, &late_rec, &s_late);
+
+	vr_channel_destroy(ch);
+	int status = proc_stop(&r, 10000);
+	ASSERT_OK(s_late_add.code);
+	ASSERT_OK(s_late.code);
+	ASSERT(late_rec && late_rec->n_items == 1 && late_rec->items[0]->cold &&
+	       late_rec->items[0]->score == 0);
+	release(late_rec);
+	ASSERT(t.messages >= 3);
+	ASSERT_STR_EQ(t.first_state, "loading");
+	ASSERT(t.monotone);
+	ASSERT_EQ_INT(t.last_epoch, 8);
+	ASSERT_EQ_INT(t.version, 1);
+	ASSERT_EQ_INT(bad_calls, 0);
+	ASSERT_EQ_INT(seen_returned, 0);
+	ASSERT_EQ_INT(wrong_count, 0);
+	ASSERT_OK(s_all.code);
+	ASSERT_EQ_INT(all->n_items, d->catalogue);
+	ASSERT(cold_warm < d->catalogue / 4);
+	ASSERT_OK(s_unk.code);
+	ASSERT_EQ_INT(unk->n_items, 5);
+	ASSERT_STR_EQ(unk->fallback, "popularity: unknown user");
+	ASSERT_EQ_INT(s_k0.code, GRPC_STATUS_INVALID_ARGUMENT);
+	ASSERT_CONTAINS(s_k0.message, "between 1 and 1000");
+	ASSERT_EQ_INT(s_kbig.code, GRPC_STATUS_INVALID_ARGUMENT);
+	ASSERT_EQ_INT(s_cand_bad.code, GRPC_STATUS_INVALID_ARGUMENT);
+	ASSERT_CONTAINS(s_cand_bad.message, "candidates[1]: unknown item \"no-such-item\"");
+	ASSERT_OK(s_top.code);
+	ASSERT_OK(s_cand.code);
+	ASSERT_EQ_INT(cand->n_items, 3);
+	for (int x = 0; x < 3; x++)
+		ASSERT_STR_EQ(cand->items[x]->item_id, top->items[x]->item_id);
+	ASSERT_STR_EQ(cand->fallback, "");
+	ASSERT_OK(s_score.code);
+	ASSERT_EQ_INT(score->n_items, 3);
+	for (int x = 0; x < 3; x++)
+		ASSERT_EQ_INT(score->items[x]->score == top->items[2 - x]->score, 1);
+	ASSERT_EQ_INT(s_sbad.code, GRPC_STATUS_NOT_FOUND);
+	ASSERT_CONTAINS(s_sbad.message, "2 unknown items: \"ghost-1\", \"ghost-2\"");
+	ASSERT_OK(s_batch.code);
+	ASSERT_EQ_INT(batch->n_responses, 3);
+	ASSERT_EQ_INT(batch_mismatch, 0);
+	ASSERT_CONTAINS(batch->responses[2]->fallback, "popularity");
+	ASSERT_OK(s_std.code);
+	ASSERT_STR_EQ(std->protocol, "standard");
+	ASSERT_EQ_INT(std->n_results, 2);
+	ASSERT_STR_EQ(std->results[0]->subset, "all");
+	ASSERT_STR_EQ(std->results[1]->subset, "cold");
+	ASSERT_EQ_INT(std->results[0]->users, USERS);
+	ASSERT_EQ_INT(std->results[0]->n_at_k, 2);
+	ASSERT_MSG(std->results[0]->auc > 0.6, "standard AUC %.4f", std->results[0]->auc);
+	ASSERT_OK(s_tut.code);
+	ASSERT_EQ_INT(tut->results[0]->users, 50);
+	ASSERT(in != NULL);
+	ASSERT_EQ_INT(in->model, VISREC__V1__MODEL_KIND__BPR);
+	ASSERT_EQ_INT(in->model_version, 1);
+	ASSERT_EQ_INT(in->users, USERS);
+	ASSERT_EQ_INT(in->items, d->catalogue);
+	ASSERT_EQ_INT(in->interactions, d->n);
+	ASSERT_EQ_INT(in->training, 0);
+	ASSERT_EQ_INT(status, 0);
+	release(all);
+	release(unk);
+	release(top);
+	release(cand);
+	release(score);
+	release(sbad);
+	release(batch);
+	release(std);
+	release(tut);
+	release(in);
+	free(d);
+}
+
+TEST(restart_serves_the_same_topk)
+{
+	struct proc r;
+	struct data *d = malloc(sizeof *d);
+	vr_channel *ch = NULL;
+	struct train_out t = { 0 };
+	int ok = trained_rankd(&r, "r3", d, &ch, &t);
+	if (ok) {
+		proc_stop(&r, 5000);
+		FAIL_("rankd did not train: %s \"%s\"", vr_status_name(t.code), t.message);
+	}
+	enum { N = 12 };
+	Visrec__V1__RecommendResponse *before[N], *after[N];
+	char user[16];
+	for (int u = 0; u < N; u++) {
+		vr_status st;
+		uid(user, u * 7);
+		recommend(ch, user, 20, 0, NULL, 0, &before[u], &st);
+	}
+	vr_channel_destroy(ch);
+	int s1 = proc_stop(&r, 10000);
+	ASSERT_OK(start_rankd(&r, "r3", NULL));
+	vr_channel_create(&ch, r.addr, NULL);
+	for (int u = 0; u < N; u++) {
+		vr_status st;
+		uid(user, u * 7);
+		recommend(ch, user, 20, 0, NULL, 0, &after[u], &st);
+	}
+	Visrec__V1__RankInfoResponse *in = info(ch);
+	vr_channel_destroy(ch);
+	int s2 = proc_stop(&r, 10000);
+	ASSERT_EQ_INT(s1, 0);
+	ASSERT_EQ_INT(s2, 0);
+	for (int u = 0; u < N; u++) {
+		ASSERT(before[u] && after[u]);
+		ASSERT_EQ_INT(before[u]->n_items, 20);
+		ASSERT_EQ_INT(after[u]->n_items, 20);
+		ASSERT_EQ_INT(after[u]->model_version, before[u]->model_version);
+		for (size_t j = 0; j < 20; j++) {
+			ASSERT_STR_EQ(after[u]->items[j]->item_id, before[u]->items[j]->item_id);
+			ASSERT_EQ_INT(after[u]->items[j]->score == before[u]->items[j]->score, 1);
+		}
+		release(before[u]);
+		release(after[u]);
+	}
+	ASSERT(in && in->model_version == 1 && in->model == VISREC__V1__MODEL_KIND__BPR);
+	release(in);
+	free(d);
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+TEST(serving_during_training_and_cancel)
+{
+	struct proc r;
+	struct data *d = malloc(sizeof *d);
+	vr_channel *ch = NULL;
+	struct train_out t = { 0 };
+	int ok = trained_rankd(&r, "r4", d, &ch, &t);
+	if (ok) {
+		proc_stop(&r, 5000);
+		FAIL_("rankd did not train: %s \"%s\"", vr_status_name(t.code), t.message);
+	}
+	/* A long run on both cores (2,000 epochs of 400,000 triples), cancelled below. */
+	struct bg_train *bg = calloc(1, sizeof *bg);
+	bg->ch = ch;
+	train_req_bpr(&bg->req, 2000, 400000);
+	bg->req.threads = 2;
+	pthread_t tid;
+	pthread_create(&tid, NULL, train_thread, bg);
+	int64_t end = procs_now_ms() + 20000;
+	while (atomic_load(&bg->out.epochs_seen) < 1 && !atomic_load(&bg->out.finished) &&
+	       procs_now_ms() < end)
+		usleep(10000);
+	int running = atomic_load(&bg->out.epochs_seen) >= 1 && !atomic_load(&bg->out.finished);
+
+	struct train_out second = { 0 };
+	Visrec__V1__TrainRequest req2;
+	train_req_bpr(&req2, 2, 1000);
+	train_run(ch, &req2, &second);
+	Visrec__V1__RankInfoResponse *during = info(ch);
+
+	enum { CALLS = 300 };
+	int64_t lat[CALLS];
+	int errors = 0;
+	char user[16];
+	for (int x = 0; x < CALLS; x++) {
+		Visrec__V1__RecommendResponse *rec = NULL;
+		vr_status st;
+		uid(user, x % USERS);
+		struct timespec a, b;
+		clock_gettime(CLOCK_MONOTONIC, &a);
+		if (recommend(ch, user, 20, 0, NULL, 0, &rec, &st) || rec->n_items != 20)
+			errors++;
+		clock_gettime(CLOCK_MONOTONIC, &b);
+		lat[x] = (b.tv_sec - a.tv_sec) * 1000000000LL + (b.tv_nsec - a.tv_nsec);
+		release(rec);
+	}
+	qsort(lat, CALLS, sizeof lat[0], cmp_i64);
+	double p50 = lat[CALLS / 2] / 1e6, p99 = lat[CALLS * 99 / 100] / 1e6;
+	int still_running = !atomic_load(&bg->out.finished);
+
+	int64_t t0 = procs_now_ms();
+	if (bg->out.cc)
+		vr_ccall_cancel(bg->out.cc);
+	int idle = 0;
+	int64_t idle_ms = -1;
+	while (procs_now_ms() - t0 < 10000) {
+		Visrec__V1__RankInfoResponse *in = info(ch);
+		idle = in && !in->training;
+		release(in);
+		if (idle) {
+			idle_ms = procs_now_ms() - t0;
+			break;
+		}
+		usleep(5000);
+	}
+	pthread_join(tid, NULL);
+	Visrec__V1__RankInfoResponse *after = info(ch);
+	vr_channel_destroy(ch);
+	int status = proc_stop(&r, 10000);
+	fprintf(stderr, "  Recommend during Train: p50 %.2f ms, p99 %.2f ms; idle %lld ms after cancel\n",
+		p50, p99, (long long)idle_ms);
+	ASSERT_MSG(running, "the long Train did not reach its first epoch");
+	ASSERT_EQ_INT(second.code, GRPC_STATUS_FAILED_PRECONDITION);
+	ASSERT_CONTAINS(second.message, "a training run is in progress (model BPR, epoch ");
+	ASSERT_CONTAINS(second.message, "wait for it or cancel it");
+	ASSERT(during && during->training);
+	ASSERT_EQ_INT(errors, 0);
+	ASSERT_MSG(still_running, "the Train ended before the latency run did: make it longer");
+	ASSERT_MSG(p99 < 200, "p99 %.2f ms", p99);
+	ASSERT_EQ_INT(bg->out.code, GRPC_STATUS_CANCELLED);
+	ASSERT_MSG(idle && idle_ms < 2000, "training still on %lld ms after the cancel", (long long)idle_ms);
+	ASSERT(after && after->model_version == 1 && !after->training);
+	ASSERT_EQ_INT(status, 0);
+	release(during);
+	release(after);
+	free(bg);
+	free(d);
+}
+
+/* ---- with featured ----------------------------------------------------------------- */
+
+#define VITEMS 40 /* items with images; the last 10 have no interactions */
+#define VUSERS 30
+
+/* A 48×48 JPEG whose colour and stripes follow the item's group (i % 4). */
+static int item_jpeg(int i, uint8_t **jpeg, size_t *len)
+{
+	enum { S = 48 };
+	static const uint8_t tint[4][3] = { { 220, 40, 40 }, { 40, 200, 60 }, { 40, 60, 220 }, { 230, 220, 40 } };
+	uint8_t px[S * S * 3];
+	for (int y = 0; y < S; y++)
+		for (int x = 0; x < S; x++)
+			for (int c = 0; c < 3; c++) {
+				int stripe = ((x + y * (i % 4)) / (4 + i % 4)) % 2;
+				px[(y * S + x) * 3 + c] = (uint8_t)(stripe ? tint[i % 4][c] : (tint[i % 4][c] / 3 + (i * 7) % 40));
+			}
+	return fd_encode_jpeg(px, S, S, FD_PIX_RGB, FD_SUBSAMP_444, 90, jpeg, len);
+}
+
+static void vid(char *buf, int i)
+{
+	snprintf(buf, 16, "v%03d", i);
+}
+
+/* PutItems of items [from, to) (ids v%03d) or one item named id; returns the last seq. */
+static int put_items(vr_channel *ch, int from, int to, const char *id, uint64_t *seq, vr_status *st)
+{
+	vr_ccall *cc = NULL;
+	int rc = vr_ccall_start(&cc, ch, "/visrec.v1.Featured/PutItems",
+				&visrec__v1__put_items_response__descriptor, 60000, NULL);
+	if (rc)
+		return rc;
+	for (int i = from; i < to && !rc; i++) {
+		Visrec__V1__PutItemsRequest req = VISREC__V1__PUT_ITEMS_REQUEST__INIT;
+		char name[16];
+		vid(name, i);
+		uint8_t *jpeg;
+		size_t len;
+		if (item_jpeg(i, &jpeg, &len)) {
+			rc = -1;
+			break;
+		}
+		req.item_id = id ? (char *)id : name;
+		req.image.data = jpeg;
+		req.image.len = len;
+		rc = vr_ccall_send(cc, &req.base);
+		fd_jpeg_free(jpeg);
+	}
+	vr_ccall_close_send(cc);
+	ProtobufCMessage *m = NULL;
+	if (!rc)
+		rc = vr_ccall_recv(cc, &m);
+	int frc = vr_ccall_finish(cc, st);
+	if (!rc && !frc) {
+		Visrec__V1__PutItemsResponse *resp = (void *)m;
+		if (resp->accepted != (uint32_t)(to - from) || !resp->n_items)
+			rc = -1;
+		else
+			*seq = resp->items[resp->n_items - 1]->seq;
+	}
+	release(m);
+	return rc ? rc : frc;
+}
+
+TEST(vbpr_with_featured_ranks_new_items_cold)
+{
+	struct proc f, r;
+	vr_channel *fch = NULL, *ch = NULL;
+	uint64_t seq = 0, fresh_seq = 0;
+	vr_status st;
+	if (start_featured(&f, "f5", NULL))
+		FAIL_("featured did not start");
+	vr_channel_create(&fch, f.addr, NULL);
+	int put = put_items(fch, 0, VITEMS, NULL, &seq, &st);
+	if (put) {
+		vr_channel_destroy(fch);
+		proc_stop(&f, 5000);
+		FAIL_("PutItems failed (rc %d): %s \"%s\"", put, vr_status_name(st.code), st.message);
+	}
+	ASSERT_OK(start_rankd(&r, "r5", f.addr));
+	vr_channel_create(&ch, r.addr, NULL);
+	/* Users of group g take 6 of the 30 warm items of group g. */
+	static Visrec__V1__Interaction rows[VUSERS * 6], *ptrs[VUSERS * 6];
+	static char ids[VUSERS * 6][2][16];
+	int n = 0;
+	unsigned char seen[VUSERS][VITEMS] = { { 0 } };
+	uint64_t rs = 5;
+	for (int u = 0; u < VUSERS; u++)
+		for (int j = 0; j < 6;) {
+			int i = (int)(rnd(&rs) % 7) * 4 + u % 4;
+			if (i >= 30 || seen[u][i])
+				continue;
+			seen[u][i] = 1;
+			visrec__v1__interaction__init(&rows[n]);
+			uid(ids[n][0], u);
+			vid(ids[n][1], i);
+			rows[n].user_id = ids[n][0];
+			rows[n].item_id = ids[n][1];
+			rows[n].timestamp = 100 + j;
+			ptrs[n] = &rows[n];
+			n++;
+			j++;
+		}
+	Visrec__V1__AddInteractionsRequest add = VISREC__V1__ADD_INTERACTIONS_REQUEST__INIT;
+	add.n_interactions = (size_t)n;
+	add.interactions = ptrs;
+	void *resp = NULL;
+	vr_status s_add;
+	unary(ch, "AddInteractions", &add.base, &visrec__v1__add_interactions_response__descriptor, &resp, &s_add);
+	release(resp);
+	Visrec__V1__TrainRequest tr = VISREC__V1__TRAIN_REQUEST__INIT;
+	tr.model = VISREC__V1__MODEL_KIND__VBPR;
+	tr.epochs = 3;
+	tr.dims = 8;
+	tr.visual_dims = 8;
+	tr.triples_per_epoch = 4096;
+	tr.batch_size = 512;
+	tr.threads = 1;
+	tr.seed = 3;
+	struct train_out t = { 0 };
+	train_run(ch, &tr, &t);
+	Visrec__V1__RankInfoResponse *in1 = info(ch);
+	Visrec__V1__RecommendResponse *full = NULL;
+	vr_status s_full;
+	recommend(ch, "u000", 1000, 0, NULL, 0, &full, &s_full);
+	int cold_listed = 0, seen_listed = 0;
+	for (size_t j = 0; full && j < full->n_items; j++) {
+		int i = atoi(full->items[j]->item_id + 1);
+		cold_listed += i >= 30 && full->items[j]->cold;
+		seen_listed += i < VITEMS && seen[0][i];
+	}
+
+	/* A new image: rankable at once, cold, without retraining. */
+	int put2 = put_items(fch, 7, 8, "fresh-1", &fresh_seq, &st);
+	int64_t end = procs_now_ms() + 15000;
+	uint64_t applied = 0;
+	while (!put2 && procs_now_ms() < end) {
+		Visrec__V1__RankInfoResponse *x = info(ch);
+		applied = x ? x->featured_seq : 0;
+		release(x);
+		if (applied >= fresh_seq)
+			break;
+		usleep(20000);
+	}
+	char *cand[] = { "fresh-1", "v001" };
+	Visrec__V1__RecommendResponse *with_new = NULL, *full2 = NULL;
+	vr_status s_new, s_full2;
+	recommend(ch, "u000", 5, 0, cand, 2, &with_new, &s_new);
+	recommend(ch, "u000", 1000, 0, NULL, 0, &full2, &s_full2);
+	int fresh_in_full = 0;
+	for (size_t j = 0; full2 && j < full2->n_items; j++)
+		fresh_in_full += !strcmp(full2->items[j]->item_id, "fresh-1") && full2->items[j]->cold;
+	Visrec__V1__RankInfoResponse *in2 = info(ch);
+
+	/* featured restarts on its address: the follower reconnects and goes on. */
+	char faddr[64];
+	snprintf(faddr, sizeof faddr, "%s", f.addr);
+	vr_channel_destroy(fch);
+	int s_f1 = proc_stop(&f, 10000);
+	int restarted = start_featured(&f, "f5", faddr);
+	vr_channel_create(&fch, f.addr, NULL);
+	uint64_t fresh2_seq = 0;
+	int put3 = restarted ? -1 : put_items(fch, 9, 10, "fresh-2", &fresh2_seq, &st);
+	end = procs_now_ms() + 15000;
+	while (!put3 && procs_now_ms() < end) {
+		Visrec__V1__RankInfoResponse *x = info(ch);
+		applied = x ? x->featured_seq : 0;
+		release(x);
+		if (applied >= fresh2_seq)
+			break;
+		usleep(20000);
+	}
+	char *cand2[] = { "fresh-2" };
+	Visrec__V1__RecommendResponse *with_new2 = NULL;
+	vr_status s_new2;
+	recommend(ch, "u000", 5, 0, cand2, 1, &with_new2, &s_new2);
+	vr_channel_destroy(ch);
+	int s_r1 = proc_stop(&r, 10000);
+
+	/* Restart with featured gone: the snapshot (new item included) serves alone. */
+	vr_channel_destroy(fch);
+	int s_f = proc_stop(&f, 10000);
+	ASSERT_OK(start_rankd(&r, "r5", f.addr));
+	vr_channel_create(&ch, r.addr, NULL);
+	Visrec__V1__RecommendResponse *full3 = NULL;
+	vr_status s_full3;
+	recommend(ch, "u000", 1000, 0, NULL, 0, &full3, &s_full3);
+	vr_channel_destroy(ch);
+	int s_r2 = proc_stop(&r, 10000);
+
+	ASSERT_OK(s_add.code);
+	ASSERT_MSG(t.code == GRPC_STATUS_OK && t.done, "Train: %s \"%s\"", vr_status_name(t.code), t.message);
+	ASSERT(in1 && in1->model == VISREC__V1__MODEL_KIND__VBPR && in1->feature_dims > 0);
+	ASSERT_EQ_INT(in1->items, VITEMS);
+	ASSERT_OK(s_full.code);
+	ASSERT_EQ_INT(full->n_items, VITEMS - 6);
+	ASSERT_EQ_INT(seen_listed, 0);
+	ASSERT_EQ_INT(cold_listed, 10);
+	ASSERT_OK(put2);
+	ASSERT_MSG(applied >= fresh_seq, "rankd applied featured's feed to seq %llu, the new item is %llu",
+		   (unsigned long long)applied, (unsigned long long)fresh_seq);
+	ASSERT_OK(s_new.code);
+	ASSERT_EQ_INT(with_new->n_items, 2);
+	int found = 0;
+	for (size_t j = 0; j < with_new->n_items; j++)
+		if (!strcmp(with_new->items[j]->item_id, "fresh-1")) {
+			found = 1;
+			ASSERT(with_new->items[j]->cold);
+			ASSERT(isfinite(with_new->items[j]->score) && with_new->items[j]->score != 0);
+		}
+	ASSERT(found);
+	ASSERT_EQ_INT(fresh_in_full, 1);
+	ASSERT_EQ_INT(full2->n_items, VITEMS - 6 + 1);
+	ASSERT(in2 && in2->items == VITEMS + 1 && in2->featured_seq >= fresh_seq);
+	ASSERT_EQ_INT(s_f1, 0);
+	ASSERT_OK(restarted);
+	ASSERT_OK(put3);
+	ASSERT_MSG(applied >= fresh2_seq, "after featured's restart rankd applied its feed to seq %llu, "
+		   "the new item is %llu", (unsigned long long)applied, (unsigned long long)fresh2_seq);
+	ASSERT_OK(s_new2.code);
+	ASSERT_EQ_INT(with_new2->n_items, 1);
+	ASSERT(with_new2->items[0]->cold);
+	ASSERT_EQ_INT(s_r1, 0);
+	ASSERT_EQ_INT(s_f, 0);
+	/* After the restart: the same ranking, plus fresh-2 (one more unseen item). */
+	ASSERT_OK(s_full3.code);
+	ASSERT_EQ_INT(full3->n_items, full2->n_items + 1);
+	for (size_t j = 0, x = 0; j < full3->n_items; j++) {
+		if (!strcmp(full3->items[j]->item_id, "fresh-2"))
+			continue;
+		ASSERT_STR_EQ(full3->items[j]->item_id, full2->items[x]->item_id);
+		ASSERT_EQ_INT(full3->items[j]->score == full2->items[x]->score, 1);
+		x++;
+	}
+	ASSERT_EQ_INT(s_r2, 0);
+	release(in1);
+	release(in2);
+	release(full);
+	release(full2);
+	release(full3);
+	release(with_new);
+	release(with_new2);
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static const struct vr_test tests[] = {
+	T(refusals_before_training), T(train_bpr_and_recommend), T(restart_serves_the_same_topk),
+	T(serving_during_training_and_cancel), T(vbpr_with_featured_ranks_new_items_cold), { 0 },
+};
+
+int main(int argc, char **argv)
+{
+	snprintf(tmpdir, sizeof tmpdir, "/tmp/rk_service_test.XXXXXX");
+	if (!mkdtemp(tmpdir))
+		return 1;
+	vr_rpc_init();
+	int rc = vr_test_main(tests, argc, argv);
+	vr_rpc_shutdown();
+	if (!getenv("RK_TEST_KEEP"))
+		nftw(tmpdir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+	else
+		fprintf(stderr, "kept %s\n", tmpdir);
+	return rc;
+}

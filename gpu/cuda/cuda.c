@@ -16,9 +16,11 @@
  *   staging chunks, on its first call and when a call needs larger ones.
  * - The uint8 input path (input_u8) copies images chunk by chunk into one
  *   of two pinned buffers, queues the chunk's copy to the device and its
- *   normalising kernel, and fills the other buffer meanwhile: the host's
- *   packing overlaps the transfer, and a buffer is refilled only after an
- *   event says its last copy finished.
+ *   normalising kernel, and fills the other buffer meanwhile; a buffer is
+ *   refilled only after an event says its last copy finished. So the
+ *   host's packing overlaps the transfers, and also whatever is still
+ *   queued from before (a training step's backward and optimiser step
+ *   return before they run), since only the output's download waits.
  * - Math: exact FP32 by default (cuDNN CUDNN_FMA_MATH, which keeps TF32
  *   tensor cores out; cuBLAS CUBLAS_DEFAULT_MATH). NN_CUDA_TF32=1 allows
  *   TF32 tensor-core math in convolutions (CUDNN_TENSOR_OP_MATH; not
@@ -431,6 +433,33 @@ static void read_env(struct nn_cuda *c)
 	c->ws_cap = (size_t)(mb > 0 ? mb : DEFAULT_WS_MB) << 20;
 }
 
+/* The cuDNN and cuBLAS handles, on the backend's stream. A handle is
+ * stored only once created, so cuda_close frees exactly what exists. */
+static int open_libraries(struct nn_cuda *c, char *why, size_t why_len)
+{
+	cudnnHandle_t dnn;
+	cublasHandle_t blas;
+	cudnnStatus_t ds = cudnnCreate(&dnn);
+	if (ds != CUDNN_STATUS_SUCCESS) {
+		snprintf(why, why_len, "cudnnCreate failed: %s", cudnnGetErrorString(ds));
+		return VR_EDEVICE;
+	}
+	c->dnn = dnn;
+	if (NN_BLAS(cublasCreate(&blas))) {
+		snprintf(why, why_len, "cublasCreate failed (see stderr)");
+		return VR_EDEVICE;
+	}
+	c->blas = blas;
+	if (NN_DNN(cudnnSetStream(c->dnn, c->stream)) ||
+	    NN_BLAS(cublasSetStream(c->blas, c->stream)) ||
+	    NN_BLAS(cublasSetMathMode(c->blas, c->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH :
+		    CUBLAS_DEFAULT_MATH))) {
+		snprintf(why, why_len, "binding cuDNN and cuBLAS to the stream failed (see stderr)");
+		return VR_EDEVICE;
+	}
+	return 0;
+}
+
 int nn__cuda_open(struct nn_backend **out, char *why, size_t why_len)
 {
 	struct nn_backend *b = NULL;
@@ -438,7 +467,6 @@ int nn__cuda_open(struct nn_backend **out, char *why, size_t why_len)
 	struct cudaDeviceProp prop;
 	int count = 0, rt = 0, rc = VR_EDEVICE;
 	cudaError_t e;
-	cudnnStatus_t ds;
 	*out = NULL;
 	e = cudaGetDeviceCount(&count);
 	if (e != cudaSuccess || count < 1) {
@@ -469,18 +497,8 @@ int nn__cuda_open(struct nn_backend **out, char *why, size_t why_len)
 			snprintf(why, why_len, "cudaEventCreate: %s", cudaGetErrorString(e));
 			goto fail;
 		}
-	if ((ds = cudnnCreate(&c->dnn)) != CUDNN_STATUS_SUCCESS) {
-		c->dnn = NULL;
-		snprintf(why, why_len, "cudnnCreate failed: %s", cudnnGetErrorString(ds));
+	if (open_libraries(c, why, why_len))
 		goto fail;
-	}
-	if (NN_DNN(cudnnSetStream(c->dnn, c->stream)) || NN_BLAS(cublasCreate(&c->blas)) ||
-	    NN_BLAS(cublasSetStream(c->blas, c->stream)) ||
-	    NN_BLAS(cublasSetMathMode(c->blas, c->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH :
-		    CUBLAS_DEFAULT_MATH))) {
-		snprintf(why, why_len, "setting up cuDNN or cuBLAS failed (see stderr)");
-		goto fail;
-	}
 	size_t v = cudnnGetVersion();
 	snprintf(b->device, sizeof(b->device), "%.64s (sm_%d%d, %.0f GiB), CUDA %d.%d, "
 		"cuDNN %zu.%zu.%zu, %s", prop.name, prop.major, prop.minor,

@@ -1,39 +1,221 @@
 #!/usr/bin/env bash
-# The main job (README): installs what is missing, builds, starts featured
-# and rankd on loopback with data under out/, shows both healthy, and stops
-# them cleanly.
+# The main job (README): installs what is missing, builds, generates a
+# Wikimedia-shaped data set, starts featured and rankd on loopback with
+# their data under the output folder, ingests the images, imports the
+# interactions, trains and evaluates BPR, VBPR and DVBPR in turn (rankd
+# serves one model at a time, so each is evaluated, and the showcase users'
+# recommendations collected, right after its training), writes
+# OUT/report.html and stops the daemons.
+#
+#   ./run.sh                   full size (about 1,079 users, 9,633 items), short CPU schedule
+#   ./run.sh --small           a tiny data set (the end-to-end test uses it)
+#   ./run.sh --schedule full   longer schedules (for a GPU machine)
+#   ./run.sh --epochs N        every model's epochs
+#   ./run.sh --bpr-epochs N --vbpr-epochs N --dvbpr-epochs N
+#   ./run.sh --dvbpr-arch A    DVBPR's CNN: small (short schedule), alexnet (full) or cnnf
+#   ./run.sh --dvbpr-triples N DVBPR's triples per epoch (0: one per training interaction)
+#   ./run.sh --out DIR         output folder (default: out)
+#   ./run.sh --build DIR       build folder (default: build)
+#   ./run.sh --no-build        use what is built in the build folder
+#   ./run.sh --keep-running    leave the daemons up at the end (prints their addresses)
 set -euo pipefail
 cd "$(dirname "$0")"
-jobs=$(nproc)
 
-deploy/install-deps.sh
-if [ ! -d tests/interop/node_modules ]; then
-	(cd tests/interop && npm ci --no-audit --no-fund --loglevel=error)
+size=full schedule=short out=out build=build do_build=1 keep=0
+epochs= bpr_epochs= vbpr_epochs= dvbpr_epochs= dvbpr_arch= dvbpr_triples=
+while [ $# -gt 0 ]; do
+	case $1 in
+	--small) size=small ;;
+	--schedule) schedule=$2; shift ;;
+	--epochs) epochs=$2; shift ;;
+	--bpr-epochs) bpr_epochs=$2; shift ;;
+	--vbpr-epochs) vbpr_epochs=$2; shift ;;
+	--dvbpr-epochs) dvbpr_epochs=$2; shift ;;
+	--dvbpr-arch) dvbpr_arch=$2; shift ;;
+	--dvbpr-triples) dvbpr_triples=$2; shift ;;
+	--out) out=$2; shift ;;
+	--build) build=$2; shift ;;
+	--no-build) do_build=0 ;;
+	--keep-running) keep=1 ;;
+	-h|--help) sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+	*) echo "run.sh: unknown argument $1 (see ./run.sh --help)" >&2; exit 2 ;;
+	esac
+	shift
+done
+
+# Schedules: epochs per model. "short" fits the whole job in 10 minutes on
+# 2 CPU cores at the full size; "full" is for a GPU machine. VBPR takes
+# minibatches of 4,096 triples: rankd's default of 16,384 makes only six
+# Adam steps of an epoch here, too few for the latent factors. A DVBPR step
+# (128 triples: the CNN forward and backward on 256 images) takes seconds
+# on these CPUs, so the short schedule runs a few steps of one epoch: it
+# shows the pipeline working, not what DVBPR can reach.
+case $schedule in
+short) e_bpr=30 e_vbpr=20 e_dvbpr=1 a_dvbpr=small t_dvbpr=1024 ;;
+full) e_bpr=100 e_vbpr=100 e_dvbpr=20 a_dvbpr=alexnet t_dvbpr=0 ;;
+*) echo "run.sh: --schedule is short or full" >&2; exit 2 ;;
+esac
+[ $size = small ] && [ $schedule = short ] && t_dvbpr=640
+e_bpr=${bpr_epochs:-${epochs:-$e_bpr}}
+e_vbpr=${vbpr_epochs:-${epochs:-$e_vbpr}}
+e_dvbpr=${dvbpr_epochs:-${epochs:-$e_dvbpr}}
+a_dvbpr=${dvbpr_arch:-$a_dvbpr}
+t_dvbpr=${dvbpr_triples:-$t_dvbpr}
+if [ $size = small ]; then
+	datagen_args=(--users 300 --items 600 --interactions 6000 --seed 7)
+	showcase=12
+else
+	datagen_args=()
+	showcase=24
 fi
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build -j"$jobs"
 
-mkdir -p out
+# Wall-clock microseconds, and a difference of two as seconds ("12.3").
+now_us() { echo "${EPOCHREALTIME/./}"; }
+secs() { local us=$(($2 - $1)); printf '%d.%d' $((us / 1000000)) $((us % 1000000 / 100000)); }
+
+t_start=$(now_us)
+if [ $do_build = 1 ]; then
+	deploy/install-deps.sh
+	cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build "$build" -j"$(nproc)" --target featured rankd visrec
+fi
+featured_bin=$build/featured/featured
+rankd_bin=$build/rankd/rankd
+visrec_bin=$build/tools/visrec
+for b in "$featured_bin" "$rankd_bin" "$visrec_bin"; do
+	[ -x "$b" ] || { echo "run.sh: $b is not built (drop --no-build, or pass --build DIR)" >&2; exit 1; }
+done
+
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+data=$out/data
+rm -rf "$out/featured-data" "$out/rankd-data"
+rm -f "$out"/train-*.json "$out"/eval-*.json "$out"/recs-*.json "$out"/info.json \
+	"$out"/steps.tsv "$out"/report.html
+: >"$out/steps.tsv"
+
 pids=()
-stop() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait; }
-trap stop EXIT
+names=()
+stop() {
+	local i
+	for i in "${!pids[@]}"; do kill -TERM "${pids[$i]}" 2>/dev/null || true; done
+	for i in "${!pids[@]}"; do
+		# SIGTERM drains calls within a few seconds; after 15 s, force it.
+		for _ in $(seq 150); do kill -0 "${pids[$i]}" 2>/dev/null || break; sleep 0.1; done
+		if kill -0 "${pids[$i]}" 2>/dev/null; then
+			echo "run.sh: ${names[$i]} did not stop within 15 s of SIGTERM; killing it" >&2
+			kill -KILL "${pids[$i]}" 2>/dev/null || true
+		fi
+		wait "${pids[$i]}" 2>/dev/null || true
+	done
+	pids=()
+}
+on_exit() {
+	local rc=$?
+	[ $keep = 1 ] && [ $rc = 0 ] && return
+	stop
+}
+trap on_exit EXIT
+trap 'exit 130' INT TERM
 
-# Starts a daemon on a free port; sets $addr from its "listening on" line.
+die() {
+	echo >&2
+	echo "run.sh: FAILED: $*" >&2
+	echo "run.sh: daemon logs: $out/featured.log $out/rankd.log" >&2
+	local l
+	for l in "$out/featured.log" "$out/rankd.log"; do
+		[ -s "$l" ] && { echo "--- last lines of $l" >&2; tail -n 5 "$l" >&2; }
+	done
+	exit 1
+}
+
+# Runs a step, timing it into steps.tsv; a failure stops the job.
+step() {
+	local name=$1 note=$2; shift 2
+	echo "== $name" >&2
+	local t0
+	t0=$(now_us)
+	"$@" || die "$name (exit status $?): $*"
+	printf '%s\t%s\t%s\n' "$name" "$(secs "$t0" "$(now_us)")" "$note" >>"$out/steps.tsv"
+}
+
+# Starts a daemon on a free loopback port; sets $addr from its
+# "listening on" line.
 start() {
 	local name=$1; shift
-	local log=out/$name.log
-	"$@" >"out/$name.addr" 2>"$log" &
+	local log=$out/$name.log
+	# Created here, not by the child's redirection, so the first look below
+	# cannot race it.
+	: >"$out/$name.addr"
+	"$@" >>"$out/$name.addr" 2>"$log" &
 	pids+=($!)
-	for _ in $(seq 100); do
-		addr=$(sed -n 's/.* listening on //p' "out/$name.addr")
+	names+=("$name")
+	for _ in $(seq 300); do
+		addr=$(sed -n 's/.* listening on //p' "$out/$name.addr")
 		[ -n "$addr" ] && return 0
-		kill -0 "${pids[-1]}" 2>/dev/null || { cat "$log" >&2; exit 1; }
+		kill -0 "${pids[-1]}" 2>/dev/null || die "$name exited at start"
 		sleep 0.1
 	done
-	echo "$name did not start; see $log" >&2; exit 1
+	die "$name did not report its address within 30 s"
 }
-start featured build/featured/featured --listen 127.0.0.1:0 --data out/featured-data
-fd=$addr
-start rankd build/rankd/rankd --listen 127.0.0.1:0 --data out/rankd-data --featured "$fd"
-rk=$addr
-node tests/interop/health.js "$fd" "$rk"
+
+# Data set: deterministic, so one from the same arguments is reused.
+stamp="${datagen_args[*]:-default}"
+if [ "$(cat "$data/.visrec-args" 2>/dev/null)" != "$stamp" ]; then
+	rm -rf "$data"
+	step datagen "${size} size" "$visrec_bin" datagen --out "$data" "${datagen_args[@]}"
+	echo "$stamp" >"$data/.visrec-args"
+else
+	echo "== datagen: reusing $data" >&2
+fi
+
+start featured "$featured_bin" --listen 127.0.0.1:0 --data "$out/featured-data"
+export VISREC_FEATURED=$addr
+start rankd "$rankd_bin" --listen 127.0.0.1:0 --data "$out/rankd-data" --featured "$VISREC_FEATURED"
+export VISREC_RANKD=$addr
+step health "" "$visrec_bin" health --wait 30
+step ingest "" "$visrec_bin" ingest "$data"
+step import "" "$visrec_bin" import "$data/interactions.csv"
+# What the daemons hold before training (DVBPR later switches featured to
+# its own CNN): the report names the CNN whose features VBPR used.
+step info "" "$visrec_bin" --json --save "$out/info.json" info >/dev/null
+users=$("$visrec_bin" showcase --data "$data" -n $showcase) || die "showcase"
+
+# One model after the other: train, evaluate with both protocols, collect
+# the showcase users' top 20 while rankd serves it.
+for model in bpr vbpr dvbpr; do
+	case $model in
+	bpr) args=(--epochs "$e_bpr") ;;
+	vbpr) args=(--epochs "$e_vbpr" --batch-size 4096) ;;
+	dvbpr) args=(--epochs "$e_dvbpr" --arch "$a_dvbpr" --triples-per-epoch "$t_dvbpr") ;;
+	esac
+	echo "== train $model" >&2
+	t0=$(now_us)
+	if ! "$visrec_bin" --save "$out/train-$model.json" train --model $model --seed 1 "${args[@]}"; then
+		if [ $model = dvbpr ] && grep -q '"status":"UNIMPLEMENTED"' "$out/train-$model.json" 2>/dev/null; then
+			echo "run.sh: DVBPR: not available in this build; the report says so" >&2
+			printf 'train dvbpr\t-\tnot available in this build\n' >>"$out/steps.tsv"
+			continue
+		fi
+		die "train $model"
+	fi
+	printf 'train %s\t%s\t%s\n' $model "$(secs "$t0" "$(now_us)")" "${args[*]}" >>"$out/steps.tsv"
+	for protocol in standard tutorial; do
+		step "eval $model $protocol" "" "$visrec_bin" --save "$out/eval-$model-$protocol.json" \
+			eval --protocol $protocol
+	done
+	step "recommend $model" "$showcase users" "$visrec_bin" --json --save "$out/recs-$model.json" \
+		recommend --user "$users" -k 20 >/dev/null
+done
+
+printf 'total before the report\t%s\t\n' "$(secs "$t_start" "$(now_us)")" >>"$out/steps.tsv"
+step report "" "$visrec_bin" report --run "$out" --data "$data" --out "$out/report.html"
+
+if [ $keep = 1 ]; then
+	echo "${pids[@]}" >"$out/daemons.pid"
+	echo "run.sh: daemons left running: featured $VISREC_FEATURED, rankd $VISREC_RANKD (pids in $out/daemons.pid)"
+else
+	stop
+fi
+echo
+echo "Report: $out/report.html   (open file://$out/report.html in a browser)"

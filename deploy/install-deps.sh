@@ -12,8 +12,9 @@ pkgs=(cmake make gcc pkg-config
       nodejs npm)
 if [ "${1:-}" = "--test" ]; then
 	# openssl makes the TLS test certificate; chromium renders the report;
-	# Fashion-MNIST is the real-image option of the data generator.
-	pkgs+=(openssl chromium dataset-fashion-mnist)
+	# Fashion-MNIST is the real-image option of the data generator;
+	# PyTorch is the independent reference the network parity tests compare with.
+	pkgs+=(openssl chromium dataset-fashion-mnist python3-torch)
 fi
 
 missing=()

@@ -327,6 +327,21 @@ static void cmyk_to_rgb(uint8_t *p, size_t npixels)
 	}
 }
 
+/* A failed TurboJPEG 2.1 call can leave the handle's libjpeg state mid-
+ * stream, so the next, good image would be refused ("no image frame").
+ * The decoder therefore starts a fresh handle after every failure; a
+ * failure is rare enough that the cost does not matter. Returns rc. */
+static int refuse_reset(fd_decoder *d, char *why, size_t cap, const char *what)
+{
+	refuse(why, cap, VR_EINVAL, "truncated or corrupt JPEG: %s", what);
+	tjhandle fresh = tjInitDecompress();
+	if (fresh) {
+		tjDestroy(d->tj);
+		d->tj = fresh;
+	}
+	return VR_EINVAL;
+}
+
 int fd_decode(fd_decoder *d, const void *jpeg, size_t len, int size, unsigned flags,
 	      uint8_t *rgb_out, fd_decode_info *info, char *why, size_t why_cap)
 {
@@ -353,11 +368,12 @@ int fd_decode(fd_decoder *d, const void *jpeg, size_t len, int size, unsigned fl
 	 * TurboJPEG succeeds without setting the outputs, hence the zeros. */
 	int w = 0, h = 0, subsamp = 0, cs = -1;
 	if (tjDecompressHeader3(d->tj, p, (unsigned long)len, &w, &h, &subsamp, &cs) != 0)
-		return refuse(why, why_cap, VR_EINVAL, "truncated or corrupt JPEG: %s",
-			      tjGetErrorStr2(d->tj));
-	if (w < 1 || h < 1)
-		return refuse(why, why_cap, VR_EINVAL,
-			      "truncated or corrupt JPEG: no image frame in the first %zu bytes", len);
+		return refuse_reset(d, why, why_cap, tjGetErrorStr2(d->tj));
+	if (w < 1 || h < 1) {
+		char what[64];
+		snprintf(what, sizeof what, "no image frame in the first %zu bytes", len);
+		return refuse_reset(d, why, why_cap, what);
+	}
 	info->width = w;
 	info->height = h;
 	info->colorspace = cs;
@@ -379,8 +395,7 @@ int fd_decode(fd_decoder *d, const void *jpeg, size_t len, int size, unsigned fl
 	 * would hand back an image filled with grey. */
 	if (tjDecompress2(d->tj, p, (unsigned long)len, d->pixels, sw, 0, sh, pf,
 			  TJFLAG_STOPONWARNING) != 0)
-		return refuse(why, why_cap, VR_EINVAL, "truncated or corrupt JPEG: %s",
-			      tjGetErrorStr2(d->tj));
+		return refuse_reset(d, why, why_cap, tjGetErrorStr2(d->tj));
 	int nch = 3;
 	if (pf == TJPF_CMYK)
 		cmyk_to_rgb(d->pixels, (size_t)sw * sh);

@@ -321,6 +321,31 @@ TEST(refuses_truncated)
 	ASSERT_OK(rc_head);
 }
 
+/* A refused image must not poison the decoder: the same decoder decodes a
+ * good image after a truncated one and after a header-only one, to the same
+ * pixels as before. */
+TEST(good_image_after_refused_ones)
+{
+	size_t len;
+	char why[256];
+	static uint8_t first[64 * 64 * 3], again[64 * 64 * 3];
+	uint8_t *jpeg = fixture_jpeg(300, 200, 3, FD_SUBSAMP_420, 90, &len);
+	ASSERT(jpeg);
+	fd_decoder *d = NULL;
+	ASSERT_OK(fd_decoder_create(&d, NULL));
+	int rc0 = fd_decode(d, jpeg, len, 64, 0, first, NULL, why, sizeof why);
+	int rc1 = fd_decode(d, jpeg, len / 2, 64, 0, again, NULL, why, sizeof why);
+	int rc2 = fd_decode(d, jpeg, 300, 64, 0, again, NULL, why, sizeof why);
+	int rc3 = fd_decode(d, jpeg, len, 64, 0, again, NULL, why, sizeof why);
+	fd_decoder_destroy(d);
+	fd_jpeg_free(jpeg);
+	ASSERT_OK(rc0);
+	ASSERT_EQ_INT(rc1, VR_EINVAL);
+	ASSERT_EQ_INT(rc2, VR_EINVAL);
+	ASSERT_MSG(rc3 == 0, "good image after refused ones: rc %d (%s)", rc3, why);
+	ASSERT(!memcmp(first, again, sizeof first));
+}
+
 /* Index of the first byte of entropy-coded data (after the SOS segment). */
 static size_t scan_start(const uint8_t *p, size_t len)
 {
@@ -484,6 +509,7 @@ static const struct vr_test tests[] = {
 	T(cmyk_jpeg),
 	T(reuse_matches_fresh),
 	T(refuses_truncated),
+	T(good_image_after_refused_ones),
 	T(refuses_corrupt),
 	T(refuses_zero_bytes),
 	T(refuses_png),

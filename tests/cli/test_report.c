@@ -1,0 +1,347 @@
+/* Tests of the CLI's file side: the interaction CSV reader (icsv.h) and the
+ * report (report.h), on real files in a temporary folder. */
+#include "harness.h"
+
+#include "err.h"
+#include "icsv.h"
+#include "report.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char tmp[256];
+
+static void make_tmp(void)
+{
+	snprintf(tmp, sizeof tmp, "/tmp/vr-test-report-XXXXXX");
+	if (!mkdtemp(tmp))
+		abort();
+}
+
+static void rm_tmp(void)
+{
+	char cmd[300];
+	snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
+	if (system(cmd))
+		fprintf(stderr, "could not remove %s\n", tmp);
+}
+
+static void write_file(const char *rel, const char *text)
+{
+	char path[512];
+	snprintf(path, sizeof path, "%s/%s", tmp, rel);
+	FILE *f = fopen(path, "w");
+	if (!f)
+		abort();
+	fputs(text, f);
+	fclose(f);
+}
+
+/* The whole file as a string (malloc'd), or NULL. */
+static char *read_all(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	fseek(f, 0, SEEK_END);
+	long n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	char *s = malloc((size_t)n + 1);
+	if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
+		free(s);
+		s = NULL;
+	}
+	if (s)
+		s[n] = 0;
+	fclose(f);
+	return s;
+}
+
+static size_t count(const char *hay, const char *needle)
+{
+	size_t n = 0;
+	for (const char *p = hay; (p = strstr(p, needle)); p++)
+		n++;
+	return n;
+}
+
+/* ---- icsv ---------------------------------------------------------------- */
+
+TEST(icsv_header_quotes_crlf_blank_lines)
+{
+	icsv *r = NULL;
+	icsv_row row;
+	char path[300];
+	make_tmp();
+	write_file("a.csv", "user,item,timestamp\r\n\r\nu1,i1,100\r\n\"u,2\",\"i \"\"2\"\"\",-5\n  \n u3 , i3 ,7");
+	snprintf(path, sizeof path, "%s/a.csv", tmp);
+	ASSERT_OK(icsv_open(&r, path));
+	ASSERT_OK(icsv_next(r, &row));
+	ASSERT_STR_EQ(row.user, "u1");
+	ASSERT_STR_EQ(row.item, "i1");
+	ASSERT_EQ_INT(row.timestamp, 100);
+	ASSERT_EQ_INT(row.line, 3);
+	ASSERT_OK(icsv_next(r, &row));
+	ASSERT_STR_EQ(row.user, "u,2");
+	ASSERT_STR_EQ(row.item, "i \"2\"");
+	ASSERT_EQ_INT(row.timestamp, -5);
+	ASSERT_OK(icsv_next(r, &row));
+	ASSERT_STR_EQ(row.user, "u3");
+	ASSERT_STR_EQ(row.item, "i3");
+	ASSERT_EQ_INT(row.line, 6);
+	ASSERT_EQ_INT(icsv_next(r, &row), VR_EEOF);
+	icsv_close(r);
+	rm_tmp();
+}
+
+TEST(icsv_columns_by_header_name_or_position)
+{
+	icsv *r = NULL;
+	icsv_row row;
+	char path[300];
+	make_tmp();
+	write_file("b.csv", "ts,extra,item_id,USER\n9,x,i9,u9\n");
+	write_file("c.csv", "u1,i1,1\n");
+	snprintf(path, sizeof path, "%s/b.csv", tmp);
+	ASSERT_OK(icsv_open(&r, path));
+	ASSERT_OK(icsv_next(r, &row));
+	ASSERT_STR_EQ(row.user, "u9");
+	ASSERT_STR_EQ(row.item, "i9");
+	ASSERT_EQ_INT(row.timestamp, 9);
+	icsv_close(r);
+	snprintf(path, sizeof path, "%s/c.csv", tmp);
+	ASSERT_OK(icsv_open(&r, path));
+	ASSERT_OK(icsv_next(r, &row));
+	ASSERT_STR_EQ(row.user, "u1");
+	ASSERT_EQ_INT(row.line, 1);
+	icsv_close(r);
+	rm_tmp();
+}
+
+TEST(icsv_errors_name_the_line_and_reading_goes_on)
+{
+	icsv *r = NULL;
+	icsv_row row;
+	char path[300];
+	make_tmp();
+	write_file("bad.csv", "user,item,timestamp\nu1,i1,1\nu2,i2,soon\nu3,i3\n\"u4,i4,4\n,i5,5\nu6,i6,6\n");
+	snprintf(path, sizeof path, "%s/bad.csv", tmp);
+	ASSERT_OK(icsv_open(&r, path));
+	ASSERT_OK(icsv_next(r, &row));
+	ASSERT_EQ_INT(icsv_next(r, &row), VR_EINVAL);
+	ASSERT_CONTAINS(icsv_error(r), "bad.csv:3: timestamp \"soon\" is not an integer");
+	ASSERT_EQ_INT(icsv_next(r, &row), VR_EINVAL);
+	ASSERT_CONTAINS(icsv_error(r), "bad.csv:4: 2 field(s)");
+	ASSERT_EQ_INT(icsv_next(r, &row), VR_EINVAL);
+	ASSERT_CONTAINS(icsv_error(r), "bad.csv:5: a quoted field does not end");
+	ASSERT_EQ_INT(icsv_next(r, &row), VR_EINVAL);
+	ASSERT_CONTAINS(icsv_error(r), "bad.csv:6: the user id is empty");
+	ASSERT_OK(icsv_next(r, &row));
+	ASSERT_STR_EQ(row.user, "u6");
+	ASSERT_EQ_INT(icsv_next(r, &row), VR_EEOF);
+	icsv_close(r);
+
+	write_file("nohead.csv", "who,what,when\nu1,i1,1\n");
+	snprintf(path, sizeof path, "%s/nohead.csv", tmp);
+	ASSERT_OK(icsv_open(&r, path));
+	ASSERT_EQ_INT(icsv_next(r, &row), VR_EINVAL);
+	ASSERT_CONTAINS(icsv_error(r), "nohead.csv:1: expected a header");
+	icsv_close(r);
+	snprintf(path, sizeof path, "%s/missing.csv", tmp);
+	ASSERT(icsv_open(&r, path) < 0);
+	rm_tmp();
+}
+
+/* ---- the data set -------------------------------------------------------- */
+
+TEST(dataset_test_item_recent_items_and_cold)
+{
+	rp_dataset *ds = NULL;
+	rp_user u;
+	rp_stats st;
+	const char *recent[8];
+	char err[256];
+	make_tmp();
+	/* Out of order on purpose: the reader sorts by time. d is only ever
+	 * u2's test item (cold); c is u1's test item and u3's training item. */
+	write_file("interactions.csv", "user,item,timestamp\n"
+				       "u1,c,30\nu1,a,10\nu1,b,20\nu2,a,5\nu2,d,50\nu3,c,1\nu3,b,2\n");
+	ASSERT_OK(rp_dataset_load(&ds, tmp, err, sizeof err));
+	ASSERT_OK(rp_dataset_user(ds, "u1", &u));
+	ASSERT_STR_EQ(u.test_item, "c");
+	ASSERT_EQ_INT(u.test_cold, 0);
+	ASSERT_EQ_INT(u.n_train, 2);
+	ASSERT_EQ_INT(rp_dataset_recent(ds, "u1", recent, 8), 2);
+	ASSERT_STR_EQ(recent[0], "b");
+	ASSERT_STR_EQ(recent[1], "a");
+	ASSERT_EQ_INT(rp_dataset_recent(ds, "u1", recent, 1), 1);
+	ASSERT_STR_EQ(recent[0], "b");
+	ASSERT_OK(rp_dataset_user(ds, "u2", &u));
+	ASSERT_STR_EQ(u.test_item, "d");
+	ASSERT_EQ_INT(u.test_cold, 1);
+	ASSERT_EQ_INT(rp_dataset_user(ds, "nobody", &u), VR_ENOTFOUND);
+	rp_dataset_stats(ds, &st);
+	ASSERT_EQ_INT(st.users, 3);
+	ASSERT_EQ_INT(st.items, 4);
+	ASSERT_EQ_INT(st.interactions, 7);
+	ASSERT_EQ_INT(st.cold_items, 1);
+	ASSERT_EQ_INT(st.cold_test_users, 1);
+	ASSERT_EQ_INT(st.activity_min, 2);
+	ASSERT_EQ_INT(st.activity_max, 3);
+	rp_dataset_free(ds);
+
+	write_file("interactions.csv", "user,item,timestamp\nu1,a,x\n");
+	ASSERT_EQ_INT(rp_dataset_load(&ds, tmp, err, sizeof err), VR_EINVAL);
+	ASSERT_CONTAINS(err, "interactions.csv:2");
+	rm_tmp();
+}
+
+/* A random data set: 60 users with 3..12 interactions over 40 warm items,
+ * every third user's last item a cold one of its own. */
+static void write_random_dataset(uint32_t seed)
+{
+	char path[512];
+	snprintf(path, sizeof path, "%s/interactions.csv", tmp);
+	FILE *f = fopen(path, "w");
+	if (!f)
+		abort();
+	fprintf(f, "user,item,timestamp\n");
+	for (int u = 0; u < 60; u++) {
+		seed = seed * 1103515245u + 12345u;
+		int n = 3 + (int)(seed >> 16) % 10;
+		for (int k = 0; k < n; k++) {
+			seed = seed * 1103515245u + 12345u;
+			fprintf(f, "u%02d,w%02u,%d\n", u, (seed >> 16) % 40, 100 * u + k);
+		}
+		if (u % 3 == 0)
+			fprintf(f, "u%02d,cold%02d,%d\n", u, u, 100 * u + 99);
+		else
+			fprintf(f, "u%02d,w%02d,%d\n", u, (u * 7) % 40, 100 * u + 99);
+	}
+	fclose(f);
+}
+
+TEST(pick_users_half_cold_spread_and_stable)
+{
+	rp_dataset *ds = NULL;
+	rp_user a[6], b[6];
+	char err[256];
+	make_tmp();
+	write_random_dataset(42);
+	ASSERT_OK(rp_dataset_load(&ds, tmp, err, sizeof err));
+	ASSERT_EQ_INT(rp_pick_users(ds, 6, a), 6);
+	ASSERT_EQ_INT(rp_pick_users(ds, 6, b), 6);
+	int cold = 0;
+	for (int i = 0; i < 6; i++) {
+		ASSERT_STR_EQ(a[i].id, b[i].id);
+		cold += a[i].test_cold;
+		ASSERT(a[i].n_train >= 4);
+		for (int j = 0; j < i; j++)
+			ASSERT(strcmp(a[i].id, a[j].id));
+	}
+	ASSERT_EQ_INT(cold, 3);
+	/* Spread: not simply the first users by id. */
+	ASSERT(strcmp(a[2].id, "u10") > 0);
+	rp_dataset_free(ds);
+	rm_tmp();
+}
+
+/* ---- the page ------------------------------------------------------------ */
+
+TEST(report_escapes_text_encodes_paths_and_says_what_is_missing)
+{
+	char err[512], path[512], dir[512];
+	make_tmp();
+	snprintf(dir, sizeof dir, "%s/data", tmp);
+	mkdir(dir, 0755);
+	snprintf(dir, sizeof dir, "%s/run", tmp);
+	mkdir(dir, 0755);
+	snprintf(dir, sizeof dir, "%s/run/html", tmp);
+	mkdir(dir, 0755);
+	write_file("data/interactions.csv", "user,item,timestamp\n"
+					    "u1,a&b<c>,1\nu1,x y,2\nu1,t1,3\n"
+					    "u2,x y,1\nu2,t1,2\nu2,cold1,3\n");
+	write_file("run/train-bpr.json",
+		   "{\"model\":\"BPR\",\"epochs\":[{\"epoch\":1,\"loss\":0.6,\"val_auc\":0.7},"
+		   "{\"epoch\":2,\"loss\":0.5,\"val_auc\":0.75}],\"request\":{\"epochs\":2,"
+		   "\"optimizer\":\"<b>\"},\"seconds\":1.5,\"final\":{\"state\":\"finished\"}}\n");
+	write_file("run/train-dvbpr.json",
+		   "{\"model\":\"DVBPR\",\"epochs\":[],\"error\":{\"status\":\"UNIMPLEMENTED\","
+		   "\"message\":\"<script>alert('x')</script> & more\"}}\n");
+	write_file("run/train-vbpr.json", "");
+	write_file("run/eval-bpr-standard.json",
+		   "{\"model\":\"BPR\",\"protocol\":\"standard\",\"results\":[{\"subset\":\"all\","
+		   "\"users\":2,\"auc\":0.8125,\"rr\":0.5,\"at_k\":[{\"k\":20,\"recall\":1,"
+		   "\"precision\":0.05,\"ndcg\":0.63093},{\"k\":100,\"recall\":1,\"ndcg\":0.63093}]}]}\n");
+	write_file("run/recs-bpr.json",
+		   "[{\"user_id\":\"u1\",\"items\":[{\"item_id\":\"x y\",\"score\":1,\"cold\":false},"
+		   "{\"item_id\":\"t1\",\"score\":0.5,\"cold\":false}]},"
+		   "{\"user_id\":\"u2\",\"items\":[{\"item_id\":\"cold1\",\"score\":2,\"cold\":true}]},"
+		   "{\"user_id\":\"not-in-data\",\"items\":[]}]\n");
+	snprintf(path, sizeof path, "%s/run/html/report.html", tmp);
+	char run[512], data[512];
+	snprintf(run, sizeof run, "%s/run", tmp);
+	snprintf(data, sizeof data, "%s/data", tmp);
+	rp_opts o = { .run_dir = run, .data_dir = data, .out_file = path };
+	ASSERT_OK(rp_write(&o, err, sizeof err));
+	char *html = read_all(path);
+	ASSERT(html != NULL);
+	/* Text from files is escaped, never markup. */
+	ASSERT(!strstr(html, "<script>alert"));
+	ASSERT_CONTAINS(html, "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; more");
+	ASSERT_CONTAINS(html, "<b>DVBPR</b>: not available in this build (UNIMPLEMENTED: ");
+	ASSERT_CONTAINS(html, "optimizer=&lt;b&gt;");
+	/* Image paths: relative from run/html to data, ids percent-encoded. */
+	ASSERT_CONTAINS(html, "src=\"../../data/images/a%26b%3Cc%3E.jpg\"");
+	ASSERT_CONTAINS(html, "src=\"../../data/images/x%20y.jpg\"");
+	ASSERT_CONTAINS(html, "alt=\"a&amp;b&lt;c&gt;\"");
+	/* Both users shown; u2's hit (cold1 at rank 1) marked. */
+	ASSERT_EQ_INT(count(html, "class=\"user\""), 2);
+	ASSERT_CONTAINS(html, "ground truth at rank 1");
+	ASSERT_CONTAINS(html, "<span class=\"badge\">hit</span>");
+	ASSERT_CONTAINS(html, "<td>0.81250</td>");
+	ASSERT_CONTAINS(html, "id=\"published-table\"");
+	ASSERT_CONTAINS(html, "<b>VBPR</b>: not run.");
+	ASSERT_CONTAINS(html, "<polyline");
+	ASSERT(!strstr(html, "http://") || count(html, "http://") == count(html, "http://www.w3.org/2000/svg"));
+	free(html);
+	snprintf(path, sizeof path, "%s/run/html/report.html.tmp", tmp);
+	ASSERT(access(path, F_OK) != 0);
+
+	/* A run folder with nothing in it still gives a page that says so. */
+	snprintf(dir, sizeof dir, "%s/empty", tmp);
+	mkdir(dir, 0755);
+	snprintf(path, sizeof path, "%s/empty/report.html", tmp);
+	o.run_dir = dir;
+	o.out_file = path;
+	ASSERT_OK(rp_write(&o, err, sizeof err));
+	html = read_all(path);
+	ASSERT(html != NULL);
+	ASSERT_CONTAINS(html, "No evaluation results in this run.");
+	ASSERT_CONTAINS(html, "No recommendations were collected in this run");
+	ASSERT_CONTAINS(html, "src=\"../data/images/t1.jpg\"");
+	free(html);
+
+	/* Broken JSON is an error naming the file. */
+	write_file("empty/eval-bpr-tutorial.json", "{not json");
+	ASSERT_EQ_INT(rp_write(&o, err, sizeof err), VR_EINVAL);
+	ASSERT_CONTAINS(err, "eval-bpr-tutorial.json is not valid JSON");
+	rm_tmp();
+}
+
+static const struct vr_test tests[] = {
+	T(icsv_header_quotes_crlf_blank_lines),
+	T(icsv_columns_by_header_name_or_position),
+	T(icsv_errors_name_the_line_and_reading_goes_on),
+	T(dataset_test_item_recent_items_and_cold),
+	T(pick_users_half_cold_spread_and_stable),
+	T(report_escapes_text_encodes_paths_and_says_what_is_missing),
+	{ 0 },
+};
+
+int main(int argc, char **argv)
+{
+	return vr_test_main(tests, argc, argv);
+}

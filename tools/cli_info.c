@@ -1,0 +1,195 @@
+/* The `visrec` commands that look at both daemons: info and health. */
+#include "cli.h"
+
+#include "err.h"
+
+#include "grpc/health/v1/health.pb-c.h"
+#include "visrec/v1/featured.pb-c.h"
+#include "visrec/v1/rankd.pb-c.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define INFO_DEADLINE_MS 10000
+
+static void print_featured(const cli *c, const Visrec__V1__FeaturedInfoResponse *r)
+{
+	printf("featured at %s: version %s, backend %s (%s)\n", c->featured_addr, r->server_version,
+	       r->backend, r->device);
+	printf("  items %llu, last change seq %llu, images up to %llu bytes / %llu pixels\n",
+	       (unsigned long long)r->items, (unsigned long long)r->last_seq,
+	       (unsigned long long)r->max_image_bytes, (unsigned long long)r->max_image_pixels);
+	for (size_t i = 0; i < r->n_models; i++) {
+		const Visrec__V1__ModelVersionInfo *m = r->models[i];
+		int active = r->active_model && r->active_model->version == m->version;
+		printf("  %s model v%u: %s, layer %s, %u dims, %u px input, %s%s%s\n",
+		       active ? "*" : " ", m->version, m->arch, m->output_layer, m->dims, m->input_size,
+		       m->purpose, m->weights_file[0] ? ", weights " : "", m->weights_file);
+	}
+}
+
+static void print_rankd(const cli *c, const Visrec__V1__RankInfoResponse *r)
+{
+	printf("rankd at %s: version %s, serving %s (model version %llu)%s\n", c->rankd_addr,
+	       r->server_version, cli_model_name(r->model), (unsigned long long)r->model_version,
+	       r->training ? ", training now" : "");
+	printf("  users %llu, items %llu, interactions %llu, max k %d\n",
+	       (unsigned long long)r->users, (unsigned long long)r->items,
+	       (unsigned long long)r->interactions, r->max_k);
+	printf("  featured %s (%s), change feed applied up to seq %llu, feature dims %u\n",
+	       r->featured, r->featured_connected ? "connected" : "not connected",
+	       (unsigned long long)r->featured_seq, r->feature_dims);
+}
+
+int cli_cmd_info(cli *c, int argc, char **argv)
+{
+	static const vr_flag table[] = { { 0 } };
+	char **pos = NULL;
+	int npos = 0, code, failed = 0;
+	ProtobufCMessage *fr = NULL, *rr = NULL;
+	vr_channel *fch, *rch;
+	vr_status fst, rst;
+	cJSON *out = NULL;
+	code = cli_parse(c, table, argc, argv, "visrec info",
+			 "What featured and rankd run (backend, models) and hold (items, users,\n"
+			 "interactions).", &pos, &npos);
+	if (code || npos < 0)
+		goto leave;
+	if (npos) {
+		code = cli_usage_error(argv[0], "unexpected argument \"%s\"", pos[0]);
+		goto leave;
+	}
+	if ((code = cli_channel(c, CLI_FEATURED, &fch)) || (code = cli_channel(c, CLI_RANKD, &rch)))
+		goto leave;
+	Visrec__V1__FeaturedInfoRequest freq = VISREC__V1__FEATURED_INFO_REQUEST__INIT;
+	Visrec__V1__RankInfoRequest rreq = VISREC__V1__RANK_INFO_REQUEST__INIT;
+	int frc = vr_client_unary(fch, "/visrec.v1.Featured/Info", &freq.base,
+				  &visrec__v1__featured_info_response__descriptor, &fr,
+				  cli_deadline_ms(c, INFO_DEADLINE_MS), NULL, &fst);
+	int rrc = vr_client_unary(rch, "/visrec.v1.Rank/Info", &rreq.base,
+				  &visrec__v1__rank_info_response__descriptor, &rr,
+				  cli_deadline_ms(c, INFO_DEADLINE_MS), NULL, &rst);
+	/* Both are shown even when one fails: the other may say why. */
+	if (frc)
+		cli_print_call_error(c, CLI_FEATURED, "Info", frc, &fst);
+	if (rrc)
+		cli_print_call_error(c, CLI_RANKD, "Info", rrc, &rst);
+	failed = frc || rrc;
+	if (cli_wants_json(c)) {
+		if (!(out = cJSON_CreateObject())) {
+			code = cli_fail(c, argv[0], "out of memory");
+			goto leave;
+		}
+		cJSON_AddItemToObject(out, "featured", frc ? cli_status_json(c, CLI_FEATURED, &fst)
+							   : cli_proto_json(fr));
+		cJSON_AddItemToObject(out, "rankd", rrc ? cli_status_json(c, CLI_RANKD, &rst)
+							: cli_proto_json(rr));
+		code = cli_output(c, out);
+	}
+	if (!c->json) {
+		if (!frc)
+			print_featured(c, (const void *)fr);
+		if (!rrc)
+			print_rankd(c, (const void *)rr);
+	}
+	if (failed)
+		code = CLI_EXIT_FAIL;
+leave:
+	if (fr)
+		protobuf_c_message_free_unpacked(fr, NULL);
+	if (rr)
+		protobuf_c_message_free_unpacked(rr, NULL);
+	free(pos);
+	return code;
+}
+
+/* Asks one daemon's grpc.health.v1.Health/Check for the whole server.
+ * Returns the serving status (1 = SERVING) or -1 with st filled. */
+static int check(cli *c, enum cli_service s, int64_t deadline_ms, vr_status *st)
+{
+	vr_channel *ch;
+	ProtobufCMessage *resp = NULL;
+	Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	req.service = (char *)"";
+	if (cli_channel(c, s, &ch)) {
+		st->code = GRPC_STATUS_INTERNAL;
+		snprintf(st->message, sizeof st->message, "no channel");
+		return -1;
+	}
+	int rc = vr_client_unary(ch, "/grpc.health.v1.Health/Check", &req.base,
+				 &grpc__health__v1__health_check_response__descriptor, &resp,
+				 deadline_ms, NULL, st);
+	if (rc)
+		return -1;
+	int status = ((Grpc__Health__V1__HealthCheckResponse *)resp)->status;
+	protobuf_c_message_free_unpacked(resp, NULL);
+	return status;
+}
+
+static const char *serving_name(int status)
+{
+	const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
+		&grpc__health__v1__health_check_response__serving_status__descriptor, status);
+	return v ? v->name : "UNKNOWN";
+}
+
+int cli_cmd_health(cli *c, int argc, char **argv)
+{
+	double wait_s;
+	const vr_flag table[] = {
+		{ "wait", NULL, VR_FLAG_DOUBLE, &wait_s, "0",
+		  "keep asking for up to this many seconds until both are SERVING", 0 },
+		{ 0 },
+	};
+	char **pos = NULL;
+	int npos = 0, code, status[2] = { -1, -1 };
+	vr_status st[2];
+	code = cli_parse(c, table, argc, argv, "visrec health",
+			 "The grpc.health.v1 status of featured and rankd; exit status 0 when both are\n"
+			 "SERVING.", &pos, &npos);
+	if (code || npos < 0)
+		goto leave;
+	if (npos) {
+		code = cli_usage_error(argv[0], "unexpected argument \"%s\"", pos[0]);
+		goto leave;
+	}
+	double end = cli_now() + wait_s;
+	for (;;) {
+		for (int s = 0; s < 2; s++)
+			if (status[s] != 1)
+				status[s] = check(c, (enum cli_service)s, cli_deadline_ms(c, 5000), &st[s]);
+		if ((status[0] == 1 && status[1] == 1) || cli_now() >= end)
+			break;
+		/* A fresh channel each round: a refused connection puts a
+		 * channel into back-off for seconds. */
+		for (int s = 0; s < 2; s++) {
+			vr_channel **ch = s == CLI_FEATURED ? &c->featured : &c->rankd;
+			if (status[s] != 1) {
+				vr_channel_destroy(*ch);
+				*ch = NULL;
+			}
+		}
+		usleep(200 * 1000);
+	}
+	for (int s = 0; s < 2; s++) {
+		if (status[s] < 0)
+			cli_print_call_error(c, (enum cli_service)s, "Health/Check", VR_ERPC, &st[s]);
+		else if (!c->json)
+			printf("%s at %s: %s\n", s ? "rankd" : "featured", cli_addr(c, (enum cli_service)s),
+			       serving_name(status[s]));
+	}
+	if (cli_wants_json(c)) {
+		cJSON *o = cJSON_CreateObject();
+		for (int s = 0; o && s < 2; s++)
+			cJSON_AddItemToObject(o, s ? "rankd" : "featured",
+					      status[s] < 0 ? cli_status_json(c, (enum cli_service)s, &st[s])
+							    : cJSON_CreateString(serving_name(status[s])));
+		cli_output(c, o);
+	}
+	code = status[0] == 1 && status[1] == 1 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+leave:
+	free(pos);
+	return code;
+}

@@ -1,0 +1,209 @@
+/* icsv: the interaction CSV reader (icsv.h). One line at a time with
+ * getline, fields split in place. */
+#include "icsv.h"
+
+#include "err.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define MAX_FIELDS 64
+
+struct icsv {
+	FILE *f;
+	char *path;
+	char *line;
+	size_t cap;
+	long lineno;
+	int col_user, col_item, col_ts; /* -1 until the first line was seen */
+	char error[512];
+};
+
+int icsv_open(icsv **out, const char *path)
+{
+	icsv *r = calloc(1, sizeof *r);
+	if (!r)
+		return VR_ENOMEM;
+	r->col_user = r->col_item = r->col_ts = -1;
+	if (!(r->path = strdup(path))) {
+		free(r);
+		return VR_ENOMEM;
+	}
+	if (!(r->f = fopen(path, "r"))) {
+		int rc = -errno;
+		free(r->path);
+		free(r);
+		return rc;
+	}
+	*out = r;
+	return 0;
+}
+
+void icsv_close(icsv *r)
+{
+	if (!r)
+		return;
+	fclose(r->f);
+	free(r->line);
+	free(r->path);
+	free(r);
+}
+
+const char *icsv_error(const icsv *r)
+{
+	return r->error;
+}
+
+static int bad(icsv *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int bad(icsv *r, const char *fmt, ...)
+{
+	int n = snprintf(r->error, sizeof r->error, "%s:%ld: ", r->path, r->lineno);
+	if (n < 0 || (size_t)n >= sizeof r->error)
+		n = 0;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(r->error + n, sizeof r->error - (size_t)n, fmt, ap);
+	va_end(ap);
+	return VR_EINVAL;
+}
+
+/* Splits s into fields in place. Returns the count, or -1 for a quote that
+ * does not close. */
+static int split(char *s, char **fields)
+{
+	int n = 0;
+	char *w = s;
+	for (;;) {
+		if (n == MAX_FIELDS)
+			return n;
+		fields[n++] = w;
+		if (*s == '"') {
+			s++;
+			for (;;) {
+				if (!*s)
+					return -1;
+				if (*s == '"' && s[1] == '"') {
+					*w++ = '"';
+					s += 2;
+				} else if (*s == '"') {
+					s++;
+					break;
+				} else {
+					*w++ = *s++;
+				}
+			}
+			while (*s && *s != ',')
+				s++; /* text after the closing quote is dropped */
+		} else {
+			while (*s && *s != ',')
+				*w++ = *s++;
+		}
+		if (!*s) {
+			*w = 0;
+			return n;
+		}
+		*w++ = 0;
+		s++;
+		w = s;
+	}
+}
+
+static char *trim(char *s)
+{
+	while (isspace((unsigned char)*s))
+		s++;
+	size_t n = strlen(s);
+	while (n && isspace((unsigned char)s[n - 1]))
+		s[--n] = 0;
+	return s;
+}
+
+static int is_int(const char *s, int64_t *v)
+{
+	char *end;
+	errno = 0;
+	long long x = strtoll(s, &end, 10);
+	if (!*s || *end || errno)
+		return 0;
+	*v = x;
+	return 1;
+}
+
+static int name_is(const char *s, const char *a, const char *b, const char *c)
+{
+	return !strcasecmp(s, a) || (b && !strcasecmp(s, b)) || (c && !strcasecmp(s, c));
+}
+
+/* Reads the column layout from the first line. Returns 1 when it was a
+ * header, 0 when it is a data row, or VR_EINVAL. */
+static int layout(icsv *r, char **f, int n)
+{
+	int64_t ts;
+	if (n >= 3 && is_int(trim(f[2]), &ts)) {
+		r->col_user = 0;
+		r->col_item = 1;
+		r->col_ts = 2;
+		return 0;
+	}
+	for (int i = 0; i < n; i++) {
+		char *s = trim(f[i]);
+		if (name_is(s, "user", "user_id", "userid"))
+			r->col_user = i;
+		else if (name_is(s, "item", "item_id", "itemid"))
+			r->col_item = i;
+		else if (name_is(s, "timestamp", "time", "ts"))
+			r->col_ts = i;
+	}
+	if (r->col_user < 0 || r->col_item < 0 || r->col_ts < 0) {
+		r->col_user = r->col_item = r->col_ts = -1;
+		return bad(r, "expected a header naming the columns user, item and timestamp, or a "
+			   "row user,item,timestamp with an integer timestamp");
+	}
+	return 1;
+}
+
+int icsv_next(icsv *r, icsv_row *row)
+{
+	char *f[MAX_FIELDS];
+	for (;;) {
+		errno = 0;
+		ssize_t len = getline(&r->line, &r->cap, r->f);
+		if (len < 0)
+			return errno == ENOMEM ? VR_ENOMEM : errno ? -errno : VR_EEOF;
+		r->lineno++;
+		char *s = trim(r->line);
+		if (!*s)
+			continue;
+		int n = split(s, f);
+		if (n < 0)
+			return bad(r, "a quoted field does not end");
+		if (r->col_user < 0) {
+			int rc = layout(r, f, n);
+			if (rc < 0)
+				return rc;
+			if (rc == 1)
+				continue;
+		}
+		int need = r->col_user > r->col_item ? r->col_user : r->col_item;
+		need = need > r->col_ts ? need : r->col_ts;
+		if (n <= need)
+			return bad(r, "%d field(s), expected at least %d", n, need + 1);
+		row->user = trim(f[r->col_user]);
+		row->item = trim(f[r->col_item]);
+		const char *t = trim(f[r->col_ts]);
+		row->line = r->lineno;
+		if (!row->user[0])
+			return bad(r, "the user id is empty");
+		if (!row->item[0])
+			return bad(r, "the item id is empty");
+		if (!is_int(t, &row->timestamp))
+			return bad(r, "timestamp \"%.40s\" is not an integer (seconds)", t);
+		return 0;
+	}
+}

@@ -1,0 +1,35 @@
+/* icsv: a reader of interaction CSV files, the Wikimedia tutorial's raw
+ * form "user,item,timestamp", for `visrec import` and the report.
+ *
+ * The first non-blank line may be a header naming the columns (user or
+ * user_id, item or item_id, timestamp or time or ts; other columns are
+ * ignored); without one the columns are user,item,timestamp in that order.
+ * Fields may be quoted ("a,b" with "" for a quote); CRLF line ends and
+ * blank lines are fine; the timestamp is an integer (seconds). A bad row is
+ * reported with its line number and reading goes on with the next one. */
+#ifndef VR_ICSV_H
+#define VR_ICSV_H
+
+#include <stdint.h>
+
+typedef struct icsv icsv;
+
+typedef struct icsv_row {
+	const char *user, *item; /* valid until the next icsv_next */
+	int64_t timestamp;
+	long line;               /* 1-based line number in the file */
+} icsv_row;
+
+/* Opens path for reading. Returns 0, -errno, or VR_ENOMEM. */
+int icsv_open(icsv **out, const char *path);
+/* Reads the next row into *row. Returns 0, VR_EEOF after the last row,
+ * VR_EINVAL for a malformed row or header (icsv_error says which line and
+ * why; the next call reads on), -errno on a read error, VR_ENOMEM. */
+int icsv_next(icsv *r, icsv_row *row);
+/* The reason of the last VR_EINVAL ("interactions.csv:12: timestamp
+ * \"x\" is not an integer"). */
+const char *icsv_error(const icsv *r);
+/* Closes the file and frees the reader. NULL is allowed. */
+void icsv_close(icsv *r);
+
+#endif

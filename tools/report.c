@@ -1,0 +1,1232 @@
+/* report: the HTML report of a pipeline run and the data-set reader behind
+ * it (report.h). The page is written straight to a FILE in document order;
+ * every piece of text that comes from a file goes through put_esc. */
+#include "report.h"
+
+#include "err.h"
+#include "icsv.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- the data set -------------------------------------------------------- */
+
+/* A string table: ids interned to dense indices (open addressing). */
+struct strtab {
+	char **names;    /* index -> id */
+	size_t n, cap;
+	uint32_t *slots; /* index + 1, 0 = empty */
+	size_t nslots;
+};
+
+struct row {
+	uint32_t user, item;
+	int64_t ts;
+};
+
+struct rp_dataset {
+	struct strtab users, items;
+	struct row *rows;           /* sorted by user, then time */
+	size_t nrows;
+	size_t *first;              /* per user: its first row */
+	size_t *count;              /* per user: its rows */
+	uint32_t *train_count;      /* per item: training interactions */
+	uint32_t *by_id;            /* user indices sorted by id */
+};
+
+static uint64_t hash_str(const char *s)
+{
+	uint64_t h = 1469598103934665603ull;
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ull;
+	return h;
+}
+
+static int strtab_grow(struct strtab *t)
+{
+	size_t ns = t->nslots ? 2 * t->nslots : 1024;
+	uint32_t *slots = calloc(ns, sizeof *slots);
+	if (!slots)
+		return VR_ENOMEM;
+	for (size_t i = 0; i < t->n; i++) {
+		size_t h = hash_str(t->names[i]) & (ns - 1);
+		while (slots[h])
+			h = (h + 1) & (ns - 1);
+		slots[h] = (uint32_t)i + 1;
+	}
+	free(t->slots);
+	t->slots = slots;
+	t->nslots = ns;
+	return 0;
+}
+
+/* The slot of s: where it is, or the empty slot where it would go. */
+static size_t strtab_slot(const struct strtab *t, const char *s)
+{
+	size_t h = hash_str(s) & (t->nslots - 1);
+	while (t->slots[h] && strcmp(t->names[t->slots[h] - 1], s))
+		h = (h + 1) & (t->nslots - 1);
+	return h;
+}
+
+/* The index of s, or -1 when absent. */
+static int64_t strtab_find(const struct strtab *t, const char *s)
+{
+	if (!t->nslots)
+		return -1;
+	size_t h = strtab_slot(t, s);
+	return t->slots[h] ? (int64_t)t->slots[h] - 1 : -1;
+}
+
+/* The index of s, added when absent; VR_ENOMEM. */
+static int64_t strtab_add(struct strtab *t, const char *s)
+{
+	if ((t->n + 1) * 2 > t->nslots && strtab_grow(t))
+		return VR_ENOMEM;
+	size_t h = strtab_slot(t, s);
+	if (t->slots[h])
+		return t->slots[h] - 1;
+	if (t->n == t->cap) {
+		size_t cap = t->cap ? 2 * t->cap : 1024;
+		char **names = realloc(t->names, cap * sizeof *names);
+		if (!names)
+			return VR_ENOMEM;
+		t->names = names;
+		t->cap = cap;
+	}
+	if (!(t->names[t->n] = strdup(s)))
+		return VR_ENOMEM;
+	t->slots[h] = (uint32_t)++t->n;
+	return (int64_t)t->n - 1;
+}
+
+static void strtab_free(struct strtab *t)
+{
+	for (size_t i = 0; i < t->n; i++)
+		free(t->names[i]);
+	free(t->names);
+	free(t->slots);
+}
+
+static int cmp_rows(const void *a, const void *b)
+{
+	const struct row *x = a, *y = b;
+	if (x->user != y->user)
+		return x->user < y->user ? -1 : 1;
+	if (x->ts != y->ts)
+		return x->ts < y->ts ? -1 : 1;
+	return x->item < y->item ? -1 : x->item > y->item;
+}
+
+static int cmp_by_name(const void *a, const void *b, void *tab)
+{
+	const struct strtab *t = tab;
+	return strcmp(t->names[*(const uint32_t *)a], t->names[*(const uint32_t *)b]);
+}
+
+void rp_dataset_free(rp_dataset *ds)
+{
+	if (!ds)
+		return;
+	strtab_free(&ds->users);
+	strtab_free(&ds->items);
+	free(ds->rows);
+	free(ds->first);
+	free(ds->count);
+	free(ds->train_count);
+	free(ds->by_id);
+	free(ds);
+}
+
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+int rp_dataset_load(rp_dataset **out, const char *data_dir, char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	icsv *r = NULL;
+	icsv_row row;
+	size_t cap = 0;
+	int rc;
+	rp_dataset *ds = calloc(1, sizeof *ds);
+	if (!ds)
+		return fail(err, errlen, VR_ENOMEM, "out of memory");
+	snprintf(path, sizeof path, "%s/interactions.csv", data_dir);
+	if ((rc = icsv_open(&r, path))) {
+		rc = fail(err, errlen, rc, "cannot open %s: %s", path, vr_strerror(rc));
+		goto fail;
+	}
+	while (!(rc = icsv_next(r, &row))) {
+		if (ds->nrows == cap) {
+			cap = cap ? 2 * cap : 65536;
+			struct row *rows = realloc(ds->rows, cap * sizeof *rows);
+			if (!rows) {
+				rc = VR_ENOMEM;
+				break;
+			}
+			ds->rows = rows;
+		}
+		int64_t u = strtab_add(&ds->users, row.user);
+		int64_t i = strtab_add(&ds->items, row.item);
+		if (u < 0 || i < 0) {
+			rc = VR_ENOMEM;
+			break;
+		}
+		ds->rows[ds->nrows++] = (struct row){ (uint32_t)u, (uint32_t)i, row.timestamp };
+	}
+	if (rc == VR_EINVAL) {
+		rc = fail(err, errlen, rc, "%s", icsv_error(r));
+		goto fail;
+	}
+	if (rc != VR_EEOF) {
+		rc = fail(err, errlen, rc, "reading %s: %s", path, vr_strerror(rc));
+		goto fail;
+	}
+	if (!ds->users.n) {
+		rc = fail(err, errlen, VR_EINVAL, "%s holds no interactions", path);
+		goto fail;
+	}
+	qsort(ds->rows, ds->nrows, sizeof *ds->rows, cmp_rows);
+	ds->first = calloc(ds->users.n, sizeof *ds->first);
+	ds->count = calloc(ds->users.n, sizeof *ds->count);
+	ds->train_count = calloc(ds->items.n, sizeof *ds->train_count);
+	ds->by_id = malloc(ds->users.n * sizeof *ds->by_id);
+	if (!ds->first || !ds->count || !ds->train_count || !ds->by_id) {
+		rc = fail(err, errlen, VR_ENOMEM, "out of memory");
+		goto fail;
+	}
+	for (size_t k = ds->nrows; k-- > 0;) {
+		uint32_t u = ds->rows[k].user;
+		ds->first[u] = k;
+		/* The first row seen from the end is the user's test item. */
+		if (ds->count[u]++)
+			ds->train_count[ds->rows[k].item]++;
+	}
+	for (size_t u = 0; u < ds->users.n; u++)
+		ds->by_id[u] = (uint32_t)u;
+	qsort_r(ds->by_id, ds->users.n, sizeof *ds->by_id, cmp_by_name, &ds->users);
+	icsv_close(r);
+	*out = ds;
+	return 0;
+fail:
+	if (rc == VR_ENOMEM)
+		fail(err, errlen, rc, "out of memory");
+	icsv_close(r);
+	rp_dataset_free(ds);
+	return rc;
+}
+
+static void fill_user(const rp_dataset *ds, uint32_t u, rp_user *out)
+{
+	const struct row *test = &ds->rows[ds->first[u] + ds->count[u] - 1];
+	out->id = ds->users.names[u];
+	out->test_item = ds->items.names[test->item];
+	out->test_cold = ds->train_count[test->item] == 0;
+	out->n_train = ds->count[u] - 1;
+}
+
+int rp_dataset_user(const rp_dataset *ds, const char *id, rp_user *out)
+{
+	int64_t u = strtab_find(&ds->users, id);
+	if (u < 0)
+		return VR_ENOTFOUND;
+	fill_user(ds, (uint32_t)u, out);
+	return 0;
+}
+
+size_t rp_dataset_recent(const rp_dataset *ds, const char *id, const char **out, size_t n)
+{
+	int64_t u = strtab_find(&ds->users, id);
+	if (u < 0)
+		return 0;
+	size_t got = 0, train = ds->count[u] - 1;
+	for (size_t k = train; k-- > 0 && got < n;)
+		out[got++] = ds->items.names[ds->rows[ds->first[u] + k].item];
+	return got;
+}
+
+static int cmp_size(const void *a, const void *b)
+{
+	size_t x = *(const size_t *)a, y = *(const size_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+void rp_dataset_stats(const rp_dataset *ds, rp_stats *out)
+{
+	memset(out, 0, sizeof *out);
+	out->users = ds->users.n;
+	out->items = ds->items.n;
+	out->interactions = ds->nrows;
+	size_t *act = malloc(ds->users.n * sizeof *act);
+	for (size_t u = 0; u < ds->users.n; u++) {
+		rp_user x;
+		fill_user(ds, (uint32_t)u, &x);
+		out->cold_test_users += x.test_cold;
+		if (act)
+			act[u] = ds->count[u];
+	}
+	for (size_t i = 0; i < ds->items.n; i++)
+		out->cold_items += ds->train_count[i] == 0;
+	out->activity_mean = (double)ds->nrows / ds->users.n;
+	if (act) {
+		qsort(act, ds->users.n, sizeof *act, cmp_size);
+		out->activity_min = act[0];
+		out->activity_median = act[ds->users.n / 2];
+		out->activity_max = act[ds->users.n - 1];
+		free(act);
+	}
+}
+
+/* Takes up to want users of one kind (cold or warm test item), spread
+ * evenly over those that qualify, into out. */
+static size_t pick_kind(const rp_dataset *ds, int cold, size_t min_train, size_t want,
+			rp_user *out)
+{
+	size_t n = 0;
+	for (size_t k = 0; k < ds->users.n; k++) {
+		rp_user x;
+		fill_user(ds, ds->by_id[k], &x);
+		n += x.test_cold == cold && x.n_train >= min_train;
+	}
+	if (!n || !want)
+		return 0;
+	size_t got = 0, seen = 0;
+	for (size_t k = 0; k < ds->users.n && got < want; k++) {
+		rp_user x;
+		fill_user(ds, ds->by_id[k], &x);
+		if (x.test_cold != cold || x.n_train < min_train)
+			continue;
+		/* The j-th pick is the qualifying user at about (j + 0.5) n / want. */
+		if (seen++ == (size_t)((got + 0.5) * (double)n / (double)want))
+			out[got++] = x;
+	}
+	return got;
+}
+
+/* Cold users first (about half), then warm ones, each with at least
+ * min_train training items. */
+static size_t pick_both(const rp_dataset *ds, size_t n, size_t min_train, rp_user *out)
+{
+	size_t got = pick_kind(ds, 1, min_train, (n + 1) / 2, out);
+	return got + pick_kind(ds, 0, min_train, n - got, out + got);
+}
+
+size_t rp_pick_users(const rp_dataset *ds, size_t n, rp_user *out)
+{
+	/* A few training items make a fuller grid; where too few users have
+	 * them, any user will do. */
+	size_t got = pick_both(ds, n, 4, out);
+	return got == n ? got : pick_both(ds, n, 1, out);
+}
+
+/* ---- reading the run ----------------------------------------------------- */
+
+static const char *const model_keys[] = { "bpr", "vbpr", "dvbpr" };
+static const char *const model_names[] = { "BPR", "VBPR", "DVBPR" };
+static const char *const model_colors[] = { "#4e79a7", "#f28e2b", "#59a14f" };
+static const char *const protocols[] = { "standard", "tutorial" };
+static const char *const subsets[] = { "all", "cold" };
+#define NMODELS 3
+
+struct run {
+	cJSON *train[NMODELS];
+	cJSON *eval[NMODELS][2];
+	cJSON *recs[NMODELS];  /* an array of per-user objects */
+	cJSON *info;
+	char *steps;           /* steps.tsv */
+};
+
+/* Reads a whole file. Returns its text (malloc'd) or NULL (errno set). */
+static char *slurp(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	char *buf = NULL;
+	size_t len = 0, cap = 0, got;
+	do {
+		if (cap - len < 65536) {
+			cap = cap ? 2 * cap : 65536;
+			char *b = realloc(buf, cap + 1);
+			if (!b) {
+				free(buf);
+				fclose(f);
+				errno = ENOMEM;
+				return NULL;
+			}
+			buf = b;
+		}
+		got = fread(buf + len, 1, cap - len, f);
+		len += got;
+	} while (got);
+	int bad = ferror(f);
+	fclose(f);
+	if (bad) {
+		free(buf);
+		errno = EIO;
+		return NULL;
+	}
+	buf[len] = 0;
+	return buf;
+}
+
+/* Reads run_dir/name as JSON: NULL when absent; an error when unreadable. */
+static int read_json(const char *run_dir, const char *name, cJSON **out, char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	snprintf(path, sizeof path, "%s/%s", run_dir, name);
+	*out = NULL;
+	char *text = slurp(path);
+	if (!text) {
+		if (errno == ENOENT)
+			return 0;
+		return fail(err, errlen, -errno, "cannot read %s: %s", path, strerror(errno));
+	}
+	/* A command that failed before printing leaves an empty file. */
+	const char *p = text;
+	while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r')
+		p++;
+	int empty = !*p;
+	if (!empty)
+		*out = cJSON_Parse(text);
+	free(text);
+	if (!empty && !*out)
+		return fail(err, errlen, VR_EINVAL, "%s is not valid JSON", path);
+	return 0;
+}
+
+static void run_free(struct run *r)
+{
+	for (int m = 0; m < NMODELS; m++) {
+		cJSON_Delete(r->train[m]);
+		cJSON_Delete(r->eval[m][0]);
+		cJSON_Delete(r->eval[m][1]);
+		cJSON_Delete(r->recs[m]);
+	}
+	cJSON_Delete(r->info);
+	free(r->steps);
+}
+
+static int run_load(struct run *r, const char *dir, char *err, size_t errlen)
+{
+	char name[64];
+	int rc = 0;
+	for (int m = 0; m < NMODELS && !rc; m++) {
+		snprintf(name, sizeof name, "train-%s.json", model_keys[m]);
+		rc = read_json(dir, name, &r->train[m], err, errlen);
+		for (int p = 0; p < 2 && !rc; p++) {
+			snprintf(name, sizeof name, "eval-%s-%s.json", model_keys[m], protocols[p]);
+			rc = read_json(dir, name, &r->eval[m][p], err, errlen);
+			if (!rc && r->eval[m][p] && cJSON_GetObjectItem(r->eval[m][p], "error")) {
+				cJSON_Delete(r->eval[m][p]);
+				r->eval[m][p] = NULL;
+			}
+		}
+		snprintf(name, sizeof name, "recs-%s.json", model_keys[m]);
+		if (!rc)
+			rc = read_json(dir, name, &r->recs[m], err, errlen);
+		if (!rc && r->recs[m] && !cJSON_IsArray(r->recs[m])) {
+			cJSON *arr = cJSON_CreateArray();
+			if (cJSON_GetObjectItem(r->recs[m], "error") || !arr) {
+				cJSON_Delete(r->recs[m]);
+				cJSON_Delete(arr);
+				r->recs[m] = NULL;
+			} else {
+				cJSON_AddItemToArray(arr, r->recs[m]);
+				r->recs[m] = arr;
+			}
+		}
+	}
+	if (!rc)
+		rc = read_json(dir, "info.json", &r->info, err, errlen);
+	if (!rc) {
+		char path[PATH_MAX];
+		snprintf(path, sizeof path, "%s/steps.tsv", dir);
+		r->steps = slurp(path);
+	}
+	return rc;
+}
+
+static double num(const cJSON *o, const char *key)
+{
+	const cJSON *v = cJSON_GetObjectItem(o, key);
+	return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
+static const char *str(const cJSON *o, const char *key)
+{
+	const char *s = cJSON_GetStringValue(cJSON_GetObjectItem(o, key));
+	return s ? s : "";
+}
+
+/* ---- HTML ---------------------------------------------------------------- */
+
+static void put_esc(FILE *f, const char *s)
+{
+	for (; *s; s++) {
+		switch (*s) {
+		case '&': fputs("&amp;", f); break;
+		case '<': fputs("&lt;", f); break;
+		case '>': fputs("&gt;", f); break;
+		case '"': fputs("&quot;", f); break;
+		case '\'': fputs("&#39;", f); break;
+		default: fputc(*s, f);
+		}
+	}
+}
+
+/* Writes a URL path, percent-encoding all but unreserved characters and
+ * '/', then escaped for an attribute. */
+static void put_url(FILE *f, const char *s)
+{
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+		    strchr("-._~/", ch))
+			fputc(ch, f);
+		else
+			fprintf(f, "%%%02X", ch);
+	}
+}
+
+static void put_num(FILE *f, double v, int decimals)
+{
+	if (isnan(v))
+		fputs("–", f);
+	else
+		fprintf(f, "%.*f", decimals, v);
+}
+
+static const char css[] =
+	"body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#1d2330;"
+	"background:#f6f7f9;margin:0}"
+	"main{max-width:1280px;margin:0 auto;padding:20px 28px 40px}"
+	"h1{font-size:26px;margin:8px 0 2px}h2{font-size:20px;margin:34px 0 10px;"
+	"border-bottom:2px solid #dde1e7;padding-bottom:4px}h3{font-size:15px;margin:0 0 8px}"
+	".sub{color:#5b6475;margin:0 0 12px}"
+	".cols{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}"
+	"table{border-collapse:collapse;background:#fff;box-shadow:0 1px 2px rgba(0,0,0,.08);"
+	"font-variant-numeric:tabular-nums}"
+	"caption{text-align:left;font-weight:600;padding:0 0 6px}"
+	"th,td{padding:4px 10px;border-bottom:1px solid #e6e9ee;text-align:right}"
+	"th{background:#eef1f5;font-weight:600}td.l,th.l{text-align:left}"
+	"td.best{font-weight:700;color:#0b5d1e}tr.grp td{border-top:2px solid #c9ced8}"
+	".published caption{color:#7a4b00}.published{border:1px dashed #d3a54a}"
+	".note{background:#fff8e6;border-left:4px solid #e0a526;padding:6px 10px;margin:8px 0}"
+	".err{background:#fdecec;border-left:4px solid #d64545}"
+	"figure.chart{margin:0;background:#fff;box-shadow:0 1px 2px rgba(0,0,0,.08);padding:8px}"
+	"figure.chart figcaption{font-weight:600;margin:0 0 4px}"
+	".user{background:#fff;box-shadow:0 1px 2px rgba(0,0,0,.08);padding:12px 14px;margin:0 0 18px}"
+	".strip{margin:8px 0 10px}"
+	".strip .lab{font-weight:600;font-size:13px;margin:0 0 3px}"
+	".strip .lab small{font-weight:400;color:#5b6475;margin-left:8px}"
+	".tiles{display:flex;flex-wrap:wrap;gap:3px}"
+	".tile{margin:0;width:56px;text-align:center;font-size:10px;line-height:1.2;color:#5b6475;"
+	"position:relative}"
+	".tile img{width:52px;height:52px;object-fit:contain;background:#eceef2;border:2px solid "
+	"transparent;border-radius:3px;display:block;margin:0 auto}"
+	".tile.truth img{border-color:#2b8a3e}.tile.hit img{border-color:#2b8a3e;"
+	"box-shadow:0 0 0 2px #9ee0ae}"
+	".tile .badge{position:absolute;top:1px;left:3px;background:#2b8a3e;color:#fff;"
+	"font-size:9px;padding:0 3px;border-radius:2px}"
+	".tile .cold{position:absolute;top:1px;right:3px;background:#3b5bdb;color:#fff;"
+	"font-size:9px;padding:0 3px;border-radius:2px}"
+	"#img-check.ok{color:#2b8a3e}#img-check.bad{color:#d64545;font-weight:700}"
+	"footer{margin-top:30px;color:#5b6475;font-size:12px}";
+
+static const char check_script[] =
+	"window.addEventListener('load',function(){"
+	"var im=document.images,bad=[];"
+	"for(var i=0;i<im.length;i++)if(!im[i].complete||im[i].naturalWidth===0)"
+	"bad.push(im[i].getAttribute('src'));"
+	"var e=document.getElementById('img-check');"
+	"e.setAttribute('data-total',im.length);e.setAttribute('data-broken',bad.length);"
+	"e.className=bad.length?'bad':'ok';"
+	"e.textContent=bad.length?bad.length+' of '+im.length+' images did not load (first: '+bad[0]"
+	"+'): the page expects the data set where it was when the report was written.'"
+	":'All '+im.length+' images loaded.';});";
+
+/* The published tutorial table (DESIGN.md section 8). */
+static void put_published(FILE *f)
+{
+	static const struct { const char *model; double v[6]; } rows[] = {
+		{ "VBPR (ResNet50 features)", { .77846, .02169, .05565, .02684, .13821, .04105 } },
+		{ "DVBPR (AlexNet, K=100)", { .83168, .04507, .12152, .05814, .25695, .08245 } },
+	};
+	fputs("<table id=\"published-table\" class=\"published\"><caption>Published, Wikimedia "
+	      "data — other data, not comparable one-to-one<br><small>IUI 2021 VisRec tutorial, "
+	      "tutorial protocol, all users</small></caption>\n<tr><th class=\"l\">Model</th>"
+	      "<th>AUC</th><th>RR</th><th>R@20</th><th>nDCG@20</th><th>R@100</th><th>nDCG@100</th>"
+	      "</tr>\n", f);
+	for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+		fprintf(f, "<tr><td class=\"l\">%s</td>", rows[i].model);
+		for (int j = 0; j < 6; j++) {
+			fputs("<td>", f);
+			put_num(f, rows[i].v[j], 5);
+			fputs("</td>", f);
+		}
+		fputs("</tr>\n", f);
+	}
+	fputs("</table>\n", f);
+}
+
+/* The metrics of one eval result: AUC, RR, R@20, nDCG@20, R@100, nDCG@100. */
+static void metrics_of(const cJSON *res, double v[6])
+{
+	v[0] = num(res, "auc");
+	v[1] = num(res, "rr");
+	v[2] = v[3] = v[4] = v[5] = NAN;
+	const cJSON *k;
+	cJSON_ArrayForEach(k, cJSON_GetObjectItem(res, "at_k")) {
+		double kk = num(k, "k");
+		int at = kk == 20 ? 2 : kk == 100 ? 4 : -1;
+		if (at >= 0) {
+			v[at] = num(k, "recall");
+			v[at + 1] = num(k, "ndcg");
+		}
+	}
+}
+
+static const cJSON *eval_subset(const cJSON *eval, const char *subset)
+{
+	const cJSON *r;
+	cJSON_ArrayForEach(r, cJSON_GetObjectItem(eval, "results"))
+		if (!strcmp(str(r, "subset"), subset))
+			return r;
+	return NULL;
+}
+
+/* Why a model has no results: its train file's error, or "not run". */
+static void put_model_note(FILE *f, const struct run *r, int m)
+{
+	const cJSON *t = r->train[m];
+	const cJSON *e = t ? cJSON_GetObjectItem(t, "error") : NULL;
+	if (e) {
+		const char *status = str(e, "status");
+		int unimpl = !strcmp(status, "UNIMPLEMENTED");
+		fprintf(f, "<p class=\"note%s\"><b>%s</b>: %s (", unimpl ? "" : " err", model_names[m],
+			unimpl ? "not available in this build" : "training failed");
+		put_esc(f, status);
+		fputs(": ", f);
+		put_esc(f, str(e, "message"));
+		fputs(")</p>\n", f);
+	} else if (!t) {
+		fprintf(f, "<p class=\"note\"><b>%s</b>: not run.</p>\n", model_names[m]);
+	}
+}
+
+static void put_metrics(FILE *f, const struct run *r)
+{
+	static const char *const heads[6] = { "AUC", "RR", "R@20", "nDCG@20", "R@100", "nDCG@100" };
+	fputs("<section id=\"metrics\"><h2>Evaluation</h2>\n<p class=\"sub\">Each user's latest "
+	      "interaction is held out. <b>standard</b>: all of the user's training items are "
+	      "excluded from the ranking. <b>tutorial</b>: only the last 10 are excluded and AUC = "
+	      "(N−1−rank)/(N−1) over all N items, as in the tutorial's code. <b>cold</b>: users "
+	      "whose test item has no training interaction (only its image is known). Best value "
+	      "per group in bold.</p>\n<div class=\"cols\">\n<table id=\"metrics-table\"><caption>"
+	      "This run</caption>\n<tr><th class=\"l\">Protocol</th><th class=\"l\">Subset</th>"
+	      "<th class=\"l\">Model</th><th>Users</th>", f);
+	for (int j = 0; j < 6; j++)
+		fprintf(f, "<th>%s</th>", heads[j]);
+	fputs("</tr>\n", f);
+	int rows = 0;
+	for (int p = 0; p < 2; p++) {
+		for (int s = 0; s < 2; s++) {
+			double v[NMODELS][6], best[6];
+			const cJSON *res[NMODELS];
+			int n = 0;
+			for (int m = 0; m < NMODELS; m++) {
+				res[m] = r->eval[m][p] ? eval_subset(r->eval[m][p], subsets[s]) : NULL;
+				if (res[m]) {
+					metrics_of(res[m], v[m]);
+					n++;
+				}
+			}
+			if (!n)
+				continue;
+			/* The best of a column, when it stands out (ties of all: none). */
+			for (int j = 0; j < 6; j++) {
+				double lo = NAN;
+				best[j] = NAN;
+				for (int m = 0; m < NMODELS; m++) {
+					if (!res[m] || isnan(v[m][j]))
+						continue;
+					if (isnan(best[j]) || v[m][j] > best[j])
+						best[j] = v[m][j];
+					if (isnan(lo) || v[m][j] < lo)
+						lo = v[m][j];
+				}
+				if (!(best[j] > lo))
+					best[j] = NAN;
+			}
+			int first = 1;
+			for (int m = 0; m < NMODELS; m++) {
+				if (!res[m])
+					continue;
+				fprintf(f, "<tr%s>", first ? " class=\"grp\"" : "");
+				if (first)
+					fprintf(f, "<td class=\"l\" rowspan=\"%d\">%s</td><td class=\"l\" "
+						"rowspan=\"%d\">%s</td>", n, protocols[p], n, subsets[s]);
+				first = 0;
+				fprintf(f, "<td class=\"l\">%s</td><td>%.0f</td>", model_names[m],
+					num(res[m], "users"));
+				for (int j = 0; j < 6; j++) {
+					fprintf(f, "<td%s>", v[m][j] == best[j] ? " class=\"best\"" : "");
+					put_num(f, v[m][j], 5);
+					fputs("</td>", f);
+				}
+				fputs("</tr>\n", f);
+				rows++;
+			}
+		}
+	}
+	if (!rows)
+		fputs("<tr><td class=\"l\" colspan=\"10\">No evaluation results in this run.</td></tr>\n",
+		      f);
+	fputs("</table>\n", f);
+	put_published(f);
+	fputs("</div>\n", f);
+	for (int m = 0; m < NMODELS; m++)
+		put_model_note(f, r, m);
+	fputs("</section>\n", f);
+}
+
+/* ---- SVG charts ---------------------------------------------------------- */
+
+static double nice_step(double range)
+{
+	double raw = range / 5, mag = pow(10, floor(log10(raw))), x = raw / mag;
+	return (x < 1.5 ? 1 : x < 3 ? 2 : x < 7 ? 5 : 10) * mag;
+}
+
+/* A line chart of key per epoch for every model with a curve. */
+static void put_chart(FILE *f, const struct run *r, const char *key, const char *title,
+		      const char *id)
+{
+	const double W = 560, H = 300, L = 64, R = 16, T = 26, B = 44;
+	double xmax = 1, ymin = INFINITY, ymax = -INFINITY;
+	int any = 0;
+	for (int m = 0; m < NMODELS; m++) {
+		const cJSON *pt, *pts = cJSON_GetObjectItem(r->train[m], "epochs");
+		cJSON_ArrayForEach(pt, pts) {
+			double x = num(pt, "epoch"), y = num(pt, key);
+			if (isnan(x) || isnan(y))
+				continue;
+			any = 1;
+			xmax = x > xmax ? x : xmax;
+			ymin = y < ymin ? y : ymin;
+			ymax = y > ymax ? y : ymax;
+		}
+	}
+	fprintf(f, "<figure class=\"chart\"><figcaption>%s</figcaption>\n", title);
+	fprintf(f, "<svg id=\"%s\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+		"viewBox=\"0 0 %.0f %.0f\" font-family=\"system-ui,sans-serif\" font-size=\"11\">\n",
+		id, W, H, W, H);
+	if (!any) {
+		fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\" fill=\"#5b6475\">no "
+			"training curve in this run</text></svg></figure>\n", W / 2, H / 2);
+		return;
+	}
+	if (ymax - ymin < 1e-9) {
+		ymin -= 0.5;
+		ymax += 0.5;
+	}
+	double pad = (ymax - ymin) * 0.06;
+	ymin -= pad;
+	ymax += pad;
+	double step = nice_step(ymax - ymin);
+	int dec = step >= 1 ? 0 : (int)ceil(-log10(step) - 1e-9);
+	double x0 = 1, x1 = xmax > 1 ? xmax : 2;
+#define PX(x) (L + ((x) - x0) / (x1 - x0) * (W - L - R))
+#define PY(y) (T + (ymax - (y)) / (ymax - ymin) * (H - T - B))
+	fprintf(f, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"#fff\" "
+		"stroke=\"#c9ced8\"/>\n", L, T, W - L - R, H - T - B);
+	for (double y = ceil(ymin / step) * step; y <= ymax + 1e-12; y += step) {
+		fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#eceef2\"/>"
+			"<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" fill=\"#5b6475\">%.*f</text>\n",
+			L, W - R, PY(y), PY(y), L - 6, PY(y) + 4, dec, fabs(y) < step / 1e6 ? 0.0 : y);
+	}
+	double xstep = x1 - x0 <= 10 ? 1 : ceil(nice_step(x1 - x0));
+	for (double x = x0; x <= x1 + 1e-9; x += xstep)
+		fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" fill=\"#5b6475\">%.0f"
+			"</text>\n", PX(x), H - B + 16, x);
+	fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" fill=\"#1d2330\">epoch</text>\n",
+		L + (W - L - R) / 2, H - 8);
+	int legend = 0;
+	for (int m = 0; m < NMODELS; m++) {
+		const cJSON *pts = cJSON_GetObjectItem(r->train[m], "epochs"), *pt;
+		if (!cJSON_GetArraySize(pts))
+			continue;
+		fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"",
+			model_colors[m]);
+		cJSON_ArrayForEach(pt, pts)
+			if (!isnan(num(pt, key)))
+				fprintf(f, "%.1f,%.1f ", PX(num(pt, "epoch")), PY(num(pt, key)));
+		fputs("\"/>\n", f);
+		cJSON_ArrayForEach(pt, pts)
+			if (!isnan(num(pt, key)))
+				fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"><title>%s "
+					"epoch %.0f: %.5f</title></circle>\n", PX(num(pt, "epoch")),
+					PY(num(pt, key)), model_colors[m], model_names[m], num(pt, "epoch"),
+					num(pt, key));
+		/* The legend runs along the top, above the plot. */
+		fprintf(f, "<rect x=\"%.0f\" y=\"8\" width=\"14\" height=\"3\" fill=\"%s\"/>"
+			"<text x=\"%.0f\" y=\"14\" fill=\"#1d2330\">%s</text>\n", L + 70.0 * legend,
+			model_colors[m], L + 70.0 * legend + 18, model_names[m]);
+		legend++;
+	}
+#undef PX
+#undef PY
+	fputs("</svg></figure>\n", f);
+}
+
+static void put_training(FILE *f, const struct run *r)
+{
+	fputs("<section id=\"training\"><h2>Training</h2>\n<p class=\"sub\">BPR loss "
+	      "(−ln σ(x<sub>uij</sub>), mean per triple) and AUC on held-out validation items, per "
+	      "epoch, from rankd's Train progress stream.</p>\n<div class=\"cols\">\n", f);
+	put_chart(f, r, "loss", "Training loss", "chart-loss");
+	put_chart(f, r, "val_auc", "Validation AUC", "chart-auc");
+	fputs("</div>\n<table id=\"training-table\" style=\"margin-top:14px\"><tr><th class=\"l\">"
+	      "Model</th><th class=\"l\">State</th><th>Epochs</th><th>Best val AUC</th>"
+	      "<th>Final loss</th><th>Triples/s</th><th>Seconds</th><th class=\"l\">Settings</th>"
+	      "</tr>\n", f);
+	for (int m = 0; m < NMODELS; m++) {
+		const cJSON *t = r->train[m];
+		if (!t || cJSON_GetObjectItem(t, "error"))
+			continue;
+		const cJSON *pts = cJSON_GetObjectItem(t, "epochs"), *pt, *fin;
+		double best = NAN, loss = NAN, tps = 0;
+		int n = 0;
+		cJSON_ArrayForEach(pt, pts) {
+			double a = num(pt, "val_auc");
+			if (!isnan(a) && (isnan(best) || a > best))
+				best = a;
+			loss = num(pt, "loss");
+			tps += isnan(num(pt, "triples_per_second")) ? 0 : num(pt, "triples_per_second");
+			n++;
+		}
+		fin = cJSON_GetObjectItem(t, "final");
+		fprintf(f, "<tr><td class=\"l\">%s</td><td class=\"l\">", model_names[m]);
+		put_esc(f, fin ? str(fin, "state") : "?");
+		fprintf(f, "</td><td>%d</td><td>", n);
+		put_num(f, best, 5);
+		fputs("</td><td>", f);
+		put_num(f, loss, 5);
+		fputs("</td><td>", f);
+		put_num(f, n ? tps / n : NAN, 0);
+		fputs("</td><td>", f);
+		put_num(f, num(t, "seconds"), 1);
+		fputs("</td><td class=\"l\">", f);
+		const cJSON *req = cJSON_GetObjectItem(t, "request"), *kv;
+		int first = 1;
+		cJSON_ArrayForEach(kv, req) {
+			/* Only what was set: zero and empty mean "the default". */
+			if ((cJSON_IsNumber(kv) && kv->valuedouble == 0) || cJSON_IsFalse(kv) ||
+			    (cJSON_IsString(kv) && !kv->valuestring[0]) || !strcmp(kv->string, "model"))
+				continue;
+			fputs(first ? "" : ", ", f);
+			put_esc(f, kv->string);
+			fputc('=', f);
+			if (cJSON_IsString(kv))
+				put_esc(f, kv->valuestring);
+			else if (cJSON_IsBool(kv))
+				fputs("true", f);
+			else
+				fprintf(f, "%g", kv->valuedouble);
+			first = 0;
+		}
+		fputs("</td></tr>\n", f);
+	}
+	fputs("</table>\n", f);
+	for (int m = 0; m < NMODELS; m++)
+		put_model_note(f, r, m);
+	fputs("</section>\n", f);
+}
+
+/* ---- users --------------------------------------------------------------- */
+
+/* Splits an absolute path into its components, in place. Returns the count. */
+static int components(char *path, char **parts, int max)
+{
+	int n = 0;
+	for (char *save = NULL, *c = strtok_r(path, "/", &save); c && n < max;
+	     c = strtok_r(NULL, "/", &save))
+		parts[n++] = c;
+	return n;
+}
+
+/* Builds "<rel>/images/" into buf: the data set's images as seen from the
+ * folder of the report. Returns 0, -errno, or VR_ETOOBIG. */
+static int images_href(const char *out_file, const char *data_dir, char *buf, size_t len)
+{
+	char from[PATH_MAX], to[PATH_MAX], dir[PATH_MAX];
+	char *fp[256], *tp[256];
+	snprintf(dir, sizeof dir, "%s", out_file);
+	char *slash = strrchr(dir, '/');
+	if (slash == dir)
+		dir[1] = 0;
+	else if (slash)
+		*slash = 0;
+	else
+		snprintf(dir, sizeof dir, ".");
+	if (!realpath(dir, from) || !realpath(data_dir, to))
+		return -errno;
+	int nf = components(from, fp, 256), nt = components(to, tp, 256), common = 0;
+	while (common < nf && common < nt && !strcmp(fp[common], tp[common]))
+		common++;
+	size_t n = 0;
+	buf[0] = 0;
+	for (int i = common; i < nf; i++)
+		n += (size_t)snprintf(buf + n, n < len ? len - n : 0, "../");
+	for (int i = common; i < nt; i++)
+		n += (size_t)snprintf(buf + n, n < len ? len - n : 0, "%s/", tp[i]);
+	n += (size_t)snprintf(buf + n, n < len ? len - n : 0, "images/");
+	return n < len ? 0 : VR_ETOOBIG;
+}
+
+struct page {
+	FILE *f;
+	const char *href; /* images folder, relative */
+	const rp_dataset *ds;
+	const struct run *r;
+	int k, recent;
+};
+
+static void put_tile(const struct page *pg, const char *item, const char *badge, int rank,
+		     const char *cls, int cold, double score)
+{
+	FILE *f = pg->f;
+	fprintf(f, "<figure class=\"tile%s%s\">", cls ? " " : "", cls ? cls : "");
+	if (badge)
+		fprintf(f, "<span class=\"badge\">%s</span>", badge);
+	if (cold)
+		fputs("<span class=\"cold\">cold</span>", f);
+	fputs("<img src=\"", f);
+	put_url(f, pg->href);
+	put_url(f, item);
+	fputs(".jpg\" alt=\"", f);
+	put_esc(f, item);
+	fputs("\" title=\"", f);
+	put_esc(f, item);
+	if (!isnan(score))
+		fprintf(f, " · score %.4f", score);
+	fputs("\" width=\"52\" height=\"52\">", f);
+	/* Ids are in the tooltip; under a tile, only what a reader compares. */
+	if (rank) {
+		fprintf(f, "<figcaption>%d</figcaption>", rank);
+	} else if (cls) {
+		fputs("<figcaption>", f);
+		put_esc(f, item);
+		fputs("</figcaption>", f);
+	}
+	fputs("</figure>", f);
+}
+
+/* The recommendations of model m for user, or NULL. */
+static const cJSON *recs_for(const struct run *r, int m, const char *user)
+{
+	const cJSON *o;
+	cJSON_ArrayForEach(o, r->recs[m])
+		if (!strcmp(str(o, "user_id"), user))
+			return o;
+	return NULL;
+}
+
+/* The 1-based rank of item in recs (within k), or 0. */
+static int hit_rank(const cJSON *recs, const char *item, int k)
+{
+	const cJSON *it;
+	int rank = 0;
+	cJSON_ArrayForEach(it, cJSON_GetObjectItem(recs, "items")) {
+		if (++rank > k)
+			break;
+		if (!strcmp(str(it, "item_id"), item))
+			return rank;
+	}
+	return 0;
+}
+
+static int any_hit(const struct run *r, const rp_user *u, int k)
+{
+	for (int m = 0; m < NMODELS; m++) {
+		const cJSON *rec = recs_for(r, m, u->id);
+		if (rec && hit_rank(rec, u->test_item, k))
+			return 1;
+	}
+	return 0;
+}
+
+static void put_user(const struct page *pg, const rp_user *u)
+{
+	FILE *f = pg->f;
+	const char *recent[64];
+	size_t nr = rp_dataset_recent(pg->ds, u->id, recent, (size_t)pg->recent);
+	fputs("<div class=\"user\"><h3>User ", f);
+	put_esc(f, u->id);
+	fprintf(f, " — test item %s, %zu training interactions</h3>\n",
+		u->test_cold ? "<b>cold</b> (no training interactions: only its image is known)"
+			     : "warm (seen in training)", u->n_train);
+	fprintf(f, "<div class=\"strip\"><div class=\"lab\">Consumed<small>the %zu most recent, "
+		"newest first</small></div><div class=\"tiles\">", nr);
+	for (size_t i = 0; i < nr; i++)
+		put_tile(pg, recent[i], NULL, 0, NULL, 0, NAN);
+	fputs("</div></div>\n<div class=\"strip\"><div class=\"lab\">Ground truth<small>the held-out "
+	      "test item</small></div><div class=\"tiles\">", f);
+	put_tile(pg, u->test_item, "test", 0, "truth", u->test_cold, NAN);
+	fputs("</div></div>\n", f);
+	for (int m = 0; m < NMODELS; m++) {
+		const cJSON *rec = recs_for(pg->r, m, u->id), *it;
+		if (!rec)
+			continue;
+		int hr = hit_rank(rec, u->test_item, pg->k), rank = 0;
+		fprintf(f, "<div class=\"strip\"><div class=\"lab\">%s top %d<small>%s", model_names[m],
+			pg->k, hr ? "" : "ground truth not in the list");
+		if (hr)
+			fprintf(f, "ground truth at rank %d", hr);
+		const char *fb = str(rec, "fallback");
+		if (fb[0]) {
+			fputs("; fallback: ", f);
+			put_esc(f, fb);
+		}
+		fputs("</small></div><div class=\"tiles\">", f);
+		cJSON_ArrayForEach(it, cJSON_GetObjectItem(rec, "items")) {
+			if (++rank > pg->k)
+				break;
+			const char *item = str(it, "item_id");
+			int hit = !strcmp(item, u->test_item);
+			put_tile(pg, item, hit ? "hit" : NULL, rank, hit ? "hit" : NULL,
+				 cJSON_IsTrue(cJSON_GetObjectItem(it, "cold")), num(it, "score"));
+		}
+		fputs("</div></div>\n", f);
+	}
+	fputs("</div>\n", f);
+}
+
+static void put_users(const struct page *pg, int want)
+{
+	FILE *f = pg->f;
+	const struct run *r = pg->r;
+	rp_user *cand = calloc(4096, sizeof *cand), shown[64];
+	size_t ncand = 0, nshown = 0;
+	int from_recs = 0;
+	want = want > 64 ? 64 : want;
+	/* Candidates: the users whose recommendations were collected. */
+	for (int m = 0; m < NMODELS && cand && !ncand; m++) {
+		const cJSON *o;
+		cJSON_ArrayForEach(o, r->recs[m])
+			if (ncand < 4096 && !rp_dataset_user(pg->ds, str(o, "user_id"), &cand[ncand]))
+				ncand++;
+		from_recs = ncand > 0;
+	}
+	if (cand && !ncand)
+		ncand = rp_pick_users(pg->ds, (size_t)want, cand);
+	/* Half cold, half warm; within each, users with a hit first. */
+	int want_cold = (want + 1) / 2;
+	for (int pass = 0; pass < 4 && cand; pass++) {
+		int cold = pass < 2, hits = !(pass & 1);
+		for (size_t i = 0; i < ncand && (int)nshown < (cold ? want_cold : want); i++) {
+			if (cand[i].test_cold != cold || any_hit(r, &cand[i], pg->k) != hits)
+				continue;
+			shown[nshown++] = cand[i];
+		}
+	}
+	/* Too few of one kind: fill with the other. */
+	for (size_t i = 0; i < ncand && (int)nshown < want; i++) {
+		int dup = 0;
+		for (size_t j = 0; j < nshown; j++)
+			dup |= !strcmp(shown[j].id, cand[i].id);
+		if (!dup)
+			shown[nshown++] = cand[i];
+	}
+	fputs("<section id=\"users\"><h2>Recommendations for a few users</h2>\n<p class=\"sub\">", f);
+	if (from_recs)
+		fprintf(f, "Of %zu users picked evenly from the data set (about half with a cold test "
+			"item), %zu are shown: cold test item first, and within each kind those for whom "
+			"some model's top %d holds the test item. A green frame marks the ground truth; "
+			"<span style=\"color:#3b5bdb\">cold</span> marks items without training "
+			"interactions.", ncand, nshown, pg->k);
+	else
+		fputs("No recommendations were collected in this run: only what the users consumed "
+		      "and their test items are shown.", f);
+	fputs("</p>\n", f);
+	for (size_t i = 0; i < nshown; i++)
+		put_user(pg, &shown[i]);
+	fputs("</section>\n", f);
+	free(cand);
+}
+
+/* ---- the rest of the page ------------------------------------------------ */
+
+/* n with thousands separators ("96,991") in buf (32 bytes). */
+static const char *grouped(size_t n, char *buf)
+{
+	char digits[24];
+	int len = snprintf(digits, sizeof digits, "%zu", n), k = 0;
+	for (int i = 0; i < len; i++) {
+		if (i && (len - i) % 3 == 0)
+			buf[k++] = ',';
+		buf[k++] = digits[i];
+	}
+	buf[k] = 0;
+	return buf;
+}
+
+static void put_dataset(FILE *f, const rp_dataset *ds, const char *data_dir)
+{
+	rp_stats s;
+	rp_dataset_stats(ds, &s);
+	fputs("<section id=\"data\"><h2>Data</h2>\n<div class=\"cols\"><table id=\"data-table\">"
+	      "<caption>Data set</caption><tr><th class=\"l\"></th><th>This run</th>"
+	      "<th>Wikimedia (tutorial)</th></tr>\n", f);
+	char n[7][32];
+	fprintf(f, "<tr><td class=\"l\">users</td><td>%s</td><td>1,078</td></tr>\n"
+		   "<tr><td class=\"l\">items</td><td>%s</td><td>9,633</td></tr>\n"
+		   "<tr><td class=\"l\">interactions</td><td>%s</td><td>96,991</td></tr>\n"
+		   "<tr><td class=\"l\">per user: min / median / mean / max</td><td>%s / %s / %.1f / "
+		   "%s</td><td>4 / 16 / 90 / 3,544</td></tr>\n"
+		   "<tr><td class=\"l\">users whose test item is cold</td><td>%s</td><td>–</td></tr>\n"
+		   "</table>\n", grouped(s.users, n[0]), grouped(s.items, n[1]),
+		grouped(s.interactions, n[2]), grouped(s.activity_min, n[3]),
+		grouped(s.activity_median, n[4]), s.activity_mean, grouped(s.activity_max, n[5]),
+		grouped(s.cold_test_users, n[6]));
+	fputs("<p class=\"sub\" style=\"max-width:520px\">From <code>", f);
+	put_esc(f, data_dir);
+	fputs("/interactions.csv</code>: a generated data set shaped like the tutorial's Wikimedia "
+	      "data, where users prefer what the images show and also follow hidden collaborative "
+	      "structure.</p></div></section>\n", f);
+}
+
+static void put_services(FILE *f, const struct run *r)
+{
+	const cJSON *fd = cJSON_GetObjectItem(r->info, "featured");
+	const cJSON *rk = cJSON_GetObjectItem(r->info, "rankd");
+	if (!fd && !rk)
+		return;
+	fputs("<p class=\"sub\">", f);
+	if (fd && !cJSON_GetObjectItem(fd, "status")) {
+		const cJSON *am = cJSON_GetObjectItem(fd, "active_model");
+		fputs("featured: backend ", f);
+		put_esc(f, str(fd, "backend"));
+		fputs(" (", f);
+		put_esc(f, str(fd, "device"));
+		fputs("), VBPR's visual features from CNN ", f);
+		put_esc(f, str(am, "arch"));
+		fprintf(f, " (%.0f dims, %.0f px input, layer ", num(am, "dims"), num(am, "input_size"));
+		put_esc(f, str(am, "output_layer"));
+		fprintf(f, "), %.0f items. ", num(fd, "items"));
+	}
+	if (rk && !cJSON_GetObjectItem(rk, "status"))
+		fprintf(f, "rankd: %.0f users, %.0f items, %.0f interactions.", num(rk, "users"),
+			num(rk, "items"), num(rk, "interactions"));
+	fputs("</p>\n", f);
+}
+
+static void put_steps(FILE *f, char *steps)
+{
+	if (!steps || !steps[0])
+		return;
+	fputs("<section id=\"pipeline\"><h2>Pipeline</h2>\n<table id=\"steps-table\"><tr>"
+	      "<th class=\"l\">Step</th><th>Seconds</th><th class=\"l\">Note</th></tr>\n", f);
+	for (char *save = NULL, *line = strtok_r(steps, "\n", &save); line;
+	     line = strtok_r(NULL, "\n", &save)) {
+		char *sec = strchr(line, '\t'), *note = NULL;
+		if (sec) {
+			*sec++ = 0;
+			if ((note = strchr(sec, '\t')))
+				*note++ = 0;
+		}
+		fputs("<tr><td class=\"l\">", f);
+		put_esc(f, line);
+		fputs("</td><td>", f);
+		put_esc(f, sec ? sec : "");
+		fputs("</td><td class=\"l\">", f);
+		put_esc(f, note ? note : "");
+		fputs("</td></tr>\n", f);
+	}
+	fputs("</table></section>\n", f);
+}
+
+int rp_write(const rp_opts *o, char *err, size_t errlen)
+{
+	struct run run = { 0 };
+	rp_dataset *ds = NULL;
+	FILE *f = NULL;
+	char tmp[PATH_MAX], href[PATH_MAX], when[64];
+	int rc = rp_dataset_load(&ds, o->data_dir, err, errlen);
+	if (rc)
+		goto leave;
+	if ((rc = run_load(&run, o->run_dir, err, errlen)))
+		goto leave;
+	if ((rc = images_href(o->out_file, o->data_dir, href, sizeof href))) {
+		rc = fail(err, errlen, rc, "cannot relate %s to %s: %s", o->out_file, o->data_dir,
+			  vr_strerror(rc));
+		goto leave;
+	}
+	snprintf(tmp, sizeof tmp, "%s.tmp", o->out_file);
+	if (!(f = fopen(tmp, "w"))) {
+		rc = fail(err, errlen, -errno, "cannot write %s: %s", tmp, strerror(errno));
+		goto leave;
+	}
+	time_t now = time(NULL);
+	strftime(when, sizeof when, "%Y-%m-%d %H:%M UTC", gmtime(&now));
+	fprintf(f, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+		"<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
+		"<title>visrec report</title>\n<style>%s</style></head>\n<body><main>\n", css);
+	fprintf(f, "<h1>visrec — pipeline report</h1>\n<p class=\"sub\">BPR, VBPR and DVBPR trained "
+		"and evaluated by featured and rankd on this machine, %s. Run folder <code>", when);
+	put_esc(f, o->run_dir);
+	fputs("</code>.</p>\n", f);
+	put_services(f, &run);
+	put_dataset(f, ds, o->data_dir);
+	put_metrics(f, &run);
+	put_training(f, &run);
+	struct page pg = { .f = f, .href = href, .ds = ds, .r = &run,
+			   .k = o->k > 0 ? o->k : 20, .recent = o->recent > 0 ? o->recent : 10 };
+	pg.recent = pg.recent > 64 ? 64 : pg.recent;
+	put_users(&pg, o->users > 0 ? o->users : 4);
+	put_steps(f, run.steps);
+	fputs("<footer><p>Image check: <span id=\"img-check\" data-broken=\"unknown\">not run "
+	      "(needs JavaScript)</span></p><p>Written by <code>visrec report</code>; no external "
+	      "resources.</p></footer>\n</main>\n<script>", f);
+	fputs(check_script, f);
+	fputs("</script>\n</body></html>\n", f);
+	if (ferror(f) | fclose(f)) {
+		f = NULL;
+		rc = fail(err, errlen, VR_EIO, "writing %s failed", tmp);
+		goto leave;
+	}
+	f = NULL;
+	if (rename(tmp, o->out_file)) {
+		rc = fail(err, errlen, -errno, "cannot rename %s to %s: %s", tmp, o->out_file,
+			  strerror(errno));
+		goto leave;
+	}
+leave:
+	if (f) {
+		fclose(f);
+		unlink(tmp);
+	}
+	run_free(&run);
+	rp_dataset_free(ds);
+	return rc;
+}

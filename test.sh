@@ -12,6 +12,9 @@ root=$PWD
 jobs=$(nproc)
 
 deploy/install-deps.sh --test
+# The pretrained MobileNetV2 (npm nsfwjs) as our safetensors, and the
+# TensorFlow.js reference outputs the weights test compares with.
+tools/weights/install.sh --quiet >/dev/null
 if [ ! -d tests/interop/node_modules ]; then
 	(cd tests/interop && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -107,7 +107,7 @@ struct fd_executor {
 	int decoding;
 	struct task *tasks, **tasks_tail;
 	int stop_decode, stop, ready, setup_rc;
-	char setup_err[256];
+	char setup_err[320];  /* "model: " + the 256-byte err of fd_models_setup */
 	fd_exec_stats stats;
 
 	pthread_t tid;

@@ -107,7 +107,7 @@ struct slice {
 	size_t first, step;
 	pthread_t tid;
 	int rc;
-	char why[320];
+	char why[352];  /* item id (64) + the decoder's 256-byte reason */
 };
 
 static void *decode_slice(void *arg)

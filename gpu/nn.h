@@ -1,5 +1,6 @@
 /* gpu/: the neural-network library. Its public contract: a backend chosen at
- * run time, nets (AlexNet, CNN-F, a small CPU net) with forward and backward
+ * run time, nets (AlexNet, CNN-F, a small CPU net, MobileNetV2, ResNet-50;
+ * arch.c says what each is) with forward and backward
  * passes over one parameter arena, optimisers, and safetensors weights.
  *
  * Typical use (featured's executor):
@@ -51,7 +52,7 @@ const char *nn_backend_device(const nn_backend *b);
 /* ---- Architectures ----------------------------------------------------- */
 
 struct nn_arch_info {
-	const char *name;          /* "alexnet", "cnnf", "small" */
+	const char *name;          /* "alexnet", "cnnf", "small", "mobilenet_v2", "resnet50" */
 	const char *summary;       /* one line */
 	int num_outputs;           /* default K */
 	int input_size;            /* default S: input is 3 x S x S */

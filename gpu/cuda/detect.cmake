@@ -1,5 +1,5 @@
-# Finds the CUDA toolkit and cuDNN for a build of gpu/ on its own (the
-# top-level build runs the same search before adding gpu/). Sets
+# Finds the CUDA toolkit and cuDNN, for the top-level build and for a build
+# of gpu/ on its own. Sets
 # VISREC_HAVE_CUDA; honours -DVISREC_CUDA=OFF, -DCMAKE_CUDA_COMPILER, and
 # -DCUDNN_INCLUDE_DIR / -DCUDNN_LIBRARY for a cuDNN outside the toolkit
 # (e.g. the nvidia-cudnn pip package beside PyTorch).

@@ -138,30 +138,45 @@ static void col2im(const struct nn_conv_shape *s, int c, const float *col, size_
 			}
 }
 
+/* Depthwise forward, one output row at a time: for each kernel tap the
+ * output columns whose input column lies inside the image (valid_range)
+ * take one multiply-add each, a loop without branches that vectorises at
+ * stride 1 (and runs strided loads at stride 2). */
 static void depthwise_fwd(const struct nn_conv_shape *s, int n, const float *x, const float *w,
 	const float *bias, float *y)
 {
-	const int h = s->h, wd = s->w;
+	const int h = s->h, wd = s->w, ow = s->ow, sw = s->stride_w;
 	for (int img = 0; img < n; img++)
 		for (int ch = 0; ch < s->c; ch++) {
 			const float *xp = x + ((size_t)img * s->c + ch) * h * wd;
 			const float *wp = w + (size_t)ch * s->kh * s->kw;
-			float *yp = y + ((size_t)img * s->k + ch) * s->oh * s->ow;
-			for (int oy = 0; oy < s->oh; oy++)
-				for (int ox = 0; ox < s->ow; ox++) {
-					float sum = bias ? bias[ch] : 0.0f;
-					for (int i = 0; i < s->kh; i++) {
-						int iy = oy * s->stride_h - s->pad_h + i;
-						if (iy < 0 || iy >= h)
-							continue;
-						for (int j = 0; j < s->kw; j++) {
-							int ix = ox * s->stride_w - s->pad_w + j;
-							if (ix >= 0 && ix < wd)
-								sum += xp[(size_t)iy * wd + ix] * wp[i * s->kw + j];
-						}
+			float *yp = y + ((size_t)img * s->k + ch) * s->oh * ow;
+			const float b0 = bias ? bias[ch] : 0.0f;
+			for (int oy = 0; oy < s->oh; oy++) {
+				float *restrict yr = yp + (size_t)oy * ow;
+				for (int ox = 0; ox < ow; ox++)
+					yr[ox] = b0;
+				for (int i = 0; i < s->kh; i++) {
+					int iy = oy * s->stride_h - s->pad_h + i;
+					if (iy < 0 || iy >= h)
+						continue;
+					for (int j = 0; j < s->kw; j++) {
+						int lo, hi;
+						valid_range(wd, ow, sw, s->pad_w, j, &lo, &hi);
+						/* Offsets, not a pointer before the row: ox*sw + off
+						 * stays inside it for ox in [lo, hi). */
+						const float *restrict xr = xp + (size_t)iy * wd;
+						const int off = j - s->pad_w;
+						const float wv = wp[i * s->kw + j];
+						if (sw == 1)
+							for (int ox = lo; ox < hi; ox++)
+								yr[ox] += wv * xr[ox + off];
+						else
+							for (int ox = lo; ox < hi; ox++)
+								yr[ox] += wv * xr[ox * sw + off];
 					}
-					yp[(size_t)oy * s->ow + ox] = sum;
 				}
+			}
 		}
 }
 

@@ -140,13 +140,15 @@ void vr_daemon_stop(vr_daemon *d)
 	d->health = NULL;
 }
 
-void vr_daemon_close(vr_daemon *d)
+int vr_daemon_close(vr_daemon *d)
 {
+	int rc = 0;
 	vr_daemon_stop(d);
-	if (d->rpc_up)
-		vr_rpc_shutdown();
+	if (d->rpc_up && (rc = vr_rpc_shutdown_within(1500)))
+		VR_WARN("gRPC core did not stop within 1.5 s; exiting without waiting for it");
 	d->rpc_up = 0;
 	if (d->store)
 		vr_store_close(d->store);
 	d->store = NULL;
+	return rc;
 }

@@ -82,7 +82,10 @@ void vr_daemon_wait(vr_daemon *d);
 /* Health NOT_SERVING, drains the server within the grace and frees it.
  * Idempotent. */
 void vr_daemon_stop(vr_daemon *d);
-/* vr_daemon_stop, then stops gRPC and closes the store. */
-void vr_daemon_close(vr_daemon *d);
+/* vr_daemon_stop, then stops gRPC (waiting at most 1.5 s for core's own
+ * threads) and closes the store. Returns 0, or VR_ETIMEDOUT when core is
+ * still stopping: the caller then ends with fflush(NULL) and _exit(code),
+ * as exit handlers would race core's threads. */
+int vr_daemon_close(vr_daemon *d);
 
 #endif

@@ -7,6 +7,8 @@
 #include "log.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <time.h>
 #include <fcntl.h>
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/slice.h>
@@ -43,6 +45,60 @@ int vr_rpc_init(void)
 void vr_rpc_shutdown(void)
 {
 	grpc_shutdown_blocking();
+}
+
+/* grpc_shutdown_blocking() of core 1.51 joins core's executor threads, and
+ * one of them can be inside a poll with a timer of up to ~10 s (seen at
+ * featured's exit after large server streams, about one run in six). The
+ * daemons promise to exit within 5 s of SIGTERM, so the blocking shutdown
+ * runs on a helper thread and the caller waits for it only so long. */
+struct shutdown_wait {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int done;
+};
+
+static struct shutdown_wait shutdown_wait = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 };
+
+static void *shutdown_main(void *arg)
+{
+	struct shutdown_wait *w = arg;
+	grpc_shutdown_blocking();
+	pthread_mutex_lock(&w->mu);
+	w->done = 1;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+	return NULL;
+}
+
+int vr_rpc_shutdown_within(int limit_ms)
+{
+	struct shutdown_wait *w = &shutdown_wait;
+	pthread_t th;
+	if (pthread_create(&th, NULL, shutdown_main, w)) {
+		grpc_shutdown_blocking();
+		return 0;
+	}
+	struct timespec end;
+	clock_gettime(CLOCK_REALTIME, &end);
+	end.tv_sec += limit_ms / 1000;
+	end.tv_nsec += (long)(limit_ms % 1000) * 1000000L;
+	if (end.tv_nsec >= 1000000000L) {
+		end.tv_sec++;
+		end.tv_nsec -= 1000000000L;
+	}
+	int rc = 0;
+	pthread_mutex_lock(&w->mu);
+	while (!w->done && rc != ETIMEDOUT)
+		rc = pthread_cond_timedwait(&w->cv, &w->mu, &end);
+	int done = w->done;
+	pthread_mutex_unlock(&w->mu);
+	if (!done) {
+		pthread_detach(th);
+		return VR_ETIMEDOUT;
+	}
+	pthread_join(th, NULL);
+	return 0;
 }
 
 int vr_status_from_rc(int rc)

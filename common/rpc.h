@@ -41,6 +41,10 @@ int vr_rpc_init(void);
 /* Stops gRPC core and waits for its threads. Every server, channel and
  * call must be gone. */
 void vr_rpc_shutdown(void);
+/* The same, waiting at most limit_ms: returns 0 when core stopped, or
+ * VR_ETIMEDOUT when it is still stopping on a helper thread; the process
+ * must then end with _exit() (exit handlers would race that thread). */
+int vr_rpc_shutdown_within(int limit_ms);
 
 /* Maps an rc (0, VR_E*, -errno) to a gRPC status code: VR_EINVAL ->
  * INVALID_ARGUMENT, VR_ENOTFOUND -> NOT_FOUND, VR_EEXIST -> ALREADY_EXISTS,

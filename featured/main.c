@@ -6,6 +6,9 @@
 #include "log.h"
 #include "service.h"
 
+#include <stdio.h>
+#include <unistd.h>
+
 static const char summary[] =
 	"featured: stores item images, embeds them with a CNN and serves the vectors\n"
 	"(visrec.v1.Featured and grpc.health.v1.Health over gRPC).\n"
@@ -84,6 +87,9 @@ int main(int argc, char **argv)
 	if (!code)
 		fd_service_log_stats(&svc);
 	fd_service_close(&svc);
-	vr_daemon_close(&d);
+	if (vr_daemon_close(&d)) {
+		fflush(NULL);
+		_exit(code);
+	}
 	return code;
 }

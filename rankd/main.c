@@ -7,6 +7,9 @@
 #include "log.h"
 #include "service.h"
 
+#include <stdio.h>
+#include <unistd.h>
+
 static const char summary[] =
 	"rankd: stores interactions, trains BPR/VBPR and ranks items\n"
 	"(visrec.v1.Rank and grpc.health.v1.Health over gRPC). At start it serves the last\n"
@@ -77,6 +80,9 @@ int main(int argc, char **argv)
 	vr_daemon_stop(&d);
 	rk_service_close(&svc);
 	vr_channel_destroy(svc.featured);
-	vr_daemon_close(&d);
+	if (vr_daemon_close(&d)) {
+		fflush(NULL);
+		_exit(code);
+	}
 	return code;
 }

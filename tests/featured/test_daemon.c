@@ -5,20 +5,17 @@
  * net at small input sizes keeps the whole group within seconds. */
 #include "fd_test.h"
 #include "harness.h"
+#include "procs.h"
 #include "rpc.h"
 #include "store.h"
 #include "visrec/v1/featured.pb-c.h"
 
 #include <fcntl.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-extern char **environ;
 
 #define PUT "/visrec.v1.Featured/PutItems"
 #define EMBED "/visrec.v1.Featured/Embed"
@@ -31,87 +28,29 @@ static char tmpdir[64];
 /* ---- the daemon process -------------------------------------------------- */
 
 struct daemon {
-	pid_t pid;
-	int out;
-	char addr[256];
+	struct proc p;  /* tests/procs.h */
 	char data[128];
-	char err_path[160];
 };
-
-static int64_t now_ms(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
-/* Reads the "featured listening on ADDR" line (up to ms). */
-static int wait_ready(struct daemon *d, int ms)
-{
-	static const char prefix[] = "featured listening on ";
-	char line[256];
-	size_t n = 0;
-	int64_t end = now_ms() + ms;
-	while (n < sizeof line - 1 && now_ms() < end) {
-		struct pollfd pfd = { .fd = d->out, .events = POLLIN };
-		if (poll(&pfd, 1, 50) <= 0)
-			continue;
-		if (read(d->out, line + n, 1) <= 0)
-			return -1;
-		if (line[n] == '\n') {
-			line[n] = 0;
-			if (strncmp(line, prefix, strlen(prefix)))
-				return -1;
-			snprintf(d->addr, sizeof d->addr, "%s", line + strlen(prefix));
-			return 0;
-		}
-		n++;
-	}
-	return -1;
-}
 
 /* Starts featured on data dir tag-data with the common flags and extra
  * (NULL-terminated), its stderr in tag.N.stderr. */
 static int start(struct daemon *d, const char *tag, const char *const *extra)
 {
 	static int runs;
+	char err[512];
+	snprintf(d->data, sizeof d->data, "%s/%s-data", tmpdir, tag);
+	snprintf(err, sizeof err, "%s/%s.%d.stderr", tmpdir, tag, ++runs);
 	const char *argv[48] = { FEATURED_BIN, "--listen", "127.0.0.1:0", "--data", d->data,
 				 "--arch", "small", "--input-size", "32", "--threads", "2" };
 	int argc = 11;
-	memset(d->addr, 0, sizeof d->addr);
-	snprintf(d->data, sizeof d->data, "%s/%s-data", tmpdir, tag);
-	snprintf(d->err_path, sizeof d->err_path, "%s/%s.%d.stderr", tmpdir, tag, ++runs);
 	for (; extra && *extra && argc < 46; extra++)
 		argv[argc++] = *extra;
 	argv[argc] = NULL;
-	int p[2];
-	if (pipe2(p, O_CLOEXEC))
+	unlink(err);
+	if (proc_spawn(&d->p, err, (char *const *)argv))
 		return -1;
-	posix_spawn_file_actions_t fa;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, p[1], 1);
-	posix_spawn_file_actions_addopen(&fa, 2, d->err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	posix_spawnattr_t at;
-	posix_spawnattr_init(&at);
-	sigset_t none, def;
-	sigemptyset(&none);
-	sigemptyset(&def);
-	sigaddset(&def, SIGTERM);
-	sigaddset(&def, SIGINT);
-	posix_spawnattr_setsigmask(&at, &none);
-	posix_spawnattr_setsigdefault(&at, &def);
-	posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-	int rc = posix_spawn(&d->pid, FEATURED_BIN, &fa, &at, (char *const *)argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	posix_spawnattr_destroy(&at);
-	close(p[1]);
-	d->out = p[0];
-	if (rc) {
-		d->pid = -1;
-		return -1;
-	}
-	if (wait_ready(d, 30000)) {
-		fprintf(stderr, "  featured did not start; see %s\n", d->err_path);
+	if (proc_wait_ready(&d->p, "featured", 30000)) {
+		fprintf(stderr, "  featured did not start; see %s\n", d->p.err_path);
 		return -1;
 	}
 	return 0;
@@ -120,28 +59,16 @@ static int start(struct daemon *d, const char *tag, const char *const *extra)
 /* SIGTERM and wait: the exit status, or -1 (then killed). */
 static int stop(struct daemon *d)
 {
-	int status = -1;
-	if (d->pid <= 0)
-		return -1;
-	kill(d->pid, SIGTERM);
-	for (int64_t end = now_ms() + 10000; now_ms() < end; usleep(10000))
-		if (waitpid(d->pid, &status, WNOHANG) == d->pid)
-			break;
-	if (status == -1) {
-		kill(d->pid, SIGKILL);
-		waitpid(d->pid, NULL, 0);
-	}
-	close(d->out);
-	d->pid = -1;
-	return status;
+	return d->p.pid > 0 ? proc_stop(&d->p, 10000) : -1;
 }
 
 static void kill9(struct daemon *d)
 {
-	kill(d->pid, SIGKILL);
-	waitpid(d->pid, NULL, 0);
-	close(d->out);
-	d->pid = -1;
+	kill(d->p.pid, SIGKILL);
+	waitpid(d->p.pid, NULL, 0);
+	close(d->p.out);
+	d->p.pid = -1;
+	d->p.out = -1;
 }
 
 /* The daemon's stderr so far (static buffer). */
@@ -149,7 +76,7 @@ static const char *stderr_of(const struct daemon *d)
 {
 	static char buf[16384];
 	buf[0] = 0;
-	int fd = open(d->err_path, O_RDONLY);
+	int fd = open(d->p.err_path, O_RDONLY);
 	if (fd >= 0) {
 		ssize_t n = read(fd, buf, sizeof buf - 1);
 		buf[n > 0 ? n : 0] = 0;
@@ -162,7 +89,7 @@ static vr_channel *channel(const struct daemon *d)
 {
 	vr_channel *ch = NULL;
 	vr_channel_opts o = { .max_message_bytes = 64 << 20 };
-	vr_channel_create(&ch, d->addr, &o);
+	vr_channel_create(&ch, d->p.addr, &o);
 	return ch;
 }
 
@@ -505,7 +432,7 @@ TEST(kill9_keeps_every_acked_item)
 	ing.ch = channel(&d);
 	ing.it = it;
 	pthread_create(&t, NULL, ingest_thread, NULL);
-	for (int64_t end = now_ms() + 30000; now_ms() < end; usleep(2000)) {
+	for (int64_t end = procs_now_ms() + 30000; procs_now_ms() < end; usleep(2000)) {
 		pthread_mutex_lock(&ing.mu);
 		int n = ing.nacked;
 		pthread_mutex_unlock(&ing.mu);

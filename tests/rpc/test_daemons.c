@@ -7,6 +7,7 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "harness.h"
 #include "health.h"
+#include "procs.h"
 #include "rpc.h"
 #include "visrec/v1/featured.pb-c.h"
 #include "visrec/v1/rankd.pb-c.h"
@@ -17,95 +18,26 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-extern char **environ;
-
 static char tmpdir[64];
 
-struct daemon {
-	pid_t pid;
-	int out;            /* read end of its stdout */
-	char addr[64];      /* "127.0.0.1:PORT" once ready */
-	char err_path[128]; /* its stderr */
-};
-
-static int64_t now_ms(void)
+/* Starts argv with its stderr in a fresh TMPDIR/<tag>.stderr. */
+static int spawn(struct proc *d, const char *tag, char *const argv[])
 {
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
-static int spawn(struct daemon *d, const char *tag, char *const argv[])
-{
-	memset(d, 0, sizeof *d);
-	d->pid = -1;
-	snprintf(d->err_path, sizeof d->err_path, "%s/%s.stderr", tmpdir, tag);
-	int p[2];
-	if (pipe2(p, O_CLOEXEC))
-		return -1;
-	posix_spawn_file_actions_t fa;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, p[1], 1);
-	posix_spawn_file_actions_addopen(&fa, 2, d->err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	posix_spawnattr_t at;
-	posix_spawnattr_init(&at);
-	sigset_t none, def;
-	sigemptyset(&none);
-	sigemptyset(&def);
-	sigaddset(&def, SIGTERM);
-	sigaddset(&def, SIGINT);
-	posix_spawnattr_setsigmask(&at, &none);
-	posix_spawnattr_setsigdefault(&at, &def);
-	posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-	int rc = posix_spawn(&d->pid, argv[0], &fa, &at, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	posix_spawnattr_destroy(&at);
-	close(p[1]);
-	d->out = p[0];
-	if (rc) {
-		d->pid = -1;
-		return -1;
-	}
-	return 0;
-}
-
-/* Reads the "<name> listening on ADDR" line (up to ms). */
-static int wait_ready(struct daemon *d, const char *name, int ms)
-{
-	char line[256];
-	size_t n = 0;
-	int64_t end = now_ms() + ms;
-	while (n < sizeof line - 1 && now_ms() < end) {
-		struct pollfd pfd = { .fd = d->out, .events = POLLIN };
-		if (poll(&pfd, 1, 50) <= 0)
-			continue;
-		ssize_t r = read(d->out, line + n, 1);
-		if (r <= 0)
-			return -1;
-		if (line[n] == '\n') {
-			line[n] = 0;
-			char prefix[64];
-			snprintf(prefix, sizeof prefix, "%s listening on ", name);
-			if (strncmp(line, prefix, strlen(prefix)))
-				return -1;
-			snprintf(d->addr, sizeof d->addr, "%s", line + strlen(prefix));
-			return 0;
-		}
-		n++;
-	}
-	return -1;
+	char err[512];
+	snprintf(err, sizeof err, "%s/%s.stderr", tmpdir, tag);
+	unlink(err);
+	return proc_spawn(d, err, argv);
 }
 
 /* Waits up to ms for the process to exit; its wait status, or -1. */
-static int wait_exit(struct daemon *d, int ms)
+static int wait_exit(struct proc *d, int ms)
 {
-	int64_t end = now_ms() + ms;
+	int64_t end = procs_now_ms() + ms;
 	for (;;) {
 		int status;
 		pid_t r = waitpid(d->pid, &status, WNOHANG);
@@ -113,13 +45,13 @@ static int wait_exit(struct daemon *d, int ms)
 			d->pid = -1;
 			return status;
 		}
-		if (now_ms() > end)
+		if (procs_now_ms() > end)
 			return -1;
 		usleep(10000);
 	}
 }
 
-static void reap(struct daemon *d)
+static void reap(struct proc *d)
 {
 	if (d->pid > 0) {
 		kill(d->pid, SIGKILL);
@@ -132,7 +64,7 @@ static void reap(struct daemon *d)
 }
 
 /* The daemon's stderr; *lines counts its lines. */
-static const char *stderr_of(struct daemon *d, int *lines)
+static const char *stderr_of(struct proc *d, int *lines)
 {
 	static char buf[4096];
 	buf[0] = 0;
@@ -148,7 +80,7 @@ static const char *stderr_of(struct daemon *d, int *lines)
 	return buf;
 }
 
-static int start_featured(struct daemon *d, const char *tag, const char *token)
+static int start_featured(struct proc *d, const char *tag, const char *token)
 {
 	char data[128];
 	snprintf(data, sizeof data, "%s/%s-data", tmpdir, tag);
@@ -156,7 +88,7 @@ static int start_featured(struct daemon *d, const char *tag, const char *token)
 			 token ? "--admin-token" : NULL, (char *)token, NULL };
 	if (spawn(d, tag, argv))
 		return -1;
-	return wait_ready(d, "featured", 10000);
+	return proc_wait_ready(d, "featured", 10000);
 }
 
 static int health_check(vr_channel *ch, const char *service, int *status, vr_status *st)
@@ -224,7 +156,7 @@ static unsigned check_registered(vr_channel *ch, const ProtobufCServiceDescripto
 
 TEST(featured_serves_health_and_info)
 {
-	struct daemon d;
+	struct proc d;
 	ASSERT_OK(start_featured(&d, "f1", NULL));
 	vr_channel *ch = NULL;
 	ASSERT_OK(vr_channel_create(&ch, d.addr, NULL));
@@ -239,9 +171,9 @@ TEST(featured_serves_health_and_info)
 	unsigned ok = check_registered(ch, &visrec__v1__featured__descriptor);
 	vr_channel_destroy(ch);
 	kill(d.pid, SIGTERM);
-	int64_t t0 = now_ms();
+	int64_t t0 = procs_now_ms();
 	int status = wait_exit(&d, 5000);
-	int64_t took = now_ms() - t0;
+	int64_t took = procs_now_ms() - t0;
 	reap(&d);
 	ASSERT_OK(rc1);
 	ASSERT_OK(rc2);
@@ -259,12 +191,12 @@ TEST(featured_serves_health_and_info)
 
 TEST(rankd_serves_and_reaches_featured)
 {
-	struct daemon f, r;
+	struct proc f, r;
 	ASSERT_OK(start_featured(&f, "f2", NULL));
 	char data[128];
 	snprintf(data, sizeof data, "%s/r2-data", tmpdir);
 	char *argv[] = { RANKD_BIN, "--listen", "127.0.0.1:0", "--data", data, "--featured", f.addr, NULL };
-	if (spawn(&r, "r2", argv) || wait_ready(&r, "rankd", 10000)) {
+	if (spawn(&r, "r2", argv) || proc_wait_ready(&r, "rankd", 10000)) {
 		reap(&r);
 		reap(&f);
 		FAIL_("rankd did not start");
@@ -310,7 +242,7 @@ TEST(rankd_serves_and_reaches_featured)
 
 TEST(sigterm_with_stream_open)
 {
-	struct daemon d;
+	struct proc d;
 	ASSERT_OK(start_featured(&d, "f3", NULL));
 	vr_channel *ch = NULL;
 	vr_channel_create(&ch, d.addr, NULL);
@@ -329,7 +261,7 @@ TEST(sigterm_with_stream_open)
 		}
 	}
 	kill(d.pid, SIGTERM);
-	int64_t t0 = now_ms();
+	int64_t t0 = procs_now_ms();
 	while (cc && vr_ccall_recv(cc, &m) == 0) {
 		last = ((Grpc__Health__V1__HealthCheckResponse *)m)->status;
 		protobuf_c_message_free_unpacked(m, NULL);
@@ -338,7 +270,7 @@ TEST(sigterm_with_stream_open)
 	if (cc)
 		vr_ccall_finish(cc, &st);
 	int status = wait_exit(&d, 5000);
-	int64_t took = now_ms() - t0;
+	int64_t took = procs_now_ms() - t0;
 	vr_channel_destroy(ch);
 	reap(&d);
 	ASSERT_EQ_INT(first, VR_HEALTH_SERVING);
@@ -350,7 +282,7 @@ TEST(sigterm_with_stream_open)
 
 TEST(admin_token)
 {
-	struct daemon d;
+	struct proc d;
 	ASSERT_OK(start_featured(&d, "f4", "t0ken"));
 	vr_channel *anon = NULL, *adm = NULL;
 	vr_channel_opts o = { .token = "t0ken" };
@@ -386,7 +318,7 @@ TEST(unwritable_data_dir)
 	snprintf(file, sizeof file, "%s/plainfile", tmpdir);
 	close(open(file, O_WRONLY | O_CREAT, 0644));
 	snprintf(data, sizeof data, "%s/sub", file);
-	struct daemon d;
+	struct proc d;
 	char *argv[] = { FEATURED_BIN, "--listen", "127.0.0.1:0", "--data", data, NULL };
 	ASSERT_OK(spawn(&d, "f5", argv));
 	int status = wait_exit(&d, 5000);
@@ -410,7 +342,7 @@ TEST(port_taken)
 	char listen_addr[64], data[128];
 	snprintf(listen_addr, sizeof listen_addr, "127.0.0.1:%d", ntohs(a.sin_port));
 	snprintf(data, sizeof data, "%s/f6-data", tmpdir);
-	struct daemon d;
+	struct proc d;
 	char *argv[] = { FEATURED_BIN, "--listen", listen_addr, "--data", data, NULL };
 	int rc = spawn(&d, "f6", argv);
 	int status = rc ? -1 : wait_exit(&d, 5000);
@@ -427,7 +359,7 @@ TEST(port_taken)
 
 TEST(bad_flag)
 {
-	struct daemon d;
+	struct proc d;
 	char *argv[] = { RANKD_BIN, "--data", tmpdir, "--threads", "lots", NULL };
 	ASSERT_OK(spawn(&d, "r7", argv));
 	int status = wait_exit(&d, 5000);

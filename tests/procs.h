@@ -1,9 +1,10 @@
 /* procs: featured and rankd as real processes for tests and benchmarks:
  * started with posix_spawn (never fork after grpc_init) on 127.0.0.1:0,
  * the address taken from their "<name> listening on ADDR" line, stopped
- * with SIGTERM. Header-only; one daemon per struct proc. */
-#ifndef RK_TEST_PROCS_H
-#define RK_TEST_PROCS_H
+ * with SIGTERM. Header-only; one daemon per struct proc. Shared by the
+ * daemon tests of rpc, featured, rankd_service and dvbpr and by benchmarks. */
+#ifndef VR_TEST_PROCS_H
+#define VR_TEST_PROCS_H
 
 #include <fcntl.h>
 #include <poll.h>

@@ -203,6 +203,11 @@ struct nn_backend_ops {
 	 * host memory. The caller may reuse img once the op returns. */
 	int (*input_u8)(struct nn_backend *b, int n, int size, const uint8_t *const *img,
 		const float mul[3], const float add[3], float *x);
+	/* The same from an image set in this backend's memory (nn_images):
+	 * image i is set + idx[i] x size x size x 3; idx is host memory the
+	 * caller may reuse once the op returns. */
+	int (*input_u8_gather)(struct nn_backend *b, int n, int size, const uint8_t *set,
+		const uint32_t *idx, const float mul[3], const float add[3], float *x);
 
 	/* Releases priv; the backend struct itself is freed by nn_backend_close. */
 	void (*close)(struct nn_backend *b);

@@ -242,17 +242,33 @@ static int cpu_adam_step(struct nn_backend *b, size_t count, float *w, const flo
 	return 0;
 }
 
+/* One HWC byte image into its three CHW float planes. */
+static void u8_image(const uint8_t *img, size_t plane, const float mul[3], const float add[3],
+	float *x)
+{
+	for (int c = 0; c < 3; c++) {
+		const uint8_t *in = img + c;
+		float *o = x + c * plane;
+		for (size_t p = 0; p < plane; p++)
+			o[p] = in[3 * p] * mul[c] + add[c];
+	}
+}
+
 static int cpu_input_u8(struct nn_backend *b, int n, int size, const uint8_t *const *img,
 	const float mul[3], const float add[3], float *x)
 {
 	const size_t plane = (size_t)size * size;
 	for (int i = 0; i < n; i++)
-		for (int c = 0; c < 3; c++) {
-			const uint8_t *in = img[i] + c;
-			float *o = x + ((size_t)i * 3 + c) * plane;
-			for (size_t p = 0; p < plane; p++)
-				o[p] = in[3 * p] * mul[c] + add[c];
-		}
+		u8_image(img[i], plane, mul, add, x + (size_t)i * 3 * plane);
+	return 0;
+}
+
+static int cpu_input_u8_gather(struct nn_backend *b, int n, int size, const uint8_t *set,
+	const uint32_t *idx, const float mul[3], const float add[3], float *x)
+{
+	const size_t plane = (size_t)size * size;
+	for (int i = 0; i < n; i++)
+		u8_image(set + idx[i] * 3 * plane, plane, mul, add, x + (size_t)i * 3 * plane);
 	return 0;
 }
 
@@ -294,6 +310,7 @@ static const struct nn_backend_ops cpu_ops = {
 	.sgd_step = cpu_sgd_step,
 	.adam_step = cpu_adam_step,
 	.input_u8 = cpu_input_u8,
+	.input_u8_gather = cpu_input_u8_gather,
 	.close = cpu_close,
 };
 

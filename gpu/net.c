@@ -892,38 +892,61 @@ static int layer_fwd(nn_net *net, int li, int n, int train)
 	return VR_EINVAL;
 }
 
-/* Normalises n images of bytes into the input tensor on the backend,
- * with the net's mean and std: (byte / 255 - mean) / std. */
-static int load_u8(nn_net *net, const uint8_t *const *images, int n)
+/* Where a forward's input comes from: normalised host floats, host
+ * bytes, or images of a set. */
+struct source {
+	const float *x;
+	const uint8_t *const *images;
+	const nn_images *set;
+	const uint32_t *idx;
+};
+
+/* Puts n images of src into the input tensor on the backend; bytes are
+ * normalised there with the net's mean and std: (byte / 255 - mean) / std. */
+static int load_input(nn_net *net, const struct source *src, int n)
 {
-	float mul[3], add[3];
-	for (int i = 0; i < n; i++)
-		if (!images[i])
-			return VR_EINVAL;
+	const struct nn_backend_ops *o = net->b->ops;
+	float mul[3], add[3], *x = net->tensors[0].data;
+	if (src->x)
+		return o->upload(net->b, x, src->x, sizeof(float) * n * net->tensors[0].size);
 	for (int c = 0; c < 3; c++) {
 		mul[c] = 1.0f / (255.0f * net->std[c]);
 		add[c] = -net->mean[c] / net->std[c];
 	}
-	return net->b->ops->input_u8(net->b, n, net->input_size, images, mul, add,
-		net->tensors[0].data);
+	if (src->images) {
+		for (int i = 0; i < n; i++)
+			if (!src->images[i]) {
+				nn__errmsg(net, "image %d of the batch is NULL", i);
+				return VR_EINVAL;
+			}
+		return o->input_u8(net->b, n, net->input_size, src->images, mul, add, x);
+	}
+	if (src->set->b != net->b || src->set->size != net->input_size) {
+		nn__errmsg(net, "the image set is on another backend or of %d px, not %d",
+			src->set->size, net->input_size);
+		return VR_EINVAL;
+	}
+	for (int i = 0; i < n; i++)
+		if (src->idx[i] >= src->set->n) {
+			nn__errmsg(net, "image %u is not in the set of %zu", src->idx[i], src->set->n);
+			return VR_EINVAL;
+		}
+	return o->input_u8_gather(net->b, n, net->input_size, src->set->data, src->idx, mul, add,
+		x);
 }
 
-/* Loads the input, from host floats (input) or host bytes (images), and
- * runs layers 0 to last. */
-static int run_forward(nn_net *net, const float *input, const uint8_t *const *images, int n,
-	int last, int train)
+/* Loads the input from src and runs layers 0 to last. */
+static int run_forward(nn_net *net, const struct source *src, int n, int last, int train)
 {
 	int rc;
-	if (n < 1 || n > net->max_batch || (!input && !images)) {
+	if (n < 1 || n > net->max_batch) {
 		nn__errmsg(net, "batch of %d images; this net takes 1 to %d", n, net->max_batch);
 		return VR_EINVAL;
 	}
 	net->can_backward = 0;
-	rc = input ? net->b->ops->upload(net->b, net->tensors[0].data, input,
-			sizeof(float) * n * net->tensors[0].size) :
-		load_u8(net, images, n);
-	if (rc) {
-		nn__errmsg(net, "loading the input failed");
+	if ((rc = load_input(net, src, n))) {
+		if (rc != VR_EINVAL)
+			nn__errmsg(net, "loading the input failed");
 		return rc;
 	}
 	if (train)
@@ -947,10 +970,9 @@ static int download_output(nn_net *net, int layer, int n, float *out)
 	return rc;
 }
 
-static int forward(nn_net *net, const float *input, const uint8_t *const *images, int n,
-	int train, float *out)
+static int forward(nn_net *net, const struct source *src, int n, int train, float *out)
 {
-	int rc = run_forward(net, input, images, n, net->out_layer, train);
+	int rc = run_forward(net, src, n, net->out_layer, train);
 	if (!rc && (rc = download_output(net, net->out_layer, n, out)) == 0)
 		net->can_backward = !net->inference_only;
 	return rc;
@@ -958,12 +980,24 @@ static int forward(nn_net *net, const float *input, const uint8_t *const *images
 
 int nn_net_forward(nn_net *net, const float *input, int n, int train, float *out)
 {
-	return forward(net, input, NULL, n, train, out);
+	if (!input)
+		return VR_EINVAL;
+	return forward(net, &(struct source){ .x = input }, n, train, out);
 }
 
 int nn_net_forward_u8(nn_net *net, const uint8_t *const *images, int n, int train, float *out)
 {
-	return forward(net, NULL, images, n, train, out);
+	if (!images)
+		return VR_EINVAL;
+	return forward(net, &(struct source){ .images = images }, n, train, out);
+}
+
+int nn_net_forward_images(nn_net *net, const nn_images *set, const uint32_t *idx, int n,
+	int train, float *out)
+{
+	if (!set || !idx)
+		return VR_EINVAL;
+	return forward(net, &(struct source){ .set = set, .idx = idx }, n, train, out);
 }
 
 int nn_net_features(nn_net *net, const char *layer, const float *input, int n, float *out)
@@ -974,7 +1008,9 @@ int nn_net_features(nn_net *net, const char *layer, const float *input, int n, f
 		nn__errmsg(net, "%s has no layer \"%s\"", net->arch, layer ? layer : "(null)");
 		return VR_ENOTFOUND;
 	}
-	if ((rc = run_forward(net, input, NULL, n, l, 0)))
+	if (!input)
+		return VR_EINVAL;
+	if ((rc = run_forward(net, &(struct source){ .x = input }, n, l, 0)))
 		return rc;
 	return download_output(net, l, n, out);
 }

@@ -100,6 +100,13 @@ struct nn_net {
 	char errmsg[256];
 };
 
+struct nn_images {
+	struct nn_backend *b;
+	size_t n;                  /* images */
+	int size;                  /* S: each image is S x S x 3 bytes */
+	uint8_t *data;             /* n x S x S x 3 bytes of the backend's memory */
+};
+
 struct nn_optim {
 	nn_net *net;
 	struct nn_optim_opts opts;

@@ -343,6 +343,13 @@ static int cuda_input_u8(struct nn_backend *b, int n, int size, const uint8_t *c
 	return 0;
 }
 
+static int cuda_input_u8_gather(struct nn_backend *b, int n, int size, const uint8_t *set,
+	const uint32_t *idx, const float mul[3], const float add[3], float *x)
+{
+	return NN_CU(nn__k_input_u8_gather(nn__cuda(b)->stream, n, (size_t)size * size, set, idx,
+		mul, add, x));
+}
+
 /* ---- Opening and closing --------------------------------------------------- */
 
 static void cuda_close(struct nn_backend *b)
@@ -400,6 +407,7 @@ static const struct nn_backend_ops cuda_ops = {
 	.sgd_step = cuda_sgd_step,
 	.adam_step = cuda_adam_step,
 	.input_u8 = cuda_input_u8,
+	.input_u8_gather = cuda_input_u8_gather,
 	.close = cuda_close,
 };
 

@@ -92,6 +92,11 @@ cudaError_t nn__k_adam(cudaStream_t st, size_t count, float *w, const float *g, 
  * plane pixels each (HWC bytes in, CHW floats out). */
 cudaError_t nn__k_input_u8(cudaStream_t st, int n, size_t plane, const unsigned char *u8,
 	const float mul[3], const float add[3], float *x);
+/* The same for n images of an image set on the device: image i at
+ * set + idx[i] * 3 * plane (idx in host memory; it travels in the launch). */
+cudaError_t nn__k_input_u8_gather(cudaStream_t st, int n, size_t plane,
+	const unsigned char *set, const unsigned *idx, const float mul[3], const float add[3],
+	float *x);
 
 #ifdef __cplusplus
 }

@@ -18,26 +18,8 @@
 
 #include "cpu.h"
 #include "net_priv.h"
+#include "bench.h"
 #include "nn.h"
-
-static double now(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, n, sizeof(double), cmp_double);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 static void fill(float *a, size_t n, uint64_t seed)
 {
@@ -73,14 +55,14 @@ static double sgemm_gflops(int m, int n, int k, int reps)
 	fill(b, (size_t)k * n, 2);
 	nn_sgemm(0, 0, m, n, k, 1.0f, a, k, b, n, 0.0f, c, n);
 	for (int r = 0; r < reps; r++) {
-		double t0 = now();
+		double t0 = bench_now();
 		nn_sgemm(0, 0, m, n, k, 1.0f, a, k, b, n, 0.0f, c, n);
-		t[r] = now() - t0;
+		t[r] = bench_now() - t0;
 	}
 	free(a);
 	free(b);
 	free(c);
-	return 2.0 * m * n * k / median(t, reps) / 1e9;
+	return 2.0 * m * n * k / bench_median(t, reps) / 1e9;
 }
 
 /* Times each conv, pool, LRN and fc layer's CPU kernels alone. */
@@ -119,60 +101,60 @@ static void profile(nn_net *net, int n)
 		double u[3] = { 0 };
 		switch (ly->kind) {
 		case NN__CONV:
-			t0 = now();
+			t0 = bench_now();
 			nn_cpu_conv_fwd(&ly->u.conv, n, x, w, w, y, ws);
-			u[0] = now() - t0;
-			t0 = now();
+			u[0] = bench_now() - t0;
+			t0 = bench_now();
 			if (ly->in[0] != 0)
 				nn_cpu_conv_bwd_data(&ly->u.conv, n, y, w, dx, 0, ws);
-			u[1] = now() - t0;
-			t0 = now();
+			u[1] = bench_now() - t0;
+			t0 = bench_now();
 			nn_cpu_conv_bwd_filter(&ly->u.conv, n, x, y, dw, ws);
 			nn_cpu_conv_bwd_bias(&ly->u.conv, n, y, dw);
-			u[2] = now() - t0;
+			u[2] = bench_now() - t0;
 			break;
 		case NN__FC:
-			t0 = now();
+			t0 = bench_now();
 			nn_cpu_fc_fwd(n, ly->u.fc.in, ly->u.fc.out, x, w, w, y);
-			u[0] = now() - t0;
-			t0 = now();
+			u[0] = bench_now() - t0;
+			t0 = bench_now();
 			nn_cpu_fc_bwd_data(n, ly->u.fc.in, ly->u.fc.out, y, w, dx, 0);
-			u[1] = now() - t0;
-			t0 = now();
+			u[1] = bench_now() - t0;
+			t0 = bench_now();
 			nn_cpu_fc_bwd_weights(n, ly->u.fc.in, ly->u.fc.out, x, y, dw, dw);
-			u[2] = now() - t0;
+			u[2] = bench_now() - t0;
 			break;
 		case NN__POOL:
-			t0 = now();
+			t0 = bench_now();
 			nn_cpu_pool_fwd(&ly->u.pool, n, x, y);
-			u[0] = now() - t0;
-			t0 = now();
+			u[0] = bench_now() - t0;
+			t0 = bench_now();
 			nn_cpu_pool_bwd(&ly->u.pool, n, x, y, dx, 0);
-			u[1] = now() - t0;
+			u[1] = bench_now() - t0;
 			break;
 		case NN__LRN:
-			t0 = now();
+			t0 = bench_now();
 			nn_cpu_lrn_fwd(&ly->u.lrn, n, x, y);
-			u[0] = now() - t0;
-			t0 = now();
+			u[0] = bench_now() - t0;
+			t0 = bench_now();
 			nn_cpu_lrn_bwd(&ly->u.lrn, n, x, y, y, dx, 0, ws);
-			u[1] = now() - t0;
+			u[1] = bench_now() - t0;
 			break;
 		case NN__ACT:
-			t0 = now();
+			t0 = bench_now();
 			nn_cpu_act_fwd(ly->u.act, count, x, x);
-			u[0] = now() - t0;
-			t0 = now();
+			u[0] = bench_now() - t0;
+			t0 = bench_now();
 			nn_cpu_act_bwd(ly->u.act, count, x, y, y, 0);
-			u[1] = now() - t0;
+			u[1] = bench_now() - t0;
 			break;
 		case NN__DROPOUT:
-			t0 = now();
+			t0 = bench_now();
 			nn_cpu_dropout_fwd(count, ly->u.p, 1, x, y);
-			u[0] = now() - t0;
-			t0 = now();
+			u[0] = bench_now() - t0;
+			t0 = bench_now();
 			nn_cpu_dropout_bwd(count, ly->u.p, 1, y, dx, 0);
-			u[1] = now() - t0;
+			u[1] = bench_now() - t0;
 			break;
 		default:
 			break;
@@ -221,23 +203,23 @@ static int bench(nn_backend *b, const char *arch, int size, int batch, int iters
 		dy[i] *= 1e-3f;
 	/* Inference. */
 	for (int r = 0; r <= iters && !rc; r++) {
-		double t0 = now();
+		double t0 = bench_now();
 		rc = nn_net_forward(net, x, batch, 0, y);
 		if (r)
-			t[r - 1] = now() - t0;
+			t[r - 1] = bench_now() - t0;
 	}
-	double inf = median(t, iters);
+	double inf = bench_median(t, iters);
 	/* Training steps. */
 	for (int r = 0; r <= iters && !rc; r++) {
-		double t0 = now();
+		double t0 = bench_now();
 		rc = nn_net_zero_grad(net);
 		rc = rc ? rc : nn_net_forward(net, x, batch, 1, y);
 		rc = rc ? rc : nn_net_backward(net, dy, NULL);
 		rc = rc ? rc : nn_optim_step(opt);
 		if (r)
-			t[r - 1] = now() - t0;
+			t[r - 1] = bench_now() - t0;
 	}
-	double tr = median(t, iters);
+	double tr = bench_median(t, iters);
 	if (rc) {
 		fprintf(stderr, "bench_nn: %s: %s\n", arch, nn_net_errmsg(net));
 	} else {

@@ -17,12 +17,17 @@
 #      nn_cuda_parity nets (every AlexNet and CNN-F layer at its real shape,
 #      batch 2, each op forward and every gradient, then each whole net):
 #      GPU against the CPU reference, FP32 and TF32;
-#   4. runs nn_cuda_bench and bench_torch_gpu.py: AlexNet and CNN-F
+#   4. runs nn_cuda_dvbpr and bench_torch_dvbpr.py: featured's side of a
+#      DVBPR step (the tutorial's: AlexNet K=100, 128 triples = 256 images
+#      at 224 from a 9,633-item uint8 cache, Adam), ours beside PyTorch on
+#      the same card, FP32 and TF32, and the 5-epoch tutorial schedule
+#      extrapolated from the step time;
+#   5. runs nn_cuda_bench and bench_torch_gpu.py: AlexNet and CNN-F
 #      images/s at batch 256, inference and a training step, FP32 and
 #      TF32, ours beside PyTorch + cuDNN on the same card; then, if time is
 #      left, MobileNetV2's and ResNet-50's layers (batch 1; failing rows
 #      and the largest errors only);
-#   5. prints ONE table (parity, then throughput) and writes it to
+#   6. prints ONE table (parity, DVBPR, then throughput) and writes it to
 #      $OUT/gpu-table.txt when OUT is set (logs beside it).
 # Every phase runs under its own timeout, cut to what is left of the
 # overall budget (DEVICE_CHECK_BUDGET seconds, default 470), so a hang
@@ -171,7 +176,7 @@ CONFIGURE=$(printf '%q ' cmake -S "$REPO/gpu" -B "$BUILD" -DCMAKE_BUILD_TYPE=Rel
   -DCUDNN_INCLUDE_DIR="$(dirname "$CUDNN_H")" -DCUDNN_LIBRARY="$CUDNN_LIB" \
   -DCUBLAS_INCLUDE_DIR="$(dirname "$CUBLAS_H")" -DCUBLAS_LIBRARY="$CUBLAS_LIB")
 COMPILE=$(printf '%q ' cmake --build "$BUILD" -j "$JOBS" --target nn_cuda_parity nn_cuda_bench \
-  test_nn_cuda)
+  nn_cuda_dvbpr test_nn_cuda)
 if ! run_phase "build gpu/ with CUDA" 200 "$TMP/build.log" bash -c "$CONFIGURE && $COMPILE"; then
   # This machine's compilers may warn where the build machine's do not
   # (-Werror): build once more with every warning left a warning (wrappers
@@ -213,14 +218,27 @@ if [ "$rc" -eq 77 ]; then
   exit 77
 fi
 [ "$rc" -eq 0 ] || STATUS=1
+
+# The backend's own tests on this machine's backend ("auto": the GPU): the
+# uint8 paths, image sets included, against each other.
+run_phase "test_nn_cuda" 30 "$TMP/test-cuda.log" "$BIN/test_nn_cuda" || STATUS=1
+
+# ---- 4. DVBPR: featured's side of a training step -------------------------------
+run_phase "DVBPR step, ours: nn_cuda_dvbpr" 100 "$TMP/dvbpr-ours.log" \
+  "$BIN/nn_cuda_dvbpr" -s 60 -m fp32,tf32 -c host,dev || STATUS=1
+run_phase "DVBPR step, PyTorch: bench_torch_dvbpr.py" 120 "$TMP/dvbpr-torch.log" \
+  env LD_LIBRARY_PATH="$OLD_LD_LIBRARY_PATH" \
+  python3 "$REPO/tests/gpu/bench_torch_dvbpr.py" -s 60 -m fp32,tf32 -c dev,host || STATUS=1
+
 run_phase "parity, AlexNet and CNN-F layers (nn_cuda_parity nets)" 170 \
   "$TMP/parity-nets.log" "$BIN/nn_cuda_parity" -n 2 -o "$TMP/parity-nets.txt" nets ||
   STATUS=1
 
-# ---- 4. throughput ------------------------------------------------------------
+# ---- 5. throughput ------------------------------------------------------------
 run_phase "ours: nn_cuda_bench, batch 256" 110 "$TMP/bench-ours.log" \
   "$BIN/nn_cuda_bench" -b 256 -i 10 -m fp32,tf32 -a alexnet,cnnf || STATUS=1
 run_phase "PyTorch: bench_torch_gpu.py, batch 256" 110 "$TMP/bench-torch.log" \
+  env LD_LIBRARY_PATH="$OLD_LD_LIBRARY_PATH" \
   python3 "$REPO/tests/gpu/bench_torch_gpu.py" -b 256 -i 10 -m fp32,tf32 -a alexnet,cnnf ||
   STATUS=1
 
@@ -238,17 +256,50 @@ if [ -n "$EXTRA" ]; then
   [ "$rc" -eq 0 ] || [ "$rc" -eq 124 ] || STATUS=1
 fi
 
-# ---- 5. the table -------------------------------------------------------------
+# ---- 6. the table -------------------------------------------------------------
 TABLE=$TMP/gpu-table.txt
 {
   say "==================================================================================="
   say "visrec gpu/ CUDA backend: device check, $(date -u +%FT%TZ)"
   timeout 20 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
   say "nvcc $("$NVCC" --version | tail -n 1); cuDNN ${CUDNN_VER:-?} from $CUDNN_SO"
+  say "test_nn_cuda on this machine's backend: $(tail -n 1 "$TMP/test-cuda.log" 2>/dev/null)"
   for f in parity-small parity-nets parity-extra; do
     if [ -s "$TMP/$f.txt" ]; then cat "$TMP/$f.txt"
     elif [ "$f" != parity-extra ] || [ -n "$EXTRA" ]; then say "($f: no output)"; fi
   done
+  python3 - "$TMP/dvbpr-ours.log" "$TMP/dvbpr-torch.log" <<'EOF'
+import re, sys
+r = {}
+for path in sys.argv[1:]:
+    try:
+        for line in open(path):
+            m = re.match(r"RESULT (\w+) dvbpr alexnet ([\w-]+) (\w+) ([\d.]+)", line)
+            if m:
+                r[m.groups()[:3]] = float(m.group(4))
+    except OSError:
+        pass
+print("\nDVBPR, featured's side of a step: AlexNet K=100, 128 triples (256 images at 224x224)")
+print("from 9,633 items' uint8 images, Adam lr 1e-3 wd 1e-4; ms per step back to back (mean of")
+print("60 after 3 warm-ups), and 5 epochs of 5 M triples extrapolated from it. ours =")
+print("nn_cuda_dvbpr, torch = bench_torch_dvbpr.py; images in host memory (pinned for torch)")
+print("and sent each step, or on the GPU (ours: an nn_images set) with only indices sent.")
+print(f"{'mode':6s} {'images':7s} {'ours ms':>9s} {'torch ms':>9s} {'ratio':>6s} "
+      f"{'ours 5 ep':>12s} {'torch 5 ep':>12s}   ours: forward / loss / backward+Adam ms")
+def f(v, w=9):
+    return f"{v:{w}.2f}" if v else f"{'-':>{w}}"
+for mode in ("fp32", "tf32"):
+    for place, tag in (("host", mode), ("gpu", mode + "-dev")):
+        o = r.get(("ours", tag, "step_ms"))
+        t = r.get(("torch", tag, "step_ms"))
+        eo = r.get(("ours", tag, "epochs_min"))
+        et = r.get(("torch", tag, "epochs_min"))
+        ratio = f"{t / o:6.2f}" if o and t else f"{'-':>6}"
+        split = " / ".join(f"{r.get(('ours', tag, k), 0):.2f}"
+                           for k in ("fwd_ms", "loss_ms", "bwd_ms"))
+        print(f"{mode:6s} {place:7s} {f(o)} {f(t)} {ratio} {f(eo, 8)} min {f(et, 8)} min   {split}")
+print("ratio = torch ms / ours ms (> 1: ours faster). Goal: 5 epochs in <= 10 min on one H100.")
+EOF
   python3 - "$TMP/bench-ours.log" "$TMP/bench-torch.log" <<'EOF'
 import re, sys
 r = {}
@@ -301,7 +352,7 @@ EOF
 cat "$TABLE"
 if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT" && cp "$TABLE" "$OUT/gpu-table.txt" &&
-    cp "$TMP"/*.log "$OUT/" 2>/dev/null
+    tar -czf "$OUT/logs.tar.gz" -C "$TMP" $(cd "$TMP" && ls *.log) 2>/dev/null
   say "(table and logs copied to $OUT)"
 fi
 exit "$STATUS"

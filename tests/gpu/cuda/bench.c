@@ -26,26 +26,8 @@
 
 #include "err.h"
 #include "net_priv.h"
+#include "bench.h"
 #include "nn.h"
-
-static double now(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, n, sizeof(double), cmp_double);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 struct bench {
 	nn_net *net;
@@ -83,7 +65,7 @@ static double measure(struct bench *s, int metric, int iters)
 	if (!t)
 		return 0;
 	for (int i = -2; i < iters; i++) {
-		double t0 = now();
+		double t0 = bench_now();
 		int rc = run_once(s, metric);
 		if (rc) {
 			fprintf(stderr, "%s: %s: %s\n", metric_names[metric], vr_strerror(rc),
@@ -91,9 +73,9 @@ static double measure(struct bench *s, int metric, int iters)
 			goto leave;
 		}
 		if (i >= 0)
-			t[i] = now() - t0;
+			t[i] = bench_now() - t0;
 	}
-	rate = s->n / median(t, iters);
+	rate = s->n / bench_median(t, iters);
 leave:
 	free(t);
 	return rate;
@@ -107,12 +89,12 @@ static int bench_arch(nn_backend *b, const char *mode, const char *arch, int n, 
 	uint8_t **img = NULL;
 	char err[256];
 	int rc = VR_ENOMEM, size;
-	double t0 = now();
+	double t0 = bench_now();
 	if ((rc = nn_net_create(b, arch, &o, &s.net, err, sizeof(err)))) {
 		fprintf(stderr, "%s: %s\n", arch, err);
 		return rc;
 	}
-	double setup = now() - t0;
+	double setup = bench_now() - t0;
 	size = nn_net_input_size(s.net);
 	const size_t per = (size_t)3 * size * size, outs = nn_net_output_size(s.net);
 	s.x = malloc(sizeof(float) * per * n);

@@ -19,7 +19,12 @@
  *   gemm  exact FP32, NN_CUDA_CONV_ALGOS=gemm (no FFT or Winograd),
  *   tf32  NN_CUDA_TF32=1 (tensor-core TF32 in convolutions and GEMMs),
  * and reports, per output tensor, rel = max|gpu - cpu| / max(max|cpu|,
- * 1e-6). An op's row passes when fp32 and gemm are <= 1e-5. TF32 is
+ * 1e-6). An op's row passes when gemm is <= 1e-5 and fp32 <= 4e-5: the
+ * fp32 backend may pick cuDNN's Winograd or FFT algorithms, whose
+ * transforms round more than a direct sum (seen on an H100: 1.5e-5 on
+ * ResNet-50's 512-channel 3x3 convolutions at 7x7 with WINOGRAD_NONFUSED,
+ * where the gemm path gave 3e-6), so the exact-sum bound is the gemm
+ * column's, and fp32's is looser by FAST_ALGO_SLACK. TF32 is
  * measured, not judged, except that over 3e-2 means a bug rather than
  * rounding. Outputs written with acc == 0 are filled with NaN first, so
  * an op that reads what it should overwrite shows up.
@@ -49,6 +54,7 @@
 #include "nn.h"
 
 #define OP_TOL 1e-5
+#define FAST_ALGO_SLACK 4.0   /* fp32 column: Winograd and FFT round more */
 #define NET_TOL 1e-4
 #define TF32_BUG 3e-2
 #define MAX_OUTS 400
@@ -266,7 +272,7 @@ static void check(struct ctx *t, const char *label, run_fn run, const void *arg,
 					name);
 			}
 		int pass = measured ||
-			(e[FP32] <= tol && e[GEMM] <= tol && e[TF32] <= TF32_BUG);
+			(e[FP32] <= FAST_ALGO_SLACK * tol && e[GEMM] <= tol && e[TF32] <= TF32_BUG);
 		t->rows++;
 		t->fails += !pass;
 		if (t->quiet && pass)
@@ -1102,11 +1108,13 @@ int main(int argc, char **argv)
 	snprintf(line, sizeof(line), "GPU-vs-CPU parity on %s\nCPU reference: %s\n"
 		"rel = max|gpu - cpu| / max(max|cpu|, 1e-6) per output tensor. Columns: fp32 = exact "
 		"FP32 (the default),\ngemm = exact FP32 without FFT/Winograd convolutions, tf32 = "
-		"NN_CUDA_TF32=1. Pass: fp32 and gemm\n<= %.0e per op; a whole net's forward <= %.0e "
+		"NN_CUDA_TF32=1. Pass: gemm <= %.0e and\nfp32 <= %.0e per op (Winograd and FFT round "
+		"more); a whole net's forward <= %.0e and %.0e "
 		"(rounding compounds through every layer),\nits gradients are shown, not judged (-: a "
 		"pre-activation rounded to the other side of zero,\nor a max-pool near-tie, moves a "
-		"term); tf32 is measured, and fails only above %.0e (a bug).\n", nn_backend_device(t.gpu[FP32]), nn_backend_device(t.cpu), OP_TOL,
-		NET_TOL, TF32_BUG);
+		"term); tf32 is measured, and fails only above %.0e (a bug).\n", nn_backend_device(t.gpu[FP32]),
+		nn_backend_device(t.cpu), OP_TOL, FAST_ALGO_SLACK * OP_TOL, NET_TOL,
+		FAST_ALGO_SLACK * NET_TOL, TF32_BUG);
 	emit(&t, line);
 	if (!strcmp(argv[optind], "small")) {
 		small_cases(&t);

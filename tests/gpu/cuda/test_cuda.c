@@ -2,7 +2,8 @@
  * "cuda" without a device fails with VR_EDEVICE and says so, "auto" falls
  * back to the CPU and names the reason, and nn_net_forward_u8 computes
  * exactly what nn_net_forward computes from the same bytes normalised on
- * the host (featured's formula: byte / (255 std) - mean / std). Where a
+ * the host (featured's formula: byte / (255 std) - mean / std), as does
+ * nn_net_forward_images from an image set on the backend. Where a
  * device answers, the open tests check the CUDA side instead, and where
  * CUDA is not compiled in, that they say so; the GPU's numbers are
  * nn_cuda_parity's job (gpu.cuda_parity). */
@@ -109,11 +110,64 @@ TEST(forward_u8_equals_host_normalised)
 	nn_backend_close(b);
 }
 
+/* An image set on the "auto" backend (the GPU where one answers) feeds the
+ * net exactly the bytes nn_net_forward_u8 would, in any order and with
+ * repeats, and refuses indices outside it and sets of another size. */
+TEST(forward_images_equals_forward_u8)
+{
+	enum { N = 5, S = 16, B = 4 };
+	struct nn_net_opts o = { .max_batch = B, .input_size = S };
+	nn_backend *b = NULL;
+	nn_net *net = NULL;
+	nn_images *set = NULL, *other = NULL;
+	uint8_t *pix = malloc(N * S * S * 3);
+	const uint8_t *img[B];
+	const uint32_t idx[B] = { 4, 0, 4, 2 }, bad[2] = { 1, N };
+	ASSERT(pix != NULL);
+	for (size_t p = 0; p < N * S * S * 3; p++)
+		pix[p] = (uint8_t)(nn_splitmix64(91, p) >> 56);
+	ASSERT_OK(nn_backend_open("auto", &b));
+	ASSERT_OK(nn_net_create(b, "small", &o, &net, NULL, 0));
+	ASSERT_OK(nn_net_init(net, 9));
+	const size_t out = nn_net_output_size(net);
+	float *want = malloc(sizeof(float) * B * out), *got = malloc(sizeof(float) * B * out);
+	ASSERT(want && got);
+	ASSERT_OK(nn_images_create(b, N, S, &set));
+	ASSERT_EQ_INT(nn_images_count(set), N);
+	ASSERT_EQ_INT(nn_images_size(set), S);
+	ASSERT_OK(nn_images_put(set, 0, 2, pix));          /* in two parts */
+	ASSERT_OK(nn_images_put(set, 2, N - 2, pix + 2 * S * S * 3));
+	ASSERT_EQ_INT(nn_images_put(set, N - 1, 2, pix), VR_EINVAL);
+	for (int i = 0; i < B; i++)
+		img[i] = pix + (size_t)idx[i] * S * S * 3;
+	ASSERT_OK(nn_net_forward_u8(net, img, B, 0, want));
+	ASSERT_OK(nn_net_forward_images(net, set, idx, B, 0, got));
+	ASSERT(memcmp(want, got, sizeof(float) * B * out) == 0);
+	ASSERT_EQ_INT(nn_net_forward_images(net, set, bad, 2, 0, got), VR_EINVAL);
+	ASSERT_CONTAINS(nn_net_errmsg(net), "not in the set of 5");
+	ASSERT_OK(nn_images_create(b, N, S / 2, &other));
+	ASSERT_EQ_INT(nn_net_forward_images(net, other, idx, B, 0, got), VR_EINVAL);
+	ASSERT_EQ_INT(nn_net_forward_images(net, set, idx, B + 1, 0, got), VR_EINVAL);
+	/* A training forward from the set leaves a backward to go through. */
+	for (size_t i = 0; i < B * out; i++)
+		want[i] = 1.0f;
+	ASSERT_OK(nn_net_forward_images(net, set, idx, 2, 1, got));
+	ASSERT_OK(nn_net_backward(net, want, NULL));
+	nn_images_destroy(other);
+	nn_images_destroy(set);
+	free(want);
+	free(got);
+	free(pix);
+	nn_net_destroy(net);
+	nn_backend_close(b);
+}
+
 static const struct vr_test tests[] = {
 	T(open_cuda_says_why),
 	T(auto_names_its_choice),
 	T(unknown_backend_message),
 	T(forward_u8_equals_host_normalised),
+	T(forward_images_equals_forward_u8),
 	{ 0 },
 };
 

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "err.h"
 #include "net_priv.h"
@@ -892,6 +893,39 @@ static int layer_fwd(nn_net *net, int li, int n, int train)
 	return VR_EINVAL;
 }
 
+void nn__net_profile(nn_net *net, double *sec)
+{
+	net->prof = sec;
+}
+
+/* With profiling on: waits for the backend and reads the clock. */
+static int prof_mark(nn_net *net, double *t)
+{
+	struct timespec ts;
+	int rc = net->b->ops->sync(net->b);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	*t = (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+	return rc;
+}
+
+/* Profiling brackets around one layer's pass; no-ops when it is off. */
+static int prof_begin(nn_net *net, double *t0)
+{
+	return net->prof ? prof_mark(net, t0) : 0;
+}
+
+static int prof_end(nn_net *net, int slot, double t0)
+{
+	double t1;
+	int rc;
+	if (!net->prof)
+		return 0;
+	if ((rc = prof_mark(net, &t1)))
+		return rc;
+	net->prof[slot] += t1 - t0;
+	return 0;
+}
+
 /* Where a forward's input comes from: normalised host floats, host
  * bytes, or images of a set. */
 struct source {
@@ -951,12 +985,15 @@ static int run_forward(nn_net *net, const struct source *src, int n, int last, i
 	}
 	if (train)
 		net->steps++;
-	for (int l = 0; l <= last; l++)
-		if ((rc = layer_fwd(net, l, n, train))) {
+	for (int l = 0; l <= last; l++) {
+		double t0 = 0;
+		if ((rc = prof_begin(net, &t0)) || (rc = layer_fwd(net, l, n, train)) ||
+		    (rc = prof_end(net, 2 * l, t0))) {
 			nn__errmsg(net, "%s: forward failed on the %s backend", net->layers[l].name,
 				net->b->name);
 			return rc;
 		}
+	}
 	net->last_n = n;
 	return 0;
 }
@@ -1120,7 +1157,10 @@ int nn_net_backward(nn_net *net, const float *dout, float *dinput)
 	for (int l = net->out_layer; l >= 0; l--) {
 		if (!written[net->layers[l].out])
 			continue;
-		if ((rc = layer_bwd(net, l, n, dinput != NULL, written))) {
+		double t0 = 0;
+		if ((rc = prof_begin(net, &t0)) ||
+		    (rc = layer_bwd(net, l, n, dinput != NULL, written)) ||
+		    (rc = prof_end(net, 2 * l + 1, t0))) {
 			nn__errmsg(net, "%s: backward failed on the %s backend", net->layers[l].name,
 				b->name);
 			return rc;

@@ -97,6 +97,7 @@ struct nn_net {
 	int last_n;                /* images of the last forward */
 	int can_backward;
 	uint64_t seed, steps;      /* dropout: a fresh mask per training forward */
+	double *prof;              /* NULL, or per layer: forward and backward seconds */
 	char errmsg[256];
 };
 
@@ -153,5 +154,12 @@ int nn__net_create_with(nn_backend *b, const struct nn__arch *a, const struct nn
 
 /* Finds a layer by name or alias; -1 if none. */
 int nn__layer_find(const nn_net *net, const char *name);
+
+/* Per-layer timing for benchmarks: while sec (2 x nlayers doubles) is set,
+ * every forward and backward waits for each layer's ops to finish and adds
+ * layer l's seconds to sec[2 l] (forward) and sec[2 l + 1] (backward).
+ * NULL stops it. The waits serialise the backend: totals exceed an
+ * unprofiled step's time. */
+void nn__net_profile(nn_net *net, double *sec);
 
 #endif

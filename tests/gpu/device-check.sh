@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA backend on a real GPU, in one go, within 8 minutes:
 #
-#   bash tests/gpu/device-check.sh
+#   bash tests/gpu/device-check.sh [--profile]
 #
 # For a machine with an NVIDIA GPU, nvcc, CMake and Python with PyTorch,
 # and cuDNN in the CUDA toolkit or as the pip package beside PyTorch
@@ -207,6 +207,20 @@ if ! run_phase "build gpu/ with CUDA" 200 "$TMP/build.log" bash -c "$CONFIGURE &
   fi
 fi
 BIN=$BUILD/tests-gpu/cuda
+
+# --profile: only AlexNet's training step layer by layer, ours (cudnnFind's
+# choice, then cuDNN's heuristic) and PyTorch's, FP32 and TF32; no table.
+if [ "${1:-}" = --profile ]; then
+  run_phase "ours per layer: nn_cuda_bench -p" 100 "$TMP/profile-ours.log" \
+    "$BIN/nn_cuda_bench" -a alexnet -b 256 -i 10 -m fp32,tf32 -p
+  run_phase "ours per layer, heuristic algorithms" 100 "$TMP/profile-ours-heur.log" \
+    env NN_CUDA_CONV_SEARCH=heuristic "$BIN/nn_cuda_bench" -a alexnet -b 256 -i 10 -m tf32 -p
+  run_phase "PyTorch per layer: bench_torch_layers.py" 120 "$TMP/profile-torch.log" \
+    env LD_LIBRARY_PATH="$OLD_LD_LIBRARY_PATH" \
+    python3 "$REPO/tests/gpu/bench_torch_layers.py" -b 256 -i 10 -m fp32,tf32
+  [ -n "${OUT:-}" ] && mkdir -p "$OUT" && cp "$TMP"/profile-*.log "$OUT/"
+  exit 0
+fi
 
 # ---- 3. parity ----------------------------------------------------------------
 run_phase "parity, small shapes (nn_cuda_parity small)" 90 "$TMP/parity-small.log" \

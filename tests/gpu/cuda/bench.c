@@ -2,7 +2,7 @@
  * tests/gpu/bench_torch_gpu.py measures PyTorch, so device-check.sh can
  * put them side by side.
  *
- *   nn_cuda_bench [-a alexnet,cnnf] [-b 256] [-i 10] [-m fp32,tf32] [-B cuda]
+ *   nn_cuda_bench [-a alexnet,cnnf] [-b 256] [-i 10] [-m fp32,tf32] [-p] [-B cuda]
  *
  * For each math mode (-m; tf32 sets NN_CUDA_TF32=1 before the backend
  * opens) and architecture, on one training net of batch -b:
@@ -16,6 +16,10 @@
  * convolution algorithm) are made when the net is created and timed
  * apart. Prints a readable line per figure and one machine-readable line
  *   RESULT ours <arch> <mode> <metric> <images/s>
+ * -p adds a per-layer profile of the training step (each layer's forward
+ * and backward, synchronised, mean over -i steps) with the convolution
+ * algorithms cuDNN was given (tests/gpu/bench_torch_layers.py prints the
+ * same for PyTorch).
  * -B cpu runs the same on the CPU backend (to check this program without
  * a GPU). Exit 77 when no CUDA device answers. */
 #include <getopt.h>
@@ -24,9 +28,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench.h"
+#include "cuda.h"
 #include "err.h"
 #include "net_priv.h"
-#include "bench.h"
 #include "nn.h"
 
 struct bench {
@@ -81,7 +86,39 @@ leave:
 	return rate;
 }
 
-static int bench_arch(nn_backend *b, const char *mode, const char *arch, int n, int iters)
+/* The training step layer by layer: mean seconds over iters profiled steps. */
+static int profile(struct bench *s, const char *arch, const char *mode, int iters)
+{
+	nn_net *net = s->net;
+	double *sec = calloc(2 * (size_t)net->nlayers, sizeof(double)), fwd = 0, bwd = 0;
+	int rc = sec ? 0 : VR_ENOMEM;
+	nn__net_profile(net, sec);
+	for (int i = 0; i < iters && !rc; i++)
+		rc = run_once(s, TRAIN_U8);
+	nn__net_profile(net, NULL);
+	if (rc)
+		goto leave;
+	printf("  per layer, training step (ms, each layer synchronised):\n");
+	for (int l = 0; l < net->nlayers; l++) {
+		const struct nn__layer *ly = &net->layers[l];
+		const struct nn__tensor *y = &net->tensors[ly->out];
+		double f = 1e3 * sec[2 * l] / iters, g = 1e3 * sec[2 * l + 1] / iters;
+		char algos[160] = "";
+		if (ly->kind == NN__CONV && ly->plan && !strcmp(net->b->name, "cuda"))
+			nn__cuda_conv_algos(ly->plan, algos, sizeof algos);
+		fwd += f;
+		bwd += g;
+		printf("    %-14s %4dx%3dx%3d %8.3f %8.3f  %s\n", ly->name, y->c, y->h, y->w, f, g,
+			algos);
+	}
+	printf("    %-26s %8.3f %8.3f\n", "sum", fwd, bwd);
+leave:
+	free(sec);
+	return rc;
+}
+
+static int bench_arch(nn_backend *b, const char *mode, const char *arch, int n, int iters,
+	int prof)
 {
 	struct nn_net_opts o = { .max_batch = n };
 	struct nn_optim_opts oo = { .kind = NN_OPTIM_ADAM, .lr = 1e-4f, .weight_decay = 1e-4f };
@@ -129,7 +166,7 @@ static int bench_arch(nn_backend *b, const char *mode, const char *arch, int n, 
 		printf("RESULT ours %s %s %s %.1f\n", arch, mode, metric_names[m], rate);
 		fflush(stdout);
 	}
-	rc = 0;
+	rc = prof ? profile(&s, arch, mode, iters) : 0;
 leave:
 	for (int i = 0; img && i < n; i++)
 		free(img[i]);
@@ -147,8 +184,8 @@ int main(int argc, char **argv)
 	char archs[128] = "alexnet,cnnf", modes[64] = "fp32,tf32", why[256];
 	const char *backend = "cuda";
 	char *save_m = NULL;
-	int n = 256, iters = 10, ch, failed = 0;
-	while ((ch = getopt(argc, argv, "a:b:i:m:B:")) != -1) {
+	int n = 256, iters = 10, prof = 0, ch, failed = 0;
+	while ((ch = getopt(argc, argv, "a:b:i:m:pB:")) != -1) {
 		switch (ch) {
 		case 'B':
 			backend = optarg;
@@ -165,9 +202,12 @@ int main(int argc, char **argv)
 		case 'm':
 			snprintf(modes, sizeof(modes), "%s", optarg);
 			break;
+		case 'p':
+			prof = 1;
+			break;
 		default:
 			fprintf(stderr, "usage: nn_cuda_bench [-a alexnet,cnnf] [-b 256] [-i 10] "
-				"[-m fp32,tf32] [-B cuda]\n");
+				"[-m fp32,tf32] [-p] [-B cuda]\n");
 			return 2;
 		}
 	}
@@ -184,7 +224,7 @@ int main(int argc, char **argv)
 		printf("%s mode on %s\n", m, nn_backend_device(b));
 		snprintf(list, sizeof(list), "%s", archs);
 		for (char *a = strtok_r(list, ",", &save_a); a; a = strtok_r(NULL, ",", &save_a))
-			failed |= bench_arch(b, m, a, n, iters) != 0;
+			failed |= bench_arch(b, m, a, n, iters, prof) != 0;
 		nn_backend_close(b);
 	}
 	return failed;

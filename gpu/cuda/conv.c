@@ -11,6 +11,16 @@
  * own convolution descriptor, because cuDNN wants the math type its
  * chosen algorithm was found with set on the descriptor it runs with.
  *
+ * Backward filter has one more candidate, of our own: im2col + one cuBLAS
+ * GEMM per chunk of images (dW += dyt · col, im2col.cu's layouts). cuDNN's
+ * legacy algorithms are slow for some shapes that matter here: AlexNet's
+ * first layer (3 -> 64, 11x11/4, 224 px) took 4.2 ms per 256 images with
+ * the best of them on an H100 against PyTorch's 1.5 ms. Under cudnnFind it
+ * is timed on the plan's shape like cuDNN's and taken only when faster;
+ * NN_CUDA_FILTER_GEMM=force takes it wherever it applies (ungrouped
+ * convolutions; nn_cuda_parity's gemm column, so that every ungrouped row
+ * checks it) and =off never.
+ *
  * The plan's workspace size is fixed at creation (the net allocates one
  * workspace for all layers). A call with fewer images re-sets the tensor
  * descriptors and keeps the full batch's algorithms if they still fit,
@@ -21,8 +31,11 @@
 
 #include "cuda.h"
 #include "err.h"
+#include "kernels.h"
 
 #define MAX_ALGOS 16
+#define ALGO_IM2COL 100                        /* backward filter: ours, not cuDNN's */
+#define IM2COL_WS_TARGET ((size_t)256 << 20)   /* chunk images to use about this much */
 
 enum { FWD, DATA, FILTER, DIRS };
 
@@ -35,11 +48,13 @@ static const char *const data_names[] = { "ALGO_0", "ALGO_1", "FFT", "FFT_TILING
 static const char *const filter_names[] = { "ALGO_0", "ALGO_1", "FFT", "ALGO_3", "WINOGRAD",
 	"WINOGRAD_NONFUSED", "FFT_TILING" };
 
-/* One direction's algorithm: its number in that direction's enum. */
+/* One direction's algorithm: its number in that direction's enum, or
+ * ALGO_IM2COL. */
 struct choice {
 	int algo;
 	cudnnMathType_t math;
 	size_t ws;
+	float ms;                  /* cudnnFind's time for the plan's batch; < 0: not timed */
 };
 
 struct conv_plan {
@@ -52,6 +67,7 @@ struct conv_plan {
 	int n;                     /* images x and y describe now */
 	struct choice full[DIRS];  /* for s.n */
 	struct choice cur[DIRS];   /* for n */
+	int im2col_chunk;          /* images per GEMM when backward filter is ALGO_IM2COL */
 };
 
 /* A candidate from a Find or Get_v7 result, whatever its direction. */
@@ -59,10 +75,13 @@ struct cand {
 	int algo;
 	cudnnStatus_t status;
 	cudnnMathType_t math;
+	float ms;
 };
 
 static const char *algo_name(int dir, int algo)
 {
+	if (dir == FILTER && algo == ALGO_IM2COL)
+		return "IM2COL_GEMM (ours)";
 	static const char *const *names[DIRS] = { fwd_names, data_names, filter_names };
 	static const int counts[DIRS] = { CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
 		CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT };
@@ -134,7 +153,8 @@ static int rank(struct nn_cuda *c, struct conv_plan *p, int dir, int find, struc
 			NN_DNN(cudnnGetConvolutionForwardAlgorithm_v7(c->dnn, p->x, p->w, p->conv[FWD],
 				p->y, max, got, r.fwd)));
 		for (int i = 0; i < *got; i++)
-			cand[i] = (struct cand){ r.fwd[i].algo, r.fwd[i].status, r.fwd[i].mathType };
+			cand[i] = (struct cand){ r.fwd[i].algo, r.fwd[i].status, r.fwd[i].mathType,
+				find ? r.fwd[i].time : -1.0f };
 		break;
 	case DATA:
 		CHECK(NN_DNN(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(c->dnn, &max)));
@@ -144,7 +164,8 @@ static int rank(struct nn_cuda *c, struct conv_plan *p, int dir, int find, struc
 			NN_DNN(cudnnGetConvolutionBackwardDataAlgorithm_v7(c->dnn, p->w, p->y,
 				p->conv[DATA], p->x, max, got, r.data)));
 		for (int i = 0; i < *got; i++)
-			cand[i] = (struct cand){ r.data[i].algo, r.data[i].status, r.data[i].mathType };
+			cand[i] = (struct cand){ r.data[i].algo, r.data[i].status, r.data[i].mathType,
+				find ? r.data[i].time : -1.0f };
 		break;
 	default:
 		CHECK(NN_DNN(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(c->dnn, &max)));
@@ -155,7 +176,7 @@ static int rank(struct nn_cuda *c, struct conv_plan *p, int dir, int find, struc
 				p->conv[FILTER], p->w, max, got, r.filter)));
 		for (int i = 0; i < *got; i++)
 			cand[i] = (struct cand){ r.filter[i].algo, r.filter[i].status,
-				r.filter[i].mathType };
+				r.filter[i].mathType, find ? r.filter[i].time : -1.0f };
 		break;
 	}
 	return 0;
@@ -198,7 +219,7 @@ static int choose(struct nn_cuda *c, struct conv_plan *p, int dir, int find, siz
 			if (ws_size(c, p, dir, cand[i].algo, &need) != CUDNN_STATUS_SUCCESS ||
 			    need > budget)
 				continue;
-			*out = (struct choice){ cand[i].algo, run_math(c, cand[i].math), need };
+			*out = (struct choice){ cand[i].algo, run_math(c, cand[i].math), need, cand[i].ms };
 			return 0;
 		}
 	fprintf(stderr, "nn/cuda: conv %dx%dx%d -> %d (%dx%d/%d, %d groups), batch %d: no %s "
@@ -234,8 +255,8 @@ static int choose_for_batch(struct nn_cuda *c, struct conv_plan *p, int n)
 	for (int d = 0; d < DIRS; d++) {
 		size_t need = 0;
 		p->cur[d] = p->full[d];
-		if (n == p->s.n)
-			continue;
+		if (n == p->s.n || p->full[d].algo == ALGO_IM2COL)
+			continue;   /* ours fits any batch: it goes by chunks */
 		CHECK(NN_DNN(cudnnSetConvolutionMathType(p->conv[d], p->full[d].math)));
 		if (ws_size(c, p, d, p->full[d].algo, &need) == CUDNN_STATUS_SUCCESS &&
 		    need <= p->ws_bytes) {
@@ -259,6 +280,111 @@ static int set_batch(struct nn_cuda *c, struct conv_plan *p, int n)
 	if ((rc = choose_for_batch(c, p, n)))
 		p->n = 0;
 	return rc;
+}
+
+/* ---- Backward filter by im2col + GEMM ------------------------------------- */
+
+static size_t im2col_bytes(const struct nn_conv_shape *s, int m)
+{
+	const size_t pn = (size_t)s->oh * s->ow, ck = (size_t)s->c * s->kh * s->kw;
+	return sizeof(float) * (size_t)m * pn * (ck + (size_t)s->k);
+}
+
+/* dw += the weight gradient of n images, chunk by chunk: im2col and the
+ * images side by side into ws, then one GEMM (cuBLAS is column-major:
+ * dW^T (ck x k) += col^T (ck x mP) dyt^T (mP x k), the same memory). */
+static int im2col_filter(struct nn_cuda *c, const struct conv_plan *p, int n, const float *x,
+	const float *dy, float *dw, void *ws)
+{
+	const struct nn_conv_shape *s = &p->s;
+	const struct nn__im2col g = { s->c, s->h, s->w, s->kh, s->kw, s->stride_h, s->stride_w,
+		s->pad_h, s->pad_w, s->oh, s->ow };
+	const size_t pn = (size_t)s->oh * s->ow, ck = (size_t)s->c * s->kh * s->kw,
+		     in = (size_t)s->c * s->h * s->w;
+	const float one = 1.0f;
+	float *col = ws;
+	for (int i0 = 0; i0 < n; i0 += p->im2col_chunk) {
+		int m = n - i0 < p->im2col_chunk ? n - i0 : p->im2col_chunk;
+		float *dyt = col + (size_t)m * pn * ck;
+		CHECK(NN_CU(nn__k_im2col_rows(c->stream, m, g, x + i0 * in, col)));
+		CHECK(NN_CU(nn__k_images_side_by_side(c->stream, m, s->k, pn,
+			dy + (size_t)i0 * s->k * pn, dyt)));
+		CHECK(NN_BLAS(cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)ck, s->k,
+			(int)(m * pn), &one, col, (int)ck, dyt, (int)(m * pn), &one, dw, (int)ck)));
+	}
+	return 0;
+}
+
+/* Milliseconds of im2col_filter over the plan's batch, on scratch buffers:
+ * the mean of two runs after one warm-up, as cudnnFind times cuDNN's. */
+static int im2col_time(struct nn_cuda *c, const struct conv_plan *p, size_t ws_bytes, float *ms)
+{
+	const struct nn_conv_shape *s = &p->s;
+	const size_t xn = (size_t)s->n * s->c * s->h * s->w, yn = (size_t)s->n * s->k * s->oh * s->ow,
+		     wn = (size_t)s->k * s->c * s->kh * s->kw;
+	float *x = NULL, *dy = NULL, *dw = NULL, elapsed = 0;
+	void *ws = NULL;
+	cudaEvent_t ev[2] = { NULL, NULL };
+	int rc;
+	if ((rc = NN_CU(cudaMalloc((void **)&x, sizeof(float) * xn))) ||
+	    (rc = NN_CU(cudaMalloc((void **)&dy, sizeof(float) * yn))) ||
+	    (rc = NN_CU(cudaMalloc((void **)&dw, sizeof(float) * wn))) ||
+	    (rc = NN_CU(cudaMalloc(&ws, ws_bytes))) ||
+	    (rc = NN_CU(cudaMemsetAsync(x, 0, sizeof(float) * xn, c->stream))) ||
+	    (rc = NN_CU(cudaMemsetAsync(dy, 0, sizeof(float) * yn, c->stream))) ||
+	    (rc = NN_CU(cudaMemsetAsync(dw, 0, sizeof(float) * wn, c->stream))) ||
+	    (rc = NN_CU(cudaEventCreate(&ev[0]))) || (rc = NN_CU(cudaEventCreate(&ev[1]))) ||
+	    (rc = im2col_filter(c, p, s->n, x, dy, dw, ws)) ||
+	    (rc = NN_CU(cudaEventRecord(ev[0], c->stream))) ||
+	    (rc = im2col_filter(c, p, s->n, x, dy, dw, ws)) ||
+	    (rc = im2col_filter(c, p, s->n, x, dy, dw, ws)) ||
+	    (rc = NN_CU(cudaEventRecord(ev[1], c->stream))) ||
+	    (rc = NN_CU(cudaEventSynchronize(ev[1]))) ||
+	    (rc = NN_CU(cudaEventElapsedTime(&elapsed, ev[0], ev[1]))))
+		goto leave;
+	*ms = elapsed / 2;
+leave:
+	for (int k = 0; k < 2; k++)
+		if (ev[k])
+			NN_CU(cudaEventDestroy(ev[k]));
+	NN_CU(cudaStreamSynchronize(c->stream));
+	NN_CU(cudaFree(ws));
+	NN_CU(cudaFree(dw));
+	NN_CU(cudaFree(dy));
+	NN_CU(cudaFree(x));
+	return rc;
+}
+
+/* Makes ours the plan's backward filter if the policy (NN_CUDA_FILTER_GEMM)
+ * says so or, under cudnnFind, if it beats cuDNN's choice on the plan's
+ * batch. It applies to ungrouped convolutions whose one image fits the
+ * workspace cap. */
+static int consider_im2col(struct nn_cuda *c, struct conv_plan *p)
+{
+	const struct nn_conv_shape *s = &p->s;
+	const size_t one = im2col_bytes(s, 1);
+	float ms = -1.0f;
+	int rc;
+	if (c->filter_gemm == NN__IM2COL_OFF || s->groups != 1 || one > c->ws_cap)
+		return 0;
+	if (c->filter_gemm != NN__IM2COL_FORCE &&
+	    (c->search != NN__SEARCH_FIND || p->full[FILTER].ms < 0))
+		return 0;
+	size_t chunk = IM2COL_WS_TARGET / one;
+	chunk = chunk < 1 ? 1 : chunk > (size_t)s->n ? (size_t)s->n : chunk;
+	p->im2col_chunk = (int)chunk;
+	const size_t bytes = im2col_bytes(s, (int)chunk);
+	if (c->search == NN__SEARCH_FIND && (rc = im2col_time(c, p, bytes, &ms))) {
+		if (c->filter_gemm == NN__IM2COL_FORCE)
+			return rc;
+		cudaGetLastError();   /* no room for the scratch buffers: cuDNN's it is */
+		ms = -1.0f;
+	}
+	if (c->filter_gemm == NN__IM2COL_FORCE || (ms >= 0 && ms < p->full[FILTER].ms))
+		p->full[FILTER] = (struct choice){ ALGO_IM2COL, base_math(c), bytes, ms };
+	else
+		p->im2col_chunk = 0;
+	return 0;
 }
 
 void nn__cuda_conv_plan_free(void *plan)
@@ -317,7 +443,8 @@ int nn__cuda_conv_plan(struct nn_backend *b, const struct nn_conv_shape *s, void
 		goto fail;
 	}
 	for (int d = 0; d < DIRS; d++) {
-		if ((rc = choose(c, p, d, c->search == NN__SEARCH_FIND, c->ws_cap, &p->full[d])))
+		if ((rc = choose(c, p, d, c->search == NN__SEARCH_FIND, c->ws_cap, &p->full[d])) ||
+		    (d == FILTER && (rc = consider_im2col(c, p))))
 			goto fail;
 		if (p->full[d].ws > p->ws_bytes)
 			p->ws_bytes = p->full[d].ws;
@@ -377,6 +504,8 @@ int nn__cuda_conv_bwd_filter(struct nn_backend *b, void *plan, const struct nn_c
 	struct conv_plan *p = plan;
 	const float one = 1.0f;
 	CHECK(set_batch(c, p, n));
+	if (p->cur[FILTER].algo == ALGO_IM2COL)
+		return im2col_filter(c, p, n, x, dy, dw, ws);
 	return NN_DNN(cudnnConvolutionBackwardFilter(c->dnn, &one, p->x, x, p->y, dy,
 		p->conv[FILTER], (cudnnConvolutionBwdFilterAlgo_t)p->cur[FILTER].algo, ws, p->ws_bytes,
 		&one, p->w, dw));

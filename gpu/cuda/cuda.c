@@ -30,6 +30,8 @@
  *   (default: time every algorithm for a layer's shape once, as PyTorch's
  *   cudnn.benchmark) or heuristic (cuDNN's ranking, no timing);
  *   NN_CUDA_CONV_ALGOS=all (default) or gemm (no FFT or Winograd);
+ *   NN_CUDA_FILTER_GEMM=auto (default), force or off: our im2col + GEMM
+ *   weight gradient beside cuDNN's (conv.c);
  *   NN_CUDA_WS_MB, the most workspace one convolution may use (default
  *   1024).
  * - Every CUDA, cuDNN and cuBLAS status is checked (cuda.h) and turned
@@ -433,11 +435,14 @@ static void read_env(struct nn_cuda *c)
 	static const int search_v[] = { NN__SEARCH_FIND, NN__SEARCH_HEURISTIC };
 	static const char *const algos[] = { "all", "gemm", NULL };
 	static const int algos_v[] = { NN__ALGOS_ALL, NN__ALGOS_GEMM };
+	static const char *const im2col[] = { "auto", "force", "off", NULL };
+	static const int im2col_v[] = { NN__IM2COL_AUTO, NN__IM2COL_FORCE, NN__IM2COL_OFF };
 	const char *ws = getenv("NN_CUDA_WS_MB");
 	long mb = ws && *ws ? strtol(ws, NULL, 10) : DEFAULT_WS_MB;
 	c->tf32 = env_choice("NN_CUDA_TF32", on_off, on_off_v, 0);
 	c->search = env_choice("NN_CUDA_CONV_SEARCH", search, search_v, NN__SEARCH_FIND);
 	c->algos = env_choice("NN_CUDA_CONV_ALGOS", algos, algos_v, NN__ALGOS_ALL);
+	c->filter_gemm = env_choice("NN_CUDA_FILTER_GEMM", im2col, im2col_v, NN__IM2COL_AUTO);
 	c->ws_cap = (size_t)(mb > 0 ? mb : DEFAULT_WS_MB) << 20;
 }
 

@@ -29,6 +29,13 @@ enum nn__conv_algos {
 	NN__ALGOS_GEMM,            /* no FFT or Winograd: plain sums of products only */
 };
 
+/* When backward filter may use our im2col + GEMM (NN_CUDA_FILTER_GEMM). */
+enum nn__im2col_policy {
+	NN__IM2COL_AUTO = 1,       /* when cudnnFind's timing says it is faster */
+	NN__IM2COL_FORCE,          /* wherever it applies (checks) */
+	NN__IM2COL_OFF,
+};
+
 /* The uint8 input path's staging: two chunks, so the host fills one while
  * the other is copied. */
 struct nn__staging {
@@ -45,6 +52,7 @@ struct nn_cuda {
 	int tf32;                  /* tensor-core TF32 math for convolutions and GEMMs */
 	int search;                /* enum nn__conv_search */
 	int algos;                 /* enum nn__conv_algos */
+	int filter_gemm;           /* enum nn__im2col_policy */
 	size_t ws_cap;             /* most workspace one convolution may ask for */
 	struct nn__staging in;
 };

@@ -88,6 +88,17 @@ cudaError_t nn__k_adam(cudaStream_t st, size_t count, float *w, const float *g, 
 	float *v, float beta1, float beta2, float eps, float l2, float shrink, float step_size,
 	float bc2_sqrt);
 
+/* im2col.cu: a convolution's geometry, and the two layouts of conv.c's
+ * im2col + GEMM weight gradient for m images (x and dy at their first):
+ * col [m oh ow][c kh kw] (input patches, zero-padded) and dyt [k][m oh ow]. */
+struct nn__im2col {
+	int c, h, w, kh, kw, stride_h, stride_w, pad_h, pad_w, oh, ow;
+};
+cudaError_t nn__k_im2col_rows(cudaStream_t st, int m, struct nn__im2col g, const float *x,
+	float *col);
+cudaError_t nn__k_images_side_by_side(cudaStream_t st, int m, int k, size_t pn,
+	const float *dy, float *dyt);
+
 /* input.cu: x[i][c][p] = u8[i][p][c] * mul[c] + add[c] for n images of
  * plane pixels each (HWC bytes in, CHW floats out). */
 cudaError_t nn__k_input_u8(cudaStream_t st, int n, size_t plane, const unsigned char *u8,

@@ -16,7 +16,9 @@
  *
  * Each row is run on the CPU once and on three CUDA backends, opened with
  *   fp32  the defaults (exact FP32 math, every convolution algorithm),
- *   gemm  exact FP32, NN_CUDA_CONV_ALGOS=gemm (no FFT or Winograd),
+ *   gemm  exact FP32, NN_CUDA_CONV_ALGOS=gemm (no FFT or Winograd) and
+ *         NN_CUDA_FILTER_GEMM=force (our im2col + GEMM weight gradient
+ *         wherever it applies, so every ungrouped row checks it),
  *   tf32  NN_CUDA_TF32=1 (tensor-core TF32 in convolutions and GEMMs),
  * and reports, per output tensor, rel = max|gpu - cpu| / max(max|cpu|,
  * 1e-6). An op's row passes when gemm is <= 1e-5 and fp32 <= 4e-5: the
@@ -1022,15 +1024,18 @@ static void usage(void)
  * checks this program, every error then 0, without a GPU). */
 static int open_gpus(struct ctx *t, int self_test, char *why, size_t len)
 {
-	static const char *const env[NCFG][2] = { { "0", "all" }, { "0", "gemm" }, { "1", "all" } };
+	static const char *const env[NCFG][3] = { { "0", "all", "auto" }, { "0", "gemm", "force" },
+		{ "1", "all", "auto" } };
 	int rc = 0;
 	for (int k = 0; k < NCFG && !rc; k++) {
 		setenv("NN_CUDA_TF32", env[k][0], 1);
 		setenv("NN_CUDA_CONV_ALGOS", env[k][1], 1);
+		setenv("NN_CUDA_FILTER_GEMM", env[k][2], 1);
 		rc = nn_backend_open_err(self_test ? "cpu" : "cuda", &t->gpu[k], why, len);
 	}
 	unsetenv("NN_CUDA_TF32");
 	unsetenv("NN_CUDA_CONV_ALGOS");
+	unsetenv("NN_CUDA_FILTER_GEMM");
 	return rc;
 }
 

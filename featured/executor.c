@@ -16,14 +16,16 @@
  * the lock) or DECODED. The executor takes the longest run of DECODED
  * slots from head, up to `batch`, once the run is full or the oldest has
  * waited batch_wait_ms; so batches, commits and acks follow admission
- * order. It normalises the run into its float batch, frees the slots
- * (head += n, waking blocked submitters), runs the net, writes the batch
+ * order. It copies the run's bytes into its byte batch, frees the slots
+ * (head += n, waking blocked submitters), runs the net from the bytes (the
+ * backend normalises them: on a GPU, a quarter of the floats' bytes cross
+ * the bus and the host does no float work), writes the batch
  * in one transaction (fd_fstore_put_items) and then completes each job
  * under its waiter's lock. Jobs cancelled or past their deadline are
  * skipped before decode and again before compute; bad images carry the
  * decoder's reason and skip compute.
  *
- * Memory: slots, the float input and output batches and the decoders'
+ * Memory: slots, the byte input and float output batches and the decoders'
  * scratch are allocated at start (the decoders' scratch grows to the
  * largest image seen, bounded by the pixel limit) and reused, so memory
  * stays flat however many images stream through. JPEG bytes stay in the
@@ -88,7 +90,8 @@ struct fd_executor {
 	/* executor thread only */
 	nn_backend *b;
 	nn_net *net;
-	float *in, *out;
+	uint8_t *in;      /* batch decoded images, S×S×3 bytes each */
+	float *out;
 	fd_decoder *dec;  /* stored images, for the catch-up of a switch */
 	fd_put *puts;     /* per batch: batch entries each */
 	fd_job **jobs;
@@ -260,16 +263,21 @@ static void *decode_main(void *arg)
 
 /* ---- buffers --------------------------------------------------------------- */
 
-/* The float batches for a net of input S and dims, batch images. */
-static int alloc_batches(int batch, int S, size_t dims, float **in, float **out)
+/* The batches for a net of input S and dims, batch images: the decoded
+ * bytes handed to the backend (in may be NULL where the caller has its
+ * own) and the vectors it returns. */
+static int alloc_batches(int batch, int S, size_t dims, uint8_t **in, float **out)
 {
-	*in = malloc(sizeof(float) * (size_t)batch * 3 * S * S);
-	*out = malloc(sizeof(float) * (size_t)batch * dims);
-	if (*in && *out)
+	uint8_t *i = in ? malloc((size_t)batch * 3 * S * S) : NULL;
+	float *o = malloc(sizeof(float) * (size_t)batch * dims);
+	if (o && (i || !in)) {
+		if (in)
+			*in = i;
+		*out = o;
 		return 0;
-	free(*in);
-	free(*out);
-	*in = *out = NULL;
+	}
+	free(i);
+	free(o);
 	return VR_ENOMEM;
 }
 
@@ -294,21 +302,24 @@ static void free_slots(fd_executor *ex)
 
 /* ---- the network ----------------------------------------------------------- */
 
-/* Normalises n S×S images into consecutive CHW planes of in. */
-static void normalize_batch(float *in, const uint8_t *const *rgb, int n, const fd_model_info *m)
+/* Copies n S×S×3 images into consecutive images of in and points rgb[i]
+ * at its copies, so the slots they came from can be reused. */
+static void copy_batch(uint8_t *in, const uint8_t **rgb, int n, const fd_model_info *m)
 {
-	size_t plane = (size_t)3 * m->input_size * m->input_size;
-	for (int i = 0; i < n; i++)
-		fd_normalize(in + i * plane, rgb[i], (int)m->input_size, m->mean, m->std);
+	size_t bytes = (size_t)3 * m->input_size * m->input_size;
+	for (int i = 0; i < n; i++) {
+		memcpy(in + i * bytes, rgb[i], bytes);
+		rgb[i] = in + i * bytes;
+	}
 }
 
-/* Normalises n images and runs net on them into out. Executor thread
- * only. */
-static int embed(nn_net *net, const fd_model_info *m, const uint8_t *const *rgb, int n, float *in,
-		 float *out, char *err, size_t errlen)
+/* Runs net on n decoded images into out; the backend normalises them
+ * with the net's mean and std (the model's: models.c takes them from the
+ * net). Executor thread only. */
+static int embed(nn_net *net, const uint8_t *const *rgb, int n, float *out, char *err,
+		 size_t errlen)
 {
-	normalize_batch(in, rgb, n, m);
-	int rc = nn_net_forward(net, in, n, 0, out);
+	int rc = nn_net_forward_u8(net, rgb, n, 0, out);
 	if (rc)
 		snprintf(err, errlen, "the network failed: %s", nn_net_errmsg(net));
 	return rc;
@@ -337,9 +348,9 @@ static void run_batch(fd_executor *ex, int n)
 	fd_model_info model = ex->model;
 	pthread_mutex_unlock(&ex->mu);
 
-	/* Normalising reads the slots, so they are freed only after it. */
+	/* The copy reads the slots, so they are freed only after it. */
 	double t0 = now_s();
-	normalize_batch(ex->in, rgb, m, &model);
+	copy_batch(ex->in, rgb, m, &model);
 	double t1 = now_s();
 	pthread_mutex_lock(&ex->mu);
 	ex->head += (uint64_t)n;
@@ -350,8 +361,7 @@ static void run_batch(fd_executor *ex, int n)
 	int rc = 0;
 	double t2 = t1, t3 = t1;
 	if (m > 0) {
-		if ((rc = nn_net_forward(ex->net, ex->in, m, 0, ex->out)))
-			snprintf(err, sizeof err, "the network failed: %s", nn_net_errmsg(ex->net));
+		rc = embed(ex->net, rgb, m, ex->out, err, sizeof err);
 		t2 = now_s();
 		for (int k = 0; !rc && k < m; k++) {
 			fd_job *job = ex->jobs[ex->take[k]];
@@ -387,7 +397,7 @@ static void run_batch(fd_executor *ex, int n)
 	ex->stats.images += rc ? 0 : (uint64_t)m;
 	ex->stats.refused += (uint64_t)refused;
 	ex->stats.skipped += (uint64_t)skipped;
-	ex->stats.normalize_s += t1 - t0;
+	ex->stats.copy_s += t1 - t0;
 	ex->stats.network_s += t2 - t1;
 	ex->stats.store_s += t3 - t2;
 	pthread_mutex_unlock(&ex->mu);
@@ -710,7 +720,7 @@ struct reembed {
 	size_t image_bytes;
 	uint8_t *rgb;           /* batch images of S×S×3 */
 	const uint8_t **rgbs;
-	float *in, *out;
+	float *out;
 	char (*ids)[FD_MAX_ID + 1];
 	fd_revec *v;
 	uint64_t embedded;
@@ -760,7 +770,7 @@ static int read_chunk(struct reembed *r, fd_decoder *dec, char *after, int only_
 /* Executor thread: embeds and stores the chunk in r. */
 static int embed_chunk(fd_executor *ex, struct reembed *r)
 {
-	int rc = embed(r->net, &r->model, r->rgbs, r->n, r->in, r->out, r->err, sizeof r->err);
+	int rc = embed(r->net, r->rgbs, r->n, r->out, r->err, sizeof r->err);
 	if (rc)
 		return rc;
 	for (int i = 0; i < r->n; i++)
@@ -787,8 +797,8 @@ static int switch_task(fd_executor *ex, void *arg)
 	struct reembed *r = arg;
 	char after[FD_MAX_ID + 1] = "";
 	int S = (int)r->model.input_size, rc;
-	float *in = NULL, *out = NULL;
-	uint8_t **rgbs = NULL;
+	uint8_t *in = NULL, **rgbs = NULL;
+	float *out = NULL;
 	uint64_t seq = 0, missing = 0;
 	do {
 		if ((rc = read_chunk(r, ex->dec, after, 1)) || (r->n && (rc = embed_chunk(ex, r))))
@@ -839,7 +849,8 @@ static int switch_task(fd_executor *ex, void *arg)
 	free(ex->out);
 	ex->in = in;
 	ex->out = out;
-	in = out = NULL;
+	in = NULL;
+	out = NULL;
 	VR_INFO("model version %u (%s, layer %s, %u dims) is active from change %llu",
 		r->model.version, r->model.arch, r->model.layer, r->model.dims,
 		(unsigned long long)seq);
@@ -871,7 +882,7 @@ int fd_executor_reembed(fd_executor *ex, nn_net *net, const fd_model_info *model
 	    !(r.rgbs = calloc((size_t)r.batch, sizeof *r.rgbs)) ||
 	    !(r.ids = calloc((size_t)r.batch, sizeof *r.ids)) ||
 	    !(r.v = calloc((size_t)r.batch, sizeof *r.v)) ||
-	    (rc = alloc_batches(r.batch, (int)model->input_size, model->dims, &r.in, &r.out)) ||
+	    (rc = alloc_batches(r.batch, (int)model->input_size, model->dims, NULL, &r.out)) ||
 	    (rc = fd_decoder_create(&dec, &stored_limits))) {
 		snprintf(r.err, sizeof r.err, "allocating the re-embedding buffers: %s", vr_strerror(rc));
 		goto leave;
@@ -896,7 +907,6 @@ leave:
 	free(r.rgbs);
 	free(r.ids);
 	free(r.v);
-	free(r.in);
 	free(r.out);
 	return rc;
 }

@@ -88,7 +88,8 @@ typedef struct fd_exec_stats {
 	uint64_t skipped;         /* cancelled or past their deadline */
 	uint64_t full;            /* submissions refused for a full queue */
 	double decode_s;          /* summed over decode threads */
-	double normalize_s, network_s, store_s;
+	double copy_s;            /* decoded bytes from the slots into the batch */
+	double network_s, store_s;
 } fd_exec_stats;
 
 typedef struct fd_executor fd_executor;

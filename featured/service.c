@@ -119,10 +119,10 @@ void fd_service_log_stats(fd_service *svc)
 		return;
 	fd_executor_stats(svc->ex, &s);
 	VR_INFO("executor: %llu images in %llu batches (%llu refused, %llu skipped, %llu refused "
-		"for a full queue); decode %.3f s, normalise %.3f s, network %.3f s, store %.3f s",
+		"for a full queue); decode %.3f s, copy %.3f s, network %.3f s, store %.3f s",
 		(unsigned long long)s.images, (unsigned long long)s.batches,
 		(unsigned long long)s.refused, (unsigned long long)s.skipped, (unsigned long long)s.full,
-		s.decode_s, s.normalize_s, s.network_s, s.store_s);
+		s.decode_s, s.copy_s, s.network_s, s.store_s);
 }
 
 void fd_service_close(fd_service *svc)

@@ -10,7 +10,7 @@
  * over gRPC with PutItems (--streams client threads, each sending calls of
  * --per-call items; after --warmup items that are not timed), and reports
  * images/s from the first timed send to the last ack, the daemon's own split
- * (decode / normalise / network / store seconds, from the executor line it
+ * (decode / copy / network / store seconds, from the executor line it
  * logs at shutdown), and its memory: VmRSS at each quarter of the ingest and
  * VmHWM (peak) at the end, from /proc/PID/status, and the CPU seconds
  * per image it used (user + system, /proc/PID/stat: steadier than wall
@@ -382,7 +382,7 @@ int main(int argc, char **argv)
 	log[got] = 0;
 	if (f)
 		fclose(f);
-	double dec = field(log, "decode "), norm = field(log, "normalise "),
+	double dec = field(log, "decode "), copy = field(log, "copy "),
 	       net = field(log, "network "), store = field(log, "store ");
 	double imgs = field(log, "executor: ");
 	const char *dev = strstr(log, "backend cpu: ");
@@ -400,8 +400,8 @@ int main(int argc, char **argv)
 	       "%.1f ms/image (user + system, all its threads)\n", job.acked, elapsed, rate, job.failed,
 	       1e3 * cpu / job.acked);
 	printf("  daemon split over %.0f images (warm-up included): decode %.3f s (%.2f ms/img, "
-	       "on the decode pool), normalise %.3f s, network %.3f s (%.2f ms/img = %.1f img/s), "
-	       "store %.3f s (%.2f ms/img)\n", imgs, dec, 1e3 * dec / imgs, norm, net,
+	       "on the decode pool), copy %.3f s, network %.3f s (%.2f ms/img = %.1f img/s), "
+	       "store %.3f s (%.2f ms/img)\n", imgs, dec, 1e3 * dec / imgs, copy, net,
 	       1e3 * net / imgs, imgs / net, store, 1e3 * store / imgs);
 	printf("  memory: VmRSS after warm-up %.0f MiB; at 25/50/75/100%% of the ingest %.0f / %.0f / "
 	       "%.0f / %.0f MiB; VmHWM (peak) %.0f MiB\n", rss0, rss[0], rss[1], rss[2], rss[3], hwm);

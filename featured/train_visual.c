@@ -5,10 +5,14 @@
  * It reads a message, does the cheap part (checks, mapping item ids to
  * cached images, packing the reply) and hands the network part to the
  * executor thread with fd_executor_call, which owns the backend: building
- * the net and its optimiser, a step's forward, backward and Adam step,
- * checkpoint saves, and freeing them. The image cache is built at Start
- * by DECODE_THREADS short-lived threads (a decoder each) over the JPEGs of
- * one read transaction of the images database, joined before the reply.
+ * the net and its optimiser, the image set, a step's forward, backward and
+ * Adam step, checkpoint saves, and freeing them. The image cache is built
+ * at Start by DECODE_THREADS short-lived threads (a decoder each) over the
+ * JPEGs of one read transaction of the images database, joined before the
+ * reply; then the executor copies it into an image set on the backend
+ * (nn_images: on a GPU, so a step sends 2n indices instead of 2n images)
+ * and the host copy is freed. A GPU without room for it leaves the cache
+ * in host memory, and steps send the images as before.
  * Ownership. The session (struct tv) belongs to the handler thread; its
  * net and optimiser are touched only inside executor tasks. At Finish with
  * reembed the net passes to the executor (fd_executor_reembed) and the
@@ -60,13 +64,16 @@ struct tv {
 	/* executor thread only */
 	nn_net *net;
 	nn_optim *opt;
-	/* the image cache: n items, ids sorted (LMDB key order), pixels */
+	/* the image cache: n items, ids sorted (LMDB key order), their pixels
+	 * in an image set on the backend, else (no room there) on the host */
 	size_t n_items;
 	char **ids;
 	char *id_blob;
 	uint8_t *pix;
+	nn_images *set;        /* executor thread only */
 	/* per-step buffers, allocated once at Start */
-	const uint8_t **img;   /* 2 × max triples */
+	uint32_t *idx;         /* 2 × max triples: the step's items, as cache indices */
+	const uint8_t **img;   /* the same as host images, when there is no set */
 	float *phi, *dphi;     /* 2 × max triples × K */
 	float *out;            /* a reply: loss, g (max triples each), dtheta */
 	/* the current step (set by the handler before the task) */
@@ -91,12 +98,11 @@ static int cmp_id(const void *key, const void *elem)
 	return strcmp(key, *(char *const *)elem);
 }
 
-static const uint8_t *cached(const struct tv *s, const char *id)
+/* The cache index of item id, or -1. */
+static long cached(const struct tv *s, const char *id)
 {
 	char **hit = bsearch(id, s->ids, s->n_items, sizeof *s->ids, cmp_id);
-	if (!hit)
-		return NULL;
-	return s->pix + (size_t)(hit - s->ids) * s->size * s->size * 3;
+	return hit ? (long)(hit - s->ids) : -1;
 }
 
 /* One decode thread's share of the cache: items k ≡ first (mod step). */
@@ -276,15 +282,50 @@ static int free_task(fd_executor *ex, void *arg)
 	(void)ex;
 	nn_optim_destroy(s->opt);
 	nn_net_destroy(s->net);
+	nn_images_destroy(s->set);
 	s->opt = NULL;
 	s->net = NULL;
+	s->set = NULL;
 	return 0;
 }
 
-/* −ln σ(x) without overflow. */
-static double softplus_neg(double x)
+/* Copies the host cache into an image set on the backend and frees the
+ * host copy; without room on the device the cache stays on the host. */
+static int upload_task(fd_executor *ex, void *arg)
 {
-	return x > 0 ? log1p(exp(-x)) : -x + log1p(exp(x));
+	enum { SLICE = 256 };
+	struct tv *s = arg;
+	nn_backend *b = fd_executor_backend(ex);
+	const size_t px = (size_t)s->size * s->size * 3;
+	int rc = nn_images_create(b, s->n_items, s->size, &s->set);
+	if (rc == VR_ENOMEM) {
+		VR_WARN("TrainVisual %s: no room for %.1f MB of images on %s; they stay in host "
+			"memory and cross to it every step", s->session, (double)(s->n_items * px) / 1e6,
+			nn_backend_name(b));
+		return 0;
+	}
+	for (size_t i = 0; !rc && i < s->n_items; i += SLICE)
+		rc = nn_images_put(s->set, i, s->n_items - i < SLICE ? s->n_items - i : SLICE,
+				   s->pix + i * px);
+	if (rc) {
+		nn_images_destroy(s->set);
+		s->set = NULL;
+		snprintf(s->err, sizeof s->err, "cannot copy the images to the %s backend: %s",
+			 nn_backend_name(b), vr_strerror(rc));
+		return rc;
+	}
+	free(s->pix);
+	s->pix = NULL;
+	VR_INFO("TrainVisual %s: the images are an image set on the %s backend", s->session,
+		nn_backend_name(b));
+	return 0;
+}
+
+/* A training or evaluation forward of the n images the step mapped. */
+static int forward(struct tv *s, int n, int train, float *out)
+{
+	return s->set ? nn_net_forward_images(s->net, s->set, s->idx, n, train, out)
+		      : nn_net_forward_u8(s->net, s->img, n, train, out);
 }
 
 static int step_task(fd_executor *ex, void *arg)
@@ -295,24 +336,10 @@ static int step_task(fd_executor *ex, void *arg)
 	(void)ex;
 	int rc = nn_net_zero_grad(s->net);
 	if (!rc)
-		rc = nn_net_forward_u8(s->net, s->img, (int)(2 * n), 1, s->phi);
+		rc = forward(s, (int)(2 * n), 1, s->phi);
 	if (rc)
 		goto fail;
-	for (size_t t = 0; t < n; t++) {
-		const float *th = s->theta + t * K, *pi = s->phi + t * K, *pj = s->phi + (n + t) * K;
-		float *di = s->dphi + t * K, *dj = s->dphi + (n + t) * K, *dt = s->dtheta + t * K;
-		double x = s->margin[t];
-		for (size_t k = 0; k < K; k++)
-			x += (double)th[k] * ((double)pi[k] - pj[k]);
-		float g = (float)(1.0 / (1.0 + exp(x)));
-		s->loss[t] = (float)softplus_neg(x);
-		s->g[t] = g;
-		for (size_t k = 0; k < K; k++) {
-			di[k] = -g * th[k];
-			dj[k] = g * th[k];
-			dt[k] = -g * (pi[k] - pj[k]);
-		}
-	}
+	nn_bpr_triples(s->phi, n, K, s->theta, s->margin, s->loss, s->g, s->dphi, s->dtheta);
 	if ((rc = nn_net_backward(s->net, s->dphi, NULL)) || (rc = nn_optim_step(s->opt)))
 		goto fail;
 	s->step++;
@@ -331,7 +358,7 @@ static int embed_task(fd_executor *ex, void *arg)
 	struct tv *s = arg;
 	double t0 = now_s();
 	(void)ex;
-	int rc = nn_net_forward_u8(s->net, s->img, (int)s->n, 0, s->dtheta);
+	int rc = forward(s, (int)s->n, 0, s->dtheta);
 	if (rc)
 		snprintf(s->err, sizeof s->err, "embedding failed: %s: %s", vr_strerror(rc),
 			 nn_net_errmsg(s->net));
@@ -410,12 +437,13 @@ static int on_start(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualSt
 		return vr_call_error(call, vr_status_from_rc(rc), "TrainVisual start: %s", s->err);
 	size_t mx = 2 * FD_TV_MAX_TRIPLES, K = (size_t)s->dims;
 	s->img = malloc(mx * sizeof *s->img);
+	s->idx = malloc(mx * sizeof *s->idx);
 	s->phi = malloc(mx * K * sizeof(float));
 	s->dphi = malloc(mx * K * sizeof(float));
 	s->out = malloc((2 * FD_TV_MAX_TRIPLES + FD_TV_MAX_TRIPLES * K) * sizeof(float));
-	if (!s->img || !s->phi || !s->dphi || !s->out)
+	if (!s->img || !s->idx || !s->phi || !s->dphi || !s->out)
 		return VR_ENOMEM;
-	if ((rc = cache_build(s)))
+	if ((rc = cache_build(s)) || (rc = fd_executor_call(s->svc->ex, upload_task, s)))
 		return vr_call_error(call, vr_status_from_rc(rc), "TrainVisual start: %s", s->err);
 	fd_model_info active;
 	fd_executor_model(s->svc->ex, &active);
@@ -433,11 +461,29 @@ static int on_start(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualSt
 	return vr_call_send(call, &r.base);
 }
 
-/* Maps ids to cached images into s->img[off..off+n). */
+static int same_session(const struct tv *s, const char *id)
+{
+	return id && !strcmp(id, s->session);
+}
+
+/* A message for another session than the stream's: FAILED_PRECONDITION. */
+static int wrong_session(vr_call *call, const struct tv *s, const char *what, const char *id)
+{
+	return vr_call_error(call, GRPC_STATUS_FAILED_PRECONDITION,
+			     "%s for session \"%.64s\" on the stream of session \"%s\"", what,
+			     id ? id : "", s->session);
+}
+
+/* Maps ids to cached images into s->idx[off..off+n) (and s->img, when the
+ * cache is on the host). */
 static int map_items(vr_call *call, struct tv *s, char **ids, size_t n, size_t off)
 {
 	for (size_t t = 0; t < n; t++) {
-		if (!(s->img[off + t] = cached(s, ids[t])))
+		long k = cached(s, ids[t]);
+		s->idx[off + t] = (uint32_t)k;
+		if (k >= 0 && s->pix)
+			s->img[off + t] = s->pix + (size_t)k * s->size * s->size * 3;
+		if (k < 0)
 			return vr_call_error(call, GRPC_STATUS_NOT_FOUND,
 					     "item \"%.64s\" has no image in this training session's cache "
 					     "(items put after TrainVisual started are not in it)", ids[t]);
@@ -448,43 +494,37 @@ static int map_items(vr_call *call, struct tv *s, char **ids, size_t n, size_t o
 static int on_step(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualStep *m)
 {
 	size_t n = m->n_pos_items, K = (size_t)s->dims;
-	int embed = m->step == 0;
-	if (!m->session_id || strcmp(m->session_id, s->session))
-		return vr_call_error(call, GRPC_STATUS_FAILED_PRECONDITION,
-				     "step for session \"%.64s\" on the stream of session \"%s\"",
-				     m->session_id ? m->session_id : "", s->session);
-	if (!embed && m->step != s->step + 1)
+	if (!same_session(s, m->session_id))
+		return wrong_session(call, s, "step", m->session_id);
+	if (m->step != s->step + 1)
 		return vr_call_error(call, GRPC_STATUS_FAILED_PRECONDITION,
 				     "step %llu out of order: session %s is at step %llu (a peer restarted? "
 				     "start again with resume)", (unsigned long long)m->step, s->session,
 				     (unsigned long long)s->step);
 	if (!n || n > FD_TV_MAX_TRIPLES)
 		return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT,
-				     "a step carries 1..%d items, not %zu", FD_TV_MAX_TRIPLES, n);
-	if (embed ? (m->n_neg_items || m->n_theta || m->n_margin)
-		  : (m->n_neg_items != n || m->n_margin != n || m->n_theta != n * K))
+				     "a step carries 1..%d triples, not %zu", FD_TV_MAX_TRIPLES, n);
+	if (m->n_neg_items != n || m->n_margin != n || m->n_theta != n * K)
 		return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT,
-				     embed ? "step 0 (embed) takes pos_items only"
-					   : "a step needs n neg_items, n margins and n × %zu theta values", K);
+				     "a step needs n neg_items, n margins and n × %zu theta values", K);
 	int rc = map_items(call, s, m->pos_items, n, 0);
-	if (!rc && !embed)
+	if (!rc)
 		rc = map_items(call, s, m->neg_items, n, n);
 	if (rc)
 		return rc;
-	size_t nl = embed ? 0 : n;
 	s->n = n;
 	s->theta = m->theta;
 	s->margin = m->margin;
 	s->loss = s->out;
-	s->g = s->out + nl;
-	s->dtheta = s->out + 2 * nl;
-	if ((rc = fd_executor_call(s->svc->ex, embed ? embed_task : step_task, s)))
+	s->g = s->out + n;
+	s->dtheta = s->out + 2 * n;
+	if ((rc = fd_executor_call(s->svc->ex, step_task, s)))
 		return vr_call_error(call, vr_status_from_rc(rc), "TrainVisual step %llu: %s",
 				     (unsigned long long)m->step, s->err);
 	Visrec__V1__TrainVisualStepResult sr = VISREC__V1__TRAIN_VISUAL_STEP_RESULT__INIT;
 	Visrec__V1__TrainVisualResponse r = VISREC__V1__TRAIN_VISUAL_RESPONSE__INIT;
 	sr.step = m->step;
-	sr.n_loss = sr.n_g = nl;
+	sr.n_loss = sr.n_g = n;
 	sr.loss = s->loss;
 	sr.g = s->g;
 	sr.n_dtheta = n * K;
@@ -495,14 +535,38 @@ static int on_step(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualSte
 	return vr_call_send(call, &r.base);
 }
 
+static int on_embed(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualEmbed *m)
+{
+	size_t n = m->n_items, K = (size_t)s->dims;
+	if (!same_session(s, m->session_id))
+		return wrong_session(call, s, "embed", m->session_id);
+	if (!n || n > FD_TV_MAX_TRIPLES)
+		return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT,
+				     "an embed carries 1..%d items, not %zu", FD_TV_MAX_TRIPLES, n);
+	int rc = map_items(call, s, m->items, n, 0);
+	if (rc)
+		return rc;
+	s->n = n;
+	s->dtheta = s->out; /* the embedding goes where a step's reply would */
+	if ((rc = fd_executor_call(s->svc->ex, embed_task, s)))
+		return vr_call_error(call, vr_status_from_rc(rc), "TrainVisual embed: %s", s->err);
+	Visrec__V1__TrainVisualEmbedded e = VISREC__V1__TRAIN_VISUAL_EMBEDDED__INIT;
+	Visrec__V1__TrainVisualResponse r = VISREC__V1__TRAIN_VISUAL_RESPONSE__INIT;
+	e.dims = (uint32_t)K;
+	e.n_values = n * K;
+	e.values = s->dtheta;
+	e.network_seconds = s->net_s;
+	r.msg_case = VISREC__V1__TRAIN_VISUAL_RESPONSE__MSG_EMBEDDED;
+	r.embedded = &e;
+	return vr_call_send(call, &r.base);
+}
+
 static int on_finish(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualFinish *m, int *done)
 {
 	struct finish f = { .s = s };
 	uint64_t embedded = 0;
-	if (!m->session_id || strcmp(m->session_id, s->session))
-		return vr_call_error(call, GRPC_STATUS_FAILED_PRECONDITION,
-				     "finish for session \"%.64s\" on the stream of session \"%s\"",
-				     m->session_id ? m->session_id : "", s->session);
+	if (!same_session(s, m->session_id))
+		return wrong_session(call, s, "finish", m->session_id);
 	*done = 1;
 	Visrec__V1__TrainVisualFinished fin = VISREC__V1__TRAIN_VISUAL_FINISHED__INIT;
 	Visrec__V1__TrainVisualResponse r = VISREC__V1__TRAIN_VISUAL_RESPONSE__INIT;
@@ -559,6 +623,11 @@ int fd_train_visual(vr_call *call, void *ctx)
 						      "send TrainVisualStart before steps")
 				      : on_step(call, s, m->step);
 			break;
+		case VISREC__V1__TRAIN_VISUAL_REQUEST__MSG_EMBED:
+			rc = !started ? vr_call_error(call, GRPC_STATUS_FAILED_PRECONDITION,
+						      "send TrainVisualStart before embed")
+				      : on_embed(call, s, m->embed);
+			break;
 		case VISREC__V1__TRAIN_VISUAL_REQUEST__MSG_FINISH:
 			rc = !started ? vr_call_error(call, GRPC_STATUS_FAILED_PRECONDITION,
 						      "send TrainVisualStart before finish")
@@ -566,18 +635,19 @@ int fd_train_visual(vr_call *call, void *ctx)
 			break;
 		default:
 			rc = vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT,
-					   "a TrainVisualRequest needs start, step or finish");
+					   "a TrainVisualRequest needs start, step, embed or finish");
 		}
 		protobuf_c_message_free_unpacked(&m->base, NULL);
 	}
 leave:
 	if (s) {
-		if (s->net || s->opt)
+		if (s->net || s->opt || s->set)
 			fd_executor_call(s->svc->ex, free_task, s);
 		free(s->ids);
 		free(s->id_blob);
 		free(s->pix);
 		free(s->img);
+		free(s->idx);
 		free(s->phi);
 		free(s->dphi);
 		free(s->out);

@@ -19,11 +19,10 @@
  *           dL/dφ_i = −g θ_u, dL/dφ_j = +g θ_u per triple, unscaled; one
  *           backward, one Adam step (L2 weight decay in the gradient, as
  *           torch.optim.Adam). Replies loss, g and dL/dθ_u = −g (φ_i − φ_j).
- *   Step 0  (an extension: a step numbered 0 with pos_items only and no
- *           theta, margin or neg_items) embeds pos_items with the current
- *           net in evaluation mode and replies dtheta = φ (n × K), training
- *           nothing: rankd's per-epoch validation. A proto message of its
- *           own would be cleaner; see the issue note.
+ *   Embed   with n <= FD_TV_MAX_TRIPLES item ids: φ of each with the
+ *           current net in evaluation mode (dropout off), replied as
+ *           Embedded (n × K values), training nothing: rankd's per-epoch
+ *           validation. It may come between any two steps.
  *   Finish  reembed: the trained net becomes a new model version (purpose
  *           "embedding", K dims), every item is re-embedded with it and the
  *           active version switches in one transaction (MODEL_SWITCHED);

@@ -196,13 +196,12 @@ leave:
 
 int rk_dvbpr_embed(rk_dvbpr *d, const uint32_t *items, size_t n, float *phi, vr_status *st)
 {
-	Visrec__V1__TrainVisualStep s = VISREC__V1__TRAIN_VISUAL_STEP__INIT;
+	Visrec__V1__TrainVisualEmbed e = VISREC__V1__TRAIN_VISUAL_EMBED__INIT;
 	Visrec__V1__TrainVisualRequest req = VISREC__V1__TRAIN_VISUAL_REQUEST__INIT;
-	s.session_id = d->session;
-	s.step = 0; /* featured's embed-only step */
-	s.pos_items = d->pos;
-	req.msg_case = VISREC__V1__TRAIN_VISUAL_REQUEST__MSG_STEP;
-	req.step = &s;
+	e.session_id = d->session;
+	e.items = d->pos;
+	req.msg_case = VISREC__V1__TRAIN_VISUAL_REQUEST__MSG_EMBED;
+	req.embed = &e;
 	for (size_t off = 0; off < n; off += d->max_batch) {
 		Visrec__V1__TrainVisualResponse *r = NULL;
 		size_t c = n - off < d->max_batch ? n - off : d->max_batch;
@@ -211,14 +210,14 @@ int rk_dvbpr_embed(rk_dvbpr *d, const uint32_t *items, size_t n, float *phi, vr_
 				return VR_EINVAL;
 			d->pos[t] = (char *)d->ids[items[off + t]];
 		}
-		s.n_pos_items = c;
-		int rc = round_trip(d, &req, VISREC__V1__TRAIN_VISUAL_RESPONSE__MSG_STEP, &r, st);
+		e.n_items = c;
+		int rc = round_trip(d, &req, VISREC__V1__TRAIN_VISUAL_RESPONSE__MSG_EMBEDDED, &r, st);
 		if (rc)
 			return rc;
-		if (r->step->n_dtheta != c * d->k2)
+		if (r->embedded->dims != d->k2 || r->embedded->n_values != c * d->k2)
 			rc = corrupt(st, "an embedding of the wrong size");
 		else
-			memcpy(phi + off * d->k2, r->step->dtheta, c * d->k2 * sizeof(float));
+			memcpy(phi + off * d->k2, r->embedded->values, c * d->k2 * sizeof(float));
 		protobuf_c_message_free_unpacked(&r->base, NULL);
 		if (rc)
 			return rc;

@@ -10,6 +10,7 @@
 #include "model.h"
 #include "nn.h"
 #include "sampler.h"
+#include "train_visual.h"
 #include "visrec/v1/featured.pb-c.h"
 
 #include <math.h>
@@ -179,7 +180,7 @@ TEST(split_equals_one_process)
 	/* rankd's half is the same. */
 	ASSERT_MSG(max_rel_diff(m->params, mref->params, m->n_params) < 1e-4, "rankd params differ by %g",
 		   max_rel_diff(m->params, mref->params, m->n_params));
-	/* The embed-only step gives the reference's evaluation-mode φ. */
+	/* TrainVisualEmbed gives the reference's evaluation-mode φ. */
 	uint32_t all[N_ITEMS];
 	float phi[N_ITEMS * K2], want[N_ITEMS * K2];
 	const uint8_t *img[N_ITEMS];
@@ -283,17 +284,13 @@ TEST(restarted_peer_detected)
 	set_free(&s);
 }
 
-/* featured checks every step against its session: the step number
- * (a peer that restarted and lost count), the session id and item ids. */
-static int raw_step(vr_channel *ch, uint64_t step, const char *session, char *pos, vr_status *st)
+/* Opens a TrainVisual call on ch and starts the session "raw" (small net,
+ * K2 outputs), consuming the Started reply. */
+static int raw_start(vr_channel *ch, vr_ccall **cc)
 {
-	vr_ccall *cc = NULL;
 	ProtobufCMessage *m = NULL;
 	Visrec__V1__TrainVisualStart s = VISREC__V1__TRAIN_VISUAL_START__INIT;
-	Visrec__V1__TrainVisualStep p = VISREC__V1__TRAIN_VISUAL_STEP__INIT;
 	Visrec__V1__TrainVisualRequest req = VISREC__V1__TRAIN_VISUAL_REQUEST__INIT;
-	char *neg[1] = { "it01" }, *posv[1] = { pos };
-	float theta[K2] = { 0.5f }, margin[1] = { 0 };
 	s.arch = "small";
 	s.dims = K2;
 	s.input_size = SIZE;
@@ -301,12 +298,44 @@ static int raw_step(vr_channel *ch, uint64_t step, const char *session, char *po
 	s.session_id = "raw";
 	req.msg_case = VISREC__V1__TRAIN_VISUAL_REQUEST__MSG_START;
 	req.start = &s;
-	int rc = vr_ccall_start(&cc, ch, "/visrec.v1.Featured/TrainVisual",
+	int rc = vr_ccall_start(cc, ch, "/visrec.v1.Featured/TrainVisual",
 				&visrec__v1__train_visual_response__descriptor, 0, NULL);
 	if (!rc)
-		rc = vr_ccall_send(cc, &req.base);
-	if (!rc && !(rc = vr_ccall_recv(cc, &m)))
+		rc = vr_ccall_send(*cc, &req.base);
+	if (!rc && !(rc = vr_ccall_recv(*cc, &m)))
 		protobuf_c_message_free_unpacked(m, NULL);
+	return rc;
+}
+
+/* Sends req on a started call, reads one reply into *m (freed by the
+ * caller; NULL when none), half-closes and takes the status: featured's
+ * handler returns before the status. */
+static int raw_exchange(vr_ccall *cc, int rc, const Visrec__V1__TrainVisualRequest *req,
+			ProtobufCMessage **m, vr_status *st)
+{
+	*m = NULL;
+	if (!rc)
+		rc = vr_ccall_send(cc, &req->base);
+	if (!rc)
+		rc = vr_ccall_recv(cc, m);
+	if (!rc)
+		rc = vr_ccall_close_send(cc);
+	if (cc && vr_ccall_finish(cc, st) && !rc)
+		rc = VR_ERPC;
+	return rc;
+}
+
+/* featured checks every step against its session: the step number
+ * (a peer that restarted and lost count), the session id and item ids. */
+static int raw_step(vr_channel *ch, uint64_t step, const char *session, char *pos, vr_status *st)
+{
+	vr_ccall *cc = NULL;
+	ProtobufCMessage *m = NULL;
+	Visrec__V1__TrainVisualStep p = VISREC__V1__TRAIN_VISUAL_STEP__INIT;
+	Visrec__V1__TrainVisualRequest req = VISREC__V1__TRAIN_VISUAL_REQUEST__INIT;
+	char *neg[1] = { "it01" }, *posv[1] = { pos };
+	float theta[K2] = { 0.5f }, margin[1] = { 0 };
+	int rc = raw_start(ch, &cc);
 	p.session_id = (char *)session;
 	p.step = step;
 	p.n_pos_items = p.n_neg_items = p.n_margin = 1;
@@ -317,15 +346,36 @@ static int raw_step(vr_channel *ch, uint64_t step, const char *session, char *po
 	p.theta = theta;
 	req.msg_case = VISREC__V1__TRAIN_VISUAL_REQUEST__MSG_STEP;
 	req.step = &p;
-	if (!rc)
-		rc = vr_ccall_send(cc, &req.base);
-	m = NULL;
-	if (!rc && !(rc = vr_ccall_recv(cc, &m)))
+	rc = raw_exchange(cc, rc, &req, &m, st);
+	if (m)
 		protobuf_c_message_free_unpacked(m, NULL);
-	if (!rc) /* end the session: featured's handler returns before the status */
-		rc = vr_ccall_close_send(cc);
-	if (cc && vr_ccall_finish(cc, st) && !rc)
-		rc = VR_ERPC;
+	return rc;
+}
+
+/* Start, then one Embed of n ids for session; *dims gets the reply's dims
+ * (0 when there was none). */
+static int raw_embed(vr_channel *ch, const char *session, char **ids, size_t n, uint32_t *dims,
+		     vr_status *st)
+{
+	vr_ccall *cc = NULL;
+	ProtobufCMessage *m = NULL;
+	Visrec__V1__TrainVisualEmbed e = VISREC__V1__TRAIN_VISUAL_EMBED__INIT;
+	Visrec__V1__TrainVisualRequest req = VISREC__V1__TRAIN_VISUAL_REQUEST__INIT;
+	int rc = raw_start(ch, &cc);
+	*dims = 0;
+	e.session_id = (char *)session;
+	e.n_items = n;
+	e.items = ids;
+	req.msg_case = VISREC__V1__TRAIN_VISUAL_REQUEST__MSG_EMBED;
+	req.embed = &e;
+	rc = raw_exchange(cc, rc, &req, &m, st);
+	if (m) {
+		const Visrec__V1__TrainVisualResponse *r = (const void *)m;
+		if (r->msg_case == VISREC__V1__TRAIN_VISUAL_RESPONSE__MSG_EMBEDDED &&
+		    r->embedded->n_values == n * r->embedded->dims)
+			*dims = r->embedded->dims;
+		protobuf_c_message_free_unpacked(m, NULL);
+	}
 	return rc;
 }
 
@@ -350,6 +400,27 @@ TEST(step_checks)
 	ASSERT_NE_INT(raw_step(ch, 1, "raw", "nope", &st), 0);
 	ASSERT_EQ_INT(st.code, GRPC_STATUS_NOT_FOUND);
 	ASSERT_CONTAINS(st.message, "\"nope\"");
+	/* Step 0 is no embed request any more: only TrainVisualEmbed is. */
+	ASSERT_NE_INT(raw_step(ch, 0, "raw", "it00", &st), 0);
+	ASSERT_EQ_INT(st.code, GRPC_STATUS_FAILED_PRECONDITION);
+	ASSERT_CONTAINS(st.message, "step 0 out of order");
+	uint32_t dims = 0;
+	char *some[2] = { "it01", "it02" }, *bad[2] = { "it01", "nope" };
+	char *many[FD_TV_MAX_TRIPLES + 1];
+	for (int k = 0; k <= FD_TV_MAX_TRIPLES; k++)
+		many[k] = "it00";
+	ASSERT_OK(raw_embed(ch, "raw", some, 2, &dims, &st));
+	ASSERT_EQ_INT(dims, K2);
+	ASSERT_NE_INT(raw_embed(ch, "other", some, 2, &dims, &st), 0);
+	ASSERT_EQ_INT(st.code, GRPC_STATUS_FAILED_PRECONDITION);
+	ASSERT_CONTAINS(st.message, "embed for session \"other\"");
+	ASSERT_NE_INT(raw_embed(ch, "raw", bad, 2, &dims, &st), 0);
+	ASSERT_EQ_INT(st.code, GRPC_STATUS_NOT_FOUND);
+	ASSERT_NE_INT(raw_embed(ch, "raw", some, 0, &dims, &st), 0);
+	ASSERT_EQ_INT(st.code, GRPC_STATUS_INVALID_ARGUMENT);
+	ASSERT_NE_INT(raw_embed(ch, "raw", many, FD_TV_MAX_TRIPLES + 1, &dims, &st), 0);
+	ASSERT_EQ_INT(st.code, GRPC_STATUS_INVALID_ARGUMENT);
+	ASSERT_EQ_INT(dims, 0);
 	vr_channel_destroy(ch);
 	dvt_featured_stop(&fp);
 	set_free(&s);

@@ -1,8 +1,9 @@
 /* DVBPR end to end with featured and rankd as real processes on loopback:
- * a generated data set (tools/datagen: images whose look drives the
- * users' picks, 20% cold items), Train(DVBPR) streaming progress, the
- * served model evaluated against BPR on cold items, featured killed in
- * the middle of a run and the run resumed from its checkpoint. */
+ * generated data sets (tools/datagen: images whose look drives the users'
+ * picks), Train(DVBPR) streaming progress, the served model evaluated
+ * against BPR on cold items, an item put after training ranked by its
+ * visual terms, featured killed in the middle of a run and the run resumed
+ * from its checkpoint. */
 #include "datagen.h"
 #include "err.h"
 #include "harness.h"
@@ -17,12 +18,26 @@
 #include <math.h>
 #include <stdlib.h>
 
-#define USERS 40
-#define ITEMS 60
-#define ROWS 700
+/* A generated data set and its folder. */
+struct dataset {
+	const char *name;
+	int64_t users, items, rows;
+	double cold_frac;
+	char dir[128];
+};
+
+/* Small and quick: the protocol's properties (AUC rises, order invariance,
+ * resume). */
+static struct dataset small_set = { "small", 40, 60, 700, 0.2, "" };
+/* Big enough that the visual signal decides cold items. On the small set
+ * even the generator's own visual affinity (the truth) ranks cold test
+ * items at AUC 0.72, below BPR's 0.80: with 60 items a user's remaining
+ * warm items are mostly unpopular ones with negative β_i, so BPR's 0 for
+ * every cold item wins for free. Here the truth reaches 0.84 (hue alone
+ * 0.75) and BPR 0.64, over 40 cold test users. */
+static struct dataset cold_set = { "cold", 100, 400, 2000, 0.1, "" };
 
 static char tmpdir[64];
-static char datadir[128];
 
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
@@ -44,13 +59,14 @@ static int start_featured(struct proc *p, const char *tag, const char *listen)
 	return proc_wait_ready(p, "featured", 20000);
 }
 
-static int start_rankd(struct proc *p, const char *tag, const char *featured)
+static int start_rankd(struct proc *p, const char *tag, const char *featured, int follow)
 {
 	char data[160], err[160];
 	snprintf(data, sizeof data, "%s/%s-rankd", tmpdir, tag);
 	snprintf(err, sizeof err, "%s/%s-rankd.stderr", tmpdir, tag);
 	char *argv[] = { RANKD_BIN, "--listen", "127.0.0.1:0", "--data", data, "--threads", "2",
-			 "--featured", (char *)featured, "--follow-featured=false", NULL };
+			 "--featured", (char *)featured,
+			 follow ? "--follow-featured=true" : "--follow-featured=false", NULL };
 	if (proc_spawn(p, err, argv))
 		return -1;
 	return proc_wait_ready(p, "rankd", 20000);
@@ -89,17 +105,39 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* Generates ds once (seeded: the same files every time). */
+static int dataset_make(struct dataset *ds)
+{
+	struct dg_opts o;
+	if (ds->dir[0])
+		return 0;
+	snprintf(ds->dir, sizeof ds->dir, "%s/data-%s", tmpdir, ds->name);
+	dg_opts_default(&o);
+	o.out_dir = ds->dir;
+	o.users = ds->users;
+	o.items = ds->items;
+	o.interactions = ds->rows;
+	o.seed = 3;
+	o.cold_frac = ds->cold_frac;
+	o.image_min = 32;
+	o.image_max = 48;
+	o.images = DG_IMAGES_PROCEDURAL;
+	return dg_generate(&o, NULL);
+}
+
 /* Puts every generated image; shuffle != 0 puts them in a seeded random
  * order instead of id order. */
-static int put_images(vr_channel *ch, unsigned shuffle)
+static int put_images(vr_channel *ch, const struct dataset *ds, unsigned shuffle)
 {
-	char dir[192], path[512], *names[ITEMS + 8];
+	char dir[192], path[512], **names = calloc((size_t)ds->items + 8, sizeof *names);
 	int n = 0, rc = 0;
-	snprintf(dir, sizeof dir, "%s/images", datadir);
-	DIR *d = opendir(dir);
-	if (!d)
+	snprintf(dir, sizeof dir, "%s/images", ds->dir);
+	DIR *d = names ? opendir(dir) : NULL;
+	if (!d) {
+		free(names);
 		return -1;
-	for (struct dirent *e; (e = readdir(d)) && n < ITEMS + 8;)
+	}
+	for (struct dirent *e; (e = readdir(d)) && n < ds->items + 8;)
 		if (strstr(e->d_name, ".jpg"))
 			names[n++] = strdup(e->d_name);
 	closedir(d);
@@ -136,22 +174,23 @@ static int put_images(vr_channel *ch, unsigned shuffle)
 		rc = -1;
 	for (int k = 0; k < n; k++)
 		free(names[k]);
+	free(names);
 	return rc;
 }
 
-static int add_interactions(vr_channel *ch)
+static int add_interactions(vr_channel *ch, const struct dataset *ds)
 {
 	char path[192];
-	size_t len;
-	snprintf(path, sizeof path, "%s/interactions.csv", datadir);
+	size_t len, cap = (size_t)ds->rows + 16;
+	snprintf(path, sizeof path, "%s/interactions.csv", ds->dir);
 	char *csv = (char *)read_file(path, &len);
 	if (!csv)
 		return -1;
-	Visrec__V1__Interaction *rows = calloc(ROWS + 16, sizeof *rows);
-	Visrec__V1__Interaction **ptrs = calloc(ROWS + 16, sizeof *ptrs);
+	Visrec__V1__Interaction *rows = calloc(cap, sizeof *rows);
+	Visrec__V1__Interaction **ptrs = calloc(cap, sizeof *ptrs);
 	size_t n = 0;
 	char *save = NULL;
-	for (char *line = strtok_r(csv, "\n", &save); line && n < ROWS + 16;
+	for (char *line = strtok_r(csv, "\n", &save); line && n < cap;
 	     line = strtok_r(NULL, "\n", &save)) {
 		char *c1 = strchr(line, ','), *c2 = c1 ? strchr(c1 + 1, ',') : NULL;
 		if (!c2 || !strncmp(line, "user,", 5))
@@ -244,14 +283,16 @@ struct pair {
 	vr_channel *fch, *rch;
 };
 
-static int pair_start(struct pair *p, const char *tag, unsigned shuffle)
+static int pair_start(struct pair *p, const char *tag, struct dataset *ds, unsigned shuffle,
+		      int follow)
 {
 	memset(p, 0, sizeof *p);
-	if (start_featured(&p->f, tag, "127.0.0.1:0") || start_rankd(&p->r, tag, p->f.addr))
+	if (dataset_make(ds) || start_featured(&p->f, tag, "127.0.0.1:0") ||
+	    start_rankd(&p->r, tag, p->f.addr, follow))
 		return -1;
 	p->fch = channel(p->f.addr);
 	p->rch = channel(p->r.addr);
-	if (put_images(p->fch, shuffle) || add_interactions(p->rch))
+	if (put_images(p->fch, ds, shuffle) || add_interactions(p->rch, ds))
 		return -1;
 	return 0;
 }
@@ -264,12 +305,36 @@ static void pair_stop(struct pair *p)
 	proc_stop(&p->f, 10000);
 }
 
+/* Puts the JPEG at path as item id through featured's Embed; *version and
+ * *dims get the vector's model version and length. */
+static int embed_file(vr_channel *fch, const char *id, const char *path, uint32_t *version,
+		      uint32_t *dims)
+{
+	Visrec__V1__EmbedRequest er = VISREC__V1__EMBED_REQUEST__INIT;
+	Visrec__V1__EmbedResponse *resp = NULL;
+	size_t len = 0;
+	er.item_id = (char *)id;
+	if (!(er.image.data = read_file(path, &len)))
+		return VR_EIO;
+	er.image.len = len;
+	int rc = vr_client_unary(fch, "/visrec.v1.Featured/Embed", &er.base,
+				 &visrec__v1__embed_response__descriptor, (ProtobufCMessage **)&resp,
+				 10000, NULL, NULL);
+	if (!rc) {
+		*version = resp->vector->model_version;
+		*dims = (uint32_t)resp->vector->n_values;
+		protobuf_c_message_free_unpacked(&resp->base, NULL);
+	}
+	free(er.image.data);
+	return rc;
+}
+
 TEST(auc_rises_and_ingest_order_invariant)
 {
 	struct pair p;
 	vr_status st;
 	double auc[8] = { 0 }, shuffled[8] = { 0 };
-	ASSERT_OK(pair_start(&p, "auc", 0));
+	ASSERT_OK(pair_start(&p, "auc", &small_set, 0, 0));
 	Visrec__V1__TrainRequest bpr = VISREC__V1__TRAIN_REQUEST__INIT;
 	bpr.model = VISREC__V1__MODEL_KIND__BPR;
 	bpr.epochs = 5;
@@ -285,37 +350,27 @@ TEST(auc_rises_and_ingest_order_invariant)
 		bpr_cold);
 	ASSERT_MSG(auc[5] > auc[0] + 0.02, "validation AUC did not rise: %.4f -> %.4f", auc[0],
 		   auc[5]);
-	/* BPR ranks every cold item at exactly 0, above the many warm items its
-	 * biases push below 0, which gives it about 0.8 here for free; this
-	 * short CPU schedule does not beat that yet (see the issue note), so
-	 * the check is that the visual terms rank cold items well above chance. */
+	/* On this small set BPR's 0 for every cold item is hard to beat (see
+	 * small_set); beats_bpr_on_cold_items makes that comparison on a set
+	 * where the images decide. Here: the visual terms rank cold items well
+	 * above chance. */
 	ASSERT_MSG(dv_cold > 0.6, "DVBPR's cold AUC %.4f (BPR %.4f)", dv_cold, bpr_cold);
 	/* A restarted rankd serves the same DVBPR model from its snapshot. */
 	vr_channel_destroy(p.rch);
 	proc_stop(&p.r, 10000);
-	ASSERT_OK(start_rankd(&p.r, "auc", p.f.addr));
+	ASSERT_OK(start_rankd(&p.r, "auc", p.f.addr, 0));
 	p.rch = channel(p.r.addr);
 	ASSERT_NEAR(cold_auc(p.rch), dv_cold, 1e-6);
 	/* An item put after training gets φ from the trained net. */
-	Visrec__V1__EmbedRequest er = VISREC__V1__EMBED_REQUEST__INIT;
-	Visrec__V1__EmbedResponse *eresp = NULL;
 	char path[256];
-	size_t len = 0;
-	snprintf(path, sizeof path, "%s/images/i000001.jpg", datadir);
-	er.item_id = "new-after-dvbpr";
-	er.image.data = read_file(path, &len);
-	er.image.len = len;
-	ASSERT(er.image.data);
-	ASSERT_OK(vr_client_unary(p.fch, "/visrec.v1.Featured/Embed", &er.base,
-				  &visrec__v1__embed_response__descriptor, (ProtobufCMessage **)&eresp,
-				  10000, NULL, NULL));
-	ASSERT_EQ_INT(eresp->vector->model_version, 2);
-	ASSERT_EQ_INT(eresp->vector->n_values, 16);
-	protobuf_c_message_free_unpacked(&eresp->base, NULL);
-	free(er.image.data);
+	uint32_t version = 0, dims = 0;
+	snprintf(path, sizeof path, "%s/images/i000001.jpg", small_set.dir);
+	ASSERT_OK(embed_file(p.fch, "new-after-dvbpr", path, &version, &dims));
+	ASSERT_EQ_INT(version, 2);
+	ASSERT_EQ_INT(dims, 16);
 	pair_stop(&p);
 	/* The same run on a catalogue put in a shuffled order evaluates the same. */
-	ASSERT_OK(pair_start(&p, "shuffled", 12345));
+	ASSERT_OK(pair_start(&p, "shuffled", &small_set, 12345, 0));
 	ASSERT_MSG(train(p.rch, &dv, shuffled, 8, &st) == 0, "DVBPR: %s", st.message);
 	double sh_cold = cold_auc(p.rch);
 	fprintf(stderr, "  shuffled ingest: validation AUC %.4f .. %.4f, cold AUC %.4f\n", shuffled[0],
@@ -326,6 +381,107 @@ TEST(auc_rises_and_ingest_order_invariant)
 	pair_stop(&p);
 }
 
+/* Scores of n items for user; 0 or the call's error. */
+static int score(vr_channel *ch, const char *user, char **items, size_t n, float *out)
+{
+	Visrec__V1__ScoreRequest req = VISREC__V1__SCORE_REQUEST__INIT;
+	Visrec__V1__ScoreResponse *r = NULL;
+	req.user_id = (char *)user;
+	req.item_ids = items;
+	req.n_item_ids = n;
+	int rc = vr_client_unary(ch, "/visrec.v1.Rank/Score", &req.base,
+				 &visrec__v1__score_response__descriptor, (ProtobufCMessage **)&r, 10000,
+				 NULL, NULL);
+	if (rc)
+		return rc;
+	if (r->n_items != n)
+		rc = -1;
+	for (size_t k = 0; !rc && k < n; k++)
+		out[k] = r->items[k]->score;
+	protobuf_c_message_free_unpacked(&r->base, NULL);
+	return rc;
+}
+
+/* The first item the generator made cold (truth_items.csv: item,cold,...). */
+static int first_cold_item(const struct dataset *ds, char *id, size_t cap)
+{
+	char path[192];
+	size_t len;
+	snprintf(path, sizeof path, "%s/truth_items.csv", ds->dir);
+	char *csv = (char *)read_file(path, &len), *save = NULL;
+	int rc = -1;
+	for (char *line = csv ? strtok_r(csv, "\n", &save) : NULL; line && rc;
+	     line = strtok_r(NULL, "\n", &save)) {
+		char *c = strchr(line, ',');
+		if (c && !strncmp(c, ",1,", 3)) {
+			snprintf(id, cap, "%.*s", (int)(c - line), line);
+			rc = 0;
+		}
+	}
+	free(csv);
+	return rc;
+}
+
+/* The issue's claim, on a set where the images carry the taste: DVBPR's
+ * validation AUC rises over epochs and it ranks cold test items better
+ * than BPR. Then an item put after training (the image of a cold item,
+ * under a new id) reaches rankd by the change feed and scores exactly as
+ * that cold item, θ_u·φ(X_i) with the trained CNN (β_i = γ_i = 0). */
+TEST(beats_bpr_on_cold_items)
+{
+	struct pair p;
+	vr_status st;
+	double auc[16] = { 0 }, none[16];
+	ASSERT_OK(pair_start(&p, "cold", &cold_set, 0, 1));
+	Visrec__V1__TrainRequest bpr = VISREC__V1__TRAIN_REQUEST__INIT;
+	bpr.model = VISREC__V1__MODEL_KIND__BPR;
+	bpr.epochs = 5;
+	bpr.seed = 7;
+	bpr.threads = 1; /* Hogwild with one thread: the same model every run */
+	ASSERT_MSG(train(p.rch, &bpr, none, 16, &st) == 0, "BPR: %s", st.message);
+	double bpr_cold = cold_auc(p.rch);
+	/* The short CPU schedule that works (see the issue note): 16 px, K' 16,
+	 * 10 epochs of 2,000 triples in steps of 64; rankd's SGD at lr 0.2 with
+	 * λ 0.05, which keeps warm items' β_i and γ_i from memorising the few
+	 * interactions each has, so θ_u·φ decides more of the ranking. */
+	Visrec__V1__TrainRequest dv;
+	dvbpr_request(&dv, 10);
+	dv.dims = 8;
+	dv.visual_dims = 16;
+	dv.batch_size = 64;
+	dv.triples_per_epoch = 0;
+	dv.learning_rate = 0.2f;
+	dv.lambda = 0.05f;
+	ASSERT_MSG(train(p.rch, &dv, auc, 16, &st) == 0, "DVBPR: %s", st.message);
+	double dv_cold = cold_auc(p.rch);
+	fprintf(stderr, "  DVBPR validation AUC by epoch:");
+	for (int e = 0; e < 10; e++)
+		fprintf(stderr, " %.4f", auc[e]);
+	fprintf(stderr, "; cold AUC: DVBPR %.4f, BPR %.4f\n", dv_cold, bpr_cold);
+	ASSERT_MSG(auc[9] > auc[0] + 0.02, "validation AUC did not rise: %.4f -> %.4f", auc[0],
+		   auc[9]);
+	ASSERT_MSG(dv_cold > bpr_cold + 0.02, "cold AUC: DVBPR %.4f, BPR %.4f", dv_cold, bpr_cold);
+	/* A cold item put after training. */
+	char twin[64], path[256], *ids[2] = { "new-after-dvbpr", twin };
+	float sc[2] = { 0 };
+	uint32_t version = 0, dims = 0;
+	ASSERT_OK(first_cold_item(&cold_set, twin, sizeof twin));
+	snprintf(path, sizeof path, "%s/images/%s.jpg", cold_set.dir, twin);
+	ASSERT_OK(embed_file(p.fch, ids[0], path, &version, &dims));
+	ASSERT_EQ_INT(dims, 16);
+	int rc = -1;
+	for (int wait = 0; wait < 100 && rc; wait++) { /* the follower applies it within ms */
+		if ((rc = score(p.rch, "u00000", ids, 2, sc)))
+			usleep(50000);
+	}
+	ASSERT_OK(rc);
+	fprintf(stderr, "  user u00000: new item %.6f, its cold twin %s %.6f\n", (double)sc[0], twin,
+		(double)sc[1]);
+	ASSERT(fabsf(sc[1]) > 1e-4f);
+	ASSERT_NEAR(sc[0], sc[1], 1e-4);
+	pair_stop(&p);
+}
+
 /* featured dies during a run: Train ends UNAVAILABLE naming the
  * checkpoint; featured comes back; Train with resume finishes the run. */
 TEST(kill_featured_then_resume)
@@ -333,7 +489,7 @@ TEST(kill_featured_then_resume)
 	struct pair p;
 	vr_status st;
 	double auc[16] = { 0 };
-	ASSERT_OK(pair_start(&p, "kill", 0));
+	ASSERT_OK(pair_start(&p, "kill", &small_set, 0, 0));
 	char addr[64];
 	snprintf(addr, sizeof addr, "%s", p.f.addr);
 	Visrec__V1__TrainRequest dv;
@@ -382,27 +538,14 @@ TEST(kill_featured_then_resume)
 }
 
 static const struct vr_test tests[] = {
-	T(auc_rises_and_ingest_order_invariant), T(kill_featured_then_resume), { 0 },
+	T(auc_rises_and_ingest_order_invariant), T(beats_bpr_on_cold_items),
+	T(kill_featured_then_resume), { 0 },
 };
 
 int main(int argc, char **argv)
 {
-	struct dg_opts o;
 	snprintf(tmpdir, sizeof tmpdir, "/tmp/vr-dvbpr-train-XXXXXX");
 	if (!mkdtemp(tmpdir))
-		return 1;
-	snprintf(datadir, sizeof datadir, "%s/data", tmpdir);
-	dg_opts_default(&o);
-	o.out_dir = datadir;
-	o.users = USERS;
-	o.items = ITEMS;
-	o.interactions = ROWS;
-	o.seed = 3;
-	o.cold_frac = 0.2;
-	o.image_min = 32;
-	o.image_max = 48;
-	o.images = DG_IMAGES_PROCEDURAL;
-	if (dg_generate(&o, NULL))
 		return 1;
 	vr_log_set_level(VR_LOG_WARN);
 	vr_rpc_init();

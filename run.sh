@@ -14,6 +14,9 @@
 #   ./run.sh --bpr-epochs N --vbpr-epochs N --dvbpr-epochs N
 #   ./run.sh --dvbpr-arch A    DVBPR's CNN: small (short schedule), alexnet (full) or cnnf
 #   ./run.sh --dvbpr-triples N DVBPR's triples per epoch (0: one per training interaction)
+#   ./run.sh --features F      VBPR's item features: pretrained (default: ImageNet MobileNetV2
+#                              block_10 at 96 px, from tools/weights/install.sh), random (the
+#                              same net randomly initialised) or small (featured's small random net)
 #   ./run.sh --out DIR         output folder (default: out)
 #   ./run.sh --build DIR       build folder (default: build)
 #   ./run.sh --no-build        use what is built in the build folder
@@ -23,6 +26,7 @@ cd "$(dirname "$0")"
 
 size=full schedule=short out=out build=build do_build=1 keep=0
 epochs= bpr_epochs= vbpr_epochs= dvbpr_epochs= dvbpr_arch= dvbpr_triples=
+features=pretrained
 while [ $# -gt 0 ]; do
 	case $1 in
 	--small) size=small ;;
@@ -33,6 +37,7 @@ while [ $# -gt 0 ]; do
 	--dvbpr-epochs) dvbpr_epochs=$2; shift ;;
 	--dvbpr-arch) dvbpr_arch=$2; shift ;;
 	--dvbpr-triples) dvbpr_triples=$2; shift ;;
+	--features) features=$2; shift ;;
 	--out) out=$2; shift ;;
 	--build) build=$2; shift ;;
 	--no-build) do_build=0 ;;
@@ -47,12 +52,17 @@ done
 # 2 CPU cores at the full size; "full" is for a GPU machine. VBPR takes
 # minibatches of 4,096 triples: rankd's default of 16,384 makes only six
 # Adam steps of an epoch here, too few for the latent factors. A DVBPR step
-# (128 triples: the CNN forward and backward on 256 images) takes seconds
-# on these CPUs, so the short schedule runs a few steps of one epoch: it
-# shows the pipeline working, not what DVBPR can reach.
+# (128 triples: the CNN forward and backward on 256 images at 224 px)
+# takes seconds on these CPUs, so the short schedule trains the small net
+# on 16 px images, 64 triples a step, 2 epochs of 96,000 triples (about
+# 3,000 steps, 2-3 minutes), with the settings tests/dvbpr found to beat
+# BPR on cold items there: K' 16, rankd's SGD at lr 0.2 with λ 0.05, the
+# CNN's Adam at 3e-3. "full" is the tutorial's schedule, for a GPU.
 case $schedule in
-short) e_bpr=30 e_vbpr=20 e_dvbpr=1 a_dvbpr=small t_dvbpr=1024 ;;
-full) e_bpr=100 e_vbpr=100 e_dvbpr=20 a_dvbpr=alexnet t_dvbpr=0 ;;
+short) e_bpr=30 e_vbpr=20 e_dvbpr=2 a_dvbpr=small t_dvbpr=96000
+	dvbpr_extra=(--input-size 16 --batch-size 64 --visual-dims 16 --lr 0.2 --lambda 0.05
+		--cnn-lr 3e-3) ;;
+full) e_bpr=100 e_vbpr=100 e_dvbpr=20 a_dvbpr=alexnet t_dvbpr=0 dvbpr_extra=() ;;
 *) echo "run.sh: --schedule is short or full" >&2; exit 2 ;;
 esac
 [ $size = small ] && [ $schedule = short ] && t_dvbpr=640
@@ -60,6 +70,7 @@ e_bpr=${bpr_epochs:-${epochs:-$e_bpr}}
 e_vbpr=${vbpr_epochs:-${epochs:-$e_vbpr}}
 e_dvbpr=${dvbpr_epochs:-${epochs:-$e_dvbpr}}
 a_dvbpr=${dvbpr_arch:-$a_dvbpr}
+[ "$a_dvbpr" = small ] || dvbpr_extra=()   # the short settings are the small net's
 t_dvbpr=${dvbpr_triples:-$t_dvbpr}
 if [ $size = small ]; then
 	datagen_args=(--users 300 --items 600 --interactions 6000 --seed 7)
@@ -79,6 +90,28 @@ if [ $do_build = 1 ]; then
 	cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	cmake --build "$build" -j"$(nproc)" --target featured rankd visrec
 fi
+# VBPR's features: the pretrained net by default. Its weights are made at
+# set-up time from npm's nsfwjs (tools/weights/install.sh: idempotent, the
+# only step that reaches a registry, a no-op once done).
+case $features in
+pretrained)
+	weights=$(tools/weights/install.sh --quiet) && [ -s "$weights" ] || {
+		echo "run.sh: the pretrained MobileNetV2 weights could not be installed" \
+			"(tools/weights/install.sh needs node, npm and the npm registry once;" \
+			"run it to see why), or use --features random|small" >&2
+		exit 1
+	}
+	featured_args=(--arch mobilenet_v2 --weights "$weights" --feature-layer block_10 --input-size 96)
+	features_note="MobileNetV2 block_10 at 96 px, pretrained (ImageNet, from npm nsfwjs)" ;;
+random)
+	featured_args=(--arch mobilenet_v2 --init-seed 1 --feature-layer block_10 --input-size 96)
+	features_note="MobileNetV2 block_10 at 96 px, randomly initialised" ;;
+small)
+	featured_args=()
+	features_note="featured's small net, randomly initialised" ;;
+*) echo "run.sh: --features is pretrained, random or small" >&2; exit 2 ;;
+esac
+
 featured_bin=$build/featured/featured
 rankd_bin=$build/rankd/rankd
 visrec_bin=$build/tools/visrec
@@ -169,12 +202,12 @@ else
 	echo "== datagen: reusing $data" >&2
 fi
 
-start featured "$featured_bin" --listen 127.0.0.1:0 --data "$out/featured-data"
+start featured "$featured_bin" --listen 127.0.0.1:0 --data "$out/featured-data" "${featured_args[@]}"
 export VISREC_FEATURED=$addr
 start rankd "$rankd_bin" --listen 127.0.0.1:0 --data "$out/rankd-data" --featured "$VISREC_FEATURED"
 export VISREC_RANKD=$addr
 step health "" "$visrec_bin" health --wait 30
-step ingest "" "$visrec_bin" ingest "$data"
+step ingest "$features_note" "$visrec_bin" ingest "$data"
 step import "" "$visrec_bin" import "$data/interactions.csv"
 # What the daemons hold before training (DVBPR later switches featured to
 # its own CNN): the report names the CNN whose features VBPR used.
@@ -187,7 +220,8 @@ for model in bpr vbpr dvbpr; do
 	case $model in
 	bpr) args=(--epochs "$e_bpr") ;;
 	vbpr) args=(--epochs "$e_vbpr" --batch-size 4096) ;;
-	dvbpr) args=(--epochs "$e_dvbpr" --arch "$a_dvbpr" --triples-per-epoch "$t_dvbpr") ;;
+	dvbpr) args=(--epochs "$e_dvbpr" --arch "$a_dvbpr" --triples-per-epoch "$t_dvbpr"
+		"${dvbpr_extra[@]}") ;;
 	esac
 	echo "== train $model" >&2
 	t0=$(now_us)

@@ -161,6 +161,75 @@ uint32_t rk_model_feature_dims(const rk_model *m)
 	return m->d.kind == RK_MODEL_VBPR ? m->d.f : m->d.kind == RK_MODEL_DVBPR ? m->d.k2 : 0;
 }
 
+int rk_feature_scales(const float *feats, size_t n, uint32_t f, float *scale)
+{
+	double *sum = calloc(2 * (size_t)(f ? f : 1), sizeof(double));
+	double *sq = sum ? sum + f : NULL;
+	size_t rows = 0;
+	int rc = 0;
+	if (!sum)
+		return VR_ENOMEM;
+	if (!f) {
+		rc = VR_EINVAL;
+		goto leave;
+	}
+	/* Two passes (mean, then squares about it): features with a large mean
+	 * and a tiny spread would lose the spread in one pass of Σx². */
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t i = 0; i < n; i++) {
+			const float *row = feats + i * f;
+			uint32_t r = 0;
+			while (r < f && row[r] == 0.0f)
+				r++;
+			if (r == f)
+				continue;
+			rows += !pass;
+			for (r = 0; r < f; r++) {
+				if (!pass) {
+					sum[r] += row[r];
+				} else {
+					double d = row[r] - sum[r];
+					sq[r] += d * d;
+				}
+			}
+		}
+		if (!rows) {
+			rc = VR_EINVAL;
+			goto leave;
+		}
+		for (uint32_t r = 0; !pass && r < f; r++)
+			sum[r] /= (double)rows;
+	}
+	double root_f = sqrt((double)f);
+	for (uint32_t r = 0; r < f; r++) {
+		double sd = sqrt(sq[r] / (double)rows);
+		double s = 1.0 / (sd * root_f);
+		scale[r] = sd > 0 && isfinite(s) && s < 3e38 ? (float)s : 1.0f;
+	}
+leave:
+	free(sum);
+	return rc;
+}
+
+void rk_features_scale(float *feats, size_t n, uint32_t f, const float *scale)
+{
+	for (size_t i = 0; i < n; i++) {
+		float *row = feats + i * f;
+		for (uint32_t r = 0; r < f; r++)
+			row[r] *= scale[r];
+	}
+}
+
+void rk_model_fold_scales(rk_model *m, const float *scale)
+{
+	uint32_t pw = m->d.k2 + 1;
+	if (m->d.kind != RK_MODEL_VBPR)
+		return;
+	for (uint32_t r = 0; r < m->d.f; r++)
+		for (uint32_t c = 0; c < pw; c++)
+			m->vis[(size_t)r * pw + c] *= scale[r];
+}
+
 uint32_t rk_model_dim(const rk_model *m)
 {
 	return 1 + m->d.k + m->d.k2;

@@ -99,6 +99,35 @@ int rk_model_copy(rk_model *dst, const rk_model *src);
 /* Floats per feature vector the model expects: F (VBPR), K' (DVBPR), 0. */
 uint32_t rk_model_feature_dims(const rk_model *m);
 
+/* Feature scaling (VBPR). Feature sources differ in scale by orders of
+ * magnitude (per dimension, over the generated data set's items: 1.6e-6
+ * for MobileNetV2 block_10 randomly initialised, 0.007 for featured's
+ * small net, 0.8 for the pretrained MobileNetV2), and with one λ_E, one
+ * learning rate and Xavier-initialised E no single setting suits them all.
+ * So the trainer is given features standardised per dimension and divided
+ * by sqrt(F): every dimension spreads 1/sqrt(F) over the items and a row's
+ * spread is about 1 whatever the source. Only the scale is changed, not
+ * the mean: BPR's loss and gradients see features only through f_i - f_j,
+ * and at serving a shift of every f_i adds the same θ_u·Eμ + β'·μ to all
+ * of a user's scores, so centring changes no ranking and no step.
+ * Training on s ⊙ f with [E|β'] is serving raw f with diag(s)·[E|β'], so
+ * the trained model is folded (row r of VIS times s_r) and everything
+ * after training (the item matrix, snapshots, cold items from featured's
+ * change feed) works on raw features as before.
+ *
+ * rk_feature_scales: scale[r] = 1 / (σ_r · sqrt(F)), σ_r the standard
+ * deviation of column r over the n rows of feats (n × f) that are not all
+ * zero (an item without a vector has a zero row); 1 where σ_r is 0 or not
+ * finite (such a column tells no items apart). Returns 0, VR_EINVAL (f is
+ * 0 or no row is non-zero) or VR_ENOMEM.
+ * rk_features_scale: feats[i × f + r] *= scale[r] for the n rows.
+ * rk_model_fold_scales: VBPR's VIS row r *= scale[r] (F values), so the
+ * model trained on scaled features scores raw ones alike (up to float
+ * rounding); no-op for other kinds. */
+int rk_feature_scales(const float *feats, size_t n, uint32_t f, float *scale);
+void rk_features_scale(float *feats, size_t n, uint32_t f, const float *scale);
+void rk_model_fold_scales(rk_model *m, const float *scale);
+
 /* Serving (DESIGN.md section 1): x_ui = user_row(u) · item_row(i).
  * D = 1 + K + K' (BPR: 1 + K). */
 uint32_t rk_model_dim(const rk_model *m);

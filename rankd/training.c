@@ -241,6 +241,21 @@ static int fetch_vectors(struct rk_train_job *job, struct fetch *f, uint32_t *ve
 
 /* ---- the run ---------------------------------------------------------------- */
 
+/* Logs how far featured's vectors spread per dimension (the inverse of the
+ * scales, so the operator sees what the trainer compensated for). */
+static void log_spread(const float *scale, uint32_t dims)
+{
+	double ss = 0, lo = INFINITY, hi = 0, root = sqrt((double)dims);
+	for (uint32_t r = 0; r < dims; r++) {
+		double sd = 1.0 / (scale[r] * root);
+		ss += sd * sd;
+		lo = sd < lo ? sd : lo;
+		hi = sd > hi ? sd : hi;
+	}
+	VR_INFO("Train VBPR: features scaled to unit spread per item; their spread per dimension "
+		"was %.3g rms (%.3g to %.3g)", sqrt(ss / dims), lo, hi);
+}
+
 static int64_t unix_now(void)
 {
 	return (int64_t)time(NULL);
@@ -255,13 +270,17 @@ static double now_mono(void)
 
 /* Folds the trained model (taken from *modelp, also on failure) and its
  * item vectors (feats, n_rows = the model's items; NULL for BPR) into the
- * serving item matrix, snapshots both and serves them. all's arrays are
- * taken too.
+ * serving item matrix, snapshots both and serves them. feats are the
+ * vectors as the trainer saw them: scaled by scale (F values) when scale is
+ * not NULL, in which case the model is folded (rk_model_fold_scales) after
+ * the item matrix is made and before it is stored, so the snapshot and
+ * serving take featured's vectors as they are. all's arrays are taken
+ * too.
  * *version gets the snapshot's version. GRPC_STATUS_OK or the code, with
  * the reason in job->msg. */
 static int serve_model(struct rk_train_job *job, rk_model **modelp, const float *feats,
-		       uint32_t n_rows, uint32_t fversion, rk_csr *all, uint64_t pairs,
-		       uint64_t base_seq, uint64_t *version)
+		       const float *scale, uint32_t n_rows, uint32_t fversion, rk_csr *all,
+		       uint64_t pairs, uint64_t base_seq, uint64_t *version)
 {
 	rk_service *svc = job->svc;
 	rk_model *model = *modelp;
@@ -281,6 +300,8 @@ static int serve_model(struct rk_train_job *job, rk_model **modelp, const float 
 		fail(job, vr_status_from_rc(rc), "cannot build the item matrix: %s", vr_strerror(rc));
 		goto leave;
 	}
+	if (scale)
+		rk_model_fold_scales(model, scale);
 	rk_snap_meta meta = { .kind = job->kind, .n_rows = n_rows, .dim = dim,
 			      .feature_dims = rk_model_feature_dims(model), .feature_version = fversion,
 			      .use_all = (uint32_t)job->use_all, .created_unix = unix_now(),
@@ -322,6 +343,7 @@ static int run(struct rk_train_job *job)
 	rk_csr all = { 0 }, train = { 0 }, fit = { 0 };
 	uint32_t *test = NULL, *valid = NULL, fversion = 0;
 	uint64_t base_seq = UINT64_MAX;
+	float *scale = NULL;
 	rk_model *model = NULL;
 	rk_trainer *t = NULL;
 	rk_train_result res = { 0 };
@@ -359,6 +381,20 @@ static int run(struct rk_train_job *job)
 		memset(g + f.cap * f.dims, 0, (all.n_items - f.cap) * f.dims * sizeof(float));
 		f.feats = g;
 		f.cap = all.n_items;
+	}
+	if (f.feats) {
+		if (!(scale = malloc((size_t)f.dims * sizeof *scale))) {
+			fail(job, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for the feature scales");
+			goto leave;
+		}
+		if ((rc = rk_feature_scales(f.feats, all.n_items, f.dims, scale))) {
+			fail(job, rc == VR_EINVAL ? GRPC_STATUS_FAILED_PRECONDITION : vr_status_from_rc(rc),
+			     "cannot scale featured's item vectors (%s): every vector is all zeros",
+			     vr_strerror(rc));
+			goto leave;
+		}
+		log_spread(scale, f.dims);
+		rk_features_scale(f.feats, all.n_items, f.dims, scale);
 	}
 	rk_model_dims d;
 	rk_model_dims_default(&d, job->kind, all.n_users, all.n_items, f.dims);
@@ -403,7 +439,7 @@ static int run(struct rk_train_job *job)
 		goto leave;
 	}
 	uint64_t version = 0;
-	if (serve_model(job, &model, f.feats, all.n_items, fversion, &all, on->nnz, base_seq,
+	if (serve_model(job, &model, f.feats, scale, all.n_items, fversion, &all, on->nnz, base_seq,
 			&version))
 		goto leave;
 	rk_progress last = { .epoch = res.epochs, .max_epochs = job->cfg.max_epochs,
@@ -420,6 +456,7 @@ leave:
 	rk_trainer_free(t);
 	rk_model_free(model);
 	free(f.feats);
+	free(scale);
 	free(test);
 	free(valid);
 	rk_csr_free(&fit);
@@ -774,7 +811,7 @@ static int run_dvbpr(struct rk_train_job *job)
 	}
 	uint64_t sversion = 0;
 	double auc = dv_validate(model, rows, on, valid, scores, urow);
-	if (serve_model(job, &model, f.feats, all.n_items, fversion, &all, on->nnz, base_seq,
+	if (serve_model(job, &model, f.feats, NULL, all.n_items, fversion, &all, on->nnz, base_seq,
 			&sversion))
 		goto leave;
 	rk_progress last = { .epoch = c->max_epochs, .max_epochs = c->max_epochs, .val_auc = auc,

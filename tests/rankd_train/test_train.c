@@ -23,6 +23,23 @@ static void fill_random(float *p, size_t n, float scale, uint64_t seed)
 		p[k] = (2 * rk_rng_float(&rng) - 1) * scale;
 }
 
+/* Features as badly scaled as real sources are, and as unlike each other:
+ * column r spreads 10^(r mod 10 - 6) (1e-6, as a random net's activations,
+ * up to 1e3) about a mean of twice that; one column in 7 is constant and
+ * rows in zero_every (if any) are all zeros (items without a vector). */
+static void badly_scaled(float *feat, uint32_t n, uint32_t f, uint32_t zero_every, uint64_t seed)
+{
+	fill_random(feat, (size_t)n * f, 1.0f, seed);
+	for (uint32_t i = 0; i < n; i++)
+		for (uint32_t r = 0; r < f; r++) {
+			float spread = powf(10.0f, (float)(r % 10) - 6.0f);
+			float *v = feat + (size_t)i * f + r;
+			*v = r % 7 == 6 ? 3.0f : spread * (2.0f + *v);
+			if (zero_every && i % zero_every == 1)
+				*v = 0;
+		}
+}
+
 static rk_model *random_model(enum rk_model_kind kind, uint32_t nu, uint32_t ni, uint32_t k,
 			      uint32_t k2, uint32_t f, uint64_t seed)
 {
@@ -81,6 +98,13 @@ TEST(vbpr_gradients_match_finite_differences)
 	fill_random(feat, 20, 1.0f, 2);
 	check_fd(m, feat, 1, 2, 4);
 	check_fd(m, feat, 0, 3, 0);
+	/* What rankd trains on: a badly scaled source, standardised. */
+	float scale[4];
+	badly_scaled(feat, 5, 4, 0, 3);
+	ASSERT_OK(rk_feature_scales(feat, 5, 4, scale));
+	rk_features_scale(feat, 5, 4, scale);
+	check_fd(m, feat, 1, 2, 4);
+	check_fd(m, feat, 2, 0, 3);
 	rk_model_free(m);
 }
 
@@ -141,6 +165,75 @@ TEST(serving_rows_fold_the_score)
 			ASSERT_EQ_INT(rk_model_item_row(m, 0, NULL, irow), VR_EINVAL);
 		rk_model_free(m);
 	}
+}
+
+/* Standard deviation of column r over the rows that are not all zero. */
+static double column_sd(const float *feat, uint32_t n, uint32_t f, uint32_t r)
+{
+	double sum = 0, sq = 0, rows = 0;
+	for (int pass = 0; pass < 2; pass++)
+		for (uint32_t i = 0; i < n; i++) {
+			const float *row = feat + (size_t)i * f;
+			uint32_t nz = 0;
+			for (uint32_t c = 0; c < f; c++)
+				nz += row[c] != 0;
+			if (!nz)
+				continue;
+			if (!pass) {
+				sum += row[r];
+				rows++;
+			} else {
+				sq += (row[r] - sum / rows) * (row[r] - sum / rows);
+			}
+		}
+	return sqrt(sq / rows);
+}
+
+TEST(feature_scales_standardise_and_fold)
+{
+	enum { N = 40, F = 14, NU = 4 };
+	float raw[(N + 2) * F], scaled[(N + 2) * F], scale[F];
+	badly_scaled(raw, N + 2, F, 5, 60);
+	ASSERT_OK(rk_feature_scales(raw, N, F, scale));
+	memcpy(scaled, raw, sizeof raw);
+	rk_features_scale(scaled, N + 2, F, scale);
+	for (uint32_t r = 0; r < F; r++) {
+		if (r % 7 == 6) { /* constant: tells no items apart, left as it is */
+			ASSERT_EQ_INT(scale[r] == 1.0f, 1);
+			continue;
+		}
+		double sd = column_sd(scaled, N, F, r);
+		ASSERT_MSG(fabs(sd * sqrt(F) - 1) < 1e-3, "column %u: scaled spread %.6g, want %.6g", r,
+			   sd, 1 / sqrt(F));
+	}
+	/* Training on scaled features is serving the folded model on raw ones:
+	 * every item row (items N and N + 1 are cold) and every score. */
+	rk_model *m = random_model(RK_MODEL_VBPR, NU, N, 3, 4, F, 61), *folded;
+	ASSERT(m);
+	ASSERT_OK(rk_model_clone(m, &folded));
+	rk_model_fold_scales(folded, scale);
+	uint32_t dim = rk_model_dim(m);
+	float *a = malloc((N + 2) * dim * sizeof(float)), *b = malloc((N + 2) * dim * sizeof(float));
+	ASSERT_OK(rk_model_item_rows(m, NULL, scaled, N + 2, a));
+	ASSERT_OK(rk_model_item_rows(folded, NULL, raw, N + 2, b));
+	for (uint32_t k = 0; k < (N + 2) * dim; k++)
+		ASSERT_MSG(fabs(a[k] - b[k]) <= 1e-4 * (1 + fabs(a[k])),
+			   "item row value %u: scaled features %.7g, folded model %.7g", k, a[k], b[k]);
+	for (uint32_t u = 0; u < NU; u++)
+		for (uint32_t i = 0; i < N + 2; i++) {
+			double x, y;
+			ASSERT_OK(rk_model_score(m, u, i, scaled + i * F, &x));
+			ASSERT_OK(rk_model_score(folded, u, i, raw + i * F, &y));
+			ASSERT_NEAR(x, y, 1e-4 * (1 + fabs(x)));
+		}
+	/* Errors: no dimensions, or nothing but zero rows. */
+	ASSERT_EQ_INT(rk_feature_scales(raw, N, 0, scale), VR_EINVAL);
+	memset(raw, 0, sizeof raw);
+	ASSERT_EQ_INT(rk_feature_scales(raw, N, F, scale), VR_EINVAL);
+	free(a);
+	free(b);
+	rk_model_free(folded);
+	rk_model_free(m);
 }
 
 TEST(dvbpr_margin_and_update)
@@ -291,9 +384,12 @@ static uint32_t distinct_items(const uint32_t *i, const uint32_t *j, size_t n, u
 }
 
 /* Runs `steps` steps of the trainer and of the reference on the same
- * triples and compares every parameter. */
-static void compare_steps(enum rk_model_kind kind, enum rk_optim optim, size_t n, int steps,
-			  int expect_gather, enum rk_vis_path path, uint32_t NU, uint32_t F)
+ * triples and compares every parameter. scaled: the features are what
+ * rankd gives the trainer (a badly scaled source, standardised) and λ_E is
+ * the default. */
+static void compare_steps_on(enum rk_model_kind kind, enum rk_optim optim, size_t n, int steps,
+			     int expect_gather, enum rk_vis_path path, uint32_t NU, uint32_t F,
+			     int scaled)
 {
 	enum { NI = 60 };
 	rk_csr c;
@@ -301,8 +397,13 @@ static void compare_steps(enum rk_model_kind kind, enum rk_optim optim, size_t n
 	rk_model *m = random_model(kind, NU, NI, 4, kind == RK_MODEL_VBPR ? 3 : 0,
 				   kind == RK_MODEL_VBPR ? F : 0, 51);
 	ASSERT(m);
-	float *feat = malloc(NI * F * sizeof(float));
+	float *feat = malloc(NI * F * sizeof(float)), *scale = malloc(F * sizeof(float));
 	fill_random(feat, NI * F, 1.0f, 52);
+	if (scaled) {
+		badly_scaled(feat, NI, F, 0, 52);
+		ASSERT_OK(rk_feature_scales(feat, NI, F, scale));
+		rk_features_scale(feat, NI, F, scale);
+	}
 	const float *fp = kind == RK_MODEL_VBPR ? feat : NULL;
 	rk_train_config cfg;
 	rk_train_config_default(&cfg, kind);
@@ -313,7 +414,8 @@ static void compare_steps(enum rk_model_kind kind, enum rk_optim optim, size_t n
 	cfg.visual_path = path;
 	cfg.lr = optim == RK_OPT_SGD ? 0.01f : 0.01f;
 	cfg.lambda = 0.05f;
-	cfg.lambda_e = 0.02f;
+	if (!scaled)
+		cfg.lambda_e = 0.02f;
 	rk_trainer *t;
 	ASSERT_OK(rk_trainer_create(&t, m, &c, NULL, fp, &cfg));
 	rk_model *ref;
@@ -333,7 +435,11 @@ static void compare_steps(enum rk_model_kind kind, enum rk_optim optim, size_t n
 		ASSERT(loss > 0);
 		reference_step(ref, fp, u, i, j, n, &cfg, am, av, st);
 	}
-	double tol = optim == RK_OPT_SGD ? 1e-5 : 1e-4 * cfg.lr;
+	/* Adam divides by the gradient's root mean square: where the default
+	 * λ_E's decay all but cancels the data's pull on an entry of E, float
+	 * rounding (summation order differs between builds) shows more. A wrong
+	 * term would be off by a whole step, lr. */
+	double tol = optim == RK_OPT_SGD ? 1e-5 : (scaled ? 1e-3 : 1e-4) * cfg.lr;
 	for (int x = 0; x < RK_N_TENSORS; x++)
 		for (size_t k = m->t[x].off; k < m->t[x].off + m->t[x].rows * m->t[x].cols; k++)
 			ASSERT_MSG(fabs(m->params[k] - ref->params[k]) <= tol * (1 + fabs(ref->params[k])),
@@ -344,10 +450,17 @@ static void compare_steps(enum rk_model_kind kind, enum rk_optim optim, size_t n
 	free(am);
 	free(av);
 	free(feat);
+	free(scale);
 	rk_trainer_free(t);
 	rk_model_free(ref);
 	rk_model_free(m);
 	rk_csr_free(&c);
+}
+
+static void compare_steps(enum rk_model_kind kind, enum rk_optim optim, size_t n, int steps,
+			  int expect_gather, enum rk_vis_path path, uint32_t NU, uint32_t F)
+{
+	compare_steps_on(kind, optim, n, steps, expect_gather, path, NU, F, 0);
 }
 
 TEST(minibatch_step_equals_reference_vbpr_gathered)
@@ -377,6 +490,15 @@ TEST(minibatch_step_equals_reference_adam)
 {
 	compare_steps(RK_MODEL_VBPR, RK_OPT_ADAM, 80, 4, 0, RK_VIS_AUTO, 12, 16);
 	compare_steps(RK_MODEL_BPR, RK_OPT_ADAM, 80, 4, 0, RK_VIS_AUTO, 12, 16);
+}
+
+/* rankd's VBPR run: standardised features, the default λ_E, Adam, both
+ * sides of the visual terms. */
+TEST(minibatch_step_equals_reference_scaled_features)
+{
+	compare_steps_on(RK_MODEL_VBPR, RK_OPT_ADAM, 80, 4, 0, RK_VIS_ITEMS, 12, 16, 1);
+	compare_steps_on(RK_MODEL_VBPR, RK_OPT_ADAM, 80, 4, 0, RK_VIS_USERS, 12, 16, 1);
+	compare_steps_on(RK_MODEL_VBPR, RK_OPT_SGD, 8, 3, 1, RK_VIS_AUTO, 12, 16, 1);
 }
 
 /* ---- learning on a generated data set ---- */
@@ -578,6 +700,77 @@ TEST(learning_bpr_and_vbpr)
 	free(s);
 }
 
+/* VBPR as rankd trains it: features standardised (rk_feature_scales),
+ * the default λ_E, the model folded back to s->feat as they are. */
+static rk_model *train_vbpr_scaled(const struct synth *s, rk_train_result *res)
+{
+	float scale[LF], *feat = malloc(sizeof s->feat);
+	rk_model_dims d;
+	rk_model_dims_default(&d, RK_MODEL_VBPR, LU, LI, LF);
+	d.k = 16;
+	d.k2 = 8;
+	rk_model *m;
+	rk_trainer *t;
+	if (!feat || rk_model_create(&m, &d)) {
+		free(feat);
+		return NULL;
+	}
+	rk_model_init(m, 7);
+	rk_train_config c;
+	rk_train_config_default(&c, RK_MODEL_VBPR);
+	c.threads = 2;
+	c.max_epochs = 40;
+	c.seed = 9;
+	c.batch = 1024;
+	memcpy(feat, s->feat, sizeof s->feat);
+	int rc = rk_feature_scales(feat, LI, LF, scale);
+	if (!rc) {
+		rk_features_scale(feat, LI, LF, scale);
+		rc = rk_trainer_create(&t, m, &s->fit, s->valid, feat, &c);
+	}
+	if (rc) {
+		free(feat);
+		rk_model_free(m);
+		return NULL;
+	}
+	rk_trainer_run(t, NULL, NULL, res);
+	rk_trainer_free(t);
+	rk_model_fold_scales(m, scale);
+	free(feat);
+	return m;
+}
+
+/* Standardised features make VBPR indifferent to its source's scale: the
+ * same features, and the same ones with columns scaled from 1e-6 to 1e3,
+ * rank cold items alike, and well. */
+TEST(vbpr_learns_whatever_the_feature_scale)
+{
+	struct synth *s = calloc(1, sizeof(*s));
+	make_synth(s, 8);
+	rk_train_result r1, r2;
+	rk_model *a = train_vbpr_scaled(s, &r1);
+	ASSERT(a);
+	double warm_a = auc_on(s, a, NULL, 0), cold_a = auc_on(s, a, NULL, 1);
+	for (uint32_t i = 0; i < LI; i++)
+		for (uint32_t r = 0; r < LF; r++)
+			s->feat[i * LF + r] *= powf(10.0f, (float)(r % 10) - 6.0f);
+	rk_model *b = train_vbpr_scaled(s, &r2);
+	ASSERT(b);
+	double warm_b = auc_on(s, b, NULL, 0), cold_b = auc_on(s, b, NULL, 1);
+	fprintf(stderr, "  VBPR, features as made: val %.3f (epoch %u/%u), warm %.3f, cold %.3f\n",
+		r1.best_auc, r1.best_epoch, r1.epochs, warm_a, cold_a);
+	fprintf(stderr, "  VBPR, columns scaled 1e-6..1e3: val %.3f (epoch %u/%u), warm %.3f, cold %.3f\n",
+		r2.best_auc, r2.best_epoch, r2.epochs, warm_b, cold_b);
+	ASSERT(r1.best_auc > 0.7);
+	ASSERT(cold_a > 0.7);
+	ASSERT_NEAR(cold_a, cold_b, 0.01);
+	ASSERT_NEAR(warm_a, warm_b, 0.01);
+	rk_model_free(a);
+	rk_model_free(b);
+	free_synth(s);
+	free(s);
+}
+
 TEST(hogwild_vbpr_learns)
 {
 	struct synth *s = calloc(1, sizeof(*s));
@@ -666,6 +859,9 @@ static const struct vr_test tests[] = {
 	T(minibatch_step_equals_reference_vbpr_user_side),
 	T(minibatch_step_equals_reference_vbpr_blocked),
 	T(minibatch_step_equals_reference_adam),
+	T(minibatch_step_equals_reference_scaled_features),
+	T(feature_scales_standardise_and_fold),
+	T(vbpr_learns_whatever_the_feature_scale),
 	T(learning_bpr_and_vbpr),
 	T(hogwild_vbpr_learns),
 	T(deterministic_runs),

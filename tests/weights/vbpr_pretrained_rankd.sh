@@ -27,7 +27,8 @@ trap 'stop_daemons; rm -rf "$tmp"' EXIT
 # (never in a $(...) subshell), so that cleanup knows every pid.
 start() {
 	local name=$1; shift
-	"$@" >"$tmp/$name.addr" 2>"$tmp/$name.log" &
+	: >"$tmp/$name.addr"  # exists before the loop reads it, however fast
+	"$@" >>"$tmp/$name.addr" 2>"$tmp/$name.log" &
 	pids+=($!)
 	for _ in $(seq 300); do
 		addr=$(sed -n 's/.* listening on //p' "$tmp/$name.addr")

@@ -7,10 +7,16 @@
  * row, id lists, hits, response items) that grows to the largest request it
  * has seen and is freed when the thread ends.
  *
+ * Exclusions: a user's seen items are those of the served snapshot plus
+ * those AddInteractions stored since it was built (the overlay, svc->live),
+ * merged in the scratch; a call takes the snapshot under ix_lock shared
+ * (service.h) so the two agree while a new model is swapped in.
+ *
  * Unknown users: a user the served model does not know (never seen, or
  * seen only after the last Train) gets the popularity ranking (training
  * counts, ties by β_i) with RecommendResponse.fallback saying so; the
- * context_items of the request are excluded like seen items. */
+ * user's seen items, if rankd has any, and the context_items of the request
+ * are excluded. */
 #include "service.h"
 
 #include <cblas.h>
@@ -180,18 +186,84 @@ static int cmp_u32(const void *a, const void *b)
 }
 
 /* The model's user index of id, or RK_NONE; *late = 1 when rankd knows the
- * user but the model does not (interactions added after training). */
-static uint32_t model_user(rk_service *svc, const rk_served *s, const char *id, int *late)
+ * user but the model does not (interactions added after training). *ix_user,
+ * when not NULL, is rankd's index of the user (RK_NONE when unknown). */
+static uint32_t model_user(rk_service *svc, const rk_served *s, const char *id, int *late,
+			   uint32_t *ix_user)
 {
 	uint32_t u;
 	*late = 0;
+	if (ix_user)
+		*ix_user = RK_NONE;
 	if (rk_users_find(svc->ix, id, strlen(id), &u))
 		return RK_NONE;
+	if (ix_user)
+		*ix_user = u;
 	if (u >= s->model->d.n_users || u >= s->seen.n_users) {
 		*late = 1;
 		return RK_NONE;
 	}
 	return u;
+}
+
+/* Merges the ascending lists a and b into out (room for na + nb); returns
+ * the count. */
+static size_t merge_u32(const uint32_t *a, size_t na, const uint32_t *b, size_t nb, uint32_t *out)
+{
+	size_t x = 0, y = 0, m = 0;
+	while (x < na && y < nb)
+		out[m++] = a[x] <= b[y] ? a[x++] : b[y++];
+	while (x < na)
+		out[m++] = a[x++];
+	while (y < nb)
+		out[m++] = b[y++];
+	return m;
+}
+
+/* The items request r must not return, ascending, for rankd's user ui
+ * (RK_NONE: unknown): the snapshot's seen items, those added since (the
+ * overlay) and, with context (the fallback), the request's context items.
+ * None with include_seen. When the snapshot alone has any, *excl points
+ * into it; else they are built in sc->excl from place at on and *built is
+ * 1. Caller holds ix_lock shared. Returns 0 or VR_ENOMEM. */
+static int exclusions(rk_service *svc, const rk_served *s, uint32_t ui,
+		      const Visrec__V1__RecommendRequest *r, int context, struct scratch *sc, size_t at,
+		      const uint32_t **excl, size_t *n, int *built)
+{
+	const uint32_t *seen = NULL, *live = NULL;
+	size_t n_seen = 0, n_live = 0, n_ctx = context ? r->n_context_items : 0;
+	*excl = NULL;
+	*n = 0;
+	*built = 0;
+	if (r->include_seen)
+		return 0;
+	if (ui != RK_NONE && ui < s->seen.n_users) {
+		seen = s->seen.item + s->seen.off[ui];
+		n_seen = (size_t)(s->seen.off[ui + 1] - s->seen.off[ui]);
+	}
+	if (ui != RK_NONE)
+		live = rk_overlay_items(svc->live, ui, &n_live);
+	if (!n_live && !n_ctx) {
+		*excl = seen;
+		*n = n_seen;
+		return 0;
+	}
+	if (reserve(&sc->excl, &sc->excl_cap, at + n_seen + n_live + n_ctx, sizeof *sc->excl))
+		return VR_ENOMEM;
+	uint32_t *out = sc->excl + at;
+	size_t m = merge_u32(seen, n_seen, live, n_live, out);
+	if (n_ctx) {
+		for (size_t c = 0; c < n_ctx; c++) {
+			uint32_t i;
+			if (!rk_items_find(svc->ix, r->context_items[c], strlen(r->context_items[c]), &i))
+				out[m++] = i;
+		}
+		qsort(out, m, sizeof *out, cmp_u32);
+	}
+	*excl = out;
+	*n = m;
+	*built = 1;
+	return 0;
 }
 
 /* Fills resp with items sc->items[off ..] from hits. */
@@ -212,16 +284,17 @@ static void fill_items(rk_service *svc, const rk_served *s, struct scratch *sc, 
 }
 
 /* Ranks one request into resp, its items at sc->items[off ..] (the caller
- * reserved room for min(k, view->n) of them). Caller holds ix_lock shared. */
+ * reserved room for min(k, view->n) of them); its exclusions use sc->excl
+ * from place excl_at on. Caller holds ix_lock shared. */
 static int recommend_one(rk_service *svc, const rk_served *s, const struct rk_index_view *view,
 			 const Visrec__V1__RecommendRequest *r, struct scratch *sc, size_t off,
-			 Visrec__V1__RecommendResponse *resp, char *err)
+			 size_t excl_at, Visrec__V1__RecommendResponse *resp, char *err)
 {
 	const uint32_t *excl = NULL;
 	size_t n_excl = 0, n_hits = 0;
-	uint32_t *cand = NULL;
-	int late, rc;
-	uint32_t u = model_user(svc, s, r->user_id, &late);
+	uint32_t *cand = NULL, ui;
+	int late, built, rc;
+	uint32_t u = model_user(svc, s, r->user_id, &late, &ui);
 	if (r->n_candidates) {
 		if (reserve(&sc->cand, &sc->cand_cap, r->n_candidates, sizeof *sc->cand) ||
 		    reserve(&sc->sort, &sc->sort_cap, r->n_candidates, sizeof *sc->sort))
@@ -232,13 +305,10 @@ static int recommend_one(rk_service *svc, const rk_served *s, const struct rk_in
 	}
 	size_t eligible = cand ? r->n_candidates : view->n;
 	size_t cap = (size_t)r->k < eligible ? (size_t)r->k : eligible;
-	if (reserve(&sc->hits, &sc->hits_cap, cap ? cap : 1, sizeof *sc->hits))
+	if (reserve(&sc->hits, &sc->hits_cap, cap ? cap : 1, sizeof *sc->hits) ||
+	    exclusions(svc, s, ui, r, u == RK_NONE, sc, excl_at, &excl, &n_excl, &built))
 		return error_text(err, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 	if (u != RK_NONE) {
-		if (!r->include_seen) {
-			excl = s->seen.item + s->seen.off[u];
-			n_excl = (size_t)(s->seen.off[u + 1] - s->seen.off[u]);
-		}
 		uint32_t dim = rk_model_dim(s->model);
 		if (reserve(&sc->user, &sc->user_cap, dim, sizeof *sc->user))
 			return error_text(err, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
@@ -248,17 +318,6 @@ static int recommend_one(rk_service *svc, const rk_served *s, const struct rk_in
 					 .approx = svc->topk_approx };
 		rc = eligible ? rk_topk(view, &q, sc->ws, sc->hits, cap, &n_hits) : 0;
 	} else {
-		if (!r->include_seen && r->n_context_items) {
-			if (reserve(&sc->excl, &sc->excl_cap, r->n_context_items, sizeof *sc->excl))
-				return error_text(err, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-			for (size_t c = 0; c < r->n_context_items; c++) {
-				uint32_t i;
-				if (!rk_items_find(svc->ix, r->context_items[c], strlen(r->context_items[c]), &i))
-					sc->excl[n_excl++] = i;
-			}
-			qsort(sc->excl, n_excl, sizeof *sc->excl, cmp_u32);
-			excl = sc->excl;
-		}
 		rc = rk_served_popular(s, view, excl, n_excl, cand, cand ? r->n_candidates : 0, sc->sort,
 				       r->k, sc->hits, &n_hits);
 		resp->fallback = (char *)(late ? FALLBACK_LATE : FALLBACK_UNKNOWN);
@@ -283,29 +342,30 @@ int rk_handle_recommend(vr_call *call, void *ctx)
 	struct scratch *sc = scratch_get();
 	if (!sc)
 		return VR_ENOMEM;
-	rk_served *s = rk_serving_get(&svc->serving);
-	if (!s)
-		return vr_call_error(call, GRPC_STATUS_FAILED_PRECONDITION, "%s", no_model());
 	struct rk_index_view view;
-	rk_index_acquire(s->index, &view);
 	Visrec__V1__RecommendResponse resp = VISREC__V1__RECOMMEND_RESPONSE__INIT;
-	size_t room = (size_t)r->k < view.n ? (size_t)r->k : view.n;
-	if (reserve_items(sc, room ? room : 1)) {
-		code = vr_call_error(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+	pthread_rwlock_rdlock(&svc->ix_lock);
+	rk_served *s = rk_serving_get(&svc->serving);
+	if (!s) {
+		code = vr_call_error(call, GRPC_STATUS_FAILED_PRECONDITION, "%s", no_model());
 		goto leave;
 	}
-	pthread_rwlock_rdlock(&svc->ix_lock);
-	code = recommend_one(svc, s, &view, r, sc, 0, &resp, err);
+	rk_index_acquire(s->index, &view);
+	size_t room = (size_t)r->k < view.n ? (size_t)r->k : view.n;
+	if (reserve_items(sc, room ? room : 1))
+		code = error_text(err, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+	else
+		code = recommend_one(svc, s, &view, r, sc, 0, 0, &resp, err);
 	if (!code) {
 		int rc = vr_call_send(call, &resp.base);
 		code = rc ? rc : GRPC_STATUS_OK;
 	} else {
 		code = vr_call_error(call, code, "%s", err);
 	}
-	pthread_rwlock_unlock(&svc->ix_lock);
-leave:
 	rk_index_release(&view);
 	rk_served_unref(s);
+leave:
+	pthread_rwlock_unlock(&svc->ix_lock);
 	if (code == GRPC_STATUS_OK)
 		rk_latency_add(&svc->recommend_ns, (uint64_t)(now_ns() - t0));
 	return code;
@@ -332,57 +392,62 @@ int rk_handle_recommend_batch(vr_call *call, void *ctx)
 	struct scratch *sc = scratch_get();
 	if (!sc)
 		return VR_ENOMEM;
-	rk_served *s = rk_serving_get(&svc->serving);
-	if (!s)
-		return vr_call_error(call, GRPC_STATUS_FAILED_PRECONDITION, "%s", no_model());
-	struct rk_index_view view;
-	rk_index_acquire(s->index, &view);
-	uint32_t dim = rk_model_dim(s->model);
-	Visrec__V1__RecommendResponse *resps = calloc(n ? n : 1, sizeof *resps);
-	Visrec__V1__RecommendResponse **rp = calloc(n ? n : 1, sizeof *rp);
-	size_t *offs = calloc(n ? n : 1, sizeof *offs);
-	uint32_t *batch = calloc(n ? n : 1, sizeof *batch);       /* request of each batched user */
+	size_t m = n ? n : 1;
+	Visrec__V1__RecommendResponse *resps = calloc(m, sizeof *resps);
+	Visrec__V1__RecommendResponse **rp = calloc(m, sizeof *rp);
+	size_t *offs = calloc(m, sizeof *offs);
+	uint32_t *batch = calloc(m, sizeof *batch);       /* request of each batched user */
 	float *users = NULL;
-	const uint32_t **excl = calloc(n ? n : 1, sizeof *excl);
-	size_t *n_excl = calloc(n ? n : 1, sizeof *n_excl), *n_out = calloc(n ? n : 1, sizeof *n_out);
+	const uint32_t **excl = calloc(m, sizeof *excl);
+	size_t *n_excl = calloc(m, sizeof *n_excl), *n_out = calloc(m, sizeof *n_out);
+	size_t *excl_at = calloc(m, sizeof *excl_at);     /* place in sc->excl, or SIZE_MAX */
 	struct rk_hit *out = NULL;
-	size_t total = 0, nb = 0;
+	struct rk_index_view view;
+	size_t total = 0, nb = 0, excl_used = 0;
 	int kmax = 0;
-	if (!resps || !rp || !offs || !batch || !excl || !n_excl || !n_out) {
-		code = vr_call_error(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+	pthread_rwlock_rdlock(&svc->ix_lock);
+	rk_served *s = rk_serving_get(&svc->serving);
+	if (!s) {
+		code = vr_call_error(call, GRPC_STATUS_FAILED_PRECONDITION, "%s", no_model());
 		goto leave;
 	}
-	for (size_t q = 0; q < n; q++) {
+	rk_index_acquire(s->index, &view);
+	uint32_t dim = rk_model_dim(s->model);
+	int short_of_memory = !resps || !rp || !offs || !batch || !excl || !n_excl || !n_out || !excl_at;
+	for (size_t q = 0; q < n && !short_of_memory; q++) {
 		size_t k = (size_t)b->requests[q]->k;
 		offs[q] = total;
 		total += k < view.n ? k : view.n;
 	}
-	if (reserve_items(sc, total ? total : 1) ||
-	    !(users = malloc(((size_t)n ? n : 1) * dim * sizeof *users))) {
+	if (short_of_memory || reserve_items(sc, total ? total : 1) ||
+	    !(users = malloc(m * dim * sizeof *users)))
 		code = vr_call_error(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-		goto leave;
-	}
-	pthread_rwlock_rdlock(&svc->ix_lock);
 	for (size_t q = 0; q < n && !code; q++) {
 		const Visrec__V1__RecommendRequest *r = b->requests[q];
 		visrec__v1__recommend_response__init(&resps[q]);
 		rp[q] = &resps[q];
-		int late;
-		uint32_t u = model_user(svc, s, r->user_id, &late);
+		int late, built;
+		uint32_t ui, u = model_user(svc, s, r->user_id, &late, &ui);
 		if (u == RK_NONE || r->n_candidates) {
-			if ((code = recommend_one(svc, s, &view, r, sc, offs[q], &resps[q], err)))
+			if ((code = recommend_one(svc, s, &view, r, sc, offs[q], excl_used, &resps[q], err)))
 				code = vr_call_error(call, code, "requests[%zu]: %s", q, err);
 			continue;
 		}
-		rk_model_user_row(s->model, u, users + nb * dim);
-		if (!r->include_seen) {
-			excl[nb] = s->seen.item + s->seen.off[u];
-			n_excl[nb] = (size_t)(s->seen.off[u + 1] - s->seen.off[u]);
+		if (exclusions(svc, s, ui, r, 0, sc, excl_used, &excl[nb], &n_excl[nb], &built)) {
+			code = vr_call_error(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+			continue;
 		}
+		/* A later request may move sc->excl: its place, not the pointer. */
+		excl_at[nb] = built ? excl_used : SIZE_MAX;
+		excl_used += built ? n_excl[nb] : 0;
+		rk_model_user_row(s->model, u, users + nb * dim);
 		if (r->k > kmax)
 			kmax = r->k;
 		batch[nb++] = (uint32_t)q;
 	}
+	for (size_t x = 0; x < nb && !code; x++)
+		if (excl_at[x] != SIZE_MAX)
+			excl[x] = sc->excl + excl_at[x];
 	if (!code && nb && view.n) {
 		size_t kk = (size_t)kmax < view.n ? (size_t)kmax : view.n;
 		struct rk_topk_batch_req br = { .users = users, .n_users = (uint32_t)nb, .k = kmax,
@@ -412,10 +477,10 @@ int rk_handle_recommend_batch(vr_call *call, void *ctx)
 		int rc = vr_call_send(call, &resp.base);
 		code = rc ? rc : GRPC_STATUS_OK;
 	}
-	pthread_rwlock_unlock(&svc->ix_lock);
-leave:
 	rk_index_release(&view);
 	rk_served_unref(s);
+leave:
+	pthread_rwlock_unlock(&svc->ix_lock);
 	free(resps);
 	free(rp);
 	free(offs);
@@ -424,6 +489,7 @@ leave:
 	free(excl);
 	free(n_excl);
 	free(n_out);
+	free(excl_at);
 	free(out);
 	return code;
 }
@@ -461,7 +527,7 @@ int rk_handle_score(vr_call *call, void *ctx)
 	}
 	pthread_rwlock_rdlock(&svc->ix_lock);
 	int late;
-	uint32_t u = model_user(svc, s, r->user_id, &late);
+	uint32_t u = model_user(svc, s, r->user_id, &late, NULL);
 	if (u == RK_NONE) {
 		code = vr_call_error(call, GRPC_STATUS_NOT_FOUND,
 				     late ? "user \"%.256s\" has no interactions in the served model (they arrived "
@@ -708,6 +774,27 @@ leave:
 
 /* ---- AddInteractions --------------------------------------------------------- */
 
+/* Records the pairs just stored in the overlay, so rankings exclude them
+ * before the next Train. Caller holds ix_lock exclusive. When memory runs
+ * short they are left out (stored all the same: the next Train, or a
+ * restart, excludes them), with a warning. */
+static void live_add(rk_service *svc, const rk_interaction_in *rows, size_t n)
+{
+	uint32_t *pair = malloc(2 * n * sizeof *pair); /* n users, then n items */
+	int rc = pair ? 0 : VR_ENOMEM;
+	for (size_t x = 0; x < n && !rc; x++)
+		if (!(rc = rk_users_find(svc->ix, rows[x].user, rows[x].user_len, &pair[x])))
+			rc = rk_items_find(svc->ix, rows[x].item, rows[x].item_len, &pair[n + x]);
+	rk_served *s = rk_serving_get(&svc->serving);
+	if (!rc)
+		rc = rk_overlay_add(svc->live, pair, pair + n, n, s ? &s->seen : NULL);
+	rk_served_unref(s);
+	free(pair);
+	if (rc)
+		VR_WARN("%zu interactions are stored but not excluded from rankings until the next Train: %s",
+			n, vr_strerror(rc));
+}
+
 int rk_handle_add_interactions(vr_call *call, void *ctx)
 {
 	rk_service *svc = ctx;
@@ -747,6 +834,8 @@ int rk_handle_add_interactions(vr_call *call, void *ctx)
 	Visrec__V1__AddInteractionsResponse resp = VISREC__V1__ADD_INTERACTIONS_RESPONSE__INIT;
 	pthread_rwlock_wrlock(&svc->ix_lock);
 	int rc = n ? rk_interactions_add_batch(svc->ix, rows, n, &st) : 0;
+	if (!rc && n)
+		live_add(svc, rows, n);
 	resp.users = rk_interactions_users(svc->ix);
 	resp.items = rk_interactions_items(svc->ix);
 	resp.interactions = rk_interactions_count(svc->ix);

@@ -84,6 +84,8 @@ static int load_active(rk_service *svc, char *err, size_t errlen)
 			 vr_strerror(rc));
 		return rc;
 	}
+	/* Its seen lists are every interaction stored now, those added after
+	 * its Train included, so the overlay starts empty (overlay.h). */
 	if ((rc = rk_interactions_csr(svc->ix, &all))) {
 		rk_model_free(model);
 		rk_index_destroy(index);
@@ -120,8 +122,12 @@ int rk_service_open(rk_service *svc, char *err, size_t errlen)
 	pthread_mutex_init(&svc->train_mu, NULL);
 	rk_serving_init(&svc->serving);
 	svc->opened = 1;
-	int rc = rk_interactions_open(&svc->ix, svc->store);
+	int rc = rk_overlay_create(&svc->live);
 	if (rc) {
+		snprintf(err, errlen, "out of memory");
+		return rc;
+	}
+	if ((rc = rk_interactions_open(&svc->ix, svc->store))) {
 		snprintf(err, errlen, "cannot load the interactions: %s%s%s", vr_strerror(rc),
 			 vr_store_last_error()[0] ? ": " : "", vr_store_last_error());
 		return rc;
@@ -301,6 +307,8 @@ void rk_service_close(rk_service *svc)
 	rk_serving_destroy(&svc->serving);
 	rk_interactions_close(svc->ix);
 	svc->ix = NULL;
+	rk_overlay_destroy(svc->live);
+	svc->live = NULL;
 	pthread_rwlock_destroy(&svc->ix_lock);
 	pthread_mutex_destroy(&svc->swap_mu);
 	pthread_mutex_destroy(&svc->train_mu);
@@ -327,7 +335,10 @@ int rk_service_publish(rk_service *svc, rk_served *next, uint64_t base_seq)
 	if ((rc = rk_snap_activate(&svc->snap, next->info.version, from)))
 		goto leave;
 	svc->seq_saved = from;
+	pthread_rwlock_wrlock(&svc->ix_lock);
 	rk_served *old = rk_serving_swap(&svc->serving, next);
+	rk_overlay_prune(svc->live, &next->seen);
+	pthread_rwlock_unlock(&svc->ix_lock);
 	next = NULL;
 	if (svc->follower && from < seq)
 		rk_follower_rewind(svc->follower, from);

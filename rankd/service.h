@@ -6,7 +6,13 @@
  *             ids, CSR snapshots) hold ix_lock shared; AddInteractions and
  *             the change-feed follower (new item ids) hold it exclusive.
  *   serving   the served model (serving.h): taken by reference per call,
- *             swapped whole by training.
+ *             swapped whole by training. A call that ranks takes it while
+ *             holding ix_lock shared, and the swap holds ix_lock exclusive,
+ *             so the snapshot and the overlay a call sees agree.
+ *   live      the interactions added since the served snapshot was built
+ *             (overlay.h), excluded with its seen lists: added by
+ *             AddInteractions and pruned by the swap, both under ix_lock
+ *             exclusive; read under ix_lock shared.
  *   swap_mu   serialises writes to the served item matrix: the follower's
  *             new rows and the swap to a new model.
  *   job       the training run (training.c), under train_mu.
@@ -20,6 +26,7 @@
 
 #include "featured_client.h"
 #include "interactions.h"
+#include "overlay.h"
 #include "rpc.h"
 #include "serving.h"
 #include "snapshot.h"
@@ -56,6 +63,7 @@ typedef struct rk_service {
 	/* State (rk_service_open). */
 	rk_interactions *ix;
 	pthread_rwlock_t ix_lock;
+	rk_overlay *live;
 	rk_snap snap;
 	rk_serving serving;
 	pthread_mutex_t swap_mu;
@@ -91,10 +99,11 @@ int rk_service_register(rk_service *svc, vr_server *srv);
  * matrix up to the items known now, activates its snapshot in LMDB (with
  * featured's feed position rewound to base_seq when that is lower: the
  * vectors next was built from were read at base_seq; UINT64_MAX for a model
- * without vectors), swaps it in, lets the follower replay the changes
- * since base_seq onto it, and drops the previous snapshot. Takes the
- * caller's reference to next, also on failure. Returns 0 or a store
- * error (the previous model stays served). */
+ * without vectors), swaps it in and drops from the overlay what its seen
+ * lists hold (one step under ix_lock exclusive), lets the follower replay
+ * the changes since base_seq onto it, and drops the previous snapshot.
+ * Takes the caller's reference to next, also on failure. Returns 0 or a
+ * store error (the previous model stays served). */
 int rk_service_publish(rk_service *svc, rk_served *next, uint64_t base_seq);
 
 /* 1 while a training run holds the service; its model kind and epoch

@@ -5,8 +5,9 @@
  * E and β' to fold a new item's vector into its row), the serving item
  * matrix (index.h: one row per item, every model one inner product), each
  * user's seen items (the exclusions: every interaction known when the
- * snapshot was built), the training split (Evaluate's test items) and the
- * items' training counts (cold flags and the popularity fallback).
+ * snapshot was built; rankd adds those stored since, overlay.h), the
+ * training split (Evaluate's test items) and the items' training counts
+ * (cold flags and the popularity fallback).
  *
  * Swap by pointer, readers by reference count. rk_serving holds the
  * current rk_served behind a mutex taken only to copy the pointer and count

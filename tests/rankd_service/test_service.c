@@ -12,7 +12,9 @@
  * refused; cancelling a Train; and with a real featured: VBPR trained on its
  * vectors, a new image rankable (cold) without retraining, the change feed
  * followed again after featured restarts, and the snapshot (new items
- * included) served after a restart of rankd while featured is down. */
+ * included) served after a restart of rankd while featured is down; items a
+ * user interacts with after the last Train excluded at once, through a
+ * Train that runs meanwhile and across restarts. */
 #include "decode.h"
 #include "err.h"
 #include "harness.h"
@@ -734,6 +736,243 @@ TEST(serving_during_training_and_cancel)
 	free(d);
 }
 
+/* ---- interactions added after the last Train ---------------------------------- */
+
+static int add_one(vr_channel *ch, const char *user, const char *item, int64_t ts)
+{
+	Visrec__V1__Interaction in = VISREC__V1__INTERACTION__INIT, *p = &in;
+	in.user_id = (char *)user;
+	in.item_id = (char *)item;
+	in.timestamp = ts;
+	Visrec__V1__AddInteractionsRequest req = VISREC__V1__ADD_INTERACTIONS_REQUEST__INIT;
+	req.n_interactions = 1;
+	req.interactions = &p;
+	Visrec__V1__AddInteractionsResponse *resp = NULL;
+	vr_status st;
+	int rc = unary(ch, "AddInteractions", &req.base, &visrec__v1__add_interactions_response__descriptor,
+		       &resp, &st);
+	release(resp);
+	return rc;
+}
+
+/* Whether Recommend(user, k 1000) returns item: 1, 0, or -1 when the call
+ * fails. fallback (may be NULL) gets the response's fallback reason. */
+static int recommends(vr_channel *ch, const char *user, int include_seen, const char *item,
+		      char *fallback)
+{
+	Visrec__V1__RecommendResponse *rec = NULL;
+	vr_status st;
+	if (recommend(ch, user, 1000, include_seen, NULL, 0, &rec, &st))
+		return -1;
+	int found = 0;
+	for (size_t j = 0; j < rec->n_items; j++)
+		found |= !strcmp(rec->items[j]->item_id, item);
+	if (fallback)
+		snprintf(fallback, 128, "%s", rec->fallback);
+	release(rec);
+	return found;
+}
+
+/* The first item Recommend gives user (k 5) into item (16 bytes). */
+static int first_item(vr_channel *ch, const char *user, char *item)
+{
+	Visrec__V1__RecommendResponse *rec = NULL;
+	vr_status st;
+	int rc = recommend(ch, user, 5, 0, NULL, 0, &rec, &st);
+	if (!rc && rec->n_items)
+		snprintf(item, 16, "%s", rec->items[0]->item_id);
+	rc = rc || !rec->n_items ? -1 : 0;
+	release(rec);
+	return rc;
+}
+
+/* Whether each of RecommendBatch's responses (k 1000) holds item[x]. */
+static int batch_recommends(vr_channel *ch, const char **users, const char **items, int n, int *found)
+{
+	Visrec__V1__RecommendRequest r[4], *rp[4];
+	for (int x = 0; x < n; x++) {
+		visrec__v1__recommend_request__init(&r[x]);
+		r[x].user_id = (char *)users[x];
+		r[x].k = 1000;
+		rp[x] = &r[x];
+	}
+	Visrec__V1__RecommendBatchRequest req = VISREC__V1__RECOMMEND_BATCH_REQUEST__INIT;
+	req.requests = rp;
+	req.n_requests = (size_t)n;
+	Visrec__V1__RecommendBatchResponse *resp = NULL;
+	vr_status st;
+	if (unary(ch, "RecommendBatch", &req.base, &visrec__v1__recommend_batch_response__descriptor,
+		  &resp, &st) || resp->n_responses != (size_t)n) {
+		release(resp);
+		return -1;
+	}
+	for (int x = 0; x < n; x++) {
+		found[x] = 0;
+		for (size_t j = 0; j < resp->responses[x]->n_items; j++)
+			found[x] |= !strcmp(resp->responses[x]->items[j]->item_id, items[x]);
+	}
+	release(resp);
+	return 0;
+}
+
+/* A user's top item, consumed after the Train, is not recommended again at
+ * once (Recommend and RecommendBatch), unless include_seen; a user the
+ * model does not know gets the popularity fallback without what they took. */
+TEST(added_interactions_excluded_at_once)
+{
+	struct proc r;
+	struct data *d = malloc(sizeof *d);
+	vr_channel *ch = NULL;
+	struct train_out t = { 0 };
+	if (trained_rankd(&r, "r6", d, &ch, &t)) {
+		proc_stop(&r, 5000);
+		FAIL_("rankd did not train: %s \"%s\"", vr_status_name(t.code), t.message);
+	}
+	char top[16] = "", other_top[16] = "", popular[16] = "", fb_before[128] = "", fb_after[128] = "";
+	int before = -1, batch_before[3] = { -1, -1, -1 }, batch_after[3] = { -1, -1, -1 };
+	int gone = -1, back = -1, other = -1, pop_before = -1, pop_gone = -1;
+	first_item(ch, "u005", top);
+	first_item(ch, "u006", other_top);
+	first_item(ch, "newcomer", popular);
+	before = recommends(ch, "u005", 0, top, NULL);
+	pop_before = recommends(ch, "newcomer", 0, popular, fb_before);
+	const char *bu[3] = { "u005", "u006", "newcomer" }, *bi[3] = { top, other_top, popular };
+	batch_recommends(ch, bu, bi, 3, batch_before);
+	int add1 = add_one(ch, "u005", top, 9000), add2 = add_one(ch, "newcomer", popular, 9000);
+	gone = recommends(ch, "u005", 0, top, NULL);
+	back = recommends(ch, "u005", 1, top, NULL);
+	other = recommends(ch, "u006", 0, other_top, NULL);
+	pop_gone = recommends(ch, "newcomer", 0, popular, fb_after);
+	batch_recommends(ch, bu, bi, 3, batch_after);
+	vr_channel_destroy(ch);
+	int status = proc_stop(&r, 10000);
+	free(d);
+	ASSERT(top[0] && other_top[0] && popular[0]);
+	ASSERT_EQ_INT(before, 1);
+	ASSERT_EQ_INT(pop_before, 1);
+	ASSERT_STR_EQ(fb_before, "popularity: unknown user");
+	for (int x = 0; x < 3; x++)
+		ASSERT_EQ_INT(batch_before[x], 1);
+	ASSERT_OK(add1);
+	ASSERT_OK(add2);
+	ASSERT_EQ_INT(gone, 0);
+	ASSERT_EQ_INT(back, 1);
+	ASSERT_EQ_INT(other, 1);
+	ASSERT_EQ_INT(pop_gone, 0);
+	ASSERT_CONTAINS(fb_after, "arrived after the last Train");
+	ASSERT_EQ_INT(batch_after[0], 0);
+	ASSERT_EQ_INT(batch_after[1], 1);
+	ASSERT_EQ_INT(batch_after[2], 0);
+	ASSERT_EQ_INT(status, 0);
+}
+
+/* An interaction added while a Train runs, after it took its copy of the
+ * interactions, is still excluded once that Train's model is served; one
+ * added before it is excluded by the new model's own seen lists. */
+TEST(added_during_train_stay_excluded)
+{
+	struct proc r;
+	struct data *d = malloc(sizeof *d);
+	vr_channel *ch = NULL;
+	struct train_out t = { 0 };
+	if (trained_rankd(&r, "r7", d, &ch, &t)) {
+		proc_stop(&r, 5000);
+		FAIL_("rankd did not train: %s \"%s\"", vr_status_name(t.code), t.message);
+	}
+	char early[16] = "", during[16] = "";
+	first_item(ch, "u010", early);
+	first_item(ch, "u011", during);
+	int add1 = add_one(ch, "u010", early, 9000);
+	struct bg_train *bg = calloc(1, sizeof *bg);
+	bg->ch = ch;
+	train_req_bpr(&bg->req, 40, 100000);
+	pthread_t tid;
+	pthread_create(&tid, NULL, train_thread, bg);
+	int64_t end = procs_now_ms() + 20000;
+	while (atomic_load(&bg->out.epochs_seen) < 1 && !atomic_load(&bg->out.finished) &&
+	       procs_now_ms() < end)
+		usleep(2000);
+	int add2 = add_one(ch, "u011", during, 9001);
+	Visrec__V1__RankInfoResponse *mid = info(ch);
+	int excluded_mid = recommends(ch, "u011", 0, during, NULL);
+	pthread_join(tid, NULL);
+	Visrec__V1__RankInfoResponse *after = info(ch);
+	int early_after = recommends(ch, "u010", 0, early, NULL);
+	int during_after = recommends(ch, "u011", 0, during, NULL);
+	int during_seen = recommends(ch, "u011", 1, during, NULL);
+	vr_channel_destroy(ch);
+	int status = proc_stop(&r, 10000);
+	ASSERT(early[0] && during[0]);
+	ASSERT_OK(add1);
+	ASSERT_OK(add2);
+	/* The add came after the run's first epoch and before its swap. */
+	ASSERT(mid && mid->training && mid->model_version == 1);
+	ASSERT_EQ_INT(excluded_mid, 0);
+	ASSERT_MSG(bg->out.code == GRPC_STATUS_OK && bg->out.done, "Train: %s \"%s\"",
+		   vr_status_name(bg->out.code), bg->out.message);
+	ASSERT(after && after->model_version == 2);
+	ASSERT_EQ_INT(early_after, 0);
+	ASSERT_EQ_INT(during_after, 0);
+	ASSERT_EQ_INT(during_seen, 1);
+	ASSERT_EQ_INT(status, 0);
+	release(mid);
+	release(after);
+	free(bg);
+	free(d);
+}
+
+/* Interactions added after the last Train stay excluded when rankd restarts
+ * without a Train: after SIGTERM and after SIGKILL. */
+TEST(added_interactions_excluded_after_restart)
+{
+	struct proc r;
+	struct data *d = malloc(sizeof *d);
+	vr_channel *ch = NULL;
+	struct train_out t = { 0 };
+	if (trained_rankd(&r, "r8", d, &ch, &t)) {
+		proc_stop(&r, 5000);
+		FAIL_("rankd did not train: %s \"%s\"", vr_status_name(t.code), t.message);
+	}
+	char a[16] = "", b[16] = "", popular[16] = "";
+	first_item(ch, "u020", a);
+	first_item(ch, "newcomer", popular);
+	int add1 = add_one(ch, "u020", a, 9000), add2 = add_one(ch, "newcomer", popular, 9000);
+	vr_channel_destroy(ch);
+	int s1 = proc_stop(&r, 10000);
+	ASSERT_OK(start_rankd(&r, "r8", NULL));
+	vr_channel_create(&ch, r.addr, NULL);
+	int a_term = recommends(ch, "u020", 0, a, NULL);
+	int pop_term = recommends(ch, "newcomer", 0, popular, NULL);
+	first_item(ch, "u021", b);
+	int add3 = add_one(ch, "u021", b, 9000);
+	vr_channel_destroy(ch);
+	kill(r.pid, SIGKILL);
+	waitpid(r.pid, NULL, 0);
+	r.pid = -1;
+	proc_stop(&r, 0);
+	ASSERT_OK(start_rankd(&r, "r8", NULL));
+	vr_channel_create(&ch, r.addr, NULL);
+	int a_kill = recommends(ch, "u020", 0, a, NULL);
+	int b_kill = recommends(ch, "u021", 0, b, NULL);
+	int b_seen = recommends(ch, "u021", 1, b, NULL);
+	int pop_kill = recommends(ch, "newcomer", 0, popular, NULL);
+	vr_channel_destroy(ch);
+	int s2 = proc_stop(&r, 10000);
+	free(d);
+	ASSERT(a[0] && b[0] && popular[0]);
+	ASSERT_OK(add1);
+	ASSERT_OK(add2);
+	ASSERT_OK(add3);
+	ASSERT_EQ_INT(s1, 0);
+	ASSERT_EQ_INT(a_term, 0);
+	ASSERT_EQ_INT(pop_term, 0);
+	ASSERT_EQ_INT(a_kill, 0);
+	ASSERT_EQ_INT(b_kill, 0);
+	ASSERT_EQ_INT(b_seen, 1);
+	ASSERT_EQ_INT(pop_kill, 0);
+	ASSERT_EQ_INT(s2, 0);
+}
+
 /* ---- with featured ----------------------------------------------------------------- */
 
 #define VITEMS 40 /* items with images; the last 10 have no interactions */
@@ -989,7 +1228,9 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 
 static const struct vr_test tests[] = {
 	T(refusals_before_training), T(train_bpr_and_recommend), T(restart_serves_the_same_topk),
-	T(serving_during_training_and_cancel), T(vbpr_with_featured_ranks_new_items_cold), { 0 },
+	T(serving_during_training_and_cancel), T(vbpr_with_featured_ranks_new_items_cold),
+	T(added_interactions_excluded_at_once), T(added_during_train_stay_excluded),
+	T(added_interactions_excluded_after_restart), { 0 },
 };
 
 int main(int argc, char **argv)

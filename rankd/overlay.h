@@ -38,8 +38,9 @@ void rk_overlay_destroy(rk_overlay *o);
 /* Adds the pairs (users[x], items[x]) for x < n, in any order, repeats
  * allowed; a pair already held, or held by seen (when not NULL: the served
  * snapshot's lists, which every later snapshot also holds), is skipped.
- * users[x] and items[x] must be below RK_INDEX_MAX. On failure nothing of
- * this call is added. Returns 0 or VR_ENOMEM. */
+ * users[x] and items[x] must be below RK_INDEX_MAX. Returns 0 or VR_ENOMEM;
+ * on VR_ENOMEM some of the call's pairs may be missing (they are then
+ * excluded only from the next snapshot on, or after a restart). */
 int rk_overlay_add(rk_overlay *o, const uint32_t *users, const uint32_t *items, size_t n,
 		   const rk_csr *seen);
 

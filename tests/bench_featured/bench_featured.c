@@ -410,8 +410,10 @@ int main(int argc, char **argv)
 	       "\"network_images_per_s\": %.2f, \"rss_mib\": %.0f, \"hwm_mib\": %.0f}\n",
 	       arch, layer, timed, rate, 1e3 * cpu / job.acked, 1e3 * dec / imgs, 1e3 * net / imgs, 1e3 * store / imgs,
 	       imgs / net, rss[3], hwm);
-	if (!data)
+	if (!data) {
 		nftw(datadir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+		unlink(err_path);  /* the daemon's log, read above */
+	}
 	for (int i = 0; i < n; i++)
 		free(im[i].data);
 	free(im);

@@ -336,9 +336,53 @@ leave:
 	return job->code;
 }
 
-static int run(struct rk_train_job *job)
+/* The interactions as a CSR in *all (taken under the lock) and, unless
+ * the job uses them all, each user's last item held out for testing and
+ * the one before for validation (*test, *valid: n_users + 1 entries),
+ * leaving *on the part to fit; else *on = all, *test = *valid = NULL.
+ * GRPC_STATUS_OK or the code, with the reason in job->msg. */
+static int load_interactions(struct rk_train_job *job, rk_csr *all, rk_csr *train, rk_csr *fit,
+			     uint32_t **test, uint32_t **valid, const rk_csr **on)
 {
 	rk_service *svc = job->svc;
+	pthread_rwlock_rdlock(&svc->ix_lock);
+	int rc = rk_interactions_csr(svc->ix, all);
+	pthread_rwlock_unlock(&svc->ix_lock);
+	if (rc)
+		return fail(job, GRPC_STATUS_RESOURCE_EXHAUSTED, "cannot index the interactions: %s",
+			    vr_strerror(rc));
+	if (!all->nnz)
+		return fail(job, GRPC_STATUS_FAILED_PRECONDITION,
+			    "no interactions stored yet; call AddInteractions first");
+	*on = all;
+	if (job->use_all)
+		return GRPC_STATUS_OK;
+	*test = malloc(((size_t)all->n_users + 1) * sizeof **test);
+	*valid = malloc(((size_t)all->n_users + 1) * sizeof **valid);
+	if (!*test || !*valid || rk_split_last(all, train, *test) || rk_split_last(train, fit, *valid))
+		return fail(job, GRPC_STATUS_RESOURCE_EXHAUSTED,
+			    "out of memory splitting the interactions");
+	*on = fit;
+	return GRPC_STATUS_OK;
+}
+
+/* Gives f a zero row for every item index below n_items that featured
+ * sent no vector for (items known here only). */
+static int pad_vectors(struct rk_train_job *job, struct fetch *f, uint32_t n_items)
+{
+	if (f->cap >= n_items)
+		return GRPC_STATUS_OK;
+	float *g = realloc(f->feats, (size_t)n_items * f->dims * sizeof(float));
+	if (!g)
+		return fail(job, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for the item vectors");
+	memset(g + f->cap * f->dims, 0, (n_items - f->cap) * f->dims * sizeof(float));
+	f->feats = g;
+	f->cap = n_items;
+	return GRPC_STATUS_OK;
+}
+
+static int run(struct rk_train_job *job)
+{
 	struct fetch f = { .job = job };
 	rk_csr all = { 0 }, train = { 0 }, fit = { 0 };
 	uint32_t *test = NULL, *valid = NULL, fversion = 0;
@@ -349,39 +393,11 @@ static int run(struct rk_train_job *job)
 	rk_train_result res = { 0 };
 	int rc;
 
-	if (job->kind == RK_MODEL_VBPR && fetch_vectors(job, &f, &fversion, &base_seq))
+	const rk_csr *on = NULL;
+	if ((job->kind == RK_MODEL_VBPR && fetch_vectors(job, &f, &fversion, &base_seq)) ||
+	    load_interactions(job, &all, &train, &fit, &test, &valid, &on) ||
+	    (f.feats && pad_vectors(job, &f, all.n_items)))
 		goto leave;
-	pthread_rwlock_rdlock(&svc->ix_lock);
-	rc = rk_interactions_csr(svc->ix, &all);
-	pthread_rwlock_unlock(&svc->ix_lock);
-	if (rc) {
-		fail(job, GRPC_STATUS_RESOURCE_EXHAUSTED, "cannot index the interactions: %s", vr_strerror(rc));
-		goto leave;
-	}
-	if (!all.nnz) {
-		fail(job, GRPC_STATUS_FAILED_PRECONDITION, "no interactions stored yet; call AddInteractions first");
-		goto leave;
-	}
-	const rk_csr *on = &all;
-	if (!job->use_all) {
-		test = malloc(((size_t)all.n_users + 1) * sizeof *test);
-		valid = malloc(((size_t)all.n_users + 1) * sizeof *valid);
-		if (!test || !valid || rk_split_last(&all, &train, test) || rk_split_last(&train, &fit, valid)) {
-			fail(job, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory splitting the interactions");
-			goto leave;
-		}
-		on = &fit;
-	}
-	if (f.feats && f.cap < all.n_items) {
-		float *g = realloc(f.feats, (size_t)all.n_items * f.dims * sizeof(float));
-		if (!g) {
-			fail(job, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for the item vectors");
-			goto leave;
-		}
-		memset(g + f.cap * f.dims, 0, (all.n_items - f.cap) * f.dims * sizeof(float));
-		f.feats = g;
-		f.cap = all.n_items;
-	}
 	if (f.feats) {
 		if (!(scale = malloc((size_t)f.dims * sizeof *scale))) {
 			fail(job, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for the feature scales");
@@ -635,28 +651,14 @@ static int run_dvbpr(struct rk_train_job *job)
 		     "DVBPR trains its CNN in featured, and rankd runs without one (--featured)");
 		goto leave;
 	}
-	pthread_rwlock_rdlock(&svc->ix_lock);
-	rc = rk_interactions_csr(svc->ix, &all);
-	pthread_rwlock_unlock(&svc->ix_lock);
-	if (rc || !all.nnz) {
-		fail(job, rc ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_FAILED_PRECONDITION,
-		     rc ? "cannot index the interactions" : "no interactions stored yet; call AddInteractions first");
+	const rk_csr *on = NULL;
+	if (load_interactions(job, &all, &train, &fit, &test, &valid, &on))
 		goto leave;
-	}
-	const rk_csr *on = &all;
-	test = malloc(((size_t)all.n_users + 1) * sizeof *test);
-	valid = malloc(((size_t)all.n_users + 1) * sizeof *valid);
-	if (!test || !valid) {
-		fail(job, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory splitting the interactions");
-		goto leave;
-	}
-	if (!job->use_all) {
-		if (rk_split_last(&all, &train, test) || rk_split_last(&train, &fit, valid)) {
-			fail(job, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory splitting the interactions");
+	if (!valid) { /* use_all: nothing held out, so no user validates */
+		if (!(valid = malloc(((size_t)all.n_users + 1) * sizeof *valid))) {
+			fail(job, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for the validation items");
 			goto leave;
 		}
-		on = &fit;
-	} else {
 		for (uint32_t u = 0; u < all.n_users; u++)
 			valid[u] = RK_NONE;
 	}
@@ -799,16 +801,8 @@ static int run_dvbpr(struct rk_train_job *job)
 		     "of %u)", fversion, f.dims, version, md.k2);
 		goto leave;
 	}
-	if (f.cap < all.n_items) {
-		float *g = realloc(f.feats, (size_t)all.n_items * f.dims * sizeof(float));
-		if (!g) {
-			fail(job, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for the item vectors");
-			goto leave;
-		}
-		memset(g + f.cap * f.dims, 0, (all.n_items - f.cap) * f.dims * sizeof(float));
-		f.feats = g;
-		f.cap = all.n_items;
-	}
+	if (pad_vectors(job, &f, all.n_items))
+		goto leave;
 	uint64_t sversion = 0;
 	double auc = dv_validate(model, rows, on, valid, scores, urow);
 	if (serve_model(job, &model, f.feats, NULL, all.n_items, fversion, &all, on->nnz, base_seq,

@@ -396,6 +396,44 @@ leave:
 	return rc;
 }
 
+/* The rows published now. */
+static uint32_t published(struct rk_index *ix)
+{
+	struct rk_index_view v;
+	rk_index_acquire(ix, &v);
+	uint32_t n = v.n;
+	rk_index_release(&v);
+	return n;
+}
+
+#define ZERO_ROWS 256 /* zero rows appended per call when padding */
+
+int rk_index_pad(struct rk_index *ix, uint32_t n)
+{
+	uint32_t have = published(ix);
+	if (have >= n)
+		return 0;
+	float *zero = calloc((size_t)ZERO_ROWS * ix->dim, sizeof(float));
+	if (!zero)
+		return VR_ENOMEM;
+	int rc = 0;
+	while (have < n && !rc) {
+		uint32_t take = n - have < ZERO_ROWS ? n - have : ZERO_ROWS;
+		rc = rk_index_append(ix, zero, take, NULL);
+		have += take;
+	}
+	free(zero);
+	return rc;
+}
+
+int rk_index_set_row(struct rk_index *ix, uint32_t id, const float *row)
+{
+	if (id < published(ix))
+		return rk_index_replace(ix, id, row);
+	int rc = rk_index_pad(ix, id);
+	return rc ? rc : rk_index_append(ix, row, 1, NULL);
+}
+
 int rk_index_replace(struct rk_index *ix, uint32_t id, const float *row)
 {
 	int rc = 0;

@@ -72,6 +72,14 @@ int rk_index_append(struct rk_index *ix, const float *rows, uint32_t n_rows, uin
  * VR_EINVAL (a non-finite value) or VR_ENOMEM. */
 int rk_index_replace(struct rk_index *ix, uint32_t id, const float *row);
 
+/* Appends zero rows until the index holds n items; a no-op when it holds
+ * as many already. rk_index_set_row: replaces item id's row when present,
+ * else appends zero rows up to id and then row. Each is one writer's
+ * sequence of appends: callers that pad or set rows must not race each
+ * other. Return 0 or rk_index_append's and rk_index_replace's errors. */
+int rk_index_pad(struct rk_index *ix, uint32_t n);
+int rk_index_set_row(struct rk_index *ix, uint32_t id, const float *row);
+
 /* Takes a view of the rows published now. Never fails, never waits for a
  * writer (a short mutex guards the snapshot pointer only). */
 void rk_index_acquire(struct rk_index *ix, struct rk_index_view *view);

@@ -6,7 +6,6 @@
 
 #include "err.h"
 
-#define ZERO_ROWS 256 /* zero rows appended per call when padding */
 
 struct pop_ctx {
 	const uint32_t *count;
@@ -119,39 +118,14 @@ int rk_served_item_row(const rk_served *s, uint32_t i, const float *f_i, float *
 	return rc;
 }
 
-static uint32_t index_items(struct rk_index *index)
-{
-	struct rk_index_view v;
-	rk_index_acquire(index, &v);
-	uint32_t n = v.n;
-	rk_index_release(&v);
-	return n;
-}
-
 int rk_served_pad(rk_served *s, uint32_t n)
 {
-	uint32_t have = index_items(s->index), dim = rk_index_dim(s->index);
-	if (have >= n)
-		return 0;
-	float *zero = calloc((size_t)ZERO_ROWS * dim, sizeof(float));
-	if (!zero)
-		return VR_ENOMEM;
-	int rc = 0;
-	while (have < n && !rc) {
-		uint32_t take = n - have < ZERO_ROWS ? n - have : ZERO_ROWS;
-		rc = rk_index_append(s->index, zero, take, NULL);
-		have += take;
-	}
-	free(zero);
-	return rc;
+	return rk_index_pad(s->index, n);
 }
 
 int rk_served_set_row(rk_served *s, uint32_t i, const float *row)
 {
-	if (i < index_items(s->index))
-		return rk_index_replace(s->index, i, row);
-	int rc = rk_served_pad(s, i);
-	return rc ? rc : rk_index_append(s->index, row, 1, NULL);
+	return rk_index_set_row(s->index, i, row);
 }
 
 static int excluded(const uint32_t *excl, size_t n, uint32_t i)

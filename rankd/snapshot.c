@@ -12,7 +12,6 @@
 #define ROWS_MAGIC "RKROWS01"
 #define ROWS_HEADER 32
 #define META_MAGIC 0x524b4d31u /* "RKM1" */
-#define ZERO_ROWS 256          /* zero rows appended per call when padding */
 #define COPY_ROWS 1024         /* rows copied per call from a misaligned value */
 #define LOAD_BYTES (32u << 20) /* rows appended per call straight from the map */
 
@@ -201,24 +200,6 @@ int rk_snap_active(rk_snap *s, rk_snap_meta *meta)
 	return rc == VR_ENOTFOUND ? VR_ECORRUPT : rc;
 }
 
-/* Appends zero rows to index until it holds n items. */
-static int pad_zero(struct rk_index *index, uint32_t dim, uint32_t have, uint32_t n)
-{
-	if (have >= n)
-		return 0;
-	float *zero = calloc((size_t)ZERO_ROWS * dim, sizeof(float));
-	if (!zero)
-		return VR_ENOMEM;
-	int rc = 0;
-	while (have < n && !rc) {
-		uint32_t take = n - have < ZERO_ROWS ? n - have : ZERO_ROWS;
-		rc = rk_index_append(index, zero, take, NULL);
-		have += take;
-	}
-	free(zero);
-	return rc;
-}
-
 /* Unmaps the whole pages of [p, p + len), a part of the LMDB map that has
  * been read: the map is read-only, so this only drops the pages from this
  * process (a later read faults them in again from the page cache). Loading
@@ -265,7 +246,7 @@ static int append_stored(struct rk_index *index, const void *src, uint32_t n, ui
 
 /* Applies the cold rows of version to index, in item order. */
 static int apply_cold(rk_snap *s, vr_txn *txn, uint64_t version, struct rk_index *index,
-		      uint32_t dim, uint32_t have, float *row)
+		      uint32_t dim, float *row)
 {
 	vr_cursor *cur;
 	uint8_t start[8];
@@ -283,14 +264,7 @@ static int apply_cold(rk_snap *s, vr_txn *txn, uint64_t version, struct rk_index
 			break;
 		}
 		memcpy(row, v, vl);
-		if (item < have) {
-			rc = rk_index_replace(index, item, row);
-		} else {
-			rc = pad_zero(index, dim, have, item);
-			if (!rc)
-				rc = rk_index_append(index, row, 1, NULL);
-			have = item + 1;
-		}
+		rc = rk_index_set_row(index, item, row);
 		if (!rc)
 			rc = vr_cursor_next(cur, &k, &kl, &v, &vl);
 	}
@@ -348,7 +322,7 @@ int rk_snap_load(rk_snap *s, const rk_snap_meta *meta, rk_model **model,
 	}
 	if (h.n && (rc = append_stored(ix, (const char *)val + ROWS_HEADER, h.n, h.dim)))
 		goto fail;
-	if ((rc = apply_cold(s, txn, meta->version, ix, meta->dim, h.n, row)))
+	if ((rc = apply_cold(s, txn, meta->version, ix, meta->dim, row)))
 		goto fail;
 	vr_store_read_end(txn);
 	free(row);

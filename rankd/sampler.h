@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "interactions.h"
+#include "xoshiro.h"
 
 /* xoshiro256** state. Seed with rk_rng_seed; streams with different stream
  * numbers are independent for every practical purpose. */
@@ -31,17 +32,7 @@ void rk_rng_seed(rk_rng *r, uint64_t seed, uint64_t stream);
 
 static inline uint64_t rk_rng_next(rk_rng *r)
 {
-	uint64_t *s = r->s;
-	uint64_t x = s[1] * 5;
-	uint64_t out = (x << 7 | x >> 57) * 9;
-	uint64_t t = s[1] << 17;
-	s[2] ^= s[0];
-	s[3] ^= s[1];
-	s[1] ^= s[2];
-	s[0] ^= s[3];
-	s[2] ^= t;
-	s[3] = s[3] << 45 | s[3] >> 19;
-	return out;
+	return vr_xoshiro_next(r->s);
 }
 
 /* Uniform in [0, n), n >= 1, without modulo bias (Lemire's method). */

@@ -32,6 +32,7 @@
  *      sorted timestamps, then the test item strictly later), truth files,
  *      images (one reusable pixel buffer and JPEG buffer), meta.json. */
 #include "datagen.h"
+#include "xoshiro.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -114,24 +115,9 @@ static void rng_seed(struct rng *r, uint64_t seed, enum stream stream, uint64_t 
 		r->s[k] = splitmix64(&x);
 }
 
-static uint64_t rotl(uint64_t x, int k)
-{
-	return (x << k) | (x >> (64 - k));
-}
-
-/* xoshiro256** */
 static uint64_t rng_next(struct rng *r)
 {
-	uint64_t *s = r->s;
-	uint64_t out = rotl(s[1] * 5, 7) * 9;
-	uint64_t t = s[1] << 17;
-	s[2] ^= s[0];
-	s[3] ^= s[1];
-	s[1] ^= s[2];
-	s[0] ^= s[3];
-	s[2] ^= t;
-	s[3] = rotl(s[3], 45);
-	return out;
+	return vr_xoshiro_next(r->s);
 }
 
 /* Uniform in the open interval (0, 1). */

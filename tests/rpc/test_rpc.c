@@ -673,15 +673,24 @@ static vr_ccall *open_stream(vr_channel *ch, const char *method)
 	return cc;
 }
 
+/* A server of its own (opts) and a plaintext channel to it. */
+static vr_server *start_with_channel(const vr_server_opts *opts, vr_channel **ch)
+{
+	char t[64];
+	vr_server *s = start_server(opts, NULL);
+	if (!s)
+		return NULL;
+	snprintf(t, sizeof t, "127.0.0.1:%d", vr_server_port(s));
+	vr_channel_create(ch, t, NULL);
+	return s;
+}
+
 TEST(max_streams)
 {
 	vr_server_opts o = { .listen = "127.0.0.1:0", .threads = 1, .max_streams = 2 };
-	vr_server *s = start_server(&o, NULL);
-	ASSERT(s);
-	char t[64];
-	snprintf(t, sizeof t, "127.0.0.1:%d", vr_server_port(s));
 	vr_channel *ch = NULL;
-	vr_channel_create(&ch, t, NULL);
+	vr_server *s = start_with_channel(&o, &ch);
+	ASSERT(s);
 	vr_ccall *a = open_stream(ch, SVC "Forever"), *b = open_stream(ch, SVC "Forever");
 	vr_ccall *c = open_stream(ch, SVC "Forever");
 	vr_status sa, sb, sc;
@@ -703,12 +712,9 @@ TEST(max_streams)
 TEST(shutdown_ends_streams)
 {
 	vr_server_opts o = { .listen = "127.0.0.1:0", .threads = 2 };
-	vr_server *s = start_server(&o, NULL);
-	ASSERT(s);
-	char t[64];
-	snprintf(t, sizeof t, "127.0.0.1:%d", vr_server_port(s));
 	vr_channel *ch = NULL;
-	vr_channel_create(&ch, t, NULL);
+	vr_server *s = start_with_channel(&o, &ch);
+	ASSERT(s);
 	vr_ccall *cc = open_stream(ch, SVC "Forever");
 	int64_t t0 = now_ms();
 	vr_server_shutdown(s, 3000);
@@ -729,12 +735,9 @@ TEST(shutdown_cancels_after_grace)
 {
 	int before = atomic_load(&deaf_cancelled);
 	vr_server_opts o = { .listen = "127.0.0.1:0", .threads = 2 };
-	vr_server *s = start_server(&o, NULL);
-	ASSERT(s);
-	char t[64];
-	snprintf(t, sizeof t, "127.0.0.1:%d", vr_server_port(s));
 	vr_channel *ch = NULL;
-	vr_channel_create(&ch, t, NULL);
+	vr_server *s = start_with_channel(&o, &ch);
+	ASSERT(s);
 	vr_ccall *cc = open_stream(ch, SVC "Deaf");
 	int64_t t0 = now_ms();
 	vr_server_shutdown(s, 200);

@@ -55,6 +55,32 @@ static int vr_test__skipped;
 #define SKIP(...) do { fprintf(stderr, "  skipped: "); fprintf(stderr, __VA_ARGS__); \
 	fputc('\n', stderr); vr_test__skipped = 1; return; } while (0)
 
+/* The whole file at path, with a NUL after it (malloc'd), or NULL; *len
+ * (may be NULL) gets its size without the NUL (0 on failure). */
+static inline void *vr_test_read_file(const char *path, size_t *len)
+{
+	if (len)
+		*len = 0;
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	fseek(f, 0, SEEK_END);
+	long n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	char *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
+	if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+		free(buf);
+		buf = NULL;
+	}
+	fclose(f);
+	if (buf) {
+		buf[n] = 0;
+		if (len)
+			*len = (size_t)n;
+	}
+	return buf;
+}
+
 static inline int vr_test_main(const struct vr_test *tests, int argc, char **argv)
 {
 	int failed = 0, ran = 0, skipped = 0;

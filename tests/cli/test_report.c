@@ -39,26 +39,6 @@ static void write_file(const char *rel, const char *text)
 	fclose(f);
 }
 
-/* The whole file as a string (malloc'd), or NULL. */
-static char *read_all(const char *path)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return NULL;
-	fseek(f, 0, SEEK_END);
-	long n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	char *s = malloc((size_t)n + 1);
-	if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-		free(s);
-		s = NULL;
-	}
-	if (s)
-		s[n] = 0;
-	fclose(f);
-	return s;
-}
-
 static size_t count(const char *hay, const char *needle)
 {
 	size_t n = 0;
@@ -286,7 +266,7 @@ TEST(report_escapes_text_encodes_paths_and_says_what_is_missing)
 	snprintf(data, sizeof data, "%s/data", tmp);
 	rp_opts o = { .run_dir = run, .data_dir = data, .out_file = path };
 	ASSERT_OK(rp_write(&o, err, sizeof err));
-	char *html = read_all(path);
+	char *html = vr_test_read_file(path, NULL);
 	ASSERT(html != NULL);
 	/* Text from files is escaped, never markup. */
 	ASSERT(!strstr(html, "<script>alert"));
@@ -317,7 +297,7 @@ TEST(report_escapes_text_encodes_paths_and_says_what_is_missing)
 	o.run_dir = dir;
 	o.out_file = path;
 	ASSERT_OK(rp_write(&o, err, sizeof err));
-	html = read_all(path);
+	html = vr_test_read_file(path, NULL);
 	ASSERT(html != NULL);
 	ASSERT_CONTAINS(html, "No evaluation results in this run.");
 	ASSERT_CONTAINS(html, "No recommendations were collected in this run");

@@ -59,26 +59,6 @@ static int generate(const char *dir, int64_t users, int64_t items, int64_t inter
 	return dg_generate(&o, NULL);
 }
 
-static unsigned char *read_all(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return NULL;
-	fseek(f, 0, SEEK_END);
-	long n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	unsigned char *buf = malloc(n + 1);
-	if (buf && fread(buf, 1, n, f) != (size_t)n) {
-		free(buf);
-		buf = NULL;
-	}
-	if (buf)
-		buf[n] = 0;
-	fclose(f);
-	*len = (size_t)n;
-	return buf;
-}
-
 /* ---- reading a generated data set back ---- */
 
 struct dataset {
@@ -144,7 +124,7 @@ static int dataset_load(const char *dir, int64_t users, int64_t items, struct da
 	d->items = items;
 
 	snprintf(path, sizeof(path), "%s/truth_items.csv", dir);
-	char *text = (char *)read_all(path, &len);
+	char *text = (char *)vr_test_read_file(path, &len);
 	if (!text)
 		return -1;
 	d->cold = calloc(items, sizeof(int));
@@ -177,7 +157,7 @@ static int dataset_load(const char *dir, int64_t users, int64_t items, struct da
 		return -1;
 
 	snprintf(path, sizeof(path), "%s/truth_users.csv", dir);
-	text = (char *)read_all(path, &len);
+	text = (char *)vr_test_read_file(path, &len);
 	if (!text)
 		return -1;
 	d->vc = calloc(users * 10, sizeof(float));
@@ -209,7 +189,7 @@ static int dataset_load(const char *dir, int64_t users, int64_t items, struct da
 		return -1;
 
 	snprintf(path, sizeof(path), "%s/interactions.csv", dir);
-	text = (char *)read_all(path, &len);
+	text = (char *)vr_test_read_file(path, &len);
 	if (!text)
 		return -1;
 	int64_t cap = (int64_t)len / 20 + 1;
@@ -396,7 +376,7 @@ static int compare_trees(const char *a, const char *b, int *files)
 			snprintf(pb, sizeof(pb), "%s/images/i%06d.jpg", b, k - 4);
 		}
 		size_t la, lb;
-		unsigned char *x = read_all(pa, &la), *y = read_all(pb, &lb);
+		unsigned char *x = vr_test_read_file(pa, &la), *y = vr_test_read_file(pb, &lb);
 		if (x)
 			(*files)++;
 		if (!x || !y || la != lb || memcmp(x, y, la))
@@ -510,7 +490,7 @@ TEST(statistics_default_size)
 	char path[4096];
 	size_t len;
 	snprintf(path, sizeof(path), "%s/meta.json", dir);
-	char *text = (char *)read_all(path, &len);
+	char *text = (char *)vr_test_read_file(path, &len);
 	cJSON *m = cJSON_Parse(text);
 	free(text);
 	ASSERT(m);
@@ -602,7 +582,7 @@ static void check_images(enum dg_images kind, double min_hue_share)
 		char path[4096];
 		size_t len;
 		snprintf(path, sizeof(path), "%s/images/i%06lld.jpg", dir, (long long)i);
-		unsigned char *jpg = read_all(path, &len);
+		unsigned char *jpg = vr_test_read_file(path, &len);
 		ASSERT_MSG(jpg, "%s missing", path);
 		int w, h, sub, cs;
 		int bad = tjDecompressHeader3(tj, jpg, len, &w, &h, &sub, &cs) ||

@@ -80,26 +80,6 @@ static vr_channel *channel(const char *addr)
 	return ch;
 }
 
-static uint8_t *read_file(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return NULL;
-	fseek(f, 0, SEEK_END);
-	long n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	uint8_t *buf = malloc((size_t)n + 1);
-	if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-		free(buf);
-		buf = NULL;
-	}
-	fclose(f);
-	*len = (size_t)n;
-	if (buf)
-		buf[n] = 0;
-	return buf;
-}
-
 static int cmp_str(const void *a, const void *b)
 {
 	return strcmp(*(char *const *)a, *(char *const *)b);
@@ -155,7 +135,7 @@ static int put_images(vr_channel *ch, const struct dataset *ds, unsigned shuffle
 		Visrec__V1__PutItemsRequest r = VISREC__V1__PUT_ITEMS_REQUEST__INIT;
 		size_t len = 0;
 		snprintf(path, sizeof path, "%s/%s", dir, names[k]);
-		uint8_t *jpeg = read_file(path, &len);
+		uint8_t *jpeg = vr_test_read_file(path, &len);
 		*strstr(names[k], ".jpg") = 0;
 		r.item_id = names[k];
 		r.image.data = jpeg;
@@ -183,7 +163,7 @@ static int add_interactions(vr_channel *ch, const struct dataset *ds)
 	char path[192];
 	size_t len, cap = (size_t)ds->rows + 16;
 	snprintf(path, sizeof path, "%s/interactions.csv", ds->dir);
-	char *csv = (char *)read_file(path, &len);
+	char *csv = (char *)vr_test_read_file(path, &len);
 	if (!csv)
 		return -1;
 	Visrec__V1__Interaction *rows = calloc(cap, sizeof *rows);
@@ -314,7 +294,7 @@ static int embed_file(vr_channel *fch, const char *id, const char *path, uint32_
 	Visrec__V1__EmbedResponse *resp = NULL;
 	size_t len = 0;
 	er.item_id = (char *)id;
-	if (!(er.image.data = read_file(path, &len)))
+	if (!(er.image.data = vr_test_read_file(path, &len)))
 		return VR_EIO;
 	er.image.len = len;
 	int rc = vr_client_unary(fch, "/visrec.v1.Featured/Embed", &er.base,
@@ -408,7 +388,7 @@ static int first_cold_item(const struct dataset *ds, char *id, size_t cap)
 	char path[192];
 	size_t len;
 	snprintf(path, sizeof path, "%s/truth_items.csv", ds->dir);
-	char *csv = (char *)read_file(path, &len), *save = NULL;
+	char *csv = (char *)vr_test_read_file(path, &len), *save = NULL;
 	int rc = -1;
 	for (char *line = csv ? strtok_r(csv, "\n", &save) : NULL; line && rc;
 	     line = strtok_r(NULL, "\n", &save)) {

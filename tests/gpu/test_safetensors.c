@@ -42,23 +42,6 @@ static int write_file(const char *path, const void *data, size_t len)
 	return fclose(f) || w != len ? -1 : 0;
 }
 
-static void *read_file(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return NULL;
-	fseek(f, 0, SEEK_END);
-	*len = (size_t)ftell(f);
-	fseek(f, 0, SEEK_SET);
-	void *p = malloc(*len ? *len : 1);
-	if (fread(p, 1, *len, f) != *len) {
-		free(p);
-		p = NULL;
-	}
-	fclose(f);
-	return p;
-}
-
 /* A file of the given JSON header (padded to 8) and data bytes. */
 static int write_st(const char *path, const char *json, const void *data, size_t dlen)
 {
@@ -116,7 +99,7 @@ TEST(round_trip)
 	ASSERT(!memcmp(ya, yb, sizeof(ya)));
 	ASSERT_OK(nn_net_save(b, p2, NULL, meta));
 	size_t l1, l2;
-	void *f1 = read_file(p1, &l1), *f2 = read_file(p2, &l2);
+	void *f1 = vr_test_read_file(p1, &l1), *f2 = vr_test_read_file(p2, &l2);
 	ASSERT(f1 && f2);
 	ASSERT_EQ_INT(l1, l2);
 	ASSERT(!memcmp(f1, f2, l1));
@@ -371,7 +354,7 @@ TEST(truncated_files)
 	ASSERT_OK(nn_net_init(a, 1));
 	ASSERT_OK(nn_net_save(a, p, NULL, NULL));
 	size_t len;
-	unsigned char *buf = read_file(p, &len);
+	unsigned char *buf = vr_test_read_file(p, &len);
 	ASSERT(buf);
 	for (size_t cut = 0; cut < len; cut += cut < 4096 ? 61 : 49999) {
 		ASSERT_OK(write_file(q, buf, cut));
@@ -397,7 +380,7 @@ TEST(garbage_and_mutations)
 	ASSERT_OK(nn_net_init(a, 1));
 	ASSERT_OK(nn_net_save(a, p, NULL, NULL));
 	size_t len;
-	unsigned char *orig = read_file(p, &len), *buf = malloc(len);
+	unsigned char *orig = vr_test_read_file(p, &len), *buf = malloc(len);
 	float *scratch = malloc(sizeof(float) * nn_net_param_count(a) * 2);
 	uint64_t hlen = 0;
 	for (int i = 7; i >= 0; i--)

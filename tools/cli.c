@@ -65,7 +65,8 @@ int cli_parse(cli *c, const vr_flag *table, int argc, char **argv, const char *u
 	char **shorts = calloc((size_t)argc + 1, sizeof *shorts);
 	int nflags = 1, np = 0, nshorts = 0, code = CLI_EXIT_OK;
 	char err[256];
-	*pos = NULL;
+	if (pos)
+		*pos = NULL;
 	*npos = 0;
 	if (!all || !flags || !p || !shorts) {
 		code = cli_fail(c, argv[0], "out of memory");
@@ -114,6 +115,11 @@ int cli_parse(cli *c, const vr_flag *table, int argc, char **argv, const char *u
 	}
 	if (rc) {
 		code = cli_usage_error(argv[0], "%s", err);
+		goto leave;
+	}
+	if (!pos) {
+		if (np)
+			code = cli_usage_error(argv[0], "unexpected argument \"%s\"", p[0]);
 		goto leave;
 	}
 	*pos = p;

@@ -46,6 +46,7 @@ void cli_global_flags(cli *c, vr_flag out[CLI_GLOBAL_FLAGS]);
  * are added to it) and positional arguments. "-k N" is read as
  * "--k N". Positional arguments are returned in *pos (a malloc'd array of
  * pointers into argv; free it) and *npos; the caller checks their count.
+ * pos NULL: the command takes none, and one is a usage error here.
  * Returns CLI_EXIT_OK to go on, or the exit status to return now: after
  * --help (usage printed to stdout, CLI_EXIT_OK with *pos NULL and *npos
  * -1) or a bad flag (reported, CLI_EXIT_USAGE). usage is the synopsis

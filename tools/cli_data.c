@@ -108,17 +108,17 @@ int cli_cmd_showcase(cli *c, int argc, char **argv)
 		{ "n", NULL, VR_FLAG_INT, &n, "16", "how many users (also -n)", 0 },
 		{ 0 },
 	};
-	char **pos = NULL, err[512];
+	char err[512];
 	rp_dataset *ds = NULL;
 	rp_user *users = NULL;
 	code = cli_parse(c, table, argc, argv, "visrec showcase --data DIR [-n N]",
 			 "Picks users to show in the report, the same ones every time: about half whose\n"
 			 "test item is cold, spread over the users. Prints their ids comma-separated\n"
-			 "(for `visrec recommend --user`).", &pos, &npos);
+			 "(for `visrec recommend --user`).", NULL, &npos);
 	if (code || npos < 0)
 		goto leave;
-	if (npos || n < 1 || n > 4096) {
-		code = cli_usage_error(argv[0], npos ? "unexpected argument" : "-n must be 1..4096");
+	if (n < 1 || n > 4096) {
+		code = cli_usage_error(argv[0], "-n must be 1..4096");
 		goto leave;
 	}
 	int rc = rp_dataset_load(&ds, data, err, sizeof err);
@@ -151,7 +151,6 @@ int cli_cmd_showcase(cli *c, int argc, char **argv)
 leave:
 	free(users);
 	rp_dataset_free(ds);
-	free(pos);
 	return code;
 }
 
@@ -170,17 +169,13 @@ int cli_cmd_report(cli *c, int argc, char **argv)
 		{ "k", NULL, VR_FLAG_INT, &o.k, "20", "recommendations shown per model", 0 },
 		{ 0 },
 	};
-	char **pos = NULL, err[1024], *def = NULL;
+	char err[1024], *def = NULL;
 	code = cli_parse(c, table, argc, argv, "visrec report --run DIR --data DIR [--out FILE]",
 			 "Writes a self-contained HTML report of a pipeline run: metrics beside the\n"
 			 "tutorial's published table, training curves, and users' consumed items,\n"
-			 "recommendations and ground truth as image grids.", &pos, &npos);
+			 "recommendations and ground truth as image grids.", NULL, &npos);
 	if (code || npos < 0)
 		goto leave;
-	if (npos) {
-		code = cli_usage_error(argv[0], "unexpected argument \"%s\"", pos[0]);
-		goto leave;
-	}
 	if (!out) {
 		if (!(def = malloc(strlen(o.run_dir) + sizeof "/report.html"))) {
 			code = cli_fail(c, argv[0], "out of memory");
@@ -206,6 +201,5 @@ int cli_cmd_report(cli *c, int argc, char **argv)
 	}
 leave:
 	free(def);
-	free(pos);
 	return code;
 }

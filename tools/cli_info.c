@@ -46,7 +46,6 @@ static void print_rankd(const cli *c, const Visrec__V1__RankInfoResponse *r)
 int cli_cmd_info(cli *c, int argc, char **argv)
 {
 	static const vr_flag table[] = { { 0 } };
-	char **pos = NULL;
 	int npos = 0, code, failed = 0;
 	ProtobufCMessage *fr = NULL, *rr = NULL;
 	vr_channel *fch, *rch;
@@ -54,13 +53,9 @@ int cli_cmd_info(cli *c, int argc, char **argv)
 	cJSON *out = NULL;
 	code = cli_parse(c, table, argc, argv, "visrec info",
 			 "What featured and rankd run (backend, models) and hold (items, users,\n"
-			 "interactions).", &pos, &npos);
+			 "interactions).", NULL, &npos);
 	if (code || npos < 0)
 		goto leave;
-	if (npos) {
-		code = cli_usage_error(argv[0], "unexpected argument \"%s\"", pos[0]);
-		goto leave;
-	}
 	if ((code = cli_channel(c, CLI_FEATURED, &fch)) || (code = cli_channel(c, CLI_RANKD, &rch)))
 		goto leave;
 	Visrec__V1__FeaturedInfoRequest freq = VISREC__V1__FEATURED_INFO_REQUEST__INIT;
@@ -101,7 +96,6 @@ leave:
 		protobuf_c_message_free_unpacked(fr, NULL);
 	if (rr)
 		protobuf_c_message_free_unpacked(rr, NULL);
-	free(pos);
 	return code;
 }
 
@@ -143,18 +137,13 @@ int cli_cmd_health(cli *c, int argc, char **argv)
 		  "keep asking for up to this many seconds until both are SERVING", 0 },
 		{ 0 },
 	};
-	char **pos = NULL;
 	int npos = 0, code, status[2] = { -1, -1 };
 	vr_status st[2];
 	code = cli_parse(c, table, argc, argv, "visrec health",
 			 "The grpc.health.v1 status of featured and rankd; exit status 0 when both are\n"
-			 "SERVING.", &pos, &npos);
+			 "SERVING.", NULL, &npos);
 	if (code || npos < 0)
 		goto leave;
-	if (npos) {
-		code = cli_usage_error(argv[0], "unexpected argument \"%s\"", pos[0]);
-		goto leave;
-	}
 	double end = cli_now() + wait_s;
 	for (;;) {
 		for (int s = 0; s < 2; s++)
@@ -190,6 +179,5 @@ int cli_cmd_health(cli *c, int argc, char **argv)
 	}
 	code = status[0] == 1 && status[1] == 1 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
 leave:
-	free(pos);
 	return code;
 }

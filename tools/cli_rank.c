@@ -260,7 +260,7 @@ int cli_cmd_train(cli *c, int argc, char **argv)
 		  "DVBPR: continue the last session from its checkpoint", 0 },
 		{ 0 },
 	};
-	char **pos = NULL, line[256], what[64];
+	char line[256], what[64];
 	int npos = 0, kind, printed_epoch = -1, open_line = 0;
 	vr_ccall *cc = NULL;
 	vr_status st = { 0 };
@@ -270,13 +270,9 @@ int cli_cmd_train(cli *c, int argc, char **argv)
 	code = cli_parse(c, table, argc, argv, "visrec train --model bpr|vbpr|dvbpr",
 			 "Trains a model in rankd and shows its progress (epoch, loss, validation AUC,\n"
 			 "triples/s, ETA). rankd serves the new model when training finishes.",
-			 &pos, &npos);
+			 NULL, &npos);
 	if (code || npos < 0)
 		goto leave;
-	if (npos) {
-		code = cli_usage_error(argv[0], "unexpected argument \"%s\"", pos[0]);
-		goto leave;
-	}
 	if ((kind = parse_model(model)) < 0) {
 		code = cli_usage_error(argv[0], "--model must be bpr, vbpr or dvbpr (got \"%s\")", model);
 		goto leave;
@@ -413,7 +409,6 @@ leave:
 	if (last)
 		protobuf_c_message_free_unpacked(&last->base, NULL);
 	cJSON_Delete(out);
-	free(pos);
 	return code;
 }
 
@@ -467,7 +462,6 @@ int cli_cmd_eval(cli *c, int argc, char **argv)
 		{ "seed", NULL, VR_FLAG_UINT64, &seed, "1", "which users when --max-users is set", 0 },
 		{ 0 },
 	};
-	char **pos = NULL;
 	cli_list kl = { 0 };
 	uint32_t ks[16];
 	size_t nks = 0;
@@ -477,13 +471,9 @@ int cli_cmd_eval(cli *c, int argc, char **argv)
 	code = cli_parse(c, table, argc, argv, "visrec eval",
 			 "Evaluates the model rankd serves on each user's held-out last item: AUC, RR,\n"
 			 "Recall/Precision/nDCG@k, over all users and over those whose test item is cold.",
-			 &pos, &npos);
+			 NULL, &npos);
 	if (code || npos < 0)
 		goto leave;
-	if (npos) {
-		code = cli_usage_error(argv[0], "unexpected argument \"%s\"", pos[0]);
-		goto leave;
-	}
 	if (strcmp(protocol, "standard") && strcmp(protocol, "tutorial")) {
 		code = cli_usage_error(argv[0], "--protocol must be standard or tutorial");
 		goto leave;
@@ -529,7 +519,6 @@ leave:
 	if (resp)
 		protobuf_c_message_free_unpacked(&resp->base, NULL);
 	cli_list_free(&kl);
-	free(pos);
 	return code;
 }
 
@@ -570,7 +559,6 @@ int cli_cmd_recommend(cli *c, int argc, char **argv)
 		  "for an unknown user: items that profile them (comma-separated)", 0 },
 		{ 0 },
 	};
-	char **pos = NULL;
 	cli_list ul = { 0 }, cl = { 0 }, xl = { 0 };
 	Visrec__V1__RecommendRequest *reqs = NULL, **rptrs = NULL;
 	ProtobufCMessage *resp = NULL;
@@ -578,13 +566,9 @@ int cli_cmd_recommend(cli *c, int argc, char **argv)
 	vr_status st;
 	code = cli_parse(c, table, argc, argv, "visrec recommend --user U[,U2...] [-k N]",
 			 "The top-k items rankd's served model ranks for each user (seen items excluded\n"
-			 "unless --include-seen); \"cold\" marks items without interactions.", &pos, &npos);
+			 "unless --include-seen); \"cold\" marks items without interactions.", NULL, &npos);
 	if (code || npos < 0)
 		goto leave;
-	if (npos) {
-		code = cli_usage_error(argv[0], "unexpected argument \"%s\"", pos[0]);
-		goto leave;
-	}
 	if (cli_split(users, &ul) || cli_split(cands, &cl) || cli_split(context, &xl)) {
 		code = cli_fail(c, argv[0], "out of memory");
 		goto leave;
@@ -666,7 +650,6 @@ leave:
 	cli_list_free(&ul);
 	cli_list_free(&cl);
 	cli_list_free(&xl);
-	free(pos);
 	return code;
 }
 

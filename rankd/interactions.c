@@ -87,6 +87,22 @@ static int grow(void **p, size_t elem, uint64_t need, uint64_t *cap)
 	return 0;
 }
 
+/* Grows n parallel arrays (*arrays[k] of elem[k]-byte elements) that share
+ * one capacity *cap to hold need each; *cap changes only when all grew. */
+static int grow_parallel(void **const arrays[], const size_t elem[], int n, uint64_t need,
+			 uint64_t *cap)
+{
+	uint64_t c = *cap;
+	for (int k = 0; k < n; k++) {
+		c = *cap;
+		int rc = grow(arrays[k], elem[k], need, &c);
+		if (rc)
+			return rc;
+	}
+	*cap = c;
+	return 0;
+}
+
 /* ---- id maps ---- */
 
 static uint32_t idmap_find(const struct idmap *m, const char *id, size_t len, uint64_t h)
@@ -206,16 +222,10 @@ static int pairs_reserve(rk_interactions *ix, uint64_t extra)
 	uint64_t need = ix->n + extra;
 	if (need > RK_PAIRS_MAX)
 		return VR_ETOOBIG;
+	void **const pairs[] = { (void **)&ix->pu, (void **)&ix->pi, (void **)&ix->pts };
+	const size_t sizes[] = { sizeof(*ix->pu), sizeof(*ix->pi), sizeof(*ix->pts) };
 	uint64_t cap = ix->cap;
-	int rc = grow((void **)&ix->pu, sizeof(*ix->pu), need, &cap);
-	if (rc)
-		return rc;
-	cap = ix->cap;
-	rc = grow((void **)&ix->pi, sizeof(*ix->pi), need, &cap);
-	if (rc)
-		return rc;
-	cap = ix->cap;
-	rc = grow((void **)&ix->pts, sizeof(*ix->pts), need, &cap);
+	int rc = grow_parallel(pairs, sizes, 3, need, &cap);
 	if (rc)
 		return rc;
 	ix->cap = cap;
@@ -562,12 +572,10 @@ int rk_interactions_add_batch(rk_interactions *ix, const rk_interaction_in *rows
 		uchars += rows[r].user_len + 1;
 		ichars += rows[r].item_len + 1;
 	}
+	void **const rows_idx[] = { (void **)&ix->ru, (void **)&ix->ri };
+	const size_t sizes[] = { sizeof(*ix->ru), sizeof(*ix->ri) };
 	uint64_t cap = ix->scratch_cap;
-	int rc = grow((void **)&ix->ru, sizeof(*ix->ru), n, &cap);
-	if (rc)
-		return rc;
-	cap = ix->scratch_cap;
-	rc = grow((void **)&ix->ri, sizeof(*ix->ri), n, &cap);
+	int rc = grow_parallel(rows_idx, sizes, 2, n, &cap);
 	if (rc)
 		return rc;
 	ix->scratch_cap = (size_t)cap;

@@ -1,18 +1,35 @@
 /* daemon: the start-up and shutdown that featured and rankd share (see
  * daemon.h).
  *
- * Signals: SIGTERM and SIGINT are blocked in main before any thread
- * exists, so every thread inherits the mask and only vr_daemon_wait's
- * sigwait ever takes them; no handler runs in signal context. */
+ * Signals: SIGTERM and SIGINT are blocked in main before any thread of
+ * ours exists, so our threads inherit the mask and vr_daemon_wait's
+ * sigwait takes them. But a library may start threads before main
+ * (OpenBLAS does, in its constructor) with neither signal blocked, and
+ * the kernel may deliver a process-directed SIGTERM to one of those: its
+ * default action would kill the daemon (exit by signal 15, about one stop
+ * in a few hundred under test). So a handler is installed too, which only
+ * such a thread can ever run: it forwards the signal to the main thread
+ * (tgkill, async-signal-safe), where sigwait takes it. */
 #include "daemon.h"
 
 #include "err.h"
 #include "log.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+static pid_t g_main_tid;
+
+static void forward_to_main(int sig)
+{
+	int saved = errno;
+	syscall(SYS_tgkill, getpid(), g_main_tid, sig);
+	errno = saved;
+}
 
 int vr_daemon_init(vr_daemon *d, const char *name, const char *summary,
 		   const vr_flag *table, int argc, char **argv)
@@ -27,6 +44,11 @@ int vr_daemon_init(vr_daemon *d, const char *name, const char *summary,
 	sigemptyset(&d->signals);
 	sigaddset(&d->signals, SIGTERM);
 	sigaddset(&d->signals, SIGINT);
+	g_main_tid = (pid_t)syscall(SYS_gettid);
+	struct sigaction sa = { .sa_handler = forward_to_main, .sa_flags = SA_RESTART };
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
 	pthread_sigmask(SIG_BLOCK, &d->signals, NULL);
 
 	char err[256];

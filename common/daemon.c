@@ -73,9 +73,11 @@ int vr_daemon_init(vr_daemon *d, const char *name, const char *summary,
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
 		d->threads = n > 2 ? (int)n : 2;
 	}
-	if (d->max_streams <= 0 || d->grace_ms < 0 || d->max_message < 1024 ||
+	if (d->max_streams <= 0 || d->max_admin_streams <= 0 || d->max_followers <= 0 ||
+	    d->max_followers_per_peer <= 0 || d->grace_ms < 0 || d->max_message < 1024 ||
 	    d->max_message > 0x7fffffff) {
-		VR_ERROR("--max-streams must be > 0, --shutdown-grace-ms >= 0 and "
+		VR_ERROR("--max-streams, --max-admin-streams, --max-followers and "
+			 "--max-followers-per-peer must be > 0, --shutdown-grace-ms >= 0 and "
 			 "--max-message-bytes between 1 KiB and 2 GiB");
 		return 2;
 	}
@@ -103,6 +105,9 @@ int vr_daemon_open(vr_daemon *d)
 		.tls_key_file = d->tls_key,
 		.admin_token = d->admin_token,
 		.max_streams = d->max_streams,
+		.max_admin_streams = d->max_admin_streams,
+		.max_followers = d->max_followers,
+		.max_followers_per_peer = d->max_followers_per_peer,
 	};
 	rc = vr_server_create(&d->server, &opts);
 	if (!rc)

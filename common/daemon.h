@@ -32,7 +32,7 @@ typedef struct vr_daemon {
 	const char *name;
 	/* flags */
 	const char *listen, *data, *tls_cert, *tls_key, *admin_token, *log_level;
-	int threads, max_streams, grace_ms;
+	int threads, max_streams, max_admin_streams, max_followers, max_followers_per_peer, grace_ms;
 	uint64_t max_message;
 	/* state */
 	sigset_t signals;
@@ -50,7 +50,13 @@ typedef struct vr_daemon {
 	{ "threads", "VISREC_THREADS", VR_FLAG_INT, &(d)->threads, "0", \
 	  "server threads, each runs unary calls inline; 0 = one per CPU, at least 2", 0 }, \
 	{ "max-streams", "VISREC_MAX_STREAMS", VR_FLAG_INT, &(d)->max_streams, "64", \
-	  "streaming calls served at once", 0 }, \
+	  "read-only streaming calls served at once (followers and admin calls have pools of their own)", 0 }, \
+	{ "max-admin-streams", "VISREC_MAX_ADMIN_STREAMS", VR_FLAG_INT, &(d)->max_admin_streams, "64", \
+	  "admin calls (writes, training) on threads of their own at once", 0 }, \
+	{ "max-followers", "VISREC_MAX_FOLLOWERS", VR_FLAG_INT, &(d)->max_followers, "256", \
+	  "long-lived feeds (Watch streams) served at once", 0 }, \
+	{ "max-followers-per-peer", "VISREC_MAX_FOLLOWERS_PER_PEER", VR_FLAG_INT, \
+	  &(d)->max_followers_per_peer, "16", "of those, from one client address", 0 }, \
 	{ "max-message-bytes", "VISREC_MAX_MESSAGE_BYTES", VR_FLAG_UINT64, &(d)->max_message, \
 	  "16777216", "largest message received or sent", 0 }, \
 	{ "tls-cert", "VISREC_TLS_CERT", VR_FLAG_STRING, &(d)->tls_cert, NULL, \

@@ -1,11 +1,12 @@
 /* health: grpc.health.v1.Health (Check and Watch) over the rpc layer.
  *
- * The statuses live in a small table under a mutex; every change bumps a
- * version and wakes the Watch threads, which also wake every 100 ms to see
- * whether their call was cancelled or the server is stopping (a handler
- * cannot sleep on its call's queue and a condition variable at once). */
+ * The statuses live in a small table under a mutex; every change wakes
+ * the Watch threads. Watch is a follower method: its call's cancellation
+ * and the server's shutdown wake them too (vr_call_wake_on_stop), so a
+ * watcher sleeps until something happens and costs nothing meanwhile. */
 #include "health.h"
 
+#include "deadline.h"
 #include "err.h"
 #include "grpc/health/v1/health.pb-c.h"
 
@@ -14,9 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-enum { MAX_SERVICES = 32, NAME_MAX_LEN = 127, WATCH_POLL_MS = 100 };
+enum { MAX_SERVICES = 32, NAME_MAX_LEN = 127 };
 
 struct entry {
 	char name[NAME_MAX_LEN + 1];
@@ -25,7 +25,7 @@ struct entry {
 
 struct vr_health {
 	pthread_mutex_t mu;
-	pthread_cond_t cv; /* CLOCK_MONOTONIC */
+	pthread_cond_t cv;
 	struct entry e[MAX_SERVICES];
 	int n;
 };
@@ -43,11 +43,7 @@ int vr_health_create(vr_health **out)
 	vr_health *h = calloc(1, sizeof *h);
 	if (!h)
 		return VR_ENOMEM;
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&h->cv, &ca);
-	pthread_condattr_destroy(&ca);
+	vr_cond_init(&h->cv);
 	pthread_mutex_init(&h->mu, NULL);
 	h->n = 1; /* "" */
 	h->e[0].status = VR_HEALTH_NOT_SERVING;
@@ -112,34 +108,38 @@ static int check(vr_call *call, void *ctx)
 	return rc ? rc : GRPC_STATUS_OK;
 }
 
+static void wake_watchers(void *arg)
+{
+	vr_health *h = arg;
+	pthread_mutex_lock(&h->mu);
+	pthread_cond_broadcast(&h->cv);
+	pthread_mutex_unlock(&h->mu);
+}
+
 static int watch(vr_call *call, void *ctx)
 {
 	vr_health *h = ctx;
 	const Grpc__Health__V1__HealthCheckRequest *req = (const void *)vr_call_request(call);
 	int last = -1;
+	int rc = vr_call_wake_on_stop(call, wake_watchers, h);
+	if (rc)
+		return rc;
 	for (;;) {
-		int stopping = vr_call_stopping(call);
 		pthread_mutex_lock(&h->mu);
-		struct entry *e = lookup(h, req->service);
-		int status = e ? (int)e->status : VR_HEALTH_SERVICE_UNKNOWN;
-		if (status == last && !stopping) {
-			struct timespec until;
-			clock_gettime(CLOCK_MONOTONIC, &until);
-			until.tv_nsec += WATCH_POLL_MS * 1000000L;
-			if (until.tv_nsec >= 1000000000L) {
-				until.tv_sec++;
-				until.tv_nsec -= 1000000000L;
-			}
-			pthread_cond_timedwait(&h->cv, &h->mu, &until);
-			e = lookup(h, req->service);
+		int stopping, status;
+		for (;;) {
+			struct entry *e = lookup(h, req->service);
 			status = e ? (int)e->status : VR_HEALTH_SERVICE_UNKNOWN;
+			stopping = vr_call_stopping(call);
+			if (status != last || stopping)
+				break;
+			pthread_cond_wait(&h->cv, &h->mu);
 		}
 		pthread_mutex_unlock(&h->mu);
 		if (status != last) {
 			Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
 			resp.status = (Grpc__Health__V1__HealthCheckResponse__ServingStatus)status;
-			int rc = vr_call_send(call, &resp.base);
-			if (rc)
+			if ((rc = vr_call_send(call, &resp.base)))
 				return rc;
 			last = status;
 		}
@@ -161,7 +161,7 @@ int vr_health_register(vr_health *h, vr_server *srv)
 		{ .path = "/grpc.health.v1.Health/Watch",
 		  .request = &grpc__health__v1__health_check_request__descriptor,
 		  .response = &grpc__health__v1__health_check_response__descriptor,
-		  .kind = VR_SERVER_STREAM, .handler = watch, .ctx = h },
+		  .kind = VR_SERVER_STREAM, .handler = watch, .ctx = h, .follower = 1 },
 	};
 	return vr_server_add_service(srv, methods, 2);
 }

@@ -3,12 +3,12 @@
  * in and out of core's byte buffers. */
 #include "rpc_int.h"
 
+#include "deadline.h"
 #include "err.h"
 #include "log.h"
 
 #include <errno.h>
 #include <pthread.h>
-#include <time.h>
 #include <fcntl.h>
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/slice.h>
@@ -58,7 +58,14 @@ struct shutdown_wait {
 	int done;
 };
 
-static struct shutdown_wait shutdown_wait = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 };
+/* Static: the helper thread may outlive the caller. */
+static struct shutdown_wait shutdown_wait = { .mu = PTHREAD_MUTEX_INITIALIZER };
+static pthread_once_t shutdown_wait_once = PTHREAD_ONCE_INIT;
+
+static void shutdown_wait_init(void)
+{
+	vr_cond_init(&shutdown_wait.cv);
+}
 
 static void *shutdown_main(void *arg)
 {
@@ -75,22 +82,15 @@ int vr_rpc_shutdown_within(int limit_ms)
 {
 	struct shutdown_wait *w = &shutdown_wait;
 	pthread_t th;
+	pthread_once(&shutdown_wait_once, shutdown_wait_init);
 	if (pthread_create(&th, NULL, shutdown_main, w)) {
 		grpc_shutdown_blocking();
 		return 0;
 	}
-	struct timespec end;
-	clock_gettime(CLOCK_REALTIME, &end);
-	end.tv_sec += limit_ms / 1000;
-	end.tv_nsec += (long)(limit_ms % 1000) * 1000000L;
-	if (end.tv_nsec >= 1000000000L) {
-		end.tv_sec++;
-		end.tv_nsec -= 1000000000L;
-	}
-	int rc = 0;
+	int64_t end = vr_deadline_ms(limit_ms);
 	pthread_mutex_lock(&w->mu);
-	while (!w->done && rc != ETIMEDOUT)
-		rc = pthread_cond_timedwait(&w->cv, &w->mu, &end);
+	while (!w->done && !vr_cond_wait_until(&w->cv, &w->mu, end))
+		;
 	int done = w->done;
 	pthread_mutex_unlock(&w->mu);
 	if (!done) {

@@ -9,7 +9,8 @@
  * own, so the thread that runs its handler sees all of its events and
  * needs no lock. Unary handlers run inline on a server thread; streaming
  * handlers (and unary ones marked own_thread) run on a thread of their
- * own, at most max_streams at once.
+ * own, drawn from three bounded pools: followers, admin calls and the
+ * rest (vr_server_opts), so open feeds never starve writes.
  * Handlers read and write protobuf-c messages; bytes never reach them.
  *
  * Messages handed to the caller (vr_call_read, vr_client_unary,
@@ -75,13 +76,17 @@ typedef struct vr_method {
 	const ProtobufCMessageDescriptor *request;
 	const ProtobufCMessageDescriptor *response;
 	enum vr_rpc_kind kind;
-	int admin;          /* needs "authorization: Bearer <token>" when a token is set */
+	int admin;          /* needs "authorization: Bearer <token>" when a token is set;
+			     * on a thread of its own it counts in the admin pool */
 	vr_handler handler; /* NULL: answers UNIMPLEMENTED "<path> is not implemented yet" */
 	void *ctx;
 	int own_thread;     /* unary only: run on a thread of its own, like a stream,
 			     * for handlers that block long (a call to another
 			     * server, seconds of compute): an inline one holds its
 			     * worker, and calls core queued on that worker wait */
+	int follower;       /* streams only: a long-lived feed (Watch). Counted in
+			     * the followers' pool, whatever admin says, and its
+			     * handler may sleep until woken (vr_call_wake_on_stop) */
 } vr_method;
 
 typedef struct vr_server_opts {
@@ -92,7 +97,12 @@ typedef struct vr_server_opts {
 	const char *tls_key_file;
 	const char *admin_token;  /* NULL or "": admin methods are open */
 	int max_streams;          /* calls on threads of their own (streams,
-				   * own_thread) at once; 0 = 64 */
+				   * own_thread) that are neither admin nor
+				   * followers, at once; 0 = 64 */
+	int max_admin_streams;    /* admin calls on threads of their own; 0 = 64 */
+	int max_followers;        /* follower streams at once; 0 = 256 */
+	int max_followers_per_peer; /* of those, from one client address
+				   * (IP, or all of a unix socket); 0 = 16 */
 } vr_server_opts;
 
 /* Creates a server (nothing is bound yet). Strings in opts are copied.
@@ -143,6 +153,16 @@ int vr_call_error(vr_call *call, int code, const char *fmt, ...)
 int vr_call_cancelled(vr_call *call);
 /* vr_call_cancelled, or the server is shutting down. */
 int vr_call_stopping(vr_call *call);
+/* For the handler of a follower method that sleeps on a condition
+ * variable of its own (a feed waiting for its next change): from now on
+ * the call's cancellation, and the server's shutdown, call wake(arg),
+ * which must lock the mutex the handler sleeps with and broadcast its
+ * condition variable. The handler checks vr_call_stopping() with that
+ * mutex held before each wait, and so never misses the end. wake runs
+ * on a server thread, may run more often than needed, and arg must live
+ * until the server is shut down. Returns 0, VR_ESTATE (not a follower),
+ * or VR_ENOMEM. */
+int vr_call_wake_on_stop(vr_call *call, void (*wake)(void *arg), void *arg);
 /* Milliseconds left before the call's deadline; INT64_MAX if none. */
 int64_t vr_call_deadline_ms(vr_call *call);
 /* Copies the value of request metadata key (lower case) into buf.

@@ -3,9 +3,13 @@
  * DESIGN
  * Threads. K worker threads, each blocked in grpc_completion_queue_next on
  * its own notification queue (registered with the server). Streaming
- * handlers, and unary ones marked own_thread, get one thread each, at
- * most max_streams at a time; beyond that a call is answered
- * RESOURCE_EXHAUSTED.
+ * handlers, and unary ones marked own_thread, get one thread each, drawn
+ * from one of three bounded pools so that no kind of call can starve
+ * another: followers (long-lived feeds such as Watch: max_followers, and
+ * max_followers_per_peer per client address), admin calls (methods that
+ * need the token: max_admin_streams) and the rest (max_streams). A call
+ * beyond its pool's limit is answered RESOURCE_EXHAUSTED naming the limit;
+ * an open feed never costs an admin call its thread.
  *
  * Ownership. Every requested call (a vr_call) carries a completion queue
  * of its own, given to core as the call's cq_bound_to_call, so every event
@@ -18,6 +22,19 @@
  * by draining the call's queue and marking which op finished; the close
  * op completes early only when the call is cancelled, which is how
  * handlers see cancellation without blocking.
+ *
+ * Followers. A follower's handler spends its life asleep, waiting for
+ * something to send (a change committed, a status set), and must still
+ * wake the moment its client goes away; a thread cannot sleep on a
+ * condition variable and on its call's queue at once, and waking every
+ * so often to look would keep an idle server busy. So follower calls are
+ * bound to one shared queue instead, drained by the reactor thread, which
+ * marks each finished op under the call's own mutex and signals the
+ * owner; when a follower's close op completes (cancellation), it also runs
+ * the wake-up the handler registered (vr_call_wake_on_stop), which
+ * broadcasts the condition variable the handler sleeps on. Shutdown runs
+ * every registered wake-up too. The owner still owns the call; the
+ * reactor touches only the op marks, under the call's mutex.
  *
  * Arming. Each worker keeps one request armed per unary method and
  * re-arms after the handler returns, so a busy worker holds no request
@@ -36,10 +53,11 @@
  * cancels whatever is left (every blocked batch fails, handlers return,
  * connections drop), waits for the notify tag and for stream threads, and
  * finally shuts each worker queue and joins its thread after it drained
- * the queue to GRPC_QUEUE_SHUTDOWN. A call's own queue is shut and
- * drained when the call is freed. */
+ * the queue to GRPC_QUEUE_SHUTDOWN, and the reactor's queue last. A
+ * call's own queue is shut and drained when the call is freed. */
 #include "rpc_int.h"
 
+#include "deadline.h"
 #include "err.h"
 #include "log.h"
 
@@ -55,7 +73,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 enum { TAG_CALL = 1, TAG_SHUTDOWN = 2 };
@@ -73,22 +90,41 @@ struct worker {
 	int running;
 };
 
+/* The pools calls on threads of their own are drawn from (see DESIGN). */
+enum pool { POOL_READ, POOL_ADMIN, POOL_FOLLOW, NPOOLS };
+
 struct stream_thr {
 	pthread_t tid;
 	vr_call *call;
+	enum pool pool;
+	char host[96]; /* a follower's client address */
 	struct stream_thr *next;
+};
+
+/* Followers open from one client address. */
+struct peer {
+	char host[96];
+	int n;
+};
+
+struct waker {
+	void (*fn)(void *);
+	void *arg;
 };
 
 struct vr_server {
 	int shutdown_tag; /* TAG_SHUTDOWN: the notify tag's address */
 	char *listen, *cert_file, *key_file, *bearer; /* bearer: "Bearer <token>" */
-	int nworkers, max_streams;
+	int nworkers, limit[NPOOLS], max_per_peer;
 	size_t max_message;
 	struct method_rt *methods;
 	size_t nmethods, cap_methods;
 
 	grpc_server *server;
 	struct worker *workers;
+	grpc_completion_queue *follow_cq; /* every follower call's events */
+	pthread_t reactor;
+	int reactor_running;
 	int port, started, shut;
 	atomic_int stopping;
 	atomic_int pending; /* armed requests not yet back + calls not yet freed */
@@ -96,13 +132,18 @@ struct vr_server {
 	pthread_mutex_t mu; /* guards the fields below */
 	pthread_cond_t cv;
 	int notified;       /* the shutdown tag arrived */
-	int nstreams;
+	int nstreams, busy[NPOOLS];
 	struct stream_thr *streams, *finished;
+	struct peer *peers; /* addresses with followers open */
+	size_t npeers, cap_peers;
+	struct waker *wakers; /* distinct vr_call_wake_on_stop wake-ups */
+	size_t nwakers, cap_wakers;
 	char err[256];
 };
 
 struct op {
 	int done, ok;
+	vr_call *call;
 };
 
 struct vr_call {
@@ -123,17 +164,17 @@ struct vr_call {
 	int md_sent;
 	int counted;               /* in srv->pending */
 	char *peer;
-	struct timespec t0;
+	double t0;
 	char path[160];
 	char msg[256];
+	/* A follower's: its events arrive on srv->follow_cq, and the reactor
+	 * marks op and close under mu (so does the owner) and signals cv. */
+	int shared;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	void (*wake)(void *);      /* under mu */
+	void *wake_arg;
 };
-
-static double ms_since(const struct timespec *t0)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)(t.tv_sec - t0->tv_sec) * 1e3 + (double)(t.tv_nsec - t0->tv_nsec) / 1e6;
-}
 
 /* Shuts a queue nobody else uses and drains it so it can be destroyed. */
 static void cq_close(grpc_completion_queue *cq)
@@ -145,6 +186,20 @@ static void cq_close(grpc_completion_queue *cq)
 	grpc_completion_queue_destroy(cq);
 }
 
+/* An array of n elements of size bytes, at *cap, made room for one more:
+ * the array to use (arr or its doubled copy), or NULL without memory
+ * (arr is then unchanged). */
+static void *grow(void *arr, size_t *cap, size_t n, size_t size, size_t first)
+{
+	if (n < *cap)
+		return arr;
+	size_t want = *cap ? 2 * *cap : first;
+	void *p = realloc(arr, want * size);
+	if (p)
+		*cap = want;
+	return p;
+}
+
 /* ---- the call's own queue ---------------------------------------------- */
 
 static void mark(grpc_event ev)
@@ -154,13 +209,24 @@ static void mark(grpc_event ev)
 	o->ok = ev.success;
 }
 
+/* Sets op's marks, under the call's mutex when the reactor shares them. */
+static void op_set(vr_call *c, struct op *op, int done)
+{
+	if (c->shared)
+		pthread_mutex_lock(&c->mu);
+	op->done = done;
+	op->ok = 0;
+	if (c->shared)
+		pthread_mutex_unlock(&c->mu);
+}
+
 static int call_start(vr_call *c, const grpc_op *ops, size_t n, struct op *op)
 {
-	op->done = op->ok = 0;
+	op_set(c, op, 0);
 	grpc_call_error e = grpc_call_start_batch(c->call, ops, n, op, NULL);
 	if (e == GRPC_CALL_OK)
 		return 0;
-	op->done = 1;
+	op_set(c, op, 1);
 	VR_WARN("rpc %s: grpc_call_start_batch: %s", c->path, grpc_call_error_to_string(e));
 	return VR_ESTATE;
 }
@@ -168,6 +234,15 @@ static int call_start(vr_call *c, const grpc_op *ops, size_t n, struct op *op)
 /* Waits for op; every event seen on the way is marked. */
 static int call_wait(vr_call *c, struct op *op)
 {
+	int ok;
+	if (c->shared) {
+		pthread_mutex_lock(&c->mu);
+		while (!op->done)
+			pthread_cond_wait(&c->cv, &c->mu);
+		ok = op->ok;
+		pthread_mutex_unlock(&c->mu);
+		return ok ? 0 : VR_ECANCELLED;
+	}
 	while (!op->done) {
 		grpc_event ev = grpc_completion_queue_next(c->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
 		if (ev.type == GRPC_OP_COMPLETE)
@@ -178,6 +253,8 @@ static int call_wait(vr_call *c, struct op *op)
 
 static void call_poll(vr_call *c)
 {
+	if (c->shared)
+		return; /* the reactor marks */
 	for (;;) {
 		grpc_event ev = grpc_completion_queue_next(c->cq, gpr_inf_past(GPR_CLOCK_MONOTONIC), NULL);
 		if (ev.type != GRPC_OP_COMPLETE)
@@ -201,6 +278,10 @@ static void call_free(vr_call *c)
 	gpr_free(c->peer);
 	if (c->cq)
 		cq_close(c->cq);
+	if (c->shared) {
+		pthread_mutex_destroy(&c->mu);
+		pthread_cond_destroy(&c->cv);
+	}
 	vr_server *srv = c->srv;
 	int counted = c->counted;
 	free(c);
@@ -228,10 +309,14 @@ static int arm(struct worker *w, const struct method_rt *mt)
 	c->srv = srv;
 	c->w = w;
 	c->mt = mt;
+	c->op.call = c->close.call = c;
 	grpc_metadata_array_init(&c->md);
 	grpc_call_details_init(&c->details);
-	c->cq = grpc_completion_queue_create_for_next(NULL);
-	if (!c->cq) {
+	if (mt && mt->m.follower) {
+		c->shared = 1;
+		pthread_mutex_init(&c->mu, NULL);
+		vr_cond_init(&c->cv);
+	} else if (!(c->cq = grpc_completion_queue_create_for_next(NULL))) {
 		call_free(c);
 		return VR_ENOMEM;
 	}
@@ -240,7 +325,7 @@ static int arm(struct worker *w, const struct method_rt *mt)
 		e = grpc_server_request_registered_call(srv->server, mt->registered, &c->call,
 							&c->deadline, &c->md,
 							has_payload(mt) ? &c->payload : NULL,
-							c->cq, w->cq, c);
+							c->shared ? srv->follow_cq : c->cq, w->cq, c);
 	else
 		e = grpc_server_request_call(srv->server, &c->call, &c->details, &c->md,
 					     c->cq, w->cq, c);
@@ -268,7 +353,7 @@ static void call_log(vr_call *c, int status)
 	if (!vr_log_enabled(VR_LOG_DEBUG))
 		return;
 	VR_DEBUG("rpc %s peer=%s %s %.3f ms%s%s", c->path, vr_call_peer(c), vr_status_name(status),
-		 ms_since(&c->t0), c->msg[0] ? ": " : "", c->msg);
+		 (vr_now_s() - c->t0) * 1e3, c->msg[0] ? ": " : "", c->msg);
 }
 
 void vr_call_finish(vr_call *c, int code)
@@ -311,6 +396,44 @@ void vr_call_finish(vr_call *c, int code)
 
 /* ---- streams -------------------------------------------------------------- */
 
+/* The client's address without its port ("ipv4:10.0.0.7"), the unit of
+ * the per-peer limit: one client opens each stream from a new port. */
+static void peer_host(vr_call *c, char *buf, size_t len)
+{
+	const char *p = vr_call_peer(c);
+	const char *colon = strrchr(p, ':');
+	size_t n = strlen(p);
+	if ((!strncmp(p, "ipv4:", 5) || !strncmp(p, "ipv6:", 5)) && colon > p + 5)
+		n = (size_t)(colon - p);
+	snprintf(buf, len, "%.*s", (int)n, p);
+}
+
+/* The follower count of host; srv->mu held. NULL when absent and !add
+ * or when memory ran out. */
+static struct peer *peer_find(vr_server *srv, const char *host, int add)
+{
+	for (size_t i = 0; i < srv->npeers; i++)
+		if (!strcmp(srv->peers[i].host, host))
+			return &srv->peers[i];
+	struct peer *peers = add ? grow(srv->peers, &srv->cap_peers, srv->npeers, sizeof *peers, 8) : NULL;
+	if (!peers)
+		return NULL;
+	srv->peers = peers;
+	struct peer *p = &peers[srv->npeers++];
+	snprintf(p->host, sizeof p->host, "%s", host);
+	p->n = 0;
+	return p;
+}
+
+/* Gives back t's place in its pool; srv->mu held. */
+static void pool_leave(vr_server *srv, const struct stream_thr *t)
+{
+	srv->busy[t->pool]--;
+	struct peer *p = t->pool == POOL_FOLLOW ? peer_find(srv, t->host, 0) : NULL;
+	if (p && --p->n == 0)
+		*p = srv->peers[--srv->npeers];
+}
+
 static void *stream_main(void *arg)
 {
 	struct stream_thr *t = arg;
@@ -329,6 +452,7 @@ static void *stream_main(void *arg)
 	t->next = srv->finished;
 	srv->finished = t;
 	srv->nstreams--;
+	pool_leave(srv, t);
 	pthread_cond_broadcast(&srv->cv);
 	pthread_mutex_unlock(&srv->mu);
 	return NULL;
@@ -344,6 +468,41 @@ static void join_all(struct stream_thr *t)
 	}
 }
 
+/* Takes a place in its pool for t's call; srv->mu held. 0, or VR_EFULL
+ * with the call's status message naming the limit. */
+static int pool_enter(vr_server *srv, struct stream_thr *t)
+{
+	vr_call *c = t->call;
+	static const char *const what[NPOOLS] = { "streaming calls", "admin calls", "followers" };
+	static const char *const flag[NPOOLS] = { "--max-streams", "--max-admin-streams",
+						  "--max-followers" };
+	const vr_method *m = &c->mt->m;
+	enum pool pool = m->follower ? POOL_FOLLOW : m->admin ? POOL_ADMIN : POOL_READ;
+	t->pool = pool;
+	if (srv->busy[pool] >= srv->limit[pool]) {
+		vr_call_error(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
+			      "too many %s at once: %s is one of them and this server takes %d (%s); "
+			      "retry later", what[pool], m->path + 1, srv->limit[pool], flag[pool]);
+		return VR_EFULL;
+	}
+	if (pool == POOL_FOLLOW) {
+		peer_host(c, t->host, sizeof t->host);
+		struct peer *p = peer_find(srv, t->host, 1);
+		if (!p)
+			return VR_ENOMEM;
+		if (p->n >= srv->max_per_peer) {
+			vr_call_error(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
+				      "too many followers from %s: %d are open and this server takes %d per "
+				      "client address (--max-followers-per-peer); close one or retry later",
+				      t->host, p->n, srv->max_per_peer);
+			return VR_EFULL;
+		}
+		p->n++;
+	}
+	srv->busy[pool]++;
+	return 0;
+}
+
 static int spawn_stream(vr_call *c)
 {
 	vr_server *srv = c->srv;
@@ -355,12 +514,11 @@ static int spawn_stream(vr_call *c)
 	pthread_mutex_lock(&srv->mu);
 	struct stream_thr *done = srv->finished;
 	srv->finished = NULL;
-	if (srv->nstreams >= srv->max_streams) {
-		rc = VR_EFULL;
+	if ((rc = pool_enter(srv, t)))
 		goto leave;
-	}
 	int e = pthread_create(&t->tid, NULL, stream_main, t);
 	if (e) {
+		pool_leave(srv, t);
 		rc = -e;
 		goto leave;
 	}
@@ -421,7 +579,7 @@ static int admit(vr_call *c)
 static void dispatch(struct worker *w, vr_call *c)
 {
 	const struct method_rt *mt = c->mt;
-	clock_gettime(CLOCK_MONOTONIC, &c->t0);
+	c->t0 = vr_now_s();
 	if (mt) {
 		snprintf(c->path, sizeof c->path, "%s", mt->m.path);
 	} else {
@@ -461,9 +619,7 @@ static void dispatch(struct worker *w, vr_call *c)
 	}
 	int rc = spawn_stream(c);
 	if (rc == VR_EFULL)
-		vr_call_finish(c, vr_call_error(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
-						"too many streaming calls at once (limit %d); retry later",
-						c->srv->max_streams));
+		vr_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED);
 	else if (rc)
 		vr_call_finish(c, vr_call_error(c, GRPC_STATUS_UNAVAILABLE,
 						"cannot start a handler thread: %s", vr_strerror(rc)));
@@ -499,6 +655,64 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
+/* The reactor: marks the ops of follower calls (see DESIGN). */
+static void *reactor_main(void *arg)
+{
+	vr_server *srv = arg;
+	for (;;) {
+		grpc_event ev = grpc_completion_queue_next(srv->follow_cq,
+							   gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+		if (ev.type == GRPC_QUEUE_SHUTDOWN)
+			break;
+		if (ev.type != GRPC_OP_COMPLETE)
+			continue;
+		struct op *o = ev.tag;
+		vr_call *c = o->call;
+		void (*wake)(void *) = NULL;
+		void *wake_arg = NULL;
+		pthread_mutex_lock(&c->mu);
+		o->done = 1;
+		o->ok = ev.success;
+		if (o == &c->close) {
+			wake = c->wake;
+			wake_arg = c->wake_arg;
+		}
+		pthread_cond_broadcast(&c->cv);
+		pthread_mutex_unlock(&c->mu);
+		/* c may be gone from here on; the wake-up's argument outlives
+		 * the server. */
+		if (wake)
+			wake(wake_arg);
+	}
+	return NULL;
+}
+
+static int reactor_start(vr_server *srv)
+{
+	if (!(srv->follow_cq = grpc_completion_queue_create_for_next(NULL)))
+		return VR_ENOMEM;
+	int e = pthread_create(&srv->reactor, NULL, reactor_main, srv);
+	if (e) {
+		grpc_completion_queue_destroy(srv->follow_cq);
+		srv->follow_cq = NULL;
+		return -e;
+	}
+	srv->reactor_running = 1;
+	return 0;
+}
+
+/* After every follower call is freed. */
+static void reactor_stop(vr_server *srv)
+{
+	if (!srv->reactor_running)
+		return;
+	grpc_completion_queue_shutdown(srv->follow_cq);
+	pthread_join(srv->reactor, NULL);
+	grpc_completion_queue_destroy(srv->follow_cq);
+	srv->follow_cq = NULL;
+	srv->reactor_running = 0;
+}
+
 /* ---- the server ---------------------------------------------------------- */
 
 int vr_server_create(vr_server **out, const vr_server_opts *opts)
@@ -514,9 +728,12 @@ int vr_server_create(vr_server **out, const vr_server_opts *opts)
 		return VR_ENOMEM;
 	srv->shutdown_tag = TAG_SHUTDOWN;
 	pthread_mutex_init(&srv->mu, NULL);
-	pthread_cond_init(&srv->cv, NULL);
+	vr_cond_init(&srv->cv);
 	srv->nworkers = opts->threads > 0 ? opts->threads : 2;
-	srv->max_streams = opts->max_streams > 0 ? opts->max_streams : 64;
+	srv->limit[POOL_READ] = opts->max_streams > 0 ? opts->max_streams : 64;
+	srv->limit[POOL_ADMIN] = opts->max_admin_streams > 0 ? opts->max_admin_streams : 64;
+	srv->limit[POOL_FOLLOW] = opts->max_followers > 0 ? opts->max_followers : 256;
+	srv->max_per_peer = opts->max_followers_per_peer > 0 ? opts->max_followers_per_peer : 16;
 	srv->max_message = opts->max_message_bytes ? opts->max_message_bytes : VR__DEFAULT_MAX_MESSAGE;
 	srv->listen = strdup(opts->listen);
 	int bad = !srv->listen;
@@ -543,20 +760,18 @@ int vr_server_add_service(vr_server *srv, const vr_method *table, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		const vr_method *m = &table[i];
 		if (!m->path || m->path[0] != '/' || !m->request || !m->response ||
-		    m->kind < VR_UNARY || m->kind > VR_BIDI || (m->own_thread && m->kind != VR_UNARY))
+		    m->kind < VR_UNARY || m->kind > VR_BIDI || (m->own_thread && m->kind != VR_UNARY) ||
+		    (m->follower && m->kind == VR_UNARY))
 			return VR_EINVAL;
 		for (size_t j = 0; j < srv->nmethods; j++)
 			if (!strcmp(srv->methods[j].m.path, m->path))
 				return VR_EINVAL;
-		if (srv->nmethods == srv->cap_methods) {
-			size_t cap = srv->cap_methods ? 2 * srv->cap_methods : 16;
-			struct method_rt *p = realloc(srv->methods, cap * sizeof *p);
-			if (!p)
-				return VR_ENOMEM;
-			srv->methods = p;
-			srv->cap_methods = cap;
-		}
-		struct method_rt *mt = &srv->methods[srv->nmethods];
+		struct method_rt *methods = grow(srv->methods, &srv->cap_methods, srv->nmethods,
+						 sizeof *methods, 16);
+		if (!methods)
+			return VR_ENOMEM;
+		srv->methods = methods;
+		struct method_rt *mt = &methods[srv->nmethods];
 		mt->m = *m;
 		mt->registered = NULL;
 		mt->m.path = strdup(m->path);
@@ -672,8 +887,12 @@ int vr_server_start(vr_server *srv)
 	if (rc)
 		return rc;
 
-	/* Workers first: once core has a listener, the server can only be
+	/* Threads first: once core has a listener, the server can only be
 	 * taken down through a full shutdown. */
+	if ((rc = reactor_start(srv))) {
+		snprintf(srv->err, sizeof srv->err, "cannot start server threads: %s", vr_strerror(rc));
+		goto fail;
+	}
 	srv->workers = calloc((size_t)srv->nworkers, sizeof *srv->workers);
 	if (!srv->workers) {
 		rc = VR_ENOMEM;
@@ -746,6 +965,7 @@ fail:
 		stop_workers(srv);
 	free(srv->workers);
 	srv->workers = NULL;
+	reactor_stop(srv);
 	return rc;
 }
 
@@ -765,11 +985,27 @@ size_t vr_server_max_message(const vr_server *srv)
 }
 
 /* Waits until the notify tag came, or (idle_too) no call is pending. */
-static void wait_done(vr_server *srv, const struct timespec *until, int idle_too)
+static void wait_done(vr_server *srv, int64_t until, int idle_too)
 {
 	while (!srv->notified && !(idle_too && atomic_load(&srv->pending) == 0))
-		if (pthread_cond_timedwait(&srv->cv, &srv->mu, until) == ETIMEDOUT)
+		if (vr_cond_wait_until(&srv->cv, &srv->mu, until))
 			return;
+}
+
+/* Tells every sleeping follower that the server stops (stopping is set). */
+static void wake_followers(vr_server *srv)
+{
+	pthread_mutex_lock(&srv->mu);
+	size_t n = srv->nwakers;
+	struct waker *w = n ? malloc(n * sizeof *w) : NULL;
+	if (w)
+		memcpy(w, srv->wakers, n * sizeof *w);
+	pthread_mutex_unlock(&srv->mu);
+	/* Outside srv->mu: a wake-up takes its handler's mutex. Without
+	 * memory the followers still end when their calls are cancelled. */
+	for (size_t i = 0; w && i < n; i++)
+		w[i].fn(w[i].arg);
+	free(w);
 }
 
 void vr_server_shutdown(vr_server *srv, int grace_ms)
@@ -778,22 +1014,16 @@ void vr_server_shutdown(vr_server *srv, int grace_ms)
 		return;
 	srv->shut = 1;
 	atomic_store(&srv->stopping, 1);
+	wake_followers(srv);
 	grpc_server_shutdown_and_notify(srv->server, srv->workers[0].cq, &srv->shutdown_tag);
 
-	struct timespec until;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += grace_ms / 1000;
-	until.tv_nsec += (long)(grace_ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	int64_t until = vr_deadline_ms(grace_ms);
 	/* Core's tag waits for every connection to close, and an idle
 	 * client that is not polling never reads our GOAWAY; so once no call
 	 * is pending, cancelling (which also drops connections) loses
 	 * nothing. */
 	pthread_mutex_lock(&srv->mu);
-	wait_done(srv, &until, 1);
+	wait_done(srv, until, 1);
 	if (!srv->notified) {
 		int left = atomic_load(&srv->pending);
 		if (left > 0 && grace_ms > 0)
@@ -802,9 +1032,7 @@ void vr_server_shutdown(vr_server *srv, int grace_ms)
 		grpc_server_cancel_all_calls(srv->server);
 		pthread_mutex_lock(&srv->mu);
 		for (;;) {
-			clock_gettime(CLOCK_REALTIME, &until);
-			until.tv_sec += 5;
-			wait_done(srv, &until, 0);
+			wait_done(srv, vr_deadline_ms(5000), 0);
 			if (srv->notified)
 				break;
 			VR_WARN("rpc: a handler still holds a cancelled call; waiting for it");
@@ -817,6 +1045,7 @@ void vr_server_shutdown(vr_server *srv, int grace_ms)
 	pthread_mutex_unlock(&srv->mu);
 	join_all(done);
 	stop_workers(srv);
+	reactor_stop(srv);
 }
 
 void vr_server_destroy(vr_server *srv)
@@ -834,6 +1063,8 @@ void vr_server_destroy(vr_server *srv)
 	free(srv->cert_file);
 	free(srv->key_file);
 	free(srv->bearer);
+	free(srv->peers);
+	free(srv->wakers);
 	pthread_mutex_destroy(&srv->mu);
 	pthread_cond_destroy(&srv->cv);
 	free(srv);
@@ -918,6 +1149,12 @@ int vr_call_error(vr_call *c, int code, const char *fmt, ...)
 
 int vr_call_cancelled(vr_call *c)
 {
+	if (c->shared) {
+		pthread_mutex_lock(&c->mu);
+		int gone = c->close.done && c->cancelled;
+		pthread_mutex_unlock(&c->mu);
+		return gone;
+	}
 	if (!c->close.done)
 		call_poll(c);
 	return c->close.done && c->cancelled;
@@ -926,6 +1163,35 @@ int vr_call_cancelled(vr_call *c)
 int vr_call_stopping(vr_call *c)
 {
 	return atomic_load(&c->srv->stopping) || vr_call_cancelled(c);
+}
+
+int vr_call_wake_on_stop(vr_call *c, void (*wake)(void *arg), void *arg)
+{
+	vr_server *srv = c->srv;
+	if (!c->shared || !wake)
+		return VR_ESTATE;
+	int rc = 0;
+	pthread_mutex_lock(&srv->mu);
+	size_t i = 0;
+	while (i < srv->nwakers && (srv->wakers[i].fn != wake || srv->wakers[i].arg != arg))
+		i++;
+	if (i == srv->nwakers) {
+		struct waker *w = grow(srv->wakers, &srv->cap_wakers, srv->nwakers, sizeof *w, 4);
+		if (w) {
+			srv->wakers = w;
+			w[srv->nwakers++] = (struct waker){ wake, arg };
+		} else {
+			rc = VR_ENOMEM;
+		}
+	}
+	pthread_mutex_unlock(&srv->mu);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&c->mu);
+	c->wake = wake;
+	c->wake_arg = arg;
+	pthread_mutex_unlock(&c->mu);
+	return 0;
 }
 
 int64_t vr_call_deadline_ms(vr_call *c)

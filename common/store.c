@@ -24,6 +24,7 @@
  * ends. Closing the store with transactions open is a caller bug. */
 #include "store.h"
 
+#include "deadline.h"
 #include "err.h"
 #include "log.h"
 
@@ -204,7 +205,7 @@ int vr_store_open(vr_store **out, const char *dir, const vr_store_opts *opts)
 	if (!st)
 		return VR_ENOMEM;
 	pthread_mutex_init(&st->gate_mu, NULL);
-	pthread_cond_init(&st->gate_cv, NULL);
+	vr_cond_init(&st->gate_cv);
 	st->max_map_bytes = max;
 
 	rc = store_err(mdb_env_create(&st->env), "mdb_env_create");

@@ -45,13 +45,13 @@
  * The server is stopped before that, so normally nothing is left. */
 #include "executor.h"
 
+#include "deadline.h"
 #include "err.h"
 #include "log.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 enum { SLOT_QUEUED, SLOT_DECODING, SLOT_DECODED };
@@ -119,40 +119,10 @@ struct fd_executor {
 	char backend_name[16], device[256];
 };
 
-int64_t fd_now_ms(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
-static double now_s(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-static void deadline_at(struct timespec *ts, int64_t ms)
-{
-	ts->tv_sec = ms / 1000;
-	ts->tv_nsec = (long)(ms % 1000) * 1000000L;
-}
-
-/* Condition variables wait on CLOCK_MONOTONIC, like every deadline here. */
-static void cond_init(pthread_cond_t *cv)
-{
-	pthread_condattr_t a;
-	pthread_condattr_init(&a);
-	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-	pthread_cond_init(cv, &a);
-	pthread_condattr_destroy(&a);
-}
-
 void fd_waiter_init(fd_waiter *w)
 {
 	pthread_mutex_init(&w->mu, NULL);
-	cond_init(&w->cv);
+	vr_cond_init(&w->cv);
 }
 
 void fd_waiter_destroy(fd_waiter *w)
@@ -175,11 +145,10 @@ void fd_job_init(fd_job *job, const char *item_id, const void *image, size_t ima
 
 int fd_job_wait(fd_job *job, int timeout_ms)
 {
-	struct timespec until;
-	deadline_at(&until, fd_now_ms() + timeout_ms);
+	int64_t until = vr_deadline_ms(timeout_ms);
 	pthread_mutex_lock(&job->waiter->mu);
 	while (!job->done)
-		if (pthread_cond_timedwait(&job->waiter->cv, &job->waiter->mu, &until))
+		if (vr_cond_wait_until(&job->waiter->cv, &job->waiter->mu, until))
 			break;
 	int done = job->done;
 	pthread_mutex_unlock(&job->waiter->mu);
@@ -209,7 +178,7 @@ static int skip_job(fd_job *job)
 		fail_job(job, VR_ECANCELLED, "the call was cancelled before the image was embedded");
 		return 1;
 	}
-	if (job->deadline_ms && fd_now_ms() >= job->deadline_ms) {
+	if (job->deadline_ms && vr_now_ms() >= job->deadline_ms) {
 		fail_job(job, VR_ETIMEDOUT, "the deadline passed before the image was embedded");
 		return 1;
 	}
@@ -240,19 +209,19 @@ static void *decode_main(void *arg)
 		pthread_mutex_unlock(&ex->mu);
 
 		fd_job *job = s->job;
-		double t0 = now_s();
+		double t0 = vr_now_s();
 		int ok = 0, skipped = skip_job(job);
 		if (!skipped) {
 			job->rc = fd_decode(d->dec, job->image, job->image_len, size, 0, s->rgb, NULL,
 					    job->why, sizeof job->why);
 			ok = job->rc == 0;
 		}
-		double spent = now_s() - t0;
+		double spent = vr_now_s() - t0;
 
 		pthread_mutex_lock(&ex->mu);
 		s->ok = ok;
 		s->state = SLOT_DECODED;
-		s->ready_ms = fd_now_ms();
+		s->ready_ms = vr_now_ms();
 		ex->decoding--;
 		ex->stats.decode_s += spent;
 		pthread_cond_broadcast(&ex->cv_exec);
@@ -349,9 +318,9 @@ static void run_batch(fd_executor *ex, int n)
 	pthread_mutex_unlock(&ex->mu);
 
 	/* The copy reads the slots, so they are freed only after it. */
-	double t0 = now_s();
+	double t0 = vr_now_s();
 	copy_batch(ex->in, rgb, m, &model);
-	double t1 = now_s();
+	double t1 = vr_now_s();
 	pthread_mutex_lock(&ex->mu);
 	ex->head += (uint64_t)n;
 	pthread_cond_broadcast(&ex->cv_space);
@@ -362,7 +331,7 @@ static void run_batch(fd_executor *ex, int n)
 	double t2 = t1, t3 = t1;
 	if (m > 0) {
 		rc = embed(ex->net, rgb, m, ex->out, err, sizeof err);
-		t2 = now_s();
+		t2 = vr_now_s();
 		for (int k = 0; !rc && k < m; k++) {
 			fd_job *job = ex->jobs[ex->take[k]];
 			ex->puts[k] = (fd_put){ .item_id = job->item_id, .image = job->image,
@@ -373,7 +342,7 @@ static void run_batch(fd_executor *ex, int n)
 						     (size_t)m)))
 			snprintf(err, sizeof err, "storing the item failed: %s%s%s", vr_strerror(rc),
 				 vr_store_last_error()[0] ? ": " : "", vr_store_last_error());
-		t3 = now_s();
+		t3 = vr_now_s();
 		if (rc)
 			VR_ERROR("batch of %d images: %s", m, err);
 	}
@@ -483,10 +452,8 @@ static void *exec_main(void *arg)
 			continue;
 		}
 		int64_t until = slot_at(ex, ex->head)->ready_ms + ex->wait_ms;
-		if (n < ex->batch && fd_now_ms() < until) {
-			struct timespec ts;
-			deadline_at(&ts, until);
-			pthread_cond_timedwait(&ex->cv_exec, &ex->mu, &ts);
+		if (n < ex->batch && vr_now_ms() < until) {
+			vr_cond_wait_until(&ex->cv_exec, &ex->mu, until);
 			continue;
 		}
 		run_batch(ex, n);
@@ -534,10 +501,10 @@ int fd_executor_create(fd_executor **out, fd_fstore *fs, const fd_executor_opts 
 	ex->ndec = o->decode_threads > 0 ? o->decode_threads : sysconf(_SC_NPROCESSORS_ONLN) > 2 ? 2 : 1;
 	ex->tasks_tail = &ex->tasks;
 	pthread_mutex_init(&ex->mu, NULL);
-	cond_init(&ex->cv_exec);
-	cond_init(&ex->cv_decode);
-	cond_init(&ex->cv_space);
-	cond_init(&ex->cv_task);
+	vr_cond_init(&ex->cv_exec);
+	vr_cond_init(&ex->cv_decode);
+	vr_cond_init(&ex->cv_space);
+	vr_cond_init(&ex->cv_task);
 	if (ex->batch > 4096 || ex->cap > 65536 || ex->ndec > 64) {
 		snprintf(err, errlen, "--batch (at most 4096), --queue (65536) or --decode-threads (64) too large");
 		rc = VR_EINVAL;
@@ -622,15 +589,14 @@ void fd_executor_destroy(fd_executor *ex)
 int fd_executor_submit(fd_executor *ex, fd_job *job, int wait_ms)
 {
 	int rc = 0;
-	struct timespec until;
-	deadline_at(&until, fd_now_ms() + (wait_ms > 0 ? wait_ms : 0));
+	int64_t until = vr_deadline_ms(wait_ms > 0 ? wait_ms : 0);
 	pthread_mutex_lock(&ex->mu);
 	/* Streams leave a quarter of the queue to unary calls, but may always
 	 * fill a batch. */
 	int stream_limit = ex->cap - ex->cap / 4 > ex->batch ? ex->cap - ex->cap / 4 : ex->batch;
 	uint64_t limit = (uint64_t)(wait_ms > 0 ? stream_limit : ex->cap);
 	while (!ex->stop_decode && ex->tail - ex->head >= limit) {
-		if (wait_ms <= 0 || pthread_cond_timedwait(&ex->cv_space, &ex->mu, &until))
+		if (wait_ms <= 0 || vr_cond_wait_until(&ex->cv_space, &ex->mu, until))
 			break;
 	}
 	if (ex->stop_decode) {

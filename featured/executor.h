@@ -15,6 +15,7 @@
 #ifndef FD_EXECUTOR_H
 #define FD_EXECUTOR_H
 
+#include "deadline.h"
 #include "decode.h"
 #include "fstore.h"
 #include "models.h"
@@ -43,7 +44,7 @@ typedef struct fd_job {
 	const char *item_id;   /* checked with fd_check_item_id */
 	const uint8_t *image;  /* JPEG */
 	size_t image_len;
-	int64_t deadline_ms;   /* CLOCK_MONOTONIC ms (fd_now_ms); 0: none */
+	int64_t deadline_ms;   /* vr_now_ms scale (deadline.h); 0: none */
 	float *vector;         /* NULL, or room for vector_cap floats: gets the vector */
 	size_t vector_cap;
 	fd_waiter *waiter;
@@ -65,8 +66,6 @@ void fd_job_init(fd_job *job, const char *item_id, const void *image, size_t ima
 		 int64_t deadline_ms, fd_waiter *waiter);
 /* Waits up to timeout_ms for job to be done. Returns 1 if done, else 0. */
 int fd_job_wait(fd_job *job, int timeout_ms);
-/* Monotonic milliseconds (deadlines). */
-int64_t fd_now_ms(void);
 
 typedef struct fd_executor_opts {
 	const char *backend;      /* "auto", "cpu", "cuda"; NULL: "auto" */

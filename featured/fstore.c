@@ -4,6 +4,7 @@
  * fixed structs because there are millions of them. */
 #include "fstore.h"
 
+#include "deadline.h"
 #include "err.h"
 
 #include <cjson/cJSON.h>
@@ -271,7 +272,7 @@ int fd_fstore_open(fd_fstore **out, vr_store *st)
 		return VR_ENOMEM;
 	fs->st = st;
 	pthread_mutex_init(&fs->mu, NULL);
-	pthread_cond_init(&fs->cv, NULL);
+	vr_cond_init(&fs->cv);
 	if ((rc = vr_store_dbi(st, "images", 0, &fs->images)) ||
 	    (rc = vr_store_dbi(st, "items", 0, &fs->items)) ||
 	    (rc = vr_store_dbi(st, "vectors", 0, &fs->vectors)) ||
@@ -663,23 +664,24 @@ uint64_t fd_fstore_last_seq(fd_fstore *fs)
 	return seq;
 }
 
-int fd_fstore_wait(fd_fstore *fs, uint64_t after_seq, int timeout_ms)
+int fd_fstore_wait(fd_fstore *fs, uint64_t after_seq, int64_t deadline_ms, int (*stop)(void *),
+		   void *arg)
 {
-	struct timespec until;
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_sec += timeout_ms / 1000;
-	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
 	pthread_mutex_lock(&fs->mu);
-	while (fs->last_seq <= after_seq)
-		if (pthread_cond_timedwait(&fs->cv, &fs->mu, &until))
+	while (fs->last_seq <= after_seq && !(stop && stop(arg)))
+		if (vr_cond_wait_until(&fs->cv, &fs->mu, deadline_ms))
 			break;
 	int past = fs->last_seq > after_seq;
 	pthread_mutex_unlock(&fs->mu);
 	return past;
+}
+
+void fd_fstore_wake(void *arg)
+{
+	fd_fstore *fs = arg;
+	pthread_mutex_lock(&fs->mu);
+	pthread_cond_broadcast(&fs->cv);
+	pthread_mutex_unlock(&fs->mu);
 }
 
 int fd_fstore_vec_num(fd_fstore *fs, vr_txn *txn, uint32_t version, uint64_t num, fd_vec *out)

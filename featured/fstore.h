@@ -158,9 +158,16 @@ int fd_fstore_model_next(fd_fstore *fs, uint32_t *version);
 int fd_fstore_stats(fd_fstore *fs, uint64_t *items, uint64_t *last_seq);
 /* The last committed seq as this process knows it (no transaction). */
 uint64_t fd_fstore_last_seq(fd_fstore *fs);
-/* Waits up to timeout_ms for a commit past after_seq. Returns 1 when the
- * last seq is past after_seq, else 0. */
-int fd_fstore_wait(fd_fstore *fs, uint64_t after_seq, int timeout_ms);
+/* Waits for a commit past after_seq, until deadline_ms (vr_now_ms scale;
+ * VR_FOREVER: no deadline) or until stop(arg) (may be NULL) is true.
+ * stop is checked under the lock fd_fstore_wake takes, so a wake-up sent
+ * after stop became true is never missed. Returns 1 when the last seq is
+ * past after_seq, else 0. */
+int fd_fstore_wait(fd_fstore *fs, uint64_t after_seq, int64_t deadline_ms, int (*stop)(void *),
+		   void *arg);
+/* Wakes every fd_fstore_wait on fs (an fd_fstore *) to look at its stop
+ * condition again; the shape vr_call_wake_on_stop wants. */
+void fd_fstore_wake(void *fs);
 
 /* Within a read transaction of the store (vr_store_read_begin):
  * fd_fstore_vec_get: the vector of item_id (NUL-terminated) in version.

@@ -4,6 +4,7 @@
  * send. */
 #include "service.h"
 
+#include "deadline.h"
 #include "err.h"
 #include "log.h"
 #include "visrec/v1/featured.pb-c.h"
@@ -25,7 +26,7 @@ static int64_t job_deadline(vr_call *call)
 	int64_t left = vr_call_deadline_ms(call);
 	if (left == INT64_MAX)
 		return 0;
-	return fd_now_ms() + (left > 0 ? left : 0);
+	return vr_now_ms() + (left > 0 ? left : 0);
 }
 
 /* The status of a finished job: bad images are the caller's to fix. */
@@ -490,6 +491,12 @@ leave:
 
 /* ---- Watch ------------------------------------------------------------------- */
 
+/* Watch's stop condition for fd_fstore_wait. */
+static int watch_stopping(void *call)
+{
+	return vr_call_stopping(call);
+}
+
 struct watch_entry {
 	Visrec__V1__ItemChange change;
 	Visrec__V1__Vector vector;
@@ -505,8 +512,10 @@ int fd_watch(vr_call *call, void *ctx)
 	float *values = NULL;
 	size_t values_cap = 0;
 	uint64_t after = req->after_seq;
-	int rc = 0;
-	for (;;) {
+	/* A follower sleeps until a commit, its cancellation or shutdown
+	 * wakes it: an idle feed costs no CPU. */
+	int rc = vr_call_wake_on_stop(call, fd_fstore_wake, svc->fs);
+	while (!rc) {
 		if (vr_call_stopping(call)) {
 			rc = vr_call_cancelled(call) ? VR_ECANCELLED :
 				vr_call_error(call, GRPC_STATUS_UNAVAILABLE,
@@ -574,7 +583,7 @@ int fd_watch(vr_call *call, void *ctx)
 		if (rc)
 			break;
 		if (!n)
-			fd_fstore_wait(svc->fs, after, POLL_MS * 3);
+			fd_fstore_wait(svc->fs, after, VR_FOREVER, watch_stopping, call);
 	}
 	free(values);
 	return rc;

@@ -133,24 +133,27 @@ void fd_service_close(fd_service *svc)
 	svc->fs = NULL;
 }
 
-#define M(name, req, resp, kind_, admin_, fn, own) \
+#define M(name, req, resp, kind_, admin_, fn, own, follow) \
 	{ .path = "/visrec.v1.Featured/" name, .request = &visrec__v1__##req##__descriptor, \
 	  .response = &visrec__v1__##resp##__descriptor, .kind = kind_, .admin = admin_, \
-	  .handler = fn, .ctx = svc, .own_thread = own }
+	  .handler = fn, .ctx = svc, .own_thread = own, .follower = follow }
 
 int fd_service_register(fd_service *svc, vr_server *srv)
 {
 	/* Embed waits for its batch's commit: own_thread keeps the server's
-	 * workers free meanwhile. */
+	 * workers free meanwhile. Watch is a follower (its own pool, a limit
+	 * per client address) and needs the token when one is set: the feed
+	 * is for peer services such as rankd, which send it. */
 	const vr_method table[] = {
-		M("PutItems", put_items_request, put_items_response, VR_CLIENT_STREAM, 1, fd_put_items, 0),
-		M("Embed", embed_request, embed_response, VR_UNARY, 1, fd_embed, 1),
-		M("GetVectors", get_vectors_request, get_vectors_response, VR_SERVER_STREAM, 0,
-		  fd_get_vectors, 0),
-		M("Watch", watch_request, item_change, VR_SERVER_STREAM, 0, fd_watch, 0),
-		M("TrainVisual", train_visual_request, train_visual_response, VR_BIDI, 1, fd_train_visual,
+		M("PutItems", put_items_request, put_items_response, VR_CLIENT_STREAM, 1, fd_put_items, 0,
 		  0),
-		M("Info", featured_info_request, featured_info_response, VR_UNARY, 0, fd_info, 0),
+		M("Embed", embed_request, embed_response, VR_UNARY, 1, fd_embed, 1, 0),
+		M("GetVectors", get_vectors_request, get_vectors_response, VR_SERVER_STREAM, 0,
+		  fd_get_vectors, 0, 0),
+		M("Watch", watch_request, item_change, VR_SERVER_STREAM, 1, fd_watch, 0, 1),
+		M("TrainVisual", train_visual_request, train_visual_response, VR_BIDI, 1, fd_train_visual,
+		  0, 0),
+		M("Info", featured_info_request, featured_info_response, VR_UNARY, 0, fd_info, 0, 0),
 	};
 	return vr_server_add_service(srv, table, sizeof table / sizeof table[0]);
 }

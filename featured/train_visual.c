@@ -23,6 +23,7 @@
 #include "train_visual.h"
 
 #include "decode.h"
+#include "deadline.h"
 #include "err.h"
 #include "executor.h"
 #include "log.h"
@@ -38,7 +39,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #define CHECKPOINT_EVERY 200
 #define MAX_SESSION 64
@@ -83,13 +83,6 @@ struct tv {
 	double net_s;
 	char err[512];
 };
-
-static double now_s(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec + t.tv_nsec * 1e-9;
-}
 
 /* ---- the image cache --------------------------------------------------- */
 
@@ -332,7 +325,7 @@ static int step_task(fd_executor *ex, void *arg)
 {
 	struct tv *s = arg;
 	size_t n = s->n, K = (size_t)s->dims;
-	double t0 = now_s();
+	double t0 = vr_now_s();
 	(void)ex;
 	int rc = nn_net_zero_grad(s->net);
 	if (!rc)
@@ -343,7 +336,7 @@ static int step_task(fd_executor *ex, void *arg)
 	if ((rc = nn_net_backward(s->net, s->dphi, NULL)) || (rc = nn_optim_step(s->opt)))
 		goto fail;
 	s->step++;
-	s->net_s = now_s() - t0;
+	s->net_s = vr_now_s() - t0;
 	if (s->every && s->step % (uint64_t)s->every == 0)
 		return save_ckpt(s);
 	return 0;
@@ -356,13 +349,13 @@ fail:
 static int embed_task(fd_executor *ex, void *arg)
 {
 	struct tv *s = arg;
-	double t0 = now_s();
+	double t0 = vr_now_s();
 	(void)ex;
 	int rc = forward(s, (int)s->n, 0, s->dtheta);
 	if (rc)
 		snprintf(s->err, sizeof s->err, "embedding failed: %s: %s", vr_strerror(rc),
 			 nn_net_errmsg(s->net));
-	s->net_s = now_s() - t0;
+	s->net_s = vr_now_s() - t0;
 	return rc;
 }
 

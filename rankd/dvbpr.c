@@ -7,8 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "deadline.h"
 #include "err.h"
 #include "visrec/v1/featured.pb-c.h"
 
@@ -25,13 +25,6 @@ struct rk_dvbpr {
 	char **pos, **neg;
 	rk_dvbpr_stats stats;
 };
-
-static double now_s(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec + t.tv_nsec * 1e-9;
-}
 
 static int corrupt(vr_status *st, const char *what)
 {
@@ -146,7 +139,7 @@ int rk_dvbpr_step(rk_dvbpr *d, rk_model *model, const uint32_t *u, const uint32_
 	Visrec__V1__TrainVisualResponse *r = NULL;
 	if (!n || n > d->max_batch)
 		return VR_EINVAL;
-	double t0 = now_s();
+	double t0 = vr_now_s();
 	for (size_t t = 0; t < n; t++) {
 		if (i[t] >= d->n_items || j[t] >= d->n_items || u[t] >= model->d.n_users)
 			return VR_EINVAL;
@@ -166,11 +159,11 @@ int rk_dvbpr_step(rk_dvbpr *d, rk_model *model, const uint32_t *u, const uint32_
 	s.theta = d->theta;
 	req.msg_case = VISREC__V1__TRAIN_VISUAL_REQUEST__MSG_STEP;
 	req.step = &s;
-	double t1 = now_s();
+	double t1 = vr_now_s();
 	int rc = round_trip(d, &req, VISREC__V1__TRAIN_VISUAL_RESPONSE__MSG_STEP, &r, st);
 	if (rc)
 		return rc;
-	double t2 = now_s();
+	double t2 = vr_now_s();
 	const Visrec__V1__TrainVisualStepResult *res = r->step;
 	if (res->step != d->step + 1 || res->n_g != n || res->n_loss != n ||
 	    res->n_dtheta != n * d->k2) {
@@ -188,7 +181,7 @@ int rk_dvbpr_step(rk_dvbpr *d, rk_model *model, const uint32_t *u, const uint32_
 	d->stats.steps++;
 	d->stats.network_s += res->network_seconds;
 	d->stats.round_trip_s += (t2 - t1) - res->network_seconds;
-	d->stats.rankd_s += (t1 - t0) + (now_s() - t2);
+	d->stats.rankd_s += (t1 - t0) + (vr_now_s() - t2);
 leave:
 	protobuf_c_message_free_unpacked(&r->base, NULL);
 	return rc;

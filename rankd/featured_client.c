@@ -17,8 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "deadline.h"
 #include "err.h"
 #include "log.h"
 
@@ -119,19 +119,11 @@ struct rk_follower {
 
 static void wait_ms(rk_follower *f, int ms)
 {
-	struct timespec t;
-	clock_gettime(CLOCK_REALTIME, &t);
-	t.tv_sec += ms / 1000;
-	t.tv_nsec += (long)(ms % 1000) * 1000000;
-	if (t.tv_nsec >= 1000000000) {
-		t.tv_sec++;
-		t.tv_nsec -= 1000000000;
-	}
+	int64_t until = vr_deadline_ms(ms);
 	pthread_mutex_lock(&f->mu);
-	while (!f->stop && !f->rewind) {
-		if (pthread_cond_timedwait(&f->cv, &f->mu, &t) == ETIMEDOUT)
+	while (!f->stop && !f->rewind)
+		if (vr_cond_wait_until(&f->cv, &f->mu, until))
 			break;
-	}
 	pthread_mutex_unlock(&f->mu);
 }
 
@@ -243,7 +235,7 @@ int rk_follower_start(rk_follower **out, vr_channel *ch, uint64_t after_seq, rk_
 	f->ctx = ctx;
 	f->seq = after_seq;
 	pthread_mutex_init(&f->mu, NULL);
-	pthread_cond_init(&f->cv, NULL);
+	vr_cond_init(&f->cv);
 	int e = pthread_create(&f->tid, NULL, follow_main, f);
 	if (e) {
 		pthread_cond_destroy(&f->cv);

@@ -19,8 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "deadline.h"
 #include "err.h"
 #include "log.h"
 #include "visrec/v1/rankd.pb-c.h"
@@ -146,9 +146,7 @@ int rk_service_open(rk_service *svc, char *err, size_t errlen)
 #define SEQ_MS 1000
 static int note_seq(rk_service *svc, uint64_t seq)
 {
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	int64_t ms = (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+	int64_t ms = vr_now_ms();
 	if (seq < svc->seq_saved + SEQ_EVERY && ms - svc->seq_saved_ms < SEQ_MS)
 		return 0;
 	int rc = rk_snap_put_seq(&svc->snap, seq);

@@ -46,9 +46,9 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "deadline.h"
 #include "err.h"
 
 #define MAX_THREADS 64
@@ -166,13 +166,6 @@ struct rk_trainer {
 	double *val_auc;
 };
 
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static void *alloc_floats(size_t n)
 {
 	size_t bytes = ((n ? n : 1) * sizeof(float) + 63) & ~(size_t)63;
@@ -252,8 +245,8 @@ static int pool_start(rk_trainer *t, uint32_t n)
 	struct pool *p = &t->pool;
 	p->n = n;
 	pthread_mutex_init(&p->mu, NULL);
-	pthread_cond_init(&p->go, NULL);
-	pthread_cond_init(&p->done, NULL);
+	vr_cond_init(&p->go);
+	vr_cond_init(&p->done);
 	for (uint32_t k = 1; k < n; k++) {
 		t->workers[k] = (struct worker){t, k};
 		int e = pthread_create(&p->th[k], NULL, worker_main, &t->workers[k]);
@@ -1282,12 +1275,12 @@ int rk_trainer_run(rk_trainer *t, rk_progress_fn fn, void *ctx, rk_train_result 
 	if (!per_epoch)
 		per_epoch = t->train->nnz > MIN_EPOCH ? t->train->nnz : MIN_EPOCH;
 	uint32_t bad = 0, bad_lr = 0;
-	double t0 = now_s();
+	double t0 = vr_now_s();
 	int rc = 0;
 	for (uint32_t e = 1; e <= c->max_epochs; e++) {
-		double a = now_s(), loss;
+		double a = vr_now_s(), loss;
 		rc = rk_trainer_train(t, per_epoch, &loss);
-		double train_s = now_s() - a;
+		double train_s = vr_now_s() - a;
 		if (rc)
 			break;
 		r.triples += per_epoch;
@@ -1307,7 +1300,7 @@ int rk_trainer_run(rk_trainer *t, rk_progress_fn fn, void *ctx, rk_train_result 
 				}
 			}
 		}
-		double el = now_s() - t0;
+		double el = vr_now_s() - t0;
 		rk_progress p = {e, c->max_epochs, loss, auc, r.best_auc, r.best_epoch, t->lr,
 				 train_s > 0 ? per_epoch / train_s : 0, el, el / e * (c->max_epochs - e)};
 		if (fn && fn(ctx, &p)) {
@@ -1321,7 +1314,7 @@ int rk_trainer_run(rk_trainer *t, rk_progress_fn fn, void *ctx, rk_train_result 
 	}
 	if (t->n_val && r.best_epoch)
 		memcpy(t->m->params, t->best, t->m->n_params * sizeof(float));
-	r.seconds = now_s() - t0;
+	r.seconds = vr_now_s() - t0;
 	if (res)
 		*res = r;
 	return rc;

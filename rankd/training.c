@@ -46,6 +46,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "deadline.h"
 #include "err.h"
 #include "log.h"
 #include "dvbpr.h"
@@ -259,13 +260,6 @@ static void log_spread(const float *scale, uint32_t dims)
 static int64_t unix_now(void)
 {
 	return (int64_t)time(NULL);
-}
-
-static double now_mono(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec + t.tv_nsec * 1e-9;
 }
 
 /* Folds the trained model (taken from *modelp, also on failure) and its
@@ -735,9 +729,9 @@ static int run_dvbpr(struct rk_train_job *job)
 	VR_INFO("Train DVBPR: session %s %s at step %" PRIu64 ": %s K'=%u, K=%u, %" PRIu64
 		" steps of %u triples per epoch, %u epochs", ck.session, dv->resume ? "resumed" : "started",
 		step0, dv->arch, md.k2, md.k, steps, batch, c->max_epochs);
-	t_start = now_mono();
+	t_start = vr_now_s();
 	for (; ck.epoch <= c->max_epochs; ck.epoch++, ck.epoch_step = 0, ck.epoch_loss = 0) {
-		double t0 = now_mono();
+		double t0 = vr_now_s();
 		uint64_t done0 = ck.epoch_step;
 		for (; ck.epoch_step < steps; ck.epoch_step++) {
 			double loss = 0;
@@ -770,7 +764,7 @@ static int run_dvbpr(struct rk_train_job *job)
 			goto leave;
 		}
 		rk_model_item_rows(model, NULL, phi, md.n_items, rows);
-		double secs = now_mono() - t0, elapsed = now_mono() - t_start;
+		double secs = vr_now_s() - t0, elapsed = vr_now_s() - t_start;
 		rk_progress p = { .epoch = ck.epoch, .max_epochs = c->max_epochs,
 				  .loss = ck.epoch_loss / ((double)steps * nb),
 				  .val_auc = dv_validate(model, rows, on, valid, scores, urow),
@@ -809,7 +803,7 @@ static int run_dvbpr(struct rk_train_job *job)
 			&sversion))
 		goto leave;
 	rk_progress last = { .epoch = c->max_epochs, .max_epochs = c->max_epochs, .val_auc = auc,
-			     .lr = c->lr, .elapsed_s = now_mono() - t_start };
+			     .lr = c->lr, .elapsed_s = vr_now_s() - t_start };
 	struct progress done = { .p = last, .state = "finished", .done = 1, .version = sversion };
 	push(job, &done);
 	VR_INFO("Train DVBPR done: model v%" PRIu64 " (featured version %u) is served", sversion,
@@ -1017,7 +1011,7 @@ int rk_handle_train(vr_call *call, void *ctx)
 		return VR_ENOMEM;
 	job->svc = svc;
 	pthread_mutex_init(&job->mu, NULL);
-	pthread_cond_init(&job->cv, NULL);
+	vr_cond_init(&job->cv);
 	int code = settings(job, r);
 	if (code) {
 		code = vr_call_error(call, code, "%s", job->msg);
@@ -1054,16 +1048,9 @@ int rk_handle_train(vr_call *call, void *ctx)
 	while (started) {
 		struct progress batch[QUEUE];
 		unsigned n = 0;
-		struct timespec until;
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_nsec += POLL_MS * 1000000L;
-		if (until.tv_nsec >= 1000000000L) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000L;
-		}
 		pthread_mutex_lock(&job->mu);
 		if (!job->n && !job->finished)
-			pthread_cond_timedwait(&job->cv, &job->mu, &until);
+			vr_cond_wait_until(&job->cv, &job->mu, vr_deadline_ms(POLL_MS));
 		while (job->n) {
 			batch[n++] = job->q[job->head];
 			job->head = (job->head + 1) % QUEUE;

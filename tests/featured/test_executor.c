@@ -221,7 +221,7 @@ TEST(full_queue_and_skips)
 	for (int i = 0; i < 6; i++)
 		ASSERT_OK(fd_executor_submit(ex, &s.jobs[i], 10));
 	ASSERT_EQ_INT(fd_executor_submit(ex, &s.jobs[6], 10), VR_EFULL);
-	s.jobs[6].deadline_ms = fd_now_ms() - 1;
+	s.jobs[6].deadline_ms = vr_now_ms() - 1;
 	ASSERT_OK(fd_executor_submit(ex, &s.jobs[6], 0));
 	ASSERT_OK(fd_executor_submit(ex, &s.jobs[7], 0));
 	ASSERT_EQ_INT(fd_executor_submit(ex, &s.jobs[8], 0), VR_EFULL);

@@ -1,12 +1,15 @@
 /* Unit tests of featured/fstore on a real LMDB environment in a temporary
  * directory: items with their images, vectors and changes; replacement;
  * ordering; model rows; re-embedded vectors and the switch of versions. */
+#include "deadline.h"
 #include "err.h"
 #include "fstore.h"
 #include "harness.h"
 #include "store.h"
 
 #include <ftw.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -229,15 +232,49 @@ TEST(reembed_and_switch)
 	close_all();
 }
 
+struct stopper {
+	atomic_int stop;
+};
+
+static int stopper_stop(void *arg)
+{
+	return atomic_load(&((struct stopper *)arg)->stop);
+}
+
+static void *stop_later(void *arg)
+{
+	struct stopper *s = arg;
+	usleep(50000);
+	atomic_store(&s->stop, 1);
+	fd_fstore_wake(fs);
+	return NULL;
+}
+
 TEST(wait_wakes_on_commit)
 {
 	ASSERT_OK(open_fresh());
 	fd_model_info m = model("small", 2);
 	ASSERT_OK(fd_fstore_model_add(fs, &m, 1));
-	ASSERT_EQ_INT(fd_fstore_wait(fs, 0, 20), 0);
+	/* A wait with nothing to wake it lasts until its deadline: a
+	 * condition variable on another clock than the deadline returned at
+	 * once (and Watch spun a core). */
+	int64_t t0 = vr_now_ms();
+	ASSERT_EQ_INT(fd_fstore_wait(fs, 0, vr_deadline_ms(60), NULL, NULL), 0);
+	ASSERT_MSG(vr_now_ms() - t0 >= 55, "the wait returned after %lld ms, before its deadline of 60",
+		   (long long)(vr_now_ms() - t0));
+	/* With no deadline, a stop condition and fd_fstore_wake end it. */
+	struct stopper s = { 0 };
+	pthread_t th;
+	t0 = vr_now_ms();
+	ASSERT_OK(pthread_create(&th, NULL, stop_later, &s));
+	ASSERT_EQ_INT(fd_fstore_wait(fs, 0, VR_FOREVER, stopper_stop, &s), 0);
+	pthread_join(th, NULL);
+	ASSERT_EQ_INT(atomic_load(&s.stop), 1);
+	ASSERT_MSG(vr_now_ms() - t0 >= 45, "the wait ended after %lld ms, before it was stopped",
+		   (long long)(vr_now_ms() - t0));
 	fd_put puts[1];
 	ASSERT_OK(put_n(0, 1, 1, 2, 0, puts));
-	ASSERT_EQ_INT(fd_fstore_wait(fs, 0, 20), 1);
+	ASSERT_EQ_INT(fd_fstore_wait(fs, 0, vr_deadline_ms(20), NULL, NULL), 1);
 	close_all();
 }
 

@@ -3,6 +3,7 @@
  * small test service (tests/rpc/rpctest.proto). The TLS test makes its
  * key and certificate with openssl before gRPC starts (no fork after
  * grpc_init). */
+#include "deadline.h"
 #include "err.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "harness.h"
@@ -41,18 +42,11 @@ static vr_channel *relay_ch; /* Relay's way back into the server it runs in */
 static char tmpdir[64], cert_file[96], key_file[96];
 static int have_tls;
 
-static int64_t now_ms(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
 /* Waits up to ms for *v to reach at least want. */
 static int wait_at_least(atomic_int *v, int want, int ms)
 {
-	int64_t end = now_ms() + ms;
-	while (atomic_load(v) < want && now_ms() < end)
+	int64_t end = vr_now_ms() + ms;
+	while (atomic_load(v) < want && vr_now_ms() < end)
 		usleep(2000);
 	return atomic_load(v) >= want;
 }
@@ -225,6 +219,53 @@ static int detach(vr_call *call, void *ctx)
 	return VR_DETACHED;
 }
 
+/* A feed: followers sleep on cv until gen moves, counting their wake-ups. */
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int64_t gen;
+	atomic_int wakeups, ended;
+} feed = { .mu = PTHREAD_MUTEX_INITIALIZER };
+
+static void feed_wake(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&feed.mu);
+	pthread_cond_broadcast(&feed.cv);
+	pthread_mutex_unlock(&feed.mu);
+}
+
+/* A follower: sends the feed's generation each time it moves, sleeping
+ * (no timeout) in between; its call's end and the server's wake it. */
+static int follow(vr_call *call, void *ctx)
+{
+	int rc = vr_call_wake_on_stop(call, feed_wake, NULL);
+	if (rc)
+		return rc;
+	int64_t sent = -1;
+	for (;;) {
+		pthread_mutex_lock(&feed.mu);
+		int64_t gen = feed.gen;
+		int stopping = vr_call_stopping(call);
+		while (gen == sent && !stopping) {
+			pthread_cond_wait(&feed.cv, &feed.mu);
+			atomic_fetch_add(&feed.wakeups, 1);
+			gen = feed.gen;
+			stopping = vr_call_stopping(call);
+		}
+		pthread_mutex_unlock(&feed.mu);
+		if (stopping)
+			break;
+		if ((rc = send_msg(call, "gen", gen)))
+			break;
+		sent = gen;
+	}
+	atomic_fetch_add(&feed.ended, 1);
+	if (vr_call_cancelled(call))
+		return GRPC_STATUS_CANCELLED;
+	return rc ? rc : vr_call_error(call, GRPC_STATUS_UNAVAILABLE, "stopping");
+}
+
 #define METHOD(name, kind_, fn, ...) \
 	{ .path = SVC name, .request = &visrec__rpctest__msg__descriptor, \
 	  .response = &visrec__rpctest__msg__descriptor, .kind = kind_, .handler = fn, __VA_ARGS__ }
@@ -239,6 +280,8 @@ static vr_server *start_server(const vr_server_opts *opts, vr_health *h)
 		METHOD("Hang", VR_UNARY, hang),
 		METHOD("Forever", VR_SERVER_STREAM, forever),
 		METHOD("Deaf", VR_SERVER_STREAM, deaf),
+		METHOD("Feed", VR_SERVER_STREAM, follow, .follower = 1),
+		METHOD("AdminForever", VR_SERVER_STREAM, forever, .admin = 1),
 		METHOD("Admin", VR_UNARY, echo, .admin = 1),
 		METHOD("Relay", VR_UNARY, relay, .own_thread = 1),
 		METHOD("Big", VR_UNARY, big_reply),
@@ -453,9 +496,9 @@ TEST(deadline_exceeded)
 {
 	int before = atomic_load(&hang_cancelled);
 	vr_status st;
-	int64_t t0 = now_ms();
+	int64_t t0 = vr_now_ms();
 	int rc = call_echo(plain, SVC "Hang", "x", 0, 200, &st, NULL);
-	int64_t took = now_ms() - t0;
+	int64_t took = vr_now_ms() - t0;
 	ASSERT_EQ_INT(rc, VR_ERPC);
 	ASSERT_EQ_INT(st.code, GRPC_STATUS_DEADLINE_EXCEEDED);
 	ASSERT_MSG(took >= 150 && took < 3000, "took %lld ms", (long long)took);
@@ -491,9 +534,9 @@ TEST(parent_propagation)
 	int before = atomic_load(&hang_cancelled);
 	atomic_store(&hang_deadline_ms, -1);
 	vr_status st;
-	int64_t t0 = now_ms();
+	int64_t t0 = vr_now_ms();
 	int rc = call_echo(plain, SVC "Relay", "x", 0, 300, &st, NULL);
-	int64_t took = now_ms() - t0;
+	int64_t took = vr_now_ms() - t0;
 	ASSERT_EQ_INT(rc, VR_ERPC);
 	ASSERT_EQ_INT(st.code, GRPC_STATUS_DEADLINE_EXCEEDED);
 	ASSERT_MSG(took < 3000, "took %lld ms", (long long)took);
@@ -536,9 +579,9 @@ TEST(large_messages)
 TEST(unknown_method)
 {
 	vr_status st;
-	int64_t t0 = now_ms();
+	int64_t t0 = vr_now_ms();
 	ASSERT_EQ_INT(call_echo(plain, "/nope.Svc/X", "x", 0, 10000, &st, NULL), VR_ERPC);
-	int64_t took = now_ms() - t0;
+	int64_t took = vr_now_ms() - t0;
 	ASSERT_EQ_INT(st.code, GRPC_STATUS_UNIMPLEMENTED);
 	ASSERT_CONTAINS(st.message, "/nope.Svc/X is not implemented by this server");
 	ASSERT_MSG(took < 1000, "took %lld ms", (long long)took);
@@ -707,6 +750,86 @@ TEST(max_streams)
 	ASSERT_CONTAINS(sc.message, "too many streaming calls");
 }
 
+/* Each kind of call has a pool of its own: read streams that fill theirs
+ * leave admin calls and followers served, and one client address holds
+ * at most max_followers_per_peer followers. */
+TEST(pools)
+{
+	vr_server_opts o = { .listen = "127.0.0.1:0", .threads = 1, .max_streams = 1,
+			     .max_admin_streams = 1, .max_followers = 4, .max_followers_per_peer = 1 };
+	vr_channel *ch = NULL;
+	vr_server *s = start_with_channel(&o, &ch);
+	ASSERT(s);
+	vr_ccall *cc[6] = {
+		open_stream(ch, SVC "Forever"), open_stream(ch, SVC "Forever"),
+		open_stream(ch, SVC "AdminForever"), open_stream(ch, SVC "AdminForever"),
+		open_stream(ch, SVC "Feed"), open_stream(ch, SVC "Feed"),
+	};
+	vr_status st[6];
+	for (int i = 0; i < 6; i += 2) /* the refused ones have their status */
+		vr_ccall_cancel(cc[i]);
+	for (int i = 0; i < 6; i++)
+		vr_ccall_finish(cc[i], &st[i]);
+	vr_channel_destroy(ch);
+	vr_server_destroy(s);
+	ASSERT_EQ_INT(st[0].code, GRPC_STATUS_CANCELLED);
+	ASSERT_EQ_INT(st[1].code, GRPC_STATUS_RESOURCE_EXHAUSTED);
+	ASSERT_CONTAINS(st[1].message, "too many streaming calls at once");
+	ASSERT_CONTAINS(st[1].message, "(--max-streams)");
+	ASSERT_EQ_INT(st[2].code, GRPC_STATUS_CANCELLED);
+	ASSERT_EQ_INT(st[3].code, GRPC_STATUS_RESOURCE_EXHAUSTED);
+	ASSERT_CONTAINS(st[3].message, "too many admin calls at once");
+	ASSERT_EQ_INT(st[4].code, GRPC_STATUS_CANCELLED);
+	ASSERT_EQ_INT(st[5].code, GRPC_STATUS_RESOURCE_EXHAUSTED);
+	ASSERT_CONTAINS(st[5].message, "too many followers from ipv4:127.0.0.1: 1 are open");
+	ASSERT_CONTAINS(st[5].message, "--max-followers-per-peer");
+}
+
+/* A follower sleeps with no timeout: idle, it never wakes; a change, its
+ * client's cancellation and the server's shutdown each wake it at once. */
+TEST(followers_sleep_until_woken)
+{
+	vr_server_opts o = { .listen = "127.0.0.1:0", .threads = 2 };
+	vr_channel *ch = NULL;
+	vr_server *s = start_with_channel(&o, &ch);
+	ASSERT(s);
+	int ended = atomic_load(&feed.ended);
+	vr_ccall *cc = open_stream(ch, SVC "Feed");
+	int wakeups = atomic_load(&feed.wakeups);
+	usleep(300000);
+	int idle_wakeups = atomic_load(&feed.wakeups) - wakeups;
+	pthread_mutex_lock(&feed.mu);
+	feed.gen++;
+	pthread_cond_broadcast(&feed.cv);
+	pthread_mutex_unlock(&feed.mu);
+	ProtobufCMessage *m = NULL;
+	int64_t got = -1;
+	if (vr_ccall_recv(cc, &m) == 0)
+		got = ((Msg *)m)->n;
+	free_msg((Msg *)m);
+	vr_ccall_cancel(cc);
+	vr_status st_cancel, st_stop;
+	vr_ccall_finish(cc, &st_cancel);
+	int ended_on_cancel = wait_at_least(&feed.ended, ended + 1, 2000);
+
+	cc = open_stream(ch, SVC "Feed");
+	int64_t t0 = vr_now_ms();
+	vr_server_shutdown(s, 3000);
+	int64_t took = vr_now_ms() - t0;
+	while (vr_ccall_recv(cc, &m) == 0)
+		free_msg((Msg *)m);
+	vr_ccall_finish(cc, &st_stop);
+	vr_channel_destroy(ch);
+	vr_server_destroy(s);
+	ASSERT_EQ_INT(idle_wakeups, 0);
+	ASSERT_EQ_INT(got, feed.gen);
+	ASSERT_EQ_INT(st_cancel.code, GRPC_STATUS_CANCELLED);
+	ASSERT(ended_on_cancel);
+	ASSERT_MSG(took < 2500, "shutdown took %lld ms with a follower open", (long long)took);
+	ASSERT_EQ_INT(st_stop.code, GRPC_STATUS_UNAVAILABLE);
+	ASSERT_EQ_INT(atomic_load(&feed.ended), ended + 2);
+}
+
 /* Shutdown with a stream open: the handler sees vr_call_stopping and ends
  * well within the grace. */
 TEST(shutdown_ends_streams)
@@ -716,9 +839,9 @@ TEST(shutdown_ends_streams)
 	vr_server *s = start_with_channel(&o, &ch);
 	ASSERT(s);
 	vr_ccall *cc = open_stream(ch, SVC "Forever");
-	int64_t t0 = now_ms();
+	int64_t t0 = vr_now_ms();
 	vr_server_shutdown(s, 3000);
-	int64_t took = now_ms() - t0;
+	int64_t took = vr_now_ms() - t0;
 	ProtobufCMessage *m;
 	while (vr_ccall_recv(cc, &m) == 0)
 		protobuf_c_message_free_unpacked(m, NULL);
@@ -739,9 +862,9 @@ TEST(shutdown_cancels_after_grace)
 	vr_server *s = start_with_channel(&o, &ch);
 	ASSERT(s);
 	vr_ccall *cc = open_stream(ch, SVC "Deaf");
-	int64_t t0 = now_ms();
+	int64_t t0 = vr_now_ms();
 	vr_server_shutdown(s, 200);
-	int64_t took = now_ms() - t0;
+	int64_t took = vr_now_ms() - t0;
 	vr_status st;
 	vr_ccall_finish(cc, &st);
 	vr_channel_destroy(ch);
@@ -839,7 +962,8 @@ static const struct vr_test tests[] = {
 	T(unary), T(peer_and_metadata), T(server_stream), T(client_stream), T(bidi),
 	T(deadline_exceeded), T(cancel_mid_stream), T(parent_propagation), T(large_messages),
 	T(unknown_method), T(malformed_request), T(admin_token), T(no_response_is_internal),
-	T(detached), T(concurrent_unary), T(health), T(max_streams), T(shutdown_ends_streams),
+	T(detached), T(concurrent_unary), T(health), T(max_streams), T(pools),
+	T(followers_sleep_until_woken), T(shutdown_ends_streams),
 	T(shutdown_cancels_after_grace), T(tls_roundtrip), T(port_in_use), T(bad_options),
 	{ 0 },
 };
@@ -863,6 +987,7 @@ static void make_cert(void)
 int main(int argc, char **argv)
 {
 	make_cert();
+	vr_cond_init(&feed.cv);
 	vr_rpc_init();
 	vr_health_create(&health);
 	vr_server_opts o = { .listen = "127.0.0.1:0", .threads = 2, .max_message_bytes = 8 * MB,

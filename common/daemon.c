@@ -15,10 +15,13 @@
 #include "err.h"
 #include "log.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -31,6 +34,81 @@ static void forward_to_main(int sig)
 	errno = saved;
 }
 
+/* Whether addr ("host:port", "[v6]:port", "unix:path") can be reached
+ * only from this machine. Names other than localhost count as beyond
+ * loopback: what they resolve to may change. */
+static int listen_is_local(const char *addr)
+{
+	if (!strncmp(addr, "unix:", 5) || !strncmp(addr, "unix-abstract:", 14))
+		return 1;
+	if (!strncmp(addr, "ipv4:", 5) || !strncmp(addr, "ipv6:", 5))
+		addr += 5;
+	const char *colon = strrchr(addr, ':');
+	size_t n = colon ? (size_t)(colon - addr) : strlen(addr);
+	if (n >= 2 && addr[0] == '[' && addr[n - 1] == ']') {
+		addr++;
+		n -= 2;
+	}
+	char host[64];
+	if (n >= sizeof host)
+		return 0;
+	memcpy(host, addr, n);
+	host[n] = 0;
+	if (!strcasecmp(host, "localhost"))
+		return 1;
+	struct in_addr a4;
+	struct in6_addr a6;
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	if (inet_pton(AF_INET6, host, &a6) == 1)
+		return IN6_IS_ADDR_LOOPBACK(&a6) ||
+		       (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
+	return 0;
+}
+
+/* The admin token from its flags, and whether it may be served without. */
+static int token_policy(vr_daemon *d)
+{
+	char err[512];
+	int rc;
+	if (d->admin_token && !d->admin_token[0])
+		d->admin_token = NULL;
+	if (d->admin_token && d->admin_token_file) {
+		VR_ERROR("--admin-token and --admin-token-file are both set (flags or VISREC_ADMIN_TOKEN*); "
+			 "keep one, the file");
+		return 2;
+	}
+	if (d->admin_token_file) {
+		if ((rc = vr_flags_read_secret("admin-token-file", d->admin_token_file, &d->token_buf,
+					       err, sizeof err))) {
+			VR_ERROR("%s", err);
+			return 2;
+		}
+		d->admin_token = d->token_buf;
+	} else if (d->admin_token &&
+		   vr_flags_check_secret("admin-token", d->admin_token, err, sizeof err)) {
+		VR_ERROR("%s", err);
+		return 2;
+	}
+	if (listen_is_local(d->listen))
+		return -1;
+	if (!d->admin_token && !d->insecure) {
+		VR_ERROR("refusing to listen on %s without an admin token: anyone who reaches it could "
+			 "write, delete and train. Put a token in a file only this user can read "
+			 "(openssl rand -hex 32 > F; chmod 600 F) and pass --admin-token-file F "
+			 "(or VISREC_ADMIN_TOKEN_FILE=F), listen on 127.0.0.1, or pass --insecure "
+			 "to serve without one", d->listen);
+		return 2;
+	}
+	if (!d->admin_token)
+		VR_WARN("--insecure: serving %s with no admin token; anyone who reaches it may write, "
+			"delete and train", d->listen);
+	else if (!d->tls_cert)
+		VR_WARN("the admin token crosses the network in plaintext on %s: serve TLS "
+			"(--tls-cert, --tls-key)", d->listen);
+	return -1;
+}
+
 int vr_daemon_init(vr_daemon *d, const char *name, const char *summary,
 		   const vr_flag *table, int argc, char **argv)
 {
@@ -40,6 +118,7 @@ int vr_daemon_init(vr_daemon *d, const char *name, const char *summary,
 	d->store = NULL;
 	d->server = NULL;
 	d->health = NULL;
+	d->token_buf = NULL;
 	vr_log_set_component(name);
 	sigemptyset(&d->signals);
 	sigaddset(&d->signals, SIGTERM);
@@ -85,7 +164,12 @@ int vr_daemon_init(vr_daemon *d, const char *name, const char *summary,
 		VR_ERROR("--tls-cert and --tls-key go together");
 		return 2;
 	}
-	return -1;
+	int code = token_policy(d);
+	if (code >= 0) {
+		free(d->token_buf);
+		d->token_buf = NULL;
+	}
+	return code;
 }
 
 int vr_daemon_open(vr_daemon *d)
@@ -177,5 +261,11 @@ int vr_daemon_close(vr_daemon *d)
 	if (d->store)
 		vr_store_close(d->store);
 	d->store = NULL;
+	if (d->token_buf) {
+		memset(d->token_buf, 0, strlen(d->token_buf));
+		free(d->token_buf);
+	}
+	d->token_buf = NULL;
+	d->admin_token = NULL;
 	return rc;
 }

@@ -2,6 +2,13 @@
  * flags, the data directory, a server with Health, the ready line on
  * stdout, and a graceful end on SIGTERM or SIGINT.
  *
+ * Safe by default: a daemon asked to listen beyond loopback (anything but
+ * 127.0.0.0/8, ::1, localhost or a unix socket) without an admin token
+ * refuses to start and says how to set one, unless --insecure is given
+ * (then it warns). The token is best given as a file
+ * (--admin-token-file, read by vr_flags_read_secret), so that it never
+ * sits in a command line.
+ *
  *   vr_daemon d = { 0 };
  *   const vr_flag flags[] = { VR_DAEMON_FLAGS(&d, "127.0.0.1:50051"), { 0 } };
  *   int code = vr_daemon_init(&d, "featured", summary, flags, argc, argv);
@@ -31,10 +38,12 @@
 typedef struct vr_daemon {
 	const char *name;
 	/* flags */
-	const char *listen, *data, *tls_cert, *tls_key, *admin_token, *log_level;
+	const char *listen, *data, *tls_cert, *tls_key, *admin_token, *admin_token_file, *log_level;
 	int threads, max_streams, max_admin_streams, max_followers, max_followers_per_peer, grace_ms;
+	int insecure;
 	uint64_t max_message;
 	/* state */
+	char *token_buf; /* the token read from admin_token_file */
 	sigset_t signals;
 	int rpc_up;
 	vr_store *store;
@@ -63,17 +72,24 @@ typedef struct vr_daemon {
 	  "PEM certificate chain; with --tls-key serves TLS", 0 }, \
 	{ "tls-key", "VISREC_TLS_KEY", VR_FLAG_STRING, &(d)->tls_key, NULL, \
 	  "PEM private key", 0 }, \
+	{ "admin-token-file", "VISREC_ADMIN_TOKEN_FILE", VR_FLAG_STRING, &(d)->admin_token_file, NULL, \
+	  "file holding the bearer token that admin calls (writes, training, the change feed) need, " \
+	  "on one line, not readable by other users; unset: those calls are open", 0 }, \
 	{ "admin-token", "VISREC_ADMIN_TOKEN", VR_FLAG_STRING, &(d)->admin_token, NULL, \
-	  "bearer token admin calls need (writes, training); unset: open", 0 }, \
+	  "the token itself (visible to ps: prefer --admin-token-file)", 0 }, \
+	{ "insecure", "VISREC_INSECURE", VR_FLAG_BOOL, &(d)->insecure, "false", \
+	  "serve beyond loopback without an admin token: anyone who reaches the port may write and train", 0 }, \
 	{ "shutdown-grace-ms", "VISREC_SHUTDOWN_GRACE_MS", VR_FLAG_INT, &(d)->grace_ms, "2000", \
 	  "on SIGTERM, how long calls in flight may finish before they are cancelled", 0 }, \
 	{ "log-level", "VISREC_LOG_LEVEL", VR_FLAG_STRING, &(d)->log_level, NULL, \
 	  "debug, info, warn or error (debug logs every call)", 0 }
 
 /* Parses the flags of table into d (which starts zeroed: flags without a
- * default stay NULL), sets up logging and blocks SIGTERM and SIGINT (call
- * it first in main, before any thread starts). Returns
- * -1 to go on, or the exit code: 0 after --help, 2 for bad flags. */
+ * default stay NULL), reads the admin token file, sets up logging and
+ * blocks SIGTERM and SIGINT (call it first in main, before any thread
+ * starts). Returns -1 to go on, or the exit code: 0 after --help, 2 for
+ * bad flags, an unusable token file, or a listen address beyond loopback
+ * without a token or --insecure. */
 int vr_daemon_init(vr_daemon *d, const char *name, const char *summary,
 		   const vr_flag *table, int argc, char **argv);
 /* Opens the store in --data, starts gRPC and creates the server with
@@ -89,7 +105,7 @@ void vr_daemon_wait(vr_daemon *d);
  * Idempotent. */
 void vr_daemon_stop(vr_daemon *d);
 /* vr_daemon_stop, then stops gRPC (waiting at most 1.5 s for core's own
- * threads) and closes the store. Returns 0, or VR_ETIMEDOUT when core is
+ * threads), closes the store and forgets the token. Returns 0, or VR_ETIMEDOUT when core is
  * still stopping: the caller then ends with fflush(NULL) and _exit(code),
  * as exit handlers would race core's threads. */
 int vr_daemon_close(vr_daemon *d);

@@ -3,8 +3,10 @@
 #include "flags.h"
 
 #include "err.h"
+#include "log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -12,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static int fail(char *err, size_t errlen, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -194,4 +198,110 @@ void vr_flags_usage(FILE *out, const char *prog, const char *summary, const vr_f
 		fputc('\n', out);
 	}
 	fprintf(out, "  %-28s %s\n", "--help", "print this and exit");
+}
+
+int vr_flags_check_secret(const char *flag, const char *secret, char *err, size_t errlen)
+{
+	size_t n = strlen(secret);
+	if (!n)
+		return fail(err, errlen, "--%s is empty", flag);
+	if (n > VR_SECRET_MAX)
+		return fail(err, errlen, "--%s is %zu characters; at most %d are accepted", flag, n,
+			    VR_SECRET_MAX);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)secret[i];
+		if (c <= ' ' || c >= 0x7f)
+			return fail(err, errlen,
+				    "--%s: character %zu (byte 0x%02x) cannot travel in a gRPC header; "
+				    "a token is printable ASCII without spaces (e.g. openssl rand -hex 32)",
+				    flag, i + 1, c);
+	}
+	return 0;
+}
+
+int vr_flags_read_secret(const char *flag, const char *path, char **out, char *err, size_t errlen)
+{
+	/* Room for the longest secret, a CR LF, and one byte to see more. */
+	char buf[VR_SECRET_MAX + 3];
+	struct stat sb;
+	ssize_t n = 0;
+	int rc = 0;
+	*out = NULL;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0) {
+		rc = -errno;
+		fail(err, errlen, "--%s: cannot open %s: %s", flag, path, strerror(-rc));
+		return rc;
+	}
+	if (fstat(fd, &sb) < 0) {
+		rc = -errno;
+		fail(err, errlen, "--%s: cannot stat %s: %s", flag, path, strerror(-rc));
+		goto leave;
+	}
+	if (!S_ISREG(sb.st_mode)) {
+		rc = fail(err, errlen, "--%s: %s is not a regular file", flag, path);
+		goto leave;
+	}
+	if (sb.st_mode & 007) {
+		rc = fail(err, errlen,
+			  "--%s: %s is open to every user of this machine (mode %04o); "
+			  "chmod 600 it (640 for a group that needs it)", flag, path,
+			  (unsigned)(sb.st_mode & 07777));
+		goto leave;
+	}
+	/* A group of the service's own (systemd's Group=, Kubernetes'
+	 * runAsGroup with fsGroup) is the usual way to share a secret with a
+	 * service; any other group gets a warning. */
+	if ((sb.st_mode & 070) && sb.st_gid != getegid())
+		VR_WARN("--%s: %s can be read by group %u (mode %04o), not this process's own: every "
+			"member can read the secret; chmod 600 it, or give it this service's group",
+			flag, path, (unsigned)sb.st_gid, (unsigned)(sb.st_mode & 07777));
+	for (ssize_t r; (size_t)n < sizeof buf; n += r) {
+		r = read(fd, buf + n, sizeof buf - (size_t)n);
+		if (r < 0 && errno == EINTR) {
+			r = 0;
+			continue;
+		}
+		if (r < 0) {
+			rc = -errno;
+			fail(err, errlen, "--%s: cannot read %s: %s", flag, path, strerror(-rc));
+			goto leave;
+		}
+		if (!r)
+			break;
+	}
+	size_t len = 0;
+	while (len < (size_t)n && buf[len] != '\n')
+		len++;
+	size_t line = len;
+	if (line && buf[line - 1] == '\r')
+		line--;
+	if (len < (size_t)n && len + 1 < (size_t)n) {
+		rc = fail(err, errlen, "--%s: %s holds more than one line; put the token alone on "
+			  "its first line", flag, path);
+		goto leave;
+	}
+	if ((size_t)n == sizeof buf && len == (size_t)n) {
+		rc = fail(err, errlen, "--%s: %s is longer than a token of %d characters", flag, path,
+			  VR_SECRET_MAX);
+		goto leave;
+	}
+	if (!line) {
+		rc = fail(err, errlen, "--%s: %s is empty; put the token on its first line", flag, path);
+		goto leave;
+	}
+	if (memchr(buf, 0, line)) {
+		rc = fail(err, errlen, "--%s: %s holds a NUL byte; a token is printable ASCII", flag,
+			  path);
+		goto leave;
+	}
+	buf[line] = 0;
+	if ((rc = vr_flags_check_secret(flag, buf, err, errlen)))
+		goto leave;
+	if (!(*out = strdup(buf)))
+		rc = VR_ENOMEM;
+leave:
+	memset(buf, 0, sizeof buf);
+	close(fd);
+	return rc;
 }

@@ -49,4 +49,25 @@ int vr_flags_parse(const vr_flag *table, int argc, char **argv, char *err, size_
  * type, environment variable, default and help. */
 void vr_flags_usage(FILE *f, const char *prog, const char *summary, const vr_flag *table);
 
+/* Longest secret (bearer token) accepted, in characters. */
+#define VR_SECRET_MAX 256
+
+/* Checks a secret given for flag (e.g. "admin-token"): 1..VR_SECRET_MAX
+ * printable ASCII characters without spaces, as HTTP metadata carries
+ * them. Returns 0 or VR_EINVAL with the reason in err. */
+int vr_flags_check_secret(const char *flag, const char *secret, char *err, size_t errlen);
+
+/* Reads the secret of flag (e.g. "admin-token-file") from the file at
+ * path, so it never sits in a command line or the environment: the
+ * file's first line without its line ending (a file written by echo or
+ * an editor works as is). Refuses, with VR_EINVAL and the reason in err,
+ * an empty file, more than one line, a secret vr_flags_check_secret
+ * refuses, and a file that other users may read or write (mode o+rwx:
+ * chmod 600, or 640 for a group that needs it). A group-readable file is
+ * accepted (Kubernetes mounts a Secret for a non-root user so, with
+ * fsGroup), silently when the group is the process's own, else with a
+ * warning in the log. -errno when it cannot be read (err says so).
+ * On success *out is the secret, yours to free. */
+int vr_flags_read_secret(const char *flag, const char *path, char **out, char *err, size_t errlen);
+
 #endif

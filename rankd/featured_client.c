@@ -181,7 +181,9 @@ static int follow_once(rk_follower *f, vr_status *st, int *answered)
 				break;
 		}
 	}
-	if (rc)
+	/* A stream that ended (EEOF, ERPC) has featured's status, which the
+	 * warning names: cancelling it would turn that into CANCELLED. */
+	if (rc && rc != VR_EEOF && rc != VR_ERPC)
 		vr_ccall_cancel(cc);
 	pthread_mutex_lock(&f->mu);
 	f->cc = NULL;

@@ -8,6 +8,7 @@
 #include "service.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 static const char summary[] =
@@ -19,7 +20,8 @@ int main(int argc, char **argv)
 {
 	vr_daemon d = { 0 };
 	rk_service svc = { 0 };
-	const char *featured_ca = NULL, *featured_token = NULL;
+	const char *featured_ca = NULL, *featured_token = NULL, *featured_token_file = NULL;
+	char *token_buf = NULL;
 	char err[512];
 	const vr_flag flags[] = {
 		VR_DAEMON_FLAGS(&d, "127.0.0.1:50052"),
@@ -27,8 +29,11 @@ int main(int argc, char **argv)
 		  "HOST:PORT of featured", 0 },
 		{ "featured-ca", "VISREC_FEATURED_CA", VR_FLAG_STRING, &featured_ca, NULL,
 		  "PEM roots to verify featured's TLS certificate; unset: plaintext", 0 },
+		{ "featured-token-file", "VISREC_FEATURED_TOKEN_FILE", VR_FLAG_STRING, &featured_token_file,
+		  NULL, "file holding featured's admin token (one line, not readable by other users), "
+		  "sent with every call to featured: its change feed needs it when featured has one", 0 },
 		{ "featured-token", "VISREC_FEATURED_TOKEN", VR_FLAG_STRING, &featured_token, NULL,
-		  "admin token for featured's admin calls", 0 },
+		  "featured's token itself (visible to ps: prefer --featured-token-file)", 0 },
 		{ "follow-featured", "VISREC_FOLLOW_FEATURED", VR_FLAG_BOOL, &svc.follow, "true",
 		  "follow featured's change feed so new items are rankable without retraining", 0 },
 		{ "max-k", "VISREC_MAX_K", VR_FLAG_INT, &svc.max_k, "1000",
@@ -49,6 +54,20 @@ int main(int argc, char **argv)
 		VR_ERROR("--max-k and --max-batch must be >= 1, --topk-approx >= 0");
 		return 2;
 	}
+	if (featured_token && !featured_token[0])
+		featured_token = NULL;
+	if (featured_token && featured_token_file) {
+		VR_ERROR("--featured-token and --featured-token-file are both set; keep one, the file");
+		return 2;
+	}
+	if ((featured_token_file && vr_flags_read_secret("featured-token-file", featured_token_file,
+							 &token_buf, err, sizeof err)) ||
+	    (featured_token && vr_flags_check_secret("featured-token", featured_token, err, sizeof err))) {
+		VR_ERROR("%s", err);
+		return 2;
+	}
+	if (token_buf)
+		featured_token = token_buf;
 	code = vr_daemon_open(&d);
 	if (!code) {
 		vr_channel_opts copts = { .tls_root_file = featured_ca, .token = featured_token,
@@ -60,6 +79,7 @@ int main(int argc, char **argv)
 			code = 1;
 		}
 	}
+	free(token_buf); /* the channel keeps its own copy */
 	if (!code) {
 		svc.store = d.store;
 		if (rk_service_open(&svc, err, sizeof err)) {

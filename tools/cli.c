@@ -19,8 +19,11 @@ void cli_global_flags(cli *c, vr_flag out[CLI_GLOBAL_FLAGS])
 		  "HOST:PORT of featured", 0 },
 		{ "rankd", "VISREC_RANKD", VR_FLAG_STRING, &c->rankd_addr, "127.0.0.1:50052",
 		  "HOST:PORT of rankd", 0 },
+		{ "token-file", "VISREC_TOKEN_FILE", VR_FLAG_STRING, &c->token_file, NULL,
+		  "file holding the admin token for writes and training (the daemons' "
+		  "--admin-token-file), kept off the command line", 0 },
 		{ "token", "VISREC_TOKEN", VR_FLAG_STRING, &c->token, NULL,
-		  "admin token for writes and training (the daemons' --admin-token)", 0 },
+		  "the admin token itself (visible to ps: prefer --token-file)", 0 },
 		{ "tls-ca", "VISREC_TLS_CA", VR_FLAG_STRING, &c->tls_ca, NULL,
 		  "PEM roots to verify the daemons' TLS certificates; unset: plaintext", 0 },
 		{ "json", "VISREC_JSON", VR_FLAG_BOOL, &c->json, "false",
@@ -193,6 +196,15 @@ static const char *service_name(enum cli_service s)
 int cli_channel(cli *c, enum cli_service s, vr_channel **out)
 {
 	vr_channel **ch = s == CLI_FEATURED ? &c->featured : &c->rankd;
+	char err[512];
+	if (c->token_file && c->token && c->token != c->token_buf)
+		return cli_fail(c, service_name(s), "--token and --token-file are both set "
+				"(flags or VISREC_TOKEN*); keep one, the file");
+	if (c->token_file && !c->token_buf) {
+		if (vr_flags_read_secret("token-file", c->token_file, &c->token_buf, err, sizeof err))
+			return cli_fail(c, service_name(s), "%s", err);
+		c->token = c->token_buf;
+	}
 	if (!*ch) {
 		/* Replies (GetVectors chunks, big Evaluate tables) may exceed
 		 * core's 4 MiB default; the daemons' own limit is 16 MiB. */
@@ -244,7 +256,8 @@ static const char *hint(const cli *c, enum cli_service s, const vr_status *st, c
 		return "the call ran past its deadline: raise --timeout (seconds) or ask for less";
 	case GRPC_STATUS_UNAUTHENTICATED:
 	case GRPC_STATUS_PERMISSION_DENIED:
-		return "this call needs the daemon's admin token: pass --token T or set VISREC_TOKEN";
+		return "this call needs the daemon's admin token: pass --token-file F (a file holding "
+		       "it) or set VISREC_TOKEN_FILE";
 	case GRPC_STATUS_UNIMPLEMENTED:
 		snprintf(buf, len, "this build of %s does not implement it; use a build that does, or "
 			 "another option", service_name(s));

@@ -27,18 +27,19 @@ enum cli_service { CLI_FEATURED, CLI_RANKD };
 
 typedef struct cli {
 	/* global options (flags or environment) */
-	const char *featured_addr, *rankd_addr, *token, *tls_ca;
+	const char *featured_addr, *rankd_addr, *token, *token_file, *tls_ca;
 	const char *save;   /* also write the JSON output (or error) to this file */
 	int json;
 	double timeout_s;   /* per call; 0 = the command's default */
 	int progress;       /* 1: progress bar (stderr is a tty), 0: plain lines */
 	/* channels, created on first use */
 	vr_channel *featured, *rankd;
+	char *token_buf;    /* the token read from token_file */
 } cli;
 
 /* The global flags, for merging into each command's table: a table of
  * CLI_GLOBAL_FLAGS entries bound to c. */
-#define CLI_GLOBAL_FLAGS 7
+#define CLI_GLOBAL_FLAGS 8
 void cli_global_flags(cli *c, vr_flag out[CLI_GLOBAL_FLAGS]);
 
 /* Parses a command's arguments: argv[0] is the command, the rest are flags
@@ -64,8 +65,9 @@ int cli_take_globals(cli *c, int argc, char **argv, char ***rest, int *nrest);
 /* Reports a usage error ("visrec ingest: ...") and returns CLI_EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* The channel to a service, created on first use. Returns 0, or reports
- * the error and returns CLI_EXIT_FAIL. */
+/* The channel to a service, created on first use (reading --token-file
+ * the first time). Returns 0, or reports the error and returns
+ * CLI_EXIT_FAIL. */
 int cli_channel(cli *c, enum cli_service s, vr_channel **out);
 /* The address of a service, as configured. */
 const char *cli_addr(const cli *c, enum cli_service s);

@@ -111,6 +111,7 @@ int main(int argc, char **argv)
 	int code = cmd->run(&c, n, cargv);
 	vr_channel_destroy(c.featured);
 	vr_channel_destroy(c.rankd);
+	free(c.token_buf);
 	if (cmd->rpc)
 		vr_rpc_shutdown();
 	free(cargv);

@@ -56,6 +56,19 @@ has "save error" '"model":"DVBPR"' "$(cat "$work/train.json")"
 has "save error" '"status":"UNAVAILABLE"' "$(cat "$work/train.json")"
 [ -z "$out" ] || fail "save error: stdout should be empty without --json: $out"
 
+# A token comes from a file only this user can read; a bad one is named
+# before any call.
+printf 'tok-1\n' >"$work/open.token"
+chmod 644 "$work/open.token"
+expect 1 "open token file" -- "$visrec" --rankd $closed --token-file "$work/open.token" eval
+has "open token file" "open to every user of this machine (mode 0644)" "$err"
+printf 'tok-1\n' >"$work/ok.token"
+chmod 600 "$work/ok.token"
+expect 1 "two tokens" -- env VISREC_TOKEN=tok-2 "$visrec" --rankd $closed --token-file "$work/ok.token" eval
+has "two tokens" "--token and --token-file are both set" "$err"
+expect 1 "token file, rankd down" -- "$visrec" --rankd $closed --token-file "$work/ok.token" eval
+has "token file, rankd down" "is rankd running at $closed?" "$err"
+
 # Import: every malformed row named with its line; nothing sent (rankd is
 # not even asked: the check comes first).
 printf 'user,item,timestamp\nu1,i1,1\nu2,i2,later\nu3\n"u4,i4,4\n' >"$work/bad.csv"

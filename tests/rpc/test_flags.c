@@ -1,10 +1,16 @@
 /* Tests of common/flags: types, precedence (default < environment <
- * command line), bool forms, errors, required flags and --help. */
+ * command line), bool forms, errors, required flags and --help; secrets
+ * (tokens) and the files that hold them. */
 #include "err.h"
 #include "flags.h"
 #include "harness.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 struct cfg {
 	const char *listen;
@@ -160,9 +166,85 @@ TEST(help)
 	ASSERT_CONTAINS(buf, "(required)");
 }
 
+TEST(secrets)
+{
+	char err[256], big[VR_SECRET_MAX + 2];
+	ASSERT_OK(vr_flags_check_secret("admin-token", "Ab0-._~+/=", err, sizeof err));
+	ASSERT_EQ_INT(vr_flags_check_secret("admin-token", "", err, sizeof err), VR_EINVAL);
+	ASSERT_CONTAINS(err, "--admin-token is empty");
+	ASSERT_EQ_INT(vr_flags_check_secret("admin-token", "two words", err, sizeof err), VR_EINVAL);
+	ASSERT_CONTAINS(err, "character 4 (byte 0x20)");
+	ASSERT_EQ_INT(vr_flags_check_secret("admin-token", "caf\xc3\xa9", err, sizeof err), VR_EINVAL);
+	memset(big, 'x', sizeof big - 1);
+	big[sizeof big - 1] = 0;
+	ASSERT_EQ_INT(vr_flags_check_secret("admin-token", big, err, sizeof err), VR_EINVAL);
+	ASSERT_CONTAINS(err, "at most 256");
+	big[VR_SECRET_MAX] = 0;
+	ASSERT_OK(vr_flags_check_secret("admin-token", big, err, sizeof err));
+}
+
+/* Reads the file with text and mode through vr_flags_read_secret: its rc,
+ * the secret in out (or ""), the reason in err. */
+static int read_secret(const char *dir, const char *text, size_t len, mode_t mode, char *out,
+		       char *err)
+{
+	char path[128], *got = NULL;
+	snprintf(path, sizeof path, "%s/token", dir);
+	unlink(path);
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	if (fd < 0 || write(fd, text, len) != (ssize_t)len || fchmod(fd, mode))
+		return -1000;
+	close(fd);
+	err[0] = 0;
+	int rc = vr_flags_read_secret("admin-token-file", path, &got, err, 256);
+	snprintf(out, 300, "%s", got ? got : "");
+	free(got);
+	return rc;
+}
+
+TEST(secret_files)
+{
+	char dir[] = "/tmp/vr_flags_test.XXXXXX", out[300], err[256], path[128];
+	ASSERT(mkdtemp(dir));
+	ASSERT_OK(read_secret(dir, "tok-1\n", 6, 0600, out, err));
+	ASSERT_STR_EQ(out, "tok-1");
+	ASSERT_OK(read_secret(dir, "tok-2\r\n", 7, 0400, out, err));
+	ASSERT_STR_EQ(out, "tok-2");
+	ASSERT_OK(read_secret(dir, "tok-3", 5, 0640, out, err));
+	ASSERT_STR_EQ(out, "tok-3");
+	ASSERT_EQ_INT(read_secret(dir, "tok-4\n", 6, 0644, out, err), VR_EINVAL);
+	ASSERT_CONTAINS(err, "open to every user of this machine (mode 0644); chmod 600");
+	ASSERT_STR_EQ(out, "");
+	ASSERT_EQ_INT(read_secret(dir, "tok\n", 4, 0602, out, err), VR_EINVAL);
+	ASSERT_EQ_INT(read_secret(dir, "", 0, 0600, out, err), VR_EINVAL);
+	ASSERT_CONTAINS(err, "is empty");
+	ASSERT_EQ_INT(read_secret(dir, "\n", 1, 0600, out, err), VR_EINVAL);
+	ASSERT_CONTAINS(err, "is empty");
+	ASSERT_EQ_INT(read_secret(dir, "tok\nmore\n", 9, 0600, out, err), VR_EINVAL);
+	ASSERT_CONTAINS(err, "more than one line");
+	ASSERT_EQ_INT(read_secret(dir, "to k\n", 5, 0600, out, err), VR_EINVAL);
+	ASSERT_CONTAINS(err, "cannot travel in a gRPC header");
+	ASSERT_EQ_INT(read_secret(dir, "to\0k\n", 5, 0600, out, err), VR_EINVAL);
+	ASSERT_CONTAINS(err, "NUL");
+	char big[400];
+	memset(big, 'y', sizeof big);
+	ASSERT_EQ_INT(read_secret(dir, big, sizeof big, 0600, out, err), VR_EINVAL);
+	ASSERT_CONTAINS(err, "longer than a token of 256");
+	snprintf(path, sizeof path, "%s/absent", dir);
+	char *got = NULL;
+	ASSERT_EQ_INT(vr_flags_read_secret("admin-token-file", path, &got, err, sizeof err), -ENOENT);
+	ASSERT_CONTAINS(err, "cannot open");
+	ASSERT_EQ_INT(vr_flags_read_secret("admin-token-file", dir, &got, err, sizeof err), VR_EINVAL);
+	ASSERT_CONTAINS(err, "not a regular file");
+	ASSERT(!got);
+	snprintf(path, sizeof path, "%s/token", dir);
+	unlink(path);
+	rmdir(dir);
+}
+
 static const struct vr_test tests[] = {
 	T(defaults), T(every_type_and_form), T(environment_then_command_line),
-	T(errors_name_the_flag), T(required), T(help), { 0 },
+	T(errors_name_the_flag), T(required), T(help), T(secrets), T(secret_files), { 0 },
 };
 
 int main(int argc, char **argv)

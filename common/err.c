@@ -26,6 +26,7 @@ const char *vr_strerror(int rc)
 	case VR_EEOF: return "end of stream";
 	case VR_ESHAPE: return "tensor shape mismatch";
 	case VR_ESTATE: return "invalid state for this operation";
+	case VR_ENOSPACE: return "disk full";
 	}
 	if (rc < 0 && rc > -4096)
 		return strerror(-rc);

@@ -28,6 +28,7 @@ enum {
 	VR_EEOF = -10017,       /* end of a stream (not an error for readers) */
 	VR_ESHAPE = -10018,     /* tensor shapes do not match */
 	VR_ESTATE = -10019,     /* call not valid in the current state */
+	VR_ENOSPACE = -10020,   /* disk full: the file system refused a write */
 };
 
 /* Returns a static, human-readable description of rc (VR_E* or -errno). */

@@ -18,6 +18,14 @@
  * full map grow it once: a grower only grows if the size is still the one
  * its failed transaction saw.
  *
+ * Full disk: LMDB writes a transaction's pages at commit (and may spill
+ * some during a big one) and the file grows as they land beyond its end,
+ * so a full file system fails the commit; LMDB aborts the transaction and
+ * the last committed state stays as it was, on disk and in the map. The
+ * write is answered VR_ENOSPACE naming the directory. LMDB turns a short
+ * write, which is how a full file system usually answers, into EIO; an
+ * EIO counts as a full disk when the file system has under 1 MiB left.
+ *
  * Ownership: the store owns the MDB_env; a vr_txn is a small heap object
  * owned by whoever began it (for writes, vr_store_write on its stack); a
  * cursor is owned by its opener and must be closed before its transaction
@@ -35,10 +43,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 struct vr_store {
 	MDB_env *env;
+	char *dir;
 	size_t max_map_bytes;
 	pthread_mutex_t gate_mu;  /* guards everything below */
 	pthread_cond_t gate_cv;
@@ -88,6 +98,25 @@ static int store_err(int mrc, const char *what)
 	return VR_ESTORE;
 }
 
+/* Whether the file system of dir has (next to) no space left. */
+static int fs_full(const char *dir)
+{
+	struct statvfs sv;
+	return statvfs(dir, &sv) == 0 && (uint64_t)sv.f_bavail * sv.f_frsize < ((uint64_t)1 << 20);
+}
+
+/* store_err for a failure that may come from writing pages to disk. */
+static int write_err(vr_store *st, int mrc, const char *what)
+{
+	if (mrc == ENOSPC || mrc == EDQUOT || (mrc == EIO && fs_full(st->dir))) {
+		snprintf(last_error, sizeof last_error,
+			 "no space left on the file system of %s (%s: %s); free some space there or "
+			 "give it more", st->dir, what, mdb_strerror(mrc));
+		return VR_ENOSPACE;
+	}
+	return store_err(mrc, what);
+}
+
 static void gate_enter(vr_store *st, size_t *map_bytes)
 {
 	pthread_mutex_lock(&st->gate_mu);
@@ -121,7 +150,7 @@ static int grow_map(vr_store *st, size_t seen_bytes, int adopt)
 		goto leave;
 	if (!adopt && st->map_bytes >= st->max_map_bytes) {
 		snprintf(last_error, sizeof last_error,
-			 "map full at %zu bytes, the configured maximum", st->map_bytes);
+			 "map full at %zu bytes, the configured maximum, in %s", st->map_bytes, st->dir);
 		rc = VR_EMAPFULL;
 		goto leave;
 	}
@@ -202,8 +231,10 @@ int vr_store_open(vr_store **out, const char *dir, const vr_store_opts *opts)
 	}
 
 	st = calloc(1, sizeof *st);
-	if (!st)
+	if (!st || !(st->dir = strdup(dir))) {
+		free(st);
 		return VR_ENOMEM;
+	}
 	pthread_mutex_init(&st->gate_mu, NULL);
 	vr_cond_init(&st->gate_cv);
 	st->max_map_bytes = max;
@@ -254,6 +285,7 @@ void vr_store_close(vr_store *st)
 		mdb_env_close(st->env);
 	pthread_cond_destroy(&st->gate_cv);
 	pthread_mutex_destroy(&st->gate_mu);
+	free(st->dir);
 	free(st);
 }
 
@@ -302,7 +334,7 @@ int vr_store_write(vr_store *st, vr_store_write_fn fn, void *arg)
 			mrc = mdb_txn_commit(t.txn);
 			gate_leave(st);
 			if (mrc != MDB_MAP_FULL)
-				return store_err(mrc, "mdb_txn_commit");
+				return write_err(st, mrc, "mdb_txn_commit");
 		}
 		rc = grow_map(st, seen, 0);
 		if (rc)
@@ -372,7 +404,7 @@ static int put_err(vr_txn *txn, int mrc, const char *what)
 {
 	if (mrc == MDB_MAP_FULL)
 		txn->map_full = 1;
-	return store_err(mrc, what);
+	return write_err(txn->st, mrc, what);
 }
 
 int vr_get(vr_txn *txn, vr_dbi db, const void *key, size_t klen,

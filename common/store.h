@@ -15,10 +15,14 @@
  * Errors: VR_E* codes of err.h; LMDB codes are mapped (MDB_NOTFOUND ->
  * VR_ENOTFOUND, MDB_KEYEXIST -> VR_EEXIST, MDB_MAP_FULL -> VR_EMAPFULL after
  * growth failed, MDB_CORRUPTED/MDB_INVALID/MDB_PAGE_NOTFOUND/
- * MDB_VERSION_MISMATCH -> VR_ECORRUPT, system failures LMDB passes through
- * (ENOSPC, EIO, EACCES, ...) -> -errno, anything else -> VR_ESTORE);
- * vr_store_last_error() gives the LMDB text of the last failure on this
- * thread.
+ * MDB_VERSION_MISMATCH -> VR_ECORRUPT, a write the file system refused
+ * for want of space (ENOSPC, EDQUOT, or the EIO LMDB makes of a short
+ * write while the file system is out of space) -> VR_ENOSPACE, other
+ * system failures LMDB passes through (EIO, EACCES, ...) -> -errno,
+ * anything else -> VR_ESTORE); vr_store_last_error() gives the text of the
+ * last failure on this thread, with the store's directory for VR_ENOSPACE
+ * and VR_EMAPFULL. A refused write changes nothing: every write that
+ * returned 0 is still there, also after a crash.
  *
  * A read transaction may end on another thread than the one that began it.
  * A thread holding a read transaction must not call vr_store_write (a map
@@ -67,7 +71,8 @@ unsigned vr_store_grow_count(vr_store *st);
  * (from fn's puts or the commit) the map is doubled (up to max_map_bytes)
  * and fn runs again from scratch, even if fn swallowed the put's
  * VR_EMAPFULL. Returns 0 once the commit is durable, VR_EMAPFULL when the
- * map is at max_map_bytes, or another mapped error. */
+ * map is at max_map_bytes, VR_ENOSPACE when the disk is full, or another
+ * mapped error. */
 typedef int (*vr_store_write_fn)(vr_txn *txn, void *arg);
 int vr_store_write(vr_store *st, vr_store_write_fn fn, void *arg);
 

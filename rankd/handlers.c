@@ -848,7 +848,7 @@ int rk_handle_add_interactions(vr_call *call, void *ctx)
 		return vr_call_error(call, GRPC_STATUS_RESOURCE_EXHAUSTED,
 				     "rankd holds as many users, items or interactions as it can");
 	if (rc)
-		return vr_call_error(call, GRPC_STATUS_INTERNAL, "the interactions could not be stored: %s%s%s",
+		return vr_call_error(call, vr_status_from_rc(rc), "the interactions could not be stored: %s%s%s",
 				     vr_strerror(rc), vr_store_last_error()[0] ? ": " : "", vr_store_last_error());
 	resp.added = (uint32_t)st.added;
 	resp.updated = (uint32_t)st.updated;

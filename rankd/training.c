@@ -230,7 +230,8 @@ static int fetch_vectors(struct rk_train_job *job, struct fetch *f, uint32_t *ve
 	rc = rk_interactions_flush(svc->ix);
 	pthread_rwlock_unlock(&svc->ix_lock);
 	if (rc)
-		return fail(job, GRPC_STATUS_INTERNAL, "cannot store featured's item ids: %s", vr_strerror(rc));
+		return fail(job, vr_status_from_rc(rc), "cannot store featured's item ids: %s%s%s",
+			    vr_strerror(rc), vr_store_last_error()[0] ? ": " : "", vr_store_last_error());
 	if (!f->vectors || !f->dims)
 		return fail(job, GRPC_STATUS_FAILED_PRECONDITION,
 			    "featured at %s holds no item vectors yet; put item images with PutItems "
@@ -302,7 +303,7 @@ static int serve_model(struct rk_train_job *job, rk_model **modelp, const float 
 			      .trained_pairs = pairs };
 	if ((rc = rk_snap_next_version(&svc->snap, &meta.version)) ||
 	    (rc = rk_snap_save(&svc->snap, model, rows, &meta))) {
-		fail(job, GRPC_STATUS_INTERNAL, "cannot store the model snapshot: %s%s%s", vr_strerror(rc),
+		fail(job, vr_status_from_rc(rc), "cannot store the model snapshot: %s%s%s", vr_strerror(rc),
 		     vr_store_last_error()[0] ? ": " : "", vr_store_last_error());
 		goto leave;
 	}

@@ -1,8 +1,11 @@
 /* Integration tests of the featured daemon as a real process (posix_spawn,
  * 127.0.0.1:0), called over gRPC with our C client: ingest and restart,
  * kill -9 during an ingest, chunked GetVectors, Watch, bad input, a full
- * queue, Info, and a new model version re-embedding every item. The small
- * net at small input sizes keeps the whole group within seconds. */
+ * queue, Info, and a new model version re-embedding every item; open
+ * followers that cannot starve writes, the per-address follower limit,
+ * the refusal to serve beyond loopback without a token, the token file,
+ * and a full disk. The small net at small input sizes keeps the whole
+ * group within seconds. */
 #include "fd_test.h"
 #include "harness.h"
 #include "procs.h"
@@ -13,6 +16,8 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,14 +37,17 @@ struct daemon {
 	char data[128];
 };
 
-/* Starts featured on data dir tag-data with the common flags and extra
- * (NULL-terminated), its stderr in tag.N.stderr. */
-static int start(struct daemon *d, const char *tag, const char *const *extra)
+/* Spawns featured on data dir tmpdir/tag-data with the common flags and
+ * extra (NULL-terminated, later flags win), its stderr in tmpdir/B.N.stderr
+ * (B: tag's last path component, so that a tag in a small file system
+ * keeps its log outside). */
+static int spawn(struct daemon *d, const char *tag, const char *const *extra)
 {
 	static int runs;
 	char err[512];
+	const char *base = strrchr(tag, '/') ? strrchr(tag, '/') + 1 : tag;
 	snprintf(d->data, sizeof d->data, "%s/%s-data", tmpdir, tag);
-	snprintf(err, sizeof err, "%s/%s.%d.stderr", tmpdir, tag, ++runs);
+	snprintf(err, sizeof err, "%s/%s.%d.stderr", tmpdir, base, ++runs);
 	const char *argv[48] = { FEATURED_BIN, "--listen", "127.0.0.1:0", "--data", d->data,
 				 "--arch", "small", "--input-size", "32", "--threads", "2" };
 	int argc = 11;
@@ -47,7 +55,13 @@ static int start(struct daemon *d, const char *tag, const char *const *extra)
 		argv[argc++] = *extra;
 	argv[argc] = NULL;
 	unlink(err);
-	if (proc_spawn(&d->p, err, (char *const *)argv))
+	return proc_spawn(&d->p, err, (char *const *)argv);
+}
+
+/* Starts featured (see spawn) and waits for its ready line. */
+static int start(struct daemon *d, const char *tag, const char *const *extra)
+{
+	if (spawn(d, tag, extra))
 		return -1;
 	if (proc_wait_ready(&d->p, "featured", 30000)) {
 		fprintf(stderr, "  featured did not start; see %s\n", d->p.err_path);
@@ -60,15 +74,6 @@ static int start(struct daemon *d, const char *tag, const char *const *extra)
 static int stop(struct daemon *d)
 {
 	return d->p.pid > 0 ? proc_stop(&d->p, 10000) : -1;
-}
-
-static void kill9(struct daemon *d)
-{
-	kill(d->p.pid, SIGKILL);
-	waitpid(d->p.pid, NULL, 0);
-	close(d->p.out);
-	d->p.pid = -1;
-	d->p.out = -1;
 }
 
 /* The daemon's stderr so far (static buffer). */
@@ -85,12 +90,39 @@ static const char *stderr_of(const struct daemon *d)
 	return buf;
 }
 
+/* Runs featured with extra expecting it to refuse to start: its exit
+ * code (-1 when it did not exit within 10 s; it is then killed). */
+static int start_fails(struct daemon *d, const char *tag, const char *const *extra)
+{
+	if (spawn(d, tag, extra))
+		return -1;
+	int status = -1;
+	for (int64_t end = procs_now_ms() + 10000; procs_now_ms() < end; usleep(10000))
+		if (waitpid(d->p.pid, &status, WNOHANG) == d->p.pid) {
+			close(d->p.out);
+			d->p.pid = -1;
+			return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+		}
+	proc_stop(&d->p, 1000);
+	return -1;
+}
+
+/* A channel to the daemon's port on 127.0.0.1 (it may listen on any
+ * address), sending token (NULL: none) with every call. */
+static vr_channel *channel_token(const struct daemon *d, const char *token)
+{
+	char addr[80];
+	const char *colon = strrchr(d->p.addr, ':');
+	snprintf(addr, sizeof addr, "127.0.0.1%s", colon ? colon : ":0");
+	vr_channel *ch = NULL;
+	vr_channel_opts o = { .max_message_bytes = 64 << 20, .token = token };
+	vr_channel_create(&ch, addr, &o);
+	return ch;
+}
+
 static vr_channel *channel(const struct daemon *d)
 {
-	vr_channel *ch = NULL;
-	vr_channel_opts o = { .max_message_bytes = 64 << 20 };
-	vr_channel_create(&ch, d->p.addr, &o);
-	return ch;
+	return channel_token(d, NULL);
 }
 
 /* ---- items and calls --------------------------------------------------------- */
@@ -390,6 +422,31 @@ TEST(ingest_restart_same_vectors)
 	free_items(it, N_RESTART);
 }
 
+/* How many of the n items are absent from the stopped daemon's data
+ * directory, or there with other image bytes (read straight from its
+ * LMDB environment); -1 when it cannot be opened. */
+static int images_differ(const char *data, const struct item *it, int n)
+{
+	vr_store *store = NULL;
+	fd_fstore *fs = NULL;
+	vr_txn *txn = NULL;
+	int bad = -1;
+	if (vr_store_open(&store, data, NULL) || fd_fstore_open(&fs, store) ||
+	    vr_store_read_begin(store, &txn))
+		goto leave;
+	bad = 0;
+	for (int i = 0; i < n; i++) {
+		fd_item item;
+		bad += fd_fstore_item_get(fs, txn, it[i].id, &item) || item.image_len != it[i].len ||
+		       memcmp(item.image, it[i].jpeg, it[i].len);
+	}
+leave:
+	vr_store_read_end(txn);
+	fd_fstore_close(fs);
+	vr_store_close(store);
+	return bad;
+}
+
 #define N_KILL 600
 #define PER_CALL 10
 
@@ -439,7 +496,7 @@ TEST(kill9_keeps_every_acked_item)
 		if (n >= 100)
 			break;
 	}
-	kill9(&d);
+	proc_kill9(&d.p);
 	pthread_join(t, NULL);
 	vr_channel_destroy(ing.ch);
 	int acked = ing.nacked;
@@ -470,25 +527,7 @@ TEST(kill9_keeps_every_acked_item)
 	ASSERT_EQ_INT(v.n, acked);
 	ASSERT(all.n >= acked); /* committed but unacked items may be there too */
 	ASSERT_EQ_INT(check_vectors(&d, &m, acked_items, acked, &v), 0);
-
-	/* The images, byte for byte, straight from the LMDB environment. */
-	vr_store *store = NULL;
-	fd_fstore *fs = NULL;
-	vr_txn *txn = NULL;
-	int bad = 0;
-	ASSERT_OK(vr_store_open(&store, d.data, NULL));
-	ASSERT_OK(fd_fstore_open(&fs, store));
-	ASSERT_OK(vr_store_read_begin(store, &txn));
-	for (int i = 0; i < acked; i++) {
-		fd_item item;
-		const struct item *want = &acked_items[i];
-		bad += fd_fstore_item_get(fs, txn, want->id, &item) || item.image_len != want->len ||
-		       memcmp(item.image, want->jpeg, want->len);
-	}
-	vr_store_read_end(txn);
-	fd_fstore_close(fs);
-	vr_store_close(store);
-	ASSERT_EQ_INT(bad, 0);
+	ASSERT_EQ_INT(images_differ(d.data, acked_items, acked), 0);
 	free(ids);
 	vecs_free(&v);
 	vecs_free(&all);
@@ -789,10 +828,360 @@ TEST(full_queue_resource_exhausted)
 	fd_jpeg_free(flood.jpeg);
 }
 
+/* ---- followers ------------------------------------------------------------ */
+
+/* Opens Watch(after_seq 0, no vectors) and waits for its first change,
+ * which shows featured admitted it. 0, or the status in st. */
+static int watch_open(vr_channel *ch, vr_ccall **out, vr_status *st)
+{
+	Visrec__V1__WatchRequest req = VISREC__V1__WATCH_REQUEST__INIT;
+	ProtobufCMessage *m = NULL;
+	vr_ccall *cc = NULL;
+	*out = NULL;
+	int rc = vr_ccall_start(&cc, ch, WATCH, &visrec__v1__item_change__descriptor, 120000, NULL);
+	if (rc)
+		return rc;
+	if (!(rc = vr_ccall_send(cc, &req.base)) && !(rc = vr_ccall_close_send(cc)))
+		rc = vr_ccall_recv(cc, &m);
+	if (m)
+		protobuf_c_message_free_unpacked(m, NULL);
+	if (rc) {
+		/* The status says why the stream ended (a refusal ends it
+		 * before any message). */
+		if (rc != VR_EEOF && rc != VR_ERPC)
+			vr_ccall_cancel(cc);
+		return vr_ccall_finish(cc, st) ? VR_ERPC : rc;
+	}
+	*out = cc;
+	return 0;
+}
+
+static void watch_close(vr_ccall *cc)
+{
+	if (!cc)
+		return;
+	vr_ccall_cancel(cc);
+	vr_ccall_finish(cc, NULL);
+}
+
+#define N_FOLLOW 200
+
+/* 200 idle Watch streams (more than the 64 calls of every other kind a
+ * server takes by default) leave writes and reads served; one more is
+ * refused, naming the limit. */
+TEST(followers_cannot_starve_writes)
+{
+	static struct item it[2];
+	static vr_ccall *cc[N_FOLLOW];
+	struct daemon d;
+	const char *extra[] = { "--max-followers", "200", "--max-followers-per-peer", "200",
+				"--max-streams", "4", "--max-admin-streams", "4", NULL };
+	make_items(it, 2, "s", 4000);
+	ASSERT_OK(start(&d, "starve", extra));
+	vr_channel *ch = channel(&d);
+	ASSERT_OK(put_all_ok(ch, it, 1));
+	int opened = 0;
+	vr_status st = { 0 }, over = { 0 }, gst = { 0 };
+	while (opened < N_FOLLOW && !watch_open(ch, &cc[opened], &st))
+		opened++;
+	vr_ccall *extra_cc = NULL;
+	int over_rc = watch_open(ch, &extra_cc, &over);
+	int put = put_all_ok(ch, it + 1, 1);
+	struct vecs v;
+	int gv = get_vectors(ch, 1, NULL, 0, 0, 0, &v, &gst);
+	/* Every follower is live: each sees the new item. */
+	int live = 0;
+	for (int i = 0; i < opened; i++) {
+		ProtobufCMessage *m = NULL;
+		if (!vr_ccall_recv(cc[i], &m) && ((Visrec__V1__ItemChange *)m)->seq == 2)
+			live++;
+		if (m)
+			protobuf_c_message_free_unpacked(m, NULL);
+	}
+	for (int i = 0; i < opened; i++)
+		watch_close(cc[i]);
+	watch_close(extra_cc);
+	vr_channel_destroy(ch);
+	ASSERT_EQ_INT(stop(&d), 0);
+	ASSERT_MSG(opened == N_FOLLOW, "only %d Watch streams were admitted: %s %s", opened,
+		   vr_status_name(st.code), st.message);
+	ASSERT_EQ_INT(over_rc, VR_ERPC);
+	ASSERT_EQ_INT(over.code, GRPC_STATUS_RESOURCE_EXHAUSTED);
+	ASSERT_CONTAINS(over.message, "too many followers");
+	ASSERT_CONTAINS(over.message, "--max-followers");
+	ASSERT_OK(put);
+	ASSERT_MSG(gv == 0, "GetVectors failed: %s %s", vr_status_name(gst.code), gst.message);
+	ASSERT_EQ_INT(v.n, 2);
+	ASSERT_EQ_INT(live, N_FOLLOW);
+	vecs_free(&v);
+	free_items(it, 2);
+}
+
+/* One client address holds at most --max-followers-per-peer feeds; a
+ * closed one frees its place. */
+TEST(followers_per_peer_limit)
+{
+	static struct item it[1];
+	vr_ccall *cc[4] = { 0 };
+	struct daemon d;
+	const char *extra[] = { "--max-followers-per-peer", "3", NULL };
+	make_items(it, 1, "p", 4100);
+	ASSERT_OK(start(&d, "peer", extra));
+	vr_channel *ch = channel(&d);
+	ASSERT_OK(put_all_ok(ch, it, 1));
+	vr_status st = { 0 }, over = { 0 };
+	int opened = 0;
+	while (opened < 3 && !watch_open(ch, &cc[opened], &st))
+		opened++;
+	int over_rc = watch_open(ch, &cc[3], &over);
+	/* Once one closes, featured takes another (its thread ends a moment
+	 * after the cancellation reaches it). */
+	watch_close(cc[0]);
+	cc[0] = NULL;
+	int again = -1;
+	for (int64_t end = procs_now_ms() + 10000; again && procs_now_ms() < end; usleep(20000))
+		again = watch_open(ch, &cc[0], &st);
+	for (int i = 0; i < 4; i++)
+		watch_close(cc[i]);
+	vr_channel_destroy(ch);
+	ASSERT_EQ_INT(stop(&d), 0);
+	ASSERT_EQ_INT(opened, 3);
+	ASSERT_EQ_INT(over_rc, VR_ERPC);
+	ASSERT_EQ_INT(over.code, GRPC_STATUS_RESOURCE_EXHAUSTED);
+	ASSERT_CONTAINS(over.message, "too many followers from ipv4:127.0.0.1");
+	ASSERT_CONTAINS(over.message, "--max-followers-per-peer");
+	ASSERT_OK(again);
+	free_items(it, 1);
+}
+
+/* ---- safe by default ------------------------------------------------------- */
+
+TEST(refuses_public_listen_without_token)
+{
+	struct daemon d;
+	char tok[256], open_tok[256], empty_tok[256];
+	snprintf(tok, sizeof tok, "%s/ok.token", tmpdir);
+	snprintf(open_tok, sizeof open_tok, "%s/open.token", tmpdir);
+	snprintf(empty_tok, sizeof empty_tok, "%s/empty.token", tmpdir);
+	ASSERT_OK(procs_write_file(tok, "tok-123\n", 0600));
+	ASSERT_OK(procs_write_file(open_tok, "tok-123\n", 0644));
+	ASSERT_OK(procs_write_file(empty_tok, "\n", 0600));
+
+	const char *bare[] = { "--listen", "0.0.0.0:0", NULL };
+	ASSERT_EQ_INT(start_fails(&d, "public", bare), 2);
+	const char *err = stderr_of(&d);
+	ASSERT_CONTAINS(err, "refusing to listen on 0.0.0.0:0 without an admin token");
+	ASSERT_CONTAINS(err, "--admin-token-file");
+	ASSERT_CONTAINS(err, "--insecure");
+
+	const char *v6[] = { "--listen", "[::]:0", NULL };
+	ASSERT_EQ_INT(start_fails(&d, "public", v6), 2);
+	ASSERT_CONTAINS(stderr_of(&d), "refusing to listen on [::]:0");
+
+	const char *world[] = { "--listen", "0.0.0.0:0", "--admin-token-file", open_tok, NULL };
+	ASSERT_EQ_INT(start_fails(&d, "public", world), 2);
+	ASSERT_CONTAINS(stderr_of(&d), "open to every user of this machine (mode 0644)");
+	ASSERT_CONTAINS(stderr_of(&d), "chmod 600");
+
+	const char *empty[] = { "--admin-token-file", empty_tok, NULL };
+	ASSERT_EQ_INT(start_fails(&d, "public", empty), 2);
+	ASSERT_CONTAINS(stderr_of(&d), "is empty");
+
+	const char *missing[] = { "--admin-token-file", "/nonexistent/visrec.token", NULL };
+	ASSERT_EQ_INT(start_fails(&d, "public", missing), 2);
+	ASSERT_CONTAINS(stderr_of(&d), "cannot open /nonexistent/visrec.token");
+
+	const char *both[] = { "--admin-token-file", tok, "--admin-token", "tok-123", NULL };
+	ASSERT_EQ_INT(start_fails(&d, "public", both), 2);
+	ASSERT_CONTAINS(stderr_of(&d), "keep one");
+
+	/* The explicit opt-out starts, and says what it means. */
+	const char *insecure[] = { "--listen", "0.0.0.0:0", "--insecure", NULL };
+	ASSERT_OK(start(&d, "public", insecure));
+	vr_channel *ch = channel(&d);
+	Visrec__V1__FeaturedInfoResponse *inf = info(ch);
+	vr_channel_destroy(ch);
+	ASSERT_EQ_INT(stop(&d), 0);
+	ASSERT(inf);
+	protobuf_c_message_free_unpacked(&inf->base, NULL);
+	ASSERT_CONTAINS(stderr_of(&d), "--insecure: serving 0.0.0.0:0 with no admin token");
+
+	/* Loopback needs neither. */
+	const char *loop[] = { "--listen", "127.0.0.2:0", NULL };
+	ASSERT_OK(start(&d, "public", loop));
+	ASSERT_EQ_INT(stop(&d), 0);
+}
+
+/* With --admin-token-file, writes and the change feed need the token;
+ * reads stay open. */
+TEST(admin_token_file_guards_writes_and_feed)
+{
+	static struct item it[2];
+	struct daemon d;
+	char tok[256];
+	snprintf(tok, sizeof tok, "%s/admin.token", tmpdir);
+	ASSERT_OK(procs_write_file(tok, "s3cret-T0ken_x\r\n", 0600));
+	make_items(it, 2, "t", 4200);
+	const char *extra[] = { "--listen", "0.0.0.0:0", "--admin-token-file", tok, NULL };
+	ASSERT_OK(start(&d, "token", extra));
+	vr_channel *anon = channel(&d), *wrong = channel_token(&d, "s3cret-T0ken_y"),
+		   *admin = channel_token(&d, "s3cret-T0ken_x");
+	Visrec__V1__PutItemsResponse *r = NULL;
+	vr_status st_anon = { 0 }, st_wrong = { 0 }, st_watch = { 0 }, st_gv = { 0 };
+	int put_anon = put_items(anon, it, 1, &r, &st_anon);
+	if (r)
+		protobuf_c_message_free_unpacked(&r->base, NULL);
+	r = NULL;
+	int put_wrong = put_items(wrong, it, 1, &r, &st_wrong);
+	if (r)
+		protobuf_c_message_free_unpacked(&r->base, NULL);
+	int put_admin = put_all_ok(admin, it, 2);
+	vr_ccall *cc = NULL;
+	int watch_anon = watch_open(anon, &cc, &st_watch);
+	watch_close(cc);
+	cc = NULL;
+	int watch_admin = watch_open(admin, &cc, NULL);
+	watch_close(cc);
+	struct vecs v;
+	int gv = get_vectors(anon, 1, NULL, 0, 0, 0, &v, &st_gv);
+	vr_channel_destroy(anon);
+	vr_channel_destroy(wrong);
+	vr_channel_destroy(admin);
+	ASSERT_EQ_INT(stop(&d), 0);
+	ASSERT_CONTAINS(stderr_of(&d), "plaintext");
+	ASSERT(put_anon != 0);
+	ASSERT_EQ_INT(st_anon.code, GRPC_STATUS_UNAUTHENTICATED);
+	ASSERT_CONTAINS(st_anon.message, "needs the admin token");
+	ASSERT(put_wrong != 0);
+	ASSERT_EQ_INT(st_wrong.code, GRPC_STATUS_UNAUTHENTICATED);
+	ASSERT_CONTAINS(st_wrong.message, "not valid");
+	ASSERT_OK(put_admin);
+	ASSERT_EQ_INT(watch_anon, VR_ERPC);
+	ASSERT_EQ_INT(st_watch.code, GRPC_STATUS_UNAUTHENTICATED);
+	ASSERT_OK(watch_admin);
+	ASSERT_MSG(gv == 0, "GetVectors: %s %s", vr_status_name(st_gv.code), st_gv.message);
+	ASSERT_EQ_INT(v.n, 2);
+	vecs_free(&v);
+	free_items(it, 2);
+}
+
+/* ---- a full disk --------------------------------------------------------- */
+
+/* Items of noise, about 120 KB of JPEG each, to fill a disk quickly. */
+static void make_noise_items(struct item *it, int n, const char *prefix)
+{
+	enum { S = 200 };
+	static uint8_t px[S * S * 3];
+	uint64_t x = 88172645463325252ull;
+	for (int i = 0; i < n; i++) {
+		for (size_t k = 0; k < sizeof px; k++) {
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+			px[k] = (uint8_t)x;
+		}
+		snprintf(it[i].id, sizeof it[i].id, "%s%04d", prefix, i);
+		it[i].jpeg = NULL;
+		fd_encode_jpeg(px, S, S, FD_PIX_RGB, FD_SUBSAMP_444, 95, &it[i].jpeg, &it[i].len);
+		it[i].owned = 1;
+	}
+}
+
+#define N_DISK 160
+
+/* Fills a small file system through PutItems: the writes it cannot take
+ * are refused RESOURCE_EXHAUSTED naming the disk and the directory, and
+ * after kill -9 and a restart on the still full disk every acknowledged
+ * item is there. */
+TEST(full_disk_keeps_every_acked_item)
+{
+	static struct item it[N_DISK];
+	static struct item acked_items[N_DISK];
+	char disk[128], why[256];
+	snprintf(disk, sizeof disk, "%s/disk", tmpdir);
+	if (procs_tmpfs(disk, "6m", why, sizeof why))
+		SKIP("%s; run as root where mounts are allowed", why);
+	struct daemon d;
+	make_noise_items(it, N_DISK, "full");
+	int started = !start(&d, "disk/fd", NULL);
+	vr_channel *ch = started ? channel(&d) : NULL;
+	int acked = 0, refused = 0, other = 0, calls = 0;
+	char refusal[512] = "";
+	/* Four items per call, on until three calls in a row stored nothing. */
+	for (int i = 0, dry = 0; ch && i + 4 <= N_DISK && dry < 3; i += 4, calls++) {
+		Visrec__V1__PutItemsResponse *r = NULL;
+		vr_status st;
+		if (put_items(ch, it + i, 4, &r, &st)) {
+			snprintf(refusal, sizeof refusal, "PutItems failed: %s %s", vr_status_name(st.code),
+				 st.message);
+			other++;
+			break;
+		}
+		int stored = 0;
+		for (size_t k = 0; k < r->n_items; k++) {
+			const Visrec__V1__ItemStatus *s = r->items[k];
+			if (!s->code) {
+				acked_items[acked++] = it[i + (int)k];
+				stored++;
+			} else if (s->code == GRPC_STATUS_RESOURCE_EXHAUSTED) {
+				refused++;
+				snprintf(refusal, sizeof refusal, "%s", s->message);
+			} else {
+				other++;
+				snprintf(refusal, sizeof refusal, "%s: %s", vr_status_name((int)s->code),
+					 s->message);
+			}
+		}
+		dry = stored ? 0 : dry + 1;
+		protobuf_c_message_free_unpacked(&r->base, NULL);
+	}
+	vr_channel_destroy(ch);
+	if (started)
+		proc_kill9(&d.p);
+	for (int i = 0; i < acked; i++)
+		acked_items[i].owned = 0;
+
+	/* Restarted on the same full disk: every acknowledged item. */
+	int restarted = started && !start(&d, "disk/fd", NULL);
+	const char **ids = malloc(sizeof(char *) * (size_t)(acked ? acked : 1));
+	for (int i = 0; i < acked; i++)
+		ids[i] = acked_items[i].id;
+	struct vecs v = { 0 };
+	vr_status st = { 0 };
+	int gv = -1;
+	if (restarted) {
+		ch = channel(&d);
+		gv = get_vectors(ch, 0, ids, acked, 0, 0, &v, &st);
+		vr_channel_destroy(ch);
+		stop(&d);
+	}
+	int differ = restarted ? images_differ(d.data, acked_items, acked) : -1;
+	umount2(disk, MNT_DETACH);
+	fprintf(stderr, "  %d items stored and %d refused in %d calls; the last refusal: %s\n", acked,
+		refused, calls, refusal);
+	free(ids);
+	free_items(it, N_DISK);
+	ASSERT_MSG(started, "featured did not start on the small disk");
+	ASSERT_MSG(acked >= 4 && refused >= 4, "%d items stored, %d refused for space in %d calls",
+		   acked, refused, calls);
+	ASSERT_MSG(!other, "an unexpected failure: %s", refusal);
+	ASSERT_CONTAINS(refusal, "disk full");
+	ASSERT_CONTAINS(refusal, disk);
+	ASSERT_MSG(restarted, "featured did not restart on the full disk; see %s", d.p.err_path);
+	ASSERT_MSG(gv == 0, "GetVectors after the restart: %s %s", vr_status_name(st.code), st.message);
+	ASSERT_EQ_INT(v.nmissing, 0);
+	ASSERT_EQ_INT(v.n, acked);
+	ASSERT_EQ_INT(differ, 0);
+	vecs_free(&v);
+}
+
 static const struct vr_test tests[] = {
 	T(ingest_restart_same_vectors), T(kill9_keeps_every_acked_item),
 	T(get_vectors_chunked_with_missing), T(watch_live_and_replay),
-	T(bad_input_refused_with_reasons), T(full_queue_resource_exhausted), { 0 },
+	T(bad_input_refused_with_reasons), T(full_queue_resource_exhausted),
+	T(followers_cannot_starve_writes), T(followers_per_peer_limit),
+	T(refuses_public_listen_without_token), T(admin_token_file_guards_writes_and_feed),
+	T(full_disk_keeps_every_acked_item), { 0 },
 };
 
 int main(int argc, char **argv)

@@ -14,7 +14,9 @@
  * followed again after featured restarts, and the snapshot (new items
  * included) served after a restart of rankd while featured is down; items a
  * user interacts with after the last Train excluded at once, through a
- * Train that runs meanwhile and across restarts. */
+ * Train that runs meanwhile and across restarts; an idle pair using no
+ * CPU, before and after an ingest and a Train; the pair with tokens; and
+ * a full disk under rankd. */
 #include "decode.h"
 #include "err.h"
 #include "harness.h"
@@ -23,10 +25,12 @@
 #include "visrec/v1/featured.pb-c.h"
 #include "visrec/v1/rankd.pb-c.h"
 
+#include <fcntl.h>
 #include <ftw.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 
 #define USERS 100
@@ -238,30 +242,59 @@ static void *train_thread(void *arg)
 
 /* ---- daemons ------------------------------------------------------------------- */
 
-static int start_rankd(struct proc *p, const char *tag, const char *featured)
+/* Spawns argv0 with its fixed arguments, then extra (NULL-terminated, may
+ * be NULL; later flags win), and waits for its ready line. The stderr
+ * goes to tmpdir/B.stderr, B the last path component of tag. */
+static int start_with(struct proc *p, const char *name, const char *tag, char **fixed,
+		      const char *const *extra)
 {
-	char data[128], err[128];
+	char err[160];
+	const char *argv[40];
+	int argc = 0;
+	const char *base = strrchr(tag, '/') ? strrchr(tag, '/') + 1 : tag;
+	snprintf(err, sizeof err, "%s/%s.stderr", tmpdir, base);
+	for (; *fixed && argc < 20; fixed++)
+		argv[argc++] = *fixed;
+	for (; extra && *extra && argc < 38; extra++)
+		argv[argc++] = *extra;
+	argv[argc] = NULL;
+	if (proc_spawn(p, err, (char *const *)argv))
+		return -1;
+	return proc_wait_ready(p, name, 20000);
+}
+
+/* rankd on data directory tmpdir/tag-data, following featured when it is
+ * not NULL, with extra flags. */
+static int start_rankd_with(struct proc *p, const char *tag, const char *featured,
+			    const char *const *extra)
+{
+	char data[128];
 	snprintf(data, sizeof data, "%s/%s-data", tmpdir, tag);
-	snprintf(err, sizeof err, "%s/%s.stderr", tmpdir, tag);
 	char *argv[] = { RANKD_BIN, "--listen", "127.0.0.1:0", "--data", data, "--threads", "2",
 			 "--featured", (char *)(featured ? featured : "127.0.0.1:9"),
 			 featured ? "--follow-featured=true" : "--follow-featured=false", NULL };
-	if (proc_spawn(p, err, argv))
-		return -1;
-	return proc_wait_ready(p, "rankd", 20000);
+	return start_with(p, "rankd", tag, argv, extra);
+}
+
+static int start_rankd(struct proc *p, const char *tag, const char *featured)
+{
+	return start_rankd_with(p, tag, featured, NULL);
 }
 
 /* featured on listen (NULL: a free port); tag names its data directory. */
-static int start_featured(struct proc *p, const char *tag, const char *listen)
+static int start_featured_with(struct proc *p, const char *tag, const char *listen,
+			       const char *const *extra)
 {
-	char data[128], err[128], addr[64];
+	char data[128], addr[64];
 	snprintf(data, sizeof data, "%s/%s-data", tmpdir, tag);
-	snprintf(err, sizeof err, "%s/%s.stderr", tmpdir, tag);
 	snprintf(addr, sizeof addr, "%s", listen ? listen : "127.0.0.1:0");
 	char *argv[] = { FEATURED_BIN, "--listen", addr, "--data", data, "--threads", "2", NULL };
-	if (proc_spawn(p, err, argv))
-		return -1;
-	return proc_wait_ready(p, "featured", 20000);
+	return start_with(p, "featured", tag, argv, extra);
+}
+
+static int start_featured(struct proc *p, const char *tag, const char *listen)
+{
+	return start_featured_with(p, tag, listen, NULL);
 }
 
 /* A rankd with the data set stored and a BPR model trained on it. */
@@ -1038,28 +1071,13 @@ static int put_items(vr_channel *ch, int from, int to, const char *id, uint64_t 
 	return rc ? rc : frc;
 }
 
-TEST(vbpr_with_featured_ranks_new_items_cold)
+/* Users of group g take 6 of the 30 warm items of group g (the items of
+ * put_items); seen marks them. */
+static int add_visual_data(vr_channel *ch, unsigned char seen[VUSERS][VITEMS])
 {
-	struct proc f, r;
-	vr_channel *fch = NULL, *ch = NULL;
-	uint64_t seq = 0, fresh_seq = 0;
-	vr_status st;
-	if (start_featured(&f, "f5", NULL))
-		FAIL_("featured did not start");
-	vr_channel_create(&fch, f.addr, NULL);
-	int put = put_items(fch, 0, VITEMS, NULL, &seq, &st);
-	if (put) {
-		vr_channel_destroy(fch);
-		proc_stop(&f, 5000);
-		FAIL_("PutItems failed (rc %d): %s \"%s\"", put, vr_status_name(st.code), st.message);
-	}
-	ASSERT_OK(start_rankd(&r, "r5", f.addr));
-	vr_channel_create(&ch, r.addr, NULL);
-	/* Users of group g take 6 of the 30 warm items of group g. */
 	static Visrec__V1__Interaction rows[VUSERS * 6], *ptrs[VUSERS * 6];
 	static char ids[VUSERS * 6][2][16];
 	int n = 0;
-	unsigned char seen[VUSERS][VITEMS] = { { 0 } };
 	uint64_t rs = 5;
 	for (int u = 0; u < VUSERS; u++)
 		for (int j = 0; j < 6;) {
@@ -1081,9 +1099,31 @@ TEST(vbpr_with_featured_ranks_new_items_cold)
 	add.n_interactions = (size_t)n;
 	add.interactions = ptrs;
 	void *resp = NULL;
-	vr_status s_add;
-	unary(ch, "AddInteractions", &add.base, &visrec__v1__add_interactions_response__descriptor, &resp, &s_add);
+	vr_status st;
+	int rc = unary(ch, "AddInteractions", &add.base, &visrec__v1__add_interactions_response__descriptor,
+		       &resp, &st);
 	release(resp);
+	return rc;
+}
+
+/* Waits up to ms for rankd to have applied featured's change seq; the
+ * last change it applied. */
+static uint64_t feed_reaches(vr_channel *ch, uint64_t seq, int ms)
+{
+	uint64_t applied = 0;
+	for (int64_t end = procs_now_ms() + ms; procs_now_ms() < end; usleep(20000)) {
+		Visrec__V1__RankInfoResponse *x = info(ch);
+		applied = x ? x->featured_seq : 0;
+		release(x);
+		if (applied >= seq)
+			break;
+	}
+	return applied;
+}
+
+/* A short VBPR run on featured's vectors. */
+static void train_vbpr(vr_channel *ch, struct train_out *t)
+{
 	Visrec__V1__TrainRequest tr = VISREC__V1__TRAIN_REQUEST__INIT;
 	tr.model = VISREC__V1__MODEL_KIND__VBPR;
 	tr.epochs = 3;
@@ -1093,8 +1133,30 @@ TEST(vbpr_with_featured_ranks_new_items_cold)
 	tr.batch_size = 512;
 	tr.threads = 1;
 	tr.seed = 3;
+	train_run(ch, &tr, t);
+}
+
+TEST(vbpr_with_featured_ranks_new_items_cold)
+{
+	struct proc f, r;
+	vr_channel *fch = NULL, *ch = NULL;
+	uint64_t seq = 0, fresh_seq = 0;
+	vr_status st;
+	if (start_featured(&f, "f5", NULL))
+		FAIL_("featured did not start");
+	vr_channel_create(&fch, f.addr, NULL);
+	int put = put_items(fch, 0, VITEMS, NULL, &seq, &st);
+	if (put) {
+		vr_channel_destroy(fch);
+		proc_stop(&f, 5000);
+		FAIL_("PutItems failed (rc %d): %s \"%s\"", put, vr_status_name(st.code), st.message);
+	}
+	ASSERT_OK(start_rankd(&r, "r5", f.addr));
+	vr_channel_create(&ch, r.addr, NULL);
+	unsigned char seen[VUSERS][VITEMS] = { { 0 } };
 	struct train_out t = { 0 };
-	train_run(ch, &tr, &t);
+	int added = add_visual_data(ch, seen);
+	train_vbpr(ch, &t);
 	Visrec__V1__RankInfoResponse *in1 = info(ch);
 	Visrec__V1__RecommendResponse *full = NULL;
 	vr_status s_full;
@@ -1108,16 +1170,7 @@ TEST(vbpr_with_featured_ranks_new_items_cold)
 
 	/* A new image: rankable at once, cold, without retraining. */
 	int put2 = put_items(fch, 7, 8, "fresh-1", &fresh_seq, &st);
-	int64_t end = procs_now_ms() + 15000;
-	uint64_t applied = 0;
-	while (!put2 && procs_now_ms() < end) {
-		Visrec__V1__RankInfoResponse *x = info(ch);
-		applied = x ? x->featured_seq : 0;
-		release(x);
-		if (applied >= fresh_seq)
-			break;
-		usleep(20000);
-	}
+	uint64_t applied = put2 ? 0 : feed_reaches(ch, fresh_seq, 15000);
 	char *cand[] = { "fresh-1", "v001" };
 	Visrec__V1__RecommendResponse *with_new = NULL, *full2 = NULL;
 	vr_status s_new, s_full2;
@@ -1137,15 +1190,7 @@ TEST(vbpr_with_featured_ranks_new_items_cold)
 	vr_channel_create(&fch, f.addr, NULL);
 	uint64_t fresh2_seq = 0;
 	int put3 = restarted ? -1 : put_items(fch, 9, 10, "fresh-2", &fresh2_seq, &st);
-	end = procs_now_ms() + 15000;
-	while (!put3 && procs_now_ms() < end) {
-		Visrec__V1__RankInfoResponse *x = info(ch);
-		applied = x ? x->featured_seq : 0;
-		release(x);
-		if (applied >= fresh2_seq)
-			break;
-		usleep(20000);
-	}
+	uint64_t applied2 = put3 ? 0 : feed_reaches(ch, fresh2_seq, 15000);
 	char *cand2[] = { "fresh-2" };
 	Visrec__V1__RecommendResponse *with_new2 = NULL;
 	vr_status s_new2;
@@ -1164,7 +1209,7 @@ TEST(vbpr_with_featured_ranks_new_items_cold)
 	vr_channel_destroy(ch);
 	int s_r2 = proc_stop(&r, 10000);
 
-	ASSERT_OK(s_add.code);
+	ASSERT_OK(added);
 	ASSERT_MSG(t.code == GRPC_STATUS_OK && t.done, "Train: %s \"%s\"", vr_status_name(t.code), t.message);
 	ASSERT(in1 && in1->model == VISREC__V1__MODEL_KIND__VBPR && in1->feature_dims > 0);
 	ASSERT_EQ_INT(in1->items, VITEMS);
@@ -1191,8 +1236,8 @@ TEST(vbpr_with_featured_ranks_new_items_cold)
 	ASSERT_EQ_INT(s_f1, 0);
 	ASSERT_OK(restarted);
 	ASSERT_OK(put3);
-	ASSERT_MSG(applied >= fresh2_seq, "after featured's restart rankd applied its feed to seq %llu, "
-		   "the new item is %llu", (unsigned long long)applied, (unsigned long long)fresh2_seq);
+	ASSERT_MSG(applied2 >= fresh2_seq, "after featured's restart rankd applied its feed to seq %llu, "
+		   "the new item is %llu", (unsigned long long)applied2, (unsigned long long)fresh2_seq);
 	ASSERT_OK(s_new2.code);
 	ASSERT_EQ_INT(with_new2->n_items, 1);
 	ASSERT(with_new2->items[0]->cold);
@@ -1218,6 +1263,233 @@ TEST(vbpr_with_featured_ranks_new_items_cold)
 	release(with_new2);
 }
 
+/* ---- an idle pair ---------------------------------------------------------- */
+
+#define IDLE_MS 10000
+#define IDLE_MAX_MS (IDLE_MS / 50) /* 2% of one core */
+
+/* CPU ms featured (f) and rankd (r) use over IDLE_MS with nothing to do. */
+static void idle_cpu(const struct proc *f, const struct proc *r, int64_t *f_ms, int64_t *r_ms)
+{
+	usleep(500000); /* let the last replies and logs go */
+	int64_t f0 = proc_cpu_ms(f->pid), r0 = proc_cpu_ms(r->pid);
+	usleep(IDLE_MS * 1000);
+	*f_ms = f0 < 0 ? -1 : proc_cpu_ms(f->pid) - f0;
+	*r_ms = r0 < 0 ? -1 : proc_cpu_ms(r->pid) - r0;
+}
+
+/* An idle featured with rankd following its feed, then the same pair
+ * after an ingest drained (rankd applied every change) and after a BPR
+ * and a VBPR Train finished: each uses at most 2% of a core. A feed wait
+ * that spun (a condition variable on another clock than its deadline)
+ * cost featured a whole core here. */
+TEST(idle_pair_uses_no_cpu)
+{
+	struct proc f, r;
+	vr_channel *fch = NULL, *ch = NULL;
+	int64_t f_ms[3] = { -1, -1, -1 }, r_ms[3] = { -1, -1, -1 };
+	uint64_t seq = 0, applied = 0;
+	vr_status st = { 0 };
+	struct train_out bpr = { 0 }, vbpr = { 0 };
+	unsigned char seen[VUSERS][VITEMS] = { { 0 } };
+	ASSERT_OK(start_featured(&f, "f-idle", NULL));
+	if (start_rankd(&r, "r-idle", f.addr)) {
+		proc_stop(&f, 5000);
+		FAIL_("rankd did not start");
+	}
+	vr_channel_create(&fch, f.addr, NULL);
+	vr_channel_create(&ch, r.addr, NULL);
+	idle_cpu(&f, &r, &f_ms[0], &r_ms[0]);
+
+	int put = put_items(fch, 0, VITEMS, NULL, &seq, &st);
+	if (!put)
+		applied = feed_reaches(ch, seq, 30000);
+	idle_cpu(&f, &r, &f_ms[1], &r_ms[1]);
+
+	int added = add_visual_data(ch, seen);
+	Visrec__V1__TrainRequest req;
+	train_req_bpr(&req, 3, 4096);
+	train_run(ch, &req, &bpr);
+	train_vbpr(ch, &vbpr);
+	idle_cpu(&f, &r, &f_ms[2], &r_ms[2]);
+
+	vr_channel_destroy(fch);
+	vr_channel_destroy(ch);
+	int rs = proc_stop(&r, 10000), fs = proc_stop(&f, 10000);
+	fprintf(stderr, "  CPU used in %d s idle, featured / rankd: at start %lld / %lld ms, after the "
+		"ingest %lld / %lld ms, after BPR and VBPR %lld / %lld ms\n", IDLE_MS / 1000,
+		(long long)f_ms[0], (long long)r_ms[0], (long long)f_ms[1], (long long)r_ms[1],
+		(long long)f_ms[2], (long long)r_ms[2]);
+	ASSERT_MSG(!put, "PutItems: %s %s", vr_status_name(st.code), st.message);
+	ASSERT_MSG(applied >= seq, "rankd applied featured's feed to seq %llu of %llu",
+		   (unsigned long long)applied, (unsigned long long)seq);
+	ASSERT_OK(added);
+	ASSERT_MSG(bpr.code == GRPC_STATUS_OK && bpr.done, "BPR: %s", bpr.message);
+	ASSERT_MSG(vbpr.code == GRPC_STATUS_OK && vbpr.done, "VBPR: %s", vbpr.message);
+	for (int k = 0; k < 3; k++) {
+		ASSERT(f_ms[k] >= 0 && r_ms[k] >= 0);
+		ASSERT_MSG(f_ms[k] <= IDLE_MAX_MS, "featured used %lld ms of CPU in %d s idle (phase %d)",
+			   (long long)f_ms[k], IDLE_MS / 1000, k);
+		ASSERT_MSG(r_ms[k] <= IDLE_MAX_MS, "rankd used %lld ms of CPU in %d s idle (phase %d)",
+			   (long long)r_ms[k], IDLE_MS / 1000, k);
+	}
+	ASSERT_EQ_INT(rs, 0);
+	ASSERT_EQ_INT(fs, 0);
+}
+
+/* ---- tokens ------------------------------------------------------------------ */
+
+/* featured and rankd with admin tokens from files, rankd sending
+ * featured's: the feed (which needs featured's token) reaches rankd, and
+ * a rankd without featured's token is refused the feed. */
+TEST(pair_with_tokens_follows_the_feed)
+{
+	struct proc f, r, r2;
+	char ftok[160], rtok[160];
+	snprintf(ftok, sizeof ftok, "%s/featured.token", tmpdir);
+	snprintf(rtok, sizeof rtok, "%s/rankd.token", tmpdir);
+	ASSERT_OK(procs_write_file(ftok, "featured-0123456789abcdef\n", 0600));
+	ASSERT_OK(procs_write_file(rtok, "rankd-fedcba9876543210\n", 0600));
+	const char *fx[] = { "--admin-token-file", ftok, NULL };
+	const char *rx[] = { "--admin-token-file", rtok, "--featured-token-file", ftok, NULL };
+	ASSERT_OK(start_featured_with(&f, "f-tok", NULL, fx));
+	int up = !start_rankd_with(&r, "r-tok", f.addr, rx);
+	int up2 = !start_rankd(&r2, "r-notok", f.addr);
+	vr_channel *fch = NULL, *ch = NULL, *ch_admin = NULL, *ch2 = NULL;
+	vr_channel_opts fo = { .token = "featured-0123456789abcdef" }, ro = { .token = "rankd-fedcba9876543210" };
+	vr_channel_create(&fch, f.addr, &fo);
+	vr_channel_create(&ch, up ? r.addr : "127.0.0.1:9", NULL);
+	vr_channel_create(&ch_admin, up ? r.addr : "127.0.0.1:9", &ro);
+	vr_channel_create(&ch2, up2 ? r2.addr : "127.0.0.1:9", NULL);
+	uint64_t seq = 0;
+	vr_status st = { 0 }, st_anon = { 0 }, st_admin = { 0 };
+	int put = put_items(fch, 0, 2, NULL, &seq, &st);
+	uint64_t applied = put ? 0 : feed_reaches(ch, seq, 15000);
+	uint64_t applied2 = put ? 0 : feed_reaches(ch2, seq, 1000);
+
+	Visrec__V1__Interaction a = VISREC__V1__INTERACTION__INIT, *rows[1] = { &a };
+	a.user_id = "u1";
+	a.item_id = "v000";
+	a.timestamp = 1;
+	Visrec__V1__AddInteractionsRequest add = VISREC__V1__ADD_INTERACTIONS_REQUEST__INIT;
+	add.n_interactions = 1;
+	add.interactions = rows;
+	void *resp = NULL;
+	int add_anon = unary(ch, "AddInteractions", &add.base,
+			     &visrec__v1__add_interactions_response__descriptor, &resp, &st_anon);
+	release(resp);
+	resp = NULL;
+	int add_admin = unary(ch_admin, "AddInteractions", &add.base,
+			      &visrec__v1__add_interactions_response__descriptor, &resp, &st_admin);
+	release(resp);
+	vr_channel_destroy(fch);
+	vr_channel_destroy(ch);
+	vr_channel_destroy(ch_admin);
+	vr_channel_destroy(ch2);
+	if (up2)
+		proc_stop(&r2, 10000);
+	if (up)
+		proc_stop(&r, 10000);
+	proc_stop(&f, 10000);
+	char path[200];
+	snprintf(path, sizeof path, "%s/r-notok.stderr", tmpdir);
+	char *log2 = vr_test_read_file(path, NULL);
+	ASSERT(up && up2);
+	ASSERT_MSG(!put, "PutItems: %s %s", vr_status_name(st.code), st.message);
+	ASSERT_EQ_INT(applied, seq);
+	ASSERT_EQ_INT(applied2, 0);
+	ASSERT_CONTAINS(log2, "UNAUTHENTICATED");
+	free(log2);
+	ASSERT(add_anon != 0);
+	ASSERT_EQ_INT(st_anon.code, GRPC_STATUS_UNAUTHENTICATED);
+	ASSERT_MSG(add_admin == 0, "AddInteractions with the token: %s %s", vr_status_name(st_admin.code),
+		   st_admin.message);
+}
+
+/* ---- a full disk --------------------------------------------------------- */
+
+#define DISK_ROWS 400
+
+/* Fills a small file system through AddInteractions: the calls it cannot
+ * take are refused RESOURCE_EXHAUSTED naming the disk and the directory
+ * and change nothing; after kill -9 and a restart on the still full disk,
+ * rankd holds exactly the acknowledged interactions. */
+TEST(full_disk_keeps_every_acked_interaction)
+{
+	char disk[128], why[256];
+	snprintf(disk, sizeof disk, "%s/disk", tmpdir);
+	if (procs_tmpfs(disk, "4m", why, sizeof why))
+		SKIP("%s; run as root where mounts are allowed", why);
+	static Visrec__V1__Interaction rows[DISK_ROWS], *ptrs[DISK_ROWS];
+	static char ids[DISK_ROWS][2][128];
+	struct proc r;
+	int started = !start_rankd(&r, "disk/rd", NULL);
+	vr_channel *ch = NULL;
+	vr_channel_create(&ch, started ? r.addr : "127.0.0.1:9", NULL);
+	uint64_t acked = 0, live = 0, after = 0;
+	int refused = 0, other = 0, calls = 0;
+	char refusal[512] = "";
+	for (int dry = 0; started && calls < 300 && dry < 3; calls++) {
+		for (int x = 0; x < DISK_ROWS; x++) {
+			int k = calls * DISK_ROWS + x;
+			visrec__v1__interaction__init(&rows[x]);
+			snprintf(ids[x][0], sizeof ids[x][0], "user-%07d-%0100d", k, k);
+			snprintf(ids[x][1], sizeof ids[x][1], "item-%07d-%0100d", k, k);
+			rows[x].user_id = ids[x][0];
+			rows[x].item_id = ids[x][1];
+			rows[x].timestamp = k;
+			ptrs[x] = &rows[x];
+		}
+		Visrec__V1__AddInteractionsRequest add = VISREC__V1__ADD_INTERACTIONS_REQUEST__INIT;
+		add.n_interactions = DISK_ROWS;
+		add.interactions = ptrs;
+		Visrec__V1__AddInteractionsResponse *resp = NULL;
+		vr_status st;
+		if (!unary(ch, "AddInteractions", &add.base,
+			   &visrec__v1__add_interactions_response__descriptor, &resp, &st)) {
+			acked = resp->interactions;
+			dry = 0;
+		} else if (st.code == GRPC_STATUS_RESOURCE_EXHAUSTED) {
+			refused++;
+			dry++;
+			snprintf(refusal, sizeof refusal, "%s", st.message);
+		} else {
+			other++;
+			snprintf(refusal, sizeof refusal, "%s: %s", vr_status_name(st.code), st.message);
+			break;
+		}
+		release(resp);
+	}
+	Visrec__V1__RankInfoResponse *in = started ? info(ch) : NULL;
+	live = in ? in->interactions : 0;
+	release(in);
+	vr_channel_destroy(ch);
+	if (started)
+		proc_kill9(&r);
+
+	int restarted = started && !start_rankd(&r, "disk/rd", NULL);
+	if (restarted) {
+		vr_channel_create(&ch, r.addr, NULL);
+		in = info(ch);
+		after = in ? in->interactions : 0;
+		release(in);
+		vr_channel_destroy(ch);
+		proc_stop(&r, 10000);
+	}
+	umount2(disk, MNT_DETACH);
+	fprintf(stderr, "  %llu interactions stored, %d calls of %d refused; the last refusal: %s\n",
+		(unsigned long long)acked, refused, DISK_ROWS, refusal);
+	ASSERT_MSG(started, "rankd did not start on the small disk");
+	ASSERT_MSG(acked >= DISK_ROWS && refused >= 1, "%llu interactions stored, %d calls refused",
+		   (unsigned long long)acked, refused);
+	ASSERT_MSG(!other, "an unexpected failure: %s", refusal);
+	ASSERT_CONTAINS(refusal, "disk full");
+	ASSERT_CONTAINS(refusal, disk);
+	ASSERT_EQ_INT(live, acked);
+	ASSERT_MSG(restarted, "rankd did not restart on the full disk");
+	ASSERT_EQ_INT(after, acked);
+}
+
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
 	(void)sb;
@@ -1230,7 +1502,8 @@ static const struct vr_test tests[] = {
 	T(refusals_before_training), T(train_bpr_and_recommend), T(restart_serves_the_same_topk),
 	T(serving_during_training_and_cancel), T(vbpr_with_featured_ranks_new_items_cold),
 	T(added_interactions_excluded_at_once), T(added_during_train_stay_excluded),
-	T(added_interactions_excluded_after_restart), { 0 },
+	T(added_interactions_excluded_after_restart), T(idle_pair_uses_no_cpu),
+	T(pair_with_tokens_follows_the_feed), T(full_disk_keeps_every_acked_interaction), { 0 },
 };
 
 int main(int argc, char **argv)

@@ -6,9 +6,9 @@
  * clock. A condition variable made with the default attributes measures
  * CLOCK_REALTIME: a monotonic deadline then lies decades in its past and
  * the wait returns at once, so a loop around it spins (featured's change
- * feed did, one core per follower). Hence: no pthread_cond_init, no
- * clock_gettime for a deadline, and no pthread_cond_timedwait outside this
- * module.
+ * feed did, one core per follower). Hence, in the services, the tools and
+ * common/: no pthread_cond_init, no clock_gettime for a deadline, and no
+ * pthread_cond_timedwait outside this module.
  *
  *   pthread_cond_t cv;  vr_cond_init(&cv);
  *   int64_t until = vr_deadline_ms(500);
@@ -35,7 +35,8 @@ double vr_now_s(void);
 int64_t vr_deadline_ms(int64_t timeout_ms);
 
 /* Initialises cv to wait on CLOCK_MONOTONIC. Every condition variable of
- * the tree is made here, timed or not, so none can be the odd one out. */
+ * the services and libraries is made here, timed or not, so that none can
+ * be the odd one out when a timed wait is added later. */
 void vr_cond_init(pthread_cond_t *cv);
 /* pthread_cond_wait on cv (mu held) until a wake-up or deadline_ms
  * (vr_now_ms scale; VR_FOREVER: no deadline). Returns 0 when woken

@@ -225,7 +225,10 @@ int vr_ccall_start(vr_ccall **out, vr_channel *ch, const char *path,
 int vr_ccall_send(vr_ccall *cc, const ProtobufCMessage *msg);
 int vr_ccall_close_send(vr_ccall *cc);
 int vr_ccall_recv(vr_ccall *cc, ProtobufCMessage **msg);
-/* Cancels the call; any thread may call it while another uses cc. */
+/* Cancels the call; any thread may call it while another uses cc. A
+ * call whose recv already returned VR_EEOF or VR_ERPC has ended: cancelling
+ * it then makes vr_ccall_finish report CANCELLED instead of the server's
+ * status (a refusal's reason would be lost). */
 void vr_ccall_cancel(vr_ccall *cc);
 /* Waits for the server's status (cancel first to abandon a call the
  * server is still serving), fills st (may be NULL), frees cc. Returns 0

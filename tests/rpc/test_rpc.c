@@ -862,7 +862,10 @@ static void make_cert(void)
 
 int main(int argc, char **argv)
 {
-	make_cert();
+	if (vr_test_listing(argc, argv))
+		return vr_test_main(tests, argc, argv);
+	if (vr_test_selected(argc, argv, "tls_roundtrip"))
+		make_cert();
 	vr_rpc_init();
 	vr_health_create(&health);
 	vr_server_opts o = { .listen = "127.0.0.1:0", .threads = 2, .max_message_bytes = 8 * MB,

@@ -7,6 +7,7 @@
 #define VR_TEST_PROCS_H
 
 #include <fcntl.h>
+#include <ftw.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -119,6 +120,21 @@ static inline int proc_stop(struct proc *p, int ms)
 		close(p->out);
 	p->out = -1;
 	return status;
+}
+
+static inline int procs__rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+/* Removes the folder at path and everything in it (a test's scratch
+ * folder with the daemons' data). Returns 0 or -1. */
+static inline int procs_rmtree(const char *path)
+{
+	return nftw(path, procs__rm_entry, 8, FTW_DEPTH | FTW_PHYS);
 }
 
 #endif

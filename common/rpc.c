@@ -148,25 +148,122 @@ int vr__pack(const ProtobufCMessage *m, size_t max, grpc_byte_buffer **out)
 	return *out ? 0 : VR_ENOMEM;
 }
 
+static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+	uint64_t x = 0;
+	for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+		uint8_t b = *(*p)++;
+		x |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80)) {
+			*v = x;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+/* Message fields nest no deeper than this in our protos; deeper bytes are
+ * left unsearched rather than recursed into without end. */
+#define NUL_DEPTH 16
+/* Repeated fields are numbered ("items[3]") among a message's first this
+ * many fields; ours have at most 21. */
+#define NUL_FIELDS 64
+
+/* Searches the wire bytes [p, end) of a d message for a string field that
+ * holds a NUL byte, naming it in path (cap bytes, used of them taken by the
+ * enclosing fields). Returns 1 with *off set, else 0. */
+static int find_nul(const ProtobufCMessageDescriptor *d, const uint8_t *p, const uint8_t *end,
+		    char *path, size_t used, size_t cap, int depth, size_t *off)
+{
+	unsigned seen[NUL_FIELDS] = { 0 };
+	while (p < end) {
+		uint64_t key, n;
+		if (read_varint(&p, end, &key))
+			return 0;
+		switch (key & 7) {
+		case 0:
+			if (read_varint(&p, end, &n))
+				return 0;
+			continue;
+		case 1:
+			if (end - p < 8)
+				return 0;
+			p += 8;
+			continue;
+		case 5:
+			if (end - p < 4)
+				return 0;
+			p += 4;
+			continue;
+		case 2:
+			break;
+		default:
+			return 0;
+		}
+		if (read_varint(&p, end, &n) || n > (uint64_t)(end - p))
+			return 0;
+		const uint8_t *v = p;
+		p += n;
+		const ProtobufCFieldDescriptor *f = key >> 3 <= UINT32_MAX ?
+			protobuf_c_message_descriptor_get_field(d, (unsigned)(key >> 3)) : NULL;
+		if (!f || (f->type != PROTOBUF_C_TYPE_STRING && f->type != PROTOBUF_C_TYPE_MESSAGE))
+			continue;
+		size_t fi = (size_t)(f - d->fields);
+		int w;
+		if (f->label == PROTOBUF_C_LABEL_REPEATED && fi < NUL_FIELDS)
+			w = snprintf(path + used, cap - used, "%s%s[%u]", used ? "." : "", f->name, seen[fi]++);
+		else
+			w = snprintf(path + used, cap - used, "%s%s", used ? "." : "", f->name);
+		size_t at = w < 0 ? used : used + (size_t)w < cap ? used + (size_t)w : cap - 1;
+		if (f->type == PROTOBUF_C_TYPE_STRING) {
+			const uint8_t *z = memchr(v, 0, (size_t)n);
+			if (z) {
+				*off = (size_t)(z - v);
+				return 1;
+			}
+		} else if (depth < NUL_DEPTH &&
+			   find_nul(f->descriptor, v, v + n, path, at, cap, depth + 1, off)) {
+			return 1;
+		}
+		path[used] = 0;
+	}
+	return 0;
+}
+
+/* Unpacks s as a d message; with why, reports a string with a NUL byte. */
+static int unpack_slice(grpc_slice s, const ProtobufCMessageDescriptor *d, ProtobufCMessage **out,
+			char *why, size_t cap)
+{
+	const uint8_t *p = GRPC_SLICE_START_PTR(s);
+	size_t len = GRPC_SLICE_LENGTH(s), off;
+	if (!(*out = protobuf_c_message_unpack(d, NULL, len, p)))
+		return VR_EINVAL;
+	if (why && cap) {
+		char path[200] = "";
+		why[0] = 0;
+		if (find_nul(d, p, p + len, path, 0, sizeof path, 0, &off))
+			snprintf(why, cap, "%s contains a NUL byte at offset %zu", path, off);
+	}
+	return 0;
+}
+
 int vr__unpack(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *d,
-	       ProtobufCMessage **out)
+	       ProtobufCMessage **out, char *why, size_t cap)
 {
 	/* A message that arrived in one slice unpacks in place; others are
 	 * joined (and decompressed) by the reader first. */
 	if (bb->type == GRPC_BB_RAW && bb->data.raw.compression == GRPC_COMPRESS_NONE &&
-	    bb->data.raw.slice_buffer.count == 1) {
-		grpc_slice s = bb->data.raw.slice_buffer.slices[0];
-		*out = protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
-		return *out ? 0 : VR_EINVAL;
-	}
+	    bb->data.raw.slice_buffer.count == 1)
+		return unpack_slice(bb->data.raw.slice_buffer.slices[0], d, out, why, cap);
 	grpc_byte_buffer_reader r;
+	*out = NULL;
 	if (!grpc_byte_buffer_reader_init(&r, bb))
 		return VR_EINVAL;
 	grpc_slice s = grpc_byte_buffer_reader_readall(&r);
 	grpc_byte_buffer_reader_destroy(&r);
-	*out = protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+	int rc = unpack_slice(s, d, out, why, cap);
 	grpc_slice_unref(s);
-	return *out ? 0 : VR_EINVAL;
+	return rc;
 }
 
 gpr_timespec vr__deadline(int64_t ms)

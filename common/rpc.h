@@ -139,9 +139,22 @@ void vr_server_destroy(vr_server *srv);
 const ProtobufCMessage *vr_call_request(vr_call *call);
 /* Reads the next message of a client or bidi stream into *msg (yours).
  * Returns 0, VR_EEOF when the client half-closed, VR_ECANCELLED, or
- * VR_EINVAL for bytes that are no valid request (the call's status
- * message then says so: return the rc from the handler). */
+ * VR_EINVAL for bytes that are no valid request or a string field that
+ * holds a NUL byte (the call's status message then says which: return the
+ * rc from the handler).
+ *
+ * NUL bytes: protobuf-c ends an unpacked string at its first NUL, so a
+ * value like "i5\0evil" would reach a handler as "i5". The layer refuses
+ * such a request (unary and server-streaming ones before the handler runs)
+ * with INVALID_ARGUMENT naming the field, e.g. "interactions[3].user_id
+ * contains a NUL byte at offset 7". So strlen() of a request string is its
+ * length on the wire. */
 int vr_call_read(vr_call *call, ProtobufCMessage **msg);
+/* vr_call_read for a stream that answers each message on its own (PutItems'
+ * per-item statuses): a message with a NUL byte in a string field is
+ * returned too (rc 0) with that reason in why (cap bytes; "" otherwise),
+ * for the handler to refuse that message alone. */
+int vr_call_read_each(vr_call *call, ProtobufCMessage **msg, char *why, size_t cap);
 /* Sends a response. Unary: kept and sent with the status (a second call
  * fails with VR_ESTATE). Streams: sent now; returns when the write is
  * done. Returns 0, VR_ETOOBIG (over the message limit; nothing sent),

@@ -259,7 +259,7 @@ int vr_client_unary(vr_channel *ch, const char *path, const ProtobufCMessage *re
 		rc = VR_ERPC;
 		goto leave;
 	}
-	if (!in || vr__unpack(in, resp_desc, resp)) {
+	if (!in || vr__unpack(in, resp_desc, resp, NULL, 0)) {
 		set_status(st, GRPC_STATUS_INTERNAL, in ? "the response is not a valid message"
 							: "the server sent no response");
 		rc = VR_EINVAL;
@@ -369,7 +369,7 @@ int vr_ccall_recv(vr_ccall *cc, ProtobufCMessage **msg)
 	int rc = ccall_batch(cc, ops, n, 1);
 	if (rc == 0 && !bb)
 		rc = VR_EEOF;
-	if (rc == 0 && vr__unpack(bb, cc->resp_desc, msg))
+	if (rc == 0 && vr__unpack(bb, cc->resp_desc, msg, NULL, 0))
 		rc = VR_EINVAL;
 	if (bb)
 		grpc_byte_buffer_destroy(bb);

@@ -13,9 +13,13 @@
 /* Packs m into a new byte buffer (yours to destroy). VR_ETOOBIG when the
  * packed size is over max, VR_ENOMEM. */
 int vr__pack(const ProtobufCMessage *m, size_t max, grpc_byte_buffer **out);
-/* Unpacks bb as a message of d (yours). VR_EINVAL for bad bytes. */
+/* Unpacks bb as a message of d (yours). VR_EINVAL for bad bytes. With
+ * why (cap bytes), a string field at any depth whose bytes hold a NUL is
+ * named there ("interactions[3].user_id contains a NUL byte at offset 7"),
+ * why[0] = 0 otherwise: protobuf-c ends such a string at the NUL, so what
+ * follows it would vanish unseen. */
 int vr__unpack(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *d,
-	       ProtobufCMessage **out);
+	       ProtobufCMessage **out, char *why, size_t cap);
 /* The absolute monotonic deadline ms from now; 0 or less: none. */
 gpr_timespec vr__deadline(int64_t ms);
 /* Reads a whole file as a NUL-terminated string (yours to free). */

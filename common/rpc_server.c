@@ -567,12 +567,15 @@ static int admit(vr_call *c)
 	if (!c->payload)
 		return vr_call_error(c, GRPC_STATUS_INVALID_ARGUMENT,
 				     "%s expects one request message and got none", name);
-	int rc = vr__unpack(c->payload, m->request, &c->request);
+	char why[256];
+	int rc = vr__unpack(c->payload, m->request, &c->request, why, sizeof why);
 	grpc_byte_buffer_destroy(c->payload);
 	c->payload = NULL;
 	if (rc)
 		return vr_call_error(c, GRPC_STATUS_INVALID_ARGUMENT,
 				     "request is not a valid %s message", m->request->name);
+	if (why[0])
+		return vr_call_error(c, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
 	return GRPC_STATUS_OK;
 }
 
@@ -1079,7 +1082,22 @@ const ProtobufCMessage *vr_call_request(vr_call *c)
 
 int vr_call_read(vr_call *c, ProtobufCMessage **msg)
 {
+	char why[256];
+	int rc = vr_call_read_each(c, msg, why, sizeof why);
+	if (rc == 0 && why[0]) {
+		protobuf_c_message_free_unpacked(*msg, NULL);
+		*msg = NULL;
+		vr_call_error(c, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
+		return VR_EINVAL;
+	}
+	return rc;
+}
+
+int vr_call_read_each(vr_call *c, ProtobufCMessage **msg, char *why, size_t cap)
+{
 	*msg = NULL;
+	if (cap)
+		why[0] = 0;
 	if (c->mt->m.kind != VR_CLIENT_STREAM && c->mt->m.kind != VR_BIDI)
 		return VR_ESTATE;
 	grpc_byte_buffer *bb = NULL;
@@ -1097,7 +1115,7 @@ int vr_call_read(vr_call *c, ProtobufCMessage **msg)
 	}
 	if (!bb)
 		return VR_EEOF;
-	rc = vr__unpack(bb, c->mt->m.request, msg);
+	rc = vr__unpack(bb, c->mt->m.request, msg, why, cap);
 	grpc_byte_buffer_destroy(bb);
 	if (rc)
 		vr_call_error(c, GRPC_STATUS_INVALID_ARGUMENT, "request is not a valid %s message",

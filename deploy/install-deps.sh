@@ -13,8 +13,9 @@ pkgs=(cmake make gcc pkg-config
 if [ "${1:-}" = "--test" ]; then
 	# openssl makes the TLS test certificate; chromium renders the report;
 	# Fashion-MNIST is the real-image option of the data generator;
-	# PyTorch is the independent reference the network parity tests compare with.
-	pkgs+=(openssl chromium dataset-fashion-mnist python3-torch)
+	# PyTorch is the independent reference the network parity tests compare
+	# with, torchvision the ResNet-50 of weights.torch_parity.
+	pkgs+=(openssl chromium dataset-fashion-mnist python3-torch python3-torchvision)
 fi
 
 missing=()

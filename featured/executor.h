@@ -41,7 +41,7 @@ void fd_waiter_destroy(fd_waiter *w);
  * rest (fd_job_init). */
 typedef struct fd_job {
 	/* in */
-	const char *item_id;   /* checked with fd_check_item_id */
+	const char *item_id;   /* checked with vr_id_check (ids.h) */
 	const uint8_t *image;  /* JPEG */
 	size_t image_len;
 	int64_t deadline_ms;   /* vr_now_ms scale (deadline.h); 0: none */

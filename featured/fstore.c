@@ -786,35 +786,3 @@ int fd_fstore_change_next(fd_fstore *fs, vr_txn *txn, uint64_t after_seq, fd_cha
 	out->id_len = vl - sizeof h;
 	return 0;
 }
-
-int fd_check_item_id(const char *id, char *why, size_t why_cap)
-{
-	size_t len = strlen(id);
-	if (!len) {
-		snprintf(why, why_cap, "empty item_id");
-		return VR_EINVAL;
-	}
-	if (len > FD_MAX_ID) {
-		snprintf(why, why_cap, "item_id of %zu bytes; the limit is %d", len, FD_MAX_ID);
-		return VR_EINVAL;
-	}
-	for (size_t i = 0; i < len; i++) {
-		unsigned char ch = (unsigned char)id[i];
-		if (ch < 0x20 || ch == 0x7f) {
-			snprintf(why, why_cap, "item_id has a control character (0x%02x) at byte %zu", ch, i);
-			return VR_EINVAL;
-		}
-		/* Other languages' clients decode ids as UTF-8 strings. */
-		size_t more = ch < 0x80 ? 0 : (ch & 0xe0) == 0xc0 && ch >= 0xc2 ? 1 :
-			      (ch & 0xf0) == 0xe0 ? 2 : (ch & 0xf8) == 0xf0 && ch <= 0xf4 ? 3 : 4;
-		for (size_t k = 1; more < 4 && k <= more; k++)
-			if (i + k >= len || ((unsigned char)id[i + k] & 0xc0) != 0x80)
-				more = 4;
-		if (more == 4) {
-			snprintf(why, why_cap, "item_id is not valid UTF-8 at byte %zu", i);
-			return VR_EINVAL;
-		}
-		i += more;
-	}
-	return 0;
-}

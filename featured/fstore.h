@@ -28,13 +28,14 @@
 #ifndef FD_FSTORE_H
 #define FD_FSTORE_H
 
+#include "ids.h"
 #include "store.h"
 
 #include <stddef.h>
 #include <stdint.h>
 
-/* Longest item id in bytes (ids are also non-empty printable UTF-8). */
-#define FD_MAX_ID 256
+/* Longest item id in bytes; the whole rule is vr_id_check (ids.h). */
+#define FD_MAX_ID VR_ID_MAX
 
 /* Change kinds: the values of visrec.v1.ItemChange.Kind. */
 enum fd_change_kind {
@@ -186,9 +187,5 @@ int fd_fstore_vec_num(fd_fstore *fs, vr_txn *txn, uint32_t version, uint64_t num
 int fd_fstore_item_get(fd_fstore *fs, vr_txn *txn, const char *item_id, fd_item *out);
 int fd_fstore_item_next(fd_fstore *fs, vr_txn *txn, const char *after_id, fd_item *out);
 int fd_fstore_change_next(fd_fstore *fs, vr_txn *txn, uint64_t after_seq, fd_change *out);
-
-/* Checks an item id: 1..FD_MAX_ID bytes of UTF-8 without control
- * characters. Returns 0 or VR_EINVAL with the reason in why. */
-int fd_check_item_id(const char *id, char *why, size_t why_cap);
 
 #endif

@@ -42,11 +42,8 @@ static int job_status(const fd_job *job)
 static int check_item(const fd_service *svc, const char *id, size_t image_len, char *why,
 		      size_t cap)
 {
-	char idwhy[128];
-	if (fd_check_item_id(id, idwhy, sizeof idwhy)) {
-		snprintf(why, cap, "%s", idwhy);
+	if (vr_id_check_named("item_id", id, strlen(id), why, cap))
 		return GRPC_STATUS_INVALID_ARGUMENT;
-	}
 	if (!image_len) {
 		snprintf(why, cap, "item %s: no image bytes", id);
 		return GRPC_STATUS_INVALID_ARGUMENT;
@@ -146,20 +143,29 @@ static void reap(struct put_state *ps)
 }
 
 /* Takes one request message: checks it and hands it to the executor, or
- * records why not. Takes ownership of req. */
-static int put_one(struct put_state *ps, Visrec__V1__PutItemsRequest *req)
+ * records why not. nul says why its item_id holds a NUL byte ("" when it
+ * does not; vr_call_read_each). A refused id is not echoed in the item's
+ * status (item_id ""; strict clients fail a whole reply on bad UTF-8): its
+ * message names it by its place in the stream and shows it escaped.
+ * Takes ownership of req. */
+static int put_one(struct put_state *ps, Visrec__V1__PutItemsRequest *req, const char *nul)
 {
 	char why[400];
 	size_t index;
-	int rc = add_status(ps, req->item_id, &index);
+	int bad_id = nul[0] || vr_id_check(req->item_id, strlen(req->item_id), NULL, 0);
+	int rc = add_status(ps, bad_id ? "" : req->item_id, &index);
 	if (rc) {
 		protobuf_c_message_free_unpacked(&req->base, NULL);
 		return rc;
 	}
-	int code = check_item(ps->svc, req->item_id, req->image.len, why, sizeof why);
+	int code = GRPC_STATUS_INVALID_ARGUMENT;
+	if (nul[0])
+		snprintf(why, sizeof why, "%s", nul);
+	else
+		code = check_item(ps->svc, req->item_id, req->image.len, why, sizeof why);
 	if (code) {
 		char msg[440];
-		if (fd_check_item_id(req->item_id, msg, sizeof msg)) /* no id to name it by */
+		if (bad_id) /* no id to name it by */
 			snprintf(msg, sizeof msg, "message %zu of the stream: %s", index + 1, why);
 		else
 			snprintf(msg, sizeof msg, "%s", why);
@@ -200,10 +206,11 @@ int fd_put_items(vr_call *call, void *ctx)
 	}
 	for (;;) {
 		ProtobufCMessage *m = NULL;
+		char nul[256];
 		reap(&ps);
-		if ((rc = vr_call_read(call, &m)))
+		if ((rc = vr_call_read_each(call, &m, nul, sizeof nul)))
 			break;
-		if ((rc = put_one(&ps, (Visrec__V1__PutItemsRequest *)m)))
+		if ((rc = put_one(&ps, (Visrec__V1__PutItemsRequest *)m, nul)))
 			break;
 	}
 	if (rc && rc != VR_EEOF)
@@ -455,6 +462,12 @@ int fd_get_vectors(vr_call *call, void *ctx)
 	fd_model_info m;
 	struct chunk c = { 0 };
 	uint64_t items = 0, last;
+	for (size_t i = 0; !req->all && i < req->n_item_ids; i++) {
+		char why[256], name[32];
+		snprintf(name, sizeof name, "item_ids[%zu]", i);
+		if (vr_id_check_named(name, req->item_ids[i], strlen(req->item_ids[i]), why, sizeof why))
+			return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
+	}
 	int rc = fd_fstore_model_get(svc->fs, req->model_version, &m);
 	if (rc == VR_ENOTFOUND)
 		return vr_call_error(call, GRPC_STATUS_NOT_FOUND, "model version %u does not exist",

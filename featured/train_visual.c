@@ -468,18 +468,24 @@ static int wrong_session(vr_call *call, const struct tv *s, const char *what, co
 }
 
 /* Maps ids to cached images into s->idx[off..off+n) (and s->img, when the
- * cache is on the host). */
-static int map_items(vr_call *call, struct tv *s, char **ids, size_t n, size_t off)
+ * cache is on the host); field names the ids in messages ("step.pos_items"). */
+static int map_items(vr_call *call, struct tv *s, char **ids, size_t n, size_t off,
+		     const char *field)
 {
 	for (size_t t = 0; t < n; t++) {
+		char name[64], why[256];
+		snprintf(name, sizeof name, "%s[%zu]", field, t);
+		if (vr_id_check_named(name, ids[t], strlen(ids[t]), why, sizeof why))
+			return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
 		long k = cached(s, ids[t]);
 		s->idx[off + t] = (uint32_t)k;
 		if (k >= 0 && s->pix)
 			s->img[off + t] = s->pix + (size_t)k * s->size * s->size * 3;
 		if (k < 0)
 			return vr_call_error(call, GRPC_STATUS_NOT_FOUND,
-					     "item \"%.64s\" has no image in this training session's cache "
-					     "(items put after TrainVisual started are not in it)", ids[t]);
+					     "%s: item \"%s\" has no image in this training session's cache "
+					     "(items put after TrainVisual started are not in it)", name,
+					     vr_id_escape(why, 72, ids[t], strlen(ids[t])));
 	}
 	return 0;
 }
@@ -500,9 +506,9 @@ static int on_step(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualSte
 	if (m->n_neg_items != n || m->n_margin != n || m->n_theta != n * K)
 		return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT,
 				     "a step needs n neg_items, n margins and n × %zu theta values", K);
-	int rc = map_items(call, s, m->pos_items, n, 0);
+	int rc = map_items(call, s, m->pos_items, n, 0, "step.pos_items");
 	if (!rc)
-		rc = map_items(call, s, m->neg_items, n, n);
+		rc = map_items(call, s, m->neg_items, n, n, "step.neg_items");
 	if (rc)
 		return rc;
 	s->n = n;
@@ -536,7 +542,7 @@ static int on_embed(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualEm
 	if (!n || n > FD_TV_MAX_TRIPLES)
 		return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT,
 				     "an embed carries 1..%d items, not %zu", FD_TV_MAX_TRIPLES, n);
-	int rc = map_items(call, s, m->items, n, 0);
+	int rc = map_items(call, s, m->items, n, 0, "embed.items");
 	if (rc)
 		return rc;
 	s->n = n;

@@ -142,22 +142,44 @@ static const char *no_model(void)
 
 /* ---- ranking one request ------------------------------------------------- */
 
-/* Checks the fields that need no model. GRPC_STATUS_OK or the code, with
- * the message in err. */
-static int check_recommend(const rk_service *svc, const Visrec__V1__RecommendRequest *r,
-			   char *err)
+/* Checks an id field of a request against the id rule (ids.h), named
+ * printf-style ("interactions[3].user_id"). GRPC_STATUS_OK, or
+ * INVALID_ARGUMENT with the message in err. */
+static int check_id(char *err, const char *id, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int check_id(char *err, const char *id, const char *fmt, ...)
 {
-	if (!r->user_id || !r->user_id[0])
-		return error_text(err, GRPC_STATUS_INVALID_ARGUMENT, "user_id is empty");
-	if (strlen(r->user_id) > RK_ID_MAX)
-		return error_text(err, GRPC_STATUS_INVALID_ARGUMENT,
-				  "user_id is %zu bytes, over the limit of %d", strlen(r->user_id), RK_ID_MAX);
+	char name[96];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(name, sizeof name, fmt, ap);
+	va_end(ap);
+	if (vr_id_check_named(name, id, strlen(id), err, ERR_LEN))
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	return GRPC_STATUS_OK;
+}
+
+/* Checks the fields that need no model; at names the request in a batch
+ * ("requests[2].", else ""). GRPC_STATUS_OK or the code, with the
+ * message in err. */
+static int check_recommend(const rk_service *svc, const Visrec__V1__RecommendRequest *r,
+			   const char *at, char *err)
+{
+	int code;
+	if ((code = check_id(err, r->user_id, "%suser_id", at)))
+		return code;
 	if (r->k < 1 || r->k > svc->max_k)
 		return error_text(err, GRPC_STATUS_INVALID_ARGUMENT,
-				  "k must be between 1 and %d (got %d)", svc->max_k, r->k);
+				  "%sk must be between 1 and %d (got %d)", at, svc->max_k, r->k);
 	if (r->n_candidates > RK_MAX_CANDIDATES)
-		return error_text(err, GRPC_STATUS_INVALID_ARGUMENT,
-				  "%zu candidates; at most %d per call", r->n_candidates, RK_MAX_CANDIDATES);
+		return error_text(err, GRPC_STATUS_INVALID_ARGUMENT, "%s%zu candidates; at most %d per call",
+				  at, r->n_candidates, RK_MAX_CANDIDATES);
+	for (size_t c = 0; c < r->n_candidates; c++)
+		if ((code = check_id(err, r->candidates[c], "%scandidates[%zu]", at, c)))
+			return code;
+	for (size_t c = 0; c < r->n_context_items; c++)
+		if ((code = check_id(err, r->context_items[c], "%scontext_items[%zu]", at, c)))
+			return code;
 	return GRPC_STATUS_OK;
 }
 
@@ -336,7 +358,7 @@ int rk_handle_recommend(vr_call *call, void *ctx)
 	int64_t t0 = now_ns();
 	const Visrec__V1__RecommendRequest *r = (const void *)vr_call_request(call);
 	char err[ERR_LEN];
-	int code = check_recommend(svc, r, err);
+	int code = check_recommend(svc, r, "", err);
 	if (code)
 		return vr_call_error(call, code, "%s", err);
 	struct scratch *sc = scratch_get();
@@ -386,9 +408,12 @@ int rk_handle_recommend_batch(vr_call *call, void *ctx)
 	if (n > (size_t)svc->max_batch)
 		return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT,
 				     "%zu requests in one batch; at most %d: split it", n, svc->max_batch);
-	for (size_t q = 0; q < n; q++)
-		if ((code = check_recommend(svc, b->requests[q], err)))
-			return vr_call_error(call, code, "requests[%zu]: %s", q, err);
+	for (size_t q = 0; q < n; q++) {
+		char at[32];
+		snprintf(at, sizeof at, "requests[%zu].", q);
+		if ((code = check_recommend(svc, b->requests[q], at, err)))
+			return vr_call_error(call, code, "%s", err);
+	}
 	struct scratch *sc = scratch_get();
 	if (!sc)
 		return VR_ENOMEM;
@@ -502,13 +527,16 @@ int rk_handle_score(vr_call *call, void *ctx)
 	const Visrec__V1__ScoreRequest *r = (const void *)vr_call_request(call);
 	char err[ERR_LEN];
 	int code = GRPC_STATUS_OK;
-	if (!r->user_id || !r->user_id[0])
-		return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT, "user_id is empty");
+	if (check_id(err, r->user_id, "user_id"))
+		return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT, "%s", err);
 	if (!r->n_item_ids)
 		return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT, "item_ids is empty: name the items to score");
 	if (r->n_item_ids > RK_MAX_SCORE)
 		return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT,
 				     "%zu item_ids; at most %d per call", r->n_item_ids, RK_MAX_SCORE);
+	for (size_t j = 0; j < r->n_item_ids; j++)
+		if (check_id(err, r->item_ids[j], "item_ids[%zu]", j))
+			return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT, "%s", err);
 	struct scratch *sc = scratch_get();
 	if (!sc)
 		return VR_ENOMEM;
@@ -544,8 +572,9 @@ int rk_handle_score(vr_call *call, void *ctx)
 			continue;
 		}
 		if (unknown++ < 5) {
-			int w = snprintf(err + used, ERR_LEN - used, "%s\"%.64s\"", unknown > 1 ? ", " : "",
-					 r->item_ids[j]);
+			char esc[72];
+			int w = snprintf(err + used, ERR_LEN - used, "%s\"%s\"", unknown > 1 ? ", " : "",
+					 vr_id_escape(esc, sizeof esc, r->item_ids[j], strlen(r->item_ids[j])));
 			used += w > 0 && (size_t)w < ERR_LEN - used ? (size_t)w : 0;
 		}
 	}
@@ -805,22 +834,10 @@ int rk_handle_add_interactions(vr_call *call, void *ctx)
 				     "%zu interactions in one call; at most %d: split the batch", n, RK_MAX_ADD);
 	for (size_t x = 0; x < n; x++) {
 		const Visrec__V1__Interaction *in = r->interactions[x];
-		const char *what = NULL;
-		size_t len = 0;
-		if (!in->user_id || !in->user_id[0])
-			what = "user_id is empty";
-		else if (!in->item_id || !in->item_id[0])
-			what = "item_id is empty";
-		else if ((len = strlen(in->user_id)) > RK_ID_MAX)
-			what = "user_id";
-		else if ((len = strlen(in->item_id)) > RK_ID_MAX)
-			what = "item_id";
-		if (what && len)
-			return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT,
-					     "interactions[%zu]: %s is %zu bytes, over the limit of %d", x, what,
-					     len, RK_ID_MAX);
-		if (what)
-			return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT, "interactions[%zu]: %s", x, what);
+		char err[ERR_LEN];
+		if (check_id(err, in->user_id, "interactions[%zu].user_id", x) ||
+		    check_id(err, in->item_id, "interactions[%zu].item_id", x))
+			return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT, "%s", err);
 	}
 	rk_interaction_in *rows = malloc((n ? n : 1) * sizeof *rows);
 	if (!rows)

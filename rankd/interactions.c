@@ -534,7 +534,7 @@ const char *rk_item_id(const rk_interactions *ix, uint32_t i, size_t *len)
 
 int rk_items_intern(rk_interactions *ix, const char *id, size_t len, uint32_t *out)
 {
-	if (len == 0 || len > RK_ID_MAX)
+	if (vr_id_check(id, len, NULL, 0))
 		return VR_EINVAL;
 	int rc = idmap_reserve(&ix->items, 1, len + 1);
 	if (rc)
@@ -564,8 +564,8 @@ int rk_interactions_add_batch(rk_interactions *ix, const rk_interaction_in *rows
 	memset(stats, 0, sizeof(*stats));
 	uint64_t uchars = 0, ichars = 0;
 	for (size_t r = 0; r < n; r++) {
-		if (rows[r].user_len == 0 || rows[r].user_len > RK_ID_MAX ||
-		    rows[r].item_len == 0 || rows[r].item_len > RK_ID_MAX) {
+		if (vr_id_check(rows[r].user, rows[r].user_len, NULL, 0) ||
+		    vr_id_check(rows[r].item, rows[r].item_len, NULL, 0)) {
 			stats->bad_row = r;
 			return VR_EINVAL;
 		}
@@ -846,6 +846,13 @@ static int csv_walk(rk_interactions *ix, const char *buf, size_t len,
 				set_err(err, errlen, "line %llu: %s id longer than %d bytes",
 					(unsigned long long)line, what, RK_ID_MAX);
 				return VR_ETOOBIG;
+			}
+			/* "" for " changes no byte's class: the raw bytes say
+			 * whether the id keeps the rest of the rule. */
+			char why[VR_ID_WHY];
+			if (vr_id_check(f[k].p, f[k].len, why, sizeof why)) {
+				set_err(err, errlen, "line %llu: the %s id %s", (unsigned long long)line, what, why);
+				return VR_EINVAL;
 			}
 		}
 		if (++nrows > RK_PAIRS_MAX) {

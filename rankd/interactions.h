@@ -24,9 +24,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ids.h"
 #include "store.h"
 
-#define RK_ID_MAX 256           /* bytes in a user or item id */
+#define RK_ID_MAX VR_ID_MAX     /* bytes in a user or item id (ids.h has the rule) */
 #define RK_NONE UINT32_MAX      /* "no item" / "no user" */
 #define RK_CSV_LINE_MAX 4096    /* bytes in one CSV line */
 #define RK_INDEX_MAX 0x7fffffffu /* users, items: indices stay below this */
@@ -34,8 +35,8 @@
 
 typedef struct rk_interactions rk_interactions;
 
-/* One interaction to add. Ids are byte strings (not NUL-terminated here),
- * 1..RK_ID_MAX bytes; timestamps are seconds (any int64). */
+/* One interaction to add. Ids are byte strings (not NUL-terminated here)
+ * that keep the id rule (vr_id_check); timestamps are seconds (any int64). */
 typedef struct rk_interaction_in {
 	const char *user;
 	size_t user_len;
@@ -86,7 +87,7 @@ const char *rk_item_id(const rk_interactions *ix, uint32_t i, size_t *len);
 /* Returns the index of an item id, adding it (with no interactions) when
  * new: items known only through featured (cold items with a vector). A new
  * id lives in memory until the next add_batch or rk_interactions_flush
- * persists it. Returns 0, VR_EINVAL (empty or longer than RK_ID_MAX),
+ * persists it. Returns 0, VR_EINVAL (the id breaks the rule of ids.h),
  * VR_ETOOBIG (RK_INDEX_MAX items), VR_ENOMEM. */
 int rk_items_intern(rk_interactions *ix, const char *id, size_t len, uint32_t *out);
 /* Persists ids interned since the last commit in one transaction (no-op
@@ -101,7 +102,7 @@ int rk_interactions_has(const rk_interactions *ix, uint32_t u, uint32_t i, int64
  * later of its timestamps, and with a store everything (ids included) is
  * committed in one transaction before the call returns; on any failure
  * nothing of the batch is visible (ids may have been interned). *stats may
- * be NULL. Returns 0, VR_EINVAL (a row's id is empty or over RK_ID_MAX:
+ * be NULL. Returns 0, VR_EINVAL (a row's id breaks the rule of ids.h:
  * stats->bad_row names it, nothing is added), VR_ETOOBIG (index or pair
  * limits), VR_ENOMEM, or a store error. */
 int rk_interactions_add_batch(rk_interactions *ix, const rk_interaction_in *rows, size_t n,
@@ -114,7 +115,8 @@ int rk_interactions_add_batch(rk_interactions *ix, const rk_interaction_in *rows
  * followed by T or a space, HH:MM[:SS[.fff]] and Z. The whole text is
  * checked before anything is added; then rows go in batches of 65,536
  * (one transaction each). Returns 0, VR_EINVAL with "line N: ..." in err
- * (size errlen, may be 0) for a malformed row, VR_ETOOBIG (a line over
+ * (size errlen, may be 0) for a malformed row (an id that breaks the
+ * rule of ids.h included), VR_ETOOBIG (a line over
  * RK_CSV_LINE_MAX, an id over RK_ID_MAX bytes, or a limit above), or the
  * errors of add_batch. */
 int rk_interactions_import_csv_buf(rk_interactions *ix, const char *buf, size_t len,

@@ -200,8 +200,10 @@ static int follow_apply(void *ctx, const Visrec__V1__ItemChange *c)
 		pthread_rwlock_unlock(&svc->ix_lock);
 	}
 	if (rc == VR_EINVAL) {
-		VR_WARN("featured change %" PRIu64 ": item id \"%.40s\" is not valid here; skipped",
-			c->seq, c->item_id);
+		char why[VR_ID_WHY], esc[64];
+		vr_id_check(c->item_id, len, why, sizeof why);
+		VR_WARN("featured change %" PRIu64 ": item id \"%s\" %s; skipped", c->seq,
+			vr_id_escape(esc, sizeof esc, c->item_id, len), why);
 		rc = note_seq(svc, c->seq);
 		goto leave;
 	}

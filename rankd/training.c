@@ -178,7 +178,10 @@ static int on_vector(void *ctx, const char *id, const float *values, uint32_t di
 		pthread_rwlock_unlock(&svc->ix_lock);
 	}
 	if (rc == VR_EINVAL) {
-		VR_WARN("featured's item id \"%.40s\" is not valid here; its vector is skipped", id);
+		char why[VR_ID_WHY], esc[64];
+		vr_id_check(id, len, why, sizeof why);
+		VR_WARN("featured's item id \"%s\" %s; its vector is skipped",
+			vr_id_escape(esc, sizeof esc, id, len), why);
 		return 0;
 	}
 	if (rc)

@@ -8,8 +8,16 @@
  *
  * A test returns normally to pass; an assertion failure returns from the
  * test function with a message, and the binary exits non-zero. SKIP()
- * marks a test skipped (exit code 77 when every selected test skipped, so
- * ctest's SKIP_RETURN_CODE can report it). */
+ * marks a test skipped with its reason: exit code 77 when every selected
+ * test skipped, which ctest reports as skipped (SKIP_RETURN_CODE), never
+ * as passed. A name on the command line that matches no test fails the
+ * run, so a misspelt or removed test cannot pass by not running.
+ *
+ * `binary --list` prints every test's name, one per line: CMake registers
+ * each as a ctest test of its own from that list (vr_add_test_binary in
+ * tests/CMakeLists.txt), so no test can be left out of a hand-kept list.
+ * A main that sets things up before vr_test_main skips that work when
+ * vr_test_listing() is true. */
 #ifndef VR_TEST_HARNESS_H
 #define VR_TEST_HARNESS_H
 
@@ -81,15 +89,43 @@ static inline void *vr_test_read_file(const char *path, size_t *len)
 	return buf;
 }
 
+/* Whether the command line asks for the list of tests (--list). */
+static inline int vr_test_listing(int argc, char **argv)
+{
+	return argc == 2 && !strcmp(argv[1], "--list");
+}
+
+/* Whether a run with this command line runs the test called name (every
+ * test runs when none is named). */
+static inline int vr_test_selected(int argc, char **argv, const char *name)
+{
+	if (argc < 2)
+		return 1;
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], name))
+			return 1;
+	return 0;
+}
+
 static inline int vr_test_main(const struct vr_test *tests, int argc, char **argv)
 {
 	int failed = 0, ran = 0, skipped = 0;
+	if (vr_test_listing(argc, argv)) {
+		for (const struct vr_test *t = tests; t->name; t++)
+			printf("%s\n", t->name);
+		return fflush(stdout) ? 1 : 0;
+	}
+	for (int i = 1; i < argc; i++) {
+		const struct vr_test *t = tests;
+		while (t->name && strcmp(argv[i], t->name))
+			t++;
+		if (!t->name) {
+			fprintf(stderr, "no test is named \"%s\" (%s --list names them)\n", argv[i], argv[0]);
+			return 1;
+		}
+	}
 	for (const struct vr_test *t = tests; t->name; t++) {
-		int selected = argc < 2;
-		for (int i = 1; i < argc; i++)
-			if (!strcmp(argv[i], t->name))
-				selected = 1;
-		if (!selected)
+		if (!vr_test_selected(argc, argv, t->name))
 			continue;
 		struct timespec a, b;
 		clock_gettime(CLOCK_MONOTONIC, &a);
@@ -106,9 +142,9 @@ static inline int vr_test_main(const struct vr_test *tests, int argc, char **arg
 			vr_test__failed ? "FAIL" : vr_test__skipped ? "skip" : "ok  ", t->name, ms);
 	}
 	fprintf(stderr, "%d passed, %d failed, %d skipped\n", ran - failed - skipped, failed, skipped);
-	if (failed)
+	if (failed || !ran)
 		return 1;
-	return ran && skipped == ran ? 77 : 0;
+	return skipped == ran ? 77 : 0;
 }
 
 #endif

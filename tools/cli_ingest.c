@@ -14,6 +14,7 @@
 #include "cli.h"
 
 #include "err.h"
+#include "ids.h"
 #include "visrec/v1/featured.pb-c.h"
 
 #include <dirent.h>
@@ -179,6 +180,14 @@ static void send_batch(struct ingest *in, size_t first, size_t end, uint8_t **bu
 	for (size_t i = first; i < end && !rc; i++) {
 		const char *name = in->names[i];
 		size_t idlen = (size_t)(strrchr(name, '.') - name);
+		/* featured would refuse it: say so here, by the file's name. */
+		if (vr_id_check_named("the item id (the file name without .jpg)", name, idlen, why,
+				      sizeof why)) {
+			add_error(in, vr_id_escape(id, 80, name, idlen), -1, why);
+			atomic_fetch_add(&in->rejected, 1);
+			atomic_fetch_add(&in->done, 1);
+			continue;
+		}
 		snprintf(id, sizeof id, "%.*s", (int)idlen, name);
 		snprintf(path, sizeof path, "%s/%s", in->dir, name);
 		size_t len = 0;
@@ -326,7 +335,8 @@ int cli_cmd_ingest(cli *c, int argc, char **argv)
 	pthread_mutex_init(&in.mu, NULL);
 	code = cli_parse(c, table, argc, argv, "visrec ingest DIR",
 			 "Sends every DIR/images/*.jpg (or DIR/*.jpg) to featured; the item id is the file\n"
-			 "name without .jpg. Re-sending an id replaces its image.",
+			 "name without .jpg (a name that is no valid id is listed, not sent). Re-sending\n"
+			 "an id replaces its image.",
 			 &pos, &npos);
 	if (code || npos < 0)
 		goto leave;

@@ -3,6 +3,7 @@
 #include "icsv.h"
 
 #include "err.h"
+#include "ids.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -177,6 +178,10 @@ int icsv_next(icsv *r, icsv_row *row)
 		if (len < 0)
 			return errno == ENOMEM ? VR_ENOMEM : errno ? -errno : VR_EEOF;
 		r->lineno++;
+		/* Everything below reads the line as a C string. */
+		const char *nul = memchr(r->line, 0, (size_t)len);
+		if (nul)
+			return bad(r, "a NUL byte at offset %zu of the line", (size_t)(nul - r->line));
 		char *s = trim(r->line);
 		if (!*s)
 			continue;
@@ -198,10 +203,10 @@ int icsv_next(icsv *r, icsv_row *row)
 		row->item = trim(f[r->col_item]);
 		const char *t = trim(f[r->col_ts]);
 		row->line = r->lineno;
-		if (!row->user[0])
-			return bad(r, "the user id is empty");
-		if (!row->item[0])
-			return bad(r, "the item id is empty");
+		char why[VR_ID_WHY + 100];
+		if (vr_id_check_named("the user id", row->user, strlen(row->user), why, sizeof why) ||
+		    vr_id_check_named("the item id", row->item, strlen(row->item), why, sizeof why))
+			return bad(r, "%s", why);
 		if (!is_int(t, &row->timestamp))
 			return bad(r, "timestamp \"%.40s\" is not an integer (seconds)", t);
 		return 0;

@@ -5,7 +5,9 @@
  * user_id, item or item_id, timestamp or time or ts; other columns are
  * ignored); without one the columns are user,item,timestamp in that order.
  * Fields may be quoted ("a,b" with "" for a quote); CRLF line ends and
- * blank lines are fine; the timestamp is an integer (seconds). A bad row is
+ * blank lines are fine; the timestamp is an integer (seconds); both ids
+ * keep the id rule (ids.h: UTF-8, no NUL or control characters, at most
+ * VR_ID_MAX bytes). A bad row is
  * reported with its line number and reading goes on with the next one. */
 #ifndef VR_ICSV_H
 #define VR_ICSV_H

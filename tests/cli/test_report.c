@@ -311,10 +311,50 @@ TEST(report_escapes_text_encodes_paths_and_says_what_is_missing)
 	rm_tmp();
 }
 
+/* Ids keep the rule of common/ids.h: a row with a bad one is refused by
+ * its line, with the reason; a NUL byte anywhere in a line is refused
+ * (the rest of the line would vanish unseen), and reading goes on. */
+TEST(icsv_refuses_bad_ids)
+{
+	static const char text[] = "u1,i1,1\n"
+				   "u2,caf\xc3,2\n"
+				   "u\x01,i3,3\n"
+				   "NEWUSER\0tail,i4,4\n"
+				   "u5,i\xc2\x85,5\n"
+				   "\xe5\xb1\xb1,caf\xc3\xa9,6\n";
+	icsv *r = NULL;
+	icsv_row row;
+	char path[300];
+	make_tmp();
+	snprintf(path, sizeof path, "%s/ids.csv", tmp);
+	FILE *f = fopen(path, "wb");
+	ASSERT(f);
+	ASSERT_EQ_INT(fwrite(text, 1, sizeof text - 1, f), sizeof text - 1);
+	fclose(f);
+	ASSERT_OK(icsv_open(&r, path));
+	ASSERT_OK(icsv_next(r, &row));
+	ASSERT_EQ_INT(icsv_next(r, &row), VR_EINVAL);
+	ASSERT_CONTAINS(icsv_error(r), "ids.csv:2: the item id \"caf\\xc3\" is not valid UTF-8 at byte 3");
+	ASSERT_EQ_INT(icsv_next(r, &row), VR_EINVAL);
+	ASSERT_CONTAINS(icsv_error(r), "ids.csv:3: the user id \"u\\x01\" contains a control character (U+0001)");
+	ASSERT_EQ_INT(icsv_next(r, &row), VR_EINVAL);
+	ASSERT_CONTAINS(icsv_error(r), "ids.csv:4: a NUL byte at offset 7 of the line");
+	ASSERT_EQ_INT(icsv_next(r, &row), VR_EINVAL);
+	ASSERT_CONTAINS(icsv_error(r), "ids.csv:5: the item id \"i\\xc2\\x85\" contains a control character (U+0085)");
+	ASSERT_OK(icsv_next(r, &row));
+	ASSERT_STR_EQ(row.user, "\xe5\xb1\xb1");
+	ASSERT_STR_EQ(row.item, "caf\xc3\xa9");
+	ASSERT_EQ_INT(row.line, 6);
+	ASSERT_EQ_INT(icsv_next(r, &row), VR_EEOF);
+	icsv_close(r);
+	rm_tmp();
+}
+
 static const struct vr_test tests[] = {
 	T(icsv_header_quotes_crlf_blank_lines),
 	T(icsv_columns_by_header_name_or_position),
 	T(icsv_errors_name_the_line_and_reading_goes_on),
+	T(icsv_refuses_bad_ids),
 	T(dataset_test_item_recent_items_and_cold),
 	T(pick_users_half_cold_spread_and_stable),
 	T(report_escapes_text_encodes_paths_and_says_what_is_missing),

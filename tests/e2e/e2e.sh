@@ -14,6 +14,11 @@ src=$(cd "$(dirname "$0")/../.." && pwd)
 out=$work/out
 
 fail() { echo "e2e: FAIL: $*" >&2; exit 1; }
+# The job fetches its weights with npm and the checks below run in node.
+if ! command -v node >/dev/null 2>&1; then
+	echo "skipped: node is not installed (deploy/install-deps.sh installs nodejs)"
+	exit 77
+fi
 
 rm -rf "$work"
 mkdir -p "$work"

@@ -278,30 +278,9 @@ TEST(wait_wakes_on_commit)
 	close_all();
 }
 
-TEST(item_ids)
-{
-	char why[128];
-	ASSERT_OK(fd_check_item_id("sku-42/blue", why, sizeof why));
-	ASSERT_EQ_INT(fd_check_item_id("", why, sizeof why), VR_EINVAL);
-	ASSERT_CONTAINS(why, "empty");
-	ASSERT_EQ_INT(fd_check_item_id("a\tb", why, sizeof why), VR_EINVAL);
-	ASSERT_CONTAINS(why, "control");
-	ASSERT_OK(fd_check_item_id("caf\xc3\xa9-\xe2\x82\xac-\xf0\x9f\x91\x97", why, sizeof why));
-	ASSERT_EQ_INT(fd_check_item_id("caf\xc3", why, sizeof why), VR_EINVAL);
-	ASSERT_CONTAINS(why, "UTF-8 at byte 3");
-	ASSERT_EQ_INT(fd_check_item_id("\xc0\x80", why, sizeof why), VR_EINVAL);
-	ASSERT_EQ_INT(fd_check_item_id("a\xff", why, sizeof why), VR_EINVAL);
-	char longid[FD_MAX_ID + 2];
-	memset(longid, 'x', sizeof longid - 1);
-	longid[sizeof longid - 1] = 0;
-	ASSERT_EQ_INT(fd_check_item_id(longid, why, sizeof why), VR_EINVAL);
-	longid[FD_MAX_ID] = 0;
-	ASSERT_OK(fd_check_item_id(longid, why, sizeof why));
-}
-
 static const struct vr_test tests[] = {
 	T(models_and_activation), T(put_replace_and_order), T(reembed_and_switch),
-	T(wait_wakes_on_commit), T(item_ids), { 0 },
+	T(wait_wakes_on_commit), { 0 },
 };
 
 int main(int argc, char **argv)

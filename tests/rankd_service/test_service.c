@@ -392,9 +392,10 @@ TEST(refusals_before_training)
 	ASSERT_EQ_INT(st1.code, GRPC_STATUS_FAILED_PRECONDITION);
 	ASSERT_CONTAINS(st1.message, "call Train");
 	ASSERT_EQ_INT(st2.code, GRPC_STATUS_INVALID_ARGUMENT);
-	ASSERT_STR_EQ(st2.message, "interactions[1]: item_id is empty");
+	ASSERT_STR_EQ(st2.message, "interactions[1].item_id is empty");
 	ASSERT_EQ_INT(st3.code, GRPC_STATUS_INVALID_ARGUMENT);
-	ASSERT_CONTAINS(st3.message, "interactions[1]: item_id is 257 bytes");
+	ASSERT_CONTAINS(st3.message, "interactions[1].item_id \"");
+	ASSERT_CONTAINS(st3.message, "...\" is longer than 256 bytes (257)");
 	ASSERT_EQ_INT(st4.code, GRPC_STATUS_RESOURCE_EXHAUSTED);
 	ASSERT_CONTAINS(st4.message, "at most 100000");
 	ASSERT_EQ_INT(t1.code, GRPC_STATUS_INVALID_ARGUMENT);

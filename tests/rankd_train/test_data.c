@@ -189,6 +189,16 @@ TEST(csv_import_and_errors)
 	snprintf(text, sizeof text, "a,b,1\n%s,b,1\n", longid);
 	ASSERT_EQ_INT(import(ix, text, err), VR_ETOOBIG);
 	ASSERT_CONTAINS(err, "line 2: user id longer");
+	/* Ids keep the rule of common/ids.h, in the CSV and in add_batch. */
+	ASSERT_EQ_INT(import(ix, "a,b,1\nc,\"caf\xc3\",2\n", err), VR_EINVAL);
+	ASSERT_CONTAINS(err, "line 2: the item id is not valid UTF-8 at byte 3");
+	ASSERT_EQ_INT(import(ix, "a\x7f,b,1\n", err), VR_EINVAL);
+	ASSERT_CONTAINS(err, "line 1: the user id contains a control character (U+007F)");
+	rk_interaction_in bad[2] = { { "a", 1, "b", 1, 1 }, { "c", 1, "d\0e", 3, 2 } };
+	rk_add_stats st2;
+	ASSERT_EQ_INT(rk_interactions_add_batch(ix, bad, 2, &st2), VR_EINVAL);
+	ASSERT_EQ_INT(st2.bad_row, 1);
+	ASSERT_EQ_INT(rk_items_intern(ix, "x\xc2\x9f", 3, &(uint32_t){0}), VR_EINVAL);
 	/* Nothing of a failing text was added. */
 	ASSERT_EQ_INT(rk_interactions_count(ix), 3);
 	ASSERT_EQ_INT(rk_users_find(ix, "a", 1, &(uint32_t){0}), VR_ENOTFOUND);

@@ -14,8 +14,10 @@ if [ "${1:-}" = "--test" ]; then
 	# openssl makes the TLS test certificate; chromium renders the report;
 	# Fashion-MNIST is the real-image option of the data generator;
 	# PyTorch is the independent reference the network parity tests compare
-	# with, torchvision the ResNet-50 of weights.torch_parity.
-	pkgs+=(openssl chromium dataset-fashion-mnist python3-torch python3-torchvision)
+	# with, torchvision the ResNet-50 of weights.torch_parity; clang with its
+	# runtimes (libFuzzer, ASan, UBSan) builds the fuzz harnesses.
+	pkgs+=(openssl chromium dataset-fashion-mnist python3-torch python3-torchvision clang
+		libclang-rt-14-dev)
 fi
 
 missing=()

@@ -16,7 +16,8 @@
  * decode thread.
  *
  * Errors: VR_EINVAL for input that is not a decodable JPEG (empty, another
- * format, truncated, corrupt), VR_ETOOBIG for input over a limit,
+ * format, truncated, corrupt), VR_ETOOBIG for input over a limit (bytes,
+ * pixels, or more than 64 scans: each is a pass over the whole image),
  * VR_ENOMEM, VR_EINVAL for bad arguments. Every failure on input fills the
  * caller's reason buffer with a sentence a person can act on, e.g.
  * "not a JPEG (starts with 89 50 4E 47: looks like PNG)". libjpeg errors
@@ -57,7 +58,8 @@ void fd_decoder_destroy(fd_decoder *d);
  * FD_DECODE_* or 0. info and why may be NULL; why receives the reason of
  * a failure (truncated to why_cap, always terminated). Returns 0,
  * VR_EINVAL (bad input or arguments), VR_ETOOBIG (over max_bytes, or
- * width×height over max_pixels: refused before decoding) or VR_ENOMEM. */
+ * width×height over max_pixels, or over 64 scans: refused before
+ * decoding) or VR_ENOMEM. */
 int fd_decode(fd_decoder *d, const void *jpeg, size_t len, int size, unsigned flags,
 	      uint8_t *rgb_out, fd_decode_info *info, char *why, size_t why_cap);
 

@@ -8,6 +8,7 @@
 #include "err.h"
 
 #include <cjson/cJSON.h>
+#include <float.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,7 +65,7 @@ static uint32_t key_version(const uint8_t *key)
 	return (uint32_t)key[0] << 24 | (uint32_t)key[1] << 16 | (uint32_t)key[2] << 8 | key[3];
 }
 
-static int parse_vec(const void *k, size_t kl, const void *v, size_t vl, fd_vec *out)
+int fd_vec_decode(const void *k, size_t kl, const void *v, size_t vl, fd_vec *out)
 {
 	struct vec_head h;
 	if (kl != 12 || vl < sizeof h)
@@ -204,28 +205,42 @@ static int json_str(const cJSON *o, const char *name, char *dst, size_t cap)
 	return 0;
 }
 
-static int json_num(const cJSON *o, const char *name, double *out)
+/* A JSON number that is a whole number in [lo, hi), as an int64 (every
+ * bound used here is exact in a double; converting one out of range would
+ * be undefined). */
+static int json_int(const cJSON *o, const char *name, double lo, double hi, int64_t *out)
 {
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
-	if (!cJSON_IsNumber(v))
+	if (!cJSON_IsNumber(v) || !(v->valuedouble >= lo && v->valuedouble < hi))
 		return VR_ECORRUPT;
-	*out = v->valuedouble;
-	return 0;
+	*out = (int64_t)v->valuedouble;
+	return (double)*out == v->valuedouble ? 0 : VR_ECORRUPT;
 }
 
-static int parse_model(const void *v, size_t vl, fd_model_info *m)
+/* A double that converts to a finite float (NaN does not). */
+static int in_float(double d)
+{
+	return d >= -FLT_MAX && d <= FLT_MAX;
+}
+
+#define U32_END 4294967296.0          /* 2^32 */
+#define I64_END 9223372036854775808.0 /* 2^63 */
+
+int fd_model_decode(const void *v, size_t vl, fd_model_info *m)
 {
 	int rc = VR_ECORRUPT;
-	double version, dims, size, outs, created;
+	int64_t version, dims, size, outs;
 	memset(m, 0, sizeof *m);
 	cJSON *o = cJSON_ParseWithLength(v, vl);
 	if (!o)
 		return VR_ECORRUPT;
 	const cJSON *mean = cJSON_GetObjectItemCaseSensitive(o, "mean");
 	const cJSON *std = cJSON_GetObjectItemCaseSensitive(o, "std");
-	if (json_num(o, "version", &version) || json_num(o, "dims", &dims) ||
-	    json_num(o, "input_size", &size) || json_num(o, "num_outputs", &outs) ||
-	    json_num(o, "created_unix", &created) || json_str(o, "arch", m->arch, sizeof m->arch) ||
+	if (json_int(o, "version", 0, U32_END, &version) || json_int(o, "dims", 0, U32_END, &dims) ||
+	    json_int(o, "input_size", 0, U32_END, &size) ||
+	    json_int(o, "num_outputs", 0, U32_END, &outs) ||
+	    json_int(o, "created_unix", -I64_END, I64_END, &m->created_unix) ||
+	    json_str(o, "arch", m->arch, sizeof m->arch) ||
 	    json_str(o, "layer", m->layer, sizeof m->layer) ||
 	    json_str(o, "weights", m->weights, sizeof m->weights) ||
 	    json_str(o, "purpose", m->purpose, sizeof m->purpose) ||
@@ -235,13 +250,15 @@ static int parse_model(const void *v, size_t vl, fd_model_info *m)
 	m->dims = (uint32_t)dims;
 	m->input_size = (uint32_t)size;
 	m->num_outputs = (uint32_t)outs;
-	m->created_unix = (int64_t)created;
 	for (int c = 0; c < 3; c++) {
 		const cJSON *a = cJSON_GetArrayItem(mean, c), *b = cJSON_GetArrayItem(std, c);
-		if (!cJSON_IsNumber(a) || !cJSON_IsNumber(b))
+		if (!cJSON_IsNumber(a) || !cJSON_IsNumber(b) || !in_float(a->valuedouble) ||
+		    !in_float(b->valuedouble))
 			goto leave;
 		m->mean[c] = (float)a->valuedouble;
 		m->std[c] = (float)b->valuedouble;
+		if (m->std[c] == 0.0f) /* fd_normalize divides by it */
+			goto leave;
 	}
 	rc = 0;
 leave:
@@ -256,7 +273,7 @@ static int model_txn(fd_fstore *fs, vr_txn *txn, uint32_t version, fd_model_info
 	size_t vl;
 	int rc = vr_get(txn, fs->models, &key, 8, &v, &vl);
 	if (!rc && out)
-		rc = parse_model(v, vl, out);
+		rc = fd_model_decode(v, vl, out);
 	return rc;
 }
 
@@ -629,7 +646,7 @@ int fd_fstore_model_list(fd_fstore *fs, fd_model_info *out, size_t cap, size_t *
 		goto leave;
 	for (rc = vr_cursor_seek(c, NULL, 0, NULL, NULL, &v, &vl); !rc;
 	     rc = vr_cursor_next(c, NULL, NULL, &v, &vl)) {
-		if (*n < cap && (rc = parse_model(v, vl, &out[*n])))
+		if (*n < cap && (rc = fd_model_decode(v, vl, &out[*n])))
 			break;
 		(*n)++;
 	}
@@ -691,7 +708,7 @@ int fd_fstore_vec_num(fd_fstore *fs, vr_txn *txn, uint32_t version, uint64_t num
 	size_t vl;
 	vec_key(key, version, num);
 	int rc = vr_get(txn, fs->vectors, key, sizeof key, &v, &vl);
-	return rc ? rc : parse_vec(key, sizeof key, v, vl, out);
+	return rc ? rc : fd_vec_decode(key, sizeof key, v, vl, out);
 }
 
 int fd_fstore_vec_get(fd_fstore *fs, vr_txn *txn, uint32_t version, const char *item_id,
@@ -715,13 +732,12 @@ int fd_fstore_vec_next(fd_fstore *fs, vr_txn *txn, uint32_t version, uint64_t fr
 		return rc;
 	rc = vr_cursor_seek(c, key, sizeof key, &k, &kl, &v, &vl);
 	if (!rc)
-		rc = kl == 12 && key_version(k) == version ? parse_vec(k, kl, v, vl, out) : VR_ENOTFOUND;
+		rc = kl == 12 && key_version(k) == version ? fd_vec_decode(k, kl, v, vl, out) : VR_ENOTFOUND;
 	vr_cursor_close(c);
 	return rc;
 }
 
-static int fill_item(fd_fstore *fs, vr_txn *txn, const void *k, size_t kl, const void *v,
-		     size_t vl, fd_item *out)
+int fd_item_decode(const void *k, size_t kl, const void *v, size_t vl, fd_item *out)
 {
 	struct item_row row;
 	if (vl != sizeof row)
@@ -733,7 +749,17 @@ static int fill_item(fd_fstore *fs, vr_txn *txn, const void *k, size_t kl, const
 	out->seq = row.seq;
 	out->version = row.version;
 	out->added_unix = row.added;
-	int rc = vr_get(txn, fs->images, k, kl, &out->image, &out->image_len);
+	out->image = NULL;
+	out->image_len = 0;
+	return 0;
+}
+
+static int fill_item(fd_fstore *fs, vr_txn *txn, const void *k, size_t kl, const void *v,
+		     size_t vl, fd_item *out)
+{
+	int rc = fd_item_decode(k, kl, v, vl, out);
+	if (!rc)
+		rc = vr_get(txn, fs->images, k, kl, &out->image, &out->image_len);
 	return rc == VR_ENOTFOUND ? VR_ECORRUPT : rc;
 }
 
@@ -768,14 +794,17 @@ int fd_fstore_change_next(fd_fstore *fs, vr_txn *txn, uint64_t after_seq, fd_cha
 	const void *k, *v;
 	size_t kl, vl;
 	uint64_t from = after_seq + 1;
-	struct change_head h;
 	int rc = vr_cursor_open(txn, fs->changes, &c);
 	if (rc)
 		return rc;
 	rc = vr_cursor_seek(c, &from, 8, &k, &kl, &v, &vl);
 	vr_cursor_close(c);
-	if (rc)
-		return rc;
+	return rc ? rc : fd_change_decode(k, kl, v, vl, out);
+}
+
+int fd_change_decode(const void *k, size_t kl, const void *v, size_t vl, fd_change *out)
+{
+	struct change_head h;
 	if (kl != 8 || vl < sizeof h)
 		return VR_ECORRUPT;
 	memcpy(&out->seq, k, 8);

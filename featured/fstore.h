@@ -188,4 +188,21 @@ int fd_fstore_item_get(fd_fstore *fs, vr_txn *txn, const char *item_id, fd_item 
 int fd_fstore_item_next(fd_fstore *fs, vr_txn *txn, const char *after_id, fd_item *out);
 int fd_fstore_change_next(fd_fstore *fs, vr_txn *txn, uint64_t after_seq, fd_change *out);
 
+/* ---- record decoders ------------------------------------------------------ */
+
+/* What the reads above use to parse one stored record (key k of kl bytes,
+ * value v of vl bytes, layouts at the top of this file); callable without
+ * a store, so tests and the fuzz harnesses feed them bytes. The outputs
+ * point into k and v. Each returns 0 or VR_ECORRUPT; nothing is trusted
+ * before it was checked against kl and vl.
+ * fd_vec_decode: a "vectors" record (key and value).
+ * fd_item_decode: an "items" record (k is the item id); image stays NULL.
+ * fd_change_decode: a "changes" record (k is the 8-byte seq).
+ * fd_model_decode: a "models" value (JSON): the numbers whole and in
+ *   their fields' range, mean and std finite, std non-zero. */
+int fd_vec_decode(const void *k, size_t kl, const void *v, size_t vl, fd_vec *out);
+int fd_item_decode(const void *k, size_t kl, const void *v, size_t vl, fd_item *out);
+int fd_change_decode(const void *k, size_t kl, const void *v, size_t vl, fd_change *out);
+int fd_model_decode(const void *v, size_t vl, fd_model_info *out);
+
 #endif

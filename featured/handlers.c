@@ -37,10 +37,7 @@ static int job_status(const fd_job *job)
 	return vr_status_from_rc(job->rc);
 }
 
-/* Checks an item's id and image; 0 or INVALID_ARGUMENT with the reason
- * in why. */
-static int check_item(const fd_service *svc, const char *id, size_t image_len, char *why,
-		      size_t cap)
+int fd_check_item(const fd_service *svc, const char *id, size_t image_len, char *why, size_t cap)
 {
 	if (vr_id_check_named("item_id", id, strlen(id), why, cap))
 		return GRPC_STATUS_INVALID_ARGUMENT;
@@ -162,7 +159,7 @@ static int put_one(struct put_state *ps, Visrec__V1__PutItemsRequest *req, const
 	if (nul[0])
 		snprintf(why, sizeof why, "%s", nul);
 	else
-		code = check_item(ps->svc, req->item_id, req->image.len, why, sizeof why);
+		code = fd_check_item(ps->svc, req->item_id, req->image.len, why, sizeof why);
 	if (code) {
 		char msg[440];
 		if (bad_id) /* no id to name it by */
@@ -261,7 +258,7 @@ int fd_embed(vr_call *call, void *ctx)
 	fd_model_info model;
 	fd_waiter waiter;
 	fd_job job;
-	int code = check_item(svc, req->item_id, req->image.len, why, sizeof why);
+	int code = fd_check_item(svc, req->item_id, req->image.len, why, sizeof why);
 	if (code)
 		return vr_call_error(call, code, "%s", why);
 	fd_executor_model(svc->ex, &model);

@@ -10,6 +10,7 @@
 #include "rpc.h"
 #include "store.h"
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct fd_config {
@@ -52,6 +53,11 @@ void fd_service_close(fd_service *svc);
 /* Adds every visrec.v1.Featured method to srv, each handler getting svc.
  * Returns 0 or the error of vr_server_add_service. */
 int fd_service_register(fd_service *svc, vr_server *srv);
+
+/* Checks an item of PutItems or Embed before its image is decoded: the
+ * id (the id rule, common/ids.h) and the image's size (1..svc->max_image_bytes).
+ * GRPC_STATUS_OK, or INVALID_ARGUMENT with the reason in why (cap bytes). */
+int fd_check_item(const fd_service *svc, const char *id, size_t image_len, char *why, size_t cap);
 
 /* The handlers (handlers.c); ctx is the fd_service. */
 int fd_put_items(vr_call *call, void *ctx);

@@ -395,21 +395,36 @@ static int session_ok(const char *id)
 	return id[0] != '.';
 }
 
-static int on_start(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualStart *m)
+int fd_tv_check_start(const Visrec__V1__TrainVisualStart *m, char *why, size_t cap)
 {
 	struct nn_arch_info ai;
 	const char *arch = m->arch && m->arch[0] ? m->arch : "small";
-	if (nn_arch_info(arch, &ai))
-		return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT, "arch \"%.32s\" is not known",
-				     arch);
-	if (!m->session_id || !session_ok(m->session_id))
-		return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT,
-				     "session_id must be 1..%d characters of [A-Za-z0-9._-], not starting with '.'",
-				     MAX_SESSION);
+	if (nn_arch_info(arch, &ai)) {
+		snprintf(why, cap, "arch \"%.32s\" is not known", arch);
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	}
+	if (!m->session_id || !session_ok(m->session_id)) {
+		snprintf(why, cap, "session_id must be 1..%d characters of [A-Za-z0-9._-], not starting with '.'",
+			 MAX_SESSION);
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	}
 	if (!isfinite(m->learning_rate) || m->learning_rate <= 0 || !isfinite(m->weight_decay) ||
-	    m->weight_decay < 0 || m->dims > 4096 || m->input_size > 1024)
-		return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT,
-				     "learning_rate must be > 0, weight_decay >= 0, dims <= 4096, input_size <= 1024");
+	    m->weight_decay < 0 || m->dims > 4096 || m->input_size > 1024) {
+		snprintf(why, cap, "learning_rate must be > 0, weight_decay >= 0, dims <= 4096, input_size <= 1024");
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	}
+	return GRPC_STATUS_OK;
+}
+
+static int on_start(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualStart *m)
+{
+	struct nn_arch_info ai;
+	char why[200];
+	const char *arch = m->arch && m->arch[0] ? m->arch : "small";
+	int code = fd_tv_check_start(m, why, sizeof why);
+	if (code)
+		return vr_call_error(call, code, "%s", why);
+	nn_arch_info(arch, &ai);
 	snprintf(s->arch, sizeof s->arch, "%s", arch);
 	snprintf(s->session, sizeof s->session, "%s", m->session_id);
 	s->dims = m->dims ? (int)m->dims : ai.num_outputs;
@@ -490,6 +505,20 @@ static int map_items(vr_call *call, struct tv *s, char **ids, size_t n, size_t o
 	return 0;
 }
 
+int fd_tv_check_step(const Visrec__V1__TrainVisualStep *m, size_t dims, char *why, size_t cap)
+{
+	size_t n = m->n_pos_items;
+	if (!n || n > FD_TV_MAX_TRIPLES) {
+		snprintf(why, cap, "a step carries 1..%d triples, not %zu", FD_TV_MAX_TRIPLES, n);
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	}
+	if (m->n_neg_items != n || m->n_margin != n || m->n_theta != n * dims) {
+		snprintf(why, cap, "a step needs n neg_items, n margins and n × %zu theta values", dims);
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	}
+	return GRPC_STATUS_OK;
+}
+
 static int on_step(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualStep *m)
 {
 	size_t n = m->n_pos_items, K = (size_t)s->dims;
@@ -500,13 +529,11 @@ static int on_step(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualSte
 				     "step %llu out of order: session %s is at step %llu (a peer restarted? "
 				     "start again with resume)", (unsigned long long)m->step, s->session,
 				     (unsigned long long)s->step);
-	if (!n || n > FD_TV_MAX_TRIPLES)
-		return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT,
-				     "a step carries 1..%d triples, not %zu", FD_TV_MAX_TRIPLES, n);
-	if (m->n_neg_items != n || m->n_margin != n || m->n_theta != n * K)
-		return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT,
-				     "a step needs n neg_items, n margins and n × %zu theta values", K);
-	int rc = map_items(call, s, m->pos_items, n, 0, "step.pos_items");
+	char why[200];
+	int rc = fd_tv_check_step(m, K, why, sizeof why);
+	if (rc)
+		return vr_call_error(call, rc, "%s", why);
+	rc = map_items(call, s, m->pos_items, n, 0, "step.pos_items");
 	if (!rc)
 		rc = map_items(call, s, m->neg_items, n, n, "step.neg_items");
 	if (rc)

@@ -40,6 +40,9 @@
 #define FD_TRAIN_VISUAL_H
 
 #include "rpc.h"
+#include "visrec/v1/featured.pb-c.h"
+
+#include <stddef.h>
 
 /* Most triples per step (the net holds 2× as many images). */
 #define FD_TV_MAX_TRIPLES 128
@@ -47,6 +50,12 @@
 /* Where checkpoints and new model versions go; call once before serving
  * (fd_service_open does). */
 void fd_train_visual_configure(const char *data_dir);
+
+/* The checks of a Start and of a step's sizes (dims: the session's K)
+ * that need no session state: GRPC_STATUS_OK, or INVALID_ARGUMENT with
+ * the reason in why (cap bytes). The handler runs them first. */
+int fd_tv_check_start(const Visrec__V1__TrainVisualStart *m, char *why, size_t cap);
+int fd_tv_check_step(const Visrec__V1__TrainVisualStep *m, size_t dims, char *why, size_t cap);
 
 /* The TrainVisual handler; ctx is the fd_service. Errors go to the call's
  * status: INVALID_ARGUMENT (bad start or step), FAILED_PRECONDITION (no

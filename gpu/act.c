@@ -26,7 +26,7 @@ static void mask_copy(size_t count, float hi, const float *restrict y,
 {
 	for (size_t i = 0; i < count; i++) {
 		float g = dy[i], base = acc ? dx[i] : 0.0f;
-		dx[i] = base + ((y[i] > 0.0f) & (y[i] < hi) ? g : 0.0f);
+		dx[i] = base + (((y[i] > 0.0f) & (y[i] < hi)) ? g : 0.0f);
 	}
 }
 
@@ -35,7 +35,7 @@ static void mask_in_place(size_t count, float hi, const float *restrict y, float
 {
 	for (size_t i = 0; i < count; i++) {
 		float g = d[i], base = acc ? g : 0.0f;
-		d[i] = base + ((y[i] > 0.0f) & (y[i] < hi) ? g : 0.0f);
+		d[i] = base + (((y[i] > 0.0f) & (y[i] < hi)) ? g : 0.0f);
 	}
 }
 

@@ -233,6 +233,11 @@ int nn_st_open(const char *path, nn_st_file **out, char *err, size_t errlen)
 	}
 	for (const cJSON *item = f->json->child; item; item = item->next) {
 		if (!strcmp(item->string, "__metadata__")) {
+			if (f->meta) {
+				rc = VR_ECORRUPT;
+				say(err, errlen, "%s: __metadata__ appears twice", path);
+				goto fail;
+			}
 			if ((rc = parse_meta(f, item, err, errlen)))
 				goto fail;
 			continue;

@@ -159,11 +159,8 @@ static int check_id(char *err, const char *id, const char *fmt, ...)
 	return GRPC_STATUS_OK;
 }
 
-/* Checks the fields that need no model; at names the request in a batch
- * ("requests[2].", else ""). GRPC_STATUS_OK or the code, with the
- * message in err. */
-static int check_recommend(const rk_service *svc, const Visrec__V1__RecommendRequest *r,
-			   const char *at, char *err)
+int rk_check_recommend(const rk_service *svc, const Visrec__V1__RecommendRequest *r,
+		       const char *at, char *err)
 {
 	int code;
 	if ((code = check_id(err, r->user_id, "%suser_id", at)))
@@ -358,7 +355,7 @@ int rk_handle_recommend(vr_call *call, void *ctx)
 	int64_t t0 = now_ns();
 	const Visrec__V1__RecommendRequest *r = (const void *)vr_call_request(call);
 	char err[ERR_LEN];
-	int code = check_recommend(svc, r, "", err);
+	int code = rk_check_recommend(svc, r, "", err);
 	if (code)
 		return vr_call_error(call, code, "%s", err);
 	struct scratch *sc = scratch_get();
@@ -411,7 +408,7 @@ int rk_handle_recommend_batch(vr_call *call, void *ctx)
 	for (size_t q = 0; q < n; q++) {
 		char at[32];
 		snprintf(at, sizeof at, "requests[%zu].", q);
-		if ((code = check_recommend(svc, b->requests[q], at, err)))
+		if ((code = rk_check_recommend(svc, b->requests[q], at, err)))
 			return vr_call_error(call, code, "%s", err);
 	}
 	struct scratch *sc = scratch_get();

@@ -42,6 +42,7 @@
 
 #include "err.h"
 
+#include <cpuid.h>
 #include <immintrin.h>
 #include <math.h>
 #include <pthread.h>
@@ -130,6 +131,12 @@ float rk_half_to_float(uint16_t h)
 	float f;
 	memcpy(&f, &x, sizeof f);
 	return f;
+}
+
+int rk_cpu_f16c(void)
+{
+	unsigned a, b, c, d;
+	return __builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
 }
 
 static inline float clamp_half(float v)
@@ -292,7 +299,7 @@ int rk_index_create(uint32_t dim, const struct rk_index_opts *opts, struct rk_in
 	}
 	while ((1u << ix->chunk_shift) < rows)
 		ix->chunk_shift++;
-	ix->have_f16c = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+	ix->have_f16c = rk_cpu_f16c();
 	pthread_mutex_init(&ix->lock, NULL);
 	pthread_mutex_init(&ix->wlock, NULL);
 	ix->cur = snap_new(16, NULL, 0);

@@ -100,5 +100,9 @@ const uint16_t *rk_index_row_f16(const struct rk_index_view *view, uint32_t id);
  * infinite. */
 uint16_t rk_half_from_float(float f);
 float rk_half_to_float(uint16_t h);
+/* 1 when this CPU runs the F16C conversions (and the OS saves AVX state),
+ * else 0. Asked through CPUID, since clang's __builtin_cpu_supports does
+ * not know "f16c". */
+int rk_cpu_f16c(void);
 
 #endif

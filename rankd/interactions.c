@@ -782,11 +782,11 @@ static size_t unescape(const struct field *f, char *dst)
 	return o;
 }
 
-/* Walks the text. With rows == NULL it only checks (and sums the bytes of
- * escaped ids into *esc_bytes); otherwise it fills rows in batches and adds
- * them. */
+/* Walks the text. With rows == NULL it only checks (and counts the rows
+ * into *n_rows and the bytes of escaped ids into *esc_bytes); otherwise it
+ * fills rows in batches and adds them. */
 static int csv_walk(rk_interactions *ix, const char *buf, size_t len,
-		    rk_interaction_in *rows, char *esc, uint64_t *esc_bytes,
+		    rk_interaction_in *rows, char *esc, uint64_t *esc_bytes, uint64_t *n_rows,
 		    rk_add_stats *stats, char *err, size_t errlen)
 {
 	const char *p = buf, *end = buf + len;
@@ -887,6 +887,8 @@ static int csv_walk(rk_interactions *ix, const char *buf, size_t len,
 			esc_used = 0;
 		}
 	}
+	if (!rows)
+		*n_rows = nrows;
 	if (rows && nb) {
 		rk_add_stats bs;
 		rc = rk_interactions_add_batch(ix, rows, nb, &bs);
@@ -910,17 +912,18 @@ int rk_interactions_import_csv_buf(rk_interactions *ix, const char *buf, size_t 
 		stats = &local;
 	memset(stats, 0, sizeof(*stats));
 	set_err(err, errlen, "%s", "");
-	uint64_t esc_bytes = 0;
-	int rc = csv_walk(ix, buf, len, NULL, NULL, &esc_bytes, stats, err, errlen);
+	uint64_t esc_bytes = 0, n_rows = 0;
+	int rc = csv_walk(ix, buf, len, NULL, NULL, &esc_bytes, &n_rows, stats, err, errlen);
 	if (rc)
 		return rc;
-	rk_interaction_in *rows = malloc(CSV_BATCH * sizeof(*rows));
+	size_t batch = n_rows < CSV_BATCH ? (size_t)n_rows : CSV_BATCH;
+	rk_interaction_in *rows = malloc((batch ? batch : 1) * sizeof(*rows));
 	char *esc = malloc(esc_bytes ? (size_t)esc_bytes : 1);
 	if (!rows || !esc) {
 		rc = VR_ENOMEM;
 		goto leave;
 	}
-	rc = csv_walk(ix, buf, len, rows, esc, NULL, stats, err, errlen);
+	rc = csv_walk(ix, buf, len, rows, esc, NULL, NULL, stats, err, errlen);
 leave:
 	free(rows);
 	free(esc);

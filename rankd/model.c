@@ -457,45 +457,42 @@ int rk_model_save(const rk_model *m, vr_store *st, vr_dbi db, const char *key)
 	return vr_store_write(st, save_fn, &s);
 }
 
+int rk_model_decode(rk_model **out, const void *val, size_t len)
+{
+	rk_model *m = NULL;
+	struct snap_header h;
+	*out = NULL;
+	if (len < SNAP_HEADER)
+		return VR_ECORRUPT;
+	memcpy(&h, val, sizeof(h));
+	if (memcmp(h.magic, SNAP_MAGIC, sizeof(h.magic)) || h.format != SNAP_FORMAT)
+		return VR_ECORRUPT;
+	/* The sizes are checked against the value before anything is
+	 * allocated: a damaged header could ask for up to 1 TiB. */
+	rk_model shape = {.d = {(enum rk_model_kind)h.kind, h.n_users, h.n_items, h.k, h.k2, h.f}};
+	if (layout(&shape) || h.n_params != shape.n_params ||
+	    len - SNAP_HEADER != shape.n_params * sizeof(float))
+		return VR_ECORRUPT;
+	int rc = rk_model_create(&m, &shape.d);
+	if (rc)
+		return rc;
+	memcpy(m->params, (const char *)val + SNAP_HEADER, m->n_params * sizeof(float));
+	m->version = h.version;
+	*out = m;
+	return 0;
+}
+
 int rk_model_load(rk_model **out, vr_store *st, vr_dbi db, const char *key)
 {
 	vr_txn *txn = NULL;
-	rk_model *m = NULL;
 	const void *val;
 	size_t len;
-	struct snap_header h;
 	*out = NULL;
 	int rc = vr_store_read_begin(st, &txn);
 	if (!rc)
 		rc = vr_get(txn, db, key, strlen(key), &val, &len);
-	if (rc)
-		goto leave;
-	if (len < SNAP_HEADER) {
-		rc = VR_ECORRUPT;
-		goto leave;
-	}
-	memcpy(&h, val, sizeof(h));
-	if (memcmp(h.magic, SNAP_MAGIC, sizeof(h.magic)) || h.format != SNAP_FORMAT) {
-		rc = VR_ECORRUPT;
-		goto leave;
-	}
-	rk_model_dims d = {(enum rk_model_kind)h.kind, h.n_users, h.n_items, h.k, h.k2, h.f};
-	rc = rk_model_create(&m, &d);
-	if (rc == VR_EINVAL)
-		rc = VR_ECORRUPT;
-	if (rc)
-		goto leave;
-	if (h.n_params != m->n_params || len != SNAP_HEADER + m->n_params * sizeof(float)) {
-		rc = VR_ECORRUPT;
-		goto leave;
-	}
-	memcpy(m->params, (const char *)val + SNAP_HEADER, m->n_params * sizeof(float));
-	m->version = h.version;
-leave:
+	if (!rc)
+		rc = rk_model_decode(out, val, len);
 	vr_store_read_end(txn);
-	if (rc)
-		rk_model_free(m);
-	else
-		*out = m;
 	return rc;
 }

@@ -175,5 +175,9 @@ void rk_model_dvbpr_update(rk_model *m, const uint32_t *u, const uint32_t *i,
  * error. */
 int rk_model_save(const rk_model *m, vr_store *st, vr_dbi db, const char *key);
 int rk_model_load(rk_model **out, vr_store *st, vr_dbi db, const char *key);
+/* Load's decoding half: a new model from one stored value of len bytes
+ * (callable without a store: tests, fuzzing). Returns 0, VR_ECORRUPT or
+ * VR_ENOMEM; *out stays NULL on failure. */
+int rk_model_decode(rk_model **out, const void *val, size_t len);
 
 #endif

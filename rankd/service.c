@@ -79,7 +79,7 @@ static int load_active(rk_service *svc, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot read the active model snapshot: %s", vr_strerror(rc));
 		return rc;
 	}
-	if ((rc = rk_snap_load(&svc->snap, &meta, &model, &index))) {
+	if ((rc = rk_snap_load(&svc->snap, &meta, rk_interactions_items(svc->ix), &model, &index))) {
 		snprintf(err, errlen, "cannot load model snapshot v%" PRIu64 ": %s", meta.version,
 			 vr_strerror(rc));
 		return rc;

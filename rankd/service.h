@@ -31,6 +31,7 @@
 #include "serving.h"
 #include "snapshot.h"
 #include "store.h"
+#include "visrec/v1/rankd.pb-c.h"
 
 /* Latency histogram: 16 buckets per power of two of 100 ns units (about 4%
  * wide), lock-free. */
@@ -109,6 +110,17 @@ int rk_service_publish(rk_service *svc, rk_served *next, uint64_t base_seq);
 /* 1 while a training run holds the service; its model kind and epoch
  * (done/total) when not NULL. */
 int rk_service_training(rk_service *svc, int *kind, uint32_t *epoch, uint32_t *epochs);
+
+/* The checks of a request that need no model, as its handler runs them
+ * first: GRPC_STATUS_OK, or INVALID_ARGUMENT with the reason in err
+ * (rk_check_recommend: 512 bytes; rk_train_check: cap bytes).
+ * rk_check_recommend: one Recommend (or one of a RecommendBatch, named
+ *   by at: "requests[2].", else "") against svc->max_k, the id rule and
+ *   the candidate limits.
+ * rk_train_check: a TrainRequest's model, ranges, names and rates. */
+int rk_check_recommend(const rk_service *svc, const Visrec__V1__RecommendRequest *r,
+		       const char *at, char *err);
+int rk_train_check(const Visrec__V1__TrainRequest *r, char *why, size_t cap);
 
 /* Handlers; ctx is the rk_service. */
 int rk_handle_add_interactions(vr_call *call, void *ctx);

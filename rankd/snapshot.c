@@ -172,6 +172,18 @@ int rk_snap_activate(rk_snap *s, uint64_t version, uint64_t featured_seq)
 	return vr_store_write(s->st, activate_fn, &c);
 }
 
+int rk_snap_meta_decode(const void *val, size_t len, uint64_t version, rk_snap_meta *meta)
+{
+	struct meta_rec rec;
+	if (len != sizeof rec)
+		return VR_ECORRUPT;
+	memcpy(&rec, val, sizeof rec);
+	if (rec.magic != META_MAGIC || rec.meta.version != version)
+		return VR_ECORRUPT;
+	*meta = rec.meta;
+	return 0;
+}
+
 int rk_snap_active(rk_snap *s, rk_snap_meta *meta)
 {
 	uint64_t version;
@@ -182,20 +194,12 @@ int rk_snap_active(rk_snap *s, rk_snap_meta *meta)
 	const void *val;
 	size_t len;
 	char key[32];
-	struct meta_rec rec;
 	meta_key(key, sizeof key, version);
 	if ((rc = vr_store_read_begin(s->st, &txn)))
 		return rc;
 	rc = vr_get(txn, s->serving, key, strlen(key), &val, &len);
-	if (!rc && len != sizeof rec)
-		rc = VR_ECORRUPT;
-	if (!rc) {
-		memcpy(&rec, val, sizeof rec);
-		if (rec.magic != META_MAGIC || rec.meta.version != version)
-			rc = VR_ECORRUPT;
-		else
-			*meta = rec.meta;
-	}
+	if (!rc)
+		rc = rk_snap_meta_decode(val, len, version, meta);
 	vr_store_read_end(txn);
 	return rc == VR_ENOTFOUND ? VR_ECORRUPT : rc;
 }
@@ -244,9 +248,20 @@ static int append_stored(struct rk_index *index, const void *src, uint32_t n, ui
 	return rc;
 }
 
+int rk_snap_cold_apply(struct rk_index *index, const void *k, const void *v, size_t vl,
+		       uint32_t dim, uint32_t n_items, float *row)
+{
+	uint32_t item = be32((const uint8_t *)k + 4);
+	if (vl != (size_t)dim * sizeof(float) || item >= n_items)
+		return VR_ECORRUPT;
+	memcpy(row, v, vl);
+	int rc = rk_index_set_row(index, item, row);
+	return rc == VR_EINVAL ? VR_ECORRUPT : rc; /* a value that is not finite */
+}
+
 /* Applies the cold rows of version to index, in item order. */
 static int apply_cold(rk_snap *s, vr_txn *txn, uint64_t version, struct rk_index *index,
-		      uint32_t dim, float *row)
+		      uint32_t dim, uint32_t n_items, float *row)
 {
 	vr_cursor *cur;
 	uint8_t start[8];
@@ -258,13 +273,7 @@ static int apply_cold(rk_snap *s, vr_txn *txn, uint64_t version, struct rk_index
 		return rc;
 	rc = vr_cursor_seek(cur, start, sizeof start, &k, &kl, &v, &vl);
 	while (!rc && kl == 8 && !memcmp(k, start, 4)) {
-		uint32_t item = be32((const uint8_t *)k + 4);
-		if (vl != (size_t)dim * sizeof(float)) {
-			rc = VR_ECORRUPT;
-			break;
-		}
-		memcpy(row, v, vl);
-		rc = rk_index_set_row(index, item, row);
+		rc = rk_snap_cold_apply(index, k, v, vl, dim, n_items, row);
 		if (!rc)
 			rc = vr_cursor_next(cur, &k, &kl, &v, &vl);
 	}
@@ -272,68 +281,74 @@ static int apply_cold(rk_snap *s, vr_txn *txn, uint64_t version, struct rk_index
 	return rc == VR_ENOTFOUND ? 0 : rc;
 }
 
-int rk_snap_load(rk_snap *s, const rk_snap_meta *meta, rk_model **model,
-		 struct rk_index **index)
+int rk_snap_decode(const rk_snap_meta *meta, const void *model, size_t model_len,
+		   const void *rows, size_t rows_len, rk_model **model_out,
+		   struct rk_index **index_out)
 {
 	rk_model *m = NULL;
 	struct rk_index *ix = NULL;
+	struct rows_header h;
+	*model_out = NULL;
+	*index_out = NULL;
+	int rc = rk_model_decode(&m, model, model_len);
+	if (rc)
+		return rc;
+	rc = VR_ECORRUPT;
+	if ((uint32_t)m->d.kind != meta->kind || m->d.n_items != meta->n_rows ||
+	    rk_model_dim(m) != meta->dim || rows_len < ROWS_HEADER)
+		goto fail;
+	memcpy(&h, rows, sizeof h);
+	if (memcmp(h.magic, ROWS_MAGIC, sizeof h.magic) || h.dim != meta->dim ||
+	    h.n != meta->n_rows || rows_len != ROWS_HEADER + (size_t)h.n * h.dim * sizeof(float))
+		goto fail;
+	if ((rc = rk_index_create(meta->dim, NULL, &ix)))
+		goto fail;
+	if (h.n && (rc = append_stored(ix, (const char *)rows + ROWS_HEADER, h.n, h.dim)))
+		goto fail;
+	*model_out = m;
+	*index_out = ix;
+	return 0;
+fail:
+	rk_index_destroy(ix);
+	rk_model_free(m);
+	/* The index refuses a dim over its limit or a value that is not
+	 * finite: stored, either is damage. */
+	return rc == VR_EINVAL ? VR_ECORRUPT : rc;
+}
+
+int rk_snap_load(rk_snap *s, const rk_snap_meta *meta, uint32_t n_items, rk_model **model,
+		 struct rk_index **index)
+{
 	vr_txn *txn = NULL;
 	float *row = NULL;
 	char key[32];
-	const void *val;
-	size_t len;
+	const void *mval, *rval;
+	size_t mlen, rlen;
 	*model = NULL;
 	*index = NULL;
 	version_key(key, sizeof key, meta->version);
-	int rc = rk_model_load(&m, s->st, s->models, key);
-	if (rc)
+	int rc = vr_store_read_begin(s->st, &txn);
+	if (rc || (rc = vr_get(txn, s->models, key, strlen(key), &mval, &mlen)) ||
+	    (rc = vr_get(txn, s->rows, key, strlen(key), &rval, &rlen)) ||
+	    (rc = rk_snap_decode(meta, mval, mlen, rval, rlen, model, index)))
 		goto fail;
-	if (!vr_store_read_begin(s->st, &txn)) {
-		if (!vr_get(txn, s->models, key, strlen(key), &val, &len))
-			drop_pages(val, len);
-		vr_store_read_end(txn);
-		txn = NULL;
-	}
-	if ((uint32_t)m->d.kind != meta->kind || m->d.n_items != meta->n_rows ||
-	    rk_model_dim(m) != meta->dim) {
-		rc = VR_ECORRUPT;
-		goto fail;
-	}
-	if ((rc = rk_index_create(meta->dim, NULL, &ix)))
-		goto fail;
+	drop_pages(mval, mlen);
 	if (!(row = malloc((size_t)meta->dim * sizeof(float)))) {
 		rc = VR_ENOMEM;
 		goto fail;
 	}
-	if ((rc = vr_store_read_begin(s->st, &txn)))
-		goto fail;
-	if ((rc = vr_get(txn, s->rows, key, strlen(key), &val, &len)))
-		goto fail;
-	struct rows_header h;
-	if (len < ROWS_HEADER) {
-		rc = VR_ECORRUPT;
-		goto fail;
-	}
-	memcpy(&h, val, sizeof h);
-	if (memcmp(h.magic, ROWS_MAGIC, sizeof h.magic) || h.dim != meta->dim ||
-	    h.n != meta->n_rows || len != ROWS_HEADER + (size_t)h.n * h.dim * sizeof(float)) {
-		rc = VR_ECORRUPT;
-		goto fail;
-	}
-	if (h.n && (rc = append_stored(ix, (const char *)val + ROWS_HEADER, h.n, h.dim)))
-		goto fail;
-	if ((rc = apply_cold(s, txn, meta->version, ix, meta->dim, row)))
+	if ((rc = apply_cold(s, txn, meta->version, *index, meta->dim, n_items, row)))
 		goto fail;
 	vr_store_read_end(txn);
 	free(row);
-	*model = m;
-	*index = ix;
 	return 0;
 fail:
 	vr_store_read_end(txn);
 	free(row);
-	rk_index_destroy(ix);
-	rk_model_free(m);
+	rk_index_destroy(*index);
+	rk_model_free(*model);
+	*model = NULL;
+	*index = NULL;
 	return rc;
 }
 

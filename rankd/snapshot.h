@@ -76,11 +76,33 @@ int rk_snap_active(rk_snap *s, rk_snap_meta *meta);
 
 /* Loads snapshot meta->version: its model into *model and a new serving
  * index of its rows, cold rows applied (gaps filled with zero rows), into
- * *index. On failure both stay NULL. Returns 0, VR_ENOTFOUND (a part is
- * missing), VR_ECORRUPT (sizes disagree), VR_ENOMEM, or a store or index
- * error. */
-int rk_snap_load(rk_snap *s, const rk_snap_meta *meta, rk_model **model,
+ * *index. n_items: the items rankd's interactions know, which every cold
+ * row's item is below (the follower stores an item's id before its row).
+ * On failure both stay NULL. Returns 0, VR_ENOTFOUND (a part is missing),
+ * VR_ECORRUPT (sizes disagree, a value is not finite, a cold row of an
+ * unknown item), VR_ENOMEM, or a store or index error. */
+int rk_snap_load(rk_snap *s, const rk_snap_meta *meta, uint32_t n_items, rk_model **model,
 		 struct rk_index **index);
+
+/* The decoding halves of rk_snap_active and rk_snap_load, from the stored
+ * bytes (callable without a store: tests, fuzzing). Nothing is trusted
+ * before it was checked against the lengths.
+ * rk_snap_meta_decode: a "meta/v<N>" value of snapshot version into *meta.
+ *   Returns 0 or VR_ECORRUPT.
+ * rk_snap_decode: the "models" and "rows" values of the snapshot meta
+ *   describes, into a new model and a new index of its rows (both NULL on
+ *   failure). Returns 0, VR_ECORRUPT (a value disagrees with meta or with
+ *   its own length, or is not finite), VR_ENOMEM, or an index error.
+ * rk_snap_cold_apply: one "cold_rows" record (k: its 8-byte key, v: vl
+ *   bytes) set into index; row is scratch of dim floats. Returns 0,
+ *   VR_ECORRUPT (vl is not dim floats, a value is not finite, the item is
+ *   not below n_items) or an index error. */
+int rk_snap_meta_decode(const void *val, size_t len, uint64_t version, rk_snap_meta *meta);
+int rk_snap_decode(const rk_snap_meta *meta, const void *model, size_t model_len,
+		   const void *rows, size_t rows_len, rk_model **model_out,
+		   struct rk_index **index_out);
+int rk_snap_cold_apply(struct rk_index *index, const void *k, const void *v, size_t vl,
+		       uint32_t dim, uint32_t n_items, float *row);
 
 /* Stores item's row (dim floats) for snapshot version and featured_seq, in
  * one transaction. Returns 0 or a store error. */

@@ -172,8 +172,7 @@ static int isa_supported(enum rk_isa isa)
 	case RK_ISA_GENERIC:
 		return 1;
 	case RK_ISA_AVX2:
-		return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-		       __builtin_cpu_supports("f16c");
+		return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && rk_cpu_f16c();
 	case RK_ISA_AVX512:
 		return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
 	}

@@ -954,6 +954,14 @@ static int settings(struct rk_train_job *job, const Visrec__V1__TrainRequest *r)
 	return job->kind == RK_MODEL_DVBPR ? dvbpr_settings(job, r) : GRPC_STATUS_OK;
 }
 
+int rk_train_check(const Visrec__V1__TrainRequest *r, char *why, size_t cap)
+{
+	struct rk_train_job job = { 0 };
+	int code = settings(&job, r);
+	snprintf(why, cap, "%s", code ? job.msg : "");
+	return code;
+}
+
 static void to_proto(const struct progress *m, Visrec__V1__TrainProgress *out)
 {
 	visrec__v1__train_progress__init(out);

@@ -25,24 +25,26 @@ struct icsv {
 	char error[512];
 };
 
-int icsv_open(icsv **out, const char *path)
+int icsv_open_stream(icsv **out, FILE *f, const char *name)
 {
 	icsv *r = calloc(1, sizeof *r);
-	if (!r)
+	if (!r || !(r->path = strdup(name))) {
+		free(r);
+		fclose(f);
 		return VR_ENOMEM;
+	}
 	r->col_user = r->col_item = r->col_ts = -1;
-	if (!(r->path = strdup(path))) {
-		free(r);
-		return VR_ENOMEM;
-	}
-	if (!(r->f = fopen(path, "r"))) {
-		int rc = -errno;
-		free(r->path);
-		free(r);
-		return rc;
-	}
+	r->f = f;
 	*out = r;
 	return 0;
+}
+
+int icsv_open(icsv **out, const char *path)
+{
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -errno;
+	return icsv_open_stream(out, f, path);
 }
 
 void icsv_close(icsv *r)

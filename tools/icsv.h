@@ -13,6 +13,7 @@
 #define VR_ICSV_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 typedef struct icsv icsv;
 
@@ -24,6 +25,10 @@ typedef struct icsv_row {
 
 /* Opens path for reading. Returns 0, -errno, or VR_ENOMEM. */
 int icsv_open(icsv **out, const char *path);
+/* Reads from f, which the reader owns from now on (closed by icsv_close,
+ * or at once on failure); name stands for it in errors. Returns 0 or
+ * VR_ENOMEM. */
+int icsv_open_stream(icsv **out, FILE *f, const char *name);
 /* Reads the next row into *row. Returns 0, VR_EEOF after the last row,
  * VR_EINVAL for a malformed row or header (icsv_error says which line and
  * why; the next call reads on), -errno on a read error, VR_ENOMEM. */

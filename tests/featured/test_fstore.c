@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 static char dir[64];
@@ -278,9 +279,66 @@ TEST(wait_wakes_on_commit)
 	close_all();
 }
 
+/* A model row's numbers must fit their fields: a double converted to an
+ * integer it does not fit is undefined (the fuzzer found created_unix
+ * 1.97e93), and std is divided by. */
+TEST(model_row_numbers_checked)
+{
+	static const char good[] =
+		"{\"version\":3,\"arch\":\"small\",\"layer\":\"output\",\"dims\":4,"
+		"\"input_size\":32,\"num_outputs\":4,\"weights\":\"\",\"created_unix\":-5,"
+		"\"purpose\":\"embedding\",\"mean\":[0,0.5,1],\"std\":[1,2,3]}";
+	fd_model_info m;
+	ASSERT_OK(fd_model_decode(good, strlen(good), &m));
+	ASSERT_EQ_INT(m.version, 3);
+	ASSERT_EQ_INT(m.created_unix, -5);
+	static const struct {
+		const char *from, *to;
+	} bad[] = {
+		{ "\"created_unix\":-5", "\"created_unix\":1.96667e+93" },
+		{ "\"created_unix\":-5", "\"created_unix\":9223372036854775808" },
+		{ "\"version\":3", "\"version\":-1" },
+		{ "\"version\":3", "\"version\":4294967296" },
+		{ "\"dims\":4", "\"dims\":2.5" },
+		{ "\"input_size\":32", "\"input_size\":1e300" },
+		{ "\"std\":[1,2,3]", "\"std\":[1,0,3]" },
+		{ "\"mean\":[0,0.5,1]", "\"mean\":[0,1e39,1]" },
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		char row[512];
+		const char *at = strstr(good, bad[i].from);
+		ASSERT(at);
+		snprintf(row, sizeof row, "%.*s%s%s", (int)(at - good), good, bad[i].to,
+			 at + strlen(bad[i].from));
+		ASSERT_MSG(fd_model_decode(row, strlen(row), &m) == VR_ECORRUPT, "accepted %s", row);
+	}
+}
+
+/* The other record decoders refuse values shorter than their layout. */
+TEST(record_decoders_check_lengths)
+{
+	uint8_t key[12] = { 0, 0, 0, 1 }, val[64] = { 1, 0, 0, 0, 2, 0, 0, 0, 1 };
+	fd_vec v;
+	fd_change c;
+	fd_item it;
+	/* vectors: version 1, 2 dims, f32, id of 3 bytes: 16 + 8 + 3 bytes */
+	val[12] = 3;
+	ASSERT_OK(fd_vec_decode(key, 12, val, 27, &v));
+	ASSERT_EQ_INT(v.dims, 2);
+	ASSERT_EQ_INT(v.id_len, 3);
+	ASSERT_EQ_INT(fd_vec_decode(key, 12, val, 26, &v), VR_ECORRUPT);
+	ASSERT_EQ_INT(fd_vec_decode(key, 11, val, 27, &v), VR_ECORRUPT);
+	ASSERT_OK(fd_change_decode(key, 8, val, 8, &c));
+	ASSERT_EQ_INT(c.id_len, 0);
+	ASSERT_EQ_INT(fd_change_decode(key, 8, val, 7, &c), VR_ECORRUPT);
+	ASSERT_OK(fd_item_decode("id", 2, val, 32, &it));
+	ASSERT_EQ_INT(fd_item_decode("id", 2, val, 33, &it), VR_ECORRUPT);
+}
+
 static const struct vr_test tests[] = {
 	T(models_and_activation), T(put_replace_and_order), T(reembed_and_switch),
-	T(wait_wakes_on_commit), { 0 },
+	T(wait_wakes_on_commit), T(model_row_numbers_checked),
+	T(record_decoders_check_lengths), { 0 },
 };
 
 int main(int argc, char **argv)

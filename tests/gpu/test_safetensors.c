@@ -322,6 +322,21 @@ TEST(malformed_headers)
 	}
 }
 
+/* A second __metadata__ object was parsed into the first one's table,
+ * sized for the second alone: a heap overflow the fuzzer found. */
+TEST(metadata_twice_refused)
+{
+	const char *p = tmp_path("meta2.safetensors");
+	float four = 1.0f;
+	nn_st_file *f = NULL;
+	char err[256] = "";
+	ASSERT_OK(write_st(p, "{\"__metadata__\":{\"a\":\"1\"},"
+			      "\"__metadata__\":{\"b\":\"2\",\"c\":\"3\"}}", &four, 4));
+	ASSERT_EQ_INT(nn_st_open(p, &f, err, sizeof(err)), VR_ECORRUPT);
+	ASSERT(f == NULL);
+	ASSERT_CONTAINS(err, "__metadata__");
+}
+
 TEST(bad_lengths)
 {
 	const char *p = tmp_path("len.safetensors");
@@ -516,6 +531,7 @@ static const struct vr_test tests[] = {
 	T(half_precision_dtypes),
 	T(net_from_bf16),
 	T(malformed_headers),
+	T(metadata_twice_refused),
 	T(bad_lengths),
 	T(truncated_files),
 	T(garbage_and_mutations),

@@ -322,6 +322,42 @@ TEST(snapshot_round_trip)
 	ASSERT_EQ_INT(system(cmd), 0);
 }
 
+/* A model value's header is checked against its length before the
+ * arena is allocated: the fuzzer found a 100-byte value that made the
+ * decoder allocate 6 GiB. This one asks for 2^37 floats (512 GiB) and
+ * must be refused as corrupt, not fail for want of memory. */
+TEST(model_header_checked_before_allocating)
+{
+	uint8_t val[64 + 16] = "RKMODEL1";
+	const uint32_t head[8] = {1, RK_MODEL_BPR, 1u << 30, 1, 128, 0, 0, 0};
+	const uint64_t tail[3] = {7, ((uint64_t)1 << 37) + 16, 0};
+	memcpy(val + 8, head, sizeof(head));
+	memcpy(val + 40, tail, sizeof(tail));
+	rk_model *m = (rk_model *)1;
+	ASSERT_EQ_INT(rk_model_decode(&m, val, sizeof(val)), VR_ECORRUPT);
+	ASSERT(m == NULL);
+	/* The same header with a value of the size it names would decode;
+	 * one float short or long is corrupt. */
+	rk_model *good = random_model(RK_MODEL_BPR, 3, 2, 4, 0, 0, 5);
+	ASSERT(good);
+	size_t len = 64 + good->n_params * sizeof(float);
+	uint8_t *buf = calloc(1, len + 4);
+	ASSERT(buf);
+	const uint32_t h2[8] = {1, RK_MODEL_BPR, 3, 2, 4, 0, 0, 0};
+	const uint64_t t2[3] = {0, good->n_params, 0};
+	memcpy(buf, "RKMODEL1", 8);
+	memcpy(buf + 8, h2, sizeof(h2));
+	memcpy(buf + 40, t2, sizeof(t2));
+	ASSERT_OK(rk_model_decode(&m, buf, len));
+	ASSERT_EQ_INT(m->n_params, good->n_params);
+	rk_model_free(m);
+	ASSERT_EQ_INT(rk_model_decode(&m, buf, len - 4), VR_ECORRUPT);
+	ASSERT_EQ_INT(rk_model_decode(&m, buf, len + 4), VR_ECORRUPT);
+	ASSERT_EQ_INT(rk_model_decode(&m, buf, 63), VR_ECORRUPT);
+	free(buf);
+	rk_model_free(good);
+}
+
 /* A random training CSR where every item has a training interaction. */
 static void dense_csr(rk_csr *c, uint32_t nu, uint32_t ni, uint64_t seed)
 {
@@ -854,6 +890,7 @@ static const struct vr_test tests[] = {
 	T(serving_rows_fold_the_score),
 	T(dvbpr_margin_and_update),
 	T(snapshot_round_trip),
+	T(model_header_checked_before_allocating),
 	T(minibatch_step_equals_reference_vbpr_gathered),
 	T(minibatch_step_equals_reference_vbpr_full),
 	T(minibatch_step_equals_reference_vbpr_user_side),

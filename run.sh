@@ -9,6 +9,9 @@
 #
 #   ./run.sh                   full size (about 1,079 users, 9,633 items), short CPU schedule
 #   ./run.sh --small           a tiny data set (the end-to-end test uses it)
+#   ./run.sh --images KIND     the items' images: procedural (default: drawn from hidden
+#                              attributes) or fashion-mnist (real garment photos from
+#                              Debian's dataset-fashion-mnist); use a separate --out
 #   ./run.sh --schedule full   longer schedules (for a GPU machine)
 #   ./run.sh --epochs N        every model's epochs
 #   ./run.sh --bpr-epochs N --vbpr-epochs N --dvbpr-epochs N
@@ -26,10 +29,11 @@ cd "$(dirname "$0")"
 
 size=full schedule=short out=out build=build do_build=1 keep=0
 epochs= bpr_epochs= vbpr_epochs= dvbpr_epochs= dvbpr_arch= dvbpr_triples=
-features=pretrained
+features=pretrained images=procedural
 while [ $# -gt 0 ]; do
 	case $1 in
 	--small) size=small ;;
+	--images) images=$2; shift ;;
 	--schedule) schedule=$2; shift ;;
 	--epochs) epochs=$2; shift ;;
 	--bpr-epochs) bpr_epochs=$2; shift ;;
@@ -79,6 +83,11 @@ else
 	datagen_args=()
 	showcase=24
 fi
+case $images in
+procedural) ;;
+fashion-mnist) datagen_args+=(--images fashion-mnist) ;;
+*) echo "run.sh: --images is procedural or fashion-mnist" >&2; exit 2 ;;
+esac
 
 # Wall-clock microseconds, and a difference of two as seconds ("12.3").
 now_us() { echo "${EPOCHREALTIME/./}"; }
@@ -196,7 +205,7 @@ start() {
 stamp="${datagen_args[*]:-default}"
 if [ "$(cat "$data/.visrec-args" 2>/dev/null)" != "$stamp" ]; then
 	rm -rf "$data"
-	step datagen "${size} size" "$visrec_bin" datagen --out "$data" "${datagen_args[@]}"
+	step datagen "${size} size, $images images" "$visrec_bin" datagen --out "$data" "${datagen_args[@]}"
 	echo "$stamp" >"$data/.visrec-args"
 else
 	echo "== datagen: reusing $data" >&2

@@ -1109,11 +1109,30 @@ static void put_dataset(FILE *f, const rp_dataset *ds, const char *data_dir)
 		grouped(s.interactions, n[2]), grouped(s.activity_min, n[3]),
 		grouped(s.activity_median, n[4]), s.activity_mean, grouped(s.activity_max, n[5]),
 		grouped(s.cold_test_users, n[6]));
+	/* Which images datagen drew (its meta.json): the report of a run on
+	 * real photos must say so, not pass for the procedural data. */
+	cJSON *meta = NULL;
+	char why[256];
+	const char *kind = "";
+	if (!read_json(data_dir, "meta.json", &meta, why, sizeof why) && meta)
+		kind = str(cJSON_GetObjectItem(meta, "images"), "kind");
 	fputs("<p class=\"sub\" style=\"max-width:520px\">From <code>", f);
 	put_esc(f, data_dir);
 	fputs("/interactions.csv</code>: a generated data set shaped like the tutorial's Wikimedia "
 	      "data, where users prefer what the images show and also follow hidden collaborative "
-	      "structure.</p></div></section>\n", f);
+	      "structure. ", f);
+	if (!strcmp(kind, "fashion-mnist"))
+		fputs("Images: real garment photographs (Fashion-MNIST) of each item's class, "
+		      "tinted by its hidden colour attribute.", f);
+	else if (!strcmp(kind, "procedural"))
+		fputs("Images: drawn from each item's hidden attributes (category, hue, texture).", f);
+	else if (*kind) {
+		fputs("Images: ", f);
+		put_esc(f, kind);
+		fputs(".", f);
+	}
+	fputs("</p></div></section>\n", f);
+	cJSON_Delete(meta);
 }
 
 static void put_services(FILE *f, const struct run *r)

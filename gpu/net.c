@@ -442,6 +442,9 @@ static int cut_below(nn_net *net, int t, int head)
 {
 	const int P = net->tensors[t].producer, nt = net->ntensors;
 	int *map = NULL, n = 1, nl = 0;
+	if (P < 0)
+		return build_fail(net, VR_EINVAL, "\"%s\" is the image: nothing to cut",
+			net->input_layer);
 	for (int l = P + 1; l < net->nlayers; l++)
 		for (int i = 0; i < net->layers[l].nin; i++) {
 			int u = net->layers[l].in[i];
@@ -455,6 +458,7 @@ static int cut_below(nn_net *net, int t, int head)
 			net->input_layer);
 	if (!(map = malloc(sizeof(int) * nt)))
 		return build_fail(net, VR_ENOMEM, "out of memory building the net");
+	snprintf(net->input_from, sizeof(net->input_from), "%s", net->layers[P].name);
 	for (int u = 0; u < nt; u++)
 		map[u] = u == t ? 0 : net->tensors[u].producer > P ? n++ : -1;
 	struct nn__tensor input = net->tensors[t];
@@ -907,6 +911,11 @@ int nn_net_max_batch(const nn_net *net)
 static const struct nn__tensor *out_tensor(const nn_net *net)
 {
 	return &net->tensors[net->layers[net->out_layer].out];
+}
+
+const char *nn_net_input_layer(const nn_net *net)
+{
+	return net->input_from[0] ? net->input_from : NULL;
 }
 
 void nn_net_input_dims(const nn_net *net, int *c, int *h, int *w)

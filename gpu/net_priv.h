@@ -79,6 +79,7 @@ struct nn_net {
 	 * input_layer "" for the image; head "" when nothing is fresh, else
 	 * "layer:width" as the weights metadata records it. */
 	char input_layer[32], head[48];
+	char input_from[32];       /* at a cut: the full net's layer whose output is the input */
 
 	struct nn__layer *layers;
 	struct nn__tensor *tensors;

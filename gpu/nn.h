@@ -122,6 +122,10 @@ int nn_net_max_batch(const nn_net *net);
  * input_layer) the cut layer's C x H x W; and their product. */
 void nn_net_input_dims(const nn_net *net, int *c, int *h, int *w);
 size_t nn_net_input_count(const nn_net *net);
+/* At a cut: the layer of the whole architecture whose output is this
+ * net's input (for "block_10", "block_10_project_BN"), the output_layer
+ * of the trunk net that computes that input; NULL without a cut. */
+const char *nn_net_input_layer(const nn_net *net);
 /* Per-image dims of the output layer (c, h, w; fc outputs are c x 1 x 1),
  * and their product. */
 void nn_net_output_dims(const nn_net *net, int *c, int *h, int *w);

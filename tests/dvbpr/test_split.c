@@ -198,12 +198,16 @@ TEST(split_equals_one_process)
 	ASSERT_MSG(rk_dvbpr_finish(d, 1, &version, &embedded, &st) == 0, "finish: %s", st.message);
 	ASSERT_EQ_INT(version, 2);
 	ASSERT_EQ_INT(embedded, N_ITEMS);
-	fd_model_info active;
+	/* It is live, not active: the active version (VBPR's features) stays. */
+	fd_model_info active, v2, live[FD_MAX_LIVE];
 	fd_executor_model(fp.svc.ex, &active);
-	ASSERT_EQ_INT(active.version, 2);
-	ASSERT_STR_EQ(active.purpose, "embedding");
-	ASSERT_EQ_INT(active.dims, K2);
-	snprintf(path, sizeof path, "%s/%s", dir, active.weights);
+	ASSERT_EQ_INT(active.version, 1);
+	ASSERT_EQ_INT(fd_executor_live(fp.svc.ex, live), 1);
+	ASSERT_EQ_INT(live[0].version, 2);
+	ASSERT_OK(fd_fstore_model_get(fp.svc.fs, 2, &v2));
+	ASSERT_STR_EQ(v2.purpose, "embedding");
+	ASSERT_EQ_INT(v2.dims, K2);
+	snprintf(path, sizeof path, "%s/%s", dir, v2.weights);
 	nn_net *got = NULL;
 	ASSERT_OK(nn_net_open_file(r.b, path, NULL, &got, NULL, 0));
 	size_t np = nn_net_param_count(r.net);

@@ -98,6 +98,17 @@ struct fd_executor {
 	const uint8_t **rgbs;
 	int *take;
 	int created;      /* setup made version 1 */
+	/* the live versions' nets (executor.h), oldest first; nlive and
+	 * live[].info are also read by fd_executor_live, under mu */
+	struct live {
+		fd_model_info info;
+		nn_net *net;
+		float *out;           /* batch vectors */
+		uint8_t *in;          /* batch images at its S, when it is not the active's */
+		const uint8_t **rgbs;
+	} live[FD_MAX_LIVE];
+	int nlive;
+	fd_more_vecs more[FD_MAX_LIVE];
 
 	pthread_mutex_t mu;
 	pthread_cond_t cv_exec, cv_decode, cv_space, cv_task;
@@ -294,6 +305,37 @@ static int embed(nn_net *net, const uint8_t *const *rgb, int n, float *out, char
 	return rc;
 }
 
+/* Runs live version v's net on the m images of the batch (rgb, decoded
+ * at the active model's S; decoded again from the jobs' JPEGs when the
+ * live net takes another size) and points ex->more[v] at its vectors.
+ * Executor thread only. */
+static int embed_live(fd_executor *ex, int v, const uint8_t **rgb, int m,
+		      const fd_model_info *model, char *err, size_t errlen)
+{
+	struct live *l = &ex->live[v];
+	const uint8_t **imgs = rgb;
+	int S = (int)l->info.input_size, rc;
+	if (l->info.input_size != model->input_size) {
+		size_t px = (size_t)S * S * 3;
+		for (int k = 0; k < m; k++) {
+			fd_job *job = ex->jobs[ex->take[k]];
+			char why[200];
+			l->rgbs[k] = l->in + (size_t)k * px;
+			if ((rc = fd_decode(ex->dec, job->image, job->image_len, S, 0, l->in + (size_t)k * px,
+					    NULL, why, sizeof why))) {
+				snprintf(err, errlen, "decoding at %d px for live version %u: %s", S,
+					 l->info.version, why);
+				return rc;
+			}
+		}
+		imgs = l->rgbs;
+	}
+	if ((rc = embed(l->net, imgs, m, l->out, err, errlen)))
+		return rc;
+	ex->more[v] = (fd_more_vecs){ l->info.version, l->info.dims, l->out };
+	return 0;
+}
+
 /* Takes the n decoded slots at head: embeds, stores and completes them.
  * Called and returns with mu held; releases it meanwhile. */
 static void run_batch(fd_executor *ex, int n)
@@ -331,6 +373,8 @@ static void run_batch(fd_executor *ex, int n)
 	double t2 = t1, t3 = t1;
 	if (m > 0) {
 		rc = embed(ex->net, rgb, m, ex->out, err, sizeof err);
+		for (int v = 0; !rc && v < ex->nlive; v++)
+			rc = embed_live(ex, v, rgb, m, &model, err, sizeof err);
 		t2 = vr_now_s();
 		for (int k = 0; !rc && k < m; k++) {
 			fd_job *job = ex->jobs[ex->take[k]];
@@ -338,8 +382,8 @@ static void run_batch(fd_executor *ex, int n)
 						.image_len = job->image_len,
 						.vector = ex->out + (size_t)k * model.dims };
 		}
-		if (!rc && (rc = fd_fstore_put_items(ex->fs, model.version, model.dims, ex->puts,
-						     (size_t)m)))
+		if (!rc && (rc = fd_fstore_put_items_more(ex->fs, model.version, model.dims, ex->puts,
+							  (size_t)m, ex->more, (size_t)ex->nlive)))
 			snprintf(err, sizeof err, "storing the item failed: %s%s%s", vr_strerror(rc),
 				 vr_store_last_error()[0] ? ": " : "", vr_store_last_error());
 		t3 = vr_now_s();
@@ -385,6 +429,59 @@ static int ready_run(fd_executor *ex)
 	return n;
 }
 
+static void live_free(struct live *l)
+{
+	nn_net_destroy(l->net);
+	free(l->out);
+	free(l->in);
+	free(l->rgbs);
+	memset(l, 0, sizeof *l);
+}
+
+/* Buffers for a live net of info's S and dims, batch images. */
+static int live_make(struct live *l, nn_net *net, const fd_model_info *info, int batch)
+{
+	size_t px = (size_t)info->input_size * info->input_size * 3;
+	memset(l, 0, sizeof *l);
+	l->info = *info;
+	if (!(l->out = malloc(sizeof(float) * (size_t)batch * info->dims)) ||
+	    !(l->in = malloc(px * (size_t)batch)) || !(l->rgbs = calloc((size_t)batch, sizeof *l->rgbs))) {
+		live_free(l);
+		return VR_ENOMEM;
+	}
+	l->net = net;
+	return 0;
+}
+
+/* Start-up: reopens the stored live versions. One that cannot be opened
+ * is dropped from the list with a warning: it must not keep featured
+ * from ingesting with the active model. */
+static void open_live(fd_executor *ex)
+{
+	uint32_t versions[FD_MAX_LIVE], keep[FD_MAX_LIVE];
+	size_t n = 0, k = 0;
+	int rc = fd_fstore_live_get(ex->fs, versions, &n);
+	if (rc)
+		VR_WARN("reading the live model versions: %s; none is live", vr_strerror(rc));
+	for (size_t i = 0; i < n; i++) {
+		fd_model_info info;
+		nn_net *net = NULL;
+		char err[256] = "";
+		if ((rc = fd_fstore_model_get(ex->fs, versions[i], &info)) ||
+		    (rc = fd_model_open(ex->b, ex->data_dir, &info, ex->batch, &net, err, sizeof err)) ||
+		    (rc = live_make(&ex->live[ex->nlive], net, &info, ex->batch))) {
+			nn_net_destroy(net);
+			VR_WARN("live model version %u cannot be opened (%s%s%s); it is no longer live",
+				versions[i], vr_strerror(rc), err[0] ? ": " : "", err);
+			continue;
+		}
+		keep[k++] = versions[i];
+		ex->nlive++;
+	}
+	if (k != n && (rc = fd_fstore_live_set(ex->fs, keep, k)))
+		VR_WARN("recording the live model versions: %s", vr_strerror(rc));
+}
+
 /* Stored images were accepted once: re-reading them (re-embedding) is not
  * where the limits protect anything, and refusing one would block a
  * switch. */
@@ -410,6 +507,7 @@ static int setup(fd_executor *ex)
 	}
 	ex->S = (int)ex->model.input_size;
 	ex->dims = ex->model.dims;
+	open_live(ex);
 	if ((rc = alloc_batches(ex->batch, ex->S, ex->dims, &ex->in, &ex->out)) ||
 	    (rc = alloc_slots(ex, ex->S)) || (rc = fd_decoder_create(&ex->dec, &stored_limits)) ||
 	    !(ex->puts = calloc((size_t)ex->batch, sizeof *ex->puts)) ||
@@ -569,6 +667,8 @@ void fd_executor_destroy(fd_executor *ex)
 	if (ex->started)
 		pthread_join(ex->tid, NULL);
 	nn_net_destroy(ex->net);
+	for (int v = 0; v < ex->nlive; v++)
+		live_free(&ex->live[v]);
 	nn_backend_close(ex->b);
 	fd_decoder_destroy(ex->dec);
 	free_slots(ex);
@@ -618,6 +718,24 @@ int fd_executor_submit(fd_executor *ex, fd_job *job, int wait_ms)
 int fd_executor_queue_cap(const fd_executor *ex)
 {
 	return ex->cap;
+}
+
+int fd_executor_live(fd_executor *ex, fd_model_info out[FD_MAX_LIVE])
+{
+	pthread_mutex_lock(&ex->mu);
+	int n = ex->nlive;
+	for (int v = 0; v < n; v++)
+		out[v] = ex->live[v].info;
+	pthread_mutex_unlock(&ex->mu);
+	return n;
+}
+
+int fd_executor_batch(fd_executor *ex)
+{
+	pthread_mutex_lock(&ex->mu);
+	int batch = ex->batch;
+	pthread_mutex_unlock(&ex->mu);
+	return batch;
 }
 
 void fd_executor_model(fd_executor *ex, fd_model_info *out)
@@ -756,20 +874,74 @@ static int chunk_task(fd_executor *ex, void *arg)
 	return embed_chunk(ex, arg);
 }
 
+/* Executor thread: embeds what was added or replaced since r's pass read
+ * it. Nothing is admitted meanwhile, so afterwards every item has its
+ * vector of r's version. */
+static int catch_up(fd_executor *ex, struct reembed *r)
+{
+	char after[FD_MAX_ID + 1] = "";
+	int rc;
+	do {
+		if ((rc = read_chunk(r, ex->dec, after, 1)) || (r->n && (rc = embed_chunk(ex, r))))
+			return rc;
+	} while (r->n);
+	return 0;
+}
+
+/* Executor thread: makes r's net a live one (executor.h), dropping the
+ * oldest when FD_MAX_LIVE are live already. */
+static int live_task(fd_executor *ex, void *arg)
+{
+	struct reembed *r = arg;
+	struct live l, old = { 0 };
+	uint32_t versions[FD_MAX_LIVE];
+	size_t n = 0;
+	int rc = catch_up(ex, r);
+	if (rc)
+		return rc;
+	if ((rc = live_make(&l, NULL, &r->model, ex->batch))) {
+		snprintf(r->err, sizeof r->err, "allocating the live version's buffers");
+		return rc;
+	}
+	int drop = ex->nlive == FD_MAX_LIVE;
+	for (int v = drop; v < ex->nlive; v++)
+		versions[n++] = ex->live[v].info.version;
+	versions[n++] = r->model.version;
+	if ((rc = fd_fstore_live_set(ex->fs, versions, n))) {
+		snprintf(r->err, sizeof r->err, "recording version %u as live: %s", r->model.version,
+			 vr_strerror(rc));
+		live_free(&l);
+		return rc;
+	}
+	l.net = r->net;
+	pthread_mutex_lock(&ex->mu);
+	if (drop) {
+		old = ex->live[0];
+		memmove(&ex->live[0], &ex->live[1], sizeof ex->live[0] * (FD_MAX_LIVE - 1));
+		ex->nlive--;
+	}
+	ex->live[ex->nlive++] = l;
+	pthread_mutex_unlock(&ex->mu);
+	if (drop)
+		VR_INFO("model version %u is no longer live (at most %d are)", old.info.version,
+			FD_MAX_LIVE);
+	live_free(&old);
+	VR_INFO("model version %u (%s, %u dims) is live: new items get its vectors too",
+		r->model.version, r->model.arch, r->model.dims);
+	return 0;
+}
+
 /* Executor thread: makes r's net the active one. Nothing is admitted
  * while this runs, so after the catch-up every item has its vector. */
 static int switch_task(fd_executor *ex, void *arg)
 {
 	struct reembed *r = arg;
-	char after[FD_MAX_ID + 1] = "";
 	int S = (int)r->model.input_size, rc;
 	uint8_t *in = NULL, **rgbs = NULL;
 	float *out = NULL;
 	uint64_t seq = 0, missing = 0;
-	do {
-		if ((rc = read_chunk(r, ex->dec, after, 1)) || (r->n && (rc = embed_chunk(ex, r))))
-			return rc;
-	} while (r->n);
+	if ((rc = catch_up(ex, r)))
+		return rc;
 
 	int batch = ex->batch < nn_net_max_batch(r->net) ? ex->batch : nn_net_max_batch(r->net);
 	if ((rc = alloc_batches(batch, S, r->model.dims, &in, &out)))
@@ -832,8 +1004,8 @@ fail:
 	return rc;
 }
 
-int fd_executor_reembed(fd_executor *ex, nn_net *net, const fd_model_info *model,
-			int switch_active, uint64_t *embedded, char *err, size_t errlen)
+int fd_executor_reembed(fd_executor *ex, nn_net *net, const fd_model_info *model, int mode,
+			uint64_t *embedded, char *err, size_t errlen)
 {
 	fd_decoder *dec = NULL;
 	char after[FD_MAX_ID + 1] = "";
@@ -859,8 +1031,10 @@ int fd_executor_reembed(fd_executor *ex, nn_net *net, const fd_model_info *model
 		if ((rc = fd_executor_call(ex, chunk_task, &r)))
 			break;
 	}
-	if (!rc && switch_active)
+	if (!rc && mode == FD_REEMBED_SWITCH)
 		rc = fd_executor_call(ex, switch_task, &r);
+	else if (!rc && mode == FD_REEMBED_LIVE)
+		rc = fd_executor_call(ex, live_task, &r);
 leave:
 	if (rc && !r.err[0])
 		snprintf(r.err, sizeof r.err, "%s", vr_strerror(rc));

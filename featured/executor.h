@@ -138,15 +138,34 @@ fd_fstore *fd_executor_fstore(fd_executor *ex);
  * stores the vectors under that version. The caller's thread reads and
  * decodes the images in chunks of the batch size; the executor thread runs
  * the net and writes each chunk between ingest batches, so ingestion goes
- * on meanwhile. If switch_active, it then, on the executor thread, embeds
- * whatever was added or replaced meanwhile, switches the active version in
- * one transaction (fd_fstore_switch: MODEL_SWITCHED change) and from then
- * on ingests with net, which the executor then owns (the old net is
- * freed): the caller must not touch net after a successful switch. Never
- * from the executor thread. *embedded (may be NULL) counts the vectors
- * written. Errors: those of the store, the net (VR_EDEVICE ...), VR_ENOMEM,
- * VR_ESHUTDOWN; err gets the cause. */
-int fd_executor_reembed(fd_executor *ex, nn_net *net, const fd_model_info *model,
-			int switch_active, uint64_t *embedded, char *err, size_t errlen);
+ * on meanwhile. Then, by mode, on the executor thread, after embedding
+ * whatever was added or replaced meanwhile:
+ * - FD_REEMBED_SWITCH: switches the active version in one transaction
+ *   (fd_fstore_switch: MODEL_SWITCHED change) and from then on ingests
+ *   with net (the old net is freed);
+ * - FD_REEMBED_LIVE: makes the version live: the active version stays
+ *   (GetVectors' default, VBPR's features), and every item put from then
+ *   on is embedded with the active net AND each live one, in the same
+ *   transaction, with an FD_REEMBEDDED change of the live version after
+ *   the item's own (fd_fstore_put_items_more), so whoever serves that
+ *   version (rankd's DVBPR model) ranks new items at once. At most
+ *   FD_MAX_LIVE versions are live; the oldest then stops being live (its
+ *   vectors stay). The list persists (fd_fstore_live_set) and is reopened
+ *   at start;
+ * - FD_REEMBED_STORE: nothing more.
+ * With SWITCH or LIVE the executor owns net after success: the caller must
+ * not touch it. Never from the executor thread. *embedded (may be NULL)
+ * counts the vectors written. Errors: those of the store, the net
+ * (VR_EDEVICE ...), VR_ENOMEM, VR_ESHUTDOWN; err gets the cause. */
+enum { FD_REEMBED_STORE = 0, FD_REEMBED_SWITCH = 1, FD_REEMBED_LIVE = 2 };
+int fd_executor_reembed(fd_executor *ex, nn_net *net, const fd_model_info *model, int mode,
+			uint64_t *embedded, char *err, size_t errlen);
+
+/* The live versions (at most FD_MAX_LIVE, oldest first) into out; returns
+ * how many. */
+int fd_executor_live(fd_executor *ex, fd_model_info out[FD_MAX_LIVE]);
+/* Images per network call now (a switch may lower it): the max_batch a
+ * net handed to fd_executor_reembed should have. */
+int fd_executor_batch(fd_executor *ex);
 
 #endif

@@ -41,6 +41,7 @@ struct change_head {
 
 static const char KEY_ACTIVE[] = "active_version";
 static const char KEY_NEXT_NUM[] = "next_num";
+static const char KEY_LIVE[] = "live_versions";
 
 /* ---- record helpers ------------------------------------------------------ */
 
@@ -328,6 +329,8 @@ struct put_ctx {
 	uint32_t version, dims;
 	fd_put *puts;
 	size_t n;
+	const fd_more_vecs *more;
+	size_t nmore;
 	int64_t now;
 	uint64_t last_seq;
 };
@@ -396,8 +399,21 @@ static int put_items_txn(vr_txn *txn, void *arg)
 			return rc;
 		memcpy(dst, p->image, p->image_len);
 		if ((rc = put_vec(fs, txn, c->version, row.num, c->dims, p->item_id, id_len, p->vector)) ||
-		    (rc = put_change(fs, txn, row.seq, p->kind, c->version, p->item_id, id_len)) ||
-		    (rc = vr_put(txn, fs->items, p->item_id, id_len, &row, sizeof row)))
+		    (rc = put_change(fs, txn, row.seq, p->kind, c->version, p->item_id, id_len)))
+			return rc;
+		/* A live version's vector, and its change: the item is new to
+		 * whoever follows that version. row.seq ends at the last one,
+		 * so a re-embedding that read the item before sees it moved. */
+		for (size_t m = 0; m < c->nmore; m++) {
+			const fd_more_vecs *mv = &c->more[m];
+			if ((rc = put_vec(fs, txn, mv->version, row.num, mv->dims, p->item_id, id_len,
+					  mv->vectors + i * mv->dims)) ||
+			    (rc = put_change(fs, txn, ++seq, FD_REEMBEDDED, mv->version, p->item_id,
+					     id_len)))
+				return rc;
+			row.seq = seq;
+		}
+		if ((rc = vr_put(txn, fs->items, p->item_id, id_len, &row, sizeof row)))
 			return rc;
 	}
 	c->last_seq = seq;
@@ -406,7 +422,13 @@ static int put_items_txn(vr_txn *txn, void *arg)
 
 int fd_fstore_put_items(fd_fstore *fs, uint32_t version, uint32_t dims, fd_put *puts, size_t n)
 {
-	struct put_ctx c = { fs, version, dims, puts, n, (int64_t)time(NULL), 0 };
+	return fd_fstore_put_items_more(fs, version, dims, puts, n, NULL, 0);
+}
+
+int fd_fstore_put_items_more(fd_fstore *fs, uint32_t version, uint32_t dims, fd_put *puts,
+			     size_t n, const fd_more_vecs *more, size_t nmore)
+{
+	struct put_ctx c = { fs, version, dims, puts, n, more, nmore, (int64_t)time(NULL), 0 };
 	if (!n)
 		return 0;
 	int rc = vr_store_write(fs->st, put_items_txn, &c);
@@ -656,6 +678,57 @@ leave:
 	vr_cursor_close(c);
 	vr_store_read_end(txn);
 	return rc;
+}
+
+/* ---- live versions ---------------------------------------------------------- */
+
+int fd_fstore_live_get(fd_fstore *fs, uint32_t *versions, size_t *n)
+{
+	vr_txn *txn;
+	const void *v;
+	size_t vl;
+	*n = 0;
+	int rc = vr_store_read_begin(fs->st, &txn);
+	if (rc)
+		return rc;
+	rc = vr_get(txn, fs->meta, KEY_LIVE, strlen(KEY_LIVE), &v, &vl);
+	if (!rc && (vl % 4 || vl / 4 > FD_MAX_LIVE))
+		rc = VR_ECORRUPT;
+	if (!rc) {
+		memcpy(versions, v, vl);
+		*n = vl / 4;
+	}
+	vr_store_read_end(txn);
+	return rc == VR_ENOTFOUND ? 0 : rc;
+}
+
+struct live_ctx {
+	fd_fstore *fs;
+	const uint32_t *versions;
+	size_t n;
+};
+
+static int live_set_txn(vr_txn *txn, void *arg)
+{
+	struct live_ctx *c = arg;
+	for (size_t i = 0; i < c->n; i++) {
+		int rc = model_txn(c->fs, txn, c->versions[i], NULL);
+		if (rc)
+			return rc;
+	}
+	if (!c->n) {
+		int rc = vr_del(txn, c->fs->meta, KEY_LIVE, strlen(KEY_LIVE));
+		return rc == VR_ENOTFOUND ? 0 : rc;
+	}
+	return vr_put(txn, c->fs->meta, KEY_LIVE, strlen(KEY_LIVE), c->versions, 4 * c->n);
+}
+
+int fd_fstore_live_set(fd_fstore *fs, const uint32_t *versions, size_t n)
+{
+	struct live_ctx c = { fs, versions, n };
+	if (n > FD_MAX_LIVE)
+		return VR_EINVAL;
+	return vr_store_write(fs->st, live_set_txn, &c);
 }
 
 /* ---- reads --------------------------------------------------------------- */

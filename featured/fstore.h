@@ -15,7 +15,8 @@
  *            can be written beside the active ones.
  *   changes  seq (integer key) -> {kind u32, version u32, the item id}
  *   models   version (integer key) -> a JSON object (fd_model_info)
- *   meta     "active_version" -> u32, "next_num" -> u64
+ *   meta     "active_version" -> u32, "next_num" -> u64,
+ *            "live_versions" -> up to FD_MAX_LIVE u32 (fd_fstore_live_get)
  *
  * Every write is one transaction through vr_store_write, so a caller that
  * acks after a write returns acks only what is on disk. Writes come from
@@ -124,6 +125,28 @@ vr_store *fd_fstore_store(fd_fstore *fs);
  * added, then replaced. Fills each put's seq and kind, then wakes
  * fd_fstore_wait. */
 int fd_fstore_put_items(fd_fstore *fs, uint32_t version, uint32_t dims, fd_put *puts, size_t n);
+
+/* Vectors of another model version for the items of one
+ * fd_fstore_put_items_more call: n × dims floats in the puts' order. */
+typedef struct fd_more_vecs {
+	uint32_t version, dims;
+	const float *vectors;
+} fd_more_vecs;
+
+/* As fd_fstore_put_items, and in the same transaction each item's vector
+ * of every more[m].version with an FD_REEMBEDDED change of that version
+ * after its own change (the live versions: executor.h). */
+int fd_fstore_put_items_more(fd_fstore *fs, uint32_t version, uint32_t dims, fd_put *puts,
+			     size_t n, const fd_more_vecs *more, size_t nmore);
+
+/* Live versions: model versions besides the active one that featured
+ * keeps embedding new items with (DVBPR's trained nets, which do not
+ * replace the active features), oldest first, at most FD_MAX_LIVE.
+ * fd_fstore_live_set replaces the list; every version must have a row
+ * (VR_ENOTFOUND), n <= FD_MAX_LIVE (VR_EINVAL). */
+#define FD_MAX_LIVE 2
+int fd_fstore_live_get(fd_fstore *fs, uint32_t *versions, size_t *n);
+int fd_fstore_live_set(fd_fstore *fs, const uint32_t *versions, size_t n);
 
 /* Stores n vectors of version for items that still have the seq the
  * caller read (re-embedding); an item replaced or gone since is left

@@ -634,8 +634,12 @@ int fd_info(vr_call *call, void *ctx)
 		goto leave;
 	if (n > MAX_MODELS)
 		n = MAX_MODELS;
+	fd_model_info live[FD_MAX_LIVE];
+	int nlive = fd_executor_live(svc->ex, live);
 	for (size_t i = 0; i < n; i++) {
 		model_to_proto(&models[i], &models_pb[i]);
+		for (int v = 0; v < nlive; v++)
+			models_pb[i].live |= live[v].version == models[i].version;
 		ptrs[i] = &models_pb[i];
 	}
 	model_to_proto(&active, &active_pb);

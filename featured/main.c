@@ -52,6 +52,11 @@ int main(int argc, char **argv)
 		  "8388608", "largest JPEG accepted", 0 },
 		{ "max-image-pixels", "VISREC_MAX_IMAGE_PIXELS", VR_FLAG_UINT64, &cfg.max_image_pixels,
 		  "50000000", "largest width x height accepted (checked before decoding)", 0 },
+		{ "max-trunk-cache-mb", "VISREC_MAX_TRUNK_CACHE_MB", VR_FLAG_UINT64,
+		  &cfg.max_trunk_cache_mb, "2048",
+		  "largest trunk activation cache of a TrainVisual session with trunk_layer (items x "
+		  "C x H x W floats: 9,633 items at block_10 of mobilenet_v2 at 96 px take 133 MB); "
+		  "larger starts get RESOURCE_EXHAUSTED", 0 },
 		{ 0 },
 	};
 	static const char *const services[] = { "visrec.v1.Featured", NULL };

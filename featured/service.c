@@ -51,7 +51,7 @@ static int add_new_model(fd_service *svc, const fd_config *cfg, char *err, size_
 	}
 	VR_INFO("--new-model: added model version %u (%s, layer %s, %u dims); re-embedding every item",
 		nm.info.version, nm.info.arch, nm.info.layer, nm.info.dims);
-	rc = fd_executor_reembed(svc->ex, nm.net, &nm.info, 1, &n, nm.err, sizeof nm.err);
+	rc = fd_executor_reembed(svc->ex, nm.net, &nm.info, FD_REEMBED_SWITCH, &n, nm.err, sizeof nm.err);
 	if (rc) {
 		fd_executor_call(svc->ex, destroy_task, nm.net);
 		snprintf(err, errlen, "--new-model: re-embedding into version %u: %s", nm.info.version,
@@ -70,6 +70,7 @@ int fd_service_open(fd_service *svc, vr_store *store, const fd_config *cfg, char
 	char what[512];
 	svc->max_image_bytes = cfg->max_image_bytes;
 	svc->max_image_pixels = cfg->max_image_pixels;
+	svc->max_trunk_cache_mb = cfg->max_trunk_cache_mb;
 	fd_train_visual_configure(cfg->data_dir);
 	int rc = fd_fstore_open(&svc->fs, store);
 	if (rc) {

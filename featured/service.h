@@ -20,12 +20,14 @@ typedef struct fd_config {
 	int new_model;                /* add a version from model, re-embed, switch */
 	int batch, batch_wait_ms, decode_threads, queue;
 	uint64_t max_image_bytes, max_image_pixels;
+	uint64_t max_trunk_cache_mb;  /* a TrainVisual trunk session's cached activations */
 } fd_config;
 
 typedef struct fd_service {
 	fd_fstore *fs;                /* over the daemon's LMDB environment */
 	fd_executor *ex;
 	uint64_t max_image_bytes, max_image_pixels;
+	uint64_t max_trunk_cache_mb;
 } fd_service;
 
 /* Opens featured's databases in store and starts the executor with the

@@ -76,6 +76,17 @@ struct tv {
 	const uint8_t **img;   /* the same as host images, when there is no set */
 	float *phi, *dphi;     /* 2 × max triples × K */
 	float *out;            /* a reply: loss, g (max triples each), dtheta */
+	/* a trunk session (trunk_layer): the active model's net up to the
+	 * cut computes every item's activations once (act, n_items × act_n
+	 * floats); net is then the part above the cut and a step gathers its
+	 * input rows into x */
+	char trunk_layer[32], weights[4400];
+	int head_width, max_triples;
+	uint32_t trunk_outputs;
+	nn_net *trunk;         /* executor thread only; kept for Finish */
+	float *act, *x;
+	size_t act_n;
+	uint64_t cap_bytes;
 	/* the current step (set by the handler before the task) */
 	size_t n;
 	const float *theta, *margin;
@@ -187,6 +198,14 @@ static int cache_build(struct tv *s)
 		snprintf(s->err, sizeof s->err, "featured holds no item images; put items before training");
 		goto fail;
 	}
+	if (s->trunk_layer[0] && (double)n * s->act_n * sizeof(float) > (double)s->cap_bytes) {
+		rc = VR_EFULL;
+		snprintf(s->err, sizeof s->err, "the trunk activations of %zu items at %s take %.0f MB "
+			 "(%zu floats each), over featured's --max-trunk-cache-mb %.0f: cut higher, use a "
+			 "smaller input_size, or raise the flag", n, s->trunk_layer,
+			 (double)n * s->act_n * sizeof(float) / 1e6, s->act_n, (double)s->cap_bytes / 1e6);
+		goto fail;
+	}
 	if (!(s->pix = malloc(n * px))) {
 		rc = VR_ENOMEM;
 		snprintf(s->err, sizeof s->err, "cannot allocate the image cache (%zu items × %zu bytes)",
@@ -240,15 +259,38 @@ static int save_ckpt(struct tv *s)
 	return rc;
 }
 
+/* A trunk session's trunk: the active model's arch and weights, inference
+ * only, returning the map the trained net starts from. */
+static int trunk_open(fd_executor *ex, struct tv *s)
+{
+	struct nn_net_opts o = { .num_outputs = (int)s->trunk_outputs, .input_size = s->size,
+				 .max_batch = 32, .output_layer = nn_net_input_layer(s->net),
+				 .inference_only = 1 };
+	int rc = nn_net_create(fd_executor_backend(ex), s->arch, &o, &s->trunk, s->err,
+			       sizeof s->err);
+	if (!rc && (rc = nn_net_load(s->trunk, s->weights, NULL)))
+		snprintf(s->err, sizeof s->err, "loading the trunk from %.300s: %s", s->weights,
+			 nn_net_errmsg(s->trunk));
+	return rc;
+}
+
 static int start_task(fd_executor *ex, void *arg)
 {
 	struct tv *s = arg;
+	int trunk = s->trunk_layer[0] != 0;
 	struct nn_net_opts o = { .num_outputs = s->dims, .input_size = s->size,
-				 .max_batch = 2 * FD_TV_MAX_TRIPLES };
+				 .max_batch = 2 * s->max_triples,
+				 .input_layer = trunk ? s->trunk_layer : NULL,
+				 .head_width = s->head_width };
 	struct nn_optim_opts a = { .kind = NN_OPTIM_ADAM, .lr = s->lr, .weight_decay = s->wd };
 	int rc = nn_net_create(fd_executor_backend(ex), s->arch, &o, &s->net, s->err, sizeof s->err);
 	if (rc)
 		return rc;
+	if (trunk) {
+		s->act_n = nn_net_input_count(s->net);
+		if ((rc = trunk_open(ex, s)))
+			return rc;
+	}
 	if ((rc = nn_optim_create(s->net, &a, &s->opt))) {
 		snprintf(s->err, sizeof s->err, "cannot create Adam: %s", nn_net_errmsg(s->net));
 		return rc;
@@ -266,7 +308,41 @@ static int start_task(fd_executor *ex, void *arg)
 	}
 	if ((rc = nn_net_init(s->net, s->seed)))
 		snprintf(s->err, sizeof s->err, "cannot initialise the net: %s", nn_net_errmsg(s->net));
+	/* Above the cut the pretrained layers start from the trunk's weights;
+	 * a new head keeps its seeded init (nn_net_load's rule). */
+	if (!rc && trunk && (rc = nn_net_load(s->net, s->weights, NULL)))
+		snprintf(s->err, sizeof s->err, "loading %.300s above the cut: %s", s->weights,
+			 nn_net_errmsg(s->net));
 	return rc;
+}
+
+/* Runs the trunk over the cached images into s->act, then frees the
+ * images: steps never touch pixels again. */
+static int trunk_task(fd_executor *ex, void *arg)
+{
+	struct tv *s = arg;
+	const size_t px = (size_t)s->size * s->size * 3;
+	const uint8_t *img[32];
+	double t0 = vr_now_s();
+	int rc = 0;
+	(void)ex;
+	for (size_t i = 0; !rc && i < s->n_items; i += 32) {
+		int nb = s->n_items - i < 32 ? (int)(s->n_items - i) : 32;
+		for (int k = 0; k < nb; k++)
+			img[k] = s->pix + (i + (size_t)k) * px;
+		rc = nn_net_forward_u8(s->trunk, img, nb, 0, s->act + i * s->act_n);
+	}
+	if (rc) {
+		snprintf(s->err, sizeof s->err, "computing the trunk activations: %s",
+			 nn_net_errmsg(s->trunk));
+		return rc;
+	}
+	free(s->pix);
+	s->pix = NULL;
+	VR_INFO("TrainVisual %s: trunk %s up to %s: %zu items' activations (%zu floats each, "
+		"%.1f MB) in %.1f s", s->session, s->arch, s->trunk_layer, s->n_items, s->act_n,
+		(double)s->n_items * s->act_n * sizeof(float) / 1e6, vr_now_s() - t0);
+	return 0;
 }
 
 static int free_task(fd_executor *ex, void *arg)
@@ -275,9 +351,11 @@ static int free_task(fd_executor *ex, void *arg)
 	(void)ex;
 	nn_optim_destroy(s->opt);
 	nn_net_destroy(s->net);
+	nn_net_destroy(s->trunk);
 	nn_images_destroy(s->set);
 	s->opt = NULL;
 	s->net = NULL;
+	s->trunk = NULL;
 	s->set = NULL;
 	return 0;
 }
@@ -314,9 +392,16 @@ static int upload_task(fd_executor *ex, void *arg)
 	return 0;
 }
 
-/* A training or evaluation forward of the n images the step mapped. */
+/* A training or evaluation forward of the n images the step mapped (in
+ * a trunk session: of their cached activations). */
 static int forward(struct tv *s, int n, int train, float *out)
 {
+	if (s->act) {
+		for (int k = 0; k < n; k++)
+			memcpy(s->x + (size_t)k * s->act_n, s->act + (size_t)s->idx[k] * s->act_n,
+			       sizeof(float) * s->act_n);
+		return nn_net_forward(s->net, s->x, n, train, out);
+	}
 	return s->set ? nn_net_forward_images(s->net, s->set, s->idx, n, train, out)
 		      : nn_net_forward_u8(s->net, s->img, n, train, out);
 }
@@ -361,11 +446,37 @@ static int embed_task(fd_executor *ex, void *arg)
 
 struct finish {
 	struct tv *s;
+	nn_net *net;           /* what embeds the items: the session's, or trunk + trained part */
 	fd_model_info info;
 };
 
-/* Saves the last checkpoint, drops Adam and records the net as a new
- * (inactive) model version. */
+/* A trunk session's model: the whole architecture on images, its trunk
+ * from the pretrained weights and the rest from the trained net (same
+ * parameter names: the head, or the layers above the cut). */
+static int serving_net(fd_executor *ex, struct tv *s, nn_net **out)
+{
+	struct nn_net_opts o = { .num_outputs = s->dims, .input_size = s->size,
+				 .max_batch = fd_executor_batch(ex), .inference_only = 1,
+				 .head_layer = s->head_width ? s->trunk_layer : NULL,
+				 .head_width = s->head_width };
+	float mean[3], std[3];
+	int rc = nn_net_create(fd_executor_backend(ex), s->arch, &o, out, s->err, sizeof s->err);
+	if (rc)
+		return rc;
+	nn_net_norm(s->trunk, mean, std);
+	nn_net_set_norm(*out, mean, std);
+	if ((rc = nn_net_init(*out, s->seed)) || (rc = nn_net_params_copy(*out, s->trunk, NULL)) ||
+	    (rc = nn_net_params_copy(*out, s->net, NULL))) {
+		snprintf(s->err, sizeof s->err, "assembling trunk and trained net: %s",
+			 nn_net_errmsg(*out));
+		nn_net_destroy(*out);
+		*out = NULL;
+	}
+	return rc;
+}
+
+/* Saves the last checkpoint, drops Adam and records the net (in a trunk
+ * session, trunk + trained part) as a new model version, not active. */
 static int finish_task(fd_executor *ex, void *arg)
 {
 	struct finish *f = arg;
@@ -375,8 +486,23 @@ static int finish_task(fd_executor *ex, void *arg)
 		return rc;
 	nn_optim_destroy(s->opt);
 	s->opt = NULL;
-	return fd_model_add(fd_executor_fstore(ex), g_data_dir, s->net, NULL, 0, &f->info, s->err,
-			    sizeof s->err);
+	f->net = s->net;
+	if (s->trunk && (rc = serving_net(ex, s, &f->net)))
+		return rc;
+	rc = fd_model_add(fd_executor_fstore(ex), g_data_dir, f->net, NULL, 0, &f->info, s->err,
+			  sizeof s->err);
+	if (rc && f->net != s->net) {
+		nn_net_destroy(f->net);
+		f->net = NULL;
+	}
+	return rc;
+}
+
+static int destroy_task(fd_executor *ex, void *arg)
+{
+	(void)ex;
+	nn_net_destroy(arg);
+	return 0;
 }
 
 /* ---- the stream -------------------------------------------------------- */
@@ -413,7 +539,20 @@ int fd_tv_check_start(const Visrec__V1__TrainVisualStart *m, char *why, size_t c
 		snprintf(why, cap, "learning_rate must be > 0, weight_decay >= 0, dims <= 4096, input_size <= 1024");
 		return GRPC_STATUS_INVALID_ARGUMENT;
 	}
+	if (m->trunk_layer && strlen(m->trunk_layer) >= 32) {
+		snprintf(why, cap, "trunk_layer is a layer name of at most 31 characters");
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	}
+	if (m->head_width > 4096 || (m->head_width && !(m->trunk_layer && m->trunk_layer[0]))) {
+		snprintf(why, cap, "head_width (at most 4096) needs trunk_layer");
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	}
 	return GRPC_STATUS_OK;
+}
+
+int fd_tv_max_triples(const Visrec__V1__TrainVisualStart *m)
+{
+	return m->trunk_layer && m->trunk_layer[0] ? FD_TV_MAX_HEAD_TRIPLES : FD_TV_MAX_TRIPLES;
 }
 
 static int on_start(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualStart *m)
@@ -425,6 +564,26 @@ static int on_start(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualSt
 	if (code)
 		return vr_call_error(call, code, "%s", why);
 	nn_arch_info(arch, &ai);
+	s->max_triples = fd_tv_max_triples(m);
+	if (m->trunk_layer && m->trunk_layer[0]) {
+		/* The trunk is featured's active model: its arch, size and weights. */
+		fd_model_info active;
+		fd_executor_model(s->svc->ex, &active);
+		if (m->arch && m->arch[0] && strcmp(m->arch, active.arch))
+			return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT,
+					     "a trunk session's trunk is featured's active model version %u, "
+					     "a %s; arch \"%s\" differs (leave it empty)", active.version,
+					     active.arch, m->arch);
+		arch = active.arch;
+		nn_arch_info(arch, &ai);
+		snprintf(s->trunk_layer, sizeof s->trunk_layer, "%s", m->trunk_layer);
+		snprintf(s->weights, sizeof s->weights, "%s/%s", g_data_dir, active.weights);
+		s->head_width = (int)m->head_width;
+		s->trunk_outputs = active.num_outputs;
+		ai.input_size = (int)active.input_size;
+		uint64_t mb = s->svc->max_trunk_cache_mb ? s->svc->max_trunk_cache_mb : 2048;
+		s->cap_bytes = mb << 20;
+	}
 	snprintf(s->arch, sizeof s->arch, "%s", arch);
 	snprintf(s->session, sizeof s->session, "%s", m->session_id);
 	s->dims = m->dims ? (int)m->dims : ai.num_outputs;
@@ -443,15 +602,28 @@ static int on_start(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualSt
 	int rc = fd_executor_call(s->svc->ex, start_task, s);
 	if (rc)
 		return vr_call_error(call, vr_status_from_rc(rc), "TrainVisual start: %s", s->err);
-	size_t mx = 2 * FD_TV_MAX_TRIPLES, K = (size_t)s->dims;
+	size_t mt = (size_t)s->max_triples, mx = 2 * mt, K = (size_t)s->dims;
 	s->img = malloc(mx * sizeof *s->img);
 	s->idx = malloc(mx * sizeof *s->idx);
 	s->phi = malloc(mx * K * sizeof(float));
 	s->dphi = malloc(mx * K * sizeof(float));
-	s->out = malloc((2 * FD_TV_MAX_TRIPLES + FD_TV_MAX_TRIPLES * K) * sizeof(float));
-	if (!s->img || !s->idx || !s->phi || !s->dphi || !s->out)
+	s->out = malloc((2 * mt + mt * K) * sizeof(float));
+	if (s->act_n)
+		s->x = malloc(mx * s->act_n * sizeof(float));
+	if (!s->img || !s->idx || !s->phi || !s->dphi || !s->out || (s->act_n && !s->x))
 		return VR_ENOMEM;
-	if ((rc = cache_build(s)) || (rc = fd_executor_call(s->svc->ex, upload_task, s)))
+	if ((rc = cache_build(s)))
+		return vr_call_error(call, vr_status_from_rc(rc), "TrainVisual start: %s", s->err);
+	if (s->act_n) {
+		if (!(s->act = malloc(s->n_items * s->act_n * sizeof(float))))
+			return vr_call_error(call, GRPC_STATUS_RESOURCE_EXHAUSTED,
+					     "TrainVisual start: cannot allocate %.0f MB of trunk activations",
+					     (double)s->n_items * s->act_n * sizeof(float) / 1e6);
+		rc = fd_executor_call(s->svc->ex, trunk_task, s);
+	} else {
+		rc = fd_executor_call(s->svc->ex, upload_task, s);
+	}
+	if (rc)
 		return vr_call_error(call, vr_status_from_rc(rc), "TrainVisual start: %s", s->err);
 	fd_model_info active;
 	fd_executor_model(s->svc->ex, &active);
@@ -463,9 +635,10 @@ static int on_start(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualSt
 	st.dims = (uint32_t)s->dims;
 	r.msg_case = VISREC__V1__TRAIN_VISUAL_RESPONSE__MSG_STARTED;
 	r.started = &st;
-	VR_INFO("TrainVisual %s: %s %s K=%d S=%d, Adam lr %g wd %g, at step %llu", s->session,
-		s->resume ? "resumed" : "started", s->arch, s->dims, s->size, (double)s->lr,
-		(double)s->wd, (unsigned long long)s->step);
+	VR_INFO("TrainVisual %s: %s %s%s%s K=%d S=%d%s, Adam lr %g wd %g, at step %llu", s->session,
+		s->resume ? "resumed" : "started", s->arch, s->trunk_layer[0] ? " above " : "",
+		s->trunk_layer, s->dims, s->size, s->head_width ? " with a conv1x1 head" : "",
+		(double)s->lr, (double)s->wd, (unsigned long long)s->step);
 	return vr_call_send(call, &r.base);
 }
 
@@ -505,11 +678,13 @@ static int map_items(vr_call *call, struct tv *s, char **ids, size_t n, size_t o
 	return 0;
 }
 
-int fd_tv_check_step(const Visrec__V1__TrainVisualStep *m, size_t dims, char *why, size_t cap)
+int fd_tv_check_step(const Visrec__V1__TrainVisualStep *m, size_t dims, int max_triples,
+		     char *why, size_t cap)
 {
 	size_t n = m->n_pos_items;
-	if (!n || n > FD_TV_MAX_TRIPLES) {
-		snprintf(why, cap, "a step carries 1..%d triples, not %zu", FD_TV_MAX_TRIPLES, n);
+	if (!n || n > (size_t)max_triples) {
+		snprintf(why, cap, "a step of this session carries 1..%d triples, not %zu", max_triples,
+			 n);
 		return GRPC_STATUS_INVALID_ARGUMENT;
 	}
 	if (m->n_neg_items != n || m->n_margin != n || m->n_theta != n * dims) {
@@ -530,7 +705,7 @@ static int on_step(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualSte
 				     "start again with resume)", (unsigned long long)m->step, s->session,
 				     (unsigned long long)s->step);
 	char why[200];
-	int rc = fd_tv_check_step(m, K, why, sizeof why);
+	int rc = fd_tv_check_step(m, K, s->max_triples, why, sizeof why);
 	if (rc)
 		return vr_call_error(call, rc, "%s", why);
 	rc = map_items(call, s, m->pos_items, n, 0, "step.pos_items");
@@ -566,9 +741,10 @@ static int on_embed(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualEm
 	size_t n = m->n_items, K = (size_t)s->dims;
 	if (!same_session(s, m->session_id))
 		return wrong_session(call, s, "embed", m->session_id);
-	if (!n || n > FD_TV_MAX_TRIPLES)
+	if (!n || n > (size_t)s->max_triples)
 		return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT,
-				     "an embed carries 1..%d items, not %zu", FD_TV_MAX_TRIPLES, n);
+				     "an embed of this session carries 1..%d items, not %zu",
+				     s->max_triples, n);
 	int rc = map_items(call, s, m->items, n, 0, "embed.items");
 	if (rc)
 		return rc;
@@ -600,16 +776,20 @@ static int on_finish(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualF
 		int rc = fd_executor_call(s->svc->ex, finish_task, &f);
 		if (rc)
 			return vr_call_error(call, vr_status_from_rc(rc), "TrainVisual finish: %s", s->err);
-		rc = fd_executor_reembed(s->svc->ex, s->net, &f.info, 1, &embedded, s->err,
+		rc = fd_executor_reembed(s->svc->ex, f.net, &f.info, FD_REEMBED_LIVE, &embedded, s->err,
 					 sizeof s->err);
-		if (rc)
+		if (rc) {
+			if (f.net != s->net)
+				fd_executor_call(s->svc->ex, destroy_task, f.net);
 			return vr_call_error(call, vr_status_from_rc(rc),
 					     "TrainVisual finish: re-embedding into version %u: %s",
 					     f.info.version, s->err);
-		s->net = NULL; /* the executor's now */
+		}
+		if (f.net == s->net)
+			s->net = NULL; /* the executor's now */
 		fin.model_version = f.info.version;
-		VR_INFO("TrainVisual %s: finished at step %llu; %llu items re-embedded into version %u, "
-			"now active", s->session, (unsigned long long)s->step,
+		VR_INFO("TrainVisual %s: finished at step %llu; %llu items embedded into version %u, "
+			"now live beside the active version", s->session, (unsigned long long)s->step,
 			(unsigned long long)embedded, f.info.version);
 	}
 	fin.items_embedded = embedded;
@@ -667,7 +847,7 @@ int fd_train_visual(vr_call *call, void *ctx)
 	}
 leave:
 	if (s) {
-		if (s->net || s->opt || s->set)
+		if (s->net || s->opt || s->set || s->trunk)
 			fd_executor_call(s->svc->ex, free_task, s);
 		free(s->ids);
 		free(s->id_blob);
@@ -677,6 +857,8 @@ leave:
 		free(s->phi);
 		free(s->dphi);
 		free(s->out);
+		free(s->act);
+		free(s->x);
 		free(s);
 	}
 	atomic_store(&g_busy, 0);

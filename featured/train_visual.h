@@ -24,10 +24,23 @@
  *           Embedded (n × K values), training nothing: rankd's per-epoch
  *           validation. It may come between any two steps.
  *   Finish  reembed: the trained net becomes a new model version (purpose
- *           "embedding", K dims), every item is re-embedded with it and the
- *           active version switches in one transaction (MODEL_SWITCHED);
- *           replies Finished with the version. Without reembed the session
- *           just ends.
+ *           "embedding", K dims) and every item is embedded with it; the
+ *           active version does NOT change (VBPR's features stay GetVectors'
+ *           default): the new version becomes live (executor.h), so items
+ *           put later get its vector too, with a REEMBEDDED change of it.
+ *           Replies Finished with the version, which rankd's DVBPR model
+ *           fetches (GetVectors model_version) and follows in Watch.
+ *           Without reembed the session just ends.
+ * Trunk sessions (Start's trunk_layer): the trunk is featured's active
+ * model (arch, input size, weights) up to trunk_layer, frozen; at Start it
+ * computes every item's activations once into memory (N × C×H×W floats:
+ * 9,633 items at block_10 of mobilenet_v2 at 96 px, 96×6×6, take 133 MB;
+ * over --max-trunk-cache-mb is RESOURCE_EXHAUSTED), and the session's net
+ * is only the part above the cut: head_width > 0, a conv1x1 head
+ * (nn.h), else the active model's upper layers (fine-tuned from its
+ * weights, the last resized to K). Steps and Embed run that part alone
+ * and take up to FD_TV_MAX_HEAD_TRIPLES. Finish assembles trunk + trained
+ * part into one net on images, the new version.
  * Checkpoints: every checkpoint_every steps (default 200) and at Finish the
  * net with its Adam state is saved to DATA/train/<session>.safetensors
  * (written aside and renamed); a Start with resume and the same session
@@ -44,8 +57,10 @@
 
 #include <stddef.h>
 
-/* Most triples per step (the net holds 2× as many images). */
+/* Most triples per step (the net holds 2× as many images), and in a
+ * trunk session, whose step runs only the part above the cut. */
 #define FD_TV_MAX_TRIPLES 128
+#define FD_TV_MAX_HEAD_TRIPLES 1024
 
 /* Where checkpoints and new model versions go; call once before serving
  * (fd_service_open does). */
@@ -55,7 +70,11 @@ void fd_train_visual_configure(const char *data_dir);
  * that need no session state: GRPC_STATUS_OK, or INVALID_ARGUMENT with
  * the reason in why (cap bytes). The handler runs them first. */
 int fd_tv_check_start(const Visrec__V1__TrainVisualStart *m, char *why, size_t cap);
-int fd_tv_check_step(const Visrec__V1__TrainVisualStep *m, size_t dims, char *why, size_t cap);
+int fd_tv_check_step(const Visrec__V1__TrainVisualStep *m, size_t dims, int max_triples,
+		     char *why, size_t cap);
+/* The most triples a step (and items an Embed) of a session started with
+ * m may carry: FD_TV_MAX_HEAD_TRIPLES with a trunk, else FD_TV_MAX_TRIPLES. */
+int fd_tv_max_triples(const Visrec__V1__TrainVisualStart *m);
 
 /* The TrainVisual handler; ctx is the fd_service. Errors go to the call's
  * status: INVALID_ARGUMENT (bad start or step), FAILED_PRECONDITION (no

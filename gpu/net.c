@@ -369,6 +369,201 @@ int nn__layer_find(const nn_net *net, const char *name)
 	return -1;
 }
 
+/* ---- Cuts and heads --------------------------------------------------------
+ * Both reshape the graph an architecture built, before any memory exists:
+ * a cut drops the layers below a tensor and makes it the input; a head
+ * drops the layers above a tensor and appends the head's. Tensors, layers
+ * and parameters are numbered in build order, so both are compactions. */
+
+/* The tensor layer name stands for: its output, or for a feature tap (a
+ * layer before the last whose output nothing reads) the map it pools.
+ * what says which option named it. */
+static int cut_tensor(nn_net *net, const char *name, const char *what, int *tensor)
+{
+	int l = nn__layer_find(net, name);
+	if (!name || l < 0) {
+		nn__errmsg(net, "%s has no layer \"%s\" (%s)", net->arch, name ? name : "(null)",
+			what);
+		return VR_ENOTFOUND;
+	}
+	int t = net->layers[l].out;
+	if (l < net->nlayers - 1 && net->tensors[t].consumers == 0)
+		t = net->layers[l].in[0];
+	*tensor = t;
+	return 0;
+}
+
+/* Recounts every tensor's readers from the layers. */
+static void count_consumers(nn_net *net)
+{
+	for (int t = 0; t < net->ntensors; t++)
+		net->tensors[t].consumers = 0;
+	for (int l = 0; l < net->nlayers; l++)
+		for (int i = 0; i < net->layers[l].nin; i++)
+			net->tensors[net->layers[l].in[i]].consumers++;
+}
+
+/* Keeps the parameters the layers use, renumbered in order. */
+static void compact_params(nn_net *net)
+{
+	int *map = calloc((size_t)net->nparams + 1, sizeof(int)), n = 0;
+	if (!map) {
+		build_fail(net, VR_ENOMEM, "out of memory building the net");
+		return;
+	}
+	for (int p = 0; p < net->nparams; p++)
+		map[p] = -1;
+	for (int l = 0; l < net->nlayers; l++) {
+		int *ps[4] = { &net->layers[l].w, &net->layers[l].b, &net->layers[l].mean,
+			&net->layers[l].var };
+		for (int i = 0; i < 4; i++)
+			if (*ps[i] >= 0)
+				map[*ps[i]] = 0;
+	}
+	for (int p = 0; p < net->nparams; p++)
+		if (map[p] == 0) {
+			map[p] = n;
+			net->params[n++] = net->params[p];
+		}
+	for (int l = 0; l < net->nlayers; l++) {
+		int *ps[4] = { &net->layers[l].w, &net->layers[l].b, &net->layers[l].mean,
+			&net->layers[l].var };
+		for (int i = 0; i < 4; i++)
+			if (*ps[i] >= 0)
+				*ps[i] = map[*ps[i]];
+	}
+	net->nparams = n;
+	free(map);
+}
+
+/* Makes tensor t the input: drops every layer up to its producer. A head
+ * will follow when head is set, so nothing need be left above. */
+static int cut_below(nn_net *net, int t, int head)
+{
+	const int P = net->tensors[t].producer, nt = net->ntensors;
+	int *map = NULL, n = 1, nl = 0;
+	if (P < 0)
+		return build_fail(net, VR_EINVAL, "\"%s\" is the image: nothing to cut",
+			net->input_layer);
+	for (int l = P + 1; l < net->nlayers; l++)
+		for (int i = 0; i < net->layers[l].nin; i++) {
+			int u = net->layers[l].in[i];
+			if (u != t && net->tensors[u].producer <= P)
+				return build_fail(net, VR_EINVAL, "cannot start the net at \"%s\": it is "
+					"inside a residual block (%s above it reads a tensor from below it); "
+					"cut at a block's end", net->input_layer, net->layers[l].name);
+		}
+	if (P == net->nlayers - 1 && !head)
+		return build_fail(net, VR_EINVAL, "cannot start the net at its last layer \"%s\"",
+			net->input_layer);
+	if (!(map = malloc(sizeof(int) * nt)))
+		return build_fail(net, VR_ENOMEM, "out of memory building the net");
+	snprintf(net->input_from, sizeof(net->input_from), "%s", net->layers[P].name);
+	for (int u = 0; u < nt; u++)
+		map[u] = u == t ? 0 : net->tensors[u].producer > P ? n++ : -1;
+	struct nn__tensor input = net->tensors[t];
+	input.producer = -1;
+	input.group = 0;
+	for (int u = 0; u < nt; u++)
+		if (map[u] > 0)
+			net->tensors[map[u]] = net->tensors[u];
+	net->tensors[0] = input;
+	net->ntensors = n;
+	for (int l = P + 1; l < net->nlayers; l++, nl++) {
+		struct nn__layer *ly = &net->layers[nl];
+		*ly = net->layers[l];
+		for (int i = 0; i < ly->nin; i++)
+			ly->in[i] = map[ly->in[i]];
+		ly->out = map[ly->out];
+		net->tensors[ly->out].producer = nl;
+		/* In place over the input would write the caller's activations'
+		 * copy and leave the layer's output without a gradient buffer. */
+		if (ly->inplace && ly->in[0] == 0) {
+			if (ly->kind == NN__IDENTITY) {
+				free(map);
+				return build_fail(net, VR_EINVAL, "cannot start the net at \"%s\": the "
+					"next layer %s only renames it", net->input_layer, ly->name);
+			}
+			ly->inplace = 0;
+		}
+		net->tensors[ly->out].group = ly->inplace ? net->tensors[ly->in[0]].group : ly->out;
+	}
+	net->nlayers = nl;
+	free(map);
+	count_consumers(net);
+	compact_params(net);
+	return net->build_rc;
+}
+
+/* Drops every layer above tensor t's producer (and the tensors they made). */
+static void cut_above(nn_net *net, int t)
+{
+	int P = net->tensors[t].producer, nt = 0;
+	net->nlayers = P + 1;
+	for (int u = 0; u < net->ntensors; u++)
+		if (net->tensors[u].producer <= P)
+			nt = u + 1;
+	net->ntensors = nt;
+	count_consumers(net);
+	compact_params(net);
+}
+
+/* Applies opts' cut and head to the net an architecture built. */
+static int reshape(nn_net *net, const struct nn_net_opts *opts)
+{
+	int t = 0, h = 0, rc, first_fresh;
+	if (opts->head_width < 0 || opts->head_width > (1 << 16))
+		return build_fail(net, VR_EINVAL, "head_width %d is not in 0..65536", opts->head_width);
+	if (opts->head_layer && opts->head_width <= 0)
+		return build_fail(net, VR_EINVAL, "head_layer needs head_width > 0");
+	if (opts->input_layer) {
+		snprintf(net->input_layer, sizeof(net->input_layer), "%s", opts->input_layer);
+		if (strlen(opts->input_layer) >= sizeof(net->input_layer))
+			return build_fail(net, VR_EINVAL, "input_layer name too long");
+		if ((rc = cut_tensor(net, opts->input_layer, "input_layer", &t)))
+			return net->build_rc = rc;
+	}
+	const char *at = opts->head_layer ? opts->head_layer : opts->input_layer;
+	if (opts->head_width > 0) {
+		if (!at)
+			return build_fail(net, VR_EINVAL, "head_width needs head_layer or input_layer");
+		if ((rc = cut_tensor(net, at, "head_layer", &h)))
+			return net->build_rc = rc;
+		if (opts->input_layer && net->tensors[h].producer < net->tensors[t].producer)
+			return build_fail(net, VR_EINVAL, "head_layer \"%s\" is below the cut \"%s\"",
+				at, opts->input_layer);
+		if (strlen(at) > 32)
+			return build_fail(net, VR_EINVAL, "head_layer name too long");
+		snprintf(net->head, sizeof(net->head), "%s:%d", at, opts->head_width);
+	} else if (opts->input_layer) {
+		snprintf(net->head, sizeof(net->head), "%s:0", opts->input_layer);
+	}
+	if (opts->head_width > 0) {
+		cut_above(net, h);
+		if (opts->input_layer)
+			t = h;
+	}
+	if (opts->input_layer && (rc = cut_below(net, t, opts->head_width > 0)))
+		return rc;
+	first_fresh = net->nparams;
+	if (opts->head_width > 0) {
+		int x = opts->input_layer ? 0 : h;
+		x = nn__conv(net, "head.conv", x, opts->head_width, 1, 1, 0, 1, 1);
+		x = nn__relu(net, "head.relu", x);
+		x = nn__adaptive_avgpool(net, "head.pool", x, 1, 1);
+		x = nn__linear(net, "head.fc", x, net->num_outputs);
+		if (x < 0)
+			return x;
+	} else if (opts->input_layer) {
+		/* The last layer is resized to K: new, whatever the file holds. */
+		const struct nn__layer *last = &net->layers[net->nlayers - 1];
+		first_fresh = last->w >= 0 ? last->w : net->nparams;
+	}
+	for (int p = first_fresh; p < net->nparams; p++)
+		net->params[p].fresh = 1;
+	return net->build_rc;
+}
+
 /* ---- Memory planning ---------------------------------------------------- */
 
 static int net_alloc(nn_net *net, size_t bytes, void **out)
@@ -669,7 +864,7 @@ int nn__net_create_with(nn_backend *b, const struct nn__arch *a, const struct nn
 	}
 	if ((rc = new_tensor(net, 3, net->input_size, net->input_size, -1)) < 0)
 		goto fail;
-	if ((rc = a->build(net)) < 0 || (rc = net->build_rc))
+	if ((rc = a->build(net)) < 0 || (rc = net->build_rc) || (rc = reshape(net, opts)))
 		goto fail;
 	net->out_layer = nn__layer_find(net, opts->output_layer);
 	if (net->out_layer < 0) {
@@ -716,6 +911,23 @@ int nn_net_max_batch(const nn_net *net)
 static const struct nn__tensor *out_tensor(const nn_net *net)
 {
 	return &net->tensors[net->layers[net->out_layer].out];
+}
+
+const char *nn_net_input_layer(const nn_net *net)
+{
+	return net->input_from[0] ? net->input_from : NULL;
+}
+
+void nn_net_input_dims(const nn_net *net, int *c, int *h, int *w)
+{
+	*c = net->tensors[0].c;
+	*h = net->tensors[0].h;
+	*w = net->tensors[0].w;
+}
+
+size_t nn_net_input_count(const nn_net *net)
+{
+	return net->tensors[0].size;
 }
 
 void nn_net_output_dims(const nn_net *net, int *c, int *h, int *w)
@@ -788,6 +1000,43 @@ int nn_net_tensor_find(const nn_net *net, const char *name, struct nn_tensor_inf
 		if (!strcmp(net->params[i].name, name))
 			return nn_net_tensor_at(net, i, out);
 	return VR_ENOTFOUND;
+}
+
+int nn_net_params_copy(nn_net *dst, nn_net *src, int *copied)
+{
+	float *from = NULL, *to = NULL;
+	int rc = VR_ENOMEM, n = 0;
+	if (dst->b != src->b) {
+		nn__errmsg(dst, "copying parameters between nets on different backends");
+		return VR_EINVAL;
+	}
+	if (!(from = malloc(sizeof(float) * (src->arena_count ? src->arena_count : 1))) ||
+	    !(to = malloc(sizeof(float) * (dst->arena_count ? dst->arena_count : 1))))
+		goto leave;
+	if ((rc = nn_net_params_get(src, from)) || (rc = nn_net_params_get(dst, to)))
+		goto leave;
+	for (int i = 0; i < dst->nparams; i++) {
+		const struct nn__param *d = &dst->params[i];
+		for (int j = 0; j < src->nparams; j++) {
+			const struct nn__param *p = &src->params[j];
+			if (strcmp(d->name, p->name) || d->ndim != p->ndim ||
+			    memcmp(d->shape, p->shape, sizeof(int) * d->ndim))
+				continue;
+			memcpy(to + d->offset, from + p->offset, sizeof(float) * d->numel);
+			n++;
+			break;
+		}
+	}
+	rc = nn_net_params_set(dst, to);
+leave:
+	if (rc)
+		nn__errmsg(dst, "copying parameters: %s", rc == VR_ENOMEM ? "out of memory" :
+			"backend error");
+	if (copied)
+		*copied = rc ? 0 : n;
+	free(from);
+	free(to);
+	return rc;
 }
 
 int nn_net_params_get(nn_net *net, float *host)
@@ -943,6 +1192,11 @@ static int load_input(nn_net *net, const struct source *src, int n)
 	float mul[3], add[3], *x = net->tensors[0].data;
 	if (src->x)
 		return o->upload(net->b, x, src->x, sizeof(float) * n * net->tensors[0].size);
+	if (net->input_layer[0]) {
+		nn__errmsg(net, "this net starts at \"%s\": its input is that layer's activations "
+			"(nn_net_forward), not images", net->input_layer);
+		return VR_EINVAL;
+	}
 	for (int c = 0; c < 3; c++) {
 		mul[c] = 1.0f / (255.0f * net->std[c]);
 		add[c] = -net->mean[c] / net->std[c];

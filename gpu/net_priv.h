@@ -34,6 +34,7 @@ struct nn__param {
 	int trainable;
 	int init;                  /* enum nn__init; UNIFORM is +-1/sqrt(fan_in) */
 	int fan_in;
+	int fresh;                 /* a new or resized head: loaded only from a file of the same head */
 };
 
 struct nn__tensor {
@@ -74,6 +75,11 @@ struct nn_net {
 	char arch[16];
 	int num_outputs, input_size, max_batch, inference_only;
 	float mean[3], std[3];
+	/* Where the net starts and what replaced its top (nn_net_opts):
+	 * input_layer "" for the image; head "" when nothing is fresh, else
+	 * "layer:width" as the weights metadata records it. */
+	char input_layer[32], head[48];
+	char input_from[32];       /* at a cut: the full net's layer whose output is the input */
 
 	struct nn__layer *layers;
 	struct nn__tensor *tensors;

@@ -80,6 +80,26 @@ struct nn_net_opts {
 	/* Nonzero: no gradients or backward; activation memory is reused
 	 * between layers (serving). */
 	int inference_only;
+	/* A net that starts at a cut (NULL: at the image). The layers up to
+	 * and including this one (a name or alias as output_layer) are not
+	 * built; the net's input is that layer's output, n x C x H x W floats
+	 * (nn_net_input_dims), e.g. a pretrained trunk's activations computed
+	 * once. A feature tap (a layer no other layer reads, such as
+	 * mobilenet_v2's "block_10" global average) names the map it pools, so
+	 * "block_10" cuts at the 96 x 6 x 6 map at 96 px. A cut inside a
+	 * residual block (a layer above it reading a tensor from below it) is
+	 * refused with VR_EINVAL. Without a head the layers above the cut are
+	 * kept, the last one resized to num_outputs. */
+	const char *input_layer;
+	/* head_width > 0 replaces everything above head_layer (NULL: the cut,
+	 * input_layer) by a trained head: conv 1x1 C -> head_width + ReLU +
+	 * global average pool + linear -> num_outputs, layers "head.conv",
+	 * "head.relu", "head.pool", "head.fc". So {input_layer = L, head_width
+	 * = W} is the head alone (DVBPR over cached trunk activations) and
+	 * {head_layer = L, head_width = W} the trunk with the same head on
+	 * images (serving: the same parameter names). */
+	const char *head_layer;
+	int head_width;
 };
 
 /* Builds arch on b with memory for opts->max_batch images: parameters
@@ -98,6 +118,14 @@ const char *nn_net_arch(const nn_net *net);
 int nn_net_num_outputs(const nn_net *net);
 int nn_net_input_size(const nn_net *net);
 int nn_net_max_batch(const nn_net *net);
+/* Per-image dims of the net's input: 3 x S x S, or at a cut (opts'
+ * input_layer) the cut layer's C x H x W; and their product. */
+void nn_net_input_dims(const nn_net *net, int *c, int *h, int *w);
+size_t nn_net_input_count(const nn_net *net);
+/* At a cut: the layer of the whole architecture whose output is this
+ * net's input (for "block_10", "block_10_project_BN"), the output_layer
+ * of the trunk net that computes that input; NULL without a cut. */
+const char *nn_net_input_layer(const nn_net *net);
 /* Per-image dims of the output layer (c, h, w; fc outputs are c x 1 x 1),
  * and their product. */
 void nn_net_output_dims(const nn_net *net, int *c, int *h, int *w);
@@ -120,7 +148,8 @@ int nn_net_init(nn_net *net, uint64_t seed);
 void nn_net_set_rng(nn_net *net, uint64_t seed, uint64_t step);
 
 /* Runs n images (1 <= n <= max_batch; host memory, n x 3 x S x S floats,
- * already normalised) through the net up to the output layer and writes
+ * already normalised; at a cut n x nn_net_input_count floats of the cut
+ * layer's output) through the net up to the output layer and writes
  * n x nn_net_output_size floats to out (host). train != 0 applies dropout
  * (a fresh mask per call, from the seed) and keeps what backward needs.
  * Errors: VR_EINVAL (n out of range), backend errors. */
@@ -130,8 +159,8 @@ int nn_net_forward(nn_net *net, const float *input, int n, int train, float *out
  * bytes (HWC RGB, host memory), normalised with the net's mean and std
  * (nn_net_norm) on the backend, so a GPU receives a quarter of the bytes
  * and the host does no float work. The caller may reuse the images once
- * it returns. Errors: VR_EINVAL (n out of range, a NULL image), backend
- * errors. */
+ * it returns. Errors: VR_EINVAL (n out of range, a NULL image, a net that
+ * starts at a cut), backend errors. */
 int nn_net_forward_u8(nn_net *net, const uint8_t *const *images, int n, int train, float *out);
 
 /* ---- Image sets: decoded images kept in the backend's memory ----------
@@ -208,6 +237,13 @@ int nn_net_tensor_at(const nn_net *net, int i, struct nn_tensor_info *out);
 /* Errors: VR_ENOTFOUND. */
 int nn_net_tensor_find(const nn_net *net, const char *name, struct nn_tensor_info *out);
 
+/* Copies into dst every parameter tensor of src that dst has under the
+ * same name and shape (e.g. a trained head into the net that runs it
+ * behind its trunk); *copied (may be NULL) gets their number. Both nets
+ * on one backend. Errors: VR_EINVAL (other backends), VR_ENOMEM, backend
+ * errors. */
+int nn_net_params_copy(nn_net *dst, nn_net *src, int *copied);
+
 /* Copy the whole arena (nn_net_param_count floats) or its gradients
  * (nn_net_trainable_count floats) to or from host memory. */
 int nn_net_params_get(nn_net *net, float *host);
@@ -217,7 +253,8 @@ int nn_net_grads_get(nn_net *net, float *host);
 /* ---- Weights files (safetensors) --------------------------------------- */
 
 /* Writes every tensor of the net as F32 with metadata format=visrec-nn,
- * arch, num_outputs, input_size, mean, std, plus meta (key, value pairs
+ * arch, num_outputs, input_size, mean, std, input_layer and head (a cut or
+ * head net: "layer:width", width 0 for the resized last layer), plus meta (key, value pairs
  * ending with NULL; may be NULL). If opt is non-NULL its state is saved too
  * (tensors "optim.m", "optim.v", metadata optim and optim_step), so a run
  * can resume. The file is written beside path and renamed over it.
@@ -226,7 +263,11 @@ int nn_net_save(nn_net *net, const char *path, const nn_optim *opt, const char *
 
 /* Loads every tensor of the net by name from a safetensors file (F32, F16
  * or BF16). Tensors in the file that the net lacks are ignored (e.g.
- * num_batches_tracked). If the file has metadata, its arch must match and
+ * num_batches_tracked, the layers below a cut). A net's new or resized
+ * head (opts' head_width, or the last layer above a cut) is loaded only
+ * from a file saved with the same head (metadata "head"); from any other
+ * file, such as the pretrained full net, it keeps its values: call
+ * nn_net_init(net, seed) first. If the file has metadata, its arch must match and
  * its mean/std become the net's normalisation. If opt is non-NULL, the
  * optimiser state must be in the file and is restored. On error the net's
  * parameters may be partly loaded. Errors: -errno (cannot open),
@@ -235,8 +276,9 @@ int nn_net_save(nn_net *net, const char *path, const nn_optim *opt, const char *
  * or optimiser mismatch). */
 int nn_net_load(nn_net *net, const char *path, nn_optim *opt);
 
-/* Creates a net from a file nn_net_save wrote: arch, K and S from its
- * metadata (opts' num_outputs and input_size are ignored; opts may be NULL),
+/* Creates a net from a file nn_net_save wrote: arch, K, S, cut and head
+ * from its metadata (opts' num_outputs, input_size, input_layer,
+ * head_layer and head_width are ignored; opts may be NULL),
  * then loads it. errbuf (may be NULL) receives the cause on failure.
  * Errors: as nn_net_create and nn_net_load; VR_EINVAL without metadata. */
 int nn_net_open_file(nn_backend *b, const char *path, const struct nn_net_opts *opts,

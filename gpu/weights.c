@@ -77,6 +77,14 @@ int nn_net_save(nn_net *net, const char *path, const nn_optim *opt, const char *
 		"input_size", num[1], "mean", mean, "std", std };
 	for (size_t i = 0; i < sizeof(base) / sizeof(base[0]); i++)
 		kv[nm++] = base[i];
+	if (net->input_layer[0]) {
+		kv[nm++] = "input_layer";
+		kv[nm++] = net->input_layer;
+	}
+	if (net->head[0]) {
+		kv[nm++] = "head";
+		kv[nm++] = net->head;
+	}
 	if (opt) {
 		size_t bytes = sizeof(float) * (opt->count ? opt->count : 1);
 		int64_t count = (int64_t)opt->count;
@@ -182,9 +190,19 @@ int nn_net_load(nn_net *net, const char *path, nn_optim *opt)
 		floats = opt->count;
 	if (!(host = calloc(floats ? floats : 1, sizeof(float))))
 		goto leave;
+	/* A fresh head keeps what nn_net_init gave it unless the file is of
+	 * the same head: the values come from the net first. */
+	const char *head = nn_st_meta(f, "head");
+	int same_head = head && !strcmp(head, net->head);
+	if (net->head[0] && !same_head && (rc = nn_net_params_get(net, host))) {
+		nn__errmsg(net, "downloading the parameters failed");
+		goto leave;
+	}
 	for (int i = 0; i < net->nparams; i++) {
 		const struct nn__param *p = &net->params[i];
 		int64_t shape[4];
+		if (p->fresh && !same_head)
+			continue;
 		for (int d = 0; d < p->ndim; d++)
 			shape[d] = p->shape[d];
 		if ((rc = load_tensor(net, f, p->name, p->ndim, shape, host + p->offset)))
@@ -226,6 +244,29 @@ int nn_net_open_file(nn_backend *b, const char *path, const struct nn_net_opts *
 			snprintf(errbuf, errlen, "%s: no arch/num_outputs/input_size metadata", path);
 		nn_st_close(f);
 		return VR_EINVAL;
+	}
+	/* A cut or head net: "layer:width" (width 0: a cut with the layers
+	 * above it kept). */
+	const char *in = nn_st_meta(f, "input_layer"), *head = nn_st_meta(f, "head");
+	char in_layer[32], head_layer[40];
+	o.input_layer = o.head_layer = NULL;
+	o.head_width = 0;
+	if (in && strlen(in) < sizeof(in_layer)) {
+		snprintf(in_layer, sizeof(in_layer), "%s", in);
+		o.input_layer = in_layer;
+	}
+	if (head) {
+		const char *colon = strrchr(head, ':');
+		if (!colon || (size_t)(colon - head) >= sizeof(head_layer) ||
+		    sscanf(colon + 1, "%d", &o.head_width) != 1 || o.head_width < 0) {
+			if (errbuf)
+				snprintf(errbuf, errlen, "%s: bad head metadata \"%.40s\"", path, head);
+			nn_st_close(f);
+			return VR_EINVAL;
+		}
+		snprintf(head_layer, sizeof(head_layer), "%.*s", (int)(colon - head), head);
+		if (o.head_width > 0)
+			o.head_layer = head_layer;
 	}
 	snprintf(arch, sizeof(arch), "%s", a);
 	nn_st_close(f);

@@ -14,6 +14,7 @@
 
 #define PATH "/visrec.v1.Featured/TrainVisual"
 #define MAX_TRIPLES 128
+#define MAX_HEAD_TRIPLES 1024   /* featured's limit for trunk sessions */
 
 struct rk_dvbpr {
 	vr_ccall *cc;
@@ -80,7 +81,8 @@ int rk_dvbpr_open(rk_dvbpr **out, vr_channel *ch, const rk_model *model, const r
 	int rc;
 	*out = NULL;
 	if (!o->session_id || strlen(o->session_id) >= sizeof d->session || !o->item_ids ||
-	    !model->d.k2 || o->max_batch < 1 || o->max_batch > MAX_TRIPLES)
+	    !model->d.k2 || o->max_batch < 1 ||
+	    o->max_batch > (o->trunk_layer && o->trunk_layer[0] ? MAX_HEAD_TRIPLES : MAX_TRIPLES))
 		return VR_EINVAL;
 	if (!(d = calloc(1, sizeof *d)))
 		return VR_ENOMEM;
@@ -111,6 +113,8 @@ int rk_dvbpr_open(rk_dvbpr **out, vr_channel *ch, const rk_model *model, const r
 	s.session_id = d->session;
 	s.resume = o->resume;
 	s.checkpoint_every = o->checkpoint_every;
+	s.trunk_layer = (char *)o->trunk_layer;
+	s.head_width = o->head_width;
 	req.msg_case = VISREC__V1__TRAIN_VISUAL_REQUEST__MSG_START;
 	req.start = &s;
 	if ((rc = round_trip(d, &req, VISREC__V1__TRAIN_VISUAL_RESPONSE__MSG_STARTED, &r, st)))

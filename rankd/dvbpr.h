@@ -34,7 +34,9 @@ typedef struct rk_dvbpr_opts {
 	 * item indices; must outlive the session */
 	const char *const *item_ids;
 	uint32_t n_items;
-	uint32_t max_batch;         /* most triples per step (<= 128) */
+	uint32_t max_batch;         /* most triples per step (<= 128; <= 1024 with trunk_layer) */
+	const char *trunk_layer;    /* NULL or "": the whole net; else featured's trunk cut */
+	uint32_t head_width;        /* with trunk_layer: conv1x1 head width, 0: fine-tune */
 } rk_dvbpr_opts;
 
 /* Time spent per part, summed over steps (seconds). */

@@ -34,6 +34,7 @@ int rk_fc_get_all(vr_channel *ch, rk_fc_vector_fn fn, void *ctx, uint32_t *dims,
 	vr_ccall *cc = NULL;
 	ProtobufCMessage *m = NULL;
 	*dims = 0;
+	req.model_version = *model_version;
 	*model_version = 0;
 	req.all = 1;
 	int rc = vr_ccall_start(&cc, ch, "/visrec.v1.Featured/GetVectors",

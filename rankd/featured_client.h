@@ -25,9 +25,10 @@
 typedef int (*rk_fc_vector_fn)(void *ctx, const char *item_id, const float *values,
 			       uint32_t dims, uint32_t model_version);
 
-/* Streams every vector of featured's active model version through fn.
- * *dims and *model_version are those of the vectors (0 when featured holds
- * none). Returns 0; VR_ERPC with st filled when the call fails (featured
+/* Streams every vector of a featured model version through fn: on entry
+ * *model_version is the version wanted (0: the active one; a DVBPR run's
+ * live version otherwise). *dims and *model_version are then those of the
+ * vectors (0 when featured holds none). Returns 0; VR_ERPC with st filled when the call fails (featured
  * unreachable, its error); VR_ECORRUPT when featured's messages disagree
  * (a vector whose length is not the announced dims, dims or version
  * changing mid-stream), st then says so; or fn's code. */

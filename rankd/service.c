@@ -179,6 +179,18 @@ static int follow_apply(void *ctx, const Visrec__V1__ItemChange *c)
 		VR_WARN("featured switched to model version %u; the served model v%" PRIu64
 			" was trained on version %u vectors, so new items wait for the next Train",
 			c->model_version, s->info.version, s->info.feature_version);
+	/* featured announces each new item's vector of every live version
+	 * (a DVBPR model's) with a REEMBEDDED change of that version: for a
+	 * model trained on other vectors it is not news, the item's own
+	 * change came before it. */
+	if (item_change && s && c->kind == VISREC__V1__ITEM_CHANGE__KIND__REEMBEDDED &&
+	    c->model_version != s->info.feature_version) {
+		VR_DEBUG("featured change %" PRIu64 ": item %s has a vector of version %u; the served "
+			 "model uses version %u", c->seq, c->item_id, c->model_version,
+			 s->info.feature_version);
+		rc = note_seq(svc, c->seq);
+		goto leave;
+	}
 	/* With no model served there is nothing to rank the item with; the
 	 * next Train's GetVectors brings every item in. */
 	if (!item_change || !s) {

@@ -68,6 +68,8 @@ struct dvbpr_settings {
 	float cnn_lr, cnn_wd;
 	int no_latent, resume;
 	uint32_t checkpoint_every;
+	char trunk_layer[32];
+	uint32_t head_width;
 };
 
 struct progress {
@@ -719,7 +721,8 @@ static int run_dvbpr(struct rk_train_job *job)
 			    .cnn_wd = dv->cnn_wd, .seed = c->seed, .session_id = ck.session,
 			    .resume = dv->resume, .checkpoint_every = every,
 			    .item_ids = (const char *const *)ids, .n_items = md.n_items,
-			    .max_batch = batch };
+			    .max_batch = batch, .trunk_layer = dv->trunk_layer,
+			    .head_width = dv->head_width };
 	if ((rc = rk_dvbpr_open(&d, svc->featured, model, &o, &step0, &st))) {
 		rpc_fail(job, rc, &st, 0, ckpt_step);
 		goto leave;
@@ -790,12 +793,14 @@ static int run_dvbpr(struct rk_train_job *job)
 	}
 	VR_INFO("Train DVBPR: featured re-embedded %" PRIu64 " items into model version %u",
 		embedded, version);
-	/* The served φ: featured's new active version, by GetVectors. */
+	/* The served φ: featured's new version (live, not active: VBPR keeps
+	 * the active features), by GetVectors of that version. */
+	fversion = version;
 	if (fetch_vectors(job, &f, &fversion, &base_seq))
 		goto leave;
 	if (fversion != version || f.dims != md.k2) {
 		fail(job, GRPC_STATUS_ABORTED,
-		     "featured's active model changed under the run (version %u of %u dims, expected %u "
+		     "featured's new model version changed under the run (version %u of %u dims, expected %u "
 		     "of %u)", fversion, f.dims, version, md.k2);
 		goto leave;
 	}
@@ -861,18 +866,29 @@ static int dvbpr_settings(struct rk_train_job *job, const Visrec__V1__TrainReque
 {
 	struct dvbpr_settings *dv = &job->dv;
 	rk_train_config *c = &job->cfg;
-	const char *arch = r->arch && r->arch[0] ? r->arch : "alexnet";
-	if (strcmp(arch, "alexnet") && strcmp(arch, "cnnf") && strcmp(arch, "small"))
+	int trunk = r->trunk_layer && r->trunk_layer[0];
+	/* With a trunk featured's active model is the net: arch may stay empty. */
+	const char *arch = r->arch && r->arch[0] ? r->arch : trunk ? "" : "alexnet";
+	uint32_t max_batch = trunk ? 1024 : 128;
+	if (!trunk && strcmp(arch, "alexnet") && strcmp(arch, "cnnf") && strcmp(arch, "small"))
 		return fail(job, GRPC_STATUS_INVALID_ARGUMENT,
 			    "arch \"%.32s\" is not known: use \"alexnet\", \"cnnf\" or \"small\"", arch);
+	if ((trunk && strlen(r->trunk_layer) >= sizeof dv->trunk_layer) || r->head_width > 4096 ||
+	    (r->head_width && !trunk))
+		return fail(job, GRPC_STATUS_INVALID_ARGUMENT,
+			    "trunk_layer is a layer name of at most 31 characters; head_width (at most "
+			    "4096) needs trunk_layer");
 	if (!isfinite(r->cnn_learning_rate) || r->cnn_learning_rate < 0 ||
 	    !isfinite(r->cnn_weight_decay) || r->cnn_weight_decay < 0 || r->input_size > 1024)
 		return fail(job, GRPC_STATUS_INVALID_ARGUMENT,
 			    "cnn_learning_rate and cnn_weight_decay must be finite and >= 0, input_size <= 1024");
-	if (r->batch_size > 128)
+	if (r->batch_size > max_batch)
 		return fail(job, GRPC_STATUS_INVALID_ARGUMENT,
-			    "DVBPR steps carry at most 128 triples (batch_size %u)", r->batch_size);
+			    "DVBPR steps carry at most %u triples%s (batch_size %u)", max_batch,
+			    trunk ? " with a trunk" : "", r->batch_size);
 	snprintf(dv->arch, sizeof dv->arch, "%s", arch);
+	snprintf(dv->trunk_layer, sizeof dv->trunk_layer, "%s", trunk ? r->trunk_layer : "");
+	dv->head_width = r->head_width;
 	dv->input_size = r->input_size;
 	dv->cnn_lr = r->cnn_learning_rate ? r->cnn_learning_rate : 1e-3f;
 	dv->cnn_wd = r->cnn_weight_decay ? r->cnn_weight_decay : 1e-4f;

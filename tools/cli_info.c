@@ -24,9 +24,10 @@ static void print_featured(const cli *c, const Visrec__V1__FeaturedInfoResponse 
 	for (size_t i = 0; i < r->n_models; i++) {
 		const Visrec__V1__ModelVersionInfo *m = r->models[i];
 		int active = r->active_model && r->active_model->version == m->version;
-		printf("  %s model v%u: %s, layer %s, %u dims, %u px input, %s%s%s\n",
+		printf("  %s model v%u: %s, layer %s, %u dims, %u px input, %s%s%s%s\n",
 		       active ? "*" : " ", m->version, m->arch, m->output_layer, m->dims, m->input_size,
-		       m->purpose, m->weights_file[0] ? ", weights " : "", m->weights_file);
+		       m->purpose, m->live ? ", live" : "", m->weights_file[0] ? ", weights " : "",
+		       m->weights_file);
 	}
 }
 

@@ -229,7 +229,8 @@ static void format_progress(const Visrec__V1__TrainProgress *p, const char *mode
 int cli_cmd_train(cli *c, int argc, char **argv)
 {
 	const char *model = NULL, *optimizer = NULL, *negatives = NULL, *arch = NULL;
-	int epochs, dims, visual_dims, batch, threads, tpe, patience, input_size;
+	const char *trunk_layer = NULL;
+	int epochs, dims, visual_dims, batch, threads, tpe, patience, input_size, head_width;
 	int use_all, no_latent, resume, code;
 	double lr, lambda, lambda_e, cnn_lr, cnn_wd;
 	uint64_t seed;
@@ -251,7 +252,13 @@ int cli_cmd_train(cli *c, int argc, char **argv)
 		{ "triples-per-epoch", NULL, VR_FLAG_INT, &tpe, "0", "0 = training interactions", 0 },
 		{ "patience", NULL, VR_FLAG_INT, &patience, "0",
 		  "epochs without gain before stopping; 0 = default", 0 },
-		{ "arch", NULL, VR_FLAG_STRING, &arch, "", "DVBPR: alexnet, cnnf or small", 0 },
+		{ "arch", NULL, VR_FLAG_STRING, &arch, "",
+		  "DVBPR: alexnet, cnnf or small; with --trunk-layer featured's active model's (empty)", 0 },
+		{ "trunk-layer", NULL, VR_FLAG_STRING, &trunk_layer, "",
+		  "DVBPR: freeze featured's active (pretrained) model up to this layer, e.g. block_10, "
+		  "and train only what is above it", 0 },
+		{ "head-width", NULL, VR_FLAG_INT, &head_width, "0",
+		  "DVBPR with --trunk-layer: a conv1x1 head of this width; 0 = fine-tune the layers above", 0 },
 		{ "input-size", NULL, VR_FLAG_INT, &input_size, "0", "DVBPR: input pixels per side", 0 },
 		{ "cnn-lr", NULL, VR_FLAG_DOUBLE, &cnn_lr, "0", "DVBPR: the CNN's learning rate", 0 },
 		{ "cnn-weight-decay", NULL, VR_FLAG_DOUBLE, &cnn_wd, "0", "DVBPR: the CNN's weight decay", 0 },
@@ -278,7 +285,7 @@ int cli_cmd_train(cli *c, int argc, char **argv)
 		goto leave;
 	}
 	if (epochs < 0 || dims < 0 || visual_dims < 0 || batch < 0 || threads < 0 || tpe < 0 ||
-	    patience < 0 || input_size < 0 || lr < 0 || lambda < 0 || lambda_e < 0 || cnn_lr < 0 ||
+	    patience < 0 || input_size < 0 || head_width < 0 || lr < 0 || lambda < 0 || lambda_e < 0 || cnn_lr < 0 ||
 	    cnn_wd < 0) {
 		code = cli_usage_error(argv[0], "numbers must not be negative");
 		goto leave;
@@ -308,6 +315,8 @@ int cli_cmd_train(cli *c, int argc, char **argv)
 	req.cnn_weight_decay = (float)cnn_wd;
 	req.no_latent = no_latent;
 	req.resume = resume;
+	req.trunk_layer = (char *)trunk_layer;
+	req.head_width = (uint32_t)head_width;
 
 	if (!(out = cJSON_CreateObject()) || !(curve = cJSON_AddArrayToObject(out, "epochs"))) {
 		code = cli_fail(c, argv[0], "out of memory");

@@ -38,15 +38,17 @@ static inline void dvt_rmtree(const char *dir)
 	nftw(dir, dvt_rm_entry, 8, FTW_DEPTH | FTW_PHYS);
 }
 
-/* Starts featured's service (small net at size px) on data dir dir. */
-static inline int dvt_featured_start(struct fd_proc *p, const char *dir, int size)
+/* Starts featured's service on data dir dir, its first model arch at
+ * size px storing layer's activations (NULL: the output). */
+static inline int dvt_featured_start_model(struct fd_proc *p, const char *dir, const char *arch,
+					   int size, const char *layer)
 {
 	char err[512] = "";
 	memset(p, 0, sizeof *p);
 	snprintf(p->dir, sizeof p->dir, "%s", dir);
 	vr_store_opts so = { .no_sync = 1 };
 	fd_config cfg = { .data_dir = p->dir, .backend = "cpu",
-			  .model = { .arch = "small", .input_size = size, .init_seed = 1 },
+			  .model = { .arch = arch, .input_size = size, .layer = layer, .init_seed = 1 },
 			  .batch = 16, .batch_wait_ms = 1, .max_image_bytes = 1 << 24,
 			  .max_image_pixels = 1 << 24 };
 	int rc = vr_store_open(&p->st, dir, &so);
@@ -65,6 +67,12 @@ static inline int dvt_featured_start(struct fd_proc *p, const char *dir, int siz
 	}
 	snprintf(p->addr, sizeof p->addr, "127.0.0.1:%d", vr_server_port(p->srv));
 	return 0;
+}
+
+/* featured with the small net at size px. */
+static inline int dvt_featured_start(struct fd_proc *p, const char *dir, int size)
+{
+	return dvt_featured_start_model(p, dir, "small", size, NULL);
 }
 
 static inline void dvt_featured_stop(struct fd_proc *p)

@@ -198,12 +198,16 @@ TEST(split_equals_one_process)
 	ASSERT_MSG(rk_dvbpr_finish(d, 1, &version, &embedded, &st) == 0, "finish: %s", st.message);
 	ASSERT_EQ_INT(version, 2);
 	ASSERT_EQ_INT(embedded, N_ITEMS);
-	fd_model_info active;
+	/* It is live, not active: the active version (VBPR's features) stays. */
+	fd_model_info active, v2, live[FD_MAX_LIVE];
 	fd_executor_model(fp.svc.ex, &active);
-	ASSERT_EQ_INT(active.version, 2);
-	ASSERT_STR_EQ(active.purpose, "embedding");
-	ASSERT_EQ_INT(active.dims, K2);
-	snprintf(path, sizeof path, "%s/%s", dir, active.weights);
+	ASSERT_EQ_INT(active.version, 1);
+	ASSERT_EQ_INT(fd_executor_live(fp.svc.ex, live), 1);
+	ASSERT_EQ_INT(live[0].version, 2);
+	ASSERT_OK(fd_fstore_model_get(fp.svc.fs, 2, &v2));
+	ASSERT_STR_EQ(v2.purpose, "embedding");
+	ASSERT_EQ_INT(v2.dims, K2);
+	snprintf(path, sizeof path, "%s/%s", dir, v2.weights);
 	nn_net *got = NULL;
 	ASSERT_OK(nn_net_open_file(r.b, path, NULL, &got, NULL, 0));
 	size_t np = nn_net_param_count(r.net);
@@ -222,6 +226,143 @@ TEST(split_equals_one_process)
 	vr_channel_destroy(ch);
 	rk_model_free(m);
 	rk_model_free(mref);
+	ref_close(&r);
+	dvt_featured_stop(&fp);
+	set_free(&s);
+}
+
+/* The vector of item id in version (dims floats into out); 0 or an error. */
+static int stored_vec(struct fd_proc *fp, uint32_t version, const char *id, float *out, size_t dims)
+{
+	vr_txn *txn;
+	fd_vec v;
+	int rc = vr_store_read_begin(fd_fstore_store(fp->svc.fs), &txn);
+	if (!rc && !(rc = fd_fstore_vec_get(fp->svc.fs, txn, version, id, &v)))
+		rc = v.dims == dims ? (memcpy(out, v.values, dims * sizeof(float)), 0) : VR_ESHAPE;
+	if (txn)
+		vr_store_read_end(txn);
+	return rc;
+}
+
+/* DVBPR over a frozen trunk: featured's active model (mobilenet_v2 at 32
+ * px, storing block_10 features) up to block_10, a conv1x1 head trained on
+ * the cached activations with steps over 128 triples. Finish assembles
+ * trunk + head into version 2, which computes on images exactly what the
+ * head computed on cached activations, does not replace the active
+ * version and is live: an item put afterwards gets its vector and a
+ * REEMBEDDED change of it. A trunk cache over featured's cap is refused. */
+TEST(trunk_session_goes_live)
+{
+	enum { NT = 200, TSTEPS = 3, N = N_ITEMS - 1 };
+	struct set s;
+	struct fd_proc fp;
+	struct ref r;
+	rk_model *m = NULL;
+	rk_dvbpr *d = NULL;
+	vr_status st = { 0 };
+	char dir[128], path[256];
+	snprintf(dir, sizeof dir, "%s/trunk", tmpdir);
+	ASSERT_OK(set_make(&s));
+	ASSERT_OK(ref_open(&r, &s));  /* for its decoded images */
+	ASSERT_OK(dvt_featured_start_model(&fp, dir, "mobilenet_v2", SIZE, "block_10"));
+	ASSERT_OK(dvt_put(&fp, s.ids, s.jpeg, s.len, N));
+	rk_model_dims md = { .kind = RK_MODEL_DVBPR, .n_users = N_USERS, .n_items = N, .k = 4,
+			     .k2 = K2 };
+	ASSERT_OK(rk_model_create(&m, &md));
+	rk_model_init(m, 5);
+	vr_channel *ch = dvt_channel(fp.addr);
+	/* Conv1 at 96 px: 9 items × 32×48×48 floats, 2.7 MB, over a 1 MB cap. */
+	fp.svc.max_trunk_cache_mb = 1;
+	rk_dvbpr_opts o = { .input_size = 96, .cnn_lr = 1e-2f, .seed = SEED, .session_id = "trunk",
+			    .checkpoint_every = 1000, .item_ids = (const char *const *)s.ids,
+			    .n_items = N, .max_batch = NT, .trunk_layer = "Conv1_relu", .head_width = 8 };
+	ASSERT_EQ_INT(rk_dvbpr_open(&d, ch, m, &o, NULL, &st), VR_ERPC);
+	ASSERT_EQ_INT(st.code, GRPC_STATUS_RESOURCE_EXHAUSTED);
+	ASSERT_CONTAINS(st.message, "--max-trunk-cache-mb");
+	o.input_size = 0;
+	o.trunk_layer = "block_10";
+	o.arch = "alexnet";  /* not the active model's */
+	ASSERT_EQ_INT(rk_dvbpr_open(&d, ch, m, &o, NULL, &st), VR_ERPC);
+	ASSERT_EQ_INT(st.code, GRPC_STATUS_INVALID_ARGUMENT);
+	o.arch = NULL;
+	ASSERT_MSG(rk_dvbpr_open(&d, ch, m, &o, NULL, &st) == 0, "open: %s", st.message);
+	rk_rng rng;
+	rk_rng_seed(&rng, 3, 0);
+	for (int step = 0; step < TSTEPS; step++) {
+		uint32_t u[NT], i[NT], j[NT];
+		for (int t = 0; t < NT; t++) {
+			u[t] = rk_rng_below(&rng, N_USERS);
+			i[t] = rk_rng_below(&rng, N);
+			j[t] = (i[t] + 1 + rk_rng_below(&rng, N - 1)) % N;
+		}
+		double loss = NAN;
+		ASSERT_MSG(rk_dvbpr_step(d, m, u, i, j, NT, LR, LAMBDA, &loss, &st) == 0, "step: %s",
+			   st.message);
+		ASSERT(isfinite(loss) && loss > 0);
+	}
+	uint32_t all[N];
+	float phi[N * K2], want[N * K2];
+	const uint8_t *img[N];
+	for (int k = 0; k < N; k++) {
+		all[k] = (uint32_t)k;
+		img[k] = r.pix + (size_t)k * SIZE * SIZE * 3;
+	}
+	ASSERT_OK(rk_dvbpr_embed(d, all, N, phi, &st));
+	uint32_t version = 0;
+	uint64_t embedded = 0;
+	ASSERT_MSG(rk_dvbpr_finish(d, 1, &version, &embedded, &st) == 0, "finish: %s", st.message);
+	ASSERT_EQ_INT(version, 2);
+	ASSERT_EQ_INT(embedded, N);
+	/* Version 2 on images is the trained head on the cached activations. */
+	fd_model_info active, v2, live[FD_MAX_LIVE];
+	fd_executor_model(fp.svc.ex, &active);
+	ASSERT_EQ_INT(active.version, 1);
+	ASSERT_EQ_INT(active.dims, 96);
+	ASSERT_EQ_INT(fd_executor_live(fp.svc.ex, live), 1);
+	ASSERT_EQ_INT(live[0].version, 2);
+	ASSERT_OK(fd_fstore_model_get(fp.svc.fs, 2, &v2));
+	ASSERT_EQ_INT(v2.dims, K2);
+	snprintf(path, sizeof path, "%s/%s", dir, v2.weights);
+	nn_net *got = NULL;
+	char err[256] = "";
+	ASSERT_MSG(nn_net_open_file(r.b, path, NULL, &got, err, sizeof err) == 0, "%s", err);
+	ASSERT_OK(nn_net_forward_u8(got, img, N, 0, want));
+	ASSERT_MSG(max_rel_diff(phi, want, N * K2) < 1e-4, "trunk + head on images differs from the "
+		   "head on cached activations by %g", max_rel_diff(phi, want, N * K2));
+	float v[K2];
+	ASSERT_OK(stored_vec(&fp, 2, s.ids[0], v, K2));
+	ASSERT(max_rel_diff(v, want, K2) < 1e-4);
+	/* An item put now: vectors of the active version and of version 2. */
+	uint64_t items, seq0;
+	ASSERT_OK(fd_fstore_stats(fp.svc.fs, &items, &seq0));
+	ASSERT_OK(dvt_put(&fp, s.ids + N, s.jpeg + N, s.len + N, 1));
+	float f1[96], last[K2];
+	ASSERT_OK(stored_vec(&fp, 1, s.ids[N], f1, 96));
+	ASSERT_OK(stored_vec(&fp, 2, s.ids[N], v, K2));
+	const uint8_t *one[1] = { r.pix + (size_t)N * SIZE * SIZE * 3 };
+	ASSERT_OK(nn_net_forward_u8(got, one, 1, 0, last));
+	ASSERT(max_rel_diff(v, last, K2) < 1e-4);
+	vr_txn *txn;
+	fd_change c1, c2;
+	ASSERT_OK(vr_store_read_begin(fd_fstore_store(fp.svc.fs), &txn));
+	ASSERT_OK(fd_fstore_change_next(fp.svc.fs, txn, seq0, &c1));
+	ASSERT_OK(fd_fstore_change_next(fp.svc.fs, txn, c1.seq, &c2));
+	vr_store_read_end(txn);
+	ASSERT(c1.kind == FD_ADDED && c1.version == 1);
+	ASSERT(c2.kind == FD_REEMBEDDED && c2.version == 2 && c2.id_len == strlen(s.ids[N]));
+	/* A restarted featured reopens it as live. */
+	rk_dvbpr_close(d);
+	vr_channel_destroy(ch);
+	ch = NULL;
+	dvt_featured_stop(&fp);
+	ASSERT_OK(dvt_featured_start_model(&fp, dir, "mobilenet_v2", SIZE, "block_10"));
+	ASSERT_EQ_INT(fd_executor_live(fp.svc.ex, live), 1);
+	ASSERT_EQ_INT(live[0].version, 2);
+	ASSERT_OK(dvt_put(&fp, s.ids, s.jpeg, s.len, 1));   /* replaced: new vectors of both */
+	ASSERT_OK(stored_vec(&fp, 2, s.ids[0], v, K2));
+	ASSERT(max_rel_diff(v, want, K2) < 1e-4);
+	nn_net_destroy(got);
+	rk_model_free(m);
 	ref_close(&r);
 	dvt_featured_stop(&fp);
 	set_free(&s);
@@ -427,7 +568,8 @@ TEST(step_checks)
 }
 
 static const struct vr_test tests[] = {
-	T(split_equals_one_process), T(restarted_peer_detected), T(step_checks), { 0 },
+	T(split_equals_one_process), T(trunk_session_goes_live), T(restarted_peer_detected),
+	T(step_checks), { 0 },
 };
 
 int main(int argc, char **argv)

@@ -83,7 +83,7 @@ static void check(int type, const ProtobufCMessage *m)
 			fd_tv_check_start(r->start, why, sizeof why);
 		else if (r->msg_case == VISREC__V1__TRAIN_VISUAL_REQUEST__MSG_STEP)
 			for (size_t dims = 1; dims <= 128; dims *= 2)
-				fd_tv_check_step(r->step, dims, why, sizeof why);
+				fd_tv_check_step(r->step, dims, FD_TV_MAX_HEAD_TRIPLES, why, sizeof why);
 		break;
 	}
 	default: /* WatchRequest, FeaturedInfoRequest: numbers and flags only */

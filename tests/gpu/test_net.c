@@ -351,7 +351,7 @@ static void largest(const float *g, size_t n, size_t *top, int k)
 static void check_net_fd(nn_net *net, float *x, int n)
 {
 	size_t np = nn_net_param_count(net), out = (size_t)n * nn_net_output_size(net);
-	size_t xl = (size_t)n * 3 * nn_net_input_size(net) * nn_net_input_size(net);
+	size_t xl = (size_t)n * nn_net_input_count(net);
 	float *p = malloc(sizeof(float) * np), *g = malloc(sizeof(float) * np);
 	float *r = malloc(sizeof(float) * out), *y = malloc(sizeof(float) * out);
 	float *dx = malloc(sizeof(float) * xl);
@@ -442,6 +442,171 @@ TEST(residual_graph_backward_fd)
 	check_net_fd(net, x, 2);
 	free(x);
 	free(p);
+	nn_net_destroy(net);
+	nn_backend_close(b);
+}
+
+/* ---- Cuts and heads -------------------------------------------------------
+ * A net that starts at a cut must compute exactly what the full net
+ * computes above it: the same outputs from the cut layer's activations and
+ * the same parameter gradients; a head's backward is checked with finite
+ * differences. MobileNetV2 at 32 px: its residual blocks and feature taps
+ * are what the cut rules are about. */
+
+#define CUT_S 32
+#define CUT_K 6
+
+/* The full mobilenet_v2 (output_layer NULL) or its map at block_10's end. */
+static nn_net *mobilenet(nn_backend *b, const char *output_layer, int inference)
+{
+	nn_net *net = NULL;
+	struct nn_net_opts o = { .num_outputs = CUT_K, .input_size = CUT_S, .max_batch = 2,
+		.output_layer = output_layer, .inference_only = inference };
+	if (nn_net_create(b, "mobilenet_v2", &o, &net, NULL, 0) || nn_net_init(net, 41))
+		return NULL;
+	return net;
+}
+
+/* Fails unless every trainable tensor of sub has the same gradient in full. */
+static void same_grads(nn_net *sub, nn_net *full, double rtol)
+{
+	float *gs = malloc(sizeof(float) * nn_net_trainable_count(sub) + 4);
+	float *gf = malloc(sizeof(float) * nn_net_trainable_count(full) + 4);
+	ASSERT_OK(nn_net_grads_get(sub, gs));
+	ASSERT_OK(nn_net_grads_get(full, gf));
+	for (int t = 0; t < nn_net_tensor_count(sub); t++) {
+		struct nn_tensor_info a, c;
+		ASSERT_OK(nn_net_tensor_at(sub, t, &a));
+		if (!a.trainable)
+			continue;
+		ASSERT_OK(nn_net_tensor_find(full, a.name, &c));
+		double *ref = malloc(sizeof(double) * a.numel);
+		for (size_t i = 0; i < a.numel; i++)
+			ref[i] = gf[c.offset + i];
+		ASSERT_CLOSE(gs + a.offset, ref, a.numel, 1e-6, rtol, a.name);
+		free(ref);
+	}
+	free(gs);
+	free(gf);
+}
+
+TEST(cut_net_equals_the_full_nets_upper_part)
+{
+	nn_backend *b = cpu();
+	nn_net *full = mobilenet(b, NULL, 0), *trunk = mobilenet(b, "block_10_project_BN", 1), *cut;
+	ASSERT(full && trunk);
+	struct nn_net_opts o = { .num_outputs = CUT_K, .input_size = CUT_S, .max_batch = 2,
+		.input_layer = "block_10" };
+	ASSERT_OK(nn_net_create(b, "mobilenet_v2", &o, &cut, NULL, 0));
+	int c, h, w;
+	nn_net_input_dims(cut, &c, &h, &w);
+	ASSERT(c == 96 && h == 2 && w == 2);          /* the tap names the map it pools */
+	ASSERT_EQ_INT(nn_net_tensor_find(cut, "Conv1.weight", &(struct nn_tensor_info){ 0 }),
+		VR_ENOTFOUND);
+	ASSERT_EQ_INT(nn_net_tensor_find(cut, "block_10_project.weight",
+		&(struct nn_tensor_info){ 0 }), VR_ENOTFOUND);
+	ASSERT(nn_net_trainable_count(cut) < nn_net_trainable_count(full));
+	int copied;
+	ASSERT_OK(nn_net_params_copy(cut, full, &copied));
+	ASSERT_EQ_INT(copied, nn_net_tensor_count(cut));
+
+	size_t ni = nn_net_input_count(cut), no = nn_net_output_size(full);
+	float *x = random_images(2, CUT_S, 42), *a = malloc(sizeof(float) * 2 * ni);
+	float *yf = malloc(sizeof(float) * 2 * no), *yc = malloc(sizeof(float) * 2 * no);
+	float *dy = malloc(sizeof(float) * 2 * no);
+	double *ref = malloc(sizeof(double) * 2 * no);
+	ASSERT_OK(nn_net_forward(trunk, x, 2, 0, a));
+	ASSERT_OK(nn_net_zero_grad(full));
+	ASSERT_OK(nn_net_zero_grad(cut));
+	ASSERT_OK(nn_net_forward(full, x, 2, 0, yf));
+	ASSERT_OK(nn_net_forward(cut, a, 2, 0, yc));
+	for (size_t i = 0; i < 2 * no; i++)
+		ref[i] = yf[i];
+	ASSERT_CLOSE(yc, ref, 2 * no, 1e-6, 1e-5, "cut net output");
+	fill_uniform(dy, 2 * no, 43, -1, 1);
+	ASSERT_OK(nn_net_backward(full, dy, NULL));
+	ASSERT_OK(nn_net_backward(cut, dy, NULL));
+	same_grads(cut, full, 1e-4);
+	/* A cut net takes activations, not images. */
+	const uint8_t img[CUT_S * CUT_S * 3] = { 0 }, *imgs[1] = { img };
+	ASSERT_EQ_INT(nn_net_forward_u8(cut, imgs, 1, 0, yc), VR_EINVAL);
+	ASSERT_CONTAINS(nn_net_errmsg(cut), "block_10");
+	free(x); free(a); free(yf); free(yc); free(dy); free(ref);
+	nn_net_destroy(full);
+	nn_net_destroy(trunk);
+	nn_net_destroy(cut);
+	nn_backend_close(b);
+}
+
+TEST(head_on_a_cut_backward_fd_and_serving_net_agrees)
+{
+	nn_backend *b = cpu();
+	nn_net *head, *serve, *trunk = mobilenet(b, "block_5_add", 1);
+	/* "block_5" ends with a residual add: a cut there is legal. */
+	struct nn_net_opts o = { .num_outputs = CUT_K, .input_size = CUT_S, .max_batch = 2,
+		.input_layer = "block_5", .head_width = 8 };
+	ASSERT(trunk);
+	ASSERT_OK(nn_net_create(b, "mobilenet_v2", &o, &head, NULL, 0));
+	ASSERT_EQ_INT(nn_net_tensor_count(head), 4);  /* head.conv and head.fc, weight + bias */
+	ASSERT_OK(nn_net_init(head, 44));
+	float *a = malloc(sizeof(float) * 2 * nn_net_input_count(head));
+	float *x = random_images(2, CUT_S, 45);
+	fill_uniform(a, 2 * nn_net_input_count(head), 46, -1, 2);
+	check_net_fd(head, a, 2);
+
+	/* The same head behind the trunk, on images. */
+	o.input_layer = NULL;
+	o.head_layer = "block_5";
+	o.inference_only = 1;
+	ASSERT_OK(nn_net_create(b, "mobilenet_v2", &o, &serve, NULL, 0));
+	ASSERT_OK(nn_net_init(serve, 41));            /* the trunk's seed, as mobilenet() */
+	ASSERT_OK(nn_net_params_copy(serve, head, NULL));
+	size_t K = CUT_K;
+	float *ys = malloc(sizeof(float) * 2 * K), *yh = malloc(sizeof(float) * 2 * K);
+	double ref[2 * CUT_K];
+	ASSERT_OK(nn_net_forward(serve, x, 2, 0, ys));
+	ASSERT_OK(nn_net_forward(trunk, x, 2, 0, a));
+	ASSERT_OK(nn_net_forward(head, a, 2, 0, yh));
+	for (size_t i = 0; i < 2 * K; i++)
+		ref[i] = ys[i];
+	ASSERT_CLOSE(yh, ref, 2 * K, 1e-6, 1e-5, "head on cached activations vs trunk + head");
+	free(a); free(x); free(ys); free(yh);
+	nn_net_destroy(head);
+	nn_net_destroy(serve);
+	nn_net_destroy(trunk);
+	nn_backend_close(b);
+}
+
+TEST(cut_errors)
+{
+	nn_backend *b = cpu();
+	nn_net *net;
+	char err[256];
+	struct nn_net_opts o = { .input_size = CUT_S, .max_batch = 2, .input_layer = "block_11_expand" };
+	/* block_11 adds its input back: cutting inside it is refused. */
+	ASSERT_EQ_INT(nn_net_create(b, "mobilenet_v2", &o, &net, err, sizeof(err)), VR_EINVAL);
+	ASSERT_CONTAINS(err, "residual");
+	ASSERT_CONTAINS(err, "block_11_add");
+	o.input_layer = "no_such_layer";
+	ASSERT_EQ_INT(nn_net_create(b, "mobilenet_v2", &o, &net, err, sizeof(err)), VR_ENOTFOUND);
+	ASSERT_CONTAINS(err, "no_such_layer");
+	o.input_layer = "output";
+	ASSERT_EQ_INT(nn_net_create(b, "mobilenet_v2", &o, &net, err, sizeof(err)), VR_EINVAL);
+	o.input_layer = NULL;
+	o.head_layer = "block_10";
+	ASSERT_EQ_INT(nn_net_create(b, "mobilenet_v2", &o, &net, err, sizeof(err)), VR_EINVAL);
+	ASSERT_CONTAINS(err, "head_width");
+	o.head_layer = "block_5";
+	o.input_layer = "block_10";
+	o.head_width = 4;
+	ASSERT_EQ_INT(nn_net_create(b, "mobilenet_v2", &o, &net, err, sizeof(err)), VR_EINVAL);
+	ASSERT_CONTAINS(err, "below the cut");
+	/* A cut in a plain chain (AlexNet's fc6 after its ReLU) keeps the rest. */
+	struct nn_net_opts a = { .num_outputs = 3, .max_batch = 1, .input_size = 63,
+		.input_layer = "fc6" };
+	ASSERT_OK(nn_net_create(b, "alexnet", &a, &net, err, sizeof(err)));
+	ASSERT_EQ_INT(nn_net_input_count(net), 4096);
+	ASSERT_EQ_INT(nn_net_tensor_count(net), 4);   /* classifier.4 and .6 */
 	nn_net_destroy(net);
 	nn_backend_close(b);
 }
@@ -563,6 +728,9 @@ static const struct vr_test tests[] = {
 	T(small_net_fits_a_batch),
 	T(dropout_only_in_training),
 	T(output_layer_fc7),
+	T(cut_net_equals_the_full_nets_upper_part),
+	T(head_on_a_cut_backward_fd_and_serving_net_agrees),
+	T(cut_errors),
 	{ 0 },
 };
 

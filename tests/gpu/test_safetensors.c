@@ -513,6 +513,70 @@ TEST(open_file_from_metadata)
 	nn_net_destroy(a);
 }
 
+/* A pretrained full net's file into a cut or head net: the layers below
+ * the cut are not in the net, the new or resized head keeps its seeded
+ * values; a file of the same head (a trained one) loads it. */
+TEST(head_nets_load_the_trunk_and_keep_a_fresh_head)
+{
+	nn_backend *backend;
+	nn_net *full, *cut, *head, *again;
+	char err[256];
+	const char *pre = tmp_path("pre.safetensors"), *trained = tmp_path("head.safetensors");
+	struct nn_net_opts f = { .num_outputs = 5, .input_size = 32, .max_batch = 2 };
+	ASSERT_OK(nn_backend_open("cpu", &backend));
+	ASSERT_OK(nn_net_create(backend, "mobilenet_v2", &f, &full, NULL, 0));
+	ASSERT_OK(nn_net_init(full, 1));
+	ASSERT_OK(nn_net_save(full, pre, NULL, NULL));
+	/* Above the cut the pretrained layers are kept; dense_3 (K 5 as the
+	 * file's) is still the resized classifier: not loaded. */
+	struct nn_net_opts c = f;
+	c.input_layer = "block_13";
+	ASSERT_OK(nn_net_create(backend, "mobilenet_v2", &c, &cut, NULL, 0));
+	ASSERT_OK(nn_net_init(cut, 2));
+	size_t nf = nn_net_param_count(full), nc = nn_net_param_count(cut);
+	float *pf = malloc(sizeof(float) * nf), *pc0 = malloc(sizeof(float) * nc);
+	float *pc = malloc(sizeof(float) * nc);
+	ASSERT_OK(nn_net_params_get(full, pf));
+	ASSERT_OK(nn_net_params_get(cut, pc0));
+	ASSERT_OK(nn_net_load(cut, pre, NULL));
+	ASSERT_OK(nn_net_params_get(cut, pc));
+	for (int t = 0; t < nn_net_tensor_count(cut); t++) {
+		struct nn_tensor_info a, r;
+		ASSERT_OK(nn_net_tensor_at(cut, t, &a));
+		int fresh = !strncmp(a.name, "dense_3.", 8);
+		ASSERT_OK(nn_net_tensor_find(full, a.name, &r));
+		ASSERT_MSG(!memcmp(pc + a.offset, fresh ? pc0 + a.offset : pf + r.offset,
+			sizeof(float) * a.numel), "%s: not %s", a.name, fresh ? "as initialised" :
+			"the file's");
+	}
+	/* A head alone: nothing of the file is in it; it loads and keeps its init. */
+	struct nn_net_opts h = f;
+	h.num_outputs = 3;
+	h.input_layer = "block_10";
+	h.head_width = 4;
+	ASSERT_OK(nn_net_create(backend, "mobilenet_v2", &h, &head, NULL, 0));
+	ASSERT_OK(nn_net_init(head, 3));
+	size_t nh = nn_net_param_count(head);
+	float *ph0 = malloc(sizeof(float) * nh), *ph = malloc(sizeof(float) * nh);
+	ASSERT_OK(nn_net_params_get(head, ph0));
+	ASSERT_OK(nn_net_load(head, pre, NULL));
+	ASSERT_OK(nn_net_params_get(head, ph));
+	ASSERT(!memcmp(ph0, ph, sizeof(float) * nh));
+	/* Saved, its file names the head, reopens as the same net, and loads. */
+	ASSERT_OK(nn_net_save(head, trained, NULL, NULL));
+	ASSERT_OK(nn_net_open_file(backend, trained, NULL, &again, err, sizeof(err)));
+	ASSERT_EQ_INT(nn_net_input_count(again), 96 * 2 * 2);
+	ASSERT_EQ_INT(nn_net_num_outputs(again), 3);
+	ASSERT_OK(nn_net_params_get(again, ph));
+	ASSERT(!memcmp(ph0, ph, sizeof(float) * nh));
+	nn_net_destroy(again);
+	nn_net_destroy(head);
+	nn_net_destroy(cut);
+	nn_net_destroy(full);
+	free(pf); free(pc0); free(pc); free(ph0); free(ph);
+	nn_backend_close(backend);
+}
+
 TEST(save_failure_reported)
 {
 	nn_net *a = small(2);
@@ -537,6 +601,7 @@ static const struct vr_test tests[] = {
 	T(garbage_and_mutations),
 	T(optimiser_checkpoint_resumes),
 	T(open_file_from_metadata),
+	T(head_nets_load_the_trunk_and_keep_a_fresh_head),
 	T(save_failure_reported),
 	{ 0 },
 };

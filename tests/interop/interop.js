@@ -328,12 +328,16 @@ async function main() {
 			assert.equal(fin.finished.items_embedded, items);
 			const st = await tv.end();
 			assert.equal(st.code, S.OK);
+			// The new version is live beside the active one, which stays.
 			const info = await unary(fcl, 'Info', {});
-			assert.equal(info.active_model.version, fin.finished.model_version);
-			assert.equal(info.active_model.dims, K);
-			assert.equal(info.active_model.purpose, 'embedding');
-			assert.ok(info.models.length >= 2);
-			const got = await serverStream(fcl, 'GetVectors', { item_ids: [ids[0]] });
+			assert.equal(info.active_model.version, version);
+			const v = info.models.find((m) => m.version === fin.finished.model_version);
+			assert.ok(v && v.live && v.dims === K && v.purpose === 'embedding', JSON.stringify(v));
+			assert.ok(!info.models.find((m) => m.version === version).live);
+			let got = await serverStream(fcl, 'GetVectors', { item_ids: [ids[0]] });
+			assert.equal(got[0].model_version, version);
+			got = await serverStream(fcl, 'GetVectors', { item_ids: [ids[0]],
+				model_version: fin.finished.model_version });
 			assert.equal(got[0].model_version, fin.finished.model_version);
 			assert.equal(got[0].vectors[0].values.length, K);
 		});

@@ -23,11 +23,19 @@
  *           current net in evaluation mode (dropout off), replied as
  *           Embedded (n × K values), training nothing: rankd's per-epoch
  *           validation. It may come between any two steps.
+ *   MarkBest  keeps the net as it is now (no Adam state) as the session's
+ *           best, in DATA/train/<session>.best.safetensors tagged with its
+ *           step, replacing the one kept before; replies Marked with the
+ *           step. rankd sends it after an epoch whose validation AUC is the
+ *           best so far, so the net it serves is that epoch's (a file, so a
+ *           resumed session after a restart of featured still has it).
  *   Finish  reembed: the trained net becomes a new model version (purpose
  *           "embedding", K dims), every item is re-embedded with it and the
  *           active version switches in one transaction (MODEL_SWITCHED);
- *           replies Finished with the version. Without reembed the session
- *           just ends.
+ *           replies Finished with the version. With from_step the net is
+ *           the one MarkBest kept at that step (FAILED_PRECONDITION when
+ *           the kept one is of another step or none was kept). Without
+ *           reembed the session just ends.
  * Checkpoints: every checkpoint_every steps (default 200) and at Finish the
  * net with its Adam state is saved to DATA/train/<session>.safetensors
  * (written aside and renamed); a Start with resume and the same session

@@ -229,7 +229,7 @@ static void format_progress(const Visrec__V1__TrainProgress *p, const char *mode
 int cli_cmd_train(cli *c, int argc, char **argv)
 {
 	const char *model = NULL, *optimizer = NULL, *negatives = NULL, *arch = NULL;
-	int epochs, dims, visual_dims, batch, threads, tpe, patience, input_size;
+	int epochs, dims, visual_dims, batch, threads, tpe, patience, input_size, feature_version;
 	int use_all, no_latent, resume, code;
 	double lr, lambda, lambda_e, cnn_lr, cnn_wd;
 	uint64_t seed;
@@ -251,6 +251,8 @@ int cli_cmd_train(cli *c, int argc, char **argv)
 		{ "triples-per-epoch", NULL, VR_FLAG_INT, &tpe, "0", "0 = training interactions", 0 },
 		{ "patience", NULL, VR_FLAG_INT, &patience, "0",
 		  "epochs without gain before stopping; 0 = default", 0 },
+		{ "feature-version", NULL, VR_FLAG_INT, &feature_version, "0",
+		  "VBPR: featured's model version to train on; 0 = its active one", 0 },
 		{ "arch", NULL, VR_FLAG_STRING, &arch, "", "DVBPR: alexnet, cnnf or small", 0 },
 		{ "input-size", NULL, VR_FLAG_INT, &input_size, "0", "DVBPR: input pixels per side", 0 },
 		{ "cnn-lr", NULL, VR_FLAG_DOUBLE, &cnn_lr, "0", "DVBPR: the CNN's learning rate", 0 },
@@ -278,7 +280,7 @@ int cli_cmd_train(cli *c, int argc, char **argv)
 		goto leave;
 	}
 	if (epochs < 0 || dims < 0 || visual_dims < 0 || batch < 0 || threads < 0 || tpe < 0 ||
-	    patience < 0 || input_size < 0 || lr < 0 || lambda < 0 || lambda_e < 0 || cnn_lr < 0 ||
+	    patience < 0 || input_size < 0 || feature_version < 0 || lr < 0 || lambda < 0 || lambda_e < 0 || cnn_lr < 0 ||
 	    cnn_wd < 0) {
 		code = cli_usage_error(argv[0], "numbers must not be negative");
 		goto leave;
@@ -298,6 +300,7 @@ int cli_cmd_train(cli *c, int argc, char **argv)
 	req.batch_size = (uint32_t)batch;
 	req.threads = (uint32_t)threads;
 	req.seed = seed;
+	req.feature_version = (uint32_t)feature_version;
 	req.negatives = (char *)negatives;
 	req.use_all_interactions = use_all;
 	req.triples_per_epoch = (uint32_t)tpe;

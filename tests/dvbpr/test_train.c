@@ -578,8 +578,8 @@ static int same_run(vr_channel *ch, const Visrec__V1__TrainRequest *req, const s
 /* Models keep the featured version they were trained on, and training is
  * deterministic whatever the daemons' history: the same requests after
  * other runs and after a restart of rankd give the same curves and the
- * same served model, bit for bit (BPR's Hogwild on one thread; VBPR's
- * minibatches are deterministic for any thread count). */
+ * same served model, bit for bit (BPR's Hogwild on one thread, its
+ * default; VBPR's minibatches are deterministic for any thread count). */
 TEST(retrain_after_restart_is_the_same)
 {
 	struct pair p;
@@ -593,8 +593,7 @@ TEST(retrain_after_restart_is_the_same)
 	Visrec__V1__TrainRequest bpr = VISREC__V1__TRAIN_REQUEST__INIT;
 	bpr.model = VISREC__V1__MODEL_KIND__BPR;
 	bpr.epochs = 5;
-	bpr.seed = 7;
-	bpr.threads = 1;
+	bpr.seed = 7; /* threads 0: BPR's Hogwild then runs on one */
 	Visrec__V1__TrainRequest vbpr = VISREC__V1__TRAIN_REQUEST__INIT;
 	vbpr.model = VISREC__V1__MODEL_KIND__VBPR;
 	vbpr.epochs = 5;

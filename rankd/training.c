@@ -25,13 +25,18 @@
  * DVBPR. The training thread drives featured's TrainVisual stream itself
  * (run_dvbpr, through rankd/dvbpr.h) instead of rk_trainer_run: it samples
  * each step's triples, sends them, applies featured's answer to θ, γ, β by
- * SGD, asks featured for every item's φ at each epoch's end (validation
- * AUC on the held-out items), checkpoints its half in the "models" db at
- * the steps featured checkpoints its net, and at the end has featured
- * re-embed every item as a new model version, fetches those vectors and
- * serves β_i + γ_u·γ_i + θ_u·φ_i. A failure of featured ends the call with
- * its status and the step of the last checkpoint; TrainRequest.resume
- * continues from there. */
+ * Adam (or SGD), asks featured for every item's φ at each epoch's end
+ * (validation AUC on the held-out items), and after an epoch better than
+ * every earlier one keeps a copy of its half and has featured keep the
+ * net (mark_best); patience epochs without gain stop the run. It
+ * checkpoints its half, the best epoch's and Adam's state in the "models"
+ * db at the steps featured checkpoints its net, and at the end has
+ * featured re-embed every item with the best epoch's net as a new model
+ * version, fetches that version's vectors (not featured's active
+ * version's: the model keeps the version it was trained with) and serves
+ * β_i + γ_u·γ_i + θ_u·φ_i of the best epoch. A failure of featured ends
+ * the call with its status and the step of the last checkpoint;
+ * TrainRequest.resume continues from there. */
 #include "service.h"
 
 #include <cblas.h>

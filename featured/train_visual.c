@@ -28,6 +28,7 @@
 #include "executor.h"
 #include "log.h"
 #include "models.h"
+#include "safetensors.h"
 #include "service.h"
 #include "visrec/v1/featured.pb-c.h"
 
@@ -61,6 +62,7 @@ struct tv {
 	uint64_t seed, step;
 	int resume;
 	char ckpt[4400];
+	char best[4400];       /* the net mark_best kept (no optimiser state) */
 	/* executor thread only */
 	nn_net *net;
 	nn_optim *opt;
@@ -444,8 +446,24 @@ static int embed_task(fd_executor *ex, void *arg)
 	return rc;
 }
 
+/* Keeps the net as it is now in s->best, tagged with its step. */
+static int mark_best_task(fd_executor *ex, void *arg)
+{
+	struct tv *s = arg;
+	char step[32];
+	(void)ex;
+	snprintf(step, sizeof step, "%llu", (unsigned long long)s->step);
+	const char *meta[] = { "session_id", s->session, "step", step, NULL };
+	int rc = nn_net_save(s->net, s->best, NULL, meta);
+	if (rc)
+		snprintf(s->err, sizeof s->err, "cannot write the best net %.300s: %s", s->best,
+			 vr_strerror(rc));
+	return rc;
+}
+
 struct finish {
 	struct tv *s;
+	uint64_t from_step;    /* 0: the net as it is */
 	nn_net *net;           /* what embeds the items: the session's, or trunk + trained part */
 	fd_model_info info;
 };
@@ -475,8 +493,9 @@ static int serving_net(fd_executor *ex, struct tv *s, nn_net **out)
 	return rc;
 }
 
-/* Saves the last checkpoint, drops Adam and records the net (in a trunk
- * session, trunk + trained part) as a new model version, not active. */
+/* Saves the last checkpoint, drops Adam, puts back the net kept at
+ * from_step when asked and records the net (in a trunk session, trunk +
+ * trained part) as a new model version, not active. */
 static int finish_task(fd_executor *ex, void *arg)
 {
 	struct finish *f = arg;
@@ -486,6 +505,11 @@ static int finish_task(fd_executor *ex, void *arg)
 		return rc;
 	nn_optim_destroy(s->opt);
 	s->opt = NULL;
+	if (f->from_step && (rc = nn_net_load(s->net, s->best, NULL))) {
+		snprintf(s->err, sizeof s->err, "cannot load the best net %.300s: %s%s%s", s->best,
+			 vr_strerror(rc), nn_net_errmsg(s->net)[0] ? ": " : "", nn_net_errmsg(s->net));
+		return rc;
+	}
 	f->net = s->net;
 	if (s->trunk && (rc = serving_net(ex, s, &f->net)))
 		return rc;
@@ -599,6 +623,7 @@ static int on_start(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualSt
 		return vr_call_error(call, GRPC_STATUS_INTERNAL, "cannot create %s: %s", dir,
 				     strerror(errno));
 	snprintf(s->ckpt, sizeof s->ckpt, "%s/%s.safetensors", dir, s->session);
+	snprintf(s->best, sizeof s->best, "%s/%s.best.safetensors", dir, s->session);
 	int rc = fd_executor_call(s->svc->ex, start_task, s);
 	if (rc)
 		return vr_call_error(call, vr_status_from_rc(rc), "TrainVisual start: %s", s->err);
@@ -763,13 +788,52 @@ static int on_embed(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualEm
 	return vr_call_send(call, &r.base);
 }
 
+static int on_mark_best(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualMarkBest *m)
+{
+	if (!same_session(s, m->session_id))
+		return wrong_session(call, s, "mark_best", m->session_id);
+	int rc = fd_executor_call(s->svc->ex, mark_best_task, s);
+	if (rc)
+		return vr_call_error(call, vr_status_from_rc(rc), "TrainVisual mark_best: %s", s->err);
+	Visrec__V1__TrainVisualMarked mk = VISREC__V1__TRAIN_VISUAL_MARKED__INIT;
+	Visrec__V1__TrainVisualResponse r = VISREC__V1__TRAIN_VISUAL_RESPONSE__INIT;
+	mk.step = s->step;
+	r.msg_case = VISREC__V1__TRAIN_VISUAL_RESPONSE__MSG_MARKED;
+	r.marked = &mk;
+	return vr_call_send(call, &r.base);
+}
+
+/* GRPC_STATUS_OK when s->best holds this session's net of step, else
+ * FAILED_PRECONDITION with the reason in why. Read on the handler thread:
+ * the file is the executor's only inside its tasks, and none runs now. */
+static int best_check(const struct tv *s, uint64_t step, char *why, size_t cap)
+{
+	nn_st_file *f = NULL;
+	char err[128] = "";
+	if (nn_st_open(s->best, &f, err, sizeof err)) {
+		snprintf(why, cap, "from_step %llu: session %s kept no best net (mark_best keeps one): %s",
+			 (unsigned long long)step, s->session, err);
+		return GRPC_STATUS_FAILED_PRECONDITION;
+	}
+	const char *id = nn_st_meta(f, "session_id"), *at = nn_st_meta(f, "step");
+	int ok = id && !strcmp(id, s->session) && at && strtoull(at, NULL, 10) == step;
+	if (!ok)
+		snprintf(why, cap, "from_step %llu: the best net session %s kept is of step %s",
+			 (unsigned long long)step, s->session, at ? at : "(none)");
+	nn_st_close(f);
+	return ok ? GRPC_STATUS_OK : GRPC_STATUS_FAILED_PRECONDITION;
+}
+
 static int on_finish(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualFinish *m, int *done)
 {
-	struct finish f = { .s = s };
+	struct finish f = { .s = s, .from_step = m->from_step };
 	uint64_t embedded = 0;
+	char why[256];
 	if (!same_session(s, m->session_id))
 		return wrong_session(call, s, "finish", m->session_id);
 	*done = 1;
+	if (m->reembed && m->from_step && best_check(s, m->from_step, why, sizeof why))
+		return vr_call_error(call, GRPC_STATUS_FAILED_PRECONDITION, "TrainVisual finish: %s", why);
 	Visrec__V1__TrainVisualFinished fin = VISREC__V1__TRAIN_VISUAL_FINISHED__INIT;
 	Visrec__V1__TrainVisualResponse r = VISREC__V1__TRAIN_VISUAL_RESPONSE__INIT;
 	if (m->reembed) {
@@ -788,9 +852,10 @@ static int on_finish(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualF
 		if (f.net == s->net)
 			s->net = NULL; /* the executor's now */
 		fin.model_version = f.info.version;
-		VR_INFO("TrainVisual %s: finished at step %llu; %llu items embedded into version %u, "
-			"now live beside the active version", s->session, (unsigned long long)s->step,
-			(unsigned long long)embedded, f.info.version);
+		VR_INFO("TrainVisual %s: finished at step %llu; %llu items embedded with the net of "
+			"step %llu into version %u, now live beside the active version", s->session,
+			(unsigned long long)s->step, (unsigned long long)embedded,
+			(unsigned long long)(m->from_step ? m->from_step : s->step), f.info.version);
 	}
 	fin.items_embedded = embedded;
 	r.msg_case = VISREC__V1__TRAIN_VISUAL_RESPONSE__MSG_FINISHED;
@@ -834,6 +899,11 @@ int fd_train_visual(vr_call *call, void *ctx)
 						      "send TrainVisualStart before embed")
 				      : on_embed(call, s, m->embed);
 			break;
+		case VISREC__V1__TRAIN_VISUAL_REQUEST__MSG_MARK_BEST:
+			rc = !started ? vr_call_error(call, GRPC_STATUS_FAILED_PRECONDITION,
+						      "send TrainVisualStart before mark_best")
+				      : on_mark_best(call, s, m->mark_best);
+			break;
 		case VISREC__V1__TRAIN_VISUAL_REQUEST__MSG_FINISH:
 			rc = !started ? vr_call_error(call, GRPC_STATUS_FAILED_PRECONDITION,
 						      "send TrainVisualStart before finish")
@@ -841,7 +911,7 @@ int fd_train_visual(vr_call *call, void *ctx)
 			break;
 		default:
 			rc = vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT,
-					   "a TrainVisualRequest needs start, step, embed or finish");
+					   "a TrainVisualRequest needs start, step, embed, mark_best or finish");
 		}
 		protobuf_c_message_free_unpacked(&m->base, NULL);
 	}

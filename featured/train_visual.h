@@ -23,6 +23,12 @@
  *           current net in evaluation mode (dropout off), replied as
  *           Embedded (n × K values), training nothing: rankd's per-epoch
  *           validation. It may come between any two steps.
+ *   MarkBest  keeps the net as it is now (no Adam state) as the session's
+ *           best, in DATA/train/<session>.best.safetensors tagged with its
+ *           step, replacing the one kept before; replies Marked with the
+ *           step. rankd sends it after an epoch whose validation AUC is the
+ *           best so far, so the net it serves is that epoch's (a file, so a
+ *           resumed session after a restart of featured still has it).
  *   Finish  reembed: the trained net becomes a new model version (purpose
  *           "embedding", K dims) and every item is embedded with it; the
  *           active version does NOT change (VBPR's features stay GetVectors'
@@ -30,7 +36,9 @@
  *           put later get its vector too, with a REEMBEDDED change of it.
  *           Replies Finished with the version, which rankd's DVBPR model
  *           fetches (GetVectors model_version) and follows in Watch.
- *           Without reembed the session just ends.
+ *           With from_step the net is the one MarkBest kept at that step
+ *           (FAILED_PRECONDITION when the kept one is of another step or
+ *           none was kept). Without reembed the session just ends.
  * Trunk sessions (Start's trunk_layer): the trunk is featured's active
  * model (arch, input size, weights) up to trunk_layer, frozen; at Start it
  * computes every item's activations once into memory (N × C×H×W floats:

@@ -24,6 +24,11 @@ struct rk_dvbpr {
 	const char *const *ids;
 	float *theta, *margin;
 	char **pos, **neg;
+	enum rk_optim optim;
+	rk_adam_opts adam_o;
+	rk_dvbpr_adam adam;         /* Adam only */
+	float *grad;                /* Adam only: the arena's gradient of a step */
+	size_t n_params;
 	rk_dvbpr_stats stats;
 };
 
@@ -95,7 +100,16 @@ int rk_dvbpr_open(rk_dvbpr **out, vr_channel *ch, const rk_model *model, const r
 	d->margin = malloc(d->max_batch * sizeof(float));
 	d->pos = malloc(d->max_batch * sizeof(char *));
 	d->neg = malloc(d->max_batch * sizeof(char *));
-	if (!d->theta || !d->margin || !d->pos || !d->neg) {
+	d->optim = o->optim;
+	d->adam_o = o->adam;
+	d->n_params = model->n_params;
+	if (d->optim == RK_OPT_ADAM) {
+		d->grad = malloc(d->n_params * sizeof(float));
+		d->adam.m = calloc(d->n_params, sizeof(float));
+		d->adam.v = calloc(d->n_params, sizeof(float));
+	}
+	if (!d->theta || !d->margin || !d->pos || !d->neg ||
+	    (d->optim == RK_OPT_ADAM && (!d->grad || !d->adam.m || !d->adam.v))) {
 		rc = VR_ENOMEM;
 		goto fail;
 	}
@@ -141,7 +155,7 @@ int rk_dvbpr_step(rk_dvbpr *d, rk_model *model, const uint32_t *u, const uint32_
 		  const uint32_t *j, size_t n, float lr, float lambda, double *loss, vr_status *st)
 {
 	Visrec__V1__TrainVisualResponse *r = NULL;
-	if (!n || n > d->max_batch)
+	if (!n || n > d->max_batch || model->n_params != d->n_params)
 		return VR_EINVAL;
 	double t0 = vr_now_s();
 	for (size_t t = 0; t < n; t++) {
@@ -174,7 +188,16 @@ int rk_dvbpr_step(rk_dvbpr *d, rk_model *model, const uint32_t *u, const uint32_
 		rc = corrupt(st, "the step number or sizes differ from the request");
 		goto leave;
 	}
-	rk_model_dvbpr_update(model, u, i, j, n, res->g, res->dtheta, lr, lambda);
+	if (d->optim == RK_OPT_ADAM) {
+		float step, bc2s;
+		memset(d->grad, 0, d->n_params * sizeof(float));
+		rk_model_dvbpr_grad(model, u, i, j, n, res->g, res->dtheta, d->grad);
+		rk_adam_scales(&d->adam_o, lr, ++d->adam.t, &step, &bc2s);
+		rk_adam_update(model->params, d->grad, d->adam.m, d->adam.v, d->n_params, lambda,
+			       &d->adam_o, step, bc2s);
+	} else {
+		rk_model_dvbpr_update(model, u, i, j, n, res->g, res->dtheta, lr, lambda);
+	}
 	if (loss) {
 		double sum = 0;
 		for (size_t t = 0; t < n; t++)
@@ -222,14 +245,34 @@ int rk_dvbpr_embed(rk_dvbpr *d, const uint32_t *items, size_t n, float *phi, vr_
 	return 0;
 }
 
-int rk_dvbpr_finish(rk_dvbpr *d, int reembed, uint32_t *version, uint64_t *embedded,
-		    vr_status *st)
+int rk_dvbpr_mark_best(rk_dvbpr *d, uint64_t *step, vr_status *st)
+{
+	Visrec__V1__TrainVisualResponse *r = NULL;
+	Visrec__V1__TrainVisualMarkBest mb = VISREC__V1__TRAIN_VISUAL_MARK_BEST__INIT;
+	Visrec__V1__TrainVisualRequest req = VISREC__V1__TRAIN_VISUAL_REQUEST__INIT;
+	mb.session_id = d->session;
+	req.msg_case = VISREC__V1__TRAIN_VISUAL_REQUEST__MSG_MARK_BEST;
+	req.mark_best = &mb;
+	int rc = round_trip(d, &req, VISREC__V1__TRAIN_VISUAL_RESPONSE__MSG_MARKED, &r, st);
+	if (rc)
+		return rc;
+	if (r->marked->step != d->step)
+		rc = corrupt(st, "Marked names another step than the session's");
+	else if (step)
+		*step = r->marked->step;
+	protobuf_c_message_free_unpacked(&r->base, NULL);
+	return rc;
+}
+
+int rk_dvbpr_finish(rk_dvbpr *d, int reembed, uint64_t from_step, uint32_t *version,
+		    uint64_t *embedded, vr_status *st)
 {
 	Visrec__V1__TrainVisualResponse *r = NULL;
 	Visrec__V1__TrainVisualFinish f = VISREC__V1__TRAIN_VISUAL_FINISH__INIT;
 	Visrec__V1__TrainVisualRequest req = VISREC__V1__TRAIN_VISUAL_REQUEST__INIT;
 	f.session_id = d->session;
 	f.reembed = reembed;
+	f.from_step = from_step;
 	req.msg_case = VISREC__V1__TRAIN_VISUAL_REQUEST__MSG_FINISH;
 	req.finish = &f;
 	int rc = round_trip(d, &req, VISREC__V1__TRAIN_VISUAL_RESPONSE__MSG_FINISHED, &r, st);
@@ -244,6 +287,11 @@ int rk_dvbpr_finish(rk_dvbpr *d, int reembed, uint32_t *version, uint64_t *embed
 	rc = vr_ccall_finish(d->cc, st);
 	d->cc = NULL;
 	return rc;
+}
+
+rk_dvbpr_adam *rk_dvbpr_adam_state(rk_dvbpr *d)
+{
+	return d->optim == RK_OPT_ADAM ? &d->adam : NULL;
 }
 
 uint64_t rk_dvbpr_step_no(const rk_dvbpr *d)
@@ -268,5 +316,8 @@ void rk_dvbpr_close(rk_dvbpr *d)
 	free(d->margin);
 	free(d->pos);
 	free(d->neg);
+	free(d->grad);
+	free(d->adam.m);
+	free(d->adam.v);
 	free(d);
 }

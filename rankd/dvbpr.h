@@ -6,9 +6,11 @@
  * (user, positive, negative indices into the model), computes θ_u and the
  * non-visual margin β_i − β_j + γ_u·(γ_i − γ_j) per triple
  * (rk_model_dvbpr_margins), sends them with the item ids, waits for
- * featured's loss, g and dL/dθ_u, and applies them to the model by SGD
- * (rk_model_dvbpr_update: summed over the triples, the L2 term λ on the
- * rows touched). One round trip per step. Step numbers run 1, 2, ... and
+ * featured's loss, g and dL/dθ_u, and applies them to the model: by Adam
+ * over the whole arena as the tutorial's torch.optim.Adam over its
+ * embeddings (rk_model_dvbpr_grad, then optim.h's step with λ as weight
+ * decay on every parameter), or by SGD on the rows the triples touch
+ * (rk_model_dvbpr_update, λ on those rows). One round trip per step. Step numbers run 1, 2, ... and
  * are checked on both ends, so a restarted featured is detected (its
  * status, FAILED_PRECONDITION or UNAVAILABLE, comes back in st).
  *
@@ -20,7 +22,9 @@
 #include <stdint.h>
 
 #include "model.h"
+#include "optim.h"
 #include "rpc.h"
+#include "trainer.h"
 
 typedef struct rk_dvbpr_opts {
 	const char *arch;           /* "alexnet", "cnnf", "small" */
@@ -37,7 +41,16 @@ typedef struct rk_dvbpr_opts {
 	uint32_t max_batch;         /* most triples per step (<= 128; <= 1024 with trunk_layer) */
 	const char *trunk_layer;    /* NULL or "": the whole net; else featured's trunk cut */
 	uint32_t head_width;        /* with trunk_layer: conv1x1 head width, 0: fine-tune */
+	enum rk_optim optim;        /* rankd's parameters: Adam (dense) or SGD */
+	rk_adam_opts adam;          /* Adam's β1, β2, ε */
 } rk_dvbpr_opts;
+
+/* Adam's state over the model's arena, for checkpoints: its moments (the
+ * model's n_params floats each) and steps taken. */
+typedef struct rk_dvbpr_adam {
+	float *m, *v;
+	uint64_t t;
+} rk_dvbpr_adam;
 
 /* Time spent per part, summed over steps (seconds). */
 typedef struct rk_dvbpr_stats {
@@ -50,7 +63,7 @@ typedef struct rk_dvbpr_stats {
 typedef struct rk_dvbpr rk_dvbpr;
 
 /* Opens the stream on ch and starts the session for model (whose K' is
- * the net's K). *step gets the step featured stands at (0 new; a
+ * the net's K; with Adam its moments are sized for model's arena). *step gets the step featured stands at (0 new; a
  * checkpoint's on resume). Returns 0, VR_ENOMEM, VR_EINVAL (options), or
  * VR_ERPC with st filled (featured's refusal, or unreachable). */
 int rk_dvbpr_open(rk_dvbpr **out, vr_channel *ch, const rk_model *model, const rk_dvbpr_opts *o,
@@ -59,7 +72,8 @@ int rk_dvbpr_open(rk_dvbpr **out, vr_channel *ch, const rk_model *model, const r
 /* One step over n <= max_batch triples; *loss (may be NULL) gets the sum
  * of -ln σ(x_uij). Returns 0, VR_EINVAL (n), VR_ECORRUPT (featured's reply
  * does not fit: st says how), or VR_ERPC with st filled. After an error
- * the session is unusable: close it. */
+ * the session is unusable: close it. VR_EINVAL also when model's sizes
+ * are not those it had at open. */
 int rk_dvbpr_step(rk_dvbpr *d, rk_model *model, const uint32_t *u, const uint32_t *i,
 		  const uint32_t *j, size_t n, float lr, float lambda, double *loss, vr_status *st);
 
@@ -67,11 +81,21 @@ int rk_dvbpr_step(rk_dvbpr *d, rk_model *model, const uint32_t *u, const uint32_
  * (n × K'), in chunks of max_batch; trains nothing. Errors as step. */
 int rk_dvbpr_embed(rk_dvbpr *d, const uint32_t *items, size_t n, float *phi, vr_status *st);
 
+/* Has featured keep the net as it is now as the session's best (it
+ * replaces the one kept before); *step (may be NULL) gets the step it is
+ * of, the session's. Errors as step. */
+int rk_dvbpr_mark_best(rk_dvbpr *d, uint64_t *step, vr_status *st);
+
 /* Ends the session: with reembed featured stores the net as a new model
- * version, re-embeds every item and makes it active; *version gets it.
- * Errors as step. */
-int rk_dvbpr_finish(rk_dvbpr *d, int reembed, uint32_t *version, uint64_t *embedded,
-		    vr_status *st);
+ * version and re-embeds every item with it; *version gets it. from_step:
+ * the step of the net rk_dvbpr_mark_best kept, to store that net instead
+ * of the current one (0: the current one). Errors as step. */
+int rk_dvbpr_finish(rk_dvbpr *d, int reembed, uint64_t from_step, uint32_t *version,
+		    uint64_t *embedded, vr_status *st);
+
+/* Adam's state (NULL with SGD), which the caller may read or restore
+ * between steps. */
+rk_dvbpr_adam *rk_dvbpr_adam_state(rk_dvbpr *d);
 
 /* The step the session is at, and its time split. */
 uint64_t rk_dvbpr_step_no(const rk_dvbpr *d);

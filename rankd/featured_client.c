@@ -26,9 +26,11 @@
 #define BACKOFF_MAX_MS 5000
 #define INFO_MS 10000          /* deadline of featured Info */
 #define GET_ALL_MS 600000      /* deadline of GetVectors(all): a stalled featured ends it */
+#define GET_IDS_MS 10000       /* deadline of GetVectors of a few ids */
 
-int rk_fc_get_all(vr_channel *ch, rk_fc_vector_fn fn, void *ctx, uint32_t *dims,
-		  uint32_t *model_version, vr_status *st)
+int rk_fc_get_vectors(vr_channel *ch, uint32_t version, const char *const *ids, size_t n_ids,
+		      rk_fc_vector_fn fn, void *ctx, uint32_t *dims, uint32_t *model_version,
+		      vr_status *st)
 {
 	Visrec__V1__GetVectorsRequest req = VISREC__V1__GET_VECTORS_REQUEST__INIT;
 	vr_ccall *cc = NULL;
@@ -36,16 +38,21 @@ int rk_fc_get_all(vr_channel *ch, rk_fc_vector_fn fn, void *ctx, uint32_t *dims,
 	*dims = 0;
 	req.model_version = *model_version;
 	*model_version = 0;
-	req.all = 1;
+	req.all = !ids;
+	req.item_ids = (char **)ids;
+	req.n_item_ids = ids ? n_ids : 0;
+	req.model_version = version;
 	int rc = vr_ccall_start(&cc, ch, "/visrec.v1.Featured/GetVectors",
-				&visrec__v1__get_vectors_response__descriptor, GET_ALL_MS, NULL);
+				&visrec__v1__get_vectors_response__descriptor,
+				ids ? GET_IDS_MS : GET_ALL_MS, NULL);
 	if (rc)
 		return rc;
 	if ((rc = vr_ccall_send(cc, &req.base)) || (rc = vr_ccall_close_send(cc)))
 		goto finish;
 	while (!(rc = vr_ccall_recv(cc, &m))) {
 		const Visrec__V1__GetVectorsResponse *r = (const void *)m;
-		if ((*dims && r->dims != *dims) || (*model_version && r->model_version != *model_version)) {
+		if ((*dims && r->dims != *dims) || (*model_version && r->model_version != *model_version) ||
+		    (version && r->model_version != version)) {
 			rc = VR_ECORRUPT;
 			goto finish;
 		}

@@ -911,6 +911,7 @@ int rk_handle_info(vr_call *call, void *ctx)
 		resp.model = (Visrec__V1__ModelKind)s->model->d.kind;
 		resp.model_version = s->info.version;
 		resp.feature_dims = s->info.feature_dims;
+		resp.feature_version = s->info.feature_version;
 	}
 	rk_served_unref(s);
 	int rc = vr_call_send(call, &resp.base);

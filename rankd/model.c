@@ -418,6 +418,32 @@ void rk_model_dvbpr_update(rk_model *m, const uint32_t *u, const uint32_t *i,
 	}
 }
 
+void rk_model_dvbpr_grad(const rk_model *m, const uint32_t *u, const uint32_t *i,
+			 const uint32_t *j, size_t n, const float *g, const float *dtheta,
+			 float *grad)
+{
+	uint32_t k = m->d.k, k2 = m->d.k2;
+	float *gb = grad + m->t[RK_BETA_I].off, *ggu = grad + m->t[RK_GAMMA_U].off,
+	      *ggi = grad + m->t[RK_GAMMA_I].off, *gth = grad + m->t[RK_THETA_U].off;
+	for (size_t t = 0; t < n; t++) {
+		float gt = g[t];
+		gb[i[t]] -= gt;
+		gb[j[t]] += gt;
+		const float *gu = m->gamma_u + (size_t)u[t] * k, *gi = m->gamma_i + (size_t)i[t] * k,
+			    *gj = m->gamma_i + (size_t)j[t] * k;
+		float *du = ggu + (size_t)u[t] * k, *di = ggi + (size_t)i[t] * k,
+		      *dj = ggi + (size_t)j[t] * k;
+		for (uint32_t c = 0; c < k; c++) {
+			du[c] -= gt * (gi[c] - gj[c]);
+			di[c] -= gt * gu[c];
+			dj[c] += gt * gu[c];
+		}
+		float *dt = gth + (size_t)u[t] * k2;
+		for (uint32_t c = 0; c < k2; c++)
+			dt[c] += dtheta[t * k2 + c];
+	}
+}
+
 /* ---- snapshots ---- */
 
 struct snap_header {

@@ -167,6 +167,13 @@ void rk_model_dvbpr_update(rk_model *m, const uint32_t *u, const uint32_t *i,
 			   const uint32_t *j, size_t n, const float *g, const float *dtheta,
 			   float lr, float lambda);
 
+/* DVBPR: adds the same answer's gradient, summed over the n triples and
+ * without a regulariser, into grad (n_params floats, the arena's layout),
+ * for an optimiser that steps the whole arena (optim.h's Adam). */
+void rk_model_dvbpr_grad(const rk_model *m, const uint32_t *u, const uint32_t *i,
+			 const uint32_t *j, size_t n, const float *g, const float *dtheta,
+			 float *grad);
+
 /* Snapshots: the model as one LMDB value under key in db (the service's
  * "models" database), a 64-byte header (magic, format, kind, dims,
  * version, parameter count) then the arena. Save commits before it

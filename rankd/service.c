@@ -9,9 +9,13 @@
  * an item the model never saw) and appends or replaces it in the served
  * index; the next Recommend ranks it. The row is written to LMDB with the
  * feed position in one transaction, so a restart serves it without
- * featured. A vector from another featured model version than the one the
- * model was trained on cannot be folded in: the item is skipped with a
- * warning until the next Train. */
+ * featured. The served model keeps the featured model version it was
+ * trained on (a DVBPR model its own embedding, while featured's active
+ * version stays the pretrained features): a change that carries a vector
+ * of another version has the follower ask featured for the item's vector
+ * of the model's version (GetVectors with model_version); an item featured
+ * has no such vector for is skipped until a change of that version brings
+ * it, or the next Train. */
 #include "service.h"
 
 #include <inttypes.h>
@@ -157,6 +161,54 @@ static int note_seq(rk_service *svc, uint64_t seq)
 	return rc;
 }
 
+/* GetVectors' callback for the one item the follower asks for. */
+struct one_vector {
+	float *values;
+	uint32_t dims;
+	int got;
+};
+
+static int on_one_vector(void *ctx, const char *id, const float *values, uint32_t dims,
+			 uint32_t version)
+{
+	struct one_vector *o = ctx;
+	(void)id;
+	(void)version;
+	if (dims == o->dims) {
+		memcpy(o->values, values, (size_t)dims * sizeof(float));
+		o->got = 1;
+	}
+	return 0;
+}
+
+/* The item's vector of the served model's featured version into vec (f
+ * floats): the change's own, else (a new item or image) featured's by
+ * GetVectors. 1 when found. */
+static int change_vector(rk_service *svc, const rk_served *s, const Visrec__V1__ItemChange *c,
+			 uint32_t f, float *vec)
+{
+	const Visrec__V1__Vector *v = c->vector;
+	if (v && v->model_version == s->info.feature_version && v->n_values == f) {
+		memcpy(vec, v->values, (size_t)f * sizeof(float));
+		return 1;
+	}
+	/* Re-embedding under another version leaves this version's vector as
+	 * it was (a DVBPR Finish re-embeds every item). */
+	if (c->kind == VISREC__V1__ITEM_CHANGE__KIND__REEMBEDDED)
+		return 0;
+	struct one_vector o = { .values = vec, .dims = f };
+	const char *ids[1] = { c->item_id };
+	uint32_t dims, version;
+	vr_status st = { 0 };
+	int rc = rk_fc_get_vectors(svc->featured, s->info.feature_version, ids, 1, on_one_vector, &o,
+				   &dims, &version, &st);
+	if (rc)
+		VR_WARN("featured change %" PRIu64 ": cannot ask featured for item %s's vector of "
+			"model version %u: %s%s%s", c->seq, c->item_id, s->info.feature_version,
+			vr_strerror(rc), st.message[0] ? ": " : "", st.message);
+	return !rc && o.got;
+}
+
 /* The follower's callback (see the file comment). */
 static int follow_apply(void *ctx, const Visrec__V1__ItemChange *c)
 {
@@ -234,20 +286,21 @@ static int follow_apply(void *ctx, const Visrec__V1__ItemChange *c)
 		rc = note_seq(svc, c->seq);
 		goto leave;
 	}
-	const Visrec__V1__Vector *v = c->vector;
-	if (!v || v->model_version != s->info.feature_version || v->n_values != f) {
-		VR_WARN("featured change %" PRIu64 ": item %s has %s; the served model v%" PRIu64
-			" needs a vector of %u floats from featured model version %u: it waits for the next Train",
-			c->seq, c->item_id, v ? "a vector from another model version or of another size" : "no vector",
-			s->info.version, f, s->info.feature_version);
-		rc = note_seq(svc, c->seq);
-		goto leave;
-	}
-	if (!(row = malloc((size_t)dim * sizeof(float)))) {
+	if (!(row = malloc(((size_t)dim + f) * sizeof(float)))) {
 		rc = VR_ENOMEM;
 		goto leave;
 	}
-	if ((rc = rk_served_item_row(s, i, v->values, row)) || (rc = rk_served_set_row(s, i, row)))
+	float *vec = row + dim;
+	if (!change_vector(svc, s, c, f, vec)) {
+		if (c->kind != VISREC__V1__ITEM_CHANGE__KIND__REEMBEDDED)
+			VR_INFO("featured change %" PRIu64 ": item %s has no vector of featured model "
+				"version %u (%u floats) yet, which the served model v%" PRIu64 " ranks "
+				"with; it waits for one", c->seq, c->item_id, s->info.feature_version, f,
+				s->info.version);
+		rc = note_seq(svc, c->seq);
+		goto leave;
+	}
+	if ((rc = rk_served_item_row(s, i, vec, row)) || (rc = rk_served_set_row(s, i, row)))
 		goto leave;
 	if (!(rc = rk_snap_put_row(&svc->snap, s->info.version, i, row, dim, c->seq)))
 		svc->seq_saved = c->seq;

@@ -50,6 +50,7 @@
 
 #include "deadline.h"
 #include "err.h"
+#include "optim.h"
 
 #define MAX_THREADS 64
 #define CHUNKS_PER_THREAD 4
@@ -68,11 +69,7 @@
 
 /* Hot loops get AVX-512 and AVX2 clones picked at load time; the kernels
  * they call are inlined into each clone. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
-#define HOT __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define HOT
-#endif
+#define HOT RK_HOT
 /* Kernels are inlined into the clones, so they get the clone's ISA. */
 #define INLINE static inline __attribute__((always_inline))
 
@@ -562,32 +559,13 @@ static void ph_backward(rk_trainer *t, uint32_t tid, uint32_t c)
 	backward(t, t->urange[c], t->urange[c + 1], t->irange[c], t->irange[c + 1]);
 }
 
-static HOT void adam(float *restrict p, const float *restrict g, float *restrict mm,
-		     float *restrict vv, size_t n, float lambda, float b1, float b2,
-		     float eps, float step, float bc2s)
-{
-#pragma omp simd
-	for (size_t x = 0; x < n; x++) {
-		float gr = g[x] + lambda * p[x];
-		mm[x] = b1 * mm[x] + (1 - b1) * gr;
-		vv[x] = b2 * vv[x] + (1 - b2) * gr * gr;
-		p[x] -= step * mm[x] / (sqrtf(vv[x]) / bc2s + eps);
-	}
-}
-
-static HOT void sgd(float *restrict p, const float *restrict g, size_t n, float lambda, float lr)
-{
-#pragma omp simd
-	for (size_t x = 0; x < n; x++)
-		p[x] -= lr * (g[x] + lambda * p[x]);
-}
-
 static void ph_optim(rk_trainer *t, uint32_t tid, uint32_t chunk)
 {
 	const rk_model *m = t->m;
 	const rk_train_config *c = &t->cfg;
-	double bc1 = 1 - pow(c->adam_beta1, (double)t->adam_t);
-	double bc2 = 1 - pow(c->adam_beta2, (double)t->adam_t);
+	const rk_adam_opts ao = { c->adam_beta1, c->adam_beta2, c->adam_eps };
+	float step, bc2s;
+	rk_adam_scales(&ao, t->lr, t->adam_t, &step, &bc2s);
 	for (int x = 0; x < RK_N_TENSORS; x++) {
 		const rk_tensor *ts = &m->t[x];
 		size_t a, b;
@@ -595,11 +573,10 @@ static void ph_optim(rk_trainer *t, uint32_t tid, uint32_t chunk)
 		size_t o = ts->off + a;
 		float lambda = x == RK_VIS ? c->lambda_e : c->lambda;
 		if (c->optim == RK_OPT_ADAM)
-			adam(m->params + o, t->grad + o, t->adam_m + o, t->adam_v + o, b - a, lambda,
-			     c->adam_beta1, c->adam_beta2, c->adam_eps, (float)(t->lr / bc1),
-			     (float)sqrt(bc2));
+			rk_adam_update(m->params + o, t->grad + o, t->adam_m + o, t->adam_v + o, b - a,
+				       lambda, &ao, step, bc2s);
 		else
-			sgd(m->params + o, t->grad + o, b - a, lambda, t->lr);
+			rk_sgd_update(m->params + o, t->grad + o, b - a, lambda, t->lr);
 	}
 }
 
@@ -1270,7 +1247,7 @@ int rk_trainer_run(rk_trainer *t, rk_progress_fn fn, void *ctx, rk_train_result 
 {
 	const rk_train_config *c = &t->cfg;
 	rk_train_result r = {0};
-	r.best_auc = NAN;
+	r.best_auc = r.loss = NAN;
 	uint64_t per_epoch = c->epoch_triples;
 	if (!per_epoch)
 		per_epoch = t->train->nnz > MIN_EPOCH ? t->train->nnz : MIN_EPOCH;
@@ -1285,11 +1262,14 @@ int rk_trainer_run(rk_trainer *t, rk_progress_fn fn, void *ctx, rk_train_result 
 			break;
 		r.triples += per_epoch;
 		r.epochs = e;
+		if (!t->n_val)
+			r.loss = loss;
 		double auc = rk_trainer_validate(t);
 		if (t->n_val) {
 			if (isnan(r.best_auc) || auc > r.best_auc + c->min_delta) {
 				r.best_auc = auc;
 				r.best_epoch = e;
+				r.loss = loss;
 				bad = bad_lr = 0;
 				memcpy(t->best, t->m->params, t->m->n_params * sizeof(float));
 			} else {
@@ -1307,7 +1287,8 @@ int rk_trainer_run(rk_trainer *t, rk_progress_fn fn, void *ctx, rk_train_result 
 			rc = VR_ECANCELLED;
 			break;
 		}
-		if (t->n_val && c->patience && bad >= c->patience) {
+		/* Patience running out at the last epoch stops nothing. */
+		if (t->n_val && c->patience && bad >= c->patience && e < c->max_epochs) {
 			r.stopped_early = 1;
 			break;
 		}

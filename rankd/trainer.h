@@ -135,7 +135,10 @@ typedef struct rk_train_result {
 	uint32_t epochs;        /* run */
 	uint32_t best_epoch;    /* whose parameters the model holds (0: none) */
 	double best_auc;
-	int stopped_early;      /* patience ran out */
+	double loss;            /* mean training loss of the epoch the model
+	                         * holds: the best, or the last without
+	                         * validation (NAN: none ran) */
+	int stopped_early;      /* patience ran out before max_epochs */
 	uint64_t triples;
 	double seconds;
 } rk_train_result;

@@ -39,9 +39,10 @@ static void print_rankd(const cli *c, const Visrec__V1__RankInfoResponse *r)
 	printf("  users %llu, items %llu, interactions %llu, max k %d\n",
 	       (unsigned long long)r->users, (unsigned long long)r->items,
 	       (unsigned long long)r->interactions, r->max_k);
-	printf("  featured %s (%s), change feed applied up to seq %llu, feature dims %u\n",
+	printf("  featured %s (%s), change feed applied up to seq %llu, feature dims %u "
+	       "(featured model version %u)\n",
 	       r->featured, r->featured_connected ? "connected" : "not connected",
-	       (unsigned long long)r->featured_seq, r->feature_dims);
+	       (unsigned long long)r->featured_seq, r->feature_dims, r->feature_version);
 }
 
 int cli_cmd_info(cli *c, int argc, char **argv)

@@ -231,6 +231,7 @@ int cli_cmd_train(cli *c, int argc, char **argv)
 	const char *model = NULL, *optimizer = NULL, *negatives = NULL, *arch = NULL;
 	const char *trunk_layer = NULL;
 	int epochs, dims, visual_dims, batch, threads, tpe, patience, input_size, head_width;
+	int feature_version;
 	int use_all, no_latent, resume, code;
 	double lr, lambda, lambda_e, cnn_lr, cnn_wd;
 	uint64_t seed;
@@ -252,6 +253,8 @@ int cli_cmd_train(cli *c, int argc, char **argv)
 		{ "triples-per-epoch", NULL, VR_FLAG_INT, &tpe, "0", "0 = training interactions", 0 },
 		{ "patience", NULL, VR_FLAG_INT, &patience, "0",
 		  "epochs without gain before stopping; 0 = default", 0 },
+		{ "feature-version", NULL, VR_FLAG_INT, &feature_version, "0",
+		  "VBPR: featured's model version to train on; 0 = its active one", 0 },
 		{ "arch", NULL, VR_FLAG_STRING, &arch, "",
 		  "DVBPR: alexnet, cnnf or small; with --trunk-layer featured's active model's (empty)", 0 },
 		{ "trunk-layer", NULL, VR_FLAG_STRING, &trunk_layer, "",
@@ -285,7 +288,8 @@ int cli_cmd_train(cli *c, int argc, char **argv)
 		goto leave;
 	}
 	if (epochs < 0 || dims < 0 || visual_dims < 0 || batch < 0 || threads < 0 || tpe < 0 ||
-	    patience < 0 || input_size < 0 || head_width < 0 || lr < 0 || lambda < 0 || lambda_e < 0 || cnn_lr < 0 ||
+	    patience < 0 || input_size < 0 || head_width < 0 || feature_version < 0 || lr < 0 ||
+	    lambda < 0 || lambda_e < 0 || cnn_lr < 0 ||
 	    cnn_wd < 0) {
 		code = cli_usage_error(argv[0], "numbers must not be negative");
 		goto leave;
@@ -305,6 +309,7 @@ int cli_cmd_train(cli *c, int argc, char **argv)
 	req.batch_size = (uint32_t)batch;
 	req.threads = (uint32_t)threads;
 	req.seed = seed;
+	req.feature_version = (uint32_t)feature_version;
 	req.negatives = (char *)negatives;
 	req.use_all_interactions = use_all;
 	req.triples_per_epoch = (uint32_t)tpe;

@@ -79,7 +79,7 @@ static int session(struct fd_proc *fp, rk_model *m, const rk_dvbpr_opts *o, cons
 	fflush(stdout);
 	uint32_t version;
 	uint64_t embedded;
-	rc = rk_dvbpr_finish(d, 0, &version, &embedded, &st) ? 1 : 0;
+	rc = rk_dvbpr_finish(d, 0, 0, &version, &embedded, &st) ? 1 : 0;
 leave:
 	rk_dvbpr_close(d);
 	vr_channel_destroy(ch);
@@ -131,7 +131,7 @@ int main(int argc, char **argv)
 	rk_dvbpr_opts o = { .arch = arch, .input_size = (uint32_t)size, .cnn_lr = 1e-3f,
 			    .cnn_wd = 1e-4f, .seed = 1, .session_id = "bench", .checkpoint_every = 100000,
 			    .item_ids = (const char *const *)ids, .n_items = (uint32_t)n_items,
-			    .max_batch = (uint32_t)batch };
+			    .max_batch = (uint32_t)batch, .optim = RK_OPT_SGD };
 	double full = 0, cached = 0;
 	char what[96];
 	snprintf(what, sizeof what, "%s (whole net)", arch);

@@ -3,6 +3,7 @@
  * loop in this process that does the same steps on one net and one rankd
  * model: same init, same triples, same images. */
 #include "dvbpr.h"
+#include "featured_client.h"
 #include "dvbpr_test.h"
 #include "decode.h"
 #include "err.h"
@@ -157,7 +158,8 @@ TEST(split_equals_one_process)
 	vr_channel *ch = dvt_channel(fp.addr);
 	rk_dvbpr_opts o = { .arch = "small", .input_size = SIZE, .cnn_lr = 1e-3f, .cnn_wd = 1e-4f,
 			    .seed = SEED, .session_id = "eqv", .checkpoint_every = 1000,
-			    .item_ids = (const char *const *)s.ids, .n_items = N_ITEMS, .max_batch = NB };
+			    .item_ids = (const char *const *)s.ids, .n_items = N_ITEMS, .max_batch = NB,
+			    .optim = RK_OPT_SGD }; /* the reference steps rankd's half by SGD */
 	uint64_t step0 = 99;
 	ASSERT_MSG(rk_dvbpr_open(&d, ch, m, &o, &step0, &st) == 0, "open: %s", st.message);
 	ASSERT_EQ_INT(step0, 0);
@@ -195,7 +197,7 @@ TEST(split_equals_one_process)
 	/* Finish: featured's new model version holds the reference's weights. */
 	uint32_t version = 0;
 	uint64_t embedded = 0;
-	ASSERT_MSG(rk_dvbpr_finish(d, 1, &version, &embedded, &st) == 0, "finish: %s", st.message);
+	ASSERT_MSG(rk_dvbpr_finish(d, 1, 0, &version, &embedded, &st) == 0, "finish: %s", st.message);
 	ASSERT_EQ_INT(version, 2);
 	ASSERT_EQ_INT(embedded, N_ITEMS);
 	/* It is live, not active: the active version (VBPR's features) stays. */
@@ -310,7 +312,7 @@ TEST(trunk_session_goes_live)
 	ASSERT_OK(rk_dvbpr_embed(d, all, N, phi, &st));
 	uint32_t version = 0;
 	uint64_t embedded = 0;
-	ASSERT_MSG(rk_dvbpr_finish(d, 1, &version, &embedded, &st) == 0, "finish: %s", st.message);
+	ASSERT_MSG(rk_dvbpr_finish(d, 1, 0, &version, &embedded, &st) == 0, "finish: %s", st.message);
 	ASSERT_EQ_INT(version, 2);
 	ASSERT_EQ_INT(embedded, N);
 	/* Version 2 on images is the trained head on the cached activations. */
@@ -370,6 +372,112 @@ TEST(trunk_session_goes_live)
 
 /* A restarted peer is detected: a second session while one is open, a
  * resume with no checkpoint, a session id featured never saw. */
+struct by_id {
+	char *const *ids;
+	float *phi;   /* N_ITEMS × K2, in ids' order */
+	int got;
+};
+
+static int on_vec(void *ctx, const char *id, const float *values, uint32_t dims,
+		  uint32_t version)
+{
+	struct by_id *b = ctx;
+	(void)version;
+	for (int k = 0; k < N_ITEMS; k++)
+		if (!strcmp(b->ids[k], id) && dims == K2) {
+			memcpy(b->phi + k * K2, values, K2 * sizeof(float));
+			b->got++;
+		}
+	return 0;
+}
+
+/* The net served is the one marked best, not the last: featured keeps the
+ * net at mark_best, and Finish with that step re-embeds with it; a step no
+ * mark_best kept is refused. rankd's half steps by Adam here (the
+ * default). */
+TEST(finish_from_marked_best)
+{
+	struct set s;
+	struct fd_proc fp;
+	rk_model *m = NULL;
+	rk_dvbpr *d = NULL;
+	vr_status st = { 0 };
+	char dir[128];
+	snprintf(dir, sizeof dir, "%s/best", tmpdir);
+	ASSERT_OK(set_make(&s));
+	ASSERT_OK(dvt_featured_start(&fp, dir, SIZE));
+	ASSERT_OK(dvt_put(&fp, s.ids, s.jpeg, s.len, N_ITEMS));
+	rk_model_dims md = { .kind = RK_MODEL_DVBPR, .n_users = N_USERS, .n_items = N_ITEMS, .k = 4,
+			     .k2 = K2 };
+	ASSERT_OK(rk_model_create(&m, &md));
+	rk_model_init(m, 5);
+	vr_channel *ch = dvt_channel(fp.addr);
+	rk_dvbpr_opts o = { .arch = "small", .input_size = SIZE, .cnn_lr = 1e-2f, .seed = SEED,
+			    .session_id = "nomark", .checkpoint_every = 1000,
+			    .item_ids = (const char *const *)s.ids, .n_items = N_ITEMS, .max_batch = NB,
+			    .optim = RK_OPT_ADAM, .adam = { 0.9f, 0.999f, 1e-8f } };
+	uint32_t u[NB] = { 0, 1, 2, 0, 1, 2 }, i[NB] = { 0, 1, 2, 3, 4, 5 },
+		 j[NB] = { 6, 7, 8, 9, 0, 1 }, all[N_ITEMS], version = 0;
+	for (int k = 0; k < N_ITEMS; k++)
+		all[k] = (uint32_t)k;
+	/* No mark_best, or one of another step: a Finish from a step is
+	 * refused (each refusal ends that session). */
+	const char *sessions[2] = { "nomark", "wrongstep" }, *why[2] = { "kept no best net",
+									  "is of step 1" };
+	for (int k = 0; k < 2; k++) {
+		o.session_id = sessions[k];
+		for (int tries = 0; tries < 100; tries++) { /* featured ends the last session */
+			if (!rk_dvbpr_open(&d, ch, m, &o, NULL, &st))
+				break;
+			usleep(50000);
+		}
+		ASSERT_MSG(d, "open: %s", st.message);
+		ASSERT_OK(rk_dvbpr_step(d, m, u, i, j, NB, 1e-3f, 1e-4f, NULL, &st));
+		if (k)
+			ASSERT_OK(rk_dvbpr_mark_best(d, NULL, &st));
+		ASSERT_EQ_INT(rk_dvbpr_finish(d, 1, 2, &version, NULL, &st), VR_ERPC);
+		ASSERT_EQ_INT(st.code, GRPC_STATUS_FAILED_PRECONDITION);
+		ASSERT_CONTAINS(st.message, why[k]);
+		rk_dvbpr_close(d);
+		d = NULL;
+	}
+	/* Mark at step 2, train on, Finish from step 2. */
+	o.session_id = "marked";
+	float best[N_ITEMS * K2], now[N_ITEMS * K2], got[N_ITEMS * K2];
+	uint64_t at = 0;
+	for (int tries = 0; tries < 100; tries++) { /* featured ends the first session */
+		if (!rk_dvbpr_open(&d, ch, m, &o, NULL, &st))
+			break;
+		usleep(50000);
+	}
+	ASSERT_MSG(d, "open: %s", st.message);
+	for (int k = 0; k < 2; k++)
+		ASSERT_OK(rk_dvbpr_step(d, m, u, i, j, NB, 1e-3f, 1e-4f, NULL, &st));
+	ASSERT_OK(rk_dvbpr_embed(d, all, N_ITEMS, best, &st));
+	ASSERT_OK(rk_dvbpr_mark_best(d, &at, &st));
+	ASSERT_EQ_INT(at, 2);
+	for (int k = 0; k < 3; k++)
+		ASSERT_OK(rk_dvbpr_step(d, m, u, i, j, NB, 1e-3f, 1e-4f, NULL, &st));
+	ASSERT_OK(rk_dvbpr_embed(d, all, N_ITEMS, now, &st));
+	ASSERT_MSG(max_rel_diff(now, best, N_ITEMS * K2) > 1e-3, "three steps changed no φ");
+	ASSERT_EQ_INT(rk_dvbpr_adam_state(d)->t, 5); /* Adam: one step per round trip */
+	ASSERT_MSG(rk_dvbpr_finish(d, 1, 2, &version, NULL, &st) == 0, "finish: %s", st.message);
+	rk_dvbpr_close(d);
+	/* The new version's vectors are the marked net's φ. */
+	struct by_id b = { .ids = s.ids, .phi = got };
+	uint32_t dims = 0, v = 0;
+	ASSERT_OK(rk_fc_get_vectors(ch, version, NULL, 0, on_vec, &b, &dims, &v, &st));
+	ASSERT_EQ_INT(v, version);
+	ASSERT_EQ_INT(b.got, N_ITEMS);
+	ASSERT_MSG(max_rel_diff(got, best, N_ITEMS * K2) < 1e-4, "served φ differs from the marked "
+		   "net's by %g (from the last net's by %g)", max_rel_diff(got, best, N_ITEMS * K2),
+		   max_rel_diff(got, now, N_ITEMS * K2));
+	vr_channel_destroy(ch);
+	rk_model_free(m);
+	dvt_featured_stop(&fp);
+	set_free(&s);
+}
+
 TEST(restarted_peer_detected)
 {
 	struct set s;
@@ -569,7 +677,7 @@ TEST(step_checks)
 
 static const struct vr_test tests[] = {
 	T(split_equals_one_process), T(trunk_session_goes_live), T(restarted_peer_detected),
-	T(step_checks), { 0 },
+	T(step_checks), T(finish_from_marked_best), { 0 },
 };
 
 int main(int argc, char **argv)

@@ -505,9 +505,15 @@ static void seeds_featured_requests(void)
 	Visrec__V1__TrainVisualFinish fin = VISREC__V1__TRAIN_VISUAL_FINISH__INIT;
 	fin.session_id = "s-1";
 	fin.reembed = 1;
+	fin.from_step = 40;
 	tv.msg_case = VISREC__V1__TRAIN_VISUAL_REQUEST__MSG_FINISH;
 	tv.finish = &fin;
 	message(h, "train-visual-finish", 0x84, &tv.base);
+	Visrec__V1__TrainVisualMarkBest mb = VISREC__V1__TRAIN_VISUAL_MARK_BEST__INIT;
+	mb.session_id = "s-1";
+	tv.msg_case = VISREC__V1__TRAIN_VISUAL_REQUEST__MSG_MARK_BEST;
+	tv.mark_best = &mb;
+	message(h, "train-visual-mark-best", 4, &tv.base);
 	Visrec__V1__FeaturedInfoRequest info = VISREC__V1__FEATURED_INFO_REQUEST__INIT;
 	message(h, "info", 5, &info.base);
 	tjFree(img);
@@ -545,6 +551,7 @@ static void seeds_rankd_requests(void)
 	t.negatives = "popularity";
 	t.triples_per_epoch = 1000;
 	t.patience = 3;
+	t.feature_version = 2;
 	message(h, "train-vbpr", 1, &t.base);
 	Visrec__V1__TrainRequest dv = VISREC__V1__TRAIN_REQUEST__INIT;
 	dv.model = VISREC__V1__MODEL_KIND__DVBPR;

@@ -256,8 +256,14 @@ TEST(dvbpr_margin_and_update)
 	float g = (float)(1 / (1 + exp(x))), dtheta[3];
 	for (int c = 0; c < 3; c++)
 		dtheta[c] = -g * (phi[3 + c] - phi[9 + c]);
-	float *grad = calloc(m->n_params, sizeof(float));
+	float *grad = calloc(m->n_params, sizeof(float)), *dense = calloc(m->n_params, sizeof(float));
 	rk_model_triple_grad(m, u, i, j, phi + 3, phi + 9, grad);
+	/* The gradient Adam steps with is the reference gradient, every
+	 * parameter of the arena (zeros off the triple's rows). */
+	rk_model_dvbpr_grad(m, &u, &i, &j, 1, &g, dtheta, dense);
+	for (size_t k = 0; k < m->n_params; k++)
+		ASSERT_NEAR(dense[k], grad[k], 1e-5);
+	free(dense);
 	rk_model *ref;
 	ASSERT_OK(rk_model_clone(m, &ref));
 	for (size_t k = 0; k < m->n_params; k++)

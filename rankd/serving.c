@@ -120,7 +120,22 @@ int rk_served_item_row(const rk_served *s, uint32_t i, const float *f_i, float *
 
 int rk_served_pad(rk_served *s, uint32_t n)
 {
-	return rk_index_pad(s->index, n);
+	if (!s->model->prior_rows)
+		return rk_index_pad(s->index, n);
+	struct rk_index_view view;
+	rk_index_acquire(s->index, &view);
+	uint32_t have = view.n;
+	rk_index_release(&view);
+	if (have >= n)
+		return 0;
+	/* The row of an item with no vector yet: the prior's mean [β, γ]
+	 * (the same for every such item), its visual part zero. */
+	float *row = malloc((size_t)rk_model_dim(s->model) * sizeof *row);
+	int rc = row ? rk_served_item_row(s, have, NULL, row) : VR_ENOMEM;
+	for (uint32_t i = have; !rc && i < n; i++)
+		rc = rk_index_set_row(s->index, i, row);
+	free(row);
+	return rc;
 }
 
 int rk_served_set_row(rk_served *s, uint32_t i, const float *row)

@@ -85,8 +85,9 @@ int rk_served_item_row(const rk_served *s, uint32_t i, const float *f_i, float *
  * caller at a time (with rk_served_pad). Returns 0 or an index error. */
 int rk_served_set_row(rk_served *s, uint32_t i, const float *row);
 
-/* Appends zero rows until the index holds n items (items that arrived
- * after the model was trained, with no vector yet). Returns 0 or an index
+/* Appends rows until the index holds n items (items that arrived after the
+ * model was trained, with no vector yet): the prior's mean [β, γ] with a
+ * zero visual part (model.h), zeros for a model without a prior. Returns 0 or an index
  * error. */
 int rk_served_pad(rk_served *s, uint32_t n);
 

@@ -556,8 +556,10 @@ TEST(train_bpr_and_recommend)
 	int status = proc_stop(&r, 10000);
 	ASSERT_OK(s_late_add.code);
 	ASSERT_OK(s_late.code);
+	/* Scored by the prior (prior.h: BPR's is the warm items' mean β, γ),
+	 * not by the zeros that sank cold items below every warm one. */
 	ASSERT(late_rec && late_rec->n_items == 1 && late_rec->items[0]->cold &&
-	       late_rec->items[0]->score == 0);
+	       late_rec->items[0]->score != 0 && isfinite(late_rec->items[0]->score));
 	release(late_rec);
 	ASSERT(t.messages >= 3);
 	ASSERT_STR_EQ(t.first_state, "loading");

@@ -130,5 +130,6 @@ int rk_handle_recommend_batch(vr_call *call, void *ctx);
 int rk_handle_score(vr_call *call, void *ctx);
 int rk_handle_evaluate(vr_call *call, void *ctx);
 int rk_handle_info(vr_call *call, void *ctx);
+int rk_handle_audience(vr_call *call, void *ctx);
 
 #endif

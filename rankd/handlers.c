@@ -677,6 +677,17 @@ unref:
 
 /* ---- Audience ---------------------------------------------------------------- */
 
+int rk_check_audience(const rk_service *svc, const Visrec__V1__AudienceRequest *r, char *err)
+{
+	int code = check_id(err, r->item_id, "item_id");
+	if (code)
+		return code;
+	if (r->k < 1 || r->k > svc->max_k)
+		return error_text(err, GRPC_STATUS_INVALID_ARGUMENT, "k must be between 1 and %d (got %d)",
+				  svc->max_k, r->k);
+	return GRPC_STATUS_OK;
+}
+
 /* Reverse top-k: the item's serving row (the prior's β̂, γ̂ for a cold
  * one) against every user of the model. Users added after the last Train
  * have no factors and are not in it; exclusions are the snapshot's seen
@@ -686,11 +697,9 @@ int rk_handle_audience(vr_call *call, void *ctx)
 	rk_service *svc = ctx;
 	const Visrec__V1__AudienceRequest *r = (const void *)vr_call_request(call);
 	char err[ERR_LEN];
-	if (check_id(err, r->item_id, "item_id"))
-		return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT, "%s", err);
-	if (r->k < 1 || r->k > svc->max_k)
-		return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT, "k must be between 1 and %d (got %d)",
-				     svc->max_k, r->k);
+	int code = rk_check_audience(svc, r, err);
+	if (code)
+		return vr_call_error(call, code, "%s", err);
 	struct scratch *sc = scratch_get();
 	if (!sc)
 		return VR_ENOMEM;
@@ -703,7 +712,6 @@ int rk_handle_audience(vr_call *call, void *ctx)
 	Visrec__V1__AudienceUser **ptrs = NULL;
 	uint32_t nu = s->model->d.n_users, i;
 	size_t cap = (size_t)r->k < nu ? (size_t)r->k : nu, n = 0;
-	int code;
 	pthread_rwlock_rdlock(&svc->ix_lock);
 	if (rk_items_find(svc->ix, r->item_id, strlen(r->item_id), &i)) {
 		code = vr_call_error(call, GRPC_STATUS_NOT_FOUND,

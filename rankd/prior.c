@@ -288,3 +288,111 @@ leave:
 	free(mean);
 	return rc;
 }
+
+#define CAL_USERS 4096 /* validation users scored at most (the first ones) */
+#define CAL_BLOCK 256
+
+int rk_prior_calibrate(rk_model *m, const float *feats, uint32_t n_rows, const uint32_t *count,
+		       const rk_csr *fit, const uint32_t *valid, rk_prior_report *rep)
+{
+	static const double grid[] = { -1, -0.5, 0, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4, 6 };
+	enum { G = sizeof grid / sizeof *grid };
+	uint32_t n = n_rows < m->d.n_items ? n_rows : m->d.n_items, dim = rk_model_dim(m);
+	uint32_t nu = fit->n_users < m->d.n_users ? fit->n_users : m->d.n_users, pf = rk_model_feature_dims(m);
+	float *rows = NULL, *urows = NULL, *scores = NULL, *shift = NULL;
+	uint32_t *users = NULL;
+	double auc[G] = { 0 };
+	size_t n_users = 0;
+	int rc = 0;
+	if (!m->prior_rows || !valid || !n)
+		return VR_EINVAL;
+	if (!(users = malloc(((size_t)nu + 1) * sizeof *users)) ||
+	    !(rows = malloc((size_t)n * dim * sizeof *rows)) ||
+	    !(urows = malloc((size_t)CAL_BLOCK * dim * sizeof *urows)) ||
+	    !(scores = malloc((size_t)CAL_BLOCK * n * sizeof *scores)) ||
+	    !(shift = malloc((size_t)n * sizeof *shift))) {
+		rc = VR_ENOMEM;
+		goto leave;
+	}
+	for (uint32_t u = 0; u < nu && n_users < CAL_USERS; u++)
+		if (valid[u] != RK_NONE && valid[u] < n)
+			users[n_users++] = u;
+	if (!n_users) {
+		rc = VR_EINVAL;
+		goto leave;
+	}
+	/* Item rows as served (the model is not folded yet: feats as the
+	 * trainer saw them), and each item's share of δ. */
+	if ((rc = rk_model_item_rows(m, NULL, pf ? feats : NULL, n, rows)))
+		goto leave;
+	double sb = 0, sbb = 0;
+	uint32_t warm = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		shift[i] = (float)(1 - count[i] / (count[i] + RK_PRIOR_BLEND));
+		if (count[i]) {
+			sb += m->beta_i[i];
+			sbb += (double)m->beta_i[i] * m->beta_i[i];
+			warm++;
+		}
+	}
+	double spread = warm > 1 ? sqrt(fmax(sbb / warm - (sb / warm) * (sb / warm), 0)) : 0;
+	if (!(spread > 0)) {
+		rc = VR_EINVAL;
+		goto leave;
+	}
+	for (size_t b0 = 0; b0 < n_users; b0 += CAL_BLOCK) {
+		size_t nb = n_users - b0 < CAL_BLOCK ? n_users - b0 : CAL_BLOCK;
+		for (size_t x = 0; x < nb; x++)
+			rk_model_user_row(m, users[b0 + x], urows + x * dim);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)n, (int)dim, 1.0f,
+			    urows, (int)dim, rows, (int)dim, 0.0f, scores, (int)n);
+		for (size_t x = 0; x < nb; x++) {
+			uint32_t u = users[b0 + x], v = valid[u];
+			const float *sc = scores + x * n;
+			for (int g = 0; g < G; g++) {
+				double d = grid[g] * spread, sv = sc[v] + shift[v] * d, below = 0;
+				size_t neg = 0;
+				for (uint32_t j = 0; j < n; j++) {
+					if (j == v)
+						continue;
+					double sj = sc[j] + shift[j] * d;
+					neg++;
+					below += sj < sv ? 1 : sj == sv ? 0.5 : 0;
+				}
+				/* The user's training items are not negatives. */
+				for (uint64_t p = fit->off[u]; p < fit->off[u + 1]; p++) {
+					uint32_t j = fit->item[p];
+					if (j >= n || j == v)
+						continue;
+					double sj = sc[j] + shift[j] * d;
+					neg--;
+					below -= sj < sv ? 1 : sj == sv ? 0.5 : 0;
+				}
+				auc[g] += neg ? below / (double)neg : 0.5;
+			}
+		}
+	}
+	int best = 2; /* δ = 0 */
+	for (int g = 0; g < G; g++)
+		if (auc[g] > auc[best] + 1e-6)
+			best = g;
+	double d = grid[best] * spread;
+	if (rep) {
+		rep->delta = d;
+		rep->val_auc0 = auc[2] / (double)n_users;
+		rep->val_auc = auc[best] / (double)n_users;
+	}
+	uint32_t cols = 1 + m->d.k;
+	m->prior[0] += (float)d;
+	if (m->prior_rows > 1)
+		m->prior[cols] += (float)d;
+	for (uint32_t i = 0; i < n; i++)
+		m->beta_i[i] += shift[i] * (float)d;
+leave:
+	free(users);
+	free(rows);
+	free(urows);
+	free(scores);
+	free(shift);
+	return rc;
+}

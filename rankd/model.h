@@ -24,10 +24,12 @@
  * every popular warm item and is never recommended, so after training
  * prior.h fits the cold-item prior: how a warm item's [β_i, γ_i] follow
  * from its visual vector (F values for VBPR, φ_i for DVBPR; BPR has none
- * and takes the warm items' mean). It is kept beside the arena (m->prior,
- * not trained, so the trainer's loops do not carry it):
- *   row 0        the mean [β_i, γ_i] over warm items: the prediction for
- *                an item with no visual vector (BPR, or a zero row)
+ * and takes the warm items' mean, weighted by interactions). It is kept
+ * beside the arena (m->prior, not trained, so the trainer's loops do not
+ * carry it):
+ *   row 0        the weighted mean [β_i, γ_i] of warm items: the
+ *                prediction for an item with no visual vector (BPR, or a
+ *                zero row)
  *   row 1        the intercept b, and rows 2 .. P+1 the coefficients W
  *                (P = rk_model_feature_dims), on raw features:
  *                [β̂_i, γ̂_i] = b + f_iᵀ W

@@ -16,6 +16,7 @@ extern void dposv_(const char *uplo, const int *n, const int *nrhs, double *a, c
 struct ridge {
 	uint32_t p, q;
 	size_t m;          /* rows used */
+	double sw;         /* their total weight */
 	double *mu, *s;    /* p: column means and 1/σ (0 for a constant column) */
 	double *ybar;      /* q */
 	double *g;         /* p × p: ZᵀZ */
@@ -32,8 +33,8 @@ static void ridge_free(struct ridge *r)
 	memset(r, 0, sizeof *r);
 }
 
-static int ridge_prepare(struct ridge *r, const float *x, const float *y, size_t n, uint32_t p,
-			 uint32_t q, const uint8_t *use)
+static int ridge_prepare(struct ridge *r, const float *x, const float *y, const float *wt, size_t n,
+			 uint32_t p, uint32_t q, const uint8_t *use)
 {
 	double *z = NULL, *yc = NULL;
 	int rc = 0;
@@ -41,8 +42,11 @@ static int ridge_prepare(struct ridge *r, const float *x, const float *y, size_t
 	r->p = p;
 	r->q = q;
 	for (size_t i = 0; i < n; i++)
-		r->m += !use || use[i];
-	if (!r->m || !p || !q)
+		if (!use || use[i]) {
+			r->m++;
+			r->sw += wt ? wt[i] : 1.0;
+		}
+	if (!r->m || !p || !q || !(r->sw > 0))
 		return VR_EINVAL;
 	r->mu = calloc(p, sizeof *r->mu);
 	r->s = calloc(p, sizeof *r->s);
@@ -58,30 +62,33 @@ static int ridge_prepare(struct ridge *r, const float *x, const float *y, size_t
 	for (size_t i = 0; i < n; i++) {
 		if (use && !use[i])
 			continue;
+		double w = wt ? wt[i] : 1.0;
 		for (uint32_t c = 0; c < p; c++)
-			r->mu[c] += x[i * p + c];
+			r->mu[c] += w * x[i * p + c];
 		for (uint32_t c = 0; c < q; c++)
-			r->ybar[c] += y[i * q + c];
+			r->ybar[c] += w * y[i * q + c];
 	}
 	for (uint32_t c = 0; c < p; c++)
-		r->mu[c] /= (double)r->m;
+		r->mu[c] /= r->sw;
 	for (uint32_t c = 0; c < q; c++)
-		r->ybar[c] /= (double)r->m;
+		r->ybar[c] /= r->sw;
+	/* Rows scaled by sqrt(w): ZᵀZ and Zᵀ(Y - ȳ) are then the weighted sums. */
 	size_t at = 0;
 	for (size_t i = 0; i < n; i++) {
 		if (use && !use[i])
 			continue;
+		double rw = sqrt(wt ? wt[i] : 1.0);
 		for (uint32_t c = 0; c < p; c++) {
 			double d = x[i * p + c] - r->mu[c];
-			z[at * p + c] = d;
-			r->s[c] += d * d;
+			z[at * p + c] = rw * d;
+			r->s[c] += rw * rw * d * d;
 		}
 		for (uint32_t c = 0; c < q; c++)
-			yc[at * q + c] = y[i * q + c] - r->ybar[c];
+			yc[at * q + c] = rw * (y[i * q + c] - r->ybar[c]);
 		at++;
 	}
 	for (uint32_t c = 0; c < p; c++) {
-		double sd = sqrt(r->s[c] / (double)r->m);
+		double sd = sqrt(r->s[c] / r->sw);
 		r->s[c] = sd > 0 && isfinite(1.0 / sd) ? 1.0 / sd : 0.0;
 	}
 	for (size_t i = 0; i < r->m; i++)
@@ -137,11 +144,11 @@ leave:
 	return rc;
 }
 
-int rk_ridge_fit(const float *x, const float *y, size_t n, uint32_t p, uint32_t q,
+int rk_ridge_fit(const float *x, const float *y, const float *w, size_t n, uint32_t p, uint32_t q,
 		 const uint8_t *use, double lambda, float *coef, float *intercept)
 {
 	struct ridge r;
-	int rc = ridge_prepare(&r, x, y, n, p, q, use);
+	int rc = ridge_prepare(&r, x, y, w, n, p, q, use);
 	if (!rc)
 		rc = ridge_solve(&r, lambda, coef, intercept);
 	ridge_free(&r);
@@ -159,18 +166,18 @@ static int nonzero(const float *row, uint32_t p)
 /* Squared error per column of the prediction b + xᵀW against y over the
  * rows in use: sse[0] for β, sse[1] for the γ columns; sst likewise about
  * the rows' own mean. */
-static void held_out_error(const float *x, const float *y, size_t n, uint32_t p, uint32_t q,
-			   const uint8_t *use, const float *coef, const float *b, float *pred,
+static void held_out_error(const float *x, const float *y, const float *wt, size_t n, uint32_t p,
+			   uint32_t q, const uint8_t *use, const float *coef, const float *b, float *pred,
 			   double sse[2], double sst[2])
 {
 	double *mean = calloc(q, sizeof *mean);
-	size_t m = 0;
+	double m = 0;
 	sse[0] = sse[1] = sst[0] = sst[1] = 0;
 	for (size_t i = 0; mean && i < n; i++)
 		if (use[i]) {
-			m++;
+			m += wt[i];
 			for (uint32_t c = 0; c < q; c++)
-				mean[c] += y[i * q + c];
+				mean[c] += wt[i] * y[i * q + c];
 		}
 	for (size_t i = 0; i < n; i++) {
 		if (!use[i])
@@ -180,9 +187,9 @@ static void held_out_error(const float *x, const float *y, size_t n, uint32_t p,
 			    1.0f, pred, 1);
 		for (uint32_t c = 0; c < q; c++) {
 			double e = pred[c] - y[i * q + c];
-			double t = mean ? y[i * q + c] - mean[c] / (double)m : 0;
-			sse[c > 0] += e * e;
-			sst[c > 0] += t * t;
+			double t = mean ? y[i * q + c] - mean[c] / m : 0;
+			sse[c > 0] += wt[i] * e * e;
+			sst[c > 0] += wt[i] * t * t;
 		}
 	}
 	free(mean);
@@ -195,13 +202,15 @@ int rk_prior_fit(rk_model *m, const float *feats, uint32_t n_rows, const uint32_
 	uint32_t k = m->d.k, q = 1 + k, p = feats ? rk_model_feature_dims(m) : 0;
 	uint32_t n = n_rows < m->d.n_items ? n_rows : m->d.n_items;
 	rk_prior_report rr = { 0 };
-	float *y = malloc(((size_t)n + 1) * q * sizeof *y), *prior = NULL, *pred = NULL;
+	float *y = malloc(((size_t)n + 1) * q * sizeof *y), *wt = malloc(((size_t)n + 1) * sizeof *wt);
+	float *prior = NULL, *pred = NULL;
+	double sw = 0;
 	uint8_t *fit = calloc((size_t)n + 1, 1), *train = calloc((size_t)n + 1, 1),
 		*hold = calloc((size_t)n + 1, 1);
 	double *mean = calloc(q, sizeof *mean);
 	struct ridge r = { 0 };
 	int rc = 0;
-	if (!y || !fit || !train || !hold || !mean) {
+	if (!y || !wt || !fit || !train || !hold || !mean) {
 		rc = VR_ENOMEM;
 		goto leave;
 	}
@@ -209,12 +218,14 @@ int rk_prior_fit(rk_model *m, const float *feats, uint32_t n_rows, const uint32_
 		y[(size_t)i * q] = m->beta_i[i];
 		if (k)
 			memcpy(y + (size_t)i * q + 1, m->gamma_i + (size_t)i * k, k * sizeof *y);
+		wt[i] = (float)count[i];
 		if (!count[i]) {
 			rr.cold++;
 			continue;
 		}
 		for (uint32_t c = 0; c < q; c++)
-			mean[c] += y[(size_t)i * q + c];
+			mean[c] += wt[i] * y[(size_t)i * q + c];
+		sw += wt[i];
 		rr.warm++;
 		if (p && nonzero(feats + (size_t)i * p, p)) {
 			fit[i] = 1;
@@ -235,17 +246,17 @@ int rk_prior_fit(rk_model *m, const float *feats, uint32_t n_rows, const uint32_
 		goto leave;
 	}
 	for (uint32_t c = 0; c < q; c++)
-		prior[c] = (float)(mean[c] / rr.warm);
+		prior[c] = (float)(mean[c] / sw);
 	if (rows > 1) {
 		float *coef = prior + 2 * (size_t)q, *b = prior + q;
 		double best = INFINITY;
-		if ((rc = ridge_prepare(&r, feats, y, n, p, q, train)))
+		if ((rc = ridge_prepare(&r, feats, y, wt, n, p, q, train)))
 			goto leave;
 		for (size_t g = 0; g < sizeof grid / sizeof *grid; g++) {
-			double lambda = grid[g] * (double)r.m, sse[2], sst[2];
+			double lambda = grid[g] * r.sw, sse[2], sst[2];
 			if (ridge_solve(&r, lambda, coef, b))
 				continue;
-			held_out_error(feats, y, n, p, q, hold, coef, b, pred, sse, sst);
+			held_out_error(feats, y, wt, n, p, q, hold, coef, b, pred, sse, sst);
 			if (sse[0] + sse[1] < best) {
 				best = sse[0] + sse[1];
 				rr.lambda = grid[g];
@@ -258,10 +269,10 @@ int rk_prior_fit(rk_model *m, const float *feats, uint32_t n_rows, const uint32_
 			rows = 1;
 		} else {
 			rr.warm = fitted;
-			if ((rc = ridge_prepare(&r, feats, y, n, p, q, fit)) ||
-			    (rc = ridge_solve(&r, rr.lambda * (double)r.m, coef, b)))
+			if ((rc = ridge_prepare(&r, feats, y, wt, n, p, q, fit)) ||
+			    (rc = ridge_solve(&r, rr.lambda * r.sw, coef, b)))
 				goto leave;
-			rr.lambda *= (double)r.m;
+			rr.lambda *= r.sw;
 		}
 	}
 	if ((rc = rk_model_set_prior(m, prior, rows)))
@@ -280,119 +291,12 @@ leave:
 		*rep = rr;
 	ridge_free(&r);
 	free(y);
+	free(wt);
 	free(prior);
 	free(pred);
 	free(fit);
 	free(train);
 	free(hold);
 	free(mean);
-	return rc;
-}
-
-#define CAL_USERS 4096 /* validation users scored at most (the first ones) */
-#define CAL_BLOCK 256
-
-int rk_prior_calibrate(rk_model *m, const float *feats, uint32_t n_rows, const uint32_t *count,
-		       const rk_csr *fit, const uint32_t *valid, rk_prior_report *rep)
-{
-	static const double grid[] = { -1, -0.5, 0, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4, 6 };
-	enum { G = sizeof grid / sizeof *grid };
-	uint32_t n = n_rows < m->d.n_items ? n_rows : m->d.n_items, dim = rk_model_dim(m);
-	uint32_t nu = fit->n_users < m->d.n_users ? fit->n_users : m->d.n_users, pf = rk_model_feature_dims(m);
-	float *rows = NULL, *urows = NULL, *scores = NULL, *shift = NULL;
-	uint32_t *users = NULL;
-	double auc[G] = { 0 };
-	size_t n_users = 0;
-	int rc = 0;
-	if (!m->prior_rows || !valid || !n)
-		return VR_EINVAL;
-	if (!(users = malloc(((size_t)nu + 1) * sizeof *users)) ||
-	    !(rows = malloc((size_t)n * dim * sizeof *rows)) ||
-	    !(urows = malloc((size_t)CAL_BLOCK * dim * sizeof *urows)) ||
-	    !(scores = malloc((size_t)CAL_BLOCK * n * sizeof *scores)) ||
-	    !(shift = malloc((size_t)n * sizeof *shift))) {
-		rc = VR_ENOMEM;
-		goto leave;
-	}
-	for (uint32_t u = 0; u < nu && n_users < CAL_USERS; u++)
-		if (valid[u] != RK_NONE && valid[u] < n)
-			users[n_users++] = u;
-	if (!n_users) {
-		rc = VR_EINVAL;
-		goto leave;
-	}
-	/* Item rows as served (the model is not folded yet: feats as the
-	 * trainer saw them), and each item's share of δ. */
-	if ((rc = rk_model_item_rows(m, NULL, pf ? feats : NULL, n, rows)))
-		goto leave;
-	double sb = 0, sbb = 0;
-	uint32_t warm = 0;
-	for (uint32_t i = 0; i < n; i++) {
-		shift[i] = (float)(1 - count[i] / (count[i] + RK_PRIOR_BLEND));
-		if (count[i]) {
-			sb += m->beta_i[i];
-			sbb += (double)m->beta_i[i] * m->beta_i[i];
-			warm++;
-		}
-	}
-	double spread = warm > 1 ? sqrt(fmax(sbb / warm - (sb / warm) * (sb / warm), 0)) : 0;
-	if (!(spread > 0)) {
-		rc = VR_EINVAL;
-		goto leave;
-	}
-	for (size_t b0 = 0; b0 < n_users; b0 += CAL_BLOCK) {
-		size_t nb = n_users - b0 < CAL_BLOCK ? n_users - b0 : CAL_BLOCK;
-		for (size_t x = 0; x < nb; x++)
-			rk_model_user_row(m, users[b0 + x], urows + x * dim);
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)n, (int)dim, 1.0f,
-			    urows, (int)dim, rows, (int)dim, 0.0f, scores, (int)n);
-		for (size_t x = 0; x < nb; x++) {
-			uint32_t u = users[b0 + x], v = valid[u];
-			const float *sc = scores + x * n;
-			for (int g = 0; g < G; g++) {
-				double d = grid[g] * spread, sv = sc[v] + shift[v] * d, below = 0;
-				size_t neg = 0;
-				for (uint32_t j = 0; j < n; j++) {
-					if (j == v)
-						continue;
-					double sj = sc[j] + shift[j] * d;
-					neg++;
-					below += sj < sv ? 1 : sj == sv ? 0.5 : 0;
-				}
-				/* The user's training items are not negatives. */
-				for (uint64_t p = fit->off[u]; p < fit->off[u + 1]; p++) {
-					uint32_t j = fit->item[p];
-					if (j >= n || j == v)
-						continue;
-					double sj = sc[j] + shift[j] * d;
-					neg--;
-					below -= sj < sv ? 1 : sj == sv ? 0.5 : 0;
-				}
-				auc[g] += neg ? below / (double)neg : 0.5;
-			}
-		}
-	}
-	int best = 2; /* δ = 0 */
-	for (int g = 0; g < G; g++)
-		if (auc[g] > auc[best] + 1e-6)
-			best = g;
-	double d = grid[best] * spread;
-	if (rep) {
-		rep->delta = d;
-		rep->val_auc0 = auc[2] / (double)n_users;
-		rep->val_auc = auc[best] / (double)n_users;
-	}
-	uint32_t cols = 1 + m->d.k;
-	m->prior[0] += (float)d;
-	if (m->prior_rows > 1)
-		m->prior[cols] += (float)d;
-	for (uint32_t i = 0; i < n; i++)
-		m->beta_i[i] += shift[i] * (float)d;
-leave:
-	free(users);
-	free(rows);
-	free(urows);
-	free(scores);
-	free(shift);
 	return rc;
 }

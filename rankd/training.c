@@ -274,14 +274,12 @@ static int64_t unix_now(void)
  * not NULL, in which case the model is folded (rk_model_fold_scales) after
  * the item matrix is made and before it is stored, so the snapshot and
  * serving take featured's vectors as they are. all's arrays are taken
- * too. First the cold-item prior is fitted on the items' training counts
- * in on and calibrated on the users' validation items valid (prior.h;
- * NULL: not calibrated).
+ * too.
  * *version gets the snapshot's version. GRPC_STATUS_OK or the code, with
  * the reason in job->msg. */
 static int serve_model(struct rk_train_job *job, rk_model **modelp, const float *feats,
 		       const float *scale, uint32_t n_rows, uint32_t fversion, rk_csr *all,
-		       const rk_csr *on, const uint32_t *valid, uint64_t base_seq, uint64_t *version)
+		       const rk_csr *on, uint64_t base_seq, uint64_t *version)
 {
 	rk_service *svc = job->svc;
 	rk_model *model = *modelp;
@@ -316,20 +314,8 @@ static int serve_model(struct rk_train_job *job, rk_model **modelp, const float 
 			kind_name(job->kind), pr.warm, vr_now_s() - t0, pr.lambda, pr.r2_beta, pr.r2_gamma,
 			pr.cold);
 	else
-		VR_INFO("Train %s: cold-item prior = the mean of %u warm items (β %.4f); %u cold items get it",
+		VR_INFO("Train %s: cold-item prior = the interaction-weighted mean of %u warm items (β %.4f); %u cold items get it",
 			kind_name(job->kind), pr.warm, (double)model->prior[0], pr.cold);
-	if (!rc) {
-		rc = rk_prior_calibrate(model, feats, n_rows < on->n_items ? n_rows : on->n_items, count, on,
-					valid, &pr);
-		if (rc == VR_ENOMEM) {
-			fail(job, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory calibrating the cold-item prior");
-			goto leave;
-		}
-		if (!rc)
-			VR_INFO("Train %s: cold-item prior's β moved by %+.4f (validation AUC %.4f at 0, %.4f "
-				"there) in %.2f s", kind_name(job->kind), pr.delta, pr.val_auc0, pr.val_auc,
-				vr_now_s() - t0);
-	}
 	if (!(rows = malloc(((size_t)n_rows ? n_rows : 1) * dim * sizeof(float)))) {
 		fail(job, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for the item matrix");
 		goto leave;
@@ -520,7 +506,7 @@ static int run(struct rk_train_job *job)
 		goto leave;
 	}
 	uint64_t version = 0;
-	if (serve_model(job, &model, f.feats, scale, all.n_items, fversion, &all, on, valid, base_seq,
+	if (serve_model(job, &model, f.feats, scale, all.n_items, fversion, &all, on, base_seq,
 			&version))
 		goto leave;
 	rk_progress last = { .epoch = res.epochs, .max_epochs = job->cfg.max_epochs,
@@ -870,7 +856,7 @@ static int run_dvbpr(struct rk_train_job *job)
 		goto leave;
 	uint64_t sversion = 0;
 	double auc = dv_validate(model, rows, on, valid, scores, urow);
-	if (serve_model(job, &model, f.feats, NULL, all.n_items, fversion, &all, on, valid, base_seq,
+	if (serve_model(job, &model, f.feats, NULL, all.n_items, fversion, &all, on, base_seq,
 			&sversion))
 		goto leave;
 	rk_progress last = { .epoch = c->max_epochs, .max_epochs = c->max_epochs, .val_auc = auc,

@@ -963,7 +963,7 @@ TEST(ridge_matches_reference)
 		x[i * P + 3] = 4.0f; /* a constant column gets weight 0 */
 	fill_random(y, N * Q, 1.0f, 6);
 	for (double lambda = 0.01; lambda < 1000; lambda *= 30) {
-		ASSERT_OK(rk_ridge_fit(x, y, N, P, Q, NULL, lambda, coef, b));
+		ASSERT_OK(rk_ridge_fit(x, y, NULL, N, P, Q, NULL, lambda, coef, b));
 		ridge_reference(x, y, N, P, Q, lambda, rcoef, rb);
 		for (int c = 0; c < P * Q; c++)
 			ASSERT_MSG(fabs(coef[c] - rcoef[c]) <= 1e-4 * fmax(1, fabs(rcoef[c])),
@@ -983,12 +983,28 @@ TEST(ridge_matches_reference)
 			memcpy(ys + m * Q, y + i * Q, Q * sizeof *y);
 			m++;
 		}
-	ASSERT_OK(rk_ridge_fit(x, y, N, P, Q, use, 2.0, coef, b));
+	ASSERT_OK(rk_ridge_fit(x, y, NULL, N, P, Q, use, 2.0, coef, b));
 	ridge_reference(xs, ys, m, P, Q, 2.0, rcoef, rb);
 	for (int c = 0; c < P * Q; c++)
 		ASSERT_NEAR(coef[c], rcoef[c], 1e-4);
+	/* Integer weights fit as repeated rows do: row i weighs 1 + i % 3. */
+	float w[N], xr[3 * N * P], yr[3 * N * Q];
+	size_t nr = 0;
+	for (int i = 0; i < N; i++) {
+		w[i] = (float)(1 + i % 3);
+		for (int c = 0; c <= i % 3; c++, nr++) {
+			memcpy(xr + nr * P, x + i * P, P * sizeof *x);
+			memcpy(yr + nr * Q, y + i * Q, Q * sizeof *y);
+		}
+	}
+	ASSERT_OK(rk_ridge_fit(x, y, w, N, P, Q, NULL, 3.0, coef, b));
+	ridge_reference(xr, yr, nr, P, Q, 3.0, rcoef, rb);
+	for (int c = 0; c < P * Q; c++)
+		ASSERT_NEAR(coef[c], rcoef[c], 1e-4);
+	for (int c = 0; c < Q; c++)
+		ASSERT_NEAR(b[c], rb[c], 1e-4);
 	memset(use, 0, sizeof use);
-	ASSERT_EQ_INT(rk_ridge_fit(x, y, N, P, Q, use, 1.0, coef, b), VR_EINVAL);
+	ASSERT_EQ_INT(rk_ridge_fit(x, y, NULL, N, P, Q, use, 1.0, coef, b), VR_EINVAL);
 }
 
 /* Targets that are a linear function of the features: the fitted prior
@@ -1049,7 +1065,7 @@ TEST(prior_predicts_cold_items_and_blends)
 	ASSERT_NEAR(m->beta_i[2], pre - (1 - w) * 1.0, 0.05);
 	rk_model_free(m);
 
-	/* BPR: the mean of the warm items, cold ones get it. */
+	/* BPR: the interaction-weighted mean of the warm items, cold ones get it. */
 	rk_model_dims db = { RK_MODEL_BPR, U, 4, 2, 0, 0 };
 	ASSERT_OK(rk_model_create(&m, &db));
 	uint32_t c2[4] = { 3, 0, 1, 0 };
@@ -1057,9 +1073,10 @@ TEST(prior_predicts_cold_items_and_blends)
 	memcpy(m->beta_i, beta, sizeof beta);
 	ASSERT_OK(rk_prior_fit(m, NULL, 4, c2, &rep));
 	ASSERT_EQ_INT(m->prior_rows, 1);
-	ASSERT_NEAR(m->prior[0], 2.0, 1e-6);
-	ASSERT_NEAR(m->beta_i[1], 2.0, 1e-6);
-	ASSERT_NEAR(m->beta_i[0], 0.75 * 1.0 + 0.25 * 2.0, 1e-6);
+	/* Weighted by interactions: (3 · 1 + 1 · 3) / 4. */
+	ASSERT_NEAR(m->prior[0], 1.5, 1e-6);
+	ASSERT_NEAR(m->beta_i[1], 1.5, 1e-6);
+	ASSERT_NEAR(m->beta_i[0], 0.75 * 1.0 + 0.25 * 1.5, 1e-6);
 	uint32_t none[4] = { 0 };
 	ASSERT_EQ_INT(rk_prior_fit(m, NULL, 4, none, NULL), VR_EINVAL);
 	rk_model_free(m);

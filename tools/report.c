@@ -606,13 +606,62 @@ static void metrics_of(const cJSON *res, double v[6])
 	}
 }
 
-static const cJSON *eval_subset(const cJSON *eval, const char *subset)
+/* The result for subset in an Evaluate answer's list ("results", or
+ * "popularity": the baseline rankd evaluates beside the model). */
+static const cJSON *eval_list_subset(const cJSON *eval, const char *list, const char *subset)
 {
 	const cJSON *r;
-	cJSON_ArrayForEach(r, cJSON_GetObjectItem(eval, "results"))
+	cJSON_ArrayForEach(r, cJSON_GetObjectItem(eval, list))
 		if (!strcmp(str(r, "subset"), subset))
 			return r;
 	return NULL;
+}
+
+static const cJSON *eval_subset(const cJSON *eval, const char *subset)
+{
+	return eval_list_subset(eval, "results", subset);
+}
+
+/* The popularity baseline of protocol p and a subset: the same for every
+ * model's evaluation (training counts, same users), so the first found. */
+static const cJSON *popularity_subset(const struct run *r, int p, const char *subset)
+{
+	for (int m = 0; m < NMODELS; m++)
+		if (r->eval[m][p]) {
+			const cJSON *x = eval_list_subset(r->eval[m][p], "popularity", subset);
+			if (x)
+				return x;
+		}
+	return NULL;
+}
+
+/* One line: whether AUC follows DVBPR > VBPR > BPR > popularity (the
+ * order the models' design expects), standard protocol, all and cold. */
+static void put_order(FILE *f, const struct run *r)
+{
+	static const char *const names[4] = { "DVBPR", "VBPR", "BPR", "popularity" };
+	fputs("<p id=\"order\" class=\"note\">Expected order DVBPR &gt; VBPR &gt; BPR &gt; popularity "
+	      "(AUC, standard protocol): ", f);
+	for (int s = 0; s < 2; s++) {
+		double auc[4];
+		int have = 1, holds = 1;
+		for (int x = 0; x < 4; x++) {
+			const cJSON *res = x < 3 ? (r->eval[2 - x][0] ? eval_subset(r->eval[2 - x][0], subsets[s]) : NULL)
+					       : popularity_subset(r, 0, subsets[s]);
+			auc[x] = res && num(res, "users") > 0 ? num(res, "auc") : NAN;
+			have &= !isnan(auc[x]);
+			if (x && have)
+				holds &= auc[x - 1] > auc[x];
+		}
+		fprintf(f, "%s<b>%s users: %s</b> (", s ? "; " : "", subsets[s],
+			!have ? "cannot tell, a model is missing" : holds ? "holds" : "does not hold");
+		for (int x = 0; x < 4; x++) {
+			fprintf(f, "%s%s ", x ? ", " : "", names[x]);
+			put_num(f, auc[x], 4);
+		}
+		fputs(")", f);
+	}
+	fputs(".</p>\n", f);
 }
 
 /* Why a model has no results: its train file's error, or "not run". */
@@ -641,8 +690,9 @@ static void put_metrics(FILE *f, const struct run *r)
 	      "interaction is held out. <b>standard</b>: all of the user's training items are "
 	      "excluded from the ranking. <b>tutorial</b>: only the last 10 are excluded and AUC = "
 	      "(N−1−rank)/(N−1) over all N items, as in the tutorial's code. <b>cold</b>: users "
-	      "whose test item has no training interaction (only its image is known). Best value "
-	      "per group in bold.</p>\n<div class=\"cols\">\n<table id=\"metrics-table\"><caption>"
+	      "whose test item has no training interaction (only its image is known). "
+	      "<b>popularity</b>: items ranked by training interactions, the baseline every model "
+	      "must beat. Best value per group in bold.</p>\n<div class=\"cols\">\n<table id=\"metrics-table\"><caption>"
 	      "This run</caption>\n<tr><th class=\"l\">Protocol</th><th class=\"l\">Subset</th>"
 	      "<th class=\"l\">Model</th><th>Users</th>", f);
 	for (int j = 0; j < 6; j++)
@@ -651,11 +701,13 @@ static void put_metrics(FILE *f, const struct run *r)
 	int rows = 0;
 	for (int p = 0; p < 2; p++) {
 		for (int s = 0; s < 2; s++) {
-			double v[NMODELS][6], best[6];
-			const cJSON *res[NMODELS];
+			/* The models, then the popularity baseline (row NMODELS). */
+			double v[NMODELS + 1][6], best[6];
+			const cJSON *res[NMODELS + 1];
 			int n = 0;
-			for (int m = 0; m < NMODELS; m++) {
-				res[m] = r->eval[m][p] ? eval_subset(r->eval[m][p], subsets[s]) : NULL;
+			for (int m = 0; m <= NMODELS; m++) {
+				res[m] = m == NMODELS ? popularity_subset(r, p, subsets[s]) :
+					 r->eval[m][p] ? eval_subset(r->eval[m][p], subsets[s]) : NULL;
 				if (res[m]) {
 					metrics_of(res[m], v[m]);
 					n++;
@@ -667,7 +719,7 @@ static void put_metrics(FILE *f, const struct run *r)
 			for (int j = 0; j < 6; j++) {
 				double lo = NAN;
 				best[j] = NAN;
-				for (int m = 0; m < NMODELS; m++) {
+				for (int m = 0; m <= NMODELS; m++) {
 					if (!res[m] || isnan(v[m][j]))
 						continue;
 					if (isnan(best[j]) || v[m][j] > best[j])
@@ -679,7 +731,7 @@ static void put_metrics(FILE *f, const struct run *r)
 					best[j] = NAN;
 			}
 			int first = 1;
-			for (int m = 0; m < NMODELS; m++) {
+			for (int m = 0; m <= NMODELS; m++) {
 				if (!res[m])
 					continue;
 				fprintf(f, "<tr%s>", first ? " class=\"grp\"" : "");
@@ -687,8 +739,14 @@ static void put_metrics(FILE *f, const struct run *r)
 					fprintf(f, "<td class=\"l\" rowspan=\"%d\">%s</td><td class=\"l\" "
 						"rowspan=\"%d\">%s</td>", n, protocols[p], n, subsets[s]);
 				first = 0;
-				fprintf(f, "<td class=\"l\">%s</td><td>%.0f</td>", model_names[m],
-					num(res[m], "users"));
+				fprintf(f, "<td class=\"l\">%s</td><td>%.0f</td>",
+					m == NMODELS ? "popularity" : model_names[m], num(res[m], "users"));
+				if (!(num(res[m], "users") > 0)) {
+					/* Not a row of zeros that would read as AUC 0. */
+					fputs("<td colspan=\"6\">no users</td></tr>\n", f);
+					rows++;
+					continue;
+				}
 				for (int j = 0; j < 6; j++) {
 					fprintf(f, "<td%s>", v[m][j] == best[j] ? " class=\"best\"" : "");
 					put_num(f, v[m][j], 5);
@@ -705,6 +763,7 @@ static void put_metrics(FILE *f, const struct run *r)
 	fputs("</table>\n", f);
 	put_published(f);
 	fputs("</div>\n", f);
+	put_order(f, r);
 	for (int m = 0; m < NMODELS; m++)
 		put_model_note(f, r, m);
 	fputs("</section>\n", f);

@@ -832,50 +832,74 @@ leave:
 
 int cli_cmd_audience(cli *c, int argc, char **argv)
 {
-	const char *item = NULL;
+	const char *items = NULL;
 	int k, include_seen, code, npos = 0;
 	const vr_flag table[] = {
-		{ "item", NULL, VR_FLAG_STRING, &item, NULL, "item id (a cold one too)", 1 },
+		{ "item", NULL, VR_FLAG_STRING, &items, NULL,
+		  "item id (a cold one too); several, comma-separated, one call each", 1 },
 		{ "k", NULL, VR_FLAG_INT, &k, "10", "how many users (also -k)", 0 },
 		{ "include-seen", NULL, VR_FLAG_BOOL, &include_seen, "false",
 		  "also list users who interacted with the item", 0 },
 		{ 0 },
 	};
-	Visrec__V1__AudienceResponse *resp = NULL;
+	cli_list il = { 0 };
+	cJSON *all = NULL;
 	vr_channel *ch;
 	vr_status st;
-	code = cli_parse(c, table, argc, argv, "visrec audience --item I [-k N]",
+	code = cli_parse(c, table, argc, argv, "visrec audience --item I[,I2...] [-k N]",
 			 "The k users the served model ranks the item highest for (reverse top-k):\n"
-			 "who to show a new item to.", NULL, &npos);
+			 "who to show a new item to. JSON: one object per item, an array for several.",
+			 NULL, &npos);
 	if (code || npos < 0)
 		goto leave;
+	if (cli_split(items, &il) || !(all = cJSON_CreateArray())) {
+		code = cli_fail(c, argv[0], "out of memory");
+		goto leave;
+	}
+	if (!il.n) {
+		code = cli_usage_error(argv[0], "--item names no item");
+		goto leave;
+	}
 	if ((code = cli_channel(c, CLI_RANKD, &ch)))
 		goto leave;
-	Visrec__V1__AudienceRequest req = VISREC__V1__AUDIENCE_REQUEST__INIT;
-	req.item_id = (char *)item;
-	req.k = k;
-	req.include_seen = include_seen;
-	int rc = vr_client_unary(ch, "/visrec.v1.Rank/Audience", &req.base,
-				 &visrec__v1__audience_response__descriptor, (ProtobufCMessage **)&resp,
-				 cli_deadline_ms(c, UNARY_DEADLINE_MS), NULL, &st);
-	if (rc) {
-		code = cli_call_error(c, CLI_RANKD, "Audience", rc, &st);
-		goto leave;
+	for (size_t x = 0; x < il.n; x++) {
+		Visrec__V1__AudienceResponse *resp = NULL;
+		Visrec__V1__AudienceRequest req = VISREC__V1__AUDIENCE_REQUEST__INIT;
+		req.item_id = il.items[x];
+		req.k = k;
+		req.include_seen = include_seen;
+		int rc = vr_client_unary(ch, "/visrec.v1.Rank/Audience", &req.base,
+					 &visrec__v1__audience_response__descriptor, (ProtobufCMessage **)&resp,
+					 cli_deadline_ms(c, UNARY_DEADLINE_MS), NULL, &st);
+		if (rc) {
+			code = cli_call_error(c, CLI_RANKD, "Audience", rc, &st);
+			goto leave;
+		}
+		cJSON *o = cli_proto_json(&resp->base);
+		if (o) {
+			cJSON_AddStringToObject(o, "item_id", il.items[x]);
+			cJSON_AddItemToArray(all, o);
+		}
+		if (!c->json) {
+			printf("%sitem %s%s: %s, model version %llu\n", x ? "\n" : "", il.items[x],
+			       resp->cold ? " (cold)" : "", cli_model_name(resp->model),
+			       (unsigned long long)resp->model_version);
+			for (size_t i = 0; i < resp->n_users; i++)
+				printf("%4zu  %-24s %10.5f\n", i + 1, resp->users[i]->user_id,
+				       resp->users[i]->score);
+		}
+		protobuf_c_message_free_unpacked(&resp->base, NULL);
 	}
 	if (cli_wants_json(c)) {
-		cJSON *o = cli_proto_json(&resp->base);
-		if (o)
-			cJSON_AddStringToObject(o, "item_id", item);
-		code = cli_output(c, o);
+		cJSON *out = all;
+		if (il.n == 1)
+			out = cJSON_DetachItemFromArray(all, 0);
+		else
+			all = NULL;
+		code = cli_output(c, out);
 	}
-	if (c->json)
-		goto leave;
-	printf("item %s%s: %s, model version %llu\n", item, resp->cold ? " (cold)" : "",
-	       cli_model_name(resp->model), (unsigned long long)resp->model_version);
-	for (size_t i = 0; i < resp->n_users; i++)
-		printf("%4zu  %-24s %10.5f\n", i + 1, resp->users[i]->user_id, resp->users[i]->score);
 leave:
-	if (resp)
-		protobuf_c_message_free_unpacked(&resp->base, NULL);
+	cJSON_Delete(all);
+	cli_list_free(&il);
 	return code;
 }

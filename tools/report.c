@@ -351,6 +351,7 @@ struct run {
 	cJSON *train[NMODELS];
 	cJSON *eval[NMODELS][2];
 	cJSON *recs[NMODELS];  /* an array of per-user objects */
+	cJSON *audience[NMODELS]; /* an array of per-item Audience answers, or NULL */
 	cJSON *info;
 	char *steps;           /* steps.tsv */
 };
@@ -421,9 +422,27 @@ static void run_free(struct run *r)
 		cJSON_Delete(r->eval[m][0]);
 		cJSON_Delete(r->eval[m][1]);
 		cJSON_Delete(r->recs[m]);
+		cJSON_Delete(r->audience[m]);
 	}
 	cJSON_Delete(r->info);
 	free(r->steps);
+}
+
+/* The CLI saves one answer as an object and several as an array: makes
+ * *x an array (NULL when it holds an error). */
+static void as_array(cJSON **x)
+{
+	if (!*x || cJSON_IsArray(*x))
+		return;
+	cJSON *arr = cJSON_CreateArray();
+	if (cJSON_GetObjectItem(*x, "error") || !arr) {
+		cJSON_Delete(*x);
+		cJSON_Delete(arr);
+		*x = NULL;
+	} else {
+		cJSON_AddItemToArray(arr, *x);
+		*x = arr;
+	}
 }
 
 static int run_load(struct run *r, const char *dir, char *err, size_t errlen)
@@ -442,19 +461,11 @@ static int run_load(struct run *r, const char *dir, char *err, size_t errlen)
 			}
 		}
 		snprintf(name, sizeof name, "recs-%s.json", model_keys[m]);
-		if (!rc)
-			rc = read_json(dir, name, &r->recs[m], err, errlen);
-		if (!rc && r->recs[m] && !cJSON_IsArray(r->recs[m])) {
-			cJSON *arr = cJSON_CreateArray();
-			if (cJSON_GetObjectItem(r->recs[m], "error") || !arr) {
-				cJSON_Delete(r->recs[m]);
-				cJSON_Delete(arr);
-				r->recs[m] = NULL;
-			} else {
-				cJSON_AddItemToArray(arr, r->recs[m]);
-				r->recs[m] = arr;
-			}
-		}
+		if (!rc && !(rc = read_json(dir, name, &r->recs[m], err, errlen)))
+			as_array(&r->recs[m]);
+		snprintf(name, sizeof name, "audience-%s.json", model_keys[m]);
+		if (!rc && !(rc = read_json(dir, name, &r->audience[m], err, errlen)))
+			as_array(&r->audience[m]);
 	}
 	if (!rc)
 		rc = read_json(dir, "info.json", &r->info, err, errlen);
@@ -1081,6 +1092,70 @@ static void put_user(const struct page *pg, const rp_user *u)
 	fputs("</div>\n", f);
 }
 
+/* Audience of new items: for a few cold items, the users each model
+ * would show it to (Audience, reverse top-k), what the first of them
+ * consumed, and whether the user who did take the item is among them. */
+static void put_audience(const struct page *pg)
+{
+	FILE *f = pg->f;
+	const struct run *r = pg->r;
+	const cJSON *first = NULL, *o;
+	for (int m = NMODELS - 1; m >= 0 && !first; m--)
+		first = r->audience[m];
+	if (!first)
+		return;
+	fputs("<section id=\"audience\"><h2>Audience of new items</h2>\n<p class=\"sub\">Items with "
+	      "no training interaction (their image is all the model knows) and the users each model "
+	      "ranks highest for them (Audience: reverse top-k over users, users who already have "
+	      "the item left out). <b>hit</b>: the user who took the item in the held-out test.</p>\n", f);
+	cJSON_ArrayForEach(o, first) {
+		const char *item = str(o, "item_id");
+		fputs("<div class=\"user\"><h3>Item ", f);
+		put_esc(f, item);
+		fputs("</h3>\n<div class=\"strip\"><div class=\"lab\">New item</div><div class=\"tiles\">", f);
+		put_tile(pg, item, "new", 0, "truth", 1, NAN);
+		fputs("</div></div>\n", f);
+		for (int m = 0; m < NMODELS; m++) {
+			const cJSON *a = NULL, *x, *u;
+			cJSON_ArrayForEach(x, r->audience[m])
+				if (!strcmp(str(x, "item_id"), item))
+					a = x;
+			if (!a)
+				continue;
+			fprintf(f, "<div class=\"strip\"><div class=\"lab\">%s audience</div><div>",
+				model_names[m]);
+			int rank = 0, shown = 0;
+			cJSON_ArrayForEach(u, cJSON_GetObjectItem(a, "users")) {
+				rp_user ru;
+				const char *id = str(u, "user_id");
+				int hit = !rp_dataset_user(pg->ds, id, &ru) && !strcmp(ru.test_item, item);
+				fprintf(f, "%s%d. %s", rank ? ", " : "", rank + 1, hit ? "<b>hit " : "");
+				put_esc(f, id);
+				fputs(hit ? "</b>" : "", f);
+				rank++;
+			}
+			fputs(rank ? "" : "no users", f);
+			fputs("</div></div>\n", f);
+			/* What the two best-ranked users consumed. */
+			cJSON_ArrayForEach(u, cJSON_GetObjectItem(a, "users")) {
+				if (shown++ == 2)
+					break;
+				const char *recent[64];
+				size_t nr = rp_dataset_recent(pg->ds, str(u, "user_id"), recent,
+							      (size_t)(pg->recent < 8 ? pg->recent : 8));
+				fputs("<div class=\"strip\"><div class=\"lab\">", f);
+				put_esc(f, str(u, "user_id"));
+				fputs("<small>consumed, newest first</small></div><div class=\"tiles\">", f);
+				for (size_t i = 0; i < nr; i++)
+					put_tile(pg, recent[i], NULL, 0, NULL, 0, NAN);
+				fputs("</div></div>\n", f);
+			}
+		}
+		fputs("</div>\n", f);
+	}
+	fputs("</section>\n", f);
+}
+
 static void put_users(const struct page *pg, int want)
 {
 	FILE *f = pg->f;
@@ -1263,6 +1338,7 @@ int rp_write(const rp_opts *o, char *err, size_t errlen)
 			   .k = o->k > 0 ? o->k : 20, .recent = o->recent > 0 ? o->recent : 10 };
 	pg.recent = pg.recent > 64 ? 64 : pg.recent;
 	put_users(&pg, o->users > 0 ? o->users : 4);
+	put_audience(&pg);
 	put_steps(f, run.steps);
 	fputs("<footer><p>Image check: <span id=\"img-check\" data-broken=\"unknown\">not run "
 	      "(needs JavaScript)</span></p><p>Written by <code>visrec report</code>; no external "

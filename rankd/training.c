@@ -421,14 +421,15 @@ static int run(struct rk_train_job *job)
 	int rc;
 
 	const rk_csr *on = NULL;
-	pthread_rwlock_rdlock(&job->svc->ix_lock);
-	uint64_t stored = rk_interactions_count(job->svc->ix);
-	pthread_rwlock_unlock(&job->svc->ix_lock);
-	if (!stored) { /* before featured's ids: a refused Train changes nothing */
-		fail(job, GRPC_STATUS_FAILED_PRECONDITION, "no interactions stored yet; call AddInteractions first");
-		goto leave;
-	}
 	if (job->kind == RK_MODEL_BPR && job->svc->featured) {
+		pthread_rwlock_rdlock(&job->svc->ix_lock);
+		uint64_t stored = rk_interactions_count(job->svc->ix);
+		pthread_rwlock_unlock(&job->svc->ix_lock);
+		if (!stored) { /* before featured's ids: a refused Train changes nothing */
+			fail(job, GRPC_STATUS_FAILED_PRECONDITION,
+			     "no interactions stored yet; call AddInteractions first");
+			goto leave;
+		}
 		/* BPR ranks every item featured holds too (cold ones by the
 		 * prior), whatever the change feed brought in so far: the same
 		 * data, flags and seed give the same catalogue and model. Only

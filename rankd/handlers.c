@@ -318,12 +318,14 @@ static int hit_before(const struct rk_hit *a, const struct rk_hit *b)
 /* Cold slots (RecommendRequest.cold_slots): makes the user's best
  * min(slots, k) cold items part of sc->hits (n of them, room for cap), in
  * place of the lowest warm ones, all kept in score order. The best cold
- * items overall include the cold ones the plain ranking already holds, so
- * one more top-k over the cold items (of the candidates, when given)
- * finds them. Caller holds ix_lock shared. Returns 0 or an error code. */
+ * items overall include the cold ones the plain ranking already holds.
+ * An exact scan of the catalogue found them already (fused, *fused = their
+ * count in sc->cold_hits); else (candidates, or the approximate scan) one
+ * more top-k over the cold items finds them. Caller holds ix_lock shared.
+ * Returns 0 or an error code. */
 static int fill_cold_slots(const rk_served *s, const struct rk_index_view *view,
 			   const struct rk_topk_req *q, int slots, struct scratch *sc, size_t cap,
-			   size_t *n)
+			   size_t *n, const size_t *fused)
 {
 	size_t have = 0, n_cold = 0, got = 0, want = (size_t)slots < cap ? (size_t)slots : cap;
 	for (size_t j = 0; j < *n; j++)
@@ -334,6 +336,10 @@ static int fill_cold_slots(const rk_served *s, const struct rk_index_view *view,
 	    reserve(&sc->cold_hits, &sc->cold_hits_cap, want, sizeof *sc->cold_hits) ||
 	    reserve(&sc->merged, &sc->merged_cap, cap, sizeof *sc->merged))
 		return VR_ENOMEM;
+	if (fused) {
+		got = *fused;
+		goto merge;
+	}
 	if (q->cand) {
 		for (size_t c = 0; c < q->n_cand; c++)
 			if (rk_served_cold(s, q->cand[c]))
@@ -349,8 +355,11 @@ static int fill_cold_slots(const rk_served *s, const struct rk_index_view *view,
 	cq.n_cand = n_cold;
 	size_t room = want < n_cold ? want : n_cold;
 	int rc = rk_topk(view, &cq, sc->ws, sc->cold_hits, room, &got);
-	if (rc || got <= have)
+	if (rc)
 		return rc;
+merge:
+	if (got <= have)
+		return 0;
 	/* got cold items, then the best warm ones up to cap, merged. */
 	size_t warm_room = cap - got, w = 0, c = 0, m = 0;
 	struct rk_hit *warm = sc->hits;
@@ -399,9 +408,17 @@ static int recommend_one(rk_service *svc, const rk_served *s, const struct rk_in
 		struct rk_topk_req q = { .user = sc->user, .k = r->k, .exclude = excl, .n_exclude = n_excl,
 					 .cand = cand, .n_cand = cand ? r->n_candidates : 0,
 					 .approx = svc->topk_approx };
-		rc = eligible ? rk_topk(view, &q, sc->ws, sc->hits, cap, &n_hits) : 0;
+		/* Cold slots over the catalogue, exact: the same scan selects the
+		 * best cold items too (topk.h's mark). */
+		int fuse = r->cold_slots > 0 && !cand && !q.approx;
+		if (fuse && reserve(&sc->cold_hits, &sc->cold_hits_cap, (size_t)r->cold_slots,
+				    sizeof *sc->cold_hits))
+			return error_text(err, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		struct rk_topk_mark mk = { s->cold_mark, s->n_counted, r->cold_slots, sc->cold_hits, 0 };
+		rc = eligible ? rk_topk_marked(view, &q, fuse ? &mk : NULL, sc->ws, sc->hits, cap, &n_hits) : 0;
 		if (!rc && eligible && r->cold_slots > 0)
-			rc = fill_cold_slots(s, view, &q, r->cold_slots, sc, cap, &n_hits);
+			rc = fill_cold_slots(s, view, &q, r->cold_slots, sc, cap, &n_hits,
+					     fuse ? &mk.n_out : NULL);
 	} else {
 		rc = rk_served_popular(s, view, excl, n_excl, cand, cand ? r->n_candidates : 0, sc->sort,
 				       r->k, sc->hits, &n_hits);

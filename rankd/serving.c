@@ -73,9 +73,15 @@ int rk_served_create(rk_served **out, rk_model *model, struct rk_index *index, r
 		rc = VR_ENOMEM;
 		goto fail;
 	}
-	for (uint32_t i = 0; i < n; i++)
+	if (!(s->cold_mark = malloc((size_t)n + 1))) {
+		rc = VR_ENOMEM;
+		goto fail;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		s->cold_mark[i] = !s->count[i];
 		if (!s->count[i])
 			s->cold_items[s->n_cold++] = i;
+	}
 	*out = s;
 	return 0;
 fail:
@@ -103,6 +109,7 @@ void rk_served_unref(rk_served *s)
 	free(s->pop);
 	free(s->pop_rank);
 	free(s->cold_items);
+	free(s->cold_mark);
 	rk_index_destroy(s->index);
 	rk_model_free(s->model);
 	free(s);

@@ -55,6 +55,7 @@ typedef struct rk_served {
 	uint32_t *pop_rank;    /* pop's inverse: item -> place */
 	uint32_t *cold_items;  /* the items below n_counted with no training count */
 	uint32_t n_cold;
+	uint8_t *cold_mark;    /* n_counted flags: 1 for those (topk.h's mark) */
 } rk_served;
 
 /* Builds a served model from a trained (or loaded) model and its item

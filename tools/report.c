@@ -1106,8 +1106,9 @@ static void put_audience(const struct page *pg)
 		return;
 	fputs("<section id=\"audience\"><h2>Audience of new items</h2>\n<p class=\"sub\">Items with "
 	      "no training interaction (their image is all the model knows) and the users each model "
-	      "ranks highest for them (Audience: reverse top-k over users, users who already have "
-	      "the item left out). <b>hit</b>: the user who took the item in the held-out test.</p>\n", f);
+	      "ranks highest for them (Audience: reverse top-k over users; run.sh asks with "
+	      "include_seen, so the user who took the item in the held-out test can show: "
+	      "<b>hit</b>).</p>\n", f);
 	cJSON_ArrayForEach(o, first) {
 		const char *item = str(o, "item_id");
 		fputs("<div class=\"user\"><h3>Item ", f);

@@ -45,12 +45,13 @@ static const char FALLBACK_LATE[] =
 struct scratch {
 	struct rk_topk_ws *ws;
 	float *user;
-	uint32_t *cand, *excl, *sort;
-	struct rk_hit *hits;
+	uint32_t *cand, *excl, *sort, *cold;
+	struct rk_hit *hits, *cold_hits, *merged;
 	float *scores;
 	Visrec__V1__ScoredItem *items;
 	Visrec__V1__ScoredItem **ptrs;
 	size_t user_cap, cand_cap, excl_cap, sort_cap, hits_cap, scores_cap, items_cap, ptrs_cap;
+	size_t cold_cap, cold_hits_cap, merged_cap;
 };
 
 static pthread_key_t scratch_key;
@@ -67,6 +68,9 @@ static void scratch_free(void *p)
 	free(sc->excl);
 	free(sc->sort);
 	free(sc->hits);
+	free(sc->cold);
+	free(sc->cold_hits);
+	free(sc->merged);
 	free(sc->scores);
 	free(sc->items);
 	free(sc->ptrs);
@@ -168,6 +172,9 @@ int rk_check_recommend(const rk_service *svc, const Visrec__V1__RecommendRequest
 	if (r->k < 1 || r->k > svc->max_k)
 		return error_text(err, GRPC_STATUS_INVALID_ARGUMENT,
 				  "%sk must be between 1 and %d (got %d)", at, svc->max_k, r->k);
+	if (r->cold_slots < 0 || r->cold_slots > r->k)
+		return error_text(err, GRPC_STATUS_INVALID_ARGUMENT,
+				  "%scold_slots must be between 0 and k (%d); got %d", at, r->k, r->cold_slots);
 	if (r->n_candidates > RK_MAX_CANDIDATES)
 		return error_text(err, GRPC_STATUS_INVALID_ARGUMENT, "%s%zu candidates; at most %d per call",
 				  at, r->n_candidates, RK_MAX_CANDIDATES);
@@ -302,6 +309,72 @@ static void fill_items(rk_service *svc, const rk_served *s, struct scratch *sc, 
 	*n_out = n;
 }
 
+/* Hit a ranks before hit b (topk.h's order: score, then lower id). */
+static int hit_before(const struct rk_hit *a, const struct rk_hit *b)
+{
+	return a->score > b->score || (a->score == b->score && a->item < b->item);
+}
+
+/* Cold slots (RecommendRequest.cold_slots): makes the user's best
+ * min(slots, k) cold items part of sc->hits (n of them, room for cap), in
+ * place of the lowest warm ones, all kept in score order. The best cold
+ * items overall include the cold ones the plain ranking already holds.
+ * An exact scan of the catalogue found them already (fused, *fused = their
+ * count in sc->cold_hits); else (candidates, or the approximate scan) one
+ * more top-k over the cold items finds them. Caller holds ix_lock shared.
+ * Returns 0 or an error code. */
+static int fill_cold_slots(const rk_served *s, const struct rk_index_view *view,
+			   const struct rk_topk_req *q, int slots, struct scratch *sc, size_t cap,
+			   size_t *n, const size_t *fused)
+{
+	size_t have = 0, n_cold = 0, got = 0, want = (size_t)slots < cap ? (size_t)slots : cap;
+	for (size_t j = 0; j < *n; j++)
+		have += rk_served_cold(s, sc->hits[j].item);
+	if (have >= want)
+		return 0;
+	if (reserve(&sc->cold, &sc->cold_cap, (q->cand ? q->n_cand : view->n) + 1, sizeof *sc->cold) ||
+	    reserve(&sc->cold_hits, &sc->cold_hits_cap, want, sizeof *sc->cold_hits) ||
+	    reserve(&sc->merged, &sc->merged_cap, cap, sizeof *sc->merged))
+		return VR_ENOMEM;
+	if (fused) {
+		got = *fused;
+		goto merge;
+	}
+	if (q->cand) {
+		for (size_t c = 0; c < q->n_cand; c++)
+			if (rk_served_cold(s, q->cand[c]))
+				sc->cold[n_cold++] = q->cand[c];
+	} else {
+		n_cold = rk_served_cold_items(s, view, sc->cold);
+	}
+	if (!n_cold)
+		return 0;
+	struct rk_topk_req cq = *q;
+	cq.k = (int)want;
+	cq.cand = sc->cold;
+	cq.n_cand = n_cold;
+	size_t room = want < n_cold ? want : n_cold;
+	int rc = rk_topk(view, &cq, sc->ws, sc->cold_hits, room, &got);
+	if (rc)
+		return rc;
+merge:
+	if (got <= have)
+		return 0;
+	/* got cold items, then the best warm ones up to cap, merged. */
+	size_t warm_room = cap - got, w = 0, c = 0, m = 0;
+	struct rk_hit *warm = sc->hits;
+	size_t n_warm = 0;
+	for (size_t j = 0; j < *n; j++)
+		if (!rk_served_cold(s, sc->hits[j].item) && n_warm < warm_room)
+			warm[n_warm++] = sc->hits[j];
+	while (w < n_warm || c < got)
+		sc->merged[m++] = c == got || (w < n_warm && hit_before(&warm[w], &sc->cold_hits[c])) ?
+			warm[w++] : sc->cold_hits[c++];
+	memcpy(sc->hits, sc->merged, m * sizeof *sc->hits);
+	*n = m;
+	return 0;
+}
+
 /* Ranks one request into resp, its items at sc->items[off ..] (the caller
  * reserved room for min(k, view->n) of them); its exclusions use sc->excl
  * from place excl_at on. Caller holds ix_lock shared. */
@@ -335,7 +408,17 @@ static int recommend_one(rk_service *svc, const rk_served *s, const struct rk_in
 		struct rk_topk_req q = { .user = sc->user, .k = r->k, .exclude = excl, .n_exclude = n_excl,
 					 .cand = cand, .n_cand = cand ? r->n_candidates : 0,
 					 .approx = svc->topk_approx };
-		rc = eligible ? rk_topk(view, &q, sc->ws, sc->hits, cap, &n_hits) : 0;
+		/* Cold slots over the catalogue, exact: the same scan selects the
+		 * best cold items too (topk.h's mark). */
+		int fuse = r->cold_slots > 0 && !cand && !q.approx;
+		if (fuse && reserve(&sc->cold_hits, &sc->cold_hits_cap, (size_t)r->cold_slots,
+				    sizeof *sc->cold_hits))
+			return error_text(err, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		struct rk_topk_mark mk = { s->cold_mark, s->n_counted, r->cold_slots, sc->cold_hits, 0 };
+		rc = eligible ? rk_topk_marked(view, &q, fuse ? &mk : NULL, sc->ws, sc->hits, cap, &n_hits) : 0;
+		if (!rc && eligible && r->cold_slots > 0)
+			rc = fill_cold_slots(s, view, &q, r->cold_slots, sc, cap, &n_hits,
+					     fuse ? &mk.n_out : NULL);
 	} else {
 		rc = rk_served_popular(s, view, excl, n_excl, cand, cand ? r->n_candidates : 0, sc->sort,
 				       r->k, sc->hits, &n_hits);
@@ -450,7 +533,7 @@ int rk_handle_recommend_batch(vr_call *call, void *ctx)
 		rp[q] = &resps[q];
 		int late, built;
 		uint32_t ui, u = model_user(svc, s, r->user_id, &late, &ui);
-		if (u == RK_NONE || r->n_candidates) {
+		if (u == RK_NONE || r->n_candidates || r->cold_slots > 0) {
 			if ((code = recommend_one(svc, s, &view, r, sc, offs[q], excl_used, &resps[q], err)))
 				code = vr_call_error(call, code, "requests[%zu]: %s", q, err);
 			continue;
@@ -609,6 +692,91 @@ unref:
 	return code;
 }
 
+/* ---- Audience ---------------------------------------------------------------- */
+
+int rk_check_audience(const rk_service *svc, const Visrec__V1__AudienceRequest *r, char *err)
+{
+	int code = check_id(err, r->item_id, "item_id");
+	if (code)
+		return code;
+	if (r->k < 1 || r->k > svc->max_k)
+		return error_text(err, GRPC_STATUS_INVALID_ARGUMENT, "k must be between 1 and %d (got %d)",
+				  svc->max_k, r->k);
+	return GRPC_STATUS_OK;
+}
+
+/* Reverse top-k: the item's serving row (the prior's β̂, γ̂ for a cold
+ * one) against every user of the model. Users added after the last Train
+ * have no factors and are not in it; exclusions are the snapshot's seen
+ * lists. */
+int rk_handle_audience(vr_call *call, void *ctx)
+{
+	rk_service *svc = ctx;
+	const Visrec__V1__AudienceRequest *r = (const void *)vr_call_request(call);
+	char err[ERR_LEN];
+	int code = rk_check_audience(svc, r, err);
+	if (code)
+		return vr_call_error(call, code, "%s", err);
+	struct scratch *sc = scratch_get();
+	if (!sc)
+		return VR_ENOMEM;
+	rk_served *s = rk_serving_get(&svc->serving);
+	if (!s)
+		return vr_call_error(call, GRPC_STATUS_FAILED_PRECONDITION, "%s", no_model());
+	struct rk_index_view view;
+	rk_index_acquire(s->index, &view);
+	Visrec__V1__AudienceUser *users = NULL;
+	Visrec__V1__AudienceUser **ptrs = NULL;
+	uint32_t nu = s->model->d.n_users, i;
+	size_t cap = (size_t)r->k < nu ? (size_t)r->k : nu, n = 0;
+	pthread_rwlock_rdlock(&svc->ix_lock);
+	if (rk_items_find(svc->ix, r->item_id, strlen(r->item_id), &i)) {
+		code = vr_call_error(call, GRPC_STATUS_NOT_FOUND,
+				     "unknown item \"%.256s\": neither featured nor an interaction has named it",
+				     r->item_id);
+		goto leave;
+	}
+	if (i >= view.n) {
+		code = vr_call_error(call, GRPC_STATUS_UNAVAILABLE,
+				     "item \"%.256s\" is not in the served catalogue yet; retry in a moment",
+				     r->item_id);
+		goto leave;
+	}
+	if (reserve(&sc->scores, &sc->scores_cap, (size_t)nu + 1, sizeof *sc->scores) ||
+	    reserve(&sc->hits, &sc->hits_cap, cap + 1, sizeof *sc->hits) ||
+	    !(users = malloc((cap + 1) * sizeof *users)) || !(ptrs = malloc((cap + 1) * sizeof *ptrs))) {
+		code = vr_call_error(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		goto leave;
+	}
+	int rc = rk_served_audience(s, i, rk_index_row(&view, i), r->include_seen, (int)(cap ? cap : 1),
+				    sc->scores, sc->hits, &n);
+	if (rc) {
+		code = vr_call_error(call, vr_status_from_rc(rc), "ranking users failed: %s", vr_strerror(rc));
+		goto leave;
+	}
+	for (size_t x = 0; x < n; x++) {
+		visrec__v1__audience_user__init(&users[x]);
+		users[x].user_id = (char *)rk_user_id(svc->ix, sc->hits[x].item, NULL);
+		users[x].score = sc->hits[x].score;
+		ptrs[x] = &users[x];
+	}
+	Visrec__V1__AudienceResponse resp = VISREC__V1__AUDIENCE_RESPONSE__INIT;
+	resp.users = ptrs;
+	resp.n_users = n;
+	resp.model = (Visrec__V1__ModelKind)s->model->d.kind;
+	resp.model_version = s->info.version;
+	resp.cold = rk_served_cold(s, i);
+	rc = vr_call_send(call, &resp.base);
+	code = rc ? rc : GRPC_STATUS_OK;
+leave:
+	pthread_rwlock_unlock(&svc->ix_lock);
+	rk_index_release(&view);
+	rk_served_unref(s);
+	free(users);
+	free(ptrs);
+	return code;
+}
+
 /* ---- Evaluate ---------------------------------------------------------------- */
 
 struct eval_ctx {
@@ -673,13 +841,139 @@ static void table_result(const struct vr_metrics_table *t, const struct vr_metri
 	r->at_k = atp;
 }
 
-/* Runs on a thread of its own (own_thread): minutes on a big catalogue. */
+/* The popularity baseline's scores: every user ranks items by training
+ * count (ties are ordered at random by the metrics, as any tie). */
+static int pop_scores(void *arg, const uint32_t *users, uint32_t n_users, float *scores)
+{
+	struct eval_ctx *e = arg;
+	const rk_served *s = e->s;
+	uint32_t n = e->view->n;
+	(void)users;
+	if (vr_call_stopping(e->call))
+		return VR_ECANCELLED;
+	for (uint32_t x = 0; x < n_users; x++)
+		for (uint32_t i = 0; i < n; i++)
+			scores[(size_t)x * n + i] = i < s->n_counted ? (float)s->count[i] : 0.0f;
+	return 0;
+}
+
+#define RK_MAX_EVAL_PAIRS 1000000
+
+/* Maps a given split's pairs (EvaluateRequest.test or cold_test, named
+ * field) to model users and items into out[x].user / .test_item. Caller
+ * holds ix_lock shared. GRPC_STATUS_OK or INVALID_ARGUMENT with the pair
+ * named in err. */
+static int map_pairs(rk_service *svc, const rk_served *s, const struct rk_index_view *view,
+		     Visrec__V1__Interaction **pairs, size_t n, const char *field,
+		     struct vr_eval_user *out, char *err)
+{
+	int code;
+	if (n > RK_MAX_EVAL_PAIRS)
+		return error_text(err, GRPC_STATUS_INVALID_ARGUMENT, "%s has %zu pairs; at most %d per call",
+				  field, n, RK_MAX_EVAL_PAIRS);
+	for (size_t x = 0; x < n; x++) {
+		const Visrec__V1__Interaction *p = pairs[x];
+		if ((code = check_id(err, p->user_id, "%s[%zu].user_id", field, x)) ||
+		    (code = check_id(err, p->item_id, "%s[%zu].item_id", field, x)))
+			return code;
+		int late;
+		uint32_t u = model_user(svc, s, p->user_id, &late, NULL), i;
+		if (u == RK_NONE)
+			return error_text(err, GRPC_STATUS_INVALID_ARGUMENT,
+					  late ? "%s[%zu]: user \"%.256s\" has no interactions in the served model "
+						 "(they arrived after the last Train); call Train first"
+					       : "%s[%zu]: unknown user \"%.256s\"; a user must have training "
+						 "interactions to be evaluated", field, x, p->user_id);
+		if (rk_items_find(svc->ix, p->item_id, strlen(p->item_id), &i))
+			return error_text(err, GRPC_STATUS_INVALID_ARGUMENT,
+					  "%s[%zu]: unknown item \"%.256s\"; put its image in featured or add it "
+					  "with an interaction first", field, x, p->item_id);
+		if (i >= view->n)
+			return error_text(err, GRPC_STATUS_INVALID_ARGUMENT,
+					  "%s[%zu]: item \"%.256s\" is not in the served catalogue yet; retry in a "
+					  "moment", field, x, p->item_id);
+		out[x] = (struct vr_eval_user){ u, i, NULL, 0 };
+	}
+	return GRPC_STATUS_OK;
+}
+
+/* Picks max_users of the n entries by a seeded partial shuffle, kept in
+ * their order; returns the new count. */
+static size_t pick(struct vr_eval_user *e, size_t n, uint32_t max_users, uint64_t seed)
+{
+	if (!max_users || max_users >= n)
+		return n;
+	rk_rng rng;
+	uint32_t *ix = malloc(n * sizeof *ix);
+	struct vr_eval_user *tmp = malloc(n * sizeof *tmp);
+	if (!ix || !tmp) { /* keep the first ones: still a valid subset */
+		free(ix);
+		free(tmp);
+		return max_users;
+	}
+	for (size_t x = 0; x < n; x++)
+		ix[x] = (uint32_t)x;
+	rk_rng_seed(&rng, seed, 0);
+	for (uint32_t x = 0; x < max_users; x++) {
+		uint32_t y = x + rk_rng_below(&rng, (uint32_t)n - x), t = ix[x];
+		ix[x] = ix[y];
+		ix[y] = t;
+	}
+	qsort(ix, max_users, sizeof *ix, cmp_u32);
+	memcpy(tmp, e, n * sizeof *tmp);
+	for (uint32_t x = 0; x < max_users; x++)
+		e[x] = tmp[ix[x]];
+	free(ix);
+	free(tmp);
+	return max_users;
+}
+
+/* Each user's items of c, oldest first, into byt (c->nnz entries, the
+ * same offsets as c): what the protocols exclude. 0 or VR_ENOMEM. */
+static int items_by_time(const rk_csr *c, uint32_t *byt)
+{
+	uint64_t longest = 0;
+	for (uint32_t u = 0; u < c->n_users; u++)
+		if (c->off[u + 1] - c->off[u] > longest)
+			longest = c->off[u + 1] - c->off[u];
+	struct by_time *tmp = malloc((longest + 1) * sizeof *tmp);
+	if (!tmp)
+		return VR_ENOMEM;
+	for (uint32_t u = 0; u < c->n_users; u++) {
+		uint64_t a = c->off[u], b = c->off[u + 1];
+		for (uint64_t p = a; p < b; p++)
+			tmp[p - a] = (struct by_time){ c->item[p], c->ts[p] };
+		qsort(tmp, (size_t)(b - a), sizeof *tmp, cmp_time);
+		for (uint64_t p = a; p < b; p++)
+			byt[p] = tmp[p - a].item;
+	}
+	free(tmp);
+	return 0;
+}
+
+static void point_train(const rk_csr *c, const uint32_t *byt, struct vr_eval_user *e, size_t n)
+{
+	for (size_t x = 0; x < n; x++) {
+		uint32_t u = e[x].user;
+		int in = u < c->n_users;
+		e[x].train = in ? byt + c->off[u] : byt;
+		e[x].n_train = in ? (size_t)(c->off[u + 1] - c->off[u]) : 0;
+	}
+}
+
+/* Runs on a thread of its own (own_thread): minutes on a big catalogue.
+ * Splits: rankd's leave-last-out (each user's last item in time, against
+ * the training part) or a given one (EvaluateRequest.test, against every
+ * interaction the served model knows: a team loads its training part and
+ * trains on it, use_all_interactions). Each run is done twice, by the
+ * model and by the popularity baseline, on the same users. */
 int rk_handle_evaluate(vr_call *call, void *ctx)
 {
 	rk_service *svc = ctx;
 	const Visrec__V1__EvaluateRequest *r = (const void *)vr_call_request(call);
 	struct vr_metrics_cfg cfg;
 	vr_metrics_cfg_init(&cfg);
+	char err[ERR_LEN];
 	if (r->protocol && r->protocol[0] && vr_metrics_parse_protocol(r->protocol, &cfg.protocol))
 		return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT,
 				     "protocol \"%.64s\" is not known: use \"standard\" or \"tutorial\"", r->protocol);
@@ -694,75 +988,75 @@ int rk_handle_evaluate(vr_call *call, void *ctx)
 			cfg.ks[k] = r->ks[k] > INT32_MAX ? INT32_MAX : (int)r->ks[k];
 		}
 	}
+	if (r->n_cold_test && !r->n_test)
+		return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT,
+				     "cold_test without test: give the test pairs of the split too");
+	int given = r->n_test > 0;
 	rk_served *s = rk_serving_get(&svc->serving);
 	if (!s)
 		return vr_call_error(call, GRPC_STATUS_FAILED_PRECONDITION, "%s", no_model());
 	struct rk_index_view view;
 	rk_index_acquire(s->index, &view);
-	struct vr_eval_user *users = NULL;
-	struct by_time *tmp = NULL;
-	uint32_t *order = NULL, *train = NULL;
+	struct vr_eval_user *users = NULL, *cold_users = NULL;
+	uint32_t *byt = NULL;
 	uint8_t *cold = NULL;
 	struct eval_ctx e = { .call = call, .s = s, .view = &view, .stride = view.stride };
 	int code;
-	if (!s->test_item) {
+	if (!given && !s->test_item) {
 		code = vr_call_error(call, GRPC_STATUS_FAILED_PRECONDITION,
 				     "the served model v%" PRIu64 " was trained on every interaction "
-				     "(use_all_interactions), so no test item is held out; train without it to evaluate",
-				     s->info.version);
+				     "(use_all_interactions), so no test item is held out; train without it, or "
+				     "give the test pairs of your split (EvaluateRequest.test)", s->info.version);
 		goto leave;
 	}
-	const rk_csr *tr = &s->train;
-	uint32_t nu = 0;
-	order = malloc(((size_t)s->seen.n_users + 1) * sizeof *order);
-	users = malloc(((size_t)s->seen.n_users + 1) * sizeof *users);
-	train = malloc((tr->nnz + 1) * sizeof *train);
+	/* The given split's training lists: every interaction of the served
+	 * snapshot; rankd's: its training part. */
+	const rk_csr *tr = given ? &s->seen : &s->train;
+	size_t nu = 0, nc = 0;
+	users = malloc(((given ? r->n_test : s->seen.n_users) + 1) * sizeof *users);
+	cold_users = malloc((r->n_cold_test + 1) * sizeof *cold_users);
+	byt = malloc((tr->nnz + 1) * sizeof *byt);
 	cold = malloc((size_t)view.n + 1);
 	uint32_t block = cfg.block_users ? cfg.block_users : 256;
 	e.users = malloc((size_t)block * view.stride * sizeof(float));
-	if (!order || !users || !train || !cold || !e.users) {
+	if (!users || !cold_users || !byt || !cold || !e.users || items_by_time(tr, byt)) {
 		code = vr_call_error(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 		goto leave;
 	}
-	for (uint32_t u = 0; u < s->seen.n_users && u < s->model->d.n_users; u++)
-		if (s->test_item[u] != RK_NONE && s->test_item[u] < view.n)
-			order[nu++] = u;
-	if (r->max_users && r->max_users < nu) {
-		/* A seeded partial shuffle picks max_users users, kept in order. */
-		rk_rng rng;
-		rk_rng_seed(&rng, r->seed, 0);
-		for (uint32_t x = 0; x < r->max_users; x++) {
-			uint32_t y = x + rk_rng_below(&rng, nu - x), t = order[x];
-			order[x] = order[y];
-			order[y] = t;
+	if (given) {
+		pthread_rwlock_rdlock(&svc->ix_lock);
+		code = map_pairs(svc, s, &view, r->test, r->n_test, "test", users, err);
+		if (!code)
+			code = map_pairs(svc, s, &view, r->cold_test, r->n_cold_test, "cold_test", cold_users, err);
+		pthread_rwlock_unlock(&svc->ix_lock);
+		if (code) {
+			code = vr_call_error(call, code, "%s", err);
+			goto leave;
 		}
-		nu = r->max_users;
-		qsort(order, nu, sizeof *order, cmp_u32);
+		nu = r->n_test;
+		nc = r->n_cold_test;
+	} else {
+		for (uint32_t u = 0; u < s->seen.n_users && u < s->model->d.n_users; u++)
+			if (s->test_item[u] != RK_NONE && s->test_item[u] < view.n)
+				users[nu++] = (struct vr_eval_user){ u, s->test_item[u], NULL, 0 };
 	}
-	uint64_t longest = 0;
-	for (uint32_t u = 0; u < tr->n_users; u++)
-		if (tr->off[u + 1] - tr->off[u] > longest)
-			longest = tr->off[u + 1] - tr->off[u];
-	if (!(tmp = malloc((longest + 1) * sizeof *tmp))) {
-		code = vr_call_error(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-		goto leave;
-	}
-	uint64_t at = 0;
-	for (uint32_t x = 0; x < nu; x++) {
-		uint32_t u = order[x];
-		uint64_t a = u < tr->n_users ? tr->off[u] : 0, b = u < tr->n_users ? tr->off[u + 1] : 0;
-		for (uint64_t p = a; p < b; p++)
-			tmp[p - a] = (struct by_time){ tr->item[p], tr->ts[p] };
-		qsort(tmp, (size_t)(b - a), sizeof *tmp, cmp_time);
-		for (uint64_t p = a; p < b; p++)
-			train[at + p - a] = tmp[p - a].item;
-		users[x] = (struct vr_eval_user){ u, s->test_item[u], train + at, (size_t)(b - a) };
-		at += b - a;
-	}
+	nu = pick(users, nu, r->max_users, r->seed);
+	nc = pick(cold_users, nc, r->max_users, r->seed);
+	point_train(tr, byt, users, nu);
+	point_train(tr, byt, cold_users, nc);
 	for (uint32_t i = 0; i < view.n; i++)
 		cold[i] = (uint8_t)rk_served_cold(s, i);
-	struct vr_metrics_table t;
-	int rc = vr_evaluate(&cfg, users, nu, view.n, cold, eval_scores, &e, &t);
+	/* [0] the model, [1] popularity; with cold_test its own pair. */
+	struct vr_metrics_table t[2], ct[2];
+	int rc = 0;
+	for (int b = 0; b < 2 && !rc; b++) {
+		vr_score_block_fn fn = b ? pop_scores : eval_scores;
+		rc = vr_evaluate(&cfg, users, nu, view.n, cold, fn, &e, &t[b]);
+		if (!rc && nc)
+			rc = vr_evaluate(&cfg, cold_users, nc, view.n, cold, fn, &e, &ct[b]);
+		if (!rc && nc)
+			t[b].cold = ct[b].all; /* the cold subset is the cold_test pairs */
+	}
 	if (rc == VR_ECANCELLED) {
 		code = vr_call_cancelled(call) ? rc :
 			vr_call_error(call, GRPC_STATUS_UNAVAILABLE, "rankd is shutting down; evaluation stopped");
@@ -772,28 +1066,33 @@ int rk_handle_evaluate(vr_call *call, void *ctx)
 		code = vr_call_error(call, vr_status_from_rc(rc), "evaluation failed: %s", vr_strerror(rc));
 		goto leave;
 	}
-	Visrec__V1__EvalResult res[2], *resp_res[2] = { &res[0], &res[1] };
-	Visrec__V1__MetricsAtK atk[2][VR_METRICS_MAX_KS], *atp[2][VR_METRICS_MAX_KS];
-	table_result(&t, &t.all, "all", &res[0], atk[0], atp[0]);
-	table_result(&t, &t.cold, "cold", &res[1], atk[1], atp[1]);
+	Visrec__V1__EvalResult res[4], *resp_res[2] = { &res[0], &res[1] }, *pop_res[2] = { &res[2], &res[3] };
+	Visrec__V1__MetricsAtK atk[4][VR_METRICS_MAX_KS], *atp[4][VR_METRICS_MAX_KS];
+	table_result(&t[0], &t[0].all, "all", &res[0], atk[0], atp[0]);
+	table_result(&t[0], &t[0].cold, "cold", &res[1], atk[1], atp[1]);
+	table_result(&t[1], &t[1].all, "all", &res[2], atk[2], atp[2]);
+	table_result(&t[1], &t[1].cold, "cold", &res[3], atk[3], atp[3]);
 	Visrec__V1__EvaluateResponse resp = VISREC__V1__EVALUATE_RESPONSE__INIT;
 	resp.model = (Visrec__V1__ModelKind)s->model->d.kind;
 	resp.model_version = s->info.version;
 	resp.protocol = (char *)vr_metrics_protocol_name(cfg.protocol);
 	resp.n_results = 2;
 	resp.results = resp_res;
+	resp.split = (char *)(given ? "given" : "leave_last_out");
+	resp.n_popularity = 2;
+	resp.popularity = pop_res;
 	rc = vr_call_send(call, &resp.base);
 	code = rc ? rc : GRPC_STATUS_OK;
-	VR_INFO("Evaluate %s over %u users of model v%" PRIu64 ": AUC %.4f, cold AUC %.4f (%u users)",
-		resp.protocol, t.all.n_users, s->info.version, t.all.auc, t.cold.auc, t.cold.n_users);
+	VR_INFO("Evaluate %s (%s split) over %u users of model v%" PRIu64 ": AUC %.4f, cold AUC %.4f "
+		"(%u users); popularity AUC %.4f, cold %.4f", resp.protocol, resp.split, t[0].all.n_users,
+		s->info.version, t[0].all.auc, t[0].cold.auc, t[0].cold.n_users, t[1].all.auc, t[1].cold.auc);
 leave:
 	rk_index_release(&view);
 	rk_served_unref(s);
-	free(order);
 	free(users);
-	free(train);
+	free(cold_users);
+	free(byt);
 	free(cold);
-	free(tmp);
 	free(e.users);
 	return code;
 }

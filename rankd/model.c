@@ -11,7 +11,7 @@
 #include "sampler.h"
 
 #define SNAP_MAGIC "RKMODEL1"
-#define SNAP_FORMAT 1
+#define SNAP_FORMAT 2        /* 2: the prior follows the arena */
 #define SNAP_HEADER 64
 #define MAX_PARAMS ((size_t)1 << 38) /* 1 TiB of floats: a sanity bound */
 
@@ -120,6 +120,7 @@ void rk_model_free(rk_model *m)
 	if (!m)
 		return;
 	free(m->params);
+	free(m->prior);
 	free(m);
 }
 
@@ -145,7 +146,7 @@ int rk_model_copy(rk_model *dst, const rk_model *src)
 		return VR_EINVAL;
 	memcpy(dst->params, src->params, src->n_params * sizeof(float));
 	dst->version = src->version;
-	return 0;
+	return rk_model_set_prior(dst, src->prior, src->prior_rows);
 }
 
 int rk_model_clone(const rk_model *src, rk_model **out)
@@ -228,6 +229,46 @@ void rk_model_fold_scales(rk_model *m, const float *scale)
 	for (uint32_t r = 0; r < m->d.f; r++)
 		for (uint32_t c = 0; c < pw; c++)
 			m->vis[(size_t)r * pw + c] *= scale[r];
+	/* The prior's coefficients were fitted on scaled features too. */
+	uint32_t cols = 1 + m->d.k;
+	for (uint32_t r = 0; m->prior_rows == 2 + m->d.f && r < m->d.f; r++)
+		for (uint32_t c = 0; c < cols; c++)
+			m->prior[(size_t)(2 + r) * cols + c] *= scale[r];
+}
+
+int rk_model_set_prior(rk_model *m, const float *p, uint32_t rows)
+{
+	uint32_t pf = rk_model_feature_dims(m);
+	size_t cols = 1 + (size_t)m->d.k;
+	if (rows != 0 && rows != 1 && (!pf || rows != 2 + pf))
+		return VR_EINVAL;
+	float *q = rows ? malloc((size_t)rows * cols * sizeof(float)) : NULL;
+	if (rows && !q)
+		return VR_ENOMEM;
+	if (rows)
+		memcpy(q, p, (size_t)rows * cols * sizeof(float));
+	free(m->prior);
+	m->prior = q;
+	m->prior_rows = rows;
+	return 0;
+}
+
+void rk_model_prior_predict(const rk_model *m, const float *f_i, float *out)
+{
+	uint32_t pf = rk_model_feature_dims(m), cols = 1 + m->d.k, r = 0;
+	if (!m->prior_rows) {
+		memset(out, 0, cols * sizeof(float));
+		return;
+	}
+	while (f_i && r < pf && f_i[r] == 0.0f)
+		r++;
+	if (m->prior_rows == 1 || !f_i || r == pf) {
+		memcpy(out, m->prior, cols * sizeof(float));
+		return;
+	}
+	memcpy(out, m->prior + cols, cols * sizeof(float));
+	cblas_sgemv(CblasRowMajor, CblasTrans, (int)pf, (int)cols, 1.0f, m->prior + 2 * (size_t)cols,
+		    (int)cols, f_i, 1, 1.0f, out, 1);
 }
 
 uint32_t rk_model_dim(const rk_model *m)
@@ -271,12 +312,17 @@ int rk_model_item_rows(const rk_model *m, const uint32_t *items, const float *fe
 		uint32_t i = items ? items[r] : (uint32_t)r;
 		float *row = out + r * dim;
 		int warm = i < m->d.n_items;
-		float bias = warm ? m->beta_i[i] : 0.0f;
-		row[0] = m->d.kind == RK_MODEL_VBPR ? row[0] + bias : bias;
-		if (k && warm)
-			memcpy(row + 1, m->gamma_i + (size_t)i * k, k * sizeof(float));
-		else if (k)
-			memset(row + 1, 0, k * sizeof(float));
+		float vbias = m->d.kind == RK_MODEL_VBPR ? row[0] : 0.0f;
+		if (warm) {
+			row[0] = m->beta_i[i];
+			if (k)
+				memcpy(row + 1, m->gamma_i + (size_t)i * k, k * sizeof(float));
+		} else {
+			/* β̂ and γ̂ land in row[0 .. K], the visual part written
+			 * above stays (rows are laid out [β, γ, θ-side]). */
+			rk_model_prior_predict(m, feats ? feats + r * rk_model_feature_dims(m) : NULL, row);
+		}
+		row[0] += vbias;
 		if (m->d.kind == RK_MODEL_DVBPR)
 			memcpy(row + 1 + k, feats + r * k2, k2 * sizeof(float));
 	}
@@ -310,6 +356,16 @@ static double score(const rk_model *m, uint32_t u, uint32_t i, const float *f_i,
 	double x = warm ? m->beta_i[i] : 0;
 	for (uint32_t c = 0; warm && c < k; c++)
 		x += (double)m->gamma_u[(size_t)u * k + c] * m->gamma_i[(size_t)i * k + c];
+	if (!warm && m->prior_rows) {
+		float *p = malloc((1 + (size_t)k) * sizeof(float));
+		if (!p)
+			return NAN;
+		rk_model_prior_predict(m, f_i, p);
+		x = p[0];
+		for (uint32_t c = 0; c < k; c++)
+			x += (double)m->gamma_u[(size_t)u * k + c] * p[1 + c];
+		free(p);
+	}
 	if (k2) {
 		double vb;
 		visual(m, f_i, vis_buf, &vb);
@@ -448,7 +504,7 @@ void rk_model_dvbpr_grad(const rk_model *m, const uint32_t *u, const uint32_t *i
 
 struct snap_header {
 	char magic[8];
-	uint32_t format, kind, n_users, n_items, k, k2, f, reserved;
+	uint32_t format, kind, n_users, n_items, k, k2, f, prior_rows;
 	uint64_t version, n_params, reserved2;
 };
 
@@ -464,15 +520,19 @@ static int save_fn(vr_txn *txn, void *arg)
 	const rk_model *m = s->m;
 	void *val;
 	size_t bytes = m->n_params * sizeof(float);
-	int rc = vr_put_reserve(txn, s->db, s->key, strlen(s->key), SNAP_HEADER + bytes, &val);
+	size_t pbytes = (size_t)m->prior_rows * (1 + m->d.k) * sizeof(float);
+	int rc = vr_put_reserve(txn, s->db, s->key, strlen(s->key), SNAP_HEADER + bytes + pbytes, &val);
 	if (rc)
 		return rc;
 	struct snap_header h = {.format = SNAP_FORMAT, .kind = (uint32_t)m->d.kind,
 		.n_users = m->d.n_users, .n_items = m->d.n_items, .k = m->d.k, .k2 = m->d.k2,
-		.f = m->d.f, .version = m->version, .n_params = m->n_params};
+		.f = m->d.f, .prior_rows = m->prior_rows, .version = m->version,
+		.n_params = m->n_params};
 	memcpy(h.magic, SNAP_MAGIC, sizeof(h.magic));
 	memcpy(val, &h, sizeof(h));
 	memcpy((char *)val + SNAP_HEADER, m->params, bytes);
+	if (pbytes)
+		memcpy((char *)val + SNAP_HEADER + bytes, m->prior, pbytes);
 	return 0;
 }
 
@@ -491,18 +551,30 @@ int rk_model_decode(rk_model **out, const void *val, size_t len)
 	if (len < SNAP_HEADER)
 		return VR_ECORRUPT;
 	memcpy(&h, val, sizeof(h));
-	if (memcmp(h.magic, SNAP_MAGIC, sizeof(h.magic)) || h.format != SNAP_FORMAT)
+	if (memcmp(h.magic, SNAP_MAGIC, sizeof(h.magic)) || (h.format != 1 && h.format != SNAP_FORMAT))
 		return VR_ECORRUPT;
+	if (h.format == 1) /* before the prior: that field was reserved, 0 */
+		h.prior_rows = 0;
 	/* The sizes are checked against the value before anything is
 	 * allocated: a damaged header could ask for up to 1 TiB. */
 	rk_model shape = {.d = {(enum rk_model_kind)h.kind, h.n_users, h.n_items, h.k, h.k2, h.f}};
-	if (layout(&shape) || h.n_params != shape.n_params ||
-	    len - SNAP_HEADER != shape.n_params * sizeof(float))
+	if (layout(&shape) || h.n_params != shape.n_params)
+		return VR_ECORRUPT;
+	uint32_t pf = rk_model_feature_dims(&shape);
+	if (h.prior_rows != 0 && h.prior_rows != 1 && (!pf || h.prior_rows != 2 + pf))
+		return VR_ECORRUPT;
+	size_t pfloats = (size_t)h.prior_rows * (1 + h.k);
+	if (len - SNAP_HEADER != (shape.n_params + pfloats) * sizeof(float))
 		return VR_ECORRUPT;
 	int rc = rk_model_create(&m, &shape.d);
 	if (rc)
 		return rc;
 	memcpy(m->params, (const char *)val + SNAP_HEADER, m->n_params * sizeof(float));
+	if ((rc = rk_model_set_prior(m, (const float *)((const char *)val + SNAP_HEADER) + m->n_params,
+				     h.prior_rows))) {
+		rk_model_free(m);
+		return rc;
+	}
 	m->version = h.version;
 	*out = m;
 	return 0;

@@ -19,9 +19,25 @@
  * Features: f_i is a float vector of F values for VBPR (a CNN's pooled
  * activations) and φ_i one of K' values for DVBPR; BPR takes none (NULL).
  *
- * Cold items: an item index >= n_items (added after training) has β_i = 0
- * and γ_i = 0, so only its visual terms rank it. The trainer keeps β_i and
- * γ_i at zero for items with no training interaction, for the same reason.
+ * Cold items: the trainer keeps β_i and γ_i at zero for items with no
+ * training interaction. A cold item scored with those zeros sinks below
+ * every popular warm item and is never recommended, so after training
+ * prior.h fits the cold-item prior: how a warm item's [β_i, γ_i] follow
+ * from its visual vector (F values for VBPR, φ_i for DVBPR; BPR has none
+ * and takes the warm items' mean, weighted by interactions). It is kept
+ * beside the arena (m->prior, not trained, so the trainer's loops do not
+ * carry it):
+ *   row 0        the weighted mean [β_i, γ_i] of warm items: the
+ *                prediction for an item with no visual vector (BPR, or a
+ *                zero row)
+ *   row 1        the intercept b, and rows 2 .. P+1 the coefficients W
+ *                (P = rk_model_feature_dims), on raw features:
+ *                [β̂_i, γ̂_i] = b + f_iᵀ W
+ * prior_rows is 0 (no prior: cold items keep zeros, as models stored
+ * before it had), 1 (mean only) or 2 + P. Items below n_items had their
+ * learned values blended with the prediction when it was fitted
+ * (prior.h); an item index >= n_items (added after training) gets the
+ * prediction itself in rk_model_item_rows.
  *
  * Defaults (rk_model_dims_default), chosen after the IUI 2021 tutorial:
  *   BPR   K = 64
@@ -78,6 +94,9 @@ typedef struct rk_model {
 	rk_tensor t[RK_N_TENSORS];
 	/* Views into params (NULL when absent). */
 	float *beta_i, *gamma_u, *gamma_i, *theta_u, *vis;
+	/* The cold-item prior (above): prior_rows × (1 + K) floats, or NULL. */
+	float *prior;
+	uint32_t prior_rows;
 } rk_model;
 
 /* Fills dims with the defaults above for a kind and the given counts; f is
@@ -92,7 +111,8 @@ int rk_model_create(rk_model **out, const rk_model_dims *d);
 void rk_model_free(rk_model *m);
 /* Random initialisation (see above), reproducible from seed. */
 void rk_model_init(rk_model *m, uint64_t seed);
-/* A deep copy; dst = src for two models of equal dims (VR_EINVAL else). */
+/* A deep copy (the prior too); dst = src for two models of equal dims
+ * (VR_EINVAL else; VR_ENOMEM when dst's prior cannot be sized). */
 int rk_model_clone(const rk_model *src, rk_model **out);
 int rk_model_copy(rk_model *dst, const rk_model *src);
 
@@ -128,13 +148,22 @@ int rk_feature_scales(const float *feats, size_t n, uint32_t f, float *scale);
 void rk_features_scale(float *feats, size_t n, uint32_t f, const float *scale);
 void rk_model_fold_scales(rk_model *m, const float *scale);
 
+/* Replaces m's prior with rows × (1 + K) floats copied from p (rows 0:
+ * none). Returns 0, VR_EINVAL (rows neither 0, 1 nor 2 + P) or
+ * VR_ENOMEM. */
+int rk_model_set_prior(rk_model *m, const float *p, uint32_t rows);
+/* The prior's [β̂, γ̂] (1 + K floats) for an item of features f_i (NULL or
+ * all zeros: no vector, row 0). With no prior, zeros. */
+void rk_model_prior_predict(const rk_model *m, const float *f_i, float *out);
+
 /* Serving (DESIGN.md section 1): x_ui = user_row(u) · item_row(i).
  * D = 1 + K + K' (BPR: 1 + K). */
 uint32_t rk_model_dim(const rk_model *m);
 /* row = [1, γ_u, θ_u] (D floats). VR_ENOTFOUND when u >= n_users. */
 int rk_model_user_row(const rk_model *m, uint32_t u, float *row);
 /* row = [β_i + β'·f_i, γ_i, E f_i] (VBPR), [β_i, γ_i, φ_i] (DVBPR),
- * [β_i, γ_i] (BPR); β_i = γ_i = 0 when i >= n_items (cold). f_i: the item's
+ * [β_i, γ_i] (BPR); [β_i, γ_i] the prior's prediction when i >= n_items
+ * (cold; zeros without a prior). f_i: the item's
  * features (NULL for BPR). VR_EINVAL when a needed f_i is NULL. */
 int rk_model_item_row(const rk_model *m, uint32_t i, const float *f_i, float *row);
 /* n item rows at once into out (n × D): item k is items[k] (items NULL:
@@ -176,7 +205,8 @@ void rk_model_dvbpr_grad(const rk_model *m, const uint32_t *u, const uint32_t *i
 
 /* Snapshots: the model as one LMDB value under key in db (the service's
  * "models" database), a 64-byte header (magic, format, kind, dims,
- * version, parameter count) then the arena. Save commits before it
+ * version, parameter count, prior rows) then the arena, then the prior
+ * (format 2; format 1, without a prior, still loads). Save commits before it
  * returns. Load returns 0, VR_ENOTFOUND when the key is absent,
  * VR_ECORRUPT when the header or size is wrong, VR_ENOMEM, or a store
  * error. */

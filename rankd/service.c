@@ -429,7 +429,7 @@ leave:
 
 int rk_service_register(rk_service *svc, vr_server *srv)
 {
-	/* Recommend, Score and Info run inline on the server's workers (well
+	/* Recommend, Score, Info and Audience run inline on the server's workers (well
 	 * under a millisecond); the calls that can take long get a thread. */
 	const vr_method table[] = {
 		M("AddInteractions", add_interactions_request, add_interactions_response, VR_UNARY, 1,
@@ -441,6 +441,7 @@ int rk_service_register(rk_service *svc, vr_server *srv)
 		M("Score", score_request, score_response, VR_UNARY, 0, rk_handle_score, 0),
 		M("Evaluate", evaluate_request, evaluate_response, VR_UNARY, 0, rk_handle_evaluate, 1),
 		M("Info", rank_info_request, rank_info_response, VR_UNARY, 0, rk_handle_info, 0),
+		M("Audience", audience_request, audience_response, VR_UNARY, 0, rk_handle_audience, 0),
 	};
 	return vr_server_add_service(srv, table, sizeof table / sizeof table[0]);
 }

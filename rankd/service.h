@@ -115,12 +115,14 @@ int rk_service_training(rk_service *svc, int *kind, uint32_t *epoch, uint32_t *e
  * first: GRPC_STATUS_OK, or INVALID_ARGUMENT with the reason in err
  * (rk_check_recommend: 512 bytes; rk_train_check: cap bytes).
  * rk_check_recommend: one Recommend (or one of a RecommendBatch, named
- *   by at: "requests[2].", else "") against svc->max_k, the id rule and
- *   the candidate limits.
+ *   by at: "requests[2].", else "") against svc->max_k, the id rule,
+ *   cold_slots (0..k) and the candidate limits.
  * rk_train_check: a TrainRequest's model, ranges, names and rates. */
 int rk_check_recommend(const rk_service *svc, const Visrec__V1__RecommendRequest *r,
 		       const char *at, char *err);
 int rk_train_check(const Visrec__V1__TrainRequest *r, char *why, size_t cap);
+/* rk_check_audience: an Audience request's item id and k (512 bytes). */
+int rk_check_audience(const rk_service *svc, const Visrec__V1__AudienceRequest *r, char *err);
 
 /* Handlers; ctx is the rk_service. */
 int rk_handle_add_interactions(vr_call *call, void *ctx);
@@ -130,5 +132,6 @@ int rk_handle_recommend_batch(vr_call *call, void *ctx);
 int rk_handle_score(vr_call *call, void *ctx);
 int rk_handle_evaluate(vr_call *call, void *ctx);
 int rk_handle_info(vr_call *call, void *ctx);
+int rk_handle_audience(vr_call *call, void *ctx);
 
 #endif

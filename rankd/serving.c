@@ -1,11 +1,12 @@
 /* serving: the served model and its holder (serving.h). */
 #include "serving.h"
 
+#include <cblas.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "err.h"
-
 
 struct pop_ctx {
 	const uint32_t *count;
@@ -68,6 +69,19 @@ int rk_served_create(rk_served **out, rk_model *model, struct rk_index *index, r
 	qsort_r(s->pop, n, sizeof *s->pop, pop_cmp, &pc);
 	for (uint32_t r = 0; r < n; r++)
 		s->pop_rank[s->pop[r]] = r;
+	if (!(s->cold_items = malloc(((size_t)n + 1) * sizeof *s->cold_items))) {
+		rc = VR_ENOMEM;
+		goto fail;
+	}
+	if (!(s->cold_mark = malloc((size_t)n + 1))) {
+		rc = VR_ENOMEM;
+		goto fail;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		s->cold_mark[i] = !s->count[i];
+		if (!s->count[i])
+			s->cold_items[s->n_cold++] = i;
+	}
 	*out = s;
 	return 0;
 fail:
@@ -94,6 +108,8 @@ void rk_served_unref(rk_served *s)
 	free(s->count);
 	free(s->pop);
 	free(s->pop_rank);
+	free(s->cold_items);
+	free(s->cold_mark);
 	rk_index_destroy(s->index);
 	rk_model_free(s->model);
 	free(s);
@@ -120,7 +136,22 @@ int rk_served_item_row(const rk_served *s, uint32_t i, const float *f_i, float *
 
 int rk_served_pad(rk_served *s, uint32_t n)
 {
-	return rk_index_pad(s->index, n);
+	if (!s->model->prior_rows)
+		return rk_index_pad(s->index, n);
+	struct rk_index_view view;
+	rk_index_acquire(s->index, &view);
+	uint32_t have = view.n;
+	rk_index_release(&view);
+	if (have >= n)
+		return 0;
+	/* The row of an item with no vector yet: the prior's mean [β, γ]
+	 * (the same for every such item), its visual part zero. */
+	float *row = malloc((size_t)rk_model_dim(s->model) * sizeof *row);
+	int rc = row ? rk_served_item_row(s, have, NULL, row) : VR_ENOMEM;
+	for (uint32_t i = have; !rc && i < n; i++)
+		rc = rk_index_set_row(s->index, i, row);
+	free(row);
+	return rc;
 }
 
 int rk_served_set_row(rk_served *s, uint32_t i, const float *row)
@@ -187,6 +218,86 @@ int rk_served_popular(const rk_served *s, const struct rk_index_view *view,
 			if (!excluded(excl, n_excl, i))
 				hit(s, i, &out[n++]);
 	}
+	*n_out = n;
+	return 0;
+}
+
+size_t rk_served_cold_items(const rk_served *s, const struct rk_index_view *view, uint32_t *out)
+{
+	size_t n = 0;
+	for (uint32_t c = 0; c < s->n_cold && s->cold_items[c] < view->n; c++)
+		out[n++] = s->cold_items[c];
+	for (uint32_t i = s->n_counted; i < view->n; i++)
+		out[n++] = i;
+	return n;
+}
+
+/* Hit a ranks before hit b: higher score, then lower index; NaN last. */
+static int better(const struct rk_hit *a, const struct rk_hit *b)
+{
+	float x = isnan(a->score) ? -INFINITY : a->score, y = isnan(b->score) ? -INFINITY : b->score;
+	return x > y || (x == y && a->item < b->item);
+}
+
+/* Restores the heap (worst hit at the root) below place at. */
+static void sift_down(struct rk_hit *h, size_t n, size_t at)
+{
+	for (;;) {
+		size_t l = 2 * at + 1, r = l + 1, w = at;
+		if (l < n && better(&h[w], &h[l]))
+			w = l;
+		if (r < n && better(&h[w], &h[r]))
+			w = r;
+		if (w == at)
+			return;
+		struct rk_hit t = h[at];
+		h[at] = h[w];
+		h[w] = t;
+		at = w;
+	}
+}
+
+static int hit_order(const void *a, const void *b)
+{
+	return better(a, b) ? -1 : better(b, a) ? 1 : 0;
+}
+
+int rk_served_audience(const rk_served *s, uint32_t item, const float *row, int include_seen,
+		       int k, float *scores, struct rk_hit *out, size_t *n_out)
+{
+	const rk_model *m = s->model;
+	uint32_t nu = m->d.n_users, kk = m->d.k, k2 = m->d.k2;
+	size_t n = 0, want = k > 0 ? (size_t)k : 0;
+	*n_out = 0;
+	if (!want)
+		return VR_EINVAL;
+	for (uint32_t u = 0; u < nu; u++)
+		scores[u] = row[0];
+	if (kk)
+		cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)nu, (int)kk, 1.0f, m->gamma_u, (int)kk,
+			    row + 1, 1, 1.0f, scores, 1);
+	if (k2)
+		cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)nu, (int)k2, 1.0f, m->theta_u, (int)k2,
+			    row + 1 + kk, 1, 1.0f, scores, 1);
+	/* A bounded heap of the best `want` users, the worst at the root. */
+	for (uint32_t u = 0; u < nu; u++) {
+		if (!include_seen && u < s->seen.n_users && item < s->seen.n_items &&
+		    rk_csr_has(&s->seen, u, item))
+			continue;
+		struct rk_hit h = { u, scores[u] };
+		if (n < want) {
+			out[n++] = h;
+			for (size_t at = n - 1; at > 0 && better(&out[(at - 1) / 2], &out[at]); at = (at - 1) / 2) {
+				struct rk_hit t = out[at];
+				out[at] = out[(at - 1) / 2];
+				out[(at - 1) / 2] = t;
+			}
+		} else if (better(&h, &out[0])) {
+			out[0] = h;
+			sift_down(out, n, 0);
+		}
+	}
+	qsort(out, n, sizeof *out, hit_order);
 	*n_out = n;
 	return 0;
 }

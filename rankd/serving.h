@@ -53,6 +53,9 @@ typedef struct rk_served {
 	uint32_t *count;       /* training interactions per item */
 	uint32_t *pop;         /* those items, most popular first */
 	uint32_t *pop_rank;    /* pop's inverse: item -> place */
+	uint32_t *cold_items;  /* the items below n_counted with no training count */
+	uint32_t n_cold;
+	uint8_t *cold_mark;    /* n_counted flags: 1 for those (topk.h's mark) */
 } rk_served;
 
 /* Builds a served model from a trained (or loaded) model and its item
@@ -85,8 +88,9 @@ int rk_served_item_row(const rk_served *s, uint32_t i, const float *f_i, float *
  * caller at a time (with rk_served_pad). Returns 0 or an index error. */
 int rk_served_set_row(rk_served *s, uint32_t i, const float *row);
 
-/* Appends zero rows until the index holds n items (items that arrived
- * after the model was trained, with no vector yet). Returns 0 or an index
+/* Appends rows until the index holds n items (items that arrived after the
+ * model was trained, with no vector yet): the prior's mean [β, γ] with a
+ * zero visual part (model.h), zeros for a model without a prior. Returns 0 or an index
  * error. */
 int rk_served_pad(rk_served *s, uint32_t n);
 
@@ -100,6 +104,20 @@ int rk_served_pad(rk_served *s, uint32_t n);
 int rk_served_popular(const rk_served *s, const struct rk_index_view *view,
 		      const uint32_t *excl, size_t n_excl, const uint32_t *cand, size_t n_cand,
 		      uint32_t *cand_scratch, int k, struct rk_hit *out, size_t *n_out);
+
+/* The cold items of view (rk_served_cold), ascending, into out (room for
+ * view->n); returns their count. For cold slots in Recommend. */
+size_t rk_served_cold_items(const rk_served *s, const struct rk_index_view *view, uint32_t *out);
+
+/* Audience: the best k of the model's users for an item whose serving row
+ * is row (rk_model_dim floats), x_ui = user_row(u) · row, into out (room
+ * for k, .item = the user index), best first (ties: lower index), and
+ * their count into *n_out. Without include_seen the users whose seen list
+ * holds item are left out. scores: room for n_users floats. One GEMV per
+ * user tensor and a bounded heap: O(n_users · D). Returns 0 or VR_EINVAL
+ * (k <= 0). */
+int rk_served_audience(const rk_served *s, uint32_t item, const float *row, int include_seen,
+		       int k, float *scores, struct rk_hit *out, size_t *n_out);
 
 /* The holder of the current rk_served. */
 typedef struct rk_serving {

@@ -381,10 +381,43 @@ static int pad_user(float *dst, const float *user, uint32_t dim, uint32_t stride
 	return 0;
 }
 
+/* The second selection of a scan (rk_topk_marked): the marked items. */
+struct marked {
+	struct heap hp;
+	struct excl ex;
+	const uint8_t *mark;
+	uint32_t n_mark;
+};
+
+/* Offers the marked ones of n scores (ids as select_scores) to m->hp; once
+ * it is full, only scores above its root are looked at (the vector
+ * compare), so a scan pays little for it. */
+static void select_marked(struct marked *m, const float *s, uint32_t n, uint32_t base, const uint32_t *ids,
+			  above_fn above)
+{
+	struct heap *hp = &m->hp;
+	uint32_t r = 0;
+	for (; r < n && hp->n < hp->cap; r++) {
+		uint32_t id = ids ? ids[r] : base + r;
+		if ((id >= m->n_mark || m->mark[id]) && !excluded(&m->ex, id))
+			heap_push(hp, id, s[r]);
+	}
+	if (hp->n < hp->cap)
+		return;
+	for (; (r = above(s, r, n, hp->h[0].score)) < n; r++) {
+		uint32_t id = ids ? ids[r] : base + r;
+		if ((id < m->n_mark && !m->mark[id]) || excluded(&m->ex, id))
+			continue;
+		hp->h[0] = (struct rk_hit){ id, s[r] };
+		sift_down(hp->h, hp->n, 0);
+	}
+}
+
 /* One pass over the whole view (ids NULL) or over ascending ids[0..n_ids),
- * scoring with dot32 or, when half is set, dot16, into hp. */
+ * scoring with dot32 or, when half is set, dot16, into hp (and the marked
+ * items into mk, when not NULL). */
 static void scan(const struct rk_index_view *v, const float *u, int half, const uint32_t *ids, size_t n_ids,
-		 struct heap *hp, struct excl *ex)
+		 struct heap *hp, struct excl *ex, struct marked *mk)
 {
 	const float *p32[BLK];
 	const uint16_t *p16[BLK];
@@ -408,11 +441,19 @@ static void scan(const struct rk_index_view *v, const float *u, int half, const 
 		else
 			kernels[isa].dot32(u, v->stride, p32, nb, s);
 		select_scores(hp, s, nb, (uint32_t)at, ids ? ids + at : NULL, ex, kernels[isa].above);
+		if (mk)
+			select_marked(mk, s, nb, (uint32_t)at, ids ? ids + at : NULL, kernels[isa].above);
 	}
 }
 
 int rk_topk(const struct rk_index_view *v, const struct rk_topk_req *req, struct rk_topk_ws *ws,
 	    struct rk_hit *out, size_t out_cap, size_t *n_out)
+{
+	return rk_topk_marked(v, req, NULL, ws, out, out_cap, n_out);
+}
+
+int rk_topk_marked(const struct rk_index_view *v, const struct rk_topk_req *req, struct rk_topk_mark *mark,
+		   struct rk_topk_ws *ws, struct rk_hit *out, size_t out_cap, size_t *n_out)
 {
 	int rc = 0;
 	const uint32_t *ids = NULL;
@@ -420,9 +461,15 @@ int rk_topk(const struct rk_index_view *v, const struct rk_topk_req *req, struct
 	struct heap hp = { out, 0, 0 };
 	struct excl ex = { req->exclude, req->exclude ? req->exclude + req->n_exclude : NULL };
 
+	struct marked mk = { { mark ? mark->out : NULL, 0, 0 }, ex, mark ? mark->mark : NULL,
+			     mark ? mark->n_mark : 0 };
+
 	*n_out = 0;
+	if (mark)
+		mark->n_out = 0;
 	if (req->k <= 0 || req->approx < 0 || (req->n_exclude && !req->exclude) ||
-	    !sorted(req->exclude, req->n_exclude) || out_cap < ((size_t)req->k < bound ? (size_t)req->k : bound)) {
+	    !sorted(req->exclude, req->n_exclude) || out_cap < ((size_t)req->k < bound ? (size_t)req->k : bound) ||
+	    (mark && (mark->k <= 0 || req->approx || !mark->out || (mark->n_mark && !mark->mark)))) {
 		rc = VR_EINVAL;
 		goto leave;
 	}
@@ -440,7 +487,9 @@ int rk_topk(const struct rk_index_view *v, const struct rk_topk_req *req, struct
 			}
 			ws->ids[i] = req->cand[i];
 		}
-		qsort(ws->ids, req->n_cand, sizeof(uint32_t), cmp_u32);
+		/* A list built in order (cold slots' cold items) skips the sort. */
+		if (!sorted(ws->ids, req->n_cand))
+			qsort(ws->ids, req->n_cand, sizeof(uint32_t), cmp_u32);
 		for (size_t i = 0; i < req->n_cand; i++)
 			if (n_ids == 0 || ws->ids[i] != ws->ids[n_ids - 1])
 				ws->ids[n_ids++] = ws->ids[i];
@@ -448,17 +497,22 @@ int rk_topk(const struct rk_index_view *v, const struct rk_topk_req *req, struct
 		bound = n_ids;
 	}
 	hp.cap = (size_t)req->k < bound ? (size_t)req->k : bound;
+	mk.hp.cap = mark ? ((size_t)mark->k < bound ? (size_t)mark->k : bound) : 0;
 	if (hp.cap == 0)
 		goto leave;
 
 	if (req->approx == 0 || (size_t)req->approx * hp.cap >= bound) {
-		scan(v, ws->user, 0, ids, n_ids, &hp, &ex);
+		scan(v, ws->user, 0, ids, n_ids, &hp, &ex, mk.hp.cap ? &mk : NULL);
+		if (mk.hp.cap) {
+			heap_sort(&mk.hp);
+			mark->n_out = mk.hp.n;
+		}
 	} else {
 		struct heap pool = { NULL, 0, (size_t)req->approx * hp.cap };
 		if ((rc = grow((void **)&ws->pool, &ws->pool_cap, pool.cap, sizeof(struct rk_hit))))
 			goto leave;
 		pool.h = ws->pool;
-		scan(v, ws->user, 1, ids, n_ids, &pool, &ex);
+		scan(v, ws->user, 1, ids, n_ids, &pool, &ex, NULL);
 		/* Re-rank: exact scores of the pool, in ascending ids as
 		 * select_scores wants them. */
 		if ((rc = grow((void **)&ws->ids, &ws->ids_cap, pool.n, sizeof(uint32_t))))
@@ -467,7 +521,7 @@ int rk_topk(const struct rk_index_view *v, const struct rk_topk_req *req, struct
 			ws->ids[i] = pool.h[i].item;
 		qsort(ws->ids, pool.n, sizeof(uint32_t), cmp_u32);
 		struct excl none = { NULL, NULL };
-		scan(v, ws->user, 0, ws->ids, pool.n, &hp, &none);
+		scan(v, ws->user, 0, ws->ids, pool.n, &hp, &none, NULL);
 	}
 	heap_sort(&hp);
 	*n_out = hp.n;

@@ -45,6 +45,17 @@ struct rk_topk_req {
 	int approx;
 };
 
+/* A second selection from the same scan (rk_topk_marked): the best k of
+ * the marked items, id < n_mark with mark[id] != 0 and every id >= n_mark,
+ * into out (room for k, best first), their count into n_out. */
+struct rk_topk_mark {
+	const uint8_t *mark;
+	uint32_t n_mark;
+	int k;
+	struct rk_hit *out;
+	size_t n_out;
+};
+
 /* Per-thread scratch of rk_topk / rk_topk_batch: buffers grow to the
  * largest request seen and are reused, so a serving thread allocates once
  * (a padded user row, the candidate list, k × approx hits; rk_topk_batch
@@ -64,6 +75,13 @@ void rk_topk_ws_destroy(struct rk_topk_ws *ws);
  * small; VR_ENOMEM when ws cannot grow. */
 int rk_topk(const struct rk_index_view *view, const struct rk_topk_req *req, struct rk_topk_ws *ws,
 	    struct rk_hit *out, size_t out_cap, size_t *n_out);
+/* rk_topk, and from the same exact scan the marked items' best into mk
+ * (with the same exclusions and candidates): cold slots get the user's best
+ * cold items for the price of a compare per item. mk NULL: rk_topk.
+ * VR_EINVAL also for mk->k <= 0, approx != 0 or no out. */
+int rk_topk_marked(const struct rk_index_view *view, const struct rk_topk_req *req,
+		   struct rk_topk_mark *mk, struct rk_topk_ws *ws, struct rk_hit *out, size_t out_cap,
+		   size_t *n_out);
 
 struct rk_topk_batch_req {
 	const float *users;       /* n_users × dim floats, row-major */

@@ -55,6 +55,7 @@
 #include "err.h"
 #include "log.h"
 #include "dvbpr.h"
+#include "prior.h"
 #include "trainer.h"
 #include "visrec/v1/rankd.pb-c.h"
 
@@ -292,16 +293,43 @@ static int64_t unix_now(void)
  * the reason in job->msg. */
 static int serve_model(struct rk_train_job *job, rk_model **modelp, const float *feats,
 		       const float *scale, uint32_t n_rows, uint32_t fversion, rk_csr *all,
-		       uint64_t pairs, uint64_t base_seq, uint64_t *version)
+		       const rk_csr *on, uint64_t base_seq, uint64_t *version)
 {
 	rk_service *svc = job->svc;
 	rk_model *model = *modelp;
 	struct rk_index *index = NULL;
 	float *rows = NULL;
+	uint32_t *count = NULL;
 	rk_served *s = NULL;
+	uint64_t pairs = on->nnz;
 	int rc;
 	*modelp = NULL;
 	uint32_t dim = rk_model_dim(model);
+	/* The cold-item prior (prior.h), on the features as the trainer saw
+	 * them: folded with the model below. */
+	if (!(count = calloc((size_t)on->n_items + 1, sizeof *count))) {
+		fail(job, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for the item counts");
+		goto leave;
+	}
+	rk_csr_item_counts(on, count);
+	rk_prior_report pr;
+	double t0 = vr_now_s();
+	rc = rk_prior_fit(model, feats, n_rows < on->n_items ? n_rows : on->n_items, count, &pr);
+	if (rc == VR_ENOMEM) {
+		fail(job, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory fitting the cold-item prior");
+		goto leave;
+	}
+	if (rc)
+		VR_WARN("Train %s: no cold-item prior (%s): cold items are ranked by their visual terms alone",
+			kind_name(job->kind), vr_strerror(rc));
+	else if (model->prior_rows > 1)
+		VR_INFO("Train %s: cold-item prior fitted on %u warm items in %.2f s (ridge λ %.3g, "
+			"held-out R² of β %.3f, of γ %.3f); %u cold items get its prediction",
+			kind_name(job->kind), pr.warm, vr_now_s() - t0, pr.lambda, pr.r2_beta, pr.r2_gamma,
+			pr.cold);
+	else
+		VR_INFO("Train %s: cold-item prior = the interaction-weighted mean of %u warm items (β %.4f); %u cold items get it",
+			kind_name(job->kind), pr.warm, (double)model->prior[0], pr.cold);
 	if (!(rows = malloc(((size_t)n_rows ? n_rows : 1) * dim * sizeof(float)))) {
 		fail(job, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for the item matrix");
 		goto leave;
@@ -345,6 +373,7 @@ leave:
 	rk_model_free(model);
 	rk_index_destroy(index);
 	free(rows);
+	free(count);
 	return job->code;
 }
 
@@ -406,6 +435,31 @@ static int run(struct rk_train_job *job)
 	int rc;
 
 	const rk_csr *on = NULL;
+	if (job->kind == RK_MODEL_BPR && job->svc->featured) {
+		pthread_rwlock_rdlock(&job->svc->ix_lock);
+		uint64_t stored = rk_interactions_count(job->svc->ix);
+		pthread_rwlock_unlock(&job->svc->ix_lock);
+		if (!stored) { /* before featured's ids: a refused Train changes nothing */
+			fail(job, GRPC_STATUS_FAILED_PRECONDITION,
+			     "no interactions stored yet; call AddInteractions first");
+			goto leave;
+		}
+		/* BPR ranks every item featured holds too (cold ones by the
+		 * prior), whatever the change feed brought in so far: the same
+		 * data, flags and seed give the same catalogue and model. Only
+		 * the ids are kept. */
+		if (fetch_vectors(job, &f, 0, &fversion, &base_seq)) {
+			if (job->code == GRPC_STATUS_CANCELLED)
+				goto leave;
+			VR_WARN("Train BPR: %s; training on the items rankd knows", job->msg);
+			job->code = GRPC_STATUS_OK;
+			job->msg[0] = 0;
+		}
+		free(f.feats);
+		f = (struct fetch){ .job = job };
+		fversion = 0;
+		base_seq = UINT64_MAX;
+	}
 	if ((job->kind == RK_MODEL_VBPR &&
 	     fetch_vectors(job, &f, job->feature_version, &fversion, &base_seq)) ||
 	    load_interactions(job, &all, &train, &fit, &test, &valid, &on) ||
@@ -468,7 +522,7 @@ static int run(struct rk_train_job *job)
 		goto leave;
 	}
 	uint64_t version = 0;
-	if (serve_model(job, &model, f.feats, scale, all.n_items, fversion, &all, on->nnz, base_seq,
+	if (serve_model(job, &model, f.feats, scale, all.n_items, fversion, &all, on, base_seq,
 			&version))
 		goto leave;
 	rk_progress last = { .epoch = res.epochs, .max_epochs = job->cfg.max_epochs,
@@ -945,7 +999,7 @@ static int run_dvbpr(struct rk_train_job *job)
 	if (pad_vectors(job, &f, all.n_items))
 		goto leave;
 	uint64_t sversion = 0;
-	if (serve_model(job, &model, f.feats, NULL, all.n_items, fversion, &all, on->nnz, base_seq,
+	if (serve_model(job, &model, f.feats, NULL, all.n_items, fversion, &all, on, base_seq,
 			&sversion))
 		goto leave;
 	rk_progress last = { .epoch = epochs, .max_epochs = c->max_epochs,

@@ -130,6 +130,7 @@ int cli_cmd_train(cli *c, int argc, char **argv);
 int cli_cmd_eval(cli *c, int argc, char **argv);
 int cli_cmd_recommend(cli *c, int argc, char **argv);
 int cli_cmd_score(cli *c, int argc, char **argv);
+int cli_cmd_audience(cli *c, int argc, char **argv);
 int cli_cmd_info(cli *c, int argc, char **argv);
 int cli_cmd_health(cli *c, int argc, char **argv);
 int cli_cmd_showcase(cli *c, int argc, char **argv);

@@ -102,10 +102,12 @@ int cli_cmd_datagen(cli *c, int argc, char **argv)
 int cli_cmd_showcase(cli *c, int argc, char **argv)
 {
 	const char *data = NULL;
-	int n, code, npos = 0;
+	int n, cold_items, code, npos = 0;
 	const vr_flag table[] = {
 		{ "data", NULL, VR_FLAG_STRING, &data, NULL, "the data set's folder", 1 },
 		{ "n", NULL, VR_FLAG_INT, &n, "16", "how many users (also -n)", 0 },
+		{ "cold-items", NULL, VR_FLAG_BOOL, &cold_items, "false",
+		  "print the cold test items of those users instead (for `visrec audience --item`)", 0 },
 		{ 0 },
 	};
 	char err[512];
@@ -144,8 +146,9 @@ int cli_cmd_showcase(cli *c, int argc, char **argv)
 		code = cli_output(c, a);
 	}
 	if (!c->json) {
-		for (size_t i = 0; i < got; i++)
-			printf("%s%s", i ? "," : "", users[i].id);
+		for (size_t i = 0, w = 0; i < got; i++)
+			if (!cold_items || users[i].test_cold)
+				printf("%s%s", w++ ? "," : "", cold_items ? users[i].test_item : users[i].id);
 		putchar('\n');
 	}
 leave:

@@ -436,11 +436,33 @@ static const Visrec__V1__MetricsAtK *at_k(const Visrec__V1__EvalResult *r, uint3
 	return NULL;
 }
 
+/* One row of the table; a subset with no users says so instead of a row
+ * of zeros that would read as AUC 0. */
+static void print_eval_row(const char *who, const Visrec__V1__EvalResult *r, const uint32_t *ks,
+			   size_t nks)
+{
+	printf("%-11s %-7s %6u", who, r->subset, r->users);
+	if (!r->users) {
+		printf(" %8s\n", "no users");
+		return;
+	}
+	printf(" %8.5f %8.5f", r->auc, r->rr);
+	for (size_t j = 0; j < nks; j++) {
+		const Visrec__V1__MetricsAtK *m = at_k(r, ks[j]);
+		if (m)
+			printf(" %8.5f %8.5f %9.5f", m->recall, m->precision, m->ndcg);
+		else
+			printf(" %8s %8s %9s", "-", "-", "-");
+	}
+	putchar('\n');
+}
+
 static void print_eval(const Visrec__V1__EvaluateResponse *e, const uint32_t *ks, size_t nks)
 {
-	printf("%s (model version %llu), protocol %s\n", cli_model_name(e->model),
-	       (unsigned long long)e->model_version, e->protocol);
-	printf("%-7s %6s %8s %8s", "subset", "users", "AUC", "RR");
+	printf("%s (model version %llu), protocol %s, split %s\n", cli_model_name(e->model),
+	       (unsigned long long)e->model_version, e->protocol,
+	       e->split && e->split[0] ? e->split : "leave_last_out");
+	printf("%-11s %-7s %6s %8s %8s", "model", "subset", "users", "AUC", "RR");
 	for (size_t j = 0; j < nks; j++) {
 		char h[3][24];
 		snprintf(h[0], sizeof h[0], "R@%u", ks[j]);
@@ -449,24 +471,104 @@ static void print_eval(const Visrec__V1__EvaluateResponse *e, const uint32_t *ks
 		printf(" %8s %8s %9s", h[0], h[1], h[2]);
 	}
 	putchar('\n');
-	for (size_t i = 0; i < e->n_results; i++) {
-		const Visrec__V1__EvalResult *r = e->results[i];
-		printf("%-7s %6u %8.5f %8.5f", r->subset, r->users, r->auc, r->rr);
-		for (size_t j = 0; j < nks; j++) {
-			const Visrec__V1__MetricsAtK *m = at_k(r, ks[j]);
-			if (m)
-				printf(" %8.5f %8.5f %9.5f", m->recall, m->precision, m->ndcg);
-			else
-				printf(" %8s %8s %9s", "-", "-", "-");
+	for (size_t i = 0; i < e->n_results; i++)
+		print_eval_row(cli_model_name(e->model), e->results[i], ks, nks);
+	for (size_t i = 0; i < e->n_popularity; i++)
+		print_eval_row("popularity", e->popularity[i], ks, nks);
+}
+
+/* The JSON of an Evaluate answer: a subset with no users carries
+ * "note": "no users" in place of metrics (zeros would read as AUC 0). */
+static cJSON *eval_json(const Visrec__V1__EvaluateResponse *e)
+{
+	cJSON *o = cli_proto_json(&e->base);
+	if (!o)
+		return NULL;
+	if (!cJSON_GetObjectItem(o, "split"))
+		cJSON_AddStringToObject(o, "split", e->split && e->split[0] ? e->split : "leave_last_out");
+	const char *lists[] = { "results", "popularity" };
+	for (int l = 0; l < 2; l++) {
+		cJSON *r;
+		cJSON_ArrayForEach(r, cJSON_GetObjectItem(o, lists[l])) {
+			if (cJSON_GetNumberValue(cJSON_GetObjectItem(r, "users")) > 0)
+				continue;
+			cJSON_DeleteItemFromObject(r, "auc");
+			cJSON_DeleteItemFromObject(r, "rr");
+			cJSON_DeleteItemFromObject(r, "at_k");
+			cJSON_AddStringToObject(r, "note", "no users");
 		}
-		putchar('\n');
 	}
+	return o;
+}
+
+/* Reads a split's pairs (user,item[,timestamp]) from path into *out (n
+ * messages, their ids in the rows' own strings). Returns a CLI exit code
+ * with the line named on a bad row. */
+static int read_pairs(cli *c, const char *cmd, const char *path, Visrec__V1__Interaction ***out,
+		      size_t *n)
+{
+	icsv *r = NULL;
+	icsv_row row;
+	size_t cap = 0;
+	int rc = icsv_open(&r, path);
+	*out = NULL;
+	*n = 0;
+	if (rc)
+		return cli_fail(c, cmd, "cannot read %s: %s", path, vr_strerror(rc));
+	icsv_timestamp_optional(r);
+	while (!(rc = icsv_next(r, &row))) {
+		if (*n == cap) {
+			cap = cap ? 2 * cap : 1024;
+			Visrec__V1__Interaction **g = realloc(*out, cap * sizeof *g);
+			if (!g) {
+				rc = VR_ENOMEM;
+				break;
+			}
+			*out = g;
+		}
+		Visrec__V1__Interaction *in = malloc(sizeof *in);
+		if (!in || !(in->user_id = strdup(row.user)) || !(in->item_id = strdup(row.item))) {
+			if (in)
+				free(in->user_id);
+			free(in);
+			rc = VR_ENOMEM;
+			break;
+		}
+		Visrec__V1__Interaction init = VISREC__V1__INTERACTION__INIT;
+		char *u = in->user_id, *i = in->item_id;
+		*in = init;
+		in->user_id = u;
+		in->item_id = i;
+		in->timestamp = row.timestamp;
+		(*out)[(*n)++] = in;
+	}
+	int code = 0;
+	if (rc == VR_EINVAL)
+		code = cli_usage_error(cmd, "%s", icsv_error(r));
+	else if (rc != VR_EEOF)
+		code = cli_fail(c, cmd, "cannot read %s: %s", path, vr_strerror(rc));
+	else if (!*n)
+		code = cli_usage_error(cmd, "%s holds no pairs", path);
+	icsv_close(r);
+	return code;
+}
+
+static void free_pairs(Visrec__V1__Interaction **p, size_t n)
+{
+	for (size_t x = 0; x < n; x++) {
+		free(p[x]->user_id);
+		free(p[x]->item_id);
+		free(p[x]);
+	}
+	free(p);
 }
 
 int cli_cmd_eval(cli *c, int argc, char **argv)
 {
-	const char *protocol = NULL, *kstr = NULL;
+	const char *protocol = NULL, *kstr = NULL, *test = NULL, *cold_test = NULL;
 	int max_users, code, npos = 0;
+	Visrec__V1__Interaction **tp = NULL, **cp = NULL;
+	size_t ntp = 0, ncp = 0;
 	uint64_t seed;
 	const vr_flag table[] = {
 		{ "protocol", NULL, VR_FLAG_STRING, &protocol, "standard",
@@ -474,6 +576,10 @@ int cli_cmd_eval(cli *c, int argc, char **argv)
 		{ "k", NULL, VR_FLAG_STRING, &kstr, "20,100", "cut-offs for recall, precision, nDCG", 0 },
 		{ "max-users", NULL, VR_FLAG_INT, &max_users, "0", "evaluate a sample; 0 = every user", 0 },
 		{ "seed", NULL, VR_FLAG_UINT64, &seed, "1", "which users when --max-users is set", 0 },
+		{ "test", NULL, VR_FLAG_STRING, &test, NULL,
+		  "a given split's test pairs, CSV user,item[,timestamp] (default: rankd's leave-last-out)", 0 },
+		{ "cold-test", NULL, VR_FLAG_STRING, &cold_test, NULL,
+		  "with --test: test pairs of cold items, the \"cold\" subset", 0 },
 		{ 0 },
 	};
 	cli_list kl = { 0 };
@@ -483,8 +589,9 @@ int cli_cmd_eval(cli *c, int argc, char **argv)
 	vr_status st;
 	Visrec__V1__EvaluateResponse *resp = NULL;
 	code = cli_parse(c, table, argc, argv, "visrec eval",
-			 "Evaluates the model rankd serves on each user's held-out last item: AUC, RR,\n"
-			 "Recall/Precision/nDCG@k, over all users and over those whose test item is cold.",
+			 "Evaluates the model rankd serves on each user's held-out last item (or the\n"
+			 "pairs of --test): AUC, RR, Recall/Precision/nDCG@k, over all users and over\n"
+			 "those whose test item is cold, beside the popularity baseline.",
 			 NULL, &npos);
 	if (code || npos < 0)
 		goto leave;
@@ -510,6 +617,13 @@ int cli_cmd_eval(cli *c, int argc, char **argv)
 		code = cli_usage_error(argv[0], "--max-users must be >= 0");
 		goto leave;
 	}
+	if (cold_test && !test) {
+		code = cli_usage_error(argv[0], "--cold-test goes with --test (the split's test pairs)");
+		goto leave;
+	}
+	if ((test && (code = read_pairs(c, argv[0], test, &tp, &ntp))) ||
+	    (cold_test && (code = read_pairs(c, argv[0], cold_test, &cp, &ncp))))
+		goto leave;
 	if ((code = cli_channel(c, CLI_RANKD, &ch)))
 		goto leave;
 	Visrec__V1__EvaluateRequest req = VISREC__V1__EVALUATE_REQUEST__INIT;
@@ -518,6 +632,10 @@ int cli_cmd_eval(cli *c, int argc, char **argv)
 	req.ks = ks;
 	req.max_users = (uint32_t)max_users;
 	req.seed = seed;
+	req.test = tp;
+	req.n_test = ntp;
+	req.cold_test = cp;
+	req.n_cold_test = ncp;
 	int rc = vr_client_unary(ch, "/visrec.v1.Rank/Evaluate", &req.base,
 				 &visrec__v1__evaluate_response__descriptor, (ProtobufCMessage **)&resp,
 				 cli_deadline_ms(c, 0), NULL, &st);
@@ -526,13 +644,15 @@ int cli_cmd_eval(cli *c, int argc, char **argv)
 		goto leave;
 	}
 	if (cli_wants_json(c))
-		code = cli_output(c, cli_proto_json(&resp->base));
+		code = cli_output(c, eval_json(resp));
 	if (!c->json)
 		print_eval(resp, ks, nks);
 leave:
 	if (resp)
 		protobuf_c_message_free_unpacked(&resp->base, NULL);
 	cli_list_free(&kl);
+	free_pairs(tp, ntp);
+	free_pairs(cp, ncp);
 	return code;
 }
 
@@ -560,10 +680,12 @@ static cJSON *recs_json(const char *user, const Visrec__V1__RecommendResponse *r
 int cli_cmd_recommend(cli *c, int argc, char **argv)
 {
 	const char *users = NULL, *cands = NULL, *context = NULL;
-	int k, include_seen, code, npos = 0;
+	int k, include_seen, cold_slots, code, npos = 0;
 	const vr_flag table[] = {
 		{ "user", NULL, VR_FLAG_STRING, &users, NULL,
 		  "user id; several, comma-separated, go in one RecommendBatch", 1 },
+		{ "cold-slots", NULL, VR_FLAG_INT, &cold_slots, "0",
+		  "places of the k kept for the user's best cold items (0..k)", 0 },
 		{ "k", NULL, VR_FLAG_INT, &k, "10", "how many items (also -k)", 0 },
 		{ "include-seen", NULL, VR_FLAG_BOOL, &include_seen, "false",
 		  "also rank the user's own items", 0 },
@@ -604,6 +726,7 @@ int cli_cmd_recommend(cli *c, int argc, char **argv)
 		reqs[i].user_id = ul.items[i];
 		reqs[i].k = k;
 		reqs[i].include_seen = include_seen;
+		reqs[i].cold_slots = cold_slots;
 		reqs[i].n_candidates = cl.n;
 		reqs[i].candidates = cl.items;
 		reqs[i].n_context_items = xl.n;
@@ -716,5 +839,81 @@ leave:
 	if (resp)
 		protobuf_c_message_free_unpacked(&resp->base, NULL);
 	free(pos);
+	return code;
+}
+
+/* ---- audience ---------------------------------------------------------- */
+
+int cli_cmd_audience(cli *c, int argc, char **argv)
+{
+	const char *items = NULL;
+	int k, include_seen, code, npos = 0;
+	const vr_flag table[] = {
+		{ "item", NULL, VR_FLAG_STRING, &items, NULL,
+		  "item id (a cold one too); several, comma-separated, one call each", 1 },
+		{ "k", NULL, VR_FLAG_INT, &k, "10", "how many users (also -k)", 0 },
+		{ "include-seen", NULL, VR_FLAG_BOOL, &include_seen, "false",
+		  "also list users who interacted with the item", 0 },
+		{ 0 },
+	};
+	cli_list il = { 0 };
+	cJSON *all = NULL;
+	vr_channel *ch;
+	vr_status st;
+	code = cli_parse(c, table, argc, argv, "visrec audience --item I[,I2...] [-k N]",
+			 "The k users the served model ranks the item highest for (reverse top-k):\n"
+			 "who to show a new item to. JSON: one object per item, an array for several.",
+			 NULL, &npos);
+	if (code || npos < 0)
+		goto leave;
+	if (cli_split(items, &il) || !(all = cJSON_CreateArray())) {
+		code = cli_fail(c, argv[0], "out of memory");
+		goto leave;
+	}
+	if (!il.n) {
+		code = cli_usage_error(argv[0], "--item names no item");
+		goto leave;
+	}
+	if ((code = cli_channel(c, CLI_RANKD, &ch)))
+		goto leave;
+	for (size_t x = 0; x < il.n; x++) {
+		Visrec__V1__AudienceResponse *resp = NULL;
+		Visrec__V1__AudienceRequest req = VISREC__V1__AUDIENCE_REQUEST__INIT;
+		req.item_id = il.items[x];
+		req.k = k;
+		req.include_seen = include_seen;
+		int rc = vr_client_unary(ch, "/visrec.v1.Rank/Audience", &req.base,
+					 &visrec__v1__audience_response__descriptor, (ProtobufCMessage **)&resp,
+					 cli_deadline_ms(c, UNARY_DEADLINE_MS), NULL, &st);
+		if (rc) {
+			code = cli_call_error(c, CLI_RANKD, "Audience", rc, &st);
+			goto leave;
+		}
+		cJSON *o = cli_proto_json(&resp->base);
+		if (o) {
+			cJSON_AddStringToObject(o, "item_id", il.items[x]);
+			cJSON_AddItemToArray(all, o);
+		}
+		if (!c->json) {
+			printf("%sitem %s%s: %s, model version %llu\n", x ? "\n" : "", il.items[x],
+			       resp->cold ? " (cold)" : "", cli_model_name(resp->model),
+			       (unsigned long long)resp->model_version);
+			for (size_t i = 0; i < resp->n_users; i++)
+				printf("%4zu  %-24s %10.5f\n", i + 1, resp->users[i]->user_id,
+				       resp->users[i]->score);
+		}
+		protobuf_c_message_free_unpacked(&resp->base, NULL);
+	}
+	if (cli_wants_json(c)) {
+		cJSON *out = all;
+		if (il.n == 1)
+			out = cJSON_DetachItemFromArray(all, 0);
+		else
+			all = NULL;
+		code = cli_output(c, out);
+	}
+leave:
+	cJSON_Delete(all);
+	cli_list_free(&il);
 	return code;
 }

@@ -22,6 +22,7 @@ struct icsv {
 	size_t cap;
 	long lineno;
 	int col_user, col_item, col_ts; /* -1 until the first line was seen */
+	int ts_optional;                /* icsv_timestamp_optional */
 	char error[512];
 };
 
@@ -163,12 +164,28 @@ static int layout(icsv *r, char **f, int n)
 		else if (name_is(s, "timestamp", "time", "ts"))
 			r->col_ts = i;
 	}
+	if (r->ts_optional && r->col_user >= 0 && r->col_item >= 0)
+		return 1;
+	if (r->ts_optional && r->col_user < 0 && r->col_item < 0 && r->col_ts < 0 && n >= 2) {
+		/* No header: user,item[,timestamp]. */
+		r->col_user = 0;
+		r->col_item = 1;
+		return 0;
+	}
 	if (r->col_user < 0 || r->col_item < 0 || r->col_ts < 0) {
 		r->col_user = r->col_item = r->col_ts = -1;
+		if (r->ts_optional)
+			return bad(r, "expected a header naming the columns user and item (and timestamp), "
+				   "or rows user,item[,timestamp]");
 		return bad(r, "expected a header naming the columns user, item and timestamp, or a "
 			   "row user,item,timestamp with an integer timestamp");
 	}
 	return 1;
+}
+
+void icsv_timestamp_optional(icsv *r)
+{
+	r->ts_optional = 1;
 }
 
 int icsv_next(icsv *r, icsv_row *row)
@@ -203,7 +220,7 @@ int icsv_next(icsv *r, icsv_row *row)
 			return bad(r, "%d field(s), expected at least %d", n, need + 1);
 		row->user = trim(f[r->col_user]);
 		row->item = trim(f[r->col_item]);
-		const char *t = trim(f[r->col_ts]);
+		const char *t = r->col_ts >= 0 ? trim(f[r->col_ts]) : "0";
 		row->line = r->lineno;
 		char why[VR_ID_WHY + 100];
 		if (vr_id_check_named("the user id", row->user, strlen(row->user), why, sizeof why) ||

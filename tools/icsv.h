@@ -29,6 +29,10 @@ int icsv_open(icsv **out, const char *path);
  * or at once on failure); name stands for it in errors. Returns 0 or
  * VR_ENOMEM. */
 int icsv_open_stream(icsv **out, FILE *f, const char *name);
+/* Makes the timestamp column optional (a split's test pairs:
+ * user,item[,timestamp]); call before the first icsv_next. A row without
+ * one reads as timestamp 0. */
+void icsv_timestamp_optional(icsv *r);
 /* Reads the next row into *row. Returns 0, VR_EEOF after the last row,
  * VR_EINVAL for a malformed row or header (icsv_error says which line and
  * why; the next call reads on), -errno on a read error, VR_ENOMEM. */

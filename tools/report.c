@@ -351,6 +351,7 @@ struct run {
 	cJSON *train[NMODELS];
 	cJSON *eval[NMODELS][2];
 	cJSON *recs[NMODELS];  /* an array of per-user objects */
+	cJSON *audience[NMODELS]; /* an array of per-item Audience answers, or NULL */
 	cJSON *info;
 	char *steps;           /* steps.tsv */
 };
@@ -421,9 +422,27 @@ static void run_free(struct run *r)
 		cJSON_Delete(r->eval[m][0]);
 		cJSON_Delete(r->eval[m][1]);
 		cJSON_Delete(r->recs[m]);
+		cJSON_Delete(r->audience[m]);
 	}
 	cJSON_Delete(r->info);
 	free(r->steps);
+}
+
+/* The CLI saves one answer as an object and several as an array: makes
+ * *x an array (NULL when it holds an error). */
+static void as_array(cJSON **x)
+{
+	if (!*x || cJSON_IsArray(*x))
+		return;
+	cJSON *arr = cJSON_CreateArray();
+	if (cJSON_GetObjectItem(*x, "error") || !arr) {
+		cJSON_Delete(*x);
+		cJSON_Delete(arr);
+		*x = NULL;
+	} else {
+		cJSON_AddItemToArray(arr, *x);
+		*x = arr;
+	}
 }
 
 static int run_load(struct run *r, const char *dir, char *err, size_t errlen)
@@ -442,19 +461,11 @@ static int run_load(struct run *r, const char *dir, char *err, size_t errlen)
 			}
 		}
 		snprintf(name, sizeof name, "recs-%s.json", model_keys[m]);
-		if (!rc)
-			rc = read_json(dir, name, &r->recs[m], err, errlen);
-		if (!rc && r->recs[m] && !cJSON_IsArray(r->recs[m])) {
-			cJSON *arr = cJSON_CreateArray();
-			if (cJSON_GetObjectItem(r->recs[m], "error") || !arr) {
-				cJSON_Delete(r->recs[m]);
-				cJSON_Delete(arr);
-				r->recs[m] = NULL;
-			} else {
-				cJSON_AddItemToArray(arr, r->recs[m]);
-				r->recs[m] = arr;
-			}
-		}
+		if (!rc && !(rc = read_json(dir, name, &r->recs[m], err, errlen)))
+			as_array(&r->recs[m]);
+		snprintf(name, sizeof name, "audience-%s.json", model_keys[m]);
+		if (!rc && !(rc = read_json(dir, name, &r->audience[m], err, errlen)))
+			as_array(&r->audience[m]);
 	}
 	if (!rc)
 		rc = read_json(dir, "info.json", &r->info, err, errlen);
@@ -606,13 +617,62 @@ static void metrics_of(const cJSON *res, double v[6])
 	}
 }
 
-static const cJSON *eval_subset(const cJSON *eval, const char *subset)
+/* The result for subset in an Evaluate answer's list ("results", or
+ * "popularity": the baseline rankd evaluates beside the model). */
+static const cJSON *eval_list_subset(const cJSON *eval, const char *list, const char *subset)
 {
 	const cJSON *r;
-	cJSON_ArrayForEach(r, cJSON_GetObjectItem(eval, "results"))
+	cJSON_ArrayForEach(r, cJSON_GetObjectItem(eval, list))
 		if (!strcmp(str(r, "subset"), subset))
 			return r;
 	return NULL;
+}
+
+static const cJSON *eval_subset(const cJSON *eval, const char *subset)
+{
+	return eval_list_subset(eval, "results", subset);
+}
+
+/* The popularity baseline of protocol p and a subset: the same for every
+ * model's evaluation (training counts, same users), so the first found. */
+static const cJSON *popularity_subset(const struct run *r, int p, const char *subset)
+{
+	for (int m = 0; m < NMODELS; m++)
+		if (r->eval[m][p]) {
+			const cJSON *x = eval_list_subset(r->eval[m][p], "popularity", subset);
+			if (x)
+				return x;
+		}
+	return NULL;
+}
+
+/* One line: whether AUC follows DVBPR > VBPR > BPR > popularity (the
+ * order the models' design expects), standard protocol, all and cold. */
+static void put_order(FILE *f, const struct run *r)
+{
+	static const char *const names[4] = { "DVBPR", "VBPR", "BPR", "popularity" };
+	fputs("<p id=\"order\" class=\"note\">Expected order DVBPR &gt; VBPR &gt; BPR &gt; popularity "
+	      "(AUC, standard protocol): ", f);
+	for (int s = 0; s < 2; s++) {
+		double auc[4];
+		int have = 1, holds = 1;
+		for (int x = 0; x < 4; x++) {
+			const cJSON *res = x < 3 ? (r->eval[2 - x][0] ? eval_subset(r->eval[2 - x][0], subsets[s]) : NULL)
+					       : popularity_subset(r, 0, subsets[s]);
+			auc[x] = res && num(res, "users") > 0 ? num(res, "auc") : NAN;
+			have &= !isnan(auc[x]);
+			if (x && have)
+				holds &= auc[x - 1] > auc[x];
+		}
+		fprintf(f, "%s<b>%s users: %s</b> (", s ? "; " : "", subsets[s],
+			!have ? "cannot tell, a model is missing" : holds ? "holds" : "does not hold");
+		for (int x = 0; x < 4; x++) {
+			fprintf(f, "%s%s ", x ? ", " : "", names[x]);
+			put_num(f, auc[x], 4);
+		}
+		fputs(")", f);
+	}
+	fputs(".</p>\n", f);
 }
 
 /* Why a model has no results: its train file's error, or "not run". */
@@ -641,8 +701,9 @@ static void put_metrics(FILE *f, const struct run *r)
 	      "interaction is held out. <b>standard</b>: all of the user's training items are "
 	      "excluded from the ranking. <b>tutorial</b>: only the last 10 are excluded and AUC = "
 	      "(N−1−rank)/(N−1) over all N items, as in the tutorial's code. <b>cold</b>: users "
-	      "whose test item has no training interaction (only its image is known). Best value "
-	      "per group in bold.</p>\n<div class=\"cols\">\n<table id=\"metrics-table\"><caption>"
+	      "whose test item has no training interaction (only its image is known). "
+	      "<b>popularity</b>: items ranked by training interactions, the baseline every model "
+	      "must beat. Best value per group in bold.</p>\n<div class=\"cols\">\n<table id=\"metrics-table\"><caption>"
 	      "This run</caption>\n<tr><th class=\"l\">Protocol</th><th class=\"l\">Subset</th>"
 	      "<th class=\"l\">Model</th><th>Users</th>", f);
 	for (int j = 0; j < 6; j++)
@@ -651,11 +712,13 @@ static void put_metrics(FILE *f, const struct run *r)
 	int rows = 0;
 	for (int p = 0; p < 2; p++) {
 		for (int s = 0; s < 2; s++) {
-			double v[NMODELS][6], best[6];
-			const cJSON *res[NMODELS];
+			/* The models, then the popularity baseline (row NMODELS). */
+			double v[NMODELS + 1][6], best[6];
+			const cJSON *res[NMODELS + 1];
 			int n = 0;
-			for (int m = 0; m < NMODELS; m++) {
-				res[m] = r->eval[m][p] ? eval_subset(r->eval[m][p], subsets[s]) : NULL;
+			for (int m = 0; m <= NMODELS; m++) {
+				res[m] = m == NMODELS ? popularity_subset(r, p, subsets[s]) :
+					 r->eval[m][p] ? eval_subset(r->eval[m][p], subsets[s]) : NULL;
 				if (res[m]) {
 					metrics_of(res[m], v[m]);
 					n++;
@@ -667,7 +730,7 @@ static void put_metrics(FILE *f, const struct run *r)
 			for (int j = 0; j < 6; j++) {
 				double lo = NAN;
 				best[j] = NAN;
-				for (int m = 0; m < NMODELS; m++) {
+				for (int m = 0; m <= NMODELS; m++) {
 					if (!res[m] || isnan(v[m][j]))
 						continue;
 					if (isnan(best[j]) || v[m][j] > best[j])
@@ -679,7 +742,7 @@ static void put_metrics(FILE *f, const struct run *r)
 					best[j] = NAN;
 			}
 			int first = 1;
-			for (int m = 0; m < NMODELS; m++) {
+			for (int m = 0; m <= NMODELS; m++) {
 				if (!res[m])
 					continue;
 				fprintf(f, "<tr%s>", first ? " class=\"grp\"" : "");
@@ -687,8 +750,14 @@ static void put_metrics(FILE *f, const struct run *r)
 					fprintf(f, "<td class=\"l\" rowspan=\"%d\">%s</td><td class=\"l\" "
 						"rowspan=\"%d\">%s</td>", n, protocols[p], n, subsets[s]);
 				first = 0;
-				fprintf(f, "<td class=\"l\">%s</td><td>%.0f</td>", model_names[m],
-					num(res[m], "users"));
+				fprintf(f, "<td class=\"l\">%s</td><td>%.0f</td>",
+					m == NMODELS ? "popularity" : model_names[m], num(res[m], "users"));
+				if (!(num(res[m], "users") > 0)) {
+					/* Not a row of zeros that would read as AUC 0. */
+					fputs("<td colspan=\"6\">no users</td></tr>\n", f);
+					rows++;
+					continue;
+				}
 				for (int j = 0; j < 6; j++) {
 					fprintf(f, "<td%s>", v[m][j] == best[j] ? " class=\"best\"" : "");
 					put_num(f, v[m][j], 5);
@@ -705,6 +774,7 @@ static void put_metrics(FILE *f, const struct run *r)
 	fputs("</table>\n", f);
 	put_published(f);
 	fputs("</div>\n", f);
+	put_order(f, r);
 	for (int m = 0; m < NMODELS; m++)
 		put_model_note(f, r, m);
 	fputs("</section>\n", f);
@@ -1022,6 +1092,71 @@ static void put_user(const struct page *pg, const rp_user *u)
 	fputs("</div>\n", f);
 }
 
+/* Audience of new items: for a few cold items, the users each model
+ * would show it to (Audience, reverse top-k), what the first of them
+ * consumed, and whether the user who did take the item is among them. */
+static void put_audience(const struct page *pg)
+{
+	FILE *f = pg->f;
+	const struct run *r = pg->r;
+	const cJSON *first = NULL, *o;
+	for (int m = NMODELS - 1; m >= 0 && !first; m--)
+		first = r->audience[m];
+	if (!first)
+		return;
+	fputs("<section id=\"audience\"><h2>Audience of new items</h2>\n<p class=\"sub\">Items with "
+	      "no training interaction (their image is all the model knows) and the users each model "
+	      "ranks highest for them (Audience: reverse top-k over users; run.sh asks with "
+	      "include_seen, so the user who took the item in the held-out test can show: "
+	      "<b>hit</b>).</p>\n", f);
+	cJSON_ArrayForEach(o, first) {
+		const char *item = str(o, "item_id");
+		fputs("<div class=\"user\"><h3>Item ", f);
+		put_esc(f, item);
+		fputs("</h3>\n<div class=\"strip\"><div class=\"lab\">New item</div><div class=\"tiles\">", f);
+		put_tile(pg, item, "new", 0, "truth", 1, NAN);
+		fputs("</div></div>\n", f);
+		for (int m = 0; m < NMODELS; m++) {
+			const cJSON *a = NULL, *x, *u;
+			cJSON_ArrayForEach(x, r->audience[m])
+				if (!strcmp(str(x, "item_id"), item))
+					a = x;
+			if (!a)
+				continue;
+			fprintf(f, "<div class=\"strip\"><div class=\"lab\">%s audience</div><div>",
+				model_names[m]);
+			int rank = 0, shown = 0;
+			cJSON_ArrayForEach(u, cJSON_GetObjectItem(a, "users")) {
+				rp_user ru;
+				const char *id = str(u, "user_id");
+				int hit = !rp_dataset_user(pg->ds, id, &ru) && !strcmp(ru.test_item, item);
+				fprintf(f, "%s%d. %s", rank ? ", " : "", rank + 1, hit ? "<b>hit " : "");
+				put_esc(f, id);
+				fputs(hit ? "</b>" : "", f);
+				rank++;
+			}
+			fputs(rank ? "" : "no users", f);
+			fputs("</div></div>\n", f);
+			/* What the two best-ranked users consumed. */
+			cJSON_ArrayForEach(u, cJSON_GetObjectItem(a, "users")) {
+				if (shown++ == 2)
+					break;
+				const char *recent[64];
+				size_t nr = rp_dataset_recent(pg->ds, str(u, "user_id"), recent,
+							      (size_t)(pg->recent < 8 ? pg->recent : 8));
+				fputs("<div class=\"strip\"><div class=\"lab\">", f);
+				put_esc(f, str(u, "user_id"));
+				fputs("<small>consumed, newest first</small></div><div class=\"tiles\">", f);
+				for (size_t i = 0; i < nr; i++)
+					put_tile(pg, recent[i], NULL, 0, NULL, 0, NAN);
+				fputs("</div></div>\n", f);
+			}
+		}
+		fputs("</div>\n", f);
+	}
+	fputs("</section>\n", f);
+}
+
 static void put_users(const struct page *pg, int want)
 {
 	FILE *f = pg->f;
@@ -1223,6 +1358,7 @@ int rp_write(const rp_opts *o, char *err, size_t errlen)
 			   .k = o->k > 0 ? o->k : 20, .recent = o->recent > 0 ? o->recent : 10 };
 	pg.recent = pg.recent > 64 ? 64 : pg.recent;
 	put_users(&pg, o->users > 0 ? o->users : 4);
+	put_audience(&pg);
 	put_steps(f, run.steps);
 	fputs("<footer><p>Image check: <span id=\"img-check\" data-broken=\"unknown\">not run "
 	      "(needs JavaScript)</span></p><p>Written by <code>visrec report</code>; no external "

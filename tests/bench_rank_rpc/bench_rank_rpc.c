@@ -14,7 +14,12 @@
  *
  *   bench_rank_rpc [--items 10000] [--users 1000] [--seconds 3]
  *                  [--levels 1,8,64] [--channels 8] [--server-threads 2]
- *                  [--k 20] [--approx 0] [--dir DIR] */
+ *                  [--k 20] [--approx 0] [--cold-slots 0] [--dir DIR]
+ *
+ * --cold-slots N asks every Recommend to keep N of its k places for cold
+ * items (RecommendRequest.cold_slots): the items no synthetic interaction
+ * names, about e^-2 = 14% of them at the defaults. Run it with 0 and with
+ * N on the same settings to see what the reserved places cost. */
 #include "err.h"
 #include "flags.h"
 #include "interactions.h"
@@ -133,6 +138,7 @@ struct client {
 	uint32_t n_users;
 	int k;
 	uint64_t seed;
+	int cold_slots;
 	uint32_t *lat_us;
 	size_t cap, n;
 	long errors;
@@ -149,6 +155,7 @@ static void *client_main(void *arg)
 	Visrec__V1__RecommendRequest req = VISREC__V1__RECOMMEND_REQUEST__INIT;
 	req.user_id = user;
 	req.k = c->k;
+	req.cold_slots = c->cold_slots;
 	for (;;) {
 		int ph = atomic_load(&phase);
 		if (ph == 2)
@@ -223,6 +230,7 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 int main(int argc, char **argv)
 {
 	int items = 10000, users = 1000, channels = 8, server_threads = 2, k = 20, approx = 0;
+	int cold_slots = 0;
 	double seconds = 3;
 	const char *levels = "1,8,64", *dir = NULL;
 	const vr_flag flags[] = {
@@ -234,6 +242,7 @@ int main(int argc, char **argv)
 		{ "server-threads", NULL, VR_FLAG_INT, &server_threads, "2", "rankd --threads", 0 },
 		{ "k", NULL, VR_FLAG_INT, &k, "20", "top-k", 0 },
 		{ "approx", NULL, VR_FLAG_INT, &approx, "0", "rankd --topk-approx", 0 },
+		{ "cold-slots", NULL, VR_FLAG_INT, &cold_slots, "0", "places of k kept for cold items", 0 },
 		{ "dir", NULL, VR_FLAG_STRING, &dir, NULL, "work directory (default: a new one under /tmp)", 0 },
 		{ 0 },
 	};
@@ -243,8 +252,8 @@ int main(int argc, char **argv)
 		vr_flags_usage(stdout, "bench_rank_rpc", "Recommend through a real rankd on loopback.", flags);
 		return 0;
 	}
-	if (rc || items < 1 || users < 1 || channels < 1 || k < 1) {
-		fprintf(stderr, "bench_rank_rpc: %s\n", rc ? err : "--items, --users, --channels, --k must be >= 1");
+	if (rc || items < 1 || users < 1 || channels < 1 || k < 1 || cold_slots < 0 || cold_slots > k) {
+		fprintf(stderr, "bench_rank_rpc: %s\n", rc ? err : "--items, --users, --channels, --k must be >= 1, --cold-slots 0..k");
 		return 2;
 	}
 	char work[256], data[300], log[300];
@@ -257,8 +266,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "bench_rank_rpc: cannot write the snapshot: %s\n", vr_strerror(rc));
 		return 1;
 	}
-	printf("snapshot: %d items, %d users, VBPR K=200 K'=100 F=2048 (D=301), written in %.1f s\n",
-	       items, users, now_s() - t0);
+	printf("snapshot: %d items, %d users, VBPR K=200 K'=100 F=2048 (D=301), written in %.1f s; "
+	       "k %d, cold slots %d\n", items, users, now_s() - t0, k, cold_slots);
 	vr_rpc_init();
 	printf("%6s %9s %9s %10s %10s %10s %10s %7s %9s %9s\n", "conc", "calls", "QPS", "cli_p50_us",
 	       "cli_p99_us", "srv_p50_us", "srv_p99_us", "errors", "start_s", "rss_MB");
@@ -296,7 +305,7 @@ int main(int argc, char **argv)
 		atomic_store(&phase, 0);
 		for (int c = 0; c < conc; c++) {
 			cl[c] = (struct client){ .ch = chs[c % nch], .n_users = (uint32_t)users, .k = k,
-						 .seed = (uint64_t)c + 1, .cap = (size_t)(seconds * 200000 / conc + 1000) };
+						 .seed = (uint64_t)c + 1, .cold_slots = cold_slots, .cap = (size_t)(seconds * 200000 / conc + 1000) };
 			cl[c].lat_us = malloc(cl[c].cap * sizeof *cl[c].lat_us);
 			memset(cl[c].lat_us, 0, cl[c].cap * sizeof *cl[c].lat_us);
 			pthread_create(&cl[c].tid, NULL, client_main, &cl[c]);

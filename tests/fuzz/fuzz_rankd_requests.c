@@ -2,8 +2,9 @@
  * rpc layer's unpack (vr__unpack, one slice or several) into each
  * visrec.v1.Rank request type, then the checks its handler runs first:
  * Recommend's and each of a RecommendBatch's (rk_check_recommend, with
- * rankd's default limits), Train's settings (rk_train_check), Evaluate's
- * protocol name, and AddInteractions' rows stored as the handler stores
+ * rankd's default limits, cold_slots included), Train's settings
+ * (rk_train_check), Audience's (rk_check_audience), Evaluate's protocol
+ * name and its given split's ids (EvaluateRequest.test, cold_test), and AddInteractions' rows stored as the handler stores
  * them (into a fresh in-memory interaction set, whose add refuses bad
  * ids). Also the featured messages rankd reads (a Watch change, a
  * GetVectors chunk, Info). Every message that unpacks must pack back
@@ -14,9 +15,10 @@
  * items) and Evaluate's ks checks; they are a few comparisons each, and
  * the rankd_service tests cover them through a real daemon.
  *
- * Input: a selector byte (bits 0-6: the message type, modulo 10; bit 7:
+ * Input: a selector byte (bits 0-6: the message type, modulo 11; bit 7:
  * hand the bytes over in two slices), then the message bytes. */
 #include "fuzz_proto.h"
+#include "ids.h"
 #include "interactions.h"
 #include "metrics.h"
 #include "service.h"
@@ -34,6 +36,7 @@ static const ProtobufCMessageDescriptor *const types[] = {
 	&visrec__v1__item_change__descriptor,            /* featured's Watch stream */
 	&visrec__v1__get_vectors_response__descriptor,
 	&visrec__v1__featured_info_response__descriptor,
+	&visrec__v1__audience_request__descriptor,
 };
 #define N_TYPES (sizeof types / sizeof types[0])
 
@@ -90,8 +93,18 @@ static void check(int type, const ProtobufCMessage *m)
 		enum vr_eval_protocol p;
 		if (r->protocol[0])
 			vr_metrics_parse_protocol(r->protocol, &p);
+		/* The split's ids, by the rule the handler applies to them. */
+		for (size_t x = 0; x < r->n_test + r->n_cold_test; x++) {
+			const Visrec__V1__Interaction *in =
+				x < r->n_test ? r->test[x] : r->cold_test[x - r->n_test];
+			vr_id_check_named("test[].user_id", in->user_id, strlen(in->user_id), why, sizeof why);
+			vr_id_check_named("test[].item_id", in->item_id, strlen(in->item_id), why, sizeof why);
+		}
 		break;
 	}
+	case 10:
+		rk_check_audience(&svc, (const void *)m, why);
+		break;
 	default:
 		break;
 	}

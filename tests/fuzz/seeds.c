@@ -580,6 +580,9 @@ static void seeds_rankd_requests(void)
 	b.n_requests = 2;
 	b.requests = rs;
 	message(h, "recommend-batch", 3, &b.base);
+	Visrec__V1__RecommendRequest r3 = r;
+	r3.cold_slots = 3;
+	message(h, "recommend-cold-slots", 2, &r3.base);
 	Visrec__V1__ScoreRequest sc = VISREC__V1__SCORE_REQUEST__INIT;
 	sc.user_id = "u1";
 	sc.n_item_ids = 2;
@@ -593,6 +596,16 @@ static void seeds_rankd_requests(void)
 	ev.max_users = 100;
 	ev.seed = 9;
 	message(h, "evaluate", 5, &ev.base);
+	Visrec__V1__Interaction *split[] = { &in[0], &in[2] }, *cold_split[] = { &in[1] };
+	ev.n_test = 2;
+	ev.test = split;
+	ev.n_cold_test = 1;
+	ev.cold_test = cold_split;
+	message(h, "evaluate-given-split", 5, &ev.base);
+	Visrec__V1__AudienceRequest au = VISREC__V1__AUDIENCE_REQUEST__INIT;
+	au.item_id = "i1";
+	au.k = 100;
+	message(h, "audience", 10, &au.base);
 	Visrec__V1__RankInfoRequest ri = VISREC__V1__RANK_INFO_REQUEST__INIT;
 	message(h, "rank-info", 6, &ri.base);
 

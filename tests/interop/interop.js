@@ -367,6 +367,14 @@ async function main() {
 			assert.equal(e.code, S.INVALID_ARGUMENT);
 			assert.ok(e.details.includes('arch "nonet" is not known'), e.details);
 		});
+		// BPR ranks featured's whole catalogue as well as the items of
+		// interactions (issue 15.5).
+		let featuredIds = [];
+		await check('featured GetVectors all names the catalogue rankd will rank', async () => {
+			const got = await serverStream(fcl, 'GetVectors', { all: true });
+			featuredIds = got.flatMap((m) => m.vectors).map((v) => v.item_id);
+			assert.ok(featuredIds.length >= ids.length);
+		});
 		fcl.close();
 
 		// ---- rankd ----
@@ -389,6 +397,7 @@ async function main() {
 
 		const users = [...new Set(rows.map((r) => r.user_id))];
 		const items = [...new Set(rows.map((r) => r.item_id))];
+		const catalogue = new Set([...items, ...featuredIds]);
 		const seen = new Map(users.map((u) => [u, new Set()]));
 		for (const r of rows) seen.get(r.user_id).add(r.item_id);
 		await check('rankd AddInteractions in two batches', async () => {
@@ -456,7 +465,7 @@ async function main() {
 			}
 			top = res.items;
 			const all = await unary(rcl, 'Recommend', { user_id: u0, k: 1000, include_seen: true });
-			assert.equal(all.items.length, items.length);
+			assert.equal(all.items.length, catalogue.size);
 			assert.ok([...seen.get(u0)].every((i) => all.items.some((x) => x.item_id === i)));
 			const cand = [items[0], items[1], items[2]];
 			const c = await unary(rcl, 'Recommend', { user_id: u0, k: 10, include_seen: true, candidates: cand });
@@ -520,9 +529,51 @@ async function main() {
 			await rejects(unary(rcl, 'Evaluate', { protocol: 'nope' }), S.INVALID_ARGUMENT, 'protocol "nope" is not known');
 		});
 
+		await check('rankd Recommend with cold_slots keeps places for cold items', async () => {
+			const full = await unary(rcl, 'Recommend', { user_id: u0, k: 1000 });
+			const coldAvail = full.items.filter((x) => x.cold).length;
+			const res = await unary(rcl, 'Recommend', { user_id: u0, k: 5, cold_slots: 2 });
+			assert.equal(res.items.length, Math.min(5, full.items.length));
+			assert.ok(res.items.filter((x) => x.cold).length >= Math.min(2, coldAvail));
+			for (let i = 1; i < res.items.length; i++) assert.ok(res.items[i - 1].score >= res.items[i].score);
+			const b = await unary(rcl, 'RecommendBatch', { requests: [{ user_id: u0, k: 5, cold_slots: 2 }] });
+			assert.deepEqual(b.responses[0].items.map((x) => x.item_id), res.items.map((x) => x.item_id));
+			await rejects(unary(rcl, 'Recommend', { user_id: u0, k: 5, cold_slots: 6 }), S.INVALID_ARGUMENT,
+				'cold_slots must be between 0 and k (5); got 6');
+		});
+
+		await check('rankd Audience: the users who score an item highest', async () => {
+			const item = top[0].item_id;
+			const res = await unary(rcl, 'Audience', { item_id: item, k: 3 });
+			assert.equal(res.model, 'BPR');
+			assert.ok(res.users.length > 0 && res.users.length <= 3);
+			for (let i = 1; i < res.users.length; i++) assert.ok(res.users[i - 1].score >= res.users[i].score);
+			for (const a of res.users) {
+				const sc = await unary(rcl, 'Score', { user_id: a.user_id, item_ids: [item] });
+				assert.ok(close(sc.items[0].score, a.score), `${a.user_id}: ${sc.items[0].score} vs ${a.score}`);
+			}
+			await rejects(unary(rcl, 'Audience', { item_id: item, k: 0 }), S.INVALID_ARGUMENT, 'k must be between 1 and');
+			await rejects(unary(rcl, 'Audience', { item_id: 'nope', k: 3 }), S.NOT_FOUND, 'unknown item "nope"');
+		});
+
+		await check('rankd Evaluate on a given split, beside popularity', async () => {
+			const test = [{ user_id: u0, item_id: top[0].item_id }];
+			const res = await unary(rcl, 'Evaluate', { test }, 60);
+			assert.equal(res.split, 'given');
+			assert.equal(res.results[0].users, 1);
+			assert.deepEqual(res.popularity.map((r) => r.subset), ['all', 'cold']);
+			assert.equal(res.popularity[0].users, 1);
+			const ll = await unary(rcl, 'Evaluate', {}, 60);
+			assert.equal(ll.split, 'leave_last_out');
+			await rejects(unary(rcl, 'Evaluate', { test: [{ user_id: 'nobody', item_id: top[0].item_id }] }),
+				S.INVALID_ARGUMENT, 'test[0]: unknown user "nobody"');
+			await rejects(unary(rcl, 'Evaluate', { test, cold_test: [{ user_id: u0, item_id: 'nope' }] }),
+				S.INVALID_ARGUMENT, 'cold_test[0]: unknown item "nope"');
+		});
+
 		await check('rankd Info after training', async () => {
 			const info = await unary(rcl, 'Info', {});
-			assert.deepEqual([info.users, info.items, info.interactions], [users.length, items.length, rows.length]);
+			assert.deepEqual([info.users, info.items, info.interactions], [users.length, catalogue.size, rows.length]);
 			assert.equal(info.model, 'BPR');
 		});
 		rcl.close();

@@ -189,6 +189,33 @@ static void random_cases(enum rk_isa isa, int approx)
 				found += out[i].item == ref[j].item;
 		}
 		wanted += want;
+		/* Exact scans also select marked items (cold slots): the
+		 * reference's eligible list filtered to them, in its order. */
+		if (!approx && !bad) {
+			uint32_t n_mark = rng_below(n + 1);
+			uint8_t *mark = malloc(n + 1);
+			for (uint32_t i = 0; i < n_mark; i++)
+				mark[i] = rng_below(4) == 0;
+			struct rk_hit *mout = malloc((n + 1) * sizeof *mout), *sink = malloc((n + 1) * sizeof *sink);
+			struct rk_topk_mark mk = { mark, n_mark, 1 + (int)rng_below(8), mout, 0 };
+			size_t n_sink = 0, m = 0;
+			rc = rk_topk_marked(&v, &req, &mk, ws, sink, n + 1, &n_sink);
+			bad = rc != 0 || n_sink != n_out;
+			for (size_t i = 0; !bad && i < n_ref && m < (size_t)mk.k; i++) {
+				uint32_t id = ref[i].item;
+				if (id < n_mark && !mark[id])
+					continue;
+				bad = m >= mk.n_out || mout[m].item != id || mout[m].score != ref[i].score;
+				m++;
+			}
+			bad |= m != mk.n_out;
+			if (bad)
+				fprintf(stderr, "  case %d: marked selection differs (n_mark %u, k2 %d, %zu of %zu)\n",
+					c, n_mark, mk.k, mk.n_out, m);
+			free(mark);
+			free(mout);
+			free(sink);
+		}
 		for (size_t i = 0; !bad && i < n_ref; i++) {
 			double d = dot_ref(user, rows + (size_t)ref[i].item * dim, dim);
 			bad = fabs(d - ref[i].score) > 1e-4 * (1 + fabs(d)) + 1e-5 * dim;

@@ -556,8 +556,10 @@ TEST(train_bpr_and_recommend)
 	int status = proc_stop(&r, 10000);
 	ASSERT_OK(s_late_add.code);
 	ASSERT_OK(s_late.code);
+	/* Scored by the prior (prior.h: BPR's is the warm items' mean β, γ),
+	 * not by the zeros that sank cold items below every warm one. */
 	ASSERT(late_rec && late_rec->n_items == 1 && late_rec->items[0]->cold &&
-	       late_rec->items[0]->score == 0);
+	       late_rec->items[0]->score != 0 && isfinite(late_rec->items[0]->score));
 	release(late_rec);
 	ASSERT(t.messages >= 3);
 	ASSERT_STR_EQ(t.first_state, "loading");
@@ -1264,6 +1266,241 @@ TEST(vbpr_with_featured_ranks_new_items_cold)
 	release(with_new2);
 }
 
+/* ---- cold start: the prior, cold slots, Audience, a given split ------------ */
+
+static int count_cold(const Visrec__V1__RecommendResponse *r)
+{
+	int n = 0;
+	for (size_t j = 0; r && j < r->n_items; j++)
+		n += r->items[j]->cold;
+	return n;
+}
+
+static int evaluate_split(vr_channel *ch, Visrec__V1__Interaction **test, size_t n_test,
+			  Visrec__V1__Interaction **cold, size_t n_cold,
+			  Visrec__V1__EvaluateResponse **out, vr_status *st)
+{
+	Visrec__V1__EvaluateRequest req = VISREC__V1__EVALUATE_REQUEST__INIT;
+	req.test = test;
+	req.n_test = n_test;
+	req.cold_test = cold;
+	req.n_cold_test = n_cold;
+	*out = NULL;
+	return unary(ch, "Evaluate", &req.base, &visrec__v1__evaluate_response__descriptor, out, st);
+}
+
+/* BPR with featured: items with images and no interactions (v030-v039)
+ * are in the catalogue, Score answers for them (the prior's mean, not
+ * NOT_FOUND), cold_slots puts them in a top-k, Audience ranks users for
+ * one, and Evaluate takes a given split and refuses unknown ids in it. */
+TEST(cold_items_bpr_slots_audience_and_given_split)
+{
+	struct proc f, r;
+	vr_channel *fch = NULL, *ch = NULL;
+	uint64_t seq = 0;
+	vr_status st;
+	if (start_featured(&f, "f6", NULL))
+		FAIL_("featured did not start");
+	vr_channel_create(&fch, f.addr, NULL);
+	int put = put_items(fch, 0, VITEMS, NULL, &seq, &st);
+	vr_channel_destroy(fch);
+	if (put) {
+		proc_stop(&f, 5000);
+		FAIL_("PutItems failed (rc %d): %s \"%s\"", put, vr_status_name(st.code), st.message);
+	}
+	ASSERT_OK(start_rankd(&r, "r6", f.addr));
+	vr_channel_create(&ch, r.addr, NULL);
+	unsigned char seen[VUSERS][VITEMS] = { { 0 } };
+	int added = add_visual_data(ch, seen);
+	Visrec__V1__TrainRequest treq;
+	train_req_bpr(&treq, 5, 2000);
+	struct train_out t = { 0 };
+	train_run(ch, &treq, &t);
+	Visrec__V1__RankInfoResponse *in = info(ch);
+
+	/* Score of an item only featured has. */
+	char *cold_ids[] = { "v035", "v001" };
+	Visrec__V1__ScoreRequest sreq = VISREC__V1__SCORE_REQUEST__INIT;
+	sreq.user_id = "u000";
+	sreq.item_ids = cold_ids;
+	sreq.n_item_ids = 2;
+	Visrec__V1__ScoreResponse *score = NULL;
+	vr_status s_score;
+	unary(ch, "Score", &sreq.base, &visrec__v1__score_response__descriptor, &score, &s_score);
+
+	/* Cold slots, one by one and in a batch. */
+	Visrec__V1__RecommendResponse *plain = NULL, *slots = NULL;
+	vr_status s_plain, s_slots, s_batch, s_bad;
+	recommend(ch, "u000", 8, 0, NULL, 0, &plain, &s_plain);
+	Visrec__V1__RecommendRequest rq = VISREC__V1__RECOMMEND_REQUEST__INIT, *rqp = &rq;
+	rq.user_id = "u000";
+	rq.k = 8;
+	rq.cold_slots = 3;
+	unary(ch, "Recommend", &rq.base, &visrec__v1__recommend_response__descriptor, &slots, &s_slots);
+	Visrec__V1__RecommendBatchRequest breq = VISREC__V1__RECOMMEND_BATCH_REQUEST__INIT;
+	breq.requests = &rqp;
+	breq.n_requests = 1;
+	Visrec__V1__RecommendBatchResponse *batch = NULL;
+	unary(ch, "RecommendBatch", &breq.base, &visrec__v1__recommend_batch_response__descriptor, &batch,
+	      &s_batch);
+	rq.cold_slots = 9;
+	void *bad = NULL;
+	unary(ch, "Recommend", &rq.base, &visrec__v1__recommend_response__descriptor, &bad, &s_bad);
+	release(bad);
+
+	/* Audience of a cold item and of a warm one (its users left out). */
+	Visrec__V1__AudienceRequest areq = VISREC__V1__AUDIENCE_REQUEST__INIT;
+	areq.item_id = "v035";
+	areq.k = 5;
+	Visrec__V1__AudienceResponse *aud = NULL, *aud_warm = NULL;
+	vr_status s_aud, s_aud_warm, s_aud_bad, s_aud_k;
+	unary(ch, "Audience", &areq.base, &visrec__v1__audience_response__descriptor, &aud, &s_aud);
+	areq.item_id = "v001";
+	areq.k = VUSERS;
+	unary(ch, "Audience", &areq.base, &visrec__v1__audience_response__descriptor, &aud_warm, &s_aud_warm);
+	areq.item_id = "nope";
+	bad = NULL;
+	unary(ch, "Audience", &areq.base, &visrec__v1__audience_response__descriptor, &bad, &s_aud_bad);
+	release(bad);
+	areq.item_id = "v001";
+	areq.k = 0;
+	bad = NULL;
+	unary(ch, "Audience", &areq.base, &visrec__v1__audience_response__descriptor, &bad, &s_aud_k);
+	release(bad);
+	/* Each audience score is the user's Score of the item. */
+	int aud_scores_match = aud != NULL;
+	for (size_t x = 0; aud && x < aud->n_users; x++) {
+		Visrec__V1__ScoreResponse *one = NULL;
+		vr_status s1;
+		char *id[] = { "v035" };
+		sreq.user_id = aud->users[x]->user_id;
+		sreq.item_ids = id;
+		sreq.n_item_ids = 1;
+		unary(ch, "Score", &sreq.base, &visrec__v1__score_response__descriptor, &one, &s1);
+		aud_scores_match &= one && fabsf(one->items[0]->score - aud->users[x]->score) <=
+			1e-4f * fmaxf(1, fabsf(one->items[0]->score));
+		release(one);
+	}
+
+	/* A given split: one warm pair, one cold pair; then unknown ids. */
+	Visrec__V1__Interaction p_warm = VISREC__V1__INTERACTION__INIT, p_cold = VISREC__V1__INTERACTION__INIT,
+				p_bad = VISREC__V1__INTERACTION__INIT;
+	p_warm.user_id = "u001";
+	p_warm.item_id = "v002";
+	p_cold.user_id = "u002";
+	p_cold.item_id = "v036";
+	Visrec__V1__Interaction *tp[] = { &p_warm }, *cp[] = { &p_cold }, *bp[] = { &p_bad };
+	Visrec__V1__EvaluateResponse *ev = NULL, *ev_cold = NULL;
+	vr_status s_ev, s_ev_cold, s_bad_user, s_bad_item, s_no_test, s_bad_id;
+	evaluate_split(ch, tp, 1, NULL, 0, &ev, &s_ev);
+	evaluate_split(ch, tp, 1, cp, 1, &ev_cold, &s_ev_cold);
+	Visrec__V1__EvaluateResponse *x = NULL;
+	p_bad.user_id = "nobody";
+	p_bad.item_id = "v002";
+	evaluate_split(ch, bp, 1, NULL, 0, &x, &s_bad_user);
+	release(x);
+	p_bad.user_id = "u001";
+	p_bad.item_id = "nothing";
+	evaluate_split(ch, tp, 1, bp, 1, &x, &s_bad_item);
+	release(x);
+	evaluate_split(ch, NULL, 0, cp, 1, &x, &s_no_test);
+	release(x);
+	p_bad.item_id = "a\tb";
+	evaluate_split(ch, bp, 1, NULL, 0, &x, &s_bad_id);
+	release(x);
+
+	vr_channel_destroy(ch);
+	int s_r = proc_stop(&r, 10000);
+	int s_f = proc_stop(&f, 10000);
+
+	ASSERT_OK(added);
+	ASSERT_MSG(t.code == GRPC_STATUS_OK && t.done, "Train: %s \"%s\"", vr_status_name(t.code), t.message);
+	/* BPR's catalogue is every item featured holds (issue 15.5). */
+	ASSERT(in && in->model == VISREC__V1__MODEL_KIND__BPR);
+	ASSERT_EQ_INT(in->items, VITEMS);
+	ASSERT_MSG(s_score.code == GRPC_STATUS_OK, "Score: %s \"%s\"", vr_status_name(s_score.code),
+		   s_score.message);
+	ASSERT(score->items[0]->cold && !score->items[1]->cold);
+	ASSERT(isfinite(score->items[0]->score) && score->items[0]->score != 0);
+
+	ASSERT_OK(s_plain.code);
+	ASSERT_OK(s_slots.code);
+	ASSERT_EQ_INT(slots->n_items, 8);
+	ASSERT(count_cold(slots) >= 3);
+	ASSERT(count_cold(slots) >= count_cold(plain));
+	for (size_t j = 1; j < slots->n_items; j++)
+		ASSERT(slots->items[j - 1]->score >= slots->items[j]->score);
+	/* The warm items kept are the plain ranking's best warm ones, in order. */
+	for (size_t j = 0, w = 0; j < slots->n_items; j++) {
+		if (slots->items[j]->cold)
+			continue;
+		while (w < plain->n_items && plain->items[w]->cold)
+			w++;
+		ASSERT(w < plain->n_items);
+		ASSERT_STR_EQ(slots->items[j]->item_id, plain->items[w]->item_id);
+		w++;
+	}
+	ASSERT_OK(s_batch.code);
+	ASSERT_EQ_INT(batch->responses[0]->n_items, slots->n_items);
+	for (size_t j = 0; j < slots->n_items; j++)
+		ASSERT_STR_EQ(batch->responses[0]->items[j]->item_id, slots->items[j]->item_id);
+	ASSERT_EQ_INT(s_bad.code, GRPC_STATUS_INVALID_ARGUMENT);
+	ASSERT_CONTAINS(s_bad.message, "cold_slots must be between 0 and k (8); got 9");
+
+	ASSERT_OK(s_aud.code);
+	ASSERT(aud->cold);
+	ASSERT_EQ_INT(aud->n_users, 5);
+	for (size_t j = 1; j < aud->n_users; j++)
+		ASSERT(aud->users[j - 1]->score >= aud->users[j]->score);
+	ASSERT(aud_scores_match);
+	ASSERT_OK(s_aud_warm.code);
+	ASSERT(!aud_warm->cold);
+	int had = 0;
+	for (int u = 0; u < VUSERS; u++)
+		had += seen[u][1];
+	ASSERT(had > 0);
+	/* Users whose last item is v001 have it held out as their test item:
+	 * the served seen lists hold every interaction, so all are left out. */
+	ASSERT_EQ_INT(aud_warm->n_users, VUSERS - had);
+	for (size_t j = 0; j < aud_warm->n_users; j++)
+		ASSERT(!seen[atoi(aud_warm->users[j]->user_id + 1)][1]);
+	ASSERT_EQ_INT(s_aud_bad.code, GRPC_STATUS_NOT_FOUND);
+	ASSERT_CONTAINS(s_aud_bad.message, "unknown item \"nope\"");
+	ASSERT_EQ_INT(s_aud_k.code, GRPC_STATUS_INVALID_ARGUMENT);
+
+	ASSERT_OK(s_ev.code);
+	ASSERT_STR_EQ(ev->split, "given");
+	ASSERT_EQ_INT(ev->n_results, 2);
+	ASSERT_EQ_INT(ev->results[0]->users, 1);
+	ASSERT(ev->results[0]->auc > 0 && ev->results[0]->auc <= 1);
+	/* The warm pair's item is not cold: the cold subset has no users. */
+	ASSERT_EQ_INT(ev->results[1]->users, 0);
+	ASSERT_EQ_INT(ev->n_popularity, 2);
+	ASSERT_EQ_INT(ev->popularity[0]->users, 1);
+	ASSERT_OK(s_ev_cold.code);
+	ASSERT_EQ_INT(ev_cold->results[1]->users, 1);
+	ASSERT_EQ_INT(ev_cold->popularity[1]->users, 1);
+	ASSERT_EQ_INT(s_bad_user.code, GRPC_STATUS_INVALID_ARGUMENT);
+	ASSERT_CONTAINS(s_bad_user.message, "test[0]: unknown user \"nobody\"");
+	ASSERT_EQ_INT(s_bad_item.code, GRPC_STATUS_INVALID_ARGUMENT);
+	ASSERT_CONTAINS(s_bad_item.message, "cold_test[0]: unknown item \"nothing\"");
+	ASSERT_EQ_INT(s_no_test.code, GRPC_STATUS_INVALID_ARGUMENT);
+	ASSERT_CONTAINS(s_no_test.message, "cold_test without test");
+	ASSERT_EQ_INT(s_bad_id.code, GRPC_STATUS_INVALID_ARGUMENT);
+	ASSERT_CONTAINS(s_bad_id.message, "test[0].item_id");
+	ASSERT_EQ_INT(s_r, 0);
+	ASSERT_EQ_INT(s_f, 0);
+	release(in);
+	release(score);
+	release(plain);
+	release(slots);
+	release(batch);
+	release(aud);
+	release(aud_warm);
+	release(ev);
+	release(ev_cold);
+}
+
 /* ---- an idle pair ---------------------------------------------------------- */
 
 #define IDLE_MS 10000
@@ -1502,6 +1739,7 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 static const struct vr_test tests[] = {
 	T(refusals_before_training), T(train_bpr_and_recommend), T(restart_serves_the_same_topk),
 	T(serving_during_training_and_cancel), T(vbpr_with_featured_ranks_new_items_cold),
+	T(cold_items_bpr_slots_audience_and_given_split),
 	T(added_interactions_excluded_at_once), T(added_during_train_stay_excluded),
 	T(added_interactions_excluded_after_restart), T(idle_pair_uses_no_cpu),
 	T(pair_with_tokens_follows_the_feed), T(full_disk_keeps_every_acked_interaction), { 0 },

@@ -11,6 +11,7 @@
 #include "err.h"
 #include "interactions.h"
 #include "model.h"
+#include "prior.h"
 #include "sampler.h"
 #include "store.h"
 #include "trainer.h"
@@ -300,6 +301,10 @@ TEST(snapshot_round_trip)
 	rk_model *m = random_model(RK_MODEL_VBPR, 7, 11, 5, 4, 9, 40), *back;
 	ASSERT(m);
 	m->version = 12345;
+	float prior[(2 + 9) * 6];
+	fill_random(prior, sizeof prior / sizeof *prior, 1.0f, 41);
+	ASSERT_EQ_INT(rk_model_set_prior(m, prior, 3), VR_EINVAL); /* neither 0, 1 nor 2 + F */
+	ASSERT_OK(rk_model_set_prior(m, prior, 2 + 9));
 	ASSERT_OK(rk_model_save(m, st, db, "current"));
 	ASSERT_EQ_INT(rk_model_load(&back, st, db, "missing"), VR_ENOTFOUND);
 	ASSERT_OK(rk_model_load(&back, st, db, "current"));
@@ -307,6 +312,8 @@ TEST(snapshot_round_trip)
 	ASSERT_EQ_INT(back->version, 12345);
 	ASSERT_EQ_INT(back->n_params, m->n_params);
 	ASSERT(!memcmp(back->params, m->params, m->n_params * sizeof(float)));
+	ASSERT_EQ_INT(back->prior_rows, 2 + 9);
+	ASSERT(!memcmp(back->prior, prior, sizeof prior));
 	rk_model_free(back);
 	/* A truncated value is corrupt, not a crash. */
 	vr_txn *txn;
@@ -890,6 +897,197 @@ TEST(progress_and_cancel)
 	free(s);
 }
 
+/* ---- the cold-item prior (prior.h) ---- */
+
+/* The reference ridge: standardise in double, form the normal equations
+ * and solve them by Gaussian elimination with partial pivoting, then map
+ * the weights back to raw features. */
+static void ridge_reference(const float *x, const float *y, size_t n, uint32_t p, uint32_t q,
+			    double lambda, double *coef, double *b)
+{
+	double mu[16] = {0}, sd[16] = {0}, ybar[4] = {0}, a[16][16 + 4];
+	for (size_t i = 0; i < n; i++) {
+		for (uint32_t c = 0; c < p; c++)
+			mu[c] += x[i * p + c];
+		for (uint32_t c = 0; c < q; c++)
+			ybar[c] += y[i * q + c];
+	}
+	for (uint32_t c = 0; c < p; c++)
+		mu[c] /= (double)n;
+	for (uint32_t c = 0; c < q; c++)
+		ybar[c] /= (double)n;
+	for (size_t i = 0; i < n; i++)
+		for (uint32_t c = 0; c < p; c++)
+			sd[c] += (x[i * p + c] - mu[c]) * (x[i * p + c] - mu[c]) / (double)n;
+	for (uint32_t c = 0; c < p; c++)
+		sd[c] = sd[c] > 0 ? 1 / sqrt(sd[c]) : 0;
+	for (uint32_t r = 0; r < p; r++) {
+		for (uint32_t c = 0; c < p + q; c++) {
+			double v = 0;
+			for (size_t i = 0; i < n; i++) {
+				double zr = (x[i * p + r] - mu[r]) * sd[r];
+				double o = c < p ? (x[i * p + c] - mu[c]) * sd[c] : y[i * q + c - p] - ybar[c - p];
+				v += zr * o;
+			}
+			a[r][c] = v + (c == r ? lambda : 0);
+		}
+	}
+	for (uint32_t col = 0; col < p; col++) {
+		uint32_t piv = col;
+		for (uint32_t r = col + 1; r < p; r++)
+			if (fabs(a[r][col]) > fabs(a[piv][col]))
+				piv = r;
+		for (uint32_t c = 0; c < p + q; c++) {
+			double t = a[col][c];
+			a[col][c] = a[piv][c];
+			a[piv][c] = t;
+		}
+		for (uint32_t r = 0; r < p; r++) {
+			if (r == col)
+				continue;
+			double f = a[r][col] / a[col][col];
+			for (uint32_t c = 0; c < p + q; c++)
+				a[r][c] -= f * a[col][c];
+		}
+	}
+	for (uint32_t c = 0; c < q; c++) {
+		b[c] = ybar[c];
+		for (uint32_t r = 0; r < p; r++) {
+			coef[r * q + c] = a[r][p + c] / a[r][r] * sd[r];
+			b[c] -= coef[r * q + c] * mu[r];
+		}
+	}
+}
+
+TEST(ridge_matches_reference)
+{
+	enum { N = 80, P = 6, Q = 3 };
+	float x[N * P], y[N * Q], coef[P * Q], b[Q];
+	double rcoef[P * Q], rb[Q];
+	badly_scaled(x, N, P, 0, 5); /* column 6 would be constant: P = 6 keeps 0..5 */
+	for (uint32_t i = 0; i < N; i++)
+		x[i * P + 3] = 4.0f; /* a constant column gets weight 0 */
+	fill_random(y, N * Q, 1.0f, 6);
+	for (double lambda = 0.01; lambda < 1000; lambda *= 30) {
+		ASSERT_OK(rk_ridge_fit(x, y, NULL, N, P, Q, NULL, lambda, coef, b));
+		ridge_reference(x, y, N, P, Q, lambda, rcoef, rb);
+		for (int c = 0; c < P * Q; c++)
+			ASSERT_MSG(fabs(coef[c] - rcoef[c]) <= 1e-4 * fmax(1, fabs(rcoef[c])),
+				   "λ %g coef[%d] %g, reference %g", lambda, c, coef[c], rcoef[c]);
+		for (int c = 0; c < Q; c++)
+			ASSERT_NEAR(b[c], rb[c], 1e-4);
+	}
+	/* A mask counts only its rows: the same as the fit of those rows. */
+	uint8_t use[N];
+	for (int i = 0; i < N; i++)
+		use[i] = i % 3 != 0;
+	float xs[N * P], ys[N * Q];
+	size_t m = 0;
+	for (int i = 0; i < N; i++)
+		if (use[i]) {
+			memcpy(xs + m * P, x + i * P, P * sizeof *x);
+			memcpy(ys + m * Q, y + i * Q, Q * sizeof *y);
+			m++;
+		}
+	ASSERT_OK(rk_ridge_fit(x, y, NULL, N, P, Q, use, 2.0, coef, b));
+	ridge_reference(xs, ys, m, P, Q, 2.0, rcoef, rb);
+	for (int c = 0; c < P * Q; c++)
+		ASSERT_NEAR(coef[c], rcoef[c], 1e-4);
+	/* Integer weights fit as repeated rows do: row i weighs 1 + i % 3. */
+	float w[N], xr[3 * N * P], yr[3 * N * Q];
+	size_t nr = 0;
+	for (int i = 0; i < N; i++) {
+		w[i] = (float)(1 + i % 3);
+		for (int c = 0; c <= i % 3; c++, nr++) {
+			memcpy(xr + nr * P, x + i * P, P * sizeof *x);
+			memcpy(yr + nr * Q, y + i * Q, Q * sizeof *y);
+		}
+	}
+	ASSERT_OK(rk_ridge_fit(x, y, w, N, P, Q, NULL, 3.0, coef, b));
+	ridge_reference(xr, yr, nr, P, Q, 3.0, rcoef, rb);
+	for (int c = 0; c < P * Q; c++)
+		ASSERT_NEAR(coef[c], rcoef[c], 1e-4);
+	for (int c = 0; c < Q; c++)
+		ASSERT_NEAR(b[c], rb[c], 1e-4);
+	memset(use, 0, sizeof use);
+	ASSERT_EQ_INT(rk_ridge_fit(x, y, NULL, N, P, Q, use, 1.0, coef, b), VR_EINVAL);
+}
+
+/* Targets that are a linear function of the features: the fitted prior
+ * predicts a cold item's β and γ from its vector, blends the learned values
+ * of warm items by n / (n + RK_PRIOR_BLEND), and serves a new item
+ * (index >= n_items) the prediction. BPR gets the warm items' mean. */
+TEST(prior_predicts_cold_items_and_blends)
+{
+	enum { U = 5, I = 400, K = 3, K2 = 4 };
+	rk_model_dims d = { RK_MODEL_DVBPR, U, I, K, K2, 0 };
+	rk_model *m;
+	ASSERT_OK(rk_model_create(&m, &d));
+	float phi[(I + 1) * K2], truth[K2 * (1 + K)];
+	uint32_t count[I];
+	fill_random(phi, (I + 1) * K2, 1.0f, 8);
+	fill_random(truth, K2 * (1 + K), 1.0f, 9);
+	for (uint32_t i = 0; i < I; i++) {
+		count[i] = i % 4 == 0 ? 0 : i % 4;
+		for (uint32_t c = 0; c <= K; c++) {
+			double v = 0.5 + 0.25 * c;
+			for (uint32_t r = 0; r < K2; r++)
+				v += phi[i * K2 + r] * truth[r * (1 + K) + c];
+			float *dst = c ? &m->gamma_i[i * K + c - 1] : &m->beta_i[i];
+			*dst = count[i] ? (float)v : 0.0f; /* cold items: zeros, as trained */
+		}
+	}
+	float before = m->beta_i[1];
+	rk_prior_report rep;
+	ASSERT_OK(rk_prior_fit(m, phi, I, count, &rep));
+	ASSERT_EQ_INT(m->prior_rows, 2 + K2);
+	ASSERT_EQ_INT(rep.cold, I / 4);
+	ASSERT(rep.r2_beta > 0.99 && rep.r2_gamma > 0.99);
+	for (uint32_t i = 0; i < 8; i++) {
+		double v = 0.5;
+		for (uint32_t r = 0; r < K2; r++)
+			v += phi[i * K2 + r] * truth[r * (1 + K)];
+		/* Exact targets: the blend of the learned value and the
+		 * prediction is the value itself, cold or warm. */
+		ASSERT_MSG(fabs(m->beta_i[i] - v) < 0.02, "item %u: β %g, truth %g", i, m->beta_i[i], v);
+	}
+	ASSERT_NEAR(m->beta_i[1], before, 0.02);
+	/* A new item's serving row carries the prediction. */
+	float row[1 + K + K2], pred[1 + K];
+	uint32_t item = I;
+	ASSERT_OK(rk_model_item_rows(m, &item, phi + I * K2, 1, row));
+	rk_model_prior_predict(m, phi + I * K2, pred);
+	for (int c = 0; c <= K; c++)
+		ASSERT_NEAR(row[c], pred[c], 1e-6);
+	ASSERT_NEAR(pred[0], m->prior[2 * (1 + K)] * phi[I * K2] + m->prior[3 * (1 + K)] * phi[I * K2 + 1] +
+		    m->prior[4 * (1 + K)] * phi[I * K2 + 2] + m->prior[5 * (1 + K)] * phi[I * K2 + 3] +
+		    m->prior[1 + K], 1e-5);
+	/* The blend: a warm item whose learned β is off by 1 keeps
+	 * n / (n + c) of that. */
+	m->beta_i[2] += 1.0f;
+	float pre = m->beta_i[2];
+	ASSERT_OK(rk_prior_fit(m, phi, I, count, NULL));
+	double w = count[2] / (count[2] + RK_PRIOR_BLEND);
+	ASSERT_NEAR(m->beta_i[2], pre - (1 - w) * 1.0, 0.05);
+	rk_model_free(m);
+
+	/* BPR: the interaction-weighted mean of the warm items, cold ones get it. */
+	rk_model_dims db = { RK_MODEL_BPR, U, 4, 2, 0, 0 };
+	ASSERT_OK(rk_model_create(&m, &db));
+	uint32_t c2[4] = { 3, 0, 1, 0 };
+	float beta[4] = { 1.0f, 0, 3.0f, 0 };
+	memcpy(m->beta_i, beta, sizeof beta);
+	ASSERT_OK(rk_prior_fit(m, NULL, 4, c2, &rep));
+	ASSERT_EQ_INT(m->prior_rows, 1);
+	/* Weighted by interactions: (3 · 1 + 1 · 3) / 4. */
+	ASSERT_NEAR(m->prior[0], 1.5, 1e-6);
+	ASSERT_NEAR(m->beta_i[1], 1.5, 1e-6);
+	ASSERT_NEAR(m->beta_i[0], 0.75 * 1.0 + 0.25 * 1.5, 1e-6);
+	uint32_t none[4] = { 0 };
+	ASSERT_EQ_INT(rk_prior_fit(m, NULL, 4, none, NULL), VR_EINVAL);
+	rk_model_free(m);
+}
+
 static const struct vr_test tests[] = {
 	T(vbpr_gradients_match_finite_differences),
 	T(bpr_and_dvbpr_gradients_match_finite_differences),
@@ -909,6 +1107,8 @@ static const struct vr_test tests[] = {
 	T(hogwild_vbpr_learns),
 	T(deterministic_runs),
 	T(progress_and_cancel),
+	T(ridge_matches_reference),
+	T(prior_predicts_cold_items_and_blends),
 	{0},
 };
 

@@ -955,7 +955,7 @@ void rk_train_config_default(rk_train_config *c, enum rk_model_kind kind)
 		c->optim = RK_OPT_ADAM;
 		c->lr = 3e-3f;
 		c->lambda = 1e-3f;
-		c->lambda_e = 1.0f;
+		c->lambda_e = 0.1f;
 	}
 }
 

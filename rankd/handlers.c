@@ -414,7 +414,8 @@ static int recommend_one(rk_service *svc, const rk_served *s, const struct rk_in
 		if (fuse && reserve(&sc->cold_hits, &sc->cold_hits_cap, (size_t)r->cold_slots,
 				    sizeof *sc->cold_hits))
 			return error_text(err, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-		struct rk_topk_mark mk = { s->cold_mark, s->n_counted, r->cold_slots, sc->cold_hits, 0 };
+		struct rk_topk_mark mk = { s->cold_mark, s->n_counted, r->cold_slots, sc->cold_hits, 0,
+					   s->cold_items, s->n_cold };
 		rc = eligible ? rk_topk_marked(view, &q, fuse ? &mk : NULL, sc->ws, sc->hits, cap, &n_hits) : 0;
 		if (!rc && eligible && r->cold_slots > 0)
 			rc = fill_cold_slots(s, view, &q, r->cold_slots, sc, cap, &n_hits,

@@ -387,7 +387,33 @@ struct marked {
 	struct excl ex;
 	const uint8_t *mark;
 	uint32_t n_mark;
+	const uint32_t *list; /* ascending marked ids below n_mark, or NULL */
+	uint32_t n_list, pos; /* pos: the first not yet offered */
 };
+
+/* Offers one marked item's score to m->hp (ids rising across calls). */
+static inline void offer_marked(struct marked *m, uint32_t id, float score)
+{
+	struct heap *hp = &m->hp;
+	if (hp->n < hp->cap) {
+		if (!excluded(&m->ex, id))
+			heap_push(hp, id, score);
+	} else if (score > hp->h[0].score && !excluded(&m->ex, id)) {
+		hp->h[0] = (struct rk_hit){ id, score };
+		sift_down(hp->h, hp->n, 0);
+	}
+}
+
+/* select_marked over a block of the whole catalogue (ids base .. base + n)
+ * by the list: its ids in the block, then every id >= n_mark. */
+static void select_listed(struct marked *m, const float *s, uint32_t n, uint32_t base)
+{
+	uint32_t end = base + n;
+	for (; m->pos < m->n_list && m->list[m->pos] < end; m->pos++)
+		offer_marked(m, m->list[m->pos], s[m->list[m->pos] - base]);
+	for (uint32_t id = base > m->n_mark ? base : m->n_mark; id < end; id++)
+		offer_marked(m, id, s[id - base]);
+}
 
 /* Offers the marked ones of n scores (ids as select_scores) to m->hp; once
  * it is full, only scores above its root are looked at (the vector
@@ -441,7 +467,9 @@ static void scan(const struct rk_index_view *v, const float *u, int half, const 
 		else
 			kernels[isa].dot32(u, v->stride, p32, nb, s);
 		select_scores(hp, s, nb, (uint32_t)at, ids ? ids + at : NULL, ex, kernels[isa].above);
-		if (mk)
+		if (mk && mk->list && !ids)
+			select_listed(mk, s, nb, (uint32_t)at);
+		else if (mk)
 			select_marked(mk, s, nb, (uint32_t)at, ids ? ids + at : NULL, kernels[isa].above);
 	}
 }
@@ -462,14 +490,15 @@ int rk_topk_marked(const struct rk_index_view *v, const struct rk_topk_req *req,
 	struct excl ex = { req->exclude, req->exclude ? req->exclude + req->n_exclude : NULL };
 
 	struct marked mk = { { mark ? mark->out : NULL, 0, 0 }, ex, mark ? mark->mark : NULL,
-			     mark ? mark->n_mark : 0 };
+			     mark ? mark->n_mark : 0, mark ? mark->list : NULL, mark ? mark->n_list : 0, 0 };
 
 	*n_out = 0;
 	if (mark)
 		mark->n_out = 0;
 	if (req->k <= 0 || req->approx < 0 || (req->n_exclude && !req->exclude) ||
 	    !sorted(req->exclude, req->n_exclude) || out_cap < ((size_t)req->k < bound ? (size_t)req->k : bound) ||
-	    (mark && (mark->k <= 0 || req->approx || !mark->out || (mark->n_mark && !mark->mark)))) {
+	    (mark && (mark->k <= 0 || req->approx || !mark->out || (mark->n_mark && !mark->mark) ||
+		      (mark->n_list && !mark->list)))) {
 		rc = VR_EINVAL;
 		goto leave;
 	}

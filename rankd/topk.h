@@ -47,13 +47,21 @@ struct rk_topk_req {
 
 /* A second selection from the same scan (rk_topk_marked): the best k of
  * the marked items, id < n_mark with mark[id] != 0 and every id >= n_mark,
- * into out (room for k, best first), their count into n_out. */
+ * into out (room for k, best first), their count into n_out. list, when
+ * not NULL, holds the marked ids below n_mark in ascending order (n_list
+ * of them, the same set as mark): a scan of the whole catalogue then
+ * visits only those, so its cost is one compare per marked item whatever
+ * the scores; without it every score above the marked heap's root is
+ * looked up in mark, which is most of the catalogue when marked items
+ * score low (cold items). */
 struct rk_topk_mark {
 	const uint8_t *mark;
 	uint32_t n_mark;
 	int k;
 	struct rk_hit *out;
 	size_t n_out;
+	const uint32_t *list;
+	uint32_t n_list;
 };
 
 /* Per-thread scratch of rk_topk / rk_topk_batch: buffers grow to the

@@ -190,28 +190,36 @@ static void random_cases(enum rk_isa isa, int approx)
 		}
 		wanted += want;
 		/* Exact scans also select marked items (cold slots): the
-		 * reference's eligible list filtered to them, in its order. */
+		 * reference's eligible list filtered to them, in its order; by
+		 * the mark bytes alone and with the ascending list of them. */
 		if (!approx && !bad) {
-			uint32_t n_mark = rng_below(n + 1);
+			uint32_t n_mark = rng_below(n + 1), n_list = 0;
 			uint8_t *mark = malloc(n + 1);
+			uint32_t *list = malloc((n + 1) * sizeof *list);
 			for (uint32_t i = 0; i < n_mark; i++)
-				mark[i] = rng_below(4) == 0;
+				if ((mark[i] = rng_below(4) == 0))
+					list[n_list++] = i;
 			struct rk_hit *mout = malloc((n + 1) * sizeof *mout), *sink = malloc((n + 1) * sizeof *sink);
-			struct rk_topk_mark mk = { mark, n_mark, 1 + (int)rng_below(8), mout, 0 };
-			size_t n_sink = 0, m = 0;
-			rc = rk_topk_marked(&v, &req, &mk, ws, sink, n + 1, &n_sink);
-			bad = rc != 0 || n_sink != n_out;
-			for (size_t i = 0; !bad && i < n_ref && m < (size_t)mk.k; i++) {
-				uint32_t id = ref[i].item;
-				if (id < n_mark && !mark[id])
-					continue;
-				bad = m >= mk.n_out || mout[m].item != id || mout[m].score != ref[i].score;
-				m++;
+			int k2 = 1 + (int)rng_below(8);
+			for (int by_list = 0; by_list < 2 && !bad; by_list++) {
+				struct rk_topk_mark mk = { mark, n_mark, k2, mout, 0, by_list ? list : NULL,
+							   by_list ? n_list : 0 };
+				size_t n_sink = 0, m = 0;
+				rc = rk_topk_marked(&v, &req, &mk, ws, sink, n + 1, &n_sink);
+				bad = rc != 0 || n_sink != n_out;
+				for (size_t i = 0; !bad && i < n_ref && m < (size_t)mk.k; i++) {
+					uint32_t id = ref[i].item;
+					if (id < n_mark && !mark[id])
+						continue;
+					bad = m >= mk.n_out || mout[m].item != id || mout[m].score != ref[i].score;
+					m++;
+				}
+				bad |= m != mk.n_out;
+				if (bad)
+					fprintf(stderr, "  case %d: marked selection%s differs (n_mark %u, k2 %d, "
+						"%zu of %zu)\n", c, by_list ? " by list" : "", n_mark, mk.k, mk.n_out, m);
 			}
-			bad |= m != mk.n_out;
-			if (bad)
-				fprintf(stderr, "  case %d: marked selection differs (n_mark %u, k2 %d, %zu of %zu)\n",
-					c, n_mark, mk.k, mk.n_out, m);
+			free(list);
 			free(mark);
 			free(mout);
 			free(sink);

@@ -130,5 +130,37 @@ assert np.stack([v for _, v in got]).tobytes() == a.tobytes(), "GetVectors and t
 print("python_client: visrec vectors equals GetVectors bit for bit (%d x %d)" % a.shape)
 PY
 
+# A live DVBPR version (not the active one): exported by --version, and
+# equal to GetVectors of that version; the default export stays active.
+"$visrec" --token-file "$work/token" train --model dvbpr --arch small --input-size 32 --epochs 1 \
+	--seed 1 >"$work/train-dvbpr.txt" 2>&1 || fail "train dvbpr: $(tail -n 5 "$work/train-dvbpr.txt")"
+"$visrec" --json info >"$work/info.json" || fail "info"
+live=$("$py" -c 'import json, sys
+m = [x["version"] for x in json.load(open(sys.argv[1]))["featured"]["models"] if x["live"]]
+print(m[-1] if m else "")' "$work/info.json")
+if [ -z "$live" ]; then
+	fail "no live version after a DVBPR training: $(cat "$work/info.json")"
+else
+	"$visrec" vectors "$work/live.npy" --version "$live" >"$work/live.txt" 2>&1 ||
+		fail "visrec vectors --version $live: $(cat "$work/live.txt")"
+	grep -q "(model version $live)" "$work/live.txt" || fail "live export: $(cat "$work/live.txt")"
+	"$visrec" vectors "$work/active.npy" >"$work/active.txt" 2>&1 || fail "visrec vectors after DVBPR"
+	grep -q "(model version 1)" "$work/active.txt" || fail "default export is not the active version: $(cat "$work/active.txt")"
+	"$py" - "$work" "$src/tools/clients/python" "$live" <<'PY' || fail "live version comparison (above)"
+import os, sys, numpy as np
+w, live = sys.argv[1], int(sys.argv[3])
+sys.path.insert(0, sys.argv[2])
+import visrec_client
+c = visrec_client.Client(featured=os.environ["VISREC_FEATURED"])
+a = np.load(w + "/live.npy")
+ids = open(w + "/live.ids.txt", encoding="utf-8").read().split("\n")[:-1]
+got = [(i, np.array(v, dtype=np.float32), ver) for i, v, ver in c.get_vectors(None, live)]
+assert [i for i, _, _ in got] == ids and all(ver == live for _, _, ver in got)
+assert len(ids) == 60 and np.stack([v for _, v, _ in got]).tobytes() == a.tobytes()
+assert a.tobytes() != np.load(w + "/active.npy").tobytes()
+print("python_client: live DVBPR version %d exported (%d x %d), equal to GetVectors" % ((live,) + a.shape))
+PY
+fi
+
 [ $failed = 0 ] && echo "python_client: ok"
 exit $failed

@@ -11,8 +11,9 @@
  * each, all of the version the first call answered with, so a switch of
  * featured's active version mid-export cannot mix versions. The files are
  * written under temporary names beside OUT and renamed only when the
- * export succeeded: a failed or interrupted export leaves no half file
- * (only, after a crash, a ".partial-" file). The .npy header is written
+ * export succeeded: a failed or interrupted (SIGINT, SIGTERM, SIGHUP)
+ * export leaves no half file; only a crash or SIGKILL can leave a
+ * "OUT.partial-XXXXXX". The .npy header is written
  * first with 0 rows and overwritten with the count at the end (npy.h).
  *
  * One id a line is unambiguous: the id rule (common/ids.h) forbids every
@@ -25,6 +26,7 @@
 #include "visrec/v1/featured.pb-c.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +54,34 @@ struct export {
 	char *few[FEW_MISSING];     /* the first unknown ids (copies) */
 	int write_errno;            /* set when a write failed */
 };
+
+/* The temporary files, for the signal handler to remove: set while they
+ * exist. */
+static char *volatile pending[2];
+static const int caught[] = { SIGINT, SIGTERM, SIGHUP };
+static struct sigaction saved[sizeof caught / sizeof caught[0]];
+
+static void on_signal(int sig)
+{
+	for (int i = 0; i < 2; i++)
+		if (pending[i])
+			unlink(pending[i]); /* async-signal-safe */
+	signal(sig, SIG_DFL);
+	raise(sig); /* end as the signal would have: the shell sees it */
+}
+
+static void catch_signals(int on)
+{
+	for (size_t i = 0; i < sizeof caught / sizeof caught[0]; i++) {
+		if (on) {
+			struct sigaction sa = { .sa_handler = on_signal };
+			sigemptyset(&sa.sa_mask);
+			sigaction(caught[i], &sa, &saved[i]);
+		} else {
+			sigaction(caught[i], &saved[i], NULL);
+		}
+	}
+}
 
 /* Where the id list goes by default: OUT without ".npy", plus ".ids.txt". */
 static char *default_ids_path(const char *out)
@@ -275,7 +305,7 @@ int cli_cmd_vectors(cli *c, int argc, char **argv)
 		{ "id", NULL, VR_FLAG_STRING, &unused_id, NULL,
 		  "export this item; repeat for more (default: every item)", 0 },
 		{ "ids", NULL, VR_FLAG_STRING, &ids_file, NULL,
-		  "export the items of this file, one id a line (after any --id)", 0 },
+		  "export the items of this file (- : stdin), one id a line (after any --id)", 0 },
 		{ "ids-out", NULL, VR_FLAG_STRING, &ids_out, NULL,
 		  "where the id list goes; default OUT without .npy, plus .ids.txt", 0 },
 		{ "skip-missing", NULL, VR_FLAG_BOOL, &skip_missing, "false",
@@ -286,6 +316,7 @@ int cli_cmd_vectors(cli *c, int argc, char **argv)
 	struct id_source src = { 0 };
 	char **pos = NULL, *ids_path = NULL, **batch = NULL;
 	size_t nbatch = 0;
+	int signals_on = 0;
 	vr_channel *ch;
 	vr_status st = { 0 };
 	char err[512];
@@ -314,7 +345,9 @@ int cli_cmd_vectors(cli *c, int argc, char **argv)
 		code = cli_usage_error(argv[0], "--version must be 0 (the active one) or a version number");
 		goto leave;
 	}
-	if (ids_file && !(src.file = fopen(ids_file, "r"))) {
+	if (ids_file && !strcmp(ids_file, "-"))
+		src.file = stdin;
+	else if (ids_file && !(src.file = fopen(ids_file, "r"))) {
 		code = cli_fail(c, argv[0], "cannot open %s: %s", ids_file, strerror(errno));
 		goto leave;
 	}
@@ -332,7 +365,14 @@ int cli_cmd_vectors(cli *c, int argc, char **argv)
 	if ((code = cli_channel(c, CLI_FEATURED, &ch)))
 		goto leave;
 	int rc;
-	if ((rc = open_tmp(pos[0], &x.npy_tmp, &x.npy)) || (rc = open_tmp(ids_path, &x.ids_tmp, &x.ids))) {
+	catch_signals(1);
+	signals_on = 1;
+	rc = open_tmp(pos[0], &x.npy_tmp, &x.npy);
+	pending[0] = x.npy_tmp;
+	if (!rc)
+		rc = open_tmp(ids_path, &x.ids_tmp, &x.ids);
+	pending[1] = x.ids_tmp;
+	if (rc) {
 		code = cli_fail(c, argv[0], "cannot create a file beside %s: %s",
 				x.npy_tmp ? ids_path : pos[0], vr_strerror(rc));
 		goto leave;
@@ -408,6 +448,12 @@ int cli_cmd_vectors(cli *c, int argc, char **argv)
 				strerror(x.write_errno));
 		goto leave;
 	}
+	/* From here on, the handler's unlink of a renamed name would hit
+	 * nothing (or a new file of that name): renaming is the last step, and
+	 * an interrupt between the two renames leaves both files complete. */
+	catch_signals(0);
+	signals_on = 0;
+	pending[0] = pending[1] = NULL;
 	if (rename(x.ids_tmp, ids_path)) {
 		code = cli_fail(c, argv[0], "cannot rename the id list to %s: %s", ids_path,
 				strerror(errno));
@@ -445,6 +491,10 @@ int cli_cmd_vectors(cli *c, int argc, char **argv)
 		printf("%llu listed ids unknown to featured were left out\n",
 		       (unsigned long long)x.missing);
 leave:
+	if (signals_on) {
+		catch_signals(0);
+		pending[0] = pending[1] = NULL;
+	}
 	if (x.npy)
 		fclose(x.npy);
 	if (x.ids)
@@ -460,7 +510,7 @@ leave:
 	for (size_t i = 0; batch && i < IDS_PER_CALL; i++)
 		free(batch[i]);
 	free(batch);
-	if (src.file)
+	if (src.file && src.file != stdin)
 		fclose(src.file);
 	free(src.buf);
 	free(src.flag_ids);

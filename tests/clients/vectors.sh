@@ -61,6 +61,29 @@ grep -q 'NOT_FOUND' "$work/out.txt" && grep -q 'model version 99 does not exist'
 	fail "version 99: $(cat "$work/out.txt")"
 ls "$work" | grep -q 'v99\|partial' && fail "a failed export left files: $(ls "$work")"
 
+# Ids from stdin.
+sed -n 5p "$work/all.ids.txt" | "$visrec" vectors "$work/stdin.npy" --ids - >"$work/out.txt" 2>&1 ||
+	fail "--ids -: $(cat "$work/out.txt")"
+grep -q "^1 vectors of" "$work/out.txt" || fail "--ids -: $(cat "$work/out.txt")"
+cmp -s <(sed -n 5p "$work/all.ids.txt") "$work/stdin.ids.txt" || fail "--ids -: wrong id list"
+
+# Interrupted (SIGTERM) while featured does not answer (stopped): the
+# temporary files existed and are gone, and the exit is the signal's.
+kill -STOP "${pids[0]}"
+"$visrec" vectors "$work/int.npy" >"$work/out.txt" 2>&1 &
+vp=$!
+for _ in $(seq 200); do
+	ls "$work" | grep -q '^int\.ids\.txt\.partial-' && break
+	sleep 0.05
+done
+ls "$work" | grep -q '^int\.npy\.partial-' || fail "no temporary file while the export waits: $(ls "$work")"
+kill -TERM $vp
+wait $vp
+st=$?
+kill -CONT "${pids[0]}"
+[ $st = 143 ] || fail "interrupted export: exit status $st, expected 143 (SIGTERM)"
+ls "$work" | grep -q '^int\.' && fail "an interrupted export left files: $(ls "$work")"
+
 # A bad line of an --ids file is named with its number.
 printf 'ok-id\nbad\tid\n' >"$work/bad.ids"
 "$visrec" vectors "$work/bad.npy" --ids "$work/bad.ids" >"$work/out.txt" 2>&1

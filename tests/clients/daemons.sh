@@ -35,11 +35,12 @@ stop_daemons() {
 }
 
 # The first python3 that imports all of the given modules (PATH's, then
-# Debian's, whose python3-* packages install for it); empty if none.
+# Debian's, whose python3-* packages install for it; VISREC_TEST_PYTHONS,
+# a space-separated list, replaces those two); empty if none.
 find_python() {
 	local py imports
 	imports=$(IFS=,; echo "$*")
-	for py in python3 /usr/bin/python3; do
+	for py in ${VISREC_TEST_PYTHONS:-python3 /usr/bin/python3}; do
 		if command -v "$py" >/dev/null 2>&1 && "$py" -c "import $imports" 2>/dev/null; then
 			echo "$py"
 			return 0

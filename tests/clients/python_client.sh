@@ -76,6 +76,13 @@ pyc --json recommend --user "$users" -k 7 >"$work/py-batch.json" || fail "python
 pyc --json score --user "$u1" $items >"$work/py-score.json" || fail "python score"
 "$visrec" --json score --user "$u1" $items >"$work/c-score.json" || fail "C score"
 
+# The text output names the users and lists the items.
+pyc recommend --user "$users" -k 3 >"$work/py-rec.txt" || fail "python recommend (text)"
+grep -q "^user $u1: VBPR, model version" "$work/py-rec.txt" || fail "python recommend (text): $(cat "$work/py-rec.txt")"
+[ "$(grep -c '^   [1-3]  ' "$work/py-rec.txt")" = 9 ] || fail "python recommend (text): $(cat "$work/py-rec.txt")"
+pyc score --user "$u1" $items >"$work/py-score.txt" || fail "python score (text)"
+[ "$(wc -l <"$work/py-score.txt")" = 4 ] || fail "python score (text): $(cat "$work/py-score.txt")"
+
 # Bad requests: the same status code from both.
 pyc --json recommend --user "$u1" -k 0 >"$work/py-bad-k.json" 2>/dev/null
 "$visrec" --json recommend --user "$u1" -k 0 >"$work/c-bad-k.json" 2>/dev/null

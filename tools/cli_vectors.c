@@ -26,6 +26,7 @@
 #include "visrec/v1/featured.pb-c.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -322,6 +323,15 @@ int cli_cmd_vectors(cli *c, int argc, char **argv)
 	char err[512];
 	double t0 = cli_now();
 
+#ifdef __GLIBC__
+	/* Each chunk is a few MiB of gRPC slices, a contiguous copy and the
+	 * unpacked message. Over glibc's mmap threshold every one of those is
+	 * a fresh mapping whose pages fault in and are unmapped again: half
+	 * the export's time (perf, 5,000 x 2,048). Kept in the heap they are
+	 * reused; peak memory stays the same (one chunk in flight). */
+	mallopt(M_MMAP_THRESHOLD, 64 << 20);
+	mallopt(M_TRIM_THRESHOLD, 128 << 20);
+#endif
 	/* The --id values: argv holds at most argc of them. */
 	if (!(src.flag_ids = calloc((size_t)argc + 1, sizeof *src.flag_ids)))
 		return cli_fail(c, argv[0], "out of memory");

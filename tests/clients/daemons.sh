@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the tests of tests/clients: starts featured (and rankd) on free
 # loopback ports with data under $work, and stops them at exit.
 #   start_daemon NAME BINARY ARGS...   sets $addr; logs in $work/NAME.log

@@ -15,9 +15,11 @@ if [ "${1:-}" = "--test" ]; then
 	# Fashion-MNIST is the real-image option of the data generator;
 	# PyTorch is the independent reference the network parity tests compare
 	# with, torchvision the ResNet-50 of weights.torch_parity; clang with its
-	# runtimes (libFuzzer, ASan, UBSan) builds the fuzz harnesses.
+	# runtimes (libFuzzer, ASan, UBSan) builds the fuzz harnesses;
+	# numpy reads `visrec vectors`' .npy files back and grpcio with its
+	# tools generates and runs the Python example client (tests/clients).
 	pkgs+=(openssl chromium dataset-fashion-mnist python3-torch python3-torchvision clang
-		libclang-rt-14-dev)
+		libclang-rt-14-dev python3-numpy python3-grpcio python3-grpc-tools)
 fi
 
 missing=()

@@ -135,5 +135,6 @@ int cli_cmd_info(cli *c, int argc, char **argv);
 int cli_cmd_health(cli *c, int argc, char **argv);
 int cli_cmd_showcase(cli *c, int argc, char **argv);
 int cli_cmd_report(cli *c, int argc, char **argv);
+int cli_cmd_vectors(cli *c, int argc, char **argv);
 
 #endif

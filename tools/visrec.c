@@ -32,6 +32,7 @@ static const struct command commands[] = {
 	{ "audience", cli_cmd_audience, 1, "the users most likely to want an item (reverse top-k)" },
 	{ "info", cli_cmd_info, 1, "what both daemons run and hold" },
 	{ "health", cli_cmd_health, 1, "grpc.health.v1 status of both daemons" },
+	{ "vectors", cli_cmd_vectors, 1, "export item vectors of a model version to .npy + an id list" },
 	{ "showcase", cli_cmd_showcase, 0, "pick users of a data set to show in the report" },
 	{ "report", cli_cmd_report, 0, "write the HTML report of a pipeline run" },
 	{ NULL, NULL, 0, NULL },

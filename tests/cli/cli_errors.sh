@@ -88,6 +88,17 @@ has "no jpegs" "no .jpg files" "$err"
 expect 2 "ingest args" -- "$visrec" ingest
 has "ingest args" "needs one folder" "$err"
 
+# Vectors: usage, a missing id list, featured down; no file is left.
+expect 2 "vectors args" -- "$visrec" vectors
+has "vectors args" "needs one output file" "$err"
+expect 2 "vectors --id" -- "$visrec" vectors "$work/v.npy" --id
+has "vectors --id" "--id needs a value" "$err"
+expect 1 "vectors ids file" -- "$visrec" --featured $closed vectors "$work/v.npy" --ids "$work/none.txt"
+has "vectors ids file" "cannot open" "$err"
+expect 1 "vectors featured down" -- "$visrec" --featured $closed vectors "$work/v.npy" --id i1
+has "vectors featured down" "is featured running at $closed?" "$err"
+ls "$work" | grep -q '^v\.' && fail "vectors: a failed export left files: $(ls "$work")"
+
 # Files only: datagen, showcase and report work without daemons.
 expect 0 "datagen" -- "$visrec" --json datagen --out "$work/d" --users 20 --items 60 --interactions 200 --image-min 32 --image-max 64
 has "datagen" '"users":20' "$out"

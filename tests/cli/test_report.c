@@ -1,9 +1,11 @@
-/* Tests of the CLI's file side: the interaction CSV reader (icsv.h) and the
- * report (report.h), on real files in a temporary folder. */
+/* Tests of the CLI's file side: the interaction CSV reader (icsv.h), the
+ * report (report.h) and the .npy header of `visrec vectors` (npy.h), on
+ * real files in a temporary folder. */
 #include "harness.h"
 
 #include "err.h"
 #include "icsv.h"
+#include "npy.h"
 #include "report.h"
 
 #include <stdint.h>
@@ -350,7 +352,92 @@ TEST(icsv_refuses_bad_ids)
 	rm_tmp();
 }
 
+/* The header's bytes: magic, version 1.0, little-endian length, the dict
+ * NumPy writes, spaces, "\n", 64-byte alignment, for shapes up to the
+ * biggest a header must hold. */
+TEST(npy_header_shape_dtype_padding)
+{
+	static const struct {
+		uint64_t rows;
+		uint32_t cols;
+		const char *shape;
+	} cases[] = {
+		{ 0, 0, "(0, 0)" },
+		{ 1, 1, "(1, 1)" },
+		{ 3000, 1280, "(3000, 1280)" },
+		{ UINT64_MAX, UINT32_MAX, "(18446744073709551615, 4294967295)" },
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		char h[VR_NPY_HEADER + 1];
+		ASSERT_EQ_INT(vr_npy_header(h, cases[i].rows, cases[i].cols), VR_NPY_HEADER);
+		ASSERT_EQ_INT(VR_NPY_HEADER % 64, 0);
+		ASSERT(!memcmp(h, "\x93NUMPY\x01\x00", 8));
+		size_t len = (unsigned char)h[8] | (size_t)(unsigned char)h[9] << 8;
+		ASSERT_EQ_INT(10 + len, VR_NPY_HEADER);
+		ASSERT_EQ_INT(h[VR_NPY_HEADER - 1], '\n');
+		h[VR_NPY_HEADER - 1] = 0;
+		char want[128];
+		snprintf(want, sizeof want, "{'descr': '<f4', 'fortran_order': False, 'shape': %s, }",
+			 cases[i].shape);
+		ASSERT(!strncmp(h + 10, want, strlen(want)));
+		for (const char *p = h + 10 + strlen(want); *p; p++)
+			ASSERT_MSG(*p == ' ', "padding byte %d at %zu", *p, (size_t)(p - h));
+	}
+}
+
+/* numpy.load reads what a writer makes the way `visrec vectors` does: a
+ * header of 0 rows first, the rows, then the header overwritten. */
+TEST(npy_numpy_load_round_trip)
+{
+	/* The first python3 with numpy: PATH's (a virtual environment), else
+	 * Debian's, which python3-numpy fills. */
+	const char *py = NULL;
+	static const char *const pys[] = { "python3", "/usr/bin/python3" };
+	for (size_t i = 0; i < 2 && !py; i++) {
+		char probe[128];
+		snprintf(probe, sizeof probe, "%s -c 'import numpy' 2>/dev/null", pys[i]);
+		if (!system(probe))
+			py = pys[i];
+	}
+	if (!py)
+		SKIP("no python3 with numpy (Debian: python3-numpy)");
+	make_tmp();
+	char path[300], cmd[1200], h[VR_NPY_HEADER];
+	snprintf(path, sizeof path, "%s/m.npy", tmp);
+	FILE *f = fopen(path, "wb");
+	ASSERT(f);
+	ASSERT_EQ_INT(fwrite(h, 1, vr_npy_header(h, 0, 0), f), VR_NPY_HEADER);
+	float v[5 * 3];
+	for (int i = 0; i < 15; i++)
+		v[i] = (float)i * 0.25f - 1.0f;
+	v[14] = -0.0f;
+	ASSERT_EQ_INT(fwrite(v, sizeof(float), 15, f), 15);
+	ASSERT_OK(fseek(f, 0, SEEK_SET));
+	ASSERT_EQ_INT(fwrite(h, 1, vr_npy_header(h, 5, 3), f), VR_NPY_HEADER);
+	ASSERT_OK(fclose(f));
+	snprintf(cmd, sizeof cmd,
+		 "%s -c 'import numpy as np, sys\n"
+		 "a = np.load(sys.argv[1])\n"
+		 "w = (np.arange(15, dtype=np.float32) * 0.25 - 1).astype(np.float32).reshape(5, 3)\n"
+		 "w[4, 2] = -0.0\n"
+		 "assert a.dtype == np.float32 and a.shape == (5, 3), (a.dtype, a.shape)\n"
+		 "assert a.flags.c_contiguous\n"
+		 "assert a.tobytes() == w.tobytes(), a\n"
+		 "e = np.load(sys.argv[2])\n"
+		 "assert e.shape == (0, 0) and e.dtype == np.float32, e.shape\n' %s %s/e.npy",
+		 py, path, tmp);
+	snprintf(path, sizeof path, "%s/e.npy", tmp);
+	f = fopen(path, "wb");
+	ASSERT(f);
+	ASSERT_EQ_INT(fwrite(h, 1, vr_npy_header(h, 0, 0), f), VR_NPY_HEADER);
+	ASSERT_OK(fclose(f));
+	ASSERT_MSG(system(cmd) == 0, "numpy refused or misread the file (above)");
+	rm_tmp();
+}
+
 static const struct vr_test tests[] = {
+	T(npy_header_shape_dtype_padding),
+	T(npy_numpy_load_round_trip),
 	T(icsv_header_quotes_crlf_blank_lines),
 	T(icsv_columns_by_header_name_or_position),
 	T(icsv_errors_name_the_line_and_reading_goes_on),

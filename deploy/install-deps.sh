@@ -8,16 +8,17 @@ set -euo pipefail
 
 pkgs=(cmake make gcc pkg-config
       libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
-      liblmdb-dev libturbojpeg0-dev libopenblas-dev libcjson-dev zlib1g-dev
+      liblmdb-dev libturbojpeg0-dev libopenblas-dev libcjson-dev zlib1g-dev libmicrohttpd-dev
       nodejs npm)
 if [ "${1:-}" = "--test" ]; then
 	# openssl makes the TLS test certificate; chromium renders the report;
 	# Fashion-MNIST is the real-image option of the data generator;
 	# PyTorch is the independent reference the network parity tests compare
 	# with, torchvision the ResNet-50 of weights.torch_parity; clang with its
-	# runtimes (libFuzzer, ASan, UBSan) builds the fuzz harnesses.
+	# runtimes (libFuzzer, ASan, UBSan) builds the fuzz harnesses; tmux
+	# runs `visrec top` in its test.
 	pkgs+=(openssl chromium dataset-fashion-mnist python3-torch python3-torchvision clang
-		libclang-rt-14-dev)
+		libclang-rt-14-dev tmux)
 fi
 
 missing=()

@@ -132,6 +132,7 @@ int cli_cmd_recommend(cli *c, int argc, char **argv);
 int cli_cmd_score(cli *c, int argc, char **argv);
 int cli_cmd_info(cli *c, int argc, char **argv);
 int cli_cmd_health(cli *c, int argc, char **argv);
+int cli_cmd_top(cli *c, int argc, char **argv);
 int cli_cmd_showcase(cli *c, int argc, char **argv);
 int cli_cmd_report(cli *c, int argc, char **argv);
 

@@ -200,7 +200,7 @@ static int valid_name(const char *s)
 }
 
 vr_prom_family *vr_prom_register(const char *name, const char *help, enum vr_prom_type type,
-			       const char *labels, const double *buckets, int nbuckets)
+				 const char *labels, const double *buckets, int nbuckets)
 {
 	if (!valid_name(name) || !help || (type == VR_PROM_HISTOGRAM &&
 					   (!buckets || nbuckets < 1 || nbuckets > VR_PROM_MAX_BUCKETS)))

@@ -40,7 +40,7 @@ typedef struct vr_prom_series vr_prom_series;
  * bounds (+Inf is implied), at most VR_PROM_MAX_BUCKETS. NULL without
  * memory or for bad arguments. */
 vr_prom_family *vr_prom_register(const char *name, const char *help, enum vr_prom_type type,
-			       const char *labels, const double *buckets, int nbuckets);
+				 const char *labels, const double *buckets, int nbuckets);
 /* The series of f with the given label values (as many as f has labels;
  * NULL values read as ""), created on first use. NULL when f is NULL or
  * memory ran out: every update function accepts NULL and does nothing, so

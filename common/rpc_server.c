@@ -366,22 +366,22 @@ static struct method_rt unknown_method = { .m = { .path = "/unknown" } };
 static void metrics_families(void)
 {
 	fam_requests = vr_prom_register("visrec_rpc_requests_total",
-				      "RPCs answered, by method and gRPC status code.", VR_PROM_COUNTER,
-				      "method,code", NULL, 0);
+					"RPCs answered, by method and gRPC status code.", VR_PROM_COUNTER,
+					"method,code", NULL, 0);
 	fam_duration = vr_prom_register("visrec_rpc_duration_seconds",
-				      "RPC time from arrival to the status sent, by method.",
-				      VR_PROM_HISTOGRAM, "method", vr_prom_rpc_buckets,
-				      vr_prom_rpc_nbuckets);
+					"RPC time from arrival to the status sent, by method.",
+					VR_PROM_HISTOGRAM, "method", vr_prom_rpc_buckets,
+					vr_prom_rpc_nbuckets);
 	fam_inflight = vr_prom_register("visrec_rpc_in_flight", "RPCs being served now, by method.",
-				      VR_PROM_GAUGE, "method", NULL, 0);
+					VR_PROM_GAUGE, "method", NULL, 0);
 	fam_slots = vr_prom_register("visrec_rpc_stream_slots_in_use",
-				   "Handler threads of their own in use, by pool: read (streams), admin "
-				   "(writes, training), follow (change feeds).",
-				   VR_PROM_GAUGE, "pool", NULL, 0);
+				     "Handler threads of their own in use, by pool: read (streams), admin "
+				     "(writes, training), follow (change feeds).",
+				     VR_PROM_GAUGE, "pool", NULL, 0);
 	fam_slots_max = vr_prom_register("visrec_rpc_stream_slots",
-				       "Handler threads of their own a pool may use at once "
-				       "(--max-streams, --max-admin-streams, --max-followers).",
-				       VR_PROM_GAUGE, "pool", NULL, 0);
+					 "Handler threads of their own a pool may use at once "
+					 "(--max-streams, --max-admin-streams, --max-followers).",
+					 VR_PROM_GAUGE, "pool", NULL, 0);
 	unknown_method.inflight = vr_prom_get(fam_inflight, "unknown");
 	unknown_method.duration = vr_prom_get(fam_duration, "unknown");
 }

@@ -10,7 +10,9 @@ histogram buckets monotone with +Inf equal to _count). Checked:
 - request counts by method and code equal the calls made (OK,
   INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION), and each method's
   histogram _count equals the sum of its codes;
-- featured's images decoded and embedded equal the images sent; rankd's
+- featured's images decoded and embedded equal the images sent, a broken
+  JPEG counts as refused bad_image; rankd's feed reaches featured's last
+  change with lag 0; rankd's
   interactions, users and items equal the data set's; training's epoch,
   loss and AUC move, the served model appears in model_info;
 - /metrics answers only GET and HEAD (405 otherwise), other paths 404;
@@ -123,6 +125,8 @@ try:
                              lambda f: 0 < (value(f, "visrec_featured_images_decoded_total") or 0) < ITEMS)
     check(ingest.returncode == 0, "ingest failed: %s" % open(os.path.join(WORK, "ingest.err")).read()[-500:])
     print("ingest: %d scrapes, %d while it ran" % (n, len(during)))
+    decoded = [value(f, "visrec_featured_images_decoded_total") for f in during]
+    check(decoded == sorted(decoded), "decoded went back during the ingest: %s" % decoded)
     calls = -(-ITEMS // BATCH)
     f1 = scrape(featured.metrics)
     check(value(f1, "visrec_featured_images_decoded_total") == ITEMS, "decoded != %d" % ITEMS)
@@ -138,6 +142,28 @@ try:
           "a PutItems still in flight")
     check(value(f1, "visrec_featured_model_info", version="1", arch="small", layer="output") == 1,
           "featured_model_info of version 1")
+    # A broken JPEG is refused as a bad image, the rest of the call is not.
+    bad = os.path.join(WORK, "bad")
+    os.makedirs(bad)
+    with open(os.path.join(bad, "broken.jpg"), "wb") as f:
+        f.write(b"\xff\xd8\xff\xe0 not a JPEG after all")
+    r = cli("ingest", bad, ok=False)
+    check(r.returncode == 3, "ingest of a broken JPEG exited %d, not 3" % r.returncode)
+    f2 = scrape(featured.metrics)
+    check(value(f2, "visrec_featured_images_refused_total", reason="bad_image") == 1,
+          "refused bad_image %s != 1" % value(f2, "visrec_featured_images_refused_total", reason="bad_image"))
+    check(value(f2, "visrec_featured_images_embedded_total") == ITEMS, "a broken JPEG was embedded")
+    check(requests(f2, "visrec.v1.Featured/PutItems", "OK") == calls + 1, "PutItems OK after the broken one")
+    # rankd follows the feed: its lag falls to 0 at seq ITEMS.
+    end = time.time() + 30
+    while time.time() < end:
+        r1 = scrape(rankd.metrics)
+        if value(r1, "visrec_rankd_follower_seq", shard="0") == ITEMS:
+            break
+        time.sleep(0.1)
+    check(value(r1, "visrec_rankd_follower_seq", shard="0") == ITEMS, "rankd's feed did not reach seq %d" % ITEMS)
+    check(value(r1, "visrec_rankd_follower_connected", shard="0") == 1, "rankd's feed is not open")
+    check(value(r1, "visrec_rankd_follower_lag_changes", shard="0") == 0, "rankd's feed lag is not 0")
 
     # rankd: failures on purpose, then its data.
     cli("recommend", "--user", "u00001", ok=False)            # no model: FAILED_PRECONDITION

@@ -223,7 +223,8 @@ static void json_field(char *line, size_t cap, size_t *len, const char *key, con
 
 static void log_json(enum vr_log_level level, const char *stamp, const char *fmt, va_list ap)
 {
-	char msg[4096], line[8192];
+	/* As the text line, at most PIPE_BUF bytes: one atomic write. */
+	char msg[4096], line[4096];
 	int n = vsnprintf(msg, sizeof msg, fmt, ap);
 	if (n < 0)
 		return;

@@ -468,15 +468,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	return ret;
 }
 
+/* The library's own messages (a refused connection, a malformed request)
+ * at debug: a client must not be able to fill the log. What stops the
+ * endpoint from serving (its start) we report ourselves. */
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	(void)cls;
+	if (!vr_log_enabled(VR_LOG_DEBUG))
+		return;
 	char line[512];
 	vsnprintf(line, sizeof line, fmt, ap);
 	size_t n = strlen(line);
 	while (n && line[n - 1] == '\n')
 		line[--n] = 0;
-	VR_WARN("metrics http: %s", line);
+	VR_DEBUG("metrics http: %s", line);
 }
 
 /* addr "HOST:PORT" or "[V6]:PORT" with a numeric host (or localhost)

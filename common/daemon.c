@@ -90,6 +90,16 @@ static int token_policy(vr_daemon *d)
 		VR_ERROR("%s", err);
 		return 2;
 	}
+	if (d->metrics_listen && !d->metrics_listen[0])
+		d->metrics_listen = NULL;
+	if (d->metrics_listen && !listen_is_local(d->metrics_listen) && !d->metrics_public &&
+	    !d->insecure) {
+		VR_ERROR("refusing to serve metrics on %s: the endpoint has no token, and anyone who "
+			 "reaches it sees method names, call rates and catalogue sizes. Serve them on "
+			 "127.0.0.1, or pass --metrics-public (or --insecure) to serve them there",
+			 d->metrics_listen);
+		return 2;
+	}
 	if (listen_is_local(d->listen))
 		return -1;
 	if (!d->admin_token && !d->insecure) {
@@ -118,6 +128,7 @@ int vr_daemon_init(vr_daemon *d, const char *name, const char *summary,
 	d->store = NULL;
 	d->server = NULL;
 	d->health = NULL;
+	d->metrics = NULL;
 	d->token_buf = NULL;
 	vr_log_set_component(name);
 	sigemptyset(&d->signals);
@@ -148,6 +159,14 @@ int vr_daemon_init(vr_daemon *d, const char *name, const char *summary,
 		}
 		vr_log_set_level(level);
 	}
+	if (d->log_format && d->log_format[0]) {
+		enum vr_log_format format;
+		if (vr_log_parse_format(d->log_format, &format)) {
+			VR_ERROR("--log-format: \"%s\" is not text or json", d->log_format);
+			return 2;
+		}
+		vr_log_set_format(format);
+	}
 	if (d->threads <= 0) {
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
 		d->threads = n > 2 ? (int)n : 2;
@@ -172,6 +191,26 @@ int vr_daemon_init(vr_daemon *d, const char *name, const char *summary,
 	return code;
 }
 
+/* The store's size, read at each scrape. */
+static vr_prom_series *store_map, *store_used;
+
+static void store_families(void)
+{
+	store_map = vr_prom_get(vr_prom_register("visrec_store_map_bytes",
+						 "The LMDB map's size (it doubles when full).",
+						 VR_PROM_GAUGE, NULL, NULL, 0));
+	store_used = vr_prom_get(vr_prom_register("visrec_store_used_bytes",
+						  "The LMDB map's pages in use.", VR_PROM_GAUGE,
+						  NULL, NULL, 0));
+}
+
+static void store_collect(void *arg)
+{
+	vr_daemon *d = arg;
+	vr_prom_set(store_map, (double)vr_store_map_bytes(d->store));
+	vr_prom_set(store_used, (double)vr_store_used_bytes(d->store));
+}
+
 int vr_daemon_open(vr_daemon *d)
 {
 	int rc = vr_store_open(&d->store, d->data, NULL);
@@ -179,6 +218,9 @@ int vr_daemon_open(vr_daemon *d)
 		VR_ERROR("cannot open the data directory %s: %s", d->data, vr_strerror(rc));
 		return 1;
 	}
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	pthread_once(&once, store_families);
+	vr_prom_collector(store_collect, d);
 	vr_rpc_init();
 	d->rpc_up = 1;
 	vr_server_opts opts = {
@@ -226,6 +268,20 @@ int vr_daemon_serve(vr_daemon *d, const char *const *services)
 		d->admin_token && d->admin_token[0] ? "required" : "not set", d->threads);
 	printf("%s listening on %.*s:%d\n", d->name, hostlen, d->listen, vr_server_port(d->server));
 	fflush(stdout);
+	if (d->metrics_listen) {
+		char err[512];
+		if (vr_prom_http_start(&d->metrics, d->metrics_listen, err, sizeof err)) {
+			VR_ERROR("%s", err);
+			return 1;
+		}
+		colon = strrchr(d->metrics_listen, ':');
+		hostlen = (int)(colon - d->metrics_listen);
+		VR_INFO("metrics on http://%.*s:%d/metrics", hostlen, d->metrics_listen,
+			vr_prom_http_port(d->metrics));
+		printf("%s metrics on %.*s:%d\n", d->name, hostlen, d->metrics_listen,
+		       vr_prom_http_port(d->metrics));
+		fflush(stdout);
+	}
 	return 0;
 }
 
@@ -240,6 +296,8 @@ void vr_daemon_wait(vr_daemon *d)
 
 void vr_daemon_stop(vr_daemon *d)
 {
+	vr_prom_http_stop(d->metrics);
+	d->metrics = NULL;
 	if (d->health)
 		vr_health_set_all(d->health, VR_HEALTH_NOT_SERVING);
 	if (d->server) {
@@ -258,6 +316,7 @@ int vr_daemon_close(vr_daemon *d)
 	if (d->rpc_up && (rc = vr_rpc_shutdown_within(1500)))
 		VR_WARN("gRPC core did not stop within 1.5 s; exiting without waiting for it");
 	d->rpc_up = 0;
+	vr_prom_collector_remove(store_collect, d);
 	if (d->store)
 		vr_store_close(d->store);
 	d->store = NULL;

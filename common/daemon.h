@@ -5,7 +5,9 @@
  * Safe by default: a daemon asked to listen beyond loopback (anything but
  * 127.0.0.0/8, ::1, localhost or a unix socket) without an admin token
  * refuses to start and says how to set one, unless --insecure is given
- * (then it warns). The token is best given as a file
+ * (then it warns). The metrics endpoint (--metrics-listen, plain HTTP
+ * with no token) beyond loopback needs its own opt-in, --metrics-public,
+ * or --insecure: a token for gRPC does not cover it. The token is best given as a file
  * (--admin-token-file, read by vr_flags_read_secret), so that it never
  * sits in a command line.
  *
@@ -29,6 +31,7 @@
 
 #include "flags.h"
 #include "health.h"
+#include "prom.h"
 #include "rpc.h"
 #include "store.h"
 
@@ -39,8 +42,9 @@ typedef struct vr_daemon {
 	const char *name;
 	/* flags */
 	const char *listen, *data, *tls_cert, *tls_key, *admin_token, *admin_token_file, *log_level;
+	const char *log_format, *metrics_listen;
 	int threads, max_streams, max_admin_streams, max_followers, max_followers_per_peer, grace_ms;
-	int insecure;
+	int insecure, metrics_public;
 	uint64_t max_message;
 	/* state */
 	char *token_buf; /* the token read from admin_token_file */
@@ -49,6 +53,7 @@ typedef struct vr_daemon {
 	vr_store *store;
 	vr_server *server;
 	vr_health *health;
+	vr_prom_http *metrics;
 } vr_daemon;
 
 #define VR_DAEMON_FLAGS(d, listen_default) \
@@ -82,7 +87,16 @@ typedef struct vr_daemon {
 	{ "shutdown-grace-ms", "VISREC_SHUTDOWN_GRACE_MS", VR_FLAG_INT, &(d)->grace_ms, "2000", \
 	  "on SIGTERM, how long calls in flight may finish before they are cancelled", 0 }, \
 	{ "log-level", "VISREC_LOG_LEVEL", VR_FLAG_STRING, &(d)->log_level, NULL, \
-	  "debug, info, warn or error (debug logs every call)", 0 }
+	  "debug, info, warn or error (debug logs every call)", 0 }, \
+	{ "log-format", "VISREC_LOG_FORMAT", VR_FLAG_STRING, &(d)->log_format, "text", \
+	  "text (one line an event) or json (one object a line: ts, level, component, msg, " \
+	  "and method and peer for a call)", 0 }, \
+	{ "metrics-listen", "VISREC_METRICS_LISTEN", VR_FLAG_STRING, &(d)->metrics_listen, NULL, \
+	  "HOST:PORT to serve Prometheus metrics on (GET /metrics over HTTP); unset: off; " \
+	  "beyond loopback it needs --metrics-public or --insecure", 0 }, \
+	{ "metrics-public", "VISREC_METRICS_PUBLIC", VR_FLAG_BOOL, &(d)->metrics_public, "false", \
+	  "serve --metrics-listen beyond loopback: the metrics hold no data, but anyone who " \
+	  "reaches the port sees method names, call rates and catalogue sizes", 0 }
 
 /* Parses the flags of table into d (which starts zeroed: flags without a
  * default stay NULL), reads the admin token file, sets up logging and
@@ -97,12 +111,14 @@ int vr_daemon_init(vr_daemon *d, const char *name, const char *summary,
 int vr_daemon_open(vr_daemon *d);
 /* Binds and serves, sets Health SERVING for "" and each name in services
  * (NULL-terminated, may be NULL), and prints "<name> listening on
- * HOST:PORT" to stdout. Returns 0 or 1. */
+ * HOST:PORT" to stdout; with --metrics-listen, then serves the metrics and
+ * prints "<name> metrics on HOST:PORT". Returns 0 or 1. */
 int vr_daemon_serve(vr_daemon *d, const char *const *services);
 /* Waits for SIGTERM or SIGINT. */
 void vr_daemon_wait(vr_daemon *d);
-/* Health NOT_SERVING, drains the server within the grace and frees it.
- * Idempotent. */
+/* Stops the metrics endpoint (the services' collectors may go after
+ * this), Health NOT_SERVING, drains the server within the grace and frees
+ * it. Idempotent. */
 void vr_daemon_stop(vr_daemon *d);
 /* vr_daemon_stop, then stops gRPC (waiting at most 1.5 s for core's own
  * threads), closes the store and forgets the token. Returns 0, or VR_ETIMEDOUT when core is

@@ -60,6 +60,7 @@
 #include "deadline.h"
 #include "err.h"
 #include "log.h"
+#include "prom.h"
 
 #include <errno.h>
 #include <grpc/grpc_security.h>
@@ -78,9 +79,17 @@
 enum { TAG_CALL = 1, TAG_SHUTDOWN = 2 };
 enum { GENERIC_ARMED = 2, STREAM_ARMED = 2, UNARY_ARMED = 1 };
 
+/* gRPC status codes 0 (OK) .. 16 (UNAUTHENTICATED). */
+#define NCODES 17
+
 struct method_rt {
 	vr_method m;
 	void *registered; /* core's handle */
+	/* Metrics (see "metrics" below): calls in flight, their latency,
+	 * and the requests by status code, each code's series made when
+	 * that code is first answered. */
+	vr_prom_series *inflight, *duration;
+	_Atomic(vr_prom_series *) requests[NCODES];
 };
 
 struct worker {
@@ -346,14 +355,97 @@ static void rearm(struct worker *w, const struct method_rt *mt)
 		arm(w, mt);
 }
 
+/* ---- metrics -------------------------------------------------------------- */
+
+/* Every server of the process counts into these families (one server per
+ * daemon). Labels come from the method table, never from a request:
+ * a call to a method nobody registered counts under method "unknown". */
+static vr_prom_family *fam_requests, *fam_duration, *fam_inflight, *fam_slots, *fam_slots_max;
+static struct method_rt unknown_method = { .m = { .path = "/unknown" } };
+
+static void metrics_families(void)
+{
+	fam_requests = vr_prom_register("visrec_rpc_requests_total",
+					"RPCs answered, by method and gRPC status code.", VR_PROM_COUNTER,
+					"method,code", NULL, 0);
+	fam_duration = vr_prom_register("visrec_rpc_duration_seconds",
+					"RPC time from arrival to the status sent, by method.",
+					VR_PROM_HISTOGRAM, "method", vr_prom_rpc_buckets,
+					vr_prom_rpc_nbuckets);
+	fam_inflight = vr_prom_register("visrec_rpc_in_flight", "RPCs being served now, by method.",
+					VR_PROM_GAUGE, "method", NULL, 0);
+	fam_slots = vr_prom_register("visrec_rpc_stream_slots_in_use",
+				     "Handler threads of their own in use, by pool: read (streams), admin "
+				     "(writes, training), follow (change feeds).",
+				     VR_PROM_GAUGE, "pool", NULL, 0);
+	fam_slots_max = vr_prom_register("visrec_rpc_stream_slots",
+					 "Handler threads of their own a pool may use at once "
+					 "(--max-streams, --max-admin-streams, --max-followers).",
+					 VR_PROM_GAUGE, "pool", NULL, 0);
+	unknown_method.inflight = vr_prom_get(fam_inflight, "unknown");
+	unknown_method.duration = vr_prom_get(fam_duration, "unknown");
+}
+
+/* Makes mt's series; the method label is the path without its '/'. */
+static void metrics_method(struct method_rt *mt)
+{
+	const char *name = mt->m.path + 1;
+	mt->inflight = vr_prom_get(fam_inflight, name);
+	mt->duration = vr_prom_get(fam_duration, name);
+	for (int i = 0; i < NCODES; i++)
+		atomic_init(&mt->requests[i], NULL);
+}
+
+static void metrics_done(vr_call *c, int status)
+{
+	struct method_rt *mt = c->mt ? (struct method_rt *)c->mt : &unknown_method;
+	if (status < 0 || status >= NCODES)
+		status = GRPC_STATUS_UNKNOWN;
+	vr_prom_series *s = atomic_load_explicit(&mt->requests[status], memory_order_acquire);
+	if (!s) {
+		/* Two threads may both look it up: vr_prom_get returns the
+		 * same series to both. */
+		s = vr_prom_get(fam_requests, mt->m.path + 1, vr_status_name(status));
+		atomic_store_explicit(&mt->requests[status], s, memory_order_release);
+	}
+	vr_prom_add(s, 1);
+	vr_prom_observe(mt->duration, vr_now_s() - c->t0);
+	vr_prom_add(mt->inflight, -1);
+}
+
+static const char *const pool_names[] = { "read", "admin", "follow" };
+
+/* At each scrape: the pools' use, read under srv->mu. */
+static void metrics_collect(void *arg)
+{
+	vr_server *srv = arg;
+	int busy[NPOOLS];
+	pthread_mutex_lock(&srv->mu);
+	memcpy(busy, srv->busy, sizeof busy);
+	pthread_mutex_unlock(&srv->mu);
+	for (int i = 0; i < NPOOLS; i++) {
+		vr_prom_set(vr_prom_get(fam_slots, pool_names[i]), busy[i]);
+		vr_prom_set(vr_prom_get(fam_slots_max, pool_names[i]), srv->limit[i]);
+	}
+}
+
 /* ---- finishing a call --------------------------------------------------- */
+
+/* The call JSON log lines name while its handler runs: the peer costs
+ * an allocation, so text logs go without it. */
+static void log_call_begin(vr_call *c)
+{
+	vr_log_set_call(c->path, vr_log_get_format() == VR_LOG_JSON ? vr_call_peer(c) : NULL);
+}
 
 static void call_log(vr_call *c, int status)
 {
 	if (!vr_log_enabled(VR_LOG_DEBUG))
 		return;
+	log_call_begin(c);
 	VR_DEBUG("rpc %s peer=%s %s %.3f ms%s%s", c->path, vr_call_peer(c), vr_status_name(status),
 		 (vr_now_s() - c->t0) * 1e3, c->msg[0] ? ": " : "", c->msg);
+	vr_log_set_call(NULL, NULL);
 }
 
 void vr_call_finish(vr_call *c, int code)
@@ -390,6 +482,7 @@ void vr_call_finish(vr_call *c, int code)
 		grpc_call_cancel(c->call, NULL); /* or the close below never comes */
 	grpc_slice_unref(details);
 	call_wait(c, &c->close);
+	metrics_done(c, status);
 	call_log(c, status);
 	call_free(c);
 }
@@ -439,7 +532,9 @@ static void *stream_main(void *arg)
 	struct stream_thr *t = arg;
 	vr_call *c = t->call;
 	vr_server *srv = c->srv;
+	log_call_begin(c);
 	int code = c->mt->m.handler(c, c->mt->m.ctx);
+	vr_log_set_call(NULL, NULL);
 	if (code != VR_DETACHED || c->mt->m.kind != VR_UNARY)
 		vr_call_finish(c, code);
 	pthread_mutex_lock(&srv->mu);
@@ -603,6 +698,8 @@ static void dispatch(struct worker *w, vr_call *c)
 		call_free(c);
 		goto leave;
 	}
+	/* From here every path ends in vr_call_finish, which counts the call. */
+	vr_prom_add(mt ? mt->inflight : unknown_method.inflight, 1);
 
 	if (!mt) {
 		vr_call_finish(c, vr_call_error(c, GRPC_STATUS_UNIMPLEMENTED,
@@ -615,7 +712,9 @@ static void dispatch(struct worker *w, vr_call *c)
 		goto leave;
 	}
 	if (inline_unary) {
+		log_call_begin(c);
 		code = mt->m.handler(c, mt->m.ctx);
+		vr_log_set_call(NULL, NULL);
 		if (code != VR_DETACHED)
 			vr_call_finish(c, code);
 		goto leave;
@@ -731,6 +830,8 @@ int vr_server_create(vr_server **out, const vr_server_opts *opts)
 		return VR_ENOMEM;
 	srv->shutdown_tag = TAG_SHUTDOWN;
 	pthread_mutex_init(&srv->mu, NULL);
+	static pthread_once_t families_once = PTHREAD_ONCE_INIT;
+	pthread_once(&families_once, metrics_families);
 	vr_cond_init(&srv->cv);
 	srv->nworkers = opts->threads > 0 ? opts->threads : 2;
 	srv->limit[POOL_READ] = opts->max_streams > 0 ? opts->max_streams : 64;
@@ -780,6 +881,7 @@ int vr_server_add_service(vr_server *srv, const vr_method *table, size_t n)
 		mt->m.path = strdup(m->path);
 		if (!mt->m.path)
 			return VR_ENOMEM;
+		metrics_method(mt);
 		srv->nmethods++;
 	}
 	return 0;
@@ -945,6 +1047,8 @@ int vr_server_start(vr_server *srv)
 	creds = NULL;
 	grpc_server_start(srv->server);
 	srv->started = 1;
+	/* Without memory for it the pools' gauges stay unset. */
+	vr_prom_collector(metrics_collect, srv);
 	for (int i = 0; i < srv->nworkers; i++) {
 		struct worker *w = &srv->workers[i];
 		for (int g = 0; g < GENERIC_ARMED; g++)
@@ -1055,6 +1159,7 @@ void vr_server_destroy(vr_server *srv)
 {
 	if (!srv)
 		return;
+	vr_prom_collector_remove(metrics_collect, srv);
 	vr_server_shutdown(srv, 0);
 	if (srv->server)
 		grpc_server_destroy(srv->server);

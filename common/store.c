@@ -297,6 +297,19 @@ size_t vr_store_map_bytes(vr_store *st)
 	return n;
 }
 
+size_t vr_store_used_bytes(vr_store *st)
+{
+	MDB_envinfo info;
+	MDB_stat stat;
+	size_t seen;
+	/* Inside the gate: LMDB reads its meta pages in the map, which a
+	 * grower remaps. */
+	gate_enter(st, &seen);
+	int bad = mdb_env_info(st->env, &info) || mdb_env_stat(st->env, &stat);
+	gate_leave(st);
+	return bad ? 0 : (size_t)(info.me_last_pgno + 1) * stat.ms_psize;
+}
+
 unsigned vr_store_grow_count(vr_store *st)
 {
 	pthread_mutex_lock(&st->gate_mu);

@@ -65,6 +65,9 @@ int vr_store_dbi(vr_store *st, const char *name, unsigned flags, vr_dbi *out);
 /* The map size now, and how many times it grew since open (for tests). */
 size_t vr_store_map_bytes(vr_store *st);
 unsigned vr_store_grow_count(vr_store *st);
+/* The bytes of the map in use (pages up to the last one written; LMDB
+ * reuses freed pages, so this only grows). 0 when LMDB cannot say. */
+size_t vr_store_used_bytes(vr_store *st);
 
 /* Runs fn(txn, arg) in a write transaction and commits. If fn returns
  * non-zero the transaction is aborted and that value returned. On map-full

@@ -8,7 +8,7 @@ set -euo pipefail
 
 pkgs=(cmake make gcc pkg-config
       libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
-      liblmdb-dev libturbojpeg0-dev libopenblas-dev libcjson-dev zlib1g-dev
+      liblmdb-dev libturbojpeg0-dev libopenblas-dev libcjson-dev zlib1g-dev libmicrohttpd-dev
       nodejs npm)
 if [ "${1:-}" = "--test" ]; then
 	# openssl makes the TLS test certificate; chromium renders the report;
@@ -17,9 +17,10 @@ if [ "${1:-}" = "--test" ]; then
 	# with, torchvision the ResNet-50 of weights.torch_parity; clang with its
 	# runtimes (libFuzzer, ASan, UBSan) builds the fuzz harnesses;
 	# numpy reads `visrec vectors`' .npy files back and grpcio with its
-	# tools generates and runs the Python example client (tests/clients).
+	# tools generates and runs the Python example client (tests/clients);
+	# tmux runs `visrec top` in its test.
 	pkgs+=(openssl chromium dataset-fashion-mnist python3-torch python3-torchvision clang
-		libclang-rt-14-dev python3-numpy python3-grpcio python3-grpc-tools)
+		libclang-rt-14-dev python3-numpy python3-grpcio python3-grpc-tools tmux)
 fi
 
 missing=()

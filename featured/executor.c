@@ -235,6 +235,7 @@ static void *decode_main(void *arg)
 		s->ready_ms = vr_now_ms();
 		ex->decoding--;
 		ex->stats.decode_s += spent;
+		ex->stats.decoded += (uint64_t)ok;
 		pthread_cond_broadcast(&ex->cv_exec);
 	}
 	pthread_mutex_unlock(&ex->mu);
@@ -759,6 +760,7 @@ void fd_executor_stats(fd_executor *ex, fd_exec_stats *out)
 {
 	pthread_mutex_lock(&ex->mu);
 	*out = ex->stats;
+	out->queued = ex->tail - ex->head;
 	pthread_mutex_unlock(&ex->mu);
 }
 

@@ -82,6 +82,8 @@ typedef struct fd_executor_opts {
 /* Counters since start (fd_executor_stats); times in seconds. */
 typedef struct fd_exec_stats {
 	uint64_t images;          /* embedded and stored */
+	uint64_t decoded;         /* JPEGs decoded (re-embedding's own decodes not counted) */
+	uint64_t queued;          /* now: images admitted and not yet taken by the network */
 	uint64_t batches;
 	uint64_t refused;         /* bad images */
 	uint64_t skipped;         /* cancelled or past their deadline */

@@ -5,9 +5,11 @@
 
 #include "err.h"
 #include "log.h"
+#include "prom.h"
 #include "train_visual.h"
 #include "visrec/v1/featured.pb-c.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -63,6 +65,103 @@ static int add_new_model(fd_service *svc, const fd_config *cfg, char *err, size_
 	return 0;
 }
 
+/* ---- metrics: read at each scrape from the executor and the store ------ */
+
+static struct {
+	vr_prom_series *queued, *queue_cap, *decoded, *embedded, *batches, *items, *seq;
+	vr_prom_series *refused_bad, *refused_skipped, *refused_full;
+	vr_prom_series *decode_s, *copy_s, *network_s, *store_s;
+	vr_prom_family *model;
+} fm;
+
+static void metrics_init(void)
+{
+	vr_prom_family *f;
+	f = vr_prom_register("visrec_featured_queue_images",
+			     "Images admitted and not yet taken by the network.", VR_PROM_GAUGE, NULL,
+			     NULL, 0);
+	fm.queued = vr_prom_get(f);
+	f = vr_prom_register("visrec_featured_queue_capacity_images",
+			     "The ingest queue's capacity (--queue).", VR_PROM_GAUGE, NULL, NULL, 0);
+	fm.queue_cap = vr_prom_get(f);
+	f = vr_prom_register("visrec_featured_images_decoded_total", "JPEGs decoded for ingestion.",
+			     VR_PROM_COUNTER, NULL, NULL, 0);
+	fm.decoded = vr_prom_get(f);
+	f = vr_prom_register("visrec_featured_images_embedded_total",
+			     "Images embedded and stored.", VR_PROM_COUNTER, NULL, NULL, 0);
+	fm.embedded = vr_prom_get(f);
+	f = vr_prom_register("visrec_featured_batches_total", "Network calls (micro-batches).",
+			     VR_PROM_COUNTER, NULL, NULL, 0);
+	fm.batches = vr_prom_get(f);
+	f = vr_prom_register("visrec_featured_images_refused_total",
+			     "Images not stored, by reason: bad_image (not a JPEG, too large), "
+			     "skipped (cancelled or past the deadline), queue_full.",
+			     VR_PROM_COUNTER, "reason", NULL, 0);
+	fm.refused_bad = vr_prom_get(f, "bad_image");
+	fm.refused_skipped = vr_prom_get(f, "skipped");
+	fm.refused_full = vr_prom_get(f, "queue_full");
+	f = vr_prom_register("visrec_featured_stage_seconds_total",
+			     "Time spent per ingest stage: decode (summed over decode threads), copy, "
+			     "network, store.", VR_PROM_COUNTER, "stage", NULL, 0);
+	fm.decode_s = vr_prom_get(f, "decode");
+	fm.copy_s = vr_prom_get(f, "copy");
+	fm.network_s = vr_prom_get(f, "network");
+	fm.store_s = vr_prom_get(f, "store");
+	f = vr_prom_register("visrec_featured_items", "Items stored.", VR_PROM_GAUGE, NULL, NULL, 0);
+	fm.items = vr_prom_get(f);
+	f = vr_prom_register("visrec_featured_change_seq",
+			     "The change feed's last sequence number.", VR_PROM_GAUGE, NULL, NULL, 0);
+	fm.seq = vr_prom_get(f);
+	fm.model = vr_prom_register("visrec_featured_model_info",
+				    "The active model (1), its version, architecture and layer.",
+				    VR_PROM_GAUGE, "version,arch,layer", NULL, 0);
+}
+
+static void metrics_collect(void *arg)
+{
+	fd_service *svc = arg;
+	fd_exec_stats s;
+	fd_executor_stats(svc->ex, &s);
+	vr_prom_set(fm.queued, (double)s.queued);
+	vr_prom_set(fm.queue_cap, fd_executor_queue_cap(svc->ex));
+	vr_prom_set(fm.decoded, (double)s.decoded);
+	vr_prom_set(fm.embedded, (double)s.images);
+	vr_prom_set(fm.batches, (double)s.batches);
+	vr_prom_set(fm.refused_bad, (double)s.refused);
+	vr_prom_set(fm.refused_skipped, (double)s.skipped);
+	vr_prom_set(fm.refused_full, (double)s.full);
+	vr_prom_set(fm.decode_s, s.decode_s);
+	vr_prom_set(fm.copy_s, s.copy_s);
+	vr_prom_set(fm.network_s, s.network_s);
+	vr_prom_set(fm.store_s, s.store_s);
+	uint64_t items = 0, seq = 0;
+	if (!fd_fstore_stats(svc->fs, &items, &seq)) {
+		vr_prom_set(fm.items, (double)items);
+		vr_prom_set(fm.seq, (double)seq);
+	}
+	/* One series per version ever active: a switch leaves the old one
+	 * at 0, as an _info gauge should. */
+	fd_model_info m;
+	char version[16];
+	fd_executor_model(svc->ex, &m);
+	snprintf(version, sizeof version, "%u", m.version);
+	if (m.version != svc->metrics_version) {
+		if (svc->metrics_model)
+			vr_prom_set(svc->metrics_model, 0);
+		svc->metrics_model = vr_prom_get(fm.model, version, m.arch, m.layer);
+		svc->metrics_version = m.version;
+	}
+	vr_prom_set(svc->metrics_model, 1);
+}
+
+static void metrics_start(fd_service *svc)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	pthread_once(&once, metrics_init);
+	/* Without memory for it, the service runs without its gauges. */
+	vr_prom_collector(metrics_collect, svc);
+}
+
 int fd_service_open(fd_service *svc, vr_store *store, const fd_config *cfg, char *err,
 		    size_t errlen)
 {
@@ -91,6 +190,7 @@ int fd_service_open(fd_service *svc, vr_store *store, const fd_config *cfg, char
 	};
 	if ((rc = fd_executor_create(&svc->ex, svc->fs, &o, err, errlen)))
 		return rc;
+	metrics_start(svc);
 	if (!had_model || !fd_model_spec_differs(&cfg->model, &active, what, sizeof what))
 		return 0;
 	if (cfg->new_model)
@@ -128,6 +228,7 @@ void fd_service_log_stats(fd_service *svc)
 
 void fd_service_close(fd_service *svc)
 {
+	vr_prom_collector_remove(metrics_collect, svc);
 	fd_executor_destroy(svc->ex);
 	svc->ex = NULL;
 	fd_fstore_close(svc->fs);

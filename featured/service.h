@@ -28,6 +28,9 @@ typedef struct fd_service {
 	fd_executor *ex;
 	uint64_t max_image_bytes, max_image_pixels;
 	uint64_t max_trunk_cache_mb;
+	/* the model_info series of the version active at the last scrape */
+	struct vr_prom_series *metrics_model;
+	uint32_t metrics_version;
 } fd_service;
 
 /* Opens featured's databases in store and starts the executor with the

@@ -319,6 +319,7 @@ leave:
 int rk_service_start(rk_service *svc)
 {
 	uint64_t seq = 0;
+	rk_metrics_start(svc);
 	if (!svc->follow || !svc->featured)
 		return 0;
 	int rc = rk_snap_seq(&svc->snap, &seq);
@@ -355,6 +356,7 @@ void rk_service_close(rk_service *svc)
 {
 	if (!svc->opened)
 		return;
+	rk_metrics_stop(svc);
 	if (svc->follower) {
 		uint64_t seq = rk_follower_seq(svc->follower);
 		rk_follower_stop(svc->follower);

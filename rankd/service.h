@@ -75,6 +75,9 @@ typedef struct rk_service {
 	struct rk_train_job *job;
 	rk_latency recommend_ns;  /* Recommend handler time, request to reply */
 	int opened;
+	/* the model_info series of the version served at the last scrape */
+	struct vr_prom_series *metrics_model;
+	uint64_t metrics_version;
 } rk_service;
 
 /* Opens the interactions, loads the active model snapshot (if any) and
@@ -91,6 +94,15 @@ void rk_service_log_ready(rk_service *svc);
  * Logs Recommend's latency percentiles. Safe on a service that failed to
  * open. */
 void rk_service_close(rk_service *svc);
+
+/* Prometheus metrics (metrics.c): start registers the scrape-time
+ * collector (rk_service_start does), stop removes it (rk_service_close
+ * does); progress records a Train run's epoch (training.c's progress
+ * queue calls it). */
+struct rk_progress;
+void rk_metrics_start(rk_service *svc);
+void rk_metrics_stop(rk_service *svc);
+void rk_metrics_progress(const struct rk_progress *p);
 
 /* Adds every visrec.v1.Rank method to srv, each handler getting svc.
  * Returns 0 or the error of vr_server_add_service. */

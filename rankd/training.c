@@ -124,6 +124,8 @@ static void push(struct rk_train_job *job, const struct progress *p)
 	job->n++;
 	if (p->p.epoch)
 		job->epoch = p->p.epoch;
+	if (!p->done) /* the final summary carries no loss */
+		rk_metrics_progress(&p->p);
 	pthread_cond_broadcast(&job->cv);
 	pthread_mutex_unlock(&job->mu);
 }

@@ -133,6 +133,7 @@ int cli_cmd_score(cli *c, int argc, char **argv);
 int cli_cmd_audience(cli *c, int argc, char **argv);
 int cli_cmd_info(cli *c, int argc, char **argv);
 int cli_cmd_health(cli *c, int argc, char **argv);
+int cli_cmd_top(cli *c, int argc, char **argv);
 int cli_cmd_showcase(cli *c, int argc, char **argv);
 int cli_cmd_report(cli *c, int argc, char **argv);
 int cli_cmd_vectors(cli *c, int argc, char **argv);

@@ -15,11 +15,15 @@
  *   bench_rank_rpc [--items 10000] [--users 1000] [--seconds 3]
  *                  [--levels 1,8,64] [--channels 8] [--server-threads 2]
  *                  [--k 20] [--approx 0] [--cold-slots 0] [--dir DIR]
+ *                  [--metrics] [--rankd PATH]
  *
  * --cold-slots N asks every Recommend to keep N of its k places for cold
  * items (RecommendRequest.cold_slots): the items no synthetic interaction
  * names, about e^-2 = 14% of them at the defaults. Run it with 0 and with
- * N on the same settings to see what the reserved places cost. */
+ * N on the same settings to see what the reserved places cost.
+ * --metrics serves rankd's Prometheus endpoint on loopback during the run;
+ * --rankd runs another build's rankd (an older one without the RPC
+ * metrics, to measure what they cost). */
 #include "err.h"
 #include "flags.h"
 #include "interactions.h"
@@ -232,7 +236,8 @@ int main(int argc, char **argv)
 	int items = 10000, users = 1000, channels = 8, server_threads = 2, k = 20, approx = 0;
 	int cold_slots = 0;
 	double seconds = 3;
-	const char *levels = "1,8,64", *dir = NULL;
+	const char *levels = "1,8,64", *dir = NULL, *rankd_bin = RANKD_BIN;
+	int metrics = 0;
 	const vr_flag flags[] = {
 		{ "items", NULL, VR_FLAG_INT, &items, "10000", "catalogue size", 0 },
 		{ "users", NULL, VR_FLAG_INT, &users, "1000", "users (20 interactions each)", 0 },
@@ -244,6 +249,8 @@ int main(int argc, char **argv)
 		{ "approx", NULL, VR_FLAG_INT, &approx, "0", "rankd --topk-approx", 0 },
 		{ "cold-slots", NULL, VR_FLAG_INT, &cold_slots, "0", "places of k kept for cold items", 0 },
 		{ "dir", NULL, VR_FLAG_STRING, &dir, NULL, "work directory (default: a new one under /tmp)", 0 },
+		{ "metrics", NULL, VR_FLAG_BOOL, &metrics, "false", "rankd --metrics-listen 127.0.0.1:0", 0 },
+		{ "rankd", NULL, VR_FLAG_STRING, &rankd_bin, RANKD_BIN, "the rankd binary to run", 0 },
 		{ 0 },
 	};
 	char err[256];
@@ -285,9 +292,10 @@ int main(int argc, char **argv)
 			continue;
 		snprintf(log, sizeof log, "%s/rankd-%d.stderr", work, conc);
 		remove(log);
-		char *rargv[] = { RANKD_BIN, "--listen", "127.0.0.1:0", "--data", data, "--threads",
+		char *rargv[] = { (char *)rankd_bin, "--listen", "127.0.0.1:0", "--data", data, "--threads",
 				  threads_arg, "--follow-featured=false", "--featured", "127.0.0.1:9",
-				  "--topk-approx", approx_arg, NULL };
+				  "--topk-approx", approx_arg, metrics ? "--metrics-listen" : NULL,
+				  "127.0.0.1:0", NULL };
 		struct proc r;
 		double s0 = now_s();
 		if (proc_spawn(&r, log, rargv) || proc_wait_ready(&r, "rankd", 600000)) {

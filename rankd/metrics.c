@@ -1,0 +1,146 @@
+/* rankd's Prometheus metrics (prom.h): what it serves, what it holds, how
+ * training goes, and how far its change feed is behind featured's.
+ *
+ * Read at each scrape (a collector): the served model, the counts of
+ * interactions, users and items (under ix_lock shared, a few loads), the
+ * training flag and epoch, and the follower's position. Pushed by the
+ * training run as each epoch ends (rk_metrics_progress): loss, validation
+ * AUC, triples/s, which exist nowhere else once the run is over.
+ *
+ * Follower lag is featured's last change-feed sequence minus the last one
+ * rankd applied. featured's is asked (its Info) at the scrape, only while
+ * the follower's Watch is open, so a scrape never waits on a featured that
+ * is away; then the lag keeps its last value and connected reads 0. One
+ * featured today: shard "0". */
+#include "service.h"
+
+#include "prom.h"
+#include "trainer.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+
+static struct {
+	vr_prom_family *model;
+	vr_prom_series *interactions, *users, *items, *training, *epoch, *epochs;
+	vr_prom_series *loss, *auc, *triples_s, *lag, *seq, *connected;
+} rm;
+
+static void families(void)
+{
+	vr_prom_family *f;
+	rm.model = vr_prom_register("visrec_rankd_model_info",
+				    "The served model (1): kind (BPR, VBPR, DVBPR) and version.",
+				    VR_PROM_GAUGE, "kind,version", NULL, 0);
+	f = vr_prom_register("visrec_rankd_interactions", "Interactions held.", VR_PROM_GAUGE, NULL,
+			     NULL, 0);
+	rm.interactions = vr_prom_get(f);
+	f = vr_prom_register("visrec_rankd_users", "Users known.", VR_PROM_GAUGE, NULL, NULL, 0);
+	rm.users = vr_prom_get(f);
+	f = vr_prom_register("visrec_rankd_items", "Items known.", VR_PROM_GAUGE, NULL, NULL, 0);
+	rm.items = vr_prom_get(f);
+	f = vr_prom_register("visrec_rankd_training", "1 while a Train run holds the service.",
+			     VR_PROM_GAUGE, NULL, NULL, 0);
+	rm.training = vr_prom_get(f);
+	f = vr_prom_register("visrec_rankd_train_epoch",
+			     "The last epoch done of the current (or last) Train run.", VR_PROM_GAUGE,
+			     NULL, NULL, 0);
+	rm.epoch = vr_prom_get(f);
+	f = vr_prom_register("visrec_rankd_train_epochs", "Epochs the current (or last) run may take.",
+			     VR_PROM_GAUGE, NULL, NULL, 0);
+	rm.epochs = vr_prom_get(f);
+	f = vr_prom_register("visrec_rankd_train_loss", "Mean training loss of the last epoch.",
+			     VR_PROM_GAUGE, NULL, NULL, 0);
+	rm.loss = vr_prom_get(f);
+	f = vr_prom_register("visrec_rankd_train_validation_auc",
+			     "Validation AUC after the last epoch.", VR_PROM_GAUGE, NULL, NULL, 0);
+	rm.auc = vr_prom_get(f);
+	f = vr_prom_register("visrec_rankd_train_triples_per_second",
+			     "Training throughput of the last epoch.", VR_PROM_GAUGE, NULL, NULL, 0);
+	rm.triples_s = vr_prom_get(f);
+	f = vr_prom_register("visrec_rankd_follower_lag_changes",
+			     "Changes featured has made that rankd has not applied yet, per featured shard.",
+			     VR_PROM_GAUGE, "shard", NULL, 0);
+	rm.lag = vr_prom_get(f, "0");
+	f = vr_prom_register("visrec_rankd_follower_seq",
+			     "The last featured change applied, per featured shard.", VR_PROM_GAUGE,
+			     "shard", NULL, 0);
+	rm.seq = vr_prom_get(f, "0");
+	f = vr_prom_register("visrec_rankd_follower_connected",
+			     "1 while the change feed of a featured shard is open.", VR_PROM_GAUGE,
+			     "shard", NULL, 0);
+	rm.connected = vr_prom_get(f, "0");
+}
+
+static const char *kind_name(int kind)
+{
+	return kind == RK_MODEL_BPR ? "BPR" : kind == RK_MODEL_VBPR ? "VBPR" : "DVBPR";
+}
+
+static void collect(void *arg)
+{
+	rk_service *svc = arg;
+	pthread_rwlock_rdlock(&svc->ix_lock);
+	uint32_t users = rk_interactions_users(svc->ix), items = rk_interactions_items(svc->ix);
+	uint64_t pairs = rk_interactions_count(svc->ix);
+	pthread_rwlock_unlock(&svc->ix_lock);
+	vr_prom_set(rm.users, users);
+	vr_prom_set(rm.items, items);
+	vr_prom_set(rm.interactions, (double)pairs);
+
+	rk_served *s = rk_serving_get(&svc->serving);
+	if (s && s->info.version != svc->metrics_version) {
+		char version[24];
+		snprintf(version, sizeof version, "%llu", (unsigned long long)s->info.version);
+		if (svc->metrics_model)
+			vr_prom_set(svc->metrics_model, 0);
+		svc->metrics_model = vr_prom_get(rm.model, kind_name(s->model->d.kind), version);
+		svc->metrics_version = s->info.version;
+	}
+	rk_served_unref(s);
+	vr_prom_set(svc->metrics_model, 1);
+
+	int kind;
+	uint32_t epoch = 0, epochs = 0;
+	int training = rk_service_training(svc, &kind, &epoch, &epochs);
+	vr_prom_set(rm.training, training);
+	if (training) {
+		vr_prom_set(rm.epoch, epoch);
+		vr_prom_set(rm.epochs, epochs);
+	}
+
+	if (!svc->follower)
+		return;
+	uint64_t seq = rk_follower_seq(svc->follower), head = 0;
+	int streaming = rk_follower_streaming(svc->follower);
+	vr_prom_set(rm.seq, (double)seq);
+	vr_prom_set(rm.connected, streaming);
+	if (streaming && !rk_fc_last_seq(svc->featured, &head, NULL))
+		vr_prom_set(rm.lag, head > seq ? (double)(head - seq) : 0);
+}
+
+void rk_metrics_start(rk_service *svc)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	pthread_once(&once, families);
+	/* Without memory for it, rankd serves on without these gauges. */
+	vr_prom_collector(collect, svc);
+}
+
+void rk_metrics_stop(rk_service *svc)
+{
+	vr_prom_collector_remove(collect, svc);
+}
+
+void rk_metrics_progress(const rk_progress *p)
+{
+	if (!p->epoch)
+		return; /* loading: nothing measured yet */
+	vr_prom_set(rm.epoch, p->epoch);
+	vr_prom_set(rm.epochs, p->max_epochs);
+	vr_prom_set(rm.loss, p->loss);
+	if (isfinite(p->val_auc))
+		vr_prom_set(rm.auc, p->val_auc);
+	vr_prom_set(rm.triples_s, p->triples_per_s);
+}

@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "nn.h"
+#include "xoshiro.h"
 
 #ifdef __CUDACC__
 #define NN_HD __host__ __device__
@@ -233,10 +234,7 @@ int nn__cuda_open(struct nn_backend **out, char *why, size_t why_len);
  * for the seed, so element i's draw needs no state. */
 static inline NN_HD uint64_t nn_splitmix64(uint64_t seed, uint64_t i)
 {
-	uint64_t z = seed + (i + 1) * 0x9e3779b97f4a7c15ull;
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
+	return vr_splitmix64_mix(seed + (i + 1) * VR_SPLITMIX64_GAMMA);
 }
 
 /* A uniform draw in [0, 1) with 24 bits, exact in float. */

@@ -16,7 +16,7 @@
  *
  * Thread-safety: an rk_interactions is not locked. Reads (find, has, ids,
  * counts, rk_interactions_csr) may run concurrently with each other; any
- * call that adds (intern, add_batch, import, flush) needs the caller's
+ * call that adds (intern, add_batch, flush) needs the caller's
  * exclusive lock. An rk_csr is immutable and may be shared freely. */
 #ifndef RK_INTERACTIONS_H
 #define RK_INTERACTIONS_H
@@ -29,7 +29,6 @@
 
 #define RK_ID_MAX VR_ID_MAX     /* bytes in a user or item id (ids.h has the rule) */
 #define RK_NONE UINT32_MAX      /* "no item" / "no user" */
-#define RK_CSV_LINE_MAX 4096    /* bytes in one CSV line */
 #define RK_INDEX_MAX 0x7fffffffu /* users, items: indices stay below this */
 #define RK_PAIRS_MAX 0xfffffff0u /* distinct (user, item) pairs held */
 
@@ -107,24 +106,6 @@ int rk_interactions_has(const rk_interactions *ix, uint32_t u, uint32_t i, int64
  * limits), VR_ENOMEM, or a store error. */
 int rk_interactions_add_batch(rk_interactions *ix, const rk_interaction_in *rows, size_t n,
 			      rk_add_stats *stats);
-
-/* Imports "user,item,timestamp" CSV text. The first line is a header when
- * its third field is not a timestamp. Fields may be quoted ("a ""b"""),
- * lines end in LF or CRLF, blank lines are skipped. A timestamp is integer
- * seconds (a fraction is truncated) or ISO 8601 UTC: YYYY-MM-DD, optionally
- * followed by T or a space, HH:MM[:SS[.fff]] and Z. The whole text is
- * checked before anything is added; then rows go in batches of 65,536
- * (one transaction each). Returns 0, VR_EINVAL with "line N: ..." in err
- * (size errlen, may be 0) for a malformed row (an id that breaks the
- * rule of ids.h included), VR_ETOOBIG (a line over
- * RK_CSV_LINE_MAX, an id over RK_ID_MAX bytes, or a limit above), or the
- * errors of add_batch. */
-int rk_interactions_import_csv_buf(rk_interactions *ix, const char *buf, size_t len,
-				   rk_add_stats *stats, char *err, size_t errlen);
-/* The same, from a file; -errno (with the path in err) when it cannot be
- * read. */
-int rk_interactions_import_csv(rk_interactions *ix, const char *path,
-			       rk_add_stats *stats, char *err, size_t errlen);
 
 /* Snapshots every interaction into *out (n_users, n_items = the current
  * counts). Returns 0 or VR_ENOMEM. */

@@ -35,21 +35,13 @@ static inline int positive(const rk_sampler *s, uint32_t u, uint32_t i)
 	return rk_csr_has(s->train, u, i);
 }
 
-static uint64_t splitmix64(uint64_t *x)
-{
-	uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
 void rk_rng_seed(rk_rng *r, uint64_t seed, uint64_t stream)
 {
 	uint64_t x = seed;
-	uint64_t mix = splitmix64(&x) ^ (stream * 0xd1342543de82ef95ull);
+	uint64_t mix = vr_splitmix64_next(&x) ^ (stream * 0xd1342543de82ef95ull);
 	x = mix;
 	for (int k = 0; k < 4; k++)
-		r->s[k] = splitmix64(&x);
+		r->s[k] = vr_splitmix64_next(&x);
 }
 
 void rk_sampler_opts_default(rk_sampler_opts *o)

@@ -96,23 +96,15 @@ struct rng {
 	uint64_t s[4];
 };
 
-static uint64_t splitmix64(uint64_t *x)
-{
-	uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
-}
-
 /* The state of stream (seed, stream, index): each key is hashed in turn,
  * so distinct triples give unrelated streams. */
 static void rng_seed(struct rng *r, uint64_t seed, enum stream stream, uint64_t index)
 {
 	uint64_t x = seed;
-	x = splitmix64(&x) ^ (uint64_t)stream;
-	x = splitmix64(&x) ^ index;
+	x = vr_splitmix64_next(&x) ^ (uint64_t)stream;
+	x = vr_splitmix64_next(&x) ^ index;
 	for (int k = 0; k < 4; k++)
-		r->s[k] = splitmix64(&x);
+		r->s[k] = vr_splitmix64_next(&x);
 }
 
 static uint64_t rng_next(struct rng *r)

@@ -73,7 +73,7 @@ has "token file, rankd down" "is rankd running at $closed?" "$err"
 # not even asked: the check comes first).
 printf 'user,item,timestamp\nu1,i1,1\nu2,i2,later\nu3\n"u4,i4,4\n' >"$work/bad.csv"
 expect 1 "bad csv" -- "$visrec" --rankd $closed import "$work/bad.csv"
-has "bad csv" "bad.csv:3: timestamp \"later\" is not an integer" "$err"
+has "bad csv" "bad.csv:3: timestamp \"later\" is not integer seconds or ISO 8601" "$err"
 has "bad csv" "bad.csv:4: 1 field(s)" "$err"
 has "bad csv" "bad.csv:5: a quoted field does not end" "$err"
 has "bad csv" "3 malformed row(s)" "$err"

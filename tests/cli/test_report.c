@@ -113,7 +113,7 @@ TEST(icsv_errors_name_the_line_and_reading_goes_on)
 	ASSERT_OK(icsv_open(&r, path));
 	ASSERT_OK(icsv_next(r, &row));
 	ASSERT_EQ_INT(icsv_next(r, &row), VR_EINVAL);
-	ASSERT_CONTAINS(icsv_error(r), "bad.csv:3: timestamp \"soon\" is not an integer");
+	ASSERT_CONTAINS(icsv_error(r), "bad.csv:3: timestamp \"soon\" is not integer seconds or ISO 8601");
 	ASSERT_EQ_INT(icsv_next(r, &row), VR_EINVAL);
 	ASSERT_CONTAINS(icsv_error(r), "bad.csv:4: 2 field(s)");
 	ASSERT_EQ_INT(icsv_next(r, &row), VR_EINVAL);
@@ -133,6 +133,69 @@ TEST(icsv_errors_name_the_line_and_reading_goes_on)
 	icsv_close(r);
 	snprintf(path, sizeof path, "%s/missing.csv", tmp);
 	ASSERT(icsv_open(&r, path) < 0);
+	rm_tmp();
+}
+
+/* The timestamps a user would expect to work (rankd's own CSV parser took
+ * these and this reader refused them; the two are one reader now): ISO 8601
+ * UTC dates and times, fractional seconds, and a byte order mark before the
+ * header. */
+TEST(icsv_iso_timestamps_fractions_and_bom)
+{
+	icsv *r = NULL;
+	icsv_row row;
+	char path[300];
+	make_tmp();
+	write_file("iso.csv", "\xef\xbb\xbfuser,item,timestamp\r\n"
+			      "u1,i1,100\r\n"
+			      " u2 , \"i,2\" ,2021-04-13T13:30:00Z\n"
+			      "\"u \"\"3\"\"\",i1,1970-01-02\n"
+			      "u4,i4,2000-02-29 23:59:60.5\n"
+			      "u1,i1,50.9\n"
+			      "u5,i5,-1.5\n"
+			      "u6,i6,2021-02-29\n"
+			      "u7,i7,2021-04-13T13:30+02:00\n"
+			      "u8,i8,2021-4-13\n"
+			      "u9,i9,.5\n");
+	snprintf(path, sizeof path, "%s/iso.csv", tmp);
+	ASSERT_OK(icsv_open(&r, path));
+	ASSERT_OK(icsv_next(r, &row));
+	ASSERT_STR_EQ(row.user, "u1");
+	ASSERT_EQ_INT(row.timestamp, 100);
+	ASSERT_OK(icsv_next(r, &row));
+	ASSERT_STR_EQ(row.item, "i,2");
+	ASSERT_EQ_INT(row.timestamp, 1618320600);
+	ASSERT_OK(icsv_next(r, &row));
+	ASSERT_STR_EQ(row.user, "u \"3\"");
+	ASSERT_EQ_INT(row.timestamp, 86400);
+	ASSERT_OK(icsv_next(r, &row));
+	ASSERT_EQ_INT(row.timestamp, 951868800); /* a leap second reads as the next one */
+	ASSERT_OK(icsv_next(r, &row));
+	ASSERT_EQ_INT(row.timestamp, 50);
+	ASSERT_OK(icsv_next(r, &row));
+	ASSERT_EQ_INT(row.timestamp, -1);
+	/* Not a date, an offset (only UTC is taken, not guessed), a short
+	 * field, no digit before the point. */
+	ASSERT_EQ_INT(icsv_next(r, &row), VR_EINVAL);
+	ASSERT_CONTAINS(icsv_error(r), "iso.csv:8: timestamp \"2021-02-29\" is not integer seconds "
+				       "or ISO 8601");
+	ASSERT_EQ_INT(icsv_next(r, &row), VR_EINVAL);
+	ASSERT_CONTAINS(icsv_error(r), "iso.csv:9:");
+	ASSERT_EQ_INT(icsv_next(r, &row), VR_EINVAL);
+	ASSERT_CONTAINS(icsv_error(r), "iso.csv:10:");
+	ASSERT_EQ_INT(icsv_next(r, &row), VR_EINVAL);
+	ASSERT_CONTAINS(icsv_error(r), "iso.csv:11:");
+	ASSERT_EQ_INT(icsv_next(r, &row), VR_EEOF);
+	icsv_close(r);
+
+	/* Without a header an ISO timestamp in the first row marks it as data. */
+	write_file("noheader.csv", "u1,i1,2021-04-13\n");
+	snprintf(path, sizeof path, "%s/noheader.csv", tmp);
+	ASSERT_OK(icsv_open(&r, path));
+	ASSERT_OK(icsv_next(r, &row));
+	ASSERT_EQ_INT(row.line, 1);
+	ASSERT_EQ_INT(row.timestamp, 1618272000);
+	icsv_close(r);
 	rm_tmp();
 }
 
@@ -442,6 +505,7 @@ static const struct vr_test tests[] = {
 	T(icsv_columns_by_header_name_or_position),
 	T(icsv_errors_name_the_line_and_reading_goes_on),
 	T(icsv_refuses_bad_ids),
+	T(icsv_iso_timestamps_fractions_and_bom),
 	T(dataset_test_item_recent_items_and_cold),
 	T(pick_users_half_cold_spread_and_stable),
 	T(report_escapes_text_encodes_paths_and_says_what_is_missing),

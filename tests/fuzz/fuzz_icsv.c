@@ -1,5 +1,5 @@
 /* Fuzzes the interaction CSV reader of `visrec import` and the report
- * (tools/icsv.c): the whole input is the file, read row by row to its end
+ * (common/icsv.c): the whole input is the file, read row by row to its end
  * as the CLI does, bad rows included (the reader goes on after them). */
 #include "err.h"
 #include "fuzz.h"

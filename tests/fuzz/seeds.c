@@ -185,10 +185,8 @@ static const struct {
 
 static void seeds_csv(void)
 {
-	for (size_t i = 0; i < sizeof csv / sizeof csv[0]; i++) {
+	for (size_t i = 0; i < sizeof csv / sizeof csv[0]; i++)
 		emit_bytes("fuzz_icsv", csv[i].name, csv[i].text, strlen(csv[i].text));
-		emit_bytes("fuzz_interactions_csv", csv[i].name, csv[i].text, strlen(csv[i].text));
-	}
 }
 
 /* ---- safetensors ------------------------------------------------------------ */

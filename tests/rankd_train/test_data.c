@@ -1,8 +1,7 @@
-/* Unit tests of rankd's interactions (id maps, dedup, split, CSV, LMDB
+/* Unit tests of rankd's interactions (id maps, dedup, split, LMDB
  * persistence) and sampler (reproducibility, rejection, popularity). */
 #include "harness.h"
 
-#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -140,71 +139,35 @@ TEST(split_marks_last_in_time)
 	rk_interactions_close(ix);
 }
 
-static int import(rk_interactions *ix, const char *text, char *err)
-{
-	return rk_interactions_import_csv_buf(ix, text, strlen(text), NULL, err, 200);
-}
-
-TEST(csv_import_and_errors)
+/* The CSV form of interactions is read by common/icsv.h (its tests are in
+ * tests/cli/test_report.c); here, what add_batch does with what it gets. */
+TEST(add_batch_refuses_bad_ids_whole)
 {
 	rk_interactions *ix;
-	char err[200];
 	ASSERT_OK(rk_interactions_open(&ix, NULL));
-	const char *good = "\xef\xbb\xbfuser,item,timestamp\r\n"
-			   "u1,i1,100\r\n"
-			   "\n"
-			   " u2 , \"i,2\" ,2021-04-13T13:30:00Z\n"
-			   "\"u \"\"3\"\"\",i1,1970-01-02\n"
-			   "u1,i1,50.9\n";
+	rk_interaction_in good[] = {row("u1", "i1", 100), row("u2", "i,2", 1618320600),
+				    row("u \"3\"", "i1", 86400), row("u1", "i1", 50)};
 	rk_add_stats st;
-	ASSERT_OK(rk_interactions_import_csv_buf(ix, good, strlen(good), &st, err, sizeof err));
+	ASSERT_OK(rk_interactions_add_batch(ix, good, 4, &st));
 	ASSERT_EQ_INT(st.added, 3);
 	ASSERT_EQ_INT(st.updated, 1);
 	int64_t ts;
 	ASSERT(rk_interactions_has(ix, user_of(ix, "u2"), item_of(ix, "i,2"), &ts));
 	ASSERT_EQ_INT(ts, 1618320600);
-	ASSERT(rk_interactions_has(ix, user_of(ix, "u \"3\""), item_of(ix, "i1"), &ts));
-	ASSERT_EQ_INT(ts, 86400);
 	ASSERT(rk_interactions_has(ix, user_of(ix, "u1"), item_of(ix, "i1"), &ts));
 	ASSERT_EQ_INT(ts, 100);
-
-	ASSERT_EQ_INT(import(ix, "a,b,1\nc,d\n", err), VR_EINVAL);
-	ASSERT_CONTAINS(err, "line 2:");
-	ASSERT_CONTAINS(err, "3 fields");
-	ASSERT_EQ_INT(import(ix, "a,b,1\n\nc,d,tomorrow\n", err), VR_EINVAL);
-	ASSERT_CONTAINS(err, "line 3:");
-	ASSERT_CONTAINS(err, "tomorrow");
-	ASSERT_EQ_INT(import(ix, "user,item,ts\n,b,1\n", err), VR_EINVAL);
-	ASSERT_CONTAINS(err, "line 2: empty user id");
-	ASSERT_EQ_INT(import(ix, "a,\"b,1\n", err), VR_EINVAL);
-	ASSERT_CONTAINS(err, "line 1:");
-	ASSERT_EQ_INT(import(ix, "a,b,1\na,b,2021-02-29\n", err), VR_EINVAL);
-	ASSERT_CONTAINS(err, "line 2:");
-	ASSERT_EQ_INT(import(ix, "a,b,1,2\n", err), VR_EINVAL);
-	ASSERT_CONTAINS(err, "found 4");
-	char longid[400];
-	memset(longid, 'x', sizeof longid);
-	longid[sizeof longid - 1] = '\0';
-	char text[600];
-	snprintf(text, sizeof text, "a,b,1\n%s,b,1\n", longid);
-	ASSERT_EQ_INT(import(ix, text, err), VR_ETOOBIG);
-	ASSERT_CONTAINS(err, "line 2: user id longer");
-	/* Ids keep the rule of common/ids.h, in the CSV and in add_batch. */
-	ASSERT_EQ_INT(import(ix, "a,b,1\nc,\"caf\xc3\",2\n", err), VR_EINVAL);
-	ASSERT_CONTAINS(err, "line 2: the item id is not valid UTF-8 at byte 3");
-	ASSERT_EQ_INT(import(ix, "a\x7f,b,1\n", err), VR_EINVAL);
-	ASSERT_CONTAINS(err, "line 1: the user id contains a control character (U+007F)");
+	/* Ids keep the rule of common/ids.h. */
 	rk_interaction_in bad[2] = { { "a", 1, "b", 1, 1 }, { "c", 1, "d\0e", 3, 2 } };
 	rk_add_stats st2;
 	ASSERT_EQ_INT(rk_interactions_add_batch(ix, bad, 2, &st2), VR_EINVAL);
 	ASSERT_EQ_INT(st2.bad_row, 1);
+	rk_interaction_in utf8[1] = { { "c", 1, "caf\xc3", 4, 2 } };
+	ASSERT_EQ_INT(rk_interactions_add_batch(ix, utf8, 1, &st2), VR_EINVAL);
+	ASSERT_EQ_INT(st2.bad_row, 0);
 	ASSERT_EQ_INT(rk_items_intern(ix, "x\xc2\x9f", 3, &(uint32_t){0}), VR_EINVAL);
-	/* Nothing of a failing text was added. */
+	/* Nothing of a failing batch was added. */
 	ASSERT_EQ_INT(rk_interactions_count(ix), 3);
 	ASSERT_EQ_INT(rk_users_find(ix, "a", 1, &(uint32_t){0}), VR_ENOTFOUND);
-	ASSERT_EQ_INT(rk_interactions_import_csv(ix, "/nonexistent/x.csv", NULL, err, sizeof err),
-		      -ENOENT);
-	ASSERT_CONTAINS(err, "/nonexistent/x.csv");
 	rk_interactions_close(ix);
 }
 
@@ -217,8 +180,9 @@ TEST(persistence_round_trip)
 	rk_interactions *ix;
 	ASSERT_OK(vr_store_open(&st, dir, &opts));
 	ASSERT_OK(rk_interactions_open(&ix, st));
-	char csv[] = "user,item,timestamp\nu1,a,10\nu2,b,20\nu1,b,30\nu1,a,5\n";
-	ASSERT_OK(rk_interactions_import_csv_buf(ix, csv, strlen(csv), NULL, NULL, 0));
+	rk_interaction_in first[] = {row("u1", "a", 10), row("u2", "b", 20), row("u1", "b", 30),
+				     row("u1", "a", 5)};
+	ASSERT_OK(rk_interactions_add_batch(ix, first, 4, NULL));
 	uint32_t cold;
 	ASSERT_OK(rk_items_intern(ix, "cold", 4, &cold));
 	ASSERT_OK(rk_interactions_flush(ix));
@@ -409,7 +373,7 @@ static const struct vr_test tests[] = {
 	T(duplicates_keep_latest),
 	T(many_ids_survive_rehash),
 	T(split_marks_last_in_time),
-	T(csv_import_and_errors),
+	T(add_batch_refuses_bad_ids_whole),
 	T(persistence_round_trip),
 	T(sampler_reproducible_and_rejects_positives),
 	T(sampler_popularity_follows_counts),

@@ -1,11 +1,13 @@
-/* icsv: a reader of interaction CSV files, the Wikimedia tutorial's raw
+/* icsv: the reader of interaction CSV files, the Wikimedia tutorial's raw
  * form "user,item,timestamp", for `visrec import` and the report.
  *
  * The first non-blank line may be a header naming the columns (user or
  * user_id, item or item_id, timestamp or time or ts; other columns are
  * ignored); without one the columns are user,item,timestamp in that order.
- * Fields may be quoted ("a,b" with "" for a quote); CRLF line ends and
- * blank lines are fine; the timestamp is an integer (seconds); both ids
+ * Fields may be quoted ("a,b" with "" for a quote); CRLF line ends, blank
+ * lines and a UTF-8 byte order mark are fine; the timestamp is integer
+ * seconds (a fraction is dropped) or ISO 8601 UTC: YYYY-MM-DD, optionally
+ * followed by T or a space, HH:MM[:SS[.fff]] and Z; both ids
  * keep the id rule (ids.h: UTF-8, no NUL or control characters, at most
  * VR_ID_MAX bytes). A bad row is
  * reported with its line number and reading goes on with the next one. */
@@ -38,7 +40,7 @@ void icsv_timestamp_optional(icsv *r);
  * why; the next call reads on), -errno on a read error, VR_ENOMEM. */
 int icsv_next(icsv *r, icsv_row *row);
 /* The reason of the last VR_EINVAL ("interactions.csv:12: timestamp
- * \"x\" is not an integer"). */
+ * \"x\" is not integer seconds or ISO 8601 ..."). */
 const char *icsv_error(const icsv *r);
 /* Closes the file and frees the reader. NULL is allowed. */
 void icsv_close(icsv *r);

@@ -86,6 +86,13 @@ static int split(char *s, char **fields)
 	for (;;) {
 		if (n == MAX_FIELDS)
 			return n;
+		/* Blanks before an opening quote go, as trim() drops them
+		 * around an unquoted field. */
+		char *q = s;
+		while (*q == ' ' || *q == '\t')
+			q++;
+		if (*q == '"')
+			s = q;
 		fields[n++] = w;
 		if (*s == '"') {
 			s++;
@@ -128,12 +135,87 @@ static char *trim(char *s)
 	return s;
 }
 
-static int is_int(const char *s, int64_t *v)
+/* Days since 1970-01-01 of a proleptic Gregorian date. */
+static int64_t days_from_civil(int64_t y, int64_t m, int64_t d)
 {
+	y -= m <= 2;
+	int64_t era = (y >= 0 ? y : y - 399) / 400;
+	int64_t yoe = y - era * 400;
+	int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + doe - 719468;
+}
+
+static int digits(const char **p, int n, int64_t *out)
+{
+	int64_t v = 0;
+	for (int k = 0; k < n; k++) {
+		if (**p < '0' || **p > '9')
+			return -1;
+		v = v * 10 + (**p - '0');
+		(*p)++;
+	}
+	*out = v;
+	return 0;
+}
+
+/* YYYY-MM-DD, optionally followed by T or a space, HH:MM[:SS[.fff]], and
+ * an optional Z: UTC is the only zone (an offset is refused, not guessed).
+ * The fraction is dropped. Returns 0 or -1. */
+static int parse_iso(const char *p, int64_t *out)
+{
+	int64_t y, mo, d, h = 0, mi = 0, sec = 0;
+	if (digits(&p, 4, &y) || *p++ != '-' || digits(&p, 2, &mo) || *p++ != '-' ||
+	    digits(&p, 2, &d))
+		return -1;
+	static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+	if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || (mo == 2 && d == 29 && !leap))
+		return -1;
+	if (*p == 'T' || *p == ' ') {
+		p++;
+		if (digits(&p, 2, &h) || *p++ != ':' || digits(&p, 2, &mi))
+			return -1;
+		if (*p == ':') {
+			p++;
+			if (digits(&p, 2, &sec))
+				return -1;
+			if (*p == '.') {
+				p++;
+				if (*p < '0' || *p > '9')
+					return -1;
+				while (*p >= '0' && *p <= '9')
+					p++;
+			}
+		}
+		if (h > 23 || mi > 59 || sec > 60)
+			return -1;
+	}
+	if (*p == 'Z')
+		p++;
+	if (*p)
+		return -1;
+	*out = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec;
+	return 0;
+}
+
+/* A timestamp: integer seconds (a fraction is dropped, toward zero) or
+ * ISO 8601 UTC (parse_iso). Returns 1 with *v set, or 0. */
+static int parse_ts(const char *s, int64_t *v)
+{
+	if (strlen(s) >= 10 && s[4] == '-')
+		return !parse_iso(s, v);
 	char *end;
 	errno = 0;
 	long long x = strtoll(s, &end, 10);
-	if (!*s || *end || errno)
+	if (end == s || !isdigit((unsigned char)end[-1]) || errno)
+		return 0;
+	if (*end == '.') {
+		end++;
+		while (isdigit((unsigned char)*end))
+			end++;
+	}
+	if (*end)
 		return 0;
 	*v = x;
 	return 1;
@@ -149,7 +231,7 @@ static int name_is(const char *s, const char *a, const char *b, const char *c)
 static int layout(icsv *r, char **f, int n)
 {
 	int64_t ts;
-	if (n >= 3 && is_int(trim(f[2]), &ts)) {
+	if (n >= 3 && parse_ts(trim(f[2]), &ts)) {
 		r->col_user = 0;
 		r->col_item = 1;
 		r->col_ts = 2;
@@ -178,7 +260,7 @@ static int layout(icsv *r, char **f, int n)
 			return bad(r, "expected a header naming the columns user and item (and timestamp), "
 				   "or rows user,item[,timestamp]");
 		return bad(r, "expected a header naming the columns user, item and timestamp, or a "
-			   "row user,item,timestamp with an integer timestamp");
+			   "row user,item,timestamp with a timestamp in seconds or ISO 8601");
 	}
 	return 1;
 }
@@ -201,7 +283,11 @@ int icsv_next(icsv *r, icsv_row *row)
 		const char *nul = memchr(r->line, 0, (size_t)len);
 		if (nul)
 			return bad(r, "a NUL byte at offset %zu of the line", (size_t)(nul - r->line));
-		char *s = trim(r->line);
+		char *s = r->line;
+		/* A UTF-8 byte order mark, as spreadsheet programs write. */
+		if (r->lineno == 1 && !strncmp(s, "\xef\xbb\xbf", 3))
+			s += 3;
+		s = trim(s);
 		if (!*s)
 			continue;
 		int n = split(s, f);
@@ -226,8 +312,9 @@ int icsv_next(icsv *r, icsv_row *row)
 		if (vr_id_check_named("the user id", row->user, strlen(row->user), why, sizeof why) ||
 		    vr_id_check_named("the item id", row->item, strlen(row->item), why, sizeof why))
 			return bad(r, "%s", why);
-		if (!is_int(t, &row->timestamp))
-			return bad(r, "timestamp \"%.40s\" is not an integer (seconds)", t);
+		if (!parse_ts(t, &row->timestamp))
+			return bad(r, "timestamp \"%.40s\" is not integer seconds or ISO 8601 "
+				   "(2021-04-13T13:30:00Z)", t);
 		return 0;
 	}
 }

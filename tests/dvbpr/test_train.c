@@ -198,13 +198,22 @@ static int add_interactions(vr_channel *ch, const struct dataset *ds)
 	return rc;
 }
 
-/* Runs Train; auc[e - 1] gets epoch e's validation AUC. Returns 0 when
- * the run finished, else the call's status code with st filled. */
-static int train(vr_channel *ch, const Visrec__V1__TrainRequest *req, double *auc, int max_auc,
-		 vr_status *st)
+/* What a Train call streamed: per epoch validation AUC and loss, and the
+ * final progress line. */
+struct run_log {
+	double auc[32], loss[32];
+	uint32_t epochs;          /* epoch lines seen */
+	uint32_t last_epoch;      /* the final line's */
+	double last_auc, last_loss;
+	char state[32];
+};
+
+static int train_log(vr_channel *ch, const Visrec__V1__TrainRequest *req, struct run_log *l,
+		     vr_status *st)
 {
 	vr_ccall *cc = NULL;
 	int done = 0;
+	memset(l, 0, sizeof *l);
 	int rc = vr_ccall_start(&cc, ch, "/visrec.v1.Rank/Train",
 				&visrec__v1__train_progress__descriptor, 0, NULL);
 	if (!rc)
@@ -215,9 +224,17 @@ static int train(vr_channel *ch, const Visrec__V1__TrainRequest *req, double *au
 		Visrec__V1__TrainProgress *p = NULL;
 		if (vr_ccall_recv(cc, (ProtobufCMessage **)&p))
 			break;
-		if (p->epoch >= 1 && (int)p->epoch <= max_auc && !p->done)
-			auc[p->epoch - 1] = p->val_auc;
-		done |= p->done;
+		if (p->done) {
+			l->last_epoch = p->epoch;
+			l->last_auc = p->val_auc;
+			l->last_loss = p->loss;
+			snprintf(l->state, sizeof l->state, "%s", p->state);
+			done = 1;
+		} else if (p->epoch >= 1 && p->epoch <= 32) {
+			l->auc[p->epoch - 1] = p->val_auc;
+			l->loss[p->epoch - 1] = p->loss;
+			l->epochs = p->epoch;
+		}
 		protobuf_c_message_free_unpacked(&p->base, NULL);
 	}
 	memset(st, 0, sizeof *st);
@@ -226,21 +243,48 @@ static int train(vr_channel *ch, const Visrec__V1__TrainRequest *req, double *au
 	return st->code ? st->code : !done;
 }
 
-/* The served model's AUC on users whose test item is cold. */
-static double cold_auc(vr_channel *ch)
+/* The served model's AUC and RR on all users and AUC on cold ones
+ * (standard protocol). */
+static int evaluate(vr_channel *ch, double out[3])
 {
 	Visrec__V1__EvaluateRequest req = VISREC__V1__EVALUATE_REQUEST__INIT;
 	Visrec__V1__EvaluateResponse *r = NULL;
-	double auc = NAN;
-	if (vr_client_unary(ch, "/visrec.v1.Rank/Evaluate", &req.base,
-			    &visrec__v1__evaluate_response__descriptor, (ProtobufCMessage **)&r, 30000,
-			    NULL, NULL))
-		return NAN;
-	for (size_t k = 0; k < r->n_results; k++)
-		if (!strcmp(r->results[k]->subset, "cold"))
-			auc = r->results[k]->auc;
+	out[0] = out[1] = out[2] = NAN;
+	int rc = vr_client_unary(ch, "/visrec.v1.Rank/Evaluate", &req.base,
+				 &visrec__v1__evaluate_response__descriptor, (ProtobufCMessage **)&r,
+				 30000, NULL, NULL);
+	if (rc)
+		return rc;
+	for (size_t k = 0; k < r->n_results; k++) {
+		if (!strcmp(r->results[k]->subset, "all")) {
+			out[0] = r->results[k]->auc;
+			out[1] = r->results[k]->rr;
+		} else if (!strcmp(r->results[k]->subset, "cold")) {
+			out[2] = r->results[k]->auc;
+		}
+	}
 	protobuf_c_message_free_unpacked(&r->base, NULL);
-	return auc;
+	return 0;
+}
+
+/* Runs Train; auc[e - 1] gets epoch e's validation AUC (max_auc <= 32).
+ * Returns 0 when the run finished, else the call's status code with st
+ * filled. */
+static int train(vr_channel *ch, const Visrec__V1__TrainRequest *req, double *auc, int max_auc,
+		 vr_status *st)
+{
+	struct run_log l;
+	int rc = train_log(ch, req, &l, st);
+	for (uint32_t e = 0; e < l.epochs && (int)e < max_auc; e++)
+		auc[e] = l.auc[e];
+	return rc;
+}
+
+/* The served model's AUC on users whose test item is cold. */
+static double cold_auc(vr_channel *ch)
+{
+	double ev[3];
+	return evaluate(ch, ev) ? NAN : ev[2];
 }
 
 static void dvbpr_request(Visrec__V1__TrainRequest *r, uint32_t epochs)
@@ -363,75 +407,6 @@ TEST(auc_rises_and_ingest_order_invariant)
 		ASSERT_NEAR(shuffled[e], auc[e], 1e-6);
 	ASSERT_NEAR(sh_cold, dv_cold, 1e-6);
 	pair_stop(&p);
-}
-
-/* What a Train call streamed: per epoch validation AUC and loss, and the
- * final progress line. */
-struct run_log {
-	double auc[32], loss[32];
-	uint32_t epochs;          /* epoch lines seen */
-	uint32_t last_epoch;      /* the final line's */
-	double last_auc, last_loss;
-	char state[32];
-};
-
-static int train_log(vr_channel *ch, const Visrec__V1__TrainRequest *req, struct run_log *l,
-		     vr_status *st)
-{
-	vr_ccall *cc = NULL;
-	int done = 0;
-	memset(l, 0, sizeof *l);
-	int rc = vr_ccall_start(&cc, ch, "/visrec.v1.Rank/Train",
-				&visrec__v1__train_progress__descriptor, 0, NULL);
-	if (!rc)
-		rc = vr_ccall_send(cc, &req->base);
-	if (!rc)
-		rc = vr_ccall_close_send(cc);
-	while (!rc) {
-		Visrec__V1__TrainProgress *p = NULL;
-		if (vr_ccall_recv(cc, (ProtobufCMessage **)&p))
-			break;
-		if (p->done) {
-			l->last_epoch = p->epoch;
-			l->last_auc = p->val_auc;
-			l->last_loss = p->loss;
-			snprintf(l->state, sizeof l->state, "%s", p->state);
-			done = 1;
-		} else if (p->epoch >= 1 && p->epoch <= 32) {
-			l->auc[p->epoch - 1] = p->val_auc;
-			l->loss[p->epoch - 1] = p->loss;
-			l->epochs = p->epoch;
-		}
-		protobuf_c_message_free_unpacked(&p->base, NULL);
-	}
-	memset(st, 0, sizeof *st);
-	if (cc)
-		vr_ccall_finish(cc, st);
-	return st->code ? st->code : !done;
-}
-
-/* The served model's AUC and RR on all users and AUC on cold ones
- * (standard protocol). */
-static int evaluate(vr_channel *ch, double out[3])
-{
-	Visrec__V1__EvaluateRequest req = VISREC__V1__EVALUATE_REQUEST__INIT;
-	Visrec__V1__EvaluateResponse *r = NULL;
-	out[0] = out[1] = out[2] = NAN;
-	int rc = vr_client_unary(ch, "/visrec.v1.Rank/Evaluate", &req.base,
-				 &visrec__v1__evaluate_response__descriptor, (ProtobufCMessage **)&r,
-				 30000, NULL, NULL);
-	if (rc)
-		return rc;
-	for (size_t k = 0; k < r->n_results; k++) {
-		if (!strcmp(r->results[k]->subset, "all")) {
-			out[0] = r->results[k]->auc;
-			out[1] = r->results[k]->rr;
-		} else if (!strcmp(r->results[k]->subset, "cold")) {
-			out[2] = r->results[k]->auc;
-		}
-	}
-	protobuf_c_message_free_unpacked(&r->base, NULL);
-	return 0;
 }
 
 /* rankd's Info: the served model's featured version into *fversion. */

@@ -1,0 +1,518 @@
+/* train_dvbpr: the DVBPR run.
+ *
+ * DESIGN
+ * The training thread drives featured's TrainVisual stream itself
+ * (rk__run_dvbpr, through rankd/dvbpr.h) instead of rk_trainer_run: it samples
+ * each step's triples, sends them, applies featured's answer to θ, γ, β by
+ * Adam (or SGD), asks featured for every item's φ at each epoch's end
+ * (validation AUC on the held-out items), and after an epoch better than
+ * every earlier one keeps a copy of its half and has featured keep the
+ * net (mark_best); patience epochs without gain stop the run. It
+ * checkpoints its half, the best epoch's and Adam's state in the "models"
+ * db at the steps featured checkpoints its net, and at the end has
+ * featured re-embed every item with the best epoch's net as a new model
+ * version, fetches that version's vectors (not featured's active
+ * version's: the model keeps the version it was trained with) and serves
+ * β_i + γ_u·γ_i + θ_u·φ_i of the best epoch. A failure of featured ends
+ * the call with its status and the step of the last checkpoint;
+ * TrainRequest.resume continues from there. */
+#include <cblas.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "deadline.h"
+#include "dvbpr.h"
+#include "err.h"
+#include "log.h"
+#include "training_priv.h"
+
+/* ---- DVBPR: the loop over featured's TrainVisual ---------------------------- */
+
+#define DV_CKPT_MODEL "dvbpr/checkpoint"
+#define DV_CKPT_BEST "dvbpr/checkpoint-best"
+#define DV_CKPT_META "dvbpr/checkpoint-meta"
+#define DV_CKPT_ADAM_M "dvbpr/checkpoint-adam-m"
+#define DV_CKPT_ADAM_V "dvbpr/checkpoint-adam-v"
+#define DV_CKPT_MAGIC 0x44564251u /* "DVBQ": with the best epoch and Adam */
+
+/* Where a DVBPR run stands: stored beside its model (rk_model_save under
+ * DV_CKPT_MODEL, whose version field holds the same step), the best
+ * epoch's model so far (DV_CKPT_BEST, the same version; its net is the one
+ * featured kept at best_step) and Adam's moments (DV_CKPT_ADAM_M, _V:
+ * n_params floats each, Adam only) after every checkpoint_every steps,
+ * when featured has saved the same step. The meta goes last, in the
+ * transaction with the moments: a crash before it leaves the previous
+ * checkpoint's meta, whose step the models then fail to match. */
+struct dv_ckpt {
+	uint32_t magic, epoch;         /* the epoch in progress, 1-based */
+	uint64_t step, epoch_step;     /* steps done; of them, in this epoch */
+	uint64_t rng[4];
+	double epoch_loss;
+	char session[65];
+	char arch[32];
+	uint32_t best_epoch;           /* 0: no epoch validated yet */
+	uint32_t bad;                  /* epochs since the best */
+	uint64_t best_step;            /* the best epoch's net in featured */
+	double best_auc, best_loss;
+	uint64_t adam_t;               /* Adam's steps (0: SGD) */
+};
+
+struct put_arg {
+	vr_dbi db;
+	const struct dv_ckpt *c;
+	const rk_dvbpr_adam *adam;
+	size_t n;
+};
+
+static int put_ckpt_fn(vr_txn *txn, void *arg)
+{
+	struct put_arg *a = arg;
+	int rc = 0;
+	if (a->adam &&
+	    ((rc = vr_put(txn, a->db, DV_CKPT_ADAM_M, strlen(DV_CKPT_ADAM_M), a->adam->m,
+			  a->n * sizeof(float))) ||
+	     (rc = vr_put(txn, a->db, DV_CKPT_ADAM_V, strlen(DV_CKPT_ADAM_V), a->adam->v,
+			  a->n * sizeof(float)))))
+		return rc;
+	return vr_put(txn, a->db, DV_CKPT_META, strlen(DV_CKPT_META), a->c, sizeof *a->c);
+}
+
+/* best: the best epoch's model (NULL before the first); adam: NULL with SGD. */
+static int ckpt_save(rk_service *svc, rk_model *model, rk_model *best, const rk_dvbpr_adam *adam,
+		     const struct dv_ckpt *c)
+{
+	struct put_arg a = { .db = svc->snap.models, .c = c, .adam = adam, .n = model->n_params };
+	model->version = c->step;
+	int rc = rk_model_save(model, svc->snap.st, svc->snap.models, DV_CKPT_MODEL);
+	if (!rc && best) {
+		best->version = c->step;
+		rc = rk_model_save(best, svc->snap.st, svc->snap.models, DV_CKPT_BEST);
+	}
+	return rc ? rc : vr_store_write(svc->snap.st, put_ckpt_fn, &a);
+}
+
+/* Loads the model stored under key, checking it is of the checkpoint's
+ * step and of like's sizes. */
+static int ckpt_model(rk_service *svc, const char *key, const rk_model *like, uint64_t step,
+		      rk_model **out)
+{
+	rk_model *m = NULL;
+	int rc = rk_model_load(&m, svc->snap.st, svc->snap.models, key);
+	if (!rc && (m->version != step || m->d.n_users != like->d.n_users ||
+		    m->d.n_items != like->d.n_items || m->d.k != like->d.k || m->d.k2 != like->d.k2))
+		rc = VR_ESTATE;
+	if (rc) {
+		rk_model_free(m);
+		return rc;
+	}
+	*out = m;
+	return 0;
+}
+
+/* Loads the checkpoint into c, *model (replacing it) and *best (NULL when
+ * no epoch was validated before it). */
+static int ckpt_load(rk_service *svc, rk_model **model, rk_model **best, struct dv_ckpt *c)
+{
+	vr_txn *txn;
+	const void *v;
+	size_t len;
+	rk_model *m = NULL, *b = NULL;
+	int rc = vr_store_read_begin(svc->snap.st, &txn);
+	if (rc)
+		return rc;
+	rc = vr_get(txn, svc->snap.models, DV_CKPT_META, strlen(DV_CKPT_META), &v, &len);
+	if (!rc && len != sizeof *c)
+		rc = VR_ECORRUPT;
+	if (!rc)
+		memcpy(c, v, sizeof *c);
+	vr_store_read_end(txn);
+	if (!rc && c->magic != DV_CKPT_MAGIC)
+		rc = VR_ECORRUPT;
+	if (!rc)
+		rc = ckpt_model(svc, DV_CKPT_MODEL, *model, c->step, &m);
+	if (!rc && c->best_epoch)
+		rc = ckpt_model(svc, DV_CKPT_BEST, *model, c->step, &b);
+	if (rc) {
+		rk_model_free(m);
+		return rc;
+	}
+	rk_model_free(*model);
+	*model = m;
+	*best = b;
+	return 0;
+}
+
+/* Adam's moments of the checkpoint c (n floats each) into adam. */
+static int ckpt_load_adam(rk_service *svc, const struct dv_ckpt *c, rk_dvbpr_adam *adam, size_t n)
+{
+	vr_txn *txn;
+	const void *m, *v;
+	size_t ml, vl;
+	int rc = vr_store_read_begin(svc->snap.st, &txn);
+	if (rc)
+		return rc;
+	rc = vr_get(txn, svc->snap.models, DV_CKPT_ADAM_M, strlen(DV_CKPT_ADAM_M), &m, &ml);
+	if (!rc)
+		rc = vr_get(txn, svc->snap.models, DV_CKPT_ADAM_V, strlen(DV_CKPT_ADAM_V), &v, &vl);
+	if (!rc && (ml != n * sizeof(float) || vl != n * sizeof(float) || !c->adam_t))
+		rc = VR_ESTATE;
+	if (!rc) {
+		memcpy(adam->m, m, ml);
+		memcpy(adam->v, v, vl);
+		adam->t = c->adam_t;
+	}
+	vr_store_read_end(txn);
+	return rc;
+}
+
+/* Validation AUC (DESIGN.md 8, standard protocol): per user with a
+ * validation item v, the share of items not among u's training items (and
+ * not v) that score below v (ties half), averaged. rows: the item matrix
+ * (n_items × D) with the current φ. */
+static double dv_validate(const rk_model *m, const float *rows, const rk_csr *train,
+			  const uint32_t *valid, float *scores, float *urow)
+{
+	uint32_t n = m->d.n_items, dim = rk_model_dim(m);
+	double sum = 0;
+	uint32_t users = 0;
+	for (uint32_t u = 0; u < train->n_users && u < m->d.n_users; u++) {
+		uint32_t v = valid[u];
+		if (v == RK_NONE || v >= n)
+			continue;
+		rk_model_user_row(m, u, urow);
+		cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n, (int)dim, 1.0f, rows, (int)dim, urow, 1,
+			    0.0f, scores, 1);
+		float sv = scores[v];
+		for (uint64_t k = train->off[u]; k < train->off[u + 1]; k++)
+			scores[train->item[k]] = NAN;
+		double below = 0;
+		uint32_t cmp = 0;
+		for (uint32_t i = 0; i < n; i++) {
+			if (i == v || isnan(scores[i]))
+				continue;
+			below += scores[i] < sv ? 1 : scores[i] == sv ? 0.5 : 0;
+			cmp++;
+		}
+		if (cmp) {
+			sum += below / cmp;
+			users++;
+		}
+	}
+	return users ? sum / users : NAN;
+}
+
+/* Item ids by index, NUL-terminated, for the wire. */
+static int item_ids(rk_service *svc, uint32_t n, char ***ids, char **blob)
+{
+	size_t bytes = 0, len;
+	pthread_rwlock_rdlock(&svc->ix_lock);
+	for (uint32_t i = 0; i < n; i++) {
+		rk_item_id(svc->ix, i, &len);
+		bytes += len + 1;
+	}
+	*ids = malloc(((size_t)n + 1) * sizeof **ids);
+	*blob = malloc(bytes + 1);
+	if (*ids && *blob) {
+		char *p = *blob;
+		for (uint32_t i = 0; i < n; i++) {
+			const char *id = rk_item_id(svc->ix, i, &len);
+			memcpy(p, id, len);
+			p[len] = 0;
+			(*ids)[i] = p;
+			p += len + 1;
+		}
+	}
+	pthread_rwlock_unlock(&svc->ix_lock);
+	return *ids && *blob ? 0 : VR_ENOMEM;
+}
+
+static int rpc_fail(struct rk_train_job *job, int rc, const vr_status *st, uint64_t step,
+		    uint64_t ckpt_step)
+{
+	if (rc == VR_ERPC)
+		return rk__fail(job, st->code == GRPC_STATUS_OK ? GRPC_STATUS_UNAVAILABLE : st->code,
+				"featured at %s failed during DVBPR step %" PRIu64 ": %s: %s; the last "
+				"checkpoint is at step %" PRIu64 ": train again with resume to continue",
+				job->svc->featured_addr, step, vr_status_name(st->code), st->message,
+				ckpt_step);
+	return rk__fail(job, rc == VR_ECORRUPT ? GRPC_STATUS_INTERNAL : vr_status_from_rc(rc),
+			"DVBPR step %" PRIu64 " failed: %s%s%s", step, vr_strerror(rc),
+			st->message[0] ? ": " : "", st->message);
+}
+
+int rk__run_dvbpr(struct rk_train_job *job)
+{
+	rk_service *svc = job->svc;
+	const struct dvbpr_settings *dv = &job->dv;
+	const rk_train_config *c = &job->cfg;
+	rk_csr all = { 0 }, train = { 0 }, fit = { 0 };
+	uint32_t *test = NULL, *valid = NULL, *tr = NULL, *items = NULL, fversion = 0;
+	char **ids = NULL, *blob = NULL;
+	float *phi = NULL, *rows = NULL, *scores = NULL, *urow = NULL;
+	rk_model *model = NULL, *best = NULL;
+	rk_sampler *smp = NULL;
+	rk_dvbpr *d = NULL;
+	struct fetch f = { .job = job };
+	struct dv_ckpt ck = { .magic = DV_CKPT_MAGIC, .epoch = 1, .best_auc = NAN,
+			      .best_loss = NAN };
+	vr_status st = { 0 };
+	rk_rng rng;
+	uint64_t base_seq = UINT64_MAX, ckpt_step = 0, step0 = 0;
+	double t_start = 0;
+	int rc;
+
+	if (!svc->featured) {
+		rk__fail(job, GRPC_STATUS_FAILED_PRECONDITION,
+			 "DVBPR trains its CNN in featured, and rankd runs without one (--featured)");
+		goto leave;
+	}
+	const rk_csr *on = NULL;
+	if (rk__load_interactions(job, &all, &train, &fit, &test, &valid, &on))
+		goto leave;
+	if (!valid) { /* use_all: nothing held out, so no user validates */
+		if (!(valid = malloc(((size_t)all.n_users + 1) * sizeof *valid))) {
+			rk__fail(job, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for the validation items");
+			goto leave;
+		}
+		for (uint32_t u = 0; u < all.n_users; u++)
+			valid[u] = RK_NONE;
+	}
+	rk_model_dims md;
+	rk_model_dims_default(&md, RK_MODEL_DVBPR, all.n_users, all.n_items, 0);
+	md.k = dv->no_latent ? 0 : job->k ? job->k : md.k;
+	md.k2 = job->k2 ? job->k2 : !strcmp(dv->arch, "alexnet") ? 100 : 50;
+	if ((rc = rk_model_create(&model, &md))) {
+		rk__fail(job, vr_status_from_rc(rc), "cannot create a DVBPR model of %u users × %u items: %s",
+			 md.n_users, md.n_items, vr_strerror(rc));
+		goto leave;
+	}
+	rk_model_init(model, c->seed);
+	if ((rc = rk_sampler_create(&smp, on, &c->sampler))) {
+		rk__fail(job, rc == VR_ENOTFOUND ? GRPC_STATUS_FAILED_PRECONDITION : vr_status_from_rc(rc),
+			 "cannot sample triples: %s", vr_strerror(rc));
+		goto leave;
+	}
+	/* Items with no training interaction stay cold: ranked by φ alone. */
+	for (uint32_t i = 0; i < md.n_items; i++) {
+		if (rk_sampler_in_pool(smp, i))
+			continue;
+		model->beta_i[i] = 0;
+		if (md.k)
+			memset(model->gamma_i + (size_t)i * md.k, 0, md.k * sizeof(float));
+	}
+	rk_rng_seed(&rng, c->seed, 7);
+	if (dv->resume) {
+		if ((rc = ckpt_load(svc, &model, &best, &ck))) {
+			rk__fail(job, GRPC_STATUS_FAILED_PRECONDITION,
+				 "cannot resume DVBPR: %s (no checkpoint of a run on these interactions and "
+				 "settings)", vr_strerror(rc));
+			goto leave;
+		}
+		memcpy(rng.s, ck.rng, sizeof rng.s);
+		ckpt_step = ck.step;
+	} else {
+		snprintf(ck.session, sizeof ck.session, "dvbpr-%" PRIu64 "-%lld", c->seed,
+			 (long long)rk__unix_now());
+	}
+	snprintf(ck.arch, sizeof ck.arch, "%s", dv->arch);
+	uint32_t batch = c->batch;
+	uint64_t per_epoch = c->epoch_triples ? c->epoch_triples : on->nnz;
+	uint64_t steps = (per_epoch + batch - 1) / batch;
+	/* Both ends save at the same steps: every 200, or every epoch if shorter. */
+	uint32_t every = steps < dv->checkpoint_every ? (uint32_t)steps : dv->checkpoint_every;
+	size_t nb = batch;
+	if (item_ids(svc, md.n_items, &ids, &blob) ||
+	    !(tr = malloc(3 * nb * sizeof *tr)) || !(items = malloc(md.n_items * sizeof *items)) ||
+	    !(phi = malloc((size_t)md.n_items * md.k2 * sizeof *phi)) ||
+	    !(rows = malloc((size_t)md.n_items * rk_model_dim(model) * sizeof *rows)) ||
+	    !(scores = malloc(md.n_items * sizeof *scores)) ||
+	    !(urow = malloc(rk_model_dim(model) * sizeof *urow))) {
+		rk__fail(job, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for DVBPR's buffers");
+		goto leave;
+	}
+	for (uint32_t i = 0; i < md.n_items; i++)
+		items[i] = i;
+	rk_dvbpr_opts o = { .arch = dv->arch, .input_size = dv->input_size, .cnn_lr = dv->cnn_lr,
+			    .cnn_wd = dv->cnn_wd, .seed = c->seed, .session_id = ck.session,
+			    .resume = dv->resume, .checkpoint_every = every,
+			    .item_ids = (const char *const *)ids, .n_items = md.n_items,
+			    .max_batch = batch, .trunk_layer = dv->trunk_layer,
+			    .head_width = dv->head_width, .optim = c->optim,
+			    .adam = { c->adam_beta1, c->adam_beta2, c->adam_eps } };
+	if ((rc = rk_dvbpr_open(&d, svc->featured, model, &o, &step0, &st))) {
+		rpc_fail(job, rc, &st, 0, ckpt_step);
+		goto leave;
+	}
+	if (dv->resume && step0 != ck.step) {
+		rk__fail(job, GRPC_STATUS_FAILED_PRECONDITION,
+			 "cannot resume DVBPR session %s: featured's checkpoint is at step %" PRIu64
+			 " and rankd's at step %" PRIu64, ck.session, step0, ck.step);
+		goto leave;
+	}
+	rk_dvbpr_adam *adam = rk_dvbpr_adam_state(d);
+	if (dv->resume && !adam != !ck.adam_t) {
+		rk__fail(job, GRPC_STATUS_FAILED_PRECONDITION,
+			 "cannot resume DVBPR session %s: its checkpoint was made with %s and this run "
+			 "asks for %s (optimizer)", ck.session, ck.adam_t ? "Adam" : "SGD",
+			 adam ? "Adam" : "SGD");
+		goto leave;
+	}
+	if (dv->resume && adam && (rc = ckpt_load_adam(svc, &ck, adam, model->n_params))) {
+		rk__fail(job, GRPC_STATUS_FAILED_PRECONDITION,
+			 "cannot resume DVBPR session %s: its Adam state cannot be read: %s", ck.session,
+			 vr_strerror(rc));
+		goto leave;
+	}
+	VR_INFO("Train DVBPR: session %s %s at step %" PRIu64 ": %s K'=%u, K=%u, %" PRIu64
+		" steps of %u triples per epoch, %u epochs (patience %u), rankd's parameters by %s "
+		"lr %g λ %g", ck.session, dv->resume ? "resumed" : "started", step0, dv->arch, md.k2,
+		md.k, steps, batch, c->max_epochs, c->patience, adam ? "Adam" : "SGD", (double)c->lr,
+		(double)c->lambda);
+	t_start = vr_now_s();
+	uint32_t epochs = ck.epoch - 1;
+	int stopped_early = 0;
+	double last_loss = NAN;
+	for (; ck.epoch <= c->max_epochs; ck.epoch++, ck.epoch_step = 0, ck.epoch_loss = 0) {
+		double t0 = vr_now_s();
+		uint64_t done0 = ck.epoch_step;
+		for (; ck.epoch_step < steps; ck.epoch_step++) {
+			double loss = 0;
+			if (rk__cancelled(job)) {
+				rk__fail(job, GRPC_STATUS_CANCELLED, "cancelled");
+				goto leave;
+			}
+			rk_sampler_fill(smp, &rng, nb, tr, tr + nb, tr + 2 * nb);
+			if ((rc = rk_dvbpr_step(d, model, tr, tr + nb, tr + 2 * nb, nb, c->lr, c->lambda,
+						&loss, &st))) {
+				rpc_fail(job, rc, &st, rk_dvbpr_step_no(d) + 1, ckpt_step);
+				goto leave;
+			}
+			ck.epoch_loss += loss;
+			ck.step = rk_dvbpr_step_no(d);
+			if (ck.step % every == 0) {
+				ck.epoch_step++; /* this step is done */
+				memcpy(ck.rng, rng.s, sizeof ck.rng);
+				ck.adam_t = adam ? adam->t : 0;
+				if ((rc = ckpt_save(svc, model, best, adam, &ck)))
+					VR_WARN("Train DVBPR: cannot save the checkpoint at step %" PRIu64 ": %s",
+						ck.step, vr_strerror(rc));
+				else
+					ckpt_step = ck.step;
+				ck.epoch_step--;
+			}
+		}
+		/* φ of every item with the net as it is now, for validation. */
+		if ((rc = rk_dvbpr_embed(d, items, md.n_items, phi, &st))) {
+			rpc_fail(job, rc, &st, rk_dvbpr_step_no(d), ckpt_step);
+			goto leave;
+		}
+		rk_model_item_rows(model, NULL, phi, md.n_items, rows);
+		double auc = dv_validate(model, rows, on, valid, scores, urow);
+		double loss = ck.epoch_loss / ((double)steps * nb);
+		epochs = ck.epoch;
+		last_loss = loss;
+		/* The best epoch so far, as rk_trainer_run's: its model here and
+		 * its net kept by featured, to be served at the end. */
+		if (!isnan(auc) && (!ck.best_epoch || auc > ck.best_auc + c->min_delta)) {
+			if ((rc = best ? rk_model_copy(best, model) : rk_model_clone(model, &best))) {
+				rk__fail(job, vr_status_from_rc(rc), "cannot keep DVBPR's best epoch: %s",
+					 vr_strerror(rc));
+				goto leave;
+			}
+			if ((rc = rk_dvbpr_mark_best(d, &ck.best_step, &st))) {
+				rpc_fail(job, rc, &st, rk_dvbpr_step_no(d), ckpt_step);
+				goto leave;
+			}
+			ck.best_epoch = ck.epoch;
+			ck.best_auc = auc;
+			ck.best_loss = loss;
+			ck.bad = 0;
+		} else if (!isnan(auc)) {
+			ck.bad++;
+		}
+		double secs = vr_now_s() - t0, elapsed = vr_now_s() - t_start;
+		rk_progress p = { .epoch = ck.epoch, .max_epochs = c->max_epochs, .loss = loss,
+				  .val_auc = auc, .best_auc = ck.best_auc, .best_epoch = ck.best_epoch,
+				  .lr = c->lr, .elapsed_s = elapsed,
+				  .triples_per_s = secs > 0 ? (double)(steps - done0) * nb / secs : 0,
+				  .eta_s = secs * (c->max_epochs - ck.epoch) };
+		rk_dvbpr_stats ds;
+		rk_dvbpr_stats_get(d, &ds);
+		VR_INFO("Train DVBPR time per step over %" PRIu64 " steps: featured network %.2f ms, "
+			"round trip %.2f ms, rankd %.2f ms", ds.steps, 1e3 * ds.network_s / ds.steps,
+			1e3 * ds.round_trip_s / ds.steps, 1e3 * ds.rankd_s / ds.steps);
+		rk__on_progress(job, &p);
+		/* Patience running out at the last epoch stops nothing. */
+		if (c->patience && ck.bad >= c->patience && ck.epoch < c->max_epochs) {
+			stopped_early = 1;
+			break;
+		}
+	}
+	/* Serve the best epoch: rankd's half from its copy, the net from the
+	 * one featured kept (without validation, the last epoch). */
+	uint64_t from_step = 0;
+	if (best) {
+		rk_model_copy(model, best);
+		from_step = ck.best_step;
+	}
+	uint32_t version = 0;
+	uint64_t embedded = 0;
+	if ((rc = rk_dvbpr_finish(d, 1, from_step, &version, &embedded, &st))) {
+		rpc_fail(job, rc, &st, rk_dvbpr_step_no(d), ckpt_step);
+		goto leave;
+	}
+	VR_INFO("Train DVBPR: featured re-embedded %" PRIu64 " items with the net of step %" PRIu64
+		" (epoch %u) into model version %u", embedded, from_step ? from_step : ck.step,
+		best ? ck.best_epoch : epochs, version);
+	/* The served φ: that version's vectors, whatever featured's active
+	 * version is (the model keeps the version it was trained with). */
+	if (rk__fetch_vectors(job, &f, version, &fversion, &base_seq))
+		goto leave;
+	if (fversion != version || f.dims != md.k2) {
+		rk__fail(job, GRPC_STATUS_INTERNAL,
+			 "featured sent vectors of version %u with %u dims for the run's version %u of %u",
+			 fversion, f.dims, version, md.k2);
+		goto leave;
+	}
+	if (rk__pad_vectors(job, &f, all.n_items))
+		goto leave;
+	uint64_t sversion = 0;
+	if (rk__serve_model(job, &model, f.feats, NULL, all.n_items, fversion, &all, on, base_seq,
+			    &sversion))
+		goto leave;
+	rk_progress last = { .epoch = epochs, .max_epochs = c->max_epochs,
+			     .loss = best ? ck.best_loss : last_loss,
+			     .val_auc = best ? ck.best_auc : NAN, .best_auc = ck.best_auc,
+			     .best_epoch = ck.best_epoch, .lr = c->lr,
+			     .elapsed_s = vr_now_s() - t_start };
+	struct progress done = { .p = last, .state = stopped_early ? "stopped_early" : "finished",
+				 .done = 1, .version = sversion };
+	rk__push(job, &done);
+	VR_INFO("Train DVBPR done: model v%" PRIu64 " (best epoch %u of %u, validation AUC %.4f, "
+		"featured version %u) is served", sversion, ck.best_epoch, epochs, ck.best_auc,
+		version);
+	job->code = GRPC_STATUS_OK;
+leave:
+	rk_dvbpr_close(d);
+	rk_sampler_free(smp);
+	rk_model_free(model);
+	rk_model_free(best);
+	free(f.feats);
+	free(ids);
+	free(blob);
+	free(tr);
+	free(items);
+	free(phi);
+	free(rows);
+	free(scores);
+	free(urow);
+	free(test);
+	free(valid);
+	rk_csr_free(&fit);
+	rk_csr_free(&train);
+	rk_csr_free(&all);
+	return job->code;
+}

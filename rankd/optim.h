@@ -1,6 +1,6 @@
 /* optim: the parameter updates rankd's trainers share, over flat float
  * arrays (a model's arena, model.h, or a slice of it): the minibatch CPU
- * trainer (trainer.h) and the user half of DVBPR (training.c) step their
+ * trainer (trainer.h) and the user half of DVBPR (train_dvbpr.c) step their
  * parameters with the same code.
  *
  *   Adam  torch.optim.Adam: the L2 term λ·p is added to the gradient

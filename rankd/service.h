@@ -108,7 +108,7 @@ void rk_metrics_progress(const struct rk_progress *p);
  * Returns 0 or the error of vr_server_add_service. */
 int rk_service_register(rk_service *svc, vr_server *srv);
 
-/* Serves next from now on (training.c, when a run is done): fills the item
+/* Serves next from now on (train_mf.c, when a run is done): fills the item
  * matrix up to the items known now, activates its snapshot in LMDB (with
  * featured's feed position rewound to base_seq when that is lower: the
  * vectors next was built from were read at base_seq; UINT64_MAX for a model

@@ -508,20 +508,13 @@ struct snap_header {
 	uint64_t version, n_params, reserved2;
 };
 
-struct save_ctx {
-	const rk_model *m;
-	vr_dbi db;
-	const char *key;
-};
-
-static int save_fn(vr_txn *txn, void *arg)
+int rk_model_put(const rk_model *m, vr_txn *txn, vr_dbi db, const char *key)
 {
-	struct save_ctx *s = arg;
-	const rk_model *m = s->m;
+	_Static_assert(sizeof(struct snap_header) == SNAP_HEADER, "snapshot header is 64 bytes");
 	void *val;
 	size_t bytes = m->n_params * sizeof(float);
 	size_t pbytes = (size_t)m->prior_rows * (1 + m->d.k) * sizeof(float);
-	int rc = vr_put_reserve(txn, s->db, s->key, strlen(s->key), SNAP_HEADER + bytes + pbytes, &val);
+	int rc = vr_put_reserve(txn, db, key, strlen(key), SNAP_HEADER + bytes + pbytes, &val);
 	if (rc)
 		return rc;
 	struct snap_header h = {.format = SNAP_FORMAT, .kind = (uint32_t)m->d.kind,
@@ -536,9 +529,20 @@ static int save_fn(vr_txn *txn, void *arg)
 	return 0;
 }
 
+struct save_ctx {
+	const rk_model *m;
+	vr_dbi db;
+	const char *key;
+};
+
+static int save_fn(vr_txn *txn, void *arg)
+{
+	struct save_ctx *s = arg;
+	return rk_model_put(s->m, txn, s->db, s->key);
+}
+
 int rk_model_save(const rk_model *m, vr_store *st, vr_dbi db, const char *key)
 {
-	_Static_assert(sizeof(struct snap_header) == SNAP_HEADER, "snapshot header is 64 bytes");
 	struct save_ctx s = {m, db, key};
 	return vr_store_write(st, save_fn, &s);
 }

@@ -211,6 +211,10 @@ void rk_model_dvbpr_grad(const rk_model *m, const uint32_t *u, const uint32_t *i
  * VR_ECORRUPT when the header or size is wrong, VR_ENOMEM, or a store
  * error. */
 int rk_model_save(const rk_model *m, vr_store *st, vr_dbi db, const char *key);
+/* Save's writing half: puts the value into txn, for a caller that stores
+ * the model in one transaction with other records. Returns 0 or a store
+ * error. */
+int rk_model_put(const rk_model *m, vr_txn *txn, vr_dbi db, const char *key);
 int rk_model_load(rk_model **out, vr_store *st, vr_dbi db, const char *key);
 /* Load's decoding half: a new model from one stored value of len bytes
  * (callable without a store: tests, fuzzing). Returns 0, VR_ECORRUPT or

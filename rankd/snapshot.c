@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "err.h"
+#include "fault.h"
 
 #define ROWS_MAGIC "RKROWS01"
 #define ROWS_HEADER 32
@@ -445,4 +446,125 @@ int rk_snap_drop(rk_snap *s, uint64_t version)
 {
 	struct drop_ctx c = { s, version };
 	return vr_store_write(s->st, drop_fn, &c);
+}
+
+/* ---- DVBPR checkpoints ---------------------------------------------------- */
+
+#define CKPT_MODEL "dvbpr/checkpoint"
+#define CKPT_BEST "dvbpr/checkpoint-best"
+#define CKPT_META "dvbpr/checkpoint-meta"
+#define CKPT_ADAM_M "dvbpr/checkpoint-adam-m"
+#define CKPT_ADAM_V "dvbpr/checkpoint-adam-v"
+
+struct ckpt_ctx {
+	rk_snap *s;
+	const rk_model *model, *best;
+	const float *adam_m, *adam_v;
+	const rk_snap_ckpt *c;
+};
+
+static int put_ckpt_fn(vr_txn *txn, void *arg)
+{
+	struct ckpt_ctx *a = arg;
+	vr_dbi db = a->s->models;
+	size_t bytes = a->model->n_params * sizeof(float);
+	int rc = rk_model_put(a->model, txn, db, CKPT_MODEL);
+	if (!rc && a->best)
+		rc = rk_model_put(a->best, txn, db, CKPT_BEST);
+	if (rc)
+		return rc;
+	vr_fault("dvbpr-checkpoint");
+	if (a->adam_m &&
+	    ((rc = vr_put(txn, db, CKPT_ADAM_M, strlen(CKPT_ADAM_M), a->adam_m, bytes)) ||
+	     (rc = vr_put(txn, db, CKPT_ADAM_V, strlen(CKPT_ADAM_V), a->adam_v, bytes))))
+		return rc;
+	return vr_put(txn, db, CKPT_META, strlen(CKPT_META), a->c, sizeof *a->c);
+}
+
+int rk_snap_ckpt_save(rk_snap *s, const rk_model *model, const rk_model *best,
+		      const float *adam_m, const float *adam_v, const rk_snap_ckpt *c)
+{
+	if (c->magic != RK_SNAP_CKPT_MAGIC || model->version != c->step ||
+	    (best && best->version != c->step) || !adam_m != !adam_v)
+		return VR_EINVAL;
+	struct ckpt_ctx a = { s, model, best, adam_m, adam_v, c };
+	return vr_store_write(s->st, put_ckpt_fn, &a);
+}
+
+int rk_snap_ckpt_decode(const void *val, size_t len, rk_snap_ckpt *c)
+{
+	if (len != sizeof *c)
+		return VR_ECORRUPT;
+	memcpy(c, val, sizeof *c);
+	/* The names go into logs and featured's requests as strings. */
+	if (c->magic != RK_SNAP_CKPT_MAGIC || !memchr(c->session, 0, sizeof c->session) ||
+	    !memchr(c->arch, 0, sizeof c->arch))
+		return VR_ECORRUPT;
+	return 0;
+}
+
+/* The model stored under key, checked to be of step and of like's sizes. */
+static int ckpt_model(rk_snap *s, const char *key, const rk_model *like, uint64_t step,
+		      rk_model **out)
+{
+	rk_model *m = NULL;
+	int rc = rk_model_load(&m, s->st, s->models, key);
+	if (!rc && (m->version != step || m->d.n_users != like->d.n_users ||
+		    m->d.n_items != like->d.n_items || m->d.k != like->d.k || m->d.k2 != like->d.k2))
+		rc = VR_ESTATE;
+	if (rc) {
+		rk_model_free(m);
+		return rc;
+	}
+	*out = m;
+	return 0;
+}
+
+int rk_snap_ckpt_load(rk_snap *s, const rk_model *like, rk_model **model, rk_model **best,
+		      rk_snap_ckpt *c)
+{
+	vr_txn *txn;
+	const void *v;
+	size_t len;
+	rk_model *m = NULL, *b = NULL;
+	*model = *best = NULL;
+	int rc = vr_store_read_begin(s->st, &txn);
+	if (rc)
+		return rc;
+	rc = vr_get(txn, s->models, CKPT_META, strlen(CKPT_META), &v, &len);
+	if (!rc)
+		rc = rk_snap_ckpt_decode(v, len, c);
+	vr_store_read_end(txn);
+	if (!rc)
+		rc = ckpt_model(s, CKPT_MODEL, like, c->step, &m);
+	if (!rc && c->best_epoch)
+		rc = ckpt_model(s, CKPT_BEST, like, c->step, &b);
+	if (rc) {
+		rk_model_free(m);
+		return rc;
+	}
+	*model = m;
+	*best = b;
+	return 0;
+}
+
+int rk_snap_ckpt_load_adam(rk_snap *s, const rk_snap_ckpt *c, float *m, float *v, size_t n)
+{
+	vr_txn *txn;
+	const void *mv, *vv;
+	size_t ml, vl;
+	int rc = vr_store_read_begin(s->st, &txn);
+	if (rc)
+		return rc;
+	rc = vr_get(txn, s->models, CKPT_ADAM_M, strlen(CKPT_ADAM_M), &mv, &ml);
+	if (!rc)
+		rc = vr_get(txn, s->models, CKPT_ADAM_V, strlen(CKPT_ADAM_V), &vv, &vl);
+	if (!rc && (ml != n * sizeof(float) || vl != n * sizeof(float) || !c->adam_t))
+		rc = VR_ESTATE;
+	if (!rc) {
+		memcpy(m, mv, ml);
+		memcpy(v, vv, vl);
+	}
+	vr_store_read_end(txn);
+	return rc;
 }

@@ -23,6 +23,18 @@
  * crash between the two leaves the previous snapshot active and an orphan
  * that the next save of that version number overwrites.
  *
+ * A DVBPR run's checkpoint (rk_snap_ckpt_*) lives in "models" too:
+ *                   "dvbpr/checkpoint"         the run's model (rk_model_save's
+ *                                              format; its version is the step)
+ *                   "dvbpr/checkpoint-best"    the best epoch's model so far
+ *                                              (the same version)
+ *                   "dvbpr/checkpoint-adam-m"  Adam's moments, n_params
+ *                   "dvbpr/checkpoint-adam-v"  floats each (Adam only)
+ *                   "dvbpr/checkpoint-meta"    struct rk_snap_ckpt
+ * all written in one transaction, so a crash leaves the previous
+ * checkpoint whole or the new one whole, never the models of one with the
+ * meta of the other.
+ *
  * Thread-safety: as the store (any thread; LMDB serialises writers). */
 #ifndef RK_SNAPSHOT_H
 #define RK_SNAPSHOT_H
@@ -115,6 +127,52 @@ int rk_snap_put_seq(rk_snap *s, uint64_t featured_seq);
 /* The stored featured_seq (0 when never stored). Returns 0 or a store
  * error. */
 int rk_snap_seq(rk_snap *s, uint64_t *featured_seq);
+
+/* Where a DVBPR run stands (train_dvbpr.c), beside the models stored
+ * with it: saved every checkpoint_every steps, when featured has saved its
+ * net at the same step. The layout is stored as it is: a change of it
+ * changes RK_SNAP_CKPT_MAGIC. */
+#define RK_SNAP_CKPT_MAGIC 0x44564251u /* "DVBQ": with the best epoch and Adam */
+typedef struct rk_snap_ckpt {
+	uint32_t magic, epoch;         /* the epoch in progress, 1-based */
+	uint64_t step, epoch_step;     /* steps done; of them, in this epoch */
+	uint64_t rng[4];
+	double epoch_loss;
+	char session[65];
+	char arch[32];
+	uint32_t best_epoch;           /* 0: no epoch validated yet */
+	uint32_t bad;                  /* epochs since the best */
+	uint64_t best_step;            /* the best epoch's net in featured */
+	double best_auc, best_loss;
+	uint64_t adam_t;               /* Adam's steps (0: SGD) */
+} rk_snap_ckpt;
+
+/* Stores checkpoint c with the run's model, the best epoch's (NULL before
+ * the first) and Adam's moments m and v (model->n_params floats each; NULL
+ * with SGD), in one transaction. The models' version fields must be
+ * c->step. Returns 0, VR_EINVAL (a version is not c->step, c->magic is
+ * wrong), or a store error (nothing is written). */
+int rk_snap_ckpt_save(rk_snap *s, const rk_model *model, const rk_model *best,
+		      const float *adam_m, const float *adam_v, const rk_snap_ckpt *c);
+
+/* Loads the stored checkpoint into c, its model into *model and the best
+ * epoch's into *best (NULL when c->best_epoch is 0), both checked to be of
+ * c's step and of like's sizes. On failure *model and *best stay NULL.
+ * Returns 0, VR_ENOTFOUND (no checkpoint), VR_ECORRUPT (a record is
+ * damaged), VR_ESTATE (the models are not of the meta's step or of like's
+ * sizes), VR_ENOMEM, or a store error. */
+int rk_snap_ckpt_load(rk_snap *s, const rk_model *like, rk_model **model, rk_model **best,
+		      rk_snap_ckpt *c);
+
+/* Load's decoding half for the meta: a "dvbpr/checkpoint-meta" value of
+ * len bytes into *c (callable without a store: fuzzing). Returns 0 or
+ * VR_ECORRUPT (the length, the magic, or a name without its NUL). */
+int rk_snap_ckpt_decode(const void *val, size_t len, rk_snap_ckpt *c);
+
+/* Adam's moments of checkpoint c (loaded by rk_snap_ckpt_load), n floats
+ * each, into m and v. Returns 0, VR_ENOTFOUND, VR_ESTATE (not n floats, or
+ * c was made with SGD), or a store error. */
+int rk_snap_ckpt_load_adam(rk_snap *s, const rk_snap_ckpt *c, float *m, float *v, size_t n);
 
 /* Deletes every part of a snapshot that is no longer served. Returns 0 or
  * a store error; VR_ESTATE when version is the active one. */

@@ -8,8 +8,9 @@
  * (validation AUC on the held-out items), and after an epoch better than
  * every earlier one keeps a copy of its half and has featured keep the
  * net (mark_best); patience epochs without gain stop the run. It
- * checkpoints its half, the best epoch's and Adam's state in the "models"
- * db at the steps featured checkpoints its net, and at the end has
+ * checkpoints its half, the best epoch's and Adam's state at the steps
+ * featured checkpoints its net (rk_snap_ckpt_save: one LMDB transaction
+ * with its models, snapshot.h), and at the end has
  * featured re-embed every item with the best epoch's net as a new model
  * version, fetches that version's vectors (not featured's active
  * version's: the model keeps the version it was trained with) and serves
@@ -30,143 +31,6 @@
 #include "training_priv.h"
 
 /* ---- DVBPR: the loop over featured's TrainVisual ---------------------------- */
-
-#define DV_CKPT_MODEL "dvbpr/checkpoint"
-#define DV_CKPT_BEST "dvbpr/checkpoint-best"
-#define DV_CKPT_META "dvbpr/checkpoint-meta"
-#define DV_CKPT_ADAM_M "dvbpr/checkpoint-adam-m"
-#define DV_CKPT_ADAM_V "dvbpr/checkpoint-adam-v"
-#define DV_CKPT_MAGIC 0x44564251u /* "DVBQ": with the best epoch and Adam */
-
-/* Where a DVBPR run stands: stored beside its model (rk_model_save under
- * DV_CKPT_MODEL, whose version field holds the same step), the best
- * epoch's model so far (DV_CKPT_BEST, the same version; its net is the one
- * featured kept at best_step) and Adam's moments (DV_CKPT_ADAM_M, _V:
- * n_params floats each, Adam only) after every checkpoint_every steps,
- * when featured has saved the same step. The meta goes last, in the
- * transaction with the moments: a crash before it leaves the previous
- * checkpoint's meta, whose step the models then fail to match. */
-struct dv_ckpt {
-	uint32_t magic, epoch;         /* the epoch in progress, 1-based */
-	uint64_t step, epoch_step;     /* steps done; of them, in this epoch */
-	uint64_t rng[4];
-	double epoch_loss;
-	char session[65];
-	char arch[32];
-	uint32_t best_epoch;           /* 0: no epoch validated yet */
-	uint32_t bad;                  /* epochs since the best */
-	uint64_t best_step;            /* the best epoch's net in featured */
-	double best_auc, best_loss;
-	uint64_t adam_t;               /* Adam's steps (0: SGD) */
-};
-
-struct put_arg {
-	vr_dbi db;
-	const struct dv_ckpt *c;
-	const rk_dvbpr_adam *adam;
-	size_t n;
-};
-
-static int put_ckpt_fn(vr_txn *txn, void *arg)
-{
-	struct put_arg *a = arg;
-	int rc = 0;
-	if (a->adam &&
-	    ((rc = vr_put(txn, a->db, DV_CKPT_ADAM_M, strlen(DV_CKPT_ADAM_M), a->adam->m,
-			  a->n * sizeof(float))) ||
-	     (rc = vr_put(txn, a->db, DV_CKPT_ADAM_V, strlen(DV_CKPT_ADAM_V), a->adam->v,
-			  a->n * sizeof(float)))))
-		return rc;
-	return vr_put(txn, a->db, DV_CKPT_META, strlen(DV_CKPT_META), a->c, sizeof *a->c);
-}
-
-/* best: the best epoch's model (NULL before the first); adam: NULL with SGD. */
-static int ckpt_save(rk_service *svc, rk_model *model, rk_model *best, const rk_dvbpr_adam *adam,
-		     const struct dv_ckpt *c)
-{
-	struct put_arg a = { .db = svc->snap.models, .c = c, .adam = adam, .n = model->n_params };
-	model->version = c->step;
-	int rc = rk_model_save(model, svc->snap.st, svc->snap.models, DV_CKPT_MODEL);
-	if (!rc && best) {
-		best->version = c->step;
-		rc = rk_model_save(best, svc->snap.st, svc->snap.models, DV_CKPT_BEST);
-	}
-	return rc ? rc : vr_store_write(svc->snap.st, put_ckpt_fn, &a);
-}
-
-/* Loads the model stored under key, checking it is of the checkpoint's
- * step and of like's sizes. */
-static int ckpt_model(rk_service *svc, const char *key, const rk_model *like, uint64_t step,
-		      rk_model **out)
-{
-	rk_model *m = NULL;
-	int rc = rk_model_load(&m, svc->snap.st, svc->snap.models, key);
-	if (!rc && (m->version != step || m->d.n_users != like->d.n_users ||
-		    m->d.n_items != like->d.n_items || m->d.k != like->d.k || m->d.k2 != like->d.k2))
-		rc = VR_ESTATE;
-	if (rc) {
-		rk_model_free(m);
-		return rc;
-	}
-	*out = m;
-	return 0;
-}
-
-/* Loads the checkpoint into c, *model (replacing it) and *best (NULL when
- * no epoch was validated before it). */
-static int ckpt_load(rk_service *svc, rk_model **model, rk_model **best, struct dv_ckpt *c)
-{
-	vr_txn *txn;
-	const void *v;
-	size_t len;
-	rk_model *m = NULL, *b = NULL;
-	int rc = vr_store_read_begin(svc->snap.st, &txn);
-	if (rc)
-		return rc;
-	rc = vr_get(txn, svc->snap.models, DV_CKPT_META, strlen(DV_CKPT_META), &v, &len);
-	if (!rc && len != sizeof *c)
-		rc = VR_ECORRUPT;
-	if (!rc)
-		memcpy(c, v, sizeof *c);
-	vr_store_read_end(txn);
-	if (!rc && c->magic != DV_CKPT_MAGIC)
-		rc = VR_ECORRUPT;
-	if (!rc)
-		rc = ckpt_model(svc, DV_CKPT_MODEL, *model, c->step, &m);
-	if (!rc && c->best_epoch)
-		rc = ckpt_model(svc, DV_CKPT_BEST, *model, c->step, &b);
-	if (rc) {
-		rk_model_free(m);
-		return rc;
-	}
-	rk_model_free(*model);
-	*model = m;
-	*best = b;
-	return 0;
-}
-
-/* Adam's moments of the checkpoint c (n floats each) into adam. */
-static int ckpt_load_adam(rk_service *svc, const struct dv_ckpt *c, rk_dvbpr_adam *adam, size_t n)
-{
-	vr_txn *txn;
-	const void *m, *v;
-	size_t ml, vl;
-	int rc = vr_store_read_begin(svc->snap.st, &txn);
-	if (rc)
-		return rc;
-	rc = vr_get(txn, svc->snap.models, DV_CKPT_ADAM_M, strlen(DV_CKPT_ADAM_M), &m, &ml);
-	if (!rc)
-		rc = vr_get(txn, svc->snap.models, DV_CKPT_ADAM_V, strlen(DV_CKPT_ADAM_V), &v, &vl);
-	if (!rc && (ml != n * sizeof(float) || vl != n * sizeof(float) || !c->adam_t))
-		rc = VR_ESTATE;
-	if (!rc) {
-		memcpy(adam->m, m, ml);
-		memcpy(adam->v, v, vl);
-		adam->t = c->adam_t;
-	}
-	vr_store_read_end(txn);
-	return rc;
-}
 
 /* Validation AUC (DESIGN.md 8, standard protocol): per user with a
  * validation item v, the share of items not among u's training items (and
@@ -256,7 +120,7 @@ int rk__run_dvbpr(struct rk_train_job *job)
 	rk_sampler *smp = NULL;
 	rk_dvbpr *d = NULL;
 	struct fetch f = { .job = job };
-	struct dv_ckpt ck = { .magic = DV_CKPT_MAGIC, .epoch = 1, .best_auc = NAN,
+	rk_snap_ckpt ck = { .magic = RK_SNAP_CKPT_MAGIC, .epoch = 1, .best_auc = NAN,
 			      .best_loss = NAN };
 	vr_status st = { 0 };
 	rk_rng rng;
@@ -305,12 +169,15 @@ int rk__run_dvbpr(struct rk_train_job *job)
 	}
 	rk_rng_seed(&rng, c->seed, 7);
 	if (dv->resume) {
-		if ((rc = ckpt_load(svc, &model, &best, &ck))) {
+		rk_model *m = NULL;
+		if ((rc = rk_snap_ckpt_load(&svc->snap, model, &m, &best, &ck))) {
 			rk__fail(job, GRPC_STATUS_FAILED_PRECONDITION,
 				 "cannot resume DVBPR: %s (no checkpoint of a run on these interactions and "
 				 "settings)", vr_strerror(rc));
 			goto leave;
 		}
+		rk_model_free(model);
+		model = m;
 		memcpy(rng.s, ck.rng, sizeof rng.s);
 		ckpt_step = ck.step;
 	} else {
@@ -360,12 +227,15 @@ int rk__run_dvbpr(struct rk_train_job *job)
 			 adam ? "Adam" : "SGD");
 		goto leave;
 	}
-	if (dv->resume && adam && (rc = ckpt_load_adam(svc, &ck, adam, model->n_params))) {
+	if (dv->resume && adam &&
+	    (rc = rk_snap_ckpt_load_adam(&svc->snap, &ck, adam->m, adam->v, model->n_params))) {
 		rk__fail(job, GRPC_STATUS_FAILED_PRECONDITION,
 			 "cannot resume DVBPR session %s: its Adam state cannot be read: %s", ck.session,
 			 vr_strerror(rc));
 		goto leave;
 	}
+	if (dv->resume && adam)
+		adam->t = ck.adam_t;
 	VR_INFO("Train DVBPR: session %s %s at step %" PRIu64 ": %s K'=%u, K=%u, %" PRIu64
 		" steps of %u triples per epoch, %u epochs (patience %u), rankd's parameters by %s "
 		"lr %g λ %g", ck.session, dv->resume ? "resumed" : "started", step0, dv->arch, md.k2,
@@ -396,7 +266,11 @@ int rk__run_dvbpr(struct rk_train_job *job)
 				ck.epoch_step++; /* this step is done */
 				memcpy(ck.rng, rng.s, sizeof ck.rng);
 				ck.adam_t = adam ? adam->t : 0;
-				if ((rc = ckpt_save(svc, model, best, adam, &ck)))
+				model->version = ck.step;
+				if (best)
+					best->version = ck.step;
+				if ((rc = rk_snap_ckpt_save(&svc->snap, model, best, adam ? adam->m : NULL,
+							    adam ? adam->v : NULL, &ck)))
 					VR_WARN("Train DVBPR: cannot save the checkpoint at step %" PRIu64 ": %s",
 						ck.step, vr_strerror(rc));
 				else

@@ -1,7 +1,8 @@
 /* Fuzzes how rankd loads its served model at start-up (rankd/snapshot.c,
  * rankd/model.c): the snapshot's meta record, the model value, the item
  * rows and the cold rows, as read back from LMDB, where a damaged file
- * could put any bytes. What loads is then used as serving uses it.
+ * could put any bytes, and a DVBPR checkpoint's meta record (the meta
+ * chunk read as one). What loads is then used as serving uses it.
  *
  * Input: the active version (8 bytes), then chunks (fuzz.h): the meta
  * record, the model value, the rows value; then a byte, how many items
@@ -50,6 +51,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	rk_model_free(m);
 	m = NULL;
+	/* The meta chunk as a DVBPR checkpoint's meta record. */
+	rk_snap_ckpt ck;
+	if ((rc = rk_snap_ckpt_decode(meta_v, meta_len, &ck)) == 0) {
+		if (strlen(ck.session) >= sizeof ck.session || strlen(ck.arch) >= sizeof ck.arch)
+			abort();
+	} else if (rc != VR_ECORRUPT) {
+		abort();
+	}
 
 	rk_snap_meta meta;
 	if ((rc = rk_snap_meta_decode(meta_v, meta_len, version, &meta))) {

@@ -1,0 +1,34 @@
+/* fault: crash points, for tests of what a crash leaves on disk.
+ *
+ * vr_fault(point) ends the process at once, by _exit(VR_FAULT_EXIT) with
+ * no cleanup (what kill -9 or a power cut leaves, but at a chosen line),
+ * when the environment variable VISREC_FAULT names point: "point" the
+ * first time the process reaches it, "point@N" the N-th time. Otherwise it
+ * returns. A test sets VISREC_FAULT for the daemon it spawns, sees it exit
+ * with VR_FAULT_EXIT, restarts it and checks what it finds.
+ *
+ * Built in with the CMake option VISREC_FAULTS (on in every build type but
+ * Release); without it vr_fault is an empty inline that never reads the
+ * environment, so a release daemon has no such switch.
+ *
+ * Points (grep vr_fault for where they sit):
+ *   dvbpr-checkpoint   inside the write of a DVBPR checkpoint, after its
+ *                      models and before Adam's moments and its meta
+ *                      (rankd/snapshot.c).
+ *
+ * Thread-safety: any thread. */
+#ifndef VR_FAULT_H
+#define VR_FAULT_H
+
+#define VR_FAULT_EXIT 86
+
+#ifdef VISREC_FAULTS
+void vr_fault(const char *point);
+#else
+static inline void vr_fault(const char *point)
+{
+	(void)point;
+}
+#endif
+
+#endif

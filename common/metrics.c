@@ -49,6 +49,30 @@ static int cfg_valid(const struct vr_metrics_cfg *cfg)
 	return 1;
 }
 
+void vr_auc_count(float pos, const float *scores, size_t n, uint64_t *above, uint64_t *tied)
+{
+	uint64_t a = 0, t = 0;
+	if (isnan(pos)) {
+		for (size_t i = 0; i < n; i++)
+			t += isnan(scores[i]) != 0;
+		a = n - t;
+	} else {
+		/* A NaN compares false both ways: below pos, as the rule has it. */
+		for (size_t i = 0; i < n; i++) {
+			a += scores[i] > pos;
+			t += scores[i] == pos;
+		}
+	}
+	*above += a;
+	*tied += t;
+}
+
+double vr_auc(uint64_t negatives, uint64_t above, uint64_t tied)
+{
+	double g = (double)above, t = (double)tied;
+	return negatives ? ((double)negatives - g - t / 2) / (double)negatives : 1.0;
+}
+
 int vr_metrics_user(const struct vr_metrics_cfg *cfg, const float *scores, uint32_t n_items,
 		    const uint32_t *exclude, size_t n_exclude, uint32_t test_item, struct vr_user_metrics *out)
 {
@@ -59,27 +83,25 @@ int vr_metrics_user(const struct vr_metrics_cfg *cfg, const float *scores, uint3
 			return VR_EINVAL;
 
 	const float st = scores[test_item];
-	uint64_t above = 0, tied = 0, negatives = n_items - 1;
-	for (uint32_t i = 0; i < n_items; i++) {
-		above += scores[i] > st;
-		tied += scores[i] == st;
-	}
+	uint64_t above = 0, tied = 0, negatives = n_items - 1, ex_above = 0, ex_tied = 0;
+	vr_auc_count(st, scores, n_items, &above, &tied);
 	tied--; /* the test item itself */
 	for (size_t i = 0; i < n_exclude; i++) {
 		uint32_t e = exclude[i];
 		if (e == test_item || (i && e == exclude[i - 1]))
 			continue;
 		negatives--;
-		above -= scores[e] > st;
-		tied -= scores[e] == st;
+		vr_auc_count(st, scores + e, 1, &ex_above, &ex_tied);
 	}
+	above -= ex_above;
+	tied -= ex_tied;
 
 	/* rank is uniform on above .. above + tied. */
 	double g = (double)above, t = (double)tied, w = 1.0 / (t + 1.0);
 	memset(out, 0, sizeof *out);
 	out->rank = g + t / 2;
 	if (cfg->protocol == VR_EVAL_STANDARD)
-		out->auc = negatives ? ((double)negatives - g - t / 2) / (double)negatives : 1.0;
+		out->auc = vr_auc(negatives, above, tied);
 	else
 		out->auc = n_items > 1 ? ((double)n_items - 1 - out->rank) / ((double)n_items - 1) : 1.0;
 	for (uint64_t r = above; r <= above + tied; r++)

@@ -25,7 +25,10 @@
  * AUC counts each tie as half (standard: (m - g - t/2) / m over m
  * negatives; tutorial: rank g + t/2 in the formula), RR, Recall and nDCG
  * average over the t + 1 positions. Without ties these are the plain
- * definitions; a constant scorer gets AUC 0.5. */
+ * definitions; a constant scorer gets AUC 0.5.
+ *
+ * AUC is one rule in visrec, vr_auc_count and vr_auc below, which Evaluate
+ * and every validation AUC (rankd's trainer, the DVBPR run) call. */
 #ifndef VR_METRICS_H
 #define VR_METRICS_H
 
@@ -77,9 +80,24 @@ void vr_metrics_cfg_init(struct vr_metrics_cfg *cfg);
 int vr_metrics_parse_protocol(const char *s, enum vr_eval_protocol *out);
 const char *vr_metrics_protocol_name(enum vr_eval_protocol p);
 
+/* The one AUC rule: the share of the negatives scored below the positive,
+ * each tie counting half (the expected value over a random order of tied
+ * items). A NaN score sorts below every number and ties with NaN: a NaN
+ * negative counts as below a positive that has a score, and a NaN
+ * positive is below every negative that has one. With no negatives the
+ * AUC is 1 (nothing ranks above the positive; as the tutorial's auc_exact
+ * when the whole inventory is relevant).
+ * vr_auc_count: of scores[0..n), how many rank above pos into *above and
+ *   tie with it into *tied (adding to both: count a catalogue in parts).
+ * vr_auc: the AUC of a positive over negatives items of which above rank
+ *   above it and tied tie with it (above + tied <= negatives). */
+void vr_auc_count(float pos, const float *scores, size_t n, uint64_t *above, uint64_t *tied);
+double vr_auc(uint64_t negatives, uint64_t above, uint64_t tied);
+
 /* Metrics of one user from scores[0..n_items), the ascending exclusion
- * list (repeats allowed) and the test item. Another item's NaN score
- * counts as below the test item. Returns 0, or VR_EINVAL for a bad cfg,
+ * list (repeats allowed) and the test item; AUC and ties by the rule of
+ * vr_auc (another item's NaN score counts as below the test item).
+ * Returns 0, or VR_EINVAL for a bad cfg,
  * test_item >= n_items, an exclusion >= n_items or out of order, or a NaN
  * score of the test item. */
 int vr_metrics_user(const struct vr_metrics_cfg *cfg, const float *scores, uint32_t n_items,

@@ -28,18 +28,22 @@
 #include "dvbpr.h"
 #include "err.h"
 #include "log.h"
+#include "metrics.h"
 #include "training_priv.h"
 
 /* ---- DVBPR: the loop over featured's TrainVisual ---------------------------- */
 
 /* Validation AUC (DESIGN.md 8, standard protocol): per user with a
- * validation item v, the share of items not among u's training items (and
- * not v) that score below v (ties half), averaged. rows: the item matrix
- * (n_items × D) with the current φ. */
+ * validation item v, AUC by metrics.h's one rule (vr_auc) of v against
+ * the items not among u's training items, averaged. rows: the item matrix
+ * (n_items × D) with the current φ; ex: room for the longest training
+ * list. */
 static double dv_validate(const rk_model *m, const float *rows, const rk_csr *train,
-			  const uint32_t *valid, float *scores, float *urow)
+			  const uint32_t *valid, float *scores, float *urow, uint32_t *ex)
 {
 	uint32_t n = m->d.n_items, dim = rk_model_dim(m);
+	struct vr_metrics_cfg std;
+	vr_metrics_cfg_init(&std);
 	double sum = 0;
 	uint32_t users = 0;
 	for (uint32_t u = 0; u < train->n_users && u < m->d.n_users; u++) {
@@ -50,20 +54,22 @@ static double dv_validate(const rk_model *m, const float *rows, const rk_csr *tr
 		cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n, (int)dim, 1.0f, rows, (int)dim, urow, 1,
 			    0.0f, scores, 1);
 		float sv = scores[v];
-		for (uint64_t k = train->off[u]; k < train->off[u + 1]; k++)
-			scores[train->item[k]] = NAN;
-		double below = 0;
-		uint32_t cmp = 0;
+		size_t n_ex, x = 0;
+		vr_metrics_exclusion(&std, train->item + train->off[u], train->off[u + 1] - train->off[u],
+				     v, ex, &n_ex);
+		/* The negatives' scores, gathered in place (ex is ascending). */
+		uint64_t count = 0, above = 0, tied = 0;
 		for (uint32_t i = 0; i < n; i++) {
-			if (i == v || isnan(scores[i]))
+			if (x < n_ex && ex[x] == i) {
+				x++;
 				continue;
-			below += scores[i] < sv ? 1 : scores[i] == sv ? 0.5 : 0;
-			cmp++;
+			}
+			if (i != v)
+				scores[count++] = scores[i];
 		}
-		if (cmp) {
-			sum += below / cmp;
-			users++;
-		}
+		vr_auc_count(sv, scores, count, &above, &tied);
+		sum += vr_auc(count, above, tied);
+		users++;
 	}
 	return users ? sum / users : NAN;
 }
@@ -113,7 +119,7 @@ int rk__run_dvbpr(struct rk_train_job *job)
 	const struct dvbpr_settings *dv = &job->dv;
 	const rk_train_config *c = &job->cfg;
 	rk_csr all = { 0 }, train = { 0 }, fit = { 0 };
-	uint32_t *test = NULL, *valid = NULL, *tr = NULL, *items = NULL, fversion = 0;
+	uint32_t *test = NULL, *valid = NULL, *tr = NULL, *items = NULL, *ex = NULL, fversion = 0;
 	char **ids = NULL, *blob = NULL;
 	float *phi = NULL, *rows = NULL, *scores = NULL, *urow = NULL;
 	rk_model *model = NULL, *best = NULL;
@@ -190,8 +196,12 @@ int rk__run_dvbpr(struct rk_train_job *job)
 	uint64_t steps = (per_epoch + batch - 1) / batch;
 	/* Both ends save at the same steps: every 200, or every epoch if shorter. */
 	uint32_t every = steps < dv->checkpoint_every ? (uint32_t)steps : dv->checkpoint_every;
-	size_t nb = batch;
+	size_t nb = batch, longest = 0;
+	for (uint32_t u = 0; u < on->n_users; u++)
+		if (on->off[u + 1] - on->off[u] > longest)
+			longest = on->off[u + 1] - on->off[u];
 	if (item_ids(svc, md.n_items, &ids, &blob) ||
+	    !(ex = malloc((longest + 1) * sizeof *ex)) ||
 	    !(tr = malloc(3 * nb * sizeof *tr)) || !(items = malloc(md.n_items * sizeof *items)) ||
 	    !(phi = malloc((size_t)md.n_items * md.k2 * sizeof *phi)) ||
 	    !(rows = malloc((size_t)md.n_items * rk_model_dim(model) * sizeof *rows)) ||
@@ -284,7 +294,7 @@ int rk__run_dvbpr(struct rk_train_job *job)
 			goto leave;
 		}
 		rk_model_item_rows(model, NULL, phi, md.n_items, rows);
-		double auc = dv_validate(model, rows, on, valid, scores, urow);
+		double auc = dv_validate(model, rows, on, valid, scores, urow, ex);
 		double loss = ck.epoch_loss / ((double)steps * nb);
 		epochs = ck.epoch;
 		last_loss = loss;
@@ -383,6 +393,7 @@ leave:
 	free(rows);
 	free(scores);
 	free(urow);
+	free(ex);
 	free(test);
 	free(valid);
 	rk_csr_free(&fit);

@@ -50,6 +50,7 @@
 
 #include "deadline.h"
 #include "err.h"
+#include "metrics.h"
 #include "optim.h"
 
 #define MAX_THREADS 64
@@ -99,6 +100,7 @@ struct tls {
 	uint32_t *u, *i, *j; /* HOG_CHUNK triples (Hogwild) */
 	float *scratch;      /* F + 2 (K' + 1) floats (Hogwild VBPR) */
 	uint32_t *slot;      /* user side: compact user -> its pair, or EMPTY */
+	float *vscores;      /* validation: a user's negatives' scores */
 	char pad[64];
 };
 
@@ -819,30 +821,26 @@ static HOT float val_score(const rk_trainer *t, uint32_t u, uint32_t i)
 	return s;
 }
 
+/* AUC by the rule of every AUC here (metrics.h's vr_auc). */
 static void ph_validate(rk_trainer *t, uint32_t tid, uint32_t c)
 {
+	float *neg = t->tls[tid].vscores;
 	size_t a, b;
 	share(t->n_val, c, t->nch, &a, &b);
 	for (size_t v = a; v < b; v++) {
 		uint32_t u = t->val_user[v], it = t->val_item[v];
 		float sv = val_score(t, u, it);
-		double below = 0, count = 0;
+		uint64_t count = 0, above = 0, tied = 0;
 		if (t->n_neg) {
-			for (uint32_t q = 0; q < t->n_neg; q++) {
-				float s = val_score(t, u, t->val_neg[v * t->n_neg + q]);
-				below += s < sv ? 1.0 : s == sv ? 0.5 : 0.0;
-			}
-			count = t->n_neg;
+			for (uint32_t q = 0; q < t->n_neg; q++)
+				neg[count++] = val_score(t, u, t->val_neg[v * t->n_neg + q]);
 		} else {
-			for (uint32_t j = 0; j < t->m->d.n_items; j++) {
-				if (j == it || rk_csr_has(t->train, u, j))
-					continue;
-				float s = val_score(t, u, j);
-				below += s < sv ? 1.0 : s == sv ? 0.5 : 0.0;
-				count++;
-			}
+			for (uint32_t j = 0; j < t->m->d.n_items; j++)
+				if (j != it && !rk_csr_has(t->train, u, j))
+					neg[count++] = val_score(t, u, j);
 		}
-		t->val_auc[v] = count ? below / count : 0.5;
+		vr_auc_count(sv, neg, count, &above, &tied);
+		t->val_auc[v] = vr_auc(count, above, tied);
 	}
 }
 
@@ -1025,6 +1023,11 @@ int rk_trainer_create(rk_trainer **out, rk_model *model, const rk_csr *train,
 	t->nch = nt == 1 ? 1 : CHUNKS_PER_THREAD * nt;
 	for (uint32_t k = 0; k < nt; k++) {
 		struct tls *s = &t->tls[k];
+		uint32_t nv = cfg->val_negatives > ni ? cfg->val_negatives : ni;
+		if (!(s->vscores = alloc_floats((size_t)nv + 1))) {
+			rc = VR_ENOMEM;
+			goto fail;
+		}
 		if (cfg->algo != RK_ALGO_HOGWILD)
 			continue;
 		s->u = malloc(3 * HOG_CHUNK * sizeof(uint32_t));
@@ -1148,6 +1151,7 @@ void rk_trainer_free(rk_trainer *t)
 		free(t->tls[k].u);
 		free(t->tls[k].scratch);
 		free(t->tls[k].slot);
+		free(t->tls[k].vscores);
 	}
 	free(t->tls);
 	free(t->bu);

@@ -34,7 +34,7 @@
  * Validation: each user's held-out item (valid_item[u], RK_NONE for none)
  * against val_negatives items drawn once at creation (uniform over the
  * items u has not interacted with in train; 0 = all of them): AUC per user
- * (ties count half), averaged. Use an item that is not in train: e.g.
+ * by metrics.h's one rule (vr_auc: ties count half), averaged. Use an item that is not in train: e.g.
  * split the data with rk_split_last (test items), then split the train part
  * again for validation items, so the test items stay unseen.
  *

@@ -307,8 +307,37 @@ TEST(evaluate_errors)
 	ASSERT_NEAR(t.all.auc, 0, EPS);
 }
 
+/* The one AUC rule (vr_auc_count, vr_auc) that Evaluate and the trainers'
+ * validation share: ties half, NaN below every number and tied with NaN,
+ * no negatives 1, counts that add up over parts of a catalogue. */
+TEST(auc_rule)
+{
+	const float s[] = { 3, 2, 2, NAN, 1, NAN };
+	uint64_t above = 0, tied = 0;
+	vr_auc_count(2, s, 6, &above, &tied);
+	ASSERT_EQ_INT(above, 1);
+	ASSERT_EQ_INT(tied, 2);
+	/* 6 negatives besides the positive scored 2: 3 below (1 and the two
+	 * NaNs), 2 ties, 1 above. */
+	ASSERT_NEAR(vr_auc(6, above, tied), (6 - 1 - 2 / 2.0) / 6, EPS);
+	above = tied = 0;
+	vr_auc_count(2, s, 3, &above, &tied);
+	vr_auc_count(2, s + 3, 3, &above, &tied);
+	ASSERT_EQ_INT(above, 1);
+	ASSERT_EQ_INT(tied, 2);
+	above = tied = 0;
+	vr_auc_count(NAN, s, 6, &above, &tied);
+	ASSERT_EQ_INT(above, 4);
+	ASSERT_EQ_INT(tied, 2);
+	ASSERT_NEAR(vr_auc(6, above, tied), 1.0 / 6, EPS);
+	ASSERT_NEAR(vr_auc(0, 0, 0), 1, EPS);
+	ASSERT_NEAR(vr_auc(4, 0, 4), 0.5, EPS);
+	ASSERT_NEAR(vr_auc(4, 4, 0), 0, EPS);
+}
+
 static const struct vr_test tests[] = {
 	T(defaults),
+	T(auc_rule),
 	T(no_ties),
 	T(ties_are_expected_values),
 	T(constant_scorer_is_half),

@@ -19,7 +19,6 @@
  * are excluded. */
 #include "service.h"
 
-#include <cblas.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
@@ -788,24 +787,16 @@ struct eval_ctx {
 	uint32_t stride;
 };
 
-/* Scores a block of users against every item: one GEMM per index chunk. */
+/* Scores a block of users against every item (topk.h's rk_score_all). */
 static int eval_scores(void *arg, const uint32_t *users, uint32_t n_users, float *scores)
 {
 	struct eval_ctx *e = arg;
-	const struct rk_index_view *v = e->view;
 	if (vr_call_stopping(e->call))
 		return VR_ECANCELLED;
 	memset(e->users, 0, (size_t)n_users * e->stride * sizeof(float));
 	for (uint32_t x = 0; x < n_users; x++)
 		rk_model_user_row(e->s->model, users[x], e->users + (size_t)x * e->stride);
-	uint32_t per = 1u << v->chunk_shift;
-	for (uint32_t first = 0, c = 0; first < v->n; first += per, c++) {
-		uint32_t rows = v->n - first < per ? v->n - first : per;
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n_users, (int)rows,
-			    (int)v->stride, 1.0f, e->users, (int)e->stride, v->chunk_f32[c],
-			    (int)v->stride, 0.0f, scores + first, (int)v->n);
-	}
-	return 0;
+	return rk_score_all(e->view, e->users, n_users, scores);
 }
 
 struct by_time {

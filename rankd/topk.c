@@ -641,3 +641,16 @@ int rk_score(const struct rk_index_view *v, const float *user, const uint32_t *i
 	}
 	return 0;
 }
+
+int rk_score_all(const struct rk_index_view *v, const float *users, uint32_t n_users,
+		 float *scores)
+{
+	uint32_t per = 1u << v->chunk_shift;
+	for (uint32_t first = 0, c = 0; first < v->n; first += per, c++) {
+		uint32_t rows = v->n - first < per ? v->n - first : per;
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n_users, (int)rows,
+			    (int)v->stride, 1.0f, users, (int)v->stride, v->chunk_f32[c],
+			    (int)v->stride, 0.0f, scores + first, (int)v->n);
+	}
+	return 0;
+}

@@ -113,6 +113,16 @@ int rk_topk_batch(const struct rk_index_view *view, const struct rk_topk_batch_r
 int rk_score(const struct rk_index_view *view, const float *user, const uint32_t *items, size_t n,
 	     struct rk_topk_ws *ws, float *scores);
 
+/* Scores of every item of view for n_users users at once (Evaluate's full
+ * score vectors): row x of scores (view->n floats, row-major) is users row
+ * x against each item row. users: n_users rows of view->stride floats,
+ * zero beyond view->dim. One BLAS sgemm per chunk of the view, which
+ * reads the item matrix once per block of users: on the main job's
+ * catalogue (9,633 items) 2 to 3.5x faster than rk_score per user; the
+ * bits may differ from rk_score's in the last place. Returns 0. */
+int rk_score_all(const struct rk_index_view *view, const float *users, uint32_t n_users,
+		 float *scores);
+
 /* Kernel choice. rk_isa_active() names the one in use; rk_isa_set() picks
  * one for the process (tests compare every kernel the CPU can run), and
  * returns VR_EUNSUPPORTED when the CPU lacks it. */

@@ -469,6 +469,46 @@ TEST(topk_batch_valid)
 /* recall@20 of the fp16 pass + exact re-rank against exact, on data shaped
  * like VBPR's item rows (D = 301: a bias column, 200 latent, 100 visual
  * factors at different scales, items in taste clusters). */
+/* rk_score_all (BLAS, Evaluate's path) against rk_score (the scan kernel)
+ * on every item of a catalogue of several chunks, the last one partial:
+ * the same scores to float rounding (relative 1e-5 of the row norms). */
+TEST(score_all_matches_score)
+{
+	enum { N = 1300, D = 37, U = 9 };
+	struct rk_topk_ws *ws;
+	rng_state = 11;
+	struct rk_index *ix = make_index(N, D, 512, 0, NULL);
+	ASSERT(ix);
+	ASSERT_OK(rk_topk_ws_create(&ws));
+	struct rk_index_view v;
+	rk_index_acquire(ix, &v);
+	float *users = calloc((size_t)U * v.stride, sizeof(float));
+	float *all = malloc((size_t)U * N * sizeof(float)), *one = malloc(N * sizeof(float));
+	uint32_t *items = malloc(N * sizeof(uint32_t));
+	for (uint32_t i = 0; i < N; i++)
+		items[i] = i;
+	for (int u = 0; u < U; u++)
+		for (int j = 0; j < D; j++)
+			users[(size_t)u * v.stride + j] = rng_n();
+	ASSERT_OK(rk_score_all(&v, users, U, all));
+	double worst = 0;
+	for (int u = 0; u < U; u++) {
+		ASSERT_OK(rk_score(&v, users + (size_t)u * v.stride, items, N, ws, one));
+		for (uint32_t i = 0; i < N; i++) {
+			double d = fabs((double)all[(size_t)u * N + i] - one[i]) / D;
+			worst = d > worst ? d : worst;
+		}
+	}
+	ASSERT_MSG(worst < 1e-5, "largest difference %.3g", worst);
+	rk_index_release(&v);
+	rk_index_destroy(ix);
+	rk_topk_ws_destroy(ws);
+	free(users);
+	free(all);
+	free(one);
+	free(items);
+}
+
 TEST(topk_approx_recall)
 {
 	enum { N = 20000, D = 301, USERS = 40, K = 20, CLUSTERS = 50 };
@@ -752,6 +792,7 @@ TEST(half_conversion_matches_f16c)
 
 static const struct vr_test tests[] = {
 	T(topk_matches_sort_generic),
+	T(score_all_matches_score),
 	T(topk_matches_sort_avx2),
 	T(topk_matches_sort_avx512),
 	T(topk_approx_generic),

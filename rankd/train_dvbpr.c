@@ -118,8 +118,8 @@ int rk__run_dvbpr(struct rk_train_job *job)
 	rk_service *svc = job->svc;
 	const struct dvbpr_settings *dv = &job->dv;
 	const rk_train_config *c = &job->cfg;
-	rk_csr all = { 0 }, train = { 0 }, fit = { 0 };
-	uint32_t *test = NULL, *valid = NULL, *tr = NULL, *items = NULL, *ex = NULL, fversion = 0;
+	struct split sp = { 0 };
+	uint32_t *tr = NULL, *items = NULL, *ex = NULL, fversion = 0;
 	char **ids = NULL, *blob = NULL;
 	float *phi = NULL, *rows = NULL, *scores = NULL, *urow = NULL;
 	rk_model *model = NULL, *best = NULL;
@@ -140,18 +140,20 @@ int rk__run_dvbpr(struct rk_train_job *job)
 		goto leave;
 	}
 	const rk_csr *on = NULL;
-	if (rk__load_interactions(job, &all, &train, &fit, &test, &valid, &on))
+	if (rk__load_interactions(job, &sp))
 		goto leave;
+	on = sp.on;
+	uint32_t *valid = sp.valid;
 	if (!valid) { /* use_all: nothing held out, so no user validates */
-		if (!(valid = malloc(((size_t)all.n_users + 1) * sizeof *valid))) {
+		if (!(valid = sp.valid = malloc(((size_t)sp.all.n_users + 1) * sizeof *valid))) {
 			rk__fail(job, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for the validation items");
 			goto leave;
 		}
-		for (uint32_t u = 0; u < all.n_users; u++)
+		for (uint32_t u = 0; u < sp.all.n_users; u++)
 			valid[u] = RK_NONE;
 	}
 	rk_model_dims md;
-	rk_model_dims_default(&md, RK_MODEL_DVBPR, all.n_users, all.n_items, 0);
+	rk_model_dims_default(&md, RK_MODEL_DVBPR, sp.all.n_users, sp.all.n_items, 0);
 	md.k = dv->no_latent ? 0 : job->k ? job->k : md.k;
 	md.k2 = job->k2 ? job->k2 : !strcmp(dv->arch, "alexnet") ? 100 : 50;
 	if ((rc = rk_model_create(&model, &md))) {
@@ -361,10 +363,10 @@ int rk__run_dvbpr(struct rk_train_job *job)
 			 fversion, f.dims, version, md.k2);
 		goto leave;
 	}
-	if (rk__pad_vectors(job, &f, all.n_items))
+	if (rk__pad_vectors(job, &f, sp.all.n_items))
 		goto leave;
 	uint64_t sversion = 0;
-	if (rk__serve_model(job, &model, f.feats, NULL, all.n_items, fversion, &all, on, base_seq,
+	if (rk__serve_model(job, &model, f.feats, NULL, sp.all.n_items, fversion, &sp.all, on, base_seq,
 			    &sversion))
 		goto leave;
 	rk_progress last = { .epoch = epochs, .max_epochs = c->max_epochs,
@@ -394,10 +396,6 @@ leave:
 	free(scores);
 	free(urow);
 	free(ex);
-	free(test);
-	free(valid);
-	rk_csr_free(&fit);
-	rk_csr_free(&train);
-	rk_csr_free(&all);
+	rk__split_free(&sp);
 	return job->code;
 }

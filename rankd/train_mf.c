@@ -219,34 +219,44 @@ leave:
 	return job->code;
 }
 
-/* The interactions as a CSR in *all (taken under the lock) and, unless
+/* The interactions as a CSR in sp->all (taken under the lock) and, unless
  * the job uses them all, each user's last item held out for testing and
- * the one before for validation (*test, *valid: n_users + 1 entries),
- * leaving *on the part to fit; else *on = all, *test = *valid = NULL.
+ * the one before for validation (sp->test, sp->valid), leaving sp->fit the
+ * part to fit; sp->on points to it (to sp->all with use_all). sp starts
+ * zeroed and is freed by rk__split_free, also on failure.
  * GRPC_STATUS_OK or the code, with the reason in job->msg. */
-int rk__load_interactions(struct rk_train_job *job, rk_csr *all, rk_csr *train, rk_csr *fit,
-			  uint32_t **test, uint32_t **valid, const rk_csr **on)
+int rk__load_interactions(struct rk_train_job *job, struct split *sp)
 {
 	rk_service *svc = job->svc;
 	pthread_rwlock_rdlock(&svc->ix_lock);
-	int rc = rk_interactions_csr(svc->ix, all);
+	int rc = rk_interactions_csr(svc->ix, &sp->all);
 	pthread_rwlock_unlock(&svc->ix_lock);
 	if (rc)
 		return rk__fail(job, GRPC_STATUS_RESOURCE_EXHAUSTED, "cannot index the interactions: %s",
 				vr_strerror(rc));
-	if (!all->nnz)
+	if (!sp->all.nnz)
 		return rk__fail(job, GRPC_STATUS_FAILED_PRECONDITION,
 				"no interactions stored yet; call AddInteractions first");
-	*on = all;
+	sp->on = &sp->all;
 	if (job->use_all)
 		return GRPC_STATUS_OK;
-	*test = malloc(((size_t)all->n_users + 1) * sizeof **test);
-	*valid = malloc(((size_t)all->n_users + 1) * sizeof **valid);
-	if (!*test || !*valid || rk_split_last(all, train, *test) || rk_split_last(train, fit, *valid))
+	sp->test = malloc(((size_t)sp->all.n_users + 1) * sizeof *sp->test);
+	sp->valid = malloc(((size_t)sp->all.n_users + 1) * sizeof *sp->valid);
+	if (!sp->test || !sp->valid || rk_split_last(&sp->all, &sp->train, sp->test) ||
+	    rk_split_last(&sp->train, &sp->fit, sp->valid))
 		return rk__fail(job, GRPC_STATUS_RESOURCE_EXHAUSTED,
 				"out of memory splitting the interactions");
-	*on = fit;
+	sp->on = &sp->fit;
 	return GRPC_STATUS_OK;
+}
+
+void rk__split_free(struct split *sp)
+{
+	free(sp->test);
+	free(sp->valid);
+	rk_csr_free(&sp->fit);
+	rk_csr_free(&sp->train);
+	rk_csr_free(&sp->all);
 }
 
 /* Gives f a zero row for every item index below n_items that featured
@@ -267,8 +277,8 @@ int rk__pad_vectors(struct rk_train_job *job, struct fetch *f, uint32_t n_items)
 int rk__run_mf(struct rk_train_job *job)
 {
 	struct fetch f = { .job = job };
-	rk_csr all = { 0 }, train = { 0 }, fit = { 0 };
-	uint32_t *test = NULL, *valid = NULL, fversion = 0;
+	struct split sp = { 0 };
+	uint32_t fversion = 0;
 	uint64_t base_seq = UINT64_MAX;
 	float *scale = NULL;
 	rk_model *model = NULL;
@@ -304,25 +314,26 @@ int rk__run_mf(struct rk_train_job *job)
 	}
 	if ((job->kind == RK_MODEL_VBPR &&
 	     rk__fetch_vectors(job, &f, job->feature_version, &fversion, &base_seq)) ||
-	    rk__load_interactions(job, &all, &train, &fit, &test, &valid, &on) ||
-	    (f.feats && rk__pad_vectors(job, &f, all.n_items)))
+	    rk__load_interactions(job, &sp) ||
+	    (f.feats && rk__pad_vectors(job, &f, sp.all.n_items)))
 		goto leave;
+	on = sp.on;
 	if (f.feats) {
 		if (!(scale = malloc((size_t)f.dims * sizeof *scale))) {
 			rk__fail(job, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for the feature scales");
 			goto leave;
 		}
-		if ((rc = rk_feature_scales(f.feats, all.n_items, f.dims, scale))) {
+		if ((rc = rk_feature_scales(f.feats, sp.all.n_items, f.dims, scale))) {
 			rk__fail(job, rc == VR_EINVAL ? GRPC_STATUS_FAILED_PRECONDITION : vr_status_from_rc(rc),
 				 "cannot scale featured's item vectors (%s): every vector is all zeros",
 				 vr_strerror(rc));
 			goto leave;
 		}
 		log_spread(scale, f.dims);
-		rk_features_scale(f.feats, all.n_items, f.dims, scale);
+		rk_features_scale(f.feats, sp.all.n_items, f.dims, scale);
 	}
 	rk_model_dims d;
-	rk_model_dims_default(&d, job->kind, all.n_users, all.n_items, f.dims);
+	rk_model_dims_default(&d, job->kind, sp.all.n_users, sp.all.n_items, f.dims);
 	if (job->k)
 		d.k = job->k;
 	if (job->k2 && job->kind != RK_MODEL_BPR)
@@ -334,7 +345,7 @@ int rk__run_mf(struct rk_train_job *job)
 		goto leave;
 	}
 	rk_model_init(model, job->cfg.seed);
-	rc = rk_trainer_create(&t, model, on, valid, f.feats, &job->cfg);
+	rc = rk_trainer_create(&t, model, on, sp.valid, f.feats, &job->cfg);
 	if (rc == VR_ENOTFOUND) {
 		rk__fail(job, GRPC_STATUS_FAILED_PRECONDITION,
 			 "no user has both a training item and an item to contrast it with; add interactions "
@@ -364,7 +375,7 @@ int rk__run_mf(struct rk_train_job *job)
 		goto leave;
 	}
 	uint64_t version = 0;
-	if (rk__serve_model(job, &model, f.feats, scale, all.n_items, fversion, &all, on, base_seq,
+	if (rk__serve_model(job, &model, f.feats, scale, sp.all.n_items, fversion, &sp.all, on, base_seq,
 			    &version))
 		goto leave;
 	rk_progress last = { .epoch = res.epochs, .max_epochs = job->cfg.max_epochs,
@@ -382,10 +393,6 @@ leave:
 	rk_model_free(model);
 	free(f.feats);
 	free(scale);
-	free(test);
-	free(valid);
-	rk_csr_free(&fit);
-	rk_csr_free(&train);
-	rk_csr_free(&all);
+	rk__split_free(&sp);
 	return job->code;
 }

@@ -65,6 +65,14 @@ struct fetch {
 	uint64_t vectors;
 };
 
+/* The interactions a run trains on (rk__load_interactions). on points
+ * into the struct: it stays where it was loaded. */
+struct split {
+	rk_csr all, train, fit;
+	uint32_t *test, *valid;  /* n_users + 1 each; NULL with use_all */
+	const rk_csr *on;        /* the part to fit: &fit, or &all with use_all */
+};
+
 /* training.c: the job's progress queue and its outcome. */
 const char *rk__kind_name(int kind);
 /* Queues p for the call's thread (the newest QUEUE are kept). */
@@ -88,8 +96,8 @@ static inline int64_t rk__unix_now(void)
  * job->msg. */
 int rk__fetch_vectors(struct rk_train_job *job, struct fetch *f, uint32_t want,
 		      uint32_t *version, uint64_t *base_seq);
-int rk__load_interactions(struct rk_train_job *job, rk_csr *all, rk_csr *train, rk_csr *fit,
-			  uint32_t **test, uint32_t **valid, const rk_csr **on);
+int rk__load_interactions(struct rk_train_job *job, struct split *sp);
+void rk__split_free(struct split *sp);
 int rk__pad_vectors(struct rk_train_job *job, struct fetch *f, uint32_t n_items);
 int rk__serve_model(struct rk_train_job *job, rk_model **modelp, const float *feats,
 		    const float *scale, uint32_t n_rows, uint32_t fversion, rk_csr *all,

@@ -1,5 +1,8 @@
 /* trainer: BPR-MF and VBPR training on the CPU; the contract and the two
- * algorithms are described in trainer.h.
+ * algorithms are described in trainer.h. One concept at 1,300 lines: the
+ * thread pool, both algorithms' phases and the validation all work on the
+ * one trainer state below, and split apart they would share it through a
+ * private header as wide as the struct.
  *
  * DESIGN
  * Threads: the caller's thread (tid 0) and threads - 1 workers started by

@@ -28,6 +28,7 @@
 #include "deadline.h"
 #include "err.h"
 #include "executor.h"
+#include "grow.h"
 #include "log.h"
 #include "models.h"
 #include "safetensors.h"
@@ -150,27 +151,16 @@ static void *decode_slice(void *arg)
  * copied out of the map so that no read transaction is open while they
  * decode. */
 struct reading {
-	size_t n, cap;          /* items read so far; room in id_off */
+	size_t n;               /* items read so far */
 	size_t *id_off;
-	size_t id_used, id_cap;
+	uint64_t cap;           /* room in id_off */
+	size_t id_used;
+	uint64_t id_cap;
 	uint8_t *jpeg;          /* this chunk's JPEGs */
-	size_t jpeg_used, jpeg_cap;
+	size_t jpeg_used;
+	uint64_t jpeg_cap;
 	size_t joff[READ_CHUNK], jlen[READ_CHUNK], m;
 };
-
-/* p grown to hold need elements (*cap doubles), or NULL (p unchanged). */
-static void *grown(void *p, size_t *cap, size_t need, size_t elem)
-{
-	if (need <= *cap)
-		return p;
-	size_t nc = *cap ? *cap : 1024;
-	while (nc < need)
-		nc *= 2;
-	void *q = realloc(p, nc * elem);
-	if (q)
-		*cap = nc;
-	return q;
-}
 
 /* Reads the next chunk (at most READ_CHUNK items or READ_CHUNK_BYTES of
  * JPEG, at least one item) after the last id read, in one short read
@@ -189,16 +179,10 @@ static int read_chunk(struct tv *s, struct reading *r)
 	while (!rc && r->m < READ_CHUNK && (!r->m || r->jpeg_used < READ_CHUNK_BYTES) &&
 	       !(rc = fd_fstore_item_next(fs, txn, after, &it))) {
 		size_t k = r->n + r->m;
-		size_t *o = grown(r->id_off, &r->cap, k + 1, sizeof *r->id_off);
-		r->id_off = o ? o : r->id_off;
-		char *b = o ? grown(s->id_blob, &r->id_cap, r->id_used + it.id_len + 1, 1) : NULL;
-		s->id_blob = b ? b : s->id_blob;
-		uint8_t *j = b ? grown(r->jpeg, &r->jpeg_cap, r->jpeg_used + it.image_len, 1) : NULL;
-		r->jpeg = j ? j : r->jpeg;
-		if (!j) {
-			rc = VR_ENOMEM;
+		if ((rc = vr_grow((void **)&r->id_off, sizeof *r->id_off, k + 1, &r->cap)) ||
+		    (rc = vr_grow((void **)&s->id_blob, 1, r->id_used + it.id_len + 1, &r->id_cap)) ||
+		    (rc = vr_grow((void **)&r->jpeg, 1, r->jpeg_used + it.image_len, &r->jpeg_cap)))
 			break;
-		}
 		memcpy(s->id_blob + r->id_used, it.item_id, it.id_len);
 		s->id_blob[r->id_used + it.id_len] = 0;
 		memcpy(after, it.item_id, it.id_len);

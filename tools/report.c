@@ -5,6 +5,7 @@
 
 #include "err.h"
 #include "icsv.h"
+#include "intern.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -21,21 +22,13 @@
 
 /* ---- the data set -------------------------------------------------------- */
 
-/* A string table: ids interned to dense indices (open addressing). */
-struct strtab {
-	char **names;    /* index -> id */
-	size_t n, cap;
-	uint32_t *slots; /* index + 1, 0 = empty */
-	size_t nslots;
-};
-
 struct row {
 	uint32_t user, item;
 	int64_t ts;
 };
 
 struct rp_dataset {
-	struct strtab users, items;
+	vr_intern users, items;     /* ids interned to dense indices */
 	struct row *rows;           /* sorted by user, then time */
 	size_t nrows;
 	size_t *first;              /* per user: its first row */
@@ -44,78 +37,19 @@ struct rp_dataset {
 	uint32_t *by_id;            /* user indices sorted by id */
 };
 
-static uint64_t hash_str(const char *s)
+/* The index of s in t, added when absent, or VR_ENOMEM / VR_ETOOBIG. */
+static int64_t intern(vr_intern *t, const char *s)
 {
-	uint64_t h = 1469598103934665603ull;
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ull;
-	return h;
+	size_t len = strlen(s);
+	int rc = vr_intern_reserve(t, 1, len + 1);
+	return rc ? rc : (int64_t)vr_intern_add(t, s, len);
 }
 
-static int strtab_grow(struct strtab *t)
+/* The index of id in t, or -1. */
+static int64_t find(const vr_intern *t, const char *id)
 {
-	size_t ns = t->nslots ? 2 * t->nslots : 1024;
-	uint32_t *slots = calloc(ns, sizeof *slots);
-	if (!slots)
-		return VR_ENOMEM;
-	for (size_t i = 0; i < t->n; i++) {
-		size_t h = hash_str(t->names[i]) & (ns - 1);
-		while (slots[h])
-			h = (h + 1) & (ns - 1);
-		slots[h] = (uint32_t)i + 1;
-	}
-	free(t->slots);
-	t->slots = slots;
-	t->nslots = ns;
-	return 0;
-}
-
-/* The slot of s: where it is, or the empty slot where it would go. */
-static size_t strtab_slot(const struct strtab *t, const char *s)
-{
-	size_t h = hash_str(s) & (t->nslots - 1);
-	while (t->slots[h] && strcmp(t->names[t->slots[h] - 1], s))
-		h = (h + 1) & (t->nslots - 1);
-	return h;
-}
-
-/* The index of s, or -1 when absent. */
-static int64_t strtab_find(const struct strtab *t, const char *s)
-{
-	if (!t->nslots)
-		return -1;
-	size_t h = strtab_slot(t, s);
-	return t->slots[h] ? (int64_t)t->slots[h] - 1 : -1;
-}
-
-/* The index of s, added when absent; VR_ENOMEM. */
-static int64_t strtab_add(struct strtab *t, const char *s)
-{
-	if ((t->n + 1) * 2 > t->nslots && strtab_grow(t))
-		return VR_ENOMEM;
-	size_t h = strtab_slot(t, s);
-	if (t->slots[h])
-		return t->slots[h] - 1;
-	if (t->n == t->cap) {
-		size_t cap = t->cap ? 2 * t->cap : 1024;
-		char **names = realloc(t->names, cap * sizeof *names);
-		if (!names)
-			return VR_ENOMEM;
-		t->names = names;
-		t->cap = cap;
-	}
-	if (!(t->names[t->n] = strdup(s)))
-		return VR_ENOMEM;
-	t->slots[h] = (uint32_t)++t->n;
-	return (int64_t)t->n - 1;
-}
-
-static void strtab_free(struct strtab *t)
-{
-	for (size_t i = 0; i < t->n; i++)
-		free(t->names[i]);
-	free(t->names);
-	free(t->slots);
+	uint32_t k = vr_intern_find(t, id, strlen(id));
+	return k == VR_INTERN_NONE ? -1 : (int64_t)k;
 }
 
 static int cmp_rows(const void *a, const void *b)
@@ -130,16 +64,17 @@ static int cmp_rows(const void *a, const void *b)
 
 static int cmp_by_name(const void *a, const void *b, void *tab)
 {
-	const struct strtab *t = tab;
-	return strcmp(t->names[*(const uint32_t *)a], t->names[*(const uint32_t *)b]);
+	const vr_intern *t = tab;
+	return strcmp(vr_intern_id(t, *(const uint32_t *)a, NULL),
+		      vr_intern_id(t, *(const uint32_t *)b, NULL));
 }
 
 void rp_dataset_free(rp_dataset *ds)
 {
 	if (!ds)
 		return;
-	strtab_free(&ds->users);
-	strtab_free(&ds->items);
+	vr_intern_free(&ds->users);
+	vr_intern_free(&ds->items);
 	free(ds->rows);
 	free(ds->first);
 	free(ds->count);
@@ -185,10 +120,10 @@ int rp_dataset_load(rp_dataset **out, const char *data_dir, char *err, size_t er
 			}
 			ds->rows = rows;
 		}
-		int64_t u = strtab_add(&ds->users, row.user);
-		int64_t i = strtab_add(&ds->items, row.item);
-		if (u < 0 || i < 0) {
-			rc = VR_ENOMEM;
+		int64_t u = intern(&ds->users, row.user);
+		int64_t i = u < 0 ? u : intern(&ds->items, row.item);
+		if (i < 0) {
+			rc = (int)i;
 			break;
 		}
 		ds->rows[ds->nrows++] = (struct row){ (uint32_t)u, (uint32_t)i, row.timestamp };
@@ -238,15 +173,15 @@ fail:
 static void fill_user(const rp_dataset *ds, uint32_t u, rp_user *out)
 {
 	const struct row *test = &ds->rows[ds->first[u] + ds->count[u] - 1];
-	out->id = ds->users.names[u];
-	out->test_item = ds->items.names[test->item];
+	out->id = vr_intern_id(&ds->users, u, NULL);
+	out->test_item = vr_intern_id(&ds->items, test->item, NULL);
 	out->test_cold = ds->train_count[test->item] == 0;
 	out->n_train = ds->count[u] - 1;
 }
 
 int rp_dataset_user(const rp_dataset *ds, const char *id, rp_user *out)
 {
-	int64_t u = strtab_find(&ds->users, id);
+	int64_t u = find(&ds->users, id);
 	if (u < 0)
 		return VR_ENOTFOUND;
 	fill_user(ds, (uint32_t)u, out);
@@ -255,12 +190,12 @@ int rp_dataset_user(const rp_dataset *ds, const char *id, rp_user *out)
 
 size_t rp_dataset_recent(const rp_dataset *ds, const char *id, const char **out, size_t n)
 {
-	int64_t u = strtab_find(&ds->users, id);
+	int64_t u = find(&ds->users, id);
 	if (u < 0)
 		return 0;
 	size_t got = 0, train = ds->count[u] - 1;
 	for (size_t k = train; k-- > 0 && got < n;)
-		out[got++] = ds->items.names[ds->rows[ds->first[u] + k].item];
+		out[got++] = vr_intern_id(&ds->items, ds->rows[ds->first[u] + k].item, NULL);
 	return got;
 }
 

@@ -48,6 +48,7 @@
 #include <zlib.h>
 
 #include "err.h"
+#include "flags.h"
 
 #define NCELLS (DG_CATEGORIES * DG_HUES * DG_TEXTURES * DG_CLUSTERS)
 #define ACTIVITY_MIN 4
@@ -1509,75 +1510,49 @@ const char *dg_usage(void)
 	       "--no-images          the same as --images none (for large benchmark sets)\n";
 }
 
-static int parse_i64(const char *s, int64_t *out)
-{
-	char *end;
-	errno = 0;
-	long long v = strtoll(s, &end, 10);
-	if (errno || end == s || *end)
-		return VR_EINVAL;
-	*out = v;
-	return 0;
-}
-
 int dg_parse_args(int argc, char **argv, struct dg_opts *opts, char *err, int errlen)
 {
-	for (int k = 0; k < argc; k++) {
-		const char *f = argv[k], *val = k + 1 < argc ? argv[k + 1] : NULL;
-		int64_t v = 0;
-		int bad = 0;
-		if (!strcmp(f, "--no-images")) {
-			opts->images = DG_IMAGES_NONE;
-			continue;
-		}
-		if (!val) {
-			snprintf(err, errlen, "%s: unknown flag or missing value", f);
+	/* No defaults in the table: opts holds them (dg_opts_default), and
+	 * dg_usage documents the flags. */
+	const char *images = NULL;
+	int no_images = 0;
+	const vr_flag table[] = {
+		{ "out", NULL, VR_FLAG_STRING, &opts->out_dir, NULL, NULL, 0 },
+		{ "users", NULL, VR_FLAG_INT64, &opts->users, NULL, NULL, 0 },
+		{ "items", NULL, VR_FLAG_INT64, &opts->items, NULL, NULL, 0 },
+		{ "interactions", NULL, VR_FLAG_INT64, &opts->interactions, NULL, NULL, 0 },
+		{ "seed", NULL, VR_FLAG_UINT64, &opts->seed, NULL, NULL, 0 },
+		{ "cold-frac", NULL, VR_FLAG_DOUBLE, &opts->cold_frac, NULL, NULL, 0 },
+		{ "image-min", NULL, VR_FLAG_INT, &opts->image_min, NULL, NULL, 0 },
+		{ "image-max", NULL, VR_FLAG_INT, &opts->image_max, NULL, NULL, 0 },
+		{ "images", NULL, VR_FLAG_STRING, &images, NULL, NULL, 0 },
+		{ "no-images", NULL, VR_FLAG_BOOL, &no_images, NULL, NULL, 0 },
+		{ 0 },
+	};
+	/* vr_flags_parse skips argv[0], a program name, which ours lack. */
+	char **args = malloc(((size_t)argc + 1) * sizeof *args);
+	if (!args)
+		return VR_ENOMEM;
+	args[0] = "datagen";
+	if (argc > 0)
+		memcpy(args + 1, argv, (size_t)argc * sizeof *args);
+	int rc = vr_flags_parse(table, argc + 1, args, err, (size_t)errlen);
+	free(args);
+	if (rc)
+		return rc;
+	if (images) {
+		int kind = -1;
+		for (int k = 0; k < 3; k++)
+			if (!strcmp(images, image_kind_names[k]))
+				kind = k;
+		if (kind < 0) {
+			snprintf(err, (size_t)errlen, "--images %s: not procedural, fashion-mnist or none",
+				 images);
 			return VR_EINVAL;
 		}
-		if (!strcmp(f, "--out")) {
-			opts->out_dir = val;
-		} else if (!strcmp(f, "--seed")) {
-			char *end;
-			errno = 0;
-			opts->seed = strtoull(val, &end, 10);
-			bad = errno || end == val || *end || *val == '-';
-		} else if (!strcmp(f, "--images")) {
-			int kind = -1;
-			for (int k = 0; k < 3; k++)
-				if (!strcmp(val, image_kind_names[k]))
-					kind = k;
-			bad = kind < 0;
-			if (!bad)
-				opts->images = (enum dg_images)kind;
-		} else if (!strcmp(f, "--cold-frac")) {
-			char *end;
-			opts->cold_frac = strtod(val, &end);
-			bad = end == val || *end || !(opts->cold_frac >= 0 && opts->cold_frac <= 0.5);
-		} else if (!strcmp(f, "--users") || !strcmp(f, "--items") ||
-			   !strcmp(f, "--interactions") || !strcmp(f, "--image-min") ||
-			   !strcmp(f, "--image-max")) {
-			bad = parse_i64(val, &v) || v < 1;
-			if (!strcmp(f, "--users"))
-				opts->users = v;
-			else if (!strcmp(f, "--items"))
-				opts->items = v;
-			else if (!strcmp(f, "--interactions"))
-				opts->interactions = v;
-			else if (v > 4096)
-				bad = 1;
-			else if (!strcmp(f, "--image-min"))
-				opts->image_min = (int)v;
-			else
-				opts->image_max = (int)v;
-		} else {
-			snprintf(err, errlen, "%s: unknown flag", f);
-			return VR_EINVAL;
-		}
-		if (bad) {
-			snprintf(err, errlen, "%s %s: not a valid value", f, val);
-			return VR_EINVAL;
-		}
-		k++;
+		opts->images = (enum dg_images)kind;
 	}
+	if (no_images)
+		opts->images = DG_IMAGES_NONE;
 	return dg_check_opts(opts, err, errlen);
 }

@@ -636,7 +636,7 @@ TEST(bad_options_say_why)
 	char *argv2[] = { "--out", "/tmp/x", "--seed", "abc" };
 	dg_opts_default(&o);
 	ASSERT_EQ_INT(dg_parse_args(4, argv2, &o, err, sizeof(err)), VR_EINVAL);
-	ASSERT_CONTAINS(err, "--seed abc");
+	ASSERT_CONTAINS(err, "--seed: \"abc\" is not a valid");
 	char *argv3[] = { "--users", "50" };
 	dg_opts_default(&o);
 	ASSERT_EQ_INT(dg_parse_args(2, argv3, &o, err, sizeof(err)), VR_EINVAL);

@@ -43,12 +43,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <turbojpeg.h>
 #include <unistd.h>
 #include <zlib.h>
 
 #include "err.h"
 #include "flags.h"
+#include "jpeg_enc.h"
 
 #define NCELLS (DG_CATEGORIES * DG_HUES * DG_TEXTURES * DG_CLUSTERS)
 #define ACTIVITY_MIN 4
@@ -1206,15 +1206,13 @@ static int write_images(struct gen *g, const char *dir)
 	struct fashion fashion, *fm = NULL;
 	int rc = 0;
 	int side = g->o->image_max;
-	unsigned long cap = tjBufSize(side, side, TJSAMP_420);
-	tjhandle tj = tjInitCompress();
-	unsigned char *jpeg = tjAlloc((int)cap);
+	vr_jpeg_enc *enc = NULL;
 	uint8_t *rgb = malloc((size_t)side * side * 3);
 	float lut[SIN_LUT];
 	char path[PATH_MAX], name[48];
 	memset(&fashion, 0, sizeof(fashion));
-	if (!tj || !jpeg || !rgb) {
-		rc = tj ? VR_ENOMEM : VR_EIO;
+	if (!rgb || (rc = vr_jpeg_enc_create(&enc))) {
+		rc = VR_ENOMEM;
 		goto leave;
 	}
 	if (g->o->images == DG_IMAGES_FASHION_MNIST) {
@@ -1226,11 +1224,11 @@ static int write_images(struct gen *g, const char *dir)
 		lut[k] = (float)sin(2 * M_PI * k / SIN_LUT);
 	for (int64_t i = 0; i < g->I; i++) {
 		render_item(g, i, fm, rgb, lut);
-		unsigned char *buf = jpeg;
-		unsigned long size = cap;
-		if (tjCompress2(tj, rgb, g->width[i], 0, g->height[i], TJPF_RGB, &buf, &size,
-				TJSAMP_420, JPEG_QUALITY, TJFLAG_NOREALLOC) < 0) {
-			rc = VR_EIO;
+		const uint8_t *buf;
+		size_t size;
+		if ((rc = vr_jpeg_enc_encode(enc, rgb, g->width[i], g->height[i], VR_PIX_RGB,
+					     VR_SUBSAMP_420, JPEG_QUALITY, &buf, &size))) {
+			rc = rc == VR_ENOMEM ? rc : VR_EIO;
 			goto leave;
 		}
 		item_id(g, i, name, sizeof(name) - 4);
@@ -1244,9 +1242,7 @@ static int write_images(struct gen *g, const char *dir)
 			g->o->progress(g->o->progress_ctx, i + 1, g->I);
 	}
 leave:
-	if (tj)
-		tjDestroy(tj);
-	tjFree(jpeg);
+	vr_jpeg_enc_destroy(enc);
 	free(rgb);
 	fashion_free(&fashion);
 	return rc;

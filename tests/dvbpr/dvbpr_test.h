@@ -86,10 +86,10 @@ static inline void dvt_featured_stop(struct fd_proc *p)
 }
 
 /* A generated picture for item k: its colours and pattern vary with
- * (cls, k), so a net can tell classes apart. Free with fd_jpeg_free. */
+ * (cls, k), so a net can tell classes apart. Free with vr_jpeg_free. */
 static inline uint8_t *dvt_jpeg(unsigned k, size_t *len)
 {
-	return fixture_jpeg(40 + (int)(k * 7 % 40), 36 + (int)(k * 5 % 30), k + 1, FD_SUBSAMP_444, 90,
+	return fixture_jpeg(40 + (int)(k * 7 % 40), 36 + (int)(k * 5 % 30), k + 1, VR_SUBSAMP_444, 90,
 			    len);
 }
 

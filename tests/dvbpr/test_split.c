@@ -51,7 +51,7 @@ static void set_free(struct set *s)
 {
 	for (int k = 0; k < N_ITEMS; k++) {
 		free(s->ids[k]);
-		fd_jpeg_free(s->jpeg[k]);
+		vr_jpeg_free(s->jpeg[k]);
 	}
 }
 
@@ -719,7 +719,7 @@ TEST(start_lets_the_map_grow)
 	uint8_t *jpeg[GROW_ITEMS];
 	size_t len[GROW_ITEMS], one_len;
 	snprintf(dir, sizeof dir, "%s/grow", tmpdir);
-	uint8_t *one = fixture_jpeg(400, 400, 3, FD_SUBSAMP_444, 90, &one_len);
+	uint8_t *one = fixture_jpeg(400, 400, 3, VR_SUBSAMP_444, 90, &one_len);
 	ASSERT(one);
 	for (int k = 0; k < GROW_ITEMS; k++) {
 		ids[k] = malloc(16);
@@ -769,7 +769,7 @@ TEST(start_lets_the_map_grow)
 	dvt_featured_stop(&fp);
 	for (int k = 0; k < GROW_ITEMS; k++)
 		free(ids[k]);
-	fd_jpeg_free(one);
+	vr_jpeg_free(one);
 }
 
 static const struct vr_test tests[] = {

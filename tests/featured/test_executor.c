@@ -79,7 +79,7 @@ static void set_init(struct set *s, unsigned first)
 static void set_free(struct set *s)
 {
 	for (int i = 0; i < NJOBS; i++)
-		fd_jpeg_free(s->jpeg[i]);
+		vr_jpeg_free(s->jpeg[i]);
 	fd_waiter_destroy(&s->w);
 }
 

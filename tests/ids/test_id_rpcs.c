@@ -181,7 +181,7 @@ struct image {
 static struct image image(unsigned seed)
 {
 	struct image im = { 0 };
-	im.jpeg = fixture_jpeg(48, 40, seed, FD_SUBSAMP_420, 85, &im.len);
+	im.jpeg = fixture_jpeg(48, 40, seed, VR_SUBSAMP_420, 85, &im.len);
 	return im;
 }
 
@@ -311,8 +311,8 @@ TEST(featured_put_items)
 	vr_channel_destroy(ch);
 	ASSERT_EQ_INT(proc_stop(&f, 10000), 0);
 	free(orig_vec);
-	fd_jpeg_free(orig.jpeg);
-	fd_jpeg_free(other.jpeg);
+	vr_jpeg_free(orig.jpeg);
+	vr_jpeg_free(other.jpeg);
 }
 
 TEST(featured_embed)
@@ -342,7 +342,7 @@ TEST(featured_embed)
 	protobuf_c_message_free_unpacked(&e->base, NULL);
 	vr_channel_destroy(ch);
 	ASSERT_EQ_INT(proc_stop(&f, 10000), 0);
-	fd_jpeg_free(im.jpeg);
+	vr_jpeg_free(im.jpeg);
 }
 
 TEST(featured_get_vectors)
@@ -375,8 +375,8 @@ TEST(featured_get_vectors)
 	free_all(keep, nkeep);
 	vr_channel_destroy(ch);
 	ASSERT_EQ_INT(proc_stop(&f, 10000), 0);
-	fd_jpeg_free(ims[0].jpeg);
-	fd_jpeg_free(ims[1].jpeg);
+	vr_jpeg_free(ims[0].jpeg);
+	vr_jpeg_free(ims[1].jpeg);
 }
 
 #define TV_DIMS 4
@@ -468,7 +468,7 @@ TEST(featured_train_visual)
 	vr_channel_destroy(ch);
 	ASSERT_EQ_INT(proc_stop(&f, 10000), 0);
 	for (int i = 0; i < 3; i++)
-		fd_jpeg_free(ims[i].jpeg);
+		vr_jpeg_free(ims[i].jpeg);
 }
 
 /* ---- rankd ----------------------------------------------------------------- */
@@ -832,7 +832,7 @@ TEST(cli_import_and_ingest)
 		snprintf(path, sizeof path, "%s/%s.jpg", dir, names[i]);
 		ASSERT_OK(write_file(path, im.jpeg, im.len));
 	}
-	fd_jpeg_free(im.jpeg);
+	vr_jpeg_free(im.jpeg);
 	char *ing[] = { "--featured", f.addr, "ingest", dir, NULL };
 	ASSERT_EQ_INT(visrec(ing, out, sizeof out), 3);
 	ASSERT_CONTAINS(out, "2 stored, 2 rejected");

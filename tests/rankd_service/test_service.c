@@ -17,7 +17,7 @@
  * Train that runs meanwhile and across restarts; an idle pair using no
  * CPU, before and after an ingest and a Train; the pair with tokens; and
  * a full disk under rankd. */
-#include "decode.h"
+#include "jpeg_enc.h"
 #include "err.h"
 #include "harness.h"
 #include "procs.h"
@@ -1026,7 +1026,7 @@ static int item_jpeg(int i, uint8_t **jpeg, size_t *len)
 				int stripe = ((x + y * (i % 4)) / (4 + i % 4)) % 2;
 				px[(y * S + x) * 3 + c] = (uint8_t)(stripe ? tint[i % 4][c] : (tint[i % 4][c] / 3 + (i * 7) % 40));
 			}
-	return fd_encode_jpeg(px, S, S, FD_PIX_RGB, FD_SUBSAMP_444, 90, jpeg, len);
+	return vr_jpeg_encode(px, S, S, VR_PIX_RGB, VR_SUBSAMP_444, 90, jpeg, len);
 }
 
 static void vid(char *buf, int i)
@@ -1056,7 +1056,7 @@ static int put_items(vr_channel *ch, int from, int to, const char *id, uint64_t 
 		req.image.data = jpeg;
 		req.image.len = len;
 		rc = vr_ccall_send(cc, &req.base);
-		fd_jpeg_free(jpeg);
+		vr_jpeg_free(jpeg);
 	}
 	vr_ccall_close_send(cc);
 	ProtobufCMessage *m = NULL;

@@ -20,17 +20,9 @@
 #define SMALL_ITEMS 600
 #define SMALL_INTERACTIONS 6000
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static void rm_tree(const char *dir)
 {
-	nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	vr_test_rmtree(dir);
 }
 
 static char *make_tmpdir(void)

@@ -161,6 +161,6 @@ leave:
 	free(jpeg);
 	free(len);
 	vr_rpc_shutdown();
-	dvt_rmtree(tmp);
+	vr_test_rmtree(tmp);
 	return rc;
 }

@@ -25,19 +25,6 @@ struct fd_proc {
 	char dir[256];
 };
 
-static int dvt_rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
-static inline void dvt_rmtree(const char *dir)
-{
-	nftw(dir, dvt_rm_entry, 8, FTW_DEPTH | FTW_PHYS);
-}
-
 /* Starts featured's service on data dir dir, its first model arch at
  * size px storing layer's activations (NULL: the output). */
 static inline int dvt_featured_start_model(struct fd_proc *p, const char *dir, const char *arch,

@@ -779,13 +779,7 @@ static const struct vr_test tests[] = {
 
 int main(int argc, char **argv)
 {
-	snprintf(tmpdir, sizeof tmpdir, "/tmp/vr-dvbpr-XXXXXX");
-	if (!mkdtemp(tmpdir))
-		return 1;
 	vr_log_set_level(VR_LOG_WARN);
-	vr_rpc_init();
-	int rc = vr_test_main(tests, argc, argv);
-	vr_rpc_shutdown();
-	dvt_rmtree(tmpdir);
-	return rc;
+	return vr_test_main_in_tmpdir(tests, argc, argv, tmpdir, sizeof tmpdir, "/tmp/vr-dvbpr-XXXXXX",
+				      vr_rpc_init, vr_rpc_shutdown);
 }

@@ -39,14 +39,6 @@ static struct dataset cold_set = { "cold", 100, 400, 2000, 0.1, "" };
 
 static char tmpdir[64];
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static int start_featured(struct proc *p, const char *tag, const char *listen)
 {
 	char data[160], err[160];
@@ -868,16 +860,7 @@ static const struct vr_test tests[] = {
 
 int main(int argc, char **argv)
 {
-	snprintf(tmpdir, sizeof tmpdir, "/tmp/vr-dvbpr-train-XXXXXX");
-	if (!mkdtemp(tmpdir))
-		return 1;
 	vr_log_set_level(VR_LOG_WARN);
-	vr_rpc_init();
-	int rc = vr_test_main(tests, argc, argv);
-	vr_rpc_shutdown();
-	if (getenv("VISREC_TEST_KEEP"))
-		fprintf(stderr, "kept %s\n", tmpdir);
-	else
-		nftw(tmpdir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
-	return rc;
+	return vr_test_main_in_tmpdir(tests, argc, argv, tmpdir, sizeof tmpdir, "/tmp/vr-dvbpr-train-XXXXXX",
+				      vr_rpc_init, vr_rpc_shutdown);
 }

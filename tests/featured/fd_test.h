@@ -17,20 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int fdt_rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
-/* Removes a directory tree. */
-static inline void fdt_rmtree(const char *dir)
-{
-	nftw(dir, fdt_rm_entry, 8, FTW_DEPTH | FTW_PHYS);
-}
-
 /* A generated JPEG: item i of a set, its size varied by i (40..231 ×
  * 40..207 px, both aspect ratios). Free with vr_jpeg_free. */
 static inline uint8_t *fdt_jpeg(unsigned i, size_t *len)

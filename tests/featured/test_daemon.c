@@ -1188,15 +1188,6 @@ static const struct vr_test tests[] = {
 
 int main(int argc, char **argv)
 {
-	snprintf(tmpdir, sizeof tmpdir, "/tmp/fd_daemon_test.XXXXXX");
-	if (!mkdtemp(tmpdir))
-		return 1;
-	vr_rpc_init();
-	int rc = vr_test_main(tests, argc, argv);
-	vr_rpc_shutdown();
-	if (!rc)
-		fdt_rmtree(tmpdir);
-	else
-		fprintf(stderr, "daemon logs kept in %s\n", tmpdir);
-	return rc;
+	return vr_test_main_in_tmpdir(tests, argc, argv, tmpdir, sizeof tmpdir, "/tmp/fd_daemon_test.XXXXXX",
+				      vr_rpc_init, vr_rpc_shutdown);
 }

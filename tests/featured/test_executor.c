@@ -52,7 +52,7 @@ static void stop(void)
 	ex = NULL;
 	fs = NULL;
 	st = NULL;
-	fdt_rmtree(dir);
+	vr_test_rmtree(dir);
 }
 
 struct set {

@@ -862,18 +862,7 @@ static const struct vr_test tests[] = {
 
 int main(int argc, char **argv)
 {
-	if (vr_test_listing(argc, argv))
-		return vr_test_main(tests, argc, argv);
 	memset(long_id, 'x', sizeof long_id);
-	snprintf(tmpdir, sizeof tmpdir, "/tmp/vr_id_rpcs.XXXXXX");
-	if (!mkdtemp(tmpdir))
-		return 1;
-	vr_rpc_init();
-	int rc = vr_test_main(tests, argc, argv);
-	vr_rpc_shutdown();
-	if (rc == 1)
-		fprintf(stderr, "daemon logs kept in %s\n", tmpdir);
-	else
-		procs_rmtree(tmpdir);
-	return rc;
+	return vr_test_main_in_tmpdir(tests, argc, argv, tmpdir, sizeof tmpdir, "/tmp/vr_id_rpcs.XXXXXX",
+				      vr_rpc_init, vr_rpc_shutdown);
 }

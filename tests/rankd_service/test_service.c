@@ -1728,14 +1728,6 @@ TEST(full_disk_keeps_every_acked_interaction)
 	ASSERT_EQ_INT(after, acked);
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static const struct vr_test tests[] = {
 	T(refusals_before_training), T(train_bpr_and_recommend), T(restart_serves_the_same_topk),
 	T(serving_during_training_and_cancel), T(vbpr_with_featured_ranks_new_items_cold),
@@ -1747,15 +1739,6 @@ static const struct vr_test tests[] = {
 
 int main(int argc, char **argv)
 {
-	snprintf(tmpdir, sizeof tmpdir, "/tmp/rk_service_test.XXXXXX");
-	if (!mkdtemp(tmpdir))
-		return 1;
-	vr_rpc_init();
-	int rc = vr_test_main(tests, argc, argv);
-	vr_rpc_shutdown();
-	if (!getenv("RK_TEST_KEEP"))
-		nftw(tmpdir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
-	else
-		fprintf(stderr, "kept %s\n", tmpdir);
-	return rc;
+	return vr_test_main_in_tmpdir(tests, argc, argv, tmpdir, sizeof tmpdir, "/tmp/rk_service_test.XXXXXX",
+				      vr_rpc_init, vr_rpc_shutdown);
 }

@@ -21,7 +21,11 @@
  * session forgets it.
  * End. The stream ends at Finish, when rankd half-closes or cancels, or on
  * the first error; the session's net is then freed on the executor thread,
- * and the process-wide busy flag is released. */
+ * and the process-wide busy flag is released.
+ *
+ * Why one file at ~980 lines: it is the one TrainVisual session, from
+ * Start through steps and checkpoints to Finish; every part touches the
+ * session struct and the executor tasks above. */
 #include "train_visual.h"
 
 #include "decode.h"

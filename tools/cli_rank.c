@@ -1,5 +1,8 @@
 /* The `visrec` commands that talk to rankd: import, train, eval,
- * recommend, score. */
+ * recommend, score.
+ *
+ * Why one file at ~920 lines: these are the CLI's commands for one
+ * service, sharing its request building and progress output. */
 #include "cli.h"
 
 #include "err.h"

@@ -3,7 +3,10 @@
  * picks), Train(DVBPR) streaming progress, the served model evaluated
  * against BPR on cold items, an item put after training ranked by its
  * visual terms, featured killed in the middle of a run and the run resumed
- * from its checkpoint. */
+ * from its checkpoint.
+ *
+ * Why one file at ~870 lines: one pipeline (DVBPR through both
+ * daemons), its tests sharing the generated data sets and processes. */
 #include "datagen.h"
 #include "err.h"
 #include "harness.h"

@@ -5,7 +5,10 @@
  * followers that cannot starve writes, the per-address follower limit,
  * the refusal to serve beyond loopback without a token, the token file,
  * and a full disk. The small net at small input sizes keeps the whole
- * group within seconds. */
+ * group within seconds.
+ *
+ * Why one file at ~1,200 lines: the one featured daemon under test, many
+ * small separate tests over shared fixtures. */
 #include "fd_test.h"
 #include "harness.h"
 #include "procs.h"

@@ -16,7 +16,10 @@
  * user interacts with after the last Train excluded at once, through a
  * Train that runs meanwhile and across restarts; an idle pair using no
  * CPU, before and after an ingest and a Train; the pair with tokens; and
- * a full disk under rankd. */
+ * a full disk under rankd.
+ *
+ * Why one file at ~1,750 lines: it is the one rankd service under test;
+ * its length is its many small, separate tests over shared fixtures. */
 #include "jpeg_enc.h"
 #include "err.h"
 #include "harness.h"

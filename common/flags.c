@@ -53,6 +53,7 @@ static const char *type_word(enum vr_flag_type t)
 	switch (t) {
 	case VR_FLAG_STRING: return "string";
 	case VR_FLAG_INT: return "int";
+	case VR_FLAG_INT64: return "int64";
 	case VR_FLAG_UINT64: return "uint64";
 	case VR_FLAG_DOUBLE: return "number";
 	case VR_FLAG_BOOL: return "bool";
@@ -74,6 +75,13 @@ static int store(const vr_flag *f, const char *text)
 		if (!*text || *end || errno || v < INT_MIN || v > INT_MAX)
 			return VR_EINVAL;
 		*(int *)f->dest = (int)v;
+		return 0;
+	}
+	case VR_FLAG_INT64: {
+		long long v = strtoll(text, &end, 10);
+		if (!*text || *end || errno)
+			return VR_EINVAL;
+		*(int64_t *)f->dest = (int64_t)v;
 		return 0;
 	}
 	case VR_FLAG_UINT64: {

@@ -17,11 +17,13 @@
 #define VR_FLAGS_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 enum vr_flag_type {
 	VR_FLAG_STRING, /* const char ** */
 	VR_FLAG_INT,    /* int * */
+	VR_FLAG_INT64,  /* int64_t * */
 	VR_FLAG_UINT64, /* uint64_t * */
 	VR_FLAG_DOUBLE, /* double * */
 	VR_FLAG_BOOL,   /* int *: 1/0, true/false, yes/no, on/off */

@@ -1,5 +1,6 @@
-/* icsv: the interaction CSV reader (icsv.h). One line at a time with
- * getline, fields split in place. */
+/* icsv: the interaction CSV reader (icsv.h). One line at a time into a
+ * buffer of ICSV_MAX_LINE bytes, fields split in place; a longer line is
+ * read past, never held, so a file without newlines costs no memory. */
 #include "icsv.h"
 
 #include "err.h"
@@ -18,12 +19,11 @@
 struct icsv {
 	FILE *f;
 	char *path;
-	char *line;
-	size_t cap;
 	long lineno;
 	int col_user, col_item, col_ts; /* -1 until the first line was seen */
 	int ts_optional;                /* icsv_timestamp_optional */
 	char error[512];
+	char line[ICSV_MAX_LINE + 1];
 };
 
 int icsv_open_stream(icsv **out, FILE *f, const char *name)
@@ -53,7 +53,6 @@ void icsv_close(icsv *r)
 	if (!r)
 		return;
 	fclose(r->f);
-	free(r->line);
 	free(r->path);
 	free(r);
 }
@@ -270,17 +269,46 @@ void icsv_timestamp_optional(icsv *r)
 	r->ts_optional = 1;
 }
 
+/* Reads the next line, its newline dropped, into r->line as *len bytes.
+ * Returns 0, 1 for a line over ICSV_MAX_LINE bytes (read to its end and
+ * dropped), VR_EEOF at the end of the file, or -errno. */
+static int read_line(icsv *r, size_t *len)
+{
+	size_t n = 0;
+	int c, over = 0;
+	flockfile(r->f);
+	while ((c = getc_unlocked(r->f)) != EOF && c != '\n') {
+		if (n < ICSV_MAX_LINE)
+			r->line[n++] = (char)c;
+		else
+			over = 1;
+	}
+	int err = ferror(r->f) ? (errno ? errno : EIO) : 0;
+	funlockfile(r->f);
+	if (err)
+		return -err;
+	if (c == EOF && !n && !over)
+		return VR_EEOF;
+	r->line[n] = 0;
+	*len = n;
+	return over;
+}
+
 int icsv_next(icsv *r, icsv_row *row)
 {
 	char *f[MAX_FIELDS];
 	for (;;) {
+		size_t len;
 		errno = 0;
-		ssize_t len = getline(&r->line, &r->cap, r->f);
-		if (len < 0)
-			return errno == ENOMEM ? VR_ENOMEM : errno ? -errno : VR_EEOF;
+		int rc = read_line(r, &len);
+		if (rc < 0)
+			return rc;
 		r->lineno++;
+		if (rc)
+			return bad(r, "the line is longer than %d bytes (a row of two ids and a "
+				   "timestamp fits in far less)", ICSV_MAX_LINE);
 		/* Everything below reads the line as a C string. */
-		const char *nul = memchr(r->line, 0, (size_t)len);
+		const char *nul = memchr(r->line, 0, len);
 		if (nul)
 			return bad(r, "a NUL byte at offset %zu of the line", (size_t)(nul - r->line));
 		char *s = r->line;

@@ -9,13 +9,18 @@
  * seconds (a fraction is dropped) or ISO 8601 UTC: YYYY-MM-DD, optionally
  * followed by T or a space, HH:MM[:SS[.fff]] and Z; both ids
  * keep the id rule (ids.h: UTF-8, no NUL or control characters, at most
- * VR_ID_MAX bytes). A bad row is
- * reported with its line number and reading goes on with the next one. */
+ * VR_ID_MAX bytes). A line may be at most ICSV_MAX_LINE bytes before its
+ * newline: two ids of VR_ID_MAX and a timestamp leave room for other
+ * columns, and the bound keeps a file without newlines from costing memory.
+ * A bad row, a longer line included, is reported with its line number and
+ * reading goes on with the next one. */
 #ifndef VR_ICSV_H
 #define VR_ICSV_H
 
 #include <stdint.h>
 #include <stdio.h>
+
+#define ICSV_MAX_LINE 4096
 
 typedef struct icsv icsv;
 
@@ -36,8 +41,9 @@ int icsv_open_stream(icsv **out, FILE *f, const char *name);
  * one reads as timestamp 0. */
 void icsv_timestamp_optional(icsv *r);
 /* Reads the next row into *row. Returns 0, VR_EEOF after the last row,
- * VR_EINVAL for a malformed row or header (icsv_error says which line and
- * why; the next call reads on), -errno on a read error, VR_ENOMEM. */
+ * VR_EINVAL for a malformed row or header or a line over ICSV_MAX_LINE
+ * bytes (icsv_error says which line and why; the next call reads on),
+ * -errno on a read error. */
 int icsv_next(icsv *r, icsv_row *row);
 /* The reason of the last VR_EINVAL ("interactions.csv:12: timestamp
  * \"x\" is not integer seconds or ISO 8601 ..."). */

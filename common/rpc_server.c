@@ -54,7 +54,11 @@
  * connections drop), waits for the notify tag and for stream threads, and
  * finally shuts each worker queue and joins its thread after it drained
  * the queue to GRPC_QUEUE_SHUTDOWN, and the reactor's queue last. A
- * call's own queue is shut and drained when the call is freed. */
+ * call's own queue is shut and drained when the call is freed.
+ *
+ * Why one file at ~1,370 lines: the server side of one mechanism, the
+ * calls' life cycle over gRPC core, whose threads, pools and queues share
+ * the state described above. */
 #include "rpc_int.h"
 
 #include "deadline.h"

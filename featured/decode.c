@@ -1,5 +1,5 @@
-/* decode: JPEG bytes to the network's S×S RGB input (contract in decode.h),
- * and a small JPEG encoder for tests and the data generator.
+/* decode: JPEG bytes to the network's S×S RGB input (contract in decode.h);
+ * the encoder that tests and the data generator use is common/jpeg_enc.h.
  *
  * The pipeline per image: signature and byte-limit checks, header, pixel
  * limit (so a 20000×20000 header costs nothing), DCT-scaled decode by
@@ -487,42 +487,4 @@ void fd_normalize(float *out_chw, const uint8_t *in_rgb_hwc, int size,
 		for (size_t i = 0; i < plane; i++)
 			o[i] = in[3 * i] * mul + add;
 	}
-}
-
-int fd_encode_jpeg(const uint8_t *pixels, int width, int height, enum fd_pixel_format format,
-		   enum fd_subsamp subsamp, int quality, uint8_t **jpeg, size_t *len)
-{
-	static const int pf_of[] = { [FD_PIX_RGB] = TJPF_RGB, [FD_PIX_GRAY] = TJPF_GRAY,
-				     [FD_PIX_CMYK] = TJPF_CMYK };
-	static const int ss_of[] = { [FD_SUBSAMP_444] = TJSAMP_444, [FD_SUBSAMP_422] = TJSAMP_422,
-				     [FD_SUBSAMP_420] = TJSAMP_420, [FD_SUBSAMP_GRAY] = TJSAMP_GRAY };
-	unsigned char *buf = NULL;
-	unsigned long size = 0;
-	int rc = 0;
-
-	*jpeg = NULL;
-	*len = 0;
-	if (!pixels || width < 1 || height < 1 || quality < 1 || quality > 100 ||
-	    (unsigned)format > FD_PIX_CMYK || (unsigned)subsamp > FD_SUBSAMP_GRAY)
-		return VR_EINVAL;
-	tjhandle tj = tjInitCompress();
-	if (!tj)
-		return VR_ENOMEM;
-	if (tjCompress2(tj, pixels, width, 0, height, pf_of[format], &buf, &size,
-			ss_of[subsamp], quality, 0) != 0) {
-		rc = VR_EINVAL;
-		goto leave;
-	}
-	*jpeg = buf;
-	*len = size;
-	buf = NULL;
-leave:
-	tjFree(buf);
-	tjDestroy(tj);
-	return rc;
-}
-
-void fd_jpeg_free(uint8_t *jpeg)
-{
-	tjFree(jpeg);
 }

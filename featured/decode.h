@@ -70,19 +70,4 @@ int fd_decode(fd_decoder *d, const void *jpeg, size_t len, int size, unsigned fl
 void fd_normalize(float *out_chw, const uint8_t *in_rgb_hwc, int size,
 		  const float mean[3], const float std[3]);
 
-/* Pixel layouts and chroma subsampling accepted by fd_encode_jpeg. */
-enum fd_pixel_format { FD_PIX_RGB, FD_PIX_GRAY, FD_PIX_CMYK };
-enum fd_subsamp { FD_SUBSAMP_444, FD_SUBSAMP_422, FD_SUBSAMP_420, FD_SUBSAMP_GRAY };
-
-/* Compresses width×height pixels (packed rows of 3, 1 or 4 bytes per
- * pixel; CMYK in libjpeg's Adobe convention, 255 = no ink) into a new JPEG
- * at quality 1..100. FD_SUBSAMP_GRAY makes a greyscale JPEG from any
- * input; CMYK input makes a YCCK JPEG. On success *jpeg (free it with
- * fd_jpeg_free) holds *len bytes. For tests and the data generator, not a
- * hot path: it sets up a compressor per call. Returns 0, VR_EINVAL or
- * VR_ENOMEM. */
-int fd_encode_jpeg(const uint8_t *pixels, int width, int height, enum fd_pixel_format format,
-		   enum fd_subsamp subsamp, int quality, uint8_t **jpeg, size_t *len);
-void fd_jpeg_free(uint8_t *jpeg);
-
 #endif

@@ -42,7 +42,11 @@
  * End. fd_executor_destroy first stops and joins the decode threads, then
  * tells the executor, which completes any job still queued and any task
  * with VR_ESHUTDOWN and returns; then the nets and the backend are freed.
- * The server is stopped before that, so normally nothing is left. */
+ * The server is stopped before that, so normally nothing is left.
+ *
+ * Why one file at ~1,050 lines: the decode pool, the queue and the
+ * executor thread are one mechanism (a slot moves through all three under
+ * one mutex), and re-embedding and tasks run on that same thread. */
 #include "executor.h"
 
 #include "deadline.h"

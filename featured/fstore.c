@@ -1,7 +1,11 @@
 /* fstore: featured's records in LMDB (layout and contract in fstore.h).
  * Model rows are JSON (cJSON) so an operator can read them with mdb_dump
  * and new fields need no format version; the per-item records are small
- * fixed structs because there are millions of them. */
+ * fixed structs because there are millions of them.
+ *
+ * Why one file at ~900 lines: it is featured's whole LMDB record layout;
+ * every read and write of those records goes through it, with its decoders
+ * beside them. */
 #include "fstore.h"
 
 #include "deadline.h"

@@ -7,9 +7,11 @@
  * executor thread with fd_executor_call, which owns the backend: building
  * the net and its optimiser, the image set, a step's forward, backward and
  * Adam step, checkpoint saves, and freeing them. The image cache is built
- * at Start by DECODE_THREADS short-lived threads (a decoder each) over the
- * JPEGs of one read transaction of the images database, joined before the
- * reply; then the executor copies it into an image set on the backend
+ * at Start a chunk at a time: a short read transaction copies a chunk's
+ * JPEGs out of the images database (never one transaction over all of
+ * them, which would stall a map resize: store.h), then DECODE_THREADS
+ * short-lived threads (a decoder each) decode it, joined before the next
+ * chunk; then the executor copies it into an image set on the backend
  * (nn_images: on a GPU, so a step sends 2n indices instead of 2n images)
  * and the host copy is freed. A GPU without room for it leaves the cache
  * in host memory, and steps send the images as before.
@@ -19,13 +21,18 @@
  * session forgets it.
  * End. The stream ends at Finish, when rankd half-closes or cancels, or on
  * the first error; the session's net is then freed on the executor thread,
- * and the process-wide busy flag is released. */
+ * and the process-wide busy flag is released.
+ *
+ * Why one file at ~980 lines: it is the one TrainVisual session, from
+ * Start through steps and checkpoints to Finish; every part touches the
+ * session struct and the executor tasks above. */
 #include "train_visual.h"
 
 #include "decode.h"
 #include "deadline.h"
 #include "err.h"
 #include "executor.h"
+#include "grow.h"
 #include "log.h"
 #include "models.h"
 #include "safetensors.h"
@@ -44,6 +51,8 @@
 #define CHECKPOINT_EVERY 200
 #define MAX_SESSION 64
 #define DECODE_THREADS 2   /* decoders building a session's image cache */
+#define READ_CHUNK 64      /* items read from the store per read transaction */
+#define READ_CHUNK_BYTES (8u << 20) /* ... or this much JPEG, whichever comes first */
 
 static char g_data_dir[4096] = ".";
 static atomic_int g_busy;
@@ -111,12 +120,15 @@ static long cached(const struct tv *s, const char *id)
 	return hit ? (long)(hit - s->ids) : -1;
 }
 
-/* One decode thread's share of the cache: items k ≡ first (mod step). */
+/* One decode thread's share of a chunk: items k ≡ first (mod step) of the
+ * chunk's count, which land at cache index base + k. */
 struct slice {
 	struct tv *s;
-	const void **jpeg;
-	const size_t *len;
-	size_t first, step;
+	fd_decoder *dec;
+	const uint8_t *jpeg;   /* the chunk's JPEGs, back to back */
+	const size_t *joff, *jlen;
+	const size_t *id_off;  /* cache index -> offset of its id in s->id_blob */
+	size_t base, count, first, step;
 	pthread_t tid;
 	int rc;
 	char why[352];  /* item id (64) + the decoder's 256-byte reason */
@@ -127,118 +139,155 @@ static void *decode_slice(void *arg)
 	struct slice *c = arg;
 	struct tv *s = c->s;
 	size_t px = (size_t)s->size * s->size * 3;
-	fd_decoder *dec = NULL;
-	if ((c->rc = fd_decoder_create(&dec, NULL)))
-		return NULL;
-	for (size_t k = c->first; k < s->n_items && !c->rc; k += c->step) {
+	for (size_t k = c->first; k < c->count && !c->rc; k += c->step) {
 		char why[256] = "";
-		c->rc = fd_decode(dec, c->jpeg[k], c->len[k], s->size, 0, s->pix + k * px, NULL, why,
-				  sizeof why);
+		c->rc = fd_decode(c->dec, c->jpeg + c->joff[k], c->jlen[k], s->size, 0,
+				  s->pix + (c->base + k) * px, NULL, why, sizeof why);
 		if (c->rc)
-			snprintf(c->why, sizeof c->why, "item \"%.64s\": %s", s->ids[k], why);
+			snprintf(c->why, sizeof c->why, "item \"%.64s\": %s",
+				 s->id_blob + c->id_off[c->base + k], why);
 	}
-	fd_decoder_destroy(dec);
 	return NULL;
 }
 
-/* Decodes every stored item into the cache: one pass over the items db
- * for the ids and JPEGs (pointers into the map, valid while the read
- * transaction lasts), then DECODE_THREADS threads, each with its own
- * decoder, decode an interleaved share. */
-static int cache_build(struct tv *s)
+/* A chunk of stored items being read: their ids go to the session's blob
+ * (offsets in id_off, since the blob moves as it grows), their JPEGs are
+ * copied out of the map so that no read transaction is open while they
+ * decode. */
+struct reading {
+	size_t n;               /* items read so far */
+	size_t *id_off;
+	uint64_t cap;           /* room in id_off */
+	size_t id_used;
+	uint64_t id_cap;
+	uint8_t *jpeg;          /* this chunk's JPEGs */
+	size_t jpeg_used;
+	uint64_t jpeg_cap;
+	size_t joff[READ_CHUNK], jlen[READ_CHUNK], m;
+};
+
+/* Reads the next chunk (at most READ_CHUNK items or READ_CHUNK_BYTES of
+ * JPEG, at least one item) after the last id read, in one short read
+ * transaction. r->m is 0 past the last item. */
+static int read_chunk(struct tv *s, struct reading *r)
 {
 	fd_fstore *fs = s->svc->fs;
-	vr_store *st = fd_fstore_store(fs);
 	vr_txn *txn = NULL;
 	fd_item it;
-	const void **jpeg = NULL;
-	size_t *len = NULL, n = 0, cap = 0, id_bytes = 0, used = 0,
-	       px = (size_t)s->size * s->size * 3;
-	struct slice sl[DECODE_THREADS];
-	int rc = vr_store_read_begin(st, &txn), nt = 0;
-	char *after = NULL;
-	while (!rc && !(rc = fd_fstore_item_next(fs, txn, after, &it))) {
-		if (n == cap) {
-			cap = cap ? 2 * cap : 1024;
-			const void **j2 = realloc(jpeg, cap * sizeof *jpeg);
-			size_t *l2 = j2 ? realloc(len, cap * sizeof *len) : NULL;
-			char **i2 = l2 ? realloc(s->ids, cap * sizeof *s->ids) : NULL;
-			jpeg = j2 ? j2 : jpeg;
-			len = l2 ? l2 : len;
-			s->ids = i2 ? i2 : s->ids;
-			if (!i2) {
-				rc = VR_ENOMEM;
-				break;
-			}
-		}
-		if (used + it.id_len + 1 > id_bytes) {
-			/* Ids live in one blob; keep offsets until it stops moving. */
-			size_t nb = 2 * (id_bytes + it.id_len + 1) + 4096;
-			char *b = realloc(s->id_blob, nb);
-			if (!b) {
-				rc = VR_ENOMEM;
-				break;
-			}
-			s->id_blob = b;
-			id_bytes = nb;
-		}
-		memcpy(s->id_blob + used, it.item_id, it.id_len);
-		s->id_blob[used + it.id_len] = 0;
-		s->ids[n] = (char *)(uintptr_t)used;
-		after = s->id_blob + used;
-		used += it.id_len + 1;
-		jpeg[n] = it.image;
-		len[n] = it.image_len;
-		n++;
+	char after[FD_MAX_ID + 1] = "";
+	if (r->n)
+		snprintf(after, sizeof after, "%s", s->id_blob + r->id_off[r->n - 1]);
+	r->m = 0;
+	r->jpeg_used = 0;
+	int rc = vr_store_read_begin(fd_fstore_store(fs), &txn);
+	while (!rc && r->m < READ_CHUNK && (!r->m || r->jpeg_used < READ_CHUNK_BYTES) &&
+	       !(rc = fd_fstore_item_next(fs, txn, after, &it))) {
+		size_t k = r->n + r->m;
+		if ((rc = vr_grow((void **)&r->id_off, sizeof *r->id_off, k + 1, &r->cap)) ||
+		    (rc = vr_grow((void **)&s->id_blob, 1, r->id_used + it.id_len + 1, &r->id_cap)) ||
+		    (rc = vr_grow((void **)&r->jpeg, 1, r->jpeg_used + it.image_len, &r->jpeg_cap)))
+			break;
+		memcpy(s->id_blob + r->id_used, it.item_id, it.id_len);
+		s->id_blob[r->id_used + it.id_len] = 0;
+		memcpy(after, it.item_id, it.id_len);
+		after[it.id_len] = 0;
+		r->id_off[k] = r->id_used;
+		r->id_used += it.id_len + 1;
+		memcpy(r->jpeg + r->jpeg_used, it.image, it.image_len);
+		r->joff[r->m] = r->jpeg_used;
+		r->jlen[r->m] = it.image_len;
+		r->jpeg_used += it.image_len;
+		r->m++;
 	}
-	if (rc != VR_ENOTFOUND)
-		goto fail;
-	for (size_t k = 0; k < n; k++)
-		s->ids[k] = s->id_blob + (uintptr_t)s->ids[k];
-	if (!n) {
+	vr_store_read_end(txn);
+	return rc == VR_ENOTFOUND ? 0 : rc;
+}
+
+/* The trunk activations of n items must fit featured's cap. */
+static int trunk_fits(struct tv *s, size_t n)
+{
+	if (!s->trunk_layer[0] || (double)n * s->act_n * sizeof(float) <= (double)s->cap_bytes)
+		return 0;
+	snprintf(s->err, sizeof s->err, "the trunk activations of %zu items at %s take %.0f MB "
+		 "(%zu floats each), over featured's --max-trunk-cache-mb %.0f: cut higher, use a "
+		 "smaller input_size, or raise the flag", n, s->trunk_layer,
+		 (double)n * s->act_n * sizeof(float) / 1e6, s->act_n, (double)s->cap_bytes / 1e6);
+	return VR_EFULL;
+}
+
+/* Decodes every stored item into the cache, a chunk at a time: one short
+ * read transaction copies a chunk's ids and JPEGs out of the map (a
+ * transaction held across all the decoding would hold off every write
+ * that must grow the map: store.h), then DECODE_THREADS threads, each
+ * with its own decoder, decode an interleaved share of it. Items stored
+ * meanwhile are in the cache if their ids sort after the chunk being read. */
+static int cache_build(struct tv *s)
+{
+	struct reading r = { 0 };
+	fd_decoder *dec[DECODE_THREADS] = { 0 };
+	size_t px = (size_t)s->size * s->size * 3, pix_cap = 0;
+	uint64_t stored = 0, last_seq;
+	int rc = fd_fstore_stats(s->svc->fs, &stored, &last_seq);
+	for (int t = 0; !rc && t < DECODE_THREADS; t++)
+		rc = fd_decoder_create(&dec[t], NULL);
+	/* The count sizes the pixels; items put meanwhile grow them. */
+	if (!rc)
+		rc = trunk_fits(s, (size_t)stored);
+	if (!rc && stored && !(s->pix = malloc((size_t)stored * px)))
+		rc = VR_ENOMEM;
+	if (!rc)
+		pix_cap = (size_t)stored;
+	while (!rc && !(rc = read_chunk(s, &r)) && r.m) {
+		if (r.n + r.m > pix_cap) {
+			size_t nc = pix_cap + pix_cap / 4 > r.n + r.m ? pix_cap + pix_cap / 4 : r.n + r.m;
+			uint8_t *p = (rc = trunk_fits(s, nc)) ? NULL : realloc(s->pix, nc * px);
+			if (!p) {
+				rc = rc ? rc : VR_ENOMEM;
+				break;
+			}
+			s->pix = p;
+			pix_cap = nc;
+		}
+		struct slice sl[DECODE_THREADS];
+		int nt = 0;
+		for (; nt < DECODE_THREADS; nt++) {
+			sl[nt] = (struct slice){ .s = s, .dec = dec[nt], .jpeg = r.jpeg, .joff = r.joff,
+						 .jlen = r.jlen, .id_off = r.id_off, .base = r.n,
+						 .count = r.m, .first = (size_t)nt, .step = DECODE_THREADS };
+			if (pthread_create(&sl[nt].tid, NULL, decode_slice, &sl[nt])) {
+				rc = -EAGAIN;
+				break;
+			}
+		}
+		for (int t = 0; t < nt; t++) {
+			pthread_join(sl[t].tid, NULL);
+			if (!rc && sl[t].rc) {
+				rc = sl[t].rc;
+				snprintf(s->err, sizeof s->err, "%s", sl[t].why);
+			}
+		}
+		r.n += r.m;
+	}
+	if (rc == VR_ENOMEM && !s->err[0])
+		snprintf(s->err, sizeof s->err, "cannot allocate the image cache (%zu items × %zu bytes)",
+			 r.n + r.m, px);
+	if (!rc && !r.n) {
 		rc = VR_ESTATE;
 		snprintf(s->err, sizeof s->err, "featured holds no item images; put items before training");
-		goto fail;
 	}
-	if (s->trunk_layer[0] && (double)n * s->act_n * sizeof(float) > (double)s->cap_bytes) {
-		rc = VR_EFULL;
-		snprintf(s->err, sizeof s->err, "the trunk activations of %zu items at %s take %.0f MB "
-			 "(%zu floats each), over featured's --max-trunk-cache-mb %.0f: cut higher, use a "
-			 "smaller input_size, or raise the flag", n, s->trunk_layer,
-			 (double)n * s->act_n * sizeof(float) / 1e6, s->act_n, (double)s->cap_bytes / 1e6);
-		goto fail;
-	}
-	if (!(s->pix = malloc(n * px))) {
+	if (!rc && !(rc = trunk_fits(s, r.n)) && !(s->ids = malloc(r.n * sizeof *s->ids)))
 		rc = VR_ENOMEM;
-		snprintf(s->err, sizeof s->err, "cannot allocate the image cache (%zu items × %zu bytes)",
-			 n, px);
-		goto fail;
+	if (!rc) {
+		for (size_t k = 0; k < r.n; k++)
+			s->ids[k] = s->id_blob + r.id_off[k];
+		s->n_items = r.n;
+		VR_INFO("TrainVisual %s: %zu item images cached at %d px (%.1f MB)", s->session, r.n,
+			s->size, (double)(r.n * px) / 1e6);
 	}
-	s->n_items = n;
-	rc = 0;
-	for (; nt < DECODE_THREADS; nt++) {
-		sl[nt] = (struct slice){ .s = s, .jpeg = jpeg, .len = len, .first = (size_t)nt,
-					 .step = DECODE_THREADS };
-		if (pthread_create(&sl[nt].tid, NULL, decode_slice, &sl[nt])) {
-			rc = -EAGAIN;
-			break;
-		}
-	}
-	for (int t = 0; t < nt; t++) {
-		pthread_join(sl[t].tid, NULL);
-		if (!rc && sl[t].rc) {
-			rc = sl[t].rc;
-			snprintf(s->err, sizeof s->err, "%s", sl[t].why);
-		}
-	}
-	if (!rc)
-		VR_INFO("TrainVisual %s: %zu item images cached at %d px (%.1f MB)", s->session, n,
-			s->size, (double)(n * px) / 1e6);
-fail:
-	if (txn)
-		vr_store_read_end(txn);
-	free(jpeg);
-	free(len);
+	for (int t = 0; t < DECODE_THREADS; t++)
+		fd_decoder_destroy(dec[t]);
+	free(r.id_off);
+	free(r.jpeg);
 	if (rc)
 		s->n_items = 0;
 	if (rc && !s->err[0])

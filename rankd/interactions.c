@@ -2,9 +2,8 @@
  * snapshots, the last-item split and LMDB persistence (the CSV form is
  * common/icsv.h's).
  *
- * Both id maps are open-addressing hash tables of uint32 indices over an
- * arena of NUL-terminated ids (index k's id starts at off[k]); the pair set
- * is a second table keyed by (u << 32 | i). Lookups never allocate. A batch
+ * Both id maps are common/intern.h tables; the pair set is an
+ * open-addressing table keyed by (u << 32 | i). Lookups never allocate. A batch
  * is written to LMDB first (one transaction, repeatable as vr_store_write
  * requires: it only puts) and applied to memory afterwards, with every
  * array reserved beforehand so that applying cannot fail: memory mirrors
@@ -15,19 +14,15 @@
 #include <string.h>
 
 #include "err.h"
+#include "grow.h"
+#include "intern.h"
 
-#define EMPTY32 UINT32_MAX
 #define EMPTY64 UINT64_MAX
 
+/* A user or item map: the ids (common/intern.h) and how many of them are
+ * in LMDB. */
 struct idmap {
-	char *chars;         /* every id, NUL-terminated, in index order */
-	uint64_t chars_len, chars_cap;
-	uint64_t *off;       /* n + 1 offsets into chars */
-	uint64_t *hash;      /* n hashes, to skip most memcmp calls */
-	uint32_t n;          /* ids */
-	uint64_t hash_cap, off_cap;
-	uint32_t *table;     /* index or EMPTY32; mask + 1 slots */
-	uint32_t mask;
+	vr_intern ids;
 	uint32_t persisted;  /* ids [0, persisted) are in LMDB */
 	vr_dbi db;
 };
@@ -46,38 +41,11 @@ struct rk_interactions {
 	size_t scratch_cap;
 };
 
-static uint64_t hash_bytes(const char *p, size_t len)
-{
-	uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a, then a final mix */
-	for (size_t k = 0; k < len; k++) {
-		h ^= (unsigned char)p[k];
-		h *= 0x100000001b3ull;
-	}
-	h ^= h >> 29;
-	h *= 0xbf58476d1ce4e5b9ull;
-	return h ^ (h >> 32);
-}
-
 static uint64_t hash_pair(uint64_t key)
 {
 	key ^= key >> 31;
 	key *= 0x9e3779b97f4a7c15ull;
 	return key ^ (key >> 29);
-}
-
-static int grow(void **p, size_t elem, uint64_t need, uint64_t *cap)
-{
-	if (need <= *cap)
-		return 0;
-	uint64_t c = *cap ? *cap : 64;
-	while (c < need)
-		c *= 2;
-	void *q = realloc(*p, (size_t)(c * elem));
-	if (!q)
-		return VR_ENOMEM;
-	*p = q;
-	*cap = c;
-	return 0;
 }
 
 /* Grows n parallel arrays (*arrays[k] of elem[k]-byte elements) that share
@@ -88,7 +56,7 @@ static int grow_parallel(void **const arrays[], const size_t elem[], int n, uint
 	uint64_t c = *cap;
 	for (int k = 0; k < n; k++) {
 		c = *cap;
-		int rc = grow(arrays[k], elem[k], need, &c);
+		int rc = vr_grow(arrays[k], elem[k], need, &c);
 		if (rc)
 			return rc;
 	}
@@ -98,102 +66,13 @@ static int grow_parallel(void **const arrays[], const size_t elem[], int n, uint
 
 /* ---- id maps ---- */
 
-static uint32_t idmap_find(const struct idmap *m, const char *id, size_t len, uint64_t h)
-{
-	if (!m->table)
-		return EMPTY32;
-	for (uint64_t s = h & m->mask;; s = (s + 1) & m->mask) {
-		uint32_t k = m->table[s];
-		if (k == EMPTY32)
-			return EMPTY32;
-		if (m->hash[k] == h && m->off[k + 1] - m->off[k] - 1 == len &&
-		    !memcmp(m->chars + m->off[k], id, len))
-			return k;
-	}
-}
-
-static int idmap_rehash(struct idmap *m, uint64_t slots)
-{
-	uint32_t *t = malloc(slots * sizeof(*t));
-	if (!t)
-		return VR_ENOMEM;
-	memset(t, 0xff, slots * sizeof(*t));
-	for (uint32_t k = 0; k < m->n; k++) {
-		uint64_t s = m->hash[k] & (slots - 1);
-		while (t[s] != EMPTY32)
-			s = (s + 1) & (slots - 1);
-		t[s] = k;
-	}
-	free(m->table);
-	m->table = t;
-	m->mask = (uint32_t)(slots - 1);
-	return 0;
-}
-
 /* Makes room for extra more ids of up to chars bytes in all, so that
- * idmap_add cannot fail. */
+ * vr_intern_add cannot fail. */
 static int idmap_reserve(struct idmap *m, uint64_t extra, uint64_t chars)
 {
-	uint64_t need = (uint64_t)m->n + extra;
-	if (need > RK_INDEX_MAX)
+	if ((uint64_t)m->ids.n + extra > RK_INDEX_MAX)
 		return VR_ETOOBIG;
-	int rc = grow((void **)&m->hash, sizeof(*m->hash), need, &m->hash_cap);
-	if (!rc)
-		rc = grow((void **)&m->off, sizeof(*m->off), need + 1, &m->off_cap);
-	if (!rc)
-		rc = grow((void **)&m->chars, 1, m->chars_len + chars, &m->chars_cap);
-	if (rc)
-		return rc;
-	uint64_t slots = m->table ? (uint64_t)m->mask + 1 : 0;
-	if (need * 2 > slots) {
-		uint64_t s = 256;
-		while (s < need * 2)
-			s *= 2;
-		return idmap_rehash(m, s);
-	}
-	return 0;
-}
-
-static uint32_t idmap_add(struct idmap *m, const char *id, size_t len, uint64_t h)
-{
-	uint32_t k = m->n++;
-	if (k == 0)
-		m->off[0] = 0;
-	memcpy(m->chars + m->chars_len, id, len);
-	m->chars[m->chars_len + len] = '\0';
-	m->chars_len += len + 1;
-	m->off[k + 1] = m->chars_len;
-	m->hash[k] = h;
-	uint64_t s = h & m->mask;
-	while (m->table[s] != EMPTY32)
-		s = (s + 1) & m->mask;
-	m->table[s] = k;
-	return k;
-}
-
-/* Finds or adds; the caller reserved room. */
-static uint32_t idmap_intern(struct idmap *m, const char *id, size_t len)
-{
-	uint64_t h = hash_bytes(id, len);
-	uint32_t k = idmap_find(m, id, len, h);
-	return k != EMPTY32 ? k : idmap_add(m, id, len, h);
-}
-
-static const char *idmap_id(const struct idmap *m, uint32_t k, size_t *len)
-{
-	if (k >= m->n)
-		return NULL;
-	if (len)
-		*len = (size_t)(m->off[k + 1] - m->off[k] - 1);
-	return m->chars + m->off[k];
-}
-
-static void idmap_free(struct idmap *m)
-{
-	free(m->chars);
-	free(m->off);
-	free(m->hash);
-	free(m->table);
+	return vr_intern_reserve(&m->ids, extra, chars);
 }
 
 /* ---- pairs ---- */
@@ -292,9 +171,9 @@ struct write_ctx {
 
 static int put_pending(vr_txn *txn, const struct idmap *m)
 {
-	for (uint32_t k = m->persisted; k < m->n; k++) {
+	for (uint32_t k = m->persisted; k < m->ids.n; k++) {
 		size_t len;
-		const char *id = idmap_id(m, k, &len);
+		const char *id = vr_intern_id(&m->ids, k, &len);
 		int rc = vr_put(txn, m->db, id, len, &k, sizeof(k));
 		if (rc)
 			return rc;
@@ -332,13 +211,13 @@ static int write_batch(vr_txn *txn, void *arg)
 
 static void mark_persisted(rk_interactions *ix)
 {
-	ix->users.persisted = ix->users.n;
-	ix->items.persisted = ix->items.n;
+	ix->users.persisted = ix->users.ids.n;
+	ix->items.persisted = ix->items.ids.n;
 }
 
 int rk_interactions_flush(rk_interactions *ix)
 {
-	if (!ix->st || (ix->users.persisted == ix->users.n && ix->items.persisted == ix->items.n))
+	if (!ix->st || (ix->users.persisted == ix->users.ids.n && ix->items.persisted == ix->items.ids.n))
 		return 0;
 	struct write_ctx w = {ix, NULL, 0};
 	int rc = vr_store_write(ix->st, write_batch, &w);
@@ -390,14 +269,10 @@ static int load_ids(vr_txn *txn, struct idmap *m)
 	if (rc != VR_ENOTFOUND)
 		goto leave;
 	rc = idmap_reserve(m, count, chars);
-	for (uint64_t x = 0; !rc && x < count; x++) {
-		uint64_t h = hash_bytes(byidx[x].p, byidx[x].len);
-		if (idmap_find(m, byidx[x].p, byidx[x].len, h) != EMPTY32)
-			rc = VR_ECORRUPT;
-		else
-			idmap_add(m, byidx[x].p, byidx[x].len, h);
-	}
-	m->persisted = m->n;
+	for (uint64_t x = 0, n0 = m->ids.n; !rc && x < count; x++)
+		if (vr_intern_add(&m->ids, byidx[x].p, byidx[x].len) != n0 + x)
+			rc = VR_ECORRUPT; /* an id stored twice */
+	m->persisted = m->ids.n;
 leave:
 	vr_cursor_close(c);
 	free(byidx);
@@ -428,7 +303,7 @@ static int load_pairs(vr_txn *txn, rk_interactions *ix)
 		uint32_t i = (uint32_t)b[4] << 24 | (uint32_t)b[5] << 16 | (uint32_t)b[6] << 8 | b[7];
 		int64_t ts;
 		memcpy(&ts, v, sizeof(ts));
-		if (u >= ix->users.n || i >= ix->items.n || ix->n >= count) {
+		if (u >= ix->users.ids.n || i >= ix->items.ids.n || ix->n >= count) {
 			rc = VR_ECORRUPT;
 			goto leave;
 		}
@@ -478,8 +353,8 @@ void rk_interactions_close(rk_interactions *ix)
 {
 	if (!ix)
 		return;
-	idmap_free(&ix->users);
-	idmap_free(&ix->items);
+	vr_intern_free(&ix->users.ids);
+	vr_intern_free(&ix->items.ids);
 	free(ix->pu);
 	free(ix->pi);
 	free(ix->pts);
@@ -492,14 +367,14 @@ void rk_interactions_close(rk_interactions *ix)
 
 /* ---- queries ---- */
 
-uint32_t rk_interactions_users(const rk_interactions *ix) { return ix->users.n; }
-uint32_t rk_interactions_items(const rk_interactions *ix) { return ix->items.n; }
+uint32_t rk_interactions_users(const rk_interactions *ix) { return ix->users.ids.n; }
+uint32_t rk_interactions_items(const rk_interactions *ix) { return ix->items.ids.n; }
 uint64_t rk_interactions_count(const rk_interactions *ix) { return ix->n; }
 
 static int find(const struct idmap *m, const char *id, size_t len, uint32_t *out)
 {
-	uint32_t k = idmap_find(m, id, len, hash_bytes(id, len));
-	if (k == EMPTY32)
+	uint32_t k = vr_intern_find(&m->ids, id, len);
+	if (k == VR_INTERN_NONE)
 		return VR_ENOTFOUND;
 	*out = k;
 	return 0;
@@ -517,12 +392,12 @@ int rk_items_find(const rk_interactions *ix, const char *id, size_t len, uint32_
 
 const char *rk_user_id(const rk_interactions *ix, uint32_t u, size_t *len)
 {
-	return idmap_id(&ix->users, u, len);
+	return vr_intern_id(&ix->users.ids, u, len);
 }
 
 const char *rk_item_id(const rk_interactions *ix, uint32_t i, size_t *len)
 {
-	return idmap_id(&ix->items, i, len);
+	return vr_intern_id(&ix->items.ids, i, len);
 }
 
 int rk_items_intern(rk_interactions *ix, const char *id, size_t len, uint32_t *out)
@@ -532,7 +407,7 @@ int rk_items_intern(rk_interactions *ix, const char *id, size_t len, uint32_t *o
 	int rc = idmap_reserve(&ix->items, 1, len + 1);
 	if (rc)
 		return rc;
-	*out = idmap_intern(&ix->items, id, len);
+	*out = vr_intern_add(&ix->items.ids, id, len);
 	return 0;
 }
 
@@ -580,8 +455,8 @@ int rk_interactions_add_batch(rk_interactions *ix, const rk_interaction_in *rows
 	if (rc)
 		return rc;
 	for (size_t r = 0; r < n; r++) {
-		ix->ru[r] = idmap_intern(&ix->users, rows[r].user, rows[r].user_len);
-		ix->ri[r] = idmap_intern(&ix->items, rows[r].item, rows[r].item_len);
+		ix->ru[r] = vr_intern_add(&ix->users.ids, rows[r].user, rows[r].user_len);
+		ix->ri[r] = vr_intern_add(&ix->items.ids, rows[r].item, rows[r].item_len);
 	}
 	if (ix->st) {
 		struct write_ctx w = {ix, rows, n};
@@ -632,11 +507,11 @@ int rk_interactions_csr(const rk_interactions *ix, rk_csr *out)
 {
 	struct item_ts *tmp = NULL;
 	uint64_t *fill = NULL;
-	int rc = csr_alloc(out, ix->users.n, ix->items.n, ix->n);
+	int rc = csr_alloc(out, ix->users.ids.n, ix->items.ids.n, ix->n);
 	if (rc)
 		return rc;
 	tmp = malloc((ix->n ? ix->n : 1) * sizeof(*tmp));
-	fill = malloc(((size_t)ix->users.n + 1) * sizeof(*fill));
+	fill = malloc(((size_t)ix->users.ids.n + 1) * sizeof(*fill));
 	if (!tmp || !fill) {
 		rc = VR_ENOMEM;
 		rk_csr_free(out);
@@ -644,12 +519,12 @@ int rk_interactions_csr(const rk_interactions *ix, rk_csr *out)
 	}
 	for (uint64_t k = 0; k < ix->n; k++)
 		out->off[ix->pu[k] + 1]++;
-	for (uint32_t u = 0; u < ix->users.n; u++)
+	for (uint32_t u = 0; u < ix->users.ids.n; u++)
 		out->off[u + 1] += out->off[u];
-	memcpy(fill, out->off, ((size_t)ix->users.n + 1) * sizeof(*fill));
+	memcpy(fill, out->off, ((size_t)ix->users.ids.n + 1) * sizeof(*fill));
 	for (uint64_t k = 0; k < ix->n; k++)
 		tmp[fill[ix->pu[k]]++] = (struct item_ts){ix->pi[k], ix->pts[k]};
-	for (uint32_t u = 0; u < ix->users.n; u++)
+	for (uint32_t u = 0; u < ix->users.ids.n; u++)
 		qsort(tmp + out->off[u], (size_t)(out->off[u + 1] - out->off[u]), sizeof(*tmp), cmp_item);
 	for (uint64_t k = 0; k < ix->n; k++) {
 		out->item[k] = tmp[k].item;

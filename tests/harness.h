@@ -17,10 +17,13 @@
  * each as a ctest test of its own from that list (vr_add_test_binary in
  * tests/CMakeLists.txt), so no test can be left out of a hand-kept list.
  * A main that sets things up before vr_test_main skips that work when
- * vr_test_listing() is true. */
+ * vr_test_listing() is true; vr_test_main_in_tmpdir is that main for tests
+ * that share a temporary directory (and, say, the gRPC library). */
 #ifndef VR_TEST_HARNESS_H
 #define VR_TEST_HARNESS_H
 
+#include <errno.h>
+#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -145,6 +148,53 @@ static inline int vr_test_main(const struct vr_test *tests, int argc, char **arg
 	if (failed || !ran)
 		return 1;
 	return skipped == ran ? 77 : 0;
+}
+
+static inline int vr_test__rm(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+/* Removes a directory tree (a test's scratch directory, daemons' data
+ * included). Returns 0 or -1. */
+static inline int vr_test_rmtree(const char *dir)
+{
+	return nftw(dir, vr_test__rm, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* The main of a binary whose tests share a temporary directory: makes dir
+ * (cap bytes) from the mkdtemp template tmpl ("/tmp/vr-x-XXXXXX"), runs
+ * init (e.g. vr_rpc_init; NULL for none), the tests and fini, then removes
+ * the directory, or keeps it and says so when a test failed or
+ * VISREC_TEST_KEEP is set (daemons' logs are in it). --list does none of
+ * that. */
+static inline int vr_test_main_in_tmpdir(const struct vr_test *tests, int argc, char **argv,
+					 char *dir, size_t cap, const char *tmpl,
+					 int (*init)(void), void (*fini)(void))
+{
+	if (vr_test_listing(argc, argv))
+		return vr_test_main(tests, argc, argv);
+	snprintf(dir, cap, "%s", tmpl);
+	if (!mkdtemp(dir)) {
+		fprintf(stderr, "cannot make %s: %s\n", dir, strerror(errno));
+		return 1;
+	}
+	if (init && init()) {
+		fprintf(stderr, "the tests' set-up failed\n");
+		vr_test_rmtree(dir);
+		return 1;
+	}
+	int rc = vr_test_main(tests, argc, argv);
+	if (fini)
+		fini();
+	if (rc == 1 || getenv("VISREC_TEST_KEEP"))
+		fprintf(stderr, "kept %s\n", dir);
+	else
+		vr_test_rmtree(dir);
+	return rc;
 }
 
 #endif

@@ -204,19 +204,4 @@ static inline int procs_tmpfs(const char *dir, const char *size, char *why, size
 	return 0;
 }
 
-static inline int procs__rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
-/* Removes the folder at path and everything in it (a test's scratch
- * folder with the daemons' data). Returns 0 or -1. */
-static inline int procs_rmtree(const char *path)
-{
-	return nftw(path, procs__rm_entry, 8, FTW_DEPTH | FTW_PHYS);
-}
-
 #endif

@@ -403,26 +403,6 @@ const char *cli_model_name(int kind)
 	return v->name;
 }
 
-double cli_now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-const char *cli_duration(double s, char *buf, size_t len)
-{
-	if (s < 0 || s != s)
-		snprintf(buf, len, "?");
-	else if (s < 60)
-		snprintf(buf, len, "%.0f s", s);
-	else if (s < 3600)
-		snprintf(buf, len, "%d:%02d", (int)s / 60, (int)s % 60);
-	else
-		snprintf(buf, len, "%d:%02d:%02d", (int)s / 3600, (int)s / 60 % 60, (int)s % 60);
-	return buf;
-}
-
 static cJSON *field_value(const ProtobufCFieldDescriptor *f, const void *p)
 {
 	switch (f->type) {

@@ -10,7 +10,9 @@
 #ifndef VR_CLI_H
 #define VR_CLI_H
 
+#include "deadline.h"
 #include "flags.h"
+#include "progress.h"
 #include "rpc.h"
 
 #include <cjson/cJSON.h>
@@ -117,10 +119,6 @@ void cli_list_free(cli_list *l);
 
 /* The name of a ModelKind ("VBPR"), "UNSPECIFIED" for 0. */
 const char *cli_model_name(int kind);
-/* Seconds on a monotonic clock. */
-double cli_now(void);
-/* Formats seconds as "1:02:03", "2:03" or "42 s" into buf. */
-const char *cli_duration(double s, char *buf, size_t len);
 
 /* The commands. */
 int cli_cmd_datagen(cli *c, int argc, char **argv);

@@ -10,29 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct dg_progress {
-	cli *c;
-	double t0, shown;
-};
-
-static void dg_progress_cb(void *ctx, int64_t done, int64_t total)
-{
-	struct dg_progress *p = ctx;
-	double now = cli_now(), el = now - p->t0;
-	if (done != total && now - p->shown < (p->c->progress ? 0.2 : 5))
-		return;
-	p->shown = now;
-	double rate = el > 0 ? done / el : 0;
-	char eta[32];
-	cli_duration(rate > 0 ? (total - done) / rate : -1, eta, sizeof eta);
-	if (p->c->progress)
-		fprintf(stderr, "\r\033[Kdatagen: images %lld/%lld  %.0f images/s  ETA %s%s",
-			(long long)done, (long long)total, rate, eta, done == total ? "\n" : "");
-	else
-		fprintf(stderr, "datagen: images %lld/%lld, %.0f images/s, ETA %s\n", (long long)done,
-			(long long)total, rate, eta);
-}
-
 int cli_cmd_datagen(cli *c, int argc, char **argv)
 {
 	struct dg_opts o;
@@ -44,24 +21,25 @@ int cli_cmd_datagen(cli *c, int argc, char **argv)
 	int code = cli_take_globals(c, argc, argv, &rest, &nrest);
 	if (code)
 		return code;
-	for (int i = 0; i < nrest; i++)
-		if (!strcmp(rest[i], "--help") || !strcmp(rest[i], "-h")) {
-			printf("usage: visrec datagen --out DIR [flags]\n%s", dg_usage());
-			free(rest);
-			return CLI_EXIT_OK;
-		}
 	dg_opts_default(&o);
-	if (dg_parse_args(nrest, rest, &o, err, sizeof err)) {
+	int rc = dg_parse_args(nrest, rest, &o, err, sizeof err);
+	if (rc == VR_FLAGS_HELP) {
+		printf("usage: visrec datagen --out DIR [flags]\n%s", dg_usage());
+		free(rest);
+		return CLI_EXIT_OK;
+	}
+	if (rc) {
 		fprintf(stderr, "visrec datagen: %s\nusage: visrec datagen --out DIR [flags]\n%s", err,
 			dg_usage());
 		free(rest);
 		return CLI_EXIT_USAGE;
 	}
-	struct dg_progress p = { .c = c, .t0 = cli_now() };
-	o.progress = dg_progress_cb;
+	struct progress p;
+	progress_start(&p, "datagen", "images", c->progress);
+	o.progress = progress_show;
 	o.progress_ctx = &p;
-	int rc = dg_generate(&o, &st);
-	double seconds = cli_now() - p.t0;
+	rc = dg_generate(&o, &st);
+	double seconds = vr_now_s() - p.t0;
 	if (rc) {
 		code = cli_fail(c, argv[0], "writing %s failed: %s", o.out_dir, vr_strerror(rc));
 		free(rest);

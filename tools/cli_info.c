@@ -146,12 +146,12 @@ int cli_cmd_health(cli *c, int argc, char **argv)
 			 "SERVING.", NULL, &npos);
 	if (code || npos < 0)
 		goto leave;
-	double end = cli_now() + wait_s;
+	double end = vr_now_s() + wait_s;
 	for (;;) {
 		for (int s = 0; s < 2; s++)
 			if (status[s] != 1)
 				status[s] = check(c, (enum cli_service)s, cli_deadline_ms(c, 5000), &st[s]);
-		if ((status[0] == 1 && status[1] == 1) || cli_now() >= end)
+		if ((status[0] == 1 && status[1] == 1) || vr_now_s() >= end)
 			break;
 		/* A fresh channel each round: a refused connection puts a
 		 * channel into back-off for seconds. */

@@ -250,7 +250,7 @@ static void draw_progress(const struct ingest *in, double elapsed, int final)
 	size_t done = atomic_load(&in->done);
 	double rate = elapsed > 0 ? done / elapsed : 0;
 	char eta[32];
-	cli_duration(rate > 0 ? (in->n - done) / rate : -1, eta, sizeof eta);
+	progress_duration(rate > 0 ? (in->n - done) / rate : -1, eta, sizeof eta);
 	double frac = in->n ? (double)done / in->n : 1;
 	if (in->c->progress) {
 		char bar[31];
@@ -300,7 +300,7 @@ static int report(struct ingest *in, double seconds)
 		char d[32];
 		printf("ingested %zu images from %s into featured at %s: %zu stored, %zu rejected, "
 		       "in %s (%.1f images/s)\n", done, in->dir, c->featured_addr, accepted, rejected,
-		       cli_duration(seconds, d, sizeof d), rate);
+		       progress_duration(seconds, d, sizeof d), rate);
 	}
 	if (in->nerrors) {
 		fprintf(stderr, "%zu item(s) not stored:\n", in->nerrors);
@@ -370,7 +370,7 @@ int cli_cmd_ingest(cli *c, int argc, char **argv)
 	if ((code = cli_channel(c, CLI_FEATURED, &in.ch)))
 		goto leave;
 
-	double t0 = cli_now(), last = t0;
+	double t0 = vr_now_s(), last = t0;
 	for (; started < streams; started++)
 		if (pthread_create(&threads[started], NULL, worker, &in)) {
 			atomic_store(&in.stop, 1);
@@ -378,7 +378,7 @@ int cli_cmd_ingest(cli *c, int argc, char **argv)
 		}
 	while (atomic_load(&in.done) < in.n && !atomic_load(&in.stop) && started) {
 		usleep(200 * 1000);
-		double now = cli_now();
+		double now = vr_now_s();
 		if (c->progress || now - last >= 5) {
 			draw_progress(&in, now - t0, 0);
 			last = now;
@@ -386,7 +386,7 @@ int cli_cmd_ingest(cli *c, int argc, char **argv)
 	}
 	for (int i = 0; i < started; i++)
 		pthread_join(threads[i], NULL);
-	double seconds = cli_now() - t0;
+	double seconds = vr_now_s() - t0;
 	if (c->progress || !in.fatal)
 		draw_progress(&in, seconds, 1);
 	if (!started) {

@@ -1,5 +1,8 @@
 /* The `visrec` commands that talk to rankd: import, train, eval,
- * recommend, score. */
+ * recommend, score.
+ *
+ * Why one file at ~920 lines: these are the CLI's commands for one
+ * service, sharing its request building and progress output. */
 #include "cli.h"
 
 #include "err.h"
@@ -114,7 +117,7 @@ int cli_cmd_import(cli *c, int argc, char **argv)
 		code = cli_fail(c, argv[0], "cannot open %s: %s", pos[0], vr_strerror(rc));
 		goto leave;
 	}
-	double t0 = cli_now(), shown = t0;
+	double t0 = vr_now_s(), shown = t0;
 	for (;;) {
 		rc = icsv_next(r, &row);
 		if (rc && rc != VR_EEOF) {
@@ -150,7 +153,7 @@ int cli_cmd_import(cli *c, int argc, char **argv)
 			added += last->added;
 			updated += last->updated;
 			batch_clear(&b);
-			double now = cli_now();
+			double now = vr_now_s();
 			if (c->progress)
 				fprintf(stderr, "\r\033[Kimport %zu/%zu interactions", sent, rows);
 			else if (now - shown >= 5)
@@ -163,7 +166,7 @@ int cli_cmd_import(cli *c, int argc, char **argv)
 	}
 	if (c->progress)
 		fputc('\n', stderr);
-	double seconds = cli_now() - t0;
+	double seconds = vr_now_s() - t0;
 	if (cli_wants_json(c)) {
 		cJSON *o = cJSON_CreateObject();
 		if (o) {
@@ -215,14 +218,14 @@ static void format_progress(const Visrec__V1__TrainProgress *p, const char *mode
 	char eta[32], el[32];
 	if (!p->epoch) {
 		snprintf(buf, len, "%s: %s (%s)", model, p->state[0] ? p->state : "starting",
-			 cli_duration(p->elapsed_seconds, el, sizeof el));
+			 progress_duration(p->elapsed_seconds, el, sizeof el));
 		return;
 	}
 	snprintf(buf, len,
 		 "%s epoch %u/%u  loss %.5f  val AUC %.5f  %.1fk triples/s  lr %.2g  %s  ETA %s%s%s",
 		 model, p->epoch, p->epochs, p->loss, p->val_auc, p->triples_per_second / 1e3,
-		 p->learning_rate, cli_duration(p->elapsed_seconds, el, sizeof el),
-		 cli_duration(p->done ? 0 : p->eta_seconds, eta, sizeof eta),
+		 p->learning_rate, progress_duration(p->elapsed_seconds, el, sizeof el),
+		 progress_duration(p->done ? 0 : p->eta_seconds, eta, sizeof eta),
 		 p->state[0] ? "  " : "", p->state);
 }
 
@@ -329,7 +332,7 @@ int cli_cmd_train(cli *c, int argc, char **argv)
 	}
 	cJSON_AddStringToObject(out, "model", name);
 	cJSON_AddItemToObject(out, "request", cli_proto_json(&req.base));
-	double t0 = cli_now(), shown = 0;
+	double t0 = vr_now_s(), shown = 0;
 	int rc = vr_ccall_start(&cc, ch, "/visrec.v1.Rank/Train",
 				&visrec__v1__train_progress__descriptor, cli_deadline_ms(c, 0), NULL);
 	if (!rc)
@@ -357,7 +360,7 @@ int cli_cmd_train(cli *c, int argc, char **argv)
 				cJSON_AddItemToArray(curve, pt);
 		}
 		format_progress(p, name, line, sizeof line);
-		double now = cli_now();
+		double now = vr_now_s();
 		if (c->progress) {
 			if (open_line && (int)p->epoch != printed_epoch)
 				fputc('\n', stderr);
@@ -374,7 +377,7 @@ int cli_cmd_train(cli *c, int argc, char **argv)
 		fputc('\n', stderr);
 	int frc = vr_ccall_finish(cc, &st);
 	cc = NULL;
-	double seconds = cli_now() - t0;
+	double seconds = vr_now_s() - t0;
 	cJSON_AddNumberToObject(out, "seconds", seconds);
 	snprintf(what, sizeof what, "Train(%s)", name);
 	if (rc != VR_EEOF || frc || !last || !last->done) {
@@ -409,7 +412,7 @@ int cli_cmd_train(cli *c, int argc, char **argv)
 		char d[32];
 		printf("%s %s after %d epoch(s) in %s; best val AUC %.5f (epoch %d); rankd serves "
 		       "model version %llu\n", name, last->state[0] ? last->state : "finished",
-		       cJSON_GetArraySize(curve), cli_duration(seconds, d, sizeof d), best, best_epoch,
+		       cJSON_GetArraySize(curve), progress_duration(seconds, d, sizeof d), best, best_epoch,
 		       (unsigned long long)last->model_version);
 	}
 	if (cli_wants_json(c)) {

@@ -321,7 +321,7 @@ int cli_cmd_vectors(cli *c, int argc, char **argv)
 	vr_channel *ch;
 	vr_status st = { 0 };
 	char err[512];
-	double t0 = cli_now();
+	double t0 = vr_now_s();
 
 #ifdef __GLIBC__
 	/* Each chunk is a few MiB of gRPC slices, a contiguous copy and the
@@ -478,7 +478,7 @@ int cli_cmd_vectors(cli *c, int argc, char **argv)
 	}
 	free(x.npy_tmp);
 	x.npy_tmp = NULL;
-	double secs = cli_now() - t0;
+	double secs = vr_now_s() - t0;
 	if (cli_wants_json(c)) {
 		cJSON *o = cJSON_CreateObject();
 		if (o) {

@@ -29,10 +29,15 @@
  *   6. test items: a warm-test user's test item is one of its items that
  *      someone else also has in training (so only cold items are test-only).
  *   7. output: interactions.csv (per user: training items shuffled onto
- *      sorted timestamps, then the test item strictly later), truth files,
- *      images (one reusable pixel buffer and JPEG buffer), meta.json. */
-#include "datagen.h"
-#include "xoshiro.h"
+ *      sorted timestamps, then the test item strictly later) and the truth
+ *      files (datagen_files.c), images (datagen_images.c: one reusable
+ *      pixel buffer and JPEG encoder), meta.json (here: it describes the
+ *      model).
+ * At about 950 lines this file is one concept, the preference model: its
+ * parameters, the stages that draw from it, the checks of the options that
+ * size it and meta.json, its description; writing files and rendering
+ * images live beside it. */
+#include "datagen_int.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -43,22 +48,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <turbojpeg.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include "err.h"
+#include "flags.h"
 
-#define NCELLS (DG_CATEGORIES * DG_HUES * DG_TEXTURES * DG_CLUSTERS)
 #define ACTIVITY_MIN 4
 /* The tutorial's Wikimedia data: median 16, mean 90, max 3,544 per user. */
 #define ACTIVITY_MEDIAN_OVER_MEAN (16.0 / 90.0)
 #define ACTIVITY_MAX_OVER_MEAN (3544.0 / 90.0)
-#define JPEG_QUALITY 90
 #define ASPECT_MIN 0.75
 #define ASPECT_MAX 1.3333333
-#define T0 1500000000LL          /* 2017-07-14: first possible timestamp */
-#define HORIZON (3LL * 365 * 86400)
 
 /* Strength of each factor in the preference model (see datagen.h). */
 static const double beta_visual = 1.0;
@@ -79,97 +79,6 @@ static const char *const hue_names[DG_HUES] = {
 };
 static const char *const texture_names[DG_TEXTURES] = { "flat", "coarse", "fine" };
 static const char *const image_kind_names[] = { "none", "procedural", "fashion-mnist" };
-
-/* Fashion-MNIST's IDX files: (images, labels) for train and test. */
-static const char *const fashion_files[2][2] = {
-	{ "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz" },
-	{ "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz" },
-};
-
-/* Random streams: one per stage and index (see rng_seed). */
-enum stream {
-	ST_ITEM = 1, ST_COLD, ST_CLUSTER, ST_USER, ST_ACTIVITY, ST_COLDTEST,
-	ST_SAMPLE, ST_COVER, ST_TEST, ST_TIME, ST_IMAGE,
-};
-
-struct rng {
-	uint64_t s[4];
-};
-
-/* The state of stream (seed, stream, index): each key is hashed in turn,
- * so distinct triples give unrelated streams. */
-static void rng_seed(struct rng *r, uint64_t seed, enum stream stream, uint64_t index)
-{
-	uint64_t x = seed;
-	x = vr_splitmix64_next(&x) ^ (uint64_t)stream;
-	x = vr_splitmix64_next(&x) ^ index;
-	for (int k = 0; k < 4; k++)
-		r->s[k] = vr_splitmix64_next(&x);
-}
-
-static uint64_t rng_next(struct rng *r)
-{
-	return vr_xoshiro_next(r->s);
-}
-
-/* Uniform in the open interval (0, 1). */
-static double rng_u01(struct rng *r)
-{
-	return ((double)(rng_next(r) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-}
-
-/* Uniform integer in [0, n), n < 2^53. */
-static int64_t rng_below(struct rng *r, int64_t n)
-{
-	return (int64_t)(rng_u01(r) * (double)n);
-}
-
-static double rng_normal(struct rng *r)
-{
-	double a = rng_u01(r), b = rng_u01(r);
-	return sqrt(-2.0 * log(a)) * cos(2.0 * M_PI * b);
-}
-
-static void shuffle_i32(struct rng *r, int32_t *a, int64_t n)
-{
-	for (int64_t k = n - 1; k > 0; k--) {
-		int64_t j = rng_below(r, k + 1);
-		int32_t t = a[k];
-		a[k] = a[j];
-		a[j] = t;
-	}
-}
-
-struct gen {
-	const struct dg_opts *o;
-	int64_t U, I, N, C, W, cap;
-	int id_digits_u, id_digits_i;
-	/* items */
-	uint8_t *cat, *hue, *tex, *clu, *cold;
-	uint16_t *width, *height;
-	float *pop;
-	float mu[DG_CLUSTERS][DG_LATENT_DIMS];
-	int32_t *cell_start;   /* NCELLS + 1 offsets into cell_items */
-	int32_t *cell_fill;    /* NCELLS: next free slot while grouping */
-	int32_t *cell_items;   /* warm items grouped by cell */
-	float *alias_p;        /* per cell_items slot: keep probability */
-	int32_t *alias_j;      /* per slot: the alias slot */
-	double *cell_mass;     /* sum of pop over the cell's items */
-	/* users */
-	float *vc, *vh, *vt, *lu;
-	int64_t *n;            /* activity, test included */
-	int64_t *off;          /* U + 1 offsets into items */
-	int32_t *cold_item;    /* the user's cold test item, or -1 */
-	int32_t *items;        /* per user: n_u items, the test item last */
-	/* scratch */
-	int32_t *mark;         /* per item: last user that drew it */
-	int32_t *count;        /* per item: appearances */
-	double *cdf;           /* NCELLS */
-	int32_t *iscratch;     /* max(I, U) */
-	double *dscratch;      /* max(I, U) */
-	int64_t *times;        /* cap */
-	struct dg_stats st;
-};
 
 static int cell_of(const struct gen *g, int64_t i)
 {
@@ -716,12 +625,6 @@ static void choose_tests(struct gen *g)
 		}
 }
 
-static int cmp_i64(const void *a, const void *b)
-{
-	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-	return (x > y) - (x < y);
-}
-
 static int cmp_i32_desc(const void *a, const void *b)
 {
 	int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
@@ -760,495 +663,6 @@ static void compute_stats(struct gen *g)
 		sum += cnt[k];
 	st->item_count_max = cnt[0];
 	st->top10_share = (double)sum / (double)g->N;
-}
-
-/* Closes f; -errno when the final flush fails, VR_EIO when an earlier
- * write did (stdio keeps no errno for it). */
-static int fclose_checked(FILE *f)
-{
-	int bad = ferror(f);
-	errno = 0;
-	if (fclose(f))
-		return errno ? -errno : VR_EIO;
-	return bad ? VR_EIO : 0;
-}
-
-static int path_join(char *buf, size_t len, const char *dir, const char *name)
-{
-	int k = snprintf(buf, len, "%s/%s", dir, name);
-	return k < 0 || (size_t)k >= len ? VR_EINVAL : 0;
-}
-
-static void item_id(const struct gen *g, int64_t i, char *buf, size_t len)
-{
-	snprintf(buf, len, "i%0*lld", g->id_digits_i, (long long)i);
-}
-
-/* Per user: the training items shuffled onto sorted random times inside
- * the user's active span, then the test item strictly later. */
-static int write_interactions(struct gen *g, const char *path)
-{
-	FILE *f = fopen(path, "w");
-	if (!f)
-		return -errno;
-	char id[32];
-	fputs("user,item,timestamp\n", f);
-	for (int64_t u = 0; u < g->U; u++) {
-		struct rng r;
-		int64_t n = g->n[u], ntrain = n - 1;
-		int32_t *hist = g->items + g->off[u];
-		rng_seed(&r, g->o->seed, ST_TIME, (uint64_t)u);
-		shuffle_i32(&r, hist, ntrain);
-		int64_t start = T0 + (int64_t)(rng_u01(&r) * 0.7 * HORIZON);
-		int64_t span = (int64_t)(rng_u01(&r) * 0.25 * HORIZON) + 3600 * n;
-		for (int64_t j = 0; j < ntrain; j++)
-			g->times[j] = start + rng_below(&r, span);
-		qsort(g->times, ntrain, sizeof(*g->times), cmp_i64);
-		g->times[ntrain] = (ntrain ? g->times[ntrain - 1] : start) + 1 +
-				   rng_below(&r, 30 * 86400);
-		for (int64_t j = 0; j < n; j++) {
-			item_id(g, hist[j], id, sizeof(id));
-			fprintf(f, "u%0*lld,%s,%lld\n", g->id_digits_u, (long long)u, id,
-				(long long)g->times[j]);
-		}
-	}
-	return fclose_checked(f);
-}
-
-static int write_truth_items(const struct gen *g, const char *path)
-{
-	FILE *f = fopen(path, "w");
-	if (!f)
-		return -errno;
-	char id[32];
-	fputs("item,cold,category,hue,texture,cluster,popularity,width,height", f);
-	for (int k = 0; k < DG_LATENT_DIMS; k++)
-		fprintf(f, ",l%d", k);
-	fputc('\n', f);
-	for (int64_t i = 0; i < g->I; i++) {
-		item_id(g, i, id, sizeof(id));
-		fprintf(f, "%s,%d,%d,%d,%d,%d,%.9g,%d,%d", id, g->cold[i], g->cat[i], g->hue[i],
-			g->tex[i], g->clu[i], g->pop[i], g->width[i], g->height[i]);
-		for (int k = 0; k < DG_LATENT_DIMS; k++)
-			fprintf(f, ",%.9g", g->mu[g->clu[i]][k]);
-		fputc('\n', f);
-	}
-	return fclose_checked(f);
-}
-
-static int write_truth_users(const struct gen *g, const char *path)
-{
-	FILE *f = fopen(path, "w");
-	if (!f)
-		return -errno;
-	fputs("user,test_cold", f);
-	for (int k = 0; k < DG_CATEGORIES; k++)
-		fprintf(f, ",vc%d", k);
-	for (int k = 0; k < DG_HUES; k++)
-		fprintf(f, ",vh%d", k);
-	for (int k = 0; k < DG_TEXTURES; k++)
-		fprintf(f, ",vt%d", k);
-	for (int k = 0; k < DG_LATENT_DIMS; k++)
-		fprintf(f, ",l%d", k);
-	fputc('\n', f);
-	for (int64_t u = 0; u < g->U; u++) {
-		fprintf(f, "u%0*lld,%d", g->id_digits_u, (long long)u, g->cold_item[u] >= 0);
-		for (int k = 0; k < DG_CATEGORIES; k++)
-			fprintf(f, ",%.9g", g->vc[u * DG_CATEGORIES + k]);
-		for (int k = 0; k < DG_HUES; k++)
-			fprintf(f, ",%.9g", g->vh[u * DG_HUES + k]);
-		for (int k = 0; k < DG_TEXTURES; k++)
-			fprintf(f, ",%.9g", g->vt[u * DG_TEXTURES + k]);
-		for (int k = 0; k < DG_LATENT_DIMS; k++)
-			fprintf(f, ",%.9g", g->lu[u * DG_LATENT_DIMS + k]);
-		fputc('\n', f);
-	}
-	return fclose_checked(f);
-}
-
-/* ---- images ---- */
-
-#define SIN_LUT 1024
-
-/* Everything one image needs, drawn from the item's own stream. */
-struct paint {
-	int cat;
-	float fg[3];              /* shape colour in [0, 1] */
-	float bg0[3], bg1[3];     /* background gradient ends */
-	float g0, gx, gy;         /* gradient position t = g0 + gx x + gy y */
-	float cx, cy, radius;     /* shape centre and size in pixels */
-	float cosr, sinr;         /* shape rotation */
-	float tu, tv, tphase;     /* texture phase in LUT steps: tu u + tv v + tphase */
-	float tamp;               /* texture depth, 0 for flat */
-	const uint8_t *garment;   /* 28 x 28 ink of a Fashion-MNIST image, or NULL */
-};
-
-/* Fashion-MNIST in memory: every image of both splits, grouped by class. */
-#define GARMENT_SIDE 28
-
-struct fashion {
-	uint8_t *pix;                        /* image k at pix + k * 28 * 28 */
-	int32_t *by_class;                   /* image indices grouped by label */
-	int32_t start[DG_CATEGORIES + 1];    /* class c: by_class[start[c]..start[c+1]) */
-};
-
-static uint32_t be32(const unsigned char *b)
-{
-	return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
-}
-
-/* Opens an IDX file and reads its header: images (magic 0x803) must be
- * 28 x 28; labels have magic 0x801. Leaves *z at the data. */
-static int idx_open(const char *dir, const char *name, uint32_t magic, gzFile *z, int64_t *count)
-{
-	char path[PATH_MAX];
-	unsigned char h[16];
-	int len = magic == 0x803 ? 16 : 8;
-	if (path_join(path, sizeof(path), dir, name))
-		return VR_EINVAL;
-	errno = 0;
-	if (!(*z = gzopen(path, "rb")))
-		return errno ? -errno : VR_ENOMEM;
-	if (gzread(*z, h, len) != len || be32(h) != magic ||
-	    (len == 16 && (be32(h + 8) != GARMENT_SIDE || be32(h + 12) != GARMENT_SIDE)))
-		return VR_ECORRUPT;
-	*count = be32(h + 4);
-	return 0;
-}
-
-static void fashion_free(struct fashion *fm)
-{
-	free(fm->pix);
-	free(fm->by_class);
-	memset(fm, 0, sizeof(*fm));
-}
-
-/* Loads both splits of Fashion-MNIST from dir into *fm (freed by the
- * caller with fashion_free, also on failure). */
-static int fashion_load(const char *dir, struct fashion *fm)
-{
-	gzFile zi[2] = { NULL, NULL }, zl[2] = { NULL, NULL };
-	int64_t ni[2] = { 0, 0 }, nl[2] = { 0, 0 };
-	uint8_t *labels = NULL;
-	int rc = 0;
-	const int side2 = GARMENT_SIDE * GARMENT_SIDE;
-	for (int k = 0; k < 2; k++) {
-		if ((rc = idx_open(dir, fashion_files[k][0], 0x803, &zi[k], &ni[k])) ||
-		    (rc = idx_open(dir, fashion_files[k][1], 0x801, &zl[k], &nl[k])))
-			goto leave;
-		if (ni[k] != nl[k] || ni[k] <= 0 || ni[k] > 1000000) {
-			rc = VR_ECORRUPT;
-			goto leave;
-		}
-	}
-	int64_t n = ni[0] + ni[1];
-	fm->pix = malloc(n * side2);
-	fm->by_class = malloc(n * sizeof(*fm->by_class));
-	labels = malloc(n);
-	if (!fm->pix || !fm->by_class || !labels) {
-		rc = VR_ENOMEM;
-		goto leave;
-	}
-	for (int k = 0, at = 0; k < 2; at += (int)ni[k], k++) {
-		if (gzread(zi[k], fm->pix + (size_t)at * side2, (unsigned)(ni[k] * side2)) !=
-			    ni[k] * side2 ||
-		    gzread(zl[k], labels + at, (unsigned)ni[k]) != ni[k]) {
-			rc = VR_ECORRUPT;
-			goto leave;
-		}
-	}
-	memset(fm->start, 0, sizeof(fm->start));
-	for (int64_t k = 0; k < n; k++) {
-		if (labels[k] >= DG_CATEGORIES) {
-			rc = VR_ECORRUPT;
-			goto leave;
-		}
-		fm->start[labels[k] + 1]++;
-	}
-	for (int c = 0; c < DG_CATEGORIES; c++)
-		fm->start[c + 1] += fm->start[c];
-	int32_t fill[DG_CATEGORIES];
-	memcpy(fill, fm->start, sizeof(fill));
-	for (int64_t k = 0; k < n; k++)
-		fm->by_class[fill[labels[k]]++] = (int32_t)k;
-	for (int c = 0; c < DG_CATEGORIES; c++)
-		if (fm->start[c + 1] == fm->start[c])
-			rc = VR_ECORRUPT;
-leave:
-	for (int k = 0; k < 2; k++) {
-		if (zi[k])
-			gzclose(zi[k]);
-		if (zl[k])
-			gzclose(zl[k]);
-	}
-	free(labels);
-	return rc;
-}
-
-static void hsv_to_rgb(double h, double s, double v, float out[3])
-{
-	h = fmod(fmod(h, 360.0) + 360.0, 360.0) / 60.0;
-	int k = (int)h;
-	double f = h - k, p = v * (1 - s), q = v * (1 - s * f), t = v * (1 - s * (1 - f));
-	double rgb[6][3] = {
-		{ v, t, p }, { q, v, p }, { p, v, t }, { p, q, v }, { t, p, v }, { v, p, q },
-	};
-	for (int c = 0; c < 3; c++)
-		out[c] = (float)rgb[k % 6][c];
-}
-
-/* fm: Fashion-MNIST for garment images, NULL for shapes. */
-static void paint_setup(const struct gen *g, int64_t i, const struct fashion *fm, struct paint *p)
-{
-	struct rng r;
-	int w = g->width[i], h = g->height[i];
-	rng_seed(&r, g->o->seed, ST_IMAGE, (uint64_t)i);
-	p->cat = g->cat[i];
-	hsv_to_rgb(g->hue[i] * (360.0 / DG_HUES) + (rng_u01(&r) * 2 - 1) * 10,
-		   0.55 + 0.4 * rng_u01(&r), 0.55 + 0.4 * rng_u01(&r), p->fg);
-	double bh = rng_u01(&r) * 360, bs = rng_u01(&r) * 0.3, bv = 0.25 + 0.7 * rng_u01(&r);
-	hsv_to_rgb(bh, bs, bv, p->bg0);
-	hsv_to_rgb(bh + (rng_u01(&r) * 2 - 1) * 30, bs,
-		   fmin(fmax(bv + (rng_u01(&r) * 2 - 1) * 0.3, 0), 1), p->bg1);
-	double ga = rng_u01(&r) * 2 * M_PI, gl = w > h ? w : h;
-	p->gx = (float)(cos(ga) / gl);
-	p->gy = (float)(sin(ga) / gl);
-	p->g0 = (float)(0.5 - 0.5 * w * p->gx - 0.5 * h * p->gy);
-	double side = w < h ? w : h;
-	p->radius = (float)(0.5 * side * (0.55 + 0.35 * rng_u01(&r)));
-	p->cx = (float)(0.5 * w + (rng_u01(&r) * 2 - 1) * fmax(0, 0.5 * w - p->radius) * 0.8);
-	p->cy = (float)(0.5 * h + (rng_u01(&r) * 2 - 1) * fmax(0, 0.5 * h - p->radius) * 0.8);
-	double rot = rng_u01(&r) * 2 * M_PI, psi = rng_u01(&r) * 2 * M_PI;
-	p->cosr = (float)cos(rot);
-	p->sinr = (float)sin(rot);
-	/* texture period in shape units (radius 1): coarse 0.6, fine 0.2 */
-	double period = g->tex[i] == 1 ? 0.6 : 0.2;
-	p->tu = (float)(cos(psi) * SIN_LUT / period);
-	p->tv = (float)(sin(psi) * SIN_LUT / period);
-	p->tphase = (float)(rng_u01(&r) * SIN_LUT);
-	p->tamp = g->tex[i] ? 0.45f : 0.0f;
-	p->garment = NULL;
-	if (fm) { /* garments: upright within 12 degrees, filling more of the frame */
-		int c = g->cat[i];
-		int64_t k = fm->start[c] + rng_below(&r, fm->start[c + 1] - fm->start[c]);
-		p->garment = fm->pix + (size_t)fm->by_class[k] * GARMENT_SIDE * GARMENT_SIDE;
-		rot = (rng_u01(&r) * 2 - 1) * (12 * M_PI / 180);
-		p->cosr = (float)cos(rot);
-		p->sinr = (float)sin(rot);
-		p->radius = (float)(0.5 * side * (0.75 + 0.2 * rng_u01(&r)));
-		p->cx = (float)(0.5 * w + (rng_u01(&r) * 2 - 1) * fmax(0, 0.5 * w - p->radius) * 0.8);
-		p->cy = (float)(0.5 * h + (rng_u01(&r) * 2 - 1) * fmax(0, 0.5 * h - p->radius) * 0.8);
-	}
-}
-
-/* fmaxf/fminf are library calls without -ffast-math; these inline. */
-static inline float maxf(float a, float b)
-{
-	return a > b ? a : b;
-}
-
-static inline float minf(float a, float b)
-{
-	return a < b ? a : b;
-}
-
-static float sd_box(float u, float v, float bu, float bv)
-{
-	float qx = fabsf(u) - bu, qy = fabsf(v) - bv;
-	float ox = maxf(qx, 0), oy = maxf(qy, 0);
-	return sqrtf(ox * ox + oy * oy) + minf(maxf(qx, qy), 0);
-}
-
-/* Signed distance (negative inside) from (u, v) to the shape of category
- * cat, in units of the shape radius. Polygons use the max of their edge
- * half-planes: exact inside and along edges, a little short near outer
- * corners, which only softens corner antialiasing. */
-static float shape_distance(int cat, float u, float v)
-{
-	switch (cat) {
-	case 0: /* disc */
-		return sqrtf(u * u + v * v) - 0.9f;
-	case 1: /* square */
-		return sd_box(u, v, 0.72f, 0.72f);
-	case 2: { /* triangle, inradius 0.47 */
-		float a = -v, b = 0.8660254f * u + 0.5f * v, c = -0.8660254f * u + 0.5f * v;
-		return maxf(a, maxf(b, c)) - 0.47f;
-	}
-	case 3: /* ring */
-		return fabsf(sqrtf(u * u + v * v) - 0.68f) - 0.22f;
-	case 4: /* cross */
-		return minf(sd_box(u, v, 0.9f, 0.26f), sd_box(u, v, 0.26f, 0.9f));
-	case 5: { /* five-pointed star: fold into half a 72-degree sector */
-		const float sector = (float)(2 * M_PI / 5);
-		float r = sqrtf(u * u + v * v), a = atan2f(v, u) + (float)M_PI;
-		a = fabsf(fmodf(a, sector) - 0.5f * sector);
-		float x = r * cosf(a), y = r * sinf(a);
-		/* edge from the tip (0.95, 0) to the inner vertex at 36 degrees,
-		 * radius 0.42; n is its outward unit normal */
-		const float ax = 0.95f, bx = 0.42f * 0.80901699f, by = 0.42f * 0.58778525f;
-		float nx = by, ny = ax - bx, nl = sqrtf(nx * nx + ny * ny);
-		return ((x - ax) * nx + y * ny) / nl;
-	}
-	case 6: { /* hexagon, apothem 0.8 */
-		float a = fabsf(u), b = fabsf(0.5f * u + 0.8660254f * v),
-		      c = fabsf(0.5f * u - 0.8660254f * v);
-		return maxf(a, maxf(b, c)) - 0.8f;
-	}
-	case 7: { /* crescent: a disc minus an offset disc */
-		float d1 = sqrtf(u * u + v * v) - 0.9f;
-		float du = u - 0.38f, d2 = sqrtf(du * du + v * v) - 0.72f;
-		return maxf(d1, -d2);
-	}
-	case 8: /* stripes: three parallel bars */
-		return minf(sd_box(u, v + 0.6f, 0.9f, 0.17f),
-			     minf(sd_box(u, v, 0.9f, 0.17f), sd_box(u, v - 0.6f, 0.9f, 0.17f)));
-	default: { /* checks: the dark squares of a 4 x 4 board */
-		float a = (u + 0.88f) / 0.44f, b = (v + 0.88f) / 0.44f;
-		float ia = floorf(a), ib = floorf(b);
-		float da = fabsf(a - ia - 0.5f), db = fabsf(b - ib - 0.5f);
-		float edge = (0.5f - maxf(da, db)) * 0.44f;
-		float board = (((int)ia + (int)ib) & 1) ? edge : -edge;
-		return maxf(sd_box(u, v, 0.88f, 0.88f), board);
-	}
-	}
-}
-
-/* The garment's ink in [0, 1] at (u, v) in [-1, 1]^2, bilinear; 0 outside. */
-static float garment_ink(const uint8_t *img, float u, float v)
-{
-	float x = (u + 1) * (0.5f * GARMENT_SIDE) - 0.5f, y = (v + 1) * (0.5f * GARMENT_SIDE) - 0.5f;
-	if (!(x > -1 && x < GARMENT_SIDE && y > -1 && y < GARMENT_SIDE))
-		return 0;
-	int x0 = (int)floorf(x), y0 = (int)floorf(y);
-	float fx = x - x0, fy = y - y0, s = 0;
-	for (int dy = 0; dy < 2; dy++)
-		for (int dx = 0; dx < 2; dx++) {
-			int xx = x0 + dx, yy = y0 + dy;
-			if (xx < 0 || yy < 0 || xx >= GARMENT_SIDE || yy >= GARMENT_SIDE)
-				continue;
-			s += img[yy * GARMENT_SIDE + xx] * (dx ? fx : 1 - fx) * (dy ? fy : 1 - fy);
-		}
-	return s * (1.0f / 255);
-}
-
-/* x is a convex mix of colours in [0, 1]: no clamp needed. */
-static uint8_t to_u8(float x)
-{
-	return (uint8_t)(x * 255.0f + 0.5f);
-}
-
-/* Draws item i into rgb (width * height * 3): the gradient background
- * everywhere, the shape only inside its bounding square, with coverage
- * 0.5 - distance-in-pixels as a one-pixel antialiased edge; or a garment,
- * its ink as coverage (saturating early, so the silhouette is solid) and as
- * tone (so its folds and prints stay visible). */
-static void render_item(const struct gen *g, int64_t i, const struct fashion *fm, uint8_t *rgb,
-			const float *lut)
-{
-	struct paint p;
-	paint_setup(g, i, fm, &p);
-	int w = g->width[i], h = g->height[i];
-	float reach = (p.garment ? 1.42f : 1.05f) * p.radius + 2;
-	int x0 = (int)maxf(0, floorf(p.cx - reach)), x1 = (int)minf(w, ceilf(p.cx + reach));
-	int y0 = (int)maxf(0, floorf(p.cy - reach)), y1 = (int)minf(h, ceilf(p.cy + reach));
-	float inv_r = 1.0f / p.radius, d[3];
-	for (int k = 0; k < 3; k++)
-		d[k] = p.bg1[k] - p.bg0[k];
-	for (int y = 0; y < h; y++) {
-		uint8_t *px = rgb + (size_t)y * w * 3;
-		float fy = y + 0.5f - p.cy, trow = p.g0 + p.gy * (y + 0.5f);
-		int in_rows = y >= y0 && y < y1;
-		for (int x = 0; x < w; x++, px += 3) {
-			float t = minf(maxf(trow + p.gx * (x + 0.5f), 0), 1);
-			float c0 = p.bg0[0] + d[0] * t, c1 = p.bg0[1] + d[1] * t, c2 = p.bg0[2] + d[2] * t;
-			if (in_rows && x >= x0 && x < x1) {
-				float fx = x + 0.5f - p.cx;
-				float u = (fx * p.cosr + fy * p.sinr) * inv_r;
-				float v = (-fx * p.sinr + fy * p.cosr) * inv_r;
-				float cover, shade = 1;
-				if (p.garment) {
-					float ink = garment_ink(p.garment, u, v);
-					cover = ink * 2.5f;
-					shade = 0.45f + 0.55f * ink;
-				} else {
-					cover = 0.5f - shape_distance(p.cat, u, v) * p.radius;
-				}
-				if (cover > 0) {
-					cover = minf(cover, 1);
-					if (p.tamp > 0) {
-						int idx = (int)(p.tu * u + p.tv * v + p.tphase + 64 * SIN_LUT);
-						shade *= 1 - p.tamp * (0.5f + 0.5f * lut[idx & (SIN_LUT - 1)]);
-					}
-					c0 += (p.fg[0] * shade - c0) * cover;
-					c1 += (p.fg[1] * shade - c1) * cover;
-					c2 += (p.fg[2] * shade - c2) * cover;
-				}
-			}
-			px[0] = to_u8(c0);
-			px[1] = to_u8(c1);
-			px[2] = to_u8(c2);
-		}
-	}
-}
-
-static int write_file(const char *path, const void *data, size_t len)
-{
-	FILE *f = fopen(path, "wb");
-	if (!f)
-		return -errno;
-	fwrite(data, 1, len, f);
-	return fclose_checked(f);
-}
-
-static int write_images(struct gen *g, const char *dir)
-{
-	struct fashion fashion, *fm = NULL;
-	int rc = 0;
-	int side = g->o->image_max;
-	unsigned long cap = tjBufSize(side, side, TJSAMP_420);
-	tjhandle tj = tjInitCompress();
-	unsigned char *jpeg = tjAlloc((int)cap);
-	uint8_t *rgb = malloc((size_t)side * side * 3);
-	float lut[SIN_LUT];
-	char path[PATH_MAX], name[48];
-	memset(&fashion, 0, sizeof(fashion));
-	if (!tj || !jpeg || !rgb) {
-		rc = tj ? VR_ENOMEM : VR_EIO;
-		goto leave;
-	}
-	if (g->o->images == DG_IMAGES_FASHION_MNIST) {
-		fm = &fashion;
-		if ((rc = fashion_load(g->o->fashion_dir ? g->o->fashion_dir : DG_FASHION_MNIST_DIR, fm)))
-			goto leave;
-	}
-	for (int k = 0; k < SIN_LUT; k++)
-		lut[k] = (float)sin(2 * M_PI * k / SIN_LUT);
-	for (int64_t i = 0; i < g->I; i++) {
-		render_item(g, i, fm, rgb, lut);
-		unsigned char *buf = jpeg;
-		unsigned long size = cap;
-		if (tjCompress2(tj, rgb, g->width[i], 0, g->height[i], TJPF_RGB, &buf, &size,
-				TJSAMP_420, JPEG_QUALITY, TJFLAG_NOREALLOC) < 0) {
-			rc = VR_EIO;
-			goto leave;
-		}
-		item_id(g, i, name, sizeof(name) - 4);
-		strcat(name, ".jpg");
-		if ((rc = path_join(path, sizeof(path), dir, name)) ||
-		    (rc = write_file(path, buf, size)))
-			goto leave;
-		g->st.images_written++;
-		g->st.image_bytes += (int64_t)size;
-		if (g->o->progress)
-			g->o->progress(g->o->progress_ctx, i + 1, g->I);
-	}
-leave:
-	if (tj)
-		tjDestroy(tj);
-	tjFree(jpeg);
-	free(rgb);
-	fashion_free(&fashion);
-	return rc;
 }
 
 /* ---- meta.json ---- */
@@ -1340,34 +754,11 @@ static int write_meta(const struct gen *g, const char *path)
 		goto leave;
 	size_t len = strlen(text);
 	text[len] = '\n'; /* replaces the terminator; written with its length */
-	rc = write_file(path, text, len + 1);
+	rc = dg__write_file(path, text, len + 1);
 leave:
 	free(text);
 	cJSON_Delete(m);
 	return rc;
-}
-
-/* mkdir -p */
-static int make_dirs(const char *path)
-{
-	char buf[PATH_MAX];
-	size_t len = strlen(path);
-	if (!len || len >= sizeof(buf))
-		return VR_EINVAL;
-	memcpy(buf, path, len + 1);
-	for (size_t k = 1; k <= len; k++) {
-		if (buf[k] != '/' && buf[k] != '\0')
-			continue;
-		char keep = buf[k];
-		buf[k] = '\0';
-		if (mkdir(buf, 0777) && errno != EEXIST)
-			return -errno;
-		buf[k] = keep;
-	}
-	struct stat sb;
-	if (stat(path, &sb))
-		return -errno;
-	return S_ISDIR(sb.st_mode) ? 0 : -ENOTDIR;
 }
 
 void dg_opts_default(struct dg_opts *opts)
@@ -1411,7 +802,7 @@ static int setup(const struct dg_opts *o, struct gen *g, char *err, int errlen)
 	if (o->images == DG_IMAGES_FASHION_MNIST) {
 		char probe[PATH_MAX];
 		const char *dir = o->fashion_dir ? o->fashion_dir : DG_FASHION_MNIST_DIR;
-		snprintf(probe, sizeof(probe), "%s/%s", dir, fashion_files[0][0]);
+		snprintf(probe, sizeof(probe), "%s/%s", dir, dg__fashion_files[0][0]);
 		CHECK(!access(probe, R_OK), "--images fashion-mnist: %s is missing; install "
 		      "Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)", probe);
 	}
@@ -1467,20 +858,20 @@ int dg_generate(const struct dg_opts *opts, struct dg_stats *stats)
 	choose_tests(&g);
 	compute_stats(&g);
 
-	if ((rc = make_dirs(opts->out_dir)) ||
-	    (rc = path_join(path, sizeof(path), opts->out_dir, "interactions.csv")) ||
-	    (rc = write_interactions(&g, path)) ||
-	    (rc = path_join(path, sizeof(path), opts->out_dir, "truth_items.csv")) ||
-	    (rc = write_truth_items(&g, path)) ||
-	    (rc = path_join(path, sizeof(path), opts->out_dir, "truth_users.csv")) ||
-	    (rc = write_truth_users(&g, path)))
+	if ((rc = dg__make_dirs(opts->out_dir)) ||
+	    (rc = dg__path_join(path, sizeof(path), opts->out_dir, "interactions.csv")) ||
+	    (rc = dg__write_interactions(&g, path)) ||
+	    (rc = dg__path_join(path, sizeof(path), opts->out_dir, "truth_items.csv")) ||
+	    (rc = dg__write_truth_items(&g, path)) ||
+	    (rc = dg__path_join(path, sizeof(path), opts->out_dir, "truth_users.csv")) ||
+	    (rc = dg__write_truth_users(&g, path)))
 		goto leave;
 	if (opts->images != DG_IMAGES_NONE) {
-		if ((rc = path_join(path, sizeof(path), opts->out_dir, "images")) ||
-		    (rc = make_dirs(path)) || (rc = write_images(&g, path)))
+		if ((rc = dg__path_join(path, sizeof(path), opts->out_dir, "images")) ||
+		    (rc = dg__make_dirs(path)) || (rc = dg__write_images(&g, path)))
 			goto leave;
 	}
-	if ((rc = path_join(path, sizeof(path), opts->out_dir, "meta.json")) ||
+	if ((rc = dg__path_join(path, sizeof(path), opts->out_dir, "meta.json")) ||
 	    (rc = write_meta(&g, path)))
 		goto leave;
 	if (stats)
@@ -1509,75 +900,49 @@ const char *dg_usage(void)
 	       "--no-images          the same as --images none (for large benchmark sets)\n";
 }
 
-static int parse_i64(const char *s, int64_t *out)
-{
-	char *end;
-	errno = 0;
-	long long v = strtoll(s, &end, 10);
-	if (errno || end == s || *end)
-		return VR_EINVAL;
-	*out = v;
-	return 0;
-}
-
 int dg_parse_args(int argc, char **argv, struct dg_opts *opts, char *err, int errlen)
 {
-	for (int k = 0; k < argc; k++) {
-		const char *f = argv[k], *val = k + 1 < argc ? argv[k + 1] : NULL;
-		int64_t v = 0;
-		int bad = 0;
-		if (!strcmp(f, "--no-images")) {
-			opts->images = DG_IMAGES_NONE;
-			continue;
-		}
-		if (!val) {
-			snprintf(err, errlen, "%s: unknown flag or missing value", f);
+	/* No defaults in the table: opts holds them (dg_opts_default), and
+	 * dg_usage documents the flags. */
+	const char *images = NULL;
+	int no_images = 0;
+	const vr_flag table[] = {
+		{ "out", NULL, VR_FLAG_STRING, &opts->out_dir, NULL, NULL, 0 },
+		{ "users", NULL, VR_FLAG_INT64, &opts->users, NULL, NULL, 0 },
+		{ "items", NULL, VR_FLAG_INT64, &opts->items, NULL, NULL, 0 },
+		{ "interactions", NULL, VR_FLAG_INT64, &opts->interactions, NULL, NULL, 0 },
+		{ "seed", NULL, VR_FLAG_UINT64, &opts->seed, NULL, NULL, 0 },
+		{ "cold-frac", NULL, VR_FLAG_DOUBLE, &opts->cold_frac, NULL, NULL, 0 },
+		{ "image-min", NULL, VR_FLAG_INT, &opts->image_min, NULL, NULL, 0 },
+		{ "image-max", NULL, VR_FLAG_INT, &opts->image_max, NULL, NULL, 0 },
+		{ "images", NULL, VR_FLAG_STRING, &images, NULL, NULL, 0 },
+		{ "no-images", NULL, VR_FLAG_BOOL, &no_images, NULL, NULL, 0 },
+		{ 0 },
+	};
+	/* vr_flags_parse skips argv[0], a program name, which ours lack. */
+	char **args = malloc(((size_t)argc + 1) * sizeof *args);
+	if (!args)
+		return VR_ENOMEM;
+	args[0] = "datagen";
+	if (argc > 0)
+		memcpy(args + 1, argv, (size_t)argc * sizeof *args);
+	int rc = vr_flags_parse(table, argc + 1, args, err, (size_t)errlen);
+	free(args);
+	if (rc)
+		return rc;
+	if (images) {
+		int kind = -1;
+		for (int k = 0; k < 3; k++)
+			if (!strcmp(images, image_kind_names[k]))
+				kind = k;
+		if (kind < 0) {
+			snprintf(err, (size_t)errlen, "--images %s: not procedural, fashion-mnist or none",
+				 images);
 			return VR_EINVAL;
 		}
-		if (!strcmp(f, "--out")) {
-			opts->out_dir = val;
-		} else if (!strcmp(f, "--seed")) {
-			char *end;
-			errno = 0;
-			opts->seed = strtoull(val, &end, 10);
-			bad = errno || end == val || *end || *val == '-';
-		} else if (!strcmp(f, "--images")) {
-			int kind = -1;
-			for (int k = 0; k < 3; k++)
-				if (!strcmp(val, image_kind_names[k]))
-					kind = k;
-			bad = kind < 0;
-			if (!bad)
-				opts->images = (enum dg_images)kind;
-		} else if (!strcmp(f, "--cold-frac")) {
-			char *end;
-			opts->cold_frac = strtod(val, &end);
-			bad = end == val || *end || !(opts->cold_frac >= 0 && opts->cold_frac <= 0.5);
-		} else if (!strcmp(f, "--users") || !strcmp(f, "--items") ||
-			   !strcmp(f, "--interactions") || !strcmp(f, "--image-min") ||
-			   !strcmp(f, "--image-max")) {
-			bad = parse_i64(val, &v) || v < 1;
-			if (!strcmp(f, "--users"))
-				opts->users = v;
-			else if (!strcmp(f, "--items"))
-				opts->items = v;
-			else if (!strcmp(f, "--interactions"))
-				opts->interactions = v;
-			else if (v > 4096)
-				bad = 1;
-			else if (!strcmp(f, "--image-min"))
-				opts->image_min = (int)v;
-			else
-				opts->image_max = (int)v;
-		} else {
-			snprintf(err, errlen, "%s: unknown flag", f);
-			return VR_EINVAL;
-		}
-		if (bad) {
-			snprintf(err, errlen, "%s %s: not a valid value", f, val);
-			return VR_EINVAL;
-		}
-		k++;
+		opts->images = (enum dg_images)kind;
 	}
+	if (no_images)
+		opts->images = DG_IMAGES_NONE;
 	return dg_check_opts(opts, err, errlen);
 }

@@ -105,9 +105,11 @@ int dg_check_opts(const struct dg_opts *opts, char *err, int errlen);
 /* Parses the standalone/CLI flags (--out, --users, --items, --interactions,
  * --seed, --cold-frac, --image-min, --image-max, --images KIND, --no-images) from
  * argv[0..argc) into *opts, which should hold the defaults first, then
- * checks the result with dg_check_opts. argv[0] is a flag, not a program
- * name; opts->out_dir points into argv. Returns 0, or VR_EINVAL with a
- * message naming the flag written to err (size errlen). */
+ * checks the result with dg_check_opts. The forms are common/flags.h's
+ * (--flag value, --flag=value). argv[0] is a flag, not a program name;
+ * opts->out_dir points into argv. Returns 0, VR_FLAGS_HELP when --help or
+ * -h is among them, VR_ENOMEM, or VR_EINVAL with a message naming the
+ * flag written to err (size errlen). */
 int dg_parse_args(int argc, char **argv, struct dg_opts *opts, char *err, int errlen);
 
 /* The usage text for the flags above. */

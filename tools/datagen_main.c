@@ -1,41 +1,35 @@
-/* visrec-datagen: the data-set generator as a standalone program, until the
- * operator CLI's `visrec datagen` takes the same flags (datagen.h). Prints
- * the statistics on stdout when done. */
+/* visrec-datagen: the data-set generator as a standalone program with the
+ * flags of `visrec datagen` (datagen.h), for scripts and tests that need
+ * no CLI. Prints the statistics on stdout when done. */
 #include <stdio.h>
-#include <string.h>
 #include <unistd.h>
 
 #include "datagen.h"
 #include "err.h"
-
-static void progress(void *ctx, int64_t done, int64_t total)
-{
-	int *tty = ctx;
-	if (*tty && (done % 200 == 0 || done == total))
-		fprintf(stderr, "\rimages %lld/%lld", (long long)done, (long long)total);
-	if (*tty && done == total)
-		fputc('\n', stderr);
-}
+#include "flags.h"
+#include "progress.h"
 
 int main(int argc, char **argv)
 {
 	struct dg_opts o;
 	struct dg_stats st;
 	char err[256];
-	int tty = isatty(2);
-	if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+	struct progress p;
+	dg_opts_default(&o);
+	int rc = dg_parse_args(argc - 1, argv + 1, &o, err, sizeof(err));
+	if (rc == VR_FLAGS_HELP) {
 		printf("usage: visrec-datagen --out DIR [flags]\n%s", dg_usage());
 		return 0;
 	}
-	dg_opts_default(&o);
-	if (dg_parse_args(argc - 1, argv + 1, &o, err, sizeof(err))) {
+	if (rc) {
 		fprintf(stderr, "visrec-datagen: %s\nusage: visrec-datagen --out DIR [flags]\n%s",
 			err, dg_usage());
 		return 2;
 	}
-	o.progress = progress;
-	o.progress_ctx = &tty;
-	int rc = dg_generate(&o, &st);
+	progress_start(&p, "visrec-datagen", "images", isatty(STDERR_FILENO));
+	o.progress = progress_show;
+	o.progress_ctx = &p;
+	rc = dg_generate(&o, &st);
 	if (rc) {
 		fprintf(stderr, "visrec-datagen: writing %s failed: %s\n", o.out_dir, vr_strerror(rc));
 		return 1;

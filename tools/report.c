@@ -1,10 +1,13 @@
-/* report: the HTML report of a pipeline run and the data-set reader behind
- * it (report.h). The page is written straight to a FILE in document order;
- * every piece of text that comes from a file goes through put_esc. */
+/* report: the HTML report of a pipeline run (report.h); the data set
+ * behind it is report_data.c's. The page is written straight to a FILE in
+ * document order; every piece of text that comes from a file goes through
+ * put_esc. It is one concept at about 1,100 lines: each section below
+ * (the run's files, metrics, charts, users, the rest) writes its part of
+ * the one page with the same escaping and style helpers, in the order the
+ * page reads. */
 #include "report.h"
 
 #include "err.h"
-#include "icsv.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -18,325 +21,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-/* ---- the data set -------------------------------------------------------- */
-
-/* A string table: ids interned to dense indices (open addressing). */
-struct strtab {
-	char **names;    /* index -> id */
-	size_t n, cap;
-	uint32_t *slots; /* index + 1, 0 = empty */
-	size_t nslots;
-};
-
-struct row {
-	uint32_t user, item;
-	int64_t ts;
-};
-
-struct rp_dataset {
-	struct strtab users, items;
-	struct row *rows;           /* sorted by user, then time */
-	size_t nrows;
-	size_t *first;              /* per user: its first row */
-	size_t *count;              /* per user: its rows */
-	uint32_t *train_count;      /* per item: training interactions */
-	uint32_t *by_id;            /* user indices sorted by id */
-};
-
-static uint64_t hash_str(const char *s)
-{
-	uint64_t h = 1469598103934665603ull;
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ull;
-	return h;
-}
-
-static int strtab_grow(struct strtab *t)
-{
-	size_t ns = t->nslots ? 2 * t->nslots : 1024;
-	uint32_t *slots = calloc(ns, sizeof *slots);
-	if (!slots)
-		return VR_ENOMEM;
-	for (size_t i = 0; i < t->n; i++) {
-		size_t h = hash_str(t->names[i]) & (ns - 1);
-		while (slots[h])
-			h = (h + 1) & (ns - 1);
-		slots[h] = (uint32_t)i + 1;
-	}
-	free(t->slots);
-	t->slots = slots;
-	t->nslots = ns;
-	return 0;
-}
-
-/* The slot of s: where it is, or the empty slot where it would go. */
-static size_t strtab_slot(const struct strtab *t, const char *s)
-{
-	size_t h = hash_str(s) & (t->nslots - 1);
-	while (t->slots[h] && strcmp(t->names[t->slots[h] - 1], s))
-		h = (h + 1) & (t->nslots - 1);
-	return h;
-}
-
-/* The index of s, or -1 when absent. */
-static int64_t strtab_find(const struct strtab *t, const char *s)
-{
-	if (!t->nslots)
-		return -1;
-	size_t h = strtab_slot(t, s);
-	return t->slots[h] ? (int64_t)t->slots[h] - 1 : -1;
-}
-
-/* The index of s, added when absent; VR_ENOMEM. */
-static int64_t strtab_add(struct strtab *t, const char *s)
-{
-	if ((t->n + 1) * 2 > t->nslots && strtab_grow(t))
-		return VR_ENOMEM;
-	size_t h = strtab_slot(t, s);
-	if (t->slots[h])
-		return t->slots[h] - 1;
-	if (t->n == t->cap) {
-		size_t cap = t->cap ? 2 * t->cap : 1024;
-		char **names = realloc(t->names, cap * sizeof *names);
-		if (!names)
-			return VR_ENOMEM;
-		t->names = names;
-		t->cap = cap;
-	}
-	if (!(t->names[t->n] = strdup(s)))
-		return VR_ENOMEM;
-	t->slots[h] = (uint32_t)++t->n;
-	return (int64_t)t->n - 1;
-}
-
-static void strtab_free(struct strtab *t)
-{
-	for (size_t i = 0; i < t->n; i++)
-		free(t->names[i]);
-	free(t->names);
-	free(t->slots);
-}
-
-static int cmp_rows(const void *a, const void *b)
-{
-	const struct row *x = a, *y = b;
-	if (x->user != y->user)
-		return x->user < y->user ? -1 : 1;
-	if (x->ts != y->ts)
-		return x->ts < y->ts ? -1 : 1;
-	return x->item < y->item ? -1 : x->item > y->item;
-}
-
-static int cmp_by_name(const void *a, const void *b, void *tab)
-{
-	const struct strtab *t = tab;
-	return strcmp(t->names[*(const uint32_t *)a], t->names[*(const uint32_t *)b]);
-}
-
-void rp_dataset_free(rp_dataset *ds)
-{
-	if (!ds)
-		return;
-	strtab_free(&ds->users);
-	strtab_free(&ds->items);
-	free(ds->rows);
-	free(ds->first);
-	free(ds->count);
-	free(ds->train_count);
-	free(ds->by_id);
-	free(ds);
-}
-
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return rc;
-}
-
-int rp_dataset_load(rp_dataset **out, const char *data_dir, char *err, size_t errlen)
-{
-	char path[PATH_MAX];
-	icsv *r = NULL;
-	icsv_row row;
-	size_t cap = 0;
-	int rc;
-	rp_dataset *ds = calloc(1, sizeof *ds);
-	if (!ds)
-		return fail(err, errlen, VR_ENOMEM, "out of memory");
-	snprintf(path, sizeof path, "%s/interactions.csv", data_dir);
-	if ((rc = icsv_open(&r, path))) {
-		rc = fail(err, errlen, rc, "cannot open %s: %s", path, vr_strerror(rc));
-		goto fail;
-	}
-	while (!(rc = icsv_next(r, &row))) {
-		if (ds->nrows == cap) {
-			cap = cap ? 2 * cap : 65536;
-			struct row *rows = realloc(ds->rows, cap * sizeof *rows);
-			if (!rows) {
-				rc = VR_ENOMEM;
-				break;
-			}
-			ds->rows = rows;
-		}
-		int64_t u = strtab_add(&ds->users, row.user);
-		int64_t i = strtab_add(&ds->items, row.item);
-		if (u < 0 || i < 0) {
-			rc = VR_ENOMEM;
-			break;
-		}
-		ds->rows[ds->nrows++] = (struct row){ (uint32_t)u, (uint32_t)i, row.timestamp };
-	}
-	if (rc == VR_EINVAL) {
-		rc = fail(err, errlen, rc, "%s", icsv_error(r));
-		goto fail;
-	}
-	if (rc != VR_EEOF) {
-		rc = fail(err, errlen, rc, "reading %s: %s", path, vr_strerror(rc));
-		goto fail;
-	}
-	if (!ds->users.n) {
-		rc = fail(err, errlen, VR_EINVAL, "%s holds no interactions", path);
-		goto fail;
-	}
-	qsort(ds->rows, ds->nrows, sizeof *ds->rows, cmp_rows);
-	ds->first = calloc(ds->users.n, sizeof *ds->first);
-	ds->count = calloc(ds->users.n, sizeof *ds->count);
-	ds->train_count = calloc(ds->items.n, sizeof *ds->train_count);
-	ds->by_id = malloc(ds->users.n * sizeof *ds->by_id);
-	if (!ds->first || !ds->count || !ds->train_count || !ds->by_id) {
-		rc = fail(err, errlen, VR_ENOMEM, "out of memory");
-		goto fail;
-	}
-	for (size_t k = ds->nrows; k-- > 0;) {
-		uint32_t u = ds->rows[k].user;
-		ds->first[u] = k;
-		/* The first row seen from the end is the user's test item. */
-		if (ds->count[u]++)
-			ds->train_count[ds->rows[k].item]++;
-	}
-	for (size_t u = 0; u < ds->users.n; u++)
-		ds->by_id[u] = (uint32_t)u;
-	qsort_r(ds->by_id, ds->users.n, sizeof *ds->by_id, cmp_by_name, &ds->users);
-	icsv_close(r);
-	*out = ds;
-	return 0;
-fail:
-	if (rc == VR_ENOMEM)
-		fail(err, errlen, rc, "out of memory");
-	icsv_close(r);
-	rp_dataset_free(ds);
-	return rc;
-}
-
-static void fill_user(const rp_dataset *ds, uint32_t u, rp_user *out)
-{
-	const struct row *test = &ds->rows[ds->first[u] + ds->count[u] - 1];
-	out->id = ds->users.names[u];
-	out->test_item = ds->items.names[test->item];
-	out->test_cold = ds->train_count[test->item] == 0;
-	out->n_train = ds->count[u] - 1;
-}
-
-int rp_dataset_user(const rp_dataset *ds, const char *id, rp_user *out)
-{
-	int64_t u = strtab_find(&ds->users, id);
-	if (u < 0)
-		return VR_ENOTFOUND;
-	fill_user(ds, (uint32_t)u, out);
-	return 0;
-}
-
-size_t rp_dataset_recent(const rp_dataset *ds, const char *id, const char **out, size_t n)
-{
-	int64_t u = strtab_find(&ds->users, id);
-	if (u < 0)
-		return 0;
-	size_t got = 0, train = ds->count[u] - 1;
-	for (size_t k = train; k-- > 0 && got < n;)
-		out[got++] = ds->items.names[ds->rows[ds->first[u] + k].item];
-	return got;
-}
-
-static int cmp_size(const void *a, const void *b)
-{
-	size_t x = *(const size_t *)a, y = *(const size_t *)b;
-	return x < y ? -1 : x > y;
-}
-
-void rp_dataset_stats(const rp_dataset *ds, rp_stats *out)
-{
-	memset(out, 0, sizeof *out);
-	out->users = ds->users.n;
-	out->items = ds->items.n;
-	out->interactions = ds->nrows;
-	size_t *act = malloc(ds->users.n * sizeof *act);
-	for (size_t u = 0; u < ds->users.n; u++) {
-		rp_user x;
-		fill_user(ds, (uint32_t)u, &x);
-		out->cold_test_users += x.test_cold;
-		if (act)
-			act[u] = ds->count[u];
-	}
-	for (size_t i = 0; i < ds->items.n; i++)
-		out->cold_items += ds->train_count[i] == 0;
-	out->activity_mean = (double)ds->nrows / ds->users.n;
-	if (act) {
-		qsort(act, ds->users.n, sizeof *act, cmp_size);
-		out->activity_min = act[0];
-		out->activity_median = act[ds->users.n / 2];
-		out->activity_max = act[ds->users.n - 1];
-		free(act);
-	}
-}
-
-/* Takes up to want users of one kind (cold or warm test item), spread
- * evenly over those that qualify, into out. */
-static size_t pick_kind(const rp_dataset *ds, int cold, size_t min_train, size_t want,
-			rp_user *out)
-{
-	size_t n = 0;
-	for (size_t k = 0; k < ds->users.n; k++) {
-		rp_user x;
-		fill_user(ds, ds->by_id[k], &x);
-		n += x.test_cold == cold && x.n_train >= min_train;
-	}
-	if (!n || !want)
-		return 0;
-	size_t got = 0, seen = 0;
-	for (size_t k = 0; k < ds->users.n && got < want; k++) {
-		rp_user x;
-		fill_user(ds, ds->by_id[k], &x);
-		if (x.test_cold != cold || x.n_train < min_train)
-			continue;
-		/* The j-th pick is the qualifying user at about (j + 0.5) n / want. */
-		if (seen++ == (size_t)((got + 0.5) * (double)n / (double)want))
-			out[got++] = x;
-	}
-	return got;
-}
-
-/* Cold users first (about half), then warm ones, each with at least
- * min_train training items. */
-static size_t pick_both(const rp_dataset *ds, size_t n, size_t min_train, rp_user *out)
-{
-	size_t got = pick_kind(ds, 1, min_train, (n + 1) / 2, out);
-	return got + pick_kind(ds, 0, min_train, n - got, out + got);
-}
-
-size_t rp_pick_users(const rp_dataset *ds, size_t n, rp_user *out)
-{
-	/* A few training items make a fuller grid; where too few users have
-	 * them, any user will do. */
-	size_t got = pick_both(ds, n, 4, out);
-	return got == n ? got : pick_both(ds, n, 1, out);
-}
 
 /* ---- reading the run ----------------------------------------------------- */
 
@@ -400,7 +84,7 @@ static int read_json(const char *run_dir, const char *name, cJSON **out, char *e
 	if (!text) {
 		if (errno == ENOENT)
 			return 0;
-		return fail(err, errlen, -errno, "cannot read %s: %s", path, strerror(errno));
+		return rp__fail(err, errlen, -errno, "cannot read %s: %s", path, strerror(errno));
 	}
 	/* A command that failed before printing leaves an empty file. */
 	const char *p = text;
@@ -411,7 +95,7 @@ static int read_json(const char *run_dir, const char *name, cJSON **out, char *e
 		*out = cJSON_Parse(text);
 	free(text);
 	if (!empty && !*out)
-		return fail(err, errlen, VR_EINVAL, "%s is not valid JSON", path);
+		return rp__fail(err, errlen, VR_EINVAL, "%s is not valid JSON", path);
 	return 0;
 }
 
@@ -1332,13 +1016,13 @@ int rp_write(const rp_opts *o, char *err, size_t errlen)
 	if ((rc = run_load(&run, o->run_dir, err, errlen)))
 		goto leave;
 	if ((rc = images_href(o->out_file, o->data_dir, href, sizeof href))) {
-		rc = fail(err, errlen, rc, "cannot relate %s to %s: %s", o->out_file, o->data_dir,
+		rc = rp__fail(err, errlen, rc, "cannot relate %s to %s: %s", o->out_file, o->data_dir,
 			  vr_strerror(rc));
 		goto leave;
 	}
 	snprintf(tmp, sizeof tmp, "%s.tmp", o->out_file);
 	if (!(f = fopen(tmp, "w"))) {
-		rc = fail(err, errlen, -errno, "cannot write %s: %s", tmp, strerror(errno));
+		rc = rp__fail(err, errlen, -errno, "cannot write %s: %s", tmp, strerror(errno));
 		goto leave;
 	}
 	time_t now = time(NULL);
@@ -1367,12 +1051,12 @@ int rp_write(const rp_opts *o, char *err, size_t errlen)
 	fputs("</script>\n</body></html>\n", f);
 	if (ferror(f) | fclose(f)) {
 		f = NULL;
-		rc = fail(err, errlen, VR_EIO, "writing %s failed", tmp);
+		rc = rp__fail(err, errlen, VR_EIO, "writing %s failed", tmp);
 		goto leave;
 	}
 	f = NULL;
 	if (rename(tmp, o->out_file)) {
-		rc = fail(err, errlen, -errno, "cannot rename %s to %s: %s", tmp, o->out_file,
+		rc = rp__fail(err, errlen, -errno, "cannot rename %s to %s: %s", tmp, o->out_file,
 			  strerror(errno));
 		goto leave;
 	}

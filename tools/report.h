@@ -58,6 +58,11 @@ size_t rp_dataset_recent(const rp_dataset *ds, const char *id, const char **out,
  * Returns how many were written to out. */
 size_t rp_pick_users(const rp_dataset *ds, size_t n, rp_user *out);
 
+/* Internal to report.c and report_data.c: formats the reason into err and
+ * returns rc. */
+int rp__fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
 /* ---- the page ------------------------------------------------------------ */
 
 typedef struct rp_opts {

@@ -56,7 +56,7 @@ static int make_images(int n, const char *dir)
 		size_t len;
 		char path[4096];
 		fixture_rgb(rgb, 500, 375, (unsigned)i + 1);
-		if (fd_encode_jpeg(rgb, 500, 375, FD_PIX_RGB, FD_SUBSAMP_420, 90, &jpeg, &len))
+		if (vr_jpeg_encode(rgb, 500, 375, VR_PIX_RGB, VR_SUBSAMP_420, 90, &jpeg, &len))
 			return 1;
 		snprintf(path, sizeof path, "%s/img%05d.jpg", dir, i);
 		FILE *f = fopen(path, "wb");
@@ -64,7 +64,7 @@ static int make_images(int n, const char *dir)
 			fprintf(stderr, "cannot write %s\n", path);
 			return 1;
 		}
-		fd_jpeg_free(jpeg);
+		vr_jpeg_free(jpeg);
 	}
 	free(rgb);
 	printf("wrote %d JPEGs of 500x375 to %s\n", n, dir);

@@ -102,6 +102,50 @@ TEST(icsv_columns_by_header_name_or_position)
 	rm_tmp();
 }
 
+/* A line may be ICSV_MAX_LINE bytes long, not one more; a longer one is a
+ * bad row naming its line, read past without being held. */
+TEST(icsv_refuses_a_line_over_the_limit)
+{
+	icsv *r = NULL;
+	icsv_row row;
+	char path[300];
+	size_t cap = 5 * ICSV_MAX_LINE;
+	char *text = malloc(cap);
+	ASSERT(text);
+	/* u1,i1,1,xxx… (an ignored fourth column) exactly at the limit, then one
+	 * byte over it, then much longer, then a good row. */
+	int n = snprintf(text, cap, "u0,i0,0\n");
+	for (int extra = 0; extra <= 1; extra++) {
+		int start = n;
+		n += snprintf(text + n, cap - (size_t)n, "u1,i1,1,");
+		while (n - start < ICSV_MAX_LINE + extra)
+			text[n++] = 'x';
+		text[n++] = '\n';
+	}
+	for (int k = 0; k < 2 * ICSV_MAX_LINE; k++)
+		text[n++] = 'y';
+	snprintf(text + n, cap - (size_t)n, "\nu9,i9,9\n");
+	make_tmp();
+	write_file("long.csv", text);
+	free(text);
+	snprintf(path, sizeof path, "%s/long.csv", tmp);
+	ASSERT_OK(icsv_open(&r, path));
+	ASSERT_OK(icsv_next(r, &row));
+	ASSERT_OK(icsv_next(r, &row));
+	ASSERT_STR_EQ(row.user, "u1");
+	ASSERT_EQ_INT(row.line, 2);
+	ASSERT_EQ_INT(icsv_next(r, &row), VR_EINVAL);
+	ASSERT_CONTAINS(icsv_error(r), "long.csv:3: the line is longer than 4096 bytes");
+	ASSERT_EQ_INT(icsv_next(r, &row), VR_EINVAL);
+	ASSERT_CONTAINS(icsv_error(r), "long.csv:4: the line is longer than 4096 bytes");
+	ASSERT_OK(icsv_next(r, &row));
+	ASSERT_STR_EQ(row.user, "u9");
+	ASSERT_EQ_INT(row.line, 5);
+	ASSERT_EQ_INT(icsv_next(r, &row), VR_EEOF);
+	icsv_close(r);
+	rm_tmp();
+}
+
 TEST(icsv_errors_name_the_line_and_reading_goes_on)
 {
 	icsv *r = NULL;
@@ -503,7 +547,7 @@ static const struct vr_test tests[] = {
 	T(npy_numpy_load_round_trip),
 	T(icsv_header_quotes_crlf_blank_lines),
 	T(icsv_columns_by_header_name_or_position),
-	T(icsv_errors_name_the_line_and_reading_goes_on),
+	T(icsv_errors_name_the_line_and_reading_goes_on), T(icsv_refuses_a_line_over_the_limit),
 	T(icsv_refuses_bad_ids),
 	T(icsv_iso_timestamps_fractions_and_bom),
 	T(dataset_test_item_recent_items_and_cold),

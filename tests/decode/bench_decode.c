@@ -45,7 +45,7 @@ int main(int argc, char **argv)
 	uint8_t *jpeg[DISTINCT];
 	size_t len[DISTINCT], total = 0;
 	for (int i = 0; i < DISTINCT; i++) {
-		jpeg[i] = fixture_jpeg(500, 375, (unsigned)i, FD_SUBSAMP_420, 90, &len[i]);
+		jpeg[i] = fixture_jpeg(500, 375, (unsigned)i, VR_SUBSAMP_420, 90, &len[i]);
 		if (!jpeg[i]) {
 			fprintf(stderr, "could not make test JPEGs\n");
 			return 1;
@@ -107,6 +107,6 @@ int main(int argc, char **argv)
 	free(planes);
 	fd_decoder_destroy(d);
 	for (int i = 0; i < DISTINCT; i++)
-		fd_jpeg_free(jpeg[i]);
+		vr_jpeg_free(jpeg[i]);
 	return 0;
 }

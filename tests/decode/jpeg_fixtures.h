@@ -1,11 +1,11 @@
 /* Test images for the decode tests and benchmark: deterministic synthetic
  * pictures (smooth gradients, hard-edged shapes and a little noise, so both
  * the DCT and the resampler have something to get wrong), made into real
- * JPEGs with fd_encode_jpeg. */
+ * JPEGs with vr_jpeg_encode. */
 #ifndef FD_JPEG_FIXTURES_H
 #define FD_JPEG_FIXTURES_H
 
-#include "decode.h"
+#include "jpeg_enc.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -40,15 +40,15 @@ static inline void fixture_rgb(uint8_t *rgb, int w, int h, unsigned seed)
 	}
 }
 
-/* A JPEG of the fixture picture; NULL on failure. Free with fd_jpeg_free. */
-static inline uint8_t *fixture_jpeg(int w, int h, unsigned seed, enum fd_subsamp ss,
+/* A JPEG of the fixture picture; NULL on failure. Free with vr_jpeg_free. */
+static inline uint8_t *fixture_jpeg(int w, int h, unsigned seed, enum vr_subsamp ss,
 				    int quality, size_t *len)
 {
 	uint8_t *rgb = malloc((size_t)w * h * 3), *jpeg = NULL;
 	if (!rgb)
 		return NULL;
 	fixture_rgb(rgb, w, h, seed);
-	if (fd_encode_jpeg(rgb, w, h, FD_PIX_RGB, ss, quality, &jpeg, len) != 0)
+	if (vr_jpeg_encode(rgb, w, h, VR_PIX_RGB, ss, quality, &jpeg, len) != 0)
 		jpeg = NULL;
 	free(rgb);
 	return jpeg;

@@ -123,7 +123,7 @@ TEST(sizes_aspects_and_dct_scaling)
 	for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
 		int w = shapes[s].w, h = shapes[s].h, fw, fh;
 		size_t len;
-		uint8_t *jpeg = fixture_jpeg(w, h, (unsigned)s, FD_SUBSAMP_420, 90, &len);
+		uint8_t *jpeg = fixture_jpeg(w, h, (unsigned)s, VR_SUBSAMP_420, 90, &len);
 		ASSERT(jpeg);
 		uint8_t *full = full_decode(jpeg, len, &fw, &fh);
 		ASSERT(full);
@@ -156,7 +156,7 @@ TEST(sizes_aspects_and_dct_scaling)
 				w, h, S, sinfo.scaled_width, sinfo.scaled_height, ds.mean, ds.max);
 		}
 		free(full);
-		fd_jpeg_free(jpeg);
+		vr_jpeg_free(jpeg);
 	}
 	fd_decoder_destroy(d);
 }
@@ -169,19 +169,19 @@ TEST(picks_smallest_scale)
 	fd_decode_info info;
 	size_t len;
 	static uint8_t out[224 * 224 * 3];
-	uint8_t *jpeg = fixture_jpeg(500, 375, 1, FD_SUBSAMP_420, 85, &len);
+	uint8_t *jpeg = fixture_jpeg(500, 375, 1, VR_SUBSAMP_420, 85, &len);
 	ASSERT(jpeg);
 	ASSERT_OK(fd_decoder_create(&d, NULL));
 	int rc224 = fd_decode(d, jpeg, len, 224, 0, out, &info, NULL, 0);
 	int w224 = info.scaled_width, h224 = info.scaled_height;
 	int rc64 = fd_decode(d, jpeg, len, 64, 0, out, &info, NULL, 0);
 	int w64 = info.scaled_width, h64 = info.scaled_height;
-	fd_jpeg_free(jpeg);
-	jpeg = fixture_jpeg(2000, 1500, 1, FD_SUBSAMP_420, 85, &len);
+	vr_jpeg_free(jpeg);
+	jpeg = fixture_jpeg(2000, 1500, 1, VR_SUBSAMP_420, 85, &len);
 	ASSERT(jpeg);
 	int rc_big = fd_decode(d, jpeg, len, 224, 0, out, &info, NULL, 0);
 	fd_decoder_destroy(d);
-	fd_jpeg_free(jpeg);
+	vr_jpeg_free(jpeg);
 	ASSERT_OK(rc224);
 	ASSERT_OK(rc64);
 	ASSERT_OK(rc_big);
@@ -195,7 +195,7 @@ TEST(picks_smallest_scale)
 
 TEST(subsampling_and_grey)
 {
-	static const enum fd_subsamp kinds[] = { FD_SUBSAMP_444, FD_SUBSAMP_422, FD_SUBSAMP_420, FD_SUBSAMP_GRAY };
+	static const enum vr_subsamp kinds[] = { VR_SUBSAMP_444, VR_SUBSAMP_422, VR_SUBSAMP_420, VR_SUBSAMP_GRAY };
 	static uint8_t out[4][224 * 224 * 3];
 	fd_decoder *d;
 	ASSERT_OK(fd_decoder_create(&d, NULL));
@@ -205,9 +205,9 @@ TEST(subsampling_and_grey)
 		uint8_t *jpeg = fixture_jpeg(640, 480, 7, kinds[k], 92, &len);
 		ASSERT(jpeg);
 		int rc = fd_decode(d, jpeg, len, 224, 0, out[k], &info, NULL, 0);
-		fd_jpeg_free(jpeg);
+		vr_jpeg_free(jpeg);
 		ASSERT_OK(rc);
-		ASSERT_EQ_INT(info.colorspace, kinds[k] == FD_SUBSAMP_GRAY ? TJCS_GRAY : TJCS_YCbCr);
+		ASSERT_EQ_INT(info.colorspace, kinds[k] == VR_SUBSAMP_GRAY ? TJCS_GRAY : TJCS_YCbCr);
 	}
 	fd_decoder_destroy(d);
 	/* The colour versions agree closely; the grey one is grey. */
@@ -248,9 +248,9 @@ TEST(cmyk_jpeg)
 			cmyk[4 * i + c] = (uint8_t)(k ? (p[c] * 255 + k / 2) / k : 0);
 		cmyk[4 * i + 3] = (uint8_t)k;
 	}
-	int rc = fd_encode_jpeg(rgb, w, h, FD_PIX_RGB, FD_SUBSAMP_444, 95, &jr, &lr);
+	int rc = vr_jpeg_encode(rgb, w, h, VR_PIX_RGB, VR_SUBSAMP_444, 95, &jr, &lr);
 	if (rc == 0)
-		rc = fd_encode_jpeg(cmyk, w, h, FD_PIX_CMYK, FD_SUBSAMP_444, 95, &jc, &lc);
+		rc = vr_jpeg_encode(cmyk, w, h, VR_PIX_CMYK, VR_SUBSAMP_444, 95, &jc, &lc);
 	free(rgb);
 	free(cmyk);
 	ASSERT_OK(rc);
@@ -258,8 +258,8 @@ TEST(cmyk_jpeg)
 	int rc1 = fd_decode(d, jr, lr, 224, 0, from_rgb, NULL, NULL, 0);
 	int rc2 = fd_decode(d, jc, lc, 224, 0, from_cmyk, &info, NULL, 0);
 	fd_decoder_destroy(d);
-	fd_jpeg_free(jr);
-	fd_jpeg_free(jc);
+	vr_jpeg_free(jr);
+	vr_jpeg_free(jc);
 	ASSERT_OK(rc1);
 	ASSERT_OK(rc2);
 	ASSERT_EQ_INT(info.colorspace, TJCS_YCCK);
@@ -273,8 +273,8 @@ TEST(reuse_matches_fresh)
 {
 	static uint8_t a[224 * 224 * 3], b[224 * 224 * 3];
 	size_t l1, l2;
-	uint8_t *big = fixture_jpeg(2000, 1500, 4, FD_SUBSAMP_420, 85, &l1);
-	uint8_t *small = fixture_jpeg(100, 60, 5, FD_SUBSAMP_GRAY, 85, &l2);
+	uint8_t *big = fixture_jpeg(2000, 1500, 4, VR_SUBSAMP_420, 85, &l1);
+	uint8_t *small = fixture_jpeg(100, 60, 5, VR_SUBSAMP_GRAY, 85, &l2);
 	fd_decoder *d, *fresh;
 	ASSERT(big && small);
 	ASSERT_OK(fd_decoder_create(&d, NULL));
@@ -288,8 +288,8 @@ TEST(reuse_matches_fresh)
 	}
 	fd_decoder_destroy(d);
 	fd_decoder_destroy(fresh);
-	fd_jpeg_free(big);
-	fd_jpeg_free(small);
+	vr_jpeg_free(big);
+	vr_jpeg_free(small);
 	ASSERT_OK(rc);
 	ASSERT(same);
 }
@@ -312,11 +312,11 @@ TEST(refuses_truncated)
 {
 	size_t len;
 	char why[256];
-	uint8_t *jpeg = fixture_jpeg(500, 375, 2, FD_SUBSAMP_420, 90, &len);
+	uint8_t *jpeg = fixture_jpeg(500, 375, 2, VR_SUBSAMP_420, 90, &len);
 	ASSERT(jpeg);
 	int rc = expect_refused(jpeg, len / 2, NULL, VR_EINVAL, "truncated or corrupt JPEG: ", why, sizeof why);
 	int rc_head = expect_refused(jpeg, 100, NULL, VR_EINVAL, "truncated or corrupt JPEG: ", why, sizeof why);
-	fd_jpeg_free(jpeg);
+	vr_jpeg_free(jpeg);
 	ASSERT_OK(rc);
 	ASSERT_OK(rc_head);
 }
@@ -329,7 +329,7 @@ TEST(good_image_after_refused_ones)
 	size_t len;
 	char why[256];
 	static uint8_t first[64 * 64 * 3], again[64 * 64 * 3];
-	uint8_t *jpeg = fixture_jpeg(300, 200, 3, FD_SUBSAMP_420, 90, &len);
+	uint8_t *jpeg = fixture_jpeg(300, 200, 3, VR_SUBSAMP_420, 90, &len);
 	ASSERT(jpeg);
 	fd_decoder *d = NULL;
 	ASSERT_OK(fd_decoder_create(&d, NULL));
@@ -338,7 +338,7 @@ TEST(good_image_after_refused_ones)
 	int rc2 = fd_decode(d, jpeg, 300, 64, 0, again, NULL, why, sizeof why);
 	int rc3 = fd_decode(d, jpeg, len, 64, 0, again, NULL, why, sizeof why);
 	fd_decoder_destroy(d);
-	fd_jpeg_free(jpeg);
+	vr_jpeg_free(jpeg);
 	ASSERT_OK(rc0);
 	ASSERT_EQ_INT(rc1, VR_EINVAL);
 	ASSERT_EQ_INT(rc2, VR_EINVAL);
@@ -383,7 +383,7 @@ TEST(refuses_corrupt)
 {
 	size_t len;
 	char why[256];
-	uint8_t *jpeg = fixture_jpeg(500, 375, 2, FD_SUBSAMP_420, 90, &len);
+	uint8_t *jpeg = fixture_jpeg(500, 375, 2, VR_SUBSAMP_420, 90, &len);
 	ASSERT(jpeg);
 	size_t s = scan_start(jpeg, len);
 	ASSERT(s > 0 && s < len / 2);
@@ -416,7 +416,7 @@ TEST(refuses_corrupt)
 	}
 	fd_decoder_destroy(d);
 	free(bad);
-	fd_jpeg_free(jpeg);
+	vr_jpeg_free(jpeg);
 	ASSERT_OK(rc);
 	ASSERT_EQ_INT(bad_result, 0);
 	ASSERT(refused > 0);
@@ -448,7 +448,7 @@ TEST(refuses_huge_header_before_decoding)
 {
 	size_t len;
 	char why[256];
-	uint8_t *jpeg = fixture_jpeg(64, 48, 1, FD_SUBSAMP_420, 90, &len);
+	uint8_t *jpeg = fixture_jpeg(64, 48, 1, VR_SUBSAMP_420, 90, &len);
 	ASSERT(jpeg);
 	/* SOF0: FF C0, length (2), precision (1), height (2), width (2). */
 	size_t sof = 0;
@@ -467,7 +467,7 @@ TEST(refuses_huge_header_before_decoding)
 	int rc = expect_refused(jpeg, len, NULL, VR_ETOOBIG,
 				"image is 20000x20000 = 400000000 pixels, over the limit of 50000000", why, sizeof why);
 	clock_gettime(CLOCK_MONOTONIC, &b);
-	fd_jpeg_free(jpeg);
+	vr_jpeg_free(jpeg);
 	ASSERT_OK(rc);
 	double ms = (b.tv_sec - a.tv_sec) * 1e3 + (b.tv_nsec - a.tv_nsec) / 1e6;
 	ASSERT_MSG(ms < 50, "refusal took %.1f ms: did it decode?", ms);
@@ -478,7 +478,7 @@ TEST(refuses_over_max_bytes)
 	size_t len;
 	char why[256];
 	fd_decode_limits lim = { .max_bytes = 4096 };
-	uint8_t *jpeg = fixture_jpeg(500, 375, 1, FD_SUBSAMP_420, 90, &len);
+	uint8_t *jpeg = fixture_jpeg(500, 375, 1, VR_SUBSAMP_420, 90, &len);
 	ASSERT(jpeg);
 	ASSERT(len > 4096);
 	char want[128];
@@ -486,7 +486,7 @@ TEST(refuses_over_max_bytes)
 	int rc = expect_refused(jpeg, len, &lim, VR_ETOOBIG, want, why, sizeof why);
 	fd_decode_limits pix = { .max_pixels = 500 * 375 - 1 };
 	int rc2 = expect_refused(jpeg, len, &pix, VR_ETOOBIG, "= 187500 pixels, over the limit of 187499", why, sizeof why);
-	fd_jpeg_free(jpeg);
+	vr_jpeg_free(jpeg);
 	ASSERT_OK(rc);
 	ASSERT_OK(rc2);
 }
@@ -506,7 +506,7 @@ TEST(bad_arguments)
 	ASSERT_EQ_INT(rc2, VR_EINVAL);
 	uint8_t *j;
 	size_t len;
-	ASSERT_EQ_INT(fd_encode_jpeg(out, 1, 1, FD_PIX_RGB, FD_SUBSAMP_420, 0, &j, &len), VR_EINVAL);
+	ASSERT_EQ_INT(vr_jpeg_encode(out, 1, 1, VR_PIX_RGB, VR_SUBSAMP_420, 0, &j, &len), VR_EINVAL);
 }
 
 TEST(normalize)

@@ -114,7 +114,7 @@ int main(int argc, char **argv)
 	for (int k = 0; k < n_items; k++) {
 		ids[k] = malloc(16);
 		snprintf(ids[k], 16, "i%06d", k);
-		jpeg[k] = fixture_jpeg(size + k % 64, size + k % 48, (unsigned)k + 1, FD_SUBSAMP_420, 90,
+		jpeg[k] = fixture_jpeg(size + k % 64, size + k % 48, (unsigned)k + 1, VR_SUBSAMP_420, 90,
 				       &len[k]);
 	}
 	if ((trunk[0] ? dvt_featured_start_model(&fp, tmp, arch, size, NULL)
@@ -155,12 +155,12 @@ leave:
 	dvt_featured_stop(&fp);
 	for (int k = 0; k < n_items; k++) {
 		free(ids[k]);
-		fd_jpeg_free(jpeg[k]);
+		vr_jpeg_free(jpeg[k]);
 	}
 	free(ids);
 	free(jpeg);
 	free(len);
 	vr_rpc_shutdown();
-	dvt_rmtree(tmp);
+	vr_test_rmtree(tmp);
 	return rc;
 }

@@ -25,19 +25,6 @@ struct fd_proc {
 	char dir[256];
 };
 
-static int dvt_rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
-static inline void dvt_rmtree(const char *dir)
-{
-	nftw(dir, dvt_rm_entry, 8, FTW_DEPTH | FTW_PHYS);
-}
-
 /* Starts featured's service on data dir dir, its first model arch at
  * size px storing layer's activations (NULL: the output). */
 static inline int dvt_featured_start_model(struct fd_proc *p, const char *dir, const char *arch,
@@ -86,10 +73,10 @@ static inline void dvt_featured_stop(struct fd_proc *p)
 }
 
 /* A generated picture for item k: its colours and pattern vary with
- * (cls, k), so a net can tell classes apart. Free with fd_jpeg_free. */
+ * (cls, k), so a net can tell classes apart. Free with vr_jpeg_free. */
 static inline uint8_t *dvt_jpeg(unsigned k, size_t *len)
 {
-	return fixture_jpeg(40 + (int)(k * 7 % 40), 36 + (int)(k * 5 % 30), k + 1, FD_SUBSAMP_444, 90,
+	return fixture_jpeg(40 + (int)(k * 7 % 40), 36 + (int)(k * 5 % 30), k + 1, VR_SUBSAMP_444, 90,
 			    len);
 }
 

@@ -5,6 +5,7 @@
 #include "dvbpr.h"
 #include "featured_client.h"
 #include "dvbpr_test.h"
+#include "deadline.h"
 #include "decode.h"
 #include "err.h"
 #include "log.h"
@@ -50,7 +51,7 @@ static void set_free(struct set *s)
 {
 	for (int k = 0; k < N_ITEMS; k++) {
 		free(s->ids[k]);
-		fd_jpeg_free(s->jpeg[k]);
+		vr_jpeg_free(s->jpeg[k]);
 	}
 }
 
@@ -533,24 +534,29 @@ TEST(restarted_peer_detected)
 	set_free(&s);
 }
 
-/* Opens a TrainVisual call on ch and starts the session "raw" (small net,
- * K2 outputs), consuming the Started reply. */
-static int raw_start(vr_channel *ch, vr_ccall **cc)
+/* Opens a TrainVisual call on ch and sends the Start of session (small
+ * net, K2 outputs, images of size px). */
+static int raw_send_start(vr_channel *ch, vr_ccall **cc, const char *session, uint32_t size)
 {
-	ProtobufCMessage *m = NULL;
 	Visrec__V1__TrainVisualStart s = VISREC__V1__TRAIN_VISUAL_START__INIT;
 	Visrec__V1__TrainVisualRequest req = VISREC__V1__TRAIN_VISUAL_REQUEST__INIT;
 	s.arch = "small";
 	s.dims = K2;
-	s.input_size = SIZE;
+	s.input_size = size;
 	s.learning_rate = 1e-3f;
-	s.session_id = "raw";
+	s.session_id = (char *)session;
 	req.msg_case = VISREC__V1__TRAIN_VISUAL_REQUEST__MSG_START;
 	req.start = &s;
 	int rc = vr_ccall_start(cc, ch, "/visrec.v1.Featured/TrainVisual",
 				&visrec__v1__train_visual_response__descriptor, 0, NULL);
-	if (!rc)
-		rc = vr_ccall_send(*cc, &req.base);
+	return rc ? rc : vr_ccall_send(*cc, &req.base);
+}
+
+/* Starts the session "raw" at SIZE px, consuming the Started reply. */
+static int raw_start(vr_channel *ch, vr_ccall **cc)
+{
+	ProtobufCMessage *m = NULL;
+	int rc = raw_send_start(ch, cc, "raw", SIZE);
 	if (!rc && !(rc = vr_ccall_recv(*cc, &m)))
 		protobuf_c_message_free_unpacked(m, NULL);
 	return rc;
@@ -675,20 +681,105 @@ TEST(step_checks)
 	set_free(&s);
 }
 
+/* Start decodes every stored image into its cache. It reads the store in
+ * short read transactions, so a write that must grow the map meanwhile
+ * waits for one chunk of the cache, not for all of it (store.h: a read
+ * transaction holds off a map resize). Both times are taken in this run,
+ * so a slow machine slows both. */
+#define GROW_ITEMS 400
+#define GROW_SIZE 256
+
+struct big_put {
+	vr_dbi db;
+	uint64_t key;
+	size_t len;
+};
+
+static int put_big(vr_txn *txn, void *arg)
+{
+	struct big_put *b = arg;
+	void *v;
+	int rc = vr_put_reserve(txn, b->db, &b->key, sizeof b->key, b->len, &v);
+	if (!rc)
+		memset(v, 7, b->len);
+	return rc;
+}
+
+static int nothing(fd_executor *ex, void *arg)
+{
+	(void)ex;
+	(void)arg;
+	return 0;
+}
+
+TEST(start_lets_the_map_grow)
+{
+	struct fd_proc fp;
+	char dir[128], *ids[GROW_ITEMS];
+	uint8_t *jpeg[GROW_ITEMS];
+	size_t len[GROW_ITEMS], one_len;
+	snprintf(dir, sizeof dir, "%s/grow", tmpdir);
+	uint8_t *one = fixture_jpeg(400, 400, 3, VR_SUBSAMP_444, 90, &one_len);
+	ASSERT(one);
+	for (int k = 0; k < GROW_ITEMS; k++) {
+		ids[k] = malloc(16);
+		snprintf(ids[k], 16, "g%04d", k);
+		jpeg[k] = one;
+		len[k] = one_len;
+	}
+	ASSERT_OK(dvt_featured_start(&fp, dir, SIZE));
+	ASSERT_OK(dvt_put(&fp, ids, jpeg, len, GROW_ITEMS));
+	/* Fill the map to 2 MiB of its end, so that 3 MiB more must grow it. */
+	struct big_put b = { .key = 1 };
+	ASSERT_OK(vr_store_dbi(fp.st, "grow", VR_DB_INTEGERKEY, &b.db));
+	ASSERT(vr_store_map_bytes(fp.st) > vr_store_used_bytes(fp.st) + (4 << 20));
+	b.len = vr_store_map_bytes(fp.st) - vr_store_used_bytes(fp.st) - (2 << 20);
+	ASSERT_OK(vr_store_write(fp.st, put_big, &b));
+	unsigned grown = vr_store_grow_count(fp.st);
+	b.key = 2;
+	b.len = 3 << 20;
+
+	vr_channel *ch = dvt_channel(fp.addr);
+	vr_ccall *cc = NULL;
+	ProtobufCMessage *m = NULL;
+	ASSERT_OK(raw_send_start(ch, &cc, "grow", GROW_SIZE));
+	/* Start builds its net on the executor, then the cache: once a task
+	 * queued behind the net's has run, the cache build is under way. */
+	usleep(50 * 1000);
+	ASSERT_OK(fd_executor_call(fp.svc.ex, nothing, NULL));
+	usleep(100 * 1000);
+	double t0 = vr_now_s();
+	ASSERT_OK(vr_store_write(fp.st, put_big, &b));
+	double wrote = vr_now_s() - t0;
+	ASSERT_OK(vr_ccall_recv(cc, &m));
+	double started = vr_now_s() - t0;
+	ASSERT(m);
+	protobuf_c_message_free_unpacked(m, NULL);
+	ASSERT(vr_store_grow_count(fp.st) > grown);
+	fprintf(stderr, "  growing write %.3f s, Start answered %.3f s after it began\n", wrote,
+		started);
+	ASSERT_MSG(started > 0.2, "the cache build took %.3f s: too short to tell a long read "
+		   "transaction from short ones", started);
+	ASSERT_MSG(wrote < started / 2, "the growing write waited %.3f s of the %.3f s Start took",
+		   wrote, started);
+	vr_status st = { 0 };
+	ASSERT_OK(vr_ccall_close_send(cc));
+	vr_ccall_finish(cc, &st);
+	vr_channel_destroy(ch);
+	dvt_featured_stop(&fp);
+	for (int k = 0; k < GROW_ITEMS; k++)
+		free(ids[k]);
+	vr_jpeg_free(one);
+}
+
 static const struct vr_test tests[] = {
 	T(split_equals_one_process), T(trunk_session_goes_live), T(restarted_peer_detected),
-	T(step_checks), T(finish_from_marked_best), { 0 },
+	T(step_checks), T(finish_from_marked_best), T(start_lets_the_map_grow), { 0 },
 };
 
 int main(int argc, char **argv)
 {
-	snprintf(tmpdir, sizeof tmpdir, "/tmp/vr-dvbpr-XXXXXX");
-	if (!mkdtemp(tmpdir))
-		return 1;
 	vr_log_set_level(VR_LOG_WARN);
-	vr_rpc_init();
-	int rc = vr_test_main(tests, argc, argv);
-	vr_rpc_shutdown();
-	dvt_rmtree(tmpdir);
-	return rc;
+	return vr_test_main_in_tmpdir(tests, argc, argv, tmpdir, sizeof tmpdir, "/tmp/vr-dvbpr-XXXXXX",
+				      vr_rpc_init, vr_rpc_shutdown);
 }

@@ -3,7 +3,10 @@
  * picks), Train(DVBPR) streaming progress, the served model evaluated
  * against BPR on cold items, an item put after training ranked by its
  * visual terms, featured killed in the middle of a run and the run resumed
- * from its checkpoint. */
+ * from its checkpoint.
+ *
+ * Why one file at ~870 lines: one pipeline (DVBPR through both
+ * daemons), its tests sharing the generated data sets and processes. */
 #include "datagen.h"
 #include "err.h"
 #include "fault.h"
@@ -39,14 +42,6 @@ static struct dataset small_set = { "small", 40, 60, 700, 0.2, "" };
 static struct dataset cold_set = { "cold", 100, 400, 2000, 0.1, "" };
 
 static char tmpdir[64];
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
 
 static int start_featured(struct proc *p, const char *tag, const char *listen)
 {
@@ -911,16 +906,7 @@ static const struct vr_test tests[] = {
 
 int main(int argc, char **argv)
 {
-	snprintf(tmpdir, sizeof tmpdir, "/tmp/vr-dvbpr-train-XXXXXX");
-	if (!mkdtemp(tmpdir))
-		return 1;
 	vr_log_set_level(VR_LOG_WARN);
-	vr_rpc_init();
-	int rc = vr_test_main(tests, argc, argv);
-	vr_rpc_shutdown();
-	if (getenv("VISREC_TEST_KEEP"))
-		fprintf(stderr, "kept %s\n", tmpdir);
-	else
-		nftw(tmpdir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
-	return rc;
+	return vr_test_main_in_tmpdir(tests, argc, argv, tmpdir, sizeof tmpdir, "/tmp/vr-dvbpr-train-XXXXXX",
+				      vr_rpc_init, vr_rpc_shutdown);
 }

@@ -17,26 +17,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int fdt_rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
-/* Removes a directory tree. */
-static inline void fdt_rmtree(const char *dir)
-{
-	nftw(dir, fdt_rm_entry, 8, FTW_DEPTH | FTW_PHYS);
-}
-
 /* A generated JPEG: item i of a set, its size varied by i (40..231 ×
- * 40..207 px, both aspect ratios). Free with fd_jpeg_free. */
+ * 40..207 px, both aspect ratios). Free with vr_jpeg_free. */
 static inline uint8_t *fdt_jpeg(unsigned i, size_t *len)
 {
 	int w = 40 + (int)(i * 37 % 192), h = 40 + (int)(i * 53 % 168);
-	return fixture_jpeg(w, h, i + 1, i % 2 ? FD_SUBSAMP_420 : FD_SUBSAMP_444, 85, len);
+	return fixture_jpeg(w, h, i + 1, i % 2 ? VR_SUBSAMP_420 : VR_SUBSAMP_444, 85, len);
 }
 
 /* Recomputes vectors of a stored model version. */

@@ -5,7 +5,10 @@
  * followers that cannot starve writes, the per-address follower limit,
  * the refusal to serve beyond loopback without a token, the token file,
  * and a full disk. The small net at small input sizes keeps the whole
- * group within seconds. */
+ * group within seconds.
+ *
+ * Why one file at ~1,200 lines: the one featured daemon under test, many
+ * small separate tests over shared fixtures. */
 #include "fd_test.h"
 #include "harness.h"
 #include "procs.h"
@@ -131,7 +134,7 @@ struct item {
 	char id[300];
 	uint8_t *jpeg;
 	size_t len;
-	int owned; /* jpeg is fd_encode_jpeg's */
+	int owned; /* jpeg is vr_jpeg_encode's */
 };
 
 static void make_items(struct item *it, int n, const char *prefix, unsigned first)
@@ -147,7 +150,7 @@ static void free_items(struct item *it, int n)
 {
 	for (int i = 0; i < n; i++)
 		if (it[i].owned)
-			fd_jpeg_free(it[i].jpeg);
+			vr_jpeg_free(it[i].jpeg);
 }
 
 /* One PutItems call with n items; *resp is the caller's. */
@@ -651,7 +654,7 @@ TEST(watch_live_and_replay)
 	ASSERT_EQ_INT(rseq[1], 6);
 	ASSERT_EQ_INT(rkind[1], VISREC__V1__ITEM_CHANGE__KIND__REPLACED);
 	ASSERT_EQ_INT(rdims[0], 0);
-	fd_jpeg_free(it[5].jpeg);
+	vr_jpeg_free(it[5].jpeg);
 	free_items(it, 5);
 }
 
@@ -682,9 +685,9 @@ TEST(bad_input_refused_with_reasons)
 				       'I', 'H', 'D', 'R', 0, 0, 0, 16, 0, 0, 0, 16 };
 	uint8_t corrupt[300], *big = calloc(1, 20001);
 	size_t glen;
-	uint8_t *good = fixture_jpeg(100, 80, 5, FD_SUBSAMP_420, 85, &glen);
+	uint8_t *good = fixture_jpeg(100, 80, 5, VR_SUBSAMP_420, 85, &glen);
 	size_t hlen;
-	uint8_t *huge = fixture_jpeg(250, 250, 6, FD_SUBSAMP_420, 30, &hlen); /* 62,500 px */
+	uint8_t *huge = fixture_jpeg(250, 250, 6, VR_SUBSAMP_420, 30, &hlen); /* 62,500 px */
 	ASSERT(good && huge && big && hlen < 20000);
 	memcpy(big, good, glen);
 	for (size_t i = 0; i < sizeof corrupt; i++)
@@ -766,8 +769,8 @@ TEST(bad_input_refused_with_reasons)
 	protobuf_c_message_free_unpacked(&e->base, NULL);
 	vecs_free(&v);
 	vecs_free(&none);
-	fd_jpeg_free(good);
-	fd_jpeg_free(huge);
+	vr_jpeg_free(good);
+	vr_jpeg_free(huge);
 	free(big);
 }
 
@@ -797,7 +800,7 @@ TEST(full_queue_resource_exhausted)
 	struct daemon d;
 	pthread_t t[N_FLOOD];
 	const char *const flags[] = { "--queue", "2", "--batch", "1", "--input-size", "64", NULL };
-	flood.jpeg = fixture_jpeg(640, 480, 9, FD_SUBSAMP_420, 90, &flood.len);
+	flood.jpeg = fixture_jpeg(640, 480, 9, VR_SUBSAMP_420, 90, &flood.len);
 	ASSERT(flood.jpeg);
 	ASSERT_OK(start(&d, "full", flags));
 	flood.ch = channel(&d);
@@ -827,7 +830,7 @@ TEST(full_queue_resource_exhausted)
 	ASSERT(ok >= 1);
 	ASSERT(full >= 1);
 	ASSERT_EQ_INT(ok + full, N_FLOOD);
-	fd_jpeg_free(flood.jpeg);
+	vr_jpeg_free(flood.jpeg);
 }
 
 /* ---- followers ------------------------------------------------------------ */
@@ -1084,7 +1087,7 @@ static void make_noise_items(struct item *it, int n, const char *prefix)
 		}
 		snprintf(it[i].id, sizeof it[i].id, "%s%04d", prefix, i);
 		it[i].jpeg = NULL;
-		fd_encode_jpeg(px, S, S, FD_PIX_RGB, FD_SUBSAMP_444, 95, &it[i].jpeg, &it[i].len);
+		vr_jpeg_encode(px, S, S, VR_PIX_RGB, VR_SUBSAMP_444, 95, &it[i].jpeg, &it[i].len);
 		it[i].owned = 1;
 	}
 }
@@ -1188,15 +1191,6 @@ static const struct vr_test tests[] = {
 
 int main(int argc, char **argv)
 {
-	snprintf(tmpdir, sizeof tmpdir, "/tmp/fd_daemon_test.XXXXXX");
-	if (!mkdtemp(tmpdir))
-		return 1;
-	vr_rpc_init();
-	int rc = vr_test_main(tests, argc, argv);
-	vr_rpc_shutdown();
-	if (!rc)
-		fdt_rmtree(tmpdir);
-	else
-		fprintf(stderr, "daemon logs kept in %s\n", tmpdir);
-	return rc;
+	return vr_test_main_in_tmpdir(tests, argc, argv, tmpdir, sizeof tmpdir, "/tmp/fd_daemon_test.XXXXXX",
+				      vr_rpc_init, vr_rpc_shutdown);
 }

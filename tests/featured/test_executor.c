@@ -52,7 +52,7 @@ static void stop(void)
 	ex = NULL;
 	fs = NULL;
 	st = NULL;
-	fdt_rmtree(dir);
+	vr_test_rmtree(dir);
 }
 
 struct set {
@@ -79,7 +79,7 @@ static void set_init(struct set *s, unsigned first)
 static void set_free(struct set *s)
 {
 	for (int i = 0; i < NJOBS; i++)
-		fd_jpeg_free(s->jpeg[i]);
+		vr_jpeg_free(s->jpeg[i]);
 	fd_waiter_destroy(&s->w);
 }
 

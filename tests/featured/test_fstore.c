@@ -20,14 +20,6 @@ static char dir[64];
 static vr_store *st;
 static fd_fstore *fs;
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static int open_fresh(void)
 {
 	snprintf(dir, sizeof dir, "/tmp/fd_fstore_test.XXXXXX");
@@ -44,7 +36,7 @@ static void close_all(void)
 	vr_store_close(st);
 	fs = NULL;
 	st = NULL;
-	nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+	vr_test_rmtree(dir);
 }
 
 static fd_model_info model(const char *arch, uint32_t dims)

@@ -11,6 +11,7 @@
 #include "decode.h"
 #include "err.h"
 #include "fstore.h"
+#include "icsv.h"
 #include "jpeg_fixtures.h"
 #include "model.h"
 #include "safetensors.h"
@@ -187,6 +188,14 @@ static void seeds_csv(void)
 {
 	for (size_t i = 0; i < sizeof csv / sizeof csv[0]; i++)
 		emit_bytes("fuzz_icsv", csv[i].name, csv[i].text, strlen(csv[i].text));
+	/* A line one byte over ICSV_MAX_LINE between good rows. */
+	struct seed s = { 0 };
+	put(&s, "u1,i1,1\nu2,i2,2,", 16);
+	while (s.n < 8 + ICSV_MAX_LINE + 1)
+		put_u8(&s, 'x');
+	put(&s, "\nu3,i3,3\n", 9);
+	emit(&s, "fuzz_icsv", "long-line");
+	free(s.p);
 }
 
 /* ---- safetensors ------------------------------------------------------------ */

@@ -10,9 +10,8 @@ Usage: torch_parity.py PATH_TO_nn_dump [--alexnet]. Exits 77 (skip)
 without PyTorch. AlexNet (57 M parameters: ~15 s, mostly writing and
 loading its weights) runs only with --alexnet; its layers are all in the
 other two nets or in the layer tests, and its names in test_net.c."""
-import json
+import importlib.util
 import os
-import struct
 import subprocess
 import sys
 import tempfile
@@ -26,22 +25,18 @@ except ImportError as e:
     sys.exit(77)
 
 TOL = 1e-5
+HERE = os.path.dirname(os.path.abspath(__file__))
+spec = importlib.util.spec_from_file_location(
+    "tv2st", os.path.join(HERE, "..", "..", "tools", "weights", "torchvision_to_safetensors.py"))
+tv2st = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(tv2st)
 
 
 def read_safetensors(path):
-    raw = open(path, "rb").read()
-    n = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + n])
-    data = raw[8 + n:]
-    out = {}
-    for name, t in header.items():
-        if name == "__metadata__":
-            continue
-        assert t["dtype"] == "F32", t
-        b, e = t["data_offsets"]
-        out[name] = torch.from_numpy(
-            np.frombuffer(data[b:e], dtype=np.float32).reshape(t["shape"]).copy()).double()
-    return out, header.get("__metadata__", {})
+    """A file's tensors as float64 torch tensors, and its metadata (the
+    reader is tools/weights/torchvision_to_safetensors.py's)."""
+    tensors, meta = tv2st.read_safetensors(path)
+    return {n: torch.from_numpy(a).double() for n, a in tensors.items()}, meta
 
 
 def alexnet(k):

@@ -3,6 +3,7 @@
 #include "err.h"
 #include "harness.h"
 #include "ids.h"
+#include "intern.h"
 
 /* vr_id_check of len bytes of s: VR_EINVAL with want in the reason, or
  * (want NULL) 0. */
@@ -141,9 +142,40 @@ TEST(escape)
 		ASSERT_OK(vr_id_check(wide + at, strlen(wide + at) < 200 ? strlen(wide + at) : 200, NULL, 0));
 }
 
+/* The id table (intern.h): dense indices in order of first sight, ids
+ * with the same bytes one entry, lengths not C strings, through growth. */
+TEST(intern_dense_indices)
+{
+	vr_intern t = { 0 };
+	char id[32];
+	ASSERT_EQ_INT(vr_intern_find(&t, "a", 1), VR_INTERN_NONE);
+	ASSERT(!vr_intern_id(&t, 0, NULL));
+	for (int k = 0; k < 5000; k++) {
+		int n = snprintf(id, sizeof id, "id-%d", k);
+		ASSERT_OK(vr_intern_reserve(&t, 2, 2 * ((size_t)n + 1)));
+		ASSERT_EQ_INT(vr_intern_add(&t, id, (size_t)n), k);
+		ASSERT_EQ_INT(vr_intern_add(&t, id, (size_t)n), k); /* again: the same index */
+	}
+	ASSERT_EQ_INT(t.n, 5000);
+	for (int k = 0; k < 5000; k++) {
+		size_t len;
+		int n = snprintf(id, sizeof id, "id-%d", k);
+		ASSERT_EQ_INT(vr_intern_find(&t, id, (size_t)n), k);
+		ASSERT_STR_EQ(vr_intern_id(&t, (uint32_t)k, &len), id);
+		ASSERT_EQ_INT(len, n);
+	}
+	/* Bytes, not C strings: "id-1" is not "id-12" cut short, and a prefix
+	 * of a stored id is no hit. */
+	ASSERT_EQ_INT(vr_intern_find(&t, "id-12", 4), 1);
+	ASSERT_EQ_INT(vr_intern_find(&t, "id-", 3), VR_INTERN_NONE);
+	ASSERT_EQ_INT(vr_intern_reserve(&t, UINT32_MAX, 0), VR_ETOOBIG);
+	vr_intern_free(&t);
+	ASSERT_EQ_INT(t.n, 0);
+}
+
 static const struct vr_test tests[] = {
 	T(empty), T(length_limit_in_bytes), T(nul_inside), T(invalid_utf8), T(control_characters),
-	T(valid_ids_accepted), T(named_messages), T(escape), { 0 },
+	T(valid_ids_accepted), T(named_messages), T(escape), T(intern_dense_indices), { 0 },
 };
 
 int main(int argc, char **argv)

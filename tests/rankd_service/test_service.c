@@ -16,8 +16,11 @@
  * user interacts with after the last Train excluded at once, through a
  * Train that runs meanwhile and across restarts; an idle pair using no
  * CPU, before and after an ingest and a Train; the pair with tokens; and
- * a full disk under rankd. */
-#include "decode.h"
+ * a full disk under rankd.
+ *
+ * Why one file at ~1,750 lines: it is the one rankd service under test;
+ * its length is its many small, separate tests over shared fixtures. */
+#include "jpeg_enc.h"
 #include "err.h"
 #include "harness.h"
 #include "procs.h"
@@ -1026,7 +1029,7 @@ static int item_jpeg(int i, uint8_t **jpeg, size_t *len)
 				int stripe = ((x + y * (i % 4)) / (4 + i % 4)) % 2;
 				px[(y * S + x) * 3 + c] = (uint8_t)(stripe ? tint[i % 4][c] : (tint[i % 4][c] / 3 + (i * 7) % 40));
 			}
-	return fd_encode_jpeg(px, S, S, FD_PIX_RGB, FD_SUBSAMP_444, 90, jpeg, len);
+	return vr_jpeg_encode(px, S, S, VR_PIX_RGB, VR_SUBSAMP_444, 90, jpeg, len);
 }
 
 static void vid(char *buf, int i)
@@ -1056,7 +1059,7 @@ static int put_items(vr_channel *ch, int from, int to, const char *id, uint64_t 
 		req.image.data = jpeg;
 		req.image.len = len;
 		rc = vr_ccall_send(cc, &req.base);
-		fd_jpeg_free(jpeg);
+		vr_jpeg_free(jpeg);
 	}
 	vr_ccall_close_send(cc);
 	ProtobufCMessage *m = NULL;
@@ -1728,14 +1731,6 @@ TEST(full_disk_keeps_every_acked_interaction)
 	ASSERT_EQ_INT(after, acked);
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static const struct vr_test tests[] = {
 	T(refusals_before_training), T(train_bpr_and_recommend), T(restart_serves_the_same_topk),
 	T(serving_during_training_and_cancel), T(vbpr_with_featured_ranks_new_items_cold),
@@ -1747,15 +1742,6 @@ static const struct vr_test tests[] = {
 
 int main(int argc, char **argv)
 {
-	snprintf(tmpdir, sizeof tmpdir, "/tmp/rk_service_test.XXXXXX");
-	if (!mkdtemp(tmpdir))
-		return 1;
-	vr_rpc_init();
-	int rc = vr_test_main(tests, argc, argv);
-	vr_rpc_shutdown();
-	if (!getenv("RK_TEST_KEEP"))
-		nftw(tmpdir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
-	else
-		fprintf(stderr, "kept %s\n", tmpdir);
-	return rc;
+	return vr_test_main_in_tmpdir(tests, argc, argv, tmpdir, sizeof tmpdir, "/tmp/rk_service_test.XXXXXX",
+				      vr_rpc_init, vr_rpc_shutdown);
 }

@@ -1,7 +1,10 @@
 /* Unit tests of rankd's models and trainer: gradients against finite
  * differences, the serving rows, the minibatch step against the naive
  * per-triple reference, snapshots, determinism, and learning on a small
- * generated data set whose item features carry the users' taste. */
+ * generated data set whose item features carry the users' taste.
+ *
+ * Why one file at ~1,120 lines: rankd's models and trainer are tested
+ * together against one set of references and fixtures. */
 #include "harness.h"
 
 #include <stdint.h>

@@ -371,14 +371,6 @@ TEST(bad_flag)
 	ASSERT_CONTAINS(err, "--threads");
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static const struct vr_test tests[] = {
 	T(featured_serves_health_and_info), T(rankd_serves_and_reaches_featured),
 	T(sigterm_with_stream_open), T(admin_token), T(unwritable_data_dir), T(port_taken),
@@ -387,12 +379,6 @@ static const struct vr_test tests[] = {
 
 int main(int argc, char **argv)
 {
-	snprintf(tmpdir, sizeof tmpdir, "/tmp/vr_daemon_test.XXXXXX");
-	if (!mkdtemp(tmpdir))
-		return 1;
-	vr_rpc_init();
-	int rc = vr_test_main(tests, argc, argv);
-	vr_rpc_shutdown();
-	nftw(tmpdir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
-	return rc;
+	return vr_test_main_in_tmpdir(tests, argc, argv, tmpdir, sizeof tmpdir, "/tmp/vr_daemon_test.XXXXXX",
+				      vr_rpc_init, vr_rpc_shutdown);
 }

@@ -16,15 +16,17 @@ struct cfg {
 	const char *listen;
 	int threads, verbose;
 	uint64_t bytes;
+	int64_t count;
 	double rate;
 };
 
-static void table(struct cfg *c, vr_flag out[6], int require_listen)
+static void table(struct cfg *c, vr_flag out[7], int require_listen)
 {
-	const vr_flag t[6] = {
+	const vr_flag t[7] = {
 		{ "listen", "VRTEST_LISTEN", VR_FLAG_STRING, &c->listen, NULL, "address", require_listen },
 		{ "threads", "VRTEST_THREADS", VR_FLAG_INT, &c->threads, "2", "threads", 0 },
 		{ "bytes", "VRTEST_BYTES", VR_FLAG_UINT64, &c->bytes, "1024", "bytes", 0 },
+		{ "count", NULL, VR_FLAG_INT64, &c->count, "-1", "count", 0 },
 		{ "rate", NULL, VR_FLAG_DOUBLE, &c->rate, "0.5", "rate", 0 },
 		{ "verbose", "VRTEST_VERBOSE", VR_FLAG_BOOL, &c->verbose, "false", "verbose", 0 },
 		{ 0 },
@@ -34,7 +36,7 @@ static void table(struct cfg *c, vr_flag out[6], int require_listen)
 
 static int parse(struct cfg *c, int require, char *err, int argc, char **argv)
 {
-	vr_flag t[6];
+	vr_flag t[7];
 	memset(c, 0, sizeof *c);
 	table(c, t, require);
 	return vr_flags_parse(t, argc, argv, err, 256);
@@ -58,6 +60,7 @@ TEST(defaults)
 	ASSERT(c.listen == NULL);
 	ASSERT_EQ_INT(c.threads, 2);
 	ASSERT_EQ_INT(c.bytes, 1024);
+	ASSERT(c.count == -1);
 	ASSERT_NEAR(c.rate, 0.5, 1e-12);
 	ASSERT_EQ_INT(c.verbose, 0);
 }
@@ -124,6 +127,13 @@ TEST(errors_name_the_flag)
 	ASSERT_EQ_INT(parse(&c, 0, err, 2, a6), VR_EINVAL);
 	char *a7[] = { "prog", "--no-threads" };
 	ASSERT_EQ_INT(parse(&c, 0, err, 2, a7), VR_EINVAL);
+	/* An int64 takes what an int cannot, up to INT64_MAX. */
+	char *a9[] = { "prog", "--count=99999999999" };
+	ASSERT_OK(parse(&c, 0, err, 2, a9));
+	ASSERT(c.count == 99999999999LL);
+	char *a10[] = { "prog", "--count", "9223372036854775808" };
+	ASSERT_EQ_INT(parse(&c, 0, err, 3, a10), VR_EINVAL);
+	ASSERT_CONTAINS(err, "not a valid int64");
 	setenv("VRTEST_BYTES", "lots", 1);
 	char *a8[] = { "prog" };
 	int rc = parse(&c, 0, err, 1, a8);
@@ -153,7 +163,7 @@ TEST(help)
 	char err[256];
 	char *a1[] = { "prog", "--threads", "x", "--help" };
 	ASSERT_EQ_INT(parse(&c, 1, err, 4, a1), VR_FLAGS_HELP);
-	vr_flag t[6];
+	vr_flag t[7];
 	table(&c, t, 1);
 	char buf[2048] = { 0 };
 	FILE *f = fmemopen(buf, sizeof buf - 1, "w");

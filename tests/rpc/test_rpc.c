@@ -2,7 +2,10 @@
  * against our C server in one process over real loopback sockets, with a
  * small test service (tests/rpc/rpctest.proto). The TLS test makes its
  * key and certificate with openssl before gRPC starts (no fork after
- * grpc_init). */
+ * grpc_init).
+ *
+ * Why one file at ~1,050 lines: one layer under test (client and
+ * server of common/rpc) through one test service. */
 #include "deadline.h"
 #include "err.h"
 #include "grpc/health/v1/health.pb-c.h"

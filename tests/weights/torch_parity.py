@@ -22,10 +22,8 @@ an even input size (asymmetric padding: our pad layer) and an odd one
 Usage: torch_parity.py PATH_TO_weights_dump. Exits 77 (skip) without
 PyTorch or torchvision."""
 import importlib.util
-import json
 import math
 import os
-import struct
 import subprocess
 import sys
 import tempfile
@@ -49,19 +47,9 @@ spec.loader.exec_module(tv2st)
 
 
 def read_safetensors(path):
-    raw = open(path, "rb").read()
-    n = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + n])
-    data = raw[8 + n:]
-    out = {}
-    for name, t in header.items():
-        if name == "__metadata__":
-            continue
-        assert t["dtype"] == "F32", t
-        b, e = t["data_offsets"]
-        out[name] = torch.from_numpy(
-            np.frombuffer(data[b:e], dtype=np.float32).reshape(t["shape"]).copy())
-    return out
+    """A file's tensors as torch tensors (the reader is tv2st's)."""
+    tensors, _ = tv2st.read_safetensors(path)
+    return {n: torch.from_numpy(a) for n, a in tensors.items()}
 
 
 def randomise_bn(model, gen):

@@ -47,6 +47,24 @@ def write_safetensors(path, tensors, metadata):
             f.write(a.tobytes())
 
 
+def read_safetensors(path):
+    """The F32 tensors (name -> float32 array) and the metadata (str -> str)
+    of a safetensors file, as write_safetensors and our C code write them;
+    the tests read the nets' files with it."""
+    raw = open(path, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    data = raw[8 + n:]
+    out = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        assert t["dtype"] == "F32", t
+        b, e = t["data_offsets"]
+        out[name] = np.frombuffer(data[b:e], dtype=np.float32).reshape(t["shape"]).copy()
+    return out, header.get("__metadata__", {})
+
+
 def convert(state_dict, arch, path, input_size=224, source=""):
     """Writes a torchvision-layout state_dict of arch as a visrec file."""
     tensors = {k: v.detach().cpu().float().numpy() for k, v in state_dict.items()

@@ -331,7 +331,7 @@ static void lrn_case(struct nn_lrn_shape s, int n, uint64_t seed)
 
 TEST(lrn_size5_caffenet)
 {
-	lrn_case((struct nn_lrn_shape){ .n = 2, .c = 12, .h = 7, .w = 6, .size = 5,
+	lrn_case((struct nn_lrn_shape){ .n = 2, .c = 32, .h = 7, .w = 6, .size = 5,
 		.alpha = 1e-4f, .beta = 0.75f, .k = 1.0f }, 2, 21);
 }
 

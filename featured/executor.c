@@ -496,10 +496,10 @@ static const fd_decode_limits stored_limits = { .max_bytes = (size_t)1 << 31,
 static int setup(fd_executor *ex)
 {
 	char err[256] = "";
-	int rc = nn_backend_open(ex->backend_req, &ex->b);
+	int rc = nn_backend_open_err(ex->backend_req, &ex->b, err, sizeof err);
 	if (rc) {
-		snprintf(ex->setup_err, sizeof ex->setup_err, "cannot open the %s backend: %s",
-			 ex->backend_req, vr_strerror(rc));
+		snprintf(ex->setup_err, sizeof ex->setup_err, "cannot open the %s backend: %s (%.200s)",
+			 ex->backend_req, vr_strerror(rc), err);
 		return rc;
 	}
 	snprintf(ex->backend_name, sizeof ex->backend_name, "%s", nn_backend_name(ex->b));

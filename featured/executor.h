@@ -68,7 +68,7 @@ void fd_job_init(fd_job *job, const char *item_id, const void *image, size_t ima
 int fd_job_wait(fd_job *job, int timeout_ms);
 
 typedef struct fd_executor_opts {
-	const char *backend;      /* "auto", "cpu", "cuda"; NULL: "auto" */
+	const char *backend;      /* "auto", "cuda", "onednn", "cpu-ref", "cpu"; NULL: "auto" */
 	const char *data_dir;     /* where models/ lives */
 	fd_model_spec spec;       /* the model to create on a fresh data directory */
 	int batch;                /* images per network call; 0: 16 */

@@ -39,7 +39,8 @@ int main(int argc, char **argv)
 		  "when the model flags differ from the active model: add them as a new version, "
 		  "re-embed every item and switch to it at start", 0 },
 		{ "backend", "VISREC_BACKEND", VR_FLAG_STRING, &cfg.backend, "auto",
-		  "auto (CUDA when a GPU answers), cpu or cuda", 0 },
+		  "auto (CUDA when a GPU answers, else oneDNN when built in, else the reference "
+		  "CPU kernels), cuda, onednn, or cpu-ref (= cpu: the reference kernels)", 0 },
 		{ "batch", "VISREC_BATCH", VR_FLAG_INT, &cfg.batch, "16",
 		  "images per network call (micro-batch)", 0 },
 		{ "batch-wait-ms", "VISREC_BATCH_WAIT_MS", VR_FLAG_INT, &cfg.batch_wait_ms, "5",

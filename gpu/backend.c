@@ -1,7 +1,10 @@
 /* Choosing a backend at run time. The CUDA backend registers itself by
  * being compiled in (NN_HAVE_CUDA, set by gpu/CMakeLists.txt when the
- * toolkit and cuDNN are found); "auto" tries it and falls back to the CPU,
- * keeping the reason so logs and Info can say which ran and why. */
+ * toolkit and cuDNN are found), the oneDNN one likewise (NN_HAVE_ONEDNN,
+ * when libdnnl is found). "auto" tries CUDA, then oneDNN, then the
+ * reference CPU kernels, keeping the reasons so logs and Info can say
+ * which ran and why. "cpu" and "cpu-ref" are the reference: "cpu" has
+ * always named it, and what was measured or checked with it stays so. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +24,18 @@ static int open_cuda(struct nn_backend **out, char *why, size_t why_len)
 #endif
 }
 
+/* Tries oneDNN; on failure leaves the reason in why. */
+static int open_onednn(struct nn_backend **out, char *why, size_t why_len)
+{
+#ifdef NN_HAVE_ONEDNN
+	return nn__onednn_open(out, why, why_len);
+#else
+	snprintf(why, why_len, "not compiled in (no libdnnl-dev at build time)");
+	*out = NULL;
+	return VR_EUNSUPPORTED;
+#endif
+}
+
 int nn_backend_open(const char *name, nn_backend **out)
 {
 	return nn_backend_open_err(name, out, NULL, 0);
@@ -28,32 +43,42 @@ int nn_backend_open(const char *name, nn_backend **out)
 
 int nn_backend_open_err(const char *name, nn_backend **out, char *errbuf, size_t errlen)
 {
-	char why[128] = "";
+	char why[128] = "", why_dnn[128] = "";
 	int rc;
 	*out = NULL;
 	if (errbuf && errlen)
 		errbuf[0] = '\0';
-	if (!name || (strcmp(name, "cpu") && strcmp(name, "cuda") && strcmp(name, "auto"))) {
+	if (!name || (strcmp(name, "cpu") && strcmp(name, "cpu-ref") && strcmp(name, "onednn") &&
+		      strcmp(name, "cuda") && strcmp(name, "auto"))) {
 		if (errbuf)
-			snprintf(errbuf, errlen, "unknown backend \"%s\" (cpu, cuda or auto)",
+			snprintf(errbuf, errlen,
+				"unknown backend \"%s\" (auto, cuda, onednn, cpu-ref or cpu)",
 				name ? name : "(null)");
 		return VR_EINVAL;
 	}
-	if (!strcmp(name, "cpu"))
+	if (!strcmp(name, "cpu") || !strcmp(name, "cpu-ref"))
 		return nn__cpu_open(out);
-	if (!strcmp(name, "cuda")) {
-		rc = open_cuda(out, why, sizeof(why));
+	if (!strcmp(name, "cuda") || !strcmp(name, "onednn")) {
+		rc = name[0] == 'c' ? open_cuda(out, why, sizeof(why)) :
+			open_onednn(out, why, sizeof(why));
 		if (rc && errbuf)
-			snprintf(errbuf, errlen, "cuda: %s", why);
+			snprintf(errbuf, errlen, "%s: %s", name, why);
 		return rc;
 	}
 	rc = open_cuda(out, why, sizeof(why));
 	if (rc == 0)
 		return 0;
-	rc = nn__cpu_open(out);
+	rc = open_onednn(out, why_dnn, sizeof(why_dnn));
 	if (rc == 0) {
 		size_t len = strlen((*out)->device);
 		snprintf((*out)->device + len, sizeof((*out)->device) - len, " (cuda: %s)", why);
+		return 0;
+	}
+	rc = nn__cpu_open(out);
+	if (rc == 0) {
+		size_t len = strlen((*out)->device);
+		snprintf((*out)->device + len, sizeof((*out)->device) - len,
+			" (cuda: %.60s; onednn: %.60s)", why, why_dnn);
 	}
 	return rc;
 }

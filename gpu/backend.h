@@ -216,13 +216,20 @@ struct nn_backend_ops {
 
 struct nn_backend {
 	const struct nn_backend_ops *ops;
-	char name[16];             /* "cpu", "cuda" */
+	char name[16];             /* "cpu" (the reference), "onednn", "cuda" */
 	char device[192];          /* what runs the ops, for logs and Info */
 	void *priv;                /* the backend's own state (handles, streams) */
 };
 
 /* Opens the CPU backend (cpu.c). */
 int nn__cpu_open(struct nn_backend **out);
+
+#ifdef NN_HAVE_ONEDNN
+/* Opens the oneDNN backend (onednn.c): the CPU backend with convolution,
+ * pooling, LRN and fully connected run by oneDNN. Returns VR_EDEVICE, with
+ * the reason in why, when oneDNN cannot set up its CPU engine. */
+int nn__onednn_open(struct nn_backend **out, char *why, size_t why_len);
+#endif
 
 #ifdef NN_HAVE_CUDA
 /* Opens the CUDA backend (gpu/cuda/). Returns VR_EDEVICE, with the reason in

@@ -276,7 +276,7 @@ static void cpu_close(struct nn_backend *b)
 {
 }
 
-static const struct nn_backend_ops cpu_ops = {
+const struct nn_backend_ops nn__cpu_ops = {
 	.alloc = cpu_alloc,
 	.free = cpu_free,
 	.upload = cpu_memcpy,
@@ -319,7 +319,7 @@ int nn__cpu_open(struct nn_backend **out)
 	struct nn_backend *b = calloc(1, sizeof(*b));
 	if (!b)
 		return VR_ENOMEM;
-	b->ops = &cpu_ops;
+	b->ops = &nn__cpu_ops;
 	snprintf(b->name, sizeof(b->name), "cpu");
 #ifndef NN_NO_BLAS
 	snprintf(b->device, sizeof(b->device), "CPU, %s, %d threads",

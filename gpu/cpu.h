@@ -13,6 +13,10 @@
 
 #include "backend.h"
 
+/* The CPU backend's ops table (cpu.c): the oneDNN backend (onednn.c) starts
+ * from it and replaces the ops it runs itself. */
+extern const struct nn_backend_ops nn__cpu_ops;
+
 /* Convolution: im2col + sgemm per group, several images per GEMM when the
  * output is small; depthwise (groups == c == k) by a direct loop; 1x1
  * stride-1 unpadded without im2col. ws: nn_cpu_conv_ws_floats(s) floats. */

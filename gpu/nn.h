@@ -33,10 +33,12 @@ typedef struct nn_images nn_images;
 
 /* ---- Backends ---------------------------------------------------------- */
 
-/* Opens a backend: "cpu", "cuda" or "auto" (CUDA when compiled in and a
- * device answers, else the CPU). Errors: VR_EINVAL (unknown name),
- * VR_EUNSUPPORTED ("cuda" not compiled in), VR_EDEVICE ("cuda" and no device
- * answers), VR_ENOMEM. The CUDA backend runs exact FP32 unless the
+/* Opens a backend: "auto" (CUDA when compiled in and a device answers,
+ * else oneDNN when compiled in, else the reference CPU kernels), "cuda",
+ * "onednn" (the CPU through oneDNN), "cpu-ref" or "cpu" (both the
+ * reference CPU kernels, which every other backend is checked against).
+ * Errors: VR_EINVAL (unknown name), VR_EUNSUPPORTED ("cuda" or "onednn"
+ * not compiled in), VR_EDEVICE ("cuda" and no device answers), VR_ENOMEM. The CUDA backend runs exact FP32 unless the
  * environment says NN_CUDA_TF32=1 when it opens (TF32 tensor cores in
  * convolutions and GEMMs); gpu/cuda/cuda.c lists its other settings. */
 int nn_backend_open(const char *name, nn_backend **out);

@@ -3,9 +3,10 @@
  *   bench_featured --make N DIR      writes N JPEGs of 500x375 (img00000.jpg...)
  *   bench_featured DIR [--arch alexnet] [--layer fc7] [--input-size 224]
  *                      [--batch 16] [--streams 2] [--per-call 100] [--warmup 32]
- *                      [--decode-threads 0] [--data PATH]
+ *                      [--decode-threads 0] [--data PATH] [--backend auto]
  *
- * The second form starts a real featured process (CPU backend, a fresh data
+ * The second form starts a real featured process (--backend, as featured's
+ * flag: auto, onednn, cpu-ref; auto picks oneDNN without a GPU; a fresh data
  * directory, a new randomly initialised model), ingests every JPEG of DIR
  * over gRPC with PutItems (--streams client threads, each sending calls of
  * --per-call items; after --warmup items that are not timed), and reports
@@ -274,7 +275,7 @@ static double field(const char *text, const char *after)
 int main(int argc, char **argv)
 {
 	const char *dir = NULL, *arch = "alexnet", *layer = "fc7", *size = "224", *batch = "16";
-	const char *decode = "0", *data = NULL;
+	const char *decode = "0", *data = NULL, *backend = "auto";
 	int streams = 2, warmup = 32;
 	job.per_call = 100;
 	if (argc == 4 && !strcmp(argv[1], "--make"))
@@ -302,6 +303,8 @@ int main(int argc, char **argv)
 			decode = v;
 		else if (!strcmp(a, "--data"))
 			data = v;
+		else if (!strcmp(a, "--backend"))
+			backend = v;
 		else if (!strcmp(a, "--streams"))
 			streams = atoi(v);
 		else if (!strcmp(a, "--per-call"))
@@ -329,7 +332,7 @@ int main(int argc, char **argv)
 		return 1;
 	snprintf(err_path, sizeof err_path, "%s.stderr", datadir);
 	char *const dargv[] = { FEATURED_BIN, "--listen", "127.0.0.1:0", "--data", datadir,
-				"--backend", "cpu", "--arch", (char *)arch, "--feature-layer",
+				"--backend", (char *)backend, "--arch", (char *)arch, "--feature-layer",
 				(char *)layer, "--input-size", (char *)size, "--batch", (char *)batch,
 				"--decode-threads", (char *)decode, NULL };
 	double t_start = now();
@@ -385,16 +388,17 @@ int main(int argc, char **argv)
 	double dec = field(log, "decode "), copy = field(log, "copy "),
 	       net = field(log, "network "), store = field(log, "store ");
 	double imgs = field(log, "executor: ");
-	const char *dev = strstr(log, "backend cpu: ");
-	char device[200] = "";
+	/* "... backend NAME: DEVICE" (featured's model line) */
+	const char *dev = strstr(log, "; backend ");
+	char name[32] = "", device[200] = "";
 	if (dev)
-		sscanf(dev + 13, "%199[^\n]", device);
+		sscanf(dev + 10, "%31[^:]: %199[^\n]", name, device);
 
 	double rate = job.acked / elapsed;
 	printf("featured %s layer %s at %s px, batch %s, %d streams x %d per call, %d images "
 	       "(+%d warm-up) of %s\n", arch, layer, size, batch, streams, job.per_call, timed, warmup,
 	       dir);
-	printf("  device: %s\n", device);
+	printf("  backend %s: %s\n", name, device);
 	printf("  start-up (new model: init + save weights) %.2f s\n", startup);
 	printf("  end to end: %d acked in %.2f s = %.1f images/s (%d refused or failed); daemon CPU "
 	       "%.1f ms/image (user + system, all its threads)\n", job.acked, elapsed, rate, job.failed,
@@ -405,10 +409,10 @@ int main(int argc, char **argv)
 	       1e3 * net / imgs, imgs / net, store, 1e3 * store / imgs);
 	printf("  memory: VmRSS after warm-up %.0f MiB; at 25/50/75/100%% of the ingest %.0f / %.0f / "
 	       "%.0f / %.0f MiB; VmHWM (peak) %.0f MiB\n", rss0, rss[0], rss[1], rss[2], rss[3], hwm);
-	printf("{\"impl\": \"visrec\", \"arch\": \"%s\", \"layer\": \"%s\", \"images\": %d, "
+	printf("{\"impl\": \"visrec\", \"backend\": \"%s\", \"arch\": \"%s\", \"layer\": \"%s\", \"images\": %d, "
 	       "\"images_per_s\": %.2f, \"cpu_ms_per_image\": %.2f, \"decode_ms\": %.3f, \"network_ms\": %.3f, \"store_ms\": %.3f, "
 	       "\"network_images_per_s\": %.2f, \"rss_mib\": %.0f, \"hwm_mib\": %.0f}\n",
-	       arch, layer, timed, rate, 1e3 * cpu / job.acked, 1e3 * dec / imgs, 1e3 * net / imgs, 1e3 * store / imgs,
+	       name, arch, layer, timed, rate, 1e3 * cpu / job.acked, 1e3 * dec / imgs, 1e3 * net / imgs, 1e3 * store / imgs,
 	       imgs / net, rss[3], hwm);
 	if (!data) {
 		nftw(datadir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);

@@ -2,10 +2,12 @@
 # Ingest benchmark: the featured daemon over gRPC (bench_featured) beside
 # torchvision's AlexNet with its DataLoader (torch_peer.py), on the same
 # JPEGs of 500x375 and the same 2 cores, alternated per layer (A B A B),
-# then CNN-F (ours only: torchvision has none), PyTorch once more with its
-# stock malloc, and the medians. First, when the build has it, gpu's
-# bench_nn: the same nets alone and OpenBLAS's sgemm rate, the ceiling the
-# network's share is stated against.
+# each of ours twice: on the oneDNN backend and on the reference kernels
+# (cpu-ref); then CNN-F (ours only: torchvision has none), PyTorch once
+# more with its stock malloc, and the medians. Before that, per rep, the
+# networks alone (gpu's bench_nn, -B onednn and -B cpu-ref, beside
+# bench_torch_alexnet.py): AlexNet and MobileNetV2 at batch 16 and 64,
+# inference and a training step (Adam); and once, OpenBLAS's sgemm rate.
 #
 #   tests/bench_featured/run.sh BUILD_DIR [N_IMAGES] [REPS]   (1000, 1)
 #
@@ -14,7 +16,8 @@
 # to /tmp (a real disk: its commits are fsynced) and are removed by
 # bench_featured. PyTorch runs at its best per docs/measuring.md: 2 threads
 # (set in torch_peer.py), 1 DataLoader worker (0 halves its rate, 2 add
-# nothing on 2 cores), OpenBLAS, jemalloc preloaded.
+# nothing on 2 cores), OpenBLAS, jemalloc preloaded. A build without
+# oneDNN runs the reference only (bench_featured says which backend ran).
 set -eu
 build=${1:?usage: run.sh BUILD_DIR [N_IMAGES] [REPS]}
 n=${2:-1000}
@@ -24,38 +27,78 @@ dir=${VR_BENCH_DIR:-/dev/shm/visrec-bench-featured}
 log=$(mktemp)
 jemalloc=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
 bench="$build/tests/bench_featured/bench_featured"
-trap '[ "${VR_BENCH_KEEP:-0}" = 1 ] || rm -rf "$dir"; rm -f "$log"' EXIT
+nets=$(mktemp)
+trap '[ "${VR_BENCH_KEEP:-0}" = 1 ] || rm -rf "$dir"; rm -f "$log" "$nets"' EXIT
+jemalloc_env="LD_PRELOAD=$jemalloc MALLOC_CONF=oversize_threshold:0,dirty_decay_ms:-1,muzzy_decay_ms:-1"
+backends="onednn cpu-ref"
+"$build/tests/gpu/bench_nn" -B onednn -a small -b 1 -i 1 >/dev/null 2>&1 || backends=cpu-ref
 
 rm -rf "$dir"
 "$bench" --make "$n" "$dir"
 if [ -x "$build/tests/gpu/bench_nn" ]; then
-	echo "== the network library alone, and OpenBLAS's sgemm (gpu's bench_nn)"
-	"$build/tests/gpu/bench_nn" -g -a alexnet,cnnf -b 16 -i 3
+	echo "== OpenBLAS's sgemm (gpu's bench_nn; the reference kernels' ceiling)"
+	"$build/tests/gpu/bench_nn" -g -a small -b 1 -i 1
 fi
 for rep in $(seq "$reps"); do
+	if [ -x "$build/tests/gpu/bench_nn" ]; then
+		for b in 16 64; do
+			for be in $backends; do
+				echo "== rep $rep: the network alone, visrec $be, batch $b"
+				"$build/tests/gpu/bench_nn" -B "$be" -a alexnet,mobilenet_v2 -b "$b" -i 3 |
+					sed "s/^/net $be /" | tee -a "$nets"
+			done
+			echo "== rep $rep: the network alone, pytorch (jemalloc), batch $b"
+			env $jemalloc_env /usr/bin/python3 "$here/../gpu/bench_torch_alexnet.py" \
+				-a alexnet,mobilenet_v2 -b "$b" -i 3 | sed "s/^/net torch /" | tee -a "$nets"
+		done
+	fi
 	for layer in fc7 output; do
-		echo "== rep $rep: visrec alexnet $layer"
-		"$bench" "$dir" --arch alexnet --layer "$layer" | tee -a "$log"
+		for be in $backends; do
+			echo "== rep $rep: visrec alexnet $layer ($be)"
+			"$bench" "$dir" --arch alexnet --layer "$layer" --backend "$be" | tee -a "$log"
+		done
 		echo "== rep $rep: pytorch alexnet $layer (jemalloc)"
-		LD_PRELOAD=$jemalloc MALLOC_CONF=oversize_threshold:0,dirty_decay_ms:-1,muzzy_decay_ms:-1 \
-			/usr/bin/python3 "$here/torch_peer.py" "$dir" --layer "$layer" | tee -a "$log"
+		env $jemalloc_env /usr/bin/python3 "$here/torch_peer.py" "$dir" --layer "$layer" |
+			tee -a "$log"
 	done
 	for layer in fc7 output; do
-		echo "== rep $rep: visrec cnnf $layer"
-		"$bench" "$dir" --arch cnnf --layer "$layer" | tee -a "$log"
+		for be in $backends; do
+			echo "== rep $rep: visrec cnnf $layer ($be)"
+			"$bench" "$dir" --arch cnnf --layer "$layer" --backend "$be" | tee -a "$log"
+		done
 	done
 done
 echo "== pytorch alexnet fc7 (stock malloc)"
 /usr/bin/python3 "$here/torch_peer.py" "$dir" --layer fc7 | tee -a "$log"
 
 echo "== medians over $reps runs (stock PyTorch: 1 run)"
-/usr/bin/python3 - "$log" <<'PY'
-import json, statistics, sys
+/usr/bin/python3 - "$log" "$nets" <<'PY'
+import json, re, statistics, sys
+net = {}
+pat = re.compile(r"^net (\S+) (\S+)\s+\d+\s+batch\s+(\d+)\s+inference\s+([\d.]+) img/s.*?"
+                 r"train step\s+([\d.]+) img/s")
+for line in open(sys.argv[2]):
+    m = pat.match(line)
+    if m:
+        net.setdefault((m[2], int(m[3]), m[1]), []).append((float(m[4]), float(m[5])))
+if net:
+    print("the network alone, images/s (median; ratio to torch jemalloc):")
+    for key in sorted(net):
+        inf = statistics.median(r[0] for r in net[key])
+        tr = statistics.median(r[1] for r in net[key])
+        t = net.get((key[0], key[1], "torch"))
+        ratio = ""
+        if t and key[2] != "torch":
+            ratio = (f"  ({inf / statistics.median(r[0] for r in t):.2f}x, "
+                     f"{tr / statistics.median(r[1] for r in t):.2f}x)")
+        print(f"  {key[0]:>12} batch {key[1]:3d} {key[2]:<8} inference {inf:7.1f}  "
+              f"train step {tr:7.1f}{ratio}")
 rows = {}
 for line in open(sys.argv[1]):
     if line.startswith("{"):
         r = json.loads(line)
-        name = r["impl"] + ("" if r["impl"] == "visrec" else " jemalloc" if r["jemalloc"] else " stock")
+        name = (r["impl"] + " " + r.get("backend", "") if r["impl"] == "visrec" else
+                r["impl"] + (" jemalloc" if r["jemalloc"] else " stock"))
         rows.setdefault((r["arch"], r["layer"], name), []).append(r)
 for key in sorted(rows):
     runs = rows[key]

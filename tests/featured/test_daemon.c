@@ -347,7 +347,8 @@ TEST(ingest_restart_same_vectors)
 	ASSERT(inf && inf->active_model);
 	fd_model_info m;
 	model_of(inf->active_model, &m);
-	ASSERT_STR_EQ(inf->backend, "cpu");
+	/* featured's default, auto, on a machine without a GPU */
+	ASSERT(!strcmp(inf->backend, "onednn") || !strcmp(inf->backend, "cpu"));
 	ASSERT(inf->device[0]);
 	ASSERT_EQ_INT(inf->items, N_RESTART);
 	ASSERT_EQ_INT(inf->last_seq, N_RESTART);

@@ -1,7 +1,9 @@
 /* bench_nn: the network library's speed on the CPU backend.
  *
- *   bench_nn [-a alexnet,cnnf] [-b 32] [-i 5] [-S 224] [-p] [-g]
+ *   bench_nn [-B cpu] [-a alexnet,cnnf] [-b 32] [-i 5] [-S 224] [-p] [-g]
  *
+ * -B is the backend (nn_backend_open's names: cpu-ref = cpu, the
+ * reference kernels; onednn; auto).
  * For each architecture: inference images/s (evaluation forward) and
  * training images/s (zero_grad, training forward, backward, Adam step), the
  * median of -i timed runs after one warm-up, with the FLOPs each needs and
@@ -240,11 +242,12 @@ static int bench(nn_backend *b, const char *arch, int size, int batch, int iters
 
 int main(int argc, char **argv)
 {
-	const char *archs = "alexnet,cnnf";
+	const char *archs = "alexnet,cnnf", *backend = "cpu";
 	int batch = 32, iters = 5, size = 0, prof = 0, gemm = 0, c;
 	nn_backend *b;
-	while ((c = getopt(argc, argv, "a:b:i:S:pg")) != -1) {
+	while ((c = getopt(argc, argv, "B:a:b:i:S:pg")) != -1) {
 		switch (c) {
+		case 'B': backend = optarg; break;
 		case 'a': archs = optarg; break;
 		case 'b': batch = atoi(optarg); break;
 		case 'i': iters = atoi(optarg); break;
@@ -252,15 +255,18 @@ int main(int argc, char **argv)
 		case 'p': prof = 1; break;
 		case 'g': gemm = 1; break;
 		default:
-			fprintf(stderr, "usage: bench_nn [-a alexnet,cnnf] [-b 32] [-i 5] [-S size] [-p] [-g]\n");
+			fprintf(stderr, "usage: bench_nn [-B cpu] [-a alexnet,cnnf] [-b 32] [-i 5] [-S size] [-p] [-g]\n");
 			return 2;
 		}
 	}
 	if (iters < 1 || iters > 64 || batch < 1)
 		return 2;
-	if (nn_backend_open("cpu", &b))
+	char why[256];
+	if (nn_backend_open_err(backend, &b, why, sizeof(why))) {
+		fprintf(stderr, "bench_nn: %s\n", why);
 		return 1;
-	printf("backend: %s\n", nn_backend_device(b));
+	}
+	printf("backend %s: %s\n", nn_backend_name(b), nn_backend_device(b));
 	if (gemm) {
 		/* AlexNet's conv2 (2 images per GEMM), conv3-5 (7 images), fc6 at batch 32. */
 		static const int shapes[][3] = { { 192, 1458, 1600 }, { 384, 1183, 1728 },

@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 """PyTorch beside bench_nn: the same AlexNet (torchvision's layout, built
-by hand in torch.nn because Debian has no torchvision) and CNN-F, the same
+by hand in torch.nn), CNN-F and MobileNetV2 (torchvision's, with our
+256-128-K head; where torchvision is installed), the same
 batch, inference images/s (eval, no_grad) and training-step images/s
 (zero_grad, forward, backward of a random output gradient, Adam step), the
 median of -i timed runs after one warm-up, on 2 threads.
 
-  /usr/bin/python3 bench_torch_alexnet.py [-a alexnet,cnnf] [-b 32] [-i 5] [-S 224]
+  /usr/bin/python3 bench_torch_alexnet.py [-a alexnet,cnnf,mobilenet_v2] [-b 32] [-i 5] [-S 224]
 
 For the fair figure run it with jemalloc as docs/measuring.md says:
   LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 \\
@@ -44,6 +45,27 @@ def cnnf(k, size):
                          nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(), nn.Linear(4096, k))
 
 
+def mobilenet_v2(k):
+    # torchvision's MobileNetV2 1.0 with the head of our mobilenet_v2
+    # (gpu/arch.c): dense 256, 128, K after the 1280-d average pool. Keras's
+    # stride-2 layers pad asymmetrically where torchvision pads 1 all round:
+    # the same FLOPs to within a row.
+    import torchvision
+    m = torchvision.models.mobilenet_v2(num_classes=k)
+    m.classifier = nn.Sequential(
+        nn.Linear(1280, 256), nn.ReLU(True), nn.Dropout(0.5),
+        nn.Linear(256, 128), nn.ReLU(True), nn.Dropout(0.25), nn.Linear(128, k))
+    return m
+
+
+def build(arch, size):
+    if arch == "alexnet":
+        return alexnet(100), 100
+    if arch == "mobilenet_v2":
+        return mobilenet_v2(100), 100
+    return cnnf(50, size), 50
+
+
 def timed(fn, iters):
     fn()
     t = []
@@ -64,7 +86,7 @@ def main():
     torch.set_num_threads(2)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for arch in a.a.split(","):
-        m = alexnet(100) if arch == "alexnet" else cnnf(50, a.S)
+        m, k = build(arch, a.S)
         x = torch.randn(a.b, 3, a.S, a.S)
         m.eval()
 
@@ -74,7 +96,7 @@ def main():
         inf = timed(infer, a.i)
         m.train()
         opt = torch.optim.Adam(m.parameters(), lr=1e-4, weight_decay=1e-4)
-        dy = torch.randn(a.b, 100 if arch == "alexnet" else 50) * 1e-3
+        dy = torch.randn(a.b, k) * 1e-3
 
         def step():
             opt.zero_grad()

@@ -1,0 +1,712 @@
+/* The oneDNN backend: the CPU backend (cpu.c) with its heavy ops run by
+ * oneDNN (libdnnl, Debian's 2.6.3, OpenMP runtime), the library PyTorch's
+ * CPU convolutions come from. Memory, the elementwise ops, dropout, the
+ * optimisers, padding and the uint8 input are the reference backend's
+ * own (its ops table is copied and these entries replaced), so tensors
+ * are host memory in the layouts of backend.h.
+ *
+ * What runs where:
+ *   convolution forward, backward data, backward filter   oneDNN primitives
+ *   fully connected forward and both backwards             dnnl_sgemm
+ *   pooling forward (max, avg, adaptive avg whose windows
+ *     tile the input exactly)                              oneDNN primitive
+ *   LRN forward (odd sizes)                                oneDNN primitive
+ *   everything else                                        the reference:
+ *     conv bias gradient (a column sum), pooling backward and LRN backward
+ *     (oneDNN's need the forward's training workspace, which the op
+ *     contract does not carry), adaptive pooling with uneven windows and
+ *     even LRN windows (oneDNN places an even window differently from
+ *     PyTorch), batch norm and the eltwise ops (no plan to hold their
+ *     primitives, and they are memory-bound loops the reference already
+ *     vectorises).
+ *
+ * A plan holds, per layer shape, the primitives of each direction, created
+ * once for the plan's batch with the memory descriptors oneDNN prefers
+ * (format_tag_any: blocked layouts such as nChw16c for convolutions).
+ * The net's tensors stay NCHW between layers: a call reorders its inputs
+ * into the preferred layouts and its outputs back, through the net's
+ * workspace, where every primitive's scratchpad also lives (user
+ * scratchpad mode). Keeping blocked layouts between layers would save
+ * those reorders but needs the layouts in the op contract; not done.
+ * Outputs that accumulate (dw always, dx when acc) go through the
+ * workspace and a reorder with a sum post-op. A call with fewer images
+ * than the plan's batch re-creates the plan's primitives for that batch
+ * (oneDNN's primitive cache makes a repeat cheap); if they would need
+ * more workspace than the plan asked for, that call runs the reference.
+ *
+ * Threads: oneDNN's OpenMP team size is decided once, at open (OpenMP's
+ * default: OMP_NUM_THREADS, else one thread per CPU), and re-applied at
+ * every op because it is a per-thread setting and ops may come from a
+ * thread other than the one that opened the backend. */
+#include <dnnl.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu.h"
+#include "err.h"
+
+#define MAX_TARGS 4
+#define WS_ALIGN 64
+
+struct dnn {
+	struct nn_backend_ops ops;
+	dnnl_engine_t eng;
+	dnnl_stream_t stream;
+	dnnl_primitive_attr_t attr;      /* user scratchpad */
+	dnnl_primitive_attr_t attr_sum;  /* user scratchpad, dst += src (reorders) */
+	int threads;
+};
+
+/* One tensor argument of a primitive. The caller's tensor is user (plain
+ * layout); prim is what the primitive reads or writes. A staged argument
+ * has a copy in the workspace at off: inputs are reordered into it,
+ * outputs out of it (to_user overwrites, add_user adds). */
+struct targ {
+	int arg;                   /* DNNL_ARG_* */
+	int out;                   /* written by the primitive */
+	int same;                  /* prim's layout is user's */
+	int staged;
+	dnnl_memory_t user, prim;
+	dnnl_primitive_t to_prim, to_user, add_user;
+	size_t off;
+};
+
+/* One primitive with its arguments and its scratchpad. */
+struct step {
+	dnnl_primitive_t prim;
+	struct targ t[MAX_TARGS];
+	int nt;
+	dnnl_memory_t scratch;     /* NULL: none needed */
+	size_t scratch_off;
+	size_t ws;                 /* workspace bytes the step uses */
+};
+
+static struct dnn *dnn_of(struct nn_backend *b)
+{
+	struct dnn *d = b->priv;
+	omp_set_num_threads(d->threads);
+	return d;
+}
+
+static size_t ws_take(size_t *used, size_t bytes)
+{
+	size_t off = *used;
+	*used += (bytes + WS_ALIGN - 1) / WS_ALIGN * WS_ALIGN;
+	return off;
+}
+
+static void targ_free(struct targ *t)
+{
+	if (t->to_prim)
+		dnnl_primitive_destroy(t->to_prim);
+	if (t->to_user)
+		dnnl_primitive_destroy(t->to_user);
+	if (t->add_user)
+		dnnl_primitive_destroy(t->add_user);
+	if (t->user)
+		dnnl_memory_destroy(t->user);
+	if (t->prim)
+		dnnl_memory_destroy(t->prim);
+}
+
+static void step_free(struct step *st)
+{
+	for (int i = 0; i < st->nt; i++)
+		targ_free(&st->t[i]);
+	if (st->scratch)
+		dnnl_memory_destroy(st->scratch);
+	if (st->prim)
+		dnnl_primitive_destroy(st->prim);
+	memset(st, 0, sizeof(*st));
+}
+
+static int reorder(struct dnn *d, const dnnl_memory_desc_t *src, const dnnl_memory_desc_t *dst,
+	dnnl_primitive_attr_t attr, dnnl_primitive_t *out)
+{
+	dnnl_primitive_desc_t pd;
+	if (dnnl_reorder_primitive_desc_create(&pd, src, d->eng, dst, d->eng, attr))
+		return VR_EUNSUPPORTED;
+	int rc = dnnl_primitive_create(out, pd) ? VR_EUNSUPPORTED : 0;
+	dnnl_primitive_desc_destroy(pd);
+	return rc;
+}
+
+/* What a step's argument is: its exec-arg id, the caller's layout, and
+ * whether the primitive writes it and may have to add to it. */
+struct targ_spec {
+	int arg;
+	const dnnl_memory_desc_t *user;
+	int out, acc;
+};
+
+/* Creates a step from a primitive descriptor: the primitive, a memory
+ * object per argument (handles set at run time), the reorders of the
+ * staged ones, and the step's workspace layout. Takes pd. */
+static int step_create(struct dnn *d, dnnl_primitive_desc_t pd, const struct targ_spec *spec,
+	int nt, struct step *st)
+{
+	int rc = VR_EUNSUPPORTED;
+	size_t used = 0;
+	memset(st, 0, sizeof(*st));
+	if (dnnl_primitive_create(&st->prim, pd))
+		goto leave;
+	for (int i = 0; i < nt; i++) {
+		struct targ *t = &st->t[i];
+		const dnnl_memory_desc_t *pm = dnnl_primitive_desc_query_md(pd,
+			dnnl_query_exec_arg_md, spec[i].arg);
+		st->nt = i + 1;
+		t->arg = spec[i].arg;
+		t->out = spec[i].out;
+		if (!pm)
+			goto leave;
+		t->same = dnnl_memory_desc_equal(pm, spec[i].user);
+		t->staged = !t->same || (t->out && spec[i].acc);
+		if (dnnl_memory_create(&t->user, spec[i].user, d->eng, DNNL_MEMORY_NONE) ||
+		    dnnl_memory_create(&t->prim, pm, d->eng, DNNL_MEMORY_NONE))
+			goto leave;
+		if (!t->staged)
+			continue;
+		t->off = ws_take(&used, dnnl_memory_desc_get_size(pm));
+		if (!t->out && reorder(d, spec[i].user, pm, d->attr, &t->to_prim))
+			goto leave;
+		if (t->out && (reorder(d, pm, spec[i].user, d->attr, &t->to_user) ||
+			       reorder(d, pm, spec[i].user, d->attr_sum, &t->add_user)))
+			goto leave;
+	}
+	const dnnl_memory_desc_t *sm = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+	size_t sbytes = sm ? dnnl_memory_desc_get_size(sm) : 0;
+	if (sbytes) {
+		st->scratch_off = ws_take(&used, sbytes);
+		if (dnnl_memory_create(&st->scratch, sm, d->eng, DNNL_MEMORY_NONE))
+			goto leave;
+	}
+	st->ws = used;
+	rc = 0;
+leave:
+	dnnl_primitive_desc_destroy(pd);
+	if (rc)
+		step_free(st);
+	return rc;
+}
+
+static int exec2(struct dnn *d, dnnl_primitive_t p, dnnl_memory_t src, dnnl_memory_t dst)
+{
+	const dnnl_exec_arg_t args[2] = { { DNNL_ARG_FROM, src }, { DNNL_ARG_TO, dst } };
+	return dnnl_primitive_execute(p, d->stream, 2, args);
+}
+
+/* Runs a step on the caller's tensors ptr[i] (one per argument, in the
+ * step's order). acc: outputs add to what the caller's tensors hold. */
+static int step_run(struct dnn *d, struct step *st, void *const *ptr, int acc, char *ws)
+{
+	dnnl_exec_arg_t args[MAX_TARGS + 1];
+	int na = 0;
+	for (int i = 0; i < st->nt; i++) {
+		struct targ *t = &st->t[i];
+		const int direct = t->same && !(t->out && acc);
+		if (direct) {
+			if (dnnl_memory_set_data_handle(t->prim, ptr[i]))
+				return VR_EDEVICE;
+		} else {
+			if (dnnl_memory_set_data_handle(t->user, ptr[i]) ||
+			    dnnl_memory_set_data_handle(t->prim, ws + t->off))
+				return VR_EDEVICE;
+			if (!t->out && exec2(d, t->to_prim, t->user, t->prim))
+				return VR_EDEVICE;
+		}
+		args[na++] = (dnnl_exec_arg_t){ t->arg, t->prim };
+	}
+	if (st->scratch) {
+		if (dnnl_memory_set_data_handle(st->scratch, ws + st->scratch_off))
+			return VR_EDEVICE;
+		args[na++] = (dnnl_exec_arg_t){ DNNL_ARG_SCRATCHPAD, st->scratch };
+	}
+	if (dnnl_primitive_execute(st->prim, d->stream, na, args))
+		return VR_EDEVICE;
+	for (int i = 0; i < st->nt; i++) {
+		struct targ *t = &st->t[i];
+		if (t->out && !(t->same && !acc) &&
+		    exec2(d, acc ? t->add_user : t->to_user, t->prim, t->user))
+			return VR_EDEVICE;
+	}
+	return dnnl_stream_wait(d->stream) ? VR_EDEVICE : 0;
+}
+
+static void md_plain(dnnl_memory_desc_t *md, int ndims, const dnnl_dims_t dims,
+	dnnl_format_tag_t tag)
+{
+	dnnl_memory_desc_init_by_tag(md, ndims, dims, dnnl_f32, tag);
+}
+
+/* ---- Convolution ------------------------------------------------------- */
+
+enum { FWD, DATA, FILTER, DIRS };
+
+/* Every plan starts with its kind, so plan_free can dispatch. */
+struct conv_plan {
+	int kind;
+	struct nn_conv_shape s;
+	int n;                     /* the batch the steps are made for */
+	int ok[DIRS];              /* the direction has a oneDNN step */
+	struct step st[DIRS];
+	size_t ws_bytes;           /* the plan's workspace (plan_create's answer) */
+	float *zero_bias;          /* k zeros: a conv without bias runs the same primitive */
+};
+
+/* Creates the three directions' steps for n images; a direction oneDNN
+ * cannot do is left !ok. Returns the workspace the steps need. */
+static size_t conv_steps(struct dnn *d, struct conv_plan *p, int n)
+{
+	const struct nn_conv_shape *s = &p->s;
+	const int g = s->groups;
+	dnnl_dims_t xd = { n, s->c, s->h, s->w }, yd = { n, s->k, s->oh, s->ow }, bd = { s->k };
+	dnnl_dims_t wd = { g, s->k / g, s->c / g, s->kh, s->kw };
+	dnnl_dims_t strides = { s->stride_h, s->stride_w }, pl = { s->pad_h, s->pad_w };
+	/* floor mode: the right pad that makes oneDNN's output size ours */
+	dnnl_dims_t pr = { (s->oh - 1) * s->stride_h + s->kh - s->h - s->pad_h,
+		(s->ow - 1) * s->stride_w + s->kw - s->w - s->pad_w };
+	dnnl_memory_desc_t ux, uy, uw, ub, ax, ay, aw;
+	dnnl_convolution_desc_t cd;
+	dnnl_primitive_desc_t fwd_pd = NULL, pd;
+	size_t need = 0;
+	const int wn = g > 1 ? 5 : 4;
+	const dnnl_dim_t *wdims = g > 1 ? wd : wd + 1;
+	md_plain(&ux, 4, xd, dnnl_nchw);
+	md_plain(&uy, 4, yd, dnnl_nchw);
+	md_plain(&uw, wn, wdims, g > 1 ? dnnl_goihw : dnnl_oihw);
+	md_plain(&ub, 1, bd, dnnl_a);
+	md_plain(&ax, 4, xd, dnnl_format_tag_any);
+	md_plain(&ay, 4, yd, dnnl_format_tag_any);
+	md_plain(&aw, wn, wdims, dnnl_format_tag_any);
+	for (int i = 0; i < DIRS; i++) {
+		if (p->ok[i])
+			step_free(&p->st[i]);
+		p->ok[i] = 0;
+	}
+	p->n = n;
+	if (dnnl_convolution_forward_desc_init(&cd, dnnl_forward_training,
+		    dnnl_convolution_direct, &ax, &aw, &ub, &ay, strides, pl, pr) ||
+	    dnnl_primitive_desc_create(&fwd_pd, &cd, d->attr, d->eng, NULL))
+		return 0;
+	{
+		const struct targ_spec spec[] = { { DNNL_ARG_SRC, &ux, 0, 0 },
+			{ DNNL_ARG_WEIGHTS, &uw, 0, 0 }, { DNNL_ARG_BIAS, &ub, 0, 0 },
+			{ DNNL_ARG_DST, &uy, 1, 0 } };
+		dnnl_primitive_desc_t own;
+		if (!dnnl_primitive_desc_clone(&own, fwd_pd))
+			p->ok[FWD] = !step_create(d, own, spec, 4, &p->st[FWD]);
+	}
+	if (!dnnl_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &ax, &aw, &ay,
+		    strides, pl, pr) &&
+	    !dnnl_primitive_desc_create(&pd, &cd, d->attr, d->eng, fwd_pd)) {
+		const struct targ_spec spec[] = { { DNNL_ARG_DIFF_DST, &uy, 0, 0 },
+			{ DNNL_ARG_WEIGHTS, &uw, 0, 0 }, { DNNL_ARG_DIFF_SRC, &ux, 1, 1 } };
+		p->ok[DATA] = !step_create(d, pd, spec, 3, &p->st[DATA]);
+	}
+	if (!dnnl_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &ax, &aw,
+		    NULL, &ay, strides, pl, pr) &&
+	    !dnnl_primitive_desc_create(&pd, &cd, d->attr, d->eng, fwd_pd)) {
+		const struct targ_spec spec[] = { { DNNL_ARG_SRC, &ux, 0, 0 },
+			{ DNNL_ARG_DIFF_DST, &uy, 0, 0 }, { DNNL_ARG_DIFF_WEIGHTS, &uw, 1, 1 } };
+		p->ok[FILTER] = !step_create(d, pd, spec, 3, &p->st[FILTER]);
+	}
+	dnnl_primitive_desc_destroy(fwd_pd);
+	for (int i = 0; i < DIRS; i++)
+		if (p->ok[i] && p->st[i].ws > need)
+			need = p->st[i].ws;
+	return need;
+}
+
+/* The steps for n images, re-made when n changed; NULL: run the reference. */
+static struct step *conv_step(struct dnn *d, struct conv_plan *p, int n, int dir)
+{
+	if (n != p->n && conv_steps(d, p, n) > p->ws_bytes) {
+		for (int i = 0; i < DIRS; i++)
+			if (p->ok[i] && p->st[i].ws > p->ws_bytes) {
+				step_free(&p->st[i]);
+				p->ok[i] = 0;
+			}
+	}
+	return p->ok[dir] ? &p->st[dir] : NULL;
+}
+
+static void conv_plan_free(struct conv_plan *p)
+{
+	for (int i = 0; i < DIRS; i++)
+		if (p->ok[i])
+			step_free(&p->st[i]);
+	free(p->zero_bias);
+	free(p);
+}
+
+static int conv_plan_create(struct dnn *d, const struct nn_conv_shape *s, void **plan,
+	size_t *ws_bytes)
+{
+	struct conv_plan *p = calloc(1, sizeof(*p));
+	if (!p || !(p->zero_bias = calloc(s->k, sizeof(float)))) {
+		free(p);
+		return VR_ENOMEM;
+	}
+	p->kind = NN_OP_CONV;
+	p->s = *s;
+	size_t need = conv_steps(d, p, s->n);
+	size_t ref = sizeof(float) * nn_cpu_conv_ws_floats(s);
+	p->ws_bytes = need > ref ? need : ref;
+	*ws_bytes = p->ws_bytes;
+	*plan = p;
+	return 0;
+}
+
+static int dnn_conv_fwd(struct nn_backend *b, void *plan, const struct nn_conv_shape *s, int n,
+	const float *x, const float *w, const float *bias, float *y, void *ws)
+{
+	struct dnn *d = dnn_of(b);
+	struct conv_plan *p = plan;
+	struct step *st = conv_step(d, p, n, FWD);
+	if (!st) {
+		nn_cpu_conv_fwd(s, n, x, w, bias, y, ws);
+		return 0;
+	}
+	void *const ptr[] = { (void *)x, (void *)w, bias ? (void *)bias : p->zero_bias, y };
+	return step_run(d, st, ptr, 0, ws);
+}
+
+static int dnn_conv_bwd_data(struct nn_backend *b, void *plan, const struct nn_conv_shape *s,
+	int n, const float *dy, const float *w, float *dx, int acc, void *ws)
+{
+	struct dnn *d = dnn_of(b);
+	struct step *st = conv_step(d, plan, n, DATA);
+	if (!st) {
+		nn_cpu_conv_bwd_data(s, n, dy, w, dx, acc, ws);
+		return 0;
+	}
+	void *const ptr[] = { (void *)dy, (void *)w, dx };
+	return step_run(d, st, ptr, acc, ws);
+}
+
+static int dnn_conv_bwd_filter(struct nn_backend *b, void *plan, const struct nn_conv_shape *s,
+	int n, const float *x, const float *dy, float *dw, void *ws)
+{
+	struct dnn *d = dnn_of(b);
+	struct step *st = conv_step(d, plan, n, FILTER);
+	if (!st) {
+		nn_cpu_conv_bwd_filter(s, n, x, dy, dw, ws);
+		return 0;
+	}
+	void *const ptr[] = { (void *)x, (void *)dy, dw };
+	return step_run(d, st, ptr, 1, ws);
+}
+
+/* ---- Pooling and LRN: one forward step each ------------------------------ */
+
+/* A forward-only plan (pooling, LRN). The pooling ops take no workspace,
+ * so a pooling plan owns its scratchpad (own_ws). */
+struct fwd_plan {
+	int kind;
+	int n;
+	int ok;
+	struct step st;
+	union {
+		struct nn_pool_shape pool;
+		struct nn_lrn_shape lrn;
+	} s;
+	size_t ws_bytes;
+	void *own_ws;
+};
+
+/* PyTorch's adaptive window i is [floor(i h / oh), ceil((i + 1) h / oh)):
+ * a plain pooling window when oh divides h. */
+static int pool_geometry(const struct nn_pool_shape *s, int *kh, int *kw, int *sh, int *sw,
+	int *ph, int *pw)
+{
+	if (s->mode != NN_POOL_ADAPTIVE_AVG) {
+		*kh = s->kh, *kw = s->kw, *sh = s->stride_h, *sw = s->stride_w;
+		*ph = s->pad_h, *pw = s->pad_w;
+		return 0;
+	}
+	if (s->h % s->oh || s->w % s->ow)
+		return VR_EUNSUPPORTED;
+	*kh = *sh = s->h / s->oh;
+	*kw = *sw = s->w / s->ow;
+	*ph = *pw = 0;
+	return 0;
+}
+
+static size_t pool_step(struct dnn *d, struct fwd_plan *p, int n)
+{
+	const struct nn_pool_shape *s = &p->s.pool;
+	int kh, kw, sh, sw, ph, pw;
+	dnnl_memory_desc_t ux, uy;
+	dnnl_pooling_desc_t pdsc;
+	dnnl_primitive_desc_t pd;
+	if (p->ok)
+		step_free(&p->st);
+	p->ok = 0;
+	p->n = n;
+	if (pool_geometry(s, &kh, &kw, &sh, &sw, &ph, &pw))
+		return 0;
+	dnnl_dims_t xd = { n, s->c, s->h, s->w }, yd = { n, s->c, s->oh, s->ow };
+	dnnl_dims_t strides = { sh, sw }, kernel = { kh, kw }, pl = { ph, pw };
+	dnnl_dims_t pr = { (s->oh - 1) * sh + kh - s->h - ph, (s->ow - 1) * sw + kw - s->w - pw };
+	md_plain(&ux, 4, xd, dnnl_nchw);
+	md_plain(&uy, 4, yd, dnnl_nchw);
+	if (dnnl_pooling_forward_desc_init(&pdsc, dnnl_forward_inference,
+		    s->mode == NN_POOL_MAX ? dnnl_pooling_max : dnnl_pooling_avg_include_padding,
+		    &ux, &uy, strides, kernel, pl, pr) ||
+	    dnnl_primitive_desc_create(&pd, &pdsc, d->attr, d->eng, NULL))
+		return 0;
+	const struct targ_spec spec[] = { { DNNL_ARG_SRC, &ux, 0, 0 }, { DNNL_ARG_DST, &uy, 1, 0 } };
+	p->ok = !step_create(d, pd, spec, 2, &p->st);
+	return p->ok ? p->st.ws : 0;
+}
+
+static size_t lrn_step(struct dnn *d, struct fwd_plan *p, int n)
+{
+	const struct nn_lrn_shape *s = &p->s.lrn;
+	dnnl_memory_desc_t ux, bx;
+	dnnl_lrn_desc_t ldsc;
+	dnnl_primitive_desc_t pd;
+	if (p->ok)
+		step_free(&p->st);
+	p->ok = 0;
+	p->n = n;
+	if (s->size % 2 == 0)
+		return 0;
+	dnnl_dims_t xd = { n, s->c, s->h, s->w };
+	md_plain(&ux, 4, xd, dnnl_nchw);
+	/* LRN takes no format_tag_any; on plain NCHW oneDNN 2.6 has only its
+	 * reference loop, on nChw16c a JIT kernel (CNN-F's first LRN at batch
+	 * 16, on the shared 2 cores: ~50 ms for lrn_ref, 6-9 ms for the JIT
+	 * kernel with both reorders, 7-9 ms for our reference) */
+	md_plain(&bx, 4, xd, dnnl_nChw16c);
+	if (dnnl_lrn_forward_desc_init(&ldsc, dnnl_forward_inference, dnnl_lrn_across_channels, &bx,
+		    s->size, s->alpha, s->beta, s->k) ||
+	    dnnl_primitive_desc_create(&pd, &ldsc, d->attr, d->eng, NULL))
+		return 0;
+	const struct targ_spec spec[] = { { DNNL_ARG_SRC, &ux, 0, 0 }, { DNNL_ARG_DST, &ux, 1, 0 } };
+	p->ok = !step_create(d, pd, spec, 2, &p->st);
+	return p->ok ? p->st.ws : 0;
+}
+
+static size_t fwd_plan_steps(struct dnn *d, struct fwd_plan *p, int n)
+{
+	return p->kind == NN_OP_POOL ? pool_step(d, p, n) : lrn_step(d, p, n);
+}
+
+static struct step *fwd_step(struct dnn *d, struct fwd_plan *p, int n)
+{
+	if (n != p->n && fwd_plan_steps(d, p, n) > p->ws_bytes && p->ok) {
+		step_free(&p->st);
+		p->ok = 0;
+	}
+	return p->ok ? &p->st : NULL;
+}
+
+static void fwd_plan_free(struct fwd_plan *p)
+{
+	if (p->ok)
+		step_free(&p->st);
+	free(p->own_ws);
+	free(p);
+}
+
+static int fwd_plan_create(struct dnn *d, int kind, const void *shape, void **plan,
+	size_t *ws_bytes)
+{
+	struct fwd_plan *p = calloc(1, sizeof(*p));
+	if (!p)
+		return VR_ENOMEM;
+	p->kind = kind;
+	if (kind == NN_OP_POOL)
+		p->s.pool = *(const struct nn_pool_shape *)shape;
+	else
+		p->s.lrn = *(const struct nn_lrn_shape *)shape;
+	p->ws_bytes = fwd_plan_steps(d, p, kind == NN_OP_POOL ? p->s.pool.n : p->s.lrn.n);
+	if (kind == NN_OP_POOL) {
+		if (p->ws_bytes && posix_memalign(&p->own_ws, WS_ALIGN, p->ws_bytes)) {
+			fwd_plan_free(p);
+			return VR_ENOMEM;
+		}
+		*ws_bytes = 0;
+	} else {
+		size_t ref = sizeof(float) * nn_cpu_lrn_ws_floats(shape);
+		*ws_bytes = p->ws_bytes > ref ? p->ws_bytes : ref;
+		p->ws_bytes = *ws_bytes;
+	}
+	*plan = p;
+	return 0;
+}
+
+static int dnn_pool_fwd(struct nn_backend *b, void *plan, const struct nn_pool_shape *s, int n,
+	const float *x, float *y)
+{
+	struct dnn *d = dnn_of(b);
+	struct step *st = fwd_step(d, plan, n);
+	if (!st) {
+		nn_cpu_pool_fwd(s, n, x, y);
+		return 0;
+	}
+	void *const ptr[] = { (void *)x, y };
+	return step_run(d, st, ptr, 0, ((struct fwd_plan *)plan)->own_ws);
+}
+
+static int dnn_lrn_fwd(struct nn_backend *b, void *plan, const struct nn_lrn_shape *s, int n,
+	const float *x, float *y, void *ws)
+{
+	struct dnn *d = dnn_of(b);
+	struct step *st = fwd_step(d, plan, n);
+	if (!st) {
+		nn_cpu_lrn_fwd(s, n, x, y);
+		return 0;
+	}
+	void *const ptr[] = { (void *)x, y };
+	return step_run(d, st, ptr, 0, ws);
+}
+
+/* ---- Plans --------------------------------------------------------------- */
+
+static int dnn_plan_create(struct nn_backend *b, int kind, const void *shape, void **plan,
+	size_t *ws_bytes)
+{
+	struct dnn *d = dnn_of(b);
+	*plan = NULL;
+	*ws_bytes = 0;
+	switch (kind) {
+	case NN_OP_CONV:
+		return conv_plan_create(d, shape, plan, ws_bytes);
+	case NN_OP_POOL:
+	case NN_OP_LRN:
+		return fwd_plan_create(d, kind, shape, plan, ws_bytes);
+	case NN_OP_FC:
+		return 0;
+	}
+	return VR_EINVAL;
+}
+
+static void dnn_plan_free(struct nn_backend *b, void *plan)
+{
+	if (!plan)
+		return;
+	if (*(int *)plan == NN_OP_CONV)
+		conv_plan_free(plan);
+	else
+		fwd_plan_free(plan);
+}
+
+/* ---- Fully connected: oneDNN's GEMM -------------------------------------
+ * The layouts are GEMM's already (x [n][in], W [out][in]), and dnnl_sgemm's
+ * beta accumulates dW and dx in place, where the inner-product primitive
+ * would need a copy of dW (fc6: 150 MB) to add from. It also keeps the
+ * net's GEMMs on oneDNN's OpenMP threads instead of OpenBLAS's. */
+
+static int dnn_fc_fwd(struct nn_backend *b, void *plan, const struct nn_fc_shape *s, int n,
+	const float *x, const float *w, const float *bias, float *y)
+{
+	dnn_of(b);
+	if (bias)
+		for (int i = 0; i < n; i++)
+			memcpy(y + (size_t)i * s->out, bias, sizeof(float) * s->out);
+	return dnnl_sgemm('N', 'T', n, s->out, s->in, 1.0f, x, s->in, w, s->in,
+		bias ? 1.0f : 0.0f, y, s->out) ? VR_EDEVICE : 0;
+}
+
+static int dnn_fc_bwd_data(struct nn_backend *b, void *plan, const struct nn_fc_shape *s, int n,
+	const float *dy, const float *w, float *dx, int acc)
+{
+	dnn_of(b);
+	return dnnl_sgemm('N', 'N', n, s->in, s->out, 1.0f, dy, s->out, w, s->in,
+		acc ? 1.0f : 0.0f, dx, s->in) ? VR_EDEVICE : 0;
+}
+
+static int dnn_fc_bwd_weights(struct nn_backend *b, void *plan, const struct nn_fc_shape *s,
+	int n, const float *x, const float *dy, float *dw, float *db)
+{
+	dnn_of(b);
+	if (dnnl_sgemm('T', 'N', s->out, s->in, n, 1.0f, dy, s->out, x, s->in, 1.0f, dw, s->in))
+		return VR_EDEVICE;
+	if (db)
+		for (int i = 0; i < n; i++)
+			for (int o = 0; o < s->out; o++)
+				db[o] += dy[(size_t)i * s->out + o];
+	return 0;
+}
+
+/* ---- Open and close ------------------------------------------------------ */
+
+static void dnn_close(struct nn_backend *b)
+{
+	struct dnn *d = b->priv;
+	if (!d)
+		return;
+	if (d->attr_sum)
+		dnnl_primitive_attr_destroy(d->attr_sum);
+	if (d->attr)
+		dnnl_primitive_attr_destroy(d->attr);
+	if (d->stream)
+		dnnl_stream_destroy(d->stream);
+	if (d->eng)
+		dnnl_engine_destroy(d->eng);
+	free(d);
+	b->priv = NULL;
+}
+
+int nn__onednn_open(struct nn_backend **out, char *why, size_t why_len)
+{
+	struct nn_backend *b = calloc(1, sizeof(*b));
+	struct dnn *d = calloc(1, sizeof(*d));
+	dnnl_post_ops_t sum = NULL;
+	int rc = VR_ENOMEM;
+	*out = NULL;
+	if (!b || !d)
+		goto fail;
+	b->priv = d;
+	d->ops = nn__cpu_ops;
+	d->ops.plan_create = dnn_plan_create;
+	d->ops.plan_free = dnn_plan_free;
+	d->ops.conv_fwd = dnn_conv_fwd;
+	d->ops.conv_bwd_data = dnn_conv_bwd_data;
+	d->ops.conv_bwd_filter = dnn_conv_bwd_filter;
+	d->ops.pool_fwd = dnn_pool_fwd;
+	d->ops.lrn_fwd = dnn_lrn_fwd;
+	d->ops.fc_fwd = dnn_fc_fwd;
+	d->ops.fc_bwd_data = dnn_fc_bwd_data;
+	d->ops.fc_bwd_weights = dnn_fc_bwd_weights;
+	d->ops.close = dnn_close;
+	b->ops = &d->ops;
+	d->threads = omp_get_max_threads();
+	rc = VR_EDEVICE;
+	if (dnnl_engine_create(&d->eng, dnnl_cpu, 0)) {
+		snprintf(why, why_len, "oneDNN has no CPU engine");
+		goto fail;
+	}
+	if (dnnl_stream_create(&d->stream, d->eng, dnnl_stream_default_flags) ||
+	    dnnl_primitive_attr_create(&d->attr) ||
+	    dnnl_primitive_attr_set_scratchpad_mode(d->attr, dnnl_scratchpad_mode_user) ||
+	    dnnl_primitive_attr_create(&d->attr_sum) ||
+	    dnnl_primitive_attr_set_scratchpad_mode(d->attr_sum, dnnl_scratchpad_mode_user) ||
+	    dnnl_post_ops_create(&sum) || dnnl_post_ops_append_sum(sum, 1.0f) ||
+	    dnnl_primitive_attr_set_post_ops(d->attr_sum, sum)) {
+		snprintf(why, why_len, "cannot set up a oneDNN stream and attributes");
+		goto fail;
+	}
+	dnnl_post_ops_destroy(sum);
+	const dnnl_version_t *v = dnnl_version();
+	snprintf(b->name, sizeof(b->name), "onednn");
+	snprintf(b->device, sizeof(b->device), "CPU, oneDNN %d.%d.%d, %d OpenMP threads", v->major,
+		v->minor, v->patch, d->threads);
+	*out = b;
+	return 0;
+fail:
+	if (sum)
+		dnnl_post_ops_destroy(sum);
+	if (b) {
+		b->priv = d;
+		dnn_close(b);
+	} else {
+		free(d);
+	}
+	free(b);
+	return rc;
+}

@@ -1,0 +1,445 @@
+/* The oneDNN backend (gpu/onednn.c) against the reference CPU backend, op
+ * by op, on seeded random inputs: every output and every gradient of
+ * convolution (groups, depthwise, 1x1, no bias, floor-mode strides, a
+ * batch below the plan's and back), pooling, LRN and fully connected,
+ * with the acc paths. Outputs that should be overwritten are filled with
+ * NaN first, so an op that reads them fails; accumulated ones start from
+ * random values.
+ *
+ * Tolerance: the CUDA parity table's (tests/gpu/cuda/parity.c), rel =
+ * max|onednn - ref| / max(max|ref|, 1e-6) <= 1e-5 (OP_TOL, its exact-sum
+ * column: the plans here ask oneDNN for direct convolution, never
+ * Winograd). Ops the oneDNN backend leaves to the reference (bias
+ * gradient, pooling and LRN backward, uneven adaptive pooling, even LRN
+ * windows) are checked too, so a wrong fallback shows up. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "err.h"
+#include "harness.h"
+#include "nn_test.h"
+
+#define OP_TOL 1e-5
+
+static nn_backend *ref_b, *dnn_b;
+
+static void open_both(void)
+{
+	if (!ref_b && nn_backend_open("cpu-ref", &ref_b))
+		FAIL_("cannot open the reference backend");
+	if (!dnn_b) {
+		char why[256];
+		int rc = nn_backend_open_err("onednn", &dnn_b, why, sizeof(why));
+		if (rc)
+			FAIL_("cannot open the onednn backend: %s (%s)", why, vr_strerror(rc));
+	}
+}
+
+static float *buf(size_t len)
+{
+	void *p = NULL;
+	if (posix_memalign(&p, 64, sizeof(float) * (len ? len : 1)))
+		return NULL;
+	return p;
+}
+
+static float *random_buf(size_t len, uint64_t seed, float lo, float hi)
+{
+	float *a = buf(len);
+	if (a)
+		fill_uniform(a, len, seed, lo, hi);
+	return a;
+}
+
+/* len NaNs (an output to be overwritten), or a copy of src. */
+static float *init_buf(const float *src, size_t len)
+{
+	float *a = buf(len);
+	for (size_t i = 0; a && i < len; i++)
+		a[i] = src ? src[i] : NAN;
+	return a;
+}
+
+static double rel_error(const float *g, const float *c, size_t len)
+{
+	double diff = 0, ref = 0;
+	for (size_t i = 0; i < len; i++) {
+		double d = fabs((double)g[i] - c[i]);
+		if (!(d <= diff))
+			diff = d;
+		if (fabs(c[i]) > ref)
+			ref = fabs(c[i]);
+	}
+	return diff / (ref > 1e-6 ? ref : 1e-6);
+}
+
+#define ASSERT_MATCH(got, want, len, what) do { double e_ = rel_error((got), (want), (len)); \
+	ASSERT_MSG(e_ <= OP_TOL, "%s: rel error %.3g > %g", (what), e_, OP_TOL); } while (0)
+
+/* ---- Convolution --------------------------------------------------------- */
+
+struct conv_io {
+	float *y, *dx, *dxa, *dw, *db;
+};
+
+/* Runs every convolution op of backend b for n images, on its plan. */
+static void conv_run(nn_backend *b, void *plan, const struct nn_conv_shape *s, int n, int bias,
+	const float *x, const float *w, const float *bv, const float *dy, const float *dx0,
+	const float *dw0, const float *db0, void *ws, struct conv_io *o)
+{
+	const size_t xl = (size_t)n * s->c * s->h * s->w, yl = (size_t)n * s->k * s->oh * s->ow;
+	const size_t wl = (size_t)s->k * (s->c / s->groups) * s->kh * s->kw;
+	o->y = init_buf(NULL, yl);
+	o->dx = init_buf(NULL, xl);
+	o->dxa = init_buf(dx0, xl);
+	o->dw = init_buf(dw0, wl);
+	o->db = init_buf(db0, s->k);
+	ASSERT_OK(b->ops->conv_fwd(b, plan, s, n, x, w, bias ? bv : NULL, o->y, ws));
+	ASSERT_OK(b->ops->conv_bwd_data(b, plan, s, n, dy, w, o->dx, 0, ws));
+	ASSERT_OK(b->ops->conv_bwd_data(b, plan, s, n, dy, w, o->dxa, 1, ws));
+	ASSERT_OK(b->ops->conv_bwd_filter(b, plan, s, n, x, dy, o->dw, ws));
+	ASSERT_OK(b->ops->conv_bwd_bias(b, plan, s, n, dy, o->db));
+}
+
+static void conv_io_free(struct conv_io *o)
+{
+	free(o->y); free(o->dx); free(o->dxa); free(o->dw); free(o->db);
+}
+
+/* The shape's plan on both backends; calls for each batch in ns[] on the
+ * same plans (a batch below the plan's, then the plan's again). */
+static void conv_case(struct nn_conv_shape s, const int *ns, int calls, int bias, uint64_t seed)
+{
+	open_both();
+	if (vr_test__failed)
+		return;
+	ASSERT_OK(nn_conv_shape_check(&s));
+	void *plan[2] = { NULL, NULL }, *ws[2] = { NULL, NULL };
+	size_t wsb[2];
+	nn_backend *bk[2] = { ref_b, dnn_b };
+	for (int i = 0; i < 2; i++) {
+		ASSERT_OK(bk[i]->ops->plan_create(bk[i], NN_OP_CONV, &s, &plan[i], &wsb[i]));
+		ASSERT_OK(bk[i]->ops->alloc(bk[i], wsb[i] ? wsb[i] : 64, &ws[i]));
+	}
+	for (int c = 0; c < calls; c++) {
+		const int n = ns[c];
+		const size_t xl = (size_t)n * s.c * s.h * s.w, yl = (size_t)n * s.k * s.oh * s.ow;
+		const size_t wl = (size_t)s.k * (s.c / s.groups) * s.kh * s.kw;
+		const float bound = 1.0f / sqrtf((float)(s.c / s.groups * s.kh * s.kw));
+		uint64_t sd = seed + 16 * c;
+		float *x = random_buf(xl, sd, -1, 1), *w = random_buf(wl, sd + 1, -bound, bound);
+		float *bv = random_buf(s.k, sd + 2, -bound, bound), *dy = random_buf(yl, sd + 3, -1, 1);
+		float *dx0 = random_buf(xl, sd + 4, -1, 1), *dw0 = random_buf(wl, sd + 5, -1, 1);
+		float *db0 = random_buf(s.k, sd + 6, -1, 1);
+		struct conv_io o[2];
+		for (int i = 0; i < 2; i++)
+			conv_run(bk[i], plan[i], &s, n, bias, x, w, bv, dy, dx0, dw0, db0, ws[i], &o[i]);
+		if (vr_test__failed)
+			return;
+		char what[96];
+#define CHECK(field, len, name) do { snprintf(what, sizeof(what), "n=%d %s", n, name); \
+	ASSERT_MATCH(o[1].field, o[0].field, len, what); } while (0)
+		CHECK(y, yl, "forward");
+		CHECK(dx, xl, "d input");
+		CHECK(dxa, xl, "d input (acc)");
+		CHECK(dw, wl, "d weight (acc)");
+		CHECK(db, (size_t)s.k, "d bias (acc)");
+#undef CHECK
+		conv_io_free(&o[0]);
+		conv_io_free(&o[1]);
+		free(x); free(w); free(bv); free(dy); free(dx0); free(dw0); free(db0);
+	}
+	for (int i = 0; i < 2; i++) {
+		bk[i]->ops->plan_free(bk[i], plan[i]);
+		bk[i]->ops->free(bk[i], ws[i]);
+	}
+}
+
+#define CONV(...) ((struct nn_conv_shape){ __VA_ARGS__ })
+
+TEST(conv_alexnet_conv1_like)
+{
+	static const int ns[] = { 2 };
+	conv_case(CONV(.n = 2, .c = 3, .h = 63, .w = 63, .k = 16, .kh = 11, .kw = 11,
+		.stride_h = 4, .stride_w = 4, .pad_h = 2, .pad_w = 2, .groups = 1), ns, 1, 1, 101);
+}
+
+TEST(conv_3x3_pad)
+{
+	static const int ns[] = { 3 };
+	conv_case(CONV(.n = 3, .c = 24, .h = 13, .w = 11, .k = 32, .kh = 3, .kw = 3,
+		.stride_h = 1, .stride_w = 1, .pad_h = 1, .pad_w = 1, .groups = 1), ns, 1, 1, 201);
+}
+
+TEST(conv_groups2_stride2_floor)
+{
+	/* (14 + 2 - 3) / 2 + 1 = 7 rows: the last input row is never read */
+	static const int ns[] = { 2 };
+	conv_case(CONV(.n = 2, .c = 8, .h = 14, .w = 15, .k = 12, .kh = 3, .kw = 3,
+		.stride_h = 2, .stride_w = 2, .pad_h = 1, .pad_w = 1, .groups = 2), ns, 1, 1, 301);
+}
+
+TEST(conv_depthwise_stride2)
+{
+	static const int ns[] = { 2 };
+	conv_case(CONV(.n = 2, .c = 32, .h = 14, .w = 14, .k = 32, .kh = 3, .kw = 3,
+		.stride_h = 2, .stride_w = 2, .pad_h = 1, .pad_w = 1, .groups = 32), ns, 1, 0, 401);
+}
+
+TEST(conv_depthwise_stride1)
+{
+	static const int ns[] = { 2 };
+	conv_case(CONV(.n = 2, .c = 16, .h = 9, .w = 9, .k = 16, .kh = 3, .kw = 3,
+		.stride_h = 1, .stride_w = 1, .pad_h = 1, .pad_w = 1, .groups = 16), ns, 1, 1, 451);
+}
+
+TEST(conv_pointwise_no_bias)
+{
+	static const int ns[] = { 4 };
+	conv_case(CONV(.n = 4, .c = 32, .h = 7, .w = 7, .k = 48, .kh = 1, .kw = 1,
+		.stride_h = 1, .stride_w = 1, .pad_h = 0, .pad_w = 0, .groups = 1), ns, 1, 0, 501);
+}
+
+TEST(conv_rectangular_stride3)
+{
+	static const int ns[] = { 1 };
+	conv_case(CONV(.n = 1, .c = 5, .h = 17, .w = 12, .k = 7, .kh = 5, .kw = 2,
+		.stride_h = 3, .stride_w = 2, .pad_h = 2, .pad_w = 0, .groups = 1), ns, 1, 1, 601);
+}
+
+TEST(conv_smaller_batch_then_full)
+{
+	/* a batch below the plan's re-makes the primitives, and the full
+	 * batch after it re-makes them again */
+	static const int ns[] = { 4, 1, 3, 4 };
+	conv_case(CONV(.n = 4, .c = 16, .h = 12, .w = 12, .k = 24, .kh = 3, .kw = 3,
+		.stride_h = 1, .stride_w = 1, .pad_h = 1, .pad_w = 1, .groups = 1), ns, 4, 1, 701);
+}
+
+/* ---- Pooling ------------------------------------------------------------- */
+
+static void pool_case(struct nn_pool_shape s, int n, uint64_t seed)
+{
+	open_both();
+	if (vr_test__failed)
+		return;
+	ASSERT_OK(nn_pool_shape_check(&s));
+	const size_t xl = (size_t)n * s.c * s.h * s.w, yl = (size_t)n * s.c * s.oh * s.ow;
+	float *x = buf(xl), *dy = random_buf(yl, seed + 1, -1, 1), *dx0 = random_buf(xl, seed + 2, -1, 1);
+	/* distinct values, shuffled: no max-pooling tie to break two ways */
+	for (size_t i = 0; i < xl; i++)
+		x[i] = -1.0f + 2.0f * ((float)i + 0.5f) / (float)xl;
+	for (size_t i = xl; i > 1; i--) {
+		size_t j = nn_splitmix64(seed, i) % i;
+		float v = x[i - 1];
+		x[i - 1] = x[j];
+		x[j] = v;
+	}
+	nn_backend *bk[2] = { ref_b, dnn_b };
+	float *y[2], *dx[2], *dxa[2];
+	for (int i = 0; i < 2; i++) {
+		void *plan = NULL;
+		size_t wsb;
+		ASSERT_OK(bk[i]->ops->plan_create(bk[i], NN_OP_POOL, &s, &plan, &wsb));
+		ASSERT_EQ_INT(wsb, 0);
+		y[i] = init_buf(NULL, yl);
+		dx[i] = init_buf(NULL, xl);
+		dxa[i] = init_buf(dx0, xl);
+		ASSERT_OK(bk[i]->ops->pool_fwd(bk[i], plan, &s, n, x, y[i]));
+		ASSERT_OK(bk[i]->ops->pool_bwd(bk[i], plan, &s, n, x, y[i], dy, dx[i], 0));
+		ASSERT_OK(bk[i]->ops->pool_bwd(bk[i], plan, &s, n, x, y[i], dy, dxa[i], 1));
+		bk[i]->ops->plan_free(bk[i], plan);
+	}
+	ASSERT_MATCH(y[1], y[0], yl, "forward");
+	ASSERT_MATCH(dx[1], dx[0], xl, "d input");
+	ASSERT_MATCH(dxa[1], dxa[0], xl, "d input (acc)");
+	for (int i = 0; i < 2; i++) {
+		free(y[i]); free(dx[i]); free(dxa[i]);
+	}
+	free(x); free(dy); free(dx0);
+}
+
+#define POOL(...) ((struct nn_pool_shape){ __VA_ARGS__ })
+
+TEST(pool_max_alexnet)
+{
+	pool_case(POOL(.mode = NN_POOL_MAX, .n = 2, .c = 8, .h = 27, .w = 27, .kh = 3, .kw = 3,
+		.stride_h = 2, .stride_w = 2), 2, 11);
+}
+
+TEST(pool_max_pad_floor)
+{
+	pool_case(POOL(.mode = NN_POOL_MAX, .n = 3, .c = 4, .h = 10, .w = 9, .kh = 3, .kw = 3,
+		.stride_h = 2, .stride_w = 2, .pad_h = 1, .pad_w = 1), 2, 12);
+}
+
+TEST(pool_avg_pad)
+{
+	pool_case(POOL(.mode = NN_POOL_AVG, .n = 2, .c = 5, .h = 8, .w = 8, .kh = 3, .kw = 3,
+		.stride_h = 2, .stride_w = 2, .pad_h = 1, .pad_w = 1), 2, 13);
+}
+
+TEST(pool_adaptive_avg_even)
+{
+	pool_case(POOL(.mode = NN_POOL_ADAPTIVE_AVG, .n = 2, .c = 16, .h = 7, .w = 7, .oh = 1,
+		.ow = 1), 2, 14);
+}
+
+TEST(pool_adaptive_avg_uneven)
+{
+	pool_case(POOL(.mode = NN_POOL_ADAPTIVE_AVG, .n = 2, .c = 3, .h = 13, .w = 11, .oh = 6,
+		.ow = 6), 1, 15);
+}
+
+/* ---- LRN ----------------------------------------------------------------- */
+
+static void lrn_case(struct nn_lrn_shape s, int n, uint64_t seed)
+{
+	open_both();
+	if (vr_test__failed)
+		return;
+	ASSERT_OK(nn_lrn_shape_check(&s));
+	const size_t xl = (size_t)n * s.c * s.h * s.w;
+	float *x = random_buf(xl, seed, -2, 2), *dy = random_buf(xl, seed + 1, -1, 1);
+	float *dx0 = random_buf(xl, seed + 2, -1, 1);
+	nn_backend *bk[2] = { ref_b, dnn_b };
+	float *y[2], *dx[2], *dxa[2];
+	for (int i = 0; i < 2; i++) {
+		void *plan = NULL, *ws = NULL;
+		size_t wsb;
+		ASSERT_OK(bk[i]->ops->plan_create(bk[i], NN_OP_LRN, &s, &plan, &wsb));
+		ASSERT_OK(bk[i]->ops->alloc(bk[i], wsb ? wsb : 64, &ws));
+		y[i] = init_buf(NULL, xl);
+		dx[i] = init_buf(NULL, xl);
+		dxa[i] = init_buf(dx0, xl);
+		ASSERT_OK(bk[i]->ops->lrn_fwd(bk[i], plan, &s, n, x, y[i], ws));
+		ASSERT_OK(bk[i]->ops->lrn_bwd(bk[i], plan, &s, n, x, y[i], dy, dx[i], 0, ws));
+		ASSERT_OK(bk[i]->ops->lrn_bwd(bk[i], plan, &s, n, x, y[i], dy, dxa[i], 1, ws));
+		bk[i]->ops->plan_free(bk[i], plan);
+		bk[i]->ops->free(bk[i], ws);
+	}
+	ASSERT_MATCH(y[1], y[0], xl, "forward");
+	ASSERT_MATCH(dx[1], dx[0], xl, "d input");
+	ASSERT_MATCH(dxa[1], dxa[0], xl, "d input (acc)");
+	for (int i = 0; i < 2; i++) {
+		free(y[i]); free(dx[i]); free(dxa[i]);
+	}
+	free(x); free(dy); free(dx0);
+}
+
+TEST(lrn_size5_caffenet)
+{
+	lrn_case((struct nn_lrn_shape){ .n = 2, .c = 32, .h = 7, .w = 6, .size = 5,
+		.alpha = 1e-4f, .beta = 0.75f, .k = 1.0f }, 2, 21);
+}
+
+TEST(lrn_size4_even_large_alpha)
+{
+	lrn_case((struct nn_lrn_shape){ .n = 2, .c = 9, .h = 5, .w = 5, .size = 4,
+		.alpha = 0.5f, .beta = 0.75f, .k = 2.0f }, 1, 22);
+}
+
+/* ---- Fully connected ----------------------------------------------------- */
+
+static void fc_case(int n, int in, int out, int bias, uint64_t seed)
+{
+	open_both();
+	if (vr_test__failed)
+		return;
+	struct nn_fc_shape s = { .n = n, .in = in, .out = out };
+	const size_t xl = (size_t)n * in, yl = (size_t)n * out, wl = (size_t)in * out;
+	float *x = random_buf(xl, seed, -1, 1), *w = random_buf(wl, seed + 1, -0.1f, 0.1f);
+	float *bv = random_buf(out, seed + 2, -0.1f, 0.1f), *dy = random_buf(yl, seed + 3, -1, 1);
+	float *dx0 = random_buf(xl, seed + 4, -1, 1), *dw0 = random_buf(wl, seed + 5, -1, 1);
+	float *db0 = random_buf(out, seed + 6, -1, 1);
+	nn_backend *bk[2] = { ref_b, dnn_b };
+	float *y[2], *dx[2], *dxa[2], *dw[2], *db[2];
+	for (int i = 0; i < 2; i++) {
+		void *plan = NULL;
+		size_t wsb;
+		ASSERT_OK(bk[i]->ops->plan_create(bk[i], NN_OP_FC, &s, &plan, &wsb));
+		y[i] = init_buf(NULL, yl);
+		dx[i] = init_buf(NULL, xl);
+		dxa[i] = init_buf(dx0, xl);
+		dw[i] = init_buf(dw0, wl);
+		db[i] = init_buf(db0, out);
+		ASSERT_OK(bk[i]->ops->fc_fwd(bk[i], plan, &s, n, x, w, bias ? bv : NULL, y[i]));
+		ASSERT_OK(bk[i]->ops->fc_bwd_data(bk[i], plan, &s, n, dy, w, dx[i], 0));
+		ASSERT_OK(bk[i]->ops->fc_bwd_data(bk[i], plan, &s, n, dy, w, dxa[i], 1));
+		ASSERT_OK(bk[i]->ops->fc_bwd_weights(bk[i], plan, &s, n, x, dy, dw[i],
+			bias ? db[i] : NULL));
+		bk[i]->ops->plan_free(bk[i], plan);
+	}
+	ASSERT_MATCH(y[1], y[0], yl, "forward");
+	ASSERT_MATCH(dx[1], dx[0], xl, "d input");
+	ASSERT_MATCH(dxa[1], dxa[0], xl, "d input (acc)");
+	ASSERT_MATCH(dw[1], dw[0], wl, "d weight (acc)");
+	ASSERT_MATCH(db[1], db[0], (size_t)out, "d bias (acc)");
+	for (int i = 0; i < 2; i++) {
+		free(y[i]); free(dx[i]); free(dxa[i]); free(dw[i]); free(db[i]);
+	}
+	free(x); free(w); free(bv); free(dy); free(dx0); free(dw0); free(db0);
+}
+
+TEST(fc_bias)
+{
+	fc_case(5, 300, 70, 1, 31);
+}
+
+TEST(fc_no_bias_one_image)
+{
+	fc_case(1, 64, 10, 0, 32);
+}
+
+/* ---- Selection ----------------------------------------------------------- */
+
+TEST(backend_names)
+{
+	nn_backend *b;
+	ASSERT_OK(nn_backend_open("onednn", &b));
+	ASSERT_STR_EQ(nn_backend_name(b), "onednn");
+	ASSERT_CONTAINS(nn_backend_device(b), "oneDNN");
+	nn_backend_close(b);
+	ASSERT_OK(nn_backend_open("cpu-ref", &b));
+	ASSERT_STR_EQ(nn_backend_name(b), "cpu");
+	nn_backend_close(b);
+	/* auto: CUDA where a device answers, else oneDNN, saying why not CUDA */
+	ASSERT_OK(nn_backend_open("auto", &b));
+	if (strcmp(nn_backend_name(b), "cuda")) {
+		ASSERT_STR_EQ(nn_backend_name(b), "onednn");
+		ASSERT_CONTAINS(nn_backend_device(b), "cuda: ");
+	}
+	nn_backend_close(b);
+}
+
+static const struct vr_test tests[] = {
+	T(conv_alexnet_conv1_like),
+	T(conv_3x3_pad),
+	T(conv_groups2_stride2_floor),
+	T(conv_depthwise_stride2),
+	T(conv_depthwise_stride1),
+	T(conv_pointwise_no_bias),
+	T(conv_rectangular_stride3),
+	T(conv_smaller_batch_then_full),
+	T(pool_max_alexnet),
+	T(pool_max_pad_floor),
+	T(pool_avg_pad),
+	T(pool_adaptive_avg_even),
+	T(pool_adaptive_avg_uneven),
+	T(lrn_size5_caffenet),
+	T(lrn_size4_even_large_alpha),
+	T(fc_bias),
+	T(fc_no_bias_one_image),
+	T(backend_names),
+	{ 0 },
+};
+
+int main(int argc, char **argv)
+{
+	int rc = vr_test_main(tests, argc, argv);
+	nn_backend_close(ref_b);
+	nn_backend_close(dnn_b);
+	return rc;
+}

@@ -407,7 +407,7 @@ static int recommend_one(rk_service *svc, const rk_served *s, const struct rk_in
 		rk_model_user_row(s->model, u, sc->user);
 		struct rk_topk_req q = { .user = sc->user, .k = r->k, .exclude = excl, .n_exclude = n_excl,
 					 .cand = cand, .n_cand = cand ? r->n_candidates : 0,
-					 .approx = svc->topk_approx };
+					 .approx = svc->topk_approx, .half = svc->topk_half };
 		/* Cold slots over the catalogue, exact: the same scan selects the
 		 * best cold items too (topk.h's mark). */
 		int fuse = r->cold_slots > 0 && !cand && !q.approx;

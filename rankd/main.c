@@ -41,8 +41,10 @@ int main(int argc, char **argv)
 		{ "max-batch", "VISREC_MAX_BATCH", VR_FLAG_INT, &svc.max_batch, "256",
 		  "most requests in one RecommendBatch", 0 },
 		{ "topk-approx", "VISREC_TOPK_APPROX", VR_FLAG_INT, &svc.topk_approx, "0",
-		  "0: exact top-k scans; c >= 1: an fp16 first pass keeps k x c candidates, "
+		  "0: exact top-k scans; c >= 1: an int8 first pass keeps k x c candidates, "
 		  "re-ranked exactly", 0 },
+		{ "topk-fp16", "VISREC_TOPK_FP16", VR_FLAG_BOOL, &svc.topk_half, "false",
+		  "with --topk-approx: the first pass reads fp16 rows instead of int8", 0 },
 		{ 0 },
 	};
 	static const char *const services[] = { "visrec.v1.Rank", NULL };

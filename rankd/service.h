@@ -59,7 +59,8 @@ typedef struct rk_service {
 	const char *featured_addr;
 	int max_k;                /* Recommend's k limit; 0 = RK_MAX_K_DEFAULT */
 	int max_batch;            /* RecommendBatch's request limit; 0 = default */
-	int topk_approx;          /* 0: exact scans; c >= 1: fp16 first pass (topk.h) */
+	int topk_approx;          /* 0: exact scans; c >= 1: int8 first pass (topk.h) */
+	int topk_half;            /* with topk_approx: the fp16 first pass instead */
 	int follow;               /* follow featured's change feed */
 	/* State (rk_service_open). */
 	rk_interactions *ix;

@@ -25,6 +25,7 @@
 
 typedef void (*dot32_fn)(const float *u, uint32_t len, const float *const *rows, uint32_t n, float *out);
 typedef void (*dot16_fn)(const float *u, uint32_t len, const uint16_t *const *rows, uint32_t n, float *out);
+typedef void (*dot8_fn)(const int8_t *u, uint32_t len, const uint8_t *const *rows, uint32_t n, int32_t *out);
 typedef uint32_t (*above_fn)(const float *s, uint32_t r, uint32_t n, float t);
 
 /* Kernels. Each computes out[r] = u · rows[r] over len floats (a multiple of
@@ -37,6 +38,7 @@ typedef uint32_t (*above_fn)(const float *s, uint32_t r, uint32_t n, float t);
 
 #define T512 __attribute__((target("avx512f,fma")))
 #define T256 __attribute__((target("avx2,fma,f16c")))
+#define TVNNI __attribute__((target("avx512f,avx512bw,avx512vnni")))
 
 T512 static inline __m512 ld16_512(const uint16_t *h)
 {
@@ -93,6 +95,60 @@ T256 static void NAME(const float *u, uint32_t len, const TYPE *const *rows, uin
 
 DOT256(float, _mm256_loadu_ps, dot32_avx2)
 DOT256(uint16_t, ld16_256, dot16_avx2)
+
+/* int8 kernels: out[r] = Σ_j rows[r][j] × u[j] in exact int32 arithmetic
+ * (unsigned row bytes, signed user bytes, len a multiple of 64), so every
+ * kernel gives the same integers. |sum| <= 255 × 127 × 2^16 < 2^31. VNNI
+ * multiplies 64 byte pairs and adds them into 16 int32 lanes in one
+ * instruction; AVX2 widens both to int16 and uses madd (the byte
+ * instruction maddubs would saturate at 255 × 127 × 2). */
+TVNNI static void dot8_vnni(const int8_t *u, uint32_t len, const uint8_t *const *rows, uint32_t n, int32_t *out)
+{
+	for (uint32_t r = 0; r < n; r++) {
+		const uint8_t *p = rows[r];
+		__m512i a = _mm512_setzero_si512(), b = a;
+		uint32_t j = 0;
+		for (; j + 128 <= len; j += 128) {
+			a = _mm512_dpbusd_epi32(a, _mm512_loadu_si512(p + j), _mm512_loadu_si512(u + j));
+			b = _mm512_dpbusd_epi32(b, _mm512_loadu_si512(p + j + 64), _mm512_loadu_si512(u + j + 64));
+		}
+		if (j < len)
+			a = _mm512_dpbusd_epi32(a, _mm512_loadu_si512(p + j), _mm512_loadu_si512(u + j));
+		out[r] = _mm512_reduce_add_epi32(_mm512_add_epi32(a, b));
+	}
+}
+
+T256 static void dot8_avx2(const int8_t *u, uint32_t len, const uint8_t *const *rows, uint32_t n, int32_t *out)
+{
+	for (uint32_t r = 0; r < n; r++) {
+		const uint8_t *p = rows[r];
+		__m256i a = _mm256_setzero_si256(), b = a;
+		for (uint32_t j = 0; j < len; j += 32) {
+			__m256i x0 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(p + j)));
+			__m256i x1 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(p + j + 16)));
+			__m256i u0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(u + j)));
+			__m256i u1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(u + j + 16)));
+			a = _mm256_add_epi32(a, _mm256_madd_epi16(x0, u0));
+			b = _mm256_add_epi32(b, _mm256_madd_epi16(x1, u1));
+		}
+		__m256i s = _mm256_add_epi32(a, b);
+		__m128i x = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+		x = _mm_add_epi32(x, _mm_shuffle_epi32(x, _MM_SHUFFLE(1, 0, 3, 2)));
+		x = _mm_add_epi32(x, _mm_shuffle_epi32(x, _MM_SHUFFLE(2, 3, 0, 1)));
+		out[r] = _mm_cvtsi128_si32(x);
+	}
+}
+
+/* The reference. */
+static void dot8_generic(const int8_t *u, uint32_t len, const uint8_t *const *rows, uint32_t n, int32_t *out)
+{
+	for (uint32_t r = 0; r < n; r++) {
+		int32_t acc = 0;
+		for (uint32_t j = 0; j < len; j++)
+			acc += (int32_t)rows[r][j] * u[j];
+		out[r] = acc;
+	}
+}
 
 /* Threshold scans for selection: the first r' >= r with s[r'] > t, or n. */
 T512 static uint32_t above_avx512(const float *s, uint32_t r, uint32_t n, float t)
@@ -154,14 +210,17 @@ static void dot16_generic(const float *u, uint32_t len, const uint16_t *const *r
 	}
 }
 
+/* AVX-512 without VNNI (Skylake-X) scans int8 with the AVX2 kernel. */
 static const struct {
 	dot32_fn dot32;
 	dot16_fn dot16;
+	dot8_fn dot8;
 	above_fn above;
 } kernels[] = {
-	[RK_ISA_GENERIC] = { dot32_generic, dot16_generic, above_generic },
-	[RK_ISA_AVX2] = { dot32_avx2, dot16_avx2, above_avx2 },
-	[RK_ISA_AVX512] = { dot32_avx512, dot16_avx512, above_avx512 },
+	[RK_ISA_GENERIC] = { dot32_generic, dot16_generic, dot8_generic, above_generic },
+	[RK_ISA_AVX2] = { dot32_avx2, dot16_avx2, dot8_avx2, above_avx2 },
+	[RK_ISA_AVX512] = { dot32_avx512, dot16_avx512, dot8_avx2, above_avx512 },
+	[RK_ISA_AVX512_VNNI] = { dot32_avx512, dot16_avx512, dot8_vnni, above_avx512 },
 };
 
 static atomic_int isa_cur = -1;
@@ -174,7 +233,10 @@ static int isa_supported(enum rk_isa isa)
 	case RK_ISA_AVX2:
 		return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && rk_cpu_f16c();
 	case RK_ISA_AVX512:
-		return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+		return isa_supported(RK_ISA_AVX2) && __builtin_cpu_supports("avx512f");
+	case RK_ISA_AVX512_VNNI:
+		return isa_supported(RK_ISA_AVX512) && __builtin_cpu_supports("avx512bw") &&
+		       __builtin_cpu_supports("avx512vnni");
 	}
 	return 0;
 }
@@ -184,14 +246,16 @@ enum rk_isa rk_isa_active(void)
 	int isa = atomic_load_explicit(&isa_cur, memory_order_relaxed);
 	if (isa >= 0)
 		return (enum rk_isa)isa;
-	isa = isa_supported(RK_ISA_AVX512) ? RK_ISA_AVX512 : isa_supported(RK_ISA_AVX2) ? RK_ISA_AVX2 : RK_ISA_GENERIC;
+	isa = RK_ISA_AVX512_VNNI;
+	while (!isa_supported((enum rk_isa)isa))
+		isa--;
 	atomic_store_explicit(&isa_cur, isa, memory_order_relaxed);
 	return (enum rk_isa)isa;
 }
 
 int rk_isa_set(enum rk_isa isa)
 {
-	if ((int)isa < RK_ISA_GENERIC || isa > RK_ISA_AVX512)
+	if ((int)isa < RK_ISA_GENERIC || isa > RK_ISA_AVX512_VNNI)
 		return VR_EINVAL;
 	if (!isa_supported(isa))
 		return VR_EUNSUPPORTED;
@@ -205,6 +269,7 @@ const char *rk_isa_name(enum rk_isa isa)
 	case RK_ISA_GENERIC: return "generic";
 	case RK_ISA_AVX2: return "avx2";
 	case RK_ISA_AVX512: return "avx512";
+	case RK_ISA_AVX512_VNNI: return "avx512-vnni";
 	}
 	return "unknown";
 }
@@ -223,6 +288,8 @@ struct excl {
 struct rk_topk_ws {
 	float *user;           /* padded user rows */
 	size_t user_cap;
+	int8_t *user8;         /* the user row quantised (int8 pass) */
+	size_t user8_cap;
 	uint32_t *ids;         /* sorted candidates, or re-rank ids */
 	size_t ids_cap;
 	struct rk_hit *pool;   /* approximate-pass heap */
@@ -263,6 +330,7 @@ void rk_topk_ws_destroy(struct rk_topk_ws *ws)
 	if (!ws)
 		return;
 	free(ws->user);
+	free(ws->user8);
 	free(ws->ids);
 	free(ws->pool);
 	free(ws->scores);
@@ -381,6 +449,27 @@ static int pad_user(float *dst, const float *user, uint32_t dim, uint32_t stride
 	return 0;
 }
 
+/* The padded user row u (stride floats) as int8 into dst (stride8 bytes,
+ * zero padded) with the scale max |u_j| / 127, for the int8 pass. Returns
+ * 128 × Σ dst: what the rows' offset of 128 adds to every integer dot
+ * product, so (dot - correction) is Σ_j q_j × dst_j. The user's scale is
+ * left out of the scores (the same positive factor for every item). */
+static int32_t quantize_user(int8_t *dst, const float *u, uint32_t stride, uint32_t stride8)
+{
+	float m = 0;
+	int32_t sum = 0;
+	for (uint32_t j = 0; j < stride; j++)
+		m = fabsf(u[j]) > m ? fabsf(u[j]) : m;
+	float inv = m > 0 ? 127.0f / m : 0;
+	for (uint32_t j = 0; j < stride; j++) {
+		long q = lrintf(u[j] * inv);
+		dst[j] = (int8_t)(q > 127 ? 127 : q < -127 ? -127 : q);
+		sum += dst[j];
+	}
+	memset(dst + stride, 0, stride8 - stride);
+	return 128 * sum;
+}
+
 /* The second selection of a scan (rk_topk_marked): the marked items. */
 struct marked {
 	struct heap hp;
@@ -439,33 +528,55 @@ static void select_marked(struct marked *m, const float *s, uint32_t n, uint32_t
 	}
 }
 
-/* One pass over the whole view (ids NULL) or over ascending ids[0..n_ids),
- * scoring with dot32 or, when half is set, dot16, into hp (and the marked
- * items into mk, when not NULL). */
-static void scan(const struct rk_index_view *v, const float *u, int half, const uint32_t *ids, size_t n_ids,
-		 struct heap *hp, struct excl *ex, struct marked *mk)
+/* Which copy of the rows a scan reads. */
+enum pass { PASS_F32, PASS_F16, PASS_I8 };
+
+/* The user as the kernels take it: the padded fp32 row, and for the int8
+ * pass its quantised copy and correction (quantize_user). */
+struct quser {
+	const float *f;
+	const int8_t *i8;
+	int32_t corr;
+};
+
+/* One pass over ids lo .. hi - 1 of the view (ids NULL) or over ascending
+ * ids[lo .. hi), scoring from the pass's copy of the rows into hp (and the
+ * marked items into mk, when not NULL). int8 scores are scale × (dot -
+ * correction): the exact integer dot of the quantised row and user, in
+ * the row's units. */
+static void scan(const struct rk_index_view *v, const struct quser *u, enum pass pass, const uint32_t *ids,
+		 size_t lo, size_t hi, struct heap *hp, struct excl *ex, struct marked *mk)
 {
 	const float *p32[BLK];
 	const uint16_t *p16[BLK];
-	float s[BLK];
+	const uint8_t *p8[BLK];
+	float s[BLK], sc[BLK];
+	int32_t raw[BLK];
 	enum rk_isa isa = rk_isa_active();
 	uint32_t mask = (1u << v->chunk_shift) - 1u;
-	size_t total = ids ? n_ids : v->n;
 
-	for (size_t at = 0; at < total; at += BLK) {
-		uint32_t nb = (uint32_t)(total - at < BLK ? total - at : BLK);
+	for (size_t at = lo; at < hi; at += BLK) {
+		uint32_t nb = (uint32_t)(hi - at < BLK ? hi - at : BLK);
 		for (uint32_t r = 0; r < nb; r++) {
-			uint32_t id = ids ? ids[at + r] : (uint32_t)(at + r);
-			size_t off = (size_t)(id & mask) * v->stride;
-			if (half)
-				p16[r] = v->chunk_f16[id >> v->chunk_shift] + off;
-			else
-				p32[r] = v->chunk_f32[id >> v->chunk_shift] + off;
+			uint32_t id = ids ? ids[at + r] : (uint32_t)(at + r), c = id >> v->chunk_shift;
+			if (pass == PASS_I8) {
+				p8[r] = v->chunk_i8[c] + (size_t)(id & mask) * v->stride8;
+				sc[r] = v->chunk_scale[c][id & mask];
+			} else if (pass == PASS_F16) {
+				p16[r] = v->chunk_f16[c] + (size_t)(id & mask) * v->stride;
+			} else {
+				p32[r] = v->chunk_f32[c] + (size_t)(id & mask) * v->stride;
+			}
 		}
-		if (half)
-			kernels[isa].dot16(u, v->stride, p16, nb, s);
-		else
-			kernels[isa].dot32(u, v->stride, p32, nb, s);
+		if (pass == PASS_I8) {
+			kernels[isa].dot8(u->i8, v->stride8, p8, nb, raw);
+			for (uint32_t r = 0; r < nb; r++)
+				s[r] = sc[r] * (float)(raw[r] - u->corr);
+		} else if (pass == PASS_F16) {
+			kernels[isa].dot16(u->f, v->stride, p16, nb, s);
+		} else {
+			kernels[isa].dot32(u->f, v->stride, p32, nb, s);
+		}
 		select_scores(hp, s, nb, (uint32_t)at, ids ? ids + at : NULL, ex, kernels[isa].above);
 		if (mk && mk->list && !ids)
 			select_listed(mk, s, nb, (uint32_t)at);
@@ -506,6 +617,13 @@ int rk_topk_marked(const struct rk_index_view *v, const struct rk_topk_req *req,
 		goto leave;
 	if ((rc = pad_user(ws->user, req->user, v->dim, v->stride)))
 		goto leave;
+	struct quser qu = { ws->user, NULL, 0 };
+	if (req->approx && !req->half) {
+		if ((rc = grow((void **)&ws->user8, &ws->user8_cap, v->stride8, 1)))
+			goto leave;
+		qu.corr = quantize_user(ws->user8, ws->user, v->stride, v->stride8);
+		qu.i8 = ws->user8;
+	}
 	if (req->cand) {
 		if ((rc = grow((void **)&ws->ids, &ws->ids_cap, req->n_cand ? req->n_cand : 1, sizeof(uint32_t))))
 			goto leave;
@@ -531,7 +649,7 @@ int rk_topk_marked(const struct rk_index_view *v, const struct rk_topk_req *req,
 		goto leave;
 
 	if (req->approx == 0 || (size_t)req->approx * hp.cap >= bound) {
-		scan(v, ws->user, 0, ids, n_ids, &hp, &ex, mk.hp.cap ? &mk : NULL);
+		scan(v, &qu, PASS_F32, ids, 0, ids ? n_ids : v->n, &hp, &ex, mk.hp.cap ? &mk : NULL);
 		if (mk.hp.cap) {
 			heap_sort(&mk.hp);
 			mark->n_out = mk.hp.n;
@@ -541,7 +659,7 @@ int rk_topk_marked(const struct rk_index_view *v, const struct rk_topk_req *req,
 		if ((rc = grow((void **)&ws->pool, &ws->pool_cap, pool.cap, sizeof(struct rk_hit))))
 			goto leave;
 		pool.h = ws->pool;
-		scan(v, ws->user, 1, ids, n_ids, &pool, &ex, NULL);
+		scan(v, &qu, req->half ? PASS_F16 : PASS_I8, ids, 0, ids ? n_ids : v->n, &pool, &ex, NULL);
 		/* Re-rank: exact scores of the pool, in ascending ids as
 		 * select_scores wants them. */
 		if ((rc = grow((void **)&ws->ids, &ws->ids_cap, pool.n, sizeof(uint32_t))))
@@ -550,7 +668,7 @@ int rk_topk_marked(const struct rk_index_view *v, const struct rk_topk_req *req,
 			ws->ids[i] = pool.h[i].item;
 		qsort(ws->ids, pool.n, sizeof(uint32_t), cmp_u32);
 		struct excl none = { NULL, NULL };
-		scan(v, ws->user, 0, ws->ids, pool.n, &hp, &none, NULL);
+		scan(v, &qu, PASS_F32, ws->ids, 0, pool.n, &hp, &none, NULL);
 	}
 	heap_sort(&hp);
 	*n_out = hp.n;
@@ -617,6 +735,34 @@ int rk_topk_batch(const struct rk_index_view *v, const struct rk_topk_batch_req 
 	}
 leave:
 	return rc;
+}
+
+int rk_score_i8(const struct rk_index_view *v, const float *user, const uint32_t *items, size_t n,
+		struct rk_topk_ws *ws, int32_t *dots)
+{
+	int rc = 0;
+	const uint8_t *ptr[BLK];
+	float scale;
+	enum rk_isa isa = rk_isa_active();
+
+	for (size_t i = 0; i < n; i++)
+		if (items[i] >= v->n)
+			return VR_EINVAL;
+	if ((rc = grow((void **)&ws->user, &ws->user_cap, v->stride, sizeof(float))) ||
+	    (rc = grow((void **)&ws->user8, &ws->user8_cap, v->stride8, 1)))
+		return rc;
+	if ((rc = pad_user(ws->user, user, v->dim, v->stride)))
+		return rc;
+	int32_t corr = quantize_user(ws->user8, ws->user, v->stride, v->stride8);
+	for (size_t at = 0; at < n; at += BLK) {
+		uint32_t nb = (uint32_t)(n - at < BLK ? n - at : BLK);
+		for (uint32_t r = 0; r < nb; r++)
+			ptr[r] = rk_index_row_i8(v, items[at + r], &scale);
+		kernels[isa].dot8(ws->user8, v->stride8, ptr, nb, dots + at);
+		for (uint32_t r = 0; r < nb; r++)
+			dots[at + r] -= corr;
+	}
+	return 0;
 }
 
 int rk_score(const struct rk_index_view *v, const float *user, const uint32_t *items, size_t n,

@@ -51,6 +51,13 @@ struct rk_topk_req {
 	int approx;
 	/* With approx: the first pass reads the fp16 rows instead of int8. */
 	int half;
+	/* A scan of the whole catalogue (no candidate list, no marked items)
+	 * may be split into up to threads ranges (<= 1: never split), this
+	 * thread scanning one and pool's helpers the others; the answer is the
+	 * same. pool NULL: never split. Catalogues under 32768 items are not
+	 * split: a part costs a wake-up. */
+	struct rk_scan_pool *pool;
+	int threads;
 };
 
 /* A second selection from the same scan (rk_topk_marked): the best k of
@@ -71,6 +78,16 @@ struct rk_topk_mark {
 	const uint32_t *list;
 	uint32_t n_list;
 };
+
+/* Helper threads for split scans (rk_topk_req.pool), shared by every
+ * thread that ranks. Create with the cores a query may use beyond its own
+ * (helpers 0 .. 15); destroy when no scan is in flight. Returns 0,
+ * VR_EINVAL or VR_ENOMEM. */
+struct rk_scan_pool;
+int rk_scan_pool_create(int helpers, struct rk_scan_pool **out);
+void rk_scan_pool_destroy(struct rk_scan_pool *pool);
+/* The pool's helper threads (0 for NULL). */
+int rk_scan_pool_helpers(const struct rk_scan_pool *pool);
 
 /* Per-thread scratch of rk_topk / rk_topk_batch: buffers grow to the
  * largest request seen and are reused, so a serving thread allocates once

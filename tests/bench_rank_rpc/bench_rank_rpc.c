@@ -14,8 +14,14 @@
  *
  *   bench_rank_rpc [--items 10000] [--users 1000] [--seconds 3]
  *                  [--levels 1,8,64] [--channels 8] [--server-threads 2]
- *                  [--k 20] [--approx 0] [--cold-slots 0] [--batch 0]
- *                  [--dir DIR] [--metrics] [--rankd PATH]
+ *                  [--k 20] [--approx 0] [--fp16] [--scan-threads 0]
+ *                  [--cold-slots 0] [--batch 0] [--dir DIR] [--metrics]
+ *                  [--rankd PATH]
+ *
+ * --scan-threads 1 keeps every Recommend's scan on one core; the default
+ * (0) lets a call that finds no other ranking call in flight split its scan
+ * over every core (rankd --scan-threads): run both to compare low-load
+ * latency (level 1) and loaded throughput (levels 8, 64).
  *
  * --batch N sends RecommendBatch calls of N random users each instead of
  * Recommend (users/s = calls/s × N; the server columns stay Recommend's,
@@ -256,7 +262,7 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 int main(int argc, char **argv)
 {
 	int items = 10000, users = 1000, channels = 8, server_threads = 2, k = 20, approx = 0;
-	int cold_slots = 0, batch = 0;
+	int cold_slots = 0, batch = 0, fp16 = 0, scan_threads = 0;
 	double seconds = 3;
 	const char *levels = "1,8,64", *dir = NULL, *rankd_bin = RANKD_BIN;
 	int metrics = 0;
@@ -269,6 +275,8 @@ int main(int argc, char **argv)
 		{ "server-threads", NULL, VR_FLAG_INT, &server_threads, "2", "rankd --threads", 0 },
 		{ "k", NULL, VR_FLAG_INT, &k, "20", "top-k", 0 },
 		{ "approx", NULL, VR_FLAG_INT, &approx, "0", "rankd --topk-approx", 0 },
+		{ "fp16", NULL, VR_FLAG_BOOL, &fp16, "false", "rankd --topk-fp16", 0 },
+		{ "scan-threads", NULL, VR_FLAG_INT, &scan_threads, "0", "rankd --scan-threads", 0 },
 		{ "cold-slots", NULL, VR_FLAG_INT, &cold_slots, "0", "places of k kept for cold items", 0 },
 		{ "batch", NULL, VR_FLAG_INT, &batch, "0", "users per RecommendBatch call; 0: Recommend", 0 },
 		{ "dir", NULL, VR_FLAG_STRING, &dir, NULL, "work directory (default: a new one under /tmp)", 0 },
@@ -299,12 +307,14 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	printf("snapshot: %d items, %d users, VBPR K=200 K'=100 F=2048 (D=301), written in %.1f s; "
-	       "k %d, cold slots %d, %s\n", items, users, now_s() - t0, k, cold_slots,
-	       batch ? "RecommendBatch calls" : "Recommend calls");
+	       "k %d, cold slots %d, %s; rankd --topk-approx %d%s --scan-threads %d\n", items, users,
+	       now_s() - t0, k, cold_slots, batch ? "RecommendBatch calls" : "Recommend calls", approx,
+	       fp16 ? " --topk-fp16" : "", scan_threads);
 	vr_rpc_init();
 	printf("%6s %9s %9s %10s %10s %10s %10s %10s %7s %9s %9s\n", "conc", "calls", "QPS", "users/s", "cli_p50_us",
 	       "cli_p99_us", "srv_p50_us", "srv_p99_us", "errors", "start_s", "rss_MB");
-	char threads_arg[16], approx_arg[16];
+	char threads_arg[16], approx_arg[16], scan_arg[16];
+	snprintf(scan_arg, sizeof scan_arg, "%d", scan_threads);
 	snprintf(threads_arg, sizeof threads_arg, "%d", server_threads);
 	snprintf(approx_arg, sizeof approx_arg, "%d", approx);
 	int status = 0;
@@ -320,7 +330,8 @@ int main(int argc, char **argv)
 		remove(log);
 		char *rargv[] = { (char *)rankd_bin, "--listen", "127.0.0.1:0", "--data", data, "--threads",
 				  threads_arg, "--follow-featured=false", "--featured", "127.0.0.1:9",
-				  "--topk-approx", approx_arg, metrics ? "--metrics-listen" : NULL,
+				  "--topk-approx", approx_arg, "--scan-threads", scan_arg,
+				  fp16 ? "--topk-fp16" : "--topk-fp16=false", metrics ? "--metrics-listen" : NULL,
 				  "127.0.0.1:0", NULL };
 		struct proc r;
 		double s0 = now_s();

@@ -25,6 +25,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define D 301
 #define K 20
@@ -141,22 +142,25 @@ struct pass_stats {
 };
 
 /* Times queries single queries (two warm-ups first) into lat (ms), each
- * with its own acquire/release as a handler does. approx 0: the exact
- * scan, whose lists go into exact; else the first pass (half: fp16) with
- * oversampling approx, and its recall@K against exact into *recall.
+ * with its own acquire/release as a handler does. approx 0 without a pool:
+ * the exact scan, whose lists go into exact; else the first pass (half:
+ * fp16) with oversampling approx, or the exact scan split over the pool's
+ * helpers too, and its recall@K against exact into *recall.
  * Returns 0, or 1 when a query fails. */
 static int run_queries(struct rk_index *ix, struct rk_topk_ws *ws, const float *users, uint32_t queries,
-		       int approx, int half, struct rk_hit *exact, double *lat, double *recall)
+		       int approx, int half, struct rk_scan_pool *pool, struct rk_hit *exact, double *lat,
+		       double *recall)
 {
 	struct rk_hit hits[K];
 	struct rk_index_view v;
 	size_t found = 0, n_hits;
 	for (uint32_t q = 0; q < queries + 2; q++) {
 		uint32_t u = q < 2 ? q : q - 2;
-		struct rk_topk_req req = { users + (size_t)u * D, K, NULL, 0, NULL, 0, approx, half };
+		struct rk_topk_req req = { users + (size_t)u * D, K, NULL, 0, NULL, 0, approx, half, pool,
+					   1 + rk_scan_pool_helpers(pool) };
 		double a = now();
 		rk_index_acquire(ix, &v);
-		int rc = rk_topk(&v, &req, ws, approx ? hits : exact + (size_t)u * K, K, &n_hits);
+		int rc = rk_topk(&v, &req, ws, approx || pool ? hits : exact + (size_t)u * K, K, &n_hits);
 		rk_index_release(&v);
 		double b = now();
 		if (rc || n_hits != K)
@@ -164,7 +168,7 @@ static int run_queries(struct rk_index *ix, struct rk_topk_ws *ws, const float *
 		if (q < 2)
 			continue;
 		lat[u] = (b - a) * 1e3;
-		if (approx)
+		if (approx || pool)
 			for (int i = 0; i < K; i++)
 				for (int j = 0; j < K; j++)
 					found += hits[i].item == exact[(size_t)u * K + j].item;
@@ -260,14 +264,14 @@ int main(int argc, char **argv)
 	double *lat = malloc(queries * sizeof(double));
 	double p50, p99, recall;
 	struct pass_stats ps[2][N_C];
-	if (run_queries(ix, ws, users, queries, 0, 0, exact, lat, &recall))
+	if (run_queries(ix, ws, users, queries, 0, 0, NULL, exact, lat, &recall))
 		return 1;
 	p50 = pct(lat, queries, 0.5);
 	p99 = pct(lat, queries, 0.99);
 	int chosen = 0; /* the smallest c whose int8 recall reaches RECALL_GOAL */
 	for (int half = 0; half < 2; half++)
 		for (int c = 0; c < N_C; c++) {
-			if (run_queries(ix, ws, users, queries, cs[c], half, exact, lat, &ps[half][c].recall))
+			if (run_queries(ix, ws, users, queries, cs[c], half, NULL, exact, lat, &ps[half][c].recall))
 				return 1;
 			ps[half][c].p50 = pct(lat, queries, 0.5);
 			ps[half][c].p99 = pct(lat, queries, 0.99);
@@ -277,6 +281,21 @@ int main(int argc, char **argv)
 	int dc = 0; /* RK_TOPK_APPROX_DEFAULT's place in cs */
 	while (dc + 1 < N_C && cs[dc] != RK_TOPK_APPROX_DEFAULT)
 		dc++;
+	/* Low load: the same queries split over every core (topk.h's pool),
+	 * exact, int8 and fp16 at the default c; the lists must not change. */
+	struct rk_scan_pool *pool;
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	if (rk_scan_pool_create(ncpu > 1 ? (int)(ncpu < 16 ? ncpu : 16) - 1 : 0, &pool))
+		return 1;
+	struct pass_stats sp[3];
+	for (int m = 0; m < 3; m++) {
+		if (run_queries(ix, ws, users, queries, m ? RK_TOPK_APPROX_DEFAULT : 0, m == 2, pool, exact, lat,
+				&sp[m].recall))
+			return 1;
+		sp[m].p50 = pct(lat, queries, 0.5);
+		sp[m].p99 = pct(lat, queries, 0.99);
+	}
+	rk_scan_pool_destroy(pool);
 	df = dump ? dump_open(dump, "top20", n, "u32", (uint64_t)queries * K * sizeof(uint32_t), &skip) : NULL;
 	if (df) {
 		for (size_t i = 0; i < (size_t)queries * K; i++)
@@ -317,6 +336,10 @@ int main(int argc, char **argv)
 			printf("top-%d single query, %s pass + exact re-rank of k x %d: p50 %.3f ms  p99 %.3f ms  "
 			       "recall@20 %.4f over %u users\n", K, half ? "fp16" : "int8", cs[c], ps[half][c].p50,
 			       ps[half][c].p99, ps[half][c].recall, queries);
+	static const char *const split_name[] = { "exact fp32", "int8 + re-rank", "fp16 + re-rank" };
+	for (int m = 0; m < 3; m++)
+		printf("top-%d single query split over %ld threads, %s%s: p50 %.3f ms  p99 %.3f ms  recall@20 %.4f\n",
+		       K, ncpu, split_name[m], m ? " (default c)" : "", sp[m].p50, sp[m].p99, sp[m].recall);
 	printf("int8 margin: the smallest c with recall@20 >= %.3f here is %d (RK_TOPK_APPROX_DEFAULT %d)\n",
 	       RECALL_GOAL, chosen, RK_TOPK_APPROX_DEFAULT);
 	printf("batched exact (GEMM), %u users: %.3f s (median of 3), %.0f users/s\n", batch, bt, batch / bt);
@@ -328,6 +351,8 @@ int main(int argc, char **argv)
 	       ps[1][dc].recall, chosen);
 	for (int c = 0; c < N_C; c++)
 		printf("\"int8_c%d_recall\":%.4f,", cs[c], ps[0][c].recall);
+	printf("\"split_exact_p50_ms\":%.4f,\"split_int8_p50_ms\":%.4f,\"split_fp16_p50_ms\":%.4f,"
+	       "\"split_recall20\":%.4f,", sp[0].p50, sp[1].p50, sp[2].p50, sp[0].recall);
 	printf("\"batch_users\":%u,\"batch_users_per_s\":%.1f,\"build_s\":%.3f,\"rss_mb\":%.1f}\n", batch,
 	       batch / bt, build, (double)ru.ru_maxrss / 1024);
 	if (sink == 12345.678f)

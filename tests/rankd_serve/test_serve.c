@@ -176,7 +176,7 @@ static void random_cases(enum rk_isa isa, int approx, int half)
 			exact[i] = NAN;
 		for (size_t i = 0; i < n_ref; i++)
 			exact[ref[i].item] = ref[i].score;
-		struct rk_topk_req req = { user, k, excl, n_excl, cand, n_cand, approx, half };
+		struct rk_topk_req req = { user, k, excl, n_excl, cand, n_cand, approx, half, NULL, 0 };
 		int rc = rk_topk(&v, &req, ws, out, n + 1, &n_out);
 		size_t want = (size_t)k < n_ref ? (size_t)k : n_ref;
 		int bad = rc != 0 || n_out != want;
@@ -379,7 +379,7 @@ TEST(topk_ties_by_lower_id)
 	rk_index_acquire(ix, &v);
 	uint32_t excl[] = { 0, 2, 2, 5 };
 	for (int approx = 0; approx < 3; approx++) {
-		struct rk_topk_req req = { user, 4, excl, 4, NULL, 0, approx, 0 };
+		struct rk_topk_req req = { user, 4, excl, 4, NULL, 0, approx, 0, NULL, 0 };
 		ASSERT_OK(rk_topk(&v, &req, ws, out, N, &n_out));
 		ASSERT_EQ_INT(n_out, 4);
 		ASSERT_EQ_INT(out[0].item, 1);
@@ -389,7 +389,7 @@ TEST(topk_ties_by_lower_id)
 	}
 	/* A candidate list in reverse order with repeats gives the same order. */
 	uint32_t cand[] = { 299, 250, 250, 7, 3, 299 };
-	struct rk_topk_req req = { user, 10, excl, 4, cand, 6, 0, 0 };
+	struct rk_topk_req req = { user, 10, excl, 4, cand, 6, 0, 0, NULL, 0 };
 	ASSERT_OK(rk_topk(&v, &req, ws, out, N, &n_out));
 	ASSERT_EQ_INT(n_out, 4);
 	ASSERT_EQ_INT(out[0].item, 3);
@@ -414,7 +414,7 @@ TEST(topk_k_over_catalogue_returns_all)
 	rk_index_acquire(ix, &v);
 	float user[8] = { 1, -1, 0.5f, 2, 0, 0, 1, 1 };
 	uint32_t excl[] = { 1, 10, 39, 40, 1000 };
-	struct rk_topk_req req = { user, 1000000, excl, 5, NULL, 0, 0, 0 };
+	struct rk_topk_req req = { user, 1000000, excl, 5, NULL, 0, 0, 0, NULL, 0 };
 	ASSERT_OK(rk_topk(&v, &req, ws, out, 40, &n_out));
 	ASSERT_EQ_INT(n_out, 37);
 	for (size_t i = 0; i < n_out; i++) {
@@ -440,7 +440,7 @@ TEST(topk_invalid_arguments)
 	rk_index_acquire(ix, &v);
 	float user[4] = { 1, 2, 3, 4 };
 	uint32_t bad_cand[] = { 3, 10 }, unsorted[] = { 5, 2 };
-	struct rk_topk_req req = { user, 0, NULL, 0, NULL, 0, 0, 0 };
+	struct rk_topk_req req = { user, 0, NULL, 0, NULL, 0, 0, 0, NULL, 0 };
 	ASSERT_EQ_INT(rk_topk(&v, &req, ws, out, 16, &n_out), VR_EINVAL);
 	ASSERT_EQ_INT(n_out, 0);
 	req.k = -3;
@@ -487,7 +487,7 @@ TEST(topk_empty_index)
 	ASSERT_OK(rk_topk_ws_create(&ws));
 	struct rk_index_view v;
 	rk_index_acquire(ix, &v);
-	struct rk_topk_req req = { user, 5, NULL, 0, NULL, 0, 2, 0 };
+	struct rk_topk_req req = { user, 5, NULL, 0, NULL, 0, 2, 0, NULL, 0 };
 	ASSERT_OK(rk_topk(&v, &req, ws, out, 0, &n_out));
 	ASSERT_EQ_INT(n_out, 0);
 	rk_index_release(&v);
@@ -590,7 +590,7 @@ TEST(topk_approx_recall)
 		user[0] = 1;
 		for (int j = 1; j < D; j++)
 			user[j] = rng_n();
-		struct rk_topk_req req = { user, K, NULL, 0, NULL, 0, 0, 0 };
+		struct rk_topk_req req = { user, K, NULL, 0, NULL, 0, 0, 0, NULL, 0 };
 		ASSERT_OK(rk_topk(&v, &req, ws, ex, K, &n1));
 		ASSERT_EQ_INT(n1, K);
 		for (int half = 0; half < 2; half++) {
@@ -620,6 +620,94 @@ TEST(topk_approx_recall)
 	rk_index_destroy(ix);
 	free(rows);
 	free(centres);
+}
+
+/* Split scans (rk_topk_req.pool): the same hits and scores as one thread
+ * for the exact scan and both first passes, with exclusions, at sizes that
+ * split into 2 .. 4 uneven parts, from several callers at once sharing one
+ * pool of three helpers (so parts queue, and callers take back parts no
+ * helper has started). */
+enum { SPLIT_CALLERS = 4, SPLIT_QUERIES = 30 };
+
+struct split_run {
+	const struct rk_index_view *v;
+	struct rk_scan_pool *pool;
+	uint64_t seed;
+	int bad, split_answers;
+};
+
+static void *split_caller(void *arg)
+{
+	struct split_run *r = arg;
+	const struct rk_index_view *v = r->v;
+	struct rk_topk_ws *ws;
+	uint64_t st = r->seed;
+	if (rk_topk_ws_create(&ws)) {
+		r->bad++;
+		return NULL;
+	}
+	float *user = malloc(v->dim * sizeof(float));
+	uint32_t *excl = malloc(64 * sizeof(uint32_t));
+	struct rk_hit one[200], split[200];
+	for (int q = 0; q < SPLIT_QUERIES; q++) {
+		for (uint32_t j = 0; j < v->dim; j++) {
+			st = st * 6364136223846793005ull + 1442695040888963407ull;
+			user[j] = (float)(int32_t)(st >> 32) * (1.0f / 2147483648.0f);
+		}
+		size_t n_excl = (size_t)(st % 64);
+		for (size_t i = 0; i < n_excl; i++)
+			excl[i] = (uint32_t)((st >> (i % 32)) % v->n);
+		qsort(excl, n_excl, sizeof *excl, cmp_u32);
+		int k = 1 + (int)((st >> 20) % 200), approx = q % 3 ? 2 : 0, half = q % 3 == 2;
+		size_t n1 = 0, n2 = 0;
+		struct rk_topk_req req = { user, k, excl, n_excl, NULL, 0, approx, half, NULL, 1 };
+		int rc = rk_topk(v, &req, ws, one, 200, &n1);
+		req.pool = r->pool;
+		req.threads = 2 + q % 3;
+		rc |= rk_topk(v, &req, ws, split, 200, &n2);
+		int same = rc == 0 && n1 == n2;
+		for (size_t i = 0; same && i < n1; i++)
+			same = one[i].item == split[i].item && one[i].score == split[i].score;
+		if (!same)
+			fprintf(stderr, "  split differs: n %u k %d approx %d half %d threads %d\n", v->n, k, approx, half,
+				req.threads);
+		r->bad += !same;
+		r->split_answers++;
+	}
+	free(user);
+	free(excl);
+	rk_topk_ws_destroy(ws);
+	return NULL;
+}
+
+TEST(topk_split_scan_same_answer)
+{
+	static const uint32_t ns[] = { 32767, 32768, 50000, 70001 };
+	struct rk_scan_pool *pool;
+	ASSERT_EQ_INT(rk_scan_pool_create(16, &pool), VR_EINVAL);
+	ASSERT_OK(rk_scan_pool_create(3, &pool));
+	ASSERT_EQ_INT(rk_scan_pool_helpers(pool), 3);
+	rng_state = 99;
+	for (size_t t = 0; t < sizeof ns / sizeof ns[0]; t++) {
+		struct rk_index *ix = make_index(ns[t], 37, 0, 0, NULL);
+		ASSERT(ix);
+		struct rk_index_view v;
+		rk_index_acquire(ix, &v);
+		struct split_run runs[SPLIT_CALLERS];
+		pthread_t th[SPLIT_CALLERS];
+		for (int c = 0; c < SPLIT_CALLERS; c++) {
+			runs[c] = (struct split_run){ &v, pool, 1000 * t + (uint64_t)c, 0, 0 };
+			ASSERT_EQ_INT(pthread_create(&th[c], NULL, split_caller, &runs[c]), 0);
+		}
+		for (int c = 0; c < SPLIT_CALLERS; c++) {
+			pthread_join(th[c], NULL);
+			ASSERT_EQ_INT(runs[c].bad, 0);
+			ASSERT_EQ_INT(runs[c].split_answers, SPLIT_QUERIES);
+		}
+		rk_index_release(&v);
+		rk_index_destroy(ix);
+	}
+	rk_scan_pool_destroy(pool);
 }
 
 /* Index. */
@@ -757,7 +845,7 @@ static void *conc_read(void *arg)
 			cr->bad += torn;
 		}
 		cr->rows_checked += v.n;
-		struct rk_topk_req req = { user, 10, NULL, 0, NULL, 0, (int)(cr->views % 2), 0 };
+		struct rk_topk_req req = { user, 10, NULL, 0, NULL, 0, (int)(cr->views % 2), 0, NULL, 0 };
 		if (rk_topk(&v, &req, ws, hits, 10, &n_hits) || n_hits != (v.n < 10 ? v.n : 10))
 			cr->bad++;
 		rk_index_release(&v);
@@ -865,6 +953,7 @@ static const struct vr_test tests[] = {
 	T(topk_approx_fp16_avx2),
 	T(topk_approx_fp16_avx512),
 	T(int8_dots_agree_across_kernels),
+	T(topk_split_scan_same_answer),
 	T(topk_ties_by_lower_id),
 	T(topk_k_over_catalogue_returns_all),
 	T(topk_invalid_arguments),

@@ -45,9 +45,10 @@ int main(int argc, char **argv)
 		  "re-ranked exactly", 0 },
 		{ "topk-fp16", "VISREC_TOPK_FP16", VR_FLAG_BOOL, &svc.topk_half, "false",
 		  "with --topk-approx: the first pass reads fp16 rows instead of int8", 0 },
-		{ "scan-threads", "VISREC_SCAN_THREADS", VR_FLAG_INT, &svc.scan_threads, "0",
+		{ "scan-threads", "VISREC_SCAN_THREADS", VR_FLAG_INT, &svc.scan_threads, "1",
 		  "threads one Recommend's scan may use when no other ranking call is in flight "
-		  "(0: the online CPUs; 1: never split)", 0 },
+		  "(0: the online CPUs; 1: never split, the default: a split only pays when the "
+		  "other cores are idle, which rankd cannot see of other processes)", 0 },
 		{ 0 },
 	};
 	static const char *const services[] = { "visrec.v1.Rank", NULL };

@@ -18,10 +18,10 @@
  *                  [--cold-slots 0] [--batch 0] [--dir DIR] [--metrics]
  *                  [--rankd PATH]
  *
- * --scan-threads 1 keeps every Recommend's scan on one core; the default
- * (0) lets a call that finds no other ranking call in flight split its scan
- * over every core (rankd --scan-threads): run both to compare low-load
- * latency (level 1) and loaded throughput (levels 8, 64).
+ * --scan-threads 1 (rankd's default) keeps every Recommend's scan on one
+ * core; 0 lets a call that finds no other ranking call in flight split its
+ * scan over every core (catalogues of 32768 items and up): run both to
+ * compare low-load latency (level 1) and loaded throughput (levels 8, 64).
  *
  * --batch N sends RecommendBatch calls of N random users each instead of
  * Recommend (users/s = calls/s × N; the server columns stay Recommend's,
@@ -262,7 +262,7 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 int main(int argc, char **argv)
 {
 	int items = 10000, users = 1000, channels = 8, server_threads = 2, k = 20, approx = 0;
-	int cold_slots = 0, batch = 0, fp16 = 0, scan_threads = 0;
+	int cold_slots = 0, batch = 0, fp16 = 0, scan_threads = 1;
 	double seconds = 3;
 	const char *levels = "1,8,64", *dir = NULL, *rankd_bin = RANKD_BIN;
 	int metrics = 0;
@@ -276,7 +276,7 @@ int main(int argc, char **argv)
 		{ "k", NULL, VR_FLAG_INT, &k, "20", "top-k", 0 },
 		{ "approx", NULL, VR_FLAG_INT, &approx, "0", "rankd --topk-approx", 0 },
 		{ "fp16", NULL, VR_FLAG_BOOL, &fp16, "false", "rankd --topk-fp16", 0 },
-		{ "scan-threads", NULL, VR_FLAG_INT, &scan_threads, "0", "rankd --scan-threads", 0 },
+		{ "scan-threads", NULL, VR_FLAG_INT, &scan_threads, "1", "rankd --scan-threads", 0 },
 		{ "cold-slots", NULL, VR_FLAG_INT, &cold_slots, "0", "places of k kept for cold items", 0 },
 		{ "batch", NULL, VR_FLAG_INT, &batch, "0", "users per RecommendBatch call; 0: Recommend", 0 },
 		{ "dir", NULL, VR_FLAG_STRING, &dir, NULL, "work directory (default: a new one under /tmp)", 0 },

@@ -379,7 +379,7 @@ merge:
  * from place excl_at on. Caller holds ix_lock shared. */
 static int recommend_one(rk_service *svc, const rk_served *s, const struct rk_index_view *view,
 			 const Visrec__V1__RecommendRequest *r, struct scratch *sc, size_t off,
-			 size_t excl_at, Visrec__V1__RecommendResponse *resp, char *err)
+			 size_t excl_at, int threads, Visrec__V1__RecommendResponse *resp, char *err)
 {
 	const uint32_t *excl = NULL;
 	size_t n_excl = 0, n_hits = 0;
@@ -406,7 +406,8 @@ static int recommend_one(rk_service *svc, const rk_served *s, const struct rk_in
 		rk_model_user_row(s->model, u, sc->user);
 		struct rk_topk_req q = { .user = sc->user, .k = r->k, .exclude = excl, .n_exclude = n_excl,
 					 .cand = cand, .n_cand = cand ? r->n_candidates : 0,
-					 .approx = svc->topk_approx };
+					 .approx = svc->topk_approx, .half = svc->topk_half,
+					 .pool = svc->scan_pool, .threads = threads };
 		/* Cold slots over the catalogue, exact: the same scan selects the
 		 * best cold items too (topk.h's mark). */
 		int fuse = r->cold_slots > 0 && !cand && !q.approx;
@@ -444,6 +445,10 @@ int rk_handle_recommend(vr_call *call, void *ctx)
 	struct scratch *sc = scratch_get();
 	if (!sc)
 		return VR_ENOMEM;
+	/* Low load: a call that finds no other ranking call in flight may split
+	 * its scan over every core; under load the cores are shared out. */
+	int busy = atomic_fetch_add_explicit(&svc->ranking, 1, memory_order_relaxed);
+	int threads = svc->scan_threads / (busy + 1);
 	struct rk_index_view view;
 	Visrec__V1__RecommendResponse resp = VISREC__V1__RECOMMEND_RESPONSE__INIT;
 	pthread_rwlock_rdlock(&svc->ix_lock);
@@ -457,7 +462,7 @@ int rk_handle_recommend(vr_call *call, void *ctx)
 	if (reserve_items(sc, room ? room : 1))
 		code = error_text(err, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 	else
-		code = recommend_one(svc, s, &view, r, sc, 0, 0, &resp, err);
+		code = recommend_one(svc, s, &view, r, sc, 0, 0, threads, &resp, err);
 	if (!code) {
 		int rc = vr_call_send(call, &resp.base);
 		code = rc ? rc : GRPC_STATUS_OK;
@@ -468,6 +473,7 @@ int rk_handle_recommend(vr_call *call, void *ctx)
 	rk_served_unref(s);
 leave:
 	pthread_rwlock_unlock(&svc->ix_lock);
+	atomic_fetch_sub_explicit(&svc->ranking, 1, memory_order_relaxed);
 	if (code == GRPC_STATUS_OK)
 		rk_latency_add(&svc->recommend_ns, (uint64_t)(now_ns() - t0));
 	return code;
@@ -510,6 +516,9 @@ int rk_handle_recommend_batch(vr_call *call, void *ctx)
 	struct rk_index_view view;
 	size_t total = 0, nb = 0, excl_used = 0;
 	int kmax = 0;
+	/* A batch keeps the cores busy (BLAS threads): Recommends meanwhile do
+	 * not split their scans. */
+	atomic_fetch_add_explicit(&svc->ranking, 1, memory_order_relaxed);
 	pthread_rwlock_rdlock(&svc->ix_lock);
 	rk_served *s = rk_serving_get(&svc->serving);
 	if (!s) {
@@ -534,7 +543,7 @@ int rk_handle_recommend_batch(vr_call *call, void *ctx)
 		int late, built;
 		uint32_t ui, u = model_user(svc, s, r->user_id, &late, &ui);
 		if (u == RK_NONE || r->n_candidates || r->cold_slots > 0) {
-			if ((code = recommend_one(svc, s, &view, r, sc, offs[q], excl_used, &resps[q], err)))
+			if ((code = recommend_one(svc, s, &view, r, sc, offs[q], excl_used, 1, &resps[q], err)))
 				code = vr_call_error(call, code, "requests[%zu]: %s", q, err);
 			continue;
 		}
@@ -586,6 +595,7 @@ int rk_handle_recommend_batch(vr_call *call, void *ctx)
 	rk_served_unref(s);
 leave:
 	pthread_rwlock_unlock(&svc->ix_lock);
+	atomic_fetch_sub_explicit(&svc->ranking, 1, memory_order_relaxed);
 	free(resps);
 	free(rp);
 	free(offs);

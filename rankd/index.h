@@ -3,9 +3,10 @@
  * item_row(i) (DESIGN.md 1; for VBPR the item row is
  * [β_i + β'·f_i, γ_i, E f_i] and the user row [1, γ_u, θ_u]).
  *
- * Rows are kept twice: exact fp32 (padded to a multiple of 16 floats, each
- * row 64-byte aligned, pad zero) and an fp16 copy for the approximate first
- * pass of topk.h. Item ids are dense: the i-th appended row is item i.
+ * Rows are kept three times: exact fp32 (padded to a multiple of 16 floats,
+ * each row 64-byte aligned, pad zero), and an fp16 and a per-row scaled
+ * int8 copy for the approximate first passes of topk.h. Item ids are dense:
+ * the i-th appended row is item i.
  *
  * One writer (appends for items that arrive from featured's change feed,
  * replacements for re-embedded items) and any number of readers, who never
@@ -26,24 +27,31 @@ struct rk_index;
 struct rk_index__snap;
 
 struct rk_index_opts {
-	/* Rows per storage chunk: 0 picks the largest power of two whose fp32
-	 * and fp16 rows fit in 4 MiB (2048 rows at D = 301); otherwise a power
-	 * of two. Small values exist for tests of chunk boundaries. */
+	/* Rows per storage chunk: 0 picks the largest power of two whose fp32,
+	 * fp16 and int8 rows fit in 4 MiB (2048 rows at D = 301); otherwise a
+	 * power of two. Small values exist for tests of chunk boundaries. */
 	uint32_t rows_per_chunk;
 };
 
 /* A reader's immutable view. The layout is public for the scanners of
  * topk.c; everyone else uses rk_index_row(). Rows are stored in chunks of
  * 1 << chunk_shift rows: item i lives in chunk i >> chunk_shift at row
- * i & ((1 << chunk_shift) - 1) of chunk_f32[...] (stride floats per row)
- * and chunk_f16[...] (stride halves per row, 32-byte aligned). */
+ * i & ((1 << chunk_shift) - 1) of chunk_f32[...] (stride floats per row),
+ * chunk_f16[...] (stride halves per row, 32-byte aligned), chunk_i8[...]
+ * (stride8 bytes per row, 32-byte aligned) and chunk_scale[...] (one float
+ * per row). An int8 row holds 128 + round(x_j / scale), 1 .. 255, scale =
+ * max_j |x_j| / 127 (0 for a zero row), and 128 in the padding: the row is
+ * scale × (byte - 128) to within scale / 2 per element. */
 struct rk_index_view {
 	uint32_t n;           /* items 0 .. n-1 are visible */
 	uint32_t dim;         /* D */
 	uint32_t stride;      /* D rounded up to 16 */
+	uint32_t stride8;     /* D rounded up to 64 */
 	uint32_t chunk_shift;
 	const float *const *chunk_f32;
 	const uint16_t *const *chunk_f16;
+	const uint8_t *const *chunk_i8;
+	const float *const *chunk_scale;
 	struct rk_index__snap *snap_; /* the reference this view holds */
 };
 
@@ -90,6 +98,10 @@ void rk_index_release(struct rk_index_view *view);
 /* The fp32 row of item id in view (stride floats, the last stride - dim
  * zero), or NULL when id >= view->n. */
 const float *rk_index_row(const struct rk_index_view *view, uint32_t id);
+
+/* The int8 copy of item id's row (stride8 bytes) with its scale into
+ * *scale, or NULL when id >= view->n. */
+const uint8_t *rk_index_row_i8(const struct rk_index_view *view, uint32_t id, float *scale);
 
 /* The fp16 copy of item id's row, or NULL when id >= view->n. */
 const uint16_t *rk_index_row_f16(const struct rk_index_view *view, uint32_t id);

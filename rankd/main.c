@@ -41,8 +41,14 @@ int main(int argc, char **argv)
 		{ "max-batch", "VISREC_MAX_BATCH", VR_FLAG_INT, &svc.max_batch, "256",
 		  "most requests in one RecommendBatch", 0 },
 		{ "topk-approx", "VISREC_TOPK_APPROX", VR_FLAG_INT, &svc.topk_approx, "0",
-		  "0: exact top-k scans; c >= 1: an fp16 first pass keeps k x c candidates, "
+		  "0: exact top-k scans; c >= 1: an int8 first pass keeps k x c candidates, "
 		  "re-ranked exactly", 0 },
+		{ "topk-fp16", "VISREC_TOPK_FP16", VR_FLAG_BOOL, &svc.topk_half, "false",
+		  "with --topk-approx: the first pass reads fp16 rows instead of int8", 0 },
+		{ "scan-threads", "VISREC_SCAN_THREADS", VR_FLAG_INT, &svc.scan_threads, "1",
+		  "threads one Recommend's scan may use when no other ranking call is in flight "
+		  "(0: the online CPUs; 1: never split, the default: a split only pays when the "
+		  "other cores are idle, which rankd cannot see of other processes)", 0 },
 		{ 0 },
 	};
 	static const char *const services[] = { "visrec.v1.Rank", NULL };
@@ -50,8 +56,9 @@ int main(int argc, char **argv)
 	int code = vr_daemon_init(&d, "rankd", summary, flags, argc, argv);
 	if (code >= 0)
 		return code;
-	if (svc.max_k < 1 || svc.max_batch < 1 || svc.topk_approx < 0) {
-		VR_ERROR("--max-k and --max-batch must be >= 1, --topk-approx >= 0");
+	if (svc.max_k < 1 || svc.max_batch < 1 || svc.topk_approx < 0 || svc.scan_threads < 0 ||
+	    svc.scan_threads > 16) {
+		VR_ERROR("--max-k and --max-batch must be >= 1, --topk-approx >= 0, --scan-threads 0 .. 16");
 		return 2;
 	}
 	if (featured_token && !featured_token[0])

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "deadline.h"
 #include "err.h"
@@ -126,7 +127,15 @@ int rk_service_open(rk_service *svc, char *err, size_t errlen)
 	pthread_mutex_init(&svc->train_mu, NULL);
 	rk_serving_init(&svc->serving);
 	svc->opened = 1;
+	if (svc->scan_threads <= 0) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		svc->scan_threads = n < 1 ? 1 : n > 16 ? 16 : (int)n;
+	}
+	if (svc->scan_threads > 16)
+		svc->scan_threads = 16;
 	int rc = rk_overlay_create(&svc->live);
+	if (!rc && svc->scan_threads > 1)
+		rc = rk_scan_pool_create(svc->scan_threads - 1, &svc->scan_pool);
 	if (rc) {
 		snprintf(err, errlen, "out of memory");
 		return rc;
@@ -371,6 +380,8 @@ void rk_service_close(rk_service *svc)
 		VR_INFO("Recommend: %" PRIu64 " calls, handler time p50 %.1f us, p99 %.1f us, p99.9 %.1f us",
 			n, p50, rk_latency_quantile(&svc->recommend_ns, 0.99, NULL),
 			rk_latency_quantile(&svc->recommend_ns, 0.999, NULL));
+	rk_scan_pool_destroy(svc->scan_pool);
+	svc->scan_pool = NULL;
 	rk_serving_destroy(&svc->serving);
 	rk_interactions_close(svc->ix);
 	svc->ix = NULL;

@@ -59,7 +59,11 @@ typedef struct rk_service {
 	const char *featured_addr;
 	int max_k;                /* Recommend's k limit; 0 = RK_MAX_K_DEFAULT */
 	int max_batch;            /* RecommendBatch's request limit; 0 = default */
-	int topk_approx;          /* 0: exact scans; c >= 1: fp16 first pass (topk.h) */
+	int topk_approx;          /* 0: exact scans; c >= 1: int8 first pass (topk.h) */
+	int topk_half;            /* with topk_approx: the fp16 first pass instead */
+	int scan_threads;         /* threads one Recommend's scan may use when it is
+				   * the only ranking call in flight; 0 = the online
+				   * CPUs, 1 = never split (topk.h's pool) */
 	int follow;               /* follow featured's change feed */
 	/* State (rk_service_open). */
 	rk_interactions *ix;
@@ -74,6 +78,8 @@ typedef struct rk_service {
 	pthread_mutex_t train_mu;
 	struct rk_train_job *job;
 	rk_latency recommend_ns;  /* Recommend handler time, request to reply */
+	struct rk_scan_pool *scan_pool; /* scan_threads - 1 helpers, or NULL */
+	atomic_int ranking;       /* Recommend, RecommendBatch calls in flight */
 	int opened;
 	/* the model_info series of the version served at the last scrape */
 	struct vr_prom_series *metrics_model;

@@ -1,15 +1,16 @@
 /* Top-k selection over the serving item matrix (index.h): the best k items
  * for a user row by inner product, for one user (a blocked scan with a
- * bounded heap, exact fp32 or an approximate fp16 first pass followed by an
- * exact re-rank) or for many users at once (GEMM over blocks of items, then
+ * bounded heap, exact fp32 or an approximate int8 or fp16 first pass
+ * followed by an exact re-rank) or for many users at once (GEMM over blocks of items, then
  * per-user selection).
  *
  * Order: descending score; equal scores by ascending item id. A NaN score
  * (only from overflow: rows and users are finite) counts as -infinity.
  *
- * The scan kernels use AVX-512 or AVX2+FMA+F16C where the CPU has them
- * (checked at run time) and portable C otherwise, so one binary runs on any
- * x86-64. Scores from one kernel are the same bits whether an item is
+ * The scan kernels use AVX-512 (with VNNI for int8) or AVX2+FMA+F16C where
+ * the CPU has them (checked at run time) and portable C otherwise, so one
+ * binary runs on any x86-64. int8 dot products are exact integers, the
+ * same from every kernel. Scores from one kernel are the same bits whether an item is
  * scored in a scan, as a candidate or by rk_score; the GEMM path (BLAS)
  * and other kernels may differ from them in the last bits. */
 #ifndef RK_TOPK_H
@@ -26,7 +27,11 @@ struct rk_hit {
 };
 
 /* Default oversampling of the approximate pass: it keeps k × this many
- * candidates by fp16 score for the exact re-rank. */
+ * candidates by int8 (or fp16) score for the exact re-rank. Chosen by
+ * measurement (bench_serve, VBPR-shaped rows, k = 20): c = 2 is the least
+ * whose int8 recall@20 reached 0.999 (1.0 over 2000 users at 10 k items
+ * and 100 at 1 M; c = 1: 0.978, 0.958); 4 doubles that margin for 0.02 ms
+ * more at 10 k items and nothing measurable at 1 M. */
 #define RK_TOPK_APPROX_DEFAULT 4
 
 struct rk_topk_req {
@@ -40,9 +45,19 @@ struct rk_topk_req {
 	 * id < view->n. NULL: the whole catalogue. */
 	const uint32_t *cand;
 	size_t n_cand;
-	/* 0: exact fp32 scan. c >= 1: fp16 scan keeping k × c candidates, then
-	 * exact fp32 scores for those; returned scores are always exact. */
+	/* 0: exact fp32 scan. c >= 1: a scan of the int8 rows (index.h; the
+	 * user quantised the same way, per query) keeping k × c candidates,
+	 * then exact fp32 scores for those; returned scores are always exact. */
 	int approx;
+	/* With approx: the first pass reads the fp16 rows instead of int8. */
+	int half;
+	/* A scan of the whole catalogue (no candidate list, no marked items)
+	 * may be split into up to threads ranges (<= 1: never split), this
+	 * thread scanning one and pool's helpers the others; the answer is the
+	 * same. pool NULL: never split. Catalogues under 32768 items are not
+	 * split: a part costs a wake-up. */
+	struct rk_scan_pool *pool;
+	int threads;
 };
 
 /* A second selection from the same scan (rk_topk_marked): the best k of
@@ -63,6 +78,16 @@ struct rk_topk_mark {
 	const uint32_t *list;
 	uint32_t n_list;
 };
+
+/* Helper threads for split scans (rk_topk_req.pool), shared by every
+ * thread that ranks. Create with the cores a query may use beyond its own
+ * (helpers 0 .. 15); destroy when no scan is in flight. Returns 0,
+ * VR_EINVAL or VR_ENOMEM. */
+struct rk_scan_pool;
+int rk_scan_pool_create(int helpers, struct rk_scan_pool **out);
+void rk_scan_pool_destroy(struct rk_scan_pool *pool);
+/* The pool's helper threads (0 for NULL). */
+int rk_scan_pool_helpers(const struct rk_scan_pool *pool);
 
 /* Per-thread scratch of rk_topk / rk_topk_batch: buffers grow to the
  * largest request seen and are reused, so a serving thread allocates once
@@ -123,10 +148,18 @@ int rk_score(const struct rk_index_view *view, const float *user, const uint32_t
 int rk_score_all(const struct rk_index_view *view, const float *users, uint32_t n_users,
 		 float *scores);
 
+/* The int8 pass's integer scores of items[0..n) for user: Σ_j q_ij × q_j,
+ * q_ij the item's int8 values (byte - 128, index.h) and q_j the user's,
+ * round(user_j × 127 / max |user|). The same integers whichever kernel
+ * computes them (tests compare them). Returns 0 or VR_EINVAL (an id >=
+ * view->n, a non-finite user value). */
+int rk_score_i8(const struct rk_index_view *view, const float *user, const uint32_t *items, size_t n,
+		struct rk_topk_ws *ws, int32_t *dots);
+
 /* Kernel choice. rk_isa_active() names the one in use; rk_isa_set() picks
  * one for the process (tests compare every kernel the CPU can run), and
  * returns VR_EUNSUPPORTED when the CPU lacks it. */
-enum rk_isa { RK_ISA_GENERIC = 0, RK_ISA_AVX2 = 1, RK_ISA_AVX512 = 2 };
+enum rk_isa { RK_ISA_GENERIC = 0, RK_ISA_AVX2 = 1, RK_ISA_AVX512 = 2, RK_ISA_AVX512_VNNI = 3 };
 enum rk_isa rk_isa_active(void);
 int rk_isa_set(enum rk_isa isa);
 const char *rk_isa_name(enum rk_isa isa);

@@ -14,9 +14,18 @@
  *
  *   bench_rank_rpc [--items 10000] [--users 1000] [--seconds 3]
  *                  [--levels 1,8,64] [--channels 8] [--server-threads 2]
- *                  [--k 20] [--approx 0] [--cold-slots 0] [--dir DIR]
- *                  [--metrics] [--rankd PATH]
+ *                  [--k 20] [--approx 0] [--fp16] [--scan-threads 0]
+ *                  [--cold-slots 0] [--batch 0] [--dir DIR] [--metrics]
+ *                  [--rankd PATH]
  *
+ * --scan-threads 1 (rankd's default) keeps every Recommend's scan on one
+ * core; 0 lets a call that finds no other ranking call in flight split its
+ * scan over every core (catalogues of 32768 items and up): run both to
+ * compare low-load latency (level 1) and loaded throughput (levels 8, 64).
+ *
+ * --batch N sends RecommendBatch calls of N random users each instead of
+ * Recommend (users/s = calls/s × N; the server columns stay Recommend's,
+ * empty then).
  * --cold-slots N asks every Recommend to keep N of its k places for cold
  * items (RecommendRequest.cold_slots): the items no synthetic interaction
  * names, about e^-2 = 14% of them at the defaults. Run it with 0 and with
@@ -143,6 +152,7 @@ struct client {
 	int k;
 	uint64_t seed;
 	int cold_slots;
+	int batch;
 	uint32_t *lat_us;
 	size_t cap, n;
 	long errors;
@@ -155,24 +165,39 @@ static void *client_main(void *arg)
 	struct client *c = arg;
 	rk_rng rng;
 	rk_rng_seed(&rng, c->seed, 1);
-	char user[16];
-	Visrec__V1__RecommendRequest req = VISREC__V1__RECOMMEND_REQUEST__INIT;
-	req.user_id = user;
-	req.k = c->k;
-	req.cold_slots = c->cold_slots;
+	int nb = c->batch ? c->batch : 1;
+	char (*user)[16] = calloc((size_t)nb, sizeof *user);
+	Visrec__V1__RecommendRequest *req = calloc((size_t)nb, sizeof *req), **reqs = calloc((size_t)nb, sizeof *reqs);
+	for (int q = 0; q < nb; q++) {
+		visrec__v1__recommend_request__init(&req[q]);
+		req[q].user_id = user[q];
+		req[q].k = c->k;
+		req[q].cold_slots = c->cold_slots;
+		reqs[q] = &req[q];
+	}
+	Visrec__V1__RecommendBatchRequest breq = VISREC__V1__RECOMMEND_BATCH_REQUEST__INIT;
+	breq.requests = reqs;
+	breq.n_requests = (size_t)nb;
 	for (;;) {
 		int ph = atomic_load(&phase);
 		if (ph == 2)
 			break;
-		snprintf(user, sizeof user, "u%06u", rk_rng_below(&rng, c->n_users));
+		for (int q = 0; q < nb; q++)
+			snprintf(user[q], sizeof user[q], "u%06u", rk_rng_below(&rng, c->n_users));
 		ProtobufCMessage *m = NULL;
 		vr_status st;
 		double a = now_s();
-		int rc = vr_client_unary(c->ch, "/visrec.v1.Rank/Recommend", &req.base,
-					 &visrec__v1__recommend_response__descriptor, &m, 10000, NULL, &st);
+		int rc = c->batch ? vr_client_unary(c->ch, "/visrec.v1.Rank/RecommendBatch", &breq.base,
+						    &visrec__v1__recommend_batch_response__descriptor, &m, 10000, NULL, &st)
+				  : vr_client_unary(c->ch, "/visrec.v1.Rank/Recommend", &req[0].base,
+						    &visrec__v1__recommend_response__descriptor, &m, 10000, NULL, &st);
 		double b = now_s();
-		if (!rc && ((Visrec__V1__RecommendResponse *)m)->n_items != (size_t)c->k)
+		if (!rc && !c->batch && ((Visrec__V1__RecommendResponse *)m)->n_items != (size_t)c->k)
 			rc = -1;
+		for (int q = 0; !rc && c->batch && q < nb; q++)
+			if (((Visrec__V1__RecommendBatchResponse *)m)->n_responses != (size_t)nb ||
+			    ((Visrec__V1__RecommendBatchResponse *)m)->responses[q]->n_items != (size_t)c->k)
+				rc = -1;
 		if (m)
 			protobuf_c_message_free_unpacked(m, NULL);
 		if (ph != 1)
@@ -182,6 +207,9 @@ static void *client_main(void *arg)
 		else if (c->n < c->cap)
 			c->lat_us[c->n++] = (uint32_t)((b - a) * 1e6);
 	}
+	free(user);
+	free(req);
+	free(reqs);
 	return NULL;
 }
 
@@ -234,7 +262,7 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 int main(int argc, char **argv)
 {
 	int items = 10000, users = 1000, channels = 8, server_threads = 2, k = 20, approx = 0;
-	int cold_slots = 0;
+	int cold_slots = 0, batch = 0, fp16 = 0, scan_threads = 1;
 	double seconds = 3;
 	const char *levels = "1,8,64", *dir = NULL, *rankd_bin = RANKD_BIN;
 	int metrics = 0;
@@ -247,7 +275,10 @@ int main(int argc, char **argv)
 		{ "server-threads", NULL, VR_FLAG_INT, &server_threads, "2", "rankd --threads", 0 },
 		{ "k", NULL, VR_FLAG_INT, &k, "20", "top-k", 0 },
 		{ "approx", NULL, VR_FLAG_INT, &approx, "0", "rankd --topk-approx", 0 },
+		{ "fp16", NULL, VR_FLAG_BOOL, &fp16, "false", "rankd --topk-fp16", 0 },
+		{ "scan-threads", NULL, VR_FLAG_INT, &scan_threads, "1", "rankd --scan-threads", 0 },
 		{ "cold-slots", NULL, VR_FLAG_INT, &cold_slots, "0", "places of k kept for cold items", 0 },
+		{ "batch", NULL, VR_FLAG_INT, &batch, "0", "users per RecommendBatch call; 0: Recommend", 0 },
 		{ "dir", NULL, VR_FLAG_STRING, &dir, NULL, "work directory (default: a new one under /tmp)", 0 },
 		{ "metrics", NULL, VR_FLAG_BOOL, &metrics, "false", "rankd --metrics-listen 127.0.0.1:0", 0 },
 		{ "rankd", NULL, VR_FLAG_STRING, &rankd_bin, RANKD_BIN, "the rankd binary to run", 0 },
@@ -259,8 +290,10 @@ int main(int argc, char **argv)
 		vr_flags_usage(stdout, "bench_rank_rpc", "Recommend through a real rankd on loopback.", flags);
 		return 0;
 	}
-	if (rc || items < 1 || users < 1 || channels < 1 || k < 1 || cold_slots < 0 || cold_slots > k) {
-		fprintf(stderr, "bench_rank_rpc: %s\n", rc ? err : "--items, --users, --channels, --k must be >= 1, --cold-slots 0..k");
+	if (rc || items < 1 || users < 1 || channels < 1 || k < 1 || cold_slots < 0 || cold_slots > k || batch < 0 ||
+	    batch > 256) {
+		fprintf(stderr, "bench_rank_rpc: %s\n", rc ? err : "--items, --users, --channels, --k must be >= 1, "
+			"--cold-slots 0..k, --batch 0..256");
 		return 2;
 	}
 	char work[256], data[300], log[300];
@@ -274,11 +307,14 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	printf("snapshot: %d items, %d users, VBPR K=200 K'=100 F=2048 (D=301), written in %.1f s; "
-	       "k %d, cold slots %d\n", items, users, now_s() - t0, k, cold_slots);
+	       "k %d, cold slots %d, %s; rankd --topk-approx %d%s --scan-threads %d\n", items, users,
+	       now_s() - t0, k, cold_slots, batch ? "RecommendBatch calls" : "Recommend calls", approx,
+	       fp16 ? " --topk-fp16" : "", scan_threads);
 	vr_rpc_init();
-	printf("%6s %9s %9s %10s %10s %10s %10s %7s %9s %9s\n", "conc", "calls", "QPS", "cli_p50_us",
+	printf("%6s %9s %9s %10s %10s %10s %10s %10s %7s %9s %9s\n", "conc", "calls", "QPS", "users/s", "cli_p50_us",
 	       "cli_p99_us", "srv_p50_us", "srv_p99_us", "errors", "start_s", "rss_MB");
-	char threads_arg[16], approx_arg[16];
+	char threads_arg[16], approx_arg[16], scan_arg[16];
+	snprintf(scan_arg, sizeof scan_arg, "%d", scan_threads);
 	snprintf(threads_arg, sizeof threads_arg, "%d", server_threads);
 	snprintf(approx_arg, sizeof approx_arg, "%d", approx);
 	int status = 0;
@@ -294,7 +330,8 @@ int main(int argc, char **argv)
 		remove(log);
 		char *rargv[] = { (char *)rankd_bin, "--listen", "127.0.0.1:0", "--data", data, "--threads",
 				  threads_arg, "--follow-featured=false", "--featured", "127.0.0.1:9",
-				  "--topk-approx", approx_arg, metrics ? "--metrics-listen" : NULL,
+				  "--topk-approx", approx_arg, "--scan-threads", scan_arg,
+				  fp16 ? "--topk-fp16" : "--topk-fp16=false", metrics ? "--metrics-listen" : NULL,
 				  "127.0.0.1:0", NULL };
 		struct proc r;
 		double s0 = now_s();
@@ -313,7 +350,7 @@ int main(int argc, char **argv)
 		atomic_store(&phase, 0);
 		for (int c = 0; c < conc; c++) {
 			cl[c] = (struct client){ .ch = chs[c % nch], .n_users = (uint32_t)users, .k = k,
-						 .seed = (uint64_t)c + 1, .cold_slots = cold_slots, .cap = (size_t)(seconds * 200000 / conc + 1000) };
+						 .seed = (uint64_t)c + 1, .cold_slots = cold_slots, .batch = batch, .cap = (size_t)(seconds * 200000 / conc + 1000) };
 			cl[c].lat_us = malloc(cl[c].cap * sizeof *cl[c].lat_us);
 			memset(cl[c].lat_us, 0, cl[c].cap * sizeof *cl[c].lat_us);
 			pthread_create(&cl[c].tid, NULL, client_main, &cl[c]);
@@ -345,8 +382,8 @@ int main(int argc, char **argv)
 		int st = proc_stop(&r, 30000);
 		double sp50 = -1, sp99 = -1;
 		server_times(log, &sp50, &sp99);
-		printf("%6d %9zu %9.0f %10u %10u %10.1f %10.1f %7ld %9.2f %9.1f\n", conc, total,
-		       total / took, total ? all[total / 2] : 0, total ? all[total * 99 / 100] : 0, sp50,
+		printf("%6d %9zu %9.0f %10.0f %10u %10u %10.1f %10.1f %7ld %9.2f %9.1f\n", conc, total,
+		       total / took, total * (batch ? batch : 1) / took, total ? all[total / 2] : 0, total ? all[total * 99 / 100] : 0, sp50,
 		       sp99, errors, start_s, rss / 1024.0);
 		fflush(stdout);
 		if (st != 0)

@@ -5,10 +5,12 @@
  *
  * Reports the memory-bandwidth floor of one exact scan (the fp32 matrix's
  * bytes at the read speed measured here in the same run, and at the
- * documented 18 GB/s), single-query p50/p99 for the exact fp32 scan and the
- * fp16 pass + exact re-rank (with its recall@20 against exact), batched
- * users/s through GEMM, build time and peak RSS; the last line is the same
- * as JSON for run.sh. --dump writes, for the PyTorch peer (torch_peer.py),
+ * documented 18 GB/s), single-query p50/p99 for the exact fp32 scan and
+ * for the int8 and fp16 first passes + exact re-rank at oversamplings c =
+ * 1 .. 16 (each with its recall@20 against exact over Q users, and the
+ * smallest c whose int8 recall reaches 0.999: how the default margin was
+ * chosen), batched users/s through GEMM, build time and peak RSS; the last
+ * line is the same as JSON for run.sh (approx_*: int8 at the default c). --dump writes, for the PyTorch peer (torch_peer.py),
  * DIR/items-N.f32 (the matrix, N × D float32 row-major), DIR/users-N.f32
  * (max(Q, B) user rows) and DIR/top20-N.u32 (the exact top-20 of the first
  * Q users), once: a file of the right size is kept. */
@@ -23,6 +25,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define D 301
 #define K 20
@@ -129,6 +132,51 @@ static double read_pass(const struct rk_index_view *v, float *sink)
 	return t;
 }
 
+/* Oversamplings measured, and the recall@20 the margin must keep. */
+static const int cs[] = { 1, 2, 4, 8, 16 };
+#define N_C ((int)(sizeof cs / sizeof cs[0]))
+#define RECALL_GOAL 0.999
+
+struct pass_stats {
+	double p50, p99, recall;
+};
+
+/* Times queries single queries (two warm-ups first) into lat (ms), each
+ * with its own acquire/release as a handler does. approx 0 without a pool:
+ * the exact scan, whose lists go into exact; else the first pass (half:
+ * fp16) with oversampling approx, or the exact scan split over the pool's
+ * helpers too, and its recall@K against exact into *recall.
+ * Returns 0, or 1 when a query fails. */
+static int run_queries(struct rk_index *ix, struct rk_topk_ws *ws, const float *users, uint32_t queries,
+		       int approx, int half, struct rk_scan_pool *pool, struct rk_hit *exact, double *lat,
+		       double *recall)
+{
+	struct rk_hit hits[K];
+	struct rk_index_view v;
+	size_t found = 0, n_hits;
+	for (uint32_t q = 0; q < queries + 2; q++) {
+		uint32_t u = q < 2 ? q : q - 2;
+		struct rk_topk_req req = { users + (size_t)u * D, K, NULL, 0, NULL, 0, approx, half, pool,
+					   1 + rk_scan_pool_helpers(pool) };
+		double a = now();
+		rk_index_acquire(ix, &v);
+		int rc = rk_topk(&v, &req, ws, approx || pool ? hits : exact + (size_t)u * K, K, &n_hits);
+		rk_index_release(&v);
+		double b = now();
+		if (rc || n_hits != K)
+			return 1;
+		if (q < 2)
+			continue;
+		lat[u] = (b - a) * 1e3;
+		if (approx || pool)
+			for (int i = 0; i < K; i++)
+				for (int j = 0; j < K; j++)
+					found += hits[i].item == exact[(size_t)u * K + j].item;
+	}
+	*recall = (double)found / ((double)queries * K);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	uint32_t n = 0, queries = 0, batch = 0;
@@ -148,7 +196,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (!queries)
-		queries = n <= 100000 ? 2000 : 20;
+		queries = n <= 100000 ? 2000 : 100;
 	if (!batch)
 		batch = n <= 100000 ? 4096 : 256;
 
@@ -209,35 +257,45 @@ int main(int argc, char **argv)
 	}
 	rk_index_release(&v);
 
-	/* Single queries, each with its own acquire/release as a handler does. */
-	struct rk_hit *exact = malloc((size_t)queries * K * sizeof *exact), hits[K];
+	/* Single queries, each with its own acquire/release as a handler does:
+	 * the exact scan, then each first pass (int8, fp16) at each
+	 * oversampling c, with its recall@20 against the exact lists. */
+	struct rk_hit *exact = malloc((size_t)queries * K * sizeof *exact);
 	double *lat = malloc(queries * sizeof(double));
-	double p50[2], p99[2];
-	size_t found = 0, n_hits;
-	for (int approx = 0; approx < 2; approx++) {
-		for (uint32_t q = 0; q < queries + 2; q++) {
-			uint32_t u = q < 2 ? q : q - 2; /* two warm-up queries */
-			struct rk_topk_req req = { users + (size_t)u * D, K, NULL, 0, NULL, 0,
-						   approx ? RK_TOPK_APPROX_DEFAULT : 0 };
-			double a = now();
-			rk_index_acquire(ix, &v);
-			int rc = rk_topk(&v, &req, ws, approx ? hits : exact + (size_t)u * K, K, &n_hits);
-			rk_index_release(&v);
-			double b = now();
-			if (rc || n_hits != K)
+	double p50, p99, recall;
+	struct pass_stats ps[2][N_C];
+	if (run_queries(ix, ws, users, queries, 0, 0, NULL, exact, lat, &recall))
+		return 1;
+	p50 = pct(lat, queries, 0.5);
+	p99 = pct(lat, queries, 0.99);
+	int chosen = 0; /* the smallest c whose int8 recall reaches RECALL_GOAL */
+	for (int half = 0; half < 2; half++)
+		for (int c = 0; c < N_C; c++) {
+			if (run_queries(ix, ws, users, queries, cs[c], half, NULL, exact, lat, &ps[half][c].recall))
 				return 1;
-			if (q < 2)
-				continue;
-			lat[u] = (b - a) * 1e3;
-			if (approx)
-				for (int i = 0; i < K; i++)
-					for (int j = 0; j < K; j++)
-						found += hits[i].item == exact[(size_t)u * K + j].item;
+			ps[half][c].p50 = pct(lat, queries, 0.5);
+			ps[half][c].p99 = pct(lat, queries, 0.99);
+			if (!half && !chosen && ps[half][c].recall >= RECALL_GOAL)
+				chosen = cs[c];
 		}
-		p50[approx] = pct(lat, queries, 0.5);
-		p99[approx] = pct(lat, queries, 0.99);
+	int dc = 0; /* RK_TOPK_APPROX_DEFAULT's place in cs */
+	while (dc + 1 < N_C && cs[dc] != RK_TOPK_APPROX_DEFAULT)
+		dc++;
+	/* Low load: the same queries split over every core (topk.h's pool),
+	 * exact, int8 and fp16 at the default c; the lists must not change. */
+	struct rk_scan_pool *pool;
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	if (rk_scan_pool_create(ncpu > 1 ? (int)(ncpu < 16 ? ncpu : 16) - 1 : 0, &pool))
+		return 1;
+	struct pass_stats sp[3];
+	for (int m = 0; m < 3; m++) {
+		if (run_queries(ix, ws, users, queries, m ? RK_TOPK_APPROX_DEFAULT : 0, m == 2, pool, exact, lat,
+				&sp[m].recall))
+			return 1;
+		sp[m].p50 = pct(lat, queries, 0.5);
+		sp[m].p99 = pct(lat, queries, 0.99);
 	}
-	double recall = (double)found / ((double)queries * K);
+	rk_scan_pool_destroy(pool);
 	df = dump ? dump_open(dump, "top20", n, "u32", (uint64_t)queries * K * sizeof(uint32_t), &skip) : NULL;
 	if (df) {
 		for (size_t i = 0; i < (size_t)queries * K; i++)
@@ -264,23 +322,39 @@ int main(int argc, char **argv)
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
 	double floor_meas = rd * 1e3, floor_doc = bytes / 18e9 * 1e3;
-	printf("items %u, D %d (stride %u), kernels %s, fp32 matrix %.1f MB + fp16 copy %.1f MB\n", n, D,
-	       (D + 15) & ~15, rk_isa_name(rk_isa_active()), bytes / 1e6, bytes / 2e6);
+	printf("items %u, D %d (stride %u), kernels %s, fp32 matrix %.1f MB + fp16 copy %.1f MB + int8 copy %.1f MB\n",
+	       n, D, (D + 15) & ~15, rk_isa_name(rk_isa_active()), bytes / 1e6, bytes / 2e6,
+	       (double)n * (((D + 63) & ~63) + 4) / 1e6);
 	printf("build (append, incl. first touch) %.3f s for %u rows; data generation %.3f s (not counted)\n", build,
 	       n, gen);
 	printf("memory floor of one exact scan: %.2f ms at the measured %.1f GB/s (%.2f ms at 18 GB/s)\n", floor_meas,
 	       bytes / rd / 1e9, floor_doc);
-	printf("top-%d single query, exact fp32: p50 %.3f ms  p99 %.3f ms  (%.2fx the measured floor)\n", K, p50[0],
-	       p99[0], p50[0] / floor_meas);
-	printf("top-%d single query, fp16 + exact re-rank (c=%d): p50 %.3f ms  p99 %.3f ms  recall@20 %.4f\n", K,
-	       RK_TOPK_APPROX_DEFAULT, p50[1], p99[1], recall);
+	printf("top-%d single query, exact fp32: p50 %.3f ms  p99 %.3f ms  (%.2fx the measured floor)\n", K, p50,
+	       p99, p50 / floor_meas);
+	for (int half = 0; half < 2; half++)
+		for (int c = 0; c < N_C; c++)
+			printf("top-%d single query, %s pass + exact re-rank of k x %d: p50 %.3f ms  p99 %.3f ms  "
+			       "recall@20 %.4f over %u users\n", K, half ? "fp16" : "int8", cs[c], ps[half][c].p50,
+			       ps[half][c].p99, ps[half][c].recall, queries);
+	static const char *const split_name[] = { "exact fp32", "int8 + re-rank", "fp16 + re-rank" };
+	for (int m = 0; m < 3; m++)
+		printf("top-%d single query split over %ld threads, %s%s: p50 %.3f ms  p99 %.3f ms  recall@20 %.4f\n",
+		       K, ncpu, split_name[m], m ? " (default c)" : "", sp[m].p50, sp[m].p99, sp[m].recall);
+	printf("int8 margin: the smallest c with recall@20 >= %.3f here is %d (RK_TOPK_APPROX_DEFAULT %d)\n",
+	       RECALL_GOAL, chosen, RK_TOPK_APPROX_DEFAULT);
 	printf("batched exact (GEMM), %u users: %.3f s (median of 3), %.0f users/s\n", batch, bt, batch / bt);
 	printf("peak RSS %.1f MB\n", (double)ru.ru_maxrss / 1024);
 	printf("{\"impl\":\"visrec\",\"items\":%u,\"floor_ms\":%.3f,\"floor18_ms\":%.3f,\"exact_p50_ms\":%.4f,"
 	       "\"exact_p99_ms\":%.4f,\"approx_p50_ms\":%.4f,\"approx_p99_ms\":%.4f,\"recall20\":%.4f,"
-	       "\"batch_users\":%u,\"batch_users_per_s\":%.1f,\"build_s\":%.3f,\"rss_mb\":%.1f}\n",
-	       n, floor_meas, floor_doc, p50[0], p99[0], p50[1], p99[1], recall, batch, batch / bt, build,
-	       (double)ru.ru_maxrss / 1024);
+	       "\"fp16_p50_ms\":%.4f,\"fp16_recall20\":%.4f,\"int8_c_chosen\":%d,",
+	       n, floor_meas, floor_doc, p50, p99, ps[0][dc].p50, ps[0][dc].p99, ps[0][dc].recall, ps[1][dc].p50,
+	       ps[1][dc].recall, chosen);
+	for (int c = 0; c < N_C; c++)
+		printf("\"int8_c%d_recall\":%.4f,", cs[c], ps[0][c].recall);
+	printf("\"split_exact_p50_ms\":%.4f,\"split_int8_p50_ms\":%.4f,\"split_fp16_p50_ms\":%.4f,"
+	       "\"split_recall20\":%.4f,", sp[0].p50, sp[1].p50, sp[2].p50, sp[0].recall);
+	printf("\"batch_users\":%u,\"batch_users_per_s\":%.1f,\"build_s\":%.3f,\"rss_mb\":%.1f}\n", batch,
+	       batch / bt, build, (double)ru.ru_maxrss / 1024);
 	if (sink == 12345.678f)
 		printf("\n");
 	free(bout);

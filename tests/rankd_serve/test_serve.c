@@ -135,7 +135,7 @@ static size_t random_excl(uint32_t n, uint32_t *excl)
 /* Many random cases against the reference. Exact (approx 0): the same
  * hits and scores. Approximate: hits are eligible, in order, with exact
  * scores, and recall against the reference is reported and bounded. */
-static void random_cases(enum rk_isa isa, int approx)
+static void random_cases(enum rk_isa isa, int approx, int half)
 {
 	static const uint32_t ns[] = { 1, 2, 7, 64, 65, 200, 1000, 2500 };
 	static const uint32_t dims[] = { 1, 3, 16, 17, 33, 301 };
@@ -144,7 +144,7 @@ static void random_cases(enum rk_isa isa, int approx)
 	if (rk_isa_set(isa) == VR_EUNSUPPORTED)
 		SKIP("this CPU has no %s", rk_isa_name(isa));
 	ASSERT_OK(rk_topk_ws_create(&ws));
-	rng_state = 42 + (uint64_t)isa * 7 + (uint64_t)approx;
+	rng_state = 42 + (uint64_t)isa * 7 + (uint64_t)approx + (uint64_t)half * 3;
 	for (int c = 0; c < 150; c++) {
 		uint32_t n = ns[rng_below(8)], dim = dims[rng_below(6)];
 		uint32_t distinct = rng_below(3) == 0 ? 1 + rng_below(5) : 0; /* ties */
@@ -176,7 +176,7 @@ static void random_cases(enum rk_isa isa, int approx)
 			exact[i] = NAN;
 		for (size_t i = 0; i < n_ref; i++)
 			exact[ref[i].item] = ref[i].score;
-		struct rk_topk_req req = { user, k, excl, n_excl, cand, n_cand, approx };
+		struct rk_topk_req req = { user, k, excl, n_excl, cand, n_cand, approx, half, NULL, 0 };
 		int rc = rk_topk(&v, &req, ws, out, n + 1, &n_out);
 		size_t want = (size_t)k < n_ref ? (size_t)k : n_ref;
 		int bad = rc != 0 || n_out != want;
@@ -246,7 +246,8 @@ static void random_cases(enum rk_isa isa, int approx)
 	rk_topk_ws_destroy(ws);
 	if (approx) {
 		double recall = wanted ? (double)found / (double)wanted : 1;
-		fprintf(stderr, "  approx %d: recall %.4f over %zu hits\n", approx, recall, wanted);
+		fprintf(stderr, "  approx %d (%s): recall %.4f over %zu hits\n", approx, half ? "fp16" : "int8", recall,
+			wanted);
 		ASSERT(recall >= 0.97);
 	}
 }
@@ -254,16 +255,107 @@ static void random_cases(enum rk_isa isa, int approx)
 /* Restores the best kernel after a test that forced one. */
 static void isa_best(void)
 {
-	if (rk_isa_set(RK_ISA_AVX512) && rk_isa_set(RK_ISA_AVX2))
-		rk_isa_set(RK_ISA_GENERIC);
+	for (int isa = RK_ISA_AVX512_VNNI; rk_isa_set((enum rk_isa)isa); isa--)
+		;
 }
 
-TEST(topk_matches_sort_generic) { random_cases(RK_ISA_GENERIC, 0); isa_best(); }
-TEST(topk_matches_sort_avx2) { random_cases(RK_ISA_AVX2, 0); isa_best(); }
-TEST(topk_matches_sort_avx512) { random_cases(RK_ISA_AVX512, 0); isa_best(); }
-TEST(topk_approx_generic) { random_cases(RK_ISA_GENERIC, 2); isa_best(); }
-TEST(topk_approx_avx2) { random_cases(RK_ISA_AVX2, 2); isa_best(); }
-TEST(topk_approx_avx512) { random_cases(RK_ISA_AVX512, 2); isa_best(); }
+TEST(topk_matches_sort_generic) { random_cases(RK_ISA_GENERIC, 0, 0); isa_best(); }
+TEST(topk_matches_sort_avx2) { random_cases(RK_ISA_AVX2, 0, 0); isa_best(); }
+TEST(topk_matches_sort_avx512) { random_cases(RK_ISA_AVX512, 0, 0); isa_best(); }
+TEST(topk_approx_generic) { random_cases(RK_ISA_GENERIC, 2, 0); isa_best(); }
+TEST(topk_approx_avx2) { random_cases(RK_ISA_AVX2, 2, 0); isa_best(); }
+TEST(topk_approx_avx512) { random_cases(RK_ISA_AVX512, 2, 0); isa_best(); }
+TEST(topk_approx_avx512_vnni) { random_cases(RK_ISA_AVX512_VNNI, 2, 0); isa_best(); }
+TEST(topk_approx_fp16_generic) { random_cases(RK_ISA_GENERIC, 2, 1); isa_best(); }
+TEST(topk_approx_fp16_avx2) { random_cases(RK_ISA_AVX2, 2, 1); isa_best(); }
+TEST(topk_approx_fp16_avx512) { random_cases(RK_ISA_AVX512, 2, 1); isa_best(); }
+
+/* The int8 pass's integer dot products: every kernel this CPU runs gives
+ * the integers of a scalar reference written from index.h's and topk.h's
+ * definitions (the stored bytes, the user quantised here), on random rows
+ * of many widths, extreme values included; then the int8 first pass with
+ * the default oversampling returns exactly the exact scan's top-k. */
+TEST(int8_dots_agree_across_kernels)
+{
+	static const uint32_t dims[] = { 1, 3, 16, 63, 64, 65, 127, 128, 129, 301, 700 };
+	struct rk_topk_ws *ws;
+	int ran = 0;
+	ASSERT_OK(rk_topk_ws_create(&ws));
+	rng_state = 17;
+	for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
+		uint32_t dim = dims[di], n = 300;
+		float *rows;
+		struct rk_index *ix = make_index(n, dim, 64, 0, &rows);
+		ASSERT(ix);
+		/* A row of extremes (every byte 1 or 255) and a zero row. */
+		float *ext = malloc(dim * sizeof(float)), *zero = calloc(dim, sizeof(float));
+		for (uint32_t j = 0; j < dim; j++)
+			ext[j] = j % 3 ? 5.0f : -5.0f;
+		ASSERT_OK(rk_index_replace(ix, 1, ext));
+		ASSERT_OK(rk_index_replace(ix, 2, zero));
+		struct rk_index_view v;
+		rk_index_acquire(ix, &v);
+		ASSERT_EQ_INT(v.stride8 % 64, 0);
+		float *user = malloc(dim * sizeof(float));
+		int8_t *uq = malloc(dim);
+		uint32_t *items = malloc(n * sizeof *items);
+		int32_t *ref = malloc(n * sizeof *ref), *got = malloc(n * sizeof *got);
+		for (uint32_t i = 0; i < n; i++)
+			items[i] = n - 1 - i; /* any order */
+		for (int trial = 0; trial < 3; trial++) {
+			float m = 0;
+			for (uint32_t j = 0; j < dim; j++) {
+				user[j] = trial == 2 ? (j % 2 ? 7.0f : -7.0f) : rng_n();
+				m = fabsf(user[j]) > m ? fabsf(user[j]) : m;
+			}
+			for (uint32_t j = 0; j < dim; j++)
+				uq[j] = (int8_t)lrintf(user[j] * (127.0f / m));
+			for (uint32_t i = 0; i < n; i++) {
+				float scale;
+				const uint8_t *b = rk_index_row_i8(&v, items[i], &scale);
+				int32_t acc = 0;
+				for (uint32_t j = 0; j < v.stride8; j++)
+					acc += (j < dim ? uq[j] : 0) * ((int32_t)b[j] - 128);
+				ref[i] = acc;
+			}
+			for (int isa = RK_ISA_GENERIC; isa <= RK_ISA_AVX512_VNNI; isa++) {
+				if (rk_isa_set((enum rk_isa)isa))
+					continue;
+				ran++;
+				ASSERT_OK(rk_score_i8(&v, user, items, n, ws, got));
+				for (uint32_t i = 0; i < n; i++)
+					if (got[i] != ref[i]) {
+						fprintf(stderr, "  %s dim %u item %u: %d, want %d\n",
+							rk_isa_name((enum rk_isa)isa), dim, items[i], got[i], ref[i]);
+						ASSERT(0);
+					}
+			}
+			isa_best();
+		}
+		/* Quantisation: within half a step of the row, extremes at ±127. */
+		float scale;
+		const uint8_t *b = rk_index_row_i8(&v, 1, &scale);
+		for (uint32_t j = 0; j < dim; j++)
+			ASSERT_EQ_INT(b[j], j % 3 ? 255 : 1);
+		b = rk_index_row_i8(&v, 2, &scale);
+		ASSERT(scale == 0 && b[0] == 128);
+		b = rk_index_row_i8(&v, 5, &scale);
+		for (uint32_t j = 0; j < dim; j++)
+			ASSERT(fabsf(scale * (float)((int)b[j] - 128) - rows[5 * (size_t)dim + j]) <= scale * 0.5f + 1e-6f);
+		free(user);
+		free(uq);
+		free(items);
+		free(ref);
+		free(got);
+		free(ext);
+		free(zero);
+		free(rows);
+		rk_index_release(&v);
+		rk_index_destroy(ix);
+	}
+	fprintf(stderr, "  %d kernel runs compared\n", ran);
+	rk_topk_ws_destroy(ws);
+}
 
 TEST(topk_ties_by_lower_id)
 {
@@ -287,7 +379,7 @@ TEST(topk_ties_by_lower_id)
 	rk_index_acquire(ix, &v);
 	uint32_t excl[] = { 0, 2, 2, 5 };
 	for (int approx = 0; approx < 3; approx++) {
-		struct rk_topk_req req = { user, 4, excl, 4, NULL, 0, approx };
+		struct rk_topk_req req = { user, 4, excl, 4, NULL, 0, approx, 0, NULL, 0 };
 		ASSERT_OK(rk_topk(&v, &req, ws, out, N, &n_out));
 		ASSERT_EQ_INT(n_out, 4);
 		ASSERT_EQ_INT(out[0].item, 1);
@@ -297,7 +389,7 @@ TEST(topk_ties_by_lower_id)
 	}
 	/* A candidate list in reverse order with repeats gives the same order. */
 	uint32_t cand[] = { 299, 250, 250, 7, 3, 299 };
-	struct rk_topk_req req = { user, 10, excl, 4, cand, 6, 0 };
+	struct rk_topk_req req = { user, 10, excl, 4, cand, 6, 0, 0, NULL, 0 };
 	ASSERT_OK(rk_topk(&v, &req, ws, out, N, &n_out));
 	ASSERT_EQ_INT(n_out, 4);
 	ASSERT_EQ_INT(out[0].item, 3);
@@ -322,7 +414,7 @@ TEST(topk_k_over_catalogue_returns_all)
 	rk_index_acquire(ix, &v);
 	float user[8] = { 1, -1, 0.5f, 2, 0, 0, 1, 1 };
 	uint32_t excl[] = { 1, 10, 39, 40, 1000 };
-	struct rk_topk_req req = { user, 1000000, excl, 5, NULL, 0, 0 };
+	struct rk_topk_req req = { user, 1000000, excl, 5, NULL, 0, 0, 0, NULL, 0 };
 	ASSERT_OK(rk_topk(&v, &req, ws, out, 40, &n_out));
 	ASSERT_EQ_INT(n_out, 37);
 	for (size_t i = 0; i < n_out; i++) {
@@ -348,7 +440,7 @@ TEST(topk_invalid_arguments)
 	rk_index_acquire(ix, &v);
 	float user[4] = { 1, 2, 3, 4 };
 	uint32_t bad_cand[] = { 3, 10 }, unsorted[] = { 5, 2 };
-	struct rk_topk_req req = { user, 0, NULL, 0, NULL, 0, 0 };
+	struct rk_topk_req req = { user, 0, NULL, 0, NULL, 0, 0, 0, NULL, 0 };
 	ASSERT_EQ_INT(rk_topk(&v, &req, ws, out, 16, &n_out), VR_EINVAL);
 	ASSERT_EQ_INT(n_out, 0);
 	req.k = -3;
@@ -395,7 +487,7 @@ TEST(topk_empty_index)
 	ASSERT_OK(rk_topk_ws_create(&ws));
 	struct rk_index_view v;
 	rk_index_acquire(ix, &v);
-	struct rk_topk_req req = { user, 5, NULL, 0, NULL, 0, 2 };
+	struct rk_topk_req req = { user, 5, NULL, 0, NULL, 0, 2, 0, NULL, 0 };
 	ASSERT_OK(rk_topk(&v, &req, ws, out, 0, &n_out));
 	ASSERT_EQ_INT(n_out, 0);
 	rk_index_release(&v);
@@ -532,31 +624,130 @@ TEST(topk_approx_recall)
 	struct rk_index_view v;
 	rk_index_acquire(ix, &v);
 	struct rk_hit ex[K], ap[K];
-	size_t n1, n2, found = 0;
+	size_t n1, n2, found[2] = { 0, 0 }, same[2] = { 0, 0 };
 	float user[D];
 	for (int u = 0; u < USERS; u++) {
 		user[0] = 1;
 		for (int j = 1; j < D; j++)
 			user[j] = rng_n();
-		struct rk_topk_req req = { user, K, NULL, 0, NULL, 0, 0 };
+		struct rk_topk_req req = { user, K, NULL, 0, NULL, 0, 0, 0, NULL, 0 };
 		ASSERT_OK(rk_topk(&v, &req, ws, ex, K, &n1));
-		req.approx = RK_TOPK_APPROX_DEFAULT;
-		ASSERT_OK(rk_topk(&v, &req, ws, ap, K, &n2));
 		ASSERT_EQ_INT(n1, K);
-		ASSERT_EQ_INT(n2, K);
-		for (int a = 0; a < K; a++)
-			for (int b = 0; b < K; b++)
-				found += ex[a].item == ap[b].item;
+		for (int half = 0; half < 2; half++) {
+			req.approx = RK_TOPK_APPROX_DEFAULT;
+			req.half = half;
+			ASSERT_OK(rk_topk(&v, &req, ws, ap, K, &n2));
+			ASSERT_EQ_INT(n2, K);
+			int all = 1;
+			for (int a = 0; a < K; a++) {
+				all &= ap[a].item == ex[a].item && ap[a].score == ex[a].score;
+				for (int b = 0; b < K; b++)
+					found[half] += ex[a].item == ap[b].item;
+			}
+			same[half] += (size_t)all;
+		}
 	}
-	double recall = (double)found / (USERS * K);
-	fprintf(stderr, "  approx (fp16, c = %d) recall@20 = %.4f over %d users\n", RK_TOPK_APPROX_DEFAULT,
-		recall, USERS);
-	ASSERT(recall >= 0.99);
+	for (int half = 0; half < 2; half++) {
+		double recall = (double)found[half] / (USERS * K);
+		fprintf(stderr, "  approx (%s, c = %d) recall@20 = %.4f, the exact list for %zu of %d users\n",
+			half ? "fp16" : "int8", RK_TOPK_APPROX_DEFAULT, recall, same[half], USERS);
+		ASSERT(recall >= 0.999);
+	}
+	/* The default first pass (int8) gives every user the exact answer. */
+	ASSERT_EQ_INT(same[0], USERS);
 	rk_index_release(&v);
 	rk_topk_ws_destroy(ws);
 	rk_index_destroy(ix);
 	free(rows);
 	free(centres);
+}
+
+/* Split scans (rk_topk_req.pool): the same hits and scores as one thread
+ * for the exact scan and both first passes, with exclusions, at sizes that
+ * split into 2 .. 4 uneven parts, from several callers at once sharing one
+ * pool of three helpers (so parts queue, and callers take back parts no
+ * helper has started). */
+enum { SPLIT_CALLERS = 4, SPLIT_QUERIES = 30 };
+
+struct split_run {
+	const struct rk_index_view *v;
+	struct rk_scan_pool *pool;
+	uint64_t seed;
+	int bad, split_answers;
+};
+
+static void *split_caller(void *arg)
+{
+	struct split_run *r = arg;
+	const struct rk_index_view *v = r->v;
+	struct rk_topk_ws *ws;
+	uint64_t st = r->seed;
+	if (rk_topk_ws_create(&ws)) {
+		r->bad++;
+		return NULL;
+	}
+	float *user = malloc(v->dim * sizeof(float));
+	uint32_t *excl = malloc(64 * sizeof(uint32_t));
+	struct rk_hit one[200], split[200];
+	for (int q = 0; q < SPLIT_QUERIES; q++) {
+		for (uint32_t j = 0; j < v->dim; j++) {
+			st = st * 6364136223846793005ull + 1442695040888963407ull;
+			user[j] = (float)(int32_t)(st >> 32) * (1.0f / 2147483648.0f);
+		}
+		size_t n_excl = (size_t)(st % 64);
+		for (size_t i = 0; i < n_excl; i++)
+			excl[i] = (uint32_t)((st >> (i % 32)) % v->n);
+		qsort(excl, n_excl, sizeof *excl, cmp_u32);
+		int k = 1 + (int)((st >> 20) % 200), approx = q % 3 ? 2 : 0, half = q % 3 == 2;
+		size_t n1 = 0, n2 = 0;
+		struct rk_topk_req req = { user, k, excl, n_excl, NULL, 0, approx, half, NULL, 1 };
+		int rc = rk_topk(v, &req, ws, one, 200, &n1);
+		req.pool = r->pool;
+		req.threads = 2 + q % 3;
+		rc |= rk_topk(v, &req, ws, split, 200, &n2);
+		int same = rc == 0 && n1 == n2;
+		for (size_t i = 0; same && i < n1; i++)
+			same = one[i].item == split[i].item && one[i].score == split[i].score;
+		if (!same)
+			fprintf(stderr, "  split differs: n %u k %d approx %d half %d threads %d\n", v->n, k, approx, half,
+				req.threads);
+		r->bad += !same;
+		r->split_answers++;
+	}
+	free(user);
+	free(excl);
+	rk_topk_ws_destroy(ws);
+	return NULL;
+}
+
+TEST(topk_split_scan_same_answer)
+{
+	static const uint32_t ns[] = { 32767, 32768, 50000, 70001 };
+	struct rk_scan_pool *pool;
+	ASSERT_EQ_INT(rk_scan_pool_create(16, &pool), VR_EINVAL);
+	ASSERT_OK(rk_scan_pool_create(3, &pool));
+	ASSERT_EQ_INT(rk_scan_pool_helpers(pool), 3);
+	rng_state = 99;
+	for (size_t t = 0; t < sizeof ns / sizeof ns[0]; t++) {
+		struct rk_index *ix = make_index(ns[t], 37, 0, 0, NULL);
+		ASSERT(ix);
+		struct rk_index_view v;
+		rk_index_acquire(ix, &v);
+		struct split_run runs[SPLIT_CALLERS];
+		pthread_t th[SPLIT_CALLERS];
+		for (int c = 0; c < SPLIT_CALLERS; c++) {
+			runs[c] = (struct split_run){ &v, pool, 1000 * t + (uint64_t)c, 0, 0 };
+			ASSERT_EQ_INT(pthread_create(&th[c], NULL, split_caller, &runs[c]), 0);
+		}
+		for (int c = 0; c < SPLIT_CALLERS; c++) {
+			pthread_join(th[c], NULL);
+			ASSERT_EQ_INT(runs[c].bad, 0);
+			ASSERT_EQ_INT(runs[c].split_answers, SPLIT_QUERIES);
+		}
+		rk_index_release(&v);
+		rk_index_destroy(ix);
+	}
+	rk_scan_pool_destroy(pool);
 }
 
 /* Index. */
@@ -694,7 +885,7 @@ static void *conc_read(void *arg)
 			cr->bad += torn;
 		}
 		cr->rows_checked += v.n;
-		struct rk_topk_req req = { user, 10, NULL, 0, NULL, 0, (int)(cr->views % 2) };
+		struct rk_topk_req req = { user, 10, NULL, 0, NULL, 0, (int)(cr->views % 2), 0, NULL, 0 };
 		if (rk_topk(&v, &req, ws, hits, 10, &n_hits) || n_hits != (v.n < 10 ? v.n : 10))
 			cr->bad++;
 		rk_index_release(&v);
@@ -798,6 +989,12 @@ static const struct vr_test tests[] = {
 	T(topk_approx_generic),
 	T(topk_approx_avx2),
 	T(topk_approx_avx512),
+	T(topk_approx_avx512_vnni),
+	T(topk_approx_fp16_generic),
+	T(topk_approx_fp16_avx2),
+	T(topk_approx_fp16_avx512),
+	T(int8_dots_agree_across_kernels),
+	T(topk_split_scan_same_answer),
 	T(topk_ties_by_lower_id),
 	T(topk_k_over_catalogue_returns_all),
 	T(topk_invalid_arguments),

@@ -495,30 +495,44 @@ TEST(train_bpr_and_recommend)
 	sreq.item_ids = unknown_items;
 	unary(ch, "Score", &sreq.base, &visrec__v1__score_response__descriptor, &sbad, &s_sbad);
 
-	/* RecommendBatch: the same lists as one by one. */
-	Visrec__V1__RecommendRequest br[3], *brp[3];
-	const char *busers[3] = { "u010", "u011", "stranger" };
-	for (int x = 0; x < 3; x++) {
+	/* RecommendBatch: the same lists as one by one, for every user (one
+	 * GEMM over the catalogue for them all, each with its own k and seen
+	 * items excluded unless include_seen) and a stranger (popularity). */
+	enum { BN = USERS + 1 };
+	Visrec__V1__RecommendRequest br[BN], *brp[BN];
+	char busers[BN][16];
+	int batch_seen = 0;
+	for (int x = 0; x < BN; x++) {
 		visrec__v1__recommend_request__init(&br[x]);
-		br[x].user_id = (char *)busers[x];
-		br[x].k = 10 + x;
+		if (x < USERS)
+			uid(busers[x], (x * 37) % USERS); /* not in id order */
+		else
+			snprintf(busers[x], sizeof busers[x], "stranger");
+		br[x].user_id = busers[x];
+		br[x].k = 1 + (x * 7) % 40;
+		br[x].include_seen = x % 4 == 3;
 		brp[x] = &br[x];
 	}
 	Visrec__V1__RecommendBatchRequest breq = VISREC__V1__RECOMMEND_BATCH_REQUEST__INIT;
 	breq.requests = brp;
-	breq.n_requests = 3;
+	breq.n_requests = BN;
 	Visrec__V1__RecommendBatchResponse *batch = NULL;
 	vr_status s_batch;
 	unary(ch, "RecommendBatch", &breq.base, &visrec__v1__recommend_batch_response__descriptor, &batch,
 	      &s_batch);
 	int batch_mismatch = 0;
-	for (int x = 0; batch && x < 3; x++) {
+	for (int x = 0; batch && x < BN && (size_t)x < batch->n_responses; x++) {
 		Visrec__V1__RecommendResponse *one = NULL;
 		vr_status s1;
-		recommend(ch, busers[x], 10 + x, 0, NULL, 0, &one, &s1);
+		recommend(ch, busers[x], br[x].k, br[x].include_seen, NULL, 0, &one, &s1);
 		Visrec__V1__RecommendResponse *b = batch->responses[x];
 		if (!one || b->n_items != one->n_items || strcmp(b->fallback, one->fallback))
 			batch_mismatch++;
+		int u = x < USERS ? (x * 37) % USERS : -1;
+		for (size_t j = 0; u >= 0 && !br[x].include_seen && j < b->n_items; j++) {
+			int i = item_index(b->items[j]->item_id);
+			batch_seen += i >= 0 && i < ITEMS && d->seen[u][i];
+		}
 		for (size_t j = 0; one && j < one->n_items && j < b->n_items; j++)
 			if (fabsf(b->items[j]->score - one->items[j]->score) > 1e-4f ||
 			    (strcmp(b->items[j]->item_id, one->items[j]->item_id) &&
@@ -596,9 +610,10 @@ TEST(train_bpr_and_recommend)
 	ASSERT_EQ_INT(s_sbad.code, GRPC_STATUS_NOT_FOUND);
 	ASSERT_CONTAINS(s_sbad.message, "2 unknown items: \"ghost-1\", \"ghost-2\"");
 	ASSERT_OK(s_batch.code);
-	ASSERT_EQ_INT(batch->n_responses, 3);
+	ASSERT_EQ_INT(batch->n_responses, BN);
 	ASSERT_EQ_INT(batch_mismatch, 0);
-	ASSERT_CONTAINS(batch->responses[2]->fallback, "popularity");
+	ASSERT_EQ_INT(batch_seen, 0);
+	ASSERT_CONTAINS(batch->responses[BN - 1]->fallback, "popularity");
 	ASSERT_OK(s_std.code);
 	ASSERT_STR_EQ(std->protocol, "standard");
 	ASSERT_EQ_INT(std->n_results, 2);

@@ -161,7 +161,7 @@ async function main() {
 		await check('featured Info on a fresh store', async () => {
 			const info = await unary(fcl, 'Info', {});
 			assert.match(info.server_version, /\d+\.\d+/);
-			assert.ok(['cpu', 'cuda'].includes(info.backend), 'backend ' + info.backend);
+			assert.ok(['cpu', 'onednn', 'cuda'].includes(info.backend), 'backend ' + info.backend);
 			assert.equal(info.items, 0);
 			assert.equal(info.last_seq, 0);
 			assert.ok(info.max_image_bytes > 0 && info.max_image_pixels > 0);

@@ -41,4 +41,19 @@ static inline size_t worst_error(const float *a, const double *b, size_t n, doub
 		"(atol %g, rtol %g)", (what), w_, (size_t)(n), (double)(a)[w_], (b)[w_], \
 		(double)(atol), (double)(rtol)); } while (0)
 
+/* max |g - c| / max(max |c|, 1e-6): the parity tables' error, one scale
+ * for the whole tensor. A NaN in g makes it NaN, so the row fails. */
+static inline double nn_rel_error(const float *g, const float *c, size_t len)
+{
+	double diff = 0, ref = 0;
+	for (size_t i = 0; i < len; i++) {
+		double d = fabs((double)g[i] - c[i]);
+		if (!(d <= diff))
+			diff = d;
+		if (fabs(c[i]) > ref)
+			ref = fabs(c[i]);
+	}
+	return diff / (ref > 1e-6 ? ref : 1e-6);
+}
+
 #endif

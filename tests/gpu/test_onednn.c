@@ -62,20 +62,7 @@ static float *init_buf(const float *src, size_t len)
 	return a;
 }
 
-static double rel_error(const float *g, const float *c, size_t len)
-{
-	double diff = 0, ref = 0;
-	for (size_t i = 0; i < len; i++) {
-		double d = fabs((double)g[i] - c[i]);
-		if (!(d <= diff))
-			diff = d;
-		if (fabs(c[i]) > ref)
-			ref = fabs(c[i]);
-	}
-	return diff / (ref > 1e-6 ? ref : 1e-6);
-}
-
-#define ASSERT_MATCH(got, want, len, what) do { double e_ = rel_error((got), (want), (len)); \
+#define ASSERT_MATCH(got, want, len, what) do { double e_ = nn_rel_error((got), (want), (len)); \
 	ASSERT_MSG(e_ <= OP_TOL, "%s: rel error %.3g > %g", (what), e_, OP_TOL); } while (0)
 
 /* ---- Convolution --------------------------------------------------------- */

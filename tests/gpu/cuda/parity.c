@@ -57,6 +57,7 @@
 #include "err.h"
 #include "net_priv.h"
 #include "nn.h"
+#include "nn_test.h"
 
 #define OP_TOL 1e-5
 #define FAST_ALGO_SLACK 4.0   /* fp32 column: Winograd and FFT round more */
@@ -188,19 +189,6 @@ static float *host_distinct(size_t len, uint64_t seed)
 	return a;
 }
 
-static double rel_error(const float *g, const float *c, size_t len)
-{
-	double diff = 0, ref = 0;
-	for (size_t i = 0; i < len; i++) {
-		double d = fabs((double)g[i] - c[i]);
-		if (!(d <= diff))
-			diff = d;      /* NaN: stays NaN, so the row fails */
-		if (fabs(c[i]) > ref)
-			ref = fabs(c[i]);
-	}
-	return diff / (ref > 1e-6 ? ref : 1e-6);
-}
-
 static void emit(struct ctx *t, const char *line)
 {
 	fputs(line, stdout);
@@ -252,7 +240,7 @@ static void check(struct ctx *t, const char *label, run_fn run, const void *arg,
 			for (int m = i; m < j; m++) {
 				double em = INFINITY;
 				if (!grc[k] && m < got[k].count && got[k].len[m] == ref.len[m])
-					em = rel_error(got[k].v[m], ref.v[m], ref.len[m]);
+					em = nn_rel_error(got[k].v[m], ref.v[m], ref.len[m]);
 				if (!isnan(e[k]) && !(em <= e[k])) {
 					e[k] = em;
 					if (k == FP32)

@@ -9,7 +9,7 @@ set -euo pipefail
 pkgs=(cmake make gcc pkg-config
       libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
       liblmdb-dev libturbojpeg0-dev libopenblas-dev libcjson-dev zlib1g-dev libmicrohttpd-dev
-      libdnnl-dev
+      libdnnl-dev ocl-icd-opencl-dev
       nodejs npm)
 if [ "${1:-}" = "--test" ]; then
 	# openssl makes the TLS test certificate; chromium renders the report;

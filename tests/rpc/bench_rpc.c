@@ -4,13 +4,26 @@
  * Prints calls, QPS and p50/p99 latency per level. A benchmark, not a test.
  *
  *   bench_rpc [--seconds 3] [--levels 1,8,64] [--server-threads 2]
- *             [--channels 1] [--target HOST:PORT]
- * Without --target it starts featured (built beside it) on 127.0.0.1:0. */
+ *             [--channels 1] [--target HOST:PORT] [--rounds 3]
+ *             [--peer PATH|none] [--perf EVENTS]
+ * Without --target it starts featured (built beside it) on 127.0.0.1:0,
+ * and, unless --peer none, the C++ callback peer (grpc_cpp_peer, built
+ * where libgrpc++-dev is found) serving the same Info response bytes
+ * (taken from featured's answer). Each round runs every level against
+ * both servers, alternating which goes first, on the same cores with the
+ * same client; the end prints medians over the rounds and our/peer QPS.
+ * Per call it also prints the server's CPU time (its /proc stat), and with
+ * --perf "ev1,ev2" what `perf stat -e EVENTS -p PID` counted during the
+ * measured seconds, divided by the calls, e.g.
+ * --perf context-switches,raw_syscalls:sys_enter,syscalls:sys_enter_futex,
+ * probe_libc:malloc (after `perf probe -x LIBC malloc`, as root). */
 #include "err.h"
+#include "procs.h"
 #include "flags.h"
 #include "rpc.h"
 #include "visrec/v1/featured.pb-c.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <poll.h>
@@ -24,8 +37,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-extern char **environ;
 
 struct worker {
 	pthread_t tid;
@@ -77,12 +88,69 @@ static int cmp_u32(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static int level(vr_channel **chs, int nch, int conc, double seconds)
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+#define MAX_EVENTS 8
+
+/* One server under test. */
+struct server {
+	const char *name;
+	pid_t pid; /* -1: external (--target), no CPU or perf figures */
+	vr_channel **chs;
+};
+
+/* One level's figures against one server. */
+struct result {
+	double qps, p50, p99, cpu_us; /* cpu_us: server CPU per call, < 0 unknown */
+	double ev[MAX_EVENTS];        /* perf counts per call, < 0 unknown */
+	long errors;
+};
+
+/* Starts `perf stat -x, -e events -p pid -o out`; its pid or -1. */
+static pid_t perf_start(const char *events, pid_t pid, const char *out)
+{
+	char p[16];
+	snprintf(p, sizeof p, "%d", (int)pid);
+	char *argv[] = { "perf", "stat", "-x,", "-e", (char *)events, "-p", p, "-o", (char *)out, NULL };
+	pid_t child = -1;
+	if (posix_spawnp(&child, "perf", NULL, NULL, argv, environ))
+		return -1;
+	usleep(200000); /* perf attaches */
+	return child;
+}
+
+/* Stops perf and reads its counts, in the order of events. */
+static void perf_finish(pid_t child, const char *out, int nev, double *count)
+{
+	for (int i = 0; i < nev; i++)
+		count[i] = -1;
+	if (child <= 0)
+		return;
+	kill(child, SIGINT);
+	waitpid(child, NULL, 0);
+	FILE *f = fopen(out, "r");
+	char line[512];
+	int i = 0;
+	while (f && i < nev && fgets(line, sizeof line, f)) {
+		if (line[0] == '#' || line[0] == '\n')
+			continue;
+		count[i++] = line[0] == '<' ? -1 : atof(line); /* "<not counted>" */
+	}
+	if (f)
+		fclose(f);
+}
+
+static int level(struct server *s, int nch, int conc, double seconds, const char *events, int nev,
+		 struct result *res)
 {
 	struct worker *w = calloc((size_t)conc, sizeof *w);
 	size_t cap = ((size_t)1 << 21) / (size_t)conc + 4096;
 	for (int i = 0; i < conc; i++) {
-		w[i].ch = chs[i % nch];
+		w[i].ch = s->chs[i % nch];
 		w[i].cap = cap;
 		w[i].lat_us = calloc(cap, sizeof *w[i].lat_us);
 		if (!w[i].lat_us)
@@ -92,12 +160,20 @@ static int level(vr_channel **chs, int nch, int conc, double seconds)
 	atomic_store(&phase, 0);
 	for (int i = 0; i < conc; i++)
 		pthread_create(&w[i].tid, NULL, run, &w[i]);
+	char perf_out[64];
+	snprintf(perf_out, sizeof perf_out, "/tmp/bench_rpc.perf.%d", (int)getpid());
+	pid_t perf = events && s->pid > 0 ? perf_start(events, s->pid, perf_out) : -1;
 	usleep(300000);
+	int64_t cpu0 = s->pid > 0 ? proc_cpu_ms(s->pid) : -1;
 	double t0 = now_s();
 	atomic_store(&phase, 1);
 	usleep((useconds_t)(seconds * 1e6));
 	atomic_store(&phase, 2);
 	double took = now_s() - t0;
+	int64_t cpu1 = s->pid > 0 ? proc_cpu_ms(s->pid) : -1;
+	double count[MAX_EVENTS];
+	perf_finish(perf, perf_out, nev, count);
+	remove(perf_out);
 	size_t total = 0;
 	long errors = 0;
 	for (int i = 0; i < conc; i++) {
@@ -113,8 +189,19 @@ static int level(vr_channel **chs, int nch, int conc, double seconds)
 		free(w[i].lat_us);
 	}
 	qsort(all, total, sizeof *all, cmp_u32);
-	uint32_t p50 = total ? all[total / 2] : 0, p99 = total ? all[(size_t)((double)total * 0.99)] : 0;
-	printf("%6d %10zu %10.0f %10u %10u %8ld\n", conc, total, (double)total / took, p50, p99, errors);
+	res->qps = (double)total / took;
+	res->p50 = total ? all[total / 2] : 0;
+	res->p99 = total ? all[(size_t)((double)total * 0.99)] : 0;
+	res->errors = errors;
+	res->cpu_us = cpu0 >= 0 && cpu1 >= 0 && total ? (double)(cpu1 - cpu0) * 1e3 / (double)total : -1;
+	/* perf counted the warm-up too: its window is about took + 0.3 s. */
+	for (int i = 0; i < nev; i++)
+		res->ev[i] = count[i] >= 0 && total ? count[i] / ((double)total * (took + 0.3) / took) : -1;
+	printf("%-8s %6d %10zu %10.0f %10.0f %10.0f %8ld %9.1f", s->name, conc, total, res->qps, res->p50,
+	       res->p99, errors, res->cpu_us);
+	for (int i = 0; i < nev; i++)
+		printf(" %10.2f", res->ev[i]);
+	printf("\n");
 	fflush(stdout);
 	free(all);
 	free(w);
@@ -130,57 +217,70 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 }
 
 /* Starts featured on 127.0.0.1:0 and reads its address. */
-static pid_t start_featured(const char *data, int threads, char *addr, size_t len)
+static int start_featured(struct proc *p, const char *data, int threads, const char *log)
 {
-	int p[2];
-	if (pipe2(p, O_CLOEXEC))
-		return -1;
 	char th[16];
 	snprintf(th, sizeof th, "%d", threads);
 	char *argv[] = { FEATURED_BIN, "--listen", "127.0.0.1:0", "--data", (char *)data,
 			 "--threads", th, "--log-level", "warn", NULL };
-	posix_spawn_file_actions_t fa;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, p[1], 1);
-	pid_t pid = -1;
-	int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	close(p[1]);
-	char line[256] = "";
-	size_t n = 0;
-	while (!rc && n < sizeof line - 1) {
-		struct pollfd pfd = { .fd = p[0], .events = POLLIN };
-		if (poll(&pfd, 1, 10000) <= 0 || read(p[0], line + n, 1) != 1)
-			break;
-		if (line[n] == '\n')
-			break;
-		n++;
-	}
-	line[n] = 0;
-	close(p[0]);
-	const char *prefix = "featured listening on ";
-	if (rc || strncmp(line, prefix, strlen(prefix))) {
-		if (pid > 0) {
-			kill(pid, SIGKILL);
-			waitpid(pid, NULL, 0);
-		}
+	if (proc_spawn(p, log, argv) || proc_wait_ready(p, "featured", 10000)) {
+		proc_stop(p, 5000);
 		return -1;
 	}
-	snprintf(addr, len, "%s", line + strlen(prefix));
-	return pid;
+	return 0;
+}
+
+/* Writes featured's Info response, packed, to path for the peer. */
+static int save_info(vr_channel *ch, const char *path)
+{
+	Visrec__V1__FeaturedInfoRequest req = VISREC__V1__FEATURED_INFO_REQUEST__INIT;
+	ProtobufCMessage *resp = NULL;
+	int rc = vr_client_unary(ch, "/visrec.v1.Featured/Info", &req.base,
+				 &visrec__v1__featured_info_response__descriptor, &resp, 5000, NULL, NULL);
+	if (rc)
+		return rc;
+	size_t n = protobuf_c_message_get_packed_size(resp);
+	uint8_t *buf = malloc(n ? n : 1);
+	FILE *f = fopen(path, "wb");
+	rc = buf && f ? 0 : -errno;
+	if (!rc) {
+		protobuf_c_message_pack(resp, buf);
+		rc = fwrite(buf, 1, n, f) == n ? 0 : VR_EIO;
+	}
+	if (f && fclose(f) && !rc)
+		rc = VR_EIO;
+	free(buf);
+	protobuf_c_message_free_unpacked(resp, NULL);
+	printf("Info response: %zu bytes, the same for both servers\n", n);
+	return rc;
+}
+
+#ifdef PEER_BIN
+#define PEER_DEFAULT PEER_BIN
+#else
+#define PEER_DEFAULT "none"
+#endif
+
+static double median(double *v, int n)
+{
+	qsort(v, (size_t)n, sizeof *v, cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 int main(int argc, char **argv)
 {
-	const char *target = NULL, *levels = NULL;
+	const char *target = NULL, *levels = NULL, *peer_bin = PEER_DEFAULT, *events = NULL;
 	double seconds = 3;
-	int server_threads = 2, nch = 1;
+	int server_threads = 2, nch = 1, rounds = 3;
 	const vr_flag flags[] = {
 		{ "target", NULL, VR_FLAG_STRING, &target, NULL, "featured to call; unset: start one", 0 },
 		{ "seconds", NULL, VR_FLAG_DOUBLE, &seconds, "3", "measured seconds per level", 0 },
 		{ "levels", NULL, VR_FLAG_STRING, &levels, "1,8,64", "concurrent calls per level", 0 },
 		{ "server-threads", NULL, VR_FLAG_INT, &server_threads, "2", "--threads of the started featured", 0 },
 		{ "channels", NULL, VR_FLAG_INT, &nch, "1", "client channels (connections), shared round robin", 0 },
+		{ "rounds", NULL, VR_FLAG_INT, &rounds, "3", "rounds of every level (medians at the end)", 0 },
+		{ "peer", NULL, VR_FLAG_STRING, &peer_bin, PEER_DEFAULT, "the C++ peer binary; none: ours only", 0 },
+		{ "perf", NULL, VR_FLAG_STRING, &events, NULL, "perf stat events to count per call", 0 },
 		{ 0 },
 	};
 	char err[256];
@@ -189,47 +289,119 @@ int main(int argc, char **argv)
 		vr_flags_usage(stdout, "bench_rpc", "unary Info QPS and latency on loopback", flags);
 		return 0;
 	}
-	if (rc || nch < 1) {
-		fprintf(stderr, "bench_rpc: %s\n", rc ? err : "--channels must be >= 1");
+	if (rc || nch < 1 || rounds < 1 || rounds > 64) {
+		fprintf(stderr, "bench_rpc: %s\n", rc ? err : "--channels must be >= 1, --rounds 1..64");
 		return 2;
 	}
+	int nev = 0;
+	char evnames[MAX_EVENTS][64];
+	for (const char *e = events; e && *e && nev < MAX_EVENTS;) {
+		size_t n = strcspn(e, ",");
+		snprintf(evnames[nev++], sizeof evnames[0], "%.*s", (int)n, e);
+		e += n + (e[n] == ',');
+	}
 
-	char addr[256], data[] = "/tmp/bench_rpc.XXXXXX";
-	pid_t pid = -1;
+	char data[] = "/tmp/bench_rpc.XXXXXX", path[300];
+	struct proc fp = { .pid = -1 }, pp = { .pid = -1 };
+	struct server srv[2] = { { "ours", -1, NULL }, { "cpp-peer", -1, NULL } };
+	int nsrv = 1;
+	if (!mkdtemp(data))
+		return 1;
 	if (!target) {
-		if (!mkdtemp(data))
-			return 1;
-		pid = start_featured(data, server_threads, addr, sizeof addr);
-		if (pid < 0) {
-			fprintf(stderr, "bench_rpc: could not start %s\n", FEATURED_BIN);
+		snprintf(path, sizeof path, "%s/featured.stderr", data);
+		if (start_featured(&fp, data, server_threads, path)) {
+			fprintf(stderr, "bench_rpc: could not start %s (see %s)\n", FEATURED_BIN, path);
 			return 1;
 		}
-		target = addr;
+		target = fp.addr;
+		srv[0].pid = fp.pid;
 	}
 	vr_rpc_init();
-	vr_channel **chs = calloc((size_t)nch, sizeof *chs);
+	srv[0].chs = calloc((size_t)nch, sizeof *srv[0].chs);
 	for (int i = 0; i < nch; i++)
-		vr_channel_create(&chs[i], target, NULL);
-	printf("unary /visrec.v1.Featured/Info on %s, %d channel(s), %.1f s per level%s\n", target, nch,
-	       seconds, pid > 0 ? "" : " (external server)");
-	if (pid > 0)
+		vr_channel_create(&srv[0].chs[i], target, NULL);
+	printf("unary /visrec.v1.Featured/Info on %s, %d channel(s), %.1f s per level, %d round(s)%s\n",
+	       target, nch, seconds, rounds, fp.pid > 0 ? "" : " (external server)");
+	if (fp.pid > 0)
 		printf("featured --threads %d\n", server_threads);
-	printf("%6s %10s %10s %10s %10s %8s\n", "conc", "calls", "QPS", "p50_us", "p99_us", "errors");
+	snprintf(path, sizeof path, "%s/info.pb", data);
+	if (!strcmp(peer_bin, "none") || fp.pid <= 0) {
+#ifdef PEER_SKIP
+		printf("cpp-peer: skipped: %s\n", PEER_SKIP);
+#else
+		printf("cpp-peer: skipped: %s\n", fp.pid > 0 ? "--peer none" : "--target given");
+#endif
+	} else if ((rc = save_info(srv[0].chs[0], path))) {
+		fprintf(stderr, "bench_rpc: featured's Info failed: %s\n", vr_strerror(rc));
+	} else {
+		char log[300];
+		snprintf(log, sizeof log, "%s/peer.stderr", data);
+		char *pargv[] = { (char *)peer_bin, "--response", path, NULL };
+		if (proc_spawn(&pp, log, pargv) || proc_wait_ready(&pp, "peer", 10000)) {
+			proc_stop(&pp, 5000);
+			printf("cpp-peer: skipped: %s did not start (see %s)\n", peer_bin, log);
+		} else {
+			srv[1].pid = pp.pid;
+			srv[1].chs = calloc((size_t)nch, sizeof *srv[1].chs);
+			for (int i = 0; i < nch; i++)
+				vr_channel_create(&srv[1].chs[i], pp.addr, NULL);
+			nsrv = 2;
+		}
+	}
+	printf("%-8s %6s %10s %10s %10s %10s %8s %9s", "server", "conc", "calls", "QPS", "p50_us", "p99_us",
+	       "errors", "cpu_us");
+	for (int i = 0; i < nev; i++)
+		printf(" %10.10s", strchr(evnames[i], ':') ? strchr(evnames[i], ':') + 1 : evnames[i]);
+	printf("\n");
+	int lv[16], nlv = 0;
 	char *list = strdup(levels);
-	for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
-		int c = atoi(tok);
-		if (c > 0)
-			level(chs, nch, c, seconds);
-	}
+	for (char *tok = strtok(list, ","); tok && nlv < 16; tok = strtok(NULL, ","))
+		if (atoi(tok) > 0)
+			lv[nlv++] = atoi(tok);
 	free(list);
-	for (int i = 0; i < nch; i++)
-		vr_channel_destroy(chs[i]);
-	free(chs);
-	vr_rpc_shutdown();
-	if (pid > 0) {
-		kill(pid, SIGTERM);
-		waitpid(pid, NULL, 0);
-		nftw(data, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+	struct result *res = calloc((size_t)(rounds * nlv * 2), sizeof *res);
+	for (int r = 0; r < rounds; r++)
+		for (int l = 0; l < nlv; l++)
+			for (int k = 0; k < nsrv; k++) {
+				int s = nsrv == 2 ? (k + r) % 2 : 0; /* A B, then B A */
+				level(&srv[s], nch, lv[l], seconds, events, nev, &res[(r * nlv + l) * 2 + s]);
+			}
+	printf("medians over %d round(s):\n%-8s %6s %10s %10s %10s %9s", rounds, "server", "conc", "QPS", "p50_us",
+	       "p99_us", "cpu_us");
+	for (int i = 0; i < nev; i++)
+		printf(" %10.10s", strchr(evnames[i], ':') ? strchr(evnames[i], ':') + 1 : evnames[i]);
+	printf("%s\n", nsrv == 2 ? "  ours/peer QPS" : "");
+	for (int l = 0; l < nlv; l++) {
+		double qps[2] = { 0, 0 };
+		for (int s = 0; s < nsrv; s++) {
+			double v[64];
+			double m[4 + MAX_EVENTS];
+			for (int f = 0; f < 4 + nev; f++) {
+				for (int r = 0; r < rounds; r++) {
+					const struct result *x = &res[(r * nlv + l) * 2 + s];
+					v[r] = f == 0 ? x->qps : f == 1 ? x->p50 : f == 2 ? x->p99 : f == 3 ? x->cpu_us
+														: x->ev[f - 4];
+				}
+				m[f] = median(v, rounds);
+			}
+			qps[s] = m[0];
+			printf("%-8s %6d %10.0f %10.0f %10.0f %9.1f", srv[s].name, lv[l], m[0], m[1], m[2], m[3]);
+			for (int i = 0; i < nev; i++)
+				printf(" %10.2f", m[4 + i]);
+			if (s == 1)
+				printf("  %.2f", qps[0] / qps[1]);
+			printf("\n");
+		}
 	}
+	free(res);
+	for (int s = 0; s < nsrv; s++) {
+		for (int i = 0; i < nch; i++)
+			vr_channel_destroy(srv[s].chs[i]);
+		free(srv[s].chs);
+	}
+	vr_rpc_shutdown();
+	proc_stop(&pp, 5000);
+	proc_stop(&fp, 10000);
+	nftw(data, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
 	return 0;
 }

@@ -422,6 +422,23 @@ TEST(peer_and_metadata)
 	free_msg(r);
 }
 
+/* The server keeps ended calls for the next request (rpc_server.c, Reuse):
+ * a call must never see metadata of the one before it in the same object,
+ * so a call without a token after one with it sees none, every time. */
+TEST(reused_calls_forget_metadata)
+{
+	vr_status st;
+	Msg *r = NULL;
+	for (int i = 0; i < 20; i++) {
+		ASSERT_OK(call_echo(admin, SVC "Echo", "auth", 0, 5000, &st, &r));
+		ASSERT_STR_EQ(r->text, "Bearer " TOKEN);
+		free_msg(r);
+		ASSERT_OK(call_echo(plain, SVC "Echo", "auth", 0, 5000, &st, &r));
+		ASSERT_STR_EQ(r->text, "(none)");
+		free_msg(r);
+	}
+}
+
 TEST(server_stream)
 {
 	vr_ccall *cc;
@@ -988,7 +1005,7 @@ TEST(bad_options)
 static const struct vr_test tests[] = {
 	T(unary), T(peer_and_metadata), T(server_stream), T(client_stream), T(bidi),
 	T(deadline_exceeded), T(cancel_mid_stream), T(parent_propagation), T(large_messages),
-	T(unknown_method), T(malformed_request), T(nul_in_string_refused), T(admin_token),
+	T(unknown_method), T(malformed_request), T(nul_in_string_refused), T(admin_token), T(reused_calls_forget_metadata),
 	T(no_response_is_internal), T(detached), T(concurrent_unary), T(health), T(max_streams),
 	T(pools), T(followers_sleep_until_woken), T(shutdown_ends_streams),
 	T(shutdown_cancels_after_grace), T(tls_roundtrip), T(port_in_use), T(bad_options),

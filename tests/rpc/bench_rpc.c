@@ -5,7 +5,7 @@
  *
  *   bench_rpc [--seconds 3] [--levels 1,8,64] [--server-threads 2]
  *             [--channels 1] [--target HOST:PORT] [--rounds 3]
- *             [--peer PATH|none] [--perf EVENTS]
+ *             [--peer PATH|none] [--perf EVENTS] [--featured PATH]
  * Without --target it starts featured (built beside it) on 127.0.0.1:0,
  * and, unless --peer none, the C++ callback peer (grpc_cpp_peer, built
  * where libgrpc++-dev is found) serving the same Info response bytes
@@ -16,7 +16,9 @@
  * --perf "ev1,ev2" what `perf stat -e EVENTS -p PID` counted during the
  * measured seconds, divided by the calls, e.g.
  * --perf context-switches,raw_syscalls:sys_enter,syscalls:sys_enter_futex,
- * probe_libc:malloc (after `perf probe -x LIBC malloc`, as root). */
+ * probe_libc:malloc (after `perf probe -x LIBC malloc`, as root).
+ * --featured runs another build's featured (an older rpc layer, to
+ * compare before and after in one run). */
 #include "err.h"
 #include "procs.h"
 #include "flags.h"
@@ -217,11 +219,11 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 }
 
 /* Starts featured on 127.0.0.1:0 and reads its address. */
-static int start_featured(struct proc *p, const char *data, int threads, const char *log)
+static int start_featured(struct proc *p, const char *bin, const char *data, int threads, const char *log)
 {
 	char th[16];
 	snprintf(th, sizeof th, "%d", threads);
-	char *argv[] = { FEATURED_BIN, "--listen", "127.0.0.1:0", "--data", (char *)data,
+	char *argv[] = { (char *)bin, "--listen", "127.0.0.1:0", "--data", (char *)data,
 			 "--threads", th, "--log-level", "warn", NULL };
 	if (proc_spawn(p, log, argv) || proc_wait_ready(p, "featured", 10000)) {
 		proc_stop(p, 5000);
@@ -270,6 +272,7 @@ static double median(double *v, int n)
 int main(int argc, char **argv)
 {
 	const char *target = NULL, *levels = NULL, *peer_bin = PEER_DEFAULT, *events = NULL;
+	const char *featured_bin = FEATURED_BIN;
 	double seconds = 3;
 	int server_threads = 2, nch = 1, rounds = 3;
 	const vr_flag flags[] = {
@@ -281,6 +284,7 @@ int main(int argc, char **argv)
 		{ "rounds", NULL, VR_FLAG_INT, &rounds, "3", "rounds of every level (medians at the end)", 0 },
 		{ "peer", NULL, VR_FLAG_STRING, &peer_bin, PEER_DEFAULT, "the C++ peer binary; none: ours only", 0 },
 		{ "perf", NULL, VR_FLAG_STRING, &events, NULL, "perf stat events to count per call", 0 },
+		{ "featured", NULL, VR_FLAG_STRING, &featured_bin, FEATURED_BIN, "the featured binary to run", 0 },
 		{ 0 },
 	};
 	char err[256];
@@ -309,8 +313,8 @@ int main(int argc, char **argv)
 		return 1;
 	if (!target) {
 		snprintf(path, sizeof path, "%s/featured.stderr", data);
-		if (start_featured(&fp, data, server_threads, path)) {
-			fprintf(stderr, "bench_rpc: could not start %s (see %s)\n", FEATURED_BIN, path);
+		if (start_featured(&fp, featured_bin, data, server_threads, path)) {
+			fprintf(stderr, "bench_rpc: could not start %s (see %s)\n", featured_bin, path);
 			return 1;
 		}
 		target = fp.addr;

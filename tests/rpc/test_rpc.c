@@ -418,13 +418,18 @@ TEST(peer_and_metadata)
 }
 
 /* The server keeps ended calls for the next request (rpc_server.c, Reuse):
- * a call must never see metadata of the one before it in the same object,
- * so a call without a token after one with it sees none, every time. */
+ * a call must never see metadata or the status message of the one before
+ * it in the same object, so a call without a token after one with it sees
+ * none, and an answer after a refusal carries no stale reason, every time. */
 TEST(reused_calls_forget_metadata)
 {
 	vr_status st;
 	Msg *r = NULL;
 	for (int i = 0; i < 20; i++) {
+		ASSERT_EQ_INT(call_echo(plain, SVC "Admin", "x", 0, 5000, &st, NULL), VR_ERPC);
+		ASSERT_CONTAINS(st.message, "needs the admin token");
+		ASSERT_OK(call_echo(admin, SVC "Admin", "x", 0, 5000, &st, NULL));
+		ASSERT_STR_EQ(st.message, "");
 		ASSERT_OK(call_echo(admin, SVC "Echo", "auth", 0, 5000, &st, &r));
 		ASSERT_STR_EQ(r->text, "Bearer " TOKEN);
 		free_msg(r);

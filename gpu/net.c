@@ -1377,8 +1377,9 @@ int nn_net_features(nn_net *net, const char *layer, const float *input, int n, f
 		return VR_EINVAL;
 	const struct nn__layer *ly = &net->layers[l];
 	const int maker = net->tensors[ly->out].producer;
-	if ((ly->kind == NN__CONV && ly->out != -1 && maker == l && ly->fused == 0 &&
-		    (ly->post_bn >= 0 || ly->post_act_layer >= 0)) ||
+	/* a conv that absorbed layers writes their output, not its own; a fused
+	 * layer's output is written only when it is the last of its chain */
+	if ((maker == l && (ly->post_bn >= 0 || ly->post_act_layer >= 0)) ||
 	    (ly->fused && net->layers[maker].out != ly->out)) {
 		nn__errmsg(net, "%s is fused with the layers around it in this inference net on the "
 			"%s backend; name the last of them, or make the net for training", layer,

@@ -7,6 +7,11 @@
  *
  * What runs where:
  *   convolution forward, backward data, backward filter   oneDNN primitives
+ *   an inference net's convolution + batch norm + ReLU or
+ *     ReLU6 (conv_fwd_post)                                one convolution
+ *     with post-ops: per-channel multiply and add (the batch norm's scale
+ *     and shift, computed per call from its running statistics), then
+ *     eltwise relu or clip(0, 6)
  *   fully connected forward and both backwards             dnnl_sgemm
  *   pooling forward (max, avg, adaptive avg whose windows
  *     tile the input exactly)                              oneDNN primitive

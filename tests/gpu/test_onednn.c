@@ -470,50 +470,89 @@ TEST(fused_conv_bias_relu)
 		43);
 }
 
-/* A whole inference net: MobileNetV2 (every conv followed by batch norm,
- * most by ReLU6) with perturbed parameters, so the batch norms are no
- * identities, on oneDNN (fused) against the reference (layer by layer). */
+/* FAIL_ for a function that returns a value */
+#define NET_FAIL(...) do { fprintf(stderr, "  %s:%d: ", __FILE__, __LINE__); \
+	fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); vr_test__failed = 1; } while (0)
+
+/* A whole inference net with perturbed parameters (so batch norms are no
+ * identities) on oneDNN (fused) against the reference (layer by layer),
+ * for n images of a net made for max_batch. */
+static nn_net *fused_net_case(const char *arch, int size, int max_batch, int n, int min_fused,
+	nn_net **ref_net)
+{
+	nn_net *net[2] = { NULL, NULL };
+	nn_backend *bk[2] = { ref_b, dnn_b };
+	char err[256] = "";
+	struct nn_net_opts o = { .input_size = size, .max_batch = max_batch, .inference_only = 1 };
+	for (int i = 0; i < 2; i++) {
+		if (nn_net_create(bk[i], arch, &o, &net[i], err, sizeof(err)) ||
+		    nn_net_init(net[i], 5)) {
+			NET_FAIL("%s: %s", arch, err);
+			return NULL;
+		}
+	}
+	int fused = 0;
+	for (int l = 0; l < net[1]->nlayers; l++)
+		fused += net[1]->layers[l].fused;
+	for (int l = 0; l < net[0]->nlayers; l++)
+		fused -= 1000 * net[0]->layers[l].fused;
+	if (fused < min_fused) {
+		NET_FAIL("%s: %d layers fused on oneDNN", arch, fused);
+		return NULL;
+	}
+	size_t pc = nn_net_param_count(net[0]);
+	float *p = buf(pc), *u = random_buf(pc, 6, 0.5f, 1.5f), *v = random_buf(pc, 7, -0.1f, 0.1f);
+	size_t xl = (size_t)n * 3 * size * size, yl = (size_t)n * nn_net_output_size(net[0]);
+	float *x = random_buf(xl, 8, -2, 2), *y[2] = { init_buf(NULL, yl), init_buf(NULL, yl) };
+	int rc = nn_net_params_get(net[0], p);
+	for (size_t i = 0; i < pc; i++)
+		p[i] = p[i] * u[i] + v[i];   /* variances stay above 0.4 */
+	for (int i = 0; i < 2 && !rc; i++)
+		rc = nn_net_params_set(net[i], p) || nn_net_forward(net[i], x, n, 0, y[i]);
+	double e = rc ? 1 : nn_rel_error(y[1], y[0], yl);
+	free(p); free(u); free(v); free(x); free(y[0]); free(y[1]);
+	if (e > NET_TOL)
+		NET_FAIL("%s, %d of %d images: rel error %.3g > %g", arch, n, max_batch, e,
+			NET_TOL);
+	*ref_net = net[0];
+	return net[1];
+}
+
 TEST(net_mobilenet_v2_fused_matches_reference)
 {
 	open_both();
 	if (vr_test__failed)
 		return;
-	nn_net *net[2] = { NULL, NULL };
-	nn_backend *bk[2] = { ref_b, dnn_b };
-	char err[256] = "";
 	const int n = 2, size = 64;
-	struct nn_net_opts o = { .input_size = size, .max_batch = n, .inference_only = 1 };
-	for (int i = 0; i < 2; i++) {
-		ASSERT_MSG(!nn_net_create(bk[i], "mobilenet_v2", &o, &net[i], err, sizeof(err)),
-			"%s", err);
-		ASSERT_OK(nn_net_init(net[i], 5));
-	}
-	int fused = 0;
-	for (int l = 0; l < net[1]->nlayers; l++)
-		fused += net[1]->layers[l].fused;
-	ASSERT_MSG(fused >= 50, "only %d layers fused on oneDNN", fused);
-	for (int l = 0; l < net[0]->nlayers; l++)
-		ASSERT(!net[0]->layers[l].fused);
-	size_t pc = nn_net_param_count(net[0]);
-	float *p = buf(pc), *u = random_buf(pc, 6, 0.5f, 1.5f), *v = random_buf(pc, 7, -0.1f, 0.1f);
-	ASSERT_OK(nn_net_params_get(net[0], p));
-	for (size_t i = 0; i < pc; i++)
-		p[i] = p[i] * u[i] + v[i];   /* variances stay above 0.4 */
-	size_t xl = (size_t)n * 3 * size * size, yl = (size_t)n * nn_net_output_size(net[0]);
-	float *x = random_buf(xl, 8, -2, 2), *y[2] = { init_buf(NULL, yl), init_buf(NULL, yl) };
-	for (int i = 0; i < 2; i++) {
-		ASSERT_OK(nn_net_params_set(net[i], p));
-		ASSERT_OK(nn_net_forward(net[i], x, n, 0, y[i]));
-	}
-	double e = nn_rel_error(y[1], y[0], yl);
-	ASSERT_MSG(e <= NET_TOL, "rel error %.3g > %g", e, NET_TOL);
+	nn_net *ref, *net = fused_net_case("mobilenet_v2", size, n, n, 50, &ref);
+	if (!net)
+		return;
 	/* a conv whose own output was fused away cannot be asked for */
+	float *x = random_buf((size_t)n * 3 * size * size, 9, -1, 1);
 	float *f = buf((size_t)n * 32 * size * size);
-	ASSERT_EQ_INT(nn_net_features(net[1], "Conv1", x, n, f), VR_EUNSUPPORTED);
-	ASSERT_CONTAINS(nn_net_errmsg(net[1]), "fused");
-	free(f); free(p); free(u); free(v); free(x); free(y[0]); free(y[1]);
-	nn_net_destroy(net[0]);
-	nn_net_destroy(net[1]);
+	ASSERT_EQ_INT(nn_net_features(net, "Conv1", x, n, f), VR_EUNSUPPORTED);
+	ASSERT_CONTAINS(nn_net_errmsg(net), "fused");
+	free(f); free(x);
+	nn_net_destroy(ref);
+	nn_net_destroy(net);
+}
+
+/* conv + ReLU without batch norm (DVBPR's small net, AlexNet), and a batch
+ * below the net's */
+TEST(net_small_and_alexnet_fused_match_reference)
+{
+	open_both();
+	if (vr_test__failed)
+		return;
+	nn_net *ref, *net;
+	if ((net = fused_net_case("small", 16, 5, 3, 4, &ref))) {
+		nn_net_destroy(ref);
+		nn_net_destroy(net);
+	}
+	if ((net = fused_net_case("alexnet", 67, 2, 1, 5, &ref))) {
+		nn_net_destroy(ref);
+		nn_net_destroy(net);
+	}
 }
 
 /* ---- Selection ----------------------------------------------------------- */
@@ -560,6 +599,7 @@ static const struct vr_test tests[] = {
 	T(fused_conv_bn_no_act),
 	T(fused_conv_bias_relu),
 	T(net_mobilenet_v2_fused_matches_reference),
+	T(net_small_and_alexnet_fused_match_reference),
 	T(backend_names),
 	{ 0 },
 };

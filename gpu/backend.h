@@ -44,6 +44,13 @@ struct nn_conv_shape {
 	int stride_h, stride_w, pad_h, pad_w;
 	int groups;                /* divides c and k; groups == c == k: depthwise */
 	int oh, ow;                /* (h + 2 pad_h - kh) / stride_h + 1, same for w */
+	/* Layers fused after the convolution, set by an inference net only on
+	 * a backend with conv_fwd_post (zero everywhere else): post_bn, batch
+	 * norm with eps bn_eps, then post_act (enum nn_act_mode, 0: none).
+	 * plan_create returns VR_EUNSUPPORTED when it cannot fuse them, and the
+	 * net runs the layers one by one. */
+	int post_bn, post_act;
+	float bn_eps;
 };
 
 enum nn_pool_mode {
@@ -209,6 +216,14 @@ struct nn_backend_ops {
 	 * caller may reuse once the op returns. */
 	int (*input_u8_gather)(struct nn_backend *b, int n, int size, const uint8_t *set,
 		const uint32_t *idx, const float mul[3], const float add[3], float *x);
+
+	/* Optional (NULL: the backend does not fuse): conv_fwd, then with
+	 * s->post_bn the batch norm of bn_fwd (gamma, beta, mean, var over
+	 * c = s->k, eps s->bn_eps; unused otherwise), then s->post_act, in one
+	 * pass over y. For a plan made with those fields set. */
+	int (*conv_fwd_post)(struct nn_backend *b, void *plan, const struct nn_conv_shape *s, int n,
+		const float *x, const float *w, const float *bias, const float *gamma,
+		const float *beta, const float *mean, const float *var, float *y, void *ws);
 
 	/* Releases priv; the backend struct itself is freed by nn_backend_close. */
 	void (*close)(struct nn_backend *b);

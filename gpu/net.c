@@ -126,6 +126,7 @@ static struct nn__layer *new_layer(nn_net *net, const char *name, int kind, int 
 	l->in[0] = in;
 	l->nin = 1;
 	l->w = l->b = l->mean = l->var = -1;
+	l->post_bn = l->post_act_layer = -1;
 	net->tensors[in].consumers++;
 	return l;
 }
@@ -734,6 +735,60 @@ leave:
 	return rc;
 }
 
+/* ---- Fusion --------------------------------------------------------------- */
+
+/* Layer l + 1 if it is of kind and the only reader of layer l's output,
+ * neither being past the net's output layer; else -1. */
+static int fusable_next(const nn_net *net, int l, int kind)
+{
+	const struct nn__layer *ly = &net->layers[l], *nx = &net->layers[l + 1];
+	if (l + 1 > net->out_layer || nx->kind != kind || nx->nin != 1 || nx->in[0] != ly->out ||
+	    net->tensors[ly->out].consumers != 1)
+		return -1;
+	return l + 1;
+}
+
+/* Convolution l absorbs the batch norm and the activation after it: it
+ * writes the last one's output, whose storage now starts at l. */
+static void conv_fuse(nn_net *net, int l)
+{
+	struct nn__layer *ly = &net->layers[l];
+	int last = l, j;
+	if ((j = fusable_next(net, last, NN__BN)) >= 0) {
+		ly->post_bn = j;
+		ly->u.conv.post_bn = 1;
+		ly->u.conv.bn_eps = net->layers[j].u.eps;
+		last = j;
+	}
+	if ((j = fusable_next(net, last, NN__ACT)) >= 0) {
+		ly->post_act_layer = j;
+		ly->u.conv.post_act = net->layers[j].u.act;
+		last = j;
+	}
+	for (int m = l + 1; m <= last; m++) {
+		net->layers[m].fused = 1;
+		net->tensors[net->layers[m].out].producer = l;
+	}
+	ly->out = net->layers[last].out;
+}
+
+/* Undoes conv_fuse when the backend cannot run the fused layers. */
+static void conv_unfuse(nn_net *net, int l)
+{
+	struct nn__layer *ly = &net->layers[l];
+	int first = ly->post_bn >= 0 ? ly->post_bn : ly->post_act_layer;
+	if (first < 0)
+		return;
+	ly->out = net->layers[first].in[0];
+	for (int m = first; m < net->nlayers && net->layers[m].fused; m++) {
+		net->layers[m].fused = 0;
+		net->tensors[net->layers[m].out].producer = m;
+	}
+	ly->post_bn = ly->post_act_layer = -1;
+	ly->u.conv.post_bn = ly->u.conv.post_act = 0;
+	ly->u.conv.bn_eps = 0;
+}
+
 static int finalize(nn_net *net)
 {
 	struct nn_backend *b = net->b;
@@ -778,7 +833,17 @@ static int finalize(nn_net *net)
 		size_t ws = 0;
 		if (!kind)
 			continue;
-		if ((rc = b->ops->plan_create(b, kind, &ly->u, &ly->plan, &ws))) {
+		int fused = 0;
+		if (kind == NN_OP_CONV && net->inference_only && b->ops->conv_fwd_post) {
+			conv_fuse(net, l);
+			fused = ly->u.conv.post_bn || ly->u.conv.post_act;
+		}
+		rc = b->ops->plan_create(b, kind, &ly->u, &ly->plan, &ws);
+		if (rc == VR_EUNSUPPORTED && fused) {
+			conv_unfuse(net, l);
+			rc = b->ops->plan_create(b, kind, &ly->u, &ly->plan, &ws);
+		}
+		if (rc) {
 			nn__errmsg(net, "%s: the %s backend could not plan this layer", ly->name,
 				b->name);
 			return rc;
@@ -1111,8 +1176,17 @@ static int layer_fwd(nn_net *net, int li, int n, int train)
 	const float *x = xt->data;
 	float *y = yt->data;
 	size_t count = (size_t)n * yt->size;
+	if (l->fused)
+		return 0;              /* run by the convolution before it */
 	switch (l->kind) {
 	case NN__CONV:
+		if (l->u.conv.post_bn || l->u.conv.post_act) {
+			const struct nn__layer *bn = l->post_bn >= 0 ? &net->layers[l->post_bn] : NULL;
+			return o->conv_fwd_post(b, l->plan, &l->u.conv, n, x, param(net, l->w),
+				param(net, l->b), bn ? param(net, bn->w) : NULL,
+				bn ? param(net, bn->b) : NULL, bn ? param(net, bn->mean) : NULL,
+				bn ? param(net, bn->var) : NULL, y, net->ws);
+		}
 		return o->conv_fwd(b, l->plan, &l->u.conv, n, x, param(net, l->w), param(net, l->b),
 			y, net->ws);
 	case NN__POOL:
@@ -1301,6 +1375,17 @@ int nn_net_features(nn_net *net, const char *layer, const float *input, int n, f
 	}
 	if (!input)
 		return VR_EINVAL;
+	const struct nn__layer *ly = &net->layers[l];
+	const int maker = net->tensors[ly->out].producer;
+	/* a conv that absorbed layers writes their output, not its own; a fused
+	 * layer's output is written only when it is the last of its chain */
+	if ((maker == l && (ly->post_bn >= 0 || ly->post_act_layer >= 0)) ||
+	    (ly->fused && net->layers[maker].out != ly->out)) {
+		nn__errmsg(net, "%s is fused with the layers around it in this inference net on the "
+			"%s backend; name the last of them, or make the net for training", layer,
+			net->b->name);
+		return VR_EUNSUPPORTED;
+	}
 	if ((rc = run_forward(net, &(struct source){ .x = input }, n, l, 0)))
 		return rc;
 	return download_output(net, l, n, out);

@@ -63,6 +63,11 @@ struct nn__layer {
 		float eps;             /* batch norm */
 	} u;
 	uint64_t seed;             /* dropout mask of the last forward; 0: none */
+	/* Fusion (inference nets on a backend with conv_fwd_post): a conv
+	 * with post_bn >= 0 runs that batch-norm layer, and its post_act the
+	 * activation after, writing their output; those layers are fused (not
+	 * run, their own outputs never written). */
+	int post_bn, post_act_layer, fused;
 	void *plan;
 };
 

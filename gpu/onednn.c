@@ -7,6 +7,11 @@
  *
  * What runs where:
  *   convolution forward, backward data, backward filter   oneDNN primitives
+ *   an inference net's convolution + batch norm + ReLU or
+ *     ReLU6 (conv_fwd_post)                                one convolution
+ *     with post-ops: per-channel multiply and add (the batch norm's scale
+ *     and shift, computed per call from its running statistics), then
+ *     eltwise relu or clip(0, 6)
  *   fully connected forward and both backwards             dnnl_sgemm
  *   pooling forward (max, avg, adaptive avg whose windows
  *     tile the input exactly)                              oneDNN primitive
@@ -39,6 +44,7 @@
  * every op because it is a per-thread setting and ops may come from a
  * thread other than the one that opened the backend. */
 #include <dnnl.h>
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,7 +53,7 @@
 #include "cpu.h"
 #include "err.h"
 
-#define MAX_TARGS 4
+#define MAX_TARGS 6
 #define WS_ALIGN 64
 
 struct dnn {
@@ -253,6 +259,8 @@ struct conv_plan {
 	struct step st[DIRS];
 	size_t ws_bytes;           /* the plan's workspace (plan_create's answer) */
 	float *zero_bias;          /* k zeros: a conv without bias runs the same primitive */
+	float *bn_scale, *bn_shift; /* post_bn: k floats each, set per forward */
+	dnnl_primitive_attr_t attr_post; /* scratchpad + the fused layers; NULL: none */
 };
 
 /* Creates the three directions' steps for n images; a direction oneDNN
@@ -291,12 +299,27 @@ static size_t conv_steps(struct dnn *d, struct conv_plan *p, int n)
 	    dnnl_primitive_desc_create(&fwd_pd, &cd, d->attr, d->eng, NULL))
 		return 0;
 	{
+		dnnl_memory_desc_t uc;
+		dnnl_dims_t cdims = { 1, s->k, 1, 1 };
+		md_plain(&uc, 4, cdims, dnnl_nchw);
 		const struct targ_spec spec[] = { { DNNL_ARG_SRC, &ux, 0, 0 },
 			{ DNNL_ARG_WEIGHTS, &uw, 0, 0 }, { DNNL_ARG_BIAS, &ub, 0, 0 },
-			{ DNNL_ARG_DST, &uy, 1, 0 } };
-		dnnl_primitive_desc_t own;
-		if (!dnnl_primitive_desc_clone(&own, fwd_pd))
-			p->ok[FWD] = !step_create(d, own, spec, 4, &p->st[FWD]);
+			{ DNNL_ARG_DST, &uy, 1, 0 },
+			{ DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, &uc, 0, 0 },
+			{ DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1, &uc, 0, 0 } };
+		dnnl_primitive_desc_t own = NULL;
+		if (p->attr_post) {
+			/* the fused layers: a primitive of its own for inference */
+			dnnl_convolution_desc_t fd;
+			if (dnnl_convolution_forward_desc_init(&fd, dnnl_forward_inference,
+				    dnnl_convolution_direct, &ax, &aw, &ub, &ay, strides, pl, pr) ||
+			    dnnl_primitive_desc_create(&own, &fd, p->attr_post, d->eng, NULL))
+				own = NULL;
+		} else if (dnnl_primitive_desc_clone(&own, fwd_pd)) {
+			own = NULL;
+		}
+		if (own)
+			p->ok[FWD] = !step_create(d, own, spec, s->post_bn ? 6 : 4, &p->st[FWD]);
 	}
 	if (!dnnl_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &ax, &aw, &ay,
 		    strides, pl, pr) &&
@@ -337,8 +360,44 @@ static void conv_plan_free(struct conv_plan *p)
 	for (int i = 0; i < DIRS; i++)
 		if (p->ok[i])
 			step_free(&p->st[i]);
+	if (p->attr_post)
+		dnnl_primitive_attr_destroy(p->attr_post);
 	free(p->zero_bias);
+	free(p->bn_scale);
+	free(p->bn_shift);
 	free(p);
+}
+
+/* The fused layers as post-ops: batch norm as a per-channel multiply and
+ * add (bn_fwd's y = x scale + shift), then the activation. */
+static int conv_post_attr(const struct nn_conv_shape *s, dnnl_primitive_attr_t *out)
+{
+	dnnl_post_ops_t po = NULL;
+	dnnl_memory_desc_t uc;
+	dnnl_dims_t cdims = { 1, s->k, 1, 1 };
+	int rc = VR_EUNSUPPORTED;
+	*out = NULL;
+	md_plain(&uc, 4, cdims, dnnl_nchw);
+	if (dnnl_primitive_attr_create(out) ||
+	    dnnl_primitive_attr_set_scratchpad_mode(*out, dnnl_scratchpad_mode_user) ||
+	    dnnl_post_ops_create(&po))
+		goto leave;
+	if (s->post_bn && (dnnl_post_ops_append_binary(po, dnnl_binary_mul, &uc) ||
+			   dnnl_post_ops_append_binary(po, dnnl_binary_add, &uc)))
+		goto leave;
+	if (s->post_act && dnnl_post_ops_append_eltwise(po, 1.0f,
+				   s->post_act == NN_ACT_RELU6 ? dnnl_eltwise_clip : dnnl_eltwise_relu,
+				   0.0f, s->post_act == NN_ACT_RELU6 ? 6.0f : 0.0f))
+		goto leave;
+	rc = dnnl_primitive_attr_set_post_ops(*out, po) ? VR_EUNSUPPORTED : 0;
+leave:
+	if (po)
+		dnnl_post_ops_destroy(po);
+	if (rc && *out) {
+		dnnl_primitive_attr_destroy(*out);
+		*out = NULL;
+	}
+	return rc;
 }
 
 static int conv_plan_create(struct dnn *d, const struct nn_conv_shape *s, void **plan,
@@ -351,7 +410,22 @@ static int conv_plan_create(struct dnn *d, const struct nn_conv_shape *s, void *
 	}
 	p->kind = NN_OP_CONV;
 	p->s = *s;
+	if (s->post_bn || s->post_act) {
+		if (!(p->bn_scale = calloc(s->k, sizeof(float))) ||
+		    !(p->bn_shift = calloc(s->k, sizeof(float)))) {
+			conv_plan_free(p);
+			return VR_ENOMEM;
+		}
+		if (conv_post_attr(s, &p->attr_post)) {
+			conv_plan_free(p);
+			return VR_EUNSUPPORTED;
+		}
+	}
 	size_t need = conv_steps(d, p, s->n);
+	if (p->attr_post && !p->ok[FWD]) {
+		conv_plan_free(p);
+		return VR_EUNSUPPORTED;
+	}
 	size_t ref = sizeof(float) * nn_cpu_conv_ws_floats(s);
 	p->ws_bytes = need > ref ? need : ref;
 	*ws_bytes = p->ws_bytes;
@@ -370,6 +444,33 @@ static int dnn_conv_fwd(struct nn_backend *b, void *plan, const struct nn_conv_s
 		return 0;
 	}
 	void *const ptr[] = { (void *)x, (void *)w, bias ? (void *)bias : p->zero_bias, y };
+	return step_run(d, st, ptr, 0, ws);
+}
+
+static int dnn_conv_fwd_post(struct nn_backend *b, void *plan, const struct nn_conv_shape *s,
+	int n, const float *x, const float *w, const float *bias, const float *gamma,
+	const float *beta, const float *mean, const float *var, float *y, void *ws)
+{
+	struct dnn *d = dnn_of(b);
+	struct conv_plan *p = plan;
+	struct step *st = conv_step(d, p, n, FWD);
+	if (s->post_bn)
+		for (int k = 0; k < s->k; k++) {
+			/* as nn_cpu_bn_fwd computes them */
+			p->bn_scale[k] = gamma[k] / sqrtf(var[k] + s->bn_eps);
+			p->bn_shift[k] = beta[k] - mean[k] * p->bn_scale[k];
+		}
+	if (!st) {
+		/* this batch's primitive needs more workspace than the plan's */
+		nn_cpu_conv_fwd(s, n, x, w, bias, y, ws);
+		if (s->post_bn)
+			nn_cpu_bn_fwd(n, s->k, s->oh * s->ow, s->bn_eps, y, gamma, beta, mean, var, y);
+		if (s->post_act)
+			nn_cpu_act_fwd(s->post_act, (size_t)n * s->k * s->oh * s->ow, y, y);
+		return 0;
+	}
+	void *const ptr[] = { (void *)x, (void *)w, bias ? (void *)bias : p->zero_bias, y,
+		p->bn_scale, p->bn_shift };
 	return step_run(d, st, ptr, 0, ws);
 }
 
@@ -666,6 +767,7 @@ int nn__onednn_open(struct nn_backend **out, char *why, size_t why_len)
 	d->ops.plan_create = dnn_plan_create;
 	d->ops.plan_free = dnn_plan_free;
 	d->ops.conv_fwd = dnn_conv_fwd;
+	d->ops.conv_fwd_post = dnn_conv_fwd_post;
 	d->ops.conv_bwd_data = dnn_conv_bwd_data;
 	d->ops.conv_bwd_filter = dnn_conv_bwd_filter;
 	d->ops.pool_fwd = dnn_pool_fwd;

@@ -11,7 +11,9 @@
  * column: the plans here ask oneDNN for direct convolution, never
  * Winograd). Ops the oneDNN backend leaves to the reference (bias
  * gradient, pooling and LRN backward, uneven adaptive pooling, even LRN
- * windows) are checked too, so a wrong fallback shows up. */
+ * windows) are checked too, so a wrong fallback shows up. The fused
+ * convolution (+ batch norm + ReLU/ReLU6) of inference nets is checked op
+ * by op and through a whole MobileNetV2. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,9 +21,12 @@
 #include "backend.h"
 #include "err.h"
 #include "harness.h"
+#include "net_priv.h"
 #include "nn_test.h"
 
 #define OP_TOL 1e-5
+/* a whole net: 60 layers of sums in another order */
+#define NET_TOL 1e-4
 
 static nn_backend *ref_b, *dnn_b;
 
@@ -380,6 +385,176 @@ TEST(fc_no_bias_one_image)
 	fc_case(1, 64, 10, 0, 32);
 }
 
+/* ---- Fusion: convolution + batch norm + activation ------------------------ */
+
+/* conv_fwd_post on oneDNN against the reference's conv_fwd, bn_fwd and
+ * act_fwd one after the other, at the plan's batch and one below it. */
+static void fused_case(struct nn_conv_shape s, int post_bn, int act, int bias, uint64_t seed)
+{
+	open_both();
+	if (vr_test__failed)
+		return;
+	s.post_bn = post_bn;
+	s.post_act = act;
+	s.bn_eps = 1e-3f;
+	ASSERT_OK(nn_conv_shape_check(&s));
+	struct nn_conv_shape plain = s;
+	plain.post_bn = plain.post_act = 0;
+	plain.bn_eps = 0;
+	void *plan[2] = { NULL, NULL }, *ws[2] = { NULL, NULL };
+	size_t wsb[2];
+	nn_backend *bk[2] = { ref_b, dnn_b };
+	ASSERT(dnn_b->ops->conv_fwd_post && !ref_b->ops->conv_fwd_post);
+	ASSERT_OK(ref_b->ops->plan_create(ref_b, NN_OP_CONV, &plain, &plan[0], &wsb[0]));
+	ASSERT_OK(dnn_b->ops->plan_create(dnn_b, NN_OP_CONV, &s, &plan[1], &wsb[1]));
+	for (int i = 0; i < 2; i++)
+		ASSERT_OK(bk[i]->ops->alloc(bk[i], wsb[i] ? wsb[i] : 64, &ws[i]));
+	const int ns[] = { s.n, s.n > 1 ? s.n - 1 : 1 };
+	for (int c = 0; c < 2; c++) {
+		const int n = ns[c];
+		const size_t xl = (size_t)n * s.c * s.h * s.w, yl = (size_t)n * s.k * s.oh * s.ow;
+		const size_t wl = (size_t)s.k * (s.c / s.groups) * s.kh * s.kw;
+		const float bound = 1.0f / sqrtf((float)(s.c / s.groups * s.kh * s.kw));
+		uint64_t sd = seed + 16 * c;
+		/* x scaled so ReLU6 clips some outputs at 6 */
+		float *x = random_buf(xl, sd, -20, 20), *w = random_buf(wl, sd + 1, -bound, bound);
+		float *bv = random_buf(s.k, sd + 2, -bound, bound);
+		float *gamma = random_buf(s.k, sd + 3, 0.5f, 1.5f);
+		float *beta = random_buf(s.k, sd + 4, -1, 1), *mean = random_buf(s.k, sd + 5, -1, 1);
+		float *var = random_buf(s.k, sd + 6, 0.2f, 2);
+		float *y[2] = { init_buf(NULL, yl), init_buf(NULL, yl) };
+		const float *bp = bias ? bv : NULL;
+		ASSERT_OK(ref_b->ops->conv_fwd(ref_b, plan[0], &plain, n, x, w, bp, y[0], ws[0]));
+		if (post_bn)
+			ASSERT_OK(ref_b->ops->bn_fwd(ref_b, n, s.k, s.oh * s.ow, s.bn_eps, y[0], gamma,
+				beta, mean, var, y[0]));
+		if (act)
+			ASSERT_OK(ref_b->ops->act_fwd(ref_b, act, yl, y[0], y[0]));
+		ASSERT_OK(dnn_b->ops->conv_fwd_post(dnn_b, plan[1], &s, n, x, w, bp, gamma, beta,
+			mean, var, y[1], ws[1]));
+		char what[64];
+		snprintf(what, sizeof(what), "n=%d fused forward", n);
+		ASSERT_MATCH(y[1], y[0], yl, what);
+		free(x); free(w); free(bv); free(gamma); free(beta); free(mean); free(var);
+		free(y[0]); free(y[1]);
+	}
+	for (int i = 0; i < 2; i++) {
+		bk[i]->ops->plan_free(bk[i], plan[i]);
+		bk[i]->ops->free(bk[i], ws[i]);
+	}
+}
+
+TEST(fused_conv_bn_relu6_pointwise)
+{
+	fused_case(CONV(.n = 3, .c = 24, .h = 9, .w = 9, .k = 40, .kh = 1, .kw = 1,
+		.stride_h = 1, .stride_w = 1, .groups = 1), 1, NN_ACT_RELU6, 0, 40);
+}
+
+TEST(fused_conv_bn_relu6_depthwise_stride2)
+{
+	fused_case(CONV(.n = 2, .c = 48, .h = 15, .w = 15, .k = 48, .kh = 3, .kw = 3,
+		.stride_h = 2, .stride_w = 2, .pad_h = 1, .pad_w = 1, .groups = 48), 1, NN_ACT_RELU6, 0,
+		41);
+}
+
+TEST(fused_conv_bn_no_act)
+{
+	fused_case(CONV(.n = 2, .c = 16, .h = 7, .w = 7, .k = 24, .kh = 3, .kw = 3,
+		.stride_h = 1, .stride_w = 1, .pad_h = 1, .pad_w = 1, .groups = 1), 1, 0, 1, 42);
+}
+
+TEST(fused_conv_bias_relu)
+{
+	fused_case(CONV(.n = 2, .c = 3, .h = 31, .w = 31, .k = 16, .kh = 11, .kw = 11,
+		.stride_h = 4, .stride_w = 4, .pad_h = 2, .pad_w = 2, .groups = 1), 0, NN_ACT_RELU, 1,
+		43);
+}
+
+/* FAIL_ for a function that returns a value */
+#define NET_FAIL(...) do { fprintf(stderr, "  %s:%d: ", __FILE__, __LINE__); \
+	fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); vr_test__failed = 1; } while (0)
+
+/* A whole inference net with perturbed parameters (so batch norms are no
+ * identities) on oneDNN (fused) against the reference (layer by layer),
+ * for n images of a net made for max_batch. */
+static nn_net *fused_net_case(const char *arch, int size, int max_batch, int n, int min_fused,
+	nn_net **ref_net)
+{
+	nn_net *net[2] = { NULL, NULL };
+	nn_backend *bk[2] = { ref_b, dnn_b };
+	char err[256] = "";
+	struct nn_net_opts o = { .input_size = size, .max_batch = max_batch, .inference_only = 1 };
+	for (int i = 0; i < 2; i++) {
+		if (nn_net_create(bk[i], arch, &o, &net[i], err, sizeof(err)) ||
+		    nn_net_init(net[i], 5)) {
+			NET_FAIL("%s: %s", arch, err);
+			return NULL;
+		}
+	}
+	int fused = 0;
+	for (int l = 0; l < net[1]->nlayers; l++)
+		fused += net[1]->layers[l].fused;
+	for (int l = 0; l < net[0]->nlayers; l++)
+		fused -= 1000 * net[0]->layers[l].fused;
+	if (fused < min_fused) {
+		NET_FAIL("%s: %d layers fused on oneDNN", arch, fused);
+		return NULL;
+	}
+	size_t pc = nn_net_param_count(net[0]);
+	float *p = buf(pc), *u = random_buf(pc, 6, 0.5f, 1.5f), *v = random_buf(pc, 7, -0.1f, 0.1f);
+	size_t xl = (size_t)n * 3 * size * size, yl = (size_t)n * nn_net_output_size(net[0]);
+	float *x = random_buf(xl, 8, -2, 2), *y[2] = { init_buf(NULL, yl), init_buf(NULL, yl) };
+	int rc = nn_net_params_get(net[0], p);
+	for (size_t i = 0; i < pc; i++)
+		p[i] = p[i] * u[i] + v[i];   /* variances stay above 0.4 */
+	for (int i = 0; i < 2 && !rc; i++)
+		rc = nn_net_params_set(net[i], p) || nn_net_forward(net[i], x, n, 0, y[i]);
+	double e = rc ? 1 : nn_rel_error(y[1], y[0], yl);
+	free(p); free(u); free(v); free(x); free(y[0]); free(y[1]);
+	if (e > NET_TOL)
+		NET_FAIL("%s, %d of %d images: rel error %.3g > %g", arch, n, max_batch, e,
+			NET_TOL);
+	*ref_net = net[0];
+	return net[1];
+}
+
+TEST(net_mobilenet_v2_fused_matches_reference)
+{
+	open_both();
+	if (vr_test__failed)
+		return;
+	const int n = 2, size = 64;
+	nn_net *ref, *net = fused_net_case("mobilenet_v2", size, n, n, 50, &ref);
+	if (!net)
+		return;
+	/* a conv whose own output was fused away cannot be asked for */
+	float *x = random_buf((size_t)n * 3 * size * size, 9, -1, 1);
+	float *f = buf((size_t)n * 32 * size * size);
+	ASSERT_EQ_INT(nn_net_features(net, "Conv1", x, n, f), VR_EUNSUPPORTED);
+	ASSERT_CONTAINS(nn_net_errmsg(net), "fused");
+	free(f); free(x);
+	nn_net_destroy(ref);
+	nn_net_destroy(net);
+}
+
+/* conv + ReLU without batch norm (DVBPR's small net, AlexNet), and a batch
+ * below the net's */
+TEST(net_small_and_alexnet_fused_match_reference)
+{
+	open_both();
+	if (vr_test__failed)
+		return;
+	nn_net *ref, *net;
+	if ((net = fused_net_case("small", 16, 5, 3, 4, &ref))) {
+		nn_net_destroy(ref);
+		nn_net_destroy(net);
+	}
+	if ((net = fused_net_case("alexnet", 67, 2, 1, 5, &ref))) {
+		nn_net_destroy(ref);
+		nn_net_destroy(net);
+	}
+}
+
 /* ---- Selection ----------------------------------------------------------- */
 
 TEST(backend_names)
@@ -419,6 +594,12 @@ static const struct vr_test tests[] = {
 	T(lrn_size4_even_large_alpha),
 	T(fc_bias),
 	T(fc_no_bias_one_image),
+	T(fused_conv_bn_relu6_pointwise),
+	T(fused_conv_bn_relu6_depthwise_stride2),
+	T(fused_conv_bn_no_act),
+	T(fused_conv_bias_relu),
+	T(net_mobilenet_v2_fused_matches_reference),
+	T(net_small_and_alexnet_fused_match_reference),
 	T(backend_names),
 	{ 0 },
 };

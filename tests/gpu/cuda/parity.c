@@ -859,15 +859,19 @@ static void small_cases(struct ctx *t)
 {
 	header(t, "Ops at small shapes");
 	struct { const char *label; struct nn_conv_shape s; int n, bias; } convs[] = {
-		{ "conv 3x9x8 -> 4, 3x3 pad 1", { 2, 3, 9, 8, 4, 3, 3, 1, 1, 1, 1, 1, 0, 0 }, 2, 1 },
-		{ "conv batch 2 of a plan for 3, 5x5/2", { 3, 4, 11, 11, 6, 5, 5, 2, 2, 2, 2, 1, 0, 0 },
+		{ "conv 3x9x8 -> 4, 3x3 pad 1", { 2, 3, 9, 8, 4, 3, 3, 1, 1, 1, 1, 1, 0, 0,
+		  0, 0, 0 }, 2, 1 },
+		{ "conv batch 2 of a plan for 3, 5x5/2", { 3, 4, 11, 11, 6, 5, 5, 2, 2, 2, 2, 1, 0, 0,
+		  0, 0, 0 },
 		  2, 1 },
-		{ "conv 2 groups, stride 2, no bias", { 2, 4, 9, 8, 6, 3, 3, 2, 2, 0, 0, 2, 0, 0 }, 2,
+		{ "conv 2 groups, stride 2, no bias", { 2, 4, 9, 8, 6, 3, 3, 2, 2, 0, 0, 2, 0, 0,
+		  0, 0, 0 }, 2,
 		  0 },
-		{ "conv depthwise 5 channels", { 2, 5, 8, 7, 5, 3, 3, 2, 2, 1, 1, 5, 0, 0 }, 2, 1 },
-		{ "conv 1x1", { 3, 6, 5, 5, 4, 1, 1, 1, 1, 0, 0, 1, 0, 0 }, 3, 1 },
+		{ "conv depthwise 5 channels", { 2, 5, 8, 7, 5, 3, 3, 2, 2, 1, 1, 5, 0, 0,
+		  0, 0, 0 }, 2, 1 },
+		{ "conv 1x1", { 3, 6, 5, 5, 4, 1, 1, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0 }, 3, 1 },
 		{ "conv 11x11/4 pad 2 (AlexNet's first)", { 2, 3, 35, 35, 8, 11, 11, 4, 4, 2, 2, 1, 0,
-		  0 }, 2, 1 },
+		  0, 0, 0, 0 }, 2, 1 },
 	};
 	for (size_t i = 0; i < sizeof(convs) / sizeof(convs[0]); i++)
 		case_conv(t, convs[i].label, &convs[i].s, convs[i].n, convs[i].bias, 100 + 10 * i);

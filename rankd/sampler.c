@@ -19,6 +19,7 @@ struct rk_sampler {
 	const rk_csr *train;
 	uint32_t *users;  /* users that can form a triple */
 	uint32_t n_users;
+	uint64_t *cum;    /* cum[x]: training pairs of users[0 .. x) */
 	uint32_t *pool;   /* negative candidates, ascending */
 	uint32_t n_pool;
 	uint8_t *in_pool; /* per item */
@@ -120,7 +121,8 @@ int rk_sampler_create(rk_sampler **out, const rk_csr *train, const rk_sampler_op
 	s->in_pool = calloc((size_t)train->n_items + 1, 1);
 	s->pool = malloc(((size_t)train->n_items + 1) * sizeof(*s->pool));
 	s->users = malloc(((size_t)train->n_users + 1) * sizeof(*s->users));
-	if (!counts || !s->in_pool || !s->pool || !s->users) {
+	s->cum = malloc(((size_t)train->n_users + 1) * sizeof(*s->cum));
+	if (!counts || !s->in_pool || !s->pool || !s->users || !s->cum) {
 		rc = VR_ENOMEM;
 		goto leave;
 	}
@@ -131,10 +133,14 @@ int rk_sampler_create(rk_sampler **out, const rk_csr *train, const rk_sampler_op
 			s->pool[s->n_pool++] = i;
 		}
 	}
+	s->cum[0] = 0;
 	for (uint32_t u = 0; u < train->n_users; u++) {
 		uint64_t deg = train->off[u + 1] - train->off[u];
-		if (deg > 0 && deg < s->n_pool)
-			s->users[s->n_users++] = u;
+		if (deg > 0 && deg < s->n_pool) {
+			s->users[s->n_users] = u;
+			s->cum[s->n_users + 1] = s->cum[s->n_users] + deg;
+			s->n_users++;
+		}
 	}
 	if (s->n_users == 0) {
 		rc = VR_ENOTFOUND;
@@ -171,6 +177,7 @@ void rk_sampler_free(rk_sampler *s)
 	if (!s)
 		return;
 	free(s->users);
+	free(s->cum);
 	free(s->pool);
 	free(s->in_pool);
 	free(s->prob);
@@ -227,11 +234,22 @@ void rk_sampler_fill(const rk_sampler *s, rk_rng *rng, size_t n,
 		     uint32_t *u, uint32_t *i, uint32_t *j)
 {
 	const rk_csr *c = s->train;
+	uint64_t pairs = s->cum[s->n_users];
 	for (size_t t = 0; t < n; t++) {
-		uint32_t uu = s->users[rk_rng_below(rng, s->n_users)];
-		uint64_t a = c->off[uu];
+		/* A pair uniform over the training pairs (bias below 2^-32 for
+		 * any count), its user found in cum by bisection. */
+		uint64_t k = (uint64_t)(((unsigned __int128)rk_rng_next(rng) * pairs) >> 64);
+		uint32_t lo = 0, hi = s->n_users - 1;
+		while (lo < hi) {
+			uint32_t mid = lo + (hi - lo + 1) / 2;
+			if (s->cum[mid] <= k)
+				lo = mid;
+			else
+				hi = mid - 1;
+		}
+		uint32_t uu = s->users[lo];
 		u[t] = uu;
-		i[t] = c->item[a + rk_rng_below(rng, (uint32_t)(c->off[uu + 1] - a))];
+		i[t] = c->item[c->off[uu] + (k - s->cum[lo])];
 		j[t] = rk_sampler_negative(s, rng, uu);
 	}
 }

@@ -1,9 +1,11 @@
 /* sampler: online BPR triples (u, i, j) over a training CSR, and the small
  * seeded PRNG every rankd random draw uses.
  *
- * A triple is: u uniform over the users that have at least one training
- * item and at least one possible negative; i uniform over u's training
- * items; j from the negative pool (by default the items with at least one
+ * A triple is: (u, i) uniform over the training pairs of the users that
+ * have at least one possible negative (BPR-OPT's sum over D_S, as
+ * Rendle's LearnBPR and the tutorial's epoch over the interactions: a
+ * user weighs by its interactions, and so does each item's β); j from the
+ * negative pool (by default the items with at least one
  * training interaction, so items never seen in training stay untouched:
  * cold), uniform or popularity-weighted (count^alpha, an alias table),
  * redrawn while j is one of u's positives. After 64 rejected draws j is

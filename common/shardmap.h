@@ -25,7 +25,9 @@
  * ",")); with the shard count it forms the map's tag, "N-XXXXXXXXXXXXXXXX"
  * (N decimal, 16 lower-case hex digits), which a client of a sharded
  * featured sends as metadata VR_SHARDMAP_KEY with every call so that a
- * party holding another list is refused instead of mixing. */
+ * party holding another list is refused instead of mixing. A map of one
+ * shard is the same as none: its clients send no tag, and its featured
+ * accepts calls without one. */
 #ifndef VR_SHARDMAP_H
 #define VR_SHARDMAP_H
 

@@ -433,11 +433,13 @@ static int report(struct ingest *in, double seconds)
 		struct shard *sh = &in->sh[k];
 		if (!atomic_load(&sh->failed))
 			continue;
-		char what[64];
-		snprintf(what, sizeof what, "PutItems on shard %.40s", vr_shards_name(in->shards, k));
-		cli_print_call_error(c, CLI_FEATURED, what, sh->fatal_rc, &sh->fatal_st);
+		fprintf(stderr, "visrec: featured shard %s failed during PutItems: %s: %s\n",
+			vr_shards_name(in->shards, k),
+			vr_status_name(sh->fatal_rc == VR_ERPC ? sh->fatal_st.code : GRPC_STATUS_INTERNAL),
+			sh->fatal_rc == VR_ERPC ? sh->fatal_st.message : vr_strerror(sh->fatal_rc));
 		fprintf(stderr, "  shard %s did not confirm %zu item(s), which may not be stored; "
-			"send them again:", vr_shards_name(in->shards, k), sh->n_unconfirmed);
+			"when it serves again, send them again:", vr_shards_name(in->shards, k),
+			sh->n_unconfirmed);
 		for (size_t i = 0; i < sh->n_unconfirmed && i < 100; i++)
 			fprintf(stderr, " %s", sh->unconfirmed[i]);
 		fprintf(stderr, "%s\n", sh->n_unconfirmed > 100 ? " ... (--json lists all)" : "");

@@ -15,6 +15,9 @@
  *   dvbpr-checkpoint   inside the write of a DVBPR checkpoint, after its
  *                      models and before Adam's moments and its meta
  *                      (rankd/snapshot.c).
+ *   featured-batch-committed  after a batch of PutItems/Embed images is
+ *                      committed, before its jobs are acknowledged
+ *                      (featured/executor.c): a shard dying mid-ingest.
  *
  * Thread-safety: any thread. */
 #ifndef VR_FAULT_H

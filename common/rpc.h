@@ -201,6 +201,8 @@ typedef struct vr_channel_opts {
 	const char *tls_root_file;   /* PEM roots to verify the server; NULL: insecure */
 	const char *tls_server_name; /* name to check in the certificate; NULL: the target's host */
 	const char *token;           /* sent as "authorization: Bearer <token>" */
+	const char *shard_map;       /* sent as "visrec-shard-map: <it>": the tag of the
+				      * featured shard map (shardmap.h); NULL: none */
 	size_t max_message_bytes;    /* receive and send limit; 0 = 4 MiB */
 } vr_channel_opts;
 

@@ -5,7 +5,8 @@
  * freely between threads. Method paths are registered with the channel
  * once (a small table under the channel's lock) so core does not parse the
  * path on every call. The token, when set, goes with every call as
- * "authorization: Bearer <token>" metadata. */
+ * "authorization: Bearer <token>" metadata, and so does the shard map's
+ * tag as "visrec-shard-map" (shardmap.h). */
 #include "rpc_int.h"
 
 #include "err.h"
@@ -27,8 +28,8 @@ struct reg {
 struct vr_channel {
 	grpc_channel *ch;
 	size_t max_message;
-	grpc_metadata auth; /* valid when has_auth */
-	int has_auth;
+	grpc_metadata md[2]; /* sent with every call: the token, the shard map tag */
+	size_t nmd;
 	pthread_mutex_t mu; /* guards regs */
 	struct reg *regs;
 	size_t nregs, cap;
@@ -90,10 +91,13 @@ int vr_channel_create(vr_channel **out, const char *target, const vr_channel_opt
 			rc = VR_ENOMEM;
 			goto fail;
 		}
-		ch->auth.key = grpc_slice_from_static_string("authorization");
-		ch->auth.value = grpc_slice_from_copied_string(v);
-		ch->has_auth = 1;
+		ch->md[ch->nmd].key = grpc_slice_from_static_string("authorization");
+		ch->md[ch->nmd++].value = grpc_slice_from_copied_string(v);
 		free(v);
+	}
+	if (opts->shard_map && opts->shard_map[0]) {
+		ch->md[ch->nmd].key = grpc_slice_from_static_string("visrec-shard-map");
+		ch->md[ch->nmd++].value = grpc_slice_from_copied_string(opts->shard_map);
 	}
 	*out = ch;
 	ch = NULL;
@@ -111,8 +115,8 @@ void vr_channel_destroy(vr_channel *ch)
 		return;
 	if (ch->ch)
 		grpc_channel_destroy(ch->ch);
-	if (ch->has_auth)
-		grpc_slice_unref(ch->auth.value);
+	for (size_t i = 0; i < ch->nmd; i++)
+		grpc_slice_unref(ch->md[i].value);
 	for (size_t i = 0; i < ch->nregs; i++)
 		free(ch->regs[i].path);
 	free(ch->regs);
@@ -208,9 +212,9 @@ static void set_status(vr_status *st, int code, const char *msg)
 static void init_md_op(vr_channel *ch, grpc_op *op)
 {
 	op->op = GRPC_OP_SEND_INITIAL_METADATA;
-	if (ch->has_auth) {
-		op->data.send_initial_metadata.count = 1;
-		op->data.send_initial_metadata.metadata = &ch->auth;
+	if (ch->nmd) {
+		op->data.send_initial_metadata.count = ch->nmd;
+		op->data.send_initial_metadata.metadata = ch->md;
 	}
 }
 

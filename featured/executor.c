@@ -51,6 +51,7 @@
 
 #include "deadline.h"
 #include "err.h"
+#include "fault.h"
 #include "log.h"
 
 #include <stdio.h>
@@ -394,6 +395,8 @@ static void run_batch(fd_executor *ex, int n)
 		t3 = vr_now_s();
 		if (rc)
 			VR_ERROR("batch of %d images: %s", m, err);
+		else
+			vr_fault("featured-batch-committed");
 	}
 	for (int k = 0; k < m; k++) {
 		fd_job *job = ex->jobs[ex->take[k]];

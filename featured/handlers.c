@@ -53,6 +53,32 @@ int fd_check_item(const fd_service *svc, const char *id, size_t image_len, char 
 	return GRPC_STATUS_OK;
 }
 
+int fd_check_shard_map(const fd_service *svc, vr_call *call)
+{
+	char tag[VR_SHARDMAP_TAG + 8], why[512];
+	const vr_shardmap *m = svc->shards && svc->shards->n > 1 ? svc->shards : NULL;
+	int len = vr_call_metadata(call, VR_SHARDMAP_KEY, tag, sizeof tag);
+	if (len == VR_ETOOBIG)
+		snprintf(tag, sizeof tag, "(too long)");
+	if (!vr_shardmap_check_tag(m, m ? m->names[svc->shard_self] : NULL,
+				   len == VR_ENOTFOUND ? NULL : tag, why, sizeof why))
+		return GRPC_STATUS_OK;
+	return vr_call_error(call, GRPC_STATUS_FAILED_PRECONDITION, "%s", why);
+}
+
+int fd_check_owner(const fd_service *svc, const char *id, char *why, size_t cap)
+{
+	const vr_shardmap *m = svc->shards;
+	if (!m)
+		return GRPC_STATUS_OK;
+	size_t k = vr_shardmap_owner(m, id, strlen(id));
+	if (k == svc->shard_self)
+		return GRPC_STATUS_OK;
+	snprintf(why, cap, "item %s belongs to shard %s, not to this one (%s) of the map %s: "
+		 "send it there", id, m->names[k], m->names[svc->shard_self], m->tag);
+	return GRPC_STATUS_FAILED_PRECONDITION;
+}
+
 /* ---- PutItems ---------------------------------------------------------- */
 
 struct pending {
@@ -158,8 +184,8 @@ static int put_one(struct put_state *ps, Visrec__V1__PutItemsRequest *req, const
 	int code = GRPC_STATUS_INVALID_ARGUMENT;
 	if (nul[0])
 		snprintf(why, sizeof why, "%s", nul);
-	else
-		code = fd_check_item(ps->svc, req->item_id, req->image.len, why, sizeof why);
+	else if (!(code = fd_check_item(ps->svc, req->item_id, req->image.len, why, sizeof why)))
+		code = fd_check_owner(ps->svc, req->item_id, why, sizeof why);
 	if (code) {
 		char msg[440];
 		if (bad_id) /* no id to name it by */
@@ -194,7 +220,9 @@ int fd_put_items(vr_call *call, void *ctx)
 {
 	struct put_state ps = { .svc = ctx, .call = call };
 	Visrec__V1__ItemStatus **items = NULL;
-	int rc = 0;
+	int rc = fd_check_shard_map(ps.svc, call);
+	if (rc)
+		return rc;
 	fd_waiter_init(&ps.waiter);
 	ps.cap = (size_t)fd_executor_queue_cap(ps.svc->ex);
 	if (!(ps.ring = calloc(ps.cap, sizeof *ps.ring))) {
@@ -258,8 +286,11 @@ int fd_embed(vr_call *call, void *ctx)
 	fd_model_info model;
 	fd_waiter waiter;
 	fd_job job;
-	int code = fd_check_item(svc, req->item_id, req->image.len, why, sizeof why);
+	int code = fd_check_shard_map(svc, call);
 	if (code)
+		return code;
+	if ((code = fd_check_item(svc, req->item_id, req->image.len, why, sizeof why)) ||
+	    (code = fd_check_owner(svc, req->item_id, why, sizeof why)))
 		return vr_call_error(call, code, "%s", why);
 	fd_executor_model(svc->ex, &model);
 	float *vec = malloc(sizeof(float) * (model.dims ? model.dims : 1));
@@ -459,6 +490,9 @@ int fd_get_vectors(vr_call *call, void *ctx)
 	fd_model_info m;
 	struct chunk c = { 0 };
 	uint64_t items = 0, last;
+	int code = fd_check_shard_map(svc, call);
+	if (code)
+		return code;
 	for (size_t i = 0; !req->all && i < req->n_item_ids; i++) {
 		char why[256], name[32];
 		snprintf(name, sizeof name, "item_ids[%zu]", i);
@@ -522,6 +556,9 @@ int fd_watch(vr_call *call, void *ctx)
 	float *values = NULL;
 	size_t values_cap = 0;
 	uint64_t after = req->after_seq;
+	int code = fd_check_shard_map(svc, call);
+	if (code)
+		return code;
 	/* A follower sleeps until a commit, its cancellation or shutdown
 	 * wakes it: an idle feed costs no CPU. */
 	int rc = vr_call_wake_on_stop(call, fd_fstore_wake, svc->fs);
@@ -651,6 +688,12 @@ int fd_info(vr_call *call, void *ctx)
 	resp.models = ptrs;
 	resp.max_image_bytes = svc->max_image_bytes;
 	resp.max_image_pixels = svc->max_image_pixels;
+	if (svc->shards) {
+		resp.n_shards = svc->shards->n;
+		resp.shards = svc->shards->names;
+		resp.shard_self = svc->shards->names[svc->shard_self];
+		resp.shard_map = svc->shards->tag;
+	}
 	rc = vr_call_send(call, &resp.base);
 leave:
 	free(models);

@@ -58,6 +58,12 @@ int main(int argc, char **argv)
 		  "largest trunk activation cache of a TrainVisual session with trunk_layer (items x "
 		  "C x H x W floats: 9,633 items at block_10 of mobilenet_v2 at 96 px take 133 MB); "
 		  "larger starts get RESOURCE_EXHAUSTED", 0 },
+		{ "shards", "VISREC_SHARDS", VR_FLAG_STRING, &cfg.shards, NULL,
+		  "comma-separated HOST:PORT of every featured shard, the same list given to every "
+		  "featured, rankd and visrec (order does not matter); this featured then stores only "
+		  "the items rendezvous hashing gives it; unset: one featured holds every item", 0 },
+		{ "shard-self", "VISREC_SHARD_SELF", VR_FLAG_STRING, &cfg.shard_self, NULL,
+		  "which entry of --shards this featured is, written as in the list", 0 },
 		{ 0 },
 	};
 	static const char *const services[] = { "visrec.v1.Featured", NULL };

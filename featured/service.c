@@ -162,6 +162,35 @@ static void metrics_start(fd_service *svc)
 	vr_prom_collector(metrics_collect, svc);
 }
 
+/* --shards and --shard-self: both or neither, self one of the list. */
+static int open_shards(fd_service *svc, const fd_config *cfg, char *err, size_t errlen)
+{
+	char why[300];
+	int has_list = cfg->shards && cfg->shards[0], has_self = cfg->shard_self && cfg->shard_self[0];
+	if (!has_list && !has_self)
+		return 0;
+	if (!has_list || !has_self) {
+		snprintf(err, errlen, "--shards and --shard-self go together: give featured the "
+			 "whole shard list and which of its entries this featured is");
+		return VR_EINVAL;
+	}
+	int rc = vr_shardmap_parse(&svc->shards, cfg->shards, why, sizeof why);
+	if (rc) {
+		snprintf(err, errlen, "--shards: %s", why);
+		return rc;
+	}
+	int k = vr_shardmap_find(svc->shards, cfg->shard_self);
+	if (k < 0) {
+		snprintf(err, errlen, "--shard-self %.255s is not one of --shards %.400s (it must be "
+			 "written exactly as in the list)", cfg->shard_self, svc->shards->list);
+		vr_shardmap_free(svc->shards);
+		svc->shards = NULL;
+		return VR_EINVAL;
+	}
+	svc->shard_self = (size_t)k;
+	return 0;
+}
+
 int fd_service_open(fd_service *svc, vr_store *store, const fd_config *cfg, char *err,
 		    size_t errlen)
 {
@@ -171,7 +200,10 @@ int fd_service_open(fd_service *svc, vr_store *store, const fd_config *cfg, char
 	svc->max_image_pixels = cfg->max_image_pixels;
 	svc->max_trunk_cache_mb = cfg->max_trunk_cache_mb;
 	fd_train_visual_configure(cfg->data_dir);
-	int rc = fd_fstore_open(&svc->fs, store);
+	int rc = open_shards(svc, cfg, err, errlen);
+	if (rc)
+		return rc;
+	rc = fd_fstore_open(&svc->fs, store);
 	if (rc) {
 		snprintf(err, errlen, "cannot open featured's databases: %s", vr_strerror(rc));
 		return rc;
@@ -211,6 +243,9 @@ void fd_service_log_ready(fd_service *svc)
 		"backend %s: %s", m.version, m.arch, m.layer, m.purpose, m.dims, m.input_size,
 		(unsigned long long)items, (unsigned long long)seq, fd_executor_backend_name(svc->ex),
 		fd_executor_device(svc->ex));
+	if (svc->shards)
+		VR_INFO("shard %s of %zu (map %s): %s", svc->shards->names[svc->shard_self],
+			svc->shards->n, svc->shards->tag, svc->shards->list);
 }
 
 void fd_service_log_stats(fd_service *svc)
@@ -233,6 +268,8 @@ void fd_service_close(fd_service *svc)
 	svc->ex = NULL;
 	fd_fstore_close(svc->fs);
 	svc->fs = NULL;
+	vr_shardmap_free(svc->shards);
+	svc->shards = NULL;
 }
 
 #define M(name, req, resp, kind_, admin_, fn, own, follow) \

@@ -8,6 +8,7 @@
 #include "executor.h"
 #include "fstore.h"
 #include "rpc.h"
+#include "shardmap.h"
 #include "store.h"
 
 #include <stddef.h>
@@ -21,6 +22,8 @@ typedef struct fd_config {
 	int batch, batch_wait_ms, decode_threads, queue;
 	uint64_t max_image_bytes, max_image_pixels;
 	uint64_t max_trunk_cache_mb;  /* a TrainVisual trunk session's cached activations */
+	const char *shards;           /* the shard list (shardmap.h); NULL: not sharded */
+	const char *shard_self;       /* this shard's entry of shards */
 } fd_config;
 
 typedef struct fd_service {
@@ -28,6 +31,11 @@ typedef struct fd_service {
 	fd_executor *ex;
 	uint64_t max_image_bytes, max_image_pixels;
 	uint64_t max_trunk_cache_mb;
+	/* Sharded (--shards): the map, and this featured's index in it. NULL
+	 * when not sharded. Calls must then carry the map's tag, and only
+	 * items this shard owns are stored. */
+	vr_shardmap *shards;
+	size_t shard_self;
 	/* the model_info series of the version active at the last scrape */
 	struct vr_prom_series *metrics_model;
 	uint32_t metrics_version;
@@ -63,6 +71,16 @@ int fd_service_register(fd_service *svc, vr_server *srv);
  * id (the id rule, common/ids.h) and the image's size (1..svc->max_image_bytes).
  * GRPC_STATUS_OK, or INVALID_ARGUMENT with the reason in why (cap bytes). */
 int fd_check_item(const fd_service *svc, const char *id, size_t image_len, char *why, size_t cap);
+
+/* The shard map check of every call but Info: GRPC_STATUS_OK when the
+ * call's "visrec-shard-map" tag agrees with this featured's map (or
+ * neither has one), else FAILED_PRECONDITION naming both maps, set on
+ * the call. */
+int fd_check_shard_map(const fd_service *svc, vr_call *call);
+/* Whether this featured stores item id: GRPC_STATUS_OK (not sharded, or
+ * this shard owns it), else FAILED_PRECONDITION with why (cap bytes)
+ * naming the owner. */
+int fd_check_owner(const fd_service *svc, const char *id, char *why, size_t cap);
 
 /* The handlers (handlers.c); ctx is the fd_service. */
 int fd_put_items(vr_call *call, void *ctx);

@@ -915,7 +915,9 @@ static int on_finish(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualF
 int fd_train_visual(vr_call *call, void *ctx)
 {
 	struct tv *s = NULL;
-	int rc = 0, started = 0, done = 0, expected = 0;
+	int rc = fd_check_shard_map(ctx, call), started = 0, done = 0, expected = 0;
+	if (rc)
+		return rc;
 	if (!atomic_compare_exchange_strong(&g_busy, &expected, 1))
 		return vr_call_error(call, GRPC_STATUS_FAILED_PRECONDITION,
 				     "another TrainVisual session is running on this featured");

@@ -1,4 +1,4 @@
-/* featured_client: GetVectors, Info and the Watch follower (see the header).
+/* featured_client: Info and the Watch follower (see the header).
  *
  * DESIGN (the follower)
  * Threads: one, the follower's, which owns the Watch call and calls the
@@ -25,75 +25,6 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define INFO_MS 10000          /* deadline of featured Info */
-#define GET_ALL_MS 600000      /* deadline of GetVectors(all): a stalled featured ends it */
-#define GET_IDS_MS 10000       /* deadline of GetVectors of a few ids */
-
-int rk_fc_get_vectors(vr_channel *ch, uint32_t version, const char *const *ids, size_t n_ids,
-		      rk_fc_vector_fn fn, void *ctx, uint32_t *dims, uint32_t *model_version,
-		      vr_status *st)
-{
-	Visrec__V1__GetVectorsRequest req = VISREC__V1__GET_VECTORS_REQUEST__INIT;
-	vr_ccall *cc = NULL;
-	ProtobufCMessage *m = NULL;
-	*dims = 0;
-	req.model_version = *model_version;
-	*model_version = 0;
-	req.all = !ids;
-	req.item_ids = (char **)ids;
-	req.n_item_ids = ids ? n_ids : 0;
-	req.model_version = version;
-	int rc = vr_ccall_start(&cc, ch, "/visrec.v1.Featured/GetVectors",
-				&visrec__v1__get_vectors_response__descriptor,
-				ids ? GET_IDS_MS : GET_ALL_MS, NULL);
-	if (rc)
-		return rc;
-	if ((rc = vr_ccall_send(cc, &req.base)) || (rc = vr_ccall_close_send(cc)))
-		goto finish;
-	while (!(rc = vr_ccall_recv(cc, &m))) {
-		const Visrec__V1__GetVectorsResponse *r = (const void *)m;
-		if ((*dims && r->dims != *dims) || (*model_version && r->model_version != *model_version) ||
-		    (version && r->model_version != version)) {
-			rc = VR_ECORRUPT;
-			goto finish;
-		}
-		*dims = r->dims;
-		*model_version = r->model_version;
-		for (size_t k = 0; k < r->n_vectors && !rc; k++) {
-			const Visrec__V1__Vector *v = r->vectors[k];
-			if (v->n_values != r->dims) {
-				rc = VR_ECORRUPT;
-				break;
-			}
-			rc = fn(ctx, v->item_id, v->values, r->dims, r->model_version);
-		}
-		protobuf_c_message_free_unpacked(m, NULL);
-		m = NULL;
-		if (rc)
-			goto finish;
-	}
-	if (rc == VR_EEOF)
-		rc = 0;
-finish:
-	if (m)
-		protobuf_c_message_free_unpacked(m, NULL);
-	if (rc)
-		vr_ccall_cancel(cc);
-	vr_status s;
-	int frc = vr_ccall_finish(cc, &s);
-	if (rc == VR_ECORRUPT) {
-		if (st) {
-			st->code = GRPC_STATUS_INTERNAL;
-			snprintf(st->message, sizeof st->message,
-				 "featured sent vectors whose sizes or versions disagree");
-		}
-	} else if (!rc || rc == VR_ERPC) {
-		if (st)
-			*st = s;
-		if (frc)
-			rc = VR_ERPC;
-	}
-	return rc;
-}
 
 int rk_fc_last_seq(vr_channel *ch, uint64_t *seq, vr_status *st)
 {

@@ -1,7 +1,7 @@
-/* featured_client: rankd's side of featured's API: every item vector at
- * the start of training (GetVectors, streamed), featured's position in its
- * change feed (Info), and a follower of the change feed (Watch) that keeps
- * rankd's catalogue current without retraining.
+/* featured_client: rankd's side of featured's change feed: featured's
+ * position in it (Info), and a follower of it (Watch) that keeps rankd's
+ * catalogue current without retraining. Item vectors come from every
+ * shard at once through common/featured_shards.h.
  *
  * The follower is one thread that holds one Watch(after_seq, with vectors)
  * open and hands each change to a callback, in sequence order. When the
@@ -20,24 +20,6 @@
 #include "rpc.h"
 #include "visrec/v1/featured.pb-c.h"
 
-/* Called per vector of GetVectors: id, its values (dims floats) and the
- * featured model version that made them. Non-zero stops the transfer and
- * is returned by rk_fc_get_vectors. */
-typedef int (*rk_fc_vector_fn)(void *ctx, const char *item_id, const float *values,
-			       uint32_t dims, uint32_t model_version);
-
-/* Streams vectors of featured's model version (0: its active one) through
- * fn: every vector when ids is NULL, else those of the n_ids ids (ids
- * featured does not know, or has no vector of that version for, are left
- * out). *dims and *model_version are those of the vectors (0 when featured
- * holds none). Returns 0; VR_ERPC with st filled when the call fails
- * (featured unreachable, its error: NOT_FOUND for a version it does not
- * have); VR_ECORRUPT when featured's messages disagree (a vector whose
- * length is not the announced dims, dims or version changing mid-stream,
- * another version than asked for), st then says so; or fn's code. */
-int rk_fc_get_vectors(vr_channel *ch, uint32_t version, const char *const *ids, size_t n_ids,
-		      rk_fc_vector_fn fn, void *ctx, uint32_t *dims, uint32_t *model_version,
-		      vr_status *st);
 /* featured's last change-feed sequence (Info.last_seq). Returns 0 or
  * VR_ERPC with st filled. */
 int rk_fc_last_seq(vr_channel *ch, uint64_t *seq, vr_status *st);

@@ -26,7 +26,8 @@ int main(int argc, char **argv)
 	const vr_flag flags[] = {
 		VR_DAEMON_FLAGS(&d, "127.0.0.1:50052"),
 		{ "featured", "VISREC_FEATURED", VR_FLAG_STRING, &svc.featured_addr, "127.0.0.1:50051",
-		  "HOST:PORT of featured", 0 },
+		  "HOST:PORT of featured, or of every featured shard: the shard list (comma-separated, "
+		  "the same as featured --shards)", 0 },
 		{ "featured-ca", "VISREC_FEATURED_CA", VR_FLAG_STRING, &featured_ca, NULL,
 		  "PEM roots to verify featured's TLS certificate; unset: plaintext", 0 },
 		{ "featured-token-file", "VISREC_FEATURED_TOKEN_FILE", VR_FLAG_STRING, &featured_token_file,
@@ -79,11 +80,11 @@ int main(int argc, char **argv)
 	if (!code) {
 		vr_channel_opts copts = { .tls_root_file = featured_ca, .token = featured_token,
 					  .max_message_bytes = (size_t)d.max_message };
-		int rc = vr_channel_create(&svc.featured, svc.featured_addr, &copts);
-		if (rc) {
-			VR_ERROR("cannot set up the channel to featured at %s: %s", svc.featured_addr,
-				 vr_strerror(rc));
+		if (vr_shards_open(&svc.shards, svc.featured_addr, &copts, err, sizeof err)) {
+			VR_ERROR("--featured: %s", err);
 			code = 1;
+		} else {
+			svc.featured = vr_shards_channel(svc.shards, 0);
 		}
 	}
 	free(token_buf); /* the channel keeps its own copy */
@@ -106,7 +107,7 @@ int main(int argc, char **argv)
 	}
 	vr_daemon_stop(&d);
 	rk_service_close(&svc);
-	vr_channel_destroy(svc.featured);
+	vr_shards_close(svc.shards);
 	if (vr_daemon_close(&d)) {
 		fflush(NULL);
 		_exit(code);

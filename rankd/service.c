@@ -152,6 +152,8 @@ int rk_service_open(rk_service *svc, char *err, size_t errlen)
 	return load_active(svc, err, errlen);
 }
 
+#define GET_IDS_MS 10000 /* deadline of GetVectors of one item */
+
 /* Records the feed position of a change that stored nothing: lazily, at
  * most every SEQ_EVERY changes or SEQ_MS, since replaying such changes
  * after a crash changes nothing. Caller holds swap_mu. */
@@ -177,10 +179,11 @@ struct one_vector {
 	int got;
 };
 
-static int on_one_vector(void *ctx, const char *id, const float *values, uint32_t dims,
-			 uint32_t version)
+static int on_one_vector(void *ctx, size_t shard, const char *id, const float *values,
+			 uint32_t dims, uint32_t version)
 {
 	struct one_vector *o = ctx;
+	(void)shard;
 	(void)id;
 	(void)version;
 	if (dims == o->dims) {
@@ -209,8 +212,8 @@ static int change_vector(rk_service *svc, const rk_served *s, const Visrec__V1__
 	const char *ids[1] = { c->item_id };
 	uint32_t dims, version;
 	vr_status st = { 0 };
-	int rc = rk_fc_get_vectors(svc->featured, s->info.feature_version, ids, 1, on_one_vector, &o,
-				   &dims, &version, &st);
+	int rc = vr_shards_get_vectors(svc->shards, s->info.feature_version, ids, 1, on_one_vector,
+				       &o, &dims, &version, GET_IDS_MS, &st);
 	if (rc)
 		VR_WARN("featured change %" PRIu64 ": cannot ask featured for item %s's vector of "
 			"model version %u: %s%s%s", c->seq, c->item_id, s->info.feature_version,
@@ -331,6 +334,11 @@ int rk_service_start(rk_service *svc)
 	rk_metrics_start(svc);
 	if (!svc->follow || !svc->featured)
 		return 0;
+	if (vr_shards_count(svc->shards) > 1) {
+		VR_WARN("rankd follows the change feed of a single featured only so far: with %zu "
+			"shards, new items become rankable at the next Train", vr_shards_count(svc->shards));
+		return 0;
+	}
 	int rc = rk_snap_seq(&svc->snap, &seq);
 	svc->seq_saved = seq;
 	if (!rc)

@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include "featured_client.h"
+#include "featured_shards.h"
 #include "interactions.h"
 #include "overlay.h"
 #include "rpc.h"
@@ -55,7 +56,10 @@ struct rk_train_job;
 typedef struct rk_service {
 	/* Set by the owner before rk_service_open. */
 	vr_store *store;          /* the daemon's LMDB environment (not owned) */
-	vr_channel *featured;     /* channel to featured (not owned) */
+	vr_shards *shards;        /* every featured shard (--featured LIST; not owned):
+				   * Train's vectors come from all of them at once */
+	vr_channel *featured;     /* shard 0's channel (not owned): the change feed and
+				   * DVBPR, which follow one featured only so far */
 	const char *featured_addr;
 	int max_k;                /* Recommend's k limit; 0 = RK_MAX_K_DEFAULT */
 	int max_batch;            /* RecommendBatch's request limit; 0 = default */

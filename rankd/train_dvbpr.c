@@ -139,6 +139,13 @@ int rk__run_dvbpr(struct rk_train_job *job)
 			 "DVBPR trains its CNN in featured, and rankd runs without one (--featured)");
 		goto leave;
 	}
+	if (vr_shards_count(svc->shards) > 1) {
+		rk__fail(job, GRPC_STATUS_FAILED_PRECONDITION,
+			 "DVBPR across %zu featured shards is not built yet (the CNN trains in one "
+			 "featured, which must hold every item): train it with one featured",
+			 vr_shards_count(svc->shards));
+		goto leave;
+	}
 	const rk_csr *on = NULL;
 	if (rk__load_interactions(job, &sp))
 		goto leave;

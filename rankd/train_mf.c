@@ -16,10 +16,13 @@
 
 /* ---- featured's vectors --------------------------------------------------- */
 
-static int on_vector(void *ctx, const char *id, const float *values, uint32_t dims,
-		     uint32_t version)
+#define GET_ALL_MS 600000 /* deadline of GetVectors(all) per shard: a stalled shard ends it */
+
+static int on_vector(void *ctx, size_t shard, const char *id, const float *values,
+		     uint32_t dims, uint32_t version)
 {
 	struct fetch *f = ctx;
+	(void)shard;
 	rk_service *svc = f->job->svc;
 	uint32_t i;
 	if (rk__cancelled(f->job))
@@ -70,14 +73,19 @@ int rk__fetch_vectors(struct rk_train_job *job, struct fetch *f, uint32_t want,
 {
 	rk_service *svc = job->svc;
 	vr_status st = { 0 };
-	if (!svc->featured)
+	if (!svc->shards)
 		return rk__fail(job, GRPC_STATUS_FAILED_PRECONDITION,
 				"%s needs item vectors from featured, and rankd runs without one (--featured)",
 				rk__kind_name(job->kind));
-	int rc = rk_fc_last_seq(svc->featured, base_seq, &st);
+	/* The change feed's position matters only where rankd follows it
+	 * (one shard); vectors come from every shard at once. */
+	int rc = 0;
+	*base_seq = 0;
+	if (vr_shards_count(svc->shards) == 1)
+		rc = rk_fc_last_seq(svc->featured, base_seq, &st);
 	if (!rc)
-		rc = rk_fc_get_vectors(svc->featured, want, NULL, 0, on_vector, f, &f->dims, version,
-				       &st);
+		rc = vr_shards_get_vectors(svc->shards, want, NULL, 0, on_vector, f, &f->dims, version,
+					   GET_ALL_MS, &st);
 	if (rc == VR_ECANCELLED)
 		return rk__fail(job, GRPC_STATUS_CANCELLED, "cancelled while fetching vectors");
 	if (rc == VR_ERPC && st.code == GRPC_STATUS_NOT_FOUND && want)

@@ -16,7 +16,8 @@ void cli_global_flags(cli *c, vr_flag out[CLI_GLOBAL_FLAGS])
 {
 	const vr_flag g[CLI_GLOBAL_FLAGS] = {
 		{ "featured", "VISREC_FEATURED", VR_FLAG_STRING, &c->featured_addr, "127.0.0.1:50051",
-		  "HOST:PORT of featured", 0 },
+		  "HOST:PORT of featured, or the shard list of every featured shard (comma-separated, "
+		  "as featured --shards)", 0 },
 		{ "rankd", "VISREC_RANKD", VR_FLAG_STRING, &c->rankd_addr, "127.0.0.1:50052",
 		  "HOST:PORT of rankd", 0 },
 		{ "token-file", "VISREC_TOKEN_FILE", VR_FLAG_STRING, &c->token_file, NULL,
@@ -193,23 +194,62 @@ static const char *service_name(enum cli_service s)
 	return s == CLI_FEATURED ? "featured" : "rankd";
 }
 
-int cli_channel(cli *c, enum cli_service s, vr_channel **out)
+/* Reads --token-file the first time. 0, or reported and CLI_EXIT_FAIL. */
+static int read_token(cli *c, const char *who)
 {
-	vr_channel **ch = s == CLI_FEATURED ? &c->featured : &c->rankd;
 	char err[512];
 	if (c->token_file && c->token && c->token != c->token_buf)
-		return cli_fail(c, service_name(s), "--token and --token-file are both set "
+		return cli_fail(c, who, "--token and --token-file are both set "
 				"(flags or VISREC_TOKEN*); keep one, the file");
 	if (c->token_file && !c->token_buf) {
 		if (vr_flags_read_secret("token-file", c->token_file, &c->token_buf, err, sizeof err))
-			return cli_fail(c, service_name(s), "%s", err);
+			return cli_fail(c, who, "%s", err);
 		c->token = c->token_buf;
 	}
-	if (!*ch) {
-		/* Replies (GetVectors chunks, big Evaluate tables) may exceed
-		 * core's 4 MiB default; the daemons' own limit is 16 MiB. */
+	return CLI_EXIT_OK;
+}
+
+/* Replies (GetVectors chunks, big Evaluate tables) may exceed core's 4 MiB
+ * default; the daemons' own limit is 16 MiB. */
+#define CLI_MAX_MESSAGE (64u << 20)
+
+int cli_shards(cli *c, const char *cmd, vr_shards **out)
+{
+	char why[512];
+	int code = read_token(c, "featured");
+	if (code)
+		return code;
+	if (!c->shards) {
 		vr_channel_opts o = { .tls_root_file = c->tls_ca, .token = c->token,
-				      .max_message_bytes = 64u << 20 };
+				      .max_message_bytes = CLI_MAX_MESSAGE };
+		int rc = vr_shards_open(&c->shards, c->featured_addr, &o, why, sizeof why);
+		if (rc == VR_EINVAL || rc == VR_ETOOBIG)
+			return cli_usage_error(cmd, "--featured: %s", why);
+		if (rc)
+			return cli_fail(c, cmd, "%s%s", why, c->tls_ca ? " (check --tls-ca)" : "");
+	}
+	*out = c->shards;
+	return CLI_EXIT_OK;
+}
+
+int cli_channel(cli *c, enum cli_service s, vr_channel **out)
+{
+	vr_channel **ch = s == CLI_FEATURED ? &c->featured : &c->rankd;
+	int code = read_token(c, service_name(s));
+	if (code)
+		return code;
+	if (s == CLI_FEATURED && !*ch) {
+		vr_shards *sh;
+		if ((code = cli_shards(c, "featured", &sh)))
+			return code;
+		if (vr_shards_count(sh) > 1)
+			return cli_fail(c, "featured", "--featured names %zu featured shards; this command "
+					"talks to one featured only so far", vr_shards_count(sh));
+		*ch = vr_shards_channel(sh, 0);
+	}
+	if (!*ch) {
+		vr_channel_opts o = { .tls_root_file = c->tls_ca, .token = c->token,
+				      .max_message_bytes = CLI_MAX_MESSAGE };
 		int rc = vr_channel_create(ch, cli_addr(c, s), &o);
 		if (rc)
 			return cli_fail(c, service_name(s), "cannot set up a channel to %s at \"%s\": %s%s",

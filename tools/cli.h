@@ -11,6 +11,7 @@
 #define VR_CLI_H
 
 #include "deadline.h"
+#include "featured_shards.h"
 #include "flags.h"
 #include "progress.h"
 #include "rpc.h"
@@ -35,7 +36,8 @@ typedef struct cli {
 	double timeout_s;   /* per call; 0 = the command's default */
 	int progress;       /* 1: progress bar (stderr is a tty), 0: plain lines */
 	/* channels, created on first use */
-	vr_channel *featured, *rankd;
+	vr_shards *shards;  /* every featured shard of --featured */
+	vr_channel *featured, *rankd; /* featured: the one shard's channel (in shards) */
 	char *token_buf;    /* the token read from token_file */
 } cli;
 
@@ -69,8 +71,15 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
 
 /* The channel to a service, created on first use (reading --token-file
  * the first time). Returns 0, or reports the error and returns
- * CLI_EXIT_FAIL. */
+ * CLI_EXIT_FAIL. For featured, --featured must name one featured (a list
+ * of several shards is refused: commands that handle shards use
+ * cli_shards). */
 int cli_channel(cli *c, enum cli_service s, vr_channel **out);
+/* The featured shards of --featured (a list of one or more addresses),
+ * created on first use like cli_channel's channels. Returns 0, or reports
+ * the error and returns CLI_EXIT_FAIL (a bad list: CLI_EXIT_USAGE). cmd
+ * names the command in the report. */
+int cli_shards(cli *c, const char *cmd, vr_shards **out);
 /* The address of a service, as configured. */
 const char *cli_addr(const cli *c, enum cli_service s);
 /* A call's deadline in ms: --timeout, else def_ms (0 = none). */

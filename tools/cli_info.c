@@ -14,10 +14,12 @@
 
 #define INFO_DEADLINE_MS 10000
 
-static void print_featured(const cli *c, const Visrec__V1__FeaturedInfoResponse *r)
+static void print_featured(const char *addr, const Visrec__V1__FeaturedInfoResponse *r)
 {
-	printf("featured at %s: version %s, backend %s (%s)\n", c->featured_addr, r->server_version,
+	printf("featured at %s: version %s, backend %s (%s)\n", addr, r->server_version,
 	       r->backend, r->device);
+	if (r->n_shards)
+		printf("  shard %s of %zu (map %s)\n", r->shard_self, r->n_shards, r->shard_map);
 	printf("  items %llu, last change seq %llu, images up to %llu bytes / %llu pixels\n",
 	       (unsigned long long)r->items, (unsigned long long)r->last_seq,
 	       (unsigned long long)r->max_image_bytes, (unsigned long long)r->max_image_pixels);
@@ -49,53 +51,86 @@ int cli_cmd_info(cli *c, int argc, char **argv)
 {
 	static const vr_flag table[] = { { 0 } };
 	int npos = 0, code, failed = 0;
-	ProtobufCMessage *fr = NULL, *rr = NULL;
-	vr_channel *fch, *rch;
-	vr_status fst, rst;
+	ProtobufCMessage *rr = NULL;
+	Visrec__V1__FeaturedInfoResponse **fr = NULL;
+	vr_shards *shards;
+	vr_channel *rch;
+	vr_status *fst = NULL, rst;
+	size_t nsh = 0;
 	cJSON *out = NULL;
 	code = cli_parse(c, table, argc, argv, "visrec info",
 			 "What featured and rankd run (backend, models) and hold (items, users,\n"
 			 "interactions).", NULL, &npos);
 	if (code || npos < 0)
 		goto leave;
-	if ((code = cli_channel(c, CLI_FEATURED, &fch)) || (code = cli_channel(c, CLI_RANKD, &rch)))
+	if ((code = cli_shards(c, argv[0], &shards)) || (code = cli_channel(c, CLI_RANKD, &rch)))
 		goto leave;
-	Visrec__V1__FeaturedInfoRequest freq = VISREC__V1__FEATURED_INFO_REQUEST__INIT;
+	nsh = vr_shards_count(shards);
+	if (!(fr = calloc(nsh, sizeof *fr)) || !(fst = calloc(nsh, sizeof *fst))) {
+		code = cli_fail(c, argv[0], "out of memory");
+		goto leave;
+	}
 	Visrec__V1__RankInfoRequest rreq = VISREC__V1__RANK_INFO_REQUEST__INIT;
-	int frc = vr_client_unary(fch, "/visrec.v1.Featured/Info", &freq.base,
-				  &visrec__v1__featured_info_response__descriptor, &fr,
-				  cli_deadline_ms(c, INFO_DEADLINE_MS), NULL, &fst);
+	int ffailed = vr_shards_info(shards, fr, fst, cli_deadline_ms(c, INFO_DEADLINE_MS));
+	if (ffailed < 0) {
+		code = cli_fail(c, argv[0], "out of memory");
+		goto leave;
+	}
 	int rrc = vr_client_unary(rch, "/visrec.v1.Rank/Info", &rreq.base,
 				  &visrec__v1__rank_info_response__descriptor, &rr,
 				  cli_deadline_ms(c, INFO_DEADLINE_MS), NULL, &rst);
-	/* Both are shown even when one fails: the other may say why. */
-	if (frc)
-		cli_print_call_error(c, CLI_FEATURED, "Info", frc, &fst);
+	/* All are shown even when one fails: the others may say why. */
+	for (size_t k = 0; k < nsh; k++) {
+		char what[80];
+		snprintf(what, sizeof what, nsh > 1 ? "Info of shard %.60s" : "Info",
+			 vr_shards_name(shards, k));
+		if (!fr[k])
+			cli_print_call_error(c, CLI_FEATURED, what, VR_ERPC, &fst[k]);
+	}
 	if (rrc)
 		cli_print_call_error(c, CLI_RANKD, "Info", rrc, &rst);
-	failed = frc || rrc;
+	failed = ffailed || rrc;
 	if (cli_wants_json(c)) {
 		if (!(out = cJSON_CreateObject())) {
 			code = cli_fail(c, argv[0], "out of memory");
 			goto leave;
 		}
-		cJSON_AddItemToObject(out, "featured", frc ? cli_status_json(c, CLI_FEATURED, &fst)
-							   : cli_proto_json(fr));
+		/* One featured: its Info; shards: {"shards": [{"shard", "info" or "error"}]}. */
+		if (nsh == 1) {
+			cJSON_AddItemToObject(out, "featured", !fr[0]
+					      ? cli_status_json(c, CLI_FEATURED, &fst[0])
+					      : cli_proto_json(&fr[0]->base));
+		} else {
+			cJSON *f = cJSON_AddObjectToObject(out, "featured");
+			cJSON *arr = f ? cJSON_AddArrayToObject(f, "shards") : NULL;
+			for (size_t k = 0; arr && k < nsh; k++) {
+				cJSON *e = cJSON_CreateObject();
+				cJSON_AddStringToObject(e, "shard", vr_shards_name(shards, k));
+				cJSON_AddItemToObject(e, fr[k] ? "info" : "error", fr[k]
+						      ? cli_proto_json(&fr[k]->base)
+						      : cli_status_json(c, CLI_FEATURED, &fst[k]));
+				cJSON_AddItemToArray(arr, e);
+			}
+		}
 		cJSON_AddItemToObject(out, "rankd", rrc ? cli_status_json(c, CLI_RANKD, &rst)
 							: cli_proto_json(rr));
 		code = cli_output(c, out);
 	}
 	if (!c->json) {
-		if (!frc)
-			print_featured(c, (const void *)fr);
+		for (size_t k = 0; k < nsh; k++)
+			if (fr[k])
+				print_featured(vr_shards_name(shards, k), fr[k]);
 		if (!rrc)
 			print_rankd(c, (const void *)rr);
 	}
 	if (failed)
 		code = CLI_EXIT_FAIL;
 leave:
-	if (fr)
-		protobuf_c_message_free_unpacked(fr, NULL);
+	for (size_t k = 0; fr && k < nsh; k++)
+		if (fr[k])
+			protobuf_c_message_free_unpacked(&fr[k]->base, NULL);
+	free(fr);
+	free(fst);
 	if (rr)
 		protobuf_c_message_free_unpacked(rr, NULL);
 	return code;
@@ -156,11 +191,15 @@ int cli_cmd_health(cli *c, int argc, char **argv)
 		/* A fresh channel each round: a refused connection puts a
 		 * channel into back-off for seconds. */
 		for (int s = 0; s < 2; s++) {
-			vr_channel **ch = s == CLI_FEATURED ? &c->featured : &c->rankd;
-			if (status[s] != 1) {
-				vr_channel_destroy(*ch);
-				*ch = NULL;
+			if (status[s] == 1)
+				continue;
+			if (s == CLI_FEATURED) {
+				vr_shards_close(c->shards);
+				c->shards = NULL;
+			} else {
+				vr_channel_destroy(c->rankd);
 			}
+			*(s == CLI_FEATURED ? &c->featured : &c->rankd) = NULL;
 		}
 		usleep(200 * 1000);
 	}

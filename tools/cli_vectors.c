@@ -6,7 +6,8 @@
  * DESIGN. The vectors come from featured's GetVectors stream, whose chunks
  * featured keeps under 4 MiB: each chunk is appended to the files as it
  * arrives and freed, so memory stays at one chunk whatever the catalogue.
- * Every item: one GetVectors(all) stream. Listed ids (--id, --ids FILE):
+ * Every item: one GetVectors(all) stream from every featured shard at once
+ * (featured_shards.h: rows in the order they arrive). Listed ids (--id, --ids FILE):
  * read IDS_PER_CALL at a time (never the whole list in memory), one call
  * each, all of the version the first call answered with, so a switch of
  * featured's active version mid-export cannot mix versions. The files are
@@ -132,6 +133,28 @@ static void note_write(struct export *x, int ok)
 		x->write_errno = errno ? errno : EIO;
 }
 
+/* Appends one row: the vector to the matrix, its id to the list. */
+static void take_row(struct export *x, const char *id, const float *values, uint32_t dims)
+{
+	note_write(x, fwrite(values, sizeof(float), dims, x->npy) == dims);
+	note_write(x, fputs(id, x->ids) >= 0 && fputc('\n', x->ids) != EOF);
+	x->rows++;
+	x->bytes += sizeof(float) * dims;
+}
+
+/* Every item: a row of one shard's GetVectors (the shards' calls are
+ * serialised, featured_shards.h), which agree on dims and version. */
+static int take_shard_row(void *ctx, size_t shard, const char *id, const float *values,
+			  uint32_t dims, uint32_t version)
+{
+	struct export *x = ctx;
+	(void)shard;
+	x->dims = dims;
+	x->version = version;
+	take_row(x, id, values, dims);
+	return x->write_errno ? VR_EIO : 0;
+}
+
 /* Appends one GetVectors chunk. Returns 0, or VR_ECORRUPT when featured's
  * chunks disagree (sizes, versions), VR_EIO on a write error (errno in
  * x->write_errno), VR_ENOMEM. */
@@ -146,10 +169,7 @@ static int take_chunk(struct export *x, const Visrec__V1__GetVectorsResponse *r)
 		const Visrec__V1__Vector *v = r->vectors[k];
 		if (v->n_values != r->dims)
 			return VR_ECORRUPT;
-		note_write(x, fwrite(v->values, sizeof(float), v->n_values, x->npy) == v->n_values);
-		note_write(x, fputs(v->item_id, x->ids) >= 0 && fputc('\n', x->ids) != EOF);
-		x->rows++;
-		x->bytes += sizeof(float) * v->n_values;
+		take_row(x, v->item_id, v->values, r->dims);
 	}
 	for (size_t k = 0; k < r->n_missing; k++) {
 		if (x->missing < FEW_MISSING && !(x->few[x->missing] = strdup(r->missing[k])))
@@ -318,7 +338,8 @@ int cli_cmd_vectors(cli *c, int argc, char **argv)
 	char **pos = NULL, *ids_path = NULL, **batch = NULL;
 	size_t nbatch = 0;
 	int signals_on = 0;
-	vr_channel *ch;
+	vr_channel *ch = NULL;
+	vr_shards *shards = NULL;
 	vr_status st = { 0 };
 	char err[512];
 	double t0 = vr_now_s();
@@ -372,7 +393,8 @@ int cli_cmd_vectors(cli *c, int argc, char **argv)
 		code = cli_usage_error(argv[0], "the id list and the matrix would both be %s", pos[0]);
 		goto leave;
 	}
-	if ((code = cli_channel(c, CLI_FEATURED, &ch)))
+	/* Every item comes from every shard; listed ids from one featured. */
+	if ((code = listed ? cli_channel(c, CLI_FEATURED, &ch) : cli_shards(c, argv[0], &shards)))
 		goto leave;
 	int rc;
 	catch_signals(1);
@@ -393,8 +415,14 @@ int cli_cmd_vectors(cli *c, int argc, char **argv)
 	Visrec__V1__GetVectorsRequest req = VISREC__V1__GET_VECTORS_REQUEST__INIT;
 	req.model_version = (uint32_t)version;
 	if (!listed) {
-		req.all = 1;
-		rc = get_vectors(&x, ch, &req, cli_deadline_ms(c, ALL_CALL_MS), &st);
+		uint32_t dims, v;
+		rc = vr_shards_get_vectors(shards, (uint32_t)version, NULL, 0, take_shard_row, &x, &dims,
+					   &v, cli_deadline_ms(c, ALL_CALL_MS), &st);
+		if (rc == VR_EIO) {
+			st.code = GRPC_STATUS_INTERNAL;
+			snprintf(st.message, sizeof st.message, "writing the files: %s",
+				 strerror(x.write_errno));
+		}
 	} else {
 		rc = 0;
 		for (;;) {

@@ -112,7 +112,7 @@ int main(int argc, char **argv)
 	if (cmd->rpc)
 		vr_rpc_init();
 	int code = cmd->run(&c, n, cargv);
-	vr_channel_destroy(c.featured);
+	vr_shards_close(c.shards);
 	vr_channel_destroy(c.rankd);
 	free(c.token_buf);
 	if (cmd->rpc)

@@ -4,6 +4,7 @@
  * model: same init, same triples, same images. */
 #include "dvbpr.h"
 #include "featured_client.h"
+#include "featured_shards.h"
 #include "dvbpr_test.h"
 #include "deadline.h"
 #include "decode.h"
@@ -379,10 +380,11 @@ struct by_id {
 	int got;
 };
 
-static int on_vec(void *ctx, const char *id, const float *values, uint32_t dims,
+static int on_vec(void *ctx, size_t shard, const char *id, const float *values, uint32_t dims,
 		  uint32_t version)
 {
 	struct by_id *b = ctx;
+	(void)shard;
 	(void)version;
 	for (int k = 0; k < N_ITEMS; k++)
 		if (!strcmp(b->ids[k], id) && dims == K2) {
@@ -467,7 +469,12 @@ TEST(finish_from_marked_best)
 	/* The new version's vectors are the marked net's φ. */
 	struct by_id b = { .ids = s.ids, .phi = got };
 	uint32_t dims = 0, v = 0;
-	ASSERT_OK(rk_fc_get_vectors(ch, version, NULL, 0, on_vec, &b, &dims, &v, &st));
+	vr_shards *fs = NULL;
+	char fs_why[256];
+	ASSERT_MSG(!vr_shards_open(&fs, fp.addr, NULL, fs_why, sizeof fs_why), "%s", fs_why);
+	int grc = vr_shards_get_vectors(fs, version, NULL, 0, on_vec, &b, &dims, &v, 0, &st);
+	vr_shards_close(fs);
+	ASSERT_MSG(grc == 0, "GetVectors: %s", st.message);
 	ASSERT_EQ_INT(v, version);
 	ASSERT_EQ_INT(b.got, N_ITEMS);
 	ASSERT_MSG(max_rel_diff(got, best, N_ITEMS * K2) < 1e-4, "served φ differs from the marked "

@@ -184,6 +184,21 @@ static const struct {
 	{ "utf8-ids", "user,item,timestamp\n\xc3\xa9l\xc3\xa8ve,\xe6\x97\xa5\xe6\x9c\xac,1\n" },
 };
 
+static const struct {
+	const char *name, *text;
+} shard_lists[] = {
+	{ "three", "127.0.0.1:7003,127.0.0.1:7001,127.0.0.1:7002" },
+	{ "names-ipv6", "featured-0.featured.visrec.svc:50051,[::1]:50051,[fe80::1]:1" },
+	{ "bad-entries", "a:1,,b:0,c:65536,d:08,[::1:2,e:1,e:1" },
+};
+
+static void seeds_shard_lists(void)
+{
+	for (size_t i = 0; i < sizeof shard_lists / sizeof shard_lists[0]; i++)
+		emit_bytes("fuzz_shardmap", shard_lists[i].name, shard_lists[i].text,
+			   strlen(shard_lists[i].text));
+}
+
 static void seeds_csv(void)
 {
 	for (size_t i = 0; i < sizeof csv / sizeof csv[0]; i++)
@@ -659,6 +674,7 @@ int main(int argc, char **argv)
 		die("mkdtemp", 0);
 	seeds_decode();
 	seeds_csv();
+	seeds_shard_lists();
 	seeds_safetensors();
 	seeds_fstore();
 	seeds_snapshot();

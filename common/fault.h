@@ -15,6 +15,8 @@
  *   dvbpr-checkpoint   inside the write of a DVBPR checkpoint, after its
  *                      models and before Adam's moments and its meta
  *                      (rankd/snapshot.c).
+ *   replica-chunk      a read replica, after staging a chunk of the
+ *                      writer's snapshot (rankd/replica.c).
  *
  * Thread-safety: any thread. */
 #ifndef VR_FAULT_H

@@ -19,9 +19,10 @@ if [ "${1:-}" = "--test" ]; then
 	# runtimes (libFuzzer, ASan, UBSan) builds the fuzz harnesses;
 	# numpy reads `visrec vectors`' .npy files back and grpcio with its
 	# tools generates and runs the Python example client (tests/clients);
-	# tmux runs `visrec top` in its test.
+	# tmux runs `visrec top` in its test; python3-yaml reads deploy/k8s in
+	# tests/deploy.
 	pkgs+=(openssl chromium dataset-fashion-mnist python3-torch python3-torchvision clang
-		libclang-rt-14-dev python3-numpy python3-grpcio python3-grpc-tools tmux)
+		libclang-rt-14-dev python3-numpy python3-grpcio python3-grpc-tools tmux python3-yaml)
 fi
 
 missing=()

@@ -18,6 +18,8 @@
  *   featured-batch-committed  after a batch of PutItems/Embed images is
  *                      committed, before its jobs are acknowledged
  *                      (featured/executor.c): a shard dying mid-ingest.
+ *   replica-chunk      a read replica, after staging a chunk of the
+ *                      writer's snapshot (rankd/replica.c).
  *
  * Thread-safety: any thread. */
 #ifndef VR_FAULT_H

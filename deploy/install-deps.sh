@@ -19,10 +19,11 @@ if [ "${1:-}" = "--test" ]; then
 	# runtimes (libFuzzer, ASan, UBSan) builds the fuzz harnesses;
 	# numpy reads `visrec vectors`' .npy files back and grpcio with its
 	# tools generates and runs the Python example client (tests/clients);
-	# tmux runs `visrec top` in its test; libgrpc++ with its protoc plugin
-	# builds the C++ peer bench_rpc compares with, and perf counts per call.
+	# tmux runs `visrec top` in its test; python3-yaml reads deploy/k8s in
+	# tests/deploy; libgrpc++ with its protoc plugin builds the C++ peer
+	# bench_rpc compares with, and perf counts per call.
 	pkgs+=(openssl chromium dataset-fashion-mnist python3-torch python3-torchvision clang
-		libclang-rt-14-dev python3-numpy python3-grpcio python3-grpc-tools tmux
+		libclang-rt-14-dev python3-numpy python3-grpcio python3-grpc-tools tmux python3-yaml
 		libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler linux-perf)
 fi
 

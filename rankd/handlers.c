@@ -1122,11 +1122,49 @@ static void live_add(rk_service *svc, const rk_interaction_in *rows, size_t n)
 			n, vr_strerror(rc));
 }
 
+int rk_service_add(rk_service *svc, const rk_interaction_in *rows, size_t n, uint64_t seq,
+		   const rk_log_record *rec, rk_add_stats *st, uint64_t totals[3])
+{
+	int rc;
+	pthread_rwlock_wrlock(&svc->ix_lock);
+	if (rec) {
+		rc = rk_interactions_log_apply(svc->ix, seq, rec, st);
+		if (rec->type != RK_LOG_ROWS)
+			n = 0;
+	} else {
+		rc = n ? rk_interactions_add_batch(svc->ix, rows, n, st) : 0;
+	}
+	if (!rc && n)
+		live_add(svc, rows, n);
+	totals[0] = rk_interactions_users(svc->ix);
+	totals[1] = rk_interactions_items(svc->ix);
+	totals[2] = rk_interactions_count(svc->ix);
+	pthread_rwlock_unlock(&svc->ix_lock);
+	if (rc)
+		return rc;
+	rk_feed_notify(svc);
+	/* New items join the served catalogue at once, cold: the row a model
+	 * gives an item it never saw (β_i = γ_i = 0, no vector yet). */
+	rk_served *s = rk_serving_get(&svc->serving);
+	if (s) {
+		pthread_mutex_lock(&svc->swap_mu);
+		int prc = rk_served_pad(s, (uint32_t)totals[1]);
+		pthread_mutex_unlock(&svc->swap_mu);
+		rk_served_unref(s);
+		if (prc)
+			VR_WARN("new items could not join the served catalogue: %s", vr_strerror(prc));
+	}
+	return 0;
+}
+
 int rk_handle_add_interactions(vr_call *call, void *ctx)
 {
 	rk_service *svc = ctx;
 	const Visrec__V1__AddInteractionsRequest *r = (const void *)vr_call_request(call);
 	size_t n = r->n_interactions;
+	int code = rk_refuse_write(svc, call);
+	if (code)
+		return code;
 	if (n > RK_MAX_ADD)
 		return vr_call_error(call, GRPC_STATUS_RESOURCE_EXHAUSTED,
 				     "%zu interactions in one call; at most %d: split the batch", n, RK_MAX_ADD);
@@ -1146,15 +1184,9 @@ int rk_handle_add_interactions(vr_call *call, void *ctx)
 					       strlen(in->item_id), in->timestamp };
 	}
 	rk_add_stats st = { 0 };
+	uint64_t totals[3];
 	Visrec__V1__AddInteractionsResponse resp = VISREC__V1__ADD_INTERACTIONS_RESPONSE__INIT;
-	pthread_rwlock_wrlock(&svc->ix_lock);
-	int rc = n ? rk_interactions_add_batch(svc->ix, rows, n, &st) : 0;
-	if (!rc && n)
-		live_add(svc, rows, n);
-	resp.users = rk_interactions_users(svc->ix);
-	resp.items = rk_interactions_items(svc->ix);
-	resp.interactions = rk_interactions_count(svc->ix);
-	pthread_rwlock_unlock(&svc->ix_lock);
+	int rc = rk_service_add(svc, rows, n, 0, NULL, &st, totals);
 	free(rows);
 	if (rc == VR_EINVAL)
 		return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT, "interactions[%" PRIu64 "] is not valid",
@@ -1165,19 +1197,11 @@ int rk_handle_add_interactions(vr_call *call, void *ctx)
 	if (rc)
 		return vr_call_error(call, vr_status_from_rc(rc), "the interactions could not be stored: %s%s%s",
 				     vr_strerror(rc), vr_store_last_error()[0] ? ": " : "", vr_store_last_error());
+	resp.users = totals[0];
+	resp.items = totals[1];
+	resp.interactions = totals[2];
 	resp.added = (uint32_t)st.added;
 	resp.updated = (uint32_t)st.updated;
-	/* New items join the served catalogue at once, cold: the row a model
-	 * gives an item it never saw (β_i = γ_i = 0, no vector yet). */
-	rk_served *s = rk_serving_get(&svc->serving);
-	if (s) {
-		pthread_mutex_lock(&svc->swap_mu);
-		rc = rk_served_pad(s, (uint32_t)resp.items);
-		pthread_mutex_unlock(&svc->swap_mu);
-		rk_served_unref(s);
-		if (rc)
-			VR_WARN("new items could not join the served catalogue: %s", vr_strerror(rc));
-	}
 	rc = vr_call_send(call, &resp.base);
 	return rc ? rc : GRPC_STATUS_OK;
 }
@@ -1193,7 +1217,9 @@ int rk_handle_info(vr_call *call, void *ctx)
 	resp.users = rk_interactions_users(svc->ix);
 	resp.items = rk_interactions_items(svc->ix);
 	resp.interactions = rk_interactions_count(svc->ix);
+	resp.interactions_seq = rk_interactions_log_seq(svc->ix);
 	pthread_rwlock_unlock(&svc->ix_lock);
+	rk_replica_info(svc, &resp);
 	resp.server_version = (char *)VISREC_VERSION;
 	resp.featured = (char *)(svc->featured_addr ? svc->featured_addr : "");
 	resp.featured_connected = svc->featured && vr_channel_connected(svc->featured, 1);

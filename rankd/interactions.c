@@ -12,6 +12,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "err.h"
 #include "grow.h"
@@ -39,6 +40,11 @@ struct rk_interactions {
 	vr_dbi db_pairs;
 	uint32_t *ru, *ri;   /* batch scratch: resolved indices */
 	size_t scratch_cap;
+	/* The log (interactions.h): its db, last sequence, and whether the
+	 * store held ids before the log began (a replica cannot start then). */
+	vr_dbi db_log;
+	uint64_t log_seq;
+	int log_partial;
 };
 
 static uint64_t hash_pair(uint64_t key)
@@ -167,7 +173,83 @@ struct write_ctx {
 	rk_interactions *ix;
 	const rk_interaction_in *rows;
 	size_t n;
+	uint32_t items_before; /* ids [persisted, items_before) came from intern */
 };
+
+#define LOG_MAGIC 0x314c4b52u /* "RKL1" */
+#define LOG_HEADER 24         /* magic, type, commit ms, count */
+
+static int64_t now_unix_ms(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_REALTIME, &t);
+	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static uint8_t *log_header(uint8_t *p, uint32_t type, uint32_t n)
+{
+	uint32_t magic = LOG_MAGIC;
+	int64_t ms = now_unix_ms();
+	memcpy(p, &magic, 4);
+	memcpy(p + 4, &type, 4);
+	memcpy(p + 8, &ms, 8);
+	memcpy(p + 16, &n, 4);
+	memset(p + 20, 0, 4);
+	return p + LOG_HEADER;
+}
+
+/* Appends the log record of the item ids [from, to) (RK_LOG_ITEMS) or of
+ * the rows (RK_LOG_ROWS) at *seq + 1. */
+static int log_items(vr_txn *txn, rk_interactions *ix, uint32_t from, uint32_t to, uint64_t *seq)
+{
+	size_t bytes = LOG_HEADER;
+	for (uint32_t k = from; k < to; k++) {
+		size_t len;
+		vr_intern_id(&ix->items.ids, k, &len);
+		bytes += 2 + len;
+	}
+	void *dst;
+	uint64_t key = *seq + 1;
+	int rc = vr_put_reserve(txn, ix->db_log, &key, sizeof key, bytes, &dst);
+	if (rc)
+		return rc;
+	uint8_t *p = log_header(dst, RK_LOG_ITEMS, to - from);
+	for (uint32_t k = from; k < to; k++) {
+		size_t len;
+		const char *id = vr_intern_id(&ix->items.ids, k, &len);
+		uint16_t l = (uint16_t)len;
+		memcpy(p, &l, 2);
+		memcpy(p + 2, id, len);
+		p += 2 + len;
+	}
+	*seq = key;
+	return 0;
+}
+
+static int log_rows(vr_txn *txn, rk_interactions *ix, const rk_interaction_in *rows, size_t n,
+		    uint64_t *seq)
+{
+	size_t bytes = LOG_HEADER;
+	for (size_t r = 0; r < n; r++)
+		bytes += 12 + rows[r].user_len + rows[r].item_len;
+	void *dst;
+	uint64_t key = *seq + 1;
+	int rc = vr_put_reserve(txn, ix->db_log, &key, sizeof key, bytes, &dst);
+	if (rc)
+		return rc;
+	uint8_t *p = log_header(dst, RK_LOG_ROWS, (uint32_t)n);
+	for (size_t r = 0; r < n; r++) {
+		uint16_t ul = (uint16_t)rows[r].user_len, il = (uint16_t)rows[r].item_len;
+		memcpy(p, &ul, 2);
+		memcpy(p + 2, &il, 2);
+		memcpy(p + 4, &rows[r].ts, 8);
+		memcpy(p + 12, rows[r].user, ul);
+		memcpy(p + 12 + ul, rows[r].item, il);
+		p += 12 + ul + il;
+	}
+	*seq = key;
+	return 0;
+}
 
 static int put_pending(vr_txn *txn, const struct idmap *m)
 {
@@ -185,9 +267,14 @@ static int write_batch(vr_txn *txn, void *arg)
 {
 	struct write_ctx *w = arg;
 	rk_interactions *ix = w->ix;
+	uint64_t seq = ix->log_seq;
 	int rc = put_pending(txn, &ix->users);
 	if (!rc)
 		rc = put_pending(txn, &ix->items);
+	if (!rc && w->items_before > ix->items.persisted)
+		rc = log_items(txn, ix, ix->items.persisted, w->items_before, &seq);
+	if (!rc && w->n)
+		rc = log_rows(txn, ix, w->rows, w->n, &seq);
 	for (size_t r = 0; !rc && r < w->n; r++) {
 		uint8_t key[8];
 		pair_key(key, ix->ru[r], ix->ri[r]);
@@ -219,10 +306,13 @@ int rk_interactions_flush(rk_interactions *ix)
 {
 	if (!ix->st || (ix->users.persisted == ix->users.ids.n && ix->items.persisted == ix->items.ids.n))
 		return 0;
-	struct write_ctx w = {ix, NULL, 0};
+	struct write_ctx w = {ix, NULL, 0, ix->items.ids.n};
+	uint64_t seq = ix->log_seq + (ix->items.persisted < ix->items.ids.n);
 	int rc = vr_store_write(ix->st, write_batch, &w);
-	if (!rc)
+	if (!rc) {
 		mark_persisted(ix);
+		ix->log_seq = seq;
+	}
 	return rc;
 }
 
@@ -332,6 +422,8 @@ int rk_interactions_open(rk_interactions **out, vr_store *st)
 	if (!rc)
 		rc = vr_store_dbi(st, "interactions", 0, &ix->db_pairs);
 	if (!rc)
+		rc = vr_store_dbi(st, "interaction_log", VR_DB_INTEGERKEY, &ix->db_log);
+	if (!rc)
 		rc = vr_store_read_begin(st, &txn);
 	if (!rc)
 		rc = load_ids(txn, &ix->users);
@@ -339,6 +431,14 @@ int rk_interactions_open(rk_interactions **out, vr_store *st)
 		rc = load_ids(txn, &ix->items);
 	if (!rc)
 		rc = load_pairs(txn, ix);
+	if (!rc) {
+		rc = vr_last_u64(txn, ix->db_log, &ix->log_seq);
+		if (rc == VR_ENOTFOUND) {
+			ix->log_seq = 0;
+			ix->log_partial = ix->users.ids.n || ix->items.ids.n;
+			rc = 0;
+		}
+	}
 	vr_store_read_end(txn);
 leave:
 	if (rc) {
@@ -454,16 +554,19 @@ int rk_interactions_add_batch(rk_interactions *ix, const rk_interaction_in *rows
 		rc = pairs_reserve(ix, n);
 	if (rc)
 		return rc;
+	uint32_t items_before = ix->items.ids.n;
 	for (size_t r = 0; r < n; r++) {
 		ix->ru[r] = vr_intern_add(&ix->users.ids, rows[r].user, rows[r].user_len);
 		ix->ri[r] = vr_intern_add(&ix->items.ids, rows[r].item, rows[r].item_len);
 	}
 	if (ix->st) {
-		struct write_ctx w = {ix, rows, n};
+		struct write_ctx w = {ix, rows, n, items_before};
+		uint64_t seq = ix->log_seq + (ix->items.persisted < items_before) + (n > 0);
 		rc = vr_store_write(ix->st, write_batch, &w);
 		if (rc)
 			return rc;
 		mark_persisted(ix);
+		ix->log_seq = seq;
 	}
 	for (size_t r = 0; r < n; r++) {
 		if (pair_put(ix, ix->ru[r], ix->ri[r], rows[r].ts))
@@ -472,6 +575,123 @@ int rk_interactions_add_batch(rk_interactions *ix, const rk_interaction_in *rows
 			stats->updated++;
 	}
 	return 0;
+}
+
+/* ---- the log ---- */
+
+uint64_t rk_interactions_log_seq(const rk_interactions *ix) { return ix->log_seq; }
+int rk_interactions_log_partial(const rk_interactions *ix) { return ix->log_partial; }
+
+int rk_interactions_log_read(rk_interactions *ix, uint64_t after, size_t max_bytes,
+			     rk_log_fn fn, void *ctx)
+{
+	vr_txn *txn;
+	vr_cursor *cur = NULL;
+	const void *k, *v;
+	size_t kl, vl, sent = 0;
+	uint64_t from = after + 1;
+	if (!ix->st)
+		return 0;
+	int rc = vr_store_read_begin(ix->st, &txn);
+	if (rc)
+		return rc;
+	if ((rc = vr_cursor_open(txn, ix->db_log, &cur)))
+		goto leave;
+	rc = vr_cursor_seek(cur, &from, sizeof from, &k, &kl, &v, &vl);
+	while (!rc && sent < max_bytes) {
+		uint64_t seq;
+		if (kl != sizeof seq) {
+			rc = VR_ECORRUPT;
+			break;
+		}
+		memcpy(&seq, k, sizeof seq);
+		if ((rc = fn(ctx, seq, v, vl)))
+			break;
+		sent += vl;
+		rc = vr_cursor_next(cur, &k, &kl, &v, &vl);
+	}
+	if (rc == VR_ENOTFOUND)
+		rc = 0;
+leave:
+	vr_cursor_close(cur);
+	vr_store_read_end(txn);
+	return rc;
+}
+
+int rk_log_decode(const void *rec, size_t len, rk_log_record *out)
+{
+	const uint8_t *p = rec, *end = p + len;
+	uint32_t magic, type, n;
+	memset(out, 0, sizeof *out);
+	if (len < LOG_HEADER)
+		return VR_ECORRUPT;
+	memcpy(&magic, p, 4);
+	memcpy(&type, p + 4, 4);
+	memcpy(&out->commit_unix_ms, p + 8, 8);
+	memcpy(&n, p + 16, 4);
+	if (magic != LOG_MAGIC || (type != RK_LOG_ROWS && type != RK_LOG_ITEMS) ||
+	    n > RK_LOG_MAX_ROWS)
+		return VR_ECORRUPT;
+	p += LOG_HEADER;
+	out->type = type;
+	out->n = n;
+	if (!(out->rows = calloc(n ? n : 1, sizeof *out->rows)))
+		return VR_ENOMEM;
+	for (uint32_t r = 0; r < n; r++) {
+		rk_interaction_in *row = &out->rows[r];
+		uint16_t ul = 0, il;
+		if (type == RK_LOG_ROWS) {
+			if (end - p < 12)
+				goto bad;
+			memcpy(&ul, p, 2);
+			memcpy(&il, p + 2, 2);
+			memcpy(&row->ts, p + 4, 8);
+			p += 12;
+		} else {
+			if (end - p < 2)
+				goto bad;
+			memcpy(&il, p, 2);
+			p += 2;
+		}
+		if ((size_t)(end - p) < (size_t)ul + il)
+			goto bad;
+		row->user = (const char *)p;
+		row->user_len = ul;
+		row->item = (const char *)p + ul;
+		row->item_len = il;
+		p += ul + il;
+		if ((type == RK_LOG_ROWS && vr_id_check(row->user, ul, NULL, 0)) ||
+		    vr_id_check(row->item, il, NULL, 0))
+			goto bad;
+	}
+	if (p != end)
+		goto bad;
+	return 0;
+bad:
+	free(out->rows);
+	out->rows = NULL;
+	return VR_ECORRUPT;
+}
+
+int rk_interactions_log_apply(rk_interactions *ix, uint64_t seq, const rk_log_record *r,
+			      rk_add_stats *stats)
+{
+	if (seq != ix->log_seq + 1)
+		return VR_ESTATE;
+	if (r->type == RK_LOG_ROWS) {
+		int rc = rk_interactions_add_batch(ix, r->rows, r->n, stats);
+		return rc ? rc : ix->log_seq == seq ? 0 : VR_ESTATE;
+	}
+	for (uint32_t k = 0; k < r->n; k++) {
+		uint32_t i;
+		if (!rk_items_find(ix, r->rows[k].item, r->rows[k].item_len, &i))
+			return VR_ESTATE; /* the writer's index of it differs */
+		int rc = rk_items_intern(ix, r->rows[k].item, r->rows[k].item_len, &i);
+		if (rc)
+			return rc;
+	}
+	int rc = rk_interactions_flush(ix);
+	return rc ? rc : ix->log_seq == seq ? 0 : VR_ESTATE;
 }
 
 /* ---- CSR ---- */

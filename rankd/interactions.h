@@ -11,8 +11,24 @@
  *   "items"         item id bytes -> uint32 index
  *   "interactions"  8-byte key: big-endian user index, big-endian item
  *                   index (so a cursor walks user by user) -> int64 seconds
+ *   "interaction_log"  integer key: sequence 1, 2, ... -> one log record
  * loaded by rk_interactions_open. Every rk_interactions_add_batch commits
  * one transaction before it returns.
+ *
+ * The log is what read replicas replay (rankd --writer): every commit that
+ * adds ids or pairs appends its records in the same transaction, so the
+ * log and the maps never disagree after a crash. Replaying the records in
+ * order from an empty store (rk_interactions_log_apply) rebuilds the same
+ * maps, the same indices, and a log of the same sequences. A record is
+ *   RK_LOG_ITEMS  item ids interned outside a batch (featured's new items,
+ *                 rk_items_intern then rk_interactions_flush), in index order
+ *   RK_LOG_ROWS   the rows of one rk_interactions_add_batch, as given
+ * stored as a 24-byte header (magic "RKL1", type, commit time in Unix ms,
+ * count; native endian as the rest of the store) then per row: ROWS: u16
+ * user length, u16 item length, i64 timestamp, the user and item bytes;
+ * ITEMS: u16 length, the id bytes. The log is never trimmed yet. A store
+ * that held ids before this log existed has no record of them
+ * (rk_interactions_log_partial). 
  *
  * Thread-safety: an rk_interactions is not locked. Reads (find, has, ids,
  * counts, rk_interactions_csr) may run concurrently with each other; any
@@ -105,6 +121,48 @@ int rk_interactions_has(const rk_interactions *ix, uint32_t u, uint32_t i, int64
  * stats->bad_row names it, nothing is added), VR_ETOOBIG (index or pair
  * limits), VR_ENOMEM, or a store error. */
 int rk_interactions_add_batch(rk_interactions *ix, const rk_interaction_in *rows, size_t n,
+			      rk_add_stats *stats);
+
+/* The log (above). */
+enum { RK_LOG_ROWS = 1, RK_LOG_ITEMS = 2 };
+#define RK_LOG_MAX_ROWS 100000u /* rows of one record: AddInteractions' limit */
+
+/* One decoded record: n rows whose id pointers point into the stored
+ * bytes (ITEMS: only item and item_len are set). rows is malloc'd. */
+typedef struct rk_log_record {
+	uint32_t type;
+	uint32_t n;
+	int64_t commit_unix_ms;
+	rk_interaction_in *rows;
+} rk_log_record;
+
+/* The last sequence written (0: none). Read under the caller's lock as
+ * rk_interactions_count. */
+uint64_t rk_interactions_log_seq(const rk_interactions *ix);
+/* 1 when the store held ids before its log began (a replica replaying
+ * the log would miss them). */
+int rk_interactions_log_partial(const rk_interactions *ix);
+
+/* Called per record by rk_interactions_log_read; non-zero stops the read
+ * and is returned. */
+typedef int (*rk_log_fn)(void *ctx, uint64_t seq, const void *rec, size_t len);
+/* Hands the stored records after sequence after to fn, in order, in one
+ * read transaction, until max_bytes of records went by (at least one) or
+ * the log ends. Any thread, no lock needed. Returns 0, fn's code or a
+ * store error. */
+int rk_interactions_log_read(rk_interactions *ix, uint64_t after, size_t max_bytes,
+			     rk_log_fn fn, void *ctx);
+/* Decodes one stored record of len bytes, checking every length and id
+ * (callable without a store: fuzzing). free(out->rows) after use. Returns
+ * 0, VR_ECORRUPT or VR_ENOMEM. */
+int rk_log_decode(const void *rec, size_t len, rk_log_record *out);
+/* Applies record r, the writer's sequence seq, as the writer did (needs
+ * the caller's exclusive lock): the next sequence here must be seq, and
+ * afterwards this log holds the record at seq too. stats as add_batch's
+ * (ITEMS: untouched). Returns 0, VR_ESTATE (seq is not the next one, or
+ * an id already has another index here: the two stores diverged), or
+ * add_batch's and flush's errors. */
+int rk_interactions_log_apply(rk_interactions *ix, uint64_t seq, const rk_log_record *r,
 			      rk_add_stats *stats);
 
 /* Snapshots every interaction into *out (n_users, n_items = the current

@@ -21,7 +21,8 @@ int main(int argc, char **argv)
 	vr_daemon d = { 0 };
 	rk_service svc = { 0 };
 	const char *featured_ca = NULL, *featured_token = NULL, *featured_token_file = NULL;
-	char *token_buf = NULL;
+	const char *writer_token_file = NULL;
+	char *token_buf = NULL, *writer_token = NULL;
 	char err[512];
 	const vr_flag flags[] = {
 		VR_DAEMON_FLAGS(&d, "127.0.0.1:50052"),
@@ -37,6 +38,15 @@ int main(int argc, char **argv)
 		  "featured's token itself (visible to ps: prefer --featured-token-file)", 0 },
 		{ "follow-featured", "VISREC_FOLLOW_FEATURED", VR_FLAG_BOOL, &svc.follow, "true",
 		  "follow featured's change feed so new items are rankable without retraining", 0 },
+		{ "writer", "VISREC_WRITER", VR_FLAG_STRING, &svc.writer_addr, NULL,
+		  "HOST:PORT of the writer rankd: set, this rankd is a read replica that copies the "
+		  "writer's interactions and models and refuses writes; unset: the writer", 0 },
+		{ "writer-token-file", "VISREC_WRITER_TOKEN_FILE", VR_FLAG_STRING, &writer_token_file, NULL,
+		  "file holding the writer's admin token (one line, not readable by other users), "
+		  "sent with the replica's feed and snapshot calls", 0 },
+		{ "snapshot-chunk-bytes", "VISREC_SNAPSHOT_CHUNK_BYTES", VR_FLAG_INT, &svc.snapshot_chunk, "0",
+		  "replica: bytes per chunk of the writer's snapshot stream (0: 1 MiB; 4096 .. 1 MiB); "
+		  "a restart resumes after the last chunk stored", 0 },
 		{ "max-k", "VISREC_MAX_K", VR_FLAG_INT, &svc.max_k, "1000",
 		  "largest k a Recommend may ask for", 0 },
 		{ "max-batch", "VISREC_MAX_BATCH", VR_FLAG_INT, &svc.max_batch, "256",
@@ -76,6 +86,22 @@ int main(int argc, char **argv)
 	}
 	if (token_buf)
 		featured_token = token_buf;
+	if (svc.snapshot_chunk && (svc.snapshot_chunk < 4096 || svc.snapshot_chunk > (1 << 20))) {
+		VR_ERROR("--snapshot-chunk-bytes must be 0 or 4096 .. 1048576");
+		return 2;
+	}
+	if (svc.writer_addr && !svc.writer_addr[0])
+		svc.writer_addr = NULL;
+	if (writer_token_file && !svc.writer_addr) {
+		VR_ERROR("--writer-token-file without --writer: set the writer's address too");
+		return 2;
+	}
+	if (writer_token_file && vr_flags_read_secret("writer-token-file", writer_token_file, &writer_token,
+						      err, sizeof err)) {
+		VR_ERROR("%s", err);
+		free(token_buf);
+		return 2;
+	}
 	code = vr_daemon_open(&d);
 	if (!code) {
 		vr_channel_opts copts = { .tls_root_file = featured_ca, .token = featured_token,
@@ -87,7 +113,17 @@ int main(int argc, char **argv)
 			svc.featured = vr_shards_channel(svc.shards, 0);
 		}
 	}
-	free(token_buf); /* the channel keeps its own copy */
+	if (!code && svc.writer_addr) {
+		vr_channel_opts wopts = { .token = writer_token, .max_message_bytes = (size_t)d.max_message };
+		int rc = vr_channel_create(&svc.writer, svc.writer_addr, &wopts);
+		if (rc) {
+			VR_ERROR("cannot set up the channel to the writer at %s: %s", svc.writer_addr,
+				 vr_strerror(rc));
+			code = 1;
+		}
+	}
+	free(token_buf); /* the channels keep their own copies */
+	free(writer_token);
 	if (!code) {
 		svc.store = d.store;
 		if (rk_service_open(&svc, err, sizeof err)) {
@@ -108,6 +144,7 @@ int main(int argc, char **argv)
 	vr_daemon_stop(&d);
 	rk_service_close(&svc);
 	vr_shards_close(svc.shards);
+	vr_channel_destroy(svc.writer);
 	if (vr_daemon_close(&d)) {
 		fflush(NULL);
 		_exit(code);

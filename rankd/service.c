@@ -70,7 +70,8 @@ double rk_latency_quantile(const rk_latency *l, double q, uint64_t *n)
 
 /* ---- start-up and end --------------------------------------------------- */
 
-static int load_active(rk_service *svc, char *err, size_t errlen)
+/* The active snapshot built for serving into *out (NULL when none). */
+static int build_active(rk_service *svc, rk_served **out, char *err, size_t errlen)
 {
 	rk_snap_meta meta;
 	rk_model *model = NULL;
@@ -107,8 +108,59 @@ static int load_active(rk_service *svc, char *err, size_t errlen)
 			 vr_strerror(rc));
 		return rc;
 	}
-	rk_served_unref(rk_serving_swap(&svc->serving, s));
+	*out = s;
 	return 0;
+}
+
+static int load_active(rk_service *svc, char *err, size_t errlen)
+{
+	rk_served *s = NULL;
+	int rc = build_active(svc, &s, err, errlen);
+	if (!rc && s)
+		rk_served_unref(rk_serving_swap(&svc->serving, s));
+	return rc;
+}
+
+int rk_service_install(rk_service *svc, uint64_t version, uint64_t featured_seq, char *err,
+		       size_t errlen)
+{
+	uint64_t seq = 0;
+	rk_served *s = NULL;
+	pthread_mutex_lock(&svc->swap_mu);
+	int rc = 0;
+	if (svc->follower)
+		seq = rk_follower_seq(svc->follower);
+	else
+		rc = rk_snap_seq(&svc->snap, &seq);
+	uint64_t from = featured_seq < seq ? featured_seq : seq;
+	if (rc || (rc = rk_snap_activate(&svc->snap, version, from))) {
+		snprintf(err, errlen, "cannot activate model snapshot v%" PRIu64 ": %s", version,
+			 vr_strerror(rc));
+		goto leave;
+	}
+	svc->seq_saved = from;
+	pthread_rwlock_rdlock(&svc->ix_lock);
+	rc = build_active(svc, &s, err, errlen);
+	pthread_rwlock_unlock(&svc->ix_lock);
+	if (rc)
+		goto leave;
+	pthread_rwlock_wrlock(&svc->ix_lock);
+	rk_served *old = rk_serving_swap(&svc->serving, s);
+	rk_overlay_prune(svc->live, &s->seen);
+	pthread_rwlock_unlock(&svc->ix_lock);
+	if (svc->follower && from < seq)
+		rk_follower_rewind(svc->follower, from);
+	pthread_mutex_unlock(&svc->swap_mu);
+	uint64_t old_version = old ? old->info.version : 0;
+	rk_served_unref(old);
+	if (old_version && old_version != version && (rc = rk_snap_drop(&svc->snap, old_version)))
+		VR_WARN("the replaced model snapshot v%" PRIu64 " could not be deleted: %s",
+			old_version, vr_strerror(rc));
+	rk_feed_notify(svc);
+	return 0;
+leave:
+	pthread_mutex_unlock(&svc->swap_mu);
+	return rc;
 }
 
 int rk_service_open(rk_service *svc, char *err, size_t errlen)
@@ -125,6 +177,8 @@ int rk_service_open(rk_service *svc, char *err, size_t errlen)
 	pthread_rwlockattr_destroy(&attr);
 	pthread_mutex_init(&svc->swap_mu, NULL);
 	pthread_mutex_init(&svc->train_mu, NULL);
+	pthread_mutex_init(&svc->feed_mu, NULL);
+	vr_cond_init(&svc->feed_cv);
 	rk_serving_init(&svc->serving);
 	svc->opened = 1;
 	if (svc->scan_threads <= 0) {
@@ -268,12 +322,21 @@ static int follow_apply(void *ctx, const Visrec__V1__ItemChange *c)
 	pthread_rwlock_rdlock(&svc->ix_lock);
 	rc = rk_items_find(svc->ix, c->item_id, len, &i);
 	pthread_rwlock_unlock(&svc->ix_lock);
+	if (rc == VR_ENOTFOUND && svc->writer_addr) {
+		/* A replica learns ids from its writer's log only, so that its
+		 * indices stay the writer's; the row comes with the next
+		 * snapshot. */
+		rc = note_seq(svc, c->seq);
+		goto leave;
+	}
 	if (rc == VR_ENOTFOUND) {
 		pthread_rwlock_wrlock(&svc->ix_lock);
 		rc = rk_items_intern(svc->ix, c->item_id, len, &i);
 		if (!rc)
 			rc = rk_interactions_flush(svc->ix);
 		pthread_rwlock_unlock(&svc->ix_lock);
+		if (!rc)
+			rk_feed_notify(svc);
 	}
 	if (rc == VR_EINVAL) {
 		char why[VR_ID_WHY], esc[64];
@@ -332,14 +395,15 @@ int rk_service_start(rk_service *svc)
 {
 	uint64_t seq = 0;
 	rk_metrics_start(svc);
-	if (!svc->follow || !svc->featured)
-		return 0;
+	int rc = svc->writer_addr ? rk_replica_start(svc) : 0;
+	if (rc || !svc->follow || !svc->featured)
+		return rc;
 	if (vr_shards_count(svc->shards) > 1) {
 		VR_WARN("rankd follows the change feed of a single featured only so far: with %zu "
 			"shards, new items become rankable at the next Train", vr_shards_count(svc->shards));
 		return 0;
 	}
-	int rc = rk_snap_seq(&svc->snap, &seq);
+	rc = rk_snap_seq(&svc->snap, &seq);
 	svc->seq_saved = seq;
 	if (!rc)
 		rc = rk_follower_start(&svc->follower, svc->featured, seq, follow_apply, svc);
@@ -374,6 +438,7 @@ void rk_service_close(rk_service *svc)
 	if (!svc->opened)
 		return;
 	rk_metrics_stop(svc);
+	rk_replica_stop(svc);
 	if (svc->follower) {
 		uint64_t seq = rk_follower_seq(svc->follower);
 		rk_follower_stop(svc->follower);
@@ -398,6 +463,8 @@ void rk_service_close(rk_service *svc)
 	pthread_rwlock_destroy(&svc->ix_lock);
 	pthread_mutex_destroy(&svc->swap_mu);
 	pthread_mutex_destroy(&svc->train_mu);
+	pthread_mutex_destroy(&svc->feed_mu);
+	pthread_cond_destroy(&svc->feed_cv);
 	svc->opened = 0;
 }
 
@@ -429,6 +496,7 @@ int rk_service_publish(rk_service *svc, rk_served *next, uint64_t base_seq)
 	if (svc->follower && from < seq)
 		rk_follower_rewind(svc->follower, from);
 	pthread_mutex_unlock(&svc->swap_mu);
+	rk_feed_notify(svc);
 	uint64_t old_version = old ? old->info.version : 0;
 	rk_served_unref(old);
 	if (old_version && (rc = rk_snap_drop(&svc->snap, old_version)))
@@ -463,6 +531,12 @@ int rk_service_register(rk_service *svc, vr_server *srv)
 		M("Evaluate", evaluate_request, evaluate_response, VR_UNARY, 0, rk_handle_evaluate, 1),
 		M("Info", rank_info_request, rank_info_response, VR_UNARY, 0, rk_handle_info, 0),
 		M("Audience", audience_request, audience_response, VR_UNARY, 0, rk_handle_audience, 0),
+		M("Snapshot", snapshot_request, snapshot_chunk, VR_SERVER_STREAM, 1, rk_handle_snapshot, 0),
+		{ .path = "/visrec.v1.Rank/InteractionFeed",
+		  .request = &visrec__v1__interaction_feed_request__descriptor,
+		  .response = &visrec__v1__interaction_feed_message__descriptor,
+		  .kind = VR_SERVER_STREAM, .admin = 1, .handler = rk_handle_interaction_feed,
+		  .ctx = svc, .follower = 1 },
 	};
 	return vr_server_add_service(srv, table, sizeof table / sizeof table[0]);
 }

@@ -69,6 +69,9 @@ typedef struct rk_service {
 				   * the only ranking call in flight; 0 = the online
 				   * CPUs, 1 = never split (topk.h's pool) */
 	int follow;               /* follow featured's change feed */
+	const char *writer_addr;  /* set: a read replica of this writer (replica.c) */
+	vr_channel *writer;       /* channel to the writer (not owned) */
+	int snapshot_chunk;       /* replica: Snapshot's chunk_bytes (0: the writer's default) */
 	/* State (rk_service_open). */
 	rk_interactions *ix;
 	pthread_rwlock_t ix_lock;
@@ -81,6 +84,12 @@ typedef struct rk_service {
 	int64_t seq_saved_ms;
 	pthread_mutex_t train_mu;
 	struct rk_train_job *job;
+	/* The interaction feed (replica.c): feed_gen counts log appends and
+	 * model swaps, so InteractionFeed streams wait on feed_cv for it. */
+	pthread_mutex_t feed_mu;
+	pthread_cond_t feed_cv;
+	uint64_t feed_gen;
+	struct rk_replica *replica;
 	rk_latency recommend_ns;  /* Recommend handler time, request to reply */
 	struct rk_scan_pool *scan_pool; /* scan_threads - 1 helpers, or NULL */
 	atomic_int ranking;       /* Recommend, RecommendBatch calls in flight */
@@ -129,6 +138,15 @@ int rk_service_register(rk_service *svc, vr_server *srv);
  * store error (the previous model stays served). */
 int rk_service_publish(rk_service *svc, rk_served *next, uint64_t base_seq);
 
+/* A replica's swap (replica.c): activates the stored snapshot version
+ * (imported from the writer) with featured's feed position rewound to
+ * featured_seq when lower, builds it for serving with the interactions
+ * held now as its seen lists (as a restart does), swaps it in and drops
+ * the previous one. Returns 0 or an error (err says which; the previous
+ * model stays served). */
+int rk_service_install(rk_service *svc, uint64_t version, uint64_t featured_seq, char *err,
+		       size_t errlen);
+
 /* 1 while a training run holds the service; its model kind and epoch
  * (done/total) when not NULL. */
 int rk_service_training(rk_service *svc, int *kind, uint32_t *epoch, uint32_t *epochs);
@@ -146,6 +164,27 @@ int rk_train_check(const Visrec__V1__TrainRequest *r, char *why, size_t cap);
 /* rk_check_audience: an Audience request's item id and k (512 bytes). */
 int rk_check_audience(const rk_service *svc, const Visrec__V1__AudienceRequest *r, char *err);
 
+/* Stores n interactions as AddInteractions does (under ix_lock
+ * exclusive, the overlay and the served catalogue updated, the feed
+ * woken). rec: a replica applying the writer's log record rec at
+ * sequence seq instead (rows and n are then rec's; an ITEMS record only
+ * interns its ids). totals[3]: users, items, pairs after it. Returns 0 or
+ * rk_interactions_add_batch's / rk_interactions_log_apply's error. */
+int rk_service_add(rk_service *svc, const rk_interaction_in *rows, size_t n, uint64_t seq,
+		   const rk_log_record *rec, rk_add_stats *st, uint64_t totals[3]);
+
+/* Read replicas (replica.c). rk_feed_notify wakes the InteractionFeed
+ * streams (after a log append or a model swap). rk_replica_start starts
+ * following svc->writer (when svc->writer_addr is set); rk_replica_stop
+ * ends it. rk_replica_info fills Info's writer fields. rk_refuse_write:
+ * on a replica, FAILED_PRECONDITION naming the writer (the handler
+ * returns it), else 0. */
+void rk_feed_notify(rk_service *svc);
+int rk_replica_start(rk_service *svc);
+void rk_replica_stop(rk_service *svc);
+void rk_replica_info(rk_service *svc, Visrec__V1__RankInfoResponse *resp);
+int rk_refuse_write(rk_service *svc, vr_call *call);
+
 /* Handlers; ctx is the rk_service. */
 int rk_handle_add_interactions(vr_call *call, void *ctx);
 int rk_handle_train(vr_call *call, void *ctx);
@@ -155,5 +194,7 @@ int rk_handle_score(vr_call *call, void *ctx);
 int rk_handle_evaluate(vr_call *call, void *ctx);
 int rk_handle_info(vr_call *call, void *ctx);
 int rk_handle_audience(vr_call *call, void *ctx);
+int rk_handle_interaction_feed(vr_call *call, void *ctx);
+int rk_handle_snapshot(vr_call *call, void *ctx);
 
 #endif

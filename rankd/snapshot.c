@@ -65,6 +65,8 @@ int rk_snap_open(rk_snap *s, vr_store *st)
 		rc = vr_store_dbi(st, "cold_rows", 0, &s->cold_rows);
 	if (!rc)
 		rc = vr_store_dbi(st, "serving", 0, &s->serving);
+	if (!rc)
+		rc = vr_store_dbi(st, "snapshot_stage", 0, &s->stage);
 	return rc;
 }
 
@@ -220,7 +222,8 @@ static void drop_pages(const void *p, size_t len)
 
 /* Appends n rows that may sit at any address in the map (LMDB aligns small
  * values to 2 bytes only). */
-static int append_stored(struct rk_index *index, const void *src, uint32_t n, uint32_t dim)
+static int append_stored(struct rk_index *index, const void *src, uint32_t n, uint32_t dim,
+			 int mapped)
 {
 	if (((uintptr_t)src & (sizeof(float) - 1)) == 0) {
 		uint32_t per = LOAD_BYTES / (dim * (uint32_t)sizeof(float));
@@ -229,7 +232,8 @@ static int append_stored(struct rk_index *index, const void *src, uint32_t n, ui
 			uint32_t take = n - done < per ? n - done : per;
 			const float *rows = (const float *)src + (size_t)done * dim;
 			rc = rk_index_append(index, rows, take, NULL);
-			drop_pages(rows, (size_t)take * dim * sizeof(float));
+			if (mapped)
+				drop_pages(rows, (size_t)take * dim * sizeof(float));
 			done += take;
 		}
 		return rc;
@@ -282,9 +286,11 @@ static int apply_cold(rk_snap *s, vr_txn *txn, uint64_t version, struct rk_index
 	return rc == VR_ENOTFOUND ? 0 : rc;
 }
 
-int rk_snap_decode(const rk_snap_meta *meta, const void *model, size_t model_len,
-		   const void *rows, size_t rows_len, rk_model **model_out,
-		   struct rk_index **index_out)
+/* rk_snap_decode; mapped: rows lie in the LMDB map, whose pages it drops
+ * once read (never memory of our own: that would zero it). */
+static int snap_decode(const rk_snap_meta *meta, const void *model, size_t model_len,
+		       const void *rows, size_t rows_len, rk_model **model_out,
+		       struct rk_index **index_out, int mapped)
 {
 	rk_model *m = NULL;
 	struct rk_index *ix = NULL;
@@ -304,7 +310,7 @@ int rk_snap_decode(const rk_snap_meta *meta, const void *model, size_t model_len
 		goto fail;
 	if ((rc = rk_index_create(meta->dim, NULL, &ix)))
 		goto fail;
-	if (h.n && (rc = append_stored(ix, (const char *)rows + ROWS_HEADER, h.n, h.dim)))
+	if (h.n && (rc = append_stored(ix, (const char *)rows + ROWS_HEADER, h.n, h.dim, mapped)))
 		goto fail;
 	*model_out = m;
 	*index_out = ix;
@@ -315,6 +321,13 @@ fail:
 	/* The index refuses a dim over its limit or a value that is not
 	 * finite: stored, either is damage. */
 	return rc == VR_EINVAL ? VR_ECORRUPT : rc;
+}
+
+int rk_snap_decode(const rk_snap_meta *meta, const void *model, size_t model_len,
+		   const void *rows, size_t rows_len, rk_model **model_out,
+		   struct rk_index **index_out)
+{
+	return snap_decode(meta, model, model_len, rows, rows_len, model_out, index_out, 0);
 }
 
 int rk_snap_load(rk_snap *s, const rk_snap_meta *meta, uint32_t n_items, rk_model **model,
@@ -331,7 +344,7 @@ int rk_snap_load(rk_snap *s, const rk_snap_meta *meta, uint32_t n_items, rk_mode
 	int rc = vr_store_read_begin(s->st, &txn);
 	if (rc || (rc = vr_get(txn, s->models, key, strlen(key), &mval, &mlen)) ||
 	    (rc = vr_get(txn, s->rows, key, strlen(key), &rval, &rlen)) ||
-	    (rc = rk_snap_decode(meta, mval, mlen, rval, rlen, model, index)))
+	    (rc = snap_decode(meta, mval, mlen, rval, rlen, model, index, 1)))
 		goto fail;
 	drop_pages(mval, mlen);
 	if (!(row = malloc((size_t)meta->dim * sizeof(float)))) {
@@ -446,6 +459,360 @@ int rk_snap_drop(rk_snap *s, uint64_t version)
 {
 	struct drop_ctx c = { s, version };
 	return vr_store_write(s->st, drop_fn, &c);
+}
+
+/* ---- export and import (read replicas) ------------------------------------ */
+
+#define EXPORT_MAGIC "RKSNAPX1"
+
+/* The export's header; the parts follow in this order. */
+struct export_header {
+	char magic[8];
+	uint64_t version;
+	uint64_t featured_seq;
+	uint64_t model_len, rows_len;
+	uint32_t meta_len, n_cold;
+	uint32_t dim, need_items;
+};
+
+int rk_snap_export(rk_snap *s, uint64_t version, void **out, size_t *out_len)
+{
+	vr_txn *txn = NULL;
+	vr_cursor *cur = NULL;
+	char key[32];
+	const void *mval, *rval, *meta_val, *k, *v, *val;
+	size_t mlen, rlen, meta_len, kl, vl, len;
+	uint8_t start[8];
+	rk_snap_meta meta;
+	char *buf = NULL;
+	*out = NULL;
+	*out_len = 0;
+	int rc = vr_store_read_begin(s->st, &txn);
+	if (rc)
+		return rc;
+	if (!version) {
+		if ((rc = vr_get(txn, s->serving, "active", 6, &val, &len)))
+			goto leave;
+		if (len != sizeof version) {
+			rc = VR_ECORRUPT;
+			goto leave;
+		}
+		memcpy(&version, val, sizeof version);
+	}
+	meta_key(key, sizeof key, version);
+	if ((rc = vr_get(txn, s->serving, key, strlen(key), &meta_val, &meta_len)) ||
+	    (rc = rk_snap_meta_decode(meta_val, meta_len, version, &meta)))
+		goto leave;
+	version_key(key, sizeof key, version);
+	if ((rc = vr_get(txn, s->models, key, strlen(key), &mval, &mlen)) ||
+	    (rc = vr_get(txn, s->rows, key, strlen(key), &rval, &rlen)))
+		goto leave;
+	struct export_header h = { .version = version, .model_len = mlen, .rows_len = rlen,
+				   .meta_len = (uint32_t)meta_len, .dim = meta.dim,
+				   .need_items = meta.n_rows };
+	memcpy(h.magic, EXPORT_MAGIC, sizeof h.magic);
+	rc = vr_get(txn, s->serving, "featured_seq", 12, &val, &len);
+	if (!rc && len == sizeof h.featured_seq)
+		memcpy(&h.featured_seq, val, len);
+	else if (rc && rc != VR_ENOTFOUND)
+		goto leave;
+	/* Count the cold rows first, then copy everything into one buffer. */
+	size_t row_bytes = (size_t)meta.dim * sizeof(float);
+	row_key(start, version, 0);
+	if ((rc = vr_cursor_open(txn, s->cold_rows, &cur)))
+		goto leave;
+	rc = vr_cursor_seek(cur, start, sizeof start, &k, &kl, &v, &vl);
+	while (!rc && kl == 8 && !memcmp(k, start, 4)) {
+		if (vl != row_bytes) {
+			rc = VR_ECORRUPT;
+			goto leave;
+		}
+		uint32_t item = be32((const uint8_t *)k + 4);
+		if (item + 1 > h.need_items)
+			h.need_items = item + 1;
+		h.n_cold++;
+		rc = vr_cursor_next(cur, &k, &kl, &v, &vl);
+	}
+	if (rc != VR_ENOTFOUND && rc)
+		goto leave;
+	size_t total = sizeof h + meta_len + mlen + rlen + (size_t)h.n_cold * (4 + row_bytes);
+	if (!(buf = malloc(total))) {
+		rc = VR_ENOMEM;
+		goto leave;
+	}
+	char *p = buf;
+	memcpy(p, &h, sizeof h);
+	p += sizeof h;
+	memcpy(p, meta_val, meta_len);
+	p += meta_len;
+	memcpy(p, mval, mlen);
+	p += mlen;
+	memcpy(p, rval, rlen);
+	p += rlen;
+	rc = vr_cursor_seek(cur, start, sizeof start, &k, &kl, &v, &vl);
+	while (!rc && kl == 8 && !memcmp(k, start, 4)) {
+		uint32_t item = be32((const uint8_t *)k + 4);
+		memcpy(p, &item, 4);
+		memcpy(p + 4, v, row_bytes);
+		p += 4 + row_bytes;
+		rc = vr_cursor_next(cur, &k, &kl, &v, &vl);
+	}
+	if (rc == VR_ENOTFOUND)
+		rc = 0;
+	if (!rc && (size_t)(p - buf) != total)
+		rc = VR_ECORRUPT; /* the cold rows changed under a read transaction: cannot */
+leave:
+	vr_cursor_close(cur);
+	vr_store_read_end(txn);
+	if (rc) {
+		free(buf);
+		return rc;
+	}
+	*out = buf;
+	*out_len = total;
+	return 0;
+}
+
+int rk_snap_export_decode(const void *buf, size_t len, rk_snap_export_view *x)
+{
+	struct export_header h;
+	const char *p = buf;
+	memset(x, 0, sizeof *x);
+	if (len < sizeof h)
+		return VR_ECORRUPT;
+	memcpy(&h, p, sizeof h);
+	if (memcmp(h.magic, EXPORT_MAGIC, sizeof h.magic) || h.model_len > len || h.rows_len > len ||
+	    h.meta_len > len || h.dim == 0 || h.dim > (1u << 20))
+		return VR_ECORRUPT;
+	size_t row_bytes = (size_t)h.dim * sizeof(float);
+	size_t need = sizeof h + h.meta_len + h.model_len + h.rows_len;
+	if (need > len || (len - need) / (4 + row_bytes) != h.n_cold ||
+	    (len - need) % (4 + row_bytes))
+		return VR_ECORRUPT;
+	int rc = rk_snap_meta_decode(p + sizeof h, h.meta_len, h.version, &x->meta);
+	if (rc)
+		return rc;
+	if (x->meta.dim != h.dim)
+		return VR_ECORRUPT;
+	x->featured_seq = h.featured_seq;
+	x->need_items = h.need_items;
+	x->meta_val = p + sizeof h;
+	x->meta_len = h.meta_len;
+	x->model = x->meta_val + h.meta_len;
+	x->model_len = (size_t)h.model_len;
+	x->rows = x->model + h.model_len;
+	x->rows_len = (size_t)h.rows_len;
+	x->cold = x->rows + h.rows_len;
+	x->n_cold = h.n_cold;
+	for (uint32_t c = 0; c < h.n_cold; c++) {
+		uint32_t item;
+		memcpy(&item, x->cold + c * (4 + row_bytes), 4);
+		if (item >= h.need_items)
+			return VR_ECORRUPT;
+	}
+	return 0;
+}
+
+static int import_fn(vr_txn *txn, void *arg)
+{
+	const rk_snap_export_view *x = ((void **)arg)[1];
+	rk_snap *s = ((void **)arg)[0];
+	char key[32];
+	size_t row_bytes = (size_t)x->meta.dim * sizeof(float);
+	version_key(key, sizeof key, x->meta.version);
+	int rc = vr_put(txn, s->models, key, strlen(key), x->model, x->model_len);
+	if (!rc)
+		rc = vr_put(txn, s->rows, key, strlen(key), x->rows, x->rows_len);
+	meta_key(key, sizeof key, x->meta.version);
+	if (!rc)
+		rc = vr_put(txn, s->serving, key, strlen(key), x->meta_val, x->meta_len);
+	for (uint32_t c = 0; !rc && c < x->n_cold; c++) {
+		uint32_t item;
+		uint8_t k[8];
+		memcpy(&item, x->cold + c * (4 + row_bytes), 4);
+		row_key(k, x->meta.version, item);
+		rc = vr_put(txn, s->cold_rows, k, sizeof k, x->cold + c * (4 + row_bytes) + 4, row_bytes);
+	}
+	return rc;
+}
+
+int rk_snap_import(rk_snap *s, const rk_snap_export_view *x)
+{
+	rk_model *m = NULL;
+	struct rk_index *ix = NULL;
+	int rc = snap_decode(&x->meta, x->model, x->model_len, x->rows, x->rows_len, &m, &ix, 0);
+	rk_model_free(m);
+	rk_index_destroy(ix);
+	if (rc)
+		return rc;
+	void *arg[2] = { s, (void *)x };
+	return vr_store_write(s->st, import_fn, arg);
+}
+
+/* The stage: "h" holds struct stage_head, be64 offset keys the chunks. */
+struct stage_head {
+	uint64_t version, total;
+	uint32_t whole_crc, pad;
+};
+
+static int stage_clear_txn(vr_txn *txn, rk_snap *s)
+{
+	vr_cursor *cur;
+	const void *k;
+	size_t kl;
+	int rc = vr_cursor_open(txn, s->stage, &cur);
+	if (rc)
+		return rc;
+	/* Deleting under a cursor moves it; collect nothing, restart the seek. */
+	for (;;) {
+		rc = vr_cursor_seek(cur, NULL, 0, &k, &kl, NULL, NULL);
+		if (rc)
+			break;
+		char key[16];
+		if (kl > sizeof key) {
+			rc = VR_ECORRUPT;
+			break;
+		}
+		memcpy(key, k, kl);
+		if ((rc = vr_del(txn, s->stage, key, kl)))
+			break;
+	}
+	vr_cursor_close(cur);
+	return rc == VR_ENOTFOUND ? 0 : rc;
+}
+
+struct stage_put_ctx {
+	rk_snap *s;
+	struct stage_head head;
+	uint64_t offset;
+	const void *data;
+	size_t len;
+};
+
+static int stage_put_fn(vr_txn *txn, void *arg)
+{
+	struct stage_put_ctx *c = arg;
+	const void *val;
+	size_t len;
+	int rc = vr_get(txn, c->s->stage, "h", 1, &val, &len);
+	if (rc == VR_ENOTFOUND || (!rc && (len != sizeof c->head || memcmp(val, &c->head, len)))) {
+		if ((rc = stage_clear_txn(txn, c->s)) ||
+		    (rc = vr_put(txn, c->s->stage, "h", 1, &c->head, sizeof c->head)))
+			return rc;
+	} else if (rc) {
+		return rc;
+	}
+	uint8_t key[8];
+	for (int b = 0; b < 8; b++)
+		key[b] = (uint8_t)(c->offset >> (56 - 8 * b));
+	return vr_put(txn, c->s->stage, key, sizeof key, c->data, c->len);
+}
+
+int rk_snap_stage_put(rk_snap *s, uint64_t version, uint64_t total, uint32_t whole_crc,
+		      uint64_t offset, const void *data, size_t len)
+{
+	struct stage_put_ctx c = { .s = s, .head = { version, total, whole_crc, 0 }, .offset = offset,
+				   .data = data, .len = len };
+	return vr_store_write(s->st, stage_put_fn, &c);
+}
+
+int rk_snap_stage_state(rk_snap *s, uint64_t *version, uint64_t *total, uint32_t *whole_crc,
+			uint64_t *have)
+{
+	vr_txn *txn;
+	vr_cursor *cur = NULL;
+	const void *k, *v;
+	size_t kl, vl;
+	struct stage_head h;
+	*version = *total = *have = 0;
+	*whole_crc = 0;
+	int rc = vr_store_read_begin(s->st, &txn);
+	if (rc)
+		return rc;
+	rc = vr_get(txn, s->stage, "h", 1, &v, &vl);
+	if (rc == VR_ENOTFOUND) {
+		rc = 0;
+		goto leave;
+	}
+	if (rc || vl != sizeof h) {
+		rc = rc ? rc : VR_ECORRUPT;
+		goto leave;
+	}
+	memcpy(&h, v, sizeof h);
+	/* Chunks are contiguous from 0 (each put follows the last): their
+	 * sizes add up to the next offset to ask for. */
+	if ((rc = vr_cursor_open(txn, s->stage, &cur)))
+		goto leave;
+	uint8_t zero[8] = { 0 };
+	uint64_t next = 0;
+	rc = vr_cursor_seek(cur, zero, sizeof zero, &k, &kl, &v, &vl);
+	while (!rc && kl == 8) {
+		uint64_t off = 0;
+		for (int b = 0; b < 8; b++)
+			off = off << 8 | ((const uint8_t *)k)[b];
+		if (off != next)
+			break;
+		next += vl;
+		rc = vr_cursor_next(cur, &k, &kl, &v, &vl);
+	}
+	if (rc == VR_ENOTFOUND)
+		rc = 0;
+	*version = h.version;
+	*total = h.total;
+	*whole_crc = h.whole_crc;
+	*have = next;
+leave:
+	vr_cursor_close(cur);
+	vr_store_read_end(txn);
+	return rc;
+}
+
+int rk_snap_stage_take(rk_snap *s, uint64_t total, void **out)
+{
+	vr_txn *txn;
+	vr_cursor *cur = NULL;
+	const void *k, *v;
+	size_t kl, vl;
+	uint8_t zero[8] = { 0 };
+	*out = NULL;
+	char *buf = malloc(total ? total : 1);
+	if (!buf)
+		return VR_ENOMEM;
+	int rc = vr_store_read_begin(s->st, &txn);
+	if (!rc)
+		rc = vr_cursor_open(txn, s->stage, &cur);
+	uint64_t have = 0;
+	if (!rc)
+		rc = vr_cursor_seek(cur, zero, sizeof zero, &k, &kl, &v, &vl);
+	while (!rc && kl == 8) {
+		if (vl > total - have) {
+			rc = VR_ECORRUPT;
+			break;
+		}
+		memcpy(buf + have, v, vl);
+		have += vl;
+		rc = vr_cursor_next(cur, &k, &kl, &v, &vl);
+	}
+	if (rc == VR_ENOTFOUND)
+		rc = have == total ? 0 : VR_ECORRUPT;
+	vr_cursor_close(cur);
+	vr_store_read_end(txn);
+	if (rc) {
+		free(buf);
+		return rc;
+	}
+	*out = buf;
+	return 0;
+}
+
+static int stage_clear_fn(vr_txn *txn, void *arg)
+{
+	return stage_clear_txn(txn, arg);
+}
+
+int rk_snap_stage_clear(rk_snap *s)
+{
+	return vr_store_write(s->st, stage_clear_fn, s);
 }
 
 /* ---- DVBPR checkpoints ---------------------------------------------------- */

@@ -35,6 +35,17 @@
  * checkpoint whole or the new one whole, never the models of one with the
  * meta of the other.
  *
+ * Read replicas (rankd --writer) copy snapshots whole: rk_snap_export
+ * reads one version's model, rows, meta, cold rows and featured_seq in one
+ * read transaction into one buffer (a 56-byte header, then the stored
+ * values as they are), which the writer streams in chunks; the replica
+ * stages the chunks it got in
+ *   db "snapshot_stage"  "h"             the staged export's version, size, CRC
+ *                        be64 offset     the bytes of the export from offset
+ * so a restart resumes after the last one, and rk_snap_import stores the
+ * export's parts under their usual keys in one transaction, after checking
+ * them as rk_snap_load would.
+ *
  * Thread-safety: as the store (any thread; LMDB serialises writers). */
 #ifndef RK_SNAPSHOT_H
 #define RK_SNAPSHOT_H
@@ -59,7 +70,7 @@ typedef struct rk_snap_meta {
 
 typedef struct rk_snap {
 	vr_store *st;
-	vr_dbi models, rows, cold_rows, serving;
+	vr_dbi models, rows, cold_rows, serving, stage;
 } rk_snap;
 
 /* Opens (creating) the four databases; at start-up, before threads use the
@@ -173,6 +184,43 @@ int rk_snap_ckpt_decode(const void *val, size_t len, rk_snap_ckpt *c);
  * each, into m and v. Returns 0, VR_ENOTFOUND, VR_ESTATE (not n floats, or
  * c was made with SGD), or a store error. */
 int rk_snap_ckpt_load_adam(rk_snap *s, const rk_snap_ckpt *c, float *m, float *v, size_t n);
+
+/* Export (above): version's snapshot (0: the active one) as one malloc'd
+ * buffer of *len bytes. Returns 0, VR_ENOTFOUND (no such snapshot, or none
+ * active), VR_ECORRUPT, VR_ENOMEM or a store error. */
+int rk_snap_export(rk_snap *s, uint64_t version, void **out, size_t *len);
+
+/* An export's parts, pointing into its buffer. */
+typedef struct rk_snap_export_view {
+	rk_snap_meta meta;
+	uint64_t featured_seq;  /* the writer's featured feed position */
+	uint32_t need_items;    /* items the importer must know: rows and cold rows */
+	const char *meta_val, *model, *rows, *cold;
+	size_t meta_len, model_len, rows_len;
+	uint32_t n_cold;        /* cold records: u32 item, then dim floats */
+} rk_snap_export_view;
+
+/* Checks an export's framing (every length, the meta, the cold rows'
+ * items) and points x at its parts; callable without a store (fuzzing).
+ * Returns 0 or VR_ECORRUPT. */
+int rk_snap_export_decode(const void *buf, size_t len, rk_snap_export_view *x);
+/* Stores a decoded export's parts under its version after checking the
+ * model and rows as rk_snap_load does (not served until rk_snap_activate).
+ * Returns 0, VR_ECORRUPT, VR_ENOMEM or a store error. */
+int rk_snap_import(rk_snap *s, const rk_snap_export_view *x);
+
+/* The stage (above). put: stores a chunk at offset of the export (version,
+ * total bytes, whole_crc), clearing a stage of another export first.
+ * state: the staged export (version 0: none) and the contiguous bytes held
+ * from 0. take: those total bytes as one malloc'd buffer (VR_ECORRUPT when
+ * they do not add up to total). clear: drops the stage. Each returns 0, or
+ * VR_ENOMEM, VR_ECORRUPT, or a store error. */
+int rk_snap_stage_put(rk_snap *s, uint64_t version, uint64_t total, uint32_t whole_crc,
+		      uint64_t offset, const void *data, size_t len);
+int rk_snap_stage_state(rk_snap *s, uint64_t *version, uint64_t *total, uint32_t *whole_crc,
+			uint64_t *have);
+int rk_snap_stage_take(rk_snap *s, uint64_t total, void **out);
+int rk_snap_stage_clear(rk_snap *s);
 
 /* Deletes every part of a snapshot that is no longer served. Returns 0 or
  * a store error; VR_ESTATE when version is the active one. */

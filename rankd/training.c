@@ -321,6 +321,9 @@ int rk_handle_train(vr_call *call, void *ctx)
 {
 	rk_service *svc = ctx;
 	const Visrec__V1__TrainRequest *r = (const void *)vr_call_request(call);
+	int refused = rk_refuse_write(svc, call);
+	if (refused)
+		return refused;
 	struct rk_train_job *job = calloc(1, sizeof *job);
 	if (!job)
 		return VR_ENOMEM;

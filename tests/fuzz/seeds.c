@@ -12,6 +12,7 @@
 #include "err.h"
 #include "fstore.h"
 #include "icsv.h"
+#include "interactions.h"
 #include "jpeg_fixtures.h"
 #include "model.h"
 #include "safetensors.h"
@@ -436,6 +437,16 @@ static void seeds_snapshot(void)
 			get_value(st, "cold_rows", rk, 8, &s);
 		}
 		emit(&s, "fuzz_rankd_snapshot", snaps[i].name);
+		/* The same snapshot as a writer exports it to a replica. */
+		void *x;
+		size_t xl;
+		if ((rc = rk_snap_activate(&snap, meta.version, 5)) ||
+		    (rc = rk_snap_export(&snap, meta.version, &x, &xl)))
+			die("rk_snap_export", rc);
+		put_u8(&s, 1);
+		put(&s, x, xl);
+		emit(&s, "fuzz_rankd_replica", snaps[i].name);
+		free(x);
 		free(s.p);
 		free(rows);
 		rk_model_free(m);
@@ -539,6 +550,39 @@ static void seeds_featured_requests(void)
 	Visrec__V1__FeaturedInfoRequest info = VISREC__V1__FEATURED_INFO_REQUEST__INIT;
 	message(h, "info", 5, &info.base);
 	tjFree(img);
+}
+
+/* A writer's interaction log: a batch of rows, then item ids interned
+ * outside a batch (featured's new items), as InteractionFeed sends them. */
+static int emit_log_record(void *ctx, uint64_t seq, const void *rec, size_t len)
+{
+	struct seed s = { 0 };
+	char name[32];
+	(void)ctx;
+	put_u8(&s, 0);
+	put(&s, rec, len);
+	snprintf(name, sizeof name, "log-%llu", (unsigned long long)seq);
+	emit(&s, "fuzz_rankd_replica", name);
+	free(s.p);
+	return 0;
+}
+
+static void seeds_replica_log(void)
+{
+	vr_store *st = open_store("rankd-log");
+	rk_interactions *ix;
+	uint32_t i;
+	int rc = rk_interactions_open(&ix, st);
+	const rk_interaction_in rows[] = {
+		{ "u1", 2, "i1", 2, 100 }, { "u2", 2, "i1", 2, 101 }, { "u1", 2, "caf\xc3\xa9", 5, -7 },
+	};
+	if (rc || (rc = rk_interactions_add_batch(ix, rows, 3, NULL)) ||
+	    (rc = rk_items_intern(ix, "new-item", 8, &i)) || (rc = rk_items_intern(ix, "i9", 2, &i)) ||
+	    (rc = rk_interactions_flush(ix)) ||
+	    (rc = rk_interactions_log_read(ix, 0, 1 << 20, emit_log_record, NULL)))
+		die("the interaction log", rc);
+	rk_interactions_close(ix);
+	vr_store_close(st);
 }
 
 static void seeds_rankd_requests(void)
@@ -678,6 +722,7 @@ int main(int argc, char **argv)
 	seeds_safetensors();
 	seeds_fstore();
 	seeds_snapshot();
+	seeds_replica_log();
 	seeds_featured_requests();
 	seeds_rankd_requests();
 	char cmd[200];

@@ -28,6 +28,7 @@
 #include "deadline.h"
 #include "err.h"
 #include "log.h"
+#include "tcache.h"
 #include "visrec/v1/rankd.pb-c.h"
 
 /* ---- latency ------------------------------------------------------------ */
@@ -134,6 +135,8 @@ int rk_service_open(rk_service *svc, char *err, size_t errlen)
 	if (svc->scan_threads > 16)
 		svc->scan_threads = 16;
 	int rc = rk_overlay_create(&svc->live);
+	if (!rc && svc->topk_cache_mb > 0)
+		rc = rk_tcache_create((size_t)svc->topk_cache_mb << 20, &svc->tcache);
 	if (!rc && svc->scan_threads > 1)
 		rc = rk_scan_pool_create(svc->scan_threads - 1, &svc->scan_pool);
 	if (rc) {
@@ -290,7 +293,7 @@ static int follow_apply(void *ctx, const Visrec__V1__ItemChange *c)
 	if (!f) {
 		/* No visual terms: a new item gets the zero row a cold item has,
 		 * implied for stored snapshots; a known one keeps its row. */
-		if (i >= have && (rc = rk_served_pad(s, i + 1)))
+		if (i >= have && (rc = rk_service_pad(svc, s, i + 1)))
 			goto leave;
 		rc = note_seq(svc, c->seq);
 		goto leave;
@@ -311,6 +314,9 @@ static int follow_apply(void *ctx, const Visrec__V1__ItemChange *c)
 	}
 	if ((rc = rk_served_item_row(s, i, vec, row)) || (rc = rk_served_set_row(s, i, row)))
 		goto leave;
+	/* Rows have .. i - 1 came in as zeros before it (rk_served_set_row). */
+	if (svc->tcache)
+		rk_tcache_note_range(svc->tcache, s->info.version, i < have ? i : have, i + 1);
 	if (!(rc = rk_snap_put_row(&svc->snap, s->info.version, i, row, dim, c->seq)))
 		svc->seq_saved = c->seq;
 	VR_DEBUG("featured change %" PRIu64 ": item %s (index %u) is rankable%s", c->seq, c->item_id,
@@ -380,6 +386,15 @@ void rk_service_close(rk_service *svc)
 		VR_INFO("Recommend: %" PRIu64 " calls, handler time p50 %.1f us, p99 %.1f us, p99.9 %.1f us",
 			n, p50, rk_latency_quantile(&svc->recommend_ns, 0.99, NULL),
 			rk_latency_quantile(&svc->recommend_ns, 0.999, NULL));
+	if (svc->tcache) {
+		rk_tcache_stats ts;
+		rk_tcache_stats_get(svc->tcache, &ts);
+		VR_INFO("top-k cache: %" PRIu64 " hits, %" PRIu64 " misses, %" PRIu64 " evictions, %" PRIu64
+			" items merged; %" PRIu64 " lists in %" PRIu64 " bytes", ts.hits, ts.misses,
+			ts.evictions, ts.merged, ts.entries, ts.bytes);
+	}
+	rk_tcache_destroy(svc->tcache);
+	svc->tcache = NULL;
 	rk_scan_pool_destroy(svc->scan_pool);
 	svc->scan_pool = NULL;
 	rk_serving_destroy(&svc->serving);
@@ -416,6 +431,8 @@ int rk_service_publish(rk_service *svc, rk_served *next, uint64_t base_seq)
 	pthread_rwlock_wrlock(&svc->ix_lock);
 	rk_served *old = rk_serving_swap(&svc->serving, next);
 	rk_overlay_prune(svc->live, &next->seen);
+	if (svc->tcache)
+		rk_tcache_reset(svc->tcache, next->info.version);
 	pthread_rwlock_unlock(&svc->ix_lock);
 	next = NULL;
 	if (svc->follower && from < seq)
@@ -430,6 +447,18 @@ int rk_service_publish(rk_service *svc, rk_served *next, uint64_t base_seq)
 leave:
 	pthread_mutex_unlock(&svc->swap_mu);
 	rk_served_unref(next);
+	return rc;
+}
+
+int rk_service_pad(rk_service *svc, rk_served *s, uint32_t n)
+{
+	struct rk_index_view view;
+	rk_index_acquire(s->index, &view);
+	uint32_t have = view.n;
+	rk_index_release(&view);
+	int rc = rk_served_pad(s, n);
+	if (!rc && svc->tcache && n > have)
+		rk_tcache_note_range(svc->tcache, s->info.version, have, n);
 	return rc;
 }
 

@@ -14,7 +14,10 @@
  *             AddInteractions and pruned by the swap, both under ix_lock
  *             exclusive; read under ix_lock shared.
  *   swap_mu   serialises writes to the served item matrix: the follower's
- *             new rows and the swap to a new model.
+ *             new rows and the swap to a new model. Each write is noted
+ *             in tcache after its row is published (tcache.h).
+ *   tcache    Recommend's per-user top-k lists (its own mutex): reset by
+ *             the swap, a user dropped by AddInteractions.
  *   job       the training run (training.c), under train_mu.
  * Handlers live in handlers.c (serving, admin) and training.c (Train). */
 #ifndef RK_SERVICE_H
@@ -65,6 +68,7 @@ typedef struct rk_service {
 				   * the only ranking call in flight; 0 = the online
 				   * CPUs, 1 = never split (topk.h's pool) */
 	int follow;               /* follow featured's change feed */
+	int topk_cache_mb;        /* the top-k cache's limit (tcache.h); 0 = off */
 	/* State (rk_service_open). */
 	rk_interactions *ix;
 	pthread_rwlock_t ix_lock;
@@ -79,6 +83,7 @@ typedef struct rk_service {
 	struct rk_train_job *job;
 	rk_latency recommend_ns;  /* Recommend handler time, request to reply */
 	struct rk_scan_pool *scan_pool; /* scan_threads - 1 helpers, or NULL */
+	struct rk_tcache *tcache; /* Recommend's per-user top-k cache, or NULL (off) */
 	atomic_int ranking;       /* Recommend, RecommendBatch calls in flight */
 	int opened;
 	/* the model_info series of the version served at the last scrape */
@@ -124,6 +129,10 @@ int rk_service_register(rk_service *svc, vr_server *srv);
  * Takes the caller's reference to next, also on failure. Returns 0 or a
  * store error (the previous model stays served). */
 int rk_service_publish(rk_service *svc, rk_served *next, uint64_t base_seq);
+
+/* Pads s's item matrix to n items (rk_served_pad) and notes the rows added
+ * in the top-k cache. Caller holds swap_mu. Returns rk_served_pad's code. */
+int rk_service_pad(rk_service *svc, rk_served *s, uint32_t n);
 
 /* 1 while a training run holds the service; its model kind and epoch
  * (done/total) when not NULL. */

@@ -137,6 +137,8 @@ int rk_service_open(rk_service *svc, char *err, size_t errlen)
 	int rc = rk_overlay_create(&svc->live);
 	if (!rc && svc->topk_cache_mb > 0)
 		rc = rk_tcache_create((size_t)svc->topk_cache_mb << 20, &svc->tcache);
+	if (!rc && svc->tcache)
+		rc = rk_refresher_start(svc);
 	if (!rc && svc->scan_threads > 1)
 		rc = rk_scan_pool_create(svc->scan_threads - 1, &svc->scan_pool);
 	if (rc) {
@@ -386,6 +388,7 @@ void rk_service_close(rk_service *svc)
 		VR_INFO("Recommend: %" PRIu64 " calls, handler time p50 %.1f us, p99 %.1f us, p99.9 %.1f us",
 			n, p50, rk_latency_quantile(&svc->recommend_ns, 0.99, NULL),
 			rk_latency_quantile(&svc->recommend_ns, 0.999, NULL));
+	rk_refresher_stop(svc);
 	if (svc->tcache) {
 		rk_tcache_stats ts;
 		rk_tcache_stats_get(svc->tcache, &ts);
@@ -428,12 +431,23 @@ int rk_service_publish(rk_service *svc, rk_served *next, uint64_t base_seq)
 	if ((rc = rk_snap_activate(&svc->snap, next->info.version, from)))
 		goto leave;
 	svc->seq_saved = from;
+	/* The users cached under the old model, for the refresh. */
+	uint32_t *recent = NULL;
+	size_t n_recent = 0;
+	if (svc->tcache) {
+		rk_tcache_stats ts;
+		rk_tcache_stats_get(svc->tcache, &ts);
+		if (ts.entries && (recent = malloc(ts.entries * sizeof *recent)))
+			n_recent = rk_tcache_recent(svc->tcache, recent, ts.entries);
+	}
 	pthread_rwlock_wrlock(&svc->ix_lock);
 	rk_served *old = rk_serving_swap(&svc->serving, next);
 	rk_overlay_prune(svc->live, &next->seen);
+	uint64_t version = next->info.version;
 	if (svc->tcache)
-		rk_tcache_reset(svc->tcache, next->info.version);
+		rk_tcache_reset(svc->tcache, version);
 	pthread_rwlock_unlock(&svc->ix_lock);
+	rk_refresher_give(svc, version, recent, n_recent);
 	next = NULL;
 	if (svc->follower && from < seq)
 		rk_follower_rewind(svc->follower, from);

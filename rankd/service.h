@@ -84,6 +84,7 @@ typedef struct rk_service {
 	rk_latency recommend_ns;  /* Recommend handler time, request to reply */
 	struct rk_scan_pool *scan_pool; /* scan_threads - 1 helpers, or NULL */
 	struct rk_tcache *tcache; /* Recommend's per-user top-k cache, or NULL (off) */
+	struct rk_refresher *refresher; /* refills it after a new model (tcache_refresh.c) */
 	atomic_int ranking;       /* Recommend, RecommendBatch calls in flight */
 	int opened;
 	/* the model_info series of the version served at the last scrape */
@@ -129,6 +130,13 @@ int rk_service_register(rk_service *svc, vr_server *srv);
  * Takes the caller's reference to next, also on failure. Returns 0 or a
  * store error (the previous model stays served). */
 int rk_service_publish(rk_service *svc, rk_served *next, uint64_t base_seq);
+
+/* The top-k cache's refresh thread (tcache_refresh.c): start (0 or
+ * VR_ENOMEM), stop (joins; NULL refresher is a no-op), and give it the
+ * users (malloc'd, taken over) to refill for the model of version. */
+int rk_refresher_start(rk_service *svc);
+void rk_refresher_stop(rk_service *svc);
+void rk_refresher_give(rk_service *svc, uint64_t version, uint32_t *users, size_t n);
 
 /* Pads s's item matrix to n items (rk_served_pad) and notes the rows added
  * in the top-k cache. Caller holds swap_mu. Returns rk_served_pad's code. */

@@ -298,6 +298,16 @@ leave:
 	return rc;
 }
 
+size_t rk_tcache_recent(rk_tcache *c, uint32_t *out, size_t cap)
+{
+	size_t n = 0;
+	pthread_mutex_lock(&c->mu);
+	for (struct entry *e = c->head; e && n < cap; e = e->next)
+		out[n++] = e->user;
+	pthread_mutex_unlock(&c->mu);
+	return n;
+}
+
 void rk_tcache_stats_get(rk_tcache *c, rk_tcache_stats *out)
 {
 	pthread_mutex_lock(&c->mu);

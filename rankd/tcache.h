@@ -98,6 +98,10 @@ int rk_tcache_get(rk_tcache *c, uint64_t version, uint32_t user, uint64_t user_e
 int rk_tcache_put(rk_tcache *c, uint64_t version, uint32_t user, uint64_t user_epoch,
 		  uint64_t seq, int depth, const struct rk_hit *hits, size_t n);
 
+/* The users whose lists are held, most recently used first, up to cap of
+ * them into out; returns their count (for a refresh after a new model). */
+size_t rk_tcache_recent(rk_tcache *c, uint32_t *out, size_t cap);
+
 void rk_tcache_stats_get(rk_tcache *c, rk_tcache_stats *out);
 
 #endif

@@ -1322,7 +1322,8 @@ static int cache_mismatches(vr_channel *ch, char **ids, size_t n_ids)
 /* The cache never answers what the scan would not: across Train,
  * AddInteractions (an item at the top of a user's cached list), a cold
  * item arriving from featured's change feed (merged into cached lists),
- * and a second Train. */
+ * and a second Train, after which the background refresh has refilled
+ * every cached user's list. */
 TEST(topk_cache_equals_the_scan_across_changes)
 {
 	struct proc f, r;
@@ -1376,7 +1377,16 @@ TEST(topk_cache_equals_the_scan_across_changes)
 	int after_cold = cache_mismatches(ch, ids, VITEMS + 1);
 	Visrec__V1__RankInfoResponse *in2 = info(ch);
 
+	/* After a Train the refresh refills the cached users' lists in the
+	 * background: wait for them, then every call hits. */
 	train_vbpr(ch, &t2);
+	uint64_t entries = 0, hits_before = 0;
+	for (int64_t end = procs_now_ms() + 15000; procs_now_ms() < end && entries < VUSERS; usleep(20000)) {
+		Visrec__V1__RankInfoResponse *x = info(ch);
+		entries = x && x->topk_cache ? x->topk_cache->entries : 0;
+		hits_before = x && x->topk_cache ? x->topk_cache->hits : 0;
+		release(x);
+	}
 	int after_train2 = cache_mismatches(ch, ids, VITEMS + 1);
 	Visrec__V1__RankInfoResponse *in3 = info(ch);
 	vr_channel_destroy(ch);
@@ -1397,6 +1407,9 @@ TEST(topk_cache_equals_the_scan_across_changes)
 	ASSERT_EQ_INT(after_cold, 0);
 	ASSERT_MSG(t2.code == GRPC_STATUS_OK && t2.done, "Train: %s \"%s\"", vr_status_name(t2.code), t2.message);
 	ASSERT_EQ_INT(after_train2, 0);
+	ASSERT_EQ_INT(entries, VUSERS);
+	ASSERT(in3 && in3->topk_cache);
+	ASSERT_EQ_INT(in3->topk_cache->hits - hits_before, 2 * VUSERS);
 	ASSERT(in1 && in1->topk_cache && in2 && in2->topk_cache && in3 && in3->topk_cache);
 	/* The cache answered (half the calls), the new item was merged into
 	 * lists rather than dropping them, and a list is ~ 1 KiB. */

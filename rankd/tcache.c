@@ -159,19 +159,6 @@ static int before(const struct rk_hit *a, const struct rk_hit *b)
 	return x > y || (x == y && a->item < b->item);
 }
 
-static int excluded(const uint32_t *excl, size_t n, uint32_t i)
-{
-	size_t lo = 0, hi = n;
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		if (excl[mid] < i)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo < n && excl[lo] == i;
-}
-
 /* Item h.item changed: out of e's list, then back in by its new score
  * where the list's exactness allows (tcache.h). */
 static void merge_one(struct entry *e, struct rk_hit h, int eligible)
@@ -218,7 +205,7 @@ int rk_tcache_get(rk_tcache *c, uint64_t version, uint32_t user, uint64_t user_e
 	}
 	for (uint64_t s = e->seq; s < seq; s++) {
 		struct rk_hit h = { c->log[s % RK_TCACHE_LOG], 0 };
-		int eligible = h.item < view->n && !excluded(excl, n_excl, h.item);
+		int eligible = h.item < view->n && !rk_ids_has(excl, n_excl, h.item);
 		if (eligible && (rc = rk_score(view, user_row, &h.item, 1, ws, &h.score))) {
 			free_entry(c, e);
 			goto leave;

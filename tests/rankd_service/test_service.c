@@ -1092,6 +1092,31 @@ static int put_items(vr_channel *ch, int from, int to, const char *id, uint64_t 
 	return rc ? rc : frc;
 }
 
+/* featured (data tag) holding the VITEMS images of put_items, with a
+ * channel to it in *fch. 0, or -1 with the reason in why (featured then
+ * stopped). */
+static int featured_with_images(struct proc *f, const char *tag, vr_channel **fch, char *why,
+				size_t cap)
+{
+	uint64_t seq = 0;
+	vr_status st;
+	if (start_featured(f, tag, NULL)) {
+		snprintf(why, cap, "featured did not start");
+		return -1;
+	}
+	vr_channel_create(fch, f->addr, NULL);
+	int put = put_items(*fch, 0, VITEMS, NULL, &seq, &st);
+	if (put) {
+		vr_channel_destroy(*fch);
+		*fch = NULL;
+		proc_stop(f, 5000);
+		snprintf(why, cap, "PutItems failed (rc %d): %s \"%.200s\"", put, vr_status_name(st.code),
+			 st.message);
+		return -1;
+	}
+	return 0;
+}
+
 /* Users of group g take 6 of the 30 warm items of group g (the items of
  * put_items); seen marks them. */
 static int add_visual_data(vr_channel *ch, unsigned char seen[VUSERS][VITEMS])
@@ -1161,17 +1186,11 @@ TEST(vbpr_with_featured_ranks_new_items_cold)
 {
 	struct proc f, r;
 	vr_channel *fch = NULL, *ch = NULL;
-	uint64_t seq = 0, fresh_seq = 0;
+	uint64_t fresh_seq = 0;
 	vr_status st;
-	if (start_featured(&f, "f5", NULL))
-		FAIL_("featured did not start");
-	vr_channel_create(&fch, f.addr, NULL);
-	int put = put_items(fch, 0, VITEMS, NULL, &seq, &st);
-	if (put) {
-		vr_channel_destroy(fch);
-		proc_stop(&f, 5000);
-		FAIL_("PutItems failed (rc %d): %s \"%s\"", put, vr_status_name(st.code), st.message);
-	}
+	char why[320];
+	if (featured_with_images(&f, "f5", &fch, why, sizeof why))
+		FAIL_("%s", why);
 	ASSERT_OK(start_rankd(&r, "r5", f.addr));
 	vr_channel_create(&ch, r.addr, NULL);
 	unsigned char seen[VUSERS][VITEMS] = { { 0 } };
@@ -1328,17 +1347,11 @@ TEST(topk_cache_equals_the_scan_across_changes)
 {
 	struct proc f, r;
 	vr_channel *fch = NULL, *ch = NULL;
-	uint64_t seq = 0, fresh_seq = 0;
+	uint64_t fresh_seq = 0;
 	vr_status st;
-	if (start_featured(&f, "f9", NULL))
-		FAIL_("featured did not start");
-	vr_channel_create(&fch, f.addr, NULL);
-	int put = put_items(fch, 0, VITEMS, NULL, &seq, &st);
-	if (put) {
-		vr_channel_destroy(fch);
-		proc_stop(&f, 5000);
-		FAIL_("PutItems failed (rc %d): %s \"%s\"", put, vr_status_name(st.code), st.message);
-	}
+	char why[320];
+	if (featured_with_images(&f, "f9", &fch, why, sizeof why))
+		FAIL_("%s", why);
 	static const char *const cache_on[] = { "--topk-cache-mb", "8", NULL };
 	ASSERT_OK(start_rankd_with(&r, "r9", f.addr, cache_on));
 	vr_channel_create(&ch, r.addr, NULL);

@@ -12,6 +12,13 @@
  * merged in the scratch; a call takes the snapshot under ix_lock shared
  * (service.h) so the two agree while a new model is swapped in.
  *
+ * The top-k cache (tcache.h): an exact Recommend of a known user over the
+ * whole catalogue without cold slots or include_seen is answered from the
+ * user's cached list when its key holds, and fills it otherwise (to at
+ * least RK_TCACHE_MIN_DEPTH places); every other shape, and every call of
+ * an rankd run with --topk-approx, scans. The cache's catalogue sequence is
+ * read before the index view is taken (tcache.h's ordering).
+ *
  * Unknown users: a user the served model does not know (never seen, or
  * seen only after the last Train) gets the popularity ranking (training
  * counts, ties by β_i) with RecommendResponse.fallback saying so; the
@@ -31,6 +38,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "sampler.h"
+#include "tcache.h"
 #include "visrec/v1/rankd.pb-c.h"
 
 #define ERR_LEN 512
@@ -374,12 +382,43 @@ merge:
 	return 0;
 }
 
+/* The top-k of q for model user u (rankd's user ui) into sc->hits (room
+ * for cap) through the cache: a hit, or a scan to the cached depth whose
+ * list is stored. cseq: the cache's sequence read before view was taken.
+ * Returns 0 or an error code. */
+static int cached_topk(rk_service *svc, const rk_served *s, const struct rk_index_view *view,
+		       const struct rk_topk_req *q, uint32_t ui, uint64_t cseq, struct scratch *sc,
+		       size_t cap, size_t *n_hits)
+{
+	size_t epoch;
+	rk_overlay_items(svc->live, ui, &epoch);
+	int rc = rk_tcache_get(svc->tcache, s->info.version, ui, epoch, cseq, view, q->user, q->exclude,
+			       q->n_exclude, sc->ws, q->k, sc->hits, n_hits);
+	if (rc)
+		return rc < 0 ? rc : 0;
+	int depth = q->k > RK_TCACHE_MIN_DEPTH ? q->k : RK_TCACHE_MIN_DEPTH;
+	size_t room = (size_t)depth < view->n ? (size_t)depth : view->n;
+	if (reserve(&sc->hits, &sc->hits_cap, room > cap ? room : cap, sizeof *sc->hits))
+		return VR_ENOMEM;
+	struct rk_topk_req dq = *q;
+	dq.k = depth;
+	if ((rc = rk_topk(view, &dq, sc->ws, sc->hits, room, n_hits)))
+		return rc;
+	/* Out of memory only costs the next call a scan. */
+	rk_tcache_put(svc->tcache, s->info.version, ui, epoch, cseq, depth, sc->hits, *n_hits);
+	if (*n_hits > (size_t)q->k)
+		*n_hits = (size_t)q->k;
+	return 0;
+}
+
 /* Ranks one request into resp, its items at sc->items[off ..] (the caller
  * reserved room for min(k, view->n) of them); its exclusions use sc->excl
- * from place excl_at on. Caller holds ix_lock shared. */
+ * from place excl_at on. cseq: the top-k cache's sequence, read before view
+ * was taken. Caller holds ix_lock shared. */
 static int recommend_one(rk_service *svc, const rk_served *s, const struct rk_index_view *view,
 			 const Visrec__V1__RecommendRequest *r, struct scratch *sc, size_t off,
-			 size_t excl_at, int threads, Visrec__V1__RecommendResponse *resp, char *err)
+			 size_t excl_at, int threads, uint64_t cseq, Visrec__V1__RecommendResponse *resp,
+			 char *err)
 {
 	const uint32_t *excl = NULL;
 	size_t n_excl = 0, n_hits = 0;
@@ -416,7 +455,11 @@ static int recommend_one(rk_service *svc, const rk_served *s, const struct rk_in
 			return error_text(err, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 		struct rk_topk_mark mk = { s->cold_mark, s->n_counted, r->cold_slots, sc->cold_hits, 0,
 					   s->cold_items, s->n_cold };
-		rc = eligible ? rk_topk_marked(view, &q, fuse ? &mk : NULL, sc->ws, sc->hits, cap, &n_hits) : 0;
+		if (svc->tcache && eligible && !cand && !r->cold_slots && !r->include_seen && !q.approx)
+			rc = cached_topk(svc, s, view, &q, ui, cseq, sc, cap, &n_hits);
+		else
+			rc = eligible ? rk_topk_marked(view, &q, fuse ? &mk : NULL, sc->ws, sc->hits, cap,
+						       &n_hits) : 0;
 		if (!rc && eligible && r->cold_slots > 0)
 			rc = fill_cold_slots(s, view, &q, r->cold_slots, sc, cap, &n_hits,
 					     fuse ? &mk.n_out : NULL);
@@ -457,12 +500,13 @@ int rk_handle_recommend(vr_call *call, void *ctx)
 		code = vr_call_error(call, GRPC_STATUS_FAILED_PRECONDITION, "%s", no_model());
 		goto leave;
 	}
+	uint64_t cseq = svc->tcache ? rk_tcache_seq(svc->tcache) : 0;
 	rk_index_acquire(s->index, &view);
 	size_t room = (size_t)r->k < view.n ? (size_t)r->k : view.n;
 	if (reserve_items(sc, room ? room : 1))
 		code = error_text(err, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 	else
-		code = recommend_one(svc, s, &view, r, sc, 0, 0, threads, &resp, err);
+		code = recommend_one(svc, s, &view, r, sc, 0, 0, threads, cseq, &resp, err);
 	if (!code) {
 		int rc = vr_call_send(call, &resp.base);
 		code = rc ? rc : GRPC_STATUS_OK;
@@ -525,6 +569,7 @@ int rk_handle_recommend_batch(vr_call *call, void *ctx)
 		code = vr_call_error(call, GRPC_STATUS_FAILED_PRECONDITION, "%s", no_model());
 		goto leave;
 	}
+	uint64_t cseq = svc->tcache ? rk_tcache_seq(svc->tcache) : 0;
 	rk_index_acquire(s->index, &view);
 	uint32_t dim = rk_model_dim(s->model);
 	int short_of_memory = !resps || !rp || !offs || !batch || !excl || !n_excl || !n_out || !excl_at;
@@ -543,7 +588,7 @@ int rk_handle_recommend_batch(vr_call *call, void *ctx)
 		int late, built;
 		uint32_t ui, u = model_user(svc, s, r->user_id, &late, &ui);
 		if (u == RK_NONE || r->n_candidates || r->cold_slots > 0) {
-			if ((code = recommend_one(svc, s, &view, r, sc, offs[q], excl_used, 1, &resps[q], err)))
+			if ((code = recommend_one(svc, s, &view, r, sc, offs[q], excl_used, 1, cseq, &resps[q], err)))
 				code = vr_call_error(call, code, "requests[%zu]: %s", q, err);
 			continue;
 		}
@@ -1136,6 +1181,13 @@ int rk_service_add(rk_service *svc, const rk_interaction_in *rows, size_t n, uin
 	}
 	if (!rc && n)
 		live_add(svc, rows, n);
+	/* Their exclusions changed (the entries' user epoch would miss too;
+	 * this frees the lists at once). */
+	for (size_t x = 0; !rc && svc->tcache && x < n; x++) {
+		uint32_t u;
+		if (!rk_users_find(svc->ix, rows[x].user, rows[x].user_len, &u))
+			rk_tcache_drop(svc->tcache, u);
+	}
 	totals[0] = rk_interactions_users(svc->ix);
 	totals[1] = rk_interactions_items(svc->ix);
 	totals[2] = rk_interactions_count(svc->ix);
@@ -1148,7 +1200,7 @@ int rk_service_add(rk_service *svc, const rk_interaction_in *rows, size_t n, uin
 	rk_served *s = rk_serving_get(&svc->serving);
 	if (s) {
 		pthread_mutex_lock(&svc->swap_mu);
-		int prc = rk_served_pad(s, (uint32_t)totals[1]);
+		int prc = rk_service_pad(svc, s, (uint32_t)totals[1]);
 		pthread_mutex_unlock(&svc->swap_mu);
 		rk_served_unref(s);
 		if (prc)
@@ -1241,6 +1293,19 @@ int rk_handle_info(vr_call *call, void *ctx)
 		resp.feature_version = s->info.feature_version;
 	}
 	rk_served_unref(s);
+	Visrec__V1__TopkCacheInfo tc = VISREC__V1__TOPK_CACHE_INFO__INIT;
+	if (svc->tcache) {
+		rk_tcache_stats ts;
+		rk_tcache_stats_get(svc->tcache, &ts);
+		tc.hits = ts.hits;
+		tc.misses = ts.misses;
+		tc.evictions = ts.evictions;
+		tc.merged = ts.merged;
+		tc.entries = ts.entries;
+		tc.bytes = ts.bytes;
+		tc.limit_bytes = ts.limit;
+		resp.topk_cache = &tc;
+	}
 	int rc = vr_call_send(call, &resp.base);
 	return rc ? rc : GRPC_STATUS_OK;
 }

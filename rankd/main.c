@@ -60,6 +60,9 @@ int main(int argc, char **argv)
 		  "threads one Recommend's scan may use when no other ranking call is in flight "
 		  "(0: the online CPUs; 1: never split, the default: a split only pays when the "
 		  "other cores are idle, which rankd cannot see of other processes)", 0 },
+		{ "topk-cache-mb", "VISREC_TOPK_CACHE_MB", VR_FLAG_INT, &svc.topk_cache_mb, "64",
+		  "MiB for the per-user top-k cache of exact Recommends (0: off); 64 holds the "
+		  "top-64 lists of about 100k users, least recently used first out", 0 },
 		{ 0 },
 	};
 	static const char *const services[] = { "visrec.v1.Rank", NULL };
@@ -68,8 +71,9 @@ int main(int argc, char **argv)
 	if (code >= 0)
 		return code;
 	if (svc.max_k < 1 || svc.max_batch < 1 || svc.topk_approx < 0 || svc.scan_threads < 0 ||
-	    svc.scan_threads > 16) {
-		VR_ERROR("--max-k and --max-batch must be >= 1, --topk-approx >= 0, --scan-threads 0 .. 16");
+	    svc.scan_threads > 16 || svc.topk_cache_mb < 0 || svc.topk_cache_mb > 1 << 20) {
+		VR_ERROR("--max-k and --max-batch must be >= 1, --topk-approx >= 0, --scan-threads 0 .. 16, "
+			 "--topk-cache-mb 0 .. 1048576");
 		return 2;
 	}
 	if (featured_token && !featured_token[0])

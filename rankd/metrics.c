@@ -15,6 +15,7 @@
 #include "service.h"
 
 #include "prom.h"
+#include "tcache.h"
 #include "trainer.h"
 
 #include <math.h>
@@ -25,6 +26,7 @@ static struct {
 	vr_prom_family *model;
 	vr_prom_series *interactions, *users, *items, *training, *epoch, *epochs;
 	vr_prom_series *loss, *auc, *triples_s, *lag, *seq, *connected;
+	vr_prom_series *tc_hits, *tc_misses, *tc_evictions, *tc_bytes;
 } rm;
 
 static void families(void)
@@ -71,6 +73,19 @@ static void families(void)
 			     "1 while the change feed of a featured shard is open.", VR_PROM_GAUGE,
 			     "shard", NULL, 0);
 	rm.connected = vr_prom_get(f, "0");
+	f = vr_prom_register("visrec_rankd_topk_cache_hits_total",
+			     "Recommends answered from the per-user top-k cache.", VR_PROM_COUNTER, NULL,
+			     NULL, 0);
+	rm.tc_hits = vr_prom_get(f);
+	f = vr_prom_register("visrec_rankd_topk_cache_misses_total",
+			     "Cacheable Recommends that scanned.", VR_PROM_COUNTER, NULL, NULL, 0);
+	rm.tc_misses = vr_prom_get(f);
+	f = vr_prom_register("visrec_rankd_topk_cache_evictions_total",
+			     "Top-k lists dropped for room.", VR_PROM_COUNTER, NULL, NULL, 0);
+	rm.tc_evictions = vr_prom_get(f);
+	f = vr_prom_register("visrec_rankd_topk_cache_bytes", "Memory the top-k cache holds.",
+			     VR_PROM_GAUGE, NULL, NULL, 0);
+	rm.tc_bytes = vr_prom_get(f);
 }
 
 static const char *kind_name(int kind)
@@ -108,6 +123,15 @@ static void collect(void *arg)
 	if (training) {
 		vr_prom_set(rm.epoch, epoch);
 		vr_prom_set(rm.epochs, epochs);
+	}
+
+	if (svc->tcache) {
+		rk_tcache_stats ts;
+		rk_tcache_stats_get(svc->tcache, &ts);
+		vr_prom_set(rm.tc_hits, (double)ts.hits);
+		vr_prom_set(rm.tc_misses, (double)ts.misses);
+		vr_prom_set(rm.tc_evictions, (double)ts.evictions);
+		vr_prom_set(rm.tc_bytes, (double)ts.bytes);
 	}
 
 	if (!svc->follower)

@@ -28,6 +28,7 @@
 #include "deadline.h"
 #include "err.h"
 #include "log.h"
+#include "tcache.h"
 #include "visrec/v1/rankd.pb-c.h"
 
 /* ---- latency ------------------------------------------------------------ */
@@ -144,10 +145,23 @@ int rk_service_install(rk_service *svc, uint64_t version, uint64_t featured_seq,
 	pthread_rwlock_unlock(&svc->ix_lock);
 	if (rc)
 		goto leave;
+	/* As a local Train's swap (rk_service_publish): the top-k cache starts
+	 * over under the new version and the refresh refills its users. */
+	uint32_t *recent = NULL;
+	size_t n_recent = 0;
+	if (svc->tcache) {
+		rk_tcache_stats ts;
+		rk_tcache_stats_get(svc->tcache, &ts);
+		if (ts.entries && (recent = malloc(ts.entries * sizeof *recent)))
+			n_recent = rk_tcache_recent(svc->tcache, recent, ts.entries);
+	}
 	pthread_rwlock_wrlock(&svc->ix_lock);
 	rk_served *old = rk_serving_swap(&svc->serving, s);
 	rk_overlay_prune(svc->live, &s->seen);
+	if (svc->tcache)
+		rk_tcache_reset(svc->tcache, s->info.version);
 	pthread_rwlock_unlock(&svc->ix_lock);
+	rk_refresher_give(svc, version, recent, n_recent);
 	if (svc->follower && from < seq)
 		rk_follower_rewind(svc->follower, from);
 	pthread_mutex_unlock(&svc->swap_mu);
@@ -188,6 +202,10 @@ int rk_service_open(rk_service *svc, char *err, size_t errlen)
 	if (svc->scan_threads > 16)
 		svc->scan_threads = 16;
 	int rc = rk_overlay_create(&svc->live);
+	if (!rc && svc->topk_cache_mb > 0)
+		rc = rk_tcache_create((size_t)svc->topk_cache_mb << 20, &svc->tcache);
+	if (!rc && svc->tcache)
+		rc = rk_refresher_start(svc);
 	if (!rc && svc->scan_threads > 1)
 		rc = rk_scan_pool_create(svc->scan_threads - 1, &svc->scan_pool);
 	if (rc) {
@@ -356,7 +374,7 @@ static int follow_apply(void *ctx, const Visrec__V1__ItemChange *c)
 	if (!f) {
 		/* No visual terms: a new item gets the zero row a cold item has,
 		 * implied for stored snapshots; a known one keeps its row. */
-		if (i >= have && (rc = rk_served_pad(s, i + 1)))
+		if (i >= have && (rc = rk_service_pad(svc, s, i + 1)))
 			goto leave;
 		rc = note_seq(svc, c->seq);
 		goto leave;
@@ -377,6 +395,9 @@ static int follow_apply(void *ctx, const Visrec__V1__ItemChange *c)
 	}
 	if ((rc = rk_served_item_row(s, i, vec, row)) || (rc = rk_served_set_row(s, i, row)))
 		goto leave;
+	/* Rows have .. i - 1 came in as zeros before it (rk_served_set_row). */
+	if (svc->tcache)
+		rk_tcache_note_range(svc->tcache, s->info.version, i < have ? i : have, i + 1);
 	if (!(rc = rk_snap_put_row(&svc->snap, s->info.version, i, row, dim, c->seq)))
 		svc->seq_saved = c->seq;
 	VR_DEBUG("featured change %" PRIu64 ": item %s (index %u) is rankable%s", c->seq, c->item_id,
@@ -453,6 +474,16 @@ void rk_service_close(rk_service *svc)
 		VR_INFO("Recommend: %" PRIu64 " calls, handler time p50 %.1f us, p99 %.1f us, p99.9 %.1f us",
 			n, p50, rk_latency_quantile(&svc->recommend_ns, 0.99, NULL),
 			rk_latency_quantile(&svc->recommend_ns, 0.999, NULL));
+	rk_refresher_stop(svc);
+	if (svc->tcache) {
+		rk_tcache_stats ts;
+		rk_tcache_stats_get(svc->tcache, &ts);
+		VR_INFO("top-k cache: %" PRIu64 " hits, %" PRIu64 " misses, %" PRIu64 " evictions, %" PRIu64
+			" items merged; %" PRIu64 " lists in %" PRIu64 " bytes", ts.hits, ts.misses,
+			ts.evictions, ts.merged, ts.entries, ts.bytes);
+	}
+	rk_tcache_destroy(svc->tcache);
+	svc->tcache = NULL;
 	rk_scan_pool_destroy(svc->scan_pool);
 	svc->scan_pool = NULL;
 	rk_serving_destroy(&svc->serving);
@@ -488,10 +519,23 @@ int rk_service_publish(rk_service *svc, rk_served *next, uint64_t base_seq)
 	if ((rc = rk_snap_activate(&svc->snap, next->info.version, from)))
 		goto leave;
 	svc->seq_saved = from;
+	/* The users cached under the old model, for the refresh. */
+	uint32_t *recent = NULL;
+	size_t n_recent = 0;
+	if (svc->tcache) {
+		rk_tcache_stats ts;
+		rk_tcache_stats_get(svc->tcache, &ts);
+		if (ts.entries && (recent = malloc(ts.entries * sizeof *recent)))
+			n_recent = rk_tcache_recent(svc->tcache, recent, ts.entries);
+	}
 	pthread_rwlock_wrlock(&svc->ix_lock);
 	rk_served *old = rk_serving_swap(&svc->serving, next);
 	rk_overlay_prune(svc->live, &next->seen);
+	uint64_t version = next->info.version;
+	if (svc->tcache)
+		rk_tcache_reset(svc->tcache, version);
 	pthread_rwlock_unlock(&svc->ix_lock);
+	rk_refresher_give(svc, version, recent, n_recent);
 	next = NULL;
 	if (svc->follower && from < seq)
 		rk_follower_rewind(svc->follower, from);
@@ -506,6 +550,18 @@ int rk_service_publish(rk_service *svc, rk_served *next, uint64_t base_seq)
 leave:
 	pthread_mutex_unlock(&svc->swap_mu);
 	rk_served_unref(next);
+	return rc;
+}
+
+int rk_service_pad(rk_service *svc, rk_served *s, uint32_t n)
+{
+	struct rk_index_view view;
+	rk_index_acquire(s->index, &view);
+	uint32_t have = view.n;
+	rk_index_release(&view);
+	int rc = rk_served_pad(s, n);
+	if (!rc && svc->tcache && n > have)
+		rk_tcache_note_range(svc->tcache, s->info.version, have, n);
 	return rc;
 }
 

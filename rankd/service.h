@@ -14,7 +14,10 @@
  *             AddInteractions and pruned by the swap, both under ix_lock
  *             exclusive; read under ix_lock shared.
  *   swap_mu   serialises writes to the served item matrix: the follower's
- *             new rows and the swap to a new model.
+ *             new rows and the swap to a new model. Each write is noted
+ *             in tcache after its row is published (tcache.h).
+ *   tcache    Recommend's per-user top-k lists (its own mutex): reset by
+ *             the swap, a user dropped by AddInteractions.
  *   job       the training run (training.c), under train_mu.
  * Handlers live in handlers.c (serving, admin) and training.c (Train). */
 #ifndef RK_SERVICE_H
@@ -72,6 +75,7 @@ typedef struct rk_service {
 	const char *writer_addr;  /* set: a read replica of this writer (replica.c) */
 	vr_channel *writer;       /* channel to the writer (not owned) */
 	int snapshot_chunk;       /* replica: Snapshot's chunk_bytes (0: the writer's default) */
+	int topk_cache_mb;        /* the top-k cache's limit (tcache.h); 0 = off */
 	/* State (rk_service_open). */
 	rk_interactions *ix;
 	pthread_rwlock_t ix_lock;
@@ -92,6 +96,8 @@ typedef struct rk_service {
 	struct rk_replica *replica;
 	rk_latency recommend_ns;  /* Recommend handler time, request to reply */
 	struct rk_scan_pool *scan_pool; /* scan_threads - 1 helpers, or NULL */
+	struct rk_tcache *tcache; /* Recommend's per-user top-k cache, or NULL (off) */
+	struct rk_refresher *refresher; /* refills it after a new model (tcache_refresh.c) */
 	atomic_int ranking;       /* Recommend, RecommendBatch calls in flight */
 	int opened;
 	/* the model_info series of the version served at the last scrape */
@@ -146,6 +152,16 @@ int rk_service_publish(rk_service *svc, rk_served *next, uint64_t base_seq);
  * model stays served). */
 int rk_service_install(rk_service *svc, uint64_t version, uint64_t featured_seq, char *err,
 		       size_t errlen);
+/* The top-k cache's refresh thread (tcache_refresh.c): start (0 or
+ * VR_ENOMEM), stop (joins; NULL refresher is a no-op), and give it the
+ * users (malloc'd, taken over) to refill for the model of version. */
+int rk_refresher_start(rk_service *svc);
+void rk_refresher_stop(rk_service *svc);
+void rk_refresher_give(rk_service *svc, uint64_t version, uint32_t *users, size_t n);
+
+/* Pads s's item matrix to n items (rk_served_pad) and notes the rows added
+ * in the top-k cache. Caller holds swap_mu. Returns rk_served_pad's code. */
+int rk_service_pad(rk_service *svc, rk_served *s, uint32_t n);
 
 /* 1 while a training run holds the service; its model kind and epoch
  * (done/total) when not NULL. */

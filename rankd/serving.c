@@ -159,19 +159,6 @@ int rk_served_set_row(rk_served *s, uint32_t i, const float *row)
 	return rk_index_set_row(s->index, i, row);
 }
 
-static int excluded(const uint32_t *excl, size_t n, uint32_t i)
-{
-	size_t lo = 0, hi = n;
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		if (excl[mid] < i)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo < n && excl[lo] == i;
-}
-
 /* Place in the popularity order: counted items by pop_rank, the rest after
  * them by index. */
 static uint64_t pop_place(const rk_served *s, uint32_t i)
@@ -203,7 +190,7 @@ int rk_served_popular(const rk_served *s, const struct rk_index_view *view,
 		qsort_r(cand_scratch, n_cand, sizeof *cand_scratch, place_cmp, (void *)s);
 		for (size_t c = 0; c < n_cand && n < want; c++) {
 			uint32_t i = cand_scratch[c];
-			if ((c && i == cand_scratch[c - 1]) || excluded(excl, n_excl, i))
+			if ((c && i == cand_scratch[c - 1]) || rk_ids_has(excl, n_excl, i))
 				continue;
 			hit(s, i, &out[n++]);
 		}
@@ -211,11 +198,11 @@ int rk_served_popular(const rk_served *s, const struct rk_index_view *view,
 		uint32_t counted = s->n_counted < view->n ? s->n_counted : view->n;
 		for (uint32_t r = 0; r < s->n_counted && n < want; r++) {
 			uint32_t i = s->pop[r];
-			if (i < counted && !excluded(excl, n_excl, i))
+			if (i < counted && !rk_ids_has(excl, n_excl, i))
 				hit(s, i, &out[n++]);
 		}
 		for (uint32_t i = counted; i < view->n && n < want; i++)
-			if (!excluded(excl, n_excl, i))
+			if (!rk_ids_has(excl, n_excl, i))
 				hit(s, i, &out[n++]);
 	}
 	*n_out = n;

@@ -1005,3 +1005,16 @@ int rk_score_all(const struct rk_index_view *v, const float *users, uint32_t n_u
 	}
 	return 0;
 }
+
+int rk_ids_has(const uint32_t *ids, size_t n, uint32_t id)
+{
+	size_t lo = 0, hi = n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (ids[mid] < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < n && ids[lo] == id;
+}

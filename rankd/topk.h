@@ -156,6 +156,10 @@ int rk_score_all(const struct rk_index_view *view, const float *users, uint32_t 
 int rk_score_i8(const struct rk_index_view *view, const float *user, const uint32_t *items, size_t n,
 		struct rk_topk_ws *ws, int32_t *dots);
 
+/* 1 when the ascending list ids[0..n) (repeats allowed) holds id: the
+ * exclusion lists' lookup, by binary search. */
+int rk_ids_has(const uint32_t *ids, size_t n, uint32_t id);
+
 /* Kernel choice. rk_isa_active() names the one in use; rk_isa_set() picks
  * one for the process (tests compare every kernel the CPU can run), and
  * returns VR_EUNSUPPORTED when the CPU lacks it. */

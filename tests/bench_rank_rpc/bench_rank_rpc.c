@@ -16,7 +16,7 @@
  *                  [--levels 1,8,64] [--channels 8] [--server-threads 2]
  *                  [--k 20] [--approx 0] [--fp16] [--scan-threads 0]
  *                  [--cold-slots 0] [--batch 0] [--dir DIR] [--metrics]
- *                  [--rankd PATH]
+ *                  [--rankd PATH] [--topk-cache-mb 64]
  *
  * --scan-threads 1 (rankd's default) keeps every Recommend's scan on one
  * core; 0 lets a call that finds no other ranking call in flight split its
@@ -30,6 +30,10 @@
  * items (RecommendRequest.cold_slots): the items no synthetic interaction
  * names, about e^-2 = 14% of them at the defaults. Run it with 0 and with
  * N on the same settings to see what the reserved places cost.
+ * --topk-cache-mb LIST runs each level once per value, in the order given
+ * (rankd --topk-cache-mb; 0 = off): "0,64,0,64" alternates the cache off
+ * and on. The users are drawn uniformly from --users, so once the 0.5 s
+ * warm-up has asked for most of them the cache answers nearly every call.
  * --metrics serves rankd's Prometheus endpoint on loopback during the run;
  * --rankd runs another build's rankd (an older one without the RPC
  * metrics, to measure what they cost). */
@@ -264,7 +268,7 @@ int main(int argc, char **argv)
 	int items = 10000, users = 1000, channels = 8, server_threads = 2, k = 20, approx = 0;
 	int cold_slots = 0, batch = 0, fp16 = 0, scan_threads = 1;
 	double seconds = 3;
-	const char *levels = "1,8,64", *dir = NULL, *rankd_bin = RANKD_BIN;
+	const char *levels = "1,8,64", *dir = NULL, *rankd_bin = RANKD_BIN, *caches = "64";
 	int metrics = 0;
 	const vr_flag flags[] = {
 		{ "items", NULL, VR_FLAG_INT, &items, "10000", "catalogue size", 0 },
@@ -282,6 +286,8 @@ int main(int argc, char **argv)
 		{ "dir", NULL, VR_FLAG_STRING, &dir, NULL, "work directory (default: a new one under /tmp)", 0 },
 		{ "metrics", NULL, VR_FLAG_BOOL, &metrics, "false", "rankd --metrics-listen 127.0.0.1:0", 0 },
 		{ "rankd", NULL, VR_FLAG_STRING, &rankd_bin, RANKD_BIN, "the rankd binary to run", 0 },
+		{ "topk-cache-mb", NULL, VR_FLAG_STRING, &caches, "64",
+		  "rankd --topk-cache-mb values, each level run once per value", 0 },
 		{ 0 },
 	};
 	char err[256];
@@ -311,7 +317,7 @@ int main(int argc, char **argv)
 	       now_s() - t0, k, cold_slots, batch ? "RecommendBatch calls" : "Recommend calls", approx,
 	       fp16 ? " --topk-fp16" : "", scan_threads);
 	vr_rpc_init();
-	printf("%6s %9s %9s %10s %10s %10s %10s %10s %7s %9s %9s\n", "conc", "calls", "QPS", "users/s", "cli_p50_us",
+	printf("%6s %8s %9s %9s %10s %10s %10s %10s %10s %7s %9s %9s\n", "conc", "cache_mb", "calls", "QPS", "users/s", "cli_p50_us",
 	       "cli_p99_us", "srv_p50_us", "srv_p99_us", "errors", "start_s", "rss_MB");
 	char threads_arg[16], approx_arg[16], scan_arg[16];
 	snprintf(scan_arg, sizeof scan_arg, "%d", scan_threads);
@@ -326,71 +332,83 @@ int main(int argc, char **argv)
 			p++;
 		if (conc < 1)
 			continue;
-		snprintf(log, sizeof log, "%s/rankd-%d.stderr", work, conc);
-		remove(log);
-		char *rargv[] = { (char *)rankd_bin, "--listen", "127.0.0.1:0", "--data", data, "--threads",
-				  threads_arg, "--follow-featured=false", "--featured", "127.0.0.1:9",
-				  "--topk-approx", approx_arg, "--scan-threads", scan_arg,
-				  fp16 ? "--topk-fp16" : "--topk-fp16=false", metrics ? "--metrics-listen" : NULL,
-				  "127.0.0.1:0", NULL };
-		struct proc r;
-		double s0 = now_s();
-		if (proc_spawn(&r, log, rargv) || proc_wait_ready(&r, "rankd", 600000)) {
-			fprintf(stderr, "bench_rank_rpc: rankd did not start (see %s)\n", log);
-			proc_stop(&r, 5000);
-			status = 1;
+		for (const char *cp = caches; *cp;) {
+			char cache_arg[16];
+			int mb = atoi(cp);
+			while (*cp && *cp != ',')
+				cp++;
+			if (*cp == ',')
+				cp++;
+			snprintf(cache_arg, sizeof cache_arg, "%d", mb < 0 ? 0 : mb);
+			snprintf(log, sizeof log, "%s/rankd-%d.stderr", work, conc);
+			remove(log);
+			char *rargv[] = { (char *)rankd_bin, "--listen", "127.0.0.1:0", "--data", data, "--threads",
+					  threads_arg, "--follow-featured=false", "--featured", "127.0.0.1:9",
+					  "--topk-approx", approx_arg, "--scan-threads", scan_arg,
+					  "--topk-cache-mb", cache_arg,
+					  fp16 ? "--topk-fp16" : "--topk-fp16=false", metrics ? "--metrics-listen" : NULL,
+					  "127.0.0.1:0", NULL };
+			struct proc r;
+			double s0 = now_s();
+			if (proc_spawn(&r, log, rargv) || proc_wait_ready(&r, "rankd", 600000)) {
+				fprintf(stderr, "bench_rank_rpc: rankd did not start (see %s)\n", log);
+				proc_stop(&r, 5000);
+				status = 1;
+				break;
+			}
+			double start_s = now_s() - s0;
+			int nch = channels < conc ? channels : conc;
+			vr_channel **chs = calloc((size_t)nch, sizeof *chs);
+			struct client *cl = calloc((size_t)conc, sizeof *cl);
+			for (int c = 0; c < nch; c++)
+				vr_channel_create(&chs[c], r.addr, NULL);
+			atomic_store(&phase, 0);
+			for (int c = 0; c < conc; c++) {
+				cl[c] = (struct client){ .ch = chs[c % nch], .n_users = (uint32_t)users, .k = k,
+							 .seed = (uint64_t)c + 1, .cold_slots = cold_slots, .batch = batch, .cap = (size_t)(seconds * 200000 / conc + 1000) };
+				cl[c].lat_us = malloc(cl[c].cap * sizeof *cl[c].lat_us);
+				memset(cl[c].lat_us, 0, cl[c].cap * sizeof *cl[c].lat_us);
+				pthread_create(&cl[c].tid, NULL, client_main, &cl[c]);
+			}
+			usleep(500000);
+			atomic_store(&phase, 1);
+			double m0 = now_s();
+			usleep((useconds_t)(seconds * 1e6));
+			atomic_store(&phase, 2);
+			double took = now_s() - m0;
+			size_t total = 0;
+			long errors = 0;
+			for (int c = 0; c < conc; c++) {
+				pthread_join(cl[c].tid, NULL);
+				total += cl[c].n;
+				errors += cl[c].errors;
+			}
+			uint32_t *all = malloc((total + 1) * sizeof *all);
+			size_t at = 0;
+			for (int c = 0; c < conc; c++) {
+				memcpy(all + at, cl[c].lat_us, cl[c].n * sizeof *all);
+				at += cl[c].n;
+				free(cl[c].lat_us);
+			}
+			qsort(all, total, sizeof *all, cmp_u32);
+			long rss = peak_rss_kb(r.pid);
+			for (int c = 0; c < nch; c++)
+				vr_channel_destroy(chs[c]);
+			int st = proc_stop(&r, 30000);
+			double sp50 = -1, sp99 = -1;
+			server_times(log, &sp50, &sp99);
+			printf("%6d %8s %9zu %9.0f %10.0f %10u %10u %10.1f %10.1f %7ld %9.2f %9.1f\n", conc, cache_arg, total,
+			       total / took, total * (batch ? batch : 1) / took, total ? all[total / 2] : 0, total ? all[total * 99 / 100] : 0, sp50,
+			       sp99, errors, start_s, rss / 1024.0);
+			fflush(stdout);
+			if (st != 0)
+				fprintf(stderr, "bench_rank_rpc: rankd exited with status %d (see %s)\n", st, log);
+			free(all);
+			free(cl);
+			free(chs);
+		}
+		if (status)
 			break;
-		}
-		double start_s = now_s() - s0;
-		int nch = channels < conc ? channels : conc;
-		vr_channel **chs = calloc((size_t)nch, sizeof *chs);
-		struct client *cl = calloc((size_t)conc, sizeof *cl);
-		for (int c = 0; c < nch; c++)
-			vr_channel_create(&chs[c], r.addr, NULL);
-		atomic_store(&phase, 0);
-		for (int c = 0; c < conc; c++) {
-			cl[c] = (struct client){ .ch = chs[c % nch], .n_users = (uint32_t)users, .k = k,
-						 .seed = (uint64_t)c + 1, .cold_slots = cold_slots, .batch = batch, .cap = (size_t)(seconds * 200000 / conc + 1000) };
-			cl[c].lat_us = malloc(cl[c].cap * sizeof *cl[c].lat_us);
-			memset(cl[c].lat_us, 0, cl[c].cap * sizeof *cl[c].lat_us);
-			pthread_create(&cl[c].tid, NULL, client_main, &cl[c]);
-		}
-		usleep(500000);
-		atomic_store(&phase, 1);
-		double m0 = now_s();
-		usleep((useconds_t)(seconds * 1e6));
-		atomic_store(&phase, 2);
-		double took = now_s() - m0;
-		size_t total = 0;
-		long errors = 0;
-		for (int c = 0; c < conc; c++) {
-			pthread_join(cl[c].tid, NULL);
-			total += cl[c].n;
-			errors += cl[c].errors;
-		}
-		uint32_t *all = malloc((total + 1) * sizeof *all);
-		size_t at = 0;
-		for (int c = 0; c < conc; c++) {
-			memcpy(all + at, cl[c].lat_us, cl[c].n * sizeof *all);
-			at += cl[c].n;
-			free(cl[c].lat_us);
-		}
-		qsort(all, total, sizeof *all, cmp_u32);
-		long rss = peak_rss_kb(r.pid);
-		for (int c = 0; c < nch; c++)
-			vr_channel_destroy(chs[c]);
-		int st = proc_stop(&r, 30000);
-		double sp50 = -1, sp99 = -1;
-		server_times(log, &sp50, &sp99);
-		printf("%6d %9zu %9.0f %10.0f %10u %10u %10.1f %10.1f %7ld %9.2f %9.1f\n", conc, total,
-		       total / took, total * (batch ? batch : 1) / took, total ? all[total / 2] : 0, total ? all[total * 99 / 100] : 0, sp50,
-		       sp99, errors, start_s, rss / 1024.0);
-		fflush(stdout);
-		if (st != 0)
-			fprintf(stderr, "bench_rank_rpc: rankd exited with status %d (see %s)\n", st, log);
-		free(all);
-		free(cl);
-		free(chs);
 	}
 	vr_rpc_shutdown();
 	if (!dir)

@@ -1092,6 +1092,31 @@ static int put_items(vr_channel *ch, int from, int to, const char *id, uint64_t 
 	return rc ? rc : frc;
 }
 
+/* featured (data tag) holding the VITEMS images of put_items, with a
+ * channel to it in *fch. 0, or -1 with the reason in why (featured then
+ * stopped). */
+static int featured_with_images(struct proc *f, const char *tag, vr_channel **fch, char *why,
+				size_t cap)
+{
+	uint64_t seq = 0;
+	vr_status st;
+	if (start_featured(f, tag, NULL)) {
+		snprintf(why, cap, "featured did not start");
+		return -1;
+	}
+	vr_channel_create(fch, f->addr, NULL);
+	int put = put_items(*fch, 0, VITEMS, NULL, &seq, &st);
+	if (put) {
+		vr_channel_destroy(*fch);
+		*fch = NULL;
+		proc_stop(f, 5000);
+		snprintf(why, cap, "PutItems failed (rc %d): %s \"%.200s\"", put, vr_status_name(st.code),
+			 st.message);
+		return -1;
+	}
+	return 0;
+}
+
 /* Users of group g take 6 of the 30 warm items of group g (the items of
  * put_items); seen marks them. */
 static int add_visual_data(vr_channel *ch, unsigned char seen[VUSERS][VITEMS])
@@ -1161,17 +1186,11 @@ TEST(vbpr_with_featured_ranks_new_items_cold)
 {
 	struct proc f, r;
 	vr_channel *fch = NULL, *ch = NULL;
-	uint64_t seq = 0, fresh_seq = 0;
+	uint64_t fresh_seq = 0;
 	vr_status st;
-	if (start_featured(&f, "f5", NULL))
-		FAIL_("featured did not start");
-	vr_channel_create(&fch, f.addr, NULL);
-	int put = put_items(fch, 0, VITEMS, NULL, &seq, &st);
-	if (put) {
-		vr_channel_destroy(fch);
-		proc_stop(&f, 5000);
-		FAIL_("PutItems failed (rc %d): %s \"%s\"", put, vr_status_name(st.code), st.message);
-	}
+	char why[320];
+	if (featured_with_images(&f, "f5", &fch, why, sizeof why))
+		FAIL_("%s", why);
 	ASSERT_OK(start_rankd(&r, "r5", f.addr));
 	vr_channel_create(&ch, r.addr, NULL);
 	unsigned char seen[VUSERS][VITEMS] = { { 0 } };
@@ -1282,6 +1301,143 @@ TEST(vbpr_with_featured_ranks_new_items_cold)
 	release(full3);
 	release(with_new);
 	release(with_new2);
+}
+
+/* ---- the top-k cache ------------------------------------------------------------ */
+
+/* Every cached Recommend (k 10, the catalogue) must equal the same
+ * Recommend over a candidate list of the whole catalogue, which never uses
+ * the cache and scores with the same kernel: items, order and score bits.
+ * Each user is asked twice (a fill, then a hit). ids: the catalogue.
+ * Returns the users whose answers differ; -1 when a call fails. */
+static int cache_mismatches(vr_channel *ch, char **ids, size_t n_ids)
+{
+	int bad = 0;
+	for (int u = 0; u < VUSERS; u++) {
+		char user[16];
+		uid(user, u);
+		for (int rep = 0; rep < 2; rep++) {
+			Visrec__V1__RecommendResponse *a = NULL, *b = NULL;
+			vr_status sa, sb;
+			int ra = recommend(ch, user, 10, 0, NULL, 0, &a, &sa);
+			int rb = recommend(ch, user, 10, 0, ids, n_ids, &b, &sb);
+			if (ra || rb) {
+				release(a);
+				release(b);
+				return -1;
+			}
+			int same = a->n_items == b->n_items && a->model_version == b->model_version;
+			for (size_t j = 0; same && j < a->n_items; j++)
+				same = !strcmp(a->items[j]->item_id, b->items[j]->item_id) &&
+				       !memcmp(&a->items[j]->score, &b->items[j]->score, sizeof(float));
+			bad += !same;
+			release(a);
+			release(b);
+		}
+	}
+	return bad;
+}
+
+/* The cache never answers what the scan would not: across Train,
+ * AddInteractions (an item at the top of a user's cached list), a cold
+ * item arriving from featured's change feed (merged into cached lists),
+ * and a second Train, after which the background refresh has refilled
+ * every cached user's list. */
+TEST(topk_cache_equals_the_scan_across_changes)
+{
+	struct proc f, r;
+	vr_channel *fch = NULL, *ch = NULL;
+	uint64_t fresh_seq = 0;
+	vr_status st;
+	char why[320];
+	if (featured_with_images(&f, "f9", &fch, why, sizeof why))
+		FAIL_("%s", why);
+	static const char *const cache_on[] = { "--topk-cache-mb", "8", NULL };
+	ASSERT_OK(start_rankd_with(&r, "r9", f.addr, cache_on));
+	vr_channel_create(&ch, r.addr, NULL);
+	static char names[VITEMS + 1][16];
+	char *ids[VITEMS + 1];
+	for (int i = 0; i < VITEMS; i++) {
+		vid(names[i], i);
+		ids[i] = names[i];
+	}
+	unsigned char seen[VUSERS][VITEMS] = { { 0 } };
+	struct train_out t1 = { 0 }, t2 = { 0 };
+	int added = add_visual_data(ch, seen);
+	train_vbpr(ch, &t1);
+	int after_train = cache_mismatches(ch, ids, VITEMS);
+
+	/* u000 takes the item at the top of its cached list. */
+	Visrec__V1__RecommendResponse *top = NULL, *top2 = NULL;
+	vr_status s_top, s_top2;
+	recommend(ch, "u000", 10, 0, NULL, 0, &top, &s_top);
+	char taken[16] = "";
+	if (top && top->n_items)
+		snprintf(taken, sizeof taken, "%s", top->items[0]->item_id);
+	int add_rc = add_one(ch, "u000", taken, 10000);
+	recommend(ch, "u000", 10, 0, NULL, 0, &top2, &s_top2);
+	int still_there = 0;
+	for (size_t j = 0; top2 && j < top2->n_items; j++)
+		still_there += !strcmp(top2->items[j]->item_id, taken);
+	int after_add = cache_mismatches(ch, ids, VITEMS);
+
+	/* A cold item from featured: merged into the cached lists. */
+	Visrec__V1__RankInfoResponse *in1 = info(ch);
+	int put2 = put_items(fch, 3, 4, "fresh-c", &fresh_seq, &st);
+	uint64_t applied = put2 ? 0 : feed_reaches(ch, fresh_seq, 15000);
+	snprintf(names[VITEMS], sizeof names[VITEMS], "fresh-c");
+	ids[VITEMS] = names[VITEMS];
+	int after_cold = cache_mismatches(ch, ids, VITEMS + 1);
+	Visrec__V1__RankInfoResponse *in2 = info(ch);
+
+	/* After a Train the refresh refills the cached users' lists in the
+	 * background: wait for them, then every call hits. */
+	train_vbpr(ch, &t2);
+	uint64_t entries = 0, hits_before = 0;
+	for (int64_t end = procs_now_ms() + 15000; procs_now_ms() < end && entries < VUSERS; usleep(20000)) {
+		Visrec__V1__RankInfoResponse *x = info(ch);
+		entries = x && x->topk_cache ? x->topk_cache->entries : 0;
+		hits_before = x && x->topk_cache ? x->topk_cache->hits : 0;
+		release(x);
+	}
+	int after_train2 = cache_mismatches(ch, ids, VITEMS + 1);
+	Visrec__V1__RankInfoResponse *in3 = info(ch);
+	vr_channel_destroy(ch);
+	vr_channel_destroy(fch);
+	int s_r = proc_stop(&r, 10000), s_f = proc_stop(&f, 10000);
+
+	ASSERT_OK(added);
+	ASSERT_MSG(t1.code == GRPC_STATUS_OK && t1.done, "Train: %s \"%s\"", vr_status_name(t1.code), t1.message);
+	ASSERT_EQ_INT(after_train, 0);
+	ASSERT_OK(s_top.code);
+	ASSERT(taken[0]);
+	ASSERT_OK(add_rc);
+	ASSERT_OK(s_top2.code);
+	ASSERT_EQ_INT(still_there, 0);
+	ASSERT_EQ_INT(after_add, 0);
+	ASSERT_OK(put2);
+	ASSERT(applied >= fresh_seq);
+	ASSERT_EQ_INT(after_cold, 0);
+	ASSERT_MSG(t2.code == GRPC_STATUS_OK && t2.done, "Train: %s \"%s\"", vr_status_name(t2.code), t2.message);
+	ASSERT_EQ_INT(after_train2, 0);
+	ASSERT_EQ_INT(entries, VUSERS);
+	ASSERT(in3 && in3->topk_cache);
+	ASSERT_EQ_INT(in3->topk_cache->hits - hits_before, 2 * VUSERS);
+	ASSERT(in1 && in1->topk_cache && in2 && in2->topk_cache && in3 && in3->topk_cache);
+	/* The cache answered (half the calls), the new item was merged into
+	 * lists rather than dropping them, and a list is ~ 1 KiB. */
+	ASSERT(in1->topk_cache->hits >= VUSERS * 2);
+	ASSERT(in2->topk_cache->merged > in1->topk_cache->merged);
+	ASSERT(in2->topk_cache->hits >= in1->topk_cache->hits + VUSERS);
+	ASSERT_EQ_INT(in3->topk_cache->limit_bytes, 8 << 20);
+	ASSERT(in3->topk_cache->bytes > 0 && in3->topk_cache->bytes <= in3->topk_cache->limit_bytes);
+	ASSERT_EQ_INT(s_r, 0);
+	ASSERT_EQ_INT(s_f, 0);
+	release(top);
+	release(top2);
+	release(in1);
+	release(in2);
+	release(in3);
 }
 
 /* ---- cold start: the prior, cold slots, Audience, a given split ------------ */
@@ -1752,7 +1908,8 @@ static const struct vr_test tests[] = {
 	T(cold_items_bpr_slots_audience_and_given_split),
 	T(added_interactions_excluded_at_once), T(added_during_train_stay_excluded),
 	T(added_interactions_excluded_after_restart), T(idle_pair_uses_no_cpu),
-	T(pair_with_tokens_follows_the_feed), T(full_disk_keeps_every_acked_interaction), { 0 },
+	T(pair_with_tokens_follows_the_feed), T(full_disk_keeps_every_acked_interaction),
+	T(topk_cache_equals_the_scan_across_changes), { 0 },
 };
 
 int main(int argc, char **argv)

@@ -122,6 +122,21 @@ static int load_active(rk_service *svc, char *err, size_t errlen)
 	return rc;
 }
 
+/* The users the top-k cache holds lists for, most recent first, into a
+ * malloc'd *users (the refresh takes it over); their count, 0 without a
+ * cache or memory. */
+static size_t tcache_recent(rk_service *svc, uint32_t **users)
+{
+	rk_tcache_stats ts;
+	*users = NULL;
+	if (!svc->tcache)
+		return 0;
+	rk_tcache_stats_get(svc->tcache, &ts);
+	if (!ts.entries || !(*users = malloc(ts.entries * sizeof **users)))
+		return 0;
+	return rk_tcache_recent(svc->tcache, *users, ts.entries);
+}
+
 int rk_service_install(rk_service *svc, uint64_t version, uint64_t featured_seq, char *err,
 		       size_t errlen)
 {
@@ -148,13 +163,7 @@ int rk_service_install(rk_service *svc, uint64_t version, uint64_t featured_seq,
 	/* As a local Train's swap (rk_service_publish): the top-k cache starts
 	 * over under the new version and the refresh refills its users. */
 	uint32_t *recent = NULL;
-	size_t n_recent = 0;
-	if (svc->tcache) {
-		rk_tcache_stats ts;
-		rk_tcache_stats_get(svc->tcache, &ts);
-		if (ts.entries && (recent = malloc(ts.entries * sizeof *recent)))
-			n_recent = rk_tcache_recent(svc->tcache, recent, ts.entries);
-	}
+	size_t n_recent = tcache_recent(svc, &recent);
 	pthread_rwlock_wrlock(&svc->ix_lock);
 	rk_served *old = rk_serving_swap(&svc->serving, s);
 	rk_overlay_prune(svc->live, &s->seen);
@@ -521,13 +530,7 @@ int rk_service_publish(rk_service *svc, rk_served *next, uint64_t base_seq)
 	svc->seq_saved = from;
 	/* The users cached under the old model, for the refresh. */
 	uint32_t *recent = NULL;
-	size_t n_recent = 0;
-	if (svc->tcache) {
-		rk_tcache_stats ts;
-		rk_tcache_stats_get(svc->tcache, &ts);
-		if (ts.entries && (recent = malloc(ts.entries * sizeof *recent)))
-			n_recent = rk_tcache_recent(svc->tcache, recent, ts.entries);
-	}
+	size_t n_recent = tcache_recent(svc, &recent);
 	pthread_rwlock_wrlock(&svc->ix_lock);
 	rk_served *old = rk_serving_swap(&svc->serving, next);
 	rk_overlay_prune(svc->live, &next->seen);

@@ -200,14 +200,14 @@ int rk_handle_snapshot(vr_call *call, void *ctx)
 	rk_snap_export_decode(buf, len, &x);
 	m.version = x.meta.version;
 	m.total_bytes = len;
-	m.whole_crc32 = (uint32_t)crc32(crc32(0L, Z_NULL, 0), buf, (uInt)len);
+	m.whole_crc32 = (uint32_t)crc32_z(crc32_z(0L, Z_NULL, 0), buf, len);
 	size_t off = (size_t)req->offset;
 	do {
 		size_t n = len - off < chunk ? len - off : chunk;
 		m.offset = off;
 		m.data.data = (uint8_t *)buf + off;
 		m.data.len = n;
-		m.crc32 = (uint32_t)crc32(crc32(0L, Z_NULL, 0), m.data.data, (uInt)n);
+		m.crc32 = (uint32_t)crc32_z(crc32_z(0L, Z_NULL, 0), m.data.data, n);
 		if ((rc = vr_call_send(call, &m.base)))
 			break;
 		off += n;
@@ -284,7 +284,7 @@ static int fetch_snapshot(struct rk_replica *r, uint64_t version)
 	if (!(rc = vr_ccall_send(cc, &req.base)) && !(rc = vr_ccall_close_send(cc))) {
 		while (!(rc = vr_ccall_recv(cc, &msg))) {
 			const Visrec__V1__SnapshotChunk *c = (const void *)msg;
-			uint32_t crc = (uint32_t)crc32(crc32(0L, Z_NULL, 0), c->data.data, (uInt)c->data.len);
+			uint32_t crc = (uint32_t)crc32_z(crc32_z(0L, Z_NULL, 0), c->data.data, c->data.len);
 			if (c->version != version || c->offset != have || crc != c->crc32 ||
 			    (have && (c->total_bytes != total || c->whole_crc32 != whole)) ||
 			    c->data.len > c->total_bytes - c->offset) {
@@ -327,7 +327,7 @@ complete:
 	r->pending = NULL;
 	if ((rc = rk_snap_stage_take(&svc->snap, total, &r->pending)))
 		return rc;
-	if ((uint32_t)crc32(crc32(0L, Z_NULL, 0), r->pending, (uInt)total) != whole ||
+	if ((uint32_t)crc32_z(crc32_z(0L, Z_NULL, 0), r->pending, total) != whole ||
 	    rk_snap_export_decode(r->pending, total, &r->px) || r->px.meta.version != version) {
 		VR_WARN("model snapshot v%" PRIu64 " from the writer fails its whole CRC or framing; "
 			"downloading it again", version);

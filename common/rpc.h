@@ -110,14 +110,15 @@ typedef struct vr_server_opts {
  * Errors: VR_EINVAL (no listen address, only one of cert/key), VR_ENOMEM. */
 int vr_server_create(vr_server **out, const vr_server_opts *opts);
 /* Adds n methods (the table is copied). Before vr_server_start only.
- * Errors: VR_EINVAL (bad entry, duplicate path), VR_ESTATE, VR_ENOMEM. */
+ * Errors: VR_EINVAL (bad entry, duplicate path: vr_server_error() names
+ * the method), VR_ESTATE, VR_ENOMEM. */
 int vr_server_add_service(vr_server *srv, const vr_method *table, size_t n);
 /* Binds, starts the threads and serves. Errors: -EADDRINUSE (port
  * taken), -errno reading TLS files, VR_EIO (core refused the address),
  * VR_ESTATE, VR_ENOMEM; vr_server_error() then says what failed in one
  * line. */
 int vr_server_start(vr_server *srv);
-/* The text of the last start failure ("" if none). */
+/* The text of the last start or add_service failure ("" if none). */
 const char *vr_server_error(const vr_server *srv);
 /* The bound port (after a successful start), else 0. */
 int vr_server_port(const vr_server *srv);

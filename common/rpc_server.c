@@ -944,11 +944,17 @@ int vr_server_add_service(vr_server *srv, const vr_method *table, size_t n)
 		const vr_method *m = &table[i];
 		if (!m->path || m->path[0] != '/' || !m->request || !m->response ||
 		    m->kind < VR_UNARY || m->kind > VR_BIDI || (m->own_thread && m->kind != VR_UNARY) ||
-		    (m->follower && m->kind == VR_UNARY))
+		    (m->follower && m->kind == VR_UNARY)) {
+			snprintf(srv->err, sizeof srv->err, "method %s is not valid (a path, both "
+				 "descriptors, a kind; own_thread is for unary methods, follower for streams)",
+				 m->path ? m->path : "(no path)");
 			return VR_EINVAL;
+		}
 		for (size_t j = 0; j < srv->nmethods; j++)
-			if (!strcmp(srv->methods[j].m.path, m->path))
+			if (!strcmp(srv->methods[j].m.path, m->path)) {
+				snprintf(srv->err, sizeof srv->err, "method %s is registered twice", m->path);
 				return VR_EINVAL;
+			}
 		struct method_rt *methods = grow(srv->methods, &srv->cap_methods, srv->nmethods,
 						 sizeof *methods, 16);
 		if (!methods)

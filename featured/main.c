@@ -87,8 +87,11 @@ int main(int argc, char **argv)
 			VR_ERROR("%s", err);
 		code = rc ? 1 : 0;
 	}
-	if (!code)
-		code = fd_service_register(&svc, d.server) ? 1 : 0;
+	if (!code && fd_service_register(&svc, d.server)) {
+		const char *why = vr_server_error(d.server);
+		VR_ERROR("cannot register the service: %s", why[0] ? why : "out of memory");
+		code = 1;
+	}
 	if (!code)
 		code = vr_daemon_serve(&d, services);
 	if (!code) {

@@ -135,8 +135,11 @@ int main(int argc, char **argv)
 			code = 1;
 		}
 	}
-	if (!code)
-		code = rk_service_register(&svc, d.server) ? 1 : 0;
+	if (!code && rk_service_register(&svc, d.server)) {
+		const char *why = vr_server_error(d.server);
+		VR_ERROR("cannot register the service: %s", why[0] ? why : "out of memory");
+		code = 1;
+	}
 	if (!code)
 		code = vr_daemon_serve(&d, services);
 	if (!code && rk_service_start(&svc))

@@ -137,6 +137,36 @@ static size_t tcache_recent(rk_service *svc, uint32_t **users)
 	return rk_tcache_recent(svc->tcache, *users, ts.entries);
 }
 
+/* The swap of a model built and activated (rk_service_publish's after a
+ * Train, rk_service_install's on a replica), with swap_mu held, which it
+ * releases: next becomes the served model, the overlay keeps what next
+ * does not know, the top-k cache starts over under next's version and the
+ * refresh refills the users it held, the follower rewinds to from (when
+ * below seq, where it was), and the replaced snapshot is deleted. */
+static void swap_in(rk_service *svc, rk_served *next, uint64_t from, uint64_t seq)
+{
+	uint64_t version = next->info.version;
+	uint32_t *recent = NULL;
+	size_t n_recent = tcache_recent(svc, &recent);
+	pthread_rwlock_wrlock(&svc->ix_lock);
+	rk_served *old = rk_serving_swap(&svc->serving, next);
+	rk_overlay_prune(svc->live, &next->seen);
+	if (svc->tcache)
+		rk_tcache_reset(svc->tcache, version);
+	pthread_rwlock_unlock(&svc->ix_lock);
+	rk_refresher_give(svc, version, recent, n_recent);
+	if (svc->follower && from < seq)
+		rk_follower_rewind(svc->follower, from);
+	pthread_mutex_unlock(&svc->swap_mu);
+	rk_feed_notify(svc);
+	uint64_t old_version = old ? old->info.version : 0;
+	rk_served_unref(old);
+	int rc;
+	if (old_version && old_version != version && (rc = rk_snap_drop(&svc->snap, old_version)))
+		VR_WARN("the replaced model snapshot v%" PRIu64 " could not be deleted: %s",
+			old_version, vr_strerror(rc));
+}
+
 int rk_service_install(rk_service *svc, uint64_t version, uint64_t featured_seq, char *err,
 		       size_t errlen)
 {
@@ -160,26 +190,7 @@ int rk_service_install(rk_service *svc, uint64_t version, uint64_t featured_seq,
 	pthread_rwlock_unlock(&svc->ix_lock);
 	if (rc)
 		goto leave;
-	/* As a local Train's swap (rk_service_publish): the top-k cache starts
-	 * over under the new version and the refresh refills its users. */
-	uint32_t *recent = NULL;
-	size_t n_recent = tcache_recent(svc, &recent);
-	pthread_rwlock_wrlock(&svc->ix_lock);
-	rk_served *old = rk_serving_swap(&svc->serving, s);
-	rk_overlay_prune(svc->live, &s->seen);
-	if (svc->tcache)
-		rk_tcache_reset(svc->tcache, s->info.version);
-	pthread_rwlock_unlock(&svc->ix_lock);
-	rk_refresher_give(svc, version, recent, n_recent);
-	if (svc->follower && from < seq)
-		rk_follower_rewind(svc->follower, from);
-	pthread_mutex_unlock(&svc->swap_mu);
-	uint64_t old_version = old ? old->info.version : 0;
-	rk_served_unref(old);
-	if (old_version && old_version != version && (rc = rk_snap_drop(&svc->snap, old_version)))
-		VR_WARN("the replaced model snapshot v%" PRIu64 " could not be deleted: %s",
-			old_version, vr_strerror(rc));
-	rk_feed_notify(svc);
+	swap_in(svc, s, from, seq);
 	return 0;
 leave:
 	pthread_mutex_unlock(&svc->swap_mu);
@@ -528,27 +539,7 @@ int rk_service_publish(rk_service *svc, rk_served *next, uint64_t base_seq)
 	if ((rc = rk_snap_activate(&svc->snap, next->info.version, from)))
 		goto leave;
 	svc->seq_saved = from;
-	/* The users cached under the old model, for the refresh. */
-	uint32_t *recent = NULL;
-	size_t n_recent = tcache_recent(svc, &recent);
-	pthread_rwlock_wrlock(&svc->ix_lock);
-	rk_served *old = rk_serving_swap(&svc->serving, next);
-	rk_overlay_prune(svc->live, &next->seen);
-	uint64_t version = next->info.version;
-	if (svc->tcache)
-		rk_tcache_reset(svc->tcache, version);
-	pthread_rwlock_unlock(&svc->ix_lock);
-	rk_refresher_give(svc, version, recent, n_recent);
-	next = NULL;
-	if (svc->follower && from < seq)
-		rk_follower_rewind(svc->follower, from);
-	pthread_mutex_unlock(&svc->swap_mu);
-	rk_feed_notify(svc);
-	uint64_t old_version = old ? old->info.version : 0;
-	rk_served_unref(old);
-	if (old_version && (rc = rk_snap_drop(&svc->snap, old_version)))
-		VR_WARN("the replaced model snapshot v%" PRIu64 " could not be deleted: %s",
-			old_version, vr_strerror(rc));
+	swap_in(svc, next, from, seq);
 	return 0;
 leave:
 	pthread_mutex_unlock(&svc->swap_mu);

@@ -24,6 +24,7 @@
 #include "err.h"
 #include "harness.h"
 #include "procs.h"
+#include "rank_client.h"
 #include "rpc.h"
 #include "visrec/v1/featured.pb-c.h"
 #include "visrec/v1/rankd.pb-c.h"
@@ -102,21 +103,6 @@ static int item_index(const char *id)
 
 /* ---- calls ------------------------------------------------------------------- */
 
-static int unary(vr_channel *ch, const char *method, const ProtobufCMessage *req,
-		 const ProtobufCMessageDescriptor *d, void *resp, vr_status *st)
-{
-	char path[96];
-	snprintf(path, sizeof path, "/visrec.v1.Rank/%s", method);
-	ProtobufCMessage **out = resp;
-	return vr_client_unary(ch, path, req, d, out, 30000, NULL, st);
-}
-
-static void release(void *m)
-{
-	if (m)
-		protobuf_c_message_free_unpacked(m, NULL);
-}
-
 static int add_data(vr_channel *ch, const struct data *d, vr_status *st)
 {
 	static Visrec__V1__Interaction rows[USERS * PER_USER];
@@ -154,16 +140,6 @@ static int recommend(vr_channel *ch, const char *user, int k, int include_seen, 
 	req.n_candidates = n_cand;
 	*out = NULL;
 	return unary(ch, "Recommend", &req.base, &visrec__v1__recommend_response__descriptor, out, st);
-}
-
-static Visrec__V1__RankInfoResponse *info(vr_channel *ch)
-{
-	Visrec__V1__RankInfoRequest req = VISREC__V1__RANK_INFO_REQUEST__INIT;
-	Visrec__V1__RankInfoResponse *resp = NULL;
-	vr_status st;
-	if (unary(ch, "Info", &req.base, &visrec__v1__rank_info_response__descriptor, &resp, &st))
-		return NULL;
-	return resp;
 }
 
 struct train_out {

@@ -13,6 +13,7 @@
 #include "err.h"
 #include "harness.h"
 #include "procs.h"
+#include "rank_client.h"
 #include "rpc.h"
 #include "visrec/v1/rankd.pb-c.h"
 
@@ -26,20 +27,6 @@
 #define IDLE_MAX_MS 40
 
 static char tmpdir[64];
-
-static void release(void *m)
-{
-	if (m)
-		protobuf_c_message_free_unpacked(m, NULL);
-}
-
-static int unary(vr_channel *ch, const char *method, const ProtobufCMessage *req,
-		 const ProtobufCMessageDescriptor *d, void *resp, vr_status *st)
-{
-	char path[96];
-	snprintf(path, sizeof path, "/visrec.v1.Rank/%s", method);
-	return vr_client_unary(ch, path, req, d, (ProtobufCMessage **)resp, 30000, NULL, st);
-}
 
 static int start_rankd(struct proc *p, const char *tag, const char *writer, const char *fault)
 {
@@ -132,16 +119,6 @@ static int train(vr_channel *ch, uint64_t seed, uint64_t *version, vr_status *st
 		release(m);
 	}
 	return vr_ccall_finish(cc, st);
-}
-
-static Visrec__V1__RankInfoResponse *info(vr_channel *ch)
-{
-	Visrec__V1__RankInfoRequest req = VISREC__V1__RANK_INFO_REQUEST__INIT;
-	Visrec__V1__RankInfoResponse *resp = NULL;
-	vr_status st;
-	if (unary(ch, "Info", &req.base, &visrec__v1__rank_info_response__descriptor, &resp, &st))
-		return NULL;
-	return resp;
 }
 
 /* Waits until the replica serves version with its log at seq. */

@@ -1315,20 +1315,10 @@ int vr_call_read_each(vr_call *c, ProtobufCMessage **msg, char *why, size_t cap)
 	return rc;
 }
 
-int vr_call_send(vr_call *c, const ProtobufCMessage *msg)
+/* Sends bb, which this takes (see vr_call_send). */
+static int send_bb(vr_call *c, grpc_byte_buffer *bb)
 {
-	grpc_byte_buffer *bb = NULL;
-	int unary = c->mt->m.kind == VR_UNARY;
-	if (unary && c->reply)
-		return VR_ESTATE;
-	int rc = vr__pack(msg, c->srv->max_message, &bb);
-	if (rc == VR_ETOOBIG)
-		vr_call_error(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
-			      "response of %zu bytes is over the message limit of %zu bytes",
-			      protobuf_c_message_get_packed_size(msg), c->srv->max_message);
-	if (rc)
-		return rc;
-	if (unary) {
+	if (c->mt->m.kind == VR_UNARY) {
 		c->reply = bb;
 		return 0;
 	}
@@ -1339,13 +1329,45 @@ int vr_call_send(vr_call *c, const ProtobufCMessage *msg)
 		ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
 	ops[n].op = GRPC_OP_SEND_MESSAGE;
 	ops[n++].data.send_message.send_message = bb;
-	rc = call_start(c, ops, n, &c->op);
+	int rc = call_start(c, ops, n, &c->op);
 	if (rc == 0) {
 		c->md_sent = 1;
 		rc = call_wait(c, &c->op);
 	}
 	grpc_byte_buffer_destroy(bb);
 	return rc ? VR_ECANCELLED : 0;
+}
+
+static int too_big(vr_call *c, size_t len)
+{
+	return vr_call_error(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
+			     "response of %zu bytes is over the message limit of %zu bytes", len,
+			     c->srv->max_message);
+}
+
+int vr_call_send(vr_call *c, const ProtobufCMessage *msg)
+{
+	grpc_byte_buffer *bb = NULL;
+	if (c->mt->m.kind == VR_UNARY && c->reply)
+		return VR_ESTATE;
+	int rc = vr__pack(msg, c->srv->max_message, &bb);
+	if (rc == VR_ETOOBIG)
+		too_big(c, protobuf_c_message_get_packed_size(msg));
+	return rc ? rc : send_bb(c, bb);
+}
+
+int vr_call_send_packed(vr_call *c, const void *bytes, size_t len)
+{
+	if (c->mt->m.kind == VR_UNARY && c->reply)
+		return VR_ESTATE;
+	if (len > c->srv->max_message) {
+		too_big(c, len);
+		return VR_ETOOBIG;
+	}
+	grpc_slice s = grpc_slice_from_copied_buffer(bytes, len);
+	grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
+	grpc_slice_unref(s);
+	return bb ? send_bb(c, bb) : VR_ENOMEM;
 }
 
 int vr_call_error(vr_call *c, int code, const char *fmt, ...)

@@ -161,6 +161,10 @@ int vr_call_read_each(vr_call *call, ProtobufCMessage **msg, char *why, size_t c
  * done. Returns 0, VR_ETOOBIG (over the message limit; nothing sent),
  * VR_ECANCELLED (the call is gone), VR_ENOMEM. */
 int vr_call_send(vr_call *call, const ProtobufCMessage *msg);
+/* vr_call_send for a response already packed (len bytes at bytes, copied):
+ * a reply a handler keeps packed between calls, as featured's Info does.
+ * The bytes must be a valid message of the method's response type. */
+int vr_call_send_packed(vr_call *call, const void *bytes, size_t len);
 /* Sets the status message; returns code, so: return vr_call_error(...). */
 int vr_call_error(vr_call *call, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

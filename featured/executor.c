@@ -738,6 +738,17 @@ int fd_executor_live(fd_executor *ex, fd_model_info out[FD_MAX_LIVE])
 	return n;
 }
 
+int fd_executor_versions(fd_executor *ex, uint32_t *active, uint32_t live[FD_MAX_LIVE])
+{
+	pthread_mutex_lock(&ex->mu);
+	int n = ex->nlive;
+	*active = ex->model.version;
+	for (int v = 0; v < n; v++)
+		live[v] = ex->live[v].info.version;
+	pthread_mutex_unlock(&ex->mu);
+	return n;
+}
+
 int fd_executor_batch(fd_executor *ex)
 {
 	pthread_mutex_lock(&ex->mu);

@@ -166,6 +166,9 @@ int fd_executor_reembed(fd_executor *ex, nn_net *net, const fd_model_info *model
 /* The live versions (at most FD_MAX_LIVE, oldest first) into out; returns
  * how many. */
 int fd_executor_live(fd_executor *ex, fd_model_info out[FD_MAX_LIVE]);
+/* The active version into *active and the live ones (oldest first) into
+ * live, under one lock; returns how many are live. */
+int fd_executor_versions(fd_executor *ex, uint32_t *active, uint32_t live[FD_MAX_LIVE]);
 /* Images per network call now (a switch may lower it): the max_batch a
  * net handed to fd_executor_reembed should have. */
 int fd_executor_batch(fd_executor *ex);

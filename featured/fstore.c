@@ -14,6 +14,7 @@
 #include <cjson/cJSON.h>
 #include <float.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@ struct fd_fstore {
 	pthread_mutex_t mu; /* guards last_seq */
 	pthread_cond_t cv;  /* broadcast after every commit that added changes */
 	uint64_t last_seq;
+	atomic_uint_least64_t models_gen; /* model rows added since open */
 };
 
 struct item_row {
@@ -293,6 +295,7 @@ int fd_fstore_open(fd_fstore **out, vr_store *st)
 	if (!fs)
 		return VR_ENOMEM;
 	fs->st = st;
+	atomic_init(&fs->models_gen, 0);
 	pthread_mutex_init(&fs->mu, NULL);
 	vr_cond_init(&fs->cv);
 	if ((rc = vr_store_dbi(st, "images", 0, &fs->images)) ||
@@ -615,6 +618,8 @@ int fd_fstore_model_add(fd_fstore *fs, fd_model_info *info, int activate)
 	struct model_ctx c = { fs, info, activate, json };
 	rc = vr_store_write(fs->st, model_add_txn, &c);
 	cJSON_free(json);
+	if (!rc)
+		atomic_fetch_add(&fs->models_gen, 1);
 	return rc;
 }
 
@@ -748,6 +753,11 @@ int fd_fstore_stats(fd_fstore *fs, uint64_t *items, uint64_t *last_seq)
 		rc = last_seq_txn(fs, txn, last_seq);
 	vr_store_read_end(txn);
 	return rc;
+}
+
+uint64_t fd_fstore_models_gen(fd_fstore *fs)
+{
+	return atomic_load(&fs->models_gen);
 }
 
 uint64_t fd_fstore_last_seq(fd_fstore *fs)

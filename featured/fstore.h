@@ -182,6 +182,10 @@ int fd_fstore_model_next(fd_fstore *fs, uint32_t *version);
 int fd_fstore_stats(fd_fstore *fs, uint64_t *items, uint64_t *last_seq);
 /* The last committed seq as this process knows it (no transaction). */
 uint64_t fd_fstore_last_seq(fd_fstore *fs);
+/* How many model rows this process added since the store was opened,
+ * counted after each commit: a reply built from the model rows stays
+ * valid while this stays the same (featured's Info). */
+uint64_t fd_fstore_models_gen(fd_fstore *fs);
 /* Waits for a commit past after_seq, until deadline_ms (vr_now_ms scale;
  * VR_FOREVER: no deadline) or until stop(arg) (may be NULL) is true.
  * stop is checked under the lock fd_fstore_wake takes, so a wake-up sent

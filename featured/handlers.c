@@ -653,9 +653,9 @@ static void model_to_proto(const fd_model_info *m, Visrec__V1__ModelVersionInfo 
 	out->purpose = (char *)m->purpose;
 }
 
-int fd_info(vr_call *call, void *ctx)
+/* Builds Info's reply packed into *bytes (malloc'd, *len of them). */
+static int info_build(fd_service *svc, uint8_t **bytes, size_t *len)
 {
-	fd_service *svc = ctx;
 	Visrec__V1__FeaturedInfoResponse resp = VISREC__V1__FEATURED_INFO_RESPONSE__INIT;
 	Visrec__V1__ModelVersionInfo active_pb, *models_pb = NULL, **ptrs = NULL;
 	fd_model_info active, *models = NULL;
@@ -694,10 +694,48 @@ int fd_info(vr_call *call, void *ctx)
 		resp.shard_self = svc->shards->names[svc->shard_self];
 		resp.shard_map = svc->shards->tag;
 	}
-	rc = vr_call_send(call, &resp.base);
+	*len = protobuf_c_message_get_packed_size(&resp.base);
+	rc = VR_ENOMEM;
+	if ((*bytes = malloc(*len ? *len : 1))) {
+		protobuf_c_message_pack(&resp.base, *bytes);
+		rc = 0;
+	}
 leave:
 	free(models);
 	free(models_pb);
 	free(ptrs);
+	return rc;
+}
+
+/* Info's reply is kept packed (fd_service.info_bytes) for the inputs it
+ * was built from, read before building, so a kept reply is never older
+ * than its key; a call whose key differs builds anew and keeps its own. */
+int fd_info(vr_call *call, void *ctx)
+{
+	fd_service *svc = ctx;
+	fd_info_key key;
+	memset(&key, 0, sizeof key);
+	key.models_gen = fd_fstore_models_gen(svc->fs);
+	key.last_seq = fd_fstore_last_seq(svc->fs);
+	key.nlive = (uint32_t)fd_executor_versions(svc->ex, &key.active, key.live);
+	int rc;
+	pthread_rwlock_rdlock(&svc->info_lock);
+	if (svc->info_bytes && !memcmp(&key, &svc->info_key, sizeof key)) {
+		rc = vr_call_send_packed(call, svc->info_bytes, svc->info_len);
+		pthread_rwlock_unlock(&svc->info_lock);
+		return rc ? rc : GRPC_STATUS_OK;
+	}
+	pthread_rwlock_unlock(&svc->info_lock);
+	uint8_t *bytes;
+	size_t len;
+	if ((rc = info_build(svc, &bytes, &len)))
+		return rc;
+	rc = vr_call_send_packed(call, bytes, len);
+	pthread_rwlock_wrlock(&svc->info_lock);
+	free(svc->info_bytes);
+	svc->info_bytes = bytes;
+	svc->info_len = len;
+	svc->info_key = key;
+	pthread_rwlock_unlock(&svc->info_lock);
 	return rc ? rc : GRPC_STATUS_OK;
 }

@@ -11,6 +11,7 @@
 
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* --new-model: the net is built and recorded on the executor thread. */
@@ -196,6 +197,7 @@ int fd_service_open(fd_service *svc, vr_store *store, const fd_config *cfg, char
 {
 	fd_model_info active;
 	char what[512];
+	pthread_rwlock_init(&svc->info_lock, NULL);
 	svc->max_image_bytes = cfg->max_image_bytes;
 	svc->max_image_pixels = cfg->max_image_pixels;
 	svc->max_trunk_cache_mb = cfg->max_trunk_cache_mb;
@@ -270,6 +272,9 @@ void fd_service_close(fd_service *svc)
 	svc->fs = NULL;
 	vr_shardmap_free(svc->shards);
 	svc->shards = NULL;
+	free(svc->info_bytes);
+	svc->info_bytes = NULL;
+	pthread_rwlock_destroy(&svc->info_lock);
 }
 
 #define M(name, req, resp, kind_, admin_, fn, own, follow) \

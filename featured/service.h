@@ -11,6 +11,7 @@
 #include "shardmap.h"
 #include "store.h"
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -26,6 +27,14 @@ typedef struct fd_config {
 	const char *shard_self;       /* this shard's entry of shards */
 } fd_config;
 
+/* What featured's Info reply depends on that can change while it runs:
+ * model rows added (fd_fstore_models_gen), the last change committed
+ * (items come only with changes), the active and live versions. */
+typedef struct fd_info_key {
+	uint64_t models_gen, last_seq;
+	uint32_t active, nlive, live[FD_MAX_LIVE];
+} fd_info_key;
+
 typedef struct fd_service {
 	fd_fstore *fs;                /* over the daemon's LMDB environment */
 	fd_executor *ex;
@@ -36,6 +45,13 @@ typedef struct fd_service {
 	 * items this shard owns are stored. */
 	vr_shardmap *shards;
 	size_t shard_self;
+	/* Info's reply, packed, and the inputs it was built from (handlers.c):
+	 * a call that finds the same inputs sends these bytes again instead of
+	 * decoding every model row and packing anew. Under info_lock. */
+	pthread_rwlock_t info_lock;
+	fd_info_key info_key;
+	uint8_t *info_bytes;
+	size_t info_len;
 	/* the model_info series of the version active at the last scrape */
 	struct vr_prom_series *metrics_model;
 	uint32_t metrics_version;

@@ -435,8 +435,24 @@ static int recommend_one(rk_service *svc, const rk_served *s, const struct rk_in
 	}
 	size_t eligible = cand ? r->n_candidates : view->n;
 	size_t cap = (size_t)r->k < eligible ? (size_t)r->k : eligible;
-	if (reserve(&sc->hits, &sc->hits_cap, cap ? cap : 1, sizeof *sc->hits) ||
-	    exclusions(svc, s, ui, r, u == RK_NONE, sc, excl_at, &excl, &n_excl, &built))
+	if (reserve(&sc->hits, &sc->hits_cap, cap ? cap : 1, sizeof *sc->hits))
+		return error_text(err, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+	/* A cached list made at this catalogue sequence needs no merge, so
+	 * neither the exclusions nor the user's row (the usual hit). */
+	int cacheable = svc->tcache && eligible && !cand && !r->cold_slots && !r->include_seen &&
+			!svc->topk_approx && u != RK_NONE;
+	if (cacheable) {
+		size_t epoch;
+		rk_overlay_items(svc->live, ui, &epoch);
+		if (rk_tcache_get_fresh(svc->tcache, s->info.version, ui, epoch, cseq, r->k, sc->hits,
+					&n_hits)) {
+			fill_items(svc, s, sc, off, sc->hits, n_hits, &resp->items, &resp->n_items);
+			resp->model = (Visrec__V1__ModelKind)s->model->d.kind;
+			resp->model_version = s->info.version;
+			return GRPC_STATUS_OK;
+		}
+	}
+	if (exclusions(svc, s, ui, r, u == RK_NONE, sc, excl_at, &excl, &n_excl, &built))
 		return error_text(err, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 	if (u != RK_NONE) {
 		uint32_t dim = rk_model_dim(s->model);
@@ -455,7 +471,7 @@ static int recommend_one(rk_service *svc, const rk_served *s, const struct rk_in
 			return error_text(err, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 		struct rk_topk_mark mk = { s->cold_mark, s->n_counted, r->cold_slots, sc->cold_hits, 0,
 					   s->cold_items, s->n_cold };
-		if (svc->tcache && eligible && !cand && !r->cold_slots && !r->include_seen && !q.approx)
+		if (cacheable)
 			rc = cached_topk(svc, s, view, &q, ui, cseq, sc, cap, &n_hits);
 		else
 			rc = eligible ? rk_topk_marked(view, &q, fuse ? &mk : NULL, sc->ws, sc->hits, cap,

@@ -231,6 +231,26 @@ leave:
 	return rc;
 }
 
+int rk_tcache_get_fresh(rk_tcache *c, uint64_t version, uint32_t user, uint64_t user_epoch,
+			uint64_t seq, int k, struct rk_hit *out, size_t *n_out)
+{
+	int hit = 0;
+	*n_out = 0;
+	pthread_mutex_lock(&c->mu);
+	struct entry *e = user < c->n_slots ? c->slot[user] : NULL;
+	if (e && version == c->version && e->user_epoch == user_epoch && e->seq == seq &&
+	    seq == c->seq && ((uint32_t)k <= e->n || e->complete)) {
+		*n_out = (uint32_t)k < e->n ? (size_t)k : e->n;
+		memcpy(out, e->hit, *n_out * sizeof *out);
+		unlink_entry(c, e);
+		push_front(c, e);
+		c->st.hits++;
+		hit = 1;
+	}
+	pthread_mutex_unlock(&c->mu);
+	return hit;
+}
+
 int rk_tcache_put(rk_tcache *c, uint64_t version, uint32_t user, uint64_t user_epoch,
 		  uint64_t seq, int depth, const struct rk_hit *hits, size_t n)
 {

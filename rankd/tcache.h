@@ -91,6 +91,13 @@ int rk_tcache_get(rk_tcache *c, uint64_t version, uint32_t user, uint64_t user_e
 		  const uint32_t *excl, size_t n_excl, struct rk_topk_ws *ws, int k,
 		  struct rk_hit *out, size_t *n_out);
 
+/* rk_tcache_get for an entry that needs no merge (made at seq itself):
+ * answers without the exclusions or the user's row, which only a merge
+ * reads, so a caller may skip building them. Returns 1 (answered) or 0
+ * (anything else: the caller goes on to rk_tcache_get). */
+int rk_tcache_get_fresh(rk_tcache *c, uint64_t version, uint32_t user, uint64_t user_epoch,
+			uint64_t seq, int k, struct rk_hit *out, size_t *n_out);
+
 /* Stores a scan's answer: hits[0..n) is the exact top-depth at sequence
  * seq (n < depth: every eligible item). Evicts least recently used entries
  * to stay under the limit; a list larger than the limit is not stored.

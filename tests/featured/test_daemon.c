@@ -340,8 +340,15 @@ TEST(ingest_restart_same_vectors)
 	make_items(it, N_RESTART, "r", 0);
 	ASSERT_OK(start(&d, "restart", NULL));
 	vr_channel *ch = channel(&d);
-	for (int i = 0; i < N_RESTART; i += 50)
+	/* Info between the batches: its kept reply must follow each commit. */
+	for (int i = 0; i < N_RESTART; i += 50) {
+		Visrec__V1__FeaturedInfoResponse *before = info(ch);
+		ASSERT(before);
+		ASSERT_EQ_INT(before->items, i);
+		ASSERT_EQ_INT(before->last_seq, i);
+		protobuf_c_message_free_unpacked(&before->base, NULL);
 		ASSERT_OK(put_all_ok(ch, it + i, 50));
+	}
 	ASSERT_OK(get_vectors(ch, 1, NULL, 0, 0, 0, &a, &st));
 	Visrec__V1__FeaturedInfoResponse *inf = info(ch);
 	ASSERT(inf && inf->active_model);

@@ -1,7 +1,7 @@
 /* Benchmark of rankd's serving math in process: top-k over an item matrix
  * of VBPR's shape (D = 1 + 200 + 100), for one catalogue size per run.
  *
- *   bench_serve N_ITEMS [--queries Q] [--batch B] [--dump DIR]
+ *   bench_serve N_ITEMS [--queries Q] [--batch B] [--dump DIR] [--pass P]
  *
  * Reports the memory-bandwidth floor of one exact scan (the fp32 matrix's
  * bytes at the read speed measured here in the same run, and at the
@@ -13,7 +13,9 @@
  * line is the same as JSON for run.sh (approx_*: int8 at the default c). --dump writes, for the PyTorch peer (torch_peer.py),
  * DIR/items-N.f32 (the matrix, N × D float32 row-major), DIR/users-N.f32
  * (max(Q, B) user rows) and DIR/top20-N.u32 (the exact top-20 of the first
- * Q users), once: a file of the right size is kept. */
+ * Q users), once: a file of the right size is kept. --pass int8|fp16|int4
+ * measures that first pass only (besides the exact scan it is checked
+ * against): a recall run over many users costs less. */
 #include "index.h"
 #include "topk.h"
 
@@ -225,7 +227,7 @@ static int run_queries(struct rk_index *ix, struct rk_topk_ws *ws, const float *
 int main(int argc, char **argv)
 {
 	uint32_t n = 0, queries = 0, batch = 0;
-	const char *dump = NULL;
+	const char *dump = NULL, *only = NULL;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--queries") && i + 1 < argc)
 			queries = (uint32_t)atoi(argv[++i]);
@@ -233,11 +235,13 @@ int main(int argc, char **argv)
 			batch = (uint32_t)atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--dump") && i + 1 < argc)
 			dump = argv[++i];
+		else if (!strcmp(argv[i], "--pass") && i + 1 < argc)
+			only = argv[++i];
 		else
 			n = (uint32_t)strtoul(argv[i], NULL, 10);
 	}
 	if (n == 0) {
-		fprintf(stderr, "usage: bench_serve N_ITEMS [--queries Q] [--batch B] [--dump DIR]\n");
+		fprintf(stderr, "usage: bench_serve N_ITEMS [--queries Q] [--batch B] [--dump DIR] [--pass int8|fp16|int4]\n");
 		return 2;
 	}
 	if (!queries)
@@ -314,6 +318,10 @@ int main(int argc, char **argv)
 	int chosen[N_PASS] = { 0 }; /* per pass the smallest c whose recall reaches RECALL_GOAL */
 	for (int m = 0; m < N_PASS; m++)
 		for (int c = 0; c < N_C; c++) {
+			if (only && strcmp(only, pass_name[m])) {
+				ps[m][c] = (struct pass_stats){ 0, 0, 0 };
+				continue;
+			}
 			if (run_queries(ix, ws, users, queries, cs[m][c], m, NULL, exact, lat, &ps[m][c].recall))
 				return 1;
 			ps[m][c].p50 = pct(lat, queries, 0.5);
@@ -334,6 +342,10 @@ int main(int argc, char **argv)
 		return 1;
 	struct pass_stats sp[1 + N_PASS];
 	for (int m = 0; m < 1 + N_PASS; m++) {
+		if (only && (m == 0 || strcmp(only, pass_name[m - 1]))) {
+			sp[m] = (struct pass_stats){ 0, 0, 0 };
+			continue;
+		}
 		int c = m == 0 ? 0 : m == 3 ? RK_TOPK_APPROX_INT4 : RK_TOPK_APPROX_DEFAULT;
 		if (run_queries(ix, ws, users, queries, c, m ? m - 1 : 0, pool, exact, lat, &sp[m].recall))
 			return 1;

@@ -462,7 +462,7 @@ static int recommend_one(rk_service *svc, const rk_served *s, const struct rk_in
 		struct rk_topk_req q = { .user = sc->user, .k = r->k, .exclude = excl, .n_exclude = n_excl,
 					 .cand = cand, .n_cand = cand ? r->n_candidates : 0,
 					 .approx = svc->topk_approx, .half = svc->topk_half,
-					 .pool = svc->scan_pool, .threads = threads };
+					 .pool = svc->scan_pool, .threads = threads, .nibble = svc->topk_int4 };
 		/* Cold slots over the catalogue, exact: the same scan selects the
 		 * best cold items too (topk.h's mark). */
 		int fuse = r->cold_slots > 0 && !cand && !q.approx;

@@ -3,9 +3,10 @@
  * item_row(i) (DESIGN.md 1; for VBPR the item row is
  * [β_i + β'·f_i, γ_i, E f_i] and the user row [1, γ_u, θ_u]).
  *
- * Rows are kept three times: exact fp32 (padded to a multiple of 16 floats,
- * each row 64-byte aligned, pad zero), and an fp16 and a per-row scaled
- * int8 copy for the approximate first passes of topk.h. Item ids are dense:
+ * Rows are kept four times: exact fp32 (padded to a multiple of 16 floats,
+ * each row 64-byte aligned, pad zero), and an fp16, a per-row scaled int8
+ * and a per-row scaled int4 copy for the approximate first passes of
+ * topk.h. Item ids are dense:
  * the i-th appended row is item i.
  *
  * One writer (appends for items that arrive from featured's change feed,
@@ -41,17 +42,25 @@ struct rk_index_opts {
  * (stride8 bytes per row, 32-byte aligned) and chunk_scale[...] (one float
  * per row). An int8 row holds 128 + round(x_j / scale), 1 .. 255, scale =
  * max_j |x_j| / 127 (0 for a zero row), and 128 in the padding: the row is
- * scale × (byte - 128) to within scale / 2 per element. */
+ * scale × (byte - 128) to within scale / 2 per element. An int4 row
+ * (chunk_i4[...], stride4 bytes, 32-byte aligned) holds columns 1 .. D - 1
+ * as nibbles 8 + round(x_j / s4), 1 .. 15, s4 = max_{j >= 1} |x_j| / 7;
+ * element e = j - 1 is in byte 32 (e / 64) + e % 32, in its low nibble
+ * when e % 64 < 32, else its high one, padding nibbles 8; chunk_i4s[...]
+ * holds two floats per row: x_0 exactly, then s4. */
 struct rk_index_view {
 	uint32_t n;           /* items 0 .. n-1 are visible */
 	uint32_t dim;         /* D */
 	uint32_t stride;      /* D rounded up to 16 */
 	uint32_t stride8;     /* D rounded up to 64 */
+	uint32_t stride4;     /* bytes of an int4 row: 32 per 64 of D - 1 */
 	uint32_t chunk_shift;
 	const float *const *chunk_f32;
 	const uint16_t *const *chunk_f16;
 	const uint8_t *const *chunk_i8;
 	const float *const *chunk_scale;
+	const uint8_t *const *chunk_i4;
+	const float *const *chunk_i4s;
 	struct rk_index__snap *snap_; /* the reference this view holds */
 };
 
@@ -102,6 +111,10 @@ const float *rk_index_row(const struct rk_index_view *view, uint32_t id);
 /* The int8 copy of item id's row (stride8 bytes) with its scale into
  * *scale, or NULL when id >= view->n. */
 const uint8_t *rk_index_row_i8(const struct rk_index_view *view, uint32_t id, float *scale);
+
+/* The int4 copy of item id's row (stride4 bytes), with its exact column 0
+ * into *col0 and its scale into *scale, or NULL when id >= view->n. */
+const uint8_t *rk_index_row_i4(const struct rk_index_view *view, uint32_t id, float *col0, float *scale);
 
 /* The fp16 copy of item id's row, or NULL when id >= view->n. */
 const uint16_t *rk_index_row_f16(const struct rk_index_view *view, uint32_t id);

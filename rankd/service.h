@@ -68,6 +68,7 @@ typedef struct rk_service {
 	int max_batch;            /* RecommendBatch's request limit; 0 = default */
 	int topk_approx;          /* 0: exact scans; c >= 1: int8 first pass (topk.h) */
 	int topk_half;            /* with topk_approx: the fp16 first pass instead */
+	int topk_int4;            /* with topk_approx: the int4 first pass instead */
 	int scan_threads;         /* threads one Recommend's scan may use when it is
 				   * the only ranking call in flight; 0 = the online
 				   * CPUs, 1 = never split (topk.h's pool) */

@@ -27,6 +27,7 @@
 typedef void (*dot32_fn)(const float *u, uint32_t len, const float *const *rows, uint32_t n, float *out);
 typedef void (*dot16_fn)(const float *u, uint32_t len, const uint16_t *const *rows, uint32_t n, float *out);
 typedef void (*dot8_fn)(const int8_t *u, uint32_t len, const uint8_t *const *rows, uint32_t n, int32_t *out);
+typedef void (*dot4_fn)(const int8_t *u, uint32_t len, const uint8_t *const *rows, uint32_t n, int32_t *out);
 typedef uint32_t (*above_fn)(const float *s, uint32_t r, uint32_t n, float t);
 
 /* Kernels. Each computes out[r] = u · rows[r] over len floats (a multiple of
@@ -151,6 +152,66 @@ static void dot8_generic(const int8_t *u, uint32_t len, const uint8_t *const *ro
 	}
 }
 
+/* int4 kernels: out[r] = Σ_b lo(rows[r][b]) × u[b] + hi(rows[r][b]) ×
+ * u[len4 + b] over the len bytes of a row (a multiple of 32), lo and hi
+ * its two nibbles (0 .. 15) and u the user laid out to match them
+ * (quantize_user4: u[b] for the low nibbles, u[len4 + b] for the high
+ * ones, len4 = len rounded up to 64, zero beyond len). Exact int32, the
+ * same from every kernel: |sum| <= 15 × 127 × 2^17 < 2^31. A nibble times
+ * a signed byte fits int16 even in pairs (maddubs cannot saturate), so
+ * AVX2 needs no widening; VNNI takes 64 bytes, 128 nibbles, per pair of
+ * instructions, the last 32 of an odd row length by a masked load. */
+TVNNI static void dot4_vnni(const int8_t *u, uint32_t len, const uint8_t *const *rows, uint32_t n, int32_t *out)
+{
+	const __m512i m4 = _mm512_set1_epi8(0x0f);
+	uint32_t len4 = (len + 63) & ~63u;
+	for (uint32_t r = 0; r < n; r++) {
+		const uint8_t *p = rows[r];
+		__m512i a = _mm512_setzero_si512(), b = a;
+		for (uint32_t j = 0; j < len; j += 64) {
+			__m512i x = len - j >= 64 ? _mm512_loadu_si512(p + j) : _mm512_maskz_loadu_epi8(0xffffffffu, p + j);
+			a = _mm512_dpbusd_epi32(a, _mm512_and_si512(x, m4), _mm512_loadu_si512(u + j));
+			b = _mm512_dpbusd_epi32(b, _mm512_and_si512(_mm512_srli_epi16(x, 4), m4),
+						_mm512_loadu_si512(u + len4 + j));
+		}
+		out[r] = _mm512_reduce_add_epi32(_mm512_add_epi32(a, b));
+	}
+}
+
+T256 static void dot4_avx2(const int8_t *u, uint32_t len, const uint8_t *const *rows, uint32_t n, int32_t *out)
+{
+	const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+	uint32_t len4 = (len + 63) & ~63u;
+	for (uint32_t r = 0; r < n; r++) {
+		const uint8_t *p = rows[r];
+		__m256i a = _mm256_setzero_si256();
+		for (uint32_t j = 0; j < len; j += 32) {
+			__m256i x = _mm256_loadu_si256((const __m256i *)(p + j));
+			__m256i lo = _mm256_maddubs_epi16(_mm256_and_si256(x, m4),
+							  _mm256_loadu_si256((const __m256i *)(u + j)));
+			__m256i hi = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(x, 4), m4),
+							  _mm256_loadu_si256((const __m256i *)(u + len4 + j)));
+			a = _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_add_epi16(lo, hi), ones));
+		}
+		__m128i x = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+		x = _mm_add_epi32(x, _mm_shuffle_epi32(x, _MM_SHUFFLE(1, 0, 3, 2)));
+		x = _mm_add_epi32(x, _mm_shuffle_epi32(x, _MM_SHUFFLE(2, 3, 0, 1)));
+		out[r] = _mm_cvtsi128_si32(x);
+	}
+}
+
+/* The reference. */
+static void dot4_generic(const int8_t *u, uint32_t len, const uint8_t *const *rows, uint32_t n, int32_t *out)
+{
+	uint32_t len4 = (len + 63) & ~63u;
+	for (uint32_t r = 0; r < n; r++) {
+		int32_t acc = 0;
+		for (uint32_t j = 0; j < len; j++)
+			acc += (int32_t)(rows[r][j] & 15) * u[j] + (int32_t)(rows[r][j] >> 4) * u[len4 + j];
+		out[r] = acc;
+	}
+}
+
 /* Threshold scans for selection: the first r' >= r with s[r'] > t, or n. */
 T512 static uint32_t above_avx512(const float *s, uint32_t r, uint32_t n, float t)
 {
@@ -216,12 +277,13 @@ static const struct {
 	dot32_fn dot32;
 	dot16_fn dot16;
 	dot8_fn dot8;
+	dot4_fn dot4;
 	above_fn above;
 } kernels[] = {
-	[RK_ISA_GENERIC] = { dot32_generic, dot16_generic, dot8_generic, above_generic },
-	[RK_ISA_AVX2] = { dot32_avx2, dot16_avx2, dot8_avx2, above_avx2 },
-	[RK_ISA_AVX512] = { dot32_avx512, dot16_avx512, dot8_avx2, above_avx512 },
-	[RK_ISA_AVX512_VNNI] = { dot32_avx512, dot16_avx512, dot8_vnni, above_avx512 },
+	[RK_ISA_GENERIC] = { dot32_generic, dot16_generic, dot8_generic, dot4_generic, above_generic },
+	[RK_ISA_AVX2] = { dot32_avx2, dot16_avx2, dot8_avx2, dot4_avx2, above_avx2 },
+	[RK_ISA_AVX512] = { dot32_avx512, dot16_avx512, dot8_avx2, dot4_avx2, above_avx512 },
+	[RK_ISA_AVX512_VNNI] = { dot32_avx512, dot16_avx512, dot8_vnni, dot4_vnni, above_avx512 },
 };
 
 static atomic_int isa_cur = -1;
@@ -277,9 +339,22 @@ const char *rk_isa_name(enum rk_isa isa)
 
 /* Scratch. */
 
+/* The best cap hits offered so far, kept one of two ways. room 0: a
+ * min-heap in h (the worst at the root), for small cap (the k of a
+ * query). room > cap: a candidate set for the first pass's k × c, where a
+ * heap's log(cap) sifts per entry cost a fifth of a 10 k-item query at c =
+ * 32: entries are appended to h (room of them) while they beat t, the
+ * worst kept score; a full buffer is cut back to the best cap (a
+ * selection in tmp, room more hits) and t raised. Appends come in
+ * ascending id order and a cut keeps that order, so the re-rank needs no
+ * sort. Scores below t never enter, like those below a heap's root; NaN
+ * never enters (first-pass scores are finite). */
 struct heap {
 	struct rk_hit *h;
 	size_t n, cap;
+	size_t room;
+	float t;
+	struct rk_hit *tmp;
 };
 
 struct excl {
@@ -291,6 +366,8 @@ struct rk_topk_ws {
 	size_t user_cap;
 	int8_t *user8;         /* the user row quantised (int8 pass) */
 	size_t user8_cap;
+	int8_t *user4;         /* the same for the int4 pass (quantize_user4) */
+	size_t user4_cap;
 	uint32_t *ids;         /* sorted candidates, or re-rank ids */
 	size_t ids_cap;
 	struct rk_hit *pool;   /* approximate-pass heap */
@@ -334,6 +411,7 @@ void rk_topk_ws_destroy(struct rk_topk_ws *ws)
 		return;
 	free(ws->user);
 	free(ws->user8);
+	free(ws->user4);
 	free(ws->ids);
 	free(ws->pool);
 	free(ws->scores);
@@ -399,6 +477,66 @@ static inline int excluded(struct excl *e, uint32_t id)
 	return e->p < e->end && *e->p == id;
 }
 
+/* Reorders a[0..n) so that a[k] is the (k+1)-th best (ids are distinct:
+ * a strict order), and returns it. Hoare's selection, pivot a[k]. */
+static struct rk_hit nth_best(struct rk_hit *a, size_t n, size_t k)
+{
+	ptrdiff_t lo = 0, hi = (ptrdiff_t)n - 1, kk = (ptrdiff_t)k;
+	while (lo < hi) {
+		struct rk_hit x = a[kk];
+		ptrdiff_t i = lo, j = hi;
+		do {
+			while (worse(x, a[i]))
+				i++;
+			while (worse(a[j], x))
+				j--;
+			if (i <= j) {
+				struct rk_hit t = a[i];
+				a[i++] = a[j];
+				a[j--] = t;
+			}
+		} while (i <= j);
+		if (j < kk)
+			lo = i;
+		if (kk < i)
+			hi = j;
+	}
+	return a[k];
+}
+
+/* A candidate set's cut (struct heap): keeps its best cap hits in their
+ * order and raises t to the worst of them. */
+static void set_cut(struct heap *hp)
+{
+	if (hp->n <= hp->cap)
+		return;
+	memcpy(hp->tmp, hp->h, hp->n * sizeof *hp->h);
+	struct rk_hit x = nth_best(hp->tmp, hp->n, hp->cap - 1);
+	size_t w = 0;
+	for (size_t i = 0; i < hp->n; i++)
+		if (!worse(hp->h[i], x))
+			hp->h[w++] = hp->h[i];
+	hp->n = w;
+	hp->t = x.score;
+}
+
+/* Offers one hit whose id is above every id offered to hp before. */
+static void offer(struct heap *hp, struct rk_hit x)
+{
+	if (hp->room) {
+		if (x.score > hp->t) {
+			hp->h[hp->n++] = x;
+			if (hp->n == hp->room)
+				set_cut(hp);
+		}
+	} else if (hp->n < hp->cap) {
+		heap_push(hp, x.item, x.score);
+	} else if (worse(hp->h[0], x)) {
+		hp->h[0] = x;
+		sift_down(hp->h, hp->n, 0);
+	}
+}
+
 /* Offers n scores, of items ids[r] (or base + r when ids is NULL), to hp.
  * Ids rise across calls for the same heap (scans go up the matrix, id lists
  * are sorted first), so a score equal to the root's never enters: its id
@@ -408,6 +546,17 @@ static void select_scores(struct heap *hp, const float *s, uint32_t n, uint32_t 
 			  struct excl *ex, above_fn above)
 {
 	uint32_t r = 0;
+	if (hp->room) {
+		for (; (r = above(s, r, n, hp->t)) < n; r++) {
+			uint32_t id = ids ? ids[r] : base + r;
+			if (excluded(ex, id))
+				continue;
+			hp->h[hp->n++] = (struct rk_hit){ id, s[r] };
+			if (hp->n == hp->room)
+				set_cut(hp);
+		}
+		return;
+	}
 	for (; r < n && hp->n < hp->cap; r++) {
 		uint32_t id = ids ? ids[r] : base + r;
 		if (!excluded(ex, id))
@@ -474,6 +623,33 @@ static int32_t quantize_user(int8_t *dst, const float *u, uint32_t stride, uint3
 	return 128 * sum;
 }
 
+/* The padded user row u (dim floats used) for the int4 pass: columns 1 ..
+ * dim - 1 as int8, q_e = round(u_{e+1} × 127 / m), m = max_{j >= 1} |u_j|,
+ * laid out as the dot4 kernels read them (2 × len4 bytes, len4 = stride4
+ * rounded up to 64: element e of the row's nibble order at byte 32 (e /
+ * 64) + e % 32, in the first half for e % 64 < 32, else the second; zero
+ * elsewhere). Returns the correction 8 × Σ q (the nibbles' offset) in
+ * *corr and the user's scale m / 127. */
+static float quantize_user4(int8_t *dst, const float *u, uint32_t dim, uint32_t stride4, int32_t *corr)
+{
+	uint32_t len4 = (stride4 + 63) & ~63u;
+	float m = 0;
+	int32_t sum = 0;
+	for (uint32_t j = 1; j < dim; j++)
+		m = fabsf(u[j]) > m ? fabsf(u[j]) : m;
+	float inv = m > 0 ? 127.0f / m : 0;
+	memset(dst, 0, 2 * (size_t)len4);
+	for (uint32_t j = 1; j < dim; j++) {
+		uint32_t e = j - 1, b = 32 * (e / 64) + e % 32;
+		long q = lrintf(u[j] * inv);
+		int8_t x = (int8_t)(q > 127 ? 127 : q < -127 ? -127 : q);
+		dst[e % 64 < 32 ? b : len4 + b] = x;
+		sum += x;
+	}
+	*corr = 8 * sum;
+	return m / 127.0f;
+}
+
 /* The second selection of a scan (rk_topk_marked): the marked items. */
 struct marked {
 	struct heap hp;
@@ -533,28 +709,34 @@ static void select_marked(struct marked *m, const float *s, uint32_t n, uint32_t
 }
 
 /* Which copy of the rows a scan reads. */
-enum pass { PASS_F32, PASS_F16, PASS_I8 };
+enum pass { PASS_F32, PASS_F16, PASS_I8, PASS_I4 };
 
 /* The user as the kernels take it: the padded fp32 row, and for the int8
- * pass its quantised copy and correction (quantize_user). */
+ * and int4 passes its quantised copies and corrections (quantize_user,
+ * quantize_user4). */
 struct quser {
 	const float *f;
 	const int8_t *i8;
 	int32_t corr;
+	const int8_t *i4;      /* quantize_user4's layout */
+	int32_t corr4;
+	float scale4;          /* the int4 user's scale */
 };
 
 /* One pass over ids lo .. hi - 1 of the view (ids NULL) or over ascending
  * ids[lo .. hi), scoring from the pass's copy of the rows into hp (and the
  * marked items into mk, when not NULL). int8 scores are scale × (dot -
  * correction): the exact integer dot of the quantised row and user, in
- * the row's units. */
+ * the row's units. int4 scores are x_0 u_0 + s4 × s_u × (dot - correction):
+ * the exact bias term plus the factors' integer dot in real units (the
+ * user's scale cannot be left out beside the exact term). */
 static void scan(const struct rk_index_view *v, const struct quser *u, enum pass pass, const uint32_t *ids,
 		 size_t lo, size_t hi, struct heap *hp, struct excl *ex, struct marked *mk)
 {
 	const float *p32[BLK];
 	const uint16_t *p16[BLK];
 	const uint8_t *p8[BLK];
-	float s[BLK], sc[BLK];
+	float s[BLK], sc[BLK], c0[BLK];
 	int32_t raw[BLK];
 	enum rk_isa isa = rk_isa_active();
 	uint32_t mask = (1u << v->chunk_shift) - 1u;
@@ -566,6 +748,10 @@ static void scan(const struct rk_index_view *v, const struct quser *u, enum pass
 			if (pass == PASS_I8) {
 				p8[r] = v->chunk_i8[c] + (size_t)(id & mask) * v->stride8;
 				sc[r] = v->chunk_scale[c][id & mask];
+			} else if (pass == PASS_I4) {
+				p8[r] = v->chunk_i4[c] + (size_t)(id & mask) * v->stride4;
+				c0[r] = v->chunk_i4s[c][2 * (id & mask)];
+				sc[r] = v->chunk_i4s[c][2 * (id & mask) + 1];
 			} else if (pass == PASS_F16) {
 				p16[r] = v->chunk_f16[c] + (size_t)(id & mask) * v->stride;
 			} else {
@@ -576,6 +762,10 @@ static void scan(const struct rk_index_view *v, const struct quser *u, enum pass
 			kernels[isa].dot8(u->i8, v->stride8, p8, nb, raw);
 			for (uint32_t r = 0; r < nb; r++)
 				s[r] = sc[r] * (float)(raw[r] - u->corr);
+		} else if (pass == PASS_I4) {
+			kernels[isa].dot4(u->i4, v->stride4, p8, nb, raw);
+			for (uint32_t r = 0; r < nb; r++)
+				s[r] = c0[r] * u->f[0] + sc[r] * u->scale4 * (float)(raw[r] - u->corr4);
 		} else if (pass == PASS_F16) {
 			kernels[isa].dot16(u->f, v->stride, p16, nb, s);
 		} else {
@@ -719,14 +909,18 @@ static int scan_split(struct rk_scan_pool *p, int n_parts, const struct rk_index
 	/* Ranges of whole blocks, so a split scan's scores are a plain scan's. */
 	size_t blocks = (v->n + BLK - 1) / BLK, per = (blocks + (size_t)n_parts - 1) / (size_t)n_parts;
 
-	if ((rc = grow((void **)&ws->parts, &ws->parts_cap, (size_t)(n_parts - 1) * hp->cap, sizeof(struct rk_hit))))
+	/* Each helper's heap, or candidate set and its cut's scratch. */
+	size_t each = hp->room ? 2 * hp->room : hp->cap;
+	if ((rc = grow((void **)&ws->parts, &ws->parts_cap, (size_t)(n_parts - 1) * each, sizeof(struct rk_hit))))
 		return rc;
 	pthread_cond_init(&done, NULL);
 	pthread_mutex_lock(&p->mu);
 	for (int i = 1; i < n_parts; i++) {
 		size_t lo = (size_t)i * per * BLK, hi = lo + per * BLK;
 		parts[i] = (struct part){ v, u, pass, lo < v->n ? lo : v->n, hi < v->n ? hi : v->n,
-					  { ws->parts + (size_t)(i - 1) * hp->cap, 0, hp->cap }, *ex, 0, &pending, &done };
+					  { ws->parts + (size_t)(i - 1) * each, 0, hp->cap, hp->room, -INFINITY,
+					    ws->parts + (size_t)(i - 1) * each + hp->room },
+					  *ex, 0, &pending, &done };
 		if (p->count < POOL_QUEUE) {
 			p->queue[(p->head + p->count) % POOL_QUEUE] = &parts[i];
 			p->count++;
@@ -760,17 +954,14 @@ static int scan_split(struct rk_scan_pool *p, int n_parts, const struct rk_index
 		pthread_cond_wait(&done, &p->mu);
 	pthread_mutex_unlock(&p->mu);
 	pthread_cond_destroy(&done);
-	/* Merge: any order will do, ties go by id (worse). */
-	for (int i = 1; i < n_parts; i++)
-		for (size_t j = 0; j < parts[i].hp.n; j++) {
-			struct rk_hit x = parts[i].hp.h[j];
-			if (hp->n < hp->cap) {
-				heap_push(hp, x.item, x.score);
-			} else if (worse(hp->h[0], x)) {
-				hp->h[0] = x;
-				sift_down(hp->h, hp->n, 0);
-			}
-		}
+	/* Merge, in the parts' order: a candidate set's parts hold ascending
+	 * ids above the caller's range (offer's rule); a heap takes any order,
+	 * ties going by id (worse). */
+	for (int i = 1; i < n_parts; i++) {
+		set_cut(&parts[i].hp);
+		for (size_t j = 0; j < parts[i].hp.n; j++)
+			offer(hp, parts[i].hp.h[j]);
+	}
 	return 0;
 }
 
@@ -786,10 +977,10 @@ int rk_topk_marked(const struct rk_index_view *v, const struct rk_topk_req *req,
 	int rc = 0;
 	const uint32_t *ids = NULL;
 	size_t n_ids = 0, bound = req->cand && req->n_cand < v->n ? req->n_cand : v->n;
-	struct heap hp = { out, 0, 0 };
+	struct heap hp = { out, 0, 0, 0, 0, NULL };
 	struct excl ex = { req->exclude, req->exclude ? req->exclude + req->n_exclude : NULL };
 
-	struct marked mk = { { mark ? mark->out : NULL, 0, 0 }, ex, mark ? mark->mark : NULL,
+	struct marked mk = { { mark ? mark->out : NULL, 0, 0, 0, 0, NULL }, ex, mark ? mark->mark : NULL,
 			     mark ? mark->n_mark : 0, mark ? mark->list : NULL, mark ? mark->n_list : 0, 0 };
 
 	*n_out = 0;
@@ -806,8 +997,14 @@ int rk_topk_marked(const struct rk_index_view *v, const struct rk_topk_req *req,
 		goto leave;
 	if ((rc = pad_user(ws->user, req->user, v->dim, v->stride)))
 		goto leave;
-	struct quser qu = { ws->user, NULL, 0 };
-	if (req->approx && !req->half) {
+	struct quser qu = { ws->user, NULL, 0, NULL, 0, 0 };
+	enum pass first = req->half ? PASS_F16 : req->nibble ? PASS_I4 : PASS_I8;
+	if (req->approx && first == PASS_I4) {
+		if ((rc = grow((void **)&ws->user4, &ws->user4_cap, 2 * (size_t)((v->stride4 + 63) & ~63u), 1)))
+			goto leave;
+		qu.scale4 = quantize_user4(ws->user4, ws->user, v->dim, v->stride4, &qu.corr4);
+		qu.i4 = ws->user4;
+	} else if (req->approx && first == PASS_I8) {
 		if ((rc = grow((void **)&ws->user8, &ws->user8_cap, v->stride8, 1)))
 			goto leave;
 		qu.corr = quantize_user(ws->user8, ws->user, v->stride, v->stride8);
@@ -855,23 +1052,26 @@ int rk_topk_marked(const struct rk_index_view *v, const struct rk_topk_req *req,
 			mark->n_out = mk.hp.n;
 		}
 	} else {
-		struct heap pool = { NULL, 0, (size_t)req->approx * hp.cap };
-		if ((rc = grow((void **)&ws->pool, &ws->pool_cap, pool.cap, sizeof(struct rk_hit))))
+		/* The candidates: a set (struct heap) with room for twice them. */
+		size_t m = (size_t)req->approx * hp.cap;
+		struct heap pool = { NULL, 0, m, 2 * m, -INFINITY, NULL };
+		if ((rc = grow((void **)&ws->pool, &ws->pool_cap, 2 * pool.room, sizeof(struct rk_hit))))
 			goto leave;
 		pool.h = ws->pool;
+		pool.tmp = ws->pool + pool.room;
 		if (n_parts > 1)
-			rc = scan_split(req->pool, n_parts, v, &qu, req->half ? PASS_F16 : PASS_I8, &pool, &ex, ws);
+			rc = scan_split(req->pool, n_parts, v, &qu, first, &pool, &ex, ws);
 		else
-			scan(v, &qu, req->half ? PASS_F16 : PASS_I8, ids, 0, ids ? n_ids : v->n, &pool, &ex, NULL);
+			scan(v, &qu, first, ids, 0, ids ? n_ids : v->n, &pool, &ex, NULL);
 		if (rc)
 			goto leave;
-		/* Re-rank: exact scores of the pool, in ascending ids as
-		 * select_scores wants them. */
-		if ((rc = grow((void **)&ws->ids, &ws->ids_cap, pool.n, sizeof(uint32_t))))
+		set_cut(&pool);
+		/* Re-rank: exact scores of the candidates, in the ascending ids
+		 * select_scores wants (the set keeps them so). */
+		if ((rc = grow((void **)&ws->ids, &ws->ids_cap, pool.n ? pool.n : 1, sizeof(uint32_t))))
 			goto leave;
 		for (size_t i = 0; i < pool.n; i++)
 			ws->ids[i] = pool.h[i].item;
-		qsort(ws->ids, pool.n, sizeof(uint32_t), cmp_u32);
 		struct excl none = { NULL, NULL };
 		scan(v, &qu, PASS_F32, ws->ids, 0, pool.n, &hp, &none, NULL);
 	}
@@ -917,7 +1117,7 @@ int rk_topk_batch(const struct rk_index_view *v, const struct rk_topk_batch_req 
 			if ((rc = pad_user(ws->user + (size_t)u * v->stride, req->users + (size_t)gu * v->dim,
 					   v->dim, v->stride)))
 				goto leave;
-			ws->heaps[u] = (struct heap){ out + (size_t)gu * kk, 0, kk };
+			ws->heaps[u] = (struct heap){ out + (size_t)gu * kk, 0, kk, 0, 0, NULL };
 			ws->excls[u].p = req->exclude ? req->exclude[gu] : NULL;
 			ws->excls[u].end = req->exclude && req->exclude[gu] ? req->exclude[gu] + req->n_exclude[gu] : NULL;
 		}
@@ -964,6 +1164,35 @@ int rk_score_i8(const struct rk_index_view *v, const float *user, const uint32_t
 		for (uint32_t r = 0; r < nb; r++)
 			ptr[r] = rk_index_row_i8(v, items[at + r], &scale);
 		kernels[isa].dot8(ws->user8, v->stride8, ptr, nb, dots + at);
+		for (uint32_t r = 0; r < nb; r++)
+			dots[at + r] -= corr;
+	}
+	return 0;
+}
+
+int rk_score_i4(const struct rk_index_view *v, const float *user, const uint32_t *items, size_t n,
+		struct rk_topk_ws *ws, int32_t *dots)
+{
+	int rc = 0;
+	const uint8_t *ptr[BLK];
+	float col0, scale;
+	int32_t corr;
+	enum rk_isa isa = rk_isa_active();
+
+	for (size_t i = 0; i < n; i++)
+		if (items[i] >= v->n)
+			return VR_EINVAL;
+	if ((rc = grow((void **)&ws->user, &ws->user_cap, v->stride, sizeof(float))) ||
+	    (rc = grow((void **)&ws->user4, &ws->user4_cap, 2 * (size_t)((v->stride4 + 63) & ~63u), 1)))
+		return rc;
+	if ((rc = pad_user(ws->user, user, v->dim, v->stride)))
+		return rc;
+	quantize_user4(ws->user4, ws->user, v->dim, v->stride4, &corr);
+	for (size_t at = 0; at < n; at += BLK) {
+		uint32_t nb = (uint32_t)(n - at < BLK ? n - at : BLK);
+		for (uint32_t r = 0; r < nb; r++)
+			ptr[r] = rk_index_row_i4(v, items[at + r], &col0, &scale);
+		kernels[isa].dot4(ws->user4, v->stride4, ptr, nb, dots + at);
 		for (uint32_t r = 0; r < nb; r++)
 			dots[at + r] -= corr;
 	}

@@ -34,6 +34,15 @@ struct rk_hit {
  * more at 10 k items and nothing measurable at 1 M. */
 #define RK_TOPK_APPROX_DEFAULT 4
 
+/* The oversampling for the int4 pass (rk_topk_req.nibble): its factors
+ * keep 15 levels, so the true top k sits deeper in its order. Chosen by
+ * measurement (bench_serve 1000000 --queries 1000 --pass int4, VBPR-shaped
+ * rows, k = 20): recall@20 at c = 4, 8, 16 was 0.9862, 0.9993, 1.0 over
+ * 1000 users at 1 M items (10 k items: 0.9995 at c = 4, 1.0 from 8); 16 is
+ * the least with 1.0 at 1 M, twice the least over 0.999, and its re-rank
+ * of 320 rows costs nothing measurable beside the 168 MB scan. */
+#define RK_TOPK_APPROX_INT4 16
+
 struct rk_topk_req {
 	const float *user;        /* dim floats */
 	int k;                    /* > 0; larger than the catalogue returns all */
@@ -58,6 +67,11 @@ struct rk_topk_req {
 	 * split: a part costs a wake-up. */
 	struct rk_scan_pool *pool;
 	int threads;
+	/* With approx and not half: the first pass reads the int4 rows
+	 * (index.h: half int8's bytes, the bias column exact), for
+	 * catalogues where the scan waits on memory; it needs a larger c
+	 * (RK_TOPK_APPROX_INT4). */
+	int nibble;
 };
 
 /* A second selection from the same scan (rk_topk_marked): the best k of
@@ -154,6 +168,15 @@ int rk_score_all(const struct rk_index_view *view, const float *users, uint32_t 
  * computes them (tests compare them). Returns 0 or VR_EINVAL (an id >=
  * view->n, a non-finite user value). */
 int rk_score_i8(const struct rk_index_view *view, const float *user, const uint32_t *items, size_t n,
+		struct rk_topk_ws *ws, int32_t *dots);
+
+/* The int4 pass's integer scores of items[0..n) for user: Σ_e q_ie × q_e
+ * over columns 1 .. D - 1 (e = j - 1), q_ie the item's int4 values
+ * (nibble - 8, index.h) and q_e the user's, round(user_j × 127 / max_{j
+ * >= 1} |user_j|); column 0 is not in it (the pass adds it exactly). The
+ * same integers from every kernel. Returns 0 or VR_EINVAL (an id >=
+ * view->n, a non-finite user value). */
+int rk_score_i4(const struct rk_index_view *view, const float *user, const uint32_t *items, size_t n,
 		struct rk_topk_ws *ws, int32_t *dots);
 
 /* 1 when the ascending list ids[0..n) (repeats allowed) holds id: the

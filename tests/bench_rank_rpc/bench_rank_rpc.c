@@ -14,7 +14,7 @@
  *
  *   bench_rank_rpc [--items 10000] [--users 1000] [--seconds 3]
  *                  [--levels 1,8,64] [--channels 8] [--server-threads 2]
- *                  [--k 20] [--approx 0] [--fp16] [--scan-threads 0]
+ *                  [--k 20] [--approx 0] [--fp16] [--int4] [--scan-threads 0]
  *                  [--cold-slots 0] [--batch 0] [--dir DIR] [--metrics]
  *                  [--rankd PATH] [--topk-cache-mb 64]
  *
@@ -266,7 +266,7 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 int main(int argc, char **argv)
 {
 	int items = 10000, users = 1000, channels = 8, server_threads = 2, k = 20, approx = 0;
-	int cold_slots = 0, batch = 0, fp16 = 0, scan_threads = 1;
+	int cold_slots = 0, batch = 0, fp16 = 0, int4 = 0, scan_threads = 1;
 	double seconds = 3;
 	const char *levels = "1,8,64", *dir = NULL, *rankd_bin = RANKD_BIN, *caches = "64";
 	int metrics = 0;
@@ -280,6 +280,7 @@ int main(int argc, char **argv)
 		{ "k", NULL, VR_FLAG_INT, &k, "20", "top-k", 0 },
 		{ "approx", NULL, VR_FLAG_INT, &approx, "0", "rankd --topk-approx", 0 },
 		{ "fp16", NULL, VR_FLAG_BOOL, &fp16, "false", "rankd --topk-fp16", 0 },
+		{ "int4", NULL, VR_FLAG_BOOL, &int4, "false", "rankd --topk-int4", 0 },
 		{ "scan-threads", NULL, VR_FLAG_INT, &scan_threads, "1", "rankd --scan-threads", 0 },
 		{ "cold-slots", NULL, VR_FLAG_INT, &cold_slots, "0", "places of k kept for cold items", 0 },
 		{ "batch", NULL, VR_FLAG_INT, &batch, "0", "users per RecommendBatch call; 0: Recommend", 0 },
@@ -315,7 +316,7 @@ int main(int argc, char **argv)
 	printf("snapshot: %d items, %d users, VBPR K=200 K'=100 F=2048 (D=301), written in %.1f s; "
 	       "k %d, cold slots %d, %s; rankd --topk-approx %d%s --scan-threads %d\n", items, users,
 	       now_s() - t0, k, cold_slots, batch ? "RecommendBatch calls" : "Recommend calls", approx,
-	       fp16 ? " --topk-fp16" : "", scan_threads);
+	       fp16 ? " --topk-fp16" : int4 ? " --topk-int4" : "", scan_threads);
 	vr_rpc_init();
 	printf("%6s %8s %9s %9s %10s %10s %10s %10s %10s %7s %9s %9s\n", "conc", "cache_mb", "calls", "QPS", "users/s", "cli_p50_us",
 	       "cli_p99_us", "srv_p50_us", "srv_p99_us", "errors", "start_s", "rss_MB");
@@ -345,7 +346,7 @@ int main(int argc, char **argv)
 			char *rargv[] = { (char *)rankd_bin, "--listen", "127.0.0.1:0", "--data", data, "--threads",
 					  threads_arg, "--follow-featured=false", "--featured", "127.0.0.1:9",
 					  "--topk-approx", approx_arg, "--scan-threads", scan_arg,
-					  "--topk-cache-mb", cache_arg,
+					  "--topk-cache-mb", cache_arg, int4 ? "--topk-int4" : "--topk-int4=false",
 					  fp16 ? "--topk-fp16" : "--topk-fp16=false", metrics ? "--metrics-listen" : NULL,
 					  "127.0.0.1:0", NULL };
 			struct proc r;

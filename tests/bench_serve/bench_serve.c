@@ -1,7 +1,7 @@
 /* Benchmark of rankd's serving math in process: top-k over an item matrix
  * of VBPR's shape (D = 1 + 200 + 100), for one catalogue size per run.
  *
- *   bench_serve N_ITEMS [--queries Q] [--batch B] [--dump DIR]
+ *   bench_serve N_ITEMS [--queries Q] [--batch B] [--dump DIR] [--pass P]
  *
  * Reports the memory-bandwidth floor of one exact scan (the fp32 matrix's
  * bytes at the read speed measured here in the same run, and at the
@@ -13,11 +13,14 @@
  * line is the same as JSON for run.sh (approx_*: int8 at the default c). --dump writes, for the PyTorch peer (torch_peer.py),
  * DIR/items-N.f32 (the matrix, N × D float32 row-major), DIR/users-N.f32
  * (max(Q, B) user rows) and DIR/top20-N.u32 (the exact top-20 of the first
- * Q users), once: a file of the right size is kept. */
+ * Q users), once: a file of the right size is kept. --pass int8|fp16|int4
+ * measures that first pass only (besides the exact scan it is checked
+ * against): a recall run over many users costs less. */
 #include "index.h"
 #include "topk.h"
 
 #include <immintrin.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,15 +108,16 @@ static FILE *dump_open(const char *dir, const char *what, uint32_t n, const char
 	return f;
 }
 
-/* Read speed of one core over the fp32 rows: the floor of any exact scan. */
+/* Read speed over the fp32 rows (chunks of rows lo .. hi): the floor of
+ * any scan is its bytes at this speed. */
 __attribute__((target("avx2")))
-static double read_pass(const struct rk_index_view *v, float *sink)
+static double read_pass(const struct rk_index_view *v, uint32_t lo, uint32_t hi, float *sink)
 {
 	__m256 acc = _mm256_setzero_ps();
 	uint32_t rows_per = 1u << v->chunk_shift;
 	double t0 = now();
-	for (uint32_t at = 0; at < v->n; at += rows_per) {
-		uint32_t nr = v->n - at < rows_per ? v->n - at : rows_per;
+	for (uint32_t at = lo; at < hi; at += rows_per) {
+		uint32_t nr = hi - at < rows_per ? hi - at : rows_per;
 		const float *p = rk_index_row(v, at);
 		size_t len = (size_t)nr * v->stride;
 		__m256 a1 = _mm256_setzero_ps(), a2 = a1, a3 = a1;
@@ -132,9 +136,52 @@ static double read_pass(const struct rk_index_view *v, float *sink)
 	return t;
 }
 
-/* Oversamplings measured, and the recall@20 the margin must keep. */
-static const int cs[] = { 1, 2, 4, 8, 16 };
-#define N_C ((int)(sizeof cs / sizeof cs[0]))
+struct reader {
+	const struct rk_index_view *v;
+	uint32_t lo, hi;
+	float sink;
+};
+
+static void *reader_main(void *arg)
+{
+	struct reader *r = arg;
+	read_pass(r->v, r->lo, r->hi, &r->sink);
+	return NULL;
+}
+
+/* The best of three reads of the whole fp32 matrix by threads threads,
+ * each a contiguous share of the chunks (a split scan's pattern). */
+static double read_speed(const struct rk_index_view *v, int threads, float *sink)
+{
+	double best = 1e30;
+	uint32_t rows_per = 1u << v->chunk_shift, chunks = (v->n + rows_per - 1) / rows_per;
+	for (int rep = 0; rep < 3; rep++) {
+		pthread_t t[16];
+		struct reader rd[16];
+		double t0 = now();
+		for (int i = 0; i < threads; i++) {
+			uint32_t c0 = chunks * (uint32_t)i / (uint32_t)threads, c1 = chunks * (uint32_t)(i + 1) / (uint32_t)threads;
+			rd[i] = (struct reader){ v, c0 * rows_per, c1 * rows_per < v->n ? c1 * rows_per : v->n, 0 };
+			if (i && pthread_create(&t[i], NULL, reader_main, &rd[i]))
+				return 1e30;
+		}
+		reader_main(&rd[0]);
+		for (int i = 1; i < threads; i++)
+			pthread_join(t[i], NULL);
+		double x = now() - t0;
+		best = x < best ? x : best;
+		for (int i = 0; i < threads; i++)
+			*sink += rd[i].sink;
+	}
+	return best;
+}
+
+/* Oversamplings measured per first pass (int8, fp16, int4), and the
+ * recall@20 the margin must keep. */
+#define N_C 6
+#define N_PASS 3
+static const int cs[N_PASS][N_C] = { { 1, 2, 4, 8, 16, 32 }, { 1, 2, 4, 8, 16, 32 }, { 4, 8, 16, 32, 64, 128 } };
+static const char *const pass_name[N_PASS] = { "int8", "fp16", "int4" };
 #define RECALL_GOAL 0.999
 
 struct pass_stats {
@@ -143,12 +190,12 @@ struct pass_stats {
 
 /* Times queries single queries (two warm-ups first) into lat (ms), each
  * with its own acquire/release as a handler does. approx 0 without a pool:
- * the exact scan, whose lists go into exact; else the first pass (half:
- * fp16) with oversampling approx, or the exact scan split over the pool's
+ * the exact scan, whose lists go into exact; else the first pass (pass: 0
+ * int8, 1 fp16, 2 int4) with oversampling approx, or the exact scan split over the pool's
  * helpers too, and its recall@K against exact into *recall.
  * Returns 0, or 1 when a query fails. */
 static int run_queries(struct rk_index *ix, struct rk_topk_ws *ws, const float *users, uint32_t queries,
-		       int approx, int half, struct rk_scan_pool *pool, struct rk_hit *exact, double *lat,
+		       int approx, int pass, struct rk_scan_pool *pool, struct rk_hit *exact, double *lat,
 		       double *recall)
 {
 	struct rk_hit hits[K];
@@ -156,8 +203,8 @@ static int run_queries(struct rk_index *ix, struct rk_topk_ws *ws, const float *
 	size_t found = 0, n_hits;
 	for (uint32_t q = 0; q < queries + 2; q++) {
 		uint32_t u = q < 2 ? q : q - 2;
-		struct rk_topk_req req = { users + (size_t)u * D, K, NULL, 0, NULL, 0, approx, half, pool,
-					   1 + rk_scan_pool_helpers(pool) };
+		struct rk_topk_req req = { users + (size_t)u * D, K, NULL, 0, NULL, 0, approx, pass == 1, pool,
+					   1 + rk_scan_pool_helpers(pool), pass == 2 };
 		double a = now();
 		rk_index_acquire(ix, &v);
 		int rc = rk_topk(&v, &req, ws, approx || pool ? hits : exact + (size_t)u * K, K, &n_hits);
@@ -180,7 +227,7 @@ static int run_queries(struct rk_index *ix, struct rk_topk_ws *ws, const float *
 int main(int argc, char **argv)
 {
 	uint32_t n = 0, queries = 0, batch = 0;
-	const char *dump = NULL;
+	const char *dump = NULL, *only = NULL;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--queries") && i + 1 < argc)
 			queries = (uint32_t)atoi(argv[++i]);
@@ -188,11 +235,13 @@ int main(int argc, char **argv)
 			batch = (uint32_t)atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--dump") && i + 1 < argc)
 			dump = argv[++i];
+		else if (!strcmp(argv[i], "--pass") && i + 1 < argc)
+			only = argv[++i];
 		else
 			n = (uint32_t)strtoul(argv[i], NULL, 10);
 	}
 	if (n == 0) {
-		fprintf(stderr, "usage: bench_serve N_ITEMS [--queries Q] [--batch B] [--dump DIR]\n");
+		fprintf(stderr, "usage: bench_serve N_ITEMS [--queries Q] [--batch B] [--dump DIR] [--pass int8|fp16|int4]\n");
 		return 2;
 	}
 	if (!queries)
@@ -250,11 +299,9 @@ int main(int argc, char **argv)
 	rk_index_acquire(ix, &v);
 	float sink = 0;
 	double bytes = (double)v.n * v.stride * sizeof(float);
-	double rd = read_pass(&v, &sink);
-	for (int r = 0; r < 2; r++) {
-		double x = read_pass(&v, &sink);
-		rd = x < rd ? x : rd;
-	}
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	int nthr = ncpu > 16 ? 16 : ncpu < 1 ? 1 : (int)ncpu;
+	double rd = read_speed(&v, 1, &sink), rd_all = read_speed(&v, nthr, &sink);
 	rk_index_release(&v);
 
 	/* Single queries, each with its own acquire/release as a handler does:
@@ -263,34 +310,44 @@ int main(int argc, char **argv)
 	struct rk_hit *exact = malloc((size_t)queries * K * sizeof *exact);
 	double *lat = malloc(queries * sizeof(double));
 	double p50, p99, recall;
-	struct pass_stats ps[2][N_C];
+	struct pass_stats ps[N_PASS][N_C];
 	if (run_queries(ix, ws, users, queries, 0, 0, NULL, exact, lat, &recall))
 		return 1;
 	p50 = pct(lat, queries, 0.5);
 	p99 = pct(lat, queries, 0.99);
-	int chosen = 0; /* the smallest c whose int8 recall reaches RECALL_GOAL */
-	for (int half = 0; half < 2; half++)
+	int chosen[N_PASS] = { 0 }; /* per pass the smallest c whose recall reaches RECALL_GOAL */
+	for (int m = 0; m < N_PASS; m++)
 		for (int c = 0; c < N_C; c++) {
-			if (run_queries(ix, ws, users, queries, cs[c], half, NULL, exact, lat, &ps[half][c].recall))
+			if (only && strcmp(only, pass_name[m])) {
+				ps[m][c] = (struct pass_stats){ 0, 0, 0 };
+				continue;
+			}
+			if (run_queries(ix, ws, users, queries, cs[m][c], m, NULL, exact, lat, &ps[m][c].recall))
 				return 1;
-			ps[half][c].p50 = pct(lat, queries, 0.5);
-			ps[half][c].p99 = pct(lat, queries, 0.99);
-			if (!half && !chosen && ps[half][c].recall >= RECALL_GOAL)
-				chosen = cs[c];
+			ps[m][c].p50 = pct(lat, queries, 0.5);
+			ps[m][c].p99 = pct(lat, queries, 0.99);
+			if (!chosen[m] && ps[m][c].recall >= RECALL_GOAL)
+				chosen[m] = cs[m][c];
 		}
-	int dc = 0; /* RK_TOPK_APPROX_DEFAULT's place in cs */
-	while (dc + 1 < N_C && cs[dc] != RK_TOPK_APPROX_DEFAULT)
+	int dc = 0, dc4 = 0; /* RK_TOPK_APPROX_DEFAULT's and _INT4's places in cs */
+	while (dc + 1 < N_C && cs[0][dc] != RK_TOPK_APPROX_DEFAULT)
 		dc++;
+	while (dc4 + 1 < N_C && cs[2][dc4] != RK_TOPK_APPROX_INT4)
+		dc4++;
 	/* Low load: the same queries split over every core (topk.h's pool),
-	 * exact, int8 and fp16 at the default c; the lists must not change. */
+	 * exact, then int8 and fp16 at the default c and int4 at its own; the
+	 * lists must not change. */
 	struct rk_scan_pool *pool;
-	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	if (rk_scan_pool_create(ncpu > 1 ? (int)(ncpu < 16 ? ncpu : 16) - 1 : 0, &pool))
+	if (rk_scan_pool_create(nthr - 1, &pool))
 		return 1;
-	struct pass_stats sp[3];
-	for (int m = 0; m < 3; m++) {
-		if (run_queries(ix, ws, users, queries, m ? RK_TOPK_APPROX_DEFAULT : 0, m == 2, pool, exact, lat,
-				&sp[m].recall))
+	struct pass_stats sp[1 + N_PASS];
+	for (int m = 0; m < 1 + N_PASS; m++) {
+		if (only && (m == 0 || strcmp(only, pass_name[m - 1]))) {
+			sp[m] = (struct pass_stats){ 0, 0, 0 };
+			continue;
+		}
+		int c = m == 0 ? 0 : m == 3 ? RK_TOPK_APPROX_INT4 : RK_TOPK_APPROX_DEFAULT;
+		if (run_queries(ix, ws, users, queries, c, m ? m - 1 : 0, pool, exact, lat, &sp[m].recall))
 			return 1;
 		sp[m].p50 = pct(lat, queries, 0.5);
 		sp[m].p99 = pct(lat, queries, 0.99);
@@ -322,37 +379,45 @@ int main(int argc, char **argv)
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
 	double floor_meas = rd * 1e3, floor_doc = bytes / 18e9 * 1e3;
-	printf("items %u, D %d (stride %u), kernels %s, fp32 matrix %.1f MB + fp16 copy %.1f MB + int8 copy %.1f MB\n",
-	       n, D, (D + 15) & ~15, rk_isa_name(rk_isa_active()), bytes / 1e6, bytes / 2e6,
-	       (double)n * (((D + 63) & ~63) + 4) / 1e6);
+	double b8 = (double)n * (((D + 63) & ~63) + 4), b4 = (double)n * (32 * ((D - 1 + 63) / 64) + 8);
+	printf("items %u, D %d (stride %u), kernels %s, fp32 matrix %.1f MB + fp16 %.1f MB + int8 %.1f MB + int4 %.1f MB\n",
+	       n, D, (D + 15) & ~15, rk_isa_name(rk_isa_active()), bytes / 1e6, bytes / 2e6, b8 / 1e6, b4 / 1e6);
 	printf("build (append, incl. first touch) %.3f s for %u rows; data generation %.3f s (not counted)\n", build,
 	       n, gen);
-	printf("memory floor of one exact scan: %.2f ms at the measured %.1f GB/s (%.2f ms at 18 GB/s)\n", floor_meas,
-	       bytes / rd / 1e9, floor_doc);
+	printf("read speed over the fp32 rows: %.1f GB/s one thread, %.1f GB/s %d threads; floors of one scan "
+	       "(one thread / all): exact %.2f / %.2f ms, int8 %.2f / %.2f ms, int4 %.2f / %.2f ms "
+	       "(exact %.2f ms at 18 GB/s)\n", bytes / rd / 1e9, bytes / rd_all / 1e9, nthr, floor_meas, rd_all * 1e3,
+	       b8 / bytes * rd * 1e3, b8 / bytes * rd_all * 1e3, b4 / bytes * rd * 1e3, b4 / bytes * rd_all * 1e3,
+	       floor_doc);
 	printf("top-%d single query, exact fp32: p50 %.3f ms  p99 %.3f ms  (%.2fx the measured floor)\n", K, p50,
 	       p99, p50 / floor_meas);
-	for (int half = 0; half < 2; half++)
+	for (int m = 0; m < N_PASS; m++)
 		for (int c = 0; c < N_C; c++)
 			printf("top-%d single query, %s pass + exact re-rank of k x %d: p50 %.3f ms  p99 %.3f ms  "
-			       "recall@20 %.4f over %u users\n", K, half ? "fp16" : "int8", cs[c], ps[half][c].p50,
-			       ps[half][c].p99, ps[half][c].recall, queries);
-	static const char *const split_name[] = { "exact fp32", "int8 + re-rank", "fp16 + re-rank" };
-	for (int m = 0; m < 3; m++)
-		printf("top-%d single query split over %ld threads, %s%s: p50 %.3f ms  p99 %.3f ms  recall@20 %.4f\n",
-		       K, ncpu, split_name[m], m ? " (default c)" : "", sp[m].p50, sp[m].p99, sp[m].recall);
-	printf("int8 margin: the smallest c with recall@20 >= %.3f here is %d (RK_TOPK_APPROX_DEFAULT %d)\n",
-	       RECALL_GOAL, chosen, RK_TOPK_APPROX_DEFAULT);
+			       "recall@20 %.4f over %u users\n", K, pass_name[m], cs[m][c], ps[m][c].p50,
+			       ps[m][c].p99, ps[m][c].recall, queries);
+	static const char *const split_name[] = { "exact fp32", "int8 + re-rank", "fp16 + re-rank", "int4 + re-rank" };
+	for (int m = 0; m < 1 + N_PASS; m++)
+		printf("top-%d single query split over %d threads, %s%s: p50 %.3f ms  p99 %.3f ms  recall@20 %.4f\n",
+		       K, nthr, split_name[m], m ? " (default c)" : "", sp[m].p50, sp[m].p99, sp[m].recall);
+	for (int m = 0; m < N_PASS; m++)
+		printf("%s margin: the smallest c with recall@20 >= %.3f here is %d (default %d)\n", pass_name[m],
+		       RECALL_GOAL, chosen[m], m == 2 ? RK_TOPK_APPROX_INT4 : RK_TOPK_APPROX_DEFAULT);
 	printf("batched exact (GEMM), %u users: %.3f s (median of 3), %.0f users/s\n", batch, bt, batch / bt);
 	printf("peak RSS %.1f MB\n", (double)ru.ru_maxrss / 1024);
-	printf("{\"impl\":\"visrec\",\"items\":%u,\"floor_ms\":%.3f,\"floor18_ms\":%.3f,\"exact_p50_ms\":%.4f,"
-	       "\"exact_p99_ms\":%.4f,\"approx_p50_ms\":%.4f,\"approx_p99_ms\":%.4f,\"recall20\":%.4f,"
-	       "\"fp16_p50_ms\":%.4f,\"fp16_recall20\":%.4f,\"int8_c_chosen\":%d,",
-	       n, floor_meas, floor_doc, p50, p99, ps[0][dc].p50, ps[0][dc].p99, ps[0][dc].recall, ps[1][dc].p50,
-	       ps[1][dc].recall, chosen);
-	for (int c = 0; c < N_C; c++)
-		printf("\"int8_c%d_recall\":%.4f,", cs[c], ps[0][c].recall);
+	printf("{\"impl\":\"visrec\",\"items\":%u,\"floor_ms\":%.3f,\"floor_all_ms\":%.3f,\"floor18_ms\":%.3f,"
+	       "\"exact_p50_ms\":%.4f,\"exact_p99_ms\":%.4f,\"approx_p50_ms\":%.4f,\"approx_p99_ms\":%.4f,"
+	       "\"recall20\":%.4f,\"fp16_p50_ms\":%.4f,\"fp16_recall20\":%.4f,\"int4_p50_ms\":%.4f,"
+	       "\"int4_recall20\":%.4f,\"int8_c_chosen\":%d,\"int4_c_chosen\":%d,",
+	       n, floor_meas, rd_all * 1e3, floor_doc, p50, p99, ps[0][dc].p50, ps[0][dc].p99, ps[0][dc].recall,
+	       ps[1][dc].p50, ps[1][dc].recall, ps[2][dc4].p50, ps[2][dc4].recall, chosen[0], chosen[2]);
+	for (int m = 0; m < N_PASS; m += 2)
+		for (int c = 0; c < N_C; c++)
+			printf("\"%s_c%d_recall\":%.4f,\"%s_c%d_p50_ms\":%.4f,", pass_name[m], cs[m][c], ps[m][c].recall,
+			       pass_name[m], cs[m][c], ps[m][c].p50);
 	printf("\"split_exact_p50_ms\":%.4f,\"split_int8_p50_ms\":%.4f,\"split_fp16_p50_ms\":%.4f,"
-	       "\"split_recall20\":%.4f,", sp[0].p50, sp[1].p50, sp[2].p50, sp[0].recall);
+	       "\"split_int4_p50_ms\":%.4f,\"split_recall20\":%.4f,\"split_int4_recall20\":%.4f,", sp[0].p50,
+	       sp[1].p50, sp[2].p50, sp[3].p50, sp[0].recall, sp[3].recall);
 	printf("\"batch_users\":%u,\"batch_users_per_s\":%.1f,\"build_s\":%.3f,\"rss_mb\":%.1f}\n", batch,
 	       batch / bt, build, (double)ru.ru_maxrss / 1024);
 	if (sink == 12345.678f)

@@ -132,10 +132,46 @@ static size_t random_excl(uint32_t n, uint32_t *excl)
 	return m;
 }
 
+/* The int8 pass's answer, worked out here from its integer scores
+ * (rk_score_i8) and the rows' scales: the best m eligible items (ref[0 ..
+ * n_ref)) by first-pass score, ties to the lower id, then the best k of
+ * those by exact score. Into want (room for k); returns the count. */
+static size_t int8_expected(const struct rk_index_view *v, const float *user, const struct rk_hit *ref,
+			    size_t n_ref, size_t m, size_t k, struct rk_topk_ws *ws, struct rk_hit *want)
+{
+	uint32_t *items = malloc((n_ref + 1) * sizeof *items);
+	int32_t *dots = malloc((n_ref + 1) * sizeof *dots);
+	struct rk_hit *first = malloc((n_ref + 1) * sizeof *first);
+	for (size_t i = 0; i < n_ref; i++)
+		items[i] = ref[i].item;
+	rk_score_i8(v, user, items, n_ref, ws, dots);
+	for (size_t i = 0; i < n_ref; i++) {
+		float scale;
+		rk_index_row_i8(v, items[i], &scale);
+		first[i] = (struct rk_hit){ items[i], scale * (float)dots[i] };
+	}
+	qsort(first, n_ref, sizeof *first, cmp_hit);
+	size_t n = m < n_ref ? m : n_ref, w = 0;
+	/* ref is in exact order: keep its entries that made the first cut. */
+	for (size_t i = 0; i < n_ref && w < k; i++)
+		for (size_t j = 0; j < n; j++)
+			if (first[j].item == ref[i].item) {
+				want[w++] = ref[i];
+				break;
+			}
+	free(items);
+	free(dots);
+	free(first);
+	return w;
+}
+
 /* Many random cases against the reference. Exact (approx 0): the same
  * hits and scores. Approximate: hits are eligible, in order, with exact
- * scores, and recall against the reference is reported and bounded. */
-static void random_cases(enum rk_isa isa, int approx, int half)
+ * scores, and recall against the reference is reported and bounded; the
+ * int8 pass must also give exactly the answer worked out from its integer
+ * scores (int8_expected: which candidates the first pass keeps). pass: 0
+ * int8, 1 fp16, 2 int4. */
+static void random_cases(enum rk_isa isa, int approx, int pass)
 {
 	static const uint32_t ns[] = { 1, 2, 7, 64, 65, 200, 1000, 2500 };
 	static const uint32_t dims[] = { 1, 3, 16, 17, 33, 301 };
@@ -144,7 +180,7 @@ static void random_cases(enum rk_isa isa, int approx, int half)
 	if (rk_isa_set(isa) == VR_EUNSUPPORTED)
 		SKIP("this CPU has no %s", rk_isa_name(isa));
 	ASSERT_OK(rk_topk_ws_create(&ws));
-	rng_state = 42 + (uint64_t)isa * 7 + (uint64_t)approx + (uint64_t)half * 3;
+	rng_state = 42 + (uint64_t)isa * 7 + (uint64_t)approx + (uint64_t)pass * 3;
 	for (int c = 0; c < 150; c++) {
 		uint32_t n = ns[rng_below(8)], dim = dims[rng_below(6)];
 		uint32_t distinct = rng_below(3) == 0 ? 1 + rng_below(5) : 0; /* ties */
@@ -176,10 +212,32 @@ static void random_cases(enum rk_isa isa, int approx, int half)
 			exact[i] = NAN;
 		for (size_t i = 0; i < n_ref; i++)
 			exact[ref[i].item] = ref[i].score;
-		struct rk_topk_req req = { user, k, excl, n_excl, cand, n_cand, approx, half, NULL, 0 };
+		struct rk_topk_req req = { user, k, excl, n_excl, cand, n_cand, approx, pass == 1, NULL, 0, pass == 2 };
 		int rc = rk_topk(&v, &req, ws, out, n + 1, &n_out);
 		size_t want = (size_t)k < n_ref ? (size_t)k : n_ref;
 		int bad = rc != 0 || n_out != want;
+		/* The first pass runs when k × approx is under the ids it ranks. */
+		size_t bound = n, kk = (size_t)k;
+		if (cand) {
+			uint32_t *u = malloc((n_cand + 1) * sizeof *u);
+			memcpy(u, cand, n_cand * sizeof *u);
+			qsort(u, n_cand, sizeof *u, cmp_u32);
+			bound = 0;
+			for (size_t i = 0; i < n_cand; i++)
+				bound += !i || u[i] != u[i - 1];
+			free(u);
+		}
+		kk = kk < bound ? kk : bound;
+		if (!bad && approx && pass == 0 && (size_t)approx * kk < bound) {
+			struct rk_hit *w8 = malloc((n + 1) * sizeof *w8);
+			size_t n8 = int8_expected(&v, user, ref, n_ref, (size_t)approx * kk, (size_t)k, ws, w8);
+			bad = n8 != n_out;
+			for (size_t i = 0; !bad && i < n8; i++)
+				bad = out[i].item != w8[i].item || out[i].score != w8[i].score;
+			if (bad)
+				fprintf(stderr, "  case %d: the int8 pass's answer differs from its worked-out one\n", c);
+			free(w8);
+		}
 		for (size_t i = 0; !bad && i < want; i++) {
 			if (approx)
 				bad = !(out[i].score == exact[out[i].item]) || (i && cmp_hit(&out[i - 1], &out[i]) >= 0);
@@ -246,8 +304,8 @@ static void random_cases(enum rk_isa isa, int approx, int half)
 	rk_topk_ws_destroy(ws);
 	if (approx) {
 		double recall = wanted ? (double)found / (double)wanted : 1;
-		fprintf(stderr, "  approx %d (%s): recall %.4f over %zu hits\n", approx, half ? "fp16" : "int8", recall,
-			wanted);
+		fprintf(stderr, "  approx %d (%s): recall %.4f over %zu hits\n", approx,
+			pass == 1 ? "fp16" : pass == 2 ? "int4" : "int8", recall, wanted);
 		ASSERT(recall >= 0.97);
 	}
 }
@@ -269,6 +327,9 @@ TEST(topk_approx_avx512_vnni) { random_cases(RK_ISA_AVX512_VNNI, 2, 0); isa_best
 TEST(topk_approx_fp16_generic) { random_cases(RK_ISA_GENERIC, 2, 1); isa_best(); }
 TEST(topk_approx_fp16_avx2) { random_cases(RK_ISA_AVX2, 2, 1); isa_best(); }
 TEST(topk_approx_fp16_avx512) { random_cases(RK_ISA_AVX512, 2, 1); isa_best(); }
+TEST(topk_approx_int4_generic) { random_cases(RK_ISA_GENERIC, 4, 2); isa_best(); }
+TEST(topk_approx_int4_avx2) { random_cases(RK_ISA_AVX2, 4, 2); isa_best(); }
+TEST(topk_approx_int4_avx512_vnni) { random_cases(RK_ISA_AVX512_VNNI, 4, 2); isa_best(); }
 
 /* The int8 pass's integer dot products: every kernel this CPU runs gives
  * the integers of a scalar reference written from index.h's and topk.h's
@@ -357,6 +418,106 @@ TEST(int8_dots_agree_across_kernels)
 	rk_topk_ws_destroy(ws);
 }
 
+/* The int4 copy's nibble of element e = j - 1 (index.h's layout). */
+static int nib4(const uint8_t *b, uint32_t e)
+{
+	uint8_t x = b[32 * (e / 64) + e % 32];
+	return e % 64 < 32 ? x & 15 : x >> 4;
+}
+
+/* Every int4 kernel gives the integers worked out here from index.h's
+ * layout, and the copy is the row to within half a step, column 0 exact. */
+TEST(int4_dots_agree_across_kernels)
+{
+	static const uint32_t dims[] = { 1, 2, 3, 33, 64, 65, 66, 128, 129, 130, 193, 301, 700 };
+	struct rk_topk_ws *ws;
+	int ran = 0;
+	ASSERT_OK(rk_topk_ws_create(&ws));
+	rng_state = 23;
+	for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
+		uint32_t dim = dims[di], n = 300;
+		float *rows;
+		struct rk_index *ix = make_index(n, dim, 64, 0, &rows);
+		ASSERT(ix);
+		float *ext = malloc(dim * sizeof(float)), *zero = calloc(dim, sizeof(float));
+		for (uint32_t j = 0; j < dim; j++)
+			ext[j] = j % 3 ? 5.0f : -5.0f;
+		ext[0] = 1000.0f; /* the bias column does not set the scale */
+		ASSERT_OK(rk_index_replace(ix, 1, ext));
+		ASSERT_OK(rk_index_replace(ix, 2, zero));
+		struct rk_index_view v;
+		rk_index_acquire(ix, &v);
+		ASSERT_EQ_INT(v.stride4 % 32, 0);
+		ASSERT(v.stride4 * 2 >= dim - 1);
+		float *user = malloc(dim * sizeof(float));
+		int8_t *uq = malloc(dim);
+		uint32_t *items = malloc(n * sizeof *items);
+		int32_t *ref = malloc(n * sizeof *ref), *got = malloc(n * sizeof *got);
+		for (uint32_t i = 0; i < n; i++)
+			items[i] = (i * 7) % n; /* any order */
+		for (int trial = 0; trial < 3; trial++) {
+			float m = 0;
+			for (uint32_t j = 0; j < dim; j++) {
+				user[j] = trial == 2 ? (j % 2 ? 7.0f : -7.0f) : rng_n();
+				m = j && fabsf(user[j]) > m ? fabsf(user[j]) : m;
+			}
+			for (uint32_t j = 1; j < dim; j++)
+				uq[j] = (int8_t)lrintf(user[j] * (127.0f / m));
+			for (uint32_t i = 0; i < n; i++) {
+				float c0, scale;
+				const uint8_t *b = rk_index_row_i4(&v, items[i], &c0, &scale);
+				int32_t acc = 0;
+				for (uint32_t j = 1; j < dim; j++)
+					acc += uq[j] * (nib4(b, j - 1) - 8);
+				ref[i] = acc;
+			}
+			for (int isa = RK_ISA_GENERIC; isa <= RK_ISA_AVX512_VNNI; isa++) {
+				if (rk_isa_set((enum rk_isa)isa))
+					continue;
+				ran++;
+				ASSERT_OK(rk_score_i4(&v, user, items, n, ws, got));
+				for (uint32_t i = 0; i < n; i++)
+					if (got[i] != ref[i]) {
+						fprintf(stderr, "  %s dim %u item %u: %d, want %d\n",
+							rk_isa_name((enum rk_isa)isa), dim, items[i], got[i], ref[i]);
+						ASSERT(0);
+					}
+			}
+			isa_best();
+		}
+		/* Quantisation: extremes at 1 and 15 whatever column 0 holds,
+		 * a zero row all 8 with scale 0, padding 8, within half a step. */
+		float c0, scale;
+		const uint8_t *b = rk_index_row_i4(&v, 1, &c0, &scale);
+		ASSERT(c0 == 1000.0f);
+		for (uint32_t j = 1; j < dim; j++)
+			ASSERT_EQ_INT(nib4(b, j - 1), j % 3 ? 15 : 1);
+		for (uint32_t e = dim - 1; e < 2 * v.stride4; e++)
+			ASSERT_EQ_INT(nib4(b, e), 8);
+		b = rk_index_row_i4(&v, 2, &c0, &scale);
+		ASSERT(scale == 0 && c0 == 0);
+		for (uint32_t e = 0; e < 2 * v.stride4; e++)
+			ASSERT_EQ_INT(nib4(b, e), 8);
+		b = rk_index_row_i4(&v, 5, &c0, &scale);
+		ASSERT(c0 == rows[5 * (size_t)dim]);
+		for (uint32_t j = 1; j < dim; j++)
+			ASSERT(fabsf(scale * (float)(nib4(b, j - 1) - 8) - rows[5 * (size_t)dim + j]) <=
+			       scale * 0.5f + 1e-6f);
+		free(user);
+		free(uq);
+		free(items);
+		free(ref);
+		free(got);
+		free(ext);
+		free(zero);
+		free(rows);
+		rk_index_release(&v);
+		rk_index_destroy(ix);
+	}
+	fprintf(stderr, "  %d kernel runs compared\n", ran);
+	rk_topk_ws_destroy(ws);
+}
+
 TEST(topk_ties_by_lower_id)
 {
 	/* Every row identical: all scores tie, so the top-k is the k lowest
@@ -379,7 +540,7 @@ TEST(topk_ties_by_lower_id)
 	rk_index_acquire(ix, &v);
 	uint32_t excl[] = { 0, 2, 2, 5 };
 	for (int approx = 0; approx < 3; approx++) {
-		struct rk_topk_req req = { user, 4, excl, 4, NULL, 0, approx, 0, NULL, 0 };
+		struct rk_topk_req req = { user, 4, excl, 4, NULL, 0, approx, 0, NULL, 0, 0 };
 		ASSERT_OK(rk_topk(&v, &req, ws, out, N, &n_out));
 		ASSERT_EQ_INT(n_out, 4);
 		ASSERT_EQ_INT(out[0].item, 1);
@@ -389,7 +550,7 @@ TEST(topk_ties_by_lower_id)
 	}
 	/* A candidate list in reverse order with repeats gives the same order. */
 	uint32_t cand[] = { 299, 250, 250, 7, 3, 299 };
-	struct rk_topk_req req = { user, 10, excl, 4, cand, 6, 0, 0, NULL, 0 };
+	struct rk_topk_req req = { user, 10, excl, 4, cand, 6, 0, 0, NULL, 0, 0 };
 	ASSERT_OK(rk_topk(&v, &req, ws, out, N, &n_out));
 	ASSERT_EQ_INT(n_out, 4);
 	ASSERT_EQ_INT(out[0].item, 3);
@@ -414,7 +575,7 @@ TEST(topk_k_over_catalogue_returns_all)
 	rk_index_acquire(ix, &v);
 	float user[8] = { 1, -1, 0.5f, 2, 0, 0, 1, 1 };
 	uint32_t excl[] = { 1, 10, 39, 40, 1000 };
-	struct rk_topk_req req = { user, 1000000, excl, 5, NULL, 0, 0, 0, NULL, 0 };
+	struct rk_topk_req req = { user, 1000000, excl, 5, NULL, 0, 0, 0, NULL, 0, 0 };
 	ASSERT_OK(rk_topk(&v, &req, ws, out, 40, &n_out));
 	ASSERT_EQ_INT(n_out, 37);
 	for (size_t i = 0; i < n_out; i++) {
@@ -440,7 +601,7 @@ TEST(topk_invalid_arguments)
 	rk_index_acquire(ix, &v);
 	float user[4] = { 1, 2, 3, 4 };
 	uint32_t bad_cand[] = { 3, 10 }, unsorted[] = { 5, 2 };
-	struct rk_topk_req req = { user, 0, NULL, 0, NULL, 0, 0, 0, NULL, 0 };
+	struct rk_topk_req req = { user, 0, NULL, 0, NULL, 0, 0, 0, NULL, 0, 0 };
 	ASSERT_EQ_INT(rk_topk(&v, &req, ws, out, 16, &n_out), VR_EINVAL);
 	ASSERT_EQ_INT(n_out, 0);
 	req.k = -3;
@@ -487,7 +648,7 @@ TEST(topk_empty_index)
 	ASSERT_OK(rk_topk_ws_create(&ws));
 	struct rk_index_view v;
 	rk_index_acquire(ix, &v);
-	struct rk_topk_req req = { user, 5, NULL, 0, NULL, 0, 2, 0, NULL, 0 };
+	struct rk_topk_req req = { user, 5, NULL, 0, NULL, 0, 2, 0, NULL, 0, 0 };
 	ASSERT_OK(rk_topk(&v, &req, ws, out, 0, &n_out));
 	ASSERT_EQ_INT(n_out, 0);
 	rk_index_release(&v);
@@ -630,7 +791,7 @@ TEST(topk_approx_recall)
 		user[0] = 1;
 		for (int j = 1; j < D; j++)
 			user[j] = rng_n();
-		struct rk_topk_req req = { user, K, NULL, 0, NULL, 0, 0, 0, NULL, 0 };
+		struct rk_topk_req req = { user, K, NULL, 0, NULL, 0, 0, 0, NULL, 0, 0 };
 		ASSERT_OK(rk_topk(&v, &req, ws, ex, K, &n1));
 		ASSERT_EQ_INT(n1, K);
 		for (int half = 0; half < 2; half++) {
@@ -698,9 +859,9 @@ static void *split_caller(void *arg)
 		for (size_t i = 0; i < n_excl; i++)
 			excl[i] = (uint32_t)((st >> (i % 32)) % v->n);
 		qsort(excl, n_excl, sizeof *excl, cmp_u32);
-		int k = 1 + (int)((st >> 20) % 200), approx = q % 3 ? 2 : 0, half = q % 3 == 2;
+		int k = 1 + (int)((st >> 20) % 200), approx = q % 4 ? 2 + 6 * (q % 4 == 3) : 0, half = q % 4 == 2;
 		size_t n1 = 0, n2 = 0;
-		struct rk_topk_req req = { user, k, excl, n_excl, NULL, 0, approx, half, NULL, 1 };
+		struct rk_topk_req req = { user, k, excl, n_excl, NULL, 0, approx, half, NULL, 1, q % 4 == 3 };
 		int rc = rk_topk(v, &req, ws, one, 200, &n1);
 		req.pool = r->pool;
 		req.threads = 2 + q % 3;
@@ -885,7 +1046,7 @@ static void *conc_read(void *arg)
 			cr->bad += torn;
 		}
 		cr->rows_checked += v.n;
-		struct rk_topk_req req = { user, 10, NULL, 0, NULL, 0, (int)(cr->views % 2), 0, NULL, 0 };
+		struct rk_topk_req req = { user, 10, NULL, 0, NULL, 0, (int)(cr->views % 2), 0, NULL, 0, 0 };
 		if (rk_topk(&v, &req, ws, hits, 10, &n_hits) || n_hits != (v.n < 10 ? v.n : 10))
 			cr->bad++;
 		rk_index_release(&v);
@@ -993,7 +1154,11 @@ static const struct vr_test tests[] = {
 	T(topk_approx_fp16_generic),
 	T(topk_approx_fp16_avx2),
 	T(topk_approx_fp16_avx512),
+	T(topk_approx_int4_generic),
+	T(topk_approx_int4_avx2),
+	T(topk_approx_int4_avx512_vnni),
 	T(int8_dots_agree_across_kernels),
+	T(int4_dots_agree_across_kernels),
 	T(topk_split_scan_same_answer),
 	T(topk_ties_by_lower_id),
 	T(topk_k_over_catalogue_returns_all),

@@ -698,7 +698,7 @@ static size_t pool_step(struct dnn *d, struct fwd_plan *p, int n)
 {
 	const struct nn_pool_shape *s = &p->s.pool;
 	int kh, kw, sh, sw, ph, pw;
-	dnnl_memory_desc_t ux, uy;
+	dnnl_memory_desc_t ux, uy, ay;
 	dnnl_pooling_desc_t pdsc;
 	dnnl_primitive_desc_t pd;
 	if (p->ok)
@@ -711,12 +711,12 @@ static size_t pool_step(struct dnn *d, struct fwd_plan *p, int n)
 	dnnl_dims_t strides = { sh, sw }, kernel = { kh, kw }, pl = { ph, pw };
 	dnnl_dims_t pr = { (s->oh - 1) * sh + kh - s->h - ph, (s->ow - 1) * sw + kw - s->w - pw };
 	layout_md(d, p->in_id, n, s->c, s->h, s->w, &ux);
-	layout_md(d, p->out_id, n, s->c, s->oh, s->ow, &uy);
-	if (p->out_id < 0)
-		md_plain(&uy, 4, yd, dnnl_format_tag_any);   /* the source's, as a rule */
+	/* the primitive writes the source's layout, as a rule; a step stages
+	 * the reorder when the plan was asked for another */
+	md_plain(&ay, 4, yd, dnnl_format_tag_any);
 	if (dnnl_pooling_forward_desc_init(&pdsc, dnnl_forward_inference,
 		    s->mode == NN_POOL_MAX ? dnnl_pooling_max : dnnl_pooling_avg_include_padding,
-		    &ux, &uy, strides, kernel, pl, pr) ||
+		    &ux, &ay, strides, kernel, pl, pr) ||
 	    dnnl_primitive_desc_create(&pd, &pdsc, d->attr, d->eng, NULL))
 		return 0;
 	if (p->out_id < 0)

@@ -102,6 +102,17 @@ static void conv_io_free(struct conv_io *o)
 	free(o->y); free(o->dx); free(o->dxa); free(o->dw); free(o->db);
 }
 
+/* The shape's plan and workspace on the reference (0) and oneDNN (1). */
+static void conv_plans(const struct nn_conv_shape *s, void *plan[2], void *ws[2])
+{
+	nn_backend *bk[2] = { ref_b, dnn_b };
+	size_t wsb[2];
+	for (int i = 0; i < 2; i++) {
+		ASSERT_OK(bk[i]->ops->plan_create(bk[i], NN_OP_CONV, s, &plan[i], &wsb[i]));
+		ASSERT_OK(bk[i]->ops->alloc(bk[i], wsb[i] ? wsb[i] : 64, &ws[i]));
+	}
+}
+
 /* The shape's plan on both backends; calls for each batch in ns[] on the
  * same plans (a batch below the plan's, then the plan's again). */
 static void conv_case(struct nn_conv_shape s, const int *ns, int calls, int bias, uint64_t seed)
@@ -111,12 +122,10 @@ static void conv_case(struct nn_conv_shape s, const int *ns, int calls, int bias
 		return;
 	ASSERT_OK(nn_conv_shape_check(&s));
 	void *plan[2] = { NULL, NULL }, *ws[2] = { NULL, NULL };
-	size_t wsb[2];
 	nn_backend *bk[2] = { ref_b, dnn_b };
-	for (int i = 0; i < 2; i++) {
-		ASSERT_OK(bk[i]->ops->plan_create(bk[i], NN_OP_CONV, &s, &plan[i], &wsb[i]));
-		ASSERT_OK(bk[i]->ops->alloc(bk[i], wsb[i] ? wsb[i] : 64, &ws[i]));
-	}
+	conv_plans(&s, plan, ws);
+	if (vr_test__failed)
+		return;
 	for (int c = 0; c < calls; c++) {
 		const int n = ns[c];
 		const size_t xl = (size_t)n * s.c * s.h * s.w, yl = (size_t)n * s.k * s.oh * s.ow;
@@ -227,12 +236,10 @@ TEST(conv_weights_reordered_once_per_version)
 		.stride_h = 1, .stride_w = 1, .pad_h = 1, .pad_w = 1, .groups = 1);
 	ASSERT_OK(nn_conv_shape_check(&s));
 	void *plan[2] = { NULL, NULL }, *ws[2] = { NULL, NULL };
-	size_t wsb[2];
 	nn_backend *bk[2] = { ref_b, dnn_b };
-	for (int i = 0; i < 2; i++) {
-		ASSERT_OK(bk[i]->ops->plan_create(bk[i], NN_OP_CONV, &s, &plan[i], &wsb[i]));
-		ASSERT_OK(bk[i]->ops->alloc(bk[i], wsb[i] ? wsb[i] : 64, &ws[i]));
-	}
+	conv_plans(&s, plan, ws);
+	if (vr_test__failed)
+		return;
 	const size_t xl = 2 * 32 * 64, wl = 32 * 32 * 9;
 	float *x = random_buf(xl, 81, -1, 1), *w = random_buf(wl, 82, -0.1f, 0.1f);
 	float *y0 = buf(xl), *y1 = buf(xl), *ref = buf(xl);

@@ -4,8 +4,10 @@
  * a pointer handed to an op may be a device pointer.
  *
  * Conventions every op follows:
- * - Tensors are float32, NCHW, contiguous. Weights use PyTorch's layouts:
- *   conv [k][c/groups][kh][kw], fully connected [out][in].
+ * - Tensors are float32, NCHW, contiguous, except where an inference net
+ *   lets a backend with layouts keep its own (Layouts, below). Weights
+ *   use PyTorch's layouts: conv [k][c/groups][kh][kw], fully connected
+ *   [out][in].
  * - n is the images in this call, 1 <= n <= the shape's n (the batch the
  *   plan was made for); a backend may re-set its descriptors when n changes.
  * - Gradients of parameters (dw, db, dgamma, dbeta) always ACCUMULATE into
@@ -18,7 +20,12 @@
  *   asked for; ops may use it freely during a call.
  * - Every op returns 0 or a negative VR_E* code (VR_EDEVICE for a device
  *   failure); ops never exit.
- * - Ops on one backend are called from one thread at a time. */
+ * - Ops on one backend are called from one thread at a time.
+ * - Weights (the w of conv and fc ops) change only where their writer bumps
+ *   the backend's param_version (the net's nn_net_params_set and the
+ *   optimiser step do): a backend may keep what it derives from a weights
+ *   buffer (the oneDNN backend's reordered copy) keyed by the pointer and
+ *   that version. */
 #ifndef NN_BACKEND_H
 #define NN_BACKEND_H
 
@@ -51,6 +58,7 @@ struct nn_conv_shape {
 	 * net runs the layers one by one. */
 	int post_bn, post_act;
 	float bn_eps;
+	int in_layout, out_layout;  /* Layouts, below; 0 everywhere else */
 };
 
 enum nn_pool_mode {
@@ -65,6 +73,7 @@ struct nn_pool_shape {
 	int n, c, h, w;
 	int kh, kw, stride_h, stride_w, pad_h, pad_w;
 	int oh, ow;                /* floor mode: (h + 2 pad_h - kh) / stride_h + 1 */
+	int in_layout, out_layout;  /* Layouts, below */
 };
 
 /* Local response normalisation across channels, PyTorch's LocalResponseNorm:
@@ -73,6 +82,7 @@ struct nn_lrn_shape {
 	int n, c, h, w;
 	int size;
 	float alpha, beta, k;
+	int in_layout, out_layout;  /* Layouts, below */
 };
 
 struct nn_fc_shape {
@@ -225,6 +235,23 @@ struct nn_backend_ops {
 		const float *x, const float *w, const float *bias, const float *gamma,
 		const float *beta, const float *mean, const float *var, float *y, void *ws);
 
+	/* Layouts (optional; NULL: every tensor is NCHW). An inference net on
+	 * a backend with these lets its planned layers (conv, pool, LRN) pass
+	 * tensors in the backend's own layouts: the shape's in_layout says
+	 * what x is in (0: NCHW, else an id this backend's plan_layout gave),
+	 * out_layout what y must be in (0: NCHW, -1: the plan's choice, else
+	 * that id). plan_create returns VR_EUNSUPPORTED for an in_layout the
+	 * op cannot take (the net then plans that tensor NCHW). A plan made
+	 * with layouts runs forward only. Every layout a backend hands out is
+	 * the NCHW tensor's floats in another order within each image, images
+	 * one after another: n images are the first n x c x h x w floats, so
+	 * the elementwise ops (act, add, copy) run on it unchanged.
+	 * plan_layout is the layout the plan writes y in; layout_download
+	 * copies n images in layout to host memory in NCHW (a net's edges). */
+	int (*plan_layout)(struct nn_backend *b, void *plan);
+	int (*layout_download)(struct nn_backend *b, int layout, int n, const float *src,
+		float *host_dst);
+
 	/* Releases priv; the backend struct itself is freed by nn_backend_close. */
 	void (*close)(struct nn_backend *b);
 };
@@ -233,6 +260,7 @@ struct nn_backend {
 	const struct nn_backend_ops *ops;
 	char name[16];             /* "cpu" (the reference), "onednn", "cuda" */
 	char device[192];          /* what runs the ops, for logs and Info */
+	uint64_t param_version;    /* bumped after any write of weights (above) */
 	void *priv;                /* the backend's own state (handles, streams) */
 };
 

@@ -15,7 +15,12 @@
  *   for a chain);
  * - one workspace, the largest any layer's plan asked for.
  * Nothing is allocated per call afterwards, except the input gradient on
- * the first backward that asks for it. */
+ * the first backward that asks for it.
+ *
+ * One file past 800 lines because it is one concept: the graph's build,
+ * its memory and layout plan and its passes read the same layer and
+ * tensor tables, and each decision (in place, fusion, layouts, buffer
+ * lifetimes) depends on the others. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -789,6 +794,177 @@ static void conv_unfuse(nn_net *net, int l)
 	ly->u.conv.bn_eps = 0;
 }
 
+/* ---- Layouts ---------------------------------------------------------------
+ * An inference net on a backend with layouts (backend.h) keeps each
+ * planned layer's output in the layout its plan chose when every reader
+ * takes it: conv, pooling and LRN read any layout; ReLU, dropout's copy,
+ * an identity and the residual add pass theirs on (a residual add's two
+ * inputs must agree: the later one's producer is asked for the earlier
+ * one's layout); fully connected, batch norm and padding read NCHW. The
+ * edges convert: the input is NCHW (the first conv reorders it), and an
+ * output or feature read is downloaded through layout_download. Where a
+ * plan refuses a layout, or an add's inputs still differ, that tensor is
+ * made NCHW and the net planned again. */
+
+static int use_layouts(const nn_net *net)
+{
+	return net->inference_only && net->b->ops->plan_layout && net->b->ops->layout_download;
+}
+
+static int reads(const struct nn__layer *ly, int t)
+{
+	return !ly->fused && (ly->in[0] == t || (ly->nin > 1 && ly->in[1] == t));
+}
+
+/* may[t]: tensor t may be in a backend layout. From the last tensor down,
+ * so a pass-through reader's output is decided before its input. */
+static void layouts_allowed(const nn_net *net, const char *plain, char *may)
+{
+	for (int t = net->ntensors - 1; t >= 0; t--) {
+		int ok = t > 0 && !plain[t];
+		for (int l = 0; ok && l < net->nlayers; l++) {
+			const struct nn__layer *ly = &net->layers[l];
+			if (!reads(ly, t))
+				continue;
+			switch (ly->kind) {
+			case NN__CONV:
+			case NN__POOL:
+			case NN__LRN:
+				break;
+			case NN__ACT:
+			case NN__DROPOUT:
+			case NN__IDENTITY:
+			case NN__ADD:
+				ok = may[ly->out];
+				break;
+			default:
+				ok = 0;
+			}
+		}
+		may[t] = ok;
+	}
+}
+
+/* The layout layer l's output is asked for: NCHW when a reader needs it,
+ * the other input's when a residual add reads it beside an earlier tensor,
+ * else the plan's choice (-1). */
+static int layout_request(const nn_net *net, const char *may, int l)
+{
+	const int t = net->layers[l].out;
+	if (!may[t])
+		return 0;
+	for (int m = l + 1; m < net->nlayers; m++) {
+		const struct nn__layer *ly = &net->layers[m];
+		if (ly->kind != NN__ADD || !reads(ly, t))
+			continue;
+		int u = ly->in[0] == t ? ly->in[1] : ly->in[0];
+		if (net->tensors[u].producer < l)
+			return net->tensors[u].layout;
+	}
+	return -1;
+}
+
+static void set_layouts(struct nn__layer *ly, int in, int out)
+{
+	switch (ly->kind) {
+	case NN__CONV:
+		ly->u.conv.in_layout = in;
+		ly->u.conv.out_layout = out;
+		break;
+	case NN__POOL:
+		ly->u.pool.in_layout = in;
+		ly->u.pool.out_layout = out;
+		break;
+	case NN__LRN:
+		ly->u.lrn.in_layout = in;
+		ly->u.lrn.out_layout = out;
+		break;
+	}
+}
+
+static void free_plans(nn_net *net)
+{
+	for (int l = 0; l < net->nlayers; l++)
+		if (net->layers[l].plan) {
+			net->b->ops->plan_free(net->b, net->layers[l].plan);
+			net->layers[l].plan = NULL;
+		}
+	net->ws_bytes = 0;
+}
+
+/* Plans every layer (fusing and choosing layouts where the backend can),
+ * and the workspace the largest asks for. *bad >= 0: tensor *bad must be
+ * NCHW (plain[*bad]) and the net planned again. */
+static int plan_layers(nn_net *net, const char *plain, int *bad)
+{
+	struct nn_backend *b = net->b;
+	const int lay = use_layouts(net);
+	char *may = calloc(net->ntensors, 1);
+	int rc = 0;
+	*bad = -1;
+	if (!may)
+		return VR_ENOMEM;
+	if (lay)
+		layouts_allowed(net, plain, may);
+	for (int t = 0; t < net->ntensors; t++)
+		net->tensors[t].layout = 0;
+	for (int l = 0; l < net->nlayers; l++) {
+		struct nn__layer *ly = &net->layers[l];
+		int kind = ly->kind == NN__CONV ? NN_OP_CONV : ly->kind == NN__POOL ? NN_OP_POOL :
+			ly->kind == NN__LRN ? NN_OP_LRN : ly->kind == NN__FC ? NN_OP_FC : 0;
+		const int in = net->tensors[ly->in[0]].layout;
+		size_t ws = 0;
+		if (ly->fused)
+			continue;
+		if (!kind) {
+			if (ly->kind == NN__ADD && net->tensors[ly->in[1]].layout != in) {
+				int a = ly->in[0], c = ly->in[1];
+				if (net->tensors[a].producer < net->tensors[c].producer) {
+					a = ly->in[1];     /* the later one first */
+					c = ly->in[0];
+				}
+				*bad = plain[a] ? c : a;
+				goto leave;
+			}
+			if (ly->kind == NN__ACT || ly->kind == NN__DROPOUT || ly->kind == NN__IDENTITY ||
+			    ly->kind == NN__ADD)
+				net->tensors[ly->out].layout = in;
+			continue;
+		}
+		int fused = 0;
+		if (kind == NN_OP_CONV && net->inference_only && b->ops->conv_fwd_post) {
+			conv_fuse(net, l);
+			fused = ly->u.conv.post_bn || ly->u.conv.post_act;
+		}
+		int out = lay ? layout_request(net, may, l) : 0;
+		set_layouts(ly, in, out);
+		rc = b->ops->plan_create(b, kind, &ly->u, &ly->plan, &ws);
+		if (rc == VR_EUNSUPPORTED && fused) {
+			conv_unfuse(net, l);
+			out = lay ? layout_request(net, may, l) : 0;
+			set_layouts(ly, in, out);
+			rc = b->ops->plan_create(b, kind, &ly->u, &ly->plan, &ws);
+		}
+		if (rc == VR_EUNSUPPORTED && (in || out > 0)) {
+			*bad = in ? ly->in[0] : ly->out;
+			rc = 0;
+			goto leave;
+		}
+		if (rc) {
+			nn__errmsg(net, "%s: the %s backend could not plan this layer", ly->name,
+				b->name);
+			goto leave;
+		}
+		if (lay && kind != NN_OP_FC)
+			net->tensors[ly->out].layout = b->ops->plan_layout(b, ly->plan);
+		if (ws > net->ws_bytes)
+			net->ws_bytes = ws;
+	}
+leave:
+	free(may);
+	return rc;
+}
+
 static int finalize(nn_net *net)
 {
 	struct nn_backend *b = net->b;
@@ -825,32 +1001,24 @@ static int finalize(nn_net *net)
 		    (rc = b->ops->fill(b, net->grads, 0.0f, tc)))
 			goto fail;
 	}
-	/* Plans, and the workspace the largest asks for. */
-	for (int l = 0; l < net->nlayers; l++) {
-		struct nn__layer *ly = &net->layers[l];
-		int kind = ly->kind == NN__CONV ? NN_OP_CONV : ly->kind == NN__POOL ? NN_OP_POOL :
-			ly->kind == NN__LRN ? NN_OP_LRN : ly->kind == NN__FC ? NN_OP_FC : 0;
-		size_t ws = 0;
-		if (!kind)
-			continue;
-		int fused = 0;
-		if (kind == NN_OP_CONV && net->inference_only && b->ops->conv_fwd_post) {
-			conv_fuse(net, l);
-			fused = ly->u.conv.post_bn || ly->u.conv.post_act;
-		}
-		rc = b->ops->plan_create(b, kind, &ly->u, &ly->plan, &ws);
-		if (rc == VR_EUNSUPPORTED && fused) {
-			conv_unfuse(net, l);
-			rc = b->ops->plan_create(b, kind, &ly->u, &ly->plan, &ws);
-		}
-		if (rc) {
-			nn__errmsg(net, "%s: the %s backend could not plan this layer", ly->name,
-				b->name);
-			return rc;
-		}
-		if (ws > net->ws_bytes)
-			net->ws_bytes = ws;
+	/* Plans; each retry makes one more tensor NCHW. */
+	char *plain = calloc(net->ntensors, 1);
+	int bad = -1;
+	if (!plain)
+		return VR_ENOMEM;
+	for (int tries = 0; tries <= net->ntensors; tries++) {
+		if ((rc = plan_layers(net, plain, &bad)) || bad < 0)
+			break;
+		free_plans(net);
+		plain[bad] = 1;
 	}
+	free(plain);
+	if (!rc && bad >= 0) {
+		nn__errmsg(net, "the %s backend's layouts do not settle", b->name);
+		rc = VR_EDEVICE;
+	}
+	if (rc)
+		return rc;
 	/* Never NULL: kernels may form (unused) pointers into it. */
 	if ((rc = net_alloc(net, net->ws_bytes ? net->ws_bytes : 64, &net->ws)))
 		goto fail;
@@ -1111,6 +1279,7 @@ int nn_net_params_get(nn_net *net, float *host)
 
 int nn_net_params_set(nn_net *net, const float *host)
 {
+	net->b->param_version++;
 	return net->b->ops->upload(net->b, net->arena, host, sizeof(float) * net->arena_count);
 }
 
@@ -1329,7 +1498,8 @@ static int run_forward(nn_net *net, const struct source *src, int n, int last, i
 static int download_output(nn_net *net, int layer, int n, float *out)
 {
 	const struct nn__tensor *t = &net->tensors[net->layers[layer].out];
-	int rc = net->b->ops->download(net->b, out, t->data, sizeof(float) * n * t->size);
+	int rc = t->layout ? net->b->ops->layout_download(net->b, t->layout, n, t->data, out) :
+		net->b->ops->download(net->b, out, t->data, sizeof(float) * n * t->size);
 	if (rc)
 		nn__errmsg(net, "downloading %s's output failed", net->layers[layer].name);
 	return rc;

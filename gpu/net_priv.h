@@ -43,6 +43,8 @@ struct nn__tensor {
 	int producer;              /* layer index, -1 for the net input */
 	int consumers;
 	int group;                 /* storage: an in-place layer's output shares its input's */
+	int layout;                /* 0: NCHW; else the backend's layout id (an inference
+	                              net on a backend with layouts, backend.h) */
 	float *data, *grad;        /* backend memory for max_batch images */
 };
 

@@ -3,7 +3,10 @@
  * CPU convolutions come from. Memory, the elementwise ops, dropout, the
  * optimisers, padding and the uint8 input are the reference backend's
  * own (its ops table is copied and these entries replaced), so tensors
- * are host memory in the layouts of backend.h.
+ * are host memory in the layouts of backend.h. One file past 800 lines
+ * because it is one concept: the steps (primitive, staged arguments,
+ * kept weights, scratchpad in our workspace) and the layouts are shared
+ * by every op kind below; split, each part would need the others' insides.
  *
  * What runs where:
  *   convolution forward, backward data, backward filter   oneDNN primitives
@@ -28,16 +31,24 @@
  * A plan holds, per layer shape, the primitives of each direction, created
  * once for the plan's batch with the memory descriptors oneDNN prefers
  * (format_tag_any: blocked layouts such as nChw16c for convolutions).
- * The net's tensors stay NCHW between layers: a call reorders its inputs
- * into the preferred layouts and its outputs back, through the net's
- * workspace, where every primitive's scratchpad also lives (user
- * scratchpad mode). Keeping blocked layouts between layers would save
- * those reorders but needs the layouts in the op contract; not done.
+ * A call reorders its inputs into the preferred layouts and its outputs
+ * back, through the net's workspace, where every primitive's scratchpad
+ * also lives (user scratchpad mode), except:
+ * - weights: their reordered copy is kept by the step, made again only
+ *   when the pointer or the backend's param_version changed (backend.h),
+ *   so inference reorders them once and training once per step;
+ * - layouts (backend.h): an inference net passes conv, pooling and LRN
+ *   tensors in the layout the producing plan chose (acdb for oneDNN 2.6's
+ *   fast AVX-512 kernels, nChw16c for LRN), so consecutive layers need no
+ *   reorder; ids name those descriptors (layout_id), and only unpadded
+ *   layouts with images outermost are handed out, so the elementwise ops
+ *   run on them unchanged. Training nets stay NCHW.
  * Outputs that accumulate (dw always, dx when acc) go through the
  * workspace and a reorder with a sum post-op. A call with fewer images
  * than the plan's batch re-creates the plan's primitives for that batch
  * (oneDNN's primitive cache makes a repeat cheap); if they would need
- * more workspace than the plan asked for, that call runs the reference.
+ * more workspace than the plan asked for, that call runs the reference
+ * (NCHW), or with layouts the plan's batch over the net's whole buffers.
  *
  * Threads: oneDNN's OpenMP team size is decided once, at open (OpenMP's
  * default: OMP_NUM_THREADS, else one thread per CPU), and re-applied at
@@ -58,17 +69,24 @@
 
 struct dnn {
 	struct nn_backend_ops ops;
+	const struct nn_backend *b;      /* its param_version keys the kept weights */
 	dnnl_engine_t eng;
 	dnnl_stream_t stream;
 	dnnl_primitive_attr_t attr;      /* user scratchpad */
 	dnnl_primitive_attr_t attr_sum;  /* user scratchpad, dst += src (reorders) */
 	int threads;
+	dnnl_memory_desc_t *layouts;     /* layout id i + 1 (backend.h's Layouts) */
+	int nlayouts, cap_layouts;
 };
 
 /* One tensor argument of a primitive. The caller's tensor is user (plain
  * layout); prim is what the primitive reads or writes. A staged argument
  * has a copy in the workspace at off: inputs are reordered into it,
- * outputs out of it (to_user overwrites, add_user adds). */
+ * outputs out of it (to_user overwrites, add_user adds). A staged weights
+ * argument keeps its copy instead (kept, memory of its own), reordered
+ * again only when the caller's pointer or the backend's param_version
+ * changed (backend.h): an inference net reorders its weights once, not
+ * once per call. */
 struct targ {
 	int arg;                   /* DNNL_ARG_* */
 	int out;                   /* written by the primitive */
@@ -77,6 +95,9 @@ struct targ {
 	dnnl_memory_t user, prim;
 	dnnl_primitive_t to_prim, to_user, add_user;
 	size_t off;
+	void *kept;                /* NULL, or the weights in prim's layout: */
+	const void *kept_src;      /* reordered from this pointer */
+	uint64_t kept_version;     /* at this param_version */
 };
 
 /* One primitive with its arguments and its scratchpad. */
@@ -115,6 +136,7 @@ static void targ_free(struct targ *t)
 		dnnl_memory_destroy(t->user);
 	if (t->prim)
 		dnnl_memory_destroy(t->prim);
+	free(t->kept);
 }
 
 static void step_free(struct step *st)
@@ -139,12 +161,13 @@ static int reorder(struct dnn *d, const dnnl_memory_desc_t *src, const dnnl_memo
 	return rc;
 }
 
-/* What a step's argument is: its exec-arg id, the caller's layout, and
- * whether the primitive writes it and may have to add to it. */
+/* What a step's argument is: its exec-arg id, the caller's layout,
+ * whether the primitive writes it and may have to add to it, and whether
+ * it is weights (kept reordered between calls). */
 struct targ_spec {
 	int arg;
 	const dnnl_memory_desc_t *user;
-	int out, acc;
+	int out, acc, weights;
 };
 
 /* Creates a step from a primitive descriptor: the primitive, a memory
@@ -174,7 +197,15 @@ static int step_create(struct dnn *d, dnnl_primitive_desc_t pd, const struct tar
 			goto leave;
 		if (!t->staged)
 			continue;
-		t->off = ws_take(&used, dnnl_memory_desc_get_size(pm));
+		if (spec[i].weights && !t->out) {
+			if (posix_memalign(&t->kept, WS_ALIGN, dnnl_memory_desc_get_size(pm))) {
+				t->kept = NULL;
+				rc = VR_ENOMEM;
+				goto leave;
+			}
+		} else {
+			t->off = ws_take(&used, dnnl_memory_desc_get_size(pm));
+		}
 		if (!t->out && reorder(d, spec[i].user, pm, d->attr, &t->to_prim))
 			goto leave;
 		if (t->out && (reorder(d, pm, spec[i].user, d->attr, &t->to_user) ||
@@ -215,6 +246,15 @@ static int step_run(struct dnn *d, struct step *st, void *const *ptr, int acc, c
 		if (direct) {
 			if (dnnl_memory_set_data_handle(t->prim, ptr[i]))
 				return VR_EDEVICE;
+		} else if (t->kept) {
+			if (t->kept_src != ptr[i] || t->kept_version != d->b->param_version) {
+				if (dnnl_memory_set_data_handle(t->user, ptr[i]) ||
+				    dnnl_memory_set_data_handle(t->prim, t->kept) ||
+				    exec2(d, t->to_prim, t->user, t->prim))
+					return VR_EDEVICE;
+				t->kept_src = ptr[i];
+				t->kept_version = d->b->param_version;
+			}
 		} else {
 			if (dnnl_memory_set_data_handle(t->user, ptr[i]) ||
 			    dnnl_memory_set_data_handle(t->prim, ws + t->off))
@@ -246,6 +286,101 @@ static void md_plain(dnnl_memory_desc_t *md, int ndims, const dnnl_dims_t dims,
 	dnnl_memory_desc_init_by_tag(md, ndims, dims, dnnl_f32, tag);
 }
 
+/* ---- Layouts -------------------------------------------------------------
+ * An id names a memory descriptor a plan chose for its output (for the
+ * plan's batch; layout_md re-makes it for n images). Ids live as long as
+ * the backend; a net of the same shapes made again gets the same ids. */
+
+/* Layout id's descriptor for n images of c x h x w (0: NCHW). */
+static void layout_md(const struct dnn *d, int id, int n, int c, int h, int w,
+	dnnl_memory_desc_t *md)
+{
+	if (id <= 0 || id > d->nlayouts) {
+		dnnl_dims_t dims = { n, c, h, w };
+		md_plain(md, 4, dims, dnnl_nchw);
+		return;
+	}
+	*md = d->layouts[id - 1];
+	md->dims[0] = md->padded_dims[0] = n;
+}
+
+/* The id of md, a plan's chosen output; 0 (NCHW) when md is NCHW or not a
+ * layout backend.h allows: padded channels (nChw16c over 24), images not
+ * outermost, or anything but plain f32 blocking. */
+static int layout_id(struct dnn *d, const dnnl_memory_desc_t *md)
+{
+	const dnnl_blocking_desc_t *bd = &md->format_desc.blocking;
+	dnnl_memory_desc_t plain;
+	dnnl_dim_t image = 1;
+	if (md->ndims != 4 || md->format_kind != dnnl_blocked || md->data_type != dnnl_f32 ||
+	    md->offset0 || md->extra.flags)
+		return 0;
+	for (int i = 0; i < 4; i++) {
+		if (md->padded_dims[i] != md->dims[i] || md->padded_offsets[i])
+			return 0;
+		image *= i ? md->dims[i] : 1;
+	}
+	for (int i = 0; i < bd->inner_nblks; i++)
+		if (bd->inner_idxs[i] == 0)
+			return 0;
+	if (bd->strides[0] != image ||
+	    dnnl_memory_desc_get_size(md) != sizeof(float) * (size_t)(image * md->dims[0]))
+		return 0;
+	md_plain(&plain, 4, md->dims, dnnl_nchw);
+	if (dnnl_memory_desc_equal(md, &plain))
+		return 0;
+	for (int i = 0; i < d->nlayouts; i++)
+		if (dnnl_memory_desc_equal(md, &d->layouts[i]))
+			return i + 1;
+	if (d->nlayouts == d->cap_layouts) {
+		int cap = d->cap_layouts ? 2 * d->cap_layouts : 16;
+		dnnl_memory_desc_t *l = realloc(d->layouts, sizeof(*l) * cap);
+		if (!l)
+			return 0;      /* NCHW still works */
+		d->layouts = l;
+		d->cap_layouts = cap;
+	}
+	d->layouts[d->nlayouts++] = *md;
+	return d->nlayouts;
+}
+
+/* A plan's output layout: the id asked for, or for -1 the id of what the
+ * primitive pd chose for its DST (NCHW when pd is NULL: the reference). */
+static int layout_out(struct dnn *d, int asked, const_dnnl_primitive_desc_t pd)
+{
+	if (asked >= 0)
+		return asked;
+	const dnnl_memory_desc_t *md = pd ? dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0) :
+		NULL;
+	return md ? layout_id(d, md) : 0;
+}
+
+static int dnn_layout_download(struct nn_backend *b, int layout, int n, const float *src,
+	float *host_dst)
+{
+	struct dnn *d = dnn_of(b);
+	dnnl_memory_desc_t from, to;
+	dnnl_memory_t mf = NULL, mt = NULL;
+	dnnl_primitive_t r = NULL;
+	int rc = VR_EDEVICE;
+	if (layout <= 0 || layout > d->nlayouts)
+		return VR_EINVAL;
+	layout_md(d, layout, n, 0, 0, 0, &from);
+	md_plain(&to, 4, from.dims, dnnl_nchw);
+	if (!reorder(d, &from, &to, NULL, &r) &&
+	    !dnnl_memory_create(&mf, &from, d->eng, (void *)src) &&
+	    !dnnl_memory_create(&mt, &to, d->eng, host_dst) && !exec2(d, r, mf, mt) &&
+	    !dnnl_stream_wait(d->stream))
+		rc = 0;
+	if (r)
+		dnnl_primitive_destroy(r);
+	if (mf)
+		dnnl_memory_destroy(mf);
+	if (mt)
+		dnnl_memory_destroy(mt);
+	return rc;
+}
+
 /* ---- Convolution ------------------------------------------------------- */
 
 enum { FWD, DATA, FILTER, DIRS };
@@ -261,6 +396,8 @@ struct conv_plan {
 	float *zero_bias;          /* k zeros: a conv without bias runs the same primitive */
 	float *bn_scale, *bn_shift; /* post_bn: k floats each, set per forward */
 	dnnl_primitive_attr_t attr_post; /* scratchpad + the fused layers; NULL: none */
+	int layouts;               /* s has layouts: forward only, x and y in them */
+	int out_id;                /* y's layout; -1 until the first steps chose it */
 };
 
 /* Creates the three directions' steps for n images; a direction oneDNN
@@ -281,8 +418,8 @@ static size_t conv_steps(struct dnn *d, struct conv_plan *p, int n)
 	size_t need = 0;
 	const int wn = g > 1 ? 5 : 4;
 	const dnnl_dim_t *wdims = g > 1 ? wd : wd + 1;
-	md_plain(&ux, 4, xd, dnnl_nchw);
-	md_plain(&uy, 4, yd, dnnl_nchw);
+	layout_md(d, s->in_layout, n, s->c, s->h, s->w, &ux);
+	layout_md(d, p->out_id, n, s->k, s->oh, s->ow, &uy);
 	md_plain(&uw, wn, wdims, g > 1 ? dnnl_goihw : dnnl_oihw);
 	md_plain(&ub, 1, bd, dnnl_a);
 	md_plain(&ax, 4, xd, dnnl_format_tag_any);
@@ -302,11 +439,11 @@ static size_t conv_steps(struct dnn *d, struct conv_plan *p, int n)
 		dnnl_memory_desc_t uc;
 		dnnl_dims_t cdims = { 1, s->k, 1, 1 };
 		md_plain(&uc, 4, cdims, dnnl_nchw);
-		const struct targ_spec spec[] = { { DNNL_ARG_SRC, &ux, 0, 0 },
-			{ DNNL_ARG_WEIGHTS, &uw, 0, 0 }, { DNNL_ARG_BIAS, &ub, 0, 0 },
-			{ DNNL_ARG_DST, &uy, 1, 0 },
-			{ DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, &uc, 0, 0 },
-			{ DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1, &uc, 0, 0 } };
+		const struct targ_spec spec[] = { { DNNL_ARG_SRC, &ux, 0, 0, 0 },
+			{ DNNL_ARG_WEIGHTS, &uw, 0, 0, 1 }, { DNNL_ARG_BIAS, &ub, 0, 0, 0 },
+			{ DNNL_ARG_DST, &uy, 1, 0, 0 },
+			{ DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, &uc, 0, 0, 0 },
+			{ DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1, &uc, 0, 0, 0 } };
 		dnnl_primitive_desc_t own = NULL;
 		if (p->attr_post) {
 			/* the fused layers: a primitive of its own for inference */
@@ -318,21 +455,25 @@ static size_t conv_steps(struct dnn *d, struct conv_plan *p, int n)
 		} else if (dnnl_primitive_desc_clone(&own, fwd_pd)) {
 			own = NULL;
 		}
+		if (own && p->out_id < 0) {
+			p->out_id = layout_out(d, -1, own);
+			layout_md(d, p->out_id, n, s->k, s->oh, s->ow, &uy);
+		}
 		if (own)
 			p->ok[FWD] = !step_create(d, own, spec, s->post_bn ? 6 : 4, &p->st[FWD]);
 	}
-	if (!dnnl_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &ax, &aw, &ay,
+	if (!p->layouts && !dnnl_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &ax, &aw, &ay,
 		    strides, pl, pr) &&
 	    !dnnl_primitive_desc_create(&pd, &cd, d->attr, d->eng, fwd_pd)) {
-		const struct targ_spec spec[] = { { DNNL_ARG_DIFF_DST, &uy, 0, 0 },
-			{ DNNL_ARG_WEIGHTS, &uw, 0, 0 }, { DNNL_ARG_DIFF_SRC, &ux, 1, 1 } };
+		const struct targ_spec spec[] = { { DNNL_ARG_DIFF_DST, &uy, 0, 0, 0 },
+			{ DNNL_ARG_WEIGHTS, &uw, 0, 0, 1 }, { DNNL_ARG_DIFF_SRC, &ux, 1, 1, 0 } };
 		p->ok[DATA] = !step_create(d, pd, spec, 3, &p->st[DATA]);
 	}
-	if (!dnnl_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &ax, &aw,
+	if (!p->layouts && !dnnl_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &ax, &aw,
 		    NULL, &ay, strides, pl, pr) &&
 	    !dnnl_primitive_desc_create(&pd, &cd, d->attr, d->eng, fwd_pd)) {
-		const struct targ_spec spec[] = { { DNNL_ARG_SRC, &ux, 0, 0 },
-			{ DNNL_ARG_DIFF_DST, &uy, 0, 0 }, { DNNL_ARG_DIFF_WEIGHTS, &uw, 1, 1 } };
+		const struct targ_spec spec[] = { { DNNL_ARG_SRC, &ux, 0, 0, 0 },
+			{ DNNL_ARG_DIFF_DST, &uy, 0, 0, 0 }, { DNNL_ARG_DIFF_WEIGHTS, &uw, 1, 1, 0 } };
 		p->ok[FILTER] = !step_create(d, pd, spec, 3, &p->st[FILTER]);
 	}
 	dnnl_primitive_desc_destroy(fwd_pd);
@@ -353,6 +494,15 @@ static struct step *conv_step(struct dnn *d, struct conv_plan *p, int n, int dir
 			}
 	}
 	return p->ok[dir] ? &p->st[dir] : NULL;
+}
+
+/* The forward step for n images. When it needs more workspace than the
+ * plan's, a plan with layouts runs the plan's batch instead: a net's
+ * tensors hold that many images, and images are computed independently. */
+static struct step *conv_fwd_step(struct dnn *d, struct conv_plan *p, int n)
+{
+	struct step *st = conv_step(d, p, n, FWD);
+	return st || !p->layouts || n == p->s.n ? st : conv_step(d, p, p->s.n, FWD);
 }
 
 static void conv_plan_free(struct conv_plan *p)
@@ -410,6 +560,8 @@ static int conv_plan_create(struct dnn *d, const struct nn_conv_shape *s, void *
 	}
 	p->kind = NN_OP_CONV;
 	p->s = *s;
+	p->layouts = s->in_layout || s->out_layout;
+	p->out_id = s->out_layout;
 	if (s->post_bn || s->post_act) {
 		if (!(p->bn_scale = calloc(s->k, sizeof(float))) ||
 		    !(p->bn_shift = calloc(s->k, sizeof(float)))) {
@@ -422,10 +574,12 @@ static int conv_plan_create(struct dnn *d, const struct nn_conv_shape *s, void *
 		}
 	}
 	size_t need = conv_steps(d, p, s->n);
-	if (p->attr_post && !p->ok[FWD]) {
+	if (!p->ok[FWD] && (p->attr_post || s->in_layout > 0 || s->out_layout > 0)) {
 		conv_plan_free(p);
 		return VR_EUNSUPPORTED;
 	}
+	if (p->out_id < 0)
+		p->out_id = 0;         /* the reference writes NCHW */
 	size_t ref = sizeof(float) * nn_cpu_conv_ws_floats(s);
 	p->ws_bytes = need > ref ? need : ref;
 	*ws_bytes = p->ws_bytes;
@@ -438,8 +592,10 @@ static int dnn_conv_fwd(struct nn_backend *b, void *plan, const struct nn_conv_s
 {
 	struct dnn *d = dnn_of(b);
 	struct conv_plan *p = plan;
-	struct step *st = conv_step(d, p, n, FWD);
+	struct step *st = conv_fwd_step(d, p, n);
 	if (!st) {
+		if (p->out_id > 0 || p->s.in_layout > 0)
+			return VR_EUNSUPPORTED;
 		nn_cpu_conv_fwd(s, n, x, w, bias, y, ws);
 		return 0;
 	}
@@ -453,7 +609,7 @@ static int dnn_conv_fwd_post(struct nn_backend *b, void *plan, const struct nn_c
 {
 	struct dnn *d = dnn_of(b);
 	struct conv_plan *p = plan;
-	struct step *st = conv_step(d, p, n, FWD);
+	struct step *st = conv_fwd_step(d, p, n);
 	if (s->post_bn)
 		for (int k = 0; k < s->k; k++) {
 			/* as nn_cpu_bn_fwd computes them */
@@ -462,6 +618,8 @@ static int dnn_conv_fwd_post(struct nn_backend *b, void *plan, const struct nn_c
 		}
 	if (!st) {
 		/* this batch's primitive needs more workspace than the plan's */
+		if (p->out_id > 0 || p->s.in_layout > 0)
+			return VR_EUNSUPPORTED;
 		nn_cpu_conv_fwd(s, n, x, w, bias, y, ws);
 		if (s->post_bn)
 			nn_cpu_bn_fwd(n, s->k, s->oh * s->ow, s->bn_eps, y, gamma, beta, mean, var, y);
@@ -515,6 +673,7 @@ struct fwd_plan {
 	} s;
 	size_t ws_bytes;
 	void *own_ws;
+	int layouts, in_id, out_id; /* as conv_plan's; in_id: x's layout */
 };
 
 /* PyTorch's adaptive window i is [floor(i h / oh), ceil((i + 1) h / oh)):
@@ -539,7 +698,7 @@ static size_t pool_step(struct dnn *d, struct fwd_plan *p, int n)
 {
 	const struct nn_pool_shape *s = &p->s.pool;
 	int kh, kw, sh, sw, ph, pw;
-	dnnl_memory_desc_t ux, uy;
+	dnnl_memory_desc_t ux, uy, ay;
 	dnnl_pooling_desc_t pdsc;
 	dnnl_primitive_desc_t pd;
 	if (p->ok)
@@ -548,17 +707,22 @@ static size_t pool_step(struct dnn *d, struct fwd_plan *p, int n)
 	p->n = n;
 	if (pool_geometry(s, &kh, &kw, &sh, &sw, &ph, &pw))
 		return 0;
-	dnnl_dims_t xd = { n, s->c, s->h, s->w }, yd = { n, s->c, s->oh, s->ow };
+	dnnl_dims_t yd = { n, s->c, s->oh, s->ow };
 	dnnl_dims_t strides = { sh, sw }, kernel = { kh, kw }, pl = { ph, pw };
 	dnnl_dims_t pr = { (s->oh - 1) * sh + kh - s->h - ph, (s->ow - 1) * sw + kw - s->w - pw };
-	md_plain(&ux, 4, xd, dnnl_nchw);
-	md_plain(&uy, 4, yd, dnnl_nchw);
+	layout_md(d, p->in_id, n, s->c, s->h, s->w, &ux);
+	/* the primitive writes the source's layout, as a rule; a step stages
+	 * the reorder when the plan was asked for another */
+	md_plain(&ay, 4, yd, dnnl_format_tag_any);
 	if (dnnl_pooling_forward_desc_init(&pdsc, dnnl_forward_inference,
 		    s->mode == NN_POOL_MAX ? dnnl_pooling_max : dnnl_pooling_avg_include_padding,
-		    &ux, &uy, strides, kernel, pl, pr) ||
+		    &ux, &ay, strides, kernel, pl, pr) ||
 	    dnnl_primitive_desc_create(&pd, &pdsc, d->attr, d->eng, NULL))
 		return 0;
-	const struct targ_spec spec[] = { { DNNL_ARG_SRC, &ux, 0, 0 }, { DNNL_ARG_DST, &uy, 1, 0 } };
+	if (p->out_id < 0)
+		p->out_id = layout_out(d, -1, pd);
+	layout_md(d, p->out_id, n, s->c, s->oh, s->ow, &uy);
+	const struct targ_spec spec[] = { { DNNL_ARG_SRC, &ux, 0, 0, 0 }, { DNNL_ARG_DST, &uy, 1, 0, 0 } };
 	p->ok = !step_create(d, pd, spec, 2, &p->st);
 	return p->ok ? p->st.ws : 0;
 }
@@ -576,7 +740,8 @@ static size_t lrn_step(struct dnn *d, struct fwd_plan *p, int n)
 	if (s->size % 2 == 0)
 		return 0;
 	dnnl_dims_t xd = { n, s->c, s->h, s->w };
-	md_plain(&ux, 4, xd, dnnl_nchw);
+	dnnl_memory_desc_t uy;
+	layout_md(d, p->in_id, n, s->c, s->h, s->w, &ux);
 	/* LRN takes no format_tag_any; on plain NCHW oneDNN 2.6 has only its
 	 * reference loop, on nChw16c a JIT kernel (CNN-F's first LRN at batch
 	 * 16, on the shared 2 cores: ~50 ms for lrn_ref, 6-9 ms for the JIT
@@ -586,7 +751,10 @@ static size_t lrn_step(struct dnn *d, struct fwd_plan *p, int n)
 		    s->size, s->alpha, s->beta, s->k) ||
 	    dnnl_primitive_desc_create(&pd, &ldsc, d->attr, d->eng, NULL))
 		return 0;
-	const struct targ_spec spec[] = { { DNNL_ARG_SRC, &ux, 0, 0 }, { DNNL_ARG_DST, &ux, 1, 0 } };
+	if (p->out_id < 0)
+		p->out_id = layout_out(d, -1, pd);
+	layout_md(d, p->out_id, n, s->c, s->h, s->w, &uy);
+	const struct targ_spec spec[] = { { DNNL_ARG_SRC, &ux, 0, 0, 0 }, { DNNL_ARG_DST, &uy, 1, 0, 0 } };
 	p->ok = !step_create(d, pd, spec, 2, &p->st);
 	return p->ok ? p->st.ws : 0;
 }
@@ -596,12 +764,17 @@ static size_t fwd_plan_steps(struct dnn *d, struct fwd_plan *p, int n)
 	return p->kind == NN_OP_POOL ? pool_step(d, p, n) : lrn_step(d, p, n);
 }
 
+/* The step for n images (with layouts, the plan's batch when n's needs
+ * more workspace, as conv_fwd_step); NULL: run the reference. */
 static struct step *fwd_step(struct dnn *d, struct fwd_plan *p, int n)
 {
+	const int full = p->kind == NN_OP_POOL ? p->s.pool.n : p->s.lrn.n;
 	if (n != p->n && fwd_plan_steps(d, p, n) > p->ws_bytes && p->ok) {
 		step_free(&p->st);
 		p->ok = 0;
 	}
+	if (!p->ok && p->layouts && n != full)
+		return fwd_step(d, p, full);
 	return p->ok ? &p->st : NULL;
 }
 
@@ -620,11 +793,25 @@ static int fwd_plan_create(struct dnn *d, int kind, const void *shape, void **pl
 	if (!p)
 		return VR_ENOMEM;
 	p->kind = kind;
-	if (kind == NN_OP_POOL)
+	if (kind == NN_OP_POOL) {
 		p->s.pool = *(const struct nn_pool_shape *)shape;
-	else
+		p->in_id = p->s.pool.in_layout;
+		p->out_id = p->s.pool.out_layout;
+	} else {
 		p->s.lrn = *(const struct nn_lrn_shape *)shape;
+		p->in_id = p->s.lrn.in_layout;
+		p->out_id = p->s.lrn.out_layout;
+	}
+	const int asked = p->out_id;
+	p->layouts = p->in_id || p->out_id;
 	p->ws_bytes = fwd_plan_steps(d, p, kind == NN_OP_POOL ? p->s.pool.n : p->s.lrn.n);
+	if (!p->ok && (p->in_id > 0 || asked > 0)) {
+		fwd_plan_free(p);      /* the reference takes and writes NCHW only */
+		return VR_EUNSUPPORTED;
+	}
+	if (p->out_id < 0)
+		p->out_id = 0;
+	p->layouts = p->in_id > 0 || p->out_id > 0;
 	if (kind == NN_OP_POOL) {
 		if (p->ws_bytes && posix_memalign(&p->own_ws, WS_ALIGN, p->ws_bytes)) {
 			fwd_plan_free(p);
@@ -645,6 +832,8 @@ static int dnn_pool_fwd(struct nn_backend *b, void *plan, const struct nn_pool_s
 {
 	struct dnn *d = dnn_of(b);
 	struct step *st = fwd_step(d, plan, n);
+	if (!st && ((struct fwd_plan *)plan)->layouts)
+		return VR_EUNSUPPORTED;
 	if (!st) {
 		nn_cpu_pool_fwd(s, n, x, y);
 		return 0;
@@ -658,6 +847,8 @@ static int dnn_lrn_fwd(struct nn_backend *b, void *plan, const struct nn_lrn_sha
 {
 	struct dnn *d = dnn_of(b);
 	struct step *st = fwd_step(d, plan, n);
+	if (!st && ((struct fwd_plan *)plan)->layouts)
+		return VR_EUNSUPPORTED;
 	if (!st) {
 		nn_cpu_lrn_fwd(s, n, x, y);
 		return 0;
@@ -684,6 +875,14 @@ static int dnn_plan_create(struct nn_backend *b, int kind, const void *shape, vo
 		return 0;
 	}
 	return VR_EINVAL;
+}
+
+static int dnn_plan_layout(struct nn_backend *b, void *plan)
+{
+	if (!plan)
+		return 0;
+	return *(int *)plan == NN_OP_CONV ? ((struct conv_plan *)plan)->out_id :
+		((struct fwd_plan *)plan)->out_id;
 }
 
 static void dnn_plan_free(struct nn_backend *b, void *plan)
@@ -749,6 +948,7 @@ static void dnn_close(struct nn_backend *b)
 		dnnl_stream_destroy(d->stream);
 	if (d->eng)
 		dnnl_engine_destroy(d->eng);
+	free(d->layouts);
 	free(d);
 	b->priv = NULL;
 }
@@ -763,6 +963,7 @@ int nn__onednn_open(struct nn_backend **out, char *why, size_t why_len)
 	if (!b || !d)
 		goto fail;
 	b->priv = d;
+	d->b = b;
 	d->ops = nn__cpu_ops;
 	d->ops.plan_create = dnn_plan_create;
 	d->ops.plan_free = dnn_plan_free;
@@ -775,6 +976,8 @@ int nn__onednn_open(struct nn_backend **out, char *why, size_t why_len)
 	d->ops.fc_fwd = dnn_fc_fwd;
 	d->ops.fc_bwd_data = dnn_fc_bwd_data;
 	d->ops.fc_bwd_weights = dnn_fc_bwd_weights;
+	d->ops.plan_layout = dnn_plan_layout;
+	d->ops.layout_download = dnn_layout_download;
 	d->ops.close = dnn_close;
 	b->ops = &d->ops;
 	d->threads = omp_get_max_threads();

@@ -107,6 +107,7 @@ int nn_optim_step(nn_optim *o)
 	struct nn_backend *b = net->b;
 	int rc;
 	o->steps++;
+	b->param_version++;        /* the backend's derived weights are stale now */
 	if (o->opts.kind == NN_OPTIM_SGD) {
 		struct nn_sgd_params p = { o->opts.lr, o->opts.momentum, o->opts.weight_decay };
 		rc = b->ops->sgd_step(b, o->count, net->arena, net->grads, o->m, &p);

@@ -488,7 +488,8 @@ static void lrn_ref(const struct fd_layer *l, const double *x, double *const *p,
 
 static void check_lrn(int size, float alpha, float beta, float k, uint64_t seed)
 {
-	struct nn_lrn_shape s = { 2, 7, 4, 3, size, alpha, beta, k };
+	struct nn_lrn_shape s = { .n = 2, .c = 7, .h = 4, .w = 3, .size = size, .alpha = alpha,
+		.beta = beta, .k = k };
 	ASSERT_OK(nn_lrn_shape_check(&s));
 	enum { L = 2 * 7 * 4 * 3 };
 	float x[L], y[L], r[L], dx[L], ws[2 * 7 * 4 * 3];

@@ -67,8 +67,10 @@ static float *init_buf(const float *src, size_t len)
 	return a;
 }
 
-#define ASSERT_MATCH(got, want, len, what) do { double e_ = nn_rel_error((got), (want), (len)); \
-	ASSERT_MSG(e_ <= OP_TOL, "%s: rel error %.3g > %g", (what), e_, OP_TOL); } while (0)
+#define ASSERT_MATCH_TOL(got, want, len, what, tol) do { \
+	double e_ = nn_rel_error((got), (want), (len)); \
+	ASSERT_MSG(e_ <= (tol), "%s: rel error %.3g > %g", (what), e_, (tol)); } while (0)
+#define ASSERT_MATCH(got, want, len, what) ASSERT_MATCH_TOL(got, want, len, what, OP_TOL)
 
 /* ---- Convolution --------------------------------------------------------- */
 
@@ -100,6 +102,17 @@ static void conv_io_free(struct conv_io *o)
 	free(o->y); free(o->dx); free(o->dxa); free(o->dw); free(o->db);
 }
 
+/* The shape's plan and workspace on the reference (0) and oneDNN (1). */
+static void conv_plans(const struct nn_conv_shape *s, void *plan[2], void *ws[2])
+{
+	nn_backend *bk[2] = { ref_b, dnn_b };
+	size_t wsb[2];
+	for (int i = 0; i < 2; i++) {
+		ASSERT_OK(bk[i]->ops->plan_create(bk[i], NN_OP_CONV, s, &plan[i], &wsb[i]));
+		ASSERT_OK(bk[i]->ops->alloc(bk[i], wsb[i] ? wsb[i] : 64, &ws[i]));
+	}
+}
+
 /* The shape's plan on both backends; calls for each batch in ns[] on the
  * same plans (a batch below the plan's, then the plan's again). */
 static void conv_case(struct nn_conv_shape s, const int *ns, int calls, int bias, uint64_t seed)
@@ -109,12 +122,10 @@ static void conv_case(struct nn_conv_shape s, const int *ns, int calls, int bias
 		return;
 	ASSERT_OK(nn_conv_shape_check(&s));
 	void *plan[2] = { NULL, NULL }, *ws[2] = { NULL, NULL };
-	size_t wsb[2];
 	nn_backend *bk[2] = { ref_b, dnn_b };
-	for (int i = 0; i < 2; i++) {
-		ASSERT_OK(bk[i]->ops->plan_create(bk[i], NN_OP_CONV, &s, &plan[i], &wsb[i]));
-		ASSERT_OK(bk[i]->ops->alloc(bk[i], wsb[i] ? wsb[i] : 64, &ws[i]));
-	}
+	conv_plans(&s, plan, ws);
+	if (vr_test__failed)
+		return;
 	for (int c = 0; c < calls; c++) {
 		const int n = ns[c];
 		const size_t xl = (size_t)n * s.c * s.h * s.w, yl = (size_t)n * s.k * s.oh * s.ow;
@@ -126,6 +137,7 @@ static void conv_case(struct nn_conv_shape s, const int *ns, int calls, int bias
 		float *dx0 = random_buf(xl, sd + 4, -1, 1), *dw0 = random_buf(wl, sd + 5, -1, 1);
 		float *db0 = random_buf(s.k, sd + 6, -1, 1);
 		struct conv_io o[2];
+		dnn_b->param_version++;    /* new weights, maybe at the old one's address */
 		for (int i = 0; i < 2; i++)
 			conv_run(bk[i], plan[i], &s, n, bias, x, w, bv, dy, dx0, dw0, db0, ws[i], &o[i]);
 		if (vr_test__failed)
@@ -208,6 +220,48 @@ TEST(conv_smaller_batch_then_full)
 	static const int ns[] = { 4, 1, 3, 4 };
 	conv_case(CONV(.n = 4, .c = 16, .h = 12, .w = 12, .k = 24, .kh = 3, .kw = 3,
 		.stride_h = 1, .stride_w = 1, .pad_h = 1, .pad_w = 1, .groups = 1), ns, 4, 1, 701);
+}
+
+/* The weights' reordered copy is made once per (pointer, param_version):
+ * weights changed in place without a new version still give the old
+ * output (the copy is kept: no per-call reorder), and the next version
+ * gives the new weights' output. A 3x3 convolution over 32 channels has
+ * blocked weights in oneDNN 2.6 (ABcd16b16a, Acdb32a), so it is staged. */
+TEST(conv_weights_reordered_once_per_version)
+{
+	open_both();
+	if (vr_test__failed)
+		return;
+	struct nn_conv_shape s = CONV(.n = 2, .c = 32, .h = 8, .w = 8, .k = 32, .kh = 3, .kw = 3,
+		.stride_h = 1, .stride_w = 1, .pad_h = 1, .pad_w = 1, .groups = 1);
+	ASSERT_OK(nn_conv_shape_check(&s));
+	void *plan[2] = { NULL, NULL }, *ws[2] = { NULL, NULL };
+	nn_backend *bk[2] = { ref_b, dnn_b };
+	conv_plans(&s, plan, ws);
+	if (vr_test__failed)
+		return;
+	const size_t xl = 2 * 32 * 64, wl = 32 * 32 * 9;
+	float *x = random_buf(xl, 81, -1, 1), *w = random_buf(wl, 82, -0.1f, 0.1f);
+	float *y0 = buf(xl), *y1 = buf(xl), *ref = buf(xl);
+	dnn_b->param_version++;
+	ASSERT_OK(dnn_b->ops->conv_fwd(dnn_b, plan[1], &s, 2, x, w, NULL, y0, ws[1]));
+	fill_uniform(w, wl, 83, -0.1f, 0.1f);
+	ASSERT_OK(dnn_b->ops->conv_fwd(dnn_b, plan[1], &s, 2, x, w, NULL, y1, ws[1]));
+	ASSERT_MSG(!memcmp(y0, y1, sizeof(float) * xl),
+		"the weights were reordered again without a new param_version");
+	dnn_b->param_version++;
+	ASSERT_OK(dnn_b->ops->conv_fwd(dnn_b, plan[1], &s, 2, x, w, NULL, y1, ws[1]));
+	ASSERT_OK(ref_b->ops->conv_fwd(ref_b, plan[0], &s, 2, x, w, NULL, ref, ws[0]));
+	ASSERT_MATCH(y1, ref, xl, "forward after a new param_version");
+	/* backward data keeps its own copy (another layout), keyed the same way */
+	ASSERT_OK(dnn_b->ops->conv_bwd_data(dnn_b, plan[1], &s, 2, x, w, y1, 0, ws[1]));
+	ASSERT_OK(ref_b->ops->conv_bwd_data(ref_b, plan[0], &s, 2, x, w, ref, 0, ws[0]));
+	ASSERT_MATCH(y1, ref, xl, "backward data");
+	free(x); free(w); free(y0); free(y1); free(ref);
+	for (int i = 0; i < 2; i++) {
+		bk[i]->ops->plan_free(bk[i], plan[i]);
+		bk[i]->ops->free(bk[i], ws[i]);
+	}
 }
 
 /* ---- Pooling ------------------------------------------------------------- */
@@ -424,6 +478,7 @@ static void fused_case(struct nn_conv_shape s, int post_bn, int act, int bias, u
 		float *var = random_buf(s.k, sd + 6, 0.2f, 2);
 		float *y[2] = { init_buf(NULL, yl), init_buf(NULL, yl) };
 		const float *bp = bias ? bv : NULL;
+		dnn_b->param_version++;
 		ASSERT_OK(ref_b->ops->conv_fwd(ref_b, plan[0], &plain, n, x, w, bp, y[0], ws[0]));
 		if (post_bn)
 			ASSERT_OK(ref_b->ops->bn_fwd(ref_b, n, s.k, s.oh * s.ow, s.bn_eps, y[0], gamma,
@@ -478,7 +533,7 @@ TEST(fused_conv_bias_relu)
  * identities) on oneDNN (fused) against the reference (layer by layer),
  * for n images of a net made for max_batch. */
 static nn_net *fused_net_case(const char *arch, int size, int max_batch, int n, int min_fused,
-	nn_net **ref_net)
+	int min_kept, nn_net **ref_net)
 {
 	nn_net *net[2] = { NULL, NULL };
 	nn_backend *bk[2] = { ref_b, dnn_b };
@@ -498,6 +553,13 @@ static nn_net *fused_net_case(const char *arch, int size, int max_batch, int n, 
 		fused -= 1000 * net[0]->layers[l].fused;
 	if (fused < min_fused) {
 		NET_FAIL("%s: %d layers fused on oneDNN", arch, fused);
+		return NULL;
+	}
+	int kept = 0;
+	for (int t = 0; t < net[1]->ntensors; t++)
+		kept += net[1]->tensors[t].layout != 0;
+	if (kept < min_kept) {
+		NET_FAIL("%s: %d tensors kept in oneDNN's layouts", arch, kept);
 		return NULL;
 	}
 	size_t pc = nn_net_param_count(net[0]);
@@ -524,7 +586,7 @@ TEST(net_mobilenet_v2_fused_matches_reference)
 	if (vr_test__failed)
 		return;
 	const int n = 2, size = 64;
-	nn_net *ref, *net = fused_net_case("mobilenet_v2", size, n, n, 50, &ref);
+	nn_net *ref, *net = fused_net_case("mobilenet_v2", size, n, n, 50, 30, &ref);
 	if (!net)
 		return;
 	/* a conv whose own output was fused away cannot be asked for */
@@ -532,6 +594,19 @@ TEST(net_mobilenet_v2_fused_matches_reference)
 	float *f = buf((size_t)n * 32 * size * size);
 	ASSERT_EQ_INT(nn_net_features(net, "Conv1", x, n, f), VR_EUNSUPPORTED);
 	ASSERT_CONTAINS(nn_net_errmsg(net), "fused");
+	/* an inner feature read from a kept layout (a residual add's output, a
+	 * tap, a fused chain's end) comes back NCHW */
+	static const char *const inner[] = { "block_5_add", "block_12", "block_16_project_BN" };
+	for (int i = 0; i < 3; i++) {
+		size_t fl;
+		ASSERT_OK(nn_net_layer_size(ref, inner[i], &fl));
+		fl *= n;
+		float *g = init_buf(NULL, fl), *h = init_buf(NULL, fl);
+		ASSERT_OK(nn_net_features(ref, inner[i], x, n, g));
+		ASSERT_OK(nn_net_features(net, inner[i], x, n, h));
+		ASSERT_MATCH_TOL(h, g, fl, inner[i], NET_TOL);
+		free(g); free(h);
+	}
 	free(f); free(x);
 	nn_net_destroy(ref);
 	nn_net_destroy(net);
@@ -545,14 +620,90 @@ TEST(net_small_and_alexnet_fused_match_reference)
 	if (vr_test__failed)
 		return;
 	nn_net *ref, *net;
-	if ((net = fused_net_case("small", 16, 5, 3, 4, &ref))) {
+	if ((net = fused_net_case("small", 16, 5, 3, 4, 6, &ref))) {
 		nn_net_destroy(ref);
 		nn_net_destroy(net);
 	}
-	if ((net = fused_net_case("alexnet", 67, 2, 1, 5, &ref))) {
+	if ((net = fused_net_case("alexnet", 67, 2, 1, 5, 6, &ref))) {
 		nn_net_destroy(ref);
 		nn_net_destroy(net);
 	}
+}
+
+/* Training nets on both backends from the same perturbed parameters: two
+ * SGD steps (momentum, so the second moves differently), each checking
+ * the output, every parameter gradient and the input gradient; then an
+ * evaluation forward on the stepped weights, which a stale reordered copy
+ * of the weights (no param_version bump by the step) would fail. */
+static void train_case(const char *arch, int size, int max_batch, int n)
+{
+	nn_net *net[2] = { NULL, NULL };
+	nn_optim *opt[2] = { NULL, NULL };
+	nn_backend *bk[2] = { ref_b, dnn_b };
+	char err[256] = "";
+	struct nn_net_opts o = { .input_size = size, .max_batch = max_batch, .num_outputs = 7 };
+	for (int i = 0; i < 2; i++)
+		if (nn_net_create(bk[i], arch, &o, &net[i], err, sizeof(err)) ||
+		    nn_net_init(net[i], 5) ||
+		    nn_optim_create(net[i], &(struct nn_optim_opts){ .kind = NN_OPTIM_SGD,
+			    .lr = 0.01f, .momentum = 0.9f }, &opt[i])) {
+			FAIL_("%s: %s", arch, err);
+			goto leave;
+		}
+	size_t pc = nn_net_param_count(net[0]), tc = nn_net_trainable_count(net[0]);
+	size_t xl = (size_t)n * 3 * size * size, yl = (size_t)n * nn_net_output_size(net[0]);
+	/* scaled and shifted a little, so batch norms are no identities and
+	 * AlexNet's outputs stay of order 1 */
+	float *p = buf(pc), *u = random_buf(pc, 16, 0.5f, 1.5f);
+	float *v = random_buf(pc, 17, -0.002f, 0.002f);
+	float *x = random_buf(xl, 18, -2, 2), *dy = random_buf(yl, 19, -1, 1);
+	float *y[2] = { buf(yl), buf(yl) }, *g[2] = { buf(tc), buf(tc) }, *dx[2] = { buf(xl), buf(xl) };
+	ASSERT_OK(nn_net_params_get(net[0], p));
+	for (size_t i = 0; i < pc; i++)
+		p[i] = p[i] * u[i] + v[i];
+	for (int i = 0; i < 2; i++)
+		ASSERT_OK(nn_net_params_set(net[i], p));
+	for (int step = 0; step < 3 && !vr_test__failed; step++) {
+		char what[96];
+		for (int i = 0; i < 2; i++) {
+			if (step == 2) {
+				ASSERT_OK(nn_net_forward(net[i], x, n, 0, y[i]));
+				continue;
+			}
+			ASSERT_OK(nn_net_zero_grad(net[i]));
+			ASSERT_OK(nn_net_forward(net[i], x, n, 1, y[i]));
+			ASSERT_OK(nn_net_backward(net[i], dy, dx[i]));
+			ASSERT_OK(nn_net_grads_get(net[i], g[i]));
+			ASSERT_OK(nn_optim_step(opt[i]));
+		}
+		snprintf(what, sizeof(what), "%s step %d output", arch, step);
+		ASSERT_MATCH_TOL(y[1], y[0], yl, what, NET_TOL);
+		if (step == 2)
+			break;
+		snprintf(what, sizeof(what), "%s step %d parameter gradients", arch, step);
+		ASSERT_MATCH_TOL(g[1], g[0], tc, what, NET_TOL);
+		snprintf(what, sizeof(what), "%s step %d input gradient", arch, step);
+		ASSERT_MATCH_TOL(dx[1], dx[0], xl, what, NET_TOL);
+	}
+	free(p); free(u); free(v); free(x); free(dy);
+	for (int i = 0; i < 2; i++) {
+		free(y[i]); free(g[i]); free(dx[i]);
+	}
+leave:
+	for (int i = 0; i < 2; i++) {
+		nn_optim_destroy(opt[i]);
+		nn_net_destroy(net[i]);
+	}
+}
+
+TEST(net_training_steps_match_reference)
+{
+	open_both();
+	if (vr_test__failed)
+		return;
+	train_case("small", 32, 4, 3);
+	train_case("alexnet", 67, 2, 2);
+	train_case("mobilenet_v2", 32, 2, 2);
 }
 
 /* ---- Selection ----------------------------------------------------------- */
@@ -585,6 +736,7 @@ static const struct vr_test tests[] = {
 	T(conv_pointwise_no_bias),
 	T(conv_rectangular_stride3),
 	T(conv_smaller_batch_then_full),
+	T(conv_weights_reordered_once_per_version),
 	T(pool_max_alexnet),
 	T(pool_max_pad_floor),
 	T(pool_avg_pad),
@@ -600,6 +752,7 @@ static const struct vr_test tests[] = {
 	T(fused_conv_bias_relu),
 	T(net_mobilenet_v2_fused_matches_reference),
 	T(net_small_and_alexnet_fused_match_reference),
+	T(net_training_steps_match_reference),
 	T(backend_names),
 	{ 0 },
 };

@@ -225,6 +225,11 @@ struct nn_backend_ops {
 		const float *x, const float *w, const float *bias, const float *gamma,
 		const float *beta, const float *mean, const float *var, float *y, void *ws);
 
+	/* Optional (NULL: FP32 only): sets enum nn_precision for plans made
+	 * from now on, or returns VR_EUNSUPPORTED; precision reads it. */
+	int (*set_precision)(struct nn_backend *b, int precision);
+	int (*precision)(const struct nn_backend *b);
+
 	/* Releases priv; the backend struct itself is freed by nn_backend_close. */
 	void (*close)(struct nn_backend *b);
 };

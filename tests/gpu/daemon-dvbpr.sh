@@ -79,7 +79,7 @@ start() {
 }
 
 "$visrec_bin" datagen --out "$work/data" --users 300 --items 600 --interactions 6000 --seed 7 \
-	>/dev/null || die "datagen"
+	>"$work/datagen.log" 2>&1 || { cat "$work/datagen.log" >&2; die "datagen"; }
 start featured "$featured_bin" --listen 127.0.0.1:0 --data "$work/featured-data" \
 	--backend "$backend" --precision "$precision"
 export VISREC_FEATURED=$addr

@@ -87,6 +87,7 @@ struct fd_executor {
 	fd_fstore *fs;
 	char data_dir[4096];
 	char backend_req[16];
+	int precision;    /* enum nn_precision */
 	fd_model_spec spec;
 	fd_decode_limits limits;
 	int wait_ms, cap, ndec;
@@ -505,6 +506,12 @@ static int setup(fd_executor *ex)
 			 ex->backend_req, vr_strerror(rc), err);
 		return rc;
 	}
+	if ((rc = nn_backend_set_precision(ex->b, ex->precision))) {
+		snprintf(ex->setup_err, sizeof ex->setup_err, "the %s backend (%.160s) cannot run "
+			 "--precision %s: %s", nn_backend_name(ex->b), nn_backend_device(ex->b),
+			 nn_precision_name(ex->precision), vr_strerror(rc));
+		return rc;
+	}
 	snprintf(ex->backend_name, sizeof ex->backend_name, "%s", nn_backend_name(ex->b));
 	snprintf(ex->device, sizeof ex->device, "%s", nn_backend_device(ex->b));
 	rc = fd_models_setup(ex->fs, ex->b, ex->data_dir, &ex->spec, ex->batch, &ex->net, &ex->model,
@@ -597,6 +604,11 @@ int fd_executor_create(fd_executor **out, fd_fstore *fs, const fd_executor_opts 
 	ex->fs = fs;
 	snprintf(ex->data_dir, sizeof ex->data_dir, "%s", o->data_dir);
 	snprintf(ex->backend_req, sizeof ex->backend_req, "%s", o->backend ? o->backend : "auto");
+	if (nn_precision_parse(o->precision ? o->precision : "fp32", &ex->precision)) {
+		snprintf(err, errlen, "unknown precision \"%s\" (fp32, tf32 or bf16)", o->precision);
+		free(ex);
+		return VR_EINVAL;
+	}
 	ex->spec = o->spec;
 	ex->limits = o->limits;
 	ex->batch = o->batch > 0 ? o->batch : 16;

@@ -69,6 +69,7 @@ int fd_job_wait(fd_job *job, int timeout_ms);
 
 typedef struct fd_executor_opts {
 	const char *backend;      /* "auto", "cuda", "onednn", "cpu-ref", "cpu"; NULL: "auto" */
+	const char *precision;    /* nn_precision_parse's names; NULL: "fp32" */
 	const char *data_dir;     /* where models/ lives */
 	fd_model_spec spec;       /* the model to create on a fresh data directory */
 	int batch;                /* images per network call; 0: 16 */

@@ -41,6 +41,10 @@ int main(int argc, char **argv)
 		{ "backend", "VISREC_BACKEND", VR_FLAG_STRING, &cfg.backend, "auto",
 		  "auto (CUDA when a GPU answers, else oneDNN when built in, else the reference "
 		  "CPU kernels), cuda, onednn, or cpu-ref (= cpu: the reference kernels)", 0 },
+		{ "precision", "VISREC_PRECISION", VR_FLAG_STRING, &cfg.precision, "fp32",
+		  "math of the network's convolutions and GEMMs: fp32 (exact), tf32 or bf16 (CUDA "
+		  "tensor cores; bf16 keeps FP32 master weights, optimiser state and loss); a backend "
+		  "that cannot run it stops featured at start", 0 },
 		{ "batch", "VISREC_BATCH", VR_FLAG_INT, &cfg.batch, "16",
 		  "images per network call (micro-batch)", 0 },
 		{ "batch-wait-ms", "VISREC_BATCH_WAIT_MS", VR_FLAG_INT, &cfg.batch_wait_ms, "5",

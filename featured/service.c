@@ -213,6 +213,7 @@ int fd_service_open(fd_service *svc, vr_store *store, const fd_config *cfg, char
 	int had_model = fd_fstore_model_get(svc->fs, 0, &active) == 0;
 	fd_executor_opts o = {
 		.backend = cfg->backend,
+		.precision = cfg->precision,
 		.data_dir = cfg->data_dir,
 		.spec = cfg->model,
 		.batch = cfg->batch,

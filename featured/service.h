@@ -18,6 +18,7 @@
 typedef struct fd_config {
 	const char *data_dir;
 	const char *backend;          /* "auto", "cpu", "cuda" */
+	const char *precision;        /* "fp32", "tf32", "bf16" (CUDA); NULL: "fp32" */
 	fd_model_spec model;          /* version 1 on a fresh data directory */
 	int new_model;                /* add a version from model, re-embed, switch */
 	int batch, batch_wait_ms, decode_threads, queue;

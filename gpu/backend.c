@@ -100,3 +100,38 @@ const char *nn_backend_device(const nn_backend *b)
 {
 	return b->device;
 }
+
+int nn_precision_parse(const char *name, int *out)
+{
+	static const char *const names[] = { "fp32", "tf32", "bf16" };
+	for (int i = 0; name && i < 3; i++)
+		if (!strcmp(name, names[i])) {
+			*out = NN_PRECISION_FP32 + i;
+			return 0;
+		}
+	return VR_EINVAL;
+}
+
+const char *nn_precision_name(int precision)
+{
+	switch (precision) {
+	case NN_PRECISION_FP32: return "fp32";
+	case NN_PRECISION_TF32: return "tf32";
+	case NN_PRECISION_BF16: return "bf16";
+	}
+	return "?";
+}
+
+int nn_backend_set_precision(nn_backend *b, int precision)
+{
+	if (precision < NN_PRECISION_FP32 || precision > NN_PRECISION_BF16)
+		return VR_EINVAL;
+	if (b->ops->set_precision)
+		return b->ops->set_precision(b, precision);
+	return precision == NN_PRECISION_FP32 ? 0 : VR_EUNSUPPORTED;
+}
+
+int nn_backend_precision(const nn_backend *b)
+{
+	return b->ops->precision ? b->ops->precision(b) : NN_PRECISION_FP32;
+}

@@ -251,6 +251,10 @@ struct nn_backend_ops {
 	int (*plan_layout)(struct nn_backend *b, void *plan);
 	int (*layout_download)(struct nn_backend *b, int layout, int n, const float *src,
 		float *host_dst);
+	/* Optional (NULL: FP32 only): sets enum nn_precision for plans made
+	 * from now on, or returns VR_EUNSUPPORTED; precision reads it. */
+	int (*set_precision)(struct nn_backend *b, int precision);
+	int (*precision)(const struct nn_backend *b);
 
 	/* Releases priv; the backend struct itself is freed by nn_backend_close. */
 	void (*close)(struct nn_backend *b);

@@ -39,13 +39,30 @@ typedef struct nn_images nn_images;
  * reference CPU kernels, which every other backend is checked against).
  * Errors: VR_EINVAL (unknown name), VR_EUNSUPPORTED ("cuda" or "onednn"
  * not compiled in), VR_EDEVICE ("cuda" and no device answers), VR_ENOMEM. The CUDA backend runs exact FP32 unless the
- * environment says NN_CUDA_TF32=1 when it opens (TF32 tensor cores in
- * convolutions and GEMMs); gpu/cuda/cuda.c lists its other settings. */
+ * environment names another precision when it opens (NN_CUDA_PRECISION,
+ * below); gpu/cuda/cuda.c lists its other settings. */
 int nn_backend_open(const char *name, nn_backend **out);
 /* As nn_backend_open, and on failure writes the cause to errbuf (may be
  * NULL), e.g. "cuda: no CUDA device found: ...". */
 int nn_backend_open_err(const char *name, nn_backend **out, char *errbuf, size_t errlen);
 void nn_backend_close(nn_backend *b);
+/* The math a backend's convolutions and fully connected layers run in:
+ * FP32 (exact, every backend), TF32 (tensor-core TF32, CUDA) or BF16
+ * (CUDA on sm_80 and later: BF16 operands with FP32 accumulation, FP32
+ * results, master weights and optimiser state; ungrouped convolutions,
+ * in NHWC, and GEMMs; every other op stays FP32). */
+enum nn_precision { NN_PRECISION_FP32 = 1, NN_PRECISION_TF32, NN_PRECISION_BF16 };
+/* "fp32", "tf32" or "bf16" to *out; VR_EINVAL for anything else. */
+int nn_precision_parse(const char *name, int *out);
+const char *nn_precision_name(int precision);
+/* Sets the precision of the nets made on b from now on (nets made before
+ * keep theirs; set it before making any). The CUDA backend opens in the
+ * precision NN_CUDA_PRECISION names (or tf32 for NN_CUDA_TF32=1), FP32
+ * by default. Errors: VR_EINVAL (not an enum nn_precision),
+ * VR_EUNSUPPORTED (the backend or its device cannot: the CPU backends
+ * run FP32 only). */
+int nn_backend_set_precision(nn_backend *b, int precision);
+int nn_backend_precision(const nn_backend *b);
 /* "cpu" or "cuda": the backend that was picked. */
 const char *nn_backend_name(const nn_backend *b);
 /* One line on what runs the ops and, for "auto", why it was picked,

@@ -12,6 +12,7 @@
 
 #include <cJSON.h>
 
+#include "bf16.h"
 #include "err.h"
 #include "safetensors.h"
 
@@ -346,13 +347,9 @@ int nn_st_read_f32(nn_st_file *f, const struct nn_st_tensor *t, float *dst, char
 			say(err, errlen, "%s: reading tensor \"%s\" failed", f->path, t->name);
 			return rc;
 		}
-		for (size_t i = 0; i < chunk; i++) {
-			uint32_t bits = (uint32_t)buf[i] << 16;
-			if (t->dtype == NN_ST_F16)
-				dst[done + i] = half_to_float(buf[i]);
-			else
-				memcpy(&dst[done + i], &bits, sizeof(float));
-		}
+		for (size_t i = 0; i < chunk; i++)
+			dst[done + i] = t->dtype == NN_ST_F16 ? half_to_float(buf[i]) :
+				nn_bf16_to_float(buf[i]);
 		done += chunk;
 	}
 	return 0;

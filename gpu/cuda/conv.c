@@ -21,6 +21,14 @@
  * convolutions; nn_cuda_parity's gemm column, so that every ungrouped row
  * checks it) and =off never.
  *
+ * In BF16 mode (cuda.c) an ungrouped convolution's plan describes x, w
+ * and y as BF16 NHWC (KRSC) with FP32 accumulation and tensor-op math,
+ * and each call makes BF16 copies of its FP32 NCHW operands in the
+ * workspace past cuDNN's part (bf16.cu), runs cuDNN on them and widens
+ * the BF16 result back into the net's tensor, adding the bias (forward),
+ * honouring acc (data) or accumulating into dw (filter) in that pass.
+ * Grouped convolutions stay FP32. The bias gradient reads the FP32 dy.
+ *
  * The plan's workspace size is fixed at creation (the net allocates one
  * workspace for all layers). A call with fewer images re-sets the tensor
  * descriptors and keeps the full batch's algorithms if they still fit,
@@ -38,6 +46,11 @@
 #define IM2COL_WS_TARGET ((size_t)256 << 20)   /* chunk images to use about this much */
 
 enum { FWD, DATA, FILTER, DIRS };
+
+static size_t align256(size_t bytes)
+{
+	return (bytes + 255) & ~(size_t)255;
+}
 
 static const char *const dir_names[DIRS] = { "fwd", "data", "filter" };
 
@@ -61,9 +74,13 @@ struct conv_plan {
 	int kind;                  /* NN_OP_CONV, first: cuda.c's plan_free dispatches on it */
 	struct nn_conv_shape s;    /* s.n: the batch the plan is made for */
 	cudnnTensorDescriptor_t x, y, bias;
+	cudnnTensorDescriptor_t yf;  /* y as the net holds it (FP32 NCHW): the bias gradient's */
 	cudnnFilterDescriptor_t w;
 	cudnnConvolutionDescriptor_t conv[DIRS];
-	size_t ws_bytes;           /* workspace every choice must fit in */
+	int bf16;                  /* x, w, y are BF16 NHWC copies (the top comment) */
+	size_t ws_dnn;             /* cuDNN's workspace, at the start of ws: every choice fits */
+	size_t off_x, off_w, off_y;  /* bf16: the copies of x (or dx), w (or dw), y (or dy) in ws */
+	size_t ws_bytes;           /* all of it */
 	int n;                     /* images x and y describe now */
 	struct choice full[DIRS];  /* for s.n */
 	struct choice cur[DIRS];   /* for n */
@@ -108,10 +125,16 @@ static int is_gemm_like(int dir, int algo)
 	}
 }
 
-/* The math type the descriptors ask for before a search. */
-static cudnnMathType_t base_math(const struct nn_cuda *c)
+/* Whether the plan may run on tensor cores (TF32, or BF16 operands). */
+static int tensor_ops(const struct nn_cuda *c, const struct conv_plan *p)
 {
-	return c->tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
+	return c->tf32 || p->bf16;
+}
+
+/* The math type the descriptors ask for before a search. */
+static cudnnMathType_t base_math(const struct nn_cuda *c, const struct conv_plan *p)
+{
+	return tensor_ops(c, p) ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
 }
 
 /* The workspace algo needs in direction dir at the descriptors' batch. */
@@ -143,7 +166,7 @@ static int rank(struct nn_cuda *c, struct conv_plan *p, int dir, int find, struc
 	} r;
 	int max = 0;
 	*got = 0;
-	CHECK(NN_DNN(cudnnSetConvolutionMathType(p->conv[dir], base_math(c))));
+	CHECK(NN_DNN(cudnnSetConvolutionMathType(p->conv[dir], base_math(c, p))));
 	switch (dir) {
 	case FWD:
 		CHECK(NN_DNN(cudnnGetConvolutionForwardAlgorithmMaxCount(c->dnn, &max)));
@@ -185,18 +208,20 @@ static int rank(struct nn_cuda *c, struct conv_plan *p, int dir, int find, struc
 /* Whether a candidate's math type is one this backend's mode may run. In
  * FP32 mode cuDNN reports its FMA-only kernels as CUDNN_FMA_MATH; default
  * math would let cuDNN pick TF32 tensor cores on this hardware. */
-static int math_ok(const struct nn_cuda *c, cudnnMathType_t m, int pass)
+static int math_ok(const struct nn_cuda *c, const struct conv_plan *p, cudnnMathType_t m,
+	int pass)
 {
-	if (c->tf32)
+	if (tensor_ops(c, p))
 		return 1;
 	return pass == 0 ? m == CUDNN_FMA_MATH : m == CUDNN_DEFAULT_MATH;
 }
 
 /* The math type a chosen algorithm runs with: what the search reported,
  * except that FP32 mode never leaves the FMA restriction. */
-static cudnnMathType_t run_math(const struct nn_cuda *c, cudnnMathType_t found)
+static cudnnMathType_t run_math(const struct nn_cuda *c, const struct conv_plan *p,
+	cudnnMathType_t found)
 {
-	return c->tf32 ? found : CUDNN_FMA_MATH;
+	return tensor_ops(c, p) ? found : CUDNN_FMA_MATH;
 }
 
 /* Picks direction dir's best usable algorithm within budget bytes of
@@ -208,24 +233,25 @@ static int choose(struct nn_cuda *c, struct conv_plan *p, int dir, int find, siz
 	struct cand cand[MAX_ALGOS];
 	int got;
 	CHECK(rank(c, p, dir, find, cand, &got));
-	for (int pass = 0; pass < (c->tf32 ? 1 : 2); pass++)
+	for (int pass = 0; pass < (tensor_ops(c, p) ? 1 : 2); pass++)
 		for (int i = 0; i < got; i++) {
 			size_t need = 0;
-			if (cand[i].status != CUDNN_STATUS_SUCCESS || !math_ok(c, cand[i].math, pass) ||
+			if (cand[i].status != CUDNN_STATUS_SUCCESS || !math_ok(c, p, cand[i].math, pass) ||
 			    (c->algos == NN__ALGOS_GEMM && !is_gemm_like(dir, cand[i].algo)))
 				continue;
 			CHECK(NN_DNN(cudnnSetConvolutionMathType(p->conv[dir],
-				run_math(c, cand[i].math))));
+				run_math(c, p, cand[i].math))));
 			if (ws_size(c, p, dir, cand[i].algo, &need) != CUDNN_STATUS_SUCCESS ||
 			    need > budget)
 				continue;
-			*out = (struct choice){ cand[i].algo, run_math(c, cand[i].math), need, cand[i].ms };
+			*out = (struct choice){ cand[i].algo, run_math(c, p, cand[i].math), need,
+				cand[i].ms };
 			return 0;
 		}
 	fprintf(stderr, "nn/cuda: conv %dx%dx%d -> %d (%dx%d/%d, %d groups), batch %d: no %s "
 		"algorithm fits %zu bytes of workspace in %s mode\n", p->s.c, p->s.h, p->s.w, p->s.k,
 		p->s.kh, p->s.kw, p->s.stride_h, p->s.groups, p->n, dir_names[dir], budget,
-		c->tf32 ? "TF32" : "FP32");
+		p->bf16 ? "BF16" : c->tf32 ? "TF32" : "FP32");
 	return VR_EDEVICE;
 }
 
@@ -237,12 +263,25 @@ static int apply(struct conv_plan *p, const struct choice *ch)
 	return 0;
 }
 
+/* The data type and layout cuDNN sees for x, w and y. */
+static cudnnDataType_t dnn_type(const struct conv_plan *p)
+{
+	return p->bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+}
+
+static cudnnTensorFormat_t dnn_format(const struct conv_plan *p)
+{
+	return p->bf16 ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
+}
+
 static int set_tensors(struct conv_plan *p, int n)
 {
 	const struct nn_conv_shape *s = &p->s;
-	CHECK(NN_DNN(cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, s->c,
-		s->h, s->w)));
-	CHECK(NN_DNN(cudnnSetTensor4dDescriptor(p->y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, s->k,
+	CHECK(NN_DNN(cudnnSetTensor4dDescriptor(p->x, dnn_format(p), dnn_type(p), n, s->c, s->h,
+		s->w)));
+	CHECK(NN_DNN(cudnnSetTensor4dDescriptor(p->y, dnn_format(p), dnn_type(p), n, s->k, s->oh,
+		s->ow)));
+	CHECK(NN_DNN(cudnnSetTensor4dDescriptor(p->yf, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, s->k,
 		s->oh, s->ow)));
 	p->n = n;
 	return 0;
@@ -259,11 +298,11 @@ static int choose_for_batch(struct nn_cuda *c, struct conv_plan *p, int n)
 			continue;   /* ours fits any batch: it goes by chunks */
 		CHECK(NN_DNN(cudnnSetConvolutionMathType(p->conv[d], p->full[d].math)));
 		if (ws_size(c, p, d, p->full[d].algo, &need) == CUDNN_STATUS_SUCCESS &&
-		    need <= p->ws_bytes) {
+		    need <= p->ws_dnn) {
 			p->cur[d].ws = need;
 			continue;
 		}
-		CHECK(choose(c, p, d, 0, p->ws_bytes, &p->cur[d]));
+		CHECK(choose(c, p, d, 0, p->ws_dnn, &p->cur[d]));
 	}
 	return apply(p, p->cur);
 }
@@ -365,7 +404,7 @@ static int consider_im2col(struct nn_cuda *c, struct conv_plan *p)
 	const size_t one = im2col_bytes(s, 1);
 	float ms = -1.0f;
 	int rc;
-	if (c->filter_gemm == NN__IM2COL_OFF || s->groups != 1 || one > c->ws_cap)
+	if (c->filter_gemm == NN__IM2COL_OFF || s->groups != 1 || one > c->ws_cap || p->bf16)
 		return 0;
 	if (c->filter_gemm != NN__IM2COL_FORCE &&
 	    (c->search != NN__SEARCH_FIND || p->full[FILTER].ms < 0))
@@ -381,7 +420,7 @@ static int consider_im2col(struct nn_cuda *c, struct conv_plan *p)
 		ms = -1.0f;
 	}
 	if (c->filter_gemm == NN__IM2COL_FORCE || (ms >= 0 && ms < p->full[FILTER].ms))
-		p->full[FILTER] = (struct choice){ ALGO_IM2COL, base_math(c), bytes, ms };
+		p->full[FILTER] = (struct choice){ ALGO_IM2COL, base_math(c, p), bytes, ms };
 	else
 		p->im2col_chunk = 0;
 	return 0;
@@ -401,6 +440,8 @@ void nn__cuda_conv_plan_free(void *plan)
 		NN_DNN(cudnnDestroyTensorDescriptor(p->x));
 	if (p->y)
 		NN_DNN(cudnnDestroyTensorDescriptor(p->y));
+	if (p->yf)
+		NN_DNN(cudnnDestroyTensorDescriptor(p->yf));
 	if (p->bias)
 		NN_DNN(cudnnDestroyTensorDescriptor(p->bias));
 	free(p);
@@ -416,8 +457,10 @@ int nn__cuda_conv_plan(struct nn_backend *b, const struct nn_conv_shape *s, void
 		return VR_ENOMEM;
 	p->kind = NN_OP_CONV;
 	p->s = *s;
+	p->bf16 = c->precision == NN_PRECISION_BF16 && s->groups == 1;
 	if ((rc = NN_DNN(cudnnCreateTensorDescriptor(&p->x))) ||
 	    (rc = NN_DNN(cudnnCreateTensorDescriptor(&p->y))) ||
+	    (rc = NN_DNN(cudnnCreateTensorDescriptor(&p->yf))) ||
 	    (rc = NN_DNN(cudnnCreateTensorDescriptor(&p->bias))) ||
 	    (rc = NN_DNN(cudnnCreateFilterDescriptor(&p->w))))
 		goto fail;
@@ -428,7 +471,7 @@ int nn__cuda_conv_plan(struct nn_backend *b, const struct nn_conv_shape *s, void
 			     CUDNN_DATA_FLOAT))) ||
 		    (rc = NN_DNN(cudnnSetConvolutionGroupCount(p->conv[d], s->groups))))
 			goto fail;
-	if ((rc = NN_DNN(cudnnSetFilter4dDescriptor(p->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, s->k,
+	if ((rc = NN_DNN(cudnnSetFilter4dDescriptor(p->w, dnn_type(p), dnn_format(p), s->k,
 		     s->c / s->groups, s->kh, s->kw))) ||
 	    (rc = NN_DNN(cudnnSetTensor4dDescriptor(p->bias, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1,
 		     s->k, 1, 1))) ||
@@ -446,9 +489,19 @@ int nn__cuda_conv_plan(struct nn_backend *b, const struct nn_conv_shape *s, void
 		if ((rc = choose(c, p, d, c->search == NN__SEARCH_FIND, c->ws_cap, &p->full[d])) ||
 		    (d == FILTER && (rc = consider_im2col(c, p))))
 			goto fail;
-		if (p->full[d].ws > p->ws_bytes)
-			p->ws_bytes = p->full[d].ws;
+		if (p->full[d].ws > p->ws_dnn)
+			p->ws_dnn = p->full[d].ws;
 		p->cur[d] = p->full[d];
+	}
+	p->ws_bytes = p->ws_dnn;
+	if (p->bf16) {
+		/* The copies after cuDNN's part, each 256-byte aligned. */
+		const size_t xs = (size_t)s->n * s->c * s->h * s->w, ys = (size_t)s->n * s->k * s->oh *
+			s->ow, wn = (size_t)s->k * s->c * s->kh * s->kw;
+		p->off_x = align256(p->ws_dnn);
+		p->off_w = p->off_x + align256(sizeof(uint16_t) * xs);
+		p->off_y = p->off_w + align256(sizeof(uint16_t) * wn);
+		p->ws_bytes = p->off_y + align256(sizeof(uint16_t) * ys);
 	}
 	if ((rc = apply(p, p->cur)))
 		goto fail;
@@ -466,9 +519,15 @@ void nn__cuda_conv_algos(const void *plan, char *buf, size_t len)
 	size_t ws = 0;
 	for (int d = 0; d < DIRS; d++)
 		ws = p->cur[d].ws > ws ? p->cur[d].ws : ws;
-	snprintf(buf, len, "fwd %s, data %s, filter %s, %.1f MiB", algo_name(FWD, p->cur[FWD].algo),
+	snprintf(buf, len, "fwd %s, data %s, filter %s, %.1f MiB%s", algo_name(FWD, p->cur[FWD].algo),
 		algo_name(DATA, p->cur[DATA].algo), algo_name(FILTER, p->cur[FILTER].algo),
-		ws / 1048576.0);
+		ws / 1048576.0, p->bf16 ? ", BF16 NHWC" : "");
+}
+
+/* The BF16 copies in ws (conv.c's top comment). */
+static uint16_t *shadow(const struct conv_plan *p, void *ws, size_t off)
+{
+	return (uint16_t *)((char *)ws + off);
 }
 
 int nn__cuda_conv_fwd(struct nn_backend *b, void *plan, const struct nn_conv_shape *s, int n,
@@ -478,8 +537,17 @@ int nn__cuda_conv_fwd(struct nn_backend *b, void *plan, const struct nn_conv_sha
 	struct conv_plan *p = plan;
 	const float one = 1.0f, zero = 0.0f;
 	CHECK(set_batch(c, p, n));
+	if (p->bf16) {
+		uint16_t *xb = shadow(p, ws, p->off_x), *wb = shadow(p, ws, p->off_w),
+			 *yb = shadow(p, ws, p->off_y);
+		CHECK(NN_CU(nn__k_to_bf16_t(c->stream, n, s->c, s->h * s->w, x, xb)));
+		CHECK(NN_CU(nn__k_to_bf16_t(c->stream, s->k, s->c, s->kh * s->kw, w, wb)));
+		CHECK(NN_DNN(cudnnConvolutionForward(c->dnn, &one, p->x, xb, p->w, wb, p->conv[FWD],
+			(cudnnConvolutionFwdAlgo_t)p->cur[FWD].algo, ws, p->ws_dnn, &zero, p->y, yb)));
+		return NN_CU(nn__k_from_bf16_t(c->stream, n, s->k, s->oh * s->ow, yb, bias, 0, y));
+	}
 	CHECK(NN_DNN(cudnnConvolutionForward(c->dnn, &one, p->x, x, p->w, w, p->conv[FWD],
-		(cudnnConvolutionFwdAlgo_t)p->cur[FWD].algo, ws, p->ws_bytes, &zero, p->y, y)));
+		(cudnnConvolutionFwdAlgo_t)p->cur[FWD].algo, ws, p->ws_dnn, &zero, p->y, y)));
 	if (bias)
 		CHECK(NN_DNN(cudnnAddTensor(c->dnn, &one, p->bias, bias, &one, p->y, y)));
 	return 0;
@@ -492,8 +560,18 @@ int nn__cuda_conv_bwd_data(struct nn_backend *b, void *plan, const struct nn_con
 	struct conv_plan *p = plan;
 	const float one = 1.0f, zero = 0.0f;
 	CHECK(set_batch(c, p, n));
+	if (p->bf16) {
+		uint16_t *dxb = shadow(p, ws, p->off_x), *wb = shadow(p, ws, p->off_w),
+			 *dyb = shadow(p, ws, p->off_y);
+		CHECK(NN_CU(nn__k_to_bf16_t(c->stream, n, s->k, s->oh * s->ow, dy, dyb)));
+		CHECK(NN_CU(nn__k_to_bf16_t(c->stream, s->k, s->c, s->kh * s->kw, w, wb)));
+		CHECK(NN_DNN(cudnnConvolutionBackwardData(c->dnn, &one, p->w, wb, p->y, dyb,
+			p->conv[DATA], (cudnnConvolutionBwdDataAlgo_t)p->cur[DATA].algo, ws, p->ws_dnn,
+			&zero, p->x, dxb)));
+		return NN_CU(nn__k_from_bf16_t(c->stream, n, s->c, s->h * s->w, dxb, NULL, acc, dx));
+	}
 	return NN_DNN(cudnnConvolutionBackwardData(c->dnn, &one, p->w, w, p->y, dy, p->conv[DATA],
-		(cudnnConvolutionBwdDataAlgo_t)p->cur[DATA].algo, ws, p->ws_bytes,
+		(cudnnConvolutionBwdDataAlgo_t)p->cur[DATA].algo, ws, p->ws_dnn,
 		acc ? &one : &zero, p->x, dx));
 }
 
@@ -502,12 +580,22 @@ int nn__cuda_conv_bwd_filter(struct nn_backend *b, void *plan, const struct nn_c
 {
 	struct nn_cuda *c = nn__cuda(b);
 	struct conv_plan *p = plan;
-	const float one = 1.0f;
+	const float one = 1.0f, zero = 0.0f;
 	CHECK(set_batch(c, p, n));
 	if (p->cur[FILTER].algo == ALGO_IM2COL)
 		return im2col_filter(c, p, n, x, dy, dw, ws);
+	if (p->bf16) {
+		uint16_t *xb = shadow(p, ws, p->off_x), *dwb = shadow(p, ws, p->off_w),
+			 *dyb = shadow(p, ws, p->off_y);
+		CHECK(NN_CU(nn__k_to_bf16_t(c->stream, n, s->c, s->h * s->w, x, xb)));
+		CHECK(NN_CU(nn__k_to_bf16_t(c->stream, n, s->k, s->oh * s->ow, dy, dyb)));
+		CHECK(NN_DNN(cudnnConvolutionBackwardFilter(c->dnn, &one, p->x, xb, p->y, dyb,
+			p->conv[FILTER], (cudnnConvolutionBwdFilterAlgo_t)p->cur[FILTER].algo, ws,
+			p->ws_dnn, &zero, p->w, dwb)));
+		return NN_CU(nn__k_from_bf16_t(c->stream, s->k, s->c, s->kh * s->kw, dwb, NULL, 1, dw));
+	}
 	return NN_DNN(cudnnConvolutionBackwardFilter(c->dnn, &one, p->x, x, p->y, dy,
-		p->conv[FILTER], (cudnnConvolutionBwdFilterAlgo_t)p->cur[FILTER].algo, ws, p->ws_bytes,
+		p->conv[FILTER], (cudnnConvolutionBwdFilterAlgo_t)p->cur[FILTER].algo, ws, p->ws_dnn,
 		&one, p->w, dw));
 }
 
@@ -518,5 +606,5 @@ int nn__cuda_conv_bwd_bias(struct nn_backend *b, void *plan, const struct nn_con
 	struct conv_plan *p = plan;
 	const float one = 1.0f;
 	CHECK(set_batch(c, p, n));
-	return NN_DNN(cudnnConvolutionBackwardBias(c->dnn, &one, p->y, dy, &one, p->bias, db));
+	return NN_DNN(cudnnConvolutionBackwardBias(c->dnn, &one, p->yf, dy, &one, p->bias, db));
 }

@@ -21,11 +21,18 @@
  *   host's packing overlaps the transfers, and also whatever is still
  *   queued from before (a training step's backward and optimiser step
  *   return before they run), since only the output's download waits.
- * - Math: exact FP32 by default (cuDNN CUDNN_FMA_MATH, which keeps TF32
- *   tensor cores out; cuBLAS CUBLAS_DEFAULT_MATH). NN_CUDA_TF32=1 allows
- *   TF32 tensor-core math in convolutions (CUDNN_TENSOR_OP_MATH; not
- *   ..._ALLOW_CONVERSION, which may also convert to FP16) and GEMMs
- *   (CUBLAS_TF32_TENSOR_OP_MATH).
+ * - Math (nn_backend_set_precision, or NN_CUDA_PRECISION=fp32|tf32|bf16
+ *   when the backend opens; NN_CUDA_TF32=1 still means tf32): exact FP32
+ *   by default (cuDNN CUDNN_FMA_MATH, which keeps TF32 tensor cores out;
+ *   cuBLAS CUBLAS_DEFAULT_MATH). tf32 allows TF32 tensor-core math in
+ *   convolutions (CUDNN_TENSOR_OP_MATH; not ..._ALLOW_CONVERSION, which
+ *   may also convert to FP16) and GEMMs (CUBLAS_TF32_TENSOR_OP_MATH).
+ *   bf16 (sm_80 and later) runs ungrouped convolutions on BF16 NHWC
+ *   copies of their operands and the fully connected GEMMs on BF16
+ *   copies (cublasGemmEx, FP32 accumulation and output), made by
+ *   bf16.cu just before each call from the net's FP32 tensors; master
+ *   weights, gradients, Adam state, the loss and every other op stay
+ *   FP32. A plan keeps the precision it was made in.
  * - Other knobs, read when the backend opens: NN_CUDA_CONV_SEARCH=find
  *   (default: time every algorithm for a layer's shape once, as PyTorch's
  *   cudnn.benchmark) or heuristic (cuDNN's ranking, no timing);
@@ -375,6 +382,9 @@ static void cuda_close(struct nn_backend *b)
 	b->priv = NULL;
 }
 
+static int cuda_set_precision(struct nn_backend *b, int precision);
+static int cuda_precision(const struct nn_backend *b);
+
 static const struct nn_backend_ops cuda_ops = {
 	.alloc = cuda_alloc,
 	.free = cuda_free,
@@ -410,6 +420,8 @@ static const struct nn_backend_ops cuda_ops = {
 	.adam_step = cuda_adam_step,
 	.input_u8 = cuda_input_u8,
 	.input_u8_gather = cuda_input_u8_gather,
+	.set_precision = cuda_set_precision,
+	.precision = cuda_precision,
 	.close = cuda_close,
 };
 
@@ -439,11 +451,50 @@ static void read_env(struct nn_cuda *c)
 	static const int im2col_v[] = { NN__IM2COL_AUTO, NN__IM2COL_FORCE, NN__IM2COL_OFF };
 	const char *ws = getenv("NN_CUDA_WS_MB");
 	long mb = ws && *ws ? strtol(ws, NULL, 10) : DEFAULT_WS_MB;
-	c->tf32 = env_choice("NN_CUDA_TF32", on_off, on_off_v, 0);
+	static const char *const prec[] = { "fp32", "tf32", "bf16", NULL };
+	static const int prec_v[] = { NN_PRECISION_FP32, NN_PRECISION_TF32, NN_PRECISION_BF16 };
+	c->precision = env_choice("NN_CUDA_PRECISION", prec, prec_v,
+		env_choice("NN_CUDA_TF32", on_off, on_off_v, 0) ? NN_PRECISION_TF32 :
+		NN_PRECISION_FP32);
+	c->tf32 = c->precision == NN_PRECISION_TF32;
 	c->search = env_choice("NN_CUDA_CONV_SEARCH", search, search_v, NN__SEARCH_FIND);
 	c->algos = env_choice("NN_CUDA_CONV_ALGOS", algos, algos_v, NN__ALGOS_ALL);
 	c->filter_gemm = env_choice("NN_CUDA_FILTER_GEMM", im2col, im2col_v, NN__IM2COL_AUTO);
 	c->ws_cap = (size_t)(mb > 0 ? mb : DEFAULT_WS_MB) << 20;
+}
+
+/* cuBLAS's math mode for the precision: TF32 tensor cores only in tf32
+ * (bf16's GEMMs name their compute type; its FP32 ones stay exact). */
+static int blas_math(struct nn_cuda *c)
+{
+	return NN_BLAS(cublasSetMathMode(c->blas, c->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH :
+		CUBLAS_DEFAULT_MATH));
+}
+
+/* Rewrites the precision word at the end of b->device. */
+static void describe_precision(struct nn_backend *b)
+{
+	struct nn_cuda *c = nn__cuda(b);
+	static const char *const words[] = { "FP32", "TF32", "BF16" };
+	snprintf(b->device + c->device_base, sizeof(b->device) - c->device_base, "%s",
+		words[c->precision - NN_PRECISION_FP32]);
+}
+
+static int cuda_set_precision(struct nn_backend *b, int precision)
+{
+	struct nn_cuda *c = nn__cuda(b);
+	if (precision == NN_PRECISION_BF16 && !c->bf16_ok)
+		return VR_EUNSUPPORTED;
+	c->precision = precision;
+	c->tf32 = precision == NN_PRECISION_TF32;
+	CHECK(blas_math(c));
+	describe_precision(b);
+	return 0;
+}
+
+static int cuda_precision(const struct nn_backend *b)
+{
+	return ((const struct nn_cuda *)b->priv)->precision;
 }
 
 /* The cuDNN and cuBLAS handles, on the backend's stream. A handle is
@@ -464,9 +515,7 @@ static int open_libraries(struct nn_cuda *c, char *why, size_t why_len)
 	}
 	c->blas = blas;
 	if (NN_DNN(cudnnSetStream(c->dnn, c->stream)) ||
-	    NN_BLAS(cublasSetStream(c->blas, c->stream)) ||
-	    NN_BLAS(cublasSetMathMode(c->blas, c->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH :
-		    CUBLAS_DEFAULT_MATH))) {
+	    NN_BLAS(cublasSetStream(c->blas, c->stream)) || blas_math(c)) {
 		snprintf(why, why_len, "binding cuDNN and cuBLAS to the stream failed (see stderr)");
 		return VR_EDEVICE;
 	}
@@ -510,13 +559,21 @@ int nn__cuda_open(struct nn_backend **out, char *why, size_t why_len)
 			snprintf(why, why_len, "cudaEventCreate: %s", cudaGetErrorString(e));
 			goto fail;
 		}
+	c->bf16_ok = prop.major >= 8;
+	if (c->precision == NN_PRECISION_BF16 && !c->bf16_ok) {
+		snprintf(why, why_len, "NN_CUDA_PRECISION=bf16 needs BF16 tensor cores (sm_80 or "
+			"later); %.64s is sm_%d%d", prop.name, prop.major, prop.minor);
+		goto fail;
+	}
 	if (open_libraries(c, why, why_len))
 		goto fail;
 	size_t v = cudnnGetVersion();
 	snprintf(b->device, sizeof(b->device), "%.64s (sm_%d%d, %.0f GiB), CUDA %d.%d, "
-		"cuDNN %zu.%zu.%zu, %s", prop.name, prop.major, prop.minor,
+		"cuDNN %zu.%zu.%zu, ", prop.name, prop.major, prop.minor,
 		prop.totalGlobalMem / 1073741824.0, rt / 1000, rt % 1000 / 10, v / 10000, v / 100 % 100,
-		v % 100, c->tf32 ? "TF32" : "FP32");
+		v % 100);
+	c->device_base = strlen(b->device);
+	describe_precision(b);
 	*out = b;
 	return 0;
 fail:

@@ -49,7 +49,10 @@ struct nn_cuda {
 	cudaStream_t stream;       /* every op of this backend runs on it */
 	cudnnHandle_t dnn;
 	cublasHandle_t blas;
-	int tf32;                  /* tensor-core TF32 math for convolutions and GEMMs */
+	int precision;             /* enum nn_precision (nn.h); plans keep the one they were made in */
+	int tf32;                  /* precision == NN_PRECISION_TF32: TF32 convolutions and GEMMs */
+	int bf16_ok;               /* the device has BF16 tensor cores (sm_80 and later) */
+	size_t device_base;        /* b->device's length before its precision word */
 	int search;                /* enum nn__conv_search */
 	int algos;                 /* enum nn__conv_algos */
 	int filter_gemm;           /* enum nn__im2col_policy */

@@ -109,6 +109,17 @@ cudaError_t nn__k_input_u8_gather(cudaStream_t st, int n, size_t plane,
 	const unsigned char *set, const unsigned *idx, const float mul[3], const float add[3],
 	float *x);
 
+/* bf16.cu: the BF16 mode's operand copies (gpu/bf16.h's rounding).
+ * y[i] = bf16(x[i]); and for batch matrices of rows x cols,
+ * y[b][c][r] = bf16(x[b][r][c]) (NCHW to NHWC, KCRS to KRSC), and back,
+ * out[b][r][c] (= or, with acc, +=) y[b][c][r] + bias[r] (bias may be
+ * NULL). The batch and the row tiles must fit a grid (65,535 each). */
+cudaError_t nn__k_to_bf16(cudaStream_t st, size_t count, const float *x, uint16_t *y);
+cudaError_t nn__k_to_bf16_t(cudaStream_t st, int batch, int rows, int cols, const float *x,
+	uint16_t *y);
+cudaError_t nn__k_from_bf16_t(cudaStream_t st, int batch, int rows, int cols,
+	const uint16_t *y, const float *bias, int acc, float *out);
+
 #ifdef __cplusplus
 }
 #endif

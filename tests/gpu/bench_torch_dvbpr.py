@@ -17,12 +17,15 @@ with the image cache in one of two places (-c):
         copied (non_blocking): what nn_cuda_dvbpr and featured do
   dev   on the GPU (1.45 GB at the defaults), gathered there: PyTorch at
         its best, no images over the bus
-Per math mode (fp32: TF32 off in cuDNN and matmuls; tf32: on) and cache
-place, step_ms is the wall time per step over -s steps back to back after
+Per math mode (fp32: TF32 off in cuDNN and matmuls; tf32: on; bf16: AMP,
+torch.autocast to bfloat16 around the forward, with the model and its
+input in channels_last, TF32 on for what stays FP32, the loss in FP32 on
+phi.float(): PyTorch's fastest training recipe for convnets on tensor
+cores; bf16-nchw: the same without channels_last) and cache place, step_ms is the wall time per step over -s steps back to back after
 three warm-ups, one synchronize at the end.
 
   python3 bench_torch_dvbpr.py [-k 100] [-S 224] [-N 9633] [-t 128] [-s 60]
-      [-m fp32,tf32] [-c dev,host] [-E 5000000] [-e 5]
+      [-m fp32,tf32,bf16] [-c dev,host] [-E 5000000] [-e 5]
 
 Prints readable lines and "RESULT torch dvbpr alexnet <mode>[-<cache>]
 <metric> <value>" (the host cache is the plain mode name, as ours). Exits
@@ -47,7 +50,10 @@ USERS = 2048
 
 def bench(mode, where, a, dev, cache_host, theta_users):
     t, k = a.t, a.k
+    amp, cl = mode.startswith("bf16"), mode == "bf16"
     m = alexnet(k).to(dev).train()
+    if cl:
+        m = m.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(m.parameters(), lr=1e-3, weight_decay=1e-4)
     mean = torch.tensor(MEAN, device=dev).view(1, 3, 1, 1)
     std = torch.tensor(STD, device=dev).view(1, 3, 1, 1)
@@ -71,7 +77,11 @@ def bench(mode, where, a, dev, cache_host, theta_users):
             torch.index_select(cache, 0, idx, out=buf)
             x8 = buf.to(dev, non_blocking=pin)
         x = (x8.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
-        phi = m(x)
+        if cl:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            phi = m(x)
+        phi = phi.float()
         diff = phi[:t] - phi[t:]
         xuij = margin + (theta * diff).sum(1)
         loss = -F.logsigmoid(xuij).sum()
@@ -121,7 +131,7 @@ def main():
     p.add_argument("-N", type=int, default=9633)
     p.add_argument("-t", type=int, default=128)
     p.add_argument("-s", type=int, default=60)
-    p.add_argument("-m", default="fp32,tf32")
+    p.add_argument("-m", default="fp32,tf32,bf16")
     p.add_argument("-c", default="dev,host")
     p.add_argument("-E", type=float, default=5e6)
     p.add_argument("-e", type=int, default=5)
@@ -147,7 +157,10 @@ def main():
     print(f"image cache: {a.N} items at {a.S}x{a.S}, {cache.numel() / 1e9:.2f} GB, made in "
           f"{time.perf_counter() - t0:.1f} s", flush=True)
     for mode in a.m.split(","):
-        tf32 = mode == "tf32"
+        if mode not in ("fp32", "tf32", "bf16", "bf16-nchw"):
+            print(f"bench_torch_dvbpr: mode {mode}: not fp32, tf32, bf16 or bf16-nchw")
+            sys.exit(2)
+        tf32 = mode != "fp32"
         torch.backends.cudnn.allow_tf32 = tf32
         torch.backends.cuda.matmul.allow_tf32 = tf32
         for where in a.c.split(","):

@@ -4,7 +4,8 @@ on the same card in the same call: the same AlexNet and CNN-F
 (bench_torch_alexnet.py's torch.nn definitions), channels-first, the same
 batch, torch.backends.cudnn.benchmark = True, Adam(lr=1e-4,
 weight_decay=1e-4) as ours. Per math mode (fp32: TF32 off in cuDNN and in
-matmuls; tf32: on in both) and net, images/s as the median of -i timed
+matmuls; tf32: on in both; bf16: AMP autocast to bfloat16 with the net and
+input in channels_last, TF32 on for the rest) and net, images/s as the median of -i timed
 runs after two warm-up runs, each run ended by torch.cuda.synchronize():
 
   infer_u8   eval, no_grad: pinned uint8 HWC images to the GPU
@@ -54,9 +55,26 @@ def timed(fn, iters, dev):
     return statistics.median(t)
 
 
+class Amp(torch.nn.Module):
+    """bf16 mode: the net in channels_last under AMP autocast to bfloat16,
+    PyTorch's fastest recipe for convnets on tensor cores; output in FP32."""
+
+    def __init__(self, net, on):
+        super().__init__()
+        self.net, self.on = net, on
+        if on:
+            self.net = self.net.to(memory_format=torch.channels_last)
+
+    def forward(self, x):
+        if self.on:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.on):
+            return self.net(x).float()
+
+
 def bench(arch, mode, b, size, iters, dev):
     k = 100 if arch == "alexnet" else 50
-    m = (alexnet(k) if arch == "alexnet" else cnnf(k, size)).to(dev)
+    m = Amp(alexnet(k) if arch == "alexnet" else cnnf(k, size), mode == "bf16").to(dev)
     mean = torch.tensor(MEAN, device=dev).view(1, 3, 1, 1)
     std = torch.tensor(STD, device=dev).view(1, 3, 1, 1)
     gen = torch.Generator().manual_seed(1)
@@ -116,7 +134,7 @@ def main():
     p.add_argument("-a", default="alexnet,cnnf")
     p.add_argument("-b", type=int, default=256)
     p.add_argument("-i", type=int, default=10)
-    p.add_argument("-m", default="fp32,tf32")
+    p.add_argument("-m", default="fp32,tf32,bf16")
     p.add_argument("-S", type=int, default=224)
     p.add_argument("-d", default="cuda")
     a = p.parse_args()
@@ -129,7 +147,7 @@ def main():
     print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, cuDNN "
           f"{torch.backends.cudnn.version()}, {name}", flush=True)
     for mode in a.m.split(","):
-        tf32 = mode == "tf32"
+        tf32 = mode != "fp32"
         torch.backends.cudnn.allow_tf32 = tf32
         torch.backends.cuda.matmul.allow_tf32 = tf32
         for arch in a.a.split(","):

@@ -16,15 +16,24 @@
 #   3. runs nn_cuda_parity small (the ctest's op and corner cases) and
 #      nn_cuda_parity nets (every AlexNet and CNN-F layer at its real shape,
 #      batch 2, each op forward and every gradient, then each whole net):
-#      GPU against the CPU reference, FP32 and TF32;
+#      GPU against the CPU reference, FP32, TF32 and BF16;
 #   4. runs nn_cuda_dvbpr and bench_torch_dvbpr.py: featured's side of a
 #      DVBPR step (the tutorial's: AlexNet K=100, 128 triples = 256 images
 #      at 224 from a 9,633-item uint8 cache, Adam), ours beside PyTorch on
-#      the same card, FP32 and TF32, and the 5-epoch tutorial schedule
-#      extrapolated from the step time;
+#      the same card, FP32, TF32 and BF16 (PyTorch: AMP autocast to
+#      bfloat16 with channels_last), and the 5-epoch tutorial schedule
+#      extrapolated from the step time; then BF16's loss curve against
+#      FP32's over 200 steps (nn_cuda_dvbpr -L, its stated tolerance);
+#   4b. builds the daemons (the whole tree, Release, with CUDA) when this
+#      machine has their libraries, and runs tests/gpu/daemon-dvbpr.sh: a
+#      short real DVBPR training (a few hundred AlexNet steps on generated
+#      data) through featured (--backend cuda --precision bf16) and rankd,
+#      and the validation AUC it reaches. Without the libraries the table
+#      says NOT RUN and the check fails (DEVICE_CHECK_DAEMONS=0 skips it
+#      on purpose; DEVICE_CHECK_FULL_BUILD=DIR uses a build made before);
 #   5. runs nn_cuda_bench and bench_torch_gpu.py: AlexNet and CNN-F
-#      images/s at batch 256, inference and a training step, FP32 and
-#      TF32, ours beside PyTorch + cuDNN on the same card; then, if time is
+#      images/s at batch 256, inference and a training step, FP32, TF32
+#      and BF16, ours beside PyTorch + cuDNN on the same card; then, if time is
 #      left, MobileNetV2's and ResNet-50's layers (batch 1; failing rows
 #      and the largest errors only);
 #   6. prints ONE table (parity, DVBPR, then throughput) and writes it to
@@ -238,11 +247,47 @@ fi
 run_phase "test_nn_cuda" 30 "$TMP/test-cuda.log" "$BIN/test_nn_cuda" || STATUS=1
 
 # ---- 4. DVBPR: featured's side of a training step -------------------------------
-run_phase "DVBPR step, ours: nn_cuda_dvbpr" 100 "$TMP/dvbpr-ours.log" \
-  "$BIN/nn_cuda_dvbpr" -s 60 -m fp32,tf32 -c host,dev || STATUS=1
-run_phase "DVBPR step, PyTorch: bench_torch_dvbpr.py" 120 "$TMP/dvbpr-torch.log" \
+run_phase "DVBPR step, ours: nn_cuda_dvbpr" 110 "$TMP/dvbpr-ours.log" \
+  "$BIN/nn_cuda_dvbpr" -s 60 -m fp32,tf32,bf16 -c host,dev || STATUS=1
+run_phase "DVBPR step, PyTorch: bench_torch_dvbpr.py" 130 "$TMP/dvbpr-torch.log" \
   env LD_LIBRARY_PATH="$OLD_LD_LIBRARY_PATH" \
-  python3 "$REPO/tests/gpu/bench_torch_dvbpr.py" -s 60 -m fp32,tf32 -c dev,host || STATUS=1
+  python3 "$REPO/tests/gpu/bench_torch_dvbpr.py" -s 60 -m fp32,tf32,bf16 -c dev,host || STATUS=1
+run_phase "DVBPR loss curve, BF16 against FP32: nn_cuda_dvbpr -L" 60 "$TMP/dvbpr-curve.log" \
+  "$BIN/nn_cuda_dvbpr" -L 200 -W 20 -m fp32,bf16 -c dev || STATUS=1
+
+# ---- 4b. DVBPR through both daemons ---------------------------------------------
+DAEMONS_NOTE=
+if [ "${DEVICE_CHECK_DAEMONS:-1}" = 0 ]; then
+  DAEMONS_NOTE="not run (DEVICE_CHECK_DAEMONS=0)"
+else
+  FULL=${DEVICE_CHECK_FULL_BUILD:-}
+  if [ -z "$FULL" ]; then
+    missing=
+    for m in grpc gpr libprotobuf-c lmdb libturbojpeg openblas libcjson libmicrohttpd; do
+      pkg-config --exists "$m" 2>/dev/null || missing="$missing $m"
+    done
+    command -v protoc-c > /dev/null || missing="$missing protoc-c"
+    if [ -n "$missing" ]; then
+      DAEMONS_NOTE="NOT RUN: this machine lacks the daemons' libraries:$missing"
+    else
+      FULL=$TMP/full
+      run_phase "build the daemons with CUDA (whole tree, Release)" 180 "$TMP/build-full.log" \
+        bash -c "$(printf '%q ' cmake -S "$REPO" -B "$FULL" -DCMAKE_BUILD_TYPE=Release \
+          -DCMAKE_CUDA_COMPILER="$NVCC" -DCUDNN_INCLUDE_DIR="$(dirname "$CUDNN_H")" \
+          -DCUDNN_LIBRARY="$CUDNN_LIB" -DCUBLAS_INCLUDE_DIR="$(dirname "$CUBLAS_H")" \
+          -DCUBLAS_LIBRARY="$CUBLAS_LIB") && $(printf '%q ' cmake --build "$FULL" -j "$JOBS" \
+          --target featured rankd visrec)" ||
+        DAEMONS_NOTE="NOT RUN: building the daemons failed (build-full.log)"
+    fi
+  fi
+  if [ -z "$DAEMONS_NOTE" ]; then
+    run_phase "DVBPR through featured (cuda, bf16) and rankd: daemon-dvbpr.sh" 150 \
+      "$TMP/dvbpr-daemons.log" env VISREC_BACKEND=cuda VISREC_PRECISION=bf16 \
+      bash "$REPO/tests/gpu/daemon-dvbpr.sh" "$FULL" alexnet 3 12800 ||
+      DAEMONS_NOTE="FAILED: see dvbpr-daemons.log"
+  fi
+  [ -z "$DAEMONS_NOTE" ] || { say "== DVBPR through the daemons: $DAEMONS_NOTE"; STATUS=1; }
+fi
 
 run_phase "parity, AlexNet and CNN-F layers (nn_cuda_parity nets)" 170 \
   "$TMP/parity-nets.log" "$BIN/nn_cuda_parity" -n 2 -o "$TMP/parity-nets.txt" nets ||
@@ -252,10 +297,10 @@ run_phase "parity, AlexNet and CNN-F layers (nn_cuda_parity nets)" 170 \
 # (DEVICE_CHECK_THROUGHPUT=0 skips it, for a rerun short of device time.)
 if [ "${DEVICE_CHECK_THROUGHPUT:-1}" != 0 ]; then
   run_phase "ours: nn_cuda_bench, batch 256" 110 "$TMP/bench-ours.log" \
-    "$BIN/nn_cuda_bench" -b 256 -i 10 -m fp32,tf32 -a alexnet,cnnf || STATUS=1
+    "$BIN/nn_cuda_bench" -b 256 -i 10 -m fp32,tf32,bf16 -a alexnet,cnnf || STATUS=1
   run_phase "PyTorch: bench_torch_gpu.py, batch 256" 110 "$TMP/bench-torch.log" \
     env LD_LIBRARY_PATH="$OLD_LD_LIBRARY_PATH" \
-    python3 "$REPO/tests/gpu/bench_torch_gpu.py" -b 256 -i 10 -m fp32,tf32 -a alexnet,cnnf ||
+    python3 "$REPO/tests/gpu/bench_torch_gpu.py" -b 256 -i 10 -m fp32,tf32,bf16 -a alexnet,cnnf ||
     STATUS=1
 fi
 
@@ -285,15 +330,18 @@ TABLE=$TMP/gpu-table.txt
     if [ -s "$TMP/$f.txt" ]; then cat "$TMP/$f.txt"
     elif [ "$f" != parity-extra ] || [ -n "$EXTRA" ]; then say "($f: no output)"; fi
   done
-  python3 - "$TMP/dvbpr-ours.log" "$TMP/dvbpr-torch.log" <<'EOF'
+  python3 - "$TMP/dvbpr-ours.log" "$TMP/dvbpr-torch.log" "$TMP/dvbpr-curve.log" \
+    "$TMP/dvbpr-daemons.log" "${DAEMONS_NOTE:-}" <<'EOF'
 import re, sys
 r = {}
-for path in sys.argv[1:]:
+for path in sys.argv[1:5]:
     try:
         for line in open(path):
-            m = re.match(r"RESULT (\w+) dvbpr alexnet ([\w-]+) (\w+) ([\d.]+)", line)
+            m = re.match(r"RESULT (\w+) (dvbpr\w*) alexnet ([\w-]+) (\w+) ([\d.]+)", line)
             if m:
-                r[m.groups()[:3]] = float(m.group(4))
+                who, what, mode, metric = m.groups()[:4]
+                key = (who, mode, metric) if what == "dvbpr" else (who, what, mode, metric)
+                r[key] = float(m.group(5))
     except OSError:
         pass
 print("\nDVBPR, featured's side of a step: AlexNet K=100, 128 triples (256 images at 224x224)")
@@ -305,7 +353,7 @@ print(f"{'mode':6s} {'images':7s} {'ours ms':>9s} {'torch ms':>9s} {'ratio':>6s}
       f"{'ours 5 ep':>12s} {'torch 5 ep':>12s}   ours: forward / loss / backward+Adam ms")
 def f(v, w=9):
     return f"{v:{w}.2f}" if v else f"{'-':>{w}}"
-for mode in ("fp32", "tf32"):
+for mode in ("fp32", "tf32", "bf16"):
     for place, tag in (("host", mode), ("gpu", mode + "-dev")):
         o = r.get(("ours", tag, "step_ms"))
         t = r.get(("torch", tag, "step_ms"))
@@ -315,7 +363,27 @@ for mode in ("fp32", "tf32"):
         split = " / ".join(f"{r.get(('ours', tag, k), 0):.2f}"
                            for k in ("fwd_ms", "loss_ms", "bwd_ms"))
         print(f"{mode:6s} {place:7s} {f(o)} {f(t)} {ratio} {f(eo, 8)} min {f(et, 8)} min   {split}")
-print("ratio = torch ms / ours ms (> 1: ours faster). Goal: 5 epochs in <= 10 min on one H100.")
+print("ratio = torch ms / ours ms (> 1: ours faster).")
+best_torch = min((v for k, v in r.items() if k[0] == "torch" and k[2] == "step_ms"), default=None)
+o = r.get(("ours", "bf16-dev", "step_ms"))
+ep = r.get(("ours", "bf16-dev", "epochs_min"))
+if o and best_torch:
+    met = o <= 5.0 and best_torch / o >= 2.5 and ep is not None and ep <= 20
+    print(f"Targets (issue 18): BF16 step <= 5 ms and >= 2.5x PyTorch's best ({best_torch:.2f} ms), "
+          f"5 epochs <= 20 min: ours {o:.2f} ms, {best_torch / o:.2f}x, {ep:.1f} min: "
+          f"{'MET' if met else 'NOT MET'}")
+else:
+    print("Targets (issue 18): no BF16 figure (see dvbpr-ours.log, dvbpr-torch.log)")
+d = r.get(("ours", "dvbpr_curve", "bf16", "max_window_diff"))
+print("BF16 loss curve against FP32 (200 steps, windows of 20, tolerance 0.02 nats): "
+      + (f"largest window difference {d:.5f}" if d is not None else "no figure (dvbpr-curve.log)"))
+auc = r.get(("daemons", "bf16", "val_auc"))
+if auc is not None:
+    print(f"DVBPR through featured (CUDA, BF16) and rankd, AlexNet on generated data: "
+          f"{r.get(('daemons', 'bf16', 'steps'), 0):.0f} steps in "
+          f"{r.get(('daemons', 'bf16', 'train_s'), 0):.1f} s, validation AUC {auc:.4f}")
+else:
+    print("DVBPR through the daemons: " + (sys.argv[5] or "no figure (dvbpr-daemons.log)"))
 EOF
   python3 - "$TMP/bench-ours.log" "$TMP/bench-torch.log" <<'EOF'
 import re, sys
@@ -340,13 +408,13 @@ print("same call). ours = nn_cuda_bench, torch = bench_torch_gpu.py (cudnn.bench
 print("ratio = ours / torch for the same input path. Training step: zero_grad, forward,")
 print("backward, Adam step (ours also downloads the output and uploads its gradient).")
 head = f"{'net':8s} {'step':40s}"
-for mode in ("fp32", "tf32"):
+for mode in ("fp32", "tf32", "bf16"):
     head += f" {'ours ' + mode:>10s} {'torch ' + mode:>10s} {'ratio':>6s}"
 print(head)
 for arch in ("alexnet", "cnnf"):
     for ours_m, torch_m, label in rows:
         line = f"{arch:8s} {label:40s}"
-        for mode in ("fp32", "tf32"):
+        for mode in ("fp32", "tf32", "bf16"):
             o = r.get(("ours", arch, mode, ours_m)) if ours_m else None
             t = r.get(("torch", arch, mode, torch_m))
             ratio = f"{o / t:6.2f}" if o and t else f"{'-':>6}"

@@ -2,10 +2,10 @@
  * tests/gpu/bench_torch_gpu.py measures PyTorch, so device-check.sh can
  * put them side by side.
  *
- *   nn_cuda_bench [-a alexnet,cnnf] [-b 256] [-i 10] [-m fp32,tf32] [-p] [-B cuda]
+ *   nn_cuda_bench [-a alexnet,cnnf] [-b 256] [-i 10] [-m fp32,tf32,bf16] [-p] [-B cuda]
  *
- * For each math mode (-m; tf32 sets NN_CUDA_TF32=1 before the backend
- * opens) and architecture, on one training net of batch -b:
+ * For each math mode (-m: fp32, tf32 or bf16, set as NN_CUDA_PRECISION
+ * before the backend opens) and architecture, on one training net of batch -b:
  *   infer_u8    nn_net_forward_u8, evaluation: decoded images (HWC bytes in
  *               host memory) to output vectors in host memory
  *   infer_f32   nn_net_forward from normalised host floats (4x the bytes)
@@ -207,7 +207,7 @@ int main(int argc, char **argv)
 			break;
 		default:
 			fprintf(stderr, "usage: nn_cuda_bench [-a alexnet,cnnf] [-b 256] [-i 10] "
-				"[-m fp32,tf32] [-p] [-B cuda]\n");
+				"[-m fp32,tf32,bf16] [-p] [-B cuda]\n");
 			return 2;
 		}
 	}
@@ -216,7 +216,8 @@ int main(int argc, char **argv)
 	for (char *m = strtok_r(modes, ",", &save_m); m; m = strtok_r(NULL, ",", &save_m)) {
 		nn_backend *b;
 		char list[128], *save_a = NULL;
-		setenv("NN_CUDA_TF32", strcmp(m, "tf32") ? "0" : "1", 1);
+		unsetenv("NN_CUDA_TF32");
+		setenv("NN_CUDA_PRECISION", m, 1);
 		if (nn_backend_open_err(backend, &b, why, sizeof(why))) {
 			printf("nn_cuda_bench: SKIPPED: %s\n", why);
 			return 77;

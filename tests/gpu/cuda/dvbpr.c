@@ -5,7 +5,8 @@
  * in PyTorch, and device-check.sh runs both in one call.
  *
  *   nn_cuda_dvbpr [-a alexnet] [-k 100] [-S 224] [-N 9633] [-t 128] [-s 60]
- *                 [-m fp32,tf32] [-c host,dev] [-E 5000000] [-e 5] [-B cuda]
+ *                 [-m fp32,tf32,bf16] [-c host,dev] [-E 5000000] [-e 5] [-B cuda]
+ *                 [-L steps [-W 20] [-T 0.02]]
  *
  * The data are Wikimedia-shaped: N items' decoded images, uint8 HWC at
  * S x S (N = 9,633 at 224: 1.45 GB), kept (-c) in host memory ("host":
@@ -28,8 +29,24 @@
  * readable lines and "RESULT ours dvbpr <arch> <mode>[-dev] <metric> <value>"
  * (a GPU cache adds "-dev"). Before timing, the "dev" path's first forward
  * must equal the "host" path's on the same images, bit for bit.
+ * The modes are the backend's precisions (NN_CUDA_PRECISION): fp32, tf32,
+ * bf16.
+ *
+ * -L steps: instead of timing, the loss curve of each mode against the
+ * first one's (-m fp32,bf16: BF16 against FP32): every mode trains the
+ * same net from the same init on the same triples (first place of -c)
+ * for that many steps, and each window of -W steps' mean loss per triple
+ * must stay within -T (nats) of the first mode's same window, or the
+ * program exits 1. The default 0.02 is our bound for BF16, not yet a
+ * measurement: BF16 operands move a step's loss by ~1e-3 (the parity
+ * bound on a forward, 1e-1 of phi's largest value, spread over K terms
+ * of theta . phi that mostly cancel), and the curves part only as the
+ * weights drift apart, which window means over 20 steps smooth out.
+ * Prints "RESULT ours dvbpr_curve <arch> <mode> max_window_diff <v>".
+ *
  * -B cpu runs the same on the CPU backend (to check this program without
- * a GPU; use small -S, -N, -t, -s). Exit 77 when no CUDA device answers. */
+ * a GPU; use small -S, -N, -t, -s; every mode is then FP32). Exit 77 when
+ * no CUDA device answers. */
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -57,6 +74,8 @@ struct run {
 	float *theta, *margin, *phi, *dphi, *dtheta, *loss, *g;
 	uint64_t draw;
 	double loss_first, loss_last;
+	double *curve;             /* -L: each step's mean loss per triple; NULL: not kept */
+	long curve_at;
 };
 
 /* Draws a step's triples: images [i..., j...], θ_u rows and margins. */
@@ -100,6 +119,8 @@ static int step(struct run *r, double *times)
 	if (r->loss_first == 0)
 		r->loss_first = loss;
 	r->loss_last = loss;
+	if (r->curve)
+		r->curve[r->curve_at++] = loss;
 	t2 = bench_now();
 	if ((rc = nn_net_backward(r->net, r->dphi, NULL)) || (rc = nn_optim_step(r->opt)))
 		return rc;
@@ -216,15 +237,72 @@ leave:
 	return rc;
 }
 
+/* -L: trains a fresh net for steps steps on b, from the first triple
+ * draw, keeping each step's loss in r->curve. */
+static int curve_mode(nn_backend *b, const char *arch, struct run *r, int steps, int size)
+{
+	struct nn_net_opts o = { .num_outputs = r->k, .input_size = size, .max_batch = 2 * r->t };
+	struct nn_optim_opts a = { .kind = NN_OPTIM_ADAM, .lr = 1e-3f, .weight_decay = 1e-4f };
+	char err[256];
+	int rc;
+	r->net = NULL;
+	r->opt = NULL;
+	r->draw = 0;
+	r->curve_at = 0;
+	if ((rc = nn_net_create(b, arch, &o, &r->net, err, sizeof err))) {
+		fprintf(stderr, "%s: %s\n", arch, err);
+		return rc;
+	}
+	if (!(rc = nn_net_init(r->net, 1)) && !(rc = nn_optim_create(r->net, &a, &r->opt)) &&
+	    r->set) {
+		for (size_t i = 0; i < r->items && !rc; i += 256)
+			rc = nn_images_put(r->set, i, r->items - i < 256 ? r->items - i : 256,
+				r->cache + i * r->px);
+	}
+	for (int i = 0; i < steps && !rc; i++)
+		rc = step(r, NULL);
+	if (rc)
+		fprintf(stderr, "%s: %s: %s\n", arch, vr_strerror(rc), nn_net_errmsg(r->net));
+	nn_optim_destroy(r->opt);
+	nn_net_destroy(r->net);
+	r->net = NULL;
+	r->opt = NULL;
+	return rc;
+}
+
+/* Window means of b against a's; returns the largest difference. */
+static double curve_diff(const double *a, const double *b, int steps, int window, int print)
+{
+	double worst = 0;
+	for (int w0 = 0; w0 + window <= steps; w0 += window) {
+		double ma = 0, mb = 0;
+		for (int i = w0; i < w0 + window; i++) {
+			ma += a[i];
+			mb += b[i];
+		}
+		ma /= window;
+		mb /= window;
+		if (print)
+			printf("  steps %4d-%4d: %.5f vs %.5f (%+.5f)\n", w0, w0 + window - 1, mb, ma,
+				mb - ma);
+		double d = fabs(mb - ma);
+		if (!(d <= worst))
+			worst = d;   /* NaN sticks */
+	}
+	return worst;
+}
+
 int main(int argc, char **argv)
 {
-	char modes[64] = "fp32,tf32", places[32] = "host,dev", why[256], arch[32] = "alexnet";
+	char modes[64] = "fp32,tf32,bf16", places[32] = "host,dev", why[256], arch[32] = "alexnet";
 	const char *backend = "cuda";
 	char *save = NULL;
-	int k = 100, size = 224, t = 128, steps = 60, epochs = 5, ch, failed = 0;
+	int k = 100, size = 224, t = 128, steps = 60, epochs = 5, ch, failed = 0, curve = 0,
+	    window = 20;
+	double curve_tol = 0.02;
 	long items = 9633;
 	double epoch_triples = 5e6;
-	while ((ch = getopt(argc, argv, "a:k:S:N:t:s:m:c:E:e:B:")) != -1) {
+	while ((ch = getopt(argc, argv, "a:k:S:N:t:s:m:c:E:e:B:L:W:T:")) != -1) {
 		switch (ch) {
 		case 'a': snprintf(arch, sizeof arch, "%s", optarg); break;
 		case 'k': k = atoi(optarg); break;
@@ -237,17 +315,22 @@ int main(int argc, char **argv)
 		case 'E': epoch_triples = atof(optarg); break;
 		case 'e': epochs = atoi(optarg); break;
 		case 'B': backend = optarg; break;
+		case 'L': curve = atoi(optarg); break;
+		case 'W': window = atoi(optarg); break;
+		case 'T': curve_tol = atof(optarg); break;
 		default:
 			fprintf(stderr, "usage: nn_cuda_dvbpr [-a alexnet] [-k 100] [-S 224] [-N 9633] "
-				"[-t 128] [-s 60] [-m fp32,tf32] [-c host,dev] [-E 5000000] [-e 5] "
-				"[-B cuda]\n");
+				"[-t 128] [-s 60] [-m fp32,tf32,bf16] [-c host,dev] [-E 5000000] [-e 5] "
+				"[-B cuda] [-L steps [-W 20] [-T 0.02]]\n");
 			return 2;
 		}
 	}
-	if (k < 1 || size < 1 || items < 2 || t < 1 || steps < 1 || epoch_triples < 1)
+	if (k < 1 || size < 1 || items < 2 || t < 1 || steps < 1 || epoch_triples < 1 ||
+	    curve < 0 || window < 1 || (curve && curve < window) || !(curve_tol > 0))
 		return 2;
 	nn_backend *b;
-	setenv("NN_CUDA_TF32", "0", 1);
+	unsetenv("NN_CUDA_TF32");
+	setenv("NN_CUDA_PRECISION", "fp32", 1);
 	if (nn_backend_open_err(backend, &b, why, sizeof why)) {
 		printf("nn_cuda_dvbpr: SKIPPED: %s\n", why);
 		return 77;
@@ -285,14 +368,57 @@ int main(int argc, char **argv)
 	r.theta_users = theta_users;
 	printf("image cache: %zu items at %dx%d, %.2f GB in host memory, filled in %.1f s\n",
 		r.items, size, size, (double)(r.items * r.px) / 1e9, bench_now() - t0);
+	double *curves[8] = { NULL };
+	int ncurves = 0;
 	for (char *m = strtok_r(modes, ",", &save); m; m = strtok_r(NULL, ",", &save)) {
-		setenv("NN_CUDA_TF32", strcmp(m, "tf32") ? "0" : "1", 1);
+		int prec;
+		if (nn_precision_parse(m, &prec)) {
+			fprintf(stderr, "nn_cuda_dvbpr: mode %s: not fp32, tf32 or bf16\n", m);
+			failed = 1;
+			continue;
+		}
+		setenv("NN_CUDA_PRECISION", m, 1);
 		if (nn_backend_open_err(backend, &b, why, sizeof why)) {
 			fprintf(stderr, "nn_cuda_dvbpr: %s\n", why);
 			failed = 1;
 			continue;
 		}
+		if (nn_backend_set_precision(b, prec)) {
+			/* -B cpu: a program check; the CPU backends run FP32 only. */
+			printf("(%s: %s runs FP32 only; mode %s runs FP32)\n", m, nn_backend_name(b), m);
+		}
 		printf("%s mode on %s\n", m, nn_backend_device(b));
+		if (curve) {
+			/* The first place of -c, one net per mode. */
+			int dev = !strncmp(places, "dev", 3);
+			r.set = NULL;
+			if (ncurves == 8 || !(r.curve = calloc((size_t)curve, sizeof(double))) ||
+			    (dev && nn_images_create(b, r.items, size, &r.set)) ||
+			    curve_mode(b, arch, &r, curve, size)) {
+				fprintf(stderr, "nn_cuda_dvbpr: %s: the loss curve did not run\n", m);
+				free(r.curve);
+				failed = 1;
+			} else {
+				curves[ncurves++] = r.curve;
+				if (ncurves > 1) {
+					printf("%s against %s, mean loss per triple over windows of %d "
+					       "steps:\n", m, modes, window);
+					double d = curve_diff(curves[0], r.curve, curve, window, 1);
+					printf("RESULT ours dvbpr_curve %s %s max_window_diff %.5f\n", arch,
+						m, d);
+					if (!(d <= curve_tol)) {
+						printf("FAIL: %s's loss curve leaves %s's by %.5f > %.5f\n", m,
+							modes, d, curve_tol);
+						failed = 1;
+					}
+				}
+			}
+			r.curve = NULL;
+			nn_images_destroy(r.set);
+			r.set = NULL;
+			nn_backend_close(b);
+			continue;
+		}
 		char list[32], *save_c = NULL;
 		snprintf(list, sizeof list, "%s", places);
 		for (char *c = strtok_r(list, ",", &save_c); c; c = strtok_r(NULL, ",", &save_c)) {
@@ -310,6 +436,8 @@ int main(int argc, char **argv)
 		}
 		nn_backend_close(b);
 	}
+	for (int i = 0; i < ncurves; i++)
+		free(curves[i]);
 	free(cache);
 	free(theta_users);
 	free(r.img);

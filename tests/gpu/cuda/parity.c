@@ -19,7 +19,11 @@
  *   gemm  exact FP32, NN_CUDA_CONV_ALGOS=gemm (no FFT or Winograd) and
  *         NN_CUDA_FILTER_GEMM=force (our im2col + GEMM weight gradient
  *         wherever it applies, so every ungrouped row checks it),
- *   tf32  NN_CUDA_TF32=1 (tensor-core TF32 in convolutions and GEMMs),
+ *   tf32  NN_CUDA_PRECISION=tf32 (tensor-core TF32 in convolutions and
+ *         GEMMs),
+ *   bf16  NN_CUDA_PRECISION=bf16 (BF16 operands, FP32 accumulation and
+ *         results, in ungrouped convolutions and GEMMs; everything else
+ *         FP32),
  * and reports, per output tensor, rel = max|gpu - cpu| / max(max|cpu|,
  * 1e-6). An op's row passes when gemm is <= 1e-5 and fp32 <= 4e-5: the
  * fp32 backend may pick cuDNN's Winograd or FFT algorithms, whose
@@ -28,7 +32,15 @@
  * where the gemm path gave 3e-6), so the exact-sum bound is the gemm
  * column's, and fp32's is looser by FAST_ALGO_SLACK. TF32 is
  * measured, not judged, except that over 3e-2 means a bug rather than
- * rounding. Outputs written with acc == 0 are filled with NaN first, so
+ * rounding. bf16 is judged against its own bound: an op's output <=
+ * BF16_OP_TOL, a whole net's forward <= BF16_NET_TOL. The reasoning
+ * (not yet a measurement): each operand is rounded to 8 significant bits
+ * (relative error <= 2^-9), products of two such carry <= 2^-8, and with
+ * FP32 sums of random-signed terms the error relative to the largest
+ * output stays near 2^-8 / 2; the BF16 result adds 2^-9 of its own.
+ * So 2e-2 is about 5x that, and a whole net of 8 layers, which compounds
+ * them, 1e-1; tests/gpu/device-check.sh prints the largest seen, which
+ * is the figure to quote. Outputs written with acc == 0 are filled with NaN first, so
  * an op that reads what it should overwrite shows up.
  *
  * A whole net's forward outputs compound every layer's rounding and pass
@@ -63,11 +75,13 @@
 #define FAST_ALGO_SLACK 4.0   /* fp32 column: Winograd and FFT round more */
 #define NET_TOL 1e-4
 #define TF32_BUG 3e-2
+#define BF16_OP_TOL 2e-2
+#define BF16_NET_TOL 1e-1
 #define MAX_OUTS 400
 #define MAX_NAMED_GRADS 16   /* more parameter tensors than this: one summary row */
 
-enum { FP32, GEMM, TF32, NCFG };
-static const char *const cfg_names[NCFG] = { "fp32", "gemm", "tf32" };
+enum { FP32, GEMM, TF32, BF16, NCFG };
+static const char *const cfg_names[NCFG] = { "fp32", "gemm", "tf32", "bf16" };
 
 struct ctx {
 	nn_backend *cpu, *gpu[NCFG];
@@ -202,8 +216,9 @@ static void emit(struct ctx *t, const char *line)
 static void header(struct ctx *t, const char *title)
 {
 	char line[512];
-	snprintf(line, sizeof(line), "\n%s\n%-46s %-24s %9s %9s %9s %7s %s\n", title, "layer / case",
-		"output", cfg_names[FP32], cfg_names[GEMM], cfg_names[TF32], "verdict",
+	snprintf(line, sizeof(line), "\n%s\n%-46s %-24s %9s %9s %9s %9s %7s %s\n", title,
+		"layer / case", "output", cfg_names[FP32], cfg_names[GEMM], cfg_names[TF32],
+		cfg_names[BF16], "verdict",
 		"algorithms (fp32 backend)");
 	emit(t, line);
 }
@@ -265,13 +280,14 @@ static void check(struct ctx *t, const char *label, run_fn run, const void *arg,
 					name);
 			}
 		int pass = measured ||
-			(e[FP32] <= FAST_ALGO_SLACK * tol && e[GEMM] <= tol && e[TF32] <= TF32_BUG);
+			(e[FP32] <= FAST_ALGO_SLACK * tol && e[GEMM] <= tol && e[TF32] <= TF32_BUG &&
+				e[BF16] <= (tol > OP_TOL ? BF16_NET_TOL : BF16_OP_TOL));
 		t->rows++;
 		t->fails += !pass;
 		if (t->quiet && pass)
 			continue;
-		snprintf(line, sizeof(line), "%-46.90s %-24.95s %9s %9s %9s %7s %.159s\n",
-			i && !t->quiet ? "" : label, name, cell[FP32], cell[GEMM], cell[TF32],
+		snprintf(line, sizeof(line), "%-46.90s %-24.95s %9s %9s %9s %9s %7s %.159s\n",
+			i && !t->quiet ? "" : label, name, cell[FP32], cell[GEMM], cell[TF32], cell[BF16],
 			measured ? "-" : pass ? "PASS" : "FAIL", i ? "" : got[FP32].note);
 		emit(t, line);
 	}
@@ -1019,16 +1035,17 @@ static void usage(void)
  * checks this program, every error then 0, without a GPU). */
 static int open_gpus(struct ctx *t, int self_test, char *why, size_t len)
 {
-	static const char *const env[NCFG][3] = { { "0", "all", "auto" }, { "0", "gemm", "force" },
-		{ "1", "all", "auto" } };
+	static const char *const env[NCFG][3] = { { "fp32", "all", "auto" },
+		{ "fp32", "gemm", "force" }, { "tf32", "all", "auto" }, { "bf16", "all", "auto" } };
 	int rc = 0;
+	unsetenv("NN_CUDA_TF32");
 	for (int k = 0; k < NCFG && !rc; k++) {
-		setenv("NN_CUDA_TF32", env[k][0], 1);
+		setenv("NN_CUDA_PRECISION", env[k][0], 1);
 		setenv("NN_CUDA_CONV_ALGOS", env[k][1], 1);
 		setenv("NN_CUDA_FILTER_GEMM", env[k][2], 1);
 		rc = nn_backend_open_err(self_test ? "cpu" : "cuda", &t->gpu[k], why, len);
 	}
-	unsetenv("NN_CUDA_TF32");
+	unsetenv("NN_CUDA_PRECISION");
 	unsetenv("NN_CUDA_CONV_ALGOS");
 	unsetenv("NN_CUDA_FILTER_GEMM");
 	return rc;
@@ -1053,9 +1070,9 @@ static void summary(struct ctx *t)
 {
 	char line[512];
 	snprintf(line, sizeof(line), "\n%d rows, %d failed. Largest errors: fp32 %.2e (%s); "
-		"gemm %.2e (%s); tf32 %.2e (%s)\n", t->rows, t->fails, t->worst[FP32],
-		t->worst_at[FP32], t->worst[GEMM], t->worst_at[GEMM], t->worst[TF32],
-		t->worst_at[TF32]);
+		"gemm %.2e (%s); tf32 %.2e (%s); bf16 %.2e (%s)\n", t->rows, t->fails,
+		t->worst[FP32], t->worst_at[FP32], t->worst[GEMM], t->worst_at[GEMM], t->worst[TF32],
+		t->worst_at[TF32], t->worst[BF16], t->worst_at[BF16]);
 	emit(t, line);
 }
 
@@ -1107,14 +1124,15 @@ int main(int argc, char **argv)
 	}
 	snprintf(line, sizeof(line), "GPU-vs-CPU parity on %s\nCPU reference: %s\n"
 		"rel = max|gpu - cpu| / max(max|cpu|, 1e-6) per output tensor. Columns: fp32 = exact "
-		"FP32 (the default),\ngemm = exact FP32 without FFT/Winograd convolutions, tf32 = "
-		"NN_CUDA_TF32=1. Pass: gemm <= %.0e and\nfp32 <= %.0e per op (Winograd and FFT round "
-		"more); a whole net's forward <= %.0e and %.0e "
+		"FP32 (the default),\ngemm = exact FP32 without FFT/Winograd convolutions, tf32 and bf16 "
+		"= NN_CUDA_PRECISION. Pass: gemm <= %.0e and\nfp32 <= %.0e per op (Winograd and FFT "
+		"round more); a whole net's forward <= %.0e and %.0e "
 		"(rounding compounds through every layer),\nits gradients are shown, not judged (-: a "
 		"pre-activation rounded to the other side of zero,\nor a max-pool near-tie, moves a "
-		"term); tf32 is measured, and fails only above %.0e (a bug).\n", nn_backend_device(t.gpu[FP32]),
+		"term); tf32 is measured, and fails only above %.0e (a bug);\nbf16 <= %.0e per op, "
+		"%.0e on a whole net's forward.\n", nn_backend_device(t.gpu[FP32]),
 		nn_backend_device(t.cpu), OP_TOL, FAST_ALGO_SLACK * OP_TOL, NET_TOL,
-		FAST_ALGO_SLACK * NET_TOL, TF32_BUG);
+		FAST_ALGO_SLACK * NET_TOL, TF32_BUG, BF16_OP_TOL, BF16_NET_TOL);
 	emit(&t, line);
 	if (!strcmp(argv[optind], "small")) {
 		small_cases(&t);

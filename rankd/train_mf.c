@@ -82,9 +82,9 @@ int rk__fetch_vectors(struct rk_train_job *job, struct fetch *f, uint32_t want,
 	 * anything is fetched; then the vectors of all of them at once. */
 	int rc = rk_service_feeds_head(svc, f->base_seq, &st);
 	if (rc == VR_ERPC)
-		return rk__fail(job, GRPC_STATUS_UNAVAILABLE, "%s needs the vectors of every featured "
-				"shard: %s; Train again when it is back (its Info and Health name it)",
-				rk__kind_name(job->kind), st.message);
+		return rk__fail(job, GRPC_STATUS_UNAVAILABLE, "cannot fetch item vectors from featured "
+				"at %s (%s needs every shard's): %s; Train again when it is back",
+				svc->featured_addr, rk__kind_name(job->kind), st.message);
 	f->have_base = !rc;
 	if (!rc)
 		rc = vr_shards_get_vectors(svc->shards, want, NULL, 0, on_vector, f, &f->dims, version,

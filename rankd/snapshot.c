@@ -1,4 +1,7 @@
-/* snapshot: rankd's served models in LMDB (the layout is in snapshot.h). */
+/* snapshot: rankd's served models in LMDB (the layout is in snapshot.h).
+ * One file over 800 lines because it is one concept: every record of the
+ * model databases (snapshots, cold rows, feed positions, checkpoints,
+ * exports), read and written where the layout is kept in one place. */
 #include "snapshot.h"
 
 #include <stdio.h>

@@ -16,7 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { MAX_SERVICES = 32, NAME_MAX_LEN = 127 };
+/* Room for a daemon's services and a name per featured shard (rankd). */
+enum { MAX_SERVICES = 300, NAME_MAX_LEN = 127 };
 
 struct entry {
 	char name[NAME_MAX_LEN + 1];

@@ -27,7 +27,7 @@ void vr_health_destroy(vr_health *h);
 /* Adds Health/Check and Health/Watch to srv (before vr_server_start). */
 int vr_health_register(vr_health *h, vr_server *srv);
 /* Sets the status of service ("" = overall). VR_EINVAL for a name over
- * 127 bytes or a status out of range, VR_EFULL past 32 names. */
+ * 127 bytes or a status out of range, VR_EFULL past 300 names. */
 int vr_health_set(vr_health *h, const char *service, enum vr_health_status status);
 /* Sets every known service (and "") to status, e.g. NOT_SERVING when
  * shutting down. */

@@ -1,13 +1,15 @@
 /* featured_client: Info and the Watch follower (see the header).
  *
  * DESIGN (the follower)
- * Threads: one, the follower's, which owns the Watch call and calls the
- * callback. Other threads only read seq/streaming, request a rewind, or
- * stop; they share the state below under f->mu, and reach the open call
- * only to cancel it (vr_ccall_cancel may come from any thread).
- * Work: open Watch(after_seq = seq, include_vectors), hand each change to
- * the callback, advance seq when it accepts; when the stream breaks, wait
- * the back-off (woken early by stop or rewind) and reopen.
+ * Threads: one, the follower's, which owns its calls (Info, Watch) and
+ * calls the callbacks. Other threads only read the state, request a
+ * rewind, or stop; they share the state below under f->mu, and reach the
+ * open call only to cancel it (vr_ccall_cancel may come from any thread).
+ * Work: while not connected, ask Info first (connected once it answers);
+ * open Watch(after_seq = seq, include_vectors), hand each change to the
+ * callback, advance seq when it accepts; when the stream breaks (or Info
+ * fails), note why, wait the back-off (woken early by stop or rewind) and
+ * try again.
  * End: rk_follower_stop sets stop, cancels the open call, wakes the wait
  * and joins; the thread never blocks anywhere else. */
 #include "featured_client.h"
@@ -17,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 
 #include "deadline.h"
 #include "err.h"
@@ -26,24 +29,13 @@
 #define BACKOFF_MAX_MS 5000
 #define INFO_MS 10000          /* deadline of featured Info */
 
-int rk_fc_last_seq(vr_channel *ch, uint64_t *seq, vr_status *st)
-{
-	Visrec__V1__FeaturedInfoRequest req = VISREC__V1__FEATURED_INFO_REQUEST__INIT;
-	ProtobufCMessage *m = NULL;
-	int rc = vr_client_unary(ch, "/visrec.v1.Featured/Info", &req.base,
-				 &visrec__v1__featured_info_response__descriptor, &m, INFO_MS, NULL, st);
-	if (rc)
-		return rc;
-	*seq = ((Visrec__V1__FeaturedInfoResponse *)m)->last_seq;
-	protobuf_c_message_free_unpacked(m, NULL);
-	return 0;
-}
-
 /* ---- the follower ------------------------------------------------------- */
 
 struct rk_follower {
 	vr_channel *ch;
+	const char *name;
 	rk_follow_fn fn;
+	rk_follow_state_fn state_fn;
 	void *ctx;
 	pthread_t tid;
 	pthread_mutex_t mu;
@@ -51,10 +43,86 @@ struct rk_follower {
 	/* under mu */
 	uint64_t seq;
 	uint64_t rewind_to;  /* valid when rewind */
-	int rewind, stop, streaming;
+	int rewind, stop;
 	int failing;         /* the last Watch broke: say so once it answers again */
-	vr_ccall *cc;        /* the open Watch, for cancelling */
+	int connected;       /* Info answered and no Watch broke since */
+	uint64_t head;       /* Info's last_seq then */
+	int64_t since_unix_ms;
+	char error[256];
+	vr_ccall *cc;        /* the open call (Info or Watch), for cancelling */
 };
+
+static int64_t unix_ms(void)
+{
+	struct timeval tv;
+	gettimeofday(&tv, NULL);
+	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+/* Sets connected (error: why not, NULL when connected) and tells the
+ * state callback when it changed. The follower's thread, f->mu not held. */
+static void set_connected(rk_follower *f, int connected, const char *error)
+{
+	pthread_mutex_lock(&f->mu);
+	int changed = f->connected != connected;
+	f->connected = connected;
+	if (changed)
+		f->since_unix_ms = unix_ms();
+	if (error)
+		snprintf(f->error, sizeof f->error, "%s", error);
+	pthread_mutex_unlock(&f->mu);
+	if (changed && f->state_fn)
+		f->state_fn(f->ctx, connected, error);
+}
+
+/* Starts a call on f->ch that stop and rewind can cancel (f->cc). Returns
+ * vr_ccall_start's code; *cc is then f->cc. */
+static int start_call(rk_follower *f, const char *path, const ProtobufCMessageDescriptor *desc,
+		      int64_t deadline_ms, vr_ccall **cc)
+{
+	int rc = vr_ccall_start(cc, f->ch, path, desc, deadline_ms, NULL);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&f->mu);
+	f->cc = *cc;
+	if (f->stop || f->rewind)
+		vr_ccall_cancel(*cc);
+	pthread_mutex_unlock(&f->mu);
+	return 0;
+}
+
+static void end_call(rk_follower *f)
+{
+	pthread_mutex_lock(&f->mu);
+	f->cc = NULL;
+	pthread_mutex_unlock(&f->mu);
+}
+
+/* Info of the followed featured: is it there, and where its feed is.
+ * Returns 0 (f->head set), or the failure with st filled. */
+static int hello(rk_follower *f, vr_status *st)
+{
+	Visrec__V1__FeaturedInfoRequest req = VISREC__V1__FEATURED_INFO_REQUEST__INIT;
+	vr_ccall *cc = NULL;
+	ProtobufCMessage *m = NULL;
+	int rc = start_call(f, "/visrec.v1.Featured/Info",
+			    &visrec__v1__featured_info_response__descriptor, INFO_MS, &cc);
+	if (rc)
+		return rc;
+	if (!(rc = vr_ccall_send(cc, &req.base)) && !(rc = vr_ccall_close_send(cc)))
+		rc = vr_ccall_recv(cc, &m);
+	if (rc && rc != VR_EEOF && rc != VR_ERPC)
+		vr_ccall_cancel(cc);
+	end_call(f);
+	int frc = vr_ccall_finish(cc, st);
+	if (!rc) {
+		pthread_mutex_lock(&f->mu);
+		f->head = ((Visrec__V1__FeaturedInfoResponse *)m)->last_seq;
+		pthread_mutex_unlock(&f->mu);
+		protobuf_c_message_free_unpacked(m, NULL);
+	}
+	return rc ? (rc == VR_EEOF ? VR_ERPC : rc) : frc;
+}
 
 static void wait_ms(rk_follower *f, int ms)
 {
@@ -85,29 +153,34 @@ static int follow_once(rk_follower *f, vr_status *st, int *answered)
 	req.after_seq = f->seq;
 	req.include_vectors = 1;
 	int stop = f->stop;
+	int connected = f->connected;
 	pthread_mutex_unlock(&f->mu);
 	if (stop)
 		return 0;
-	int rc = vr_ccall_start(&cc, f->ch, "/visrec.v1.Featured/Watch",
-				&visrec__v1__item_change__descriptor, 0, NULL);
-	if (rc)
+	int rc;
+	if (!connected) {
+		if ((rc = hello(f, st))) {
+			pthread_mutex_lock(&f->mu);
+			int quiet = f->stop || f->rewind;
+			pthread_mutex_unlock(&f->mu);
+			return quiet ? 0 : rc;
+		}
+		set_connected(f, 1, NULL);
+	}
+	if ((rc = start_call(f, "/visrec.v1.Featured/Watch", &visrec__v1__item_change__descriptor, 0,
+			     &cc)))
 		return rc;
-	pthread_mutex_lock(&f->mu);
-	f->cc = cc;
-	if (f->stop || f->rewind)
-		vr_ccall_cancel(cc);
-	pthread_mutex_unlock(&f->mu);
 	if (!(rc = vr_ccall_send(cc, &req.base)) && !(rc = vr_ccall_close_send(cc))) {
 		while (!(rc = vr_ccall_recv(cc, &m))) {
 			const Visrec__V1__ItemChange *c = (const void *)m;
 			pthread_mutex_lock(&f->mu);
-			f->streaming = 1;
 			int resumed = f->failing;
 			f->failing = 0;
 			pthread_mutex_unlock(&f->mu);
 			*answered = 1;
 			if (resumed)
-				VR_INFO("featured change feed resumed after seq %llu", (unsigned long long)req.after_seq);
+				VR_INFO("featured %s: change feed resumed after seq %llu", f->name,
+					(unsigned long long)req.after_seq);
 			rc = f->fn(f->ctx, c);
 			if (!rc) {
 				pthread_mutex_lock(&f->mu);
@@ -126,7 +199,6 @@ static int follow_once(rk_follower *f, vr_status *st, int *answered)
 		vr_ccall_cancel(cc);
 	pthread_mutex_lock(&f->mu);
 	f->cc = NULL;
-	f->streaming = 0;
 	int quiet = f->stop || f->rewind || rc == VR_ECANCELLED;
 	pthread_mutex_unlock(&f->mu);
 	vr_ccall_finish(cc, st);
@@ -153,25 +225,32 @@ static void *follow_main(void *arg)
 			backoff = BACKOFF_MIN_MS;
 		if (!rc || rewind)
 			continue;
+		char why[256];
+		snprintf(why, sizeof why, "%s%s%.200s",
+			 rc == VR_ERPC ? vr_status_name(st.code) : vr_strerror(rc),
+			 st.message[0] ? ": " : "", st.message);
+		set_connected(f, 0, why);
 		if (!failing)
-			VR_WARN("featured change feed interrupted after seq %llu (%s%s%s); "
-				"reconnecting with back-off up to %d ms",
-				(unsigned long long)seq, rc == VR_ERPC ? vr_status_name(st.code) : vr_strerror(rc),
-				st.message[0] ? ": " : "", st.message, BACKOFF_MAX_MS);
+			VR_WARN("featured %s: change feed interrupted after seq %llu (%s); "
+				"reconnecting with back-off up to %d ms", f->name,
+				(unsigned long long)seq, why, BACKOFF_MAX_MS);
 		wait_ms(f, backoff);
 		backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
 	}
 	return NULL;
 }
 
-int rk_follower_start(rk_follower **out, vr_channel *ch, uint64_t after_seq, rk_follow_fn fn,
-		      void *ctx)
+int rk_follower_start(rk_follower **out, vr_channel *ch, const char *name, uint64_t after_seq,
+		      rk_follow_fn fn, rk_follow_state_fn state_fn, void *ctx)
 {
 	rk_follower *f = calloc(1, sizeof *f);
 	*out = NULL;
 	if (!f)
 		return VR_ENOMEM;
 	f->ch = ch;
+	f->name = name;
+	f->state_fn = state_fn;
+	f->since_unix_ms = unix_ms();
 	f->fn = fn;
 	f->ctx = ctx;
 	f->seq = after_seq;
@@ -218,12 +297,15 @@ uint64_t rk_follower_seq(rk_follower *f)
 	return s;
 }
 
-int rk_follower_streaming(rk_follower *f)
+void rk_follower_state_get(rk_follower *f, rk_follower_state *out)
 {
 	pthread_mutex_lock(&f->mu);
-	int s = f->streaming;
+	out->seq = f->seq;
+	out->head = f->head;
+	out->connected = f->connected;
+	out->since_unix_ms = f->since_unix_ms;
+	memcpy(out->error, f->error, sizeof out->error);
 	pthread_mutex_unlock(&f->mu);
-	return s;
 }
 
 void rk_follower_stop(rk_follower *f)

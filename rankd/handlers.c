@@ -1276,6 +1276,31 @@ int rk_handle_add_interactions(vr_call *call, void *ctx)
 
 /* ---- Info ---------------------------------------------------------------------- */
 
+/* One featured shard's feed in Info, with room for its error. */
+struct shard_row {
+	Visrec__V1__FeaturedShardState m;
+	char error[sizeof ((rk_follower_state *)0)->error];
+};
+
+/* Fills r with shard k's feed; returns its seq. */
+static uint64_t shard_state(rk_service *svc, size_t k, struct shard_row *r)
+{
+	rk_feed *fe = &svc->feeds[k];
+	visrec__v1__featured_shard_state__init(&r->m);
+	r->m.address = (char *)vr_shards_name(svc->shards, k);
+	r->m.last_error = r->error;
+	if (!fe->follower)
+		return r->m.seq = rk_service_feed_seq(svc, k);
+	rk_follower_state fs;
+	rk_follower_state_get(fe->follower, &fs);
+	r->m.connected = fs.connected;
+	r->m.seq = fs.seq;
+	r->m.head_seq = fs.head;
+	r->m.since_unix_ms = fs.since_unix_ms;
+	memcpy(r->error, fs.error, sizeof r->error);
+	return fs.seq;
+}
+
 int rk_handle_info(vr_call *call, void *ctx)
 {
 	rk_service *svc = ctx;
@@ -1292,10 +1317,27 @@ int rk_handle_info(vr_call *call, void *ctx)
 	resp.featured = (char *)(svc->featured_addr ? svc->featured_addr : "");
 	resp.featured_connected = svc->featured && vr_channel_connected(svc->featured, 1);
 	resp.training = rk_service_training(svc, NULL, NULL, NULL);
-	if (svc->follower)
-		resp.featured_seq = rk_follower_seq(svc->follower);
-	else
-		rk_snap_seq(&svc->snap, &resp.featured_seq);
+	size_t n = svc->n_feeds;
+	struct shard_row *rows = n ? calloc(n, sizeof *rows) : NULL;
+	Visrec__V1__FeaturedShardState **shp = n ? calloc(n, sizeof *shp) : NULL;
+	if (n && (!rows || !shp)) {
+		free(rows);
+		free(shp);
+		rk_served_unref(s);
+		return vr_call_error(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+	}
+	for (size_t k = 0; k < n; k++)
+		resp.featured_seq += shard_state(svc, k, &rows[k]);
+	for (size_t k = 0; k < n; k++)
+		shp[k] = &rows[k].m;
+	resp.featured_shards = shp;
+	resp.n_featured_shards = n;
+	if (n > 1 && svc->feeds[0].follower) {
+		/* Connected: every shard's feed. */
+		resp.featured_connected = 1;
+		for (size_t k = 0; k < n; k++)
+			resp.featured_connected &= rows[k].m.connected;
+	}
 	resp.max_k = svc->max_k;
 	if (s) {
 		struct rk_index_view view;
@@ -1323,5 +1365,7 @@ int rk_handle_info(vr_call *call, void *ctx)
 		resp.topk_cache = &tc;
 	}
 	int rc = vr_call_send(call, &resp.base);
+	free(rows);
+	free(shp);
 	return rc ? rc : GRPC_STATUS_OK;
 }

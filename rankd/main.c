@@ -145,6 +145,7 @@ int main(int argc, char **argv)
 	}
 	if (!code)
 		code = vr_daemon_serve(&d, services);
+	svc.health = d.health;
 	if (!code && rk_service_start(&svc))
 		code = 1;
 	if (!code) {

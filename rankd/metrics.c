@@ -3,15 +3,15 @@
  *
  * Read at each scrape (a collector): the served model, the counts of
  * interactions, users and items (under ix_lock shared, a few loads), the
- * training flag and epoch, and the follower's position. Pushed by the
+ * training flag and epoch, and each follower's position. Pushed by the
  * training run as each epoch ends (rk_metrics_progress): loss, validation
  * AUC, triples/s, which exist nowhere else once the run is over.
  *
- * Follower lag is featured's last change-feed sequence minus the last one
- * rankd applied. featured's is asked (its Info) at the scrape, only while
- * the follower's Watch is open, so a scrape never waits on a featured that
- * is away; then the lag keeps its last value and connected reads 0. One
- * featured today: shard "0". */
+ * Follower lag, per featured shard (label shard: its address), is the
+ * shard's last change-feed sequence minus the last one rankd applied. The
+ * shards are asked (Info, all at once) at the scrape, only those whose
+ * follower is connected, so a scrape never waits on a shard that is away;
+ * its lag then keeps its last value and connected reads 0. */
 #include "service.h"
 
 #include "prom.h"
@@ -21,11 +21,15 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
+
+#define INFO_MS 2000 /* deadline of the shards' Info at a scrape */
 
 static struct {
 	vr_prom_family *model;
 	vr_prom_series *interactions, *users, *items, *training, *epoch, *epochs;
-	vr_prom_series *loss, *auc, *triples_s, *lag, *seq, *connected;
+	vr_prom_series *loss, *auc, *triples_s;
+	vr_prom_family *lag, *seq, *connected;
 	vr_prom_series *tc_hits, *tc_misses, *tc_evictions, *tc_bytes;
 } rm;
 
@@ -64,15 +68,15 @@ static void families(void)
 	f = vr_prom_register("visrec_rankd_follower_lag_changes",
 			     "Changes featured has made that rankd has not applied yet, per featured shard.",
 			     VR_PROM_GAUGE, "shard", NULL, 0);
-	rm.lag = vr_prom_get(f, "0");
+	rm.lag = f;
 	f = vr_prom_register("visrec_rankd_follower_seq",
 			     "The last featured change applied, per featured shard.", VR_PROM_GAUGE,
 			     "shard", NULL, 0);
-	rm.seq = vr_prom_get(f, "0");
+	rm.seq = f;
 	f = vr_prom_register("visrec_rankd_follower_connected",
 			     "1 while the change feed of a featured shard is open.", VR_PROM_GAUGE,
 			     "shard", NULL, 0);
-	rm.connected = vr_prom_get(f, "0");
+	rm.connected = f;
 	f = vr_prom_register("visrec_rankd_topk_cache_hits_total",
 			     "Recommends answered from the per-user top-k cache.", VR_PROM_COUNTER, NULL,
 			     NULL, 0);
@@ -134,20 +138,45 @@ static void collect(void *arg)
 		vr_prom_set(rm.tc_bytes, (double)ts.bytes);
 	}
 
-	if (!svc->follower)
+	size_t n = svc->n_feeds, up = 0;
+	if (!n || !svc->feeds[0].follower)
 		return;
-	uint64_t seq = rk_follower_seq(svc->follower), head = 0;
-	int streaming = rk_follower_streaming(svc->follower);
-	vr_prom_set(rm.seq, (double)seq);
-	vr_prom_set(rm.connected, streaming);
-	if (streaming && !rk_fc_last_seq(svc->featured, &head, NULL))
-		vr_prom_set(rm.lag, head > seq ? (double)(head - seq) : 0);
+	uint64_t *seq = calloc(n, sizeof *seq);
+	if (!seq)
+		return;
+	for (size_t k = 0; k < n; k++) {
+		rk_follower_state fs;
+		rk_follower_state_get(svc->feeds[k].follower, &fs);
+		seq[k] = fs.seq;
+		up += fs.connected;
+		vr_prom_set(svc->feeds[k].m_seq, (double)fs.seq);
+		vr_prom_set(svc->feeds[k].m_connected, fs.connected);
+	}
+	Visrec__V1__FeaturedInfoResponse **resp = up ? calloc(n, sizeof *resp) : NULL;
+	vr_status *st = up ? calloc(n, sizeof *st) : NULL;
+	if (resp && st && vr_shards_info(svc->shards, resp, st, INFO_MS) >= 0)
+		for (size_t k = 0; k < n; k++) {
+			if (!resp[k])
+				continue;
+			uint64_t head = resp[k]->last_seq;
+			vr_prom_set(svc->feeds[k].m_lag, head > seq[k] ? (double)(head - seq[k]) : 0);
+			protobuf_c_message_free_unpacked(&resp[k]->base, NULL);
+		}
+	free(resp);
+	free(st);
+	free(seq);
 }
 
 void rk_metrics_start(rk_service *svc)
 {
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	pthread_once(&once, families);
+	for (size_t k = 0; k < svc->n_feeds; k++) {
+		const char *name = vr_shards_name(svc->shards, k);
+		svc->feeds[k].m_lag = vr_prom_get(rm.lag, name);
+		svc->feeds[k].m_seq = vr_prom_get(rm.seq, name);
+		svc->feeds[k].m_connected = vr_prom_get(rm.connected, name);
+	}
 	/* Without memory for it, rankd serves on without these gauges. */
 	vr_prom_collector(collect, svc);
 }

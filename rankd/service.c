@@ -1,7 +1,21 @@
 /* rankd's service: the method table, start-up (interactions and the last
  * snapshot, loaded before the daemon reports SERVING), the swap to a newly
- * trained model, and the change-feed follower's callback that makes items
+ * trained model, and the change-feed followers' callback that makes items
  * new in featured rankable at once.
+ *
+ * Feeds: rankd follows every featured shard's change feed, one follower
+ * (one Watch, one thread) per shard, each from its own position, stored
+ * per shard (rk_feed, service.h) with the rows it writes. Items are
+ * disjoint between shards, so the feeds are applied independently: a
+ * change of shard k moves only shard k's position, and a shard that is
+ * down stops only its own feed (Recommend and Score serve on from what
+ * rankd holds; Info and Health name the shard; Train, which needs every
+ * shard's vectors, is refused naming it). When it is back its follower
+ * resumes after its own position: nothing missed, nothing applied twice.
+ * A changed shard list (another map tag) finds no positions under its
+ * keys: every shard's feed is then replayed from its start (an idempotent
+ * replay: rows are set again from the same vectors), and the positions
+ * of other maps are deleted at start-up.
  *
  * Cold start: for each ADDED / REPLACED / REEMBEDDED change the follower
  * interns the item id, folds the change's vector into the item's row with
@@ -27,6 +41,7 @@
 
 #include "deadline.h"
 #include "err.h"
+#include "shardmap.h"
 #include "log.h"
 #include "tcache.h"
 #include "visrec/v1/rankd.pb-c.h"
@@ -141,9 +156,10 @@ static size_t tcache_recent(rk_service *svc, uint32_t **users)
  * Train, rk_service_install's on a replica), with swap_mu held, which it
  * releases: next becomes the served model, the overlay keeps what next
  * does not know, the top-k cache starts over under next's version and the
- * refresh refills the users it held, the follower rewinds to from (when
- * below seq, where it was), and the replaced snapshot is deleted. */
-static void swap_in(rk_service *svc, rk_served *next, uint64_t from, uint64_t seq)
+ * refresh refills the users it held, each follower rewinds to from[k]
+ * (when below seq[k], where it was), and the replaced snapshot is
+ * deleted. */
+static void swap_in(rk_service *svc, rk_served *next, const uint64_t *from, const uint64_t *seq)
 {
 	uint64_t version = next->info.version;
 	uint32_t *recent = NULL;
@@ -155,8 +171,9 @@ static void swap_in(rk_service *svc, rk_served *next, uint64_t from, uint64_t se
 		rk_tcache_reset(svc->tcache, version);
 	pthread_rwlock_unlock(&svc->ix_lock);
 	rk_refresher_give(svc, version, recent, n_recent);
-	if (svc->follower && from < seq)
-		rk_follower_rewind(svc->follower, from);
+	for (size_t k = 0; k < svc->n_feeds; k++)
+		if (svc->feeds[k].follower && from[k] < seq[k])
+			rk_follower_rewind(svc->feeds[k].follower, from[k]);
 	pthread_mutex_unlock(&svc->swap_mu);
 	rk_feed_notify(svc);
 	uint64_t old_version = old ? old->info.version : 0;
@@ -167,24 +184,47 @@ static void swap_in(rk_service *svc, rk_served *next, uint64_t from, uint64_t se
 			old_version, vr_strerror(rc));
 }
 
+uint64_t rk_service_feed_seq(rk_service *svc, size_t k)
+{
+	uint64_t seq = 0;
+	if (svc->feeds[k].follower)
+		return rk_follower_seq(svc->feeds[k].follower);
+	if (rk_snap_seq(&svc->snap, svc->feeds[k].key, &seq))
+		seq = 0;
+	return seq;
+}
+
+/* Makes version the active snapshot with each feed's position from[k].
+ * Caller holds swap_mu. */
+static int activate(rk_service *svc, uint64_t version, const uint64_t *from)
+{
+	rk_snap_pos pos[VR_SHARDS_MAX];
+	for (size_t k = 0; k < svc->n_feeds; k++)
+		pos[k] = (rk_snap_pos){ svc->feeds[k].key, from[k] };
+	int rc = rk_snap_activate(&svc->snap, version, pos, svc->n_feeds);
+	for (size_t k = 0; !rc && k < svc->n_feeds; k++)
+		svc->feeds[k].seq_saved = from[k];
+	return rc;
+}
+
 int rk_service_install(rk_service *svc, uint64_t version, uint64_t featured_seq, char *err,
 		       size_t errlen)
 {
-	uint64_t seq = 0;
+	uint64_t seq[VR_SHARDS_MAX], from[VR_SHARDS_MAX];
 	rk_served *s = NULL;
 	pthread_mutex_lock(&svc->swap_mu);
-	int rc = 0;
-	if (svc->follower)
-		seq = rk_follower_seq(svc->follower);
-	else
-		rc = rk_snap_seq(&svc->snap, &seq);
-	uint64_t from = featured_seq < seq ? featured_seq : seq;
-	if (rc || (rc = rk_snap_activate(&svc->snap, version, from))) {
+	/* The export carries one featured's position; with several shards
+	 * each feed replays from its start (service.h). */
+	for (size_t k = 0; k < svc->n_feeds; k++) {
+		seq[k] = rk_service_feed_seq(svc, k);
+		from[k] = svc->n_feeds > 1 ? 0 : featured_seq < seq[k] ? featured_seq : seq[k];
+	}
+	int rc = activate(svc, version, from);
+	if (rc) {
 		snprintf(err, errlen, "cannot activate model snapshot v%" PRIu64 ": %s", version,
 			 vr_strerror(rc));
 		goto leave;
 	}
-	svc->seq_saved = from;
 	pthread_rwlock_rdlock(&svc->ix_lock);
 	rc = build_active(svc, &s, err, errlen);
 	pthread_rwlock_unlock(&svc->ix_lock);
@@ -195,6 +235,47 @@ int rk_service_install(rk_service *svc, uint64_t version, uint64_t featured_seq,
 leave:
 	pthread_mutex_unlock(&svc->swap_mu);
 	return rc;
+}
+
+/* One feed per featured shard, keyed by the map (service.h), and the
+ * positions of other maps forgotten. */
+static int open_feeds(rk_service *svc, char *err, size_t errlen)
+{
+	if (!svc->shards)
+		return 0;
+	const vr_shardmap *map = vr_shards_map(svc->shards);
+	size_t n = vr_shards_count(svc->shards);
+	char keep[RK_FEED_KEY_MAX];
+	if (!(svc->feeds = calloc(n, sizeof *svc->feeds))) {
+		snprintf(err, errlen, "out of memory");
+		return VR_ENOMEM;
+	}
+	svc->n_feeds = n;
+	snprintf(keep, sizeof keep, RK_SNAP_SEQ_KEY "/%s/", map->tag);
+	for (size_t k = 0; k < n; k++) {
+		rk_feed *fe = &svc->feeds[k];
+		fe->svc = svc;
+		fe->k = k;
+		if (n == 1)
+			snprintf(fe->key, sizeof fe->key, RK_SNAP_SEQ_KEY);
+		else
+			snprintf(fe->key, sizeof fe->key, "%s%s", keep, map->names[k]);
+		int len = snprintf(fe->health_name, sizeof fe->health_name,
+				   "visrec.v1.Rank/featured/%s", map->names[k]);
+		if (len < 0 || len > 127) /* health.h's longest name */
+			fe->health_name[0] = 0;
+	}
+	size_t dropped = 0;
+	int rc = rk_snap_seq_forget(&svc->snap, n > 1 ? keep : NULL, &dropped);
+	if (rc) {
+		snprintf(err, errlen, "cannot read the stored feed positions: %s", vr_strerror(rc));
+		return rc;
+	}
+	if (dropped)
+		VR_WARN("the change-feed positions of %zu featured shard(s) of another shard list "
+			"were stored; they do not apply to this list (%s, map %s) and are deleted: "
+			"every shard's feed is applied from its start", dropped, map->list, map->tag);
+	return 0;
 }
 
 int rk_service_open(rk_service *svc, char *err, size_t errlen)
@@ -241,6 +322,9 @@ int rk_service_open(rk_service *svc, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot open the model databases: %s", vr_strerror(rc));
 		return rc;
 	}
+	pthread_mutex_init(&svc->feeds_mu, NULL);
+	if ((rc = open_feeds(svc, err, errlen)))
+		return rc;
 	return load_active(svc, err, errlen);
 }
 
@@ -251,15 +335,16 @@ int rk_service_open(rk_service *svc, char *err, size_t errlen)
  * after a crash changes nothing. Caller holds swap_mu. */
 #define SEQ_EVERY 256
 #define SEQ_MS 1000
-static int note_seq(rk_service *svc, uint64_t seq)
+static int note_seq(rk_feed *fe, uint64_t seq)
 {
 	int64_t ms = vr_now_ms();
-	if (seq < svc->seq_saved + SEQ_EVERY && ms - svc->seq_saved_ms < SEQ_MS)
+	if (seq < fe->seq_saved + SEQ_EVERY && ms - fe->seq_saved_ms < SEQ_MS)
 		return 0;
-	int rc = rk_snap_put_seq(&svc->snap, seq);
+	rk_snap_pos pos = { fe->key, seq };
+	int rc = rk_snap_put_seq(&fe->svc->snap, &pos);
 	if (!rc) {
-		svc->seq_saved = seq;
-		svc->seq_saved_ms = ms;
+		fe->seq_saved = seq;
+		fe->seq_saved_ms = ms;
 	}
 	return rc;
 }
@@ -313,15 +398,16 @@ static int change_vector(rk_service *svc, const rk_served *s, const Visrec__V1__
 	return !rc && o.got;
 }
 
-/* The follower's callback (see the file comment). */
+/* A follower's callback, ctx its shard's feed (see the file comment). */
 static int follow_apply(void *ctx, const Visrec__V1__ItemChange *c)
 {
-	rk_service *svc = ctx;
+	rk_feed *fe = ctx;
+	rk_service *svc = fe->svc;
 	rk_served *s = NULL;
 	float *row = NULL;
 	int rc = 0;
 	pthread_mutex_lock(&svc->swap_mu);
-	if (rk_follower_rewinding(svc->follower)) {
+	if (rk_follower_rewinding(fe->follower)) {
 		rc = VR_ECANCELLED;
 		goto leave;
 	}
@@ -344,13 +430,13 @@ static int follow_apply(void *ctx, const Visrec__V1__ItemChange *c)
 		VR_DEBUG("featured change %" PRIu64 ": item %s has a vector of version %u; the served "
 			 "model uses version %u", c->seq, c->item_id, c->model_version,
 			 s->info.feature_version);
-		rc = note_seq(svc, c->seq);
+		rc = note_seq(fe, c->seq);
 		goto leave;
 	}
 	/* With no model served there is nothing to rank the item with; the
 	 * next Train's GetVectors brings every item in. */
 	if (!item_change || !s) {
-		rc = note_seq(svc, c->seq);
+		rc = note_seq(fe, c->seq);
 		goto leave;
 	}
 	/* The exclusive lock (and a commit, which readers wait for) only for
@@ -364,7 +450,7 @@ static int follow_apply(void *ctx, const Visrec__V1__ItemChange *c)
 		/* A replica learns ids from its writer's log only, so that its
 		 * indices stay the writer's; the row comes with the next
 		 * snapshot. */
-		rc = note_seq(svc, c->seq);
+		rc = note_seq(fe, c->seq);
 		goto leave;
 	}
 	if (rc == VR_ENOTFOUND) {
@@ -381,7 +467,7 @@ static int follow_apply(void *ctx, const Visrec__V1__ItemChange *c)
 		vr_id_check(c->item_id, len, why, sizeof why);
 		VR_WARN("featured change %" PRIu64 ": item id \"%s\" %s; skipped", c->seq,
 			vr_id_escape(esc, sizeof esc, c->item_id, len), why);
-		rc = note_seq(svc, c->seq);
+		rc = note_seq(fe, c->seq);
 		goto leave;
 	}
 	if (rc)
@@ -396,7 +482,7 @@ static int follow_apply(void *ctx, const Visrec__V1__ItemChange *c)
 		 * implied for stored snapshots; a known one keeps its row. */
 		if (i >= have && (rc = rk_service_pad(svc, s, i + 1)))
 			goto leave;
-		rc = note_seq(svc, c->seq);
+		rc = note_seq(fe, c->seq);
 		goto leave;
 	}
 	if (!(row = malloc(((size_t)dim + f) * sizeof(float)))) {
@@ -410,7 +496,7 @@ static int follow_apply(void *ctx, const Visrec__V1__ItemChange *c)
 				"version %u (%u floats) yet, which the served model v%" PRIu64 " ranks "
 				"with; it waits for one", c->seq, c->item_id, s->info.feature_version, f,
 				s->info.version);
-		rc = note_seq(svc, c->seq);
+		rc = note_seq(fe, c->seq);
 		goto leave;
 	}
 	if ((rc = rk_served_item_row(s, i, vec, row)) || (rc = rk_served_set_row(s, i, row)))
@@ -418,8 +504,9 @@ static int follow_apply(void *ctx, const Visrec__V1__ItemChange *c)
 	/* Rows have .. i - 1 came in as zeros before it (rk_served_set_row). */
 	if (svc->tcache)
 		rk_tcache_note_range(svc->tcache, s->info.version, i < have ? i : have, i + 1);
-	if (!(rc = rk_snap_put_row(&svc->snap, s->info.version, i, row, dim, c->seq)))
-		svc->seq_saved = c->seq;
+	rk_snap_pos pos = { fe->key, c->seq };
+	if (!(rc = rk_snap_put_row(&svc->snap, s->info.version, i, row, dim, &pos)))
+		fe->seq_saved = c->seq;
 	VR_DEBUG("featured change %" PRIu64 ": item %s (index %u) is rankable%s", c->seq, c->item_id,
 		 i, rk_served_cold(s, i) ? " (cold)" : "");
 leave:
@@ -427,29 +514,71 @@ leave:
 	rk_served_unref(s);
 	free(row);
 	if (rc && rc != VR_ECANCELLED)
-		VR_WARN("featured change %" PRIu64 " (item %s) could not be applied: %s; retrying",
-			c->seq, c->item_id ? c->item_id : "", vr_strerror(rc));
+		VR_WARN("featured %s: change %" PRIu64 " (item %s) could not be applied: %s; retrying",
+			vr_shards_name(svc->shards, fe->k), c->seq, c->item_id ? c->item_id : "",
+			vr_strerror(rc));
 	return rc;
+}
+
+/* Health names each followed shard (SERVING while its feed is connected)
+ * and Train (SERVING while every shard's is). Caller holds feeds_mu. */
+static void health_feeds(rk_service *svc, rk_feed *fe, int connected)
+{
+	if (!svc->health)
+		return;
+	if (fe && fe->health_name[0] &&
+	    vr_health_set(svc->health, fe->health_name,
+			  connected ? VR_HEALTH_SERVING : VR_HEALTH_NOT_SERVING))
+		VR_WARN("Health cannot name featured shard %s (no room): its state is in Info only",
+			vr_shards_name(svc->shards, fe->k));
+	vr_health_set(svc->health, "visrec.v1.Rank/Train",
+		      svc->feeds_down ? VR_HEALTH_NOT_SERVING : VR_HEALTH_SERVING);
+}
+
+/* A follower's state callback, ctx its shard's feed. */
+static void follow_state(void *ctx, int connected, const char *error)
+{
+	rk_feed *fe = ctx;
+	rk_service *svc = fe->svc;
+	pthread_mutex_lock(&svc->feeds_mu);
+	svc->feeds_down += connected ? -1 : 1;
+	int down = svc->feeds_down;
+	health_feeds(svc, fe, connected);
+	pthread_mutex_unlock(&svc->feeds_mu);
+	if (connected)
+		VR_INFO("featured %s: connected; following its change feed (%d of %zu shard(s) down)",
+			vr_shards_name(svc->shards, fe->k), down, svc->n_feeds);
+	else
+		VR_WARN("featured %s is not reachable (%s): its new items wait until it is back, "
+			"Train is refused meanwhile; Recommend and Score serve on (%d of %zu shard(s) down)",
+			vr_shards_name(svc->shards, fe->k), error ? error : "", down, svc->n_feeds);
 }
 
 int rk_service_start(rk_service *svc)
 {
-	uint64_t seq = 0;
 	rk_metrics_start(svc);
 	int rc = svc->writer_addr ? rk_replica_start(svc) : 0;
-	if (rc || !svc->follow || !svc->featured)
+	if (rc || !svc->follow || !svc->n_feeds)
 		return rc;
-	if (vr_shards_count(svc->shards) > 1) {
-		VR_WARN("rankd follows the change feed of a single featured only so far: with %zu "
-			"shards, new items become rankable at the next Train", vr_shards_count(svc->shards));
-		return 0;
+	/* Every shard counts as down until its follower connects. */
+	pthread_mutex_lock(&svc->feeds_mu);
+	svc->feeds_down = (int)svc->n_feeds;
+	for (size_t k = 0; k < svc->n_feeds; k++)
+		health_feeds(svc, &svc->feeds[k], 0);
+	pthread_mutex_unlock(&svc->feeds_mu);
+	for (size_t k = 0; !rc && k < svc->n_feeds; k++) {
+		rk_feed *fe = &svc->feeds[k];
+		uint64_t seq = 0;
+		rc = rk_snap_seq(&svc->snap, fe->key, &seq);
+		fe->seq_saved = seq;
+		if (!rc)
+			rc = rk_follower_start(&fe->follower, vr_shards_channel(svc->shards, k),
+					       vr_shards_name(svc->shards, k), seq, follow_apply,
+					       follow_state, fe);
+		if (rc)
+			VR_ERROR("cannot follow the change feed of featured %s: %s",
+				 vr_shards_name(svc->shards, k), vr_strerror(rc));
 	}
-	rc = rk_snap_seq(&svc->snap, &seq);
-	svc->seq_saved = seq;
-	if (!rc)
-		rc = rk_follower_start(&svc->follower, svc->featured, seq, follow_apply, svc);
-	if (rc)
-		VR_ERROR("cannot follow featured's change feed: %s", vr_strerror(rc));
 	return rc;
 }
 
@@ -466,7 +595,7 @@ void rk_service_log_ready(rk_service *svc)
 			s->model->d.kind == RK_MODEL_VBPR ? "VBPR" : s->model->d.kind == RK_MODEL_BPR ? "BPR" : "DVBPR",
 			s->info.version, rk_model_dim(s->model), users, items, pairs,
 			svc->featured_addr ? svc->featured_addr : "-",
-			svc->follower ? " (following its change feed)" : "");
+			svc->n_feeds && svc->feeds[0].follower ? " (following its change feed)" : "");
 	else
 		VR_INFO("no model trained yet (call Train); %u users, %u items, %" PRIu64
 			" interactions; featured %s", users, items, pairs,
@@ -480,14 +609,21 @@ void rk_service_close(rk_service *svc)
 		return;
 	rk_metrics_stop(svc);
 	rk_replica_stop(svc);
-	if (svc->follower) {
-		uint64_t seq = rk_follower_seq(svc->follower);
-		rk_follower_stop(svc->follower);
-		svc->follower = NULL;
-		if (seq > svc->seq_saved && rk_snap_put_seq(&svc->snap, seq))
-			VR_WARN("featured's feed position %" PRIu64 " could not be saved; changes after seq %"
-				PRIu64 " will be applied again", seq, svc->seq_saved);
+	for (size_t k = 0; k < svc->n_feeds; k++) {
+		rk_feed *fe = &svc->feeds[k];
+		if (!fe->follower)
+			continue;
+		rk_snap_pos pos = { fe->key, rk_follower_seq(fe->follower) };
+		rk_follower_stop(fe->follower);
+		fe->follower = NULL;
+		if (pos.seq > fe->seq_saved && rk_snap_put_seq(&svc->snap, &pos))
+			VR_WARN("featured %s: feed position %" PRIu64 " could not be saved; changes after "
+				"seq %" PRIu64 " will be applied again", vr_shards_name(svc->shards, k),
+				pos.seq, fe->seq_saved);
 	}
+	free(svc->feeds);
+	svc->feeds = NULL;
+	svc->n_feeds = 0;
 	uint64_t n;
 	double p50 = rk_latency_quantile(&svc->recommend_ns, 0.5, &n);
 	if (n)
@@ -515,15 +651,16 @@ void rk_service_close(rk_service *svc)
 	pthread_mutex_destroy(&svc->swap_mu);
 	pthread_mutex_destroy(&svc->train_mu);
 	pthread_mutex_destroy(&svc->feed_mu);
+	pthread_mutex_destroy(&svc->feeds_mu);
 	pthread_cond_destroy(&svc->feed_cv);
 	svc->opened = 0;
 }
 
 /* ---- the swap ------------------------------------------------------------- */
 
-int rk_service_publish(rk_service *svc, rk_served *next, uint64_t base_seq)
+int rk_service_publish(rk_service *svc, rk_served *next, const uint64_t *base_seq)
 {
-	uint64_t seq = 0;
+	uint64_t seq[VR_SHARDS_MAX], from[VR_SHARDS_MAX];
 	int rc = 0;
 	pthread_mutex_lock(&svc->swap_mu);
 	pthread_rwlock_rdlock(&svc->ix_lock);
@@ -531,14 +668,12 @@ int rk_service_publish(rk_service *svc, rk_served *next, uint64_t base_seq)
 	pthread_rwlock_unlock(&svc->ix_lock);
 	if ((rc = rk_served_pad(next, items)))
 		goto leave;
-	if (svc->follower)
-		seq = rk_follower_seq(svc->follower);
-	else if ((rc = rk_snap_seq(&svc->snap, &seq)))
+	for (size_t k = 0; k < svc->n_feeds; k++) {
+		seq[k] = rk_service_feed_seq(svc, k);
+		from[k] = base_seq && base_seq[k] < seq[k] ? base_seq[k] : seq[k];
+	}
+	if ((rc = activate(svc, next->info.version, from)))
 		goto leave;
-	uint64_t from = base_seq < seq ? base_seq : seq;
-	if ((rc = rk_snap_activate(&svc->snap, next->info.version, from)))
-		goto leave;
-	svc->seq_saved = from;
 	swap_in(svc, next, from, seq);
 	return 0;
 leave:
@@ -589,4 +724,40 @@ int rk_service_register(rk_service *svc, vr_server *srv)
 		  .ctx = svc, .follower = 1 },
 	};
 	return vr_server_add_service(srv, table, sizeof table / sizeof table[0]);
+}
+
+/* ---- Train's check of the shards --------------------------------------------- */
+
+#define HEAD_MS 10000 /* deadline of each shard's Info */
+
+int rk_service_feeds_head(rk_service *svc, uint64_t *base_seq, vr_status *st)
+{
+	size_t n = svc->n_feeds;
+	Visrec__V1__FeaturedInfoResponse **resp = calloc(n, sizeof *resp);
+	vr_status *sst = calloc(n, sizeof *sst);
+	int failed = resp && sst ? vr_shards_info(svc->shards, resp, sst, HEAD_MS) : VR_ENOMEM;
+	if (failed < 0) {
+		free(resp);
+		free(sst);
+		st->code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+		snprintf(st->message, sizeof st->message, "out of memory asking the featured shards");
+		return VR_ERPC;
+	}
+	int rc = 0;
+	for (size_t k = 0; k < n; k++) {
+		if (resp[k]) {
+			base_seq[k] = resp[k]->last_seq;
+			protobuf_c_message_free_unpacked(&resp[k]->base, NULL);
+		} else if (!rc) {
+			rc = VR_ERPC;
+			st->code = GRPC_STATUS_UNAVAILABLE;
+			snprintf(st->message, sizeof st->message,
+				 "featured shard %.80s did not answer (%s: %.100s)%s", vr_shards_name(svc->shards, k),
+				 vr_status_name(sst[k].code), sst[k].message,
+				 failed > 1 ? ", nor did others" : "");
+		}
+	}
+	free(resp);
+	free(sst);
+	return rc;
 }

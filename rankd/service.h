@@ -13,9 +13,10 @@
  *             (overlay.h), excluded with its seen lists: added by
  *             AddInteractions and pruned by the swap, both under ix_lock
  *             exclusive; read under ix_lock shared.
- *   swap_mu   serialises writes to the served item matrix: the follower's
+ *   swap_mu   serialises writes to the served item matrix: the followers'
  *             new rows and the swap to a new model. Each write is noted
- *             in tcache after its row is published (tcache.h).
+ *             in tcache after its row is published (tcache.h). The
+ *             feeds' saved positions are under it too.
  *   tcache    Recommend's per-user top-k lists (its own mutex): reset by
  *             the swap, a user dropped by AddInteractions.
  *   job       the training run (training.c), under train_mu.
@@ -29,6 +30,7 @@
 
 #include "featured_client.h"
 #include "featured_shards.h"
+#include "health.h"
 #include "interactions.h"
 #include "overlay.h"
 #include "rpc.h"
@@ -55,14 +57,34 @@ double rk_latency_quantile(const rk_latency *l, double q, uint64_t *n);
 #define RK_MAX_SCORE 10000       /* items per Score */
 
 struct rk_train_job;
+struct rk_service;
+
+/* Room for a feed's key: "featured_seq/" tag "/" address. */
+#define RK_FEED_KEY_MAX (16 + VR_SHARDMAP_TAG + VR_SHARD_ADDR_MAX)
+
+/* One featured shard's change feed as rankd follows it (service.c): its
+ * position is stored in the snapshot's "serving" db under key, which is
+ * "featured_seq" with one featured (as before shards) and
+ * "featured_seq/<map tag>/<address>" with several, so that another shard
+ * map never reads this map's positions. */
+typedef struct rk_feed {
+	struct rk_service *svc;
+	size_t k;                 /* the shard's index in svc->shards */
+	char key[RK_FEED_KEY_MAX];
+	char health_name[160];    /* its Health service name ("" if none fits) */
+	rk_follower *follower;    /* NULL when rankd does not follow featured */
+	uint64_t seq_saved;       /* the position as stored (under swap_mu) */
+	int64_t seq_saved_ms;
+	struct vr_prom_series *m_lag, *m_seq, *m_connected; /* metrics.c */
+} rk_feed;
 
 typedef struct rk_service {
 	/* Set by the owner before rk_service_open. */
 	vr_store *store;          /* the daemon's LMDB environment (not owned) */
 	vr_shards *shards;        /* every featured shard (--featured LIST; not owned):
 				   * Train's vectors come from all of them at once */
-	vr_channel *featured;     /* shard 0's channel (not owned): the change feed and
-				   * DVBPR, which follow one featured only so far */
+	vr_channel *featured;     /* shard 0's channel (not owned): DVBPR, which
+				   * trains with one featured only so far */
 	const char *featured_addr;
 	int max_k;                /* Recommend's k limit; 0 = RK_MAX_K_DEFAULT */
 	int max_batch;            /* RecommendBatch's request limit; 0 = default */
@@ -72,7 +94,9 @@ typedef struct rk_service {
 	int scan_threads;         /* threads one Recommend's scan may use when it is
 				   * the only ranking call in flight; 0 = the online
 				   * CPUs, 1 = never split (topk.h's pool) */
-	int follow;               /* follow featured's change feed */
+	int follow;               /* follow every featured shard's change feed */
+	vr_health *health;        /* the daemon's (not owned; may be NULL): each
+				   * shard's feed and Train are named in it */
 	const char *writer_addr;  /* set: a read replica of this writer (replica.c) */
 	vr_channel *writer;       /* channel to the writer (not owned) */
 	int snapshot_chunk;       /* replica: Snapshot's chunk_bytes (0: the writer's default) */
@@ -84,9 +108,10 @@ typedef struct rk_service {
 	rk_snap snap;
 	rk_serving serving;
 	pthread_mutex_t swap_mu;
-	rk_follower *follower;
-	uint64_t seq_saved;       /* featured_seq as stored (under swap_mu) */
-	int64_t seq_saved_ms;
+	rk_feed *feeds;           /* one per featured shard (none without --featured) */
+	size_t n_feeds;
+	pthread_mutex_t feeds_mu; /* feeds_down and the Health names it sets */
+	int feeds_down;           /* followed feeds not connected now */
 	pthread_mutex_t train_mu;
 	struct rk_train_job *job;
 	/* The interaction feed (replica.c): feed_gen counts log appends and
@@ -111,12 +136,13 @@ typedef struct rk_service {
  * err (errlen bytes) names the cause of a failure. Returns 0 or an error
  * code. */
 int rk_service_open(rk_service *svc, char *err, size_t errlen);
-/* Starts following featured's change feed (when svc->follow). Returns 0 or
- * the error of rk_follower_start. */
+/* Starts following every featured shard's change feed (when svc->follow),
+ * each from its stored position. Returns 0 or the error of
+ * rk_follower_start. */
 int rk_service_start(rk_service *svc);
 /* One info line: the served model, counts, featured's feed position. */
 void rk_service_log_ready(rk_service *svc);
-/* Stops the follower and frees the state; call after the server stopped.
+/* Stops the followers and frees the state; call after the server stopped.
  * Logs Recommend's latency percentiles. Safe on a service that failed to
  * open. */
 void rk_service_close(rk_service *svc);
@@ -136,18 +162,27 @@ int rk_service_register(rk_service *svc, vr_server *srv);
 
 /* Serves next from now on (train_mf.c, when a run is done): fills the item
  * matrix up to the items known now, activates its snapshot in LMDB (with
- * featured's feed position rewound to base_seq when that is lower: the
- * vectors next was built from were read at base_seq; UINT64_MAX for a model
- * without vectors), swaps it in and drops from the overlay what its seen
- * lists hold (one step under ix_lock exclusive), lets the follower replay
- * the changes since base_seq onto it, and drops the previous snapshot.
+ * each featured shard's feed position rewound to base_seq[k] when that is
+ * lower: the vectors next was built from were read at base_seq; NULL for a
+ * model without vectors), swaps it in and drops from the overlay what its
+ * seen lists hold (one step under ix_lock exclusive), lets each follower
+ * replay the changes since its base_seq onto it, and drops the previous
+ * snapshot.
  * Takes the caller's reference to next, also on failure. Returns 0 or a
  * store error (the previous model stays served). */
-int rk_service_publish(rk_service *svc, rk_served *next, uint64_t base_seq);
+int rk_service_publish(rk_service *svc, rk_served *next, const uint64_t *base_seq);
+
+/* The position of shard k's feed: its follower's, else the stored one. */
+uint64_t rk_service_feed_seq(rk_service *svc, size_t k);
+/* Train's check that every featured shard answers: their feed positions
+ * into base_seq (svc->n_feeds entries). Returns 0, or VR_ERPC with st
+ * UNAVAILABLE naming the first shard that did not answer and why. */
+int rk_service_feeds_head(rk_service *svc, uint64_t *base_seq, vr_status *st);
 
 /* A replica's swap (replica.c): activates the stored snapshot version
  * (imported from the writer) with featured's feed position rewound to
- * featured_seq when lower, builds it for serving with the interactions
+ * featured_seq when lower (with several shards, whose positions the
+ * export does not carry, every shard's feed replays from its start), builds it for serving with the interactions
  * held now as its seen lists (as a restart does), swaps it in and drops
  * the previous one. Returns 0 or an error (err says which; the previous
  * model stays served). */

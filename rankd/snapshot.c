@@ -1,4 +1,7 @@
-/* snapshot: rankd's served models in LMDB (the layout is in snapshot.h). */
+/* snapshot: rankd's served models in LMDB (the layout is in snapshot.h).
+ * One file over 800 lines because it is one concept: every record of the
+ * model databases (snapshots, cold rows, feed positions, checkpoints,
+ * exports), read and written where the layout is kept in one place. */
 #include "snapshot.h"
 
 #include <stdio.h>
@@ -141,8 +144,15 @@ int rk_snap_save(rk_snap *s, const rk_model *m, const float *rows, const rk_snap
 
 struct activate_ctx {
 	rk_snap *s;
-	uint64_t version, seq;
+	uint64_t version;
+	const rk_snap_pos *pos;
+	size_t n;
 };
+
+static int put_pos(vr_txn *txn, rk_snap *s, const rk_snap_pos *pos)
+{
+	return vr_put(txn, s->serving, pos->key, strlen(pos->key), &pos->seq, sizeof pos->seq);
+}
 
 static int activate_fn(vr_txn *txn, void *arg)
 {
@@ -166,12 +176,14 @@ static int activate_fn(vr_txn *txn, void *arg)
 		return rc;
 	if ((rc = vr_put(txn, c->s->serving, "last_version", 12, &last, sizeof last)))
 		return rc;
-	return vr_put(txn, c->s->serving, "featured_seq", 12, &c->seq, sizeof c->seq);
+	for (size_t k = 0; k < c->n && !rc; k++)
+		rc = put_pos(txn, c->s, &c->pos[k]);
+	return rc;
 }
 
-int rk_snap_activate(rk_snap *s, uint64_t version, uint64_t featured_seq)
+int rk_snap_activate(rk_snap *s, uint64_t version, const rk_snap_pos *pos, size_t n)
 {
-	struct activate_ctx c = { s, version, featured_seq };
+	struct activate_ctx c = { s, version, pos, n };
 	return vr_store_write(s->st, activate_fn, &c);
 }
 
@@ -371,7 +383,7 @@ struct put_row_ctx {
 	uint8_t key[8];
 	const float *row;
 	uint32_t dim;
-	uint64_t seq;
+	const rk_snap_pos *pos;
 };
 
 static int put_row_fn(vr_txn *txn, void *arg)
@@ -381,30 +393,95 @@ static int put_row_fn(vr_txn *txn, void *arg)
 	if (c->row)
 		rc = vr_put(txn, c->s->cold_rows, c->key, sizeof c->key, c->row,
 			    (size_t)c->dim * sizeof(float));
-	if (!rc)
-		rc = vr_put(txn, c->s->serving, "featured_seq", 12, &c->seq, sizeof c->seq);
+	if (!rc && c->pos)
+		rc = put_pos(txn, c->s, c->pos);
 	return rc;
 }
 
 int rk_snap_put_row(rk_snap *s, uint64_t version, uint32_t item, const float *row,
-		    uint32_t dim, uint64_t featured_seq)
+		    uint32_t dim, const rk_snap_pos *pos)
 {
-	struct put_row_ctx c = { .s = s, .row = row, .dim = dim, .seq = featured_seq };
+	struct put_row_ctx c = { .s = s, .row = row, .dim = dim, .pos = pos };
 	row_key(c.key, version, item);
 	return vr_store_write(s->st, put_row_fn, &c);
 }
 
-int rk_snap_put_seq(rk_snap *s, uint64_t featured_seq)
+int rk_snap_put_seq(rk_snap *s, const rk_snap_pos *pos)
 {
-	struct put_row_ctx c = { .s = s, .seq = featured_seq };
+	struct put_row_ctx c = { .s = s, .pos = pos };
 	return vr_store_write(s->st, put_row_fn, &c);
 }
 
-int rk_snap_seq(rk_snap *s, uint64_t *featured_seq)
+int rk_snap_seq(rk_snap *s, const char *key, uint64_t *seq)
 {
-	*featured_seq = 0;
-	int rc = get_u64(s, "featured_seq", featured_seq);
+	*seq = 0;
+	int rc = get_u64(s, key, seq);
 	return rc == VR_ENOTFOUND ? 0 : rc;
+}
+
+#define SHARD_SEQ_PREFIX RK_SNAP_SEQ_KEY "/"
+
+struct forget_ctx {
+	rk_snap *s;
+	const char *keep;
+	size_t dropped;
+};
+
+/* LMDB's longest key is 511 bytes. */
+struct forget_key {
+	size_t len;
+	char key[511];
+};
+
+static int forget_fn(vr_txn *txn, void *arg)
+{
+	struct forget_ctx *c = arg;
+	size_t plen = strlen(SHARD_SEQ_PREFIX), klen = c->keep ? strlen(c->keep) : 0;
+	struct forget_key *drop = NULL;
+	size_t n = 0, cap = 0;
+	vr_cursor *cur;
+	const void *k;
+	size_t kl;
+	c->dropped = 0;
+	int rc = vr_cursor_open(txn, c->s->serving, &cur);
+	if (rc)
+		return rc;
+	/* The keys first (a cursor does not survive deletes under it). */
+	for (rc = vr_cursor_seek(cur, SHARD_SEQ_PREFIX, plen, &k, &kl, NULL, NULL);
+	     !rc && kl >= plen && !memcmp(k, SHARD_SEQ_PREFIX, plen);
+	     rc = vr_cursor_next(cur, &k, &kl, NULL, NULL)) {
+		if ((c->keep && kl >= klen && !memcmp(k, c->keep, klen)) || kl > sizeof drop->key)
+			continue;
+		if (n == cap) {
+			size_t ncap = cap ? 2 * cap : 8;
+			struct forget_key *grown = realloc(drop, ncap * sizeof *drop);
+			if (!grown) {
+				rc = VR_ENOMEM;
+				break;
+			}
+			drop = grown;
+			cap = ncap;
+		}
+		drop[n].len = kl;
+		memcpy(drop[n].key, k, kl);
+		n++;
+	}
+	vr_cursor_close(cur);
+	if (rc == VR_ENOTFOUND || !rc)
+		rc = 0;
+	for (size_t i = 0; i < n && !rc; i++)
+		if (!(rc = vr_del(txn, c->s->serving, drop[i].key, drop[i].len)))
+			c->dropped++;
+	free(drop);
+	return rc;
+}
+
+int rk_snap_seq_forget(rk_snap *s, const char *keep, size_t *dropped)
+{
+	struct forget_ctx c = { s, keep, 0 };
+	int rc = vr_store_write(s->st, forget_fn, &c);
+	*dropped = rc ? 0 : c.dropped;
+	return rc;
 }
 
 struct drop_ctx {

@@ -14,7 +14,11 @@
  *   db "serving"    "meta/v<N>"      struct rk_snap_meta
  *                   "active"         uint64 N of the served snapshot
  *                   "featured_seq"   uint64: featured's change feed is
- *                                    applied up to this sequence
+ *                                    applied up to this sequence (one
+ *                                    featured)
+ *                   "featured_seq/<tag>/<address>"  uint64: the same, per
+ *                                    shard of the shard map of that tag
+ *                                    (several featured shards)
  * Items beyond the stored rows without a cold row load as zero rows (an
  * item that arrived with no vector: β_i = γ_i = 0 and no visual terms).
  *
@@ -88,10 +92,20 @@ int rk_snap_next_version(rk_snap *s, uint64_t *out);
  * store error. */
 int rk_snap_save(rk_snap *s, const rk_model *m, const float *rows, const rk_snap_meta *meta);
 
-/* Makes version the active snapshot and sets featured_seq, in one
- * transaction. Returns 0, VR_ENOTFOUND (no meta of that version), or a
- * store error. */
-int rk_snap_activate(rk_snap *s, uint64_t version, uint64_t featured_seq);
+/* The key of one featured's feed position (above). */
+#define RK_SNAP_SEQ_KEY "featured_seq"
+
+/* A feed position to store: the key (RK_SNAP_SEQ_KEY or a shard's) and
+ * the sequence. */
+typedef struct rk_snap_pos {
+	const char *key;
+	uint64_t seq;
+} rk_snap_pos;
+
+/* Makes version the active snapshot and stores the n feed positions pos,
+ * in one transaction. Returns 0, VR_ENOTFOUND (no meta of that version),
+ * or a store error. */
+int rk_snap_activate(rk_snap *s, uint64_t version, const rk_snap_pos *pos, size_t n);
 
 /* The meta of the active snapshot. Returns 0, VR_ENOTFOUND when none was
  * activated, VR_ECORRUPT, or a store error. */
@@ -127,17 +141,22 @@ int rk_snap_decode(const rk_snap_meta *meta, const void *model, size_t model_len
 int rk_snap_cold_apply(struct rk_index *index, const void *k, const void *v, size_t vl,
 		       uint32_t dim, uint32_t n_items, float *row);
 
-/* Stores item's row (dim floats) for snapshot version and featured_seq, in
- * one transaction. Returns 0 or a store error. */
+/* Stores item's row (dim floats) for snapshot version and the feed
+ * position pos, in one transaction. Returns 0 or a store error. */
 int rk_snap_put_row(rk_snap *s, uint64_t version, uint32_t item, const float *row,
-		    uint32_t dim, uint64_t featured_seq);
+		    uint32_t dim, const rk_snap_pos *pos);
 
-/* Stores featured_seq alone. Returns 0 or a store error. */
-int rk_snap_put_seq(rk_snap *s, uint64_t featured_seq);
+/* Stores a feed position alone. Returns 0 or a store error. */
+int rk_snap_put_seq(rk_snap *s, const rk_snap_pos *pos);
 
-/* The stored featured_seq (0 when never stored). Returns 0 or a store
- * error. */
-int rk_snap_seq(rk_snap *s, uint64_t *featured_seq);
+/* The feed position stored under key (0 when never stored). Returns 0 or
+ * a store error. */
+int rk_snap_seq(rk_snap *s, const char *key, uint64_t *seq);
+
+/* Deletes the per-shard positions ("featured_seq/...") whose key does not
+ * start with keep (the current map's "featured_seq/<tag>/"; NULL: all of
+ * them), and *dropped counts them. Returns 0 or a store error. */
+int rk_snap_seq_forget(rk_snap *s, const char *keep, size_t *dropped);
 
 /* Where a DVBPR run stands (train_dvbpr.c), beside the models stored
  * with it: saved every checkpoint_every steps, when featured has saved its

@@ -130,7 +130,7 @@ int rk__run_dvbpr(struct rk_train_job *job)
 			      .best_loss = NAN };
 	vr_status st = { 0 };
 	rk_rng rng;
-	uint64_t base_seq = UINT64_MAX, ckpt_step = 0, step0 = 0;
+	uint64_t ckpt_step = 0, step0 = 0;
 	double t_start = 0;
 	int rc;
 
@@ -362,7 +362,7 @@ int rk__run_dvbpr(struct rk_train_job *job)
 		best ? ck.best_epoch : epochs, version);
 	/* The served φ: that version's vectors, whatever featured's active
 	 * version is (the model keeps the version it was trained with). */
-	if (rk__fetch_vectors(job, &f, version, &fversion, &base_seq))
+	if (rk__fetch_vectors(job, &f, version, &fversion))
 		goto leave;
 	if (fversion != version || f.dims != md.k2) {
 		rk__fail(job, GRPC_STATUS_INTERNAL,
@@ -373,8 +373,8 @@ int rk__run_dvbpr(struct rk_train_job *job)
 	if (rk__pad_vectors(job, &f, sp.all.n_items))
 		goto leave;
 	uint64_t sversion = 0;
-	if (rk__serve_model(job, &model, f.feats, NULL, sp.all.n_items, fversion, &sp.all, on, base_seq,
-			    &sversion))
+	if (rk__serve_model(job, &model, f.feats, NULL, sp.all.n_items, fversion, &sp.all, on,
+			    f.have_base ? f.base_seq : NULL, &sversion))
 		goto leave;
 	rk_progress last = { .epoch = epochs, .max_epochs = c->max_epochs,
 			     .loss = best ? ck.best_loss : last_loss,

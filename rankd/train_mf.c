@@ -67,9 +67,10 @@ static int on_vector(void *ctx, size_t shard, const char *id, const float *value
 /* Fetches every vector of featured's model version want (0: its active
  * one) into f (rows indexed by item index, interning ids featured knows
  * and rankd does not), the version into *version and featured's feed
- * position before the fetch into *base_seq. */
+ * positions before the fetch into f->base_seq (every shard must answer:
+ * the vectors come from all of them). */
 int rk__fetch_vectors(struct rk_train_job *job, struct fetch *f, uint32_t want,
-		      uint32_t *version, uint64_t *base_seq)
+		      uint32_t *version)
 {
 	rk_service *svc = job->svc;
 	vr_status st = { 0 };
@@ -77,12 +78,14 @@ int rk__fetch_vectors(struct rk_train_job *job, struct fetch *f, uint32_t want,
 		return rk__fail(job, GRPC_STATUS_FAILED_PRECONDITION,
 				"%s needs item vectors from featured, and rankd runs without one (--featured)",
 				rk__kind_name(job->kind));
-	/* The change feed's position matters only where rankd follows it
-	 * (one shard); vectors come from every shard at once. */
-	int rc = 0;
-	*base_seq = 0;
-	if (vr_shards_count(svc->shards) == 1)
-		rc = rk_fc_last_seq(svc->featured, base_seq, &st);
+	/* Every shard first, so that one that is down is named before
+	 * anything is fetched; then the vectors of all of them at once. */
+	int rc = rk_service_feeds_head(svc, f->base_seq, &st);
+	if (rc == VR_ERPC)
+		return rk__fail(job, GRPC_STATUS_UNAVAILABLE, "cannot fetch item vectors from featured "
+				"at %s (%s needs every shard's): %s; Train again when it is back",
+				svc->featured_addr, rk__kind_name(job->kind), st.message);
+	f->have_base = !rc;
 	if (!rc)
 		rc = vr_shards_get_vectors(svc->shards, want, NULL, 0, on_vector, f, &f->dims, version,
 					   GET_ALL_MS, &st);
@@ -109,8 +112,8 @@ int rk__fetch_vectors(struct rk_train_job *job, struct fetch *f, uint32_t want,
 		return rk__fail(job, GRPC_STATUS_FAILED_PRECONDITION,
 				"featured at %s holds no item vectors yet; put item images with PutItems "
 				"before training %s", svc->featured_addr, rk__kind_name(job->kind));
-	VR_INFO("Train %s: %" PRIu64 " vectors of %u floats (featured model version %u, feed at seq %" PRIu64 ")",
-		rk__kind_name(job->kind), f->vectors, f->dims, *version, *base_seq);
+	VR_INFO("Train %s: %" PRIu64 " vectors of %u floats (featured model version %u, from %zu "
+		"shard(s))", rk__kind_name(job->kind), f->vectors, f->dims, *version, svc->n_feeds);
 	return 0;
 }
 
@@ -143,7 +146,7 @@ static void log_spread(const float *scale, uint32_t dims)
  * the reason in job->msg. */
 int rk__serve_model(struct rk_train_job *job, rk_model **modelp, const float *feats,
 		    const float *scale, uint32_t n_rows, uint32_t fversion, rk_csr *all,
-		    const rk_csr *on, uint64_t base_seq, uint64_t *version)
+		    const rk_csr *on, const uint64_t *base_seq, uint64_t *version)
 {
 	rk_service *svc = job->svc;
 	rk_model *model = *modelp;
@@ -287,7 +290,6 @@ int rk__run_mf(struct rk_train_job *job)
 	struct fetch f = { .job = job };
 	struct split sp = { 0 };
 	uint32_t fversion = 0;
-	uint64_t base_seq = UINT64_MAX;
 	float *scale = NULL;
 	rk_model *model = NULL;
 	rk_trainer *t = NULL;
@@ -308,7 +310,7 @@ int rk__run_mf(struct rk_train_job *job)
 		 * prior), whatever the change feed brought in so far: the same
 		 * data, flags and seed give the same catalogue and model. Only
 		 * the ids are kept. */
-		if (rk__fetch_vectors(job, &f, 0, &fversion, &base_seq)) {
+		if (rk__fetch_vectors(job, &f, 0, &fversion)) {
 			if (job->code == GRPC_STATUS_CANCELLED)
 				goto leave;
 			VR_WARN("Train BPR: %s; training on the items rankd knows", job->msg);
@@ -318,10 +320,9 @@ int rk__run_mf(struct rk_train_job *job)
 		free(f.feats);
 		f = (struct fetch){ .job = job };
 		fversion = 0;
-		base_seq = UINT64_MAX;
 	}
 	if ((job->kind == RK_MODEL_VBPR &&
-	     rk__fetch_vectors(job, &f, job->feature_version, &fversion, &base_seq)) ||
+	     rk__fetch_vectors(job, &f, job->feature_version, &fversion)) ||
 	    rk__load_interactions(job, &sp) ||
 	    (f.feats && rk__pad_vectors(job, &f, sp.all.n_items)))
 		goto leave;
@@ -383,8 +384,8 @@ int rk__run_mf(struct rk_train_job *job)
 		goto leave;
 	}
 	uint64_t version = 0;
-	if (rk__serve_model(job, &model, f.feats, scale, sp.all.n_items, fversion, &sp.all, on, base_seq,
-			    &version))
+	if (rk__serve_model(job, &model, f.feats, scale, sp.all.n_items, fversion, &sp.all, on,
+			    f.have_base ? f.base_seq : NULL, &version))
 		goto leave;
 	rk_progress last = { .epoch = res.epochs, .max_epochs = job->cfg.max_epochs,
 			     .loss = res.loss, .val_auc = res.best_auc, .best_auc = res.best_auc, .best_epoch = res.best_epoch,

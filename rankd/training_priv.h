@@ -63,6 +63,10 @@ struct fetch {
 	size_t rows, cap;     /* rows filled (max index + 1), rows allocated */
 	uint32_t dims;
 	uint64_t vectors;
+	/* Each featured shard's feed position before the fetch (rankd's
+	 * feeds, service.h), once have_base. */
+	int have_base;
+	uint64_t base_seq[VR_SHARDS_MAX];
 };
 
 /* The interactions a run trains on (rk__load_interactions). on points
@@ -95,13 +99,13 @@ static inline int64_t rk__unix_now(void)
  * run. Each returns GRPC_STATUS_OK or the code, with the reason in
  * job->msg. */
 int rk__fetch_vectors(struct rk_train_job *job, struct fetch *f, uint32_t want,
-		      uint32_t *version, uint64_t *base_seq);
+		      uint32_t *version);
 int rk__load_interactions(struct rk_train_job *job, struct split *sp);
 void rk__split_free(struct split *sp);
 int rk__pad_vectors(struct rk_train_job *job, struct fetch *f, uint32_t n_items);
 int rk__serve_model(struct rk_train_job *job, rk_model **modelp, const float *feats,
 		    const float *scale, uint32_t n_rows, uint32_t fversion, rk_csr *all,
-		    const rk_csr *on, uint64_t base_seq, uint64_t *version);
+		    const rk_csr *on, const uint64_t *base_seq, uint64_t *version);
 int rk__run_mf(struct rk_train_job *job);
 
 /* train_dvbpr.c: the DVBPR run. */

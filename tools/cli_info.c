@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define INFO_DEADLINE_MS 10000
@@ -45,6 +46,18 @@ static void print_rankd(const cli *c, const Visrec__V1__RankInfoResponse *r)
 	       "(featured model version %u)\n",
 	       r->featured, r->featured_connected ? "connected" : "not connected",
 	       (unsigned long long)r->featured_seq, r->feature_dims, r->feature_version);
+	for (size_t k = 0; r->n_featured_shards > 1 && k < r->n_featured_shards; k++) {
+		const Visrec__V1__FeaturedShardState *f = r->featured_shards[k];
+		time_t since = (time_t)(f->since_unix_ms / 1000);
+		char when[32] = "?";
+		struct tm tm;
+		if (gmtime_r(&since, &tm))
+			strftime(when, sizeof when, "%Y-%m-%d %H:%M:%SZ", &tm);
+		printf("  shard %s: %s since %s, feed applied up to seq %llu (of %llu)%s%s\n",
+		       f->address, f->connected ? "connected" : "NOT connected", when,
+		       (unsigned long long)f->seq, (unsigned long long)f->head_seq,
+		       f->last_error[0] ? "; last error: " : "", f->last_error);
+	}
 }
 
 int cli_cmd_info(cli *c, int argc, char **argv)
@@ -138,12 +151,13 @@ leave:
 
 /* Asks one daemon's grpc.health.v1.Health/Check for the whole server.
  * Returns the serving status (1 = SERVING) or -1 with st filled. */
-static int check(cli *c, enum cli_service s, int64_t deadline_ms, vr_status *st)
+static int check(cli *c, enum cli_service s, const char *service, int64_t deadline_ms,
+		 vr_status *st)
 {
 	vr_channel *ch;
 	ProtobufCMessage *resp = NULL;
 	Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
-	req.service = (char *)"";
+	req.service = (char *)service;
 	if (cli_channel(c, s, &ch)) {
 		st->code = GRPC_STATUS_INTERNAL;
 		snprintf(st->message, sizeof st->message, "no channel");
@@ -169,9 +183,14 @@ static const char *serving_name(int status)
 int cli_cmd_health(cli *c, int argc, char **argv)
 {
 	double wait_s;
+	const char *rankd_service = NULL;
 	const vr_flag table[] = {
 		{ "wait", NULL, VR_FLAG_DOUBLE, &wait_s, "0",
 		  "keep asking for up to this many seconds until both are SERVING", 0 },
+		{ "rankd-service", NULL, VR_FLAG_STRING, &rankd_service, "",
+		  "ask rankd about this health service instead of the whole server, e.g. "
+		  "visrec.v1.Rank/Train or visrec.v1.Rank/featured/HOST:PORT (a featured shard's feed)",
+		  0 },
 		{ 0 },
 	};
 	int npos = 0, code, status[2] = { -1, -1 };
@@ -185,7 +204,9 @@ int cli_cmd_health(cli *c, int argc, char **argv)
 	for (;;) {
 		for (int s = 0; s < 2; s++)
 			if (status[s] != 1)
-				status[s] = check(c, (enum cli_service)s, cli_deadline_ms(c, 5000), &st[s]);
+				status[s] = check(c, (enum cli_service)s,
+						  s == CLI_RANKD && rankd_service ? rankd_service : "",
+						  cli_deadline_ms(c, 5000), &st[s]);
 		if ((status[0] == 1 && status[1] == 1) || vr_now_s() >= end)
 			break;
 		/* A fresh channel each round: a refused connection puts a

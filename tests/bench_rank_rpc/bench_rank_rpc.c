@@ -135,7 +135,7 @@ static int write_snapshot(const char *dir, uint32_t n_items, uint32_t n_users)
 			      .feature_dims = d.f, .feature_version = 1, .created_unix = time(NULL),
 			      .trained_pairs = n_in };
 	if (!(rc = rk_snap_save(&snap, m, rows, &meta)))
-		rc = rk_snap_activate(&snap, 1, 0);
+		rc = rk_snap_activate(&snap, 1, NULL, 0);
 leave:
 	free(rows);
 	free(in);

@@ -393,6 +393,7 @@ static void seeds_snapshot(void)
 	};
 	vr_store *st = open_store("rankd");
 	rk_snap snap;
+	const rk_snap_pos pos = { RK_SNAP_SEQ_KEY, 5 };
 	int rc = rk_snap_open(&snap, st);
 	if (rc)
 		die("rk_snap_open", rc);
@@ -415,7 +416,7 @@ static void seeds_snapshot(void)
 		if ((rc = rk_snap_save(&snap, m, rows, &meta)))
 			die("rk_snap_save", rc);
 		for (int c = 0; c < snaps[i].cold; c++)
-			if ((rc = rk_snap_put_row(&snap, meta.version, d.n_items + (uint32_t)c, rows, dim, 5)))
+			if ((rc = rk_snap_put_row(&snap, meta.version, d.n_items + (uint32_t)c, rows, dim, &pos)))
 				die("rk_snap_put_row", rc);
 		struct seed s = { 0 };
 		char key[32];
@@ -440,7 +441,7 @@ static void seeds_snapshot(void)
 		/* The same snapshot as a writer exports it to a replica. */
 		void *x;
 		size_t xl;
-		if ((rc = rk_snap_activate(&snap, meta.version, 5)) ||
+		if ((rc = rk_snap_activate(&snap, meta.version, &pos, 1)) ||
 		    (rc = rk_snap_export(&snap, meta.version, &x, &xl)))
 			die("rk_snap_export", rc);
 		put_u8(&s, 1);

@@ -158,12 +158,12 @@ try:
     end = time.time() + 30
     while time.time() < end:
         r1 = scrape(rankd.metrics)
-        if value(r1, "visrec_rankd_follower_seq", shard="0") == ITEMS:
+        if value(r1, "visrec_rankd_follower_seq", shard=featured.addr) == ITEMS:
             break
         time.sleep(0.1)
-    check(value(r1, "visrec_rankd_follower_seq", shard="0") == ITEMS, "rankd's feed did not reach seq %d" % ITEMS)
-    check(value(r1, "visrec_rankd_follower_connected", shard="0") == 1, "rankd's feed is not open")
-    check(value(r1, "visrec_rankd_follower_lag_changes", shard="0") == 0, "rankd's feed lag is not 0")
+    check(value(r1, "visrec_rankd_follower_seq", shard=featured.addr) == ITEMS, "rankd's feed did not reach seq %d" % ITEMS)
+    check(value(r1, "visrec_rankd_follower_connected", shard=featured.addr) == 1, "rankd's feed is not open")
+    check(value(r1, "visrec_rankd_follower_lag_changes", shard=featured.addr) == 0, "rankd's feed lag is not 0")
 
     # rankd: failures on purpose, then its data.
     cli("recommend", "--user", "u00001", ok=False)            # no model: FAILED_PRECONDITION
@@ -208,8 +208,8 @@ try:
     check(requests(r2, "visrec.v1.Rank/Train", "OK") == 1, "one Train OK")
     check(requests(r2, "visrec.v1.Rank/Recommend", "OK") == 5, "five Recommend OK")
     check(requests(r2, "visrec.v1.Rank/Score", "NOT_FOUND") == 3, "three Score NOT_FOUND")
-    check(value(r2, "visrec_rankd_follower_seq", shard="0") == ITEMS, "the follower applied every change")
-    check(value(r2, "visrec_rankd_follower_lag_changes", shard="0") == 0, "follower lag 0")
+    check(value(r2, "visrec_rankd_follower_seq", shard=featured.addr) == ITEMS, "the follower applied every change")
+    check(value(r2, "visrec_rankd_follower_lag_changes", shard=featured.addr) == 0, "follower lag 0")
     for fams, daemon in ((r2, "rankd"), (scrape(featured.metrics), "featured")):
         for method in {l["method"] for n, l, v in fams["visrec_rpc_duration_seconds"]["samples"]}:
             total = sum(v for n, l, v in fams["visrec_rpc_requests_total"]["samples"]

@@ -24,6 +24,7 @@ static char dir[64];
 static vr_store *st;
 static rk_snap snap;
 static rk_snap_meta meta;
+static const rk_snap_pos pos9 = { RK_SNAP_SEQ_KEY, 9 };
 
 /* A fresh store holding snapshot v1 of a BPR model (ITEMS rows, row i
  * all i + 1), active. */
@@ -44,7 +45,7 @@ static int save_v1(void)
 		rows[x] = (float)(x / DIM + 1);
 	meta = (rk_snap_meta){ .version = 1, .kind = RK_MODEL_BPR, .n_rows = ITEMS, .dim = DIM };
 	if (!(rc = rk_snap_save(&snap, m, rows, &meta)))
-		rc = rk_snap_activate(&snap, 1, 0);
+		rc = rk_snap_activate(&snap, 1, NULL, 0);
 	rk_model_free(m);
 	return rc;
 }
@@ -63,7 +64,7 @@ TEST(snapshot_loads_with_cold_rows)
 {
 	ASSERT_OK(save_v1());
 	const float cold[DIM] = { -1, 0.5f, 2 };
-	ASSERT_OK(rk_snap_put_row(&snap, 1, ITEMS + 1, cold, DIM, 9));
+	ASSERT_OK(rk_snap_put_row(&snap, 1, ITEMS + 1, cold, DIM, &pos9));
 	rk_snap_meta got;
 	ASSERT_OK(rk_snap_active(&snap, &got));
 	ASSERT_EQ_INT(got.n_rows, ITEMS);
@@ -101,7 +102,7 @@ TEST(snapshot_damaged_cold_rows_corrupt)
 		rk_model *m = NULL;
 		struct rk_index *ix = NULL;
 		ASSERT_OK(save_v1());
-		ASSERT_OK(rk_snap_put_row(&snap, 1, bad[i].item, bad[i].row, bad[i].dim, 9));
+		ASSERT_OK(rk_snap_put_row(&snap, 1, bad[i].item, bad[i].row, bad[i].dim, &pos9));
 		ASSERT_MSG(rk_snap_load(&snap, &meta, bad[i].n_items, &m, &ix) == VR_ECORRUPT,
 			   "cold row %zu loaded", i);
 		ASSERT(!m && !ix);
@@ -123,10 +124,50 @@ TEST(snapshot_decoders_check_lengths)
 	ASSERT(!model && !ix);
 }
 
+/* Feed positions: each shard's under its own key, activated together
+ * with a version, and those of another shard map forgotten while this
+ * map's and the single featured's stay. */
+TEST(snapshot_feed_positions_per_shard)
+{
+	ASSERT_OK(save_v1());
+	const char *a = "featured_seq/3-00000000000000aa/127.0.0.1:1",
+		   *b = "featured_seq/3-00000000000000aa/127.0.0.1:2",
+		   *old = "featured_seq/2-00000000000000bb/127.0.0.1:1";
+	const rk_snap_pos pos[3] = { { a, 11 }, { b, 22 }, { old, 33 } };
+	ASSERT_OK(rk_snap_activate(&snap, 1, pos, 3));
+	const float cold[DIM] = { 1, 2, 3 };
+	const rk_snap_pos next = { b, 23 };
+	ASSERT_OK(rk_snap_put_row(&snap, 1, ITEMS, cold, DIM, &next));
+	ASSERT_OK(rk_snap_put_seq(&snap, &pos9));
+	uint64_t seq;
+	ASSERT_OK(rk_snap_seq(&snap, a, &seq));
+	ASSERT_EQ_INT(seq, 11);
+	ASSERT_OK(rk_snap_seq(&snap, b, &seq));
+	ASSERT_EQ_INT(seq, 23);
+	size_t dropped = 0;
+	ASSERT_OK(rk_snap_seq_forget(&snap, "featured_seq/3-00000000000000aa/", &dropped));
+	ASSERT_EQ_INT(dropped, 1);
+	ASSERT_OK(rk_snap_seq(&snap, old, &seq));
+	ASSERT_EQ_INT(seq, 0);
+	ASSERT_OK(rk_snap_seq(&snap, a, &seq));
+	ASSERT_EQ_INT(seq, 11);
+	ASSERT_OK(rk_snap_seq(&snap, RK_SNAP_SEQ_KEY, &seq));
+	ASSERT_EQ_INT(seq, 9);
+	/* No map kept (one featured again): every shard's goes, not its own. */
+	ASSERT_OK(rk_snap_seq_forget(&snap, NULL, &dropped));
+	ASSERT_EQ_INT(dropped, 2);
+	ASSERT_OK(rk_snap_seq(&snap, b, &seq));
+	ASSERT_EQ_INT(seq, 0);
+	ASSERT_OK(rk_snap_seq(&snap, RK_SNAP_SEQ_KEY, &seq));
+	ASSERT_EQ_INT(seq, 9);
+	close_all();
+}
+
 static const struct vr_test tests[] = {
 	T(snapshot_loads_with_cold_rows),
 	T(snapshot_damaged_cold_rows_corrupt),
 	T(snapshot_decoders_check_lengths),
+	T(snapshot_feed_positions_per_shard),
 	{ 0 },
 };
 

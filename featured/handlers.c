@@ -7,6 +7,7 @@
 #include "deadline.h"
 #include "err.h"
 #include "log.h"
+#include "reshard.h"
 #include "visrec/v1/featured.pb-c.h"
 
 #include <stdio.h>
@@ -70,10 +71,10 @@ int fd_check_owner(const fd_service *svc, const char *id, char *why, size_t cap)
 {
 	const vr_shardmap *m = svc->shards;
 	if (!m)
-		return GRPC_STATUS_OK;
+		return fd_reshard_check_leaving(svc, id, why, cap);
 	size_t k = vr_shardmap_owner(m, id, strlen(id));
 	if (k == svc->shard_self)
-		return GRPC_STATUS_OK;
+		return fd_reshard_check_leaving(svc, id, why, cap);
 	snprintf(why, cap, "item %s belongs to shard %s, not to this one (%s) of the map %s: "
 		 "send it there", id, m->names[k], m->names[svc->shard_self], m->tag);
 	return GRPC_STATUS_FAILED_PRECONDITION;

@@ -1,11 +1,13 @@
 /* featured's service: opening the store and the executor (with the model
  * policy of start-up), and the visrec.v1.Featured method table. The
- * handlers are in handlers.c; TrainVisual's is in train_visual.c. */
+ * handlers are in handlers.c; TrainVisual's is in train_visual.c, the
+ * Reshard* ones in reshard.c. */
 #include "service.h"
 
 #include "err.h"
 #include "log.h"
 #include "prom.h"
+#include "reshard.h"
 #include "train_visual.h"
 #include "visrec/v1/featured.pb-c.h"
 
@@ -208,6 +210,8 @@ int fd_service_open(fd_service *svc, vr_store *store, const fd_config *cfg, char
 		snprintf(err, errlen, "cannot open featured's databases: %s", vr_strerror(rc));
 		return rc;
 	}
+	if ((rc = fd_reshard_open(svc, err, errlen)))
+		return rc;
 	int had_model = fd_fstore_model_get(svc->fs, 0, &active) == 0;
 	fd_executor_opts o = {
 		.backend = cfg->backend,
@@ -266,6 +270,7 @@ void fd_service_close(fd_service *svc)
 	vr_prom_collector_remove(metrics_collect, svc);
 	fd_executor_destroy(svc->ex);
 	svc->ex = NULL;
+	fd_reshard_close(svc);
 	fd_fstore_close(svc->fs);
 	svc->fs = NULL;
 	vr_shardmap_free(svc->shards);
@@ -293,6 +298,12 @@ int fd_service_register(fd_service *svc, vr_server *srv)
 		M("TrainVisual", train_visual_request, train_visual_response, VR_BIDI, 1, fd_train_visual,
 		  0, 0),
 		M("Info", featured_info_request, featured_info_response, VR_UNARY, 0, fd_info, 0, 0),
+		M("ReshardClaim", reshard_claim_request, reshard_claim_response, VR_UNARY, 1,
+		  fd_reshard_claim, 1, 0),
+		M("ReshardImport", reshard_import_request, reshard_import_response, VR_UNARY, 1,
+		  fd_reshard_import, 1, 0),
+		M("ReshardDelete", reshard_delete_request, reshard_delete_response, VR_UNARY, 1,
+		  fd_reshard_delete, 1, 0),
 	};
 	return vr_server_add_service(srv, table, sizeof table / sizeof table[0]);
 }

@@ -36,6 +36,8 @@ typedef struct fd_service {
 	 * items this shard owns are stored. */
 	vr_shardmap *shards;
 	size_t shard_self;
+	/* Resharding's journal state (reshard.h); never NULL once open. */
+	struct fd_reshard *reshard;
 	/* the model_info series of the version active at the last scrape */
 	struct vr_prom_series *metrics_model;
 	uint32_t metrics_version;
@@ -78,8 +80,9 @@ int fd_check_item(const fd_service *svc, const char *id, size_t image_len, char 
  * the call. */
 int fd_check_shard_map(const fd_service *svc, vr_call *call);
 /* Whether this featured stores item id: GRPC_STATUS_OK (not sharded, or
- * this shard owns it), else FAILED_PRECONDITION with why (cap bytes)
- * naming the owner. */
+ * this shard owns it, and no reshard journalled here moves it away:
+ * reshard.h), else FAILED_PRECONDITION with why (cap bytes) naming the
+ * owner. */
 int fd_check_owner(const fd_service *svc, const char *id, char *why, size_t cap);
 
 /* The handlers (handlers.c); ctx is the fd_service. */

@@ -1,0 +1,204 @@
+#!/usr/bin/env bash
+# visrec reshard on loopback, real daemons: two featured shards hold 500
+# ingested JPEGs; a third shard joins (it runs with the new list of three)
+# and `visrec reshard --from A,B --to A,B,C` moves the items C now owns.
+# It is killed on the way, at three points: the CLI itself after a batch
+# was verified on its target and before the source deleted it (crash point
+# reshard-verified: the batch is then on two shards and only the source's
+# journal knows it), the target C right after committing an import, and
+# the source B right after committing a delete. Each time the same command
+# is run again and resumes; while the move is under way the sources refuse
+# ingest of items that leave them. Afterwards, with every shard restarted
+# on the new list: every item on exactly its owner (hash computed here as
+# shardmap.h defines it), every vector present once and bit-identical to
+# before, the same model versions (and weights files) on every shard, and
+# a further run moves nothing and says so.
+#   tests/shards/reshard.sh FEATURED VISREC
+set -uo pipefail
+featured=$1
+visrec=$2
+work=$(mktemp -d)
+declare -A pid
+cleanup() {
+	for p in "${pid[@]}"; do kill -TERM "$p" 2>/dev/null; done
+	for p in "${pid[@]}"; do
+		for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$p" 2>/dev/null
+	done
+	rm -rf "$work"
+}
+trap cleanup EXIT
+failed=0
+fail() { echo "FAIL: $*" >&2; failed=1; }
+die() { echo "FAIL: $*" >&2; exit 1; }
+has() { grep -qF -- "$2" <<<"$3" || fail "$1: expected \"$2\" in: $3"; }
+
+command -v python3 >/dev/null || { echo "skipped: python3 (to pick free ports) is not installed"; exit 77; }
+read -r p1 p2 p3 < <(python3 -c '
+import socket
+s = [socket.socket() for _ in range(3)]
+for x in s: x.bind(("127.0.0.1", 0))
+print(*[x.getsockname()[1] for x in s])')
+A=127.0.0.1:$p1 B=127.0.0.1:$p2 C=127.0.0.1:$p3
+from="$A,$B" to="$A,$B,$C"
+
+# shard NAME ADDR LIST [env...]: (re)starts a featured shard, waits for it.
+shard() {
+	local name=$1 addr=$2 list=$3; shift 3
+	local out="$work/$name.out"
+	env "$@" "$featured" --listen "$addr" --data "$work/$name" --shards "$list" \
+		--shard-self "$addr" >"$out" 2>>"$out.err" &
+	pid[$name]=$!
+	for _ in $(seq 300); do
+		grep -q "listening on" "$out" && return 0
+		kill -0 "${pid[$name]}" 2>/dev/null || { cat "$out.err" >&2; die "shard $name exited at start"; }
+		sleep 0.1
+	done
+	die "shard $name did not start"
+}
+stop() { kill -TERM "${pid[$1]}" 2>/dev/null; wait "${pid[$1]}" 2>/dev/null; }
+# Waits for a shard killed by a crash point to be gone.
+gone() {
+	for _ in $(seq 100); do kill -0 "${pid[$1]}" 2>/dev/null || break; sleep 0.1; done
+	kill -KILL "${pid[$1]}" 2>/dev/null
+	wait "${pid[$1]}" 2>/dev/null; st=$?
+	[ $st = 86 ] || fail "shard $1 ended with $st, not the crash point's 86"
+}
+items() { # items ADDR: the item count Info reports
+	"$visrec" --featured "$1" --json info 2>/dev/null | python3 -c '
+import json, sys; print(json.load(sys.stdin)["featured"]["items"])'
+}
+reshard() { "$visrec" reshard --from "$from" --to "$to" --batch 8 "$@"; }
+
+"$visrec" datagen --out "$work/data" --users 40 --items 500 --interactions 1500 --image-min 32 \
+	--image-max 48 --seed 9 >/dev/null 2>&1 || die "datagen"
+shard a "$A" "$from"
+shard b "$B" "$from"
+shard c "$C" "$to"
+VISREC_FEATURED=$from "$visrec" ingest --batch 16 "$work/data" >"$work/ingest.out" 2>&1 ||
+	die "ingest: $(cat "$work/ingest.out")"
+has "ingest" "500 stored, 0 rejected" "$(cat "$work/ingest.out")"
+VISREC_FEATURED=$from "$visrec" vectors "$work/before.npy" 2>"$work/e" || die "vectors: $(cat "$work/e")"
+
+# 1. The CLI dies at its third verified batch, before the source deletes it.
+st=0
+VISREC_FAULT=reshard-verified@3 reshard >"$work/r1" 2>&1 || st=$?
+[ $st = 86 ] || fail "reshard with the crash point: exit $st, not 86: $(cat "$work/r1")"
+# Items on two shards at once: never more than the one batch in flight.
+twice() { echo $(( $(items "$A") + $(items "$B") + $(items "$C") - 500 - ${stored_new:-0} )); }
+n=$(twice)
+[ "$n" -gt 0 ] && [ "$n" -le 8 ] || fail "after the CLI's kill $n items are on two shards, want 1 to 8 (the batch)"
+
+# Meanwhile a source refuses items that leave it; those that stay go in.
+mkdir -p "$work/new"
+for f in $(ls "$work/data/images" | head -30); do cp "$work/data/images/$f" "$work/new/n-$f"; done
+st=0
+VISREC_FEATURED=$from "$visrec" --json ingest "$work/new" >"$work/new.json" 2>"$work/new.err" || st=$?
+[ $st = 3 ] || fail "ingest during the move: exit $st, not 3 (some refused): $(cat "$work/new.err")"
+python3 - "$work/new.json" <<'PY' || fail "ingest during the move: $(cat "$work/new.json")"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["rejected"] > 0 and r["accepted"] > 0, r
+for e in r["errors"]:
+    assert e["status"] == "FAILED_PRECONDITION" and "is being resharded" in e["message"], e
+PY
+has "refusal" "is being resharded to the shard list" "$(cat "$work/new.json")"
+has "refusal" "belongs to $C" "$(cat "$work/new.json")"
+stored_new=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["accepted"])' "$work/new.json")
+
+# 2. The target dies right after committing its second import.
+stop c
+shard c "$C" "$to" VISREC_FAULT=reshard-imported@2
+st=0
+reshard >"$work/r2" 2>&1 || st=$?
+[ $st = 1 ] || fail "reshard with a dying target: exit $st, not 1: $(cat "$work/r2")"
+has "dead target" "featured shard $C failed during ReshardImport: UNAVAILABLE" "$(cat "$work/r2")"
+gone c
+shard c "$C" "$to"
+# The resume finished the batch the kill left (the source's journal held
+# it) before the target died with the next one.
+n=$(twice)
+[ "$n" -gt 0 ] && [ "$n" -le 8 ] || fail "after the target's kill $n items are on two shards, want 1 to 8"
+
+# 3. The source B dies right after committing its second delete.
+stop b
+shard b "$B" "$from" VISREC_FAULT=reshard-deleted@2
+st=0
+reshard >"$work/r3" 2>&1 || st=$?
+[ $st = 1 ] || fail "reshard with a dying source: exit $st, not 1: $(cat "$work/r3")"
+has "dead source" "featured shard $B failed during ReshardDelete: UNAVAILABLE" "$(cat "$work/r3")"
+gone b
+shard b "$B" "$from"
+n=$(twice)
+[ "$n" = 0 ] || fail "after the source's kill past its delete $n items are on two shards, want 0"
+
+# 4. Resumed to the end; then again: nothing moves.
+reshard >"$work/r4" 2>&1 || fail "resumed reshard: $(cat "$work/r4")"
+cat "$work/r4"
+has "resumed" "moved by an earlier run" "$(cat "$work/r4")"
+reshard >"$work/r5" 2>&1 || fail "reshard after the end: $(cat "$work/r5")"
+has "idempotent" "nothing to move" "$(cat "$work/r5")"
+
+# The switch: every shard on the new list.
+stop a; stop b
+shard a "$A" "$to"
+shard b "$B" "$to"
+VISREC_FEATURED=$to "$visrec" vectors "$work/after.npy" 2>"$work/e" || fail "vectors after: $(cat "$work/e")"
+for a in "$A" "$B" "$C"; do echo "$a $(items "$a")"; done >"$work/counts"
+python3 - "$work" "$stored_new" "$A" "$B" "$C" <<'PY' || fail "the items after the move"
+import struct, sys
+work, stored_new, names = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+
+def fnv(h, b):
+    for x in b:
+        h = ((h ^ x) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return h
+def mix(z):
+    z ^= z >> 30; z = (z * 0xbf58476d1ce4e5b9) & 0xFFFFFFFFFFFFFFFF
+    z ^= z >> 27; z = (z * 0x94d049bb133111eb) & 0xFFFFFFFFFFFFFFFF
+    return z ^ (z >> 31)
+def owner(i):  # shardmap.h: highest hash, the smaller name on a tie
+    return max(sorted(names), key=lambda n: (mix(fnv(fnv(0xcbf29ce484222325, n.encode()), b"\0" + i.encode())), [-ord(c) for c in n]))
+def load(stem):
+    raw = open(stem + ".npy", "rb").read()
+    hl = struct.unpack("<H", raw[8:10])[0]
+    head = raw[10:10 + hl].decode()
+    dims = int(head.split("shape")[1].split(",")[1].strip(" )"))
+    data = raw[10 + hl:]
+    ids = open(stem + ".ids.txt").read().split("\n")[:-1]
+    assert len(data) == len(ids) * dims * 4, (len(data), len(ids), dims)
+    return {i: data[k * dims * 4:(k + 1) * dims * 4] for k, i in enumerate(ids)}, len(ids)
+before, nb = load(work + "/before")
+after, na = load(work + "/after")
+assert nb == 500 and len(before) == 500, nb
+assert na == len(after), "an item is on two shards: %d rows, %d ids" % (na, len(after))
+assert na == 500 + stored_new, "%d items after, want %d" % (na, 500 + stored_new)
+lost = [i for i in before if i not in after]
+assert not lost, "lost: %s" % lost[:5]
+changed = [i for i in before if before[i] != after[i]]
+assert not changed, "vectors changed: %s" % changed[:5]
+counts = dict(l.split() for l in open(work + "/counts"))
+want = {n: 0 for n in names}
+for i in after:
+    want[owner(i)] += 1
+for n in names:
+    assert int(counts[n]) == want[n], "shard %s holds %s items, owns %d" % (n, counts[n], want[n])
+print("reshard: %d items, per shard %s" % (na, counts))
+PY
+models() {
+	"$visrec" --featured "$1" --json info 2>/dev/null | python3 -c '
+import json, sys
+f = json.load(sys.stdin)["featured"]
+print(f["active_model"]["version"], [(m["version"], m["arch"], m["dims"], m["output_layer"]) for m in f["models"]])'
+}
+[ "$(models "$A")" = "$(models "$C")" ] && [ "$(models "$B")" = "$(models "$C")" ] ||
+	fail "model versions differ: $(models "$A") / $(models "$B") / $(models "$C")"
+for f in "$work"/a/models/*.safetensors; do
+	cmp -s "$f" "$work/c/models/$(basename "$f")" || fail "shard C's $(basename "$f") differs from A's"
+done
+VISREC_FEATURED=$to "$visrec" reshard --from "$to" --to "$to" >"$work/r6" 2>&1 ||
+	fail "reshard to the same list: $(cat "$work/r6")"
+has "same list" "nothing to move" "$(cat "$work/r6")"
+
+[ $failed = 0 ] && echo "reshard: ok"
+exit $failed

@@ -171,7 +171,7 @@ static void published(fd_fstore *fs, uint64_t seq)
 
 /* ---- model rows (JSON) --------------------------------------------------- */
 
-static char *model_json(const fd_model_info *m)
+char *fd_model_encode(const fd_model_info *m)
 {
 	char *text = NULL;
 	cJSON *o = cJSON_CreateObject(), *mean, *std;
@@ -759,7 +759,7 @@ int fd_fstore_model_add(fd_fstore *fs, fd_model_info *info, int activate)
 		return VR_EINVAL;
 	if (!info->version && (rc = fd_fstore_model_next(fs, &info->version)))
 		return rc;
-	char *json = model_json(info);
+	char *json = fd_model_encode(info);
 	if (!json)
 		return VR_ENOMEM;
 	struct model_ctx c = { fs, info, activate, json };

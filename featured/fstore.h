@@ -266,5 +266,8 @@ int fd_vec_decode(const void *k, size_t kl, const void *v, size_t vl, fd_vec *ou
 int fd_item_decode(const void *k, size_t kl, const void *v, size_t vl, fd_item *out);
 int fd_change_decode(const void *k, size_t kl, const void *v, size_t vl, fd_change *out);
 int fd_model_decode(const void *v, size_t vl, fd_model_info *out);
+/* The "models" value of m (JSON, NUL-terminated, malloc'd: the caller
+ * frees it), what fd_model_decode reads; NULL on allocation failure. */
+char *fd_model_encode(const fd_model_info *m);
 
 #endif

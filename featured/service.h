@@ -24,9 +24,14 @@ typedef struct fd_config {
 	uint64_t max_trunk_cache_mb;  /* a TrainVisual trunk session's cached activations */
 	const char *shards;           /* the shard list (shardmap.h); NULL: not sharded */
 	const char *shard_self;       /* this shard's entry of shards */
+	/* --models-from: a featured to copy every model version from while
+	 * this data directory holds no item (model_copy.h); NULL: none. */
+	const char *models_from;
+	const char *peer_token;       /* the admin token, sent to models_from */
 } fd_config;
 
 typedef struct fd_service {
+	const char *data_dir;         /* cfg's, where models/ lives */
 	fd_fstore *fs;                /* over the daemon's LMDB environment */
 	fd_executor *ex;
 	uint64_t max_image_bytes, max_image_pixels;

@@ -10,8 +10,10 @@
  * then ask the source to delete the batch, which checks them once more
  * against its journal. Before anything moves, every shard of both lists
  * must answer Info, every target must run with a shard list, and all must
- * hold the same model versions (the vectors move as they are, so a target
- * with other weights would mix two embeddings under one version number).
+ * hold the same model versions, rows and weights files alike (GetModel:
+ * the vectors move as they are, so a target with other weights would mix
+ * two embeddings under one version number; a new shard copies them with
+ * featured --models-from).
  * Each shard is called with the map it runs with (its Info says which):
  * sources keep FROM until the switch, targets may already hold TO. */
 #include "cli.h"
@@ -99,6 +101,92 @@ static int open_peers(struct run *r)
 	return CLI_EXIT_OK;
 }
 
+/* The row and weights checksum of one model version of p (GetModel's
+ * stream read to its end). */
+static int model_digest(struct run *r, struct peer *p, uint32_t version, char **row,
+			uint64_t *sum)
+{
+	Visrec__V1__GetModelRequest req = VISREC__V1__GET_MODEL_REQUEST__INIT;
+	vr_ccall *cc = NULL;
+	vr_status st = { 0 };
+	int rc;
+	req.model_version = version;
+	*row = NULL;
+	*sum = 0;
+	if (!(rc = vr_ccall_start(&cc, p->ch, "/visrec.v1.Featured/GetModel",
+				  &visrec__v1__model_chunk__descriptor, cli_deadline_ms(r->c, CALL_MS),
+				  NULL)) &&
+	    !(rc = vr_ccall_send(cc, &req.base)))
+		rc = vr_ccall_close_send(cc);
+	while (!rc) {
+		Visrec__V1__ModelChunk *m = NULL;
+		if ((rc = vr_ccall_recv(cc, (ProtobufCMessage **)&m)))
+			break;
+		if (m->row[0] && !*row && !(*row = strdup(m->row)))
+			rc = VR_ENOMEM;
+		if (m->last)
+			*sum = m->checksum;
+		protobuf_c_message_free_unpacked(&m->base, NULL);
+	}
+	if (rc == VR_EEOF)
+		rc = 0;
+	if (cc) {
+		int frc = vr_ccall_finish(cc, &st);
+		if (!rc || rc == VR_ERPC)
+			rc = frc;
+	}
+	if (rc) {
+		free(*row);
+		*row = NULL;
+		return shard_error(r, p->name, "GetModel", rc, &st);
+	}
+	return CLI_EXIT_OK;
+}
+
+/* Whether two model rows (JSON) agree in all but when they were made:
+ * shards started apart from the same flags made the same version at
+ * different times. */
+static int same_row(const char *a, const char *b)
+{
+	cJSON *x = a ? cJSON_Parse(a) : NULL, *y = b ? cJSON_Parse(b) : NULL;
+	cJSON_DeleteItemFromObject(x, "created_unix");
+	cJSON_DeleteItemFromObject(y, "created_unix");
+	int same = x && y && cJSON_Compare(x, y, 1);
+	cJSON_Delete(x);
+	cJSON_Delete(y);
+	return same;
+}
+
+/* Every shard holds the model versions of the first one: the same rows
+ * (but for their time) and weights files. */
+static int check_models(struct run *r)
+{
+	const Visrec__V1__FeaturedInfoResponse *a = r->peers[0].info;
+	for (size_t v = 0; v < a->n_models; v++) {
+		uint32_t version = a->models[v]->version;
+		char *row0 = NULL;
+		uint64_t sum0 = 0;
+		int code = model_digest(r, &r->peers[0], version, &row0, &sum0);
+		for (size_t i = 1; !code && i < r->n; i++) {
+			char *row = NULL;
+			uint64_t sum = 0;
+			if (!(code = model_digest(r, &r->peers[i], version, &row, &sum)) &&
+			    (!same_row(row, row0) || sum != sum0))
+				code = cli_fail(r->c, r->cmd, "model version %u of featured %s is not that of "
+						"%s (%s): every shard must hold the same versions before "
+						"items move; start a new shard on an empty data directory "
+						"with --models-from %s", version, r->peers[i].name,
+						r->peers[0].name, same_row(row, row0) ? "other weights" :
+						"another row", r->peers[0].name);
+			free(row);
+		}
+		free(row0);
+		if (code)
+			return code;
+	}
+	return CLI_EXIT_OK;
+}
+
 /* Every target runs with a list, and every shard holds the same models. */
 static int check_peers(struct run *r)
 {
@@ -130,11 +218,11 @@ static int check_peers(struct run *r)
 		if (diff)
 			return cli_fail(r->c, r->cmd, "featured %s and %s differ in %s%s%.0u: every "
 					"shard must hold the same model versions before items move "
-					"(start a new shard with the weights of the others' versions)",
-					r->peers[0].name, r->peers[i].name, diff, version ? " " : "",
-					version);
+					"(start a new shard on an empty data directory with "
+					"--models-from %s)", r->peers[0].name, r->peers[i].name, diff,
+					version ? " " : "", version, r->peers[0].name);
 	}
-	return CLI_EXIT_OK;
+	return check_models(r);
 }
 
 /* Imports the claimed items that go to target k, filling their sums. */

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # visrec reshard on loopback, real daemons: two featured shards hold 500
-# ingested JPEGs; a third shard joins (it runs with the new list of three)
-# and `visrec reshard --from A,B --to A,B,C` moves the items C now owns.
+# ingested JPEGs; a third shard joins (it runs with the new list of three
+# and copies their model versions: --models-from; one that made its own
+# is refused) and `visrec reshard --from A,B --to A,B,C` moves the items C now owns.
 # It is killed on the way, at three points: the CLI itself after a batch
 # was verified on its target and before the source deleted it (crash point
 # reshard-verified: the batch is then on two shards and only the source's
@@ -18,7 +19,7 @@ set -uo pipefail
 featured=$1
 visrec=$2
 work=$(mktemp -d)
-declare -A pid
+declare -A pid flags
 cleanup() {
 	for p in "${pid[@]}"; do kill -TERM "$p" 2>/dev/null; done
 	for p in "${pid[@]}"; do
@@ -47,7 +48,7 @@ shard() {
 	local name=$1 addr=$2 list=$3; shift 3
 	local out="$work/$name.out"
 	env "$@" "$featured" --listen "$addr" --data "$work/$name" --shards "$list" \
-		--shard-self "$addr" >"$out" 2>>"$out.err" &
+		--shard-self "$addr" ${flags[$name]:-} >"$out" 2>>"$out.err" &
 	pid[$name]=$!
 	for _ in $(seq 300); do
 		grep -q "listening on" "$out" && return 0
@@ -72,13 +73,29 @@ reshard() { "$visrec" reshard --from "$from" --to "$to" --batch 8 "$@"; }
 
 "$visrec" datagen --out "$work/data" --users 40 --items 500 --interactions 1500 --image-min 32 \
 	--image-max 48 --seed 9 >/dev/null 2>&1 || die "datagen"
+# A and B made version 1 from seed 7; C, new, copies theirs (below).
+flags[a]="--init-seed 7" flags[b]="--init-seed 7"
 shard a "$A" "$from"
 shard b "$B" "$from"
-shard c "$C" "$to"
 VISREC_FEATURED=$from "$visrec" ingest --batch 16 "$work/data" >"$work/ingest.out" 2>&1 ||
 	die "ingest: $(cat "$work/ingest.out")"
 has "ingest" "500 stored, 0 rejected" "$(cat "$work/ingest.out")"
 VISREC_FEATURED=$from "$visrec" vectors "$work/before.npy" 2>"$work/e" || die "vectors: $(cat "$work/e")"
+
+# A new shard that made its own version 1 (another seed) is refused
+# before anything moves; one started with --models-from A is not.
+shard c "$C" "$to"
+st=0
+reshard >"$work/r0" 2>&1 || st=$?
+[ $st = 1 ] || fail "reshard to a shard of other weights: exit $st, not 1: $(cat "$work/r0")"
+has "other models" "model version 1 of featured $C is not that of" "$(cat "$work/r0")"
+has "other models" "(other weights)" "$(cat "$work/r0")"
+[ "$(items "$C")" = 0 ] || fail "items moved to a shard of other weights"
+stop c
+rm -rf "$work/c"
+flags[c]="--models-from $A"
+shard c "$C" "$to"
+grep -q "model version 1 (small" "$work/c.out.err" || fail "shard C did not copy A's models: $(cat "$work/c.out.err")"
 
 # 1. The CLI dies at its third verified batch, before the source deletes it.
 st=0

@@ -367,35 +367,56 @@ static int drop_other_vectors(fd_fstore *fs, vr_txn *txn, uint64_t num, uint32_t
 	return 0;
 }
 
+/* The feed's last seq and the next item num, for a transaction that
+ * stores items. */
+static int item_counters(fd_fstore *fs, vr_txn *txn, uint64_t *seq, uint64_t *next_num)
+{
+	int rc = last_seq_txn(fs, txn, seq);
+	if (rc)
+		return rc;
+	rc = meta_get(fs, txn, KEY_NEXT_NUM, next_num, sizeof *next_num);
+	if (rc == VR_ENOTFOUND) {
+		*next_num = 1;
+		rc = 0;
+	}
+	return rc;
+}
+
+/* The row of an item about to be stored anew: a fresh one with the next
+ * num (FD_ADDED), or its own with every vector but version keep's
+ * deleted, since they describe what it was (FD_REPLACED). */
+static int item_slot(fd_fstore *fs, vr_txn *txn, const char *id, size_t id_len, uint32_t keep,
+		     uint64_t *next_num, struct item_row *row, int *kind)
+{
+	int rc = get_row(fs, txn, id, id_len, row);
+	if (rc == VR_ENOTFOUND) {
+		*row = (struct item_row){ .num = (*next_num)++ };
+		*kind = FD_ADDED;
+		return 0;
+	}
+	if (rc)
+		return rc;
+	*kind = FD_REPLACED;
+	return drop_other_vectors(fs, txn, row->num, keep);
+}
+
 static int put_items_txn(vr_txn *txn, void *arg)
 {
 	struct put_ctx *c = arg;
 	fd_fstore *fs = c->fs;
 	uint64_t seq, next_num;
-	int rc = last_seq_txn(fs, txn, &seq);
+	int rc = item_counters(fs, txn, &seq, &next_num);
 	if (rc)
-		return rc;
-	rc = meta_get(fs, txn, KEY_NEXT_NUM, &next_num, sizeof next_num);
-	if (rc == VR_ENOTFOUND)
-		next_num = 1;
-	else if (rc)
 		return rc;
 	for (size_t i = 0; i < c->n; i++) {
 		fd_put *p = &c->puts[i];
 		size_t id_len = strlen(p->item_id);
 		struct item_row row;
 		void *dst;
-		rc = get_row(fs, txn, p->item_id, id_len, &row);
-		if (rc == VR_ENOTFOUND) {
-			row = (struct item_row){ .num = next_num++, .added = c->now };
-			p->kind = FD_ADDED;
-		} else if (rc) {
+		if ((rc = item_slot(fs, txn, p->item_id, id_len, c->version, &next_num, &row, &p->kind)))
 			return rc;
-		} else {
-			p->kind = FD_REPLACED;
-			if ((rc = drop_other_vectors(fs, txn, row.num, c->version)))
-				return rc;
-		}
+		if (p->kind == FD_ADDED)
+			row.added = c->now;
 		row.seq = ++seq;
 		row.version = c->version;
 		p->seq = row.seq;
@@ -455,31 +476,17 @@ static int import_txn(vr_txn *txn, void *arg)
 	struct import_ctx *c = arg;
 	fd_fstore *fs = c->fs;
 	uint64_t seq, next_num;
-	int rc = last_seq_txn(fs, txn, &seq);
+	int rc = item_counters(fs, txn, &seq, &next_num);
 	if (rc)
-		return rc;
-	rc = meta_get(fs, txn, KEY_NEXT_NUM, &next_num, sizeof next_num);
-	if (rc == VR_ENOTFOUND)
-		next_num = 1;
-	else if (rc)
 		return rc;
 	for (size_t i = 0; i < c->n; i++) {
 		fd_import *m = &c->items[i];
 		size_t id_len = strlen(m->item_id);
 		struct item_row row;
 		void *dst;
-		rc = get_row(fs, txn, m->item_id, id_len, &row);
-		if (rc == VR_ENOTFOUND) {
-			row = (struct item_row){ .num = next_num++ };
-			m->kind = FD_ADDED;
-		} else if (rc) {
+		/* Version 0 is never a model: every vector goes. */
+		if ((rc = item_slot(fs, txn, m->item_id, id_len, 0, &next_num, &row, &m->kind)))
 			return rc;
-		} else {
-			/* Version 0 is never a model: every vector goes. */
-			m->kind = FD_REPLACED;
-			if ((rc = drop_other_vectors(fs, txn, row.num, 0)))
-				return rc;
-		}
 		row.seq = m->seq = ++seq;
 		row.version = m->version;
 		row.added = m->added_unix;

@@ -24,12 +24,16 @@
  * Readers. Until the switch every party reads with FROM: an item is on its
  * source until the delete of its batch commits, then on its owner under
  * TO only; readers holding FROM stop seeing moved items one batch at a
- * time, and see them again once they hold TO. No reader ever sees an item
- * on two shards of ONE map: the target holds TO, the source FROM, and an
- * item in flight is on the source (under FROM) and the target (under TO).
+ * time, and see them again once they hold TO. When shards are added (the
+ * targets are new and run with TO) no reader sees an item twice: the
+ * batch in flight is on its source, under FROM, and its target, under
+ * TO. When items move to shards that serve FROM too (a shard removed or
+ * replaced), a reader of every FROM shard (GetVectors all) can see the
+ * batch in flight twice until its delete commits: at most one batch.
  *
  * Thread-safety: claims and deletes of one featured are serialised by a
- * mutex of the fd_reshard; imports and the ingest check take it briefly. */
+ * mutex of the fd_reshard, which the ingest check takes briefly; imports
+ * need none (each is one transaction of its own). */
 #ifndef FD_RESHARD_H
 #define FD_RESHARD_H
 

@@ -187,13 +187,16 @@ static int check_models(struct run *r)
 	return CLI_EXIT_OK;
 }
 
-/* Every target runs with a list, and every shard holds the same models. */
+/* Every new shard runs with a list, and every shard holds the same
+ * models. */
 static int check_peers(struct run *r)
 {
 	const Visrec__V1__FeaturedInfoResponse *a = r->peers[0].info;
+	/* A shard of both lists may run without one (going from one featured
+	 * to several): items only leave it. */
 	for (size_t k = 0; k < r->to->n; k++) {
 		const struct peer *p = peer_of(r, r->to->names[k]);
-		if (!p->info->n_shards)
+		if (!p->info->n_shards && vr_shardmap_find(r->from, p->name) < 0)
 			return cli_fail(r->c, r->cmd, "featured %s runs without --shards: start it with "
 					"--shards %s --shard-self %s to receive items", p->name,
 					r->to->list, p->name);

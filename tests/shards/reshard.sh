@@ -13,43 +13,29 @@
 # on the new list: every item on exactly its owner (hash computed here as
 # shardmap.h defines it), every vector present once and bit-identical to
 # before, the same model versions (and weights files) on every shard, and
-# a further run moves nothing and says so.
+# a further run moves nothing and says so. Then one featured without
+# --shards goes to two shards the same way.
 #   tests/shards/reshard.sh FEATURED VISREC
 set -uo pipefail
 featured=$1
 visrec=$2
-work=$(mktemp -d)
+. "$(dirname "$0")/lib.sh"
 declare -A pid flags
-cleanup() {
-	for p in "${pid[@]}"; do kill -TERM "$p" 2>/dev/null; done
-	for p in "${pid[@]}"; do
-		for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$p" 2>/dev/null
-	done
-	rm -rf "$work"
-}
-trap cleanup EXIT
-failed=0
-fail() { echo "FAIL: $*" >&2; failed=1; }
-die() { echo "FAIL: $*" >&2; exit 1; }
-has() { grep -qF -- "$2" <<<"$3" || fail "$1: expected \"$2\" in: $3"; }
-
-command -v python3 >/dev/null || { echo "skipped: python3 (to pick free ports) is not installed"; exit 77; }
-read -r p1 p2 p3 < <(python3 -c '
-import socket
-s = [socket.socket() for _ in range(3)]
-for x in s: x.bind(("127.0.0.1", 0))
-print(*[x.getsockname()[1] for x in s])')
-A=127.0.0.1:$p1 B=127.0.0.1:$p2 C=127.0.0.1:$p3
+read -r p1 p2 p3 p4 p5 < <(free_ports 5)
+A=127.0.0.1:$p1 B=127.0.0.1:$p2 C=127.0.0.1:$p3 D=127.0.0.1:$p4 E=127.0.0.1:$p5
 from="$A,$B" to="$A,$B,$C"
 
-# shard NAME ADDR LIST [env...]: (re)starts a featured shard, waits for it.
+# shard NAME ADDR LIST [env...]: (re)starts a featured shard (LIST -: a
+# featured without --shards), waits for it.
 shard() {
 	local name=$1 addr=$2 list=$3; shift 3
 	local out="$work/$name.out"
-	env "$@" "$featured" --listen "$addr" --data "$work/$name" --shards "$list" \
-		--shard-self "$addr" ${flags[$name]:-} >"$out" 2>>"$out.err" &
+	local sharded=(--shards "$list" --shard-self "$addr")
+	[ "$list" = - ] && sharded=()
+	env "$@" "$featured" --listen "$addr" --data "$work/$name" "${sharded[@]}" \
+		${flags[$name]:-} >"$out" 2>>"$out.err" &
 	pid[$name]=$!
+	pids+=($!)
 	for _ in $(seq 300); do
 		grep -q "listening on" "$out" && return 0
 		kill -0 "${pid[$name]}" 2>/dev/null || { cat "$out.err" >&2; die "shard $name exited at start"; }
@@ -123,29 +109,29 @@ has "refusal" "is being resharded to the shard list" "$(cat "$work/new.json")"
 has "refusal" "belongs to $C" "$(cat "$work/new.json")"
 stored_new=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["accepted"])' "$work/new.json")
 
-# 2. The target dies right after committing its second import.
-stop c
-shard c "$C" "$to" VISREC_FAULT=reshard-imported@2
-st=0
-reshard >"$work/r2" 2>&1 || st=$?
-[ $st = 1 ] || fail "reshard with a dying target: exit $st, not 1: $(cat "$work/r2")"
-has "dead target" "featured shard $C failed during ReshardImport: UNAVAILABLE" "$(cat "$work/r2")"
-gone c
-shard c "$C" "$to"
-# The resume finished the batch the kill left (the source's journal held
-# it) before the target died with the next one.
+# dies NAME ADDR LIST POINT RPC OUT: restarts shard NAME to die at crash
+# point POINT, runs the reshard, which must fail naming it during RPC, and
+# restarts the shard as it was.
+dies() {
+	local name=$1 addr=$2 list=$3 point=$4 rpc=$5 out=$6 st=0
+	stop "$name"
+	shard "$name" "$addr" "$list" VISREC_FAULT="$point"
+	reshard >"$out" 2>&1 || st=$?
+	[ $st = 1 ] || fail "reshard with $name dying at $point: exit $st, not 1: $(cat "$out")"
+	has "$point" "featured shard $addr failed during $rpc: UNAVAILABLE" "$(cat "$out")"
+	gone "$name"
+	shard "$name" "$addr" "$list"
+}
+
+# 2. The target dies right after committing its second import. The resume
+# finished the batch the CLI's kill left (the source's journal held it)
+# before the target died with the next one.
+dies c "$C" "$to" reshard-imported@2 ReshardImport "$work/r2"
 n=$(twice)
 [ "$n" -gt 0 ] && [ "$n" -le 8 ] || fail "after the target's kill $n items are on two shards, want 1 to 8"
 
 # 3. The source B dies right after committing its second delete.
-stop b
-shard b "$B" "$from" VISREC_FAULT=reshard-deleted@2
-st=0
-reshard >"$work/r3" 2>&1 || st=$?
-[ $st = 1 ] || fail "reshard with a dying source: exit $st, not 1: $(cat "$work/r3")"
-has "dead source" "featured shard $B failed during ReshardDelete: UNAVAILABLE" "$(cat "$work/r3")"
-gone b
-shard b "$B" "$from"
+dies b "$B" "$from" reshard-deleted@2 ReshardDelete "$work/r3"
 n=$(twice)
 [ "$n" = 0 ] || fail "after the source's kill past its delete $n items are on two shards, want 0"
 
@@ -216,6 +202,21 @@ done
 VISREC_FEATURED=$to "$visrec" reshard --from "$to" --to "$to" >"$work/r6" 2>&1 ||
 	fail "reshard to the same list: $(cat "$work/r6")"
 has "same list" "nothing to move" "$(cat "$work/r6")"
+
+# From one featured to two: D runs without --shards (one featured, as
+# before sharding), E joins with the list of both and D's models.
+mkdir -p "$work/few"
+for f in $(ls "$work/data/images" | head -60); do cp "$work/data/images/$f" "$work/few/"; done
+shard one "$D" -
+VISREC_FEATURED=$D "$visrec" ingest "$work/few" >"$work/few.out" 2>&1 || fail "ingest into D: $(cat "$work/few.out")"
+flags[two]="--models-from $D"
+shard two "$E" "$D,$E"
+"$visrec" reshard --from "$D" --to "$D,$E" >"$work/r7" 2>&1 || fail "reshard 1 -> 2: $(cat "$work/r7")"
+has "1 -> 2" "moved $(items "$E") items" "$(cat "$work/r7")"
+[ "$(items "$E")" -gt 0 ] && [ $(( $(items "$D") + $(items "$E") )) = 60 ] ||
+	fail "after 1 -> 2, D holds $(items "$D") and E $(items "$E") of 60"
+"$visrec" reshard --from "$D" --to "$D,$E" >"$work/r8" 2>&1 || fail "reshard 1 -> 2 again: $(cat "$work/r8")"
+has "1 -> 2 again" "nothing to move" "$(cat "$work/r8")"
 
 [ $failed = 0 ] && echo "reshard: ok"
 exit $failed

@@ -13,30 +13,9 @@ set -uo pipefail
 featured=$1
 rankd=$2
 visrec=$3
-work=$(mktemp -d)
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
-	for p in "${pids[@]}"; do
-		for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$p" 2>/dev/null
-	done
-	rm -rf "$work"
-}
-trap cleanup EXIT
-failed=0
-fail() { echo "FAIL: $*" >&2; failed=1; }
-die() { echo "FAIL: $*" >&2; exit 1; }
-has() { grep -qF -- "$2" <<<"$3" || fail "$1: expected \"$2\" in: $3"; }
-
-command -v python3 >/dev/null || { echo "skipped: python3 (to pick free ports) is not installed"; exit 77; }
-# Four free ports: three shards and rankd (a shard's address is in the list
-# every party holds, so it cannot be port 0).
-read -r p1 p2 p3 p4 < <(python3 -c '
-import socket
-s = [socket.socket() for _ in range(4)]
-for x in s: x.bind(("127.0.0.1", 0))
-print(*[x.getsockname()[1] for x in s])')
+. "$(dirname "$0")/lib.sh"
+# Four ports: three shards and rankd.
+read -r p1 p2 p3 p4 < <(free_ports 4)
 A=127.0.0.1:$p1 B=127.0.0.1:$p2 C=127.0.0.1:$p3 R=127.0.0.1:$p4
 list="$A,$B,$C"
 

@@ -346,6 +346,22 @@ static int parse_to(vr_call *call, const char *to, vr_shardmap **m)
 	return GRPC_STATUS_OK;
 }
 
+/* The id rule over a request's ids, before anything else: items (n
+ * ReshardItems, plain 0) or item_ids (n strings, plain 1).
+ * INVALID_ARGUMENT naming the id's place, set on the call. */
+static int ids_check(vr_call *call, void *list, size_t n, int plain)
+{
+	char name[48], why[512];
+	for (size_t i = 0; i < n; i++) {
+		const char *id = plain ? ((char **)list)[i] :
+			((Visrec__V1__ReshardItem **)list)[i]->item_id;
+		snprintf(name, sizeof name, plain ? "item_ids[%zu]" : "items[%zu].item_id", i);
+		if (vr_id_check_named(name, id, strlen(id), why, sizeof why))
+			return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
+	}
+	return GRPC_STATUS_OK;
+}
+
 /* ---- ReshardClaim -------------------------------------------------------- */
 
 struct claim {
@@ -599,10 +615,6 @@ int fd_reshard_check_item(const fd_service *svc, const vr_shardmap *m, int self,
 			  const fd_model_info *rows, size_t n, const Visrec__V1__ReshardItem *it,
 			  size_t index, char *why, size_t cap)
 {
-	char name[48];
-	snprintf(name, sizeof name, "items[%zu].item_id", index);
-	if (vr_id_check_named(name, it->item_id, strlen(it->item_id), why, cap))
-		return GRPC_STATUS_INVALID_ARGUMENT;
 	int code = fd_check_item(svc, it->item_id, it->image.len, why, cap);
 	if (code)
 		return code;
@@ -658,7 +670,7 @@ int fd_reshard_import(vr_call *call, void *ctx)
 	size_t nv = 0, nvec = 0;
 	char why[600];
 	int code = fd_check_shard_map(svc, call);
-	if (code)
+	if (code || (code = ids_check(call, req->items, req->n_items, 0)))
 		return code;
 	if (!svc->shards)
 		return vr_call_error(call, GRPC_STATUS_FAILED_PRECONDITION, "this featured runs "
@@ -749,14 +761,6 @@ static int delete_check(fd_service *svc, const fd_journal *j,
 	int code = GRPC_STATUS_FAILED_PRECONDITION;
 	if (!rows)
 		return VR_ENOMEM;
-	for (size_t i = 0; i < req->n_item_ids; i++) {
-		char name[48];
-		snprintf(name, sizeof name, "item_ids[%zu]", i);
-		if (vr_id_check_named(name, req->item_ids[i], strlen(req->item_ids[i]), why, cap)) {
-			code = GRPC_STATUS_INVALID_ARGUMENT;
-			goto leave;
-		}
-	}
 	if (!j->n || req->n_item_ids != j->n) {
 		snprintf(why, cap, "the batch to delete has %zu items and the journal's batch in "
 			 "flight %zu: claim again and delete what the claim answers", req->n_item_ids,
@@ -822,7 +826,8 @@ int fd_reshard_delete(vr_call *call, void *ctx)
 	size_t len;
 	char why[700];
 	int code = fd_check_shard_map(svc, call);
-	if (code || (code = parse_to(call, req->to_shards, &m)))
+	if (code || (code = ids_check(call, req->item_ids, req->n_item_ids, 1)) ||
+	    (code = parse_to(call, req->to_shards, &m)))
 		return code;
 	pthread_mutex_lock(&r->mu);
 	code = journal_load(svc->fs, &j);

@@ -281,15 +281,47 @@ static uint64_t item_sum(const Visrec__V1__ReshardItem *it)
 	return vr_mix64(h);
 }
 
-/* Reads item id (and every vector of the n versions) in txn into m.
- * VR_ENOTFOUND when the item is gone. */
-static int moved_read(fd_fstore *fs, vr_txn *txn, const uint32_t *versions, size_t n,
-		      const char *id, struct moved *m)
+/* What reading moved items takes: this shard's model rows and versions
+ * (ascending, at most FD_RESHARD_MAX_VECS) and a read transaction. */
+struct view {
+	fd_model_info *rows;
+	uint32_t versions[FD_RESHARD_MAX_VECS];
+	size_t nv;
+	vr_txn *txn;
+};
+
+/* Fills v (with a read transaction when txn): 0 or an error; view_close
+ * in either case. */
+static int view_open(fd_fstore *fs, struct view *v, int txn)
+{
+	size_t all = 0;
+	memset(v, 0, sizeof *v);
+	if (!(v->rows = calloc(FD_RESHARD_MAX_VECS, sizeof *v->rows)))
+		return VR_ENOMEM;
+	int rc = fd_fstore_model_list(fs, v->rows, FD_RESHARD_MAX_VECS, &all);
+	if (rc)
+		return rc;
+	v->nv = all < FD_RESHARD_MAX_VECS ? all : FD_RESHARD_MAX_VECS;
+	for (size_t i = 0; i < v->nv; i++)
+		v->versions[i] = v->rows[i].version;
+	return txn ? vr_store_read_begin(fd_fstore_store(fs), &v->txn) : 0;
+}
+
+static void view_close(struct view *v)
+{
+	vr_store_read_end(v->txn);
+	free(v->rows);
+	memset(v, 0, sizeof *v);
+}
+
+/* Reads item id and every vector it has of v's versions into m, in v's
+ * transaction. VR_ENOTFOUND when the item is gone. */
+static int moved_read(fd_fstore *fs, const struct view *view, const char *id, struct moved *m)
 {
 	fd_item it;
 	memset(m, 0, sizeof *m);
 	visrec__v1__reshard_item__init(&m->pb);
-	int rc = fd_fstore_item_get(fs, txn, id, &it);
+	int rc = fd_fstore_item_get(fs, view->txn, id, &it);
 	if (rc)
 		return rc;
 	if (!(m->pb.item_id = strdup(id)) || !(m->pb.image.data = malloc(it.image_len ? it.image_len : 1)))
@@ -300,9 +332,9 @@ static int moved_read(fd_fstore *fs, vr_txn *txn, const uint32_t *versions, size
 	m->pb.version = it.version;
 	m->pb.vectors = m->vp;
 	m->bytes = it.image_len + strlen(id) + 64;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < view->nv; i++) {
 		fd_vec v;
-		rc = fd_fstore_vec_num(fs, txn, versions[i], it.num, &v);
+		rc = fd_fstore_vec_num(fs, view->txn, view->versions[i], it.num, &v);
 		if (rc == VR_ENOTFOUND)
 			continue;
 		if (rc)
@@ -318,19 +350,6 @@ static int moved_read(fd_fstore *fs, vr_txn *txn, const uint32_t *versions, size
 		m->bytes += sizeof(float) * v.dims + 16;
 	}
 	m->pb.checksum = item_sum(&m->pb);
-	return 0;
-}
-
-/* The model versions stored here, ascending (at most FD_RESHARD_MAX_VECS). */
-static int versions_here(fd_fstore *fs, uint32_t *versions, fd_model_info *rows, size_t *n)
-{
-	size_t all = 0;
-	int rc = fd_fstore_model_list(fs, rows, FD_RESHARD_MAX_VECS, &all);
-	if (rc)
-		return rc;
-	*n = all < FD_RESHARD_MAX_VECS ? all : FD_RESHARD_MAX_VECS;
-	for (size_t i = 0; i < *n; i++)
-		versions[i] = rows[i].version;
 	return 0;
 }
 
@@ -375,21 +394,18 @@ struct claim {
  * cursor; the sweep pass and done as reshard.h says. */
 static int claim_scan(fd_service *svc, fd_journal *j, const vr_shardmap *m, struct claim *c)
 {
-	uint32_t versions[FD_RESHARD_MAX_VECS];
-	fd_model_info *rows = calloc(FD_RESHARD_MAX_VECS, sizeof *rows);
-	size_t nv = 0;
-	vr_txn *txn = NULL;
-	char *cursor = NULL;
-	int self = vr_shardmap_find(m, j->source), rc = VR_ENOMEM;
-	if (!rows || !(cursor = malloc(FD_MAX_ID + 1)))
+	struct view view;
+	char *cursor = malloc(FD_MAX_ID + 1);
+	int self = vr_shardmap_find(m, j->source);
+	int rc = view_open(svc->fs, &view, 1);
+	if (!rc && !cursor)
+		rc = VR_ENOMEM;
+	if (rc)
 		goto leave;
 	snprintf(cursor, FD_MAX_ID + 1, "%s", j->cursor);
-	if ((rc = versions_here(svc->fs, versions, rows, &nv)) ||
-	    (rc = vr_store_read_begin(fd_fstore_store(svc->fs), &txn)))
-		goto leave;
 	while (c->n < c->cap && c->scanned < CLAIM_SCAN) {
 		fd_item it;
-		rc = fd_fstore_item_next(svc->fs, txn, cursor, &it);
+		rc = fd_fstore_item_next(svc->fs, view.txn, cursor, &it);
 		if (rc == VR_ENOTFOUND) {
 			rc = 0;
 			if (c->n)
@@ -410,7 +426,7 @@ static int claim_scan(fd_service *svc, fd_journal *j, const vr_shardmap *m, stru
 		id[it.id_len] = 0;
 		if (leaves(m, self, id)) {
 			struct moved *mv = &c->items[c->n];
-			rc = moved_read(svc->fs, txn, versions, nv, id, mv);
+			rc = moved_read(svc->fs, &view, id, mv);
 			if (rc) {
 				moved_free(mv);
 				goto leave;
@@ -428,9 +444,8 @@ static int claim_scan(fd_service *svc, fd_journal *j, const vr_shardmap *m, stru
 	j->cursor = cursor;
 	cursor = NULL;
 leave:
-	vr_store_read_end(txn);
+	view_close(&view);
 	free(cursor);
-	free(rows);
 	return rc;
 }
 
@@ -475,19 +490,15 @@ static int claim_journal(vr_call *call, fd_service *svc, const vr_shardmap *m, c
 	return 0;
 }
 
-/* The batch in flight, read again (an item gone meanwhile is left out:
- * only a delete removes it, which also clears the batch). */
+/* The batch in flight, read again, whole whatever max_items says now (c
+ * has room for it; an item gone meanwhile is left out: only a delete
+ * removes it, which also clears the batch). */
 static int claim_resume(fd_service *svc, const fd_journal *j, struct claim *c)
 {
-	uint32_t versions[FD_RESHARD_MAX_VECS];
-	fd_model_info *rows = calloc(FD_RESHARD_MAX_VECS, sizeof *rows);
-	size_t nv = 0;
-	vr_txn *txn = NULL;
-	int rc = rows ? versions_here(svc->fs, versions, rows, &nv) : VR_ENOMEM;
-	if (!rc)
-		rc = vr_store_read_begin(fd_fstore_store(svc->fs), &txn);
-	for (size_t i = 0; !rc && i < j->n && c->n < c->cap; i++) {
-		rc = moved_read(svc->fs, txn, versions, nv, j->ids[i], &c->items[c->n]);
+	struct view view;
+	int rc = view_open(svc->fs, &view, 1);
+	for (size_t i = 0; !rc && i < j->n; i++) {
+		rc = moved_read(svc->fs, &view, j->ids[i], &c->items[c->n]);
 		if (!rc)
 			c->n++;
 		else
@@ -495,8 +506,7 @@ static int claim_resume(fd_service *svc, const fd_journal *j, struct claim *c)
 		if (rc == VR_ENOTFOUND)
 			rc = 0;
 	}
-	vr_store_read_end(txn);
-	free(rows);
+	view_close(&view);
 	return rc;
 }
 
@@ -565,13 +575,17 @@ int fd_reshard_claim(vr_call *call, void *ctx)
 	c.cap = req->max_items ? req->max_items : CLAIM_DEFAULT;
 	c.budget = vr_call_max_message(call) > 2 * MESSAGE_SLACK ?
 		vr_call_max_message(call) - MESSAGE_SLACK : MESSAGE_SLACK;
-	code = VR_ENOMEM;
-	if (!(c.items = calloc(c.cap, sizeof *c.items)))
-		goto leave;
 	pthread_mutex_lock(&r->mu);
 	code = claim_journal(call, svc, m, source, &j);
 	if (code)
 		goto unlock;
+	/* A batch in flight is answered whole, whatever max_items says now. */
+	if (j.n > c.cap)
+		c.cap = j.n;
+	if (!(c.items = calloc(c.cap, sizeof *c.items))) {
+		code = VR_ENOMEM;
+		goto unlock;
+	}
 	/* Ingest refuses leaving items before the scan starts (reshard.h). */
 	if ((code = set_leaving(r, &j)))
 		goto unlock;
@@ -661,16 +675,19 @@ int fd_reshard_import(vr_call *call, void *ctx)
 	fd_service *svc = ctx;
 	const Visrec__V1__ReshardImportRequest *req = (const void *)vr_call_request(call);
 	Visrec__V1__ReshardImportResponse resp = VISREC__V1__RESHARD_IMPORT_RESPONSE__INIT;
-	uint32_t versions[FD_RESHARD_MAX_VECS];
-	fd_model_info *rows = NULL;
+	struct view view = { 0 };
 	fd_import *im = NULL;
 	fd_import_vec *iv = NULL;
 	vr_shardmap *m = NULL;
-	vr_txn *txn = NULL;
-	size_t nv = 0, nvec = 0;
+	size_t nvec = 0;
 	char why[600];
 	int code = fd_check_shard_map(svc, call);
-	if (code || (code = ids_check(call, req->items, req->n_items, 0)))
+	if (code)
+		return code;
+	if (!req->n_items || req->n_items > FD_RESHARD_MAX_ITEMS)
+		return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT, "items: %zu, want 1 to %d",
+				     req->n_items, FD_RESHARD_MAX_ITEMS);
+	if ((code = ids_check(call, req->items, req->n_items, 0)))
 		return code;
 	if (!svc->shards)
 		return vr_call_error(call, GRPC_STATUS_FAILED_PRECONDITION, "this featured runs "
@@ -685,21 +702,16 @@ int fd_reshard_import(vr_call *call, void *ctx)
 				     m->list);
 		goto leave;
 	}
-	if (!req->n_items || req->n_items > FD_RESHARD_MAX_ITEMS) {
-		code = vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT, "items: %zu, want 1 to %d",
-				     req->n_items, FD_RESHARD_MAX_ITEMS);
-		goto leave;
-	}
 	code = VR_ENOMEM;
-	if (!(rows = calloc(FD_RESHARD_MAX_VECS, sizeof *rows)) ||
-	    !(im = calloc(req->n_items, sizeof *im)) ||
+	if (!(im = calloc(req->n_items, sizeof *im)) ||
 	    !(resp.checksums = calloc(req->n_items, sizeof *resp.checksums)))
 		goto leave;
-	if ((code = versions_here(svc->fs, versions, rows, &nv)))
+	if ((code = view_open(svc->fs, &view, 0)))
 		goto leave;
 	for (size_t i = 0; i < req->n_items; i++) {
 		const Visrec__V1__ReshardItem *it = req->items[i];
-		if ((code = fd_reshard_check_item(svc, m, self, rows, nv, it, i, why, sizeof why))) {
+		if ((code = fd_reshard_check_item(svc, m, self, view.rows, view.nv, it, i, why,
+						  sizeof why))) {
 			code = vr_call_error(call, code, "%s", why);
 			goto leave;
 		}
@@ -723,26 +735,24 @@ int fd_reshard_import(vr_call *call, void *ctx)
 		goto leave;
 	vr_fault("reshard-imported");
 	/* The checksums of what is stored now, read back, not of the request. */
-	if ((code = vr_store_read_begin(fd_fstore_store(svc->fs), &txn)))
+	if ((code = vr_store_read_begin(fd_fstore_store(svc->fs), &view.txn)))
 		goto leave;
 	for (size_t i = 0; i < req->n_items; i++) {
 		struct moved mv;
-		code = moved_read(svc->fs, txn, versions, nv, req->items[i]->item_id, &mv);
+		code = moved_read(svc->fs, &view, req->items[i]->item_id, &mv);
 		resp.checksums[i] = mv.pb.checksum;
 		moved_free(&mv);
 		if (code)
 			goto leave;
 	}
-	vr_store_read_end(txn);
-	txn = NULL;
+	view_close(&view);
 	resp.n_checksums = req->n_items;
 	code = vr_call_send(call, &resp.base);
 leave:
-	vr_store_read_end(txn);
+	view_close(&view);
 	free(resp.checksums);
 	free(iv);
 	free(im);
-	free(rows);
 	vr_shardmap_free(m);
 	return code ? code : GRPC_STATUS_OK;
 }
@@ -754,13 +764,8 @@ leave:
 static int delete_check(fd_service *svc, const fd_journal *j,
 			const Visrec__V1__ReshardDeleteRequest *req, char *why, size_t cap)
 {
-	uint32_t versions[FD_RESHARD_MAX_VECS];
-	fd_model_info *rows = calloc(FD_RESHARD_MAX_VECS, sizeof *rows);
-	size_t nv = 0;
-	vr_txn *txn = NULL;
+	struct view view = { 0 };
 	int code = GRPC_STATUS_FAILED_PRECONDITION;
-	if (!rows)
-		return VR_ENOMEM;
 	if (!j->n || req->n_item_ids != j->n) {
 		snprintf(why, cap, "the batch to delete has %zu items and the journal's batch in "
 			 "flight %zu: claim again and delete what the claim answers", req->n_item_ids,
@@ -772,8 +777,7 @@ static int delete_check(fd_service *svc, const fd_journal *j,
 		code = GRPC_STATUS_INVALID_ARGUMENT;
 		goto leave;
 	}
-	if ((code = versions_here(svc->fs, versions, rows, &nv)) ||
-	    (code = vr_store_read_begin(fd_fstore_store(svc->fs), &txn)))
+	if ((code = view_open(svc->fs, &view, 1)))
 		goto leave;
 	for (size_t i = 0; i < j->n; i++) {
 		struct moved mv;
@@ -791,7 +795,7 @@ static int delete_check(fd_service *svc, const fd_journal *j,
 				 (unsigned long long)j->sums[i]);
 			goto leave;
 		}
-		int rc = moved_read(svc->fs, txn, versions, nv, j->ids[i], &mv);
+		int rc = moved_read(svc->fs, &view, j->ids[i], &mv);
 		uint64_t now = mv.pb.checksum;
 		moved_free(&mv);
 		if (rc == VR_ENOTFOUND)
@@ -809,8 +813,7 @@ static int delete_check(fd_service *svc, const fd_journal *j,
 	}
 	code = GRPC_STATUS_OK;
 leave:
-	vr_store_read_end(txn);
-	free(rows);
+	view_close(&view);
 	return code;
 }
 

@@ -109,14 +109,15 @@ has "refusal" "is being resharded to the shard list" "$(cat "$work/new.json")"
 has "refusal" "belongs to $C" "$(cat "$work/new.json")"
 stored_new=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["accepted"])' "$work/new.json")
 
-# dies NAME ADDR LIST POINT RPC OUT: restarts shard NAME to die at crash
-# point POINT, runs the reshard, which must fail naming it during RPC, and
-# restarts the shard as it was.
+# dies NAME ADDR LIST POINT RPC OUT [flags]: restarts shard NAME to die at
+# crash point POINT, runs the reshard (with flags), which must fail naming
+# it during RPC, and restarts the shard as it was.
 dies() {
 	local name=$1 addr=$2 list=$3 point=$4 rpc=$5 out=$6 st=0
+	shift 6
 	stop "$name"
 	shard "$name" "$addr" "$list" VISREC_FAULT="$point"
-	reshard >"$out" 2>&1 || st=$?
+	reshard "$@" >"$out" 2>&1 || st=$?
 	[ $st = 1 ] || fail "reshard with $name dying at $point: exit $st, not 1: $(cat "$out")"
 	has "$point" "featured shard $addr failed during $rpc: UNAVAILABLE" "$(cat "$out")"
 	gone "$name"
@@ -124,9 +125,10 @@ dies() {
 }
 
 # 2. The target dies right after committing its second import. The resume
-# finished the batch the CLI's kill left (the source's journal held it)
-# before the target died with the next one.
-dies c "$C" "$to" reshard-imported@2 ReshardImport "$work/r2"
+# finished the batch the CLI's kill left (the source's journal held it,
+# and answers it whole though this run asks for 3 a claim) before the
+# target died with the next one.
+dies c "$C" "$to" reshard-imported@2 ReshardImport "$work/r2" --batch 3
 n=$(twice)
 [ "$n" -gt 0 ] && [ "$n" -le 8 ] || fail "after the target's kill $n items are on two shards, want 1 to 8"
 

@@ -660,8 +660,9 @@ int fd_info(vr_call *call, void *ctx)
 	Visrec__V1__FeaturedInfoResponse resp = VISREC__V1__FEATURED_INFO_RESPONSE__INIT;
 	Visrec__V1__ModelVersionInfo active_pb, *models_pb = NULL, **ptrs = NULL;
 	fd_model_info active, *models = NULL;
+	char *reshard_to = NULL;
 	size_t n = 0;
-	int rc = VR_ENOMEM;
+	int rc = VR_ENOMEM, done = 0;
 	fd_executor_model(svc->ex, &active);
 	if (!(models = calloc(MAX_MODELS, sizeof *models)) ||
 	    !(models_pb = calloc(MAX_MODELS, sizeof *models_pb)) ||
@@ -689,6 +690,10 @@ int fd_info(vr_call *call, void *ctx)
 	resp.models = ptrs;
 	resp.max_image_bytes = svc->max_image_bytes;
 	resp.max_image_pixels = svc->max_image_pixels;
+	if ((rc = fd_reshard_progress(svc, &reshard_to, &resp.reshard_moved, &done)))
+		goto leave;
+	resp.reshard_to = reshard_to ? reshard_to : (char *)"";
+	resp.reshard_done = done;
 	if (svc->shards) {
 		resp.n_shards = svc->shards->n;
 		resp.shards = svc->shards->names;
@@ -697,6 +702,7 @@ int fd_info(vr_call *call, void *ctx)
 	}
 	rc = vr_call_send(call, &resp.base);
 leave:
+	free(reshard_to);
 	free(models);
 	free(models_pb);
 	free(ptrs);

@@ -212,6 +212,25 @@ void fd_reshard_close(fd_service *svc)
 	svc->reshard = NULL;
 }
 
+int fd_reshard_progress(fd_service *svc, char **to, uint64_t *moved, int *done)
+{
+	fd_journal j;
+	*to = NULL;
+	*moved = 0;
+	*done = 0;
+	int rc = journal_load(svc->fs, &j);
+	if (rc == VR_ENOTFOUND)
+		return 0;
+	if (rc)
+		return rc;
+	*to = j.to;
+	j.to = NULL;
+	*moved = j.moved;
+	*done = !!(j.flags & FD_JOURNAL_DONE);
+	fd_journal_clear(&j);
+	return 0;
+}
+
 /* The index of name in m, or -1: a source outside TO loses every item. */
 static int leaves(const vr_shardmap *m, int self, const char *id)
 {

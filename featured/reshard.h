@@ -84,6 +84,11 @@ void fd_journal_clear(fd_journal *j);
 int fd_reshard_open(struct fd_service *svc, char *err, size_t errlen);
 void fd_reshard_close(struct fd_service *svc);
 
+/* The journal's state for Info: TO (NULL when no reshard was ever
+ * journalled here; else malloc'd, the caller frees it), the count moved,
+ * and whether it is done. Returns 0 or an error of the store. */
+int fd_reshard_progress(struct fd_service *svc, char **to, uint64_t *moved, int *done);
+
 /* The ingest check: GRPC_STATUS_OK unless a reshard is journalled here and
  * id leaves this shard under its TO, then FAILED_PRECONDITION with why
  * (cap bytes) naming TO's owner. */

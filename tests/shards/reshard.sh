@@ -51,9 +51,11 @@ gone() {
 	wait "${pid[$1]}" 2>/dev/null; st=$?
 	[ $st = 86 ] || fail "shard $1 ended with $st, not the crash point's 86"
 }
+# info ADDR: featured's Info as JSON (visrec info fails without a rankd:
+# its status is not this test's).
+info() { "$visrec" --featured "$1" --json info 2>/dev/null || true; }
 items() { # items ADDR: the item count Info reports
-	"$visrec" --featured "$1" --json info 2>/dev/null | python3 -c '
-import json, sys; print(json.load(sys.stdin)["featured"]["items"])'
+	info "$1" | python3 -c 'import json, sys; print(json.load(sys.stdin)["featured"]["items"])'
 }
 reshard() { "$visrec" reshard --from "$from" --to "$to" --batch 8 "$@"; }
 
@@ -91,6 +93,15 @@ VISREC_FAULT=reshard-verified@3 reshard >"$work/r1" 2>&1 || st=$?
 twice() { echo $(( $(items "$A") + $(items "$B") + $(items "$C") - 500 - ${stored_new:-0} )); }
 n=$(twice)
 [ "$n" -gt 0 ] && [ "$n" -le 8 ] || fail "after the CLI's kill $n items are on two shards, want 1 to 8 (the batch)"
+
+# Info of the first source (the one the kill stopped in) says where it is
+# being resharded to.
+first=$(tr , '\n' <<<"$from" | LC_ALL=C sort | head -1)
+info "$first" | python3 -c '
+import json, sys
+f = json.load(sys.stdin)["featured"]; to = sys.argv[1].split(",")
+assert f["reshard_to"] == ",".join(sorted(to)) and not f["reshard_done"], f' "$to" ||
+	fail "Info of a source during the move does not name the list it moves to"
 
 # Meanwhile a source refuses items that leave it; those that stay go in.
 mkdir -p "$work/new"
@@ -143,6 +154,12 @@ cat "$work/r4"
 has "resumed" "moved by an earlier run" "$(cat "$work/r4")"
 reshard >"$work/r5" 2>&1 || fail "reshard after the end: $(cat "$work/r5")"
 has "idempotent" "nothing to move" "$(cat "$work/r5")"
+for a in "$A" "$B"; do
+	info "$a" | python3 -c '
+import json, sys
+f = json.load(sys.stdin)["featured"]
+assert f["reshard_done"] and f["reshard_moved"] > 0, f' || fail "Info of source $a after the move"
+done
 
 # The switch: every shard on the new list.
 stop a; stop b
@@ -191,7 +208,7 @@ for n in names:
 print("reshard: %d items, per shard %s" % (na, counts))
 PY
 models() {
-	"$visrec" --featured "$1" --json info 2>/dev/null | python3 -c '
+	info "$1" | python3 -c '
 import json, sys
 f = json.load(sys.stdin)["featured"]
 print(f["active_model"]["version"], [(m["version"], m["arch"], m["dims"], m["output_layer"]) for m in f["models"]])'

@@ -20,6 +20,15 @@
  *                      (featured/executor.c): a shard dying mid-ingest.
  *   replica-chunk      a read replica, after staging a chunk of the
  *                      writer's snapshot (rankd/replica.c).
+ *   reshard-claimed    a source shard, after journalling a ReshardClaim
+ *                      batch, before answering it (featured/reshard.c).
+ *   reshard-imported   a target shard, after committing a ReshardImport,
+ *                      before answering its checksums.
+ *   reshard-deleted    a source shard, after committing a ReshardDelete,
+ *                      before answering it.
+ *   reshard-verified   the visrec CLI, after the targets' checksums of a
+ *                      batch matched, before it asks the source to delete
+ *                      (tools/cli_reshard.c).
  *
  * Thread-safety: any thread. */
 #ifndef VR_FAULT_H

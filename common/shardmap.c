@@ -8,10 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FNV_BASIS 0xcbf29ce484222325ULL
+#define FNV_BASIS VR_FNV_BASIS
 #define FNV_PRIME 0x100000001b3ULL
+#define fnv1a vr_fnv1a64
+#define mix64 vr_mix64
 
-static uint64_t fnv1a(uint64_t h, const void *p, size_t len)
+uint64_t vr_fnv1a64(uint64_t h, const void *p, size_t len)
 {
 	const unsigned char *b = p;
 	for (size_t i = 0; i < len; i++) {
@@ -21,7 +23,7 @@ static uint64_t fnv1a(uint64_t h, const void *p, size_t len)
 	return h;
 }
 
-static uint64_t mix64(uint64_t z)
+uint64_t vr_mix64(uint64_t z)
 {
 	z ^= z >> 30;
 	z *= 0xbf58476d1ce4e5b9ULL;

@@ -65,6 +65,13 @@ int vr_shardmap_parse(vr_shardmap **out, const char *list, char *why, size_t cap
 /* Frees a map. NULL is a no-op. */
 void vr_shardmap_free(vr_shardmap *m);
 
+/* The two halves of that hash, for other checksums of the same strength
+ * (featured's resharding): one FNV-1a 64 step over len bytes from h
+ * (VR_FNV_BASIS to start), and splitmix64's finaliser. */
+#define VR_FNV_BASIS 0xcbf29ce484222325ULL
+uint64_t vr_fnv1a64(uint64_t h, const void *p, size_t len);
+uint64_t vr_mix64(uint64_t z);
+
 /* The hash of (shard name, id of len bytes), as documented above. */
 uint64_t vr_shard_hash(const char *name, const char *id, size_t len);
 /* The index of the shard that owns id (len bytes). */

@@ -173,7 +173,7 @@ static void published(fd_fstore *fs, uint64_t seq)
 
 /* ---- model rows (JSON) --------------------------------------------------- */
 
-static char *model_json(const fd_model_info *m)
+char *fd_model_encode(const fd_model_info *m)
 {
 	char *text = NULL;
 	cJSON *o = cJSON_CreateObject(), *mean, *std;
@@ -370,35 +370,56 @@ static int drop_other_vectors(fd_fstore *fs, vr_txn *txn, uint64_t num, uint32_t
 	return 0;
 }
 
+/* The feed's last seq and the next item num, for a transaction that
+ * stores items. */
+static int item_counters(fd_fstore *fs, vr_txn *txn, uint64_t *seq, uint64_t *next_num)
+{
+	int rc = last_seq_txn(fs, txn, seq);
+	if (rc)
+		return rc;
+	rc = meta_get(fs, txn, KEY_NEXT_NUM, next_num, sizeof *next_num);
+	if (rc == VR_ENOTFOUND) {
+		*next_num = 1;
+		rc = 0;
+	}
+	return rc;
+}
+
+/* The row of an item about to be stored anew: a fresh one with the next
+ * num (FD_ADDED), or its own with every vector but version keep's
+ * deleted, since they describe what it was (FD_REPLACED). */
+static int item_slot(fd_fstore *fs, vr_txn *txn, const char *id, size_t id_len, uint32_t keep,
+		     uint64_t *next_num, struct item_row *row, int *kind)
+{
+	int rc = get_row(fs, txn, id, id_len, row);
+	if (rc == VR_ENOTFOUND) {
+		*row = (struct item_row){ .num = (*next_num)++ };
+		*kind = FD_ADDED;
+		return 0;
+	}
+	if (rc)
+		return rc;
+	*kind = FD_REPLACED;
+	return drop_other_vectors(fs, txn, row->num, keep);
+}
+
 static int put_items_txn(vr_txn *txn, void *arg)
 {
 	struct put_ctx *c = arg;
 	fd_fstore *fs = c->fs;
 	uint64_t seq, next_num;
-	int rc = last_seq_txn(fs, txn, &seq);
+	int rc = item_counters(fs, txn, &seq, &next_num);
 	if (rc)
-		return rc;
-	rc = meta_get(fs, txn, KEY_NEXT_NUM, &next_num, sizeof next_num);
-	if (rc == VR_ENOTFOUND)
-		next_num = 1;
-	else if (rc)
 		return rc;
 	for (size_t i = 0; i < c->n; i++) {
 		fd_put *p = &c->puts[i];
 		size_t id_len = strlen(p->item_id);
 		struct item_row row;
 		void *dst;
-		rc = get_row(fs, txn, p->item_id, id_len, &row);
-		if (rc == VR_ENOTFOUND) {
-			row = (struct item_row){ .num = next_num++, .added = c->now };
-			p->kind = FD_ADDED;
-		} else if (rc) {
+		if ((rc = item_slot(fs, txn, p->item_id, id_len, c->version, &next_num, &row, &p->kind)))
 			return rc;
-		} else {
-			p->kind = FD_REPLACED;
-			if ((rc = drop_other_vectors(fs, txn, row.num, c->version)))
-				return rc;
-		}
+		if (p->kind == FD_ADDED)
+			row.added = c->now;
 		row.seq = ++seq;
 		row.version = c->version;
 		p->seq = row.seq;
@@ -442,6 +463,142 @@ int fd_fstore_put_items_more(fd_fstore *fs, uint32_t version, uint32_t dims, fd_
 	if (!rc)
 		published(fs, c.last_seq);
 	return rc;
+}
+
+/* ---- moved items (resharding) -------------------------------------------- */
+
+struct import_ctx {
+	fd_fstore *fs;
+	fd_import *items;
+	size_t n;
+	uint64_t last_seq;
+};
+
+static int import_txn(vr_txn *txn, void *arg)
+{
+	struct import_ctx *c = arg;
+	fd_fstore *fs = c->fs;
+	uint64_t seq, next_num;
+	int rc = item_counters(fs, txn, &seq, &next_num);
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < c->n; i++) {
+		fd_import *m = &c->items[i];
+		size_t id_len = strlen(m->item_id);
+		struct item_row row;
+		void *dst;
+		/* Version 0 is never a model: every vector goes. */
+		if ((rc = item_slot(fs, txn, m->item_id, id_len, 0, &next_num, &row, &m->kind)))
+			return rc;
+		row.seq = m->seq = ++seq;
+		row.version = m->version;
+		row.added = m->added_unix;
+		if ((rc = vr_put_reserve(txn, fs->images, m->item_id, id_len, m->image_len, &dst)))
+			return rc;
+		memcpy(dst, m->image, m->image_len);
+		for (size_t v = 0; v < m->nvecs; v++) {
+			const fd_import_vec *iv = &m->vecs[v];
+			if ((rc = put_vec(fs, txn, iv->version, row.num, iv->dims, m->item_id, id_len,
+					  iv->values)))
+				return rc;
+		}
+		if ((rc = put_change(fs, txn, row.seq, m->kind, m->version, m->item_id, id_len)) ||
+		    (rc = vr_put(txn, fs->items, m->item_id, id_len, &row, sizeof row)))
+			return rc;
+	}
+	c->last_seq = seq;
+	return vr_put(txn, fs->meta, KEY_NEXT_NUM, strlen(KEY_NEXT_NUM), &next_num, sizeof next_num);
+}
+
+int fd_fstore_import(fd_fstore *fs, fd_import *items, size_t n)
+{
+	struct import_ctx c = { fs, items, n, 0 };
+	if (!n)
+		return 0;
+	int rc = vr_store_write(fs->st, import_txn, &c);
+	if (!rc)
+		published(fs, c.last_seq);
+	return rc;
+}
+
+struct remove_ctx {
+	fd_fstore *fs;
+	const char *const *ids;
+	size_t n;
+	const char *key;
+	const void *val;
+	size_t len;
+	uint64_t deleted;
+};
+
+static int remove_txn(vr_txn *txn, void *arg)
+{
+	struct remove_ctx *c = arg;
+	fd_fstore *fs = c->fs;
+	c->deleted = 0;
+	for (size_t i = 0; i < c->n; i++) {
+		size_t id_len = strlen(c->ids[i]);
+		struct item_row row;
+		int rc = get_row(fs, txn, c->ids[i], id_len, &row);
+		if (rc == VR_ENOTFOUND)
+			continue;
+		if (rc || (rc = drop_other_vectors(fs, txn, row.num, 0)) ||
+		    (rc = vr_del(txn, fs->images, c->ids[i], id_len)) ||
+		    (rc = vr_del(txn, fs->items, c->ids[i], id_len)))
+			return rc;
+		c->deleted++;
+	}
+	return vr_put(txn, fs->meta, c->key, strlen(c->key), c->val, c->len);
+}
+
+int fd_fstore_remove(fd_fstore *fs, const char *const *ids, size_t n, const char *key,
+		     const void *val, size_t len, uint64_t *deleted)
+{
+	struct remove_ctx c = { fs, ids, n, key, val, len, 0 };
+	int rc = vr_store_write(fs->st, remove_txn, &c);
+	if (!rc && deleted)
+		*deleted = c.deleted;
+	return rc;
+}
+
+int fd_fstore_note_get(fd_fstore *fs, const char *key, void **val, size_t *len)
+{
+	vr_txn *txn;
+	const void *v;
+	size_t vl;
+	int rc = vr_store_read_begin(fs->st, &txn);
+	if (rc)
+		return rc;
+	if (!(rc = vr_get(txn, fs->meta, key, strlen(key), &v, &vl))) {
+		*val = malloc(vl ? vl : 1);
+		if (*val) {
+			memcpy(*val, v, vl);
+			*len = vl;
+		} else {
+			rc = VR_ENOMEM;
+		}
+	}
+	vr_store_read_end(txn);
+	return rc;
+}
+
+struct note_ctx {
+	fd_fstore *fs;
+	const char *key;
+	const void *val;
+	size_t len;
+};
+
+static int note_txn(vr_txn *txn, void *arg)
+{
+	struct note_ctx *c = arg;
+	return vr_put(txn, c->fs->meta, c->key, strlen(c->key), c->val, c->len);
+}
+
+int fd_fstore_note_put(fd_fstore *fs, const char *key, const void *val, size_t len)
+{
+	struct note_ctx c = { fs, key, val, len };
+	return vr_store_write(fs->st, note_txn, &c);
 }
 
 /* ---- re-embedded vectors ------------------------------------------------- */
@@ -612,7 +769,7 @@ int fd_fstore_model_add(fd_fstore *fs, fd_model_info *info, int activate)
 		return VR_EINVAL;
 	if (!info->version && (rc = fd_fstore_model_next(fs, &info->version)))
 		return rc;
-	char *json = model_json(info);
+	char *json = fd_model_encode(info);
 	if (!json)
 		return VR_ENOMEM;
 	struct model_ctx c = { fs, info, activate, json };

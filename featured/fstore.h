@@ -168,6 +168,45 @@ int fd_fstore_switch(fd_fstore *fs, uint32_t version, uint64_t *seq, uint64_t *m
  * VR_ESTATE (activate with items stored), VR_EINVAL (empty arch). */
 int fd_fstore_model_add(fd_fstore *fs, fd_model_info *info, int activate);
 
+/* A vector of a moved item (fd_fstore_import); values may be unaligned. */
+typedef struct fd_import_vec {
+	uint32_t version, dims;
+	const void *values;    /* dims little-endian floats */
+} fd_import_vec;
+
+/* An item moved here from another shard, as its source stored it. */
+typedef struct fd_import {
+	const char *item_id;   /* NUL-terminated, 1..FD_MAX_ID bytes */
+	const void *image;
+	size_t image_len;
+	int64_t added_unix;    /* kept */
+	uint32_t version;      /* the items row's version: its newest vector */
+	const fd_import_vec *vecs;
+	size_t nvecs;
+	uint64_t seq;          /* out: the change that recorded it */
+	int kind;              /* out: FD_ADDED, or FD_REPLACED when the id was here */
+} fd_import;
+
+/* Stores n moved items in one transaction: image, items row (a new num
+ * here; added_unix and version as given), each vector as given, and one
+ * change each (of version). A known id loses every vector it had first.
+ * Model rows are not checked here. Wakes fd_fstore_wait. */
+int fd_fstore_import(fd_fstore *fs, fd_import *items, size_t n);
+
+/* Deletes n items (image, items row, every vector; an unknown id is
+ * skipped) and, in the same transaction, sets the meta record key (not
+ * one of the keys above) to val (len bytes), so that a journal and what it
+ * describes commit together. No change is appended: the feed has no
+ * deletion kind. *deleted (may be NULL): items that were there. */
+int fd_fstore_remove(fd_fstore *fs, const char *const *ids, size_t n, const char *key,
+		     const void *val, size_t len, uint64_t *deleted);
+
+/* A meta record of another module (a journal): fd_fstore_note_get copies
+ * it into *val (malloc'd, the caller frees) and *len; VR_ENOTFOUND when
+ * absent. fd_fstore_note_put writes it in a transaction of its own. */
+int fd_fstore_note_get(fd_fstore *fs, const char *key, void **val, size_t *len);
+int fd_fstore_note_put(fd_fstore *fs, const char *key, const void *val, size_t len);
+
 /* ---- reads -------------------------------------------------------------- */
 
 /* The active model version; VR_ENOTFOUND before the first model. */
@@ -231,5 +270,8 @@ int fd_vec_decode(const void *k, size_t kl, const void *v, size_t vl, fd_vec *ou
 int fd_item_decode(const void *k, size_t kl, const void *v, size_t vl, fd_item *out);
 int fd_change_decode(const void *k, size_t kl, const void *v, size_t vl, fd_change *out);
 int fd_model_decode(const void *v, size_t vl, fd_model_info *out);
+/* The "models" value of m (JSON, NUL-terminated, malloc'd: the caller
+ * frees it), what fd_model_decode reads; NULL on allocation failure. */
+char *fd_model_encode(const fd_model_info *m);
 
 #endif

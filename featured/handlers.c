@@ -7,6 +7,7 @@
 #include "deadline.h"
 #include "err.h"
 #include "log.h"
+#include "reshard.h"
 #include "visrec/v1/featured.pb-c.h"
 
 #include <stdio.h>
@@ -70,10 +71,10 @@ int fd_check_owner(const fd_service *svc, const char *id, char *why, size_t cap)
 {
 	const vr_shardmap *m = svc->shards;
 	if (!m)
-		return GRPC_STATUS_OK;
+		return fd_reshard_check_leaving(svc, id, why, cap);
 	size_t k = vr_shardmap_owner(m, id, strlen(id));
 	if (k == svc->shard_self)
-		return GRPC_STATUS_OK;
+		return fd_reshard_check_leaving(svc, id, why, cap);
 	snprintf(why, cap, "item %s belongs to shard %s, not to this one (%s) of the map %s: "
 		 "send it there", id, m->names[k], m->names[svc->shard_self], m->tag);
 	return GRPC_STATUS_FAILED_PRECONDITION;
@@ -659,8 +660,9 @@ static int info_build(fd_service *svc, uint8_t **bytes, size_t *len)
 	Visrec__V1__FeaturedInfoResponse resp = VISREC__V1__FEATURED_INFO_RESPONSE__INIT;
 	Visrec__V1__ModelVersionInfo active_pb, *models_pb = NULL, **ptrs = NULL;
 	fd_model_info active, *models = NULL;
+	char *reshard_to = NULL;
 	size_t n = 0;
-	int rc = VR_ENOMEM;
+	int rc = VR_ENOMEM, done = 0;
 	fd_executor_model(svc->ex, &active);
 	if (!(models = calloc(MAX_MODELS, sizeof *models)) ||
 	    !(models_pb = calloc(MAX_MODELS, sizeof *models_pb)) ||
@@ -688,6 +690,10 @@ static int info_build(fd_service *svc, uint8_t **bytes, size_t *len)
 	resp.models = ptrs;
 	resp.max_image_bytes = svc->max_image_bytes;
 	resp.max_image_pixels = svc->max_image_pixels;
+	if ((rc = fd_reshard_progress(svc, &reshard_to, &resp.reshard_moved, &done)))
+		goto leave;
+	resp.reshard_to = reshard_to ? reshard_to : (char *)"";
+	resp.reshard_done = done;
 	if (svc->shards) {
 		resp.n_shards = svc->shards->n;
 		resp.shards = svc->shards->names;
@@ -701,6 +707,7 @@ static int info_build(fd_service *svc, uint8_t **bytes, size_t *len)
 		rc = 0;
 	}
 leave:
+	free(reshard_to);
 	free(models);
 	free(models_pb);
 	free(ptrs);
@@ -717,6 +724,7 @@ int fd_info(vr_call *call, void *ctx)
 	memset(&key, 0, sizeof key);
 	key.models_gen = fd_fstore_models_gen(svc->fs);
 	key.last_seq = fd_fstore_last_seq(svc->fs);
+	key.reshard_gen = fd_reshard_gen(svc);
 	key.nlive = (uint32_t)fd_executor_versions(svc->ex, &key.active, key.live);
 	int rc;
 	pthread_rwlock_rdlock(&svc->info_lock);

@@ -68,6 +68,10 @@ int main(int argc, char **argv)
 		  "the items rendezvous hashing gives it; unset: one featured holds every item", 0 },
 		{ "shard-self", "VISREC_SHARD_SELF", VR_FLAG_STRING, &cfg.shard_self, NULL,
 		  "which entry of --shards this featured is, written as in the list", 0 },
+		{ "models-from", "VISREC_MODELS_FROM", VR_FLAG_STRING, &cfg.models_from, NULL,
+		  "host:port of a featured (another shard) to copy every model version from, instead "
+		  "of making version 1 from the model flags, while the data directory holds no item "
+		  "(a new shard)", 0 },
 		{ 0 },
 	};
 	static const char *const services[] = { "visrec.v1.Featured", NULL };
@@ -85,6 +89,7 @@ int main(int argc, char **argv)
 	}
 	cfg.data_dir = d.data;
 	code = vr_daemon_open(&d);
+	cfg.peer_token = d.admin_token;
 	if (!code) {
 		int rc = fd_service_open(&svc, d.store, &cfg, err, sizeof err);
 		if (rc)

@@ -1,11 +1,14 @@
 /* featured's service: opening the store and the executor (with the model
  * policy of start-up), and the visrec.v1.Featured method table. The
- * handlers are in handlers.c; TrainVisual's is in train_visual.c. */
+ * handlers are in handlers.c; TrainVisual's is in train_visual.c, the
+ * Reshard* ones in reshard.c, GetModel's in model_copy.c. */
 #include "service.h"
 
 #include "err.h"
 #include "log.h"
+#include "model_copy.h"
 #include "prom.h"
+#include "reshard.h"
 #include "train_visual.h"
 #include "visrec/v1/featured.pb-c.h"
 
@@ -192,12 +195,33 @@ static int open_shards(fd_service *svc, const fd_config *cfg, char *err, size_t 
 	return 0;
 }
 
+/* --models-from, while no item is stored here (model_copy.h). */
+static int copy_models(fd_service *svc, const fd_config *cfg, char *err, size_t errlen)
+{
+	uint64_t items = 0, seq = 0;
+	if (!cfg->models_from)
+		return 0;
+	int rc = fd_fstore_stats(svc->fs, &items, &seq);
+	if (rc) {
+		snprintf(err, errlen, "cannot read featured's databases: %s", vr_strerror(rc));
+		return rc;
+	}
+	if (items) {
+		VR_WARN("ignoring --models-from %s: this data directory holds %llu items already",
+			cfg->models_from, (unsigned long long)items);
+		return 0;
+	}
+	return fd_models_fetch(svc->fs, cfg->data_dir, cfg->models_from, cfg->peer_token, err,
+			       errlen);
+}
+
 int fd_service_open(fd_service *svc, vr_store *store, const fd_config *cfg, char *err,
 		    size_t errlen)
 {
 	fd_model_info active;
 	char what[512];
 	pthread_rwlock_init(&svc->info_lock, NULL);
+	svc->data_dir = cfg->data_dir;
 	svc->max_image_bytes = cfg->max_image_bytes;
 	svc->max_image_pixels = cfg->max_image_pixels;
 	svc->max_trunk_cache_mb = cfg->max_trunk_cache_mb;
@@ -210,6 +234,8 @@ int fd_service_open(fd_service *svc, vr_store *store, const fd_config *cfg, char
 		snprintf(err, errlen, "cannot open featured's databases: %s", vr_strerror(rc));
 		return rc;
 	}
+	if ((rc = fd_reshard_open(svc, err, errlen)) || (rc = copy_models(svc, cfg, err, errlen)))
+		return rc;
 	int had_model = fd_fstore_model_get(svc->fs, 0, &active) == 0;
 	fd_executor_opts o = {
 		.backend = cfg->backend,
@@ -269,6 +295,7 @@ void fd_service_close(fd_service *svc)
 	vr_prom_collector_remove(metrics_collect, svc);
 	fd_executor_destroy(svc->ex);
 	svc->ex = NULL;
+	fd_reshard_close(svc);
 	fd_fstore_close(svc->fs);
 	svc->fs = NULL;
 	vr_shardmap_free(svc->shards);
@@ -299,6 +326,13 @@ int fd_service_register(fd_service *svc, vr_server *srv)
 		M("TrainVisual", train_visual_request, train_visual_response, VR_BIDI, 1, fd_train_visual,
 		  0, 0),
 		M("Info", featured_info_request, featured_info_response, VR_UNARY, 0, fd_info, 0, 0),
+		M("ReshardClaim", reshard_claim_request, reshard_claim_response, VR_UNARY, 1,
+		  fd_reshard_claim, 1, 0),
+		M("ReshardImport", reshard_import_request, reshard_import_response, VR_UNARY, 1,
+		  fd_reshard_import, 1, 0),
+		M("ReshardDelete", reshard_delete_request, reshard_delete_response, VR_UNARY, 1,
+		  fd_reshard_delete, 1, 0),
+		M("GetModel", get_model_request, model_chunk, VR_SERVER_STREAM, 1, fd_get_model, 0, 0),
 	};
 	return vr_server_add_service(srv, table, sizeof table / sizeof table[0]);
 }

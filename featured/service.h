@@ -26,17 +26,23 @@ typedef struct fd_config {
 	uint64_t max_trunk_cache_mb;  /* a TrainVisual trunk session's cached activations */
 	const char *shards;           /* the shard list (shardmap.h); NULL: not sharded */
 	const char *shard_self;       /* this shard's entry of shards */
+	/* --models-from: a featured to copy every model version from while
+	 * this data directory holds no item (model_copy.h); NULL: none. */
+	const char *models_from;
+	const char *peer_token;       /* the admin token, sent to models_from */
 } fd_config;
 
 /* What featured's Info reply depends on that can change while it runs:
  * model rows added (fd_fstore_models_gen), the last change committed
- * (items come only with changes), the active and live versions. */
+ * (items come only with changes), the active and live versions, the
+ * reshard journal's writes (fd_reshard_gen). */
 typedef struct fd_info_key {
-	uint64_t models_gen, last_seq;
+	uint64_t models_gen, last_seq, reshard_gen;
 	uint32_t active, nlive, live[FD_MAX_LIVE];
 } fd_info_key;
 
 typedef struct fd_service {
+	const char *data_dir;         /* cfg's, where models/ lives */
 	fd_fstore *fs;                /* over the daemon's LMDB environment */
 	fd_executor *ex;
 	uint64_t max_image_bytes, max_image_pixels;
@@ -53,6 +59,8 @@ typedef struct fd_service {
 	fd_info_key info_key;
 	uint8_t *info_bytes;
 	size_t info_len;
+	/* Resharding's journal state (reshard.h); never NULL once open. */
+	struct fd_reshard *reshard;
 	/* the model_info series of the version active at the last scrape */
 	struct vr_prom_series *metrics_model;
 	uint32_t metrics_version;
@@ -95,8 +103,9 @@ int fd_check_item(const fd_service *svc, const char *id, size_t image_len, char 
  * the call. */
 int fd_check_shard_map(const fd_service *svc, vr_call *call);
 /* Whether this featured stores item id: GRPC_STATUS_OK (not sharded, or
- * this shard owns it), else FAILED_PRECONDITION with why (cap bytes)
- * naming the owner. */
+ * this shard owns it, and no reshard journalled here moves it away:
+ * reshard.h), else FAILED_PRECONDITION with why (cap bytes) naming the
+ * owner. */
 int fd_check_owner(const fd_service *svc, const char *id, char *why, size_t cap);
 
 /* The handlers (handlers.c); ctx is the fd_service. */

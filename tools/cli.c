@@ -213,15 +213,24 @@ static int read_token(cli *c, const char *who)
  * default; the daemons' own limit is 16 MiB. */
 #define CLI_MAX_MESSAGE (64u << 20)
 
+int cli_channel_opts(cli *c, const char *who, vr_channel_opts *o)
+{
+	int code = read_token(c, who);
+	if (code)
+		return code;
+	*o = (vr_channel_opts){ .tls_root_file = c->tls_ca, .token = c->token,
+				.max_message_bytes = CLI_MAX_MESSAGE };
+	return CLI_EXIT_OK;
+}
+
 int cli_shards(cli *c, const char *cmd, vr_shards **out)
 {
 	char why[512];
-	int code = read_token(c, "featured");
+	vr_channel_opts o;
+	int code = cli_channel_opts(c, "featured", &o);
 	if (code)
 		return code;
 	if (!c->shards) {
-		vr_channel_opts o = { .tls_root_file = c->tls_ca, .token = c->token,
-				      .max_message_bytes = CLI_MAX_MESSAGE };
 		int rc = vr_shards_open(&c->shards, c->featured_addr, &o, why, sizeof why);
 		if (rc == VR_EINVAL || rc == VR_ETOOBIG)
 			return cli_usage_error(cmd, "--featured: %s", why);

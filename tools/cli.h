@@ -80,6 +80,11 @@ int cli_channel(cli *c, enum cli_service s, vr_channel **out);
  * the error and returns CLI_EXIT_FAIL (a bad list: CLI_EXIT_USAGE). cmd
  * names the command in the report. */
 int cli_shards(cli *c, const char *cmd, vr_shards **out);
+/* The options of a channel to a daemon as the global flags give them
+ * (reading --token-file the first time; who names the caller in a
+ * report), for commands that open channels of their own. Returns
+ * CLI_EXIT_OK, or reports and returns CLI_EXIT_FAIL. */
+int cli_channel_opts(cli *c, const char *who, vr_channel_opts *o);
 /* The address of a service, as configured. */
 const char *cli_addr(const cli *c, enum cli_service s);
 /* A call's deadline in ms: --timeout, else def_ms (0 = none). */
@@ -144,5 +149,6 @@ int cli_cmd_top(cli *c, int argc, char **argv);
 int cli_cmd_showcase(cli *c, int argc, char **argv);
 int cli_cmd_report(cli *c, int argc, char **argv);
 int cli_cmd_vectors(cli *c, int argc, char **argv);
+int cli_cmd_reshard(cli *c, int argc, char **argv);
 
 #endif

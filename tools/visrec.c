@@ -33,6 +33,7 @@ static const struct command commands[] = {
 	{ "info", cli_cmd_info, 1, "what both daemons run and hold" },
 	{ "health", cli_cmd_health, 1, "grpc.health.v1 status of both daemons" },
 	{ "vectors", cli_cmd_vectors, 1, "export item vectors of a model version to .npy + an id list" },
+	{ "reshard", cli_cmd_reshard, 1, "move the items whose featured shard changes with the shard list" },
 	{ "top", cli_cmd_top, 0, "a live view of both daemons from their metrics endpoints" },
 	{ "showcase", cli_cmd_showcase, 0, "pick users of a data set to show in the report" },
 	{ "report", cli_cmd_report, 0, "write the HTML report of a pipeline run" },

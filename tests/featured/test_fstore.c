@@ -327,10 +327,69 @@ TEST(record_decoders_check_lengths)
 	ASSERT_EQ_INT(fd_item_decode("id", 2, val, 33, &it), VR_ECORRUPT);
 }
 
+/* A moved item keeps its added time, version and every vector bit for
+ * bit; importing it again replaces it whole (a version it no longer has
+ * is gone); removing it takes everything and writes the note with it. */
+TEST(import_and_remove)
+{
+	ASSERT_OK(open_fresh());
+	fd_model_info m1 = model("small", 2), m2 = model("small", 3);
+	ASSERT_OK(fd_fstore_model_add(fs, &m1, 1));
+	ASSERT_OK(fd_fstore_model_add(fs, &m2, 0));
+	const float a[2] = { 1.5f, -0.0f }, b[3] = { 3, 4, 5 }, c[2] = { 7, 8 };
+	fd_import_vec both[2] = { { 1, 2, a }, { 2, 3, b } }, one[1] = { { 1, 2, c } };
+	fd_import im = { .item_id = "x", .image = "\xff\xd8", .image_len = 2, .added_unix = 1600000000,
+			 .version = 2, .vecs = both, .nvecs = 2 };
+	ASSERT_OK(fd_fstore_import(fs, &im, 1));
+	ASSERT_EQ_INT(im.kind, FD_ADDED);
+	vr_txn *txn;
+	fd_item it;
+	fd_vec v;
+	ASSERT_OK(vr_store_read_begin(st, &txn));
+	ASSERT_OK(fd_fstore_item_get(fs, txn, "x", &it));
+	ASSERT_EQ_INT(it.added_unix, 1600000000);
+	ASSERT_EQ_INT(it.version, 2);
+	ASSERT_EQ_INT(it.image_len, 2);
+	ASSERT_OK(fd_fstore_vec_get(fs, txn, 1, "x", &v));
+	ASSERT(!memcmp(v.values, a, sizeof a));
+	ASSERT_OK(fd_fstore_vec_get(fs, txn, 2, "x", &v));
+	ASSERT(!memcmp(v.values, b, sizeof b));
+	vr_store_read_end(txn);
+	im.vecs = one;
+	im.nvecs = 1;
+	im.version = 1;
+	ASSERT_OK(fd_fstore_import(fs, &im, 1));
+	ASSERT_EQ_INT(im.kind, FD_REPLACED);
+	ASSERT_OK(vr_store_read_begin(st, &txn));
+	ASSERT_OK(fd_fstore_vec_get(fs, txn, 1, "x", &v));
+	ASSERT(!memcmp(v.values, c, sizeof c));
+	ASSERT_EQ_INT(fd_fstore_vec_get(fs, txn, 2, "x", &v), VR_ENOTFOUND);
+	vr_store_read_end(txn);
+	const char *ids[2] = { "x", "absent" };
+	uint64_t deleted = 9;
+	void *note = NULL;
+	size_t len = 0;
+	ASSERT_OK(fd_fstore_remove(fs, ids, 2, "journal", "J1", 2, &deleted));
+	ASSERT_EQ_INT(deleted, 1);
+	ASSERT_OK(fd_fstore_note_get(fs, "journal", &note, &len));
+	ASSERT_EQ_INT(len, 2);
+	ASSERT(!memcmp(note, "J1", 2));
+	free(note);
+	ASSERT_EQ_INT(fd_fstore_note_get(fs, "none", &note, &len), VR_ENOTFOUND);
+	uint64_t items, last;
+	ASSERT_OK(fd_fstore_stats(fs, &items, &last));
+	ASSERT_EQ_INT(items, 0);
+	ASSERT_OK(vr_store_read_begin(st, &txn));
+	ASSERT_EQ_INT(fd_fstore_vec_get(fs, txn, 1, "x", &v), VR_ENOTFOUND);
+	ASSERT_EQ_INT(fd_fstore_item_get(fs, txn, "x", &it), VR_ENOTFOUND);
+	vr_store_read_end(txn);
+	close_all();
+}
+
 static const struct vr_test tests[] = {
 	T(models_and_activation), T(put_replace_and_order), T(reembed_and_switch),
 	T(wait_wakes_on_commit), T(model_row_numbers_checked),
-	T(record_decoders_check_lengths), { 0 },
+	T(record_decoders_check_lengths), T(import_and_remove), { 0 },
 };
 
 int main(int argc, char **argv)

@@ -15,6 +15,7 @@
 #include "interactions.h"
 #include "jpeg_fixtures.h"
 #include "model.h"
+#include "reshard.h"
 #include "safetensors.h"
 #include "snapshot.h"
 #include "store.h"
@@ -706,6 +707,56 @@ static void seeds_rankd_requests(void)
 	message(h, "featured-info-response", 9, &fi.base);
 }
 
+/* Resharding: a journal with a batch in flight (selector 0) and one
+ * request of each kind. */
+static void seeds_reshard(void)
+{
+	const char *h = "fuzz_reshard";
+	char *ids[2] = { "i001", "\xe6\x97\xa5" };
+	uint64_t sums[2] = { 0x0123456789abcdefULL, 42 };
+	fd_journal j = { FD_JOURNAL_SWEEP, 7, "a:1,b:2,c:3", "a:1", "i000", 2, ids, sums };
+	void *rec;
+	size_t len;
+	if (fd_journal_encode(&j, &rec, &len))
+		die("out of memory", VR_ENOMEM);
+	struct seed s = { 0 };
+	put_u8(&s, 0);
+	put(&s, rec, len);
+	emit(&s, h, "journal-in-flight");
+	free(s.p);
+	free(rec);
+	Visrec__V1__ReshardClaimRequest claim = VISREC__V1__RESHARD_CLAIM_REQUEST__INIT;
+	claim.to_shards = "a:1,b:2,c:3";
+	claim.max_items = 16;
+	message(h, "claim", 1, &claim.base);
+	float values[4] = { 1, -2, 0.5f, 3 };
+	Visrec__V1__ReshardVector vec = VISREC__V1__RESHARD_VECTOR__INIT, *vp = &vec;
+	vec.model_version = 1;
+	vec.values = values;
+	vec.n_values = 4;
+	uint8_t jpeg_bytes[4] = { 0xff, 0xd8, 0xff, 0xd9 };
+	Visrec__V1__ReshardItem item = VISREC__V1__RESHARD_ITEM__INIT, *ip = &item;
+	item.item_id = "i001";
+	item.image = (ProtobufCBinaryData){ sizeof jpeg_bytes, jpeg_bytes };
+	item.added_unix = 1700000000;
+	item.version = 1;
+	item.vectors = &vp;
+	item.n_vectors = 1;
+	Visrec__V1__ReshardImportRequest imp = VISREC__V1__RESHARD_IMPORT_REQUEST__INIT;
+	imp.to_shards = "a:1,b:2,c:3";
+	imp.items = &ip;
+	imp.n_items = 1;
+	message(h, "import", 2, &imp.base);
+	message(h, "import-two-slices", 0x82, &imp.base);
+	Visrec__V1__ReshardDeleteRequest del = VISREC__V1__RESHARD_DELETE_REQUEST__INIT;
+	del.to_shards = "a:1,b:2,c:3";
+	del.item_ids = ids;
+	del.n_item_ids = 2;
+	del.checksums = sums;
+	del.n_checksums = 2;
+	message(h, "delete", 3, &del.base);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 2) {
@@ -726,6 +777,7 @@ int main(int argc, char **argv)
 	seeds_replica_log();
 	seeds_featured_requests();
 	seeds_rankd_requests();
+	seeds_reshard();
 	char cmd[200];
 	snprintf(cmd, sizeof cmd, "rm -rf %s", g_tmp);
 	if (system(cmd))

@@ -382,6 +382,50 @@ TEST(featured_get_vectors)
 	vr_jpeg_free(ims[1].jpeg);
 }
 
+/* Resharding's admin calls check their ids before anything else: on a
+ * featured that is no shard, a good id gets past them to the refusal of
+ * its state (FAILED_PRECONDITION). */
+TEST(featured_reshard)
+{
+	struct proc f;
+	vr_status st;
+	ASSERT_OK(start_featured(&f, "reshard"));
+	vr_channel *ch = channel(&f);
+	for (size_t b = 0; b <= N_BAD; b++) {
+		ProtobufCBinaryData id = b < N_BAD ? bin(bads[b].id, bads[b].len) : str(MB_ITEM);
+		Visrec__Idwire__ReshardItem x = VISREC__IDWIRE__RESHARD_ITEM__INIT, y = x;
+		Visrec__Idwire__ReshardItem *items[2] = { &x, &y };
+		x.item_id = str("r1");
+		x.image = y.image = str("\xff\xd8");
+		y.item_id = id;
+		Visrec__Idwire__ReshardImportRequest im = VISREC__IDWIRE__RESHARD_IMPORT_REQUEST__INIT;
+		im.to_shards = "127.0.0.1:1,127.0.0.1:2";
+		im.items = items;
+		im.n_items = 2;
+		int rc = unary(ch, FEATURED "ReshardImport", &im.base,
+			       &visrec__v1__reshard_import_response__descriptor, NULL, &st);
+		if (b < N_BAD)
+			ASSERT_REFUSED(rc, st, "items[1].item_id", &bads[b]);
+		else
+			ASSERT_MSG(rc == VR_ERPC && st.code == GRPC_STATUS_FAILED_PRECONDITION,
+				   "import of a good id: %s %s", vr_status_name(st.code), st.message);
+		ProtobufCBinaryData ids[2] = { str("r1"), id };
+		Visrec__Idwire__ReshardDeleteRequest del = VISREC__IDWIRE__RESHARD_DELETE_REQUEST__INIT;
+		del.to_shards = im.to_shards;
+		del.item_ids = ids;
+		del.n_item_ids = 2;
+		rc = unary(ch, FEATURED "ReshardDelete", &del.base,
+			   &visrec__v1__reshard_delete_response__descriptor, NULL, &st);
+		if (b < N_BAD)
+			ASSERT_REFUSED(rc, st, "item_ids[1]", &bads[b]);
+		else
+			ASSERT_MSG(rc == VR_ERPC && st.code == GRPC_STATUS_FAILED_PRECONDITION,
+				   "delete of a good id: %s %s", vr_status_name(st.code), st.message);
+	}
+	vr_channel_destroy(ch);
+	ASSERT_EQ_INT(proc_stop(&f, 10000), 0);
+}
+
 #define TV_DIMS 4
 
 /* Starts a TrainVisual session on a new call, then sends one step (embed
@@ -859,6 +903,7 @@ TEST(cli_import_and_ingest)
 
 static const struct vr_test tests[] = {
 	T(featured_put_items), T(featured_embed), T(featured_get_vectors), T(featured_train_visual),
+	T(featured_reshard),
 	T(rankd_add_interactions), T(rankd_recommend), T(rankd_recommend_batch), T(rankd_score),
 	T(cli_import_and_ingest), { 0 },
 };

@@ -14,6 +14,7 @@ featured=$1
 rankd=$2
 visrec=$3
 . "$(dirname "$0")/lib.sh"
+three_shards
 declare -A shard_pid
 shard() { # shard ADDR: starts the featured shard at ADDR (its data kept across restarts)
 	: >"$work/f-$1.out"

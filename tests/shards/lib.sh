@@ -1,8 +1,10 @@
-# tests/shards/lib.sh: what shards.sh and feeds.sh share, sourced by them:
-# a work folder and the daemons started, removed at exit; fail/die/has;
-# four free loopback ports as A, B, C (the shards) and R (rankd), the
-# shard list "$list"; start NAME OUTFILE cmd... to run a daemon.
-# Exits 77 (skipped) without python3.
+# tests/shards/lib.sh: what the shard tests share, sourced after their
+# arguments are read: a work folder removed at exit together with every
+# daemon whose pid the test added to pids; fail/die/has; free_ports N
+# prints N free loopback ports (a shard's address is in the list every
+# party holds, so it cannot be port 0); three_shards sets A, B, C (shards),
+# R (rankd) and the shard list "$list"; start NAME OUTFILE cmd... runs a
+# daemon. python3 picks the ports: without it the test skips (77).
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -20,15 +22,20 @@ die() { echo "FAIL: $*" >&2; exit 1; }
 has() { grep -qF -- "$2" <<<"$3" || fail "$1: expected \"$2\" in: $3"; }
 
 command -v python3 >/dev/null || { echo "skipped: python3 (to pick free ports) is not installed"; exit 77; }
-# Four free ports: three shards and rankd (a shard's address is in the list
-# every party holds, so it cannot be port 0).
-read -r p1 p2 p3 p4 < <(python3 -c '
-import socket
-s = [socket.socket() for _ in range(4)]
+free_ports() {
+	python3 -c '
+import socket, sys
+s = [socket.socket() for _ in range(int(sys.argv[1]))]
 for x in s: x.bind(("127.0.0.1", 0))
-print(*[x.getsockname()[1] for x in s])')
-A=127.0.0.1:$p1 B=127.0.0.1:$p2 C=127.0.0.1:$p3 R=127.0.0.1:$p4
-list="$A,$B,$C"
+print(*[x.getsockname()[1] for x in s])' "$1"
+}
+
+# three_shards: four free ports, three shards and rankd.
+three_shards() {
+	read -r p1 p2 p3 p4 < <(free_ports 4)
+	A=127.0.0.1:$p1 B=127.0.0.1:$p2 C=127.0.0.1:$p3 R=127.0.0.1:$p4
+	list="$A,$B,$C"
+}
 
 # start NAME OUTFILE cmd...: runs a daemon (its pid in $started), waits
 # for its listening line.

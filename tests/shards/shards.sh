@@ -14,6 +14,7 @@ featured=$1
 rankd=$2
 visrec=$3
 . "$(dirname "$0")/lib.sh"
+three_shards
 shard() { # shard K ADDR [env...]: starts featured shard K
 	local k=$1 addr=$2; shift 2
 	start "shard $k" "$work/f$k.out" env "$@" "$featured" --listen "$addr" --data "$work/f$k" \

@@ -183,10 +183,16 @@ void vr_metrics_table_add(struct vr_metrics_table *t, const struct vr_user_metri
 		mean_add(&t->cold, m, t->n_ks);
 }
 
+void vr_metrics_table_add_new(struct vr_metrics_table *t, const struct vr_user_metrics *m)
+{
+	mean_add(&t->new_items, m, t->n_ks);
+}
+
 void vr_metrics_table_finish(struct vr_metrics_table *t)
 {
 	mean_finish(&t->all, t->n_ks);
 	mean_finish(&t->cold, t->n_ks);
+	mean_finish(&t->new_items, t->n_ks);
 }
 
 int vr_evaluate(const struct vr_metrics_cfg *cfg, const struct vr_eval_user *users, size_t n_users,
@@ -195,9 +201,12 @@ int vr_evaluate(const struct vr_metrics_cfg *cfg, const struct vr_eval_user *use
 {
 	int rc = 0;
 	uint8_t *cold = NULL;
-	float *scores = NULL;
-	uint32_t *ids = NULL, *excl = NULL;
+	float *scores = NULL, *cscores = NULL;
+	uint32_t *ids = NULL, *excl = NULL, *cidx = NULL, *cpos = NULL;
 	size_t max_train = 1;
+	uint32_t n_cold = 0;
+	struct vr_metrics_cfg ccfg = *cfg; /* among the cold items: no exclusion */
+	ccfg.protocol = VR_EVAL_STANDARD;
 	uint32_t blk = cfg->block_users ? cfg->block_users : DEFAULT_BLOCK_USERS;
 
 	vr_metrics_table_init(out, cfg);
@@ -235,7 +244,19 @@ int vr_evaluate(const struct vr_metrics_cfg *cfg, const struct vr_eval_user *use
 	scores = malloc((size_t)blk * n_items * sizeof(float));
 	ids = malloc(blk * sizeof(uint32_t));
 	excl = malloc(max_train * sizeof(uint32_t));
-	if (!scores || !ids || !excl) {
+	/* The cold items in index order (cidx) and each one's place (cpos). */
+	cidx = malloc((size_t)n_items * sizeof(uint32_t));
+	cpos = malloc((size_t)n_items * sizeof(uint32_t));
+	if (!scores || !ids || !excl || !cidx || !cpos) {
+		rc = VR_ENOMEM;
+		goto leave;
+	}
+	for (uint32_t i = 0; i < n_items; i++)
+		if (item_cold[i]) {
+			cpos[i] = n_cold;
+			cidx[n_cold++] = i;
+		}
+	if (n_cold && !(cscores = malloc((size_t)n_cold * sizeof(float)))) {
 		rc = VR_ENOMEM;
 		goto leave;
 	}
@@ -254,13 +275,24 @@ int vr_evaluate(const struct vr_metrics_cfg *cfg, const struct vr_eval_user *use
 			if (rc)
 				goto leave;
 			vr_metrics_table_add(out, &m, item_cold[eu->test_item] != 0);
+			if (!item_cold[eu->test_item])
+				continue;
+			const float *row = scores + (size_t)u * n_items;
+			for (uint32_t c = 0; c < n_cold; c++)
+				cscores[c] = row[cidx[c]];
+			if ((rc = vr_metrics_user(&ccfg, cscores, n_cold, NULL, 0, cpos[eu->test_item], &m)))
+				goto leave;
+			vr_metrics_table_add_new(out, &m);
 		}
 	}
 	vr_metrics_table_finish(out);
 leave:
 	free(cold);
 	free(scores);
+	free(cscores);
 	free(ids);
 	free(excl);
+	free(cidx);
+	free(cpos);
 	return rc;
 }

@@ -2,7 +2,18 @@
  * vector over the catalogue, the rank of the user's one test item (the last
  * interaction in time) and from it AUC, RR, Recall@k, Precision@k and
  * nDCG@k; means over all users and over the users whose test item is cold
- * (no training interactions). Model-agnostic: it sees scores only.
+ * (no training interactions), and for those same users once more with
+ * their item ranked among the cold items only ("new"). Model-agnostic: it
+ * sees scores only.
+ *
+ * Why "new": on the whole catalogue a cold test item competes with warm
+ * items whose scores carry their learned popularity, so the cold subset
+ * mostly measures where a model puts cold items as a group (one offset
+ * moves every cold item past the warm ones at once), not whether it tells
+ * which new item suits whom. Among the cold items alone no model knows
+ * any of them from interactions: the ranking is what it saw in their
+ * images (a model without features ties them all: AUC 0.5). That is the
+ * "new arrivals" shelf, and the measure of the visual terms.
  *
  * Protocols
  * - VR_EVAL_STANDARD: all of a user's training items are excluded from the
@@ -65,12 +76,15 @@ struct vr_metrics_mean {
 	double ndcg[VR_METRICS_MAX_KS];
 };
 
-/* The table Evaluate reports: every user, and users with a cold test item. */
+/* The table Evaluate reports: every user, users with a cold test item,
+ * and those users ranked among the cold items (new_items: the metrics of
+ * their test item among the n_cold cold items, no exclusion, the standard
+ * rule whatever the protocol, as no training list holds a cold item). */
 struct vr_metrics_table {
 	enum vr_eval_protocol protocol;
 	int n_ks;
 	int ks[VR_METRICS_MAX_KS];
-	struct vr_metrics_mean all, cold;
+	struct vr_metrics_mean all, cold, new_items;
 };
 
 /* Standard protocol, ks = {20, 100}, default block. */
@@ -113,6 +127,8 @@ void vr_metrics_exclusion(const struct vr_metrics_cfg *cfg, const uint32_t *trai
 /* Accumulating a table: init, add each user, finish (sums to means). */
 void vr_metrics_table_init(struct vr_metrics_table *t, const struct vr_metrics_cfg *cfg);
 void vr_metrics_table_add(struct vr_metrics_table *t, const struct vr_user_metrics *m, int cold);
+/* Adds a cold user's metrics among the cold items to new_items. */
+void vr_metrics_table_add_new(struct vr_metrics_table *t, const struct vr_user_metrics *m);
 void vr_metrics_table_finish(struct vr_metrics_table *t);
 
 /* One evaluated user: id passed to the scorer, held-out item, training
@@ -131,7 +147,8 @@ typedef int (*vr_score_block_fn)(void *ctx, const uint32_t *users, uint32_t n_us
 
 /* Runs the protocol over users[0..n_users) with n_items items: scores
  * blocks of cfg->block_users users at once through score(), measures each
- * user and fills out (finished). item_cold[i] != 0 marks cold items; NULL
+ * user and fills out (finished); a user whose test item is cold is also
+ * measured among the cold items (new_items). item_cold[i] != 0 marks cold items; NULL
  * derives them: an item no user's training list holds. Allocates its
  * buffers once per call. Returns 0, VR_EINVAL (as vr_metrics_user),
  * VR_ENOMEM or the scorer's error. */

@@ -1117,8 +1117,10 @@ int rk_handle_evaluate(vr_call *call, void *ctx)
 		rc = vr_evaluate(&cfg, users, nu, view.n, cold, fn, &e, &t[b]);
 		if (!rc && nc)
 			rc = vr_evaluate(&cfg, cold_users, nc, view.n, cold, fn, &e, &ct[b]);
-		if (!rc && nc)
-			t[b].cold = ct[b].all; /* the cold subset is the cold_test pairs */
+		if (!rc && nc) { /* the cold subsets are the cold_test pairs' */
+			t[b].cold = ct[b].all;
+			t[b].new_items = ct[b].new_items;
+		}
 	}
 	if (rc == VR_ECANCELLED) {
 		code = vr_call_cancelled(call) ? rc :
@@ -1129,26 +1131,31 @@ int rk_handle_evaluate(vr_call *call, void *ctx)
 		code = vr_call_error(call, vr_status_from_rc(rc), "evaluation failed: %s", vr_strerror(rc));
 		goto leave;
 	}
-	Visrec__V1__EvalResult res[4], *resp_res[2] = { &res[0], &res[1] }, *pop_res[2] = { &res[2], &res[3] };
-	Visrec__V1__MetricsAtK atk[4][VR_METRICS_MAX_KS], *atp[4][VR_METRICS_MAX_KS];
-	table_result(&t[0], &t[0].all, "all", &res[0], atk[0], atp[0]);
-	table_result(&t[0], &t[0].cold, "cold", &res[1], atk[1], atp[1]);
-	table_result(&t[1], &t[1].all, "all", &res[2], atk[2], atp[2]);
-	table_result(&t[1], &t[1].cold, "cold", &res[3], atk[3], atp[3]);
+	/* res[0..2]: the model's all, cold, new; res[3..5]: popularity's. */
+	Visrec__V1__EvalResult res[6], *resp_res[3] = { &res[0], &res[1], &res[2] },
+				       *pop_res[3] = { &res[3], &res[4], &res[5] };
+	Visrec__V1__MetricsAtK atk[6][VR_METRICS_MAX_KS], *atp[6][VR_METRICS_MAX_KS];
+	for (int b = 0; b < 2; b++) {
+		table_result(&t[b], &t[b].all, "all", &res[3 * b], atk[3 * b], atp[3 * b]);
+		table_result(&t[b], &t[b].cold, "cold", &res[3 * b + 1], atk[3 * b + 1], atp[3 * b + 1]);
+		table_result(&t[b], &t[b].new_items, "new", &res[3 * b + 2], atk[3 * b + 2],
+			     atp[3 * b + 2]);
+	}
 	Visrec__V1__EvaluateResponse resp = VISREC__V1__EVALUATE_RESPONSE__INIT;
 	resp.model = (Visrec__V1__ModelKind)s->model->d.kind;
 	resp.model_version = s->info.version;
 	resp.protocol = (char *)vr_metrics_protocol_name(cfg.protocol);
-	resp.n_results = 2;
+	resp.n_results = 3;
 	resp.results = resp_res;
 	resp.split = (char *)(given ? "given" : "leave_last_out");
-	resp.n_popularity = 2;
+	resp.n_popularity = 3;
 	resp.popularity = pop_res;
 	rc = vr_call_send(call, &resp.base);
 	code = rc ? rc : GRPC_STATUS_OK;
 	VR_INFO("Evaluate %s (%s split) over %u users of model v%" PRIu64 ": AUC %.4f, cold AUC %.4f "
-		"(%u users); popularity AUC %.4f, cold %.4f", resp.protocol, resp.split, t[0].all.n_users,
-		s->info.version, t[0].all.auc, t[0].cold.auc, t[0].cold.n_users, t[1].all.auc, t[1].cold.auc);
+		"(%u users), among new items %.4f; popularity AUC %.4f, cold %.4f", resp.protocol,
+		resp.split, t[0].all.n_users, s->info.version, t[0].all.auc, t[0].cold.auc,
+		t[0].cold.n_users, t[0].new_items.auc, t[1].all.auc, t[1].cold.auc);
 leave:
 	rk_index_release(&view);
 	rk_served_unref(s);

@@ -4,7 +4,8 @@
 # out/report.html, and the page must show every image loaded, the metrics
 # and published tables and both training charts. From the evaluation JSON,
 # VBPR must beat BPR on cold items where users look, recall@100 of the
-# cold users (BPR gives every cold item the same prior score). With
+# cold users (BPR gives every cold item the same prior score, so among the
+# new items alone it is exactly at chance). With
 # the daemons still up, the CLI commands the job does not use (score,
 # single-user recommend, an ingest with a broken image) are checked too.
 #   tests/e2e/e2e.sh BUILD_DIR WORK_DIR
@@ -86,23 +87,33 @@ fi
 # cold users' recall@100. Not their AUC over all items: BPR's cold prior
 # (one value for every cold item) puts them above most warm items, which
 # that AUC rewards although BPR cannot tell one cold item from another.
+# On this small set the win comes from VBPR's prior spreading the cold
+# items' scores (some reach a top 100), not from telling which suits whom:
+# the "new" subset (among cold items only) is at chance for every model.
 node - "$out" <<'EOF' || fail "VBPR does not beat BPR on cold items"
 const fs = require('fs');
 const out = process.argv[2];
 const cold = (model, protocol) => {
   const e = JSON.parse(fs.readFileSync(`${out}/eval-${model}-${protocol}.json`, 'utf8'));
   const r = e.results.find((x) => x.subset === 'cold');
+  const n = e.results.find((x) => x.subset === 'new');
   if (!r || !(r.users > 0)) throw new Error(`${model} ${protocol}: no cold users`);
+  if (!n || n.users !== r.users) throw new Error(`${model} ${protocol}: no "new" subset`);
   const at = r.at_k.find((x) => x.k === 100);
   if (!at) throw new Error(`${model} ${protocol}: no recall@100`);
-  return { auc: r.auc, r100: at.recall };
+  return { auc: r.auc, r100: at.recall, newAuc: n.auc };
 };
 let ok = true;
 for (const p of ['standard', 'tutorial']) {
   const b = cold('bpr', p), v = cold('vbpr', p);
   console.log(`e2e: cold users, ${p} protocol: recall@100 BPR ${b.r100.toFixed(4)}, ` +
-              `VBPR ${v.r100.toFixed(4)}; AUC BPR ${b.auc.toFixed(4)}, VBPR ${v.auc.toFixed(4)}`);
+              `VBPR ${v.r100.toFixed(4)}; AUC BPR ${b.auc.toFixed(4)}, VBPR ${v.auc.toFixed(4)}; ` +
+              `among new items AUC BPR ${b.newAuc.toFixed(4)}, VBPR ${v.newAuc.toFixed(4)}`);
   if (!(v.r100 > b.r100 + 0.05)) ok = false;
+  // Among new items BPR has nothing to go by: every one ties (0.5). The
+  // small set's 30 new items are too few for VBPR to show what it learnt
+  // there (.49 to .52 here, every model); the full-size run's figures do.
+  if (Math.abs(b.newAuc - 0.5) > 1e-9) ok = false;
 }
 process.exit(ok ? 0 : 1);
 EOF

@@ -512,12 +512,12 @@ async function main() {
 			await rejects(unary(rcl, 'Score', { user_id: u0, item_ids: [] }), S.INVALID_ARGUMENT, 'item_ids is empty');
 		});
 
-		await check('rankd Evaluate: both subsets at the asked ks', async () => {
+		await check('rankd Evaluate: every subset at the asked ks', async () => {
 			const res = await unary(rcl, 'Evaluate', { protocol: 'standard', ks: [5, 10] }, 60);
 			assert.equal(res.model, 'BPR');
 			assert.equal(res.model_version, modelVersion);
 			assert.equal(res.protocol, 'standard');
-			assert.deepEqual(res.results.map((r) => r.subset), ['all', 'cold']);
+			assert.deepEqual(res.results.map((r) => r.subset), ['all', 'cold', 'new']);
 			const all = res.results[0];
 			assert.ok(all.users > 0 && all.users <= users.length, 'users ' + all.users);
 			assert.ok(isProb(all.auc) && isProb(all.rr));
@@ -561,7 +561,7 @@ async function main() {
 			const res = await unary(rcl, 'Evaluate', { test }, 60);
 			assert.equal(res.split, 'given');
 			assert.equal(res.results[0].users, 1);
-			assert.deepEqual(res.popularity.map((r) => r.subset), ['all', 'cold']);
+			assert.deepEqual(res.popularity.map((r) => r.subset), ['all', 'cold', 'new']);
 			assert.equal(res.popularity[0].users, 1);
 			const ll = await unary(rcl, 'Evaluate', {}, 60);
 			assert.equal(ll.split, 'leave_last_out');

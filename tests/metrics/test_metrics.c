@@ -252,6 +252,10 @@ TEST(evaluate_both_protocols_and_cold)
 	ASSERT_NEAR(t.cold.auc, 0.5, EPS);
 	ASSERT_NEAR(t.cold.rr, 1.0 / 3, EPS);
 	ASSERT_NEAR(t.cold.ndcg[0], 0.5, EPS);
+	/* Among the cold items (5 alone): no negative, so AUC 1 and rank 0. */
+	ASSERT_EQ_INT(t.new_items.n_users, 1);
+	ASSERT_NEAR(t.new_items.auc, 1, EPS);
+	ASSERT_NEAR(t.new_items.rr, 1, EPS);
 
 	/* Tutorial: same exclusions here (short histories), AUC over N = 6. */
 	c.protocol = VR_EVAL_TUTORIAL;
@@ -266,6 +270,17 @@ TEST(evaluate_both_protocols_and_cold)
 	ASSERT_EQ_INT(t.cold.n_users, 2);
 	ASSERT_NEAR(t.cold.auc, 0.5, EPS);
 	ASSERT_NEAR(t.cold.rr, (1.0 / 3 + rr2) / 2, EPS);
+	/* Among cold items 0 and 5 only: u1's item 5 (0.3) above item 0
+	 * (0.2); u2's item 0 ties item 5 (AUC 1/2, RR (1 + 1/2) / 2). Item 4,
+	 * warm and above both for u1, no longer counts. */
+	ASSERT_EQ_INT(t.new_items.n_users, 2);
+	ASSERT_NEAR(t.new_items.auc, (1 + 0.5) / 2, EPS);
+	ASSERT_NEAR(t.new_items.rr, (1 + 0.75) / 2, EPS);
+	ASSERT_NEAR(t.new_items.recall[0], 1, EPS);
+	/* The tutorial protocol ranks them by the same rule (no exclusion). */
+	c.protocol = VR_EVAL_TUTORIAL;
+	ASSERT_OK(vr_evaluate(&c, EVAL_U, 3, 6, cold, fixed_score, &f, &t));
+	ASSERT_NEAR(t.new_items.auc, (1 + 0.5) / 2, EPS);
 }
 
 /* A long history tells the protocols apart: scores fall with the item id,

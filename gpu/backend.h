@@ -59,6 +59,7 @@ struct nn_conv_shape {
 	int post_bn, post_act;
 	float bn_eps;
 	int in_layout, out_layout;  /* Layouts, below; 0 everywhere else */
+	int layout_bwd;            /* Layouts: the plan runs backward too (a training net) */
 };
 
 enum nn_pool_mode {
@@ -74,6 +75,7 @@ struct nn_pool_shape {
 	int kh, kw, stride_h, stride_w, pad_h, pad_w;
 	int oh, ow;                /* floor mode: (h + 2 pad_h - kh) / stride_h + 1 */
 	int in_layout, out_layout;  /* Layouts, below */
+	int layout_bwd;            /* as nn_conv_shape's */
 };
 
 /* Local response normalisation across channels, PyTorch's LocalResponseNorm:
@@ -83,6 +85,7 @@ struct nn_lrn_shape {
 	int size;
 	float alpha, beta, k;
 	int in_layout, out_layout;  /* Layouts, below */
+	int layout_bwd;            /* as nn_conv_shape's */
 };
 
 struct nn_fc_shape {
@@ -242,7 +245,13 @@ struct nn_backend_ops {
 	 * out_layout what y must be in (0: NCHW, -1: the plan's choice, else
 	 * that id). plan_create returns VR_EUNSUPPORTED for an in_layout the
 	 * op cannot take (the net then plans that tensor NCHW). A plan made
-	 * with layouts runs forward only. Every layout a backend hands out is
+	 * with layouts runs forward only, unless the shape's layout_bwd is set
+	 * (a training net): then its backward ops take x, y, dy and dx in the
+	 * layouts of x and y (a tensor's gradient is in the tensor's layout),
+	 * parameter gradients stay in PyTorch's layouts, and conv_bwd_bias
+	 * comes right after conv_bwd_filter on the same dy (one oneDNN
+	 * primitive computes both). plan_create returns VR_EUNSUPPORTED when
+	 * it cannot run a direction in them. Every layout a backend hands out is
 	 * the NCHW tensor's floats in another order within each image, images
 	 * one after another: n images are the first n x c x h x w floats, so
 	 * the elementwise ops (act, add, copy) run on it unchanged.
@@ -276,6 +285,10 @@ int nn__cpu_open(struct nn_backend **out);
  * pooling, LRN and fully connected run by oneDNN. Returns VR_EDEVICE, with
  * the reason in why, when oneDNN cannot set up its CPU engine. */
 int nn__onednn_open(struct nn_backend **out, char *why, size_t why_len);
+/* The layout conversions (oneDNN reorders) a oneDNN backend has run since
+ * it was opened: tensors into and out of a primitive's layout, weights
+ * and gradients, downloads at a net's edges. For tests and benchmarks. */
+uint64_t nn__onednn_reorders(const struct nn_backend *b);
 #endif
 
 #ifdef NN_HAVE_CUDA

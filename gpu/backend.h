@@ -42,7 +42,7 @@
 #endif
 
 /* Which op a plan is for (plan_create's kind). */
-enum nn_op_kind { NN_OP_CONV = 1, NN_OP_POOL, NN_OP_LRN, NN_OP_FC };
+enum nn_op_kind { NN_OP_CONV = 1, NN_OP_POOL, NN_OP_LRN, NN_OP_FC, NN_OP_BN };
 
 struct nn_conv_shape {
 	int n;                     /* images the plan is made for (max batch) */
@@ -84,6 +84,14 @@ struct nn_lrn_shape {
 	int n, c, h, w;
 	int size;
 	float alpha, beta, k;
+	int in_layout, out_layout;  /* Layouts, below */
+	int layout_bwd;            /* as nn_conv_shape's */
+};
+
+/* Batch norm with running statistics over x [n][c][h][w]. */
+struct nn_bn_shape {
+	int n, c, h, w;
+	float eps;
 	int in_layout, out_layout;  /* Layouts, below */
 	int layout_bwd;            /* as nn_conv_shape's */
 };
@@ -195,12 +203,13 @@ struct nn_backend_ops {
 
 	/* Batch norm with running statistics (inference, or training with
 	 * frozen statistics as PyTorch's eval mode):
-	 *   y = (x - mean) / sqrt(var + eps) * gamma + beta,  x is [n][c][hw]. */
-	int (*bn_fwd)(struct nn_backend *b, int n, int c, int hw, float eps, const float *x,
-		const float *gamma, const float *beta, const float *mean, const float *var, float *y);
-	int (*bn_bwd)(struct nn_backend *b, int n, int c, int hw, float eps, const float *x,
-		const float *gamma, const float *mean, const float *var, const float *dy,
-		float *dx, int acc, float *dgamma, float *dbeta);
+	 *   y = (x - mean) / sqrt(var + eps) * gamma + beta,  x is [n][c][h w]. */
+	int (*bn_fwd)(struct nn_backend *b, void *plan, const struct nn_bn_shape *s, int n,
+		const float *x, const float *gamma, const float *beta, const float *mean,
+		const float *var, float *y);
+	int (*bn_bwd)(struct nn_backend *b, void *plan, const struct nn_bn_shape *s, int n,
+		const float *x, const float *gamma, const float *mean, const float *var,
+		const float *dy, float *dx, int acc, float *dgamma, float *dbeta);
 
 	/* y = a + c (residual add); and dst = src (acc == 0) or dst += src. */
 	int (*add)(struct nn_backend *b, size_t count, const float *a, const float *c, float *y);

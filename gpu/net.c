@@ -307,7 +307,8 @@ int nn__batchnorm(nn_net *net, const char *name, int in, float eps)
 		return net->build_rc;
 	const struct nn__tensor *x = tin(net, in);
 	int c = x->c;
-	l->u.eps = eps;
+	l->u.bn = (struct nn_bn_shape){ .n = net->max_batch, .c = x->c, .h = x->h, .w = x->w,
+		.eps = eps };
 	l->w = new_param(net, name, "weight", 1, &c, 1, NN__INIT_ONE, 0);
 	l->b = new_param(net, name, "bias", 1, &c, 1, NN__INIT_ZERO, 0);
 	l->mean = new_param(net, name, "running_mean", 1, &c, 0, NN__INIT_ZERO, 0);
@@ -762,7 +763,7 @@ static void conv_fuse(nn_net *net, int l)
 	if ((j = fusable_next(net, last, NN__BN)) >= 0) {
 		ly->post_bn = j;
 		ly->u.conv.post_bn = 1;
-		ly->u.conv.bn_eps = net->layers[j].u.eps;
+		ly->u.conv.bn_eps = net->layers[j].u.bn.eps;
 		last = j;
 	}
 	if ((j = fusable_next(net, last, NN__ACT)) >= 0) {
@@ -842,6 +843,9 @@ static void layouts_allowed(const nn_net *net, const char *plain, char *may)
 			case NN__DROPOUT:
 				ok = (net->inference_only || ly->u.p == 0.0f) && may[ly->out];
 				break;
+			case NN__BN:
+				ok = !net->inference_only;  /* inference fuses it, or runs NCHW */
+				break;
 			case NN__ACT:
 			case NN__IDENTITY:
 			case NN__ADD:
@@ -892,6 +896,11 @@ static void set_layouts(struct nn__layer *ly, int in, int out, int bwd)
 		ly->u.lrn.out_layout = out;
 		ly->u.lrn.layout_bwd = bwd;
 		break;
+	case NN__BN:
+		ly->u.bn.in_layout = in;
+		ly->u.bn.out_layout = out;
+		ly->u.bn.layout_bwd = bwd;
+		break;
 	}
 }
 
@@ -924,7 +933,8 @@ static int plan_layers(nn_net *net, const char *plain, int *bad)
 	for (int l = 0; l < net->nlayers; l++) {
 		struct nn__layer *ly = &net->layers[l];
 		int kind = ly->kind == NN__CONV ? NN_OP_CONV : ly->kind == NN__POOL ? NN_OP_POOL :
-			ly->kind == NN__LRN ? NN_OP_LRN : ly->kind == NN__FC ? NN_OP_FC : 0;
+			ly->kind == NN__LRN ? NN_OP_LRN : ly->kind == NN__FC ? NN_OP_FC :
+			ly->kind == NN__BN ? NN_OP_BN : 0;
 		const int in = net->tensors[ly->in[0]].layout;
 		size_t ws = 0;
 		if (ly->fused)
@@ -1386,7 +1396,7 @@ static int layer_fwd(nn_net *net, int li, int n, int train)
 		l->seed = nn_splitmix64(nn_splitmix64(net->seed, net->steps), (uint64_t)li) | 1;
 		return o->dropout_fwd(b, count, l->u.p, l->seed, x, y);
 	case NN__BN:
-		return o->bn_fwd(b, n, xt->c, xt->h * xt->w, l->u.eps, x, param(net, l->w),
+		return o->bn_fwd(b, l->plan, &l->u.bn, n, x, param(net, l->w),
 			param(net, l->b), param(net, l->mean), param(net, l->var), y);
 	case NN__ADD:
 		return o->add(b, count, x, net->tensors[l->in[1]].data, y);
@@ -1625,7 +1635,7 @@ static int layer_bwd(nn_net *net, int li, int n, int want_dinput, char *written)
 				o->accumulate(b, count, dy, dx, acc);
 		break;
 	case NN__BN:
-		rc = o->bn_bwd(b, n, xt->c, xt->h * xt->w, l->u.eps, x, param(net, l->w),
+		rc = o->bn_bwd(b, l->plan, &l->u.bn, n, x, param(net, l->w),
 			param(net, l->mean), param(net, l->var), dy, dx, acc, pgrad(net, l->w),
 			pgrad(net, l->b));
 		break;

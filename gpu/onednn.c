@@ -19,14 +19,16 @@
  *   pooling forward (max, avg, adaptive avg whose windows
  *     tile the input exactly)                              oneDNN primitive
  *   LRN forward (odd sizes)                                oneDNN primitive
+ *   in a training net with layouts kept: conv bias
+ *     gradient, pooling and LRN backward (after a training
+ *     forward that remakes the workspace), batch norm      oneDNN primitives
  *   everything else                                        the reference:
- *     conv bias gradient (a column sum), pooling backward and LRN backward
- *     (oneDNN's need the forward's training workspace, which the op
- *     contract does not carry), adaptive pooling with uneven windows and
- *     even LRN windows (oneDNN places an even window differently from
- *     PyTorch), batch norm and the eltwise ops (no plan to hold their
- *     primitives, and they are memory-bound loops the reference already
- *     vectorises).
+ *     on NCHW, conv bias gradient (a column sum), pooling backward and LRN
+ *     backward (oneDNN's need the forward's training workspace, which the
+ *     op contract does not carry), batch norm; adaptive pooling with
+ *     uneven windows and even LRN windows (oneDNN places an even window
+ *     differently from PyTorch), and the eltwise ops (memory-bound loops
+ *     the reference already vectorises; they run on any layout).
  *
  * A plan holds, per layer shape, the primitives of each direction, created
  * once for the plan's batch with the memory descriptors oneDNN prefers
@@ -37,12 +39,15 @@
  * - weights: their reordered copy is kept by the step, made again only
  *   when the pointer or the backend's param_version changed (backend.h),
  *   so inference reorders them once and training once per step;
- * - layouts (backend.h): an inference net passes conv, pooling and LRN
+ * - layouts (backend.h): a net passes conv, pooling and LRN (training: batch norm)
  *   tensors in the layout the producing plan chose (acdb for oneDNN 2.6's
  *   fast AVX-512 kernels, nChw16c for LRN), so consecutive layers need no
  *   reorder; ids name those descriptors (layout_id), and only unpadded
  *   layouts with images outermost are handed out, so the elementwise ops
- *   run on them unchanged. Training nets stay NCHW.
+ *   run on them unchanged. A training net's plans (layout_bwd) run
+ *   backward in them too: diffs in their tensors' layouts, weights'
+ *   gradients reordered once per layer and step into PyTorch's layout
+ *   (with the sum that accumulates them).
  * Outputs that accumulate (dw always, dx when acc) go through the
  * workspace and a reorder with a sum post-op. A call with fewer images
  * than the plan's batch re-creates the plan's primitives for that batch
@@ -64,7 +69,7 @@
 #include "cpu.h"
 #include "err.h"
 
-#define MAX_TARGS 6
+#define MAX_TARGS 9
 #define WS_ALIGN 64
 
 struct dnn {
@@ -1107,6 +1112,168 @@ static int dnn_lrn_bwd(struct nn_backend *b, void *plan, const struct nn_lrn_sha
 	return fwd_plan_bwd(d, p, n, x, dy, dx, acc, ws);
 }
 
+/* ---- Batch norm in a kept layout ----------------------------------------
+ * A training net's batch norm reads and writes its input's layout (it is
+ * per channel, so any layout does) through oneDNN's batch normalization
+ * with global statistics (PyTorch's eval mode); its backward writes the
+ * scale and shift gradients into the plan, which adds them to the net's.
+ * A batch norm on NCHW runs the reference (no plan). */
+
+struct bn_plan {
+	int kind;
+	struct nn_bn_shape s;
+	int n;                     /* the batch the steps are made for */
+	int id;                    /* x's and y's layout */
+	int ok, bok;               /* forward, backward steps */
+	struct step fwd, bwd;
+	float *dscale, *dshift;    /* c floats each */
+	float *shift;              /* c zeros: backward takes a shift it does not use */
+	size_t dx_off;             /* an unwanted dx goes here in own_ws */
+	size_t ws_bytes;
+	void *own_ws;              /* the batch norm ops take no workspace */
+};
+
+static void bn_steps_free(struct bn_plan *p)
+{
+	if (p->ok)
+		step_free(&p->fwd);
+	if (p->bok)
+		step_free(&p->bwd);
+	p->ok = p->bok = 0;
+}
+
+static size_t bn_steps(struct dnn *d, struct bn_plan *p, int n)
+{
+	const struct nn_bn_shape *s = &p->s;
+	const unsigned flags = dnnl_use_global_stats | dnnl_use_scale | dnnl_use_shift;
+	dnnl_memory_desc_t ux, uc;
+	dnnl_dims_t cd = { s->c };
+	dnnl_batch_normalization_desc_t bd;
+	dnnl_primitive_desc_t fpd = NULL, bpd = NULL;
+	size_t used = 0;
+	bn_steps_free(p);
+	p->n = n;
+	layout_md(d, p->id, n, s->c, s->h, s->w, &ux);
+	md_plain(&uc, 1, cd, dnnl_a);
+	if (dnnl_batch_normalization_forward_desc_init(&bd, s->layout_bwd ? dnnl_forward_training :
+			dnnl_forward_inference, &ux, s->eps, flags) ||
+	    dnnl_primitive_desc_create(&fpd, &bd, d->attr, d->eng, NULL))
+		return 0;
+	if (s->layout_bwd &&
+	    (dnnl_batch_normalization_backward_desc_init(&bd, dnnl_backward, &ux, &ux, s->eps,
+		     flags) || dnnl_primitive_desc_create(&bpd, &bd, d->attr, d->eng, fpd)))
+		bpd = NULL;
+	const struct targ_spec fs[] = { { DNNL_ARG_SRC, &ux, 0, 0, 0 },
+		{ DNNL_ARG_MEAN, &uc, 0, 0, 0 }, { DNNL_ARG_VARIANCE, &uc, 0, 0, 0 },
+		{ DNNL_ARG_SCALE, &uc, 0, 0, 0 }, { DNNL_ARG_SHIFT, &uc, 0, 0, 0 },
+		{ DNNL_ARG_DST, &ux, 1, 0, 0 } };
+	const struct targ_spec bs[] = { { DNNL_ARG_SRC, &ux, 0, 0, 0 },
+		{ DNNL_ARG_MEAN, &uc, 0, 0, 0 }, { DNNL_ARG_VARIANCE, &uc, 0, 0, 0 },
+		{ DNNL_ARG_DIFF_DST, &ux, 0, 0, 0 }, { DNNL_ARG_SCALE, &uc, 0, 0, 0 },
+		{ DNNL_ARG_SHIFT, &uc, 0, 0, 0 }, { DNNL_ARG_DIFF_SRC, &ux, 1, 1, 0 },
+		{ DNNL_ARG_DIFF_SCALE, &uc, 1, 0, 0 }, { DNNL_ARG_DIFF_SHIFT, &uc, 1, 0, 0 } };
+	p->ok = !step_create(d, fpd, fs, 6, &p->fwd);
+	if (bpd)
+		p->bok = !step_create(d, bpd, bs, 9, &p->bwd);
+	used = p->fwd.ws > p->bwd.ws ? p->fwd.ws : p->bwd.ws;
+	p->dx_off = ws_take(&used, dnnl_memory_desc_get_size(&ux));
+	return used;
+}
+
+static void bn_plan_free(struct bn_plan *p)
+{
+	bn_steps_free(p);
+	free(p->own_ws);
+	free(p->dscale);
+	free(p->dshift);
+	free(p->shift);
+	free(p);
+}
+
+static int bn_plan_create(struct dnn *d, const struct nn_bn_shape *s, void **plan,
+	size_t *ws_bytes)
+{
+	if (s->in_layout <= 0)
+		return s->out_layout > 0 ? VR_EUNSUPPORTED : 0;  /* NCHW: the reference */
+	if (s->out_layout >= 0 && s->out_layout != s->in_layout)
+		return VR_EUNSUPPORTED;
+	struct bn_plan *p = calloc(1, sizeof(*p));
+	if (!p || !(p->dscale = calloc(s->c, sizeof(float))) ||
+	    !(p->dshift = calloc(s->c, sizeof(float))) ||
+	    !(p->shift = calloc(s->c, sizeof(float)))) {
+		if (p)
+			bn_plan_free(p);
+		return VR_ENOMEM;
+	}
+	p->kind = NN_OP_BN;
+	p->s = *s;
+	p->id = s->in_layout;
+	p->ws_bytes = bn_steps(d, p, s->n);
+	if (!p->ok || (s->layout_bwd && !p->bok)) {
+		bn_plan_free(p);
+		return VR_EUNSUPPORTED;
+	}
+	if (posix_memalign(&p->own_ws, WS_ALIGN, p->ws_bytes)) {
+		p->own_ws = NULL;
+		bn_plan_free(p);
+		return VR_ENOMEM;
+	}
+	*ws_bytes = 0;
+	*plan = p;
+	return 0;
+}
+
+/* The steps for n images; NULL: none fits the plan's workspace. */
+static struct bn_plan *bn_for(struct dnn *d, struct bn_plan *p, int n)
+{
+	if (n != p->n && bn_steps(d, p, n) > p->ws_bytes)
+		bn_steps_free(p);
+	return p->ok ? p : NULL;
+}
+
+static int dnn_bn_fwd(struct nn_backend *b, void *plan, const struct nn_bn_shape *s, int n,
+	const float *x, const float *gamma, const float *beta, const float *mean,
+	const float *var, float *y)
+{
+	struct dnn *d = dnn_of(b);
+	if (!plan) {
+		nn_cpu_bn_fwd(n, s->c, s->h * s->w, s->eps, x, gamma, beta, mean, var, y);
+		return 0;
+	}
+	struct bn_plan *p = bn_for(d, plan, n);
+	if (!p)
+		return VR_EUNSUPPORTED;
+	void *const ptr[] = { (void *)x, (void *)mean, (void *)var, (void *)gamma, (void *)beta,
+		y };
+	return step_run(d, &p->fwd, ptr, 0, p->own_ws);
+}
+
+static int dnn_bn_bwd(struct nn_backend *b, void *plan, const struct nn_bn_shape *s, int n,
+	const float *x, const float *gamma, const float *mean, const float *var,
+	const float *dy, float *dx, int acc, float *dgamma, float *dbeta)
+{
+	struct dnn *d = dnn_of(b);
+	if (!plan) {
+		nn_cpu_bn_bwd(n, s->c, s->h * s->w, s->eps, x, gamma, mean, var, dy, dx, acc, dgamma,
+			dbeta);
+		return 0;
+	}
+	struct bn_plan *p = bn_for(d, plan, n);
+	if (!p || !p->bok)
+		return VR_EUNSUPPORTED;
+	char *ws = p->own_ws;
+	void *const ptr[] = { (void *)x, (void *)mean, (void *)var, (void *)dy, (void *)gamma,
+		p->shift, dx ? (void *)dx : ws + p->dx_off, p->dscale, p->dshift };
+	int rc = step_run(d, &p->bwd, ptr, dx ? acc : 0, ws);
+	for (int c = 0; !rc && c < s->c; c++) {
+		if (dgamma)
+			dgamma[c] += p->dscale[c];
+		if (dbeta)
+			dbeta[c] += p->dshift[c];
+	}
+	return rc;
+}
+
 /* ---- Plans --------------------------------------------------------------- */
 
 static int dnn_plan_create(struct nn_backend *b, int kind, const void *shape, void **plan,
@@ -1123,6 +1290,8 @@ static int dnn_plan_create(struct nn_backend *b, int kind, const void *shape, vo
 		return fwd_plan_create(d, kind, shape, plan, ws_bytes);
 	case NN_OP_FC:
 		return 0;
+	case NN_OP_BN:
+		return bn_plan_create(d, shape, plan, ws_bytes);
 	}
 	return VR_EINVAL;
 }
@@ -1131,18 +1300,29 @@ static int dnn_plan_layout(struct nn_backend *b, void *plan)
 {
 	if (!plan)
 		return 0;
-	return *(int *)plan == NN_OP_CONV ? ((struct conv_plan *)plan)->out_id :
-		((struct fwd_plan *)plan)->out_id;
+	switch (*(int *)plan) {
+	case NN_OP_CONV:
+		return ((struct conv_plan *)plan)->out_id;
+	case NN_OP_BN:
+		return ((struct bn_plan *)plan)->id;
+	}
+	return ((struct fwd_plan *)plan)->out_id;
 }
 
 static void dnn_plan_free(struct nn_backend *b, void *plan)
 {
 	if (!plan)
 		return;
-	if (*(int *)plan == NN_OP_CONV)
+	switch (*(int *)plan) {
+	case NN_OP_CONV:
 		conv_plan_free(plan);
-	else
+		break;
+	case NN_OP_BN:
+		bn_plan_free(plan);
+		break;
+	default:
 		fwd_plan_free(plan);
+	}
 }
 
 /* ---- Fully connected: oneDNN's GEMM -------------------------------------
@@ -1231,6 +1411,8 @@ int nn__onednn_open(struct nn_backend **out, char *why, size_t why_len)
 	d->ops.pool_bwd = dnn_pool_bwd;
 	d->ops.lrn_fwd = dnn_lrn_fwd;
 	d->ops.lrn_bwd = dnn_lrn_bwd;
+	d->ops.bn_fwd = dnn_bn_fwd;
+	d->ops.bn_bwd = dnn_bn_bwd;
 	d->ops.fc_fwd = dnn_fc_fwd;
 	d->ops.fc_bwd_data = dnn_fc_bwd_data;
 	d->ops.fc_bwd_weights = dnn_fc_bwd_weights;

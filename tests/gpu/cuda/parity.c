@@ -587,18 +587,19 @@ static int run_elem(nn_backend *b, const void *argp, struct outs *o)
 		float *gamma = dput(&d, a->gamma, a->c), *beta = dput(&d, a->beta, a->c);
 		float *mean = dput(&d, a->mean, a->c), *var = dput(&d, a->var, a->c);
 		float *dg = dput(&d, a->g0, a->c), *dbt = dput(&d, a->g0, a->c);
+		const struct nn_bn_shape bs = { .n = a->n, .c = a->c, .h = a->hw, .w = 1, .eps = 1e-5f };
 		if (!d.rc)
-			op(&d, b->ops->bn_fwd(b, a->n, a->c, a->hw, 1e-5f, x, gamma, beta, mean, var, y));
+			op(&d, b->ops->bn_fwd(b, NULL, &bs, a->n, x, gamma, beta, mean, var, y));
 		get(&d, "forward", y, n);
 		if (!d.rc)
-			op(&d, b->ops->bn_bwd(b, a->n, a->c, a->hw, 1e-5f, x, gamma, mean, var, dy, dx, 0,
-				dg, dbt));
+			op(&d, b->ops->bn_bwd(b, NULL, &bs, a->n, x, gamma, mean, var, dy, dx, 0, dg,
+				dbt));
 		get(&d, "d input", dx, n);
 		get(&d, "d gamma (acc)", dg, a->c);
 		get(&d, "d beta (acc)", dbt, a->c);
 		if (!d.rc)
-			op(&d, b->ops->bn_bwd(b, a->n, a->c, a->hw, 1e-5f, x, gamma, mean, var, dy, dxa, 1,
-				NULL, NULL));
+			op(&d, b->ops->bn_bwd(b, NULL, &bs, a->n, x, gamma, mean, var, dy, dxa, 1, NULL,
+				NULL));
 		get(&d, "d input (acc)", dxa, n);
 		break;
 	}

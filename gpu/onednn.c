@@ -919,12 +919,28 @@ static size_t pool_step(struct dnn *d, struct fwd_plan *p, int n)
 	const dnnl_alg_kind_t alg = s->mode == NN_POOL_MAX ? dnnl_pooling_max :
 		dnnl_pooling_avg_include_padding;
 	dnnl_primitive_desc_t tpd = NULL, bpd = NULL;
-	if (!dnnl_pooling_forward_desc_init(&pdsc, dnnl_forward_training, alg, &ux, &uy, strides,
-		    kernel, pl, pr) &&
-	    !dnnl_primitive_desc_create(&tpd, &pdsc, d->attr, d->eng, NULL) &&
-	    !dnnl_pooling_backward_desc_init(&pdsc, alg, &ux, &uy, strides, kernel, pl, pr) &&
-	    dnnl_primitive_desc_create(&bpd, &pdsc, d->attr, d->eng, tpd))
-		bpd = NULL;
+	/* dy in y's layout; where only oneDNN's reference loop takes that
+	 * beside dx's (global pooling into NCHW for a linear layer: ~80 times
+	 * slower), in the layout it prefers, staged */
+	for (int exact = 1; exact >= 0 && !bpd; exact--) {
+		const dnnl_memory_desc_t *by = exact ? &uy : &ay;
+		if (tpd)
+			dnnl_primitive_desc_destroy(tpd);
+		tpd = NULL;
+		if (dnnl_pooling_forward_desc_init(&pdsc, dnnl_forward_training, alg, &ux, by,
+			    strides, kernel, pl, pr) ||
+		    dnnl_primitive_desc_create(&tpd, &pdsc, d->attr, d->eng, NULL)) {
+			tpd = NULL;
+			continue;
+		}
+		if (dnnl_pooling_backward_desc_init(&pdsc, alg, &ux, by, strides, kernel, pl, pr) ||
+		    dnnl_primitive_desc_create(&bpd, &pdsc, d->attr, d->eng, tpd))
+			bpd = NULL;
+		if (bpd && exact && is_ref(bpd)) {
+			dnnl_primitive_desc_destroy(bpd);
+			bpd = NULL;
+		}
+	}
 	return fwd_bwd_steps(d, p, tpd, bpd, &ux, &uy);
 }
 
@@ -1172,6 +1188,17 @@ static size_t bn_steps(struct dnn *d, struct bn_plan *p, int n)
 		{ DNNL_ARG_DIFF_DST, &ux, 0, 0, 0 }, { DNNL_ARG_SCALE, &uc, 0, 0, 0 },
 		{ DNNL_ARG_SHIFT, &uc, 0, 0, 0 }, { DNNL_ARG_DIFF_SRC, &ux, 1, 1, 0 },
 		{ DNNL_ARG_DIFF_SCALE, &uc, 1, 0, 0 }, { DNNL_ARG_DIFF_SHIFT, &uc, 1, 0, 0 } };
+	/* oneDNN's reference loop is slower than ours on NCHW: refused */
+	if (bpd && is_ref(bpd)) {
+		dnnl_primitive_desc_destroy(bpd);
+		bpd = NULL;
+	}
+	if (is_ref(fpd)) {
+		dnnl_primitive_desc_destroy(fpd);
+		if (bpd)
+			dnnl_primitive_desc_destroy(bpd);
+		return 0;
+	}
 	p->ok = !step_create(d, fpd, fs, 6, &p->fwd);
 	if (bpd)
 		p->bok = !step_create(d, bpd, bs, 9, &p->bwd);

@@ -801,7 +801,8 @@ static void conv_unfuse(nn_net *net, int l)
  * pooling and LRN read any layout; ReLU, dropout's copy, an identity and
  * the residual add pass theirs on (a residual add's two inputs must
  * agree: the later one's producer is asked for the earlier one's layout);
- * fully connected, batch norm and padding read NCHW. The edges convert:
+ * fully connected and padding read NCHW, and so does batch norm in an
+ * inference net (fused into its conv, or on NCHW). The edges convert:
  * the input is NCHW (the first conv reorders it), and an output or
  * feature read is downloaded through layout_download. Where a plan
  * refuses a layout, or an add's inputs still differ, that tensor is made

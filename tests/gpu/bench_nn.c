@@ -8,7 +8,9 @@
  * For each architecture: inference images/s (evaluation forward) and
  * training images/s (zero_grad, training forward, backward, Adam step), the
  * median of -i timed runs after one warm-up, with the FLOPs each needs and
- * the rate that makes. -g first measures OpenBLAS's sgemm on conv-like
+ * the rate that makes (on oneDNN, with the reorders a training step
+ * ran: layout conversions of tensors, weights and their gradients).
+ * -g first measures OpenBLAS's sgemm on conv-like
  * shapes (the ceiling every conv and fc layer runs against); -p times each
  * layer's kernels on its own (forward, backward data, backward filter), to
  * show where a step goes. -L cuts the net at that layer and -W puts a
@@ -234,6 +236,10 @@ static int bench(nn_backend *b, const char *arch, int size, int batch, int iters
 	}
 	double inf = bench_median(t, iters);
 	/* Training steps. */
+	uint64_t reorders = 0;
+#ifdef NN_HAVE_ONEDNN
+	reorders = nn__onednn_reorders(b);
+#endif
 	for (int r = 0; r <= iters && !rc; r++) {
 		double t0 = bench_now();
 		rc = nn_net_zero_grad(net);
@@ -244,6 +250,9 @@ static int bench(nn_backend *b, const char *arch, int size, int batch, int iters
 			t[r - 1] = bench_now() - t0;
 	}
 	double tr = bench_median(t, iters);
+#ifdef NN_HAVE_ONEDNN
+	reorders = nn__onednn_reorders(b) - reorders;
+#endif
 	if (rc) {
 		fprintf(stderr, "bench_nn: %s: %s\n", arch, nn_net_errmsg(net));
 	} else {
@@ -252,6 +261,9 @@ static int bench(nn_backend *b, const char *arch, int size, int batch, int iters
 			arch, net->input_size, batch, batch / inf, batch * fwd_flops / inf / 1e9,
 			batch / tr, batch * (fwd_flops + bwd_flops) / tr / 1e9, fwd_flops / 1e9,
 			bwd_flops / 1e9);
+		if (reorders)
+			printf("  oneDNN reorders a training step: %llu\n",
+				(unsigned long long)(reorders / (iters + 1)));
 		if (prof)
 			profile(net, batch);
 	}

@@ -42,7 +42,7 @@
 #endif
 
 /* Which op a plan is for (plan_create's kind). */
-enum nn_op_kind { NN_OP_CONV = 1, NN_OP_POOL, NN_OP_LRN, NN_OP_FC };
+enum nn_op_kind { NN_OP_CONV = 1, NN_OP_POOL, NN_OP_LRN, NN_OP_FC, NN_OP_BN };
 
 struct nn_conv_shape {
 	int n;                     /* images the plan is made for (max batch) */
@@ -59,6 +59,7 @@ struct nn_conv_shape {
 	int post_bn, post_act;
 	float bn_eps;
 	int in_layout, out_layout;  /* Layouts, below; 0 everywhere else */
+	int layout_bwd;            /* Layouts: the plan runs backward too (a training net) */
 };
 
 enum nn_pool_mode {
@@ -74,6 +75,7 @@ struct nn_pool_shape {
 	int kh, kw, stride_h, stride_w, pad_h, pad_w;
 	int oh, ow;                /* floor mode: (h + 2 pad_h - kh) / stride_h + 1 */
 	int in_layout, out_layout;  /* Layouts, below */
+	int layout_bwd;            /* as nn_conv_shape's */
 };
 
 /* Local response normalisation across channels, PyTorch's LocalResponseNorm:
@@ -83,6 +85,15 @@ struct nn_lrn_shape {
 	int size;
 	float alpha, beta, k;
 	int in_layout, out_layout;  /* Layouts, below */
+	int layout_bwd;            /* as nn_conv_shape's */
+};
+
+/* Batch norm with running statistics over x [n][c][h][w]. */
+struct nn_bn_shape {
+	int n, c, h, w;
+	float eps;
+	int in_layout, out_layout;  /* Layouts, below */
+	int layout_bwd;            /* as nn_conv_shape's */
 };
 
 struct nn_fc_shape {
@@ -192,12 +203,13 @@ struct nn_backend_ops {
 
 	/* Batch norm with running statistics (inference, or training with
 	 * frozen statistics as PyTorch's eval mode):
-	 *   y = (x - mean) / sqrt(var + eps) * gamma + beta,  x is [n][c][hw]. */
-	int (*bn_fwd)(struct nn_backend *b, int n, int c, int hw, float eps, const float *x,
-		const float *gamma, const float *beta, const float *mean, const float *var, float *y);
-	int (*bn_bwd)(struct nn_backend *b, int n, int c, int hw, float eps, const float *x,
-		const float *gamma, const float *mean, const float *var, const float *dy,
-		float *dx, int acc, float *dgamma, float *dbeta);
+	 *   y = (x - mean) / sqrt(var + eps) * gamma + beta,  x is [n][c][h w]. */
+	int (*bn_fwd)(struct nn_backend *b, void *plan, const struct nn_bn_shape *s, int n,
+		const float *x, const float *gamma, const float *beta, const float *mean,
+		const float *var, float *y);
+	int (*bn_bwd)(struct nn_backend *b, void *plan, const struct nn_bn_shape *s, int n,
+		const float *x, const float *gamma, const float *mean, const float *var,
+		const float *dy, float *dx, int acc, float *dgamma, float *dbeta);
 
 	/* y = a + c (residual add); and dst = src (acc == 0) or dst += src. */
 	int (*add)(struct nn_backend *b, size_t count, const float *a, const float *c, float *y);
@@ -242,7 +254,13 @@ struct nn_backend_ops {
 	 * out_layout what y must be in (0: NCHW, -1: the plan's choice, else
 	 * that id). plan_create returns VR_EUNSUPPORTED for an in_layout the
 	 * op cannot take (the net then plans that tensor NCHW). A plan made
-	 * with layouts runs forward only. Every layout a backend hands out is
+	 * with layouts runs forward only, unless the shape's layout_bwd is set
+	 * (a training net): then its backward ops take x, y, dy and dx in the
+	 * layouts of x and y (a tensor's gradient is in the tensor's layout),
+	 * parameter gradients stay in PyTorch's layouts, and conv_bwd_bias
+	 * comes right after conv_bwd_filter on the same dy (one oneDNN
+	 * primitive computes both). plan_create returns VR_EUNSUPPORTED when
+	 * it cannot run a direction in them. Every layout a backend hands out is
 	 * the NCHW tensor's floats in another order within each image, images
 	 * one after another: n images are the first n x c x h x w floats, so
 	 * the elementwise ops (act, add, copy) run on it unchanged.
@@ -276,6 +294,10 @@ int nn__cpu_open(struct nn_backend **out);
  * pooling, LRN and fully connected run by oneDNN. Returns VR_EDEVICE, with
  * the reason in why, when oneDNN cannot set up its CPU engine. */
 int nn__onednn_open(struct nn_backend **out, char *why, size_t why_len);
+/* The layout conversions (oneDNN reorders) a oneDNN backend has run since
+ * it was opened: tensors into and out of a primitive's layout, weights
+ * and gradients, downloads at a net's edges. For tests and benchmarks. */
+uint64_t nn__onednn_reorders(const struct nn_backend *b);
 #endif
 
 #ifdef NN_HAVE_CUDA

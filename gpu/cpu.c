@@ -73,6 +73,7 @@ static int cpu_plan_create(struct nn_backend *b, int kind, const void *shape, vo
 		return 0;
 	case NN_OP_POOL:
 	case NN_OP_FC:
+	case NN_OP_BN:
 		return 0;
 	}
 	return VR_EINVAL;
@@ -186,18 +187,20 @@ static int cpu_lrn_bwd(struct nn_backend *b, void *plan, const struct nn_lrn_sha
 	return 0;
 }
 
-static int cpu_bn_fwd(struct nn_backend *b, int n, int c, int hw, float eps, const float *x,
-	const float *gamma, const float *beta, const float *mean, const float *var, float *y)
+static int cpu_bn_fwd(struct nn_backend *b, void *plan, const struct nn_bn_shape *s, int n,
+	const float *x, const float *gamma, const float *beta, const float *mean,
+	const float *var, float *y)
 {
-	nn_cpu_bn_fwd(n, c, hw, eps, x, gamma, beta, mean, var, y);
+	nn_cpu_bn_fwd(n, s->c, s->h * s->w, s->eps, x, gamma, beta, mean, var, y);
 	return 0;
 }
 
-static int cpu_bn_bwd(struct nn_backend *b, int n, int c, int hw, float eps, const float *x,
-	const float *gamma, const float *mean, const float *var, const float *dy, float *dx,
-	int acc, float *dgamma, float *dbeta)
+static int cpu_bn_bwd(struct nn_backend *b, void *plan, const struct nn_bn_shape *s, int n,
+	const float *x, const float *gamma, const float *mean, const float *var,
+	const float *dy, float *dx, int acc, float *dgamma, float *dbeta)
 {
-	nn_cpu_bn_bwd(n, c, hw, eps, x, gamma, mean, var, dy, dx, acc, dgamma, dbeta);
+	nn_cpu_bn_bwd(n, s->c, s->h * s->w, s->eps, x, gamma, mean, var, dy, dx, acc, dgamma,
+		dbeta);
 	return 0;
 }
 

@@ -307,7 +307,8 @@ int nn__batchnorm(nn_net *net, const char *name, int in, float eps)
 		return net->build_rc;
 	const struct nn__tensor *x = tin(net, in);
 	int c = x->c;
-	l->u.eps = eps;
+	l->u.bn = (struct nn_bn_shape){ .n = net->max_batch, .c = x->c, .h = x->h, .w = x->w,
+		.eps = eps };
 	l->w = new_param(net, name, "weight", 1, &c, 1, NN__INIT_ONE, 0);
 	l->b = new_param(net, name, "bias", 1, &c, 1, NN__INIT_ZERO, 0);
 	l->mean = new_param(net, name, "running_mean", 1, &c, 0, NN__INIT_ZERO, 0);
@@ -762,7 +763,7 @@ static void conv_fuse(nn_net *net, int l)
 	if ((j = fusable_next(net, last, NN__BN)) >= 0) {
 		ly->post_bn = j;
 		ly->u.conv.post_bn = 1;
-		ly->u.conv.bn_eps = net->layers[j].u.eps;
+		ly->u.conv.bn_eps = net->layers[j].u.bn.eps;
 		last = j;
 	}
 	if ((j = fusable_next(net, last, NN__ACT)) >= 0) {
@@ -795,20 +796,28 @@ static void conv_unfuse(nn_net *net, int l)
 }
 
 /* ---- Layouts ---------------------------------------------------------------
- * An inference net on a backend with layouts (backend.h) keeps each
- * planned layer's output in the layout its plan chose when every reader
- * takes it: conv, pooling and LRN read any layout; ReLU, dropout's copy,
- * an identity and the residual add pass theirs on (a residual add's two
- * inputs must agree: the later one's producer is asked for the earlier
- * one's layout); fully connected, batch norm and padding read NCHW. The
- * edges convert: the input is NCHW (the first conv reorders it), and an
- * output or feature read is downloaded through layout_download. Where a
- * plan refuses a layout, or an add's inputs still differ, that tensor is
- * made NCHW and the net planned again. */
+ * A net on a backend with layouts (backend.h) keeps each planned layer's
+ * output in the layout its plan chose when every reader takes it: conv,
+ * pooling and LRN read any layout; ReLU, dropout's copy, an identity and
+ * the residual add pass theirs on (a residual add's two inputs must
+ * agree: the later one's producer is asked for the earlier one's layout);
+ * fully connected and padding read NCHW, and so does batch norm in an
+ * inference net (fused into its conv, or on NCHW). The edges convert:
+ * the input is NCHW (the first conv reorders it), and an output or
+ * feature read is downloaded through layout_download. Where a plan
+ * refuses a layout, or an add's inputs still differ, that tensor is made
+ * NCHW and the net planned again.
+ * A training net does the same with plans that also run backward
+ * (layout_bwd): a tensor's gradient is in the tensor's layout, so the
+ * elementwise backward ops (ReLU's, the add's, accumulation) run on them
+ * unchanged and each backward primitive reads dy and writes dx without a
+ * reorder. Its output is NCHW (the output gradient comes from the caller),
+ * and so is what a dropout with p > 0 reads: its mask is drawn per
+ * element index, which must be NCHW's to match every other backend. */
 
 static int use_layouts(const nn_net *net)
 {
-	return net->inference_only && net->b->ops->plan_layout && net->b->ops->layout_download;
+	return net->b->ops->plan_layout && net->b->ops->layout_download;
 }
 
 static int reads(const struct nn__layer *ly, int t)
@@ -821,7 +830,8 @@ static int reads(const struct nn__layer *ly, int t)
 static void layouts_allowed(const nn_net *net, const char *plain, char *may)
 {
 	for (int t = net->ntensors - 1; t >= 0; t--) {
-		int ok = t > 0 && !plain[t];
+		int ok = t > 0 && !plain[t] &&
+			(net->inference_only || t != net->layers[net->out_layer].out);
 		for (int l = 0; ok && l < net->nlayers; l++) {
 			const struct nn__layer *ly = &net->layers[l];
 			if (!reads(ly, t))
@@ -831,8 +841,13 @@ static void layouts_allowed(const nn_net *net, const char *plain, char *may)
 			case NN__POOL:
 			case NN__LRN:
 				break;
-			case NN__ACT:
 			case NN__DROPOUT:
+				ok = (net->inference_only || ly->u.p == 0.0f) && may[ly->out];
+				break;
+			case NN__BN:
+				ok = !net->inference_only;  /* inference fuses it, or runs NCHW */
+				break;
+			case NN__ACT:
 			case NN__IDENTITY:
 			case NN__ADD:
 				ok = may[ly->out];
@@ -864,20 +879,28 @@ static int layout_request(const nn_net *net, const char *may, int l)
 	return -1;
 }
 
-static void set_layouts(struct nn__layer *ly, int in, int out)
+static void set_layouts(struct nn__layer *ly, int in, int out, int bwd)
 {
 	switch (ly->kind) {
 	case NN__CONV:
 		ly->u.conv.in_layout = in;
 		ly->u.conv.out_layout = out;
+		ly->u.conv.layout_bwd = bwd;
 		break;
 	case NN__POOL:
 		ly->u.pool.in_layout = in;
 		ly->u.pool.out_layout = out;
+		ly->u.pool.layout_bwd = bwd;
 		break;
 	case NN__LRN:
 		ly->u.lrn.in_layout = in;
 		ly->u.lrn.out_layout = out;
+		ly->u.lrn.layout_bwd = bwd;
+		break;
+	case NN__BN:
+		ly->u.bn.in_layout = in;
+		ly->u.bn.out_layout = out;
+		ly->u.bn.layout_bwd = bwd;
 		break;
 	}
 }
@@ -898,7 +921,7 @@ static void free_plans(nn_net *net)
 static int plan_layers(nn_net *net, const char *plain, int *bad)
 {
 	struct nn_backend *b = net->b;
-	const int lay = use_layouts(net);
+	const int lay = use_layouts(net), bwd = lay && !net->inference_only;
 	char *may = calloc(net->ntensors, 1);
 	int rc = 0;
 	*bad = -1;
@@ -911,7 +934,8 @@ static int plan_layers(nn_net *net, const char *plain, int *bad)
 	for (int l = 0; l < net->nlayers; l++) {
 		struct nn__layer *ly = &net->layers[l];
 		int kind = ly->kind == NN__CONV ? NN_OP_CONV : ly->kind == NN__POOL ? NN_OP_POOL :
-			ly->kind == NN__LRN ? NN_OP_LRN : ly->kind == NN__FC ? NN_OP_FC : 0;
+			ly->kind == NN__LRN ? NN_OP_LRN : ly->kind == NN__FC ? NN_OP_FC :
+			ly->kind == NN__BN ? NN_OP_BN : 0;
 		const int in = net->tensors[ly->in[0]].layout;
 		size_t ws = 0;
 		if (ly->fused)
@@ -937,12 +961,12 @@ static int plan_layers(nn_net *net, const char *plain, int *bad)
 			fused = ly->u.conv.post_bn || ly->u.conv.post_act;
 		}
 		int out = lay ? layout_request(net, may, l) : 0;
-		set_layouts(ly, in, out);
+		set_layouts(ly, in, out, bwd);
 		rc = b->ops->plan_create(b, kind, &ly->u, &ly->plan, &ws);
 		if (rc == VR_EUNSUPPORTED && fused) {
 			conv_unfuse(net, l);
 			out = lay ? layout_request(net, may, l) : 0;
-			set_layouts(ly, in, out);
+			set_layouts(ly, in, out, bwd);
 			rc = b->ops->plan_create(b, kind, &ly->u, &ly->plan, &ws);
 		}
 		if (rc == VR_EUNSUPPORTED && (in || out > 0)) {
@@ -1373,7 +1397,7 @@ static int layer_fwd(nn_net *net, int li, int n, int train)
 		l->seed = nn_splitmix64(nn_splitmix64(net->seed, net->steps), (uint64_t)li) | 1;
 		return o->dropout_fwd(b, count, l->u.p, l->seed, x, y);
 	case NN__BN:
-		return o->bn_fwd(b, n, xt->c, xt->h * xt->w, l->u.eps, x, param(net, l->w),
+		return o->bn_fwd(b, l->plan, &l->u.bn, n, x, param(net, l->w),
 			param(net, l->b), param(net, l->mean), param(net, l->var), y);
 	case NN__ADD:
 		return o->add(b, count, x, net->tensors[l->in[1]].data, y);
@@ -1612,7 +1636,7 @@ static int layer_bwd(nn_net *net, int li, int n, int want_dinput, char *written)
 				o->accumulate(b, count, dy, dx, acc);
 		break;
 	case NN__BN:
-		rc = o->bn_bwd(b, n, xt->c, xt->h * xt->w, l->u.eps, x, param(net, l->w),
+		rc = o->bn_bwd(b, l->plan, &l->u.bn, n, x, param(net, l->w),
 			param(net, l->mean), param(net, l->var), dy, dx, acc, pgrad(net, l->w),
 			pgrad(net, l->b));
 		break;

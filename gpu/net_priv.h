@@ -62,7 +62,7 @@ struct nn__layer {
 		struct nn_pad_shape pad;
 		int act;               /* enum nn_act_mode */
 		float p;               /* dropout */
-		float eps;             /* batch norm */
+		struct nn_bn_shape bn;
 	} u;
 	uint64_t seed;             /* dropout mask of the last forward; 0: none */
 	/* Fusion (inference nets on a backend with conv_fwd_post): a conv

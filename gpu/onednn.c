@@ -19,14 +19,16 @@
  *   pooling forward (max, avg, adaptive avg whose windows
  *     tile the input exactly)                              oneDNN primitive
  *   LRN forward (odd sizes)                                oneDNN primitive
+ *   in a training net with layouts kept: conv bias
+ *     gradient, pooling and LRN backward (after a training
+ *     forward that remakes the workspace), batch norm      oneDNN primitives
  *   everything else                                        the reference:
- *     conv bias gradient (a column sum), pooling backward and LRN backward
- *     (oneDNN's need the forward's training workspace, which the op
- *     contract does not carry), adaptive pooling with uneven windows and
- *     even LRN windows (oneDNN places an even window differently from
- *     PyTorch), batch norm and the eltwise ops (no plan to hold their
- *     primitives, and they are memory-bound loops the reference already
- *     vectorises).
+ *     on NCHW, conv bias gradient (a column sum), pooling backward and LRN
+ *     backward (oneDNN's need the forward's training workspace, which the
+ *     op contract does not carry), batch norm; adaptive pooling with
+ *     uneven windows and even LRN windows (oneDNN places an even window
+ *     differently from PyTorch), and the eltwise ops (memory-bound loops
+ *     the reference already vectorises; they run on any layout).
  *
  * A plan holds, per layer shape, the primitives of each direction, created
  * once for the plan's batch with the memory descriptors oneDNN prefers
@@ -37,12 +39,15 @@
  * - weights: their reordered copy is kept by the step, made again only
  *   when the pointer or the backend's param_version changed (backend.h),
  *   so inference reorders them once and training once per step;
- * - layouts (backend.h): an inference net passes conv, pooling and LRN
+ * - layouts (backend.h): a net passes conv, pooling and LRN (training: batch norm)
  *   tensors in the layout the producing plan chose (acdb for oneDNN 2.6's
  *   fast AVX-512 kernels, nChw16c for LRN), so consecutive layers need no
  *   reorder; ids name those descriptors (layout_id), and only unpadded
  *   layouts with images outermost are handed out, so the elementwise ops
- *   run on them unchanged. Training nets stay NCHW.
+ *   run on them unchanged. A training net's plans (layout_bwd) run
+ *   backward in them too: diffs in their tensors' layouts, weights'
+ *   gradients reordered once per layer and step into PyTorch's layout
+ *   (with the sum that accumulates them).
  * Outputs that accumulate (dw always, dx when acc) go through the
  * workspace and a reorder with a sum post-op. A call with fewer images
  * than the plan's batch re-creates the plan's primitives for that batch
@@ -64,7 +69,7 @@
 #include "cpu.h"
 #include "err.h"
 
-#define MAX_TARGS 6
+#define MAX_TARGS 9
 #define WS_ALIGN 64
 
 struct dnn {
@@ -75,6 +80,7 @@ struct dnn {
 	dnnl_primitive_attr_t attr;      /* user scratchpad */
 	dnnl_primitive_attr_t attr_sum;  /* user scratchpad, dst += src (reorders) */
 	int threads;
+	uint64_t reorders;               /* reorders run (nn__onednn_reorders) */
 	dnnl_memory_desc_t *layouts;     /* layout id i + 1 (backend.h's Layouts) */
 	int nlayouts, cap_layouts;
 };
@@ -90,6 +96,7 @@ struct dnn {
 struct targ {
 	int arg;                   /* DNNL_ARG_* */
 	int out;                   /* written by the primitive */
+	int acc;                   /* an output a call may ask to add to */
 	int same;                  /* prim's layout is user's */
 	int staged;
 	dnnl_memory_t user, prim;
@@ -188,6 +195,7 @@ static int step_create(struct dnn *d, dnnl_primitive_desc_t pd, const struct tar
 		st->nt = i + 1;
 		t->arg = spec[i].arg;
 		t->out = spec[i].out;
+		t->acc = spec[i].acc;
 		if (!pm)
 			goto leave;
 		t->same = dnnl_memory_desc_equal(pm, spec[i].user);
@@ -228,21 +236,24 @@ leave:
 	return rc;
 }
 
+/* Runs a reorder (every one this backend runs comes here). */
 static int exec2(struct dnn *d, dnnl_primitive_t p, dnnl_memory_t src, dnnl_memory_t dst)
 {
+	d->reorders++;
 	const dnnl_exec_arg_t args[2] = { { DNNL_ARG_FROM, src }, { DNNL_ARG_TO, dst } };
 	return dnnl_primitive_execute(p, d->stream, 2, args);
 }
 
 /* Runs a step on the caller's tensors ptr[i] (one per argument, in the
- * step's order). acc: outputs add to what the caller's tensors hold. */
+ * step's order). acc: outputs made to add (targ_spec's acc) add to what
+ * the caller's tensors hold. */
 static int step_run(struct dnn *d, struct step *st, void *const *ptr, int acc, char *ws)
 {
 	dnnl_exec_arg_t args[MAX_TARGS + 1];
 	int na = 0;
 	for (int i = 0; i < st->nt; i++) {
 		struct targ *t = &st->t[i];
-		const int direct = t->same && !(t->out && acc);
+		const int direct = t->same && !(t->out && acc && t->acc);
 		if (direct) {
 			if (dnnl_memory_set_data_handle(t->prim, ptr[i]))
 				return VR_EDEVICE;
@@ -273,8 +284,9 @@ static int step_run(struct dnn *d, struct step *st, void *const *ptr, int acc, c
 		return VR_EDEVICE;
 	for (int i = 0; i < st->nt; i++) {
 		struct targ *t = &st->t[i];
-		if (t->out && !(t->same && !acc) &&
-		    exec2(d, acc ? t->add_user : t->to_user, t->prim, t->user))
+		const int add = acc && t->acc;
+		if (t->out && !(t->same && !add) &&
+		    exec2(d, add ? t->add_user : t->to_user, t->prim, t->user))
 			return VR_EDEVICE;
 	}
 	return dnnl_stream_wait(d->stream) ? VR_EDEVICE : 0;
@@ -396,9 +408,74 @@ struct conv_plan {
 	float *zero_bias;          /* k zeros: a conv without bias runs the same primitive */
 	float *bn_scale, *bn_shift; /* post_bn: k floats each, set per forward */
 	dnnl_primitive_attr_t attr_post; /* scratchpad + the fused layers; NULL: none */
-	int layouts;               /* s has layouts: forward only, x and y in them */
+	int layouts;               /* s has layouts: x and y in them, forward only
+	                              unless s.layout_bwd */
 	int out_id;                /* y's layout; -1 until the first steps chose it */
+	float *dbias;              /* layout_bwd: k floats, the last backward filter's */
+	const float *dbias_dy;     /* bias gradient, for this dy */
+	int dbias_n;               /* and this many images */
 };
+
+/* pd is oneDNN's reference implementation (plain loops, no JIT). */
+static int is_ref(const_dnnl_primitive_desc_t pd)
+{
+	const char *impl = NULL;
+	return !dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) && impl &&
+		!strncmp(impl, "ref", 3);
+}
+
+/* A backward direction's step, its diff tensors in the layouts x and y
+ * are in (dx, dy: a tensor's gradient is in its layout) where those are
+ * kept ones, so the primitive reads and writes them directly; when no
+ * implementation takes them, in what oneDNN prefers (staged). */
+static int conv_bwd_step(struct dnn *d, struct conv_plan *p, int dir, const dnnl_memory_desc_t *ux,
+	const dnnl_memory_desc_t *uy, const dnnl_memory_desc_t *uw, const dnnl_memory_desc_t *ub,
+	dnnl_primitive_desc_t fwd_pd)
+{
+	const struct nn_conv_shape *s = &p->s;
+	dnnl_dims_t strides = { s->stride_h, s->stride_w }, pl = { s->pad_h, s->pad_w };
+	dnnl_dims_t pr = { (s->oh - 1) * s->stride_h + s->kh - s->h - s->pad_h,
+		(s->ow - 1) * s->stride_w + s->kw - s->w - s->pad_w };
+	dnnl_dims_t xd, yd;
+	dnnl_memory_desc_t ax, ay, aw;
+	dnnl_convolution_desc_t cd;
+	dnnl_primitive_desc_t pd = NULL;
+	/* layout_bwd: the bias gradient comes from the same primitive */
+	const int bias = s->layout_bwd && p->layouts;
+	memcpy(xd, ux->dims, sizeof(dnnl_dim_t) * 4);
+	memcpy(yd, uy->dims, sizeof(dnnl_dim_t) * 4);
+	md_plain(&ax, 4, xd, dnnl_format_tag_any);
+	md_plain(&ay, 4, yd, dnnl_format_tag_any);
+	md_plain(&aw, uw->ndims, uw->dims, dnnl_format_tag_any);
+	for (int exact = p->layouts && s->layout_bwd; exact >= 0 && !pd; exact--) {
+		const dnnl_memory_desc_t *bx = exact && s->in_layout > 0 ? ux : &ax;
+		const dnnl_memory_desc_t *by = exact && p->out_id > 0 ? uy : &ay;
+		if (dir == DATA ?
+			dnnl_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, bx, &aw,
+				by, strides, pl, pr) :
+			dnnl_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, bx,
+				&aw, bias ? ub : NULL, by, strides, pl, pr))
+			continue;
+		if (dnnl_primitive_desc_create(&pd, &cd, d->attr, d->eng, fwd_pd))
+			pd = NULL;
+		else if (exact && is_ref(pd)) {
+			/* a reorder of the diffs costs less than oneDNN's reference loop */
+			dnnl_primitive_desc_destroy(pd);
+			pd = NULL;
+		}
+	}
+	if (!pd)
+		return VR_EUNSUPPORTED;
+	if (dir == DATA) {
+		const struct targ_spec spec[] = { { DNNL_ARG_DIFF_DST, uy, 0, 0, 0 },
+			{ DNNL_ARG_WEIGHTS, uw, 0, 0, 1 }, { DNNL_ARG_DIFF_SRC, ux, 1, 1, 0 } };
+		return step_create(d, pd, spec, 3, &p->st[DATA]);
+	}
+	const struct targ_spec spec[] = { { DNNL_ARG_SRC, ux, 0, 0, 0 },
+		{ DNNL_ARG_DIFF_DST, uy, 0, 0, 0 }, { DNNL_ARG_DIFF_WEIGHTS, uw, 1, 1, 0 },
+		{ DNNL_ARG_DIFF_BIAS, ub, 1, 0, 0 } };
+	return step_create(d, pd, spec, bias ? 4 : 3, &p->st[FILTER]);
+}
 
 /* Creates the three directions' steps for n images; a direction oneDNN
  * cannot do is left !ok. Returns the workspace the steps need. */
@@ -414,7 +491,7 @@ static size_t conv_steps(struct dnn *d, struct conv_plan *p, int n)
 		(s->ow - 1) * s->stride_w + s->kw - s->w - s->pad_w };
 	dnnl_memory_desc_t ux, uy, uw, ub, ax, ay, aw;
 	dnnl_convolution_desc_t cd;
-	dnnl_primitive_desc_t fwd_pd = NULL, pd;
+	dnnl_primitive_desc_t fwd_pd = NULL;
 	size_t need = 0;
 	const int wn = g > 1 ? 5 : 4;
 	const dnnl_dim_t *wdims = g > 1 ? wd : wd + 1;
@@ -462,19 +539,9 @@ static size_t conv_steps(struct dnn *d, struct conv_plan *p, int n)
 		if (own)
 			p->ok[FWD] = !step_create(d, own, spec, s->post_bn ? 6 : 4, &p->st[FWD]);
 	}
-	if (!p->layouts && !dnnl_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &ax, &aw, &ay,
-		    strides, pl, pr) &&
-	    !dnnl_primitive_desc_create(&pd, &cd, d->attr, d->eng, fwd_pd)) {
-		const struct targ_spec spec[] = { { DNNL_ARG_DIFF_DST, &uy, 0, 0, 0 },
-			{ DNNL_ARG_WEIGHTS, &uw, 0, 0, 1 }, { DNNL_ARG_DIFF_SRC, &ux, 1, 1, 0 } };
-		p->ok[DATA] = !step_create(d, pd, spec, 3, &p->st[DATA]);
-	}
-	if (!p->layouts && !dnnl_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &ax, &aw,
-		    NULL, &ay, strides, pl, pr) &&
-	    !dnnl_primitive_desc_create(&pd, &cd, d->attr, d->eng, fwd_pd)) {
-		const struct targ_spec spec[] = { { DNNL_ARG_SRC, &ux, 0, 0, 0 },
-			{ DNNL_ARG_DIFF_DST, &uy, 0, 0, 0 }, { DNNL_ARG_DIFF_WEIGHTS, &uw, 1, 1, 0 } };
-		p->ok[FILTER] = !step_create(d, pd, spec, 3, &p->st[FILTER]);
+	if (!p->layouts || s->layout_bwd) {
+		p->ok[DATA] = !conv_bwd_step(d, p, DATA, &ux, &uy, &uw, &ub, fwd_pd);
+		p->ok[FILTER] = !conv_bwd_step(d, p, FILTER, &ux, &uy, &uw, &ub, fwd_pd);
 	}
 	dnnl_primitive_desc_destroy(fwd_pd);
 	for (int i = 0; i < DIRS; i++)
@@ -496,13 +563,26 @@ static struct step *conv_step(struct dnn *d, struct conv_plan *p, int n, int dir
 	return p->ok[dir] ? &p->st[dir] : NULL;
 }
 
-/* The forward step for n images. When it needs more workspace than the
- * plan's, a plan with layouts runs the plan's batch instead: a net's
- * tensors hold that many images, and images are computed independently. */
+/* The forward or backward data step for n images. When it needs more
+ * workspace than the plan's, a plan with layouts runs the plan's batch
+ * instead: a net's tensors hold that many images, and images are computed
+ * independently (not so the filter gradient, a sum over the images). */
+static struct step *conv_layout_step(struct dnn *d, struct conv_plan *p, int n, int dir)
+{
+	struct step *st = conv_step(d, p, n, dir);
+	return st || !p->layouts || n == p->s.n || dir == FILTER ? st :
+		conv_step(d, p, p->s.n, dir);
+}
+
 static struct step *conv_fwd_step(struct dnn *d, struct conv_plan *p, int n)
 {
-	struct step *st = conv_step(d, p, n, FWD);
-	return st || !p->layouts || n == p->s.n ? st : conv_step(d, p, p->s.n, FWD);
+	return conv_layout_step(d, p, n, FWD);
+}
+
+/* x or y is in a kept layout: the reference cannot run this plan. */
+static int conv_kept(const struct conv_plan *p)
+{
+	return p->out_id > 0 || p->s.in_layout > 0;
 }
 
 static void conv_plan_free(struct conv_plan *p)
@@ -513,6 +593,7 @@ static void conv_plan_free(struct conv_plan *p)
 	if (p->attr_post)
 		dnnl_primitive_attr_destroy(p->attr_post);
 	free(p->zero_bias);
+	free(p->dbias);
 	free(p->bn_scale);
 	free(p->bn_shift);
 	free(p);
@@ -573,8 +654,20 @@ static int conv_plan_create(struct dnn *d, const struct nn_conv_shape *s, void *
 			return VR_EUNSUPPORTED;
 		}
 	}
+	if (s->layout_bwd && p->layouts && !(p->dbias = calloc(s->k, sizeof(float)))) {
+		conv_plan_free(p);
+		return VR_ENOMEM;
+	}
 	size_t need = conv_steps(d, p, s->n);
-	if (!p->ok[FWD] && (p->attr_post || s->in_layout > 0 || s->out_layout > 0)) {
+	if (p->layouts && s->layout_bwd && (!p->ok[DATA] || !p->ok[FILTER]) &&
+	    s->in_layout <= 0 && s->out_layout < 0) {
+		/* the plan's choice cannot train: NCHW, as a net without layouts */
+		p->s.out_layout = p->out_id = 0;
+		p->layouts = 0;
+		need = conv_steps(d, p, s->n);
+	}
+	if ((!p->ok[FWD] && (p->attr_post || s->in_layout > 0 || s->out_layout > 0)) ||
+	    (p->layouts && s->layout_bwd && (!p->ok[DATA] || !p->ok[FILTER]))) {
 		conv_plan_free(p);
 		return VR_EUNSUPPORTED;
 	}
@@ -594,7 +687,7 @@ static int dnn_conv_fwd(struct nn_backend *b, void *plan, const struct nn_conv_s
 	struct conv_plan *p = plan;
 	struct step *st = conv_fwd_step(d, p, n);
 	if (!st) {
-		if (p->out_id > 0 || p->s.in_layout > 0)
+		if (conv_kept(p))
 			return VR_EUNSUPPORTED;
 		nn_cpu_conv_fwd(s, n, x, w, bias, y, ws);
 		return 0;
@@ -618,7 +711,7 @@ static int dnn_conv_fwd_post(struct nn_backend *b, void *plan, const struct nn_c
 		}
 	if (!st) {
 		/* this batch's primitive needs more workspace than the plan's */
-		if (p->out_id > 0 || p->s.in_layout > 0)
+		if (conv_kept(p))
 			return VR_EUNSUPPORTED;
 		nn_cpu_conv_fwd(s, n, x, w, bias, y, ws);
 		if (s->post_bn)
@@ -636,8 +729,10 @@ static int dnn_conv_bwd_data(struct nn_backend *b, void *plan, const struct nn_c
 	int n, const float *dy, const float *w, float *dx, int acc, void *ws)
 {
 	struct dnn *d = dnn_of(b);
-	struct step *st = conv_step(d, plan, n, DATA);
+	struct step *st = conv_layout_step(d, plan, n, DATA);
 	if (!st) {
+		if (conv_kept(plan))
+			return VR_EUNSUPPORTED;
 		nn_cpu_conv_bwd_data(s, n, dy, w, dx, acc, ws);
 		return 0;
 	}
@@ -649,24 +744,61 @@ static int dnn_conv_bwd_filter(struct nn_backend *b, void *plan, const struct nn
 	int n, const float *x, const float *dy, float *dw, void *ws)
 {
 	struct dnn *d = dnn_of(b);
-	struct step *st = conv_step(d, plan, n, FILTER);
+	struct conv_plan *p = plan;
+	struct step *st = conv_step(d, p, n, FILTER);
+	p->dbias_dy = NULL;
 	if (!st) {
+		if (conv_kept(p))
+			return VR_EUNSUPPORTED;
 		nn_cpu_conv_bwd_filter(s, n, x, dy, dw, ws);
 		return 0;
 	}
-	void *const ptr[] = { (void *)x, (void *)dy, dw };
-	return step_run(d, st, ptr, 1, ws);
+	void *const ptr[] = { (void *)x, (void *)dy, dw, p->dbias };
+	int rc = step_run(d, st, ptr, 1, ws);
+	if (!rc && st->nt == 4) {
+		p->dbias_dy = dy;
+		p->dbias_n = n;
+	}
+	return rc;
 }
 
-/* ---- Pooling and LRN: one forward step each ------------------------------ */
+/* The bias gradient: from the backward filter step just run on this dy
+ * (a plan for a training net with layouts), else the reference's column
+ * sum over NCHW. */
+static int dnn_conv_bwd_bias(struct nn_backend *b, void *plan, const struct nn_conv_shape *s,
+	int n, const float *dy, float *db)
+{
+	struct conv_plan *p = plan;
+	if (p->dbias_dy == dy && p->dbias_n == n) {
+		for (int k = 0; k < s->k; k++)
+			db[k] += p->dbias[k];
+		return 0;
+	}
+	if (conv_kept(p))
+		return VR_ESTATE;      /* backend.h: right after conv_bwd_filter */
+	nn_cpu_conv_bwd_bias(s, n, dy, db);
+	return 0;
+}
 
-/* A forward-only plan (pooling, LRN). The pooling ops take no workspace,
- * so a pooling plan owns its scratchpad (own_ws). */
+/* ---- Pooling and LRN ------------------------------------------------------
+ * One forward step each; a plan for a training net with layouts also has
+ * a backward step, run after a training forward (tst) that recomputes y
+ * and the forward's workspace (max pooling's argmax, LRN's sums) into the
+ * backward's workspace: the op contract carries no forward workspace, and
+ * x is at hand. Plain NCHW plans leave backward to the reference. */
+
+/* A pooling or LRN plan. The pooling ops take no workspace, so a pooling
+ * plan owns its scratchpad (own_ws). */
 struct fwd_plan {
 	int kind;
 	int n;
 	int ok;
 	struct step st;
+	int bok;                   /* tst and bst exist (layout_bwd) */
+	struct step tst, bst;
+	int has_ws;                /* the primitives take a forward workspace */
+	size_t y_off, w_off, t_off; /* in the backward's workspace: tst's y, the
+	                              forward workspace, then the steps' own */
 	union {
 		struct nn_pool_shape pool;
 		struct nn_lrn_shape lrn;
@@ -694,6 +826,66 @@ static int pool_geometry(const struct nn_pool_shape *s, int *kh, int *kw, int *s
 	return 0;
 }
 
+/* A training plan's steps from its training forward tpd and backward bpd
+ * (both taken; either may be NULL: no backward, p->bok stays 0). Returns
+ * the workspace the plan's steps need, forward's and backward's. */
+static size_t fwd_bwd_steps(struct dnn *d, struct fwd_plan *p, dnnl_primitive_desc_t tpd,
+	dnnl_primitive_desc_t bpd, const dnnl_memory_desc_t *ux, const dnnl_memory_desc_t *uy)
+{
+	dnnl_memory_desc_t ty, wm;
+	size_t used = 0;
+	const int lrn = p->kind == NN_OP_LRN;
+	if (!tpd || !bpd) {
+		if (tpd)
+			dnnl_primitive_desc_destroy(tpd);
+		if (bpd)
+			dnnl_primitive_desc_destroy(bpd);
+		return p->st.ws;
+	}
+	ty = *dnnl_primitive_desc_query_md(tpd, dnnl_query_dst_md, 0);
+	const dnnl_memory_desc_t *w = dnnl_primitive_desc_query_md(tpd, dnnl_query_workspace_md, 0);
+	p->has_ws = w && dnnl_memory_desc_get_size(w) > 0;
+	if (p->has_ws)
+		wm = *w;
+	p->y_off = ws_take(&used, dnnl_memory_desc_get_size(&ty));
+	p->w_off = ws_take(&used, p->has_ws ? dnnl_memory_desc_get_size(&wm) : 0);
+	p->t_off = used;
+	const struct targ_spec ts[] = { { DNNL_ARG_SRC, ux, 0, 0, 0 }, { DNNL_ARG_DST, &ty, 1, 0, 0 },
+		{ DNNL_ARG_WORKSPACE, &wm, 1, 0, 0 } };
+	/* pooling's backward reads no x; LRN's does */
+	const struct targ_spec bs[] = { { DNNL_ARG_DIFF_DST, uy, 0, 0, 0 },
+		{ DNNL_ARG_DIFF_SRC, ux, 1, 1, 0 }, { DNNL_ARG_SRC, ux, 0, 0, 0 },
+		{ DNNL_ARG_WORKSPACE, &wm, 0, 0, 0 } };
+	const struct targ_spec bs_ws[] = { bs[0], bs[1], bs[3] };
+	const int tok = !step_create(d, tpd, ts, p->has_ws ? 3 : 2, &p->tst);
+	int bok;
+	if (lrn)
+		bok = !step_create(d, bpd, bs, p->has_ws ? 4 : 3, &p->bst);
+	else
+		bok = !step_create(d, bpd, p->has_ws ? bs_ws : bs, 2 + p->has_ws, &p->bst);
+	if (!tok || !bok) {
+		if (tok)
+			step_free(&p->tst);
+		if (bok)
+			step_free(&p->bst);
+		return p->st.ws;
+	}
+	p->bok = 1;
+	used += p->tst.ws > p->bst.ws ? p->tst.ws : p->bst.ws;
+	return used > p->st.ws ? used : p->st.ws;
+}
+
+static void fwd_plan_steps_free(struct fwd_plan *p)
+{
+	if (p->ok)
+		step_free(&p->st);
+	if (p->bok) {
+		step_free(&p->tst);
+		step_free(&p->bst);
+	}
+	p->ok = p->bok = 0;
+}
+
 static size_t pool_step(struct dnn *d, struct fwd_plan *p, int n)
 {
 	const struct nn_pool_shape *s = &p->s.pool;
@@ -701,9 +893,7 @@ static size_t pool_step(struct dnn *d, struct fwd_plan *p, int n)
 	dnnl_memory_desc_t ux, uy, ay;
 	dnnl_pooling_desc_t pdsc;
 	dnnl_primitive_desc_t pd;
-	if (p->ok)
-		step_free(&p->st);
-	p->ok = 0;
+	fwd_plan_steps_free(p);
 	p->n = n;
 	if (pool_geometry(s, &kh, &kw, &sh, &sw, &ph, &pw))
 		return 0;
@@ -724,7 +914,34 @@ static size_t pool_step(struct dnn *d, struct fwd_plan *p, int n)
 	layout_md(d, p->out_id, n, s->c, s->oh, s->ow, &uy);
 	const struct targ_spec spec[] = { { DNNL_ARG_SRC, &ux, 0, 0, 0 }, { DNNL_ARG_DST, &uy, 1, 0, 0 } };
 	p->ok = !step_create(d, pd, spec, 2, &p->st);
-	return p->ok ? p->st.ws : 0;
+	if (!p->ok || !s->layout_bwd || !p->layouts)
+		return p->ok ? p->st.ws : 0;
+	const dnnl_alg_kind_t alg = s->mode == NN_POOL_MAX ? dnnl_pooling_max :
+		dnnl_pooling_avg_include_padding;
+	dnnl_primitive_desc_t tpd = NULL, bpd = NULL;
+	/* dy in y's layout; where only oneDNN's reference loop takes that
+	 * beside dx's (global pooling into NCHW for a linear layer: ~80 times
+	 * slower), in the layout it prefers, staged */
+	for (int exact = 1; exact >= 0 && !bpd; exact--) {
+		const dnnl_memory_desc_t *by = exact ? &uy : &ay;
+		if (tpd)
+			dnnl_primitive_desc_destroy(tpd);
+		tpd = NULL;
+		if (dnnl_pooling_forward_desc_init(&pdsc, dnnl_forward_training, alg, &ux, by,
+			    strides, kernel, pl, pr) ||
+		    dnnl_primitive_desc_create(&tpd, &pdsc, d->attr, d->eng, NULL)) {
+			tpd = NULL;
+			continue;
+		}
+		if (dnnl_pooling_backward_desc_init(&pdsc, alg, &ux, by, strides, kernel, pl, pr) ||
+		    dnnl_primitive_desc_create(&bpd, &pdsc, d->attr, d->eng, tpd))
+			bpd = NULL;
+		if (bpd && exact && is_ref(bpd)) {
+			dnnl_primitive_desc_destroy(bpd);
+			bpd = NULL;
+		}
+	}
+	return fwd_bwd_steps(d, p, tpd, bpd, &ux, &uy);
 }
 
 static size_t lrn_step(struct dnn *d, struct fwd_plan *p, int n)
@@ -733,9 +950,7 @@ static size_t lrn_step(struct dnn *d, struct fwd_plan *p, int n)
 	dnnl_memory_desc_t ux, bx;
 	dnnl_lrn_desc_t ldsc;
 	dnnl_primitive_desc_t pd;
-	if (p->ok)
-		step_free(&p->st);
-	p->ok = 0;
+	fwd_plan_steps_free(p);
 	p->n = n;
 	if (s->size % 2 == 0)
 		return 0;
@@ -756,7 +971,17 @@ static size_t lrn_step(struct dnn *d, struct fwd_plan *p, int n)
 	layout_md(d, p->out_id, n, s->c, s->h, s->w, &uy);
 	const struct targ_spec spec[] = { { DNNL_ARG_SRC, &ux, 0, 0, 0 }, { DNNL_ARG_DST, &uy, 1, 0, 0 } };
 	p->ok = !step_create(d, pd, spec, 2, &p->st);
-	return p->ok ? p->st.ws : 0;
+	if (!p->ok || !s->layout_bwd || !p->layouts)
+		return p->ok ? p->st.ws : 0;
+	dnnl_primitive_desc_t tpd = NULL, bpd = NULL;
+	if (!dnnl_lrn_forward_desc_init(&ldsc, dnnl_forward_training, dnnl_lrn_across_channels, &bx,
+		    s->size, s->alpha, s->beta, s->k) &&
+	    !dnnl_primitive_desc_create(&tpd, &ldsc, d->attr, d->eng, NULL) &&
+	    !dnnl_lrn_backward_desc_init(&ldsc, dnnl_lrn_across_channels, &bx, &bx, s->size,
+		    s->alpha, s->beta, s->k) &&
+	    dnnl_primitive_desc_create(&bpd, &ldsc, d->attr, d->eng, tpd))
+		bpd = NULL;
+	return fwd_bwd_steps(d, p, tpd, bpd, &ux, &uy);
 }
 
 static size_t fwd_plan_steps(struct dnn *d, struct fwd_plan *p, int n)
@@ -769,10 +994,8 @@ static size_t fwd_plan_steps(struct dnn *d, struct fwd_plan *p, int n)
 static struct step *fwd_step(struct dnn *d, struct fwd_plan *p, int n)
 {
 	const int full = p->kind == NN_OP_POOL ? p->s.pool.n : p->s.lrn.n;
-	if (n != p->n && fwd_plan_steps(d, p, n) > p->ws_bytes && p->ok) {
-		step_free(&p->st);
-		p->ok = 0;
-	}
+	if (n != p->n && fwd_plan_steps(d, p, n) > p->ws_bytes && p->ok)
+		fwd_plan_steps_free(p);
 	if (!p->ok && p->layouts && n != full)
 		return fwd_step(d, p, full);
 	return p->ok ? &p->st : NULL;
@@ -780,8 +1003,7 @@ static struct step *fwd_step(struct dnn *d, struct fwd_plan *p, int n)
 
 static void fwd_plan_free(struct fwd_plan *p)
 {
-	if (p->ok)
-		step_free(&p->st);
+	fwd_plan_steps_free(p);
 	free(p->own_ws);
 	free(p);
 }
@@ -802,10 +1024,17 @@ static int fwd_plan_create(struct dnn *d, int kind, const void *shape, void **pl
 		p->in_id = p->s.lrn.in_layout;
 		p->out_id = p->s.lrn.out_layout;
 	}
-	const int asked = p->out_id;
+	const int asked = p->out_id, full = kind == NN_OP_POOL ? p->s.pool.n : p->s.lrn.n;
+	const int bwd = kind == NN_OP_POOL ? p->s.pool.layout_bwd : p->s.lrn.layout_bwd;
 	p->layouts = p->in_id || p->out_id;
-	p->ws_bytes = fwd_plan_steps(d, p, kind == NN_OP_POOL ? p->s.pool.n : p->s.lrn.n);
-	if (!p->ok && (p->in_id > 0 || asked > 0)) {
+	p->ws_bytes = fwd_plan_steps(d, p, full);
+	if (bwd && p->layouts && !p->bok && p->in_id <= 0 && asked < 0) {
+		/* the plan's choice cannot train: NCHW, the reference's backward */
+		p->out_id = 0;
+		p->layouts = 0;
+		p->ws_bytes = fwd_plan_steps(d, p, full);
+	}
+	if ((!p->ok || (bwd && p->layouts && !p->bok)) && (p->in_id > 0 || asked > 0)) {
 		fwd_plan_free(p);      /* the reference takes and writes NCHW only */
 		return VR_EUNSUPPORTED;
 	}
@@ -857,6 +1086,221 @@ static int dnn_lrn_fwd(struct nn_backend *b, void *plan, const struct nn_lrn_sha
 	return step_run(d, st, ptr, 0, ws);
 }
 
+/* A training plan's backward: the training forward (for a workspace) and
+ * the backward step, in ws; NULL step: the plan has none. */
+static int fwd_plan_bwd(struct dnn *d, struct fwd_plan *p, int n, const float *x,
+	const float *dy, float *dx, int acc, char *ws)
+{
+	int rc = 0;
+	if (!fwd_step(d, p, n) || !p->bok)
+		return VR_EUNSUPPORTED;
+	if (p->has_ws) {
+		void *const tp[] = { (void *)x, ws + p->y_off, ws + p->w_off };
+		rc = step_run(d, &p->tst, tp, 0, ws + p->t_off);
+	}
+	/* bst's arguments: dy, dx, then LRN's x, then the workspace */
+	void *const lp[] = { (void *)dy, dx, (void *)x, ws + p->w_off };
+	void *const pp[] = { (void *)dy, dx, ws + p->w_off };
+	return rc ? rc : step_run(d, &p->bst, p->kind == NN_OP_LRN ? lp : pp, acc, ws + p->t_off);
+}
+
+static int dnn_pool_bwd(struct nn_backend *b, void *plan, const struct nn_pool_shape *s, int n,
+	const float *x, const float *y, const float *dy, float *dx, int acc)
+{
+	struct dnn *d = dnn_of(b);
+	struct fwd_plan *p = plan;
+	if (!p->layouts) {
+		nn_cpu_pool_bwd(s, n, x, dy, dx, acc);
+		return 0;
+	}
+	return fwd_plan_bwd(d, p, n, x, dy, dx, acc, p->own_ws);
+}
+
+static int dnn_lrn_bwd(struct nn_backend *b, void *plan, const struct nn_lrn_shape *s, int n,
+	const float *x, const float *y, const float *dy, float *dx, int acc, void *ws)
+{
+	struct dnn *d = dnn_of(b);
+	struct fwd_plan *p = plan;
+	if (!p->layouts) {
+		nn_cpu_lrn_bwd(s, n, x, y, dy, dx, acc, ws);
+		return 0;
+	}
+	return fwd_plan_bwd(d, p, n, x, dy, dx, acc, ws);
+}
+
+/* ---- Batch norm in a kept layout ----------------------------------------
+ * A training net's batch norm reads and writes its input's layout (it is
+ * per channel, so any layout does) through oneDNN's batch normalization
+ * with global statistics (PyTorch's eval mode); its backward writes the
+ * scale and shift gradients into the plan, which adds them to the net's.
+ * A batch norm on NCHW runs the reference (no plan). */
+
+struct bn_plan {
+	int kind;
+	struct nn_bn_shape s;
+	int n;                     /* the batch the steps are made for */
+	int id;                    /* x's and y's layout */
+	int ok, bok;               /* forward, backward steps */
+	struct step fwd, bwd;
+	float *dscale, *dshift;    /* c floats each */
+	float *shift;              /* c zeros: backward takes a shift it does not use */
+	size_t dx_off;             /* an unwanted dx goes here in own_ws */
+	size_t ws_bytes;
+	void *own_ws;              /* the batch norm ops take no workspace */
+};
+
+static void bn_steps_free(struct bn_plan *p)
+{
+	if (p->ok)
+		step_free(&p->fwd);
+	if (p->bok)
+		step_free(&p->bwd);
+	p->ok = p->bok = 0;
+}
+
+static size_t bn_steps(struct dnn *d, struct bn_plan *p, int n)
+{
+	const struct nn_bn_shape *s = &p->s;
+	const unsigned flags = dnnl_use_global_stats | dnnl_use_scale | dnnl_use_shift;
+	dnnl_memory_desc_t ux, uc;
+	dnnl_dims_t cd = { s->c };
+	dnnl_batch_normalization_desc_t bd;
+	dnnl_primitive_desc_t fpd = NULL, bpd = NULL;
+	size_t used = 0;
+	bn_steps_free(p);
+	p->n = n;
+	layout_md(d, p->id, n, s->c, s->h, s->w, &ux);
+	md_plain(&uc, 1, cd, dnnl_a);
+	if (dnnl_batch_normalization_forward_desc_init(&bd, s->layout_bwd ? dnnl_forward_training :
+			dnnl_forward_inference, &ux, s->eps, flags) ||
+	    dnnl_primitive_desc_create(&fpd, &bd, d->attr, d->eng, NULL))
+		return 0;
+	if (s->layout_bwd &&
+	    (dnnl_batch_normalization_backward_desc_init(&bd, dnnl_backward, &ux, &ux, s->eps,
+		     flags) || dnnl_primitive_desc_create(&bpd, &bd, d->attr, d->eng, fpd)))
+		bpd = NULL;
+	const struct targ_spec fs[] = { { DNNL_ARG_SRC, &ux, 0, 0, 0 },
+		{ DNNL_ARG_MEAN, &uc, 0, 0, 0 }, { DNNL_ARG_VARIANCE, &uc, 0, 0, 0 },
+		{ DNNL_ARG_SCALE, &uc, 0, 0, 0 }, { DNNL_ARG_SHIFT, &uc, 0, 0, 0 },
+		{ DNNL_ARG_DST, &ux, 1, 0, 0 } };
+	const struct targ_spec bs[] = { { DNNL_ARG_SRC, &ux, 0, 0, 0 },
+		{ DNNL_ARG_MEAN, &uc, 0, 0, 0 }, { DNNL_ARG_VARIANCE, &uc, 0, 0, 0 },
+		{ DNNL_ARG_DIFF_DST, &ux, 0, 0, 0 }, { DNNL_ARG_SCALE, &uc, 0, 0, 0 },
+		{ DNNL_ARG_SHIFT, &uc, 0, 0, 0 }, { DNNL_ARG_DIFF_SRC, &ux, 1, 1, 0 },
+		{ DNNL_ARG_DIFF_SCALE, &uc, 1, 0, 0 }, { DNNL_ARG_DIFF_SHIFT, &uc, 1, 0, 0 } };
+	/* oneDNN's reference loop is slower than ours on NCHW: refused */
+	if (bpd && is_ref(bpd)) {
+		dnnl_primitive_desc_destroy(bpd);
+		bpd = NULL;
+	}
+	if (is_ref(fpd)) {
+		dnnl_primitive_desc_destroy(fpd);
+		if (bpd)
+			dnnl_primitive_desc_destroy(bpd);
+		return 0;
+	}
+	p->ok = !step_create(d, fpd, fs, 6, &p->fwd);
+	if (bpd)
+		p->bok = !step_create(d, bpd, bs, 9, &p->bwd);
+	used = p->fwd.ws > p->bwd.ws ? p->fwd.ws : p->bwd.ws;
+	p->dx_off = ws_take(&used, dnnl_memory_desc_get_size(&ux));
+	return used;
+}
+
+static void bn_plan_free(struct bn_plan *p)
+{
+	bn_steps_free(p);
+	free(p->own_ws);
+	free(p->dscale);
+	free(p->dshift);
+	free(p->shift);
+	free(p);
+}
+
+static int bn_plan_create(struct dnn *d, const struct nn_bn_shape *s, void **plan,
+	size_t *ws_bytes)
+{
+	if (s->in_layout <= 0)
+		return s->out_layout > 0 ? VR_EUNSUPPORTED : 0;  /* NCHW: the reference */
+	if (s->out_layout >= 0 && s->out_layout != s->in_layout)
+		return VR_EUNSUPPORTED;
+	struct bn_plan *p = calloc(1, sizeof(*p));
+	if (!p || !(p->dscale = calloc(s->c, sizeof(float))) ||
+	    !(p->dshift = calloc(s->c, sizeof(float))) ||
+	    !(p->shift = calloc(s->c, sizeof(float)))) {
+		if (p)
+			bn_plan_free(p);
+		return VR_ENOMEM;
+	}
+	p->kind = NN_OP_BN;
+	p->s = *s;
+	p->id = s->in_layout;
+	p->ws_bytes = bn_steps(d, p, s->n);
+	if (!p->ok || (s->layout_bwd && !p->bok)) {
+		bn_plan_free(p);
+		return VR_EUNSUPPORTED;
+	}
+	if (posix_memalign(&p->own_ws, WS_ALIGN, p->ws_bytes)) {
+		p->own_ws = NULL;
+		bn_plan_free(p);
+		return VR_ENOMEM;
+	}
+	*ws_bytes = 0;
+	*plan = p;
+	return 0;
+}
+
+/* The steps for n images; NULL: none fits the plan's workspace. */
+static struct bn_plan *bn_for(struct dnn *d, struct bn_plan *p, int n)
+{
+	if (n != p->n && bn_steps(d, p, n) > p->ws_bytes)
+		bn_steps_free(p);
+	return p->ok ? p : NULL;
+}
+
+static int dnn_bn_fwd(struct nn_backend *b, void *plan, const struct nn_bn_shape *s, int n,
+	const float *x, const float *gamma, const float *beta, const float *mean,
+	const float *var, float *y)
+{
+	struct dnn *d = dnn_of(b);
+	if (!plan) {
+		nn_cpu_bn_fwd(n, s->c, s->h * s->w, s->eps, x, gamma, beta, mean, var, y);
+		return 0;
+	}
+	struct bn_plan *p = bn_for(d, plan, n);
+	if (!p)
+		return VR_EUNSUPPORTED;
+	void *const ptr[] = { (void *)x, (void *)mean, (void *)var, (void *)gamma, (void *)beta,
+		y };
+	return step_run(d, &p->fwd, ptr, 0, p->own_ws);
+}
+
+static int dnn_bn_bwd(struct nn_backend *b, void *plan, const struct nn_bn_shape *s, int n,
+	const float *x, const float *gamma, const float *mean, const float *var,
+	const float *dy, float *dx, int acc, float *dgamma, float *dbeta)
+{
+	struct dnn *d = dnn_of(b);
+	if (!plan) {
+		nn_cpu_bn_bwd(n, s->c, s->h * s->w, s->eps, x, gamma, mean, var, dy, dx, acc, dgamma,
+			dbeta);
+		return 0;
+	}
+	struct bn_plan *p = bn_for(d, plan, n);
+	if (!p || !p->bok)
+		return VR_EUNSUPPORTED;
+	char *ws = p->own_ws;
+	void *const ptr[] = { (void *)x, (void *)mean, (void *)var, (void *)dy, (void *)gamma,
+		p->shift, dx ? (void *)dx : ws + p->dx_off, p->dscale, p->dshift };
+	int rc = step_run(d, &p->bwd, ptr, dx ? acc : 0, ws);
+	for (int c = 0; !rc && c < s->c; c++) {
+		if (dgamma)
+			dgamma[c] += p->dscale[c];
+		if (dbeta)
+			dbeta[c] += p->dshift[c];
+	}
+	return rc;
+}
+
 /* ---- Plans --------------------------------------------------------------- */
 
 static int dnn_plan_create(struct nn_backend *b, int kind, const void *shape, void **plan,
@@ -873,6 +1317,8 @@ static int dnn_plan_create(struct nn_backend *b, int kind, const void *shape, vo
 		return fwd_plan_create(d, kind, shape, plan, ws_bytes);
 	case NN_OP_FC:
 		return 0;
+	case NN_OP_BN:
+		return bn_plan_create(d, shape, plan, ws_bytes);
 	}
 	return VR_EINVAL;
 }
@@ -881,18 +1327,29 @@ static int dnn_plan_layout(struct nn_backend *b, void *plan)
 {
 	if (!plan)
 		return 0;
-	return *(int *)plan == NN_OP_CONV ? ((struct conv_plan *)plan)->out_id :
-		((struct fwd_plan *)plan)->out_id;
+	switch (*(int *)plan) {
+	case NN_OP_CONV:
+		return ((struct conv_plan *)plan)->out_id;
+	case NN_OP_BN:
+		return ((struct bn_plan *)plan)->id;
+	}
+	return ((struct fwd_plan *)plan)->out_id;
 }
 
 static void dnn_plan_free(struct nn_backend *b, void *plan)
 {
 	if (!plan)
 		return;
-	if (*(int *)plan == NN_OP_CONV)
+	switch (*(int *)plan) {
+	case NN_OP_CONV:
 		conv_plan_free(plan);
-	else
+		break;
+	case NN_OP_BN:
+		bn_plan_free(plan);
+		break;
+	default:
 		fwd_plan_free(plan);
+	}
 }
 
 /* ---- Fully connected: oneDNN's GEMM -------------------------------------
@@ -953,6 +1410,11 @@ static void dnn_close(struct nn_backend *b)
 	b->priv = NULL;
 }
 
+uint64_t nn__onednn_reorders(const struct nn_backend *b)
+{
+	return b && b->ops->close == dnn_close ? ((const struct dnn *)b->priv)->reorders : 0;
+}
+
 int nn__onednn_open(struct nn_backend **out, char *why, size_t why_len)
 {
 	struct nn_backend *b = calloc(1, sizeof(*b));
@@ -971,8 +1433,13 @@ int nn__onednn_open(struct nn_backend **out, char *why, size_t why_len)
 	d->ops.conv_fwd_post = dnn_conv_fwd_post;
 	d->ops.conv_bwd_data = dnn_conv_bwd_data;
 	d->ops.conv_bwd_filter = dnn_conv_bwd_filter;
+	d->ops.conv_bwd_bias = dnn_conv_bwd_bias;
 	d->ops.pool_fwd = dnn_pool_fwd;
+	d->ops.pool_bwd = dnn_pool_bwd;
 	d->ops.lrn_fwd = dnn_lrn_fwd;
+	d->ops.lrn_bwd = dnn_lrn_bwd;
+	d->ops.bn_fwd = dnn_bn_fwd;
+	d->ops.bn_bwd = dnn_bn_bwd;
 	d->ops.fc_fwd = dnn_fc_fwd;
 	d->ops.fc_bwd_data = dnn_fc_bwd_data;
 	d->ops.fc_bwd_weights = dnn_fc_bwd_weights;

@@ -168,6 +168,7 @@ static int cuda_plan_create(struct nn_backend *b, int kind, const void *shape, v
 	case NN_OP_FC:
 		return nn__cuda_fc_plan(b, shape, plan);
 	case NN_OP_LRN:
+	case NN_OP_BN:
 		return 0;
 	}
 	return VR_EINVAL;
@@ -231,18 +232,20 @@ static int cuda_lrn_bwd(struct nn_backend *b, void *plan, const struct nn_lrn_sh
 	return NN_CU(nn__k_lrn_bwd(nn__cuda(b)->stream, s, n, coef, x, y, dy, dx, acc));
 }
 
-static int cuda_bn_fwd(struct nn_backend *b, int n, int c, int hw, float eps, const float *x,
-	const float *gamma, const float *beta, const float *mean, const float *var, float *y)
+static int cuda_bn_fwd(struct nn_backend *b, void *plan, const struct nn_bn_shape *s, int n,
+	const float *x, const float *gamma, const float *beta, const float *mean,
+	const float *var, float *y)
 {
-	return NN_CU(nn__k_bn_fwd(nn__cuda(b)->stream, n, c, hw, eps, x, gamma, beta, mean, var, y));
+	return NN_CU(nn__k_bn_fwd(nn__cuda(b)->stream, n, s->c, s->h * s->w, s->eps, x, gamma,
+		beta, mean, var, y));
 }
 
-static int cuda_bn_bwd(struct nn_backend *b, int n, int c, int hw, float eps, const float *x,
-	const float *gamma, const float *mean, const float *var, const float *dy, float *dx,
-	int acc, float *dgamma, float *dbeta)
+static int cuda_bn_bwd(struct nn_backend *b, void *plan, const struct nn_bn_shape *s, int n,
+	const float *x, const float *gamma, const float *mean, const float *var,
+	const float *dy, float *dx, int acc, float *dgamma, float *dbeta)
 {
-	return NN_CU(nn__k_bn_bwd(nn__cuda(b)->stream, n, c, hw, eps, x, gamma, mean, var, dy, dx,
-		acc, dgamma, dbeta));
+	return NN_CU(nn__k_bn_bwd(nn__cuda(b)->stream, n, s->c, s->h * s->w, s->eps, x, gamma,
+		mean, var, dy, dx, acc, dgamma, dbeta));
 }
 
 static int cuda_add(struct nn_backend *b, size_t count, const float *a, const float *c,

@@ -1,17 +1,24 @@
 /* bench_nn: the network library's speed on the CPU backend.
  *
  *   bench_nn [-B cpu] [-a alexnet,cnnf] [-b 32] [-i 5] [-S 224] [-p] [-g]
+ *            [-L layer -W width -K outputs]
  *
  * -B is the backend (nn_backend_open's names: cpu-ref = cpu, the
  * reference kernels; onednn; auto).
  * For each architecture: inference images/s (evaluation forward) and
  * training images/s (zero_grad, training forward, backward, Adam step), the
  * median of -i timed runs after one warm-up, with the FLOPs each needs and
- * the rate that makes. -g first measures OpenBLAS's sgemm on conv-like
+ * the rate that makes (on oneDNN, with the reorders a training step
+ * ran: layout conversions of tensors, weights and their gradients).
+ * -g first measures OpenBLAS's sgemm on conv-like
  * shapes (the ceiling every conv and fc layer runs against); -p times each
  * layer's kernels on its own (forward, backward data, backward filter), to
- * show where a step goes. OpenBLAS threads: OPENBLAS_NUM_THREADS (default:
- * all cores). */
+ * show where a step goes. -L cuts the net at that layer and -W puts a
+ * trained head of that width on the cut (nn_net_opts' input_layer and
+ * head_width, -K outputs): DVBPR's step over cached trunk activations,
+ * as rankd's --trunk-layer block_10 --head-width 128 --visual-dims 16
+ * trains it (-a mobilenet_v2 -S 96 -b 2048: 1,024 triples a step).
+ * OpenBLAS threads: OPENBLAS_NUM_THREADS (default: all cores). */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -176,12 +183,20 @@ static void profile(nn_net *net, int n)
 	free(x); free(y); free(dx); free(w); free(dw); free(ws);
 }
 
-static int bench(nn_backend *b, const char *arch, int size, int batch, int iters, int prof)
+/* The cut and head of -L, -W, -K (NULL layer: the whole net). */
+struct cut {
+	const char *layer;
+	int width, outputs;
+};
+
+static int bench(nn_backend *b, const char *arch, int size, int batch, int iters, int prof,
+	const struct cut *cut)
 {
 	nn_net *net;
 	nn_optim *opt;
 	char err[256];
-	struct nn_net_opts o = { .input_size = size, .max_batch = batch };
+	struct nn_net_opts o = { .input_size = size, .max_batch = batch, .input_layer = cut->layer,
+		.head_width = cut->width, .num_outputs = cut->outputs };
 	double t[64], fwd_flops, bwd_flops;
 	int rc = nn_net_create(b, arch, &o, &net, err, sizeof(err));
 	if (rc) {
@@ -195,7 +210,7 @@ static int bench(nn_backend *b, const char *arch, int size, int batch, int iters
 		return rc;
 	}
 	count_flops(net, &fwd_flops, &bwd_flops);
-	size_t in = (size_t)batch * 3 * net->input_size * net->input_size;
+	size_t in = (size_t)batch * nn_net_input_count(net);
 	size_t out = (size_t)batch * nn_net_output_size(net);
 	float *x = malloc(sizeof(float) * in), *y = malloc(sizeof(float) * out);
 	float *dy = malloc(sizeof(float) * out);
@@ -221,6 +236,10 @@ static int bench(nn_backend *b, const char *arch, int size, int batch, int iters
 	}
 	double inf = bench_median(t, iters);
 	/* Training steps. */
+	uint64_t reorders = 0;
+#ifdef NN_HAVE_ONEDNN
+	reorders = nn__onednn_reorders(b);
+#endif
 	for (int r = 0; r <= iters && !rc; r++) {
 		double t0 = bench_now();
 		rc = nn_net_zero_grad(net);
@@ -231,6 +250,9 @@ static int bench(nn_backend *b, const char *arch, int size, int batch, int iters
 			t[r - 1] = bench_now() - t0;
 	}
 	double tr = bench_median(t, iters);
+#ifdef NN_HAVE_ONEDNN
+	reorders = nn__onednn_reorders(b) - reorders;
+#endif
 	if (rc) {
 		fprintf(stderr, "bench_nn: %s: %s\n", arch, nn_net_errmsg(net));
 	} else {
@@ -239,6 +261,9 @@ static int bench(nn_backend *b, const char *arch, int size, int batch, int iters
 			arch, net->input_size, batch, batch / inf, batch * fwd_flops / inf / 1e9,
 			batch / tr, batch * (fwd_flops + bwd_flops) / tr / 1e9, fwd_flops / 1e9,
 			bwd_flops / 1e9);
+		if (reorders)
+			printf("  oneDNN reorders a training step: %llu\n",
+				(unsigned long long)(reorders / (iters + 1)));
 		if (prof)
 			profile(net, batch);
 	}
@@ -254,8 +279,9 @@ int main(int argc, char **argv)
 {
 	const char *archs = "alexnet,cnnf", *backend = "cpu";
 	int batch = 32, iters = 5, size = 0, prof = 0, gemm = 0, c;
+	struct cut cut = { NULL, 0, 0 };
 	nn_backend *b;
-	while ((c = getopt(argc, argv, "B:a:b:i:S:pg")) != -1) {
+	while ((c = getopt(argc, argv, "B:a:b:i:S:pgL:W:K:")) != -1) {
 		switch (c) {
 		case 'B': backend = optarg; break;
 		case 'a': archs = optarg; break;
@@ -264,8 +290,12 @@ int main(int argc, char **argv)
 		case 'S': size = atoi(optarg); break;
 		case 'p': prof = 1; break;
 		case 'g': gemm = 1; break;
+		case 'L': cut.layer = optarg; break;
+		case 'W': cut.width = atoi(optarg); break;
+		case 'K': cut.outputs = atoi(optarg); break;
 		default:
-			fprintf(stderr, "usage: bench_nn [-B cpu] [-a alexnet,cnnf] [-b 32] [-i 5] [-S size] [-p] [-g]\n");
+			fprintf(stderr, "usage: bench_nn [-B cpu] [-a alexnet,cnnf] [-b 32] [-i 5] [-S size] [-p] [-g]"
+				" [-L layer -W width -K outputs]\n");
 			return 2;
 		}
 	}
@@ -288,7 +318,7 @@ int main(int argc, char **argv)
 	char *list = strdup(archs), *save = NULL;
 	int rc = 0;
 	for (char *a = strtok_r(list, ",", &save); a && !rc; a = strtok_r(NULL, ",", &save))
-		rc = bench(b, a, size, batch, iters, prof);
+		rc = bench(b, a, size, batch, iters, prof, &cut);
 	free(list);
 	nn_backend_close(b);
 	return rc ? 1 : 0;

@@ -481,8 +481,9 @@ static void fused_case(struct nn_conv_shape s, int post_bn, int act, int bias, u
 		dnn_b->param_version++;
 		ASSERT_OK(ref_b->ops->conv_fwd(ref_b, plan[0], &plain, n, x, w, bp, y[0], ws[0]));
 		if (post_bn)
-			ASSERT_OK(ref_b->ops->bn_fwd(ref_b, n, s.k, s.oh * s.ow, s.bn_eps, y[0], gamma,
-				beta, mean, var, y[0]));
+			ASSERT_OK(ref_b->ops->bn_fwd(ref_b, NULL, &(struct nn_bn_shape){ .n = n,
+				.c = s.k, .h = s.oh, .w = s.ow, .eps = s.bn_eps }, n, y[0], gamma, beta,
+				mean, var, y[0]));
 		if (act)
 			ASSERT_OK(ref_b->ops->act_fwd(ref_b, act, yl, y[0], y[0]));
 		ASSERT_OK(dnn_b->ops->conv_fwd_post(dnn_b, plan[1], &s, n, x, w, bp, gamma, beta,
@@ -630,6 +631,35 @@ TEST(net_small_and_alexnet_fused_match_reference)
 	}
 }
 
+/* Architecture a on both backends (reference first) with SGD (momentum
+ * 0.9, weight decay wd), from the same parameters: the seeded init scaled
+ * and shifted a little, so batch norms are no identities and AlexNet's
+ * outputs stay of order 1. Fails the test when it cannot. */
+static void both_nets(const struct nn__arch *a, const struct nn_net_opts *o, float wd,
+	nn_net *net[2], nn_optim *opt[2])
+{
+	nn_backend *bk[2] = { ref_b, dnn_b };
+	char err[256] = "";
+	for (int i = 0; i < 2; i++)
+		if (nn__net_create_with(bk[i], a, o, &net[i], err, sizeof(err)) ||
+		    nn_net_init(net[i], 5) ||
+		    nn_optim_create(net[i], &(struct nn_optim_opts){ .kind = NN_OPTIM_SGD,
+			    .lr = 0.01f, .momentum = 0.9f, .weight_decay = wd }, &opt[i])) {
+			FAIL_("%s: %s", a->info.name, err);
+		}
+	size_t pc = nn_net_param_count(net[0]);
+	float *p = buf(pc), *u = random_buf(pc, 16, 0.5f, 1.5f);
+	float *v = random_buf(pc, 17, -0.002f, 0.002f);
+	int rc = nn_net_params_get(net[0], p);
+	for (size_t i = 0; !rc && i < pc; i++)
+		p[i] = p[i] * u[i] + v[i];
+	for (int i = 0; !rc && i < 2; i++)
+		rc = nn_net_params_set(net[i], p);
+	free(p); free(u); free(v);
+	if (rc)
+		FAIL_("%s: setting the parameters: %s", a->info.name, vr_strerror(rc));
+}
+
 /* Training nets on both backends from the same perturbed parameters: two
  * SGD steps (momentum, so the second moves differently), each checking
  * the output, every parameter gradient and the input gradient; then an
@@ -639,30 +669,14 @@ static void train_case(const char *arch, int size, int max_batch, int n)
 {
 	nn_net *net[2] = { NULL, NULL };
 	nn_optim *opt[2] = { NULL, NULL };
-	nn_backend *bk[2] = { ref_b, dnn_b };
-	char err[256] = "";
 	struct nn_net_opts o = { .input_size = size, .max_batch = max_batch, .num_outputs = 7 };
-	for (int i = 0; i < 2; i++)
-		if (nn_net_create(bk[i], arch, &o, &net[i], err, sizeof(err)) ||
-		    nn_net_init(net[i], 5) ||
-		    nn_optim_create(net[i], &(struct nn_optim_opts){ .kind = NN_OPTIM_SGD,
-			    .lr = 0.01f, .momentum = 0.9f }, &opt[i])) {
-			FAIL_("%s: %s", arch, err);
-			goto leave;
-		}
-	size_t pc = nn_net_param_count(net[0]), tc = nn_net_trainable_count(net[0]);
+	both_nets(nn__arch_find(arch), &o, 0.0f, net, opt);
+	if (vr_test__failed)
+		goto leave;
+	size_t tc = nn_net_trainable_count(net[0]);
 	size_t xl = (size_t)n * 3 * size * size, yl = (size_t)n * nn_net_output_size(net[0]);
-	/* scaled and shifted a little, so batch norms are no identities and
-	 * AlexNet's outputs stay of order 1 */
-	float *p = buf(pc), *u = random_buf(pc, 16, 0.5f, 1.5f);
-	float *v = random_buf(pc, 17, -0.002f, 0.002f);
 	float *x = random_buf(xl, 18, -2, 2), *dy = random_buf(yl, 19, -1, 1);
 	float *y[2] = { buf(yl), buf(yl) }, *g[2] = { buf(tc), buf(tc) }, *dx[2] = { buf(xl), buf(xl) };
-	ASSERT_OK(nn_net_params_get(net[0], p));
-	for (size_t i = 0; i < pc; i++)
-		p[i] = p[i] * u[i] + v[i];
-	for (int i = 0; i < 2; i++)
-		ASSERT_OK(nn_net_params_set(net[i], p));
 	for (int step = 0; step < 3 && !vr_test__failed; step++) {
 		char what[96];
 		for (int i = 0; i < 2; i++) {
@@ -685,7 +699,7 @@ static void train_case(const char *arch, int size, int max_batch, int n)
 		snprintf(what, sizeof(what), "%s step %d input gradient", arch, step);
 		ASSERT_MATCH_TOL(dx[1], dx[0], xl, what, NET_TOL);
 	}
-	free(p); free(u); free(v); free(x); free(dy);
+	free(x); free(dy);
 	for (int i = 0; i < 2; i++) {
 		free(y[i]); free(g[i]); free(dx[i]);
 	}
@@ -704,6 +718,163 @@ TEST(net_training_steps_match_reference)
 	train_case("small", 32, 4, 3);
 	train_case("alexnet", 67, 2, 2);
 	train_case("mobilenet_v2", 32, 2, 2);
+}
+
+/* ---- Training nets with layouts kept --------------------------------------- */
+
+/* A MobileNetV2-like pair of blocks: a batch norm, an
+ * uneven pad before a stride-2 depthwise conv, a grouped 1x1 conv, and an
+ * inverted residual block added back to its input, then max and global
+ * pooling and a linear layer. */
+static int build_blocks(nn_net *net)
+{
+	int t = nn__conv(net, "stem", 0, 16, 3, 1, 1, 1, 1);
+	t = nn__batchnorm(net, "stem_bn", t, 1e-3f);
+	t = nn__relu6(net, "stem_act", t);
+	t = nn__conv(net, "expand", t, 32, 1, 1, 0, 1, 0);
+	t = nn__relu6(net, "expand_act", t);
+	t = nn__pad(net, "pad", t, 0, 1, 0, 1);
+	t = nn__conv(net, "dw", t, 32, 3, 2, 0, 32, 1);
+	t = nn__relu6(net, "dw_act", t);
+	t = nn__conv(net, "project", t, 32, 1, 1, 0, 2, 1);
+	int br = nn__conv(net, "b1_expand", t, 48, 1, 1, 0, 1, 1);
+	br = nn__relu6(net, "b1_expand_act", br);
+	br = nn__conv(net, "b1_dw", br, 48, 3, 1, 1, 48, 0);
+	br = nn__relu6(net, "b1_dw_act", br);
+	br = nn__conv(net, "b1_project", br, 32, 1, 1, 0, 1, 1);
+	t = nn__add(net, "b1_add", t, br);
+	t = nn__maxpool(net, "pool", t, 3, 2, 1);
+	t = nn__adaptive_avgpool(net, "gap", t, 1, 1);
+	return nn__linear(net, "fc", t, 5);
+}
+
+static const struct nn__arch blocks_arch = {
+	{ "blocks", "MobileNetV2-like blocks", 5, 20, 20, { 0, 0, 0 }, { 1, 1, 1 } },
+	build_blocks };
+
+static int kept_tensors(const nn_net *net)
+{
+	int kept = 0;
+	for (int t = 0; t < net->ntensors; t++)
+		kept += net->tensors[t].layout != 0;
+	return kept;
+}
+
+/* steps SGD steps with momentum on both backends from the same perturbed
+ * parameters, the onednn net keeping at least min_kept tensors in its
+ * layouts; then every parameter (and the momentum's effect) must agree.
+ * Every other step has one image fewer than the plans' batch n (the last
+ * batch of an epoch), so the primitives are remade for it and back. */
+static void train_params_case(const struct nn__arch *a, int size, int n, int steps,
+	int min_kept)
+{
+	nn_net *net[2] = { NULL, NULL };
+	nn_optim *opt[2] = { NULL, NULL };
+	struct nn_net_opts o = { .input_size = size, .max_batch = n, .num_outputs = 6 };
+	both_nets(a, &o, 1e-4f, net, opt);
+	if (vr_test__failed)
+		goto leave;
+	const int kept = kept_tensors(net[1]);
+	if (kept < min_kept)
+		FAIL_("%s: %d tensors kept in oneDNN's layouts, want >= %d", a->info.name, kept,
+			min_kept);
+	size_t pc = nn_net_param_count(net[0]);
+	size_t xl = (size_t)n * 3 * size * size, yl = (size_t)n * nn_net_output_size(net[0]);
+	float *p = buf(pc), *q = buf(pc), *y = buf(yl);
+	for (int step = 0; step < steps && !vr_test__failed; step++) {
+		float *x = random_buf(xl, 40 + step, -2, 2), *dy = random_buf(yl, 60 + step, -1, 1);
+		const int nb = step % 2 && n > 1 ? n - 1 : n;
+		for (int i = 0; i < 2; i++) {
+			ASSERT_OK(nn_net_zero_grad(net[i]));
+			ASSERT_OK(nn_net_forward(net[i], x, nb, 1, y));
+			ASSERT_OK(nn_net_backward(net[i], dy, NULL));
+			ASSERT_OK(nn_optim_step(opt[i]));
+		}
+		free(x);
+		free(dy);
+	}
+	char what[96];
+	snprintf(what, sizeof(what), "%s parameters after %d steps", a->info.name, steps);
+	ASSERT_OK(nn_net_params_get(net[0], p));
+	ASSERT_OK(nn_net_params_get(net[1], q));
+	ASSERT_MATCH_TOL(q, p, pc, what, NET_TOL);
+	free(p); free(q); free(y);
+leave:
+	for (int i = 0; i < 2; i++) {
+		nn_optim_destroy(opt[i]);
+		nn_net_destroy(net[i]);
+	}
+}
+
+TEST(net_training_keeps_layouts_and_matches_reference)
+{
+	open_both();
+	if (vr_test__failed)
+		return;
+	/* the DVBPR net: conv, LRN and max pooling keep their layouts through
+	 * backward; its fully connected layers and dropout read NCHW */
+	train_params_case(nn__arch_find("cnnf"), 67, 2, 4, 8);
+	train_params_case(&blocks_arch, 20, 3, 4, 8);
+}
+
+/* The reorders of one training step (after a first, which also makes the
+ * primitives): with layouts kept, a convolution converts only its weights
+ * (forward, backward data) and its weights' gradient (into PyTorch's
+ * layout for the optimiser), and tensors convert only where a layer that
+ * reads NCHW meets one that keeps a layout. */
+static void step_reorders_case(const struct nn__arch *a, int size, int n, int max_edges)
+{
+	nn_net *net = NULL;
+	nn_optim *opt = NULL;
+	char err[256] = "";
+	struct nn_net_opts o = { .input_size = size, .max_batch = n, .num_outputs = 6 };
+	if (nn__net_create_with(dnn_b, a, &o, &net, err, sizeof(err)) || nn_net_init(net, 3) ||
+	    nn_optim_create(net, &(struct nn_optim_opts){ .kind = NN_OPTIM_ADAM, .lr = 1e-4f },
+		    &opt)) {
+		FAIL_("%s: %s", a->info.name, err);
+		goto leave;
+	}
+	size_t xl = (size_t)n * 3 * size * size, yl = (size_t)n * nn_net_output_size(net);
+	float *x = random_buf(xl, 5, -2, 2), *dy = random_buf(yl, 6, -1, 1), *y = buf(yl);
+	int convs = 0;
+	for (int l = 0; l < net->nlayers; l++)
+		convs += net->layers[l].kind == NN__CONV;
+	uint64_t r[3];
+	for (int step = 0; step < 2; step++) {
+		r[step] = nn__onednn_reorders(dnn_b);
+		ASSERT_OK(nn_net_zero_grad(net));
+		ASSERT_OK(nn_net_forward(net, x, n, 1, y));
+		ASSERT_OK(nn_net_backward(net, dy, NULL));
+		ASSERT_OK(nn_optim_step(opt));
+	}
+	r[2] = nn__onednn_reorders(dnn_b);
+	const uint64_t per_step = r[2] - r[1], bound = 3 * (uint64_t)convs + max_edges;
+	fprintf(stderr, "  %s: %llu reorders a training step, %d convolutions\n", a->info.name,
+		(unsigned long long)per_step, convs);
+	if (per_step > bound)
+		FAIL_("%s: %llu reorders in a training step; with layouts kept at most %llu "
+		      "(3 per convolution's weights and gradient, %d at the edges)", a->info.name,
+		      (unsigned long long)per_step, (unsigned long long)bound, max_edges);
+	free(x); free(dy); free(y);
+leave:
+	nn_optim_destroy(opt);
+	nn_net_destroy(net);
+}
+
+TEST(net_training_step_converts_only_weights_and_edges)
+{
+	open_both();
+	if (vr_test__failed)
+		return;
+	/* CNN-F converts at its edge only (pool5's y for fc6, and fc6's dx for
+	 * pool5's backward; conv1 reads the NCHW input as it is): 2; the blocks
+	 * at the pad (expand's y, and dy twice: each backward step stages its
+	 * own; dw's x twice, and dx), the global pooling's y and dy, and one
+	 * dx that adds to another reader's (the residual): 9. On the code
+	 * before training nets kept layouts: 44 and 58 (33 with the batch norm
+	 * still NCHW). */
+	step_reorders_case(nn__arch_find("cnnf"), 67, 2, 2);
+	step_reorders_case(&blocks_arch, 20, 3, 9);
 }
 
 /* ---- Selection ----------------------------------------------------------- */
@@ -753,6 +924,8 @@ static const struct vr_test tests[] = {
 	T(net_mobilenet_v2_fused_matches_reference),
 	T(net_small_and_alexnet_fused_match_reference),
 	T(net_training_steps_match_reference),
+	T(net_training_keeps_layouts_and_matches_reference),
+	T(net_training_step_converts_only_weights_and_edges),
 	T(backend_names),
 	{ 0 },
 };

@@ -587,18 +587,19 @@ static int run_elem(nn_backend *b, const void *argp, struct outs *o)
 		float *gamma = dput(&d, a->gamma, a->c), *beta = dput(&d, a->beta, a->c);
 		float *mean = dput(&d, a->mean, a->c), *var = dput(&d, a->var, a->c);
 		float *dg = dput(&d, a->g0, a->c), *dbt = dput(&d, a->g0, a->c);
+		const struct nn_bn_shape bs = { .n = a->n, .c = a->c, .h = a->hw, .w = 1, .eps = 1e-5f };
 		if (!d.rc)
-			op(&d, b->ops->bn_fwd(b, a->n, a->c, a->hw, 1e-5f, x, gamma, beta, mean, var, y));
+			op(&d, b->ops->bn_fwd(b, NULL, &bs, a->n, x, gamma, beta, mean, var, y));
 		get(&d, "forward", y, n);
 		if (!d.rc)
-			op(&d, b->ops->bn_bwd(b, a->n, a->c, a->hw, 1e-5f, x, gamma, mean, var, dy, dx, 0,
-				dg, dbt));
+			op(&d, b->ops->bn_bwd(b, NULL, &bs, a->n, x, gamma, mean, var, dy, dx, 0, dg,
+				dbt));
 		get(&d, "d input", dx, n);
 		get(&d, "d gamma (acc)", dg, a->c);
 		get(&d, "d beta (acc)", dbt, a->c);
 		if (!d.rc)
-			op(&d, b->ops->bn_bwd(b, a->n, a->c, a->hw, 1e-5f, x, gamma, mean, var, dy, dxa, 1,
-				NULL, NULL));
+			op(&d, b->ops->bn_bwd(b, NULL, &bs, a->n, x, gamma, mean, var, dy, dxa, 1, NULL,
+				NULL));
 		get(&d, "d input (acc)", dxa, n);
 		break;
 	}
@@ -876,37 +877,37 @@ static void small_cases(struct ctx *t)
 	header(t, "Ops at small shapes");
 	struct { const char *label; struct nn_conv_shape s; int n, bias; } convs[] = {
 		{ "conv 3x9x8 -> 4, 3x3 pad 1", { 2, 3, 9, 8, 4, 3, 3, 1, 1, 1, 1, 1, 0, 0,
-		  0, 0, 0, 0, 0 }, 2, 1 },
+		  0, 0, 0, 0, 0, 0 }, 2, 1 },
 		{ "conv batch 2 of a plan for 3, 5x5/2", { 3, 4, 11, 11, 6, 5, 5, 2, 2, 2, 2, 1, 0, 0,
-		  0, 0, 0, 0, 0 },
+		  0, 0, 0, 0, 0, 0 },
 		  2, 1 },
 		{ "conv 2 groups, stride 2, no bias", { 2, 4, 9, 8, 6, 3, 3, 2, 2, 0, 0, 2, 0, 0,
-		  0, 0, 0, 0, 0 }, 2,
+		  0, 0, 0, 0, 0, 0 }, 2,
 		  0 },
 		{ "conv depthwise 5 channels", { 2, 5, 8, 7, 5, 3, 3, 2, 2, 1, 1, 5, 0, 0,
-		  0, 0, 0, 0, 0 }, 2, 1 },
-		{ "conv 1x1", { 3, 6, 5, 5, 4, 1, 1, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0 }, 3, 1 },
-		{ "conv 11x11/4 pad 2 (AlexNet's first)", { 2, 3, 35, 35, 8, 11, 11, 4, 4, 2, 2, 1, 0,
 		  0, 0, 0, 0, 0, 0 }, 2, 1 },
+		{ "conv 1x1", { 3, 6, 5, 5, 4, 1, 1, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0 }, 3, 1 },
+		{ "conv 11x11/4 pad 2 (AlexNet's first)", { 2, 3, 35, 35, 8, 11, 11, 4, 4, 2, 2, 1, 0,
+		  0, 0, 0, 0, 0, 0, 0 }, 2, 1 },
 	};
 	for (size_t i = 0; i < sizeof(convs) / sizeof(convs[0]); i++)
 		case_conv(t, convs[i].label, &convs[i].s, convs[i].n, convs[i].bias, 100 + 10 * i);
 
 	struct { const char *label; struct nn_pool_shape s; int n; } pools[] = {
-		{ "max pool 3x3/2", { NN_POOL_MAX, 2, 3, 13, 13, 3, 3, 2, 2, 0, 0, 0, 0, 0, 0 }, 2 },
+		{ "max pool 3x3/2", { NN_POOL_MAX, 2, 3, 13, 13, 3, 3, 2, 2, 0, 0, 0, 0, 0, 0, 0 }, 2 },
 		{ "max pool 2x2/2 pad 1, batch 1 of 2", { NN_POOL_MAX, 2, 3, 7, 6, 2, 2, 2, 2, 1, 1, 0,
-		  0, 0, 0 }, 1 },
-		{ "avg pool 3x3/2 pad 1", { NN_POOL_AVG, 2, 4, 9, 9, 3, 3, 2, 2, 1, 1, 0, 0, 0, 0 }, 2 },
+		  0, 0, 0, 0 }, 1 },
+		{ "avg pool 3x3/2 pad 1", { NN_POOL_AVG, 2, 4, 9, 9, 3, 3, 2, 2, 1, 1, 0, 0, 0, 0, 0 }, 2 },
 		{ "adaptive avg 13x11 -> 6x4", { NN_POOL_ADAPTIVE_AVG, 2, 3, 13, 11, 0, 0, 0, 0, 0, 0,
-		  6, 4, 0, 0 }, 2 },
+		  6, 4, 0, 0, 0 }, 2 },
 		{ "adaptive avg 5x5 -> 7x7 (overlap)", { NN_POOL_ADAPTIVE_AVG, 2, 2, 5, 5, 0, 0, 0, 0, 0,
-		  0, 7, 7, 0, 0 }, 2 },
+		  0, 7, 7, 0, 0, 0 }, 2 },
 	};
 	for (size_t i = 0; i < sizeof(pools) / sizeof(pools[0]); i++)
 		case_pool(t, pools[i].label, &pools[i].s, pools[i].n, 200 + 10 * i);
 
-	struct nn_lrn_shape lrn5 = { 2, 7, 5, 4, 5, 1.0f, 0.75f, 1.0f, 0, 0 };
-	struct nn_lrn_shape lrn4 = { 2, 6, 3, 5, 4, 0.5f, 0.6f, 2.0f, 0, 0 };
+	struct nn_lrn_shape lrn5 = { 2, 7, 5, 4, 5, 1.0f, 0.75f, 1.0f, 0, 0, 0 };
+	struct nn_lrn_shape lrn4 = { 2, 6, 3, 5, 4, 0.5f, 0.6f, 2.0f, 0, 0, 0 };
 	case_lrn(t, "LRN size 5, alpha 1, beta 0.75", &lrn5, 2, 2.0f, 300);
 	case_lrn(t, "LRN size 4 (even), beta 0.6", &lrn4, 2, 2.0f, 310);
 

@@ -28,6 +28,7 @@ typedef void (*dot32_fn)(const float *u, uint32_t len, const float *const *rows,
 typedef void (*dot16_fn)(const float *u, uint32_t len, const uint16_t *const *rows, uint32_t n, float *out);
 typedef void (*dot8_fn)(const int8_t *u, uint32_t len, const uint8_t *const *rows, uint32_t n, int32_t *out);
 typedef void (*dot4_fn)(const int8_t *u, uint32_t len, const uint8_t *const *rows, uint32_t n, int32_t *out);
+typedef void (*dot8x_fn)(const int8_t *u, uint32_t len, const uint8_t *const *rows, uint32_t n, int32_t *out);
 typedef uint32_t (*above_fn)(const float *s, uint32_t r, uint32_t n, float t);
 
 /* Kernels. Each computes out[r] = u · rows[r] over len floats (a multiple of
@@ -151,6 +152,79 @@ static void dot8_generic(const int8_t *u, uint32_t len, const uint8_t *const *ro
 		out[r] = acc;
 	}
 }
+
+/* Batched int8 kernels for rk_topk_batch's first pass: out[g × n + r] =
+ * Σ_j rows[r][j] × u[g × len + j] for the G8 users g of u (len bytes each),
+ * the integers dot8 gives for each user alone. VNNI scores a tile of 4
+ * users × 4 rows at once: each 64-byte load of a row or a user feeds four
+ * dpbusd instead of one, so a batch is bound by arithmetic rather than by
+ * loads (a single query's scan is bound by memory: dot8 above), and the
+ * 16 sums are reduced together, a transpose of adds, not one by one. */
+#define G8 4
+
+/* Lane i of the result: the sum of the 16 lanes of the i-th argument. */
+#define ADD_LO_HI(LO, HI, X, Y) _mm512_add_epi32(LO(X, Y), HI(X, Y))
+#define PAIR32(X, Y) ADD_LO_HI(_mm512_unpacklo_epi32, _mm512_unpackhi_epi32, X, Y)
+#define PAIR64(X, Y) ADD_LO_HI(_mm512_unpacklo_epi64, _mm512_unpackhi_epi64, X, Y)
+#define EVEN128(X, Y) _mm512_shuffle_i32x4(X, Y, _MM_SHUFFLE(2, 0, 2, 0))
+#define ODD128(X, Y) _mm512_shuffle_i32x4(X, Y, _MM_SHUFFLE(3, 1, 3, 1))
+#define PAIR128(X, Y) ADD_LO_HI(EVEN128, ODD128, X, Y)
+
+TVNNI static inline __m512i sum16(__m512i a0, __m512i a1, __m512i a2, __m512i a3, __m512i a4, __m512i a5,
+				  __m512i a6, __m512i a7, __m512i a8, __m512i a9, __m512i a10, __m512i a11,
+				  __m512i a12, __m512i a13, __m512i a14, __m512i a15)
+{
+	__m512i b0 = PAIR64(PAIR32(a0, a1), PAIR32(a2, a3)), b1 = PAIR64(PAIR32(a4, a5), PAIR32(a6, a7));
+	__m512i b2 = PAIR64(PAIR32(a8, a9), PAIR32(a10, a11)), b3 = PAIR64(PAIR32(a12, a13), PAIR32(a14, a15));
+	return PAIR128(PAIR128(b0, b1), PAIR128(b2, b3));
+}
+
+/* The 16 accumulators are named, not an array: an array indexed in a loop
+ * measured living on the stack (a load and a store around every dpbusd). */
+#define DP4(A0, A1, A2, A3, Y) do { \
+	__m512i y_ = (Y); \
+	A0 = _mm512_dpbusd_epi32(A0, x0, y_); \
+	A1 = _mm512_dpbusd_epi32(A1, x1, y_); \
+	A2 = _mm512_dpbusd_epi32(A2, x2, y_); \
+	A3 = _mm512_dpbusd_epi32(A3, x3, y_); \
+} while (0)
+
+TVNNI static void dot8x_vnni(const int8_t *u, uint32_t len, const uint8_t *const *rows, uint32_t n, int32_t *out)
+{
+	int32_t t[16];
+	const int8_t *u0 = u, *u1 = u + len, *u2 = u + 2 * (size_t)len, *u3 = u + 3 * (size_t)len;
+	for (uint32_t r0 = 0; r0 < n; r0 += 4) {
+		/* A short last tile repeats its last row; those sums are dropped. */
+		uint32_t nr = n - r0 < 4 ? n - r0 : 4;
+		const uint8_t *p0 = rows[r0], *p1 = rows[r0 + (nr > 1)], *p2 = rows[r0 + (nr > 2 ? 2 : nr - 1)];
+		const uint8_t *p3 = rows[r0 + nr - 1];
+		__m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+		__m512i a8 = a0, a9 = a0, a10 = a0, a11 = a0, a12 = a0, a13 = a0, a14 = a0, a15 = a0;
+		for (uint32_t j = 0; j < len; j += 64) {
+			__m512i x0 = _mm512_loadu_si512(p0 + j), x1 = _mm512_loadu_si512(p1 + j);
+			__m512i x2 = _mm512_loadu_si512(p2 + j), x3 = _mm512_loadu_si512(p3 + j);
+			DP4(a0, a1, a2, a3, _mm512_loadu_si512(u0 + j));
+			DP4(a4, a5, a6, a7, _mm512_loadu_si512(u1 + j));
+			DP4(a8, a9, a10, a11, _mm512_loadu_si512(u2 + j));
+			DP4(a12, a13, a14, a15, _mm512_loadu_si512(u3 + j));
+		}
+		_mm512_storeu_si512(t, sum16(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15));
+		for (int g = 0; g < G8; g++)
+			for (uint32_t r = 0; r < nr; r++)
+				out[(size_t)g * n + r0 + r] = t[4 * g + r];
+	}
+}
+
+/* The other kernels: dot8 once per user. */
+#define DOT8X(DOT8, NAME) \
+static void NAME(const int8_t *u, uint32_t len, const uint8_t *const *rows, uint32_t n, int32_t *out) \
+{ \
+	for (int g = 0; g < G8; g++) \
+		DOT8(u + (size_t)g * len, len, rows, n, out + (size_t)g * n); \
+}
+
+DOT8X(dot8_avx2, dot8x_avx2)
+DOT8X(dot8_generic, dot8x_generic)
 
 /* int4 kernels: out[r] = Σ_b lo(rows[r][b]) × u[b] + hi(rows[r][b]) ×
  * u[len4 + b] over the len bytes of a row (a multiple of 32), lo and hi
@@ -279,11 +353,12 @@ static const struct {
 	dot8_fn dot8;
 	dot4_fn dot4;
 	above_fn above;
+	dot8x_fn dot8x;
 } kernels[] = {
-	[RK_ISA_GENERIC] = { dot32_generic, dot16_generic, dot8_generic, dot4_generic, above_generic },
-	[RK_ISA_AVX2] = { dot32_avx2, dot16_avx2, dot8_avx2, dot4_avx2, above_avx2 },
-	[RK_ISA_AVX512] = { dot32_avx512, dot16_avx512, dot8_avx2, dot4_avx2, above_avx512 },
-	[RK_ISA_AVX512_VNNI] = { dot32_avx512, dot16_avx512, dot8_vnni, dot4_vnni, above_avx512 },
+	[RK_ISA_GENERIC] = { dot32_generic, dot16_generic, dot8_generic, dot4_generic, above_generic, dot8x_generic },
+	[RK_ISA_AVX2] = { dot32_avx2, dot16_avx2, dot8_avx2, dot4_avx2, above_avx2, dot8x_avx2 },
+	[RK_ISA_AVX512] = { dot32_avx512, dot16_avx512, dot8_avx2, dot4_avx2, above_avx512, dot8x_avx2 },
+	[RK_ISA_AVX512_VNNI] = { dot32_avx512, dot16_avx512, dot8_vnni, dot4_vnni, above_avx512, dot8x_vnni },
 };
 
 static atomic_int isa_cur = -1;
@@ -1081,6 +1156,81 @@ leave:
 	return rc;
 }
 
+/* rk_topk_batch with the int8 first pass (req->approx = c): per block of
+ * BLK items, every user's int8 scores (dot8x, G8 users a call, while the
+ * block's rows stay in cache) go into that user's candidate set of kk × c,
+ * as rk_topk's first pass keeps them; then each user's candidates are
+ * re-ranked by the exact scan kernel. The same candidates and the same
+ * score bits as rk_topk with the same approx and k, so a user's answer is
+ * the one Recommend gives. Exclusions and the arguments are checked. */
+static int batch_i8(const struct rk_index_view *v, const struct rk_topk_batch_req *req, size_t kk,
+		    struct rk_topk_ws *ws, struct rk_hit *out, size_t *n_out)
+{
+	const uint8_t *p8[BLK];
+	float sc[BLK], s[BLK];
+	int32_t raw[G8 * BLK], corr[BATCH_USERS];
+	enum rk_isa isa = rk_isa_active();
+	uint32_t mask = (1u << v->chunk_shift) - 1u;
+	size_t m = (size_t)req->approx * kk, room = 2 * m;
+	uint32_t mb = req->n_users < BATCH_USERS ? req->n_users : BATCH_USERS;
+	uint32_t mg = (mb + G8 - 1) / G8 * G8;
+	int rc;
+
+	if ((rc = grow((void **)&ws->user, &ws->user_cap, (size_t)mb * v->stride, sizeof(float))) ||
+	    (rc = grow((void **)&ws->user8, &ws->user8_cap, (size_t)mg * v->stride8, 1)) ||
+	    (rc = grow((void **)&ws->pool, &ws->pool_cap, (size_t)mb * 2 * room, sizeof(struct rk_hit))) ||
+	    (rc = grow((void **)&ws->ids, &ws->ids_cap, room, sizeof(uint32_t))) ||
+	    (rc = grow((void **)&ws->heaps, &ws->heaps_cap, mb, sizeof(struct heap))) ||
+	    (rc = grow((void **)&ws->excls, &ws->excls_cap, mb, sizeof(struct excl))))
+		return rc;
+	for (uint32_t g0 = 0; g0 < req->n_users; g0 += mb) {
+		uint32_t mu = req->n_users - g0 < mb ? req->n_users - g0 : mb;
+		for (uint32_t u = 0; u < mu; u++) {
+			uint32_t gu = g0 + u;
+			float *f = ws->user + (size_t)u * v->stride;
+			if ((rc = pad_user(f, req->users + (size_t)gu * v->dim, v->dim, v->stride)))
+				return rc;
+			corr[u] = quantize_user(ws->user8 + (size_t)u * v->stride8, f, v->stride, v->stride8);
+			struct rk_hit *h = ws->pool + (size_t)u * 2 * room;
+			ws->heaps[u] = (struct heap){ h, 0, m, room, -INFINITY, h + room };
+			ws->excls[u].p = req->exclude ? req->exclude[gu] : NULL;
+			ws->excls[u].end = req->exclude && req->exclude[gu] ? req->exclude[gu] + req->n_exclude[gu] : NULL;
+		}
+		/* The last group's missing users score zero rows: dropped. */
+		memset(ws->user8 + (size_t)mu * v->stride8, 0, (size_t)((mu + G8 - 1) / G8 * G8 - mu) * v->stride8);
+		for (uint32_t at = 0, nb; at < v->n; at += nb) {
+			nb = v->n - at < BLK ? v->n - at : BLK;
+			for (uint32_t r = 0; r < nb; r++) {
+				uint32_t id = at + r, c = id >> v->chunk_shift;
+				p8[r] = v->chunk_i8[c] + (size_t)(id & mask) * v->stride8;
+				sc[r] = v->chunk_scale[c][id & mask];
+			}
+			for (uint32_t g = 0; g < mu; g += G8) {
+				kernels[isa].dot8x(ws->user8 + (size_t)g * v->stride8, v->stride8, p8, nb, raw);
+				for (uint32_t x = 0; x < G8 && g + x < mu; x++) {
+					for (uint32_t r = 0; r < nb; r++)
+						s[r] = sc[r] * (float)(raw[x * nb + r] - corr[g + x]);
+					select_scores(&ws->heaps[g + x], s, nb, at, NULL, &ws->excls[g + x],
+						      kernels[isa].above);
+				}
+			}
+		}
+		for (uint32_t u = 0; u < mu; u++) {
+			struct heap *pool = &ws->heaps[u];
+			set_cut(pool);
+			for (size_t i = 0; i < pool->n; i++)
+				ws->ids[i] = pool->h[i].item;
+			struct quser qu = { ws->user + (size_t)u * v->stride, NULL, 0, NULL, 0, 0 };
+			struct heap hp = { out + (size_t)(g0 + u) * kk, 0, kk, 0, 0, NULL };
+			struct excl none = { NULL, NULL };
+			scan(v, &qu, PASS_F32, ws->ids, 0, pool->n, &hp, &none, NULL);
+			heap_sort(&hp);
+			n_out[g0 + u] = hp.n;
+		}
+	}
+	return 0;
+}
+
 int rk_topk_batch(const struct rk_index_view *v, const struct rk_topk_batch_req *req, struct rk_topk_ws *ws,
 		  struct rk_hit *out, size_t *n_out)
 {
@@ -1089,7 +1239,7 @@ int rk_topk_batch(const struct rk_index_view *v, const struct rk_topk_batch_req 
 	uint32_t rows_per = 1u << v->chunk_shift;
 	above_fn above = kernels[rk_isa_active()].above;
 
-	if (req->k <= 0 || (!req->exclude) != (!req->n_exclude)) {
+	if (req->k <= 0 || req->approx < 0 || (!req->exclude) != (!req->n_exclude)) {
 		rc = VR_EINVAL;
 		goto leave;
 	}
@@ -1103,6 +1253,10 @@ int rk_topk_batch(const struct rk_index_view *v, const struct rk_topk_batch_req 
 	}
 	if (kk == 0 || req->n_users == 0)
 		goto leave;
+	if (req->approx && (size_t)req->approx * kk < v->n) {
+		rc = batch_i8(v, req, kk, ws, out, n_out);
+		goto leave;
+	}
 	uint32_t mb = req->n_users < BATCH_USERS ? req->n_users : BATCH_USERS;
 	if ((rc = grow((void **)&ws->user, &ws->user_cap, (size_t)mb * v->stride, sizeof(float))) ||
 	    (rc = grow((void **)&ws->scores, &ws->scores_cap, (size_t)mb * BATCH_ROWS, sizeof(float))) ||

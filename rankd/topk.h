@@ -137,13 +137,22 @@ struct rk_topk_batch_req {
 	/* Per user, as rk_topk_req.exclude; both NULL for no exclusions. */
 	const uint32_t *const *exclude;
 	const size_t *n_exclude;
+	/* 0: exact. c >= 1: rk_topk_req.approx's int8 first pass, k × c
+	 * candidates per user re-ranked exactly (int8 whatever pass single
+	 * queries use: a batch is bound by arithmetic, where int8 is the
+	 * cheapest). */
+	int approx;
 };
 
-/* Exact top-k for many users: user u's hits go to out + u × kk (kk =
- * min(k, view->n)), their count to n_out[u]. Scores come from BLAS sgemm
- * (OpenBLAS, on its own threads) over blocks of up to 1024 users × 2048
- * items, each block then selected per user. Returns 0, VR_EINVAL (as
- * rk_topk) or VR_ENOMEM. */
+/* Top-k for many users: user u's hits go to out + u × kk (kk = min(k,
+ * view->n)), their count to n_out[u]. Exact (approx 0): scores come from
+ * BLAS sgemm (OpenBLAS, on its own threads) over blocks of up to 1024
+ * users × 2048 items, each block then selected per user. With approx:
+ * one thread scores blocks of items for all users at once by int8 dot
+ * products (AVX-512 VNNI: 4 users × 4 rows a step), and each user's
+ * candidates are re-ranked as rk_topk does: the same answer as rk_topk
+ * with that approx, bit for bit. Returns 0, VR_EINVAL (as rk_topk) or
+ * VR_ENOMEM. */
 int rk_topk_batch(const struct rk_index_view *view, const struct rk_topk_batch_req *req,
 		  struct rk_topk_ws *ws, struct rk_hit *out, size_t *n_out);
 

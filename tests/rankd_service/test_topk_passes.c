@@ -3,7 +3,7 @@
  * (synth_snapshot.h) of 12,000 items, large enough that the int4 pass
  * (--topk-approx 16 --topk-int4: k x 16 = 320 candidates for k = 20) and
  * its exact re-rank really run. The same data directory is served first
- * by an exact rankd, then by one with the int4 pass; Recommend,
+ * by an exact rankd, then by one with an approximate pass; Recommend,
  * RecommendBatch and Score must answer the same. */
 #include "err.h"
 #include "harness.h"
@@ -180,12 +180,19 @@ static int same_batch(const struct answers *x, const struct answers *y, uint32_t
 	return 1;
 }
 
+/* The data directory tmpdir/data with the synthetic snapshot. */
+static int write_data(void)
+{
+	char data[128];
+	snprintf(data, sizeof data, "%s/data", tmpdir);
+	return synth_snapshot_write(data, ITEMS, USERS);
+}
+
 TEST(int4_pass_answers_equal_the_exact_scan)
 {
 	static struct answers exact, int4;
-	char data[128], why[256] = "";
-	snprintf(data, sizeof data, "%s/data", tmpdir);
-	int rc = synth_snapshot_write(data, ITEMS, USERS);
+	char why[256] = "";
+	int rc = write_data();
 	ASSERT_MSG(!rc, "cannot write the snapshot: %s", vr_strerror(rc));
 	ASSERT_MSG(!serve_and_collect("exact", NULL, &exact, why, sizeof why), "exact: %s", why);
 	const char *const int4_flags[] = { "--topk-approx", "16", "--topk-int4", NULL };
@@ -209,8 +216,34 @@ TEST(int4_pass_answers_equal_the_exact_scan)
 	}
 }
 
+/* --topk-approx 4 (int8): RecommendBatch's batched int8 pass keeps the
+ * candidates Recommend's scan keeps, so the two answer the same, bit for
+ * bit, and both the exact scan's answer here. */
+TEST(int8_batch_answers_equal_recommend)
+{
+	static struct answers exact, int8;
+	char why[256] = "";
+	int rc = write_data();
+	ASSERT_MSG(!rc, "cannot write the snapshot: %s", vr_strerror(rc));
+	ASSERT_MSG(!serve_and_collect("exact", NULL, &exact, why, sizeof why), "exact: %s", why);
+	const char *const int8_flags[] = { "--topk-approx", "4", NULL };
+	ASSERT_MSG(!serve_and_collect("int8", int8_flags, &int8, why, sizeof why), "int8: %s", why);
+	int differ = 0, batch_differ = 0;
+	for (uint32_t u = 0; u < USERS; u++)
+		for (size_t j = 0; j < K; j++) {
+			if (strcmp(int8.batch_item[u][j], int8.item[u][j]) || int8.batch_score[u][j] != int8.score[u][j])
+				if (!batch_differ++)
+					fprintf(stderr, "  u%06u place %zu: Recommend %s %.9g, RecommendBatch %s %.9g\n", u, j,
+						int8.item[u][j], int8.score[u][j], int8.batch_item[u][j],
+						int8.batch_score[u][j]);
+			differ += strcmp(exact.item[u][j], int8.item[u][j]) || exact.score[u][j] != int8.score[u][j];
+		}
+	ASSERT_MSG(!batch_differ, "%d of %d RecommendBatch places differ from Recommend", batch_differ, USERS * K);
+	ASSERT_MSG(!differ, "%d of %d Recommend places differ from the exact scan", differ, USERS * K);
+}
+
 static const struct vr_test tests[] = {
-	T(int4_pass_answers_equal_the_exact_scan),
+	T(int4_pass_answers_equal_the_exact_scan), T(int8_batch_answers_equal_recommend),
 	{ 0 },
 };
 

@@ -23,12 +23,14 @@
 #define BLK 128           /* rows scored per kernel call */
 #define BATCH_USERS 1024  /* users per GEMM */
 #define BATCH_ROWS 2048   /* items per GEMM (at most a chunk) */
+#define SUB_BYTES (256u << 10) /* candidate sets of a batched int8 pass's sub-group */
 
 typedef void (*dot32_fn)(const float *u, uint32_t len, const float *const *rows, uint32_t n, float *out);
 typedef void (*dot16_fn)(const float *u, uint32_t len, const uint16_t *const *rows, uint32_t n, float *out);
 typedef void (*dot8_fn)(const int8_t *u, uint32_t len, const uint8_t *const *rows, uint32_t n, int32_t *out);
 typedef void (*dot4_fn)(const int8_t *u, uint32_t len, const uint8_t *const *rows, uint32_t n, int32_t *out);
-typedef void (*dot8x_fn)(const int8_t *u, uint32_t len, const uint8_t *const *rows, uint32_t n, int32_t *out);
+typedef void (*dot8x_fn)(const int8_t *u, uint32_t len, const uint8_t *const *rows, uint32_t n, const int32_t *corr,
+			 const float *sc, float *out);
 typedef uint32_t (*above_fn)(const float *s, uint32_t r, uint32_t n, float t);
 
 /* Kernels. Each computes out[r] = u · rows[r] over len floats (a multiple of
@@ -154,8 +156,9 @@ static void dot8_generic(const int8_t *u, uint32_t len, const uint8_t *const *ro
 }
 
 /* Batched int8 kernels for rk_topk_batch's first pass: out[g × n + r] =
- * Σ_j rows[r][j] × u[g × len + j] for the G8 users g of u (len bytes each),
- * the integers dot8 gives for each user alone. VNNI scores a tile of 4
+ * sc[r] × (Σ_j rows[r][j] × u[g × len + j] - corr[g]) for the G8 users g of
+ * u (len bytes each): the integers dot8 gives for each user alone, scaled
+ * as scan() scales them (the same float operations, so the same bits). VNNI scores a tile of 4
  * users × 4 rows at once: each 64-byte load of a row or a user feeds four
  * dpbusd instead of one, so a batch is bound by arithmetic rather than by
  * loads (a single query's scan is bound by memory: dot8 above), and the
@@ -189,9 +192,12 @@ TVNNI static inline __m512i sum16(__m512i a0, __m512i a1, __m512i a2, __m512i a3
 	A3 = _mm512_dpbusd_epi32(A3, x3, y_); \
 } while (0)
 
-TVNNI static void dot8x_vnni(const int8_t *u, uint32_t len, const uint8_t *const *rows, uint32_t n, int32_t *out)
+TVNNI static void dot8x_vnni(const int8_t *u, uint32_t len, const uint8_t *const *rows, uint32_t n,
+			     const int32_t *corr, const float *sc, float *out)
 {
-	int32_t t[16];
+	float t[16];
+	const __m512i cv = _mm512_set_epi32(corr[3], corr[3], corr[3], corr[3], corr[2], corr[2], corr[2], corr[2],
+					    corr[1], corr[1], corr[1], corr[1], corr[0], corr[0], corr[0], corr[0]);
 	const int8_t *u0 = u, *u1 = u + len, *u2 = u + 2 * (size_t)len, *u3 = u + 3 * (size_t)len;
 	for (uint32_t r0 = 0; r0 < n; r0 += 4) {
 		/* A short last tile repeats its last row; those sums are dropped. */
@@ -208,19 +214,36 @@ TVNNI static void dot8x_vnni(const int8_t *u, uint32_t len, const uint8_t *const
 			DP4(a8, a9, a10, a11, _mm512_loadu_si512(u2 + j));
 			DP4(a12, a13, a14, a15, _mm512_loadu_si512(u3 + j));
 		}
-		_mm512_storeu_si512(t, sum16(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15));
+		__m512i d = _mm512_sub_epi32(sum16(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15),
+					     cv);
+		__m128 s4 = nr == 4 ? _mm_loadu_ps(sc + r0) : _mm_setr_ps(sc[r0], sc[r0 + (nr > 1)],
+									 sc[r0 + (nr > 2 ? 2 : nr - 1)], sc[r0 + nr - 1]);
+		__m512 f = _mm512_mul_ps(_mm512_broadcast_f32x4(s4), _mm512_cvtepi32_ps(d));
+		if (nr == 4) {
+			_mm_storeu_ps(out + r0, _mm512_castps512_ps128(f));
+			_mm_storeu_ps(out + n + r0, _mm512_extractf32x4_ps(f, 1));
+			_mm_storeu_ps(out + 2 * (size_t)n + r0, _mm512_extractf32x4_ps(f, 2));
+			_mm_storeu_ps(out + 3 * (size_t)n + r0, _mm512_extractf32x4_ps(f, 3));
+			continue;
+		}
+		_mm512_storeu_ps(t, f);
 		for (int g = 0; g < G8; g++)
 			for (uint32_t r = 0; r < nr; r++)
 				out[(size_t)g * n + r0 + r] = t[4 * g + r];
 	}
 }
 
-/* The other kernels: dot8 once per user. */
+/* The other kernels: dot8 once per user (n <= BLK). */
 #define DOT8X(DOT8, NAME) \
-static void NAME(const int8_t *u, uint32_t len, const uint8_t *const *rows, uint32_t n, int32_t *out) \
+static void NAME(const int8_t *u, uint32_t len, const uint8_t *const *rows, uint32_t n, const int32_t *corr, \
+		 const float *sc, float *out) \
 { \
-	for (int g = 0; g < G8; g++) \
-		DOT8(u + (size_t)g * len, len, rows, n, out + (size_t)g * n); \
+	int32_t raw[BLK]; \
+	for (int g = 0; g < G8; g++) { \
+		DOT8(u + (size_t)g * len, len, rows, n, raw); \
+		for (uint32_t r = 0; r < n; r++) \
+			out[(size_t)g * n + r] = sc[r] * (float)(raw[r] - corr[g]); \
+	} \
 }
 
 DOT8X(dot8_avx2, dot8x_avx2)
@@ -1167,14 +1190,21 @@ static int batch_i8(const struct rk_index_view *v, const struct rk_topk_batch_re
 		    struct rk_topk_ws *ws, struct rk_hit *out, size_t *n_out)
 {
 	const uint8_t *p8[BLK];
-	float sc[BLK], s[BLK];
-	int32_t raw[G8 * BLK], corr[BATCH_USERS];
+	float sc[BLK], s[G8 * BLK];
+	int32_t corr[BATCH_USERS + G8];
 	enum rk_isa isa = rk_isa_active();
 	uint32_t mask = (1u << v->chunk_shift) - 1u;
 	size_t m = (size_t)req->approx * kk, room = 2 * m;
 	uint32_t mb = req->n_users < BATCH_USERS ? req->n_users : BATCH_USERS;
 	uint32_t mg = (mb + G8 - 1) / G8 * G8;
+	/* Users a pass over the items serves: their candidate sets (and rows)
+	 * stay in cache, where a pass for all of a large batch measured set_cut
+	 * waiting on memory; the int8 rows are read once per sub-group. */
+	uint32_t sub = (uint32_t)(SUB_BYTES / (2 * room * sizeof(struct rk_hit) + v->stride8)) / G8 * G8;
 	int rc;
+
+	if (sub < G8)
+		sub = G8;
 
 	if ((rc = grow((void **)&ws->user, &ws->user_cap, (size_t)mb * v->stride, sizeof(float))) ||
 	    (rc = grow((void **)&ws->user8, &ws->user8_cap, (size_t)mg * v->stride8, 1)) ||
@@ -1198,20 +1228,22 @@ static int batch_i8(const struct rk_index_view *v, const struct rk_topk_batch_re
 		}
 		/* The last group's missing users score zero rows: dropped. */
 		memset(ws->user8 + (size_t)mu * v->stride8, 0, (size_t)((mu + G8 - 1) / G8 * G8 - mu) * v->stride8);
-		for (uint32_t at = 0, nb; at < v->n; at += nb) {
-			nb = v->n - at < BLK ? v->n - at : BLK;
-			for (uint32_t r = 0; r < nb; r++) {
-				uint32_t id = at + r, c = id >> v->chunk_shift;
-				p8[r] = v->chunk_i8[c] + (size_t)(id & mask) * v->stride8;
-				sc[r] = v->chunk_scale[c][id & mask];
-			}
-			for (uint32_t g = 0; g < mu; g += G8) {
-				kernels[isa].dot8x(ws->user8 + (size_t)g * v->stride8, v->stride8, p8, nb, raw);
-				for (uint32_t x = 0; x < G8 && g + x < mu; x++) {
-					for (uint32_t r = 0; r < nb; r++)
-						s[r] = sc[r] * (float)(raw[x * nb + r] - corr[g + x]);
-					select_scores(&ws->heaps[g + x], s, nb, at, NULL, &ws->excls[g + x],
-						      kernels[isa].above);
+		memset(corr + mu, 0, G8 * sizeof *corr);
+		for (uint32_t s0 = 0; s0 < mu; s0 += sub) {
+			uint32_t s1 = mu - s0 < sub ? mu : s0 + sub;
+			for (uint32_t at = 0, nb; at < v->n; at += nb) {
+				nb = v->n - at < BLK ? v->n - at : BLK;
+				for (uint32_t r = 0; r < nb; r++) {
+					uint32_t id = at + r, c = id >> v->chunk_shift;
+					p8[r] = v->chunk_i8[c] + (size_t)(id & mask) * v->stride8;
+					sc[r] = v->chunk_scale[c][id & mask];
+				}
+				for (uint32_t g = s0; g < s1; g += G8) {
+					kernels[isa].dot8x(ws->user8 + (size_t)g * v->stride8, v->stride8, p8, nb, corr + g,
+							   sc, s);
+					for (uint32_t x = 0; x < G8 && g + x < s1; x++)
+						select_scores(&ws->heaps[g + x], s + x * nb, nb, at, NULL, &ws->excls[g + x],
+							      kernels[isa].above);
 				}
 			}
 		}

@@ -22,7 +22,6 @@
 
 #define BLK 128           /* rows scored per kernel call */
 #define BATCH_USERS 1024  /* users per GEMM */
-#define BATCH_ROWS 2048   /* items per GEMM (at most a chunk) */
 #define SUB_BYTES (256u << 10) /* candidate sets of a batched int8 pass's sub-group */
 
 typedef void (*dot32_fn)(const float *u, uint32_t len, const float *const *rows, uint32_t n, float *out);
@@ -470,7 +469,7 @@ struct rk_topk_ws {
 	size_t ids_cap;
 	struct rk_hit *pool;   /* approximate-pass heap */
 	size_t pool_cap;
-	float *scores;         /* GEMM output block */
+	float *scores;         /* exact batch users' heaps of a - b (batch_i8) */
 	size_t scores_cap;
 	struct heap *heaps;    /* per batch user */
 	size_t heaps_cap;
@@ -478,6 +477,8 @@ struct rk_topk_ws {
 	size_t excls_cap;
 	struct rk_hit *parts;  /* the helpers' heaps of a split scan */
 	size_t parts_cap;
+	struct bnd *bnds;      /* per exact batch user (batch_i8) */
+	size_t bnds_cap;
 };
 
 /* Makes *p hold at least need elements of elem bytes, 64-byte aligned. The
@@ -516,6 +517,7 @@ void rk_topk_ws_destroy(struct rk_topk_ws *ws)
 	free(ws->heaps);
 	free(ws->excls);
 	free(ws->parts);
+	free(ws->bnds);
 	free(ws);
 }
 
@@ -1179,52 +1181,182 @@ leave:
 	return rc;
 }
 
-/* rk_topk_batch with the int8 first pass (req->approx = c): per block of
- * BLK items, every user's int8 scores (dot8x, G8 users a call, while the
- * block's rows stay in cache) go into that user's candidate set of kk × c,
- * as rk_topk's first pass keeps them; then each user's candidates are
- * re-ranked by the exact scan kernel. The same candidates and the same
- * score bits as rk_topk with the same approx and k, so a user's answer is
- * the one Recommend gives. Exclusions and the arguments are checked. */
-static int batch_i8(const struct rk_index_view *v, const struct rk_topk_batch_req *req, size_t kk,
+/* ---- batched top-k by the int8 rows ----------------------------------------
+ *
+ * rk_topk_batch scores blocks of BLK items for many users at once from the
+ * int8 rows (dot8x: G8 users a call while the block's rows stay in cache),
+ * each user's int8 scores a[r] in units of the user's scale s_u (as scan()
+ * gives them), then re-ranks each user's candidates with the exact scan
+ * kernel: the same bits as rk_topk.
+ *
+ * With approx = c the candidates are rk_topk's: the best kk × c by a.
+ *
+ * Exact (approx 0) the candidates are every item whose exact score may
+ * reach the k-th best, by a bound on the int8 error. A row x is s_i q_i + e
+ * with |e_j| <= s_i / 2 (index.h), the user s_u q + d with |d_j| <= s_u / 2,
+ * so x·u - s_u a = s_i Σ q_ij d_j + s_u Σ e_j q_j + Σ e_j d_j is within s_u
+ * s_i (|q_i|_1 / 2 + |q|_1 / 2 + D / 4) of the real product, and the scan
+ * kernel's fp32 sum within (stride × 2^-24) Σ |x_j u_j| <= s_u s_i × 127 ×
+ * stride × 6e-8 × (|q_i|_1 + D / 2) of that. b[r] bounds both (with slack
+ * for the rounding of a and of the quantisation), so the exact score lies
+ * in [a - b, a + b] (units of s_u). The k-th best exact score is at least
+ * LB, the k-th largest a - b; an item with a + b < LB cannot be among the
+ * k best, every other one is a candidate. LB rises during the pass (a heap
+ * of the k largest a - b), so few items enter. A user whose candidates
+ * outgrow their room even after dropping those under LB (scores too close
+ * to separate: ties, a near-zero user) is ranked by rk_topk's scan. */
+
+/* Bound terms per unit of |q|_1 and per dimension (see above). */
+#define BND_Q 0.505f
+#define BND_D 0.255f
+
+/* An exact batch user's state: the heap (min at 0) of the k largest a - b. */
+struct bnd {
+	float *lb;
+	uint32_t n_lb;
+	int over;       /* candidates overflowed: ranked by a scan */
+};
+
+static void lb_sift(float *h, uint32_t n, uint32_t i)
+{
+	float x = h[i];
+	for (;;) {
+		uint32_t c = 2 * i + 1;
+		if (c >= n)
+			break;
+		if (c + 1 < n && h[c + 1] < h[c])
+			c++;
+		if (!(h[c] < x))
+			break;
+		h[i] = h[c];
+		i = c;
+	}
+	h[i] = x;
+}
+
+static void lb_offer(struct bnd *b, uint32_t kk, float lo)
+{
+	if (b->n_lb < kk) {
+		uint32_t i = b->n_lb++;
+		while (i && b->lb[(i - 1) / 2] > lo) {
+			b->lb[i] = b->lb[(i - 1) / 2];
+			i = (i - 1) / 2;
+		}
+		b->lb[i] = lo;
+	} else if (lo > b->lb[0]) {
+		b->lb[0] = lo;
+		lb_sift(b->lb, b->n_lb, 0);
+	}
+}
+
+/* Σ_j |row_j - 128| over len bytes: |q_i|_1 of an int8 row. */
+static uint32_t l1_generic(const uint8_t *p, uint32_t len)
+{
+	uint32_t s = 0;
+	for (uint32_t j = 0; j < len; j++)
+		s += (uint32_t)abs((int)p[j] - 128);
+	return s;
+}
+
+T256 static uint32_t l1_avx2(const uint8_t *p, uint32_t len)
+{
+	const __m256i mid = _mm256_set1_epi8((char)0x80);
+	__m256i a = _mm256_setzero_si256();
+	for (uint32_t j = 0; j < len; j += 32)
+		a = _mm256_add_epi64(a, _mm256_sad_epu8(_mm256_loadu_si256((const __m256i *)(p + j)), mid));
+	__m128i x = _mm_add_epi64(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+	return (uint32_t)(_mm_cvtsi128_si64(x) + _mm_extract_epi64(x, 1));
+}
+
+/* Offers a block's bounded scores of one user (exact mode): candidates
+ * (score: a + b) into c, whose t is LB; a + b >= LB passes (ties kept). */
+static void select_bounded(struct heap *c, struct bnd *bd, uint32_t kk, const float *a, const float *w,
+			   const float *sb, float l1u, uint32_t n, uint32_t base, struct excl *ex, above_fn above)
+{
+	float b[BLK], ub[BLK];
+	if (bd->over)
+		return;
+	for (uint32_t r = 0; r < n; r++) {
+		b[r] = w[r] + sb[r] * l1u + 1e-6f * fabsf(a[r]);
+		ub[r] = a[r] + b[r];
+	}
+	for (uint32_t r = 0; (r = above(ub, r, n, nextafterf(c->t, -INFINITY))) < n; r++) {
+		uint32_t id = base + r;
+		if (excluded(ex, id))
+			continue;
+		lb_offer(bd, kk, a[r] - b[r]);
+		if (bd->n_lb == kk)
+			c->t = bd->lb[0];
+		c->h[c->n++] = (struct rk_hit){ id, ub[r] };
+		if (c->n == c->room) {
+			size_t kept = 0;
+			for (size_t i = 0; i < c->n; i++)
+				if (c->h[i].score >= c->t)
+					c->h[kept++] = c->h[i];
+			c->n = kept;
+			if (kept > c->room / 2) {
+				bd->over = 1;
+				return;
+			}
+		}
+	}
+}
+
+/* rk_topk_batch's work with c = approx (0: exact), arguments checked. */
+static int batch_i8(const struct rk_index_view *v, const struct rk_topk_batch_req *req, int c, size_t kk,
 		    struct rk_topk_ws *ws, struct rk_hit *out, size_t *n_out)
 {
 	const uint8_t *p8[BLK];
-	float sc[BLK], s[G8 * BLK];
+	float sc[BLK], s[G8 * BLK], w[BLK], sb[BLK], l1u[BATCH_USERS];
 	int32_t corr[BATCH_USERS + G8];
 	enum rk_isa isa = rk_isa_active();
+	above_fn above = kernels[isa].above;
 	uint32_t mask = (1u << v->chunk_shift) - 1u;
-	size_t m = (size_t)req->approx * kk, room = 2 * m;
+	int exact = c == 0;
+	/* Candidates a user may hold: approx, k × c and as many again before a
+	 * cut; exact, room for 4 × k or 512, whichever is more. */
+	size_t m = (size_t)c * kk, room = exact ? (kk * 4 > 512 ? kk * 4 : 512) : 2 * m;
 	uint32_t mb = req->n_users < BATCH_USERS ? req->n_users : BATCH_USERS;
 	uint32_t mg = (mb + G8 - 1) / G8 * G8;
 	/* Users a pass over the items serves: their candidate sets (and rows)
 	 * stay in cache, where a pass for all of a large batch measured set_cut
 	 * waiting on memory; the int8 rows are read once per sub-group. */
-	uint32_t sub = (uint32_t)(SUB_BYTES / (2 * room * sizeof(struct rk_hit) + v->stride8)) / G8 * G8;
+	size_t per = exact ? room : 2 * room; /* hits per user: approx cuts need a copy */
+	uint32_t sub = (uint32_t)(SUB_BYTES / (per * sizeof(struct rk_hit) + v->stride8)) / G8 * G8;
+	float fpk = (float)v->stride * 8e-6f, kq = BND_Q + fpk, kd = (BND_D + fpk) * (float)v->dim;
 	int rc;
 
 	if (sub < G8)
 		sub = G8;
-
 	if ((rc = grow((void **)&ws->user, &ws->user_cap, (size_t)mb * v->stride, sizeof(float))) ||
 	    (rc = grow((void **)&ws->user8, &ws->user8_cap, (size_t)mg * v->stride8, 1)) ||
-	    (rc = grow((void **)&ws->pool, &ws->pool_cap, (size_t)mb * 2 * room, sizeof(struct rk_hit))) ||
+	    (rc = grow((void **)&ws->pool, &ws->pool_cap, (size_t)mb * per, sizeof(struct rk_hit))) ||
 	    (rc = grow((void **)&ws->ids, &ws->ids_cap, room, sizeof(uint32_t))) ||
 	    (rc = grow((void **)&ws->heaps, &ws->heaps_cap, mb, sizeof(struct heap))) ||
-	    (rc = grow((void **)&ws->excls, &ws->excls_cap, mb, sizeof(struct excl))))
+	    (rc = grow((void **)&ws->excls, &ws->excls_cap, mb, sizeof(struct excl))) ||
+	    (exact && (rc = grow((void **)&ws->bnds, &ws->bnds_cap, mb, sizeof(struct bnd)))) ||
+	    (exact && (rc = grow((void **)&ws->scores, &ws->scores_cap, (size_t)mb * kk, sizeof(float)))))
 		return rc;
 	for (uint32_t g0 = 0; g0 < req->n_users; g0 += mb) {
 		uint32_t mu = req->n_users - g0 < mb ? req->n_users - g0 : mb;
 		for (uint32_t u = 0; u < mu; u++) {
 			uint32_t gu = g0 + u;
 			float *f = ws->user + (size_t)u * v->stride;
+			int8_t *q = ws->user8 + (size_t)u * v->stride8;
 			if ((rc = pad_user(f, req->users + (size_t)gu * v->dim, v->dim, v->stride)))
 				return rc;
-			corr[u] = quantize_user(ws->user8 + (size_t)u * v->stride8, f, v->stride, v->stride8);
-			struct rk_hit *h = ws->pool + (size_t)u * 2 * room;
-			ws->heaps[u] = (struct heap){ h, 0, m, room, -INFINITY, h + room };
+			corr[u] = quantize_user(q, f, v->stride, v->stride8);
+			struct rk_hit *h = ws->pool + (size_t)u * per;
+			ws->heaps[u] = (struct heap){ h, 0, m, room, -INFINITY, exact ? NULL : h + room };
 			ws->excls[u].p = req->exclude ? req->exclude[gu] : NULL;
 			ws->excls[u].end = req->exclude && req->exclude[gu] ? req->exclude[gu] + req->n_exclude[gu] : NULL;
+			if (exact) {
+				ws->bnds[u] = (struct bnd){ ws->scores + (size_t)u * kk, 0, 0 };
+				uint32_t l1 = 0;
+				for (uint32_t j = 0; j < v->stride; j++)
+					l1 += (uint32_t)abs(q[j]);
+				l1u[u] = (float)l1;
+			}
 		}
 		/* The last group's missing users score zero rows: dropped. */
 		memset(ws->user8 + (size_t)mu * v->stride8, 0, (size_t)((mu + G8 - 1) / G8 * G8 - mu) * v->stride8);
@@ -1234,28 +1366,51 @@ static int batch_i8(const struct rk_index_view *v, const struct rk_topk_batch_re
 			for (uint32_t at = 0, nb; at < v->n; at += nb) {
 				nb = v->n - at < BLK ? v->n - at : BLK;
 				for (uint32_t r = 0; r < nb; r++) {
-					uint32_t id = at + r, c = id >> v->chunk_shift;
-					p8[r] = v->chunk_i8[c] + (size_t)(id & mask) * v->stride8;
-					sc[r] = v->chunk_scale[c][id & mask];
+					uint32_t id = at + r, ch = id >> v->chunk_shift;
+					p8[r] = v->chunk_i8[ch] + (size_t)(id & mask) * v->stride8;
+					sc[r] = v->chunk_scale[ch][id & mask];
+					if (exact) {
+						float l1 = (float)(isa >= RK_ISA_AVX2 ? l1_avx2(p8[r], v->stride8)
+										     : l1_generic(p8[r], v->stride8));
+						w[r] = sc[r] * (kq * l1 + kd);
+						sb[r] = sc[r] * kq;
+					}
 				}
 				for (uint32_t g = s0; g < s1; g += G8) {
 					kernels[isa].dot8x(ws->user8 + (size_t)g * v->stride8, v->stride8, p8, nb, corr + g,
 							   sc, s);
-					for (uint32_t x = 0; x < G8 && g + x < s1; x++)
-						select_scores(&ws->heaps[g + x], s + x * nb, nb, at, NULL, &ws->excls[g + x],
-							      kernels[isa].above);
+					for (uint32_t x = 0; x < G8 && g + x < s1; x++) {
+						uint32_t u = g + x;
+						if (exact)
+							select_bounded(&ws->heaps[u], &ws->bnds[u], (uint32_t)kk, s + x * nb, w,
+								       sb, l1u[u], nb, at, &ws->excls[u], above);
+						else
+							select_scores(&ws->heaps[u], s + x * nb, nb, at, NULL, &ws->excls[u],
+								      above);
+					}
 				}
 			}
 		}
 		for (uint32_t u = 0; u < mu; u++) {
-			struct heap *pool = &ws->heaps[u];
-			set_cut(pool);
-			for (size_t i = 0; i < pool->n; i++)
-				ws->ids[i] = pool->h[i].item;
+			struct heap *cand = &ws->heaps[u];
 			struct quser qu = { ws->user + (size_t)u * v->stride, NULL, 0, NULL, 0, 0 };
 			struct heap hp = { out + (size_t)(g0 + u) * kk, 0, kk, 0, 0, NULL };
 			struct excl none = { NULL, NULL };
-			scan(v, &qu, PASS_F32, ws->ids, 0, pool->n, &hp, &none, NULL);
+			size_t n_ids = 0;
+			if (exact && ws->bnds[u].over) {
+				uint32_t gu = g0 + u;
+				struct excl ex = { req->exclude ? req->exclude[gu] : NULL,
+						   req->exclude && req->exclude[gu] ? req->exclude[gu] + req->n_exclude[gu]
+										    : NULL };
+				scan(v, &qu, PASS_F32, NULL, 0, v->n, &hp, &ex, NULL);
+			} else {
+				if (!exact)
+					set_cut(cand);
+				for (size_t i = 0; i < cand->n; i++)
+					if (!exact || cand->h[i].score >= cand->t)
+						ws->ids[n_ids++] = cand->h[i].item;
+				scan(v, &qu, PASS_F32, ws->ids, 0, n_ids, &hp, &none, NULL);
+			}
 			heap_sort(&hp);
 			n_out[g0 + u] = hp.n;
 		}
@@ -1266,66 +1421,22 @@ static int batch_i8(const struct rk_index_view *v, const struct rk_topk_batch_re
 int rk_topk_batch(const struct rk_index_view *v, const struct rk_topk_batch_req *req, struct rk_topk_ws *ws,
 		  struct rk_hit *out, size_t *n_out)
 {
-	int rc = 0;
 	size_t kk = req->k > 0 && (size_t)req->k < v->n ? (size_t)req->k : v->n;
-	uint32_t rows_per = 1u << v->chunk_shift;
-	above_fn above = kernels[rk_isa_active()].above;
 
-	if (req->k <= 0 || req->approx < 0 || (!req->exclude) != (!req->n_exclude)) {
-		rc = VR_EINVAL;
-		goto leave;
-	}
+	if (req->k <= 0 || req->approx < 0 || (!req->exclude) != (!req->n_exclude))
+		return VR_EINVAL;
 	for (uint32_t u = 0; u < req->n_users; u++) {
 		n_out[u] = 0;
 		if (req->exclude && ((req->n_exclude[u] && !req->exclude[u]) ||
-				     !sorted(req->exclude[u], req->n_exclude[u]))) {
-			rc = VR_EINVAL;
-			goto leave;
-		}
+				     !sorted(req->exclude[u], req->n_exclude[u])))
+			return VR_EINVAL;
 	}
 	if (kk == 0 || req->n_users == 0)
-		goto leave;
-	if (req->approx && (size_t)req->approx * kk < v->n) {
-		rc = batch_i8(v, req, kk, ws, out, n_out);
-		goto leave;
-	}
-	uint32_t mb = req->n_users < BATCH_USERS ? req->n_users : BATCH_USERS;
-	if ((rc = grow((void **)&ws->user, &ws->user_cap, (size_t)mb * v->stride, sizeof(float))) ||
-	    (rc = grow((void **)&ws->scores, &ws->scores_cap, (size_t)mb * BATCH_ROWS, sizeof(float))) ||
-	    (rc = grow((void **)&ws->heaps, &ws->heaps_cap, mb, sizeof(struct heap))) ||
-	    (rc = grow((void **)&ws->excls, &ws->excls_cap, mb, sizeof(struct excl))))
-		goto leave;
-
-	for (uint32_t g0 = 0; g0 < req->n_users; g0 += mb) {
-		uint32_t mu = req->n_users - g0 < mb ? req->n_users - g0 : mb;
-		for (uint32_t u = 0; u < mu; u++) {
-			uint32_t gu = g0 + u;
-			if ((rc = pad_user(ws->user + (size_t)u * v->stride, req->users + (size_t)gu * v->dim,
-					   v->dim, v->stride)))
-				goto leave;
-			ws->heaps[u] = (struct heap){ out + (size_t)gu * kk, 0, kk, 0, 0, NULL };
-			ws->excls[u].p = req->exclude ? req->exclude[gu] : NULL;
-			ws->excls[u].end = req->exclude && req->exclude[gu] ? req->exclude[gu] + req->n_exclude[gu] : NULL;
-		}
-		for (uint32_t at = 0, nb; at < v->n; at += nb) {
-			/* A block ends at BATCH_ROWS, the end of the view or the end of
-			 * its chunk, whichever comes first. */
-			nb = v->n - at < BATCH_ROWS ? v->n - at : BATCH_ROWS;
-			if (nb > rows_per - (at & (rows_per - 1)))
-				nb = rows_per - (at & (rows_per - 1));
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)mu, (int)nb, (int)v->stride, 1.0f,
-				    ws->user, (int)v->stride, rk_index_row(v, at), (int)v->stride, 0.0f, ws->scores,
-				    (int)nb);
-			for (uint32_t u = 0; u < mu; u++)
-				select_scores(&ws->heaps[u], ws->scores + (size_t)u * nb, nb, at, NULL, &ws->excls[u], above);
-		}
-		for (uint32_t u = 0; u < mu; u++) {
-			heap_sort(&ws->heaps[u]);
-			n_out[g0 + u] = ws->heaps[u].n;
-		}
-	}
-leave:
-	return rc;
+		return 0;
+	/* As rk_topk: a first pass that would keep the whole catalogue is the
+	 * exact ranking. */
+	return batch_i8(v, req, req->approx && (size_t)req->approx * kk < v->n ? req->approx : 0, kk, ws, out,
+			n_out);
 }
 
 int rk_score_i8(const struct rk_index_view *v, const float *user, const uint32_t *items, size_t n,

@@ -106,7 +106,8 @@ int rk_scan_pool_helpers(const struct rk_scan_pool *pool);
 /* Per-thread scratch of rk_topk / rk_topk_batch: buffers grow to the
  * largest request seen and are reused, so a serving thread allocates once
  * (a padded user row, the candidate list, k × approx hits; rk_topk_batch
- * adds up to 1024 padded users and a 1024 × 2048 score block, 9.2 MiB). */
+ * adds, for up to 1024 users, their padded and int8 rows and candidate
+ * sets: 6 MiB for 1024 users at D = 301 and k = 20). */
 struct rk_topk_ws;
 
 /* Returns 0 or VR_ENOMEM. */
@@ -145,14 +146,15 @@ struct rk_topk_batch_req {
 };
 
 /* Top-k for many users: user u's hits go to out + u × kk (kk = min(k,
- * view->n)), their count to n_out[u]. Exact (approx 0): scores come from
- * BLAS sgemm (OpenBLAS, on its own threads) over blocks of up to 1024
- * users × 2048 items, each block then selected per user. With approx:
- * one thread scores blocks of items for all users at once by int8 dot
- * products (AVX-512 VNNI: 4 users × 4 rows a step), and each user's
- * candidates are re-ranked as rk_topk does: the same answer as rk_topk
- * with that approx, bit for bit. Returns 0, VR_EINVAL (as rk_topk) or
- * VR_ENOMEM. */
+ * view->n)), their count to n_out[u]. One thread scores blocks of items
+ * for all users at once from the int8 rows (AVX-512 VNNI: 4 users × 4
+ * rows a step, each load used four times), then re-ranks each user's
+ * candidates with rk_topk's exact kernel, so every answer is rk_topk's
+ * with the same approx, bit for bit. Exact (approx 0): the candidates are
+ * the items whose score may reach the k-th best by a bound on the int8
+ * error (topk.c); a user whose scores are too close to separate is
+ * scanned. With approx: rk_topk's k × c candidates. Returns 0, VR_EINVAL
+ * (as rk_topk) or VR_ENOMEM. */
 int rk_topk_batch(const struct rk_index_view *view, const struct rk_topk_batch_req *req,
 		  struct rk_topk_ws *ws, struct rk_hit *out, size_t *n_out);
 

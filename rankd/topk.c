@@ -1268,25 +1268,52 @@ T256 static uint32_t l1_avx2(const uint8_t *p, uint32_t len)
 	return (uint32_t)(_mm_cvtsi128_si64(x) + _mm_extract_epi64(x, 1));
 }
 
+/* b[r] of a block for a user: w[r] + sb[r] × l1u (the error bound, see
+ * above) + 1e-6 |a[r]| (the rounding of a); ub[r] = a[r] + b[r]. */
+static inline float bound_of(float a, float w, float sb, float l1u)
+{
+	return w + sb * l1u + 1e-6f * fabsf(a);
+}
+
+static void upper_generic(const float *a, const float *w, const float *sb, float l1u, uint32_t n, float *ub)
+{
+	for (uint32_t r = 0; r < n; r++)
+		ub[r] = a[r] + bound_of(a[r], w[r], sb[r], l1u);
+}
+
+T512 static void upper_avx512(const float *a, const float *w, const float *sb, float l1u, uint32_t n, float *ub)
+{
+	const __m512 lv = _mm512_set1_ps(l1u), eps = _mm512_set1_ps(1e-6f);
+	uint32_t r = 0;
+	for (; r + 16 <= n; r += 16) {
+		__m512 av = _mm512_loadu_ps(a + r);
+		__m512 b = _mm512_add_ps(_mm512_add_ps(_mm512_loadu_ps(w + r), _mm512_mul_ps(_mm512_loadu_ps(sb + r), lv)),
+					 _mm512_mul_ps(eps, _mm512_abs_ps(av)));
+		_mm512_storeu_ps(ub + r, _mm512_add_ps(av, b));
+	}
+	upper_generic(a + r, w + r, sb + r, l1u, n - r, ub + r);
+}
+
 /* Offers a block's bounded scores of one user (exact mode): candidates
  * (score: a + b) into c, whose t is LB; a + b >= LB passes (ties kept). */
 static void select_bounded(struct heap *c, struct bnd *bd, uint32_t kk, const float *a, const float *w,
-			   const float *sb, float l1u, uint32_t n, uint32_t base, struct excl *ex, above_fn above)
+			   const float *sb, float l1u, uint32_t n, uint32_t base, struct excl *ex, above_fn above,
+			   int wide)
 {
-	float b[BLK], ub[BLK];
+	float ub[BLK];
 	if (bd->over)
 		return;
-	for (uint32_t r = 0; r < n; r++) {
-		b[r] = w[r] + sb[r] * l1u + 1e-6f * fabsf(a[r]);
-		ub[r] = a[r] + b[r];
-	}
-	for (uint32_t r = 0; (r = above(ub, r, n, nextafterf(c->t, -INFINITY))) < n; r++) {
+	(wide ? upper_avx512 : upper_generic)(a, w, sb, l1u, n, ub);
+	float t = nextafterf(c->t, -INFINITY);
+	for (uint32_t r = 0; (r = above(ub, r, n, t)) < n; r++) {
 		uint32_t id = base + r;
 		if (excluded(ex, id))
 			continue;
-		lb_offer(bd, kk, a[r] - b[r]);
-		if (bd->n_lb == kk)
+		lb_offer(bd, kk, a[r] - bound_of(a[r], w[r], sb[r], l1u));
+		if (bd->n_lb == kk && c->t != bd->lb[0]) {
 			c->t = bd->lb[0];
+			t = nextafterf(c->t, -INFINITY);
+		}
 		c->h[c->n++] = (struct rk_hit){ id, ub[r] };
 		if (c->n == c->room) {
 			size_t kept = 0;
@@ -1383,7 +1410,8 @@ static int batch_i8(const struct rk_index_view *v, const struct rk_topk_batch_re
 						uint32_t u = g + x;
 						if (exact)
 							select_bounded(&ws->heaps[u], &ws->bnds[u], (uint32_t)kk, s + x * nb, w,
-								       sb, l1u[u], nb, at, &ws->excls[u], above);
+								       sb, l1u[u], nb, at, &ws->excls[u], above,
+								       isa >= RK_ISA_AVX512);
 						else
 							select_scores(&ws->heaps[u], s + x * nb, nb, at, NULL, &ws->excls[u],
 								      above);

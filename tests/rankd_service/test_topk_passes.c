@@ -153,47 +153,54 @@ static int serve_and_collect(const char *tag, const char *const *extra, struct a
 	return rc;
 }
 
-/* Places where x's RecommendBatch answer differs from y's Recommend answer
- * (item or score bits: every path scores with the same kernel, topk.h). */
-static int batch_differs(const struct answers *x, const struct answers *y)
+/* Places where answer y differs from answer x (item or score bits: every
+ * path scores with the same kernel, topk.h); the first is shown. */
+static int differs(const char (*xi)[K][16], const float (*xs)[K], const char (*yi)[K][16], const float (*ys)[K])
 {
 	int differ = 0;
 	for (uint32_t u = 0; u < USERS; u++)
 		for (size_t j = 0; j < K; j++)
-			if (strcmp(x->batch_item[u][j], y->item[u][j]) || x->batch_score[u][j] != y->score[u][j])
+			if (strcmp(xi[u][j], yi[u][j]) || xs[u][j] != ys[u][j])
 				if (!differ++)
-					fprintf(stderr, "  u%06u place %zu: Recommend %s %.9g, RecommendBatch %s %.9g\n", u,
-						j, y->item[u][j], y->score[u][j], x->batch_item[u][j], x->batch_score[u][j]);
+					fprintf(stderr, "  u%06u place %zu: %s %.9g, then %s %.9g\n", u, j, xi[u][j], xs[u][j],
+						yi[u][j], ys[u][j]);
 	return differ;
 }
 
-/* The data directory tmpdir/data with the synthetic snapshot. */
-static int write_data(void)
+/* y's Recommend answers against x's; y's RecommendBatch against x's Recommend. */
+static int recommend_differs(const struct answers *x, const struct answers *y)
+{
+	return differs(x->item, x->score, y->item, y->score);
+}
+
+static int batch_differs(const struct answers *y, const struct answers *x)
+{
+	return differs(x->item, x->score, y->batch_item, y->batch_score);
+}
+
+/* Writes the synthetic snapshot into tmpdir/data, serves it exactly and
+ * then with flags (tag names the second rankd's log). 0, or -1 with why. */
+static int exact_then(const char *tag, const char *const *flags, struct answers *exact, struct answers *other,
+		      char *why, size_t cap)
 {
 	char data[128];
 	snprintf(data, sizeof data, "%s/data", tmpdir);
-	return synth_snapshot_write(data, ITEMS, USERS);
+	int rc = synth_snapshot_write(data, ITEMS, USERS);
+	if (rc) {
+		snprintf(why, cap, "cannot write the snapshot: %s", vr_strerror(rc));
+		return -1;
+	}
+	return serve_and_collect("exact", NULL, exact, why, cap) || serve_and_collect(tag, flags, other, why, cap)
+		       ? -1 : 0;
 }
 
 TEST(int4_pass_answers_equal_the_exact_scan)
 {
 	static struct answers exact, int4;
 	char why[256] = "";
-	int rc = write_data();
-	ASSERT_MSG(!rc, "cannot write the snapshot: %s", vr_strerror(rc));
-	ASSERT_MSG(!serve_and_collect("exact", NULL, &exact, why, sizeof why), "exact: %s", why);
 	const char *const int4_flags[] = { "--topk-approx", "16", "--topk-int4", NULL };
-	ASSERT_MSG(!serve_and_collect("int4", int4_flags, &int4, why, sizeof why), "int4: %s", why);
-	int differ = 0;
-	for (uint32_t u = 0; u < USERS; u++) {
-		for (size_t j = 0; j < K; j++) {
-			if (strcmp(exact.item[u][j], int4.item[u][j]) || exact.score[u][j] != int4.score[u][j]) {
-				if (!differ++)
-					fprintf(stderr, "  u%06u place %zu: exact %s %.9g, int4 %s %.9g\n", u, j,
-						exact.item[u][j], exact.score[u][j], int4.item[u][j], int4.score[u][j]);
-			}
-		}
-	}
+	ASSERT_MSG(!exact_then("int4", int4_flags, &exact, &int4, why, sizeof why), "%s", why);
+	int differ = recommend_differs(&exact, &int4);
 	ASSERT_MSG(!differ, "%d of %d Recommend places differ from the exact scan", differ, USERS * K);
 	for (uint32_t u = 0; u < USERS; u++)
 		for (size_t x = 0; x < K + SCORED; x++)
@@ -212,15 +219,9 @@ TEST(int8_batch_answers_equal_recommend)
 {
 	static struct answers exact, int8;
 	char why[256] = "";
-	int rc = write_data();
-	ASSERT_MSG(!rc, "cannot write the snapshot: %s", vr_strerror(rc));
-	ASSERT_MSG(!serve_and_collect("exact", NULL, &exact, why, sizeof why), "exact: %s", why);
 	const char *const int8_flags[] = { "--topk-approx", "4", NULL };
-	ASSERT_MSG(!serve_and_collect("int8", int8_flags, &int8, why, sizeof why), "int8: %s", why);
-	int differ = 0, batch_differ = batch_differs(&int8, &int8);
-	for (uint32_t u = 0; u < USERS; u++)
-		for (size_t j = 0; j < K; j++)
-			differ += strcmp(exact.item[u][j], int8.item[u][j]) || exact.score[u][j] != int8.score[u][j];
+	ASSERT_MSG(!exact_then("int8", int8_flags, &exact, &int8, why, sizeof why), "%s", why);
+	int batch_differ = batch_differs(&int8, &int8), differ = recommend_differs(&exact, &int8);
 	ASSERT_MSG(!batch_differ, "%d of %d RecommendBatch places differ from Recommend", batch_differ, USERS * K);
 	ASSERT_MSG(!differ, "%d of %d Recommend places differ from the exact scan", differ, USERS * K);
 }

@@ -542,10 +542,10 @@ leave:
 /* ---- RecommendBatch ------------------------------------------------------ */
 
 /* The requests of known users without candidates go through one batched
- * top-k (a GEMM over the item matrix; with --topk-approx c the batched
- * int8 pass at c, whichever pass Recommend reads: arithmetic, not memory,
- * bounds a batch) with the largest k among them; each keeps its own k. The others are ranked one
- * by one. */
+ * top-k (rk_topk_batch: the int8 rows for all of them at once, exact or,
+ * with --topk-approx c, the int8 pass at c whichever pass Recommend reads:
+ * arithmetic, not memory, bounds a batch) with the largest k among them;
+ * each keeps its own k. The others are ranked one by one. */
 int rk_handle_recommend_batch(vr_call *call, void *ctx)
 {
 	rk_service *svc = ctx;

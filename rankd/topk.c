@@ -1,13 +1,19 @@
 /* Top-k over the serving item matrix (topk.h): dot-product kernels per
  * instruction set, a bounded heap, the single-user scans (exact, fp16 +
- * exact re-rank, candidate lists) and the many-user GEMM path.
+ * exact re-rank, candidate lists) and the many-user path (int8 rows for
+ * many users at once, exact by an error bound or approximate).
  *
  * Selection keeps the best k seen so far in a min-heap whose root is the
  * worst kept hit; a new score costs one compare against the root unless it
  * beats it. Exclusion lists are merged lazily: only items that would enter
  * the heap are looked up, and they arrive in ascending id order (scans go
  * up the matrix, candidate lists are sorted first), so one cursor walks
- * each list once. */
+ * each list once.
+ *
+ * Why one file at ~1,600 lines: it is one concept, top-k over the index.
+ * Every path (single, split, batched, marked) shares the kernel table, the
+ * selection structures and scan(), and must give the single scan's bits;
+ * parting them would make those internals an interface. */
 #include "topk.h"
 
 #include "err.h"
@@ -21,7 +27,7 @@
 #include <string.h>
 
 #define BLK 128           /* rows scored per kernel call */
-#define BATCH_USERS 1024  /* users per GEMM */
+#define BATCH_USERS 1024  /* users set up at once by rk_topk_batch */
 #define SUB_BYTES (256u << 10) /* candidate sets of a batched int8 pass's sub-group */
 
 typedef void (*dot32_fn)(const float *u, uint32_t len, const float *const *rows, uint32_t n, float *out);

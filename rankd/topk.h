@@ -1,8 +1,9 @@
 /* Top-k selection over the serving item matrix (index.h): the best k items
  * for a user row by inner product, for one user (a blocked scan with a
  * bounded heap, exact fp32 or an approximate int8 or fp16 first pass
- * followed by an exact re-rank) or for many users at once (GEMM over blocks of items, then
- * per-user selection).
+ * followed by an exact re-rank) or for many users at once (int8 dot
+ * products for blocks of users and items, then each user's candidates
+ * re-ranked exactly).
  *
  * Order: descending score; equal scores by ascending item id. A NaN score
  * (only from overflow: rows and users are finite) counts as -infinity.
@@ -11,8 +12,9 @@
  * the CPU has them (checked at run time) and portable C otherwise, so one
  * binary runs on any x86-64. int8 dot products are exact integers, the
  * same from every kernel. Scores from one kernel are the same bits whether an item is
- * scored in a scan, as a candidate or by rk_score; the GEMM path (BLAS)
- * and other kernels may differ from them in the last bits. */
+ * scored in a scan, as a candidate, by rk_topk_batch or by rk_score;
+ * rk_score_all (BLAS) and other kernels may differ from them in the last
+ * bits. */
 #ifndef RK_TOPK_H
 #define RK_TOPK_H
 

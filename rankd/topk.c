@@ -1347,15 +1347,21 @@ static int batch_i8(const struct rk_index_view *v, const struct rk_topk_batch_re
 	uint32_t mask = (1u << v->chunk_shift) - 1u;
 	int exact = c == 0;
 	/* Candidates a user may hold: approx, k × c and as many again before a
-	 * cut; exact, room for 4 × k or 512, whichever is more. */
-	size_t m = (size_t)c * kk, room = exact ? (kk * 4 > 512 ? kk * 4 : 512) : 2 * m;
+	 * cut; exact, the most of 4 × k, 512 and n / 256 (bench_serve's rows
+	 * at 1 M items left 1,089 a user at k = 20, after 2,974 entered). */
+	size_t m = (size_t)c * kk, room = 2 * m;
+	if (exact)
+		room = kk * 4 > 512 ? kk * 4 : 512;
+	if (exact && room < v->n / 256)
+		room = v->n / 256;
 	uint32_t mb = req->n_users < BATCH_USERS ? req->n_users : BATCH_USERS;
 	uint32_t mg = (mb + G8 - 1) / G8 * G8;
-	/* Users a pass over the items serves: their candidate sets (and rows)
-	 * stay in cache, where a pass for all of a large batch measured set_cut
-	 * waiting on memory; the int8 rows are read once per sub-group. */
+	/* Users a pass over the items serves. Approx: as many as keep their
+	 * candidate sets in cache (set_cut sweeps them); the int8 rows are read
+	 * once per sub-group. Exact: all (a set is touched only by the few
+	 * items that enter it; a pass computes every row's |q_i|_1). */
 	size_t per = exact ? room : 2 * room; /* hits per user: approx cuts need a copy */
-	uint32_t sub = (uint32_t)(SUB_BYTES / (per * sizeof(struct rk_hit) + v->stride8)) / G8 * G8;
+	uint32_t sub = exact ? mb : (uint32_t)(SUB_BYTES / (per * sizeof(struct rk_hit) + v->stride8)) / G8 * G8;
 	float fpk = (float)v->stride * 8e-6f, kq = BND_Q + fpk, kd = (BND_D + fpk) * (float)v->dim;
 	int rc;
 

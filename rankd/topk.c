@@ -28,7 +28,6 @@
 
 #define BLK 128           /* rows scored per kernel call */
 #define BATCH_USERS 1024  /* users set up at once by rk_topk_batch */
-#define SUB_BYTES (256u << 10) /* candidate sets of a batched int8 pass's sub-group */
 
 typedef void (*dot32_fn)(const float *u, uint32_t len, const float *const *rows, uint32_t n, float *out);
 typedef void (*dot16_fn)(const float *u, uint32_t len, const uint16_t *const *rows, uint32_t n, float *out);
@@ -1216,7 +1215,8 @@ leave:
 #define BND_Q 0.505f
 #define BND_D 0.255f
 
-/* An exact batch user's state: the heap (min at 0) of the k largest a - b. */
+/* A batch user's state: the heap (min at 0) of the k largest a - b
+ * (exact) or of the c × k largest a (approx). */
 struct bnd {
 	float *lb;
 	uint32_t n_lb;
@@ -1300,6 +1300,16 @@ T512 static void upper_avx512(const float *a, const float *w, const float *sb, f
 	upper_generic(a + r, w + r, sb + r, l1u, n - r, ub + r);
 }
 
+/* Drops the hits of c under c->t (ids keep their order); their count. */
+static size_t keep_above(struct heap *c)
+{
+	size_t kept = 0;
+	for (size_t i = 0; i < c->n; i++)
+		if (c->h[i].score >= c->t)
+			c->h[kept++] = c->h[i];
+	return c->n = kept;
+}
+
 /* Offers a block's bounded scores of one user (exact mode): candidates
  * (score: a + b) into c, whose t is LB; a + b >= LB passes (ties kept). */
 static void select_bounded(struct heap *c, struct bnd *bd, uint32_t kk, const float *a, const float *w,
@@ -1321,17 +1331,36 @@ static void select_bounded(struct heap *c, struct bnd *bd, uint32_t kk, const fl
 			t = nextafterf(c->t, -INFINITY);
 		}
 		c->h[c->n++] = (struct rk_hit){ id, ub[r] };
-		if (c->n == c->room) {
-			size_t kept = 0;
-			for (size_t i = 0; i < c->n; i++)
-				if (c->h[i].score >= c->t)
-					c->h[kept++] = c->h[i];
-			c->n = kept;
-			if (kept > c->room / 2) {
-				bd->over = 1;
-				return;
-			}
+		if (c->n == c->room && keep_above(c) > c->room / 2) {
+			bd->over = 1;
+			return;
 		}
+	}
+}
+
+/* Offers a block's int8 scores a of one user (approx): every item whose a
+ * reaches the c × k-th best so far (the heap of bd) enters c, whose t is
+ * that score; a full set drops those under it, and cuts to its best
+ * (set_cut) when ties keep it over half full. What remains at the end,
+ * cut to its best m, is rk_topk's candidate set; a heap of the m largest
+ * a keeps the bar exact where a set's cuts would move it in steps, each a
+ * selection over the set (perf: as long as dot8x's share). */
+static void select_top(struct heap *c, struct bnd *bd, uint32_t m, const float *a, uint32_t n, uint32_t base,
+		       struct excl *ex, above_fn above)
+{
+	float t = nextafterf(c->t, -INFINITY);
+	for (uint32_t r = 0; (r = above(a, r, n, t)) < n; r++) {
+		uint32_t id = base + r;
+		if (excluded(ex, id))
+			continue;
+		lb_offer(bd, m, a[r]);
+		if (bd->n_lb == m && c->t != bd->lb[0]) {
+			c->t = bd->lb[0];
+			t = nextafterf(c->t, -INFINITY);
+		}
+		c->h[c->n++] = (struct rk_hit){ id, a[r] };
+		if (c->n == c->room && keep_above(c) > c->room / 2)
+			set_cut(c);
 	}
 }
 
@@ -1356,25 +1385,19 @@ static int batch_i8(const struct rk_index_view *v, const struct rk_topk_batch_re
 		room = v->n / 256;
 	uint32_t mb = req->n_users < BATCH_USERS ? req->n_users : BATCH_USERS;
 	uint32_t mg = (mb + G8 - 1) / G8 * G8;
-	/* Users a pass over the items serves. Approx: as many as keep their
-	 * candidate sets in cache (set_cut sweeps them); the int8 rows are read
-	 * once per sub-group. Exact: all (a set is touched only by the few
-	 * items that enter it; a pass computes every row's |q_i|_1). */
 	size_t per = exact ? room : 2 * room; /* hits per user: approx cuts need a copy */
-	uint32_t sub = exact ? mb : (uint32_t)(SUB_BYTES / (per * sizeof(struct rk_hit) + v->stride8)) / G8 * G8;
+	size_t n_lb = exact ? kk : m;          /* each user's heap of a - b (exact) or a */
 	float fpk = (float)v->stride * 8e-6f, kq = BND_Q + fpk, kd = (BND_D + fpk) * (float)v->dim;
 	int rc;
 
-	if (sub < G8)
-		sub = G8;
 	if ((rc = grow((void **)&ws->user, &ws->user_cap, (size_t)mb * v->stride, sizeof(float))) ||
 	    (rc = grow((void **)&ws->user8, &ws->user8_cap, (size_t)mg * v->stride8, 1)) ||
 	    (rc = grow((void **)&ws->pool, &ws->pool_cap, (size_t)mb * per, sizeof(struct rk_hit))) ||
 	    (rc = grow((void **)&ws->ids, &ws->ids_cap, room, sizeof(uint32_t))) ||
 	    (rc = grow((void **)&ws->heaps, &ws->heaps_cap, mb, sizeof(struct heap))) ||
 	    (rc = grow((void **)&ws->excls, &ws->excls_cap, mb, sizeof(struct excl))) ||
-	    (exact && (rc = grow((void **)&ws->bnds, &ws->bnds_cap, mb, sizeof(struct bnd)))) ||
-	    (exact && (rc = grow((void **)&ws->scores, &ws->scores_cap, (size_t)mb * kk, sizeof(float)))))
+	    (rc = grow((void **)&ws->bnds, &ws->bnds_cap, mb, sizeof(struct bnd))) ||
+	    (rc = grow((void **)&ws->scores, &ws->scores_cap, (size_t)mb * n_lb, sizeof(float))))
 		return rc;
 	for (uint32_t g0 = 0; g0 < req->n_users; g0 += mb) {
 		uint32_t mu = req->n_users - g0 < mb ? req->n_users - g0 : mb;
@@ -1389,8 +1412,8 @@ static int batch_i8(const struct rk_index_view *v, const struct rk_topk_batch_re
 			ws->heaps[u] = (struct heap){ h, 0, m, room, -INFINITY, exact ? NULL : h + room };
 			ws->excls[u].p = req->exclude ? req->exclude[gu] : NULL;
 			ws->excls[u].end = req->exclude && req->exclude[gu] ? req->exclude[gu] + req->n_exclude[gu] : NULL;
+			ws->bnds[u] = (struct bnd){ ws->scores + (size_t)u * n_lb, 0, 0 };
 			if (exact) {
-				ws->bnds[u] = (struct bnd){ ws->scores + (size_t)u * kk, 0, 0 };
 				uint32_t l1 = 0;
 				for (uint32_t j = 0; j < v->stride; j++)
 					l1 += (uint32_t)abs(q[j]);
@@ -1400,34 +1423,31 @@ static int batch_i8(const struct rk_index_view *v, const struct rk_topk_batch_re
 		/* The last group's missing users score zero rows: dropped. */
 		memset(ws->user8 + (size_t)mu * v->stride8, 0, (size_t)((mu + G8 - 1) / G8 * G8 - mu) * v->stride8);
 		memset(corr + mu, 0, G8 * sizeof *corr);
-		for (uint32_t s0 = 0; s0 < mu; s0 += sub) {
-			uint32_t s1 = mu - s0 < sub ? mu : s0 + sub;
-			for (uint32_t at = 0, nb; at < v->n; at += nb) {
-				nb = v->n - at < BLK ? v->n - at : BLK;
-				for (uint32_t r = 0; r < nb; r++) {
-					uint32_t id = at + r, ch = id >> v->chunk_shift;
-					p8[r] = v->chunk_i8[ch] + (size_t)(id & mask) * v->stride8;
-					sc[r] = v->chunk_scale[ch][id & mask];
-					if (exact) {
-						float l1 = (float)(isa >= RK_ISA_AVX2 ? l1_avx2(p8[r], v->stride8)
-										     : l1_generic(p8[r], v->stride8));
-						w[r] = sc[r] * (kq * l1 + kd);
-						sb[r] = sc[r] * kq;
-					}
+		/* One pass over the items for all the users: a user's set is
+		 * touched only by the few items that enter it. */
+		for (uint32_t at = 0, nb; at < v->n; at += nb) {
+			nb = v->n - at < BLK ? v->n - at : BLK;
+			for (uint32_t r = 0; r < nb; r++) {
+				uint32_t id = at + r, ch = id >> v->chunk_shift;
+				p8[r] = v->chunk_i8[ch] + (size_t)(id & mask) * v->stride8;
+				sc[r] = v->chunk_scale[ch][id & mask];
+				if (exact) {
+					float l1 = (float)(isa >= RK_ISA_AVX2 ? l1_avx2(p8[r], v->stride8)
+									     : l1_generic(p8[r], v->stride8));
+					w[r] = sc[r] * (kq * l1 + kd);
+					sb[r] = sc[r] * kq;
 				}
-				for (uint32_t g = s0; g < s1; g += G8) {
-					kernels[isa].dot8x(ws->user8 + (size_t)g * v->stride8, v->stride8, p8, nb, corr + g,
-							   sc, s);
-					for (uint32_t x = 0; x < G8 && g + x < s1; x++) {
-						uint32_t u = g + x;
-						if (exact)
-							select_bounded(&ws->heaps[u], &ws->bnds[u], (uint32_t)kk, s + x * nb, w,
-								       sb, l1u[u], nb, at, &ws->excls[u], above,
-								       isa >= RK_ISA_AVX512);
-						else
-							select_scores(&ws->heaps[u], s + x * nb, nb, at, NULL, &ws->excls[u],
-								      above);
-					}
+			}
+			for (uint32_t g = 0; g < mu; g += G8) {
+				kernels[isa].dot8x(ws->user8 + (size_t)g * v->stride8, v->stride8, p8, nb, corr + g, sc, s);
+				for (uint32_t x = 0; x < G8 && g + x < mu; x++) {
+					uint32_t u = g + x;
+					if (exact)
+						select_bounded(&ws->heaps[u], &ws->bnds[u], (uint32_t)kk, s + x * nb, w, sb,
+							       l1u[u], nb, at, &ws->excls[u], above, isa >= RK_ISA_AVX512);
+					else
+						select_top(&ws->heaps[u], &ws->bnds[u], (uint32_t)m, s + x * nb, nb, at,
+							   &ws->excls[u], above);
 				}
 			}
 		}
@@ -1444,11 +1464,11 @@ static int batch_i8(const struct rk_index_view *v, const struct rk_topk_batch_re
 										    : NULL };
 				scan(v, &qu, PASS_F32, NULL, 0, v->n, &hp, &ex, NULL);
 			} else {
+				keep_above(cand);
 				if (!exact)
 					set_cut(cand);
 				for (size_t i = 0; i < cand->n; i++)
-					if (!exact || cand->h[i].score >= cand->t)
-						ws->ids[n_ids++] = cand->h[i].item;
+					ws->ids[n_ids++] = cand->h[i].item;
 				scan(v, &qu, PASS_F32, ws->ids, 0, n_ids, &hp, &none, NULL);
 			}
 			heap_sort(&hp);

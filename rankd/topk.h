@@ -109,7 +109,8 @@ int rk_scan_pool_helpers(const struct rk_scan_pool *pool);
  * largest request seen and are reused, so a serving thread allocates once
  * (a padded user row, the candidate list, k × approx hits; rk_topk_batch
  * adds, for up to 1024 users, their padded and int8 rows and candidate
- * sets: 6 MiB for 1024 users at D = 301 and k = 20). */
+ * sets: 6 MiB for 1024 users at D = 301, k = 20 and up to 131,072 items;
+ * an exact set holds n / 256 hits beyond that, 32 MiB at 1 M items). */
 struct rk_topk_ws;
 
 /* Returns 0 or VR_ENOMEM. */

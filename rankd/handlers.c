@@ -542,8 +542,10 @@ leave:
 /* ---- RecommendBatch ------------------------------------------------------ */
 
 /* The requests of known users without candidates go through one batched
- * top-k (a GEMM over the item matrix) with the largest k among them; each
- * keeps its own k. The others are ranked one by one. */
+ * top-k (rk_topk_batch: the int8 rows for all of them at once, exact or,
+ * with --topk-approx c, the int8 pass at c whichever pass Recommend reads:
+ * arithmetic, not memory, bounds a batch) with the largest k among them;
+ * each keeps its own k. The others are ranked one by one. */
 int rk_handle_recommend_batch(vr_call *call, void *ctx)
 {
 	rk_service *svc = ctx;
@@ -626,7 +628,7 @@ int rk_handle_recommend_batch(vr_call *call, void *ctx)
 	if (!code && nb && view.n) {
 		size_t kk = (size_t)kmax < view.n ? (size_t)kmax : view.n;
 		struct rk_topk_batch_req br = { .users = users, .n_users = (uint32_t)nb, .k = kmax,
-						.exclude = excl, .n_exclude = n_excl };
+						.exclude = excl, .n_exclude = n_excl, .approx = svc->topk_approx };
 		int rc = (out = malloc(nb * kk * sizeof *out)) ? 0 : VR_ENOMEM;
 		if (!rc)
 			rc = rk_topk_batch(&view, &br, sc->ws, out, n_out);

@@ -53,7 +53,7 @@ int main(int argc, char **argv)
 		  "most requests in one RecommendBatch", 0 },
 		{ "topk-approx", "VISREC_TOPK_APPROX", VR_FLAG_INT, &svc.topk_approx, "0",
 		  "0: exact top-k scans; c >= 1: an int8 first pass keeps k x c candidates, "
-		  "re-ranked exactly", 0 },
+		  "re-ranked exactly (RecommendBatch: the int8 pass whatever --topk-fp16/--topk-int4 say)", 0 },
 		{ "topk-fp16", "VISREC_TOPK_FP16", VR_FLAG_BOOL, &svc.topk_half, "false",
 		  "with --topk-approx: the first pass reads fp16 rows instead of int8", 0 },
 		{ "topk-int4", "VISREC_TOPK_INT4", VR_FLAG_BOOL, &svc.topk_int4, "false",

@@ -1,13 +1,19 @@
 /* Top-k over the serving item matrix (topk.h): dot-product kernels per
  * instruction set, a bounded heap, the single-user scans (exact, fp16 +
- * exact re-rank, candidate lists) and the many-user GEMM path.
+ * exact re-rank, candidate lists) and the many-user path (int8 rows for
+ * many users at once, exact by an error bound or approximate).
  *
  * Selection keeps the best k seen so far in a min-heap whose root is the
  * worst kept hit; a new score costs one compare against the root unless it
  * beats it. Exclusion lists are merged lazily: only items that would enter
  * the heap are looked up, and they arrive in ascending id order (scans go
  * up the matrix, candidate lists are sorted first), so one cursor walks
- * each list once. */
+ * each list once.
+ *
+ * Why one file at ~1,600 lines: it is one concept, top-k over the index.
+ * Every path (single, split, batched, marked) shares the kernel table, the
+ * selection structures and scan(), and must give the single scan's bits;
+ * parting them would make those internals an interface. */
 #include "topk.h"
 
 #include "err.h"
@@ -21,13 +27,14 @@
 #include <string.h>
 
 #define BLK 128           /* rows scored per kernel call */
-#define BATCH_USERS 1024  /* users per GEMM */
-#define BATCH_ROWS 2048   /* items per GEMM (at most a chunk) */
+#define BATCH_USERS 1024  /* users set up at once by rk_topk_batch */
 
 typedef void (*dot32_fn)(const float *u, uint32_t len, const float *const *rows, uint32_t n, float *out);
 typedef void (*dot16_fn)(const float *u, uint32_t len, const uint16_t *const *rows, uint32_t n, float *out);
 typedef void (*dot8_fn)(const int8_t *u, uint32_t len, const uint8_t *const *rows, uint32_t n, int32_t *out);
 typedef void (*dot4_fn)(const int8_t *u, uint32_t len, const uint8_t *const *rows, uint32_t n, int32_t *out);
+typedef void (*dot8x_fn)(const int8_t *u, uint32_t len, const uint8_t *const *rows, uint32_t n, const int32_t *corr,
+			 const float *sc, float *out);
 typedef uint32_t (*above_fn)(const float *s, uint32_t r, uint32_t n, float t);
 
 /* Kernels. Each computes out[r] = u · rows[r] over len floats (a multiple of
@@ -151,6 +158,100 @@ static void dot8_generic(const int8_t *u, uint32_t len, const uint8_t *const *ro
 		out[r] = acc;
 	}
 }
+
+/* Batched int8 kernels for rk_topk_batch's first pass: out[g × n + r] =
+ * sc[r] × (Σ_j rows[r][j] × u[g × len + j] - corr[g]) for the G8 users g of
+ * u (len bytes each): the integers dot8 gives for each user alone, scaled
+ * as scan() scales them (the same float operations, so the same bits). VNNI scores a tile of 4
+ * users × 4 rows at once: each 64-byte load of a row or a user feeds four
+ * dpbusd instead of one, so a batch is bound by arithmetic rather than by
+ * loads (a single query's scan is bound by memory: dot8 above), and the
+ * 16 sums are reduced together, a transpose of adds, not one by one. */
+#define G8 4
+
+/* Lane i of the result: the sum of the 16 lanes of the i-th argument. */
+#define ADD_LO_HI(LO, HI, X, Y) _mm512_add_epi32(LO(X, Y), HI(X, Y))
+#define PAIR32(X, Y) ADD_LO_HI(_mm512_unpacklo_epi32, _mm512_unpackhi_epi32, X, Y)
+#define PAIR64(X, Y) ADD_LO_HI(_mm512_unpacklo_epi64, _mm512_unpackhi_epi64, X, Y)
+#define EVEN128(X, Y) _mm512_shuffle_i32x4(X, Y, _MM_SHUFFLE(2, 0, 2, 0))
+#define ODD128(X, Y) _mm512_shuffle_i32x4(X, Y, _MM_SHUFFLE(3, 1, 3, 1))
+#define PAIR128(X, Y) ADD_LO_HI(EVEN128, ODD128, X, Y)
+
+TVNNI static inline __m512i sum16(__m512i a0, __m512i a1, __m512i a2, __m512i a3, __m512i a4, __m512i a5,
+				  __m512i a6, __m512i a7, __m512i a8, __m512i a9, __m512i a10, __m512i a11,
+				  __m512i a12, __m512i a13, __m512i a14, __m512i a15)
+{
+	__m512i b0 = PAIR64(PAIR32(a0, a1), PAIR32(a2, a3)), b1 = PAIR64(PAIR32(a4, a5), PAIR32(a6, a7));
+	__m512i b2 = PAIR64(PAIR32(a8, a9), PAIR32(a10, a11)), b3 = PAIR64(PAIR32(a12, a13), PAIR32(a14, a15));
+	return PAIR128(PAIR128(b0, b1), PAIR128(b2, b3));
+}
+
+/* The 16 accumulators are named, not an array: an array indexed in a loop
+ * measured living on the stack (a load and a store around every dpbusd). */
+#define DP4(A0, A1, A2, A3, Y) do { \
+	__m512i y_ = (Y); \
+	A0 = _mm512_dpbusd_epi32(A0, x0, y_); \
+	A1 = _mm512_dpbusd_epi32(A1, x1, y_); \
+	A2 = _mm512_dpbusd_epi32(A2, x2, y_); \
+	A3 = _mm512_dpbusd_epi32(A3, x3, y_); \
+} while (0)
+
+TVNNI static void dot8x_vnni(const int8_t *u, uint32_t len, const uint8_t *const *rows, uint32_t n,
+			     const int32_t *corr, const float *sc, float *out)
+{
+	float t[16];
+	const __m512i cv = _mm512_set_epi32(corr[3], corr[3], corr[3], corr[3], corr[2], corr[2], corr[2], corr[2],
+					    corr[1], corr[1], corr[1], corr[1], corr[0], corr[0], corr[0], corr[0]);
+	const int8_t *u0 = u, *u1 = u + len, *u2 = u + 2 * (size_t)len, *u3 = u + 3 * (size_t)len;
+	for (uint32_t r0 = 0; r0 < n; r0 += 4) {
+		/* A short last tile repeats its last row; those sums are dropped. */
+		uint32_t nr = n - r0 < 4 ? n - r0 : 4;
+		const uint8_t *p0 = rows[r0], *p1 = rows[r0 + (nr > 1)], *p2 = rows[r0 + (nr > 2 ? 2 : nr - 1)];
+		const uint8_t *p3 = rows[r0 + nr - 1];
+		__m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+		__m512i a8 = a0, a9 = a0, a10 = a0, a11 = a0, a12 = a0, a13 = a0, a14 = a0, a15 = a0;
+		for (uint32_t j = 0; j < len; j += 64) {
+			__m512i x0 = _mm512_loadu_si512(p0 + j), x1 = _mm512_loadu_si512(p1 + j);
+			__m512i x2 = _mm512_loadu_si512(p2 + j), x3 = _mm512_loadu_si512(p3 + j);
+			DP4(a0, a1, a2, a3, _mm512_loadu_si512(u0 + j));
+			DP4(a4, a5, a6, a7, _mm512_loadu_si512(u1 + j));
+			DP4(a8, a9, a10, a11, _mm512_loadu_si512(u2 + j));
+			DP4(a12, a13, a14, a15, _mm512_loadu_si512(u3 + j));
+		}
+		__m512i d = _mm512_sub_epi32(sum16(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15),
+					     cv);
+		__m128 s4 = nr == 4 ? _mm_loadu_ps(sc + r0) : _mm_setr_ps(sc[r0], sc[r0 + (nr > 1)],
+									 sc[r0 + (nr > 2 ? 2 : nr - 1)], sc[r0 + nr - 1]);
+		__m512 f = _mm512_mul_ps(_mm512_broadcast_f32x4(s4), _mm512_cvtepi32_ps(d));
+		if (nr == 4) {
+			_mm_storeu_ps(out + r0, _mm512_castps512_ps128(f));
+			_mm_storeu_ps(out + n + r0, _mm512_extractf32x4_ps(f, 1));
+			_mm_storeu_ps(out + 2 * (size_t)n + r0, _mm512_extractf32x4_ps(f, 2));
+			_mm_storeu_ps(out + 3 * (size_t)n + r0, _mm512_extractf32x4_ps(f, 3));
+			continue;
+		}
+		_mm512_storeu_ps(t, f);
+		for (int g = 0; g < G8; g++)
+			for (uint32_t r = 0; r < nr; r++)
+				out[(size_t)g * n + r0 + r] = t[4 * g + r];
+	}
+}
+
+/* The other kernels: dot8 once per user (n <= BLK). */
+#define DOT8X(DOT8, NAME) \
+static void NAME(const int8_t *u, uint32_t len, const uint8_t *const *rows, uint32_t n, const int32_t *corr, \
+		 const float *sc, float *out) \
+{ \
+	int32_t raw[BLK]; \
+	for (int g = 0; g < G8; g++) { \
+		DOT8(u + (size_t)g * len, len, rows, n, raw); \
+		for (uint32_t r = 0; r < n; r++) \
+			out[(size_t)g * n + r] = sc[r] * (float)(raw[r] - corr[g]); \
+	} \
+}
+
+DOT8X(dot8_avx2, dot8x_avx2)
+DOT8X(dot8_generic, dot8x_generic)
 
 /* int4 kernels: out[r] = Σ_b lo(rows[r][b]) × u[b] + hi(rows[r][b]) ×
  * u[len4 + b] over the len bytes of a row (a multiple of 32), lo and hi
@@ -279,11 +380,12 @@ static const struct {
 	dot8_fn dot8;
 	dot4_fn dot4;
 	above_fn above;
+	dot8x_fn dot8x;
 } kernels[] = {
-	[RK_ISA_GENERIC] = { dot32_generic, dot16_generic, dot8_generic, dot4_generic, above_generic },
-	[RK_ISA_AVX2] = { dot32_avx2, dot16_avx2, dot8_avx2, dot4_avx2, above_avx2 },
-	[RK_ISA_AVX512] = { dot32_avx512, dot16_avx512, dot8_avx2, dot4_avx2, above_avx512 },
-	[RK_ISA_AVX512_VNNI] = { dot32_avx512, dot16_avx512, dot8_vnni, dot4_vnni, above_avx512 },
+	[RK_ISA_GENERIC] = { dot32_generic, dot16_generic, dot8_generic, dot4_generic, above_generic, dot8x_generic },
+	[RK_ISA_AVX2] = { dot32_avx2, dot16_avx2, dot8_avx2, dot4_avx2, above_avx2, dot8x_avx2 },
+	[RK_ISA_AVX512] = { dot32_avx512, dot16_avx512, dot8_avx2, dot4_avx2, above_avx512, dot8x_avx2 },
+	[RK_ISA_AVX512_VNNI] = { dot32_avx512, dot16_avx512, dot8_vnni, dot4_vnni, above_avx512, dot8x_vnni },
 };
 
 static atomic_int isa_cur = -1;
@@ -372,7 +474,7 @@ struct rk_topk_ws {
 	size_t ids_cap;
 	struct rk_hit *pool;   /* approximate-pass heap */
 	size_t pool_cap;
-	float *scores;         /* GEMM output block */
+	float *scores;         /* exact batch users' heaps of a - b (batch_i8) */
 	size_t scores_cap;
 	struct heap *heaps;    /* per batch user */
 	size_t heaps_cap;
@@ -380,6 +482,8 @@ struct rk_topk_ws {
 	size_t excls_cap;
 	struct rk_hit *parts;  /* the helpers' heaps of a split scan */
 	size_t parts_cap;
+	struct bnd *bnds;      /* per exact batch user (batch_i8) */
+	size_t bnds_cap;
 };
 
 /* Makes *p hold at least need elements of elem bytes, 64-byte aligned. The
@@ -418,6 +522,7 @@ void rk_topk_ws_destroy(struct rk_topk_ws *ws)
 	free(ws->heaps);
 	free(ws->excls);
 	free(ws->parts);
+	free(ws->bnds);
 	free(ws);
 }
 
@@ -1081,65 +1186,317 @@ leave:
 	return rc;
 }
 
-int rk_topk_batch(const struct rk_index_view *v, const struct rk_topk_batch_req *req, struct rk_topk_ws *ws,
-		  struct rk_hit *out, size_t *n_out)
-{
-	int rc = 0;
-	size_t kk = req->k > 0 && (size_t)req->k < v->n ? (size_t)req->k : v->n;
-	uint32_t rows_per = 1u << v->chunk_shift;
-	above_fn above = kernels[rk_isa_active()].above;
+/* ---- batched top-k by the int8 rows ----------------------------------------
+ *
+ * rk_topk_batch scores blocks of BLK items for many users at once from the
+ * int8 rows (dot8x: G8 users a call while the block's rows stay in cache),
+ * each user's int8 scores a[r] in units of the user's scale s_u (as scan()
+ * gives them), then re-ranks each user's candidates with the exact scan
+ * kernel: the same bits as rk_topk.
+ *
+ * With approx = c the candidates are rk_topk's: the best kk × c by a.
+ *
+ * Exact (approx 0) the candidates are every item whose exact score may
+ * reach the k-th best, by a bound on the int8 error. A row x is s_i q_i + e
+ * with |e_j| <= s_i / 2 (index.h), the user s_u q + d with |d_j| <= s_u / 2,
+ * so x·u - s_u a = s_i Σ q_ij d_j + s_u Σ e_j q_j + Σ e_j d_j is within s_u
+ * s_i (|q_i|_1 / 2 + |q|_1 / 2 + D / 4) of the real product, and the scan
+ * kernel's fp32 sum within (stride × 2^-24) Σ |x_j u_j| <= s_u s_i × 127 ×
+ * stride × 6e-8 × (|q_i|_1 + D / 2) of that. b[r] bounds both (with slack
+ * for the rounding of a and of the quantisation), so the exact score lies
+ * in [a - b, a + b] (units of s_u). The k-th best exact score is at least
+ * LB, the k-th largest a - b; an item with a + b < LB cannot be among the
+ * k best, every other one is a candidate. LB rises during the pass (a heap
+ * of the k largest a - b), so few items enter. A user whose candidates
+ * outgrow their room even after dropping those under LB (scores too close
+ * to separate: ties, a near-zero user) is ranked by rk_topk's scan. */
 
-	if (req->k <= 0 || (!req->exclude) != (!req->n_exclude)) {
-		rc = VR_EINVAL;
-		goto leave;
+/* Bound terms per unit of |q|_1 and per dimension (see above). */
+#define BND_Q 0.505f
+#define BND_D 0.255f
+
+/* A batch user's state: the heap (min at 0) of the k largest a - b
+ * (exact) or of the c × k largest a (approx). */
+struct bnd {
+	float *lb;
+	uint32_t n_lb;
+	int over;       /* candidates overflowed: ranked by a scan */
+};
+
+static void lb_sift(float *h, uint32_t n, uint32_t i)
+{
+	float x = h[i];
+	for (;;) {
+		uint32_t c = 2 * i + 1;
+		if (c >= n)
+			break;
+		if (c + 1 < n && h[c + 1] < h[c])
+			c++;
+		if (!(h[c] < x))
+			break;
+		h[i] = h[c];
+		i = c;
 	}
-	for (uint32_t u = 0; u < req->n_users; u++) {
-		n_out[u] = 0;
-		if (req->exclude && ((req->n_exclude[u] && !req->exclude[u]) ||
-				     !sorted(req->exclude[u], req->n_exclude[u]))) {
-			rc = VR_EINVAL;
-			goto leave;
+	h[i] = x;
+}
+
+static void lb_offer(struct bnd *b, uint32_t kk, float lo)
+{
+	if (b->n_lb < kk) {
+		uint32_t i = b->n_lb++;
+		while (i && b->lb[(i - 1) / 2] > lo) {
+			b->lb[i] = b->lb[(i - 1) / 2];
+			i = (i - 1) / 2;
+		}
+		b->lb[i] = lo;
+	} else if (lo > b->lb[0]) {
+		b->lb[0] = lo;
+		lb_sift(b->lb, b->n_lb, 0);
+	}
+}
+
+/* Σ_j |row_j - 128| over len bytes: |q_i|_1 of an int8 row. */
+static uint32_t l1_generic(const uint8_t *p, uint32_t len)
+{
+	uint32_t s = 0;
+	for (uint32_t j = 0; j < len; j++)
+		s += (uint32_t)abs((int)p[j] - 128);
+	return s;
+}
+
+T256 static uint32_t l1_avx2(const uint8_t *p, uint32_t len)
+{
+	const __m256i mid = _mm256_set1_epi8((char)0x80);
+	__m256i a = _mm256_setzero_si256();
+	for (uint32_t j = 0; j < len; j += 32)
+		a = _mm256_add_epi64(a, _mm256_sad_epu8(_mm256_loadu_si256((const __m256i *)(p + j)), mid));
+	__m128i x = _mm_add_epi64(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+	return (uint32_t)(_mm_cvtsi128_si64(x) + _mm_extract_epi64(x, 1));
+}
+
+/* b[r] of a block for a user: w[r] + sb[r] × l1u (the error bound, see
+ * above) + 1e-6 |a[r]| (the rounding of a); ub[r] = a[r] + b[r]. */
+static inline float bound_of(float a, float w, float sb, float l1u)
+{
+	return w + sb * l1u + 1e-6f * fabsf(a);
+}
+
+static void upper_generic(const float *a, const float *w, const float *sb, float l1u, uint32_t n, float *ub)
+{
+	for (uint32_t r = 0; r < n; r++)
+		ub[r] = a[r] + bound_of(a[r], w[r], sb[r], l1u);
+}
+
+T512 static void upper_avx512(const float *a, const float *w, const float *sb, float l1u, uint32_t n, float *ub)
+{
+	const __m512 lv = _mm512_set1_ps(l1u), eps = _mm512_set1_ps(1e-6f);
+	uint32_t r = 0;
+	for (; r + 16 <= n; r += 16) {
+		__m512 av = _mm512_loadu_ps(a + r);
+		__m512 b = _mm512_add_ps(_mm512_add_ps(_mm512_loadu_ps(w + r), _mm512_mul_ps(_mm512_loadu_ps(sb + r), lv)),
+					 _mm512_mul_ps(eps, _mm512_abs_ps(av)));
+		_mm512_storeu_ps(ub + r, _mm512_add_ps(av, b));
+	}
+	upper_generic(a + r, w + r, sb + r, l1u, n - r, ub + r);
+}
+
+/* Drops the hits of c under c->t (ids keep their order); their count. */
+static size_t keep_above(struct heap *c)
+{
+	size_t kept = 0;
+	for (size_t i = 0; i < c->n; i++)
+		if (c->h[i].score >= c->t)
+			c->h[kept++] = c->h[i];
+	return c->n = kept;
+}
+
+/* Offers a block's bounded scores of one user (exact mode): candidates
+ * (score: a + b) into c, whose t is LB; a + b >= LB passes (ties kept). */
+static void select_bounded(struct heap *c, struct bnd *bd, uint32_t kk, const float *a, const float *w,
+			   const float *sb, float l1u, uint32_t n, uint32_t base, struct excl *ex, above_fn above,
+			   int wide)
+{
+	float ub[BLK];
+	if (bd->over)
+		return;
+	(wide ? upper_avx512 : upper_generic)(a, w, sb, l1u, n, ub);
+	float t = nextafterf(c->t, -INFINITY);
+	for (uint32_t r = 0; (r = above(ub, r, n, t)) < n; r++) {
+		uint32_t id = base + r;
+		if (excluded(ex, id))
+			continue;
+		lb_offer(bd, kk, a[r] - bound_of(a[r], w[r], sb[r], l1u));
+		if (bd->n_lb == kk && c->t != bd->lb[0]) {
+			c->t = bd->lb[0];
+			t = nextafterf(c->t, -INFINITY);
+		}
+		c->h[c->n++] = (struct rk_hit){ id, ub[r] };
+		if (c->n == c->room && keep_above(c) > c->room / 2) {
+			bd->over = 1;
+			return;
 		}
 	}
-	if (kk == 0 || req->n_users == 0)
-		goto leave;
-	uint32_t mb = req->n_users < BATCH_USERS ? req->n_users : BATCH_USERS;
-	if ((rc = grow((void **)&ws->user, &ws->user_cap, (size_t)mb * v->stride, sizeof(float))) ||
-	    (rc = grow((void **)&ws->scores, &ws->scores_cap, (size_t)mb * BATCH_ROWS, sizeof(float))) ||
-	    (rc = grow((void **)&ws->heaps, &ws->heaps_cap, mb, sizeof(struct heap))) ||
-	    (rc = grow((void **)&ws->excls, &ws->excls_cap, mb, sizeof(struct excl))))
-		goto leave;
+}
 
+/* Offers a block's int8 scores a of one user (approx): every item whose a
+ * reaches the c × k-th best so far (the heap of bd) enters c, whose t is
+ * that score; a full set drops those under it, and cuts to its best
+ * (set_cut) when ties keep it over half full. What remains at the end,
+ * cut to its best m, is rk_topk's candidate set; a heap of the m largest
+ * a keeps the bar exact where a set's cuts would move it in steps, each a
+ * selection over the set (perf: as long as dot8x's share). */
+static void select_top(struct heap *c, struct bnd *bd, uint32_t m, const float *a, uint32_t n, uint32_t base,
+		       struct excl *ex, above_fn above)
+{
+	float t = nextafterf(c->t, -INFINITY);
+	for (uint32_t r = 0; (r = above(a, r, n, t)) < n; r++) {
+		uint32_t id = base + r;
+		if (excluded(ex, id))
+			continue;
+		lb_offer(bd, m, a[r]);
+		if (bd->n_lb == m && c->t != bd->lb[0]) {
+			c->t = bd->lb[0];
+			t = nextafterf(c->t, -INFINITY);
+		}
+		c->h[c->n++] = (struct rk_hit){ id, a[r] };
+		if (c->n == c->room && keep_above(c) > c->room / 2)
+			set_cut(c);
+	}
+}
+
+/* rk_topk_batch's work with c = approx (0: exact), arguments checked. */
+static int batch_i8(const struct rk_index_view *v, const struct rk_topk_batch_req *req, int c, size_t kk,
+		    struct rk_topk_ws *ws, struct rk_hit *out, size_t *n_out)
+{
+	const uint8_t *p8[BLK];
+	float sc[BLK], s[G8 * BLK], w[BLK], sb[BLK], l1u[BATCH_USERS];
+	int32_t corr[BATCH_USERS + G8];
+	enum rk_isa isa = rk_isa_active();
+	above_fn above = kernels[isa].above;
+	uint32_t mask = (1u << v->chunk_shift) - 1u;
+	int exact = c == 0;
+	/* Candidates a user may hold: approx, k × c and as many again before a
+	 * cut; exact, the most of 4 × k, 512 and n / 256 (bench_serve's rows
+	 * at 1 M items left 1,089 a user at k = 20, after 2,974 entered). */
+	size_t m = (size_t)c * kk, room = 2 * m;
+	if (exact)
+		room = kk * 4 > 512 ? kk * 4 : 512;
+	if (exact && room < v->n / 256)
+		room = v->n / 256;
+	uint32_t mb = req->n_users < BATCH_USERS ? req->n_users : BATCH_USERS;
+	uint32_t mg = (mb + G8 - 1) / G8 * G8;
+	size_t per = exact ? room : 2 * room; /* hits per user: approx cuts need a copy */
+	size_t n_lb = exact ? kk : m;          /* each user's heap of a - b (exact) or a */
+	float fpk = (float)v->stride * 8e-6f, kq = BND_Q + fpk, kd = (BND_D + fpk) * (float)v->dim;
+	int rc;
+
+	if ((rc = grow((void **)&ws->user, &ws->user_cap, (size_t)mb * v->stride, sizeof(float))) ||
+	    (rc = grow((void **)&ws->user8, &ws->user8_cap, (size_t)mg * v->stride8, 1)) ||
+	    (rc = grow((void **)&ws->pool, &ws->pool_cap, (size_t)mb * per, sizeof(struct rk_hit))) ||
+	    (rc = grow((void **)&ws->ids, &ws->ids_cap, room, sizeof(uint32_t))) ||
+	    (rc = grow((void **)&ws->heaps, &ws->heaps_cap, mb, sizeof(struct heap))) ||
+	    (rc = grow((void **)&ws->excls, &ws->excls_cap, mb, sizeof(struct excl))) ||
+	    (rc = grow((void **)&ws->bnds, &ws->bnds_cap, mb, sizeof(struct bnd))) ||
+	    (rc = grow((void **)&ws->scores, &ws->scores_cap, (size_t)mb * n_lb, sizeof(float))))
+		return rc;
 	for (uint32_t g0 = 0; g0 < req->n_users; g0 += mb) {
 		uint32_t mu = req->n_users - g0 < mb ? req->n_users - g0 : mb;
 		for (uint32_t u = 0; u < mu; u++) {
 			uint32_t gu = g0 + u;
-			if ((rc = pad_user(ws->user + (size_t)u * v->stride, req->users + (size_t)gu * v->dim,
-					   v->dim, v->stride)))
-				goto leave;
-			ws->heaps[u] = (struct heap){ out + (size_t)gu * kk, 0, kk, 0, 0, NULL };
+			float *f = ws->user + (size_t)u * v->stride;
+			int8_t *q = ws->user8 + (size_t)u * v->stride8;
+			if ((rc = pad_user(f, req->users + (size_t)gu * v->dim, v->dim, v->stride)))
+				return rc;
+			corr[u] = quantize_user(q, f, v->stride, v->stride8);
+			struct rk_hit *h = ws->pool + (size_t)u * per;
+			ws->heaps[u] = (struct heap){ h, 0, m, room, -INFINITY, exact ? NULL : h + room };
 			ws->excls[u].p = req->exclude ? req->exclude[gu] : NULL;
 			ws->excls[u].end = req->exclude && req->exclude[gu] ? req->exclude[gu] + req->n_exclude[gu] : NULL;
+			ws->bnds[u] = (struct bnd){ ws->scores + (size_t)u * n_lb, 0, 0 };
+			if (exact) {
+				uint32_t l1 = 0;
+				for (uint32_t j = 0; j < v->stride; j++)
+					l1 += (uint32_t)abs(q[j]);
+				l1u[u] = (float)l1;
+			}
 		}
+		/* The last group's missing users score zero rows: dropped. */
+		memset(ws->user8 + (size_t)mu * v->stride8, 0, (size_t)((mu + G8 - 1) / G8 * G8 - mu) * v->stride8);
+		memset(corr + mu, 0, G8 * sizeof *corr);
+		/* One pass over the items for all the users: a user's set is
+		 * touched only by the few items that enter it. */
 		for (uint32_t at = 0, nb; at < v->n; at += nb) {
-			/* A block ends at BATCH_ROWS, the end of the view or the end of
-			 * its chunk, whichever comes first. */
-			nb = v->n - at < BATCH_ROWS ? v->n - at : BATCH_ROWS;
-			if (nb > rows_per - (at & (rows_per - 1)))
-				nb = rows_per - (at & (rows_per - 1));
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)mu, (int)nb, (int)v->stride, 1.0f,
-				    ws->user, (int)v->stride, rk_index_row(v, at), (int)v->stride, 0.0f, ws->scores,
-				    (int)nb);
-			for (uint32_t u = 0; u < mu; u++)
-				select_scores(&ws->heaps[u], ws->scores + (size_t)u * nb, nb, at, NULL, &ws->excls[u], above);
+			nb = v->n - at < BLK ? v->n - at : BLK;
+			for (uint32_t r = 0; r < nb; r++) {
+				uint32_t id = at + r, ch = id >> v->chunk_shift;
+				p8[r] = v->chunk_i8[ch] + (size_t)(id & mask) * v->stride8;
+				sc[r] = v->chunk_scale[ch][id & mask];
+				if (exact) {
+					float l1 = (float)(isa >= RK_ISA_AVX2 ? l1_avx2(p8[r], v->stride8)
+									     : l1_generic(p8[r], v->stride8));
+					w[r] = sc[r] * (kq * l1 + kd);
+					sb[r] = sc[r] * kq;
+				}
+			}
+			for (uint32_t g = 0; g < mu; g += G8) {
+				kernels[isa].dot8x(ws->user8 + (size_t)g * v->stride8, v->stride8, p8, nb, corr + g, sc, s);
+				for (uint32_t x = 0; x < G8 && g + x < mu; x++) {
+					uint32_t u = g + x;
+					if (exact)
+						select_bounded(&ws->heaps[u], &ws->bnds[u], (uint32_t)kk, s + x * nb, w, sb,
+							       l1u[u], nb, at, &ws->excls[u], above, isa >= RK_ISA_AVX512);
+					else
+						select_top(&ws->heaps[u], &ws->bnds[u], (uint32_t)m, s + x * nb, nb, at,
+							   &ws->excls[u], above);
+				}
+			}
 		}
 		for (uint32_t u = 0; u < mu; u++) {
-			heap_sort(&ws->heaps[u]);
-			n_out[g0 + u] = ws->heaps[u].n;
+			struct heap *cand = &ws->heaps[u];
+			struct quser qu = { ws->user + (size_t)u * v->stride, NULL, 0, NULL, 0, 0 };
+			struct heap hp = { out + (size_t)(g0 + u) * kk, 0, kk, 0, 0, NULL };
+			struct excl none = { NULL, NULL };
+			size_t n_ids = 0;
+			if (exact && ws->bnds[u].over) {
+				uint32_t gu = g0 + u;
+				struct excl ex = { req->exclude ? req->exclude[gu] : NULL,
+						   req->exclude && req->exclude[gu] ? req->exclude[gu] + req->n_exclude[gu]
+										    : NULL };
+				scan(v, &qu, PASS_F32, NULL, 0, v->n, &hp, &ex, NULL);
+			} else {
+				keep_above(cand);
+				if (!exact)
+					set_cut(cand);
+				for (size_t i = 0; i < cand->n; i++)
+					ws->ids[n_ids++] = cand->h[i].item;
+				scan(v, &qu, PASS_F32, ws->ids, 0, n_ids, &hp, &none, NULL);
+			}
+			heap_sort(&hp);
+			n_out[g0 + u] = hp.n;
 		}
 	}
-leave:
-	return rc;
+	return 0;
+}
+
+int rk_topk_batch(const struct rk_index_view *v, const struct rk_topk_batch_req *req, struct rk_topk_ws *ws,
+		  struct rk_hit *out, size_t *n_out)
+{
+	size_t kk = req->k > 0 && (size_t)req->k < v->n ? (size_t)req->k : v->n;
+
+	if (req->k <= 0 || req->approx < 0 || (!req->exclude) != (!req->n_exclude))
+		return VR_EINVAL;
+	for (uint32_t u = 0; u < req->n_users; u++) {
+		n_out[u] = 0;
+		if (req->exclude && ((req->n_exclude[u] && !req->exclude[u]) ||
+				     !sorted(req->exclude[u], req->n_exclude[u])))
+			return VR_EINVAL;
+	}
+	if (kk == 0 || req->n_users == 0)
+		return 0;
+	/* As rk_topk: a first pass that would keep the whole catalogue is the
+	 * exact ranking. */
+	return batch_i8(v, req, req->approx && (size_t)req->approx * kk < v->n ? req->approx : 0, kk, ws, out,
+			n_out);
 }
 
 int rk_score_i8(const struct rk_index_view *v, const float *user, const uint32_t *items, size_t n,

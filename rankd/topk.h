@@ -1,8 +1,9 @@
 /* Top-k selection over the serving item matrix (index.h): the best k items
  * for a user row by inner product, for one user (a blocked scan with a
  * bounded heap, exact fp32 or an approximate int8 or fp16 first pass
- * followed by an exact re-rank) or for many users at once (GEMM over blocks of items, then
- * per-user selection).
+ * followed by an exact re-rank) or for many users at once (int8 dot
+ * products for blocks of users and items, then each user's candidates
+ * re-ranked exactly).
  *
  * Order: descending score; equal scores by ascending item id. A NaN score
  * (only from overflow: rows and users are finite) counts as -infinity.
@@ -11,8 +12,9 @@
  * the CPU has them (checked at run time) and portable C otherwise, so one
  * binary runs on any x86-64. int8 dot products are exact integers, the
  * same from every kernel. Scores from one kernel are the same bits whether an item is
- * scored in a scan, as a candidate or by rk_score; the GEMM path (BLAS)
- * and other kernels may differ from them in the last bits. */
+ * scored in a scan, as a candidate, by rk_topk_batch or by rk_score;
+ * rk_score_all (BLAS) and other kernels may differ from them in the last
+ * bits. */
 #ifndef RK_TOPK_H
 #define RK_TOPK_H
 
@@ -106,7 +108,9 @@ int rk_scan_pool_helpers(const struct rk_scan_pool *pool);
 /* Per-thread scratch of rk_topk / rk_topk_batch: buffers grow to the
  * largest request seen and are reused, so a serving thread allocates once
  * (a padded user row, the candidate list, k × approx hits; rk_topk_batch
- * adds up to 1024 padded users and a 1024 × 2048 score block, 9.2 MiB). */
+ * adds, for up to 1024 users, their padded and int8 rows and candidate
+ * sets: 6 MiB for 1024 users at D = 301, k = 20 and up to 131,072 items;
+ * an exact set holds n / 256 hits beyond that, 32 MiB at 1 M items). */
 struct rk_topk_ws;
 
 /* Returns 0 or VR_ENOMEM. */
@@ -137,13 +141,23 @@ struct rk_topk_batch_req {
 	/* Per user, as rk_topk_req.exclude; both NULL for no exclusions. */
 	const uint32_t *const *exclude;
 	const size_t *n_exclude;
+	/* 0: exact. c >= 1: rk_topk_req.approx's int8 first pass, k × c
+	 * candidates per user re-ranked exactly (int8 whatever pass single
+	 * queries use: a batch is bound by arithmetic, where int8 is the
+	 * cheapest). */
+	int approx;
 };
 
-/* Exact top-k for many users: user u's hits go to out + u × kk (kk =
- * min(k, view->n)), their count to n_out[u]. Scores come from BLAS sgemm
- * (OpenBLAS, on its own threads) over blocks of up to 1024 users × 2048
- * items, each block then selected per user. Returns 0, VR_EINVAL (as
- * rk_topk) or VR_ENOMEM. */
+/* Top-k for many users: user u's hits go to out + u × kk (kk = min(k,
+ * view->n)), their count to n_out[u]. One thread scores blocks of items
+ * for all users at once from the int8 rows (AVX-512 VNNI: 4 users × 4
+ * rows a step, each load used four times), then re-ranks each user's
+ * candidates with rk_topk's exact kernel, so every answer is rk_topk's
+ * with the same approx, bit for bit. Exact (approx 0): the candidates are
+ * the items whose score may reach the k-th best by a bound on the int8
+ * error (topk.c); a user whose scores are too close to separate is
+ * scanned. With approx: rk_topk's k × c candidates. Returns 0, VR_EINVAL
+ * (as rk_topk) or VR_ENOMEM. */
 int rk_topk_batch(const struct rk_index_view *view, const struct rk_topk_batch_req *req,
 		  struct rk_topk_ws *ws, struct rk_hit *out, size_t *n_out);
 

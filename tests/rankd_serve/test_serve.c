@@ -629,8 +629,11 @@ TEST(topk_invalid_arguments)
 	uint32_t one = 10;
 	float s;
 	ASSERT_EQ_INT(rk_score(&v, user, &one, 1, ws, &s), VR_EINVAL);
-	struct rk_topk_batch_req b = { user, 1, 0, NULL, NULL };
+	struct rk_topk_batch_req b = { user, 1, 0, NULL, NULL, 0 };
 	size_t nb;
+	ASSERT_EQ_INT(rk_topk_batch(&v, &b, ws, out, &nb), VR_EINVAL);
+	b.k = 3;
+	b.approx = -1;
 	ASSERT_EQ_INT(rk_topk_batch(&v, &b, ws, out, &nb), VR_EINVAL);
 	rk_index_release(&v);
 	rk_topk_ws_destroy(ws);
@@ -682,7 +685,7 @@ TEST(topk_batch_valid)
 	}
 	struct rk_hit *out = malloc((size_t)U * K * sizeof *out);
 	size_t n_out[U];
-	struct rk_topk_batch_req b = { users, U, K, exp, n_ex };
+	struct rk_topk_batch_req b = { users, U, K, exp, n_ex, 0 };
 	ASSERT_OK(rk_topk_batch(&v, &b, ws, out, n_out));
 	double *ref = malloc(N * sizeof(double));
 	int bad = 0;
@@ -725,6 +728,79 @@ TEST(topk_batch_valid)
 /* rk_score_all (BLAS, Evaluate's path) against rk_score (the scan kernel)
  * on every item of a catalogue of several chunks, the last one partial:
  * the same scores to float rounding (relative 1e-5 of the row norms). */
+/* rk_topk_batch against rk_topk with the same approx, user by user: the
+ * same items and the same score bits, with exclusions, a user count and a
+ * catalogue that leave short tiles (37 users, n items in chunks of 512),
+ * for every kernel the CPU has (VNNI scores 4 users x 4 rows a step; the
+ * others dot8 per user). c = 0 is the exact batch (candidates by the
+ * int8 error bound); distinct > 0 makes rows repeat (ties, and users
+ * whose candidates overflow into a scan). */
+static void batch_case(enum rk_isa isa, int c, uint32_t n, uint32_t dim, uint32_t distinct)
+{
+	enum { U = 37, K = 20 };
+	float *rows;
+	struct rk_topk_ws *ws;
+	if (rk_isa_set(isa) == VR_EUNSUPPORTED)
+		SKIP("this CPU has no %s", rk_isa_name(isa));
+	rng_state = 11 + (uint64_t)c + dim + distinct;
+	struct rk_index *ix = make_index(n, dim, 512, distinct, &rows);
+	ASSERT(ix);
+	ASSERT_OK(rk_topk_ws_create(&ws));
+	struct rk_index_view v;
+	rk_index_acquire(ix, &v);
+	float *users = malloc((size_t)U * dim * sizeof(float));
+	for (size_t j = 0; j < (size_t)U * dim; j++)
+		users[j] = rng_n();
+	memset(users, 0, dim * sizeof(float)); /* a zero user: every score 0 */
+	uint32_t *ex = malloc((size_t)U * (n / 2 + 8) * sizeof(uint32_t));
+	const uint32_t *exp[U];
+	size_t n_ex[U];
+	for (int u = 0; u < U; u++) {
+		exp[u] = ex + (size_t)u * (n / 2 + 8);
+		n_ex[u] = u % 3 ? random_excl(n, (uint32_t *)exp[u]) : 0;
+	}
+	struct rk_hit *out = malloc((size_t)U * K * sizeof *out), one[K];
+	size_t n_out[U], n_one;
+	struct rk_topk_batch_req b = { users, U, K, exp, n_ex, c };
+	size_t kk = K < n ? K : n; /* hits per user in out */
+	ASSERT_OK(rk_topk_batch(&v, &b, ws, out, n_out));
+	int bad = 0;
+	for (int u = 0; u < U && !bad; u++) {
+		struct rk_topk_req q = { users + (size_t)u * dim, K, exp[u], n_ex[u], NULL, 0, c, 0, NULL, 0, 0 };
+		ASSERT_OK(rk_topk(&v, &q, ws, one, K, &n_one));
+		bad |= n_one != n_out[u];
+		for (size_t i = 0; i < n_one && !bad; i++)
+			bad |= one[i].item != out[u * kk + i].item ||
+			       memcmp(&one[i].score, &out[u * kk + i].score, sizeof(float));
+		if (bad)
+			fprintf(stderr, "  n %u, dim %u, distinct %u, c %d: user %d differs from rk_topk\n", n, dim,
+				distinct, c, u);
+	}
+	free(out);
+	free(ex);
+	free(users);
+	free(rows);
+	rk_index_release(&v);
+	rk_topk_ws_destroy(ws);
+	rk_index_destroy(ix);
+	ASSERT(!bad);
+}
+
+static void batch_cases(enum rk_isa isa, int c)
+{
+	batch_case(isa, c, 2999, 301, 0);
+	batch_case(isa, c, 2999, 17, 0);
+	batch_case(isa, c, 1000, 33, 4);
+	batch_case(isa, c, 5, 8, 0);
+}
+
+TEST(topk_batch_approx_generic) { batch_cases(RK_ISA_GENERIC, 2); isa_best(); }
+TEST(topk_batch_approx_avx2) { batch_cases(RK_ISA_AVX2, 2); isa_best(); }
+TEST(topk_batch_approx_avx512_vnni) { batch_cases(RK_ISA_AVX512_VNNI, 2); isa_best(); }
+TEST(topk_batch_exact_generic) { batch_cases(RK_ISA_GENERIC, 0); isa_best(); }
+TEST(topk_batch_exact_avx2) { batch_cases(RK_ISA_AVX2, 0); isa_best(); }
+TEST(topk_batch_exact_avx512_vnni) { batch_cases(RK_ISA_AVX512_VNNI, 0); isa_best(); }
+
 TEST(score_all_matches_score)
 {
 	enum { N = 1300, D = 37, U = 9 };
@@ -1164,7 +1240,9 @@ static const struct vr_test tests[] = {
 	T(topk_k_over_catalogue_returns_all),
 	T(topk_invalid_arguments),
 	T(topk_empty_index),
-	T(topk_batch_valid),
+	T(topk_batch_valid), T(topk_batch_approx_generic), T(topk_batch_approx_avx2),
+	T(topk_batch_approx_avx512_vnni), T(topk_batch_exact_generic), T(topk_batch_exact_avx2),
+	T(topk_batch_exact_avx512_vnni),
 	T(topk_approx_recall),
 	T(index_rows_round_trip),
 	T(index_invalid_arguments),

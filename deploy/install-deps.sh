@@ -21,10 +21,13 @@ if [ "${1:-}" = "--test" ]; then
 	# tools generates and runs the Python example client (tests/clients);
 	# tmux runs `visrec top` in its test; python3-yaml reads deploy/k8s in
 	# tests/deploy; libgrpc++ with its protoc plugin builds the C++ peer
-	# bench_rpc compares with, and perf counts per call.
+	# bench_rpc compares with, and perf counts per call; jemalloc is the
+	# allocator the PyTorch peers of the benchmarks run with
+	# (docs/measuring.md: PyTorch at its best).
 	pkgs+=(openssl chromium dataset-fashion-mnist python3-torch python3-torchvision clang
 		libclang-rt-14-dev python3-numpy python3-grpcio python3-grpc-tools tmux python3-yaml
-		libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler linux-perf)
+		libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler linux-perf
+		libjemalloc2)
 fi
 
 missing=()

@@ -26,6 +26,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 dir=${VR_BENCH_DIR:-/dev/shm/visrec-bench-featured}
 log=$(mktemp)
 jemalloc=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
+[ -e "$jemalloc" ] || echo "note: $jemalloc is missing (deploy/install-deps.sh --test installs libjemalloc2); PyTorch runs with the stock allocator and says so" >&2
 bench="$build/tests/bench_featured/bench_featured"
 nets=$(mktemp)
 trap '[ "${VR_BENCH_KEEP:-0}" = 1 ] || rm -rf "$dir"; rm -f "$log" "$nets"' EXIT

@@ -46,6 +46,14 @@ class Folder(torch.utils.data.Dataset):
             return self.t(im.convert("RGB"))
 
 
+
+def jemalloc_loaded():
+    """Whether jemalloc is mapped into this process: LD_PRELOAD naming it
+    is not enough (ld.so ignores a file that is not there, with a warning
+    only), and a figure labelled jemalloc must have run with it."""
+    with open("/proc/self/maps") as f:
+        return any("libjemalloc" in line for line in f)
+
 def main():
     args = sys.argv[1:]
     opts = {"--layer": "fc7", "--batch": "16", "--workers": "1", "--warmup": "32"}
@@ -95,7 +103,7 @@ def main():
         net_rate = reps * batch / (time.perf_counter() - t1)
     peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss +
             resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
-    jemalloc = "jemalloc" in os.environ.get("LD_PRELOAD", "")
+    jemalloc = jemalloc_loaded()
     print(f"pytorch {torch.__version__} torchvision {torchvision.__version__} alexnet {layer}, "
           f"batch {batch}, {workers} loader workers, {'jemalloc' if jemalloc else 'stock malloc'}, "
           f"{n} images (+{warmup} warm-up) of {d}")

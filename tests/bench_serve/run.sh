@@ -16,6 +16,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 dir=${VR_BENCH_DIR:-/dev/shm/visrec-bench-serve}
 log=$(mktemp)
 jemalloc=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
+[ -e "$jemalloc" ] || echo "note: $jemalloc is missing (deploy/install-deps.sh --test installs libjemalloc2); PyTorch runs with the stock allocator and says so" >&2
 mkdir -p "$dir"
 trap '[ "${VR_BENCH_KEEP:-0}" = 1 ] || rm -rf "$dir"; rm -f "$log"' EXIT
 

@@ -26,6 +26,14 @@ D = 301
 K = 20
 
 
+
+def jemalloc_loaded():
+    """Whether jemalloc is mapped into this process: LD_PRELOAD naming it
+    is not enough (ld.so ignores a file that is not there, with a warning
+    only), and a figure labelled jemalloc must have run with it."""
+    with open("/proc/self/maps") as f:
+        return any("libjemalloc" in line for line in f)
+
 def pct(v, p):
     v = sorted(v)
     return v[int(p * (len(v) - 1) + 0.5)]
@@ -66,7 +74,7 @@ def main():
         return torch.mv(m, users[u])
 
     res = {"impl": "pytorch", "items": n, "threads": torch.get_num_threads(),
-           "jemalloc": "jemalloc" in os.environ.get("LD_PRELOAD", "")}
+           "jemalloc": jemalloc_loaded()}
     agree = {}
     with torch.no_grad():
         for name, fn in (("tutorial", recommend_all), ("folded", folded)):

@@ -331,6 +331,36 @@ TEST(topk_approx_int4_generic) { random_cases(RK_ISA_GENERIC, 4, 2); isa_best();
 TEST(topk_approx_int4_avx2) { random_cases(RK_ISA_AVX2, 4, 2); isa_best(); }
 TEST(topk_approx_int4_avx512_vnni) { random_cases(RK_ISA_AVX512_VNNI, 4, 2); isa_best(); }
 
+typedef int (*score_dots_fn)(const struct rk_index_view *, const float *, const uint32_t *, size_t,
+			     struct rk_topk_ws *, int32_t *);
+
+/* Scores items[0..n) with every kernel this CPU has (counting them in
+ * *ran) and returns how many dot products differ from ref, naming each on
+ * stderr; -1 when a kernel fails. Leaves the best kernel selected. */
+static int kernels_differ(score_dots_fn score, const struct rk_index_view *v, const float *user,
+			  const uint32_t *items, uint32_t n, struct rk_topk_ws *ws, int32_t *got,
+			  const int32_t *ref, int *ran)
+{
+	int bad = 0;
+	for (int isa = RK_ISA_GENERIC; isa <= RK_ISA_AVX512_VNNI && bad >= 0; isa++) {
+		if (rk_isa_set((enum rk_isa)isa))
+			continue;
+		(*ran)++;
+		if (score(v, user, items, n, ws, got)) {
+			bad = -1;
+			break;
+		}
+		for (uint32_t i = 0; i < n; i++)
+			if (got[i] != ref[i]) {
+				fprintf(stderr, "  %s item %u: %d, want %d\n", rk_isa_name((enum rk_isa)isa),
+					items[i], got[i], ref[i]);
+				bad++;
+			}
+	}
+	isa_best();
+	return bad;
+}
+
 /* The int8 pass's integer dot products: every kernel this CPU runs gives
  * the integers of a scalar reference written from index.h's and topk.h's
  * definitions (the stored bytes, the user quantised here), on random rows
@@ -379,19 +409,7 @@ TEST(int8_dots_agree_across_kernels)
 					acc += (j < dim ? uq[j] : 0) * ((int32_t)b[j] - 128);
 				ref[i] = acc;
 			}
-			for (int isa = RK_ISA_GENERIC; isa <= RK_ISA_AVX512_VNNI; isa++) {
-				if (rk_isa_set((enum rk_isa)isa))
-					continue;
-				ran++;
-				ASSERT_OK(rk_score_i8(&v, user, items, n, ws, got));
-				for (uint32_t i = 0; i < n; i++)
-					if (got[i] != ref[i]) {
-						fprintf(stderr, "  %s dim %u item %u: %d, want %d\n",
-							rk_isa_name((enum rk_isa)isa), dim, items[i], got[i], ref[i]);
-						ASSERT(0);
-					}
-			}
-			isa_best();
+			ASSERT_EQ_INT(kernels_differ(rk_score_i8, &v, user, items, n, ws, got, ref, &ran), 0);
 		}
 		/* Quantisation: within half a step of the row, extremes at ±127. */
 		float scale;
@@ -471,19 +489,7 @@ TEST(int4_dots_agree_across_kernels)
 					acc += uq[j] * (nib4(b, j - 1) - 8);
 				ref[i] = acc;
 			}
-			for (int isa = RK_ISA_GENERIC; isa <= RK_ISA_AVX512_VNNI; isa++) {
-				if (rk_isa_set((enum rk_isa)isa))
-					continue;
-				ran++;
-				ASSERT_OK(rk_score_i4(&v, user, items, n, ws, got));
-				for (uint32_t i = 0; i < n; i++)
-					if (got[i] != ref[i]) {
-						fprintf(stderr, "  %s dim %u item %u: %d, want %d\n",
-							rk_isa_name((enum rk_isa)isa), dim, items[i], got[i], ref[i]);
-						ASSERT(0);
-					}
-			}
-			isa_best();
+			ASSERT_EQ_INT(kernels_differ(rk_score_i4, &v, user, items, n, ws, got, ref, &ran), 0);
 		}
 		/* Quantisation: extremes at 1 and 15 whatever column 0 holds,
 		 * a zero row all 8 with scale 0, padding 8, within half a step. */

@@ -65,7 +65,7 @@ done
 # here, and as long again to embed them all with the trained net at the
 # end): a conv1x1 of 128 channels, global average, K' 16, 8 epochs of
 # 96,000 triples in steps of 1,024 (about 6,500 triples/s: 2 minutes),
-# rankd's SGD at lr 0.2 with lambda 0.001. Measured on the full-size
+# rankd's SGD at lr 0.1 with lambda 0.001. Measured on the full-size
 # procedural set since BPR's positives are drawn uniformly over the pairs
 # (standard protocol, AUC all / cold users): lambda 0.01 .843 / .827,
 # lambda 0.05 .832 / .807, lr 0.1 .831 / .814, K' 32 .829 / .806, Adam
@@ -79,7 +79,12 @@ done
 # .0193, .061, .0256; .664; K' 32 .845 / .828, .0152, .051, .0199; .655;
 # lambda 0.001 with cnn-lr 1e-2 .847 / .844, .0153, .046, .0198; .626;
 # --no-latent .840 / .840, .0107, .037, .0139; .655. VBPR (lambda_E 3):
-# .843 / .821, .0203, .056, .0254; .613.
+# .843 / .821, .0203, .056, .0254; .613. Then lr at lambda 0.001 (idle
+# machine, 70 s a run): lr 0.1 .851 / .849, .0205, .065, .0278; .669 (on
+# fashion-mnist .841 / .833, .0195, .056, .0248; .630, where lr 0.2 gave
+# .840 / .836, .0173, .049, .0218; .632 and VBPR .840 / .821, .0202,
+# .055, .0254; .609); lr 0.05 .853 / .855, .0201, .061, .0265; .675; lr
+# 0.15 .849 / .843, .0214, .062, .0279; .666; lr 0.4 (fashion-mnist) .816.
 # Without the MobileNetV2 features (--features small) it falls back to the
 # small net from scratch on 16 px images, 64 triples a step, 2 epochs of
 # 96,000, with rankd's default Adam at lr 1e-3 for the user side, which
@@ -97,7 +102,7 @@ done
 # small, VBPR is BPR plus what the features add, which here is little.
 small_dvbpr=(--arch small --input-size 16 --batch-size 64 --visual-dims 16 --cnn-lr 3e-3)
 trunk_dvbpr=(--trunk-layer block_10 --head-width 128 --visual-dims 16 --batch-size 1024
-	--optimizer sgd --lr 0.2 --lambda 0.001 --cnn-lr 3e-3)
+	--optimizer sgd --lr 0.1 --lambda 0.001 --cnn-lr 3e-3)
 case $schedule in
 short) e_bpr=30 e_vbpr=20 e_dvbpr=8 t_dvbpr=96000 dvbpr_extra=("${trunk_dvbpr[@]}")
 	if [ "$features" = small ] || [ -n "$dvbpr_arch" ]; then

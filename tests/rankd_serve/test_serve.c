@@ -331,6 +331,74 @@ TEST(topk_approx_int4_generic) { random_cases(RK_ISA_GENERIC, 4, 2); isa_best();
 TEST(topk_approx_int4_avx2) { random_cases(RK_ISA_AVX2, 4, 2); isa_best(); }
 TEST(topk_approx_int4_avx512_vnni) { random_cases(RK_ISA_AVX512_VNNI, 4, 2); isa_best(); }
 
+/* One width's case of the kernel agreement tests: n random rows of dim
+ * values (make_index) with row 1 all extremes (±5; its column 0 ext0 when
+ * non-zero) and row 2 zeros, a view, the items in a scrambled order, and
+ * buffers for the user, its quantised copy and the dot products. */
+struct dots_case {
+	struct rk_index *ix;
+	struct rk_index_view v;
+	float *rows, *user;
+	int8_t *uq;
+	uint32_t *items, dim;
+	int32_t *ref, *got;
+};
+
+static int dots_case_open(struct dots_case *c, uint32_t dim, uint32_t n, float ext0)
+{
+	memset(c, 0, sizeof *c);
+	c->dim = dim;
+	float *ext = malloc(dim * sizeof(float)), *zero = calloc(dim, sizeof(float));
+	c->ix = make_index(n, dim, 64, 0, &c->rows);
+	c->user = malloc(dim * sizeof(float));
+	c->uq = malloc(dim);
+	c->items = malloc(n * sizeof *c->items);
+	c->ref = malloc(n * sizeof *c->ref);
+	c->got = malloc(n * sizeof *c->got);
+	int rc = !ext || !zero || !c->ix || !c->user || !c->uq || !c->items || !c->ref || !c->got ?
+		VR_ENOMEM : 0;
+	if (!rc) {
+		for (uint32_t j = 0; j < dim; j++)
+			ext[j] = j % 3 ? 5.0f : -5.0f;
+		if (ext0 != 0)
+			ext[0] = ext0;
+		for (uint32_t i = 0; i < n; i++)
+			c->items[i] = (i * 7) % n; /* any order (7 and n coprime) */
+		if (!(rc = rk_index_replace(c->ix, 1, ext)) && !(rc = rk_index_replace(c->ix, 2, zero)))
+			rk_index_acquire(c->ix, &c->v);
+	}
+	free(ext);
+	free(zero);
+	return rc;
+}
+
+/* Fills the user row for a trial (2: alternating ±7, else random) and
+ * returns the largest magnitude from column `from` on. */
+static float dots_case_user(struct dots_case *c, int trial, uint32_t from)
+{
+	float m = 0;
+	for (uint32_t j = 0; j < c->dim; j++) {
+		c->user[j] = trial == 2 ? (j % 2 ? 7.0f : -7.0f) : rng_n();
+		if (j >= from && fabsf(c->user[j]) > m)
+			m = fabsf(c->user[j]);
+	}
+	return m;
+}
+
+static void dots_case_close(struct dots_case *c)
+{
+	free(c->user);
+	free(c->uq);
+	free(c->items);
+	free(c->ref);
+	free(c->got);
+	free(c->rows);
+	if (c->ix) {
+		rk_index_release(&c->v);
+		rk_index_destroy(c->ix);
+	}
+}
+
 typedef int (*score_dots_fn)(const struct rk_index_view *, const float *, const uint32_t *, size_t,
 			     struct rk_topk_ws *, int32_t *);
 
@@ -375,41 +443,25 @@ TEST(int8_dots_agree_across_kernels)
 	rng_state = 17;
 	for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
 		uint32_t dim = dims[di], n = 300;
-		float *rows;
-		struct rk_index *ix = make_index(n, dim, 64, 0, &rows);
-		ASSERT(ix);
-		/* A row of extremes (every byte 1 or 255) and a zero row. */
-		float *ext = malloc(dim * sizeof(float)), *zero = calloc(dim, sizeof(float));
-		for (uint32_t j = 0; j < dim; j++)
-			ext[j] = j % 3 ? 5.0f : -5.0f;
-		ASSERT_OK(rk_index_replace(ix, 1, ext));
-		ASSERT_OK(rk_index_replace(ix, 2, zero));
-		struct rk_index_view v;
-		rk_index_acquire(ix, &v);
+		struct dots_case c;
+		ASSERT_OK(dots_case_open(&c, dim, n, 0));
+		struct rk_index_view v = c.v;
+		const float *rows = c.rows;
 		ASSERT_EQ_INT(v.stride8 % 64, 0);
-		float *user = malloc(dim * sizeof(float));
-		int8_t *uq = malloc(dim);
-		uint32_t *items = malloc(n * sizeof *items);
-		int32_t *ref = malloc(n * sizeof *ref), *got = malloc(n * sizeof *got);
-		for (uint32_t i = 0; i < n; i++)
-			items[i] = n - 1 - i; /* any order */
 		for (int trial = 0; trial < 3; trial++) {
-			float m = 0;
-			for (uint32_t j = 0; j < dim; j++) {
-				user[j] = trial == 2 ? (j % 2 ? 7.0f : -7.0f) : rng_n();
-				m = fabsf(user[j]) > m ? fabsf(user[j]) : m;
-			}
+			float m = dots_case_user(&c, trial, 0);
 			for (uint32_t j = 0; j < dim; j++)
-				uq[j] = (int8_t)lrintf(user[j] * (127.0f / m));
+				c.uq[j] = (int8_t)lrintf(c.user[j] * (127.0f / m));
 			for (uint32_t i = 0; i < n; i++) {
 				float scale;
-				const uint8_t *b = rk_index_row_i8(&v, items[i], &scale);
+				const uint8_t *b = rk_index_row_i8(&v, c.items[i], &scale);
 				int32_t acc = 0;
 				for (uint32_t j = 0; j < v.stride8; j++)
-					acc += (j < dim ? uq[j] : 0) * ((int32_t)b[j] - 128);
-				ref[i] = acc;
+					acc += (j < dim ? c.uq[j] : 0) * ((int32_t)b[j] - 128);
+				c.ref[i] = acc;
 			}
-			ASSERT_EQ_INT(kernels_differ(rk_score_i8, &v, user, items, n, ws, got, ref, &ran), 0);
+			ASSERT_EQ_INT(kernels_differ(rk_score_i8, &v, c.user, c.items, n, ws, c.got, c.ref,
+						     &ran), 0);
 		}
 		/* Quantisation: within half a step of the row, extremes at ±127. */
 		float scale;
@@ -421,16 +473,7 @@ TEST(int8_dots_agree_across_kernels)
 		b = rk_index_row_i8(&v, 5, &scale);
 		for (uint32_t j = 0; j < dim; j++)
 			ASSERT(fabsf(scale * (float)((int)b[j] - 128) - rows[5 * (size_t)dim + j]) <= scale * 0.5f + 1e-6f);
-		free(user);
-		free(uq);
-		free(items);
-		free(ref);
-		free(got);
-		free(ext);
-		free(zero);
-		free(rows);
-		rk_index_release(&v);
-		rk_index_destroy(ix);
+		dots_case_close(&c);
 	}
 	fprintf(stderr, "  %d kernel runs compared\n", ran);
 	rk_topk_ws_destroy(ws);
@@ -454,42 +497,27 @@ TEST(int4_dots_agree_across_kernels)
 	rng_state = 23;
 	for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
 		uint32_t dim = dims[di], n = 300;
-		float *rows;
-		struct rk_index *ix = make_index(n, dim, 64, 0, &rows);
-		ASSERT(ix);
-		float *ext = malloc(dim * sizeof(float)), *zero = calloc(dim, sizeof(float));
-		for (uint32_t j = 0; j < dim; j++)
-			ext[j] = j % 3 ? 5.0f : -5.0f;
-		ext[0] = 1000.0f; /* the bias column does not set the scale */
-		ASSERT_OK(rk_index_replace(ix, 1, ext));
-		ASSERT_OK(rk_index_replace(ix, 2, zero));
-		struct rk_index_view v;
-		rk_index_acquire(ix, &v);
+		struct dots_case c;
+		/* The bias column of the extremes row does not set the scale. */
+		ASSERT_OK(dots_case_open(&c, dim, n, 1000.0f));
+		struct rk_index_view v = c.v;
+		const float *rows = c.rows;
 		ASSERT_EQ_INT(v.stride4 % 32, 0);
 		ASSERT(v.stride4 * 2 >= dim - 1);
-		float *user = malloc(dim * sizeof(float));
-		int8_t *uq = malloc(dim);
-		uint32_t *items = malloc(n * sizeof *items);
-		int32_t *ref = malloc(n * sizeof *ref), *got = malloc(n * sizeof *got);
-		for (uint32_t i = 0; i < n; i++)
-			items[i] = (i * 7) % n; /* any order */
 		for (int trial = 0; trial < 3; trial++) {
-			float m = 0;
-			for (uint32_t j = 0; j < dim; j++) {
-				user[j] = trial == 2 ? (j % 2 ? 7.0f : -7.0f) : rng_n();
-				m = j && fabsf(user[j]) > m ? fabsf(user[j]) : m;
-			}
+			float m = dots_case_user(&c, trial, 1);
 			for (uint32_t j = 1; j < dim; j++)
-				uq[j] = (int8_t)lrintf(user[j] * (127.0f / m));
+				c.uq[j] = (int8_t)lrintf(c.user[j] * (127.0f / m));
 			for (uint32_t i = 0; i < n; i++) {
 				float c0, scale;
-				const uint8_t *b = rk_index_row_i4(&v, items[i], &c0, &scale);
+				const uint8_t *b = rk_index_row_i4(&v, c.items[i], &c0, &scale);
 				int32_t acc = 0;
 				for (uint32_t j = 1; j < dim; j++)
-					acc += uq[j] * (nib4(b, j - 1) - 8);
-				ref[i] = acc;
+					acc += c.uq[j] * (nib4(b, j - 1) - 8);
+				c.ref[i] = acc;
 			}
-			ASSERT_EQ_INT(kernels_differ(rk_score_i4, &v, user, items, n, ws, got, ref, &ran), 0);
+			ASSERT_EQ_INT(kernels_differ(rk_score_i4, &v, c.user, c.items, n, ws, c.got, c.ref,
+						     &ran), 0);
 		}
 		/* Quantisation: extremes at 1 and 15 whatever column 0 holds,
 		 * a zero row all 8 with scale 0, padding 8, within half a step. */
@@ -509,16 +537,7 @@ TEST(int4_dots_agree_across_kernels)
 		for (uint32_t j = 1; j < dim; j++)
 			ASSERT(fabsf(scale * (float)(nib4(b, j - 1) - 8) - rows[5 * (size_t)dim + j]) <=
 			       scale * 0.5f + 1e-6f);
-		free(user);
-		free(uq);
-		free(items);
-		free(ref);
-		free(got);
-		free(ext);
-		free(zero);
-		free(rows);
-		rk_index_release(&v);
-		rk_index_destroy(ix);
+		dots_case_close(&c);
 	}
 	fprintf(stderr, "  %d kernel runs compared\n", ran);
 	rk_topk_ws_destroy(ws);

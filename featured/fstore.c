@@ -403,6 +403,17 @@ static int item_slot(fd_fstore *fs, vr_txn *txn, const char *id, size_t id_len, 
 	return drop_other_vectors(fs, txn, row->num, keep);
 }
 
+/* An item's image bytes under its id (written in place, no copy). */
+static int put_image(fd_fstore *fs, vr_txn *txn, const char *id, size_t id_len, const void *image,
+		     size_t len)
+{
+	void *dst;
+	int rc = vr_put_reserve(txn, fs->images, id, id_len, len, &dst);
+	if (!rc)
+		memcpy(dst, image, len);
+	return rc;
+}
+
 static int put_items_txn(vr_txn *txn, void *arg)
 {
 	struct put_ctx *c = arg;
@@ -415,7 +426,6 @@ static int put_items_txn(vr_txn *txn, void *arg)
 		fd_put *p = &c->puts[i];
 		size_t id_len = strlen(p->item_id);
 		struct item_row row;
-		void *dst;
 		if ((rc = item_slot(fs, txn, p->item_id, id_len, c->version, &next_num, &row, &p->kind)))
 			return rc;
 		if (p->kind == FD_ADDED)
@@ -423,10 +433,8 @@ static int put_items_txn(vr_txn *txn, void *arg)
 		row.seq = ++seq;
 		row.version = c->version;
 		p->seq = row.seq;
-		if ((rc = vr_put_reserve(txn, fs->images, p->item_id, id_len, p->image_len, &dst)))
-			return rc;
-		memcpy(dst, p->image, p->image_len);
-		if ((rc = put_vec(fs, txn, c->version, row.num, c->dims, p->item_id, id_len, p->vector)) ||
+		if ((rc = put_image(fs, txn, p->item_id, id_len, p->image, p->image_len)) ||
+		    (rc = put_vec(fs, txn, c->version, row.num, c->dims, p->item_id, id_len, p->vector)) ||
 		    (rc = put_change(fs, txn, row.seq, p->kind, c->version, p->item_id, id_len)))
 			return rc;
 		/* A live version's vector, and its change: the item is new to
@@ -486,16 +494,14 @@ static int import_txn(vr_txn *txn, void *arg)
 		fd_import *m = &c->items[i];
 		size_t id_len = strlen(m->item_id);
 		struct item_row row;
-		void *dst;
 		/* Version 0 is never a model: every vector goes. */
 		if ((rc = item_slot(fs, txn, m->item_id, id_len, 0, &next_num, &row, &m->kind)))
 			return rc;
 		row.seq = m->seq = ++seq;
 		row.version = m->version;
 		row.added = m->added_unix;
-		if ((rc = vr_put_reserve(txn, fs->images, m->item_id, id_len, m->image_len, &dst)))
+		if ((rc = put_image(fs, txn, m->item_id, id_len, m->image, m->image_len)))
 			return rc;
-		memcpy(dst, m->image, m->image_len);
 		for (size_t v = 0; v < m->nvecs; v++) {
 			const fd_import_vec *iv = &m->vecs[v];
 			if ((rc = put_vec(fs, txn, iv->version, row.num, iv->dims, m->item_id, id_len,

@@ -382,16 +382,14 @@ merge:
 	return 0;
 }
 
-/* The top-k of q for model user u (rankd's user ui) into sc->hits (room
- * for cap) through the cache: a hit, or a scan to the cached depth whose
- * list is stored. cseq: the cache's sequence read before view was taken.
- * Returns 0 or an error code. */
+/* The top-k of q for model user u (rankd's user ui, whose overlay epoch
+ * is epoch) into sc->hits (room for cap) through the cache: a hit, or a
+ * scan to the cached depth whose list is stored. cseq: the cache's
+ * sequence read before view was taken. Returns 0 or an error code. */
 static int cached_topk(rk_service *svc, const rk_served *s, const struct rk_index_view *view,
-		       const struct rk_topk_req *q, uint32_t ui, uint64_t cseq, struct scratch *sc,
-		       size_t cap, size_t *n_hits)
+		       const struct rk_topk_req *q, uint32_t ui, size_t epoch, uint64_t cseq,
+		       struct scratch *sc, size_t cap, size_t *n_hits)
 {
-	size_t epoch;
-	rk_overlay_items(svc->live, ui, &epoch);
 	int rc = rk_tcache_get(svc->tcache, s->info.version, ui, epoch, cseq, view, q->user, q->exclude,
 			       q->n_exclude, sc->ws, q->k, sc->hits, n_hits);
 	if (rc)
@@ -441,8 +439,8 @@ static int recommend_one(rk_service *svc, const rk_served *s, const struct rk_in
 	 * neither the exclusions nor the user's row (the usual hit). */
 	int cacheable = svc->tcache && eligible && !cand && !r->cold_slots && !r->include_seen &&
 			!svc->topk_approx && u != RK_NONE;
+	size_t epoch = 0;
 	if (cacheable) {
-		size_t epoch;
 		rk_overlay_items(svc->live, ui, &epoch);
 		if (rk_tcache_get_fresh(svc->tcache, s->info.version, ui, epoch, cseq, r->k, sc->hits,
 					&n_hits)) {
@@ -472,7 +470,7 @@ static int recommend_one(rk_service *svc, const rk_served *s, const struct rk_in
 		struct rk_topk_mark mk = { s->cold_mark, s->n_counted, r->cold_slots, sc->cold_hits, 0,
 					   s->cold_items, s->n_cold };
 		if (cacheable)
-			rc = cached_topk(svc, s, view, &q, ui, cseq, sc, cap, &n_hits);
+			rc = cached_topk(svc, s, view, &q, ui, epoch, cseq, sc, cap, &n_hits);
 		else
 			rc = eligible ? rk_topk_marked(view, &q, fuse ? &mk : NULL, sc->ws, sc->hits, cap,
 						       &n_hits) : 0;

@@ -168,7 +168,11 @@ int vr_call_send_packed(vr_call *call, const void *bytes, size_t len);
 /* Sets the status message; returns code, so: return vr_call_error(...). */
 int vr_call_error(vr_call *call, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-/* Whether the client cancelled or the deadline passed (does not block). */
+/* Whether the client cancelled or the deadline passed (does not block).
+ * A handler that waits for work on another thread may lend that thread
+ * the call for these two checks (featured's trunk pass does, to stop
+ * between batches): only while the handler waits and touches nothing of
+ * the call, the wait's own lock or join handing it back. */
 int vr_call_cancelled(vr_call *call);
 /* vr_call_cancelled, or the server is shutting down. */
 int vr_call_stopping(vr_call *call);

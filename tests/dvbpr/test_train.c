@@ -1056,7 +1056,8 @@ static int64_t ms_until_free(vr_channel *rch, vr_channel *fch, int64_t t0, int64
  * batches. Before, rankd waited in the Start's round trip and featured's
  * pass ran to its end. After the cancel featured takes a new TrainVisual
  * at once, the served model and featured's versions are unchanged, rankd
- * logs the phase it was cancelled in, and neither daemon spends CPU. */
+ * logs the phase it was cancelled in, and neither daemon spends CPU.
+ * Last, featured's own shutdown in the pass: it exits at once too. */
 static struct dataset trunk_set = { "trunk", 60, 480, 1500, 0.1, "" };
 
 TEST(cancel_during_trunk_pass)
@@ -1173,6 +1174,30 @@ TEST(cancel_during_trunk_pass)
 	ASSERT_EQ_INT(log_count(flog, "items' activations ("), 1); /* the timed one only */
 	ASSERT_OK(featured_active(p.fch, &active_now, purpose, sizeof purpose));
 	ASSERT_EQ_INT(active_now, active);
+
+	/* 4. featured shuts down in the middle of the pass: it exits at once
+	 * and tells its client why (UNAVAILABLE: rankd may resume). */
+	before = log_count(flog, computing);
+	s.session_id = "featured-stops";
+	ASSERT_OK(vr_ccall_start(&tv, p.fch, "/visrec.v1.Featured/TrainVisual",
+				 &visrec__v1__train_visual_response__descriptor, 0, NULL));
+	ASSERT_OK(vr_ccall_send(tv, &req.base));
+	ASSERT_OK(log_wait(flog, computing, before + 1, 120000));
+	t0 = procs_now_ms();
+	status = proc_stop(&p.f, 300000);
+	exit_ms = procs_now_ms() - t0;
+	m = NULL;
+	ASSERT(vr_ccall_recv(tv, &m) != 0);
+	vr_ccall_finish(tv, &st);
+	fprintf(stderr, "  featured's SIGTERM in the pass: exited in %lld ms (status %#x); its "
+		"client got %s: %s\n", (long long)exit_ms, status, vr_status_name(st.code),
+		st.message);
+	ASSERT_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "featured's exit status %#x",
+		   status);
+	ASSERT_MSG(exit_ms < pass_s * 1000 / 4, "featured took %lld ms to exit, the whole pass "
+		   "%.0f ms", (long long)exit_ms, pass_s * 1000);
+	ASSERT_EQ_INT(st.code, GRPC_STATUS_UNAVAILABLE);
+	ASSERT_CONTAINS(st.message, "featured is shutting down during the trunk pass");
 	pair_stop(&p);
 }
 

@@ -63,7 +63,7 @@
 #define DECODE_THREADS 2   /* decoders building a session's image cache */
 #define READ_CHUNK 64      /* items read from the store per read transaction */
 #define READ_CHUNK_BYTES (8u << 20) /* ... or this much JPEG, whichever comes first */
-#define TRUNK_BATCH 32     /* items per trunk forward; cancellation is seen between them */
+#define TRUNK_BATCH 16     /* items per trunk forward; cancellation is seen between them */
 
 static char g_data_dir[4096] = ".";
 static atomic_int g_busy;
@@ -403,8 +403,8 @@ static int start_task(fd_executor *ex, void *arg)
 }
 
 /* Runs the trunk over the cached images into s->act, then frees the
- * images: steps never touch pixels again. Ends early, VR_ECANCELLED, when
- * the call stops (the handler lent it: see DESIGN). */
+ * images: steps never touch pixels again. Ends early (stopped()) when the
+ * call is cancelled or featured stops: the handler lent it (see DESIGN). */
 static int trunk_task(fd_executor *ex, void *arg)
 {
 	struct tv *s = arg;
@@ -929,6 +929,8 @@ static int on_finish(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualF
 		int rc = fd_executor_call(s->svc->ex, finish_task, &f);
 		if (rc)
 			return vr_call_error(call, vr_status_from_rc(rc), "TrainVisual finish: %s", s->err);
+		VR_INFO("TrainVisual %s: re-embedding every item into version %u", s->session,
+			f.info.version);
 		rc = fd_executor_reembed(s->svc->ex, f.net, &f.info, FD_REEMBED_LIVE, reembed_stop, s,
 					 &embedded, s->err, sizeof s->err);
 		if (rc) {

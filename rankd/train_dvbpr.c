@@ -114,8 +114,7 @@ static int rpc_fail(struct rk_train_job *job, int rc, const vr_status *st, uint6
 	vsnprintf(phase, sizeof phase, fmt, ap);
 	va_end(ap);
 	if (rk__cancelled(job))
-		return rk__fail(job, GRPC_STATUS_CANCELLED, "cancelled during %s; the served model "
-				"is unchanged", phase);
+		return rk__fail(job, GRPC_STATUS_CANCELLED, "cancelled during %s", phase);
 	if (rc == VR_ERPC)
 		return rk__fail(job, st->code == GRPC_STATUS_OK ? GRPC_STATUS_UNAVAILABLE : st->code,
 				"featured at %s failed during %s: %s: %s; the last checkpoint is at "
@@ -298,8 +297,7 @@ int rk__run_dvbpr(struct rk_train_job *job)
 			double loss = 0;
 			if (rk__cancelled(job)) {
 				rk__fail(job, GRPC_STATUS_CANCELLED, "cancelled before DVBPR step %" PRIu64
-					 " (epoch %u); the served model is unchanged",
-					 rk_dvbpr_step_no(d) + 1, ck.epoch);
+					 " (epoch %u)", rk_dvbpr_step_no(d) + 1, ck.epoch);
 				goto leave;
 			}
 			rk_sampler_fill(smp, &rng, nb, tr, tr + nb, tr + 2 * nb);

@@ -20,10 +20,10 @@
  * cancels the trainer (it stops within one step), or a DVBPR run's
  * TrainVisual call (its round trip in progress ends at once, and featured
  * stops its side within one batch: the Start's trunk pass is minutes on a
- * loaded box), and joins the training thread. A cancelled run's model is discarded and the served model stays
- * as it was; a run keeps nothing half-done: the swap is its last step.
- * The call's thread always joins the training thread before it frees the
- * job and frees the slot.
+ * loaded box), and joins the training thread. A cancelled run's model is
+ * discarded and the served model stays as it was; a run keeps nothing
+ * half-done: the swap is its last step. The call's thread always joins
+ * the training thread before it frees the job and frees the slot.
  * The runs. BPR and VBPR run in train_mf.c (rk_trainer_run), DVBPR in
  * train_dvbpr.c (featured's TrainVisual); training_priv.h holds what
  * they share with this handler. */

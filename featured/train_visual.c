@@ -671,7 +671,7 @@ int fd_tv_max_triples(const Visrec__V1__TrainVisualStart *m)
 static int on_start(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualStart *m)
 {
 	struct nn_arch_info ai;
-	char why[200];
+	char why[200], trunk_arch[32];
 	const char *arch = m->arch && m->arch[0] ? m->arch : "small";
 	int code = fd_tv_check_start(m, why, sizeof why);
 	if (code)
@@ -687,7 +687,8 @@ static int on_start(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualSt
 					     "a trunk session's trunk is featured's active model version %u, "
 					     "a %s; arch \"%s\" differs (leave it empty)", active.version,
 					     active.arch, m->arch);
-		arch = active.arch;
+		snprintf(trunk_arch, sizeof trunk_arch, "%s", active.arch); /* active ends here */
+		arch = trunk_arch;
 		nn_arch_info(arch, &ai);
 		snprintf(s->trunk_layer, sizeof s->trunk_layer, "%s", m->trunk_layer);
 		snprintf(s->weights, sizeof s->weights, "%s/%s", g_data_dir, active.weights);

@@ -176,6 +176,10 @@ int vr_call_error(vr_call *call, int code, const char *fmt, ...)
 int vr_call_cancelled(vr_call *call);
 /* vr_call_cancelled, or the server is shutting down. */
 int vr_call_stopping(vr_call *call);
+/* Whether the server is shutting down (any thread; does not block). Once
+ * the shutdown's grace is over the server cancels the calls left, so a
+ * handler that must say why it stopped asks this first. */
+int vr_call_server_stopping(const vr_call *call);
 /* For the handler of a follower method that sleeps on a condition
  * variable of its own (a feed waiting for its next change): from now on
  * the call's cancellation, and the server's shutdown, call wake(arg),

@@ -141,10 +141,10 @@ static int stopped(struct tv *s, const char *phase, size_t done, size_t total)
 {
 	if (!vr_call_stopping(s->call))
 		return 0;
-	int gone = vr_call_cancelled(s->call);
+	int down = vr_call_server_stopping(s->call);
 	snprintf(s->err, sizeof s->err, "%s during %s, after %zu of %zu items",
-		 gone ? "cancelled by the client" : "featured is shutting down", phase, done, total);
-	return gone ? VR_ECANCELLED : VR_ESHUTDOWN;
+		 down ? "featured is shutting down" : "cancelled by the client", phase, done, total);
+	return down ? VR_ESHUTDOWN : VR_ECANCELLED;
 }
 
 /* fd_executor_reembed's stop: the call is cancelled or featured stops. */

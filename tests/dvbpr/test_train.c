@@ -1067,7 +1067,7 @@ static int64_t ms_until_free(vr_channel *rch, vr_channel *fch, int64_t t0, int64
 	return -1;
 }
 
-/* A DVBPR Train over a frozen trunk (featured's mobilenet_v2 at 128 px up
+/* A DVBPR Train over a frozen trunk (featured's mobilenet_v2 at 160 px up
  * to block_10): the Start's trunk pass over every item takes seconds.
  * Cancelled in the middle of that pass, by its client and then by
  * rankd's shutdown (SIGTERM), the run must let go of both daemons within
@@ -1090,7 +1090,7 @@ TEST(cancel_during_trunk_pass)
 	double none[4];
 	char flog[512], rlog[512], purpose[32];
 	const char *computing = "computing the trunk activations";
-	ASSERT_OK(pair_start_model(&p, "cancel", &trunk_set, 0, 0, "mobilenet_v2", "128",
+	ASSERT_OK(pair_start_model(&p, "cancel", &trunk_set, 0, 0, "mobilenet_v2", "160",
 				   "block_10"));
 	snprintf(flog, sizeof flog, "%s", p.f.err_path);
 	snprintf(rlog, sizeof rlog, "%s", p.r.err_path);
@@ -1163,7 +1163,7 @@ TEST(cancel_during_trunk_pass)
 	ASSERT_MSG(free_ms >= 0, "the daemons were still busy 300 s after the cancel");
 	ASSERT_MSG(isfinite(pass_s) && pass_s > 0.5, "the trunk pass took %.2f s: too short to "
 		   "tell a prompt cancel from a late one", pass_s);
-	ASSERT_MSG(free_ms < pass_s * 1000 / 4, "the cancel took %lld ms, the whole pass %.0f ms",
+	ASSERT_MSG(free_ms < pass_s * 1000 / 3, "the cancel took %lld ms, the whole pass %.0f ms",
 		   (long long)free_ms, pass_s * 1000);
 	ASSERT_EQ_INT(passes, 0);
 	ASSERT_EQ_INT(named, 1);
@@ -1189,7 +1189,7 @@ TEST(cancel_during_trunk_pass)
 	fprintf(stderr, "  cancelled in Finish's re-embedding: both daemons free in %lld ms; "
 		"version %u made, live versions %u (were %u)\n", (long long)free_ms, newest1, live1,
 		live0);
-	ASSERT_MSG(free_ms >= 0 && free_ms < pass_s * 1000 / 4, "the cancel in Finish took %lld ms, "
+	ASSERT_MSG(free_ms >= 0 && free_ms < pass_s * 1000 / 3, "the cancel in Finish took %lld ms, "
 		   "a trunk pass %.0f ms", (long long)free_ms, pass_s * 1000);
 	ASSERT_EQ_INT(newest1, newest0 + 1);
 	ASSERT_EQ_INT(live1, live0);
@@ -1214,9 +1214,9 @@ TEST(cancel_during_trunk_pass)
 		"free in %lld ms; the Train: %s: %s\n", (long long)exit_ms, status, (long long)feat_ms,
 		vr_status_name(st.code), st.message);
 	ASSERT_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "rankd's exit status %#x", status);
-	ASSERT_MSG(exit_ms < pass_s * 1000 / 4, "rankd took %lld ms to exit, the whole pass %.0f ms",
+	ASSERT_MSG(exit_ms < pass_s * 1000 / 3, "rankd took %lld ms to exit, the whole pass %.0f ms",
 		   (long long)exit_ms, pass_s * 1000);
-	ASSERT_MSG(feat_ms < pass_s * 1000 / 4, "featured took %lld ms to let go, the whole pass "
+	ASSERT_MSG(feat_ms < pass_s * 1000 / 3, "featured took %lld ms to let go, the whole pass "
 		   "%.0f ms", (long long)feat_ms, pass_s * 1000);
 	/* the timed pass and the one before Finish only */
 	ASSERT_EQ_INT(log_count(flog, "items' activations ("), 2);
@@ -1242,7 +1242,7 @@ TEST(cancel_during_trunk_pass)
 		st.message);
 	ASSERT_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "featured's exit status %#x",
 		   status);
-	ASSERT_MSG(exit_ms < pass_s * 1000 / 4, "featured took %lld ms to exit, the whole pass "
+	ASSERT_MSG(exit_ms < pass_s * 1000 / 3, "featured took %lld ms to exit, the whole pass "
 		   "%.0f ms", (long long)exit_ms, pass_s * 1000);
 	/* Its reason, unless a batch outlasted the shutdown's grace (2 s) on a
 	 * loaded box and the server cancelled the call first. */

@@ -445,8 +445,10 @@ static int rank_feature_version(vr_channel *ch, uint32_t *fversion)
 	return 0;
 }
 
-/* featured's active model version and its purpose. */
-static int featured_active(vr_channel *ch, uint32_t *version, char *purpose, size_t cap)
+/* featured's active model version and its purpose; live and newest
+ * (may be NULL): how many versions are live, and the newest version. */
+static int featured_info(vr_channel *ch, uint32_t *version, char *purpose, size_t cap,
+			 uint32_t *live, uint32_t *newest)
 {
 	Visrec__V1__FeaturedInfoRequest req = VISREC__V1__FEATURED_INFO_REQUEST__INIT;
 	Visrec__V1__FeaturedInfoResponse *r = NULL;
@@ -457,8 +459,19 @@ static int featured_active(vr_channel *ch, uint32_t *version, char *purpose, siz
 		return rc;
 	*version = r->active_model ? r->active_model->version : 0;
 	snprintf(purpose, cap, "%s", r->active_model ? r->active_model->purpose : "");
+	for (size_t k = 0; k < r->n_models; k++) {
+		if (live)
+			*live += r->models[k]->live;
+		if (newest && r->models[k]->version > *newest)
+			*newest = r->models[k]->version;
+	}
 	protobuf_c_message_free_unpacked(&r->base, NULL);
 	return 0;
+}
+
+static int featured_active(vr_channel *ch, uint32_t *version, char *purpose, size_t cap)
+{
+	return featured_info(ch, version, purpose, cap, NULL, NULL);
 }
 
 static void log_curve(const char *what, const struct run_log *l)
@@ -1014,26 +1027,6 @@ static int rank_training(vr_channel *rch, uint64_t *model_version)
 	return training;
 }
 
-/* featured's versions: how many are live, and the newest. */
-static int featured_versions(vr_channel *ch, uint32_t *live, uint32_t *newest)
-{
-	Visrec__V1__FeaturedInfoRequest req = VISREC__V1__FEATURED_INFO_REQUEST__INIT;
-	Visrec__V1__FeaturedInfoResponse *r = NULL;
-	int rc = vr_client_unary(ch, "/visrec.v1.Featured/Info", &req.base,
-				 &visrec__v1__featured_info_response__descriptor,
-				 (ProtobufCMessage **)&r, 10000, NULL, NULL);
-	if (rc)
-		return rc;
-	*live = *newest = 0;
-	for (size_t k = 0; k < r->n_models; k++) {
-		*live += r->models[k]->live;
-		if (r->models[k]->version > *newest)
-			*newest = r->models[k]->version;
-	}
-	protobuf_c_message_free_unpacked(&r->base, NULL);
-	return 0;
-}
-
 /* Starts Train(req) and reads its first progress line ("loading"). */
 static int train_begin(vr_channel *rch, const Visrec__V1__TrainRequest *req, vr_ccall **cc)
 {
@@ -1176,15 +1169,14 @@ TEST(cancel_during_trunk_pass)
 	/* 3. The client cancels in Finish's re-embedding: the new version
 	 * stays inactive and not live, the served model stays. */
 	uint32_t live0 = 0, newest0 = 0, live1 = 0, newest1 = 0;
-	ASSERT_OK(featured_versions(p.fch, &live0, &newest0));
+	ASSERT_OK(featured_info(p.fch, &active_now, purpose, sizeof purpose, &live0, &newest0));
 	ASSERT_OK(train_begin(p.rch, &dv, &cc));
 	ASSERT_OK(log_wait(flog, "re-embedding every item into version", 1, 300000));
 	t0 = procs_now_ms();
 	vr_ccall_cancel(cc);
 	vr_ccall_finish(cc, NULL);
 	free_ms = ms_until_free(p.rch, p.fch, t0, 300000);
-	ASSERT_OK(featured_versions(p.fch, &live1, &newest1));
-	ASSERT_OK(featured_active(p.fch, &active_now, purpose, sizeof purpose));
+	ASSERT_OK(featured_info(p.fch, &active_now, purpose, sizeof purpose, &live1, &newest1));
 	ASSERT_EQ_INT(rank_training(p.rch, &now), 0);
 	fprintf(stderr, "  cancelled in Finish's re-embedding: both daemons free in %lld ms; "
 		"version %u made, live versions %u (were %u)\n", (long long)free_ms, newest1, live1,

@@ -168,10 +168,18 @@ int vr_call_send_packed(vr_call *call, const void *bytes, size_t len);
 /* Sets the status message; returns code, so: return vr_call_error(...). */
 int vr_call_error(vr_call *call, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-/* Whether the client cancelled or the deadline passed (does not block). */
+/* Whether the client cancelled or the deadline passed (does not block).
+ * A handler that waits for work on another thread may lend that thread
+ * the call for these two checks (featured's trunk pass does, to stop
+ * between batches): only while the handler waits and touches nothing of
+ * the call, the wait's own lock or join handing it back. */
 int vr_call_cancelled(vr_call *call);
 /* vr_call_cancelled, or the server is shutting down. */
 int vr_call_stopping(vr_call *call);
+/* Whether the server is shutting down (any thread; does not block). Once
+ * the shutdown's grace is over the server cancels the calls left, so a
+ * handler that must say why it stopped asks this first. */
+int vr_call_server_stopping(const vr_call *call);
 /* For the handler of a follower method that sleeps on a condition
  * variable of its own (a feed waiting for its next change): from now on
  * the call's cancellation, and the server's shutdown, call wake(arg),

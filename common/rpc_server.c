@@ -1501,6 +1501,11 @@ int vr_call_stopping(vr_call *c)
 	return atomic_load(&c->srv->stopping) || vr_call_cancelled(c);
 }
 
+int vr_call_server_stopping(const vr_call *c)
+{
+	return atomic_load(&c->srv->stopping);
+}
+
 int vr_call_wake_on_stop(vr_call *c, void (*wake)(void *arg), void *arg)
 {
 	vr_server *srv = c->srv;

@@ -1037,7 +1037,8 @@ fail:
 }
 
 int fd_executor_reembed(fd_executor *ex, nn_net *net, const fd_model_info *model, int mode,
-			uint64_t *embedded, char *err, size_t errlen)
+			int (*stop)(void *arg), void *stop_arg, uint64_t *embedded, char *err,
+			size_t errlen)
 {
 	fd_decoder *dec = NULL;
 	char after[FD_MAX_ID + 1] = "";
@@ -1058,6 +1059,12 @@ int fd_executor_reembed(fd_executor *ex, nn_net *net, const fd_model_info *model
 		goto leave;
 	}
 	for (;;) {
+		if (stop && stop(stop_arg)) {
+			rc = VR_ECANCELLED;
+			snprintf(r.err, sizeof r.err, "stopped after %llu items were embedded",
+				 (unsigned long long)r.embedded);
+			break;
+		}
 		if ((rc = read_chunk(&r, dec, after, 0)) || !r.n)
 			break;
 		if ((rc = fd_executor_call(ex, chunk_task, &r)))

@@ -158,11 +158,16 @@ fd_fstore *fd_executor_fstore(fd_executor *ex);
  * - FD_REEMBED_STORE: nothing more.
  * With SWITCH or LIVE the executor owns net after success: the caller must
  * not touch it. Never from the executor thread. *embedded (may be NULL)
- * counts the vectors written. Errors: those of the store, the net
- * (VR_EDEVICE ...), VR_ENOMEM, VR_ESHUTDOWN; err gets the cause. */
+ * counts the vectors written. stop (may be NULL), called with stop_arg on
+ * the caller's thread before each chunk, ends the pass when it returns
+ * nonzero: VR_ECANCELLED, the version neither switched to nor live (the
+ * vectors written so far stay). Errors: those of the store, the net
+ * (VR_EDEVICE ...), VR_ENOMEM, VR_ESHUTDOWN, VR_ECANCELLED; err gets the
+ * cause. */
 enum { FD_REEMBED_STORE = 0, FD_REEMBED_SWITCH = 1, FD_REEMBED_LIVE = 2 };
 int fd_executor_reembed(fd_executor *ex, nn_net *net, const fd_model_info *model, int mode,
-			uint64_t *embedded, char *err, size_t errlen);
+			int (*stop)(void *arg), void *stop_arg, uint64_t *embedded, char *err,
+			size_t errlen);
 
 /* The live versions (at most FD_MAX_LIVE, oldest first) into out; returns
  * how many. */

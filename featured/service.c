@@ -57,7 +57,8 @@ static int add_new_model(fd_service *svc, const fd_config *cfg, char *err, size_
 	}
 	VR_INFO("--new-model: added model version %u (%s, layer %s, %u dims); re-embedding every item",
 		nm.info.version, nm.info.arch, nm.info.layer, nm.info.dims);
-	rc = fd_executor_reembed(svc->ex, nm.net, &nm.info, FD_REEMBED_SWITCH, &n, nm.err, sizeof nm.err);
+	rc = fd_executor_reembed(svc->ex, nm.net, &nm.info, FD_REEMBED_SWITCH, NULL, NULL, &n, nm.err,
+				 sizeof nm.err);
 	if (rc) {
 		fd_executor_call(svc->ex, destroy_task, nm.net);
 		snprintf(err, errlen, "--new-model: re-embedding into version %u: %s", nm.info.version,

@@ -22,8 +22,18 @@
  * End. The stream ends at Finish, when rankd half-closes or cancels, or on
  * the first error; the session's net is then freed on the executor thread,
  * and the process-wide busy flag is released.
+ * Cancellation. The long passes look at the call between batches
+ * (stopped()): reading and decoding the images (a chunk), the trunk pass
+ * (TRUNK_BATCH items) and Finish's re-embedding (a chunk), so a cancel by
+ * rankd, a deadline, or featured's shutdown ends them within one batch,
+ * not at the end of the pass. The trunk pass runs on the executor thread
+ * while the handler waits for it: the handler lends it the call, which
+ * only that task touches meanwhile (rpc.h). A cancelled Start leaves
+ * nothing behind; a cancelled Finish leaves its new version inactive and
+ * not live (its vectors written so far stay, as after any failed
+ * re-embedding), so nothing serves it.
  *
- * Why one file at ~980 lines: it is the one TrainVisual session, from
+ * Why one file at ~1,040 lines: it is the one TrainVisual session, from
  * Start through steps and checkpoints to Finish; every part touches the
  * session struct and the executor tasks above. */
 #include "train_visual.h"
@@ -53,6 +63,7 @@
 #define DECODE_THREADS 2   /* decoders building a session's image cache */
 #define READ_CHUNK 64      /* items read from the store per read transaction */
 #define READ_CHUNK_BYTES (8u << 20) /* ... or this much JPEG, whichever comes first */
+#define TRUNK_BATCH 16     /* items per trunk forward; cancellation is seen between them */
 
 static char g_data_dir[4096] = ".";
 static atomic_int g_busy;
@@ -64,6 +75,7 @@ void fd_train_visual_configure(const char *data_dir)
 
 struct tv {
 	fd_service *svc;
+	vr_call *call;         /* the stream; lent to trunk_task while it runs */
 	char session[MAX_SESSION + 1];
 	char arch[32];
 	int dims, size, every;
@@ -118,6 +130,27 @@ static long cached(const struct tv *s, const char *id)
 {
 	char **hit = bsearch(id, s->ids, s->n_items, sizeof *s->ids, cmp_id);
 	return hit ? (long)(hit - s->ids) : -1;
+}
+
+/* Whether the stream's client cancelled (or its deadline passed):
+ * VR_ECANCELLED, or featured is shutting down: VR_ESHUTDOWN (UNAVAILABLE
+ * to rankd, which may resume), with s->err naming the phase and how far
+ * it got (done of total items); else 0. Called between the batches of a
+ * long pass by whichever thread holds the call. */
+static int stopped(struct tv *s, const char *phase, size_t done, size_t total)
+{
+	if (!vr_call_stopping(s->call))
+		return 0;
+	int down = vr_call_server_stopping(s->call);
+	snprintf(s->err, sizeof s->err, "%s during %s, after %zu of %zu items",
+		 down ? "featured is shutting down" : "cancelled by the client", phase, done, total);
+	return down ? VR_ESHUTDOWN : VR_ECANCELLED;
+}
+
+/* fd_executor_reembed's stop: the call is cancelled or featured stops. */
+static int reembed_stop(void *arg)
+{
+	return vr_call_stopping(((struct tv *)arg)->call);
 }
 
 /* One decode thread's share of a chunk: items k ≡ first (mod step) of the
@@ -267,6 +300,8 @@ static int cache_build(struct tv *s)
 			}
 		}
 		r.n += r.m;
+		if (!rc)
+			rc = stopped(s, "reading and decoding the item images", r.n, (size_t)stored);
 	}
 	if (rc == VR_ENOMEM && !s->err[0])
 		snprintf(s->err, sizeof s->err, "cannot allocate the image cache (%zu items × %zu bytes)",
@@ -368,17 +403,22 @@ static int start_task(fd_executor *ex, void *arg)
 }
 
 /* Runs the trunk over the cached images into s->act, then frees the
- * images: steps never touch pixels again. */
+ * images: steps never touch pixels again. Ends early (stopped()) when the
+ * call is cancelled or featured stops: the handler lent it (see DESIGN). */
 static int trunk_task(fd_executor *ex, void *arg)
 {
 	struct tv *s = arg;
 	const size_t px = (size_t)s->size * s->size * 3;
-	const uint8_t *img[32];
+	const uint8_t *img[TRUNK_BATCH];
 	double t0 = vr_now_s();
 	int rc = 0;
 	(void)ex;
-	for (size_t i = 0; !rc && i < s->n_items; i += 32) {
-		int nb = s->n_items - i < 32 ? (int)(s->n_items - i) : 32;
+	VR_INFO("TrainVisual %s: computing the trunk activations of %zu items (%s up to %s)",
+		s->session, s->n_items, s->arch, s->trunk_layer);
+	for (size_t i = 0; !rc && i < s->n_items; i += TRUNK_BATCH) {
+		int nb = s->n_items - i < TRUNK_BATCH ? (int)(s->n_items - i) : TRUNK_BATCH;
+		if ((rc = stopped(s, "the trunk pass", i, s->n_items)))
+			return rc;
 		for (int k = 0; k < nb; k++)
 			img[k] = s->pix + (i + (size_t)k) * px;
 		rc = nn_net_forward_u8(s->trunk, img, nb, 0, s->act + i * s->act_n);
@@ -631,7 +671,7 @@ int fd_tv_max_triples(const Visrec__V1__TrainVisualStart *m)
 static int on_start(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualStart *m)
 {
 	struct nn_arch_info ai;
-	char why[200];
+	char why[200], trunk_arch[32];
 	const char *arch = m->arch && m->arch[0] ? m->arch : "small";
 	int code = fd_tv_check_start(m, why, sizeof why);
 	if (code)
@@ -647,7 +687,8 @@ static int on_start(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualSt
 					     "a trunk session's trunk is featured's active model version %u, "
 					     "a %s; arch \"%s\" differs (leave it empty)", active.version,
 					     active.arch, m->arch);
-		arch = active.arch;
+		snprintf(trunk_arch, sizeof trunk_arch, "%s", active.arch); /* active ends here */
+		arch = trunk_arch;
 		nn_arch_info(arch, &ai);
 		snprintf(s->trunk_layer, sizeof s->trunk_layer, "%s", m->trunk_layer);
 		snprintf(s->weights, sizeof s->weights, "%s/%s", g_data_dir, active.weights);
@@ -889,11 +930,21 @@ static int on_finish(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualF
 		int rc = fd_executor_call(s->svc->ex, finish_task, &f);
 		if (rc)
 			return vr_call_error(call, vr_status_from_rc(rc), "TrainVisual finish: %s", s->err);
-		rc = fd_executor_reembed(s->svc->ex, f.net, &f.info, FD_REEMBED_LIVE, &embedded, s->err,
-					 sizeof s->err);
+		VR_INFO("TrainVisual %s: re-embedding every item into version %u", s->session,
+			f.info.version);
+		rc = fd_executor_reembed(s->svc->ex, f.net, &f.info, FD_REEMBED_LIVE, reembed_stop, s,
+					 &embedded, s->err, sizeof s->err);
 		if (rc) {
 			if (f.net != s->net)
 				fd_executor_call(s->svc->ex, destroy_task, f.net);
+			if (rc == VR_ECANCELLED) { /* reembed_stop: the call stopped */
+				int why = stopped(s, "Finish's re-embedding", (size_t)embedded,
+						  s->n_items);
+				size_t at = strlen(s->err);
+				rc = why ? why : rc;
+				snprintf(s->err + at, sizeof s->err - at,
+					 "; version %u stays inactive and not live", f.info.version);
+			}
 			return vr_call_error(call, vr_status_from_rc(rc),
 					     "TrainVisual finish: re-embedding into version %u: %s",
 					     f.info.version, s->err);
@@ -926,6 +977,7 @@ int fd_train_visual(vr_call *call, void *ctx)
 		goto leave;
 	}
 	s->svc = ctx;
+	s->call = call;
 	while (!done && !rc) {
 		Visrec__V1__TrainVisualRequest *m = NULL;
 		if ((rc = vr_call_read(call, (ProtobufCMessage **)&m))) {
@@ -967,6 +1019,10 @@ int fd_train_visual(vr_call *call, void *ctx)
 		protobuf_c_message_free_unpacked(&m->base, NULL);
 	}
 leave:
+	if (rc && s && vr_call_stopping(call))
+		VR_INFO("TrainVisual %s: stopped: %s; the session is released",
+			s->session[0] ? s->session : "(not started)",
+			s->err[0] ? s->err : "the call ended");
 	if (s) {
 		if (s->net || s->opt || s->set || s->trunk)
 			fd_executor_call(s->svc->ex, free_task, s);

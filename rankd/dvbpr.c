@@ -1,9 +1,12 @@
 /* dvbpr: the TrainVisual client that drives DVBPR's split training from
  * rankd (protocol: featured/train_visual.h; contract: dvbpr.h). Buffers
- * for a step (θ rows, margins, item id pointers) are allocated at open and
- * reused. */
+ * for a step (θ rows, margins, item id pointers) are allocated at create
+ * and reused. The one thread that drives the session owns it all but the
+ * call pointer, which rk_dvbpr_cancel reads from another thread: mu guards
+ * it (set, cancelled, taken before it is finished and freed). */
 #include "dvbpr.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +20,11 @@
 #define MAX_HEAD_TRIPLES 1024   /* featured's limit for trunk sessions */
 
 struct rk_dvbpr {
+	pthread_mutex_t mu;         /* guards cc and cancelled */
 	vr_ccall *cc;
+	int cancelled;
+	int started;                /* rk_dvbpr_start ran: a session starts once */
+	rk_dvbpr_opts o;            /* its strings are the caller's */
 	char session[65];
 	uint64_t step;
 	uint32_t k2, max_batch, n_items;
@@ -41,13 +48,23 @@ static int corrupt(vr_status *st, const char *what)
 	return VR_ECORRUPT;
 }
 
+/* Takes the call out of d (NULL once ended), so that no cancel reaches
+ * it while it is finished and freed. */
+static vr_ccall *take_call(rk_dvbpr *d)
+{
+	pthread_mutex_lock(&d->mu);
+	vr_ccall *cc = d->cc;
+	d->cc = NULL;
+	pthread_mutex_unlock(&d->mu);
+	return cc;
+}
+
 /* A send or receive failed: the call is over; its status says why. */
 static int ended(rk_dvbpr *d, int rc, vr_status *st)
 {
 	if (rc != VR_ERPC)
 		return rc;
-	vr_ccall_finish(d->cc, st);
-	d->cc = NULL;
+	vr_ccall_finish(take_call(d), st);
 	if (st && st->code == GRPC_STATUS_OK) {
 		st->code = GRPC_STATUS_UNAVAILABLE;
 		snprintf(st->message, sizeof st->message, "featured ended the TrainVisual stream early");
@@ -78,12 +95,9 @@ static int round_trip(rk_dvbpr *d, const Visrec__V1__TrainVisualRequest *req, in
 	return 0;
 }
 
-int rk_dvbpr_open(rk_dvbpr **out, vr_channel *ch, const rk_model *model, const rk_dvbpr_opts *o,
-		  uint64_t *step, vr_status *st)
+int rk_dvbpr_create(rk_dvbpr **out, const rk_model *model, const rk_dvbpr_opts *o)
 {
-	Visrec__V1__TrainVisualResponse *r = NULL;
 	rk_dvbpr *d = NULL;
-	int rc;
 	*out = NULL;
 	if (!o->session_id || strlen(o->session_id) >= sizeof d->session || !o->item_ids ||
 	    !model->d.k2 || o->max_batch < 1 ||
@@ -91,6 +105,8 @@ int rk_dvbpr_open(rk_dvbpr **out, vr_channel *ch, const rk_model *model, const r
 		return VR_EINVAL;
 	if (!(d = calloc(1, sizeof *d)))
 		return VR_ENOMEM;
+	pthread_mutex_init(&d->mu, NULL);
+	d->o = *o;
 	snprintf(d->session, sizeof d->session, "%s", o->session_id);
 	d->k2 = model->d.k2;
 	d->max_batch = o->max_batch;
@@ -110,12 +126,31 @@ int rk_dvbpr_open(rk_dvbpr **out, vr_channel *ch, const rk_model *model, const r
 	}
 	if (!d->theta || !d->margin || !d->pos || !d->neg ||
 	    (d->optim == RK_OPT_ADAM && (!d->grad || !d->adam.m || !d->adam.v))) {
-		rc = VR_ENOMEM;
-		goto fail;
+		rk_dvbpr_close(d);
+		return VR_ENOMEM;
 	}
-	if ((rc = vr_ccall_start(&d->cc, ch, PATH, &visrec__v1__train_visual_response__descriptor, 0,
+	*out = d;
+	return 0;
+}
+
+int rk_dvbpr_start(rk_dvbpr *d, vr_channel *ch, uint64_t *step, vr_status *st)
+{
+	Visrec__V1__TrainVisualResponse *r = NULL;
+	const rk_dvbpr_opts *o = &d->o;
+	vr_ccall *cc = NULL;
+	int rc;
+	if (d->cc || d->started)
+		return VR_ESTATE;
+	if ((rc = vr_ccall_start(&cc, ch, PATH, &visrec__v1__train_visual_response__descriptor, 0,
 				 NULL)))
-		goto fail;
+		return rc;
+	/* A cancel that came first ends the call at once. */
+	pthread_mutex_lock(&d->mu);
+	d->cc = cc;
+	if (d->cancelled)
+		vr_ccall_cancel(cc);
+	pthread_mutex_unlock(&d->mu);
+	d->started = 1;
 	Visrec__V1__TrainVisualStart s = VISREC__V1__TRAIN_VISUAL_START__INIT;
 	Visrec__V1__TrainVisualRequest req = VISREC__V1__TRAIN_VISUAL_REQUEST__INIT;
 	s.arch = (char *)o->arch;
@@ -132,23 +167,37 @@ int rk_dvbpr_open(rk_dvbpr **out, vr_channel *ch, const rk_model *model, const r
 	req.msg_case = VISREC__V1__TRAIN_VISUAL_REQUEST__MSG_START;
 	req.start = &s;
 	if ((rc = round_trip(d, &req, VISREC__V1__TRAIN_VISUAL_RESPONSE__MSG_STARTED, &r, st)))
-		goto fail;
+		return rc;
 	if (r->started->dims != d->k2 || !r->started->session_id ||
 	    strcmp(r->started->session_id, d->session)) {
 		rc = corrupt(st, "Started names another session or dims");
-		goto fail;
+	} else {
+		d->step = r->started->step;
+		if (step)
+			*step = d->step;
 	}
-	d->step = r->started->step;
-	if (step)
-		*step = d->step;
 	protobuf_c_message_free_unpacked(&r->base, NULL);
-	*out = d;
-	return 0;
-fail:
-	if (r)
-		protobuf_c_message_free_unpacked(&r->base, NULL);
-	rk_dvbpr_close(d);
 	return rc;
+}
+
+int rk_dvbpr_open(rk_dvbpr **out, vr_channel *ch, const rk_model *model, const rk_dvbpr_opts *o,
+		  uint64_t *step, vr_status *st)
+{
+	int rc = rk_dvbpr_create(out, model, o);
+	if (!rc && (rc = rk_dvbpr_start(*out, ch, step, st))) {
+		rk_dvbpr_close(*out);
+		*out = NULL;
+	}
+	return rc;
+}
+
+void rk_dvbpr_cancel(rk_dvbpr *d)
+{
+	pthread_mutex_lock(&d->mu);
+	d->cancelled = 1;
+	if (d->cc)
+		vr_ccall_cancel(d->cc);
+	pthread_mutex_unlock(&d->mu);
 }
 
 int rk_dvbpr_step(rk_dvbpr *d, rk_model *model, const uint32_t *u, const uint32_t *i,
@@ -284,9 +333,7 @@ int rk_dvbpr_finish(rk_dvbpr *d, int reembed, uint64_t from_step, uint32_t *vers
 		*embedded = r->finished->items_embedded;
 	protobuf_c_message_free_unpacked(&r->base, NULL);
 	vr_ccall_close_send(d->cc);
-	rc = vr_ccall_finish(d->cc, st);
-	d->cc = NULL;
-	return rc;
+	return vr_ccall_finish(take_call(d), st);
 }
 
 rk_dvbpr_adam *rk_dvbpr_adam_state(rk_dvbpr *d)
@@ -308,10 +355,12 @@ void rk_dvbpr_close(rk_dvbpr *d)
 {
 	if (!d)
 		return;
-	if (d->cc) {
-		vr_ccall_cancel(d->cc);
-		vr_ccall_finish(d->cc, NULL);
+	vr_ccall *cc = take_call(d);
+	if (cc) {
+		vr_ccall_cancel(cc);
+		vr_ccall_finish(cc, NULL);
 	}
+	pthread_mutex_destroy(&d->mu);
 	free(d->theta);
 	free(d->margin);
 	free(d->pos);

@@ -14,7 +14,7 @@
  * are checked on both ends, so a restarted featured is detected (its
  * status, FAILED_PRECONDITION or UNAVAILABLE, comes back in st).
  *
- * Not thread-safe: one thread drives a session. */
+ * Not thread-safe: one thread drives a session (rk_dvbpr_cancel excepted). */
 #ifndef RK_DVBPR_H
 #define RK_DVBPR_H
 
@@ -68,6 +68,20 @@ typedef struct rk_dvbpr rk_dvbpr;
  * VR_ERPC with st filled (featured's refusal, or unreachable). */
 int rk_dvbpr_open(rk_dvbpr **out, vr_channel *ch, const rk_model *model, const rk_dvbpr_opts *o,
 		  uint64_t *step, vr_status *st);
+/* rk_dvbpr_open in two parts, so that the session can be handed to
+ * whoever may cancel it before its Start, the longest round trip
+ * (featured reads every image and, with a trunk, runs the trunk pass):
+ * create checks o and allocates (VR_EINVAL, VR_ENOMEM; o's strings must
+ * outlive start); start opens the stream and starts the session (errors
+ * as rk_dvbpr_open; after one, close the session). */
+int rk_dvbpr_create(rk_dvbpr **out, const rk_model *model, const rk_dvbpr_opts *o);
+int rk_dvbpr_start(rk_dvbpr *d, vr_channel *ch, uint64_t *step, vr_status *st);
+
+/* Cancels the session's call from any thread, at any time before
+ * rk_dvbpr_close: the round trip in progress (or the next one, or start)
+ * fails at once with VR_ERPC, st CANCELLED, and featured stops its side
+ * within one batch. The session is then unusable: close it. */
+void rk_dvbpr_cancel(rk_dvbpr *d);
 
 /* One step over n <= max_batch triples; *loss (may be NULL) gets the sum
  * of -ln σ(x_uij). Returns 0, VR_EINVAL (n), VR_ECORRUPT (featured's reply

@@ -20,6 +20,7 @@
 #include <cblas.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,18 +100,30 @@ static int item_ids(rk_service *svc, uint32_t n, char ***ids, char **blob)
 	return *ids && *blob ? 0 : VR_ENOMEM;
 }
 
-static int rpc_fail(struct rk_train_job *job, int rc, const vr_status *st, uint64_t step,
-		    uint64_t ckpt_step)
+/* A TrainVisual round trip failed in the phase fmt names ("DVBPR step
+ * 12"): CANCELLED when the run was cancelled (job_cancel cancelled the
+ * call), else featured's failure with the checkpoint to resume from. */
+static int rpc_fail(struct rk_train_job *job, int rc, const vr_status *st, uint64_t ckpt_step,
+		    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static int rpc_fail(struct rk_train_job *job, int rc, const vr_status *st, uint64_t ckpt_step,
+		    const char *fmt, ...)
 {
+	char phase[160];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(phase, sizeof phase, fmt, ap);
+	va_end(ap);
+	if (rk__cancelled(job))
+		return rk__fail(job, GRPC_STATUS_CANCELLED, "cancelled during %s", phase);
 	if (rc == VR_ERPC)
 		return rk__fail(job, st->code == GRPC_STATUS_OK ? GRPC_STATUS_UNAVAILABLE : st->code,
-				"featured at %s failed during DVBPR step %" PRIu64 ": %s: %s; the last "
-				"checkpoint is at step %" PRIu64 ": train again with resume to continue",
-				job->svc->featured_addr, step, vr_status_name(st->code), st->message,
+				"featured at %s failed during %s: %s: %s; the last checkpoint is at "
+				"step %" PRIu64 ": train again with resume to continue",
+				job->svc->featured_addr, phase, vr_status_name(st->code), st->message,
 				ckpt_step);
 	return rk__fail(job, rc == VR_ECORRUPT ? GRPC_STATUS_INTERNAL : vr_status_from_rc(rc),
-			"DVBPR step %" PRIu64 " failed: %s%s%s", step, vr_strerror(rc),
-			st->message[0] ? ": " : "", st->message);
+			"%s failed: %s%s%s", phase, vr_strerror(rc), st->message[0] ? ": " : "",
+			st->message);
 }
 
 int rk__run_dvbpr(struct rk_train_job *job)
@@ -228,8 +241,21 @@ int rk__run_dvbpr(struct rk_train_job *job)
 			    .max_batch = batch, .trunk_layer = dv->trunk_layer,
 			    .head_width = dv->head_width, .optim = c->optim,
 			    .adam = { c->adam_beta1, c->adam_beta2, c->adam_eps } };
-	if ((rc = rk_dvbpr_open(&d, svc->featured, model, &o, &step0, &st))) {
-		rpc_fail(job, rc, &st, 0, ckpt_step);
+	/* The session is the job's to cancel before its Start, which takes as
+	 * long as featured's image cache and trunk pass. */
+	if ((rc = rk_dvbpr_create(&d, model, &o))) {
+		rk__fail(job, vr_status_from_rc(rc), "cannot set up the DVBPR session: %s",
+			 vr_strerror(rc));
+		goto leave;
+	}
+	pthread_mutex_lock(&job->mu);
+	job->dvbpr = d;
+	if (job->cancel)
+		rk_dvbpr_cancel(d);
+	pthread_mutex_unlock(&job->mu);
+	if ((rc = rk_dvbpr_start(d, svc->featured, &step0, &st))) {
+		rpc_fail(job, rc, &st, ckpt_step, "featured's TrainVisual start (%s)",
+			 dv->trunk_layer[0] ? "its image cache and trunk pass" : "its image cache");
 		goto leave;
 	}
 	if (dv->resume && step0 != ck.step) {
@@ -270,13 +296,15 @@ int rk__run_dvbpr(struct rk_train_job *job)
 		for (; ck.epoch_step < steps; ck.epoch_step++) {
 			double loss = 0;
 			if (rk__cancelled(job)) {
-				rk__fail(job, GRPC_STATUS_CANCELLED, "cancelled");
+				rk__fail(job, GRPC_STATUS_CANCELLED, "cancelled before DVBPR step %" PRIu64
+					 " (epoch %u)", rk_dvbpr_step_no(d) + 1, ck.epoch);
 				goto leave;
 			}
 			rk_sampler_fill(smp, &rng, nb, tr, tr + nb, tr + 2 * nb);
 			if ((rc = rk_dvbpr_step(d, model, tr, tr + nb, tr + 2 * nb, nb, c->lr, c->lambda,
 						&loss, &st))) {
-				rpc_fail(job, rc, &st, rk_dvbpr_step_no(d) + 1, ckpt_step);
+				rpc_fail(job, rc, &st, ckpt_step, "DVBPR step %" PRIu64,
+					 rk_dvbpr_step_no(d) + 1);
 				goto leave;
 			}
 			ck.epoch_loss += loss;
@@ -299,7 +327,8 @@ int rk__run_dvbpr(struct rk_train_job *job)
 		}
 		/* φ of every item with the net as it is now, for validation. */
 		if ((rc = rk_dvbpr_embed(d, items, md.n_items, phi, &st))) {
-			rpc_fail(job, rc, &st, rk_dvbpr_step_no(d), ckpt_step);
+			rpc_fail(job, rc, &st, ckpt_step, "epoch %u's validation embedding (step %"
+				 PRIu64 ")", ck.epoch, rk_dvbpr_step_no(d));
 			goto leave;
 		}
 		rk_model_item_rows(model, NULL, phi, md.n_items, rows);
@@ -316,7 +345,8 @@ int rk__run_dvbpr(struct rk_train_job *job)
 				goto leave;
 			}
 			if ((rc = rk_dvbpr_mark_best(d, &ck.best_step, &st))) {
-				rpc_fail(job, rc, &st, rk_dvbpr_step_no(d), ckpt_step);
+				rpc_fail(job, rc, &st, ckpt_step, "mark_best of epoch %u (step %" PRIu64
+					 ")", ck.epoch, rk_dvbpr_step_no(d));
 				goto leave;
 			}
 			ck.best_epoch = ck.epoch;
@@ -354,7 +384,8 @@ int rk__run_dvbpr(struct rk_train_job *job)
 	uint32_t version = 0;
 	uint64_t embedded = 0;
 	if ((rc = rk_dvbpr_finish(d, 1, from_step, &version, &embedded, &st))) {
-		rpc_fail(job, rc, &st, rk_dvbpr_step_no(d), ckpt_step);
+		rpc_fail(job, rc, &st, ckpt_step, "featured's Finish (re-embedding every item with "
+			 "the net of step %" PRIu64 ")", from_step ? from_step : rk_dvbpr_step_no(d));
 		goto leave;
 	}
 	VR_INFO("Train DVBPR: featured re-embedded %" PRIu64 " items with the net of step %" PRIu64
@@ -389,6 +420,9 @@ int rk__run_dvbpr(struct rk_train_job *job)
 		version);
 	job->code = GRPC_STATUS_OK;
 leave:
+	pthread_mutex_lock(&job->mu);
+	job->dvbpr = NULL;
+	pthread_mutex_unlock(&job->mu);
 	rk_dvbpr_close(d);
 	rk_sampler_free(smp);
 	rk_model_free(model);

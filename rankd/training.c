@@ -17,11 +17,13 @@
  * End. The run ends by itself (the final progress says done, with the new
  * model_version), fails (the call ends with the cause), or is cancelled:
  * when the client cancels the call, or the server stops, the call's thread
- * cancels the trainer (it stops within one step) and joins the training
- * thread. A cancelled run's model is discarded and the served model stays
- * as it was; a run keeps nothing half-done: the swap is its last step.
- * The call's thread always joins the training thread before it frees the
- * job and frees the slot.
+ * cancels the trainer (it stops within one step), or a DVBPR run's
+ * TrainVisual call (its round trip in progress ends at once, and featured
+ * stops its side within one batch: the Start's trunk pass is minutes on a
+ * loaded box), and joins the training thread. A cancelled run's model is
+ * discarded and the served model stays as it was; a run keeps nothing
+ * half-done: the swap is its last step. The call's thread always joins
+ * the training thread before it frees the job and frees the slot.
  * The runs. BPR and VBPR run in train_mf.c (rk_trainer_run), DVBPR in
  * train_dvbpr.c (featured's TrainVisual); training_priv.h holds what
  * they share with this handler. */
@@ -307,13 +309,15 @@ int rk_service_training(rk_service *svc, int *kind, uint32_t *epoch, uint32_t *e
 	return job != NULL;
 }
 
-/* Asks the run to stop (trainer included). */
+/* Asks the run to stop (trainer and featured's TrainVisual call included). */
 static void job_cancel(struct rk_train_job *job)
 {
 	pthread_mutex_lock(&job->mu);
 	job->cancel = 1;
 	if (job->trainer)
 		rk_trainer_cancel(job->trainer);
+	if (job->dvbpr)
+		rk_dvbpr_cancel(job->dvbpr);
 	pthread_mutex_unlock(&job->mu);
 }
 
@@ -398,13 +402,15 @@ int rk_handle_train(vr_call *call, void *ctx)
 			code = VR_ECANCELLED;
 		else if (stopping)
 			code = vr_call_error(call, GRPC_STATUS_UNAVAILABLE,
-					     "rankd is shutting down: training stopped at epoch %u and was discarded; "
-					     "the served model is unchanged", job->epoch);
+					     "rankd is shutting down: training stopped at epoch %u (%s) and was "
+					     "discarded; the served model is unchanged", job->epoch,
+					     job->msg[0] ? job->msg : "cancelled");
 		else
 			code = vr_call_error(call, job->code, "%s", job->msg);
 		if (job->code == GRPC_STATUS_CANCELLED)
-			VR_INFO("Train %s cancelled at epoch %u/%u: the partial model is discarded",
-				rk__kind_name(job->kind), job->epoch, job->cfg.max_epochs);
+			VR_INFO("Train %s cancelled at epoch %u/%u (%s): the partial model is discarded",
+				rk__kind_name(job->kind), job->epoch, job->cfg.max_epochs,
+				job->msg[0] ? job->msg : "cancelled");
 	} else if (lost) {
 		code = VR_ECANCELLED;
 	}

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "dvbpr.h"
 #include "service.h"
 #include "trainer.h"
 
@@ -48,6 +49,7 @@ struct rk_train_job {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	rk_trainer *trainer;   /* while rk_trainer_run runs */
+	rk_dvbpr *dvbpr;       /* while a DVBPR run's TrainVisual session is open */
 	int cancel, finished;
 	struct progress q[QUEUE];
 	unsigned head, n;

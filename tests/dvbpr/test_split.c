@@ -534,6 +534,20 @@ TEST(restarted_peer_detected)
 	ASSERT_EQ_INT(at, 2);
 	ASSERT_OK(rk_dvbpr_step(d, m, u, i, j, 2, LR, LAMBDA, NULL, &st));
 	ASSERT_EQ_INT(rk_dvbpr_step_no(d), 3);
+	/* Cancelled (rankd's Train cancel, from its call's thread): the next
+	 * round trip fails CANCELLED at once. */
+	rk_dvbpr_cancel(d);
+	ASSERT_EQ_INT(rk_dvbpr_step(d, m, u, i, j, 2, LR, LAMBDA, NULL, &st), VR_ERPC);
+	ASSERT_EQ_INT(st.code, GRPC_STATUS_CANCELLED);
+	rk_dvbpr_close(d);
+	/* Cancelled before its Start (the Train cancelled while rankd loads
+	 * the interactions): the Start fails CANCELLED and starts nothing. */
+	o.session_id = "cancelled";
+	o.resume = 0;
+	ASSERT_OK(rk_dvbpr_create(&d, m, &o));
+	rk_dvbpr_cancel(d);
+	ASSERT_EQ_INT(rk_dvbpr_start(d, ch, NULL, &st), VR_ERPC);
+	ASSERT_EQ_INT(st.code, GRPC_STATUS_CANCELLED);
 	rk_dvbpr_close(d);
 	vr_channel_destroy(ch);
 	rk_model_free(m);

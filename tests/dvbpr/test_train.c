@@ -3,9 +3,9 @@
  * picks), Train(DVBPR) streaming progress, the served model evaluated
  * against BPR on cold items, an item put after training ranked by its
  * visual terms, featured killed in the middle of a run and the run resumed
- * from its checkpoint.
+ * from its checkpoint, a run cancelled in featured's trunk pass.
  *
- * Why one file at ~870 lines: one pipeline (DVBPR through both
+ * Why one file at ~1,190 lines: one pipeline (DVBPR through both
  * daemons), its tests sharing the generated data sets and processes. */
 #include "datagen.h"
 #include "err.h"
@@ -43,16 +43,25 @@ static struct dataset cold_set = { "cold", 100, 400, 2000, 0.1, "" };
 
 static char tmpdir[64];
 
-static int start_featured(struct proc *p, const char *tag, const char *listen)
+/* featured with its first model arch at size px (a string), storing
+ * layer's activations (NULL: the output). */
+static int start_featured_model(struct proc *p, const char *tag, const char *listen,
+				const char *arch, const char *size, const char *layer)
 {
 	char data[160], err[160];
 	snprintf(data, sizeof data, "%s/%s-featured", tmpdir, tag);
 	snprintf(err, sizeof err, "%s/%s-featured.stderr", tmpdir, tag);
 	char *argv[] = { FEATURED_BIN, "--listen", (char *)listen, "--data", data, "--threads", "2",
-			 "--arch", "small", "--input-size", "16", "--backend", "cpu", NULL };
+			 "--arch", (char *)arch, "--input-size", (char *)size, "--backend", "cpu",
+			 layer ? "--feature-layer" : NULL, (char *)layer, NULL };
 	if (proc_spawn(p, err, argv))
 		return -1;
 	return proc_wait_ready(p, "featured", 20000);
+}
+
+static int start_featured(struct proc *p, const char *tag, const char *listen)
+{
+	return start_featured_model(p, tag, listen, "small", "16", NULL);
 }
 
 static int start_rankd(struct proc *p, const char *tag, const char *featured, int follow)
@@ -306,11 +315,13 @@ struct pair {
 	vr_channel *fch, *rch;
 };
 
-static int pair_start(struct pair *p, const char *tag, struct dataset *ds, unsigned shuffle,
-		      int follow)
+/* The pair with featured's first model arch at size px storing layer. */
+static int pair_start_model(struct pair *p, const char *tag, struct dataset *ds, unsigned shuffle,
+			    int follow, const char *arch, const char *size, const char *layer)
 {
 	memset(p, 0, sizeof *p);
-	if (dataset_make(ds) || start_featured(&p->f, tag, "127.0.0.1:0") ||
+	if (dataset_make(ds) ||
+	    start_featured_model(&p->f, tag, "127.0.0.1:0", arch, size, layer) ||
 	    start_rankd(&p->r, tag, p->f.addr, follow))
 		return -1;
 	p->fch = channel(p->f.addr);
@@ -318,6 +329,12 @@ static int pair_start(struct pair *p, const char *tag, struct dataset *ds, unsig
 	if (put_images(p->fch, ds, shuffle) || add_interactions(p->rch, ds))
 		return -1;
 	return 0;
+}
+
+static int pair_start(struct pair *p, const char *tag, struct dataset *ds, unsigned shuffle,
+		      int follow)
+{
+	return pair_start_model(p, tag, ds, shuffle, follow, "small", "16", NULL);
 }
 
 static void pair_stop(struct pair *p)
@@ -428,8 +445,10 @@ static int rank_feature_version(vr_channel *ch, uint32_t *fversion)
 	return 0;
 }
 
-/* featured's active model version and its purpose. */
-static int featured_active(vr_channel *ch, uint32_t *version, char *purpose, size_t cap)
+/* featured's active model version and its purpose; live and newest
+ * (may be NULL): how many versions are live, and the newest version. */
+static int featured_info(vr_channel *ch, uint32_t *version, char *purpose, size_t cap,
+			 uint32_t *live, uint32_t *newest)
 {
 	Visrec__V1__FeaturedInfoRequest req = VISREC__V1__FEATURED_INFO_REQUEST__INIT;
 	Visrec__V1__FeaturedInfoResponse *r = NULL;
@@ -440,8 +459,19 @@ static int featured_active(vr_channel *ch, uint32_t *version, char *purpose, siz
 		return rc;
 	*version = r->active_model ? r->active_model->version : 0;
 	snprintf(purpose, cap, "%s", r->active_model ? r->active_model->purpose : "");
+	for (size_t k = 0; k < r->n_models; k++) {
+		if (live)
+			*live += r->models[k]->live;
+		if (newest && r->models[k]->version > *newest)
+			*newest = r->models[k]->version;
+	}
 	protobuf_c_message_free_unpacked(&r->base, NULL);
 	return 0;
+}
+
+static int featured_active(vr_channel *ch, uint32_t *version, char *purpose, size_t cap)
+{
+	return featured_info(ch, version, purpose, cap, NULL, NULL);
 }
 
 static void log_curve(const char *what, const struct run_log *l)
@@ -906,10 +936,318 @@ TEST(rankd_crash_in_checkpoint_keeps_the_last_whole)
 #endif
 }
 
+/* The 1-minute load average, for the figures' context. */
+static double loadavg(void)
+{
+	double l = NAN;
+	FILE *f = fopen("/proc/loadavg", "r");
+	if (f && fscanf(f, "%lf", &l) != 1)
+		l = NAN;
+	if (f)
+		fclose(f);
+	return l;
+}
+
+/* How many times needle occurs in the file at path (a daemon's log). */
+static int log_count(const char *path, const char *needle)
+{
+	size_t len = 0;
+	char *text = (char *)vr_test_read_file(path, &len);
+	int n = 0;
+	for (char *at = text; at && (at = strstr(at, needle)); at += strlen(needle))
+		n++;
+	free(text);
+	return n;
+}
+
+/* Waits up to ms for needle's occurrence number n in the log at path. */
+static int log_wait(const char *path, const char *needle, int n, int ms)
+{
+	int64_t end = procs_now_ms() + ms;
+	while (log_count(path, needle) < n)
+		if (procs_now_ms() > end)
+			return -1;
+		else
+			usleep(10000);
+	return 0;
+}
+
+/* The seconds of the last trunk pass featured logged ("... in 3.2 s"). */
+static double trunk_seconds(const char *path)
+{
+	size_t len = 0;
+	char *text = (char *)vr_test_read_file(path, &len), *last = NULL;
+	for (char *at = text; at && (at = strstr(at, "items' activations (")); at++)
+		last = at;
+	double s = NAN;
+	char *in = last ? strstr(last, ") in ") : NULL;
+	if (in && sscanf(in, ") in %lf s", &s) != 1)
+		s = NAN;
+	free(text);
+	return s;
+}
+
+/* featured's TrainVisual slot, probed with a Start it refuses: 1 busy
+ * (another session runs: FAILED_PRECONDITION), 0 free (the Start reached
+ * its checks: INVALID_ARGUMENT), -1 anything else. */
+static int featured_tv_busy(vr_channel *fch)
+{
+	vr_ccall *cc = NULL;
+	vr_status st = { 0 };
+	Visrec__V1__TrainVisualStart s = VISREC__V1__TRAIN_VISUAL_START__INIT;
+	Visrec__V1__TrainVisualRequest req = VISREC__V1__TRAIN_VISUAL_REQUEST__INIT;
+	s.session_id = "probe";   /* learning_rate 0: INVALID_ARGUMENT */
+	req.msg_case = VISREC__V1__TRAIN_VISUAL_REQUEST__MSG_START;
+	req.start = &s;
+	if (vr_ccall_start(&cc, fch, "/visrec.v1.Featured/TrainVisual",
+			   &visrec__v1__train_visual_response__descriptor, 10000, NULL))
+		return -1;
+	ProtobufCMessage *m = NULL;
+	if (!vr_ccall_send(cc, &req.base) && !vr_ccall_recv(cc, &m))
+		protobuf_c_message_free_unpacked(m, NULL);
+	vr_ccall_finish(cc, &st);
+	if (st.code == GRPC_STATUS_FAILED_PRECONDITION && strstr(st.message, "another TrainVisual"))
+		return 1;
+	return st.code == GRPC_STATUS_INVALID_ARGUMENT ? 0 : -1;
+}
+
+/* rankd's Info: whether a Train runs, and the served model's version. */
+static int rank_training(vr_channel *rch, uint64_t *model_version)
+{
+	Visrec__V1__RankInfoRequest req = VISREC__V1__RANK_INFO_REQUEST__INIT;
+	Visrec__V1__RankInfoResponse *r = NULL;
+	if (vr_client_unary(rch, "/visrec.v1.Rank/Info", &req.base,
+			    &visrec__v1__rank_info_response__descriptor, (ProtobufCMessage **)&r, 10000,
+			    NULL, NULL))
+		return -1;
+	int training = r->training;
+	if (model_version)
+		*model_version = r->model_version;
+	protobuf_c_message_free_unpacked(&r->base, NULL);
+	return training;
+}
+
+/* Starts Train(req) and reads its first progress line ("loading"). */
+static int train_begin(vr_channel *rch, const Visrec__V1__TrainRequest *req, vr_ccall **cc)
+{
+	ProtobufCMessage *m = NULL;
+	int rc = vr_ccall_start(cc, rch, "/visrec.v1.Rank/Train",
+				&visrec__v1__train_progress__descriptor, 0, NULL);
+	if (!rc)
+		rc = vr_ccall_send(*cc, &req->base);
+	if (!rc)
+		rc = vr_ccall_close_send(*cc);
+	if (!rc)
+		rc = vr_ccall_recv(*cc, &m);
+	if (m)
+		protobuf_c_message_free_unpacked(m, NULL);
+	return rc;
+}
+
+/* Milliseconds until both daemons are free again after a cancel: rankd's
+ * Info says no Train runs and featured takes a new TrainVisual; -1 if not
+ * within limit_ms. */
+static int64_t ms_until_free(vr_channel *rch, vr_channel *fch, int64_t t0, int64_t limit_ms)
+{
+	int rank_free = 0, feat_free = 0;
+	while (procs_now_ms() - t0 < limit_ms) {
+		rank_free = rank_free || rank_training(rch, NULL) == 0;
+		feat_free = feat_free || featured_tv_busy(fch) == 0;
+		if (rank_free && feat_free)
+			return procs_now_ms() - t0;
+		usleep(5000);
+	}
+	return -1;
+}
+
+/* A DVBPR Train over a frozen trunk (featured's mobilenet_v2 at 160 px up
+ * to block_10): the Start's trunk pass over every item takes seconds.
+ * Cancelled in the middle of that pass, by its client and then by
+ * rankd's shutdown (SIGTERM), the run must let go of both daemons within
+ * a small part of a whole pass (measured in the same test): rankd cancels
+ * its outstanding TrainVisual call and featured's pass stops between
+ * batches. Before, rankd waited in the Start's round trip and featured's
+ * pass ran to its end. After the cancel featured takes a new TrainVisual
+ * at once, the served model and featured's versions are unchanged, rankd
+ * logs the phase it was cancelled in, and neither daemon spends CPU.
+ * Then a cancel in Finish's re-embedding (also a pass over every item):
+ * its new version stays inactive and not live. Last, featured's own
+ * shutdown in the pass: it exits at once too. */
+static struct dataset trunk_set = { "trunk", 60, 320, 1200, 0.1, "" };
+
+TEST(cancel_during_trunk_pass)
+{
+	struct pair p;
+	vr_status st;
+	vr_ccall *cc = NULL;
+	double none[4];
+	char flog[512], rlog[512], purpose[32];
+	const char *computing = "computing the trunk activations";
+	ASSERT_OK(pair_start_model(&p, "cancel", &trunk_set, 0, 0, "mobilenet_v2", "160",
+				   "block_10"));
+	snprintf(flog, sizeof flog, "%s", p.f.err_path);
+	snprintf(rlog, sizeof rlog, "%s", p.r.err_path);
+	/* A served model (BPR) and featured's versions to keep. */
+	Visrec__V1__TrainRequest bpr = VISREC__V1__TRAIN_REQUEST__INIT;
+	bpr.model = VISREC__V1__MODEL_KIND__BPR;
+	bpr.epochs = 2;
+	bpr.seed = 7;
+	ASSERT_MSG(train(p.rch, &bpr, none, 4, &st) == 0, "BPR: %s", st.message);
+	uint64_t served = 0, now = 0;
+	uint32_t active = 0, active_now = 0;
+	ASSERT_EQ_INT(rank_training(p.rch, &served), 0);
+	ASSERT_OK(featured_active(p.fch, &active, purpose, sizeof purpose));
+	Visrec__V1__TrainRequest dv;
+	dvbpr_request(&dv, 1);
+	dv.arch = "";   /* the trunk is featured's active model */
+	dv.input_size = 0;
+	dv.trunk_layer = "block_10";
+	dv.head_width = 8;
+	dv.visual_dims = 8;
+	dv.batch_size = 256;
+	dv.triples_per_epoch = 256;
+
+	/* 1. The client cancels in the middle of the trunk pass. */
+	ASSERT_OK(train_begin(p.rch, &dv, &cc));
+	ASSERT_OK(log_wait(flog, computing, 1, 120000));
+	int64_t t0 = procs_now_ms();
+	vr_ccall_cancel(cc);
+	vr_ccall_finish(cc, NULL);
+	int64_t free_ms = ms_until_free(p.rch, p.fch, t0, 300000);
+	usleep(500000); /* the calls' own ends settle (about 30 ms of CPU) */
+	int64_t c0 = proc_cpu_ms(p.f.pid), r0 = proc_cpu_ms(p.r.pid);
+	usleep(1000000);
+	int64_t idle_f = proc_cpu_ms(p.f.pid) - c0, idle_r = proc_cpu_ms(p.r.pid) - r0;
+	ASSERT_EQ_INT(rank_training(p.rch, &now), 0);
+	ASSERT_OK(featured_active(p.fch, &active_now, purpose, sizeof purpose));
+	/* featured finished no pass of that session, rankd named the phase. */
+	int passes = log_count(flog, "items' activations (");
+	int named = log_count(rlog, "cancelled during featured's TrainVisual start (its image "
+				    "cache and trunk pass)");
+	int released = log_count(flog, "cancelled by the client during the trunk pass");
+
+	/* 2. The whole pass, timed: featured takes a new session at once. */
+	vr_ccall *tv = NULL;
+	Visrec__V1__TrainVisualStart s = VISREC__V1__TRAIN_VISUAL_START__INIT;
+	Visrec__V1__TrainVisualRequest req = VISREC__V1__TRAIN_VISUAL_REQUEST__INIT;
+	s.session_id = "whole-pass";
+	s.dims = 8;
+	s.learning_rate = 1e-3f;
+	s.seed = 1;
+	s.trunk_layer = "block_10";
+	s.head_width = 8;
+	req.msg_case = VISREC__V1__TRAIN_VISUAL_REQUEST__MSG_START;
+	req.start = &s;
+	ProtobufCMessage *m = NULL;
+	ASSERT_OK(vr_ccall_start(&tv, p.fch, "/visrec.v1.Featured/TrainVisual",
+				 &visrec__v1__train_visual_response__descriptor, 0, NULL));
+	ASSERT_OK(vr_ccall_send(tv, &req.base));
+	int got = vr_ccall_recv(tv, &m);
+	if (m)
+		protobuf_c_message_free_unpacked(m, NULL);
+	vr_ccall_close_send(tv);
+	ASSERT_EQ_INT(vr_ccall_finish(tv, &st), 0);
+	ASSERT_MSG(got == 0, "featured refused a new TrainVisual after the cancel: %s", st.message);
+	double pass_s = trunk_seconds(flog);
+	fprintf(stderr, "  load %.2f; trunk pass of %lld items: %.2f s; after the client's cancel "
+		"both daemons free in %lld ms; idle CPU over 1 s: featured %lld ms, rankd %lld ms\n",
+		loadavg(), (long long)trunk_set.items, pass_s, (long long)free_ms,
+		(long long)idle_f, (long long)idle_r);
+	ASSERT_MSG(free_ms >= 0, "the daemons were still busy 300 s after the cancel");
+	ASSERT_MSG(isfinite(pass_s) && pass_s > 0.5, "the trunk pass took %.2f s: too short to "
+		   "tell a prompt cancel from a late one", pass_s);
+	ASSERT_MSG(free_ms < pass_s * 1000 / 3, "the cancel took %lld ms, the whole pass %.0f ms",
+		   (long long)free_ms, pass_s * 1000);
+	ASSERT_EQ_INT(passes, 0);
+	ASSERT_EQ_INT(named, 1);
+	ASSERT_EQ_INT(released, 1);
+	ASSERT_EQ_INT((long long)now, (long long)served);
+	ASSERT_EQ_INT(active_now, active);
+	ASSERT_MSG(idle_f <= 30 && idle_r <= 30, "idle after the cancel: featured %lld ms, rankd "
+		   "%lld ms of CPU in 1 s", (long long)idle_f, (long long)idle_r);
+
+	/* 3. The client cancels in Finish's re-embedding: the new version
+	 * stays inactive and not live, the served model stays. */
+	uint32_t live0 = 0, newest0 = 0, live1 = 0, newest1 = 0;
+	ASSERT_OK(featured_info(p.fch, &active_now, purpose, sizeof purpose, &live0, &newest0));
+	ASSERT_OK(train_begin(p.rch, &dv, &cc));
+	ASSERT_OK(log_wait(flog, "re-embedding every item into version", 1, 300000));
+	t0 = procs_now_ms();
+	vr_ccall_cancel(cc);
+	vr_ccall_finish(cc, NULL);
+	free_ms = ms_until_free(p.rch, p.fch, t0, 300000);
+	ASSERT_OK(featured_info(p.fch, &active_now, purpose, sizeof purpose, &live1, &newest1));
+	ASSERT_EQ_INT(rank_training(p.rch, &now), 0);
+	fprintf(stderr, "  cancelled in Finish's re-embedding: both daemons free in %lld ms; "
+		"version %u made, live versions %u (were %u)\n", (long long)free_ms, newest1, live1,
+		live0);
+	ASSERT_MSG(free_ms >= 0 && free_ms < pass_s * 1000 / 3, "the cancel in Finish took %lld ms, "
+		   "a trunk pass %.0f ms", (long long)free_ms, pass_s * 1000);
+	ASSERT_EQ_INT(newest1, newest0 + 1);
+	ASSERT_EQ_INT(live1, live0);
+	ASSERT_EQ_INT(active_now, active);
+	ASSERT_EQ_INT((long long)now, (long long)served);
+	ASSERT_EQ_INT(log_count(flog, "stays inactive and not live"), 1);
+	ASSERT_EQ_INT(log_count(rlog, "cancelled during featured's Finish"), 1);
+
+	/* 4. rankd shuts down in the middle of the pass: it exits at once. */
+	int before = log_count(flog, computing);
+	ASSERT_OK(train_begin(p.rch, &dv, &cc));
+	ASSERT_OK(log_wait(flog, computing, before + 1, 120000));
+	t0 = procs_now_ms();
+	int status = proc_stop(&p.r, 300000);
+	int64_t exit_ms = procs_now_ms() - t0;
+	vr_ccall_finish(cc, &st);
+	int64_t feat_ms = -1;
+	while (procs_now_ms() - t0 < 300000 && featured_tv_busy(p.fch) != 0)
+		usleep(5000);
+	feat_ms = procs_now_ms() - t0;
+	fprintf(stderr, "  rankd's SIGTERM in the pass: exited in %lld ms (status %#x), featured "
+		"free in %lld ms; the Train: %s: %s\n", (long long)exit_ms, status, (long long)feat_ms,
+		vr_status_name(st.code), st.message);
+	ASSERT_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "rankd's exit status %#x", status);
+	ASSERT_MSG(exit_ms < pass_s * 1000 / 3, "rankd took %lld ms to exit, the whole pass %.0f ms",
+		   (long long)exit_ms, pass_s * 1000);
+	ASSERT_MSG(feat_ms < pass_s * 1000 / 3, "featured took %lld ms to let go, the whole pass "
+		   "%.0f ms", (long long)feat_ms, pass_s * 1000);
+	/* the timed pass and the one before Finish only */
+	ASSERT_EQ_INT(log_count(flog, "items' activations ("), 2);
+	ASSERT_OK(featured_active(p.fch, &active_now, purpose, sizeof purpose));
+	ASSERT_EQ_INT(active_now, active);
+
+	/* 5. featured shuts down in the middle of the pass: it exits at once
+	 * and tells its client why (UNAVAILABLE: rankd may resume). */
+	before = log_count(flog, computing);
+	s.session_id = "featured-stops";
+	ASSERT_OK(vr_ccall_start(&tv, p.fch, "/visrec.v1.Featured/TrainVisual",
+				 &visrec__v1__train_visual_response__descriptor, 0, NULL));
+	ASSERT_OK(vr_ccall_send(tv, &req.base));
+	ASSERT_OK(log_wait(flog, computing, before + 1, 120000));
+	t0 = procs_now_ms();
+	status = proc_stop(&p.f, 300000);
+	exit_ms = procs_now_ms() - t0;
+	m = NULL;
+	ASSERT(vr_ccall_recv(tv, &m) != 0);
+	vr_ccall_finish(tv, &st);
+	fprintf(stderr, "  featured's SIGTERM in the pass: exited in %lld ms (status %#x); its "
+		"client got %s: %s\n", (long long)exit_ms, status, vr_status_name(st.code),
+		st.message);
+	ASSERT_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "featured's exit status %#x",
+		   status);
+	ASSERT_MSG(exit_ms < pass_s * 1000 / 3, "featured took %lld ms to exit, the whole pass "
+		   "%.0f ms", (long long)exit_ms, pass_s * 1000);
+	/* Its reason, unless a batch outlasted the shutdown's grace (2 s) on a
+	 * loaded box and the server cancelled the call first. */
+	ASSERT_EQ_INT(st.code, GRPC_STATUS_UNAVAILABLE);
+	ASSERT_EQ_INT(log_count(flog, "featured is shutting down during the trunk pass"), 1);
+	pair_stop(&p);
+}
+
 static const struct vr_test tests[] = {
 	T(auc_rises_and_ingest_order_invariant), T(beats_bpr_on_cold_items),
 	T(kill_featured_then_resume), T(best_epoch_served_progress_truthful),
-	T(retrain_after_restart_is_the_same), T(rankd_crash_in_checkpoint_keeps_the_last_whole), { 0 },
+	T(retrain_after_restart_is_the_same), T(rankd_crash_in_checkpoint_keeps_the_last_whole),
+	T(cancel_during_trunk_pass), { 0 },
 };
 
 int main(int argc, char **argv)

@@ -268,7 +268,7 @@ struct reembed_arg {
 static void *reembed_thread(void *arg)
 {
 	struct reembed_arg *a = arg;
-	a->rc = fd_executor_reembed(ex, a->nm->net, &a->nm->info, 1, &a->embedded, a->err,
+	a->rc = fd_executor_reembed(ex, a->nm->net, &a->nm->info, 1, NULL, NULL, &a->embedded, a->err,
 				    sizeof a->err);
 	return NULL;
 }
@@ -369,9 +369,56 @@ TEST(switch_redecodes_queued_images)
 	stop();
 }
 
+static int destroy_task(fd_executor *e, void *arg)
+{
+	(void)e;
+	nn_net_destroy(arg);
+	return 0;
+}
+
+/* reembed's stop: nonzero from its call number *arg on (counting down). */
+static int stop_at(void *arg)
+{
+	int *left = arg;
+	return --*left <= 0;
+}
+
+/* A re-embedding told to stop (as featured's TrainVisual Finish is when
+ * its call is cancelled) stops before its next chunk, VR_ECANCELLED, and
+ * switches nothing: the old version stays active. */
+TEST(reembed_stops_when_told)
+{
+	static struct set s;
+	struct new_model nm = { 0 };
+	ASSERT_OK(start(4, 16));
+	set_init(&s, 300);
+	for (int i = 0; i < 10; i++)
+		ASSERT_OK(fd_executor_submit(ex, &s.jobs[i], 1000));
+	ASSERT(wait_all(&s, 10));
+	ASSERT_OK(fd_executor_call(ex, build_task, &nm));
+	int left = 2; /* one chunk, then stop */
+	uint64_t embedded = 0;
+	char err[256] = "";
+	int rc = fd_executor_reembed(ex, nm.net, &nm.info, FD_REEMBED_SWITCH, stop_at, &left,
+				     &embedded, err, sizeof err);
+	ASSERT_EQ_INT(rc, VR_ECANCELLED);
+	ASSERT_EQ_INT(embedded, 4);
+	ASSERT_CONTAINS(err, "stopped after 4 items");
+	uint32_t active = 0;
+	ASSERT_OK(fd_fstore_active(fs, &active));
+	ASSERT_EQ_INT(active, 1);
+	fd_model_info m;
+	fd_executor_model(ex, &m);
+	ASSERT_EQ_INT(m.version, 1);
+	fd_executor_call(ex, destroy_task, nm.net); /* still the caller's */
+	set_free(&s);
+	stop();
+}
+
 static const struct vr_test tests[] = {
 	T(embeds_stores_in_order), T(bad_images_refused_others_stored), T(full_queue_and_skips),
-	T(reembed_switches_model), T(switch_redecodes_queued_images), { 0 },
+	T(reembed_switches_model), T(switch_redecodes_queued_images), T(reembed_stops_when_told),
+	{ 0 },
 };
 
 int main(int argc, char **argv)

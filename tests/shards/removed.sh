@@ -7,7 +7,8 @@
 # feed as a REMOVED change: rankd's position in each source's feed ends at
 # the source's last change, Info counts per shard the items that left it
 # (exactly those it lost, the hash computed here as shardmap.h defines
-# it), rankd still holds every item once and scores the moved ones with
+# it; a source killed right after a delete's commit and restarted
+# included), rankd still holds every item once and scores the moved ones with
 # their vectors, and Train is refused naming a source until rankd runs
 # with the new list. Then every party on the new list (rankd restarted):
 # the same items, each once, the moved ones still scored, nothing counted,
@@ -23,10 +24,10 @@ read -r p1 p2 p3 p4 < <(free_ports 4)
 A=127.0.0.1:$p1 B=127.0.0.1:$p2 C=127.0.0.1:$p3 R=127.0.0.1:$p4
 from="$A,$B" to="$A,$B,$C"
 
-shard() { # shard NAME ADDR LIST [flags...]: (re)starts a featured shard
+shard() { # shard NAME ADDR LIST [flags...]: (re)starts a featured shard ($fault: its crash point)
 	local name=$1 addr=$2 list=$3; shift 3
-	start "shard $name" "$work/$name.out" "$featured" --listen "$addr" --data "$work/$name" \
-		--shards "$list" --shard-self "$addr" "$@"
+	start "shard $name" "$work/$name.out" env ${fault:+VISREC_FAULT=$fault} "$featured" \
+		--listen "$addr" --data "$work/$name" --shards "$list" --shard-self "$addr" "$@"
 	pid[$name]=$started
 }
 rankd_start() { # rankd_start LIST
@@ -101,8 +102,19 @@ moving=$(wc -l <"$work/moved.ids")
 [ "$moving" -gt 0 ] || die "no item moves to C"
 
 shard c "$C" "$to" --models-from "$A"
+# Source B dies right after committing its second delete (kill at the
+# crash point, exit 86): what it deleted and its REMOVED changes are one
+# commit, so the count below holds across it. Restarted, the move resumes.
+stop b
+fault=reshard-deleted@2 shard b "$B" "$from" --init-seed 7
+st=0
+"$visrec" reshard --from "$from" --to "$to" --batch 16 >"$work/rs0" 2>&1 || st=$?
+[ $st = 1 ] || fail "reshard with B dying: exit $st, not 1: $(cat "$work/rs0")"
+for _ in $(seq 100); do kill -0 "${pid[b]}" 2>/dev/null || break; sleep 0.1; done
+wait "${pid[b]}" 2>/dev/null; st=$?
+[ $st = 86 ] || fail "shard B ended with $st, not the crash point's 86"
+shard b "$B" "$from" --init-seed 7
 "$visrec" reshard --from "$from" --to "$to" --batch 16 >"$work/rs" 2>&1 || die "reshard: $(cat "$work/rs")"
-has "reshard" "moved $moving items" "$(cat "$work/rs")"
 after_a=$(ffield "$A" items) after_b=$(ffield "$B" items)
 [ $((before_a - after_a + before_b - after_b)) = "$moving" ] ||
 	fail "the sources lost $((before_a - after_a)) + $((before_b - after_b)) items, $moving moved"

@@ -54,17 +54,6 @@ heads_match() { # heads_match ADDR...: rankd's position in each feed is the shar
 	local a
 	for a in "$@"; do [ "$(rshard "$a" seq)" = "$(ffield "$a" last_seq)" ] || return 1; done
 }
-# scorable IDS-FILE: every id scores non-zero (a moved item kept its row).
-scorable() {
-	"$visrec" --json score --user "$user" $(cat "$1") >"$work/score.json" 2>"$work/score.err" || return 1
-	python3 - "$work/score.json" "$1" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
-want = open(sys.argv[2]).read().split()
-got = {s["item_id"]: float(s.get("score", 0)) for s in r.get("items", [])}
-sys.exit(0 if want and all(i in got and got[i] != 0 for i in want) else 1)
-PY
-}
 items() { rinfo | python3 -c 'import json, sys; print(json.load(sys.stdin)["items"])'; }
 
 "$visrec" datagen --out "$work/data" --users 30 --items 300 --interactions 1200 --image-min 32 \
@@ -82,22 +71,8 @@ wait_for 10 heads_match "$A" "$B" || die "feed positions before the move: $(rinf
 before_a=$(ffield "$A" items) before_b=$(ffield "$B" items)
 
 # The items C owns under the new list (shardmap.h's hash), and so move.
-ls "$work/data/images" | sed 's/\.jpg$//' | python3 -c '
-import sys
-names = sys.argv[1:]
-def fnv(h, b):
-    for x in b:
-        h = ((h ^ x) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
-    return h
-def mix(z):
-    z ^= z >> 30; z = (z * 0xbf58476d1ce4e5b9) & 0xFFFFFFFFFFFFFFFF
-    z ^= z >> 27; z = (z * 0x94d049bb133111eb) & 0xFFFFFFFFFFFFFFFF
-    return z ^ (z >> 31)
-def owner(i):  # highest hash, the smaller name on a tie
-    return max(sorted(names), key=lambda n: (mix(fnv(fnv(0xcbf29ce484222325, n.encode()), b"\0" + i.encode())), [-ord(c) for c in n]))
-for i in sys.stdin.read().split():
-    if owner(i) == names[2]:
-        print(i)' "$A" "$B" "$C" >"$work/moved.ids"
+ls "$work/data/images" | sed 's/\.jpg$//' | python3 -m shardmap "$A" "$B" "$C" |
+	awk -v c="$C" '$2 == c { print $1 }' >"$work/moved.ids"
 moving=$(wc -l <"$work/moved.ids")
 [ "$moving" -gt 0 ] || die "no item moves to C"
 

@@ -535,33 +535,43 @@ struct remove_ctx {
 	const void *val;
 	size_t len;
 	uint64_t deleted;
+	uint64_t last_seq;
 };
 
 static int remove_txn(vr_txn *txn, void *arg)
 {
 	struct remove_ctx *c = arg;
 	fd_fstore *fs = c->fs;
+	uint64_t seq;
+	int rc = last_seq_txn(fs, txn, &seq);
+	if (rc)
+		return rc;
 	c->deleted = 0;
 	for (size_t i = 0; i < c->n; i++) {
 		size_t id_len = strlen(c->ids[i]);
 		struct item_row row;
-		int rc = get_row(fs, txn, c->ids[i], id_len, &row);
+		rc = get_row(fs, txn, c->ids[i], id_len, &row);
 		if (rc == VR_ENOTFOUND)
 			continue;
+		/* Version 0 is never a model: every vector goes. */
 		if (rc || (rc = drop_other_vectors(fs, txn, row.num, 0)) ||
 		    (rc = vr_del(txn, fs->images, c->ids[i], id_len)) ||
-		    (rc = vr_del(txn, fs->items, c->ids[i], id_len)))
+		    (rc = vr_del(txn, fs->items, c->ids[i], id_len)) ||
+		    (rc = put_change(fs, txn, ++seq, FD_REMOVED, 0, c->ids[i], id_len)))
 			return rc;
 		c->deleted++;
 	}
+	c->last_seq = seq;
 	return vr_put(txn, fs->meta, c->key, strlen(c->key), c->val, c->len);
 }
 
 int fd_fstore_remove(fd_fstore *fs, const char *const *ids, size_t n, const char *key,
 		     const void *val, size_t len, uint64_t *deleted)
 {
-	struct remove_ctx c = { fs, ids, n, key, val, len, 0 };
+	struct remove_ctx c = { fs, ids, n, key, val, len, 0, 0 };
 	int rc = vr_store_write(fs->st, remove_txn, &c);
+	if (!rc && c.deleted)
+		published(fs, c.last_seq);
 	if (!rc && deleted)
 		*deleted = c.deleted;
 	return rc;

@@ -44,6 +44,7 @@ enum fd_change_kind {
 	FD_REPLACED = 2,       /* an existing id got a new image */
 	FD_REEMBEDDED = 3,     /* same image, a new vector of the active version */
 	FD_MODEL_SWITCHED = 4, /* the active version changed; no item */
+	FD_REMOVED = 5,        /* the item was deleted here (version 0) */
 };
 
 /* One model version's row. */
@@ -194,10 +195,12 @@ typedef struct fd_import {
 int fd_fstore_import(fd_fstore *fs, fd_import *items, size_t n);
 
 /* Deletes n items (image, items row, every vector; an unknown id is
- * skipped) and, in the same transaction, sets the meta record key (not
- * one of the keys above) to val (len bytes), so that a journal and what it
- * describes commit together. No change is appended: the feed has no
- * deletion kind. *deleted (may be NULL): items that were there. */
+ * skipped) and, in the same transaction, appends an FD_REMOVED change
+ * (version 0) for each item deleted and sets the meta record key (not one
+ * of the keys above) to val (len bytes), so that a journal, what it
+ * describes and the feed's word of it commit together. Wakes
+ * fd_fstore_wait when it removed any. *deleted (may be NULL): items that
+ * were there. */
 int fd_fstore_remove(fd_fstore *fs, const char *const *ids, size_t n, const char *key,
 		     const void *val, size_t len, uint64_t *deleted);
 

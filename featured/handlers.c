@@ -591,7 +591,7 @@ int fd_watch(vr_call *call, void *ctx)
 			memcpy(w->id, ch.item_id, len);
 			w->id[len] = 0;
 			w->values_at = SIZE_MAX;
-			if (!req->include_vectors || !len)
+			if (!req->include_vectors || !len || ch.kind == FD_REMOVED)
 				continue;
 			rc = fd_fstore_vec_get(svc->fs, txn, ch.version, w->id, &v);
 			if (rc == VR_ENOTFOUND)

@@ -30,6 +30,10 @@
  * TO. When items move to shards that serve FROM too (a shard removed or
  * replaced), a reader of every FROM shard (GetVectors all) can see the
  * batch in flight twice until its delete commits: at most one batch.
+ * Followers of the change feed learn of each delete from it: the delete's
+ * transaction appends a REMOVED change per item (fd_fstore_remove), so
+ * the feed says the item left exactly when it is gone, also across a
+ * kill -9.
  *
  * Thread-safety: claims and deletes of one featured are serialised by a
  * mutex of the fd_reshard, which the ingest check takes briefly; imports

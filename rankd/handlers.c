@@ -1296,6 +1296,7 @@ static uint64_t shard_state(rk_service *svc, size_t k, struct shard_row *r)
 	visrec__v1__featured_shard_state__init(&r->m);
 	r->m.address = (char *)vr_shards_name(svc->shards, k);
 	r->m.last_error = r->error;
+	r->m.removed_owned = atomic_load(&fe->removed_owned);
 	if (!fe->follower)
 		return r->m.seq = rk_service_feed_seq(svc, k);
 	rk_follower_state fs;

@@ -3,6 +3,10 @@
  * trained model, and the change-feed followers' callback that makes items
  * new in featured rankable at once.
  *
+ * Why one file at ~810 lines: start-up, the swap and the feed callbacks
+ * all move the served snapshot and the feed positions under one lock
+ * (swap_mu); split, each part would have to restate when the others run.
+ *
  * Feeds: rankd follows every featured shard's change feed, one follower
  * (one Watch, one thread) per shard, each from its own position, stored
  * per shard (rk_feed, service.h) with the rows it writes. Items are
@@ -29,7 +33,13 @@
  * of another version has the follower ask featured for the item's vector
  * of the model's version (GetVectors with model_version); an item featured
  * has no such vector for is skipped until a change of that version brings
- * it, or the next Train. */
+ * it, or the next Train.
+ *
+ * Removal: a REMOVED change (a reshard deleted the item from that shard,
+ * after storing it on its new owner) never drops the item's row, so a
+ * reshard loses no item from serving, and one row per id serves it once
+ * (follow_removed says what is counted). A change of a kind rankd does
+ * not know is skipped, its position noted. */
 #include "service.h"
 
 #include <inttypes.h>
@@ -398,6 +408,34 @@ static int change_vector(rk_service *svc, const rk_served *s, const Visrec__V1__
 	return !rc && o.got;
 }
 
+/* A REMOVED change of shard fe: the item left it. Its row stays: the
+ * item is ranked as before, and a reshard (today the only delete) stored
+ * it on its new owner first, whose feed brings its ADDED when rankd
+ * follows that shard; rankd holds one row per id, so it is never served
+ * twice. When rankd's own list names another shard the owner, this shard
+ * held a copy rankd never routed to (the item moved away from it under
+ * that list): nothing to do. When rankd's list names this shard, rankd's
+ * list is behind the shards': the item's vector can no longer be fetched
+ * where rankd looks, so it is counted (Info, and Train is refused until
+ * rankd runs with the new list). Caller holds swap_mu. */
+static int follow_removed(rk_feed *fe, const Visrec__V1__ItemChange *c)
+{
+	rk_service *svc = fe->svc;
+	if (vr_shards_owner(svc->shards, c->item_id) != fe->k) {
+		VR_DEBUG("featured %s: change %" PRIu64 ": item %s left it; rankd's list places it "
+			 "on %s", vr_shards_name(svc->shards, fe->k), c->seq, c->item_id,
+			 vr_shards_name(svc->shards, vr_shards_owner(svc->shards, c->item_id)));
+		return note_seq(fe, c->seq);
+	}
+	if (!atomic_fetch_add(&fe->removed_owned, 1))
+		VR_WARN("featured %s: item %s left it (change %" PRIu64 "), and rankd's shard list "
+			"(--featured) names that shard its owner: the shards were resharded to another "
+			"list. Items that left keep their rows and are ranked as before; Train is "
+			"refused until rankd runs with the new list (Info counts them per shard)",
+			vr_shards_name(svc->shards, fe->k), c->item_id, c->seq);
+	return note_seq(fe, c->seq);
+}
+
 /* A follower's callback, ctx its shard's feed (see the file comment). */
 static int follow_apply(void *ctx, const Visrec__V1__ItemChange *c)
 {
@@ -409,6 +447,10 @@ static int follow_apply(void *ctx, const Visrec__V1__ItemChange *c)
 	pthread_mutex_lock(&svc->swap_mu);
 	if (rk_follower_rewinding(fe->follower)) {
 		rc = VR_ECANCELLED;
+		goto leave;
+	}
+	if (c->kind == VISREC__V1__ITEM_CHANGE__KIND__REMOVED && c->item_id && c->item_id[0]) {
+		rc = follow_removed(fe, c);
 		goto leave;
 	}
 	s = rk_serving_get(&svc->serving);
@@ -744,6 +786,18 @@ int rk_service_feeds_head(rk_service *svc, uint64_t *base_seq, vr_status *st)
 		return VR_ERPC;
 	}
 	int rc = 0;
+	for (size_t k = 0; k < n; k++) {
+		uint64_t left = atomic_load(&svc->feeds[k].removed_owned);
+		if (left && !rc) {
+			rc = VR_ESTATE;
+			st->code = GRPC_STATUS_FAILED_PRECONDITION;
+			snprintf(st->message, sizeof st->message,
+				 "featured shard %.60s removed %" PRIu64 " item(s) that rankd's list "
+				 "places on it (a reshard moved them): run rankd with the new list, else "
+				 "Train leaves them without vectors",
+				 vr_shards_name(svc->shards, k), left);
+		}
+	}
 	for (size_t k = 0; k < n; k++) {
 		if (resp[k]) {
 			base_seq[k] = resp[k]->last_seq;

@@ -74,6 +74,10 @@ typedef struct rk_feed {
 	char health_name[160];    /* its Health service name ("" if none fits) */
 	rk_follower *follower;    /* NULL when rankd does not follow featured */
 	uint64_t seq_saved;       /* the position as stored (under swap_mu) */
+	/* Items this shard's feed said left it (REMOVED) while rankd's list
+	 * names it their owner, since start: rankd's list is behind a
+	 * reshard (service.c, follow_removed). Train is refused while any. */
+	_Atomic uint64_t removed_owned;
 	int64_t seq_saved_ms;
 	struct vr_prom_series *m_lag, *m_seq, *m_connected; /* metrics.c */
 } rk_feed;
@@ -175,8 +179,11 @@ int rk_service_publish(rk_service *svc, rk_served *next, const uint64_t *base_se
 /* The position of shard k's feed: its follower's, else the stored one. */
 uint64_t rk_service_feed_seq(rk_service *svc, size_t k);
 /* Train's check that every featured shard answers: their feed positions
- * into base_seq (svc->n_feeds entries). Returns 0, or VR_ERPC with st
- * UNAVAILABLE naming the first shard that did not answer and why. */
+ * into base_seq (svc->n_feeds entries). Returns 0; VR_ESTATE with st
+ * FAILED_PRECONDITION naming the first shard that removed items rankd's
+ * list places on it (rk_feed.removed_owned: rankd's list is behind a
+ * reshard); or VR_ERPC with st UNAVAILABLE naming the first shard that did
+ * not answer and why. */
 int rk_service_feeds_head(rk_service *svc, uint64_t *base_seq, vr_status *st);
 
 /* A replica's swap (replica.c): activates the stored snapshot version

@@ -81,6 +81,8 @@ int rk__fetch_vectors(struct rk_train_job *job, struct fetch *f, uint32_t want,
 	/* Every shard first, so that one that is down is named before
 	 * anything is fetched; then the vectors of all of them at once. */
 	int rc = rk_service_feeds_head(svc, f->base_seq, &st);
+	if (rc == VR_ESTATE)
+		return rk__fail(job, GRPC_STATUS_FAILED_PRECONDITION, "%s", st.message);
 	if (rc == VR_ERPC)
 		return rk__fail(job, GRPC_STATUS_UNAVAILABLE, "cannot fetch item vectors from featured "
 				"at %s (%s needs every shard's): %s; Train again when it is back",

@@ -57,6 +57,10 @@ static void print_rankd(const cli *c, const Visrec__V1__RankInfoResponse *r)
 		       f->address, f->connected ? "connected" : "NOT connected", when,
 		       (unsigned long long)f->seq, (unsigned long long)f->head_seq,
 		       f->last_error[0] ? "; last error: " : "", f->last_error);
+		if (f->removed_owned)
+			printf("    %llu item(s) it owns under rankd's list left it: the shards were "
+			       "resharded; run rankd with their new list\n",
+			       (unsigned long long)f->removed_owned);
 	}
 }
 

@@ -366,11 +366,29 @@ TEST(import_and_remove)
 	ASSERT_EQ_INT(fd_fstore_vec_get(fs, txn, 2, "x", &v), VR_ENOTFOUND);
 	vr_store_read_end(txn);
 	const char *ids[2] = { "x", "absent" };
-	uint64_t deleted = 9;
+	uint64_t deleted = 9, seq0;
 	void *note = NULL;
 	size_t len = 0;
+	ASSERT_OK(fd_fstore_stats(fs, &(uint64_t){ 0 }, &seq0));
 	ASSERT_OK(fd_fstore_remove(fs, ids, 2, "journal", "J1", 2, &deleted));
 	ASSERT_EQ_INT(deleted, 1);
+	/* One REMOVED change, of the item that was there, in the same commit
+	 * (the process's last seq moved with it: Watch is woken). */
+	fd_change ch;
+	ASSERT_OK(vr_store_read_begin(st, &txn));
+	ASSERT_OK(fd_fstore_change_next(fs, txn, seq0, &ch));
+	ASSERT_EQ_INT(ch.seq, seq0 + 1);
+	ASSERT_EQ_INT(ch.kind, FD_REMOVED);
+	ASSERT_EQ_INT(ch.version, 0);
+	ASSERT_EQ_INT(ch.id_len, 1);
+	ASSERT(!memcmp(ch.item_id, "x", 1));
+	ASSERT_EQ_INT(fd_fstore_change_next(fs, txn, ch.seq, &ch), VR_ENOTFOUND);
+	vr_store_read_end(txn);
+	ASSERT_EQ_INT(fd_fstore_last_seq(fs), seq0 + 1);
+	/* Nothing left to remove: no change. */
+	ASSERT_OK(fd_fstore_remove(fs, ids, 2, "journal", "J1", 2, &deleted));
+	ASSERT_EQ_INT(deleted, 0);
+	ASSERT_EQ_INT(fd_fstore_last_seq(fs), seq0 + 1);
 	ASSERT_OK(fd_fstore_note_get(fs, "journal", &note, &len));
 	ASSERT_EQ_INT(len, 2);
 	ASSERT(!memcmp(note, "J1", 2));
@@ -379,6 +397,7 @@ TEST(import_and_remove)
 	uint64_t items, last;
 	ASSERT_OK(fd_fstore_stats(fs, &items, &last));
 	ASSERT_EQ_INT(items, 0);
+	ASSERT_EQ_INT(last, seq0 + 1);
 	ASSERT_OK(vr_store_read_begin(st, &txn));
 	ASSERT_EQ_INT(fd_fstore_vec_get(fs, txn, 1, "x", &v), VR_ENOTFOUND);
 	ASSERT_EQ_INT(fd_fstore_item_get(fs, txn, "x", &it), VR_ENOTFOUND);

@@ -342,9 +342,12 @@ static void seeds_fstore(void)
 			  .vector = vec[1] } };
 	fd_revec r[2] = { { .item_id = p[0].item_id, .vector = vec[1] },
 			  { .item_id = p[1].item_id, .vector = vec[0] } };
+	fd_put gone = { .item_id = "gone", .image = image, .image_len = sizeof image, .vector = vec[0] };
+	const char *gone_id[1] = { "gone" };
 	uint64_t seq;
 	/* Two added, one replaced, both embedded by version 2, a switch to
-	 * it, one re-embedded: every kind of change. */
+	 * it, one re-embedded, then one more added and removed (as a reshard
+	 * deletes): every kind of change. */
 	if ((rc = fd_fstore_model_add(fs, &m, 1)) || (rc = fd_fstore_model_add(fs, &m2, 0)) ||
 	    (rc = fd_fstore_put_items(fs, 1, 3, p, 2)))
 		die("filling featured's store", rc);
@@ -353,7 +356,9 @@ static void seeds_fstore(void)
 		die("filling featured's store", rc);
 	r[0].seq = p[0].seq;
 	if ((rc = fd_fstore_put_vectors(fs, 2, 3, r, 2)) || (rc = fd_fstore_switch(fs, 2, &seq, NULL)) ||
-	    (rc = fd_fstore_put_vectors(fs, 2, 3, r, 1)))
+	    (rc = fd_fstore_put_vectors(fs, 2, 3, r, 1)) ||
+	    (rc = fd_fstore_put_items(fs, 2, 3, &gone, 1)) ||
+	    (rc = fd_fstore_remove(fs, gone_id, 1, "seed-journal", "J", 1, NULL)))
 		die("filling featured's store", rc);
 	dump_db(st, "changes", VR_DB_INTEGERKEY, 0, "change", 8);
 	dump_db(st, "vectors", 0, 1, "vector", 4);
@@ -690,6 +695,11 @@ static void seeds_rankd_requests(void)
 	ch.model_version = 2;
 	ch.vector = &v;
 	message(h, "item-change", 7, &ch.base);
+	Visrec__V1__ItemChange removed = VISREC__V1__ITEM_CHANGE__INIT;
+	removed.seq = 8;
+	removed.kind = VISREC__V1__ITEM_CHANGE__KIND__REMOVED;
+	removed.item_id = "i9";
+	message(h, "item-change-removed", 7, &removed.base);
 	Visrec__V1__Vector *vp[] = { &v };
 	char *missing[] = { "i10" };
 	Visrec__V1__GetVectorsResponse gr = VISREC__V1__GET_VECTORS_RESPONSE__INIT;

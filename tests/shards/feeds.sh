@@ -44,18 +44,6 @@ wait_for() {
 	until "$@"; do [ $SECONDS -lt $end ] || return 1; sleep 0.2; done
 }
 connected_is() { [ "$(shard_field "$1" connected)" = "$2" ]; }
-# scorable IDS-FILE: every id scores, with a non-zero score (its vector's
-# visual terms: a zero row scores 0).
-scorable() {
-	"$visrec" --json score --user "$user" $(cat "$1") >"$work/score.json" 2>"$work/score.err" || return 1
-	python3 - "$work/score.json" "$1" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
-want = open(sys.argv[2]).read().split()
-got = {s["item_id"]: float(s.get("score", 0)) for s in r.get("items", [])}
-sys.exit(0 if all(i in got and got[i] != 0 for i in want) else 1)
-PY
-}
 # new_items DIR PREFIX N: N copies of the data set's images under new ids.
 new_items() {
 	mkdir -p "$1"

@@ -4,7 +4,9 @@
 # prints N free loopback ports (a shard's address is in the list every
 # party holds, so it cannot be port 0); three_shards sets A, B, C (shards),
 # R (rankd) and the shard list "$list"; start NAME OUTFILE cmd... runs a
-# daemon. python3 picks the ports: without it the test skips (77).
+# daemon; scorable IDS-FILE: every id scores non-zero for $user on rankd
+# ($VISREC_RANKD). python3 picks the ports and computes owners
+# (shardmap.py, on PYTHONPATH here): without it the test skips (77).
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -22,6 +24,8 @@ die() { echo "FAIL: $*" >&2; exit 1; }
 has() { grep -qF -- "$2" <<<"$3" || fail "$1: expected \"$2\" in: $3"; }
 
 command -v python3 >/dev/null || { echo "skipped: python3 (to pick free ports) is not installed"; exit 77; }
+export PYTHONPATH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONDONTWRITEBYTECODE=1
 free_ports() {
 	python3 -c '
 import socket, sys
@@ -50,4 +54,17 @@ start() {
 		sleep 0.1
 	done
 	die "$name did not start"
+}
+
+# scorable IDS-FILE: every id scores, with a non-zero score (its vector's
+# visual terms: a zero row scores 0), for user $user.
+scorable() {
+	"$visrec" --json score --user "$user" $(cat "$1") >"$work/score.json" 2>"$work/score.err" || return 1
+	python3 - "$work/score.json" "$1" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+want = open(sys.argv[2]).read().split()
+got = {s["item_id"]: float(s.get("score", 0)) for s in r.get("items", [])}
+sys.exit(0 if want and all(i in got and got[i] != 0 for i in want) else 1)
+PY
 }

@@ -164,16 +164,9 @@ python3 - "$work" "$stored_new" "$A" "$B" "$C" <<'PY' || fail "the items after t
 import struct, sys
 work, stored_new, names = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 
-def fnv(h, b):
-    for x in b:
-        h = ((h ^ x) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
-    return h
-def mix(z):
-    z ^= z >> 30; z = (z * 0xbf58476d1ce4e5b9) & 0xFFFFFFFFFFFFFFFF
-    z ^= z >> 27; z = (z * 0x94d049bb133111eb) & 0xFFFFFFFFFFFFFFFF
-    return z ^ (z >> 31)
-def owner(i):  # shardmap.h: highest hash, the smaller name on a tie
-    return max(sorted(names), key=lambda n: (mix(fnv(fnv(0xcbf29ce484222325, n.encode()), b"\0" + i.encode())), [-ord(c) for c in n]))
+from shardmap import owner as map_owner
+def owner(i):
+    return map_owner(names, i)
 def load(stem):
     raw = open(stem + ".npy", "rb").read()
     hl = struct.unpack("<H", raw[8:10])[0]

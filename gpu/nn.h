@@ -50,7 +50,9 @@ void nn_backend_close(nn_backend *b);
  * FP32 (exact, every backend), TF32 (tensor-core TF32, CUDA) or BF16
  * (CUDA on sm_80 and later: BF16 operands with FP32 accumulation, FP32
  * results, master weights and optimiser state; ungrouped convolutions,
- * in NHWC, and GEMMs; every other op stays FP32). */
+ * in NHWC, and GEMMs; every other op stays FP32. oneDNN on a CPU with
+ * avx512_bf16: the same for the forward pass of convolutions and fully
+ * connected layers; their backward stays FP32). */
 enum nn_precision { NN_PRECISION_FP32 = 1, NN_PRECISION_TF32, NN_PRECISION_BF16 };
 /* "fp32", "tf32" or "bf16" to *out; VR_EINVAL for anything else. */
 int nn_precision_parse(const char *name, int *out);
@@ -59,8 +61,9 @@ const char *nn_precision_name(int precision);
  * keep theirs; set it before making any). The CUDA backend opens in the
  * precision NN_CUDA_PRECISION names (or tf32 for NN_CUDA_TF32=1), FP32
  * by default. Errors: VR_EINVAL (not an enum nn_precision),
- * VR_EUNSUPPORTED (the backend or its device cannot: the CPU backends
- * run FP32 only). */
+ * VR_EUNSUPPORTED (the backend or its device cannot: the reference CPU
+ * backend runs FP32 only, oneDNN BF16 only where the CPU has avx512_bf16,
+ * and then its nn_backend_device says why). */
 int nn_backend_set_precision(nn_backend *b, int precision);
 int nn_backend_precision(const nn_backend *b);
 /* "cpu" or "cuda": the backend that was picked. */

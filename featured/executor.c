@@ -91,6 +91,7 @@ struct fd_executor {
 	fd_model_spec spec;
 	fd_decode_limits limits;
 	int wait_ms, cap, ndec;
+	int net_threads;  /* cpu_split's; 0: the backend's own (OMP_NUM_THREADS was set) */
 	int batch;        /* written under mu (a switch may lower it) */
 
 	/* executor thread only */
@@ -497,6 +498,25 @@ static void open_live(fd_executor *ex)
 static const fd_decode_limits stored_limits = { .max_bytes = (size_t)1 << 31,
 						.max_pixels = (uint64_t)1 << 40 };
 
+/* ---- the CPU split --------------------------------------------------------
+ * The one place that decides how featured's CPUs are shared between the
+ * decode pool and the network (issue 21): --decode-threads, or 1 decode
+ * thread on two or fewer CPUs and 2 above; the network gets the rest, at
+ * least 1 thread, so the two never ask for more threads than CPUs (a
+ * backend whose threads are not ours, CUDA's or the reference's OpenBLAS,
+ * keeps its own; OMP_NUM_THREADS in the environment names the network's
+ * threads instead). Measured on the 2 shared cores (README, issue 21):
+ * AlexNet fc7 ingest with 1 network + 1 decode thread beat 2 + 1 (the
+ * old default, oversubscribed) in every alternated pair at batch 16, 32
+ * and 64, using 15-17 ms of CPU per image against 20-29: an OpenMP team
+ * of 2 spins at its barriers while the decoder holds one of the cores;
+ * 2 + 2 was no better than 2 + 1. */
+static void cpu_split(long ncpu, int decode_asked, int *ndec, int *net_threads)
+{
+	*ndec = decode_asked > 0 ? decode_asked : ncpu > 2 ? 2 : 1;
+	*net_threads = getenv("OMP_NUM_THREADS") ? 0 : ncpu > *ndec + 1 ? (int)ncpu - *ndec : 1;
+}
+
 static int setup(fd_executor *ex)
 {
 	char err[256] = "";
@@ -504,6 +524,12 @@ static int setup(fd_executor *ex)
 	if (rc) {
 		snprintf(ex->setup_err, sizeof ex->setup_err, "cannot open the %s backend: %s (%.200s)",
 			 ex->backend_req, vr_strerror(rc), err);
+		return rc;
+	}
+	if (ex->net_threads && (rc = nn_backend_set_threads(ex->b, ex->net_threads)) &&
+	    rc != VR_EUNSUPPORTED) {
+		snprintf(ex->setup_err, sizeof ex->setup_err, "the %s backend cannot run %d threads: %s",
+			 nn_backend_name(ex->b), ex->net_threads, vr_strerror(rc));
 		return rc;
 	}
 	if ((rc = nn_backend_set_precision(ex->b, ex->precision))) {
@@ -616,7 +642,7 @@ int fd_executor_create(fd_executor **out, fd_fstore *fs, const fd_executor_opts 
 	ex->cap = o->queue > 0 ? o->queue : 4 * ex->batch;
 	if (ex->batch > ex->cap)
 		ex->batch = ex->cap;
-	ex->ndec = o->decode_threads > 0 ? o->decode_threads : sysconf(_SC_NPROCESSORS_ONLN) > 2 ? 2 : 1;
+	cpu_split(sysconf(_SC_NPROCESSORS_ONLN), o->decode_threads, &ex->ndec, &ex->net_threads);
 	ex->tasks_tail = &ex->tasks;
 	pthread_mutex_init(&ex->mu, NULL);
 	vr_cond_init(&ex->cv_exec);

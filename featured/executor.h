@@ -74,7 +74,8 @@ typedef struct fd_executor_opts {
 	fd_model_spec spec;       /* the model to create on a fresh data directory */
 	int batch;                /* images per network call; 0: 16 */
 	int batch_wait_ms;        /* how long a partial batch waits for more; < 0: 0 */
-	int decode_threads;       /* 0: 1 on two or fewer CPUs, else 2 */
+	int decode_threads;       /* 0: 1 on two or fewer CPUs, else 2; the network
+				   * gets the other CPUs (executor.c's cpu_split) */
 	int queue;                /* images admitted and not yet taken by the network;
 				   * 0: 4 × batch; batch is lowered to fit */
 	fd_decode_limits limits;

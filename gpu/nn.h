@@ -66,6 +66,13 @@ const char *nn_precision_name(int precision);
  * and then its nn_backend_device says why). */
 int nn_backend_set_precision(nn_backend *b, int precision);
 int nn_backend_precision(const nn_backend *b);
+/* Sets how many threads b's ops use from now on (the oneDNN backend's
+ * OpenMP team, which opens with one per CPU or OMP_NUM_THREADS), so a
+ * program that runs other work beside the net (featured's decode pool)
+ * can split the CPUs; nn_backend_device says the count. Errors:
+ * VR_EINVAL (threads < 1), VR_EUNSUPPORTED (a backend whose threads are
+ * not set here: the reference's are OpenBLAS's, CUDA's the device's). */
+int nn_backend_set_threads(nn_backend *b, int threads);
 /* "cpu" or "cuda": the backend that was picked. */
 const char *nn_backend_name(const nn_backend *b);
 /* One line on what runs the ops and, for "auto", why it was picked,
@@ -137,6 +144,9 @@ void nn_net_destroy(nn_net *net);
 const char *nn_net_errmsg(const nn_net *net);
 
 const char *nn_net_arch(const nn_net *net);
+/* The precision the net's layers were planned in (its backend's at
+ * nn_net_create: enum nn_precision). */
+int nn_net_precision(const nn_net *net);
 int nn_net_num_outputs(const nn_net *net);
 int nn_net_input_size(const nn_net *net);
 int nn_net_max_batch(const nn_net *net);

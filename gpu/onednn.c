@@ -63,10 +63,11 @@
  * and every backward, runs as in FP32. A shape oneDNN has no BF16 JIT
  * kernel for runs FP32.
  *
- * Threads: oneDNN's OpenMP team size is decided once, at open (OpenMP's
- * default: OMP_NUM_THREADS, else one thread per CPU), and re-applied at
- * every op because it is a per-thread setting and ops may come from a
- * thread other than the one that opened the backend. */
+ * Threads: oneDNN's OpenMP team size is decided at open (OpenMP's
+ * default: OMP_NUM_THREADS, else one thread per CPU) or later by
+ * nn_backend_set_threads (featured's split with its decode pool), and
+ * re-applied at every op because it is a per-thread setting and ops may
+ * come from a thread other than the one that opened the backend. */
 #include <dnnl.h>
 #include <math.h>
 #include <omp.h>
@@ -90,7 +91,6 @@ struct dnn {
 	int threads;
 	int precision;                   /* enum nn_precision: FP32, or BF16 where bf16_ok */
 	int bf16_ok;                     /* oneDNN's ISA has avx512_core_bf16 */
-	size_t device_base;              /* b->device up to the precision words */
 	uint64_t reorders;               /* reorders run (nn__onednn_reorders) */
 	dnnl_memory_desc_t *layouts;     /* layout id i + 1 (backend.h's Layouts) */
 	int nlayouts, cap_layouts;
@@ -1534,26 +1534,30 @@ static void dnn_close(struct nn_backend *b)
 	b->priv = NULL;
 }
 
-/* The precision words after the threads in b->device: "FP32" or "BF16",
- * and why BF16 cannot run where it cannot; what backend.c's auto appended
- * after them (why not CUDA) stays. */
-static void describe_precision(struct nn_backend *b)
+/* b->device: oneDNN's version, the threads, the precision ("FP32" or
+ * "BF16", and why BF16 cannot run where it cannot); what backend.c's auto
+ * appended after them (why not CUDA) stays. */
+static void describe(struct nn_backend *b)
 {
 	struct dnn *d = b->priv;
 	char tail[sizeof(b->device)] = "";
-	const char *t = strstr(b->device + d->device_base, " (cuda: ");
+	const char *t = strstr(b->device, " (cuda: ");
 	if (t)
 		snprintf(tail, sizeof(tail), "%s", t);
+	const dnnl_version_t *v = dnnl_version();
+	snprintf(b->device, sizeof(b->device), "CPU, oneDNN %d.%d.%d, %d OpenMP thread%s, ",
+		v->major, v->minor, v->patch, d->threads, d->threads == 1 ? "" : "s");
+	const size_t base = strlen(b->device);
 	const dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
 	const char *isa_name = isa == dnnl_cpu_isa_avx512_core_vnni ? "avx512_core_vnni" :
 		isa == dnnl_cpu_isa_avx512_core ? "avx512_core" :
 		isa == dnnl_cpu_isa_avx2_vnni ? "avx2_vnni" :
 		isa == dnnl_cpu_isa_avx2 ? "avx2" : "below avx2";
 	if (d->bf16_ok)
-		snprintf(b->device + d->device_base, sizeof(b->device) - d->device_base, "%s",
+		snprintf(b->device + base, sizeof(b->device) - base, "%s",
 			d->precision == NN_PRECISION_BF16 ? "BF16" : "FP32");
 	else
-		snprintf(b->device + d->device_base, sizeof(b->device) - d->device_base,
+		snprintf(b->device + base, sizeof(b->device) - base,
 			"FP32 (BF16 needs avx512_bf16; oneDNN runs %s here)", isa_name);
 	const size_t len = strlen(b->device);
 	snprintf(b->device + len, sizeof(b->device) - len, "%s", tail);
@@ -1570,7 +1574,16 @@ static int dnn_set_precision(struct nn_backend *b, int precision)
 	if (precision == NN_PRECISION_TF32 || (precision == NN_PRECISION_BF16 && !d->bf16_ok))
 		return VR_EUNSUPPORTED;
 	d->precision = precision;
-	describe_precision(b);
+	describe(b);
+	return 0;
+}
+
+/* The OpenMP team of every op from now on (dnn_of applies it). */
+static int dnn_set_threads(struct nn_backend *b, int threads)
+{
+	struct dnn *d = b->priv;
+	d->threads = threads;
+	describe(b);
 	return 0;
 }
 
@@ -1616,6 +1629,7 @@ int nn__onednn_open(struct nn_backend **out, char *why, size_t why_len)
 	d->ops.layout_download = dnn_layout_download;
 	d->ops.set_precision = dnn_set_precision;
 	d->ops.precision = dnn_precision;
+	d->ops.set_threads = dnn_set_threads;
 	d->ops.close = dnn_close;
 	b->ops = &d->ops;
 	d->threads = omp_get_max_threads();
@@ -1635,15 +1649,11 @@ int nn__onednn_open(struct nn_backend **out, char *why, size_t why_len)
 		goto fail;
 	}
 	dnnl_post_ops_destroy(sum);
-	const dnnl_version_t *v = dnnl_version();
 	snprintf(b->name, sizeof(b->name), "onednn");
-	snprintf(b->device, sizeof(b->device), "CPU, oneDNN %d.%d.%d, %d OpenMP threads, ",
-		v->major, v->minor, v->patch, d->threads);
-	d->device_base = strlen(b->device);
 	d->precision = NN_PRECISION_FP32;
 	d->bf16_ok = (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core_bf16) ==
 		dnnl_cpu_isa_avx512_core_bf16;
-	describe_precision(b);
+	describe(b);
 	*out = b;
 	return 0;
 fail:

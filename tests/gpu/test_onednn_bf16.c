@@ -329,7 +329,7 @@ TEST(net_cnnf_small_resnet50)
 	net_case("resnet50", 64, 2);
 }
 
-TEST(precision_reported)
+TEST(precision_and_threads_reported)
 {
 	if (open_both())
 		return;
@@ -343,6 +343,13 @@ TEST(precision_reported)
 	ASSERT_OK(nn_backend_set_precision(b, NN_PRECISION_BF16));
 	ASSERT_OK(nn_backend_set_precision(b, NN_PRECISION_FP32));
 	ASSERT_CONTAINS(nn_backend_device(b), "FP32");
+	/* the threads, set by a program that splits the CPUs (featured) */
+	ASSERT_OK(nn_backend_set_threads(b, 1));
+	ASSERT_CONTAINS(nn_backend_device(b), "1 OpenMP thread, FP32");
+	ASSERT_EQ_INT(nn_backend_set_threads(b, 0), VR_EINVAL);
+	nn_backend_close(b);
+	ASSERT_OK(nn_backend_open("cpu-ref", &b));
+	ASSERT_EQ_INT(nn_backend_set_threads(b, 1), VR_EUNSUPPORTED);
 	nn_backend_close(b);
 }
 
@@ -409,7 +416,7 @@ static const struct vr_test tests[] = {
 	T(net_alexnet),
 	T(net_mobilenet_v2),
 	T(net_cnnf_small_resnet50),
-	T(precision_reported),
+	T(precision_and_threads_reported),
 	T(refused_below_avx512_core_bf16),
 	{ 0 },
 };

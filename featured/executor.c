@@ -501,20 +501,30 @@ static const fd_decode_limits stored_limits = { .max_bytes = (size_t)1 << 31,
 /* ---- the CPU split --------------------------------------------------------
  * The one place that decides how featured's CPUs are shared between the
  * decode pool and the network (issue 21): --decode-threads, or 1 decode
- * thread on two or fewer CPUs and 2 above; the network gets the rest, at
- * least 1 thread, so the two never ask for more threads than CPUs (a
- * backend whose threads are not ours, CUDA's or the reference's OpenBLAS,
- * keeps its own; OMP_NUM_THREADS in the environment names the network's
- * threads instead). Measured on the 2 shared cores (README, issue 21):
- * AlexNet fc7 ingest with 1 network + 1 decode thread beat 2 + 1 (the
- * old default, oversubscribed) in every alternated pair at batch 16, 32
- * and 64, using 15-17 ms of CPU per image against 20-29: an OpenMP team
- * of 2 spins at its barriers while the decoder holds one of the cores;
- * 2 + 2 was no better than 2 + 1. */
+ * thread on two or fewer CPUs and 2 above; the network (a backend whose
+ * threads are ours: oneDNN's OpenMP team) one thread per CPU, unless
+ * OMP_NUM_THREADS names its count; and the team WAITS PASSIVELY
+ * (OMP_WAIT_POLICY=passive, fd_executor_exec_env), so a team thread
+ * blocked at a barrier sleeps and hands its core to the decoder instead
+ * of spinning on it. Measured on the 2 shared cores, AlexNet fc7 ingest,
+ * alternated (README, issue 21): 2 network + 1 decode threads spinning
+ * (OpenMP's default, the old split) lost every pair, at batch 16, 32 and
+ * 64, to 1 + 1 (20-29 ms of CPU per image against 15-17); 2 + 1 waiting
+ * passively won all four pairs against 2 + 1 spinning and matched or beat
+ * 1 + 1 (whose one network thread leaves a core to a decoder that needs a
+ * quarter of one); 2 + 2 was no better than 2 + 1. */
 static void cpu_split(long ncpu, int decode_asked, int *ndec, int *net_threads)
 {
 	*ndec = decode_asked > 0 ? decode_asked : ncpu > 2 ? 2 : 1;
-	*net_threads = getenv("OMP_NUM_THREADS") ? 0 : ncpu > *ndec + 1 ? (int)ncpu - *ndec : 1;
+	*net_threads = getenv("OMP_NUM_THREADS") ? 0 : ncpu > 0 ? (int)ncpu : 1;
+}
+
+void fd_executor_exec_env(char **argv)
+{
+	if (getenv("OMP_WAIT_POLICY") || setenv("OMP_WAIT_POLICY", "passive", 1))
+		return;
+	execv("/proc/self/exe", argv);
+	unsetenv("OMP_WAIT_POLICY");  /* no re-exec: run on, as OpenMP already set itself up */
 }
 
 static int setup(fd_executor *ex)

@@ -97,6 +97,13 @@ typedef struct fd_exec_stats {
 
 typedef struct fd_executor fd_executor;
 
+/* Call first in main, before any other thread exists: OpenMP reads
+ * OMP_WAIT_POLICY once, when it loads, so to make the network's team wait
+ * passively (executor.c's CPU split) this sets OMP_WAIT_POLICY=passive
+ * and re-executes the program with the same arguments, unless the
+ * environment names a policy already (then it returns at once). */
+void fd_executor_exec_env(char **argv);
+
 /* Starts the decode threads and the executor thread, which opens the
  * backend and the active model (fd_models_setup: creating version 1 on a
  * fresh data directory). Returns when the model is ready. err gets the

@@ -54,7 +54,8 @@ static int open_both(void)
 {
 	if (!cpu_has_bf16()) {
 		vr_test__skipped = 1;
-		fprintf(stderr, "  skipped: this CPU has no avx512_bf16 (oneDNN's BF16 needs it)\n");
+		fprintf(stderr,
+			"  skipped: this CPU has no avx512_bf16 (oneDNN's BF16 needs it)\n");
 		return -1;
 	}
 	if (!ref_b && nn_backend_open("cpu-ref", &ref_b)) {
@@ -78,52 +79,27 @@ static int open_both(void)
 	return 0;
 }
 
-static float *buf(size_t len)
-{
-	void *p = NULL;
-	if (posix_memalign(&p, 64, sizeof(float) * (len ? len : 1)))
-		return NULL;
-	return p;
-}
-
-static float *random_buf(size_t len, uint64_t seed, float lo, float hi)
-{
-	float *a = buf(len);
-	if (a)
-		fill_uniform(a, len, seed, lo, hi);
-	return a;
-}
-
 static float *nan_buf(size_t len)
 {
-	float *a = buf(len);
+	float *a = nn_test_buf(len);
 	for (size_t i = 0; a && i < len; i++)
 		a[i] = NAN;
 	return a;
 }
 
-/* The shapes already checked (nets repeat theirs). */
+/* The shapes already checked (nets repeat theirs): whether shape (size
+ * bytes) is among the n in list, adding it when not and cap allows. */
 static struct nn_conv_shape seen_conv[512];
 static struct nn_fc_shape seen_fc[64];
 static int nseen_conv, nseen_fc;
 
-static int conv_seen(const struct nn_conv_shape *s)
+static int seen(void *list, int *n, int cap, const void *shape, size_t size)
 {
-	for (int i = 0; i < nseen_conv; i++)
-		if (!memcmp(&seen_conv[i], s, sizeof(*s)))
+	for (int i = 0; i < *n; i++)
+		if (!memcmp((char *)list + i * size, shape, size))
 			return 1;
-	if (nseen_conv < 512)
-		seen_conv[nseen_conv++] = *s;
-	return 0;
-}
-
-static int fc_seen(const struct nn_fc_shape *s)
-{
-	for (int i = 0; i < nseen_fc; i++)
-		if (!memcmp(&seen_fc[i], s, sizeof(*s)))
-			return 1;
-	if (nseen_fc < 64)
-		seen_fc[nseen_fc++] = *s;
+	if (*n < cap)
+		memcpy((char *)list + (*n)++ * size, shape, size);
 	return 0;
 }
 
@@ -137,8 +113,10 @@ static double conv_err(const struct nn_conv_shape *s, int n, uint64_t seed)
 	const size_t xl = (size_t)n * s->c * s->h * s->w, yl = (size_t)n * s->k * s->oh * s->ow;
 	const size_t wl = (size_t)s->k * (s->c / s->groups) * s->kh * s->kw;
 	const float bound = 1.0f / sqrtf((float)(s->c / s->groups * s->kh * s->kw));
-	float *x = random_buf(xl, seed, -1, 1), *w = random_buf(wl, seed + 1, -bound, bound);
-	float *bv = random_buf(s->k, seed + 2, -bound, bound), *y[2] = { nan_buf(yl), nan_buf(yl) };
+	float *x = nn_test_random_buf(xl, seed, -1, 1),
+		*w = nn_test_random_buf(wl, seed + 1, -bound, bound);
+	float *bv = nn_test_random_buf(s->k, seed + 2, -bound, bound),
+		*y[2] = { nan_buf(yl), nan_buf(yl) };
 	double e = -1;
 	bf_b->param_version++;        /* new weights, maybe at the old one's address */
 	for (int i = 0; i < 2; i++) {
@@ -168,8 +146,10 @@ static double fc_err(const struct nn_fc_shape *s, int n, int bias, uint64_t seed
 	size_t wsb;
 	const size_t xl = (size_t)n * s->in, yl = (size_t)n * s->out, wl = (size_t)s->in * s->out;
 	const float bound = 1.0f / sqrtf((float)s->in);
-	float *x = random_buf(xl, seed, 0, 1), *w = random_buf(wl, seed + 1, -bound, bound);
-	float *bv = random_buf(s->out, seed + 2, -bound, bound), *y[2] = { nan_buf(yl), nan_buf(yl) };
+	float *x = nn_test_random_buf(xl, seed, 0, 1),
+		*w = nn_test_random_buf(wl, seed + 1, -bound, bound);
+	float *bv = nn_test_random_buf(s->out, seed + 2, -bound, bound),
+		*y[2] = { nan_buf(yl), nan_buf(yl) };
 	double e = -1;
 	bf_b->param_version++;
 	for (int i = 0; i < 2; i++)
@@ -207,12 +187,12 @@ static void arch_ops(const char *arch)
 			double e;
 			if (ly->kind == NN__CONV) {
 				struct nn_conv_shape s = ly->u.conv;
-				if (n == 2 && conv_seen(&s))
+				if (n == 2 && seen(seen_conv, &nseen_conv, 512, &s, sizeof(s)))
 					break;
 				e = conv_err(&s, n, 100 + l * 8 + n);
 			} else if (ly->kind == NN__FC) {
 				struct nn_fc_shape s = ly->u.fc;
-				if (n == 2 && fc_seen(&s))
+				if (n == 2 && seen(seen_fc, &nseen_fc, 64, &s, sizeof(s)))
 					break;
 				e = fc_err(&s, n, n == 2, 100 + l * 8 + n);
 			} else {
@@ -294,17 +274,7 @@ static void net_case(const char *arch, int size, int n)
 			nn_net_destroy(net[0]);
 			FAIL_("%s: %s", arch, err);
 		}
-	size_t pc = nn_net_param_count(net[0]);
-	float *p = buf(pc), *u = random_buf(pc, 6, 0.5f, 1.5f), *v = random_buf(pc, 7, -0.1f, 0.1f);
-	size_t xl = (size_t)n * 3 * size * size, yl = (size_t)n * nn_net_output_size(net[0]);
-	float *x = random_buf(xl, 8, -2, 2), *y[2] = { nan_buf(yl), nan_buf(yl) };
-	int rc = nn_net_params_get(net[0], p);
-	for (size_t i = 0; i < pc; i++)
-		p[i] = p[i] * u[i] + v[i];   /* variances stay above 0.4 */
-	for (int i = 0; i < 2 && !rc; i++)
-		rc = nn_net_params_set(net[i], p) || nn_net_forward(net[i], x, n, 0, y[i]);
-	double e = rc ? 1 : nn_rel_error(y[1], y[0], yl);
-	free(p); free(u); free(v); free(x); free(y[0]); free(y[1]);
+	double e = nn_test_same_params_forward(net[0], net[1], n, size);
 	nn_net_destroy(net[0]);
 	nn_net_destroy(net[1]);
 	fprintf(stderr, "  %s at %d px, %d images: output rel error %.3g\n", arch, size, n, e);
@@ -401,7 +371,8 @@ TEST(refused_below_avx512_core_bf16)
 	unlink(out);
 	ASSERT_MSG(rc == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "the capped child failed (%d)",
 		st);
-	ASSERT_MSG(atoi(line) == VR_EUNSUPPORTED, "capped at avx512_core_vnni, BF16 gave: %s", line);
+	ASSERT_MSG(atoi(line) == VR_EUNSUPPORTED, "capped at avx512_core_vnni, BF16 gave: %s",
+		line);
 	ASSERT_CONTAINS(line, "BF16 needs avx512_bf16");
 	ASSERT_CONTAINS(line, "avx512_core_vnni");
 }

@@ -508,11 +508,13 @@ static const fd_decode_limits stored_limits = { .max_bytes = (size_t)1 << 31,
  * blocked at a barrier sleeps and hands its core to the decoder instead
  * of spinning on it. Measured on the 2 shared cores, AlexNet fc7 ingest,
  * alternated (README, issue 21): 2 network + 1 decode threads spinning
- * (OpenMP's default, the old split) lost every pair, at batch 16, 32 and
- * 64, to 1 + 1 (20-29 ms of CPU per image against 15-17); 2 + 1 waiting
- * passively won all four pairs against 2 + 1 spinning and matched or beat
- * 1 + 1 (whose one network thread leaves a core to a decoder that needs a
- * quarter of one); 2 + 2 was no better than 2 + 1. */
+ * (OpenMP's default, the old split) lost 8 of 10 pairs at batch 16, 32
+ * and 64 to 1 + 1, burning 20-30 ms of CPU per image against 15-17;
+ * 2 + 1 waiting passively won all 4 pairs against 2 + 1 spinning (CPU
+ * 17-24 ms per image) and split its 4 against 1 + 1 two and two, medians
+ * ahead; it keeps both cores for the network where the machine is quiet
+ * (1 + 1 leaves one to a decoder that needs about a quarter of it); 2 + 2
+ * was no better than 2 + 1. */
 static void cpu_split(long ncpu, int decode_asked, int *ndec, int *net_threads)
 {
 	*ndec = decode_asked > 0 ? decode_asked : ncpu > 2 ? 2 : 1;

@@ -74,7 +74,8 @@ typedef struct fd_executor_opts {
 	fd_model_spec spec;       /* the model to create on a fresh data directory */
 	int batch;                /* images per network call; 0: 16 */
 	int batch_wait_ms;        /* how long a partial batch waits for more; < 0: 0 */
-	int decode_threads;       /* 0: 1 on two or fewer CPUs, else 2 */
+	int decode_threads;       /* 0: 1 on two or fewer CPUs, else 2; the network
+				   * gets the other CPUs (executor.c's cpu_split) */
 	int queue;                /* images admitted and not yet taken by the network;
 				   * 0: 4 × batch; batch is lowered to fit */
 	fd_decode_limits limits;
@@ -95,6 +96,13 @@ typedef struct fd_exec_stats {
 } fd_exec_stats;
 
 typedef struct fd_executor fd_executor;
+
+/* Call first in main, before any other thread exists: OpenMP reads
+ * OMP_WAIT_POLICY once, when it loads, so to make the network's team wait
+ * passively (executor.c's CPU split) this sets OMP_WAIT_POLICY=passive
+ * and re-executes the program with the same arguments, unless the
+ * environment names a policy already (then it returns at once). */
+void fd_executor_exec_env(char **argv);
 
 /* Starts the decode threads and the executor thread, which opens the
  * backend and the active model (fd_models_setup: creating version 1 on a

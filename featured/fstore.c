@@ -188,6 +188,7 @@ char *fd_model_encode(const fd_model_info *m)
 		 cJSON_AddStringToObject(o, "weights", m->weights) &&
 		 cJSON_AddNumberToObject(o, "created_unix", (double)m->created_unix) &&
 		 cJSON_AddStringToObject(o, "purpose", m->purpose) &&
+		 (!m->precision[0] || cJSON_AddStringToObject(o, "precision", m->precision)) &&
 		 (mean = cJSON_AddArrayToObject(o, "mean")) && (std = cJSON_AddArrayToObject(o, "std"));
 	for (int c = 0; ok && c < 3; c++) {
 		cJSON *a = cJSON_CreateNumber(m->mean[c]), *b = cJSON_CreateNumber(m->std[c]);
@@ -251,7 +252,9 @@ int fd_model_decode(const void *v, size_t vl, fd_model_info *m)
 	    json_str(o, "layer", m->layer, sizeof m->layer) ||
 	    json_str(o, "weights", m->weights, sizeof m->weights) ||
 	    json_str(o, "purpose", m->purpose, sizeof m->purpose) ||
-	    cJSON_GetArraySize(mean) != 3 || cJSON_GetArraySize(std) != 3)
+	    cJSON_GetArraySize(mean) != 3 || cJSON_GetArraySize(std) != 3 ||
+	    (cJSON_GetObjectItemCaseSensitive(o, "precision") &&
+	     json_str(o, "precision", m->precision, sizeof m->precision)))
 		goto leave;
 	m->version = (uint32_t)version;
 	m->dims = (uint32_t)dims;

@@ -59,6 +59,8 @@ typedef struct fd_model_info {
 	int64_t created_unix;
 	char purpose[16];      /* "embedding" (the net's output: DVBPR) or "features" (VBPR) */
 	float mean[3], std[3]; /* input normalisation */
+	char precision[8];     /* the math its vectors are made in (nn_precision_name: "fp32",
+				* "tf32", "bf16"); "" in a row from before versions recorded it */
 } fd_model_info;
 
 /* One stored vector, pointing into the map (valid until the transaction

@@ -18,6 +18,7 @@ static const char summary[] =
 
 int main(int argc, char **argv)
 {
+	fd_executor_exec_env(argv);  /* the network's OpenMP team waits passively */
 	vr_daemon d = { 0 };
 	fd_config cfg = { 0 };
 	fd_service svc = { 0 };

@@ -73,6 +73,7 @@ int fd_model_add(fd_fstore *fs, const char *data_dir, nn_net *net, const char *l
 	out->num_outputs = (uint32_t)nn_net_num_outputs(net);
 	out->created_unix = (int64_t)time(NULL);
 	nn_net_norm(net, out->mean, out->std);
+	snprintf(out->precision, sizeof out->precision, "%s", nn_precision_name(nn_net_precision(net)));
 
 	snprintf(dir, sizeof dir, "%s/models", data_dir);
 	if (mkdir(dir, 0755) && errno != EEXIST) {
@@ -114,6 +115,17 @@ int fd_model_open(nn_backend *b, const char *data_dir, const fd_model_info *info
 		nn_net_destroy(*out);
 		*out = NULL;
 		return VR_ECORRUPT;
+	}
+	/* one version's vectors come from one math: BF16's differ from FP32's
+	 * by ~1e-2, enough to move a neighbour list */
+	const char *now = nn_precision_name(nn_net_precision(*out));
+	if (info->precision[0] && strcmp(info->precision, now)) {
+		snprintf(err, errlen, "model version %u's vectors were made in %s, and this featured "
+			 "runs %s (--precision): the two would mix in one version; run it with "
+			 "--precision %s", info->version, info->precision, now, info->precision);
+		nn_net_destroy(*out);
+		*out = NULL;
+		return VR_ESTATE;
 	}
 	return 0;
 }

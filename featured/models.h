@@ -49,7 +49,7 @@ int fd_model_build(nn_backend *b, const fd_model_spec *spec, int max_batch, nn_n
 /* Adds net as a new model version: saves its weights to
  * data_dir/models/v<N>.safetensors and writes the row (version N = the
  * next free number) with layer (NULL: "output"), its dims, input size,
- * normalisation and purpose. activate: make it the active version too
+ * normalisation, purpose and precision (nn_net_precision). activate: make it the active version too
  * (only while no item is stored: the first model). Fills *out. Errors:
  * those of nn_net_save (-errno, VR_EIO), fd_fstore_model_add, and
  * VR_ENOTFOUND when net has no such layer. */
@@ -59,7 +59,8 @@ int fd_model_add(fd_fstore *fs, const char *data_dir, nn_net *net, const char *l
 /* Opens the net of a stored version from its weights file, with room for
  * max_batch images, returning the stored layer. Errors: those of
  * nn_net_open_file; VR_ECORRUPT when the file disagrees with the row
- * (arch or dims). */
+ * (arch or dims); VR_ESTATE when the row records another precision than
+ * b's (its vectors would mix two maths). */
 int fd_model_open(nn_backend *b, const char *data_dir, const fd_model_info *info, int max_batch,
 		  nn_net **out, char *err, size_t errlen);
 

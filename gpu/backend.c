@@ -131,6 +131,13 @@ int nn_backend_set_precision(nn_backend *b, int precision)
 	return precision == NN_PRECISION_FP32 ? 0 : VR_EUNSUPPORTED;
 }
 
+int nn_backend_set_threads(nn_backend *b, int threads)
+{
+	if (threads < 1)
+		return VR_EINVAL;
+	return b->ops->set_threads ? b->ops->set_threads(b, threads) : VR_EUNSUPPORTED;
+}
+
 int nn_backend_precision(const nn_backend *b)
 {
 	return b->ops->precision ? b->ops->precision(b) : NN_PRECISION_FP32;

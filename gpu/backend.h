@@ -273,6 +273,9 @@ struct nn_backend_ops {
 	 * from now on, or returns VR_EUNSUPPORTED; precision reads it. */
 	int (*set_precision)(struct nn_backend *b, int precision);
 	int (*precision)(const struct nn_backend *b);
+	/* Optional (NULL: the backend's thread count is not ours to set):
+	 * the threads ops use from now on, >= 1 (nn_backend_set_threads). */
+	int (*set_threads)(struct nn_backend *b, int threads);
 
 	/* Releases priv; the backend struct itself is freed by nn_backend_close. */
 	void (*close)(struct nn_backend *b);

@@ -1100,6 +1100,7 @@ int nn__net_create_with(nn_backend *b, const struct nn__arch *a, const struct nn
 	if (!net)
 		return VR_ENOMEM;
 	net->b = b;
+	net->precision = nn_backend_precision(b);
 	snprintf(net->arch, sizeof(net->arch), "%s", a->info.name);
 	net->num_outputs = opts->num_outputs > 0 ? opts->num_outputs : a->info.num_outputs;
 	net->input_size = opts->input_size > 0 ? opts->input_size : a->info.input_size;
@@ -1148,6 +1149,11 @@ const char *nn_net_errmsg(const nn_net *net)
 const char *nn_net_arch(const nn_net *net)
 {
 	return net->arch;
+}
+
+int nn_net_precision(const nn_net *net)
+{
+	return net->precision;
 }
 
 int nn_net_num_outputs(const nn_net *net)

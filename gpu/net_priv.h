@@ -81,6 +81,7 @@ struct nn_net {
 	struct nn_backend *b;
 	char arch[16];
 	int num_outputs, input_size, max_batch, inference_only;
+	int precision;             /* the backend's when the net was made (enum nn_precision) */
 	float mean[3], std[3];
 	/* Where the net starts and what replaced its top (nn_net_opts):
 	 * input_layer "" for the image; head "" when nothing is fresh, else

@@ -50,7 +50,9 @@ void nn_backend_close(nn_backend *b);
  * FP32 (exact, every backend), TF32 (tensor-core TF32, CUDA) or BF16
  * (CUDA on sm_80 and later: BF16 operands with FP32 accumulation, FP32
  * results, master weights and optimiser state; ungrouped convolutions,
- * in NHWC, and GEMMs; every other op stays FP32). */
+ * in NHWC, and GEMMs; every other op stays FP32. oneDNN on a CPU with
+ * avx512_bf16: the same for the forward pass of convolutions and fully
+ * connected layers; their backward stays FP32). */
 enum nn_precision { NN_PRECISION_FP32 = 1, NN_PRECISION_TF32, NN_PRECISION_BF16 };
 /* "fp32", "tf32" or "bf16" to *out; VR_EINVAL for anything else. */
 int nn_precision_parse(const char *name, int *out);
@@ -59,10 +61,18 @@ const char *nn_precision_name(int precision);
  * keep theirs; set it before making any). The CUDA backend opens in the
  * precision NN_CUDA_PRECISION names (or tf32 for NN_CUDA_TF32=1), FP32
  * by default. Errors: VR_EINVAL (not an enum nn_precision),
- * VR_EUNSUPPORTED (the backend or its device cannot: the CPU backends
- * run FP32 only). */
+ * VR_EUNSUPPORTED (the backend or its device cannot: the reference CPU
+ * backend runs FP32 only, oneDNN BF16 only where the CPU has avx512_bf16,
+ * and then its nn_backend_device says why). */
 int nn_backend_set_precision(nn_backend *b, int precision);
 int nn_backend_precision(const nn_backend *b);
+/* Sets how many threads b's ops use from now on (the oneDNN backend's
+ * OpenMP team, which opens with one per CPU or OMP_NUM_THREADS), so a
+ * program that runs other work beside the net (featured's decode pool)
+ * can split the CPUs; nn_backend_device says the count. Errors:
+ * VR_EINVAL (threads < 1), VR_EUNSUPPORTED (a backend whose threads are
+ * not set here: the reference's are OpenBLAS's, CUDA's the device's). */
+int nn_backend_set_threads(nn_backend *b, int threads);
 /* "cpu" or "cuda": the backend that was picked. */
 const char *nn_backend_name(const nn_backend *b);
 /* One line on what runs the ops and, for "auto", why it was picked,
@@ -134,6 +144,9 @@ void nn_net_destroy(nn_net *net);
 const char *nn_net_errmsg(const nn_net *net);
 
 const char *nn_net_arch(const nn_net *net);
+/* The precision the net's layers were planned in (its backend's at
+ * nn_net_create: enum nn_precision). */
+int nn_net_precision(const nn_net *net);
 int nn_net_num_outputs(const nn_net *net);
 int nn_net_input_size(const nn_net *net);
 int nn_net_max_batch(const nn_net *net);

@@ -55,10 +55,19 @@
  * more workspace than the plan asked for, that call runs the reference
  * (NCHW), or with layouts the plan's batch over the net's whole buffers.
  *
- * Threads: oneDNN's OpenMP team size is decided once, at open (OpenMP's
- * default: OMP_NUM_THREADS, else one thread per CPU), and re-applied at
- * every op because it is a per-thread setting and ops may come from a
- * thread other than the one that opened the backend. */
+ * Precision (nn_backend_set_precision): FP32, or BF16 where oneDNN's ISA
+ * has avx512_core_bf16: then convolution forward (fused or not) and fully
+ * connected forward take BF16 x and weights, reordered from the caller's
+ * FP32 (weights once per param_version, as always), and accumulate and
+ * write FP32, so every tensor a net sees stays FP32 and every other op,
+ * and every backward, runs as in FP32. A shape oneDNN has no BF16 JIT
+ * kernel for runs FP32.
+ *
+ * Threads: oneDNN's OpenMP team size is decided at open (OpenMP's
+ * default: OMP_NUM_THREADS, else one thread per CPU) or later by
+ * nn_backend_set_threads (featured's split with its decode pool), and
+ * re-applied at every op because it is a per-thread setting and ops may
+ * come from a thread other than the one that opened the backend. */
 #include <dnnl.h>
 #include <math.h>
 #include <omp.h>
@@ -80,6 +89,8 @@ struct dnn {
 	dnnl_primitive_attr_t attr;      /* user scratchpad */
 	dnnl_primitive_attr_t attr_sum;  /* user scratchpad, dst += src (reorders) */
 	int threads;
+	int precision;                   /* enum nn_precision: FP32, or BF16 where bf16_ok */
+	int bf16_ok;                     /* oneDNN's ISA has avx512_core_bf16 */
 	uint64_t reorders;               /* reorders run (nn__onednn_reorders) */
 	dnnl_memory_desc_t *layouts;     /* layout id i + 1 (backend.h's Layouts) */
 	int nlayouts, cap_layouts;
@@ -411,6 +422,9 @@ struct conv_plan {
 	int layouts;               /* s has layouts: x and y in them, forward only
 	                              unless s.layout_bwd */
 	int out_id;                /* y's layout; -1 until the first steps chose it */
+	int bf16;                  /* forward in BF16 (the backend's precision at
+	                              plan_create), until oneDNN offers only its
+	                              reference loop for it: then FP32 */
 	float *dbias;              /* layout_bwd: k floats, the last backward filter's */
 	const float *dbias_dy;     /* bias gradient, for this dy */
 	int dbias_n;               /* and this many images */
@@ -522,13 +536,26 @@ static size_t conv_steps(struct dnn *d, struct conv_plan *p, int n)
 			{ DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, &uc, 0, 0, 0 },
 			{ DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1, &uc, 0, 0, 0 } };
 		dnnl_primitive_desc_t own = NULL;
-		if (p->attr_post) {
-			/* the fused layers: a primitive of its own for inference */
+		if (p->attr_post || p->bf16) {
+			/* a primitive of its own for inference: the fused layers, or
+			 * BF16 source and weights (reordered from the caller's FP32;
+			 * bias, accumulation and y stay FP32) */
 			dnnl_convolution_desc_t fd;
+			dnnl_memory_desc_t bx = ax, bw = aw;
+			bx.data_type = bw.data_type = p->bf16 ? dnnl_bf16 : dnnl_f32;
 			if (dnnl_convolution_forward_desc_init(&fd, dnnl_forward_inference,
-				    dnnl_convolution_direct, &ax, &aw, &ub, &ay, strides, pl, pr) ||
-			    dnnl_primitive_desc_create(&own, &fd, p->attr_post, d->eng, NULL))
+				    dnnl_convolution_direct, &bx, &bw, &ub, &ay, strides, pl, pr) ||
+			    dnnl_primitive_desc_create(&own, &fd, p->attr_post ? p->attr_post : d->attr,
+				    d->eng, NULL))
 				own = NULL;
+			if (p->bf16 && (!own || is_ref(own))) {
+				/* no JIT kernel for BF16 at this shape: FP32, as asked before */
+				if (own)
+					dnnl_primitive_desc_destroy(own);
+				p->bf16 = 0;
+				dnnl_primitive_desc_destroy(fwd_pd);
+				return conv_steps(d, p, n);
+			}
 		} else if (dnnl_primitive_desc_clone(&own, fwd_pd)) {
 			own = NULL;
 		}
@@ -643,6 +670,7 @@ static int conv_plan_create(struct dnn *d, const struct nn_conv_shape *s, void *
 	p->s = *s;
 	p->layouts = s->in_layout || s->out_layout;
 	p->out_id = s->out_layout;
+	p->bf16 = d->precision == NN_PRECISION_BF16;
 	if (s->post_bn || s->post_act) {
 		if (!(p->bn_scale = calloc(s->k, sizeof(float))) ||
 		    !(p->bn_shift = calloc(s->k, sizeof(float)))) {
@@ -1301,6 +1329,95 @@ static int dnn_bn_bwd(struct nn_backend *b, void *plan, const struct nn_bn_shape
 	return rc;
 }
 
+/* ---- Fully connected in BF16 -------------------------------------------
+ * With the backend in BF16 an FC layer has a plan: oneDNN's inner product
+ * forward with BF16 x and weights (the weights' BF16 copy kept by the
+ * step, as a convolution's), FP32 bias, accumulation and y. Its step is
+ * made once, for the plan's batch: a call with fewer images runs the
+ * whole batch on the plan's own copies of x and y (a few hundred KB),
+ * so the kept weights (AlexNet's fc6: 75 MB) are not reordered again.
+ * Backward stays FP32 (dnnl_sgemm, below). No plan (FP32, or no JIT
+ * kernel for BF16): dnnl_sgemm forward too. */
+
+struct fc_plan {
+	int kind;
+	struct nn_fc_shape s;
+	struct step st;
+	float *zero_bias;          /* out zeros: an FC without bias */
+	float *x_full, *y_full;    /* the plan's batch, for calls with fewer images */
+	void *own_ws;              /* the FC ops take no workspace */
+};
+
+static void fc_plan_free(struct fc_plan *p)
+{
+	step_free(&p->st);
+	free(p->zero_bias);
+	free(p->x_full);
+	free(p->y_full);
+	free(p->own_ws);
+	free(p);
+}
+
+static int fc_plan_create(struct dnn *d, const struct nn_fc_shape *s, void **plan)
+{
+	dnnl_dims_t xd = { s->n, s->in }, wd = { s->out, s->in }, yd = { s->n, s->out },
+		bd = { s->out };
+	dnnl_memory_desc_t ux, uw, ub, uy, bx, bw;
+	dnnl_inner_product_desc_t ipd;
+	dnnl_primitive_desc_t pd = NULL;
+	md_plain(&ux, 2, xd, dnnl_ab);
+	md_plain(&uw, 2, wd, dnnl_ab);
+	md_plain(&ub, 1, bd, dnnl_a);
+	md_plain(&uy, 2, yd, dnnl_ab);
+	md_plain(&bx, 2, xd, dnnl_format_tag_any);
+	md_plain(&bw, 2, wd, dnnl_format_tag_any);
+	bx.data_type = bw.data_type = dnnl_bf16;
+	if (dnnl_inner_product_forward_desc_init(&ipd, dnnl_forward_inference, &bx, &bw, &ub, &uy) ||
+	    dnnl_primitive_desc_create(&pd, &ipd, d->attr, d->eng, NULL))
+		return 0;              /* FP32 through dnnl_sgemm */
+	if (is_ref(pd)) {
+		dnnl_primitive_desc_destroy(pd);
+		return 0;
+	}
+	struct fc_plan *p = calloc(1, sizeof(*p));
+	const struct targ_spec spec[] = { { DNNL_ARG_SRC, &ux, 0, 0, 0 },
+		{ DNNL_ARG_WEIGHTS, &uw, 0, 0, 1 }, { DNNL_ARG_BIAS, &ub, 0, 0, 0 },
+		{ DNNL_ARG_DST, &uy, 1, 0, 0 } };
+	if (!p) {
+		dnnl_primitive_desc_destroy(pd);
+		return VR_ENOMEM;
+	}
+	p->kind = NN_OP_FC;
+	p->s = *s;
+	int rc = step_create(d, pd, spec, 4, &p->st);
+	if (!rc && (!(p->zero_bias = calloc(s->out, sizeof(float))) ||
+		    !(p->x_full = calloc((size_t)s->n * s->in, sizeof(float))) ||
+		    !(p->y_full = calloc((size_t)s->n * s->out, sizeof(float))) ||
+		    posix_memalign(&p->own_ws, WS_ALIGN, p->st.ws ? p->st.ws : WS_ALIGN)))
+		rc = VR_ENOMEM;
+	if (rc) {
+		p->own_ws = NULL;
+		fc_plan_free(p);
+		return rc == VR_ENOMEM ? rc : 0;
+	}
+	*plan = p;
+	return 0;
+}
+
+static int fc_plan_fwd(struct dnn *d, struct fc_plan *p, int n, const float *x, const float *w,
+	const float *bias, float *y)
+{
+	const int part = n < p->s.n;
+	if (part)
+		memcpy(p->x_full, x, sizeof(float) * (size_t)n * p->s.in);
+	void *const ptr[] = { part ? p->x_full : (void *)x, (void *)w,
+		bias ? (void *)bias : p->zero_bias, part ? p->y_full : y };
+	int rc = step_run(d, &p->st, ptr, 0, p->own_ws);
+	if (!rc && part)
+		memcpy(y, p->y_full, sizeof(float) * (size_t)n * p->s.out);
+	return rc;
+}
+
 /* ---- Plans --------------------------------------------------------------- */
 
 static int dnn_plan_create(struct nn_backend *b, int kind, const void *shape, void **plan,
@@ -1316,7 +1433,7 @@ static int dnn_plan_create(struct nn_backend *b, int kind, const void *shape, vo
 	case NN_OP_LRN:
 		return fwd_plan_create(d, kind, shape, plan, ws_bytes);
 	case NN_OP_FC:
-		return 0;
+		return d->precision == NN_PRECISION_BF16 ? fc_plan_create(d, shape, plan) : 0;
 	case NN_OP_BN:
 		return bn_plan_create(d, shape, plan, ws_bytes);
 	}
@@ -1332,6 +1449,8 @@ static int dnn_plan_layout(struct nn_backend *b, void *plan)
 		return ((struct conv_plan *)plan)->out_id;
 	case NN_OP_BN:
 		return ((struct bn_plan *)plan)->id;
+	case NN_OP_FC:
+		return 0;
 	}
 	return ((struct fwd_plan *)plan)->out_id;
 }
@@ -1347,6 +1466,9 @@ static void dnn_plan_free(struct nn_backend *b, void *plan)
 	case NN_OP_BN:
 		bn_plan_free(plan);
 		break;
+	case NN_OP_FC:
+		fc_plan_free(plan);
+		break;
 	default:
 		fwd_plan_free(plan);
 	}
@@ -1361,7 +1483,9 @@ static void dnn_plan_free(struct nn_backend *b, void *plan)
 static int dnn_fc_fwd(struct nn_backend *b, void *plan, const struct nn_fc_shape *s, int n,
 	const float *x, const float *w, const float *bias, float *y)
 {
-	dnn_of(b);
+	struct dnn *d = dnn_of(b);
+	if (plan)
+		return fc_plan_fwd(d, plan, n, x, w, bias, y);
 	if (bias)
 		for (int i = 0; i < n; i++)
 			memcpy(y + (size_t)i * s->out, bias, sizeof(float) * s->out);
@@ -1410,6 +1534,64 @@ static void dnn_close(struct nn_backend *b)
 	b->priv = NULL;
 }
 
+/* b->device: oneDNN's version, the threads, the precision ("FP32" or
+ * "BF16", and why BF16 cannot run where it cannot); what backend.c's auto
+ * appended after them (why not CUDA) stays. */
+static void describe(struct nn_backend *b)
+{
+	struct dnn *d = b->priv;
+	char tail[sizeof(b->device)] = "";
+	const char *t = strstr(b->device, " (cuda: ");
+	if (t)
+		snprintf(tail, sizeof(tail), "%s", t);
+	const dnnl_version_t *v = dnnl_version();
+	snprintf(b->device, sizeof(b->device), "CPU, oneDNN %d.%d.%d, %d OpenMP thread%s, ",
+		v->major, v->minor, v->patch, d->threads, d->threads == 1 ? "" : "s");
+	const size_t base = strlen(b->device);
+	const dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+	const char *isa_name = isa == dnnl_cpu_isa_avx512_core_vnni ? "avx512_core_vnni" :
+		isa == dnnl_cpu_isa_avx512_core ? "avx512_core" :
+		isa == dnnl_cpu_isa_avx2_vnni ? "avx2_vnni" :
+		isa == dnnl_cpu_isa_avx2 ? "avx2" : "below avx2";
+	if (d->bf16_ok)
+		snprintf(b->device + base, sizeof(b->device) - base, "%s",
+			d->precision == NN_PRECISION_BF16 ? "BF16" : "FP32");
+	else
+		snprintf(b->device + base, sizeof(b->device) - base,
+			"FP32 (BF16 needs avx512_bf16; oneDNN runs %s here)", isa_name);
+	const size_t len = strlen(b->device);
+	snprintf(b->device + len, sizeof(b->device) - len, "%s", tail);
+}
+
+/* BF16 where oneDNN's ISA has avx512_core_bf16 (the CPU's avx512_bf16,
+ * unless ONEDNN_MAX_CPU_ISA caps it): convolutions and fully connected
+ * forward with BF16 operands (rounded to nearest even by oneDNN's
+ * reorders), FP32 accumulation, bias and outputs; their backward, and
+ * every other op, stay FP32. TF32 is CUDA's alone. */
+static int dnn_set_precision(struct nn_backend *b, int precision)
+{
+	struct dnn *d = dnn_of(b);
+	if (precision == NN_PRECISION_TF32 || (precision == NN_PRECISION_BF16 && !d->bf16_ok))
+		return VR_EUNSUPPORTED;
+	d->precision = precision;
+	describe(b);
+	return 0;
+}
+
+/* The OpenMP team of every op from now on (dnn_of applies it). */
+static int dnn_set_threads(struct nn_backend *b, int threads)
+{
+	struct dnn *d = b->priv;
+	d->threads = threads;
+	describe(b);
+	return 0;
+}
+
+static int dnn_precision(const struct nn_backend *b)
+{
+	return ((const struct dnn *)b->priv)->precision;
+}
+
 uint64_t nn__onednn_reorders(const struct nn_backend *b)
 {
 	return b && b->ops->close == dnn_close ? ((const struct dnn *)b->priv)->reorders : 0;
@@ -1445,6 +1627,9 @@ int nn__onednn_open(struct nn_backend **out, char *why, size_t why_len)
 	d->ops.fc_bwd_weights = dnn_fc_bwd_weights;
 	d->ops.plan_layout = dnn_plan_layout;
 	d->ops.layout_download = dnn_layout_download;
+	d->ops.set_precision = dnn_set_precision;
+	d->ops.precision = dnn_precision;
+	d->ops.set_threads = dnn_set_threads;
 	d->ops.close = dnn_close;
 	b->ops = &d->ops;
 	d->threads = omp_get_max_threads();
@@ -1464,10 +1649,11 @@ int nn__onednn_open(struct nn_backend **out, char *why, size_t why_len)
 		goto fail;
 	}
 	dnnl_post_ops_destroy(sum);
-	const dnnl_version_t *v = dnnl_version();
 	snprintf(b->name, sizeof(b->name), "onednn");
-	snprintf(b->device, sizeof(b->device), "CPU, oneDNN %d.%d.%d, %d OpenMP threads", v->major,
-		v->minor, v->patch, d->threads);
+	d->precision = NN_PRECISION_FP32;
+	d->bf16_ok = (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core_bf16) ==
+		dnnl_cpu_isa_avx512_core_bf16;
+	describe(b);
 	*out = b;
 	return 0;
 fail:

@@ -4,6 +4,7 @@
  *   bench_featured DIR [--arch alexnet] [--layer fc7] [--input-size 224]
  *                      [--batch 16] [--streams 2] [--per-call 100] [--warmup 32]
  *                      [--decode-threads 0] [--data PATH] [--backend auto]
+ *                      [--precision fp32]
  *
  * The second form starts a real featured process (--backend, as featured's
  * flag: auto, onednn, cpu-ref; auto picks oneDNN without a GPU; a fresh data
@@ -275,7 +276,7 @@ static double field(const char *text, const char *after)
 int main(int argc, char **argv)
 {
 	const char *dir = NULL, *arch = "alexnet", *layer = "fc7", *size = "224", *batch = "16";
-	const char *decode = "0", *data = NULL, *backend = "auto";
+	const char *decode = "0", *data = NULL, *backend = "auto", *precision = "fp32";
 	int streams = 2, warmup = 32;
 	job.per_call = 100;
 	if (argc == 4 && !strcmp(argv[1], "--make"))
@@ -305,6 +306,8 @@ int main(int argc, char **argv)
 			data = v;
 		else if (!strcmp(a, "--backend"))
 			backend = v;
+		else if (!strcmp(a, "--precision"))
+			precision = v;
 		else if (!strcmp(a, "--streams"))
 			streams = atoi(v);
 		else if (!strcmp(a, "--per-call"))
@@ -334,7 +337,7 @@ int main(int argc, char **argv)
 	char *const dargv[] = { FEATURED_BIN, "--listen", "127.0.0.1:0", "--data", datadir,
 				"--backend", (char *)backend, "--arch", (char *)arch, "--feature-layer",
 				(char *)layer, "--input-size", (char *)size, "--batch", (char *)batch,
-				"--decode-threads", (char *)decode, NULL };
+				"--decode-threads", (char *)decode, "--precision", (char *)precision, NULL };
 	double t_start = now();
 	if (start(dargv)) {
 		fprintf(stderr, "featured did not start; see %s\n", err_path);
@@ -409,10 +412,11 @@ int main(int argc, char **argv)
 	       1e3 * net / imgs, imgs / net, store, 1e3 * store / imgs);
 	printf("  memory: VmRSS after warm-up %.0f MiB; at 25/50/75/100%% of the ingest %.0f / %.0f / "
 	       "%.0f / %.0f MiB; VmHWM (peak) %.0f MiB\n", rss0, rss[0], rss[1], rss[2], rss[3], hwm);
-	printf("{\"impl\": \"visrec\", \"backend\": \"%s\", \"arch\": \"%s\", \"layer\": \"%s\", \"images\": %d, "
+	printf("{\"impl\": \"visrec\", \"backend\": \"%s\", \"precision\": \"%s\", \"batch\": %s, "
+	       "\"arch\": \"%s\", \"layer\": \"%s\", \"images\": %d, "
 	       "\"images_per_s\": %.2f, \"cpu_ms_per_image\": %.2f, \"decode_ms\": %.3f, \"network_ms\": %.3f, \"store_ms\": %.3f, "
 	       "\"network_images_per_s\": %.2f, \"rss_mib\": %.0f, \"hwm_mib\": %.0f}\n",
-	       name, arch, layer, timed, rate, 1e3 * cpu / job.acked, 1e3 * dec / imgs, 1e3 * net / imgs, 1e3 * store / imgs,
+	       name, precision, batch, arch, layer, timed, rate, 1e3 * cpu / job.acked, 1e3 * dec / imgs, 1e3 * net / imgs, 1e3 * store / imgs,
 	       imgs / net, rss[3], hwm);
 	if (!data) {
 		nftw(datadir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);

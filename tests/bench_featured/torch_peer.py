@@ -2,6 +2,7 @@
 """PyTorch peer of bench_featured: torchvision's AlexNet over the same JPEGs.
 
     torch_peer.py DIR [--layer fc7|output] [--batch 16] [--workers 1] [--warmup 32]
+                      [--precision fp32|bf16]
 
 The usual torchvision pipeline: a Dataset that opens each JPEG with PIL,
 Resize(256), CenterCrop(224), ToTensor, Normalize(ImageNet), a DataLoader
@@ -12,7 +13,10 @@ featured's --feature-layer fc7) or the 100-d output. Random weights (the
 speed does not depend on them). The first --warmup images are not timed.
 Also times the network alone on one resident batch, and reports the CPU
 seconds per image of the timed run (user + system, the DataLoader's worker
-included: steadier than wall time on shared cores). Prints a summary and
+included: steadier than wall time on shared cores). --precision bf16 runs
+the net under torch.autocast("cpu", torch.bfloat16), as featured
+--precision bf16 runs ours: BF16 convolutions and linear layers; the
+features are read back as FP32. Prints a summary and
 one JSON line. Run it as measuring.md says: torch.set_num_threads(2)
 (here), jemalloc preloaded (run.sh).
 """
@@ -56,7 +60,8 @@ def jemalloc_loaded():
 
 def main():
     args = sys.argv[1:]
-    opts = {"--layer": "fc7", "--batch": "16", "--workers": "1", "--warmup": "32"}
+    opts = {"--layer": "fc7", "--batch": "16", "--workers": "1", "--warmup": "32",
+            "--precision": "fp32"}
     d = None
     i = 0
     while i < len(args):
@@ -68,6 +73,9 @@ def main():
             i += 1
     layer, batch = opts["--layer"], int(opts["--batch"])
     workers, warmup = int(opts["--workers"]), int(opts["--warmup"])
+    precision = opts["--precision"]
+    if precision not in ("fp32", "bf16"):
+        sys.exit(f"--precision {precision}: fp32 or bf16")
     torch.set_num_threads(2)
     torch.manual_seed(1)
     paths = sorted(os.path.join(d, f) for f in os.listdir(d) if f.endswith(".jpg"))
@@ -75,7 +83,8 @@ def main():
     head = model.classifier[:6] if layer == "fc7" else model.classifier
 
     def forward(x):
-        return head(torch.flatten(model.avgpool(model.features(x)), 1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            return head(torch.flatten(model.avgpool(model.features(x)), 1)).float()
 
     def run(subset):
         loader = torch.utils.data.DataLoader(Folder(subset), batch_size=batch,
@@ -105,12 +114,13 @@ def main():
             resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
     jemalloc = jemalloc_loaded()
     print(f"pytorch {torch.__version__} torchvision {torchvision.__version__} alexnet {layer}, "
-          f"batch {batch}, {workers} loader workers, {'jemalloc' if jemalloc else 'stock malloc'}, "
+          f"{precision}, batch {batch}, {workers} loader workers, {'jemalloc' if jemalloc else 'stock malloc'}, "
           f"{n} images (+{warmup} warm-up) of {d}")
     print(f"  end to end: {n / elapsed:.1f} images/s ({elapsed:.2f} s), CPU {1e3 * cpu / n:.1f} "
           f"ms/image (user + system, with the loader's worker); network alone "
           f"{net_rate:.1f} images/s; peak RSS (main + largest worker) {peak:.0f} MiB")
-    print(json.dumps({"impl": "pytorch", "arch": "alexnet", "layer": layer, "images": n,
+    print(json.dumps({"impl": "pytorch", "arch": "alexnet", "layer": layer, "precision": precision,
+                      "images": n,
                       "images_per_s": round(n / elapsed, 2),
                       "cpu_ms_per_image": round(1e3 * cpu / n, 2),
                       "network_images_per_s": round(net_rate, 2), "jemalloc": jemalloc,

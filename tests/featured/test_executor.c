@@ -8,6 +8,7 @@
 #include "fd_test.h"
 #include "harness.h"
 #include "log.h"
+#include "nn.h"
 
 #include <pthread.h>
 #include <unistd.h>
@@ -19,18 +20,17 @@ static vr_store *st;
 static fd_fstore *fs;
 static fd_executor *ex;
 
-static int start(int batch, int queue)
+/* Opens the store in dir and the executor on backend in precision. */
+static int start_on(int batch, int queue, const char *backend, const char *precision, char *err,
+		    size_t errlen)
 {
-	char err[256];
-	snprintf(dir, sizeof dir, "/tmp/fd_exec_test.XXXXXX");
-	if (!mkdtemp(dir))
-		return -1;
 	vr_store_opts so = { .no_sync = 1 };
 	int rc = vr_store_open(&st, dir, &so);
 	if (!rc)
 		rc = fd_fstore_open(&fs, st);
 	fd_executor_opts o = {
-		.backend = "cpu",
+		.backend = backend,
+		.precision = precision,
 		.data_dir = dir,
 		.spec = { .arch = "small", .input_size = 32, .init_seed = 7 },
 		.batch = batch,
@@ -39,7 +39,19 @@ static int start(int batch, int queue)
 		.queue = queue,
 		.limits = { .max_bytes = 64 << 10, .max_pixels = 1 << 20 },
 	};
-	if (!rc && (rc = fd_executor_create(&ex, fs, &o, err, sizeof err)))
+	if (!rc)
+		rc = fd_executor_create(&ex, fs, &o, err, errlen);
+	return rc;
+}
+
+static int start(int batch, int queue)
+{
+	char err[256];
+	snprintf(dir, sizeof dir, "/tmp/fd_exec_test.XXXXXX");
+	if (!mkdtemp(dir))
+		return -1;
+	int rc = start_on(batch, queue, "cpu", NULL, err, sizeof err);
+	if (rc)
 		fprintf(stderr, "  %s\n", err);
 	return rc;
 }
@@ -415,10 +427,49 @@ TEST(reembed_stops_when_told)
 	stop();
 }
 
+/* A version records the precision its vectors were made in, and a
+ * featured running another refuses it instead of mixing the two: FP32
+ * on oneDNN first, then BF16 on the same directory (where the CPU has
+ * avx512_bf16). */
+TEST(precision_recorded_and_never_mixed)
+{
+	char err[512] = "";
+	nn_backend *b = NULL;
+	if (nn_backend_open("onednn", &b))
+		SKIP("no oneDNN backend in this build");
+	int bf16 = !nn_backend_set_precision(b, NN_PRECISION_BF16);
+	nn_backend_close(b);
+	if (!bf16)
+		SKIP("oneDNN runs no BF16 on this CPU (no avx512_bf16)");
+	snprintf(dir, sizeof dir, "/tmp/fd_exec_test.XXXXXX");
+	ASSERT(mkdtemp(dir));
+	int rc = start_on(4, 16, "onednn", "fp32", err, sizeof err);
+	ASSERT_MSG(rc == 0, "fp32: %s", err);
+	fd_model_info m;
+	fd_executor_model(ex, &m);
+	ASSERT_STR_EQ(m.precision, "fp32");
+	ASSERT_OK(fd_fstore_model_get(fs, 1, &m));
+	ASSERT_STR_EQ(m.precision, "fp32");
+	fd_executor_destroy(ex);
+	fd_fstore_close(fs);
+	vr_store_close(st);
+	ex = NULL;
+	rc = start_on(4, 16, "onednn", "bf16", err, sizeof err);
+	ASSERT_EQ_INT(rc, VR_ESTATE);
+	ASSERT_CONTAINS(err, "made in fp32");
+	ASSERT_CONTAINS(err, "--precision fp32");
+	ex = NULL;
+	fd_fstore_close(fs);
+	vr_store_close(st);
+	fs = NULL;
+	st = NULL;
+	vr_test_rmtree(dir);
+}
+
 static const struct vr_test tests[] = {
 	T(embeds_stores_in_order), T(bad_images_refused_others_stored), T(full_queue_and_skips),
 	T(reembed_switches_model), T(switch_redecodes_queued_images), T(reembed_stops_when_told),
-	{ 0 },
+	T(precision_recorded_and_never_mixed), { 0 },
 };
 
 int main(int argc, char **argv)

@@ -306,6 +306,34 @@ TEST(model_row_numbers_checked)
 	}
 }
 
+/* A row's precision: absent in rows from before versions recorded it
+ * (""), kept through encode and decode, a string or the row is corrupt. */
+TEST(model_row_precision)
+{
+	static const char old[] =
+		"{\"version\":3,\"arch\":\"small\",\"layer\":\"output\",\"dims\":4,"
+		"\"input_size\":32,\"num_outputs\":4,\"weights\":\"\",\"created_unix\":-5,"
+		"\"purpose\":\"embedding\",\"mean\":[0,0.5,1],\"std\":[1,2,3]}";
+	fd_model_info m, back;
+	ASSERT_OK(fd_model_decode(old, strlen(old), &m));
+	ASSERT_STR_EQ(m.precision, "");
+	char *text = fd_model_encode(&m);
+	ASSERT(text && !strstr(text, "precision"));
+	free(text);
+	snprintf(m.precision, sizeof m.precision, "bf16");
+	text = fd_model_encode(&m);
+	ASSERT(text);
+	ASSERT_OK(fd_model_decode(text, strlen(text), &back));
+	free(text);
+	ASSERT_STR_EQ(back.precision, "bf16");
+	static const char *const bad[] = { ",\"precision\":16}", ",\"precision\":\"bfloat16-x\"}" };
+	for (int i = 0; i < 2; i++) {
+		char row[512];
+		snprintf(row, sizeof row, "%.*s%s", (int)strlen(old) - 1, old, bad[i]);
+		ASSERT_MSG(fd_model_decode(row, strlen(row), &m) == VR_ECORRUPT, "accepted %s", row);
+	}
+}
+
 /* The other record decoders refuse values shorter than their layout. */
 TEST(record_decoders_check_lengths)
 {
@@ -407,7 +435,7 @@ TEST(import_and_remove)
 
 static const struct vr_test tests[] = {
 	T(models_and_activation), T(put_replace_and_order), T(reembed_and_switch),
-	T(wait_wakes_on_commit), T(model_row_numbers_checked),
+	T(wait_wakes_on_commit), T(model_row_numbers_checked), T(model_row_precision),
 	T(record_decoders_check_lengths), T(import_and_remove), { 0 },
 };
 

@@ -1,10 +1,11 @@
 /* bench_nn: the network library's speed on the CPU backend.
  *
- *   bench_nn [-B cpu] [-a alexnet,cnnf] [-b 32] [-i 5] [-S 224] [-p] [-g]
+ *   bench_nn [-B cpu] [-m fp32] [-a alexnet,cnnf] [-b 32] [-i 5] [-S 224] [-p] [-g]
  *            [-L layer -W width -K outputs]
  *
  * -B is the backend (nn_backend_open's names: cpu-ref = cpu, the
- * reference kernels; onednn; auto).
+ * reference kernels; onednn; auto), -m its precision (fp32, or bf16 where
+ * the backend runs it: nn_backend_set_precision).
  * For each architecture: inference images/s (evaluation forward) and
  * training images/s (zero_grad, training forward, backward, Adam step), the
  * median of -i timed runs after one warm-up, with the FLOPs each needs and
@@ -277,13 +278,14 @@ static int bench(nn_backend *b, const char *arch, int size, int batch, int iters
 
 int main(int argc, char **argv)
 {
-	const char *archs = "alexnet,cnnf", *backend = "cpu";
+	const char *archs = "alexnet,cnnf", *backend = "cpu", *precision = "fp32";
 	int batch = 32, iters = 5, size = 0, prof = 0, gemm = 0, c;
 	struct cut cut = { NULL, 0, 0 };
 	nn_backend *b;
-	while ((c = getopt(argc, argv, "B:a:b:i:S:pgL:W:K:")) != -1) {
+	while ((c = getopt(argc, argv, "B:m:a:b:i:S:pgL:W:K:")) != -1) {
 		switch (c) {
 		case 'B': backend = optarg; break;
+		case 'm': precision = optarg; break;
 		case 'a': archs = optarg; break;
 		case 'b': batch = atoi(optarg); break;
 		case 'i': iters = atoi(optarg); break;
@@ -294,7 +296,7 @@ int main(int argc, char **argv)
 		case 'W': cut.width = atoi(optarg); break;
 		case 'K': cut.outputs = atoi(optarg); break;
 		default:
-			fprintf(stderr, "usage: bench_nn [-B cpu] [-a alexnet,cnnf] [-b 32] [-i 5] [-S size] [-p] [-g]"
+			fprintf(stderr, "usage: bench_nn [-B cpu] [-m fp32] [-a alexnet,cnnf] [-b 32] [-i 5] [-S size] [-p] [-g]"
 				" [-L layer -W width -K outputs]\n");
 			return 2;
 		}
@@ -304,6 +306,13 @@ int main(int argc, char **argv)
 	char why[256];
 	if (nn_backend_open_err(backend, &b, why, sizeof(why))) {
 		fprintf(stderr, "bench_nn: %s\n", why);
+		return 1;
+	}
+	int prec = 0;
+	if (nn_precision_parse(precision, &prec) || nn_backend_set_precision(b, prec)) {
+		fprintf(stderr, "bench_nn: the %s backend (%s) cannot run -m %s\n", nn_backend_name(b),
+			nn_backend_device(b), precision);
+		nn_backend_close(b);
 		return 1;
 	}
 	printf("backend %s: %s\n", nn_backend_name(b), nn_backend_device(b));

@@ -7,6 +7,11 @@ batch, inference images/s (eval, no_grad) and training-step images/s
 median of -i timed runs after one warm-up, on 2 threads.
 
   /usr/bin/python3 bench_torch_alexnet.py [-a alexnet,cnnf,mobilenet_v2] [-b 32] [-i 5] [-S 224]
+                                          [-m fp32|bf16]
+
+-m bf16 runs the forward passes under torch.autocast("cpu", torch.bfloat16)
+(convolutions and linear layers in BF16, oneDNN's kernels), as bench_nn -m
+bf16 runs ours.
 
 For the fair figure run it with jemalloc as docs/measuring.md says:
   LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 \\
@@ -82,16 +87,18 @@ def main():
     p.add_argument("-b", type=int, default=32)
     p.add_argument("-i", type=int, default=5)
     p.add_argument("-S", type=int, default=224)
+    p.add_argument("-m", default="fp32", choices=["fp32", "bf16"])
     a = p.parse_args()
     torch.set_num_threads(2)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {a.m}")
+    cast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.m == "bf16")
     for arch in a.a.split(","):
         m, k = build(arch, a.S)
         x = torch.randn(a.b, 3, a.S, a.S)
         m.eval()
 
         def infer():
-            with torch.no_grad():
+            with torch.no_grad(), cast:
                 m(x)
         inf = timed(infer, a.i)
         m.train()
@@ -100,7 +107,9 @@ def main():
 
         def step():
             opt.zero_grad()
-            m(x).backward(dy)
+            with cast:
+                y = m(x)
+            y.float().backward(dy)
             opt.step()
         tr = timed(step, a.i)
         print(f"{arch:8s} {a.S:4d}  batch {a.b:4d}  inference {a.b / inf:7.1f} img/s  "

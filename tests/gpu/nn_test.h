@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "backend.h"
 
@@ -15,6 +16,24 @@ static inline void fill_uniform(float *a, size_t n, uint64_t seed, float lo, flo
 {
 	for (size_t i = 0; i < n; i++)
 		a[i] = lo + (hi - lo) * nn_uniform01(seed, i);
+}
+
+/* len floats aligned for any op (64 bytes), or NULL. */
+static inline float *nn_test_buf(size_t len)
+{
+	void *p = NULL;
+	if (posix_memalign(&p, 64, sizeof(float) * (len ? len : 1)))
+		return NULL;
+	return p;
+}
+
+/* nn_test_buf filled by fill_uniform. */
+static inline float *nn_test_random_buf(size_t len, uint64_t seed, float lo, float hi)
+{
+	float *a = nn_test_buf(len);
+	if (a)
+		fill_uniform(a, len, seed, lo, hi);
+	return a;
 }
 
 /* The index of the worst |a - b| / (atol + rtol |b|); *ratio > 1 fails. */
@@ -54,6 +73,31 @@ static inline double nn_rel_error(const float *g, const float *c, size_t len)
 			ref = fabs(c[i]);
 	}
 	return diff / (ref > 1e-6 ? ref : 1e-6);
+}
+
+/* Nets a and b (one architecture on two backends) forward on n random
+ * images of size px from the same parameters: a's init scaled and shifted
+ * a little, so batch norms are no identities (variances stay above 0.4).
+ * Outputs start as NaN. Returns the rel error of b's output against a's
+ * (nn_rel_error, below), or 1 when a call failed. */
+static inline double nn_test_same_params_forward(nn_net *a, nn_net *b, int n, int size)
+{
+	nn_net *net[2] = { a, b };
+	size_t pc = nn_net_param_count(a);
+	float *p = nn_test_buf(pc), *u = nn_test_random_buf(pc, 6, 0.5f, 1.5f),
+		*v = nn_test_random_buf(pc, 7, -0.1f, 0.1f);
+	size_t xl = (size_t)n * 3 * size * size, yl = (size_t)n * nn_net_output_size(a);
+	float *x = nn_test_random_buf(xl, 8, -2, 2), *y[2] = { nn_test_buf(yl), nn_test_buf(yl) };
+	int rc = !p || !u || !v || !x || !y[0] || !y[1] || nn_net_params_get(a, p);
+	for (size_t i = 0; !rc && i < pc; i++)
+		p[i] = p[i] * u[i] + v[i];
+	for (size_t i = 0; !rc && i < yl; i++)
+		y[0][i] = y[1][i] = NAN;
+	for (int i = 0; i < 2 && !rc; i++)
+		rc = nn_net_params_set(net[i], p) || nn_net_forward(net[i], x, n, 0, y[i]);
+	double e = rc ? 1 : nn_rel_error(y[1], y[0], yl);
+	free(p); free(u); free(v); free(x); free(y[0]); free(y[1]);
+	return e;
 }
 
 #endif

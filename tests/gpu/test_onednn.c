@@ -42,26 +42,10 @@ static void open_both(void)
 	}
 }
 
-static float *buf(size_t len)
-{
-	void *p = NULL;
-	if (posix_memalign(&p, 64, sizeof(float) * (len ? len : 1)))
-		return NULL;
-	return p;
-}
-
-static float *random_buf(size_t len, uint64_t seed, float lo, float hi)
-{
-	float *a = buf(len);
-	if (a)
-		fill_uniform(a, len, seed, lo, hi);
-	return a;
-}
-
 /* len NaNs (an output to be overwritten), or a copy of src. */
 static float *init_buf(const float *src, size_t len)
 {
-	float *a = buf(len);
+	float *a = nn_test_buf(len);
 	for (size_t i = 0; a && i < len; i++)
 		a[i] = src ? src[i] : NAN;
 	return a;
@@ -132,14 +116,18 @@ static void conv_case(struct nn_conv_shape s, const int *ns, int calls, int bias
 		const size_t wl = (size_t)s.k * (s.c / s.groups) * s.kh * s.kw;
 		const float bound = 1.0f / sqrtf((float)(s.c / s.groups * s.kh * s.kw));
 		uint64_t sd = seed + 16 * c;
-		float *x = random_buf(xl, sd, -1, 1), *w = random_buf(wl, sd + 1, -bound, bound);
-		float *bv = random_buf(s.k, sd + 2, -bound, bound), *dy = random_buf(yl, sd + 3, -1, 1);
-		float *dx0 = random_buf(xl, sd + 4, -1, 1), *dw0 = random_buf(wl, sd + 5, -1, 1);
-		float *db0 = random_buf(s.k, sd + 6, -1, 1);
+		float *x = nn_test_random_buf(xl, sd, -1, 1),
+			*w = nn_test_random_buf(wl, sd + 1, -bound, bound);
+		float *bv = nn_test_random_buf(s.k, sd + 2, -bound, bound),
+			*dy = nn_test_random_buf(yl, sd + 3, -1, 1);
+		float *dx0 = nn_test_random_buf(xl, sd + 4, -1, 1),
+			*dw0 = nn_test_random_buf(wl, sd + 5, -1, 1);
+		float *db0 = nn_test_random_buf(s.k, sd + 6, -1, 1);
 		struct conv_io o[2];
 		dnn_b->param_version++;    /* new weights, maybe at the old one's address */
 		for (int i = 0; i < 2; i++)
-			conv_run(bk[i], plan[i], &s, n, bias, x, w, bv, dy, dx0, dw0, db0, ws[i], &o[i]);
+			conv_run(bk[i], plan[i], &s, n, bias, x, w, bv, dy, dx0, dw0, db0, ws[i],
+				&o[i]);
 		if (vr_test__failed)
 			return;
 		char what[96];
@@ -241,8 +229,8 @@ TEST(conv_weights_reordered_once_per_version)
 	if (vr_test__failed)
 		return;
 	const size_t xl = 2 * 32 * 64, wl = 32 * 32 * 9;
-	float *x = random_buf(xl, 81, -1, 1), *w = random_buf(wl, 82, -0.1f, 0.1f);
-	float *y0 = buf(xl), *y1 = buf(xl), *ref = buf(xl);
+	float *x = nn_test_random_buf(xl, 81, -1, 1), *w = nn_test_random_buf(wl, 82, -0.1f, 0.1f);
+	float *y0 = nn_test_buf(xl), *y1 = nn_test_buf(xl), *ref = nn_test_buf(xl);
 	dnn_b->param_version++;
 	ASSERT_OK(dnn_b->ops->conv_fwd(dnn_b, plan[1], &s, 2, x, w, NULL, y0, ws[1]));
 	fill_uniform(w, wl, 83, -0.1f, 0.1f);
@@ -273,7 +261,8 @@ static void pool_case(struct nn_pool_shape s, int n, uint64_t seed)
 		return;
 	ASSERT_OK(nn_pool_shape_check(&s));
 	const size_t xl = (size_t)n * s.c * s.h * s.w, yl = (size_t)n * s.c * s.oh * s.ow;
-	float *x = buf(xl), *dy = random_buf(yl, seed + 1, -1, 1), *dx0 = random_buf(xl, seed + 2, -1, 1);
+	float *x = nn_test_buf(xl), *dy = nn_test_random_buf(yl, seed + 1, -1, 1),
+		*dx0 = nn_test_random_buf(xl, seed + 2, -1, 1);
 	/* distinct values, shuffled: no max-pooling tie to break two ways */
 	for (size_t i = 0; i < xl; i++)
 		x[i] = -1.0f + 2.0f * ((float)i + 0.5f) / (float)xl;
@@ -348,8 +337,9 @@ static void lrn_case(struct nn_lrn_shape s, int n, uint64_t seed)
 		return;
 	ASSERT_OK(nn_lrn_shape_check(&s));
 	const size_t xl = (size_t)n * s.c * s.h * s.w;
-	float *x = random_buf(xl, seed, -2, 2), *dy = random_buf(xl, seed + 1, -1, 1);
-	float *dx0 = random_buf(xl, seed + 2, -1, 1);
+	float *x = nn_test_random_buf(xl, seed, -2, 2),
+		*dy = nn_test_random_buf(xl, seed + 1, -1, 1);
+	float *dx0 = nn_test_random_buf(xl, seed + 2, -1, 1);
 	nn_backend *bk[2] = { ref_b, dnn_b };
 	float *y[2], *dx[2], *dxa[2];
 	for (int i = 0; i < 2; i++) {
@@ -396,10 +386,13 @@ static void fc_case(int n, int in, int out, int bias, uint64_t seed)
 		return;
 	struct nn_fc_shape s = { .n = n, .in = in, .out = out };
 	const size_t xl = (size_t)n * in, yl = (size_t)n * out, wl = (size_t)in * out;
-	float *x = random_buf(xl, seed, -1, 1), *w = random_buf(wl, seed + 1, -0.1f, 0.1f);
-	float *bv = random_buf(out, seed + 2, -0.1f, 0.1f), *dy = random_buf(yl, seed + 3, -1, 1);
-	float *dx0 = random_buf(xl, seed + 4, -1, 1), *dw0 = random_buf(wl, seed + 5, -1, 1);
-	float *db0 = random_buf(out, seed + 6, -1, 1);
+	float *x = nn_test_random_buf(xl, seed, -1, 1),
+		*w = nn_test_random_buf(wl, seed + 1, -0.1f, 0.1f);
+	float *bv = nn_test_random_buf(out, seed + 2, -0.1f, 0.1f),
+		*dy = nn_test_random_buf(yl, seed + 3, -1, 1);
+	float *dx0 = nn_test_random_buf(xl, seed + 4, -1, 1),
+		*dw0 = nn_test_random_buf(wl, seed + 5, -1, 1);
+	float *db0 = nn_test_random_buf(out, seed + 6, -1, 1);
 	nn_backend *bk[2] = { ref_b, dnn_b };
 	float *y[2], *dx[2], *dxa[2], *dw[2], *db[2];
 	for (int i = 0; i < 2; i++) {
@@ -471,18 +464,21 @@ static void fused_case(struct nn_conv_shape s, int post_bn, int act, int bias, u
 		const float bound = 1.0f / sqrtf((float)(s.c / s.groups * s.kh * s.kw));
 		uint64_t sd = seed + 16 * c;
 		/* x scaled so ReLU6 clips some outputs at 6 */
-		float *x = random_buf(xl, sd, -20, 20), *w = random_buf(wl, sd + 1, -bound, bound);
-		float *bv = random_buf(s.k, sd + 2, -bound, bound);
-		float *gamma = random_buf(s.k, sd + 3, 0.5f, 1.5f);
-		float *beta = random_buf(s.k, sd + 4, -1, 1), *mean = random_buf(s.k, sd + 5, -1, 1);
-		float *var = random_buf(s.k, sd + 6, 0.2f, 2);
+		float *x = nn_test_random_buf(xl, sd, -20, 20),
+			*w = nn_test_random_buf(wl, sd + 1, -bound, bound);
+		float *bv = nn_test_random_buf(s.k, sd + 2, -bound, bound);
+		float *gamma = nn_test_random_buf(s.k, sd + 3, 0.5f, 1.5f);
+		float *beta = nn_test_random_buf(s.k, sd + 4, -1, 1),
+			*mean = nn_test_random_buf(s.k, sd + 5, -1, 1);
+		float *var = nn_test_random_buf(s.k, sd + 6, 0.2f, 2);
 		float *y[2] = { init_buf(NULL, yl), init_buf(NULL, yl) };
 		const float *bp = bias ? bv : NULL;
 		dnn_b->param_version++;
 		ASSERT_OK(ref_b->ops->conv_fwd(ref_b, plan[0], &plain, n, x, w, bp, y[0], ws[0]));
 		if (post_bn)
 			ASSERT_OK(ref_b->ops->bn_fwd(ref_b, NULL, &(struct nn_bn_shape){ .n = n,
-				.c = s.k, .h = s.oh, .w = s.ow, .eps = s.bn_eps }, n, y[0], gamma, beta,
+				.c = s.k, .h = s.oh, .w = s.ow,
+					.eps = s.bn_eps }, n, y[0], gamma, beta,
 				mean, var, y[0]));
 		if (act)
 			ASSERT_OK(ref_b->ops->act_fwd(ref_b, act, yl, y[0], y[0]));
@@ -509,7 +505,8 @@ TEST(fused_conv_bn_relu6_pointwise)
 TEST(fused_conv_bn_relu6_depthwise_stride2)
 {
 	fused_case(CONV(.n = 2, .c = 48, .h = 15, .w = 15, .k = 48, .kh = 3, .kw = 3,
-		.stride_h = 2, .stride_w = 2, .pad_h = 1, .pad_w = 1, .groups = 48), 1, NN_ACT_RELU6, 0,
+		.stride_h = 2, .stride_w = 2, .pad_h = 1, .pad_w = 1,
+			.groups = 48), 1, NN_ACT_RELU6, 0,
 		41);
 }
 
@@ -522,7 +519,8 @@ TEST(fused_conv_bn_no_act)
 TEST(fused_conv_bias_relu)
 {
 	fused_case(CONV(.n = 2, .c = 3, .h = 31, .w = 31, .k = 16, .kh = 11, .kw = 11,
-		.stride_h = 4, .stride_w = 4, .pad_h = 2, .pad_w = 2, .groups = 1), 0, NN_ACT_RELU, 1,
+		.stride_h = 4, .stride_w = 4, .pad_h = 2, .pad_w = 2,
+			.groups = 1), 0, NN_ACT_RELU, 1,
 		43);
 }
 
@@ -563,17 +561,7 @@ static nn_net *fused_net_case(const char *arch, int size, int max_batch, int n, 
 		NET_FAIL("%s: %d tensors kept in oneDNN's layouts", arch, kept);
 		return NULL;
 	}
-	size_t pc = nn_net_param_count(net[0]);
-	float *p = buf(pc), *u = random_buf(pc, 6, 0.5f, 1.5f), *v = random_buf(pc, 7, -0.1f, 0.1f);
-	size_t xl = (size_t)n * 3 * size * size, yl = (size_t)n * nn_net_output_size(net[0]);
-	float *x = random_buf(xl, 8, -2, 2), *y[2] = { init_buf(NULL, yl), init_buf(NULL, yl) };
-	int rc = nn_net_params_get(net[0], p);
-	for (size_t i = 0; i < pc; i++)
-		p[i] = p[i] * u[i] + v[i];   /* variances stay above 0.4 */
-	for (int i = 0; i < 2 && !rc; i++)
-		rc = nn_net_params_set(net[i], p) || nn_net_forward(net[i], x, n, 0, y[i]);
-	double e = rc ? 1 : nn_rel_error(y[1], y[0], yl);
-	free(p); free(u); free(v); free(x); free(y[0]); free(y[1]);
+	double e = nn_test_same_params_forward(net[0], net[1], n, size);
 	if (e > NET_TOL)
 		NET_FAIL("%s, %d of %d images: rel error %.3g > %g", arch, n, max_batch, e,
 			NET_TOL);
@@ -591,8 +579,8 @@ TEST(net_mobilenet_v2_fused_matches_reference)
 	if (!net)
 		return;
 	/* a conv whose own output was fused away cannot be asked for */
-	float *x = random_buf((size_t)n * 3 * size * size, 9, -1, 1);
-	float *f = buf((size_t)n * 32 * size * size);
+	float *x = nn_test_random_buf((size_t)n * 3 * size * size, 9, -1, 1);
+	float *f = nn_test_buf((size_t)n * 32 * size * size);
 	ASSERT_EQ_INT(nn_net_features(net, "Conv1", x, n, f), VR_EUNSUPPORTED);
 	ASSERT_CONTAINS(nn_net_errmsg(net), "fused");
 	/* an inner feature read from a kept layout (a residual add's output, a
@@ -648,8 +636,8 @@ static void both_nets(const struct nn__arch *a, const struct nn_net_opts *o, flo
 			FAIL_("%s: %s", a->info.name, err);
 		}
 	size_t pc = nn_net_param_count(net[0]);
-	float *p = buf(pc), *u = random_buf(pc, 16, 0.5f, 1.5f);
-	float *v = random_buf(pc, 17, -0.002f, 0.002f);
+	float *p = nn_test_buf(pc), *u = nn_test_random_buf(pc, 16, 0.5f, 1.5f);
+	float *v = nn_test_random_buf(pc, 17, -0.002f, 0.002f);
 	int rc = nn_net_params_get(net[0], p);
 	for (size_t i = 0; !rc && i < pc; i++)
 		p[i] = p[i] * u[i] + v[i];
@@ -675,8 +663,10 @@ static void train_case(const char *arch, int size, int max_batch, int n)
 		goto leave;
 	size_t tc = nn_net_trainable_count(net[0]);
 	size_t xl = (size_t)n * 3 * size * size, yl = (size_t)n * nn_net_output_size(net[0]);
-	float *x = random_buf(xl, 18, -2, 2), *dy = random_buf(yl, 19, -1, 1);
-	float *y[2] = { buf(yl), buf(yl) }, *g[2] = { buf(tc), buf(tc) }, *dx[2] = { buf(xl), buf(xl) };
+	float *x = nn_test_random_buf(xl, 18, -2, 2), *dy = nn_test_random_buf(yl, 19, -1, 1);
+	float *y[2] = { nn_test_buf(yl), nn_test_buf(yl) },
+		*g[2] = { nn_test_buf(tc), nn_test_buf(tc) },
+			*dx[2] = { nn_test_buf(xl), nn_test_buf(xl) };
 	for (int step = 0; step < 3 && !vr_test__failed; step++) {
 		char what[96];
 		for (int i = 0; i < 2; i++) {
@@ -780,9 +770,10 @@ static void train_params_case(const struct nn__arch *a, int size, int n, int ste
 			min_kept);
 	size_t pc = nn_net_param_count(net[0]);
 	size_t xl = (size_t)n * 3 * size * size, yl = (size_t)n * nn_net_output_size(net[0]);
-	float *p = buf(pc), *q = buf(pc), *y = buf(yl);
+	float *p = nn_test_buf(pc), *q = nn_test_buf(pc), *y = nn_test_buf(yl);
 	for (int step = 0; step < steps && !vr_test__failed; step++) {
-		float *x = random_buf(xl, 40 + step, -2, 2), *dy = random_buf(yl, 60 + step, -1, 1);
+		float *x = nn_test_random_buf(xl, 40 + step, -2, 2),
+			*dy = nn_test_random_buf(yl, 60 + step, -1, 1);
 		const int nb = step % 2 && n > 1 ? n - 1 : n;
 		for (int i = 0; i < 2; i++) {
 			ASSERT_OK(nn_net_zero_grad(net[i]));
@@ -835,7 +826,8 @@ static void step_reorders_case(const struct nn__arch *a, int size, int n, int ma
 		goto leave;
 	}
 	size_t xl = (size_t)n * 3 * size * size, yl = (size_t)n * nn_net_output_size(net);
-	float *x = random_buf(xl, 5, -2, 2), *dy = random_buf(yl, 6, -1, 1), *y = buf(yl);
+	float *x = nn_test_random_buf(xl, 5, -2, 2), *dy = nn_test_random_buf(yl, 6, -1, 1),
+		*y = nn_test_buf(yl);
 	int convs = 0;
 	for (int l = 0; l < net->nlayers; l++)
 		convs += net->layers[l].kind == NN__CONV;

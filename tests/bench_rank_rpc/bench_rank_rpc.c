@@ -35,7 +35,9 @@
  * "small" CNN at its defaults: 64 px in, 50 outputs) holding a 32x32 JPEG per item, ingested once
  * before the first level. Each row then says the epochs the Train finished
  * during the measurement and whether it still ran at its end, and every
- * answer is checked to come from the snapshot's model (version 1).
+ * answer is checked to come from the snapshot's model (version 1). A --dir
+ * of an earlier run keeps featured's data, so its images are not put again
+ * (rankd's data is written afresh every run).
  *
  * --scan-threads 1 (rankd's default) keeps every Recommend's scan on one
  * core; 0 lets a call that finds no other ranking call in flight split its
@@ -358,7 +360,16 @@ static int featured_with_items(struct proc *f, const char *work, int items)
 	vr_channel_create(&ch, f->addr, NULL);
 	int rc = 0;
 	double t0 = now_s();
-	for (uint32_t from = 0; from < (uint32_t)items && !rc; from += 1000) {
+	/* A --dir of an earlier run may hold them already. */
+	Visrec__V1__FeaturedInfoRequest ireq = VISREC__V1__FEATURED_INFO_REQUEST__INIT;
+	ProtobufCMessage *im = NULL;
+	uint32_t have = 0;
+	if (!vr_client_unary(ch, "/visrec.v1.Featured/Info", &ireq.base, &visrec__v1__featured_info_response__descriptor,
+			     &im, 10000, NULL, NULL))
+		have = ((Visrec__V1__FeaturedInfoResponse *)im)->items >= (uint64_t)items ? (uint32_t)items : 0;
+	if (im)
+		protobuf_c_message_free_unpacked(im, NULL);
+	for (uint32_t from = have; from < (uint32_t)items && !rc; from += 1000) {
 		uint32_t to = from + 1000 < (uint32_t)items ? from + 1000 : (uint32_t)items;
 		vr_ccall *cc;
 		if ((rc = vr_ccall_start(&cc, ch, "/visrec.v1.Featured/PutItems", &visrec__v1__put_items_response__descriptor,
@@ -398,7 +409,10 @@ static int featured_with_items(struct proc *f, const char *work, int items)
 		fprintf(stderr, "bench_rank_rpc: cannot put the item images into featured (see %s)\n", log);
 		return -1;
 	}
-	printf("featured (small CNN): %d item images embedded in %.1f s\n", items, now_s() - t0);
+	if (have)
+		printf("featured (small CNN): the %d item images of an earlier run\n", items);
+	else
+		printf("featured (small CNN): %d item images embedded in %.1f s\n", items, now_s() - t0);
 	return 0;
 }
 
@@ -640,6 +654,7 @@ int main(int argc, char **argv)
 	snprintf(data, sizeof data, "%s/rankd-data", work);
 	o.work = work;
 	o.data = data;
+	nftw(data, rm_entry, 8, FTW_DEPTH | FTW_PHYS); /* an earlier run's (--dir); featured's data stays */
 	double t0 = now_s();
 	if ((rc = synth_snapshot_write(data, (uint32_t)o.items, (uint32_t)o.users))) {
 		fprintf(stderr, "bench_rank_rpc: cannot write the snapshot: %s\n", vr_strerror(rc));

@@ -25,7 +25,7 @@ struct run {
 	double stop_at;   /* no send after this (the drain's end) */
 	const double *at; /* arrival k's intended time, s after t0 */
 	size_t n;
-	atomic_size_t next;
+	atomic_size_t next;   /* the next arrival to claim; the phase ends at n */
 	uint32_t *lat;    /* per arrival: us from intended time to answer, or UNSENT / FAILED */
 	float *lag;       /* per arrival: send - intended (us); -1 when delayed by the cap */
 };
@@ -103,6 +103,30 @@ static double quantile(const uint32_t *v, size_t n, double q)
 	return v[i] > LONGEST ? INFINITY : (double)v[i];
 }
 
+/* Runs arrivals [from, to) of r's schedule on in_flight workers, arrival
+ * time origin (schedule time) sent 10 ms from now, nothing sent after
+ * origin + until seconds; returns when every worker has ended. 0, or -1
+ * when a thread could not start (then nothing of the phase is measured). */
+static int run_phase(struct run *r, struct worker *wk, int in_flight, size_t from, size_t to, double origin,
+		     double until)
+{
+	int started = 0;
+	atomic_init(&r->next, from);
+	r->n = to;
+	r->t0 = mono_s() + 0.01 - origin; /* the workers are up before the first arrival */
+	r->stop_at = r->t0 + origin + until;
+	for (; started < in_flight; started++) {
+		wk[started] = (struct worker){ .r = r, .w = started };
+		if (pthread_create(&wk[started].tid, NULL, worker_main, &wk[started]))
+			break;
+	}
+	if (started < in_flight)
+		atomic_store(&r->next, to); /* the started ones end at once */
+	for (int w = 0; w < started; w++)
+		pthread_join(wk[w].tid, NULL);
+	return started < in_flight ? -1 : 0;
+}
+
 int ol_run(const struct ol_config *cfg, ol_call_fn fn, void *arg, struct ol_result *out)
 {
 	memset(out, 0, sizeof *out);
@@ -117,7 +141,7 @@ int ol_run(const struct ol_config *cfg, ol_call_fn fn, void *arg, struct ol_resu
 	struct worker *wk = calloc((size_t)cfg->in_flight, sizeof *wk);
 	uint32_t *sorted = NULL;
 	float *lags = NULL;
-	int rc = -1, started = 0;
+	int rc = -1;
 	if (!at || !wk)
 		goto leave;
 	/* The schedule: arrival times in [0, span), the window's from warmup_s. */
@@ -154,19 +178,12 @@ int ol_run(const struct ol_config *cfg, ol_call_fn fn, void *arg, struct ol_resu
 		r.lat[k] = UNSENT;
 		r.lag[k] = -1;
 	}
-	atomic_init(&r.next, 0);
-	r.t0 = mono_s() + 0.01; /* the workers are up before the first arrival */
-	r.stop_at = r.t0 + span + cfg->drain_s;
-	for (; started < cfg->in_flight; started++) {
-		wk[started] = (struct worker){ .r = &r, .w = started };
-		if (pthread_create(&wk[started].tid, NULL, worker_main, &wk[started]))
-			break;
-	}
-	if (started < cfg->in_flight)
-		atomic_store(&r.next, n); /* the started ones end at once */
-	for (int w = 0; w < started; w++)
-		pthread_join(wk[w].tid, NULL);
-	if (started < cfg->in_flight)
+	/* The warm-up's arrivals, then, once they are all answered, the
+	 * window's: a backlog of the warm-up (a cold cache, new connections)
+	 * is not measured as the window's. */
+	if (first && run_phase(&r, wk, cfg->in_flight, 0, first, 0, cfg->warmup_s + cfg->drain_s))
+		goto leave;
+	if (run_phase(&r, wk, cfg->in_flight, first, n, cfg->warmup_s, cfg->seconds + cfg->drain_s))
 		goto leave;
 
 	/* The window's arrivals: counts, achieved rate, percentiles. */

@@ -15,7 +15,10 @@
  * falls on them).
  *
  * DESIGN
- * Threads: in_flight workers, each making one blocking call at a time.
+ * Threads: in_flight workers, each making one blocking call at a time;
+ * they run the warm-up's arrivals, end when all are answered, and a new
+ * set runs the window's (so a warm-up backlog, say of a cold cache, is not
+ * counted in the window).
  * The arrival times are precomputed; a worker that is free claims the next
  * arrival from one atomic counter and sleeps until its time (absolute
  * clock_nanosleep, 1 us timer slack). A worker that claims an arrival
@@ -38,9 +41,9 @@ typedef int (*ol_call_fn)(void *arg, int w);
 struct ol_config {
 	double rate;       /* offered calls per second, > 0 */
 	int in_flight;     /* most calls outstanding (worker threads), >= 1 */
-	double warmup_s;   /* arrivals before the window: sent, not measured */
+	double warmup_s;   /* arrivals before the window, at the rate: sent, not measured */
 	double seconds;    /* the measured window of intended send times, > 0 */
-	double drain_s;    /* after the window, how long queued arrivals may still be sent */
+	double drain_s;    /* after the window (and the warm-up), how long queued arrivals may still be sent */
 	int poisson;       /* 1: exponential gaps (Poisson arrivals); 0: even spacing */
 	uint64_t seed;     /* of the Poisson gaps */
 };

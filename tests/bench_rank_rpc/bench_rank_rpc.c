@@ -3,15 +3,15 @@
  * It writes a synthetic VBPR snapshot (synth_snapshot.h: U users with 20
  * interactions each, N items, the tutorial's dims) into a fresh data
  * directory.
- * Then, per concurrency level, it starts rankd on that directory, runs
- * blocking Recommend calls from that many client threads for a while, and
- * stops rankd, which logs its handler-time percentiles: the server-side
+ * Then, per concurrency level (or offered rate), it starts rankd on that
+ * directory, runs blocking Recommend calls from that many client threads
+ * (or at that rate) for a while, and stops rankd, which logs its handler-time percentiles: the server-side
  * figures. Prints per level: QPS, client p50/p99, server p50/p99, errors,
  * and rankd's start-up time and peak RSS. A benchmark, not a test.
  *
  *   bench_rank_rpc [--items 10000] [--users 1000] [--seconds 3]
  *                  [--levels 1,8,64] [--rate QPS,...] [--in-flight 64]
- *                  [--arrivals poisson] [--train none|bpr|vbpr]
+ *                  [--arrivals poisson] [--train none,vbpr]
  *                  [--train-threads 0] [--channels 8] [--server-threads 2]
  *                  [--k 20] [--approx 0] [--fp16] [--int4] [--scan-threads 0]
  *                  [--cold-slots 0] [--batch 0] [--dir DIR] [--metrics]
@@ -26,18 +26,18 @@
  * arrivals never sent (still queued 5 s after the window) and errors.
  * Failed and unsent calls rank above every answer ("inf" when a
  * percentile falls on them).
- * --train vbpr (or bpr) runs each level or rate while a Train of that model
- * runs on the same rankd (--train-threads trainer threads; 0 = rankd's
- * default, one per core): the Train starts after rankd is up, the
- * measurement begins once the Train has loaded its data and finished its
+ * --train LIST (of none, bpr, vbpr) runs each level or rate once per value,
+ * beside a Train of that model on the same rankd (--train-threads trainer
+ * threads; 0 = rankd's default, one per core): the Train starts after
+ * rankd is up, the measurement begins once the Train has finished its
  * first epoch, and the Train is cancelled after it (so the served model
- * stays the snapshot's). VBPR's item vectors come from a real featured (the
- * "small" CNN at its defaults: 64 px in, 50 outputs) holding a 32x32 JPEG per item, ingested once
- * before the first level. Each row then says the epochs the Train finished
- * during the measurement and whether it still ran at its end, and every
- * answer is checked to come from the snapshot's model (version 1). A --dir
- * of an earlier run keeps featured's data, so its images are not put again
- * (rankd's data is written afresh every run).
+ * stays the snapshot's). VBPR's item vectors come from a real featured
+ * (the "small" CNN at its defaults: 64 px in, 50 outputs) holding a 32x32
+ * JPEG per item, put once before the first level. Each row then says the
+ * epochs the Train finished during the measurement and whether it still
+ * ran at its end, and every answer is checked to come from the snapshot's
+ * model (version 1). A --dir of an earlier run keeps featured's data, so
+ * its images are not put again (rankd's data is written afresh every run).
  *
  * --scan-threads 1 (rankd's default) keeps every Recommend's scan on one
  * core; 0 lets a call that finds no other ranking call in flight split its

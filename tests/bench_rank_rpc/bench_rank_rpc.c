@@ -554,10 +554,13 @@ static int run_case(const struct opts *o, int conc, double rate, int cache_mb, i
 		       total / took, total * (o->batch ? o->batch : 1) / took, total ? all[total / 2] : 0,
 		       total ? all[total * 99 / 100] : 0, sp50, sp99, errors, start_s, rss / 1024.0);
 	}
+	/* Trainer threads as rankd picks them: threads 0 is one per core, but
+	 * one for BPR's Hogwild (its default optimiser). */
+	int tthreads = o->train_threads ? o->train_threads
+		       : train == VISREC__V1__MODEL_KIND__BPR ? 1 : (int)sysconf(_SC_NPROCESSORS_ONLN);
 	if (train && !status)
 		printf("%8s Train (%d trainer threads): epochs %u..%u during the measurement, %s at its end; "
-		       "%ld answers from another model than the snapshot's\n", "",
-		       o->train_threads ? o->train_threads : (int)sysconf(_SC_NPROCESSORS_ONLN), epoch0, epoch1,
+		       "%ld answers from another model than the snapshot's\n", "", tthreads, epoch0, epoch1,
 		       train_ended ? "ENDED (the load was not all beside a Train)" : "still running", other);
 	fflush(stdout);
 	if (st != 0)

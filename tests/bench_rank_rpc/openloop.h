@@ -55,7 +55,7 @@ struct ol_result {
 	size_t unsent;      /* of them, still waiting for a slot when the drain ended */
 	size_t delayed;     /* of them, sent late because in_flight calls were outstanding */
 	double offered_qps; /* offered / seconds */
-	double achieved_qps; /* answered / (first arrival .. last answer of the window), at least seconds */
+	double achieved_qps; /* answered / (window start .. its last answer), that span at least seconds */
 	/* Latency from the intended send time, us; INFINITY where the rank
 	 * falls on an unsent or failed call. */
 	double p50_us, p90_us, p99_us, p999_us, max_us;

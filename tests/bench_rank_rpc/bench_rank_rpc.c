@@ -3,17 +3,41 @@
  * It writes a synthetic VBPR snapshot (synth_snapshot.h: U users with 20
  * interactions each, N items, the tutorial's dims) into a fresh data
  * directory.
- * Then, per concurrency level, it starts rankd on that directory, runs
- * blocking Recommend calls from that many client threads for a while, and
- * stops rankd, which logs its handler-time percentiles: the server-side
+ * Then, per concurrency level (or offered rate), it starts rankd on that
+ * directory, runs blocking Recommend calls from that many client threads
+ * (or at that rate) for a while, and stops rankd, which logs its handler-time percentiles: the server-side
  * figures. Prints per level: QPS, client p50/p99, server p50/p99, errors,
  * and rankd's start-up time and peak RSS. A benchmark, not a test.
  *
  *   bench_rank_rpc [--items 10000] [--users 1000] [--seconds 3]
- *                  [--levels 1,8,64] [--channels 8] [--server-threads 2]
+ *                  [--levels 1,8,64] [--rate QPS,...] [--in-flight 64]
+ *                  [--arrivals poisson] [--train none,vbpr]
+ *                  [--train-threads 0] [--channels 8] [--server-threads 2]
  *                  [--k 20] [--approx 0] [--fp16] [--int4] [--scan-threads 0]
  *                  [--cold-slots 0] [--batch 0] [--dir DIR] [--metrics]
  *                  [--rankd PATH] [--topk-cache-mb 64]
+ *
+ * --levels runs closed loops: that many callers, each sending its next call
+ * when the last one is answered. --rate runs open loops instead (openloop.h):
+ * calls arrive at that offered rate (Poisson arrivals, or --arrivals even),
+ * at most --in-flight outstanding, latency from each call's intended send
+ * time; per rate it prints offered and achieved QPS, p50/p90/p99/p99.9,
+ * the sends delayed because --in-flight calls were outstanding, the
+ * arrivals never sent (still queued 5 s after the window) and errors.
+ * Failed and unsent calls rank above every answer ("inf" when a
+ * percentile falls on them).
+ * --train LIST (of none, bpr, vbpr) runs each level or rate once per value,
+ * beside a Train of that model on the same rankd (--train-threads trainer
+ * threads; 0 = rankd's default, one per core): the Train starts after
+ * rankd is up, the measurement begins once the Train has finished its
+ * first epoch, and the Train is cancelled after it (so the served model
+ * stays the snapshot's). VBPR's item vectors come from a real featured
+ * (the "small" CNN at its defaults: 64 px in, 50 outputs) holding a 32x32
+ * JPEG per item, put once before the first level. Each row then says the
+ * epochs the Train finished during the measurement and whether it still
+ * ran at its end, and every answer is checked to come from the snapshot's
+ * model (version 1). A --dir of an earlier run keeps featured's data, so
+ * its images are not put again (rankd's data is written afresh every run).
  *
  * --scan-threads 1 (rankd's default) keeps every Recommend's scan on one
  * core; 0 lets a call that finds no other ranking call in flight split its
@@ -35,10 +59,13 @@
  * --rankd runs another build's rankd (an older one without the RPC
  * metrics, to measure what they cost). */
 #include "err.h"
+#include "jpeg_enc.h"
+#include "openloop.h"
 #include "flags.h"
 #include "procs.h"
 #include "rpc.h"
 #include "synth_snapshot.h"
+#include "visrec/v1/featured.pb-c.h"
 #include "visrec/v1/rankd.pb-c.h"
 
 #include <ftw.h>
@@ -57,6 +84,7 @@ static double now_s(void)
 
 /* ---- clients ---------------------------------------------------------------------- */
 
+/* One caller's state: a closed-loop client thread, or an open-loop worker. */
 struct client {
 	pthread_t tid;
 	vr_channel *ch;
@@ -68,50 +96,85 @@ struct client {
 	uint32_t *lat_us;
 	size_t cap, n;
 	long errors;
+	uint64_t want_version; /* answers must come from this model version (0: any) */
+	long other_version;    /* answers that did not */
+	rk_rng rng;
+	char (*user)[16];
+	Visrec__V1__RecommendRequest *req, **reqs;
+	Visrec__V1__RecommendBatchRequest breq;
 };
 
 static atomic_int phase; /* 0 warm-up, 1 measure, 2 stop */
 
+static int client_init(struct client *c)
+{
+	rk_rng_seed(&c->rng, c->seed, 1);
+	int nb = c->batch ? c->batch : 1;
+	c->user = calloc((size_t)nb, sizeof *c->user);
+	c->req = calloc((size_t)nb, sizeof *c->req);
+	c->reqs = calloc((size_t)nb, sizeof *c->reqs);
+	if (!c->user || !c->req || !c->reqs)
+		return -1;
+	for (int q = 0; q < nb; q++) {
+		visrec__v1__recommend_request__init(&c->req[q]);
+		c->req[q].user_id = c->user[q];
+		c->req[q].k = c->k;
+		c->req[q].cold_slots = c->cold_slots;
+		c->reqs[q] = &c->req[q];
+	}
+	visrec__v1__recommend_batch_request__init(&c->breq);
+	c->breq.requests = c->reqs;
+	c->breq.n_requests = (size_t)nb;
+	return 0;
+}
+
+static void client_free(struct client *c)
+{
+	free(c->user);
+	free(c->req);
+	free(c->reqs);
+	free(c->lat_us);
+}
+
+/* One Recommend (or RecommendBatch) of random users; 0 when answered with
+ * k items each (and by want_version's model). */
+static int client_call(struct client *c)
+{
+	int nb = c->batch ? c->batch : 1;
+	for (int q = 0; q < nb; q++)
+		snprintf(c->user[q], sizeof c->user[q], "u%06u", rk_rng_below(&c->rng, c->n_users));
+	ProtobufCMessage *m = NULL;
+	vr_status st;
+	int rc = c->batch ? vr_client_unary(c->ch, "/visrec.v1.Rank/RecommendBatch", &c->breq.base,
+					    &visrec__v1__recommend_batch_response__descriptor, &m, 10000, NULL, &st)
+			  : vr_client_unary(c->ch, "/visrec.v1.Rank/Recommend", &c->req[0].base,
+					    &visrec__v1__recommend_response__descriptor, &m, 10000, NULL, &st);
+	if (!rc && !c->batch) {
+		Visrec__V1__RecommendResponse *r = (Visrec__V1__RecommendResponse *)m;
+		if (r->n_items != (size_t)c->k)
+			rc = -1;
+		else if (c->want_version && r->model_version != c->want_version)
+			c->other_version++, rc = -1;
+	}
+	for (int q = 0; !rc && c->batch && q < nb; q++)
+		if (((Visrec__V1__RecommendBatchResponse *)m)->n_responses != (size_t)nb ||
+		    ((Visrec__V1__RecommendBatchResponse *)m)->responses[q]->n_items != (size_t)c->k)
+			rc = -1;
+	if (m)
+		protobuf_c_message_free_unpacked(m, NULL);
+	return rc;
+}
+
 static void *client_main(void *arg)
 {
 	struct client *c = arg;
-	rk_rng rng;
-	rk_rng_seed(&rng, c->seed, 1);
-	int nb = c->batch ? c->batch : 1;
-	char (*user)[16] = calloc((size_t)nb, sizeof *user);
-	Visrec__V1__RecommendRequest *req = calloc((size_t)nb, sizeof *req), **reqs = calloc((size_t)nb, sizeof *reqs);
-	for (int q = 0; q < nb; q++) {
-		visrec__v1__recommend_request__init(&req[q]);
-		req[q].user_id = user[q];
-		req[q].k = c->k;
-		req[q].cold_slots = c->cold_slots;
-		reqs[q] = &req[q];
-	}
-	Visrec__V1__RecommendBatchRequest breq = VISREC__V1__RECOMMEND_BATCH_REQUEST__INIT;
-	breq.requests = reqs;
-	breq.n_requests = (size_t)nb;
 	for (;;) {
 		int ph = atomic_load(&phase);
 		if (ph == 2)
 			break;
-		for (int q = 0; q < nb; q++)
-			snprintf(user[q], sizeof user[q], "u%06u", rk_rng_below(&rng, c->n_users));
-		ProtobufCMessage *m = NULL;
-		vr_status st;
 		double a = now_s();
-		int rc = c->batch ? vr_client_unary(c->ch, "/visrec.v1.Rank/RecommendBatch", &breq.base,
-						    &visrec__v1__recommend_batch_response__descriptor, &m, 10000, NULL, &st)
-				  : vr_client_unary(c->ch, "/visrec.v1.Rank/Recommend", &req[0].base,
-						    &visrec__v1__recommend_response__descriptor, &m, 10000, NULL, &st);
+		int rc = client_call(c);
 		double b = now_s();
-		if (!rc && !c->batch && ((Visrec__V1__RecommendResponse *)m)->n_items != (size_t)c->k)
-			rc = -1;
-		for (int q = 0; !rc && c->batch && q < nb; q++)
-			if (((Visrec__V1__RecommendBatchResponse *)m)->n_responses != (size_t)nb ||
-			    ((Visrec__V1__RecommendBatchResponse *)m)->responses[q]->n_items != (size_t)c->k)
-				rc = -1;
-		if (m)
-			protobuf_c_message_free_unpacked(m, NULL);
 		if (ph != 1)
 			continue;
 		if (rc)
@@ -119,10 +182,17 @@ static void *client_main(void *arg)
 		else if (c->n < c->cap)
 			c->lat_us[c->n++] = (uint32_t)((b - a) * 1e6);
 	}
-	free(user);
-	free(req);
-	free(reqs);
 	return NULL;
+}
+
+/* openloop's call: worker w's client. */
+static int open_call(void *arg, int w)
+{
+	struct client *cl = arg;
+	int rc = client_call(&cl[w]);
+	if (rc)
+		cl[w].errors++;
+	return rc;
 }
 
 static int cmp_u32(const void *a, const void *b)
@@ -171,30 +241,386 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 	return remove(path);
 }
 
+/* ---- a Train beside the load ------------------------------------------------------ */
+
+/* A Train call whose progress a thread reads while the load runs. */
+struct bg_train {
+	pthread_t tid;
+	vr_ccall *cc;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	uint32_t epoch; /* epochs finished */
+	int ended, done;
+	vr_status st;
+};
+
+static void *bg_train_main(void *arg)
+{
+	struct bg_train *t = arg;
+	ProtobufCMessage *m;
+	while (vr_ccall_recv(t->cc, &m) == 0) {
+		Visrec__V1__TrainProgress *p = (void *)m;
+		pthread_mutex_lock(&t->mu);
+		if (p->epoch > t->epoch)
+			t->epoch = p->epoch;
+		t->done |= p->done;
+		pthread_cond_broadcast(&t->cv);
+		pthread_mutex_unlock(&t->mu);
+		protobuf_c_message_free_unpacked(m, NULL);
+	}
+	vr_status st;
+	vr_ccall_finish(t->cc, &st);
+	pthread_mutex_lock(&t->mu);
+	t->st = st;
+	t->ended = 1;
+	pthread_cond_broadcast(&t->cv);
+	pthread_mutex_unlock(&t->mu);
+	return NULL;
+}
+
+/* Cancels the Train and waits for its thread. */
+static void bg_train_stop(struct bg_train *t)
+{
+	vr_ccall_cancel(t->cc);
+	pthread_join(t->tid, NULL);
+	pthread_cond_destroy(&t->cv);
+	pthread_mutex_destroy(&t->mu);
+}
+
+/* Starts a Train of kind (endless: it is cancelled) on ch and waits up to
+ * 10 minutes for its first epoch. 0, or -1 with why printed. */
+static int bg_train_start(struct bg_train *t, vr_channel *ch, Visrec__V1__ModelKind kind, int threads)
+{
+	memset(t, 0, sizeof *t);
+	pthread_mutex_init(&t->mu, NULL);
+	pthread_cond_init(&t->cv, NULL);
+	Visrec__V1__TrainRequest req = VISREC__V1__TRAIN_REQUEST__INIT;
+	req.model = kind;
+	req.epochs = 100000;
+	req.patience = 100000;
+	req.threads = (uint32_t)threads;
+	req.seed = 1;
+	if (vr_ccall_start(&t->cc, ch, "/visrec.v1.Rank/Train", &visrec__v1__train_progress__descriptor, 0, NULL) ||
+	    vr_ccall_send(t->cc, &req.base) || vr_ccall_close_send(t->cc) ||
+	    pthread_create(&t->tid, NULL, bg_train_main, t)) {
+		if (t->cc)
+			vr_ccall_finish(t->cc, &t->st);
+		fprintf(stderr, "bench_rank_rpc: cannot start the Train\n");
+		return -1;
+	}
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 600;
+	pthread_mutex_lock(&t->mu);
+	while (!t->ended && t->epoch < 1 && pthread_cond_timedwait(&t->cv, &t->mu, &until) == 0)
+		;
+	int ok = !t->ended && t->epoch >= 1;
+	pthread_mutex_unlock(&t->mu);
+	if (!ok)
+		fprintf(stderr, "bench_rank_rpc: the Train %s before its first epoch: %s \"%s\"\n",
+			t->ended ? "ended" : "took 10 minutes", vr_status_name(t->st.code), t->st.message);
+	return ok ? 0 : -1;
+}
+
+static uint32_t bg_train_epoch(struct bg_train *t, int *ended)
+{
+	pthread_mutex_lock(&t->mu);
+	uint32_t e = t->epoch;
+	*ended = t->ended || t->done;
+	pthread_mutex_unlock(&t->mu);
+	return e;
+}
+
+/* A 32x32 JPEG for item i: a colour and a gradient that follow i. */
+static int item_jpeg(uint32_t i, uint8_t **jpeg, size_t *len)
+{
+	enum { S = 32 };
+	uint8_t px[S * S * 3];
+	for (int y = 0; y < S; y++)
+		for (int x = 0; x < S; x++)
+			for (int c = 0; c < 3; c++)
+				px[(y * S + x) * 3 + c] = (uint8_t)((i * (37u + 50u * (uint32_t)c)) + (uint32_t)(x * (c + 1) + y * (3 - c)) * (i % 7 + 1));
+	return vr_jpeg_encode(px, S, S, VR_PIX_RGB, VR_SUBSAMP_444, 85, jpeg, len);
+}
+
+/* featured on a fresh data directory under work holding an image of every
+ * item (the synthetic snapshot's ids), for VBPR's Train. 0 or -1. */
+static int featured_with_items(struct proc *f, const char *work, int items)
+{
+	char data[300], log[300];
+	snprintf(data, sizeof data, "%s/featured-data", work);
+	snprintf(log, sizeof log, "%s/featured.stderr", work);
+	char *argv[] = { FEATURED_BIN, "--listen", "127.0.0.1:0", "--data", data, "--threads", "2", "--arch", "small",
+			 "--init-seed", "1", NULL };
+	if (proc_spawn(f, log, argv) || proc_wait_ready(f, "featured", 120000)) {
+		fprintf(stderr, "bench_rank_rpc: featured did not start (see %s)\n", log);
+		return -1;
+	}
+	vr_channel *ch;
+	vr_channel_create(&ch, f->addr, NULL);
+	int rc = 0;
+	double t0 = now_s();
+	/* A --dir of an earlier run may hold them already. */
+	Visrec__V1__FeaturedInfoRequest ireq = VISREC__V1__FEATURED_INFO_REQUEST__INIT;
+	ProtobufCMessage *im = NULL;
+	uint32_t have = 0;
+	if (!vr_client_unary(ch, "/visrec.v1.Featured/Info", &ireq.base, &visrec__v1__featured_info_response__descriptor,
+			     &im, 10000, NULL, NULL))
+		have = ((Visrec__V1__FeaturedInfoResponse *)im)->items >= (uint64_t)items ? (uint32_t)items : 0;
+	if (im)
+		protobuf_c_message_free_unpacked(im, NULL);
+	for (uint32_t from = have; from < (uint32_t)items && !rc; from += 1000) {
+		uint32_t to = from + 1000 < (uint32_t)items ? from + 1000 : (uint32_t)items;
+		vr_ccall *cc;
+		if ((rc = vr_ccall_start(&cc, ch, "/visrec.v1.Featured/PutItems", &visrec__v1__put_items_response__descriptor,
+					 600000, NULL)))
+			break;
+		for (uint32_t i = from; i < to && !rc; i++) {
+			Visrec__V1__PutItemsRequest req = VISREC__V1__PUT_ITEMS_REQUEST__INIT;
+			char id[16];
+			uint8_t *jpeg;
+			size_t len;
+			snprintf(id, sizeof id, "i%07u", i);
+			if ((rc = item_jpeg(i, &jpeg, &len)))
+				break;
+			req.item_id = id;
+			req.image.data = jpeg;
+			req.image.len = len;
+			rc = vr_ccall_send(cc, &req.base);
+			vr_jpeg_free(jpeg);
+		}
+		vr_ccall_close_send(cc);
+		ProtobufCMessage *m = NULL;
+		if (!rc)
+			rc = vr_ccall_recv(cc, &m);
+		vr_status st;
+		int frc = vr_ccall_finish(cc, &st);
+		if (!rc && !frc && ((Visrec__V1__PutItemsResponse *)m)->accepted != to - from)
+			rc = -1;
+		if (m)
+			protobuf_c_message_free_unpacked(m, NULL);
+		if (!rc && frc) {
+			fprintf(stderr, "bench_rank_rpc: PutItems: %s \"%s\"\n", vr_status_name(st.code), st.message);
+			rc = frc;
+		}
+	}
+	vr_channel_destroy(ch);
+	if (rc) {
+		fprintf(stderr, "bench_rank_rpc: cannot put the item images into featured (see %s)\n", log);
+		return -1;
+	}
+	if (have)
+		printf("featured (small CNN): the %d item images of an earlier run\n", items);
+	else
+		printf("featured (small CNN): %d item images embedded in %.1f s\n", items, now_s() - t0);
+	return 0;
+}
+
+/* ---- one level or rate ------------------------------------------------------------- */
+
+struct opts {
+	int items, users, channels, server_threads, k, approx, cold_slots, batch, fp16, int4, scan_threads;
+	int metrics, in_flight, poisson, train_threads;
+	double seconds;
+	const char *rankd_bin, *work, *data, *featured; /* featured: its address, or NULL */
+};
+
+/* The Train kind a --train value names: 0 for none, -1 for no such value. */
+static int train_kind(const char *v, size_t len)
+{
+	if (len == 4 && !strncmp(v, "none", 4))
+		return 0;
+	if (len == 3 && !strncmp(v, "bpr", 3))
+		return VISREC__V1__MODEL_KIND__BPR;
+	if (len == 4 && !strncmp(v, "vbpr", 4))
+		return VISREC__V1__MODEL_KIND__VBPR;
+	return -1;
+}
+
+/* Starts rankd with cache_mb of top-k cache, runs one closed loop of conc
+ * callers (rate 0) or one open loop at rate with o->in_flight, beside a
+ * Train of kind train (0: none), prints its row, stops rankd. 0, or 1 when
+ * rankd or the Train failed. */
+static int run_case(const struct opts *o, int conc, double rate, int cache_mb, int train)
+{
+	char cache_arg[16], threads_arg[16], approx_arg[16], scan_arg[16], log[300];
+	snprintf(cache_arg, sizeof cache_arg, "%d", cache_mb < 0 ? 0 : cache_mb);
+	snprintf(scan_arg, sizeof scan_arg, "%d", o->scan_threads);
+	snprintf(threads_arg, sizeof threads_arg, "%d", o->server_threads);
+	snprintf(approx_arg, sizeof approx_arg, "%d", o->approx);
+	snprintf(log, sizeof log, "%s/rankd-%d.stderr", o->work, rate > 0 ? (int)rate : conc);
+	remove(log);
+	char *rargv[] = { (char *)o->rankd_bin, "--listen", "127.0.0.1:0", "--data", (char *)o->data, "--threads",
+			  threads_arg, "--follow-featured=false", "--featured",
+			  (char *)(o->featured ? o->featured : "127.0.0.1:9"), "--topk-approx", approx_arg,
+			  "--scan-threads", scan_arg, "--topk-cache-mb", cache_arg,
+			  o->int4 ? "--topk-int4" : "--topk-int4=false", o->fp16 ? "--topk-fp16" : "--topk-fp16=false",
+			  o->metrics ? "--metrics-listen" : NULL, "127.0.0.1:0", NULL };
+	struct proc r;
+	double s0 = now_s();
+	if (proc_spawn(&r, log, rargv) || proc_wait_ready(&r, "rankd", 600000)) {
+		fprintf(stderr, "bench_rank_rpc: rankd did not start (see %s)\n", log);
+		proc_stop(&r, 5000);
+		return 1;
+	}
+	double start_s = now_s() - s0;
+	int status = 0, nc = rate > 0 ? o->in_flight : conc;
+	int nch = o->channels < nc ? o->channels : nc;
+	vr_channel **chs = calloc((size_t)nch, sizeof *chs);
+	struct client *cl = calloc((size_t)nc, sizeof *cl);
+	for (int c = 0; c < nch; c++)
+		vr_channel_create(&chs[c], r.addr, NULL);
+	for (int c = 0; c < nc; c++) {
+		cl[c] = (struct client){ .ch = chs[c % nch], .n_users = (uint32_t)o->users, .k = o->k,
+					 .seed = (uint64_t)c + 1, .cold_slots = o->cold_slots, .batch = o->batch,
+					 .want_version = train ? 1 : 0 };
+		if (rate <= 0) {
+			cl[c].cap = (size_t)(o->seconds * 200000 / conc + 1000);
+			cl[c].lat_us = calloc(cl[c].cap, sizeof *cl[c].lat_us);
+		}
+		client_init(&cl[c]);
+	}
+	struct bg_train tr;
+	uint32_t epoch0 = 0, epoch1 = 0, *all = NULL;
+	int train_ended = 0, rankd_up = 1;
+	double took = 0;
+	size_t total = 0;
+	long errors = 0, other = 0;
+	struct ol_result res;
+	if (train && bg_train_start(&tr, chs[0], (Visrec__V1__ModelKind)train, o->train_threads)) {
+		status = 1;
+		goto leave;
+	}
+	if (rate > 0) {
+		struct ol_config oc = { .rate = rate, .in_flight = o->in_flight, .warmup_s = 0.5, .seconds = o->seconds,
+					.drain_s = 5, .poisson = o->poisson, .seed = 1 };
+		epoch0 = train ? bg_train_epoch(&tr, &train_ended) : 0;
+		if (ol_run(&oc, open_call, cl, &res)) {
+			fprintf(stderr, "bench_rank_rpc: the open loop could not run\n");
+			status = 1;
+		}
+		if (train)
+			epoch1 = bg_train_epoch(&tr, &train_ended);
+	} else {
+		atomic_store(&phase, 0);
+		for (int c = 0; c < conc; c++)
+			pthread_create(&cl[c].tid, NULL, client_main, &cl[c]);
+		usleep(500000);
+		epoch0 = train ? bg_train_epoch(&tr, &train_ended) : 0;
+		atomic_store(&phase, 1);
+		double m0 = now_s();
+		usleep((useconds_t)(o->seconds * 1e6));
+		atomic_store(&phase, 2);
+		took = now_s() - m0;
+		if (train)
+			epoch1 = bg_train_epoch(&tr, &train_ended);
+		for (int c = 0; c < conc; c++) {
+			pthread_join(cl[c].tid, NULL);
+			total += cl[c].n;
+		}
+		all = malloc((total + 1) * sizeof *all);
+		size_t at = 0;
+		for (int c = 0; c < conc; c++) {
+			memcpy(all + at, cl[c].lat_us, cl[c].n * sizeof *all);
+			at += cl[c].n;
+		}
+		qsort(all, total, sizeof *all, cmp_u32);
+	}
+	for (int c = 0; c < nc; c++) {
+		errors += cl[c].errors;
+		other += cl[c].other_version;
+	}
+	if (train)
+		bg_train_stop(&tr);
+	long rss = peak_rss_kb(r.pid);
+	for (int c = 0; c < nch; c++)
+		vr_channel_destroy(chs[c]);
+	int st = proc_stop(&r, 30000);
+	rankd_up = 0;
+	double sp50 = -1, sp99 = -1;
+	server_times(log, &sp50, &sp99);
+	if (rate > 0 && !status) {
+		char b[5][24];
+		printf("%8.0f %8d %8s %9zu %9.0f %9.0f %9s %9s %9s %9s %8zu %7zu %7ld %10.1f %10.1f %9.2f %9.1f %5s\n", rate,
+		       o->in_flight, cache_arg, res.offered, res.offered_qps, res.achieved_qps,
+		       ol_us(b[0], sizeof b[0], res.p50_us), ol_us(b[1], sizeof b[1], res.p90_us),
+		       ol_us(b[2], sizeof b[2], res.p99_us), ol_us(b[3], sizeof b[3], res.p999_us), res.delayed,
+		       res.unsent, errors, sp50, sp99, start_s, rss / 1024.0,
+		       train == VISREC__V1__MODEL_KIND__VBPR ? "vbpr" : train ? "bpr" : "-");
+		printf("%8s generator lag p99 %.0f us (sends not delayed), worst %s us\n", "",
+		       res.lag_p99_us, ol_us(b[4], sizeof b[4], res.max_us));
+	} else if (!status) {
+		printf("%6d %8s %9zu %9.0f %10.0f %10u %10u %10.1f %10.1f %7ld %9.2f %9.1f\n", conc, cache_arg, total,
+		       total / took, total * (o->batch ? o->batch : 1) / took, total ? all[total / 2] : 0,
+		       total ? all[total * 99 / 100] : 0, sp50, sp99, errors, start_s, rss / 1024.0);
+	}
+	/* Trainer threads as rankd picks them: threads 0 is one per core, but
+	 * one for BPR's Hogwild (its default optimiser). */
+	int tthreads = o->train_threads ? o->train_threads
+		       : train == VISREC__V1__MODEL_KIND__BPR ? 1 : (int)sysconf(_SC_NPROCESSORS_ONLN);
+	if (train && !status)
+		printf("%8s Train (%d trainer threads): epochs %u..%u during the measurement, %s at its end; "
+		       "%ld answers from another model than the snapshot's\n", "", tthreads, epoch0, epoch1,
+		       train_ended ? "ENDED (the load was not all beside a Train)" : "still running", other);
+	fflush(stdout);
+	if (st != 0)
+		fprintf(stderr, "bench_rank_rpc: rankd exited with status %d (see %s)\n", st, log);
+leave:
+	if (rankd_up) { /* the Train could not start */
+		for (int c = 0; c < nch; c++)
+			vr_channel_destroy(chs[c]);
+		proc_stop(&r, 30000);
+	}
+	free(all);
+	for (int c = 0; c < nc; c++)
+		client_free(&cl[c]);
+	free(cl);
+	free(chs);
+	return status;
+}
+
+/* Next number of a comma-separated list at *p (advanced past it). */
+static double next_item(const char **p)
+{
+	double v = atof(*p);
+	while (**p && **p != ',')
+		(*p)++;
+	if (**p == ',')
+		(*p)++;
+	return v;
+}
+
 int main(int argc, char **argv)
 {
-	int items = 10000, users = 1000, channels = 8, server_threads = 2, k = 20, approx = 0;
-	int cold_slots = 0, batch = 0, fp16 = 0, int4 = 0, scan_threads = 1;
-	double seconds = 3;
-	const char *levels = "1,8,64", *dir = NULL, *rankd_bin = RANKD_BIN, *caches = "64";
-	int metrics = 0;
+	struct opts o = { .items = 10000, .users = 1000, .channels = 8, .server_threads = 2, .k = 20,
+			  .scan_threads = 1, .in_flight = 64, .seconds = 3, .rankd_bin = RANKD_BIN };
+	const char *levels = "1,8,64", *dir = NULL, *caches = "64", *rates = "", *arrivals = "poisson",
+		   *train = "none";
 	const vr_flag flags[] = {
-		{ "items", NULL, VR_FLAG_INT, &items, "10000", "catalogue size", 0 },
-		{ "users", NULL, VR_FLAG_INT, &users, "1000", "users (20 interactions each)", 0 },
-		{ "seconds", NULL, VR_FLAG_DOUBLE, &seconds, "3", "measured seconds per level", 0 },
-		{ "levels", NULL, VR_FLAG_STRING, &levels, "1,8,64", "concurrent clients per level", 0 },
-		{ "channels", NULL, VR_FLAG_INT, &channels, "8", "client channels (connections), shared round-robin", 0 },
-		{ "server-threads", NULL, VR_FLAG_INT, &server_threads, "2", "rankd --threads", 0 },
-		{ "k", NULL, VR_FLAG_INT, &k, "20", "top-k", 0 },
-		{ "approx", NULL, VR_FLAG_INT, &approx, "0", "rankd --topk-approx", 0 },
-		{ "fp16", NULL, VR_FLAG_BOOL, &fp16, "false", "rankd --topk-fp16", 0 },
-		{ "int4", NULL, VR_FLAG_BOOL, &int4, "false", "rankd --topk-int4", 0 },
-		{ "scan-threads", NULL, VR_FLAG_INT, &scan_threads, "1", "rankd --scan-threads", 0 },
-		{ "cold-slots", NULL, VR_FLAG_INT, &cold_slots, "0", "places of k kept for cold items", 0 },
-		{ "batch", NULL, VR_FLAG_INT, &batch, "0", "users per RecommendBatch call; 0: Recommend", 0 },
+		{ "items", NULL, VR_FLAG_INT, &o.items, "10000", "catalogue size", 0 },
+		{ "users", NULL, VR_FLAG_INT, &o.users, "1000", "users (20 interactions each)", 0 },
+		{ "seconds", NULL, VR_FLAG_DOUBLE, &o.seconds, "3", "measured seconds per level", 0 },
+		{ "levels", NULL, VR_FLAG_STRING, &levels, "1,8,64", "concurrent clients per level (closed loop)", 0 },
+		{ "rate", NULL, VR_FLAG_STRING, &rates, "",
+		  "offered calls/s, a list: open loops instead of the levels", 0 },
+		{ "in-flight", NULL, VR_FLAG_INT, &o.in_flight, "64", "open loop: most calls outstanding", 0 },
+		{ "arrivals", NULL, VR_FLAG_STRING, &arrivals, "poisson", "open loop: poisson or even", 0 },
+		{ "train", NULL, VR_FLAG_STRING, &train, "none",
+		  "a list of none, bpr, vbpr: each level run once per value, beside such a Train", 0 },
+		{ "train-threads", NULL, VR_FLAG_INT, &o.train_threads, "0",
+		  "TrainRequest.threads (0: rankd's default, one per core)", 0 },
+		{ "channels", NULL, VR_FLAG_INT, &o.channels, "8", "client channels (connections), shared round-robin", 0 },
+		{ "server-threads", NULL, VR_FLAG_INT, &o.server_threads, "2", "rankd --threads", 0 },
+		{ "k", NULL, VR_FLAG_INT, &o.k, "20", "top-k", 0 },
+		{ "approx", NULL, VR_FLAG_INT, &o.approx, "0", "rankd --topk-approx", 0 },
+		{ "fp16", NULL, VR_FLAG_BOOL, &o.fp16, "false", "rankd --topk-fp16", 0 },
+		{ "int4", NULL, VR_FLAG_BOOL, &o.int4, "false", "rankd --topk-int4", 0 },
+		{ "scan-threads", NULL, VR_FLAG_INT, &o.scan_threads, "1", "rankd --scan-threads", 0 },
+		{ "cold-slots", NULL, VR_FLAG_INT, &o.cold_slots, "0", "places of k kept for cold items", 0 },
+		{ "batch", NULL, VR_FLAG_INT, &o.batch, "0", "users per RecommendBatch call; 0: Recommend", 0 },
 		{ "dir", NULL, VR_FLAG_STRING, &dir, NULL, "work directory (default: a new one under /tmp)", 0 },
-		{ "metrics", NULL, VR_FLAG_BOOL, &metrics, "false", "rankd --metrics-listen 127.0.0.1:0", 0 },
-		{ "rankd", NULL, VR_FLAG_STRING, &rankd_bin, RANKD_BIN, "the rankd binary to run", 0 },
+		{ "metrics", NULL, VR_FLAG_BOOL, &o.metrics, "false", "rankd --metrics-listen 127.0.0.1:0", 0 },
+		{ "rankd", NULL, VR_FLAG_STRING, &o.rankd_bin, RANKD_BIN, "the rankd binary to run", 0 },
 		{ "topk-cache-mb", NULL, VR_FLAG_STRING, &caches, "64",
 		  "rankd --topk-cache-mb values, each level run once per value", 0 },
 		{ 0 },
@@ -205,120 +631,73 @@ int main(int argc, char **argv)
 		vr_flags_usage(stdout, "bench_rank_rpc", "Recommend through a real rankd on loopback.", flags);
 		return 0;
 	}
-	if (rc || items < 1 || users < 1 || channels < 1 || k < 1 || cold_slots < 0 || cold_slots > k || batch < 0 ||
-	    batch > 256) {
+	o.poisson = !strcmp(arrivals, "poisson");
+	int any_train = 0, vbpr = 0, bad_train = 0;
+	for (const char *t = train; *t;) {
+		size_t len = strcspn(t, ",");
+		int kind = train_kind(t, len);
+		bad_train |= kind < 0;
+		any_train |= kind > 0;
+		vbpr |= kind == VISREC__V1__MODEL_KIND__VBPR;
+		t += len + (t[len] == ',');
+	}
+	if (rc || o.items < 1 || o.users < 1 || o.channels < 1 || o.k < 1 || o.cold_slots < 0 || o.cold_slots > o.k ||
+	    o.batch < 0 || o.batch > 256 || o.in_flight < 1 || o.in_flight > 4096 || o.train_threads < 0 ||
+	    (!o.poisson && strcmp(arrivals, "even")) || bad_train || !*train ||
+	    (any_train && o.batch)) {
 		fprintf(stderr, "bench_rank_rpc: %s\n", rc ? err : "--items, --users, --channels, --k must be >= 1, "
-			"--cold-slots 0..k, --batch 0..256");
+			"--cold-slots 0..k, --batch 0..256, --in-flight 1..4096, --arrivals poisson or even, "
+			"--train a list of none, bpr and vbpr (not with --batch), --train-threads >= 0");
 		return 2;
 	}
-	char work[256], data[300], log[300];
+	char work[256], data[300];
 	snprintf(work, sizeof work, "%s", dir ? dir : "/tmp/bench_rank_rpc.XXXXXX");
 	if (!dir && !mkdtemp(work))
 		return 1;
 	snprintf(data, sizeof data, "%s/rankd-data", work);
+	o.work = work;
+	o.data = data;
+	nftw(data, rm_entry, 8, FTW_DEPTH | FTW_PHYS); /* an earlier run's (--dir); featured's data stays */
 	double t0 = now_s();
-	if ((rc = synth_snapshot_write(data, (uint32_t)items, (uint32_t)users))) {
+	if ((rc = synth_snapshot_write(data, (uint32_t)o.items, (uint32_t)o.users))) {
 		fprintf(stderr, "bench_rank_rpc: cannot write the snapshot: %s\n", vr_strerror(rc));
 		return 1;
 	}
 	printf("snapshot: %d items, %d users, VBPR K=200 K'=100 F=2048 (D=301), written in %.1f s; "
-	       "k %d, cold slots %d, %s; rankd --topk-approx %d%s --scan-threads %d\n", items, users,
-	       now_s() - t0, k, cold_slots, batch ? "RecommendBatch calls" : "Recommend calls", approx,
-	       fp16 ? " --topk-fp16" : int4 ? " --topk-int4" : "", scan_threads);
+	       "k %d, cold slots %d, %s; rankd --topk-approx %d%s --scan-threads %d\n", o.items, o.users,
+	       now_s() - t0, o.k, o.cold_slots, o.batch ? "RecommendBatch calls" : "Recommend calls", o.approx,
+	       o.fp16 ? " --topk-fp16" : o.int4 ? " --topk-int4" : "", o.scan_threads);
 	vr_rpc_init();
-	printf("%6s %8s %9s %9s %10s %10s %10s %10s %10s %7s %9s %9s\n", "conc", "cache_mb", "calls", "QPS", "users/s", "cli_p50_us",
-	       "cli_p99_us", "srv_p50_us", "srv_p99_us", "errors", "start_s", "rss_MB");
-	char threads_arg[16], approx_arg[16], scan_arg[16];
-	snprintf(scan_arg, sizeof scan_arg, "%d", scan_threads);
-	snprintf(threads_arg, sizeof threads_arg, "%d", server_threads);
-	snprintf(approx_arg, sizeof approx_arg, "%d", approx);
 	int status = 0;
-	for (const char *p = levels; *p;) {
-		int conc = atoi(p);
-		while (*p && *p != ',')
-			p++;
-		if (*p == ',')
-			p++;
-		if (conc < 1)
-			continue;
-		for (const char *cp = caches; *cp;) {
-			char cache_arg[16];
-			int mb = atoi(cp);
-			while (*cp && *cp != ',')
-				cp++;
-			if (*cp == ',')
-				cp++;
-			snprintf(cache_arg, sizeof cache_arg, "%d", mb < 0 ? 0 : mb);
-			snprintf(log, sizeof log, "%s/rankd-%d.stderr", work, conc);
-			remove(log);
-			char *rargv[] = { (char *)rankd_bin, "--listen", "127.0.0.1:0", "--data", data, "--threads",
-					  threads_arg, "--follow-featured=false", "--featured", "127.0.0.1:9",
-					  "--topk-approx", approx_arg, "--scan-threads", scan_arg,
-					  "--topk-cache-mb", cache_arg, int4 ? "--topk-int4" : "--topk-int4=false",
-					  fp16 ? "--topk-fp16" : "--topk-fp16=false", metrics ? "--metrics-listen" : NULL,
-					  "127.0.0.1:0", NULL };
-			struct proc r;
-			double s0 = now_s();
-			if (proc_spawn(&r, log, rargv) || proc_wait_ready(&r, "rankd", 600000)) {
-				fprintf(stderr, "bench_rank_rpc: rankd did not start (see %s)\n", log);
-				proc_stop(&r, 5000);
-				status = 1;
-				break;
-			}
-			double start_s = now_s() - s0;
-			int nch = channels < conc ? channels : conc;
-			vr_channel **chs = calloc((size_t)nch, sizeof *chs);
-			struct client *cl = calloc((size_t)conc, sizeof *cl);
-			for (int c = 0; c < nch; c++)
-				vr_channel_create(&chs[c], r.addr, NULL);
-			atomic_store(&phase, 0);
-			for (int c = 0; c < conc; c++) {
-				cl[c] = (struct client){ .ch = chs[c % nch], .n_users = (uint32_t)users, .k = k,
-							 .seed = (uint64_t)c + 1, .cold_slots = cold_slots, .batch = batch, .cap = (size_t)(seconds * 200000 / conc + 1000) };
-				cl[c].lat_us = malloc(cl[c].cap * sizeof *cl[c].lat_us);
-				memset(cl[c].lat_us, 0, cl[c].cap * sizeof *cl[c].lat_us);
-				pthread_create(&cl[c].tid, NULL, client_main, &cl[c]);
-			}
-			usleep(500000);
-			atomic_store(&phase, 1);
-			double m0 = now_s();
-			usleep((useconds_t)(seconds * 1e6));
-			atomic_store(&phase, 2);
-			double took = now_s() - m0;
-			size_t total = 0;
-			long errors = 0;
-			for (int c = 0; c < conc; c++) {
-				pthread_join(cl[c].tid, NULL);
-				total += cl[c].n;
-				errors += cl[c].errors;
-			}
-			uint32_t *all = malloc((total + 1) * sizeof *all);
-			size_t at = 0;
-			for (int c = 0; c < conc; c++) {
-				memcpy(all + at, cl[c].lat_us, cl[c].n * sizeof *all);
-				at += cl[c].n;
-				free(cl[c].lat_us);
-			}
-			qsort(all, total, sizeof *all, cmp_u32);
-			long rss = peak_rss_kb(r.pid);
-			for (int c = 0; c < nch; c++)
-				vr_channel_destroy(chs[c]);
-			int st = proc_stop(&r, 30000);
-			double sp50 = -1, sp99 = -1;
-			server_times(log, &sp50, &sp99);
-			printf("%6d %8s %9zu %9.0f %10.0f %10u %10u %10.1f %10.1f %7ld %9.2f %9.1f\n", conc, cache_arg, total,
-			       total / took, total * (batch ? batch : 1) / took, total ? all[total / 2] : 0, total ? all[total * 99 / 100] : 0, sp50,
-			       sp99, errors, start_s, rss / 1024.0);
-			fflush(stdout);
-			if (st != 0)
-				fprintf(stderr, "bench_rank_rpc: rankd exited with status %d (see %s)\n", st, log);
-			free(all);
-			free(cl);
-			free(chs);
-		}
-		if (status)
-			break;
+	struct proc f = { .pid = -1 };
+	if (vbpr) {
+		if (featured_with_items(&f, work, o.items))
+			status = 1;
+		o.featured = f.addr;
 	}
+	if (!status && *rates)
+		printf("open loop, %s arrivals; latency from the intended send time\n%8s %8s %8s %9s %9s %9s %9s %9s "
+		       "%9s %9s %8s %7s %7s %10s %10s %9s %9s %5s\n", o.poisson ? "Poisson" : "evenly spaced", "rate",
+		       "inflight", "cache_mb", "offered", "off_qps", "ach_qps", "p50_us", "p90_us", "p99_us", "p999_us",
+		       "delayed", "unsent", "errors", "srv_p50_us", "srv_p99_us", "start_s", "rss_MB", "train");
+	else if (!status)
+		printf("%6s %8s %9s %9s %10s %10s %10s %10s %10s %7s %9s %9s\n", "conc", "cache_mb", "calls", "QPS",
+		       "users/s", "cli_p50_us", "cli_p99_us", "srv_p50_us", "srv_p99_us", "errors", "start_s", "rss_MB");
+	for (const char *p = *rates ? rates : levels; *p && !status;) {
+		double v = next_item(&p);
+		if (v <= 0 || (!*rates && v < 1))
+			continue;
+		for (const char *cp = caches; *cp && !status;) {
+			int mb = (int)next_item(&cp);
+			for (const char *t = train; *t && !status;) {
+				size_t len = strcspn(t, ",");
+				status = run_case(&o, *rates ? 0 : (int)v, *rates ? v : 0, mb, train_kind(t, len));
+				t += len + (t[len] == ',');
+			}
+		}
+	}
+	if (f.pid > 0)
+		proc_stop(&f, 30000);
 	vr_rpc_shutdown();
 	if (!dir)
 		nftw(work, rm_entry, 8, FTW_DEPTH | FTW_PHYS);

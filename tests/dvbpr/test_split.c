@@ -740,7 +740,7 @@ TEST(start_lets_the_map_grow)
 	uint8_t *jpeg[GROW_ITEMS];
 	size_t len[GROW_ITEMS], one_len;
 	snprintf(dir, sizeof dir, "%s/grow", tmpdir);
-	uint8_t *one = fixture_jpeg(400, 400, 3, VR_SUBSAMP_444, 90, &one_len);
+	uint8_t *one = fixture_jpeg(800, 800, 3, VR_SUBSAMP_444, 90, &one_len);
 	ASSERT(one);
 	for (int k = 0; k < GROW_ITEMS; k++) {
 		ids[k] = malloc(16);

@@ -43,10 +43,15 @@ int main(int argc, char **argv)
 		  "auto (CUDA when a GPU answers, else oneDNN when built in, else the reference "
 		  "CPU kernels), cuda, onednn, or cpu-ref (= cpu: the reference kernels)", 0 },
 		{ "precision", "VISREC_PRECISION", VR_FLAG_STRING, &cfg.precision, "fp32",
-		  "math of the network's convolutions and GEMMs: fp32 (exact), tf32 or bf16 (CUDA "
-		  "tensor cores; bf16 keeps FP32 master weights, optimiser state and loss); a backend "
+		  "math of the network's convolutions and GEMMs: fp32 (exact), tf32 (CUDA) or bf16 "
+		  "(CUDA tensor cores, or oneDNN where the CPU has avx512_bf16; bf16 keeps FP32 "
+		  "master weights, optimiser state and loss); a backend "
 		  "that cannot run it stops featured at start", 0 },
-		{ "batch", "VISREC_BATCH", VR_FLAG_INT, &cfg.batch, "16",
+		/* 32: AlexNet fc7 ingest on oneDNN, 2 quiet cores, 300 JPEGs,
+		 * alternated (README, issue 21): 107.5 img/s, 17.8 CPU ms an
+		 * image, against 85.0 and 22.1 at 16; 64 gained 2-6% more for
+		 * twice the latency and activation memory. */
+		{ "batch", "VISREC_BATCH", VR_FLAG_INT, &cfg.batch, "32",
 		  "images per network call (micro-batch)", 0 },
 		{ "batch-wait-ms", "VISREC_BATCH_WAIT_MS", VR_FLAG_INT, &cfg.batch_wait_ms, "5",
 		  "how long a partial batch waits for more images", 0 },

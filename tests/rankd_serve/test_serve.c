@@ -747,12 +747,6 @@ TEST(topk_batch_valid)
 	ASSERT(!bad);
 }
 
-/* recall@20 of the fp16 pass + exact re-rank against exact, on data shaped
- * like VBPR's item rows (D = 301: a bias column, 200 latent, 100 visual
- * factors at different scales, items in taste clusters). */
-/* rk_score_all (BLAS, Evaluate's path) against rk_score (the scan kernel)
- * on every item of a catalogue of several chunks, the last one partial:
- * the same scores to float rounding (relative 1e-5 of the row norms). */
 /* rk_topk_batch against rk_topk with the same approx, user by user: the
  * same items and the same score bits, with exclusions, a user count and a
  * catalogue that leave short tiles (37 users, n items in chunks of 512),
@@ -826,6 +820,9 @@ TEST(topk_batch_exact_generic) { batch_cases(RK_ISA_GENERIC, 0); isa_best(); }
 TEST(topk_batch_exact_avx2) { batch_cases(RK_ISA_AVX2, 0); isa_best(); }
 TEST(topk_batch_exact_avx512_vnni) { batch_cases(RK_ISA_AVX512_VNNI, 0); isa_best(); }
 
+/* rk_score_all (BLAS, Evaluate's path) against rk_score (the scan kernel)
+ * on every item of a catalogue of several chunks, the last one partial:
+ * the same scores to float rounding (relative 1e-5 of the row norms). */
 TEST(score_all_matches_score)
 {
 	enum { N = 1300, D = 37, U = 9 };
@@ -863,6 +860,9 @@ TEST(score_all_matches_score)
 	free(items);
 }
 
+/* recall@20 of the fp16 pass + exact re-rank against exact, on data shaped
+ * like VBPR's item rows (D = 301: a bias column, 200 latent, 100 visual
+ * factors at different scales, items in taste clusters). */
 TEST(topk_approx_recall)
 {
 	enum { N = 20000, D = 301, USERS = 40, K = 20, CLUSTERS = 50 };

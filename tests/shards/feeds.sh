@@ -38,11 +38,6 @@ s = [s for s in r.get("featured_shards", []) if s["address"] == sys.argv[1]]
 v = s[0].get(sys.argv[2]) if s else "missing"
 print({True: "true", False: "false", None: "none"}.get(v, v))' "$1" "$2"
 }
-# wait_for SECONDS CMD...: until CMD succeeds.
-wait_for() {
-	local end=$((SECONDS + $1)); shift
-	until "$@"; do [ $SECONDS -lt $end ] || return 1; sleep 0.2; done
-}
 connected_is() { [ "$(shard_field "$1" connected)" = "$2" ]; }
 # new_items DIR PREFIX N: N copies of the data set's images under new ids.
 new_items() {
@@ -144,7 +139,7 @@ items=$(rinfo | python3 -c 'import json, sys; print(json.load(sys.stdin)["items"
 # rankd restarted: every shard's feed resumes where it was.
 before=()
 for a in "$A" "$B" "$C"; do before[${#before[@]}]="$a=$(shard_field "$a" seq)"; done
-kill -TERM "$rankd_pid"; wait "$rankd_pid" 2>/dev/null
+stop_pid rankd "$rankd_pid"
 rankd_start
 for x in "${before[@]}"; do
 	a=${x%%=*}

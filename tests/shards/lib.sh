@@ -1,6 +1,7 @@
 # tests/shards/lib.sh: what the shard tests share, sourced after their
 # arguments are read: a work folder removed at exit together with every
-# daemon whose pid the test added to pids; fail/die/has; free_ports N
+# daemon whose pid the test added to pids; fail/die/has; step, wait_for,
+# stop_pid and crashed (each wait bounded), and a watchdog; free_ports N
 # prints N free loopback ports (a shard's address is in the list every
 # party holds, so it cannot be port 0); three_shards sets A, B, C (shards),
 # R (rankd) and the shard list "$list"; start NAME OUTFILE cmd... runs a
@@ -9,7 +10,9 @@
 # (shardmap.py, on PYTHONPATH here): without it the test skips (77).
 work=$(mktemp -d)
 pids=()
+watchdog=
 cleanup() {
+	[ -n "$watchdog" ] && kill -TERM "$watchdog" 2>/dev/null
 	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
 	for p in "${pids[@]}"; do
 		for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
@@ -22,6 +25,58 @@ failed=0
 fail() { echo "FAIL: $*" >&2; failed=1; }
 die() { echo "FAIL: $*" >&2; exit 1; }
 has() { grep -qF -- "$2" <<<"$3" || fail "$1: expected \"$2\" in: $3"; }
+# step TEXT: what the test is doing now; the watchdog names it.
+step() { echo "$*" >"$work/step"; }
+# wait_for SECONDS CMD...: until CMD succeeds (1: it did not in time).
+wait_for() {
+	local end=$((SECONDS + $1)); shift
+	until "$@"; do [ $SECONDS -lt $end ] || return 1; sleep 0.2; done
+}
+# stop_pid NAME PID: SIGTERM, then at most 30 s for it to end; a daemon
+# still running then is a failure (its log's tail printed) and is killed.
+stop_pid() {
+	kill -TERM "$2" 2>/dev/null
+	for _ in $(seq 300); do kill -0 "$2" 2>/dev/null || break; sleep 0.1; done
+	if kill -0 "$2" 2>/dev/null; then
+		fail "$1 (pid $2) still runs 30 s after SIGTERM"
+		kill -KILL "$2" 2>/dev/null
+	fi
+	wait "$2" 2>/dev/null
+}
+# crashed NAME PID: waits (at most 10 s) for a daemon that a crash point
+# ends; its exit status in $st (0 and a failure when it did not end).
+crashed() {
+	for _ in $(seq 100); do kill -0 "$2" 2>/dev/null || break; sleep 0.1; done
+	if kill -0 "$2" 2>/dev/null; then
+		fail "$1 (pid $2) did not reach its crash point"
+		kill -KILL "$2" 2>/dev/null
+		wait "$2" 2>/dev/null
+		st=0
+		return
+	fi
+	wait "$2" 2>/dev/null; st=$?
+}
+
+# The watchdog: a test still running $budget s after it began says what
+# it was doing (step) and what its daemons last logged, and ends, rather
+# than being killed without a word by ctest's timeout (300 s).
+budget=${VISREC_SHARD_TEST_BUDGET:-240}
+trap 'exit 1' TERM
+main_pid=$$
+(
+	sleep "$budget" &
+	trap 'kill $! 2>/dev/null; exit 0' TERM
+	wait $!
+	{
+		echo "FAIL: still running after ${budget} s, at: $(cat "$work/step" 2>/dev/null || echo "the start")"
+		for f in "$work"/*.out.err; do
+			[ -s "$f" ] && { echo "--- the last lines of $(basename "$f" .out.err)'s log:"; tail -n 12 "$f"; }
+		done
+	} >&2
+	kill -TERM "$main_pid"
+	pkill -TERM -P "$main_pid" # the command the test waits on, daemons included
+) &
+watchdog=$!
 
 command -v python3 >/dev/null || { echo "skipped: python3 (to pick free ports) is not installed"; exit 77; }
 export PYTHONPATH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)${PYTHONPATH:+:$PYTHONPATH}"

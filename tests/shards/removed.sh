@@ -34,7 +34,7 @@ rankd_start() { # rankd_start LIST
 	start rankd "$work/r.out" "$rankd" --listen "$R" --data "$work/r" --featured "$1"
 	pid[r]=$started
 }
-stop() { kill -TERM "${pid[$1]}" 2>/dev/null; wait "${pid[$1]}" 2>/dev/null; }
+stop() { stop_pid "$1" "${pid[$1]}"; }
 finfo() { "$visrec" --featured "$1" --json info 2>/dev/null || true; }
 ffield() { # ffield ADDR FIELD: a field of featured ADDR's Info
 	finfo "$1" | python3 -c 'import json, sys; print(json.load(sys.stdin)["featured"].get(sys.argv[1], 0))' "$2"
@@ -46,24 +46,23 @@ import json, sys
 s = [s for s in json.load(sys.stdin).get("featured_shards", []) if s["address"] == sys.argv[1]]
 print(s[0].get(sys.argv[2], 0) if s else "missing")' "$1" "$2"
 }
-wait_for() { # wait_for SECONDS CMD...: until CMD succeeds
-	local end=$((SECONDS + $1)); shift
-	until "$@"; do [ $SECONDS -lt $end ] || return 1; sleep 0.2; done
-}
 heads_match() { # heads_match ADDR...: rankd's position in each feed is the shard's last seq
 	local a
 	for a in "$@"; do [ "$(rshard "$a" seq)" = "$(ffield "$a" last_seq)" ] || return 1; done
 }
 items() { rinfo | python3 -c 'import json, sys; print(json.load(sys.stdin)["items"])'; }
 
+step datagen
 "$visrec" datagen --out "$work/data" --users 30 --items 300 --interactions 1200 --image-min 32 \
 	--image-max 48 --seed 5 >/dev/null 2>&1 || die "datagen"
 shard a "$A" "$from" --init-seed 7
 shard b "$B" "$from" --init-seed 7
 export VISREC_FEATURED=$from VISREC_RANKD=$R
+step "ingest on $from"
 "$visrec" ingest --batch 16 "$work/data" >/dev/null 2>"$work/e" || die "ingest: $(cat "$work/e")"
 rankd_start "$from"
 "$visrec" import "$work/data/interactions.csv" >/dev/null 2>"$work/e" || die "import: $(cat "$work/e")"
+step "train vbpr on $from"
 "$visrec" train --model vbpr --epochs 2 >/dev/null 2>"$work/e" || die "train vbpr: $(cat "$work/e")"
 user=$(sed -n 2p "$work/data/interactions.csv" | cut -d, -f1)
 [ "$(items)" = 300 ] || die "rankd holds $(items) items before the move, not 300"
@@ -80,14 +79,15 @@ shard c "$C" "$to" --models-from "$A"
 # Source B dies right after committing its second delete (kill at the
 # crash point, exit 86): what it deleted and its REMOVED changes are one
 # commit, so the count below holds across it. Restarted, the move resumes.
+step "reshard, B dying at its second delete"
 stop b
 fault=reshard-deleted@2 shard b "$B" "$from" --init-seed 7
 st=0
 "$visrec" reshard --from "$from" --to "$to" --batch 16 >"$work/rs0" 2>&1 || st=$?
 [ $st = 1 ] || fail "reshard with B dying: exit $st, not 1: $(cat "$work/rs0")"
-for _ in $(seq 100); do kill -0 "${pid[b]}" 2>/dev/null || break; sleep 0.1; done
-wait "${pid[b]}" 2>/dev/null; st=$?
+crashed "shard B" "${pid[b]}"
 [ $st = 86 ] || fail "shard B ended with $st, not the crash point's 86"
+step "reshard resumed"
 shard b "$B" "$from" --init-seed 7
 "$visrec" reshard --from "$from" --to "$to" --batch 16 >"$work/rs" 2>&1 || die "reshard: $(cat "$work/rs")"
 after_a=$(ffield "$A" items) after_b=$(ffield "$B" items)
@@ -96,6 +96,7 @@ after_a=$(ffield "$A" items) after_b=$(ffield "$B" items)
 
 # rankd, still on the old list: each source's feed read to its end (the
 # REMOVED changes included), the items that left each counted.
+step "rankd on the old list after the move"
 wait_for 20 heads_match "$A" "$B" || fail "rankd's feed positions after the move: $(rinfo)"
 for x in "a $A $before_a $after_a" "b $B $before_b $after_b"; do
 	read -r _ addr b0 b1 <<<"$x"
@@ -118,6 +119,7 @@ grep -q "could not be applied" "$work/r.out.err" && fail "rankd retried a change
 
 # Every party on the new list: rankd restarted with it replays each
 # feed from its start under the new map's keys.
+step "every party to the new list"
 stop a; stop b; stop r
 shard a "$A" "$to"
 shard b "$B" "$to"
@@ -130,6 +132,7 @@ for a in "$A" "$B" "$C"; do
 done
 [ "$(ffield "$C" items)" = "$moving" ] || fail "C holds $(ffield "$C" items) items, owns $moving"
 scorable "$work/moved.ids" || fail "moved items do not score on the new list: $(cat "$work/score.err")"
+step "train on the new list"
 "$visrec" train --model vbpr --epochs 1 >/dev/null 2>"$work/e" || fail "train on the new list: $(cat "$work/e")"
 scorable "$work/moved.ids" || fail "moved items do not score after a Train on the new list: $(cat "$work/score.err")"
 

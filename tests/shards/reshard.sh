@@ -36,12 +36,10 @@ shard() {
 		"${sharded[@]}" ${flags[$name]:-}
 	pid[$name]=$started
 }
-stop() { kill -TERM "${pid[$1]}" 2>/dev/null; wait "${pid[$1]}" 2>/dev/null; }
+stop() { stop_pid "$1" "${pid[$1]}"; }
 # Waits for a shard killed by a crash point to be gone.
 gone() {
-	for _ in $(seq 100); do kill -0 "${pid[$1]}" 2>/dev/null || break; sleep 0.1; done
-	kill -KILL "${pid[$1]}" 2>/dev/null
-	wait "${pid[$1]}" 2>/dev/null; st=$?
+	crashed "shard $1" "${pid[$1]}"
 	[ $st = 86 ] || fail "shard $1 ended with $st, not the crash point's 86"
 }
 # info ADDR: featured's Info as JSON (visrec info fails without a rankd:

@@ -92,7 +92,7 @@ user=$(sed -n 2p "$work/data/interactions.csv" | cut -d, -f1)
 # C store all of theirs.
 mkdir -p "$work/more"
 for f in "$work"/data/images/*.jpg; do cp "$f" "$work/more/n-$(basename "$f")"; done
-kill -TERM "${pids[1]}"; wait "${pids[1]}" 2>/dev/null
+stop_pid "shard B" "${pids[1]}"
 shard 2 "$B" VISREC_FAULT=featured-batch-committed@2
 st=0
 "$visrec" --json ingest --batch 4 --streams 1 "$work/more" >"$work/kill.json" 2>"$work/kill.err" || st=$?

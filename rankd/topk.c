@@ -18,7 +18,6 @@
 
 #include "err.h"
 
-#include <cblas.h>
 #include <immintrin.h>
 #include <math.h>
 #include <pthread.h>
@@ -35,6 +34,8 @@ typedef void (*dot8_fn)(const int8_t *u, uint32_t len, const uint8_t *const *row
 typedef void (*dot4_fn)(const int8_t *u, uint32_t len, const uint8_t *const *rows, uint32_t n, int32_t *out);
 typedef void (*dot8x_fn)(const int8_t *u, uint32_t len, const uint8_t *const *rows, uint32_t n, const int32_t *corr,
 			 const float *sc, float *out);
+typedef void (*dot32x4_fn)(const float *u, uint32_t len, const float *rows, uint32_t n, float *out,
+			   size_t ostride);
 typedef uint32_t (*above_fn)(const float *s, uint32_t r, uint32_t n, float t);
 
 /* Kernels. Each computes out[r] = u · rows[r] over len floats (a multiple of
@@ -74,6 +75,71 @@ T512 static void NAME(const float *u, uint32_t len, const TYPE *const *rows, uin
 DOT512(float, _mm512_loadu_ps, dot32_avx512)
 DOT512(uint16_t, ld16_512, dot16_avx512)
 
+/* Four users against n contiguous rows (Evaluate's full score vectors):
+ * out[x * ostride + r] = u_x · rows[r], u_x = u + x * len. Each score takes
+ * exactly dot32_avx512's steps (the same accumulator chains, the same
+ * order, the same reduction), so a score is the same bits as a scan's and
+ * equal rows get equal scores wherever they sit; the user vectors come
+ * from L1 and each row is loaded once for the four. */
+T512 static void dot32x4_avx512(const float *u, uint32_t len, const float *rows, uint32_t n, float *out,
+				size_t ostride)
+{
+	uint32_t r = 0;
+	/* Two rows at a time: each user load then feeds two FMAs. */
+	for (; r + 2 <= n; r += 2) {
+		const float *p = rows + (size_t)r * len, *q = p + len;
+		__m512 a[4], b[4], c[4], d[4];
+		for (int x = 0; x < 4; x++)
+			a[x] = b[x] = c[x] = d[x] = _mm512_setzero_ps();
+		uint32_t j = 0;
+		for (; j + 32 <= len; j += 32) {
+			__m512 plo = _mm512_loadu_ps(p + j), phi = _mm512_loadu_ps(p + j + 16);
+			__m512 qlo = _mm512_loadu_ps(q + j), qhi = _mm512_loadu_ps(q + j + 16);
+			for (int x = 0; x < 4; x++) {
+				__m512 ulo = _mm512_loadu_ps(u + (size_t)x * len + j);
+				__m512 uhi = _mm512_loadu_ps(u + (size_t)x * len + j + 16);
+				a[x] = _mm512_fmadd_ps(plo, ulo, a[x]);
+				b[x] = _mm512_fmadd_ps(phi, uhi, b[x]);
+				c[x] = _mm512_fmadd_ps(qlo, ulo, c[x]);
+				d[x] = _mm512_fmadd_ps(qhi, uhi, d[x]);
+			}
+		}
+		if (j < len) {
+			__m512 plo = _mm512_loadu_ps(p + j), qlo = _mm512_loadu_ps(q + j);
+			for (int x = 0; x < 4; x++) {
+				__m512 ulo = _mm512_loadu_ps(u + (size_t)x * len + j);
+				a[x] = _mm512_fmadd_ps(plo, ulo, a[x]);
+				c[x] = _mm512_fmadd_ps(qlo, ulo, c[x]);
+			}
+		}
+		for (int x = 0; x < 4; x++) {
+			out[(size_t)x * ostride + r] = _mm512_reduce_add_ps(_mm512_add_ps(a[x], b[x]));
+			out[(size_t)x * ostride + r + 1] = _mm512_reduce_add_ps(_mm512_add_ps(c[x], d[x]));
+		}
+	}
+	for (; r < n; r++) {
+		const float *p = rows + (size_t)r * len;
+		__m512 a[4], b[4];
+		for (int x = 0; x < 4; x++)
+			a[x] = b[x] = _mm512_setzero_ps();
+		uint32_t j = 0;
+		for (; j + 32 <= len; j += 32) {
+			__m512 lo = _mm512_loadu_ps(p + j), hi = _mm512_loadu_ps(p + j + 16);
+			for (int x = 0; x < 4; x++) {
+				a[x] = _mm512_fmadd_ps(lo, _mm512_loadu_ps(u + (size_t)x * len + j), a[x]);
+				b[x] = _mm512_fmadd_ps(hi, _mm512_loadu_ps(u + (size_t)x * len + j + 16), b[x]);
+			}
+		}
+		if (j < len) {
+			__m512 lo = _mm512_loadu_ps(p + j);
+			for (int x = 0; x < 4; x++)
+				a[x] = _mm512_fmadd_ps(lo, _mm512_loadu_ps(u + (size_t)x * len + j), a[x]);
+		}
+		for (int x = 0; x < 4; x++)
+			out[(size_t)x * ostride + r] = _mm512_reduce_add_ps(_mm512_add_ps(a[x], b[x]));
+	}
+}
+
 T256 static inline __m256 ld16_256(const uint16_t *h)
 {
 	return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
@@ -104,6 +170,27 @@ T256 static void NAME(const float *u, uint32_t len, const TYPE *const *rows, uin
 
 DOT256(float, _mm256_loadu_ps, dot32_avx2)
 DOT256(uint16_t, ld16_256, dot16_avx2)
+
+/* dot32x4_avx512's AVX2 form: dot32_avx2's steps for four users. */
+T256 static void dot32x4_avx2(const float *u, uint32_t len, const float *rows, uint32_t n, float *out,
+			      size_t ostride)
+{
+	for (uint32_t r = 0; r < n; r++) {
+		const float *p = rows + (size_t)r * len;
+		__m256 a[4], b[4];
+		for (int x = 0; x < 4; x++)
+			a[x] = b[x] = _mm256_setzero_ps();
+		for (uint32_t j = 0; j < len; j += 16) {
+			__m256 lo = _mm256_loadu_ps(p + j), hi = _mm256_loadu_ps(p + j + 8);
+			for (int x = 0; x < 4; x++) {
+				a[x] = _mm256_fmadd_ps(lo, _mm256_loadu_ps(u + (size_t)x * len + j), a[x]);
+				b[x] = _mm256_fmadd_ps(hi, _mm256_loadu_ps(u + (size_t)x * len + j + 8), b[x]);
+			}
+		}
+		for (int x = 0; x < 4; x++)
+			out[(size_t)x * ostride + r] = hsum256(a[x], b[x]);
+	}
+}
 
 /* int8 kernels: out[r] = Σ_j rows[r][j] × u[j] in exact int32 arithmetic
  * (unsigned row bytes, signed user bytes, len a multiple of 64), so every
@@ -362,6 +449,20 @@ static void dot32_generic(const float *u, uint32_t len, const float *const *rows
 	}
 }
 
+/* dot32x4's portable form: dot32_generic for each of the four users. */
+static void dot32x4_generic(const float *u, uint32_t len, const float *rows, uint32_t n, float *out,
+			    size_t ostride)
+{
+	const float *ptr[BLK];
+	for (uint32_t at = 0; at < n; at += BLK) {
+		uint32_t nb = n - at < BLK ? n - at : BLK;
+		for (uint32_t r = 0; r < nb; r++)
+			ptr[r] = rows + (size_t)(at + r) * len;
+		for (int x = 0; x < 4; x++)
+			dot32_generic(u + (size_t)x * len, len, ptr, nb, out + (size_t)x * ostride + at);
+	}
+}
+
 static void dot16_generic(const float *u, uint32_t len, const uint16_t *const *rows, uint32_t n, float *out)
 {
 	for (uint32_t r = 0; r < n; r++) {
@@ -381,11 +482,15 @@ static const struct {
 	dot4_fn dot4;
 	above_fn above;
 	dot8x_fn dot8x;
+	dot32x4_fn dot32x4;
 } kernels[] = {
-	[RK_ISA_GENERIC] = { dot32_generic, dot16_generic, dot8_generic, dot4_generic, above_generic, dot8x_generic },
-	[RK_ISA_AVX2] = { dot32_avx2, dot16_avx2, dot8_avx2, dot4_avx2, above_avx2, dot8x_avx2 },
-	[RK_ISA_AVX512] = { dot32_avx512, dot16_avx512, dot8_avx2, dot4_avx2, above_avx512, dot8x_avx2 },
-	[RK_ISA_AVX512_VNNI] = { dot32_avx512, dot16_avx512, dot8_vnni, dot4_vnni, above_avx512, dot8x_vnni },
+	[RK_ISA_GENERIC] = { dot32_generic, dot16_generic, dot8_generic, dot4_generic, above_generic, dot8x_generic,
+			     dot32x4_generic },
+	[RK_ISA_AVX2] = { dot32_avx2, dot16_avx2, dot8_avx2, dot4_avx2, above_avx2, dot8x_avx2, dot32x4_avx2 },
+	[RK_ISA_AVX512] = { dot32_avx512, dot16_avx512, dot8_avx2, dot4_avx2, above_avx512, dot8x_avx2,
+			    dot32x4_avx512 },
+	[RK_ISA_AVX512_VNNI] = { dot32_avx512, dot16_avx512, dot8_vnni, dot4_vnni, above_avx512, dot8x_vnni,
+				 dot32x4_avx512 },
 };
 
 static atomic_int isa_cur = -1;
@@ -1582,12 +1687,26 @@ int rk_score(const struct rk_index_view *v, const float *user, const uint32_t *i
 int rk_score_all(const struct rk_index_view *v, const float *users, uint32_t n_users,
 		 float *scores)
 {
+	enum rk_isa isa = rk_isa_active();
 	uint32_t per = 1u << v->chunk_shift;
-	for (uint32_t first = 0, c = 0; first < v->n; first += per, c++) {
-		uint32_t rows = v->n - first < per ? v->n - first : per;
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n_users, (int)rows,
-			    (int)v->stride, 1.0f, users, (int)v->stride, v->chunk_f32[c],
-			    (int)v->stride, 0.0f, scores + first, (int)v->n);
+	const float *ptr[BLK];
+
+	/* blk rows at a time (a few dozen KB: they stay in L2 while every
+	 * user passes over them), four users a kernel call. blk and per are
+	 * powers of two, blk <= per: a block never straddles two chunks. */
+	uint32_t blk = per < BLK ? per : BLK;
+	for (uint32_t first = 0; first < v->n; first += blk) {
+		uint32_t nb = v->n - first < blk ? v->n - first : blk;
+		const float *rows = rk_index_row(v, first);
+		uint32_t x = 0;
+		for (; x + 4 <= n_users; x += 4)
+			kernels[isa].dot32x4(users + (size_t)x * v->stride, v->stride, rows, nb,
+					     scores + (size_t)x * v->n + first, v->n);
+		for (uint32_t r = 0; x < n_users && r < nb; r++)
+			ptr[r] = rows + (size_t)r * v->stride;
+		for (; x < n_users; x++)
+			kernels[isa].dot32(users + (size_t)x * v->stride, v->stride, ptr, nb,
+					   scores + (size_t)x * v->n + first);
 	}
 	return 0;
 }

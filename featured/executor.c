@@ -878,6 +878,8 @@ struct reembed {
 	char (*ids)[FD_MAX_ID + 1];
 	fd_revec *v;
 	uint64_t embedded;
+	int (*stop)(void *arg); /* the caller's, or NULL */
+	void *stop_arg;
 	char err[256];
 };
 
@@ -939,9 +941,21 @@ static int embed_chunk(fd_executor *ex, struct reembed *r)
 	return 0;
 }
 
+/* A chunk of the pass. The net asks the caller's stop between its layers
+ * (the caller waits meanwhile, so a stop that reads a gRPC call is lent
+ * it, rpc.h): a cancelled DVBPR Finish waited 1.6 s for its chunk of 32
+ * (MobileNetV2 at 160 px on the reference kernels, two quiet cores: README
+ * issue 21), and a cancel should not wait for a whole chunk. A stopped
+ * chunk stores nothing.
+ * The stop is taken off again before the net can serve ingest (live,
+ * switch) or the caller's call is gone. */
 static int chunk_task(fd_executor *ex, void *arg)
 {
-	return embed_chunk(ex, arg);
+	struct reembed *r = arg;
+	nn_net_set_stop(r->net, r->stop, r->stop_arg);
+	int rc = embed_chunk(ex, r);
+	nn_net_set_stop(r->net, NULL, NULL);
+	return rc;
 }
 
 /* Executor thread: embeds what was added or replaced since r's pass read
@@ -1080,7 +1094,8 @@ int fd_executor_reembed(fd_executor *ex, nn_net *net, const fd_model_info *model
 {
 	fd_decoder *dec = NULL;
 	char after[FD_MAX_ID + 1] = "";
-	struct reembed r = { .ex = ex, .net = net, .model = *model };
+	struct reembed r = { .ex = ex, .net = net, .model = *model, .stop = stop,
+			     .stop_arg = stop_arg };
 	int max = nn_net_max_batch(net);
 	pthread_mutex_lock(&ex->mu);
 	r.batch = ex->batch < max ? ex->batch : max;
@@ -1097,15 +1112,14 @@ int fd_executor_reembed(fd_executor *ex, nn_net *net, const fd_model_info *model
 		goto leave;
 	}
 	for (;;) {
-		if (stop && stop(stop_arg)) {
+		if (stop && stop(stop_arg))
 			rc = VR_ECANCELLED;
+		else if (!(rc = read_chunk(&r, dec, after, 0)) && r.n)
+			rc = fd_executor_call(ex, chunk_task, &r);
+		if (rc == VR_ECANCELLED) /* before a chunk, or within one (chunk_task) */
 			snprintf(r.err, sizeof r.err, "stopped after %llu items were embedded",
 				 (unsigned long long)r.embedded);
-			break;
-		}
-		if ((rc = read_chunk(&r, dec, after, 0)) || !r.n)
-			break;
-		if ((rc = fd_executor_call(ex, chunk_task, &r)))
+		if (rc || !r.n)
 			break;
 	}
 	if (!rc && mode == FD_REEMBED_SWITCH)

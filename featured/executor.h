@@ -167,9 +167,13 @@ fd_fstore *fd_executor_fstore(fd_executor *ex);
  * With SWITCH or LIVE the executor owns net after success: the caller must
  * not touch it. Never from the executor thread. *embedded (may be NULL)
  * counts the vectors written. stop (may be NULL), called with stop_arg on
- * the caller's thread before each chunk, ends the pass when it returns
- * nonzero: VR_ECANCELLED, the version neither switched to nor live (the
- * vectors written so far stay). Errors: those of the store, the net
+ * the caller's thread before each chunk and on the executor thread between
+ * the layers of each chunk's forward (nn_net_set_stop; the caller waits
+ * meanwhile), ends the pass when it returns nonzero, within one layer:
+ * VR_ECANCELLED, the version neither switched to nor live (the vectors of
+ * the chunks done stay, the stopped chunk's are not written), the
+ * executor as before. stop must be cheap and safe to call from either
+ * thread. Errors: those of the store, the net
  * (VR_EDEVICE ...), VR_ENOMEM, VR_ESHUTDOWN, VR_ECANCELLED; err gets the
  * cause. */
 enum { FD_REEMBED_STORE = 0, FD_REEMBED_SWITCH = 1, FD_REEMBED_LIVE = 2 };

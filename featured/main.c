@@ -47,12 +47,12 @@ int main(int argc, char **argv)
 		  "(CUDA tensor cores, or oneDNN where the CPU has avx512_bf16; bf16 keeps FP32 "
 		  "master weights, optimiser state and loss); a backend "
 		  "that cannot run it stops featured at start", 0 },
-		/* 16, though 32 ingests faster (AlexNet fc7 on oneDNN, 2 quiet
-		 * cores: 107.5 against 85.0 img/s, README issue 21): a batch is
-		 * also the step at which a re-embedding sees a cancel, and 32
-		 * doubled a cancelled DVBPR Finish's wait (1.6 s against a
-		 * 1.4 s bound in dvbpr.train.cancel_during_trunk_pass). */
-		{ "batch", "VISREC_BATCH", VR_FLAG_INT, &cfg.batch, "16",
+		/* 32: it ingests faster than 16 (AlexNet fc7 on oneDNN, 2 quiet
+		 * cores: 107.5 against 85.0 img/s, README issue 21; 64 adds
+		 * 2-6%). A re-embedding sees a cancel between the layers of a
+		 * batch's forward, not only between batches, so a bigger batch
+		 * no longer lengthens a cancelled DVBPR Finish. */
+		{ "batch", "VISREC_BATCH", VR_FLAG_INT, &cfg.batch, "32",
 		  "images per network call (micro-batch)", 0 },
 		{ "batch-wait-ms", "VISREC_BATCH_WAIT_MS", VR_FLAG_INT, &cfg.batch_wait_ms, "5",
 		  "how long a partial batch waits for more images", 0 },

@@ -24,11 +24,13 @@
  * and the process-wide busy flag is released.
  * Cancellation. The long passes look at the call between batches
  * (stopped()): reading and decoding the images (a chunk), the trunk pass
- * (TRUNK_BATCH items) and Finish's re-embedding (a chunk), so a cancel by
- * rankd, a deadline, or featured's shutdown ends them within one batch,
- * not at the end of the pass. The trunk pass runs on the executor thread
- * while the handler waits for it: the handler lends it the call, which
- * only that task touches meanwhile (rpc.h). A cancelled Start leaves
+ * (TRUNK_BATCH items) and Finish's re-embedding (between chunks of
+ * --batch items, and between the layers of each chunk's forward), so a
+ * cancel by rankd, a deadline, or featured's shutdown ends them within
+ * one batch (the re-embedding within one layer), not at the end of the
+ * pass. The trunk pass and the re-embedding's forwards run on the
+ * executor thread while the handler waits for them: the handler lends it
+ * the call, which only that task touches meanwhile (rpc.h). A cancelled Start leaves
  * nothing behind; a cancelled Finish leaves its new version inactive and
  * not live (its vectors written so far stay, as after any failed
  * re-embedding), so nothing serves it.
@@ -147,7 +149,10 @@ static int stopped(struct tv *s, const char *phase, size_t done, size_t total)
 	return down ? VR_ESHUTDOWN : VR_ECANCELLED;
 }
 
-/* fd_executor_reembed's stop: the call is cancelled or featured stops. */
+/* fd_executor_reembed's stop: the call is cancelled or featured stops.
+ * Also asked on the executor thread between a chunk's layers, while the
+ * handler waits in fd_executor_reembed (the call lent, as to the trunk
+ * pass). */
 static int reembed_stop(void *arg)
 {
 	return vr_call_stopping(((struct tv *)arg)->call);

@@ -1415,6 +1415,12 @@ static int layer_fwd(nn_net *net, int li, int n, int train)
 	return VR_EINVAL;
 }
 
+void nn_net_set_stop(nn_net *net, int (*stop)(void *arg), void *arg)
+{
+	net->stop = stop;
+	net->stop_arg = arg;
+}
+
 void nn__net_profile(nn_net *net, double *sec)
 {
 	net->prof = sec;
@@ -1514,6 +1520,11 @@ static int run_forward(nn_net *net, const struct source *src, int n, int last, i
 		net->steps++;
 	for (int l = 0; l <= last; l++) {
 		double t0 = 0;
+		if (net->stop && net->stop(net->stop_arg)) {
+			nn__errmsg(net, "stopped before %s (layer %d of %d): the caller's stop said so",
+				net->layers[l].name, l + 1, last + 1);
+			return VR_ECANCELLED;
+		}
 		if ((rc = prof_begin(net, &t0)) || (rc = layer_fwd(net, l, n, train)) ||
 		    (rc = prof_end(net, 2 * l, t0))) {
 			nn__errmsg(net, "%s: forward failed on the %s backend", net->layers[l].name,

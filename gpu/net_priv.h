@@ -112,6 +112,8 @@ struct nn_net {
 	int can_backward;
 	uint64_t seed, steps;      /* dropout: a fresh mask per training forward */
 	double *prof;              /* NULL, or per layer: forward and backward seconds */
+	int (*stop)(void *arg);    /* NULL, or asked between a forward's layers (nn_net_set_stop) */
+	void *stop_arg;
 	char errmsg[256];
 };
 

@@ -184,7 +184,8 @@ void nn_net_set_rng(nn_net *net, uint64_t seed, uint64_t step);
  * layer's output) through the net up to the output layer and writes
  * n x nn_net_output_size floats to out (host). train != 0 applies dropout
  * (a fresh mask per call, from the seed) and keeps what backward needs.
- * Errors: VR_EINVAL (n out of range), backend errors. */
+ * Errors: VR_EINVAL (n out of range), VR_ECANCELLED (nn_net_set_stop's
+ * stop said so), backend errors. */
 int nn_net_forward(nn_net *net, const float *input, int n, int train, float *out);
 
 /* As nn_net_forward, from decoded images: images[i] points to S x S x 3
@@ -194,6 +195,17 @@ int nn_net_forward(nn_net *net, const float *input, int n, int train, float *out
  * it returns. Errors: VR_EINVAL (n out of range, a NULL image, a net that
  * starts at a cut), backend errors. */
 int nn_net_forward_u8(nn_net *net, const uint8_t *const *images, int n, int train, float *out);
+
+/* From now on every forward (nn_net_forward*, nn_net_features) calls
+ * stop(arg) on its own thread before each layer and, once it returns
+ * nonzero, returns VR_ECANCELLED without running the rest: out is not
+ * written and a backward is refused (VR_ESTATE) until the next forward,
+ * which runs as usual (a cancelled training forward has spent its dropout
+ * step). So a pass over many images can end
+ * within one layer, not one batch; stop must be cheap (it runs some 50
+ * times a forward). On a GPU it is asked as layers are queued, not as
+ * they finish. stop NULL: no checks (the default; ingest sets none). */
+void nn_net_set_stop(nn_net *net, int (*stop)(void *arg), void *arg);
 
 /* ---- Image sets: decoded images kept in the backend's memory ----------
  * A training step that draws its images from a fixed catalogue (DVBPR)

@@ -388,11 +388,34 @@ static int destroy_task(fd_executor *e, void *arg)
 	return 0;
 }
 
-/* reembed's stop: nonzero from its call number *arg on (counting down). */
+static pthread_t caller;
+
+/* reembed's stop: nonzero from its call number *arg on (counting down)
+ * on the caller's thread, before a chunk; never within one (the executor
+ * thread asks between a forward's layers). */
 static int stop_at(void *arg)
 {
 	int *left = arg;
+	if (!pthread_equal(pthread_self(), caller))
+		return 0;
 	return --*left <= 0;
+}
+
+/* reembed's stop that says stop within the second chunk's forward, at
+ * its third layer: counts the caller's asks (one per chunk) and the
+ * executor thread's since the second. */
+struct mid_chunk {
+	int chunks, layers;
+};
+
+static int stop_in_second_chunk(void *arg)
+{
+	struct mid_chunk *m = arg;
+	if (pthread_equal(pthread_self(), caller)) {
+		m->chunks++;
+		return 0;
+	}
+	return m->chunks >= 2 && ++m->layers >= 3;
 }
 
 /* A re-embedding told to stop (as featured's TrainVisual Finish is when
@@ -410,6 +433,7 @@ TEST(reembed_stops_when_told)
 	ASSERT_OK(fd_executor_call(ex, build_task, &nm));
 	int left = 2; /* one chunk, then stop */
 	uint64_t embedded = 0;
+	caller = pthread_self();
 	char err[256] = "";
 	int rc = fd_executor_reembed(ex, nm.net, &nm.info, FD_REEMBED_SWITCH, stop_at, &left,
 				     &embedded, err, sizeof err);
@@ -424,6 +448,57 @@ TEST(reembed_stops_when_told)
 	ASSERT_EQ_INT(m.version, 1);
 	fd_executor_call(ex, destroy_task, nm.net); /* still the caller's */
 	set_free(&s);
+	stop();
+}
+
+/* A re-embedding told to stop in the middle of a chunk's forward stops
+ * there (not at the chunk's end): VR_ECANCELLED, the chunks before it
+ * stored, the stopped chunk not, nothing switched; the net and the
+ * executor work on as before: the same net re-embeds every item and
+ * switches, the vectors equal the reference's, and ingestion goes on. */
+TEST(reembed_stops_within_a_chunk)
+{
+	static struct set s, more;
+	struct new_model nm = { 0 };
+	ASSERT_OK(start(4, 16));
+	set_init(&s, 300);
+	set_init(&more, 400);
+	for (int i = 0; i < 10; i++)
+		ASSERT_OK(fd_executor_submit(ex, &s.jobs[i], 1000));
+	ASSERT(wait_all(&s, 10));
+	ASSERT_OK(fd_executor_call(ex, build_task, &nm));
+	struct mid_chunk m = { 0 };
+	uint64_t embedded = 0;
+	char err[256] = "";
+	caller = pthread_self();
+	int rc = fd_executor_reembed(ex, nm.net, &nm.info, FD_REEMBED_SWITCH, stop_in_second_chunk,
+				     &m, &embedded, err, sizeof err);
+	ASSERT_MSG(rc == VR_ECANCELLED, "rc %d (%s): the stop was asked %d times between "
+		   "chunks and %d times within the second", rc, err, m.chunks, m.layers);
+	ASSERT_EQ_INT(m.chunks, 2);   /* no third chunk read */
+	ASSERT_EQ_INT(m.layers, 3);   /* nothing asked after the stop */
+	ASSERT_EQ_INT(embedded, 4);
+	ASSERT_CONTAINS(err, "stopped after 4 items");
+	uint32_t active = 0;
+	ASSERT_OK(fd_fstore_active(fs, &active));
+	ASSERT_EQ_INT(active, 1);
+	/* The same net again, no stop: the 6 items left get vectors (the 4
+	 * stored stay) and the version becomes active. */
+	rc = fd_executor_reembed(ex, nm.net, &nm.info, FD_REEMBED_SWITCH, NULL, NULL, &embedded, err,
+				 sizeof err);
+	ASSERT_MSG(rc == 0, "re-embedding after the stop: %s", err);
+	ASSERT_EQ_INT(embedded, 10);
+	ASSERT_OK(fd_fstore_active(fs, &active));
+	ASSERT_EQ_INT(active, nm.info.version);
+	ASSERT_EQ_INT(check_active_vectors(s.ids, s.jpeg, s.len, 10), 0);
+	for (int i = 0; i < 3; i++)
+		ASSERT_OK(fd_executor_submit(ex, &more.jobs[i], 1000));
+	ASSERT(wait_all(&more, 3));
+	for (int i = 0; i < 3; i++)
+		ASSERT_OK(more.jobs[i].rc);
+	ASSERT_EQ_INT(check_active_vectors(more.ids, more.jpeg, more.len, 3), 0);
+	set_free(&s);
+	set_free(&more);
 	stop();
 }
 
@@ -469,7 +544,7 @@ TEST(precision_recorded_and_never_mixed)
 static const struct vr_test tests[] = {
 	T(embeds_stores_in_order), T(bad_images_refused_others_stored), T(full_queue_and_skips),
 	T(reembed_switches_model), T(switch_redecodes_queued_images), T(reembed_stops_when_told),
-	T(precision_recorded_and_never_mixed), { 0 },
+	T(reembed_stops_within_a_chunk), T(precision_recorded_and_never_mixed), { 0 },
 };
 
 int main(int argc, char **argv)

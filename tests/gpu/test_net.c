@@ -266,6 +266,54 @@ TEST(alexnet_adaptive_pool)
 	nn_backend_close(b);
 }
 
+/* nn_net_set_stop's stop: says stop at its *arg-th call (counting down),
+ * and counts calls past that in the next int. */
+static int stop_at_call(void *arg)
+{
+	int *left = arg;
+	if (--left[0] > 0)
+		return 0;
+	left[1]++;
+	return 1;
+}
+
+/* A forward whose stop says so partway returns VR_ECANCELLED at once (one
+ * more call asked nothing), writes no output, refuses a backward, and the
+ * next forward, stop taken off, gives what an uncancelled one gives. */
+TEST(forward_stops_between_layers)
+{
+	nn_backend *b = cpu();
+	nn_net *net;
+	struct nn_net_opts o = { .input_size = 16, .max_batch = 2 };
+	ASSERT_OK(nn_net_create(b, "small", &o, &net, NULL, 0));
+	ASSERT_OK(nn_net_init(net, 3));
+	size_t in = 2 * nn_net_input_count(net), out = 2 * nn_net_output_size(net);
+	float *x = malloc(sizeof(float) * in), *y = malloc(sizeof(float) * out),
+	      *want = malloc(sizeof(float) * out), *dy = calloc(out, sizeof(float));
+	for (size_t i = 0; i < in; i++)
+		x[i] = (float)((i * 7919) % 200) / 100.0f - 1.0f;
+	ASSERT_OK(nn_net_forward(net, x, 2, 0, want));
+	int calls[2] = { 3, 0 };
+	nn_net_set_stop(net, stop_at_call, calls);
+	for (size_t i = 0; i < out; i++)
+		y[i] = -12345.0f;
+	ASSERT_EQ_INT(nn_net_forward(net, x, 2, 1, y), VR_ECANCELLED);
+	ASSERT_EQ_INT(calls[1], 1);
+	ASSERT_CONTAINS(nn_net_errmsg(net), "stopped before");
+	for (size_t i = 0; i < out; i++)
+		ASSERT(y[i] == -12345.0f);
+	ASSERT_EQ_INT(nn_net_backward(net, dy, NULL), VR_ESTATE);
+	nn_net_set_stop(net, NULL, NULL);
+	ASSERT_OK(nn_net_forward(net, x, 2, 0, y));
+	ASSERT(!memcmp(y, want, sizeof(float) * out));
+	free(x);
+	free(y);
+	free(want);
+	free(dy);
+	nn_net_destroy(net);
+	nn_backend_close(b);
+}
+
 TEST(init_is_seeded)
 {
 	nn_backend *b = cpu();
@@ -723,6 +771,7 @@ static const struct vr_test tests[] = {
 	T(inference_only_equals_training_net),
 	T(alexnet_adaptive_pool),
 	T(init_is_seeded),
+	T(forward_stops_between_layers),
 	T(small_net_backward_fd),
 	T(residual_graph_backward_fd),
 	T(small_net_fits_a_batch),

@@ -345,8 +345,33 @@ static int adopt_stop(void *call)
 	return vr_call_stopping(call);
 }
 
+/* The versions `from` holds that this shard lacks, but for want: those an
+ * earlier adoption that failed here (this shard was down) left out. They
+ * are copied as they are, neither active nor live, so that every shard
+ * keeps the same versions (resharding refuses shards that differ). */
+static int copy_missing(struct fetch *f, uint32_t want)
+{
+	Visrec__V1__FeaturedInfoRequest req = VISREC__V1__FEATURED_INFO_REQUEST__INIT;
+	Visrec__V1__FeaturedInfoResponse *info = NULL;
+	vr_status st = { 0 };
+	fd_model_info here;
+	int is_live = 0, rc = vr_client_unary(f->ch, "/visrec.v1.Featured/Info", &req.base,
+					      &visrec__v1__featured_info_response__descriptor,
+					      (ProtobufCMessage **)&info, INFO_MS, f->parent, &st);
+	if (rc)
+		return rpc_failed(f, "Info", rc, &st);
+	for (size_t i = 0; !rc && i < info->n_models; i++) {
+		uint32_t v = info->models[i]->version;
+		if (v != want && fd_fstore_model_get(f->fs, v, &here) == VR_ENOTFOUND)
+			rc = fetch_version(f, v, &is_live);
+	}
+	protobuf_c_message_free_unpacked(&info->base, NULL);
+	f->copied = 0;
+	return rc;
+}
+
 /* Copies the version (fetch_version: nothing overwritten, the same row not
- * copied twice), then re-embeds this shard's items with it into a live
+ * copied twice) after any other this shard lacks (copy_missing), then re-embeds this shard's items with it into a live
  * version, unless it is live or active here already (a retried fan-out). */
 static int adopt(vr_call *call, fd_service *svc, const Visrec__V1__AdoptModelRequest *req,
 		 Visrec__V1__AdoptModelResponse *resp, struct adopt *a)
@@ -360,7 +385,8 @@ static int adopt(vr_call *call, fd_service *svc, const Visrec__V1__AdoptModelReq
 	if (rc)
 		return vr_call_error(call, GRPC_STATUS_INTERNAL, "AdoptModel: a channel to %s: %s",
 				     req->from, vr_strerror(rc));
-	rc = fetch_version(&f, req->model_version, &is_live);
+	if (!(rc = copy_missing(&f, req->model_version)))
+		rc = fetch_version(&f, req->model_version, &is_live);
 	vr_channel_destroy(f.ch);
 	if (rc == VR_ERPC)
 		return vr_call_error(call, f.rpc_code == GRPC_STATUS_NOT_FOUND ? GRPC_STATUS_NOT_FOUND :

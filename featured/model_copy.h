@@ -36,8 +36,10 @@ int fd_get_model(vr_call *call, void *ctx);
 /* The AdoptModel handler (featured.proto; ctx is the fd_service): copies
  * one version from another shard as fd_models_fetch copies each (same
  * row, same number; another row under that number is FAILED_PRECONDITION)
- * while the daemon runs, then re-embeds this shard's items with it and
- * makes it live (fd_executor_reembed, FD_REEMBED_LIVE). A version live or
+ * while the daemon runs (after any other version the sender holds and this
+ * shard lacks, neither active nor live: versions stay the same on every
+ * shard), then re-embeds this shard's items with it and makes it live
+ * (fd_executor_reembed, FD_REEMBED_LIVE). A version live or
  * active here already answers once its row is checked against the
  * sender's, without re-embedding. */
 int fd_adopt_model(vr_call *call, void *ctx);

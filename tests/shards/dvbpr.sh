@@ -7,7 +7,8 @@
 # shard lists V live; Recommend answers; the same run on one featured
 # gives the same vectors; a shard that dies (crash point adopt-model, as
 # kill -9) before it adopts fails the Train naming it while rankd serves
-# its previous model on, and once it is back a Train succeeds everywhere.
+# its previous model on, and once it is back a Train succeeds everywhere
+# and the shard catches up on the version it missed.
 #   tests/shards/dvbpr.sh FEATURED RANKD VISREC
 set -uo pipefail
 featured=$1
@@ -153,6 +154,15 @@ V2=$(rfield feature_version)
 [ "$V2" -gt "$V" ] 2>/dev/null || fail "the new Train serves feature version $V2, not one after $V"
 for a in "$A" "$B" "$C"; do
 	live_on "$a" "$V2" || fail "shard $a does not list version $V2 live"
+done
+# The shard that missed V got it with V2: every shard holds the same versions.
+versions() {
+	"$visrec" --featured "$1" --json info 2>/dev/null | python3 -c '
+import json, sys; print(sorted(m["version"] for m in json.load(sys.stdin)["featured"].get("models", [])))'
+}
+for a in "$A" "$B" "$C"; do
+	[ "$(versions "$a")" = "$(versions "$trainer")" ] ||
+		fail "shard $a holds versions $(versions "$a"), the trainer $(versions "$trainer")"
 done
 "$visrec" vectors --version "$V2" "$work/v4.npy" >/dev/null 2>"$work/e" || fail "vectors of $V2: $(cat "$work/e")"
 every_vector "$work/v4.npy" || fail "not every item has a vector of $V2 ($(wc -l <"$work/v4.ids.txt") ids)"

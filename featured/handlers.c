@@ -805,72 +805,81 @@ struct images {
 
 #define GET_IMAGES_BYTES (8u << 20)
 
+/* Reads the next batch into im: a page of at most want items or
+ * GET_IMAGES_BYTES after *after (ids NULL), else the one id ids[0] (so
+ * that 64 listed images of the largest size are never held at once). One
+ * short read transaction; VR_ENOTFOUND for a listed id not stored. */
+static int images_read(fd_service *svc, struct images *im, char *after, const char *id,
+		       size_t want)
+{
+	vr_txn *txn = NULL;
+	im->n = im->used = 0;
+	int rc = vr_store_read_begin(fd_fstore_store(svc->fs), &txn);
+	while (!rc && im->n < (id ? 1 : want) && (!im->n || im->used < GET_IMAGES_BYTES)) {
+		fd_item it;
+		rc = id ? fd_fstore_item_get(svc->fs, txn, id, &it)
+			: fd_fstore_item_next(svc->fs, txn, after, &it);
+		if (rc || (rc = vr_grow((void **)&im->jpeg, 1, im->used + it.image_len, &im->cap)))
+			break;
+		memcpy(im->ids[im->n], it.item_id, it.id_len);
+		im->ids[im->n][it.id_len] = 0;
+		memcpy(after, it.item_id, it.id_len);
+		after[it.id_len] = 0;
+		memcpy(im->jpeg + im->used, it.image, it.image_len);
+		im->off[im->n] = im->used;
+		im->len[im->n] = it.image_len;
+		im->used += it.image_len;
+		im->n++;
+	}
+	vr_store_read_end(txn);
+	return rc == VR_ENOTFOUND && !id ? 0 : rc;
+}
+
 int fd_get_images(vr_call *call, void *ctx)
 {
 	fd_service *svc = ctx;
 	const Visrec__V1__GetImagesRequest *req = (const void *)vr_call_request(call);
 	struct images im = { 0 };
-	vr_txn *txn = NULL;
-	char why[512];
+	char why[512], after[FD_MAX_ID + 1];
 	int code = fd_check_shard_map(svc, call);
 	if (code)
 		return code;
 	if ((code = fd_get_images_check(svc, req, why, sizeof why)))
 		return vr_call_error(call, code, "%s", why);
-	size_t want = req->n_item_ids ? req->n_item_ids :
-		req->max_items ? req->max_items : FD_GET_IMAGES_MAX;
+	size_t want = req->n_item_ids ? 1 : req->max_items ? req->max_items : FD_GET_IMAGES_MAX;
 	if (!(im.ids = malloc(want * sizeof *im.ids)) || !(im.off = malloc(want * sizeof *im.off)) ||
 	    !(im.len = malloc(want * sizeof *im.len))) {
 		code = VR_ENOMEM;
 		goto leave;
 	}
-	char after[FD_MAX_ID + 1];
 	snprintf(after, sizeof after, "%s", req->after ? req->after : "");
-	int rc = vr_store_read_begin(fd_fstore_store(svc->fs), &txn);
-	while (!rc && im.n < want && (!im.n || im.used < GET_IMAGES_BYTES)) {
-		fd_item it;
-		const char *id = req->n_item_ids ? req->item_ids[im.n] : NULL;
-		rc = id ? fd_fstore_item_get(svc->fs, txn, id, &it)
-			: fd_fstore_item_next(svc->fs, txn, after, &it);
-		if (rc == VR_ENOTFOUND && id) {
-			vr_store_read_end(txn);
-			txn = NULL;
-			code = vr_call_error(call, GRPC_STATUS_NOT_FOUND, "item_ids[%zu] \"%s\" is not "
-					     "stored on this shard", im.n,
-					     vr_id_escape(why, 80, id, strlen(id)));
-			goto leave;
-		}
-		if (rc || (rc = vr_grow((void **)&im.jpeg, 1, im.used + it.image_len, &im.cap)))
-			break;
-		memcpy(im.ids[im.n], it.item_id, it.id_len);
-		im.ids[im.n][it.id_len] = 0;
-		memcpy(after, it.item_id, it.id_len);
-		after[it.id_len] = 0;
-		memcpy(im.jpeg + im.used, it.image, it.image_len);
-		im.off[im.n] = im.used;
-		im.len[im.n] = it.image_len;
-		im.used += it.image_len;
-		im.n++;
-	}
-	vr_store_read_end(txn);
-	if (rc && rc != VR_ENOTFOUND) {
-		code = rc;
-		goto leave;
-	}
 	size_t limit = vr_call_max_message(call);
-	for (size_t k = 0; k < im.n; k++) {
-		Visrec__V1__ItemImage msg = VISREC__V1__ITEM_IMAGE__INIT;
-		if (im.len[k] + FD_MAX_ID + 16 > limit) {
-			code = vr_call_error(call, GRPC_STATUS_RESOURCE_EXHAUSTED,
-					     "item \"%s\"'s image of %zu bytes is over the message limit "
-					     "of %zu bytes: raise --max-message-bytes", im.ids[k], im.len[k],
-					     limit);
+	for (size_t b = 0; b < (req->n_item_ids ? req->n_item_ids : 1); b++) {
+		const char *id = req->n_item_ids ? req->item_ids[b] : NULL;
+		int rc = images_read(svc, &im, after, id, want);
+		if (rc == VR_ENOTFOUND) {
+			code = vr_call_error(call, GRPC_STATUS_NOT_FOUND, "item_ids[%zu] \"%s\" is not "
+					     "stored on this shard", b, vr_id_escape(why, 80, id, strlen(id)));
 			goto leave;
 		}
-		msg.item_id = im.ids[k];
-		msg.image = (ProtobufCBinaryData){ im.len[k], im.jpeg + im.off[k] };
-		if ((code = vr_call_send(call, &msg.base)))
+		if (rc) {
+			code = rc;
 			goto leave;
+		}
+		for (size_t k = 0; k < im.n; k++) {
+			Visrec__V1__ItemImage msg = VISREC__V1__ITEM_IMAGE__INIT;
+			if (im.len[k] + FD_MAX_ID + 16 > limit) {
+				code = vr_call_error(call, GRPC_STATUS_RESOURCE_EXHAUSTED,
+						     "item \"%s\"'s image of %zu bytes is over the message "
+						     "limit of %zu bytes: raise --max-message-bytes", im.ids[k],
+						     im.len[k], limit);
+				goto leave;
+			}
+			msg.item_id = im.ids[k];
+			msg.image = (ProtobufCBinaryData){ im.len[k], im.jpeg + im.off[k] };
+			if ((code = vr_call_send(call, &msg.base)))
+				goto leave;
+		}
 	}
 	code = GRPC_STATUS_OK;
 leave:

@@ -26,6 +26,9 @@
  *                      before answering its checksums.
  *   reshard-deleted    a source shard, after committing a ReshardDelete,
  *                      before answering it.
+ *   adopt-model        a featured shard, on receiving AdoptModel, before it
+ *                      copies or re-embeds anything (featured/model_copy.c):
+ *                      a shard dying before it adopts a DVBPR version.
  *   reshard-verified   the visrec CLI, after the targets' checksums of a
  *                      batch matched, before it asks the source to delete
  *                      (tools/cli_reshard.c).

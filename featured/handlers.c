@@ -6,6 +6,7 @@
 
 #include "deadline.h"
 #include "err.h"
+#include "grow.h"
 #include "log.h"
 #include "reshard.h"
 #include "visrec/v1/featured.pb-c.h"
@@ -746,4 +747,145 @@ int fd_info(vr_call *call, void *ctx)
 	svc->info_key = key;
 	pthread_rwlock_unlock(&svc->info_lock);
 	return rc ? rc : GRPC_STATUS_OK;
+}
+
+/* ---- GetImages ----------------------------------------------------------- */
+
+int fd_get_images_check(const fd_service *svc, const Visrec__V1__GetImagesRequest *req,
+			char *why, size_t cap)
+{
+	if (req->n_item_ids > FD_GET_IMAGES_MAX) {
+		snprintf(why, cap, "item_ids holds %zu ids, at most %d a call", req->n_item_ids,
+			 FD_GET_IMAGES_MAX);
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	}
+	if (req->max_items > FD_GET_IMAGES_MAX) {
+		snprintf(why, cap, "max_items %u is over %d", req->max_items, FD_GET_IMAGES_MAX);
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	}
+	if (req->n_item_ids && ((req->after && req->after[0]) || req->max_items)) {
+		snprintf(why, cap, "give item_ids, or a page (after, max_items), not both");
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	}
+	if (req->after && req->after[0] &&
+	    vr_id_check_named("after", req->after, strlen(req->after), why, cap))
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	for (size_t i = 0; i < req->n_item_ids; i++) {
+		char name[32];
+		snprintf(name, sizeof name, "item_ids[%zu]", i);
+		if (vr_id_check_named(name, req->item_ids[i], strlen(req->item_ids[i]), why, cap))
+			return GRPC_STATUS_INVALID_ARGUMENT;
+	}
+	/* Read-only, so the map decides alone: an item a reshard is moving
+	 * away is still readable here until it is deleted. */
+	const vr_shardmap *m = svc->shards;
+	for (size_t i = 0; m && i < req->n_item_ids; i++) {
+		const char *id = req->item_ids[i];
+		size_t k = vr_shardmap_owner(m, id, strlen(id));
+		if (k != svc->shard_self) {
+			char esc[80];
+			snprintf(why, cap, "item_ids[%zu] \"%s\" belongs to shard %s, not to this one (%s): "
+				 "ask its owner", i, vr_id_escape(esc, sizeof esc, id, strlen(id)),
+				 m->names[k], m->names[svc->shard_self]);
+			return GRPC_STATUS_FAILED_PRECONDITION;
+		}
+	}
+	return GRPC_STATUS_OK;
+}
+
+/* The items of one answer, copied out of the map in one short read
+ * transaction (nothing is sent while it is open). */
+struct images {
+	char (*ids)[FD_MAX_ID + 1];
+	size_t *off, *len, n;
+	uint8_t *jpeg;
+	size_t used;
+	uint64_t cap;
+};
+
+#define GET_IMAGES_BYTES (8u << 20)
+
+/* Reads the next batch into im: a page of at most want items or
+ * GET_IMAGES_BYTES after *after (ids NULL), else the one id ids[0] (so
+ * that 64 listed images of the largest size are never held at once). One
+ * short read transaction; VR_ENOTFOUND for a listed id not stored. */
+static int images_read(fd_service *svc, struct images *im, char *after, const char *id,
+		       size_t want)
+{
+	vr_txn *txn = NULL;
+	im->n = im->used = 0;
+	int rc = vr_store_read_begin(fd_fstore_store(svc->fs), &txn);
+	while (!rc && im->n < (id ? 1 : want) && (!im->n || im->used < GET_IMAGES_BYTES)) {
+		fd_item it;
+		rc = id ? fd_fstore_item_get(svc->fs, txn, id, &it)
+			: fd_fstore_item_next(svc->fs, txn, after, &it);
+		if (rc || (rc = vr_grow((void **)&im->jpeg, 1, im->used + it.image_len, &im->cap)))
+			break;
+		memcpy(im->ids[im->n], it.item_id, it.id_len);
+		im->ids[im->n][it.id_len] = 0;
+		memcpy(after, it.item_id, it.id_len);
+		after[it.id_len] = 0;
+		memcpy(im->jpeg + im->used, it.image, it.image_len);
+		im->off[im->n] = im->used;
+		im->len[im->n] = it.image_len;
+		im->used += it.image_len;
+		im->n++;
+	}
+	vr_store_read_end(txn);
+	return rc == VR_ENOTFOUND && !id ? 0 : rc;
+}
+
+int fd_get_images(vr_call *call, void *ctx)
+{
+	fd_service *svc = ctx;
+	const Visrec__V1__GetImagesRequest *req = (const void *)vr_call_request(call);
+	struct images im = { 0 };
+	char why[512], after[FD_MAX_ID + 1];
+	int code = fd_check_shard_map(svc, call);
+	if (code)
+		return code;
+	if ((code = fd_get_images_check(svc, req, why, sizeof why)))
+		return vr_call_error(call, code, "%s", why);
+	size_t want = req->n_item_ids ? 1 : req->max_items ? req->max_items : FD_GET_IMAGES_MAX;
+	if (!(im.ids = malloc(want * sizeof *im.ids)) || !(im.off = malloc(want * sizeof *im.off)) ||
+	    !(im.len = malloc(want * sizeof *im.len))) {
+		code = VR_ENOMEM;
+		goto leave;
+	}
+	snprintf(after, sizeof after, "%s", req->after ? req->after : "");
+	size_t limit = vr_call_max_message(call);
+	for (size_t b = 0; b < (req->n_item_ids ? req->n_item_ids : 1); b++) {
+		const char *id = req->n_item_ids ? req->item_ids[b] : NULL;
+		int rc = images_read(svc, &im, after, id, want);
+		if (rc == VR_ENOTFOUND) {
+			code = vr_call_error(call, GRPC_STATUS_NOT_FOUND, "item_ids[%zu] \"%s\" is not "
+					     "stored on this shard", b, vr_id_escape(why, 80, id, strlen(id)));
+			goto leave;
+		}
+		if (rc) {
+			code = rc;
+			goto leave;
+		}
+		for (size_t k = 0; k < im.n; k++) {
+			Visrec__V1__ItemImage msg = VISREC__V1__ITEM_IMAGE__INIT;
+			if (im.len[k] + FD_MAX_ID + 16 > limit) {
+				code = vr_call_error(call, GRPC_STATUS_RESOURCE_EXHAUSTED,
+						     "item \"%s\"'s image of %zu bytes is over the message "
+						     "limit of %zu bytes: raise --max-message-bytes", im.ids[k],
+						     im.len[k], limit);
+				goto leave;
+			}
+			msg.item_id = im.ids[k];
+			msg.image = (ProtobufCBinaryData){ im.len[k], im.jpeg + im.off[k] };
+			if ((code = vr_call_send(call, &msg.base)))
+				goto leave;
+		}
+	}
+	code = GRPC_STATUS_OK;
+leave:
+	free(im.ids);
+	free(im.off);
+	free(im.len);
+	free(im.jpeg);
+	return code;
 }

@@ -33,4 +33,22 @@ int fd_models_fetch(fd_fstore *fs, const char *data_dir, const char *addr, const
 /* The GetModel handler (ctx is the fd_service). */
 int fd_get_model(vr_call *call, void *ctx);
 
+/* The AdoptModel handler (featured.proto; ctx is the fd_service): copies
+ * one version from another shard as fd_models_fetch copies each (same
+ * row, same number; another row under that number is FAILED_PRECONDITION)
+ * while the daemon runs (after any other version the sender holds and this
+ * shard lacks, neither active nor live: versions stay the same on every
+ * shard), then re-embeds this shard's items with it and makes it live
+ * (fd_executor_reembed, FD_REEMBED_LIVE). A version live or
+ * active here already answers once its row is checked against the
+ * sender's, without re-embedding. */
+int fd_adopt_model(vr_call *call, void *ctx);
+/* AdoptModel's request check: GRPC_STATUS_OK, or FAILED_PRECONDITION
+ * (featured not sharded) or INVALID_ARGUMENT (version 0, from not another
+ * entry of the shard list) with the reason in why (cap bytes). */
+struct fd_service;
+struct Visrec__V1__AdoptModelRequest;
+int fd_adopt_check(const struct fd_service *svc, const struct Visrec__V1__AdoptModelRequest *req,
+		   char *why, size_t cap);
+
 #endif

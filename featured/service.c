@@ -226,6 +226,7 @@ int fd_service_open(fd_service *svc, vr_store *store, const fd_config *cfg, char
 	svc->max_image_bytes = cfg->max_image_bytes;
 	svc->max_image_pixels = cfg->max_image_pixels;
 	svc->max_trunk_cache_mb = cfg->max_trunk_cache_mb;
+	svc->peer_token = cfg->peer_token;
 	fd_train_visual_configure(cfg->data_dir);
 	int rc = open_shards(svc, cfg, err, errlen);
 	if (rc)
@@ -334,6 +335,10 @@ int fd_service_register(fd_service *svc, vr_server *srv)
 		M("ReshardDelete", reshard_delete_request, reshard_delete_response, VR_UNARY, 1,
 		  fd_reshard_delete, 1, 0),
 		M("GetModel", get_model_request, model_chunk, VR_SERVER_STREAM, 1, fd_get_model, 0, 0),
+		M("GetImages", get_images_request, item_image, VR_SERVER_STREAM, 1, fd_get_images, 0, 0),
+		/* AdoptModel re-embeds every item of the shard: minutes. */
+		M("AdoptModel", adopt_model_request, adopt_model_response, VR_UNARY, 1, fd_adopt_model,
+		  1, 0),
 	};
 	return vr_server_add_service(srv, table, sizeof table / sizeof table[0]);
 }

@@ -52,6 +52,9 @@ typedef struct fd_service {
 	 * items this shard owns are stored. */
 	vr_shardmap *shards;
 	size_t shard_self;
+	/* The admin token this featured sends to other shards (GetModel,
+	 * GetImages); NULL: none. */
+	const char *peer_token;
 	/* Info's reply, packed, and the inputs it was built from (handlers.c):
 	 * a call that finds the same inputs sends these bytes again instead of
 	 * decoding every model row and packing anew. Under info_lock. */
@@ -114,5 +117,16 @@ int fd_embed(vr_call *call, void *ctx);
 int fd_get_vectors(vr_call *call, void *ctx);
 int fd_watch(vr_call *call, void *ctx);
 int fd_info(vr_call *call, void *ctx);
+/* GetImages (featured.proto): stored images by id or a page of them, at
+ * most FD_GET_IMAGES_MAX a call. */
+#define FD_GET_IMAGES_MAX 64
+int fd_get_images(vr_call *call, void *ctx);
+/* GetImages' request check, before anything is read: GRPC_STATUS_OK, or
+ * INVALID_ARGUMENT (counts over FD_GET_IMAGES_MAX, ids and a page both
+ * given, a bad id) or FAILED_PRECONDITION (an id another shard owns,
+ * naming it) with the reason in why (cap bytes). */
+struct Visrec__V1__GetImagesRequest;
+int fd_get_images_check(const fd_service *svc, const struct Visrec__V1__GetImagesRequest *req,
+			char *why, size_t cap);
 
 #endif

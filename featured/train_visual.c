@@ -65,6 +65,7 @@
 #define DECODE_THREADS 2   /* decoders building a session's image cache */
 #define READ_CHUNK 64      /* items read from the store per read transaction */
 #define READ_CHUNK_BYTES (8u << 20) /* ... or this much JPEG, whichever comes first */
+#define PEER_MS 120000     /* one GetImages page of another shard */
 #define TRUNK_BATCH 16     /* items per trunk forward; cancellation is seen between them */
 
 static char g_data_dir[4096] = ".";
@@ -84,6 +85,8 @@ struct tv {
 	float lr, wd;
 	uint64_t seed, step;
 	int resume;
+	int all_shards;        /* cache every shard's items (the DVBPR trainer) */
+	int peer_code;         /* a peer's GetImages status when it failed */
 	char ckpt[4400];
 	char best[4400];       /* the net mark_best kept (no optimiser state) */
 	/* executor thread only */
@@ -91,8 +94,10 @@ struct tv {
 	nn_optim *opt;
 	/* the image cache: n items, ids sorted (LMDB key order), their pixels
 	 * in an image set on the backend, else (no room there) on the host */
-	size_t n_items;
+	size_t n_items;        /* distinct ids, in ids and slot */
+	size_t n_cached;       /* images in the cache (n_items, or more after duplicates) */
 	char **ids;
+	uint32_t *slot;        /* sorted position -> cache index (sources read in turn) */
 	char *id_blob;
 	uint8_t *pix;
 	nn_images *set;        /* executor thread only */
@@ -131,7 +136,7 @@ static int cmp_id(const void *key, const void *elem)
 static long cached(const struct tv *s, const char *id)
 {
 	char **hit = bsearch(id, s->ids, s->n_items, sizeof *s->ids, cmp_id);
-	return hit ? (long)(hit - s->ids) : -1;
+	return hit ? (long)s->slot[hit - s->ids] : -1;
 }
 
 /* Whether the stream's client cancelled (or its deadline passed):
@@ -202,43 +207,104 @@ struct reading {
 	size_t jpeg_used;
 	uint64_t jpeg_cap;
 	size_t joff[READ_CHUNK], jlen[READ_CHUNK], m;
+	char after[FD_MAX_ID + 1]; /* the last id read from the source being read */
 };
 
+/* Adds one item to the chunk being read. */
+static int chunk_add(struct tv *s, struct reading *r, const char *id, size_t id_len,
+		     const void *image, size_t image_len)
+{
+	size_t k = r->n + r->m;
+	int rc;
+	if ((rc = vr_grow((void **)&r->id_off, sizeof *r->id_off, k + 1, &r->cap)) ||
+	    (rc = vr_grow((void **)&s->id_blob, 1, r->id_used + id_len + 1, &r->id_cap)) ||
+	    (rc = vr_grow((void **)&r->jpeg, 1, r->jpeg_used + image_len, &r->jpeg_cap)))
+		return rc;
+	memcpy(s->id_blob + r->id_used, id, id_len);
+	s->id_blob[r->id_used + id_len] = 0;
+	memcpy(r->after, id, id_len);
+	r->after[id_len] = 0;
+	r->id_off[k] = r->id_used;
+	r->id_used += id_len + 1;
+	memcpy(r->jpeg + r->jpeg_used, image, image_len);
+	r->joff[r->m] = r->jpeg_used;
+	r->jlen[r->m] = image_len;
+	r->jpeg_used += image_len;
+	r->m++;
+	return 0;
+}
+
 /* Reads the next chunk (at most READ_CHUNK items or READ_CHUNK_BYTES of
- * JPEG, at least one item) after the last id read, in one short read
+ * JPEG, at least one item) after r->after, in one short read
  * transaction. r->m is 0 past the last item. */
 static int read_chunk(struct tv *s, struct reading *r)
 {
 	fd_fstore *fs = s->svc->fs;
 	vr_txn *txn = NULL;
 	fd_item it;
-	char after[FD_MAX_ID + 1] = "";
-	if (r->n)
-		snprintf(after, sizeof after, "%s", s->id_blob + r->id_off[r->n - 1]);
+	char after[FD_MAX_ID + 1];
+	snprintf(after, sizeof after, "%s", r->after);
 	r->m = 0;
 	r->jpeg_used = 0;
 	int rc = vr_store_read_begin(fd_fstore_store(fs), &txn);
 	while (!rc && r->m < READ_CHUNK && (!r->m || r->jpeg_used < READ_CHUNK_BYTES) &&
-	       !(rc = fd_fstore_item_next(fs, txn, after, &it))) {
-		size_t k = r->n + r->m;
-		if ((rc = vr_grow((void **)&r->id_off, sizeof *r->id_off, k + 1, &r->cap)) ||
-		    (rc = vr_grow((void **)&s->id_blob, 1, r->id_used + it.id_len + 1, &r->id_cap)) ||
-		    (rc = vr_grow((void **)&r->jpeg, 1, r->jpeg_used + it.image_len, &r->jpeg_cap)))
-			break;
-		memcpy(s->id_blob + r->id_used, it.item_id, it.id_len);
-		s->id_blob[r->id_used + it.id_len] = 0;
-		memcpy(after, it.item_id, it.id_len);
-		after[it.id_len] = 0;
-		r->id_off[k] = r->id_used;
-		r->id_used += it.id_len + 1;
-		memcpy(r->jpeg + r->jpeg_used, it.image, it.image_len);
-		r->joff[r->m] = r->jpeg_used;
-		r->jlen[r->m] = it.image_len;
-		r->jpeg_used += it.image_len;
-		r->m++;
-	}
+	       !(rc = fd_fstore_item_next(fs, txn, after, &it)) &&
+	       !(rc = chunk_add(s, r, it.item_id, it.id_len, it.image, it.image_len)))
+		snprintf(after, sizeof after, "%s", r->after);
 	vr_store_read_end(txn);
 	return rc == VR_ENOTFOUND ? 0 : rc;
+}
+
+/* The next chunk of another shard's items (all_shards), after r->after:
+ * one GetImages page (at most READ_CHUNK items, featured's byte bound),
+ * with the stream's cancellation passed on. r->m is 0 past its last. */
+static int read_peer(struct tv *s, struct reading *r, vr_channel *ch, const char *name)
+{
+	Visrec__V1__GetImagesRequest req = VISREC__V1__GET_IMAGES_REQUEST__INIT;
+	vr_ccall *cc = NULL;
+	vr_status st = { 0 };
+	char after[FD_MAX_ID + 1];
+	snprintf(after, sizeof after, "%s", r->after);
+	req.after = after;
+	req.max_items = READ_CHUNK;
+	r->m = 0;
+	r->jpeg_used = 0;
+	int rc = vr_ccall_start(&cc, ch, "/visrec.v1.Featured/GetImages",
+				&visrec__v1__item_image__descriptor, PEER_MS, s->call);
+	if (!rc && !(rc = vr_ccall_send(cc, &req.base)))
+		rc = vr_ccall_close_send(cc);
+	while (!rc) {
+		Visrec__V1__ItemImage *im = NULL;
+		if ((rc = vr_ccall_recv(cc, (ProtobufCMessage **)&im))) {
+			rc = rc == VR_EEOF ? 0 : rc;
+			break;
+		}
+		size_t len = strlen(im->item_id);
+		if (r->m >= READ_CHUNK || !len || len > FD_MAX_ID || !im->image.len ||
+		    strcmp(im->item_id, r->after) <= 0) {
+			snprintf(s->err, sizeof s->err, "shard %s answered GetImages out of its contract "
+				 "(more than %d items, a bad id or an empty image)", name, READ_CHUNK);
+			rc = VR_ECORRUPT;
+		} else {
+			rc = chunk_add(s, r, im->item_id, len, im->image.data, im->image.len);
+		}
+		protobuf_c_message_free_unpacked(&im->base, NULL);
+	}
+	if (cc) {
+		if (rc && rc != VR_ERPC)
+			vr_ccall_cancel(cc);
+		int frc = vr_ccall_finish(cc, &st);
+		if (frc && (!rc || rc == VR_ERPC)) {
+			rc = VR_ERPC;
+			s->peer_code = st.code;
+			snprintf(s->err, sizeof s->err, "reading the images of shard %s: GetImages "
+				 "failed: %s: %s", name, vr_status_name(st.code), st.message);
+		}
+	}
+	if (rc && !s->err[0])
+		snprintf(s->err, sizeof s->err, "reading the images of shard %s: %s", name,
+			 vr_strerror(rc));
+	return rc;
 }
 
 /* The trunk activations of n items must fit featured's cap. */
@@ -253,18 +319,65 @@ static int trunk_fits(struct tv *s, size_t n)
 	return VR_EFULL;
 }
 
+struct sorted {
+	const char *id;
+	uint32_t k;
+};
+
+static int cmp_sorted(const void *a, const void *b)
+{
+	return strcmp(((const struct sorted *)a)->id, ((const struct sorted *)b)->id);
+}
+
+/* The cache's ids in sorted order for cached()'s search, each with its
+ * cache index (the sources were read one after another). An id read twice
+ * (an item a reshard is moving, on two shards for a moment) keeps its
+ * first copy. */
+static int cache_index(struct tv *s, const size_t *id_off, size_t n)
+{
+	struct sorted *e = malloc((n ? n : 1) * sizeof *e);
+	if (!e || !(s->ids = malloc(n * sizeof *s->ids)) || !(s->slot = malloc(n * sizeof *s->slot))) {
+		free(e);
+		return VR_ENOMEM;
+	}
+	for (size_t k = 0; k < n; k++)
+		e[k] = (struct sorted){ s->id_blob + id_off[k], (uint32_t)k };
+	qsort(e, n, sizeof *e, cmp_sorted);
+	size_t m = 0;
+	for (size_t k = 0; k < n; k++) {
+		if (m && !strcmp(e[k].id, s->ids[m - 1]))
+			continue;
+		s->ids[m] = (char *)e[k].id;
+		s->slot[m++] = e[k].k;
+	}
+	if (m < n)
+		VR_WARN("TrainVisual %s: %zu items were read from two shards (a reshard moving "
+			"them?); each keeps one image", s->session, n - m);
+	s->n_items = m;
+	s->n_cached = n;
+	free(e);
+	return 0;
+}
+
 /* Decodes every stored item into the cache, a chunk at a time: one short
  * read transaction copies a chunk's ids and JPEGs out of the map (a
  * transaction held across all the decoding would hold off every write
  * that must grow the map: store.h), then DECODE_THREADS threads, each
  * with its own decoder, decode an interleaved share of it. Items stored
- * meanwhile are in the cache if their ids sort after the chunk being read. */
+ * meanwhile are in the cache if their ids sort after the chunk being read.
+ * With all_shards on a shard, the other shards' items follow, a GetImages
+ * page per chunk from each in turn (the map's order), decoded the same
+ * way; the cache then holds every item of the map. */
 static int cache_build(struct tv *s)
 {
 	struct reading r = { 0 };
 	fd_decoder *dec[DECODE_THREADS] = { 0 };
 	size_t px = (size_t)s->size * s->size * 3, pix_cap = 0;
 	uint64_t stored = 0, last_seq;
+	const vr_shardmap *map = s->all_shards && s->svc->shards && s->svc->shards->n > 1 ?
+		s->svc->shards : NULL;
+	size_t src = 0, nsrc = map ? map->n + 1 : 1; /* 0: this store; k > 0: map shard k - 1 */
+	vr_channel *ch = NULL;
 	int rc = fd_fstore_stats(s->svc->fs, &stored, &last_seq);
 	for (int t = 0; !rc && t < DECODE_THREADS; t++)
 		rc = fd_decoder_create(&dec[t], NULL);
@@ -275,7 +388,30 @@ static int cache_build(struct tv *s)
 		rc = VR_ENOMEM;
 	if (!rc)
 		pix_cap = (size_t)stored;
-	while (!rc && !(rc = read_chunk(s, &r)) && r.m) {
+	while (!rc && src < nsrc) {
+		if (src && !ch) {
+			if (src - 1 == s->svc->shard_self) {
+				src++;
+				continue;
+			}
+			vr_channel_opts o = { .token = s->svc->peer_token, .shard_map = map->tag,
+					      .max_message_bytes = 64u << 20 };
+			if ((rc = vr_channel_create(&ch, map->names[src - 1], &o))) {
+				snprintf(s->err, sizeof s->err, "a channel to shard %s: %s",
+					 map->names[src - 1], vr_strerror(rc));
+				break;
+			}
+			r.after[0] = 0;
+		}
+		if ((rc = src ? read_peer(s, &r, ch, map->names[src - 1]) : read_chunk(s, &r)))
+			break;
+		if (!r.m) { /* this source is done: the next */
+			vr_channel_destroy(ch);
+			ch = NULL;
+			r.after[0] = 0;
+			src++;
+			continue;
+		}
 		if (r.n + r.m > pix_cap) {
 			size_t nc = pix_cap + pix_cap / 4 > r.n + r.m ? pix_cap + pix_cap / 4 : r.n + r.m;
 			uint8_t *p = (rc = trunk_fits(s, nc)) ? NULL : realloc(s->pix, nc * px);
@@ -308,6 +444,7 @@ static int cache_build(struct tv *s)
 		if (!rc)
 			rc = stopped(s, "reading and decoding the item images", r.n, (size_t)stored);
 	}
+	vr_channel_destroy(ch);
 	if (rc == VR_ENOMEM && !s->err[0])
 		snprintf(s->err, sizeof s->err, "cannot allocate the image cache (%zu items × %zu bytes)",
 			 r.n + r.m, px);
@@ -315,21 +452,18 @@ static int cache_build(struct tv *s)
 		rc = VR_ESTATE;
 		snprintf(s->err, sizeof s->err, "featured holds no item images; put items before training");
 	}
-	if (!rc && !(rc = trunk_fits(s, r.n)) && !(s->ids = malloc(r.n * sizeof *s->ids)))
-		rc = VR_ENOMEM;
-	if (!rc) {
-		for (size_t k = 0; k < r.n; k++)
-			s->ids[k] = s->id_blob + r.id_off[k];
-		s->n_items = r.n;
-		VR_INFO("TrainVisual %s: %zu item images cached at %d px (%.1f MB)", s->session, r.n,
-			s->size, (double)(r.n * px) / 1e6);
-	}
+	if (!rc && !(rc = trunk_fits(s, r.n)))
+		rc = cache_index(s, r.id_off, r.n);
+	if (!rc)
+		VR_INFO("TrainVisual %s: %zu item images cached at %d px (%.1f MB)%s%s", s->session,
+			s->n_items, s->size, (double)(r.n * px) / 1e6, map ? ", every shard's, of " : "",
+			map ? map->list : "");
 	for (int t = 0; t < DECODE_THREADS; t++)
 		fd_decoder_destroy(dec[t]);
 	free(r.id_off);
 	free(r.jpeg);
 	if (rc)
-		s->n_items = 0;
+		s->n_items = s->n_cached = 0;
 	if (rc && !s->err[0])
 		snprintf(s->err, sizeof s->err, "cannot build the image cache: %s", vr_strerror(rc));
 	return rc;
@@ -419,10 +553,10 @@ static int trunk_task(fd_executor *ex, void *arg)
 	int rc = 0;
 	(void)ex;
 	VR_INFO("TrainVisual %s: computing the trunk activations of %zu items (%s up to %s)",
-		s->session, s->n_items, s->arch, s->trunk_layer);
-	for (size_t i = 0; !rc && i < s->n_items; i += TRUNK_BATCH) {
-		int nb = s->n_items - i < TRUNK_BATCH ? (int)(s->n_items - i) : TRUNK_BATCH;
-		if ((rc = stopped(s, "the trunk pass", i, s->n_items)))
+		s->session, s->n_cached, s->arch, s->trunk_layer);
+	for (size_t i = 0; !rc && i < s->n_cached; i += TRUNK_BATCH) {
+		int nb = s->n_cached - i < TRUNK_BATCH ? (int)(s->n_cached - i) : TRUNK_BATCH;
+		if ((rc = stopped(s, "the trunk pass", i, s->n_cached)))
 			return rc;
 		for (int k = 0; k < nb; k++)
 			img[k] = s->pix + (i + (size_t)k) * px;
@@ -436,8 +570,8 @@ static int trunk_task(fd_executor *ex, void *arg)
 	free(s->pix);
 	s->pix = NULL;
 	VR_INFO("TrainVisual %s: trunk %s up to %s: %zu items' activations (%zu floats each, "
-		"%.1f MB) in %.1f s", s->session, s->arch, s->trunk_layer, s->n_items, s->act_n,
-		(double)s->n_items * s->act_n * sizeof(float) / 1e6, vr_now_s() - t0);
+		"%.1f MB) in %.1f s", s->session, s->arch, s->trunk_layer, s->n_cached, s->act_n,
+		(double)s->n_cached * s->act_n * sizeof(float) / 1e6, vr_now_s() - t0);
 	return 0;
 }
 
@@ -464,15 +598,15 @@ static int upload_task(fd_executor *ex, void *arg)
 	struct tv *s = arg;
 	nn_backend *b = fd_executor_backend(ex);
 	const size_t px = (size_t)s->size * s->size * 3;
-	int rc = nn_images_create(b, s->n_items, s->size, &s->set);
+	int rc = nn_images_create(b, s->n_cached, s->size, &s->set);
 	if (rc == VR_ENOMEM) {
 		VR_WARN("TrainVisual %s: no room for %.1f MB of images on %s; they stay in host "
-			"memory and cross to it every step", s->session, (double)(s->n_items * px) / 1e6,
+			"memory and cross to it every step", s->session, (double)(s->n_cached * px) / 1e6,
 			nn_backend_name(b));
 		return 0;
 	}
-	for (size_t i = 0; !rc && i < s->n_items; i += SLICE)
-		rc = nn_images_put(s->set, i, s->n_items - i < SLICE ? s->n_items - i : SLICE,
+	for (size_t i = 0; !rc && i < s->n_cached; i += SLICE)
+		rc = nn_images_put(s->set, i, s->n_cached - i < SLICE ? s->n_cached - i : SLICE,
 				   s->pix + i * px);
 	if (rc) {
 		nn_images_destroy(s->set);
@@ -711,6 +845,7 @@ static int on_start(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualSt
 	s->wd = m->weight_decay;
 	s->seed = m->seed;
 	s->resume = m->resume;
+	s->all_shards = m->all_shards;
 	s->every = m->checkpoint_every ? (int)m->checkpoint_every : CHECKPOINT_EVERY;
 	char dir[4200];
 	snprintf(dir, sizeof dir, "%s/train", g_data_dir);
@@ -733,12 +868,15 @@ static int on_start(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualSt
 	if (!s->img || !s->idx || !s->phi || !s->dphi || !s->out || (s->act_n && !s->x))
 		return VR_ENOMEM;
 	if ((rc = cache_build(s)))
-		return vr_call_error(call, vr_status_from_rc(rc), "TrainVisual start: %s", s->err);
+		/* A shard's refusal keeps its code (NOT_FOUND, FAILED_PRECONDITION
+		 * of another map...); one that cannot be reached is UNAVAILABLE. */
+		return vr_call_error(call, rc == VR_ERPC && s->peer_code ? s->peer_code :
+				     vr_status_from_rc(rc), "TrainVisual start: %s", s->err);
 	if (s->act_n) {
-		if (!(s->act = malloc(s->n_items * s->act_n * sizeof(float))))
+		if (!(s->act = malloc(s->n_cached * s->act_n * sizeof(float))))
 			return vr_call_error(call, GRPC_STATUS_RESOURCE_EXHAUSTED,
 					     "TrainVisual start: cannot allocate %.0f MB of trunk activations",
-					     (double)s->n_items * s->act_n * sizeof(float) / 1e6);
+					     (double)s->n_cached * s->act_n * sizeof(float) / 1e6);
 		rc = fd_executor_call(s->svc->ex, trunk_task, s);
 	} else {
 		rc = fd_executor_call(s->svc->ex, upload_task, s);
@@ -1032,6 +1170,7 @@ leave:
 		if (s->net || s->opt || s->set || s->trunk)
 			fd_executor_call(s->svc->ex, free_task, s);
 		free(s->ids);
+		free(s->slot);
 		free(s->id_blob);
 		free(s->pix);
 		free(s->img);

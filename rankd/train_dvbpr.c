@@ -16,16 +16,27 @@
  * version's: the model keeps the version it was trained with) and serves
  * β_i + γ_u·γ_i + θ_u·φ_i of the best epoch. A failure of featured ends
  * the call with its status and the step of the last checkpoint;
- * TrainRequest.resume continues from there. */
+ * TrainRequest.resume continues from there.
+ *
+ * With several featured shards (featured.proto, "DVBPR across shards"),
+ * the first shard of the sorted list is the trainer: its TrainVisual
+ * caches every shard's images (all_shards), its Finish makes the version
+ * and re-embeds its own items, and adopt_everywhere has every other shard
+ * adopt that version (AdoptModel, in parallel) before any vector of it is
+ * fetched. The model is served only once every shard answered, so a
+ * shard that fails mid-switch fails the Train naming it and the previous
+ * model keeps serving. */
 #include <cblas.h>
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "deadline.h"
+#include "featured_shards.h"
 #include "dvbpr.h"
 #include "err.h"
 #include "log.h"
@@ -119,11 +130,109 @@ static int rpc_fail(struct rk_train_job *job, int rc, const vr_status *st, uint6
 		return rk__fail(job, st->code == GRPC_STATUS_OK ? GRPC_STATUS_UNAVAILABLE : st->code,
 				"featured at %s failed during %s: %s: %s; the last checkpoint is at "
 				"step %" PRIu64 ": train again with resume to continue",
+				vr_shards_count(job->svc->shards) > 1 ? vr_shards_name(job->svc->shards, 0) :
 				job->svc->featured_addr, phase, vr_status_name(st->code), st->message,
 				ckpt_step);
 	return rk__fail(job, rc == VR_ECORRUPT ? GRPC_STATUS_INTERNAL : vr_status_from_rc(rc),
 			"%s failed: %s%s%s", phase, vr_strerror(rc), st->message[0] ? ": " : "",
 			st->message);
+}
+
+/* ---- DVBPR across shards: every other shard adopts the trainer's version -- */
+
+/* One shard's re-embedding of its items: minutes for large shards. */
+#define ADOPT_MS (30 * 60 * 1000)
+
+struct adopt_call {
+	rk_service *svc;
+	size_t k;              /* the shard */
+	uint32_t version;
+	pthread_t tid;
+	int started, rc;
+	vr_status st;
+	uint64_t embedded;
+};
+
+static void *adopt_one(void *arg)
+{
+	struct adopt_call *a = arg;
+	Visrec__V1__AdoptModelRequest req = VISREC__V1__ADOPT_MODEL_REQUEST__INIT;
+	Visrec__V1__AdoptModelResponse *resp = NULL;
+	req.model_version = a->version;
+	req.from = (char *)vr_shards_name(a->svc->shards, 0);
+	a->rc = vr_client_unary(vr_shards_channel(a->svc->shards, a->k),
+				"/visrec.v1.Featured/AdoptModel", &req.base,
+				&visrec__v1__adopt_model_response__descriptor, (ProtobufCMessage **)&resp,
+				ADOPT_MS, NULL, &a->st);
+	if (!a->rc && resp->model_version != a->version) {
+		a->rc = VR_ECORRUPT;
+		snprintf(a->st.message, sizeof a->st.message, "it answered version %u",
+			 resp->model_version);
+	}
+	if (!a->rc)
+		a->embedded = resp->items_embedded;
+	if (resp)
+		protobuf_c_message_free_unpacked(&resp->base, NULL);
+	return NULL;
+}
+
+/* Has every shard but the trainer (shard 0) adopt version: all at once,
+ * each with its deadline. Returns 0 when every one answered; else fails
+ * the job naming each shard that did not (its status when it refused,
+ * UNAVAILABLE when it could not be reached or died) and returns that
+ * code: nothing of version is served then. */
+static int adopt_everywhere(struct rk_train_job *job, uint32_t version)
+{
+	rk_service *svc = job->svc;
+	size_t n = vr_shards_count(svc->shards);
+	struct adopt_call *a = calloc(n, sizeof *a);
+	char who[1024] = "";
+	uint64_t embedded = 0;
+	size_t failed = 0, first = 0, at = 0;
+	double t0 = vr_now_s();
+	if (!a)
+		return rk__fail(job, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for AdoptModel");
+	for (size_t k = 1; k < n; k++) {
+		a[k] = (struct adopt_call){ .svc = svc, .k = k, .version = version };
+		if (pthread_create(&a[k].tid, NULL, adopt_one, &a[k]))
+			adopt_one(&a[k]); /* no thread: this one in turn */
+		else
+			a[k].started = 1;
+	}
+	for (size_t k = 1; k < n; k++) {
+		if (a[k].started)
+			pthread_join(a[k].tid, NULL);
+		if (!a[k].rc) {
+			embedded += a[k].embedded;
+			continue;
+		}
+		if (!failed++)
+			first = k;
+		if (at < sizeof who)
+			at += (size_t)snprintf(who + at, sizeof who - at, "%s%s", at ? ", " : "",
+					       vr_shards_name(svc->shards, k));
+	}
+	if (failed) {
+		struct adopt_call *f = &a[first];
+		int code = f->rc != VR_ERPC ? vr_status_from_rc(f->rc) :
+			f->st.code == GRPC_STATUS_FAILED_PRECONDITION ||
+			f->st.code == GRPC_STATUS_NOT_FOUND || f->st.code == GRPC_STATUS_CANCELLED ?
+			f->st.code : GRPC_STATUS_UNAVAILABLE;
+		rk__fail(job, code, "featured shard%s %s did not adopt model version %u of the trainer "
+			 "shard %s (%s: %s%s%s); nothing of it is served, the previous model serves on; "
+			 "train again once %s back (version %u stays unused where it was adopted)",
+			 failed > 1 ? "s" : "", who, version, vr_shards_name(svc->shards, 0),
+			 vr_shards_name(svc->shards, first), f->rc == VR_ERPC ?
+			 vr_status_name(f->st.code) : vr_strerror(f->rc), f->st.message[0] ? ": " : "",
+			 f->st.message, failed > 1 ? "they are" : "it is", version);
+		free(a);
+		return code;
+	}
+	VR_INFO("Train DVBPR: %zu other shards adopted model version %u of the trainer shard %s "
+		"(%" PRIu64 " items re-embedded) in %.1f s", n - 1, version,
+		vr_shards_name(svc->shards, 0), embedded, vr_now_s() - t0);
+	free(a);
+	return 0;
 }
 
 int rk__run_dvbpr(struct rk_train_job *job)
@@ -150,13 +259,6 @@ int rk__run_dvbpr(struct rk_train_job *job)
 	if (!svc->featured) {
 		rk__fail(job, GRPC_STATUS_FAILED_PRECONDITION,
 			 "DVBPR trains its CNN in featured, and rankd runs without one (--featured)");
-		goto leave;
-	}
-	if (vr_shards_count(svc->shards) > 1) {
-		rk__fail(job, GRPC_STATUS_FAILED_PRECONDITION,
-			 "DVBPR across %zu featured shards is not built yet (the CNN trains in one "
-			 "featured, which must hold every item): train it with one featured",
-			 vr_shards_count(svc->shards));
 		goto leave;
 	}
 	const rk_csr *on = NULL;
@@ -240,6 +342,7 @@ int rk__run_dvbpr(struct rk_train_job *job)
 			    .item_ids = (const char *const *)ids, .n_items = md.n_items,
 			    .max_batch = batch, .trunk_layer = dv->trunk_layer,
 			    .head_width = dv->head_width, .optim = c->optim,
+			    .all_shards = vr_shards_count(svc->shards) > 1,
 			    .adam = { c->adam_beta1, c->adam_beta2, c->adam_eps } };
 	/* The session is the job's to cancel before its Start, which takes as
 	 * long as featured's image cache and trunk pass. */
@@ -391,6 +494,8 @@ int rk__run_dvbpr(struct rk_train_job *job)
 	VR_INFO("Train DVBPR: featured re-embedded %" PRIu64 " items with the net of step %" PRIu64
 		" (epoch %u) into model version %u", embedded, from_step ? from_step : ck.step,
 		best ? ck.best_epoch : epochs, version);
+	if (vr_shards_count(svc->shards) > 1 && adopt_everywhere(job, version))
+		goto leave;
 	/* The served φ: that version's vectors, whatever featured's active
 	 * version is (the model keeps the version it was trained with). */
 	if (rk__fetch_vectors(job, &f, version, &fversion))

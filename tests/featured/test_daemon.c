@@ -1188,13 +1188,98 @@ TEST(full_disk_keeps_every_acked_item)
 	vecs_free(&v);
 }
 
+/* One GetImages call: the ids and images answered (at most cap; each
+ * image compared with the item of that id in it[0..n_it)), and the
+ * status. Returns the number answered, or -1 for an image that differs
+ * from the one put or an id not among it. */
+static int get_images(vr_channel *ch, const Visrec__V1__GetImagesRequest *req,
+		      const struct item *it, int n_it, char (*ids)[300], int cap, vr_status *st)
+{
+	vr_ccall *cc = NULL;
+	int n = 0, bad = 0;
+	st->code = GRPC_STATUS_OK;
+	st->message[0] = 0;
+	if (vr_ccall_start(&cc, ch, "/visrec.v1.Featured/GetImages",
+			   &visrec__v1__item_image__descriptor, 10000, NULL) ||
+	    vr_ccall_send(cc, &req->base) || vr_ccall_close_send(cc))
+		return -1;
+	for (;;) {
+		Visrec__V1__ItemImage *m = NULL;
+		if (vr_ccall_recv(cc, (ProtobufCMessage **)&m))
+			break;
+		int k = 0;
+		while (k < n_it && strcmp(it[k].id, m->item_id))
+			k++;
+		if (k == n_it || m->image.len != it[k].len || memcmp(m->image.data, it[k].jpeg, it[k].len))
+			bad = 1;
+		if (n < cap)
+			snprintf(ids[n], sizeof ids[n], "%s", m->item_id);
+		n++;
+		protobuf_c_message_free_unpacked(&m->base, NULL);
+	}
+	vr_ccall_finish(cc, st);
+	return bad ? -1 : n;
+}
+
+/* GetImages (DVBPR's trainer shard reads others' images): pages in id
+ * order that together hold every item once, ids answered in the asked
+ * order, a missing id NOT_FOUND naming it, images as they were put. */
+TEST(get_images_pages_and_ids)
+{
+	struct item it[5];
+	struct daemon d;
+	char got[16][300], after[300] = "";
+	vr_status st;
+	make_items(it, 5, "gi", 3000);
+	ASSERT_OK(start(&d, "images", NULL));
+	vr_channel *ch = channel(&d);
+	ASSERT_OK(put_all_ok(ch, it, 5));
+	int total = 0, pages = 0;
+	for (;;) {
+		Visrec__V1__GetImagesRequest page = VISREC__V1__GET_IMAGES_REQUEST__INIT;
+		page.after = after;
+		page.max_items = 2;
+		int n = get_images(ch, &page, it, 5, got + total, 16 - total, &st);
+		ASSERT_MSG(n >= 0 && n <= 2 && st.code == GRPC_STATUS_OK, "page %d: %d items, %s: %s",
+			   pages, n, vr_status_name(st.code), st.message);
+		if (!n)
+			break;
+		snprintf(after, sizeof after, "%s", got[total + n - 1]);
+		total += n;
+		pages++;
+		ASSERT(pages <= 5);
+	}
+	ASSERT_EQ_INT(total, 5);
+	ASSERT_EQ_INT(pages, 3);
+	for (int i = 0; i < 5; i++)
+		ASSERT_STR_EQ(got[i], it[i].id);
+	Visrec__V1__GetImagesRequest by = VISREC__V1__GET_IMAGES_REQUEST__INIT;
+	char *ids[] = { it[3].id, it[0].id, (char *)"gi-nope" };
+	by.item_ids = ids;
+	by.n_item_ids = 2;
+	ASSERT_EQ_INT(get_images(ch, &by, it, 5, got, 16, &st), 2);
+	ASSERT_EQ_INT(st.code, GRPC_STATUS_OK);
+	ASSERT_STR_EQ(got[0], it[3].id);
+	ASSERT_STR_EQ(got[1], it[0].id);
+	by.n_item_ids = 3;
+	ASSERT_EQ_INT(get_images(ch, &by, it, 5, got, 16, &st), 2);
+	ASSERT_EQ_INT(st.code, GRPC_STATUS_NOT_FOUND);
+	ASSERT_CONTAINS(st.message, "item_ids[2] \"gi-nope\" is not stored");
+	by.max_items = 3; /* ids and a page */
+	ASSERT_EQ_INT(get_images(ch, &by, it, 5, got, 16, &st), 0);
+	ASSERT_EQ_INT(st.code, GRPC_STATUS_INVALID_ARGUMENT);
+	vr_channel_destroy(ch);
+	ASSERT_EQ_INT(stop(&d), 0);
+	free_items(it, 5);
+}
+
 static const struct vr_test tests[] = {
 	T(ingest_restart_same_vectors), T(kill9_keeps_every_acked_item),
 	T(get_vectors_chunked_with_missing), T(watch_live_and_replay),
 	T(bad_input_refused_with_reasons), T(full_queue_resource_exhausted),
 	T(followers_cannot_starve_writes), T(followers_per_peer_limit),
 	T(refuses_public_listen_without_token), T(admin_token_file_guards_writes_and_feed),
-	T(full_disk_keeps_every_acked_item), { 0 },
+	T(full_disk_keeps_every_acked_item), T(get_images_pages_and_ids), { 0 },
 };
 
 int main(int argc, char **argv)

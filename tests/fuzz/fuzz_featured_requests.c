@@ -4,21 +4,24 @@
  * visrec.v1.Featured request type, then the checks its handler runs
  * first: the item check and the JPEG decode of PutItems and Embed
  * (featured's default limits, a 32-pixel input), the item ids of
- * GetVectors, and TrainVisual's Start and step checks. Every message that
- * unpacks must pack back consistently (fz_repack).
+ * GetVectors, TrainVisual's Start and step checks, and the request checks
+ * of GetImages and AdoptModel (on an unsharded featured and on shard
+ * "b:2" of "a:1,b:2,c:3"). Every message that unpacks must pack back
+ * consistently (fz_repack).
  *
  * Checks that stay inline in a handler because they need its state (the
  * active model's version for GetVectors, the session for TrainVisual's
  * step order and its cache lookups) are not reached here; the daemon tests
  * cover them.
  *
- * Input: a selector byte (bits 0-6: the request type, modulo 6; bit 7:
+ * Input: a selector byte (bits 0-6: the request type, modulo 8; bit 7:
  * hand the bytes over in two slices), then the message bytes. */
 #include "decode.h"
 #include "err.h"
 #include "fstore.h"
 #include "ids.h"
 #include "fuzz_proto.h"
+#include "model_copy.h"
 #include "service.h"
 #include "train_visual.h"
 #include "visrec/v1/featured.pb-c.h"
@@ -33,6 +36,8 @@ static const ProtobufCMessageDescriptor *const types[] = {
 	&visrec__v1__watch_request__descriptor,
 	&visrec__v1__train_visual_request__descriptor,
 	&visrec__v1__featured_info_request__descriptor,
+	&visrec__v1__get_images_request__descriptor,
+	&visrec__v1__adopt_model_request__descriptor,
 };
 #define N_TYPES (sizeof types / sizeof types[0])
 
@@ -84,6 +89,28 @@ static void check(int type, const ProtobufCMessage *m)
 		else if (r->msg_case == VISREC__V1__TRAIN_VISUAL_REQUEST__MSG_STEP)
 			for (size_t dims = 1; dims <= 128; dims *= 2)
 				fd_tv_check_step(r->step, dims, FD_TV_MAX_HEAD_TRIPLES, why, sizeof why);
+		break;
+	}
+	case 6:
+	case 7: {
+		static fd_service shard;
+		if (!shard.shards) {
+			if (vr_shardmap_parse(&shard.shards, "a:1,b:2,c:3", why, sizeof why))
+				abort();
+			shard.shard_self = 1;
+		}
+		if (type == 6) {
+			if (fd_get_images_check(&svc, (const void *)m, why, sizeof why))
+				fz_touch(why, strlen(why));
+			if (fd_get_images_check(&shard, (const void *)m, why, sizeof why))
+				fz_touch(why, strlen(why));
+		} else {
+			if (fd_adopt_check(&svc, (const void *)m, why, sizeof why) !=
+			    GRPC_STATUS_FAILED_PRECONDITION)
+				abort(); /* AdoptModel needs --shards */
+			if (fd_adopt_check(&shard, (const void *)m, why, sizeof why))
+				fz_touch(why, strlen(why));
+		}
 		break;
 	}
 	default: /* WatchRequest, FeaturedInfoRequest: numbers and flags only */

@@ -556,6 +556,18 @@ static void seeds_featured_requests(void)
 	message(h, "train-visual-mark-best", 4, &tv.base);
 	Visrec__V1__FeaturedInfoRequest info = VISREC__V1__FEATURED_INFO_REQUEST__INIT;
 	message(h, "info", 5, &info.base);
+	Visrec__V1__GetImagesRequest gi = VISREC__V1__GET_IMAGES_REQUEST__INIT;
+	gi.n_item_ids = 2;
+	gi.item_ids = pos;
+	message(h, "get-images-ids", 6, &gi.base);
+	Visrec__V1__GetImagesRequest page = VISREC__V1__GET_IMAGES_REQUEST__INIT;
+	page.after = "i001";
+	page.max_items = 64;
+	message(h, "get-images-page", 0x86, &page.base);
+	Visrec__V1__AdoptModelRequest ad = VISREC__V1__ADOPT_MODEL_REQUEST__INIT;
+	ad.model_version = 3;
+	ad.from = "a:1";
+	message(h, "adopt-model", 7, &ad.base);
 	tjFree(img);
 }
 

@@ -19,7 +19,9 @@
  * A changed shard list (another map tag) finds no positions under its
  * keys: every shard's feed is then replayed from its start (an idempotent
  * replay: rows are set again from the same vectors), and the positions
- * of other maps are deleted at start-up.
+ * of other maps are deleted at start-up. A list adopted while running
+ * (rk_service_relist) carries the positions of the shards in both lists
+ * over to its keys; only its new shards' feeds start from the beginning.
  *
  * Cold start: for each ADDED / REPLACED / REEMBEDDED change the follower
  * interns the item id, folds the change's vector into the item's row with
@@ -730,7 +732,13 @@ int rk_service_relist(rk_service *svc, const char *list, int *changed, char *why
 		rk_follower_halt(svc->feeds[k].follower);
 		oseq[k] = rk_service_feed_seq(svc, k);
 	}
+	/* The positions under the new list's keys, the old list's deleted. A
+	 * store that fails here does not stop the switch: the followers start
+	 * from seq in memory and each change they apply stores its position;
+	 * a restart before any would replay a feed from its start (idempotent),
+	 * and delete the old keys then. */
 	size_t kept = 0, dropped = 0;
+	int src = 0;
 	pthread_mutex_lock(&svc->swap_mu);
 	for (size_t k = 0; k < set->n_feeds; k++) {
 		for (size_t j = 0; old && j < svc->n_feeds; j++)
@@ -739,26 +747,14 @@ int rk_service_relist(rk_service *svc, const char *list, int *changed, char *why
 				kept++;
 			}
 		rk_snap_pos pos = { set->feeds[k].key, seq[k] };
-		if (!rc)
-			rc = rk_snap_put_seq(&svc->snap, &pos);
+		if (!src)
+			src = rk_snap_put_seq(&svc->snap, &pos);
 	}
-	if (!rc)
-		rc = forget_other_maps(svc, ns, &dropped);
-	if (rc) {
-		/* Nothing swapped: the old list's followers resume where they were. */
-		pthread_mutex_unlock(&svc->swap_mu);
-		for (size_t k = 0; k < svc->n_feeds; k++) {
-			rk_follower_stop(svc->feeds[k].follower);
-			svc->feeds[k].follower = NULL;
-		}
-		if (svc->follow && svc->n_feeds)
-			start_feeds(svc, oseq);
-		pthread_mutex_unlock(&svc->train_mu);
-		pthread_mutex_unlock(&svc->relist_mu);
-		rk_shardset_put(set);
-		snprintf(why, cap, "cannot store the feed positions: %s", vr_strerror(rc));
-		return rc;
-	}
+	if (!src)
+		src = forget_other_maps(svc, ns, &dropped);
+	if (src)
+		VR_WARN("the new shard list's feed positions could not be stored (%s): a restart "
+			"before the next change replays the feeds from their start", vr_strerror(src));
 	/* Health names the old list's shards no more than it must: each
 	 * removed one reads NOT_SERVING (health.h cannot drop a name). */
 	pthread_mutex_lock(&svc->feeds_mu);

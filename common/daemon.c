@@ -1,7 +1,7 @@
 /* daemon: the start-up and shutdown that featured and rankd share (see
  * daemon.h).
  *
- * Signals: SIGTERM and SIGINT are blocked in main before any thread of
+ * Signals: SIGTERM, SIGINT and SIGHUP are blocked in main before any thread of
  * ours exists, so our threads inherit the mask and vr_daemon_wait's
  * sigwait takes them. But a library may start threads before main
  * (OpenBLAS does, in its constructor) with neither signal blocked, and
@@ -134,11 +134,14 @@ int vr_daemon_init(vr_daemon *d, const char *name, const char *summary,
 	sigemptyset(&d->signals);
 	sigaddset(&d->signals, SIGTERM);
 	sigaddset(&d->signals, SIGINT);
+	sigaddset(&d->signals, SIGHUP);
+	d->on_hup = NULL;
 	g_main_tid = (pid_t)syscall(SYS_gettid);
 	struct sigaction sa = { .sa_handler = forward_to_main, .sa_flags = SA_RESTART };
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
 	pthread_sigmask(SIG_BLOCK, &d->signals, NULL);
 
 	char err[256];
@@ -288,8 +291,16 @@ int vr_daemon_serve(vr_daemon *d, const char *const *services)
 void vr_daemon_wait(vr_daemon *d)
 {
 	int sig = 0;
-	while (sigwait(&d->signals, &sig))
-		;
+	for (;;) {
+		if (sigwait(&d->signals, &sig))
+			continue;
+		if (sig != SIGHUP)
+			break;
+		if (d->on_hup)
+			d->on_hup(d->hup_ctx);
+		else
+			VR_INFO("SIGHUP received; %s has nothing to re-read", d->name);
+	}
 	VR_INFO("%s received; shutting down (grace %d ms)", sig == SIGINT ? "SIGINT" : "SIGTERM",
 		d->grace_ms);
 }

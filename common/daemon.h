@@ -49,6 +49,10 @@ typedef struct vr_daemon {
 	/* state */
 	char *token_buf; /* the token read from admin_token_file */
 	sigset_t signals;
+	/* Called on the waiting thread for each SIGHUP (set after
+	 * vr_daemon_init; NULL: the signal is logged and ignored). */
+	void (*on_hup)(void *ctx);
+	void *hup_ctx;
 	int rpc_up;
 	vr_store *store;
 	vr_server *server;
@@ -114,7 +118,7 @@ int vr_daemon_open(vr_daemon *d);
  * HOST:PORT" to stdout; with --metrics-listen, then serves the metrics and
  * prints "<name> metrics on HOST:PORT". Returns 0 or 1. */
 int vr_daemon_serve(vr_daemon *d, const char *const *services);
-/* Waits for SIGTERM or SIGINT. */
+/* Waits for SIGTERM or SIGINT; each SIGHUP meanwhile calls on_hup. */
 void vr_daemon_wait(vr_daemon *d);
 /* Stops the metrics endpoint (the services' collectors may go after
  * this), Health NOT_SERVING, drains the server within the grace and frees

@@ -44,6 +44,7 @@ struct rk_follower {
 	uint64_t seq;
 	uint64_t rewind_to;  /* valid when rewind */
 	int rewind, stop;
+	int joined;          /* rk_follower_halt joined the thread (or is joining it) */
 	int failing;         /* the last Watch broke: say so once it answers again */
 	int connected;       /* Info answered and no Watch broke since */
 	uint64_t head;       /* Info's last_seq then */
@@ -308,17 +309,27 @@ void rk_follower_state_get(rk_follower *f, rk_follower_state *out)
 	pthread_mutex_unlock(&f->mu);
 }
 
-void rk_follower_stop(rk_follower *f)
+void rk_follower_halt(rk_follower *f)
 {
 	if (!f)
 		return;
 	pthread_mutex_lock(&f->mu);
+	int joined = f->joined;
 	f->stop = 1;
+	f->joined = 1;
 	if (f->cc)
 		vr_ccall_cancel(f->cc);
 	pthread_cond_broadcast(&f->cv);
 	pthread_mutex_unlock(&f->mu);
-	pthread_join(f->tid, NULL);
+	if (!joined)
+		pthread_join(f->tid, NULL);
+}
+
+void rk_follower_stop(rk_follower *f)
+{
+	if (!f)
+		return;
+	rk_follower_halt(f);
 	pthread_cond_destroy(&f->cv);
 	pthread_mutex_destroy(&f->mu);
 	free(f);

@@ -62,7 +62,11 @@ typedef struct rk_follower_state {
 } rk_follower_state;
 
 void rk_follower_state_get(rk_follower *f, rk_follower_state *out);
-/* Stops and frees the follower. NULL is a no-op. */
+/* Stops the follower's thread (cancels its call, joins it) and keeps the
+ * follower: its seq and state stay readable until rk_follower_stop. One
+ * thread at a time; NULL is a no-op. */
+void rk_follower_halt(rk_follower *f);
+/* Stops (when not halted yet) and frees the follower. NULL is a no-op. */
 void rk_follower_stop(rk_follower *f);
 
 #endif

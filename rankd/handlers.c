@@ -1289,16 +1289,19 @@ struct shard_row {
 	char error[sizeof ((rk_follower_state *)0)->error];
 };
 
-/* Fills r with shard k's feed; returns its seq. */
-static uint64_t shard_state(rk_service *svc, size_t k, struct shard_row *r)
+/* Fills r with shard k's feed of set; returns its seq. */
+static uint64_t shard_state(rk_service *svc, rk_shardset *set, size_t k, struct shard_row *r)
 {
-	rk_feed *fe = &svc->feeds[k];
+	rk_feed *fe = &set->feeds[k];
 	visrec__v1__featured_shard_state__init(&r->m);
-	r->m.address = (char *)vr_shards_name(svc->shards, k);
+	r->m.address = (char *)vr_shards_name(set->shards, k);
 	r->m.last_error = r->error;
 	r->m.removed_owned = atomic_load(&fe->removed_owned);
-	if (!fe->follower)
-		return r->m.seq = rk_service_feed_seq(svc, k);
+	if (!fe->follower) {
+		uint64_t seq = 0;
+		rk_snap_seq(&svc->snap, fe->key, &seq);
+		return r->m.seq = seq;
+	}
 	rk_follower_state fs;
 	rk_follower_state_get(fe->follower, &fs);
 	r->m.connected = fs.connected;
@@ -1322,25 +1325,30 @@ int rk_handle_info(vr_call *call, void *ctx)
 	pthread_rwlock_unlock(&svc->ix_lock);
 	rk_replica_info(svc, &resp);
 	resp.server_version = (char *)VISREC_VERSION;
-	resp.featured = (char *)(svc->featured_addr ? svc->featured_addr : "");
-	resp.featured_connected = svc->featured && vr_channel_connected(svc->featured, 1);
+	/* The shard list in use, whole: a relist meanwhile leaves this call on
+	 * the set it began with. */
+	rk_shardset *set = rk_shardset_get(svc);
+	vr_shards *shards = set ? set->shards : NULL;
+	resp.featured = (char *)(shards ? vr_shards_map(shards)->list : "");
+	resp.featured_connected = shards && vr_channel_connected(vr_shards_channel(shards, 0), 1);
 	resp.training = rk_service_training(svc, NULL, NULL, NULL);
-	size_t n = svc->n_feeds;
+	size_t n = set ? set->n_feeds : 0;
 	struct shard_row *rows = n ? calloc(n, sizeof *rows) : NULL;
 	Visrec__V1__FeaturedShardState **shp = n ? calloc(n, sizeof *shp) : NULL;
 	if (n && (!rows || !shp)) {
 		free(rows);
 		free(shp);
 		rk_served_unref(s);
+		rk_shardset_put(set);
 		return vr_call_error(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 	}
 	for (size_t k = 0; k < n; k++)
-		resp.featured_seq += shard_state(svc, k, &rows[k]);
+		resp.featured_seq += shard_state(svc, set, k, &rows[k]);
 	for (size_t k = 0; k < n; k++)
 		shp[k] = &rows[k].m;
 	resp.featured_shards = shp;
 	resp.n_featured_shards = n;
-	if (n > 1 && svc->feeds[0].follower) {
+	if (n > 1 && set->feeds[0].follower) {
 		/* Connected: every shard's feed. */
 		resp.featured_connected = 1;
 		for (size_t k = 0; k < n; k++)
@@ -1375,5 +1383,6 @@ int rk_handle_info(vr_call *call, void *ctx)
 	int rc = vr_call_send(call, &resp.base);
 	free(rows);
 	free(shp);
+	rk_shardset_put(set);
 	return rc ? rc : GRPC_STATUS_OK;
 }

@@ -7,14 +7,190 @@
 #include "log.h"
 #include "service.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
 #include <unistd.h>
 
 static const char summary[] =
 	"rankd: stores interactions, trains BPR/VBPR and ranks items\n"
 	"(visrec.v1.Rank and grpc.health.v1.Health over gRPC). At start it serves the last\n"
 	"trained model from its --data directory, also while featured is down.";
+
+/* --featured-file: the shard list in a file (a Kubernetes ConfigMap
+ * mounted as a volume, which the kubelet updates in place), re-read on
+ * SIGHUP and, unless --watch-featured-file=false, when its folder changes. */
+struct list_file {
+	rk_service *svc;
+	const char *path;
+	int watch;
+	char list[VR_SHARD_LIST_MAX + 1]; /* the list read at start */
+};
+
+/* Reads path into list (VR_SHARD_LIST_MAX + 1 bytes): entries separated by
+ * commas, blanks or newlines are joined by commas; '#' starts a comment to
+ * the line's end. 0, or -1 with why (cap bytes) saying what is wrong. */
+static int read_list_file(const char *path, char *list, char *why, size_t cap)
+{
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		snprintf(why, cap, "cannot open %s: %s", path, strerror(errno));
+		return -1;
+	}
+	size_t n = 0;
+	int c, comment = 0, sep = 0, rc = 0;
+	while ((c = getc(f)) != EOF) {
+		if (c == '\n')
+			comment = 0;
+		if (comment || c == '#') {
+			comment = 1;
+			continue;
+		}
+		if (c == ',' || c == ' ' || c == '\t' || c == '\r' || c == '\n') {
+			sep = n > 0;
+			continue;
+		}
+		if (n + 2 >= VR_SHARD_LIST_MAX + 1) {
+			snprintf(why, cap, "%s is longer than a shard list can be (%d bytes)", path,
+				 VR_SHARD_LIST_MAX);
+			rc = -1;
+			break;
+		}
+		if (sep)
+			list[n++] = ',';
+		sep = 0;
+		list[n++] = (char)c;
+	}
+	if (!rc && ferror(f)) {
+		snprintf(why, cap, "cannot read %s: %s", path, strerror(errno));
+		rc = -1;
+	}
+	fclose(f);
+	list[n] = 0;
+	if (!rc && !n) {
+		snprintf(why, cap, "%s holds no shard address", path);
+		rc = -1;
+	}
+	return rc;
+}
+
+/* The file again (on SIGHUP, or a change in its folder: what): a list
+ * that differs is adopted, one that does not parse leaves the list in use
+ * and says why. */
+static void reload(struct list_file *lf, const char *what)
+{
+	char why[512];
+	int changed = 0;
+	char *list = malloc(VR_SHARD_LIST_MAX + 1);
+	if (!list) {
+		VR_WARN("%s: out of memory reading --featured-file %s; the shard list in use stays", what,
+			lf->path);
+		return;
+	}
+	if (read_list_file(lf->path, list, why, sizeof why) ||
+	    rk_service_relist(lf->svc, list, &changed, why, sizeof why)) {
+		rk_shardset *set = rk_shardset_get(lf->svc);
+		VR_WARN("%s: --featured-file %s: %s; the shard list in use stays %s", what, lf->path, why,
+			set && set->shards ? vr_shards_map(set->shards)->list : "-");
+		rk_shardset_put(set);
+	} else if (!changed && !strcmp(what, "SIGHUP"))
+		VR_INFO("SIGHUP: --featured-file %s names the shard list in use: nothing to do", lf->path);
+	free(list);
+}
+
+static void on_hup(void *ctx)
+{
+	struct list_file *lf = ctx;
+	if (!lf->path) {
+		VR_INFO("SIGHUP received; rankd takes its shard list from --featured, which it cannot "
+			"re-read: give the list as a file (--featured-file) to change it without a restart");
+		return;
+	}
+	reload(lf, "SIGHUP");
+}
+
+/* The folder of --featured-file under inotify: the kubelet swaps a
+ * ConfigMap volume's files by renaming a symlink (..data) in it, and an
+ * editor may replace the file by a rename too, so the folder, not the
+ * file, is watched. One thread sleeps in poll() on the inotify descriptor
+ * and a pipe that watcher_stop writes: no CPU while nothing changes. */
+struct watcher {
+	struct list_file *lf;
+	int ifd, wake[2];
+	pthread_t tid;
+	int running;
+};
+
+static void *watcher_main(void *arg)
+{
+	struct watcher *w = arg;
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	for (;;) {
+		struct pollfd p[2] = { { .fd = w->ifd, .events = POLLIN }, { .fd = w->wake[0], .events = POLLIN } };
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			VR_WARN("--featured-file: watching its folder failed (%s); SIGHUP still re-reads it",
+				strerror(errno));
+			return NULL;
+		}
+		if (p[1].revents)
+			return NULL;
+		/* Drain what came, then read the file once: a swap is several
+		 * events. */
+		while (read(w->ifd, buf, sizeof buf) > 0)
+			;
+		reload(w->lf, "a change in its folder");
+	}
+}
+
+static int watcher_start(struct watcher *w, struct list_file *lf)
+{
+	w->lf = lf;
+	w->ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (w->ifd < 0)
+		return -1;
+	char dir[4096];
+	snprintf(dir, sizeof dir, "%s", lf->path);
+	char *slash = strrchr(dir, '/');
+	if (!slash)
+		snprintf(dir, sizeof dir, ".");
+	else if (slash == dir)
+		dir[1] = 0;
+	else
+		*slash = 0;
+	if (inotify_add_watch(w->ifd, dir, IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE) < 0 ||
+	    pipe2(w->wake, O_CLOEXEC)) {
+		close(w->ifd);
+		return -1;
+	}
+	if (pthread_create(&w->tid, NULL, watcher_main, w)) {
+		close(w->ifd);
+		close(w->wake[0]);
+		close(w->wake[1]);
+		return -1;
+	}
+	w->running = 1;
+	return 0;
+}
+
+static void watcher_stop(struct watcher *w)
+{
+	if (!w->running)
+		return;
+	if (write(w->wake[1], "x", 1) < 0)
+		VR_WARN("cannot wake the --featured-file watcher: %s", strerror(errno));
+	pthread_join(w->tid, NULL);
+	close(w->ifd);
+	close(w->wake[0]);
+	close(w->wake[1]);
+	w->running = 0;
+}
 
 int main(int argc, char **argv)
 {
@@ -24,11 +200,19 @@ int main(int argc, char **argv)
 	const char *writer_token_file = NULL;
 	char *token_buf = NULL, *writer_token = NULL;
 	char err[512];
+	static struct list_file lf;
+	struct watcher watcher = { 0 };
 	const vr_flag flags[] = {
 		VR_DAEMON_FLAGS(&d, "127.0.0.1:50052"),
 		{ "featured", "VISREC_FEATURED", VR_FLAG_STRING, &svc.featured_addr, "127.0.0.1:50051",
 		  "HOST:PORT of featured, or of every featured shard: the shard list (comma-separated, "
 		  "the same as featured --shards)", 0 },
+		{ "featured-file", "VISREC_FEATURED_FILE", VR_FLAG_STRING, &lf.path, NULL,
+		  "file holding the shard list instead of --featured (commas, blanks or newlines between "
+		  "entries, # comments); re-read on SIGHUP and when its folder changes: rankd adopts a "
+		  "changed list without a restart", 0 },
+		{ "watch-featured-file", "VISREC_WATCH_FEATURED_FILE", VR_FLAG_BOOL, &lf.watch, "true",
+		  "re-read --featured-file when its folder changes (inotify); false: on SIGHUP only", 0 },
 		{ "featured-ca", "VISREC_FEATURED_CA", VR_FLAG_STRING, &featured_ca, NULL,
 		  "PEM roots to verify featured's TLS certificate; unset: plaintext", 0 },
 		{ "featured-token-file", "VISREC_FEATURED_TOKEN_FILE", VR_FLAG_STRING, &featured_token_file,
@@ -109,12 +293,24 @@ int main(int argc, char **argv)
 		free(token_buf);
 		return 2;
 	}
+	if (lf.path && !lf.path[0])
+		lf.path = NULL;
+	if (lf.path) {
+		if (read_list_file(lf.path, lf.list, err, sizeof err)) {
+			VR_ERROR("--featured-file: %s", err);
+			free(token_buf);
+			return 2;
+		}
+		svc.featured_addr = lf.list;
+	}
 	code = vr_daemon_open(&d);
 	if (!code) {
-		vr_channel_opts copts = { .tls_root_file = featured_ca, .token = featured_token,
-					  .max_message_bytes = (size_t)d.max_message };
-		if (vr_shards_open(&svc.shards, svc.featured_addr, &copts, err, sizeof err)) {
-			VR_ERROR("--featured: %s", err);
+		/* Kept to the end (token_buf too): a new shard list's channels
+		 * are made with them. */
+		svc.featured_opts = (vr_channel_opts){ .tls_root_file = featured_ca, .token = featured_token,
+						       .max_message_bytes = (size_t)d.max_message };
+		if (vr_shards_open(&svc.shards, svc.featured_addr, &svc.featured_opts, err, sizeof err)) {
+			VR_ERROR("%s: %s", lf.path ? "--featured-file" : "--featured", err);
 			code = 1;
 		} else {
 			svc.featured = vr_shards_channel(svc.shards, 0);
@@ -129,8 +325,7 @@ int main(int argc, char **argv)
 			code = 1;
 		}
 	}
-	free(token_buf); /* the channels keep their own copies */
-	free(writer_token);
+	free(writer_token); /* the channel keeps its own copy */
 	if (!code) {
 		svc.store = d.store;
 		if (rk_service_open(&svc, err, sizeof err)) {
@@ -150,11 +345,20 @@ int main(int argc, char **argv)
 		code = 1;
 	if (!code) {
 		rk_service_log_ready(&svc);
+		lf.svc = &svc;
+		d.on_hup = on_hup;
+		d.hup_ctx = &lf;
+		if (lf.path && lf.watch && watcher_start(&watcher, &lf))
+			VR_WARN("--featured-file %s: cannot watch its folder (%s); SIGHUP re-reads it", lf.path,
+				strerror(errno));
 		vr_daemon_wait(&d);
+		watcher_stop(&watcher);
 	}
 	vr_daemon_stop(&d);
+	if (!svc.set) /* rk_service_open did not take the shards over */
+		vr_shards_close(svc.shards);
 	rk_service_close(&svc);
-	vr_shards_close(svc.shards);
+	free(token_buf);
 	vr_channel_destroy(svc.writer);
 	if (vr_daemon_close(&d)) {
 		fflush(NULL);

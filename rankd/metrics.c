@@ -138,45 +138,53 @@ static void collect(void *arg)
 		vr_prom_set(rm.tc_bytes, (double)ts.bytes);
 	}
 
-	size_t n = svc->n_feeds, up = 0;
-	if (!n || !svc->feeds[0].follower)
+	/* The shard list in use, held across the scrape (a relist may swap it). */
+	rk_shardset *set = rk_shardset_get(svc);
+	size_t n = set ? set->n_feeds : 0, up = 0;
+	uint64_t *seq = n && set->feeds[0].follower ? calloc(n, sizeof *seq) : NULL;
+	if (!seq) {
+		rk_shardset_put(set);
 		return;
-	uint64_t *seq = calloc(n, sizeof *seq);
-	if (!seq)
-		return;
+	}
 	for (size_t k = 0; k < n; k++) {
 		rk_follower_state fs;
-		rk_follower_state_get(svc->feeds[k].follower, &fs);
+		rk_follower_state_get(set->feeds[k].follower, &fs);
 		seq[k] = fs.seq;
 		up += fs.connected;
-		vr_prom_set(svc->feeds[k].m_seq, (double)fs.seq);
-		vr_prom_set(svc->feeds[k].m_connected, fs.connected);
+		vr_prom_set(set->feeds[k].m_seq, (double)fs.seq);
+		vr_prom_set(set->feeds[k].m_connected, fs.connected);
 	}
 	Visrec__V1__FeaturedInfoResponse **resp = up ? calloc(n, sizeof *resp) : NULL;
 	vr_status *st = up ? calloc(n, sizeof *st) : NULL;
-	if (resp && st && vr_shards_info(svc->shards, resp, st, INFO_MS) >= 0)
+	if (resp && st && vr_shards_info(set->shards, resp, st, INFO_MS) >= 0)
 		for (size_t k = 0; k < n; k++) {
 			if (!resp[k])
 				continue;
 			uint64_t head = resp[k]->last_seq;
-			vr_prom_set(svc->feeds[k].m_lag, head > seq[k] ? (double)(head - seq[k]) : 0);
+			vr_prom_set(set->feeds[k].m_lag, head > seq[k] ? (double)(head - seq[k]) : 0);
 			protobuf_c_message_free_unpacked(&resp[k]->base, NULL);
 		}
 	free(resp);
 	free(st);
 	free(seq);
+	rk_shardset_put(set);
+}
+
+void rk_metrics_feeds(rk_feed *feeds, size_t n, const vr_shards *shards)
+{
+	for (size_t k = 0; k < n; k++) {
+		const char *name = vr_shards_name(shards, k);
+		feeds[k].m_lag = vr_prom_get(rm.lag, name);
+		feeds[k].m_seq = vr_prom_get(rm.seq, name);
+		feeds[k].m_connected = vr_prom_get(rm.connected, name);
+	}
 }
 
 void rk_metrics_start(rk_service *svc)
 {
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	pthread_once(&once, families);
-	for (size_t k = 0; k < svc->n_feeds; k++) {
-		const char *name = vr_shards_name(svc->shards, k);
-		svc->feeds[k].m_lag = vr_prom_get(rm.lag, name);
-		svc->feeds[k].m_seq = vr_prom_get(rm.seq, name);
-		svc->feeds[k].m_connected = vr_prom_get(rm.connected, name);
-	}
+	rk_metrics_feeds(svc->feeds, svc->n_feeds, svc->shards);
 	/* Without memory for it, rankd serves on without these gauges. */
 	vr_prom_collector(collect, svc);
 }

@@ -19,7 +19,9 @@
  * A changed shard list (another map tag) finds no positions under its
  * keys: every shard's feed is then replayed from its start (an idempotent
  * replay: rows are set again from the same vectors), and the positions
- * of other maps are deleted at start-up.
+ * of other maps are deleted at start-up. A list adopted while running
+ * (rk_service_relist) carries the positions of the shards in both lists
+ * over to its keys; only its new shards' feeds start from the beginning.
  *
  * Cold start: for each ADDED / REPLACED / REEMBEDDED change the follower
  * interns the item id, folds the change's vector into the item's row with
@@ -247,36 +249,90 @@ leave:
 	return rc;
 }
 
-/* One feed per featured shard, keyed by the map (service.h), and the
- * positions of other maps forgotten. */
-static int open_feeds(rk_service *svc, char *err, size_t errlen)
+/* feeds[n] for the shards' map: keys and Health names (service.h). */
+static void name_feeds(rk_service *svc, rk_feed *feeds, const vr_shards *shards)
 {
-	if (!svc->shards)
-		return 0;
-	const vr_shardmap *map = vr_shards_map(svc->shards);
-	size_t n = vr_shards_count(svc->shards);
-	char keep[RK_FEED_KEY_MAX];
-	if (!(svc->feeds = calloc(n, sizeof *svc->feeds))) {
-		snprintf(err, errlen, "out of memory");
-		return VR_ENOMEM;
-	}
-	svc->n_feeds = n;
-	snprintf(keep, sizeof keep, RK_SNAP_SEQ_KEY "/%s/", map->tag);
-	for (size_t k = 0; k < n; k++) {
-		rk_feed *fe = &svc->feeds[k];
+	const vr_shardmap *map = vr_shards_map(shards);
+	for (size_t k = 0; k < map->n; k++) {
+		rk_feed *fe = &feeds[k];
 		fe->svc = svc;
 		fe->k = k;
-		if (n == 1)
+		if (map->n == 1)
 			snprintf(fe->key, sizeof fe->key, RK_SNAP_SEQ_KEY);
 		else
-			snprintf(fe->key, sizeof fe->key, "%s%s", keep, map->names[k]);
+			snprintf(fe->key, sizeof fe->key, RK_SNAP_SEQ_KEY "/%s/%s", map->tag, map->names[k]);
 		int len = snprintf(fe->health_name, sizeof fe->health_name,
 				   "visrec.v1.Rank/featured/%s", map->names[k]);
 		if (len < 0 || len > 127) /* health.h's longest name */
 			fe->health_name[0] = 0;
 	}
+}
+
+/* Deletes the stored positions of every map but shards' (their keys would
+ * never be read again). Caller holds swap_mu, or is alone (start-up). */
+static int forget_other_maps(rk_service *svc, const vr_shards *shards, size_t *dropped)
+{
+	const vr_shardmap *map = vr_shards_map(shards);
+	char keep[RK_FEED_KEY_MAX];
+	snprintf(keep, sizeof keep, RK_SNAP_SEQ_KEY "/%s/", map->tag);
+	return rk_snap_seq_forget(&svc->snap, map->n > 1 ? keep : NULL, dropped);
+}
+
+static rk_shardset *set_create(rk_service *svc, vr_shards *shards)
+{
+	rk_shardset *set = calloc(1, sizeof *set);
+	size_t n = shards ? vr_shards_count(shards) : 0;
+	if (!set || (n && !(set->feeds = calloc(n, sizeof *set->feeds)))) {
+		free(set);
+		return NULL;
+	}
+	atomic_init(&set->refs, 1);
+	set->shards = shards;
+	set->n_feeds = n;
+	if (n)
+		name_feeds(svc, set->feeds, shards);
+	return set;
+}
+
+rk_shardset *rk_shardset_get(rk_service *svc)
+{
+	pthread_mutex_lock(&svc->set_mu);
+	rk_shardset *set = svc->set;
+	if (set)
+		atomic_fetch_add(&set->refs, 1);
+	pthread_mutex_unlock(&svc->set_mu);
+	return set;
+}
+
+void rk_shardset_put(rk_shardset *set)
+{
+	if (!set || atomic_fetch_sub(&set->refs, 1) != 1)
+		return;
+	for (size_t k = 0; k < set->n_feeds; k++)
+		rk_follower_stop(set->feeds[k].follower);
+	free(set->feeds);
+	vr_shards_close(set->shards);
+	free(set);
+}
+
+/* The set of the shards main opened (taken over), one feed per shard,
+ * keyed by the map (service.h), and the positions of other maps
+ * forgotten. */
+static int open_feeds(rk_service *svc, char *err, size_t errlen)
+{
+	pthread_mutex_init(&svc->set_mu, NULL);
+	pthread_mutex_init(&svc->relist_mu, NULL);
+	if (!(svc->set = set_create(svc, svc->shards))) {
+		snprintf(err, errlen, "out of memory");
+		return VR_ENOMEM;
+	}
+	svc->feeds = svc->set->feeds;
+	svc->n_feeds = svc->set->n_feeds;
+	if (!svc->shards)
+		return 0;
+	const vr_shardmap *map = vr_shards_map(svc->shards);
 	size_t dropped = 0;
-	int rc = rk_snap_seq_forget(&svc->snap, n > 1 ? keep : NULL, &dropped);
+	int rc = forget_other_maps(svc, svc->shards, &dropped);
 	if (rc) {
 		snprintf(err, errlen, "cannot read the stored feed positions: %s", vr_strerror(rc));
 		return rc;
@@ -596,13 +652,11 @@ static void follow_state(void *ctx, int connected, const char *error)
 			vr_shards_name(svc->shards, fe->k), error ? error : "", down, svc->n_feeds);
 }
 
-int rk_service_start(rk_service *svc)
+/* Starts the followers of feeds[0..n) (svc's current set), shard k's after
+ * seq[k], each shard counted down until it connects. */
+static int start_feeds(rk_service *svc, const uint64_t *seq)
 {
-	rk_metrics_start(svc);
-	int rc = svc->writer_addr ? rk_replica_start(svc) : 0;
-	if (rc || !svc->follow || !svc->n_feeds)
-		return rc;
-	/* Every shard counts as down until its follower connects. */
+	int rc = 0;
 	pthread_mutex_lock(&svc->feeds_mu);
 	svc->feeds_down = (int)svc->n_feeds;
 	for (size_t k = 0; k < svc->n_feeds; k++)
@@ -610,17 +664,125 @@ int rk_service_start(rk_service *svc)
 	pthread_mutex_unlock(&svc->feeds_mu);
 	for (size_t k = 0; !rc && k < svc->n_feeds; k++) {
 		rk_feed *fe = &svc->feeds[k];
-		uint64_t seq = 0;
-		rc = rk_snap_seq(&svc->snap, fe->key, &seq);
-		fe->seq_saved = seq;
-		if (!rc)
-			rc = rk_follower_start(&fe->follower, vr_shards_channel(svc->shards, k),
-					       vr_shards_name(svc->shards, k), seq, follow_apply,
-					       follow_state, fe);
+		fe->seq_saved = seq[k];
+		rc = rk_follower_start(&fe->follower, vr_shards_channel(svc->shards, k),
+				       vr_shards_name(svc->shards, k), seq[k], follow_apply, follow_state, fe);
 		if (rc)
 			VR_ERROR("cannot follow the change feed of featured %s: %s",
 				 vr_shards_name(svc->shards, k), vr_strerror(rc));
 	}
+	return rc;
+}
+
+int rk_service_start(rk_service *svc)
+{
+	rk_metrics_start(svc);
+	int rc = svc->writer_addr ? rk_replica_start(svc) : 0;
+	if (rc || !svc->follow || !svc->n_feeds)
+		return rc;
+	uint64_t seq[VR_SHARDS_MAX] = { 0 };
+	for (size_t k = 0; !rc && k < svc->n_feeds; k++)
+		if ((rc = rk_snap_seq(&svc->snap, svc->feeds[k].key, &seq[k])))
+			VR_ERROR("cannot read the stored position of featured %s's change feed: %s",
+				 vr_shards_name(svc->shards, k), vr_strerror(rc));
+	return rc ? rc : start_feeds(svc, seq);
+}
+
+/* ---- a new shard list ------------------------------------------------------ */
+
+int rk_service_relist(rk_service *svc, const char *list, int *changed, char *why, size_t cap)
+{
+	*changed = 0;
+	vr_shards *ns = NULL;
+	int rc = vr_shards_open(&ns, list, &svc->featured_opts, why, cap);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&svc->relist_mu);
+	const vr_shardmap *nm = vr_shards_map(ns);
+	if (svc->shards && !strcmp(vr_shards_map(svc->shards)->tag, nm->tag)) {
+		pthread_mutex_unlock(&svc->relist_mu);
+		vr_shards_close(ns);
+		return 0;
+	}
+	rk_shardset *set = set_create(svc, ns);
+	if (!set) {
+		pthread_mutex_unlock(&svc->relist_mu);
+		vr_shards_close(ns);
+		snprintf(why, cap, "out of memory");
+		return VR_ENOMEM;
+	}
+	/* No Train may run across the switch: its feed positions (base_seq)
+	 * and vectors are the old list's. Holding train_mu, none starts. */
+	pthread_mutex_lock(&svc->train_mu);
+	if (svc->job) {
+		pthread_mutex_unlock(&svc->train_mu);
+		pthread_mutex_unlock(&svc->relist_mu);
+		rk_shardset_put(set);
+		snprintf(why, cap, "a Train is running; the new list is adopted when rankd is told again "
+			 "(SIGHUP) after it ends");
+		return VR_ESTATE;
+	}
+	/* The old followers stop before the new ones start, so that no item
+	 * is applied by two; their positions carry over for shards in both
+	 * lists. Halted, not freed: Info may still read them through a
+	 * reference to the old set. */
+	rk_shardset *old = svc->set;
+	uint64_t oseq[VR_SHARDS_MAX] = { 0 }, seq[VR_SHARDS_MAX] = { 0 };
+	for (size_t k = 0; k < svc->n_feeds; k++) {
+		rk_follower_halt(svc->feeds[k].follower);
+		oseq[k] = rk_service_feed_seq(svc, k);
+	}
+	/* The positions under the new list's keys, the old list's deleted. A
+	 * store that fails here does not stop the switch: the followers start
+	 * from seq in memory and each change they apply stores its position;
+	 * a restart before any would replay a feed from its start (idempotent),
+	 * and delete the old keys then. */
+	size_t kept = 0, dropped = 0;
+	int src = 0;
+	pthread_mutex_lock(&svc->swap_mu);
+	for (size_t k = 0; k < set->n_feeds; k++) {
+		for (size_t j = 0; old && j < svc->n_feeds; j++)
+			if (!strcmp(vr_shards_name(svc->shards, j), nm->names[k])) {
+				seq[k] = oseq[j];
+				kept++;
+			}
+		rk_snap_pos pos = { set->feeds[k].key, seq[k] };
+		if (!src)
+			src = rk_snap_put_seq(&svc->snap, &pos);
+	}
+	if (!src)
+		src = forget_other_maps(svc, ns, &dropped);
+	if (src)
+		VR_WARN("the new shard list's feed positions could not be stored (%s): a restart "
+			"before the next change replays the feeds from their start", vr_strerror(src));
+	/* Health names the old list's shards no more than it must: each
+	 * removed one reads NOT_SERVING (health.h cannot drop a name). */
+	pthread_mutex_lock(&svc->feeds_mu);
+	for (size_t j = 0; svc->health && j < svc->n_feeds; j++)
+		if (svc->feeds[j].health_name[0] && vr_shardmap_find(nm, vr_shards_name(svc->shards, j)) < 0)
+			vr_health_set(svc->health, svc->feeds[j].health_name, VR_HEALTH_NOT_SERVING);
+	pthread_mutex_unlock(&svc->feeds_mu);
+	pthread_mutex_lock(&svc->set_mu);
+	svc->set = set;
+	svc->shards = ns;
+	svc->featured = vr_shards_channel(ns, 0);
+	svc->featured_addr = nm->list;
+	svc->feeds = set->feeds;
+	svc->n_feeds = set->n_feeds;
+	pthread_mutex_unlock(&svc->set_mu);
+	pthread_mutex_unlock(&svc->swap_mu);
+	rk_metrics_feeds(set->feeds, set->n_feeds, ns);
+	if (svc->follow)
+		rc = start_feeds(svc, seq);
+	pthread_mutex_unlock(&svc->train_mu);
+	pthread_mutex_unlock(&svc->relist_mu);
+	rk_shardset_put(old);
+	*changed = 1;
+	VR_INFO("featured shard list now %s (map %s, %zu shard(s)): %zu kept their feed position, "
+		"%zu new one(s) followed from their start%s", nm->list, nm->tag, set->n_feeds, kept,
+		set->n_feeds - kept, dropped ? "; the old list's stored positions deleted" : "");
+	if (rc)
+		snprintf(why, cap, "cannot follow every new shard's change feed: %s", vr_strerror(rc));
 	return rc;
 }
 
@@ -655,15 +817,22 @@ void rk_service_close(rk_service *svc)
 		rk_feed *fe = &svc->feeds[k];
 		if (!fe->follower)
 			continue;
+		rk_follower_halt(fe->follower);
 		rk_snap_pos pos = { fe->key, rk_follower_seq(fe->follower) };
-		rk_follower_stop(fe->follower);
-		fe->follower = NULL;
 		if (pos.seq > fe->seq_saved && rk_snap_put_seq(&svc->snap, &pos))
 			VR_WARN("featured %s: feed position %" PRIu64 " could not be saved; changes after "
 				"seq %" PRIu64 " will be applied again", vr_shards_name(svc->shards, k),
 				pos.seq, fe->seq_saved);
 	}
-	free(svc->feeds);
+	if (svc->set) {
+		/* The server has stopped: this is the last reference. */
+		rk_shardset_put(svc->set);
+		svc->set = NULL;
+		svc->shards = NULL;
+		svc->featured = NULL;
+		pthread_mutex_destroy(&svc->set_mu);
+		pthread_mutex_destroy(&svc->relist_mu);
+	}
 	svc->feeds = NULL;
 	svc->n_feeds = 0;
 	uint64_t n;

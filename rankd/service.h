@@ -82,14 +82,35 @@ typedef struct rk_feed {
 	struct vr_prom_series *m_lag, *m_seq, *m_connected; /* metrics.c */
 } rk_feed;
 
+/* The featured shard list in use and its feeds, one per shard. rankd
+ * adopts a new list without a restart (rk_service_relist) by building a
+ * new set and swapping it in whole. Calls that read the list without
+ * train_mu or swap_mu (Info, the metrics scrape) hold a reference
+ * (rk_shardset_get / rk_shardset_put) and finish on the set they began
+ * with; the last reference frees it (its followers, already halted by the
+ * swap, its channels). */
+typedef struct rk_shardset {
+	atomic_uint refs;
+	vr_shards *shards;        /* owned; NULL without --featured */
+	rk_feed *feeds;
+	size_t n_feeds;
+} rk_shardset;
+
 typedef struct rk_service {
 	/* Set by the owner before rk_service_open. */
 	vr_store *store;          /* the daemon's LMDB environment (not owned) */
-	vr_shards *shards;        /* every featured shard (--featured LIST; not owned):
+	/* The shard list: set by the owner before rk_service_open, which
+	 * takes the shards over into set; afterwards shards, featured,
+	 * featured_addr, feeds and n_feeds are set's, changed only by
+	 * rk_service_relist while it holds train_mu (no Train runs) and
+	 * swap_mu, so a Train, the followers' callbacks and code under
+	 * swap_mu read them directly; others take a reference to set. */
+	vr_shards *shards;        /* every featured shard (--featured LIST):
 				   * Train's vectors come from all of them at once */
-	vr_channel *featured;     /* shard 0's channel (not owned): DVBPR, which
+	vr_channel *featured;     /* shard 0's channel: DVBPR, which
 				   * trains with one featured only so far */
-	const char *featured_addr;
+	const char *featured_addr; /* the list as given (vr_shards_map's list after a relist) */
+	vr_channel_opts featured_opts; /* the channels' options, for a new list's shards */
 	int max_k;                /* Recommend's k limit; 0 = RK_MAX_K_DEFAULT */
 	int max_batch;            /* RecommendBatch's request limit; 0 = default */
 	int topk_approx;          /* 0: exact scans; c >= 1: int8 first pass (topk.h) */
@@ -114,6 +135,9 @@ typedef struct rk_service {
 	pthread_mutex_t swap_mu;
 	rk_feed *feeds;           /* one per featured shard (none without --featured) */
 	size_t n_feeds;
+	rk_shardset *set;         /* the list in use (under set_mu; see rk_shardset) */
+	pthread_mutex_t set_mu;
+	pthread_mutex_t relist_mu; /* one rk_service_relist at a time */
 	pthread_mutex_t feeds_mu; /* feeds_down and the Health names it sets */
 	int feeds_down;           /* followed feeds not connected now */
 	pthread_mutex_t train_mu;
@@ -144,6 +168,22 @@ int rk_service_open(rk_service *svc, char *err, size_t errlen);
  * each from its stored position. Returns 0 or the error of
  * rk_follower_start. */
 int rk_service_start(rk_service *svc);
+/* Adopts the featured shard list `list` (rankd's --featured syntax) without
+ * a restart: a new set of shards and feeds is swapped in whole. Each shard
+ * in both lists keeps its feed position (stored under the new list's key);
+ * a new shard's feed is followed from its start (every item it holds comes
+ * down as a change); a removed shard's feed stops; removed_owned starts at
+ * 0 again, so Train is no longer refused for the old list. Refused while a
+ * Train runs (VR_ESTATE: adopt it after) and for a list that does not parse
+ * or whose channels cannot be made (VR_EINVAL or the open's error): the
+ * old list stays, why (cap bytes) says why. The same list again: 0, and
+ * *changed 0. Returns 0 or an error code. */
+int rk_service_relist(rk_service *svc, const char *list, int *changed, char *why, size_t cap);
+/* The shard set in use with a reference (put it back with
+ * rk_shardset_put), or NULL without one. */
+rk_shardset *rk_shardset_get(rk_service *svc);
+void rk_shardset_put(rk_shardset *set);
+
 /* One info line: the served model, counts, featured's feed position. */
 void rk_service_log_ready(rk_service *svc);
 /* Stops the followers and frees the state; call after the server stopped.
@@ -159,6 +199,9 @@ struct rk_progress;
 void rk_metrics_start(rk_service *svc);
 void rk_metrics_stop(rk_service *svc);
 void rk_metrics_progress(const struct rk_progress *p);
+/* The per-shard gauges of feeds (n of them, names from shards):
+ * rk_metrics_start does it for the first list, rk_service_relist for a new one. */
+void rk_metrics_feeds(rk_feed *feeds, size_t n, const vr_shards *shards);
 
 /* Adds every visrec.v1.Rank method to srv, each handler getting svc.
  * Returns 0 or the error of vr_server_add_service. */

@@ -16,6 +16,7 @@
  *                  [--k 20] [--approx 0] [--fp16] [--int4] [--scan-threads 0]
  *                  [--cold-slots 0] [--batch 0] [--dir DIR] [--metrics]
  *                  [--rankd PATH] [--topk-cache-mb 64]
+ *                  [--replicas 1,2 [--lag-samples 200]]
  *
  * --levels runs closed loops: that many callers, each sending its next call
  * when the last one is answered. --rate runs open loops instead (openloop.h):
@@ -55,6 +56,15 @@
  * (rankd --topk-cache-mb; 0 = off): "0,64,0,64" alternates the cache off
  * and on. The users are drawn uniformly from --users, so once the 0.5 s
  * warm-up has asked for most of them the cache answers nearly every call.
+ * --replicas LIST runs, per count N in it, a writer rankd on the snapshot and
+ * N read replicas of it (rankd --writer), replica r pinned to core r with
+ * taskset: it prints each replica's time from its start to serving the
+ * writer's model version (replica_load_s), then per level a closed loop
+ * whose channels go round-robin over the replicas (the callers run
+ * unpinned, on the same cores), key=value lines; --lag-samples N then
+ * measures, idle, the time from the writer's answer to an AddInteractions
+ * until the first replica no longer ranks its item first (p50, p99). Only
+ * the first --topk-cache-mb value is used.
  * --metrics serves rankd's Prometheus endpoint on loopback during the run;
  * --rankd runs another build's rankd (an older one without the RPC
  * metrics, to measure what they cost). */
@@ -193,6 +203,12 @@ static int open_call(void *arg, int w)
 	if (rc)
 		cl[w].errors++;
 	return rc;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
 }
 
 static int cmp_u32(const void *a, const void *b)
@@ -590,12 +606,258 @@ static double next_item(const char **p)
 	return v;
 }
 
+/* ---- read replicas (--replicas) ------------------------------------------------ */
+
+/* taskset's path (posix_spawn does not search PATH), or NULL. */
+static const char *taskset_bin(void)
+{
+	static const char *const where[] = { "/usr/bin/taskset", "/bin/taskset" };
+	for (size_t i = 0; i < sizeof where / sizeof *where; i++)
+		if (!access(where[i], X_OK))
+			return where[i];
+	return NULL;
+}
+
+static Visrec__V1__RankInfoResponse *rank_info(vr_channel *ch)
+{
+	Visrec__V1__RankInfoRequest req = VISREC__V1__RANK_INFO_REQUEST__INIT;
+	ProtobufCMessage *m = NULL;
+	vr_status st;
+	if (vr_client_unary(ch, "/visrec.v1.Rank/Info", &req.base, &visrec__v1__rank_info_response__descriptor,
+			    &m, 5000, NULL, &st))
+		return NULL;
+	return (Visrec__V1__RankInfoResponse *)m;
+}
+
+/* The top item of user's Recommend on ch (k 1) into item (64 bytes): 0, or -1. */
+static int top_item(vr_channel *ch, const char *user, char *item)
+{
+	Visrec__V1__RecommendRequest req = VISREC__V1__RECOMMEND_REQUEST__INIT;
+	req.user_id = (char *)user;
+	req.k = 1;
+	ProtobufCMessage *m = NULL;
+	vr_status st;
+	if (vr_client_unary(ch, "/visrec.v1.Rank/Recommend", &req.base, &visrec__v1__recommend_response__descriptor,
+			    &m, 5000, NULL, &st))
+		return -1;
+	Visrec__V1__RecommendResponse *r = (Visrec__V1__RecommendResponse *)m;
+	int rc = r->n_items == 1 ? 0 : -1;
+	if (!rc)
+		snprintf(item, 64, "%s", r->items[0]->item_id);
+	protobuf_c_message_free_unpacked(m, NULL);
+	return rc;
+}
+
+/* Replica lag, idle: per sample, user u's top item x on the replica, then
+ * AddInteractions(u, x) on the writer; from the writer's answer, the
+ * replica's Recommend of u is asked every 100 us until x is no longer its
+ * top (the replica applied the writer's log record and excluded x). Prints
+ * p50/p99/max in ms. 0, or -1 when a call failed or a sample took 10 s. */
+static int measure_lag(vr_channel *writer, vr_channel *replica, int users, int samples)
+{
+	double *lag = calloc((size_t)samples, sizeof *lag);
+	int rc = lag ? 0 : -1;
+	for (int s = 0; !rc && s < samples; s++) {
+		char user[16], item[64], now[64];
+		snprintf(user, sizeof user, "u%06u", (unsigned)(s * 7919 % users));
+		if (top_item(replica, user, item)) {
+			rc = -1;
+			break;
+		}
+		Visrec__V1__Interaction row = VISREC__V1__INTERACTION__INIT, *rows[1] = { &row };
+		row.user_id = user;
+		row.item_id = item;
+		row.timestamp = 2000000000 + s;
+		Visrec__V1__AddInteractionsRequest req = VISREC__V1__ADD_INTERACTIONS_REQUEST__INIT;
+		req.n_interactions = 1;
+		req.interactions = rows;
+		ProtobufCMessage *m = NULL;
+		vr_status st;
+		if (vr_client_unary(writer, "/visrec.v1.Rank/AddInteractions", &req.base,
+				    &visrec__v1__add_interactions_response__descriptor, &m, 5000, NULL, &st)) {
+			fprintf(stderr, "bench_rank_rpc: AddInteractions on the writer: %s %s\n",
+				vr_status_name(st.code), st.message);
+			rc = -1;
+			break;
+		}
+		protobuf_c_message_free_unpacked(m, NULL);
+		double t0 = now_s();
+		for (;;) {
+			if (top_item(replica, user, now)) {
+				rc = -1;
+				break;
+			}
+			if (strcmp(now, item))
+				break;
+			if (now_s() - t0 > 10) {
+				fprintf(stderr, "bench_rank_rpc: the replica still ranks %s first for %s 10 s after the "
+					"writer acknowledged it as seen\n", item, user);
+				rc = -1;
+				break;
+			}
+			usleep(100);
+		}
+		lag[s] = (now_s() - t0) * 1e3;
+	}
+	if (!rc) {
+		qsort(lag, (size_t)samples, sizeof *lag, cmp_double);
+		printf("replica_lag_samples=%d\nreplica_lag_p50_ms=%.2f\nreplica_lag_p99_ms=%.2f\nreplica_lag_max_ms=%.2f\n",
+		       samples, lag[samples / 2], lag[samples * 99 / 100], lag[samples - 1]);
+	}
+	free(lag);
+	return rc;
+}
+
+/* One writer rankd on the snapshot (not pinned: it serves no ranking
+ * calls here) and nrep read replicas (rankd --writer), replica r pinned to
+ * core r % cores with taskset, each on a fresh data directory. Prints each
+ * replica's time from its start to serving the writer's model version,
+ * then per level one closed loop whose callers' channels go round-robin
+ * over the replicas (the callers share the machine's cores), and, when
+ * lag_samples, the replica lag after AddInteractions (measure_lag).
+ * 0, or 1 when a daemon or a call failed. */
+static int run_replicas(const struct opts *o, int nrep, const char *levels, int cache_mb, int lag_samples)
+{
+	enum { MAXREP = 16 };
+	const char *taskset = taskset_bin();
+	if (!taskset || nrep < 1 || nrep > MAXREP) {
+		fprintf(stderr, "bench_rank_rpc: --replicas needs taskset (util-linux) and 1..%d replicas\n", MAXREP);
+		return 1;
+	}
+	char cache_arg[16], threads_arg[16], log[300];
+	snprintf(cache_arg, sizeof cache_arg, "%d", cache_mb < 0 ? 0 : cache_mb);
+	snprintf(threads_arg, sizeof threads_arg, "%d", o->server_threads);
+	snprintf(log, sizeof log, "%s/writer.stderr", o->work);
+	char *wargv[] = { (char *)o->rankd_bin, "--listen", "127.0.0.1:0", "--data", (char *)o->data, "--threads",
+			  threads_arg, "--follow-featured=false", "--featured", "127.0.0.1:9", "--topk-cache-mb",
+			  cache_arg, NULL };
+	struct proc w, rep[MAXREP];
+	vr_channel *wch = NULL, *rch[MAXREP] = { 0 };
+	int status = 0, started = 0;
+	if (proc_spawn(&w, log, wargv) || proc_wait_ready(&w, "rankd", 600000)) {
+		fprintf(stderr, "bench_rank_rpc: the writer did not start (see %s)\n", log);
+		proc_stop(&w, 5000);
+		return 1;
+	}
+	vr_channel_create(&wch, w.addr, NULL);
+	Visrec__V1__RankInfoResponse *wi = rank_info(wch);
+	uint64_t version = wi ? wi->model_version : 0;
+	if (wi)
+		protobuf_c_message_free_unpacked(&wi->base, NULL);
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	double load_max = 0;
+	for (int r = 0; r < nrep && !status; r++) {
+		char core[16], data[300], rlog[300];
+		snprintf(core, sizeof core, "%ld", r % (cores > 0 ? cores : 1));
+		snprintf(data, sizeof data, "%s/replica-%d", o->work, r);
+		snprintf(rlog, sizeof rlog, "%s/replica-%d.stderr", o->work, r);
+		nftw(data, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+		remove(rlog);
+		char *rargv[] = { (char *)taskset, "-c", core, (char *)o->rankd_bin, "--listen", "127.0.0.1:0",
+				  "--data", data, "--threads", threads_arg, "--follow-featured=false", "--featured",
+				  "127.0.0.1:9", "--topk-cache-mb", cache_arg, "--writer", w.addr, NULL };
+		double t0 = now_s();
+		if (proc_spawn(&rep[r], rlog, rargv) || proc_wait_ready(&rep[r], "rankd", 600000)) {
+			fprintf(stderr, "bench_rank_rpc: replica %d did not start (see %s)\n", r, rlog);
+			proc_stop(&rep[r], 5000);
+			status = 1;
+			break;
+		}
+		started++;
+		vr_channel_create(&rch[r], rep[r].addr, NULL);
+		uint64_t got = 0;
+		while (got != version && now_s() - t0 < 600) {
+			Visrec__V1__RankInfoResponse *in = rank_info(rch[r]);
+			got = in ? in->model_version : 0;
+			if (in)
+				protobuf_c_message_free_unpacked(&in->base, NULL);
+			if (got != version)
+				usleep(10000);
+		}
+		double took = now_s() - t0;
+		if (got != version) {
+			fprintf(stderr, "bench_rank_rpc: replica %d does not serve the writer's version %llu after 600 s "
+				"(see %s)\n", r, (unsigned long long)version, rlog);
+			status = 1;
+			break;
+		}
+		printf("replicas=%d replica=%d core=%s model_version=%llu replica_load_s=%.2f\n", nrep, r, core,
+		       (unsigned long long)version, took);
+		if (took > load_max)
+			load_max = took;
+	}
+	for (const char *p = levels; *p && !status;) {
+		int conc = (int)next_item(&p);
+		if (conc < 1)
+			continue;
+		int nch = o->channels < conc ? o->channels : conc;
+		if (nch < nrep)
+			nch = nrep;
+		vr_channel **chs = calloc((size_t)nch, sizeof *chs);
+		struct client *cl = calloc((size_t)conc, sizeof *cl);
+		for (int c = 0; c < nch; c++)
+			vr_channel_create(&chs[c], rep[c % nrep].addr, NULL);
+		for (int c = 0; c < conc; c++) {
+			cl[c] = (struct client){ .ch = chs[c % nch], .n_users = (uint32_t)o->users, .k = o->k,
+						 .seed = (uint64_t)c + 1, .cold_slots = o->cold_slots };
+			cl[c].cap = (size_t)(o->seconds * 200000 / conc + 1000);
+			cl[c].lat_us = calloc(cl[c].cap, sizeof *cl[c].lat_us);
+			client_init(&cl[c]);
+		}
+		atomic_store(&phase, 0);
+		for (int c = 0; c < conc; c++)
+			pthread_create(&cl[c].tid, NULL, client_main, &cl[c]);
+		usleep(500000);
+		atomic_store(&phase, 1);
+		double m0 = now_s();
+		usleep((useconds_t)(o->seconds * 1e6));
+		atomic_store(&phase, 2);
+		double took = now_s() - m0;
+		size_t total = 0, at = 0;
+		long errors = 0;
+		for (int c = 0; c < conc; c++) {
+			pthread_join(cl[c].tid, NULL);
+			total += cl[c].n;
+			errors += cl[c].errors;
+		}
+		uint32_t *all = malloc((total + 1) * sizeof *all);
+		for (int c = 0; c < conc; c++) {
+			memcpy(all + at, cl[c].lat_us, cl[c].n * sizeof *all);
+			at += cl[c].n;
+		}
+		qsort(all, total, sizeof *all, cmp_u32);
+		printf("replicas=%d conc=%d cache_mb=%s calls=%zu qps=%.0f cli_p50_us=%u cli_p99_us=%u errors=%ld\n",
+		       nrep, conc, cache_arg, total, total / took, total ? all[total / 2] : 0,
+		       total ? all[total * 99 / 100] : 0, errors);
+		fflush(stdout);
+		free(all);
+		for (int c = 0; c < conc; c++)
+			client_free(&cl[c]);
+		for (int c = 0; c < nch; c++)
+			vr_channel_destroy(chs[c]);
+		free(cl);
+		free(chs);
+		if (errors)
+			status = 1;
+	}
+	if (!status && lag_samples > 0 && measure_lag(wch, rch[0], o->users, lag_samples))
+		status = 1;
+	for (int r = 0; r < started; r++) {
+		vr_channel_destroy(rch[r]);
+		proc_stop(&rep[r], 30000);
+	}
+	vr_channel_destroy(wch);
+	proc_stop(&w, 30000);
+	return status;
+}
+
 int main(int argc, char **argv)
 {
 	struct opts o = { .items = 10000, .users = 1000, .channels = 8, .server_threads = 2, .k = 20,
 			  .scan_threads = 1, .in_flight = 64, .seconds = 3, .rankd_bin = RANKD_BIN };
 	const char *levels = "1,8,64", *dir = NULL, *caches = "64", *rates = "", *arrivals = "poisson",
-		   *train = "none";
+		   *train = "none", *replicas = "";
+	int lag_samples = 0;
 	const vr_flag flags[] = {
 		{ "items", NULL, VR_FLAG_INT, &o.items, "10000", "catalogue size", 0 },
 		{ "users", NULL, VR_FLAG_INT, &o.users, "1000", "users (20 interactions each)", 0 },
@@ -621,6 +883,11 @@ int main(int argc, char **argv)
 		{ "dir", NULL, VR_FLAG_STRING, &dir, NULL, "work directory (default: a new one under /tmp)", 0 },
 		{ "metrics", NULL, VR_FLAG_BOOL, &o.metrics, "false", "rankd --metrics-listen 127.0.0.1:0", 0 },
 		{ "rankd", NULL, VR_FLAG_STRING, &o.rankd_bin, RANKD_BIN, "the rankd binary to run", 0 },
+		{ "replicas", NULL, VR_FLAG_STRING, &replicas, "",
+		  "a list of read-replica counts: per count, a writer and that many replicas "
+		  "(taskset, one core each), the levels' callers spread over the replicas", 0 },
+		{ "lag-samples", NULL, VR_FLAG_INT, &lag_samples, "0",
+		  "with --replicas: after the levels, the replica lag of that many AddInteractions", 0 },
 		{ "topk-cache-mb", NULL, VR_FLAG_STRING, &caches, "64",
 		  "rankd --topk-cache-mb values, each level run once per value", 0 },
 		{ 0 },
@@ -675,6 +942,12 @@ int main(int argc, char **argv)
 			status = 1;
 		o.featured = f.addr;
 	}
+	for (const char *p = replicas; *p && !status;) {
+		int n = (int)next_item(&p);
+		status = run_replicas(&o, n, levels, atoi(caches), lag_samples);
+	}
+	if (*replicas)
+		goto done;
 	if (!status && *rates)
 		printf("open loop, %s arrivals; latency from the intended send time\n%8s %8s %8s %9s %9s %9s %9s %9s "
 		       "%9s %9s %8s %7s %7s %10s %10s %9s %9s %5s\n", o.poisson ? "Poisson" : "evenly spaced", "rate",
@@ -696,6 +969,7 @@ int main(int argc, char **argv)
 			}
 		}
 	}
+done:
 	if (f.pid > 0)
 		proc_stop(&f, 30000);
 	vr_rpc_shutdown();

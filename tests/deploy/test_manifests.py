@@ -133,11 +133,29 @@ def main():
                     bad(f"{named(w)}: mounts {m['name']}, which is no volume")
             if "requests" not in c.get("resources", {}):
                 bad(f"{named(w)}: no resource requests")
-            # The shard list: from the one ConfigMap, for every party.
-            key = "VISREC_SHARDS" if daemon == "featured" else "VISREC_FEATURED"
-            ref = env.get(key, {}).get("valueFrom", {}).get("configMapKeyRef")
-            if ref != {"name": "visrec-shards", "key": "shards"}:
-                bad(f"{named(w)}: {key} does not come from ConfigMap visrec-shards key shards")
+            # The shard list: from the one ConfigMap, for every party. rankd
+            # reads it as a file of the ConfigMap mounted as a volume (which
+            # the kubelet updates in place, and rankd re-reads: README), so a
+            # new list reaches it without a restart.
+            if daemon == "rankd":
+                path = env.get("VISREC_FEATURED_FILE", {}).get("value", "")
+                mount = [m for m in c.get("volumeMounts", []) if path.startswith(m["mountPath"] + "/")]
+                vol = volumes.get(mount[0]["name"]) if mount else None
+                cm = (vol or {}).get("configMap", {})
+                items = {i["path"]: i["key"] for i in cm.get("items", [])}
+                key_ok = items.get(os.path.basename(path), os.path.basename(path) if not items else None)
+                if "VISREC_FEATURED" in env:
+                    bad(f"{named(w)}: VISREC_FEATURED is set: an environment variable never changes in a "
+                        "running pod; give rankd the list as VISREC_FEATURED_FILE")
+                if not path or cm.get("name") != "visrec-shards" or key_ok != "shards":
+                    bad(f"{named(w)}: VISREC_FEATURED_FILE {path!r} is not key shards of the mounted "
+                        "ConfigMap visrec-shards")
+                elif mount[0].get("subPath"):
+                    bad(f"{named(w)}: the shard list is mounted with subPath, which the kubelet never updates")
+            else:
+                ref = env.get("VISREC_SHARDS", {}).get("valueFrom", {}).get("configMapKeyRef")
+                if ref != {"name": "visrec-shards", "key": "shards"}:
+                    bad(f"{named(w)}: VISREC_SHARDS does not come from ConfigMap visrec-shards key shards")
             if daemon == "featured":
                 check_featured(w, c, env, shard_list, services)
             if daemon == "rankd" and "VISREC_WRITER" in env:

@@ -71,9 +71,18 @@ int vr_channel_create(vr_channel **out, const char *target, const vr_channel_opt
 		rc = VR_EINVAL;
 		goto fail;
 	}
-	grpc_arg args[3];
+	grpc_arg args[4];
 	vr__message_args(args, ch->max_message);
 	size_t nargs = 2;
+	/* gRPC's own reconnect back-off grows to 120 s by default: after a
+	 * peer was down for a minute, the channel would not try it again for
+	 * tens of seconds after it is back, and every call meanwhile fails at
+	 * once. Our peers are the pair's own daemons in one cluster, and each
+	 * caller that retries (rankd's feed followers, a replica) backs off up
+	 * to 5 s itself: the channel does not wait longer than they do. */
+	args[nargs].type = GRPC_ARG_INTEGER;
+	args[nargs].key = (char *)GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
+	args[nargs++].value.integer = VR__MAX_RECONNECT_BACKOFF_MS;
 	if (opts->tls_server_name && opts->tls_server_name[0]) {
 		args[nargs].type = GRPC_ARG_STRING;
 		args[nargs].key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;

@@ -27,4 +27,9 @@ int vr__read_file(const char *path, char **out);
 /* Builds channel args for the message limit; args points into storage. */
 void vr__message_args(grpc_arg storage[2], size_t max);
 
+/* The longest a client channel waits before it tries a peer that was
+ * unreachable again (GRPC_ARG_MAX_RECONNECT_BACKOFF_MS; gRPC's default is
+ * 120 s). */
+#define VR__MAX_RECONNECT_BACKOFF_MS 5000
+
 #endif

@@ -753,7 +753,9 @@ TEST(topk_batch_valid)
  * for every kernel the CPU has (VNNI scores 4 users x 4 rows a step; the
  * others dot8 per user). c = 0 is the exact batch (candidates by the
  * int8 error bound); distinct > 0 makes rows repeat (ties, and users
- * whose candidates overflow into a scan). */
+ * whose candidates overflow into a scan). Two thirds of the users have
+ * exclusions, so some blocks hold an excluded id (select_bounded's item by
+ * item path) and others none (its vector path). */
 static void batch_case(enum rk_isa isa, int c, uint32_t n, uint32_t dim, uint32_t distinct)
 {
 	enum { U = 37, K = 20 };
@@ -810,6 +812,8 @@ static void batch_cases(enum rk_isa isa, int c)
 	batch_case(isa, c, 2999, 301, 0);
 	batch_case(isa, c, 2999, 17, 0);
 	batch_case(isa, c, 1000, 33, 4);
+	/* Past the exact set's room (1024): ties that overflow it. */
+	batch_case(isa, c, 2999, 33, 4);
 	batch_case(isa, c, 5, 8, 0);
 }
 

@@ -1223,22 +1223,23 @@ leave:
  *
  * Exact (approx 0) the candidates are every item whose exact score may
  * reach the k-th best, by a bound on the int8 error. A row x is s_i q_i + e
- * with |e_j| <= s_i / 2 (index.h), the user s_u q + d with |d_j| <= s_u / 2,
- * so x·u - s_u a = s_i Σ q_ij d_j + s_u Σ e_j q_j + Σ e_j d_j is within s_u
- * s_i (|q_i|_1 / 2 + |q|_1 / 2 + D / 4) of the real product, and the scan
- * kernel's fp32 sum within (stride × 2^-24) Σ |x_j u_j| <= s_u s_i × 127 ×
- * stride × 6e-8 × (|q_i|_1 + D / 2) of that. b[r] bounds both (with slack
- * for the rounding of a and of the quantisation), so the exact score lies
- * in [a - b, a + b] (units of s_u). The k-th best exact score is at least
+ * (index.h), the user u = s_u q + d (s_u = max |u_j| / 127, q its int8
+ * values), so x·u - s_u a = s_i q_i·d + e·u, within s_i ||q_i|| ||d|| +
+ * ||e|| ||u|| (Cauchy-Schwarz, 2-norms) of the real product; the scan
+ * kernel's fp32 sum is within stride × 2^-24 × Σ |x_j u_j| <= stride ×
+ * 2^-24 ||x|| ||u|| of that. The index keeps per row p_i = s_i ||q_i|| and
+ * r_i = ||e|| + 1.01 × stride × 2^-24 ||x|| (chunk_i8b, rounded up); per
+ * user du = ||d|| / s_u and uu = ||u|| / s_u (in double, rounded up), so
+ * b = p_i du + r_i uu + 1e-6 |a| (the last for the rounding of a) bounds
+ * the gap and the exact score lies in [a - b, a + b] (units of s_u). On
+ * bench_serve's rows this bound is half the earlier one by absolute
+ * values (|q_i|_1 / 2 + |q|_1 / 2 + D / 4 in units of s_u s_i), and so are
+ * the candidates (110 against 207 a user at 10 k items, a simulation). The k-th best exact score is at least
  * LB, the k-th largest a - b; an item with a + b < LB cannot be among the
  * k best, every other one is a candidate. LB rises during the pass (a heap
  * of the k largest a - b), so few items enter. A user whose candidates
  * outgrow their room even after dropping those under LB (scores too close
  * to separate: ties, a near-zero user) is ranked by rk_topk's scan. */
-
-/* Bound terms per unit of |q|_1 and per dimension (see above). */
-#define BND_Q 0.505f
-#define BND_D 0.255f
 
 /* A batch user's state: the heap (min at 0) of the k largest a - b
  * (exact) or of the c × k largest a (approx). */
@@ -1280,56 +1281,38 @@ static void lb_offer(struct bnd *b, uint32_t kk, float lo)
 	}
 }
 
-/* Σ_j |row_j - 128| over len bytes: |q_i|_1 of an int8 row. */
-static uint32_t l1_generic(const uint8_t *p, uint32_t len)
+/* b[r] of a block for a user: p[r] × du + e[r] × uu (the error bound,
+ * see above) + 1e-6 |a[r]| (the rounding of a); ub[r] = a[r] + b[r], lo[r]
+ * = a[r] - b[r]. */
+static inline float bound_of(float a, float p, float e, float du, float uu)
 {
-	uint32_t s = 0;
-	for (uint32_t j = 0; j < len; j++)
-		s += (uint32_t)abs((int)p[j] - 128);
-	return s;
+	return p * du + e * uu + 1e-6f * fabsf(a);
 }
 
-T256 static uint32_t l1_avx2(const uint8_t *p, uint32_t len)
-{
-	const __m256i mid = _mm256_set1_epi8((char)0x80);
-	__m256i a = _mm256_setzero_si256();
-	for (uint32_t j = 0; j < len; j += 32)
-		a = _mm256_add_epi64(a, _mm256_sad_epu8(_mm256_loadu_si256((const __m256i *)(p + j)), mid));
-	__m128i x = _mm_add_epi64(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
-	return (uint32_t)(_mm_cvtsi128_si64(x) + _mm_extract_epi64(x, 1));
-}
-
-/* b[r] of a block for a user: w[r] + sb[r] × l1u (the error bound, see
- * above) + 1e-6 |a[r]| (the rounding of a); ub[r] = a[r] + b[r], lo[r] =
- * a[r] - b[r]. */
-static inline float bound_of(float a, float w, float sb, float l1u)
-{
-	return w + sb * l1u + 1e-6f * fabsf(a);
-}
-
-static void upper_generic(const float *a, const float *w, const float *sb, float l1u, uint32_t n, float *ub,
-			  float *lo)
+static void upper_generic(const float *a, const float *p, const float *e, float du, float uu, uint32_t n,
+			  float *ub, float *lo)
 {
 	for (uint32_t r = 0; r < n; r++) {
-		float b = bound_of(a[r], w[r], sb[r], l1u);
+		float b = bound_of(a[r], p[r], e[r], du, uu);
 		ub[r] = a[r] + b;
 		lo[r] = a[r] - b;
 	}
 }
 
-T512 static void upper_avx512(const float *a, const float *w, const float *sb, float l1u, uint32_t n, float *ub,
-			      float *lo)
+T512 static void upper_avx512(const float *a, const float *p, const float *e, float du, float uu, uint32_t n,
+			      float *ub, float *lo)
 {
-	const __m512 lv = _mm512_set1_ps(l1u), eps = _mm512_set1_ps(1e-6f);
+	const __m512 dv = _mm512_set1_ps(du), uv = _mm512_set1_ps(uu), eps = _mm512_set1_ps(1e-6f);
 	uint32_t r = 0;
 	for (; r + 16 <= n; r += 16) {
 		__m512 av = _mm512_loadu_ps(a + r);
-		__m512 b = _mm512_add_ps(_mm512_add_ps(_mm512_loadu_ps(w + r), _mm512_mul_ps(_mm512_loadu_ps(sb + r), lv)),
+		__m512 b = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(p + r), dv),
+						       _mm512_mul_ps(_mm512_loadu_ps(e + r), uv)),
 					 _mm512_mul_ps(eps, _mm512_abs_ps(av)));
 		_mm512_storeu_ps(ub + r, _mm512_add_ps(av, b));
 		_mm512_storeu_ps(lo + r, _mm512_sub_ps(av, b));
 	}
-	upper_generic(a + r, w + r, sb + r, l1u, n - r, ub + r, lo + r);
+	upper_generic(a + r, p + r, e + r, du, uu, n - r, ub + r, lo + r);
 }
 
 /* Drops the hits of c under c->t (ids keep their order); their count. */
@@ -1402,14 +1385,14 @@ T512 static int enter_avx512(struct heap *c, const float *ub, uint32_t n, uint32
  * largest low of a set of items either way, so the candidates are a
  * superset of the true top k, as before; only fewer enter. A block
  * holding an excluded id goes item by item: its low must not count. */
-static void select_bounded(struct heap *c, struct bnd *bd, uint32_t kk, const float *a, const float *w,
-			   const float *sb, float l1u, uint32_t n, uint32_t base, struct excl *ex, above_fn above,
-			   int wide)
+static void select_bounded(struct heap *c, struct bnd *bd, uint32_t kk, const float *a, const float *p,
+			   const float *e, const float *dud, uint32_t n, uint32_t base, struct excl *ex,
+			   above_fn above, int wide)
 {
 	float ub[BLK], lo[BLK];
 	if (bd->over)
 		return;
-	(wide ? upper_avx512 : upper_generic)(a, w, sb, l1u, n, ub, lo);
+	(wide ? upper_avx512 : upper_generic)(a, p, e, dud[0], dud[1], n, ub, lo);
 	uint32_t r = 0;
 	while (ex->p < ex->end && *ex->p < base)
 		ex->p++;
@@ -1468,12 +1451,34 @@ static void select_top(struct heap *c, struct bnd *bd, uint32_t m, const float *
 	}
 }
 
+/* The user's terms of the exact bound (see above): out[0] = ||d|| / s_u,
+ * out[1] = ||u|| / s_u for the padded row u (stride floats) and its int8
+ * values q, in double and rounded up. 0 for a zero user. */
+static int user_bound(const float *u, const int8_t *q, uint32_t stride, float *out)
+{
+	float m = 0;
+	for (uint32_t j = 0; j < stride; j++)
+		m = fabsf(u[j]) > m ? fabsf(u[j]) : m;
+	if (m == 0)
+		return 0;
+	double su = (double)m / 127, dd = 0, uu = 0;
+	for (uint32_t j = 0; j < stride; j++) {
+		double d = (double)u[j] - su * q[j];
+		dd += d * d;
+		uu += (double)u[j] * u[j];
+	}
+	double up = 1 + 0x1p-20;
+	out[0] = (float)(sqrt(dd) / su * up);
+	out[1] = (float)(sqrt(uu) / su * up);
+	return 1;
+}
+
 /* rk_topk_batch's work with c = approx (0: exact), arguments checked. */
 static int batch_i8(const struct rk_index_view *v, const struct rk_topk_batch_req *req, int c, size_t kk,
 		    struct rk_topk_ws *ws, struct rk_hit *out, size_t *n_out)
 {
 	const uint8_t *p8[BLK];
-	float sc[BLK], s[G8 * BLK], w[BLK], sb[BLK], l1u[BATCH_USERS];
+	float sc[BLK], s[G8 * BLK], pq[BLK], re[BLK], dud[2 * BATCH_USERS];
 	int32_t corr[BATCH_USERS + G8];
 	enum rk_isa isa = rk_isa_active();
 	above_fn above = kernels[isa].above;
@@ -1491,7 +1496,6 @@ static int batch_i8(const struct rk_index_view *v, const struct rk_topk_batch_re
 	uint32_t mg = (mb + G8 - 1) / G8 * G8;
 	size_t per = exact ? room : 2 * room; /* hits per user: approx cuts need a copy */
 	size_t n_lb = exact ? kk : m;          /* each user's heap of a - b (exact) or a */
-	float fpk = (float)v->stride * 8e-6f, kq = BND_Q + fpk, kd = (BND_D + fpk) * (float)v->dim;
 	int rc;
 
 	if ((rc = grow((void **)&ws->user, &ws->user_cap, (size_t)mb * v->stride, sizeof(float))) ||
@@ -1517,12 +1521,9 @@ static int batch_i8(const struct rk_index_view *v, const struct rk_topk_batch_re
 			ws->excls[u].p = req->exclude ? req->exclude[gu] : NULL;
 			ws->excls[u].end = req->exclude && req->exclude[gu] ? req->exclude[gu] + req->n_exclude[gu] : NULL;
 			ws->bnds[u] = (struct bnd){ ws->scores + (size_t)u * n_lb, 0, 0 };
-			if (exact) {
-				uint32_t l1 = 0;
-				for (uint32_t j = 0; j < v->stride; j++)
-					l1 += (uint32_t)abs(q[j]);
-				l1u[u] = (float)l1;
-			}
+			/* A zero user (no scale to measure the bound in) is scanned. */
+			if (exact && !user_bound(f, q, v->stride, dud + 2 * u))
+				ws->bnds[u].over = 1;
 		}
 		/* The last group's missing users score zero rows: dropped. */
 		memset(ws->user8 + (size_t)mu * v->stride8, 0, (size_t)((mu + G8 - 1) / G8 * G8 - mu) * v->stride8);
@@ -1536,10 +1537,8 @@ static int batch_i8(const struct rk_index_view *v, const struct rk_topk_batch_re
 				p8[r] = v->chunk_i8[ch] + (size_t)(id & mask) * v->stride8;
 				sc[r] = v->chunk_scale[ch][id & mask];
 				if (exact) {
-					float l1 = (float)(isa >= RK_ISA_AVX2 ? l1_avx2(p8[r], v->stride8)
-									     : l1_generic(p8[r], v->stride8));
-					w[r] = sc[r] * (kq * l1 + kd);
-					sb[r] = sc[r] * kq;
+					pq[r] = v->chunk_i8b[ch][2 * (id & mask)];
+					re[r] = v->chunk_i8b[ch][2 * (id & mask) + 1];
 				}
 			}
 			for (uint32_t g = 0; g < mu; g += G8) {
@@ -1547,8 +1546,8 @@ static int batch_i8(const struct rk_index_view *v, const struct rk_topk_batch_re
 				for (uint32_t x = 0; x < G8 && g + x < mu; x++) {
 					uint32_t u = g + x;
 					if (exact)
-						select_bounded(&ws->heaps[u], &ws->bnds[u], (uint32_t)kk, s + x * nb, w, sb,
-							       l1u[u], nb, at, &ws->excls[u], above, isa >= RK_ISA_AVX512);
+						select_bounded(&ws->heaps[u], &ws->bnds[u], (uint32_t)kk, s + x * nb, pq, re,
+							       dud + 2 * u, nb, at, &ws->excls[u], above, isa >= RK_ISA_AVX512);
 					else
 						select_top(&ws->heaps[u], &ws->bnds[u], (uint32_t)m, s + x * nb, nb, at,
 							   &ws->excls[u], above);

@@ -1485,8 +1485,10 @@ static int batch_i8(const struct rk_index_view *v, const struct rk_topk_batch_re
 	uint32_t mask = (1u << v->chunk_shift) - 1u;
 	int exact = c == 0;
 	/* Candidates a user may hold: approx, k × c and as many again before a
-	 * cut; exact, the most of 4 × k, 512 and n / 256 (bench_serve's rows
-	 * at 1 M items left 1,089 a user at k = 20, after 2,974 entered). */
+	 * cut; exact, the most of 4 × k, 1024 and n / 256 (bench_serve's rows
+	 * at 1 M items left 1,089 a user at k = 20, after 2,974 entered, with
+	 * the earlier, wider bound; at 10 k items 512 overflowed for 2% of
+	 * users, each then scanned whole). */
 	size_t m = (size_t)c * kk, room = 2 * m;
 	if (exact)
 		room = kk * 4 > 1024 ? kk * 4 : 1024;

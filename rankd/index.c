@@ -76,6 +76,7 @@ struct rk_index__chunk {
 	float *scale;
 	uint8_t *i4;
 	float *i4s;
+	float *i8b;
 };
 
 struct rk_index__snap {
@@ -90,6 +91,7 @@ struct rk_index__snap {
 	const float **scale;
 	const uint8_t **i4;
 	const float **i4s;
+	const float **i8b;
 };
 
 struct rk_index {
@@ -265,7 +267,7 @@ static struct rk_index__chunk *chunk_new(const struct rk_index *ix)
 	struct rk_index__chunk *c = calloc(1, sizeof *c);
 	if (!c)
 		return NULL;
-	c->map = map_zeroed(f32_bytes + f16_bytes + i8_bytes + i4_bytes + rows * 3 * sizeof(float), &c->map_bytes);
+	c->map = map_zeroed(f32_bytes + f16_bytes + i8_bytes + i4_bytes + rows * 5 * sizeof(float), &c->map_bytes);
 	if (!c->map) {
 		free(c);
 		return NULL;
@@ -278,6 +280,7 @@ static struct rk_index__chunk *chunk_new(const struct rk_index *ix)
 	c->i4 = (uint8_t *)c->map + f32_bytes + f16_bytes + i8_bytes;
 	c->scale = (float *)((char *)c->map + f32_bytes + f16_bytes + i8_bytes + i4_bytes);
 	c->i4s = c->scale + rows;
+	c->i8b = c->i4s + 2 * rows;
 	atomic_init(&c->refs, 1);
 	return c;
 }
@@ -302,9 +305,10 @@ static struct rk_index__snap *snap_new(uint32_t cap, const struct rk_index__snap
 	s->f16 = calloc(cap, sizeof *s->f16);
 	s->i8 = calloc(cap, sizeof *s->i8);
 	s->scale = calloc(cap, sizeof *s->scale);
+	s->i8b = calloc(cap, sizeof *s->i8b);
 	s->i4 = calloc(cap, sizeof *s->i4);
 	s->i4s = calloc(cap, sizeof *s->i4s);
-	if (!s->chunks || !s->f32 || !s->f16 || !s->i8 || !s->scale || !s->i4 || !s->i4s) {
+	if (!s->chunks || !s->f32 || !s->f16 || !s->i8 || !s->scale || !s->i4 || !s->i4s || !s->i8b) {
 		free(s->chunks);
 		free(s->f32);
 		free(s->f16);
@@ -312,6 +316,7 @@ static struct rk_index__snap *snap_new(uint32_t cap, const struct rk_index__snap
 		free(s->scale);
 		free(s->i4);
 		free(s->i4s);
+		free(s->i8b);
 		free(s);
 		return NULL;
 	}
@@ -325,6 +330,7 @@ static struct rk_index__snap *snap_new(uint32_t cap, const struct rk_index__snap
 			s->f16[c] = from->f16[c];
 			s->i8[c] = from->i8[c];
 			s->scale[c] = from->scale[c];
+			s->i8b[c] = from->i8b[c];
 			s->i4[c] = from->i4[c];
 			s->i4s[c] = from->i4s[c];
 			atomic_fetch_add_explicit(&s->chunks[c]->refs, 1, memory_order_relaxed);
@@ -347,6 +353,7 @@ static void snap_unref(struct rk_index__snap *s)
 	free(s->scale);
 	free(s->i4);
 	free(s->i4s);
+	free(s->i8b);
 	free(s);
 }
 
@@ -385,7 +392,7 @@ int rk_index_create(uint32_t dim, const struct rk_index_opts *opts, struct rk_in
 		ix->stride4 = 32; /* D = 1: a row of padding */
 	if (rows == 0) {
 		size_t row_bytes = (size_t)ix->stride * (sizeof(float) + sizeof(uint16_t)) + ix->stride8 +
-				   ix->stride4 + 3 * sizeof(float);
+				   ix->stride4 + 5 * sizeof(float);
 		rows = 1;
 		while ((size_t)rows * 2 * row_bytes <= CHUNK_TARGET_BYTES)
 			rows *= 2;
@@ -434,6 +441,25 @@ static int rows_finite(const float *rows, size_t n)
 	return 1;
 }
 
+/* The int8 row's error terms for rk_topk_batch's exact bound (index.h):
+ * out[0] = scale × ||q||_2, out[1] = ||x - scale × q||_2 + stride × 2^-24
+ * × 1.01 × ||x||_2, q the row's int8 values (byte - 128) and x the padded
+ * fp32 row (stride floats). Summed in double and rounded up, so the
+ * floats are never under the real norms. */
+static void int8_norms(float *out, const uint8_t *q8, float scale, const float *x, uint32_t stride)
+{
+	double qq = 0, ee = 0, xx = 0;
+	for (uint32_t j = 0; j < stride; j++) {
+		double q = (double)q8[j] - 128, e = (double)x[j] - (double)scale * q;
+		qq += q * q;
+		ee += e * e;
+		xx += (double)x[j] * x[j];
+	}
+	double up = 1 + 0x1p-20;
+	out[0] = (float)((double)scale * sqrt(qq) * up);
+	out[1] = (float)((sqrt(ee) + (double)stride * 0x1p-24 * 1.01 * sqrt(xx)) * up);
+}
+
 /* Writes row (dim floats) into slot r of chunk c, padding with zeros. */
 static void put_row(const struct rk_index *ix, struct rk_index__chunk *c, uint32_t r, const float *row)
 {
@@ -443,6 +469,7 @@ static void put_row(const struct rk_index *ix, struct rk_index__chunk *c, uint32
 	memset(dst + ix->dim, 0, (ix->stride - ix->dim) * sizeof(float));
 	to_half(ix, hdst, dst, ix->stride);
 	c->scale[r] = to_int8(c->i8 + (size_t)r * ix->stride8, dst, ix->dim, ix->stride8);
+	int8_norms(c->i8b + 2 * (size_t)r, c->i8 + (size_t)r * ix->stride8, c->scale[r], dst, ix->stride);
 	to_int4(c->i4 + (size_t)r * ix->stride4, c->i4s + 2 * (size_t)r, dst, ix->dim, ix->stride4);
 }
 
@@ -487,6 +514,7 @@ int rk_index_append(struct rk_index *ix, const float *rows, uint32_t n_rows, uin
 		s->f16[s->n_chunks] = c->f16;
 		s->i8[s->n_chunks] = c->i8;
 		s->scale[s->n_chunks] = c->scale;
+		s->i8b[s->n_chunks] = c->i8b;
 		s->i4[s->n_chunks] = c->i4;
 		s->i4s[s->n_chunks] = c->i4s;
 		s->n_chunks++;
@@ -571,6 +599,7 @@ int rk_index_replace(struct rk_index *ix, uint32_t id, const float *row)
 	memcpy(nc->f16, oc->f16, used * ix->stride * sizeof(uint16_t));
 	memcpy(nc->i8, oc->i8, used * ix->stride8);
 	memcpy(nc->scale, oc->scale, used * sizeof(float));
+	memcpy(nc->i8b, oc->i8b, used * 2 * sizeof(float));
 	memcpy(nc->i4, oc->i4, used * ix->stride4);
 	memcpy(nc->i4s, oc->i4s, used * 2 * sizeof(float));
 	put_row(ix, nc, id & (rows_per - 1u), row);
@@ -580,6 +609,7 @@ int rk_index_replace(struct rk_index *ix, uint32_t id, const float *row)
 	ns->f16[ci] = nc->f16;
 	ns->i8[ci] = nc->i8;
 	ns->scale[ci] = nc->scale;
+	ns->i8b[ci] = nc->i8b;
 	ns->i4[ci] = nc->i4;
 	ns->i4s[ci] = nc->i4s;
 	nc = NULL;
@@ -610,6 +640,7 @@ void rk_index_acquire(struct rk_index *ix, struct rk_index_view *view)
 	view->chunk_f16 = s->f16;
 	view->chunk_i8 = s->i8;
 	view->chunk_scale = s->scale;
+	view->chunk_i8b = s->i8b;
 	view->chunk_i4 = s->i4;
 	view->chunk_i4s = s->i4s;
 	view->snap_ = s;

@@ -47,7 +47,10 @@ struct rk_index_opts {
  * as nibbles 8 + round(x_j / s4), 1 .. 15, s4 = max_{j >= 1} |x_j| / 7;
  * element e = j - 1 is in byte 32 (e / 64) + e % 32, in its low nibble
  * when e % 64 < 32, else its high one, padding nibbles 8; chunk_i4s[...]
- * holds two floats per row: x_0 exactly, then s4. */
+ * holds two floats per row: x_0 exactly, then s4. chunk_i8b[...] holds
+ * two floats per row for the exact batch's error bound (topk.c): scale ×
+ * ||q||_2 of the int8 values q, and ||x - scale × q||_2 plus stride ×
+ * 2^-24 × 1.01 × ||x||_2 (the fp32 kernels' rounding), both rounded up. */
 struct rk_index_view {
 	uint32_t n;           /* items 0 .. n-1 are visible */
 	uint32_t dim;         /* D */
@@ -61,6 +64,7 @@ struct rk_index_view {
 	const float *const *chunk_scale;
 	const uint8_t *const *chunk_i4;
 	const float *const *chunk_i4s;
+	const float *const *chunk_i8b;
 	struct rk_index__snap *snap_; /* the reference this view holds */
 };
 

@@ -140,6 +140,30 @@ T512 static void dot32x4_avx512(const float *u, uint32_t len, const float *rows,
 	}
 }
 
+/* dot32_avx512 over rows picked from all over the matrix (a re-rank's
+ * candidates, an id list): the same sums, with the lines of the row
+ * PF_ROWS ahead prefetched, since no stream runs there for the hardware
+ * prefetcher to follow and one row's FMAs are too few to hide a miss. */
+#define PF_ROWS 4
+T512 static void dot32l_avx512(const float *u, uint32_t len, const float *const *rows, uint32_t n, float *out)
+{
+	for (uint32_t r = 0; r < n; r++) {
+		if (r + PF_ROWS < n)
+			for (uint32_t j = 0; j < len; j += 16)
+				_mm_prefetch((const char *)(rows[r + PF_ROWS] + j), _MM_HINT_T0);
+		const float *p = rows[r];
+		__m512 a = _mm512_setzero_ps(), b = a;
+		uint32_t j = 0;
+		for (; j + 32 <= len; j += 32) {
+			a = _mm512_fmadd_ps(_mm512_loadu_ps(p + j), _mm512_loadu_ps(u + j), a);
+			b = _mm512_fmadd_ps(_mm512_loadu_ps(p + j + 16), _mm512_loadu_ps(u + j + 16), b);
+		}
+		if (j < len)
+			a = _mm512_fmadd_ps(_mm512_loadu_ps(p + j), _mm512_loadu_ps(u + j), a);
+		out[r] = _mm512_reduce_add_ps(_mm512_add_ps(a, b));
+	}
+}
+
 T256 static inline __m256 ld16_256(const uint16_t *h)
 {
 	return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
@@ -477,6 +501,7 @@ static void dot16_generic(const float *u, uint32_t len, const uint16_t *const *r
 /* AVX-512 without VNNI (Skylake-X) scans int8 with the AVX2 kernel. */
 static const struct {
 	dot32_fn dot32;
+	dot32_fn dot32l;   /* the same sums over scattered rows (id lists) */
 	dot16_fn dot16;
 	dot8_fn dot8;
 	dot4_fn dot4;
@@ -484,13 +509,14 @@ static const struct {
 	dot8x_fn dot8x;
 	dot32x4_fn dot32x4;
 } kernels[] = {
-	[RK_ISA_GENERIC] = { dot32_generic, dot16_generic, dot8_generic, dot4_generic, above_generic, dot8x_generic,
-			     dot32x4_generic },
-	[RK_ISA_AVX2] = { dot32_avx2, dot16_avx2, dot8_avx2, dot4_avx2, above_avx2, dot8x_avx2, dot32x4_avx2 },
-	[RK_ISA_AVX512] = { dot32_avx512, dot16_avx512, dot8_avx2, dot4_avx2, above_avx512, dot8x_avx2,
-			    dot32x4_avx512 },
-	[RK_ISA_AVX512_VNNI] = { dot32_avx512, dot16_avx512, dot8_vnni, dot4_vnni, above_avx512, dot8x_vnni,
-				 dot32x4_avx512 },
+	[RK_ISA_GENERIC] = { dot32_generic, dot32_generic, dot16_generic, dot8_generic, dot4_generic, above_generic,
+			     dot8x_generic, dot32x4_generic },
+	[RK_ISA_AVX2] = { dot32_avx2, dot32_avx2, dot16_avx2, dot8_avx2, dot4_avx2, above_avx2, dot8x_avx2,
+			  dot32x4_avx2 },
+	[RK_ISA_AVX512] = { dot32_avx512, dot32l_avx512, dot16_avx512, dot8_avx2, dot4_avx2, above_avx512,
+			    dot8x_avx2, dot32x4_avx512 },
+	[RK_ISA_AVX512_VNNI] = { dot32_avx512, dot32l_avx512, dot16_avx512, dot8_vnni, dot4_vnni, above_avx512,
+				 dot8x_vnni, dot32x4_avx512 },
 };
 
 static atomic_int isa_cur = -1;
@@ -979,7 +1005,7 @@ static void scan(const struct rk_index_view *v, const struct quser *u, enum pass
 		} else if (pass == PASS_F16) {
 			kernels[isa].dot16(u->f, v->stride, p16, nb, s);
 		} else {
-			kernels[isa].dot32(u->f, v->stride, p32, nb, s);
+			(ids ? kernels[isa].dot32l : kernels[isa].dot32)(u->f, v->stride, p32, nb, s);
 		}
 		select_scores(hp, s, nb, (uint32_t)at, ids ? ids + at : NULL, ex, kernels[isa].above);
 		if (mk && mk->list && !ids)
@@ -1303,22 +1329,23 @@ leave:
  *
  * Exact (approx 0) the candidates are every item whose exact score may
  * reach the k-th best, by a bound on the int8 error. A row x is s_i q_i + e
- * with |e_j| <= s_i / 2 (index.h), the user s_u q + d with |d_j| <= s_u / 2,
- * so x·u - s_u a = s_i Σ q_ij d_j + s_u Σ e_j q_j + Σ e_j d_j is within s_u
- * s_i (|q_i|_1 / 2 + |q|_1 / 2 + D / 4) of the real product, and the scan
- * kernel's fp32 sum within (stride × 2^-24) Σ |x_j u_j| <= s_u s_i × 127 ×
- * stride × 6e-8 × (|q_i|_1 + D / 2) of that. b[r] bounds both (with slack
- * for the rounding of a and of the quantisation), so the exact score lies
- * in [a - b, a + b] (units of s_u). The k-th best exact score is at least
+ * (index.h), the user u = s_u q + d (s_u = max |u_j| / 127, q its int8
+ * values), so x·u - s_u a = s_i q_i·d + e·u, within s_i ||q_i|| ||d|| +
+ * ||e|| ||u|| (Cauchy-Schwarz, 2-norms) of the real product; the scan
+ * kernel's fp32 sum is within stride × 2^-24 × Σ |x_j u_j| <= stride ×
+ * 2^-24 ||x|| ||u|| of that. The index keeps per row p_i = s_i ||q_i|| and
+ * r_i = ||e|| + 1.01 × stride × 2^-24 ||x|| (chunk_i8b, rounded up); per
+ * user du = ||d|| / s_u and uu = ||u|| / s_u (in double, rounded up), so
+ * b = p_i du + r_i uu + 1e-6 |a| (the last for the rounding of a) bounds
+ * the gap and the exact score lies in [a - b, a + b] (units of s_u). On
+ * bench_serve's rows this bound is half the earlier one by absolute
+ * values (|q_i|_1 / 2 + |q|_1 / 2 + D / 4 in units of s_u s_i), and so are
+ * the candidates (110 against 207 a user at 10 k items, a simulation). The k-th best exact score is at least
  * LB, the k-th largest a - b; an item with a + b < LB cannot be among the
  * k best, every other one is a candidate. LB rises during the pass (a heap
  * of the k largest a - b), so few items enter. A user whose candidates
  * outgrow their room even after dropping those under LB (scores too close
  * to separate: ties, a near-zero user) is ranked by rk_topk's scan. */
-
-/* Bound terms per unit of |q|_1 and per dimension (see above). */
-#define BND_Q 0.505f
-#define BND_D 0.255f
 
 /* A batch user's state: the heap (min at 0) of the k largest a - b
  * (exact) or of the c × k largest a (approx). */
@@ -1360,49 +1387,38 @@ static void lb_offer(struct bnd *b, uint32_t kk, float lo)
 	}
 }
 
-/* Σ_j |row_j - 128| over len bytes: |q_i|_1 of an int8 row. */
-static uint32_t l1_generic(const uint8_t *p, uint32_t len)
+/* b[r] of a block for a user: p[r] × du + e[r] × uu (the error bound,
+ * see above) + 1e-6 |a[r]| (the rounding of a); ub[r] = a[r] + b[r], lo[r]
+ * = a[r] - b[r]. */
+static inline float bound_of(float a, float p, float e, float du, float uu)
 {
-	uint32_t s = 0;
-	for (uint32_t j = 0; j < len; j++)
-		s += (uint32_t)abs((int)p[j] - 128);
-	return s;
+	return p * du + e * uu + 1e-6f * fabsf(a);
 }
 
-T256 static uint32_t l1_avx2(const uint8_t *p, uint32_t len)
+static void upper_generic(const float *a, const float *p, const float *e, float du, float uu, uint32_t n,
+			  float *ub, float *lo)
 {
-	const __m256i mid = _mm256_set1_epi8((char)0x80);
-	__m256i a = _mm256_setzero_si256();
-	for (uint32_t j = 0; j < len; j += 32)
-		a = _mm256_add_epi64(a, _mm256_sad_epu8(_mm256_loadu_si256((const __m256i *)(p + j)), mid));
-	__m128i x = _mm_add_epi64(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
-	return (uint32_t)(_mm_cvtsi128_si64(x) + _mm_extract_epi64(x, 1));
+	for (uint32_t r = 0; r < n; r++) {
+		float b = bound_of(a[r], p[r], e[r], du, uu);
+		ub[r] = a[r] + b;
+		lo[r] = a[r] - b;
+	}
 }
 
-/* b[r] of a block for a user: w[r] + sb[r] × l1u (the error bound, see
- * above) + 1e-6 |a[r]| (the rounding of a); ub[r] = a[r] + b[r]. */
-static inline float bound_of(float a, float w, float sb, float l1u)
+T512 static void upper_avx512(const float *a, const float *p, const float *e, float du, float uu, uint32_t n,
+			      float *ub, float *lo)
 {
-	return w + sb * l1u + 1e-6f * fabsf(a);
-}
-
-static void upper_generic(const float *a, const float *w, const float *sb, float l1u, uint32_t n, float *ub)
-{
-	for (uint32_t r = 0; r < n; r++)
-		ub[r] = a[r] + bound_of(a[r], w[r], sb[r], l1u);
-}
-
-T512 static void upper_avx512(const float *a, const float *w, const float *sb, float l1u, uint32_t n, float *ub)
-{
-	const __m512 lv = _mm512_set1_ps(l1u), eps = _mm512_set1_ps(1e-6f);
+	const __m512 dv = _mm512_set1_ps(du), uv = _mm512_set1_ps(uu), eps = _mm512_set1_ps(1e-6f);
 	uint32_t r = 0;
 	for (; r + 16 <= n; r += 16) {
 		__m512 av = _mm512_loadu_ps(a + r);
-		__m512 b = _mm512_add_ps(_mm512_add_ps(_mm512_loadu_ps(w + r), _mm512_mul_ps(_mm512_loadu_ps(sb + r), lv)),
+		__m512 b = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(p + r), dv),
+						       _mm512_mul_ps(_mm512_loadu_ps(e + r), uv)),
 					 _mm512_mul_ps(eps, _mm512_abs_ps(av)));
 		_mm512_storeu_ps(ub + r, _mm512_add_ps(av, b));
+		_mm512_storeu_ps(lo + r, _mm512_sub_ps(av, b));
 	}
-	upper_generic(a + r, w + r, sb + r, l1u, n - r, ub + r);
+	upper_generic(a + r, p + r, e + r, du, uu, n - r, ub + r, lo + r);
 }
 
 /* Drops the hits of c under c->t (ids keep their order); their count. */
@@ -1415,22 +1431,94 @@ static size_t keep_above(struct heap *c)
 	return c->n = kept;
 }
 
-/* Offers a block's bounded scores of one user (exact mode): candidates
- * (score: a + b) into c, whose t is LB; a + b >= LB passes (ties kept). */
-static void select_bounded(struct heap *c, struct bnd *bd, uint32_t kk, const float *a, const float *w,
-			   const float *sb, float l1u, uint32_t n, uint32_t base, struct excl *ex, above_fn above,
-			   int wide)
+/* select_bounded's fast passes. offer_lows: lo[r0 .. n) that beat the
+ * heap's root go to it. enter: every ub[r] >= c->t enters c, 1 when c
+ * overflows (select_bounded). The AVX-512 forms walk the bits of one
+ * compare per 16 scores rather than calling above per hit (perf: above
+ * was 14% of a batch called that way); a root raised within 16 lanes
+ * leaves extra offers that lb_offer turns away. */
+static void offer_lows(struct bnd *bd, uint32_t kk, const float *lo, uint32_t r, uint32_t n, above_fn above)
 {
-	float ub[BLK];
-	if (bd->over)
-		return;
-	(wide ? upper_avx512 : upper_generic)(a, w, sb, l1u, n, ub);
+	for (; (r = above(lo, r, n, bd->lb[0])) < n; r++)
+		lb_offer(bd, kk, lo[r]);
+}
+
+static int enter(struct heap *c, const float *ub, uint32_t n, uint32_t base, above_fn above)
+{
 	float t = nextafterf(c->t, -INFINITY);
 	for (uint32_t r = 0; (r = above(ub, r, n, t)) < n; r++) {
+		c->h[c->n++] = (struct rk_hit){ base + r, ub[r] };
+		if (c->n == c->room && keep_above(c) > c->room / 2)
+			return 1;
+	}
+	return 0;
+}
+
+T512 static void offer_lows_avx512(struct bnd *bd, uint32_t kk, const float *lo, uint32_t r, uint32_t n,
+				   above_fn above)
+{
+	for (; r + 16 <= n; r += 16) {
+		__mmask16 m = _mm512_cmp_ps_mask(_mm512_loadu_ps(lo + r), _mm512_set1_ps(bd->lb[0]), _CMP_GT_OQ);
+		for (; m; m &= (__mmask16)(m - 1))
+			lb_offer(bd, kk, lo[r + (uint32_t)__builtin_ctz(m)]);
+	}
+	offer_lows(bd, kk, lo, r, n, above);
+}
+
+T512 static int enter_avx512(struct heap *c, const float *ub, uint32_t n, uint32_t base, above_fn above)
+{
+	const __m512 tv = _mm512_set1_ps(c->t);
+	uint32_t r = 0;
+	for (; r + 16 <= n; r += 16) {
+		__mmask16 m = _mm512_cmp_ps_mask(_mm512_loadu_ps(ub + r), tv, _CMP_GE_OQ);
+		for (; m; m &= (__mmask16)(m - 1)) {
+			uint32_t i = r + (uint32_t)__builtin_ctz(m);
+			c->h[c->n++] = (struct rk_hit){ base + i, ub[i] };
+			if (c->n == c->room && keep_above(c) > c->room / 2)
+				return 1;
+		}
+	}
+	return enter(c, ub + r, n - r, base + r, above);
+}
+
+/* Offers a block's bounded scores of one user (exact mode): candidates
+ * (score: a + b) into c, whose t is LB; a + b >= LB passes (ties kept).
+ *
+ * Without exclusions (the common case) in two vector-filtered passes: the
+ * block's lows a - b that beat the heap's root (all while it fills, then
+ * few: perf had the heap taking every candidate, 13% of a batch) raise
+ * LB first, then the uppers at or over that LB enter c. LB is the k-th
+ * largest low of a set of items either way, so the candidates are a
+ * superset of the true top k, as before; only fewer enter. A block
+ * holding an excluded id goes item by item: its low must not count. */
+static void select_bounded(struct heap *c, struct bnd *bd, uint32_t kk, const float *a, const float *p,
+			   const float *e, const float *dud, uint32_t n, uint32_t base, struct excl *ex,
+			   above_fn above, int wide)
+{
+	float ub[BLK], lo[BLK];
+	if (bd->over)
+		return;
+	(wide ? upper_avx512 : upper_generic)(a, p, e, dud[0], dud[1], n, ub, lo);
+	uint32_t r = 0;
+	while (ex->p < ex->end && *ex->p < base)
+		ex->p++;
+	if (ex->p >= ex->end || *ex->p >= base + n) {
+		for (; r < n && bd->n_lb < kk; r++)
+			lb_offer(bd, kk, lo[r]);
+		if (bd->n_lb == kk)
+			(wide ? offer_lows_avx512 : offer_lows)(bd, kk, lo, r, n, above);
+		if (bd->n_lb == kk)
+			c->t = bd->lb[0];
+		if ((wide ? enter_avx512 : enter)(c, ub, n, base, above))
+			bd->over = 1;
+		return;
+	}
+	float t = nextafterf(c->t, -INFINITY);
+	for (; (r = above(ub, r, n, t)) < n; r++) {
 		uint32_t id = base + r;
 		if (excluded(ex, id))
 			continue;
-		lb_offer(bd, kk, a[r] - bound_of(a[r], w[r], sb[r], l1u));
+		lb_offer(bd, kk, lo[r]);
 		if (bd->n_lb == kk && c->t != bd->lb[0]) {
 			c->t = bd->lb[0];
 			t = nextafterf(c->t, -INFINITY);
@@ -1469,30 +1557,53 @@ static void select_top(struct heap *c, struct bnd *bd, uint32_t m, const float *
 	}
 }
 
+/* The user's terms of the exact bound (see above): out[0] = ||d|| / s_u,
+ * out[1] = ||u|| / s_u for the padded row u (stride floats) and its int8
+ * values q, in double and rounded up. 0 for a zero user. */
+static int user_bound(const float *u, const int8_t *q, uint32_t stride, float *out)
+{
+	float m = 0;
+	for (uint32_t j = 0; j < stride; j++)
+		m = fabsf(u[j]) > m ? fabsf(u[j]) : m;
+	if (m == 0)
+		return 0;
+	double su = (double)m / 127, dd = 0, uu = 0;
+	for (uint32_t j = 0; j < stride; j++) {
+		double d = (double)u[j] - su * q[j];
+		dd += d * d;
+		uu += (double)u[j] * u[j];
+	}
+	double up = 1 + 0x1p-20;
+	out[0] = (float)(sqrt(dd) / su * up);
+	out[1] = (float)(sqrt(uu) / su * up);
+	return 1;
+}
+
 /* rk_topk_batch's work with c = approx (0: exact), arguments checked. */
 static int batch_i8(const struct rk_index_view *v, const struct rk_topk_batch_req *req, int c, size_t kk,
 		    struct rk_topk_ws *ws, struct rk_hit *out, size_t *n_out)
 {
 	const uint8_t *p8[BLK];
-	float sc[BLK], s[G8 * BLK], w[BLK], sb[BLK], l1u[BATCH_USERS];
+	float sc[BLK], s[G8 * BLK], pq[BLK], re[BLK], dud[2 * BATCH_USERS];
 	int32_t corr[BATCH_USERS + G8];
 	enum rk_isa isa = rk_isa_active();
 	above_fn above = kernels[isa].above;
 	uint32_t mask = (1u << v->chunk_shift) - 1u;
 	int exact = c == 0;
 	/* Candidates a user may hold: approx, k × c and as many again before a
-	 * cut; exact, the most of 4 × k, 512 and n / 256 (bench_serve's rows
-	 * at 1 M items left 1,089 a user at k = 20, after 2,974 entered). */
+	 * cut; exact, the most of 4 × k, 1024 and n / 256 (bench_serve's rows
+	 * at 1 M items left 1,089 a user at k = 20, after 2,974 entered, with
+	 * the earlier, wider bound; at 10 k items 512 overflowed for 2% of
+	 * users, each then scanned whole). */
 	size_t m = (size_t)c * kk, room = 2 * m;
 	if (exact)
-		room = kk * 4 > 512 ? kk * 4 : 512;
+		room = kk * 4 > 1024 ? kk * 4 : 1024;
 	if (exact && room < v->n / 256)
 		room = v->n / 256;
 	uint32_t mb = req->n_users < BATCH_USERS ? req->n_users : BATCH_USERS;
 	uint32_t mg = (mb + G8 - 1) / G8 * G8;
 	size_t per = exact ? room : 2 * room; /* hits per user: approx cuts need a copy */
 	size_t n_lb = exact ? kk : m;          /* each user's heap of a - b (exact) or a */
-	float fpk = (float)v->stride * 8e-6f, kq = BND_Q + fpk, kd = (BND_D + fpk) * (float)v->dim;
 	int rc;
 
 	if ((rc = grow((void **)&ws->user, &ws->user_cap, (size_t)mb * v->stride, sizeof(float))) ||
@@ -1518,12 +1629,9 @@ static int batch_i8(const struct rk_index_view *v, const struct rk_topk_batch_re
 			ws->excls[u].p = req->exclude ? req->exclude[gu] : NULL;
 			ws->excls[u].end = req->exclude && req->exclude[gu] ? req->exclude[gu] + req->n_exclude[gu] : NULL;
 			ws->bnds[u] = (struct bnd){ ws->scores + (size_t)u * n_lb, 0, 0 };
-			if (exact) {
-				uint32_t l1 = 0;
-				for (uint32_t j = 0; j < v->stride; j++)
-					l1 += (uint32_t)abs(q[j]);
-				l1u[u] = (float)l1;
-			}
+			/* A zero user (no scale to measure the bound in) is scanned. */
+			if (exact && !user_bound(f, q, v->stride, dud + 2 * u))
+				ws->bnds[u].over = 1;
 		}
 		/* The last group's missing users score zero rows: dropped. */
 		memset(ws->user8 + (size_t)mu * v->stride8, 0, (size_t)((mu + G8 - 1) / G8 * G8 - mu) * v->stride8);
@@ -1537,10 +1645,8 @@ static int batch_i8(const struct rk_index_view *v, const struct rk_topk_batch_re
 				p8[r] = v->chunk_i8[ch] + (size_t)(id & mask) * v->stride8;
 				sc[r] = v->chunk_scale[ch][id & mask];
 				if (exact) {
-					float l1 = (float)(isa >= RK_ISA_AVX2 ? l1_avx2(p8[r], v->stride8)
-									     : l1_generic(p8[r], v->stride8));
-					w[r] = sc[r] * (kq * l1 + kd);
-					sb[r] = sc[r] * kq;
+					pq[r] = v->chunk_i8b[ch][2 * (id & mask)];
+					re[r] = v->chunk_i8b[ch][2 * (id & mask) + 1];
 				}
 			}
 			for (uint32_t g = 0; g < mu; g += G8) {
@@ -1548,8 +1654,8 @@ static int batch_i8(const struct rk_index_view *v, const struct rk_topk_batch_re
 				for (uint32_t x = 0; x < G8 && g + x < mu; x++) {
 					uint32_t u = g + x;
 					if (exact)
-						select_bounded(&ws->heaps[u], &ws->bnds[u], (uint32_t)kk, s + x * nb, w, sb,
-							       l1u[u], nb, at, &ws->excls[u], above, isa >= RK_ISA_AVX512);
+						select_bounded(&ws->heaps[u], &ws->bnds[u], (uint32_t)kk, s + x * nb, pq, re,
+							       dud + 2 * u, nb, at, &ws->excls[u], above, isa >= RK_ISA_AVX512);
 					else
 						select_top(&ws->heaps[u], &ws->bnds[u], (uint32_t)m, s + x * nb, nb, at,
 							   &ws->excls[u], above);

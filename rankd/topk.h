@@ -111,7 +111,7 @@ int rk_scan_pool_helpers(const struct rk_scan_pool *pool);
  * largest request seen and are reused, so a serving thread allocates once
  * (a padded user row, the candidate list, k × approx hits; rk_topk_batch
  * adds, for up to 1024 users, their padded and int8 rows and candidate
- * sets: 6 MiB for 1024 users at D = 301, k = 20 and up to 131,072 items;
+ * sets: 10 MiB for 1024 users at D = 301, k = 20 and up to 262,144 items;
  * an exact set holds n / 256 hits beyond that, 32 MiB at 1 M items). */
 struct rk_topk_ws;
 
@@ -157,7 +157,8 @@ struct rk_topk_batch_req {
  * candidates with rk_topk's exact kernel, so every answer is rk_topk's
  * with the same approx, bit for bit. Exact (approx 0): the candidates are
  * the items whose score may reach the k-th best by a bound on the int8
- * error (topk.c); a user whose scores are too close to separate is
+ * error (topk.c: Cauchy-Schwarz over per-row norms the index keeps); a
+ * user whose scores are too close to separate, or a zero user, is
  * scanned. With approx: rk_topk's k × c candidates. Returns 0, VR_EINVAL
  * (as rk_topk) or VR_ENOMEM. */
 int rk_topk_batch(const struct rk_index_view *view, const struct rk_topk_batch_req *req,

@@ -10,7 +10,8 @@
  * 1 .. 16 (each with its recall@20 against exact over Q users, and the
  * smallest c whose int8 recall reaches 0.999: how the default margin was
  * chosen), batched users/s (rk_topk_batch exact and with the int8 first
- * pass, one and two threads, the pass's recall against exact), build time
+ * pass, one and two threads, the pass's recall against exact; the CPU time
+ * a user of the one-thread exact run), build time
  * and peak RSS; the last
  * line is the same as JSON for run.sh (approx_*: int8 at the default c). --dump writes, for the PyTorch peer (torch_peer.py),
  * DIR/items-N.f32 (the matrix, N × D float32 row-major), DIR/users-N.f32
@@ -59,6 +60,15 @@ static double now(void)
 {
 	struct timespec t;
 	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* This thread's CPU time: on shared cores the wall clock counts other
+ * processes' turns, CPU time mostly does not. */
+static double cpu_now(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
 	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
@@ -247,14 +257,15 @@ static void *batch_main(void *arg)
 
 /* Seconds for rk_topk_batch over all users split between threads (1 or 2),
  * exact (c = 0) or with the int8 first pass at c (median of 3 after a
- * warm-up); the hits go to out (K per user). */
+ * warm-up); the hits go to out (K per user). cpu, when not NULL, gets the
+ * median CPU seconds of the calling thread (its share with 2 threads). */
 static double batch_split(const struct rk_index_view *v, const float *users, uint32_t n_users, int c,
-			  int threads, struct rk_topk_ws **ws, struct rk_hit *out, size_t *n_out)
+			  int threads, struct rk_topk_ws **ws, struct rk_hit *out, size_t *n_out, double *cpu)
 {
-	double ts[3];
+	double ts[3], cs3[3];
 	for (int rep = -1; rep < 3; rep++) {
 		struct batch_part part[2];
-		double t0 = now();
+		double t0 = now(), c0 = cpu_now();
 		for (int i = 0; i < threads; i++) {
 			uint32_t lo = n_users / threads * i, hi = i + 1 == threads ? n_users : n_users / threads * (i + 1);
 			part[i] = (struct batch_part){ .v = v, .ws = ws[i], .out = out + (size_t)lo * K,
@@ -264,14 +275,19 @@ static double batch_split(const struct rk_index_view *v, const float *users, uin
 				pthread_create(&part[i].t, NULL, batch_main, &part[i]);
 		}
 		batch_main(&part[0]);
+		double c1 = cpu_now();
 		for (int i = 1; i < threads; i++)
 			pthread_join(part[i].t, NULL);
 		for (int i = 0; i < threads; i++)
 			if (part[i].rc)
 				return -1;
-		if (rep >= 0)
+		if (rep >= 0) {
 			ts[rep] = now() - t0;
+			cs3[rep] = c1 - c0;
+		}
 	}
+	if (cpu)
+		*cpu = pct(cs3, 3, 0.5);
 	return pct(ts, 3, 0.5);
 }
 
@@ -423,10 +439,11 @@ int main(int argc, char **argv)
 	rk_index_acquire(ix, &v);
 	if (rk_topk_ws_create(&bws[1]))
 		return 1;
-	double bt1 = batch_split(&v, users, batch, 0, 1, bws, bout, bn);
-	double bt = batch_split(&v, users, batch, 0, 2, bws, bout, bn);
-	double at1 = batch_split(&v, users, batch, RK_TOPK_APPROX_DEFAULT, 1, bws, aout, an);
-	double at2 = batch_split(&v, users, batch, RK_TOPK_APPROX_DEFAULT, 2, bws, aout, an);
+	double bc1;
+	double bt1 = batch_split(&v, users, batch, 0, 1, bws, bout, bn, &bc1);
+	double bt = batch_split(&v, users, batch, 0, 2, bws, bout, bn, NULL);
+	double at1 = batch_split(&v, users, batch, RK_TOPK_APPROX_DEFAULT, 1, bws, aout, an, NULL);
+	double at2 = batch_split(&v, users, batch, RK_TOPK_APPROX_DEFAULT, 2, bws, aout, an, NULL);
 	if (bt1 < 0 || bt < 0 || at1 < 0 || at2 < 0)
 		return 1;
 	size_t bfound = 0;
@@ -470,8 +487,8 @@ int main(int argc, char **argv)
 	for (int m = 0; m < N_PASS; m++)
 		printf("%s margin: the smallest c with recall@20 >= %.3f here is %d (default %d)\n", pass_name[m],
 		       RECALL_GOAL, chosen[m], m == 2 ? RK_TOPK_APPROX_INT4 : RK_TOPK_APPROX_DEFAULT);
-	printf("batched exact (int8 bound + exact re-rank), %u users: 1 thread %.0f users/s, 2 threads %.0f "
-	       "users/s (medians of 3)\n", batch, batch / bt1, batch / bt);
+	printf("batched exact (int8 bound + exact re-rank), %u users: 1 thread %.0f users/s (%.1f us of CPU a "
+	       "user), 2 threads %.0f users/s (medians of 3)\n", batch, batch / bt1, bc1 / batch * 1e6, batch / bt);
 	printf("batched int8 pass + exact re-rank of k x %d, %u users: 1 thread %.0f users/s, 2 threads %.0f "
 	       "users/s; recall@20 %.4f against exact\n", RK_TOPK_APPROX_DEFAULT, batch, batch / at1,
 	       batch / at2, brecall);
@@ -489,9 +506,10 @@ int main(int argc, char **argv)
 	printf("\"split_exact_p50_ms\":%.4f,\"split_int8_p50_ms\":%.4f,\"split_fp16_p50_ms\":%.4f,"
 	       "\"split_int4_p50_ms\":%.4f,\"split_recall20\":%.4f,\"split_int4_recall20\":%.4f,", sp[0].p50,
 	       sp[1].p50, sp[2].p50, sp[3].p50, sp[0].recall, sp[3].recall);
-	printf("\"batch_users\":%u,\"batch_users_per_s\":%.1f,\"batch_1t_users_per_s\":%.1f,"
+	printf("\"batch_users\":%u,\"batch_users_per_s\":%.1f,\"batch_1t_users_per_s\":%.1f,\"batch_1t_cpu_us\":%.2f,"
 	       "\"batch_int8_users_per_s\":%.1f,\"batch_int8_1t_users_per_s\":%.1f,\"batch_int8_recall20\":%.4f,"
-	       "\"build_s\":%.3f,\"rss_mb\":%.1f}\n", batch, batch / bt, batch / bt1, batch / at2, batch / at1,
+	       "\"build_s\":%.3f,\"rss_mb\":%.1f}\n", batch, batch / bt, batch / bt1, bc1 / batch * 1e6, batch / at2,
+	       batch / at1,
 	       brecall, build, (double)ru.ru_maxrss / 1024);
 	if (sink == 12345.678f)
 		printf("\n");

@@ -123,3 +123,21 @@ got = {s["item_id"]: float(s.get("score", 0)) for s in r.get("items", [])}
 sys.exit(0 if want and all(i in got and got[i] != 0 for i in want) else 1)
 PY
 }
+
+# Info readers over the CLI ($visrec, with VISREC_RANKD set by the test).
+finfo() { "$visrec" --featured "$1" --json info 2>/dev/null || true; }
+ffield() { # ffield ADDR FIELD: a field of featured ADDR's Info
+	finfo "$1" | python3 -c 'import json, sys; print(json.load(sys.stdin)["featured"].get(sys.argv[1], 0))' "$2"
+}
+rinfo() { "$visrec" --json info 2>/dev/null | python3 -c 'import json, sys; print(json.dumps(json.load(sys.stdin)["rankd"]))'; }
+rshard() { # rshard ADDR FIELD: a field of rankd's featured_shards entry of ADDR
+	rinfo | python3 -c '
+import json, sys
+s = [s for s in json.load(sys.stdin).get("featured_shards", []) if s["address"] == sys.argv[1]]
+print(s[0].get(sys.argv[2], 0) if s else "missing")' "$1" "$2"
+}
+heads_match() { # heads_match ADDR...: rankd's position in each feed is the shard's last seq
+	local a
+	for a in "$@"; do [ "$(rshard "$a" seq)" = "$(ffield "$a" last_seq)" ] || return 1; done
+}
+items() { rinfo | python3 -c 'import json, sys; print(json.load(sys.stdin)["items"])'; }

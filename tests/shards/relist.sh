@@ -30,24 +30,8 @@ shard() { # shard NAME ADDR LIST [flags...]: (re)starts a featured shard
 	pid[$name]=$started
 }
 stop() { stop_pid "$1" "${pid[$1]}"; }
-finfo() { "$visrec" --featured "$1" --json info 2>/dev/null || true; }
-ffield() { # ffield ADDR FIELD: a field of featured ADDR's Info
-	finfo "$1" | python3 -c 'import json, sys; print(json.load(sys.stdin)["featured"].get(sys.argv[1], 0))' "$2"
-}
-rinfo() { "$visrec" --json info 2>/dev/null | python3 -c 'import json, sys; print(json.dumps(json.load(sys.stdin)["rankd"]))'; }
-rshard() { # rshard ADDR FIELD: a field of rankd's featured_shards entry of ADDR
-	rinfo | python3 -c '
-import json, sys
-s = [s for s in json.load(sys.stdin).get("featured_shards", []) if s["address"] == sys.argv[1]]
-print(s[0].get(sys.argv[2], 0) if s else "missing")' "$1" "$2"
-}
-heads_match() { # heads_match ADDR...: rankd's position in each feed is the shard's last seq
-	local a
-	for a in "$@"; do [ "$(rshard "$a" seq)" = "$(ffield "$a" last_seq)" ] || return 1; done
-}
 nshards() { rinfo | python3 -c 'import json, sys; print(len(json.load(sys.stdin).get("featured_shards", [])))'; }
 has_shards() { [ "$(nshards)" = "$1" ]; }
-items() { rinfo | python3 -c 'import json, sys; print(json.load(sys.stdin)["items"])'; }
 # set_list LIST: the file rewritten as the kubelet does it, by a rename.
 set_list() { printf '# the featured shards\n%s\n' "$1" | tr , '\n' >"$work/list.new" && mv "$work/list.new" "$work/list"; }
 

@@ -1229,6 +1229,8 @@ int rk_service_add(rk_service *svc, const rk_interaction_in *rows, size_t n, uin
 		if (prc)
 			VR_WARN("new items could not join the served catalogue: %s", vr_strerror(prc));
 	}
+	if (rec && rec->type == RK_LOG_ITEMS && svc->follow && svc->shards)
+		rk_service_learned_items(svc, rec);
 	return 0;
 }
 

@@ -464,6 +464,64 @@ static int change_vector(rk_service *svc, const rk_served *s, const Visrec__V1__
 	return !rc && o.got;
 }
 
+/* One item a replica learned from its writer's log: its row of the
+ * served model from featured's vector, as follow_apply gives it (no feed
+ * position moves: the change, if it came, was noted already). */
+static int learned_item(rk_service *svc, const char *id)
+{
+	rk_served *s = NULL;
+	float *row = NULL;
+	uint32_t i;
+	int rc = 0;
+	pthread_mutex_lock(&svc->swap_mu);
+	if (!(s = rk_serving_get(&svc->serving)))
+		goto leave;
+	pthread_rwlock_rdlock(&svc->ix_lock);
+	rc = rk_items_find(svc->ix, id, strlen(id), &i);
+	pthread_rwlock_unlock(&svc->ix_lock);
+	if (rc)
+		goto leave;
+	uint32_t dim = rk_model_dim(s->model), f = rk_model_feature_dims(s->model);
+	if (!f) /* no visual terms: the zero row rk_service_add gave it */
+		goto leave;
+	if (!(row = malloc(((size_t)dim + f) * sizeof(float)))) {
+		rc = VR_ENOMEM;
+		goto leave;
+	}
+	Visrec__V1__ItemChange c = VISREC__V1__ITEM_CHANGE__INIT;
+	c.kind = VISREC__V1__ITEM_CHANGE__KIND__ADDED;
+	c.item_id = (char *)id;
+	if (!change_vector(svc, s, &c, f, row + dim))
+		goto leave; /* not found, or the call failed (logged): the next snapshot brings it */
+	if ((rc = rk_served_item_row(s, i, row + dim, row)) || (rc = rk_served_set_row(s, i, row)))
+		goto leave;
+	if (svc->tcache)
+		rk_tcache_note_range(svc->tcache, s->info.version, i, i + 1);
+	rc = rk_snap_put_row(&svc->snap, s->info.version, i, row, dim, NULL);
+	VR_DEBUG("item %s (index %u), learned from the writer's log, is rankable with its vector", id,
+		 i);
+leave:
+	pthread_mutex_unlock(&svc->swap_mu);
+	rk_served_unref(s);
+	free(row);
+	return rc;
+}
+
+void rk_service_learned_items(rk_service *svc, const rk_log_record *rec)
+{
+	char id[VR_ID_MAX + 1];
+	for (uint32_t x = 0; x < rec->n; x++) {
+		size_t len = rec->rows[x].item_len < VR_ID_MAX ? rec->rows[x].item_len : VR_ID_MAX;
+		memcpy(id, rec->rows[x].item, len);
+		id[len] = 0;
+		int rc = learned_item(svc, id);
+		if (rc)
+			VR_WARN("item %s, learned from the writer's log: its row could not be set (%s); "
+				"it ranks as a cold item without a vector until the writer's next model",
+				id, vr_strerror(rc));
+	}
+}
+
 /* A REMOVED change of shard fe: the item left it. Its row stays: the
  * item is ranked as before, and a reshard (today the only delete) stored
  * it on its new owner first, whose feed brings its ADDED when rankd

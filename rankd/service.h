@@ -275,6 +275,16 @@ int rk_check_audience(const rk_service *svc, const Visrec__V1__AudienceRequest *
 int rk_service_add(rk_service *svc, const rk_interaction_in *rows, size_t n, uint64_t seq,
 		   const rk_log_record *rec, rk_add_stats *st, uint64_t totals[3]);
 
+/* A read replica applied the writer's ITEMS record rec (featured's new
+ * items, which the writer interned from its own feed): gives each item
+ * its row of the served model from featured's vector now. The replica's
+ * own feed may have brought the item's change before the record, while
+ * the id was unknown here (a replica learns ids from the log only, to
+ * keep the writer's indices), and then left it to the next snapshot: the
+ * writer scored the new item by its image and the replica by the prior
+ * alone. Errors are logged; the next snapshot brings the row anyway. */
+void rk_service_learned_items(rk_service *svc, const rk_log_record *rec);
+
 /* Read replicas (replica.c). rk_feed_notify wakes the InteractionFeed
  * streams (after a log append or a model swap). rk_replica_start starts
  * following svc->writer (when svc->writer_addr is set); rk_replica_stop

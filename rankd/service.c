@@ -464,6 +464,26 @@ static int change_vector(rk_service *svc, const rk_served *s, const Visrec__V1__
 	return !rc && o.got;
 }
 
+/* Item i's row of the served model s from its vector vec (row: dim + f
+ * floats, vec its tail), served at once and stored with the feed
+ * position pos (NULL: none moves). Caller holds swap_mu. Returns 0 or
+ * the model's or the store's error. */
+static int put_item_row(rk_service *svc, rk_served *s, uint32_t i, const float *vec, float *row,
+			const rk_snap_pos *pos)
+{
+	struct rk_index_view view;
+	rk_index_acquire(s->index, &view);
+	uint32_t have = view.n;
+	rk_index_release(&view);
+	int rc;
+	if ((rc = rk_served_item_row(s, i, vec, row)) || (rc = rk_served_set_row(s, i, row)))
+		return rc;
+	/* Rows have .. i - 1 came in as zeros before it (rk_served_set_row). */
+	if (svc->tcache)
+		rk_tcache_note_range(svc->tcache, s->info.version, i < have ? i : have, i + 1);
+	return rk_snap_put_row(&svc->snap, s->info.version, i, row, rk_model_dim(s->model), pos);
+}
+
 /* One item a replica learned from its writer's log: its row of the
  * served model from featured's vector, as follow_apply gives it (no feed
  * position moves: the change, if it came, was noted already). */
@@ -493,11 +513,8 @@ static int learned_item(rk_service *svc, const char *id)
 	c.item_id = (char *)id;
 	if (!change_vector(svc, s, &c, f, row + dim))
 		goto leave; /* not found, or the call failed (logged): the next snapshot brings it */
-	if ((rc = rk_served_item_row(s, i, row + dim, row)) || (rc = rk_served_set_row(s, i, row)))
+	if ((rc = put_item_row(svc, s, i, row + dim, row, NULL)))
 		goto leave;
-	if (svc->tcache)
-		rk_tcache_note_range(svc->tcache, s->info.version, i, i + 1);
-	rc = rk_snap_put_row(&svc->snap, s->info.version, i, row, dim, NULL);
 	VR_DEBUG("item %s (index %u), learned from the writer's log, is rankable with its vector", id,
 		 i);
 leave:
@@ -655,14 +672,10 @@ static int follow_apply(void *ctx, const Visrec__V1__ItemChange *c)
 		rc = note_seq(fe, c->seq);
 		goto leave;
 	}
-	if ((rc = rk_served_item_row(s, i, vec, row)) || (rc = rk_served_set_row(s, i, row)))
-		goto leave;
-	/* Rows have .. i - 1 came in as zeros before it (rk_served_set_row). */
-	if (svc->tcache)
-		rk_tcache_note_range(svc->tcache, s->info.version, i < have ? i : have, i + 1);
 	rk_snap_pos pos = { fe->key, c->seq };
-	if (!(rc = rk_snap_put_row(&svc->snap, s->info.version, i, row, dim, &pos)))
-		fe->seq_saved = c->seq;
+	if ((rc = put_item_row(svc, s, i, vec, row, &pos)))
+		goto leave;
+	fe->seq_saved = c->seq;
 	VR_DEBUG("featured change %" PRIu64 ": item %s (index %u) is rankable%s", c->seq, c->item_id,
 		 i, rk_served_cold(s, i) ? " (cold)" : "");
 leave:

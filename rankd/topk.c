@@ -140,30 +140,6 @@ T512 static void dot32x4_avx512(const float *u, uint32_t len, const float *rows,
 	}
 }
 
-/* dot32_avx512 over rows picked from all over the matrix (a re-rank's
- * candidates, an id list): the same sums, with the lines of the row
- * PF_ROWS ahead prefetched, since no stream runs there for the hardware
- * prefetcher to follow and one row's FMAs are too few to hide a miss. */
-#define PF_ROWS 4
-T512 static void dot32l_avx512(const float *u, uint32_t len, const float *const *rows, uint32_t n, float *out)
-{
-	for (uint32_t r = 0; r < n; r++) {
-		if (r + PF_ROWS < n)
-			for (uint32_t j = 0; j < len; j += 16)
-				_mm_prefetch((const char *)(rows[r + PF_ROWS] + j), _MM_HINT_T0);
-		const float *p = rows[r];
-		__m512 a = _mm512_setzero_ps(), b = a;
-		uint32_t j = 0;
-		for (; j + 32 <= len; j += 32) {
-			a = _mm512_fmadd_ps(_mm512_loadu_ps(p + j), _mm512_loadu_ps(u + j), a);
-			b = _mm512_fmadd_ps(_mm512_loadu_ps(p + j + 16), _mm512_loadu_ps(u + j + 16), b);
-		}
-		if (j < len)
-			a = _mm512_fmadd_ps(_mm512_loadu_ps(p + j), _mm512_loadu_ps(u + j), a);
-		out[r] = _mm512_reduce_add_ps(_mm512_add_ps(a, b));
-	}
-}
-
 T256 static inline __m256 ld16_256(const uint16_t *h)
 {
 	return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
@@ -501,7 +477,6 @@ static void dot16_generic(const float *u, uint32_t len, const uint16_t *const *r
 /* AVX-512 without VNNI (Skylake-X) scans int8 with the AVX2 kernel. */
 static const struct {
 	dot32_fn dot32;
-	dot32_fn dot32l;   /* the same sums over scattered rows (id lists) */
 	dot16_fn dot16;
 	dot8_fn dot8;
 	dot4_fn dot4;
@@ -509,13 +484,13 @@ static const struct {
 	dot8x_fn dot8x;
 	dot32x4_fn dot32x4;
 } kernels[] = {
-	[RK_ISA_GENERIC] = { dot32_generic, dot32_generic, dot16_generic, dot8_generic, dot4_generic, above_generic,
+	[RK_ISA_GENERIC] = { dot32_generic, dot16_generic, dot8_generic, dot4_generic, above_generic,
 			     dot8x_generic, dot32x4_generic },
-	[RK_ISA_AVX2] = { dot32_avx2, dot32_avx2, dot16_avx2, dot8_avx2, dot4_avx2, above_avx2, dot8x_avx2,
+	[RK_ISA_AVX2] = { dot32_avx2, dot16_avx2, dot8_avx2, dot4_avx2, above_avx2, dot8x_avx2,
 			  dot32x4_avx2 },
-	[RK_ISA_AVX512] = { dot32_avx512, dot32l_avx512, dot16_avx512, dot8_avx2, dot4_avx2, above_avx512,
+	[RK_ISA_AVX512] = { dot32_avx512, dot16_avx512, dot8_avx2, dot4_avx2, above_avx512,
 			    dot8x_avx2, dot32x4_avx512 },
-	[RK_ISA_AVX512_VNNI] = { dot32_avx512, dot32l_avx512, dot16_avx512, dot8_vnni, dot4_vnni, above_avx512,
+	[RK_ISA_AVX512_VNNI] = { dot32_avx512, dot16_avx512, dot8_vnni, dot4_vnni, above_avx512,
 				 dot8x_vnni, dot32x4_avx512 },
 };
 
@@ -1005,7 +980,7 @@ static void scan(const struct rk_index_view *v, const struct quser *u, enum pass
 		} else if (pass == PASS_F16) {
 			kernels[isa].dot16(u->f, v->stride, p16, nb, s);
 		} else {
-			(ids ? kernels[isa].dot32l : kernels[isa].dot32)(u->f, v->stride, p32, nb, s);
+			kernels[isa].dot32(u->f, v->stride, p32, nb, s);
 		}
 		select_scores(hp, s, nb, (uint32_t)at, ids ? ids + at : NULL, ex, kernels[isa].above);
 		if (mk && mk->list && !ids)

@@ -188,11 +188,17 @@ void vr_metrics_table_add_new(struct vr_metrics_table *t, const struct vr_user_m
 	mean_add(&t->new_items, m, t->n_ks);
 }
 
+void vr_metrics_table_add_warm(struct vr_metrics_table *t, const struct vr_user_metrics *m)
+{
+	mean_add(&t->warm_items, m, t->n_ks);
+}
+
 void vr_metrics_table_finish(struct vr_metrics_table *t)
 {
 	mean_finish(&t->all, t->n_ks);
 	mean_finish(&t->cold, t->n_ks);
 	mean_finish(&t->new_items, t->n_ks);
+	mean_finish(&t->warm_items, t->n_ks);
 }
 
 int vr_evaluate(const struct vr_metrics_cfg *cfg, const struct vr_eval_user *users, size_t n_users,
@@ -201,10 +207,10 @@ int vr_evaluate(const struct vr_metrics_cfg *cfg, const struct vr_eval_user *use
 {
 	int rc = 0;
 	uint8_t *cold = NULL;
-	float *scores = NULL, *cscores = NULL;
-	uint32_t *ids = NULL, *excl = NULL, *cidx = NULL, *cpos = NULL;
+	float *scores = NULL, *cscores = NULL, *wscores = NULL;
+	uint32_t *ids = NULL, *excl = NULL, *cidx = NULL, *cpos = NULL, *widx = NULL;
 	size_t max_train = 1;
-	uint32_t n_cold = 0;
+	uint32_t n_cold = 0, n_warm = 0;
 	struct vr_metrics_cfg ccfg = *cfg; /* among the cold items: no exclusion */
 	ccfg.protocol = VR_EVAL_STANDARD;
 	uint32_t blk = cfg->block_users ? cfg->block_users : DEFAULT_BLOCK_USERS;
@@ -244,19 +250,26 @@ int vr_evaluate(const struct vr_metrics_cfg *cfg, const struct vr_eval_user *use
 	scores = malloc((size_t)blk * n_items * sizeof(float));
 	ids = malloc(blk * sizeof(uint32_t));
 	excl = malloc(max_train * sizeof(uint32_t));
-	/* The cold items in index order (cidx) and each one's place (cpos). */
+	/* The cold items in index order (cidx), the warm ones (widx), and each
+	 * item's place among its own kind (cpos). */
 	cidx = malloc((size_t)n_items * sizeof(uint32_t));
+	widx = malloc((size_t)n_items * sizeof(uint32_t));
 	cpos = malloc((size_t)n_items * sizeof(uint32_t));
-	if (!scores || !ids || !excl || !cidx || !cpos) {
+	if (!scores || !ids || !excl || !cidx || !widx || !cpos) {
 		rc = VR_ENOMEM;
 		goto leave;
 	}
-	for (uint32_t i = 0; i < n_items; i++)
+	for (uint32_t i = 0; i < n_items; i++) {
 		if (item_cold[i]) {
 			cpos[i] = n_cold;
 			cidx[n_cold++] = i;
+		} else {
+			cpos[i] = n_warm;
+			widx[n_warm++] = i;
 		}
-	if (n_cold && !(cscores = malloc((size_t)n_cold * sizeof(float)))) {
+	}
+	if ((n_cold && !(cscores = malloc((size_t)n_cold * sizeof(float)))) ||
+	    (n_warm && !(wscores = malloc((size_t)n_warm * sizeof(float))))) {
 		rc = VR_ENOMEM;
 		goto leave;
 	}
@@ -275,14 +288,27 @@ int vr_evaluate(const struct vr_metrics_cfg *cfg, const struct vr_eval_user *use
 			if (rc)
 				goto leave;
 			vr_metrics_table_add(out, &m, item_cold[eu->test_item] != 0);
-			if (!item_cold[eu->test_item])
-				continue;
 			const float *row = scores + (size_t)u * n_items;
-			for (uint32_t c = 0; c < n_cold; c++)
-				cscores[c] = row[cidx[c]];
-			if ((rc = vr_metrics_user(&ccfg, cscores, n_cold, NULL, 0, cpos[eu->test_item], &m)))
+			if (item_cold[eu->test_item]) {
+				for (uint32_t c = 0; c < n_cold; c++)
+					cscores[c] = row[cidx[c]];
+				if ((rc = vr_metrics_user(&ccfg, cscores, n_cold, NULL, 0, cpos[eu->test_item], &m)))
+					goto leave;
+				vr_metrics_table_add_new(out, &m);
+				continue;
+			}
+			/* Among the warm items: the same exclusions at their places
+			 * there (ascending still; a cold one, which no training list
+			 * holds unless item_cold says otherwise, drops out). */
+			for (uint32_t w = 0; w < n_warm; w++)
+				wscores[w] = row[widx[w]];
+			size_t n_wexcl = 0;
+			for (size_t x = 0; x < n_excl; x++)
+				if (!item_cold[excl[x]])
+					excl[n_wexcl++] = cpos[excl[x]];
+			if ((rc = vr_metrics_user(cfg, wscores, n_warm, excl, n_wexcl, cpos[eu->test_item], &m)))
 				goto leave;
-			vr_metrics_table_add_new(out, &m);
+			vr_metrics_table_add_warm(out, &m);
 		}
 	}
 	vr_metrics_table_finish(out);
@@ -290,9 +316,11 @@ leave:
 	free(cold);
 	free(scores);
 	free(cscores);
+	free(wscores);
 	free(ids);
 	free(excl);
 	free(cidx);
+	free(widx);
 	free(cpos);
 	return rc;
 }

@@ -3,8 +3,9 @@
  * interaction in time) and from it AUC, RR, Recall@k, Precision@k and
  * nDCG@k; means over all users and over the users whose test item is cold
  * (no training interactions), and for those same users once more with
- * their item ranked among the cold items only ("new"). Model-agnostic: it
- * sees scores only.
+ * their item ranked among the cold items only ("new"); and the users whose
+ * test item is warm with their item ranked among the warm items only
+ * ("warm"). Model-agnostic: it sees scores only.
  *
  * Why "new": on the whole catalogue a cold test item competes with warm
  * items whose scores carry their learned popularity, so the cold subset
@@ -14,6 +15,16 @@
  * any of them from interactions: the ranking is what it saw in their
  * images (a model without features ties them all: AUC 0.5). That is the
  * "new arrivals" shelf, and the measure of the visual terms.
+ *
+ * Why "warm": the other side of the same coin. On the whole catalogue a
+ * warm user's test item also competes with every cold item, and where a
+ * model puts the cold items as a group (its cold-item prior) moves that
+ * user's AUC as much as how well it knows the user. On generated data whose
+ * cold items are only ever taken by cold users, the generator's own scores
+ * lose "all" to BPR's prior level (tools/datagen_ceilings.py). Among the
+ * warm items alone that level plays no part: the ranking is what the model
+ * learned of the user and the items it has seen taken (the "known items"
+ * shelf).
  *
  * Protocols
  * - VR_EVAL_STANDARD: all of a user's training items are excluded from the
@@ -79,12 +90,15 @@ struct vr_metrics_mean {
 /* The table Evaluate reports: every user, users with a cold test item,
  * and those users ranked among the cold items (new_items: the metrics of
  * their test item among the n_cold cold items, no exclusion, the standard
- * rule whatever the protocol, as no training list holds a cold item). */
+ * rule whatever the protocol, as no training list holds a cold item); the
+ * users with a warm test item ranked among the warm items (warm_items: the
+ * protocol's exclusions, with the catalogue being the warm items, so the
+ * tutorial's N is their count). */
 struct vr_metrics_table {
 	enum vr_eval_protocol protocol;
 	int n_ks;
 	int ks[VR_METRICS_MAX_KS];
-	struct vr_metrics_mean all, cold, new_items;
+	struct vr_metrics_mean all, cold, new_items, warm_items;
 };
 
 /* Standard protocol, ks = {20, 100}, default block. */
@@ -129,6 +143,8 @@ void vr_metrics_table_init(struct vr_metrics_table *t, const struct vr_metrics_c
 void vr_metrics_table_add(struct vr_metrics_table *t, const struct vr_user_metrics *m, int cold);
 /* Adds a cold user's metrics among the cold items to new_items. */
 void vr_metrics_table_add_new(struct vr_metrics_table *t, const struct vr_user_metrics *m);
+/* Adds a warm user's metrics among the warm items to warm_items. */
+void vr_metrics_table_add_warm(struct vr_metrics_table *t, const struct vr_user_metrics *m);
 void vr_metrics_table_finish(struct vr_metrics_table *t);
 
 /* One evaluated user: id passed to the scorer, held-out item, training
@@ -148,7 +164,8 @@ typedef int (*vr_score_block_fn)(void *ctx, const uint32_t *users, uint32_t n_us
 /* Runs the protocol over users[0..n_users) with n_items items: scores
  * blocks of cfg->block_users users at once through score(), measures each
  * user and fills out (finished); a user whose test item is cold is also
- * measured among the cold items (new_items). item_cold[i] != 0 marks cold items; NULL
+ * measured among the cold items (new_items), any other user among the warm
+ * items (warm_items). item_cold[i] != 0 marks cold items; NULL
  * derives them: an item no user's training list holds. Allocates its
  * buffers once per call. Returns 0, VR_EINVAL (as vr_metrics_user),
  * VR_ENOMEM or the scorer's error. */

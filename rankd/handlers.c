@@ -1131,31 +1131,36 @@ int rk_handle_evaluate(vr_call *call, void *ctx)
 		code = vr_call_error(call, vr_status_from_rc(rc), "evaluation failed: %s", vr_strerror(rc));
 		goto leave;
 	}
-	/* res[0..2]: the model's all, cold, new; res[3..5]: popularity's. */
-	Visrec__V1__EvalResult res[6], *resp_res[3] = { &res[0], &res[1], &res[2] },
-				       *pop_res[3] = { &res[3], &res[4], &res[5] };
-	Visrec__V1__MetricsAtK atk[6][VR_METRICS_MAX_KS], *atp[6][VR_METRICS_MAX_KS];
+	/* res[0..3]: the model's all, cold, new, warm; res[4..7]: popularity's. */
+	enum { NSUB = 4 };
+	Visrec__V1__EvalResult res[2 * NSUB], *resp_res[NSUB], *pop_res[NSUB];
+	Visrec__V1__MetricsAtK atk[2 * NSUB][VR_METRICS_MAX_KS], *atp[2 * NSUB][VR_METRICS_MAX_KS];
 	for (int b = 0; b < 2; b++) {
-		table_result(&t[b], &t[b].all, "all", &res[3 * b], atk[3 * b], atp[3 * b]);
-		table_result(&t[b], &t[b].cold, "cold", &res[3 * b + 1], atk[3 * b + 1], atp[3 * b + 1]);
-		table_result(&t[b], &t[b].new_items, "new", &res[3 * b + 2], atk[3 * b + 2],
-			     atp[3 * b + 2]);
+		const struct vr_metrics_mean *sub[NSUB] = { &t[b].all, &t[b].cold, &t[b].new_items,
+							    &t[b].warm_items };
+		static const char *const name[NSUB] = { "all", "cold", "new", "warm" };
+		for (int x = 0; x < NSUB; x++) {
+			int r = NSUB * b + x;
+			table_result(&t[b], sub[x], name[x], &res[r], atk[r], atp[r]);
+			(b ? pop_res : resp_res)[x] = &res[r];
+		}
 	}
 	Visrec__V1__EvaluateResponse resp = VISREC__V1__EVALUATE_RESPONSE__INIT;
 	resp.model = (Visrec__V1__ModelKind)s->model->d.kind;
 	resp.model_version = s->info.version;
 	resp.protocol = (char *)vr_metrics_protocol_name(cfg.protocol);
-	resp.n_results = 3;
+	resp.n_results = NSUB;
 	resp.results = resp_res;
 	resp.split = (char *)(given ? "given" : "leave_last_out");
-	resp.n_popularity = 3;
+	resp.n_popularity = NSUB;
 	resp.popularity = pop_res;
 	rc = vr_call_send(call, &resp.base);
 	code = rc ? rc : GRPC_STATUS_OK;
 	VR_INFO("Evaluate %s (%s split) over %u users of model v%" PRIu64 ": AUC %.4f, cold AUC %.4f "
-		"(%u users), among new items %.4f; popularity AUC %.4f, cold %.4f", resp.protocol,
-		resp.split, t[0].all.n_users, s->info.version, t[0].all.auc, t[0].cold.auc,
-		t[0].cold.n_users, t[0].new_items.auc, t[1].all.auc, t[1].cold.auc);
+		"(%u users), among new items %.4f, warm among warm items %.4f; popularity AUC %.4f, "
+		"cold %.4f, warm %.4f", resp.protocol, resp.split, t[0].all.n_users, s->info.version,
+		t[0].all.auc, t[0].cold.auc, t[0].cold.n_users, t[0].new_items.auc, t[0].warm_items.auc,
+		t[1].all.auc, t[1].cold.auc, t[1].warm_items.auc);
 leave:
 	rk_index_release(&view);
 	rk_served_unref(s);

@@ -8,8 +8,9 @@ truth_users.csv; run.sh's OUT/data has them). The split and the rule are
 Evaluate's: each user's latest interaction is the test item, ranked against
 every item the user has no training interaction with (the standard
 protocol), ties counting half. Subsets: all users, warm (test item with
-training interactions), cold (without), and "new" (the cold users' item
-among the cold items only). Each scorer knows something a model cannot:
+training interactions, ranked among the warm items only), cold (without),
+and "new" (the cold users' item among the cold items only), as Evaluate's.
+Each scorer knows something a model cannot:
 
   truth               the generator's own log-odds: log popularity + visual
                       affinity + latent affinity (meta.json's model)
@@ -120,8 +121,10 @@ def main():
             mask[t] = False
             a = auc(s, t, mask)
             res["all"].append(a)
-            res["cold" if cold[t] else "warm"].append(a)
-            if cold[t]:
+            if not cold[t]:
+                res["warm"].append(auc(s, t, mask & ~cold))
+            else:
+                res["cold"].append(a)
                 m = np.zeros(n_items, bool)
                 m[cold_idx] = True
                 m[t] = False

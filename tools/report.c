@@ -28,8 +28,8 @@ static const char *const model_keys[] = { "bpr", "vbpr", "dvbpr" };
 static const char *const model_names[] = { "BPR", "VBPR", "DVBPR" };
 static const char *const model_colors[] = { "#4e79a7", "#f28e2b", "#59a14f" };
 static const char *const protocols[] = { "standard", "tutorial" };
-#define NSUBSETS 3
-static const char *const subsets[NSUBSETS] = { "all", "cold", "new" };
+#define NSUBSETS 4
+static const char *const subsets[NSUBSETS] = { "all", "cold", "new", "warm" };
 #define NMODELS 3
 
 struct run {
@@ -353,8 +353,9 @@ static void put_order(FILE *f, const struct run *r)
 			else if (x && have)
 				holds &= auc[x - 1] > auc[x];
 		}
-		fprintf(f, "%s<b>%s%s: %s</b> (", s ? "; " : "", subsets[s],
-			s == 2 ? " items (BPR = popularity)" : " users",
+		static const char *const what[NSUBSETS] = { " users", " users", " items (BPR = popularity)",
+							   " users among warm items" };
+		fprintf(f, "%s<b>%s%s: %s</b> (", s ? "; " : "", subsets[s], what[s],
 			!have ? "cannot tell, a model is missing" : holds ? "holds" : "does not hold");
 		for (int x = 0; x < 4; x++) {
 			fprintf(f, "%s%s ", x ? ", " : "", names[x]);
@@ -395,6 +396,9 @@ static void put_metrics(FILE *f, const struct run *r)
 	      "<b>new</b>: the same users, their item ranked among the cold items only: "
 	      "whether a model tells which new item suits whom rather than where it puts new "
 	      "items as a group (BPR and popularity tie them all: AUC 0.5). "
+	      "<b>warm</b>: the other users, their item ranked among the warm items only: how well "
+	      "a model knows them, whatever level it gives new items (on the whole catalogue each "
+	      "cold item also competes with a warm user's test item). "
 	      "<b>popularity</b>: items ranked by training interactions, the baseline every model "
 	      "must beat. Best value per group in bold.</p>\n<div class=\"cols\">\n<table id=\"metrics-table\"><caption>"
 	      "This run</caption>\n<tr><th class=\"l\">Protocol</th><th class=\"l\">Subset</th>"

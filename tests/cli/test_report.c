@@ -421,22 +421,33 @@ TEST(report_escapes_text_encodes_paths_and_says_what_is_missing)
 }
 
 /* An evaluation file of model m (bpr, vbpr, dvbpr), standard protocol,
- * with AUCs for all, cold and new, and popularity's 0.5 among new items. */
-static void write_eval(const char *m, double all, double cold, double new_auc)
+ * with AUCs for all, cold, new and warm, and popularity's 0.5 among new
+ * items (its warm AUC 0.6; warm_auc < 0 leaves "warm" out, as an
+ * evaluation from before that subset). */
+static void write_eval4(const char *m, double all, double cold, double new_auc, double warm_auc)
 {
-	char name[64], body[1024];
+	char name[64], body[1024], warm[128] = "";
 	snprintf(name, sizeof name, "run/eval-%s-standard.json", m);
+	if (warm_auc >= 0)
+		snprintf(warm, sizeof warm,
+			 ",{\"subset\":\"warm\",\"users\":5,\"auc\":%g,\"rr\":0.1,\"at_k\":[]}", warm_auc);
 	snprintf(body, sizeof body,
 		 "{\"model\":\"%s\",\"protocol\":\"standard\",\"results\":["
 		 "{\"subset\":\"all\",\"users\":9,\"auc\":%g,\"rr\":0.1,\"at_k\":[]},"
 		 "{\"subset\":\"cold\",\"users\":4,\"auc\":%g,\"rr\":0.1,\"at_k\":[]},"
-		 "{\"subset\":\"new\",\"users\":4,\"auc\":%g,\"rr\":0.1,\"at_k\":[]}],"
+		 "{\"subset\":\"new\",\"users\":4,\"auc\":%g,\"rr\":0.1,\"at_k\":[]}%s],"
 		 "\"popularity\":["
 		 "{\"subset\":\"all\",\"users\":9,\"auc\":0.5,\"rr\":0.1,\"at_k\":[]},"
 		 "{\"subset\":\"cold\",\"users\":4,\"auc\":0.02,\"rr\":0.1,\"at_k\":[]},"
-		 "{\"subset\":\"new\",\"users\":4,\"auc\":0.5,\"rr\":0.1,\"at_k\":[]}]}\n",
-		 m, all, cold, new_auc);
+		 "{\"subset\":\"new\",\"users\":4,\"auc\":0.5,\"rr\":0.1,\"at_k\":[]}%s]}\n",
+		 m, all, cold, new_auc, warm, warm_auc < 0 ? "" :
+		 ",{\"subset\":\"warm\",\"users\":5,\"auc\":0.6,\"rr\":0.1,\"at_k\":[]}");
 	write_file(name, body);
+}
+
+static void write_eval(const char *m, double all, double cold, double new_auc)
+{
+	write_eval4(m, all, cold, new_auc, -1);
 }
 
 /* The order line: each subset's verdict; among new items BPR must equal
@@ -467,6 +478,20 @@ TEST(report_order_line_per_subset)
 	ASSERT_OK(rp_write(&o, err, sizeof err));
 	html = vr_test_read_file(path, NULL);
 	ASSERT_CONTAINS(html, "<b>new items (BPR = popularity): does not hold</b>");
+	/* Evaluations from before the warm subset: the line cannot tell. */
+	ASSERT_CONTAINS(html, "<b>warm users among warm items: cannot tell, a model is missing</b>");
+	free(html);
+	write_eval4("bpr", 0.80, 0.70, 0.5, 0.7);
+	write_eval4("vbpr", 0.82, 0.75, 0.6, 0.72);
+	write_eval4("dvbpr", 0.81, 0.80, 0.7, 0.74);
+	ASSERT_OK(rp_write(&o, err, sizeof err));
+	html = vr_test_read_file(path, NULL);
+	ASSERT_CONTAINS(html, "<b>warm users among warm items: holds</b>");
+	free(html);
+	write_eval4("dvbpr", 0.81, 0.80, 0.7, 0.71);
+	ASSERT_OK(rp_write(&o, err, sizeof err));
+	html = vr_test_read_file(path, NULL);
+	ASSERT_CONTAINS(html, "<b>warm users among warm items: does not hold</b>");
 	free(html);
 	rm_tmp();
 }

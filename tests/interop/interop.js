@@ -517,7 +517,7 @@ async function main() {
 			assert.equal(res.model, 'BPR');
 			assert.equal(res.model_version, modelVersion);
 			assert.equal(res.protocol, 'standard');
-			assert.deepEqual(res.results.map((r) => r.subset), ['all', 'cold', 'new']);
+			assert.deepEqual(res.results.map((r) => r.subset), ['all', 'cold', 'new', 'warm']);
 			const all = res.results[0];
 			assert.ok(all.users > 0 && all.users <= users.length, 'users ' + all.users);
 			assert.ok(isProb(all.auc) && isProb(all.rr));
@@ -561,7 +561,7 @@ async function main() {
 			const res = await unary(rcl, 'Evaluate', { test }, 60);
 			assert.equal(res.split, 'given');
 			assert.equal(res.results[0].users, 1);
-			assert.deepEqual(res.popularity.map((r) => r.subset), ['all', 'cold', 'new']);
+			assert.deepEqual(res.popularity.map((r) => r.subset), ['all', 'cold', 'new', 'warm']);
 			assert.equal(res.popularity[0].users, 1);
 			const ll = await unary(rcl, 'Evaluate', {}, 60);
 			assert.equal(ll.split, 'leave_last_out');

@@ -256,6 +256,12 @@ TEST(evaluate_both_protocols_and_cold)
 	ASSERT_EQ_INT(t.new_items.n_users, 1);
 	ASSERT_NEAR(t.new_items.auc, 1, EPS);
 	ASSERT_NEAR(t.new_items.rr, 1, EPS);
+	/* Among the warm items (0..4): u0's item 2 over 1 and 3 (3 above, 1
+	 * below: AUC 1/2, rank 1); u2's item 0 ties 1 and 4. Item 5, above
+	 * u0's test item on the whole catalogue, no longer counts. */
+	ASSERT_EQ_INT(t.warm_items.n_users, 2);
+	ASSERT_NEAR(t.warm_items.auc, 0.5, EPS);
+	ASSERT_NEAR(t.warm_items.rr, (0.5 + (1 + 1.0 / 2 + 1.0 / 3) / 3) / 2, EPS);
 
 	/* Tutorial: same exclusions here (short histories), AUC over N = 6. */
 	c.protocol = VR_EVAL_TUTORIAL;
@@ -281,6 +287,84 @@ TEST(evaluate_both_protocols_and_cold)
 	c.protocol = VR_EVAL_TUTORIAL;
 	ASSERT_OK(vr_evaluate(&c, EVAL_U, 3, 6, cold, fixed_score, &f, &t));
 	ASSERT_NEAR(t.new_items.auc, (1 + 0.5) / 2, EPS);
+}
+
+/* "warm" against a count by hand on random data: each warm user's AUC
+ * among the warm items not in its training list (standard), and the
+ * tutorial's (N - 1 - rank) / (N - 1) with N the warm items' count; the
+ * other subsets are as without it, and every user is in all and in
+ * exactly one of cold and warm. Distinct scores, so ranks are exact. */
+TEST(evaluate_warm_among_warm_items)
+{
+	enum { NU = 40, NI = 97, NTR = 14 };
+	static float s[NU * NI];
+	static uint32_t train[NU][NTR];
+	struct vr_eval_user u[NU];
+	uint8_t cold[NI];
+	uint64_t x = 0x9e3779b97f4a7c15ull;
+	for (size_t k = 0; k < NU * NI; k++) {
+		x = x * 6364136223846793005ull + 1442695040888963407ull;
+		s[k] = (float)(x >> 40) + (float)k / (NU * NI); /* distinct */
+	}
+	for (int i = 0; i < NI; i++)
+		cold[i] = i % 9 == 4;
+	for (int v = 0; v < NU; v++) {
+		int n = 0;
+		for (int i = (v * 7) % NI; n < NTR; i = (i + 5) % NI)
+			if (!cold[i])
+				train[v][n++] = (uint32_t)i;
+		/* Every fourth user's test item is cold; the rest a warm one not
+		 * in the training list. */
+		uint32_t t = v % 4 == 0 ? 4 + 9 * (uint32_t)(v % 10) : (uint32_t)((v * 13 + 2) % NI);
+		for (int k = 0; v % 4 && k < NI; k++, t = (t + 1) % NI) {
+			int in = cold[t];
+			for (int j = 0; j < NTR; j++)
+				in |= train[v][j] == t;
+			if (!in)
+				break;
+		}
+		u[v] = (struct vr_eval_user){ (uint32_t)v, t, train[v], NTR };
+	}
+	struct fixed_scores f = { s, NI, 0 };
+	struct vr_metrics_cfg c;
+	struct vr_metrics_table t;
+	vr_metrics_cfg_init(&c);
+	c.block_users = 7;
+	for (int p = 0; p < 2; p++) {
+		c.protocol = p ? VR_EVAL_TUTORIAL : VR_EVAL_STANDARD;
+		ASSERT_OK(vr_evaluate(&c, u, NU, NI, cold, fixed_score, &f, &t));
+		double sum = 0, rr = 0;
+		int users = 0, n_warm = 0;
+		for (int i = 0; i < NI; i++)
+			n_warm += !cold[i];
+		for (int v = 0; v < NU; v++) {
+			if (cold[u[v].test_item])
+				continue;
+			const float *row = s + (size_t)v * NI;
+			float st = row[u[v].test_item];
+			int above = 0, neg = 0;
+			for (int i = 0; i < NI; i++) {
+				int ex = cold[i] || i == (int)u[v].test_item;
+				/* standard: all 14 excluded; tutorial: the last 10 */
+				for (int j = p ? NTR - 10 : 0; j < NTR; j++)
+					ex |= train[v][j] == (uint32_t)i;
+				if (ex)
+					continue;
+				neg++;
+				above += row[i] > st;
+			}
+			sum += p ? (double)(n_warm - 1 - above) / (n_warm - 1) : 1 - (double)above / neg;
+			rr += 1.0 / (above + 1);
+			users++;
+		}
+		ASSERT_EQ_INT(t.warm_items.n_users, users);
+		ASSERT_EQ_INT(t.warm_items.n_users + t.cold.n_users, t.all.n_users);
+		ASSERT(users > 20 && t.cold.n_users >= 5);
+		ASSERT_NEAR(t.warm_items.auc, sum / users, 1e-12);
+		ASSERT_NEAR(t.warm_items.rr, rr / users, 1e-12);
+		/* Whole-catalogue AUCs differ: cold items score above some test items. */
+		ASSERT(fabs(t.warm_items.auc - t.all.auc) > 1e-6);
+	}
 }
 
 /* A long history tells the protocols apart: scores fall with the item id,
@@ -360,6 +444,7 @@ static const struct vr_test tests[] = {
 	T(invalid_arguments),
 	T(exclusion_by_protocol),
 	T(evaluate_both_protocols_and_cold),
+	T(evaluate_warm_among_warm_items),
 	T(evaluate_long_history),
 	T(evaluate_errors),
 	{ 0 },

@@ -592,16 +592,20 @@ TEST(train_bpr_and_recommend)
 	ASSERT_CONTAINS(batch->responses[BN - 1]->fallback, "popularity");
 	ASSERT_OK(s_std.code);
 	ASSERT_STR_EQ(std->protocol, "standard");
-	ASSERT_EQ_INT(std->n_results, 3);
+	ASSERT_EQ_INT(std->n_results, 4);
 	ASSERT_STR_EQ(std->results[0]->subset, "all");
 	ASSERT_STR_EQ(std->results[1]->subset, "cold");
 	ASSERT_STR_EQ(std->results[2]->subset, "new");
+	ASSERT_STR_EQ(std->results[3]->subset, "warm");
+	/* "warm": every user whose test item is not cold, among the warm items. */
+	ASSERT_EQ_INT(std->results[3]->users + std->results[1]->users, std->results[0]->users);
+	ASSERT_STR_EQ(std->popularity[3]->subset, "warm");
 	/* "new" is the cold users again, among the cold items only, where BPR
 	 * (no image features) gives every cold item the same prior: it knows
 	 * no more than popularity there (all tie: 0.5, or 1 with one item). */
 	ASSERT_EQ_INT(std->results[2]->users, std->results[1]->users);
 	ASSERT_MSG(std->results[2]->users > 0, "no cold test users in this data");
-	ASSERT_EQ_INT(std->n_popularity, 3);
+	ASSERT_EQ_INT(std->n_popularity, 4);
 	ASSERT_NEAR(std->results[2]->auc, std->popularity[2]->auc, 1e-9);
 	ASSERT(std->results[2]->auc >= 0.5);
 	ASSERT_EQ_INT(std->results[0]->users, USERS);
@@ -1629,13 +1633,14 @@ TEST(cold_items_bpr_slots_audience_and_given_split)
 
 	ASSERT_OK(s_ev.code);
 	ASSERT_STR_EQ(ev->split, "given");
-	ASSERT_EQ_INT(ev->n_results, 3);
+	ASSERT_EQ_INT(ev->n_results, 4);
 	ASSERT_EQ_INT(ev->results[0]->users, 1);
+	ASSERT_EQ_INT(ev->results[3]->users, 1);
 	ASSERT(ev->results[0]->auc > 0 && ev->results[0]->auc <= 1);
 	/* The warm pair's item is not cold: the cold subset has no users. */
 	ASSERT_EQ_INT(ev->results[1]->users, 0);
 	ASSERT_EQ_INT(ev->results[2]->users, 0);
-	ASSERT_EQ_INT(ev->n_popularity, 3);
+	ASSERT_EQ_INT(ev->n_popularity, 4);
 	ASSERT_EQ_INT(ev->popularity[0]->users, 1);
 	ASSERT_OK(s_ev_cold.code);
 	ASSERT_EQ_INT(ev_cold->results[1]->users, 1);

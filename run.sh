@@ -92,6 +92,17 @@ done
 # .0269; .654 (fashion-mnist .845 / .838, .0194, .060, .0257; .628), the
 # default: the one setting at or above VBPR's R@20 and nDCG@20 on both
 # sets, for about .015 of 3e-3's AUC among new items on procedural.
+# Then the cut and the latent part (2026-12-06, same protocol; AUC all /
+# cold / new, R@20, nDCG@20; "wk": the warm users among the warm items):
+# block_10 .850 / .844 / .654, .060, .0269, wk .861; block_5 .845 / .845
+# / .633, .055, .0227; block_11 .854 / .848 / .662, .063, .0311, wk .866
+# (fashion-mnist .843 / .836 / .625, .053, .0246: R@20 and nDCG@20 below
+# VBPR's .055 / .0254, where block_10 gives .060 / .0257); block_12 .854
+# / .851 / .667, .058, .0295 (fashion-mnist .844, R@20 .053); block_13
+# .851; head 256 .851 (block_11: .856 / .854 / .675, .060, .0272); K' 32
+# at block_11 .853; 16 epochs .846; K 20 .850, K 50 .851 (for 100);
+# β, γ first from 30 BPR epochs .844 / .826 / .613, wk .864. None beats
+# block_10 on both sets' head metrics, so it stays.
 # Without the MobileNetV2 features (--features small) it falls back to the
 # small net from scratch on 16 px images, 64 triples a step, 2 epochs of
 # 96,000, with rankd's default Adam at lr 1e-3 for the user side, which

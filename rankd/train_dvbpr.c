@@ -144,6 +144,7 @@ static int rpc_fail(struct rk_train_job *job, int rc, const vr_status *st, uint6
 #define ADOPT_MS (30 * 60 * 1000)
 
 struct adopt_call {
+	struct rk_train_job *job;
 	rk_service *svc;
 	size_t k;              /* the shard */
 	uint32_t version;
@@ -153,17 +154,37 @@ struct adopt_call {
 	uint64_t embedded;
 };
 
+/* One shard's AdoptModel, as a call the job can cancel (job_cancel: the
+ * shard then stops re-embedding, as its handler sees the call end). */
 static void *adopt_one(void *arg)
 {
 	struct adopt_call *a = arg;
+	struct rk_train_job *job = a->job;
 	Visrec__V1__AdoptModelRequest req = VISREC__V1__ADOPT_MODEL_REQUEST__INIT;
 	Visrec__V1__AdoptModelResponse *resp = NULL;
+	vr_ccall *cc = NULL;
 	req.model_version = a->version;
 	req.from = (char *)vr_shards_name(a->svc->shards, 0);
-	a->rc = vr_client_unary(vr_shards_channel(a->svc->shards, a->k),
-				"/visrec.v1.Featured/AdoptModel", &req.base,
-				&visrec__v1__adopt_model_response__descriptor, (ProtobufCMessage **)&resp,
-				ADOPT_MS, NULL, &a->st);
+	a->rc = vr_ccall_start(&cc, vr_shards_channel(a->svc->shards, a->k),
+			       "/visrec.v1.Featured/AdoptModel", &visrec__v1__adopt_model_response__descriptor,
+			       ADOPT_MS, NULL);
+	if (!a->rc) {
+		pthread_mutex_lock(&job->mu);
+		job->adopting[a->k] = cc;
+		if (job->cancel)
+			vr_ccall_cancel(cc);
+		pthread_mutex_unlock(&job->mu);
+		if (!(a->rc = vr_ccall_send(cc, &req.base)) && !(a->rc = vr_ccall_close_send(cc)))
+			a->rc = vr_ccall_recv(cc, (ProtobufCMessage **)&resp);
+		pthread_mutex_lock(&job->mu);
+		job->adopting[a->k] = NULL;
+		pthread_mutex_unlock(&job->mu);
+		/* The status is the call's whatever recv said; an answer that did
+		 * not unpack stays an error though the status is OK. */
+		int frc = vr_ccall_finish(cc, &a->st);
+		if (!a->rc || a->rc == VR_ERPC || a->rc == VR_EEOF)
+			a->rc = frc ? frc : a->rc == VR_EEOF ? VR_EINVAL : a->rc;
+	}
 	if (!a->rc && resp->model_version != a->version) {
 		a->rc = VR_ECORRUPT;
 		snprintf(a->st.message, sizeof a->st.message, "it answered version %u",
@@ -190,10 +211,18 @@ static int adopt_everywhere(struct rk_train_job *job, uint32_t version)
 	uint64_t embedded = 0;
 	size_t failed = 0, first = 0, at = 0;
 	double t0 = vr_now_s();
-	if (!a)
+	vr_ccall **calls = calloc(n, sizeof *calls);
+	if (!a || !calls) {
+		free(a);
+		free(calls);
 		return rk__fail(job, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for AdoptModel");
+	}
+	pthread_mutex_lock(&job->mu);
+	job->adopting = calls;
+	job->n_adopting = n;
+	pthread_mutex_unlock(&job->mu);
 	for (size_t k = 1; k < n; k++) {
-		a[k] = (struct adopt_call){ .svc = svc, .k = k, .version = version };
+		a[k] = (struct adopt_call){ .job = job, .svc = svc, .k = k, .version = version };
 		if (pthread_create(&a[k].tid, NULL, adopt_one, &a[k]))
 			adopt_one(&a[k]); /* no thread: this one in turn */
 		else
@@ -211,6 +240,17 @@ static int adopt_everywhere(struct rk_train_job *job, uint32_t version)
 		if (at < sizeof who)
 			at += (size_t)snprintf(who + at, sizeof who - at, "%s%s", at ? ", " : "",
 					       vr_shards_name(svc->shards, k));
+	}
+	pthread_mutex_lock(&job->mu);
+	job->adopting = NULL;
+	job->n_adopting = 0;
+	pthread_mutex_unlock(&job->mu);
+	free(calls);
+	if (failed && rk__cancelled(job)) {
+		free(a);
+		return rk__fail(job, GRPC_STATUS_CANCELLED, "cancelled while the other shards adopted "
+				"model version %u (%s not done); nothing of it is served, the previous model "
+				"serves on", version, who);
 	}
 	if (failed) {
 		struct adopt_call *f = &a[first];

@@ -318,6 +318,9 @@ static void job_cancel(struct rk_train_job *job)
 		rk_trainer_cancel(job->trainer);
 	if (job->dvbpr)
 		rk_dvbpr_cancel(job->dvbpr);
+	for (size_t k = 0; k < job->n_adopting; k++)
+		if (job->adopting[k])
+			vr_ccall_cancel(job->adopting[k]);
 	pthread_mutex_unlock(&job->mu);
 }
 

@@ -50,6 +50,9 @@ struct rk_train_job {
 	pthread_cond_t cv;
 	rk_trainer *trainer;   /* while rk_trainer_run runs */
 	rk_dvbpr *dvbpr;       /* while a DVBPR run's TrainVisual session is open */
+	vr_ccall **adopting;   /* while shards adopt a DVBPR version: each shard's
+	                        * AdoptModel call (NULL: not in flight) */
+	size_t n_adopting;
 	int cancel, finished;
 	struct progress q[QUEUE];
 	unsigned head, n;

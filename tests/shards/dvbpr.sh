@@ -8,7 +8,8 @@
 # gives the same vectors; a shard that dies (crash point adopt-model, as
 # kill -9) before it adopts fails the Train naming it while rankd serves
 # its previous model on, and once it is back a Train succeeds everywhere
-# and the shard catches up on the version it missed.
+# and the shard catches up on the version it missed; a Train cancelled
+# while a (stopped) shard adopts ends at once.
 #   tests/shards/dvbpr.sh FEATURED RANKD VISREC
 set -uo pipefail
 featured=$1
@@ -166,6 +167,48 @@ for a in "$A" "$B" "$C"; do
 done
 "$visrec" vectors --version "$V2" "$work/v4.npy" >/dev/null 2>"$work/e" || fail "vectors of $V2: $(cat "$work/e")"
 every_vector "$work/v4.npy" || fail "not every item has a vector of $V2 ($(wc -l <"$work/v4.ids.txt") ids)"
+
+step "a Train cancelled while a shard adopts"
+# The victim stops (SIGSTOP) once the session has started, so the Train's
+# AdoptModel to it hangs; cancelling the Train (its CLI killed) must end it
+# at once, naming the shard, with the previous model served on, not after
+# AdoptModel's 30-minute deadline. The session trains long enough (600
+# steps) for the stop to land before its end.
+served=$(rfield model_version)
+long=("${train[@]}")
+long[4]=6 # --epochs
+long[16]=6400 # --triples-per-epoch
+[ "${long[3]}" = --epochs ] && [ "${long[15]}" = --triples-per-epoch ] || die "train's flags moved"
+started_n=$(grep -c "Train DVBPR: session .* started" "$work/r.out.err")
+adopted_n=$(grep -c "other shards adopted model version" "$work/r.out.err")
+"$visrec" "${long[@]}" >"$work/t5" 2>"$work/e5" &
+cli=$!
+session_started() { [ "$(grep -c "Train DVBPR: session .* started" "$work/r.out.err")" -gt "$started_n" ]; }
+wait_for 60 session_started || die "the long DVBPR session did not start: $(cat "$work/e5")"
+kill -STOP "${shard_pid[$victim]}"
+re_embedded_n=$(grep -c "Train DVBPR: featured re-embedded" "$work/r.out.err")
+finishing() { [ "$(grep -c "Train DVBPR: featured re-embedded" "$work/r.out.err")" -gt "$re_embedded_n" ]; }
+if ! wait_for 120 finishing; then
+	kill -CONT "${shard_pid[$victim]}"
+	die "the long session did not reach its Finish: $(tail -n 3 "$work/r.out.err")"
+fi
+sleep 1
+[ "$(grep -c "other shards adopted model version" "$work/r.out.err")" = "$adopted_n" ] ||
+	fail "every shard adopted though $victim was stopped"
+t0=$SECONDS
+kill -TERM "$cli"
+wait "$cli" 2>/dev/null
+cancelled() { grep -q "cancelled while the other shards adopted model version" "$work/r.out.err"; }
+wait_for 10 cancelled || fail "rankd did not end the Train within 10 s of its cancel while $victim adopted: $(grep 'Train' "$work/r.out.err" | tail -n 2)"
+echo "Train cancelled during adoption ended in $((SECONDS - t0)) s"
+has "cancel during adoption" "$victim not done" "$(grep 'cancelled while the other shards' "$work/r.out.err")"
+kill -CONT "${shard_pid[$victim]}"
+[ "$(rfield model_version)" = "$served" ] || fail "rankd's served model changed after a cancelled Train: $(rfield model_version), was $served"
+"$visrec" "${train[@]}" >/dev/null 2>"$work/e" || fail "DVBPR after a Train cancelled during adoption: $(cat "$work/e")"
+V3=$(rfield feature_version)
+for a in "$A" "$B" "$C"; do
+	live_on "$a" "$V3" || fail "shard $a does not list version $V3 live after the cancelled Train"
+done
 
 [ $failed = 0 ] && echo "shards dvbpr: ok"
 exit $failed

@@ -432,6 +432,21 @@ TEST(fc_no_bias_one_image)
 	fc_case(1, 64, 10, 0, 32);
 }
 
+/* More images than outputs: the forward as y = x W^T (dnn_fc_fwd), where
+ * the cases above run it as y^T = W x^T and transpose. */
+TEST(fc_more_images_than_outputs)
+{
+	fc_case(40, 96, 24, 1, 33);
+}
+
+/* The transposed y's buffer is the backend's: a larger layer after a
+ * smaller one on the same backend grows it. */
+TEST(fc_transposed_buffer_grows)
+{
+	fc_case(3, 50, 40, 1, 34);
+	fc_case(12, 80, 300, 0, 35);
+}
+
 /* ---- Fusion: convolution + batch norm + activation ------------------------ */
 
 /* conv_fwd_post on oneDNN against the reference's conv_fwd, bn_fwd and
@@ -909,6 +924,8 @@ static const struct vr_test tests[] = {
 	T(lrn_size4_even_large_alpha),
 	T(fc_bias),
 	T(fc_no_bias_one_image),
+	T(fc_more_images_than_outputs),
+	T(fc_transposed_buffer_grows),
 	T(fused_conv_bn_relu6_pointwise),
 	T(fused_conv_bn_relu6_depthwise_stride2),
 	T(fused_conv_bn_no_act),

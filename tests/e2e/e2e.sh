@@ -99,6 +99,11 @@ const cold = (model, protocol) => {
   const n = e.results.find((x) => x.subset === 'new');
   if (!r || !(r.users > 0)) throw new Error(`${model} ${protocol}: no cold users`);
   if (!n || n.users !== r.users) throw new Error(`${model} ${protocol}: no "new" subset`);
+  // "warm": every other user, their item among the warm items only.
+  const a = e.results.find((x) => x.subset === 'all');
+  const w = e.results.find((x) => x.subset === 'warm');
+  if (!a || !w || w.users + r.users !== a.users || !(w.auc > 0 && w.auc <= 1))
+    throw new Error(`${model} ${protocol}: the "warm" subset does not hold the other users`);
   const at = r.at_k.find((x) => x.k === 100);
   if (!at) throw new Error(`${model} ${protocol}: no recall@100`);
   return { auc: r.auc, r100: at.recall, newAuc: n.auc };

@@ -5,7 +5,9 @@
 # prints N free loopback ports (a shard's address is in the list every
 # party holds, so it cannot be port 0); three_shards sets A, B, C (shards),
 # R (rankd) and the shard list "$list"; start NAME OUTFILE cmd... runs a
-# daemon; scorable IDS-FILE: every id scores non-zero for $user on rankd
+# daemon; two_to_three, move_shard, stop and owned_by: the fixture of the
+# tests that move items from two shards to three; scorable IDS-FILE: every
+# id scores non-zero for $user on rankd
 # ($VISREC_RANKD). python3 picks the ports and computes owners
 # (shardmap.py, on PYTHONPATH here): without it the test skips (77).
 work=$(mktemp -d)
@@ -109,6 +111,32 @@ start() {
 		sleep 0.1
 	done
 	die "$name did not start"
+}
+
+# two_to_three: the fixture of a move from two shards to three: four free
+# ports as A, B, C (shards) and R (rankd), the lists from="$A,$B" and
+# to="$A,$B,$C", and pid (each daemon's pid by name, for stop).
+two_to_three() {
+	local p1 p2 p3 p4
+	read -r p1 p2 p3 p4 < <(free_ports 4)
+	A=127.0.0.1:$p1 B=127.0.0.1:$p2 C=127.0.0.1:$p3 R=127.0.0.1:$p4
+	from="$A,$B" to="$A,$B,$C"
+	declare -gA pid
+}
+# move_shard NAME ADDR LIST [flags...]: (re)starts featured shard NAME at
+# ADDR with the shard list LIST ($fault, when set: its crash point).
+move_shard() {
+	local name=$1 addr=$2 list=$3; shift 3
+	start "shard $name" "$work/$name.out" env ${fault:+VISREC_FAULT=$fault} "$featured" \
+		--listen "$addr" --data "$work/$name" --shards "$list" --shard-self "$addr" "$@"
+	pid[$name]=$started
+}
+stop() { stop_pid "$1" "${pid[$1]}"; }
+# owned_by OWNER DIR ADDR...: the ids of DIR's .jpg files that OWNER owns
+# among the shards ADDR... (shardmap.h's hash).
+owned_by() {
+	local owner=$1 dir=$2; shift 2
+	ls "$dir" | sed 's/\.jpg$//' | python3 -m shardmap "$@" | awk -v c="$owner" '$2 == c { print $1 }'
 }
 
 # scorable IDS-FILE: every id scores, with a non-zero score (its vector's

@@ -18,18 +18,8 @@ featured=$1
 rankd=$2
 visrec=$3
 . "$(dirname "$0")/lib.sh"
-declare -A pid
-read -r p1 p2 p3 p4 < <(free_ports 4)
-A=127.0.0.1:$p1 B=127.0.0.1:$p2 C=127.0.0.1:$p3 R=127.0.0.1:$p4
-from="$A,$B" to="$A,$B,$C"
+two_to_three
 
-shard() { # shard NAME ADDR LIST [flags...]: (re)starts a featured shard
-	local name=$1 addr=$2 list=$3; shift 3
-	start "shard $name" "$work/$name.out" "$featured" --listen "$addr" --data "$work/$name" \
-		--shards "$list" --shard-self "$addr" "$@"
-	pid[$name]=$started
-}
-stop() { stop_pid "$1" "${pid[$1]}"; }
 nshards() { rinfo | python3 -c 'import json, sys; print(len(json.load(sys.stdin).get("featured_shards", [])))'; }
 has_shards() { [ "$(nshards)" = "$1" ]; }
 # set_list LIST: the file rewritten as the kubelet does it, by a rename.
@@ -38,8 +28,8 @@ set_list() { printf '# the featured shards\n%s\n' "$1" | tr , '\n' >"$work/list.
 step datagen
 "$visrec" datagen --out "$work/data" --users 30 --items 300 --interactions 1200 --image-min 32 \
 	--image-max 48 --seed 5 >/dev/null 2>&1 || die "datagen"
-shard a "$A" "$from" --init-seed 7
-shard b "$B" "$from" --init-seed 7
+move_shard a "$A" "$from" --init-seed 7
+move_shard b "$B" "$from" --init-seed 7
 export VISREC_FEATURED=$from VISREC_RANKD=$R
 step "ingest on $from"
 "$visrec" ingest --batch 16 "$work/data" >/dev/null 2>"$work/e" || die "ingest: $(cat "$work/e")"
@@ -55,13 +45,12 @@ user=$(sed -n 2p "$work/data/interactions.csv" | cut -d, -f1)
 [ "$(nshards)" = 2 ] || die "rankd follows $(nshards) shards from its file, not 2: $(rinfo)"
 wait_for 10 heads_match "$A" "$B" || die "feed positions before the move: $(rinfo)"
 
-ls "$work/data/images" | sed 's/\.jpg$//' | python3 -m shardmap "$A" "$B" "$C" |
-	awk -v c="$C" '$2 == c { print $1 }' >"$work/moved.ids"
+owned_by "$C" "$work/data/images" "$A" "$B" "$C" >"$work/moved.ids"
 moving=$(wc -l <"$work/moved.ids")
 [ "$moving" -gt 0 ] || die "no item moves to C"
 
 step "reshard to $to"
-shard c "$C" "$to" --models-from "$A"
+move_shard c "$C" "$to" --models-from "$A"
 "$visrec" reshard --from "$from" --to "$to" --batch 16 >"$work/rs" 2>&1 || die "reshard: $(cat "$work/rs")"
 wait_for 20 heads_match "$A" "$B" || fail "rankd's feed positions after the move: $(rinfo)"
 st=0
@@ -72,8 +61,8 @@ has "train refused on the old list" "run rankd with the new list" "$(cat "$work/
 # The shards on the new list, then rankd's file and SIGHUP.
 step "the shards to the new list"
 stop a; stop b
-shard a "$A" "$to"
-shard b "$B" "$to"
+move_shard a "$A" "$to"
+move_shard b "$B" "$to"
 export VISREC_FEATURED=$to
 step "a list that does not parse"
 printf '127.0.0.1:notaport\n' >"$work/list.new" && mv "$work/list.new" "$work/list"
@@ -107,8 +96,7 @@ step "train on the new list, same process"
 step "new items on C"
 mkdir -p "$work/new"
 for f in $(ls "$work/data/images" | head -40); do cp "$work/data/images/$f" "$work/new/late-$f"; done
-ls "$work/new" | sed 's/\.jpg$//' | python3 -m shardmap "$A" "$B" "$C" |
-	awk -v c="$C" '$2 == c { print $1 }' >"$work/late.ids"
+owned_by "$C" "$work/new" "$A" "$B" "$C" >"$work/late.ids"
 [ -s "$work/late.ids" ] || die "none of the new items belongs to C"
 "$visrec" ingest "$work/new" >/dev/null 2>"$work/e" || fail "ingest on the new list: $(cat "$work/e")"
 wait_for 20 scorable "$work/late.ids" || fail "items new on C do not score through its feed: $(cat "$work/score.err")"

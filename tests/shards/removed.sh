@@ -19,28 +19,18 @@ featured=$1
 rankd=$2
 visrec=$3
 . "$(dirname "$0")/lib.sh"
-declare -A pid
-read -r p1 p2 p3 p4 < <(free_ports 4)
-A=127.0.0.1:$p1 B=127.0.0.1:$p2 C=127.0.0.1:$p3 R=127.0.0.1:$p4
-from="$A,$B" to="$A,$B,$C"
+two_to_three
 
-shard() { # shard NAME ADDR LIST [flags...]: (re)starts a featured shard ($fault: its crash point)
-	local name=$1 addr=$2 list=$3; shift 3
-	start "shard $name" "$work/$name.out" env ${fault:+VISREC_FAULT=$fault} "$featured" \
-		--listen "$addr" --data "$work/$name" --shards "$list" --shard-self "$addr" "$@"
-	pid[$name]=$started
-}
 rankd_start() { # rankd_start LIST
 	start rankd "$work/r.out" "$rankd" --listen "$R" --data "$work/r" --featured "$1"
 	pid[r]=$started
 }
-stop() { stop_pid "$1" "${pid[$1]}"; }
 
 step datagen
 "$visrec" datagen --out "$work/data" --users 30 --items 300 --interactions 1200 --image-min 32 \
 	--image-max 48 --seed 5 >/dev/null 2>&1 || die "datagen"
-shard a "$A" "$from" --init-seed 7
-shard b "$B" "$from" --init-seed 7
+move_shard a "$A" "$from" --init-seed 7
+move_shard b "$B" "$from" --init-seed 7
 export VISREC_FEATURED=$from VISREC_RANKD=$R
 step "ingest on $from"
 "$visrec" ingest --batch 16 "$work/data" >/dev/null 2>"$work/e" || die "ingest: $(cat "$work/e")"
@@ -54,25 +44,24 @@ wait_for 10 heads_match "$A" "$B" || die "feed positions before the move: $(rinf
 before_a=$(ffield "$A" items) before_b=$(ffield "$B" items)
 
 # The items C owns under the new list (shardmap.h's hash), and so move.
-ls "$work/data/images" | sed 's/\.jpg$//' | python3 -m shardmap "$A" "$B" "$C" |
-	awk -v c="$C" '$2 == c { print $1 }' >"$work/moved.ids"
+owned_by "$C" "$work/data/images" "$A" "$B" "$C" >"$work/moved.ids"
 moving=$(wc -l <"$work/moved.ids")
 [ "$moving" -gt 0 ] || die "no item moves to C"
 
-shard c "$C" "$to" --models-from "$A"
+move_shard c "$C" "$to" --models-from "$A"
 # Source B dies right after committing its second delete (kill at the
 # crash point, exit 86): what it deleted and its REMOVED changes are one
 # commit, so the count below holds across it. Restarted, the move resumes.
 step "reshard, B dying at its second delete"
 stop b
-fault=reshard-deleted@2 shard b "$B" "$from" --init-seed 7
+fault=reshard-deleted@2 move_shard b "$B" "$from" --init-seed 7
 st=0
 "$visrec" reshard --from "$from" --to "$to" --batch 16 >"$work/rs0" 2>&1 || st=$?
 [ $st = 1 ] || fail "reshard with B dying: exit $st, not 1: $(cat "$work/rs0")"
 crashed "shard B" "${pid[b]}"
 [ $st = 86 ] || fail "shard B ended with $st, not the crash point's 86"
 step "reshard resumed"
-shard b "$B" "$from" --init-seed 7
+move_shard b "$B" "$from" --init-seed 7
 "$visrec" reshard --from "$from" --to "$to" --batch 16 >"$work/rs" 2>&1 || die "reshard: $(cat "$work/rs")"
 after_a=$(ffield "$A" items) after_b=$(ffield "$B" items)
 [ $((before_a - after_a + before_b - after_b)) = "$moving" ] ||
@@ -105,8 +94,8 @@ grep -q "could not be applied" "$work/r.out.err" && fail "rankd retried a change
 # feed from its start under the new map's keys.
 step "every party to the new list"
 stop a; stop b; stop r
-shard a "$A" "$to"
-shard b "$B" "$to"
+move_shard a "$A" "$to"
+move_shard b "$B" "$to"
 export VISREC_FEATURED=$to
 rankd_start "$to"
 wait_for 20 heads_match "$A" "$B" "$C" || fail "feed positions on the new list: $(rinfo)"

@@ -36,7 +36,6 @@ shard() {
 		"${sharded[@]}" ${flags[$name]:-}
 	pid[$name]=$started
 }
-stop() { stop_pid "$1" "${pid[$1]}"; }
 # Waits for a shard killed by a crash point to be gone.
 gone() {
 	crashed "shard $1" "${pid[$1]}"

@@ -179,11 +179,13 @@ static void *adopt_one(void *arg)
 		pthread_mutex_lock(&job->mu);
 		job->adopting[a->k] = NULL;
 		pthread_mutex_unlock(&job->mu);
-		/* The status is the call's whatever recv said; an answer that did
-		 * not unpack stays an error though the status is OK. */
+		/* A status other than OK says why; with OK, recv's error stands
+		 * (no answer at all: one that does not unpack). */
 		int frc = vr_ccall_finish(cc, &a->st);
-		if (!a->rc || a->rc == VR_ERPC || a->rc == VR_EEOF)
-			a->rc = frc ? frc : a->rc == VR_EEOF ? VR_EINVAL : a->rc;
+		if (frc)
+			a->rc = frc;
+		else if (a->rc == VR_EEOF)
+			a->rc = VR_EINVAL;
 	}
 	if (!a->rc && resp->model_version != a->version) {
 		a->rc = VR_ECORRUPT;

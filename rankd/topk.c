@@ -715,20 +715,72 @@ static struct rk_hit nth_best(struct rk_hit *a, size_t n, size_t k)
 	return a[k];
 }
 
+/* A score's key: unsigned, in the scores' order (-0 taken as +0, so equal
+ * scores have equal keys). Sets hold no NaN: a NaN passes no compare. */
+static inline uint32_t score_key(float f)
+{
+	uint32_t u;
+	f += 0.0f;
+	memcpy(&u, &f, sizeof u);
+	return u & 0x80000000u ? ~u : u | 0x80000000u;
+}
+
 /* A candidate set's cut (struct heap): keeps its best cap hits in their
- * order and raises t to the worst of them. */
+ * order and raises t to the worst of them.
+ *
+ * The cap-th best score is found by a radix select over the scores' keys,
+ * a byte a round from the top (at most four rounds, each a histogram of
+ * the keys still in play); then one pass keeps the hits above it and, of
+ * those equal to it, the ones with the lowest ids. perf had the earlier
+ * quickselect over (score, id) pairs at 20% of a 10 k-item int8 query
+ * (about 38 cycles a hit: a mispredicted branch per compare). A tie that
+ * straddles the cut (equal scores, some kept) falls back to it. */
 static void set_cut(struct heap *hp)
 {
 	if (hp->n <= hp->cap)
 		return;
-	memcpy(hp->tmp, hp->h, hp->n * sizeof *hp->h);
-	struct rk_hit x = nth_best(hp->tmp, hp->n, hp->cap - 1);
+	uint32_t *key = (uint32_t *)hp->tmp; /* tmp holds n hits: room for 2n keys */
+	size_t n = hp->n, in_play = n, need = hp->cap;
+	for (size_t i = 0; i < n; i++)
+		key[i] = score_key(hp->h[i].score);
+	uint32_t prefix = 0, pmask = 0;
+	for (int shift = 24; shift >= 0; shift -= 8) {
+		uint32_t cnt[256] = { 0 };
+		for (size_t i = 0; i < in_play; i++)
+			cnt[(key[i] >> shift) & 255u]++;
+		uint32_t b = 255;
+		while (cnt[b] < need)
+			need -= cnt[b--];
+		prefix |= b << shift;
+		pmask |= 255u << shift;
+		size_t w = 0;
+		for (size_t i = 0; i < in_play; i++)
+			if ((key[i] & pmask) == prefix)
+				key[w++] = key[i];
+		in_play = w;
+	}
+	/* prefix is the cap-th best key; in_play hits have it, need of them stay. */
+	if (need < in_play) {
+		memcpy(hp->tmp, hp->h, n * sizeof *hp->h);
+		struct rk_hit x = nth_best(hp->tmp, n, hp->cap - 1);
+		size_t w = 0;
+		for (size_t i = 0; i < n; i++)
+			if (!worse(hp->h[i], x))
+				hp->h[w++] = hp->h[i];
+		hp->n = w;
+		hp->t = x.score;
+		return;
+	}
 	size_t w = 0;
-	for (size_t i = 0; i < hp->n; i++)
-		if (!worse(hp->h[i], x))
+	for (size_t i = 0; i < n; i++) {
+		uint32_t k = score_key(hp->h[i].score);
+		if (k >= prefix) {
+			if (k == prefix)
+				hp->t = hp->h[i].score;
 			hp->h[w++] = hp->h[i];
+		}
+	}
 	hp->n = w;
-	hp->t = x.score;
 }
 
 /* Offers one hit whose id is above every id offered to hp before. */
@@ -954,7 +1006,23 @@ static void scan(const struct rk_index_view *v, const struct quser *u, enum pass
 
 	for (size_t at = lo; at < hi; at += BLK) {
 		uint32_t nb = (uint32_t)(hi - at < BLK ? hi - at : BLK);
-		for (uint32_t r = 0; r < nb; r++) {
+		const float *scp = sc;
+		if (!ids && pass != PASS_I4 && at >> v->chunk_shift == (at + nb - 1) >> v->chunk_shift) {
+			/* A run of one chunk's rows (a whole-catalogue scan): the
+			 * rows a stride apart, the int8 scales in place. */
+			uint32_t c = (uint32_t)(at >> v->chunk_shift), off = (uint32_t)at & mask;
+			for (uint32_t r = 0; r < nb; r++) {
+				size_t o = (size_t)off + r;
+				if (pass == PASS_I8)
+					p8[r] = v->chunk_i8[c] + o * v->stride8;
+				else if (pass == PASS_F16)
+					p16[r] = v->chunk_f16[c] + o * v->stride;
+				else
+					p32[r] = v->chunk_f32[c] + o * v->stride;
+			}
+			if (pass == PASS_I8)
+				scp = v->chunk_scale[c] + off;
+		} else for (uint32_t r = 0; r < nb; r++) {
 			uint32_t id = ids ? ids[at + r] : (uint32_t)(at + r), c = id >> v->chunk_shift;
 			if (pass == PASS_I8) {
 				p8[r] = v->chunk_i8[c] + (size_t)(id & mask) * v->stride8;
@@ -972,7 +1040,7 @@ static void scan(const struct rk_index_view *v, const struct quser *u, enum pass
 		if (pass == PASS_I8) {
 			kernels[isa].dot8(u->i8, v->stride8, p8, nb, raw);
 			for (uint32_t r = 0; r < nb; r++)
-				s[r] = sc[r] * (float)(raw[r] - u->corr);
+				s[r] = scp[r] * (float)(raw[r] - u->corr);
 		} else if (pass == PASS_I4) {
 			kernels[isa].dot4(u->i4, v->stride4, p8, nb, raw);
 			for (uint32_t r = 0; r < nb; r++)

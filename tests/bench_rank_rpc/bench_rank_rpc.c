@@ -78,6 +78,9 @@
 #include "visrec/v1/featured.pb-c.h"
 #include "visrec/v1/rankd.pb-c.h"
 
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc_security.h>
+
 #include <ftw.h>
 #include <math.h>
 #include <pthread.h>
@@ -146,20 +149,32 @@ static void client_free(struct client *c)
 	free(c->lat_us);
 }
 
-/* One Recommend (or RecommendBatch) of random users; 0 when answered with
- * k items each (and by want_version's model). */
-static int client_call(struct client *c)
+/* The next call's request: random users. */
+static const ProtobufCMessage *client_next(struct client *c)
 {
 	int nb = c->batch ? c->batch : 1;
 	for (int q = 0; q < nb; q++)
 		snprintf(c->user[q], sizeof c->user[q], "u%06u", rk_rng_below(&c->rng, c->n_users));
-	ProtobufCMessage *m = NULL;
-	vr_status st;
-	int rc = c->batch ? vr_client_unary(c->ch, "/visrec.v1.Rank/RecommendBatch", &c->breq.base,
-					    &visrec__v1__recommend_batch_response__descriptor, &m, 10000, NULL, &st)
-			  : vr_client_unary(c->ch, "/visrec.v1.Rank/Recommend", &c->req[0].base,
-					    &visrec__v1__recommend_response__descriptor, &m, 10000, NULL, &st);
-	if (!rc && !c->batch) {
+	return c->batch ? &c->breq.base : &c->req[0].base;
+}
+
+static const char *client_method(const struct client *c)
+{
+	return c->batch ? "/visrec.v1.Rank/RecommendBatch" : "/visrec.v1.Rank/Recommend";
+}
+
+static const ProtobufCMessageDescriptor *client_answer(const struct client *c)
+{
+	return c->batch ? &visrec__v1__recommend_batch_response__descriptor
+			: &visrec__v1__recommend_response__descriptor;
+}
+
+/* 0 when answer m (freed here) has k items a user (and is by want_version's
+ * model). */
+static int client_check(struct client *c, ProtobufCMessage *m)
+{
+	int rc = 0, nb = c->batch ? c->batch : 1;
+	if (!c->batch) {
 		Visrec__V1__RecommendResponse *r = (Visrec__V1__RecommendResponse *)m;
 		if (r->n_items != (size_t)c->k)
 			rc = -1;
@@ -170,9 +185,19 @@ static int client_call(struct client *c)
 		if (((Visrec__V1__RecommendBatchResponse *)m)->n_responses != (size_t)nb ||
 		    ((Visrec__V1__RecommendBatchResponse *)m)->responses[q]->n_items != (size_t)c->k)
 			rc = -1;
-	if (m)
-		protobuf_c_message_free_unpacked(m, NULL);
+	protobuf_c_message_free_unpacked(m, NULL);
 	return rc;
+}
+
+/* One Recommend (or RecommendBatch) of random users, blocking; 0 when
+ * answered as client_check wants. */
+static int client_call(struct client *c)
+{
+	ProtobufCMessage *m = NULL;
+	vr_status st;
+	const ProtobufCMessage *req = client_next(c);
+	int rc = vr_client_unary(c->ch, client_method(c), req, client_answer(c), &m, 10000, NULL, &st);
+	return rc ? rc : client_check(c, m);
 }
 
 static void *client_main(void *arg)
@@ -202,6 +227,154 @@ static int open_call(void *arg, int w)
 	int rc = client_call(&cl[w]);
 	if (rc)
 		cl[w].errors++;
+	return rc;
+}
+
+/* ---- the asynchronous open-loop client -----------------------------------------
+ *
+ * openloop's ol_run_async: the sender thread starts each call on one
+ * completion queue (a call and one batch of all six unary ops, the
+ * request packed here), the receiver thread takes the completions from it.
+ * Two client threads whatever the calls in flight, where the blocking
+ * client (--open-client threads) runs one per slot: what the open-loop
+ * figures are taken with by default (openloop.h says why). Slot s keeps
+ * client s's users, request and counts, and its call's buffers until the
+ * call ends. */
+struct aslot {
+	grpc_call *call;
+	grpc_byte_buffer *out, *in;
+	grpc_metadata_array md, trailers;
+	grpc_status_code code;
+	grpc_slice details;
+	int s;
+};
+
+struct aclient {
+	grpc_channel **ch;
+	int nch;
+	grpc_completion_queue *cq;
+	grpc_slice method;
+	struct client *cl;
+	struct aslot *slot;
+	int n;
+};
+
+static int async_start(void *arg, int s)
+{
+	struct aclient *a = arg;
+	struct aslot *sl = &a->slot[s];
+	struct client *c = &a->cl[s];
+	const ProtobufCMessage *req = client_next(c);
+	grpc_slice body = grpc_slice_malloc(protobuf_c_message_get_packed_size(req));
+	protobuf_c_message_pack(req, GRPC_SLICE_START_PTR(body));
+	sl->out = grpc_raw_byte_buffer_create(&body, 1);
+	grpc_slice_unref(body);
+	sl->in = NULL;
+	sl->code = GRPC_STATUS_UNKNOWN;
+	sl->details = grpc_empty_slice();
+	grpc_metadata_array_init(&sl->md);
+	grpc_metadata_array_init(&sl->trailers);
+	gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_seconds(10, GPR_TIMESPAN));
+	sl->call = grpc_channel_create_call(a->ch[s % a->nch], NULL, GRPC_PROPAGATE_DEFAULTS, a->cq, a->method, NULL,
+					    deadline, NULL);
+	grpc_op ops[6];
+	memset(ops, 0, sizeof ops);
+	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+	ops[1].op = GRPC_OP_SEND_MESSAGE;
+	ops[1].data.send_message.send_message = sl->out;
+	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+	ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+	ops[3].data.recv_initial_metadata.recv_initial_metadata = &sl->md;
+	ops[4].op = GRPC_OP_RECV_MESSAGE;
+	ops[4].data.recv_message.recv_message = &sl->in;
+	ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+	ops[5].data.recv_status_on_client.trailing_metadata = &sl->trailers;
+	ops[5].data.recv_status_on_client.status = &sl->code;
+	ops[5].data.recv_status_on_client.status_details = &sl->details;
+	if (sl->call && grpc_call_start_batch(sl->call, ops, 6, sl, NULL) == GRPC_CALL_OK)
+		return 0;
+	if (sl->call)
+		grpc_call_unref(sl->call);
+	grpc_byte_buffer_destroy(sl->out);
+	grpc_metadata_array_destroy(&sl->md);
+	grpc_metadata_array_destroy(&sl->trailers);
+	c->errors++;
+	return -1;
+}
+
+static int async_wait(void *arg, double timeout_s, int *s, int *rc)
+{
+	struct aclient *a = arg;
+	gpr_timespec until = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+					  gpr_time_from_micros((int64_t)(timeout_s * 1e6), GPR_TIMESPAN));
+	grpc_event ev = grpc_completion_queue_next(a->cq, until, NULL);
+	if (ev.type == GRPC_QUEUE_TIMEOUT)
+		return 0;
+	if (ev.type != GRPC_OP_COMPLETE)
+		return -1;
+	struct aslot *sl = ev.tag;
+	struct client *c = &a->cl[sl->s];
+	*s = sl->s;
+	*rc = -1;
+	if (ev.success && sl->code == GRPC_STATUS_OK && sl->in) {
+		grpc_byte_buffer_reader r;
+		if (grpc_byte_buffer_reader_init(&r, sl->in)) {
+			grpc_slice all = grpc_byte_buffer_reader_readall(&r);
+			grpc_byte_buffer_reader_destroy(&r);
+			ProtobufCMessage *m = protobuf_c_message_unpack(client_answer(c), NULL, GRPC_SLICE_LENGTH(all),
+									GRPC_SLICE_START_PTR(all));
+			grpc_slice_unref(all);
+			*rc = m ? client_check(c, m) : -1;
+		}
+	}
+	if (*rc)
+		c->errors++;
+	if (sl->in)
+		grpc_byte_buffer_destroy(sl->in);
+	grpc_byte_buffer_destroy(sl->out);
+	grpc_slice_unref(sl->details);
+	grpc_metadata_array_destroy(&sl->md);
+	grpc_metadata_array_destroy(&sl->trailers);
+	grpc_call_unref(sl->call);
+	return 1;
+}
+
+/* Runs ol_run_async over n slots (clients cl) on nch channels to addr.
+ * 0, or -1 when it could not run. */
+static int async_open_loop(const struct ol_config *oc, const char *addr, int nch, struct client *cl, int n,
+			   struct ol_result *res)
+{
+	struct aclient a = { .nch = nch, .cl = cl, .n = n };
+	int rc = -1;
+	grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+	a.ch = calloc((size_t)nch, sizeof *a.ch);
+	a.slot = calloc((size_t)n, sizeof *a.slot);
+	a.cq = grpc_completion_queue_create_for_next(NULL);
+	a.method = grpc_slice_from_static_string(client_method(&cl[0]));
+	if (!creds || !a.ch || !a.slot || !a.cq)
+		goto leave;
+	for (int i = 0; i < nch; i++)
+		if (!(a.ch[i] = grpc_channel_create(addr, creds, NULL)))
+			goto leave;
+	for (int s = 0; s < n; s++)
+		a.slot[s].s = s;
+	struct ol_async ops = { async_start, async_wait, &a };
+	rc = ol_run_async(oc, &ops, res);
+leave:
+	if (a.cq) {
+		grpc_completion_queue_shutdown(a.cq);
+		while (grpc_completion_queue_next(a.cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
+		       GRPC_QUEUE_SHUTDOWN)
+			;
+		grpc_completion_queue_destroy(a.cq);
+	}
+	for (int i = 0; a.ch && i < nch; i++)
+		if (a.ch[i])
+			grpc_channel_destroy(a.ch[i]);
+	if (creds)
+		grpc_channel_credentials_release(creds);
+	free(a.ch);
+	free(a.slot);
 	return rc;
 }
 
@@ -436,7 +609,7 @@ static int featured_with_items(struct proc *f, const char *work, int items)
 
 struct opts {
 	int items, users, channels, server_threads, k, approx, cold_slots, batch, fp16, int4, scan_threads;
-	int metrics, in_flight, poisson, train_threads;
+	int metrics, in_flight, poisson, train_threads, open_threads;
 	double seconds;
 	const char *rankd_bin, *work, *data, *featured; /* featured: its address, or NULL */
 };
@@ -511,7 +684,8 @@ static int run_case(const struct opts *o, int conc, double rate, int cache_mb, i
 		struct ol_config oc = { .rate = rate, .in_flight = o->in_flight, .warmup_s = 0.5, .seconds = o->seconds,
 					.drain_s = 5, .poisson = o->poisson, .seed = 1 };
 		epoch0 = train ? bg_train_epoch(&tr, &train_ended) : 0;
-		if (ol_run(&oc, open_call, cl, &res)) {
+		if (o->open_threads ? ol_run(&oc, open_call, cl, &res)
+				    : async_open_loop(&oc, r.addr, nch, cl, nc, &res)) {
 			fprintf(stderr, "bench_rank_rpc: the open loop could not run\n");
 			status = 1;
 		}
@@ -856,7 +1030,7 @@ int main(int argc, char **argv)
 	struct opts o = { .items = 10000, .users = 1000, .channels = 8, .server_threads = 2, .k = 20,
 			  .scan_threads = 1, .in_flight = 64, .seconds = 3, .rankd_bin = RANKD_BIN };
 	const char *levels = "1,8,64", *dir = NULL, *caches = "64", *rates = "", *arrivals = "poisson",
-		   *train = "none", *replicas = "";
+		   *train = "none", *replicas = "", *open_client = "async";
 	int lag_samples = 0;
 	const vr_flag flags[] = {
 		{ "items", NULL, VR_FLAG_INT, &o.items, "10000", "catalogue size", 0 },
@@ -867,6 +1041,9 @@ int main(int argc, char **argv)
 		  "offered calls/s, a list: open loops instead of the levels", 0 },
 		{ "in-flight", NULL, VR_FLAG_INT, &o.in_flight, "64", "open loop: most calls outstanding", 0 },
 		{ "arrivals", NULL, VR_FLAG_STRING, &arrivals, "poisson", "open loop: poisson or even", 0 },
+		{ "open-client", NULL, VR_FLAG_STRING, &open_client, "async",
+		  "open loop: async (two client threads, one completion queue) or threads (one blocking caller "
+		  "a slot)", 0 },
 		{ "train", NULL, VR_FLAG_STRING, &train, "none",
 		  "a list of none, bpr, vbpr: each level run once per value, beside such a Train", 0 },
 		{ "train-threads", NULL, VR_FLAG_INT, &o.train_threads, "0",
@@ -899,6 +1076,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	o.poisson = !strcmp(arrivals, "poisson");
+	o.open_threads = !strcmp(open_client, "threads");
 	int any_train = 0, vbpr = 0, bad_train = 0;
 	for (const char *t = train; *t;) {
 		size_t len = strcspn(t, ",");
@@ -911,9 +1089,11 @@ int main(int argc, char **argv)
 	if (rc || o.items < 1 || o.users < 1 || o.channels < 1 || o.k < 1 || o.cold_slots < 0 || o.cold_slots > o.k ||
 	    o.batch < 0 || o.batch > 256 || o.in_flight < 1 || o.in_flight > 4096 || o.train_threads < 0 ||
 	    (!o.poisson && strcmp(arrivals, "even")) || bad_train || !*train ||
+	    (!o.open_threads && strcmp(open_client, "async")) ||
 	    (any_train && o.batch)) {
 		fprintf(stderr, "bench_rank_rpc: %s\n", rc ? err : "--items, --users, --channels, --k must be >= 1, "
 			"--cold-slots 0..k, --batch 0..256, --in-flight 1..4096, --arrivals poisson or even, "
+			"--open-client async or threads, "
 			"--train a list of none, bpr and vbpr (not with --batch), --train-threads >= 0");
 		return 2;
 	}

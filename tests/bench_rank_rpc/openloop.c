@@ -1,6 +1,7 @@
 /* openloop: the open-loop load generator (openloop.h says how it counts). */
 #include "openloop.h"
 
+#include "deadline.h"
 #include "xoshiro.h"
 
 #include <errno.h>
@@ -28,6 +29,15 @@ struct run {
 	atomic_size_t next;   /* the next arrival to claim; the phase ends at n */
 	uint32_t *lat;    /* per arrival: us from intended time to answer, or UNSENT / FAILED */
 	float *lag;       /* per arrival: send - intended (us); -1 when delayed by the cap */
+	/* ol_run_async's, under mu: the free slots (a stack), each busy slot's
+	 * arrival, how many are busy, when the last moment of all busy ended. */
+	const struct ol_async *ops;
+	pthread_mutex_t mu;
+	pthread_cond_t freed;
+	int *free_slots, n_free, busy, sending;
+	size_t *slot_arrival;
+	double full_ended;
+	int wait_failed;
 };
 
 struct worker {
@@ -127,7 +137,113 @@ static int run_phase(struct run *r, struct worker *wk, int in_flight, size_t fro
 	return started < in_flight ? -1 : 0;
 }
 
+/* The receiver of an asynchronous phase: records each ended call and frees
+ * its slot, until the sender is done and no call is out. */
+static void *receiver_main(void *p)
+{
+	struct run *r = p;
+	for (;;) {
+		pthread_mutex_lock(&r->mu);
+		int over = !r->sending && !r->busy;
+		pthread_mutex_unlock(&r->mu);
+		if (over)
+			break;
+		int s, rc, got = r->ops->wait(r->ops->arg, 0.05, &s, &rc);
+		double e = mono_s();
+		pthread_mutex_lock(&r->mu);
+		if (got < 0) {
+			r->wait_failed = 1;
+			r->busy = 0;
+			pthread_cond_broadcast(&r->freed);
+			pthread_mutex_unlock(&r->mu);
+			break;
+		}
+		if (got) {
+			size_t k = r->slot_arrival[s];
+			double us = (e - (r->t0 + r->at[k])) * 1e6;
+			r->lat[k] = rc ? FAILED : us >= (double)LONGEST ? LONGEST : (uint32_t)us;
+			if (!r->n_free)
+				r->full_ended = e;
+			r->free_slots[r->n_free++] = s;
+			r->busy--;
+			pthread_cond_signal(&r->freed);
+		}
+		pthread_mutex_unlock(&r->mu);
+	}
+	return NULL;
+}
+
+/* run_phase for ol_run_async: this thread sends, a receiver takes answers. */
+static int run_phase_async(struct run *r, int in_flight, size_t from, size_t to, double origin, double until)
+{
+	pthread_t rx;
+	r->n = to;
+	r->t0 = mono_s() + 0.01 - origin;
+	r->stop_at = r->t0 + origin + until;
+	r->n_free = in_flight;
+	for (int s = 0; s < in_flight; s++)
+		r->free_slots[s] = in_flight - 1 - s;
+	r->busy = 0;
+	r->sending = 1;
+	r->full_ended = -1;
+	if (pthread_create(&rx, NULL, receiver_main, r))
+		return -1;
+	prctl(PR_SET_TIMERSLACK, 1UL);
+	for (size_t k = from; k < to; k++) {
+		double due = r->t0 + r->at[k];
+		if (mono_s() > r->stop_at)
+			break; /* this arrival and every later one stay UNSENT */
+		sleep_until(due);
+		pthread_mutex_lock(&r->mu);
+		int waited = 0;
+		/* mono_s and vr_now_ms read the same clock. */
+		while (!r->n_free && !r->wait_failed) {
+			waited = 1;
+			if (vr_cond_wait_until(&r->freed, &r->mu, (int64_t)(r->stop_at * 1e3) + 1))
+				break;
+		}
+		if (!r->n_free || r->wait_failed) {
+			pthread_mutex_unlock(&r->mu);
+			break;
+		}
+		int s = r->free_slots[--r->n_free];
+		r->slot_arrival[s] = k;
+		r->busy++;
+		double now = mono_s();
+		r->lag[k] = waited || r->full_ended > due ? -1.0f : (float)((now - due) * 1e6);
+		pthread_mutex_unlock(&r->mu);
+		if (r->ops->start(r->ops->arg, s)) {
+			pthread_mutex_lock(&r->mu);
+			r->lat[k] = FAILED;
+			r->free_slots[r->n_free++] = s;
+			r->busy--;
+			pthread_mutex_unlock(&r->mu);
+		}
+	}
+	pthread_mutex_lock(&r->mu);
+	r->sending = 0;
+	pthread_mutex_unlock(&r->mu);
+	pthread_join(rx, NULL);
+	return r->wait_failed ? -1 : 0;
+}
+
+static int run_schedule(const struct ol_config *cfg, ol_call_fn fn, void *arg, const struct ol_async *ops,
+			struct ol_result *out);
+
 int ol_run(const struct ol_config *cfg, ol_call_fn fn, void *arg, struct ol_result *out)
+{
+	return run_schedule(cfg, fn, arg, NULL, out);
+}
+
+int ol_run_async(const struct ol_config *cfg, const struct ol_async *ops, struct ol_result *out)
+{
+	return run_schedule(cfg, NULL, NULL, ops, out);
+}
+
+/* The schedule, its phases (threaded with fn, or asynchronous with ops)
+ * and the counts. */
+static int run_schedule(const struct ol_config *cfg, ol_call_fn fn, void *arg, const struct ol_async *ops,
+			struct ol_result *out)
 {
 	memset(out, 0, sizeof *out);
 	if (!(cfg->rate > 0) || cfg->in_flight < 1 || !(cfg->seconds > 0) || cfg->warmup_s < 0 || cfg->drain_s < 0)
@@ -136,13 +252,16 @@ int ol_run(const struct ol_config *cfg, ol_call_fn fn, void *arg, struct ol_resu
 	if (cfg->rate * span * 1.5 + 16 > 2e8)
 		return -1;
 	size_t cap = (size_t)(cfg->rate * span * 1.5) + 16, n = 0, first = 0;
-	struct run r = { .cfg = cfg, .fn = fn, .arg = arg };
+	struct run r = { .cfg = cfg, .fn = fn, .arg = arg, .ops = ops, .mu = PTHREAD_MUTEX_INITIALIZER };
 	double *at = malloc(cap * sizeof *at);
 	struct worker *wk = calloc((size_t)cfg->in_flight, sizeof *wk);
 	uint32_t *sorted = NULL;
 	float *lags = NULL;
 	int rc = -1;
-	if (!at || !wk)
+	vr_cond_init(&r.freed);
+	r.free_slots = malloc((size_t)cfg->in_flight * sizeof *r.free_slots);
+	r.slot_arrival = malloc((size_t)cfg->in_flight * sizeof *r.slot_arrival);
+	if (!at || !wk || !r.free_slots || !r.slot_arrival)
 		goto leave;
 	/* The schedule: arrival times in [0, span), the window's from warmup_s. */
 	uint64_t s[4], x = cfg->seed;
@@ -181,9 +300,11 @@ int ol_run(const struct ol_config *cfg, ol_call_fn fn, void *arg, struct ol_resu
 	/* The warm-up's arrivals, then, once they are all answered, the
 	 * window's: a backlog of the warm-up (a cold cache, new connections)
 	 * is not measured as the window's. */
-	if (first && run_phase(&r, wk, cfg->in_flight, 0, first, 0, cfg->warmup_s + cfg->drain_s))
+	if (first && (ops ? run_phase_async(&r, cfg->in_flight, 0, first, 0, cfg->warmup_s + cfg->drain_s)
+			  : run_phase(&r, wk, cfg->in_flight, 0, first, 0, cfg->warmup_s + cfg->drain_s)))
 		goto leave;
-	if (run_phase(&r, wk, cfg->in_flight, first, n, cfg->warmup_s, cfg->seconds + cfg->drain_s))
+	if (ops ? run_phase_async(&r, cfg->in_flight, first, n, cfg->warmup_s, cfg->seconds + cfg->drain_s)
+		: run_phase(&r, wk, cfg->in_flight, first, n, cfg->warmup_s, cfg->seconds + cfg->drain_s))
 		goto leave;
 
 	/* The window's arrivals: counts, achieved rate, percentiles. */
@@ -230,6 +351,9 @@ leave:
 	free(r.lag);
 	free(at);
 	free(wk);
+	free(r.free_slots);
+	free(r.slot_arrival);
+	pthread_cond_destroy(&r.freed);
 	return rc;
 }
 

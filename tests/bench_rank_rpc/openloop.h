@@ -26,7 +26,18 @@
  * other (a free worker would have claimed it): all in_flight slots were
  * busy, so the send is "delayed by the cap". Each arrival has its own
  * result slot, written only by the worker that claimed it; ol_run joins
- * the workers before it reads them. */
+ * the workers before it reads them.
+ *
+ * ol_run_async sends the same schedule from one thread and takes the
+ * answers on another (the caller's asynchronous client: start a call, wait
+ * for any call to end), so the generator costs two threads whatever
+ * in_flight is. With blocking calls, 64 slots are 64 threads each woken
+ * twice a call (its arrival's sleep, its answer); on the 2 cores the
+ * service shares with its client, that client took twice the service's
+ * CPU at 10 k calls/s and its wake-ups were the tail. An arrival is
+ * delayed when every slot was busy at some moment between its intended
+ * time and its send (the sender waits for a free slot); a late send
+ * otherwise is the generator's lag, as in ol_run. */
 #ifndef VR_BENCH_OPENLOOP_H
 #define VR_BENCH_OPENLOOP_H
 
@@ -65,6 +76,23 @@ struct ol_result {
 /* Runs the schedule of cfg against fn and fills *out. Returns 0, or -1 for
  * a bad cfg, no memory or threads that could not start (nothing run). */
 int ol_run(const struct ol_config *cfg, ol_call_fn fn, void *arg, struct ol_result *out);
+
+/* The asynchronous client of ol_run_async. start begins a call in slot s
+ * (0 .. in_flight - 1, not in use) and returns 0, or nonzero when it could
+ * not (the arrival counts as failed, the slot stays free). wait takes the
+ * end of one started call within timeout_s: returns 1 with its slot in *s
+ * and *rc 0 when it was answered as expected (nonzero: failed), 0 when
+ * none ended in time, -1 when it cannot wait (nothing more is measured).
+ * start runs on the sender thread, wait on the receiver; they may overlap. */
+struct ol_async {
+	int (*start)(void *arg, int s);
+	int (*wait)(void *arg, double timeout_s, int *s, int *rc);
+	void *arg;
+};
+
+/* ol_run with an asynchronous client. Returns 0, or -1 for a bad cfg, no
+ * memory, a thread that could not start or a wait that failed. */
+int ol_run_async(const struct ol_config *cfg, const struct ol_async *ops, struct ol_result *out);
 
 /* A latency of ol_result (us) written into buf as "%.0f", "inf", or "-"
  * for NAN (none measured); returns buf. */

@@ -5,10 +5,13 @@
  * sends are delayed by the cap, latency from the intended time grows with
  * the backlog, the achieved rate is the capacity, and what the drain cannot
  * send is counted, not dropped. */
+#include "deadline.h"
 #include "harness.h"
 #include "openloop.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
+#include <errno.h>
 #include <time.h>
 
 #define SERVICE_MS 10
@@ -25,12 +28,74 @@ static int sleepy(void *arg, int w)
 	return every && n % every == 0;
 }
 
+/* sleepy as an asynchronous service (ol_run_async): a call started in a
+ * slot ends SERVICE_MS later (in start order, the time being the same for
+ * all) and fails as sleepy's would. */
+#define FAKE_RING 4096
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int slot[FAKE_RING], fail[FAKE_RING];
+	double end[FAKE_RING];
+	size_t head, tail;
+	long every;
+} fake = { .mu = PTHREAD_MUTEX_INITIALIZER };
+
+static int fake_start(void *arg, int s)
+{
+	(void)arg;
+	long n = atomic_fetch_add(&calls, 1) + 1;
+	pthread_mutex_lock(&fake.mu);
+	size_t i = fake.tail++ % FAKE_RING;
+	fake.slot[i] = s;
+	fake.fail[i] = fake.every && n % fake.every == 0;
+	fake.end[i] = vr_now_s() + SERVICE_MS * 1e-3;
+	pthread_cond_signal(&fake.cv);
+	pthread_mutex_unlock(&fake.mu);
+	return 0;
+}
+
+static int fake_wait(void *arg, double timeout_s, int *s, int *rc)
+{
+	(void)arg;
+	int64_t until = vr_now_ms() + (int64_t)(timeout_s * 1e3);
+	pthread_mutex_lock(&fake.mu);
+	while (fake.head == fake.tail && !vr_cond_wait_until(&fake.cv, &fake.mu, until))
+		;
+	if (fake.head == fake.tail) {
+		pthread_mutex_unlock(&fake.mu);
+		return 0;
+	}
+	size_t i = fake.head++ % FAKE_RING;
+	double end = fake.end[i];
+	*s = fake.slot[i];
+	*rc = fake.fail[i];
+	pthread_mutex_unlock(&fake.mu);
+	struct timespec ts = { .tv_sec = (time_t)end, .tv_nsec = (long)((end - (double)(time_t)end) * 1e9) };
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+		;
+	return 1;
+}
+
+/* Every test runs with blocking workers (ol_run) and, as NAME_async,
+ * with the asynchronous sender and receiver (ol_run_async). */
+static int async_mode;
+
+static int run(const struct ol_config *c, long *every, struct ol_result *r)
+{
+	if (!async_mode)
+		return ol_run(c, sleepy, every, r);
+	struct ol_async ops = { fake_start, fake_wait, NULL };
+	fake.every = every ? *every : 0;
+	return ol_run_async(c, &ops, r);
+}
+
 /* 100/s on 4 slots of 10 ms (capacity 400/s), evenly spaced. */
 TEST(under_capacity_is_not_delayed)
 {
 	struct ol_config c = { .rate = 100, .in_flight = 4, .warmup_s = 0.1, .seconds = 1, .drain_s = 5 };
 	struct ol_result r;
-	ASSERT_OK(ol_run(&c, sleepy, NULL, &r));
+	ASSERT_OK(run(&c, NULL, &r));
 	ASSERT_MSG(r.offered >= 99 && r.offered <= 101, "%zu arrivals for 100 expected", r.offered);
 	ASSERT_EQ_INT(r.answered, r.offered);
 	ASSERT_EQ_INT(r.unsent + r.errors, 0);
@@ -46,7 +111,7 @@ TEST(over_capacity_counts_the_wait)
 {
 	struct ol_config c = { .rate = 1000, .in_flight = 4, .warmup_s = 0, .seconds = 1, .drain_s = 10 };
 	struct ol_result r;
-	ASSERT_OK(ol_run(&c, sleepy, NULL, &r));
+	ASSERT_OK(run(&c, NULL, &r));
 	ASSERT_EQ_INT(r.offered, 1000);
 	ASSERT_EQ_INT(r.answered, 1000);
 	ASSERT_EQ_INT(r.unsent, 0);
@@ -64,7 +129,7 @@ TEST(unsent_are_counted_and_rank_last)
 {
 	struct ol_config c = { .rate = 1000, .in_flight = 4, .warmup_s = 0, .seconds = 0.5, .drain_s = 0 };
 	struct ol_result r;
-	ASSERT_OK(ol_run(&c, sleepy, NULL, &r));
+	ASSERT_OK(run(&c, NULL, &r));
 	ASSERT_EQ_INT(r.offered, 500);
 	ASSERT_EQ_INT(r.answered + r.unsent + r.errors, 500);
 	ASSERT_MSG(r.unsent > 200, "%zu unsent of 500 at 2.5x capacity with no drain", r.unsent);
@@ -79,7 +144,7 @@ TEST(errors_rank_last)
 	struct ol_config c = { .rate = 200, .in_flight = 8, .warmup_s = 0, .seconds = 1, .drain_s = 5 };
 	struct ol_result r;
 	atomic_store(&calls, 0);
-	ASSERT_OK(ol_run(&c, sleepy, &every, &r));
+	ASSERT_OK(run(&c, &every, &r));
 	ASSERT_EQ_INT(r.offered, 200);
 	ASSERT_EQ_INT(r.errors, 20);
 	ASSERT_EQ_INT(r.answered, 180);
@@ -93,8 +158,8 @@ TEST(poisson_offers_the_rate)
 	struct ol_config c = { .rate = 2000, .in_flight = 64, .warmup_s = 0, .seconds = 0.5, .drain_s = 5,
 			       .poisson = 1, .seed = 7 };
 	struct ol_result a, b;
-	ASSERT_OK(ol_run(&c, sleepy, NULL, &a));
-	ASSERT_OK(ol_run(&c, sleepy, NULL, &b));
+	ASSERT_OK(run(&c, NULL, &a));
+	ASSERT_OK(run(&c, NULL, &b));
 	ASSERT_MSG(fabs((double)a.offered - 1000) < 5 * sqrt(1000), "%zu arrivals for 1000 expected", a.offered);
 	ASSERT_EQ_INT(a.offered, b.offered);
 	ASSERT_EQ_INT(a.answered, a.offered);
@@ -104,10 +169,18 @@ TEST(bad_config_is_refused)
 {
 	struct ol_result r;
 	struct ol_config c = { .rate = 0, .in_flight = 1, .seconds = 1 };
-	ASSERT_NE_INT(ol_run(&c, sleepy, NULL, &r), 0);
+	ASSERT_NE_INT(run(&c, NULL, &r), 0);
 	c = (struct ol_config){ .rate = 10, .in_flight = 0, .seconds = 1 };
-	ASSERT_NE_INT(ol_run(&c, sleepy, NULL, &r), 0);
+	ASSERT_NE_INT(run(&c, NULL, &r), 0);
 }
+
+#define ASYNC(name) TEST(name##_async) { async_mode = 1; test_##name(); async_mode = 0; }
+ASYNC(under_capacity_is_not_delayed)
+ASYNC(over_capacity_counts_the_wait)
+ASYNC(unsent_are_counted_and_rank_last)
+ASYNC(errors_rank_last)
+ASYNC(poisson_offers_the_rate)
+ASYNC(bad_config_is_refused)
 
 static const struct vr_test tests[] = {
 	T(under_capacity_is_not_delayed),
@@ -116,6 +189,12 @@ static const struct vr_test tests[] = {
 	T(errors_rank_last),
 	T(poisson_offers_the_rate),
 	T(bad_config_is_refused),
+	T(under_capacity_is_not_delayed_async),
+	T(over_capacity_counts_the_wait_async),
+	T(unsent_are_counted_and_rank_last_async),
+	T(errors_rank_last_async),
+	T(poisson_offers_the_rate_async),
+	T(bad_config_is_refused_async),
 	{ 0 },
 };
 

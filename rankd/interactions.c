@@ -174,6 +174,7 @@ struct write_ctx {
 	const rk_interaction_in *rows;
 	size_t n;
 	uint32_t items_before; /* ids [persisted, items_before) came from intern */
+	uint64_t seq_after;    /* out: the log's last sequence once written */
 };
 
 #define LOG_MAGIC 0x314c4b52u /* "RKL1" */
@@ -198,31 +199,42 @@ static uint8_t *log_header(uint8_t *p, uint32_t type, uint32_t n)
 	return p + LOG_HEADER;
 }
 
-/* Appends the log record of the item ids [from, to) (RK_LOG_ITEMS) or of
- * the rows (RK_LOG_ROWS) at *seq + 1. */
+/* An ITEMS record's limits: what a replica decodes (RK_LOG_MAX_ROWS) and,
+ * in bytes, well under a feed message (4 MiB by default). */
+#define LOG_ITEMS_MAX_BYTES (1u << 20)
+
+/* Appends the log records of the item ids [from, to) (RK_LOG_ITEMS) from
+ * *seq + 1 on, as many as the limits above need: a flush of 300,000
+ * interned items once wrote one record that no replica would decode. */
 static int log_items(vr_txn *txn, rk_interactions *ix, uint32_t from, uint32_t to, uint64_t *seq)
 {
-	size_t bytes = LOG_HEADER;
-	for (uint32_t k = from; k < to; k++) {
-		size_t len;
-		vr_intern_id(&ix->items.ids, k, &len);
-		bytes += 2 + len;
+	while (from < to) {
+		size_t bytes = LOG_HEADER;
+		uint32_t end = from;
+		for (; end < to && end - from < RK_LOG_MAX_ROWS; end++) {
+			size_t len;
+			vr_intern_id(&ix->items.ids, end, &len);
+			if (end > from && bytes + 2 + len > LOG_ITEMS_MAX_BYTES)
+				break;
+			bytes += 2 + len;
+		}
+		void *dst;
+		uint64_t key = *seq + 1;
+		int rc = vr_put_reserve(txn, ix->db_log, &key, sizeof key, bytes, &dst);
+		if (rc)
+			return rc;
+		uint8_t *p = log_header(dst, RK_LOG_ITEMS, end - from);
+		for (uint32_t k = from; k < end; k++) {
+			size_t len;
+			const char *id = vr_intern_id(&ix->items.ids, k, &len);
+			uint16_t l = (uint16_t)len;
+			memcpy(p, &l, 2);
+			memcpy(p + 2, id, len);
+			p += 2 + len;
+		}
+		*seq = key;
+		from = end;
 	}
-	void *dst;
-	uint64_t key = *seq + 1;
-	int rc = vr_put_reserve(txn, ix->db_log, &key, sizeof key, bytes, &dst);
-	if (rc)
-		return rc;
-	uint8_t *p = log_header(dst, RK_LOG_ITEMS, to - from);
-	for (uint32_t k = from; k < to; k++) {
-		size_t len;
-		const char *id = vr_intern_id(&ix->items.ids, k, &len);
-		uint16_t l = (uint16_t)len;
-		memcpy(p, &l, 2);
-		memcpy(p + 2, id, len);
-		p += 2 + len;
-	}
-	*seq = key;
 	return 0;
 }
 
@@ -275,6 +287,7 @@ static int write_batch(vr_txn *txn, void *arg)
 		rc = log_items(txn, ix, ix->items.persisted, w->items_before, &seq);
 	if (!rc && w->n)
 		rc = log_rows(txn, ix, w->rows, w->n, &seq);
+	w->seq_after = seq;
 	for (size_t r = 0; !rc && r < w->n; r++) {
 		uint8_t key[8];
 		pair_key(key, ix->ru[r], ix->ri[r]);
@@ -306,12 +319,11 @@ int rk_interactions_flush(rk_interactions *ix)
 {
 	if (!ix->st || (ix->users.persisted == ix->users.ids.n && ix->items.persisted == ix->items.ids.n))
 		return 0;
-	struct write_ctx w = {ix, NULL, 0, ix->items.ids.n};
-	uint64_t seq = ix->log_seq + (ix->items.persisted < ix->items.ids.n);
+	struct write_ctx w = {ix, NULL, 0, ix->items.ids.n, 0};
 	int rc = vr_store_write(ix->st, write_batch, &w);
 	if (!rc) {
 		mark_persisted(ix);
-		ix->log_seq = seq;
+		ix->log_seq = w.seq_after;
 	}
 	return rc;
 }
@@ -560,13 +572,12 @@ int rk_interactions_add_batch(rk_interactions *ix, const rk_interaction_in *rows
 		ix->ri[r] = vr_intern_add(&ix->items.ids, rows[r].item, rows[r].item_len);
 	}
 	if (ix->st) {
-		struct write_ctx w = {ix, rows, n, items_before};
-		uint64_t seq = ix->log_seq + (ix->items.persisted < items_before) + (n > 0);
+		struct write_ctx w = {ix, rows, n, items_before, 0};
 		rc = vr_store_write(ix->st, write_batch, &w);
 		if (rc)
 			return rc;
 		mark_persisted(ix);
-		ix->log_seq = seq;
+		ix->log_seq = w.seq_after;
 	}
 	for (size_t r = 0; r < n; r++) {
 		if (pair_put(ix, ix->ru[r], ix->ri[r], rows[r].ts))

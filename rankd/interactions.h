@@ -21,7 +21,9 @@
  * order from an empty store (rk_interactions_log_apply) rebuilds the same
  * maps, the same indices, and a log of the same sequences. A record is
  *   RK_LOG_ITEMS  item ids interned outside a batch (featured's new items,
- *                 rk_items_intern then rk_interactions_flush), in index order
+ *                 rk_items_intern then rk_interactions_flush), in index order,
+ *                 at most RK_LOG_MAX_ROWS ids and 1 MiB a record (a flush
+ *                 of more writes several)
  *   RK_LOG_ROWS   the rows of one rk_interactions_add_batch, as given
  * stored as a 24-byte header (magic "RKL1", type, commit time in Unix ms,
  * count; native endian as the rest of the store) then per row: ROWS: u16

@@ -4,6 +4,7 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "err.h"
@@ -222,6 +223,69 @@ TEST(persistence_round_trip)
 	remove_dir(dir);
 }
 
+/* The log of a flush of more interned items than one record may hold
+ * (RK_LOG_MAX_ROWS, which rk_log_decode enforces): every record decodes,
+ * and replaying them into an empty store gives every item its index. One
+ * record of 250,000 ids was written before, and no replica could pass it. */
+struct log_copy {
+	rk_interactions *to;
+	int records, bad;
+};
+
+static int replay(void *ctx, uint64_t seq, const void *rec, size_t len)
+{
+	struct log_copy *c = ctx;
+	rk_log_record r;
+	c->records++;
+	if (rk_log_decode(rec, len, &r)) {
+		c->bad++;
+		return 0;
+	}
+	int rc = rk_interactions_log_apply(c->to, seq, &r, NULL);
+	free(r.rows);
+	return rc;
+}
+
+TEST(log_splits_a_large_flush)
+{
+	enum { N = 250000 };
+	const char *dir = fresh_dir();
+	ASSERT(dir);
+	char other[256];
+	snprintf(other, sizeof other, "%s/replica", dir);
+	ASSERT(mkdir(other, 0700) == 0);
+	vr_store_opts opts = {.no_sync = 1};
+	vr_store *st, *st2;
+	rk_interactions *ix, *ix2;
+	ASSERT_OK(vr_store_open(&st, dir, &opts));
+	ASSERT_OK(rk_interactions_open(&ix, st));
+	for (uint32_t k = 0; k < N; k++) {
+		char id[32];
+		uint32_t got;
+		int len = snprintf(id, sizeof id, "item-%07u", k);
+		ASSERT_OK(rk_items_intern(ix, id, (size_t)len, &got));
+	}
+	ASSERT_OK(rk_interactions_flush(ix));
+	ASSERT_MSG(rk_interactions_log_seq(ix) >= (N + RK_LOG_MAX_ROWS - 1) / RK_LOG_MAX_ROWS,
+		   "%llu records for %d items", (unsigned long long)rk_interactions_log_seq(ix), N);
+	ASSERT_OK(vr_store_open(&st2, other, &opts));
+	ASSERT_OK(rk_interactions_open(&ix2, st2));
+	struct log_copy c = { ix2, 0, 0 };
+	for (uint64_t at = 0; at < rk_interactions_log_seq(ix); at = rk_interactions_log_seq(ix2))
+		ASSERT_OK(rk_interactions_log_read(ix, at, 1u << 20, replay, &c));
+	ASSERT_EQ_INT(c.bad, 0);
+	ASSERT_EQ_INT(c.records, rk_interactions_log_seq(ix));
+	ASSERT_EQ_INT(rk_interactions_items(ix2), N);
+	ASSERT_EQ_INT(item_of(ix2, "item-0000000"), 0);
+	ASSERT_EQ_INT(item_of(ix2, "item-0249999"), N - 1);
+	ASSERT_EQ_INT(item_of(ix2, "item-0100000"), 100000);
+	rk_interactions_close(ix2);
+	vr_store_close(st2);
+	rk_interactions_close(ix);
+	vr_store_close(st);
+	remove_dir(dir);
+}
+
 /* A random training CSR: n_users users with 1..max_deg items among the
  * first warm items; items [warm, n_items) have no interaction. */
 static void random_csr(rk_csr *c, uint32_t n_users, uint32_t n_items, uint32_t warm,
@@ -418,6 +482,7 @@ static const struct vr_test tests[] = {
 	T(split_marks_last_in_time),
 	T(add_batch_refuses_bad_ids_whole),
 	T(persistence_round_trip),
+	T(log_splits_a_large_flush),
 	T(sampler_reproducible_and_rejects_positives),
 	T(sampler_popularity_follows_counts),
 	T(sampler_draws_training_pairs_uniformly),

@@ -168,8 +168,6 @@ int rk_handle_snapshot(vr_call *call, void *ctx)
 {
 	rk_service *svc = ctx;
 	const Visrec__V1__SnapshotRequest *req = (const void *)vr_call_request(call);
-	void *buf = NULL;
-	size_t len = 0;
 	int code = rk_refuse_write(svc, call);
 	if (code)
 		return code;
@@ -177,7 +175,8 @@ int rk_handle_snapshot(vr_call *call, void *ctx)
 		return vr_call_error(call, GRPC_STATUS_INVALID_ARGUMENT,
 				     "chunk_bytes %u is out of range: 0 (1 MiB) or %u .. %u", req->chunk_bytes,
 				     CHUNK_MIN, CHUNK_BYTES);
-	int rc = rk_snap_export(&svc->snap, req->version, &buf, &len);
+	rk_snap_reader *r = NULL;
+	int rc = rk_snap_reader_open(&svc->snap, req->version, &r);
 	if (rc == VR_ENOTFOUND)
 		return vr_call_error(call, GRPC_STATUS_NOT_FOUND,
 				     req->version ? "no model snapshot v%" PRIu64 " here (the writer keeps "
@@ -186,33 +185,41 @@ int rk_handle_snapshot(vr_call *call, void *ctx)
 	if (rc)
 		return vr_call_error(call, vr_status_from_rc(rc), "cannot export the snapshot: %s",
 				     vr_strerror(rc));
+	size_t len = rk_snap_reader_size(r);
 	size_t chunk = req->chunk_bytes ? req->chunk_bytes : CHUNK_BYTES;
 	size_t limit = vr_call_max_message(call) - 256;
 	if (chunk > limit)
 		chunk = limit;
 	if (req->offset > len) {
-		free(buf);
+		rk_snap_reader_close(r);
 		return vr_call_error(call, GRPC_STATUS_OUT_OF_RANGE,
 				     "offset %" PRIu64 " is beyond the snapshot's %zu bytes", req->offset, len);
 	}
+	/* One chunk in memory at a time, copied from where the store keeps the
+	 * export (rk_snap_reader), not the whole export. */
+	void *buf = malloc(chunk);
+	if (!buf) {
+		rk_snap_reader_close(r);
+		return vr_call_error(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "no memory for a %zu-byte chunk", chunk);
+	}
 	Visrec__V1__SnapshotChunk m = VISREC__V1__SNAPSHOT_CHUNK__INIT;
-	rk_snap_export_view x;
-	rk_snap_export_decode(buf, len, &x);
-	m.version = x.meta.version;
+	m.version = rk_snap_reader_version(r);
 	m.total_bytes = len;
-	m.whole_crc32 = (uint32_t)crc32_z(crc32_z(0L, Z_NULL, 0), buf, len);
+	m.whole_crc32 = rk_snap_reader_crc(r);
 	size_t off = (size_t)req->offset;
 	do {
 		size_t n = len - off < chunk ? len - off : chunk;
+		rk_snap_reader_read(r, off, buf, n);
 		m.offset = off;
-		m.data.data = (uint8_t *)buf + off;
+		m.data.data = buf;
 		m.data.len = n;
-		m.crc32 = (uint32_t)crc32_z(crc32_z(0L, Z_NULL, 0), m.data.data, n);
+		m.crc32 = (uint32_t)crc32_z(crc32_z(0L, Z_NULL, 0), buf, n);
 		if ((rc = vr_call_send(call, &m.base)))
 			break;
 		off += n;
 	} while (off < len);
 	free(buf);
+	rk_snap_reader_close(r);
 	return rc == VR_ECANCELLED ? GRPC_STATUS_OK : rc ? rc : GRPC_STATUS_OK;
 }
 

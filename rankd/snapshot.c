@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "err.h"
 #include "fault.h"
@@ -552,23 +553,89 @@ struct export_header {
 	uint32_t dim, need_items;
 };
 
-int rk_snap_export(rk_snap *s, uint64_t version, void **out, size_t *out_len)
+struct rk_snap_reader {
+	vr_txn *txn;
+	struct export_header h;
+	const char *part[4];       /* the header (h), meta, model, rows */
+	size_t part_len[4];
+	size_t cold_at, row_bytes; /* where the cold records begin; a record's row */
+	uint32_t *cold_item;       /* per cold record: its item, its row in the map */
+	const char **cold_row;
+	size_t size;
+	uint32_t crc;
+};
+
+/* Copies what of [off, off + n) lies in [at, at + len) of src into dst
+ * (dst is the byte at off). */
+static void copy_span(char *dst, size_t off, size_t n, const void *src, size_t at, size_t len)
 {
-	vr_txn *txn = NULL;
+	size_t lo = off > at ? off : at, hi = off + n < at + len ? off + n : at + len;
+	if (lo < hi)
+		memcpy(dst + (lo - off), (const char *)src + (lo - at), hi - lo);
+}
+
+void rk_snap_reader_read(const rk_snap_reader *r, size_t off, void *dst, size_t n)
+{
+	size_t at = 0;
+	for (int i = 0; i < 4; i++) {
+		copy_span(dst, off, n, r->part[i], at, r->part_len[i]);
+		at += r->part_len[i];
+	}
+	size_t rec = 4 + r->row_bytes, end = off + n;
+	if (end <= r->cold_at)
+		return;
+	size_t c = off > r->cold_at ? (off - r->cold_at) / rec : 0;
+	for (; c < r->h.n_cold && r->cold_at + c * rec < end; c++) {
+		size_t base = r->cold_at + c * rec;
+		copy_span(dst, off, n, &r->cold_item[c], base, 4);
+		copy_span(dst, off, n, r->cold_row[c], base + 4, r->row_bytes);
+	}
+}
+
+void rk_snap_reader_close(rk_snap_reader *r)
+{
+	if (!r)
+		return;
+	vr_store_read_end(r->txn);
+	free(r->cold_item);
+	free(r->cold_row);
+	free(r);
+}
+
+uint64_t rk_snap_reader_version(const rk_snap_reader *r)
+{
+	return r->h.version;
+}
+
+size_t rk_snap_reader_size(const rk_snap_reader *r)
+{
+	return r->size;
+}
+
+uint32_t rk_snap_reader_crc(const rk_snap_reader *r)
+{
+	return r->crc;
+}
+
+int rk_snap_reader_open(rk_snap *s, uint64_t version, rk_snap_reader **out)
+{
 	vr_cursor *cur = NULL;
 	char key[32];
 	const void *mval, *rval, *meta_val, *k, *v, *val;
 	size_t mlen, rlen, meta_len, kl, vl, len;
 	uint8_t start[8];
 	rk_snap_meta meta;
-	char *buf = NULL;
 	*out = NULL;
-	*out_len = 0;
-	int rc = vr_store_read_begin(s->st, &txn);
-	if (rc)
+	rk_snap_reader *r = calloc(1, sizeof *r);
+	if (!r)
+		return VR_ENOMEM;
+	int rc = vr_store_read_begin(s->st, &r->txn);
+	if (rc) {
+		free(r);
 		return rc;
+	}
 	if (!version) {
-		if ((rc = vr_get(txn, s->serving, "active", 6, &val, &len)))
+		if ((rc = vr_get(r->txn, s->serving, "active", 6, &val, &len)))
 			goto leave;
 		if (len != sizeof version) {
 			rc = VR_ECORRUPT;
@@ -577,76 +644,106 @@ int rk_snap_export(rk_snap *s, uint64_t version, void **out, size_t *out_len)
 		memcpy(&version, val, sizeof version);
 	}
 	meta_key(key, sizeof key, version);
-	if ((rc = vr_get(txn, s->serving, key, strlen(key), &meta_val, &meta_len)) ||
+	if ((rc = vr_get(r->txn, s->serving, key, strlen(key), &meta_val, &meta_len)) ||
 	    (rc = rk_snap_meta_decode(meta_val, meta_len, version, &meta)))
 		goto leave;
 	version_key(key, sizeof key, version);
-	if ((rc = vr_get(txn, s->models, key, strlen(key), &mval, &mlen)) ||
-	    (rc = vr_get(txn, s->rows, key, strlen(key), &rval, &rlen)))
+	if ((rc = vr_get(r->txn, s->models, key, strlen(key), &mval, &mlen)) ||
+	    (rc = vr_get(r->txn, s->rows, key, strlen(key), &rval, &rlen)))
 		goto leave;
-	struct export_header h = { .version = version, .model_len = mlen, .rows_len = rlen,
-				   .meta_len = (uint32_t)meta_len, .dim = meta.dim,
-				   .need_items = meta.n_rows };
-	memcpy(h.magic, EXPORT_MAGIC, sizeof h.magic);
-	rc = vr_get(txn, s->serving, "featured_seq", 12, &val, &len);
-	if (!rc && len == sizeof h.featured_seq)
-		memcpy(&h.featured_seq, val, len);
+	struct export_header *h = &r->h;
+	*h = (struct export_header){ .version = version, .model_len = mlen, .rows_len = rlen,
+				     .meta_len = (uint32_t)meta_len, .dim = meta.dim, .need_items = meta.n_rows };
+	memcpy(h->magic, EXPORT_MAGIC, sizeof h->magic);
+	rc = vr_get(r->txn, s->serving, "featured_seq", 12, &val, &len);
+	if (!rc && len == sizeof h->featured_seq)
+		memcpy(&h->featured_seq, val, len);
 	else if (rc && rc != VR_ENOTFOUND)
 		goto leave;
-	/* Count the cold rows first, then copy everything into one buffer. */
-	size_t row_bytes = (size_t)meta.dim * sizeof(float);
+	/* The cold rows: counted, then their items and places in the map kept. */
+	r->row_bytes = (size_t)meta.dim * sizeof(float);
 	row_key(start, version, 0);
-	if ((rc = vr_cursor_open(txn, s->cold_rows, &cur)))
+	if ((rc = vr_cursor_open(r->txn, s->cold_rows, &cur)))
 		goto leave;
 	rc = vr_cursor_seek(cur, start, sizeof start, &k, &kl, &v, &vl);
 	while (!rc && kl == 8 && !memcmp(k, start, 4)) {
-		if (vl != row_bytes) {
+		if (vl != r->row_bytes) {
 			rc = VR_ECORRUPT;
 			goto leave;
 		}
-		uint32_t item = be32((const uint8_t *)k + 4);
-		if (item + 1 > h.need_items)
-			h.need_items = item + 1;
-		h.n_cold++;
+		h->n_cold++;
 		rc = vr_cursor_next(cur, &k, &kl, &v, &vl);
 	}
 	if (rc != VR_ENOTFOUND && rc)
 		goto leave;
-	size_t total = sizeof h + meta_len + mlen + rlen + (size_t)h.n_cold * (4 + row_bytes);
-	if (!(buf = malloc(total))) {
+	r->cold_item = malloc(((size_t)h->n_cold + 1) * sizeof *r->cold_item);
+	r->cold_row = malloc(((size_t)h->n_cold + 1) * sizeof *r->cold_row);
+	if (!r->cold_item || !r->cold_row) {
 		rc = VR_ENOMEM;
 		goto leave;
 	}
-	char *p = buf;
-	memcpy(p, &h, sizeof h);
-	p += sizeof h;
-	memcpy(p, meta_val, meta_len);
-	p += meta_len;
-	memcpy(p, mval, mlen);
-	p += mlen;
-	memcpy(p, rval, rlen);
-	p += rlen;
+	uint32_t c = 0;
 	rc = vr_cursor_seek(cur, start, sizeof start, &k, &kl, &v, &vl);
-	while (!rc && kl == 8 && !memcmp(k, start, 4)) {
+	for (; !rc && kl == 8 && !memcmp(k, start, 4) && c < h->n_cold; c++) {
 		uint32_t item = be32((const uint8_t *)k + 4);
-		memcpy(p, &item, 4);
-		memcpy(p + 4, v, row_bytes);
-		p += 4 + row_bytes;
+		if (item + 1 > h->need_items)
+			h->need_items = item + 1;
+		r->cold_item[c] = item;
+		r->cold_row[c] = v;
 		rc = vr_cursor_next(cur, &k, &kl, &v, &vl);
 	}
 	if (rc == VR_ENOTFOUND)
 		rc = 0;
-	if (!rc && (size_t)(p - buf) != total)
+	if (!rc && c != h->n_cold)
 		rc = VR_ECORRUPT; /* the cold rows changed under a read transaction: cannot */
+	if (rc)
+		goto leave;
+	const char *parts[4] = { (const char *)h, meta_val, mval, rval };
+	size_t lens[4] = { sizeof *h, meta_len, mlen, rlen };
+	r->size = 0;
+	for (int i = 0; i < 4; i++) {
+		r->part[i] = parts[i];
+		r->part_len[i] = lens[i];
+		r->size += lens[i];
+	}
+	r->cold_at = r->size;
+	r->size += (size_t)h->n_cold * (4 + r->row_bytes);
+	/* The whole export's CRC-32, read where it lies. */
+	uLong crc = crc32_z(0L, Z_NULL, 0);
+	for (int i = 0; i < 4; i++)
+		crc = crc32_z(crc, (const Bytef *)r->part[i], r->part_len[i]);
+	for (c = 0; c < h->n_cold; c++) {
+		crc = crc32_z(crc, (const Bytef *)&r->cold_item[c], 4);
+		crc = crc32_z(crc, (const Bytef *)r->cold_row[c], r->row_bytes);
+	}
+	r->crc = (uint32_t)crc;
 leave:
 	vr_cursor_close(cur);
-	vr_store_read_end(txn);
 	if (rc) {
-		free(buf);
+		rk_snap_reader_close(r);
 		return rc;
 	}
+	*out = r;
+	return 0;
+}
+
+int rk_snap_export(rk_snap *s, uint64_t version, void **out, size_t *out_len)
+{
+	rk_snap_reader *r;
+	*out = NULL;
+	*out_len = 0;
+	int rc = rk_snap_reader_open(s, version, &r);
+	if (rc)
+		return rc;
+	void *buf = malloc(r->size ? r->size : 1);
+	if (!buf) {
+		rk_snap_reader_close(r);
+		return VR_ENOMEM;
+	}
+	rk_snap_reader_read(r, 0, buf, r->size);
 	*out = buf;
-	*out_len = total;
+	*out_len = r->size;
+	rk_snap_reader_close(r);
 	return 0;
 }
 

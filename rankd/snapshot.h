@@ -39,10 +39,11 @@
  * checkpoint whole or the new one whole, never the models of one with the
  * meta of the other.
  *
- * Read replicas (rankd --writer) copy snapshots whole: rk_snap_export
- * reads one version's model, rows, meta, cold rows and featured_seq in one
- * read transaction into one buffer (a 56-byte header, then the stored
- * values as they are), which the writer streams in chunks; the replica
+ * Read replicas (rankd --writer) copy snapshots whole: an export is one
+ * version's model, rows, meta, cold rows and featured_seq, read in one
+ * read transaction (a 56-byte header, then the stored values as they
+ * are), which the writer streams in chunks (rk_snap_reader) or
+ * rk_snap_export copies into one buffer; the replica
  * stages the chunks it got in
  *   db "snapshot_stage"  "h"             the staged export's version, size, CRC
  *                        be64 offset     the bytes of the export from offset
@@ -208,6 +209,25 @@ int rk_snap_ckpt_load_adam(rk_snap *s, const rk_snap_ckpt *c, float *m, float *v
  * buffer of *len bytes. Returns 0, VR_ENOTFOUND (no such snapshot, or none
  * active), VR_ECORRUPT, VR_ENOMEM or a store error. */
 int rk_snap_export(rk_snap *s, uint64_t version, void **out, size_t *len);
+
+/* An export read in pieces, for the Snapshot stream: the parts stay where
+ * the store keeps them (one read transaction, held until close) and a
+ * reader copies out the bytes of one chunk at a time, so a writer serving
+ * replicas holds a chunk, not a copy of the export (1.2 GB at 1 M items of
+ * VBPR's dims), per stream. Its size and CRC-32 are known at open (one
+ * pass over the parts). While a reader is open LMDB cannot reuse the pages
+ * freed after it began: what the writer commits meanwhile grows the file. */
+typedef struct rk_snap_reader rk_snap_reader;
+/* Opens version's export (0: the active one). Returns 0, VR_ENOTFOUND,
+ * VR_ECORRUPT, VR_ENOMEM or a store error. */
+int rk_snap_reader_open(rk_snap *s, uint64_t version, rk_snap_reader **out);
+uint64_t rk_snap_reader_version(const rk_snap_reader *r);
+size_t rk_snap_reader_size(const rk_snap_reader *r);
+uint32_t rk_snap_reader_crc(const rk_snap_reader *r);
+/* Copies the export's bytes [off, off + n) into dst; off + n <= size. */
+void rk_snap_reader_read(const rk_snap_reader *r, size_t off, void *dst, size_t n);
+/* Ends the read transaction and frees r (NULL is allowed). */
+void rk_snap_reader_close(rk_snap_reader *r);
 
 /* An export's parts, pointing into its buffer. */
 typedef struct rk_snap_export_view {

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #define USERS 3
 #define ITEMS 4
@@ -80,6 +81,53 @@ TEST(snapshot_loads_with_cold_rows)
 	rk_index_release(&view);
 	rk_index_destroy(ix);
 	rk_model_free(m);
+	close_all();
+}
+
+/* The Snapshot stream's reader: the export read in spans of any size (and
+ * across the cold records' item and row) is the bytes rk_snap_export
+ * gives, its CRC-32 is theirs, and those decode to the rows that were put. */
+TEST(snapshot_reader_reads_any_span)
+{
+	ASSERT_OK(save_v1());
+	const uint32_t cold_items[3] = { ITEMS, ITEMS + 1, ITEMS + 5 };
+	for (int c = 0; c < 3; c++) {
+		const float row[DIM] = { (float)c, -0.5f * (float)c, 7 };
+		ASSERT_OK(rk_snap_put_row(&snap, 1, cold_items[c], row, DIM, &pos9));
+	}
+	void *whole;
+	size_t len;
+	ASSERT_OK(rk_snap_export(&snap, 0, &whole, &len));
+	rk_snap_export_view x;
+	ASSERT_OK(rk_snap_export_decode(whole, len, &x));
+	ASSERT_EQ_INT(x.n_cold, 3);
+	ASSERT_EQ_INT(x.need_items, ITEMS + 6);
+	for (int c = 0; c < 3; c++) {
+		uint32_t item;
+		float row[DIM];
+		memcpy(&item, x.cold + c * (4 + sizeof row), 4);
+		memcpy(row, x.cold + c * (4 + sizeof row) + 4, sizeof row);
+		ASSERT_EQ_INT(item, cold_items[c]);
+		ASSERT(row[0] == (float)c && row[1] == -0.5f * (float)c && row[2] == 7);
+	}
+	rk_snap_reader *r;
+	ASSERT_OK(rk_snap_reader_open(&snap, 1, &r));
+	ASSERT_EQ_INT(rk_snap_reader_size(r), len);
+	ASSERT_EQ_INT(rk_snap_reader_version(r), 1);
+	ASSERT_EQ_INT(rk_snap_reader_crc(r), (uint32_t)crc32_z(crc32_z(0L, Z_NULL, 0), whole, len));
+	char *got = malloc(len);
+	const size_t steps[] = { 1, 3, 4, 7, 13, 4 + DIM * sizeof(float), 61, len };
+	for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+		memset(got, 0x5a, len);
+		for (size_t off = 0; off < len; off += steps[i])
+			rk_snap_reader_read(r, off, got + off, len - off < steps[i] ? len - off : steps[i]);
+		ASSERT_MSG(!memcmp(got, whole, len), "spans of %zu bytes differ from the export", steps[i]);
+	}
+	free(got);
+	rk_snap_reader_close(r);
+	free(whole);
+	rk_snap_reader *none;
+	ASSERT_EQ_INT(rk_snap_reader_open(&snap, 2, &none), VR_ENOTFOUND);
 	close_all();
 }
 
@@ -165,6 +213,7 @@ TEST(snapshot_feed_positions_per_shard)
 
 static const struct vr_test tests[] = {
 	T(snapshot_loads_with_cold_rows),
+	T(snapshot_reader_reads_any_span),
 	T(snapshot_damaged_cold_rows_corrupt),
 	T(snapshot_decoders_check_lengths),
 	T(snapshot_feed_positions_per_shard),

@@ -407,19 +407,26 @@ static int server_times(const char *path, double *p50, double *p99)
 	return found;
 }
 
-static long peak_rss_kb(pid_t pid)
+/* A line of /proc/PID/status ("VmHWM:", "RssAnon:"), in kB; -1 if none. */
+static long status_kb(pid_t pid, const char *field)
 {
 	char path[64], line[256];
 	long kb = -1;
+	size_t n = strlen(field);
 	snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
 	FILE *f = fopen(path, "r");
 	if (!f)
 		return -1;
 	while (fgets(line, sizeof line, f))
-		if (!strncmp(line, "VmHWM:", 6))
-			kb = atol(line + 6);
+		if (!strncmp(line, field, n))
+			kb = atol(line + n);
 	fclose(f);
 	return kb;
+}
+
+static long peak_rss_kb(pid_t pid)
+{
+	return status_kb(pid, "VmHWM:");
 }
 
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
@@ -920,6 +927,9 @@ static int run_replicas(const struct opts *o, int nrep, const char *levels, int 
 		protobuf_c_message_free_unpacked(&wi->base, NULL);
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
 	double load_max = 0;
+	long writer_rss0 = peak_rss_kb(w.pid);
+	printf("writer before the replicas: rss_anon_mb=%.1f rss_file_mb=%.1f\n", status_kb(w.pid, "RssAnon:") / 1024.0,
+	       status_kb(w.pid, "RssFile:") / 1024.0);
 	for (int r = 0; r < nrep && !status; r++) {
 		char core[16], data[300], rlog[300];
 		snprintf(core, sizeof core, "%ld", r % (cores > 0 ? cores : 1));
@@ -955,8 +965,10 @@ static int run_replicas(const struct opts *o, int nrep, const char *levels, int 
 			status = 1;
 			break;
 		}
-		printf("replicas=%d replica=%d core=%s model_version=%llu replica_load_s=%.2f\n", nrep, r, core,
-		       (unsigned long long)version, took);
+		printf("replicas=%d replica=%d core=%s model_version=%llu replica_load_s=%.2f writer_peak_rss_mb=%.1f "
+		       "(%.1f before the replicas) writer_rss_anon_mb=%.1f writer_rss_file_mb=%.1f\n", nrep, r, core,
+		       (unsigned long long)version, took, peak_rss_kb(w.pid) / 1024.0, writer_rss0 / 1024.0,
+		       status_kb(w.pid, "RssAnon:") / 1024.0, status_kb(w.pid, "RssFile:") / 1024.0);
 		if (took > load_max)
 			load_max = took;
 	}

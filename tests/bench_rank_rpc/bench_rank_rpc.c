@@ -232,14 +232,18 @@ static int open_call(void *arg, int w)
 
 /* ---- the asynchronous open-loop client -----------------------------------------
  *
- * openloop's ol_run_async: the sender thread starts each call on one
+ * openloop's ol_run_async: its sender threads start each call on one
  * completion queue (a call and one batch of all six unary ops, the
  * request packed here), the receiver thread takes the completions from it.
- * Two client threads whatever the calls in flight, where the blocking
+ * Five client threads whatever the calls in flight, where the blocking
  * client (--open-client threads) runs one per slot: what the open-loop
  * figures are taken with by default (openloop.h says why). Slot s keeps
  * client s's users, request and counts, and its call's buffers until the
  * call ends. */
+/* The async client's sender threads (openloop.h: one was the tail beside
+ * a Train). */
+#define OPEN_SENDERS 4
+
 struct aslot {
 	grpc_call *call;
 	grpc_byte_buffer *out, *in;
@@ -358,7 +362,7 @@ static int async_open_loop(const struct ol_config *oc, const char *addr, int nch
 			goto leave;
 	for (int s = 0; s < n; s++)
 		a.slot[s].s = s;
-	struct ol_async ops = { async_start, async_wait, &a };
+	struct ol_async ops = { async_start, async_wait, &a, OPEN_SENDERS };
 	rc = ol_run_async(oc, &ops, res);
 leave:
 	if (a.cq) {
@@ -1054,7 +1058,7 @@ int main(int argc, char **argv)
 		{ "in-flight", NULL, VR_FLAG_INT, &o.in_flight, "64", "open loop: most calls outstanding", 0 },
 		{ "arrivals", NULL, VR_FLAG_STRING, &arrivals, "poisson", "open loop: poisson or even", 0 },
 		{ "open-client", NULL, VR_FLAG_STRING, &open_client, "async",
-		  "open loop: async (two client threads, one completion queue) or threads (one blocking caller "
+		  "open loop: async (4 sender threads and a receiver on one completion queue) or threads (one blocking caller "
 		  "a slot)", 0 },
 		{ "train", NULL, VR_FLAG_STRING, &train, "none",
 		  "a list of none, bpr, vbpr: each level run once per value, beside such a Train", 0 },

@@ -173,23 +173,17 @@ static void *receiver_main(void *p)
 	return NULL;
 }
 
-/* run_phase for ol_run_async: this thread sends, a receiver takes answers. */
-static int run_phase_async(struct run *r, int in_flight, size_t from, size_t to, double origin, double until)
+/* A sender of an asynchronous phase: claims the next arrival, sleeps
+ * until its time, takes a free slot (waiting, and so delayed, when none
+ * is) and starts the call there. */
+static void *sender_main(void *p)
 {
-	pthread_t rx;
-	r->n = to;
-	r->t0 = mono_s() + 0.01 - origin;
-	r->stop_at = r->t0 + origin + until;
-	r->n_free = in_flight;
-	for (int s = 0; s < in_flight; s++)
-		r->free_slots[s] = in_flight - 1 - s;
-	r->busy = 0;
-	r->sending = 1;
-	r->full_ended = -1;
-	if (pthread_create(&rx, NULL, receiver_main, r))
-		return -1;
+	struct run *r = p;
 	prctl(PR_SET_TIMERSLACK, 1UL);
-	for (size_t k = from; k < to; k++) {
+	for (;;) {
+		size_t k = atomic_fetch_add(&r->next, 1);
+		if (k >= r->n)
+			break;
 		double due = r->t0 + r->at[k];
 		if (mono_s() > r->stop_at)
 			break; /* this arrival and every later one stay UNSENT */
@@ -220,11 +214,40 @@ static int run_phase_async(struct run *r, int in_flight, size_t from, size_t to,
 			pthread_mutex_unlock(&r->mu);
 		}
 	}
+	return NULL;
+}
+
+/* run_phase for ol_run_async: ops->senders threads (this one among them)
+ * send, a receiver takes the answers. */
+static int run_phase_async(struct run *r, int in_flight, size_t from, size_t to, double origin, double until)
+{
+	pthread_t rx, tx[OL_MAX_SENDERS];
+	int senders = r->ops->senders < 1 ? 1 : r->ops->senders, started = 1;
+	atomic_init(&r->next, from);
+	r->n = to;
+	r->t0 = mono_s() + 0.01 - origin;
+	r->stop_at = r->t0 + origin + until;
+	r->n_free = in_flight;
+	for (int s = 0; s < in_flight; s++)
+		r->free_slots[s] = in_flight - 1 - s;
+	r->busy = 0;
+	r->sending = 1;
+	r->full_ended = -1;
+	if (pthread_create(&rx, NULL, receiver_main, r))
+		return -1;
+	for (; started < senders; started++)
+		if (pthread_create(&tx[started], NULL, sender_main, r))
+			break;
+	if (started < senders)
+		atomic_store(&r->next, to); /* the started ones end at once */
+	sender_main(r);
+	for (int t = 1; t < started; t++)
+		pthread_join(tx[t], NULL);
 	pthread_mutex_lock(&r->mu);
 	r->sending = 0;
 	pthread_mutex_unlock(&r->mu);
 	pthread_join(rx, NULL);
-	return r->wait_failed ? -1 : 0;
+	return r->wait_failed || started < senders ? -1 : 0;
 }
 
 static int run_schedule(const struct ol_config *cfg, ol_call_fn fn, void *arg, const struct ol_async *ops,
@@ -246,7 +269,8 @@ static int run_schedule(const struct ol_config *cfg, ol_call_fn fn, void *arg, c
 			struct ol_result *out)
 {
 	memset(out, 0, sizeof *out);
-	if (!(cfg->rate > 0) || cfg->in_flight < 1 || !(cfg->seconds > 0) || cfg->warmup_s < 0 || cfg->drain_s < 0)
+	if (!(cfg->rate > 0) || cfg->in_flight < 1 || !(cfg->seconds > 0) || cfg->warmup_s < 0 || cfg->drain_s < 0 ||
+	    (ops && ops->senders > OL_MAX_SENDERS))
 		return -1;
 	double span = cfg->warmup_s + cfg->seconds;
 	if (cfg->rate * span * 1.5 + 16 > 2e8)

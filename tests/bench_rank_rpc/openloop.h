@@ -28,13 +28,15 @@
  * result slot, written only by the worker that claimed it; ol_run joins
  * the workers before it reads them.
  *
- * ol_run_async sends the same schedule from one thread and takes the
- * answers on another (the caller's asynchronous client: start a call, wait
- * for any call to end), so the generator costs two threads whatever
- * in_flight is. With blocking calls, 64 slots are 64 threads each woken
+ * ol_run_async sends the same schedule from a few sender threads and
+ * takes the answers on one more (the caller's asynchronous client: start a
+ * call, wait for any call to end), so the generator's threads do not grow
+ * with in_flight. With blocking calls, 64 slots are 64 threads each woken
  * twice a call (its arrival's sleep, its answer); on the 2 cores the
  * service shares with its client, that client took twice the service's
- * CPU at 10 k calls/s and its wake-ups were the tail. An arrival is
+ * CPU at 10 k calls/s and its wake-ups were the tail. One sender alone was
+ * the tail beside a Train (when it waits for a core every arrival behind
+ * it waits too); a few share the arrivals as the workers do. An arrival is
  * delayed when every slot was busy at some moment between its intended
  * time and its send (the sender waits for a free slot); a late send
  * otherwise is the generator's lag, as in ol_run. */
@@ -84,10 +86,12 @@ int ol_run(const struct ol_config *cfg, ol_call_fn fn, void *arg, struct ol_resu
  * and *rc 0 when it was answered as expected (nonzero: failed), 0 when
  * none ended in time, -1 when it cannot wait (nothing more is measured).
  * start runs on the sender thread, wait on the receiver; they may overlap. */
+#define OL_MAX_SENDERS 64
 struct ol_async {
 	int (*start)(void *arg, int s);
 	int (*wait)(void *arg, double timeout_s, int *s, int *rc);
 	void *arg;
+	int senders; /* threads that sleep until arrivals and start calls: 0 .. OL_MAX_SENDERS (0: 1) */
 };
 
 /* ol_run with an asynchronous client. Returns 0, or -1 for a bad cfg, no

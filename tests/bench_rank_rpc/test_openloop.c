@@ -85,7 +85,7 @@ static int run(const struct ol_config *c, long *every, struct ol_result *r)
 {
 	if (!async_mode)
 		return ol_run(c, sleepy, every, r);
-	struct ol_async ops = { fake_start, fake_wait, NULL };
+	struct ol_async ops = { fake_start, fake_wait, NULL, 3 };
 	fake.every = every ? *every : 0;
 	return ol_run_async(c, &ops, r);
 }

@@ -13,6 +13,7 @@
 
 #include "err.h"
 #include "fault.h"
+#include "grow.h"
 
 #define ROWS_MAGIC "RKROWS01"
 #define ROWS_HEADER 32
@@ -559,8 +560,10 @@ struct rk_snap_reader {
 	const char *part[4];       /* the header (h), meta, model, rows */
 	size_t part_len[4];
 	size_t cold_at, row_bytes; /* where the cold records begin; a record's row */
-	uint32_t *cold_item;       /* per cold record: its item, its row in the map */
-	const char **cold_row;
+	struct cold_ref {          /* per cold record: its item, its row in the map */
+		uint32_t item;
+		const char *row;
+	} *cold;
 	size_t size;
 	uint32_t crc;
 };
@@ -587,8 +590,8 @@ void rk_snap_reader_read(const rk_snap_reader *r, size_t off, void *dst, size_t 
 	size_t c = off > r->cold_at ? (off - r->cold_at) / rec : 0;
 	for (; c < r->h.n_cold && r->cold_at + c * rec < end; c++) {
 		size_t base = r->cold_at + c * rec;
-		copy_span(dst, off, n, &r->cold_item[c], base, 4);
-		copy_span(dst, off, n, r->cold_row[c], base + 4, r->row_bytes);
+		copy_span(dst, off, n, &r->cold[c].item, base, 4);
+		copy_span(dst, off, n, r->cold[c].row, base + 4, r->row_bytes);
 	}
 }
 
@@ -597,8 +600,7 @@ void rk_snap_reader_close(rk_snap_reader *r)
 	if (!r)
 		return;
 	vr_store_read_end(r->txn);
-	free(r->cold_item);
-	free(r->cold_row);
+	free(r->cold);
 	free(r);
 }
 
@@ -660,44 +662,30 @@ int rk_snap_reader_open(rk_snap *s, uint64_t version, rk_snap_reader **out)
 		memcpy(&h->featured_seq, val, len);
 	else if (rc && rc != VR_ENOTFOUND)
 		goto leave;
-	/* The cold rows: counted, then their items and places in the map kept. */
+	/* The cold rows, in one cursor pass: each one's item and its row's place
+	 * in the map (valid while the read transaction lasts). */
 	r->row_bytes = (size_t)meta.dim * sizeof(float);
 	row_key(start, version, 0);
 	if ((rc = vr_cursor_open(r->txn, s->cold_rows, &cur)))
 		goto leave;
+	uint64_t cap = 0;
 	rc = vr_cursor_seek(cur, start, sizeof start, &k, &kl, &v, &vl);
 	while (!rc && kl == 8 && !memcmp(k, start, 4)) {
 		if (vl != r->row_bytes) {
 			rc = VR_ECORRUPT;
 			goto leave;
 		}
-		h->n_cold++;
-		rc = vr_cursor_next(cur, &k, &kl, &v, &vl);
-	}
-	if (rc != VR_ENOTFOUND && rc)
-		goto leave;
-	r->cold_item = malloc(((size_t)h->n_cold + 1) * sizeof *r->cold_item);
-	r->cold_row = malloc(((size_t)h->n_cold + 1) * sizeof *r->cold_row);
-	if (!r->cold_item || !r->cold_row) {
-		rc = VR_ENOMEM;
-		goto leave;
-	}
-	uint32_t c = 0;
-	rc = vr_cursor_seek(cur, start, sizeof start, &k, &kl, &v, &vl);
-	for (; !rc && kl == 8 && !memcmp(k, start, 4) && c < h->n_cold; c++) {
+		if ((rc = vr_grow((void **)&r->cold, sizeof *r->cold, (uint64_t)h->n_cold + 1, &cap)))
+			goto leave;
 		uint32_t item = be32((const uint8_t *)k + 4);
 		if (item + 1 > h->need_items)
 			h->need_items = item + 1;
-		r->cold_item[c] = item;
-		r->cold_row[c] = v;
+		r->cold[h->n_cold++] = (struct cold_ref){ item, v };
 		rc = vr_cursor_next(cur, &k, &kl, &v, &vl);
 	}
-	if (rc == VR_ENOTFOUND)
-		rc = 0;
-	if (!rc && c != h->n_cold)
-		rc = VR_ECORRUPT; /* the cold rows changed under a read transaction: cannot */
-	if (rc)
+	if (rc && rc != VR_ENOTFOUND)
 		goto leave;
+	rc = 0;
 	const char *parts[4] = { (const char *)h, meta_val, mval, rval };
 	size_t lens[4] = { sizeof *h, meta_len, mlen, rlen };
 	r->size = 0;
@@ -712,9 +700,9 @@ int rk_snap_reader_open(rk_snap *s, uint64_t version, rk_snap_reader **out)
 	uLong crc = crc32_z(0L, Z_NULL, 0);
 	for (int i = 0; i < 4; i++)
 		crc = crc32_z(crc, (const Bytef *)r->part[i], r->part_len[i]);
-	for (c = 0; c < h->n_cold; c++) {
-		crc = crc32_z(crc, (const Bytef *)&r->cold_item[c], 4);
-		crc = crc32_z(crc, (const Bytef *)r->cold_row[c], r->row_bytes);
+	for (uint32_t c = 0; c < h->n_cold; c++) {
+		crc = crc32_z(crc, (const Bytef *)&r->cold[c].item, 4);
+		crc = crc32_z(crc, (const Bytef *)r->cold[c].row, r->row_bytes);
 	}
 	r->crc = (uint32_t)crc;
 leave:

@@ -95,6 +95,9 @@ TEST(snapshot_reader_reads_any_span)
 		const float row[DIM] = { (float)c, -0.5f * (float)c, 7 };
 		ASSERT_OK(rk_snap_put_row(&snap, 1, cold_items[c], row, DIM, &pos9));
 	}
+	/* A later version's cold row: the reader's walk ends at v1's last. */
+	const float later[DIM] = { 9, 9, 9 };
+	ASSERT_OK(rk_snap_put_row(&snap, 2, ITEMS, later, DIM, &pos9));
 	void *whole;
 	size_t len;
 	ASSERT_OK(rk_snap_export(&snap, 0, &whole, &len));

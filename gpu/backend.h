@@ -29,6 +29,7 @@
 #ifndef NN_BACKEND_H
 #define NN_BACKEND_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -221,6 +222,12 @@ struct nn_backend_ops {
 	int (*pad_bwd)(struct nn_backend *b, const struct nn_pad_shape *s, int n, const float *dy,
 		float *dx, int acc);
 
+	/* Row-wise L2 normalisation over n rows of d floats (x != y): y = x /
+	 * sqrt(|x|² + eps); backward from x and dy, dx = (dy - y (y·dy)) / r. */
+	int (*l2norm_fwd)(struct nn_backend *b, int n, int d, float eps, const float *x, float *y);
+	int (*l2norm_bwd)(struct nn_backend *b, int n, int d, float eps, const float *x,
+		const float *dy, float *dx, int acc);
+
 	/* Optimiser steps over count parameters in one loop (the arena). */
 	int (*sgd_step)(struct nn_backend *b, size_t count, float *w, const float *g, float *m,
 		const struct nn_sgd_params *p);
@@ -325,6 +332,35 @@ static inline NN_HD float nn_uniform01(uint64_t seed, uint64_t i)
 static inline NN_HD int nn_dropout_keep(uint64_t seed, uint64_t i, float p)
 {
 	return nn_uniform01(seed, i) >= p;
+}
+
+/* One row of the L2 normalisation (l2norm_fwd / l2norm_bwd above), shared
+ * by the CPU and CUDA backends so both compute it alike: y = x / r, r =
+ * sqrt(|x|² + eps); dx = (dy - x (x · dy) / r²) / r, added to dx when acc.
+ * Sums in doubles. */
+static inline NN_HD void nn_l2norm_row_fwd(int d, float eps, const float *x, float *y)
+{
+	double ss = 0;
+	for (int j = 0; j < d; j++)
+		ss += (double)x[j] * x[j];
+	double inv = 1.0 / sqrt(ss + eps);
+	for (int j = 0; j < d; j++)
+		y[j] = (float)(x[j] * inv);
+}
+
+static inline NN_HD void nn_l2norm_row_bwd(int d, float eps, const float *x, const float *dy,
+	float *dx, int acc)
+{
+	double ss = 0, dot = 0;
+	for (int j = 0; j < d; j++) {
+		ss += (double)x[j] * x[j];
+		dot += (double)x[j] * dy[j];
+	}
+	double r2 = ss + eps, inv = 1.0 / sqrt(r2), proj = dot / r2;
+	for (int j = 0; j < d; j++) {
+		float v = (float)((dy[j] - x[j] * proj) * inv);
+		dx[j] = acc ? dx[j] + v : v;
+	}
 }
 
 #endif

@@ -231,6 +231,20 @@ static int cpu_pad_bwd(struct nn_backend *b, const struct nn_pad_shape *s, int n
 	return 0;
 }
 
+static int cpu_l2norm_fwd(struct nn_backend *b, int n, int d, float eps, const float *x,
+	float *y)
+{
+	nn_cpu_l2norm_fwd(n, d, eps, x, y);
+	return 0;
+}
+
+static int cpu_l2norm_bwd(struct nn_backend *b, int n, int d, float eps, const float *x,
+	const float *dy, float *dx, int acc)
+{
+	nn_cpu_l2norm_bwd(n, d, eps, x, dy, dx, acc);
+	return 0;
+}
+
 static int cpu_sgd_step(struct nn_backend *b, size_t count, float *w, const float *g, float *m,
 	const struct nn_sgd_params *p)
 {
@@ -310,6 +324,8 @@ const struct nn_backend_ops nn__cpu_ops = {
 	.accumulate = cpu_accumulate,
 	.pad_fwd = cpu_pad_fwd,
 	.pad_bwd = cpu_pad_bwd,
+	.l2norm_fwd = cpu_l2norm_fwd,
+	.l2norm_bwd = cpu_l2norm_bwd,
 	.sgd_step = cpu_sgd_step,
 	.adam_step = cpu_adam_step,
 	.input_u8 = cpu_input_u8,

@@ -72,6 +72,12 @@ void nn_bn_fold(int k, size_t per_k, float eps, float *w, float *bias, const flo
 void nn_cpu_pad_fwd(const struct nn_pad_shape *s, int n, const float *x, float *y);
 void nn_cpu_pad_bwd(const struct nn_pad_shape *s, int n, const float *dy, float *dx, int acc);
 
+/* Row-wise L2 normalisation of n rows of d floats, y = x / sqrt(|x|² +
+ * eps) (x != y), and its backward from x and dy (l2norm.c). */
+void nn_cpu_l2norm_fwd(int n, int d, float eps, const float *x, float *y);
+void nn_cpu_l2norm_bwd(int n, int d, float eps, const float *x, const float *dy, float *dx,
+	int acc);
+
 void nn_cpu_sgd_step(size_t count, float *w, const float *g, float *m,
 	const struct nn_sgd_params *p);
 void nn_cpu_adam_step(size_t count, float *w, const float *g, float *m, float *v,

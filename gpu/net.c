@@ -188,7 +188,7 @@ static int output_is_free(const nn_net *net, int li)
 		return 0;
 	int kind = net->layers[li].kind;
 	return kind == NN__CONV || kind == NN__FC || kind == NN__BN || kind == NN__ADD ||
-		kind == NN__PAD;
+		kind == NN__PAD || kind == NN__L2NORM;
 }
 
 static int act(nn_net *net, const char *name, int in, int mode)
@@ -348,6 +348,22 @@ int nn__pad(nn_net *net, const char *name, int in, int top, int bottom, int left
 		return build_fail(net, VR_EINVAL, "%s: bad padding %d, %d, %d, %d", name, top, bottom,
 			left, right);
 	return set_output(net, x->c, l->u.pad.oh, l->u.pad.ow, 0);
+}
+
+int nn__l2norm(nn_net *net, const char *name, int in)
+{
+	struct nn__layer *l = new_layer(net, name, NN__L2NORM, in);
+	if (!l)
+		return net->build_rc;
+	if (!net->b->ops->l2norm_fwd || !net->b->ops->l2norm_bwd)
+		return build_fail(net, VR_EUNSUPPORTED, "%s: the %s backend has no L2 normalisation",
+			name, net->b->name);
+	const struct nn__tensor *x = tin(net, in);
+	if (x->size > (1u << 24))
+		return build_fail(net, VR_EINVAL, "%s: %zu values an image is too many to normalise",
+			name, x->size);
+	l->u.eps = 1e-12f;
+	return set_output(net, x->c, x->h, x->w, 0);
 }
 
 void nn__alias(nn_net *net, const char *alias, const char *layer)
@@ -523,6 +539,8 @@ static int reshape(nn_net *net, const struct nn_net_opts *opts)
 		return build_fail(net, VR_EINVAL, "head_width %d is not in 0..65536", opts->head_width);
 	if (opts->head_layer && opts->head_width <= 0)
 		return build_fail(net, VR_EINVAL, "head_layer needs head_width > 0");
+	if (opts->head_norm && opts->head_width <= 0)
+		return build_fail(net, VR_EINVAL, "head_norm needs head_width > 0");
 	if (opts->input_layer) {
 		snprintf(net->input_layer, sizeof(net->input_layer), "%s", opts->input_layer);
 		if (strlen(opts->input_layer) >= sizeof(net->input_layer))
@@ -541,7 +559,8 @@ static int reshape(nn_net *net, const struct nn_net_opts *opts)
 				at, opts->input_layer);
 		if (strlen(at) > 32)
 			return build_fail(net, VR_EINVAL, "head_layer name too long");
-		snprintf(net->head, sizeof(net->head), "%s:%d", at, opts->head_width);
+		snprintf(net->head, sizeof(net->head), "%s:%d%s", at, opts->head_width,
+			opts->head_norm ? ":l2" : "");
 	} else if (opts->input_layer) {
 		snprintf(net->head, sizeof(net->head), "%s:0", opts->input_layer);
 	}
@@ -559,6 +578,8 @@ static int reshape(nn_net *net, const struct nn_net_opts *opts)
 		x = nn__relu(net, "head.relu", x);
 		x = nn__adaptive_avgpool(net, "head.pool", x, 1, 1);
 		x = nn__linear(net, "head.fc", x, net->num_outputs);
+		if (opts->head_norm)
+			x = nn__l2norm(net, "head.norm", x);
 		if (x < 0)
 			return x;
 	} else if (opts->input_layer) {
@@ -1411,6 +1432,8 @@ static int layer_fwd(nn_net *net, int li, int n, int train)
 		return 0;
 	case NN__PAD:
 		return o->pad_fwd(b, &l->u.pad, n, x, y);
+	case NN__L2NORM:
+		return o->l2norm_fwd(b, n, (int)yt->size, l->u.eps, x, y);
 	}
 	return VR_EINVAL;
 }
@@ -1672,6 +1695,10 @@ static int layer_bwd(nn_net *net, int li, int n, int want_dinput, char *written)
 	case NN__PAD:
 		if (dx)
 			rc = o->pad_bwd(b, &l->u.pad, n, dy, dx, acc);
+		break;
+	case NN__L2NORM:
+		if (dx)
+			rc = o->l2norm_bwd(b, n, (int)yt->size, l->u.eps, x, dy, dx, acc);
 		break;
 	}
 	if (dx)

@@ -23,6 +23,7 @@ enum nn__layer_kind {
 	NN__ADD,
 	NN__IDENTITY,              /* an adaptive pool whose output equals its input */
 	NN__PAD,                   /* zero padding, different on each side */
+	NN__L2NORM,                /* each image's values divided by their L2 norm */
 };
 
 enum nn__init { NN__INIT_UNIFORM = 1, NN__INIT_ONE, NN__INIT_ZERO };
@@ -63,6 +64,7 @@ struct nn__layer {
 		int act;               /* enum nn_act_mode */
 		float p;               /* dropout */
 		struct nn_bn_shape bn;
+		float eps;             /* l2norm: y = x / sqrt(|x|² + eps) */
 	} u;
 	uint64_t seed;             /* dropout mask of the last forward; 0: none */
 	/* Fusion (inference nets on a backend with conv_fwd_post): a conv
@@ -154,6 +156,10 @@ int nn__add(nn_net *net, const char *name, int a, int c);
 /* Zero padding: top, bottom, left, right pixels. Fails (VR_EUNSUPPORTED)
  * on a backend without the pad ops. */
 int nn__pad(nn_net *net, const char *name, int in, int top, int bottom, int left, int right);
+/* Each image's C x H x W values divided by their L2 norm (sqrt(|x|² +
+ * 1e-12)); no parameters. Fails (VR_EUNSUPPORTED) on a backend without
+ * the l2norm ops. */
+int nn__l2norm(nn_net *net, const char *name, int in);
 /* A short name for a layer's output ("fc7" -> "classifier.5"). */
 void nn__alias(nn_net *net, const char *alias, const char *layer);
 

@@ -129,6 +129,12 @@ struct nn_net_opts {
 	 * images (serving: the same parameter names). */
 	const char *head_layer;
 	int head_width;
+	/* With head_width: nonzero ends the head with "head.norm", each
+	 * image's num_outputs values divided by their L2 norm, so the
+	 * embedding has unit length (DVBPR: the user side's L2 penalty then
+	 * weighs the preference, not a scale the head may grow). The weights
+	 * metadata records it as "layer:width:l2". */
+	int head_norm;
 };
 
 /* Builds arch on b with memory for opts->max_batch images: parameters

@@ -194,6 +194,15 @@ int nn_net_load(nn_net *net, const char *path, nn_optim *opt)
 	 * the same head: the values come from the net first. */
 	const char *head = nn_st_meta(f, "head");
 	int same_head = head && !strcmp(head, net->head);
+	/* Optimiser state goes on training the same net: a checkpoint of
+	 * another head (width, layer or normalisation) would leave this net's
+	 * head at its init under state made for other values. */
+	if (opt && net->head[0] && !same_head) {
+		nn__errmsg(net, "%s is a checkpoint of head \"%.40s\", not this net's \"%s\"", path,
+			head ? head : "", net->head);
+		rc = VR_EINVAL;
+		goto leave;
+	}
 	if (net->head[0] && !same_head && (rc = nn_net_params_get(net, host))) {
 		nn__errmsg(net, "downloading the parameters failed");
 		goto leave;
@@ -255,7 +264,16 @@ int nn_net_open_file(nn_backend *b, const char *path, const struct nn_net_opts *
 		snprintf(in_layer, sizeof(in_layer), "%s", in);
 		o.input_layer = in_layer;
 	}
+	o.head_norm = 0;
 	if (head) {
+		/* "layer:width", or "layer:width:l2" for a head_norm head. */
+		size_t hl = strlen(head);
+		char hbuf[48];
+		if (hl > 3 && hl < sizeof(hbuf) && !strcmp(head + hl - 3, ":l2")) {
+			snprintf(hbuf, sizeof(hbuf), "%.*s", (int)(hl - 3), head);
+			head = hbuf;
+			o.head_norm = 1;
+		}
 		const char *colon = strrchr(head, ':');
 		if (!colon || (size_t)(colon - head) >= sizeof(head_layer) ||
 		    sscanf(colon + 1, "%d", &o.head_width) != 1 || o.head_width < 0) {

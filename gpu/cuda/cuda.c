@@ -274,6 +274,18 @@ static int cuda_pad_bwd(struct nn_backend *b, const struct nn_pad_shape *s, int 
 	return NN_CU(nn__k_pad_bwd(nn__cuda(b)->stream, s, n, dy, dx, acc));
 }
 
+static int cuda_l2norm_fwd(struct nn_backend *b, int n, int d, float eps, const float *x,
+	float *y)
+{
+	return NN_CU(nn__k_l2norm_fwd(nn__cuda(b)->stream, n, d, eps, x, y));
+}
+
+static int cuda_l2norm_bwd(struct nn_backend *b, int n, int d, float eps, const float *x,
+	const float *dy, float *dx, int acc)
+{
+	return NN_CU(nn__k_l2norm_bwd(nn__cuda(b)->stream, n, d, eps, x, dy, dx, acc));
+}
+
 static int cuda_sgd_step(struct nn_backend *b, size_t count, float *w, const float *g,
 	float *m, const struct nn_sgd_params *p)
 {
@@ -419,6 +431,8 @@ static const struct nn_backend_ops cuda_ops = {
 	.accumulate = cuda_accumulate,
 	.pad_fwd = cuda_pad_fwd,
 	.pad_bwd = cuda_pad_bwd,
+	.l2norm_fwd = cuda_l2norm_fwd,
+	.l2norm_bwd = cuda_l2norm_bwd,
 	.sgd_step = cuda_sgd_step,
 	.adam_step = cuda_adam_step,
 	.input_u8 = cuda_input_u8,

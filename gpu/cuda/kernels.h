@@ -80,6 +80,11 @@ cudaError_t nn__k_pad_fwd(cudaStream_t st, const struct nn_pad_shape *s, int n, 
 cudaError_t nn__k_pad_bwd(cudaStream_t st, const struct nn_pad_shape *s, int n, const float *dy,
 	float *dx, int acc);
 
+/* l2norm.cu: row-wise L2 normalisation (x != y) and its backward. */
+cudaError_t nn__k_l2norm_fwd(cudaStream_t st, int n, int d, float eps, const float *x, float *y);
+cudaError_t nn__k_l2norm_bwd(cudaStream_t st, int n, int d, float eps, const float *x,
+	const float *dy, float *dx, int acc);
+
 /* optim.cu. m may be NULL for SGD without momentum. The Adam scalars are
  * computed on the host exactly as nn_cpu_adam_step does. */
 cudaError_t nn__k_sgd(cudaStream_t st, size_t count, float *w, const float *g, float *m,

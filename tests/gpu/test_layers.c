@@ -8,6 +8,7 @@
  * most a few hundred terms); gradients, 2e-5 + 1e-4 |fd| against the double
  * finite difference (step 1e-4; exact up to rounding for the linear
  * layers, O(1e-8) truncation for LRN). */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -431,6 +432,73 @@ TEST(fc)
 	free(xd); free(wd); free(bd); free(rd);
 }
 
+/* ---- L2 normalisation ---------------------------------------------------- */
+
+static void l2norm_ref(const struct fd_layer *l, const double *x, double *const *p, double *y)
+{
+	const int d = *(const int *)l->shape;
+	(void)p;
+	for (int i = 0; i < l->n; i++) {
+		double ss = 1e-12;
+		for (int j = 0; j < d; j++)
+			ss += x[(size_t)i * d + j] * x[(size_t)i * d + j];
+		for (int j = 0; j < d; j++)
+			y[(size_t)i * d + j] = x[(size_t)i * d + j] / sqrt(ss);
+	}
+}
+
+/* Rows of several lengths and scales (a row of 1e-3 and one of 40 come out
+ * the same length); the backward accumulates when asked. */
+TEST(l2norm)
+{
+	static const int ds[] = { 1, 16, 37 };
+	for (size_t k = 0; k < sizeof ds / sizeof ds[0]; k++) {
+		const int n = 5, d = ds[k];
+		size_t len = (size_t)n * d;
+		float *x = malloc(sizeof(float) * len), *y = malloc(sizeof(float) * len);
+		float *r = malloc(sizeof(float) * len), *dx = malloc(sizeof(float) * len);
+		float *dx2 = malloc(sizeof(float) * len);
+		fill_uniform(x, len, 30 + k, -1, 1);
+		fill_uniform(r, len, 40 + k, -1, 1);
+		for (int j = 0; j < d; j++) {
+			x[j] *= 1e-3f;             /* row 0 small, row 1 large */
+			x[d + j] *= 40.0f;
+		}
+		double *xd = to_double(x, len), *rd = to_double(r, len);
+		double *yd = malloc(sizeof(double) * len);
+		struct fd_layer l = { l2norm_ref, &d, n, len, len, { 0 }, 0 };
+		nn_cpu_l2norm_fwd(n, d, 1e-12f, x, y);
+		l2norm_ref(&l, xd, NULL, yd);
+		ASSERT_CLOSE(y, yd, len, FWD_ATOL, FWD_RTOL, "l2norm fwd");
+		for (int i = 0; i < n; i++) {
+			double norm = 0;
+			for (int j = 0; j < d; j++)
+				norm += (double)y[(size_t)i * d + j] * y[(size_t)i * d + j];
+			ASSERT(fabs(norm - 1.0) < 1e-5);
+		}
+		nn_cpu_l2norm_bwd(n, d, 1e-12f, x, r, dx, 0);
+		/* Finite differences at rows of ordinary scale: the tiny row's
+		 * gradient is 1e3 times larger and its step 1e-4 is not small. */
+		size_t from = 2 * (size_t)d;
+		struct fd_layer tail = { l2norm_ref, &d, n - 2, len - from, len - from, { 0 }, 0 };
+		ASSERT_FD(&tail, xd + from, NULL, rd + from, xd + from, len - from, dx + from,
+			  "l2norm dx");
+		for (size_t i = 0; i < len; i++)
+			dx2[i] = 1.0f;
+		nn_cpu_l2norm_bwd(n, d, 1e-12f, x, r, dx2, 1);
+		for (size_t i = 0; i < len; i++)
+			ASSERT(fabsf(dx2[i] - (dx[i] + 1.0f)) <= 1e-6f * (1.0f + fabsf(dx[i])));
+		/* The gradient is orthogonal to y: scaling x leaves y unchanged. */
+		for (int i = 0; i < n; i++) {
+			double dot = 0;
+			for (int j = 0; j < d; j++)
+				dot += (double)dx[(size_t)i * d + j] * x[(size_t)i * d + j];
+			ASSERT(fabs(dot) < 1e-4);
+		}
+		free(x); free(y); free(r); free(dx); free(dx2); free(xd); free(rd); free(yd);
+	}
+}
+
 /* ---- Dropout ------------------------------------------------------------ */
 
 TEST(dropout)
@@ -631,6 +699,7 @@ static const struct vr_test tests[] = {
 	T(relu6),
 	T(add_and_accumulate),
 	T(fc),
+	T(l2norm),
 	T(dropout),
 	T(lrn),
 	T(batchnorm),

@@ -13,6 +13,7 @@
  * max-pool winner across its switch point. Tolerance |g - fd| <= 1e-4 +
  * 2e-2 |fd|. (Every gradient of whole nets is also compared with PyTorch
  * in double precision by torch_parity.py where PyTorch is installed.) */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -586,13 +587,17 @@ TEST(cut_net_equals_the_full_nets_upper_part)
 	nn_backend_close(b);
 }
 
-TEST(head_on_a_cut_backward_fd_and_serving_net_agrees)
+/* A head on a cut: its backward passes finite differences, and the
+ * serving net (trunk + the same head on images) agrees with it on cached
+ * activations. head_norm: the head ends with "head.norm" (no parameter)
+ * and every row of its output has unit length. */
+static void head_on_a_cut(int head_norm)
 {
 	nn_backend *b = cpu();
 	nn_net *head, *serve, *trunk = mobilenet(b, "block_5_add", 1);
 	/* "block_5" ends with a residual add: a cut there is legal. */
 	struct nn_net_opts o = { .num_outputs = CUT_K, .input_size = CUT_S, .max_batch = 2,
-		.input_layer = "block_5", .head_width = 8 };
+		.input_layer = "block_5", .head_width = 8, .head_norm = head_norm };
 	ASSERT(trunk);
 	ASSERT_OK(nn_net_create(b, "mobilenet_v2", &o, &head, NULL, 0));
 	ASSERT_EQ_INT(nn_net_tensor_count(head), 4);  /* head.conv and head.fc, weight + bias */
@@ -609,20 +614,35 @@ TEST(head_on_a_cut_backward_fd_and_serving_net_agrees)
 	ASSERT_OK(nn_net_create(b, "mobilenet_v2", &o, &serve, NULL, 0));
 	ASSERT_OK(nn_net_init(serve, 41));            /* the trunk's seed, as mobilenet() */
 	ASSERT_OK(nn_net_params_copy(serve, head, NULL));
-	size_t K = CUT_K;
-	float *ys = malloc(sizeof(float) * 2 * K), *yh = malloc(sizeof(float) * 2 * K);
+	float ys[2 * CUT_K], yh[2 * CUT_K];
 	double ref[2 * CUT_K];
 	ASSERT_OK(nn_net_forward(serve, x, 2, 0, ys));
 	ASSERT_OK(nn_net_forward(trunk, x, 2, 0, a));
 	ASSERT_OK(nn_net_forward(head, a, 2, 0, yh));
-	for (size_t i = 0; i < 2 * K; i++)
+	for (int i = 0; i < 2 * CUT_K; i++)
 		ref[i] = ys[i];
-	ASSERT_CLOSE(yh, ref, 2 * K, 1e-6, 1e-5, "head on cached activations vs trunk + head");
-	free(a); free(x); free(ys); free(yh);
+	ASSERT_CLOSE(yh, ref, 2 * CUT_K, 1e-6, 1e-5, "head on cached activations vs trunk + head");
+	for (int i = 0; head_norm && i < 2; i++) {
+		double norm = 0;
+		for (int k = 0; k < CUT_K; k++)
+			norm += (double)yh[i * CUT_K + k] * yh[i * CUT_K + k];
+		ASSERT_MSG(fabs(norm - 1) < 1e-5, "row %d has squared length %g", i, norm);
+	}
+	free(a); free(x);
 	nn_net_destroy(head);
 	nn_net_destroy(serve);
 	nn_net_destroy(trunk);
 	nn_backend_close(b);
+}
+
+TEST(head_on_a_cut_backward_fd_and_serving_net_agrees)
+{
+	head_on_a_cut(0);
+}
+
+TEST(normalised_head_unit_rows_fd_and_serving_net_agrees)
+{
+	head_on_a_cut(1);
 }
 
 TEST(cut_errors)
@@ -649,6 +669,12 @@ TEST(cut_errors)
 	o.head_width = 4;
 	ASSERT_EQ_INT(nn_net_create(b, "mobilenet_v2", &o, &net, err, sizeof(err)), VR_EINVAL);
 	ASSERT_CONTAINS(err, "below the cut");
+	o.head_layer = NULL;
+	o.head_width = 0;
+	o.head_norm = 1;
+	ASSERT_EQ_INT(nn_net_create(b, "mobilenet_v2", &o, &net, err, sizeof(err)), VR_EINVAL);
+	ASSERT_CONTAINS(err, "head_norm");
+	o.head_norm = 0;
 	/* A cut in a plain chain (AlexNet's fc6 after its ReLU) keeps the rest. */
 	struct nn_net_opts a = { .num_outputs = 3, .max_batch = 1, .input_size = 63,
 		.input_layer = "fc6" };
@@ -779,6 +805,7 @@ static const struct vr_test tests[] = {
 	T(output_layer_fc7),
 	T(cut_net_equals_the_full_nets_upper_part),
 	T(head_on_a_cut_backward_fd_and_serving_net_agrees),
+	T(normalised_head_unit_rows_fd_and_serving_net_agrees),
 	T(cut_errors),
 	{ 0 },
 };

@@ -4,6 +4,7 @@
  * conversion, an optimiser checkpoint that resumes exactly, and creating
  * a net from a file's metadata. Real files in a temporary directory. */
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -577,6 +578,50 @@ TEST(head_nets_load_the_trunk_and_keep_a_fresh_head)
 	nn_backend_close(backend);
 }
 
+/* A normalised head's file says so ("block_10:4:l2"): it reopens as a net
+ * whose rows have unit length; resuming training (optimiser state) from a
+ * checkpoint of another head, here the same head unnormalised, is
+ * refused rather than leaving the head at its init. */
+TEST(normalised_head_reopens_normalised_and_other_heads_do_not_resume)
+{
+	nn_backend *backend;
+	nn_net *head, *plain, *again;
+	nn_optim *opt;
+	char err[256];
+	const char *path = tmp_path("l2head.safetensors");
+	struct nn_net_opts h = { .num_outputs = 3, .input_size = 32, .max_batch = 2,
+		.input_layer = "block_10", .head_width = 4, .head_norm = 1 };
+	ASSERT_OK(nn_backend_open("cpu", &backend));
+	ASSERT_OK(nn_net_create(backend, "mobilenet_v2", &h, &head, NULL, 0));
+	ASSERT_OK(nn_net_init(head, 3));
+	ASSERT_OK(nn_net_save(head, path, NULL, NULL));
+	ASSERT_OK(nn_net_open_file(backend, path, NULL, &again, err, sizeof(err)));
+	size_t in = nn_net_input_count(again);
+	float *x = malloc(sizeof(float) * 2 * in), y[6];
+	fill_uniform(x, 2 * in, 4, 0, 3);
+	ASSERT_OK(nn_net_forward(again, x, 2, 0, y));
+	for (int i = 0; i < 2; i++) {
+		double norm = 0;
+		for (int k = 0; k < 3; k++)
+			norm += (double)y[i * 3 + k] * y[i * 3 + k];
+		ASSERT_MSG(fabs(norm - 1) < 1e-5, "row %d has squared length %g", i, norm);
+	}
+	h.head_norm = 0;
+	ASSERT_OK(nn_net_create(backend, "mobilenet_v2", &h, &plain, NULL, 0));
+	ASSERT_OK(nn_optim_create(plain, &(struct nn_optim_opts){ .kind = NN_OPTIM_ADAM,
+		.lr = 1e-3f }, &opt));
+	ASSERT_OK(nn_net_save(head, path, NULL, NULL));
+	ASSERT_EQ_INT(nn_net_load(plain, path, opt), VR_EINVAL);
+	ASSERT_CONTAINS(nn_net_errmsg(plain), "block_10:4:l2");
+	ASSERT_OK(nn_net_load(plain, path, NULL));    /* weights alone: the head is fresh */
+	nn_optim_destroy(opt);
+	nn_net_destroy(plain);
+	nn_net_destroy(again);
+	nn_net_destroy(head);
+	free(x);
+	nn_backend_close(backend);
+}
+
 TEST(save_failure_reported)
 {
 	nn_net *a = small(2);
@@ -602,6 +647,7 @@ static const struct vr_test tests[] = {
 	T(optimiser_checkpoint_resumes),
 	T(open_file_from_metadata),
 	T(head_nets_load_the_trunk_and_keep_a_fresh_head),
+	T(normalised_head_reopens_normalised_and_other_heads_do_not_resume),
 	T(save_failure_reported),
 	{ 0 },
 };

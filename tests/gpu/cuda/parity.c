@@ -522,19 +522,19 @@ static void case_fc(struct ctx *t, const char *label, const struct nn_fc_shape *
 }
 
 /* Elementwise layers: activation, dropout, add, accumulate, batch norm,
- * padding, on count floats of three random inputs. */
+ * padding, L2 normalisation, on count floats of three random inputs. */
 struct elem_arg {
 	int kind;
 	size_t count;
 	int mode;                  /* act */
 	float p;                   /* dropout */
 	uint64_t seed;             /* dropout */
-	int n, c, hw;              /* batch norm */
+	int n, c, hw;              /* batch norm; l2norm: n rows of c */
 	struct nn_pad_shape pad;
 	float *a, *b, *c0, *gamma, *beta, *mean, *var, *g0;
 };
 
-enum { E_ACT = 1, E_DROPOUT, E_ADD, E_BN, E_PAD, E_FILL };
+enum { E_ACT = 1, E_DROPOUT, E_ADD, E_BN, E_PAD, E_FILL, E_L2NORM };
 
 static int run_elem(nn_backend *b, const void *argp, struct outs *o)
 {
@@ -618,6 +618,17 @@ static int run_elem(nn_backend *b, const void *argp, struct outs *o)
 		get(&d, "d input (acc)", dxa, il);
 		break;
 	}
+	case E_L2NORM:
+		if (!d.rc)
+			op(&d, b->ops->l2norm_fwd(b, a->n, a->c, 1e-12f, x, y));
+		get(&d, "forward", y, n);
+		if (!d.rc)
+			op(&d, b->ops->l2norm_bwd(b, a->n, a->c, 1e-12f, x, dy, dx, 0));
+		get(&d, "d input", dx, n);
+		if (!d.rc)
+			op(&d, b->ops->l2norm_bwd(b, a->n, a->c, 1e-12f, x, dy, dxa, 1));
+		get(&d, "d input (acc)", dxa, n);
+		break;
 	case E_FILL:
 		if (!d.rc)
 			op(&d, b->ops->fill(b, y, 1.5f, n));
@@ -935,6 +946,8 @@ static void small_cases(struct ctx *t)
 		e.count = (size_t)2 * 3 * 5 * 4;
 		case_elem(t, "pad top 0, bottom 1, left 2, right 1", &e, 570);
 	}
+	e = (struct elem_arg){ .kind = E_L2NORM, .count = 2048 * 16, .n = 2048, .c = 16 };
+	case_elem(t, "L2 normalisation, 2048 rows of 16", &e, 580);
 
 	case_optim(t, "SGD momentum 0.9, wd 0.01, 3 steps", NN_OPTIM_SGD, 1000, 600);
 	case_optim(t, "Adam wd 0.1, 3 steps", NN_OPTIM_ADAM, 1000, 610);

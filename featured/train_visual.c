@@ -111,7 +111,7 @@ struct tv {
 	 * floats); net is then the part above the cut and a step gathers its
 	 * input rows into x */
 	char trunk_layer[32], weights[4400];
-	int head_width, max_triples;
+	int head_width, head_norm, max_triples;
 	uint32_t trunk_outputs;
 	nn_net *trunk;         /* executor thread only; kept for Finish */
 	float *act, *x;
@@ -506,7 +506,7 @@ static int start_task(fd_executor *ex, void *arg)
 	struct nn_net_opts o = { .num_outputs = s->dims, .input_size = s->size,
 				 .max_batch = 2 * s->max_triples,
 				 .input_layer = trunk ? s->trunk_layer : NULL,
-				 .head_width = s->head_width };
+				 .head_width = s->head_width, .head_norm = s->head_norm };
 	struct nn_optim_opts a = { .kind = NN_OPTIM_ADAM, .lr = s->lr, .weight_decay = s->wd };
 	int rc = nn_net_create(fd_executor_backend(ex), s->arch, &o, &s->net, s->err, sizeof s->err);
 	if (rc)
@@ -704,7 +704,7 @@ static int serving_net(fd_executor *ex, struct tv *s, nn_net **out)
 	struct nn_net_opts o = { .num_outputs = s->dims, .input_size = s->size,
 				 .max_batch = fd_executor_batch(ex), .inference_only = 1,
 				 .head_layer = s->head_width ? s->trunk_layer : NULL,
-				 .head_width = s->head_width };
+				 .head_width = s->head_width, .head_norm = s->head_norm };
 	float mean[3], std[3];
 	int rc = nn_net_create(fd_executor_backend(ex), s->arch, &o, out, s->err, sizeof s->err);
 	if (rc)
@@ -799,6 +799,10 @@ int fd_tv_check_start(const Visrec__V1__TrainVisualStart *m, char *why, size_t c
 		snprintf(why, cap, "head_width (at most 4096) needs trunk_layer");
 		return GRPC_STATUS_INVALID_ARGUMENT;
 	}
+	if (m->head_norm && !m->head_width) {
+		snprintf(why, cap, "head_norm normalises a head's output and needs head_width > 0");
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	}
 	return GRPC_STATUS_OK;
 }
 
@@ -832,6 +836,7 @@ static int on_start(vr_call *call, struct tv *s, const Visrec__V1__TrainVisualSt
 		snprintf(s->trunk_layer, sizeof s->trunk_layer, "%s", m->trunk_layer);
 		snprintf(s->weights, sizeof s->weights, "%s/%s", g_data_dir, active.weights);
 		s->head_width = (int)m->head_width;
+		s->head_norm = m->head_norm;
 		s->trunk_outputs = active.num_outputs;
 		ai.input_size = (int)active.input_size;
 		uint64_t mb = s->svc->max_trunk_cache_mb ? s->svc->max_trunk_cache_mb : 2048;

@@ -164,6 +164,7 @@ int rk_dvbpr_start(rk_dvbpr *d, vr_channel *ch, uint64_t *step, vr_status *st)
 	s.checkpoint_every = o->checkpoint_every;
 	s.trunk_layer = (char *)o->trunk_layer;
 	s.head_width = o->head_width;
+	s.head_norm = o->head_norm;
 	s.all_shards = o->all_shards;
 	req.msg_case = VISREC__V1__TRAIN_VISUAL_REQUEST__MSG_START;
 	req.start = &s;

@@ -41,6 +41,7 @@ typedef struct rk_dvbpr_opts {
 	uint32_t max_batch;         /* most triples per step (<= 128; <= 1024 with trunk_layer) */
 	const char *trunk_layer;    /* NULL or "": the whole net; else featured's trunk cut */
 	uint32_t head_width;        /* with trunk_layer: conv1x1 head width, 0: fine-tune */
+	int head_norm;              /* with head_width: the head ends with an L2 normalisation */
 	int all_shards;             /* featured is the trainer shard: cache every shard's items */
 	enum rk_optim optim;        /* rankd's parameters: Adam (dense) or SGD */
 	rk_adam_opts adam;          /* Adam's β1, β2, ε */

@@ -383,7 +383,8 @@ int rk__run_dvbpr(struct rk_train_job *job)
 			    .resume = dv->resume, .checkpoint_every = every,
 			    .item_ids = (const char *const *)ids, .n_items = md.n_items,
 			    .max_batch = batch, .trunk_layer = dv->trunk_layer,
-			    .head_width = dv->head_width, .optim = c->optim,
+			    .head_width = dv->head_width, .head_norm = dv->head_norm,
+			    .optim = c->optim,
 			    .all_shards = vr_shards_count(svc->shards) > 1,
 			    .adam = { c->adam_beta1, c->adam_beta2, c->adam_eps } };
 	/* The session is the job's to cancel before its Start, which takes as

@@ -149,6 +149,13 @@ static int dvbpr_settings(struct rk_train_job *job, const Visrec__V1__TrainReque
 		return rk__fail(job, GRPC_STATUS_INVALID_ARGUMENT,
 				"trunk_layer is a layer name of at most 31 characters; head_width (at most "
 				"4096) needs trunk_layer");
+	const char *norm = r->head_norm && r->head_norm[0] ? r->head_norm : NULL;
+	if (norm && strcmp(norm, "l2") && strcmp(norm, "none"))
+		return rk__fail(job, GRPC_STATUS_INVALID_ARGUMENT,
+				"head_norm \"%.16s\" is not known: use \"l2\" or \"none\"", norm);
+	if (norm && !strcmp(norm, "l2") && !r->head_width)
+		return rk__fail(job, GRPC_STATUS_INVALID_ARGUMENT,
+				"head_norm \"l2\" normalises a head's output and needs head_width > 0");
 	if (!isfinite(r->cnn_learning_rate) || r->cnn_learning_rate < 0 ||
 	    !isfinite(r->cnn_weight_decay) || r->cnn_weight_decay < 0 || r->input_size > 1024)
 		return rk__fail(job, GRPC_STATUS_INVALID_ARGUMENT,
@@ -160,6 +167,7 @@ static int dvbpr_settings(struct rk_train_job *job, const Visrec__V1__TrainReque
 	snprintf(dv->arch, sizeof dv->arch, "%s", arch);
 	snprintf(dv->trunk_layer, sizeof dv->trunk_layer, "%s", trunk ? r->trunk_layer : "");
 	dv->head_width = r->head_width;
+	dv->head_norm = r->head_width && (!norm || !strcmp(norm, "l2"));
 	dv->input_size = r->input_size;
 	dv->cnn_lr = r->cnn_learning_rate ? r->cnn_learning_rate : 1e-3f;
 	dv->cnn_wd = r->cnn_weight_decay ? r->cnn_weight_decay : 1e-4f;

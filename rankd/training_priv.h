@@ -17,7 +17,7 @@
 
 #define QUEUE 64            /* progress messages waiting to be sent */
 
-/* DVBPR's settings beyond rk_train_config (TrainRequest fields 16-21). */
+/* DVBPR's settings beyond rk_train_config (TrainRequest fields 16-23, 27). */
 struct dvbpr_settings {
 	char arch[32];
 	uint32_t input_size;
@@ -26,6 +26,7 @@ struct dvbpr_settings {
 	uint32_t checkpoint_every;
 	char trunk_layer[32];
 	uint32_t head_width;
+	int head_norm;              /* with head_width: φ L2-normalised */
 };
 
 struct progress {

@@ -232,7 +232,7 @@ static void format_progress(const Visrec__V1__TrainProgress *p, const char *mode
 int cli_cmd_train(cli *c, int argc, char **argv)
 {
 	const char *model = NULL, *optimizer = NULL, *negatives = NULL, *arch = NULL;
-	const char *trunk_layer = NULL;
+	const char *trunk_layer = NULL, *head_norm = NULL;
 	int epochs, dims, visual_dims, batch, threads, tpe, patience, input_size, head_width;
 	int feature_version;
 	int use_all, no_latent, resume, code;
@@ -265,6 +265,8 @@ int cli_cmd_train(cli *c, int argc, char **argv)
 		  "and train only what is above it", 0 },
 		{ "head-width", NULL, VR_FLAG_INT, &head_width, "0",
 		  "DVBPR with --trunk-layer: a conv1x1 head of this width; 0 = fine-tune the layers above", 0 },
+		{ "head-norm", NULL, VR_FLAG_STRING, &head_norm, "",
+		  "DVBPR with --head-width: l2 (unit-length item vectors) or none; empty = l2", 0 },
 		{ "input-size", NULL, VR_FLAG_INT, &input_size, "0", "DVBPR: input pixels per side", 0 },
 		{ "cnn-lr", NULL, VR_FLAG_DOUBLE, &cnn_lr, "0", "DVBPR: the CNN's learning rate", 0 },
 		{ "cnn-weight-decay", NULL, VR_FLAG_DOUBLE, &cnn_wd, "0", "DVBPR: the CNN's weight decay", 0 },
@@ -325,6 +327,7 @@ int cli_cmd_train(cli *c, int argc, char **argv)
 	req.resume = resume;
 	req.trunk_layer = (char *)trunk_layer;
 	req.head_width = (uint32_t)head_width;
+	req.head_norm = (char *)head_norm;
 
 	if (!(out = cJSON_CreateObject()) || !(curve = cJSON_AddArrayToObject(out, "epochs"))) {
 		code = cli_fail(c, argv[0], "out of memory");

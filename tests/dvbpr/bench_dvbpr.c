@@ -5,7 +5,7 @@
  * update). featured's service runs in this process behind a real gRPC
  * server on 127.0.0.1; rankd's client (rankd/dvbpr.h) drives it.
  *
- *   bench_dvbpr [arch] [input_size] [batch] [steps] [items] [trunk:width [trunk_batch]]
+ *   bench_dvbpr [arch] [input_size] [batch] [steps] [items] [trunk:width[:l2] [trunk_batch]]
  *   defaults:    small 64 128 20 500
  *
  * Prints one line per setting with steps/s, triples/s and milliseconds
@@ -13,7 +13,8 @@
  * (e.g. block_10:128) featured's active model is arch at input_size, and
  * the same run measures two sessions, K 32: the whole net trained end to
  * end (batch), then DVBPR over the frozen trunk cut at trunk with a
- * conv1x1 head of width (trunk_batch, default 1024, triples per step), its
+ * conv1x1 head of width (trunk_batch, default 1024, triples per step),
+ * ending with its L2 normalisation with ":l2" (run.sh's default), its
  * Start (decode + the trunk's activations for every item) timed apart. */
 #include "dvbpr.h"
 #include "dvbpr_test.h"
@@ -97,13 +98,17 @@ int main(int argc, char **argv)
 	const char *trunk_spec = argc > 6 ? argv[6] : NULL;
 	int trunk_batch = argc > 7 ? atoi(argv[7]) : 1024;
 	char tmp[] = "/tmp/vr-bench-dvbpr-XXXXXX", trunk[32] = "";
-	int head_width = 0;
+	int head_width = 0, head_norm = 0;
 	struct fd_proc fp = { 0 };
 	rk_model *m = NULL;
 	int rc = 1;
 	if (trunk_spec && (sscanf(trunk_spec, "%31[^:]:%d", trunk, &head_width) != 2 ||
 			   head_width < 0 || trunk_batch < 1 || trunk_batch > 1024))
 		return 2;
+	if (trunk_spec) {
+		size_t sl = strlen(trunk_spec);
+		head_norm = sl > 3 && !strcmp(trunk_spec + sl - 3, ":l2");
+	}
 	if (!mkdtemp(tmp) || batch < 1 || batch > 128 || steps < 1 || n_items < 2)
 		return 2;
 	vr_log_set_level(VR_LOG_WARN);
@@ -143,8 +148,10 @@ int main(int argc, char **argv)
 		o.session_id = "bench-trunk";
 		o.trunk_layer = trunk;
 		o.head_width = (uint32_t)head_width;
+		o.head_norm = head_norm;
 		o.max_batch = (uint32_t)trunk_batch;
-		snprintf(what, sizeof what, "%s trunk cached at %s, head %d", arch, trunk, head_width);
+		snprintf(what, sizeof what, "%s trunk cached at %s, head %d%s", arch, trunk, head_width,
+			 head_norm ? " + L2" : "");
 		if (session(&fp, m, &o, what, trunk_batch, steps, size, n_items, &cached))
 			goto leave;
 		printf("cached trunk: %.1f x the whole net's triples/s\n", cached / full);

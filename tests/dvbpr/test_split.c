@@ -254,7 +254,10 @@ static int stored_vec(struct fd_proc *fp, uint32_t version, const char *id, floa
  * trunk + head into version 2, which computes on images exactly what the
  * head computed on cached activations, does not replace the active
  * version and is live: an item put afterwards gets its vector and a
- * REEMBEDDED change of it. A trunk cache over featured's cap is refused. */
+ * REEMBEDDED change of it. The head ends with its L2 normalisation (rankd's
+ * default), so every vector, stored or computed by the reopened file, has
+ * unit length. A trunk cache over featured's cap is refused, and so is a
+ * normalisation without a head. */
 TEST(trunk_session_goes_live)
 {
 	enum { NT = 200, TSTEPS = 3, N = N_ITEMS - 1 };
@@ -279,7 +282,8 @@ TEST(trunk_session_goes_live)
 	fp.svc.max_trunk_cache_mb = 1;
 	rk_dvbpr_opts o = { .input_size = 96, .cnn_lr = 1e-2f, .seed = SEED, .session_id = "trunk",
 			    .checkpoint_every = 1000, .item_ids = (const char *const *)s.ids,
-			    .n_items = N, .max_batch = NT, .trunk_layer = "Conv1_relu", .head_width = 8 };
+			    .n_items = N, .max_batch = NT, .trunk_layer = "Conv1_relu", .head_width = 8,
+			    .head_norm = 1 };
 	ASSERT_EQ_INT(rk_dvbpr_open(&d, ch, m, &o, NULL, &st), VR_ERPC);
 	ASSERT_EQ_INT(st.code, GRPC_STATUS_RESOURCE_EXHAUSTED);
 	ASSERT_CONTAINS(st.message, "--max-trunk-cache-mb");
@@ -289,6 +293,11 @@ TEST(trunk_session_goes_live)
 	ASSERT_EQ_INT(rk_dvbpr_open(&d, ch, m, &o, NULL, &st), VR_ERPC);
 	ASSERT_EQ_INT(st.code, GRPC_STATUS_INVALID_ARGUMENT);
 	o.arch = NULL;
+	o.head_width = 0;
+	ASSERT_EQ_INT(rk_dvbpr_open(&d, ch, m, &o, NULL, &st), VR_ERPC);
+	ASSERT_EQ_INT(st.code, GRPC_STATUS_INVALID_ARGUMENT);
+	ASSERT_CONTAINS(st.message, "head_norm");
+	o.head_width = 8;
 	ASSERT_MSG(rk_dvbpr_open(&d, ch, m, &o, NULL, &st) == 0, "open: %s", st.message);
 	rk_rng rng;
 	rk_rng_seed(&rng, 3, 0);
@@ -333,6 +342,12 @@ TEST(trunk_session_goes_live)
 	ASSERT_OK(nn_net_forward_u8(got, img, N, 0, want));
 	ASSERT_MSG(max_rel_diff(phi, want, N * K2) < 1e-4, "trunk + head on images differs from the "
 		   "head on cached activations by %g", max_rel_diff(phi, want, N * K2));
+	for (int k = 0; k < N; k++) {
+		double norm = 0;
+		for (int c = 0; c < K2; c++)
+			norm += (double)want[k * K2 + c] * want[k * K2 + c];
+		ASSERT_MSG(fabs(norm - 1) < 1e-5, "item %d's vector has squared length %g", k, norm);
+	}
 	float v[K2];
 	ASSERT_OK(stored_vec(&fp, 2, s.ids[0], v, K2));
 	ASSERT(max_rel_diff(v, want, K2) < 1e-4);

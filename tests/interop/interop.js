@@ -448,6 +448,9 @@ async function main() {
 
 		await check('rankd Train errors', async () => {
 			await rejects(serverStream(rcl, 'Train', {}), S.INVALID_ARGUMENT, 'model is required');
+			await rejects(serverStream(rcl, 'Train', { model: 'DVBPR', trunk_layer: 'block_10', head_width: 8, head_norm: 'cosine' }),
+				S.INVALID_ARGUMENT, 'head_norm "cosine"', '"l2" or "none"');
+			await rejects(serverStream(rcl, 'Train', { model: 'DVBPR', head_norm: 'l2' }), S.INVALID_ARGUMENT, 'needs head_width');
 		});
 
 		const u0 = users[0];

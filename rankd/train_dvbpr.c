@@ -45,6 +45,15 @@
 
 /* ---- DVBPR: the loop over featured's TrainVisual ---------------------------- */
 
+/* Whether none of v's n values is NaN or infinite. */
+static int all_finite(const float *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!isfinite(v[i]))
+			return 0;
+	return 1;
+}
+
 /* Validation AUC (DESIGN.md 8, standard protocol): per user with a
  * validation item v, AUC by metrics.h's one rule (vr_auc) of v against
  * the items not among u's training items, averaged. rows: the item matrix
@@ -475,6 +484,17 @@ int rk__run_dvbpr(struct rk_train_job *job)
 		if ((rc = rk_dvbpr_embed(d, items, md.n_items, phi, &st))) {
 			rpc_fail(job, rc, &st, ckpt_step, "epoch %u's validation embedding (step %"
 				 PRIu64 ")", ck.epoch, rk_dvbpr_step_no(d));
+			goto leave;
+		}
+		/* A step too large for the data sends values to infinity: say so,
+		 * rather than serve (or fail to index) a model of NaNs. */
+		const char *bad = !all_finite(phi, (size_t)md.n_items * md.k2) ? "featured's item vectors" :
+				  !all_finite(model->params, model->n_params) ? "rankd's parameters" : NULL;
+		if (bad) {
+			rk__fail(job, GRPC_STATUS_INVALID_ARGUMENT,
+				 "DVBPR diverged in epoch %u (step %" PRIu64 "): %s are no longer finite; "
+				 "train again with a smaller lr (%g) or cnn_learning_rate (%g)", ck.epoch,
+				 rk_dvbpr_step_no(d), bad, (double)c->lr, (double)dv->cnn_lr);
 			goto leave;
 		}
 		rk_model_item_rows(model, NULL, phi, md.n_items, rows);

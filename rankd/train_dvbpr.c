@@ -45,15 +45,6 @@
 
 /* ---- DVBPR: the loop over featured's TrainVisual ---------------------------- */
 
-/* Whether none of v's n values is NaN or infinite. */
-static int all_finite(const float *v, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (!isfinite(v[i]))
-			return 0;
-	return 1;
-}
-
 /* Validation AUC (DESIGN.md 8, standard protocol): per user with a
  * validation item v, AUC by metrics.h's one rule (vr_auc) of v against
  * the items not among u's training items, averaged. rows: the item matrix
@@ -488,8 +479,8 @@ int rk__run_dvbpr(struct rk_train_job *job)
 		}
 		/* A step too large for the data sends values to infinity: say so,
 		 * rather than serve (or fail to index) a model of NaNs. */
-		const char *bad = !all_finite(phi, (size_t)md.n_items * md.k2) ? "featured's item vectors" :
-				  !all_finite(model->params, model->n_params) ? "rankd's parameters" : NULL;
+		const char *bad = !rk_all_finite(phi, (size_t)md.n_items * md.k2) ? "featured's item vectors" :
+				  !rk_all_finite(model->params, model->n_params) ? "rankd's parameters" : NULL;
 		if (bad) {
 			rk__fail(job, GRPC_STATUS_INVALID_ARGUMENT,
 				 "DVBPR diverged in epoch %u (step %" PRIu64 "): %s are no longer finite; "

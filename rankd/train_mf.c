@@ -381,6 +381,13 @@ int rk__run_mf(struct rk_train_job *job)
 		rk__fail(job, GRPC_STATUS_CANCELLED, "cancelled");
 		goto leave;
 	}
+	if (res.diverged) {
+		rk__fail(job, GRPC_STATUS_INVALID_ARGUMENT,
+			 "%s diverged in epoch %u: rankd's parameters are no longer finite; train "
+			 "again with a smaller lr (%g)", rk__kind_name(job->kind), res.diverged,
+			 (double)job->cfg.lr);
+		goto leave;
+	}
 	if (rc) {
 		rk__fail(job, vr_status_from_rc(rc), "training failed: %s", vr_strerror(rc));
 		goto leave;

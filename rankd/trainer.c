@@ -1269,6 +1269,11 @@ int rk_trainer_run(rk_trainer *t, rk_progress_fn fn, void *ctx, rk_train_result 
 			break;
 		r.triples += per_epoch;
 		r.epochs = e;
+		if (!rk_all_finite(t->m->params, t->m->n_params)) {
+			r.diverged = e;
+			rc = VR_EINVAL;
+			break;
+		}
 		if (!t->n_val)
 			r.loss = loss;
 		double auc = rk_trainer_validate(t);

@@ -151,6 +151,9 @@ typedef struct rk_train_result {
 	                         * holds: the best, or the last without
 	                         * validation (NAN: none ran) */
 	int stopped_early;      /* patience ran out before max_epochs */
+	uint32_t diverged;      /* the epoch after which the parameters were no
+	                         * longer finite (the run then returns
+	                         * VR_EINVAL); 0: none */
 	uint64_t triples;
 	double seconds;
 } rk_train_result;
@@ -174,7 +177,9 @@ void rk_trainer_free(rk_trainer *t);
 
 /* Runs up to max_epochs epochs as described above; fn may be NULL; res may
  * be NULL. Returns 0, or VR_ECANCELLED (rk_trainer_cancel or fn), in which
- * case the model also holds the best epoch so far. */
+ * case the model also holds the best epoch so far, or VR_EINVAL when an
+ * epoch left parameters that are not finite (res->diverged names it; the
+ * step size is too large for the data). */
 int rk_trainer_run(rk_trainer *t, rk_progress_fn fn, void *ctx, rk_train_result *res);
 
 /* Trains on n sampled triples (whole minibatches: n is rounded up to a

@@ -900,6 +900,46 @@ TEST(progress_and_cancel)
 	free(s);
 }
 
+/* A step too large for the data (SGD at lr 1e8 with λ 1 multiplies a
+ * sampled row by about -1e8) overflows the parameters: the run stops at
+ * that epoch with VR_EINVAL and says which; at the default step it runs. */
+TEST(divergence_reported)
+{
+	struct synth *s = calloc(1, sizeof(*s));
+	make_synth(s, 5);
+	rk_model_dims d;
+	rk_model_dims_default(&d, RK_MODEL_BPR, LU, LI, 0);
+	rk_model *m;
+	ASSERT_OK(rk_model_create(&m, &d));
+	rk_model_init(m, 1);
+	rk_train_config c;
+	rk_train_config_default(&c, RK_MODEL_BPR);
+	c.max_epochs = 5;
+	c.threads = 1;
+	c.lr = 1e8f;
+	c.lambda = 1;
+	rk_trainer *t;
+	rk_train_result r;
+	ASSERT_OK(rk_trainer_create(&t, m, &s->fit, s->valid, NULL, &c));
+	ASSERT_EQ_INT(rk_trainer_run(t, NULL, NULL, &r), VR_EINVAL);
+	ASSERT(r.diverged >= 1 && r.diverged <= 5);
+	ASSERT_EQ_INT(r.epochs, r.diverged);
+	ASSERT(!rk_all_finite(m->params, m->n_params));
+	rk_trainer_free(t);
+	rk_model_init(m, 1);
+	rk_train_config_default(&c, RK_MODEL_BPR);
+	c.max_epochs = 2;
+	c.threads = 1;
+	ASSERT_OK(rk_trainer_create(&t, m, &s->fit, s->valid, NULL, &c));
+	ASSERT_OK(rk_trainer_run(t, NULL, NULL, &r));
+	ASSERT_EQ_INT(r.diverged, 0);
+	ASSERT(rk_all_finite(m->params, m->n_params));
+	rk_trainer_free(t);
+	rk_model_free(m);
+	free_synth(s);
+	free(s);
+}
+
 /* ---- the cold-item prior (prior.h) ---- */
 
 /* The reference ridge: standardise in double, form the normal equations
@@ -1110,6 +1150,7 @@ static const struct vr_test tests[] = {
 	T(hogwild_vbpr_learns),
 	T(deterministic_runs),
 	T(progress_and_cancel),
+	T(divergence_reported),
 	T(ridge_matches_reference),
 	T(prior_predicts_cold_items_and_blends),
 	{0},
